@@ -1,0 +1,82 @@
+// Package engine defines the storage seam of a Meridian node: an ordered
+// key/value store with atomic batches, bounded iterators and snapshots.
+//
+// Every engine (engine/pebble, engine/memory) must pass the conformance
+// suite in engine/enginetest. Keys and values handed out by an engine are
+// owned by the caller unless a method says otherwise.
+package engine
+
+import "errors"
+
+// ErrNotFound is returned by Get when the key does not exist.
+var ErrNotFound = errors.New("engine: key not found")
+
+// ErrClosed is returned by any operation on a closed engine.
+var ErrClosed = errors.New("engine: closed")
+
+// Reader reads a consistent view of the data.
+type Reader interface {
+	// Get returns a copy of the value stored under key, or ErrNotFound.
+	Get(key []byte) ([]byte, error)
+	// NewIter returns an iterator over keys in [lower, upper). A nil bound
+	// means unbounded on that side. The iterator must be closed.
+	NewIter(lower, upper []byte) (Iterator, error)
+}
+
+// Engine is a node's local ordered key/value store.
+type Engine interface {
+	Reader
+	// NewBatch returns an empty batch; nothing is visible until Commit.
+	NewBatch() Batch
+	// NewSnapshot returns a point-in-time view that later writes do not change.
+	NewSnapshot() (Snapshot, error)
+	// Stats reports engine-specific counters for telemetry (name → value).
+	Stats() map[string]float64
+	// Close flushes and releases the engine. Later calls return ErrClosed.
+	Close() error
+}
+
+// Batch collects writes that commit atomically: all of them or none.
+type Batch interface {
+	// Set stages key=value. The batch copies key and value.
+	Set(key, value []byte)
+	// Delete stages the removal of key.
+	Delete(key []byte)
+	// Len is the number of staged operations.
+	Len() int
+	// Commit applies the batch. With sync, Commit returns only after the
+	// write is durable (the WAL is fsynced); without it the write may be lost
+	// on a crash. A batch is unusable after Commit.
+	Commit(sync bool) error
+	// Close releases the batch; it is safe to call after Commit.
+	Close() error
+}
+
+// Snapshot is a consistent, read-only view of the engine at one instant.
+type Snapshot interface {
+	Reader
+	Close() error
+}
+
+// Iterator walks keys in ascending order within its bounds.
+//
+//	it, _ := e.NewIter(lo, hi)
+//	defer it.Close()
+//	for ok := it.First(); ok; ok = it.Next() { use(it.Key(), it.Value()) }
+//	if err := it.Error(); err != nil { ... }
+type Iterator interface {
+	// First positions at the first key within bounds; false if none.
+	First() bool
+	// SeekGE positions at the first key >= key within bounds; false if none.
+	SeekGE(key []byte) bool
+	// Next advances; false when the iterator is exhausted.
+	Next() bool
+	// Valid reports whether the iterator is positioned at a key.
+	Valid() bool
+	// Key and Value are valid until the next positioning call; copy to keep.
+	Key() []byte
+	Value() []byte
+	// Error returns the first error the iterator met, if any.
+	Error() error
+	Close() error
+}

@@ -1,0 +1,278 @@
+package version
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// Encoding (all integers uvarint unless noted, strings and bytes
+// length-prefixed):
+//
+//	clock: format(1 byte = 1) | n | n × (node | counter | time as zigzag varint)
+//	set:   format(1 byte = 1) | clock body (n | entries) | m | m × sibling
+//	sibling: dot node | dot counter | flags(1 byte: bit0 tombstone) | wall (varint) | logical | value bytes
+//
+// Node names in sibling dots refer to the clock's entries by index + 1
+// (0 = literal name follows), which keeps sets with many siblings small.
+const formatV1 = 1
+
+// Limits that stop a lying length prefix from causing a huge allocation.
+const (
+	maxEntries  = 1 << 16
+	maxSiblings = 1 << 16
+	maxNameLen  = 1 << 10
+)
+
+// Encode returns the compact binary form of the clock (empty for an empty
+// clock).
+func (c Clock) Encode() []byte {
+	if c.IsEmpty() {
+		return nil
+	}
+	b := make([]byte, 0, 1+len(c.Entries)*16)
+	b = append(b, formatV1)
+	return c.appendBody(b)
+}
+
+func (c Clock) appendBody(b []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(c.Entries)))
+	for _, e := range c.Entries {
+		b = appendString(b, e.Node)
+		b = binary.AppendUvarint(b, e.Counter)
+		b = binary.AppendVarint(b, e.Time)
+	}
+	return b
+}
+
+// DecodeClock parses Encode's output; empty input is the empty clock.
+func DecodeClock(b []byte) (Clock, error) {
+	if len(b) == 0 {
+		return Clock{}, nil
+	}
+	if b[0] != formatV1 {
+		return Clock{}, fmt.Errorf("%w: unknown clock format %d", ErrMalformed, b[0])
+	}
+	d := decoder{b: b[1:]}
+	c := d.clock()
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("%d trailing bytes", len(d.b))
+	}
+	if d.err != nil {
+		return Clock{}, d.err
+	}
+	return c, nil
+}
+
+// Encode returns the compact, deterministic binary form of the set.
+func (s Set) Encode() []byte { return s.AppendEncode(nil) }
+
+// AppendEncode appends the set's binary form to dst.
+func (s Set) AppendEncode(dst []byte) []byte {
+	size := 4 + len(s.Clock.Entries)*16
+	for _, sib := range s.Siblings {
+		size += 24 + len(sib.Value.Bytes)
+	}
+	if cap(dst)-len(dst) < size {
+		n := make([]byte, len(dst), len(dst)+size)
+		copy(n, dst)
+		dst = n
+	}
+	dst = append(dst, formatV1)
+	dst = s.Clock.appendBody(dst)
+	dst = binary.AppendUvarint(dst, uint64(len(s.Siblings)))
+	for _, sib := range s.Siblings {
+		if i, ok := s.Clock.find(sib.Dot.Node); ok {
+			dst = binary.AppendUvarint(dst, uint64(i+1))
+		} else {
+			dst = append(dst, 0)
+			dst = appendString(dst, sib.Dot.Node)
+		}
+		dst = binary.AppendUvarint(dst, sib.Dot.Counter)
+		var flags byte
+		if sib.Value.Tombstone {
+			flags |= 1
+		}
+		dst = append(dst, flags)
+		dst = binary.AppendVarint(dst, sib.Value.Time.Wall)
+		dst = binary.AppendUvarint(dst, uint64(sib.Value.Time.Logical))
+		dst = binary.AppendUvarint(dst, uint64(len(sib.Value.Bytes)))
+		dst = append(dst, sib.Value.Bytes...)
+	}
+	return dst
+}
+
+// DecodeSet parses Encode's output. Empty input is the empty set. It checks
+// the invariants (sorted unique entries and dots, dots covered by the clock)
+// so corrupted bytes are rejected rather than merged.
+func DecodeSet(b []byte) (Set, error) {
+	if len(b) == 0 {
+		return Set{}, nil
+	}
+	if b[0] != formatV1 {
+		return Set{}, fmt.Errorf("%w: unknown set format %d", ErrMalformed, b[0])
+	}
+	d := decoder{b: b[1:]}
+	s := Set{Clock: d.clock()}
+	n := d.uvarint()
+	if n > maxSiblings || n > uint64(len(d.b)) {
+		d.fail("sibling count %d too large", n)
+	}
+	if d.err == nil && n > 0 {
+		s.Siblings = make([]Sibling, 0, n)
+	}
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		var sib Sibling
+		ref := d.uvarint()
+		switch {
+		case ref == 0:
+			sib.Dot.Node = d.string()
+		case ref <= uint64(len(s.Clock.Entries)):
+			sib.Dot.Node = s.Clock.Entries[ref-1].Node
+		default:
+			d.fail("sibling node reference %d out of range", ref)
+		}
+		sib.Dot.Counter = d.uvarint()
+		flags := d.byte()
+		if flags&^1 != 0 {
+			d.fail("unknown sibling flags %#x", flags)
+		}
+		sib.Value.Tombstone = flags&1 != 0
+		sib.Value.Time.Wall = d.varint()
+		logical := d.uvarint()
+		if logical > 1<<32-1 {
+			d.fail("logical time %d too large", logical)
+		}
+		sib.Value.Time.Logical = uint32(logical)
+		sib.Value.Bytes = d.bytes()
+		if d.err != nil {
+			break
+		}
+		if sib.Dot.Counter == 0 || !s.Clock.Covers(sib.Dot) {
+			d.fail("sibling %s not covered by clock %s", sib.Dot, s.Clock)
+		}
+		if len(s.Siblings) > 0 && !s.Siblings[len(s.Siblings)-1].Dot.less(sib.Dot) {
+			d.fail("siblings out of order")
+		}
+		s.Siblings = append(s.Siblings, sib)
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("%d trailing bytes", len(d.b))
+	}
+	if d.err != nil {
+		return Set{}, d.err
+	}
+	return s, nil
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// decoder reads from b, remembering the first error.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(format string, args ...any) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: "+format, append([]any{ErrMalformed}, args...)...)
+	}
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail("bad uvarint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail("bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) byte() byte {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) == 0 {
+		d.fail("truncated")
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+func (d *decoder) bytes() []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) {
+		d.fail("length %d beyond the %d bytes left", n, len(d.b))
+		return nil
+	}
+	out := make([]byte, n)
+	copy(out, d.b[:n])
+	d.b = d.b[n:]
+	return out
+}
+
+func (d *decoder) string() string {
+	n := d.uvarint()
+	if d.err != nil {
+		return ""
+	}
+	if n == 0 || n > maxNameLen || n > uint64(len(d.b)) {
+		d.fail("name length %d invalid", n)
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+func (d *decoder) clock() Clock {
+	n := d.uvarint()
+	if n > maxEntries || n > uint64(len(d.b)) {
+		d.fail("clock entry count %d too large", n)
+	}
+	if d.err != nil {
+		return Clock{}
+	}
+	var c Clock
+	if n > 0 {
+		c.Entries = make([]Entry, 0, n)
+	}
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		e := Entry{Node: d.string(), Counter: d.uvarint(), Time: d.varint()}
+		if d.err != nil {
+			break
+		}
+		if e.Counter == 0 {
+			d.fail("clock entry %q has counter 0", e.Node)
+		}
+		if len(c.Entries) > 0 && c.Entries[len(c.Entries)-1].Node >= e.Node {
+			d.fail("clock entries out of order")
+		}
+		c.Entries = append(c.Entries, e)
+	}
+	return c
+}

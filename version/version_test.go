@@ -1,0 +1,367 @@
+package version
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+func val(s string) Value { return Value{Bytes: []byte(s)} }
+
+func values(s Set) []string {
+	var out []string
+	for _, sib := range s.Siblings {
+		out = append(out, string(sib.Value.Bytes))
+	}
+	return out
+}
+
+func TestPut(t *testing.T) {
+	var s Set
+	s, d1 := s.Put(Clock{}, "n1", val("a"), 1)
+	if d1 != (Dot{"n1", 1}) || fmt.Sprint(values(s)) != "[a]" {
+		t.Fatalf("first put: dot %v, values %v", d1, values(s))
+	}
+	ctx := s.Context()
+	// Two writes with the same context are concurrent.
+	s, _ = s.Put(ctx, "n1", val("b"), 2)
+	s, _ = s.Put(ctx, "n2", val("c"), 3)
+	if got := fmt.Sprint(values(s)); got != "[b c]" {
+		t.Fatalf("concurrent puts = %v, want [b c]", got)
+	}
+	// A put with the merged context supersedes both.
+	s, d := s.Put(s.Context(), "n2", val("bc"), 4)
+	if got := fmt.Sprint(values(s)); got != "[bc]" {
+		t.Fatalf("merged put = %v, want [bc]", got)
+	}
+	if d != (Dot{"n2", 2}) {
+		t.Fatalf("dot = %v, want n2:2", d)
+	}
+	// A delete is a tombstone put.
+	s, _ = s.Put(s.Context(), "n1", Value{Tombstone: true}, 5)
+	if len(s.Siblings) != 1 || !s.Siblings[0].Value.Tombstone || len(s.Live()) != 0 {
+		t.Fatalf("after delete: %+v", s)
+	}
+	// The minted counter is past both the stored clock and the context.
+	var fresh Set
+	_, d = fresh.Put(Clock{Entries: []Entry{{Node: "n1", Counter: 7}}}, "n1", val("x"), 6)
+	if d.Counter != 8 {
+		t.Fatalf("counter = %d, want 8 (past the context)", d.Counter)
+	}
+}
+
+// history generates random puts and merges on a few replicas and checks the
+// invariants after every step.
+type history struct {
+	rng      *rand.Rand
+	replicas []Set
+	// acknowledged writes and the contexts that superseded them
+	written map[Dot]string
+}
+
+func newHistory(seed uint64, n int) *history {
+	return &history{rng: rand.New(rand.NewPCG(seed, seed^0x9e37)), replicas: make([]Set, n), written: map[Dot]string{}}
+}
+
+func (h *history) step(t *testing.T, now int64) {
+	i := h.rng.IntN(len(h.replicas))
+	switch h.rng.IntN(3) {
+	case 0, 1: // a put at replica i with a context read from replica j (or none)
+		var ctx Clock
+		if h.rng.IntN(3) > 0 {
+			ctx = h.replicas[h.rng.IntN(len(h.replicas))].Context()
+		}
+		v := fmt.Sprintf("v%d", now)
+		var d Dot
+		h.replicas[i], d = h.replicas[i].Put(ctx, fmt.Sprintf("r%d", i), val(v), now)
+		h.written[d] = v
+	case 2: // anti-entropy between i and j
+		j := h.rng.IntN(len(h.replicas))
+		m := Merge(h.replicas[i], h.replicas[j])
+		h.replicas[i], h.replicas[j] = m, m
+	}
+	for k, s := range h.replicas {
+		checkInvariants(t, fmt.Sprintf("replica %d", k), s)
+	}
+}
+
+func checkInvariants(t *testing.T, what string, s Set) {
+	t.Helper()
+	seen := map[Dot]bool{}
+	for i, sib := range s.Siblings {
+		if !s.Clock.Covers(sib.Dot) {
+			t.Fatalf("%s: sibling %v not covered by %v", what, sib.Dot, s.Clock)
+		}
+		if seen[sib.Dot] {
+			t.Fatalf("%s: duplicate dot %v", what, sib.Dot)
+		}
+		seen[sib.Dot] = true
+		if i > 0 && !s.Siblings[i-1].Dot.less(sib.Dot) {
+			t.Fatalf("%s: siblings out of order", what)
+		}
+	}
+}
+
+func TestMergeProperties(t *testing.T) {
+	for seed := uint64(1); seed <= 200; seed++ {
+		h := newHistory(seed, 4)
+		for step := int64(1); step <= 40; step++ {
+			h.step(t, step)
+		}
+		a, b, c := h.replicas[0], h.replicas[1], h.replicas[2]
+		if !Merge(a, b).Equal(Merge(b, a)) {
+			t.Fatalf("seed %d: merge not commutative", seed)
+		}
+		if !Merge(Merge(a, b), c).Equal(Merge(a, Merge(b, c))) {
+			t.Fatalf("seed %d: merge not associative", seed)
+		}
+		if !Merge(a, a).Equal(a) {
+			t.Fatalf("seed %d: merge not idempotent", seed)
+		}
+		m := Merge(a, b)
+		if !m.Descends(a) || !m.Descends(b) {
+			t.Fatalf("seed %d: merge does not descend its inputs", seed)
+		}
+		if a.Descends(b) != Merge(a, b).Equal(a) {
+			t.Fatalf("seed %d: Descends disagrees with Merge", seed)
+		}
+		for _, s := range []Set{a, b, c, m} {
+			got, err := DecodeSet(s.Encode())
+			if err != nil || !got.Equal(s) {
+				t.Fatalf("seed %d: round trip: %v", seed, err)
+			}
+			if got.Digest() != s.Digest() {
+				t.Fatalf("seed %d: digest changed in round trip", seed)
+			}
+		}
+	}
+}
+
+// TestNoWriteLost: after all replicas converge, every write is either still
+// a sibling or its dot is covered by the clock of a write whose context saw
+// it — never silently dropped. Concretely: converged siblings are exactly the
+// writes not covered by the context of any later write.
+func TestNoWriteLost(t *testing.T) {
+	for seed := uint64(1); seed <= 200; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		replicas := make([]Set, 3)
+		type write struct {
+			dot Dot
+			ctx Clock
+		}
+		var writes []write
+		for step := int64(1); step <= 30; step++ {
+			i := rng.IntN(3)
+			if rng.IntN(4) == 0 {
+				j := rng.IntN(3)
+				m := Merge(replicas[i], replicas[j])
+				replicas[i], replicas[j] = m, m
+				continue
+			}
+			var ctx Clock
+			if rng.IntN(2) == 0 {
+				ctx = replicas[rng.IntN(3)].Context()
+			}
+			var d Dot
+			replicas[i], d = replicas[i].Put(ctx, fmt.Sprintf("r%d", i), val(fmt.Sprint(step)), step)
+			writes = append(writes, write{dot: d, ctx: ctx})
+		}
+		final := Merge(Merge(replicas[0], replicas[1]), replicas[2])
+		have := map[Dot]bool{}
+		for _, sib := range final.Siblings {
+			have[sib.Dot] = true
+		}
+		for _, w := range writes {
+			superseded := false
+			for _, later := range writes {
+				if later.ctx.Covers(w.dot) {
+					superseded = true
+				}
+			}
+			if have[w.dot] == superseded {
+				t.Fatalf("seed %d: write %v present=%v superseded=%v", seed, w.dot, have[w.dot], superseded)
+			}
+		}
+	}
+}
+
+func TestConcurrentWritesSurviveMerges(t *testing.T) {
+	var base Set
+	base, _ = base.Put(Clock{}, "n1", val("base"), 1)
+	a, _ := base.Put(base.Context(), "n1", val("a"), 2)
+	b, _ := base.Put(base.Context(), "n2", val("b"), 3)
+	m := Merge(Merge(a, b), Merge(b, base))
+	if got := fmt.Sprint(values(m)); got != "[a b]" {
+		t.Fatalf("merged = %v, want [a b]", got)
+	}
+	r, _ := m.Put(m.Context(), "n3", val("ab"), 4)
+	if got := fmt.Sprint(values(Merge(r, a))); got != "[ab]" {
+		t.Fatalf("after resolving write = %v, want [ab]", got)
+	}
+}
+
+func TestClock(t *testing.T) {
+	a := Clock{Entries: []Entry{{Node: "n1", Counter: 2}, {Node: "n2", Counter: 1}}}
+	b := Clock{Entries: []Entry{{Node: "n1", Counter: 1}, {Node: "n3", Counter: 4}}}
+	if a.Descends(b) || b.Descends(a) || !a.Concurrent(b) {
+		t.Fatal("a and b should be concurrent")
+	}
+	j := a.Join(b)
+	if j.String() != "{n1:2, n2:1, n3:4}" || !j.Descends(a) || !j.Descends(b) {
+		t.Fatalf("join = %v", j)
+	}
+	got, err := DecodeClock(j.Encode())
+	if err != nil || !got.Equal(j) {
+		t.Fatalf("clock round trip: %v %v", got, err)
+	}
+	if c, err := DecodeClock(nil); err != nil || !c.IsEmpty() {
+		t.Fatal("empty context should decode to the empty clock")
+	}
+	for _, bad := range [][]byte{{9}, {1, 5}, {1, 1, 2, 'n'}, {1, 2, 2, 'n', '2', 1, 0, 2, 'n', '1', 1, 0}} {
+		if _, err := DecodeClock(bad); err == nil {
+			t.Errorf("DecodeClock(%v) accepted malformed input", bad)
+		}
+	}
+}
+
+func TestResolveLWW(t *testing.T) {
+	var s Set
+	s, _ = s.Put(Clock{}, "n1", Value{Bytes: []byte("late"), Time: Timestamp{Wall: 10}}, 1)
+	s, _ = s.Put(Clock{}, "n2", Value{Bytes: []byte("early"), Time: Timestamp{Wall: 5}}, 1)
+	if got := values(s.ResolveLWW()); fmt.Sprint(got) != "[late]" {
+		t.Fatalf("lww = %v", got)
+	}
+}
+
+func TestPrune(t *testing.T) {
+	day := int64(24 * time.Hour)
+	var s Set
+	// Retired actors: old incarnations and one-off actors, long ago.
+	for i := 0; i < 20; i++ {
+		s, _ = s.Put(s.Context(), fmt.Sprintf("f~%02d", i), val("x"), 1)
+	}
+	s, _ = s.Put(Clock{}, "n1", val("n1 old"), 1)         // n1 will be retired by n1#1
+	s, _ = s.Put(s.Context(), "n1#1", val("current"), 1)  // supersedes everything so far
+	s, _ = s.Put(Clock{}, "live~1", val("concurrent"), 1) // a live sibling from a retired actor
+	p := PrunePolicy{MaxEntries: 4, MinAge: time.Hour}
+	pruned, n := s.Prune(p, 1+day)
+	if n == 0 || len(pruned.Clock.Entries) != 4 {
+		t.Fatalf("pruned %d entries to %d, want down to 4", n, len(pruned.Clock.Entries))
+	}
+	for _, sib := range pruned.Siblings {
+		if !pruned.Clock.Covers(sib.Dot) {
+			t.Fatalf("pruning dropped the entry of live sibling %v", sib.Dot)
+		}
+	}
+	if pruned.Clock.Get("n1#1") == 0 {
+		t.Fatal("pruned the current incarnation n1#1")
+	}
+	// Too recent: nothing pruned.
+	if _, n := s.Prune(p, 2); n != 0 {
+		t.Fatalf("pruned %d entries younger than MinAge", n)
+	}
+	// An actor that may write again is never pruned.
+	var live Set
+	for i := 0; i < 10; i++ {
+		live, _ = live.Put(live.Context(), fmt.Sprintf("node%d", i), val("x"), 1)
+	}
+	if _, n := live.Prune(p, 1+day); n != 0 {
+		t.Fatalf("pruned %d entries of actors that can still write", n)
+	}
+}
+
+func TestDecodeSetRejectsCorruption(t *testing.T) {
+	var s Set
+	s, _ = s.Put(Clock{}, "n1", val("hello"), 1)
+	s, _ = s.Put(Clock{}, "n2", val("world"), 2)
+	enc := s.Encode()
+	for cut := 0; cut < len(enc); cut++ {
+		if cut == 0 {
+			continue // empty is the empty set
+		}
+		if _, err := DecodeSet(enc[:cut]); err == nil {
+			t.Errorf("truncated encoding (%d of %d bytes) accepted", cut, len(enc))
+		}
+	}
+	if _, err := DecodeSet(append(bytes.Clone(enc), 0)); err == nil {
+		t.Error("trailing byte accepted")
+	}
+}
+
+func FuzzDecodeSet(f *testing.F) {
+	var s Set
+	s, _ = s.Put(Clock{}, "n1", val("a"), 1)
+	s, _ = s.Put(Clock{}, "n2", Value{Tombstone: true}, 2)
+	f.Add(s.Encode())
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		set, err := DecodeSet(b)
+		if err != nil {
+			return
+		}
+		again, err := DecodeSet(set.Encode())
+		if err != nil || !again.Equal(set) {
+			t.Fatalf("re-decode: %v", err)
+		}
+	})
+}
+
+func FuzzDecodeClock(f *testing.F) {
+	f.Add(Clock{Entries: []Entry{{Node: "n1", Counter: 3, Time: 5}}}.Encode())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := DecodeClock(b)
+		if err != nil {
+			return
+		}
+		again, err := DecodeClock(c.Encode())
+		if err != nil || !again.Equal(c) {
+			t.Fatalf("re-decode: %v", err)
+		}
+	})
+}
+
+func benchSet(n int) Set {
+	var s Set
+	for i := 0; i < n; i++ {
+		s, _ = s.Put(Clock{}, fmt.Sprintf("n%d", i), Value{Bytes: make([]byte, 100)}, int64(i))
+	}
+	return s
+}
+
+func BenchmarkMerge(b *testing.B) {
+	x, y := benchSet(3), benchSet(5)
+	b.ReportAllocs()
+	for b.Loop() {
+		Merge(x, y)
+	}
+}
+
+func BenchmarkPut(b *testing.B) {
+	s := benchSet(3)
+	ctx := s.Context()
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Put(ctx, "n1", Value{Bytes: make([]byte, 100)}, 1)
+	}
+}
+
+func BenchmarkEncode(b *testing.B) {
+	s := benchSet(3)
+	buf := make([]byte, 0, 1024)
+	b.ReportAllocs()
+	for b.Loop() {
+		s.AppendEncode(buf[:0])
+	}
+}
+
+func BenchmarkDecodeSet(b *testing.B) {
+	enc := benchSet(3).Encode()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeSet(enc); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
