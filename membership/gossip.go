@@ -1,0 +1,398 @@
+// Package membership knows who is in the cluster: gossip (hashicorp
+// memberlist, SWIM with Lifeguard) for liveness, failure detection and node
+// metadata, and Topology, one epoch of nodes, ring and keyspaces.
+package membership
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// MetaLimit is memberlist's cap on node metadata.
+const MetaLimit = memberlist.MetaMaxSize
+
+// Meta is what a node tells the cluster about itself; it rides on
+// memberlist's node metadata.
+type Meta struct {
+	ID       string `json:"id"`
+	GRPCAddr string `json:"grpc"`
+	DC       string `json:"dc"`
+	Rack     string `json:"rack"`
+	Weight   int    `json:"w"`
+	Epoch    uint64 `json:"e"`
+}
+
+// metaVersion prefixes the encoded metadata so the format can change.
+const metaVersion = 1
+
+func (m Meta) encode() ([]byte, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	b = append([]byte{metaVersion}, b...)
+	if len(b) > MetaLimit {
+		return nil, fmt.Errorf("node metadata is %d bytes, over memberlist's %d-byte limit: shorten the ID, DC, rack or address", len(b), MetaLimit)
+	}
+	return b, nil
+}
+
+func decodeMeta(b []byte) (Meta, error) {
+	var m Meta
+	if len(b) < 2 || b[0] != metaVersion {
+		return m, errors.New("unknown metadata format")
+	}
+	err := json.Unmarshal(b[1:], &m)
+	return m, err
+}
+
+// State is a member's liveness as gossip sees it.
+type State int
+
+const (
+	StateAlive State = iota
+	StateSuspect
+	StateDead
+	StateLeft
+)
+
+func (s State) String() string {
+	switch s {
+	case StateAlive:
+		return "alive"
+	case StateSuspect:
+		return "suspect"
+	case StateDead:
+		return "dead"
+	case StateLeft:
+		return "left"
+	}
+	return "unknown"
+}
+
+func stateOf(s memberlist.NodeStateType) State {
+	switch s {
+	case memberlist.StateAlive:
+		return StateAlive
+	case memberlist.StateSuspect:
+		return StateSuspect
+	case memberlist.StateLeft:
+		return StateLeft
+	}
+	return StateDead
+}
+
+// Member is one node as gossip sees it.
+type Member struct {
+	Meta       Meta
+	State      State
+	GossipAddr string
+}
+
+// Listener receives membership changes. It is called from memberlist's
+// goroutines and must not block.
+type Listener interface {
+	MemberChanged(m Member)
+}
+
+// Config configures gossip. Validate names the wrong field.
+type Config struct {
+	Meta Meta
+	// BindAddr is host:port to gossip on; port 0 picks a free port.
+	BindAddr string
+	// Seeds are gossip addresses to join (empty for the first node).
+	Seeds []string
+	// Profile is memberlist's timing profile: lan (default), wan, local, or
+	// test (fast failure detection for tests on loopback).
+	Profile string
+	// Logger receives memberlist's log lines at debug level.
+	Logger *slog.Logger
+	// Transport replaces memberlist's network transport (fault injection).
+	Transport memberlist.Transport
+	// JoinRetry is the interval between join attempts (default 1s).
+	JoinRetry time.Duration
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	if c.Meta.ID == "" {
+		return errors.New("gossip: Meta.ID is empty")
+	}
+	if _, _, err := net.SplitHostPort(c.BindAddr); err != nil {
+		return fmt.Errorf("gossip: BindAddr %q is not host:port", c.BindAddr)
+	}
+	switch c.Profile {
+	case "", "lan", "wan", "local", "test":
+	default:
+		return fmt.Errorf("gossip: profile %q: use lan, wan, local or test", c.Profile)
+	}
+	if _, err := c.Meta.encode(); err != nil {
+		return fmt.Errorf("gossip: %w", err)
+	}
+	return nil
+}
+
+func (c Config) memberlistConfig() *memberlist.Config {
+	var mc *memberlist.Config
+	switch c.Profile {
+	case "wan":
+		mc = memberlist.DefaultWANConfig()
+	case "local":
+		mc = memberlist.DefaultLocalConfig()
+	case "test":
+		mc = memberlist.DefaultLocalConfig()
+		mc.ProbeInterval = 200 * time.Millisecond
+		mc.ProbeTimeout = 100 * time.Millisecond
+		mc.GossipInterval = 50 * time.Millisecond
+		mc.SuspicionMult = 2
+		mc.PushPullInterval = 2 * time.Second
+		mc.TCPTimeout = 500 * time.Millisecond
+	default:
+		mc = memberlist.DefaultLANConfig()
+	}
+	return mc
+}
+
+// Gossip is a running memberlist instance.
+type Gossip struct {
+	ml       *memberlist.Memberlist
+	listener Listener
+	log      *slog.Logger
+	retry    time.Duration
+
+	mu struct {
+		sync.RWMutex
+		meta    Meta
+		members map[string]Member
+		joined  bool
+	}
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// Start creates the memberlist instance and, in the background, keeps
+// trying to join the seeds until one answers or Close is called.
+func Start(ctx context.Context, cfg Config, l Listener) (*Gossip, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.JoinRetry == 0 {
+		cfg.JoinRetry = time.Second
+	}
+	g := &Gossip{listener: l, log: cfg.Logger, retry: cfg.JoinRetry, stop: make(chan struct{})}
+	g.mu.meta = cfg.Meta
+	g.mu.members = map[string]Member{}
+	host, portStr, _ := net.SplitHostPort(cfg.BindAddr)
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: port %q: %w", portStr, err)
+	}
+	mc := cfg.memberlistConfig()
+	mc.Name = cfg.Meta.ID
+	mc.BindAddr = host
+	mc.BindPort = port
+	mc.AdvertiseAddr = host
+	mc.AdvertisePort = port
+	mc.Delegate = (*delegate)(g)
+	mc.Events = (*events)(g)
+	mc.Logger = log.New(logWriter{cfg.Logger}, "", 0)
+	// A node restarting on the same address reclaims its name at once.
+	mc.DeadNodeReclaimTime = time.Nanosecond
+	if cfg.Transport != nil {
+		mc.Transport = cfg.Transport
+	}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: listen on %s: %w", cfg.BindAddr, err)
+	}
+	g.ml = ml
+	if len(cfg.Seeds) == 0 {
+		g.mu.joined = true
+	} else {
+		g.wg.Add(1)
+		go g.joinLoop(cfg.Seeds)
+	}
+	return g, nil
+}
+
+func (g *Gossip) joinLoop(seeds []string) {
+	defer g.wg.Done()
+	t := time.NewTicker(g.retry)
+	defer t.Stop()
+	for {
+		if _, err := g.Join(seeds); err == nil {
+			return
+		}
+		select {
+		case <-g.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Join contacts the given gossip addresses; it succeeds when one answers.
+func (g *Gossip) Join(seeds []string) (int, error) {
+	n, err := g.ml.Join(seeds)
+	if err != nil && n == 0 {
+		g.log.Debug("gossip join failed", "seeds", seeds, "err", err)
+		return 0, err
+	}
+	g.mu.Lock()
+	g.mu.joined = true
+	g.mu.Unlock()
+	return n, nil
+}
+
+// Joined reports whether the node reached a seed (or needed none).
+func (g *Gossip) Joined() bool {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.mu.joined
+}
+
+// Addr is the gossip address actually bound.
+func (g *Gossip) Addr() string {
+	n := g.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// Alive reports whether a node ID is currently alive (self always is).
+func (g *Gossip) Alive(id string) bool {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	if id == g.mu.meta.ID {
+		return true
+	}
+	m, ok := g.mu.members[id]
+	return ok && m.State == StateAlive
+}
+
+// Members lists every known member including self, sorted by ID.
+func (g *Gossip) Members() []Member {
+	var out []Member
+	for _, n := range g.ml.Members() {
+		m, err := memberOf(n)
+		if err != nil {
+			continue
+		}
+		out = append(out, m)
+	}
+	g.mu.RLock()
+	for id, m := range g.mu.members {
+		if m.State == StateLeft || m.State == StateDead {
+			found := false
+			for _, o := range out {
+				if o.Meta.ID == id {
+					found = true
+				}
+			}
+			if !found {
+				out = append(out, m)
+			}
+		}
+	}
+	g.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Meta.ID < out[j].Meta.ID })
+	return out
+}
+
+// UpdateMeta re-broadcasts this node's metadata.
+func (g *Gossip) UpdateMeta(m Meta) error {
+	if _, err := m.encode(); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.mu.meta = m
+	g.mu.Unlock()
+	return g.ml.UpdateNode(5 * time.Second)
+}
+
+// Close leaves the cluster gracefully and shuts gossip down. It is
+// idempotent.
+func (g *Gossip) Close() error {
+	var err error
+	g.closeOnce.Do(func() {
+		close(g.stop)
+		g.wg.Wait()
+		if lerr := g.ml.Leave(time.Second); lerr != nil {
+			g.log.Debug("gossip leave", "err", lerr)
+		}
+		err = g.ml.Shutdown()
+	})
+	return err
+}
+
+func memberOf(n *memberlist.Node) (Member, error) {
+	meta, err := decodeMeta(n.Meta)
+	if err != nil {
+		return Member{}, fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	return Member{Meta: meta, State: stateOf(n.State), GossipAddr: n.Address()}, nil
+}
+
+// record updates the member table and tells the listener.
+func (g *Gossip) record(n *memberlist.Node) {
+	m, err := memberOf(n)
+	if err != nil {
+		g.log.Warn("ignoring gossip member with unreadable metadata", "member", n.Name, "err", err)
+		return
+	}
+	g.mu.Lock()
+	g.mu.members[m.Meta.ID] = m
+	g.mu.Unlock()
+	if g.listener != nil {
+		g.listener.MemberChanged(m)
+	}
+}
+
+type delegate Gossip
+
+func (d *delegate) NodeMeta(limit int) []byte {
+	g := (*Gossip)(d)
+	g.mu.RLock()
+	b, err := g.mu.meta.encode()
+	g.mu.RUnlock()
+	if err != nil || len(b) > limit {
+		g.log.Error("node metadata does not fit gossip", "err", err)
+		return nil
+	}
+	return b
+}
+func (d *delegate) NotifyMsg([]byte)                           {}
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *delegate) LocalState(join bool) []byte                { return nil }
+func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
+
+type events Gossip
+
+func (e *events) NotifyJoin(n *memberlist.Node)   { (*Gossip)(e).record(n) }
+func (e *events) NotifyLeave(n *memberlist.Node)  { (*Gossip)(e).record(n) }
+func (e *events) NotifyUpdate(n *memberlist.Node) { (*Gossip)(e).record(n) }
+
+// logWriter adapts memberlist's log.Logger output to slog at debug level.
+type logWriter struct{ l *slog.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.l.Debug("memberlist: " + string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
+
+var _ io.Writer = logWriter{}

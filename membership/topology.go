@@ -1,0 +1,202 @@
+package membership
+
+import (
+	"fmt"
+	"hash/fnv"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/meridiankv/meridian/placement"
+)
+
+// DefaultKeyspace is the keyspace every cluster has and requests without a
+// keyspace use.
+const DefaultKeyspace = "default"
+
+// DefaultRF is the default keyspace's replication factor in each DC (capped
+// by the number of nodes the DC has).
+const DefaultRF = 3
+
+// Conflict is how a keyspace resolves concurrent writes.
+type Conflict int
+
+const (
+	// ConflictSiblings keeps every concurrent value for the client to merge.
+	ConflictSiblings Conflict = iota
+	// ConflictLWW keeps the value with the greatest hybrid-logical-clock time.
+	ConflictLWW
+)
+
+// String is the name used in configs and the CLI.
+func (c Conflict) String() string {
+	if c == ConflictLWW {
+		return "lww"
+	}
+	return "siblings"
+}
+
+// ParseConflict parses "siblings" (or "") and "lww".
+func ParseConflict(s string) (Conflict, error) {
+	switch strings.ToLower(s) {
+	case "", "siblings":
+		return ConflictSiblings, nil
+	case "lww":
+		return ConflictLWW, nil
+	}
+	return 0, fmt.Errorf("conflict mode %q: use siblings or lww", s)
+}
+
+// KeyspaceSpec is a keyspace as configured or requested by an operator.
+type KeyspaceSpec struct {
+	Name        string         `yaml:"name" json:"name"`
+	Replication map[string]int `yaml:"replication" json:"replication"`
+	Conflict    string         `yaml:"conflict,omitempty" json:"conflict,omitempty"`
+}
+
+// Keyspace is a keyspace with its placement table computed.
+type Keyspace struct {
+	Name        string
+	ID          uint32
+	Replication placement.Replication
+	Conflict    Conflict
+	Table       *placement.Table
+}
+
+// NodeInfo is a cluster member as the topology knows it.
+type NodeInfo struct {
+	placement.Node
+	GRPCAddr string
+}
+
+// Topology is one epoch of cluster metadata: nodes, ring and keyspaces.
+// It is immutable; a change produces a new Topology with a higher epoch.
+type Topology struct {
+	Epoch     uint64
+	Ring      *placement.Ring
+	Nodes     map[string]NodeInfo
+	Keyspaces map[string]*Keyspace
+}
+
+var keyspaceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// NewTopology builds a topology from a member list and keyspace specs. The
+// default keyspace is added when specs do not name it.
+func NewTopology(epoch uint64, partitions int, nodes []NodeInfo, specs []KeyspaceSpec) (*Topology, error) {
+	pn := make([]placement.Node, len(nodes))
+	byID := make(map[string]NodeInfo, len(nodes))
+	for i, n := range nodes {
+		pn[i] = n.Node
+		byID[n.ID] = n
+	}
+	ring, err := placement.New(partitions, pn)
+	if err != nil {
+		return nil, err
+	}
+	t := &Topology{Epoch: epoch, Ring: ring, Nodes: byID, Keyspaces: map[string]*Keyspace{}}
+	hasDefault := false
+	for _, s := range specs {
+		if s.Name == DefaultKeyspace {
+			hasDefault = true
+		}
+	}
+	if !hasDefault {
+		specs = append([]KeyspaceSpec{t.DefaultSpec()}, specs...)
+	}
+	for _, s := range specs {
+		if err := t.addKeyspace(s); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// DefaultSpec is the default keyspace's spec for this topology's nodes:
+// DefaultRF per DC, capped by the DC's node count.
+func (t *Topology) DefaultSpec() KeyspaceSpec {
+	perDC := map[string]int{}
+	for _, n := range t.Nodes {
+		perDC[n.DC]++
+	}
+	for dc, c := range perDC {
+		perDC[dc] = min(c, DefaultRF)
+	}
+	return KeyspaceSpec{Name: DefaultKeyspace, Replication: perDC}
+}
+
+// WithKeyspace returns a new topology (epoch+1) with one more keyspace.
+func (t *Topology) WithKeyspace(s KeyspaceSpec) (*Topology, error) {
+	if _, ok := t.Keyspaces[s.Name]; ok {
+		return nil, fmt.Errorf("keyspace %q already exists", s.Name)
+	}
+	next := &Topology{Epoch: t.Epoch + 1, Ring: t.Ring, Nodes: t.Nodes, Keyspaces: make(map[string]*Keyspace, len(t.Keyspaces)+1)}
+	for k, v := range t.Keyspaces {
+		next.Keyspaces[k] = v
+	}
+	if err := next.addKeyspace(s); err != nil {
+		return nil, err
+	}
+	return next, nil
+}
+
+func (t *Topology) addKeyspace(s KeyspaceSpec) error {
+	if !keyspaceName.MatchString(s.Name) {
+		return fmt.Errorf("keyspace name %q: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit", s.Name)
+	}
+	if _, ok := t.Keyspaces[s.Name]; ok {
+		return fmt.Errorf("keyspace %q is defined twice", s.Name)
+	}
+	conflict, err := ParseConflict(s.Conflict)
+	if err != nil {
+		return fmt.Errorf("keyspace %q: %w", s.Name, err)
+	}
+	repl := placement.Replication{}
+	for dc, rf := range s.Replication {
+		if rf != 0 {
+			repl[dc] = rf
+		}
+	}
+	table, err := t.Ring.Table(repl)
+	if err != nil {
+		return fmt.Errorf("keyspace %q: %w", s.Name, err)
+	}
+	id := KeyspaceID(s.Name)
+	for _, k := range t.Keyspaces {
+		if k.ID == id {
+			return fmt.Errorf("keyspace %q: its ID collides with keyspace %q: pick another name", s.Name, k.Name)
+		}
+	}
+	t.Keyspaces[s.Name] = &Keyspace{Name: s.Name, ID: id, Replication: repl, Conflict: conflict, Table: table}
+	return nil
+}
+
+// KeyspaceID is the stable numeric ID of a keyspace name, used in storage
+// keys: FNV-1a of the name (never 0).
+func KeyspaceID(name string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	id := h.Sum32()
+	if id == 0 {
+		id = 1
+	}
+	return id
+}
+
+// Keyspace looks a keyspace up by name; "" means the default keyspace.
+func (t *Topology) Keyspace(name string) (*Keyspace, bool) {
+	if name == "" {
+		name = DefaultKeyspace
+	}
+	k, ok := t.Keyspaces[name]
+	return k, ok
+}
+
+// KeyspaceNames returns the keyspace names, sorted.
+func (t *Topology) KeyspaceNames() []string {
+	names := make([]string, 0, len(t.Keyspaces))
+	for n := range t.Keyspaces {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
