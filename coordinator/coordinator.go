@@ -1,0 +1,766 @@
+// Package coordinator runs Meridian's request path: it turns a consistency
+// level into N/R/W, fans a request out to the key's replicas, waits for the
+// quorum, merges sibling sets, forwards writes to a replica that mints the
+// version's dot, sends copies meant for unreachable replicas to fallbacks as
+// hints, and repairs stale replicas after reads.
+//
+// The decision of when a request is done (tally) is pure; the fan-out and
+// waiting around it are a thin shell.
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	nooptrace "go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/membership"
+	"github.com/meridiankv/meridian/placement"
+	"github.com/meridiankv/meridian/replica"
+	"github.com/meridiankv/meridian/version"
+)
+
+// Peers reaches other nodes' replica service. The gRPC implementation lives
+// in transport/; tests use an in-memory one with fault injection.
+type Peers interface {
+	Read(ctx context.Context, node string, req *internalv1.ReadRequest) (*internalv1.ReadResponse, error)
+	Write(ctx context.Context, node string, req *internalv1.WriteRequest) error
+	Coordinate(ctx context.Context, node string, req *internalv1.CoordinateRequest) (*internalv1.CoordinateResponse, error)
+}
+
+// Liveness says whether a node is up for routing.
+type Liveness interface {
+	Alive(id string) bool
+}
+
+// Hints stores copies held for unreachable replicas (see repair.Hints).
+type Hints interface {
+	StoreHint(target string, loc replica.Loc, keyspace string, key []byte, set version.Set, sync bool) error
+}
+
+// Config wires a coordinator. Zero durations and sizes mean the defaults.
+type Config struct {
+	NodeID   string
+	DC       string
+	Store    *replica.Store
+	Peers    Peers
+	Live     Liveness
+	Hints    Hints
+	Topology func() *membership.Topology
+	// RequestTimeout bounds a request when the caller set no deadline.
+	RequestTimeout time.Duration
+	// MaxValueSize is the largest value accepted (default 16 MiB).
+	MaxValueSize int
+	// Prune bounds version vectors (default version.DefaultPrunePolicy()).
+	Prune  version.PrunePolicy
+	Now    func() time.Time
+	Logger *slog.Logger
+	// Tracer traces requests (default: no-op).
+	Tracer trace.Tracer
+	// Observer receives metrics (default: none).
+	Observer Observer
+}
+
+// Defaults for Config.
+const (
+	DefaultRequestTimeout = 5 * time.Second
+	DefaultMaxValueSize   = 16 << 20
+	MaxKeySize            = replica.MaxKeyLen
+)
+
+func (c *Config) setDefaults() {
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.MaxValueSize == 0 {
+		c.MaxValueSize = DefaultMaxValueSize
+	}
+	if c.Prune.MaxEntries == 0 {
+		c.Prune = version.DefaultPrunePolicy()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Tracer == nil {
+		c.Tracer = nooptrace.NewTracerProvider().Tracer("")
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
+}
+
+// Coordinator serves client requests on one node and the replica side of
+// other coordinators' requests.
+type Coordinator struct {
+	cfg    Config
+	hlc    *HLC
+	tracer trace.Tracer
+	obs    Observer
+
+	// Background work (remaining replica writes, read repair) runs under
+	// bgCtx and is waited for by Close.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
+}
+
+// New returns a coordinator. Close stops its background work.
+func New(cfg Config) (*Coordinator, error) {
+	cfg.setDefaults()
+	switch {
+	case cfg.NodeID == "":
+		return nil, errors.New("coordinator: NodeID is empty")
+	case cfg.Store == nil:
+		return nil, errors.New("coordinator: Store is nil")
+	case cfg.Peers == nil:
+		return nil, errors.New("coordinator: Peers is nil")
+	case cfg.Live == nil:
+		return nil, errors.New("coordinator: Live is nil")
+	case cfg.Topology == nil:
+		return nil, errors.New("coordinator: Topology is nil")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Coordinator{cfg: cfg, hlc: NewHLC(cfg.Now), tracer: cfg.Tracer, obs: cfg.Observer, bgCtx: ctx, bgCancel: cancel}, nil
+}
+
+// Close cancels background work and waits for it to stop.
+func (c *Coordinator) Close() {
+	c.bgCancel()
+	c.bg.Wait()
+}
+
+// target is one replica or fallback a request goes to.
+type target struct {
+	placement.Replica
+	hintFor string // non-empty: a fallback holding a hint for this node
+}
+
+// request is what every operation resolves first.
+type request struct {
+	ks    *membership.Keyspace
+	loc   replica.Loc
+	key   []byte
+	reps  []placement.Replica
+	need  Need
+	trail *trail
+}
+
+func (c *Coordinator) resolve(keyspace string, key []byte, cons *kvv1.Consistency, op Op) (*request, error) {
+	if len(key) == 0 {
+		return nil, invalidf("key is empty: give a key of 1 byte to 64 KiB")
+	}
+	if len(key) > MaxKeySize {
+		return nil, invalidf("key is %d bytes, over the 64 KiB limit: use a shorter key (hash long identifiers)", len(key))
+	}
+	topo := c.cfg.Topology()
+	ks, ok := topo.Keyspace(keyspace)
+	if !ok {
+		return nil, &NotFoundError{Keyspace: keyspace}
+	}
+	localDC := c.cfg.DC
+	if d := cons.GetDc(); d != "" {
+		if _, known := ks.Replication[d]; !known && !contains(topo.Ring.DCs(), d) {
+			return nil, invalidf("consistency.dc %q is not a datacenter of this cluster (have %v)", d, topo.Ring.DCs())
+		}
+		localDC = d
+	}
+	need, err := Resolve(cons, op, Replication(ks.Replication), localDC)
+	if err != nil {
+		return nil, err
+	}
+	p := topo.Ring.Partition(key)
+	return &request{
+		ks:   ks,
+		loc:  replica.Loc{Keyspace: ks.ID, Partition: p},
+		key:  key,
+		reps: ks.Table.Replicas(p),
+		need: need,
+	}, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Coordinator) alive(id string) bool {
+	return id == c.cfg.NodeID || c.cfg.Live.Alive(id)
+}
+
+// deadline applies the default timeout when the caller set none.
+func (c *Coordinator) deadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, c.cfg.RequestTimeout)
+}
+
+// fanoutContext outlives the request so that slow replicas still finish
+// (and get repaired) after the quorum answered; it keeps the request's
+// values (trace) but not its cancellation.
+func (c *Coordinator) fanoutContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := c.cfg.RequestTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		if rem := time.Until(dl); rem > d {
+			d = rem
+		}
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d)
+	stop := context.AfterFunc(c.bgCtx, cancel)
+	return fctx, func() { stop(); cancel() }
+}
+
+// reply is one replica's answer.
+type reply struct {
+	t   target
+	set version.Set
+	err error
+}
+
+// Get reads a key at the requested consistency.
+func (c *Coordinator) Get(ctx context.Context, req *kvv1.GetRequest) (resp *kvv1.GetResponse, err error) {
+	err = c.observe(ctx, "kv.Get", OpRead, req.GetKeyspace(), req.GetConsistency(), func(ctx context.Context, span trace.Span) error {
+		resp, err = c.get(ctx, span, req)
+		return err
+	})
+	return resp, err
+}
+
+func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetRequest) (*kvv1.GetResponse, error) {
+	r, err := c.resolve(req.GetKeyspace(), req.GetKey(), req.GetConsistency(), OpRead)
+	if err != nil {
+		return nil, err
+	}
+	span.SetAttributes(attrN.Int(r.need.N), attrR.Int(r.need.Count()), attrPartition.Int(r.loc.Partition))
+	r.trail = newTrail(req.GetExplain(), c.cfg.Now)
+	ctx, cancel := c.deadline(ctx)
+	defer cancel()
+
+	tl := newTally(r.need)
+	var targets []target
+	for _, rep := range r.reps {
+		if c.alive(rep.Node) {
+			targets = append(targets, target{Replica: rep})
+			tl.expect(rep.DC, false)
+		} else {
+			r.trail.add(rep.Node, "skip replica", "down", 0)
+		}
+	}
+	span.SetAttributes(attrContacted.Int(len(targets)))
+	if tl.hopeless() {
+		return nil, &UnavailableError{Op: OpRead, Need: r.need, Alive: len(targets), Detail: tl.shortfall()}
+	}
+	fctx, fcancel := c.fanoutContext(ctx)
+	ch := make(chan reply, len(targets))
+	for _, t := range targets {
+		go func() {
+			start := c.cfg.Now()
+			set, err := c.readFrom(fctx, t.Node, r)
+			r.trail.add(t.Node, "replica read", outcome(set, err), c.cfg.Now().Sub(start))
+			ch <- reply{t: t, set: set, err: err}
+		}()
+	}
+
+	var (
+		merged  version.Set
+		got     []reply
+		lastErr error
+	)
+	for !tl.met() {
+		if tl.hopeless() {
+			c.finishRead(fctx, fcancel, r, ch, len(targets)-len(got), got, merged)
+			return nil, &FailedError{Op: OpRead, Need: r.need, Answered: tl.acks, Failed: failed(got), Asked: len(targets), Short: tl.shortfall(), Cause: lastErr}
+		}
+		select {
+		case rp := <-ch:
+			tl.answer(rp.t.DC, false, rp.err == nil)
+			got = append(got, rp)
+			if rp.err != nil {
+				lastErr = rp.err
+				continue
+			}
+			merged = version.Merge(merged, rp.set)
+		case <-ctx.Done():
+			answered := tl.acks
+			c.finishRead(fctx, fcancel, r, ch, len(targets)-len(got), got, merged)
+			return nil, c.ctxErr(ctx, &TimeoutError{Op: OpRead, Need: r.need, Answered: answered, Asked: len(targets)})
+		}
+	}
+	c.finishRead(fctx, fcancel, r, ch, len(targets)-len(got), got, merged)
+	span.SetAttributes(attrAnswered.Int(tl.acks), attrFailed.Int(len(got)-tl.acks), attrSiblings.Int(len(merged.Siblings)))
+	c.obs.SiblingsReturned(len(merged.Siblings))
+
+	if r.ks.Conflict == membership.ConflictLWW {
+		merged = merged.ResolveLWW()
+	}
+	resp := &kvv1.GetResponse{
+		Siblings:  siblingsProto(merged),
+		Context:   merged.Context().Encode(),
+		Effective: c.effective(r.need, got, nil),
+		Explain:   r.trail.events(),
+	}
+	resp.Effective.R = uint32(r.need.Count())
+	return resp, nil
+}
+
+// ctxErr returns the caller's cancellation as CANCELED, a deadline as the
+// given timeout error.
+func (c *Coordinator) ctxErr(ctx context.Context, timeout error) error {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return status.Error(codes.Canceled, "request canceled by the caller")
+	}
+	return timeout
+}
+
+// finishRead collects the replies still outstanding in the background, then
+// pushes the merged set to every replica that answered with less.
+func (c *Coordinator) finishRead(fctx context.Context, fcancel context.CancelFunc, r *request, ch <-chan reply, outstanding int, got []reply, merged version.Set) {
+	link := trace.LinkFromContext(fctx)
+	c.bg.Add(1)
+	go func() {
+		defer c.bg.Done()
+		defer fcancel()
+		for ; outstanding > 0; outstanding-- {
+			rp := <-ch // every read goroutine sends exactly once; fctx bounds them
+			got = append(got, rp)
+			if rp.err == nil {
+				merged = version.Merge(merged, rp.set)
+			}
+		}
+		var stale []reply
+		for _, rp := range got {
+			if rp.err == nil && !rp.set.Descends(merged) {
+				stale = append(stale, rp)
+			}
+		}
+		if len(stale) == 0 {
+			return
+		}
+		// Repair is background work: its own trace, linked to the read.
+		rctx, span := c.tracer.Start(trace.ContextWithSpanContext(fctx, trace.SpanContext{}), "meridian.read_repair",
+			trace.WithLinks(link), trace.WithAttributes(attrKeyspace.String(r.ks.Name)))
+		repaired := 0
+		for _, rp := range stale {
+			err := c.writeTo(rctx, rp.t, r, merged, true)
+			c.cfg.Logger.DebugContext(rctx, "read repair", "replica", rp.t.Node, "keyspace", r.ks.Name, "err", err)
+			if err == nil {
+				repaired++
+			}
+		}
+		span.SetAttributes(attrRepaired.Int(repaired))
+		span.End()
+		c.obs.ReadRepaired(repaired)
+	}()
+}
+
+// readFrom reads a key from one replica, locally when it is this node.
+func (c *Coordinator) readFrom(ctx context.Context, node string, r *request) (set version.Set, err error) {
+	ctx, span := c.replicaSpan(ctx, "meridian.replica.read", node)
+	defer func() { endSpan(span, err) }()
+	if node == c.cfg.NodeID {
+		return c.cfg.Store.Get(r.loc, r.key)
+	}
+	start := time.Now()
+	resp, err := c.cfg.Peers.Read(ctx, node, &internalv1.ReadRequest{Keyspace: r.ks.Name, Key: r.key})
+	c.obs.ReplicaCall("read", c.dcOf(node), status.Code(err).String(), time.Since(start))
+	if err != nil {
+		return version.Set{}, err
+	}
+	return version.DecodeSet(resp.GetSet())
+}
+
+func (c *Coordinator) dcOf(node string) string {
+	return c.cfg.Topology().Nodes[node].DC
+}
+
+// writeTo merges a set into one replica (or stores it as a hint on a
+// fallback), locally when the target is this node.
+func (c *Coordinator) writeTo(ctx context.Context, t target, r *request, set version.Set, sync bool) (err error) {
+	attrs := []attribute.KeyValue{attrSync.Bool(sync)}
+	if t.hintFor != "" {
+		attrs = append(attrs, attrHintFor.String(t.hintFor))
+	}
+	ctx, span := c.replicaSpan(ctx, "meridian.replica.write", t.Node, attrs...)
+	defer func() { endSpan(span, err) }()
+	if t.Node == c.cfg.NodeID {
+		if t.hintFor != "" {
+			return c.storeHint(t.hintFor, r.loc, r.ks.Name, r.key, set, sync)
+		}
+		_, err := c.cfg.Store.Merge(r.loc, r.key, set, sync)
+		return err
+	}
+	start := time.Now()
+	err = c.cfg.Peers.Write(ctx, t.Node, &internalv1.WriteRequest{
+		Keyspace: r.ks.Name, Key: r.key, Set: set.Encode(), Sync: sync, HintFor: t.hintFor,
+	})
+	c.obs.ReplicaCall("write", t.DC, status.Code(err).String(), time.Since(start))
+	return err
+}
+
+func (c *Coordinator) storeHint(target string, loc replica.Loc, ks string, key []byte, set version.Set, sync bool) error {
+	if c.cfg.Hints == nil {
+		return errors.New("this node keeps no hints")
+	}
+	if err := c.cfg.Hints.StoreHint(target, loc, ks, key, set, sync); err != nil {
+		return err
+	}
+	c.obs.HintStored()
+	return nil
+}
+
+// Put writes a value.
+func (c *Coordinator) Put(ctx context.Context, req *kvv1.PutRequest) (resp *kvv1.PutResponse, err error) {
+	err = c.observe(ctx, "kv.Put", OpWrite, req.GetKeyspace(), req.GetConsistency(), func(ctx context.Context, span trace.Span) error {
+		resp, err = c.write(ctx, span, req, false, "", false)
+		return err
+	})
+	return resp, err
+}
+
+// Delete writes a tombstone superseding what the context has seen.
+func (c *Coordinator) Delete(ctx context.Context, req *kvv1.DeleteRequest) (*kvv1.DeleteResponse, error) {
+	var resp *kvv1.PutResponse
+	err := c.observe(ctx, "kv.Delete", OpWrite, req.GetKeyspace(), req.GetConsistency(), func(ctx context.Context, span trace.Span) (err error) {
+		resp, err = c.write(ctx, span, &kvv1.PutRequest{
+			Keyspace: req.GetKeyspace(), Key: req.GetKey(), Context: req.GetContext(),
+			Consistency: req.GetConsistency(), Explain: req.GetExplain(),
+		}, true, "", false)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &kvv1.DeleteResponse{Context: resp.Context, Effective: resp.Effective, Explain: resp.Explain}, nil
+}
+
+func (c *Coordinator) write(ctx context.Context, span trace.Span, req *kvv1.PutRequest, tombstone bool, originDC string, forwarded bool) (*kvv1.PutResponse, error) {
+	cons := req.GetConsistency()
+	if originDC != "" && cons.GetDc() == "" {
+		cons = withDC(cons, originDC)
+	}
+	r, err := c.resolve(req.GetKeyspace(), req.GetKey(), cons, OpWrite)
+	if err != nil {
+		return nil, err
+	}
+	span.SetAttributes(attrN.Int(r.need.N), attrW.Int(r.need.Count()), attrPartition.Int(r.loc.Partition))
+	if !tombstone && len(req.GetValue()) > c.cfg.MaxValueSize {
+		return nil, invalidf("value is %d bytes, over the %d-byte limit: split it or raise max-value-size", len(req.GetValue()), c.cfg.MaxValueSize)
+	}
+	clk, err := version.DecodeClock(req.GetContext())
+	if err != nil {
+		return nil, invalidf("context is malformed (%v): pass the context bytes exactly as a Get or Put returned them, or none for a blind write", err)
+	}
+	r.trail = newTrail(req.GetExplain(), c.cfg.Now)
+	ctx, cancel := c.deadline(ctx)
+	defer cancel()
+
+	isReplica := false
+	for _, rep := range r.reps {
+		if rep.Node == c.cfg.NodeID {
+			isReplica = true
+		}
+	}
+	if !isReplica && !forwarded {
+		return c.forward(ctx, span, r, req, tombstone, cons)
+	}
+	return c.coordinate(ctx, span, r, req, clk, tombstone, isReplica)
+}
+
+func withDC(c *kvv1.Consistency, dc string) *kvv1.Consistency {
+	out := &kvv1.Consistency{}
+	if c != nil {
+		out.Level, out.R, out.W, out.PrimaryOnly, out.Durable = c.Level, c.R, c.W, c.PrimaryOnly, c.Durable
+	}
+	out.Dc = dc
+	return out
+}
+
+// forward sends a write to a live replica, preferring the local DC, which
+// mints the dot. If no replica is alive and hinted copies may count, this
+// node coordinates the write itself as a fallback.
+func (c *Coordinator) forward(ctx context.Context, span trace.Span, r *request, req *kvv1.PutRequest, tombstone bool, cons *kvv1.Consistency) (*kvv1.PutResponse, error) {
+	local := r.need.Local
+	var order []placement.Replica
+	for _, rep := range r.reps {
+		if rep.DC == local && c.alive(rep.Node) {
+			order = append(order, rep)
+		}
+	}
+	for _, rep := range r.reps {
+		if rep.DC != local && c.alive(rep.Node) {
+			order = append(order, rep)
+		}
+	}
+	var lastErr error
+	for _, rep := range order {
+		start := c.cfg.Now()
+		fctx, fspan := c.replicaSpan(ctx, "meridian.forward", rep.Node)
+		resp, err := c.cfg.Peers.Coordinate(fctx, rep.Node, &internalv1.CoordinateRequest{
+			Put: req, Tombstone: tombstone, OriginDc: cons.GetDc(),
+		})
+		endSpan(fspan, err)
+		r.trail.add(rep.Node, "forward to replica", errText(err), c.cfg.Now().Sub(start))
+		if err == nil {
+			out := resp.GetPut()
+			out.Explain = append(r.trail.events(), out.GetExplain()...)
+			return out, nil
+		}
+		if !unreachable(err) {
+			return nil, err
+		}
+		lastErr = err
+	}
+	if r.need.Hints && r.need.Total > 0 && !r.need.LocalOnly {
+		// Sloppy quorum: every primary is unreachable; write here and
+		// keep hints for them.
+		clk, _ := version.DecodeClock(req.GetContext())
+		return c.coordinate(ctx, span, r, req, clk, tombstone, false)
+	}
+	return nil, &UnavailableError{Op: OpWrite, Need: r.need, Alive: 0, Detail: "no replica could coordinate the write: " + errText(lastErr)}
+}
+
+// unreachable reports whether a peer error means the request never reached
+// a working coordinator (so another replica may be tried safely).
+func unreachable(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return true
+	}
+	if st.Code() != codes.Unavailable {
+		return false
+	}
+	return !IsMeridianStatus(st)
+}
+
+// coordinate applies a write locally (as a replica, or as a fallback that
+// keeps hints when no replica is reachable) and replicates the result.
+func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *request, req *kvv1.PutRequest, clk version.Clock, tombstone, isReplica bool) (*kvv1.PutResponse, error) {
+	durable := req.GetConsistency() == nil || req.GetConsistency().Durable == nil || req.GetConsistency().GetDurable()
+	actor := c.cfg.Store.Actor()
+	if !isReplica {
+		// A fallback has no stored copy to mint sequential dots from: use
+		// a one-off actor so its dot can never collide with another.
+		actor = fmt.Sprintf("%s~%d", actor, c.hlc.Now().Wall)
+	}
+	value := version.Value{Bytes: req.GetValue(), Tombstone: tombstone}
+	if tombstone {
+		value.Bytes = nil
+	}
+	mint := func(cur version.Set) (version.Set, error) {
+		for _, s := range cur.Siblings {
+			c.hlc.Observe(s.Value.Time)
+		}
+		value.Time = c.hlc.Now()
+		now := c.cfg.Now().UnixNano()
+		next, _ := cur.Put(clk, actor, value, now)
+		next, _ = next.Prune(c.cfg.Prune, now)
+		if r.ks.Conflict == membership.ConflictLWW {
+			next = next.ResolveLWW()
+		}
+		return next, nil
+	}
+
+	tl := newTally(r.need)
+	var (
+		set     version.Set
+		targets []target
+		err     error
+	)
+	start := c.cfg.Now()
+	if isReplica {
+		_, lspan := c.replicaSpan(ctx, "meridian.replica.write", c.cfg.NodeID, attrSync.Bool(durable))
+		set, err = c.cfg.Store.Update(r.loc, r.key, durable, mint)
+		endSpan(lspan, err)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "local write failed: %v", err)
+		}
+		r.trail.add(c.cfg.NodeID, "coordinator write", "ok, "+set.Context().String(), c.cfg.Now().Sub(start))
+		tl.expect(c.cfg.DC, false)
+		tl.answer(c.cfg.DC, false, true)
+	} else {
+		set, _ = mint(version.Set{})
+	}
+	used := map[string]bool{c.cfg.NodeID: true}
+	var down []placement.Replica
+	for _, rep := range r.reps {
+		switch {
+		case rep.Node == c.cfg.NodeID:
+		case c.alive(rep.Node):
+			targets = append(targets, target{Replica: rep})
+			tl.expect(rep.DC, false)
+			used[rep.Node] = true
+		default:
+			down = append(down, rep)
+			r.trail.add(rep.Node, "skip replica", "down", 0)
+		}
+	}
+	if c.cfg.Hints != nil {
+		for _, rep := range down {
+			fb, ok := c.fallbackFor(r, rep, used)
+			if !ok {
+				continue
+			}
+			targets = append(targets, target{Replica: fb, hintFor: rep.Node})
+			tl.expect(fb.DC, true)
+			used[fb.Node] = true
+		}
+	}
+	if !isReplica && len(targets) == 0 {
+		return nil, &UnavailableError{Op: OpWrite, Need: r.need, Alive: 0}
+	}
+	if tl.hopeless() {
+		return nil, &UnavailableError{Op: OpWrite, Need: r.need, Alive: len(targets) + b2i(isReplica), Detail: tl.shortfall()}
+	}
+
+	fctx, fcancel := c.fanoutContext(ctx)
+	ch := make(chan reply, len(targets))
+	for _, t := range targets {
+		go func() {
+			start := c.cfg.Now()
+			err := c.writeTo(fctx, t, r, set, durable)
+			action := "replica write"
+			if t.hintFor != "" {
+				action = "hinted write for " + t.hintFor
+			}
+			r.trail.add(t.Node, action, errText(err), c.cfg.Now().Sub(start))
+			ch <- reply{t: t, err: err}
+		}()
+	}
+	var (
+		got     []reply
+		hinted  []string
+		lastErr error
+	)
+	wait := func() error {
+		for !tl.met() {
+			if tl.hopeless() {
+				return &FailedError{Op: OpWrite, Need: r.need, Answered: tl.acks, Failed: failed(got), Asked: len(targets) + b2i(isReplica), Short: tl.shortfall(), Cause: lastErr}
+			}
+			select {
+			case rp := <-ch:
+				tl.answer(rp.t.DC, rp.t.hintFor != "", rp.err == nil)
+				got = append(got, rp)
+				if rp.err != nil {
+					lastErr = rp.err
+				} else if rp.t.hintFor != "" {
+					hinted = append(hinted, rp.t.Node)
+				}
+			case <-ctx.Done():
+				return c.ctxErr(ctx, &TimeoutError{Op: OpWrite, Need: r.need, Answered: tl.acks, Asked: len(targets) + b2i(isReplica)})
+			}
+		}
+		return nil
+	}
+	werr := wait()
+	// The rest of the replicas finish in the background.
+	outstanding := len(targets) - len(got)
+	c.bg.Add(1)
+	go func() {
+		defer c.bg.Done()
+		defer fcancel()
+		for ; outstanding > 0; outstanding-- {
+			<-ch
+		}
+	}()
+	span.SetAttributes(attrContacted.Int(len(targets)+b2i(isReplica)), attrAnswered.Int(tl.acks), attrFailed.Int(failed(got)))
+	if werr != nil {
+		return nil, werr
+	}
+	self := []reply(nil)
+	if isReplica {
+		self = []reply{{t: target{Replica: placement.Replica{Node: c.cfg.NodeID, DC: c.cfg.DC}}}}
+	}
+	resp := &kvv1.PutResponse{
+		Context:   set.Context().Encode(),
+		Effective: c.effective(r.need, append(self, got...), hinted),
+		Siblings:  siblingsProto(set),
+		Explain:   r.trail.events(),
+	}
+	resp.Effective.W = uint32(r.need.Count())
+	return resp, nil
+}
+
+// fallbackFor picks the first live fallback for a down replica, from the
+// replica's own DC first.
+func (c *Coordinator) fallbackFor(r *request, down placement.Replica, used map[string]bool) (placement.Replica, bool) {
+	for _, fb := range r.ks.Table.Fallbacks(r.loc.Partition, down.DC) {
+		if !used[fb.Node] && c.alive(fb.Node) {
+			return fb, true
+		}
+	}
+	return placement.Replica{}, false
+}
+
+func failed(rs []reply) int {
+	n := 0
+	for _, r := range rs {
+		if r.err != nil {
+			n++
+		}
+	}
+	return n
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (c *Coordinator) effective(need Need, got []reply, hinted []string) *kvv1.Effective {
+	e := &kvv1.Effective{N: uint32(need.N), Level: need.Level, Coordinator: c.cfg.NodeID, Hinted: hinted}
+	for _, rp := range got {
+		if rp.err == nil && rp.t.hintFor == "" {
+			e.Replicas = append(e.Replicas, rp.t.Node)
+		}
+	}
+	return e
+}
+
+func siblingsProto(s version.Set) []*kvv1.Sibling {
+	out := make([]*kvv1.Sibling, 0, len(s.Siblings))
+	for _, sib := range s.Siblings {
+		out = append(out, &kvv1.Sibling{
+			Value:              sib.Value.Bytes,
+			Tombstone:          sib.Value.Tombstone,
+			WriteTimeUnixNanos: sib.Value.Time.Wall,
+			Dot:                fmt.Sprintf("%s:%d", sib.Dot.Node, sib.Dot.Counter),
+		})
+	}
+	return out
+}
+
+func outcome(set version.Set, err error) string {
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	if set.IsEmpty() {
+		return "ok, not found"
+	}
+	return fmt.Sprintf("ok, %d siblings, %s", len(set.Siblings), set.Context())
+}
+
+func errText(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return "error: " + err.Error()
+}

@@ -1,0 +1,153 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// ErrorDomain marks statuses produced by Meridian's request path (as opposed
+// to the transport), in a google.rpc.ErrorInfo detail.
+const ErrorDomain = "meridian.kv"
+
+// withInfo attaches a machine-readable ErrorInfo (reason + counts).
+func withInfo(st *status.Status, reason string, md map[string]string) *status.Status {
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: ErrorDomain, Metadata: md}); err == nil {
+		return d
+	}
+	return st
+}
+
+// IsMeridianStatus reports whether a status came from a Meridian
+// coordinator rather than from the network.
+func IsMeridianStatus(st *status.Status) bool {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == ErrorDomain {
+			return true
+		}
+	}
+	return false
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+// Errors carry their gRPC status (GRPCStatus), so the API edge returns them
+// unchanged and clients see a code plus a message that says what to do.
+
+// InvalidError is a request the caller must change: INVALID_ARGUMENT.
+type InvalidError struct{ Msg string }
+
+func (e *InvalidError) Error() string { return e.Msg }
+
+// GRPCStatus maps the error to INVALID_ARGUMENT.
+func (e *InvalidError) GRPCStatus() *status.Status {
+	return status.New(codes.InvalidArgument, e.Msg)
+}
+
+func invalidf(format string, args ...any) error {
+	return &InvalidError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// NotFoundError names a keyspace that does not exist: NOT_FOUND.
+type NotFoundError struct{ Keyspace string }
+
+func (e *NotFoundError) Error() string {
+	return fmt.Sprintf("keyspace %q does not exist: create it with 'meridian keyspace create %s --replication DC=RF' or list them with 'meridian keyspace list'", e.Keyspace, e.Keyspace)
+}
+
+// GRPCStatus maps the error to NOT_FOUND.
+func (e *NotFoundError) GRPCStatus() *status.Status {
+	return status.New(codes.NotFound, e.Error())
+}
+
+// UnavailableError says too few replicas were alive to even try: UNAVAILABLE.
+type UnavailableError struct {
+	Op     Op
+	Need   Need
+	Alive  int
+	Detail string
+}
+
+func (e *UnavailableError) Error() string {
+	msg := fmt.Sprintf("%s at %s needs %d replicas but only %d of N=%d are alive", e.Op, describe(e.Need), e.Need.Count(), e.Alive, e.Need.N)
+	if e.Detail != "" {
+		msg += " (" + e.Detail + ")"
+	}
+	return msg + ": retry later or use a lower consistency level"
+}
+
+// GRPCStatus maps the error to UNAVAILABLE.
+func (e *UnavailableError) GRPCStatus() *status.Status {
+	return withInfo(status.New(codes.Unavailable, e.Error()), "REPLICAS_UNAVAILABLE",
+		map[string]string{"needed": itoa(e.Need.Count()), "alive": itoa(e.Alive), "n": itoa(e.Need.N)})
+}
+
+// FailedError says replicas were asked but too few succeeded: UNAVAILABLE.
+type FailedError struct {
+	Op       Op
+	Need     Need
+	Answered int
+	Failed   int
+	Asked    int
+	// Short names the datacenters that fell short, for per-DC levels.
+	Short string
+	Cause error
+}
+
+func (e *FailedError) Error() string {
+	msg := fmt.Sprintf("%s at %s needed %d replicas but %d of the %d asked failed, so it cannot succeed (%d answered before giving up)",
+		e.Op, describe(e.Need), e.Need.Count(), e.Failed, e.Asked, e.Answered)
+	if e.Short != "" {
+		msg += " (" + e.Short + ")"
+	}
+	if e.Cause != nil {
+		msg += "; last error: " + e.Cause.Error()
+	}
+	return msg
+}
+
+// GRPCStatus maps the error to UNAVAILABLE.
+func (e *FailedError) GRPCStatus() *status.Status {
+	return withInfo(status.New(codes.Unavailable, e.Error()), "QUORUM_FAILED",
+		map[string]string{"needed": itoa(e.Need.Count()), "answered": itoa(e.Answered), "failed": itoa(e.Failed), "asked": itoa(e.Asked)})
+}
+
+func (e *FailedError) Unwrap() error { return e.Cause }
+
+// TimeoutError says the deadline passed before enough replicas answered:
+// DEADLINE_EXCEEDED.
+type TimeoutError struct {
+	Op       Op
+	Need     Need
+	Answered int
+	Asked    int
+}
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("%s at %s: deadline exceeded after %d of %d replicas answered (needed %d): raise the deadline or lower the level",
+		e.Op, describe(e.Need), e.Answered, e.Asked, e.Need.Count())
+}
+
+// GRPCStatus maps the error to DEADLINE_EXCEEDED.
+func (e *TimeoutError) GRPCStatus() *status.Status {
+	return withInfo(status.New(codes.DeadlineExceeded, e.Error()), "QUORUM_TIMEOUT",
+		map[string]string{"needed": itoa(e.Need.Count()), "answered": itoa(e.Answered), "asked": itoa(e.Asked)})
+}
+
+func describe(n Need) string {
+	if n.Level == 0 {
+		return fmt.Sprintf("explicit quorum %d", n.Total)
+	}
+	return levelName(n.Level)
+}
+
+// IsClientError reports whether err is the caller's fault (bad request).
+func IsClientError(err error) bool {
+	var inv *InvalidError
+	var nf *NotFoundError
+	return errors.As(err, &inv) || errors.As(err, &nf)
+}

@@ -1,0 +1,46 @@
+package coordinator
+
+import (
+	"sync"
+	"time"
+
+	"github.com/meridiankv/meridian/version"
+)
+
+// HLC is a hybrid logical clock: it follows the wall clock but never goes
+// backwards and orders events the node has observed, so last-writer-wins
+// never depends on the raw wall clock alone.
+type HLC struct {
+	now func() time.Time
+	mu  struct {
+		sync.Mutex
+		last version.Timestamp
+	}
+}
+
+// NewHLC returns a clock reading physical time from now.
+func NewHLC(now func() time.Time) *HLC {
+	return &HLC{now: now}
+}
+
+// Now returns a timestamp greater than every one returned or observed before.
+func (h *HLC) Now() version.Timestamp {
+	wall := h.now().UnixNano()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if wall > h.mu.last.Wall {
+		h.mu.last = version.Timestamp{Wall: wall}
+	} else {
+		h.mu.last.Logical++
+	}
+	return h.mu.last
+}
+
+// Observe moves the clock past a timestamp seen in data from elsewhere.
+func (h *HLC) Observe(t version.Timestamp) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if t.Compare(h.mu.last) > 0 {
+		h.mu.last = t
+	}
+}

@@ -1,0 +1,95 @@
+package coordinator
+
+import (
+	"context"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/status"
+
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+)
+
+// Observer receives the coordinator's measurements (telemetry.Metrics
+// implements it). Methods must be cheap and safe for concurrent use.
+type Observer interface {
+	RequestDone(op, level, outcome string, d time.Duration)
+	ReplicaCall(op, peerDC, outcome string, d time.Duration)
+	ReadRepaired(n int)
+	SiblingsReturned(n int)
+	HintStored()
+}
+
+type nopObserver struct{}
+
+func (nopObserver) RequestDone(string, string, string, time.Duration) {}
+func (nopObserver) ReplicaCall(string, string, string, time.Duration) {}
+func (nopObserver) ReadRepaired(int)                                  {}
+func (nopObserver) SiblingsReturned(int)                              {}
+func (nopObserver) HintStored()                                       {}
+
+// Span attribute keys (OTel semantic conventions have none for these).
+const (
+	attrKeyspace  = attribute.Key("meridian.keyspace")
+	attrLevel     = attribute.Key("meridian.consistency")
+	attrN         = attribute.Key("meridian.n")
+	attrR         = attribute.Key("meridian.r")
+	attrW         = attribute.Key("meridian.w")
+	attrContacted = attribute.Key("meridian.replicas.contacted")
+	attrAnswered  = attribute.Key("meridian.replicas.answered")
+	attrFailed    = attribute.Key("meridian.replicas.failed")
+	attrSiblings  = attribute.Key("meridian.siblings")
+	attrRepaired  = attribute.Key("meridian.replicas.repaired")
+	attrNode      = attribute.Key("meridian.node")
+	attrHintFor   = attribute.Key("meridian.hint_for")
+	attrSync      = attribute.Key("meridian.sync")
+	attrPartition = attribute.Key("meridian.partition")
+)
+
+func levelLabel(c *kvv1.Consistency, op Op) string {
+	if op == OpRead && c.GetR() > 0 || op == OpWrite && c.GetW() > 0 {
+		return "EXPLICIT"
+	}
+	l := c.GetLevel()
+	if l == kvv1.Level_LEVEL_UNSPECIFIED {
+		l = kvv1.Level_LEVEL_QUORUM
+	}
+	return levelName(l)
+}
+
+// observe wraps one client request in a span and records its metrics.
+func (c *Coordinator) observe(ctx context.Context, name string, op Op, keyspace string, cons *kvv1.Consistency, fn func(context.Context, trace.Span) error) error {
+	start := time.Now()
+	level := levelLabel(cons, op)
+	ctx, span := c.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal),
+		trace.WithAttributes(attrKeyspace.String(orDefault(keyspace)), attrLevel.String(level)))
+	err := fn(ctx, span)
+	outcome := status.Code(err).String()
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+	c.obs.RequestDone(name[len("kv."):], level, outcome, time.Since(start))
+	return err
+}
+
+func orDefault(ks string) string {
+	if ks == "" {
+		return "default"
+	}
+	return ks
+}
+
+// replicaSpan starts a span for one replica operation (local or remote).
+func (c *Coordinator) replicaSpan(ctx context.Context, name, node string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	return c.tracer.Start(ctx, name, trace.WithAttributes(append(attrs, attrNode.String(node))...))
+}
+
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+}

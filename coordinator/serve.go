@@ -1,0 +1,88 @@
+package coordinator
+
+import (
+	"context"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"go.opentelemetry.io/otel/trace"
+
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/replica"
+	"github.com/meridiankv/meridian/version"
+)
+
+// The replica side: what this node does when another coordinator reads,
+// writes or forwards to it.
+
+// locate resolves a keyspace name and key sent by a peer.
+func (c *Coordinator) locate(keyspace string, key []byte) (replica.Loc, error) {
+	topo := c.cfg.Topology()
+	ks, ok := topo.Keyspace(keyspace)
+	if !ok {
+		return replica.Loc{}, &NotFoundError{Keyspace: keyspace}
+	}
+	if len(key) == 0 || len(key) > MaxKeySize {
+		return replica.Loc{}, invalidf("key length %d out of range", len(key))
+	}
+	return replica.Loc{Keyspace: ks.ID, Partition: topo.Ring.Partition(key)}, nil
+}
+
+// ServeRead returns this node's copy of a key.
+func (c *Coordinator) ServeRead(ctx context.Context, req *internalv1.ReadRequest) (*internalv1.ReadResponse, error) {
+	loc, err := c.locate(req.GetKeyspace(), req.GetKey())
+	if err != nil {
+		return nil, err
+	}
+	_, span := c.replicaSpan(ctx, "meridian.engine.read", c.cfg.NodeID)
+	set, err := c.cfg.Store.Get(loc, req.GetKey())
+	endSpan(span, err)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "read: %v", err)
+	}
+	if set.IsEmpty() {
+		return &internalv1.ReadResponse{}, nil
+	}
+	return &internalv1.ReadResponse{Set: set.Encode()}, nil
+}
+
+// ServeWrite merges a peer's sibling set into this node's copy, or keeps it
+// as a hint for an unreachable node.
+func (c *Coordinator) ServeWrite(ctx context.Context, req *internalv1.WriteRequest) (*internalv1.WriteResponse, error) {
+	loc, err := c.locate(req.GetKeyspace(), req.GetKey())
+	if err != nil {
+		return nil, err
+	}
+	set, err := version.DecodeSet(req.GetSet())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "sibling set: %v", err)
+	}
+	if req.GetHintFor() != "" {
+		if err := c.storeHint(req.GetHintFor(), loc, req.GetKeyspace(), req.GetKey(), set, req.GetSync()); err != nil {
+			return nil, status.Errorf(codes.Internal, "store hint: %v", err)
+		}
+		return &internalv1.WriteResponse{}, nil
+	}
+	_, span := c.replicaSpan(ctx, "meridian.engine.commit", c.cfg.NodeID, attrSync.Bool(req.GetSync()))
+	_, err = c.cfg.Store.Merge(loc, req.GetKey(), set, req.GetSync())
+	endSpan(span, err)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "merge: %v", err)
+	}
+	return &internalv1.WriteResponse{}, nil
+}
+
+// ServeCoordinate runs a write forwarded by a node that is not a replica.
+func (c *Coordinator) ServeCoordinate(ctx context.Context, req *internalv1.CoordinateRequest) (*internalv1.CoordinateResponse, error) {
+	var resp *kvv1.PutResponse
+	err := c.observe(ctx, "kv.Coordinate", OpWrite, req.GetPut().GetKeyspace(), req.GetPut().GetConsistency(), func(ctx context.Context, span trace.Span) (err error) {
+		resp, err = c.write(ctx, span, req.GetPut(), req.GetTombstone(), req.GetOriginDc(), true)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &internalv1.CoordinateResponse{Put: resp}, nil
+}

@@ -1,0 +1,257 @@
+package replica
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/meridiankv/meridian/engine"
+	"github.com/meridiankv/meridian/version"
+)
+
+const (
+	prefixData = 'd'
+	prefixHint = 'h'
+	prefixMeta = 'm'
+
+	lockStripes = 4096
+
+	metaIncarnation = "incarnation"
+	metaClean       = "clean-shutdown"
+)
+
+// MaxKeyLen is the longest user key the layout accepts.
+const MaxKeyLen = 64 << 10
+
+// ErrKeyTooLong is returned for a key longer than MaxKeyLen.
+var ErrKeyTooLong = errors.New("replica: key longer than 64 KiB")
+
+// Loc names where a key lives: its keyspace's numeric ID and its partition.
+type Loc struct {
+	Keyspace  uint32
+	Partition int
+}
+
+// Store is a node's local data on top of an engine.
+type Store struct {
+	eng   engine.Engine
+	actor string
+	locks [lockStripes]sync.Mutex
+}
+
+// Open wraps an engine. nodeID is this node's ID; the store derives the
+// actor name it mints version dots under from it. After an unclean shutdown
+// the actor gets a new incarnation suffix ("n1#2"), so a dot lost with
+// unsynced writes can never be minted again for a different value.
+func Open(eng engine.Engine, nodeID string) (*Store, error) {
+	if nodeID == "" {
+		return nil, errors.New("replica: empty node ID")
+	}
+	inc, err := readUint(eng, metaKey(metaIncarnation))
+	if err != nil {
+		return nil, fmt.Errorf("replica: read incarnation: %w", err)
+	}
+	_, err = eng.Get(metaKey(metaClean))
+	clean := err == nil
+	if err != nil && !errors.Is(err, engine.ErrNotFound) {
+		return nil, fmt.Errorf("replica: read shutdown marker: %w", err)
+	}
+	b := eng.NewBatch()
+	defer b.Close()
+	if !clean {
+		// First start, or a crash: unsynced writes may be gone, and with
+		// them dots this actor minted. Start a new incarnation.
+		if _, err := eng.Get(metaKey(metaIncarnation)); err == nil || !isEmpty(eng) {
+			inc++
+		}
+		b.Set(metaKey(metaIncarnation), binary.BigEndian.AppendUint64(nil, inc))
+	}
+	b.Delete(metaKey(metaClean))
+	if err := b.Commit(true); err != nil {
+		return nil, fmt.Errorf("replica: record incarnation: %w", err)
+	}
+	actor := nodeID
+	if inc > 0 {
+		actor = nodeID + "#" + strconv.FormatUint(inc, 10)
+	}
+	return &Store{eng: eng, actor: actor}, nil
+}
+
+// isEmpty reports whether the engine holds no keys at all (a brand-new node).
+func isEmpty(eng engine.Engine) bool {
+	it, err := eng.NewIter(nil, nil)
+	if err != nil {
+		return false
+	}
+	defer it.Close()
+	return !it.First()
+}
+
+// Actor is the name this store mints version dots under.
+func (s *Store) Actor() string { return s.actor }
+
+// Engine returns the underlying engine.
+func (s *Store) Engine() engine.Engine { return s.eng }
+
+// Close records a clean shutdown; it does not close the engine.
+func (s *Store) Close() error {
+	b := s.eng.NewBatch()
+	defer b.Close()
+	b.Set(metaKey(metaClean), []byte{1})
+	if err := b.Commit(true); err != nil {
+		return fmt.Errorf("replica: record clean shutdown: %w", err)
+	}
+	return nil
+}
+
+// Get returns the stored sibling set of key; an absent key is an empty set.
+func (s *Store) Get(loc Loc, key []byte) (version.Set, error) {
+	if len(key) > MaxKeyLen {
+		return version.Set{}, ErrKeyTooLong
+	}
+	return s.read(DataKey(loc, key))
+}
+
+func (s *Store) read(k []byte) (version.Set, error) {
+	raw, err := s.eng.Get(k)
+	if errors.Is(err, engine.ErrNotFound) {
+		return version.Set{}, nil
+	}
+	if err != nil {
+		return version.Set{}, fmt.Errorf("replica: read: %w", err)
+	}
+	set, err := version.DecodeSet(raw)
+	if err != nil {
+		return version.Set{}, fmt.Errorf("replica: decode stored set: %w", err)
+	}
+	return set, nil
+}
+
+// Update runs a read-modify-write of key under its lock: fn gets the stored
+// set and returns the set to store. The result is written with the given
+// durability and returned. If fn returns an error nothing is written.
+func (s *Store) Update(loc Loc, key []byte, sync bool, fn func(cur version.Set) (version.Set, error)) (version.Set, error) {
+	if len(key) > MaxKeyLen {
+		return version.Set{}, ErrKeyTooLong
+	}
+	return s.update(DataKey(loc, key), loc, key, sync, fn)
+}
+
+func (s *Store) update(k []byte, loc Loc, key []byte, sync bool, fn func(cur version.Set) (version.Set, error)) (version.Set, error) {
+	mu := &s.locks[stripe(loc.Keyspace, key)]
+	mu.Lock()
+	defer mu.Unlock()
+	cur, err := s.read(k)
+	if err != nil {
+		return version.Set{}, err
+	}
+	next, err := fn(cur)
+	if err != nil {
+		return version.Set{}, err
+	}
+	if next.Equal(cur) {
+		return cur, nil
+	}
+	b := s.eng.NewBatch()
+	defer b.Close()
+	b.Set(k, next.Encode())
+	if err := b.Commit(sync); err != nil {
+		return version.Set{}, fmt.Errorf("replica: write: %w", err)
+	}
+	return next, nil
+}
+
+// Merge merges an incoming sibling set (from another replica) into the
+// stored one and returns the result. Versions the incoming set has not seen
+// survive; versions it has superseded go.
+func (s *Store) Merge(loc Loc, key []byte, in version.Set, sync bool) (version.Set, error) {
+	return s.Update(loc, key, sync, func(cur version.Set) (version.Set, error) {
+		return version.Merge(cur, in), nil
+	})
+}
+
+// DataKey is the engine key of a user key.
+func DataKey(loc Loc, key []byte) []byte {
+	k := make([]byte, 0, 7+len(key))
+	k = append(k, prefixData)
+	k = binary.BigEndian.AppendUint32(k, loc.Keyspace)
+	k = binary.BigEndian.AppendUint16(k, uint16(loc.Partition))
+	return append(k, key...)
+}
+
+// PartitionBounds returns the engine key range [lower, upper) holding one
+// partition of a keyspace.
+func PartitionBounds(loc Loc) (lower, upper []byte) {
+	lower = DataKey(loc, nil)
+	upper = DataKey(Loc{Keyspace: loc.Keyspace, Partition: loc.Partition + 1}, nil)
+	if loc.Partition == 0xffff {
+		upper = DataKey(Loc{Keyspace: loc.Keyspace + 1}, nil)
+	}
+	return lower, upper
+}
+
+// DecodeDataKey splits an engine data key into its location and user key.
+func DecodeDataKey(k []byte) (Loc, []byte, error) {
+	if len(k) < 7 || k[0] != prefixData {
+		return Loc{}, nil, fmt.Errorf("replica: not a data key: %x", k)
+	}
+	return Loc{
+		Keyspace:  binary.BigEndian.Uint32(k[1:5]),
+		Partition: int(binary.BigEndian.Uint16(k[5:7])),
+	}, k[7:], nil
+}
+
+func isNotFound(err error) bool { return errors.Is(err, engine.ErrNotFound) }
+
+func metaKey(name string) []byte { return append([]byte{prefixMeta}, name...) }
+
+func readUint(eng engine.Engine, k []byte) (uint64, error) {
+	v, err := eng.Get(k)
+	if errors.Is(err, engine.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("malformed value of %q", k)
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+func stripe(ks uint32, key []byte) int {
+	h := xxhash.Sum64(key) ^ uint64(ks)*0x9e3779b97f4a7c15
+	return int(h % lockStripes)
+}
+
+// PutMeta durably stores a piece of node metadata (e.g. a keyspace spec).
+func (s *Store) PutMeta(name string, value []byte) error {
+	b := s.eng.NewBatch()
+	defer b.Close()
+	b.Set(metaKey(name), value)
+	if err := b.Commit(true); err != nil {
+		return fmt.Errorf("replica: store meta %q: %w", name, err)
+	}
+	return nil
+}
+
+// ScanMeta calls fn for every metadata entry whose name starts with prefix.
+func (s *Store) ScanMeta(prefix string, fn func(name string, value []byte) error) error {
+	lower := metaKey(prefix)
+	upper := metaKey(prefix + "\xff")
+	it, err := s.eng.NewIter(lower, upper)
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		if err := fn(string(it.Key()[1:]), append([]byte(nil), it.Value()...)); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}

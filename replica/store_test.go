@@ -1,0 +1,151 @@
+package replica_test
+
+import (
+	"bytes"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/meridiankv/meridian/engine/memory"
+	"github.com/meridiankv/meridian/replica"
+	"github.com/meridiankv/meridian/version"
+)
+
+func TestConcurrentUpdatesNeverLoseAVersion(t *testing.T) {
+	s, err := replica.Open(memory.New(), "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc := replica.Loc{Keyspace: 7, Partition: 3}
+	key := []byte("hot")
+	const writers = 32
+	var wg sync.WaitGroup
+	for i := 0; i < writers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Blind writes (empty context) are all concurrent: every one
+			// must survive as a sibling.
+			_, err := s.Update(loc, key, false, func(cur version.Set) (version.Set, error) {
+				next, _ := cur.Put(version.Clock{}, s.Actor(), version.Value{Bytes: []byte(fmt.Sprint(i))}, 1)
+				return next, nil
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	set, err := s.Get(loc, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(set.Siblings) != writers {
+		t.Fatalf("%d siblings after %d concurrent blind writes, want %d", len(set.Siblings), writers, writers)
+	}
+}
+
+func TestMergeKeepsConcurrentLocalVersion(t *testing.T) {
+	s, err := replica.Open(memory.New(), "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc := replica.Loc{Keyspace: 1}
+	key := []byte("k")
+	local, _ := version.Set{}.Put(version.Clock{}, "n1", version.Value{Bytes: []byte("local")}, 1)
+	if _, err := s.Merge(loc, key, local, true); err != nil {
+		t.Fatal(err)
+	}
+	remote, _ := version.Set{}.Put(version.Clock{}, "n2", version.Value{Bytes: []byte("remote")}, 1)
+	got, err := s.Merge(loc, key, remote, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Siblings) != 2 {
+		t.Fatalf("merge of concurrent versions kept %d siblings, want 2", len(got.Siblings))
+	}
+}
+
+func TestKeyLayout(t *testing.T) {
+	loc := replica.Loc{Keyspace: 0x01020304, Partition: 0x0506}
+	k := replica.DataKey(loc, []byte("user"))
+	want := []byte{'d', 1, 2, 3, 4, 5, 6, 'u', 's', 'e', 'r'}
+	if !bytes.Equal(k, want) {
+		t.Fatalf("DataKey = %x, want %x", k, want)
+	}
+	gotLoc, gotKey, err := replica.DecodeDataKey(k)
+	if err != nil || gotLoc != loc || string(gotKey) != "user" {
+		t.Fatalf("DecodeDataKey = %v %q %v", gotLoc, gotKey, err)
+	}
+	lo, hi := replica.PartitionBounds(loc)
+	if bytes.Compare(lo, k) > 0 || bytes.Compare(k, hi) >= 0 {
+		t.Fatalf("key %x not within partition bounds [%x, %x)", k, lo, hi)
+	}
+	other := replica.DataKey(replica.Loc{Keyspace: loc.Keyspace, Partition: loc.Partition + 1}, nil)
+	if bytes.Compare(other, hi) < 0 {
+		t.Fatalf("next partition's key %x inside bounds ending %x", other, hi)
+	}
+}
+
+func TestActorIncarnation(t *testing.T) {
+	eng := memory.New()
+	s, err := replica.Open(eng, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Actor() != "n1" {
+		t.Fatalf("fresh actor = %q, want n1", s.Actor())
+	}
+	// Clean shutdown keeps the actor.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = replica.Open(eng, "n1"); err != nil || s.Actor() != "n1" {
+		t.Fatalf("after clean restart actor = %q (%v), want n1", s.Actor(), err)
+	}
+	// No Close (a crash): a new incarnation, so dots lost with unsynced
+	// writes are never minted again.
+	if s, err = replica.Open(eng, "n1"); err != nil || s.Actor() != "n1#1" {
+		t.Fatalf("after crash actor = %q (%v), want n1#1", s.Actor(), err)
+	}
+}
+
+func TestHints(t *testing.T) {
+	s, err := replica.Open(memory.New(), "n4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc := replica.Loc{Keyspace: 9, Partition: 1}
+	a, _ := version.Set{}.Put(version.Clock{}, "n1", version.Value{Bytes: []byte("a")}, 1)
+	b, _ := a.Put(a.Context(), "n1", version.Value{Bytes: []byte("b")}, 2)
+	if err := s.StoreHint("n2", loc, "ks", []byte("k"), a, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StoreHint("n2", loc, "ks", []byte("k"), b, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.StoreHint("n3", loc, "ks", []byte("k2"), a, false); err != nil {
+		t.Fatal(err)
+	}
+	var got []replica.Hint
+	if err := s.Hints("n2", func(h replica.Hint) bool { got = append(got, h); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Keyspace != "ks" || string(got[0].Key) != "k" || !got[0].Set.Equal(b) {
+		t.Fatalf("hints for n2 = %+v, want one folded hint equal to the later write", got)
+	}
+	all := 0
+	s.Hints("", func(replica.Hint) bool { all++; return true })
+	if all != 2 {
+		t.Fatalf("%d hints in all, want 2", all)
+	}
+	// A hint that changed since it was read is not deleted.
+	stale := got[0]
+	stale.Set = a
+	if ok, err := s.DeleteHint(stale); err != nil || ok {
+		t.Fatalf("DeleteHint(stale) = %v, %v; want not deleted", ok, err)
+	}
+	if ok, err := s.DeleteHint(got[0]); err != nil || !ok {
+		t.Fatalf("DeleteHint = %v, %v; want deleted", ok, err)
+	}
+}

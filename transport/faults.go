@@ -1,0 +1,121 @@
+package transport
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+)
+
+// Peers is the node-to-node interface Faults wraps (the coordinator's view).
+type Peers interface {
+	Read(ctx context.Context, node string, req *internalv1.ReadRequest) (*internalv1.ReadResponse, error)
+	Write(ctx context.Context, node string, req *internalv1.WriteRequest) error
+	Coordinate(ctx context.Context, node string, req *internalv1.CoordinateRequest) (*internalv1.CoordinateResponse, error)
+}
+
+// Faults wraps Peers and injects failures for tests and drills: requests to
+// a cut node fail as unreachable, requests to a delayed node wait first.
+// Nodes are matched by ID, or through DCOf by datacenter.
+type Faults struct {
+	next Peers
+	// DCOf maps a node ID to its DC, for DC-wide rules (may be nil).
+	DCOf func(node string) string
+	mu   struct {
+		sync.RWMutex
+		cut   map[string]bool          // node ID or "dc:NAME"
+		delay map[string]time.Duration // node ID or "dc:NAME"
+	}
+}
+
+// NewFaults wraps next with no faults active.
+func NewFaults(next Peers, dcOf func(string) string) *Faults {
+	f := &Faults{next: next, DCOf: dcOf}
+	f.mu.cut = map[string]bool{}
+	f.mu.delay = map[string]time.Duration{}
+	return f
+}
+
+// Cut makes requests to a node fail as if it were unreachable.
+func (f *Faults) Cut(node string) { f.set(node, true, -1) }
+
+// CutDC makes requests to every node of a DC fail.
+func (f *Faults) CutDC(dc string) { f.set("dc:"+dc, true, -1) }
+
+// Delay makes requests to a node wait d before being sent.
+func (f *Faults) Delay(node string, d time.Duration) { f.set(node, false, d) }
+
+// DelayDC makes requests to every node of a DC wait d.
+func (f *Faults) DelayDC(dc string, d time.Duration) { f.set("dc:"+dc, false, d) }
+
+// Heal removes every fault.
+func (f *Faults) Heal() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	clear(f.mu.cut)
+	clear(f.mu.delay)
+}
+
+func (f *Faults) set(k string, cut bool, d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if cut {
+		f.mu.cut[k] = true
+	}
+	if d >= 0 {
+		f.mu.delay[k] = d
+	}
+}
+
+// before applies the faults for node: an error if cut, a wait if delayed.
+func (f *Faults) before(ctx context.Context, node string) error {
+	dcKey := ""
+	if f.DCOf != nil {
+		dcKey = "dc:" + f.DCOf(node)
+	}
+	f.mu.RLock()
+	cut := f.mu.cut[node] || f.mu.cut[dcKey]
+	d := max(f.mu.delay[node], f.mu.delay[dcKey])
+	f.mu.RUnlock()
+	if cut {
+		return status.Errorf(codes.Unavailable, "fault injection: node %s is cut off", node)
+	}
+	if d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
+	}
+	return nil
+}
+
+// Read applies faults, then reads.
+func (f *Faults) Read(ctx context.Context, node string, req *internalv1.ReadRequest) (*internalv1.ReadResponse, error) {
+	if err := f.before(ctx, node); err != nil {
+		return nil, err
+	}
+	return f.next.Read(ctx, node, req)
+}
+
+// Write applies faults, then writes.
+func (f *Faults) Write(ctx context.Context, node string, req *internalv1.WriteRequest) error {
+	if err := f.before(ctx, node); err != nil {
+		return err
+	}
+	return f.next.Write(ctx, node, req)
+}
+
+// Coordinate applies faults, then forwards.
+func (f *Faults) Coordinate(ctx context.Context, node string, req *internalv1.CoordinateRequest) (*internalv1.CoordinateResponse, error) {
+	if err := f.before(ctx, node); err != nil {
+		return nil, err
+	}
+	return f.next.Coordinate(ctx, node, req)
+}
