@@ -1,0 +1,282 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
+)
+
+type adminFlags struct {
+	addr    string
+	json    bool
+	timeout time.Duration
+}
+
+func (f *adminFlags) bind(cmd *cobra.Command) {
+	cmd.PersistentFlags().StringVar(&f.addr, "addr", "127.0.0.1:7001", "gRPC address of any node")
+	cmd.PersistentFlags().BoolVar(&f.json, "json", false, "print machine-readable JSON")
+	cmd.PersistentFlags().DurationVar(&f.timeout, "timeout", 10*time.Second, "request deadline")
+}
+
+func withAdmin(ctx context.Context, f *adminFlags, fn func(context.Context, adminv1.AdminClient) error) error {
+	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", f.addr, err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	return fn(ctx, adminv1.NewAdminClient(conn))
+}
+
+func printJSON(w io.Writer, m proto.Message) error {
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true, UseProtoNames: true}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
+
+func newStatusCmd() *cobra.Command {
+	var f adminFlags
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the cluster's members and their state",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withAdmin(cmd.Context(), &f, func(ctx context.Context, c adminv1.AdminClient) error {
+				resp, err := c.Status(ctx, &adminv1.StatusRequest{})
+				if err != nil {
+					return err
+				}
+				if f.json {
+					return printJSON(cmd.OutOrStdout(), resp)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "as seen by %s (epoch %d, %d partitions)\n", resp.Node, resp.Epoch, resp.Partitions)
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NODE\tSTATE\tDC\tRACK\tWEIGHT\tADDRESS")
+				for _, n := range resp.Nodes {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", n.Id, n.State, n.Dc, n.Rack, n.Weight, n.GrpcAddr)
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	f.bind(cmd)
+	return cmd
+}
+
+func newRingCmd() *cobra.Command {
+	var f adminFlags
+	cmd := &cobra.Command{
+		Use:   "ring",
+		Short: "Show each node's DC, rack, weight, partitions and share of each keyspace",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withAdmin(cmd.Context(), &f, func(ctx context.Context, c adminv1.AdminClient) error {
+				resp, err := c.Ring(ctx, &adminv1.RingRequest{})
+				if err != nil {
+					return err
+				}
+				if f.json {
+					return printJSON(cmd.OutOrStdout(), resp)
+				}
+				out := cmd.OutOrStdout()
+				fmt.Fprintf(out, "%d partitions, epoch %d\n", resp.Partitions, resp.Epoch)
+				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				header := "NODE\tDC\tRACK\tWEIGHT\tSTATE\tOWNED\tOWNED%\tWEIGHT%"
+				if len(resp.Nodes) > 0 {
+					for _, ks := range resp.Nodes[0].Keyspaces {
+						header += "\t" + ks.Keyspace + "%"
+					}
+				}
+				fmt.Fprintln(tw, header)
+				for _, n := range resp.Nodes {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%.1f\t%.1f", n.Node.Id, n.Node.Dc, n.Node.Rack, n.Node.Weight, n.Node.State,
+						n.OwnedPartitions, 100*n.OwnedShare, 100*n.WeightShare)
+					for _, ks := range n.Keyspaces {
+						fmt.Fprintf(tw, "\t%.1f", 100*ks.Share)
+					}
+					fmt.Fprintln(tw)
+				}
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				fmt.Fprintln(out, "OWNED%: share of its DC's partitions; WEIGHT%: its weight's share of the DC; <keyspace>%: partitions it holds a replica of.")
+				return nil
+			})
+		},
+	}
+	f.bind(cmd)
+	return cmd
+}
+
+func newEndpointsCmd() *cobra.Command {
+	var (
+		f        adminFlags
+		keyspace string
+	)
+	cmd := &cobra.Command{
+		Use:   "endpoints KEY",
+		Short: "Show a key's partition, preference list and first fallbacks",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withAdmin(cmd.Context(), &f, func(ctx context.Context, c adminv1.AdminClient) error {
+				resp, err := c.Endpoints(ctx, &adminv1.EndpointsRequest{Keyspace: keyspace, Key: []byte(args[0])})
+				if err != nil {
+					return err
+				}
+				if f.json {
+					return printJSON(cmd.OutOrStdout(), resp)
+				}
+				out := cmd.OutOrStdout()
+				fmt.Fprintf(out, "key %q in keyspace %s: partition %d, N=%d\n", args[0], resp.Keyspace, resp.Partition, resp.N)
+				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ROLE\tNODE\tDC\tRACK\tALIVE\tADDRESS")
+				for i, e := range resp.Replicas {
+					fmt.Fprintf(tw, "replica %d\t%s\t%s\t%s\t%v\t%s\n", i+1, e.Node, e.Dc, e.Rack, e.Alive, e.GrpcAddr)
+				}
+				for i, e := range resp.Fallbacks {
+					fmt.Fprintf(tw, "fallback %d\t%s\t%s\t%s\t%v\t%s\n", i+1, e.Node, e.Dc, e.Rack, e.Alive, e.GrpcAddr)
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	f.bind(cmd)
+	cmd.Flags().StringVar(&keyspace, "keyspace", "", "keyspace (default \"default\")")
+	return cmd
+}
+
+// parseReplication parses "dc-east=3,dc-west=2".
+func parseReplication(s string) (map[string]uint32, error) {
+	out := map[string]uint32{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		dc, rf, ok := strings.Cut(part, "=")
+		n, err := strconv.ParseUint(rf, 10, 32)
+		if !ok || dc == "" || err != nil {
+			return nil, fmt.Errorf("--replication %q: want DC=RF pairs, e.g. dc-east=3,dc-west=2", s)
+		}
+		out[dc] = uint32(n)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("--replication is empty: give DC=RF pairs, e.g. dc1=3")
+	}
+	return out, nil
+}
+
+func formatReplication(r map[string]uint32) string {
+	dcs := make([]string, 0, len(r))
+	for dc := range r {
+		dcs = append(dcs, dc)
+	}
+	sort.Strings(dcs)
+	parts := make([]string, len(dcs))
+	for i, dc := range dcs {
+		parts[i] = fmt.Sprintf("%s=%d", dc, r[dc])
+	}
+	return strings.Join(parts, ",")
+}
+
+func newKeyspaceCmd() *cobra.Command {
+	var f adminFlags
+	cmd := &cobra.Command{
+		Use:   "keyspace",
+		Short: "Create, list and describe keyspaces",
+	}
+	f.bind(cmd)
+	var repl, conflict string
+	create := &cobra.Command{
+		Use:   "create NAME --replication DC=RF[,DC=RF...] [--conflict siblings|lww]",
+		Short: "Create a keyspace on every node",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := parseReplication(repl)
+			if err != nil {
+				return err
+			}
+			return withAdmin(cmd.Context(), &f, func(ctx context.Context, c adminv1.AdminClient) error {
+				resp, err := c.CreateKeyspace(ctx, &adminv1.CreateKeyspaceRequest{Keyspace: &adminv1.Keyspace{Name: args[0], Replication: r, Conflict: conflict}})
+				if err != nil {
+					return err
+				}
+				if f.json {
+					return printJSON(cmd.OutOrStdout(), resp)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "created keyspace %s (replication %s, N=%d, conflict %s) on %s\n",
+					resp.Keyspace.Name, formatReplication(resp.Keyspace.Replication), resp.Keyspace.N, resp.Keyspace.Conflict, strings.Join(resp.Applied, ","))
+				return nil
+			})
+		},
+	}
+	create.Flags().StringVar(&repl, "replication", "", "replication factor per datacenter, e.g. dc-east=3,dc-west=2 (required)")
+	create.Flags().StringVar(&conflict, "conflict", "siblings", "how concurrent writes resolve: siblings (keep all) or lww (greatest hybrid-logical-clock time wins)")
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List keyspaces",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withAdmin(cmd.Context(), &f, func(ctx context.Context, c adminv1.AdminClient) error {
+				resp, err := c.ListKeyspaces(ctx, &adminv1.ListKeyspacesRequest{})
+				if err != nil {
+					return err
+				}
+				if f.json {
+					return printJSON(cmd.OutOrStdout(), resp)
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "KEYSPACE\tN\tREPLICATION\tCONFLICT")
+				for _, k := range resp.Keyspaces {
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", k.Name, k.N, formatReplication(k.Replication), k.Conflict)
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	describe := &cobra.Command{
+		Use:   "describe NAME",
+		Short: "Describe one keyspace",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withAdmin(cmd.Context(), &f, func(ctx context.Context, c adminv1.AdminClient) error {
+				resp, err := c.ListKeyspaces(ctx, &adminv1.ListKeyspacesRequest{})
+				if err != nil {
+					return err
+				}
+				for _, k := range resp.Keyspaces {
+					if k.Name != args[0] {
+						continue
+					}
+					if f.json {
+						return printJSON(cmd.OutOrStdout(), k)
+					}
+					out := cmd.OutOrStdout()
+					fmt.Fprintf(out, "keyspace:    %s\nid:          %d\nreplication: %s\nN:           %d\nconflict:    %s\n",
+						k.Name, k.Id, formatReplication(k.Replication), k.N, k.Conflict)
+					return nil
+				}
+				return fmt.Errorf("keyspace %q does not exist: see 'meridian keyspace list'", args[0])
+			})
+		},
+	}
+	cmd.AddCommand(create, list, describe)
+	return cmd
+}

@@ -1,0 +1,271 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+)
+
+// kvFlags are shared by kv get, put and delete.
+type kvFlags struct {
+	addr        string
+	keyspace    string
+	consistency string
+	r, w        uint32
+	primaryOnly bool
+	noSync      bool
+	dc          string
+	context     string
+	timeout     time.Duration
+	json        bool
+	explain     bool
+}
+
+func newKVCmd() *cobra.Command {
+	var f kvFlags
+	cmd := &cobra.Command{
+		Use:   "kv",
+		Short: "Read and write keys",
+		Long: `Read and write keys on a running cluster.
+
+  meridian kv put --addr 127.0.0.1:7001 user:1 alice
+  meridian kv get --addr 127.0.0.1:7001 user:1          # prints siblings and a context
+  meridian kv put --context CTX user:1 alice2            # supersedes what CTX saw
+  meridian kv delete --context CTX user:1`,
+	}
+	p := cmd.PersistentFlags()
+	p.StringVar(&f.addr, "addr", "127.0.0.1:7001", "gRPC address of any node")
+	p.StringVar(&f.keyspace, "keyspace", "", "keyspace (default \"default\")")
+	p.StringVar(&f.consistency, "consistency", "quorum", "one, two, three, quorum, all, local_one, local_quorum, each_quorum, any")
+	p.Uint32Var(&f.r, "r", 0, "explicit read quorum (overrides --consistency for reads)")
+	p.Uint32Var(&f.w, "w", 0, "explicit write quorum (overrides --consistency for writes)")
+	p.BoolVar(&f.primaryOnly, "primary-only", false, "do not count fallback (hinted) copies toward R/W")
+	p.BoolVar(&f.noSync, "no-sync", false, "let replicas acknowledge before fsync (faster, may lose the write on a crash)")
+	p.StringVar(&f.dc, "dc", "", "datacenter to count as local for local_* levels (default: the node's)")
+	p.DurationVar(&f.timeout, "timeout", 10*time.Second, "request deadline")
+	p.BoolVar(&f.json, "json", false, "print machine-readable JSON")
+	p.BoolVar(&f.explain, "explain", false, "print the request's timeline: which replicas did what, and how long it took")
+	ctxFlag := func(c *cobra.Command) {
+		c.Flags().StringVar(&f.context, "context", "", "causal context from a previous get or put (base64)")
+	}
+
+	get := &cobra.Command{
+		Use:   "get KEY",
+		Short: "Print every sibling of a key and the context for the next write",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withKV(cmd.Context(), f, func(ctx context.Context, c kvv1.KVClient, cons *kvv1.Consistency) error {
+				resp, err := c.Get(ctx, &kvv1.GetRequest{Keyspace: f.keyspace, Key: []byte(args[0]), Consistency: cons, Explain: f.explain})
+				if err != nil {
+					return err
+				}
+				return printResult(cmd.OutOrStdout(), f.json, args[0], resp.Siblings, resp.Context, resp.Effective, resp.Explain)
+			})
+		},
+	}
+	put := &cobra.Command{
+		Use:   "put KEY VALUE",
+		Short: "Write a value (superseding what --context saw)",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kctx, err := decodeContext(f.context)
+			if err != nil {
+				return err
+			}
+			return withKV(cmd.Context(), f, func(ctx context.Context, c kvv1.KVClient, cons *kvv1.Consistency) error {
+				resp, err := c.Put(ctx, &kvv1.PutRequest{Keyspace: f.keyspace, Key: []byte(args[0]), Value: []byte(args[1]), Context: kctx, Consistency: cons, Explain: f.explain})
+				if err != nil {
+					return err
+				}
+				return printResult(cmd.OutOrStdout(), f.json, args[0], resp.Siblings, resp.Context, resp.Effective, resp.Explain)
+			})
+		},
+	}
+	del := &cobra.Command{
+		Use:   "delete KEY",
+		Short: "Delete a key (superseding what --context saw)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kctx, err := decodeContext(f.context)
+			if err != nil {
+				return err
+			}
+			return withKV(cmd.Context(), f, func(ctx context.Context, c kvv1.KVClient, cons *kvv1.Consistency) error {
+				resp, err := c.Delete(ctx, &kvv1.DeleteRequest{Keyspace: f.keyspace, Key: []byte(args[0]), Context: kctx, Consistency: cons, Explain: f.explain})
+				if err != nil {
+					return err
+				}
+				return printResult(cmd.OutOrStdout(), f.json, args[0], nil, resp.Context, resp.Effective, resp.Explain)
+			})
+		},
+	}
+	ctxFlag(put)
+	ctxFlag(del)
+	cmd.AddCommand(get, put, del)
+	return cmd
+}
+
+func decodeContext(s string) ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
+	if err != nil {
+		return nil, fmt.Errorf("--context %q is not a context printed by get or put (base64): %v", s, err)
+	}
+	return b, nil
+}
+
+func encodeContext(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// ParseLevel maps a CLI level name to the API enum.
+func ParseLevel(s string) (kvv1.Level, error) {
+	name := "LEVEL_" + strings.ToUpper(strings.ReplaceAll(s, "-", "_"))
+	v, ok := kvv1.Level_value[name]
+	if !ok || v == 0 {
+		return 0, fmt.Errorf("consistency %q: use one, two, three, quorum, all, local_one, local_quorum, each_quorum or any", s)
+	}
+	return kvv1.Level(v), nil
+}
+
+func withKV(ctx context.Context, f kvFlags, fn func(context.Context, kvv1.KVClient, *kvv1.Consistency) error) error {
+	level, err := ParseLevel(f.consistency)
+	if err != nil {
+		return err
+	}
+	cons := &kvv1.Consistency{Level: level, R: f.r, W: f.w, PrimaryOnly: f.primaryOnly, Dc: f.dc}
+	if f.noSync {
+		durable := false
+		cons.Durable = &durable
+	}
+	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", f.addr, err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	return fn(ctx, kvv1.NewKVClient(conn), cons)
+}
+
+// jsonSibling is the stable JSON form of a sibling.
+type jsonSibling struct {
+	Value       *string `json:"value,omitempty"`
+	ValueBase64 string  `json:"value_base64"`
+	Tombstone   bool    `json:"tombstone"`
+	WriteTime   string  `json:"write_time"`
+	Dot         string  `json:"dot"`
+}
+
+// jsonResult is the stable JSON form of a get, put or delete result.
+type jsonResult struct {
+	Key         string        `json:"key"`
+	Found       bool          `json:"found"`
+	Siblings    []jsonSibling `json:"siblings"`
+	Context     string        `json:"context"`
+	N           uint32        `json:"n"`
+	R           uint32        `json:"r,omitempty"`
+	W           uint32        `json:"w,omitempty"`
+	Coordinator string        `json:"coordinator"`
+	Replicas    []string      `json:"replicas"`
+	Hinted      []string      `json:"hinted,omitempty"`
+	Explain     []jsonEvent   `json:"explain,omitempty"`
+}
+
+type jsonEvent struct {
+	OffsetMicros   int64  `json:"offset_us"`
+	DurationMicros int64  `json:"duration_us"`
+	Node           string `json:"node"`
+	Action         string `json:"action"`
+	Detail         string `json:"detail"`
+}
+
+func printResult(w io.Writer, asJSON bool, key string, sibs []*kvv1.Sibling, kctx []byte, eff *kvv1.Effective, events []*kvv1.Event) error {
+	res := jsonResult{Key: key, Context: encodeContext(kctx), Siblings: []jsonSibling{}, Replicas: []string{}}
+	if eff != nil {
+		res.N, res.R, res.W, res.Coordinator, res.Hinted = eff.N, eff.R, eff.W, eff.Coordinator, eff.Hinted
+		if eff.Replicas != nil {
+			res.Replicas = eff.Replicas
+		}
+	}
+	for _, s := range sibs {
+		js := jsonSibling{ValueBase64: base64.StdEncoding.EncodeToString(s.Value), Tombstone: s.Tombstone, Dot: s.Dot,
+			WriteTime: time.Unix(0, s.WriteTimeUnixNanos).UTC().Format(time.RFC3339Nano)}
+		if utf8.Valid(s.Value) {
+			v := string(s.Value)
+			js.Value = &v
+		}
+		if !s.Tombstone {
+			res.Found = true
+		}
+		res.Siblings = append(res.Siblings, js)
+	}
+	for _, e := range events {
+		res.Explain = append(res.Explain, jsonEvent{e.OffsetMicros, e.DurationMicros, e.Node, e.Action, e.Detail})
+	}
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	if sibs != nil || len(kctx) == 0 {
+		switch live := countLive(res.Siblings); {
+		case len(res.Siblings) == 0:
+			fmt.Fprintf(w, "%s: not found\n", key)
+		case live == 0:
+			fmt.Fprintf(w, "%s: deleted (%d tombstone(s))\n", key, len(res.Siblings))
+		case len(res.Siblings) == 1:
+			fmt.Fprintf(w, "%s: 1 value\n", key)
+		default:
+			fmt.Fprintf(w, "%s: %d siblings (concurrent values: write back a merged value with this context)\n", key, len(res.Siblings))
+		}
+		for i, s := range res.Siblings {
+			val := "<binary, base64 " + s.ValueBase64 + ">"
+			if s.Value != nil {
+				val = fmt.Sprintf("%q", *s.Value)
+			}
+			if s.Tombstone {
+				val = "<deleted>"
+			}
+			fmt.Fprintf(w, "  [%d] %s  (written %s, dot %s)\n", i+1, val, s.WriteTime, s.Dot)
+		}
+	}
+	fmt.Fprintf(w, "context: %s\n", res.Context)
+	fmt.Fprintf(w, "n=%d r=%d w=%d coordinator=%s replicas=%s", res.N, res.R, res.W, res.Coordinator, strings.Join(res.Replicas, ","))
+	if len(res.Hinted) > 0 {
+		fmt.Fprintf(w, " hinted=%s", strings.Join(res.Hinted, ","))
+	}
+	fmt.Fprintln(w)
+	if len(res.Explain) > 0 {
+		fmt.Fprintln(w, "explain:")
+		for _, e := range res.Explain {
+			node := e.Node
+			if node == "" {
+				node = "-"
+			}
+			fmt.Fprintf(w, "  +%7.3fms %8.3fms  %-6s %-28s %s\n", float64(e.OffsetMicros)/1000, float64(e.DurationMicros)/1000, node, e.Action, e.Detail)
+		}
+	}
+	return nil
+}
+
+func countLive(s []jsonSibling) int {
+	n := 0
+	for _, x := range s {
+		if !x.Tombstone {
+			n++
+		}
+	}
+	return n
+}

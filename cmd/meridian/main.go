@@ -1,0 +1,69 @@
+// Command meridian is the one Meridian binary: it serves a node, runs local
+// clusters and the demo, talks to a cluster as a client, and benchmarks it.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/status"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRoot().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "meridian:", describeErr(err))
+		os.Exit(1)
+	}
+}
+
+// describeErr renders gRPC errors as "CODE: message" for people.
+func describeErr(err error) string {
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		st := se.GRPCStatus()
+		return fmt.Sprintf("%s: %s", st.Code(), st.Message())
+	}
+	return err.Error()
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "meridian",
+		Short:         "Meridian: a Dynamo-style multi-datacenter key-value store",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(
+		newServeCmd(),
+		newKVCmd(),
+		newDevCmd(),
+		newDemoCmd(),
+		newStatusCmd(),
+		newRingCmd(),
+		newEndpointsCmd(),
+		newKeyspaceCmd(),
+		newVersionCmd(),
+	)
+	return root
+}
+
+// Version is set at build time with -ldflags "-X main.Version=...".
+var Version = "dev"
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintln(cmd.OutOrStdout(), "meridian", Version)
+		},
+	}
+}

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
+
+	"github.com/meridiankv/meridian/node"
+	"github.com/meridiankv/meridian/ops"
+	"github.com/meridiankv/meridian/telemetry"
+)
+
+// serveFlags are the serve command's flags beyond node.Config.
+type serveFlags struct {
+	config    string
+	join      string
+	logLevel  string
+	logFormat string
+}
+
+func newServeCmd() *cobra.Command {
+	var cfg node.Config
+	var sf serveFlags
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run a Meridian node",
+		Long: `Run a Meridian node until SIGINT/SIGTERM.
+
+Every flag can also come from a YAML file (--config, same key names) or an
+environment variable MERIDIAN_<FLAG> (e.g. MERIDIAN_GRPC_ADDR). Precedence:
+flag, then environment, then file, then default.
+
+Example, a 3-node cluster on one machine:
+  meridian serve --id n1 --grpc-addr 127.0.0.1:7001 --gossip-addr 127.0.0.1:7101 --data-dir d1 \
+    --initial-cluster n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003
+  (and the same for n2, n3 with their own addresses and directories)`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := resolveConfig(cmd.Flags(), &cfg, &sf); err != nil {
+				return err
+			}
+			logger, err := newLogger(sf.logLevel, sf.logFormat)
+			if err != nil {
+				return err
+			}
+			n, err := node.Start(cmd.Context(), cfg, node.Options{Logger: logger, Register: ops.Register})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "meridian node %s serving gRPC on %s, gossip on %s\n", n.ID(), n.Addr(), n.GossipAddr())
+			<-cmd.Context().Done()
+			logger.Info("shutting down")
+			return n.Close()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&sf.config, "config", "", "YAML file with the same keys as the flags")
+	f.StringVar(&cfg.ID, "id", "", "this node's ID (must appear in --initial-cluster)")
+	f.StringVar(&cfg.GRPCAddr, "grpc-addr", "", "host:port for the client and peer gRPC API")
+	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "host:port for gossip (default: grpc host, a free port)")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for this node's data")
+	f.StringVar(&cfg.InitialCluster, "initial-cluster", "", "every member: ID=HOST:PORT[/DC[/RACK[/WEIGHT]]],...")
+	f.StringVar(&sf.join, "join", "", "gossip addresses to join, comma-separated (default: ask --initial-cluster peers)")
+	f.StringVar(&cfg.Engine, "engine", "", "storage engine: pebble or memory (default pebble)")
+	f.IntVar(&cfg.Partitions, "partitions", 0, "partitions in the ring, a power of two (default 1024)")
+	f.IntVar(&cfg.MaxValueSize, "max-value-size", 0, "largest value accepted, bytes (default 16 MiB)")
+	f.DurationVar(&cfg.RequestTimeout, "request-timeout", 0, "deadline for requests that carry none (default 5s)")
+	f.StringVar(&cfg.GossipProfile, "gossip-profile", "", "memberlist timing profile: lan, wan, local or test (default lan)")
+	f.DurationVar(&cfg.HintInterval, "hint-interval", 0, "how often hints are offered to returning nodes (default 1s)")
+	f.StringVar(&cfg.Telemetry.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this host:port (off when empty)")
+	f.BoolVar(&cfg.Telemetry.Pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof on --metrics-addr")
+	f.StringVar(&cfg.Telemetry.Exporter, "trace-exporter", "", "otlp, stdout or none (default: otlp when an OTLP endpoint is set, else none; or OTEL_TRACES_EXPORTER)")
+	f.StringVar(&cfg.Telemetry.OTLPEndpoint, "otlp-endpoint", "", "OTLP collector endpoint, e.g. localhost:4317 (default OTEL_EXPORTER_OTLP_ENDPOINT)")
+	f.StringVar(&cfg.Telemetry.OTLPProtocol, "otlp-protocol", "", "grpc or http/protobuf (default OTEL_EXPORTER_OTLP_PROTOCOL, else grpc)")
+	f.Float64Var(&cfg.Telemetry.SampleRatio, "trace-sample-ratio", 0, "fraction of new traces sampled, 0-1 (default OTEL_TRACES_SAMPLER_ARG, else 1)")
+	f.StringVar(&sf.logLevel, "log-level", "", "debug, info, warn or error (default info)")
+	f.StringVar(&sf.logFormat, "log-format", "", "text or json (default text)")
+	return cmd
+}
+
+// fileConfig is the YAML file: node.Config plus the serve-only keys.
+type fileConfig struct {
+	node.Config `yaml:",inline"`
+	Join        any    `yaml:"join"`
+	LogLevel    string `yaml:"log-level"`
+	LogFormat   string `yaml:"log-format"`
+}
+
+// resolveConfig merges file, environment and flags into cfg: a flag set on
+// the command line wins, then MERIDIAN_<FLAG>, then the file, then defaults.
+func resolveConfig(fs *pflag.FlagSet, cfg *node.Config, sf *serveFlags) error {
+	changed := map[string]string{}
+	fs.Visit(func(f *pflag.Flag) { changed[f.Name] = f.Value.String() })
+	if sf.config != "" {
+		raw, err := os.ReadFile(sf.config)
+		if err != nil {
+			return fmt.Errorf("read --config: %w", err)
+		}
+		var fc fileConfig
+		dec := yaml.NewDecoder(strings.NewReader(string(raw)))
+		dec.KnownFields(true)
+		if err := dec.Decode(&fc); err != nil {
+			return fmt.Errorf("config file %s: %w", sf.config, err)
+		}
+		*cfg = fc.Config
+		switch j := fc.Join.(type) {
+		case string:
+			sf.join = j
+		case []any:
+			var parts []string
+			for _, p := range j {
+				parts = append(parts, fmt.Sprint(p))
+			}
+			sf.join = strings.Join(parts, ",")
+		}
+		if fc.LogLevel != "" {
+			sf.logLevel = fc.LogLevel
+		}
+		if fc.LogFormat != "" {
+			sf.logFormat = fc.LogFormat
+		}
+	}
+	var errs []string
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Name == "config" || f.Name == "help" {
+			return
+		}
+		val, set := changed[f.Name]
+		if !set {
+			val, set = os.LookupEnv(envName(f.Name))
+			if !set {
+				return
+			}
+		}
+		if err := f.Value.Set(val); err != nil {
+			errs = append(errs, fmt.Sprintf("--%s / %s: %v", f.Name, envName(f.Name), err))
+		}
+	})
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	cfg.Join = nil
+	for _, s := range strings.Split(sf.join, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			cfg.Join = append(cfg.Join, s)
+		}
+	}
+	return cfg.Validate()
+}
+
+func envName(flag string) string {
+	return "MERIDIAN_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// newLogger logs to stderr; lines logged with a request context carry its
+// trace ID. The node adds its ID and DC.
+func newLogger(level, format string) (*slog.Logger, error) {
+	return telemetry.NewLogger(os.Stderr, level, format, "", "")
+}

@@ -1,0 +1,284 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/node"
+	"github.com/meridiankv/meridian/replica"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func startCluster(t *testing.T, spec node.LocalSpec) *node.Local {
+	t.Helper()
+	if spec.Dir == "" {
+		spec.Dir = t.TempDir()
+	}
+	spec.GossipProfile = "test"
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l, err := node.StartLocal(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Errorf("close cluster: %v", err)
+		}
+	})
+	return l
+}
+
+func dial(t *testing.T, addr string) kvv1.KVClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return kvv1.NewKVClient(conn)
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func lvl(l kvv1.Level) *kvv1.Consistency { return &kvv1.Consistency{Level: l} }
+
+func vals(sibs []*kvv1.Sibling) []string {
+	var out []string
+	for _, s := range sibs {
+		if s.Tombstone {
+			out = append(out, "<tombstone>")
+			continue
+		}
+		out = append(out, string(s.Value))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// eventually polls cond until it holds or a generous deadline passes.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestClusterQuorumSiblingsAndFailure(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 3})
+	nodes := l.Nodes()
+	c1, c2, c3 := dial(t, nodes[0].Addr()), dial(t, nodes[1].Addr()), dial(t, nodes[2].Addr())
+	ctx := ctxT(t)
+	key := []byte("k1")
+
+	// Quorum write through one node, quorum read through another.
+	put, err := c1.Put(ctx, &kvv1.PutRequest{Key: key, Value: []byte("v1"), Consistency: lvl(kvv1.Level_LEVEL_QUORUM)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if put.Effective.N != 3 || put.Effective.W != 2 || len(put.Effective.Replicas) < 2 {
+		t.Fatalf("effective = %v, want n=3 w=2 and at least 2 replicas", put.Effective)
+	}
+	get, err := c2.Get(ctx, &kvv1.GetRequest{Key: key, Consistency: lvl(kvv1.Level_LEVEL_QUORUM)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := vals(get.Siblings); len(got) != 1 || got[0] != "v1" {
+		t.Fatalf("get = %v, want [v1]", got)
+	}
+	if get.Effective.R != 2 || len(get.Effective.Replicas) < 2 {
+		t.Fatalf("effective = %v, want r=2 with 2 replicas", get.Effective)
+	}
+
+	// Two writes with the same context are concurrent: both survive.
+	if _, err := c1.Put(ctx, &kvv1.PutRequest{Key: key, Value: []byte("a"), Context: get.Context}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c3.Put(ctx, &kvv1.PutRequest{Key: key, Value: []byte("b"), Context: get.Context}); err != nil {
+		t.Fatal(err)
+	}
+	get, err = c2.Get(ctx, &kvv1.GetRequest{Key: key, Consistency: lvl(kvv1.Level_LEVEL_ALL)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := vals(get.Siblings); strings.Join(got, ",") != "a,b" {
+		t.Fatalf("siblings = %v, want [a b]", got)
+	}
+
+	// A write whose context saw both supersedes both.
+	if _, err := c2.Put(ctx, &kvv1.PutRequest{Key: key, Value: []byte("ab"), Context: get.Context}); err != nil {
+		t.Fatal(err)
+	}
+	get, err = c1.Get(ctx, &kvv1.GetRequest{Key: key, Consistency: lvl(kvv1.Level_LEVEL_ALL)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := vals(get.Siblings); strings.Join(got, ",") != "ab" {
+		t.Fatalf("after merge = %v, want [ab]", got)
+	}
+
+	// Delete with the context leaves only a tombstone.
+	if _, err := c3.Delete(ctx, &kvv1.DeleteRequest{Key: key, Context: get.Context, Consistency: lvl(kvv1.Level_LEVEL_QUORUM)}); err != nil {
+		t.Fatal(err)
+	}
+	get, err = c1.Get(ctx, &kvv1.GetRequest{Key: key, Consistency: lvl(kvv1.Level_LEVEL_QUORUM)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := vals(get.Siblings); strings.Join(got, ",") != "<tombstone>" {
+		t.Fatalf("after delete = %v, want one tombstone", got)
+	}
+
+	// Stop a node: QUORUM still works, ALL fails with UNAVAILABLE and counts.
+	if err := l.Stop(nodes[2].ID()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "n1 to see n3 leave", func() bool {
+		_, err := c1.Put(ctx, &kvv1.PutRequest{Key: []byte("probe"), Value: []byte("x"), Consistency: lvl(kvv1.Level_LEVEL_ALL)})
+		return status.Code(err) == codes.Unavailable
+	})
+	if _, err := c1.Put(ctx, &kvv1.PutRequest{Key: key, Value: []byte("q"), Context: get.Context, Consistency: lvl(kvv1.Level_LEVEL_QUORUM)}); err != nil {
+		t.Fatalf("QUORUM put with a node down: %v", err)
+	}
+	get, err = c2.Get(ctx, &kvv1.GetRequest{Key: key, Consistency: lvl(kvv1.Level_LEVEL_QUORUM)})
+	if err != nil {
+		t.Fatalf("QUORUM get with a node down: %v", err)
+	}
+	if got := vals(get.Siblings); strings.Join(got, ",") != "q" {
+		t.Fatalf("get with a node down = %v, want [q]", got)
+	}
+	_, err = c1.Put(ctx, &kvv1.PutRequest{Key: key, Value: []byte("x"), Consistency: lvl(kvv1.Level_LEVEL_ALL)})
+	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "needs 3 replicas but only 2") {
+		t.Fatalf("ALL put = %v, want UNAVAILABLE naming 3 needed and 2 alive", err)
+	}
+	_, err = c2.Get(ctx, &kvv1.GetRequest{Key: key, Consistency: lvl(kvv1.Level_LEVEL_ALL)})
+	// n2 may not have heard of n3's departure yet: then the read fails
+	// when n3 does not answer, still UNAVAILABLE and saying why.
+	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "3 replicas") {
+		t.Fatalf("ALL get = %v, want UNAVAILABLE", err)
+	}
+}
+
+func TestReadRepair(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 3, Engine: "memory"})
+	nodes := l.Nodes()
+	n1, n3 := nodes[0], nodes[2]
+	c1 := dial(t, n1.Addr())
+	ctx := ctxT(t)
+	key := []byte("repair-me")
+
+	// n3 misses the write: n1 cannot reach it.
+	n1.Faults().Cut(n3.ID())
+	if _, err := c1.Put(ctx, &kvv1.PutRequest{Key: key, Value: []byte("fresh"), Consistency: lvl(kvv1.Level_LEVEL_QUORUM)}); err != nil {
+		t.Fatal(err)
+	}
+	topo := n3.Topology()
+	ks, _ := topo.Keyspace("")
+	loc := replica.Loc{Keyspace: ks.ID, Partition: topo.Ring.Partition(key)}
+	set, err := n3.Store().Get(loc, key)
+	if err != nil || !set.IsEmpty() {
+		t.Fatalf("n3 has %v (err %v) before repair; want nothing", set, err)
+	}
+
+	// A read through n1 that reaches n3 repairs it in the background.
+	n1.Faults().Heal()
+	eventually(t, "n1 to route to n3 again", func() bool {
+		get, err := c1.Get(ctx, &kvv1.GetRequest{Key: key, Consistency: lvl(kvv1.Level_LEVEL_ALL)})
+		return err == nil && len(get.Effective.Replicas) == 3
+	})
+	eventually(t, "read repair of n3", func() bool {
+		set, err := n3.Store().Get(loc, key)
+		return err == nil && len(set.Siblings) == 1 && bytes.Equal(set.Siblings[0].Value.Bytes, []byte("fresh"))
+	})
+}
+
+func TestBadInput(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 3, Engine: "memory"})
+	c := dial(t, l.Nodes()[0].Addr())
+	ctx := ctxT(t)
+	tests := []struct {
+		name string
+		call func() error
+		code codes.Code
+		has  string
+	}{
+		{"empty key", func() error {
+			_, err := c.Put(ctx, &kvv1.PutRequest{Value: []byte("v")})
+			return err
+		}, codes.InvalidArgument, "key is empty"},
+		{"long key", func() error {
+			_, err := c.Get(ctx, &kvv1.GetRequest{Key: make([]byte, 64<<10+1)})
+			return err
+		}, codes.InvalidArgument, "over the 64 KiB limit"},
+		{"big value", func() error {
+			_, err := c.Put(ctx, &kvv1.PutRequest{Key: []byte("k"), Value: make([]byte, 16<<20+1)})
+			return err
+		}, codes.InvalidArgument, "over the 16777216-byte limit"},
+		{"malformed context", func() error {
+			_, err := c.Put(ctx, &kvv1.PutRequest{Key: []byte("k"), Value: []byte("v"), Context: []byte{0xff, 0xff, 0xff}})
+			return err
+		}, codes.InvalidArgument, "context is malformed"},
+		{"unknown keyspace", func() error {
+			_, err := c.Get(ctx, &kvv1.GetRequest{Keyspace: "nope", Key: []byte("k")})
+			return err
+		}, codes.NotFound, `keyspace "nope" does not exist`},
+		{"r above N", func() error {
+			_, err := c.Get(ctx, &kvv1.GetRequest{Key: []byte("k"), Consistency: &kvv1.Consistency{R: 4}})
+			return err
+		}, codes.InvalidArgument, "r=4 is more than the keyspace's N=3"},
+		{"any read", func() error {
+			_, err := c.Get(ctx, &kvv1.GetRequest{Key: []byte("k"), Consistency: lvl(kvv1.Level_LEVEL_ANY)})
+			return err
+		}, codes.InvalidArgument, "ANY is for writes only"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.call()
+			st := status.Convert(err)
+			if st.Code() != tt.code || !strings.Contains(st.Message(), tt.has) {
+				t.Fatalf("got %v, want %s containing %q", err, tt.code, tt.has)
+			}
+		})
+	}
+	// Nothing was written by any of them.
+	get, err := c.Get(ctx, &kvv1.GetRequest{Key: []byte("k"), Consistency: lvl(kvv1.Level_LEVEL_ALL)})
+	if err != nil || len(get.Siblings) != 0 {
+		t.Fatalf("after bad requests: %v, %v; want nothing stored", get, err)
+	}
+}
+
+func TestHealthAndReflection(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 1, Engine: "memory"})
+	conn, err := grpc.NewClient(l.Nodes()[0].Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctxT(t), &healthpb.HealthCheckRequest{Service: "kv.v1.KV"})
+	if err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health = %v, %v", resp, err)
+	}
+}

@@ -1,0 +1,187 @@
+// Package node wires a running Meridian node: engine, replica store,
+// gossip membership, coordinator, hinted handoff and the gRPC servers.
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/meridiankv/meridian/membership"
+	"github.com/meridiankv/meridian/placement"
+	"github.com/meridiankv/meridian/telemetry"
+)
+
+// Config is one node's configuration. The zero value of every optional
+// field means its default; Validate says which field is wrong.
+type Config struct {
+	// ID names the node; it must appear in InitialCluster.
+	ID string `yaml:"id"`
+	// GRPCAddr is where clients and peers reach the node (host:port).
+	GRPCAddr string `yaml:"grpc-addr"`
+	// GossipAddr is the memberlist bind address (host:port; port 0 picks one).
+	GossipAddr string `yaml:"gossip-addr"`
+	// DataDir holds the Pebble data (ignored by the memory engine).
+	DataDir string `yaml:"data-dir"`
+	// InitialCluster lists every member: "ID=HOST:PORT[/DC[/RACK[/WEIGHT]]],...".
+	InitialCluster string `yaml:"initial-cluster"`
+	// Join lists gossip addresses to join; empty means ask InitialCluster
+	// peers for theirs.
+	Join []string `yaml:"join"`
+	// Engine is "pebble" (default) or "memory".
+	Engine string `yaml:"engine"`
+	// Partitions is Q, fixed at cluster creation (default 1024).
+	Partitions int `yaml:"partitions"`
+	// Keyspaces beyond "default".
+	Keyspaces []membership.KeyspaceSpec `yaml:"keyspaces"`
+	// MaxValueSize is the largest value accepted, bytes (default 16 MiB).
+	MaxValueSize int `yaml:"max-value-size"`
+	// RequestTimeout bounds requests whose caller set no deadline (default 5s).
+	RequestTimeout time.Duration `yaml:"request-timeout"`
+	// GossipProfile is memberlist's profile: lan (default), wan, local, test.
+	GossipProfile string `yaml:"gossip-profile"`
+	// HintInterval is how often hints are offered to returning nodes (default 1s).
+	HintInterval time.Duration `yaml:"hint-interval"`
+	// MaxConcurrentStreams per client connection (default 1024).
+	MaxConcurrentStreams uint32 `yaml:"max-concurrent-streams"`
+	// Telemetry: tracing exporters, sampling, /metrics and pprof.
+	Telemetry telemetry.Config `yaml:",inline"`
+}
+
+// Defaults.
+const (
+	DefaultEngine               = "pebble"
+	DefaultMaxConcurrentStreams = 1024
+)
+
+func (c *Config) setDefaults() {
+	if c.Engine == "" {
+		c.Engine = DefaultEngine
+	}
+	if c.Partitions == 0 {
+		c.Partitions = placement.DefaultPartitions
+	}
+	if c.MaxValueSize == 0 {
+		c.MaxValueSize = 16 << 20
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 5 * time.Second
+	}
+	if c.GossipProfile == "" {
+		c.GossipProfile = "lan"
+	}
+	if c.HintInterval == 0 {
+		c.HintInterval = time.Second
+	}
+	if c.MaxConcurrentStreams == 0 {
+		c.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+}
+
+// Validate checks the configuration (after defaults) and names the first
+// field that is wrong and what to do about it.
+func (c Config) Validate() error {
+	c.setDefaults()
+	if c.ID == "" {
+		return errors.New("id is empty: give the node a name with --id")
+	}
+	if strings.ContainsAny(c.ID, "#~,=/ ") || len(c.ID) > 64 {
+		return fmt.Errorf("id %q: use up to 64 characters without '#', '~', ',', '=', '/' or spaces", c.ID)
+	}
+	if _, _, err := net.SplitHostPort(c.GRPCAddr); err != nil {
+		return fmt.Errorf("grpc-addr %q: want host:port, e.g. 127.0.0.1:7001", c.GRPCAddr)
+	}
+	if c.GossipAddr != "" {
+		if _, _, err := net.SplitHostPort(c.GossipAddr); err != nil {
+			return fmt.Errorf("gossip-addr %q: want host:port, e.g. 127.0.0.1:7101", c.GossipAddr)
+		}
+	}
+	switch c.Engine {
+	case "pebble":
+		if c.DataDir == "" {
+			return errors.New("data-dir is empty: the pebble engine needs a directory (or use --engine memory)")
+		}
+	case "memory":
+	default:
+		return fmt.Errorf("engine %q: use pebble or memory", c.Engine)
+	}
+	if c.Partitions < 1 || c.Partitions > 65536 || c.Partitions&(c.Partitions-1) != 0 {
+		return fmt.Errorf("partitions %d: use a power of two from 1 to 65536", c.Partitions)
+	}
+	if c.MaxValueSize < 1 || c.MaxValueSize > 64<<20 {
+		return fmt.Errorf("max-value-size %d: use 1 byte to 64 MiB", c.MaxValueSize)
+	}
+	if c.RequestTimeout < 0 {
+		return fmt.Errorf("request-timeout %s is negative", c.RequestTimeout)
+	}
+	members, err := ParseInitialCluster(c.InitialCluster)
+	if err != nil {
+		return err
+	}
+	found := false
+	for _, m := range members {
+		if m.ID == c.ID {
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("initial-cluster does not list this node's id %q: add %s=%s", c.ID, c.ID, c.GRPCAddr)
+	}
+	return nil
+}
+
+// ParseInitialCluster parses "ID=HOST:PORT[/DC[/RACK[/WEIGHT]]]" entries
+// separated by commas. DC defaults to "dc1", rack to "rack1", weight to 1.
+func ParseInitialCluster(s string) ([]membership.NodeInfo, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, errors.New("initial-cluster is empty: list every node as ID=HOST:PORT[/DC[/RACK[/WEIGHT]]], comma-separated")
+	}
+	var out []membership.NodeInfo
+	seen := map[string]bool{}
+	for _, entry := range strings.Split(s, ",") {
+		entry = strings.TrimSpace(entry)
+		id, rest, ok := strings.Cut(entry, "=")
+		if !ok || id == "" || rest == "" {
+			return nil, fmt.Errorf("initial-cluster entry %q: want ID=HOST:PORT[/DC[/RACK[/WEIGHT]]]", entry)
+		}
+		if seen[id] {
+			return nil, fmt.Errorf("initial-cluster lists node %q twice", id)
+		}
+		seen[id] = true
+		parts := strings.Split(rest, "/")
+		if len(parts) > 4 {
+			return nil, fmt.Errorf("initial-cluster entry %q: too many '/' parts", entry)
+		}
+		if _, _, err := net.SplitHostPort(parts[0]); err != nil {
+			return nil, fmt.Errorf("initial-cluster entry %q: address %q is not host:port", entry, parts[0])
+		}
+		n := membership.NodeInfo{Node: placement.Node{ID: id, DC: "dc1", Rack: "rack1", Weight: 1}, GRPCAddr: parts[0]}
+		if len(parts) > 1 && parts[1] != "" {
+			n.DC = parts[1]
+		}
+		if len(parts) > 2 && parts[2] != "" {
+			n.Rack = parts[2]
+		}
+		if len(parts) > 3 {
+			w, err := strconv.Atoi(parts[3])
+			if err != nil || w < 1 || w > 1000 {
+				return nil, fmt.Errorf("initial-cluster entry %q: weight %q must be a whole number from 1 to 1000", entry, parts[3])
+			}
+			n.Weight = w
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// FormatInitialCluster renders members back into the flag syntax.
+func FormatInitialCluster(ms []membership.NodeInfo) string {
+	parts := make([]string, len(ms))
+	for i, m := range ms {
+		parts[i] = fmt.Sprintf("%s=%s/%s/%s/%d", m.ID, m.GRPCAddr, m.DC, m.Rack, m.Weight)
+	}
+	return strings.Join(parts, ",")
+}

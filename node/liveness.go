@@ -1,0 +1,108 @@
+package node
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+	"github.com/meridiankv/meridian/coordinator"
+	"github.com/meridiankv/meridian/membership"
+)
+
+// failureBackoff is how long a node whose calls fail as unreachable is
+// treated as down before it is tried again.
+const failureBackoff = time.Second
+
+// liveness combines what gossip says (dead or left nodes are down) with
+// what this node's own calls see (a node that can't be reached is down for
+// failureBackoff). Nodes gossip has not reported yet count as up: calls
+// to them decide.
+type liveness struct {
+	now func() time.Time
+	mu  struct {
+		sync.RWMutex
+		down        map[string]bool
+		failedUntil map[string]time.Time
+	}
+}
+
+func newLiveness(now func() time.Time) *liveness {
+	l := &liveness{now: now}
+	l.mu.down = map[string]bool{}
+	l.mu.failedUntil = map[string]time.Time{}
+	return l
+}
+
+// MemberChanged records gossip's view (membership.Listener).
+func (l *liveness) MemberChanged(m membership.Member) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	down := m.State == membership.StateDead || m.State == membership.StateLeft
+	l.mu.down[m.Meta.ID] = down
+	if !down {
+		delete(l.mu.failedUntil, m.Meta.ID)
+	}
+}
+
+// Alive reports whether id should be routed to.
+func (l *liveness) Alive(id string) bool {
+	l.mu.RLock()
+	down := l.mu.down[id]
+	until, failed := l.mu.failedUntil[id]
+	l.mu.RUnlock()
+	if down {
+		return false
+	}
+	return !failed || l.now().After(until)
+}
+
+func (l *liveness) observe(node string, err error) {
+	if err == nil {
+		l.mu.RLock()
+		_, failed := l.mu.failedUntil[node]
+		l.mu.RUnlock()
+		if failed {
+			l.mu.Lock()
+			delete(l.mu.failedUntil, node)
+			l.mu.Unlock()
+		}
+		return
+	}
+	st, ok := status.FromError(err)
+	if ok && (st.Code() != codes.Unavailable || coordinator.IsMeridianStatus(st)) {
+		return // the node answered
+	}
+	l.mu.Lock()
+	l.mu.failedUntil[node] = l.now().Add(failureBackoff)
+	l.mu.Unlock()
+}
+
+// track wraps peers so every call's outcome feeds liveness.
+func (l *liveness) track(p coordinator.Peers) coordinator.Peers { return &trackedPeers{l: l, next: p} }
+
+type trackedPeers struct {
+	l    *liveness
+	next coordinator.Peers
+}
+
+func (t *trackedPeers) Read(ctx context.Context, node string, req *internalv1.ReadRequest) (*internalv1.ReadResponse, error) {
+	resp, err := t.next.Read(ctx, node, req)
+	t.l.observe(node, err)
+	return resp, err
+}
+
+func (t *trackedPeers) Write(ctx context.Context, node string, req *internalv1.WriteRequest) error {
+	err := t.next.Write(ctx, node, req)
+	t.l.observe(node, err)
+	return err
+}
+
+func (t *trackedPeers) Coordinate(ctx context.Context, node string, req *internalv1.CoordinateRequest) (*internalv1.CoordinateResponse, error) {
+	resp, err := t.next.Coordinate(ctx, node, req)
+	t.l.observe(node, err)
+	return resp, err
+}

@@ -1,0 +1,330 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/meridiankv/meridian/membership"
+)
+
+// LocalSpec describes a cluster of nodes run inside one process, each with
+// its own storage directory and gRPC port on loopback: what `meridian dev`,
+// `meridian demo` and the integration tests use.
+type LocalSpec struct {
+	// Dir holds one data directory per node and cluster.json.
+	Dir        string
+	DCs        int // default 1
+	NodesPerDC int // default 3
+	RacksPerDC int // default 1
+	// Engine is "pebble" (default) or "memory".
+	Engine string
+	// Keyspaces beyond default.
+	Keyspaces []membership.KeyspaceSpec
+	// Partitions (default 1024).
+	Partitions int
+	// GossipProfile (default "local"; tests use "test").
+	GossipProfile string
+	// RequestTimeout for every node (default 5s).
+	RequestTimeout time.Duration
+	// SeparateHosts binds DC i to 127.0.0.(i+1) instead of 127.0.0.1 for all.
+	SeparateHosts bool
+	Logger        *slog.Logger
+	// Options are applied to every node (the Listener field is ignored).
+	Options Options
+}
+
+// Local is a running local cluster.
+type Local struct {
+	spec    LocalSpec
+	members []membership.NodeInfo
+	mu      sync.Mutex
+	nodes   map[string]*Node
+	configs map[string]Config
+}
+
+// DCName is the name of the i-th DC of a local cluster ("dc1", "dc2", ...).
+func DCName(i int) string { return fmt.Sprintf("dc%d", i+1) }
+
+// StartLocal starts every node of spec and waits until each sees the others
+// through gossip (or ctx ends).
+func StartLocal(ctx context.Context, spec LocalSpec) (*Local, error) {
+	if spec.DCs == 0 {
+		spec.DCs = 1
+	}
+	if spec.NodesPerDC == 0 {
+		spec.NodesPerDC = 3
+	}
+	if spec.RacksPerDC == 0 {
+		spec.RacksPerDC = 1
+	}
+	if spec.GossipProfile == "" {
+		spec.GossipProfile = "local"
+	}
+	if spec.Logger == nil {
+		spec.Logger = slog.New(slog.DiscardHandler)
+	}
+	if spec.Dir == "" && spec.Engine != "memory" {
+		return nil, errors.New("local cluster: Dir is empty")
+	}
+	l := &Local{spec: spec, nodes: map[string]*Node{}, configs: map[string]Config{}}
+	// Reserve every gRPC port first: the initial cluster lists them all.
+	var listeners []net.Listener
+	closeAll := func() {
+		for _, lis := range listeners {
+			lis.Close()
+		}
+	}
+	for d := 0; d < spec.DCs; d++ {
+		host := "127.0.0.1"
+		if spec.SeparateHosts {
+			host = fmt.Sprintf("127.0.0.%d", d+1)
+		}
+		for i := 0; i < spec.NodesPerDC; i++ {
+			lis, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+			if err != nil {
+				closeAll()
+				return nil, fmt.Errorf("reserve a port on %s: %w", host, err)
+			}
+			listeners = append(listeners, lis)
+			m := membership.NodeInfo{GRPCAddr: lis.Addr().String()}
+			m.ID = fmt.Sprintf("n%d", d*spec.NodesPerDC+i+1)
+			m.DC = DCName(d)
+			m.Rack = fmt.Sprintf("r%d", i%spec.RacksPerDC+1)
+			m.Weight = 1
+			l.members = append(l.members, m)
+		}
+	}
+	initial := FormatInitialCluster(l.members)
+	var seed string
+	for i, m := range l.members {
+		cfg := Config{
+			ID:             m.ID,
+			GRPCAddr:       m.GRPCAddr,
+			GossipAddr:     net.JoinHostPort(host(m.GRPCAddr), "0"),
+			DataDir:        filepath.Join(spec.Dir, m.ID),
+			InitialCluster: initial,
+			Engine:         spec.Engine,
+			Partitions:     spec.Partitions,
+			Keyspaces:      spec.Keyspaces,
+			GossipProfile:  spec.GossipProfile,
+			RequestTimeout: spec.RequestTimeout,
+		}
+		if seed != "" {
+			cfg.Join = []string{seed}
+		}
+		opts := spec.Options
+		opts.Listener = listeners[i]
+		if opts.Logger == nil {
+			opts.Logger = spec.Logger
+		}
+		n, err := Start(ctx, cfg, opts)
+		if err != nil {
+			for _, lis := range listeners[i+1:] {
+				lis.Close()
+			}
+			l.Close()
+			return nil, fmt.Errorf("start %s: %w", m.ID, err)
+		}
+		if seed == "" {
+			seed = n.GossipAddr()
+		}
+		// A restart must reuse the gossip address: memberlist does not let
+		// a node name come back from another address.
+		cfg.GossipAddr = n.GossipAddr()
+		cfg.Join = []string{seed}
+		l.nodes[m.ID] = n
+		l.configs[m.ID] = cfg
+	}
+	if err := l.WaitConverged(ctx); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func host(addr string) string {
+	h, _, _ := net.SplitHostPort(addr)
+	return h
+}
+
+// WaitConverged waits until every running node's gossip sees every other
+// running node alive.
+func (l *Local) WaitConverged(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if l.converged() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("local cluster: gossip did not converge: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+func (l *Local) converged() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, n := range l.nodes {
+		alive := 0
+		for _, m := range n.Gossip().Members() {
+			if _, running := l.nodes[m.Meta.ID]; running && m.State == membership.StateAlive {
+				alive++
+			}
+		}
+		if alive != len(l.nodes) {
+			return false
+		}
+	}
+	return true
+}
+
+// Members lists every configured node (running or not), in ID order.
+func (l *Local) Members() []membership.NodeInfo { return l.members }
+
+// Node returns a running node by ID (nil if stopped).
+func (l *Local) Node(id string) *Node {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.nodes[id]
+}
+
+// Nodes returns the running nodes in ID order.
+func (l *Local) Nodes() []*Node {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]*Node, 0, len(l.nodes))
+	for _, n := range l.nodes {
+		out = append(out, n)
+	}
+	sort.Slice(out, func(i, j int) bool { return idLess(out[i].ID(), out[j].ID()) })
+	return out
+}
+
+func idLess(a, b string) bool {
+	if len(a) != len(b) {
+		return len(a) < len(b)
+	}
+	return a < b
+}
+
+// Stop stops one node (gracefully: it leaves gossip, data stays on disk).
+func (l *Local) Stop(id string) error {
+	l.mu.Lock()
+	n := l.nodes[id]
+	delete(l.nodes, id)
+	l.mu.Unlock()
+	if n == nil {
+		return fmt.Errorf("node %s is not running", id)
+	}
+	return n.Close()
+}
+
+// Restart starts a stopped node again on the same address and data.
+func (l *Local) Restart(ctx context.Context, id string) (*Node, error) {
+	l.mu.Lock()
+	cfg, ok := l.configs[id]
+	_, running := l.nodes[id]
+	l.mu.Unlock()
+	if !ok || running {
+		return nil, fmt.Errorf("node %s is unknown or already running", id)
+	}
+	opts := l.spec.Options
+	opts.Listener = nil
+	if opts.Logger == nil {
+		opts.Logger = l.spec.Logger
+	}
+	cfg.Join = nil
+	for _, other := range l.Nodes() {
+		cfg.Join = append(cfg.Join, other.GossipAddr())
+	}
+	n, err := Start(ctx, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.nodes[id] = n
+	l.mu.Unlock()
+	return n, nil
+}
+
+// Close stops every node.
+func (l *Local) Close() error {
+	l.mu.Lock()
+	nodes := l.nodes
+	l.nodes = map[string]*Node{}
+	l.mu.Unlock()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(nodes))
+	for _, n := range nodes {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs <- n.Close() }()
+	}
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	return errors.Join(all...)
+}
+
+// ClusterFile is the content of cluster.json, for scripts and tools.
+type ClusterFile struct {
+	Nodes []ClusterFileNode `json:"nodes"`
+}
+
+// ClusterFileNode is one node in cluster.json.
+type ClusterFileNode struct {
+	ID         string `json:"id"`
+	GRPCAddr   string `json:"grpc_addr"`
+	GossipAddr string `json:"gossip_addr"`
+	DC         string `json:"dc"`
+	Rack       string `json:"rack"`
+	Weight     int    `json:"weight"`
+	DataDir    string `json:"data_dir"`
+}
+
+// WriteClusterFile writes DIR/cluster.json listing every node.
+func (l *Local) WriteClusterFile(path string) error {
+	var cf ClusterFile
+	for _, m := range l.members {
+		e := ClusterFileNode{ID: m.ID, GRPCAddr: m.GRPCAddr, DC: m.DC, Rack: m.Rack, Weight: m.Weight, DataDir: l.configs[m.ID].DataDir}
+		if n := l.Node(m.ID); n != nil {
+			e.GossipAddr = n.GossipAddr()
+		}
+		cf.Nodes = append(cf.Nodes, e)
+	}
+	b, err := json.MarshalIndent(cf, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// ReadClusterFile reads a cluster.json written by WriteClusterFile.
+func ReadClusterFile(path string) (*ClusterFile, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var cf ClusterFile
+	if err := json.Unmarshal(b, &cf); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(cf.Nodes) == 0 {
+		return nil, fmt.Errorf("%s lists no nodes", path)
+	}
+	return &cf, nil
+}

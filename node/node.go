@@ -1,0 +1,378 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/coordinator"
+	"github.com/meridiankv/meridian/engine"
+	"github.com/meridiankv/meridian/engine/memory"
+	"github.com/meridiankv/meridian/engine/pebble"
+	"github.com/meridiankv/meridian/membership"
+	"github.com/meridiankv/meridian/repair"
+	"github.com/meridiankv/meridian/replica"
+	"github.com/meridiankv/meridian/telemetry"
+	"github.com/meridiankv/meridian/transport"
+)
+
+// Options are the run-time dependencies of a node that are not
+// configuration: loggers, clocks, pre-bound listeners, test hooks.
+type Options struct {
+	Logger *slog.Logger
+	// Listener, when set, is used for gRPC instead of listening on GRPCAddr.
+	Listener net.Listener
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// ServerOptions and DialOptions are appended to the gRPC defaults
+	// (telemetry adds its stats handlers here).
+	ServerOptions []grpc.ServerOption
+	DialOptions   []grpc.DialOption
+	// Telemetry, when set, is used instead of one built from
+	// Config.Telemetry (tests pass one with a span recorder).
+	Telemetry *telemetry.Telemetry
+	// TelemetryFor, when set, gives each node of a local cluster its own
+	// telemetry (metrics registries are per node); it wins over Telemetry.
+	TelemetryFor func(nodeID string) *telemetry.Telemetry
+	// Register adds more services to the node's gRPC server before it
+	// starts serving (the admin service of package ops).
+	Register func(*grpc.Server, *Node)
+}
+
+// Node is one running Meridian node.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	self   membership.NodeInfo
+	eng    engine.Engine
+	store  *replica.Store
+	topo   atomic.Pointer[membership.Topology]
+	topoMu sync.Mutex // serializes topology changes
+	live   *liveness
+	gossip *membership.Gossip
+	peers  *transport.GRPC
+	faults *transport.Faults
+	coord  *coordinator.Coordinator
+	server *grpc.Server
+	health *health.Server
+	lis    net.Listener
+	tel    *telemetry.Telemetry
+	ownTel bool
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start opens the node's storage, joins the cluster and serves gRPC. It
+// returns once the node is serving; gossip joins in the background.
+func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	members, _ := ParseInitialCluster(cfg.InitialCluster)
+	topo, err := membership.NewTopology(1, cfg.Partitions, members, cfg.Keyspaces)
+	if err != nil {
+		return nil, fmt.Errorf("initial cluster: %w", err)
+	}
+	n = &Node{cfg: cfg, self: topo.Nodes[cfg.ID]}
+	n.log = opts.Logger.With("node", cfg.ID, "dc", n.self.DC)
+	n.topo.Store(topo)
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+
+	n.tel = opts.Telemetry
+	if opts.TelemetryFor != nil {
+		n.tel = opts.TelemetryFor(cfg.ID)
+	}
+	if n.tel == nil {
+		tcfg := cfg.Telemetry
+		tcfg.NodeID, tcfg.DC = cfg.ID, n.self.DC
+		if n.tel, err = telemetry.Setup(ctx, tcfg); err != nil {
+			return nil, fmt.Errorf("telemetry: %w", err)
+		}
+		n.ownTel = true
+	}
+
+	switch cfg.Engine {
+	case "memory":
+		n.eng = memory.New()
+	default:
+		n.eng, err = pebble.Open(pebble.Options{Dir: filepath.Join(cfg.DataDir, "data"), Logger: n.log})
+		if err != nil {
+			return nil, fmt.Errorf("open storage in %s: %w", cfg.DataDir, err)
+		}
+	}
+	if n.store, err = replica.Open(n.eng, cfg.ID); err != nil {
+		return nil, err
+	}
+	saved, err := n.savedKeyspaces()
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range saved {
+		if _, ok := topo.Keyspaces[s.Name]; ok {
+			continue // the config file defines it
+		}
+		if topo, err = topo.WithKeyspace(s); err != nil {
+			return nil, fmt.Errorf("saved keyspace %q no longer fits the cluster: %w", s.Name, err)
+		}
+	}
+	n.topo.Store(topo)
+
+	n.live = newLiveness(opts.Now)
+	n.peers = transport.NewGRPC(n.resolve, append(n.tel.DialOptions(), opts.DialOptions...)...)
+	n.faults = transport.NewFaults(n.peers, n.dcOf)
+	peers := n.live.track(n.faults)
+	n.coord, err = coordinator.New(coordinator.Config{
+		NodeID:         cfg.ID,
+		DC:             n.self.DC,
+		Store:          n.store,
+		Peers:          peers,
+		Live:           n.live,
+		Hints:          n.store,
+		Topology:       n.Topology,
+		RequestTimeout: cfg.RequestTimeout,
+		MaxValueSize:   cfg.MaxValueSize,
+		Now:            opts.Now,
+		Logger:         n.log,
+		Tracer:         n.tel.Tracer("coordinator"),
+		Observer:       n.tel.Metrics,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	lis := opts.Listener
+	if lis == nil {
+		if lis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+			return nil, fmt.Errorf("listen on grpc-addr %s: %w (is another node using it?)", cfg.GRPCAddr, err)
+		}
+	}
+	n.lis = lis
+	n.server = grpc.NewServer(append([]grpc.ServerOption{
+		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.MaxRecvMsgSize(transport.MaxMessageSize),
+		grpc.MaxSendMsgSize(transport.MaxMessageSize),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}, append(n.tel.ServerOptions(), opts.ServerOptions...)...)...)
+	kvv1.RegisterKVServer(n.server, &kvServer{c: n.coord})
+	internalv1.RegisterReplicaServer(n.server, &replicaServer{n: n})
+	n.health = health.NewServer()
+	healthpb.RegisterHealthServer(n.server, n.health)
+	if opts.Register != nil {
+		opts.Register(n.server, n)
+	}
+	reflection.Register(n.server)
+	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	n.health.SetServingStatus(kvv1.KV_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	n.cancel = cancel
+
+	n.gossip, err = membership.Start(runCtx, membership.Config{
+		Meta: membership.Meta{
+			ID: cfg.ID, GRPCAddr: n.Addr(), DC: n.self.DC, Rack: n.self.Rack, Weight: n.self.Weight, Epoch: topo.Epoch,
+		},
+		BindAddr: gossipAddr(cfg),
+		Seeds:    cfg.Join,
+		Profile:  cfg.GossipProfile,
+		Logger:   n.log,
+	}, n.live)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: %w", err)
+	}
+	// Serve only once every field the handlers read is set.
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.server.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			n.log.Error("grpc server stopped", "err", err)
+		}
+	}()
+	if len(cfg.Join) == 0 {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.discoverSeeds(runCtx)
+		}()
+	}
+
+	if err := n.tel.Metrics.RegisterEngine(n.eng.Stats); err != nil {
+		return nil, err
+	}
+	if err := n.tel.Metrics.RegisterMembers(n.memberCounts); err != nil {
+		return nil, err
+	}
+	handoff := &repair.Handoff{Store: n.store, Peers: peers, Live: n.live, Interval: cfg.HintInterval, Logger: n.log,
+		Delivered: n.tel.Metrics.HintsDelivered}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		handoff.Run(runCtx)
+	}()
+	n.log.Info("node started", "grpc", n.Addr(), "gossip", n.gossip.Addr(), "engine", cfg.Engine, "actor", n.store.Actor())
+	return n, nil
+}
+
+func gossipAddr(cfg Config) string {
+	if cfg.GossipAddr != "" {
+		return cfg.GossipAddr
+	}
+	host, _, _ := net.SplitHostPort(cfg.GRPCAddr)
+	return net.JoinHostPort(host, "0")
+}
+
+// discoverSeeds asks the initial cluster's peers for their gossip address
+// until one answers and the join succeeds.
+func (n *Node) discoverSeeds(ctx context.Context) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		for id := range n.Topology().Nodes {
+			if id == n.cfg.ID {
+				continue
+			}
+			ictx, cancel := context.WithTimeout(ctx, time.Second)
+			info, err := n.peers.Info(ictx, id)
+			cancel()
+			if err != nil || info.GetGossipAddr() == "" {
+				continue
+			}
+			if _, err := n.gossip.Join([]string{info.GetGossipAddr()}); err == nil {
+				n.log.Info("joined gossip", "via", id, "addr", info.GetGossipAddr())
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// memberCounts counts gossip members by state, for metrics.
+func (n *Node) memberCounts() map[string]int {
+	out := map[string]int{}
+	for _, m := range n.gossip.Members() {
+		out[strings.ToLower(m.State.String())]++
+	}
+	return out
+}
+
+// Telemetry is the node's tracing and metrics.
+func (n *Node) Telemetry() *telemetry.Telemetry { return n.tel }
+
+// Topology is the node's current view of cluster metadata.
+func (n *Node) Topology() *membership.Topology { return n.topo.Load() }
+
+func (n *Node) resolve(id string) (string, bool) {
+	m, ok := n.Topology().Nodes[id]
+	return m.GRPCAddr, ok
+}
+
+func (n *Node) dcOf(id string) string { return n.Topology().Nodes[id].DC }
+
+// ID is the node's ID.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// DC is the node's datacenter.
+func (n *Node) DC() string { return n.self.DC }
+
+// Addr is the gRPC address the node serves on.
+func (n *Node) Addr() string { return n.lis.Addr().String() }
+
+// GossipAddr is the memberlist address.
+func (n *Node) GossipAddr() string { return n.gossip.Addr() }
+
+// PeerConn is the shared gRPC connection to another node.
+func (n *Node) PeerConn(id string) (*grpc.ClientConn, error) { return n.peers.Conn(id) }
+
+// Alive reports whether this node currently routes to id.
+func (n *Node) Alive(id string) bool { return id == n.cfg.ID || n.live.Alive(id) }
+
+// Faults is the node's outgoing fault injector, for tests and drills.
+func (n *Node) Faults() *transport.Faults { return n.faults }
+
+// Store is the node's local data.
+func (n *Node) Store() *replica.Store { return n.store }
+
+// Gossip is the node's membership.
+func (n *Node) Gossip() *membership.Gossip { return n.gossip }
+
+// Close leaves the cluster, stops serving and closes storage. It records a
+// clean shutdown, so the next start keeps the same version actor.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() { n.closeErr = n.close() })
+	return n.closeErr
+}
+
+func (n *Node) close() error {
+	var errs []error
+	if n.health != nil {
+		n.health.Shutdown()
+	}
+	if n.gossip != nil {
+		errs = append(errs, n.gossip.Close())
+	}
+	if n.server != nil {
+		stopped := make(chan struct{})
+		go func() { n.server.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(5 * time.Second):
+			n.server.Stop()
+		}
+	} else if n.lis != nil {
+		n.lis.Close()
+	}
+	if n.cancel != nil {
+		n.cancel()
+	}
+	n.wg.Wait()
+	if n.coord != nil {
+		n.coord.Close()
+	}
+	if n.peers != nil {
+		errs = append(errs, n.peers.Close())
+	}
+	if n.store != nil {
+		errs = append(errs, n.store.Close())
+	}
+	if n.eng != nil {
+		errs = append(errs, n.eng.Close())
+	}
+	if n.tel != nil && n.ownTel {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, n.tel.Close(ctx))
+		cancel()
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,56 @@
+package node
+
+import (
+	"context"
+
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/coordinator"
+)
+
+// kvServer is the client API; coordinator errors carry their gRPC status.
+type kvServer struct {
+	kvv1.UnimplementedKVServer
+	c *coordinator.Coordinator
+}
+
+func (s *kvServer) Get(ctx context.Context, req *kvv1.GetRequest) (*kvv1.GetResponse, error) {
+	return s.c.Get(ctx, req)
+}
+
+func (s *kvServer) Put(ctx context.Context, req *kvv1.PutRequest) (*kvv1.PutResponse, error) {
+	return s.c.Put(ctx, req)
+}
+
+func (s *kvServer) Delete(ctx context.Context, req *kvv1.DeleteRequest) (*kvv1.DeleteResponse, error) {
+	return s.c.Delete(ctx, req)
+}
+
+// replicaServer is the node-to-node API.
+type replicaServer struct {
+	internalv1.UnimplementedReplicaServer
+	n *Node
+}
+
+func (s *replicaServer) Read(ctx context.Context, req *internalv1.ReadRequest) (*internalv1.ReadResponse, error) {
+	return s.n.coord.ServeRead(ctx, req)
+}
+
+func (s *replicaServer) Write(ctx context.Context, req *internalv1.WriteRequest) (*internalv1.WriteResponse, error) {
+	return s.n.coord.ServeWrite(ctx, req)
+}
+
+func (s *replicaServer) Coordinate(ctx context.Context, req *internalv1.CoordinateRequest) (*internalv1.CoordinateResponse, error) {
+	return s.n.coord.ServeCoordinate(ctx, req)
+}
+
+func (s *replicaServer) Info(context.Context, *internalv1.InfoRequest) (*internalv1.InfoResponse, error) {
+	n := s.n
+	resp := &internalv1.InfoResponse{
+		Id: n.cfg.ID, GrpcAddr: n.Addr(), Dc: n.self.DC, Rack: n.self.Rack, Weight: uint32(n.self.Weight),
+	}
+	if n.gossip != nil {
+		resp.GossipAddr = n.gossip.Addr()
+	}
+	return resp, nil
+}

@@ -1,0 +1,213 @@
+package node_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/node"
+	"github.com/meridiankv/meridian/telemetry"
+)
+
+func attr(s sdktrace.ReadOnlySpan, key string) (attribute.Value, bool) {
+	for _, kv := range s.Attributes() {
+		if string(kv.Key) == key {
+			return kv.Value, true
+		}
+	}
+	return attribute.Value{}, false
+}
+
+// TestQuorumPutIsOneTrace checks that a QUORUM put on a 3-node cluster
+// produces one trace: client call → coordinator → every replica write →
+// the remote engine commits, with the right parents and attributes.
+func TestQuorumPutIsOneTrace(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
+
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l, err := node.StartLocal(ctx, node.LocalSpec{Dir: dir, NodesPerDC: 3, Engine: "memory", GossipProfile: "test",
+		Options: node.Options{TelemetryFor: func(string) *telemetry.Telemetry { return telemetry.NewForTest(tp) }}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+
+	prop := propagation.TraceContext{}
+	conn, err := grpc.NewClient(l.Nodes()[0].Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(prop))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := kvv1.NewKVClient(conn).Put(ctx, &kvv1.PutRequest{Key: []byte("traced"), Value: []byte("v"),
+		Consistency: &kvv1.Consistency{Level: kvv1.Level_LEVEL_QUORUM}}); err != nil {
+		t.Fatal(err)
+	}
+
+	var root sdktrace.ReadOnlySpan
+	for _, s := range rec.Ended() {
+		if s.Name() == "kv.v1.KV/Put" && !s.Parent().IsValid() {
+			root = s
+		}
+	}
+	if root == nil {
+		t.Fatal("no client span kv.v1.KV/Put")
+	}
+	trace := root.SpanContext().TraceID()
+	// The third replica's write may finish after the reply: poll.
+	var spans []sdktrace.ReadOnlySpan
+	eventually(t, "three replica writes and two remote engine commits in the trace", func() bool {
+		spans = spans[:0]
+		writes, commits := map[string]bool{}, 0
+		for _, s := range rec.Ended() {
+			if s.SpanContext().TraceID() != trace {
+				continue
+			}
+			spans = append(spans, s)
+			if s.Name() == "meridian.replica.write" {
+				v, _ := attr(s, "meridian.node")
+				writes[v.AsString()] = true
+			}
+			if s.Name() == "meridian.engine.commit" {
+				commits++
+			}
+		}
+		return len(writes) == 3 && commits == 2
+	})
+	byID := map[string]sdktrace.ReadOnlySpan{}
+	for _, s := range spans {
+		byID[s.SpanContext().SpanID().String()] = s
+	}
+	parentName := func(s sdktrace.ReadOnlySpan) string {
+		if p, ok := byID[s.Parent().SpanID().String()]; ok {
+			return p.Name()
+		}
+		return ""
+	}
+	var coord sdktrace.ReadOnlySpan
+	for _, s := range spans {
+		switch s.Name() {
+		case "kv.Put":
+			coord = s
+			if got := parentName(s); got != "kv.v1.KV/Put" {
+				t.Errorf("kv.Put's parent = %q, want the server span kv.v1.KV/Put", got)
+			}
+		case "meridian.engine.commit":
+			if got := parentName(s); got != "internal.v1.Replica/Write" {
+				t.Errorf("engine commit's parent = %q, want internal.v1.Replica/Write", got)
+			}
+		case "meridian.replica.write":
+			if got := parentName(s); got != "kv.Put" {
+				t.Errorf("replica write's parent = %q, want kv.Put", got)
+			}
+		}
+	}
+	if coord == nil {
+		t.Fatal("no coordinator span kv.Put in the trace")
+	}
+	for key, want := range map[string]int64{"meridian.n": 3, "meridian.w": 2} {
+		if v, ok := attr(coord, key); !ok || v.AsInt64() != want {
+			t.Errorf("kv.Put %s = %v, want %d", key, v, want)
+		}
+	}
+	if v, _ := attr(coord, "meridian.consistency"); v.AsString() != "QUORUM" {
+		t.Errorf("kv.Put consistency = %q", v.AsString())
+	}
+	if v, _ := attr(coord, "meridian.keyspace"); v.AsString() != "default" {
+		t.Errorf("kv.Put keyspace = %q", v.AsString())
+	}
+}
+
+func scrape(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func metricValue(t *testing.T, body, series string) float64 {
+	t.Helper()
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` ([0-9.e+-]+)$`)
+	m := re.FindStringSubmatch(body)
+	if m == nil {
+		return 0
+	}
+	v, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestMetricsEndpoint(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := node.Config{
+		ID: "m1", GRPCAddr: lis.Addr().String(), DataDir: t.TempDir(),
+		InitialCluster: "m1=" + lis.Addr().String(), GossipProfile: "test",
+	}
+	cfg.Telemetry.MetricsAddr = "127.0.0.1:0"
+	ctx := ctxT(t)
+	n, err := node.Start(ctx, cfg, node.Options{Listener: lis})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	addr := n.Telemetry().MetricsAddr()
+	before := scrape(t, addr)
+	c := dial(t, n.Addr())
+	for i := 0; i < 5; i++ {
+		if _, err := c.Put(ctx, &kvv1.PutRequest{Key: []byte("m"), Value: []byte("v")}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Get(ctx, &kvv1.GetRequest{Key: []byte("m")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := scrape(t, addr)
+	puts := `meridian_requests_total{level="QUORUM",op="Put",outcome="OK"}`
+	if b, a := metricValue(t, before, puts), metricValue(t, after, puts); a-b != 5 {
+		t.Errorf("%s moved from %v to %v, want +5", puts, b, a)
+	}
+	for _, want := range []string{
+		`meridian_request_duration_seconds_bucket{level="QUORUM",op="Get",outcome="OK",le=`,
+		`meridian_siblings_bucket{le="1"}`,
+		`meridian_gossip_members{state="alive"} 1`,
+		`meridian_engine_`,
+		`meridian_read_repairs_total`,
+		`meridian_hints_delivered_total`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(after, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}

@@ -1,0 +1,231 @@
+// Package ops is the operations side of Meridian: the admin gRPC service
+// (status, ring, endpoints, keyspaces) and the human views of it.
+package ops
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
+	"github.com/meridiankv/meridian/membership"
+	"github.com/meridiankv/meridian/node"
+)
+
+// Register adds the admin service to a node's gRPC server; pass it as
+// node.Options.Register.
+func Register(s *grpc.Server, n *node.Node) {
+	adminv1.RegisterAdminServer(s, &Server{n: n})
+}
+
+// Server implements adminv1.AdminServer on one node.
+type Server struct {
+	adminv1.UnimplementedAdminServer
+	n *node.Node
+}
+
+func (s *Server) nodeProto(info membership.NodeInfo) *adminv1.Node {
+	return &adminv1.Node{
+		Id: info.ID, GrpcAddr: info.GRPCAddr, Dc: info.DC, Rack: info.Rack,
+		Weight: uint32(info.Weight), State: s.state(info.ID),
+	}
+}
+
+func (s *Server) state(id string) string {
+	if id == s.n.ID() {
+		return "alive"
+	}
+	if g := s.n.Gossip(); g != nil {
+		for _, m := range g.Members() {
+			if m.Meta.ID == id {
+				return strings.ToLower(m.State.String())
+			}
+		}
+	}
+	return "unknown"
+}
+
+func sortedNodes(t *membership.Topology) []membership.NodeInfo {
+	out := make([]membership.NodeInfo, 0, len(t.Nodes))
+	for _, n := range t.Nodes {
+		out = append(out, n)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].DC != out[j].DC {
+			return out[i].DC < out[j].DC
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out
+}
+
+// Status lists the members.
+func (s *Server) Status(context.Context, *adminv1.StatusRequest) (*adminv1.StatusResponse, error) {
+	t := s.n.Topology()
+	resp := &adminv1.StatusResponse{Node: s.n.ID(), Epoch: t.Epoch, Partitions: uint32(t.Ring.Partitions())}
+	for _, info := range sortedNodes(t) {
+		resp.Nodes = append(resp.Nodes, s.nodeProto(info))
+	}
+	return resp, nil
+}
+
+// Ring shows ownership and per-keyspace replica shares.
+func (s *Server) Ring(context.Context, *adminv1.RingRequest) (*adminv1.RingResponse, error) {
+	t := s.n.Topology()
+	q := t.Ring.Partitions()
+	// Count, per keyspace, the partitions each node replicates.
+	names := t.KeyspaceNames()
+	replicas := make(map[string]map[string]int, len(names))
+	for _, name := range names {
+		counts := map[string]int{}
+		table := t.Keyspaces[name].Table
+		for p := 0; p < q; p++ {
+			for _, r := range table.Replicas(p) {
+				counts[r.Node]++
+			}
+		}
+		replicas[name] = counts
+	}
+	dcWeight := map[string]int{}
+	for _, info := range t.Nodes {
+		dcWeight[info.DC] += info.Weight
+	}
+	resp := &adminv1.RingResponse{Partitions: uint32(q), Epoch: t.Epoch}
+	for _, info := range sortedNodes(t) {
+		owned := len(t.Ring.Owned(info.ID))
+		rn := &adminv1.RingNode{
+			Node:            s.nodeProto(info),
+			OwnedPartitions: uint32(owned),
+			OwnedShare:      float64(owned) / float64(q),
+			WeightShare:     float64(info.Weight) / float64(dcWeight[info.DC]),
+		}
+		for _, name := range names {
+			c := replicas[name][info.ID]
+			rn.Keyspaces = append(rn.Keyspaces, &adminv1.KeyspaceShare{
+				Keyspace: name, ReplicaPartitions: uint32(c), Share: float64(c) / float64(q),
+			})
+		}
+		resp.Nodes = append(resp.Nodes, rn)
+	}
+	return resp, nil
+}
+
+// Endpoints shows a key's partition, preference list and first fallbacks.
+func (s *Server) Endpoints(_ context.Context, req *adminv1.EndpointsRequest) (*adminv1.EndpointsResponse, error) {
+	if len(req.GetKey()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "key is empty: give the key to locate")
+	}
+	t := s.n.Topology()
+	ks, ok := t.Keyspace(req.GetKeyspace())
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "keyspace %q does not exist: see 'meridian keyspace list'", req.GetKeyspace())
+	}
+	p := t.Ring.Partition(req.GetKey())
+	resp := &adminv1.EndpointsResponse{Keyspace: ks.Name, Partition: uint32(p), N: uint32(ks.Table.N())}
+	ep := func(node, dc, rack string) *adminv1.Endpoint {
+		return &adminv1.Endpoint{Node: node, Dc: dc, Rack: rack, GrpcAddr: t.Nodes[node].GRPCAddr, Alive: s.n.Alive(node)}
+	}
+	for _, r := range ks.Table.Replicas(p) {
+		resp.Replicas = append(resp.Replicas, ep(r.Node, r.DC, r.Rack))
+	}
+	fbs := ks.Table.Fallbacks(p, s.n.DC())
+	for i, r := range fbs {
+		if i == 3 {
+			break
+		}
+		resp.Fallbacks = append(resp.Fallbacks, ep(r.Node, r.DC, r.Rack))
+	}
+	return resp, nil
+}
+
+func keyspaceProto(k *membership.Keyspace) *adminv1.Keyspace {
+	out := &adminv1.Keyspace{Name: k.Name, Id: k.ID, Conflict: k.Conflict.String(), N: uint32(k.Table.N()), Replication: map[string]uint32{}}
+	for dc, rf := range k.Replication {
+		out.Replication[dc] = uint32(rf)
+	}
+	return out
+}
+
+// ListKeyspaces lists the keyspaces.
+func (s *Server) ListKeyspaces(context.Context, *adminv1.ListKeyspacesRequest) (*adminv1.ListKeyspacesResponse, error) {
+	t := s.n.Topology()
+	resp := &adminv1.ListKeyspacesResponse{}
+	for _, name := range t.KeyspaceNames() {
+		resp.Keyspaces = append(resp.Keyspaces, keyspaceProto(t.Keyspaces[name]))
+	}
+	return resp, nil
+}
+
+// CreateKeyspace validates and applies a keyspace here, then on every
+// other node. Until topology changes go through the Raft log this needs
+// every node reachable; re-running it is safe (identical specs are no-ops).
+func (s *Server) CreateKeyspace(ctx context.Context, req *adminv1.CreateKeyspaceRequest) (*adminv1.CreateKeyspaceResponse, error) {
+	k := req.GetKeyspace()
+	if k == nil {
+		return nil, status.Error(codes.InvalidArgument, "keyspace is missing")
+	}
+	spec := membership.KeyspaceSpec{Name: k.GetName(), Conflict: k.GetConflict(), Replication: map[string]int{}}
+	for dc, rf := range k.GetReplication() {
+		spec.Replication[dc] = int(rf)
+	}
+	if len(spec.Replication) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "replication is empty: give at least one DC=RF, e.g. --replication dc1=3")
+	}
+	ks, err := s.n.CreateKeyspace(spec)
+	if errors.Is(err, node.ErrKeyspaceExists) {
+		return nil, status.Error(codes.AlreadyExists, err.Error())
+	}
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	resp := &adminv1.CreateKeyspaceResponse{Keyspace: keyspaceProto(ks), Applied: []string{s.n.ID()}}
+	if req.GetLocalOnly() {
+		return resp, nil
+	}
+	var (
+		mu     sync.Mutex
+		wg     sync.WaitGroup
+		failed []string
+	)
+	for _, info := range sortedNodes(s.n.Topology()) {
+		if info.ID == s.n.ID() {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := s.applyOn(ctx, info.ID, k)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failed = append(failed, fmt.Sprintf("%s (%v)", info.ID, status.Convert(err).Message()))
+				return
+			}
+			resp.Applied = append(resp.Applied, info.ID)
+		}()
+	}
+	wg.Wait()
+	sort.Strings(resp.Applied)
+	if len(failed) > 0 {
+		sort.Strings(failed)
+		return nil, status.Errorf(codes.Unavailable, "keyspace %q applied on %s but not on %s: run the same command again once those nodes are up",
+			k.GetName(), strings.Join(resp.Applied, ","), strings.Join(failed, ", "))
+	}
+	return resp, nil
+}
+
+func (s *Server) applyOn(ctx context.Context, id string, k *adminv1.Keyspace) error {
+	conn, err := s.n.PeerConn(id)
+	if err != nil {
+		return err
+	}
+	_, err = adminv1.NewAdminClient(conn).CreateKeyspace(ctx, &adminv1.CreateKeyspaceRequest{Keyspace: k, LocalOnly: true})
+	return err
+}

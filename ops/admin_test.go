@@ -1,0 +1,129 @@
+package ops_test
+
+import (
+	"context"
+	"math"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/node"
+	"github.com/meridiankv/meridian/ops"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestAdmin(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l, err := node.StartLocal(ctx, node.LocalSpec{DCs: 2, NodesPerDC: 3, RacksPerDC: 2, Engine: "memory", GossipProfile: "test",
+		Options: node.Options{Register: ops.Register}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	conn, err := grpc.NewClient(l.Nodes()[0].Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	admin := adminv1.NewAdminClient(conn)
+
+	st, err := admin.Status(ctx, &adminv1.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Nodes) != 6 {
+		t.Fatalf("status lists %d nodes, want 6", len(st.Nodes))
+	}
+	for _, n := range st.Nodes {
+		if n.State != "alive" {
+			t.Errorf("%s is %s, want alive", n.Id, n.State)
+		}
+	}
+
+	ring, err := admin.Ring(ctx, &adminv1.RingRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range ring.Nodes {
+		if math.Abs(n.OwnedShare-n.WeightShare) > 0.02 {
+			t.Errorf("%s owns %.3f of its DC, weight share %.3f", n.Node.Id, n.OwnedShare, n.WeightShare)
+		}
+		// default keyspace: RF 3 in a 3-node DC, every node holds everything.
+		if len(n.Keyspaces) != 1 || n.Keyspaces[0].Keyspace != "default" || n.Keyspaces[0].Share != 1 {
+			t.Errorf("%s keyspace shares = %v", n.Node.Id, n.Keyspaces)
+		}
+	}
+
+	created, err := admin.CreateKeyspace(ctx, &adminv1.CreateKeyspaceRequest{Keyspace: &adminv1.Keyspace{
+		Name: "orders", Replication: map[string]uint32{"dc1": 2, "dc2": 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(created.Applied) != 6 || created.Keyspace.N != 3 {
+		t.Fatalf("create = %v", created)
+	}
+	// Every node now serves it.
+	for _, n := range l.Nodes() {
+		ks, ok := n.Topology().Keyspace("orders")
+		if !ok || ks.Table.N() != 3 {
+			t.Fatalf("%s lacks keyspace orders", n.ID())
+		}
+	}
+	// Creating it again identically is a no-op; differently is refused.
+	if _, err := admin.CreateKeyspace(ctx, &adminv1.CreateKeyspaceRequest{Keyspace: &adminv1.Keyspace{
+		Name: "orders", Replication: map[string]uint32{"dc1": 2, "dc2": 1}}}); err != nil {
+		t.Fatalf("re-create identical: %v", err)
+	}
+	_, err = admin.CreateKeyspace(ctx, &adminv1.CreateKeyspaceRequest{Keyspace: &adminv1.Keyspace{
+		Name: "orders", Replication: map[string]uint32{"dc1": 3}}})
+	if status.Code(err) != codes.AlreadyExists {
+		t.Fatalf("re-create different = %v, want ALREADY_EXISTS", err)
+	}
+	_, err = admin.CreateKeyspace(ctx, &adminv1.CreateKeyspaceRequest{Keyspace: &adminv1.Keyspace{
+		Name: "bad", Replication: map[string]uint32{"dc9": 1}}})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("unknown DC = %v, want INVALID_ARGUMENT", err)
+	}
+
+	ep, err := admin.Endpoints(ctx, &adminv1.EndpointsRequest{Keyspace: "orders", Key: []byte("order-1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ep.Replicas) != 3 {
+		t.Fatalf("endpoints = %v", ep)
+	}
+	dcs := map[string]int{}
+	racks := map[string]bool{}
+	for _, r := range ep.Replicas {
+		dcs[r.Dc]++
+		if r.Dc == "dc1" {
+			racks[r.Rack] = true
+		}
+	}
+	if dcs["dc1"] != 2 || dcs["dc2"] != 1 || len(racks) != 2 {
+		t.Fatalf("replicas %v: want 2 in dc1 on distinct racks and 1 in dc2", ep.Replicas)
+	}
+	if len(ep.Fallbacks) == 0 || ep.Fallbacks[0].Dc != "dc1" {
+		t.Fatalf("fallbacks %v: want same-DC first", ep.Fallbacks)
+	}
+
+	// The new keyspace takes writes.
+	kv := kvv1.NewKVClient(conn)
+	put, err := kv.Put(ctx, &kvv1.PutRequest{Keyspace: "orders", Key: []byte("order-1"), Value: []byte("x"),
+		Consistency: &kvv1.Consistency{Level: kvv1.Level_LEVEL_ALL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if put.Effective.N != 3 || len(put.Effective.Replicas) != 3 {
+		t.Fatalf("put effective = %v", put.Effective)
+	}
+}

@@ -1,0 +1,132 @@
+package telemetry
+
+import (
+	"sort"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are Meridian's own Prometheus series. It implements the
+// coordinator's Observer; more subsystems add their series here.
+type Metrics struct {
+	requests        *prometheus.CounterVec
+	requestDuration *prometheus.HistogramVec
+	replicaDuration *prometheus.HistogramVec
+	readRepairs     prometheus.Counter
+	siblings        prometheus.Histogram
+	hintsStored     prometheus.Counter
+	hintsDelivered  prometheus.Counter
+	reg             *prometheus.Registry
+}
+
+// Latency buckets from 100µs to ~10s.
+var latencyBuckets = prometheus.ExponentialBuckets(0.0001, 2, 18)
+
+func newMetrics(reg *prometheus.Registry) *Metrics {
+	m := &Metrics{
+		reg: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_requests_total",
+			Help: "Client requests coordinated by this node, by operation, consistency level and outcome (a gRPC code).",
+		}, []string{"op", "level", "outcome"}),
+		requestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "meridian_request_duration_seconds",
+			Help:    "Latency of client requests coordinated by this node.",
+			Buckets: latencyBuckets,
+		}, []string{"op", "level", "outcome"}),
+		replicaDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "meridian_replica_rpc_duration_seconds",
+			Help:    "Latency of node-to-node replica calls, by operation and the peer's datacenter.",
+			Buckets: latencyBuckets,
+		}, []string{"op", "peer_dc", "outcome"}),
+		readRepairs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_read_repairs_total",
+			Help: "Replicas brought up to date by read repair.",
+		}),
+		siblings: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "meridian_siblings",
+			Help:    "Siblings returned per read.",
+			Buckets: []float64{0, 1, 2, 3, 5, 8, 13, 21},
+		}),
+		hintsStored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_hints_stored_total",
+			Help: "Hinted copies accepted for unreachable replicas.",
+		}),
+		hintsDelivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_hints_delivered_total",
+			Help: "Hints delivered to their returning replica.",
+		}),
+	}
+	reg.MustRegister(m.requests, m.requestDuration, m.replicaDuration, m.readRepairs, m.siblings, m.hintsStored, m.hintsDelivered)
+	return m
+}
+
+// RequestDone records one client request.
+func (m *Metrics) RequestDone(op, level, outcome string, d time.Duration) {
+	m.requests.WithLabelValues(op, level, outcome).Inc()
+	m.requestDuration.WithLabelValues(op, level, outcome).Observe(d.Seconds())
+}
+
+// ReplicaCall records one call to a peer replica.
+func (m *Metrics) ReplicaCall(op, peerDC, outcome string, d time.Duration) {
+	m.replicaDuration.WithLabelValues(op, peerDC, outcome).Observe(d.Seconds())
+}
+
+// ReadRepaired records n replicas repaired.
+func (m *Metrics) ReadRepaired(n int) { m.readRepairs.Add(float64(n)) }
+
+// SiblingsReturned records the siblings of one read.
+func (m *Metrics) SiblingsReturned(n int) { m.siblings.Observe(float64(n)) }
+
+// HintStored records a hint accepted.
+func (m *Metrics) HintStored() { m.hintsStored.Inc() }
+
+// HintsDelivered records delivered hints.
+func (m *Metrics) HintsDelivered(n int) { m.hintsDelivered.Add(float64(n)) }
+
+// RegisterEngine exports an engine's own statistics (Pebble: compactions,
+// L0 files, WAL bytes, cache hits...) as meridian_engine_<name>.
+func (m *Metrics) RegisterEngine(stats func() map[string]float64) error {
+	return m.reg.Register(&engineCollector{stats: stats})
+}
+
+type engineCollector struct{ stats func() map[string]float64 }
+
+func (c *engineCollector) Describe(chan<- *prometheus.Desc) {} // unchecked: names come from the engine
+
+func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
+	stats := c.stats()
+	names := make([]string, 0, len(stats))
+	for k := range stats {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		typ := prometheus.GaugeValue
+		if len(name) > 6 && name[len(name)-6:] == "_total" {
+			typ = prometheus.CounterValue
+		}
+		desc := prometheus.NewDesc("meridian_engine_"+name, "Storage engine statistic "+name+".", nil, nil)
+		ch <- prometheus.MustNewConstMetric(desc, typ, stats[name])
+	}
+}
+
+// RegisterMembers exports gossip members by state as
+// meridian_gossip_members{state}.
+func (m *Metrics) RegisterMembers(count func() map[string]int) error {
+	return m.reg.Register(&membersCollector{count: count})
+}
+
+type membersCollector struct{ count func() map[string]int }
+
+var membersDesc = prometheus.NewDesc("meridian_gossip_members", "Cluster members as this node's gossip sees them, by state.", []string{"state"}, nil)
+
+func (c *membersCollector) Describe(ch chan<- *prometheus.Desc) { ch <- membersDesc }
+
+func (c *membersCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := c.count()
+	for _, state := range []string{"alive", "suspect", "dead", "left"} {
+		ch <- prometheus.MustNewConstMetric(membersDesc, prometheus.GaugeValue, float64(counts[state]), state)
+	}
+}

@@ -1,0 +1,290 @@
+// Package telemetry sets up a node's observability: OpenTelemetry tracing
+// (OTLP over gRPC or HTTP, or stdout, configured by flags and the standard
+// OTEL_* variables), Prometheus metrics on /metrics, optional pprof, and
+// log/slog handlers that stamp every line with the node, DC and trace ID.
+//
+// Nothing here touches OpenTelemetry's or Prometheus's global state: the
+// tracer provider, propagator and registry are values handed to the node.
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
+	noopmetric "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
+	"go.opentelemetry.io/otel/trace"
+	nooptrace "go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/grpc"
+)
+
+// Config selects exporters and listeners. The zero value turns tracing off
+// (a no-op tracer) and serves no metrics.
+type Config struct {
+	// Exporter is "" (auto: otlp when an endpoint is set, else off), "otlp",
+	// "stdout" or "none".
+	Exporter string `yaml:"trace-exporter"`
+	// OTLPEndpoint overrides OTEL_EXPORTER_OTLP_ENDPOINT / ..._TRACES_ENDPOINT.
+	OTLPEndpoint string `yaml:"otlp-endpoint"`
+	// OTLPProtocol is "grpc" or "http/protobuf"; default from
+	// OTEL_EXPORTER_OTLP_PROTOCOL, else grpc.
+	OTLPProtocol string `yaml:"otlp-protocol"`
+	// SampleRatio is the fraction of new traces sampled (parent-based);
+	// < 0 means "from OTEL_TRACES_SAMPLER_ARG, else 1".
+	SampleRatio float64 `yaml:"trace-sample-ratio"`
+	// MetricsAddr serves /metrics (and /debug/pprof with Pprof) when set.
+	MetricsAddr string `yaml:"metrics-addr"`
+	Pprof       bool   `yaml:"pprof"`
+	// ServiceName for the OTel resource (default "meridian").
+	ServiceName string
+	// NodeID and DC label the resource and every log line.
+	NodeID, DC string
+	// Stdout receives the stdout exporter's spans (default os.Stdout).
+	Stdout io.Writer
+	// Getenv reads the environment (default os.Getenv); injectable for tests.
+	Getenv func(string) string
+}
+
+// Telemetry is a node's running observability.
+type Telemetry struct {
+	TracerProvider trace.TracerProvider
+	Propagator     propagation.TextMapPropagator
+	Registry       *prometheus.Registry
+	Metrics        *Metrics
+
+	sdk     *sdktrace.TracerProvider // nil when tracing is off
+	srv     *http.Server
+	lis     net.Listener
+	serveWG chan struct{}
+}
+
+// Setup builds tracing and metrics from cfg. Close releases them.
+func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
+	if cfg.Getenv == nil {
+		cfg.Getenv = os.Getenv
+	}
+	if cfg.ServiceName == "" {
+		cfg.ServiceName = "meridian"
+	}
+	t := &Telemetry{
+		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
+		Registry:   prometheus.NewRegistry(),
+	}
+	t.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	t.Metrics = newMetrics(t.Registry)
+
+	exp, err := exporter(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if exp == nil {
+		t.TracerProvider = nooptrace.NewTracerProvider()
+	} else {
+		ratio, err := sampleRatio(cfg)
+		if err != nil {
+			return nil, err
+		}
+		res := resource.NewSchemaless(
+			semconv.ServiceName(cfg.ServiceName),
+			semconv.ServiceInstanceID(cfg.NodeID),
+		)
+		t.sdk = sdktrace.NewTracerProvider(
+			sdktrace.WithBatcher(exp),
+			sdktrace.WithResource(res),
+			sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))),
+		)
+		t.TracerProvider = t.sdk
+	}
+	if cfg.MetricsAddr != "" {
+		if err := t.serve(cfg); err != nil {
+			t.Close(ctx)
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// NewForTest returns telemetry around a given tracer provider (for example
+// one with a tracetest.SpanRecorder) and a fresh registry.
+func NewForTest(tp trace.TracerProvider) *Telemetry {
+	t := &Telemetry{
+		TracerProvider: tp,
+		Propagator:     propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
+		Registry:       prometheus.NewRegistry(),
+	}
+	t.Metrics = newMetrics(t.Registry)
+	return t
+}
+
+func exporter(ctx context.Context, cfg Config) (sdktrace.SpanExporter, error) {
+	endpoint := cfg.OTLPEndpoint
+	envEndpoint := cfg.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+	if envEndpoint == "" {
+		envEndpoint = cfg.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+	}
+	kind := strings.ToLower(cfg.Exporter)
+	if kind == "" {
+		kind = strings.ToLower(cfg.Getenv("OTEL_TRACES_EXPORTER"))
+	}
+	if kind == "" {
+		if endpoint == "" && envEndpoint == "" {
+			return nil, nil
+		}
+		kind = "otlp"
+	}
+	switch kind {
+	case "none":
+		return nil, nil
+	case "stdout", "console":
+		w := cfg.Stdout
+		if w == nil {
+			w = os.Stdout
+		}
+		return stdouttrace.New(stdouttrace.WithWriter(w))
+	case "otlp":
+		proto := cfg.OTLPProtocol
+		if proto == "" {
+			proto = cfg.Getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+		}
+		if proto == "" {
+			proto = cfg.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
+		}
+		switch proto {
+		case "", "grpc":
+			var opts []otlptracegrpc.Option
+			if endpoint != "" {
+				opts = append(opts, otlptracegrpc.WithEndpointURL(withScheme(endpoint)))
+			}
+			return otlptracegrpc.New(ctx, opts...)
+		case "http/protobuf", "http":
+			var opts []otlptracehttp.Option
+			if endpoint != "" {
+				opts = append(opts, otlptracehttp.WithEndpointURL(withScheme(endpoint)))
+			}
+			return otlptracehttp.New(ctx, opts...)
+		default:
+			return nil, fmt.Errorf("otlp protocol %q: use grpc or http/protobuf", proto)
+		}
+	default:
+		return nil, fmt.Errorf("trace exporter %q: use otlp, stdout or none", kind)
+	}
+}
+
+// withScheme lets users write host:port; OTLP wants a URL.
+func withScheme(endpoint string) string {
+	if strings.Contains(endpoint, "://") {
+		return endpoint
+	}
+	return "http://" + endpoint
+}
+
+func sampleRatio(cfg Config) (float64, error) {
+	if cfg.SampleRatio > 0 {
+		if cfg.SampleRatio > 1 {
+			return 0, fmt.Errorf("trace sample ratio %v: use a fraction from 0 to 1", cfg.SampleRatio)
+		}
+		return cfg.SampleRatio, nil
+	}
+	if cfg.SampleRatio == 0 {
+		if arg := cfg.Getenv("OTEL_TRACES_SAMPLER_ARG"); arg != "" {
+			r, err := strconv.ParseFloat(arg, 64)
+			if err != nil || r < 0 || r > 1 {
+				return 0, fmt.Errorf("OTEL_TRACES_SAMPLER_ARG %q: use a fraction from 0 to 1", arg)
+			}
+			return r, nil
+		}
+		return 1, nil
+	}
+	return 0, fmt.Errorf("trace sample ratio %v is negative", cfg.SampleRatio)
+}
+
+func (t *Telemetry) serve(cfg Config) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(t.Registry, promhttp.HandlerOpts{Registry: t.Registry}))
+	if cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	lis, err := net.Listen("tcp", cfg.MetricsAddr)
+	if err != nil {
+		return fmt.Errorf("listen on metrics-addr %s: %w", cfg.MetricsAddr, err)
+	}
+	t.lis = lis
+	t.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	t.serveWG = make(chan struct{})
+	go func() {
+		defer close(t.serveWG)
+		if err := t.srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			slog.Error("metrics server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// MetricsAddr is the address /metrics is served on ("" when off).
+func (t *Telemetry) MetricsAddr() string {
+	if t.lis == nil {
+		return ""
+	}
+	return t.lis.Addr().String()
+}
+
+// Tracer returns the tracer for a component.
+func (t *Telemetry) Tracer(name string) trace.Tracer {
+	return t.TracerProvider.Tracer("github.com/meridiankv/meridian/" + name)
+}
+
+// ServerOptions are the gRPC server options that trace every RPC.
+func (t *Telemetry) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(t.otelgrpcOpts()...))}
+}
+
+// DialOptions are the gRPC client options that trace every RPC and carry
+// the trace context to the peer.
+func (t *Telemetry) DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithStatsHandler(otelgrpc.NewClientHandler(t.otelgrpcOpts()...))}
+}
+
+func (t *Telemetry) otelgrpcOpts() []otelgrpc.Option {
+	return []otelgrpc.Option{
+		otelgrpc.WithTracerProvider(t.TracerProvider),
+		otelgrpc.WithPropagators(t.Propagator),
+		otelgrpc.WithMeterProvider(noopmetric.NewMeterProvider()),
+	}
+}
+
+// Close flushes spans and stops the metrics server.
+func (t *Telemetry) Close(ctx context.Context) error {
+	var errs []error
+	if t.srv != nil {
+		errs = append(errs, t.srv.Shutdown(ctx))
+		<-t.serveWG
+	}
+	if t.sdk != nil {
+		errs = append(errs, t.sdk.Shutdown(ctx))
+	}
+	return errors.Join(errs...)
+}
