@@ -232,6 +232,8 @@ type reply struct {
 	t   target
 	set version.Set
 	err error
+	// replaced is the primary a hinted reply stands in for.
+	replaced target
 }
 
 // Get reads a key at the requested consistency.
@@ -577,25 +579,17 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 		return next, nil
 	}
 
+	// Decide who gets the write, and whether it can succeed at all,
+	// before writing anything: an unavailable write leaves no trace.
 	tl := newTally(r.need)
 	var (
 		set     version.Set
 		targets []target
 		err     error
+		alive   = b2i(isReplica)
 	)
-	start := c.cfg.Now()
 	if isReplica {
-		_, lspan := c.replicaSpan(ctx, "meridian.replica.write", c.cfg.NodeID, attrSync.Bool(durable))
-		set, err = c.cfg.Store.Update(r.loc, r.key, durable, mint)
-		endSpan(lspan, err)
-		if err != nil {
-			return nil, status.Errorf(codes.Internal, "local write failed: %v", err)
-		}
-		r.trail.add(c.cfg.NodeID, "coordinator write", "ok, "+set.Context().String(), c.cfg.Now().Sub(start))
 		tl.expect(c.cfg.DC, false)
-		tl.answer(c.cfg.DC, false, true)
-	} else {
-		set, _ = mint(version.Set{})
 	}
 	used := map[string]bool{c.cfg.NodeID: true}
 	var down []placement.Replica
@@ -606,6 +600,7 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 			targets = append(targets, target{Replica: rep})
 			tl.expect(rep.DC, false)
 			used[rep.Node] = true
+			alive++
 		default:
 			down = append(down, rep)
 			r.trail.add(rep.Node, "skip replica", "down", 0)
@@ -622,15 +617,27 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 			used[fb.Node] = true
 		}
 	}
-	if !isReplica && len(targets) == 0 {
-		return nil, &UnavailableError{Op: OpWrite, Need: r.need, Alive: 0}
+	if tl.hopeless() || !isReplica && len(targets) == 0 {
+		return nil, &UnavailableError{Op: OpWrite, Need: r.need, Alive: alive, Detail: tl.shortfall()}
 	}
-	if tl.hopeless() {
-		return nil, &UnavailableError{Op: OpWrite, Need: r.need, Alive: len(targets) + b2i(isReplica), Detail: tl.shortfall()}
+
+	start := c.cfg.Now()
+	if isReplica {
+		_, lspan := c.replicaSpan(ctx, "meridian.replica.write", c.cfg.NodeID, attrSync.Bool(durable))
+		set, err = c.cfg.Store.Update(r.loc, r.key, durable, mint)
+		endSpan(lspan, err)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "local write failed: %v", err)
+		}
+		r.trail.add(c.cfg.NodeID, "coordinator write", "ok, "+set.Context().String(), c.cfg.Now().Sub(start))
+		tl.answer(c.cfg.DC, false, true)
+	} else {
+		set, _ = mint(version.Set{})
 	}
 
 	fctx, fcancel := c.fanoutContext(ctx)
 	ch := make(chan reply, len(targets))
+	var usedMu sync.Mutex
 	for _, t := range targets {
 		go func() {
 			start := c.cfg.Now()
@@ -640,6 +647,26 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 				action = "hinted write for " + t.hintFor
 			}
 			r.trail.add(t.Node, action, errText(err), c.cfg.Now().Sub(start))
+			if err != nil && t.hintFor == "" && c.cfg.Hints != nil && unreachable(err) {
+				// The replica went away since the request began: hand its
+				// copy to a fallback, as if it had been down from the start.
+				usedMu.Lock()
+				fb, ok := c.fallbackFor(r, t.Replica, used)
+				if ok {
+					used[fb.Node] = true
+				}
+				usedMu.Unlock()
+				if ok {
+					hinted := target{Replica: fb, hintFor: t.Node}
+					start = c.cfg.Now()
+					herr := c.writeTo(fctx, hinted, r, set, durable)
+					r.trail.add(fb.Node, "hinted write for "+t.Node, errText(herr), c.cfg.Now().Sub(start))
+					if herr == nil {
+						ch <- reply{t: hinted, err: nil, replaced: t}
+						return
+					}
+				}
+			}
 			ch <- reply{t: t, err: err}
 		}()
 	}
@@ -655,6 +682,11 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 			}
 			select {
 			case rp := <-ch:
+				if rp.replaced.Node != "" {
+					// Expected as a primary, answered by a fallback.
+					tl.answer(rp.replaced.DC, false, false)
+					tl.expect(rp.t.DC, true)
+				}
 				tl.answer(rp.t.DC, rp.t.hintFor != "", rp.err == nil)
 				got = append(got, rp)
 				if rp.err != nil {

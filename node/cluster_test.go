@@ -2,6 +2,8 @@ package node_test
 
 import (
 	"bytes"
+	"log/slog"
+	"os"
 	"context"
 	"sort"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/node"
 	"github.com/meridiankv/meridian/replica"
 )
@@ -25,6 +28,9 @@ func TestMain(m *testing.M) {
 }
 
 func startCluster(t *testing.T, spec node.LocalSpec) *node.Local {
+	if os.Getenv("MERIDIAN_TEST_LOG") != "" {
+		spec.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	t.Helper()
 	if spec.Dir == "" {
 		spec.Dir = t.TempDir()
@@ -174,6 +180,14 @@ func TestClusterQuorumSiblingsAndFailure(t *testing.T) {
 	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "needs 3 replicas but only 2") {
 		t.Fatalf("ALL put = %v, want UNAVAILABLE naming 3 needed and 2 alive", err)
 	}
+	// The refused write left no trace.
+	get, err = c2.Get(ctx, &kvv1.GetRequest{Key: key, Consistency: lvl(kvv1.Level_LEVEL_QUORUM)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := vals(get.Siblings); strings.Join(got, ",") != "q" {
+		t.Fatalf("after the refused ALL write = %v, want [q]", got)
+	}
 	_, err = c2.Get(ctx, &kvv1.GetRequest{Key: key, Consistency: lvl(kvv1.Level_LEVEL_ALL)})
 	// n2 may not have heard of n3's departure yet: then the read fails
 	// when n3 does not answer, still UNAVAILABLE and saying why.
@@ -281,4 +295,67 @@ func TestHealthAndReflection(t *testing.T) {
 	if err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health = %v, %v", resp, err)
 	}
+}
+
+// TestHintedHandoff: with a replica down, a QUORUM write lands a hinted
+// copy on a fallback; ANY succeeds with every replica down; when the
+// replica returns the hints are delivered to it.
+func TestHintedHandoff(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 4, Engine: "memory",
+		Keyspaces: []membership.KeyspaceSpec{{Name: "ks", Replication: map[string]int{"dc1": 3}}}})
+	ctx := ctxT(t)
+	key := []byte("hinted")
+	n1 := l.Nodes()[0]
+	topo := n1.Topology()
+	ks, _ := topo.Keyspace("ks")
+	p := topo.Ring.Partition(key)
+	reps := ks.Table.Replicas(p)
+	down := reps[2].Node
+	var fallback string
+	for _, n := range l.Nodes() {
+		in := false
+		for _, r := range reps {
+			in = in || r.Node == n.ID()
+		}
+		if !in {
+			fallback = n.ID()
+		}
+	}
+	c := dial(t, l.Node(reps[0].Node).Addr())
+	if err := l.Stop(down); err != nil {
+		t.Fatal(err)
+	}
+	// Whether or not the coordinator has heard of the stop yet, the copy
+	// meant for the stopped replica lands on a fallback.
+	put, err := c.Put(ctx, &kvv1.PutRequest{Keyspace: "ks", Key: key, Value: []byte("v1"), Consistency: lvl(kvv1.Level_LEVEL_QUORUM)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the hinted copy", func() bool {
+		held := 0
+		l.Node(fallback).Store().Hints(down, func(replica.Hint) bool { held++; return true })
+		return held == 1
+	})
+	if len(put.Effective.Replicas) < 2 {
+		t.Fatalf("QUORUM put acknowledged by %v", put.Effective.Replicas)
+	}
+
+	// Back up: the hint is delivered and deleted.
+	if _, err := l.Restart(ctx, down); err != nil {
+		t.Fatal(err)
+	}
+	loc := replica.Loc{Keyspace: ks.ID, Partition: p}
+	eventually(t, "hint delivery to "+down, func() bool {
+		n := l.Node(down)
+		if n == nil {
+			return false
+		}
+		set, err := n.Store().Get(loc, key)
+		if err != nil || len(set.Siblings) != 1 || string(set.Siblings[0].Value.Bytes) != "v1" {
+			return false
+		}
+		left := 0
+		l.Node(fallback).Store().Hints(down, func(replica.Hint) bool { left++; return true })
+		return left == 0
+	})
 }

@@ -23,7 +23,9 @@ const failureBackoff = time.Second
 // to them decide.
 type liveness struct {
 	now func() time.Time
-	mu  struct {
+	// onUp is told when gossip reports a node alive (to reconnect at once).
+	onUp func(id string)
+	mu   struct {
 		sync.RWMutex
 		down        map[string]bool
 		failedUntil map[string]time.Time
@@ -45,6 +47,9 @@ func (l *liveness) MemberChanged(m membership.Member) {
 	l.mu.down[m.Meta.ID] = down
 	if !down {
 		delete(l.mu.failedUntil, m.Meta.ID)
+	}
+	if m.State == membership.StateAlive && l.onUp != nil {
+		go l.onUp(m.Meta.ID) // never block memberlist's goroutine
 	}
 }
 

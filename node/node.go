@@ -148,6 +148,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 
 	n.live = newLiveness(opts.Now)
 	n.peers = transport.NewGRPC(n.resolve, append(n.tel.DialOptions(), opts.DialOptions...)...)
+	n.live.onUp = n.peers.Reconnect
 	n.faults = transport.NewFaults(n.peers, n.dcOf)
 	peers := n.live.track(n.faults)
 	n.coord, err = coordinator.New(coordinator.Config{

@@ -8,8 +8,10 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -42,6 +44,12 @@ func NewGRPC(resolve Resolver, opts ...grpc.DialOption) *GRPC {
 	g.dialOpts = append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
+		// A restarted peer must be reachable within a second, not after
+		// gRPC's default back-off of up to two minutes.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		}),
 	}, opts...)
 	g.mu.conns = map[string]*grpc.ClientConn{}
 	return g
@@ -112,6 +120,21 @@ func (g *GRPC) Info(ctx context.Context, node string) (*internalv1.InfoResponse,
 		return nil, err
 	}
 	return c.Info(ctx, &internalv1.InfoRequest{})
+}
+
+// Reconnect makes the connection to node retry at once (gossip says the
+// node is back), instead of waiting out its back-off.
+func (g *GRPC) Reconnect(node string) {
+	addr, ok := g.resolve(node)
+	if !ok {
+		return
+	}
+	g.mu.Lock()
+	c := g.mu.conns[addr]
+	g.mu.Unlock()
+	if c != nil {
+		c.ResetConnectBackoff()
+	}
 }
 
 // Close closes every connection.
