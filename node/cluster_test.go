@@ -2,9 +2,9 @@ package node_test
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
 	"os"
-	"context"
 	"sort"
 	"strings"
 	"testing"
