@@ -1,0 +1,368 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+func TestZipfianMatchesFormula(t *testing.T) {
+	const n, draws = 1000, 400_000
+	z := NewZipfian(n, ZipfianConstant)
+	r := rand.New(rand.NewPCG(1, 2))
+	counts := make([]int, n)
+	for i := 0; i < draws; i++ {
+		counts[z.Next(r)]++
+	}
+	for i := uint64(0); i < 10; i++ {
+		want := z.P(i) * draws
+		got := float64(counts[i])
+		if math.Abs(got-want) > 0.05*want+30 {
+			t.Errorf("rank %d drawn %v times, formula says %.0f", i, got, want)
+		}
+	}
+	// Scrambled: same skew, different (spread) keys, all in range.
+	s := NewScrambledZipfian(n)
+	sc := make([]int, n)
+	for i := 0; i < draws; i++ {
+		k := s.Next(r)
+		if k >= n {
+			t.Fatalf("scrambled key %d out of range", k)
+		}
+		sc[k]++
+	}
+	sort.Sort(sort.Reverse(sort.IntSlice(sc)))
+	if top := float64(sc[0]) / draws; top < 0.03 {
+		t.Errorf("scrambled zipfian's most popular key has share %.3f: not skewed", top)
+	}
+	if sc[0] == counts[0] && sc[1] == counts[1] {
+		t.Error("scrambling changed nothing")
+	}
+}
+
+func TestUniformAndLatest(t *testing.T) {
+	var count atomic.Uint64
+	count.Store(100)
+	r := rand.New(rand.NewPCG(3, 4))
+	u := Uniform{Count: &count}
+	seen := map[uint64]bool{}
+	for i := 0; i < 10_000; i++ {
+		k := u.Next(r)
+		if k >= 100 {
+			t.Fatalf("uniform key %d out of range", k)
+		}
+		seen[k] = true
+	}
+	if len(seen) != 100 {
+		t.Errorf("uniform covered %d of 100 keys", len(seen))
+	}
+	l := NewLatest(&count)
+	recent := 0
+	for i := 0; i < 10_000; i++ {
+		if l.Next(r) >= 90 {
+			recent++
+		}
+	}
+	if recent < 5000 {
+		t.Errorf("latest chose the newest 10%% only %d/10000 times", recent)
+	}
+	count.Store(200) // inserts move "latest" along
+	if k := l.Next(r); k >= 200 {
+		t.Fatalf("latest key %d beyond the insert counter", k)
+	}
+}
+
+func TestWorkloads(t *testing.T) {
+	if _, err := WorkloadByName("E"); !errors.Is(err, ErrScans) {
+		t.Fatalf("workload E = %v, want ErrScans", err)
+	}
+	for _, name := range []string{"a", "B", "C", "D", "F"} {
+		if _, err := WorkloadByName(name); err != nil {
+			t.Errorf("workload %s: %v", name, err)
+		}
+	}
+	w, err := ParseMix("read=70,update=20,insert=10")
+	if err != nil || math.Abs(w.Mix[OpRead]-0.7) > 1e-9 {
+		t.Fatalf("mix = %v, %v", w, err)
+	}
+	if _, err := ParseMix("read=1,scan=2"); err == nil {
+		t.Fatal("unknown op accepted")
+	}
+	cfg := Config{Workload: w, RecordCount: 10}
+	if err := cfg.Validate(true); err == nil || !strings.Contains(err.Error(), "duration") {
+		t.Fatalf("Validate without duration = %v", err)
+	}
+	cfg = Config{Workload: w, RecordCount: 10, Duration: time.Second, Distribution: "pareto"}
+	if err := cfg.Validate(true); err == nil || !strings.Contains(err.Error(), "distribution") {
+		t.Fatalf("Validate bad distribution = %v", err)
+	}
+}
+
+// memStore is an in-memory Store; stall, when set, decides how long a call
+// blocks.
+type memStore struct {
+	mu    sync.Mutex
+	data  map[string][]byte
+	stall func() time.Duration
+	fail  func() error
+}
+
+func newMemStore() *memStore { return &memStore{data: map[string][]byte{}} }
+
+func (m *memStore) wait() error {
+	if m.stall != nil {
+		if d := m.stall(); d > 0 {
+			time.Sleep(d)
+		}
+	}
+	if m.fail != nil {
+		return m.fail()
+	}
+	return nil
+}
+
+func (m *memStore) Get(ctx context.Context, key []byte) ([]byte, bool, error) {
+	if err := m.wait(); err != nil {
+		return nil, false, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.data[string(key)]
+	return []byte("ctx"), ok, nil
+}
+
+func (m *memStore) Put(ctx context.Context, key, value, kvctx []byte) ([]byte, error) {
+	if err := m.wait(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.data[string(key)] = value
+	return []byte("ctx"), nil
+}
+
+// TestOpenLoopCorrectsCoordinatedOmission: the store freezes for 100ms;
+// every request scheduled during the freeze must show the wait it suffered
+// (measured from its intended start), not just the one that hit it.
+func TestOpenLoopCorrectsCoordinatedOmission(t *testing.T) {
+	s := newMemStore()
+	var stallUntil atomic.Int64
+	start := time.Now()
+	stallAt := start.Add(300 * time.Millisecond)
+	stallUntil.Store(stallAt.Add(100 * time.Millisecond).UnixNano())
+	s.stall = func() time.Duration {
+		now := time.Now()
+		if now.After(stallAt) {
+			if until := time.Unix(0, stallUntil.Load()); now.Before(until) {
+				return until.Sub(now)
+			}
+		}
+		return 0
+	}
+	w, _ := WorkloadByName("C")
+	res, err := Run(context.Background(), Config{Workload: w, RecordCount: 100, Workers: 4, Rate: 1000,
+		Duration: 800 * time.Millisecond, Interval: 100 * time.Millisecond}, s, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := res.Histogram(OpRead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ~1000 ops/s × 0.1s = ~100 requests were scheduled during the stall;
+	// about half of them waited 50ms or more.
+	slow := h.TotalCount() - countBelow(h, 50*time.Millisecond)
+	if slow < 30 {
+		t.Errorf("only %d requests recorded >= 50ms; the stall was hidden (coordinated omission)", slow)
+	}
+	if max := time.Duration(h.Max()); max < 90*time.Millisecond || max > 400*time.Millisecond {
+		t.Errorf("max latency %v, want about the 100ms stall", max)
+	}
+	if res.Total.Count < 500 {
+		t.Errorf("open loop ran %d ops in 0.8s at 1000/s", res.Total.Count)
+	}
+}
+
+func countBelow(h *hdrhistogram.Histogram, d time.Duration) int64 {
+	var n int64
+	for _, b := range h.Distribution() {
+		if b.To < d.Nanoseconds() {
+			n += b.Count
+		}
+	}
+	return n
+}
+
+func TestHistogramMergeEqualsSingle(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	single := newHist()
+	recs := []*recorder{newRecorder(), newRecorder(), newRecorder()}
+	for i := 0; i < 30_000; i++ {
+		d := time.Duration(1000+r.IntN(50_000_000)) * time.Nanosecond
+		single.RecordValue(d.Nanoseconds())
+		recs[i%3].record(OpRead, d, nil)
+	}
+	res := &Result{Elapsed: time.Second}
+	res.finish(recs, Config{})
+	merged, err := res.Histogram(OpRead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []float64{50, 90, 99, 99.9, 100} {
+		if a, b := merged.ValueAtQuantile(q), single.ValueAtQuantile(q); a != b {
+			t.Errorf("p%v: merged %d, single %d", q, a, b)
+		}
+	}
+	if merged.TotalCount() != single.TotalCount() {
+		t.Errorf("count %d vs %d", merged.TotalCount(), single.TotalCount())
+	}
+}
+
+func TestErrorsCountedAndFlagged(t *testing.T) {
+	s := newMemStore()
+	var n atomic.Int64
+	s.fail = func() error {
+		if n.Add(1)%20 == 0 {
+			return status.Error(codes.Unavailable, "injected")
+		}
+		return nil
+	}
+	w, _ := WorkloadByName("A")
+	res, err := Run(context.Background(), Config{Workload: w, RecordCount: 50, Workers: 4, Ops: 2000, Interval: 50 * time.Millisecond}, s, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errs int64
+	for code, c := range res.Errors {
+		if !strings.HasPrefix(code, "Unavailable") {
+			t.Errorf("unexpected error code %s", code)
+		}
+		errs += c
+	}
+	if errs < 80 || errs > 120 {
+		t.Errorf("%d errors counted, want ~100 (5%% of 2000)", errs)
+	}
+	if errs+res.Total.Count != 2000 {
+		t.Errorf("ops %d + errors %d != 2000: something was dropped", res.Total.Count, errs)
+	}
+	if res.Warning == "" {
+		t.Error("5% errors not flagged")
+	}
+	var buf bytes.Buffer
+	res.WriteTable(&buf)
+	if !strings.Contains(buf.String(), "WARNING") {
+		t.Error("table does not show the warning")
+	}
+}
+
+func TestReports(t *testing.T) {
+	s := newMemStore()
+	dir := t.TempDir()
+	hlogPath := filepath.Join(dir, "run.hlog")
+	hf, err := os.Create(hlogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, _ := WorkloadByName("F")
+	cfg := Config{Workload: w, RecordCount: 100, Workers: 2, Duration: 400 * time.Millisecond, Interval: 100 * time.Millisecond, Hlog: hf}
+	if _, err := Load(context.Background(), cfg, s, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.data) != 100 {
+		t.Fatalf("load inserted %d records, want 100", len(s.data))
+	}
+	var progress bytes.Buffer
+	res, err := Run(context.Background(), cfg, s, &progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hf.Close()
+	if !strings.Contains(progress.String(), "ops/s") || !strings.Contains(progress.String(), "left") {
+		t.Errorf("progress lines missing: %q", progress.String())
+	}
+
+	// JSON round trip.
+	jsonPath := filepath.Join(dir, "run.json")
+	jf, _ := os.Create(jsonPath)
+	if err := res.WriteJSON(jf); err != nil {
+		t.Fatal(err)
+	}
+	jf.Close()
+	back, err := ReadJSON(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Total.Count != res.Total.Count || back.Ops[OpRMW].P99 != res.Ops[OpRMW].P99 {
+		t.Fatalf("JSON round trip changed the result")
+	}
+
+	// HTML from the loaded result (a recorded run).
+	var html bytes.Buffer
+	if err := back.WriteHTML(&html); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"<svg", "polyline", "99.9%", "rmw", "p99.99"} {
+		if !strings.Contains(html.String(), want) {
+			t.Errorf("HTML report lacks %q", want)
+		}
+	}
+	if strings.Contains(html.String(), "<script") || strings.Contains(html.String(), "http://") && !strings.Contains(html.String(), "http://www.w3.org/2000/svg") {
+		t.Error("HTML report is not self-contained")
+	}
+
+	// The interval log parses with HdrHistogram's reader and adds up.
+	f, _ := os.Open(hlogPath)
+	defer f.Close()
+	rd := hdrhistogram.NewHistogramLogReader(f)
+	var total int64
+	for {
+		h, err := rd.NextIntervalHistogram()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h == nil {
+			break
+		}
+		total += h.TotalCount()
+	}
+	if total != res.Total.Count {
+		t.Errorf("hlog holds %d values, result counts %d", total, res.Total.Count)
+	}
+
+	// Compare: B against itself is 1.00x; against a doubled copy, 2.00x.
+	double := *back
+	ops := map[Op]*OpStats{}
+	for op, s := range back.Ops {
+		c := *s
+		c.Throughput *= 2
+		ops[op] = &c
+	}
+	double.Ops = ops
+	var cmp bytes.Buffer
+	if err := WriteCompare(&cmp, "a.json", "b.json", back, &double); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(cmp.String(), "2.00x") {
+		t.Errorf("compare output lacks the 2.00x throughput ratio:\n%s", cmp.String())
+	}
+	for _, row := range Compare(back, back) {
+		if row.A != 0 && row.Ratio != 1 {
+			t.Errorf("self-compare %s %s ratio %v", row.Op, row.Metric, row.Ratio)
+		}
+	}
+}

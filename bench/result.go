@@ -1,0 +1,253 @@
+package bench
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Result is one phase's outcome. Its JSON form is stable: field names are
+// the report's contract (see docs/PERFORMANCE.md).
+type Result struct {
+	Phase    string    `json:"phase"`
+	Workload string    `json:"workload"`
+	Start    time.Time `json:"start"`
+	// Elapsed includes the warm-up.
+	Elapsed time.Duration `json:"elapsed_ns"`
+	// Measured is the recorded part of the run (Elapsed minus warm-up).
+	MeasuredSeconds float64   `json:"measured_seconds"`
+	Config          RunConfig `json:"config"`
+	Machine         Machine   `json:"machine"`
+	// Partial is true when the run was interrupted.
+	Partial bool             `json:"partial"`
+	Ops     map[Op]*OpStats  `json:"ops"`
+	Total   OpStats          `json:"total"`
+	Errors  map[string]int64 `json:"errors_by_code"`
+	// ErrorRate is errors / (operations + errors).
+	ErrorRate float64 `json:"error_rate"`
+	// Warning is set when more than 1% of operations failed.
+	Warning   string     `json:"warning,omitempty"`
+	Intervals []Interval `json:"intervals"`
+	// Histograms are the whole run's latency histograms per op type
+	// (HdrHistogram V2 compressed, base64), so reports can be redrawn.
+	Histograms map[Op]string `json:"histograms"`
+}
+
+// RunConfig records the parameters of a run.
+type RunConfig struct {
+	Workload        string  `json:"workload"`
+	Mix             string  `json:"mix"`
+	Distribution    string  `json:"distribution"`
+	RecordCount     uint64  `json:"record_count"`
+	ValueSize       int     `json:"value_size"`
+	ValueSizeMax    int     `json:"value_size_max,omitempty"`
+	Workers         int     `json:"workers"`
+	Rate            float64 `json:"rate_ops_per_sec"`
+	DurationSeconds float64 `json:"duration_seconds,omitempty"`
+	Ops             int64   `json:"ops,omitempty"`
+	WarmupSeconds   float64 `json:"warmup_seconds"`
+	Seed            uint64  `json:"seed"`
+	// Target describes what was measured (filled in by the caller).
+	Target string `json:"target,omitempty"`
+	// ReadConsistency / WriteConsistency, filled in by the caller.
+	ReadConsistency  string `json:"read_consistency,omitempty"`
+	WriteConsistency string `json:"write_consistency,omitempty"`
+}
+
+// Machine is where the benchmark ran.
+type Machine struct {
+	GOOS      string `json:"goos"`
+	GOARCH    string `json:"goarch"`
+	NumCPU    int    `json:"num_cpu"`
+	GoVersion string `json:"go_version"`
+}
+
+// OpStats summarizes one operation type; latencies in milliseconds.
+type OpStats struct {
+	Count      int64   `json:"count"`
+	Errors     int64   `json:"errors"`
+	Throughput float64 `json:"ops_per_sec"`
+	Mean       float64 `json:"mean_ms"`
+	P50        float64 `json:"p50_ms"`
+	P90        float64 `json:"p90_ms"`
+	P99        float64 `json:"p99_ms"`
+	P999       float64 `json:"p99_9_ms"`
+	P9999      float64 `json:"p99_99_ms"`
+	Max        float64 `json:"max_ms"`
+}
+
+// Interval is one point of the time series.
+type Interval struct {
+	// T is seconds since the start, at the end of the interval.
+	T          float64 `json:"t"`
+	Ops        int64   `json:"ops"`
+	Errors     int64   `json:"errors"`
+	Throughput float64 `json:"ops_per_sec"`
+	P50        float64 `json:"p50_ms"`
+	P99        float64 `json:"p99_ms"`
+}
+
+func stats(h *hdrhistogram.Histogram, secs float64) OpStats {
+	s := OpStats{
+		Count: h.TotalCount(), Mean: h.Mean() / 1e6,
+		P50: ms(h.ValueAtQuantile(50)), P90: ms(h.ValueAtQuantile(90)), P99: ms(h.ValueAtQuantile(99)),
+		P999: ms(h.ValueAtQuantile(99.9)), P9999: ms(h.ValueAtQuantile(99.99)), Max: ms(h.Max()),
+	}
+	if secs > 0 {
+		s.Throughput = float64(s.Count) / secs
+	}
+	return s
+}
+
+// finish merges the workers' histograms into the summary.
+func (r *Result) finish(recs []*recorder, cfg Config) {
+	merged := map[Op]*hdrhistogram.Histogram{}
+	all := newHist()
+	r.Errors = map[string]int64{}
+	for _, rec := range recs {
+		rec.mu.Lock()
+		for op, h := range rec.total {
+			if merged[op] == nil {
+				merged[op] = newHist()
+			}
+			merged[op].Merge(h)
+			all.Merge(h)
+		}
+		for code, n := range rec.errors {
+			r.Errors[code] += n
+		}
+		rec.mu.Unlock()
+	}
+	r.MeasuredSeconds = (r.Elapsed - cfg.Warmup).Seconds()
+	if r.MeasuredSeconds <= 0 {
+		r.MeasuredSeconds = r.Elapsed.Seconds()
+	}
+	r.setHistograms(merged, all)
+}
+
+func (r *Result) setHistograms(merged map[Op]*hdrhistogram.Histogram, all *hdrhistogram.Histogram) {
+	r.Ops = map[Op]*OpStats{}
+	r.Histograms = map[Op]string{}
+	for op, h := range merged {
+		s := stats(h, r.MeasuredSeconds)
+		for code, n := range r.Errors {
+			if strings.HasSuffix(code, "("+string(op)+")") {
+				s.Errors += n
+			}
+		}
+		r.Ops[op] = &s
+		if enc, err := h.Encode(hdrhistogram.V2CompressedEncodingCookieBase); err == nil {
+			r.Histograms[op] = base64.StdEncoding.EncodeToString(enc)
+		}
+	}
+	r.Total = stats(all, r.MeasuredSeconds)
+	var errs int64
+	for _, n := range r.Errors {
+		errs += n
+	}
+	r.Total.Errors = errs
+	if n := r.Total.Count + errs; n > 0 {
+		r.ErrorRate = float64(errs) / float64(n)
+	}
+	r.Warning = ""
+	if r.ErrorRate > 0.01 {
+		r.Warning = fmt.Sprintf("%.2f%% of operations failed (%d errors): the figures describe a degraded system", 100*r.ErrorRate, errs)
+	}
+}
+
+// Histogram decodes the stored whole-run histogram of op.
+func (r *Result) Histogram(op Op) (*hdrhistogram.Histogram, error) {
+	enc, ok := r.Histograms[op]
+	if !ok {
+		return nil, fmt.Errorf("no histogram for %s", op)
+	}
+	raw, err := base64.StdEncoding.DecodeString(enc)
+	if err != nil {
+		return nil, err
+	}
+	return hdrhistogram.Decode(raw)
+}
+
+// WriteJSON writes the result as indented JSON.
+func (r *Result) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// ReadJSON loads a result written by WriteJSON.
+func ReadJSON(path string) (*Result, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r Result
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s is not a meridian bench result: %w", path, err)
+	}
+	if r.Ops == nil {
+		return nil, fmt.Errorf("%s has no operations: is it a meridian bench --json file?", path)
+	}
+	return &r, nil
+}
+
+func (r *Result) ops() []Op {
+	var out []Op
+	for _, op := range Ops {
+		if _, ok := r.Ops[op]; ok {
+			out = append(out, op)
+		}
+	}
+	return out
+}
+
+// WriteTable prints the human summary.
+func (r *Result) WriteTable(w io.Writer) error {
+	fmt.Fprintf(w, "\n%s phase, workload %s (%s), %s distribution, %d records, %d workers",
+		r.Phase, r.Workload, r.Config.Mix, r.Config.Distribution, r.Config.RecordCount, r.Config.Workers)
+	if r.Config.Rate > 0 {
+		fmt.Fprintf(w, ", open loop at %.0f ops/s", r.Config.Rate)
+	} else {
+		fmt.Fprint(w, ", closed loop")
+	}
+	fmt.Fprintf(w, "\nmeasured %.1fs (after %.0fs warm-up) on %s/%s, %d CPUs\n", r.MeasuredSeconds, r.Config.WarmupSeconds, r.Machine.GOOS, r.Machine.GOARCH, r.Machine.NumCPU)
+	if r.Partial {
+		fmt.Fprintln(w, "PARTIAL: the run was interrupted")
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "op\tcount\terrors\tops/s\tmean ms\tp50\tp90\tp99\tp99.9\tp99.99\tmax\t")
+	row := func(name string, s OpStats) {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t\n", name, s.Count, s.Errors, s.Throughput, s.Mean, s.P50, s.P90, s.P99, s.P999, s.P9999, s.Max)
+	}
+	for _, op := range r.ops() {
+		row(string(op), *r.Ops[op])
+	}
+	row("total", r.Total)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(r.Errors) > 0 {
+		codes := make([]string, 0, len(r.Errors))
+		for c := range r.Errors {
+			codes = append(codes, c)
+		}
+		sort.Strings(codes)
+		fmt.Fprint(w, "errors by code:")
+		for _, c := range codes {
+			fmt.Fprintf(w, " %s=%d", c, r.Errors[c])
+		}
+		fmt.Fprintln(w)
+	}
+	if r.Warning != "" {
+		fmt.Fprintf(w, "\n!!! WARNING: %s !!!\n", r.Warning)
+	}
+	return nil
+}

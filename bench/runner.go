@@ -1,0 +1,473 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+	"google.golang.org/grpc/status"
+)
+
+// Histogram range: 1µs to 60s in nanoseconds, 3 significant digits.
+const (
+	histMin    = 1_000
+	histMax    = 60_000_000_000
+	histDigits = 3
+)
+
+func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(histMin, histMax, histDigits) }
+
+// Config is one benchmark phase. Validate names the wrong field.
+type Config struct {
+	Workload Workload
+	// Distribution overrides the workload's: zipfian, uniform or latest.
+	Distribution string
+	// RecordCount is the number of records loaded (and read from).
+	RecordCount uint64
+	// ValueSize is the value length; with ValueSizeMax > ValueSize each
+	// value's length is uniform in [ValueSize, ValueSizeMax].
+	ValueSize, ValueSizeMax int
+	// Workers is the number of concurrent clients (default 64).
+	Workers int
+	// Rate is the target total ops/s for an open loop; 0 = closed loop.
+	Rate float64
+	// Duration and Ops bound the run (the first reached ends it); at least
+	// one must be set for Run. Load always inserts RecordCount records.
+	Duration time.Duration
+	Ops      int64
+	// Warmup: operations scheduled during it run but are not recorded.
+	Warmup time.Duration
+	// Interval between progress lines and time-series points (default 1s).
+	Interval time.Duration
+	// Timeout per operation (default 10s).
+	Timeout time.Duration
+	// Seed makes key and value choices reproducible.
+	Seed uint64
+	// Hlog, when set, receives an HdrHistogram interval log.
+	Hlog io.Writer
+
+	now   func() time.Time
+	sleep func(ctx context.Context, d time.Duration)
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate(run bool) error {
+	if len(c.Workload.Mix) == 0 {
+		return errors.New("workload: none chosen (use A, B, C, D, F or a mix)")
+	}
+	switch c.dist() {
+	case "zipfian", "uniform", "latest":
+	default:
+		return fmt.Errorf("distribution %q: use zipfian, uniform or latest", c.Distribution)
+	}
+	if c.RecordCount == 0 {
+		return errors.New("records: must be at least 1")
+	}
+	if c.ValueSize < 0 || c.ValueSizeMax != 0 && c.ValueSizeMax < c.ValueSize {
+		return fmt.Errorf("value size %d-%d: want 0 <= min <= max", c.ValueSize, c.ValueSizeMax)
+	}
+	if c.Workers < 0 || c.Rate < 0 || c.Warmup < 0 || c.Duration < 0 || c.Ops < 0 {
+		return errors.New("workers, rate, warmup, duration and ops must not be negative")
+	}
+	if run && c.Duration == 0 && c.Ops == 0 {
+		return errors.New("run needs a duration or an operation count")
+	}
+	return nil
+}
+
+func (c *Config) dist() string {
+	if c.Distribution != "" {
+		return c.Distribution
+	}
+	return c.Workload.Distribution
+}
+
+func (c *Config) setDefaults() {
+	if c.Workers == 0 {
+		c.Workers = 64
+	}
+	if c.Interval == 0 {
+		c.Interval = time.Second
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 10 * time.Second
+	}
+	if c.ValueSize == 0 && c.ValueSizeMax == 0 {
+		c.ValueSize = 100
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.sleep == nil {
+		c.sleep = func(ctx context.Context, d time.Duration) {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			}
+		}
+	}
+}
+
+// recorder is one worker's measurements. The interval histograms are
+// swapped out by the reporter under mu; the worker holds mu only to record.
+type recorder struct {
+	mu       sync.Mutex
+	total    map[Op]*hdrhistogram.Histogram
+	interval map[Op]*hdrhistogram.Histogram
+	errors   map[string]int64
+	ivErrors int64
+}
+
+func newRecorder() *recorder {
+	r := &recorder{total: map[Op]*hdrhistogram.Histogram{}, interval: map[Op]*hdrhistogram.Histogram{}, errors: map[string]int64{}}
+	return r
+}
+
+func (r *recorder) record(op Op, d time.Duration, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil {
+		r.errors[status.Code(err).String()+" ("+string(op)+")"]++
+		r.ivErrors++
+		return
+	}
+	for _, m := range []map[Op]*hdrhistogram.Histogram{r.total, r.interval} {
+		h := m[op]
+		if h == nil {
+			h = newHist()
+			m[op] = h
+		}
+		v := d.Nanoseconds()
+		if v < histMin {
+			v = histMin
+		}
+		if v > histMax {
+			v = histMax
+		}
+		_ = h.RecordValue(v)
+	}
+}
+
+// Load inserts RecordCount records (keys 0..RecordCount-1).
+func Load(ctx context.Context, cfg Config, s Store, progress io.Writer) (*Result, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(false); err != nil {
+		return nil, err
+	}
+	load := cfg
+	load.Workload = Workload{Name: "load", Mix: map[Op]float64{OpInsert: 1}, Distribution: "uniform"}
+	load.Ops = int64(cfg.RecordCount)
+	load.Duration = 0
+	load.Rate = 0
+	load.Warmup = 0
+	return run(ctx, load, s, progress, "load")
+}
+
+// Run runs the workload for Duration or Ops, whichever ends first.
+func Run(ctx context.Context, cfg Config, s Store, progress io.Writer) (*Result, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(true); err != nil {
+		return nil, err
+	}
+	return run(ctx, cfg, s, progress, "run")
+}
+
+func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase string) (*Result, error) {
+	if progress == nil {
+		progress = io.Discard
+	}
+	start := cfg.now()
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if cfg.Duration > 0 {
+		var c2 context.CancelFunc
+		runCtx, c2 = context.WithDeadline(runCtx, start.Add(cfg.Warmup+cfg.Duration))
+		defer c2()
+	}
+	var (
+		inserted atomic.Uint64 // records that exist (for latest / uniform)
+		nextOp   atomic.Int64  // operations issued (for Ops and loads)
+		wg       sync.WaitGroup
+	)
+	inserted.Store(cfg.RecordCount)
+	insertNext := atomic.Uint64{}
+	if phase == "load" {
+		inserted.Store(0)
+	} else {
+		insertNext.Store(cfg.RecordCount)
+	}
+	recs := make([]*recorder, cfg.Workers)
+	for w := range recs {
+		recs[w] = newRecorder()
+	}
+	measureFrom := start.Add(cfg.Warmup)
+	var keys KeyChooser // shared: the generators' tables are per record
+	switch {
+	case phase == "load":
+	case cfg.dist() == "uniform":
+		keys = Uniform{Count: &inserted}
+	case cfg.dist() == "latest":
+		keys = NewLatest(&inserted)
+	default:
+		keys = NewScrambledZipfian(cfg.RecordCount)
+	}
+	for w := 0; w < cfg.Workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wk := &worker{cfg: &cfg, s: s, rec: recs[w], rng: rand.New(rand.NewPCG(cfg.Seed, uint64(w)+1)),
+				keys: keys, inserted: &inserted, insertNext: &insertNext, ctxs: map[uint64][]byte{}}
+			var interval time.Duration
+			if cfg.Rate > 0 {
+				interval = time.Duration(float64(time.Second) * float64(cfg.Workers) / cfg.Rate)
+			}
+			for k := int64(0); ; k++ {
+				n := nextOp.Add(1)
+				if cfg.Ops > 0 && n > cfg.Ops || runCtx.Err() != nil {
+					return
+				}
+				intended := cfg.now()
+				if interval > 0 {
+					// Worker w owns slots w, w+W, w+2W... of the schedule.
+					intended = start.Add(time.Duration(k)*interval + time.Duration(w)*interval/time.Duration(cfg.Workers))
+					if wait := intended.Sub(cfg.now()); wait > 0 {
+						cfg.sleep(runCtx, wait)
+						if runCtx.Err() != nil {
+							return
+						}
+					}
+				}
+				op := wk.pick(phase)
+				err := wk.do(runCtx, op)
+				if errors.Is(err, context.Canceled) && runCtx.Err() != nil {
+					return // the run ended mid-operation: not an error of the system
+				}
+				if !intended.Before(measureFrom) {
+					recs[w].record(op, cfg.now().Sub(intended), err)
+				}
+			}
+		}()
+	}
+
+	res := &Result{Phase: phase, Workload: cfg.Workload.Name, Start: start, Config: describeConfig(cfg), Machine: machine()}
+	var hlog *hlogWriter
+	if cfg.Hlog != nil && phase == "run" {
+		hlog = newHlogWriter(cfg.Hlog, start)
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	ticker := time.NewTicker(cfg.Interval)
+	defer ticker.Stop()
+	last := start
+	for finished := false; !finished; {
+		select {
+		case <-done:
+			finished = true
+		case <-ticker.C:
+		}
+		now := cfg.now()
+		iv := collectInterval(recs, last, now, start)
+		last = now
+		if hlog != nil {
+			hlog.write(iv.hists, iv.startMs, iv.endMs)
+		}
+		if iv.Ops > 0 || iv.Errors > 0 {
+			res.Intervals = append(res.Intervals, iv.Interval)
+		}
+		fmt.Fprintln(progress, progressLine(cfg, phase, now.Sub(start), iv.Interval, recs, nextOp.Load()))
+	}
+	res.Elapsed = cfg.now().Sub(start)
+	res.Partial = ctx.Err() != nil
+	res.finish(recs, cfg)
+	return res, nil
+}
+
+// worker is one client's state.
+type worker struct {
+	cfg        *Config
+	s          Store
+	rec        *recorder
+	rng        *rand.Rand
+	keys       KeyChooser
+	inserted   *atomic.Uint64
+	insertNext *atomic.Uint64
+	// ctxs remembers the causal context last seen per record, as a real
+	// client would, so updates supersede what this client saw instead of
+	// piling up siblings.
+	ctxs map[uint64][]byte
+}
+
+func (w *worker) pick(phase string) Op {
+	if phase == "load" {
+		return OpInsert
+	}
+	return w.cfg.Workload.pick(w.rng.Float64())
+}
+
+func (w *worker) value() []byte {
+	n := w.cfg.ValueSize
+	if w.cfg.ValueSizeMax > n {
+		n += w.rng.IntN(w.cfg.ValueSizeMax - n + 1)
+	}
+	v := make([]byte, n)
+	for i := range v {
+		v[i] = byte('a' + w.rng.IntN(26))
+	}
+	return v
+}
+
+func (w *worker) remember(rec uint64, kvctx []byte) {
+	if len(w.ctxs) > 100_000 {
+		clear(w.ctxs)
+	}
+	w.ctxs[rec] = kvctx
+}
+
+func (w *worker) do(ctx context.Context, op Op) error {
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
+	defer cancel()
+	switch op {
+	case OpInsert:
+		rec := w.insertNext.Add(1) - 1
+		kvctx, err := w.s.Put(ctx, KeyName(rec), w.value(), nil)
+		if err == nil {
+			w.remember(rec, kvctx)
+			// Records become readable in order of completion; good enough
+			// for "latest", which only needs recent ones.
+			for {
+				cur := w.inserted.Load()
+				if cur > rec || w.inserted.CompareAndSwap(cur, max(cur, rec+1)) {
+					break
+				}
+			}
+		}
+		return err
+	case OpUpdate:
+		rec := w.keys.Next(w.rng)
+		kvctx, err := w.s.Put(ctx, KeyName(rec), w.value(), w.ctxs[rec])
+		if err == nil {
+			w.remember(rec, kvctx)
+		}
+		return err
+	case OpRMW:
+		rec := w.keys.Next(w.rng)
+		kvctx, _, err := w.s.Get(ctx, KeyName(rec))
+		if err != nil {
+			return err
+		}
+		kvctx, err = w.s.Put(ctx, KeyName(rec), w.value(), kvctx)
+		if err == nil {
+			w.remember(rec, kvctx)
+		}
+		return err
+	default:
+		rec := w.keys.Next(w.rng)
+		kvctx, _, err := w.s.Get(ctx, KeyName(rec))
+		if err == nil {
+			w.remember(rec, kvctx)
+		}
+		return err
+	}
+}
+
+type intervalData struct {
+	Interval
+	hists          map[Op]*hdrhistogram.Histogram
+	startMs, endMs int64
+}
+
+// collectInterval swaps out every worker's interval histograms and merges
+// them.
+func collectInterval(recs []*recorder, from, to, start time.Time) intervalData {
+	iv := intervalData{hists: map[Op]*hdrhistogram.Histogram{}, startMs: from.UnixMilli(), endMs: to.UnixMilli()}
+	all := newHist()
+	for _, r := range recs {
+		r.mu.Lock()
+		for op, h := range r.interval {
+			m := iv.hists[op]
+			if m == nil {
+				m = newHist()
+				iv.hists[op] = m
+			}
+			m.Merge(h)
+			all.Merge(h)
+			h.Reset()
+		}
+		iv.Errors += r.ivErrors
+		r.ivErrors = 0
+		r.mu.Unlock()
+	}
+	secs := to.Sub(from).Seconds()
+	iv.T = to.Sub(start).Seconds()
+	iv.Ops = all.TotalCount()
+	if secs > 0 {
+		iv.Throughput = float64(iv.Ops) / secs
+	}
+	iv.P50 = ms(all.ValueAtQuantile(50))
+	iv.P99 = ms(all.ValueAtQuantile(99))
+	return iv
+}
+
+func ms(ns int64) float64 { return float64(ns) / 1e6 }
+
+func progressLine(cfg Config, phase string, elapsed time.Duration, iv Interval, recs []*recorder, issued int64) string {
+	all := newHist()
+	var errs int64
+	for _, r := range recs {
+		r.mu.Lock()
+		for _, h := range r.total {
+			all.Merge(h)
+		}
+		for _, n := range r.errors {
+			errs += n
+		}
+		r.mu.Unlock()
+	}
+	left := ""
+	switch {
+	case cfg.Duration > 0:
+		rem := cfg.Warmup + cfg.Duration - elapsed
+		if rem < 0 {
+			rem = 0
+		}
+		left = fmt.Sprintf("%s left", rem.Round(time.Second))
+	case cfg.Ops > 0:
+		left = fmt.Sprintf("%d/%d ops", min(issued, cfg.Ops), cfg.Ops)
+	}
+	warm := ""
+	if elapsed < cfg.Warmup {
+		warm = " (warm-up, not recorded)"
+	}
+	return fmt.Sprintf("[%s %6.1fs] %9.0f ops/s  errors %d  p50 %.3fms  p99 %.3fms  %s%s",
+		phase, elapsed.Seconds(), iv.Throughput, errs, ms(all.ValueAtQuantile(50)), ms(all.ValueAtQuantile(99)), left, warm)
+}
+
+func machine() Machine {
+	return Machine{GOOS: runtime.GOOS, GOARCH: runtime.GOARCH, NumCPU: runtime.NumCPU(), GoVersion: runtime.Version()}
+}
+
+func describeConfig(c Config) RunConfig {
+	mix := make([]string, 0, len(c.Workload.Mix))
+	for _, op := range Ops {
+		if f := c.Workload.Mix[op]; f > 0 {
+			mix = append(mix, fmt.Sprintf("%s=%g", op, f))
+		}
+	}
+	sort.Strings(mix)
+	return RunConfig{
+		Workload: c.Workload.Name, Mix: strings.Join(mix, ","), Distribution: c.dist(), RecordCount: c.RecordCount,
+		ValueSize: c.ValueSize, ValueSizeMax: c.ValueSizeMax, Workers: c.Workers, Rate: c.Rate,
+		DurationSeconds: c.Duration.Seconds(), Ops: c.Ops, WarmupSeconds: c.Warmup.Seconds(), Seed: c.Seed,
+	}
+}
