@@ -250,7 +250,7 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 				}
 				op := wk.pick(phase)
 				err := wk.do(runCtx, op)
-				if errors.Is(err, context.Canceled) && runCtx.Err() != nil {
+				if err != nil && runCtx.Err() != nil {
 					return // the run ended mid-operation: not an error of the system
 				}
 				if !intended.Before(measureFrom) {

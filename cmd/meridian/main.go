@@ -50,6 +50,7 @@ func newRoot() *cobra.Command {
 		newRingCmd(),
 		newEndpointsCmd(),
 		newKeyspaceCmd(),
+		newBenchCmd(),
 		newVersionCmd(),
 	)
 	return root

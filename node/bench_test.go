@@ -1,0 +1,124 @@
+package node_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/node"
+	"github.com/meridiankv/meridian/telemetry"
+)
+
+// benchCluster starts a 3-node Pebble cluster on loopback for benchmarks.
+func benchCluster(b *testing.B, opts node.Options) (*node.Local, []kvv1.KVClient) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	l, err := node.StartLocal(ctx, node.LocalSpec{Dir: b.TempDir(), NodesPerDC: 3, GossipProfile: "test", Options: opts})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { l.Close() })
+	var clients []kvv1.KVClient
+	for _, n := range l.Nodes() {
+		clients = append(clients, dialB(b, n.Addr()))
+	}
+	return l, clients
+}
+
+func dialB(b *testing.B, addr string) kvv1.KVClient {
+	b.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	return kvv1.NewKVClient(conn)
+}
+
+func benchPut(b *testing.B, clients []kvv1.KVClient, durable bool) {
+	value := make([]byte, 100)
+	var n atomic.Int64
+	cons := &kvv1.Consistency{Level: kvv1.Level_LEVEL_QUORUM, Durable: &durable}
+	b.SetParallelism(16) // 16 × GOMAXPROCS concurrent clients
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		for pb.Next() {
+			i := n.Add(1)
+			c := clients[i%int64(len(clients))]
+			if _, err := c.Put(ctx, &kvv1.PutRequest{Key: fmt.Appendf(nil, "key-%d", i), Value: value, Consistency: cons}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkQuorumPut: a 3-node cluster, N=3, QUORUM puts of 100-byte values
+// from 16×GOMAXPROCS concurrent clients, durable (fsync) and not.
+func BenchmarkQuorumPut(b *testing.B) {
+	for _, durable := range []bool{true, false} {
+		b.Run(fmt.Sprintf("durable=%v", durable), func(b *testing.B) {
+			_, clients := benchCluster(b, node.Options{})
+			benchPut(b, clients, durable)
+		})
+	}
+}
+
+// BenchmarkQuorumGet reads keys written beforehand, at QUORUM.
+func BenchmarkQuorumGet(b *testing.B) {
+	_, clients := benchCluster(b, node.Options{})
+	ctx := context.Background()
+	const keys = 1000
+	for i := 0; i < keys; i++ {
+		if _, err := clients[0].Put(ctx, &kvv1.PutRequest{Key: fmt.Appendf(nil, "key-%d", i), Value: make([]byte, 100)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var n atomic.Int64
+	cons := &kvv1.Consistency{Level: kvv1.Level_LEVEL_QUORUM}
+	b.SetParallelism(16)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			if _, err := clients[i%3].Get(ctx, &kvv1.GetRequest{Key: fmt.Appendf(nil, "key-%d", i%keys), Consistency: cons}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkQuorumPutTracing measures the cost of tracing: no tracer
+// provider (the default no-op), and an SDK provider sampling 1% and 100%
+// of traces into an in-memory exporter.
+func BenchmarkQuorumPutTracing(b *testing.B) {
+	cases := []struct {
+		name  string
+		ratio float64
+	}{{"off", 0}, {"sample=1%", 0.01}, {"sample=100%", 1}}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			opts := node.Options{}
+			if c.ratio > 0 {
+				exp := tracetest.NewInMemoryExporter()
+				tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(c.ratio))),
+					sdktrace.WithBatcher(exp))
+				b.Cleanup(func() { tp.Shutdown(context.Background()) })
+				opts.TelemetryFor = func(string) *telemetry.Telemetry { return telemetry.NewForTest(tp) }
+			}
+			_, clients := benchCluster(b, opts)
+			benchPut(b, clients, false)
+		})
+	}
+}
