@@ -172,6 +172,7 @@ type Gossip struct {
 	listener Listener
 	log      *slog.Logger
 	retry    time.Duration
+	addr     string
 
 	mu struct {
 		sync.RWMutex
@@ -223,6 +224,8 @@ func Start(ctx context.Context, cfg Config, l Listener) (*Gossip, error) {
 		return nil, fmt.Errorf("gossip: listen on %s: %w", cfg.BindAddr, err)
 	}
 	g.ml = ml
+	self := ml.LocalNode()
+	g.addr = net.JoinHostPort(self.Addr.String(), strconv.Itoa(int(self.Port)))
 	if len(cfg.Seeds) == 0 {
 		g.mu.joined = true
 	} else {
@@ -269,10 +272,7 @@ func (g *Gossip) Joined() bool {
 }
 
 // Addr is the gossip address actually bound.
-func (g *Gossip) Addr() string {
-	n := g.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+func (g *Gossip) Addr() string { return g.addr }
 
 // Alive reports whether a node ID is currently alive (self always is).
 func (g *Gossip) Alive(id string) bool {
@@ -285,31 +285,23 @@ func (g *Gossip) Alive(id string) bool {
 	return ok && m.State == StateAlive
 }
 
-// Members lists every known member including self, sorted by ID.
+// Members lists every known member including self, sorted by ID. It reads
+// only this package's own table, filled from memberlist's events (reading
+// memberlist's node structs outside its callbacks would race with it).
 func (g *Gossip) Members() []Member {
-	var out []Member
-	for _, n := range g.ml.Members() {
-		m, err := memberOf(n)
-		if err != nil {
-			continue
-		}
-		out = append(out, m)
-	}
 	g.mu.RLock()
+	out := make([]Member, 0, len(g.mu.members)+1)
+	self := Member{Meta: g.mu.meta, State: StateAlive}
 	for id, m := range g.mu.members {
-		if m.State == StateLeft || m.State == StateDead {
-			found := false
-			for _, o := range out {
-				if o.Meta.ID == id {
-					found = true
-				}
-			}
-			if !found {
-				out = append(out, m)
-			}
+		if id != self.Meta.ID {
+			out = append(out, m)
 		}
 	}
 	g.mu.RUnlock()
+	if g.ml != nil {
+		self.GossipAddr = g.Addr()
+	}
+	out = append(out, self)
 	sort.Slice(out, func(i, j int) bool { return out[i].Meta.ID < out[j].Meta.ID })
 	return out
 }
@@ -348,9 +340,20 @@ func memberOf(n *memberlist.Node) (Member, error) {
 	return Member{Meta: meta, State: stateOf(n.State), GossipAddr: n.Address()}, nil
 }
 
-// record updates the member table and tells the listener.
-func (g *Gossip) record(n *memberlist.Node) {
+// record updates the member table and tells the listener. memberlist does
+// not keep Node.State current in its events (the state lives in its private
+// nodeState), so the event kind decides: join and update mean alive, leave
+// means dead — or left, which memberlist does not tell apart here.
+func (g *Gossip) record(n *memberlist.Node, down bool) {
 	m, err := memberOf(n)
+	if down {
+		m.State = StateDead
+		if n.State == memberlist.StateLeft {
+			m.State = StateLeft
+		}
+	} else {
+		m.State = StateAlive
+	}
 	if err != nil {
 		g.log.Warn("ignoring gossip member with unreadable metadata", "member", n.Name, "err", err)
 		return
@@ -383,9 +386,9 @@ func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
 
 type events Gossip
 
-func (e *events) NotifyJoin(n *memberlist.Node)   { (*Gossip)(e).record(n) }
-func (e *events) NotifyLeave(n *memberlist.Node)  { (*Gossip)(e).record(n) }
-func (e *events) NotifyUpdate(n *memberlist.Node) { (*Gossip)(e).record(n) }
+func (e *events) NotifyJoin(n *memberlist.Node)   { (*Gossip)(e).record(n, false) }
+func (e *events) NotifyLeave(n *memberlist.Node)  { (*Gossip)(e).record(n, true) }
+func (e *events) NotifyUpdate(n *memberlist.Node) { (*Gossip)(e).record(n, false) }
 
 // logWriter adapts memberlist's log.Logger output to slog at debug level.
 type logWriter struct{ l *slog.Logger }

@@ -1,0 +1,159 @@
+package membership
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type recordingListener struct {
+	mu     sync.Mutex
+	events []Member
+}
+
+func (l *recordingListener) MemberChanged(m Member) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.events = append(l.events, m)
+}
+
+func (l *recordingListener) saw(id string, s State) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, e := range l.events {
+		if e.Meta.ID == id && e.State == s {
+			return true
+		}
+	}
+	return false
+}
+
+func start(t *testing.T, id string, seeds []string, l Listener) *Gossip {
+	t.Helper()
+	g, err := Start(context.Background(), Config{
+		Meta:     Meta{ID: id, GRPCAddr: "127.0.0.1:1" + id[1:], DC: "dc-" + id, Rack: "r1", Weight: 2, Epoch: 1},
+		BindAddr: "127.0.0.1:0", Seeds: seeds, Profile: "test", JoinRetry: 50 * time.Millisecond,
+	}, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestGossip(t *testing.T) {
+	l1 := &recordingListener{}
+	g1 := start(t, "n1", nil, l1)
+	defer g1.Close()
+	g2 := start(t, "n2", []string{g1.Addr()}, nil)
+	defer g2.Close()
+	g3 := start(t, "n3", []string{g1.Addr()}, nil)
+
+	waitFor(t, "three alive members everywhere", func() bool {
+		for _, g := range []*Gossip{g1, g2, g3} {
+			alive := 0
+			for _, m := range g.Members() {
+				if m.State == StateAlive {
+					alive++
+				}
+			}
+			if alive != 3 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, m := range g2.Members() {
+		if m.Meta.ID == "n3" && (m.Meta.DC != "dc-n3" || m.Meta.Weight != 2 || m.Meta.GRPCAddr != "127.0.0.1:13") {
+			t.Fatalf("n3's metadata as n2 sees it: %+v", m.Meta)
+		}
+	}
+	if !g1.Alive("n2") || !g1.Alive("n1") || g1.Alive("nobody") {
+		t.Fatal("Alive is wrong")
+	}
+
+	// Metadata updates propagate.
+	if err := g2.UpdateMeta(Meta{ID: "n2", GRPCAddr: "127.0.0.1:12", DC: "dc-n2", Rack: "r9", Weight: 5, Epoch: 2}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "n2's new metadata at n1", func() bool {
+		for _, m := range g1.Members() {
+			if m.Meta.ID == "n2" && m.Meta.Rack == "r9" && m.Meta.Epoch == 2 {
+				return true
+			}
+		}
+		return false
+	})
+
+	// A graceful leave is seen as left.
+	if err := g3.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "n3 to be seen leaving", func() bool { return !g1.Alive("n3") && l1.saw("n3", StateDead) })
+	for _, m := range g1.Members() {
+		if m.Meta.ID == "n3" && m.State == StateAlive {
+			t.Fatal("n3 listed as alive after leaving")
+		}
+	}
+
+	// A crash (no leave) is detected as dead.
+	g2.closeOnce.Do(func() {
+		close(g2.stop)
+		g2.ml.Shutdown()
+	})
+	waitFor(t, "n2 to be declared dead", func() bool { return !g1.Alive("n2") && l1.saw("n2", StateDead) })
+}
+
+func TestJoinRetriesUntilSeedIsUp(t *testing.T) {
+	// Reserve an address for the seed, start the joiner first.
+	seed := start(t, "n1", nil, nil)
+	addr := seed.Addr()
+	seed.Close()
+	joiner := start(t, "n2", []string{addr}, nil)
+	defer joiner.Close()
+	if joiner.Joined() {
+		t.Fatal("joined a seed that is down")
+	}
+	g, err := Start(context.Background(), Config{Meta: Meta{ID: "n1", DC: "d"}, BindAddr: addr, Profile: "test"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	waitFor(t, "the joiner to reach the late seed", func() bool { return joiner.Joined() && g.Alive("n2") })
+}
+
+func TestConfigErrors(t *testing.T) {
+	cases := []struct {
+		cfg Config
+		has string
+	}{
+		{Config{BindAddr: "127.0.0.1:0"}, "Meta.ID is empty"},
+		{Config{Meta: Meta{ID: "a"}, BindAddr: "nonsense"}, "not host:port"},
+		{Config{Meta: Meta{ID: "a"}, BindAddr: "127.0.0.1:0", Profile: "fast"}, "profile"},
+		{Config{Meta: Meta{ID: "a", DC: strings.Repeat("x", 600)}, BindAddr: "127.0.0.1:0"}, "over memberlist's 512-byte limit"},
+	}
+	for _, c := range cases {
+		if err := c.cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.has) {
+			t.Errorf("Validate(%+v) = %v, want %q", c.cfg.Meta, err, c.has)
+		}
+	}
+	if _, err := decodeMeta([]byte("garbage")); err == nil {
+		t.Error("garbage metadata decoded")
+	}
+}
