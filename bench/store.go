@@ -23,7 +23,6 @@ type GRPCStore struct {
 	Keyspace string
 	Read     *kvv1.Consistency
 	Write    *kvv1.Consistency
-	next     uint64
 }
 
 func (s *GRPCStore) client(key []byte) kvv1.KVClient {

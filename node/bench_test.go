@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 	"github.com/meridiankv/meridian/node"
@@ -121,4 +122,27 @@ func BenchmarkQuorumPutTracing(b *testing.B) {
 			benchPut(b, clients, false)
 		})
 	}
+}
+
+// BenchmarkGRPCNoop is the ceiling a request can reach: a gRPC round trip
+// (the standard health check) to a node, doing no work, from the same
+// concurrency as the QUORUM benchmarks.
+func BenchmarkGRPCNoop(b *testing.B) {
+	l, _ := benchCluster(b, node.Options{})
+	conn, err := grpc.NewClient(l.Nodes()[0].Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	b.SetParallelism(16)
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

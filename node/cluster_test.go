@@ -359,3 +359,43 @@ func TestHintedHandoff(t *testing.T) {
 		return left == 0
 	})
 }
+
+// TestExplain: a request with explain returns its timeline — which
+// replicas did what, in order — with no exporter configured.
+func TestExplain(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 3, Engine: "memory"})
+	c := dial(t, l.Nodes()[0].Addr())
+	ctx := ctxT(t)
+	put, err := c.Put(ctx, &kvv1.PutRequest{Key: []byte("e"), Value: []byte("v"), Explain: true,
+		Consistency: lvl(kvv1.Level_LEVEL_ALL)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actions := map[string]int{}
+	for i, ev := range put.Explain {
+		actions[ev.Action]++
+		if i > 0 && ev.OffsetMicros < put.Explain[i-1].OffsetMicros {
+			t.Fatalf("explain events out of order: %v", put.Explain)
+		}
+	}
+	if actions["coordinator write"] != 1 || actions["replica write"] != 2 {
+		t.Fatalf("put explain = %v", put.Explain)
+	}
+	get, err := c.Get(ctx, &kvv1.GetRequest{Key: []byte("e"), Explain: true, Consistency: lvl(kvv1.Level_LEVEL_ALL)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reads := 0
+	for _, ev := range get.Explain {
+		if ev.Action == "replica read" && strings.Contains(ev.Detail, "1 siblings") {
+			reads++
+		}
+	}
+	if reads != 3 {
+		t.Fatalf("get explain = %v, want 3 replica reads that found the value", get.Explain)
+	}
+	plain, _ := c.Get(ctx, &kvv1.GetRequest{Key: []byte("e")})
+	if len(plain.Explain) != 0 {
+		t.Fatal("explain returned without being asked for")
+	}
+}

@@ -1,0 +1,118 @@
+package telemetry
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestNoExporterIsNoop(t *testing.T) {
+	tel, err := Setup(context.Background(), Config{Getenv: env(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Close(context.Background())
+	_, span := tel.Tracer("test").Start(context.Background(), "x")
+	if span.IsRecording() || span.SpanContext().IsValid() {
+		t.Fatal("with no exporter configured, spans must be no-ops")
+	}
+}
+
+func TestStdoutExporter(t *testing.T) {
+	var buf bytes.Buffer
+	tel, err := Setup(context.Background(), Config{Exporter: "stdout", Stdout: &buf, NodeID: "n1", Getenv: env(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, span := tel.Tracer("test").Start(context.Background(), "meridian.test.span")
+	span.End()
+	if err := tel.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "meridian.test.span") {
+		t.Fatalf("stdout exporter wrote %q", buf.String())
+	}
+}
+
+func TestOTLPFromEnvironment(t *testing.T) {
+	// An endpoint in the standard variable turns OTLP on (nothing listens:
+	// export fails quietly in the background, setup must still succeed).
+	for _, proto := range []string{"grpc", "http/protobuf"} {
+		tel, err := Setup(context.Background(), Config{Getenv: env(map[string]string{
+			"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_PROTOCOL": proto,
+			"OTEL_TRACES_SAMPLER_ARG": "0.5",
+		})})
+		if err != nil {
+			t.Fatalf("%s: %v", proto, err)
+		}
+		_, span := tel.Tracer("test").Start(context.Background(), "x")
+		span.End()
+		ctx, cancel := context.WithTimeout(context.Background(), 0)
+		tel.Close(ctx)
+		cancel()
+	}
+	for _, c := range []struct {
+		cfg Config
+		has string
+	}{
+		{Config{Exporter: "zipkin"}, "use otlp, stdout or none"},
+		{Config{Exporter: "otlp", OTLPProtocol: "thrift"}, "use grpc or http/protobuf"},
+		{Config{Exporter: "stdout", SampleRatio: 2, Stdout: io.Discard}, "fraction from 0 to 1"},
+	} {
+		c.cfg.Getenv = env(nil)
+		if _, err := Setup(context.Background(), c.cfg); err == nil || !strings.Contains(err.Error(), c.has) {
+			t.Errorf("Setup(%+v) = %v, want %q", c.cfg, err, c.has)
+		}
+	}
+}
+
+func TestMetricsAndPprof(t *testing.T) {
+	tel, err := Setup(context.Background(), Config{MetricsAddr: "127.0.0.1:0", Pprof: true, Getenv: env(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Close(context.Background())
+	tel.Metrics.RequestDone("Get", "QUORUM", "OK", 1e6)
+	for path, want := range map[string]string{
+		"/metrics":       `meridian_requests_total{level="QUORUM",op="Get",outcome="OK"} 1`,
+		"/debug/pprof/": "goroutine",
+	} {
+		resp, err := http.Get("http://" + tel.MetricsAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), want) {
+			t.Errorf("%s lacks %q", path, want)
+		}
+	}
+}
+
+func TestLoggerAddsTraceIDs(t *testing.T) {
+	var buf bytes.Buffer
+	l, err := NewLogger(&buf, "debug", "json", "n1", "dc1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	tel, _ := Setup(context.Background(), Config{Exporter: "stdout", Stdout: &out, Getenv: env(nil)})
+	defer tel.Close(context.Background())
+	ctx, span := tel.Tracer("t").Start(context.Background(), "req")
+	l.InfoContext(ctx, "hello")
+	span.End()
+	line := buf.String()
+	for _, want := range []string{`"node":"n1"`, `"dc":"dc1"`, `"trace_id":"` + span.SpanContext().TraceID().String()} {
+		if !strings.Contains(line, want) {
+			t.Errorf("log line %s lacks %s", line, want)
+		}
+	}
+	if _, err := NewLogger(&buf, "loud", "", "", ""); err == nil {
+		t.Error("bad level accepted")
+	}
+}
