@@ -190,11 +190,17 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 	start := cfg.now()
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var endAt time.Time
 	if cfg.Duration > 0 {
+		endAt = start.Add(cfg.Warmup + cfg.Duration)
 		var c2 context.CancelFunc
-		runCtx, c2 = context.WithDeadline(runCtx, start.Add(cfg.Warmup+cfg.Duration))
+		runCtx, c2 = context.WithDeadline(runCtx, endAt)
 		defer c2()
 	}
+	// ended reports whether the run is over (an operation cut short by the
+	// end is not an error of the system; gRPC may report the deadline a
+	// moment before the context does).
+	ended := func() bool { return runCtx.Err() != nil || !endAt.IsZero() && !cfg.now().Before(endAt) }
 	var (
 		inserted atomic.Uint64 // records that exist (for latest / uniform)
 		nextOp   atomic.Int64  // operations issued (for Ops and loads)
@@ -250,7 +256,7 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 				}
 				op := wk.pick(phase)
 				err := wk.do(runCtx, op)
-				if err != nil && runCtx.Err() != nil {
+				if err != nil && ended() {
 					return // the run ended mid-operation: not an error of the system
 				}
 				if !intended.Before(measureFrom) {

@@ -622,21 +622,37 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 	}
 
 	start := c.cfg.Now()
+	fctx, fcancel := c.fanoutContext(ctx)
+	ch := make(chan reply, len(targets)+1)
 	if isReplica {
+		// Apply locally, then send the new set to the other replicas while
+		// the local fsync is still running: the two happen in parallel.
+		// (If this node crashes before its fsync, its next start is a new
+		// incarnation, so the dot it minted is never minted again.)
 		_, lspan := c.replicaSpan(ctx, "meridian.replica.write", c.cfg.NodeID, attrSync.Bool(durable))
-		set, err = c.cfg.Store.Update(r.loc, r.key, durable, mint)
-		endSpan(lspan, err)
+		var wait func() error
+		if durable {
+			set, wait, err = c.cfg.Store.UpdateNoSyncWait(r.loc, r.key, mint)
+		} else {
+			set, err = c.cfg.Store.Update(r.loc, r.key, false, mint)
+			wait = func() error { return nil }
+		}
 		if err != nil {
+			endSpan(lspan, err)
+			fcancel()
 			return nil, status.Errorf(codes.Internal, "local write failed: %v", err)
 		}
-		r.trail.add(c.cfg.NodeID, "coordinator write", "ok, "+set.Context().String(), c.cfg.Now().Sub(start))
-		tl.answer(c.cfg.DC, false, true)
+		self := target{Replica: placement.Replica{Node: c.cfg.NodeID, DC: c.cfg.DC}}
+		go func() {
+			err := wait()
+			endSpan(lspan, err)
+			r.trail.add(c.cfg.NodeID, "coordinator write", outcome(set, err), c.cfg.Now().Sub(start))
+			ch <- reply{t: self, err: err}
+		}()
 	} else {
 		set, _ = mint(version.Set{})
 	}
 
-	fctx, fcancel := c.fanoutContext(ctx)
-	ch := make(chan reply, len(targets))
 	var usedMu sync.Mutex
 	for _, t := range targets {
 		go func() {
@@ -702,7 +718,7 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 	}
 	werr := wait()
 	// The rest of the replicas finish in the background.
-	outstanding := len(targets) - len(got)
+	outstanding := len(targets) + b2i(isReplica) - len(got)
 	c.bg.Add(1)
 	go func() {
 		defer c.bg.Done()
@@ -715,13 +731,9 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 	if werr != nil {
 		return nil, werr
 	}
-	self := []reply(nil)
-	if isReplica {
-		self = []reply{{t: target{Replica: placement.Replica{Node: c.cfg.NodeID, DC: c.cfg.DC}}}}
-	}
 	resp := &kvv1.PutResponse{
 		Context:   set.Context().Encode(),
-		Effective: c.effective(r.need, append(self, got...), hinted),
+		Effective: c.effective(r.need, got, hinted),
 		Siblings:  siblingsProto(set),
 		Explain:   r.trail.events(),
 	}

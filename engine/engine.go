@@ -48,6 +48,12 @@ type Batch interface {
 	// write is durable (the WAL is fsynced); without it the write may be lost
 	// on a crash. A batch is unusable after Commit.
 	Commit(sync bool) error
+	// CommitNoSyncWait applies the batch durably but returns as soon as it
+	// is visible, before its fsync completes: the caller may release its
+	// locks, then must call wait, which returns once the batch is durable
+	// (concurrent batches share one fsync). Acknowledge nothing before wait
+	// returns nil.
+	CommitNoSyncWait() (wait func() error, err error)
 	// Close releases the batch; it is safe to call after Commit.
 	Close() error
 }

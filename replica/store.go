@@ -142,27 +142,75 @@ func (s *Store) Update(loc Loc, key []byte, sync bool, fn func(cur version.Set) 
 }
 
 func (s *Store) update(k []byte, loc Loc, key []byte, sync bool, fn func(cur version.Set) (version.Set, error)) (version.Set, error) {
-	mu := &s.locks[stripe(loc.Keyspace, key)]
-	mu.Lock()
-	defer mu.Unlock()
-	cur, err := s.read(k)
+	next, wait, err := s.apply(k, loc, key, sync, fn)
 	if err != nil {
 		return version.Set{}, err
+	}
+	if err := wait(); err != nil {
+		return version.Set{}, err
+	}
+	return next, nil
+}
+
+// UpdateNoSyncWait is Update for a durable write that returns once the new
+// set is visible, before its fsync: the caller can send it to other
+// replicas meanwhile, and must call wait (which returns once the local copy
+// is durable) before counting this replica's acknowledgement.
+func (s *Store) UpdateNoSyncWait(loc Loc, key []byte, fn func(cur version.Set) (version.Set, error)) (version.Set, func() error, error) {
+	if len(key) > MaxKeyLen {
+		return version.Set{}, nil, ErrKeyTooLong
+	}
+	return s.apply(DataKey(loc, key), loc, key, true, fn)
+}
+
+func noWait() error { return nil }
+
+// apply runs the read-modify-write under the key's lock. A durable write
+// becomes visible under the lock, so the next read-modify-write of this key
+// builds on it, but its fsync is waited for outside the lock (in wait), so
+// writes to a hot key share fsyncs (group commit) instead of queueing one
+// fsync each. The WAL is sequential: a later write's sync covers every
+// earlier one.
+func (s *Store) apply(k []byte, loc Loc, key []byte, sync bool, fn func(cur version.Set) (version.Set, error)) (version.Set, func() error, error) {
+	mu := &s.locks[stripe(loc.Keyspace, key)]
+	mu.Lock()
+	cur, err := s.read(k)
+	if err != nil {
+		mu.Unlock()
+		return version.Set{}, nil, err
 	}
 	next, err := fn(cur)
 	if err != nil {
-		return version.Set{}, err
+		mu.Unlock()
+		return version.Set{}, nil, err
 	}
 	if next.Equal(cur) {
-		return cur, nil
+		mu.Unlock()
+		return cur, noWait, nil
 	}
 	b := s.eng.NewBatch()
-	defer b.Close()
 	b.Set(k, next.Encode())
-	if err := b.Commit(sync); err != nil {
-		return version.Set{}, fmt.Errorf("replica: write: %w", err)
+	if !sync {
+		err := b.Commit(false)
+		mu.Unlock()
+		b.Close()
+		if err != nil {
+			return version.Set{}, nil, fmt.Errorf("replica: write: %w", err)
+		}
+		return next, noWait, nil
 	}
-	return next, nil
+	wait, err := b.CommitNoSyncWait()
+	mu.Unlock()
+	b.Close()
+	if err != nil {
+		return version.Set{}, nil, fmt.Errorf("replica: write: %w", err)
+	}
+	return next, func() error {
+		if err := wait(); err != nil {
+			return fmt.Errorf("replica: sync: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 // Merge merges an incoming sibling set (from another replica) into the

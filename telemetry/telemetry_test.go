@@ -79,7 +79,7 @@ func TestMetricsAndPprof(t *testing.T) {
 	defer tel.Close(context.Background())
 	tel.Metrics.RequestDone("Get", "QUORUM", "OK", 1e6)
 	for path, want := range map[string]string{
-		"/metrics":       `meridian_requests_total{level="QUORUM",op="Get",outcome="OK"} 1`,
+		"/metrics":      `meridian_requests_total{level="QUORUM",op="Get",outcome="OK"} 1`,
 		"/debug/pprof/": "goroutine",
 	} {
 		resp, err := http.Get("http://" + tel.MetricsAddr() + path)

@@ -76,7 +76,7 @@ node's ID and addresses, so scripts and 'meridian bench --cluster' can find it.
 	f.IntVar(&spec.NodesPerDC, "nodes-per-dc", 3, "nodes in each datacenter")
 	f.IntVar(&spec.RacksPerDC, "racks-per-dc", 1, "racks in each datacenter")
 	f.StringVar(&spec.Engine, "engine", "pebble", "storage engine: pebble or memory")
-	f.BoolVar(&spec.SeparateHosts, "separate-hosts", false, "bind datacenter i to 127.0.0.(i+1)")
+	f.BoolVar(&spec.SeparateHosts, "separate-hosts", true, "bind datacenter i to 127.0.0.(i+1) (false: every node on 127.0.0.1)")
 	f.StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
 	return cmd
 }

@@ -26,6 +26,12 @@ type serveFlags struct {
 func newServeCmd() *cobra.Command {
 	var cfg node.Config
 	var sf serveFlags
+	return newServeCmdFor(&cfg, &sf)
+}
+
+// newServeCmdFor binds the serve flags to cfg and sf.
+func newServeCmdFor(cfgp *node.Config, sfp *serveFlags) *cobra.Command {
+	cfg, sf := cfgp, sfp
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run a Meridian node",
@@ -41,14 +47,14 @@ Example, a 3-node cluster on one machine:
   (and the same for n2, n3 with their own addresses and directories)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := resolveConfig(cmd.Flags(), &cfg, &sf); err != nil {
+			if err := resolveConfig(cmd.Flags(), cfg, sf); err != nil {
 				return err
 			}
 			logger, err := newLogger(sf.logLevel, sf.logFormat)
 			if err != nil {
 				return err
 			}
-			n, err := node.Start(cmd.Context(), cfg, node.Options{Logger: logger, Register: ops.Register})
+			n, err := node.Start(cmd.Context(), *cfg, node.Options{Logger: logger, Register: ops.Register})
 			if err != nil {
 				return err
 			}
@@ -86,7 +92,6 @@ Example, a 3-node cluster on one machine:
 // fileConfig is the YAML file: node.Config plus the serve-only keys.
 type fileConfig struct {
 	node.Config `yaml:",inline"`
-	Join        any    `yaml:"join"`
 	LogLevel    string `yaml:"log-level"`
 	LogFormat   string `yaml:"log-format"`
 }
@@ -108,16 +113,7 @@ func resolveConfig(fs *pflag.FlagSet, cfg *node.Config, sf *serveFlags) error {
 			return fmt.Errorf("config file %s: %w", sf.config, err)
 		}
 		*cfg = fc.Config
-		switch j := fc.Join.(type) {
-		case string:
-			sf.join = j
-		case []any:
-			var parts []string
-			for _, p := range j {
-				parts = append(parts, fmt.Sprint(p))
-			}
-			sf.join = strings.Join(parts, ",")
-		}
+		sf.join = strings.Join(fc.Join, ",")
 		if fc.LogLevel != "" {
 			sf.logLevel = fc.LogLevel
 		}

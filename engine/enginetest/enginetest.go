@@ -25,6 +25,7 @@ func Run(t *testing.T, open func(t *testing.T) engine.Engine) {
 		{"IteratorBounds", testIteratorBounds},
 		{"Snapshot", testSnapshot},
 		{"ConcurrentWriters", testConcurrentWriters},
+		{"CommitNoSyncWait", testNoSyncWait},
 		{"Stats", func(t *testing.T, e engine.Engine) {
 			if e.Stats() == nil {
 				t.Fatal("Stats returned nil")
@@ -282,5 +283,25 @@ func testConcurrentWriters(t *testing.T, e engine.Engine) {
 	}
 	if !bytes.Equal([]byte(mustGet(t, e, "w7-49")), []byte("v")) {
 		t.Fatal("missing last write")
+	}
+}
+
+func testNoSyncWait(t *testing.T, e engine.Engine) {
+	var waits []func() error
+	for i := 0; i < 20; i++ {
+		b := e.NewBatch()
+		b.Set([]byte(fmt.Sprintf("ns%02d", i)), []byte("v"))
+		wait, err := b.CommitNoSyncWait()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Visible before the wait: a read-modify-write may build on it.
+		mustGet(t, e, fmt.Sprintf("ns%02d", i))
+		waits = append(waits, wait)
+	}
+	for _, w := range waits {
+		if err := w(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -127,6 +127,14 @@ func (b *batch) Commit(bool) error {
 	return nil
 }
 
+// CommitNoSyncWait is Commit; memory has nothing to wait for.
+func (b *batch) CommitNoSyncWait() (func() error, error) {
+	if err := b.Commit(true); err != nil {
+		return nil, err
+	}
+	return func() error { return nil }, nil
+}
+
 type snapshot struct {
 	mu     sync.Mutex
 	tree   *btree.BTreeG[item]

@@ -251,6 +251,32 @@ func (b *batch) Commit(sync bool) error {
 	return nil
 }
 
+// CommitNoSyncWait applies the batch and returns before its fsync; wait
+// blocks until the WAL holding it is synced.
+func (b *batch) CommitNoSyncWait() (func() error, error) {
+	if b.b == nil {
+		return nil, errors.New("pebble: batch already committed or closed")
+	}
+	if err := b.e.acquire(); err != nil {
+		return nil, err
+	}
+	defer b.e.mu.RUnlock()
+	pb := b.b
+	b.b = nil
+	if err := b.e.db.ApplyNoSyncWait(pb, pebbledb.Sync); err != nil {
+		pb.Close()
+		return nil, fmt.Errorf("pebble: commit: %w", err)
+	}
+	return func() error {
+		err := pb.SyncWait()
+		pb.Close()
+		if err != nil {
+			return fmt.Errorf("pebble: sync: %w", err)
+		}
+		return nil
+	}, nil
+}
+
 func (b *batch) Close() error {
 	if b.b == nil {
 		return nil

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridiankv/meridian/node"
+)
+
+// TestConfigPrecedence: a flag wins over MERIDIAN_* which wins over the
+// YAML file, which wins over defaults.
+func TestConfigPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "node.yaml")
+	os.WriteFile(file, []byte(`id: from-file
+grpc-addr: 127.0.0.1:7001
+data-dir: /var/lib/meridian
+initial-cluster: from-file=127.0.0.1:7001,n2=127.0.0.1:7002/dc2/r1/3
+request-timeout: 2s
+join: [127.0.0.1:7101, 127.0.0.1:7102]
+keyspaces:
+  - name: orders
+    replication: {dc1: 1}
+`), 0o644)
+	t.Setenv("MERIDIAN_DATA_DIR", "/from/env")
+	t.Setenv("MERIDIAN_REQUEST_TIMEOUT", "3s")
+	var cfg node.Config
+	var sf serveFlags
+	cmd := newServeCmdFor(&cfg, &sf)
+	if err := cmd.Flags().Parse([]string{"--config", file, "--request-timeout", "4s"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := resolveConfig(cmd.Flags(), &cfg, &sf); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ID != "from-file" || cfg.DataDir != "/from/env" || cfg.RequestTimeout != 4*time.Second {
+		t.Fatalf("resolved id=%q data-dir=%q timeout=%v; want file, env, flag", cfg.ID, cfg.DataDir, cfg.RequestTimeout)
+	}
+	if len(cfg.Join) != 2 || len(cfg.Keyspaces) != 1 || cfg.Keyspaces[0].Name != "orders" {
+		t.Fatalf("join %v keyspaces %v", cfg.Join, cfg.Keyspaces)
+	}
+	os.WriteFile(file, []byte("id: x\nbogus-key: 1\n"), 0o644)
+	cfg, sf = node.Config{}, serveFlags{}
+	cmd = newServeCmdFor(&cfg, &sf)
+	cmd.Flags().Parse([]string{"--config", file})
+	if err := resolveConfig(cmd.Flags(), &cfg, &sf); err == nil || !strings.Contains(err.Error(), "bogus-key") {
+		t.Fatalf("unknown YAML key: %v", err)
+	}
+}
+
+// TestDevWritesClusterFile runs `meridian dev` until cluster.json appears,
+// then stops it as Ctrl-C would.
+func TestDevWritesClusterFile(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetArgs([]string{"dev", "--nodes", "3", "--dir", dir, "--engine", "memory"})
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	path := filepath.Join(dir, "cluster.json")
+	deadline := time.Now().Add(60 * time.Second)
+	var cf node.ClusterFile
+	for {
+		if b, err := os.ReadFile(path); err == nil && json.Unmarshal(b, &cf) == nil && len(cf.Nodes) == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("cluster.json never appeared")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, n := range cf.Nodes {
+		if n.ID == "" || !strings.HasPrefix(n.GRPCAddr, "127.0.0.") || n.GossipAddr == "" || n.DC != "dc1" {
+			t.Errorf("cluster.json entry %+v", n)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
