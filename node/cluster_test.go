@@ -399,3 +399,45 @@ func TestExplain(t *testing.T) {
 		t.Fatal("explain returned without being asked for")
 	}
 }
+
+// TestAnyWithEveryReplicaDown: ANY accepts a write when no replica of the
+// key is reachable (a fallback keeps it as a hint); primary_only refuses.
+func TestAnyWithEveryReplicaDown(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 3, Engine: "memory",
+		Keyspaces: []membership.KeyspaceSpec{{Name: "one", Replication: map[string]int{"dc1": 1}}}})
+	ctx := ctxT(t)
+	key := []byte("lonely")
+	topo := l.Nodes()[0].Topology()
+	ks, _ := topo.Keyspace("one")
+	owner := ks.Table.Replicas(topo.Ring.Partition(key))[0].Node
+	var other *node.Node
+	for _, n := range l.Nodes() {
+		if n.ID() != owner {
+			other = n
+		}
+	}
+	c := dial(t, other.Addr())
+	if err := l.Stop(owner); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, other.ID()+" to see "+owner+" leave", func() bool { return !other.Alive(owner) })
+	_, err := c.Put(ctx, &kvv1.PutRequest{Keyspace: "one", Key: key, Value: []byte("v"),
+		Consistency: &kvv1.Consistency{Level: kvv1.Level_LEVEL_ONE, PrimaryOnly: true}})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("ONE primary_only with the only replica down = %v, want UNAVAILABLE", err)
+	}
+	put, err := c.Put(ctx, &kvv1.PutRequest{Keyspace: "one", Key: key, Value: []byte("v"), Consistency: lvl(kvv1.Level_LEVEL_ANY)})
+	if err != nil {
+		t.Fatalf("ANY with the only replica down: %v", err)
+	}
+	if len(put.Effective.Hinted) == 0 {
+		t.Fatalf("ANY put effective %v: want a hinted copy", put.Effective)
+	}
+	held := 0
+	for _, n := range l.Nodes() {
+		n.Store().Hints(owner, func(replica.Hint) bool { held++; return true })
+	}
+	if held == 0 {
+		t.Fatal("no node holds a hint for the down replica")
+	}
+}
