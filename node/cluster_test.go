@@ -336,8 +336,9 @@ func TestHintedHandoff(t *testing.T) {
 		l.Node(fallback).Store().Hints(down, func(replica.Hint) bool { held++; return true })
 		return held == 1
 	})
-	if len(put.Effective.Replicas) < 2 {
-		t.Fatalf("QUORUM put acknowledged by %v", put.Effective.Replicas)
+	// Sloppy quorum: a hinted copy may be one of the two acknowledgements.
+	if len(put.Effective.Replicas)+len(put.Effective.Hinted) < 2 {
+		t.Fatalf("QUORUM put acknowledged by %v (hinted %v)", put.Effective.Replicas, put.Effective.Hinted)
 	}
 
 	// Back up: the hint is delivered and deleted.
