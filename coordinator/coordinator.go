@@ -591,7 +591,8 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 	if isReplica {
 		tl.expect(c.cfg.DC, false)
 	}
-	used := map[string]bool{c.cfg.NodeID: true}
+	// A coordinator that is not a replica may hold a hint itself.
+	used := map[string]bool{c.cfg.NodeID: isReplica}
 	var down []placement.Replica
 	for _, rep := range r.reps {
 		switch {
