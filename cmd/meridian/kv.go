@@ -242,7 +242,14 @@ func printResult(w io.Writer, asJSON bool, key string, sibs []*kvv1.Sibling, kct
 		}
 	}
 	fmt.Fprintf(w, "context: %s\n", res.Context)
-	fmt.Fprintf(w, "n=%d r=%d w=%d coordinator=%s replicas=%s", res.N, res.R, res.W, res.Coordinator, strings.Join(res.Replicas, ","))
+	fmt.Fprintf(w, "n=%d", res.N)
+	if res.R > 0 {
+		fmt.Fprintf(w, " r=%d", res.R)
+	}
+	if res.W > 0 {
+		fmt.Fprintf(w, " w=%d", res.W)
+	}
+	fmt.Fprintf(w, " coordinator=%s replicas=%s", res.Coordinator, strings.Join(res.Replicas, ","))
 	if len(res.Hinted) > 0 {
 		fmt.Fprintf(w, " hinted=%s", strings.Join(res.Hinted, ","))
 	}
