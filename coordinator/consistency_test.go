@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/placement"
 )
 
 func TestResolveLevels(t *testing.T) {
@@ -144,5 +145,48 @@ func TestTally(t *testing.T) {
 		if got := tl.met(); got == primaryOnly {
 			t.Errorf("primaryOnly=%v: met=%v", primaryOnly, got)
 		}
+	}
+}
+
+func TestPickReads(t *testing.T) {
+	c := &Coordinator{cfg: Config{NodeID: "n2"}}
+	live := []target{
+		{Replica: placement.Replica{Node: "n1", DC: "east"}},
+		{Replica: placement.Replica{Node: "n2", DC: "east"}},
+		{Replica: placement.Replica{Node: "n3", DC: "east"}},
+		{Replica: placement.Replica{Node: "n4", DC: "west"}},
+		{Replica: placement.Replica{Node: "n5", DC: "west"}},
+	}
+	names := func(ts []target) string {
+		var s []string
+		for _, t := range ts {
+			s = append(s, t.Node)
+		}
+		return strings.Join(s, ",")
+	}
+	repl := Replication{"east": 3, "west": 2}
+	cases := []struct {
+		level         kvv1.Level
+		local         string
+		asked, spares string
+	}{
+		{kvv1.Level_LEVEL_ONE, "east", "n2", "n1,n3,n4,n5"},
+		{kvv1.Level_LEVEL_QUORUM, "east", "n2,n1,n3", "n4,n5"},
+		{kvv1.Level_LEVEL_LOCAL_QUORUM, "west", "n4,n5", "n2,n1,n3"},
+		{kvv1.Level_LEVEL_EACH_QUORUM, "east", "n2,n1,n4,n5", "n3"},
+		{kvv1.Level_LEVEL_ALL, "east", "n2,n1,n3,n4,n5", ""},
+	}
+	for _, tc := range cases {
+		need, err := Resolve(&kvv1.Consistency{Level: tc.level}, OpRead, repl, tc.local)
+		if err != nil {
+			t.Fatal(err)
+		}
+		asked, spares := c.pickReads(need, live, false)
+		if names(asked) != tc.asked || names(spares) != tc.spares {
+			t.Errorf("%s from %s: asked %s spares %s, want %s / %s", tc.level, tc.local, names(asked), names(spares), tc.asked, tc.spares)
+		}
+	}
+	if asked, _ := c.pickReads(Need{Total: 1}, live, true); len(asked) != 5 {
+		t.Errorf("read-repair read asked %d replicas, want all 5", len(asked))
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -69,6 +70,13 @@ type Config struct {
 	Tracer trace.Tracer
 	// Observer receives metrics (default: none).
 	Observer Observer
+	// ReadRepairChance is the fraction of reads sent to every live replica
+	// rather than only as many as the level needs, so that read repair
+	// reaches replicas outside the quorum (default 0.1; replicas inside it
+	// are always repaired). Negative means never.
+	ReadRepairChance float64
+	// Rand draws uniformly from [0, 1) (default math/rand/v2's Float64).
+	Rand func() float64
 }
 
 // Defaults for Config.
@@ -100,7 +108,16 @@ func (c *Config) setDefaults() {
 	if c.Observer == nil {
 		c.Observer = nopObserver{}
 	}
+	if c.ReadRepairChance == 0 {
+		c.ReadRepairChance = DefaultReadRepairChance
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Float64
+	}
 }
+
+// DefaultReadRepairChance is Config.ReadRepairChance's default.
+const DefaultReadRepairChance = 0.1
 
 // Coordinator serves client requests on one node and the replica side of
 // other coordinators' requests.
@@ -255,23 +272,31 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 	ctx, cancel := c.deadline(ctx)
 	defer cancel()
 
-	tl := newTally(r.need)
-	var targets []target
+	// Every live replica could answer; ask only as many as the level
+	// needs (this node first, then its DC), keep the rest as spares for
+	// failures, and — for ReadRepairChance of reads — ask them all so that
+	// read repair reaches replicas the quorum did not.
+	var live []target
 	for _, rep := range r.reps {
 		if c.alive(rep.Node) {
-			targets = append(targets, target{Replica: rep})
-			tl.expect(rep.DC, false)
+			live = append(live, target{Replica: rep})
 		} else {
 			r.trail.add(rep.Node, "skip replica", "down", 0)
 		}
 	}
-	span.SetAttributes(attrContacted.Int(len(targets)))
-	if tl.hopeless() {
-		return nil, &UnavailableError{Op: OpRead, Need: r.need, Alive: len(targets), Detail: tl.shortfall()}
+	full := newTally(r.need)
+	for _, t := range live {
+		full.expect(t.DC, false)
 	}
+	if full.hopeless() {
+		return nil, &UnavailableError{Op: OpRead, Need: r.need, Alive: len(live), Detail: full.shortfall()}
+	}
+	asked, spares := c.pickReads(r.need, live, c.cfg.Rand() < c.cfg.ReadRepairChance)
+	tl := newTally(r.need)
 	fctx, fcancel := c.fanoutContext(ctx)
-	ch := make(chan reply, len(targets))
-	for _, t := range targets {
+	ch := make(chan reply, len(live))
+	launch := func(t target) {
+		tl.expect(t.DC, false)
 		go func() {
 			start := c.cfg.Now()
 			set, err := c.readFrom(fctx, t.Node, r)
@@ -279,6 +304,10 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 			ch <- reply{t: t, set: set, err: err}
 		}()
 	}
+	for _, t := range asked {
+		launch(t)
+	}
+	targets := asked
 
 	var (
 		merged  version.Set
@@ -286,6 +315,13 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 		lastErr error
 	)
 	for !tl.met() {
+		if tl.hopeless() && len(spares) > 0 {
+			// A replica failed: ask the next one instead.
+			launch(spares[0])
+			targets = append(targets, spares[0])
+			spares = spares[1:]
+			continue
+		}
 		if tl.hopeless() {
 			c.finishRead(fctx, fcancel, r, ch, len(targets)-len(got), got, merged)
 			return nil, &FailedError{Op: OpRead, Need: r.need, Answered: tl.acks, Failed: failed(got), Asked: len(targets), Short: tl.shortfall(), Cause: lastErr}
@@ -306,7 +342,7 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 		}
 	}
 	c.finishRead(fctx, fcancel, r, ch, len(targets)-len(got), got, merged)
-	span.SetAttributes(attrAnswered.Int(tl.acks), attrFailed.Int(len(got)-tl.acks), attrSiblings.Int(len(merged.Siblings)))
+	span.SetAttributes(attrContacted.Int(len(targets)), attrAnswered.Int(tl.acks), attrFailed.Int(len(got)-tl.acks), attrSiblings.Int(len(merged.Siblings)))
 	c.obs.SiblingsReturned(len(merged.Siblings))
 
 	if r.ks.Conflict == membership.ConflictLWW {
@@ -386,6 +422,50 @@ func (c *Coordinator) readFrom(ctx context.Context, node string, r *request) (se
 		return version.Set{}, err
 	}
 	return version.DecodeSet(resp.GetSet())
+}
+
+// pickReads orders the live replicas (this node, then the need's local DC,
+// then the rest) and returns the fewest that can meet the need, and the
+// others as spares. With all, every live replica is asked.
+func (c *Coordinator) pickReads(need Need, live []target, all bool) (asked, spares []target) {
+	ordered := make([]target, 0, len(live))
+	rank := func(t target) int {
+		switch {
+		case t.Node == c.cfg.NodeID:
+			return 0
+		case t.DC == need.Local:
+			return 1
+		}
+		return 2
+	}
+	for k := 0; k <= 2; k++ {
+		for _, t := range live {
+			if rank(t) == k {
+				ordered = append(ordered, t)
+			}
+		}
+	}
+	if all {
+		return ordered, nil
+	}
+	total, perDC := 0, map[string]int{}
+	for _, t := range ordered {
+		useful := false
+		if need.PerDC[t.DC] > perDC[t.DC] {
+			useful = true
+		}
+		if total < need.Total && (!need.LocalOnly || t.DC == need.Local) {
+			useful = true
+		}
+		if useful {
+			asked = append(asked, t)
+			total++
+			perDC[t.DC]++
+		} else {
+			spares = append(spares, t)
+		}
+	}
+	return asked, spares
 }
 
 func (c *Coordinator) dcOf(node string) string {
