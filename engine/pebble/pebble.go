@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sync"
 
 	pebbledb "github.com/cockroachdb/pebble"
@@ -73,11 +74,59 @@ func Open(opts Options) (*Engine, error) {
 	if opts.FS != nil {
 		po.FS = opts.FS
 	}
+	fs := po.FS
+	if fs == nil {
+		fs = vfs.Default
+	}
+	// Pebble syncs the files in its directory, not the directory's own
+	// entry in its parent: create the directory and make its entry durable
+	// first, so a crash right after the first acknowledged write cannot
+	// lose the whole directory.
+	if err := fs.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("pebble: create %s: %w", opts.Dir, err)
+	}
+	if err := syncAncestors(fs, opts.Dir); err != nil {
+		return nil, fmt.Errorf("pebble: sync the directories above %s: %w", opts.Dir, err)
+	}
 	db, err := pebbledb.Open(opts.Dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("pebble: open %s: %w", opts.Dir, err)
 	}
 	return &Engine{db: db}, nil
+}
+
+// syncAncestors fsyncs every directory above dir, so that each entry on the
+// path (which MkdirAll may just have created) is durable.
+func syncAncestors(fs vfs.FS, dir string) error {
+	if fs == vfs.Default {
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return err
+		}
+		dir = abs
+	}
+	for d := filepath.Clean(dir); ; {
+		parent := filepath.Dir(d)
+		if parent == d {
+			return nil
+		}
+		if err := syncDir(fs, parent); err != nil {
+			return err
+		}
+		d = parent
+	}
+}
+
+func syncDir(fs vfs.FS, dir string) error {
+	d, err := fs.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // slogLogger routes Pebble's logging to slog at debug level. Fatalf keeps
