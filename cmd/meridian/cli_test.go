@@ -88,3 +88,54 @@ func TestDevWritesClusterFile(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestKVCommands drives `meridian kv` against a local cluster: text and
+// the stable JSON form, contexts passed back, and errors that say what to do.
+func TestKVCommands(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	l, err := node.StartLocal(ctx, node.LocalSpec{NodesPerDC: 3, Engine: "memory", GossipProfile: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	addr := l.Nodes()[0].Addr()
+	run := func(args ...string) (string, error) {
+		root := newRoot()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetArgs(args)
+		err := root.ExecuteContext(ctx)
+		return out.String(), err
+	}
+	if _, err := run("kv", "put", "--addr", addr, "k", "v1"); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run("kv", "get", "--addr", addr, "--json", "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res jsonResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("--json output is not JSON: %v\n%s", err, out)
+	}
+	if !res.Found || len(res.Siblings) != 1 || *res.Siblings[0].Value != "v1" || res.Context == "" || res.N != 3 || res.R != 2 {
+		t.Fatalf("get --json = %+v", res)
+	}
+	// Two writes with the same context become siblings; the text view says so.
+	run("kv", "put", "--addr", addr, "--context", res.Context, "k", "a")
+	run("kv", "put", "--addr", addr, "--context", res.Context, "k", "b")
+	out, _ = run("kv", "get", "--addr", addr, "--consistency", "all", "k")
+	if !strings.Contains(out, "2 siblings") || !strings.Contains(out, `"a"`) || !strings.Contains(out, `"b"`) {
+		t.Fatalf("get after concurrent puts:\n%s", out)
+	}
+	if _, err := run("kv", "put", "--addr", addr, "--context", "%%%", "k", "x"); err == nil || !strings.Contains(err.Error(), "not a context printed by get or put") {
+		t.Fatalf("bad context: %v", err)
+	}
+	if _, err := run("kv", "get", "--addr", addr, "--consistency", "most", "k"); err == nil || !strings.Contains(err.Error(), "use one, two, three") {
+		t.Fatalf("bad level: %v", err)
+	}
+	if _, err := run("bench", "--addr", addr, "--workload", "E"); err == nil || !strings.Contains(err.Error(), "scans") {
+		t.Fatalf("workload E: %v", err)
+	}
+}
