@@ -560,7 +560,7 @@ func (c *Coordinator) write(ctx context.Context, span trace.Span, req *kvv1.PutR
 		}
 	}
 	if !isReplica && !forwarded {
-		return c.forward(ctx, span, r, req, tombstone, cons)
+		return c.forward(ctx, span, r, req, tombstone)
 	}
 	return c.coordinate(ctx, span, r, req, clk, tombstone, isReplica)
 }
@@ -577,7 +577,7 @@ func withDC(c *kvv1.Consistency, dc string) *kvv1.Consistency {
 // forward sends a write to a live replica, preferring the local DC, which
 // mints the dot. If no replica is alive and hinted copies may count, this
 // node coordinates the write itself as a fallback.
-func (c *Coordinator) forward(ctx context.Context, span trace.Span, r *request, req *kvv1.PutRequest, tombstone bool, cons *kvv1.Consistency) (*kvv1.PutResponse, error) {
+func (c *Coordinator) forward(ctx context.Context, span trace.Span, r *request, req *kvv1.PutRequest, tombstone bool) (*kvv1.PutResponse, error) {
 	local := r.need.Local
 	var order []placement.Replica
 	for _, rep := range r.reps {
@@ -595,7 +595,9 @@ func (c *Coordinator) forward(ctx context.Context, span trace.Span, r *request, 
 		start := c.cfg.Now()
 		fctx, fspan := c.replicaSpan(ctx, "meridian.forward", rep.Node)
 		resp, err := c.cfg.Peers.Coordinate(fctx, rep.Node, &internalv1.CoordinateRequest{
-			Put: req, Tombstone: tombstone, OriginDc: cons.GetDc(),
+			// The level's "local" DC is this node's (or the client's
+			// choice), not the replica's that coordinates.
+			Put: req, Tombstone: tombstone, OriginDc: r.need.Local,
 		})
 		endSpan(fspan, err)
 		r.trail.add(rep.Node, "forward to replica", errText(err), c.cfg.Now().Sub(start))

@@ -114,3 +114,40 @@ func TestLastWriterWinsKeyspace(t *testing.T) {
 		t.Fatalf("lww keyspace = %v; want only the later write", got)
 	}
 }
+
+// TestLocalLevelKeepsTheCallersDC: a node whose DC has no live replica of a
+// key must not satisfy LOCAL_QUORUM by forwarding to a replica elsewhere
+// that would count its own DC as "local".
+func TestLocalLevelKeepsTheCallersDC(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{DCs: 2, NodesPerDC: 2, Engine: "memory",
+		Keyspaces: []membership.KeyspaceSpec{{Name: "ks", Replication: map[string]int{"dc1": 2, "dc2": 1}}}})
+	key := []byte("k")
+	topo := l.Nodes()[0].Topology()
+	ks, _ := topo.Keyspace("ks")
+	var dc2Replica string
+	for _, r := range ks.Table.Replicas(topo.Ring.Partition(key)) {
+		if r.DC == "dc2" {
+			dc2Replica = r.Node
+		}
+	}
+	var entry *node.Node
+	for _, n := range l.Nodes() {
+		if n.DC() == "dc2" && n.ID() != dc2Replica {
+			entry = n
+		}
+	}
+	if err := l.Stop(dc2Replica); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the stop to be seen", func() bool { return !entry.Alive(dc2Replica) })
+	c := dial(t, entry.Addr())
+	ctx := ctxT(t)
+	_, err := c.Put(ctx, &kvv1.PutRequest{Keyspace: "ks", Key: key, Value: []byte("v"), Consistency: lvl(kvv1.Level_LEVEL_LOCAL_QUORUM)})
+	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "dc2") {
+		t.Fatalf("LOCAL_QUORUM in dc2 with dc2's replica down = %v; want UNAVAILABLE about dc2", err)
+	}
+	// The same write at QUORUM goes through dc1.
+	if _, err := c.Put(ctx, &kvv1.PutRequest{Keyspace: "ks", Key: key, Value: []byte("v"), Consistency: lvl(kvv1.Level_LEVEL_QUORUM)}); err != nil {
+		t.Fatal(err)
+	}
+}
