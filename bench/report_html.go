@@ -162,6 +162,8 @@ func axes(b *strings.Builder, xLabel, yLabel string, maxY float64) {
 
 func short(v float64) string {
 	switch {
+	case v == 0:
+		return "0"
 	case v >= 10000:
 		return fmt.Sprintf("%.0fk", v/1000)
 	case v >= 100:
