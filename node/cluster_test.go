@@ -442,3 +442,22 @@ func TestAnyWithEveryReplicaDown(t *testing.T) {
 		t.Fatal("no node holds a hint for the down replica")
 	}
 }
+
+// TestDeadline: when replicas are slower than the caller's deadline, the
+// request fails with DEADLINE_EXCEEDED saying how many answered.
+func TestDeadline(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 3, Engine: "memory"})
+	n1 := l.Nodes()[0]
+	for _, other := range l.Nodes()[1:] {
+		n1.Faults().Delay(other.ID(), 2*time.Second)
+	}
+	c := dial(t, n1.Addr())
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err := c.Put(ctx, &kvv1.PutRequest{Key: []byte("slow"), Value: []byte("v"), Consistency: lvl(kvv1.Level_LEVEL_ALL)})
+	st := status.Convert(err)
+	if st.Code() != codes.DeadlineExceeded || !strings.Contains(st.Message(), "1 of 3 replicas answered") {
+		t.Fatalf("slow ALL put = %v, want DEADLINE_EXCEEDED with 1 of 3 answered", err)
+	}
+	n1.Faults().Heal()
+}
