@@ -83,7 +83,13 @@ func orDefault(ks string) string {
 }
 
 // replicaSpan starts a span for one replica operation (local or remote).
+// When the request is not being recorded (tracing off, or not sampled) it
+// starts nothing and returns the request's own non-recording span, whose
+// End is a no-op: the request path then pays nothing for tracing.
 func (c *Coordinator) replicaSpan(ctx context.Context, name, node string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	if parent := trace.SpanFromContext(ctx); !parent.IsRecording() {
+		return ctx, parent
+	}
 	return c.tracer.Start(ctx, name, trace.WithAttributes(append(attrs, attrNode.String(node))...))
 }
 
