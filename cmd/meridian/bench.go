@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 	"github.com/meridiankv/meridian/bench"
@@ -203,9 +201,9 @@ func runBench(ctx context.Context, out, errOut io.Writer, f benchFlags) error {
 		store.Write.Durable = &durable
 	}
 	for _, a := range addrs {
-		conn, err := grpc.NewClient(a, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := dial(a)
 		if err != nil {
-			return fmt.Errorf("connect to %s: %w", a, err)
+			return err
 		}
 		defer conn.Close()
 		store.Clients = append(store.Clients, kvv1.NewKVClient(conn))

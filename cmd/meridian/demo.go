@@ -11,7 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
@@ -72,12 +71,21 @@ func (d *demo) show(format string, args ...any) {
 	fmt.Fprintf(d.out, "   %s\n", fmt.Sprintf(format, args...))
 }
 
-func (d *demo) client(addr string) (kvv1.KVClient, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// conn dials addr and remembers the connection for close.
+func (d *demo) conn(addr string) (*grpc.ClientConn, error) {
+	conn, err := dial(addr)
 	if err != nil {
 		return nil, err
 	}
 	d.conns = append(d.conns, conn)
+	return conn, nil
+}
+
+func (d *demo) client(addr string) (kvv1.KVClient, error) {
+	conn, err := d.conn(addr)
+	if err != nil {
+		return nil, err
+	}
 	return kvv1.NewKVClient(conn), nil
 }
 
@@ -334,10 +342,9 @@ func (d *demo) multiDC(ctx context.Context, dir string) error {
 }
 
 func (d *demo) admin(addr string) (adminv1.AdminClient, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := d.conn(addr)
 	if err != nil {
 		return nil, err
 	}
-	d.conns = append(d.conns, conn)
 	return adminv1.NewAdminClient(conn), nil
 }

@@ -11,8 +11,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 )
@@ -149,9 +147,9 @@ func withKV(ctx context.Context, f kvFlags, fn func(context.Context, kvv1.KVClie
 		durable := false
 		cons.Durable = &durable
 	}
-	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := dial(f.addr)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", f.addr, err)
+		return err
 	}
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)

@@ -11,6 +11,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -54,6 +56,15 @@ func newRoot() *cobra.Command {
 		newVersionCmd(),
 	)
 	return root
+}
+
+// dial opens a client connection to a node (plaintext gRPC).
+func dial(addr string) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w (is --addr host:port?)", addr, err)
+	}
+	return conn, nil
 }
 
 // Version is set at build time with -ldflags "-X main.Version=...".
