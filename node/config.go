@@ -47,6 +47,13 @@ type Config struct {
 	HintInterval time.Duration `yaml:"hint-interval"`
 	// MaxConcurrentStreams per client connection (default 1024).
 	MaxConcurrentStreams uint32 `yaml:"max-concurrent-streams"`
+	// ClusterSecretFile names a file of cluster secrets (see ParseSecrets):
+	// every node of a cluster must share them. Causal contexts handed to
+	// clients are authenticated with them.
+	ClusterSecretFile string `yaml:"cluster-secret-file"`
+	// ClusterSecrets are secrets given directly (embedded and local
+	// clusters); they come before those of ClusterSecretFile.
+	ClusterSecrets []string `yaml:"-"`
 	// Telemetry: tracing exporters, sampling, /metrics and pprof.
 	Telemetry telemetry.Config `yaml:",inline"`
 }
@@ -116,6 +123,14 @@ func (c Config) Validate() error {
 	}
 	if c.RequestTimeout < 0 {
 		return fmt.Errorf("request-timeout %s is negative", c.RequestTimeout)
+	}
+	if c.ClusterSecretFile == "" && len(c.ClusterSecrets) == 0 {
+		return errors.New("no cluster secret: every node of a cluster needs the same --cluster-secret-file (create one with `meridian secret create FILE` and copy it to each node)")
+	}
+	for _, s := range c.ClusterSecrets {
+		if len(s) < MinSecretLen {
+			return fmt.Errorf("cluster secret too short: use at least %d characters", MinSecretLen)
+		}
 	}
 	members, err := ParseInitialCluster(c.InitialCluster)
 	if err != nil {

@@ -35,6 +35,9 @@ type LocalSpec struct {
 	GossipProfile string
 	// RequestTimeout for every node (default 5s).
 	RequestTimeout time.Duration
+	// Secrets are the cluster secrets every node shares (default: one
+	// generated at start).
+	Secrets []string
 	// SeparateHosts binds DC i to 127.0.0.(i+1) instead of 127.0.0.1 for all.
 	SeparateHosts bool
 	Logger        *slog.Logger
@@ -104,6 +107,10 @@ func StartLocal(ctx context.Context, spec LocalSpec) (*Local, error) {
 		}
 	}
 	initial := FormatInitialCluster(l.members)
+	if len(spec.Secrets) == 0 {
+		spec.Secrets = []string{GenerateSecret()}
+		l.spec.Secrets = spec.Secrets
+	}
 	var seed string
 	for i, m := range l.members {
 		cfg := Config{
@@ -117,6 +124,7 @@ func StartLocal(ctx context.Context, spec LocalSpec) (*Local, error) {
 			Keyspaces:      spec.Keyspaces,
 			GossipProfile:  spec.GossipProfile,
 			RequestTimeout: spec.RequestTimeout,
+			ClusterSecrets: spec.Secrets,
 		}
 		if seed != "" {
 			cfg.Join = []string{seed}
