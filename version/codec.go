@@ -10,17 +10,35 @@ import (
 //
 //	clock: format(1 byte = 1) | n | n × (node | counter | time as zigzag varint)
 //	set:   format(1 byte = 1) | clock body (n | entries) | m | m × sibling
-//	sibling: dot node | dot counter | flags(1 byte: bit0 tombstone) | wall (varint) | logical | value bytes
+//	sibling: dot node | dot counter | flags(1 byte: bit0 tombstone, bit1 request ID) | wall (varint) | logical | [request ID bytes] | value bytes
 //
 // Node names in sibling dots refer to the clock's entries by index + 1
 // (0 = literal name follows), which keeps sets with many siblings small.
 const formatV1 = 1
 
-// Limits that stop a lying length prefix from causing a huge allocation.
+// Hard limits, the same for the encoder's callers (Set.Check) and the
+// decoder: a set that Check accepts always decodes, and a lying length
+// prefix cannot cause a huge allocation.
 const (
-	maxEntries  = 1 << 16
-	maxSiblings = 1 << 16
-	maxNameLen  = 1 << 10
+	// MaxSiblings is the most siblings a stored set can hold.
+	MaxSiblings = 1024
+	// MaxClockEntries is the most entries a clock can hold: one per
+	// sibling's actor plus the pruning policy's free entries, with room.
+	MaxClockEntries = 2048
+	// MaxNameLen is the longest actor name.
+	MaxNameLen = 256
+	// MaxCounter is the largest counter accepted; far beyond anything a
+	// store mints (2^62), it leaves room so that +1 never wraps.
+	MaxCounter = 1 << 62
+	// MaxRequestIDLen is the longest request ID.
+	MaxRequestIDLen = 64
+	// MaxSetBytes is the largest encoded set.
+	MaxSetBytes = 128 << 20
+)
+
+const (
+	flagTombstone = 1 << 0
+	flagRequestID = 1 << 1
 )
 
 // Encode returns the compact binary form of the clock (empty for an empty
@@ -63,6 +81,18 @@ func DecodeClock(b []byte) (Clock, error) {
 	return c, nil
 }
 
+// EncodedSize returns an upper bound of len(s.Encode()), cheaply.
+func (s Set) EncodedSize() int {
+	size := 1 + binary.MaxVarintLen64
+	for _, e := range s.Clock.Entries {
+		size += 3*binary.MaxVarintLen64 + len(e.Node)
+	}
+	for _, sib := range s.Siblings {
+		size += 7*binary.MaxVarintLen64 + 1 + len(sib.Dot.Node) + len(sib.Value.RequestID) + len(sib.Value.Bytes)
+	}
+	return size
+}
+
 // Encode returns the compact, deterministic binary form of the set.
 func (s Set) Encode() []byte { return s.AppendEncode(nil) }
 
@@ -90,11 +120,18 @@ func (s Set) AppendEncode(dst []byte) []byte {
 		dst = binary.AppendUvarint(dst, sib.Dot.Counter)
 		var flags byte
 		if sib.Value.Tombstone {
-			flags |= 1
+			flags |= flagTombstone
+		}
+		if len(sib.Value.RequestID) > 0 {
+			flags |= flagRequestID
 		}
 		dst = append(dst, flags)
 		dst = binary.AppendVarint(dst, sib.Value.Time.Wall)
 		dst = binary.AppendUvarint(dst, uint64(sib.Value.Time.Logical))
+		if len(sib.Value.RequestID) > 0 {
+			dst = binary.AppendUvarint(dst, uint64(len(sib.Value.RequestID)))
+			dst = append(dst, sib.Value.RequestID...)
+		}
 		dst = binary.AppendUvarint(dst, uint64(len(sib.Value.Bytes)))
 		dst = append(dst, sib.Value.Bytes...)
 	}
@@ -114,7 +151,10 @@ func DecodeSet(b []byte) (Set, error) {
 	d := decoder{b: b[1:]}
 	s := Set{Clock: d.clock()}
 	n := d.uvarint()
-	if n > maxSiblings || n > uint64(len(d.b)) {
+	if len(b) > MaxSetBytes {
+		d.fail("set of %d bytes over the limit of %d", len(b), MaxSetBytes)
+	}
+	if n > MaxSiblings || n > uint64(len(d.b)) {
 		d.fail("sibling count %d too large", n)
 	}
 	if d.err == nil && n > 0 {
@@ -131,18 +171,24 @@ func DecodeSet(b []byte) (Set, error) {
 		default:
 			d.fail("sibling node reference %d out of range", ref)
 		}
-		sib.Dot.Counter = d.uvarint()
+		sib.Dot.Counter = d.counter()
 		flags := d.byte()
-		if flags&^1 != 0 {
+		if flags&^(flagTombstone|flagRequestID) != 0 {
 			d.fail("unknown sibling flags %#x", flags)
 		}
-		sib.Value.Tombstone = flags&1 != 0
+		sib.Value.Tombstone = flags&flagTombstone != 0
 		sib.Value.Time.Wall = d.varint()
 		logical := d.uvarint()
 		if logical > 1<<32-1 {
 			d.fail("logical time %d too large", logical)
 		}
 		sib.Value.Time.Logical = uint32(logical)
+		if flags&flagRequestID != 0 {
+			sib.Value.RequestID = d.bytes()
+			if n := len(sib.Value.RequestID); d.err == nil && (n == 0 || n > MaxRequestIDLen) {
+				d.fail("request ID of %d bytes", n)
+			}
+		}
 		sib.Value.Bytes = d.bytes()
 		if d.err != nil {
 			break
@@ -194,6 +240,16 @@ func (d *decoder) uvarint() uint64 {
 	return v
 }
 
+// counter reads a counter and checks it against MaxCounter.
+func (d *decoder) counter() uint64 {
+	v := d.uvarint()
+	if v > MaxCounter {
+		d.fail("counter %d over the limit of %d", v, uint64(MaxCounter))
+		return 0
+	}
+	return v
+}
+
 func (d *decoder) varint() int64 {
 	if d.err != nil {
 		return 0
@@ -240,7 +296,7 @@ func (d *decoder) string() string {
 	if d.err != nil {
 		return ""
 	}
-	if n == 0 || n > maxNameLen || n > uint64(len(d.b)) {
+	if n == 0 || n > MaxNameLen || n > uint64(len(d.b)) {
 		d.fail("name length %d invalid", n)
 		return ""
 	}
@@ -251,7 +307,7 @@ func (d *decoder) string() string {
 
 func (d *decoder) clock() Clock {
 	n := d.uvarint()
-	if n > maxEntries || n > uint64(len(d.b)) {
+	if n > MaxClockEntries || n > uint64(len(d.b)) {
 		d.fail("clock entry count %d too large", n)
 	}
 	if d.err != nil {
@@ -262,7 +318,7 @@ func (d *decoder) clock() Clock {
 		c.Entries = make([]Entry, 0, n)
 	}
 	for i := uint64(0); i < n && d.err == nil; i++ {
-		e := Entry{Node: d.string(), Counter: d.uvarint(), Time: d.varint()}
+		e := Entry{Node: d.string(), Counter: d.counter(), Time: d.varint()}
 		if d.err != nil {
 			break
 		}

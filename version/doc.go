@@ -17,20 +17,24 @@
 // the concurrent writers that did not see each other.
 //
 // Pruning. A clock grows by one entry per actor that ever coordinated a write
-// for the key. Actors are node incarnations ("n1", then "n1#2" after an
-// unclean restart) and, rarely, one-off actors of fallback coordinators
-// ("n4~…"). Prune drops the oldest entries once there are more than
-// MaxEntries, only those older than MinAge — as the Dynamo paper does — and
-// only those of retired actors (an older incarnation of a node whose newer
-// incarnation is in the clock, or a one-off actor), because an actor whose
-// entry was dropped and who wrote again would re-mint a dot it had used, and
-// a merge would take the two writes for one. The remaining risk: after an
-// entry is dropped, an old version from a replica that lagged longer than
-// MinAge (and that this replica had superseded) is no longer recognised as
-// superseded and comes back as a false sibling. That never loses an
-// acknowledged write: entries covering a live sibling are never pruned, and a
-// false sibling is resolved by the next write with context. MinAge should
-// exceed the longest expected repair interval.
+// for the key. Actors are store incarnations ("n1#k3j9x…", a random name
+// taken when a store is created or restarts after a crash) and, rarely,
+// one-off actors of fallback coordinators ("n1#k3j9x…~812"). Prune drops
+// entries that cover no current sibling: beyond MaxEntries the oldest of
+// those older than MinAge, and beyond HardMaxEntries the oldest whatever
+// their age. The decision depends only on the set and the time, so every
+// replica prunes alike. Pruning a live actor's entry is safe because Mint
+// takes the new dot's counter from the actor's store-wide counter (floor),
+// which only grows: the actor never re-mints a dot it used before. The
+// remaining risk: after an entry is dropped, an old version from a replica
+// that lagged longer than MinAge (and that this replica had superseded) is
+// no longer recognised as superseded and comes back as a false sibling. That
+// never loses an acknowledged write, and the next write with context
+// resolves it.
+//
+// Limits. Set.Check enforces the same hard limits the decoder does
+// (MaxSiblings, MaxClockEntries, MaxCounter, MaxNameLen, MaxSetBytes), plus
+// the tighter ones a keyspace sets, so a set that is stored always decodes.
 //
 // The package is pure: no clocks, no I/O; times come in as arguments.
 package version

@@ -54,11 +54,14 @@ func (t Timestamp) Compare(o Timestamp) int {
 // Time converts the wall part to a time.Time.
 func (t Timestamp) Time() time.Time { return time.Unix(0, t.Wall) }
 
-// Value is what a client writes: bytes or a tombstone, with its write time.
+// Value is what a client writes: bytes or a tombstone, with its write time
+// and, when the writer gave one, the request ID that makes retries of the
+// same write idempotent (at most MaxRequestIDLen bytes).
 type Value struct {
 	Bytes     []byte
 	Tombstone bool
 	Time      Timestamp
+	RequestID []byte
 }
 
 // Sibling is one concurrent version of a key.
@@ -194,12 +197,26 @@ type Set struct {
 	Siblings []Sibling
 }
 
-// Put records a write coordinated by node whose client had seen ctx: the
+// ErrCounterOverflow is returned by Mint when a counter would pass
+// MaxCounter.
+var ErrCounterOverflow = errors.New("version: counter overflow")
+
+// Mint records a write coordinated by actor whose client had seen ctx: the
 // siblings ctx covers are superseded, the clock joins ctx, and the new
-// sibling gets the dot (node, max(clock[node], ctx[node]) + 1). s is not
-// modified.
-func (s Set) Put(ctx Clock, node string, v Value, now int64) (Set, Dot) {
-	dot := Dot{Node: node, Counter: max(s.Clock.Get(node), ctx.Get(node)) + 1}
+// sibling gets the dot (actor, max(clock[actor]+1, ctx[actor]+1, floor)).
+// floor comes from the actor's store-wide counter, which only grows: a dot
+// minted after the actor's clock entry was pruned is still above every dot
+// the actor minted before, so it can never be mistaken for one already seen.
+// s is not modified.
+func (s Set) Mint(ctx Clock, actor string, floor uint64, v Value, now int64) (Set, Dot, error) {
+	if actor == "" || len(actor) > MaxNameLen {
+		return Set{}, Dot{}, fmt.Errorf("version: actor name %q invalid", actor)
+	}
+	seen := max(s.Clock.Get(actor), ctx.Get(actor))
+	if seen >= MaxCounter || floor > MaxCounter {
+		return Set{}, Dot{}, fmt.Errorf("%w: %s has counter %d", ErrCounterOverflow, actor, max(seen, floor))
+	}
+	dot := Dot{Node: actor, Counter: max(seen+1, floor)}
 	sibs := make([]Sibling, 0, len(s.Siblings)+1)
 	for _, sib := range s.Siblings {
 		if !ctx.Covers(sib.Dot) {
@@ -208,8 +225,41 @@ func (s Set) Put(ctx Clock, node string, v Value, now int64) (Set, Dot) {
 	}
 	sibs = append(sibs, Sibling{Dot: dot, Value: v})
 	sortSiblings(sibs)
-	clock := s.Clock.Join(ctx).with(node, dot.Counter, now)
-	return Set{Clock: clock, Siblings: sibs}, dot
+	clock := s.Clock.Join(ctx).with(actor, dot.Counter, now)
+	return Set{Clock: clock, Siblings: sibs}, dot, nil
+}
+
+// Put is Mint with no counter floor, for trusted inputs (tests, tools): it
+// panics if a counter would overflow.
+func (s Set) Put(ctx Clock, actor string, v Value, now int64) (Set, Dot) {
+	out, dot, err := s.Mint(ctx, actor, 0, v, now)
+	if err != nil {
+		panic(err)
+	}
+	return out, dot
+}
+
+// HasDot reports whether a sibling has the dot d.
+func (s Set) HasDot(d Dot) bool {
+	for _, sib := range s.Siblings {
+		if sib.Dot == d {
+			return true
+		}
+	}
+	return false
+}
+
+// HasRequest reports whether a sibling was written by the request id.
+func (s Set) HasRequest(id []byte) bool {
+	if len(id) == 0 {
+		return false
+	}
+	for _, sib := range s.Siblings {
+		if bytes.Equal(sib.Value.RequestID, id) {
+			return true
+		}
+	}
+	return false
 }
 
 func sortSiblings(s []Sibling) {
@@ -262,7 +312,7 @@ func (s Set) Equal(o Set) bool {
 	}
 	for i := range s.Siblings {
 		a, b := s.Siblings[i], o.Siblings[i]
-		if a.Dot != b.Dot || a.Value.Tombstone != b.Value.Tombstone || a.Value.Time != b.Value.Time || !bytes.Equal(a.Value.Bytes, b.Value.Bytes) {
+		if a.Dot != b.Dot || a.Value.Tombstone != b.Value.Tombstone || a.Value.Time != b.Value.Time || !bytes.Equal(a.Value.Bytes, b.Value.Bytes) || !bytes.Equal(a.Value.RequestID, b.Value.RequestID) {
 			return false
 		}
 	}
@@ -348,98 +398,135 @@ func (s Set) Digest() uint64 {
 		} else {
 			putU(0)
 		}
+		putS(sib.Value.RequestID)
 		putS(sib.Value.Bytes)
 	}
 	return h.Sum64()
 }
 
-// PrunePolicy bounds clock growth (see the package comment for the risk).
+// PrunePolicy bounds clock growth (see the package comment). Every replica
+// applies the same policy after every write and merge, and the decision
+// depends only on the set and the time, so replicas prune alike and a merge
+// cannot keep bringing a pruned entry back for long.
 type PrunePolicy struct {
-	// MaxEntries is the most entries kept once pruning applies.
+	// MaxEntries is the most entries kept once pruning applies: entries
+	// beyond it that cover no sibling and are older than MinAge go,
+	// oldest first.
 	MaxEntries int
-	// MinAge: entries that advanced more recently are never pruned.
+	// MinAge: below HardMaxEntries, entries that advanced more recently
+	// are never pruned.
 	MinAge time.Duration
+	// HardMaxEntries bounds the entries that cover no sibling whatever
+	// their age: beyond it the oldest go even if younger than MinAge.
+	HardMaxEntries int
 }
 
-// DefaultPrunePolicy keeps up to 16 entries and never prunes an entry that
-// advanced in the last 24 hours.
-func DefaultPrunePolicy() PrunePolicy { return PrunePolicy{MaxEntries: 16, MinAge: 24 * time.Hour} }
-
-// Retired reports whether an actor can never mint another dot, judging by
-// the actors of a clock: a one-off actor ("n4~…", used once by a fallback
-// coordinator) or an incarnation older than another one of the same node in
-// the clock ("n1" or "n1#1" when "n1#2" is present).
-func Retired(actor string, c Clock) bool {
-	if strings.Contains(actor, "~") {
-		return true
-	}
-	base, inc := splitIncarnation(actor)
-	for _, e := range c.Entries {
-		if b, i := splitIncarnation(e.Node); b == base && i > inc {
-			return true
-		}
-	}
-	return false
+// DefaultPrunePolicy keeps up to 16 entries, never prunes an entry that
+// advanced in the last 24 hours unless more than 64 entries cover no
+// sibling.
+func DefaultPrunePolicy() PrunePolicy {
+	return PrunePolicy{MaxEntries: 16, MinAge: 24 * time.Hour, HardMaxEntries: 64}
 }
 
-// splitIncarnation splits "n1#3" into ("n1", 3); "n1" is incarnation 0.
-func splitIncarnation(actor string) (string, uint64) {
-	i := strings.LastIndexByte(actor, '#')
-	if i < 0 {
-		return actor, 0
-	}
-	var n uint64
-	for _, ch := range actor[i+1:] {
-		if ch < '0' || ch > '9' {
-			return actor, 0
-		}
-		n = n*10 + uint64(ch-'0')
-	}
-	return actor[:i], n
-}
-
-// Prune drops the oldest clock entries beyond p.MaxEntries that are older
-// than p.MinAge, cover no current sibling and belong to retired actors (see
-// Retired), so a dropped actor never mints a dot again. It returns the
-// pruned set and how many entries it removed.
+// Prune drops clock entries that cover no current sibling: beyond
+// p.MaxEntries those older than p.MinAge, and beyond p.HardMaxEntries the
+// oldest whatever their age. Entries covering a live sibling are never
+// dropped. It returns the pruned set and how many entries it removed.
 func (s Set) Prune(p PrunePolicy, now int64) (Set, int) {
-	if p.MaxEntries <= 0 || len(s.Clock.Entries) <= p.MaxEntries {
+	n := len(s.Clock.Entries)
+	if (p.MaxEntries <= 0 || n <= p.MaxEntries) && (p.HardMaxEntries <= 0 || n <= p.HardMaxEntries) {
 		return s, 0
 	}
-	live := map[string]bool{}
+	live := make(map[string]bool, len(s.Siblings))
 	for _, sib := range s.Siblings {
 		live[sib.Dot.Node] = true
 	}
-	cutoff := now - int64(p.MinAge)
-	var candidates []int
+	var free []int // entries that cover no sibling
 	for i, e := range s.Clock.Entries {
-		if !live[e.Node] && e.Time < cutoff && Retired(e.Node, s.Clock) {
-			candidates = append(candidates, i)
+		if !live[e.Node] {
+			free = append(free, i)
 		}
 	}
-	sort.Slice(candidates, func(a, b int) bool {
-		ea, eb := s.Clock.Entries[candidates[a]], s.Clock.Entries[candidates[b]]
+	sort.Slice(free, func(a, b int) bool {
+		ea, eb := s.Clock.Entries[free[a]], s.Clock.Entries[free[b]]
 		if ea.Time != eb.Time {
 			return ea.Time < eb.Time
 		}
 		return ea.Node < eb.Node
 	})
-	excess := len(s.Clock.Entries) - p.MaxEntries
-	if len(candidates) > excess {
-		candidates = candidates[:excess]
+	drop := map[int]bool{}
+	// Hard bound: at most HardMaxEntries free entries survive.
+	if p.HardMaxEntries > 0 && len(free) > p.HardMaxEntries {
+		for _, i := range free[:len(free)-p.HardMaxEntries] {
+			drop[i] = true
+		}
 	}
-	if len(candidates) == 0 {
+	// Soft bound: old free entries beyond MaxEntries.
+	if p.MaxEntries > 0 {
+		cutoff := now - int64(p.MinAge)
+		for _, i := range free {
+			if n-len(drop) <= p.MaxEntries {
+				break
+			}
+			if !drop[i] && s.Clock.Entries[i].Time < cutoff {
+				drop[i] = true
+			}
+		}
+	}
+	if len(drop) == 0 {
 		return s, 0
 	}
-	drop := map[int]bool{}
-	for _, i := range candidates {
-		drop[i] = true
-	}
-	out := make([]Entry, 0, len(s.Clock.Entries)-len(drop))
+	out := make([]Entry, 0, n-len(drop))
 	for i, e := range s.Clock.Entries {
 		if !drop[i] {
 			out = append(out, e)
 		}
 	}
 	return Set{Clock: Clock{Entries: out}, Siblings: s.Siblings}, len(drop)
+}
+
+// Limits bound a stored sibling set. The codec enforces the hard ones
+// (MaxSiblings, MaxClockEntries, MaxCounter, MaxNameLen, MaxRequestIDLen);
+// keyspaces set tighter ones for writes.
+type Limits struct {
+	// MaxSiblings is the most siblings a write may leave.
+	MaxSiblings int
+	// MaxBytes is the largest encoded set a write may leave.
+	MaxBytes int
+}
+
+// LimitError says which limit a set exceeds.
+type LimitError struct {
+	Siblings, MaxSiblings int
+	Bytes, MaxBytes       int
+}
+
+func (e *LimitError) Error() string {
+	if e.MaxSiblings > 0 && e.Siblings > e.MaxSiblings {
+		return fmt.Sprintf("the key would have %d siblings, over the limit of %d", e.Siblings, e.MaxSiblings)
+	}
+	return fmt.Sprintf("the key's versions would take %d bytes, over the limit of %d", e.Bytes, e.MaxBytes)
+}
+
+// Check returns a *LimitError if s exceeds l (zero fields: no limit) or a
+// hard codec limit.
+func (s Set) Check(l Limits) error {
+	maxSibs := MaxSiblings
+	if l.MaxSiblings > 0 && l.MaxSiblings < maxSibs {
+		maxSibs = l.MaxSiblings
+	}
+	if len(s.Siblings) > maxSibs {
+		return &LimitError{Siblings: len(s.Siblings), MaxSiblings: maxSibs}
+	}
+	maxBytes := MaxSetBytes
+	if l.MaxBytes > 0 && l.MaxBytes < maxBytes {
+		maxBytes = l.MaxBytes
+	}
+	if size := s.EncodedSize(); size > maxBytes {
+		return &LimitError{Bytes: size, MaxBytes: maxBytes}
+	}
+	if len(s.Clock.Entries) > MaxClockEntries {
+		return fmt.Errorf("version: clock has %d entries, over the limit of %d", len(s.Clock.Entries), MaxClockEntries)
+	}
+	return nil
 }

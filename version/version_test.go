@@ -2,6 +2,7 @@ package version
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -238,14 +239,14 @@ func TestResolveLWW(t *testing.T) {
 func TestPrune(t *testing.T) {
 	day := int64(24 * time.Hour)
 	var s Set
-	// Retired actors: old incarnations and one-off actors, long ago.
+	// Old entries of one-off actors and an old incarnation, long ago.
 	for i := 0; i < 20; i++ {
 		s, _ = s.Put(s.Context(), fmt.Sprintf("f~%02d", i), val("x"), 1)
 	}
-	s, _ = s.Put(Clock{}, "n1", val("n1 old"), 1)         // n1 will be retired by n1#1
+	s, _ = s.Put(Clock{}, "n1", val("n1 old"), 1)
 	s, _ = s.Put(s.Context(), "n1#1", val("current"), 1)  // supersedes everything so far
-	s, _ = s.Put(Clock{}, "live~1", val("concurrent"), 1) // a live sibling from a retired actor
-	p := PrunePolicy{MaxEntries: 4, MinAge: time.Hour}
+	s, _ = s.Put(Clock{}, "live~1", val("concurrent"), 1) // a live sibling
+	p := PrunePolicy{MaxEntries: 4, MinAge: time.Hour, HardMaxEntries: 64}
 	pruned, n := s.Prune(p, 1+day)
 	if n == 0 || len(pruned.Clock.Entries) != 4 {
 		t.Fatalf("pruned %d entries to %d, want down to 4", n, len(pruned.Clock.Entries))
@@ -255,20 +256,113 @@ func TestPrune(t *testing.T) {
 			t.Fatalf("pruning dropped the entry of live sibling %v", sib.Dot)
 		}
 	}
-	if pruned.Clock.Get("n1#1") == 0 {
-		t.Fatal("pruned the current incarnation n1#1")
-	}
-	// Too recent: nothing pruned.
+	// Too recent: nothing pruned below the hard bound.
 	if _, n := s.Prune(p, 2); n != 0 {
 		t.Fatalf("pruned %d entries younger than MinAge", n)
 	}
-	// An actor that may write again is never pruned.
-	var live Set
-	for i := 0; i < 10; i++ {
-		live, _ = live.Put(live.Context(), fmt.Sprintf("node%d", i), val("x"), 1)
+	// Beyond the hard bound, young entries go too, oldest first.
+	var hot Set
+	for i := 0; i < 100; i++ {
+		hot, _ = hot.Put(hot.Context(), fmt.Sprintf("f~%03d", i), val("x"), int64(i))
 	}
-	if _, n := live.Prune(p, 1+day); n != 0 {
-		t.Fatalf("pruned %d entries of actors that can still write", n)
+	hard := PrunePolicy{MaxEntries: 4, MinAge: time.Hour, HardMaxEntries: 10}
+	hp, _ := hot.Prune(hard, 100)
+	if len(hp.Clock.Entries) != 11 { // 10 free + the one covering the sibling
+		t.Fatalf("hard bound kept %d entries, want 11", len(hp.Clock.Entries))
+	}
+	if hp.Clock.Get("f~000") != 0 || hp.Clock.Get("f~099") == 0 {
+		t.Fatalf("hard bound did not drop the oldest: %v", hp.Clock)
+	}
+}
+
+// TestPrunedLiveActorNeverReMints: pruning is decided from data alone, so
+// a live actor's entry can be pruned; its next dot comes from its store-wide
+// counter (floor) and is never one that other replicas already saw.
+func TestPrunedLiveActorNeverReMints(t *testing.T) {
+	day := int64(24 * time.Hour)
+	var a Set
+	floor := uint64(0)
+	next := func() uint64 { floor++; return floor }
+	// The live actor "n1#x" writes five times, then "n2#y" supersedes it.
+	for i := 0; i < 5; i++ {
+		a, _, _ = a.Mint(a.Context(), "n1#x", next(), val(fmt.Sprint(i)), 1)
+	}
+	a, _ = a.Put(a.Context(), "n2#y", val("n2"), 1)
+	b := a // replica b keeps the full clock
+	p := PrunePolicy{MaxEntries: 1, MinAge: time.Hour, HardMaxEntries: 64}
+	a, n := a.Prune(p, 2*day)
+	if n != 1 || a.Clock.Get("n1#x") != 0 {
+		t.Fatalf("expected n1#x pruned, got %v", a.Clock)
+	}
+	// n1#x writes again from the pruned copy, concurrently with nothing.
+	a, dot, err := a.Mint(a.Context(), "n1#x", next(), val("after prune"), 3*day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Clock.Covers(dot) {
+		t.Fatalf("re-minted %v, which replica b already covers", dot)
+	}
+	m := Merge(b, a)
+	if !m.Equal(Merge(a, b)) || fmt.Sprint(values(m)) != "[after prune]" {
+		t.Fatalf("merged values %v, want [after prune]", values(m))
+	}
+}
+
+func TestMintRefusesOverflow(t *testing.T) {
+	ctx := Clock{Entries: []Entry{{Node: "n1", Counter: MaxCounter}}}
+	if _, _, err := (Set{}).Mint(ctx, "n1", 0, val("x"), 1); !errors.Is(err, ErrCounterOverflow) {
+		t.Fatalf("Mint with counter at MaxCounter: %v, want ErrCounterOverflow", err)
+	}
+	if _, _, err := (Set{}).Mint(Clock{}, "n1", MaxCounter+1, val("x"), 1); !errors.Is(err, ErrCounterOverflow) {
+		t.Fatalf("Mint with floor beyond MaxCounter: %v", err)
+	}
+	// What the encoder may write, the decoder reads back.
+	s, _, err := (Set{}).Mint(Clock{Entries: []Entry{{Node: "n1", Counter: MaxCounter - 1}}}, "n1", 0, val("x"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := DecodeSet(s.Encode()); err != nil {
+		t.Fatalf("a minted set at the counter limit does not decode: %v", err)
+	}
+	over := Clock{Entries: []Entry{{Node: "n1", Counter: MaxCounter + 1}}}
+	if _, err := DecodeClock(over.Encode()); err == nil {
+		t.Fatal("a clock over MaxCounter decoded")
+	}
+}
+
+func TestCheckLimits(t *testing.T) {
+	var s Set
+	for i := 0; i < 30; i++ {
+		s, _ = s.Put(Clock{}, fmt.Sprintf("n%d", i), val("x"), 1)
+	}
+	var le *LimitError
+	if err := s.Check(Limits{MaxSiblings: 25}); !errors.As(err, &le) || le.Siblings != 30 {
+		t.Fatalf("30 siblings against a limit of 25: %v", err)
+	}
+	if err := s.Check(Limits{MaxSiblings: 30}); err != nil {
+		t.Fatalf("at the limit: %v", err)
+	}
+	if err := s.Check(Limits{MaxBytes: 100}); !errors.As(err, &le) || le.MaxBytes != 100 {
+		t.Fatalf("byte limit: %v", err)
+	}
+	// Hard limit: beyond MaxSiblings the set is refused whatever the keyspace says.
+	var big Set
+	for i := 0; i <= MaxSiblings; i++ {
+		big, _ = big.Put(Clock{}, fmt.Sprintf("a%d", i), val(""), 1)
+	}
+	if err := big.Check(Limits{}); err == nil {
+		t.Fatal("a set over the hard sibling limit passed Check")
+	}
+	if _, err := DecodeSet(big.Encode()); err == nil {
+		t.Fatal("decoder accepted more siblings than Check allows")
+	}
+}
+
+func TestRequestIDRoundTrip(t *testing.T) {
+	s, _ := Set{}.Put(Clock{}, "n1", Value{Bytes: []byte("v"), RequestID: []byte("req-1")}, 1)
+	got, err := DecodeSet(s.Encode())
+	if err != nil || !got.Equal(s) || !got.HasRequest([]byte("req-1")) || got.HasRequest([]byte("req-2")) {
+		t.Fatalf("request ID did not round-trip: %v %+v", err, got)
 	}
 }
 
