@@ -1,10 +1,11 @@
 package replica
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strconv"
+	"io"
 	"sync"
 
 	"github.com/cespare/xxhash/v2"
@@ -20,8 +21,7 @@ const (
 
 	lockStripes = 4096
 
-	metaIncarnation = "incarnation"
-	metaClean       = "clean-shutdown"
+	metaClean = "clean-shutdown"
 )
 
 // MaxKeyLen is the longest user key the layout accepts.
@@ -40,55 +40,33 @@ type Loc struct {
 type Store struct {
 	eng   engine.Engine
 	actor string
+	past  []string
+	ctr   *counter
 	locks [lockStripes]sync.Mutex
 }
 
-// Open wraps an engine. nodeID is this node's ID; the store derives the
-// actor name it mints version dots under from it. After an unclean shutdown
-// the actor gets a new incarnation suffix ("n1#2"), so a dot lost with
-// unsynced writes can never be minted again for a different value.
+// Open wraps an engine. nodeID is this node's ID; the store mints version
+// dots under an actor derived from it and a random incarnation (see
+// identity.go): new for a new store and after every unclean shutdown.
 func Open(eng engine.Engine, nodeID string) (*Store, error) {
+	return OpenWith(eng, nodeID, rand.Reader)
+}
+
+// OpenWith is Open with the randomness for incarnations injected.
+func OpenWith(eng engine.Engine, nodeID string, random io.Reader) (*Store, error) {
 	if nodeID == "" {
 		return nil, errors.New("replica: empty node ID")
 	}
-	inc, err := readUint(eng, metaKey(metaIncarnation))
-	if err != nil {
-		return nil, fmt.Errorf("replica: read incarnation: %w", err)
-	}
-	_, err = eng.Get(metaKey(metaClean))
+	_, err := eng.Get(metaKey(metaClean))
 	clean := err == nil
 	if err != nil && !errors.Is(err, engine.ErrNotFound) {
 		return nil, fmt.Errorf("replica: read shutdown marker: %w", err)
 	}
-	b := eng.NewBatch()
-	defer b.Close()
-	if !clean {
-		// First start, or a crash: unsynced writes may be gone, and with
-		// them dots this actor minted. Start a new incarnation.
-		if _, err := eng.Get(metaKey(metaIncarnation)); err == nil || !isEmpty(eng) {
-			inc++
-		}
-		b.Set(metaKey(metaIncarnation), binary.BigEndian.AppendUint64(nil, inc))
-	}
-	b.Delete(metaKey(metaClean))
-	if err := b.Commit(true); err != nil {
-		return nil, fmt.Errorf("replica: record incarnation: %w", err)
-	}
-	actor := nodeID
-	if inc > 0 {
-		actor = nodeID + "#" + strconv.FormatUint(inc, 10)
-	}
-	return &Store{eng: eng, actor: actor}, nil
-}
-
-// isEmpty reports whether the engine holds no keys at all (a brand-new node).
-func isEmpty(eng engine.Engine) bool {
-	it, err := eng.NewIter(nil, nil)
+	actor, past, ctr, err := openIdentity(eng, nodeID, clean, random)
 	if err != nil {
-		return false
+		return nil, err
 	}
-	defer it.Close()
-	return !it.First()
+	return &Store{eng: eng, actor: actor, past: past, ctr: ctr}, nil
 }
 
 // Actor is the name this store mints version dots under.

@@ -3,6 +3,7 @@ package replica_test
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -93,20 +94,64 @@ func TestActorIncarnation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Actor() != "n1" {
-		t.Fatalf("fresh actor = %q, want n1", s.Actor())
+	first := s.Actor()
+	if !strings.HasPrefix(first, "n1#") || len(first) < len("n1#")+8 {
+		t.Fatalf("fresh actor = %q, want n1#<random>", first)
 	}
 	// Clean shutdown keeps the actor.
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if s, err = replica.Open(eng, "n1"); err != nil || s.Actor() != "n1" {
-		t.Fatalf("after clean restart actor = %q (%v), want n1", s.Actor(), err)
+	if s, err = replica.Open(eng, "n1"); err != nil || s.Actor() != first {
+		t.Fatalf("after clean restart actor = %q (%v), want %q", s.Actor(), err, first)
 	}
 	// No Close (a crash): a new incarnation, so dots lost with unsynced
 	// writes are never minted again.
-	if s, err = replica.Open(eng, "n1"); err != nil || s.Actor() != "n1#1" {
-		t.Fatalf("after crash actor = %q (%v), want n1#1", s.Actor(), err)
+	if s, err = replica.Open(eng, "n1"); err != nil || s.Actor() == first || !strings.HasPrefix(s.Actor(), "n1#") {
+		t.Fatalf("after crash actor = %q (%v), want a new n1#<random>", s.Actor(), err)
+	}
+	if inc := s.Incarnations(); len(inc) != 2 || inc[0] != first || inc[1] != s.Actor() {
+		t.Fatalf("incarnations = %v, want [%s %s]", inc, first, s.Actor())
+	}
+	// A wiped disk: another store for the same node never reuses an actor.
+	wiped, err := replica.Open(memory.New(), "n1")
+	if err != nil || wiped.Actor() == first || wiped.Actor() == s.Actor() {
+		t.Fatalf("wiped store actor = %q (%v), reuses an earlier one", wiped.Actor(), err)
+	}
+	// Another node's data is refused.
+	if _, err := replica.Open(eng, "n2"); err == nil {
+		t.Fatal("n2 opened n1's data")
+	}
+}
+
+func TestCounterNeverRepeats(t *testing.T) {
+	eng := memory.New()
+	s, err := replica.Open(eng, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint64]bool{}
+	last := uint64(0)
+	for round := 0; round < 3; round++ {
+		for i := 0; i < 1000; i++ {
+			c, err := s.NextCounter()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if seen[c] || c <= last {
+				t.Fatalf("counter %d handed out again or out of order (last %d)", c, last)
+			}
+			seen[c], last = true, c
+		}
+		// Alternate crash and clean restart: the counter keeps growing.
+		if round%2 == 1 {
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if s, err = replica.Open(eng, "n1"); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
