@@ -22,6 +22,7 @@ import (
 	nooptrace "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
@@ -77,6 +78,18 @@ type Config struct {
 	ReadRepairChance float64
 	// Rand draws uniformly from [0, 1) (default math/rand/v2's Float64).
 	Rand func() float64
+	// Secrets authenticate the causal contexts handed to clients: the
+	// first signs, all verify. Required.
+	Secrets [][]byte
+	// MaxClockOffset is how far ahead of this node's clock a timestamp in
+	// data may be and still advance its hybrid logical clock (default
+	// 500ms).
+	MaxClockOffset time.Duration
+	// RequestIDWindow is how long write request IDs are remembered to
+	// apply retries once (default 10m); MaxRequestIDs bounds how many
+	// (default 100,000; negative turns the memory off).
+	RequestIDWindow time.Duration
+	MaxRequestIDs   int
 }
 
 // Defaults for Config.
@@ -114,7 +127,23 @@ func (c *Config) setDefaults() {
 	if c.Rand == nil {
 		c.Rand = rand.Float64
 	}
+	if c.MaxClockOffset == 0 {
+		c.MaxClockOffset = DefaultMaxClockOffset
+	}
+	if c.RequestIDWindow == 0 {
+		c.RequestIDWindow = DefaultRequestIDWindow
+	}
+	if c.MaxRequestIDs == 0 {
+		c.MaxRequestIDs = DefaultMaxRequestIDs
+	}
 }
+
+// Defaults for the write-identity settings of Config.
+const (
+	DefaultMaxClockOffset  = 500 * time.Millisecond
+	DefaultRequestIDWindow = 10 * time.Minute
+	DefaultMaxRequestIDs   = 100_000
+)
 
 // DefaultReadRepairChance is Config.ReadRepairChance's default.
 const DefaultReadRepairChance = 0.1
@@ -126,6 +155,9 @@ type Coordinator struct {
 	hlc    *HLC
 	tracer trace.Tracer
 	obs    Observer
+	seal   *sealer
+	reqIDs *requestIDs
+	warn   warnLimiter
 
 	// Background work (remaining replica writes, read repair) runs under
 	// bgCtx and is waited for by Close.
@@ -149,8 +181,13 @@ func New(cfg Config) (*Coordinator, error) {
 	case cfg.Topology == nil:
 		return nil, errors.New("coordinator: Topology is nil")
 	}
+	seal, err := newSealer(cfg.Secrets)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Coordinator{cfg: cfg, hlc: NewHLC(cfg.Now), tracer: cfg.Tracer, obs: cfg.Observer, bgCtx: ctx, bgCancel: cancel}, nil
+	return &Coordinator{cfg: cfg, hlc: NewHLC(cfg.Now), tracer: cfg.Tracer, obs: cfg.Observer, seal: seal,
+		reqIDs: newRequestIDs(cfg.MaxRequestIDs, cfg.RequestIDWindow), bgCtx: ctx, bgCancel: cancel}, nil
 }
 
 // Close cancels background work and waits for it to stop.
@@ -354,7 +391,7 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 	}
 	resp := &kvv1.GetResponse{
 		Siblings:  siblingsProto(merged),
-		Context:   merged.Context().Encode(),
+		Context:   c.seal.Seal(r.ks.Name, r.key, merged.Context()),
 		Effective: c.effective(r.need, got, nil),
 		Explain:   r.trail.events(),
 	}
@@ -489,8 +526,7 @@ func (c *Coordinator) writeTo(ctx context.Context, t target, r *request, set ver
 		if t.hintFor != "" {
 			return c.storeHint(t.hintFor, r.loc, r.ks.Name, r.key, set, sync)
 		}
-		_, err := c.cfg.Store.Merge(r.loc, r.key, set, sync)
-		return err
+		return c.merge(r.loc, r.key, set, sync)
 	}
 	start := time.Now()
 	err = c.cfg.Peers.Write(ctx, t.Node, &internalv1.WriteRequest{
@@ -514,7 +550,7 @@ func (c *Coordinator) storeHint(target string, loc replica.Loc, ks string, key [
 // Put writes a value.
 func (c *Coordinator) Put(ctx context.Context, req *kvv1.PutRequest) (resp *kvv1.PutResponse, err error) {
 	err = c.observe(ctx, "kv.Put", OpWrite, req.GetKeyspace(), req.GetConsistency(), func(ctx context.Context, span trace.Span) error {
-		resp, err = c.write(ctx, span, req, false, "", false)
+		resp, err = c.write(ctx, span, req, writeOpts{})
 		return err
 	})
 	return resp, err
@@ -526,8 +562,8 @@ func (c *Coordinator) Delete(ctx context.Context, req *kvv1.DeleteRequest) (*kvv
 	err := c.observe(ctx, "kv.Delete", OpWrite, req.GetKeyspace(), req.GetConsistency(), func(ctx context.Context, span trace.Span) (err error) {
 		resp, err = c.write(ctx, span, &kvv1.PutRequest{
 			Keyspace: req.GetKeyspace(), Key: req.GetKey(), Context: req.GetContext(),
-			Consistency: req.GetConsistency(), Explain: req.GetExplain(),
-		}, true, "", false)
+			Consistency: req.GetConsistency(), Explain: req.GetExplain(), RequestId: req.GetRequestId(),
+		}, writeOpts{tombstone: true})
 		return err
 	})
 	if err != nil {
@@ -536,22 +572,35 @@ func (c *Coordinator) Delete(ctx context.Context, req *kvv1.DeleteRequest) (*kvv
 	return &kvv1.DeleteResponse{Context: resp.Context, Effective: resp.Effective, Explain: resp.Explain}, nil
 }
 
-func (c *Coordinator) write(ctx context.Context, span trace.Span, req *kvv1.PutRequest, tombstone bool, originDC string, forwarded bool) (*kvv1.PutResponse, error) {
+// writeOpts say how a write reached this node.
+type writeOpts struct {
+	tombstone bool
+	// originDC is the DC of the node that forwarded the write (its
+	// LOCAL_* levels count that DC as local).
+	originDC string
+	// forwarded: another node sent the write here to coordinate.
+	forwarded bool
+}
+
+func (c *Coordinator) write(ctx context.Context, span trace.Span, req *kvv1.PutRequest, o writeOpts) (*kvv1.PutResponse, error) {
 	cons := req.GetConsistency()
-	if originDC != "" && cons.GetDc() == "" {
-		cons = withDC(cons, originDC)
+	if o.originDC != "" && cons.GetDc() == "" {
+		cons = withDC(cons, o.originDC)
 	}
 	r, err := c.resolve(req.GetKeyspace(), req.GetKey(), cons, OpWrite)
 	if err != nil {
 		return nil, err
 	}
 	span.SetAttributes(attrN.Int(r.need.N), attrW.Int(r.need.Count()), attrPartition.Int(r.loc.Partition))
-	if !tombstone && len(req.GetValue()) > c.cfg.MaxValueSize {
+	if !o.tombstone && len(req.GetValue()) > c.cfg.MaxValueSize {
 		return nil, invalidf("value is %d bytes, over the %d-byte limit: split it or raise max-value-size", len(req.GetValue()), c.cfg.MaxValueSize)
 	}
-	clk, err := version.DecodeClock(req.GetContext())
+	if n := len(req.GetRequestId()); n > version.MaxRequestIDLen {
+		return nil, invalidf("request_id is %d bytes, over the %d-byte limit: use a UUID or similar", n, version.MaxRequestIDLen)
+	}
+	clk, err := c.seal.Open(r.ks.Name, r.key, req.GetContext())
 	if err != nil {
-		return nil, invalidf("context is malformed (%v): pass the context bytes exactly as a Get or Put returned them, or none for a blind write", err)
+		return nil, invalidf("%v: pass the context exactly as a Get or Put of this key returned it, or none for a blind write", err)
 	}
 	r.trail = newTrail(req.GetExplain(), c.cfg.Now)
 	ctx, cancel := c.deadline(ctx)
@@ -563,10 +612,10 @@ func (c *Coordinator) write(ctx context.Context, span trace.Span, req *kvv1.PutR
 			isReplica = true
 		}
 	}
-	if !isReplica && !forwarded {
-		return c.forward(ctx, span, r, req, tombstone)
+	if !isReplica && !o.forwarded {
+		return c.forward(ctx, span, r, req, clk, o.tombstone)
 	}
-	return c.coordinate(ctx, span, r, req, clk, tombstone, isReplica)
+	return c.coordinate(ctx, span, r, req, clk, o.tombstone, isReplica)
 }
 
 func withDC(c *kvv1.Consistency, dc string) *kvv1.Consistency {
@@ -581,7 +630,13 @@ func withDC(c *kvv1.Consistency, dc string) *kvv1.Consistency {
 // forward sends a write to a live replica, preferring the local DC, which
 // mints the dot. If no replica is alive and hinted copies may count, this
 // node coordinates the write itself as a fallback.
-func (c *Coordinator) forward(ctx context.Context, span trace.Span, r *request, req *kvv1.PutRequest, tombstone bool) (*kvv1.PutResponse, error) {
+func (c *Coordinator) forward(ctx context.Context, span trace.Span, r *request, req *kvv1.PutRequest, clk version.Clock, tombstone bool) (*kvv1.PutResponse, error) {
+	if len(req.GetRequestId()) == 0 {
+		// A forward may be retried on another replica after the first
+		// applied it: one request ID makes the retry a no-op there.
+		req = proto.CloneOf(req)
+		req.RequestId = newRequestID()
+	}
 	local := r.need.Local
 	var order []placement.Replica
 	for _, rep := range r.reps {
@@ -618,7 +673,6 @@ func (c *Coordinator) forward(ctx context.Context, span trace.Span, r *request, 
 	if r.need.Hints && r.need.Total > 0 && !r.need.LocalOnly {
 		// Sloppy quorum: every primary is unreachable; write here and
 		// keep hints for them.
-		clk, _ := version.DecodeClock(req.GetContext())
 		return c.coordinate(ctx, span, r, req, clk, tombstone, false)
 	}
 	return nil, &UnavailableError{Op: OpWrite, Need: r.need, Alive: 0, Detail: "no replica could coordinate the write: " + errText(lastErr)}
@@ -644,23 +698,50 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 	actor := c.cfg.Store.Actor()
 	if !isReplica {
 		// A fallback has no stored copy to mint sequential dots from: use
-		// a one-off actor so its dot can never collide with another.
-		actor = fmt.Sprintf("%s~%d", actor, c.hlc.Now().Wall)
+		// a one-off actor, named by a store-wide counter that never
+		// repeats, so its dot can never collide with another.
+		n, err := c.cfg.Store.NextCounter()
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "mint a fallback actor: %v", err)
+		}
+		actor = fmt.Sprintf("%s~%d", actor, n)
 	}
-	value := version.Value{Bytes: req.GetValue(), Tombstone: tombstone}
+	value := version.Value{Bytes: req.GetValue(), Tombstone: tombstone, RequestID: req.GetRequestId()}
 	if tombstone {
 		value.Bytes = nil
 	}
+	duplicate := false
 	mint := func(cur version.Set) (version.Set, error) {
+		if id := req.GetRequestId(); len(id) > 0 && (cur.HasRequest(id) || c.reqIDs.Seen(id, c.cfg.Now())) {
+			// A retry of a write already applied: store nothing new and
+			// answer with the current versions.
+			duplicate = true
+			return cur, nil
+		}
 		for _, s := range cur.Siblings {
-			c.hlc.Observe(s.Value.Time)
+			if !c.hlc.Observe(s.Value.Time, c.cfg.MaxClockOffset) {
+				c.clockSkew(s.Value.Time)
+			}
 		}
 		value.Time = c.hlc.Now()
 		now := c.cfg.Now().UnixNano()
-		next, _ := cur.Put(clk, actor, value, now)
+		floor, err := c.cfg.Store.NextCounter()
+		if err != nil {
+			return version.Set{}, err
+		}
+		next, _, err := cur.Mint(clk, actor, floor, value, now)
+		if err != nil {
+			return version.Set{}, invalidf("%v: the context's counters are out of range", err)
+		}
 		next, _ = next.Prune(c.cfg.Prune, now)
 		if r.ks.Conflict == membership.ConflictLWW {
 			next = next.ResolveLWW()
+		}
+		if err := next.Check(r.ks.Limits); err != nil {
+			return version.Set{}, &LimitError{Keyspace: r.ks.Name, Key: r.key, Err: err}
+		}
+		if n := len(next.Siblings); n >= r.ks.WarnSiblings {
+			c.manySiblings(r, n)
 		}
 		return next, nil
 	}
@@ -727,6 +808,9 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 		if err != nil {
 			endSpan(lspan, err)
 			fcancel()
+			if _, ok := status.FromError(err); ok {
+				return nil, err // a refusal the caller must act on
+			}
 			return nil, status.Errorf(codes.Internal, "local write failed: %v", err)
 		}
 		self := target{Replica: placement.Replica{Node: c.cfg.NodeID, DC: c.cfg.DC}}
@@ -736,8 +820,16 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 			r.trail.add(c.cfg.NodeID, "coordinator write", outcome(set, err), c.cfg.Now().Sub(start))
 			ch <- reply{t: self, err: err}
 		}()
-	} else {
-		set, _ = mint(version.Set{})
+	} else if set, err = mint(version.Set{}); err != nil {
+		fcancel()
+		return nil, err
+	}
+	if n := c.reqIDs.Remember(req.GetRequestId(), c.cfg.Now()); n > 0 {
+		c.obs.RequestIDs(n)
+	}
+	if duplicate {
+		r.trail.add(c.cfg.NodeID, "duplicate request", "already applied: nothing written", 0)
+		c.obs.DuplicateWrite()
 	}
 
 	var usedMu sync.Mutex
@@ -819,7 +911,7 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 		return nil, werr
 	}
 	resp := &kvv1.PutResponse{
-		Context:   set.Context().Encode(),
+		Context:   c.seal.Seal(r.ks.Name, r.key, set.Context()),
 		Effective: c.effective(r.need, got, hinted),
 		Siblings:  siblingsProto(set),
 		Explain:   r.trail.events(),

@@ -8,6 +8,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/meridiankv/meridian/version"
 )
 
 // ErrorDomain marks statuses produced by Meridian's request path (as opposed
@@ -150,4 +152,29 @@ func IsClientError(err error) bool {
 	var inv *InvalidError
 	var nf *NotFoundError
 	return errors.As(err, &inv) || errors.As(err, &nf)
+}
+
+// LimitError is a write that would leave a key over its keyspace's limits
+// (too many siblings, too many bytes): FAILED_PRECONDITION, nothing stored.
+type LimitError struct {
+	Keyspace string
+	Key      []byte
+	Err      error
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("write refused: %v (keyspace %q): read the key, merge its values and write the result with the context the read returned; every write without a context adds a sibling", e.Err, e.Keyspace)
+}
+
+func (e *LimitError) Unwrap() error { return e.Err }
+
+// GRPCStatus maps the error to FAILED_PRECONDITION with the counts.
+func (e *LimitError) GRPCStatus() *status.Status {
+	md := map[string]string{"keyspace": e.Keyspace}
+	var le *version.LimitError
+	if errors.As(e.Err, &le) {
+		md["siblings"], md["max_siblings"] = itoa(le.Siblings), itoa(le.MaxSiblings)
+		md["bytes"], md["max_bytes"] = itoa(le.Bytes), itoa(le.MaxBytes)
+	}
+	return withInfo(status.New(codes.FailedPrecondition, e.Error()), "KEY_LIMIT", md)
 }

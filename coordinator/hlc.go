@@ -36,11 +36,18 @@ func (h *HLC) Now() version.Timestamp {
 	return h.mu.last
 }
 
-// Observe moves the clock past a timestamp seen in data from elsewhere.
-func (h *HLC) Observe(t version.Timestamp) {
+// Observe moves the clock past a timestamp seen in data from elsewhere,
+// unless it is more than maxOffset ahead of this node's wall clock: one
+// node with a fast clock, or one crafted write, must not drag every
+// coordinator's clock ahead for good. It reports whether t was accepted.
+func (h *HLC) Observe(t version.Timestamp, maxOffset time.Duration) bool {
+	if maxOffset > 0 && t.Wall > h.now().UnixNano()+int64(maxOffset) {
+		return false
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if t.Compare(h.mu.last) > 0 {
 		h.mu.last = t
 	}
+	return true
 }

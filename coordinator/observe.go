@@ -20,6 +20,14 @@ type Observer interface {
 	ReadRepaired(n int)
 	SiblingsReturned(n int)
 	HintStored()
+	// ClockSkewRejected: a timestamp in data was too far ahead to observe.
+	ClockSkewRejected()
+	// ManySiblings: a write left a key at or above its warning count.
+	ManySiblings()
+	// DuplicateWrite: a retried write was recognised and applied once.
+	DuplicateWrite()
+	// RequestIDs: how many write request IDs are remembered.
+	RequestIDs(n int)
 }
 
 type nopObserver struct{}
@@ -29,6 +37,10 @@ func (nopObserver) ReplicaCall(string, string, string, time.Duration) {}
 func (nopObserver) ReadRepaired(int)                                  {}
 func (nopObserver) SiblingsReturned(int)                              {}
 func (nopObserver) HintStored()                                       {}
+func (nopObserver) ClockSkewRejected()                                {}
+func (nopObserver) ManySiblings()                                     {}
+func (nopObserver) DuplicateWrite()                                   {}
+func (nopObserver) RequestIDs(int)                                    {}
 
 // Span attribute keys (OTel semantic conventions have none for these).
 const (

@@ -66,19 +66,41 @@ func (c *Coordinator) ServeWrite(ctx context.Context, req *internalv1.WriteReque
 		return &internalv1.WriteResponse{}, nil
 	}
 	_, span := c.replicaSpan(ctx, "meridian.engine.commit", c.cfg.NodeID, attrSync.Bool(req.GetSync()))
-	_, err = c.cfg.Store.Merge(loc, req.GetKey(), set, req.GetSync())
+	err = c.merge(loc, req.GetKey(), set, req.GetSync())
 	endSpan(span, err)
 	if err != nil {
+		if _, ok := status.FromError(err); ok {
+			return nil, err
+		}
 		return nil, status.Errorf(codes.Internal, "merge: %v", err)
 	}
 	return &internalv1.WriteResponse{}, nil
+}
+
+// merge folds a replica's set into this node's copy, pruning the clock as
+// every replica does, and remembers the request IDs it carries.
+func (c *Coordinator) merge(loc replica.Loc, key []byte, in version.Set, sync bool) error {
+	now := c.cfg.Now()
+	for _, sib := range in.Siblings {
+		if n := c.reqIDs.Remember(sib.Value.RequestID, now); n > 0 {
+			c.obs.RequestIDs(n)
+		}
+	}
+	_, err := c.cfg.Store.Update(loc, key, sync, func(cur version.Set) (version.Set, error) {
+		next, _ := version.Merge(cur, in).Prune(c.cfg.Prune, now.UnixNano())
+		if err := next.Check(version.Limits{}); err != nil {
+			return version.Set{}, status.Errorf(codes.FailedPrecondition, "merged set over a hard limit: %v", err)
+		}
+		return next, nil
+	})
+	return err
 }
 
 // ServeCoordinate runs a write forwarded by a node that is not a replica.
 func (c *Coordinator) ServeCoordinate(ctx context.Context, req *internalv1.CoordinateRequest) (*internalv1.CoordinateResponse, error) {
 	var resp *kvv1.PutResponse
 	err := c.observe(ctx, "kv.Coordinate", OpWrite, req.GetPut().GetKeyspace(), req.GetPut().GetConsistency(), func(ctx context.Context, span trace.Span) (err error) {
-		resp, err = c.write(ctx, span, req.GetPut(), req.GetTombstone(), req.GetOriginDc(), true)
+		resp, err = c.write(ctx, span, req.GetPut(), writeOpts{tombstone: req.GetTombstone(), originDC: req.GetOriginDc(), forwarded: true})
 		return err
 	})
 	if err != nil {

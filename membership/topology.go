@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/meridiankv/meridian/placement"
+	"github.com/meridiankv/meridian/version"
 )
 
 // DefaultKeyspace is the keyspace every cluster has and requests without a
@@ -52,7 +53,19 @@ type KeyspaceSpec struct {
 	Name        string         `yaml:"name" json:"name"`
 	Replication map[string]int `yaml:"replication" json:"replication"`
 	Conflict    string         `yaml:"conflict,omitempty" json:"conflict,omitempty"`
+	// MaxSiblings bounds the siblings a write may leave on a key (default
+	// DefaultMaxSiblings, at most version.MaxSiblings).
+	MaxSiblings int `yaml:"max_siblings,omitempty" json:"max_siblings,omitempty"`
+	// MaxSetBytes bounds a key's stored versions, bytes (default
+	// DefaultMaxSetBytes, at most version.MaxSetBytes).
+	MaxSetBytes int `yaml:"max_set_bytes,omitempty" json:"max_set_bytes,omitempty"`
 }
+
+// Keyspace limit defaults.
+const (
+	DefaultMaxSiblings = 100
+	DefaultMaxSetBytes = 64 << 20
+)
 
 // Keyspace is a keyspace with its placement table computed.
 type Keyspace struct {
@@ -61,6 +74,11 @@ type Keyspace struct {
 	Replication placement.Replication
 	Conflict    Conflict
 	Table       *placement.Table
+	// Limits bound what a write may leave on a key.
+	Limits version.Limits
+	// WarnSiblings is the sibling count from which writes are logged and
+	// counted as a warning (a quarter of the limit).
+	WarnSiblings int
 }
 
 // NodeInfo is a cluster member as the topology knows it.
@@ -166,7 +184,21 @@ func (t *Topology) addKeyspace(s KeyspaceSpec) error {
 			return fmt.Errorf("keyspace %q: its ID collides with keyspace %q: pick another name", s.Name, k.Name)
 		}
 	}
-	t.Keyspaces[s.Name] = &Keyspace{Name: s.Name, ID: id, Replication: repl, Conflict: conflict, Table: table}
+	limits := version.Limits{MaxSiblings: s.MaxSiblings, MaxBytes: s.MaxSetBytes}
+	if limits.MaxSiblings == 0 {
+		limits.MaxSiblings = DefaultMaxSiblings
+	}
+	if limits.MaxBytes == 0 {
+		limits.MaxBytes = DefaultMaxSetBytes
+	}
+	if limits.MaxSiblings < 1 || limits.MaxSiblings > version.MaxSiblings {
+		return fmt.Errorf("keyspace %q: max_siblings %d: use 1 to %d", s.Name, limits.MaxSiblings, version.MaxSiblings)
+	}
+	if limits.MaxBytes < 1<<20 || limits.MaxBytes > version.MaxSetBytes {
+		return fmt.Errorf("keyspace %q: max_set_bytes %d: use 1 MiB to %d", s.Name, limits.MaxBytes, version.MaxSetBytes)
+	}
+	t.Keyspaces[s.Name] = &Keyspace{Name: s.Name, ID: id, Replication: repl, Conflict: conflict, Table: table,
+		Limits: limits, WarnSiblings: max(limits.MaxSiblings/4, 1)}
 	return nil
 }
 

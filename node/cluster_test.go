@@ -254,7 +254,33 @@ func TestBadInput(t *testing.T) {
 		{"malformed context", func() error {
 			_, err := c.Put(ctx, &kvv1.PutRequest{Key: []byte("k"), Value: []byte("v"), Context: []byte{0xff, 0xff, 0xff}})
 			return err
-		}, codes.InvalidArgument, "context is malformed"},
+		}, codes.InvalidArgument, "not one this cluster issued"},
+		{"context of another key", func() error {
+			put, err := c.Put(ctx, &kvv1.PutRequest{Key: []byte("other"), Value: []byte("v")})
+			if err != nil {
+				return err
+			}
+			_, err = c.Put(ctx, &kvv1.PutRequest{Key: []byte("k"), Value: []byte("v"), Context: put.Context})
+			return err
+		}, codes.InvalidArgument, "not issued for this keyspace and key"},
+		{"altered context", func() error {
+			put, err := c.Put(ctx, &kvv1.PutRequest{Key: []byte("other"), Value: []byte("v2")})
+			if err != nil {
+				return err
+			}
+			forged := append([]byte(nil), put.Context...)
+			forged[len(forged)-2] ^= 0x40 // bump a counter or time
+			_, err = c.Put(ctx, &kvv1.PutRequest{Key: []byte("other"), Value: []byte("v"), Context: forged})
+			return err
+		}, codes.InvalidArgument, "not issued for this keyspace and key, or was altered"},
+		{"oversized context", func() error {
+			_, err := c.Put(ctx, &kvv1.PutRequest{Key: []byte("k"), Value: []byte("v"), Context: make([]byte, 70<<10)})
+			return err
+		}, codes.InvalidArgument, "over the 65536-byte limit"},
+		{"oversized request id", func() error {
+			_, err := c.Put(ctx, &kvv1.PutRequest{Key: []byte("k"), Value: []byte("v"), RequestId: make([]byte, 65)})
+			return err
+		}, codes.InvalidArgument, "request_id is 65 bytes"},
 		{"unknown keyspace", func() error {
 			_, err := c.Get(ctx, &kvv1.GetRequest{Keyspace: "nope", Key: []byte("k")})
 			return err

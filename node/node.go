@@ -151,7 +151,12 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	n.live.onUp = n.peers.Reconnect
 	n.faults = transport.NewFaults(n.peers, n.dcOf)
 	peers := n.live.track(n.faults)
+	secrets, err := cfg.secrets()
+	if err != nil {
+		return nil, err
+	}
 	n.coord, err = coordinator.New(coordinator.Config{
+		Secrets:        secrets,
 		NodeID:         cfg.ID,
 		DC:             n.self.DC,
 		Store:          n.store,

@@ -57,3 +57,21 @@ func LoadSecrets(path string) ([]string, error) {
 	}
 	return s, nil
 }
+
+// secrets returns the cluster secrets as keys: ClusterSecrets, then those
+// of ClusterSecretFile.
+func (c Config) secrets() ([][]byte, error) {
+	all := append([]string(nil), c.ClusterSecrets...)
+	if c.ClusterSecretFile != "" {
+		more, err := LoadSecrets(c.ClusterSecretFile)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, more...)
+	}
+	out := make([][]byte, len(all))
+	for i, s := range all {
+		out[i] = []byte(s)
+	}
+	return out, nil
+}

@@ -173,6 +173,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	cfg := node.Config{
 		ID: "m1", GRPCAddr: lis.Addr().String(), DataDir: t.TempDir(),
 		InitialCluster: "m1=" + lis.Addr().String(), GossipProfile: "test",
+		ClusterSecrets: []string{node.GenerateSecret()},
 	}
 	cfg.Telemetry.MetricsAddr = "127.0.0.1:0"
 	ctx := ctxT(t)

@@ -146,7 +146,8 @@ func (s *Server) Endpoints(_ context.Context, req *adminv1.EndpointsRequest) (*a
 }
 
 func keyspaceProto(k *membership.Keyspace) *adminv1.Keyspace {
-	out := &adminv1.Keyspace{Name: k.Name, Id: k.ID, Conflict: k.Conflict.String(), N: uint32(k.Table.N()), Replication: map[string]uint32{}}
+	out := &adminv1.Keyspace{Name: k.Name, Id: k.ID, Conflict: k.Conflict.String(), N: uint32(k.Table.N()), Replication: map[string]uint32{},
+		MaxSiblings: uint32(k.Limits.MaxSiblings), MaxSetBytes: uint64(k.Limits.MaxBytes)}
 	for dc, rf := range k.Replication {
 		out.Replication[dc] = uint32(rf)
 	}
@@ -171,7 +172,11 @@ func (s *Server) CreateKeyspace(ctx context.Context, req *adminv1.CreateKeyspace
 	if k == nil {
 		return nil, status.Error(codes.InvalidArgument, "keyspace is missing")
 	}
-	spec := membership.KeyspaceSpec{Name: k.GetName(), Conflict: k.GetConflict(), Replication: map[string]int{}}
+	if k.GetMaxSetBytes() > 1<<40 {
+		return nil, status.Errorf(codes.InvalidArgument, "max_set_bytes %d is out of range", k.GetMaxSetBytes())
+	}
+	spec := membership.KeyspaceSpec{Name: k.GetName(), Conflict: k.GetConflict(), Replication: map[string]int{},
+		MaxSiblings: int(k.GetMaxSiblings()), MaxSetBytes: int(k.GetMaxSetBytes())}
 	for dc, rf := range k.GetReplication() {
 		spec.Replication[dc] = int(rf)
 	}

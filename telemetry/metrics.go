@@ -17,6 +17,10 @@ type Metrics struct {
 	siblings        prometheus.Histogram
 	hintsStored     prometheus.Counter
 	hintsDelivered  prometheus.Counter
+	clockSkew       prometheus.Counter
+	manySiblings    prometheus.Counter
+	duplicates      prometheus.Counter
+	requestIDs      prometheus.Gauge
 	reg             *prometheus.Registry
 }
 
@@ -57,8 +61,25 @@ func newMetrics(reg *prometheus.Registry) *Metrics {
 			Name: "meridian_hints_delivered_total",
 			Help: "Hints delivered to their returning replica.",
 		}),
+		clockSkew: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_hlc_rejected_timestamps_total",
+			Help: "Timestamps in data more than the maximum clock offset ahead of this node's clock, not observed by its hybrid logical clock.",
+		}),
+		manySiblings: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_sibling_warnings_total",
+			Help: "Writes that left a key with at least a quarter of its keyspace's sibling limit.",
+		}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_duplicate_writes_total",
+			Help: "Retried writes recognised by their request ID and applied once.",
+		}),
+		requestIDs: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meridian_request_ids_remembered",
+			Help: "Write request IDs remembered to apply retries once (bounded by max-request-ids).",
+		}),
 	}
-	reg.MustRegister(m.requests, m.requestDuration, m.replicaDuration, m.readRepairs, m.siblings, m.hintsStored, m.hintsDelivered)
+	reg.MustRegister(m.requests, m.requestDuration, m.replicaDuration, m.readRepairs, m.siblings, m.hintsStored, m.hintsDelivered,
+		m.clockSkew, m.manySiblings, m.duplicates, m.requestIDs)
 	return m
 }
 
@@ -78,6 +99,18 @@ func (m *Metrics) ReadRepaired(n int) { m.readRepairs.Add(float64(n)) }
 
 // SiblingsReturned records the siblings of one read.
 func (m *Metrics) SiblingsReturned(n int) { m.siblings.Observe(float64(n)) }
+
+// ClockSkewRejected counts a timestamp too far ahead to observe.
+func (m *Metrics) ClockSkewRejected() { m.clockSkew.Inc() }
+
+// ManySiblings counts a write that left a key with many siblings.
+func (m *Metrics) ManySiblings() { m.manySiblings.Inc() }
+
+// DuplicateWrite counts a retried write applied once.
+func (m *Metrics) DuplicateWrite() { m.duplicates.Inc() }
+
+// RequestIDs sets how many write request IDs are remembered.
+func (m *Metrics) RequestIDs(n int) { m.requestIDs.Set(float64(n)) }
 
 // HintStored records a hint accepted.
 func (m *Metrics) HintStored() { m.hintsStored.Inc() }

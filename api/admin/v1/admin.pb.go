@@ -665,8 +665,12 @@ type Keyspace struct {
 	// Replication factor per datacenter.
 	Replication map[string]uint32 `protobuf:"bytes,3,rep,name=replication,proto3" json:"replication,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// "siblings" or "lww".
-	Conflict      string `protobuf:"bytes,4,opt,name=conflict,proto3" json:"conflict,omitempty"`
-	N             uint32 `protobuf:"varint,5,opt,name=n,proto3" json:"n,omitempty"`
+	Conflict string `protobuf:"bytes,4,opt,name=conflict,proto3" json:"conflict,omitempty"`
+	N        uint32 `protobuf:"varint,5,opt,name=n,proto3" json:"n,omitempty"`
+	// Most siblings a write may leave on a key (0: the default, 100).
+	MaxSiblings uint32 `protobuf:"varint,6,opt,name=max_siblings,json=maxSiblings,proto3" json:"max_siblings,omitempty"`
+	// Largest stored versions of a key, bytes (0: the default, 64 MiB).
+	MaxSetBytes   uint64 `protobuf:"varint,7,opt,name=max_set_bytes,json=maxSetBytes,proto3" json:"max_set_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -732,6 +736,20 @@ func (x *Keyspace) GetConflict() string {
 func (x *Keyspace) GetN() uint32 {
 	if x != nil {
 		return x.N
+	}
+	return 0
+}
+
+func (x *Keyspace) GetMaxSiblings() uint32 {
+	if x != nil {
+		return x.MaxSiblings
+	}
+	return 0
+}
+
+func (x *Keyspace) GetMaxSetBytes() uint64 {
+	if x != nil {
+		return x.MaxSetBytes
 	}
 	return 0
 }
@@ -975,13 +993,15 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\tpartition\x18\x02 \x01(\rR\tpartition\x12\f\n" +
 	"\x01n\x18\x03 \x01(\rR\x01n\x12.\n" +
 	"\breplicas\x18\x04 \x03(\v2\x12.admin.v1.EndpointR\breplicas\x120\n" +
-	"\tfallbacks\x18\x05 \x03(\v2\x12.admin.v1.EndpointR\tfallbacks\"\xdf\x01\n" +
+	"\tfallbacks\x18\x05 \x03(\v2\x12.admin.v1.EndpointR\tfallbacks\"\xa6\x02\n" +
 	"\bKeyspace\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\rR\x02id\x12E\n" +
 	"\vreplication\x18\x03 \x03(\v2#.admin.v1.Keyspace.ReplicationEntryR\vreplication\x12\x1a\n" +
 	"\bconflict\x18\x04 \x01(\tR\bconflict\x12\f\n" +
-	"\x01n\x18\x05 \x01(\rR\x01n\x1a>\n" +
+	"\x01n\x18\x05 \x01(\rR\x01n\x12!\n" +
+	"\fmax_siblings\x18\x06 \x01(\rR\vmaxSiblings\x12\"\n" +
+	"\rmax_set_bytes\x18\a \x01(\x04R\vmaxSetBytes\x1a>\n" +
 	"\x10ReplicationEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\x16\n" +

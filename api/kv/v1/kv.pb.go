@@ -590,10 +590,16 @@ type PutRequest struct {
 	Keyspace string                 `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
 	Key      []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
 	Value    []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
-	// Context from a previous Get; empty for a blind write.
-	Context       []byte       `protobuf:"bytes,4,opt,name=context,proto3" json:"context,omitempty"`
-	Consistency   *Consistency `protobuf:"bytes,5,opt,name=consistency,proto3" json:"consistency,omitempty"`
-	Explain       bool         `protobuf:"varint,6,opt,name=explain,proto3" json:"explain,omitempty"`
+	// Context from a previous Get; empty for a blind write. Contexts are
+	// bound to their keyspace and key and authenticated by the cluster: one
+	// copied from another key, altered or forged gets INVALID_ARGUMENT.
+	Context     []byte       `protobuf:"bytes,4,opt,name=context,proto3" json:"context,omitempty"`
+	Consistency *Consistency `protobuf:"bytes,5,opt,name=consistency,proto3" json:"consistency,omitempty"`
+	Explain     bool         `protobuf:"varint,6,opt,name=explain,proto3" json:"explain,omitempty"`
+	// Optional idempotency key (at most 64 bytes, e.g. a UUID): a retry of
+	// the same write with the same request_id is applied once, within the
+	// cluster's request-ID window (default 10 minutes).
+	RequestId     []byte `protobuf:"bytes,7,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -670,6 +676,13 @@ func (x *PutRequest) GetExplain() bool {
 	return false
 }
 
+func (x *PutRequest) GetRequestId() []byte {
+	if x != nil {
+		return x.RequestId
+	}
+	return nil
+}
+
 type PutResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Context covering the new write and every sibling returned with it; a
@@ -743,12 +756,14 @@ func (x *PutResponse) GetSiblings() []*Sibling {
 }
 
 type DeleteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Keyspace      string                 `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
-	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
-	Context       []byte                 `protobuf:"bytes,3,opt,name=context,proto3" json:"context,omitempty"`
-	Consistency   *Consistency           `protobuf:"bytes,4,opt,name=consistency,proto3" json:"consistency,omitempty"`
-	Explain       bool                   `protobuf:"varint,5,opt,name=explain,proto3" json:"explain,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Keyspace    string                 `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
+	Key         []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Context     []byte                 `protobuf:"bytes,3,opt,name=context,proto3" json:"context,omitempty"`
+	Consistency *Consistency           `protobuf:"bytes,4,opt,name=consistency,proto3" json:"consistency,omitempty"`
+	Explain     bool                   `protobuf:"varint,5,opt,name=explain,proto3" json:"explain,omitempty"`
+	// Optional idempotency key, as in PutRequest.
+	RequestId     []byte `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -816,6 +831,13 @@ func (x *DeleteRequest) GetExplain() bool {
 		return x.Explain
 	}
 	return false
+}
+
+func (x *DeleteRequest) GetRequestId() []byte {
+	if x != nil {
+		return x.RequestId
+	}
+	return nil
 }
 
 type DeleteResponse struct {
@@ -921,7 +943,7 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\bsiblings\x18\x01 \x03(\v2\x0e.kv.v1.SiblingR\bsiblings\x12\x18\n" +
 	"\acontext\x18\x02 \x01(\fR\acontext\x12.\n" +
 	"\teffective\x18\x03 \x01(\v2\x10.kv.v1.EffectiveR\teffective\x12&\n" +
-	"\aexplain\x18\x04 \x03(\v2\f.kv.v1.EventR\aexplain\"\xba\x01\n" +
+	"\aexplain\x18\x04 \x03(\v2\f.kv.v1.EventR\aexplain\"\xd9\x01\n" +
 	"\n" +
 	"PutRequest\x12\x1a\n" +
 	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x10\n" +
@@ -929,18 +951,22 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x05value\x18\x03 \x01(\fR\x05value\x12\x18\n" +
 	"\acontext\x18\x04 \x01(\fR\acontext\x124\n" +
 	"\vconsistency\x18\x05 \x01(\v2\x12.kv.v1.ConsistencyR\vconsistency\x12\x18\n" +
-	"\aexplain\x18\x06 \x01(\bR\aexplain\"\xab\x01\n" +
+	"\aexplain\x18\x06 \x01(\bR\aexplain\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\a \x01(\fR\trequestId\"\xab\x01\n" +
 	"\vPutResponse\x12\x18\n" +
 	"\acontext\x18\x01 \x01(\fR\acontext\x12.\n" +
 	"\teffective\x18\x02 \x01(\v2\x10.kv.v1.EffectiveR\teffective\x12&\n" +
 	"\aexplain\x18\x03 \x03(\v2\f.kv.v1.EventR\aexplain\x12*\n" +
-	"\bsiblings\x18\x04 \x03(\v2\x0e.kv.v1.SiblingR\bsiblings\"\xa7\x01\n" +
+	"\bsiblings\x18\x04 \x03(\v2\x0e.kv.v1.SiblingR\bsiblings\"\xc6\x01\n" +
 	"\rDeleteRequest\x12\x1a\n" +
 	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x18\n" +
 	"\acontext\x18\x03 \x01(\fR\acontext\x124\n" +
 	"\vconsistency\x18\x04 \x01(\v2\x12.kv.v1.ConsistencyR\vconsistency\x12\x18\n" +
-	"\aexplain\x18\x05 \x01(\bR\aexplain\"\x82\x01\n" +
+	"\aexplain\x18\x05 \x01(\bR\aexplain\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x06 \x01(\fR\trequestId\"\x82\x01\n" +
 	"\x0eDeleteResponse\x12\x18\n" +
 	"\acontext\x18\x01 \x01(\fR\acontext\x12.\n" +
 	"\teffective\x18\x02 \x01(\v2\x10.kv.v1.EffectiveR\teffective\x12&\n" +
