@@ -40,9 +40,11 @@ type Peers interface {
 	Coordinate(ctx context.Context, node string, req *internalv1.CoordinateRequest) (*internalv1.CoordinateResponse, error)
 }
 
-// Liveness says whether a node is up for routing.
+// Liveness says whether a node is up for routing, and whether a live node
+// still holds hints for it (it has missed writes).
 type Liveness interface {
 	Alive(id string) bool
+	PendingHints(id string) bool
 }
 
 // Hints stores copies held for unreachable replicas (see repair.Hints).
@@ -200,6 +202,9 @@ func (c *Coordinator) Close() {
 type target struct {
 	placement.Replica
 	hintFor string // non-empty: a fallback holding a hint for this node
+	// behind: a replica that live nodes hold undelivered hints for; read
+	// for merging and repair, but never counted toward R.
+	behind bool
 }
 
 // request is what every operation resolves first.
@@ -317,12 +322,19 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 	// needs (this node first, then its DC), keep the rest as spares for
 	// failures, and — for ReadRepairChance of reads — ask them all so that
 	// read repair reaches replicas the quorum did not.
-	var live []target
+	var live, behind []target
 	for _, rep := range r.reps {
-		if c.alive(rep.Node) {
-			live = append(live, target{Replica: rep})
-		} else {
+		switch {
+		case !c.alive(rep.Node):
 			r.trail.add(rep.Node, "skip replica", "down", 0)
+		case rep.Node != c.cfg.NodeID && c.cfg.Live.PendingHints(rep.Node):
+			// It missed writes that are still on their way as hints: it
+			// may answer with less than an acknowledged write, so it must
+			// not make up a quorum that R + W > N promises overlaps it.
+			behind = append(behind, target{Replica: rep, behind: true})
+			r.trail.add(rep.Node, "not counted", "live nodes hold undelivered hints for it", 0)
+		default:
+			live = append(live, target{Replica: rep})
 		}
 	}
 	full := newTally(r.need)
@@ -330,14 +342,21 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 		full.expect(t.DC, false)
 	}
 	if full.hopeless() {
-		return nil, &UnavailableError{Op: OpRead, Need: r.need, Alive: len(live), Detail: full.shortfall()}
+		detail := full.shortfall()
+		if len(behind) > 0 {
+			detail += fmt.Sprintf("; %d replica(s) up but still owed hints, not counted until delivered", len(behind))
+		}
+		return nil, &UnavailableError{Op: OpRead, Need: r.need, Alive: len(live), Detail: detail}
 	}
-	asked, spares := c.pickReads(r.need, live, c.cfg.Rand() < c.cfg.ReadRepairChance)
+	all := c.cfg.Rand() < c.cfg.ReadRepairChance
+	asked, spares := c.pickReads(r.need, live, all)
 	tl := newTally(r.need)
 	fctx, fcancel := c.fanoutContext(ctx)
 	ch := make(chan reply, len(live))
 	launch := func(t target) {
-		tl.expect(t.DC, false)
+		if !t.behind {
+			tl.expect(t.DC, false)
+		}
 		go func() {
 			start := c.cfg.Now()
 			set, err := c.readFrom(fctx, t.Node, r)
@@ -345,10 +364,14 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 			ch <- reply{t: t, set: set, err: err}
 		}()
 	}
-	for _, t := range asked {
+	targets := asked
+	if all {
+		// Read repair reaches replicas that are behind, too.
+		targets = append(targets, behind...)
+	}
+	for _, t := range targets {
 		launch(t)
 	}
-	targets := asked
 
 	var (
 		merged  version.Set
@@ -369,7 +392,9 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 		}
 		select {
 		case rp := <-ch:
-			tl.answer(rp.t.DC, false, rp.err == nil)
+			if !rp.t.behind {
+				tl.answer(rp.t.DC, false, rp.err == nil)
+			}
 			got = append(got, rp)
 			if rp.err != nil {
 				lastErr = rp.err
@@ -774,10 +799,17 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 			r.trail.add(rep.Node, "skip replica", "down", 0)
 		}
 	}
+	// Down replicas with no fallback to hold their copy: this node keeps
+	// the hint itself (when it holds the write), but such a copy never
+	// counts toward W — it is on this node, which already counts once.
+	var keep []string
 	if c.cfg.Hints != nil {
 		for _, rep := range down {
 			fb, ok := c.fallbackFor(r, rep, used)
 			if !ok {
+				if isReplica {
+					keep = append(keep, rep.Node)
+				}
 				continue
 			}
 			targets = append(targets, target{Replica: fb, hintFor: rep.Node})
@@ -816,6 +848,13 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 		self := target{Replica: placement.Replica{Node: c.cfg.NodeID, DC: c.cfg.DC}}
 		go func() {
 			err := wait()
+			for _, down := range keep {
+				herr := c.storeHint(down, r.loc, r.ks.Name, r.key, set, durable)
+				r.trail.add(c.cfg.NodeID, "kept hint for "+down, errText(herr), 0)
+				if herr != nil {
+					c.cfg.Logger.Warn("keep hint", "target", down, "err", herr)
+				}
+			}
 			endSpan(lspan, err)
 			r.trail.add(c.cfg.NodeID, "coordinator write", outcome(set, err), c.cfg.Now().Sub(start))
 			ch <- reply{t: self, err: err}
@@ -851,6 +890,11 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 					used[fb.Node] = true
 				}
 				usedMu.Unlock()
+				if !ok && isReplica {
+					// No fallback: keep the hint here; it does not count.
+					herr := c.storeHint(t.Node, r.loc, r.ks.Name, r.key, set, durable)
+					r.trail.add(c.cfg.NodeID, "kept hint for "+t.Node, errText(herr), 0)
+				}
 				if ok {
 					hinted := target{Replica: fb, hintFor: t.Node}
 					start = c.cfg.Now()

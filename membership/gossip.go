@@ -33,12 +33,28 @@ type Meta struct {
 	Rack     string `json:"rack"`
 	Weight   int    `json:"w"`
 	Epoch    uint64 `json:"e"`
+	// HintsFor lists the nodes this node holds undelivered hints for: a
+	// replica listed by a live node has missed writes and does not count
+	// toward a read quorum until they arrive.
+	HintsFor []string `json:"h,omitempty"`
 }
 
 // metaVersion prefixes the encoded metadata so the format can change.
 const metaVersion = 1
 
 func (m Meta) encode() ([]byte, error) {
+	b, err := m.encodeFull()
+	if err != nil && len(m.HintsFor) > 0 {
+		// Too many hint targets to gossip: keep as many as fit.
+		for len(m.HintsFor) > 0 && err != nil {
+			m.HintsFor = m.HintsFor[:len(m.HintsFor)-1]
+			b, err = m.encodeFull()
+		}
+	}
+	return b, err
+}
+
+func (m Meta) encodeFull() ([]byte, error) {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return nil, err

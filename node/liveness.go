@@ -29,6 +29,8 @@ type liveness struct {
 		sync.RWMutex
 		down        map[string]bool
 		failedUntil map[string]time.Time
+		// hintsFor: per live member, the nodes it holds hints for.
+		hintsFor map[string][]string
 	}
 }
 
@@ -36,6 +38,7 @@ func newLiveness(now func() time.Time) *liveness {
 	l := &liveness{now: now}
 	l.mu.down = map[string]bool{}
 	l.mu.failedUntil = map[string]time.Time{}
+	l.mu.hintsFor = map[string][]string{}
 	return l
 }
 
@@ -45,12 +48,34 @@ func (l *liveness) MemberChanged(m membership.Member) {
 	defer l.mu.Unlock()
 	down := m.State == membership.StateDead || m.State == membership.StateLeft
 	l.mu.down[m.Meta.ID] = down
+	if down {
+		delete(l.mu.hintsFor, m.Meta.ID)
+	} else {
+		l.mu.hintsFor[m.Meta.ID] = m.Meta.HintsFor
+	}
 	if !down {
 		delete(l.mu.failedUntil, m.Meta.ID)
 	}
 	if m.State == membership.StateAlive && l.onUp != nil {
 		go l.onUp(m.Meta.ID) // never block memberlist's goroutine
 	}
+}
+
+// pendingHints reports whether a live member says it holds hints for id.
+func (l *liveness) pendingHints(id string) bool {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	for holder, targets := range l.mu.hintsFor {
+		if holder == id || l.mu.down[holder] {
+			continue
+		}
+		for _, t := range targets {
+			if t == id {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Alive reports whether id should be routed to.

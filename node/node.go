@@ -61,6 +61,7 @@ type Node struct {
 	self   membership.NodeInfo
 	eng    engine.Engine
 	store  *replica.Store
+	hints  *hintTracker
 	topo   atomic.Pointer[membership.Topology]
 	topoMu sync.Mutex // serializes topology changes
 	live   *liveness
@@ -151,6 +152,9 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	n.live.onUp = n.peers.Reconnect
 	n.faults = transport.NewFaults(n.peers, n.dcOf)
 	peers := n.live.track(n.faults)
+	if n.hints, err = newHintTracker(n.store); err != nil {
+		return nil, fmt.Errorf("read hints: %w", err)
+	}
 	secrets, err := cfg.secrets()
 	if err != nil {
 		return nil, err
@@ -161,8 +165,8 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 		DC:             n.self.DC,
 		Store:          n.store,
 		Peers:          peers,
-		Live:           n.live,
-		Hints:          n.store,
+		Live:           routing{liveness: n.live, hints: n.hints},
+		Hints:          n.hints,
 		Topology:       n.Topology,
 		RequestTimeout: cfg.RequestTimeout,
 		MaxValueSize:   cfg.MaxValueSize,
@@ -202,10 +206,12 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n.cancel = cancel
 
+	meta := membership.Meta{
+		ID: cfg.ID, GRPCAddr: n.Addr(), DC: n.self.DC, Rack: n.self.Rack, Weight: n.self.Weight, Epoch: topo.Epoch,
+		HintsFor: n.hints.Targets(),
+	}
 	n.gossip, err = membership.Start(runCtx, membership.Config{
-		Meta: membership.Meta{
-			ID: cfg.ID, GRPCAddr: n.Addr(), DC: n.self.DC, Rack: n.self.Rack, Weight: n.self.Weight, Epoch: topo.Epoch,
-		},
+		Meta:     meta,
 		BindAddr: gossipAddr(cfg),
 		Seeds:    cfg.Join,
 		Profile:  cfg.GossipProfile,
@@ -236,7 +242,17 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	if err := n.tel.Metrics.RegisterMembers(n.memberCounts); err != nil {
 		return nil, err
 	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.hints.gossipLoop(runCtx, meta, n.gossip, func(err error) { n.log.Warn("gossip hint targets", "err", err) })
+	}()
 	handoff := &repair.Handoff{Store: n.store, Peers: peers, Live: n.live, Interval: cfg.HintInterval, Logger: n.log,
+		AfterRound: func() {
+			if err := n.hints.refresh(); err != nil {
+				n.log.Warn("read hint targets", "err", err)
+			}
+		},
 		Delivered: n.tel.Metrics.HintsDelivered}
 	n.wg.Add(1)
 	go func() {

@@ -32,6 +32,8 @@ type Handoff struct {
 	Logger   *slog.Logger
 	// Delivered, when set, is told how many hints each round delivered.
 	Delivered func(n int)
+	// AfterRound, when set, runs after every delivery round.
+	AfterRound func()
 }
 
 // Run delivers hints every Interval until ctx is done.
@@ -53,6 +55,9 @@ func (h *Handoff) Run(ctx context.Context) {
 			}
 			if h.Delivered != nil && n > 0 {
 				h.Delivered(n)
+			}
+			if h.AfterRound != nil {
+				h.AfterRound()
 			}
 		}
 	}

@@ -149,3 +149,29 @@ func (s *Store) DeleteHint(h Hint) (bool, error) {
 	b.Delete(hk)
 	return true, b.Commit(false)
 }
+
+// HintTargets returns the nodes this store holds at least one hint for, in
+// order, seeking from one target's hints to the next.
+func (s *Store) HintTargets() ([]string, error) {
+	it, err := s.eng.NewIter([]byte{prefixHint}, []byte{prefixHint + 1})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []string
+	for ok := it.First(); ok; {
+		k := it.Key()
+		if len(k) < 2 || len(k) < 2+int(k[1]) {
+			ok = it.Next()
+			continue
+		}
+		target := string(k[2 : 2+int(k[1])])
+		out = append(out, target)
+		next := hintUpper(target)
+		if next == nil {
+			break
+		}
+		ok = it.SeekGE(next)
+	}
+	return out, it.Error()
+}

@@ -1,0 +1,132 @@
+package node
+
+import (
+	"context"
+	"slices"
+	"sync"
+
+	"github.com/meridiankv/meridian/membership"
+	"github.com/meridiankv/meridian/replica"
+	"github.com/meridiankv/meridian/version"
+)
+
+// hintTracker knows which nodes this node holds undelivered hints for and
+// tells the cluster through gossip metadata, so that no coordinator counts
+// a returning replica toward a read quorum before its hints arrive.
+type hintTracker struct {
+	store   *replica.Store
+	changed chan struct{} // signalled when the set changes
+	mu      struct {
+		sync.Mutex
+		targets map[string]bool
+	}
+}
+
+func newHintTracker(store *replica.Store) (*hintTracker, error) {
+	h := &hintTracker{store: store, changed: make(chan struct{}, 1)}
+	h.mu.targets = map[string]bool{}
+	return h, h.refresh()
+}
+
+// StoreHint stores a hint (coordinator.Hints) and records its target.
+func (h *hintTracker) StoreHint(target string, loc replica.Loc, keyspace string, key []byte, set version.Set, sync bool) error {
+	if err := h.store.StoreHint(target, loc, keyspace, key, set, sync); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	added := !h.mu.targets[target]
+	h.mu.targets[target] = true
+	h.mu.Unlock()
+	if added {
+		h.signal()
+	}
+	return nil
+}
+
+// refresh re-reads the targets from the store (after a delivery round).
+func (h *hintTracker) refresh() error {
+	list, err := h.store.HintTargets()
+	if err != nil {
+		return err
+	}
+	next := make(map[string]bool, len(list))
+	for _, t := range list {
+		next[t] = true
+	}
+	h.mu.Lock()
+	same := len(next) == len(h.mu.targets)
+	for t := range next {
+		same = same && h.mu.targets[t]
+	}
+	h.mu.targets = next
+	h.mu.Unlock()
+	if !same {
+		h.signal()
+	}
+	return nil
+}
+
+func (h *hintTracker) signal() {
+	select {
+	case h.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Has reports whether this node holds hints for id.
+func (h *hintTracker) Has(id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.mu.targets[id]
+}
+
+// Targets lists the nodes this node holds hints for, sorted.
+func (h *hintTracker) Targets() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]string, 0, len(h.mu.targets))
+	for t := range h.mu.targets {
+		out = append(out, t)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// gossipLoop re-broadcasts this node's metadata whenever its hint targets
+// change, until ctx ends.
+func (h *hintTracker) gossipLoop(ctx context.Context, base membership.Meta, g *membership.Gossip, onErr func(error)) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.changed:
+		}
+		m := base
+		m.HintsFor = h.Targets()
+		if err := g.UpdateMeta(m); err != nil && ctx.Err() == nil {
+			onErr(err)
+		}
+	}
+}
+
+// routing is what the coordinator asks about other nodes: liveness from
+// gossip and calls, and whether a node is still owed hints — by a live
+// peer (from its gossip metadata) or by this node.
+type routing struct {
+	*liveness
+	hints *hintTracker
+}
+
+// PendingHints reports whether a live node holds undelivered hints for id.
+func (r routing) PendingHints(id string) bool {
+	return r.hints.Has(id) || r.liveness.pendingHints(id)
+}
+
+// HintsPending reports whether a live node (this one included) holds
+// undelivered hints for id, as this node's coordinator sees it.
+func (n *Node) HintsPending(id string) bool {
+	return routing{liveness: n.live, hints: n.hints}.PendingHints(id)
+}
+
+// HintTargets lists the nodes this node holds hints for.
+func (n *Node) HintTargets() []string { return n.hints.Targets() }
