@@ -128,4 +128,3 @@ func (s *Store) NextCounter() (uint64, error) { return s.ctr.Next() }
 // Incarnations lists the actors this store has minted under, oldest first
 // (at most the last 64); the last one is Actor.
 func (s *Store) Incarnations() []string { return append([]string(nil), s.past...) }
-
