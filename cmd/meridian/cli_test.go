@@ -21,6 +21,7 @@ func TestConfigPrecedence(t *testing.T) {
 	os.WriteFile(file, []byte(`id: from-file
 grpc-addr: 127.0.0.1:7001
 data-dir: /var/lib/meridian
+cluster-secret-file: /etc/meridian/cluster.secret
 initial-cluster: from-file=127.0.0.1:7001,n2=127.0.0.1:7002/dc2/r1/3
 request-timeout: 2s
 join: [127.0.0.1:7101, 127.0.0.1:7102]
@@ -42,6 +43,9 @@ keyspaces:
 	if cfg.ID != "from-file" || cfg.DataDir != "/from/env" || cfg.RequestTimeout != 4*time.Second {
 		t.Fatalf("resolved id=%q data-dir=%q timeout=%v; want file, env, flag", cfg.ID, cfg.DataDir, cfg.RequestTimeout)
 	}
+	if cfg.ClusterSecretFile != "/etc/meridian/cluster.secret" {
+		t.Fatalf("cluster-secret-file from YAML = %q", cfg.ClusterSecretFile)
+	}
 	if len(cfg.Join) != 2 || len(cfg.Keyspaces) != 1 || cfg.Keyspaces[0].Name != "orders" {
 		t.Fatalf("join %v keyspaces %v", cfg.Join, cfg.Keyspaces)
 	}
@@ -51,6 +55,82 @@ keyspaces:
 	cmd.Flags().Parse([]string{"--config", file})
 	if err := resolveConfig(cmd.Flags(), &cfg, &sf); err == nil || !strings.Contains(err.Error(), "bogus-key") {
 		t.Fatalf("unknown YAML key: %v", err)
+	}
+}
+
+// TestClusterSecretConfig: the secret file comes from the flag or
+// MERIDIAN_CLUSTER_SECRET_FILE, and a node without one is refused with a
+// message that says how to make one.
+func TestClusterSecretConfig(t *testing.T) {
+	args := []string{"--id", "n1", "--grpc-addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--initial-cluster", "n1=127.0.0.1:7001"}
+	resolve := func(extra ...string) (node.Config, error) {
+		var cfg node.Config
+		var sf serveFlags
+		cmd := newServeCmdFor(&cfg, &sf)
+		if err := cmd.Flags().Parse(append(append([]string(nil), args...), extra...)); err != nil {
+			t.Fatal(err)
+		}
+		err := resolveConfig(cmd.Flags(), &cfg, &sf)
+		return cfg, err
+	}
+	if _, err := resolve(); err == nil || !strings.Contains(err.Error(), "meridian secret create") {
+		t.Fatalf("no secret: %v", err)
+	}
+	if cfg, err := resolve("--cluster-secret-file", "/a/secret"); err != nil || cfg.ClusterSecretFile != "/a/secret" {
+		t.Fatalf("flag: %q, %v", cfg.ClusterSecretFile, err)
+	}
+	t.Setenv("MERIDIAN_CLUSTER_SECRET_FILE", "/env/secret")
+	if cfg, err := resolve(); err != nil || cfg.ClusterSecretFile != "/env/secret" {
+		t.Fatalf("environment: %q, %v", cfg.ClusterSecretFile, err)
+	}
+}
+
+// TestSecretCreate: `secret create` writes a usable secret readable only by
+// its owner, and refuses to replace one unless --force.
+func TestSecretCreate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cluster.secret")
+	run := func(args ...string) (string, error) {
+		root := newRoot()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetArgs(args)
+		err := root.Execute()
+		return out.String(), err
+	}
+	out, err := run("secret", "create", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "every node") || !strings.Contains(out, "--cluster-secret-file "+path) {
+		t.Fatalf("secret create does not say what to do next:\n%s", out)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, want 0600", fi.Mode().Perm())
+	}
+	first, err := node.LoadSecrets(path)
+	if err != nil || len(first) != 1 {
+		t.Fatalf("LoadSecrets: %v, %v", first, err)
+	}
+	if _, err := run("secret", "create", path); err == nil || !strings.Contains(err.Error(), "already exists") || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("second create: %v", err)
+	}
+	if again, _ := node.LoadSecrets(path); again[0] != first[0] {
+		t.Fatal("a refused create changed the file")
+	}
+	os.Chmod(path, 0o644)
+	if _, err := run("secret", "create", "--force", path); err != nil {
+		t.Fatal(err)
+	}
+	second, err := node.LoadSecrets(path)
+	if err != nil || second[0] == first[0] {
+		t.Fatalf("--force did not write a new secret: %v, %v", second, err)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode after --force %v, want 0600", fi.Mode().Perm())
 	}
 }
 

@@ -52,6 +52,7 @@ func newRoot() *cobra.Command {
 		newRingCmd(),
 		newEndpointsCmd(),
 		newKeyspaceCmd(),
+		newSecretCmd(),
 		newBenchCmd(),
 		newVersionCmd(),
 	)

@@ -30,6 +30,17 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
+// secretFile creates a cluster secret with `meridian secret create` in dir,
+// for every `meridian serve` of a test to share.
+func secretFile(t *testing.T, bin, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "cluster.secret")
+	if out, err := exec.Command(bin, "secret", "create", path).CombinedOutput(); err != nil {
+		t.Fatalf("meridian secret create: %v\n%s", err, out)
+	}
+	return path
+}
+
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
 	var ls []net.Listener
@@ -106,6 +117,7 @@ func TestSIGKILLKeepsAcknowledgedWrites(t *testing.T) {
 	}
 	bin := buildBinary(t)
 	dir := t.TempDir()
+	secret := secretFile(t, bin, dir)
 	ports := freePorts(t, 6)
 	var procs []*proc
 	var initial []string
@@ -124,7 +136,7 @@ func TestSIGKILLKeepsAcknowledgedWrites(t *testing.T) {
 		p.args = []string{"--id", p.id, "--grpc-addr", p.addr,
 			"--gossip-addr", fmt.Sprintf("127.0.0.1:%d", ports[3+i]),
 			"--data-dir", filepath.Join(dir, p.id), "--initial-cluster", strings.Join(initial, ","),
-			"--gossip-profile", "test", "--log-level", "debug"}
+			"--cluster-secret-file", secret, "--gossip-profile", "test", "--log-level", "debug"}
 	}
 	t.Cleanup(func() {
 		for _, p := range procs {

@@ -42,7 +42,9 @@ environment variable MERIDIAN_<FLAG> (e.g. MERIDIAN_GRPC_ADDR). Precedence:
 flag, then environment, then file, then default.
 
 Example, a 3-node cluster on one machine:
+  meridian secret create cluster.secret   # once; copy the file to every node
   meridian serve --id n1 --grpc-addr 127.0.0.1:7001 --gossip-addr 127.0.0.1:7101 --data-dir d1 \
+    --cluster-secret-file cluster.secret \
     --initial-cluster n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003
   (and the same for n2, n3 with their own addresses and directories)`,
 		Args: cobra.NoArgs,
@@ -70,6 +72,7 @@ Example, a 3-node cluster on one machine:
 	f.StringVar(&cfg.GRPCAddr, "grpc-addr", "", "host:port for the client and peer gRPC API")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "host:port for gossip (default: grpc host, a free port)")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for this node's data")
+	f.StringVar(&cfg.ClusterSecretFile, "cluster-secret-file", "", "file with the cluster secret(s), the same on every node (create one with: meridian secret create FILE)")
 	f.StringVar(&cfg.InitialCluster, "initial-cluster", "", "every member: ID=HOST:PORT[/DC[/RACK[/WEIGHT]]],...")
 	f.StringVar(&sf.join, "join", "", "gossip addresses to join, comma-separated (default: ask --initial-cluster peers)")
 	f.StringVar(&cfg.Engine, "engine", "", "storage engine: pebble or memory (default pebble)")

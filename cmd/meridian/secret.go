@@ -1,0 +1,67 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meridiankv/meridian/node"
+)
+
+func newSecretCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "secret",
+		Short: "Manage the cluster secret",
+		Long: `Every node of a cluster shares a secret that authenticates the causal
+contexts handed to clients. Create it once, copy the file to every node and
+pass it with --cluster-secret-file (or cluster-secret-file: in the YAML file).`,
+	}
+	var force bool
+	create := &cobra.Command{
+		Use:   "create FILE",
+		Short: "Write a new random cluster secret to FILE (mode 0600)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return createSecret(cmd, args[0], force)
+		},
+	}
+	create.Flags().BoolVar(&force, "force", false, "overwrite FILE if it exists (nodes using the old secret will reject contexts signed with the new one)")
+	cmd.AddCommand(create)
+	return cmd
+}
+
+func createSecret(cmd *cobra.Command, path string, force bool) error {
+	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	if force {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	}
+	f, err := os.OpenFile(path, flags, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s already exists: keep it (every node must share the same secret), or pass --force to replace it", path)
+	}
+	if err != nil {
+		return fmt.Errorf("create secret file: %w", err)
+	}
+	if _, err := f.WriteString(node.GenerateSecret() + "\n"); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Chmod(0o600); err != nil { // an overwritten file keeps its old mode otherwise
+		f.Close()
+		return fmt.Errorf("chmod %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "wrote a new cluster secret to %s (mode 0600)\n", path)
+	fmt.Fprintf(out, "next: copy it to every node (keep it private) and start each node with --cluster-secret-file %s\n", path)
+	return nil
+}
