@@ -219,3 +219,118 @@ func TestKVCommands(t *testing.T) {
 		t.Fatalf("workload E: %v", err)
 	}
 }
+
+// TestKVPutReadsFirst: put and delete without --context read the key and
+// supersede what they read (saying so); --blind keeps the old blind write;
+// values come from exactly one of VALUE, standard input and --file, and
+// values over gRPC's default 4 MiB travel both ways.
+func TestKVPutReadsFirst(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	l, err := node.StartLocal(ctx, node.LocalSpec{NodesPerDC: 3, Engine: "memory", GossipProfile: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	addr := l.Nodes()[0].Addr()
+	runIn := func(stdin string, args ...string) (string, error) {
+		root := newRoot()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetIn(strings.NewReader(stdin))
+		root.SetArgs(append([]string{args[0], args[1], "--addr", addr, "--consistency", "all"}, args[2:]...))
+		err := root.ExecuteContext(ctx)
+		return out.String(), err
+	}
+	run := func(args ...string) (string, error) { return runIn("", args...) }
+	get := func(key string) jsonResult {
+		t.Helper()
+		out, err := run("kv", "get", "--json", key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res jsonResult
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			t.Fatalf("get --json: %v\n%s", err, out)
+		}
+		return res
+	}
+	values := func(res jsonResult) []string {
+		var vs []string
+		for _, s := range res.Siblings {
+			if !s.Tombstone && s.Value != nil {
+				vs = append(vs, *s.Value)
+			}
+		}
+		return vs
+	}
+
+	out, err := run("kv", "put", "k", "v1")
+	if err != nil || !strings.Contains(out, "read context first: the key held nothing") {
+		t.Fatalf("first put: %v\n%s", err, out)
+	}
+	// Two blind writes make siblings; a put without --context replaces both.
+	for _, v := range []string{"a", "b"} {
+		if out, err := run("kv", "put", "--blind", "k", v); err != nil || strings.Contains(out, "read context first") {
+			t.Fatalf("blind put: %v\n%s", err, out)
+		}
+	}
+	if vs := values(get("k")); len(vs) != 3 {
+		t.Fatalf("after two blind puts: %v, want 3 siblings", vs)
+	}
+	out, err = run("kv", "put", "k", "merged")
+	if err != nil || !strings.Contains(out, "read context first: superseding 3 sibling(s)") {
+		t.Fatalf("put without context: %v\n%s", err, out)
+	}
+	if vs := values(get("k")); len(vs) != 1 || vs[0] != "merged" {
+		t.Fatalf("after put without context: %v, want [merged]", vs)
+	}
+	out, err = run("kv", "put", "--json", "k", "again")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res jsonResult
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Superseded == nil || *res.Superseded != 1 {
+		t.Fatalf("put --json: %v superseded=%v\n%s", err, res.Superseded, out)
+	}
+	if _, err := run("kv", "put", "--blind", "--context", res.Context, "k", "x"); err == nil || !strings.Contains(err.Error(), "--blind") {
+		t.Fatalf("--blind with --context: %v", err)
+	}
+
+	// Delete without --context deletes what is there.
+	out, err = run("kv", "delete", "k")
+	if err != nil || !strings.Contains(out, "superseding 1 sibling(s)") {
+		t.Fatalf("delete: %v\n%s", err, out)
+	}
+	if res := get("k"); res.Found {
+		t.Fatalf("after delete without context: %+v", res)
+	}
+
+	// Value sources.
+	if _, err := runIn("from stdin\n", "kv", "put", "s", "-"); err != nil {
+		t.Fatal(err)
+	}
+	if vs := values(get("s")); len(vs) != 1 || vs[0] != "from stdin\n" {
+		t.Fatalf("value from stdin: %q", vs)
+	}
+	big := bytes.Repeat([]byte("0123456789abcdef"), 5<<20/16) // 5 MiB
+	file := filepath.Join(t.TempDir(), "big")
+	if err := os.WriteFile(file, big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run("kv", "put", "--file", file, "big"); err != nil {
+		t.Fatalf("put --file of 5 MiB: %v", err)
+	}
+	if vs := values(get("big")); len(vs) != 1 || vs[0] != string(big) {
+		t.Fatalf("get of a 5 MiB value: %d siblings", len(vs))
+	}
+	if _, err := run("kv", "put", "--file", file, "big", "v"); err == nil || !strings.Contains(err.Error(), "exactly one") {
+		t.Fatalf("VALUE and --file: %v", err)
+	}
+	if _, err := run("kv", "put", "big"); err == nil || !strings.Contains(err.Error(), "no value") {
+		t.Fatalf("no value: %v", err)
+	}
+	if _, err := run("kv", "put", "--file", filepath.Join(t.TempDir(), "missing"), "big"); err == nil || !strings.Contains(err.Error(), "--file") {
+		t.Fatalf("missing file: %v", err)
+	}
+}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -13,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/transport"
 )
 
 // kvFlags are shared by kv get, put and delete.
@@ -25,6 +28,8 @@ type kvFlags struct {
 	noSync      bool
 	dc          string
 	context     string
+	blind       bool
+	file        string
 	timeout     time.Duration
 	json        bool
 	explain     bool
@@ -37,10 +42,12 @@ func newKVCmd() *cobra.Command {
 		Short: "Read and write keys",
 		Long: `Read and write keys on a running cluster.
 
-  meridian kv put --addr 127.0.0.1:7001 user:1 alice
+  meridian kv put --addr 127.0.0.1:7001 user:1 alice    # reads user:1 first, replaces what it read
   meridian kv get --addr 127.0.0.1:7001 user:1          # prints siblings and a context
-  meridian kv put --context CTX user:1 alice2            # supersedes what CTX saw
-  meridian kv delete --context CTX user:1`,
+  meridian kv put --context CTX user:1 alice2            # supersedes only what CTX saw
+  meridian kv put --file photo.jpg user:1:photo          # value from a file (or - for stdin)
+  meridian kv put --blind user:1 alice3                  # no read, no context: becomes a sibling
+  meridian kv delete user:1                              # reads first, deletes what it read`,
 	}
 	p := cmd.PersistentFlags()
 	p.StringVar(&f.addr, "addr", "127.0.0.1:7001", "gRPC address of any node")
@@ -54,9 +61,6 @@ func newKVCmd() *cobra.Command {
 	p.DurationVar(&f.timeout, "timeout", 10*time.Second, "request deadline")
 	p.BoolVar(&f.json, "json", false, "print machine-readable JSON")
 	p.BoolVar(&f.explain, "explain", false, "print the request's timeline: which replicas did what, and how long it took")
-	ctxFlag := func(c *cobra.Command) {
-		c.Flags().StringVar(&f.context, "context", "", "causal context from a previous get or put (base64)")
-	}
 
 	get := &cobra.Command{
 		Use:   "get KEY",
@@ -68,50 +72,153 @@ func newKVCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return printResult(cmd.OutOrStdout(), f.json, args[0], resp.Siblings, resp.Context, resp.Effective, resp.Explain)
+				return printResult(cmd.OutOrStdout(), f.json, nil, args[0], resp.Siblings, resp.Context, resp.Effective, resp.Explain)
 			})
 		},
 	}
 	put := &cobra.Command{
-		Use:   "put KEY VALUE",
-		Short: "Write a value (superseding what --context saw)",
-		Args:  cobra.ExactArgs(2),
+		Use:   "put KEY [VALUE | -]",
+		Short: "Write a value, superseding what the key holds now (or what --context saw)",
+		Long: `Write a value. Without --context, put first reads the key (with the same
+--keyspace and consistency flags) and writes with the context it read, so the
+new value replaces every value it saw; --blind skips the read and writes
+without a context (the new value becomes a sibling of any existing one).
+
+The value is the VALUE argument, standard input when VALUE is "-", or the
+content of --file PATH: exactly one of them.`,
+		Args: cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			kctx, err := decodeContext(f.context)
+			value, err := readValue(cmd.InOrStdin(), args[1:], f.file)
+			if err != nil {
+				return err
+			}
+			kctx, err := writeContext(f)
 			if err != nil {
 				return err
 			}
 			return withKV(cmd.Context(), f, func(ctx context.Context, c kvv1.KVClient, cons *kvv1.Consistency) error {
-				resp, err := c.Put(ctx, &kvv1.PutRequest{Keyspace: f.keyspace, Key: []byte(args[0]), Value: []byte(args[1]), Context: kctx, Consistency: cons, Explain: f.explain})
+				superseded, err := readFirst(ctx, c, f, cons, args[0], &kctx)
 				if err != nil {
 					return err
 				}
-				return printResult(cmd.OutOrStdout(), f.json, args[0], resp.Siblings, resp.Context, resp.Effective, resp.Explain)
+				resp, err := c.Put(ctx, &kvv1.PutRequest{Keyspace: f.keyspace, Key: []byte(args[0]), Value: value, Context: kctx, Consistency: cons, Explain: f.explain})
+				if err != nil {
+					return err
+				}
+				return printWrite(cmd.OutOrStdout(), f.json, superseded, args[0], resp.Siblings, resp.Context, resp.Effective, resp.Explain)
 			})
 		},
 	}
 	del := &cobra.Command{
 		Use:   "delete KEY",
-		Short: "Delete a key (superseding what --context saw)",
-		Args:  cobra.ExactArgs(1),
+		Short: "Delete a key, superseding what it holds now (or what --context saw)",
+		Long: `Delete a key. Without --context, delete first reads the key (with the same
+--keyspace and consistency flags) and deletes what it read; --blind skips the
+read (a delete without a context removes nothing that exists).`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			kctx, err := decodeContext(f.context)
+			kctx, err := writeContext(f)
 			if err != nil {
 				return err
 			}
 			return withKV(cmd.Context(), f, func(ctx context.Context, c kvv1.KVClient, cons *kvv1.Consistency) error {
+				superseded, err := readFirst(ctx, c, f, cons, args[0], &kctx)
+				if err != nil {
+					return err
+				}
 				resp, err := c.Delete(ctx, &kvv1.DeleteRequest{Keyspace: f.keyspace, Key: []byte(args[0]), Context: kctx, Consistency: cons, Explain: f.explain})
 				if err != nil {
 					return err
 				}
-				return printResult(cmd.OutOrStdout(), f.json, args[0], nil, resp.Context, resp.Effective, resp.Explain)
+				return printWrite(cmd.OutOrStdout(), f.json, superseded, args[0], nil, resp.Context, resp.Effective, resp.Explain)
 			})
 		},
 	}
-	ctxFlag(put)
-	ctxFlag(del)
+	writeFlags := func(c *cobra.Command) {
+		c.Flags().StringVar(&f.context, "context", "", "causal context from a previous get or put (base64); default: read the key first and use its context")
+		c.Flags().BoolVar(&f.blind, "blind", false, "write without reading the key first and without a context")
+	}
+	writeFlags(put)
+	writeFlags(del)
+	put.Flags().StringVar(&f.file, "file", "", "read the value from this file instead of the VALUE argument")
 	cmd.AddCommand(get, put, del)
 	return cmd
+}
+
+// maxValueInput bounds a value read from a file or standard input: nothing
+// larger fits in one request.
+const maxValueInput = transport.MaxMessageSize
+
+// readValue returns the value of kv put from exactly one source: the VALUE
+// argument, standard input ("-") or --file.
+func readValue(stdin io.Reader, args []string, file string) ([]byte, error) {
+	switch {
+	case len(args) == 1 && file != "":
+		return nil, fmt.Errorf("two values given (VALUE %q and --file %s): give exactly one, VALUE, - for standard input, or --file PATH", args[0], file)
+	case file != "":
+		fh, err := os.Open(file)
+		if err != nil {
+			return nil, fmt.Errorf("--file: %w", err)
+		}
+		defer fh.Close()
+		return readAllLimited(fh, "--file "+file)
+	case len(args) == 1 && args[0] == "-":
+		return readAllLimited(stdin, "standard input")
+	case len(args) == 1:
+		return []byte(args[0]), nil
+	default:
+		return nil, errors.New("no value: give it as VALUE, - to read standard input, or --file PATH")
+	}
+}
+
+func readAllLimited(r io.Reader, what string) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxValueInput+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	}
+	if len(b) > maxValueInput {
+		return nil, fmt.Errorf("%s is larger than %d MiB, more than one request can carry", what, maxValueInput>>20)
+	}
+	return b, nil
+}
+
+// writeContext decodes --context; --blind and --context exclude each other.
+func writeContext(f kvFlags) ([]byte, error) {
+	if f.blind && f.context != "" {
+		return nil, errors.New("--blind writes without a context: drop --blind or --context")
+	}
+	return decodeContext(f.context)
+}
+
+// readFirst reads key when the write has neither --context nor --blind, and
+// sets *kctx to the context it read. It returns how many siblings the write
+// supersedes, or -1 when it did not read.
+func readFirst(ctx context.Context, c kvv1.KVClient, f kvFlags, cons *kvv1.Consistency, key string, kctx *[]byte) (int, error) {
+	if f.blind || f.context != "" {
+		return -1, nil
+	}
+	resp, err := c.Get(ctx, &kvv1.GetRequest{Keyspace: f.keyspace, Key: []byte(key), Consistency: cons})
+	if err != nil {
+		return -1, fmt.Errorf("read %q for its context before writing: %w (pass --context from a get, or --blind to write without one)", key, err)
+	}
+	*kctx = resp.Context
+	return len(resp.Siblings), nil
+}
+
+// printWrite prints a put or delete result; superseded >= 0 says the
+// command read the key first and how many siblings the write replaced.
+func printWrite(w io.Writer, asJSON bool, superseded int, key string, sibs []*kvv1.Sibling, kctx []byte, eff *kvv1.Effective, events []*kvv1.Event) error {
+	if superseded < 0 {
+		return printResult(w, asJSON, nil, key, sibs, kctx, eff, events)
+	}
+	if !asJSON {
+		if superseded == 0 {
+			fmt.Fprintln(w, "read context first: the key held nothing, nothing superseded")
+		} else {
+			fmt.Fprintf(w, "read context first: superseding %d sibling(s)\n", superseded)
+		}
+	}
+	return printResult(w, asJSON, &superseded, key, sibs, kctx, eff, events)
 }
 
 func decodeContext(s string) ([]byte, error) {
@@ -179,6 +286,9 @@ type jsonResult struct {
 	Replicas    []string      `json:"replicas"`
 	Hinted      []string      `json:"hinted,omitempty"`
 	Explain     []jsonEvent   `json:"explain,omitempty"`
+	// Superseded is set on a put or delete that read the key first: how
+	// many siblings the write replaced.
+	Superseded *int `json:"superseded,omitempty"`
 }
 
 type jsonEvent struct {
@@ -189,8 +299,8 @@ type jsonEvent struct {
 	Detail         string `json:"detail"`
 }
 
-func printResult(w io.Writer, asJSON bool, key string, sibs []*kvv1.Sibling, kctx []byte, eff *kvv1.Effective, events []*kvv1.Event) error {
-	res := jsonResult{Key: key, Context: encodeContext(kctx), Siblings: []jsonSibling{}, Replicas: []string{}}
+func printResult(w io.Writer, asJSON bool, superseded *int, key string, sibs []*kvv1.Sibling, kctx []byte, eff *kvv1.Effective, events []*kvv1.Event) error {
+	res := jsonResult{Key: key, Context: encodeContext(kctx), Siblings: []jsonSibling{}, Replicas: []string{}, Superseded: superseded}
 	if eff != nil {
 		res.N, res.R, res.W, res.Coordinator, res.Hinted = eff.N, eff.R, eff.W, eff.Coordinator, eff.Hinted
 		if eff.Replicas != nil {

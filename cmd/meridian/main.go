@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+
+	"github.com/meridiankv/meridian/transport"
 )
 
 func main() {
@@ -59,9 +61,12 @@ func newRoot() *cobra.Command {
 	return root
 }
 
-// dial opens a client connection to a node (plaintext gRPC).
+// dial opens a client connection to a node (plaintext gRPC). Messages may
+// be as large as the server accepts (gRPC's default 4 MiB receive limit
+// would refuse a get of any larger value).
 func dial(addr string) (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(transport.MaxMessageSize), grpc.MaxCallSendMsgSize(transport.MaxMessageSize)))
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w (is --addr host:port?)", addr, err)
 	}
