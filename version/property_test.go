@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 // sim is a handful of replicas of one key, each minting under its own
@@ -164,4 +165,68 @@ func FuzzMintDecodedContext(f *testing.F) {
 			t.Fatalf("new dot %v missing", dot)
 		}
 	})
+}
+
+// TestLongOutageOnHotKey simulates days of a hot key whose primaries are
+// all down: every write is coordinated by a fallback under a one-off actor
+// (one new clock entry each), with the context of the latest read, while
+// three replicas exchange sets now and then. Every replica prunes with the
+// default policy after every write and merge. The clock must stay within
+// its bound, and no acknowledged write may be lost.
+func TestLongOutageOnHotKey(t *testing.T) {
+	p := DefaultPrunePolicy()
+	minute := int64(time.Minute)
+	replicas := make([]Set, 3)
+	type acked struct {
+		dot   Dot
+		value string
+	}
+	var writes []acked
+	seenBy := map[string]uint64{} // per actor, the highest counter any write's context saw
+	r := rand.New(rand.NewPCG(7, 7))
+	for step := 0; step < 5000; step++ { // about three and a half days
+		now := int64(step) * minute
+		i := r.IntN(3)
+		// A reader saw replica i (sometimes stale), then wrote.
+		ctx := replicas[i].Context()
+		actor := fmt.Sprintf("n%d#inc~%d", 4+r.IntN(3), step)
+		next, dot, err := replicas[i].Mint(ctx, actor, uint64(step+1), Value{Bytes: []byte(fmt.Sprint(step))}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next, _ = next.Prune(p, now)
+		if err := next.Check(Limits{MaxSiblings: 100}); err != nil {
+			t.Fatalf("step %d: %v", step, err)
+		}
+		replicas[i] = next
+		writes = append(writes, acked{dot, fmt.Sprint(step)})
+		for _, e := range ctx.Entries {
+			seenBy[e.Node] = max(seenBy[e.Node], e.Counter)
+		}
+		if step%7 == 0 { // replication catches up now and then
+			j := r.IntN(3)
+			replicas[j], _ = Merge(replicas[j], replicas[i]).Prune(p, now)
+		}
+		for _, s := range replicas {
+			if free := len(s.Clock.Entries) - len(s.Siblings); free > p.HardMaxEntries {
+				t.Fatalf("step %d: %d clock entries beyond the siblings', over the bound %d", step, free, p.HardMaxEntries)
+			}
+		}
+	}
+	// Heal: everything converges; every acknowledged write is either held
+	// or was seen by the context of a later write.
+	end := int64(5000) * minute
+	final, _ := Merge(Merge(replicas[0], replicas[1]), replicas[2]).Prune(p, end)
+	for _, w := range writes {
+		held := false
+		for _, sib := range final.Siblings {
+			held = held || sib.Dot == w.dot && string(sib.Value.Bytes) == w.value
+		}
+		if !held && seenBy[w.dot.Node] < w.dot.Counter {
+			t.Fatalf("acknowledged write %v lost", w.dot)
+		}
+	}
+	if len(final.Clock.Entries) > p.HardMaxEntries+len(final.Siblings) {
+		t.Fatalf("final clock has %d entries", len(final.Clock.Entries))
+	}
 }
