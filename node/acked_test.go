@@ -219,3 +219,39 @@ func TestFallbackWritesNeverCollide(t *testing.T) {
 		return err == nil && len(get.Siblings) == 5
 	})
 }
+
+// TestForwardRetryAppliedOnce: a node that is not a replica forwards a
+// write; the replica applies it but the reply is lost; the forward is
+// retried on the next replica, which must recognise the write by its
+// request ID instead of applying it a second time.
+func TestForwardRetryAppliedOnce(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 4, Engine: "memory",
+		Keyspaces: []membership.KeyspaceSpec{{Name: "rf3", Replication: map[string]int{"dc1": 3}}}})
+	ctx := ctxT(t)
+	var first, outsider string
+	key := keyWith(t, l.Nodes()[0], "rf3", func(reps, fbs []string) bool {
+		if len(reps) != 3 || len(fbs) == 0 {
+			return false
+		}
+		first, outsider = reps[0], fbs[0]
+		return true
+	})
+	nx := l.Node(outsider)
+	nx.Faults().LoseReplies(first)
+	put, err := dial(t, nx.Addr()).Put(ctx, &kvv1.PutRequest{Keyspace: "rf3", Key: key, Value: []byte("once"), Consistency: lvl(kvv1.Level_LEVEL_ALL)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if put.Effective.Coordinator == first {
+		t.Fatalf("the reply from %s was not lost", first)
+	}
+	nx.Faults().Heal()
+	var get *kvv1.GetResponse
+	eventually(t, outsider+" to route to "+first+" again", func() bool {
+		get, err = dial(t, nx.Addr()).Get(ctx, &kvv1.GetRequest{Keyspace: "rf3", Key: key, Consistency: lvl(kvv1.Level_LEVEL_ALL)})
+		return err == nil
+	})
+	if !slices.Equal(vals(get.Siblings), []string{"once"}) {
+		t.Fatalf("after a retried forward: %v, want exactly one [once]", vals(get.Siblings))
+	}
+}

@@ -29,6 +29,7 @@ type Faults struct {
 		sync.RWMutex
 		cut   map[string]bool          // node ID or "dc:NAME"
 		delay map[string]time.Duration // node ID or "dc:NAME"
+		lose  map[string]bool          // node ID: replies lost
 	}
 }
 
@@ -37,6 +38,7 @@ func NewFaults(next Peers, dcOf func(string) string) *Faults {
 	f := &Faults{next: next, DCOf: dcOf}
 	f.mu.cut = map[string]bool{}
 	f.mu.delay = map[string]time.Duration{}
+	f.mu.lose = map[string]bool{}
 	return f
 }
 
@@ -52,12 +54,33 @@ func (f *Faults) Delay(node string, d time.Duration) { f.set(node, false, d) }
 // DelayDC makes requests to every node of a DC wait d.
 func (f *Faults) DelayDC(dc string, d time.Duration) { f.set("dc:"+dc, false, d) }
 
+// LoseReplies makes requests to a node reach it, but its replies fail as
+// if the connection dropped after the request was applied (the case a
+// retry must not apply twice).
+func (f *Faults) LoseReplies(node string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.mu.lose[node] = true
+}
+
+// after applies reply loss for node.
+func (f *Faults) after(node string, err error) error {
+	f.mu.RLock()
+	lose := f.mu.lose[node]
+	f.mu.RUnlock()
+	if lose && err == nil {
+		return status.Errorf(codes.Unavailable, "fault injection: reply from %s lost", node)
+	}
+	return err
+}
+
 // Heal removes every fault.
 func (f *Faults) Heal() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	clear(f.mu.cut)
 	clear(f.mu.delay)
+	clear(f.mu.lose)
 }
 
 func (f *Faults) set(k string, cut bool, d time.Duration) {
@@ -101,7 +124,11 @@ func (f *Faults) Read(ctx context.Context, node string, req *internalv1.ReadRequ
 	if err := f.before(ctx, node); err != nil {
 		return nil, err
 	}
-	return f.next.Read(ctx, node, req)
+	resp, err := f.next.Read(ctx, node, req)
+	if err = f.after(node, err); err != nil {
+		return nil, err
+	}
+	return resp, nil
 }
 
 // Write applies faults, then writes.
@@ -109,7 +136,7 @@ func (f *Faults) Write(ctx context.Context, node string, req *internalv1.WriteRe
 	if err := f.before(ctx, node); err != nil {
 		return err
 	}
-	return f.next.Write(ctx, node, req)
+	return f.after(node, f.next.Write(ctx, node, req))
 }
 
 // Coordinate applies faults, then forwards.
@@ -117,5 +144,9 @@ func (f *Faults) Coordinate(ctx context.Context, node string, req *internalv1.Co
 	if err := f.before(ctx, node); err != nil {
 		return nil, err
 	}
-	return f.next.Coordinate(ctx, node, req)
+	resp, err := f.next.Coordinate(ctx, node, req)
+	if err = f.after(node, err); err != nil {
+		return nil, err
+	}
+	return resp, nil
 }
