@@ -136,16 +136,35 @@ func (c Config) Validate() error {
 	if err != nil {
 		return err
 	}
-	found := false
 	for _, m := range members {
 		if m.ID == c.ID {
-			found = true
+			return checkOwnAddr(c.ID, c.GRPCAddr, m.GRPCAddr)
 		}
 	}
-	if !found {
-		return fmt.Errorf("initial-cluster does not list this node's id %q: add %s=%s", c.ID, c.ID, c.GRPCAddr)
+	return fmt.Errorf("initial-cluster does not list this node's id %q: add %s=%s", c.ID, c.ID, c.GRPCAddr)
+}
+
+// checkOwnAddr refuses a grpc-addr that is not the address the initial
+// cluster gives the node: peers would dial an address nobody serves. Port
+// 0 (a port picked at start) and a wildcard host (every interface) cannot
+// be compared and pass.
+func checkOwnAddr(id, grpcAddr, listed string) error {
+	host, port, _ := net.SplitHostPort(grpcAddr)
+	lhost, lport, _ := net.SplitHostPort(listed)
+	if port == "0" {
+		return nil
 	}
-	return nil
+	sameHost := host == lhost
+	if ip, lip := net.ParseIP(host), net.ParseIP(lhost); ip != nil && lip != nil {
+		sameHost = ip.Equal(lip)
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		sameHost = true
+	}
+	if sameHost && port == lport {
+		return nil
+	}
+	return fmt.Errorf("grpc-addr %s differs from %s's address %s in initial-cluster: peers dial the initial-cluster address, so make the two the same", grpcAddr, id, listed)
 }
 
 // ParseInitialCluster parses "ID=HOST:PORT[/DC[/RACK[/WEIGHT]]]" entries

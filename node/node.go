@@ -102,9 +102,12 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	n = &Node{cfg: cfg, self: topo.Nodes[cfg.ID]}
 	n.log = opts.Logger.With("node", cfg.ID, "dc", n.self.DC)
 	n.topo.Store(topo)
+	// Every error return sets n to nil: close what was started through a
+	// copy (closing a nil *Node was the panic on any start-up error).
+	started := n
 	defer func() {
 		if err != nil {
-			n.Close()
+			started.Close()
 		}
 	}()
 
@@ -121,6 +124,9 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 		n.ownTel = true
 	}
 
+	if err := checkDataDir(cfg); err != nil {
+		return nil, err
+	}
 	switch cfg.Engine {
 	case "memory":
 		n.eng = memory.New()
@@ -328,11 +334,22 @@ func (n *Node) ID() string { return n.cfg.ID }
 // DC is the node's datacenter.
 func (n *Node) DC() string { return n.self.DC }
 
-// Addr is the gRPC address the node serves on.
-func (n *Node) Addr() string { return n.lis.Addr().String() }
+// Addr is the gRPC address the node serves on (the configured one until
+// it listens).
+func (n *Node) Addr() string {
+	if n.lis == nil {
+		return n.cfg.GRPCAddr
+	}
+	return n.lis.Addr().String()
+}
 
-// GossipAddr is the memberlist address.
-func (n *Node) GossipAddr() string { return n.gossip.Addr() }
+// GossipAddr is the memberlist address ("" until gossip has started).
+func (n *Node) GossipAddr() string {
+	if n.gossip == nil {
+		return ""
+	}
+	return n.gossip.Addr()
+}
 
 // PeerConn is the shared gRPC connection to another node.
 func (n *Node) PeerConn(id string) (*grpc.ClientConn, error) { return n.peers.Conn(id) }
@@ -372,8 +389,9 @@ func (n *Node) close() error {
 		case <-time.After(5 * time.Second):
 			n.server.Stop()
 		}
-	} else if n.lis != nil {
-		n.lis.Close()
+	}
+	if n.lis != nil {
+		n.lis.Close() // the server closes only listeners it served on: not one if start failed before Serve
 	}
 	if n.cancel != nil {
 		n.cancel()

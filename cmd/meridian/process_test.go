@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -209,4 +210,103 @@ func TestSIGKILLKeepsAcknowledgedWrites(t *testing.T) {
 		pconn.Close()
 		p.kill()
 	}
+}
+
+// TestServeStartupErrors starts a real node, then nodes that cannot start
+// next to it: each exits non-zero with one line on stderr that says what
+// to fix, and never a panic.
+func TestServeStartupErrors(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs processes")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	secret := secretFile(t, bin, dir)
+	ports := freePorts(t, 6)
+	addr := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[i]) }
+	cluster := fmt.Sprintf("n1=%s,n2=%s", addr(0), addr(1))
+	logf, err := os.Create(filepath.Join(dir, "n1.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logf.Close() })
+	n1Args := []string{"--id", "n1", "--grpc-addr", addr(0), "--gossip-addr", addr(2),
+		"--data-dir", filepath.Join(dir, "n1"), "--initial-cluster", cluster,
+		"--cluster-secret-file", secret, "--gossip-profile", "test"}
+	n1 := &proc{id: "n1", addr: addr(0), args: n1Args, log: logf}
+	t.Cleanup(func() {
+		n1.kill()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("--- n1 log:\n%s", b)
+		}
+	})
+	n1.start(t, bin)
+	waitHealthy(t, n1.addr)
+
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"the same node twice", n1Args, "is in use by another process"},
+		{"the same data dir", []string{"--id", "n1", "--grpc-addr", "127.0.0.1:0", "--gossip-addr", addr(3),
+			"--data-dir", filepath.Join(dir, "n1"), "--initial-cluster", cluster, "--cluster-secret-file", secret},
+			"is this node already running?"},
+		{"the same port", []string{"--id", "n2", "--grpc-addr", addr(0), "--gossip-addr", addr(3),
+			"--data-dir", filepath.Join(dir, "n2"), "--initial-cluster", fmt.Sprintf("n1=%s,n2=%s", addr(1), addr(0)),
+			"--cluster-secret-file", secret}, "address already in use"},
+		{"n2 on n1's data dir", []string{"--id", "n2", "--grpc-addr", addr(1), "--gossip-addr", addr(3),
+			"--data-dir", filepath.Join(dir, "n1"), "--initial-cluster", cluster, "--cluster-secret-file", secret},
+			`belongs to node "n1", not "n2": use --id n1 or another --data-dir`},
+		{"a grpc-addr unlike the initial cluster's", []string{"--id", "n2", "--grpc-addr", addr(4), "--gossip-addr", addr(3),
+			"--data-dir", filepath.Join(dir, "n2b"), "--initial-cluster", cluster, "--cluster-secret-file", secret},
+			"grpc-addr " + addr(4) + " differs from n2's address " + addr(1) + " in initial-cluster"},
+		{"no cluster secret", []string{"--id", "n2", "--grpc-addr", addr(1), "--gossip-addr", addr(3),
+			"--data-dir", filepath.Join(dir, "n2c"), "--initial-cluster", cluster},
+			"meridian secret create"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, append([]string{"serve"}, c.args...)...)
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			if ctx.Err() != nil {
+				t.Fatalf("serve did not exit: it started? stdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+			}
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() == 0 {
+				t.Fatalf("serve: %v, want a non-zero exit; stderr:\n%s", err, stderr.String())
+			}
+			lines := strings.Split(strings.TrimRight(stderr.String(), "\n"), "\n")
+			if len(lines) != 1 || !strings.HasPrefix(lines[0], "meridian: ") || !strings.Contains(lines[0], c.want) {
+				t.Fatalf("stderr:\n%s\nwant one line \"meridian: ...%s...\"", stderr.String(), c.want)
+			}
+			if all := stdout.String() + stderr.String(); strings.Contains(all, "panic") {
+				t.Fatalf("output mentions a panic:\n%s", all)
+			}
+		})
+	}
+	// n1 is still serving, and a refused start left n2's directory usable:
+	// n2 starts with it.
+	waitHealthy(t, n1.addr)
+	n2log, err := os.Create(filepath.Join(dir, "n2.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n2log.Close() })
+	n2 := &proc{id: "n2", addr: addr(1), log: n2log, args: []string{"--id", "n2", "--grpc-addr", addr(1), "--gossip-addr", addr(3),
+		"--data-dir", filepath.Join(dir, "n2"), "--initial-cluster", cluster, "--cluster-secret-file", secret, "--gossip-profile", "test"}}
+	t.Cleanup(func() {
+		n2.kill()
+		if t.Failed() {
+			b, _ := os.ReadFile(n2log.Name())
+			t.Logf("--- n2 log:\n%s", b)
+		}
+	})
+	n2.start(t, bin)
+	waitHealthy(t, n2.addr)
 }

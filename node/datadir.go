@@ -1,0 +1,81 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// nodeIDFile, in a data directory, names the node that created it.
+const nodeIDFile = "NODE_ID"
+
+// checkDataDir makes sure the pebble engine's data directory is this
+// node's and free: it creates the directory if needed, records the node ID
+// in it on first use and refuses a directory that belongs to another node
+// or that another process has open.
+func checkDataDir(cfg Config) error {
+	if cfg.Engine != "pebble" {
+		return nil
+	}
+	dir := cfg.DataDir
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("data-dir %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, nodeIDFile)
+	raw, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		owner := strings.TrimSpace(string(raw))
+		if owner != cfg.ID {
+			return fmt.Errorf("data-dir %s belongs to node %q, not %q: use --id %s or another --data-dir", dir, owner, cfg.ID, owner)
+		}
+	case errors.Is(err, fs.ErrNotExist):
+		if err := writeNodeID(dir, cfg.ID); err != nil {
+			return fmt.Errorf("data-dir %s: record the node ID: %w", dir, err)
+		}
+	default:
+		return fmt.Errorf("data-dir %s: %w", dir, err)
+	}
+	// Pebble locks data/LOCK; say who holds it before Pebble fails with a
+	// bare "resource temporarily unavailable".
+	switch pid := lockHolder(filepath.Join(dir, "data", "LOCK")); {
+	case pid > 0:
+		return fmt.Errorf("data-dir %s is in use by another process (pid %d): is this node already running?", dir, pid)
+	case pid < 0:
+		return fmt.Errorf("data-dir %s is in use by another process: is this node already running?", dir)
+	}
+	return nil
+}
+
+// writeNodeID writes dir/NODE_ID durably: a temporary file, fsync, rename,
+// fsync of the directory.
+func writeNodeID(dir, id string) error {
+	tmp, err := os.CreateTemp(dir, nodeIDFile+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
+	if _, err := tmp.WriteString(id + "\n"); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, nodeIDFile)); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,92 @@
+package node_test
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/meridiankv/meridian/node"
+)
+
+func soloConfig(t *testing.T, id, addr, dir string) node.Config {
+	t.Helper()
+	return node.Config{ID: id, GRPCAddr: addr, GossipAddr: "127.0.0.1:0", DataDir: dir,
+		InitialCluster: id + "=" + addr, GossipProfile: "test", ClusterSecrets: []string{node.GenerateSecret()}}
+}
+
+// TestDataDirBelongsToItsNode: the first start records the node ID in the
+// data directory; another ID is refused with what to do, the same ID starts.
+func TestDataDirBelongsToItsNode(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "d") // Start creates it
+	n, err := node.Start(ctxT(t), soloConfig(t, "n1", "127.0.0.1:0", dir), node.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "NODE_ID")); err != nil || string(b) != "n1\n" {
+		t.Fatalf("NODE_ID = %q, %v", b, err)
+	}
+	_, err = node.Start(ctxT(t), soloConfig(t, "n2", "127.0.0.1:0", dir), node.Options{})
+	if err == nil || !strings.Contains(err.Error(), `belongs to node "n1", not "n2": use --id n1 or another --data-dir`) {
+		t.Fatalf("n2 on n1's data dir: %v", err)
+	}
+	n, err = node.Start(ctxT(t), soloConfig(t, "n1", "127.0.0.1:0", dir), node.Options{})
+	if err != nil {
+		t.Fatalf("n1 again on its own data dir: %v", err)
+	}
+	n.Close()
+}
+
+// TestStartErrorClosesWhatItOpened: a start that fails part way (here the
+// gRPC port is taken) returns the error instead of panicking, and releases
+// the data directory for the next start.
+func TestStartErrorClosesWhatItOpened(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	dir := t.TempDir()
+	_, err = node.Start(ctxT(t), soloConfig(t, "n1", busy.Addr().String(), dir), node.Options{})
+	if err == nil || !strings.Contains(err.Error(), "listen on grpc-addr") {
+		t.Fatalf("start on a busy port: %v", err)
+	}
+	n, err := node.Start(ctxT(t), soloConfig(t, "n1", "127.0.0.1:0", dir), node.Options{})
+	if err != nil {
+		t.Fatalf("start after a failed start on the same data dir: %v", err)
+	}
+	n.Close()
+}
+
+// TestValidateOwnAddress: the node's entry in initial-cluster must be its
+// grpc-addr (port 0 and wildcard hosts cannot be compared and pass).
+func TestValidateOwnAddress(t *testing.T) {
+	for _, c := range []struct {
+		grpc, listed string
+		ok           bool
+	}{
+		{"127.0.0.1:7001", "127.0.0.1:7001", true},
+		{"127.0.0.1:0", "127.0.0.1:7001", true},
+		{"0.0.0.0:7001", "10.0.0.5:7001", true},
+		{":7001", "db1.example:7001", true},
+		{"[::]:7001", "10.0.0.5:7001", true},
+		{"[::1]:7001", "[0:0:0:0:0:0:0:1]:7001", true},
+		{"127.0.0.1:7002", "127.0.0.1:7001", false},
+		{"127.0.0.2:7001", "127.0.0.1:7001", false},
+		{"0.0.0.0:7002", "10.0.0.5:7001", false},
+	} {
+		cfg := soloConfig(t, "n1", c.grpc, t.TempDir())
+		cfg.InitialCluster = "n1=" + c.listed + ",n2=127.0.0.1:9"
+		err := cfg.Validate()
+		if c.ok && err != nil {
+			t.Errorf("grpc-addr %s, listed %s: %v", c.grpc, c.listed, err)
+		}
+		if !c.ok && (err == nil || !strings.Contains(err.Error(), "grpc-addr "+c.grpc+" differs from n1's address "+c.listed)) {
+			t.Errorf("grpc-addr %s, listed %s: %v, want a mismatch error naming both", c.grpc, c.listed, err)
+		}
+	}
+}
