@@ -92,6 +92,17 @@ type Config struct {
 	// (default 100,000; negative turns the memory off).
 	RequestIDWindow time.Duration
 	MaxRequestIDs   int
+	// MaxInFlight bounds the client requests this node coordinates at once
+	// (default 2,048); ShedAfter is how long a request waits for a slot
+	// before it is refused with RESOURCE_EXHAUSTED (default 20ms).
+	MaxInFlight int
+	ShedAfter   time.Duration
+	// MaxBackground bounds background work: the rest of writes' fan-outs
+	// and read repairs (default 4,096).
+	MaxBackground int
+	// MaxRequestTimeout caps every request and its background work,
+	// whatever deadline the caller sent (default 30s).
+	MaxRequestTimeout time.Duration
 }
 
 // Defaults for Config.
@@ -138,7 +149,28 @@ func (c *Config) setDefaults() {
 	if c.MaxRequestIDs == 0 {
 		c.MaxRequestIDs = DefaultMaxRequestIDs
 	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	}
+	if c.ShedAfter == 0 {
+		c.ShedAfter = DefaultShedAfter
+	}
+	if c.MaxBackground == 0 {
+		c.MaxBackground = DefaultMaxBackground
+	}
+	if c.MaxRequestTimeout == 0 {
+		c.MaxRequestTimeout = DefaultMaxRequestTimeout
+	}
+	c.RequestTimeout = min(c.RequestTimeout, c.MaxRequestTimeout)
 }
+
+// Defaults for admission control.
+const (
+	DefaultMaxInFlight       = 2048
+	DefaultShedAfter         = 20 * time.Millisecond
+	DefaultMaxBackground     = 4096
+	DefaultMaxRequestTimeout = 30 * time.Second
+)
 
 // Defaults for the write-identity settings of Config.
 const (
@@ -160,6 +192,9 @@ type Coordinator struct {
 	seal   *sealer
 	reqIDs *requestIDs
 	warn   warnLimiter
+
+	inflight *admitter
+	bgSlots  *admitter
 
 	// Background work (remaining replica writes, read repair) runs under
 	// bgCtx and is waited for by Close.
@@ -189,7 +224,9 @@ func New(cfg Config) (*Coordinator, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Coordinator{cfg: cfg, hlc: NewHLC(cfg.Now), tracer: cfg.Tracer, obs: cfg.Observer, seal: seal,
-		reqIDs: newRequestIDs(cfg.MaxRequestIDs, cfg.RequestIDWindow), bgCtx: ctx, bgCancel: cancel}, nil
+		reqIDs:   newRequestIDs(cfg.MaxRequestIDs, cfg.RequestIDWindow),
+		inflight: newAdmitter(cfg.MaxInFlight, cfg.ShedAfter), bgSlots: newAdmitter(cfg.MaxBackground, 0),
+		bgCtx: ctx, bgCancel: cancel}, nil
 }
 
 // Close cancels background work and waits for it to stop.
@@ -269,6 +306,9 @@ func (c *Coordinator) alive(id string) bool {
 // that says how many replicas answered instead of its own bare one.
 func (c *Coordinator) deadline(ctx context.Context) (context.Context, context.CancelFunc) {
 	if dl, ok := ctx.Deadline(); ok {
+		if limit := time.Now().Add(c.cfg.MaxRequestTimeout); dl.After(limit) {
+			dl = limit
+		}
 		margin := min(time.Until(dl)/10, 20*time.Millisecond)
 		return context.WithDeadline(ctx, dl.Add(-max(margin, 0)))
 	}
@@ -282,7 +322,7 @@ func (c *Coordinator) fanoutContext(ctx context.Context) (context.Context, conte
 	d := c.cfg.RequestTimeout
 	if dl, ok := ctx.Deadline(); ok {
 		if rem := time.Until(dl); rem > d {
-			d = rem
+			d = min(rem, c.cfg.MaxRequestTimeout)
 		}
 	}
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d)
@@ -437,9 +477,7 @@ func (c *Coordinator) ctxErr(ctx context.Context, timeout error) error {
 // pushes the merged set to every replica that answered with less.
 func (c *Coordinator) finishRead(fctx context.Context, fcancel context.CancelFunc, r *request, ch <-chan reply, outstanding int, got []reply, merged version.Set) {
 	link := trace.LinkFromContext(fctx)
-	c.bg.Add(1)
-	go func() {
-		defer c.bg.Done()
+	started := c.goBackground(func() {
 		defer fcancel()
 		for ; outstanding > 0; outstanding-- {
 			rp := <-ch // every read goroutine sends exactly once; fctx bounds them
@@ -471,7 +509,13 @@ func (c *Coordinator) finishRead(fctx context.Context, fcancel context.CancelFun
 		span.SetAttributes(attrRepaired.Int(repaired))
 		span.End()
 		c.obs.ReadRepaired(repaired)
-	}()
+	})
+	if !started {
+		// No room for background work: drop the stragglers; anti-entropy
+		// and later reads repair instead.
+		fcancel()
+		c.obs.Shed("read_repair")
+	}
 }
 
 // readFrom reads a key from one replica, locally when it is this node.
@@ -942,14 +986,18 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 	werr := wait()
 	// The rest of the replicas finish in the background.
 	outstanding := len(targets) + b2i(isReplica) - len(got)
-	c.bg.Add(1)
-	go func() {
-		defer c.bg.Done()
+	drain := func() {
 		defer fcancel()
 		for ; outstanding > 0; outstanding-- {
 			<-ch
 		}
-	}()
+	}
+	if !c.goBackground(drain) {
+		// Over the background bound (admission sheds new writes until it
+		// drains): the replica writes already started still finish.
+		c.bg.Add(1)
+		go func() { defer c.bg.Done(); drain() }()
+	}
 	span.SetAttributes(attrContacted.Int(len(targets)+b2i(isReplica)), attrAnswered.Int(tl.acks), attrFailed.Int(failed(got)))
 	if werr != nil {
 		return nil, werr

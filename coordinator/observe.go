@@ -28,6 +28,9 @@ type Observer interface {
 	DuplicateWrite()
 	// RequestIDs: how many write request IDs are remembered.
 	RequestIDs(n int)
+	// Shed: a request (op "read" or "write") or a read repair
+	// ("read_repair") refused by admission control.
+	Shed(what string)
 }
 
 type nopObserver struct{}
@@ -41,6 +44,7 @@ func (nopObserver) ClockSkewRejected()                                {}
 func (nopObserver) ManySiblings()                                     {}
 func (nopObserver) DuplicateWrite()                                   {}
 func (nopObserver) RequestIDs(int)                                    {}
+func (nopObserver) Shed(string)                                       {}
 
 // Span attribute keys (OTel semantic conventions have none for these).
 const (
@@ -75,9 +79,15 @@ func levelLabel(c *kvv1.Consistency, op Op) string {
 func (c *Coordinator) observe(ctx context.Context, name string, op Op, keyspace string, cons *kvv1.Consistency, fn func(context.Context, trace.Span) error) error {
 	start := time.Now()
 	level := levelLabel(cons, op)
+	release, err := c.admit(ctx, op)
+	if err != nil {
+		c.obs.RequestDone(name[len("kv."):], level, status.Code(err).String(), time.Since(start))
+		return err
+	}
+	defer release()
 	ctx, span := c.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal),
 		trace.WithAttributes(attrKeyspace.String(orDefault(keyspace)), attrLevel.String(level)))
-	err := fn(ctx, span)
+	err = fn(ctx, span)
 	outcome := status.Code(err).String()
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())

@@ -21,6 +21,7 @@ type Metrics struct {
 	manySiblings    prometheus.Counter
 	duplicates      prometheus.Counter
 	requestIDs      prometheus.Gauge
+	shed            *prometheus.CounterVec
 	reg             *prometheus.Registry
 }
 
@@ -77,7 +78,12 @@ func newMetrics(reg *prometheus.Registry) *Metrics {
 			Name: "meridian_request_ids_remembered",
 			Help: "Write request IDs remembered to apply retries once (bounded by max-request-ids).",
 		}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_shed_total",
+			Help: "Work refused by admission control: client reads and writes (RESOURCE_EXHAUSTED) and skipped read repairs.",
+		}, []string{"what"}),
 	}
+	reg.MustRegister(m.shed)
 	reg.MustRegister(m.requests, m.requestDuration, m.replicaDuration, m.readRepairs, m.siblings, m.hintsStored, m.hintsDelivered,
 		m.clockSkew, m.manySiblings, m.duplicates, m.requestIDs)
 	return m
@@ -111,6 +117,9 @@ func (m *Metrics) DuplicateWrite() { m.duplicates.Inc() }
 
 // RequestIDs sets how many write request IDs are remembered.
 func (m *Metrics) RequestIDs(n int) { m.requestIDs.Set(float64(n)) }
+
+// Shed counts work refused by admission control.
+func (m *Metrics) Shed(what string) { m.shed.WithLabelValues(what).Inc() }
 
 // HintStored records a hint accepted.
 func (m *Metrics) HintStored() { m.hintsStored.Inc() }

@@ -1,0 +1,108 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Admission control: a node takes at most MaxInFlight client requests at
+// once. A request that finds every slot taken waits at most ShedAfter for
+// one, then is refused with RESOURCE_EXHAUSTED — shed quickly, so callers
+// back off or go elsewhere instead of queueing into their deadlines.
+// Background work (the rest of a write's fan-out, read repair) has its own
+// bound, MaxBackground: past it, read repair is skipped (anti-entropy and
+// later reads repair instead) and writes are shed, since each write leaves
+// background work behind. Nothing runs longer than MaxRequestTimeout,
+// whatever deadline a client sends.
+
+// admitter is a counting semaphore with a bounded wait.
+type admitter struct {
+	slots chan struct{}
+	wait  time.Duration
+}
+
+func newAdmitter(n int, wait time.Duration) *admitter {
+	return &admitter{slots: make(chan struct{}, n), wait: wait}
+}
+
+// tryAcquire takes a slot without waiting.
+func (a *admitter) tryAcquire() bool {
+	select {
+	case a.slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// acquire takes a slot, waiting at most a.wait (or until ctx ends).
+func (a *admitter) acquire(ctx context.Context) bool {
+	if a.tryAcquire() {
+		return true
+	}
+	t := time.NewTimer(a.wait)
+	defer t.Stop()
+	select {
+	case a.slots <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (a *admitter) release() { <-a.slots }
+
+// inUse is how many slots are taken.
+func (a *admitter) inUse() int { return len(a.slots) }
+
+// OverloadError is a request shed by admission control: RESOURCE_EXHAUSTED.
+type OverloadError struct {
+	What     string
+	InFlight int
+	Max      int
+}
+
+func (e *OverloadError) Error() string {
+	return fmt.Sprintf("node overloaded: %d %s in flight (limit %d): retry with backoff, or send to another node", e.InFlight, e.What, e.Max)
+}
+
+// GRPCStatus maps the error to RESOURCE_EXHAUSTED with the counts.
+func (e *OverloadError) GRPCStatus() *status.Status {
+	return withInfo(status.New(codes.ResourceExhausted, e.Error()), "OVERLOADED",
+		map[string]string{"in_flight": itoa(e.InFlight), "max": itoa(e.Max), "what": e.What})
+}
+
+// admit takes a request slot or returns the error to shed with. Writes
+// also need room for the background work they leave.
+func (c *Coordinator) admit(ctx context.Context, op Op) (release func(), err error) {
+	if op == OpWrite && c.bgSlots.inUse() >= cap(c.bgSlots.slots) {
+		c.obs.Shed(op.String())
+		return nil, &OverloadError{What: "background replica writes", InFlight: c.bgSlots.inUse(), Max: cap(c.bgSlots.slots)}
+	}
+	if !c.inflight.acquire(ctx) {
+		c.obs.Shed(op.String())
+		return nil, &OverloadError{What: "requests", InFlight: c.inflight.inUse(), Max: cap(c.inflight.slots)}
+	}
+	return c.inflight.release, nil
+}
+
+// goBackground runs fn as background work if a slot is free; it reports
+// whether fn was started (false: the caller skips or does without).
+func (c *Coordinator) goBackground(fn func()) bool {
+	if !c.bgSlots.tryAcquire() {
+		return false
+	}
+	c.bg.Add(1)
+	go func() {
+		defer c.bg.Done()
+		defer c.bgSlots.release()
+		fn()
+	}()
+	return true
+}

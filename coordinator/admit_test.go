@@ -1,0 +1,52 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+func TestAdmitterShedsAfterTheWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a := newAdmitter(2, 20*time.Millisecond)
+		ctx := context.Background()
+		if !a.acquire(ctx) || !a.acquire(ctx) {
+			t.Fatal("free slots refused")
+		}
+		start := time.Now()
+		if a.acquire(ctx) {
+			t.Fatal("a third request got a slot of two")
+		}
+		if waited := time.Since(start); waited != 20*time.Millisecond {
+			t.Fatalf("shed after %v, want after the 20ms wait", waited)
+		}
+		// A slot freed while a request waits goes to it.
+		go func() {
+			time.Sleep(5 * time.Millisecond)
+			a.release()
+		}()
+		if !a.acquire(ctx) {
+			t.Fatal("a slot freed during the wait was not taken")
+		}
+		if a.inUse() != 2 {
+			t.Fatalf("in use %d, want 2", a.inUse())
+		}
+	})
+}
+
+func TestOverloadErrorIsResourceExhausted(t *testing.T) {
+	err := error(&OverloadError{What: "requests", InFlight: 10, Max: 10})
+	st := status.Convert(err)
+	if st.Code() != codes.ResourceExhausted {
+		t.Fatalf("code %v", st.Code())
+	}
+	var oe *OverloadError
+	if !errors.As(err, &oe) || oe.Max != 10 {
+		t.Fatal("not an OverloadError")
+	}
+}
