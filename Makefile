@@ -9,7 +9,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 STATICCHECK_VERSION        := v0.8.2
 PROTOS := api/kv/v1/kv.proto api/internalapi/v1/internal.proto api/admin/v1/admin.proto
 
-.PHONY: all build test check vet lint race demo proto tools clean bench
+.PHONY: all build test check vet lint race demo proto tools clean bench large-files
 
 all: build
 
@@ -26,9 +26,27 @@ vet:
 lint: $(GOBIN)/staticcheck
 	$(GOBIN)/staticcheck ./...
 
-## check: vet, race tests and lint — run before every push.
-check: vet test lint
+## check: no large non-source files, vet, race tests and lint — run before every push.
+check: large-files vet test lint
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
+
+# Source and docs may be large; anything else over 1 MB tracked by git is
+# almost always a build output, profile or data file committed by mistake.
+LARGE_FILE_BYTES := 1048576
+SOURCE_EXT       := go|proto|md|mod|sum|s|c|h|sh
+
+## large-files: fail, naming them, on tracked files over 1 MB that are not source.
+large-files:
+	@big=$$(git -c core.quotePath=false ls-files | while IFS= read -r f; do \
+	  [ -f "$$f" ] || continue; \
+	  case "$$f" in *.*) ext="$${f##*.}";; *) ext=;; esac; \
+	  if echo "$$ext" | grep -Eqx '$(SOURCE_EXT)'; then continue; fi; \
+	  [ "$$(wc -c < "$$f")" -gt $(LARGE_FILE_BYTES) ] && echo "  $$f ($$(wc -c < "$$f") bytes)"; \
+	done; true); \
+	if [ -n "$$big" ]; then \
+	  echo "tracked files over 1 MB that are not source (remove with git rm --cached FILE, and ignore build outputs in .gitignore):"; \
+	  echo "$$big"; exit 1; \
+	fi
 
 ## demo: build and run the multi-datacenter walk-through on a local cluster.
 demo: build
