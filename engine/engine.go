@@ -14,6 +14,12 @@ var ErrNotFound = errors.New("engine: key not found")
 // ErrClosed is returned by any operation on a closed engine.
 var ErrClosed = errors.New("engine: closed")
 
+// ErrFailed wraps the failure of an engine that can no longer promise
+// durability (a failed fsync: what the disk holds is unknown, and retrying
+// the sync can report success for data the kernel already dropped). Once
+// failed, an engine refuses every read and write with it, for good.
+var ErrFailed = errors.New("engine: storage failed")
+
 // Reader reads a consistent view of the data.
 type Reader interface {
 	// Get returns a copy of the value stored under key, or ErrNotFound.
@@ -30,6 +36,18 @@ type Engine interface {
 	NewBatch() Batch
 	// NewSnapshot returns a point-in-time view that later writes do not change.
 	NewSnapshot() (Snapshot, error)
+	// SyncWAL returns once every write committed before the call is
+	// durable, whether it was committed with sync or not: a barrier for a
+	// caller that must acknowledge content an earlier write may have left
+	// unsynced.
+	SyncWAL() error
+	// Failed is closed once the engine has failed for good (see ErrFailed);
+	// from then on every operation returns Failure. An engine that cannot
+	// fail returns a nil channel (never ready).
+	Failed() <-chan struct{}
+	// Failure is the error the engine failed with (it wraps ErrFailed), or
+	// nil while the engine is healthy.
+	Failure() error
 	// Stats reports engine-specific counters for telemetry (name → value).
 	Stats() map[string]float64
 	// Close flushes and releases the engine. Later calls return ErrClosed.

@@ -26,6 +26,8 @@ func Run(t *testing.T, open func(t *testing.T) engine.Engine) {
 		{"Snapshot", testSnapshot},
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"CommitNoSyncWait", testNoSyncWait},
+		{"SyncWAL", testSyncWAL},
+		{"Healthy", testHealthy},
 		{"Stats", func(t *testing.T, e engine.Engine) {
 			if e.Stats() == nil {
 				t.Fatal("Stats returned nil")
@@ -57,6 +59,9 @@ func Run(t *testing.T, open func(t *testing.T) engine.Engine) {
 			t.Errorf("Commit after Close = %v, want ErrClosed", err)
 		}
 		b.Close()
+		if err := e.SyncWAL(); !errors.Is(err, engine.ErrClosed) {
+			t.Errorf("SyncWAL after Close = %v, want ErrClosed", err)
+		}
 		if err := e.Close(); !errors.Is(err, engine.ErrClosed) {
 			t.Errorf("second Close = %v, want ErrClosed", err)
 		}
@@ -303,5 +308,53 @@ func testNoSyncWait(t *testing.T, e engine.Engine) {
 		if err := w(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+func testSyncWAL(t *testing.T, e engine.Engine) {
+	// A barrier on an empty engine, after unsynced writes, and concurrently
+	// with other writers: it only returns errors the engine has.
+	if err := e.SyncWAL(); err != nil {
+		t.Fatalf("SyncWAL on an empty engine: %v", err)
+	}
+	put(t, e, "unsynced", "v")
+	if err := e.SyncWAL(); err != nil {
+		t.Fatalf("SyncWAL after a write: %v", err)
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 25; i++ {
+				b := e.NewBatch()
+				b.Set([]byte(fmt.Sprintf("s%d-%02d", w, i)), []byte("v"))
+				if err := b.Commit(false); err != nil {
+					t.Error(err)
+					return
+				}
+				if err := e.SyncWAL(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// The barrier writes no key.
+	if got := keys(t, e, nil, nil); len(got) != 101 {
+		t.Fatalf("%d keys after 101 writes and barriers", len(got))
+	}
+}
+
+func testHealthy(t *testing.T, e engine.Engine) {
+	put(t, e, "k", "v")
+	select {
+	case <-e.Failed():
+		t.Fatalf("a healthy engine reports a failure: %v", e.Failure())
+	default:
+	}
+	if err := e.Failure(); err != nil {
+		t.Fatalf("Failure of a healthy engine = %v", err)
 	}
 }

@@ -75,6 +75,22 @@ func (e *Engine) NewSnapshot() (engine.Snapshot, error) {
 	return &snapshot{tree: e.tree.Clone()}, nil
 }
 
+// SyncWAL has nothing to make durable; it only reports a closed engine.
+func (e *Engine) SyncWAL() error {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.closed {
+		return engine.ErrClosed
+	}
+	return nil
+}
+
+// Failed returns nil: memory has no disk to fail.
+func (e *Engine) Failed() <-chan struct{} { return nil }
+
+// Failure is always nil.
+func (e *Engine) Failure() error { return nil }
+
 // Stats reports the number of keys.
 func (e *Engine) Stats() map[string]float64 {
 	e.mu.RLock()

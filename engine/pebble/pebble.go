@@ -2,6 +2,13 @@
 // write-ahead log. A batch committed with sync returns only after the WAL
 // is fsynced (concurrent synced commits share one fsync: Pebble's group
 // commit); without sync the write may be lost even on a plain process kill.
+//
+// A failed fsync (of the WAL or of any other file) fails the engine for
+// good: what the disk holds is then unknown, and a retried sync may report
+// success for data the kernel has already dropped. From the first failed
+// sync on, every read and write returns the failure (wrapping
+// engine.ErrFailed) and Failed is closed, so the node can stop instead of
+// acknowledging writes it cannot make durable.
 package pebble
 
 import (
@@ -10,6 +17,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 
 	pebbledb "github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/vfs"
@@ -51,11 +59,17 @@ func (o *Options) withDefaults() {
 
 // Engine is a Pebble-backed engine.Engine.
 type Engine struct {
-	db *pebbledb.DB
+	db  *pebbledb.DB
+	log *slog.Logger
 	// mu guards closed; operations hold the read lock so Close waits for
 	// them instead of racing Pebble's own teardown.
 	mu     sync.RWMutex
 	closed bool
+
+	// failure is set once, before failed is closed.
+	failure  atomic.Pointer[error]
+	failOnce sync.Once
+	failed   chan struct{}
 }
 
 // Open opens (or creates) the engine in opts.Dir.
@@ -64,19 +78,20 @@ func Open(opts Options) (*Engine, error) {
 		return nil, errors.New("pebble: Dir is empty")
 	}
 	opts.withDefaults()
+	e := &Engine{log: opts.Logger, failed: make(chan struct{})}
 	cache := pebbledb.NewCache(opts.CacheSize)
 	defer cache.Unref()
+	fs := opts.FS
+	if fs == nil {
+		fs = vfs.Default
+	}
 	po := &pebbledb.Options{
 		Cache:        cache,
 		MemTableSize: opts.MemTableSize,
-		Logger:       slogLogger{opts.Logger},
-	}
-	if opts.FS != nil {
-		po.FS = opts.FS
-	}
-	fs := po.FS
-	if fs == nil {
-		fs = vfs.Default
+		Logger:       slogLogger{l: opts.Logger, e: e},
+		// Every file Pebble syncs goes through watchFS, which fails the
+		// engine on the first sync error, before Pebble sees it.
+		FS: watchFS{FS: fs, e: e},
 	}
 	// Pebble syncs the files in its directory, not the directory's own
 	// entry in its parent: create the directory and make its entry durable
@@ -92,7 +107,77 @@ func Open(opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pebble: open %s: %w", opts.Dir, err)
 	}
-	return &Engine{db: db}, nil
+	e.db = db
+	return e, nil
+}
+
+// fail records the engine's permanent failure (the first one wins) and
+// closes Failed.
+func (e *Engine) fail(err error) {
+	e.failOnce.Do(func() {
+		ferr := fmt.Errorf("%w: %w", engine.ErrFailed, err)
+		e.failure.Store(&ferr)
+		e.log.Error("pebble: storage failed; refusing every further read and write", "err", err)
+		close(e.failed)
+	})
+}
+
+// Failed is closed once the engine has failed (a failed sync).
+func (e *Engine) Failed() <-chan struct{} { return e.failed }
+
+// Failure is the error the engine failed with, nil while healthy.
+func (e *Engine) Failure() error {
+	if p := e.failure.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// watchFS fails the engine on any failed sync of a file or directory.
+type watchFS struct {
+	vfs.FS
+	e *Engine
+}
+
+func (fs watchFS) wrap(f vfs.File, err error) (vfs.File, error) {
+	if err != nil {
+		return nil, err
+	}
+	return watchFile{File: f, e: fs.e}, nil
+}
+
+func (fs watchFS) Create(name string) (vfs.File, error) { return fs.wrap(fs.FS.Create(name)) }
+func (fs watchFS) Open(name string, opts ...vfs.OpenOption) (vfs.File, error) {
+	return fs.wrap(fs.FS.Open(name, opts...))
+}
+func (fs watchFS) OpenReadWrite(name string, opts ...vfs.OpenOption) (vfs.File, error) {
+	return fs.wrap(fs.FS.OpenReadWrite(name, opts...))
+}
+func (fs watchFS) OpenDir(name string) (vfs.File, error) { return fs.wrap(fs.FS.OpenDir(name)) }
+func (fs watchFS) ReuseForWrite(oldname, newname string) (vfs.File, error) {
+	return fs.wrap(fs.FS.ReuseForWrite(oldname, newname))
+}
+
+// Unwrap lets Pebble see the filesystem underneath (vfs.Root).
+func (fs watchFS) Unwrap() vfs.FS { return fs.FS }
+
+type watchFile struct {
+	vfs.File
+	e *Engine
+}
+
+func (f watchFile) check(err error) error {
+	if err != nil {
+		f.e.fail(fmt.Errorf("pebble: sync: %w", err))
+	}
+	return err
+}
+
+func (f watchFile) Sync() error     { return f.check(f.File.Sync()) }
+func (f watchFile) SyncData() error { return f.check(f.File.SyncData()) }
+func (f watchFile) SyncTo(length int64) (bool, error) {
+	full, err := f.File.SyncTo(length)
+	return full, f.check(err)
 }
 
 // syncAncestors fsyncs every directory above dir, so that each entry on the
@@ -130,26 +215,100 @@ func syncDir(fs vfs.FS, dir string) error {
 }
 
 // slogLogger routes Pebble's logging to slog at debug level. Fatalf keeps
-// Pebble's contract (it must not return): a failed WAL sync stops the node
-// rather than being retried.
-type slogLogger struct{ l *slog.Logger }
+// Pebble's contract (it must not return: Pebble would carry on as if the
+// operation had succeeded), after failing the engine. Commits never reach
+// it for a failed sync (they wait for their sync through SyncWait, which
+// returns the error); it is left for errors Pebble cannot survive.
+type slogLogger struct {
+	l *slog.Logger
+	e *Engine
+}
 
 func (s slogLogger) Infof(format string, args ...any) {
 	s.l.Debug("pebble: " + fmt.Sprintf(format, args...))
 }
 func (s slogLogger) Fatalf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
+	s.e.fail(errors.New("pebble: " + msg))
 	s.l.Error("pebble fatal: " + msg)
 	panic("pebble: " + msg)
 }
 
+// acquire read-locks a usable engine: not closed, not failed.
 func (e *Engine) acquire() error {
+	if err := e.rlock(); err != nil {
+		return err
+	}
+	if err := e.Failure(); err != nil {
+		e.mu.RUnlock()
+		return err
+	}
+	return nil
+}
+
+// rlock read-locks an open engine, failed or not (for releasing resources).
+func (e *Engine) rlock() error {
 	e.mu.RLock()
 	if e.closed {
 		e.mu.RUnlock()
 		return engine.ErrClosed
 	}
 	return nil
+}
+
+// commit applies pb and, with sync, waits for its fsync. pb is closed. The
+// caller holds the read lock.
+func (e *Engine) commit(pb *pebbledb.Batch, sync bool) error {
+	wait, err := e.commitNoSyncWait(pb, sync)
+	if err != nil {
+		return err
+	}
+	return wait()
+}
+
+// commitNoSyncWait applies pb; wait returns once it is durable (at once
+// without sync) and closes pb. The caller holds the read lock.
+//
+// A synced commit goes through ApplyNoSyncWait and SyncWait even when the
+// caller waits at once: Pebble's Apply hands a failed sync to
+// Logger.Fatalf, SyncWait returns it. Any commit error fails the engine:
+// it comes from the WAL, and Pebble's commit pipeline cannot go on.
+func (e *Engine) commitNoSyncWait(pb *pebbledb.Batch, sync bool) (wait func() error, err error) {
+	if !sync {
+		err := pb.Commit(pebbledb.NoSync)
+		pb.Close()
+		if err != nil {
+			e.fail(fmt.Errorf("pebble: commit: %w", err))
+			return nil, e.Failure()
+		}
+		return func() error { return nil }, nil
+	}
+	if err := e.db.ApplyNoSyncWait(pb, pebbledb.Sync); err != nil {
+		pb.Close()
+		e.fail(fmt.Errorf("pebble: commit: %w", err))
+		return nil, e.Failure()
+	}
+	return func() error {
+		err := pb.SyncWait()
+		pb.Close()
+		if err != nil {
+			e.fail(fmt.Errorf("pebble: sync: %w", err))
+			return e.Failure()
+		}
+		return nil
+	}, nil
+}
+
+// SyncWAL commits an empty record to the WAL with sync: the WAL is
+// sequential, so its fsync covers every write committed before it.
+func (e *Engine) SyncWAL() error {
+	if err := e.acquire(); err != nil {
+		return err
+	}
+	defer e.mu.RUnlock()
+	pb := e.db.NewBatch()
+	_ = pb.LogData(nil, nil) // a batch's LogData cannot fail
+	return e.commit(pb, true)
 }
 
 // Get returns a copy of the value of key.
@@ -287,17 +446,9 @@ func (b *batch) Commit(sync bool) error {
 		return err
 	}
 	defer b.e.mu.RUnlock()
-	opt := pebbledb.NoSync
-	if sync {
-		opt = pebbledb.Sync
-	}
-	err := b.b.Commit(opt)
-	b.b.Close()
+	pb := b.b
 	b.b = nil
-	if err != nil {
-		return fmt.Errorf("pebble: commit: %w", err)
-	}
-	return nil
+	return b.e.commit(pb, sync)
 }
 
 // CommitNoSyncWait applies the batch and returns before its fsync; wait
@@ -312,18 +463,7 @@ func (b *batch) CommitNoSyncWait() (func() error, error) {
 	defer b.e.mu.RUnlock()
 	pb := b.b
 	b.b = nil
-	if err := b.e.db.ApplyNoSyncWait(pb, pebbledb.Sync); err != nil {
-		pb.Close()
-		return nil, fmt.Errorf("pebble: commit: %w", err)
-	}
-	return func() error {
-		err := pb.SyncWait()
-		pb.Close()
-		if err != nil {
-			return fmt.Errorf("pebble: sync: %w", err)
-		}
-		return nil
-	}, nil
+	return b.e.commitNoSyncWait(pb, true)
 }
 
 func (b *batch) Close() error {
@@ -357,7 +497,7 @@ func (s *snapshot) NewIter(lower, upper []byte) (engine.Iterator, error) {
 }
 
 func (s *snapshot) Close() error {
-	if err := s.e.acquire(); err != nil {
+	if err := s.e.rlock(); err != nil {
 		return nil // the engine's Close released it
 	}
 	defer s.e.mu.RUnlock()

@@ -1,11 +1,15 @@
 package pebble_test
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/vfs"
+	"github.com/cockroachdb/pebble/vfs/errorfs"
 
 	"github.com/meridiankv/meridian/engine"
 	"github.com/meridiankv/meridian/engine/enginetest"
@@ -133,4 +137,159 @@ func BenchmarkGet(b *testing.B) {
 		}
 		i++
 	}
+}
+
+// crash drops everything fs never synced (a power cut) and reopens.
+func crash(t *testing.T, fs *vfs.MemFS, e *pebble.Engine, dir string) *pebble.Engine {
+	t.Helper()
+	fs.SetIgnoreSyncs(true)
+	e.Close()
+	fs.ResetToSyncedState()
+	fs.SetIgnoreSyncs(false)
+	e, err := pebble.Open(pebble.Options{Dir: dir, FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// TestSyncWALMakesEarlierWritesDurable: writes committed without sync
+// survive a crash once a later SyncWAL has returned.
+func TestSyncWALMakesEarlierWritesDurable(t *testing.T) {
+	fs := vfs.NewStrictMem()
+	e, err := pebble.Open(pebble.Options{Dir: "/db", FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		b := e.NewBatch()
+		b.Set([]byte(fmt.Sprintf("k%d", i)), []byte("v"))
+		if err := b.Commit(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.SyncWAL(); err != nil {
+		t.Fatal(err)
+	}
+	b := e.NewBatch()
+	b.Set([]byte("after"), []byte("v"))
+	if err := b.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	e = crash(t, fs, e, "/db")
+	defer e.Close()
+	for i := 0; i < 10; i++ {
+		if _, err := e.Get([]byte(fmt.Sprintf("k%d", i))); err != nil {
+			t.Fatalf("k%d, written before SyncWAL returned, lost in the crash: %v", i, err)
+		}
+	}
+}
+
+// syncDataAsSync routes SyncData to Sync: Pebble syncs its WAL with
+// SyncData, which errorfs (v1.1) does not inject into.
+type syncDataAsSync struct{ vfs.FS }
+
+type syncDataAsSyncFile struct{ vfs.File }
+
+func (f syncDataAsSyncFile) SyncData() error { return f.File.Sync() }
+
+func wrapFile(f vfs.File, err error) (vfs.File, error) {
+	if err != nil {
+		return nil, err
+	}
+	return syncDataAsSyncFile{f}, nil
+}
+
+func (fs syncDataAsSync) Create(name string) (vfs.File, error) { return wrapFile(fs.FS.Create(name)) }
+func (fs syncDataAsSync) ReuseForWrite(oldname, newname string) (vfs.File, error) {
+	return wrapFile(fs.FS.ReuseForWrite(oldname, newname))
+}
+
+// walSyncFails returns an FS whose WAL syncs fail while *armed is true.
+func walSyncFails(armed *atomic.Bool) vfs.FS {
+	return syncDataAsSync{errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op, path string) error {
+		if armed.Load() && op == errorfs.OpFileSync && strings.HasSuffix(path, ".log") {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))}
+}
+
+// TestFailedSyncFailsTheEngine: after a WAL fsync fails, the write waiting
+// for it fails, and so does every later operation, a write without sync
+// included (it must not be acknowledged); Failed is closed.
+func TestFailedSyncFailsTheEngine(t *testing.T) {
+	var armed atomic.Bool
+	e, err := pebble.Open(pebble.Options{Dir: "/db", FS: walSyncFails(&armed)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	commit := func(k string, sync bool) error {
+		b := e.NewBatch()
+		defer b.Close()
+		b.Set([]byte(k), []byte("v"))
+		return b.Commit(sync)
+	}
+	if err := commit("before", true); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-e.Failed():
+		t.Fatal("Failed before any failure")
+	default:
+	}
+
+	armed.Store(true)
+	b := e.NewBatch()
+	b.Set([]byte("durable"), []byte("v"))
+	wait, err := b.CommitNoSyncWait()
+	if err == nil {
+		err = wait()
+	}
+	b.Close()
+	if !errors.Is(err, engine.ErrFailed) || !errors.Is(err, errorfs.ErrInjected) {
+		t.Fatalf("durable write whose fsync failed = %v, want ErrFailed wrapping the injected error", err)
+	}
+	armed.Store(false) // the disk "recovers": the engine must not
+
+	select {
+	case <-e.Failed():
+	default:
+		t.Fatal("Failed not closed after a failed sync")
+	}
+	if err := e.Failure(); !errors.Is(err, engine.ErrFailed) {
+		t.Fatalf("Failure = %v", err)
+	}
+	if err := commit("later-nosync", false); !errors.Is(err, engine.ErrFailed) {
+		t.Fatalf("write without sync after a failed sync = %v, want ErrFailed (never acked)", err)
+	}
+	if err := commit("later-sync", true); !errors.Is(err, engine.ErrFailed) {
+		t.Fatalf("durable write after a failed sync = %v, want ErrFailed", err)
+	}
+	if err := e.SyncWAL(); !errors.Is(err, engine.ErrFailed) {
+		t.Fatalf("SyncWAL after a failed sync = %v, want ErrFailed", err)
+	}
+	if _, err := e.Get([]byte("before")); !errors.Is(err, engine.ErrFailed) {
+		t.Fatalf("Get after a failed sync = %v, want ErrFailed", err)
+	}
+}
+
+// TestFailedSyncInCommitFailsTheEngine: a commit with sync whose fsync
+// fails returns the error (Pebble's own Apply would hand it to Fatalf).
+func TestFailedSyncInCommitFailsTheEngine(t *testing.T) {
+	var armed atomic.Bool
+	e, err := pebble.Open(pebble.Options{Dir: "/db", FS: walSyncFails(&armed)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	armed.Store(true)
+	b := e.NewBatch()
+	b.Set([]byte("k"), []byte("v"))
+	if err := b.Commit(true); !errors.Is(err, engine.ErrFailed) {
+		t.Fatalf("Commit(sync) whose fsync failed = %v, want ErrFailed", err)
+	}
+	b.Close()
+	<-e.Failed()
 }
