@@ -164,7 +164,18 @@ func (s *Store) apply(k []byte, loc Loc, key []byte, sync bool, fn func(cur vers
 	}
 	if next.Equal(cur) {
 		mu.Unlock()
-		return cur, noWait, nil
+		if !sync {
+			return cur, noWait, nil
+		}
+		// Nothing to write, but the stored content may itself be unsynced
+		// (an earlier write without sync, or a durable one whose fsync is
+		// still running): acknowledge it durable only after a WAL barrier.
+		return cur, func() error {
+			if err := s.eng.SyncWAL(); err != nil {
+				return fmt.Errorf("replica: sync: %w", err)
+			}
+			return nil
+		}, nil
 	}
 	b := s.eng.NewBatch()
 	b.Set(k, next.Encode())
