@@ -334,3 +334,27 @@ func TestKVPutReadsFirst(t *testing.T) {
 		t.Fatalf("missing file: %v", err)
 	}
 }
+
+// TestDemoReplicaLines: the demo names replicas with their DCs and tells
+// those a request waited for from those that got the write later.
+func TestDemoReplicaLines(t *testing.T) {
+	dcOf := map[string]string{"n1": "dc1", "n2": "dc1", "n3": "dc1", "n4": "dc2", "n5": "dc2", "n7": "dc3"}
+	acked := []string{"n1", "n4", "n2"}
+	local, remote := splitByDC(acked, "dc1", dcOf)
+	if got := withDCs(local, dcOf); got != "n1, n2 (dc1)" {
+		t.Errorf("local = %q", got)
+	}
+	if got := withDCs(remote, dcOf); got != "n4 (dc2)" {
+		t.Errorf("remote = %q", got)
+	}
+	all := []string{"n1", "n2", "n3", "n4", "n5", "n7"}
+	if got := withDCs(without(all, acked), dcOf); got != "n3 (dc1), n5 (dc2), n7 (dc3)" {
+		t.Errorf("background = %q", got)
+	}
+	if got := withDCs([]string{"n7", "n4", "n3", "n5"}, dcOf); got != "n7 (dc3), n4, n5 (dc2), n3 (dc1)" {
+		t.Errorf("mixed = %q", got)
+	}
+	if got := withDCs(nil, dcOf); got != "none" {
+		t.Errorf("empty = %q", got)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -268,7 +269,11 @@ func (d *demo) multiDC(ctx context.Context, dir string) error {
 	}
 	d.show("order-1 lives in partition %d on %s", ep.Partition, strings.Join(reps, " "))
 
-	d.say("LOCAL_QUORUM writes and reads in each datacenter: each waits only on its own DC")
+	d.say("LOCAL_QUORUM writes and reads in each datacenter: a request waits for a quorum of its own DC's replicas; the other DCs get the write without being waited for")
+	dcOf := map[string]string{}
+	for _, n := range l.Nodes() {
+		dcOf[n.ID()] = n.DC()
+	}
 	for _, dc := range []string{"dc1", "dc2", "dc3"} {
 		c, err := d.client(byDC[dc][0].Addr())
 		if err != nil {
@@ -283,7 +288,24 @@ func (d *demo) multiDC(ctx context.Context, dir string) error {
 		if err != nil {
 			return err
 		}
-		d.show("%s: put w=%d acked by %v; get r=%d -> %s from %v", dc, put.Effective.W, put.Effective.Replicas, get.Effective.R, values(get.Siblings), get.Effective.Replicas)
+		ep, err := admin.Endpoints(rctx, &adminv1.EndpointsRequest{Keyspace: ks, Key: key})
+		if err != nil {
+			return err
+		}
+		var all []string
+		for _, r := range ep.Replicas {
+			all = append(all, r.Node)
+		}
+		local, remote := splitByDC(put.Effective.Replicas, dc, dcOf)
+		line := fmt.Sprintf("%s: put w=%d: acknowledged within the request by %s", dc, put.Effective.W, withDCs(local, dcOf))
+		if len(remote) > 0 {
+			line += fmt.Sprintf(", and by %s, which answered before the local quorum was complete", withDCs(remote, dcOf))
+		}
+		if rest := without(all, put.Effective.Replicas); len(rest) > 0 {
+			line += fmt.Sprintf("; %s received it in the background", withDCs(rest, dcOf))
+		}
+		d.show("%s", line)
+		d.show("%s: get r=%d -> %s from %s", dc, get.Effective.R, values(get.Siblings), withDCs(get.Effective.Replicas, dcOf))
 	}
 
 	c1, err := d.client(byDC["dc1"][0].Addr())
@@ -347,4 +369,52 @@ func (d *demo) admin(addr string) (adminv1.AdminClient, error) {
 		return nil, err
 	}
 	return adminv1.NewAdminClient(conn), nil
+}
+
+// splitByDC splits node IDs into those of dc and the others, keeping order.
+func splitByDC(ids []string, dc string, dcOf map[string]string) (in, out []string) {
+	for _, id := range ids {
+		if dcOf[id] == dc {
+			in = append(in, id)
+		} else {
+			out = append(out, id)
+		}
+	}
+	return in, out
+}
+
+// without returns the IDs of all that are not in drop, keeping order.
+func without(all, drop []string) []string {
+	var out []string
+	for _, id := range all {
+		if !slices.Contains(drop, id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// withDCs renders node IDs with their DCs, grouped by DC (in the order of
+// each DC's first ID): "n1, n2 (dc1), n4 (dc2)".
+func withDCs(ids []string, dcOf map[string]string) string {
+	if len(ids) == 0 {
+		return "none"
+	}
+	first := map[string]int{}
+	for i, id := range ids {
+		if _, ok := first[dcOf[id]]; !ok {
+			first[dcOf[id]] = i
+		}
+	}
+	ids = slices.Clone(ids)
+	slices.SortStableFunc(ids, func(a, b string) int { return first[dcOf[a]] - first[dcOf[b]] })
+	var parts []string
+	for i, id := range ids {
+		if i+1 < len(ids) && dcOf[ids[i+1]] == dcOf[id] {
+			parts = append(parts, id)
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s (%s)", id, dcOf[id]))
+	}
+	return strings.Join(parts, ", ")
 }
