@@ -5,6 +5,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -15,8 +16,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/node"
@@ -321,6 +324,70 @@ func TestHealthAndReflection(t *testing.T) {
 	if err != nil || resp.Status != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health = %v, %v", resp, err)
 	}
+	// Reflection is off unless asked for.
+	if _, err := listServices(t, conn); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("reflection without --reflection: %v, want UNIMPLEMENTED", err)
+	}
+	dev := startCluster(t, node.LocalSpec{NodesPerDC: 1, Engine: "memory", Reflection: true})
+	dconn, err := grpc.NewClient(dev.Nodes()[0].Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dconn.Close()
+	services, err := listServices(t, dconn)
+	if err != nil || !slices.Contains(services, "kv.v1.KV") || slices.Contains(services, "internal.v1.Replica") {
+		t.Fatalf("reflection lists %v (%v): want kv.v1.KV and never the peer API", services, err)
+	}
+}
+
+// TestListenersServeTheirAPIs: the peer API is not on the client listener,
+// nor the client API on the peer listener.
+func TestListenersServeTheirAPIs(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 1, Engine: "memory"})
+	n := l.Nodes()[0]
+	ctx := ctxT(t)
+	client := dialConn(t, n.Addr())
+	peer := dialConn(t, n.PeerAddr())
+	if _, err := internalv1.NewReplicaClient(client).Read(ctx, &internalv1.ReadRequest{Key: []byte("k")}); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("replica read on the client listener: %v, want UNIMPLEMENTED", err)
+	}
+	if _, err := kvv1.NewKVClient(peer).Get(ctx, &kvv1.GetRequest{Key: []byte("k")}); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("kv get on the peer listener: %v, want UNIMPLEMENTED", err)
+	}
+	info, err := internalv1.NewDiscoveryClient(client).Info(ctx, &internalv1.InfoRequest{})
+	if err != nil || info.PeerAddr != n.PeerAddr() || info.AdminAddr != n.AdminAddr() || info.Id != n.ID() {
+		t.Fatalf("discovery = %v, %v", info, err)
+	}
+}
+
+func dialConn(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func listServices(t *testing.T, conn *grpc.ClientConn) ([]string, error) {
+	t.Helper()
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctxT(t))
+	if err != nil {
+		return nil, err
+	}
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		return nil, err
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, s := range resp.GetListServicesResponse().GetService() {
+		out = append(out, s.GetName())
+	}
+	return out, nil
 }
 
 // TestHintedHandoff: with a replica down, a QUORUM write lands a hinted

@@ -22,6 +22,16 @@ type Config struct {
 	ID string `yaml:"id"`
 	// GRPCAddr is where clients and peers reach the node (host:port).
 	GRPCAddr string `yaml:"grpc-addr"`
+	// PeerAddr is the node-to-node listener (host:port; default: the
+	// GRPCAddr host, a free port — peers learn it through gossip).
+	PeerAddr string `yaml:"peer-addr"`
+	// AdminAddr is the admin listener (host:port; default: the GRPCAddr
+	// host, a free port, found through the client listener's Discovery
+	// service). "client" serves the admin API on the client listener.
+	AdminAddr string `yaml:"admin-addr"`
+	// Reflection registers gRPC server reflection on the client and admin
+	// listeners (for grpcurl; on in dev).
+	Reflection bool `yaml:"reflection"`
 	// GossipAddr is the memberlist bind address (host:port; port 0 picks one).
 	GossipAddr string `yaml:"gossip-addr"`
 	// DataDir holds the Pebble data (ignored by the memory engine).
@@ -54,6 +64,8 @@ type Config struct {
 	// ClusterSecrets are secrets given directly (embedded and local
 	// clusters); they come before those of ClusterSecretFile.
 	ClusterSecrets []string `yaml:"-"`
+	// Auth says who may call the client and admin APIs (empty: anyone).
+	Auth AuthConfig `yaml:"auth"`
 	// Telemetry: tracing exporters, sampling, /metrics and pprof.
 	Telemetry telemetry.Config `yaml:",inline"`
 }
@@ -101,6 +113,16 @@ func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.GRPCAddr); err != nil {
 		return fmt.Errorf("grpc-addr %q: want host:port, e.g. 127.0.0.1:7001", c.GRPCAddr)
 	}
+	if c.PeerAddr != "" {
+		if _, _, err := net.SplitHostPort(c.PeerAddr); err != nil {
+			return fmt.Errorf("peer-addr %q: want host:port, e.g. 127.0.0.1:7201", c.PeerAddr)
+		}
+	}
+	if c.AdminAddr != "" && c.AdminAddr != SharedAdmin {
+		if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
+			return fmt.Errorf("admin-addr %q: want host:port, e.g. 127.0.0.1:7301, or %q to share the client listener", c.AdminAddr, SharedAdmin)
+		}
+	}
 	if c.GossipAddr != "" {
 		if _, _, err := net.SplitHostPort(c.GossipAddr); err != nil {
 			return fmt.Errorf("gossip-addr %q: want host:port, e.g. 127.0.0.1:7101", c.GossipAddr)
@@ -131,6 +153,9 @@ func (c Config) Validate() error {
 		if len(s) < MinSecretLen {
 			return fmt.Errorf("cluster secret too short: use at least %d characters", MinSecretLen)
 		}
+	}
+	if err := c.Auth.Validate(); err != nil {
+		return err
 	}
 	members, err := ParseInitialCluster(c.InitialCluster)
 	if err != nil {

@@ -38,6 +38,10 @@ type LocalSpec struct {
 	// Secrets are the cluster secrets every node shares (default: one
 	// generated at start).
 	Secrets []string
+	// Auth is every node's auth configuration (default: open).
+	Auth AuthConfig
+	// Reflection turns gRPC server reflection on for every node (dev).
+	Reflection bool
 	// SeparateHosts binds DC i to 127.0.0.(i+1) instead of 127.0.0.1 for all.
 	SeparateHosts bool
 	Logger        *slog.Logger
@@ -125,6 +129,8 @@ func StartLocal(ctx context.Context, spec LocalSpec) (*Local, error) {
 			GossipProfile:  spec.GossipProfile,
 			RequestTimeout: spec.RequestTimeout,
 			ClusterSecrets: spec.Secrets,
+			Reflection:     spec.Reflection,
+			Auth:           spec.Auth,
 		}
 		if seed != "" {
 			cfg.Join = []string{seed}

@@ -12,14 +12,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cockroachdb/pebble/vfs"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/reflection"
 
-	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
-	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 	"github.com/meridiankv/meridian/coordinator"
 	"github.com/meridiankv/meridian/engine"
 	"github.com/meridiankv/meridian/engine/memory"
@@ -35,8 +31,11 @@ import (
 // configuration: loggers, clocks, pre-bound listeners, test hooks.
 type Options struct {
 	Logger *slog.Logger
-	// Listener, when set, is used for gRPC instead of listening on GRPCAddr.
-	Listener net.Listener
+	// Listener, when set, is used for the client listener instead of
+	// listening on GRPCAddr; PeerListener and AdminListener likewise.
+	Listener      net.Listener
+	PeerListener  net.Listener
+	AdminListener net.Listener
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// ServerOptions and DialOptions are appended to the gRPC defaults
@@ -49,9 +48,20 @@ type Options struct {
 	// TelemetryFor, when set, gives each node of a local cluster its own
 	// telemetry (metrics registries are per node); it wins over Telemetry.
 	TelemetryFor func(nodeID string) *telemetry.Telemetry
-	// Register adds more services to the node's gRPC server before it
-	// starts serving (the admin service of package ops).
+	// Register adds the admin services (package ops) to the admin
+	// listener's server and to the peer listener's (for the node-to-node
+	// half of admin operations) before they start serving.
 	Register func(*grpc.Server, *Node)
+	// DrainTimeout bounds how long Close waits for the calls in flight
+	// (default DefaultDrainTimeout). If they have not all returned by
+	// then, Close does not record a clean shutdown.
+	DrainTimeout time.Duration
+	// EngineFS, when set, is the Pebble engine's filesystem (tests inject
+	// faults through it).
+	EngineFS vfs.FS
+	// WrapEngine, when set, wraps the engine before the store opens it
+	// (tests observe or slow down writes through it).
+	WrapEngine func(engine.Engine) engine.Engine
 }
 
 // Node is one running Meridian node.
@@ -69,16 +79,27 @@ type Node struct {
 	peers  *transport.GRPC
 	faults *transport.Faults
 	coord  *coordinator.Coordinator
-	server *grpc.Server
 	health *health.Server
 	lis    net.Listener
-	tel    *telemetry.Telemetry
-	ownTel bool
+	// servers are the client, peer and admin listeners' servers.
+	servers  []*server
+	peerLis  net.Listener
+	adminLis net.Listener
+	book     addrBook
+	tel      *telemetry.Telemetry
+	ownTel   bool
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
+
+	// gate admits calls until Close; failed is closed when storage fails.
+	gate     *gate
+	drain    time.Duration
+	failOnce sync.Once
+	failed   chan struct{}
+	failure  error
 }
 
 // Start opens the node's storage, joins the cluster and serves gRPC. It
@@ -99,7 +120,13 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("initial cluster: %w", err)
 	}
-	n = &Node{cfg: cfg, self: topo.Nodes[cfg.ID]}
+	n = &Node{cfg: cfg, self: topo.Nodes[cfg.ID], gate: newGate(), drain: opts.DrainTimeout, failed: make(chan struct{})}
+	if n.drain <= 0 {
+		n.drain = DefaultDrainTimeout
+	}
+	// Every unary call passes the gate, so Close can wait for them (a
+	// clipped append: StartLocal shares opts between nodes).
+	opts.ServerOptions = append(opts.ServerOptions[:len(opts.ServerOptions):len(opts.ServerOptions)], grpc.ChainUnaryInterceptor(n.gate.unary))
 	n.log = opts.Logger.With("node", cfg.ID, "dc", n.self.DC)
 	n.topo.Store(topo)
 	// Every error return sets n to nil: close what was started through a
@@ -131,10 +158,13 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	case "memory":
 		n.eng = memory.New()
 	default:
-		n.eng, err = pebble.Open(pebble.Options{Dir: filepath.Join(cfg.DataDir, "data"), Logger: n.log})
+		n.eng, err = pebble.Open(pebble.Options{Dir: filepath.Join(cfg.DataDir, "data"), FS: opts.EngineFS, Logger: n.log})
 		if err != nil {
 			return nil, fmt.Errorf("open storage in %s: %w", cfg.DataDir, err)
 		}
+	}
+	if opts.WrapEngine != nil {
+		n.eng = opts.WrapEngine(n.eng)
 	}
 	if n.store, err = replica.Open(n.eng, cfg.ID); err != nil {
 		return nil, err
@@ -185,35 +215,22 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 		return nil, err
 	}
 
-	lis := opts.Listener
-	if lis == nil {
-		if lis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
-			return nil, fmt.Errorf("listen on grpc-addr %s: %w (is another node using it?)", cfg.GRPCAddr, err)
-		}
+	if err := n.buildServers(opts); err != nil {
+		return nil, err
 	}
-	n.lis = lis
-	n.server = grpc.NewServer(append([]grpc.ServerOption{
-		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
-		grpc.MaxRecvMsgSize(transport.MaxMessageSize),
-		grpc.MaxSendMsgSize(transport.MaxMessageSize),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	}, append(n.tel.ServerOptions(), opts.ServerOptions...)...)...)
-	kvv1.RegisterKVServer(n.server, &kvServer{c: n.coord})
-	internalv1.RegisterReplicaServer(n.server, &replicaServer{n: n})
-	n.health = health.NewServer()
-	healthpb.RegisterHealthServer(n.server, n.health)
-	if opts.Register != nil {
-		opts.Register(n.server, n)
-	}
-	reflection.Register(n.server)
-	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	n.health.SetServingStatus(kvv1.KV_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n.cancel = cancel
+	// A failed fsync stops the node's service (see storageFailed).
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.watchStorage(runCtx.Done())
+	}()
 
 	meta := membership.Meta{
-		ID: cfg.ID, GRPCAddr: n.Addr(), DC: n.self.DC, Rack: n.self.Rack, Weight: n.self.Weight, Epoch: topo.Epoch,
+		ID: cfg.ID, GRPCAddr: n.Addr(), PeerAddr: n.PeerAddr(), AdminAddr: n.AdminAddr(),
+		DC: n.self.DC, Rack: n.self.Rack, Weight: n.self.Weight, Epoch: topo.Epoch,
 		HintsFor: n.hints.Targets(),
 	}
 	n.gossip, err = membership.Start(runCtx, membership.Config{
@@ -222,18 +239,12 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 		Seeds:    cfg.Join,
 		Profile:  cfg.GossipProfile,
 		Logger:   n.log,
-	}, n.live)
+	}, memberEvents{n})
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
 	// Serve only once every field the handlers read is set.
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		if err := n.server.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			n.log.Error("grpc server stopped", "err", err)
-		}
-	}()
+	n.serveAll()
 	if len(cfg.Join) == 0 {
 		n.wg.Add(1)
 		go func() {
@@ -288,7 +299,7 @@ func (n *Node) discoverSeeds(ctx context.Context) {
 				continue
 			}
 			ictx, cancel := context.WithTimeout(ctx, time.Second)
-			info, err := n.peers.Info(ictx, id)
+			info, err := n.discover(ictx, id)
 			cancel()
 			if err != nil || info.GetGossipAddr() == "" {
 				continue
@@ -320,11 +331,6 @@ func (n *Node) Telemetry() *telemetry.Telemetry { return n.tel }
 
 // Topology is the node's current view of cluster metadata.
 func (n *Node) Topology() *membership.Topology { return n.topo.Load() }
-
-func (n *Node) resolve(id string) (string, bool) {
-	m, ok := n.Topology().Nodes[id]
-	return m.GRPCAddr, ok
-}
 
 func (n *Node) dcOf(id string) string { return n.Topology().Nodes[id].DC }
 
@@ -378,21 +384,21 @@ func (n *Node) close() error {
 	if n.health != nil {
 		n.health.Shutdown()
 	}
+	// From here on new calls are refused (UNAVAILABLE); the clean-shutdown
+	// marker is written only once every call in flight has returned and
+	// the coordinator's background writes are done: a write after the
+	// marker would be lost with its dot reused by the next incarnation.
+	n.gate.close()
 	if n.gossip != nil {
 		errs = append(errs, n.gossip.Close())
 	}
-	if n.server != nil {
-		stopped := make(chan struct{})
-		go func() { n.server.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-time.After(5 * time.Second):
-			n.server.Stop()
-		}
+	drained := n.gate.wait(n.drain)
+	stopWithin := 5 * time.Second // for streams (health watches)
+	if !drained {
+		n.log.Warn("calls still running at shutdown; not recording a clean shutdown (the next start takes a new incarnation)", "waited", n.drain)
+		stopWithin = 0 // waited enough: cut them off
 	}
-	if n.lis != nil {
-		n.lis.Close() // the server closes only listeners it served on: not one if start failed before Serve
-	}
+	n.stopServers(stopWithin)
 	if n.cancel != nil {
 		n.cancel()
 	}
@@ -403,7 +409,12 @@ func (n *Node) close() error {
 	if n.peers != nil {
 		errs = append(errs, n.peers.Close())
 	}
-	if n.store != nil {
+	switch {
+	case n.store == nil:
+	case n.Failure() != nil:
+		// The storage failed: nothing more is written, least of all a
+		// clean-shutdown marker.
+	case drained:
 		errs = append(errs, n.store.Close())
 	}
 	if n.eng != nil {

@@ -43,14 +43,3 @@ func (s *replicaServer) Write(ctx context.Context, req *internalv1.WriteRequest)
 func (s *replicaServer) Coordinate(ctx context.Context, req *internalv1.CoordinateRequest) (*internalv1.CoordinateResponse, error) {
 	return s.n.coord.ServeCoordinate(ctx, req)
 }
-
-func (s *replicaServer) Info(context.Context, *internalv1.InfoRequest) (*internalv1.InfoResponse, error) {
-	n := s.n
-	resp := &internalv1.InfoResponse{
-		Id: n.cfg.ID, GrpcAddr: n.Addr(), Dc: n.self.DC, Rack: n.self.Rack, Weight: uint32(n.self.Weight),
-	}
-	if n.gossip != nil {
-		resp.GossipAddr = n.gossip.Addr()
-	}
-	return resp, nil
-}

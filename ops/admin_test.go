@@ -29,7 +29,7 @@ func TestAdmin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	conn, err := grpc.NewClient(l.Nodes()[0].Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(l.Nodes()[0].AdminAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +117,12 @@ func TestAdmin(t *testing.T) {
 	}
 
 	// The new keyspace takes writes.
-	kv := kvv1.NewKVClient(conn)
+	kconn, err := grpc.NewClient(l.Nodes()[0].Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kconn.Close()
+	kv := kvv1.NewKVClient(kconn)
 	put, err := kv.Put(ctx, &kvv1.PutRequest{Keyspace: "orders", Key: []byte("order-1"), Value: []byte("x"),
 		Consistency: &kvv1.Consistency{Level: kvv1.Level_LEVEL_ALL}})
 	if err != nil {

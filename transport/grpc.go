@@ -23,7 +23,7 @@ import (
 // several maximum-size values.
 const MaxMessageSize = 256 << 20
 
-// Resolver maps a node ID to its gRPC address.
+// Resolver maps a node ID to the address of its peer listener.
 type Resolver func(id string) (addr string, ok bool)
 
 // GRPC reaches peers over gRPC, keeping one connection per peer address.
@@ -111,15 +111,6 @@ func (g *GRPC) Coordinate(ctx context.Context, node string, req *internalv1.Coor
 		return nil, err
 	}
 	return c.Coordinate(ctx, req)
-}
-
-// Info asks a peer who it is.
-func (g *GRPC) Info(ctx context.Context, node string) (*internalv1.InfoResponse, error) {
-	c, err := g.client(node)
-	if err != nil {
-		return nil, err
-	}
-	return c.Info(ctx, &internalv1.InfoRequest{})
 }
 
 // Reconnect makes the connection to node retry at once (gossip says the

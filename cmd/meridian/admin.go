@@ -14,7 +14,12 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 )
 
 type adminFlags struct {
@@ -24,20 +29,42 @@ type adminFlags struct {
 }
 
 func (f *adminFlags) bind(cmd *cobra.Command) {
-	cmd.PersistentFlags().StringVar(&f.addr, "addr", "127.0.0.1:7001", "gRPC address of any node")
+	cmd.PersistentFlags().StringVar(&f.addr, "addr", "127.0.0.1:7001", "client or admin address of any node (the admin address is found through the client one)")
 	cmd.PersistentFlags().BoolVar(&f.json, "json", false, "print machine-readable JSON")
 	cmd.PersistentFlags().DurationVar(&f.timeout, "timeout", 10*time.Second, "request deadline")
 }
 
 func withAdmin(ctx context.Context, f *adminFlags, fn func(context.Context, adminv1.AdminClient) error) error {
-	conn, err := dial(f.addr)
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	conn, err := dialAdmin(ctx, f.addr)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
 	return fn(ctx, adminv1.NewAdminClient(conn))
+}
+
+// dialAdmin connects to a node's admin listener given its client or admin
+// address: a client listener names the admin one through Discovery.
+func dialAdmin(ctx context.Context, addr string) (*grpc.ClientConn, error) {
+	conn, err := dial(addr)
+	if err != nil {
+		return nil, err
+	}
+	info, err := internalv1.NewDiscoveryClient(conn).Info(ctx, &internalv1.InfoRequest{})
+	if status.Code(err) == codes.Unimplemented {
+		return conn, nil // already the admin listener
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("ask %s for its admin address: %w (is the node running?)", addr, err)
+	}
+	if info.GetAdminAddr() == "" || info.GetAdminAddr() == addr {
+		return conn, nil
+	}
+	conn.Close()
+	return dial(info.GetAdminAddr())
 }
 
 func printJSON(w io.Writer, m proto.Message) error {

@@ -49,6 +49,7 @@ node's ID and addresses, so scripts and 'meridian bench --cluster' can find it.
 			}
 			spec.Logger = logger
 			spec.Options.Register = ops.Register
+			spec.Reflection = true
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "starting %d node(s) in %d datacenter(s) under %s ...\n", spec.DCs*spec.NodesPerDC, spec.DCs, spec.Dir)
 			l, err := node.StartLocal(cmd.Context(), spec)

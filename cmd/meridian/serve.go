@@ -61,15 +61,26 @@ Example, a 3-node cluster on one machine:
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "meridian node %s serving gRPC on %s, gossip on %s\n", n.ID(), n.Addr(), n.GossipAddr())
-			<-cmd.Context().Done()
-			logger.Info("shutting down")
-			return n.Close()
+			select {
+			case <-cmd.Context().Done():
+				logger.Info("shutting down")
+				return n.Close()
+			case <-n.Failed():
+				// The node has logged why; stop, and exit non-zero.
+				if err := n.Close(); err != nil {
+					logger.Warn("close after the storage failure", "err", err)
+				}
+				return n.Failure()
+			}
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&sf.config, "config", "", "YAML file with the same keys as the flags")
 	f.StringVar(&cfg.ID, "id", "", "this node's ID (must appear in --initial-cluster)")
-	f.StringVar(&cfg.GRPCAddr, "grpc-addr", "", "host:port for the client and peer gRPC API")
+	f.StringVar(&cfg.GRPCAddr, "grpc-addr", "", "host:port for the client gRPC API (KV, health, discovery)")
+	f.StringVar(&cfg.PeerAddr, "peer-addr", "", "host:port for the node-to-node API (default: grpc-addr's host, a free port)")
+	f.StringVar(&cfg.AdminAddr, "admin-addr", "", `host:port for the admin API (default: grpc-addr's host, a free port; "client" shares the client listener)`)
+	f.BoolVar(&cfg.Reflection, "reflection", false, "register gRPC server reflection on the client and admin listeners (for grpcurl)")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "host:port for gossip (default: grpc host, a free port)")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for this node's data")
 	f.StringVar(&cfg.ClusterSecretFile, "cluster-secret-file", "", "file with the cluster secret(s), the same on every node (create one with: meridian secret create FILE)")

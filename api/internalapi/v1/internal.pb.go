@@ -381,13 +381,19 @@ func (*InfoRequest) Descriptor() ([]byte, []int) {
 }
 
 type InfoResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	GrpcAddr      string                 `protobuf:"bytes,2,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
-	GossipAddr    string                 `protobuf:"bytes,3,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
-	Dc            string                 `protobuf:"bytes,4,opt,name=dc,proto3" json:"dc,omitempty"`
-	Rack          string                 `protobuf:"bytes,5,opt,name=rack,proto3" json:"rack,omitempty"`
-	Weight        uint32                 `protobuf:"varint,6,opt,name=weight,proto3" json:"weight,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	GrpcAddr   string                 `protobuf:"bytes,2,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	GossipAddr string                 `protobuf:"bytes,3,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
+	Dc         string                 `protobuf:"bytes,4,opt,name=dc,proto3" json:"dc,omitempty"`
+	Rack       string                 `protobuf:"bytes,5,opt,name=rack,proto3" json:"rack,omitempty"`
+	Weight     uint32                 `protobuf:"varint,6,opt,name=weight,proto3" json:"weight,omitempty"`
+	// Node-to-node listener (mTLS unless the cluster runs --insecure).
+	PeerAddr string `protobuf:"bytes,7,opt,name=peer_addr,json=peerAddr,proto3" json:"peer_addr,omitempty"`
+	// Admin listener (the client address when they share one).
+	AdminAddr string `protobuf:"bytes,8,opt,name=admin_addr,json=adminAddr,proto3" json:"admin_addr,omitempty"`
+	// Whether the node's listeners use TLS.
+	Tls           bool `protobuf:"varint,9,opt,name=tls,proto3" json:"tls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -464,6 +470,27 @@ func (x *InfoResponse) GetWeight() uint32 {
 	return 0
 }
 
+func (x *InfoResponse) GetPeerAddr() string {
+	if x != nil {
+		return x.PeerAddr
+	}
+	return ""
+}
+
+func (x *InfoResponse) GetAdminAddr() string {
+	if x != nil {
+		return x.AdminAddr
+	}
+	return ""
+}
+
+func (x *InfoResponse) GetTls() bool {
+	if x != nil {
+		return x.Tls
+	}
+	return false
+}
+
 var File_internalapi_v1_internal_proto protoreflect.FileDescriptor
 
 const file_internalapi_v1_internal_proto_rawDesc = "" +
@@ -487,7 +514,7 @@ const file_internalapi_v1_internal_proto_rawDesc = "" +
 	"\torigin_dc\x18\x03 \x01(\tR\boriginDc\":\n" +
 	"\x12CoordinateResponse\x12$\n" +
 	"\x03put\x18\x01 \x01(\v2\x12.kv.v1.PutResponseR\x03put\"\r\n" +
-	"\vInfoRequest\"\x98\x01\n" +
+	"\vInfoRequest\"\xe6\x01\n" +
 	"\fInfoResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x1f\n" +
@@ -495,12 +522,17 @@ const file_internalapi_v1_internal_proto_rawDesc = "" +
 	"gossipAddr\x12\x0e\n" +
 	"\x02dc\x18\x04 \x01(\tR\x02dc\x12\x12\n" +
 	"\x04rack\x18\x05 \x01(\tR\x04rack\x12\x16\n" +
-	"\x06weight\x18\x06 \x01(\rR\x06weight2\x92\x02\n" +
+	"\x06weight\x18\x06 \x01(\rR\x06weight\x12\x1b\n" +
+	"\tpeer_addr\x18\a \x01(\tR\bpeerAddr\x12\x1d\n" +
+	"\n" +
+	"admin_addr\x18\b \x01(\tR\tadminAddr\x12\x10\n" +
+	"\x03tls\x18\t \x01(\bR\x03tls2\xd5\x01\n" +
 	"\aReplica\x12;\n" +
 	"\x04Read\x12\x18.internal.v1.ReadRequest\x1a\x19.internal.v1.ReadResponse\x12>\n" +
 	"\x05Write\x12\x19.internal.v1.WriteRequest\x1a\x1a.internal.v1.WriteResponse\x12M\n" +
 	"\n" +
-	"Coordinate\x12\x1e.internal.v1.CoordinateRequest\x1a\x1f.internal.v1.CoordinateResponse\x12;\n" +
+	"Coordinate\x12\x1e.internal.v1.CoordinateRequest\x1a\x1f.internal.v1.CoordinateResponse2H\n" +
+	"\tDiscovery\x12;\n" +
 	"\x04Info\x12\x18.internal.v1.InfoRequest\x1a\x19.internal.v1.InfoResponseB>Z<github.com/meridiankv/meridian/api/internalapi/v1;internalv1b\x06proto3"
 
 var (
@@ -534,11 +566,11 @@ var file_internalapi_v1_internal_proto_depIdxs = []int32{
 	0, // 2: internal.v1.Replica.Read:input_type -> internal.v1.ReadRequest
 	2, // 3: internal.v1.Replica.Write:input_type -> internal.v1.WriteRequest
 	4, // 4: internal.v1.Replica.Coordinate:input_type -> internal.v1.CoordinateRequest
-	6, // 5: internal.v1.Replica.Info:input_type -> internal.v1.InfoRequest
+	6, // 5: internal.v1.Discovery.Info:input_type -> internal.v1.InfoRequest
 	1, // 6: internal.v1.Replica.Read:output_type -> internal.v1.ReadResponse
 	3, // 7: internal.v1.Replica.Write:output_type -> internal.v1.WriteResponse
 	5, // 8: internal.v1.Replica.Coordinate:output_type -> internal.v1.CoordinateResponse
-	7, // 9: internal.v1.Replica.Info:output_type -> internal.v1.InfoResponse
+	7, // 9: internal.v1.Discovery.Info:output_type -> internal.v1.InfoResponse
 	6, // [6:10] is the sub-list for method output_type
 	2, // [2:6] is the sub-list for method input_type
 	2, // [2:2] is the sub-list for extension type_name
@@ -559,7 +591,7 @@ func file_internalapi_v1_internal_proto_init() {
 			NumEnums:      0,
 			NumMessages:   8,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_internalapi_v1_internal_proto_goTypes,
 		DependencyIndexes: file_internalapi_v1_internal_proto_depIdxs,

@@ -26,7 +26,6 @@ const (
 	Replica_Read_FullMethodName       = "/internal.v1.Replica/Read"
 	Replica_Write_FullMethodName      = "/internal.v1.Replica/Write"
 	Replica_Coordinate_FullMethodName = "/internal.v1.Replica/Coordinate"
-	Replica_Info_FullMethodName       = "/internal.v1.Replica/Info"
 )
 
 // ReplicaClient is the client API for Replica service.
@@ -43,8 +42,6 @@ type ReplicaClient interface {
 	// Coordinate runs a client write on this node, which is a replica of the
 	// key and mints the version's dot.
 	Coordinate(ctx context.Context, in *CoordinateRequest, opts ...grpc.CallOption) (*CoordinateResponse, error)
-	// Info describes this node, so peers can find its gossip address.
-	Info(ctx context.Context, in *InfoRequest, opts ...grpc.CallOption) (*InfoResponse, error)
 }
 
 type replicaClient struct {
@@ -85,16 +82,6 @@ func (c *replicaClient) Coordinate(ctx context.Context, in *CoordinateRequest, o
 	return out, nil
 }
 
-func (c *replicaClient) Info(ctx context.Context, in *InfoRequest, opts ...grpc.CallOption) (*InfoResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(InfoResponse)
-	err := c.cc.Invoke(ctx, Replica_Info_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
 // ReplicaServer is the server API for Replica service.
 // All implementations must embed UnimplementedReplicaServer
 // for forward compatibility.
@@ -109,8 +96,6 @@ type ReplicaServer interface {
 	// Coordinate runs a client write on this node, which is a replica of the
 	// key and mints the version's dot.
 	Coordinate(context.Context, *CoordinateRequest) (*CoordinateResponse, error)
-	// Info describes this node, so peers can find its gossip address.
-	Info(context.Context, *InfoRequest) (*InfoResponse, error)
 	mustEmbedUnimplementedReplicaServer()
 }
 
@@ -129,9 +114,6 @@ func (UnimplementedReplicaServer) Write(context.Context, *WriteRequest) (*WriteR
 }
 func (UnimplementedReplicaServer) Coordinate(context.Context, *CoordinateRequest) (*CoordinateResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Coordinate not implemented")
-}
-func (UnimplementedReplicaServer) Info(context.Context, *InfoRequest) (*InfoResponse, error) {
-	return nil, status.Errorf(codes.Unimplemented, "method Info not implemented")
 }
 func (UnimplementedReplicaServer) mustEmbedUnimplementedReplicaServer() {}
 func (UnimplementedReplicaServer) testEmbeddedByValue()                 {}
@@ -208,24 +190,6 @@ func _Replica_Coordinate_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Replica_Info_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(InfoRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(ReplicaServer).Info(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: Replica_Info_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(ReplicaServer).Info(ctx, req.(*InfoRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
 // Replica_ServiceDesc is the grpc.ServiceDesc for Replica service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -245,9 +209,115 @@ var Replica_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Coordinate",
 			Handler:    _Replica_Coordinate_Handler,
 		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "internalapi/v1/internal.proto",
+}
+
+const (
+	Discovery_Info_FullMethodName = "/internal.v1.Discovery/Info"
+)
+
+// DiscoveryClient is the client API for Discovery service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Discovery is served on the client listener: it tells who a node is and
+// where its other listeners are, so that peers find its gossip and peer
+// addresses and tools find its admin address from the client address.
+type DiscoveryClient interface {
+	Info(ctx context.Context, in *InfoRequest, opts ...grpc.CallOption) (*InfoResponse, error)
+}
+
+type discoveryClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewDiscoveryClient(cc grpc.ClientConnInterface) DiscoveryClient {
+	return &discoveryClient{cc}
+}
+
+func (c *discoveryClient) Info(ctx context.Context, in *InfoRequest, opts ...grpc.CallOption) (*InfoResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InfoResponse)
+	err := c.cc.Invoke(ctx, Discovery_Info_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// DiscoveryServer is the server API for Discovery service.
+// All implementations must embed UnimplementedDiscoveryServer
+// for forward compatibility.
+//
+// Discovery is served on the client listener: it tells who a node is and
+// where its other listeners are, so that peers find its gossip and peer
+// addresses and tools find its admin address from the client address.
+type DiscoveryServer interface {
+	Info(context.Context, *InfoRequest) (*InfoResponse, error)
+	mustEmbedUnimplementedDiscoveryServer()
+}
+
+// UnimplementedDiscoveryServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedDiscoveryServer struct{}
+
+func (UnimplementedDiscoveryServer) Info(context.Context, *InfoRequest) (*InfoResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Info not implemented")
+}
+func (UnimplementedDiscoveryServer) mustEmbedUnimplementedDiscoveryServer() {}
+func (UnimplementedDiscoveryServer) testEmbeddedByValue()                   {}
+
+// UnsafeDiscoveryServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to DiscoveryServer will
+// result in compilation errors.
+type UnsafeDiscoveryServer interface {
+	mustEmbedUnimplementedDiscoveryServer()
+}
+
+func RegisterDiscoveryServer(s grpc.ServiceRegistrar, srv DiscoveryServer) {
+	// If the following call pancis, it indicates UnimplementedDiscoveryServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Discovery_ServiceDesc, srv)
+}
+
+func _Discovery_Info_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InfoRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DiscoveryServer).Info(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Discovery_Info_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DiscoveryServer).Info(ctx, req.(*InfoRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Discovery_ServiceDesc is the grpc.ServiceDesc for Discovery service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Discovery_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "internal.v1.Discovery",
+	HandlerType: (*DiscoveryServer)(nil),
+	Methods: []grpc.MethodDesc{
 		{
 			MethodName: "Info",
-			Handler:    _Replica_Info_Handler,
+			Handler:    _Discovery_Info_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,210 @@
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+)
+
+// AuthConfig says who may call the client and admin APIs. Principals are
+// named by a bearer token (its SHA-256, never the token itself) or by a
+// client certificate's name (pki.ClientName). An empty AuthConfig lets
+// every caller do everything — only acceptable with --insecure on a
+// trusted network.
+type AuthConfig struct {
+	// Principals lists who may call, and what they may do.
+	Principals []Principal `yaml:"principals"`
+}
+
+// Principal is one caller and its permissions.
+type Principal struct {
+	// Name identifies the caller; a client certificate with this name
+	// authenticates as it.
+	Name string `yaml:"name"`
+	// TokenSHA256 is the hex SHA-256 of the bearer token that
+	// authenticates as this principal (`meridian auth hash-token`), if any.
+	TokenSHA256 string `yaml:"token-sha256"`
+	// Keyspaces maps a keyspace ("*" for all) to "read", "write" or
+	// "read,write".
+	Keyspaces map[string]string `yaml:"keyspaces"`
+	// Admin allows the admin API.
+	Admin bool `yaml:"admin"`
+}
+
+// Validate checks the auth configuration.
+func (a AuthConfig) Validate() error {
+	seen := map[string]bool{}
+	for i, p := range a.Principals {
+		if p.Name == "" {
+			return fmt.Errorf("auth principal %d has no name", i+1)
+		}
+		if seen[p.Name] {
+			return fmt.Errorf("auth principal %q listed twice", p.Name)
+		}
+		seen[p.Name] = true
+		if p.TokenSHA256 != "" {
+			if b, err := hex.DecodeString(p.TokenSHA256); err != nil || len(b) != sha256.Size {
+				return fmt.Errorf("auth principal %q: token-sha256 must be 64 hex characters (`meridian auth hash-token`)", p.Name)
+			}
+		}
+		for ks, perm := range p.Keyspaces {
+			for _, x := range strings.Split(perm, ",") {
+				if x = strings.TrimSpace(x); x != "read" && x != "write" {
+					return fmt.Errorf("auth principal %q keyspace %q: permission %q, use read, write or read,write", p.Name, ks, x)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// HashToken returns the hex SHA-256 of a bearer token, for AuthConfig.
+func HashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// authorizer checks every call on the client and admin listeners.
+type authorizer struct {
+	open  bool // no principals: everyone may do everything
+	byTok map[[sha256.Size]byte]*Principal
+	byCN  map[string]*Principal
+	// certName reads a verified client certificate's principal name.
+	certName func(ctx context.Context) (string, bool)
+}
+
+func newAuthorizer(a AuthConfig, certName func(context.Context) (string, bool)) *authorizer {
+	z := &authorizer{open: len(a.Principals) == 0, byTok: map[[sha256.Size]byte]*Principal{}, byCN: map[string]*Principal{}, certName: certName}
+	for i := range a.Principals {
+		p := &a.Principals[i]
+		z.byCN[p.Name] = p
+		if b, err := hex.DecodeString(p.TokenSHA256); err == nil && len(b) == sha256.Size {
+			z.byTok[[sha256.Size]byte(b)] = p
+		}
+	}
+	return z
+}
+
+var errNoCredentials = errors.New("no credentials: send a bearer token (--token or MERIDIAN_TOKEN) or a client certificate (--cert, --key)")
+
+// principal authenticates the caller.
+func (z *authorizer) principal(ctx context.Context) (*Principal, error) {
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		for _, v := range md.Get("authorization") {
+			tok, ok := strings.CutPrefix(v, "Bearer ")
+			if !ok {
+				return nil, errors.New(`authorization header must be "Bearer <token>"`)
+			}
+			sum := sha256.Sum256([]byte(tok))
+			for h, p := range z.byTok {
+				if subtle.ConstantTimeCompare(h[:], sum[:]) == 1 {
+					return p, nil
+				}
+			}
+			return nil, errors.New("unknown token: check --token, or ask an operator to add its hash to the auth config")
+		}
+	}
+	if z.certName != nil {
+		if name, ok := z.certName(ctx); ok {
+			if p, ok := z.byCN[name]; ok {
+				return p, nil
+			}
+			return nil, fmt.Errorf("client certificate %q is not a principal in the auth config", name)
+		}
+	}
+	return nil, errNoCredentials
+}
+
+// can reports whether p may do perm ("read" or "write") on keyspace.
+func (p *Principal) can(keyspace, perm string) bool {
+	if keyspace == "" {
+		keyspace = "default"
+	}
+	for _, ks := range []string{keyspace, "*"} {
+		if perms, ok := p.Keyspaces[ks]; ok {
+			for _, x := range strings.Split(perms, ",") {
+				if strings.TrimSpace(x) == perm {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// check authorizes one call: its full method name and request.
+func (z *authorizer) check(ctx context.Context, method string, req any) error {
+	if z.open || strings.HasPrefix(method, "/grpc.health.v1.Health/") {
+		return nil
+	}
+	p, err := z.principal(ctx)
+	if err != nil {
+		return status.Error(codes.Unauthenticated, err.Error())
+	}
+	switch r := req.(type) {
+	case *kvv1.GetRequest:
+		return z.need(p, r.GetKeyspace(), "read")
+	case *kvv1.PutRequest:
+		return z.need(p, r.GetKeyspace(), "write")
+	case *kvv1.DeleteRequest:
+		return z.need(p, r.GetKeyspace(), "write")
+	}
+	switch {
+	case strings.HasPrefix(method, "/internal.v1.Discovery/"):
+		return nil // any authenticated caller may find the node's listeners
+	case strings.HasPrefix(method, "/admin.v1.") || strings.HasPrefix(method, "/grpc.reflection."):
+		if p.Admin {
+			return nil
+		}
+		return status.Errorf(codes.PermissionDenied, "%s needs the admin role; principal %q does not have it", method, p.Name)
+	}
+	return status.Errorf(codes.PermissionDenied, "principal %q may not call %s", p.Name, method)
+}
+
+func (z *authorizer) need(p *Principal, keyspace, perm string) error {
+	if p.can(keyspace, perm) {
+		return nil
+	}
+	if keyspace == "" {
+		keyspace = "default"
+	}
+	return status.Errorf(codes.PermissionDenied, "principal %q has no %s permission on keyspace %q: ask an operator to grant it in the auth config", p.Name, perm, keyspace)
+}
+
+// unary and stream are the server interceptors.
+func (z *authorizer) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := z.check(ctx, info.FullMethod, req); err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+func (z *authorizer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if err := z.check(ss.Context(), info.FullMethod, nil); err != nil {
+		return err
+	}
+	return handler(srv, ss)
+}
+
+// tlsPeer returns the verified TLS state of the caller, if any.
+func tlsPeer(ctx context.Context) (credentials.TLSInfo, bool) {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.AuthInfo == nil {
+		return credentials.TLSInfo{}, false
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	return info, ok
+}

@@ -1,0 +1,299 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/membership"
+	"github.com/meridiankv/meridian/transport"
+)
+
+// A node serves three gRPC listeners:
+//
+//   - client (GRPCAddr): kv.v1.KV, health, and internal.v1.Discovery, which
+//     tells where the node's other listeners are;
+//   - peer (PeerAddr): internal.v1.Replica (and admin.v1.Admin, for the
+//     node-to-node half of admin operations), for cluster members only;
+//   - admin (AdminAddr): admin.v1.Admin and health; it may share the client
+//     listener (AdminAddr "client").
+//
+// Peer addresses travel in gossip metadata; before gossip has joined, a
+// node asks the initial cluster's client addresses through Discovery.
+
+// SharedAdmin is the AdminAddr that serves the admin API on the client
+// listener.
+const SharedAdmin = "client"
+
+// server is one listener and its gRPC server.
+type server struct {
+	name string
+	lis  net.Listener
+	srv  *grpc.Server
+}
+
+// listen binds addr unless a listener was given.
+func listen(name, addr string, given net.Listener) (net.Listener, error) {
+	if given != nil {
+		return given, nil
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s %s: %w (is another process using it?)", name, addr, err)
+	}
+	return lis, nil
+}
+
+// newGRPCServer applies the options every listener shares, plus extra.
+func (n *Node) newGRPCServer(opts Options, maxMsg int, extra ...grpc.ServerOption) *grpc.Server {
+	return grpc.NewServer(append(append(extra,
+		grpc.MaxConcurrentStreams(n.cfg.MaxConcurrentStreams),
+		grpc.MaxRecvMsgSize(maxMsg),
+		grpc.MaxSendMsgSize(maxMsg),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	), append(n.tel.ServerOptions(), opts.ServerOptions...)...)...)
+}
+
+// buildServers binds the three listeners and registers the services.
+func (n *Node) buildServers(opts Options) error {
+	lis, err := listen("grpc-addr", n.cfg.GRPCAddr, opts.Listener)
+	if err != nil {
+		return err
+	}
+	n.lis = lis
+	n.health = health.NewServer()
+	// Client messages: the largest value plus room for the rest.
+	clientMax := n.cfg.MaxValueSize + 1<<20
+	z := newAuthorizer(n.cfg.Auth, clientCertName)
+	authOpts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(z.unary), grpc.ChainStreamInterceptor(z.stream)}
+	client := &server{name: "client", lis: lis, srv: n.newGRPCServer(opts, clientMax, authOpts...)}
+	kvv1.RegisterKVServer(client.srv, &kvServer{c: n.coord})
+	internalv1.RegisterDiscoveryServer(client.srv, &discoveryServer{n: n})
+	healthpb.RegisterHealthServer(client.srv, n.health)
+	n.servers = append(n.servers, client)
+
+	plis, err := listen("peer-addr", n.peerListenAddr(), opts.PeerListener)
+	if err != nil {
+		return err
+	}
+	peer := &server{name: "peer", lis: plis, srv: n.newGRPCServer(opts, transport.MaxMessageSize)}
+	internalv1.RegisterReplicaServer(peer.srv, &replicaServer{n: n})
+	healthpb.RegisterHealthServer(peer.srv, n.health)
+	if opts.Register != nil {
+		opts.Register(peer.srv, n)
+	}
+	n.servers = append(n.servers, peer)
+	n.peerLis = plis
+
+	admin := client
+	if n.cfg.AdminAddr != SharedAdmin {
+		alis, err := listen("admin-addr", n.adminListenAddr(), opts.AdminListener)
+		if err != nil {
+			return err
+		}
+		admin = &server{name: "admin", lis: alis, srv: n.newGRPCServer(opts, clientMax, authOpts...)}
+		healthpb.RegisterHealthServer(admin.srv, n.health)
+		n.servers = append(n.servers, admin)
+	}
+	n.adminLis = admin.lis
+	if opts.Register != nil {
+		opts.Register(admin.srv, n)
+	}
+	if n.cfg.Reflection {
+		reflection.Register(client.srv)
+		if admin != client {
+			reflection.Register(admin.srv)
+		}
+	}
+	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	n.health.SetServingStatus(kvv1.KV_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	return nil
+}
+
+// serveAll starts serving every listener.
+func (n *Node) serveAll() {
+	for _, s := range n.servers {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			if err := s.srv.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				n.log.Error("grpc server stopped", "listener", s.name, "err", err)
+			}
+		}()
+	}
+}
+
+// stopServers stops every server gracefully, forcefully after timeout, and
+// closes listeners never served.
+func (n *Node) stopServers(timeout time.Duration) {
+	var wg sync.WaitGroup
+	for _, s := range n.servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stopped := make(chan struct{})
+			go func() { s.srv.GracefulStop(); close(stopped) }()
+			select {
+			case <-stopped:
+			case <-time.After(timeout):
+				s.srv.Stop()
+			}
+			s.lis.Close()
+		}()
+	}
+	wg.Wait()
+	for _, l := range []net.Listener{n.lis, n.peerLis, n.adminLis} {
+		if l != nil {
+			l.Close()
+		}
+	}
+}
+
+func (n *Node) peerListenAddr() string {
+	if n.cfg.PeerAddr != "" {
+		return n.cfg.PeerAddr
+	}
+	host, _, _ := net.SplitHostPort(n.cfg.GRPCAddr)
+	return net.JoinHostPort(host, "0")
+}
+
+func (n *Node) adminListenAddr() string {
+	if n.cfg.AdminAddr != "" {
+		return n.cfg.AdminAddr
+	}
+	host, _, _ := net.SplitHostPort(n.cfg.GRPCAddr)
+	return net.JoinHostPort(host, "0")
+}
+
+// PeerAddr is the address of the node-to-node listener.
+func (n *Node) PeerAddr() string {
+	if n.peerLis == nil {
+		return n.cfg.PeerAddr
+	}
+	return n.peerLis.Addr().String()
+}
+
+// AdminAddr is the address of the admin listener (the client address when
+// they share one).
+func (n *Node) AdminAddr() string {
+	if n.adminLis == nil {
+		return n.cfg.AdminAddr
+	}
+	return n.adminLis.Addr().String()
+}
+
+// addrBook holds the peer addresses of other nodes, from gossip metadata
+// and discovery.
+type addrBook struct {
+	mu   sync.RWMutex
+	peer map[string]string
+}
+
+func (b *addrBook) set(id, addr string) {
+	if addr == "" {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.peer == nil {
+		b.peer = map[string]string{}
+	}
+	b.peer[id] = addr
+}
+
+func (b *addrBook) get(id string) (string, bool) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	a, ok := b.peer[id]
+	return a, ok
+}
+
+// resolve is the transport's resolver: a node's peer address.
+func (n *Node) resolve(id string) (string, bool) {
+	if id == n.cfg.ID {
+		return n.PeerAddr(), true
+	}
+	if _, member := n.Topology().Nodes[id]; !member {
+		return "", false
+	}
+	return n.book.get(id)
+}
+
+// memberEvents records peer addresses from gossip, then tells liveness.
+type memberEvents struct{ n *Node }
+
+func (e memberEvents) MemberChanged(m membership.Member) {
+	if _, member := e.n.Topology().Nodes[m.Meta.ID]; member {
+		e.n.book.set(m.Meta.ID, m.Meta.PeerAddr)
+	}
+	e.n.live.MemberChanged(m)
+}
+
+// discoveryServer answers who this node is and where its listeners are.
+type discoveryServer struct {
+	internalv1.UnimplementedDiscoveryServer
+	n *Node
+}
+
+func (s *discoveryServer) Info(context.Context, *internalv1.InfoRequest) (*internalv1.InfoResponse, error) {
+	n := s.n
+	return &internalv1.InfoResponse{
+		Id: n.cfg.ID, GrpcAddr: n.Addr(), Dc: n.self.DC, Rack: n.self.Rack, Weight: uint32(n.self.Weight),
+		GossipAddr: n.GossipAddr(), PeerAddr: n.PeerAddr(), AdminAddr: n.AdminAddr(),
+	}, nil
+}
+
+// discover asks a member's client listener for its addresses.
+func (n *Node) discover(ctx context.Context, id string) (*internalv1.InfoResponse, error) {
+	m, ok := n.Topology().Nodes[id]
+	if !ok {
+		return nil, fmt.Errorf("%s is not a member", id)
+	}
+	conn, err := grpc.NewClient(m.GRPCAddr, append([]grpc.DialOption{n.clientCreds()}, n.tel.DialOptions()...)...)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	info, err := internalv1.NewDiscoveryClient(conn).Info(ctx, &internalv1.InfoRequest{})
+	if err != nil {
+		return nil, err
+	}
+	if info.GetId() != id {
+		return nil, fmt.Errorf("%s at %s says it is %q", id, m.GRPCAddr, info.GetId())
+	}
+	n.book.set(id, info.GetPeerAddr())
+	return info, nil
+}
+
+// clientCreds are the transport credentials for calling another node's
+// client listener.
+func (n *Node) clientCreds() grpc.DialOption {
+	return grpc.WithTransportCredentials(insecure.NewCredentials())
+}
+
+// clientCertName is the principal name of a caller's verified client
+// certificate: its URI SAN meridian://client/NAME.
+func clientCertName(ctx context.Context) (string, bool) {
+	info, ok := tlsPeer(ctx)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return "", false
+	}
+	for _, u := range info.State.VerifiedChains[0][0].URIs {
+		if u.Scheme == "meridian" && u.Host == "client" && len(u.Path) > 1 {
+			return u.Path[1:], true
+		}
+	}
+	return "", false
+}
