@@ -282,9 +282,6 @@ func createLeaf(dir, certFile, keyFile string, opts CertOptions, spec leafSpec) 
 		notAfter = ca.NotAfter
 	}
 	notBefore := now.Add(-clockSkew)
-	if notBefore.Before(ca.NotBefore) {
-		notBefore = ca.NotBefore
-	}
 	if !notAfter.After(now) {
 		return fmt.Errorf("the CA in %s expired at %s: create a new one with --force", dir, ca.NotAfter.UTC().Format(time.RFC3339))
 	}
