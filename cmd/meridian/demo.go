@@ -259,7 +259,7 @@ func (d *demo) multiDC(ctx context.Context, dir string) error {
 	defer cancel()
 	ks := "orders"
 	d.say("Create keyspace %s with replication dc1=3,dc2=2,dc3=2 (N=7)", ks)
-	admin, err := d.admin(byDC["dc1"][0].Addr())
+	admin, err := d.admin(byDC["dc1"][0].AdminAddr())
 	if err != nil {
 		return err
 	}
