@@ -55,6 +55,15 @@ type Config struct {
 	GossipProfile string `yaml:"gossip-profile"`
 	// HintInterval is how often hints are offered to returning nodes (default 1s).
 	HintInterval time.Duration `yaml:"hint-interval"`
+	// MaxConnections caps open connections per listener; more are closed
+	// at once (default 4096).
+	MaxConnections int `yaml:"max-connections"`
+	// ConnectionTimeout bounds a new connection's handshake (default 10s).
+	ConnectionTimeout time.Duration `yaml:"connection-timeout"`
+	// MaxConnectionIdle closes connections idle that long (default 5m);
+	// MaxConnectionAge recycles connections that old (default 2h).
+	MaxConnectionIdle time.Duration `yaml:"max-connection-idle"`
+	MaxConnectionAge  time.Duration `yaml:"max-connection-age"`
 	// MaxConcurrentStreams per client connection (default 1024).
 	MaxConcurrentStreams uint32 `yaml:"max-concurrent-streams"`
 	// ClusterSecretFile names a file of cluster secrets (see ParseSecrets):
@@ -97,6 +106,18 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxConcurrentStreams == 0 {
 		c.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if c.MaxConnections == 0 {
+		c.MaxConnections = 4096
+	}
+	if c.ConnectionTimeout == 0 {
+		c.ConnectionTimeout = 10 * time.Second
+	}
+	if c.MaxConnectionIdle == 0 {
+		c.MaxConnectionIdle = 5 * time.Minute
+	}
+	if c.MaxConnectionAge == 0 {
+		c.MaxConnectionAge = 2 * time.Hour
 	}
 }
 

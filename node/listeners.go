@@ -33,6 +33,9 @@ import (
 // Peer addresses travel in gossip metadata; before gossip has joined, a
 // node asks the initial cluster's client addresses through Discovery.
 
+// maxHeaderBytes bounds a request's headers (gRPC metadata).
+const maxHeaderBytes = 16 << 10
+
 // SharedAdmin is the AdminAddr that serves the admin API on the client
 // listener.
 const SharedAdmin = "client"
@@ -40,7 +43,7 @@ const SharedAdmin = "client"
 // server is one listener and its gRPC server.
 type server struct {
 	name string
-	lis  net.Listener
+	lis  *capListener
 	srv  *grpc.Server
 }
 
@@ -63,6 +66,16 @@ func (n *Node) newGRPCServer(opts Options, maxMsg int, extra ...grpc.ServerOptio
 		grpc.MaxRecvMsgSize(maxMsg),
 		grpc.MaxSendMsgSize(maxMsg),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// Hygiene: a connection must finish its handshake quickly, idle
+		// ones are closed, old ones are recycled (so load rebalances and
+		// a leaked client cannot pin resources forever), headers are
+		// bounded.
+		grpc.ConnectionTimeout(n.cfg.ConnectionTimeout),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionIdle: n.cfg.MaxConnectionIdle, MaxConnectionAge: n.cfg.MaxConnectionAge,
+			MaxConnectionAgeGrace: 30 * time.Second, Time: time.Minute, Timeout: 20 * time.Second,
+		}),
+		grpc.MaxHeaderListSize(maxHeaderBytes),
 	), append(n.tel.ServerOptions(), opts.ServerOptions...)...)...)
 }
 
@@ -78,7 +91,7 @@ func (n *Node) buildServers(opts Options) error {
 	clientMax := n.cfg.MaxValueSize + 1<<20
 	z := newAuthorizer(n.cfg.Auth, clientCertName)
 	authOpts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(z.unary), grpc.ChainStreamInterceptor(z.stream)}
-	client := &server{name: "client", lis: lis, srv: n.newGRPCServer(opts, clientMax, authOpts...)}
+	client := &server{name: "client", lis: newCapListener(lis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, clientMax, authOpts...)}
 	kvv1.RegisterKVServer(client.srv, &kvServer{c: n.coord})
 	internalv1.RegisterDiscoveryServer(client.srv, &discoveryServer{n: n})
 	healthpb.RegisterHealthServer(client.srv, n.health)
@@ -88,7 +101,7 @@ func (n *Node) buildServers(opts Options) error {
 	if err != nil {
 		return err
 	}
-	peer := &server{name: "peer", lis: plis, srv: n.newGRPCServer(opts, transport.MaxMessageSize)}
+	peer := &server{name: "peer", lis: newCapListener(plis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, transport.MaxMessageSize)}
 	internalv1.RegisterReplicaServer(peer.srv, &replicaServer{n: n})
 	healthpb.RegisterHealthServer(peer.srv, n.health)
 	if opts.Register != nil {
@@ -103,7 +116,7 @@ func (n *Node) buildServers(opts Options) error {
 		if err != nil {
 			return err
 		}
-		admin = &server{name: "admin", lis: alis, srv: n.newGRPCServer(opts, clientMax, authOpts...)}
+		admin = &server{name: "admin", lis: newCapListener(alis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, clientMax, authOpts...)}
 		healthpb.RegisterHealthServer(admin.srv, n.health)
 		n.servers = append(n.servers, admin)
 	}
@@ -296,4 +309,14 @@ func clientCertName(ctx context.Context) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// Connections reports, per listener, how many connections are open and how
+// many were refused over the cap.
+func (n *Node) Connections() map[string][2]int64 {
+	out := map[string][2]int64{}
+	for _, s := range n.servers {
+		out[s.name] = [2]int64{s.lis.Open(), s.lis.Refused()}
+	}
+	return out
 }

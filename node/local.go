@@ -38,6 +38,8 @@ type LocalSpec struct {
 	// Secrets are the cluster secrets every node shares (default: one
 	// generated at start).
 	Secrets []string
+	// Configure, when set, adjusts every node's configuration.
+	Configure func(*Config)
 	// Auth is every node's auth configuration (default: open).
 	Auth AuthConfig
 	// Reflection turns gRPC server reflection on for every node (dev).
@@ -131,6 +133,9 @@ func StartLocal(ctx context.Context, spec LocalSpec) (*Local, error) {
 			ClusterSecrets: spec.Secrets,
 			Reflection:     spec.Reflection,
 			Auth:           spec.Auth,
+		}
+		if spec.Configure != nil {
+			spec.Configure(&cfg)
 		}
 		if seed != "" {
 			cfg.Join = []string{seed}

@@ -259,6 +259,9 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	if err := n.tel.Metrics.RegisterMembers(n.memberCounts); err != nil {
 		return nil, err
 	}
+	if err := n.tel.Metrics.RegisterConnections(n.Connections); err != nil {
+		return nil, err
+	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

@@ -172,3 +172,30 @@ func (c *membersCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(membersDesc, prometheus.GaugeValue, float64(counts[state]), state)
 	}
 }
+
+// RegisterConnections exports, per listener, the open connections and the
+// connections refused over the cap.
+func (m *Metrics) RegisterConnections(conns func() map[string][2]int64) error {
+	return m.reg.Register(&connsCollector{conns: conns})
+}
+
+var (
+	connsOpenDesc = prometheus.NewDesc("meridian_connections_open",
+		"Open connections per listener (client, peer, admin), bounded by max-connections.", []string{"listener"}, nil)
+	connsRefusedDesc = prometheus.NewDesc("meridian_connections_refused_total",
+		"Connections refused because the listener was at max-connections.", []string{"listener"}, nil)
+)
+
+type connsCollector struct{ conns func() map[string][2]int64 }
+
+func (c *connsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- connsOpenDesc
+	ch <- connsRefusedDesc
+}
+
+func (c *connsCollector) Collect(ch chan<- prometheus.Metric) {
+	for name, v := range c.conns() {
+		ch <- prometheus.MustNewConstMetric(connsOpenDesc, prometheus.GaugeValue, float64(v[0]), name)
+		ch <- prometheus.MustNewConstMetric(connsRefusedDesc, prometheus.CounterValue, float64(v[1]), name)
+	}
+}

@@ -1,0 +1,56 @@
+package node
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// capListener refuses connections beyond a cap: it accepts them and closes
+// them at once, so a flood of idle connections cannot exhaust the node's
+// file descriptors or memory, and the kernel backlog never fills with
+// callers left hanging. Refused connections are counted.
+type capListener struct {
+	net.Listener
+	max     int64
+	open    atomic.Int64
+	refused atomic.Int64
+}
+
+func newCapListener(l net.Listener, max int) *capListener {
+	return &capListener{Listener: l, max: int64(max)}
+}
+
+// Accept returns the next connection under the cap.
+func (l *capListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.open.Add(1) > l.max {
+			l.open.Add(-1)
+			l.refused.Add(1)
+			c.Close()
+			continue
+		}
+		return &countedConn{Conn: c, l: l}, nil
+	}
+}
+
+// Open is how many accepted connections are open.
+func (l *capListener) Open() int64 { return l.open.Load() }
+
+// Refused is how many connections were refused over the cap.
+func (l *capListener) Refused() int64 { return l.refused.Load() }
+
+type countedConn struct {
+	net.Conn
+	l    *capListener
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.l.open.Add(-1) })
+	return c.Conn.Close()
+}
