@@ -93,7 +93,7 @@ func ClientFiles(dir, name string) (certFile, keyFile string) {
 func CreateCA(dir string, opts CAOptions) error {
 	certFile, keyFile := CAFiles(dir)
 	if !opts.Force {
-		if err := refuseExisting("a CA", "every certificate it signed would stop being trusted", certFile, keyFile); err != nil {
+		if err := refuseExisting("every certificate the old CA signed would stop being trusted", certFile, keyFile); err != nil {
 			return err
 		}
 	}
@@ -264,7 +264,7 @@ type leafSpec struct {
 
 func createLeaf(dir, certFile, keyFile string, opts CertOptions, spec leafSpec) error {
 	if !opts.Force {
-		if err := refuseExisting("a certificate", "the old one stays valid until it expires", certFile, keyFile); err != nil {
+		if err := refuseExisting("the old certificate stays valid until it expires", certFile, keyFile); err != nil {
 			return err
 		}
 	}
@@ -411,10 +411,10 @@ func parseKey(data []byte) (crypto.Signer, error) {
 	}
 }
 
-func refuseExisting(what, consequence string, files ...string) error {
+func refuseExisting(consequence string, files ...string) error {
 	for _, f := range files {
 		if _, err := os.Lstat(f); err == nil {
-			return fmt.Errorf("%s already exists: keep %s (%s if replaced), or pass --force to replace it", f, what, consequence)
+			return fmt.Errorf("%s already exists: keep it, or pass --force to replace it (%s)", f, consequence)
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}

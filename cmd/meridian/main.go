@@ -55,6 +55,7 @@ func newRoot() *cobra.Command {
 		newEndpointsCmd(),
 		newKeyspaceCmd(),
 		newSecretCmd(),
+		newCertsCmd(),
 		newBenchCmd(),
 		newVersionCmd(),
 	)
