@@ -348,7 +348,7 @@ func TestCreateNodeAndClient(t *testing.T) {
 			t.Fatalf("node certificate for usage %v: %v", usage, err)
 		}
 	}
-	if d := n1.NotAfter.Sub(time.Now()); d < DefaultCertValidity-time.Hour || d > DefaultCertValidity {
+	if d := time.Until(n1.NotAfter); d < DefaultCertValidity-time.Hour || d > DefaultCertValidity {
 		t.Fatalf("node certificate valid for %v more, want about a year", d)
 	}
 	if n1.IsCA {
