@@ -219,6 +219,9 @@ func TestServeStartupErrors(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs processes")
 	}
+	// Plaintext listeners (inherited by every process started here): these
+	// refusals are not about TLS.
+	t.Setenv("MERIDIAN_INSECURE", "true")
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	secret := secretFile(t, bin, dir)
