@@ -395,7 +395,8 @@ func (n *Node) close() error {
 	if n.gossip != nil {
 		errs = append(errs, n.gossip.Close())
 	}
-	drained := n.gate.wait(n.drain)
+	drainBy := time.Now().Add(n.drain)
+	drained := n.gate.wait(time.Until(drainBy))
 	stopWithin := 5 * time.Second // for streams (health watches)
 	if !drained {
 		n.log.Warn("calls still running at shutdown; not recording a clean shutdown (the next start takes a new incarnation)", "waited", n.drain)
@@ -407,7 +408,20 @@ func (n *Node) close() error {
 	}
 	n.wg.Wait()
 	if n.coord != nil {
-		n.coord.Close()
+		switch {
+		case !drained:
+			// Calls still running may start background work, which must not
+			// race with Close's wait: close it once they have returned.
+			go func() {
+				<-n.gate.idle
+				n.coord.Close()
+			}()
+		case !within(drainBy, n.coord.Close):
+			// Its background writes outlast the bound (a stuck disk?): they
+			// may still land after any marker.
+			n.log.Warn("background writes still running at shutdown; not recording a clean shutdown (the next start takes a new incarnation)")
+			drained = false
+		}
 	}
 	if n.peers != nil {
 		errs = append(errs, n.peers.Close())

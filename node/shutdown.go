@@ -132,3 +132,21 @@ func (n *Node) Failure() error {
 		return nil
 	}
 }
+
+// within runs f and waits for it until deadline; it reports whether f
+// returned in time (if not, f goes on in the background).
+func within(deadline time.Time, f func()) bool {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
