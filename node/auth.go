@@ -11,9 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
@@ -79,15 +77,19 @@ func HashToken(token string) string {
 
 // authorizer checks every call on the client and admin listeners.
 type authorizer struct {
-	open  bool // no principals: everyone may do everything
-	byTok map[[sha256.Size]byte]*Principal
-	byCN  map[string]*Principal
+	open bool // insecure and no principals: everyone may do everything
+	// anyCert: TLS and no principals: any client certificate of the
+	// cluster CA may do everything, and nobody without one.
+	anyCert bool
+	byTok   map[[sha256.Size]byte]*Principal
+	byCN    map[string]*Principal
 	// certName reads a verified client certificate's principal name.
 	certName func(ctx context.Context) (string, bool)
 }
 
-func newAuthorizer(a AuthConfig, certName func(context.Context) (string, bool)) *authorizer {
-	z := &authorizer{open: len(a.Principals) == 0, byTok: map[[sha256.Size]byte]*Principal{}, byCN: map[string]*Principal{}, certName: certName}
+func newAuthorizer(a AuthConfig, insecure bool, certName func(context.Context) (string, bool)) *authorizer {
+	none := len(a.Principals) == 0
+	z := &authorizer{open: none && insecure, anyCert: none && !insecure, byTok: map[[sha256.Size]byte]*Principal{}, byCN: map[string]*Principal{}, certName: certName}
 	for i := range a.Principals {
 		p := &a.Principals[i]
 		z.byCN[p.Name] = p
@@ -119,6 +121,9 @@ func (z *authorizer) principal(ctx context.Context) (*Principal, error) {
 	}
 	if z.certName != nil {
 		if name, ok := z.certName(ctx); ok {
+			if z.anyCert {
+				return &Principal{Name: name, Keyspaces: map[string]string{"*": "read,write"}, Admin: true}, nil
+			}
 			if p, ok := z.byCN[name]; ok {
 				return p, nil
 			}
@@ -147,7 +152,7 @@ func (p *Principal) can(keyspace, perm string) bool {
 
 // check authorizes one call: its full method name and request.
 func (z *authorizer) check(ctx context.Context, method string, req any) error {
-	if z.open || strings.HasPrefix(method, "/grpc.health.v1.Health/") {
+	if z.open || strings.HasPrefix(method, "/grpc.health.v1.Health/") || strings.HasPrefix(method, "/internal.v1.Discovery/") {
 		return nil
 	}
 	p, err := z.principal(ctx)
@@ -163,8 +168,6 @@ func (z *authorizer) check(ctx context.Context, method string, req any) error {
 		return z.need(p, r.GetKeyspace(), "write")
 	}
 	switch {
-	case strings.HasPrefix(method, "/internal.v1.Discovery/"):
-		return nil // any authenticated caller may find the node's listeners
 	case strings.HasPrefix(method, "/admin.v1.") || strings.HasPrefix(method, "/grpc.reflection."):
 		if p.Admin {
 			return nil
@@ -197,14 +200,4 @@ func (z *authorizer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 		return err
 	}
 	return handler(srv, ss)
-}
-
-// tlsPeer returns the verified TLS state of the caller, if any.
-func tlsPeer(ctx context.Context) (credentials.TLSInfo, bool) {
-	p, ok := peer.FromContext(ctx)
-	if !ok || p.AuthInfo == nil {
-		return credentials.TLSInfo{}, false
-	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	return info, ok
 }

@@ -23,7 +23,7 @@ func benchCluster(b *testing.B, opts node.Options) (*node.Local, []kvv1.KVClient
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	l, err := node.StartLocal(ctx, node.LocalSpec{Dir: b.TempDir(), NodesPerDC: 3, GossipProfile: "test", Options: opts})
+	l, err := node.StartLocal(ctx, node.LocalSpec{Dir: b.TempDir(), NodesPerDC: 3, GossipProfile: "test", Options: opts, Insecure: true})
 	if err != nil {
 		b.Fatal(err)
 	}

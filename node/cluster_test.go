@@ -30,7 +30,21 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// startCluster starts an in-process cluster in plaintext (tests of the
+// request path); startSecureCluster keeps TLS on.
 func startCluster(t *testing.T, spec node.LocalSpec) *node.Local {
+	t.Helper()
+	spec.Insecure = true
+	return startLocal(t, spec)
+}
+
+func startSecureCluster(t *testing.T, spec node.LocalSpec) *node.Local {
+	t.Helper()
+	spec.Insecure = false
+	return startLocal(t, spec)
+}
+
+func startLocal(t *testing.T, spec node.LocalSpec) *node.Local {
 	if os.Getenv("MERIDIAN_TEST_LOG") != "" {
 		spec.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

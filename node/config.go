@@ -73,7 +73,17 @@ type Config struct {
 	// ClusterSecrets are secrets given directly (embedded and local
 	// clusters); they come before those of ClusterSecretFile.
 	ClusterSecrets []string `yaml:"-"`
-	// Auth says who may call the client and admin APIs (empty: anyone).
+	// Insecure runs every listener in plaintext, with no certificates:
+	// only for a trusted network. Otherwise CAFile, CertFile and KeyFile
+	// are required.
+	Insecure bool `yaml:"insecure"`
+	// CAFile is the cluster CA; CertFile and KeyFile this node's
+	// certificate (its node ID as a URI SAN, from `meridian certs
+	// create-node`). They are reloaded when the files change.
+	CAFile   string `yaml:"ca"`
+	CertFile string `yaml:"cert"`
+	KeyFile  string `yaml:"key"`
+	// Auth says who may call the client and admin APIs.
 	Auth AuthConfig `yaml:"auth"`
 	// Telemetry: tracing exporters, sampling, /metrics and pprof.
 	Telemetry telemetry.Config `yaml:",inline"`
@@ -174,6 +184,9 @@ func (c Config) Validate() error {
 		if len(s) < MinSecretLen {
 			return fmt.Errorf("cluster secret too short: use at least %d characters", MinSecretLen)
 		}
+	}
+	if !c.Insecure && (c.CAFile == "" || c.CertFile == "" || c.KeyFile == "") {
+		return errors.New("no TLS material: pass --ca, --cert and --key (create them with `meridian certs create-ca` and `meridian certs create-node ID`), or --insecure for plaintext on a trusted network")
 	}
 	if err := c.Auth.Validate(); err != nil {
 		return err

@@ -13,7 +13,7 @@ import (
 func soloConfig(t *testing.T, id, addr, dir string) node.Config {
 	t.Helper()
 	return node.Config{ID: id, GRPCAddr: addr, GossipAddr: "127.0.0.1:0", DataDir: dir,
-		InitialCluster: id + "=" + addr, GossipProfile: "test", ClusterSecrets: []string{node.GenerateSecret()}}
+		InitialCluster: id + "=" + addr, GossipProfile: "test", ClusterSecrets: []string{node.GenerateSecret()}, Insecure: true}
 }
 
 // TestDataDirBelongsToItsNode: the first start records the node ID in the

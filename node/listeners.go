@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -18,6 +17,7 @@ import (
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 	"github.com/meridiankv/meridian/membership"
+	"github.com/meridiankv/meridian/pki"
 	"github.com/meridiankv/meridian/transport"
 )
 
@@ -89,8 +89,8 @@ func (n *Node) buildServers(opts Options) error {
 	n.health = health.NewServer()
 	// Client messages: the largest value plus room for the rest.
 	clientMax := n.cfg.MaxValueSize + 1<<20
-	z := newAuthorizer(n.cfg.Auth, clientCertName)
-	authOpts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(z.unary), grpc.ChainStreamInterceptor(z.stream)}
+	z := newAuthorizer(n.cfg.Auth, n.cfg.Insecure, clientCertName)
+	authOpts := []grpc.ServerOption{n.sec.clientServer(), grpc.ChainUnaryInterceptor(z.unary), grpc.ChainStreamInterceptor(z.stream)}
 	client := &server{name: "client", lis: newCapListener(lis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, clientMax, authOpts...)}
 	kvv1.RegisterKVServer(client.srv, &kvServer{c: n.coord})
 	internalv1.RegisterDiscoveryServer(client.srv, &discoveryServer{n: n})
@@ -101,7 +101,8 @@ func (n *Node) buildServers(opts Options) error {
 	if err != nil {
 		return err
 	}
-	peer := &server{name: "peer", lis: newCapListener(plis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, transport.MaxMessageSize)}
+	isMember := func(id string) bool { _, ok := n.Topology().Nodes[id]; return ok }
+	peer := &server{name: "peer", lis: newCapListener(plis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, transport.MaxMessageSize, n.sec.peerServer(isMember))}
 	internalv1.RegisterReplicaServer(peer.srv, &replicaServer{n: n})
 	healthpb.RegisterHealthServer(peer.srv, n.health)
 	if opts.Register != nil {
@@ -264,7 +265,7 @@ func (s *discoveryServer) Info(context.Context, *internalv1.InfoRequest) (*inter
 	n := s.n
 	return &internalv1.InfoResponse{
 		Id: n.cfg.ID, GrpcAddr: n.Addr(), Dc: n.self.DC, Rack: n.self.Rack, Weight: uint32(n.self.Weight),
-		GossipAddr: n.GossipAddr(), PeerAddr: n.PeerAddr(), AdminAddr: n.AdminAddr(),
+		GossipAddr: n.GossipAddr(), PeerAddr: n.PeerAddr(), AdminAddr: n.AdminAddr(), Tls: !n.cfg.Insecure,
 	}, nil
 }
 
@@ -274,7 +275,7 @@ func (n *Node) discover(ctx context.Context, id string) (*internalv1.InfoRespons
 	if !ok {
 		return nil, fmt.Errorf("%s is not a member", id)
 	}
-	conn, err := grpc.NewClient(m.GRPCAddr, append([]grpc.DialOption{n.clientCreds()}, n.tel.DialOptions()...)...)
+	conn, err := grpc.NewClient(m.GRPCAddr, append([]grpc.DialOption{n.sec.clientDial()}, n.tel.DialOptions()...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -290,25 +291,14 @@ func (n *Node) discover(ctx context.Context, id string) (*internalv1.InfoRespons
 	return info, nil
 }
 
-// clientCreds are the transport credentials for calling another node's
-// client listener.
-func (n *Node) clientCreds() grpc.DialOption {
-	return grpc.WithTransportCredentials(insecure.NewCredentials())
-}
-
 // clientCertName is the principal name of a caller's verified client
 // certificate: its URI SAN meridian://client/NAME.
 func clientCertName(ctx context.Context) (string, bool) {
-	info, ok := tlsPeer(ctx)
-	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+	cert, ok := pki.PeerCertificate(ctx)
+	if !ok {
 		return "", false
 	}
-	for _, u := range info.State.VerifiedChains[0][0].URIs {
-		if u.Scheme == "meridian" && u.Host == "client" && len(u.Path) > 1 {
-			return u.Path[1:], true
-		}
-	}
-	return "", false
+	return pki.ClientName(cert)
 }
 
 // Connections reports, per listener, how many connections are open and how

@@ -13,7 +13,11 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/meridiankv/meridian/membership"
+	"github.com/meridiankv/meridian/pki"
 )
 
 // LocalSpec describes a cluster of nodes run inside one process, each with
@@ -38,6 +42,10 @@ type LocalSpec struct {
 	// Secrets are the cluster secrets every node shares (default: one
 	// generated at start).
 	Secrets []string
+	// Insecure runs the cluster in plaintext; otherwise StartLocal creates
+	// a CA, a certificate per node and a client certificate "admin" under
+	// Dir/certs (kept across runs) and every listener uses TLS.
+	Insecure bool
 	// Configure, when set, adjusts every node's configuration.
 	Configure func(*Config)
 	// Auth is every node's auth configuration (default: open).
@@ -113,6 +121,16 @@ func StartLocal(ctx context.Context, spec LocalSpec) (*Local, error) {
 		}
 	}
 	initial := FormatInitialCluster(l.members)
+	if !spec.Insecure {
+		if spec.Dir == "" {
+			closeAll()
+			return nil, errors.New("local cluster: TLS needs Dir for its certificates (or set Insecure)")
+		}
+		if err := l.makeCerts(); err != nil {
+			closeAll()
+			return nil, err
+		}
+	}
 	if len(spec.Secrets) == 0 {
 		spec.Secrets = []string{GenerateSecret()}
 		l.spec.Secrets = spec.Secrets
@@ -133,6 +151,11 @@ func StartLocal(ctx context.Context, spec LocalSpec) (*Local, error) {
 			ClusterSecrets: spec.Secrets,
 			Reflection:     spec.Reflection,
 			Auth:           spec.Auth,
+			Insecure:       spec.Insecure,
+		}
+		if !spec.Insecure {
+			cfg.CAFile, _ = pki.CAFiles(l.CertDir())
+			cfg.CertFile, cfg.KeyFile = pki.NodeFiles(l.CertDir(), m.ID)
 		}
 		if spec.Configure != nil {
 			spec.Configure(&cfg)
@@ -299,9 +322,73 @@ func (l *Local) Close() error {
 	return errors.Join(all...)
 }
 
+// CertDir is where a TLS local cluster keeps its certificates.
+func (l *Local) CertDir() string { return filepath.Join(l.spec.Dir, "certs") }
+
+// makeCerts creates the CA (once), node certificates for every member and
+// the "admin" client certificate, reusing those already there.
+func (l *Local) makeCerts() error {
+	dir := l.CertDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	exists := func(f string) bool { _, err := os.Stat(f); return err == nil }
+	if ca, _ := pki.CAFiles(dir); !exists(ca) {
+		if err := pki.CreateCA(dir, pki.CAOptions{}); err != nil {
+			return fmt.Errorf("local cluster CA: %w", err)
+		}
+	}
+	for _, m := range l.members {
+		if crt, _ := pki.NodeFiles(dir, m.ID); !exists(crt) {
+			hosts := append(pki.DefaultHosts(), host(m.GRPCAddr))
+			if err := pki.CreateNode(dir, m.ID, hosts, pki.CertOptions{}); err != nil {
+				return fmt.Errorf("local cluster certificate for %s: %w", m.ID, err)
+			}
+		}
+	}
+	if crt, _ := pki.ClientFiles(dir, LocalClient); !exists(crt) {
+		if err := pki.CreateClient(dir, LocalClient, pki.CertOptions{}); err != nil {
+			return fmt.Errorf("local cluster client certificate: %w", err)
+		}
+	}
+	return nil
+}
+
+// LocalClient is the client certificate a TLS local cluster creates.
+const LocalClient = "admin"
+
+// ClientTLS returns the CA, client certificate and key files a client of
+// this cluster uses ("" for an insecure cluster).
+func (l *Local) ClientTLS() (ca, cert, key string) {
+	if l.spec.Insecure {
+		return "", "", ""
+	}
+	ca, _ = pki.CAFiles(l.CertDir())
+	cert, key = pki.ClientFiles(l.CertDir(), LocalClient)
+	return ca, cert, key
+}
+
+// DialOption is the transport credentials for a client of this cluster.
+func (l *Local) DialOption() (grpc.DialOption, error) {
+	if l.spec.Insecure {
+		return grpc.WithTransportCredentials(insecure.NewCredentials()), nil
+	}
+	ca, cert, key := l.ClientTLS()
+	src, err := pki.NewSource(ca, cert, key, pki.SourceOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return grpc.WithTransportCredentials(pki.ClientCredentials(src, pki.ClientOptions{})), nil
+}
+
 // ClusterFile is the content of cluster.json, for scripts and tools.
 type ClusterFile struct {
 	Nodes []ClusterFileNode `json:"nodes"`
+	// CA, ClientCert and ClientKey are the files a client needs (empty
+	// for an insecure cluster).
+	CA         string `json:"ca,omitempty"`
+	ClientCert string `json:"client_cert,omitempty"`
+	ClientKey  string `json:"client_key,omitempty"`
 }
 
 // ClusterFileNode is one node in cluster.json.
@@ -309,6 +396,8 @@ type ClusterFileNode struct {
 	ID         string `json:"id"`
 	GRPCAddr   string `json:"grpc_addr"`
 	GossipAddr string `json:"gossip_addr"`
+	PeerAddr   string `json:"peer_addr"`
+	AdminAddr  string `json:"admin_addr"`
 	DC         string `json:"dc"`
 	Rack       string `json:"rack"`
 	Weight     int    `json:"weight"`
@@ -318,10 +407,11 @@ type ClusterFileNode struct {
 // WriteClusterFile writes DIR/cluster.json listing every node.
 func (l *Local) WriteClusterFile(path string) error {
 	var cf ClusterFile
+	cf.CA, cf.ClientCert, cf.ClientKey = l.ClientTLS()
 	for _, m := range l.members {
 		e := ClusterFileNode{ID: m.ID, GRPCAddr: m.GRPCAddr, DC: m.DC, Rack: m.Rack, Weight: m.Weight, DataDir: l.configs[m.ID].DataDir}
 		if n := l.Node(m.ID); n != nil {
-			e.GossipAddr = n.GossipAddr()
+			e.GossipAddr, e.PeerAddr, e.AdminAddr = n.GossipAddr(), n.PeerAddr(), n.AdminAddr()
 		}
 		cf.Nodes = append(cf.Nodes, e)
 	}

@@ -86,6 +86,7 @@ type Node struct {
 	peerLis  net.Listener
 	adminLis net.Listener
 	book     addrBook
+	sec      *security
 	tel      *telemetry.Telemetry
 	ownTel   bool
 
@@ -184,7 +185,10 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	n.topo.Store(topo)
 
 	n.live = newLiveness(opts.Now)
-	n.peers = transport.NewGRPC(n.resolve, append(n.tel.DialOptions(), opts.DialOptions...)...)
+	if n.sec, err = newSecurity(cfg, n.log); err != nil {
+		return nil, err
+	}
+	n.peers = transport.NewGRPC(n.resolve, append(append([]grpc.DialOption{n.sec.peerDial()}, n.tel.DialOptions()...), opts.DialOptions...)...)
 	n.live.onUp = n.peers.Reconnect
 	n.faults = transport.NewFaults(n.peers, n.dcOf)
 	peers := n.live.track(n.faults)

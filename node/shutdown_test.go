@@ -40,6 +40,7 @@ func startOne(t *testing.T, spec node.LocalSpec) *node.Local {
 	t.Helper()
 	spec.NodesPerDC = 1
 	spec.Dir = t.TempDir()
+	spec.Insecure = true
 	spec.GossipProfile = "test"
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -44,7 +44,7 @@ func TestQuorumPutIsOneTrace(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	l, err := node.StartLocal(ctx, node.LocalSpec{Dir: dir, NodesPerDC: 3, Engine: "memory", GossipProfile: "test",
+	l, err := node.StartLocal(ctx, node.LocalSpec{Dir: dir, NodesPerDC: 3, Engine: "memory", GossipProfile: "test", Insecure: true,
 		Options: node.Options{TelemetryFor: func(string) *telemetry.Telemetry { return telemetry.NewForTest(tp) }}})
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +173,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	cfg := node.Config{
 		ID: "m1", GRPCAddr: lis.Addr().String(), DataDir: t.TempDir(),
 		InitialCluster: "m1=" + lis.Addr().String(), GossipProfile: "test",
-		ClusterSecrets: []string{node.GenerateSecret()},
+		ClusterSecrets: []string{node.GenerateSecret()}, Insecure: true,
 	}
 	cfg.Telemetry.MetricsAddr = "127.0.0.1:0"
 	ctx := ctxT(t)

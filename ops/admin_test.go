@@ -23,7 +23,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestAdmin(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	l, err := node.StartLocal(ctx, node.LocalSpec{DCs: 2, NodesPerDC: 3, RacksPerDC: 2, Engine: "memory", GossipProfile: "test",
+	l, err := node.StartLocal(ctx, node.LocalSpec{DCs: 2, NodesPerDC: 3, RacksPerDC: 2, Engine: "memory", GossipProfile: "test", Insecure: true,
 		Options: node.Options{Register: ops.Register}})
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,16 +13,41 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/pki"
 )
 
-// procCluster is n real `meridian serve` processes sharing a secret file.
+// procCluster is n real `meridian serve` processes sharing a secret file,
+// with TLS everywhere: certificates made by `meridian certs`.
 type procCluster struct {
 	bin, dir string
 	procs    []*proc
+	creds    grpc.DialOption
+}
+
+// makeCerts runs `meridian certs` for a CA, the nodes and a client "app".
+func makeCerts(t *testing.T, bin, dir string, ids []string) grpc.DialOption {
+	t.Helper()
+	certs := filepath.Join(dir, "certs")
+	run := func(args ...string) {
+		if out, err := exec.Command(bin, append([]string{"certs"}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("meridian certs %v: %v\n%s", args, err, out)
+		}
+	}
+	run("create-ca", "--dir", certs)
+	for _, id := range ids {
+		run("create-node", id, "--dir", certs)
+	}
+	run("create-client", "app", "--dir", certs)
+	ca, _ := pki.CAFiles(certs)
+	cert, key := pki.ClientFiles(certs, "app")
+	src, err := pki.NewSource(ca, cert, key, pki.SourceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return grpc.WithTransportCredentials(pki.ClientCredentials(src, pki.ClientOptions{}))
 }
 
 func startProcCluster(t *testing.T, n int) *procCluster {
@@ -29,6 +55,12 @@ func startProcCluster(t *testing.T, n int) *procCluster {
 	c := &procCluster{bin: buildBinary(t), dir: t.TempDir()}
 	secret := secretFile(t, c.bin, c.dir)
 	ports := freePorts(t, 2*n)
+	var ids []string
+	for i := 0; i < n; i++ {
+		ids = append(ids, fmt.Sprintf("n%d", i+1))
+	}
+	c.creds = makeCerts(t, c.bin, c.dir, ids)
+	certs := filepath.Join(c.dir, "certs")
 	var initial []string
 	for i := 0; i < n; i++ {
 		id := fmt.Sprintf("n%d", i+1)
@@ -45,7 +77,8 @@ func startProcCluster(t *testing.T, n int) *procCluster {
 		p.args = []string{"--id", p.id, "--grpc-addr", p.addr,
 			"--gossip-addr", fmt.Sprintf("127.0.0.1:%d", ports[n+i]),
 			"--data-dir", filepath.Join(c.dir, p.id), "--initial-cluster", strings.Join(initial, ","),
-			"--cluster-secret-file", secret, "--gossip-profile", "test", "--hint-interval", "200ms"}
+			"--cluster-secret-file", secret, "--gossip-profile", "test", "--hint-interval", "200ms",
+			"--ca", filepath.Join(certs, "ca.crt"), "--cert", filepath.Join(certs, "node."+p.id+".crt"), "--key", filepath.Join(certs, "node."+p.id+".key")}
 	}
 	t.Cleanup(func() {
 		for _, p := range c.procs {
@@ -62,14 +95,14 @@ func startProcCluster(t *testing.T, n int) *procCluster {
 		p.start(t, c.bin)
 	}
 	for _, p := range c.procs {
-		waitHealthy(t, p.addr)
+		waitHealthyWith(t, p.addr, c.creds)
 	}
 	return c
 }
 
 func (c *procCluster) kv(t *testing.T, i int) kvv1.KVClient {
 	t.Helper()
-	conn, err := grpc.NewClient(c.procs[i].addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(c.procs[i].addr, c.creds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +215,7 @@ func TestAcknowledgedWritesWithProcesses(t *testing.T) {
 			t.Fatal(err)
 		}
 		n1.start(t, c.bin)
-		waitHealthy(t, n1.addr)
+		waitHealthyWith(t, n1.addr, c.creds)
 		retry(t, ctx, "put after wipe", func() (*kvv1.PutResponse, error) {
 			return kv1.Put(ctx, &kvv1.PutRequest{Key: key, Value: []byte("new"), Consistency: all})
 		})

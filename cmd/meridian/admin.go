@@ -23,6 +23,7 @@ import (
 )
 
 type adminFlags struct {
+	sec     clientSec
 	addr    string
 	json    bool
 	timeout time.Duration
@@ -32,12 +33,13 @@ func (f *adminFlags) bind(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringVar(&f.addr, "addr", "127.0.0.1:7001", "client or admin address of any node (the admin address is found through the client one)")
 	cmd.PersistentFlags().BoolVar(&f.json, "json", false, "print machine-readable JSON")
 	cmd.PersistentFlags().DurationVar(&f.timeout, "timeout", 10*time.Second, "request deadline")
+	f.sec.bind(cmd.PersistentFlags())
 }
 
 func withAdmin(ctx context.Context, f *adminFlags, fn func(context.Context, adminv1.AdminClient) error) error {
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	conn, err := dialAdmin(ctx, f.addr)
+	conn, err := dialAdmin(ctx, f.addr, f.sec)
 	if err != nil {
 		return err
 	}
@@ -47,8 +49,8 @@ func withAdmin(ctx context.Context, f *adminFlags, fn func(context.Context, admi
 
 // dialAdmin connects to a node's admin listener given its client or admin
 // address: a client listener names the admin one through Discovery.
-func dialAdmin(ctx context.Context, addr string) (*grpc.ClientConn, error) {
-	conn, err := dial(addr)
+func dialAdmin(ctx context.Context, addr string, sec clientSec) (*grpc.ClientConn, error) {
+	conn, err := dial(addr, sec)
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +66,7 @@ func dialAdmin(ctx context.Context, addr string) (*grpc.ClientConn, error) {
 		return conn, nil
 	}
 	conn.Close()
-	return dial(info.GetAdminAddr())
+	return dial(info.GetAdminAddr(), sec)
 }
 
 func printJSON(w io.Writer, m proto.Message) error {

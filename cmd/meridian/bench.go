@@ -18,6 +18,7 @@ import (
 )
 
 type benchFlags struct {
+	sec                        clientSec
 	addrs, clusterFile         string
 	local                      bool
 	localNodes                 int
@@ -61,6 +62,7 @@ not hidden (coordinated omission corrected, as wrk2 does).`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.addrs, "addr", "", "gRPC address(es) of nodes, comma-separated")
+	f.sec.bind(fl)
 	fl.StringVar(&f.clusterFile, "cluster", "", "cluster.json written by 'meridian dev' (use every node)")
 	fl.BoolVar(&f.local, "local", false, "start a fresh local cluster for the run and stop it afterwards")
 	fl.IntVar(&f.localNodes, "local-nodes", 3, "nodes of the --local cluster")
@@ -172,6 +174,9 @@ func runBench(ctx context.Context, out, errOut io.Writer, f benchFlags) error {
 			return err
 		}
 		defer l.Close()
+		if f.sec.dialOpt, err = l.DialOption(); err != nil {
+			return err
+		}
 		for _, n := range l.Nodes() {
 			addrs = append(addrs, n.Addr())
 		}
@@ -181,6 +186,7 @@ func runBench(ctx context.Context, out, errOut io.Writer, f benchFlags) error {
 		if err != nil {
 			return err
 		}
+		f.sec.fromCluster(cf)
 		for _, n := range cf.Nodes {
 			addrs = append(addrs, n.GRPCAddr)
 		}
@@ -201,7 +207,7 @@ func runBench(ctx context.Context, out, errOut io.Writer, f benchFlags) error {
 		store.Write.Durable = &durable
 	}
 	for _, a := range addrs {
-		conn, err := dial(a)
+		conn, err := dial(a, f.sec)
 		if err != nil {
 			return err
 		}

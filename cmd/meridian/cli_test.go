@@ -34,7 +34,7 @@ keyspaces:
 	var cfg node.Config
 	var sf serveFlags
 	cmd := newServeCmdFor(&cfg, &sf)
-	if err := cmd.Flags().Parse([]string{"--config", file, "--request-timeout", "4s"}); err != nil {
+	if err := cmd.Flags().Parse([]string{"--config", file, "--request-timeout", "4s", "--insecure"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := resolveConfig(cmd.Flags(), &cfg, &sf); err != nil {
@@ -62,7 +62,7 @@ keyspaces:
 // MERIDIAN_CLUSTER_SECRET_FILE, and a node without one is refused with a
 // message that says how to make one.
 func TestClusterSecretConfig(t *testing.T) {
-	args := []string{"--id", "n1", "--grpc-addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--initial-cluster", "n1=127.0.0.1:7001"}
+	args := []string{"--id", "n1", "--grpc-addr", "127.0.0.1:0", "--data-dir", t.TempDir(), "--initial-cluster", "n1=127.0.0.1:7001", "--insecure"}
 	resolve := func(extra ...string) (node.Config, error) {
 		var cfg node.Config
 		var sf serveFlags
@@ -174,7 +174,7 @@ func TestDevWritesClusterFile(t *testing.T) {
 func TestKVCommands(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	l, err := node.StartLocal(ctx, node.LocalSpec{NodesPerDC: 3, Engine: "memory", GossipProfile: "test"})
+	l, err := node.StartLocal(ctx, node.LocalSpec{NodesPerDC: 3, Engine: "memory", GossipProfile: "test", Insecure: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +227,7 @@ func TestKVCommands(t *testing.T) {
 func TestKVPutReadsFirst(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	l, err := node.StartLocal(ctx, node.LocalSpec{NodesPerDC: 3, Engine: "memory", GossipProfile: "test"})
+	l, err := node.StartLocal(ctx, node.LocalSpec{NodesPerDC: 3, Engine: "memory", GossipProfile: "test", Insecure: true})
 	if err != nil {
 		t.Fatal(err)
 	}

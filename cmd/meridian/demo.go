@@ -62,6 +62,8 @@ type demo struct {
 	out   io.Writer
 	step  int
 	conns []*grpc.ClientConn
+	// sec is how the demo's clients reach its TLS cluster.
+	sec clientSec
 }
 
 func (d *demo) say(format string, args ...any) {
@@ -75,7 +77,7 @@ func (d *demo) show(format string, args ...any) {
 
 // conn dials addr and remembers the connection for close.
 func (d *demo) conn(addr string) (*grpc.ClientConn, error) {
-	conn, err := dial(addr)
+	conn, err := dial(addr, d.sec)
 	if err != nil {
 		return nil, err
 	}
@@ -119,6 +121,9 @@ func (d *demo) run(ctx context.Context, dir string, keep bool) error {
 		return err
 	}
 	defer l.Close()
+	if d.sec.dialOpt, err = l.DialOption(); err != nil {
+		return err
+	}
 	for _, n := range l.Nodes() {
 		d.show("%s  grpc=%s  gossip=%s", n.ID(), n.Addr(), n.GossipAddr())
 	}
@@ -250,6 +255,9 @@ func (d *demo) multiDC(ctx context.Context, dir string) error {
 		return err
 	}
 	defer l.Close()
+	if d.sec.dialOpt, err = l.DialOption(); err != nil {
+		return err
+	}
 	byDC := map[string][]*node.Node{}
 	for _, n := range l.Nodes() {
 		byDC[n.DC()] = append(byDC[n.DC()], n)

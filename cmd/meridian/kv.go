@@ -20,6 +20,7 @@ import (
 
 // kvFlags are shared by kv get, put and delete.
 type kvFlags struct {
+	sec         clientSec
 	addr        string
 	keyspace    string
 	consistency string
@@ -51,6 +52,7 @@ func newKVCmd() *cobra.Command {
 	}
 	p := cmd.PersistentFlags()
 	p.StringVar(&f.addr, "addr", "127.0.0.1:7001", "gRPC address of any node")
+	f.sec.bind(p)
 	p.StringVar(&f.keyspace, "keyspace", "", "keyspace (default \"default\")")
 	p.StringVar(&f.consistency, "consistency", "quorum", "one, two, three, quorum, all, local_one, local_quorum, each_quorum, any")
 	p.Uint32Var(&f.r, "r", 0, "explicit read quorum (overrides --consistency for reads)")
@@ -254,7 +256,7 @@ func withKV(ctx context.Context, f kvFlags, fn func(context.Context, kvv1.KVClie
 		durable := false
 		cons.Durable = &durable
 	}
-	conn, err := dial(f.addr)
+	conn, err := dial(f.addr, f.sec)
 	if err != nil {
 		return err
 	}

@@ -12,10 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-
-	"github.com/meridiankv/meridian/transport"
 )
 
 func main() {
@@ -65,9 +62,12 @@ func newRoot() *cobra.Command {
 // dial opens a client connection to a node (plaintext gRPC). Messages may
 // be as large as the server accepts (gRPC's default 4 MiB receive limit
 // would refuse a get of any larger value).
-func dial(addr string) (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(transport.MaxMessageSize), grpc.MaxCallSendMsgSize(transport.MaxMessageSize)))
+func dial(addr string, sec clientSec) (*grpc.ClientConn, error) {
+	opts, err := sec.options()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w (is --addr host:port?)", addr, err)
 	}

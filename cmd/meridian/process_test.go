@@ -88,7 +88,12 @@ func (p *proc) kill() {
 
 func waitHealthy(t *testing.T, addr string) {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	waitHealthyWith(t, addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
+
+func waitHealthyWith(t *testing.T, addr string, creds grpc.DialOption) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, creds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +142,7 @@ func TestSIGKILLKeepsAcknowledgedWrites(t *testing.T) {
 		p.args = []string{"--id", p.id, "--grpc-addr", p.addr,
 			"--gossip-addr", fmt.Sprintf("127.0.0.1:%d", ports[3+i]),
 			"--data-dir", filepath.Join(dir, p.id), "--initial-cluster", strings.Join(initial, ","),
-			"--cluster-secret-file", secret, "--gossip-profile", "test", "--log-level", "debug"}
+			"--cluster-secret-file", secret, "--gossip-profile", "test", "--log-level", "debug", "--insecure"}
 	}
 	t.Cleanup(func() {
 		for _, p := range procs {

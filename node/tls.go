@@ -1,0 +1,100 @@
+package node
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/meridiankv/meridian/pki"
+)
+
+// security is a node's TLS material and what it builds: server credentials
+// for its three listeners and client credentials for dialling peers. With
+// Insecure every listener is plaintext.
+type security struct {
+	insecure bool
+	src      *pki.Source
+}
+
+// newSecurity loads the node's certificate (reloaded on change) unless the
+// cluster runs insecure.
+func newSecurity(cfg Config, log *slog.Logger) (*security, error) {
+	if cfg.Insecure {
+		return &security{insecure: true}, nil
+	}
+	src, err := pki.NewSource(cfg.CAFile, cfg.CertFile, cfg.KeyFile, pki.SourceOptions{
+		OnReload: func(leaf *x509.Certificate) {
+			log.Info("reloaded TLS certificate", "subject", leaf.Subject.String(), "not_after", leaf.NotAfter)
+		},
+		OnError: func(err error) {
+			log.Error("TLS files changed but cannot be loaded; keeping the previous ones", "err", err)
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("TLS material: %w (create it with `meridian certs create-ca` and `meridian certs create-node ID`, or run with --insecure)", err)
+	}
+	if id, ok := pki.NodeID(src.Leaf()); !ok || id != cfg.ID {
+		return nil, fmt.Errorf("certificate %s is for node %q, not %q: create one with `meridian certs create-node %s`", cfg.CertFile, id, cfg.ID, cfg.ID)
+	}
+	return &security{src: src}, nil
+}
+
+// peerServer is the peer listener's credentials: mutual TLS, and only
+// certificates of nodes that are members of the topology.
+func (s *security) peerServer(isMember func(id string) bool) grpc.ServerOption {
+	if s.insecure {
+		return grpc.Creds(insecure.NewCredentials())
+	}
+	return grpc.Creds(pki.ServerCredentials(s.src.ServerConfig(pki.ServerOptions{
+		RequireClientCert: true,
+		Authorize: func(cert *x509.Certificate) error {
+			id, ok := pki.NodeID(cert)
+			if !ok {
+				return errors.New("not a node certificate: the peer API is for cluster members only")
+			}
+			if !isMember(id) {
+				return fmt.Errorf("node %q is not a member of this cluster", id)
+			}
+			return nil
+		},
+	})))
+}
+
+// clientServer is the client and admin listeners' credentials: TLS; a
+// client certificate, when presented, is verified and names a principal.
+func (s *security) clientServer() grpc.ServerOption {
+	if s.insecure {
+		return grpc.Creds(insecure.NewCredentials())
+	}
+	return grpc.Creds(pki.ServerCredentials(s.src.ServerConfig(pki.ServerOptions{})))
+}
+
+// peerDial is how this node dials other nodes' peer listeners: its own
+// node certificate, and the peer must present the certificate of the node
+// it is supposed to be.
+func (s *security) peerDial() grpc.DialOption {
+	if s.insecure {
+		return grpc.WithTransportCredentials(insecure.NewCredentials())
+	}
+	return grpc.WithTransportCredentials(pki.ClientCredentials(s.src, pki.ClientOptions{
+		Authorize: func(cert *x509.Certificate) error {
+			if _, ok := pki.NodeID(cert); !ok {
+				return errors.New("the peer did not present a node certificate")
+			}
+			return nil
+		},
+	}))
+}
+
+// clientDial is how this node dials another node's client listener
+// (discovery).
+func (s *security) clientDial() grpc.DialOption {
+	if s.insecure {
+		return grpc.WithTransportCredentials(insecure.NewCredentials())
+	}
+	return grpc.WithTransportCredentials(pki.ClientCredentials(s.src, pki.ClientOptions{}))
+}
