@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"sync"
+	"sync/atomic"
 
 	"github.com/meridiankv/meridian/version"
 )
@@ -30,19 +31,32 @@ const (
 	MaxContextBytes = 64 << 10
 )
 
-// sealer signs and checks contexts.
+// sealer signs and checks contexts. Its keys can be swapped at run time
+// (secret rotation without a restart).
 type sealer struct {
+	keys atomic.Pointer[sealKeys]
+}
+
+// sealKeys is one generation of secrets with a pool of HMACs for the first.
+type sealKeys struct {
 	secrets [][]byte
-	pool    sync.Pool // of hash.Hash per secret index 0
+	pool    sync.Pool
 }
 
 func newSealer(secrets [][]byte) (*sealer, error) {
+	s := &sealer{}
+	return s, s.set(secrets)
+}
+
+func (s *sealer) set(secrets [][]byte) error {
 	if len(secrets) == 0 {
-		return nil, errors.New("coordinator: no cluster secret to authenticate contexts with")
+		return errors.New("coordinator: no cluster secret to authenticate contexts with")
 	}
-	s := &sealer{secrets: secrets}
-	s.pool.New = func() any { return hmac.New(sha256.New, s.secrets[0]) }
-	return s, nil
+	k := &sealKeys{secrets: secrets}
+	first := secrets[0]
+	k.pool.New = func() any { return hmac.New(sha256.New, first) }
+	s.keys.Store(k)
+	return nil
 }
 
 func (s *sealer) mac(h hash.Hash, keyspace string, key, clock []byte) []byte {
@@ -64,9 +78,10 @@ func (s *sealer) Seal(keyspace string, key []byte, clock version.Clock) []byte {
 		return nil
 	}
 	enc := clock.Encode()
-	h := s.pool.Get().(hash.Hash)
+	k := s.keys.Load()
+	h := k.pool.Get().(hash.Hash)
 	m := s.mac(h, keyspace, key, enc)
-	s.pool.Put(h)
+	k.pool.Put(h)
 	out := make([]byte, 0, 1+contextMACLen+len(enc))
 	out = append(out, contextFormat)
 	out = append(out, m...)
@@ -88,10 +103,11 @@ func (s *sealer) Open(keyspace string, key, ctx []byte) (version.Clock, error) {
 	}
 	sum, enc := ctx[1:1+contextMACLen], ctx[1+contextMACLen:]
 	ok := false
-	for i, secret := range s.secrets {
+	k := s.keys.Load()
+	for i, secret := range k.secrets {
 		var h hash.Hash
 		if i == 0 {
-			h = s.pool.Get().(hash.Hash)
+			h = k.pool.Get().(hash.Hash)
 		} else {
 			h = hmac.New(sha256.New, secret)
 		}
@@ -99,7 +115,7 @@ func (s *sealer) Open(keyspace string, key, ctx []byte) (version.Clock, error) {
 			ok = true
 		}
 		if i == 0 {
-			s.pool.Put(h)
+			k.pool.Put(h)
 		}
 		if ok {
 			break

@@ -229,6 +229,10 @@ func New(cfg Config) (*Coordinator, error) {
 		bgCtx: ctx, bgCancel: cancel}, nil
 }
 
+// SetSecrets replaces the cluster secrets that authenticate contexts: the
+// first signs, all verify.
+func (c *Coordinator) SetSecrets(secrets [][]byte) error { return c.seal.set(secrets) }
+
 // Close cancels background work and waits for it to stop.
 func (c *Coordinator) Close() {
 	c.bgCancel()

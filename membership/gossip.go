@@ -143,6 +143,16 @@ type Config struct {
 	Transport memberlist.Transport
 	// JoinRetry is the interval between join attempts (default 1s).
 	JoinRetry time.Duration
+	// Keys encrypt and authenticate gossip (AES-GCM; 16, 24 or 32 bytes):
+	// the first encrypts, every key decrypts, so keys rotate without a
+	// flap (see RotateKeys). Empty: plaintext gossip.
+	Keys [][]byte
+	// Label is sent with every gossip message; messages with another
+	// label are dropped (one cluster cannot join another by mistake).
+	Label string
+	// IsMember, when set, says whether an ID belongs to the cluster;
+	// members claiming other IDs are ignored.
+	IsMember func(id string) bool
 }
 
 // Validate checks the configuration.
@@ -160,6 +170,11 @@ func (c Config) Validate() error {
 	}
 	if _, err := c.Meta.encode(); err != nil {
 		return fmt.Errorf("gossip: %w", err)
+	}
+	for _, k := range c.Keys {
+		if n := len(k); n != 16 && n != 24 && n != 32 {
+			return fmt.Errorf("gossip: a key of %d bytes: use 16, 24 or 32", n)
+		}
 	}
 	return nil
 }
@@ -188,6 +203,8 @@ func (c Config) memberlistConfig() *memberlist.Config {
 // Gossip is a running memberlist instance.
 type Gossip struct {
 	ml       *memberlist.Memberlist
+	isMember func(id string) bool
+	keyring  *memberlist.Keyring
 	listener Listener
 	log      *slog.Logger
 	retry    time.Duration
@@ -238,6 +255,17 @@ func Start(ctx context.Context, cfg Config, l Listener) (*Gossip, error) {
 	if cfg.Transport != nil {
 		mc.Transport = cfg.Transport
 	}
+	if len(cfg.Keys) > 0 {
+		kr, err := memberlist.NewKeyring(cfg.Keys[1:], cfg.Keys[0])
+		if err != nil {
+			return nil, fmt.Errorf("gossip: keyring: %w", err)
+		}
+		mc.Keyring = kr
+		g.keyring = kr
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
+	mc.Label = cfg.Label
+	g.isMember = cfg.IsMember
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("gossip: listen on %s: %w", cfg.BindAddr, err)
@@ -325,6 +353,41 @@ func (g *Gossip) Members() []Member {
 	return out
 }
 
+// RotateKeys makes keys the gossip keyring, the first one primary, without
+// dropping a message: it installs every new key, switches the primary, then
+// removes keys no longer listed. Every node must hold a key before any
+// node encrypts with it: add the new key (second) everywhere first, then
+// make it first everywhere, then drop the old one.
+func (g *Gossip) RotateKeys(keys [][]byte) error {
+	kr := g.keyring
+	if kr == nil {
+		return errors.New("gossip: this node gossips in plaintext; restart it with keys")
+	}
+	if len(keys) == 0 {
+		return errors.New("gossip: no key")
+	}
+	for _, k := range keys {
+		if err := kr.AddKey(k); err != nil {
+			return fmt.Errorf("gossip: add key: %w", err)
+		}
+	}
+	if err := kr.UseKey(keys[0]); err != nil {
+		return fmt.Errorf("gossip: use key: %w", err)
+	}
+	keep := map[string]bool{}
+	for _, k := range keys {
+		keep[string(k)] = true
+	}
+	for _, k := range kr.GetKeys() {
+		if !keep[string(k)] {
+			if err := kr.RemoveKey(k); err != nil {
+				return fmt.Errorf("gossip: remove key: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
 // UpdateMeta re-broadcasts this node's metadata.
 func (g *Gossip) UpdateMeta(m Meta) error {
 	if _, err := m.encode(); err != nil {
@@ -365,6 +428,14 @@ func memberOf(n *memberlist.Node) (Member, error) {
 // means dead — or left, which memberlist does not tell apart here.
 func (g *Gossip) record(n *memberlist.Node, down bool) {
 	m, err := memberOf(n)
+	if err == nil && m.Meta.ID != n.Name {
+		g.log.Warn("ignoring gossip member whose metadata claims another node's ID", "member", n.Name, "claims", m.Meta.ID)
+		return
+	}
+	if err == nil && g.isMember != nil && !g.isMember(n.Name) {
+		g.log.Warn("ignoring gossip member that is not in the cluster's topology", "member", n.Name, "addr", n.Address())
+		return
+	}
 	if down {
 		m.State = StateDead
 		if n.State == memberlist.StateLeft {

@@ -66,6 +66,9 @@ type Config struct {
 	MaxConnectionAge  time.Duration `yaml:"max-connection-age"`
 	// MaxConcurrentStreams per client connection (default 1024).
 	MaxConcurrentStreams uint32 `yaml:"max-concurrent-streams"`
+	// ClusterName labels the cluster's gossip (default "meridian"): nodes
+	// of differently named clusters never gossip with each other.
+	ClusterName string `yaml:"cluster-name"`
 	// ClusterSecretFile names a file of cluster secrets (see ParseSecrets):
 	// every node of a cluster must share them. Causal contexts handed to
 	// clients are authenticated with them.
@@ -96,7 +99,10 @@ const (
 )
 
 func (c *Config) setDefaults() {
-	if c.Engine == "" {
+	if c.ClusterName == "" {
+		c.ClusterName = "meridian"
+	}
+		if c.Engine == "" {
 		c.Engine = DefaultEngine
 	}
 	if c.Partitions == 0 {

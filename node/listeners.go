@@ -249,9 +249,10 @@ func (n *Node) resolve(id string) (string, bool) {
 type memberEvents struct{ n *Node }
 
 func (e memberEvents) MemberChanged(m membership.Member) {
-	if _, member := e.n.Topology().Nodes[m.Meta.ID]; member {
-		e.n.book.set(m.Meta.ID, m.Meta.PeerAddr)
+	if _, member := e.n.Topology().Nodes[m.Meta.ID]; !member {
+		return // gossip filters these too; never route to a stranger
 	}
+	e.n.book.set(m.Meta.ID, m.Meta.PeerAddr)
 	e.n.live.MemberChanged(m)
 }
 

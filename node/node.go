@@ -239,6 +239,9 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	}
 	n.gossip, err = membership.Start(runCtx, membership.Config{
 		Meta:     meta,
+		Keys:     gossipKeys(secrets),
+		Label:    "meridian/" + cfg.ClusterName,
+		IsMember: func(id string) bool { _, ok := n.Topology().Nodes[id]; return ok },
 		BindAddr: gossipAddr(cfg),
 		Seeds:    cfg.Join,
 		Profile:  cfg.GossipProfile,

@@ -234,3 +234,12 @@ func (s *Server) applyOn(ctx context.Context, id string, k *adminv1.Keyspace) er
 	_, err = adminv1.NewAdminClient(conn).CreateKeyspace(ctx, &adminv1.CreateKeyspaceRequest{Keyspace: k, LocalOnly: true})
 	return err
 }
+
+// ReloadSecrets applies this node's cluster secret file again.
+func (s *Server) ReloadSecrets(context.Context, *adminv1.ReloadSecretsRequest) (*adminv1.ReloadSecretsResponse, error) {
+	n, err := s.n.ReloadSecrets()
+	if err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "reload secrets on %s: %v (the previous secrets stay in use)", s.n.ID(), err)
+	}
+	return &adminv1.ReloadSecretsResponse{Node: s.n.ID(), Secrets: uint32(n)}, nil
+}

@@ -62,9 +62,13 @@ node's ID and addresses, so scripts and 'meridian bench --cluster' can find it.
 				return err
 			}
 			for _, n := range l.Nodes() {
-				fmt.Fprintf(out, "  %-4s dc=%-4s grpc=%s gossip=%s\n", n.ID(), n.DC(), n.Addr(), n.GossipAddr())
+				fmt.Fprintf(out, "  %-4s dc=%-4s grpc=%s peer=%s admin=%s gossip=%s\n", n.ID(), n.DC(), n.Addr(), n.PeerAddr(), n.AdminAddr(), n.GossipAddr())
 			}
-			fmt.Fprintf(out, "cluster file: %s\nready; Ctrl-C to stop\n", path)
+			fmt.Fprintf(out, "cluster file: %s\n", path)
+			if ca, cert, key := l.ClientTLS(); ca != "" {
+				fmt.Fprintf(out, "TLS: every listener; connect with\n  export MERIDIAN_CA=%s MERIDIAN_CERT=%s MERIDIAN_KEY=%s\n", ca, cert, key)
+			}
+			fmt.Fprintln(out, "ready; Ctrl-C to stop")
 			<-cmd.Context().Done()
 			fmt.Fprintln(out, "stopping ...")
 			return l.Close()

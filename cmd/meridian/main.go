@@ -52,6 +52,7 @@ func newRoot() *cobra.Command {
 		newEndpointsCmd(),
 		newKeyspaceCmd(),
 		newSecretCmd(),
+		newAuthCmd(),
 		newCertsCmd(),
 		newBenchCmd(),
 		newVersionCmd(),

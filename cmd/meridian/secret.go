@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
+
+	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
 
 	"github.com/meridiankv/meridian/node"
 )
@@ -29,7 +33,37 @@ pass it with --cluster-secret-file (or cluster-secret-file: in the YAML file).`,
 		},
 	}
 	create.Flags().BoolVar(&force, "force", false, "overwrite FILE if it exists (nodes using the old secret will reject contexts signed with the new one)")
-	cmd.AddCommand(create)
+	var af adminFlags
+	reload := &cobra.Command{
+		Use:   "reload",
+		Short: "Make nodes re-read their cluster secret file (rotation without a restart)",
+		Long: `Each node given with --addr (comma-separated) re-reads its cluster secret file
+and applies it at once: contexts are signed with the first secret and
+verified with all of them, and the gossip keyring follows. To rotate: add the
+new secret as the second line on every node and reload them all; move it to
+the first line and reload them all; remove the old line and reload them all.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, addr := range strings.Split(af.addr, ",") {
+				one := af
+				one.addr = strings.TrimSpace(addr)
+				err := withAdmin(cmd.Context(), &one, func(ctx context.Context, c adminv1.AdminClient) error {
+					resp, err := c.ReloadSecrets(ctx, &adminv1.ReloadSecretsRequest{})
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: %d secret(s) in use, the first signs\n", resp.Node, resp.Secrets)
+					return nil
+				})
+				if err != nil {
+					return fmt.Errorf("%s: %w (nodes before it already reloaded; fix it and run again)", one.addr, err)
+				}
+			}
+			return nil
+		},
+	}
+	af.bind(reload)
+	cmd.AddCommand(create, reload)
 	return cmd
 }
 

@@ -27,6 +27,7 @@ const (
 	Admin_Endpoints_FullMethodName      = "/admin.v1.Admin/Endpoints"
 	Admin_ListKeyspaces_FullMethodName  = "/admin.v1.Admin/ListKeyspaces"
 	Admin_CreateKeyspace_FullMethodName = "/admin.v1.Admin/CreateKeyspace"
+	Admin_ReloadSecrets_FullMethodName  = "/admin.v1.Admin/ReloadSecrets"
 )
 
 // AdminClient is the client API for Admin service.
@@ -44,6 +45,9 @@ type AdminClient interface {
 	ListKeyspaces(ctx context.Context, in *ListKeyspacesRequest, opts ...grpc.CallOption) (*ListKeyspacesResponse, error)
 	// CreateKeyspace adds a keyspace on every node.
 	CreateKeyspace(ctx context.Context, in *CreateKeyspaceRequest, opts ...grpc.CallOption) (*CreateKeyspaceResponse, error)
+	// ReloadSecrets re-reads this node's cluster secret file and applies it
+	// to contexts and the gossip keyring, without a restart.
+	ReloadSecrets(ctx context.Context, in *ReloadSecretsRequest, opts ...grpc.CallOption) (*ReloadSecretsResponse, error)
 }
 
 type adminClient struct {
@@ -104,6 +108,16 @@ func (c *adminClient) CreateKeyspace(ctx context.Context, in *CreateKeyspaceRequ
 	return out, nil
 }
 
+func (c *adminClient) ReloadSecrets(ctx context.Context, in *ReloadSecretsRequest, opts ...grpc.CallOption) (*ReloadSecretsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReloadSecretsResponse)
+	err := c.cc.Invoke(ctx, Admin_ReloadSecrets_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -119,6 +133,9 @@ type AdminServer interface {
 	ListKeyspaces(context.Context, *ListKeyspacesRequest) (*ListKeyspacesResponse, error)
 	// CreateKeyspace adds a keyspace on every node.
 	CreateKeyspace(context.Context, *CreateKeyspaceRequest) (*CreateKeyspaceResponse, error)
+	// ReloadSecrets re-reads this node's cluster secret file and applies it
+	// to contexts and the gossip keyring, without a restart.
+	ReloadSecrets(context.Context, *ReloadSecretsRequest) (*ReloadSecretsResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -143,6 +160,9 @@ func (UnimplementedAdminServer) ListKeyspaces(context.Context, *ListKeyspacesReq
 }
 func (UnimplementedAdminServer) CreateKeyspace(context.Context, *CreateKeyspaceRequest) (*CreateKeyspaceResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CreateKeyspace not implemented")
+}
+func (UnimplementedAdminServer) ReloadSecrets(context.Context, *ReloadSecretsRequest) (*ReloadSecretsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReloadSecrets not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -255,6 +275,24 @@ func _Admin_CreateKeyspace_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ReloadSecrets_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReloadSecretsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ReloadSecrets(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ReloadSecrets_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ReloadSecrets(ctx, req.(*ReloadSecretsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -281,6 +319,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateKeyspace",
 			Handler:    _Admin_CreateKeyspace_Handler,
+		},
+		{
+			MethodName: "ReloadSecrets",
+			Handler:    _Admin_ReloadSecrets_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
