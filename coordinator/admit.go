@@ -66,9 +66,14 @@ type OverloadError struct {
 	What     string
 	InFlight int
 	Max      int
+	// Reason, when set, replaces the in-flight counts in the message.
+	Reason string
 }
 
 func (e *OverloadError) Error() string {
+	if e.Reason != "" {
+		return fmt.Sprintf("node overloaded: %s: retry %s with backoff, or send to another node", e.Reason, e.What)
+	}
 	return fmt.Sprintf("node overloaded: %d %s in flight (limit %d): retry with backoff, or send to another node", e.InFlight, e.What, e.Max)
 }
 
@@ -81,6 +86,10 @@ func (e *OverloadError) GRPCStatus() *status.Status {
 // admit takes a request slot or returns the error to shed with. Writes
 // also need room for the background work they leave.
 func (c *Coordinator) admit(ctx context.Context, op Op) (release func(), err error) {
+	if op == OpWrite && c.cfg.Store.Engine().Stalled() {
+		c.obs.Shed(op.String())
+		return nil, &OverloadError{What: "writes", Reason: "storage is stalling writes until compactions catch up"}
+	}
 	if op == OpWrite && c.bgSlots.inUse() >= cap(c.bgSlots.slots) {
 		c.obs.Shed(op.String())
 		return nil, &OverloadError{What: "background replica writes", InFlight: c.bgSlots.inUse(), Max: cap(c.bgSlots.slots)}

@@ -59,7 +59,12 @@ func (c *Coordinator) ServeWrite(ctx context.Context, req *internalv1.WriteReque
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "sibling set: %v", err)
 	}
-	if req.GetHintFor() != "" {
+	if target := req.GetHintFor(); target != "" {
+		// A hint names the node it is for: only a member of the topology,
+		// never this node itself (it would hold its own hint forever).
+		if _, member := c.cfg.Topology().Nodes[target]; !member || target == c.cfg.NodeID {
+			return nil, status.Errorf(codes.InvalidArgument, "hint_for %q is not another member of this cluster", target)
+		}
 		if err := c.storeHint(req.GetHintFor(), loc, req.GetKeyspace(), req.GetKey(), set, req.GetSync()); err != nil {
 			return nil, status.Errorf(codes.Internal, "store hint: %v", err)
 		}

@@ -48,6 +48,9 @@ type Engine interface {
 	// Failure is the error the engine failed with (it wraps ErrFailed), or
 	// nil while the engine is healthy.
 	Failure() error
+	// Stalled reports whether the engine is stalling writes (an LSM whose
+	// compactions are behind): callers shed writes instead of queueing.
+	Stalled() bool
 	// Stats reports engine-specific counters for telemetry (name → value).
 	Stats() map[string]float64
 	// Close flushes and releases the engine. Later calls return ErrClosed.

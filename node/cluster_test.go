@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
@@ -368,7 +369,21 @@ func TestListenersServeTheirAPIs(t *testing.T) {
 	if _, err := kvv1.NewKVClient(peer).Get(ctx, &kvv1.GetRequest{Key: []byte("k")}); status.Code(err) != codes.Unimplemented {
 		t.Fatalf("kv get on the peer listener: %v, want UNIMPLEMENTED", err)
 	}
-	info, err := internalv1.NewDiscoveryClient(client).Info(ctx, &internalv1.InfoRequest{})
+	// The peer API refuses requests from another cluster, and hints for
+	// nodes outside the topology.
+	replica := internalv1.NewReplicaClient(peer)
+	other := metadata.AppendToOutgoingContext(ctx, "meridian-cluster", "staging", "meridian-epoch", "1")
+	if _, err := replica.Read(other, &internalv1.ReadRequest{Key: []byte("k")}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("peer read from another cluster: %v, want FAILED_PRECONDITION", err)
+	}
+	ours := metadata.AppendToOutgoingContext(ctx, "meridian-cluster", "meridian", "meridian-epoch", "1")
+	if _, err := replica.Write(ours, &internalv1.WriteRequest{Key: []byte("k"), HintFor: "n99"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("hint for a node outside the topology: %v, want INVALID_ARGUMENT", err)
+	}
+	if _, err := replica.Read(ours, &internalv1.ReadRequest{Key: []byte("k")}); err != nil {
+		t.Fatalf("peer read with the cluster's name: %v", err)
+	}
+		info, err := internalv1.NewDiscoveryClient(client).Info(ctx, &internalv1.InfoRequest{})
 	if err != nil || info.PeerAddr != n.PeerAddr() || info.AdminAddr != n.AdminAddr() || info.Id != n.ID() {
 		t.Fatalf("discovery = %v, %v", info, err)
 	}

@@ -55,6 +55,9 @@ type Config struct {
 	GossipProfile string `yaml:"gossip-profile"`
 	// HintInterval is how often hints are offered to returning nodes (default 1s).
 	HintInterval time.Duration `yaml:"hint-interval"`
+	// MaxInFlight bounds the client requests a node coordinates at once;
+	// more wait briefly, then get RESOURCE_EXHAUSTED (default 2048).
+	MaxInFlight int `yaml:"max-in-flight"`
 	// MaxConnections caps open connections per listener; more are closed
 	// at once (default 4096).
 	MaxConnections int `yaml:"max-connections"`

@@ -1,7 +1,9 @@
 package node_test
 
 import (
+	"context"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -97,4 +99,60 @@ func TestHostileClients(t *testing.T) {
 	if st := n.Connections()["client"]; st[1] < 200 {
 		t.Fatalf("refused connections counted: %d", st[1])
 	}
+}
+
+// TestOverloadIsShed: with every request slot busy, further requests are
+// refused with RESOURCE_EXHAUSTED well before their deadline instead of
+// queueing; the admitted ones succeed; afterwards the node serves again.
+func TestOverloadIsShed(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 3, Engine: "memory", Configure: func(c *node.Config) { c.MaxInFlight = 4 }})
+	n1 := l.Nodes()[0]
+	for _, other := range l.Nodes()[1:] {
+		n1.Faults().Delay(other.ID(), 300*time.Millisecond) // every QUORUM write through n1 is slow
+	}
+	c := kvv1.NewKVClient(dialConn(t, n1.Addr()))
+	const flood = 40
+	var (
+		wg              sync.WaitGroup
+		mu              sync.Mutex
+		ok, shed, other int
+		slowestShed     time.Duration
+	)
+	for i := 0; i < flood; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			start := time.Now()
+			_, err := c.Put(ctx, &kvv1.PutRequest{Key: []byte(fmt.Sprint("flood-", i)), Value: []byte("v"), Consistency: lvl(kvv1.Level_LEVEL_QUORUM)})
+			mu.Lock()
+			defer mu.Unlock()
+			switch status.Code(err) {
+			case codes.OK:
+				ok++
+			case codes.ResourceExhausted:
+				shed++
+				slowestShed = max(slowestShed, time.Since(start))
+			default:
+				other++
+				t.Errorf("flood request: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok == 0 || shed == 0 || other != 0 {
+		t.Fatalf("flood of %d over 4 slots: %d ok, %d shed, %d other errors", flood, ok, shed, other)
+	}
+	t.Logf("%d ok, %d shed (slowest refusal %v)", ok, shed, slowestShed)
+	// Shedding is quick: far inside the 10s deadline (it waits 20ms for a
+	// slot; the bound here is loose on purpose, for a loaded machine).
+	if slowestShed > 5*time.Second {
+		t.Fatalf("a shed request waited %v", slowestShed)
+	}
+	n1.Faults().Heal()
+	eventually(t, "the node to serve again after the flood", func() bool {
+		_, err := c.Put(ctxT(t), &kvv1.PutRequest{Key: []byte("after"), Value: []byte("v")})
+		return err == nil
+	})
 }

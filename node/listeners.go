@@ -5,10 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -102,7 +107,7 @@ func (n *Node) buildServers(opts Options) error {
 		return err
 	}
 	isMember := func(id string) bool { _, ok := n.Topology().Nodes[id]; return ok }
-	peer := &server{name: "peer", lis: newCapListener(plis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, transport.MaxMessageSize, n.sec.peerServer(isMember))}
+	peer := &server{name: "peer", lis: newCapListener(plis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, transport.MaxMessageSize, n.sec.peerServer(isMember), grpc.ChainUnaryInterceptor(n.checkPeer))}
 	internalv1.RegisterReplicaServer(peer.srv, &replicaServer{n: n})
 	healthpb.RegisterHealthServer(peer.srv, n.health)
 	if opts.Register != nil {
@@ -310,4 +315,35 @@ func (n *Node) Connections() map[string][2]int64 {
 		out[s.name] = [2]int64{s.lis.Open(), s.lis.Refused()}
 	}
 	return out
+}
+
+// Every node-to-node request carries the cluster's name and the sender's
+// topology epoch; a request from another cluster is refused.
+const (
+	mdCluster = "meridian-cluster"
+	mdEpoch   = "meridian-epoch"
+)
+
+// tagPeer adds the cluster name and epoch to an outgoing peer request.
+func (n *Node) tagPeer(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	ctx = metadata.AppendToOutgoingContext(ctx, mdCluster, n.cfg.ClusterName, mdEpoch, strconv.FormatUint(n.Topology().Epoch, 10))
+	return invoker(ctx, method, req, reply, cc, opts...)
+}
+
+// checkPeer refuses peer requests from another cluster.
+func (n *Node) checkPeer(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if strings.HasPrefix(info.FullMethod, "/grpc.health.v1.Health/") {
+		return handler(ctx, req)
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	cluster := md.Get(mdCluster)
+	if len(cluster) != 1 || cluster[0] != n.cfg.ClusterName {
+		return nil, status.Errorf(codes.FailedPrecondition, "request from cluster %q, but this node belongs to cluster %q: check --cluster-name and --initial-cluster", strings.Join(cluster, ","), n.cfg.ClusterName)
+	}
+	if e := md.Get(mdEpoch); len(e) != 1 {
+		return nil, status.Error(codes.FailedPrecondition, "peer request without a topology epoch")
+	} else if _, err := strconv.ParseUint(e[0], 10, 64); err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "peer request with a bad topology epoch %q", e[0])
+	}
+	return handler(ctx, req)
 }

@@ -188,7 +188,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	if n.sec, err = newSecurity(cfg, n.log); err != nil {
 		return nil, err
 	}
-	n.peers = transport.NewGRPC(n.resolve, append(append([]grpc.DialOption{n.sec.peerDial()}, n.tel.DialOptions()...), opts.DialOptions...)...)
+	n.peers = transport.NewGRPC(n.resolve, append(append([]grpc.DialOption{n.sec.peerDial(), grpc.WithChainUnaryInterceptor(n.tagPeer)}, n.tel.DialOptions()...), opts.DialOptions...)...)
 	n.live.onUp = n.peers.Reconnect
 	n.faults = transport.NewFaults(n.peers, n.dcOf)
 	peers := n.live.track(n.faults)
@@ -210,6 +210,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 		Topology:       n.Topology,
 		RequestTimeout: cfg.RequestTimeout,
 		MaxValueSize:   cfg.MaxValueSize,
+		MaxInFlight:    cfg.MaxInFlight,
 		Now:            opts.Now,
 		Logger:         n.log,
 		Tracer:         n.tel.Tracer("coordinator"),

@@ -91,6 +91,9 @@ func (e *Engine) Failed() <-chan struct{} { return nil }
 // Failure is always nil.
 func (e *Engine) Failure() error { return nil }
 
+// Stalled is always false: memory never stalls.
+func (e *Engine) Stalled() bool { return false }
+
 // Stats reports the number of keys.
 func (e *Engine) Stats() map[string]float64 {
 	e.mu.RLock()

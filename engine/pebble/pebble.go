@@ -70,6 +70,9 @@ type Engine struct {
 	failure  atomic.Pointer[error]
 	failOnce sync.Once
 	failed   chan struct{}
+
+	// stalled is true while Pebble stalls writes (compactions behind).
+	stalled atomic.Bool
 }
 
 // Open opens (or creates) the engine in opts.Dir.
@@ -92,6 +95,16 @@ func Open(opts Options) (*Engine, error) {
 		// Every file Pebble syncs goes through watchFS, which fails the
 		// engine on the first sync error, before Pebble sees it.
 		FS: watchFS{FS: fs, e: e},
+		EventListener: &pebbledb.EventListener{
+			WriteStallBegin: func(info pebbledb.WriteStallBeginInfo) {
+				e.stalled.Store(true)
+				e.log.Warn("pebble: write stall: compactions are behind; writes are shed until they catch up", "reason", info.Reason)
+			},
+			WriteStallEnd: func() {
+				e.stalled.Store(false)
+				e.log.Info("pebble: write stall over")
+			},
+		},
 	}
 	// Pebble syncs the files in its directory, not the directory's own
 	// entry in its parent: create the directory and make its entry durable
@@ -121,6 +134,9 @@ func (e *Engine) fail(err error) {
 		close(e.failed)
 	})
 }
+
+// Stalled reports whether Pebble is stalling writes right now.
+func (e *Engine) Stalled() bool { return e.stalled.Load() }
 
 // Failed is closed once the engine has failed (a failed sync).
 func (e *Engine) Failed() <-chan struct{} { return e.failed }
