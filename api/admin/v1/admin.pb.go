@@ -10,6 +10,7 @@
 package adminv1
 
 import (
+	v1 "github.com/meridiankv/meridian/api/kv/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -24,6 +25,739 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type HintsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HintsRequest) Reset() {
+	*x = HintsRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HintsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HintsRequest) ProtoMessage() {}
+
+func (x *HintsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HintsRequest.ProtoReflect.Descriptor instead.
+func (*HintsRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+type HintTarget struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Target string                 `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	Count  uint64                 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	Bytes  uint64                 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// Age of the oldest hint held for the target.
+	OldestAgeSeconds float64 `protobuf:"fixed64,4,opt,name=oldest_age_seconds,json=oldestAgeSeconds,proto3" json:"oldest_age_seconds,omitempty"`
+	// Hints delivered to the target per second, over the last minute.
+	DeliveryRate float64 `protobuf:"fixed64,5,opt,name=delivery_rate,json=deliveryRate,proto3" json:"delivery_rate,omitempty"`
+	// Hints that failed to decode, set aside.
+	Quarantined uint64 `protobuf:"varint,6,opt,name=quarantined,proto3" json:"quarantined,omitempty"`
+	// Whether the target is alive as this node sees it.
+	Alive         bool `protobuf:"varint,7,opt,name=alive,proto3" json:"alive,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HintTarget) Reset() {
+	*x = HintTarget{}
+	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HintTarget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HintTarget) ProtoMessage() {}
+
+func (x *HintTarget) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HintTarget.ProtoReflect.Descriptor instead.
+func (*HintTarget) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *HintTarget) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *HintTarget) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *HintTarget) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *HintTarget) GetOldestAgeSeconds() float64 {
+	if x != nil {
+		return x.OldestAgeSeconds
+	}
+	return 0
+}
+
+func (x *HintTarget) GetDeliveryRate() float64 {
+	if x != nil {
+		return x.DeliveryRate
+	}
+	return 0
+}
+
+func (x *HintTarget) GetQuarantined() uint64 {
+	if x != nil {
+		return x.Quarantined
+	}
+	return 0
+}
+
+func (x *HintTarget) GetAlive() bool {
+	if x != nil {
+		return x.Alive
+	}
+	return false
+}
+
+type HintsResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Node    string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Targets []*HintTarget          `protobuf:"bytes,2,rep,name=targets,proto3" json:"targets,omitempty"`
+	// Hints not stored because a bound was reached (bytes, count or window).
+	Dropped       uint64 `protobuf:"varint,3,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HintsResponse) Reset() {
+	*x = HintsResponse{}
+	mi := &file_admin_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HintsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HintsResponse) ProtoMessage() {}
+
+func (x *HintsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HintsResponse.ProtoReflect.Descriptor instead.
+func (*HintsResponse) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *HintsResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *HintsResponse) GetTargets() []*HintTarget {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+func (x *HintsResponse) GetDropped() uint64 {
+	if x != nil {
+		return x.Dropped
+	}
+	return 0
+}
+
+type PurgeHintsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Target        string                 `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeHintsRequest) Reset() {
+	*x = PurgeHintsRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeHintsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeHintsRequest) ProtoMessage() {}
+
+func (x *PurgeHintsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeHintsRequest.ProtoReflect.Descriptor instead.
+func (*PurgeHintsRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PurgeHintsRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+type PurgeHintsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Purged        uint64                 `protobuf:"varint,1,opt,name=purged,proto3" json:"purged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PurgeHintsResponse) Reset() {
+	*x = PurgeHintsResponse{}
+	mi := &file_admin_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PurgeHintsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PurgeHintsResponse) ProtoMessage() {}
+
+func (x *PurgeHintsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PurgeHintsResponse.ProtoReflect.Descriptor instead.
+func (*PurgeHintsResponse) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PurgeHintsResponse) GetPurged() uint64 {
+	if x != nil {
+		return x.Purged
+	}
+	return 0
+}
+
+type RepairStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: every keyspace.
+	Keyspace      string `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RepairStatusRequest) Reset() {
+	*x = RepairStatusRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RepairStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RepairStatusRequest) ProtoMessage() {}
+
+func (x *RepairStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RepairStatusRequest.ProtoReflect.Descriptor instead.
+func (*RepairStatusRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RepairStatusRequest) GetKeyspace() string {
+	if x != nil {
+		return x.Keyspace
+	}
+	return ""
+}
+
+type PartitionRepair struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Keyspace  string                 `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
+	Partition uint32                 `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	// Seconds since every replica of the partition was last verified equal
+	// to this node's copy; negative: never verified since this node started.
+	SinceVerifiedSeconds float64 `protobuf:"fixed64,3,opt,name=since_verified_seconds,json=sinceVerifiedSeconds,proto3" json:"since_verified_seconds,omitempty"`
+	Mismatches           uint64  `protobuf:"varint,4,opt,name=mismatches,proto3" json:"mismatches,omitempty"`
+	KeysRepaired         uint64  `protobuf:"varint,5,opt,name=keys_repaired,json=keysRepaired,proto3" json:"keys_repaired,omitempty"`
+	BytesRepaired        uint64  `protobuf:"varint,6,opt,name=bytes_repaired,json=bytesRepaired,proto3" json:"bytes_repaired,omitempty"`
+	// Marked for priority repair (a returning node, a hint overflow).
+	Priority      bool `protobuf:"varint,7,opt,name=priority,proto3" json:"priority,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionRepair) Reset() {
+	*x = PartitionRepair{}
+	mi := &file_admin_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionRepair) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionRepair) ProtoMessage() {}
+
+func (x *PartitionRepair) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionRepair.ProtoReflect.Descriptor instead.
+func (*PartitionRepair) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PartitionRepair) GetKeyspace() string {
+	if x != nil {
+		return x.Keyspace
+	}
+	return ""
+}
+
+func (x *PartitionRepair) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PartitionRepair) GetSinceVerifiedSeconds() float64 {
+	if x != nil {
+		return x.SinceVerifiedSeconds
+	}
+	return 0
+}
+
+func (x *PartitionRepair) GetMismatches() uint64 {
+	if x != nil {
+		return x.Mismatches
+	}
+	return 0
+}
+
+func (x *PartitionRepair) GetKeysRepaired() uint64 {
+	if x != nil {
+		return x.KeysRepaired
+	}
+	return 0
+}
+
+func (x *PartitionRepair) GetBytesRepaired() uint64 {
+	if x != nil {
+		return x.BytesRepaired
+	}
+	return 0
+}
+
+func (x *PartitionRepair) GetPriority() bool {
+	if x != nil {
+		return x.Priority
+	}
+	return false
+}
+
+type RepairStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Partitions    []*PartitionRepair     `protobuf:"bytes,2,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RepairStatusResponse) Reset() {
+	*x = RepairStatusResponse{}
+	mi := &file_admin_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RepairStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RepairStatusResponse) ProtoMessage() {}
+
+func (x *RepairStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RepairStatusResponse.ProtoReflect.Descriptor instead.
+func (*RepairStatusResponse) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RepairStatusResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *RepairStatusResponse) GetPartitions() []*PartitionRepair {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+type RepairRunRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: every keyspace.
+	Keyspace string `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
+	// Negative: every partition.
+	Partition     int32 `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RepairRunRequest) Reset() {
+	*x = RepairRunRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RepairRunRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RepairRunRequest) ProtoMessage() {}
+
+func (x *RepairRunRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RepairRunRequest.ProtoReflect.Descriptor instead.
+func (*RepairRunRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RepairRunRequest) GetKeyspace() string {
+	if x != nil {
+		return x.Keyspace
+	}
+	return ""
+}
+
+func (x *RepairRunRequest) GetPartition() int32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+type RepairProgress struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	PartitionsDone  uint32                 `protobuf:"varint,1,opt,name=partitions_done,json=partitionsDone,proto3" json:"partitions_done,omitempty"`
+	PartitionsTotal uint32                 `protobuf:"varint,2,opt,name=partitions_total,json=partitionsTotal,proto3" json:"partitions_total,omitempty"`
+	Mismatches      uint64                 `protobuf:"varint,3,opt,name=mismatches,proto3" json:"mismatches,omitempty"`
+	KeysRepaired    uint64                 `protobuf:"varint,4,opt,name=keys_repaired,json=keysRepaired,proto3" json:"keys_repaired,omitempty"`
+	BytesRepaired   uint64                 `protobuf:"varint,5,opt,name=bytes_repaired,json=bytesRepaired,proto3" json:"bytes_repaired,omitempty"`
+	Done            bool                   `protobuf:"varint,6,opt,name=done,proto3" json:"done,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *RepairProgress) Reset() {
+	*x = RepairProgress{}
+	mi := &file_admin_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RepairProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RepairProgress) ProtoMessage() {}
+
+func (x *RepairProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RepairProgress.ProtoReflect.Descriptor instead.
+func (*RepairProgress) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RepairProgress) GetPartitionsDone() uint32 {
+	if x != nil {
+		return x.PartitionsDone
+	}
+	return 0
+}
+
+func (x *RepairProgress) GetPartitionsTotal() uint32 {
+	if x != nil {
+		return x.PartitionsTotal
+	}
+	return 0
+}
+
+func (x *RepairProgress) GetMismatches() uint64 {
+	if x != nil {
+		return x.Mismatches
+	}
+	return 0
+}
+
+func (x *RepairProgress) GetKeysRepaired() uint64 {
+	if x != nil {
+		return x.KeysRepaired
+	}
+	return 0
+}
+
+func (x *RepairProgress) GetBytesRepaired() uint64 {
+	if x != nil {
+		return x.BytesRepaired
+	}
+	return 0
+}
+
+func (x *RepairProgress) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+type ReplicaGetRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The replica to read; empty: this node.
+	Node          string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Keyspace      string `protobuf:"bytes,2,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
+	Key           []byte `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaGetRequest) Reset() {
+	*x = ReplicaGetRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaGetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaGetRequest) ProtoMessage() {}
+
+func (x *ReplicaGetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaGetRequest.ProtoReflect.Descriptor instead.
+func (*ReplicaGetRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ReplicaGetRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ReplicaGetRequest) GetKeyspace() string {
+	if x != nil {
+		return x.Keyspace
+	}
+	return ""
+}
+
+func (x *ReplicaGetRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type ReplicaGetResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Node     string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Siblings []*v1.Sibling          `protobuf:"bytes,2,rep,name=siblings,proto3" json:"siblings,omitempty"`
+	// The replica's clock, encoded (for comparing replicas).
+	Clock         string `protobuf:"bytes,3,opt,name=clock,proto3" json:"clock,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaGetResponse) Reset() {
+	*x = ReplicaGetResponse{}
+	mi := &file_admin_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaGetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaGetResponse) ProtoMessage() {}
+
+func (x *ReplicaGetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaGetResponse.ProtoReflect.Descriptor instead.
+func (*ReplicaGetResponse) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ReplicaGetResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ReplicaGetResponse) GetSiblings() []*v1.Sibling {
+	if x != nil {
+		return x.Siblings
+	}
+	return nil
+}
+
+func (x *ReplicaGetResponse) GetClock() string {
+	if x != nil {
+		return x.Clock
+	}
+	return ""
+}
+
 type ReloadSecretsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -32,7 +766,7 @@ type ReloadSecretsRequest struct {
 
 func (x *ReloadSecretsRequest) Reset() {
 	*x = ReloadSecretsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -44,7 +778,7 @@ func (x *ReloadSecretsRequest) String() string {
 func (*ReloadSecretsRequest) ProtoMessage() {}
 
 func (x *ReloadSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -57,7 +791,7 @@ func (x *ReloadSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ReloadSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 type ReloadSecretsResponse struct {
@@ -71,7 +805,7 @@ type ReloadSecretsResponse struct {
 
 func (x *ReloadSecretsResponse) Reset() {
 	*x = ReloadSecretsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -83,7 +817,7 @@ func (x *ReloadSecretsResponse) String() string {
 func (*ReloadSecretsResponse) ProtoMessage() {}
 
 func (x *ReloadSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -96,7 +830,7 @@ func (x *ReloadSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ReloadSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReloadSecretsResponse) GetNode() string {
@@ -129,7 +863,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -141,7 +875,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -154,7 +888,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Node) GetId() string {
@@ -207,7 +941,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -219,7 +953,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -232,7 +966,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 type StatusResponse struct {
@@ -248,7 +982,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -260,7 +994,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -273,7 +1007,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StatusResponse) GetNode() string {
@@ -312,7 +1046,7 @@ type RingRequest struct {
 
 func (x *RingRequest) Reset() {
 	*x = RingRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -324,7 +1058,7 @@ func (x *RingRequest) String() string {
 func (*RingRequest) ProtoMessage() {}
 
 func (x *RingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -337,7 +1071,7 @@ func (x *RingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingRequest.ProtoReflect.Descriptor instead.
 func (*RingRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 type KeyspaceShare struct {
@@ -353,7 +1087,7 @@ type KeyspaceShare struct {
 
 func (x *KeyspaceShare) Reset() {
 	*x = KeyspaceShare{}
-	mi := &file_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -365,7 +1099,7 @@ func (x *KeyspaceShare) String() string {
 func (*KeyspaceShare) ProtoMessage() {}
 
 func (x *KeyspaceShare) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -378,7 +1112,7 @@ func (x *KeyspaceShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyspaceShare.ProtoReflect.Descriptor instead.
 func (*KeyspaceShare) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *KeyspaceShare) GetKeyspace() string {
@@ -418,7 +1152,7 @@ type RingNode struct {
 
 func (x *RingNode) Reset() {
 	*x = RingNode{}
-	mi := &file_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -430,7 +1164,7 @@ func (x *RingNode) String() string {
 func (*RingNode) ProtoMessage() {}
 
 func (x *RingNode) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -443,7 +1177,7 @@ func (x *RingNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingNode.ProtoReflect.Descriptor instead.
 func (*RingNode) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RingNode) GetNode() *Node {
@@ -492,7 +1226,7 @@ type RingResponse struct {
 
 func (x *RingResponse) Reset() {
 	*x = RingResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -504,7 +1238,7 @@ func (x *RingResponse) String() string {
 func (*RingResponse) ProtoMessage() {}
 
 func (x *RingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -517,7 +1251,7 @@ func (x *RingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingResponse.ProtoReflect.Descriptor instead.
 func (*RingResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RingResponse) GetPartitions() uint32 {
@@ -551,7 +1285,7 @@ type EndpointsRequest struct {
 
 func (x *EndpointsRequest) Reset() {
 	*x = EndpointsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +1297,7 @@ func (x *EndpointsRequest) String() string {
 func (*EndpointsRequest) ProtoMessage() {}
 
 func (x *EndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +1310,7 @@ func (x *EndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointsRequest.ProtoReflect.Descriptor instead.
 func (*EndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *EndpointsRequest) GetKeyspace() string {
@@ -606,7 +1340,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -618,7 +1352,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -631,7 +1365,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Endpoint) GetNode() string {
@@ -684,7 +1418,7 @@ type EndpointsResponse struct {
 
 func (x *EndpointsResponse) Reset() {
 	*x = EndpointsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -696,7 +1430,7 @@ func (x *EndpointsResponse) String() string {
 func (*EndpointsResponse) ProtoMessage() {}
 
 func (x *EndpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -709,7 +1443,7 @@ func (x *EndpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointsResponse.ProtoReflect.Descriptor instead.
 func (*EndpointsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *EndpointsResponse) GetKeyspace() string {
@@ -766,7 +1500,7 @@ type Keyspace struct {
 
 func (x *Keyspace) Reset() {
 	*x = Keyspace{}
-	mi := &file_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +1512,7 @@ func (x *Keyspace) String() string {
 func (*Keyspace) ProtoMessage() {}
 
 func (x *Keyspace) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +1525,7 @@ func (x *Keyspace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Keyspace.ProtoReflect.Descriptor instead.
 func (*Keyspace) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Keyspace) GetName() string {
@@ -851,7 +1585,7 @@ type ListKeyspacesRequest struct {
 
 func (x *ListKeyspacesRequest) Reset() {
 	*x = ListKeyspacesRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +1597,7 @@ func (x *ListKeyspacesRequest) String() string {
 func (*ListKeyspacesRequest) ProtoMessage() {}
 
 func (x *ListKeyspacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +1610,7 @@ func (x *ListKeyspacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeyspacesRequest.ProtoReflect.Descriptor instead.
 func (*ListKeyspacesRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 type ListKeyspacesResponse struct {
@@ -888,7 +1622,7 @@ type ListKeyspacesResponse struct {
 
 func (x *ListKeyspacesResponse) Reset() {
 	*x = ListKeyspacesResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_admin_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -900,7 +1634,7 @@ func (x *ListKeyspacesResponse) String() string {
 func (*ListKeyspacesResponse) ProtoMessage() {}
 
 func (x *ListKeyspacesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_admin_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -913,7 +1647,7 @@ func (x *ListKeyspacesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeyspacesResponse.ProtoReflect.Descriptor instead.
 func (*ListKeyspacesResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListKeyspacesResponse) GetKeyspaces() []*Keyspace {
@@ -935,7 +1669,7 @@ type CreateKeyspaceRequest struct {
 
 func (x *CreateKeyspaceRequest) Reset() {
 	*x = CreateKeyspaceRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_admin_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -947,7 +1681,7 @@ func (x *CreateKeyspaceRequest) String() string {
 func (*CreateKeyspaceRequest) ProtoMessage() {}
 
 func (x *CreateKeyspaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_admin_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -960,7 +1694,7 @@ func (x *CreateKeyspaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyspaceRequest.ProtoReflect.Descriptor instead.
 func (*CreateKeyspaceRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CreateKeyspaceRequest) GetKeyspace() *Keyspace {
@@ -988,7 +1722,7 @@ type CreateKeyspaceResponse struct {
 
 func (x *CreateKeyspaceResponse) Reset() {
 	*x = CreateKeyspaceResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_admin_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +1734,7 @@ func (x *CreateKeyspaceResponse) String() string {
 func (*CreateKeyspaceResponse) ProtoMessage() {}
 
 func (x *CreateKeyspaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_admin_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1747,7 @@ func (x *CreateKeyspaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyspaceResponse.ProtoReflect.Descriptor instead.
 func (*CreateKeyspaceResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreateKeyspaceResponse) GetKeyspace() *Keyspace {
@@ -1034,7 +1768,62 @@ var File_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x14admin/v1/admin.proto\x12\badmin.v1\"\x16\n" +
+	"\x14admin/v1/admin.proto\x12\badmin.v1\x1a\x0ekv/v1/kv.proto\"\x0e\n" +
+	"\fHintsRequest\"\xdb\x01\n" +
+	"\n" +
+	"HintTarget\x12\x16\n" +
+	"\x06target\x18\x01 \x01(\tR\x06target\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\x12,\n" +
+	"\x12oldest_age_seconds\x18\x04 \x01(\x01R\x10oldestAgeSeconds\x12#\n" +
+	"\rdelivery_rate\x18\x05 \x01(\x01R\fdeliveryRate\x12 \n" +
+	"\vquarantined\x18\x06 \x01(\x04R\vquarantined\x12\x14\n" +
+	"\x05alive\x18\a \x01(\bR\x05alive\"m\n" +
+	"\rHintsResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12.\n" +
+	"\atargets\x18\x02 \x03(\v2\x14.admin.v1.HintTargetR\atargets\x12\x18\n" +
+	"\adropped\x18\x03 \x01(\x04R\adropped\"+\n" +
+	"\x11PurgeHintsRequest\x12\x16\n" +
+	"\x06target\x18\x01 \x01(\tR\x06target\",\n" +
+	"\x12PurgeHintsResponse\x12\x16\n" +
+	"\x06purged\x18\x01 \x01(\x04R\x06purged\"1\n" +
+	"\x13RepairStatusRequest\x12\x1a\n" +
+	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\"\x89\x02\n" +
+	"\x0fPartitionRepair\x12\x1a\n" +
+	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\rR\tpartition\x124\n" +
+	"\x16since_verified_seconds\x18\x03 \x01(\x01R\x14sinceVerifiedSeconds\x12\x1e\n" +
+	"\n" +
+	"mismatches\x18\x04 \x01(\x04R\n" +
+	"mismatches\x12#\n" +
+	"\rkeys_repaired\x18\x05 \x01(\x04R\fkeysRepaired\x12%\n" +
+	"\x0ebytes_repaired\x18\x06 \x01(\x04R\rbytesRepaired\x12\x1a\n" +
+	"\bpriority\x18\a \x01(\bR\bpriority\"e\n" +
+	"\x14RepairStatusResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x129\n" +
+	"\n" +
+	"partitions\x18\x02 \x03(\v2\x19.admin.v1.PartitionRepairR\n" +
+	"partitions\"L\n" +
+	"\x10RepairRunRequest\x12\x1a\n" +
+	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\x05R\tpartition\"\xe4\x01\n" +
+	"\x0eRepairProgress\x12'\n" +
+	"\x0fpartitions_done\x18\x01 \x01(\rR\x0epartitionsDone\x12)\n" +
+	"\x10partitions_total\x18\x02 \x01(\rR\x0fpartitionsTotal\x12\x1e\n" +
+	"\n" +
+	"mismatches\x18\x03 \x01(\x04R\n" +
+	"mismatches\x12#\n" +
+	"\rkeys_repaired\x18\x04 \x01(\x04R\fkeysRepaired\x12%\n" +
+	"\x0ebytes_repaired\x18\x05 \x01(\x04R\rbytesRepaired\x12\x12\n" +
+	"\x04done\x18\x06 \x01(\bR\x04done\"U\n" +
+	"\x11ReplicaGetRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1a\n" +
+	"\bkeyspace\x18\x02 \x01(\tR\bkeyspace\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\fR\x03key\"j\n" +
+	"\x12ReplicaGetResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12*\n" +
+	"\bsiblings\x18\x02 \x03(\v2\x0e.kv.v1.SiblingR\bsiblings\x12\x14\n" +
+	"\x05clock\x18\x03 \x01(\tR\x05clock\"\x16\n" +
 	"\x14ReloadSecretsRequest\"E\n" +
 	"\x15ReloadSecretsResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
@@ -1107,14 +1896,21 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"local_only\x18\x02 \x01(\bR\tlocalOnly\"b\n" +
 	"\x16CreateKeyspaceResponse\x12.\n" +
 	"\bkeyspace\x18\x01 \x01(\v2\x12.admin.v1.KeyspaceR\bkeyspace\x12\x18\n" +
-	"\aapplied\x18\x02 \x03(\tR\aapplied2\xba\x03\n" +
+	"\aapplied\x18\x02 \x03(\tR\aapplied2\x9a\x06\n" +
 	"\x05Admin\x12;\n" +
 	"\x06Status\x12\x17.admin.v1.StatusRequest\x1a\x18.admin.v1.StatusResponse\x125\n" +
 	"\x04Ring\x12\x15.admin.v1.RingRequest\x1a\x16.admin.v1.RingResponse\x12D\n" +
 	"\tEndpoints\x12\x1a.admin.v1.EndpointsRequest\x1a\x1b.admin.v1.EndpointsResponse\x12P\n" +
 	"\rListKeyspaces\x12\x1e.admin.v1.ListKeyspacesRequest\x1a\x1f.admin.v1.ListKeyspacesResponse\x12S\n" +
 	"\x0eCreateKeyspace\x12\x1f.admin.v1.CreateKeyspaceRequest\x1a .admin.v1.CreateKeyspaceResponse\x12P\n" +
-	"\rReloadSecrets\x12\x1e.admin.v1.ReloadSecretsRequest\x1a\x1f.admin.v1.ReloadSecretsResponseB5Z3github.com/meridiankv/meridian/api/admin/v1;adminv1b\x06proto3"
+	"\rReloadSecrets\x12\x1e.admin.v1.ReloadSecretsRequest\x1a\x1f.admin.v1.ReloadSecretsResponse\x128\n" +
+	"\x05Hints\x12\x16.admin.v1.HintsRequest\x1a\x17.admin.v1.HintsResponse\x12G\n" +
+	"\n" +
+	"PurgeHints\x12\x1b.admin.v1.PurgeHintsRequest\x1a\x1c.admin.v1.PurgeHintsResponse\x12M\n" +
+	"\fRepairStatus\x12\x1d.admin.v1.RepairStatusRequest\x1a\x1e.admin.v1.RepairStatusResponse\x12C\n" +
+	"\tRepairRun\x12\x1a.admin.v1.RepairRunRequest\x1a\x18.admin.v1.RepairProgress0\x01\x12G\n" +
+	"\n" +
+	"ReplicaGet\x12\x1b.admin.v1.ReplicaGetRequest\x1a\x1c.admin.v1.ReplicaGetResponseB5Z3github.com/meridiankv/meridian/api/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -1128,55 +1924,81 @@ func file_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_admin_v1_admin_proto_rawDescData
 }
 
-var file_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_admin_v1_admin_proto_goTypes = []any{
-	(*ReloadSecretsRequest)(nil),   // 0: admin.v1.ReloadSecretsRequest
-	(*ReloadSecretsResponse)(nil),  // 1: admin.v1.ReloadSecretsResponse
-	(*Node)(nil),                   // 2: admin.v1.Node
-	(*StatusRequest)(nil),          // 3: admin.v1.StatusRequest
-	(*StatusResponse)(nil),         // 4: admin.v1.StatusResponse
-	(*RingRequest)(nil),            // 5: admin.v1.RingRequest
-	(*KeyspaceShare)(nil),          // 6: admin.v1.KeyspaceShare
-	(*RingNode)(nil),               // 7: admin.v1.RingNode
-	(*RingResponse)(nil),           // 8: admin.v1.RingResponse
-	(*EndpointsRequest)(nil),       // 9: admin.v1.EndpointsRequest
-	(*Endpoint)(nil),               // 10: admin.v1.Endpoint
-	(*EndpointsResponse)(nil),      // 11: admin.v1.EndpointsResponse
-	(*Keyspace)(nil),               // 12: admin.v1.Keyspace
-	(*ListKeyspacesRequest)(nil),   // 13: admin.v1.ListKeyspacesRequest
-	(*ListKeyspacesResponse)(nil),  // 14: admin.v1.ListKeyspacesResponse
-	(*CreateKeyspaceRequest)(nil),  // 15: admin.v1.CreateKeyspaceRequest
-	(*CreateKeyspaceResponse)(nil), // 16: admin.v1.CreateKeyspaceResponse
-	nil,                            // 17: admin.v1.Keyspace.ReplicationEntry
+	(*HintsRequest)(nil),           // 0: admin.v1.HintsRequest
+	(*HintTarget)(nil),             // 1: admin.v1.HintTarget
+	(*HintsResponse)(nil),          // 2: admin.v1.HintsResponse
+	(*PurgeHintsRequest)(nil),      // 3: admin.v1.PurgeHintsRequest
+	(*PurgeHintsResponse)(nil),     // 4: admin.v1.PurgeHintsResponse
+	(*RepairStatusRequest)(nil),    // 5: admin.v1.RepairStatusRequest
+	(*PartitionRepair)(nil),        // 6: admin.v1.PartitionRepair
+	(*RepairStatusResponse)(nil),   // 7: admin.v1.RepairStatusResponse
+	(*RepairRunRequest)(nil),       // 8: admin.v1.RepairRunRequest
+	(*RepairProgress)(nil),         // 9: admin.v1.RepairProgress
+	(*ReplicaGetRequest)(nil),      // 10: admin.v1.ReplicaGetRequest
+	(*ReplicaGetResponse)(nil),     // 11: admin.v1.ReplicaGetResponse
+	(*ReloadSecretsRequest)(nil),   // 12: admin.v1.ReloadSecretsRequest
+	(*ReloadSecretsResponse)(nil),  // 13: admin.v1.ReloadSecretsResponse
+	(*Node)(nil),                   // 14: admin.v1.Node
+	(*StatusRequest)(nil),          // 15: admin.v1.StatusRequest
+	(*StatusResponse)(nil),         // 16: admin.v1.StatusResponse
+	(*RingRequest)(nil),            // 17: admin.v1.RingRequest
+	(*KeyspaceShare)(nil),          // 18: admin.v1.KeyspaceShare
+	(*RingNode)(nil),               // 19: admin.v1.RingNode
+	(*RingResponse)(nil),           // 20: admin.v1.RingResponse
+	(*EndpointsRequest)(nil),       // 21: admin.v1.EndpointsRequest
+	(*Endpoint)(nil),               // 22: admin.v1.Endpoint
+	(*EndpointsResponse)(nil),      // 23: admin.v1.EndpointsResponse
+	(*Keyspace)(nil),               // 24: admin.v1.Keyspace
+	(*ListKeyspacesRequest)(nil),   // 25: admin.v1.ListKeyspacesRequest
+	(*ListKeyspacesResponse)(nil),  // 26: admin.v1.ListKeyspacesResponse
+	(*CreateKeyspaceRequest)(nil),  // 27: admin.v1.CreateKeyspaceRequest
+	(*CreateKeyspaceResponse)(nil), // 28: admin.v1.CreateKeyspaceResponse
+	nil,                            // 29: admin.v1.Keyspace.ReplicationEntry
+	(*v1.Sibling)(nil),             // 30: kv.v1.Sibling
 }
 var file_admin_v1_admin_proto_depIdxs = []int32{
-	2,  // 0: admin.v1.StatusResponse.nodes:type_name -> admin.v1.Node
-	2,  // 1: admin.v1.RingNode.node:type_name -> admin.v1.Node
-	6,  // 2: admin.v1.RingNode.keyspaces:type_name -> admin.v1.KeyspaceShare
-	7,  // 3: admin.v1.RingResponse.nodes:type_name -> admin.v1.RingNode
-	10, // 4: admin.v1.EndpointsResponse.replicas:type_name -> admin.v1.Endpoint
-	10, // 5: admin.v1.EndpointsResponse.fallbacks:type_name -> admin.v1.Endpoint
-	17, // 6: admin.v1.Keyspace.replication:type_name -> admin.v1.Keyspace.ReplicationEntry
-	12, // 7: admin.v1.ListKeyspacesResponse.keyspaces:type_name -> admin.v1.Keyspace
-	12, // 8: admin.v1.CreateKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
-	12, // 9: admin.v1.CreateKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
-	3,  // 10: admin.v1.Admin.Status:input_type -> admin.v1.StatusRequest
-	5,  // 11: admin.v1.Admin.Ring:input_type -> admin.v1.RingRequest
-	9,  // 12: admin.v1.Admin.Endpoints:input_type -> admin.v1.EndpointsRequest
-	13, // 13: admin.v1.Admin.ListKeyspaces:input_type -> admin.v1.ListKeyspacesRequest
-	15, // 14: admin.v1.Admin.CreateKeyspace:input_type -> admin.v1.CreateKeyspaceRequest
-	0,  // 15: admin.v1.Admin.ReloadSecrets:input_type -> admin.v1.ReloadSecretsRequest
-	4,  // 16: admin.v1.Admin.Status:output_type -> admin.v1.StatusResponse
-	8,  // 17: admin.v1.Admin.Ring:output_type -> admin.v1.RingResponse
-	11, // 18: admin.v1.Admin.Endpoints:output_type -> admin.v1.EndpointsResponse
-	14, // 19: admin.v1.Admin.ListKeyspaces:output_type -> admin.v1.ListKeyspacesResponse
-	16, // 20: admin.v1.Admin.CreateKeyspace:output_type -> admin.v1.CreateKeyspaceResponse
-	1,  // 21: admin.v1.Admin.ReloadSecrets:output_type -> admin.v1.ReloadSecretsResponse
-	16, // [16:22] is the sub-list for method output_type
-	10, // [10:16] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	1,  // 0: admin.v1.HintsResponse.targets:type_name -> admin.v1.HintTarget
+	6,  // 1: admin.v1.RepairStatusResponse.partitions:type_name -> admin.v1.PartitionRepair
+	30, // 2: admin.v1.ReplicaGetResponse.siblings:type_name -> kv.v1.Sibling
+	14, // 3: admin.v1.StatusResponse.nodes:type_name -> admin.v1.Node
+	14, // 4: admin.v1.RingNode.node:type_name -> admin.v1.Node
+	18, // 5: admin.v1.RingNode.keyspaces:type_name -> admin.v1.KeyspaceShare
+	19, // 6: admin.v1.RingResponse.nodes:type_name -> admin.v1.RingNode
+	22, // 7: admin.v1.EndpointsResponse.replicas:type_name -> admin.v1.Endpoint
+	22, // 8: admin.v1.EndpointsResponse.fallbacks:type_name -> admin.v1.Endpoint
+	29, // 9: admin.v1.Keyspace.replication:type_name -> admin.v1.Keyspace.ReplicationEntry
+	24, // 10: admin.v1.ListKeyspacesResponse.keyspaces:type_name -> admin.v1.Keyspace
+	24, // 11: admin.v1.CreateKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
+	24, // 12: admin.v1.CreateKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
+	15, // 13: admin.v1.Admin.Status:input_type -> admin.v1.StatusRequest
+	17, // 14: admin.v1.Admin.Ring:input_type -> admin.v1.RingRequest
+	21, // 15: admin.v1.Admin.Endpoints:input_type -> admin.v1.EndpointsRequest
+	25, // 16: admin.v1.Admin.ListKeyspaces:input_type -> admin.v1.ListKeyspacesRequest
+	27, // 17: admin.v1.Admin.CreateKeyspace:input_type -> admin.v1.CreateKeyspaceRequest
+	12, // 18: admin.v1.Admin.ReloadSecrets:input_type -> admin.v1.ReloadSecretsRequest
+	0,  // 19: admin.v1.Admin.Hints:input_type -> admin.v1.HintsRequest
+	3,  // 20: admin.v1.Admin.PurgeHints:input_type -> admin.v1.PurgeHintsRequest
+	5,  // 21: admin.v1.Admin.RepairStatus:input_type -> admin.v1.RepairStatusRequest
+	8,  // 22: admin.v1.Admin.RepairRun:input_type -> admin.v1.RepairRunRequest
+	10, // 23: admin.v1.Admin.ReplicaGet:input_type -> admin.v1.ReplicaGetRequest
+	16, // 24: admin.v1.Admin.Status:output_type -> admin.v1.StatusResponse
+	20, // 25: admin.v1.Admin.Ring:output_type -> admin.v1.RingResponse
+	23, // 26: admin.v1.Admin.Endpoints:output_type -> admin.v1.EndpointsResponse
+	26, // 27: admin.v1.Admin.ListKeyspaces:output_type -> admin.v1.ListKeyspacesResponse
+	28, // 28: admin.v1.Admin.CreateKeyspace:output_type -> admin.v1.CreateKeyspaceResponse
+	13, // 29: admin.v1.Admin.ReloadSecrets:output_type -> admin.v1.ReloadSecretsResponse
+	2,  // 30: admin.v1.Admin.Hints:output_type -> admin.v1.HintsResponse
+	4,  // 31: admin.v1.Admin.PurgeHints:output_type -> admin.v1.PurgeHintsResponse
+	7,  // 32: admin.v1.Admin.RepairStatus:output_type -> admin.v1.RepairStatusResponse
+	9,  // 33: admin.v1.Admin.RepairRun:output_type -> admin.v1.RepairProgress
+	11, // 34: admin.v1.Admin.ReplicaGet:output_type -> admin.v1.ReplicaGetResponse
+	24, // [24:35] is the sub-list for method output_type
+	13, // [13:24] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_admin_v1_admin_proto_init() }
@@ -1190,7 +2012,7 @@ func file_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_v1_admin_proto_rawDesc), len(file_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

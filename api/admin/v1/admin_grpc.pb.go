@@ -28,6 +28,11 @@ const (
 	Admin_ListKeyspaces_FullMethodName  = "/admin.v1.Admin/ListKeyspaces"
 	Admin_CreateKeyspace_FullMethodName = "/admin.v1.Admin/CreateKeyspace"
 	Admin_ReloadSecrets_FullMethodName  = "/admin.v1.Admin/ReloadSecrets"
+	Admin_Hints_FullMethodName          = "/admin.v1.Admin/Hints"
+	Admin_PurgeHints_FullMethodName     = "/admin.v1.Admin/PurgeHints"
+	Admin_RepairStatus_FullMethodName   = "/admin.v1.Admin/RepairStatus"
+	Admin_RepairRun_FullMethodName      = "/admin.v1.Admin/RepairRun"
+	Admin_ReplicaGet_FullMethodName     = "/admin.v1.Admin/ReplicaGet"
 )
 
 // AdminClient is the client API for Admin service.
@@ -48,6 +53,20 @@ type AdminClient interface {
 	// ReloadSecrets re-reads this node's cluster secret file and applies it
 	// to contexts and the gossip keyring, without a restart.
 	ReloadSecrets(ctx context.Context, in *ReloadSecretsRequest, opts ...grpc.CallOption) (*ReloadSecretsResponse, error)
+	// Hints lists the hints this node holds, per target node.
+	Hints(ctx context.Context, in *HintsRequest, opts ...grpc.CallOption) (*HintsResponse, error)
+	// PurgeHints drops every hint this node holds for one target.
+	PurgeHints(ctx context.Context, in *PurgeHintsRequest, opts ...grpc.CallOption) (*PurgeHintsResponse, error)
+	// RepairStatus reports anti-entropy per keyspace and partition this
+	// node replicates.
+	RepairStatus(ctx context.Context, in *RepairStatusRequest, opts ...grpc.CallOption) (*RepairStatusResponse, error)
+	// RepairRun runs a full Merkle exchange now for the partitions this
+	// node replicates (all, or one keyspace / partition), streaming
+	// progress until done.
+	RepairRun(ctx context.Context, in *RepairRunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RepairProgress], error)
+	// ReplicaGet reads one replica's local copy of a key, without quorum or
+	// repair (an operator's check that a replica holds a key).
+	ReplicaGet(ctx context.Context, in *ReplicaGetRequest, opts ...grpc.CallOption) (*ReplicaGetResponse, error)
 }
 
 type adminClient struct {
@@ -118,6 +137,65 @@ func (c *adminClient) ReloadSecrets(ctx context.Context, in *ReloadSecretsReques
 	return out, nil
 }
 
+func (c *adminClient) Hints(ctx context.Context, in *HintsRequest, opts ...grpc.CallOption) (*HintsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HintsResponse)
+	err := c.cc.Invoke(ctx, Admin_Hints_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) PurgeHints(ctx context.Context, in *PurgeHintsRequest, opts ...grpc.CallOption) (*PurgeHintsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PurgeHintsResponse)
+	err := c.cc.Invoke(ctx, Admin_PurgeHints_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RepairStatus(ctx context.Context, in *RepairStatusRequest, opts ...grpc.CallOption) (*RepairStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RepairStatusResponse)
+	err := c.cc.Invoke(ctx, Admin_RepairStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RepairRun(ctx context.Context, in *RepairRunRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RepairProgress], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Admin_ServiceDesc.Streams[0], Admin_RepairRun_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RepairRunRequest, RepairProgress]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_RepairRunClient = grpc.ServerStreamingClient[RepairProgress]
+
+func (c *adminClient) ReplicaGet(ctx context.Context, in *ReplicaGetRequest, opts ...grpc.CallOption) (*ReplicaGetResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReplicaGetResponse)
+	err := c.cc.Invoke(ctx, Admin_ReplicaGet_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -136,6 +214,20 @@ type AdminServer interface {
 	// ReloadSecrets re-reads this node's cluster secret file and applies it
 	// to contexts and the gossip keyring, without a restart.
 	ReloadSecrets(context.Context, *ReloadSecretsRequest) (*ReloadSecretsResponse, error)
+	// Hints lists the hints this node holds, per target node.
+	Hints(context.Context, *HintsRequest) (*HintsResponse, error)
+	// PurgeHints drops every hint this node holds for one target.
+	PurgeHints(context.Context, *PurgeHintsRequest) (*PurgeHintsResponse, error)
+	// RepairStatus reports anti-entropy per keyspace and partition this
+	// node replicates.
+	RepairStatus(context.Context, *RepairStatusRequest) (*RepairStatusResponse, error)
+	// RepairRun runs a full Merkle exchange now for the partitions this
+	// node replicates (all, or one keyspace / partition), streaming
+	// progress until done.
+	RepairRun(*RepairRunRequest, grpc.ServerStreamingServer[RepairProgress]) error
+	// ReplicaGet reads one replica's local copy of a key, without quorum or
+	// repair (an operator's check that a replica holds a key).
+	ReplicaGet(context.Context, *ReplicaGetRequest) (*ReplicaGetResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -163,6 +255,21 @@ func (UnimplementedAdminServer) CreateKeyspace(context.Context, *CreateKeyspaceR
 }
 func (UnimplementedAdminServer) ReloadSecrets(context.Context, *ReloadSecretsRequest) (*ReloadSecretsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ReloadSecrets not implemented")
+}
+func (UnimplementedAdminServer) Hints(context.Context, *HintsRequest) (*HintsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Hints not implemented")
+}
+func (UnimplementedAdminServer) PurgeHints(context.Context, *PurgeHintsRequest) (*PurgeHintsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method PurgeHints not implemented")
+}
+func (UnimplementedAdminServer) RepairStatus(context.Context, *RepairStatusRequest) (*RepairStatusResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RepairStatus not implemented")
+}
+func (UnimplementedAdminServer) RepairRun(*RepairRunRequest, grpc.ServerStreamingServer[RepairProgress]) error {
+	return status.Errorf(codes.Unimplemented, "method RepairRun not implemented")
+}
+func (UnimplementedAdminServer) ReplicaGet(context.Context, *ReplicaGetRequest) (*ReplicaGetResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReplicaGet not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -293,6 +400,89 @@ func _Admin_ReloadSecrets_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_Hints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HintsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Hints(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Hints_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Hints(ctx, req.(*HintsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_PurgeHints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PurgeHintsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).PurgeHints(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_PurgeHints_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).PurgeHints(ctx, req.(*PurgeHintsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RepairStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RepairStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RepairStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RepairStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RepairStatus(ctx, req.(*RepairStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RepairRun_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(RepairRunRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServer).RepairRun(m, &grpc.GenericServerStream[RepairRunRequest, RepairProgress]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_RepairRunServer = grpc.ServerStreamingServer[RepairProgress]
+
+func _Admin_ReplicaGet_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReplicaGetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ReplicaGet(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ReplicaGet_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ReplicaGet(ctx, req.(*ReplicaGetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -324,7 +514,29 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ReloadSecrets",
 			Handler:    _Admin_ReloadSecrets_Handler,
 		},
+		{
+			MethodName: "Hints",
+			Handler:    _Admin_Hints_Handler,
+		},
+		{
+			MethodName: "PurgeHints",
+			Handler:    _Admin_PurgeHints_Handler,
+		},
+		{
+			MethodName: "RepairStatus",
+			Handler:    _Admin_RepairStatus_Handler,
+		},
+		{
+			MethodName: "ReplicaGet",
+			Handler:    _Admin_ReplicaGet_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "RepairRun",
+			Handler:       _Admin_RepairRun_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "admin/v1/admin.proto",
 }

@@ -26,6 +26,258 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type LeavesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keyspace      string                 `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
+	Partition     uint32                 `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeavesRequest) Reset() {
+	*x = LeavesRequest{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeavesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeavesRequest) ProtoMessage() {}
+
+func (x *LeavesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeavesRequest.ProtoReflect.Descriptor instead.
+func (*LeavesRequest) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *LeavesRequest) GetKeyspace() string {
+	if x != nil {
+		return x.Keyspace
+	}
+	return ""
+}
+
+func (x *LeavesRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+type LeavesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Leaves        []uint64               `protobuf:"fixed64,1,rep,packed,name=leaves,proto3" json:"leaves,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeavesResponse) Reset() {
+	*x = LeavesResponse{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeavesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeavesResponse) ProtoMessage() {}
+
+func (x *LeavesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeavesResponse.ProtoReflect.Descriptor instead.
+func (*LeavesResponse) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *LeavesResponse) GetLeaves() []uint64 {
+	if x != nil {
+		return x.Leaves
+	}
+	return nil
+}
+
+type BucketDigestsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keyspace      string                 `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
+	Partition     uint32                 `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Buckets       []uint32               `protobuf:"varint,3,rep,packed,name=buckets,proto3" json:"buckets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BucketDigestsRequest) Reset() {
+	*x = BucketDigestsRequest{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BucketDigestsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BucketDigestsRequest) ProtoMessage() {}
+
+func (x *BucketDigestsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BucketDigestsRequest.ProtoReflect.Descriptor instead.
+func (*BucketDigestsRequest) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *BucketDigestsRequest) GetKeyspace() string {
+	if x != nil {
+		return x.Keyspace
+	}
+	return ""
+}
+
+func (x *BucketDigestsRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *BucketDigestsRequest) GetBuckets() []uint32 {
+	if x != nil {
+		return x.Buckets
+	}
+	return nil
+}
+
+type KeyDigest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Digest        uint64                 `protobuf:"fixed64,2,opt,name=digest,proto3" json:"digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyDigest) Reset() {
+	*x = KeyDigest{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyDigest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyDigest) ProtoMessage() {}
+
+func (x *KeyDigest) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyDigest.ProtoReflect.Descriptor instead.
+func (*KeyDigest) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *KeyDigest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *KeyDigest) GetDigest() uint64 {
+	if x != nil {
+		return x.Digest
+	}
+	return 0
+}
+
+type BucketDigestsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []*KeyDigest           `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BucketDigestsResponse) Reset() {
+	*x = BucketDigestsResponse{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BucketDigestsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BucketDigestsResponse) ProtoMessage() {}
+
+func (x *BucketDigestsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BucketDigestsResponse.ProtoReflect.Descriptor instead.
+func (*BucketDigestsResponse) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BucketDigestsResponse) GetKeys() []*KeyDigest {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
 type ReadRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Keyspace      string                 `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
@@ -36,7 +288,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[0]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -48,7 +300,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[0]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -61,7 +313,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{0}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ReadRequest) GetKeyspace() string {
@@ -88,7 +340,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[1]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -100,7 +352,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[1]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -113,7 +365,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{1}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ReadResponse) GetSet() []byte {
@@ -139,7 +391,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[2]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -151,7 +403,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[2]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -164,7 +416,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{2}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *WriteRequest) GetKeyspace() string {
@@ -210,7 +462,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[3]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -222,7 +474,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[3]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -235,7 +487,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{3}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{8}
 }
 
 type CoordinateRequest struct {
@@ -251,7 +503,7 @@ type CoordinateRequest struct {
 
 func (x *CoordinateRequest) Reset() {
 	*x = CoordinateRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[4]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -263,7 +515,7 @@ func (x *CoordinateRequest) String() string {
 func (*CoordinateRequest) ProtoMessage() {}
 
 func (x *CoordinateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[4]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -276,7 +528,7 @@ func (x *CoordinateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinateRequest.ProtoReflect.Descriptor instead.
 func (*CoordinateRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{4}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CoordinateRequest) GetPut() *v1.PutRequest {
@@ -309,7 +561,7 @@ type CoordinateResponse struct {
 
 func (x *CoordinateResponse) Reset() {
 	*x = CoordinateResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[5]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -321,7 +573,7 @@ func (x *CoordinateResponse) String() string {
 func (*CoordinateResponse) ProtoMessage() {}
 
 func (x *CoordinateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[5]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -334,7 +586,7 @@ func (x *CoordinateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinateResponse.ProtoReflect.Descriptor instead.
 func (*CoordinateResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{5}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CoordinateResponse) GetPut() *v1.PutResponse {
@@ -352,7 +604,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[6]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -364,7 +616,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[6]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -377,7 +629,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{6}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{11}
 }
 
 type InfoResponse struct {
@@ -400,7 +652,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -412,7 +664,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -425,7 +677,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{7}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *InfoResponse) GetId() string {
@@ -495,7 +747,21 @@ var File_internalapi_v1_internal_proto protoreflect.FileDescriptor
 
 const file_internalapi_v1_internal_proto_rawDesc = "" +
 	"\n" +
-	"\x1dinternalapi/v1/internal.proto\x12\vinternal.v1\x1a\x0ekv/v1/kv.proto\";\n" +
+	"\x1dinternalapi/v1/internal.proto\x12\vinternal.v1\x1a\x0ekv/v1/kv.proto\"I\n" +
+	"\rLeavesRequest\x12\x1a\n" +
+	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\rR\tpartition\"(\n" +
+	"\x0eLeavesResponse\x12\x16\n" +
+	"\x06leaves\x18\x01 \x03(\x06R\x06leaves\"j\n" +
+	"\x14BucketDigestsRequest\x12\x1a\n" +
+	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\rR\tpartition\x12\x18\n" +
+	"\abuckets\x18\x03 \x03(\rR\abuckets\"5\n" +
+	"\tKeyDigest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x16\n" +
+	"\x06digest\x18\x02 \x01(\x06R\x06digest\"C\n" +
+	"\x15BucketDigestsResponse\x12*\n" +
+	"\x04keys\x18\x01 \x03(\v2\x16.internal.v1.KeyDigestR\x04keys\";\n" +
 	"\vReadRequest\x12\x1a\n" +
 	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\" \n" +
@@ -526,12 +792,14 @@ const file_internalapi_v1_internal_proto_rawDesc = "" +
 	"\tpeer_addr\x18\a \x01(\tR\bpeerAddr\x12\x1d\n" +
 	"\n" +
 	"admin_addr\x18\b \x01(\tR\tadminAddr\x12\x10\n" +
-	"\x03tls\x18\t \x01(\bR\x03tls2\xd5\x01\n" +
+	"\x03tls\x18\t \x01(\bR\x03tls2\xf0\x02\n" +
 	"\aReplica\x12;\n" +
 	"\x04Read\x12\x18.internal.v1.ReadRequest\x1a\x19.internal.v1.ReadResponse\x12>\n" +
 	"\x05Write\x12\x19.internal.v1.WriteRequest\x1a\x1a.internal.v1.WriteResponse\x12M\n" +
 	"\n" +
-	"Coordinate\x12\x1e.internal.v1.CoordinateRequest\x1a\x1f.internal.v1.CoordinateResponse2H\n" +
+	"Coordinate\x12\x1e.internal.v1.CoordinateRequest\x1a\x1f.internal.v1.CoordinateResponse\x12A\n" +
+	"\x06Leaves\x12\x1a.internal.v1.LeavesRequest\x1a\x1b.internal.v1.LeavesResponse\x12V\n" +
+	"\rBucketDigests\x12!.internal.v1.BucketDigestsRequest\x1a\".internal.v1.BucketDigestsResponse2H\n" +
 	"\tDiscovery\x12;\n" +
 	"\x04Info\x12\x18.internal.v1.InfoRequest\x1a\x19.internal.v1.InfoResponseB>Z<github.com/meridiankv/meridian/api/internalapi/v1;internalv1b\x06proto3"
 
@@ -547,35 +815,45 @@ func file_internalapi_v1_internal_proto_rawDescGZIP() []byte {
 	return file_internalapi_v1_internal_proto_rawDescData
 }
 
-var file_internalapi_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_internalapi_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_internalapi_v1_internal_proto_goTypes = []any{
-	(*ReadRequest)(nil),        // 0: internal.v1.ReadRequest
-	(*ReadResponse)(nil),       // 1: internal.v1.ReadResponse
-	(*WriteRequest)(nil),       // 2: internal.v1.WriteRequest
-	(*WriteResponse)(nil),      // 3: internal.v1.WriteResponse
-	(*CoordinateRequest)(nil),  // 4: internal.v1.CoordinateRequest
-	(*CoordinateResponse)(nil), // 5: internal.v1.CoordinateResponse
-	(*InfoRequest)(nil),        // 6: internal.v1.InfoRequest
-	(*InfoResponse)(nil),       // 7: internal.v1.InfoResponse
-	(*v1.PutRequest)(nil),      // 8: kv.v1.PutRequest
-	(*v1.PutResponse)(nil),     // 9: kv.v1.PutResponse
+	(*LeavesRequest)(nil),         // 0: internal.v1.LeavesRequest
+	(*LeavesResponse)(nil),        // 1: internal.v1.LeavesResponse
+	(*BucketDigestsRequest)(nil),  // 2: internal.v1.BucketDigestsRequest
+	(*KeyDigest)(nil),             // 3: internal.v1.KeyDigest
+	(*BucketDigestsResponse)(nil), // 4: internal.v1.BucketDigestsResponse
+	(*ReadRequest)(nil),           // 5: internal.v1.ReadRequest
+	(*ReadResponse)(nil),          // 6: internal.v1.ReadResponse
+	(*WriteRequest)(nil),          // 7: internal.v1.WriteRequest
+	(*WriteResponse)(nil),         // 8: internal.v1.WriteResponse
+	(*CoordinateRequest)(nil),     // 9: internal.v1.CoordinateRequest
+	(*CoordinateResponse)(nil),    // 10: internal.v1.CoordinateResponse
+	(*InfoRequest)(nil),           // 11: internal.v1.InfoRequest
+	(*InfoResponse)(nil),          // 12: internal.v1.InfoResponse
+	(*v1.PutRequest)(nil),         // 13: kv.v1.PutRequest
+	(*v1.PutResponse)(nil),        // 14: kv.v1.PutResponse
 }
 var file_internalapi_v1_internal_proto_depIdxs = []int32{
-	8, // 0: internal.v1.CoordinateRequest.put:type_name -> kv.v1.PutRequest
-	9, // 1: internal.v1.CoordinateResponse.put:type_name -> kv.v1.PutResponse
-	0, // 2: internal.v1.Replica.Read:input_type -> internal.v1.ReadRequest
-	2, // 3: internal.v1.Replica.Write:input_type -> internal.v1.WriteRequest
-	4, // 4: internal.v1.Replica.Coordinate:input_type -> internal.v1.CoordinateRequest
-	6, // 5: internal.v1.Discovery.Info:input_type -> internal.v1.InfoRequest
-	1, // 6: internal.v1.Replica.Read:output_type -> internal.v1.ReadResponse
-	3, // 7: internal.v1.Replica.Write:output_type -> internal.v1.WriteResponse
-	5, // 8: internal.v1.Replica.Coordinate:output_type -> internal.v1.CoordinateResponse
-	7, // 9: internal.v1.Discovery.Info:output_type -> internal.v1.InfoResponse
-	6, // [6:10] is the sub-list for method output_type
-	2, // [2:6] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	3,  // 0: internal.v1.BucketDigestsResponse.keys:type_name -> internal.v1.KeyDigest
+	13, // 1: internal.v1.CoordinateRequest.put:type_name -> kv.v1.PutRequest
+	14, // 2: internal.v1.CoordinateResponse.put:type_name -> kv.v1.PutResponse
+	5,  // 3: internal.v1.Replica.Read:input_type -> internal.v1.ReadRequest
+	7,  // 4: internal.v1.Replica.Write:input_type -> internal.v1.WriteRequest
+	9,  // 5: internal.v1.Replica.Coordinate:input_type -> internal.v1.CoordinateRequest
+	0,  // 6: internal.v1.Replica.Leaves:input_type -> internal.v1.LeavesRequest
+	2,  // 7: internal.v1.Replica.BucketDigests:input_type -> internal.v1.BucketDigestsRequest
+	11, // 8: internal.v1.Discovery.Info:input_type -> internal.v1.InfoRequest
+	6,  // 9: internal.v1.Replica.Read:output_type -> internal.v1.ReadResponse
+	8,  // 10: internal.v1.Replica.Write:output_type -> internal.v1.WriteResponse
+	10, // 11: internal.v1.Replica.Coordinate:output_type -> internal.v1.CoordinateResponse
+	1,  // 12: internal.v1.Replica.Leaves:output_type -> internal.v1.LeavesResponse
+	4,  // 13: internal.v1.Replica.BucketDigests:output_type -> internal.v1.BucketDigestsResponse
+	12, // 14: internal.v1.Discovery.Info:output_type -> internal.v1.InfoResponse
+	9,  // [9:15] is the sub-list for method output_type
+	3,  // [3:9] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_internalapi_v1_internal_proto_init() }
@@ -589,7 +867,7 @@ func file_internalapi_v1_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internalapi_v1_internal_proto_rawDesc), len(file_internalapi_v1_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -23,9 +23,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Replica_Read_FullMethodName       = "/internal.v1.Replica/Read"
-	Replica_Write_FullMethodName      = "/internal.v1.Replica/Write"
-	Replica_Coordinate_FullMethodName = "/internal.v1.Replica/Coordinate"
+	Replica_Read_FullMethodName          = "/internal.v1.Replica/Read"
+	Replica_Write_FullMethodName         = "/internal.v1.Replica/Write"
+	Replica_Coordinate_FullMethodName    = "/internal.v1.Replica/Coordinate"
+	Replica_Leaves_FullMethodName        = "/internal.v1.Replica/Leaves"
+	Replica_BucketDigests_FullMethodName = "/internal.v1.Replica/BucketDigests"
 )
 
 // ReplicaClient is the client API for Replica service.
@@ -42,6 +44,12 @@ type ReplicaClient interface {
 	// Coordinate runs a client write on this node, which is a replica of the
 	// key and mints the version's dot.
 	Coordinate(ctx context.Context, in *CoordinateRequest, opts ...grpc.CallOption) (*CoordinateResponse, error)
+	// Leaves returns this replica's Merkle tree leaves for one partition of
+	// a keyspace (anti-entropy compares them bucket by bucket).
+	Leaves(ctx context.Context, in *LeavesRequest, opts ...grpc.CallOption) (*LeavesResponse, error)
+	// BucketDigests lists the keys of some buckets of a partition with the
+	// digest of each key's sibling set.
+	BucketDigests(ctx context.Context, in *BucketDigestsRequest, opts ...grpc.CallOption) (*BucketDigestsResponse, error)
 }
 
 type replicaClient struct {
@@ -82,6 +90,26 @@ func (c *replicaClient) Coordinate(ctx context.Context, in *CoordinateRequest, o
 	return out, nil
 }
 
+func (c *replicaClient) Leaves(ctx context.Context, in *LeavesRequest, opts ...grpc.CallOption) (*LeavesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeavesResponse)
+	err := c.cc.Invoke(ctx, Replica_Leaves_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *replicaClient) BucketDigests(ctx context.Context, in *BucketDigestsRequest, opts ...grpc.CallOption) (*BucketDigestsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BucketDigestsResponse)
+	err := c.cc.Invoke(ctx, Replica_BucketDigests_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ReplicaServer is the server API for Replica service.
 // All implementations must embed UnimplementedReplicaServer
 // for forward compatibility.
@@ -96,6 +124,12 @@ type ReplicaServer interface {
 	// Coordinate runs a client write on this node, which is a replica of the
 	// key and mints the version's dot.
 	Coordinate(context.Context, *CoordinateRequest) (*CoordinateResponse, error)
+	// Leaves returns this replica's Merkle tree leaves for one partition of
+	// a keyspace (anti-entropy compares them bucket by bucket).
+	Leaves(context.Context, *LeavesRequest) (*LeavesResponse, error)
+	// BucketDigests lists the keys of some buckets of a partition with the
+	// digest of each key's sibling set.
+	BucketDigests(context.Context, *BucketDigestsRequest) (*BucketDigestsResponse, error)
 	mustEmbedUnimplementedReplicaServer()
 }
 
@@ -114,6 +148,12 @@ func (UnimplementedReplicaServer) Write(context.Context, *WriteRequest) (*WriteR
 }
 func (UnimplementedReplicaServer) Coordinate(context.Context, *CoordinateRequest) (*CoordinateResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Coordinate not implemented")
+}
+func (UnimplementedReplicaServer) Leaves(context.Context, *LeavesRequest) (*LeavesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Leaves not implemented")
+}
+func (UnimplementedReplicaServer) BucketDigests(context.Context, *BucketDigestsRequest) (*BucketDigestsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method BucketDigests not implemented")
 }
 func (UnimplementedReplicaServer) mustEmbedUnimplementedReplicaServer() {}
 func (UnimplementedReplicaServer) testEmbeddedByValue()                 {}
@@ -190,6 +230,42 @@ func _Replica_Coordinate_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Replica_Leaves_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LeavesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReplicaServer).Leaves(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Replica_Leaves_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReplicaServer).Leaves(ctx, req.(*LeavesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Replica_BucketDigests_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BucketDigestsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReplicaServer).BucketDigests(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Replica_BucketDigests_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReplicaServer).BucketDigests(ctx, req.(*BucketDigestsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Replica_ServiceDesc is the grpc.ServiceDesc for Replica service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -208,6 +284,14 @@ var Replica_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Coordinate",
 			Handler:    _Replica_Coordinate_Handler,
+		},
+		{
+			MethodName: "Leaves",
+			Handler:    _Replica_Leaves_Handler,
+		},
+		{
+			MethodName: "BucketDigests",
+			Handler:    _Replica_BucketDigests_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
