@@ -150,3 +150,57 @@ func (f *Faults) Coordinate(ctx context.Context, node string, req *internalv1.Co
 	}
 	return resp, nil
 }
+
+// Leaves applies faults, then asks for Merkle leaves.
+func (f *Faults) Leaves(ctx context.Context, node string, req *internalv1.LeavesRequest) (*internalv1.LeavesResponse, error) {
+	if err := f.before(ctx, node); err != nil {
+		return nil, err
+	}
+	next, ok := f.next.(interface {
+		Leaves(context.Context, string, *internalv1.LeavesRequest) (*internalv1.LeavesResponse, error)
+	})
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "transport has no Merkle exchange")
+	}
+	resp, err := next.Leaves(ctx, node, req)
+	if err = f.after(node, err); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// BucketDigests applies faults, then asks for bucket digests.
+func (f *Faults) BucketDigests(ctx context.Context, node string, req *internalv1.BucketDigestsRequest) (*internalv1.BucketDigestsResponse, error) {
+	if err := f.before(ctx, node); err != nil {
+		return nil, err
+	}
+	next, ok := f.next.(interface {
+		BucketDigests(context.Context, string, *internalv1.BucketDigestsRequest) (*internalv1.BucketDigestsResponse, error)
+	})
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "transport has no Merkle exchange")
+	}
+	resp, err := next.BucketDigests(ctx, node, req)
+	if err = f.after(node, err); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// CollectTombstones applies faults, then asks a peer to collect.
+func (f *Faults) CollectTombstones(ctx context.Context, node string, req *internalv1.CollectTombstonesRequest) (*internalv1.CollectTombstonesResponse, error) {
+	if err := f.before(ctx, node); err != nil {
+		return nil, err
+	}
+	next, ok := f.next.(interface {
+		CollectTombstones(context.Context, string, *internalv1.CollectTombstonesRequest) (*internalv1.CollectTombstonesResponse, error)
+	})
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "transport has no tombstone collection")
+	}
+	resp, err := next.CollectTombstones(ctx, node, req)
+	if err = f.after(node, err); err != nil {
+		return nil, err
+	}
+	return resp, nil
+}

@@ -142,3 +142,30 @@ func (g *GRPC) Close() error {
 	}
 	return first
 }
+
+// Leaves asks a peer for one partition's Merkle leaves.
+func (g *GRPC) Leaves(ctx context.Context, node string, req *internalv1.LeavesRequest) (*internalv1.LeavesResponse, error) {
+	c, err := g.client(node)
+	if err != nil {
+		return nil, err
+	}
+	return c.Leaves(ctx, req)
+}
+
+// BucketDigests asks a peer for the keys and digests of some buckets.
+func (g *GRPC) BucketDigests(ctx context.Context, node string, req *internalv1.BucketDigestsRequest) (*internalv1.BucketDigestsResponse, error) {
+	c, err := g.client(node)
+	if err != nil {
+		return nil, err
+	}
+	return c.BucketDigests(ctx, req)
+}
+
+// CollectTombstones asks a peer to delete proven-everywhere tombstones.
+func (g *GRPC) CollectTombstones(ctx context.Context, node string, req *internalv1.CollectTombstonesRequest) (*internalv1.CollectTombstonesResponse, error) {
+	c, err := g.client(node)
+	if err != nil {
+		return nil, err
+	}
+	return c.CollectTombstones(ctx, req)
+}

@@ -26,6 +26,110 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type CollectTombstonesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keyspace      string                 `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
+	Partition     uint32                 `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	Keys          []*KeyDigest           `protobuf:"bytes,3,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CollectTombstonesRequest) Reset() {
+	*x = CollectTombstonesRequest{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CollectTombstonesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CollectTombstonesRequest) ProtoMessage() {}
+
+func (x *CollectTombstonesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CollectTombstonesRequest.ProtoReflect.Descriptor instead.
+func (*CollectTombstonesRequest) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CollectTombstonesRequest) GetKeyspace() string {
+	if x != nil {
+		return x.Keyspace
+	}
+	return ""
+}
+
+func (x *CollectTombstonesRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *CollectTombstonesRequest) GetKeys() []*KeyDigest {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type CollectTombstonesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Collected     uint32                 `protobuf:"varint,1,opt,name=collected,proto3" json:"collected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CollectTombstonesResponse) Reset() {
+	*x = CollectTombstonesResponse{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CollectTombstonesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CollectTombstonesResponse) ProtoMessage() {}
+
+func (x *CollectTombstonesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CollectTombstonesResponse.ProtoReflect.Descriptor instead.
+func (*CollectTombstonesResponse) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CollectTombstonesResponse) GetCollected() uint32 {
+	if x != nil {
+		return x.Collected
+	}
+	return 0
+}
+
 type LeavesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Keyspace      string                 `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
@@ -36,7 +140,7 @@ type LeavesRequest struct {
 
 func (x *LeavesRequest) Reset() {
 	*x = LeavesRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[0]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -48,7 +152,7 @@ func (x *LeavesRequest) String() string {
 func (*LeavesRequest) ProtoMessage() {}
 
 func (x *LeavesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[0]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -61,7 +165,7 @@ func (x *LeavesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeavesRequest.ProtoReflect.Descriptor instead.
 func (*LeavesRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{0}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *LeavesRequest) GetKeyspace() string {
@@ -87,7 +191,7 @@ type LeavesResponse struct {
 
 func (x *LeavesResponse) Reset() {
 	*x = LeavesResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[1]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -99,7 +203,7 @@ func (x *LeavesResponse) String() string {
 func (*LeavesResponse) ProtoMessage() {}
 
 func (x *LeavesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[1]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -112,7 +216,7 @@ func (x *LeavesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeavesResponse.ProtoReflect.Descriptor instead.
 func (*LeavesResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{1}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *LeavesResponse) GetLeaves() []uint64 {
@@ -133,7 +237,7 @@ type BucketDigestsRequest struct {
 
 func (x *BucketDigestsRequest) Reset() {
 	*x = BucketDigestsRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[2]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -145,7 +249,7 @@ func (x *BucketDigestsRequest) String() string {
 func (*BucketDigestsRequest) ProtoMessage() {}
 
 func (x *BucketDigestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[2]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -158,7 +262,7 @@ func (x *BucketDigestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BucketDigestsRequest.ProtoReflect.Descriptor instead.
 func (*BucketDigestsRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{2}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BucketDigestsRequest) GetKeyspace() string {
@@ -192,7 +296,7 @@ type KeyDigest struct {
 
 func (x *KeyDigest) Reset() {
 	*x = KeyDigest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[3]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -204,7 +308,7 @@ func (x *KeyDigest) String() string {
 func (*KeyDigest) ProtoMessage() {}
 
 func (x *KeyDigest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[3]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -217,7 +321,7 @@ func (x *KeyDigest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyDigest.ProtoReflect.Descriptor instead.
 func (*KeyDigest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{3}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *KeyDigest) GetKey() []byte {
@@ -243,7 +347,7 @@ type BucketDigestsResponse struct {
 
 func (x *BucketDigestsResponse) Reset() {
 	*x = BucketDigestsResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[4]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -255,7 +359,7 @@ func (x *BucketDigestsResponse) String() string {
 func (*BucketDigestsResponse) ProtoMessage() {}
 
 func (x *BucketDigestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[4]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -268,7 +372,7 @@ func (x *BucketDigestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BucketDigestsResponse.ProtoReflect.Descriptor instead.
 func (*BucketDigestsResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{4}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BucketDigestsResponse) GetKeys() []*KeyDigest {
@@ -288,7 +392,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[5]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -300,7 +404,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[5]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -313,7 +417,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{5}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReadRequest) GetKeyspace() string {
@@ -340,7 +444,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[6]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -352,7 +456,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[6]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -365,7 +469,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{6}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReadResponse) GetSet() []byte {
@@ -391,7 +495,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -403,7 +507,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -416,7 +520,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{7}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WriteRequest) GetKeyspace() string {
@@ -462,7 +566,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[8]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -474,7 +578,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[8]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -487,7 +591,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{8}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{10}
 }
 
 type CoordinateRequest struct {
@@ -503,7 +607,7 @@ type CoordinateRequest struct {
 
 func (x *CoordinateRequest) Reset() {
 	*x = CoordinateRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[9]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -515,7 +619,7 @@ func (x *CoordinateRequest) String() string {
 func (*CoordinateRequest) ProtoMessage() {}
 
 func (x *CoordinateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[9]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -528,7 +632,7 @@ func (x *CoordinateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinateRequest.ProtoReflect.Descriptor instead.
 func (*CoordinateRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{9}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CoordinateRequest) GetPut() *v1.PutRequest {
@@ -561,7 +665,7 @@ type CoordinateResponse struct {
 
 func (x *CoordinateResponse) Reset() {
 	*x = CoordinateResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[10]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -573,7 +677,7 @@ func (x *CoordinateResponse) String() string {
 func (*CoordinateResponse) ProtoMessage() {}
 
 func (x *CoordinateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[10]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -586,7 +690,7 @@ func (x *CoordinateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinateResponse.ProtoReflect.Descriptor instead.
 func (*CoordinateResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{10}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CoordinateResponse) GetPut() *v1.PutResponse {
@@ -604,7 +708,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[11]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +720,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[11]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +733,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{11}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{13}
 }
 
 type InfoResponse struct {
@@ -652,7 +756,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[12]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -664,7 +768,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[12]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -677,7 +781,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{12}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *InfoResponse) GetId() string {
@@ -747,7 +851,13 @@ var File_internalapi_v1_internal_proto protoreflect.FileDescriptor
 
 const file_internalapi_v1_internal_proto_rawDesc = "" +
 	"\n" +
-	"\x1dinternalapi/v1/internal.proto\x12\vinternal.v1\x1a\x0ekv/v1/kv.proto\"I\n" +
+	"\x1dinternalapi/v1/internal.proto\x12\vinternal.v1\x1a\x0ekv/v1/kv.proto\"\x80\x01\n" +
+	"\x18CollectTombstonesRequest\x12\x1a\n" +
+	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\rR\tpartition\x12*\n" +
+	"\x04keys\x18\x03 \x03(\v2\x16.internal.v1.KeyDigestR\x04keys\"9\n" +
+	"\x19CollectTombstonesResponse\x12\x1c\n" +
+	"\tcollected\x18\x01 \x01(\rR\tcollected\"I\n" +
 	"\rLeavesRequest\x12\x1a\n" +
 	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\rR\tpartition\"(\n" +
@@ -792,14 +902,15 @@ const file_internalapi_v1_internal_proto_rawDesc = "" +
 	"\tpeer_addr\x18\a \x01(\tR\bpeerAddr\x12\x1d\n" +
 	"\n" +
 	"admin_addr\x18\b \x01(\tR\tadminAddr\x12\x10\n" +
-	"\x03tls\x18\t \x01(\bR\x03tls2\xf0\x02\n" +
+	"\x03tls\x18\t \x01(\bR\x03tls2\xd4\x03\n" +
 	"\aReplica\x12;\n" +
 	"\x04Read\x12\x18.internal.v1.ReadRequest\x1a\x19.internal.v1.ReadResponse\x12>\n" +
 	"\x05Write\x12\x19.internal.v1.WriteRequest\x1a\x1a.internal.v1.WriteResponse\x12M\n" +
 	"\n" +
 	"Coordinate\x12\x1e.internal.v1.CoordinateRequest\x1a\x1f.internal.v1.CoordinateResponse\x12A\n" +
 	"\x06Leaves\x12\x1a.internal.v1.LeavesRequest\x1a\x1b.internal.v1.LeavesResponse\x12V\n" +
-	"\rBucketDigests\x12!.internal.v1.BucketDigestsRequest\x1a\".internal.v1.BucketDigestsResponse2H\n" +
+	"\rBucketDigests\x12!.internal.v1.BucketDigestsRequest\x1a\".internal.v1.BucketDigestsResponse\x12b\n" +
+	"\x11CollectTombstones\x12%.internal.v1.CollectTombstonesRequest\x1a&.internal.v1.CollectTombstonesResponse2H\n" +
 	"\tDiscovery\x12;\n" +
 	"\x04Info\x12\x18.internal.v1.InfoRequest\x1a\x19.internal.v1.InfoResponseB>Z<github.com/meridiankv/meridian/api/internalapi/v1;internalv1b\x06proto3"
 
@@ -815,45 +926,50 @@ func file_internalapi_v1_internal_proto_rawDescGZIP() []byte {
 	return file_internalapi_v1_internal_proto_rawDescData
 }
 
-var file_internalapi_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_internalapi_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_internalapi_v1_internal_proto_goTypes = []any{
-	(*LeavesRequest)(nil),         // 0: internal.v1.LeavesRequest
-	(*LeavesResponse)(nil),        // 1: internal.v1.LeavesResponse
-	(*BucketDigestsRequest)(nil),  // 2: internal.v1.BucketDigestsRequest
-	(*KeyDigest)(nil),             // 3: internal.v1.KeyDigest
-	(*BucketDigestsResponse)(nil), // 4: internal.v1.BucketDigestsResponse
-	(*ReadRequest)(nil),           // 5: internal.v1.ReadRequest
-	(*ReadResponse)(nil),          // 6: internal.v1.ReadResponse
-	(*WriteRequest)(nil),          // 7: internal.v1.WriteRequest
-	(*WriteResponse)(nil),         // 8: internal.v1.WriteResponse
-	(*CoordinateRequest)(nil),     // 9: internal.v1.CoordinateRequest
-	(*CoordinateResponse)(nil),    // 10: internal.v1.CoordinateResponse
-	(*InfoRequest)(nil),           // 11: internal.v1.InfoRequest
-	(*InfoResponse)(nil),          // 12: internal.v1.InfoResponse
-	(*v1.PutRequest)(nil),         // 13: kv.v1.PutRequest
-	(*v1.PutResponse)(nil),        // 14: kv.v1.PutResponse
+	(*CollectTombstonesRequest)(nil),  // 0: internal.v1.CollectTombstonesRequest
+	(*CollectTombstonesResponse)(nil), // 1: internal.v1.CollectTombstonesResponse
+	(*LeavesRequest)(nil),             // 2: internal.v1.LeavesRequest
+	(*LeavesResponse)(nil),            // 3: internal.v1.LeavesResponse
+	(*BucketDigestsRequest)(nil),      // 4: internal.v1.BucketDigestsRequest
+	(*KeyDigest)(nil),                 // 5: internal.v1.KeyDigest
+	(*BucketDigestsResponse)(nil),     // 6: internal.v1.BucketDigestsResponse
+	(*ReadRequest)(nil),               // 7: internal.v1.ReadRequest
+	(*ReadResponse)(nil),              // 8: internal.v1.ReadResponse
+	(*WriteRequest)(nil),              // 9: internal.v1.WriteRequest
+	(*WriteResponse)(nil),             // 10: internal.v1.WriteResponse
+	(*CoordinateRequest)(nil),         // 11: internal.v1.CoordinateRequest
+	(*CoordinateResponse)(nil),        // 12: internal.v1.CoordinateResponse
+	(*InfoRequest)(nil),               // 13: internal.v1.InfoRequest
+	(*InfoResponse)(nil),              // 14: internal.v1.InfoResponse
+	(*v1.PutRequest)(nil),             // 15: kv.v1.PutRequest
+	(*v1.PutResponse)(nil),            // 16: kv.v1.PutResponse
 }
 var file_internalapi_v1_internal_proto_depIdxs = []int32{
-	3,  // 0: internal.v1.BucketDigestsResponse.keys:type_name -> internal.v1.KeyDigest
-	13, // 1: internal.v1.CoordinateRequest.put:type_name -> kv.v1.PutRequest
-	14, // 2: internal.v1.CoordinateResponse.put:type_name -> kv.v1.PutResponse
-	5,  // 3: internal.v1.Replica.Read:input_type -> internal.v1.ReadRequest
-	7,  // 4: internal.v1.Replica.Write:input_type -> internal.v1.WriteRequest
-	9,  // 5: internal.v1.Replica.Coordinate:input_type -> internal.v1.CoordinateRequest
-	0,  // 6: internal.v1.Replica.Leaves:input_type -> internal.v1.LeavesRequest
-	2,  // 7: internal.v1.Replica.BucketDigests:input_type -> internal.v1.BucketDigestsRequest
-	11, // 8: internal.v1.Discovery.Info:input_type -> internal.v1.InfoRequest
-	6,  // 9: internal.v1.Replica.Read:output_type -> internal.v1.ReadResponse
-	8,  // 10: internal.v1.Replica.Write:output_type -> internal.v1.WriteResponse
-	10, // 11: internal.v1.Replica.Coordinate:output_type -> internal.v1.CoordinateResponse
-	1,  // 12: internal.v1.Replica.Leaves:output_type -> internal.v1.LeavesResponse
-	4,  // 13: internal.v1.Replica.BucketDigests:output_type -> internal.v1.BucketDigestsResponse
-	12, // 14: internal.v1.Discovery.Info:output_type -> internal.v1.InfoResponse
-	9,  // [9:15] is the sub-list for method output_type
-	3,  // [3:9] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	5,  // 0: internal.v1.CollectTombstonesRequest.keys:type_name -> internal.v1.KeyDigest
+	5,  // 1: internal.v1.BucketDigestsResponse.keys:type_name -> internal.v1.KeyDigest
+	15, // 2: internal.v1.CoordinateRequest.put:type_name -> kv.v1.PutRequest
+	16, // 3: internal.v1.CoordinateResponse.put:type_name -> kv.v1.PutResponse
+	7,  // 4: internal.v1.Replica.Read:input_type -> internal.v1.ReadRequest
+	9,  // 5: internal.v1.Replica.Write:input_type -> internal.v1.WriteRequest
+	11, // 6: internal.v1.Replica.Coordinate:input_type -> internal.v1.CoordinateRequest
+	2,  // 7: internal.v1.Replica.Leaves:input_type -> internal.v1.LeavesRequest
+	4,  // 8: internal.v1.Replica.BucketDigests:input_type -> internal.v1.BucketDigestsRequest
+	0,  // 9: internal.v1.Replica.CollectTombstones:input_type -> internal.v1.CollectTombstonesRequest
+	13, // 10: internal.v1.Discovery.Info:input_type -> internal.v1.InfoRequest
+	8,  // 11: internal.v1.Replica.Read:output_type -> internal.v1.ReadResponse
+	10, // 12: internal.v1.Replica.Write:output_type -> internal.v1.WriteResponse
+	12, // 13: internal.v1.Replica.Coordinate:output_type -> internal.v1.CoordinateResponse
+	3,  // 14: internal.v1.Replica.Leaves:output_type -> internal.v1.LeavesResponse
+	6,  // 15: internal.v1.Replica.BucketDigests:output_type -> internal.v1.BucketDigestsResponse
+	1,  // 16: internal.v1.Replica.CollectTombstones:output_type -> internal.v1.CollectTombstonesResponse
+	14, // 17: internal.v1.Discovery.Info:output_type -> internal.v1.InfoResponse
+	11, // [11:18] is the sub-list for method output_type
+	4,  // [4:11] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_internalapi_v1_internal_proto_init() }
@@ -867,7 +983,7 @@ func file_internalapi_v1_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internalapi_v1_internal_proto_rawDesc), len(file_internalapi_v1_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

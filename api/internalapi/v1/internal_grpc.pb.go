@@ -23,11 +23,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Replica_Read_FullMethodName          = "/internal.v1.Replica/Read"
-	Replica_Write_FullMethodName         = "/internal.v1.Replica/Write"
-	Replica_Coordinate_FullMethodName    = "/internal.v1.Replica/Coordinate"
-	Replica_Leaves_FullMethodName        = "/internal.v1.Replica/Leaves"
-	Replica_BucketDigests_FullMethodName = "/internal.v1.Replica/BucketDigests"
+	Replica_Read_FullMethodName              = "/internal.v1.Replica/Read"
+	Replica_Write_FullMethodName             = "/internal.v1.Replica/Write"
+	Replica_Coordinate_FullMethodName        = "/internal.v1.Replica/Coordinate"
+	Replica_Leaves_FullMethodName            = "/internal.v1.Replica/Leaves"
+	Replica_BucketDigests_FullMethodName     = "/internal.v1.Replica/BucketDigests"
+	Replica_CollectTombstones_FullMethodName = "/internal.v1.Replica/CollectTombstones"
 )
 
 // ReplicaClient is the client API for Replica service.
@@ -50,6 +51,9 @@ type ReplicaClient interface {
 	// BucketDigests lists the keys of some buckets of a partition with the
 	// digest of each key's sibling set.
 	BucketDigests(ctx context.Context, in *BucketDigestsRequest, opts ...grpc.CallOption) (*BucketDigestsResponse, error)
+	// CollectTombstones deletes keys whose stored set is still the given
+	// digest: tombstones every replica was proven to hold, past their grace.
+	CollectTombstones(ctx context.Context, in *CollectTombstonesRequest, opts ...grpc.CallOption) (*CollectTombstonesResponse, error)
 }
 
 type replicaClient struct {
@@ -110,6 +114,16 @@ func (c *replicaClient) BucketDigests(ctx context.Context, in *BucketDigestsRequ
 	return out, nil
 }
 
+func (c *replicaClient) CollectTombstones(ctx context.Context, in *CollectTombstonesRequest, opts ...grpc.CallOption) (*CollectTombstonesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CollectTombstonesResponse)
+	err := c.cc.Invoke(ctx, Replica_CollectTombstones_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ReplicaServer is the server API for Replica service.
 // All implementations must embed UnimplementedReplicaServer
 // for forward compatibility.
@@ -130,6 +144,9 @@ type ReplicaServer interface {
 	// BucketDigests lists the keys of some buckets of a partition with the
 	// digest of each key's sibling set.
 	BucketDigests(context.Context, *BucketDigestsRequest) (*BucketDigestsResponse, error)
+	// CollectTombstones deletes keys whose stored set is still the given
+	// digest: tombstones every replica was proven to hold, past their grace.
+	CollectTombstones(context.Context, *CollectTombstonesRequest) (*CollectTombstonesResponse, error)
 	mustEmbedUnimplementedReplicaServer()
 }
 
@@ -154,6 +171,9 @@ func (UnimplementedReplicaServer) Leaves(context.Context, *LeavesRequest) (*Leav
 }
 func (UnimplementedReplicaServer) BucketDigests(context.Context, *BucketDigestsRequest) (*BucketDigestsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method BucketDigests not implemented")
+}
+func (UnimplementedReplicaServer) CollectTombstones(context.Context, *CollectTombstonesRequest) (*CollectTombstonesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CollectTombstones not implemented")
 }
 func (UnimplementedReplicaServer) mustEmbedUnimplementedReplicaServer() {}
 func (UnimplementedReplicaServer) testEmbeddedByValue()                 {}
@@ -266,6 +286,24 @@ func _Replica_BucketDigests_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Replica_CollectTombstones_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CollectTombstonesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReplicaServer).CollectTombstones(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Replica_CollectTombstones_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReplicaServer).CollectTombstones(ctx, req.(*CollectTombstonesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Replica_ServiceDesc is the grpc.ServiceDesc for Replica service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -292,6 +330,10 @@ var Replica_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "BucketDigests",
 			Handler:    _Replica_BucketDigests_Handler,
+		},
+		{
+			MethodName: "CollectTombstones",
+			Handler:    _Replica_CollectTombstones_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
