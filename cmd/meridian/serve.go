@@ -81,7 +81,7 @@ Example, a 3-node cluster on one machine:
 	f.StringVar(&cfg.PeerAddr, "peer-addr", "", "host:port for the node-to-node API (default: grpc-addr's host, a free port)")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", "", `host:port for the admin API (default: grpc-addr's host, a free port; "client" shares the client listener)`)
 	f.StringVar(&cfg.ClusterName, "cluster-name", "", "cluster name; gossip of differently named clusters never mixes (default meridian)")
-		f.IntVar(&cfg.MaxInFlight, "max-in-flight", 0, "client requests coordinated at once before shedding with RESOURCE_EXHAUSTED (default 2048)")
+	f.IntVar(&cfg.MaxInFlight, "max-in-flight", 0, "client requests coordinated at once before shedding with RESOURCE_EXHAUSTED (default 2048)")
 	f.IntVar(&cfg.MaxConnections, "max-connections", 0, "open connections per listener; more are closed at once (default 4096)")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "plaintext listeners and no certificates (only on a trusted network)")
 	f.StringVar(&cfg.CAFile, "ca", "", "cluster CA certificate (meridian certs create-ca)")
