@@ -24,6 +24,7 @@ import (
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/node"
+	"github.com/meridiankv/meridian/repair"
 	"github.com/meridiankv/meridian/replica"
 )
 
@@ -455,7 +456,7 @@ func TestHintedHandoff(t *testing.T) {
 	}
 	eventually(t, "the hinted copy", func() bool {
 		held := 0
-		l.Node(fallback).Store().Hints(down, func(replica.Hint) bool { held++; return true })
+		l.Node(fallback).HintLog().Hints(down, func(repair.Hint) bool { held++; return true })
 		return held == 1
 	})
 	// Sloppy quorum: a hinted copy may be one of the two acknowledgements.
@@ -478,7 +479,7 @@ func TestHintedHandoff(t *testing.T) {
 			return false
 		}
 		left := 0
-		l.Node(fallback).Store().Hints(down, func(replica.Hint) bool { left++; return true })
+		l.Node(fallback).HintLog().Hints(down, func(repair.Hint) bool { left++; return true })
 		return left == 0
 	})
 }
@@ -558,7 +559,7 @@ func TestAnyWithEveryReplicaDown(t *testing.T) {
 	}
 	held := 0
 	for _, n := range l.Nodes() {
-		n.Store().Hints(owner, func(replica.Hint) bool { held++; return true })
+		n.HintLog().Hints(owner, func(repair.Hint) bool { held++; return true })
 	}
 	if held == 0 {
 		t.Fatal("no node holds a hint for the down replica")

@@ -55,6 +55,13 @@ type Config struct {
 	GossipProfile string `yaml:"gossip-profile"`
 	// HintInterval is how often hints are offered to returning nodes (default 1s).
 	HintInterval time.Duration `yaml:"hint-interval"`
+	// HintWindow: a node owed hints for longer than this gets no new ones,
+	// and hints older than this are dropped instead of delivered (nil:
+	// 3h; 0 turns hints off).
+	HintWindow *time.Duration `yaml:"hint-window"`
+	// MaxHintBytes bounds the hints held per target node (nil: 256 MiB; 0
+	// turns hints off).
+	MaxHintBytes *int64 `yaml:"max-hint-bytes"`
 	// MaxInFlight bounds the client requests a node coordinates at once;
 	// more wait briefly, then get RESOURCE_EXHAUSTED (default 2048).
 	MaxInFlight int `yaml:"max-in-flight"`

@@ -2,11 +2,16 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/meridiankv/meridian/membership"
+	"github.com/meridiankv/meridian/repair"
 	"github.com/meridiankv/meridian/replica"
+	"github.com/meridiankv/meridian/telemetry"
 	"github.com/meridiankv/meridian/version"
 )
 
@@ -14,23 +19,60 @@ import (
 // tells the cluster through gossip metadata, so that no coordinator counts
 // a returning replica toward a read quorum before its hints arrive.
 type hintTracker struct {
-	store   *replica.Store
+	log     *repair.HintLog
 	changed chan struct{} // signalled when the set changes
-	mu      struct {
+	// onDropped is told of hints not stored or dropped undelivered.
+	onDropped atomic.Pointer[func(target string, loc replica.Loc)]
+	mu        struct {
 		sync.Mutex
 		targets map[string]bool
 	}
 }
 
-func newHintTracker(store *replica.Store) (*hintTracker, error) {
-	h := &hintTracker{store: store, changed: make(chan struct{}, 1)}
+// newHintTracker opens the hint log on the store's engine with cfg's
+// bounds and exports its gauges through metrics (when not nil).
+func newHintTracker(store *replica.Store, cfg Config, now func() time.Time, metrics *telemetry.Metrics) (*hintTracker, error) {
+	h := &hintTracker{changed: make(chan struct{}, 1)}
 	h.mu.targets = map[string]bool{}
+	lc := repair.HintLogConfig{Now: now, OnDropped: func(target string, loc replica.Loc) {
+		if fn := h.onDropped.Load(); fn != nil {
+			(*fn)(target, loc)
+		}
+	}}
+	if cfg.HintWindow != nil {
+		lc.Window = *cfg.HintWindow
+		lc.Off = lc.Off || *cfg.HintWindow == 0
+	}
+	if cfg.MaxHintBytes != nil {
+		lc.MaxBytes = *cfg.MaxHintBytes
+		lc.Off = lc.Off || *cfg.MaxHintBytes == 0
+	}
+	var err error
+	if h.log, err = repair.NewHintLog(store.Engine(), lc); err != nil {
+		return nil, err
+	}
+	if metrics != nil {
+		if err := metrics.RegisterHints(h.metrics); err != nil {
+			return nil, fmt.Errorf("hint metrics: %w", err)
+		}
+	}
 	return h, h.refresh()
 }
 
-// StoreHint stores a hint (coordinator.Hints) and records its target.
+func (h *hintTracker) metrics() telemetry.HintStats {
+	out := telemetry.HintStats{Dropped: h.log.Dropped()}
+	for _, t := range h.log.Stats() {
+		out.Targets = append(out.Targets, telemetry.HintTargetStats{
+			Target: t.Target, Count: t.Count, Bytes: t.Bytes, OldestAge: t.OldestAge, Quarantined: t.Quarantined,
+		})
+	}
+	return out
+}
+
+// StoreHint stores a hint (coordinator.Hints) and records its target. A
+// hint past a bound is not stored (repair.ErrHintDropped).
 func (h *hintTracker) StoreHint(target string, loc replica.Loc, keyspace string, key []byte, set version.Set, sync bool) error {
-	if err := h.store.StoreHint(target, loc, keyspace, key, set, sync); err != nil {
+	if err := h.log.StoreHint(target, loc, keyspace, key, set, sync); err != nil {
 		return err
 	}
 	h.mu.Lock()
@@ -45,10 +87,7 @@ func (h *hintTracker) StoreHint(target string, loc replica.Loc, keyspace string,
 
 // refresh re-reads the targets from the store (after a delivery round).
 func (h *hintTracker) refresh() error {
-	list, err := h.store.HintTargets()
-	if err != nil {
-		return err
-	}
+	list := h.log.Targets()
 	next := make(map[string]bool, len(list))
 	for _, t := range list {
 		next[t] = true
@@ -130,3 +169,18 @@ func (n *Node) HintsPending(id string) bool {
 
 // HintTargets lists the nodes this node holds hints for.
 func (n *Node) HintTargets() []string { return n.hints.Targets() }
+
+// HintLog is the hints this node holds for other nodes.
+func (n *Node) HintLog() *repair.HintLog { return n.hints.log }
+
+// OnHintDropped sets fn to be told of every hint this node did not store
+// or dropped undelivered (a bound was reached, hints are off, or the hint
+// outlived the window): the partition needs priority repair. fn must not
+// block. Nil unsets it.
+func (n *Node) OnHintDropped(fn func(target string, loc replica.Loc)) {
+	if fn == nil {
+		n.hints.onDropped.Store(nil)
+		return
+	}
+	n.hints.onDropped.Store(&fn)
+}

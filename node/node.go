@@ -192,7 +192,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	n.live.onUp = n.peers.Reconnect
 	n.faults = transport.NewFaults(n.peers, n.dcOf)
 	peers := n.live.track(n.faults)
-	if n.hints, err = newHintTracker(n.store); err != nil {
+	if n.hints, err = newHintTracker(n.store, cfg, opts.Now, n.tel.Metrics); err != nil {
 		return nil, fmt.Errorf("read hints: %w", err)
 	}
 	secrets, err := cfg.secrets()
@@ -275,7 +275,8 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 		defer n.wg.Done()
 		n.hints.gossipLoop(runCtx, meta, n.gossip, func(err error) { n.log.Warn("gossip hint targets", "err", err) })
 	}()
-	handoff := &repair.Handoff{Store: n.store, Peers: peers, Live: n.live, Interval: cfg.HintInterval, Logger: n.log,
+	handoff := &repair.Handoff{Log: n.hints.log, Peers: peers, Live: n.live, Interval: cfg.HintInterval, Logger: n.log, Now: opts.Now,
+		IsMember: func(id string) bool { _, ok := n.Topology().Nodes[id]; return ok },
 		AfterRound: func() {
 			if err := n.hints.refresh(); err != nil {
 				n.log.Warn("read hint targets", "err", err)

@@ -243,3 +243,33 @@ func (s *Server) ReloadSecrets(context.Context, *adminv1.ReloadSecretsRequest) (
 	}
 	return &adminv1.ReloadSecretsResponse{Node: s.n.ID(), Secrets: uint32(n)}, nil
 }
+
+// Hints lists the hints this node holds, per target.
+func (s *Server) Hints(context.Context, *adminv1.HintsRequest) (*adminv1.HintsResponse, error) {
+	log := s.n.HintLog()
+	resp := &adminv1.HintsResponse{Node: s.n.ID()}
+	for _, n := range log.Dropped() {
+		resp.Dropped += n
+	}
+	for _, t := range log.Stats() {
+		resp.Targets = append(resp.Targets, &adminv1.HintTarget{
+			Target: t.Target, Count: uint64(t.Count), Bytes: uint64(t.Bytes),
+			OldestAgeSeconds: t.OldestAge.Seconds(), DeliveryRate: t.Rate,
+			Quarantined: uint64(t.Quarantined), Alive: s.n.Alive(t.Target),
+		})
+	}
+	return resp, nil
+}
+
+// PurgeHints drops every hint this node holds for one target.
+func (s *Server) PurgeHints(_ context.Context, req *adminv1.PurgeHintsRequest) (*adminv1.PurgeHintsResponse, error) {
+	target := req.GetTarget()
+	if target == "" || len(target) > 255 {
+		return nil, status.Error(codes.InvalidArgument, "target is empty or too long: give the node ID whose hints to drop (see 'meridian hints')")
+	}
+	n, err := s.n.HintLog().Purge(target)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "purge hints for %s on %s: %v (%d purged)", target, s.n.ID(), err, n)
+	}
+	return &adminv1.PurgeHintsResponse{Purged: n}, nil
+}

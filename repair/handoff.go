@@ -1,15 +1,17 @@
-// Package repair makes replicas converge: hinted handoff delivers the copies
-// fallbacks held for unreachable replicas once those come back.
-// (Merkle-tree anti-entropy and partition handoff join this package later.)
+// Package repair makes replicas converge: the hint log keeps copies for
+// unreachable replicas and hinted handoff delivers them once those come
+// back. (Merkle-tree anti-entropy and partition handoff join this package.)
 package repair
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
+	"slices"
+	"sync"
 	"time"
 
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
-	"github.com/meridiankv/meridian/replica"
 )
 
 // Writer sends a sibling set to a node (the coordinator's Peers has it).
@@ -22,27 +24,95 @@ type Liveness interface {
 	Alive(id string) bool
 }
 
-// Handoff delivers hints held by this node to their targets.
+// Handoff defaults.
+const (
+	DefaultHandoffWorkers = 4
+	DefaultHandoffRate    = 2000 // hints per second, all targets together
+	DefaultHandoffBatch   = 512  // hints per target per round
+	DefaultMaxBackoff     = time.Minute
+)
+
+// Handoff delivers hints held by this node to their targets: per target
+// from where the last round stopped, several targets at once under one
+// rate limit, backing off from targets that fail.
 type Handoff struct {
-	Store    *replica.Store
-	Peers    Writer
-	Live     Liveness
+	Log   *HintLog
+	Peers Writer
+	Live  Liveness
+	// IsMember reports whether an ID is in the topology; hints for other
+	// IDs are dropped. Nil keeps them all.
+	IsMember func(id string) bool
 	Interval time.Duration // between delivery rounds (default 1s)
 	Timeout  time.Duration // per delivery (default 5s)
-	Logger   *slog.Logger
+	Workers  int           // targets delivered to at once (default 4)
+	Rate     float64       // hints delivered per second, all targets (default 2000)
+	Batch    int           // hints per target per round (default 512)
+	// MinBackoff and MaxBackoff bound the pause after a failed delivery,
+	// doubling per failure (defaults Interval and 1m).
+	MinBackoff, MaxBackoff time.Duration
+	Now                    func() time.Time // default time.Now
+	Logger                 *slog.Logger
 	// Delivered, when set, is told how many hints each round delivered.
 	Delivered func(n int)
 	// AfterRound, when set, runs after every delivery round.
 	AfterRound func()
+
+	init   sync.Once
+	bucket *hintBucket
+	mu     sync.Mutex
+	state  map[string]*delivery
+}
+
+// delivery is the per-target state between rounds.
+type delivery struct {
+	cursor     []byte    // last hint key handled; nil: start of the target's hints
+	inPass     bool      // a pass over the target's hints is under way
+	oldestLeft time.Time // oldest hint the pass left in place
+	backoff    time.Duration
+	retryAt    time.Time
+}
+
+func (h *Handoff) setup() {
+	h.init.Do(func() {
+		if h.Interval <= 0 {
+			h.Interval = time.Second
+		}
+		if h.Timeout <= 0 {
+			h.Timeout = 5 * time.Second
+		}
+		if h.Workers <= 0 {
+			h.Workers = DefaultHandoffWorkers
+		}
+		if h.Rate <= 0 {
+			h.Rate = DefaultHandoffRate
+		}
+		if h.Batch <= 0 {
+			h.Batch = DefaultHandoffBatch
+		}
+		if h.MinBackoff <= 0 {
+			h.MinBackoff = h.Interval
+		}
+		if h.MaxBackoff <= 0 {
+			h.MaxBackoff = DefaultMaxBackoff
+		}
+		if h.MaxBackoff < h.MinBackoff {
+			h.MaxBackoff = h.MinBackoff
+		}
+		if h.Now == nil {
+			h.Now = time.Now
+		}
+		if h.Logger == nil {
+			h.Logger = slog.New(slog.DiscardHandler)
+		}
+		h.bucket = newTokenBucket(h.Rate, max(1, int(h.Rate/10)), h.Now)
+		h.state = map[string]*delivery{}
+	})
 }
 
 // Run delivers hints every Interval until ctx is done.
 func (h *Handoff) Run(ctx context.Context) {
-	iv := h.Interval
-	if iv <= 0 {
-		iv = time.Second
-	}
-	t := time.NewTicker(iv)
+	h.setup()
+	t := time.NewTicker(h.Interval)
 	defer t.Stop()
 	for {
 		select {
@@ -51,7 +121,7 @@ func (h *Handoff) Run(ctx context.Context) {
 		case <-t.C:
 			n, err := h.DeliverOnce(ctx)
 			if err != nil && ctx.Err() == nil {
-				h.logger().Warn("hinted handoff round failed", "err", err)
+				h.Logger.Warn("hinted handoff round failed", "err", err)
 			}
 			if h.Delivered != nil && n > 0 {
 				h.Delivered(n)
@@ -63,49 +133,163 @@ func (h *Handoff) Run(ctx context.Context) {
 	}
 }
 
-func (h *Handoff) logger() *slog.Logger {
-	if h.Logger == nil {
-		return slog.New(slog.DiscardHandler)
+// DeliverOnce runs one round: it drops hints for targets outside the
+// topology and delivers up to Batch hints to each live target that is not
+// backing off, Workers targets at a time. It returns how many hints were
+// delivered.
+func (h *Handoff) DeliverOnce(ctx context.Context) (int, error) {
+	h.setup()
+	now := h.Now()
+	var ready []string
+	for _, t := range h.Log.Targets() {
+		if h.IsMember != nil && !h.IsMember(t) {
+			n, err := h.Log.dropAll(t, DropNonMember)
+			if err != nil {
+				return 0, err
+			}
+			h.forget(t)
+			h.Logger.Info("dropped hints for a node outside the topology", "target", t, "hints", n)
+			continue
+		}
+		if !h.Live.Alive(t) || now.Before(h.target(t).retryAt) {
+			continue
+		}
+		ready = append(ready, t)
 	}
-	return h.Logger
+	var (
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		delivered int
+		firstErr  error
+		sem       = make(chan struct{}, h.Workers)
+	)
+	for _, t := range ready {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			n, err := h.deliverTarget(ctx, t)
+			mu.Lock()
+			defer mu.Unlock()
+			delivered += n
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+		}()
+	}
+	wg.Wait()
+	if delivered > 0 {
+		h.Logger.Info("hinted handoff delivered", "hints", delivered, "targets", len(ready))
+	}
+	return delivered, firstErr
 }
 
-// DeliverOnce sends every hint whose target is alive and deletes the
-// delivered ones. It returns how many were delivered.
-func (h *Handoff) DeliverOnce(ctx context.Context) (int, error) {
-	timeout := h.Timeout
-	if timeout <= 0 {
-		timeout = 5 * time.Second
+func (h *Handoff) target(t string) *delivery {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	d := h.state[t]
+	if d == nil {
+		d = &delivery{}
+		h.state[t] = d
 	}
-	var pending []replica.Hint
-	err := h.Store.Hints("", func(hint replica.Hint) bool {
-		if h.Live.Alive(hint.Target) {
-			pending = append(pending, hint)
-		}
-		return len(pending) < 1024 && ctx.Err() == nil
+	return d
+}
+
+func (h *Handoff) forget(t string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.state, t)
+}
+
+type rawHint struct{ k, v []byte }
+
+// deliverTarget delivers the next batch of t's hints, from its cursor.
+// Only one goroutine runs it per target at a time.
+func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, err error) {
+	d := h.target(t)
+	p := hintPrefix(t)
+	lower := p
+	if d.cursor != nil {
+		lower = append(slices.Clone(d.cursor), 0) // the key right after the cursor
+	} else {
+		d.inPass, d.oldestLeft = true, time.Time{}
+		h.Log.beginPass(t)
+	}
+	var batch []rawHint
+	err = h.Log.scan(lower, prefixEnd(p), func(k, v []byte) bool {
+		batch = append(batch, rawHint{slices.Clone(k), slices.Clone(v)})
+		return len(batch) <= h.Batch // one more than a batch: is there more?
 	})
 	if err != nil {
 		return 0, err
 	}
-	delivered := 0
-	for _, hint := range pending {
-		wctx, cancel := context.WithTimeout(ctx, timeout)
-		err := h.Peers.Write(wctx, hint.Target, &internalv1.WriteRequest{
+	atEnd := len(batch) <= h.Batch
+	if !atEnd {
+		batch = batch[:h.Batch]
+	}
+	defer func() {
+		if delivered > 0 {
+			h.Log.noteDelivered(t, h.Now(), delivered)
+		}
+	}()
+	for _, r := range batch {
+		hint, derr := h.Log.decode(r.k, r.v)
+		if derr != nil {
+			h.Logger.Warn("quarantined a hint that does not decode", "target", t, "err", derr)
+			if err := h.Log.quarantine(r.k); err != nil {
+				return delivered, err
+			}
+			d.cursor = r.k
+			continue
+		}
+		if h.Now().Sub(hint.Stored) > h.Log.cfg.Window {
+			if err := h.Log.drop(hint, DropExpired); err != nil {
+				return delivered, err
+			}
+			d.cursor = r.k
+			continue
+		}
+		if err := h.bucket.wait(ctx); err != nil {
+			return delivered, nil // shutting down
+		}
+		wctx, cancel := context.WithTimeout(ctx, h.Timeout)
+		werr := h.Peers.Write(wctx, t, &internalv1.WriteRequest{
 			Keyspace: hint.Keyspace, Key: hint.Key, Set: hint.Set.Encode(), Sync: true,
 		})
 		cancel()
+		if werr != nil {
+			if ctx.Err() != nil {
+				return delivered, nil
+			}
+			d.backoff = min(max(2*d.backoff, h.MinBackoff), h.MaxBackoff)
+			d.retryAt = h.Now().Add(d.backoff)
+			h.Logger.Debug("hint delivery failed", "target", t, "err", werr, "retry_in", d.backoff)
+			return delivered, nil
+		}
+		d.backoff = 0
+		ok, err := h.Log.Delete(hint)
 		if err != nil {
-			h.logger().Debug("hint delivery failed", "target", hint.Target, "err", err)
-			continue
-		}
-		if ok, err := h.Store.DeleteHint(hint); err != nil {
 			return delivered, err
-		} else if ok {
-			delivered++
 		}
+		if ok {
+			delivered++
+		} else if d.oldestLeft.IsZero() || hint.Stored.Before(d.oldestLeft) {
+			d.oldestLeft = hint.Stored // changed since read: stays for the next pass
+		}
+		d.cursor = r.k
 	}
-	if delivered > 0 {
-		h.logger().Info("hinted handoff delivered", "hints", delivered)
+	if atEnd {
+		if d.inPass {
+			h.Log.endPass(t, d.oldestLeft)
+		}
+		d.cursor, d.inPass = nil, false
 	}
 	return delivered, nil
+}
+
+// cursor returns t's delivery cursor (tests).
+func (h *Handoff) cursor(t string) []byte {
+	h.setup()
+	return bytes.Clone(h.target(t).cursor)
 }

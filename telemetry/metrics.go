@@ -199,3 +199,62 @@ func (c *connsCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(connsRefusedDesc, prometheus.CounterValue, float64(v[1]), name)
 	}
 }
+
+// HintTargetStats is the hint log's state for one target node.
+type HintTargetStats struct {
+	Target      string
+	Count       int64
+	Bytes       int64
+	OldestAge   time.Duration
+	Quarantined int64
+}
+
+// HintStats is the hint log's state, read at each scrape.
+type HintStats struct {
+	Targets []HintTargetStats
+	// Dropped counts hints not stored or dropped undelivered, by reason.
+	Dropped map[string]uint64
+}
+
+// RegisterHints exports the hint log: per target the hints held, their
+// bytes, the oldest one's age and the quarantined ones; and the hints
+// dropped by reason.
+func (m *Metrics) RegisterHints(stats func() HintStats) error {
+	return m.reg.Register(&hintsCollector{stats: stats})
+}
+
+var (
+	hintCountDesc = prometheus.NewDesc("meridian_hints_held",
+		"Hints held for a target node.", []string{"target"}, nil)
+	hintBytesDesc = prometheus.NewDesc("meridian_hints_held_bytes",
+		"Bytes of the hints held for a target node (bounded by max-hint-bytes).", []string{"target"}, nil)
+	hintAgeDesc = prometheus.NewDesc("meridian_hints_oldest_age_seconds",
+		"Age of the oldest hint held for a target node (bounded by hint-window).", []string{"target"}, nil)
+	hintQuarantinedDesc = prometheus.NewDesc("meridian_hints_quarantined",
+		"Hints for a target node that did not decode and were set aside.", []string{"target"}, nil)
+	hintDroppedDesc = prometheus.NewDesc("meridian_hints_dropped_total",
+		"Hints not stored or dropped undelivered, by reason (off, bytes, count, window, expired, non-member, purged).", []string{"reason"}, nil)
+)
+
+type hintsCollector struct{ stats func() HintStats }
+
+func (c *hintsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- hintCountDesc
+	ch <- hintBytesDesc
+	ch <- hintAgeDesc
+	ch <- hintQuarantinedDesc
+	ch <- hintDroppedDesc
+}
+
+func (c *hintsCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	for _, t := range s.Targets {
+		ch <- prometheus.MustNewConstMetric(hintCountDesc, prometheus.GaugeValue, float64(t.Count), t.Target)
+		ch <- prometheus.MustNewConstMetric(hintBytesDesc, prometheus.GaugeValue, float64(t.Bytes), t.Target)
+		ch <- prometheus.MustNewConstMetric(hintAgeDesc, prometheus.GaugeValue, t.OldestAge.Seconds(), t.Target)
+		ch <- prometheus.MustNewConstMetric(hintQuarantinedDesc, prometheus.GaugeValue, float64(t.Quarantined), t.Target)
+	}
+	for reason, n := range s.Dropped {
+		ch <- prometheus.MustNewConstMetric(hintDroppedDesc, prometheus.CounterValue, float64(n), reason)
+	}
+}

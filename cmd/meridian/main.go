@@ -53,6 +53,7 @@ func newRoot() *cobra.Command {
 		newKeyspaceCmd(),
 		newSecretCmd(),
 		newAuthCmd(),
+		newHintsCmd(),
 		newCertsCmd(),
 		newBenchCmd(),
 		newVersionCmd(),

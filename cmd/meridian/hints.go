@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
+)
+
+func newHintsCmd() *cobra.Command {
+	var f adminFlags
+	cmd := &cobra.Command{
+		Use:   "hints",
+		Short: "Show the hints a node holds for unreachable nodes, per target",
+		Long: `Show the hints the node at --addr holds for other nodes: per target the
+hints held, their bytes, the oldest one's age, the delivery rate over the
+last minute, hints set aside because they did not decode, and whether the
+target is alive.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withAdmin(cmd.Context(), &f, func(ctx context.Context, c adminv1.AdminClient) error {
+				resp, err := c.Hints(ctx, &adminv1.HintsRequest{})
+				if err != nil {
+					return err
+				}
+				if f.json {
+					return printJSON(cmd.OutOrStdout(), resp)
+				}
+				out := cmd.OutOrStdout()
+				if len(resp.Targets) == 0 {
+					fmt.Fprintf(out, "%s holds no hints (%d dropped since it started)\n", resp.Node, resp.Dropped)
+					return nil
+				}
+				fmt.Fprintf(out, "hints held by %s (%d dropped since it started)\n", resp.Node, resp.Dropped)
+				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "TARGET\tCOUNT\tBYTES\tOLDEST\tRATE/S\tQUARANTINED\tALIVE")
+				for _, t := range resp.Targets {
+					age := time.Duration(t.OldestAgeSeconds * float64(time.Second)).Round(time.Second)
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%.1f\t%d\t%v\n", t.Target, t.Count, formatBytes(t.Bytes), age, t.DeliveryRate, t.Quarantined, t.Alive)
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	f.bind(cmd)
+	cmd.AddCommand(newHintsPurgeCmd())
+	return cmd
+}
+
+func newHintsPurgeCmd() *cobra.Command {
+	var (
+		f      adminFlags
+		target string
+	)
+	cmd := &cobra.Command{
+		Use:   "purge --target ID",
+		Short: "Drop every hint a node holds for one target (anti-entropy repairs what they carried)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if target == "" {
+				return errors.New("--target is required: the node ID whose hints to drop (see 'meridian hints')")
+			}
+			return withAdmin(cmd.Context(), &f, func(ctx context.Context, c adminv1.AdminClient) error {
+				resp, err := c.PurgeHints(ctx, &adminv1.PurgeHintsRequest{Target: target})
+				if err != nil {
+					return err
+				}
+				if f.json {
+					return printJSON(cmd.OutOrStdout(), resp)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "purged %d hint(s) for %s\n", resp.Purged, target)
+				return nil
+			})
+		},
+	}
+	f.bind(cmd)
+	cmd.Flags().StringVar(&target, "target", "", "node ID whose hints to drop")
+	return cmd
+}
+
+func formatBytes(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1fGiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1fMiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1fKiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%dB", n)
+}
+
+// optDuration is a flag for a duration where unset (nil) and 0 differ.
+type optDuration struct{ p **time.Duration }
+
+func (o optDuration) String() string {
+	if o.p == nil || *o.p == nil {
+		return ""
+	}
+	return (*o.p).String()
+}
+
+func (o optDuration) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("want a duration such as 3h or 30m (0 turns hints off): %w", err)
+	}
+	if d < 0 {
+		return fmt.Errorf("%v is negative: want a duration such as 3h (0 turns hints off)", d)
+	}
+	*o.p = &d
+	return nil
+}
+
+func (optDuration) Type() string { return "duration" }
+
+// optBytes is a flag for a byte size (256MiB, 1GiB, 1000000) where unset
+// (nil) and 0 differ.
+type optBytes struct{ p **int64 }
+
+func (o optBytes) String() string {
+	if o.p == nil || *o.p == nil {
+		return ""
+	}
+	return strconv.FormatInt(**o.p, 10)
+}
+
+func (o optBytes) Set(s string) error {
+	n, err := parseBytes(s)
+	if err != nil {
+		return err
+	}
+	*o.p = &n
+	return nil
+}
+
+func (optBytes) Type() string { return "bytes" }
+
+func parseBytes(s string) (int64, error) {
+	num, mult := strings.TrimSpace(s), int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}} {
+		if strings.HasSuffix(num, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size: want bytes such as 268435456, 256MiB or 1GiB (0 turns hints off)", s)
+	}
+	return n * mult, nil
+}

@@ -1,0 +1,533 @@
+package repair
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+	"github.com/meridiankv/meridian/engine"
+	"github.com/meridiankv/meridian/engine/memory"
+	"github.com/meridiankv/meridian/replica"
+	"github.com/meridiankv/meridian/version"
+)
+
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newClock() *clock { return &clock{now: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// peers records deliveries; fail makes a target refuse them.
+type peers struct {
+	mu      sync.Mutex
+	got     []string // "target/key"
+	fail    map[string]bool
+	onWrite func(node string, req *internalv1.WriteRequest)
+}
+
+func (p *peers) Write(_ context.Context, node string, req *internalv1.WriteRequest) error {
+	p.mu.Lock()
+	if p.fail[node] {
+		p.mu.Unlock()
+		return errors.New("unreachable")
+	}
+	p.got = append(p.got, node+"/"+string(req.Key))
+	fn := p.onWrite
+	p.mu.Unlock()
+	if fn != nil {
+		fn(node, req)
+	}
+	return nil
+}
+
+func (p *peers) sent() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.got)
+}
+
+type allAlive struct{}
+
+func (allAlive) Alive(string) bool { return true }
+
+func value(t *testing.T, s string, n int64) version.Set {
+	t.Helper()
+	set, _ := version.Set{}.Put(version.Clock{}, "n1", version.Value{Bytes: []byte(s)}, n)
+	return set
+}
+
+var loc = replica.Loc{Keyspace: 7, Partition: 3}
+
+func store(t *testing.T, l *HintLog, target, key string) error {
+	t.Helper()
+	return l.StoreHint(target, loc, "ks", []byte(key), value(t, "value of "+key, 1), false)
+}
+
+func onDisk(t *testing.T, eng engine.Engine, prefix byte) (n int, bytes int64) {
+	t.Helper()
+	it, err := eng.NewIter([]byte{prefix}, []byte{prefix + 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		n++
+		bytes += int64(len(it.Key()) + len(it.Value()))
+	}
+	return n, bytes
+}
+
+func statsFor(l *HintLog, target string) TargetStats {
+	for _, s := range l.Stats() {
+		if s.Target == target {
+			return s
+		}
+	}
+	return TargetStats{Target: target}
+}
+
+// TestHintLogFoldsAndDeletes: repeated writes fold into one hint per key;
+// a hint that changed since it was read is not deleted.
+func TestHintLogFoldsAndDeletes(t *testing.T) {
+	l, err := NewHintLog(memory.New(), HintLogConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := value(t, "a", 1)
+	b, _ := a.Put(a.Context(), "n1", version.Value{Bytes: []byte("b")}, 2)
+	for _, set := range []version.Set{a, b} {
+		if err := l.StoreHint("n2", loc, "ks", []byte("k"), set, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := store(t, l, "n3", "k2"); err != nil {
+		t.Fatal(err)
+	}
+	var got []Hint
+	l.Hints("n2", func(h Hint) bool { got = append(got, h); return true })
+	if len(got) != 1 || got[0].Keyspace != "ks" || string(got[0].Key) != "k" || !got[0].Set.Equal(b) || got[0].Loc != loc {
+		t.Fatalf("hints for n2 = %+v, want one folded hint equal to the later write", got)
+	}
+	if s := statsFor(l, "n2"); s.Count != 1 {
+		t.Fatalf("n2 stats %+v, want 1 hint", s)
+	}
+	stale := got[0]
+	stale.Set = a
+	if ok, err := l.Delete(stale); err != nil || ok {
+		t.Fatalf("Delete(stale) = %v, %v; want not deleted", ok, err)
+	}
+	if ok, err := l.Delete(got[0]); err != nil || !ok {
+		t.Fatalf("Delete = %v, %v; want deleted", ok, err)
+	}
+	if ts := l.Targets(); !slices.Equal(ts, []string{"n3"}) {
+		t.Fatalf("targets %v, want [n3]", ts)
+	}
+	if err := l.StoreHint("", loc, "ks", []byte("k"), a, false); err == nil || errors.Is(err, ErrHintDropped) {
+		t.Fatalf("empty target: %v, want a clear error", err)
+	}
+}
+
+// TestHintLogReadsOriginalLayout: hints stored before hint times were
+// kept (len(ks) | ks | set) still decode and are accounted for.
+func TestHintLogReadsOriginalLayout(t *testing.T) {
+	eng := memory.New()
+	set := value(t, "old", 1)
+	b := eng.NewBatch()
+	b.Set(hintKey("n2", loc, []byte("k")), set.AppendEncode([]byte{2, 'k', 's'}))
+	if err := b.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	c := newClock()
+	l, err := NewHintLog(eng, HintLogConfig{Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []Hint
+	l.Hints("", func(h Hint) bool { got = append(got, h); return true })
+	if len(got) != 1 || got[0].Keyspace != "ks" || !got[0].Set.Equal(set) || !got[0].Stored.Equal(c.Now()) {
+		t.Fatalf("old-layout hint read as %+v", got)
+	}
+	if s := statsFor(l, "n2"); s.Count != 1 || s.Bytes == 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// TestHintLogByteCap: while a target is down, its hints stay within the
+// byte cap, writes past it are refused with ErrHintDropped (and reported
+// for repair), other targets are unaffected, and a reopened log accounts
+// for the same bytes.
+func TestHintLogByteCap(t *testing.T) {
+	eng := memory.New()
+	var mu sync.Mutex
+	dropped := map[replica.Loc]int{}
+	cfg := HintLogConfig{MaxBytes: 4 << 10, OnDropped: func(target string, l replica.Loc) {
+		mu.Lock()
+		defer mu.Unlock()
+		dropped[l]++
+	}}
+	l, err := NewHintLog(eng, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, refused := 0, 0
+	for i := range 500 {
+		err := store(t, l, "n2", fmt.Sprintf("key-%04d", i))
+		switch {
+		case err == nil:
+			stored++
+		case errors.Is(err, ErrHintDropped):
+			refused++
+		default:
+			t.Fatal(err)
+		}
+	}
+	if stored == 0 || refused == 0 {
+		t.Fatalf("stored %d, refused %d: want both", stored, refused)
+	}
+	s := statsFor(l, "n2")
+	n, bytes := onDisk(t, eng, replica.HintPrefix)
+	if s.Bytes > cfg.MaxBytes || bytes != s.Bytes || int64(n) != s.Count || n != stored {
+		t.Fatalf("accounted %+v, on disk %d hints %d bytes, stored %d; cap %d", s, n, bytes, stored, cfg.MaxBytes)
+	}
+	if dropped[loc] != refused || l.Dropped()[DropBytes] != uint64(refused) {
+		t.Fatalf("reported %d drops, counted %v; want %d", dropped[loc], l.Dropped(), refused)
+	}
+	if err := store(t, l, "n3", "key"); err != nil {
+		t.Fatalf("another target: %v", err)
+	}
+	again, err := NewHintLog(eng, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2 := statsFor(again, "n2"); s2.Count != s.Count || s2.Bytes != s.Bytes {
+		t.Fatalf("reopened: %+v, want %+v", s2, s)
+	}
+}
+
+// TestHintLogCountCapAndOff: the count bound refuses new keys but folds
+// writes to held ones; a log that is off stores nothing.
+func TestHintLogCountCapAndOff(t *testing.T) {
+	l, err := NewHintLog(memory.New(), HintLogConfig{MaxCount: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"a", "b"} {
+		if err := store(t, l, "n2", k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := store(t, l, "n2", "c"); !errors.Is(err, ErrHintDropped) {
+		t.Fatalf("third key: %v, want ErrHintDropped", err)
+	}
+	if err := l.StoreHint("n2", loc, "ks", []byte("a"), value(t, "newer", 2), false); err != nil {
+		t.Fatalf("fold into a held hint: %v", err)
+	}
+	off, err := NewHintLog(memory.New(), HintLogConfig{Off: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store(t, off, "n2", "a"); !errors.Is(err, ErrHintDropped) || len(off.Targets()) != 0 {
+		t.Fatalf("hints off: %v, targets %v", err, off.Targets())
+	}
+	if _, err := NewHintLog(memory.New(), HintLogConfig{MaxBytes: -1}); err == nil {
+		t.Fatal("negative bound accepted")
+	}
+}
+
+// TestHintWindow: a target owed hints for longer than the window gets no
+// new ones; at delivery, hints older than the window are dropped and the
+// rest delivered; then the target takes hints again.
+func TestHintWindow(t *testing.T) {
+	c := newClock()
+	var drops []string
+	var mu sync.Mutex
+	l, err := NewHintLog(memory.New(), HintLogConfig{Window: time.Hour, Now: c.Now, OnDropped: func(target string, _ replica.Loc) {
+		mu.Lock()
+		defer mu.Unlock()
+		drops = append(drops, target)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store(t, l, "n2", "early"); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(30 * time.Minute)
+	if err := store(t, l, "n2", "late"); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(31 * time.Minute)
+	if err := store(t, l, "n2", "refused"); !errors.Is(err, ErrHintDropped) {
+		t.Fatalf("past the window: %v, want ErrHintDropped", err)
+	}
+	if err := store(t, l, "n3", "fresh"); err != nil {
+		t.Fatalf("another target: %v", err)
+	}
+	if s := statsFor(l, "n2"); s.OldestAge != 61*time.Minute || s.Count != 2 {
+		t.Fatalf("n2 stats %+v", s)
+	}
+	p := &peers{}
+	h := &Handoff{Log: l, Peers: p, Live: allAlive{}, Now: c.Now, Rate: 1e6}
+	if _, err := h.DeliverOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.sent(); !slices.Equal(slices.Sorted(slices.Values(got)), []string{"n2/late", "n3/fresh"}) {
+		t.Fatalf("delivered %v, want the hints within the window", got)
+	}
+	if d := l.Dropped(); d[DropWindow] != 1 || d[DropExpired] != 1 || len(drops) != 2 {
+		t.Fatalf("dropped %v, reported %v", d, drops)
+	}
+	if err := store(t, l, "n2", "again"); err != nil {
+		t.Fatalf("after delivery: %v", err)
+	}
+}
+
+// TestDeliveryQuarantinesCorruptHint: a hint that does not decode is set
+// aside and counted; the others are delivered.
+func TestDeliveryQuarantinesCorruptHint(t *testing.T) {
+	eng := memory.New()
+	l, err := NewHintLog(eng, HintLogConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"a", "c"} {
+		if err := store(t, l, "n2", k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := eng.NewBatch()
+	b.Set(hintKey("n2", loc, []byte("b")), []byte{0xff, 1, 2})         // short header
+	b.Set(hintKey("n2", loc, []byte("b2")), []byte{2, 'k', 's', 0xee}) // bad set
+	if err := b.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	if l, err = NewHintLog(eng, HintLogConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	p := &peers{}
+	h := &Handoff{Log: l, Peers: p, Live: allAlive{}, Rate: 1e6}
+	n, err := h.DeliverOnce(context.Background())
+	if err != nil || n != 2 {
+		t.Fatalf("DeliverOnce = %d, %v; want 2 delivered", n, err)
+	}
+	if got := p.sent(); !slices.Equal(got, []string{"n2/a", "n2/c"}) {
+		t.Fatalf("delivered %v", got)
+	}
+	if s := statsFor(l, "n2"); s.Quarantined != 2 || s.Count != 0 || s.Bytes != 0 {
+		t.Fatalf("stats %+v, want 2 quarantined and none held", s)
+	}
+	if q, _ := onDisk(t, eng, replica.HintQuarantinePrefix); q != 2 {
+		t.Fatalf("%d quarantined on disk, want 2", q)
+	}
+	if n, _ := onDisk(t, eng, replica.HintPrefix); n != 0 {
+		t.Fatalf("%d hints left", n)
+	}
+	// Reopened, the count survives; purge clears it.
+	if l, err = NewHintLog(eng, HintLogConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if s := statsFor(l, "n2"); s.Quarantined != 2 {
+		t.Fatalf("reopened stats %+v", s)
+	}
+	if n, err := l.Purge("n2"); err != nil || n != 2 {
+		t.Fatalf("Purge = %d, %v", n, err)
+	}
+	if len(l.Stats()) != 0 {
+		t.Fatalf("stats after purge: %+v", l.Stats())
+	}
+}
+
+// TestDeliveryDropsNonMembers: hints for an ID no longer in the topology
+// are dropped, not delivered.
+func TestDeliveryDropsNonMembers(t *testing.T) {
+	l, err := NewHintLog(memory.New(), HintLogConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"a", "b", "c"} {
+		if err := store(t, l, "gone", k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := store(t, l, "n2", "a"); err != nil {
+		t.Fatal(err)
+	}
+	p := &peers{}
+	h := &Handoff{Log: l, Peers: p, Live: allAlive{}, Rate: 1e6, IsMember: func(id string) bool { return id != "gone" }}
+	if n, err := h.DeliverOnce(context.Background()); err != nil || n != 1 {
+		t.Fatalf("DeliverOnce = %d, %v", n, err)
+	}
+	if got := p.sent(); !slices.Equal(got, []string{"n2/a"}) {
+		t.Fatalf("delivered %v", got)
+	}
+	if d := l.Dropped()[DropNonMember]; d != 3 || len(l.Targets()) != 0 {
+		t.Fatalf("dropped %d, targets %v", d, l.Targets())
+	}
+}
+
+// TestDeliveryResumesFromCursor: each round goes on from the last hint
+// handled; a hint left behind (changed while delivered) waits for the
+// next pass instead of being sent again at once.
+func TestDeliveryResumesFromCursor(t *testing.T) {
+	l, err := NewHintLog(memory.New(), HintLogConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if err := store(t, l, "n2", fmt.Sprintf("k%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := &peers{}
+	once := sync.Once{}
+	p.onWrite = func(_ string, req *internalv1.WriteRequest) {
+		if string(req.Key) == "k0" {
+			once.Do(func() {
+				// A newer write folds into k0 while it is being delivered.
+				old := value(t, "value of k0", 1)
+				newer, _ := old.Put(old.Context(), "n1", version.Value{Bytes: []byte("newer")}, 2)
+				if err := l.StoreHint("n2", loc, "ks", []byte("k0"), newer, false); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+	}
+	h := &Handoff{Log: l, Peers: p, Live: allAlive{}, Rate: 1e6, Batch: 2}
+	want := [][]string{{"n2/k0", "n2/k1"}, {"n2/k2", "n2/k3"}, {"n2/k4"}, {"n2/k0"}}
+	for round, w := range want {
+		before := len(p.sent())
+		if _, err := h.DeliverOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := p.sent()[before:]; !slices.Equal(got, w) {
+			t.Fatalf("round %d delivered %v, want %v (cursor %q)", round, got, w, h.cursor("n2"))
+		}
+	}
+	if len(l.Targets()) != 0 {
+		t.Fatalf("hints left for %v", l.Targets())
+	}
+}
+
+// TestDeliveryBacksOff: a target that fails is not tried again until its
+// backoff passes, and the pause doubles per failure; others go on.
+func TestDeliveryBacksOff(t *testing.T) {
+	c := newClock()
+	l, err := NewHintLog(memory.New(), HintLogConfig{Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []string{"n2", "n3"} {
+		if err := store(t, l, target, "k"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := &peers{fail: map[string]bool{"n2": true}}
+	h := &Handoff{Log: l, Peers: p, Live: allAlive{}, Now: c.Now, Rate: 1e6, MinBackoff: time.Second, MaxBackoff: 3 * time.Second}
+	ctx := context.Background()
+	if n, _ := h.DeliverOnce(ctx); n != 1 {
+		t.Fatalf("first round delivered %d, want n3's hint", n)
+	}
+	tries := func() time.Duration { return h.target("n2").backoff }
+	if tries() != time.Second {
+		t.Fatalf("backoff %v after one failure", tries())
+	}
+	c.Advance(500 * time.Millisecond)
+	h.DeliverOnce(ctx)
+	if tries() != time.Second {
+		t.Fatalf("tried again within the backoff (now %v)", tries())
+	}
+	c.Advance(time.Second)
+	h.DeliverOnce(ctx)
+	if tries() != 2*time.Second {
+		t.Fatalf("backoff %v after two failures, want 2s", tries())
+	}
+	c.Advance(2 * time.Second)
+	h.DeliverOnce(ctx)
+	if tries() != 3*time.Second {
+		t.Fatalf("backoff %v, want capped at 3s", tries())
+	}
+	p.mu.Lock()
+	p.fail = nil
+	p.mu.Unlock()
+	c.Advance(3 * time.Second)
+	if n, _ := h.DeliverOnce(ctx); n != 1 || tries() != 0 {
+		t.Fatalf("after recovery delivered %d, backoff %v", n, tries())
+	}
+}
+
+// TestDeliveryParallelUnderRate: many targets are delivered in one round
+// by several workers, within the token bucket's rate.
+func TestDeliveryParallelUnderRate(t *testing.T) {
+	l, err := NewHintLog(memory.New(), HintLogConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 8 {
+		for j := range 5 {
+			if err := store(t, l, fmt.Sprintf("n%d", i), fmt.Sprintf("k%d", j)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	h := &Handoff{Log: l, Peers: &peers{}, Live: allAlive{}, Workers: 3, Rate: 1e5}
+	n, err := h.DeliverOnce(context.Background())
+	if err != nil || n != 40 || len(l.Targets()) != 0 {
+		t.Fatalf("DeliverOnce = %d, %v; targets left %v", n, err, l.Targets())
+	}
+	for _, s := range l.Stats() {
+		t.Errorf("left %+v", s)
+	}
+}
+
+// TestHintBucket: tokens refill at the rate up to the burst.
+func TestHintBucket(t *testing.T) {
+	c := newClock()
+	b := newTokenBucket(10, 2, c.Now)
+	for i := range 2 {
+		if _, ok := b.take(); !ok {
+			t.Fatalf("burst token %d refused", i)
+		}
+	}
+	d, ok := b.take()
+	if ok || d != 100*time.Millisecond {
+		t.Fatalf("empty bucket: %v, %v; want wait 100ms", d, ok)
+	}
+	c.Advance(100 * time.Millisecond)
+	if _, ok := b.take(); !ok {
+		t.Fatal("no token after refill")
+	}
+	c.Advance(time.Hour)
+	n := 0
+	for {
+		if _, ok := b.take(); !ok {
+			break
+		}
+		n++
+	}
+	if n != 2 {
+		t.Fatalf("%d tokens after a long pause, want the burst of 2", n)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := b.wait(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("wait on a done context: %v", err)
+	}
+}
