@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -43,6 +45,9 @@ type Store struct {
 	past  []string
 	ctr   *counter
 	locks [lockStripes]sync.Mutex
+
+	trees  trees // Merkle trees of the partitions, built on first use (merkle.go)
+	logger atomic.Pointer[slog.Logger]
 }
 
 // Open wraps an engine. nodeID is this node's ID; the store mints version
@@ -150,7 +155,8 @@ func noWait() error { return nil }
 // fsync each. The WAL is sequential: a later write's sync covers every
 // earlier one.
 func (s *Store) apply(k []byte, loc Loc, key []byte, sync bool, fn func(cur version.Set) (version.Set, error)) (version.Set, func() error, error) {
-	mu := &s.locks[stripe(loc.Keyspace, key)]
+	h := xxhash.Sum64(key)
+	mu := &s.locks[stripeOf(loc.Keyspace, h)]
 	mu.Lock()
 	cur, err := s.read(k)
 	if err != nil {
@@ -179,20 +185,16 @@ func (s *Store) apply(k []byte, loc Loc, key []byte, sync bool, fn func(cur vers
 	}
 	b := s.eng.NewBatch()
 	b.Set(k, next.Encode())
-	if !sync {
-		err := b.Commit(false)
-		mu.Unlock()
-		b.Close()
-		if err != nil {
-			return version.Set{}, nil, fmt.Errorf("replica: write: %w", err)
-		}
-		return next, noWait, nil
-	}
-	wait, err := b.CommitNoSyncWait()
+	// A durable write is committed without waiting for its fsync (see
+	// above); commitData keeps the partition's Merkle tree exact.
+	wait, err := s.commitData(b, loc, h, cur, next, sync, sync)
 	mu.Unlock()
 	b.Close()
 	if err != nil {
 		return version.Set{}, nil, fmt.Errorf("replica: write: %w", err)
+	}
+	if !sync {
+		return next, noWait, nil
 	}
 	return next, func() error {
 		if err := wait(); err != nil {
@@ -260,9 +262,9 @@ func readUint(eng engine.Engine, k []byte) (uint64, error) {
 	return binary.BigEndian.Uint64(v), nil
 }
 
-func stripe(ks uint32, key []byte) int {
-	h := xxhash.Sum64(key) ^ uint64(ks)*0x9e3779b97f4a7c15
-	return int(h % lockStripes)
+// stripeOf is the lock stripe of a key of keyspace ks whose xxhash64 is h.
+func stripeOf(ks uint32, h uint64) int {
+	return int((h ^ uint64(ks)*0x9e3779b97f4a7c15) % lockStripes)
 }
 
 // PutMeta durably stores a piece of node metadata (e.g. a keyspace spec).
