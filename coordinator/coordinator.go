@@ -900,7 +900,7 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 				herr := c.storeHint(down, r.loc, r.ks.Name, r.key, set, durable)
 				r.trail.add(c.cfg.NodeID, "kept hint for "+down, errText(herr), 0)
 				if herr != nil {
-					c.cfg.Logger.Warn("keep hint", "target", down, "err", herr)
+					c.cfg.Logger.Debug("hint not kept (anti-entropy will repair it)", "target", down, "err", herr)
 				}
 			}
 			endSpan(lspan, err)

@@ -113,3 +113,104 @@ func (c *Coordinator) ServeCoordinate(ctx context.Context, req *internalv1.Coord
 	}
 	return &internalv1.CoordinateResponse{Put: resp}, nil
 }
+
+// locatePartition resolves a keyspace and partition sent by a peer.
+func (c *Coordinator) locatePartition(keyspace string, partition uint32) (replica.Loc, error) {
+	topo := c.cfg.Topology()
+	ks, ok := topo.Keyspace(keyspace)
+	if !ok {
+		return replica.Loc{}, &NotFoundError{Keyspace: keyspace}
+	}
+	if int(partition) >= topo.Ring.Partitions() {
+		return replica.Loc{}, invalidf("partition %d out of range (the ring has %d)", partition, topo.Ring.Partitions())
+	}
+	return replica.Loc{Keyspace: ks.ID, Partition: int(partition)}, nil
+}
+
+// ServeLeaves returns this replica's Merkle leaves of one partition.
+func (c *Coordinator) ServeLeaves(ctx context.Context, req *internalv1.LeavesRequest) (*internalv1.LeavesResponse, error) {
+	loc, err := c.locatePartition(req.GetKeyspace(), req.GetPartition())
+	if err != nil {
+		return nil, err
+	}
+	leaves, err := c.cfg.Store.Leaves(loc)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "leaves: %v", err)
+	}
+	return &internalv1.LeavesResponse{Leaves: leaves}, nil
+}
+
+// ServeBucketDigests lists the keys and digests of some buckets.
+func (c *Coordinator) ServeBucketDigests(ctx context.Context, req *internalv1.BucketDigestsRequest) (*internalv1.BucketDigestsResponse, error) {
+	loc, err := c.locatePartition(req.GetKeyspace(), req.GetPartition())
+	if err != nil {
+		return nil, err
+	}
+	if len(req.GetBuckets()) > replica.Buckets {
+		return nil, invalidf("%d buckets asked, a partition has %d", len(req.GetBuckets()), replica.Buckets)
+	}
+	buckets := make([]int, len(req.GetBuckets()))
+	for i, b := range req.GetBuckets() {
+		if b >= replica.Buckets {
+			return nil, invalidf("bucket %d out of range (0-%d)", b, replica.Buckets-1)
+		}
+		buckets[i] = int(b)
+	}
+	keys, err := c.cfg.Store.BucketDigests(loc, buckets)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "bucket digests: %v", err)
+	}
+	resp := &internalv1.BucketDigestsResponse{Keys: make([]*internalv1.KeyDigest, len(keys))}
+	for i, k := range keys {
+		resp.Keys[i] = &internalv1.KeyDigest{Key: k.Key, Digest: k.Digest}
+	}
+	return resp, nil
+}
+
+// maxCollect bounds the keys of one CollectTombstones request.
+const maxCollect = 100_000
+
+// ServeCollectTombstones deletes keys whose stored set is still exactly
+// the given digest and holds only tombstones: never live data, whatever a
+// peer asks.
+func (c *Coordinator) ServeCollectTombstones(ctx context.Context, req *internalv1.CollectTombstonesRequest) (*internalv1.CollectTombstonesResponse, error) {
+	loc, err := c.locatePartition(req.GetKeyspace(), req.GetPartition())
+	if err != nil {
+		return nil, err
+	}
+	if len(req.GetKeys()) > maxCollect {
+		return nil, invalidf("%d keys in one request, at most %d", len(req.GetKeys()), maxCollect)
+	}
+	now := c.cfg.Now().UnixNano()
+	n := uint32(0)
+	for _, k := range req.GetKeys() {
+		set, err := c.cfg.Store.Get(loc, k.GetKey())
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "read: %v", err)
+		}
+		if set.Digest() != k.GetDigest() || !set.TombstonesBefore(now) {
+			continue
+		}
+		ok, err := c.cfg.Store.DeleteIfUnchanged(loc, k.GetKey(), set)
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "delete: %v", err)
+		}
+		if ok {
+			n++
+		}
+	}
+	return &internalv1.CollectTombstonesResponse{Collected: n}, nil
+}
+
+// MergeLocal merges a set into this node's copy as a replica write does,
+// without waiting for fsync (see Sync): anti-entropy's local half.
+func (c *Coordinator) MergeLocal(keyspace string, key []byte, set version.Set) error {
+	loc, err := c.locate(keyspace, key)
+	if err != nil {
+		return err
+	}
+	return c.merge(loc, key, set, false)
+}
+
+// Sync makes every local write so far durable.
+func (c *Coordinator) Sync() error { return c.cfg.Store.Engine().SyncWAL() }

@@ -15,8 +15,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
@@ -384,7 +384,7 @@ func TestListenersServeTheirAPIs(t *testing.T) {
 	if _, err := replica.Read(ours, &internalv1.ReadRequest{Key: []byte("k")}); err != nil {
 		t.Fatalf("peer read with the cluster's name: %v", err)
 	}
-		info, err := internalv1.NewDiscoveryClient(client).Info(ctx, &internalv1.InfoRequest{})
+	info, err := internalv1.NewDiscoveryClient(client).Info(ctx, &internalv1.InfoRequest{})
 	if err != nil || info.PeerAddr != n.PeerAddr() || info.AdminAddr != n.AdminAddr() || info.Id != n.ID() {
 		t.Fatalf("discovery = %v, %v", info, err)
 	}

@@ -62,6 +62,19 @@ type Config struct {
 	// MaxHintBytes bounds the hints held per target node (nil: 256 MiB; 0
 	// turns hints off).
 	MaxHintBytes *int64 `yaml:"max-hint-bytes"`
+	// AntiEntropyPeriod: every partition is verified against every other
+	// replica at least this often (default 10m).
+	AntiEntropyPeriod time.Duration `yaml:"anti-entropy-period"`
+	// RepairKeysPerSecond, RepairBytesPerSecond and
+	// RepairCrossDCBytesPerSecond throttle anti-entropy repairs (defaults
+	// 5,000 keys/s, 20 MiB/s, 5 MiB/s across DCs).
+	RepairKeysPerSecond         float64 `yaml:"repair-keys-per-second"`
+	RepairBytesPerSecond        float64 `yaml:"repair-bytes-per-second"`
+	RepairCrossDCBytesPerSecond float64 `yaml:"repair-cross-dc-bytes-per-second"`
+	// TombstoneGrace is how old a tombstone must be before it is
+	// collected, once every replica is proven to hold it (default 24h;
+	// negative: never).
+	TombstoneGrace time.Duration `yaml:"tombstone-grace"`
 	// MaxInFlight bounds the client requests a node coordinates at once;
 	// more wait briefly, then get RESOURCE_EXHAUSTED (default 2048).
 	MaxInFlight int `yaml:"max-in-flight"`
@@ -112,7 +125,7 @@ func (c *Config) setDefaults() {
 	if c.ClusterName == "" {
 		c.ClusterName = "meridian"
 	}
-		if c.Engine == "" {
+	if c.Engine == "" {
 		c.Engine = DefaultEngine
 	}
 	if c.Partitions == 0 {

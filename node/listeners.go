@@ -12,12 +12,12 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
@@ -258,7 +258,13 @@ func (e memberEvents) MemberChanged(m membership.Member) {
 		return // gossip filters these too; never route to a stranger
 	}
 	e.n.book.set(m.Meta.ID, m.Meta.PeerAddr)
+	wasDown := e.n.live.isDown(m.Meta.ID)
 	e.n.live.MemberChanged(m)
+	if ae := e.n.ae.Load(); wasDown && m.State == membership.StateAlive && ae != nil {
+		// It may have missed writes whose hints were dropped or never
+		// held: verify what it shares with this node first.
+		go ae.MarkNode(m.Meta.ID)
+	}
 }
 
 // discoveryServer answers who this node is and where its listeners are.

@@ -61,6 +61,13 @@ func (l *liveness) MemberChanged(m membership.Member) {
 	}
 }
 
+// isDown reports whether gossip last said id is dead or left.
+func (l *liveness) isDown(id string) bool {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.mu.down[id]
+}
+
 // pendingHints reports whether a live member says it holds hints for id.
 func (l *liveness) pendingHints(id string) bool {
 	l.mu.RLock()

@@ -87,6 +87,8 @@ type Node struct {
 	adminLis net.Listener
 	book     addrBook
 	sec      *security
+	ae       atomic.Pointer[repair.AntiEntropy]
+	runCtx   context.Context // ends when the node closes
 	tel      *telemetry.Telemetry
 	ownTel   bool
 
@@ -226,6 +228,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n.cancel = cancel
+	n.runCtx = runCtx
 	// A failed fsync stops the node's service (see storageFailed).
 	n.wg.Add(1)
 	go func() {
@@ -288,6 +291,9 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 		defer n.wg.Done()
 		handoff.Run(runCtx)
 	}()
+	if err := n.startAntiEntropy(runCtx, opts.Now); err != nil {
+		return nil, fmt.Errorf("anti-entropy: %w", err)
+	}
 	n.log.Info("node started", "grpc", n.Addr(), "gossip", n.gossip.Addr(), "engine", cfg.Engine, "actor", n.store.Actor())
 	return n, nil
 }

@@ -43,3 +43,15 @@ func (s *replicaServer) Write(ctx context.Context, req *internalv1.WriteRequest)
 func (s *replicaServer) Coordinate(ctx context.Context, req *internalv1.CoordinateRequest) (*internalv1.CoordinateResponse, error) {
 	return s.n.coord.ServeCoordinate(ctx, req)
 }
+
+func (s *replicaServer) Leaves(ctx context.Context, req *internalv1.LeavesRequest) (*internalv1.LeavesResponse, error) {
+	return s.n.coord.ServeLeaves(ctx, req)
+}
+
+func (s *replicaServer) BucketDigests(ctx context.Context, req *internalv1.BucketDigestsRequest) (*internalv1.BucketDigestsResponse, error) {
+	return s.n.coord.ServeBucketDigests(ctx, req)
+}
+
+func (s *replicaServer) CollectTombstones(ctx context.Context, req *internalv1.CollectTombstonesRequest) (*internalv1.CollectTombstonesResponse, error) {
+	return s.n.coord.ServeCollectTombstones(ctx, req)
+}

@@ -341,6 +341,21 @@ func (s Set) Descends(o Set) bool {
 	return true
 }
 
+// TombstonesBefore reports whether the set holds only tombstones, all
+// written before cutoff (unix nanoseconds): a deleted key whose tombstone
+// may be collected once every replica holds it.
+func (s Set) TombstonesBefore(cutoff int64) bool {
+	if len(s.Siblings) == 0 {
+		return false
+	}
+	for _, sib := range s.Siblings {
+		if !sib.Value.Tombstone || sib.Value.Time.Wall >= cutoff {
+			return false
+		}
+	}
+	return true
+}
+
 // Live returns the siblings that are not tombstones.
 func (s Set) Live() []Sibling {
 	var out []Sibling

@@ -25,10 +25,11 @@ type procCluster struct {
 	bin, dir string
 	procs    []*proc
 	creds    grpc.DialOption
+	sec      clientSec // the client certificate's files
 }
 
 // makeCerts runs `meridian certs` for a CA, the nodes and a client "app".
-func makeCerts(t *testing.T, bin, dir string, ids []string) grpc.DialOption {
+func makeCerts(t *testing.T, bin, dir string, ids []string) (grpc.DialOption, clientSec) {
 	t.Helper()
 	certs := filepath.Join(dir, "certs")
 	run := func(args ...string) {
@@ -47,10 +48,10 @@ func makeCerts(t *testing.T, bin, dir string, ids []string) grpc.DialOption {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return grpc.WithTransportCredentials(pki.ClientCredentials(src, pki.ClientOptions{}))
+	return grpc.WithTransportCredentials(pki.ClientCredentials(src, pki.ClientOptions{})), clientSec{ca: ca, cert: cert, key: key}
 }
 
-func startProcCluster(t *testing.T, n int) *procCluster {
+func startProcCluster(t *testing.T, n int, extra ...string) *procCluster {
 	t.Helper()
 	c := &procCluster{bin: buildBinary(t), dir: t.TempDir()}
 	secret := secretFile(t, c.bin, c.dir)
@@ -59,7 +60,7 @@ func startProcCluster(t *testing.T, n int) *procCluster {
 	for i := 0; i < n; i++ {
 		ids = append(ids, fmt.Sprintf("n%d", i+1))
 	}
-	c.creds = makeCerts(t, c.bin, c.dir, ids)
+	c.creds, c.sec = makeCerts(t, c.bin, c.dir, ids)
 	certs := filepath.Join(c.dir, "certs")
 	var initial []string
 	for i := 0; i < n; i++ {
@@ -79,6 +80,7 @@ func startProcCluster(t *testing.T, n int) *procCluster {
 			"--data-dir", filepath.Join(c.dir, p.id), "--initial-cluster", strings.Join(initial, ","),
 			"--cluster-secret-file", secret, "--gossip-profile", "test", "--hint-interval", "200ms",
 			"--ca", filepath.Join(certs, "ca.crt"), "--cert", filepath.Join(certs, "node."+p.id+".crt"), "--key", filepath.Join(certs, "node."+p.id+".key")}
+		p.args = append(p.args, extra...)
 	}
 	t.Cleanup(func() {
 		for _, p := range c.procs {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 	"github.com/meridiankv/meridian/transport"
 )
@@ -38,6 +39,7 @@ type kvFlags struct {
 
 func newKVCmd() *cobra.Command {
 	var f kvFlags
+	var replicaID string
 	cmd := &cobra.Command{
 		Use:   "kv",
 		Short: "Read and write keys",
@@ -69,6 +71,9 @@ func newKVCmd() *cobra.Command {
 		Short: "Print every sibling of a key and the context for the next write",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if replicaID != "" {
+				return replicaGet(cmd, f, replicaID, args[0])
+			}
 			return withKV(cmd.Context(), f, func(ctx context.Context, c kvv1.KVClient, cons *kvv1.Consistency) error {
 				resp, err := c.Get(ctx, &kvv1.GetRequest{Keyspace: f.keyspace, Key: []byte(args[0]), Consistency: cons, Explain: f.explain})
 				if err != nil {
@@ -78,6 +83,7 @@ func newKVCmd() *cobra.Command {
 			})
 		},
 	}
+	get.Flags().StringVar(&replicaID, "replica", "", "read only this node's local copy (no quorum, no repair; needs the admin role)")
 	put := &cobra.Command{
 		Use:   "put KEY [VALUE | -]",
 		Short: "Write a value, superseding what the key holds now (or what --context saw)",
@@ -385,4 +391,28 @@ func countLive(s []jsonSibling) int {
 		}
 	}
 	return n
+}
+
+// replicaGet prints one replica's own copy of a key (admin ReplicaGet).
+func replicaGet(cmd *cobra.Command, f kvFlags, node, key string) error {
+	af := adminFlags{sec: f.sec, addr: f.addr, json: f.json, timeout: f.timeout}
+	return withAdmin(cmd.Context(), &af, func(ctx context.Context, c adminv1.AdminClient) error {
+		resp, err := c.ReplicaGet(ctx, &adminv1.ReplicaGetRequest{Node: node, Keyspace: f.keyspace, Key: []byte(key)})
+		if err != nil {
+			return err
+		}
+		if f.json {
+			return printJSON(cmd.OutOrStdout(), resp)
+		}
+		w := cmd.OutOrStdout()
+		fmt.Fprintf(w, "%s on replica %s: %d sibling(s), clock %s\n", key, resp.Node, len(resp.Siblings), resp.Clock)
+		for i, s := range resp.Siblings {
+			val := fmt.Sprintf("%q", s.Value)
+			if s.Tombstone {
+				val = "<deleted>"
+			}
+			fmt.Fprintf(w, "  [%d] %s  (dot %s)\n", i+1, val, s.Dot)
+		}
+		return nil
+	})
 }

@@ -54,6 +54,7 @@ func newRoot() *cobra.Command {
 		newSecretCmd(),
 		newAuthCmd(),
 		newHintsCmd(),
+		newRepairCmd(),
 		newCertsCmd(),
 		newBenchCmd(),
 		newVersionCmd(),

@@ -1,0 +1,640 @@
+package repair
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+	"github.com/meridiankv/meridian/membership"
+	"github.com/meridiankv/meridian/placement"
+	"github.com/meridiankv/meridian/replica"
+	"github.com/meridiankv/meridian/version"
+)
+
+// Anti-entropy: every replica compares, for each partition it holds, its
+// Merkle leaves with each other replica's (replica.Buckets leaves of
+// combinable hashes, kept current on every write), descends only into the
+// buckets that differ, lists those buckets' keys and digests on both sides,
+// and for every key that differs pulls the other side's set, merges it
+// (the same merge as every write) and pushes the merged set back. It runs
+// continuously, so every partition is verified within Period, throttled in
+// keys and bytes per second (cross-DC exchanges have their own byte
+// budget), with partitions touched by a returning node or a dropped hint
+// first. Tombstones are collected only when every replica of their key was
+// just proven to hold the same set, no live node owes any of them hints,
+// and their grace has passed — never by a timer alone.
+
+// ExchangePeers is what anti-entropy needs from the transport.
+type ExchangePeers interface {
+	Leaves(ctx context.Context, node string, req *internalv1.LeavesRequest) (*internalv1.LeavesResponse, error)
+	BucketDigests(ctx context.Context, node string, req *internalv1.BucketDigestsRequest) (*internalv1.BucketDigestsResponse, error)
+	CollectTombstones(ctx context.Context, node string, req *internalv1.CollectTombstonesRequest) (*internalv1.CollectTombstonesResponse, error)
+	Read(ctx context.Context, node string, req *internalv1.ReadRequest) (*internalv1.ReadResponse, error)
+	Write(ctx context.Context, node string, req *internalv1.WriteRequest) error
+}
+
+// Trees is the local store's side: Merkle leaves, bucket listings, reads
+// and guarded deletes.
+type Trees interface {
+	Leaves(loc replica.Loc) ([]uint64, error)
+	BucketDigests(loc replica.Loc, buckets []int) ([]replica.KeyDigest, error)
+	Get(loc replica.Loc, key []byte) (version.Set, error)
+	DeleteIfUnchanged(loc replica.Loc, key []byte, set version.Set) (bool, error)
+}
+
+// Merger merges a set into the local copy the way replica writes do
+// (pruning, limits, request IDs), without fsync; Sync makes the merges so
+// far durable.
+type Merger interface {
+	MergeLocal(keyspace string, key []byte, set version.Set) error
+	Sync() error
+}
+
+// Routing says who is up and who is owed hints.
+type Routing interface {
+	Alive(id string) bool
+	PendingHints(id string) bool
+}
+
+// Observer receives anti-entropy measurements.
+type Observer interface {
+	Repaired(keys, bytes int)
+	Exchanged(d time.Duration, mismatches int)
+	TombstonesCollected(n int)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Repaired(int, int)            {}
+func (nopObserver) Exchanged(time.Duration, int) {}
+func (nopObserver) TombstonesCollected(int)      {}
+
+// AntiEntropyConfig configures AntiEntropy. Zero values mean defaults.
+type AntiEntropyConfig struct {
+	Self     string
+	DC       string
+	Store    Trees
+	Peers    ExchangePeers
+	Merge    Merger
+	Routing  Routing
+	Topology func() *membership.Topology
+	// Period: every partition this node holds is verified against every
+	// other replica at least this often (default 10m).
+	Period time.Duration
+	// Tick is how often the scheduler looks for work (default 1s).
+	Tick time.Duration
+	// KeysPerSecond and BytesPerSecond throttle repairs (defaults 5,000
+	// and 20 MiB/s); CrossDCBytesPerSecond throttles repairs with replicas
+	// in other DCs (default 5 MiB/s).
+	KeysPerSecond         float64
+	BytesPerSecond        float64
+	CrossDCBytesPerSecond float64
+	// TombstoneGrace is how old a tombstone must be before it may be
+	// collected (default 24h; negative: never collect).
+	TombstoneGrace time.Duration
+	// Timeout bounds each call to a peer (default 10s).
+	Timeout  time.Duration
+	Now      func() time.Time
+	Logger   *slog.Logger
+	Observer Observer
+}
+
+func (c *AntiEntropyConfig) setDefaults() {
+	if c.Period <= 0 {
+		c.Period = 10 * time.Minute
+	}
+	if c.Tick <= 0 {
+		c.Tick = time.Second
+	}
+	if c.KeysPerSecond <= 0 {
+		c.KeysPerSecond = 5000
+	}
+	if c.BytesPerSecond <= 0 {
+		c.BytesPerSecond = 20 << 20
+	}
+	if c.CrossDCBytesPerSecond <= 0 {
+		c.CrossDCBytesPerSecond = 5 << 20
+	}
+	if c.TombstoneGrace == 0 {
+		c.TombstoneGrace = 24 * time.Hour
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = 10 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
+}
+
+// PartitionStatus is anti-entropy's record of one partition.
+type PartitionStatus struct {
+	Keyspace  string
+	Partition int
+	// Verified is when every replica was last found equal to (or repaired
+	// to) this node's copy; zero: not since this node started.
+	Verified      time.Time
+	Mismatches    uint64
+	KeysRepaired  uint64
+	BytesRepaired uint64
+	Priority      bool
+}
+
+// Progress reports a repair run.
+type Progress struct {
+	PartitionsDone, PartitionsTotal int
+	Mismatches, KeysRepaired        uint64
+	BytesRepaired                   uint64
+}
+
+type partKey struct {
+	ks uint32
+	p  int
+}
+
+// AntiEntropy runs Merkle exchanges for the partitions this node holds.
+type AntiEntropy struct {
+	cfg     AntiEntropyConfig
+	keys    *bucket
+	bytes   *bucket
+	crossDC *bucket
+	runMu   sync.Mutex // one exchange of a partition at a time
+	mu      struct {
+		sync.Mutex
+		parts    map[partKey]*PartitionStatus
+		priority map[partKey]bool
+	}
+}
+
+// NewAntiEntropy returns an anti-entropy runner; Run starts it.
+func NewAntiEntropy(cfg AntiEntropyConfig) (*AntiEntropy, error) {
+	cfg.setDefaults()
+	switch {
+	case cfg.Self == "":
+		return nil, errors.New("repair: Self is empty")
+	case cfg.Store == nil || cfg.Peers == nil || cfg.Merge == nil || cfg.Routing == nil || cfg.Topology == nil:
+		return nil, errors.New("repair: Store, Peers, Merge, Routing and Topology are required")
+	}
+	a := &AntiEntropy{cfg: cfg,
+		keys:    newBucket(cfg.KeysPerSecond, cfg.Now),
+		bytes:   newBucket(cfg.BytesPerSecond, cfg.Now),
+		crossDC: newBucket(cfg.CrossDCBytesPerSecond, cfg.Now),
+	}
+	a.mu.parts = map[partKey]*PartitionStatus{}
+	a.mu.priority = map[partKey]bool{}
+	return a, nil
+}
+
+// held lists the (keyspace, partition) pairs this node replicates.
+func (a *AntiEntropy) held(keyspace string, partition int) []target {
+	topo := a.cfg.Topology()
+	var out []target
+	for _, name := range topo.KeyspaceNames() {
+		if keyspace != "" && name != keyspace {
+			continue
+		}
+		ks := topo.Keyspaces[name]
+		for p := 0; p < topo.Ring.Partitions(); p++ {
+			if partition >= 0 && p != partition {
+				continue
+			}
+			for _, r := range ks.Table.Replicas(p) {
+				if r.Node == a.cfg.Self {
+					out = append(out, target{ks: ks, p: p})
+					break
+				}
+			}
+		}
+	}
+	return out
+}
+
+type target struct {
+	ks *membership.Keyspace
+	p  int
+}
+
+func (t target) key() partKey { return partKey{t.ks.ID, t.p} }
+
+// SetObserver sets the metrics observer (before Run).
+func (a *AntiEntropy) SetObserver(o Observer) { a.cfg.Observer = o }
+
+// MarkPriority puts a partition first in line (a hint for it was dropped).
+func (a *AntiEntropy) MarkPriority(loc replica.Loc) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.mu.priority[partKey{loc.Keyspace, loc.Partition}] = true
+}
+
+// MarkNode puts every partition this node shares with id first in line (id
+// came back and may have missed writes).
+func (a *AntiEntropy) MarkNode(id string) {
+	for _, t := range a.held("", -1) {
+		for _, r := range t.ks.Table.Replicas(t.p) {
+			if r.Node == id {
+				a.MarkPriority(replica.Loc{Keyspace: t.ks.ID, Partition: t.p})
+				break
+			}
+		}
+	}
+}
+
+// Run verifies partitions until ctx ends: priority ones first, then those
+// verified longest ago, at a pace that covers every held partition within
+// Period.
+func (a *AntiEntropy) Run(ctx context.Context) {
+	t := time.NewTicker(a.cfg.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, tg := range a.due() {
+			if ctx.Err() != nil {
+				return
+			}
+			if _, err := a.exchange(ctx, tg); err != nil && ctx.Err() == nil {
+				a.cfg.Logger.Debug("anti-entropy exchange incomplete", "keyspace", tg.ks.Name, "partition", tg.p, "err", err)
+			}
+		}
+	}
+}
+
+// due picks this tick's partitions.
+func (a *AntiEntropy) due() []target {
+	held := a.held("", -1)
+	if len(held) == 0 {
+		return nil
+	}
+	now := a.cfg.Now()
+	ticks := max(int(a.cfg.Period/a.cfg.Tick), 1)
+	quota := (len(held) + ticks - 1) / ticks
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	type cand struct {
+		t        target
+		verified time.Time
+		prio     bool
+	}
+	var cs []cand
+	for _, t := range held {
+		st := a.mu.parts[t.key()]
+		c := cand{t: t, prio: a.mu.priority[t.key()]}
+		if st != nil {
+			c.verified = st.Verified
+		}
+		if c.prio || st == nil || st.Verified.IsZero() || now.Sub(st.Verified) >= a.cfg.Period/2 {
+			cs = append(cs, c)
+		}
+	}
+	sort.Slice(cs, func(i, j int) bool {
+		if cs[i].prio != cs[j].prio {
+			return cs[i].prio
+		}
+		return cs[i].verified.Before(cs[j].verified)
+	})
+	var out []target
+	for i, c := range cs {
+		if i >= quota && !c.prio {
+			break
+		}
+		out = append(out, c.t)
+	}
+	return out
+}
+
+// RunNow exchanges the selected partitions at once (keyspace "" and
+// partition < 0 for all), reporting progress after each partition.
+func (a *AntiEntropy) RunNow(ctx context.Context, keyspace string, partition int, progress func(Progress)) (Progress, error) {
+	if keyspace != "" {
+		if _, ok := a.cfg.Topology().Keyspaces[keyspace]; !ok {
+			return Progress{}, fmt.Errorf("keyspace %q does not exist", keyspace)
+		}
+	}
+	if partition >= a.cfg.Topology().Ring.Partitions() {
+		return Progress{}, fmt.Errorf("partition %d does not exist (the ring has %d)", partition, a.cfg.Topology().Ring.Partitions())
+	}
+	held := a.held(keyspace, partition)
+	pr := Progress{PartitionsTotal: len(held)}
+	var firstErr error
+	for _, t := range held {
+		if err := ctx.Err(); err != nil {
+			return pr, err
+		}
+		res, err := a.exchange(ctx, t)
+		if err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("keyspace %s partition %d: %w", t.ks.Name, t.p, err)
+		}
+		pr.PartitionsDone++
+		pr.Mismatches += uint64(res.mismatches)
+		pr.KeysRepaired += uint64(res.keys)
+		pr.BytesRepaired += uint64(res.bytes)
+		if progress != nil {
+			progress(pr)
+		}
+	}
+	return pr, firstErr
+}
+
+// Status lists the partitions this node holds with their repair record.
+func (a *AntiEntropy) Status(keyspace string) []PartitionStatus {
+	held := a.held(keyspace, -1)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]PartitionStatus, 0, len(held))
+	for _, t := range held {
+		st := PartitionStatus{Keyspace: t.ks.Name, Partition: t.p}
+		if s := a.mu.parts[t.key()]; s != nil {
+			st = *s
+		}
+		st.Priority = a.mu.priority[t.key()]
+		out = append(out, st)
+	}
+	return out
+}
+
+// OldestVerified is how long ago the least recently verified held
+// partition was verified (since start when one never was), for metrics.
+func (a *AntiEntropy) OldestVerified(started time.Time) time.Duration {
+	now := a.cfg.Now()
+	worst := time.Duration(0)
+	for _, st := range a.Status("") {
+		v := st.Verified
+		if v.IsZero() {
+			v = started
+		}
+		worst = max(worst, now.Sub(v))
+	}
+	return worst
+}
+
+type result struct {
+	mismatches, keys, bytes int
+}
+
+// exchange verifies one partition against every other replica, repairing
+// what differs; the partition counts as verified only if every replica
+// answered.
+func (a *AntiEntropy) exchange(ctx context.Context, t target) (result, error) {
+	a.runMu.Lock()
+	defer a.runMu.Unlock()
+	start := a.cfg.Now()
+	loc := replica.Loc{Keyspace: t.ks.ID, Partition: t.p}
+	var res result
+	local, err := a.cfg.Store.Leaves(loc)
+	if err != nil {
+		return res, fmt.Errorf("local leaves: %w", err)
+	}
+	complete := true
+	var errs []error
+	reps := t.ks.Table.Replicas(t.p)
+	// A second pass reaches the peers compared before this node's copy
+	// took in what a later peer had.
+	for pass := 0; pass < 2; pass++ {
+		changed := false
+		for _, r := range reps {
+			if r.Node == a.cfg.Self {
+				continue
+			}
+			if !a.cfg.Routing.Alive(r.Node) {
+				complete = false
+				continue
+			}
+			n, err := a.withPeer(ctx, t, loc, local, r.Node, r.DC != a.cfg.DC, &res)
+			if err != nil {
+				complete = false
+				errs = append(errs, fmt.Errorf("%s: %w", r.Node, err))
+				continue
+			}
+			if n > 0 {
+				changed = true
+				// Our copy changed: later peers compare against it.
+				if local, err = a.cfg.Store.Leaves(loc); err != nil {
+					return res, err
+				}
+			}
+		}
+		if !changed || !complete {
+			break
+		}
+	}
+	if res.keys > 0 {
+		if err := a.cfg.Merge.Sync(); err != nil {
+			return res, fmt.Errorf("sync repaired keys: %w", err)
+		}
+	}
+	now := a.cfg.Now()
+	a.mu.Lock()
+	st := a.mu.parts[t.key()]
+	if st == nil {
+		st = &PartitionStatus{Keyspace: t.ks.Name, Partition: t.p}
+		a.mu.parts[t.key()] = st
+	}
+	st.Mismatches += uint64(res.mismatches)
+	st.KeysRepaired += uint64(res.keys)
+	st.BytesRepaired += uint64(res.bytes)
+	if complete {
+		st.Verified = now
+		delete(a.mu.priority, t.key())
+	}
+	a.mu.Unlock()
+	a.cfg.Observer.Exchanged(now.Sub(start), res.mismatches)
+	if res.keys > 0 {
+		a.cfg.Observer.Repaired(res.keys, res.bytes)
+		a.cfg.Logger.Info("anti-entropy repaired keys", "keyspace", t.ks.Name, "partition", t.p, "mismatches", res.mismatches, "keys", res.keys, "bytes", res.bytes)
+	}
+	if complete && a.cfg.TombstoneGrace > 0 {
+		if n, err := a.collect(ctx, t, loc, reps); err != nil {
+			errs = append(errs, fmt.Errorf("collect tombstones: %w", err))
+		} else if n > 0 {
+			a.cfg.Observer.TombstonesCollected(n)
+		}
+	}
+	return res, errors.Join(errs...)
+}
+
+// withPeer compares one partition with one peer and repairs both sides.
+// It returns how many keys changed locally.
+func (a *AntiEntropy) withPeer(ctx context.Context, t target, loc replica.Loc, local []uint64, peer string, crossDC bool, res *result) (int, error) {
+	cctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+	remote, err := a.cfg.Peers.Leaves(cctx, peer, &internalv1.LeavesRequest{Keyspace: t.ks.Name, Partition: uint32(t.p)})
+	cancel()
+	if err != nil {
+		return 0, err
+	}
+	if len(remote.GetLeaves()) != len(local) {
+		return 0, fmt.Errorf("peer has %d leaves, this node %d", len(remote.GetLeaves()), len(local))
+	}
+	var diff []int
+	for i, l := range remote.GetLeaves() {
+		if l != local[i] {
+			diff = append(diff, i)
+		}
+	}
+	if len(diff) == 0 {
+		return 0, nil
+	}
+	mine, err := a.cfg.Store.BucketDigests(loc, diff)
+	if err != nil {
+		return 0, err
+	}
+	buckets := make([]uint32, len(diff))
+	for i, b := range diff {
+		buckets[i] = uint32(b)
+	}
+	cctx, cancel = context.WithTimeout(ctx, a.cfg.Timeout)
+	theirs, err := a.cfg.Peers.BucketDigests(cctx, peer, &internalv1.BucketDigestsRequest{Keyspace: t.ks.Name, Partition: uint32(t.p), Buckets: buckets})
+	cancel()
+	if err != nil {
+		return 0, err
+	}
+	differ := differingKeys(mine, theirs.GetKeys())
+	res.mismatches += len(differ)
+	changed := 0
+	for _, key := range differ {
+		if err := a.keys.wait(ctx, 1); err != nil {
+			return changed, err
+		}
+		cctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+		resp, err := a.cfg.Peers.Read(cctx, peer, &internalv1.ReadRequest{Keyspace: t.ks.Name, Key: key})
+		cancel()
+		if err != nil {
+			return changed, err
+		}
+		remoteSet, err := version.DecodeSet(resp.GetSet())
+		if err != nil {
+			return changed, fmt.Errorf("peer's set of %q: %w", key, err)
+		}
+		before, err := a.cfg.Store.Get(loc, key)
+		if err != nil {
+			return changed, err
+		}
+		if !remoteSet.IsEmpty() && !before.Descends(remoteSet) {
+			if err := a.cfg.Merge.MergeLocal(t.ks.Name, key, remoteSet); err != nil {
+				return changed, fmt.Errorf("merge %q: %w", key, err)
+			}
+			changed++
+		}
+		merged, err := a.cfg.Store.Get(loc, key)
+		if err != nil {
+			return changed, err
+		}
+		n := len(resp.GetSet())
+		if !remoteSet.Descends(merged) {
+			enc := merged.Encode()
+			n += len(enc)
+			cctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+			err := a.cfg.Peers.Write(cctx, peer, &internalv1.WriteRequest{Keyspace: t.ks.Name, Key: key, Set: enc, Sync: true})
+			cancel()
+			if err != nil {
+				return changed, fmt.Errorf("push %q: %w", key, err)
+			}
+		}
+		res.keys++
+		res.bytes += n
+		if err := a.bytes.wait(ctx, n); err != nil {
+			return changed, err
+		}
+		if crossDC {
+			if err := a.crossDC.wait(ctx, n); err != nil {
+				return changed, err
+			}
+		}
+	}
+	return changed, nil
+}
+
+// differingKeys returns the keys whose digests differ or that one side
+// lacks.
+func differingKeys(mine []replica.KeyDigest, theirs []*internalv1.KeyDigest) [][]byte {
+	m := make(map[string]uint64, len(mine))
+	for _, k := range mine {
+		m[string(k.Key)] = k.Digest
+	}
+	var out [][]byte
+	seen := make(map[string]bool, len(theirs))
+	for _, k := range theirs {
+		seen[string(k.GetKey())] = true
+		if d, ok := m[string(k.GetKey())]; !ok || d != k.GetDigest() {
+			out = append(out, k.GetKey())
+		}
+	}
+	for _, k := range mine {
+		if !seen[string(k.Key)] {
+			out = append(out, k.Key)
+		}
+	}
+	return out
+}
+
+// collect deletes tombstones of a partition just verified equal on every
+// replica, older than the grace, when no live node owes any replica hints
+// (a hint could otherwise bring back what the tombstone superseded).
+func (a *AntiEntropy) collect(ctx context.Context, t target, loc replica.Loc, reps []placement.Replica) (int, error) {
+	for _, r := range reps {
+		if a.cfg.Routing.PendingHints(r.Node) {
+			return 0, nil
+		}
+	}
+	all := make([]int, replica.Buckets)
+	for i := range all {
+		all[i] = i
+	}
+	keys, err := a.cfg.Store.BucketDigests(loc, all)
+	if err != nil {
+		return 0, err
+	}
+	cutoff := a.cfg.Now().Add(-a.cfg.TombstoneGrace).UnixNano()
+	var cands []*internalv1.KeyDigest
+	var sets []version.Set
+	for _, k := range keys {
+		set, err := a.cfg.Store.Get(loc, k.Key)
+		if err != nil {
+			return 0, err
+		}
+		if !set.TombstonesBefore(cutoff) || set.Digest() != k.Digest {
+			continue
+		}
+		cands = append(cands, &internalv1.KeyDigest{Key: k.Key, Digest: k.Digest})
+		sets = append(sets, set)
+	}
+	if len(cands) == 0 {
+		return 0, nil
+	}
+	// Every other replica first: if one cannot, nothing is lost — this
+	// node still holds the tombstone and the next round tries again.
+	for _, r := range reps {
+		if r.Node == a.cfg.Self {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+		_, err := a.cfg.Peers.CollectTombstones(cctx, r.Node, &internalv1.CollectTombstonesRequest{Keyspace: t.ks.Name, Partition: uint32(t.p), Keys: cands})
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", r.Node, err)
+		}
+	}
+	n := 0
+	for i, c := range cands {
+		ok, err := a.cfg.Store.DeleteIfUnchanged(loc, c.Key, sets[i])
+		if err != nil {
+			return n, err
+		}
+		if ok {
+			n++
+		}
+	}
+	return n, nil
+}
