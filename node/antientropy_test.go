@@ -199,3 +199,48 @@ func TestTombstonesCollectedOnlyWhenEveryReplicaHoldsThem(t *testing.T) {
 		}
 	}
 }
+
+// TestHintCapThenRepair: a target down while writes continue gets hints
+// only up to the byte cap; the writes still succeed, and once the target
+// returns, hints plus anti-entropy bring it every key.
+func TestHintCapThenRepair(t *testing.T) {
+	capBytes := int64(4 << 10)
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 3, Engine: "memory", Partitions: 16,
+		Configure: func(c *node.Config) {
+			c.MaxHintBytes = &capBytes
+			c.AntiEntropyPeriod = 2 * time.Second
+		}})
+	n1 := l.Node("n1")
+	ctx := ctxT(t)
+	if err := l.Stop("n3"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "n3 seen down", func() bool { return !n1.Alive("n3") })
+	c1 := dial(t, n1.Addr())
+	const keys = 400
+	for i := 0; i < keys; i++ {
+		if _, err := c1.Put(ctx, &kvv1.PutRequest{Key: []byte(fmt.Sprint("capped", i)), Value: make([]byte, 100),
+			Consistency: lvl(kvv1.Level_LEVEL_QUORUM)}); err != nil {
+			t.Fatalf("write %d with the hint store full: %v", i, err)
+		}
+	}
+	for _, n := range l.Nodes() {
+		for _, st := range n.HintLog().Stats() {
+			if st.Target == "n3" && st.Bytes > capBytes {
+				t.Fatalf("%s holds %d bytes of hints for n3, over the cap of %d", n.ID(), st.Bytes, capBytes)
+			}
+		}
+	}
+	if _, err := l.Restart(ctx, "n3"); err != nil {
+		t.Fatal(err)
+	}
+	n3 := l.Node("n3")
+	eventually(t, "n3 to converge through hints and anti-entropy", func() bool {
+		for i := 0; i < keys; i++ {
+			if len(localGet(t, n3, fmt.Sprint("capped", i)).Siblings) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+}
