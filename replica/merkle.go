@@ -1,7 +1,6 @@
 package replica
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -380,7 +379,7 @@ func (s *Store) DeleteIfUnchanged(loc Loc, key []byte, set version.Set) (bool, e
 	mu.Lock()
 	defer mu.Unlock()
 	raw, err := s.eng.Get(k)
-	if errors.Is(err, engine.ErrNotFound) {
+	if isNotFound(err) {
 		return false, nil
 	}
 	if err != nil {

@@ -493,36 +493,39 @@ func TestPartitions(t *testing.T) {
 }
 
 // BenchmarkUpdate measures a read-modify-write (put with the stored
-// context, 100-byte value, no fsync) on the memory engine with the
-// partition's Merkle tree built (every write updates a leaf) and without.
+// context, no fsync) on the memory engine with the partition's Merkle tree
+// built (every write updates a leaf) and without, for small and larger
+// values (the tree's cost is mostly the digests of the old and new set,
+// which grow with the value).
 func BenchmarkUpdate(b *testing.B) {
-	for _, on := range []bool{false, true} {
-		b.Run(fmt.Sprintf("tree=%s", map[bool]string{false: "off", true: "on"}[on]), func(b *testing.B) {
-			s := open(b, memory.New(), "n1")
-			loc := replica.Loc{Keyspace: 1, Partition: 1}
-			keys := testKeys(10000)
-			val := version.Value{Bytes: bytes.Repeat([]byte("x"), 100)}
-			put := func(cur version.Set) (version.Set, error) {
-				next, _ := cur.Put(cur.Context(), s.Actor(), val, 1)
-				return next, nil
-			}
-			for _, k := range keys {
-				if _, err := s.Update(loc, k, false, put); err != nil {
-					b.Fatal(err)
+	for _, size := range []int{100, 4096} {
+		for _, on := range []bool{false, true} {
+			b.Run(fmt.Sprintf("value=%d/tree=%s", size, map[bool]string{false: "off", true: "on"}[on]), func(b *testing.B) {
+				s := open(b, memory.New(), "n1")
+				loc := replica.Loc{Keyspace: 1, Partition: 1}
+				keys := testKeys(10000)
+				val := version.Value{Bytes: bytes.Repeat([]byte("x"), size)}
+				put := func(cur version.Set) (version.Set, error) {
+					next, _ := cur.Put(cur.Context(), s.Actor(), val, 1)
+					return next, nil
 				}
-			}
-			if on {
-				leaves(b, s, loc)
-			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			i := 0
-			for b.Loop() {
-				if _, err := s.Update(loc, keys[i%len(keys)], false, put); err != nil {
-					b.Fatal(err)
+				for _, k := range keys {
+					if _, err := s.Update(loc, k, false, put); err != nil {
+						b.Fatal(err)
+					}
 				}
-				i++
-			}
-		})
+				if on {
+					leaves(b, s, loc)
+				}
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					if _, err := s.Update(loc, keys[i%len(keys)], false, put); err != nil {
+						b.Fatal(err)
+					}
+					i++
+				}
+			})
+		}
 	}
 }
