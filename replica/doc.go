@@ -16,4 +16,11 @@
 // striped mutexes chosen by a hash of (keyspace, key): writes to unrelated
 // keys almost never wait on each other, while two writes to the same key are
 // always serialized, so the second sees the first.
+//
+// For anti-entropy every (keyspace, partition) has an in-memory Merkle tree
+// of Buckets leaves (merkle.go): leaf i is the XOR over the keys in bucket i
+// of Contribution(key, digest of the stored set). Built on first use by
+// scanning a snapshot, then kept exact by every write of a data key (the
+// write XORs out its key's old contribution and XORs in the new one while
+// it commits); not persisted, so rebuilt after a restart.
 package replica

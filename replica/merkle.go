@@ -181,13 +181,13 @@ func (s *Store) commitData(b engine.Batch, loc Loc, h uint64, old, next version.
 	return wait, err
 }
 
-// SetLogger sets the logger for tree builds (progress of large scans).
-// Without one, builds log nothing.
+// SetLogger sets the logger for tree builds: a build scanning for longer
+// than treeProgressEvery logs its progress at that interval, and its end.
+// Without a logger, builds log nothing.
 func (s *Store) SetLogger(l *slog.Logger) { s.logger.Store(l) }
 
-// TreeBuildProgressEvery is how often a running tree build logs its
-// progress.
-var TreeBuildProgressEvery = 5 * time.Second
+// treeProgressEvery is how often a long tree build logs its progress.
+const treeProgressEvery = 5 * time.Second
 
 // Leaves returns the partition's leaves (a copy, len Buckets). Leaf i is the
 // XOR over the keys in bucket i of Contribution(key, set.Digest()); an
@@ -328,14 +328,18 @@ func (s *Store) scanPartition(r engine.Reader, loc Loc, want func(h uint64) bool
 	}
 	defer it.Close()
 	log := s.logger.Load()
+	every := treeProgressEvery
+	if s.progressEvery != 0 {
+		every = s.progressEvery
+	}
 	start := time.Now()
-	next := start.Add(TreeBuildProgressEvery)
+	next := start.Add(every)
 	n := 0
 	for ok := it.First(); ok; ok = it.Next() {
 		n++
-		if log != nil && n%4096 == 0 {
+		if log != nil && n%1024 == 0 {
 			if now := time.Now(); now.After(next) {
-				next = now.Add(TreeBuildProgressEvery)
+				next = now.Add(every)
 				log.Info("replica: scanning partition for Merkle tree",
 					"keyspace", loc.Keyspace, "partition", loc.Partition, "keys", n, "elapsed", now.Sub(start).Round(time.Millisecond))
 			}
@@ -357,7 +361,7 @@ func (s *Store) scanPartition(r engine.Reader, loc Loc, want func(h uint64) bool
 	if err := it.Error(); err != nil {
 		return err
 	}
-	if log != nil && time.Since(start) >= TreeBuildProgressEvery {
+	if log != nil && time.Since(start) >= every {
 		log.Info("replica: scanned partition for Merkle tree",
 			"keyspace", loc.Keyspace, "partition", loc.Partition, "keys", n, "elapsed", time.Since(start).Round(time.Millisecond))
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 
@@ -46,8 +47,9 @@ type Store struct {
 	ctr   *counter
 	locks [lockStripes]sync.Mutex
 
-	trees  trees // Merkle trees of the partitions, built on first use (merkle.go)
-	logger atomic.Pointer[slog.Logger]
+	trees         trees // Merkle trees of the partitions, built on first use (merkle.go)
+	logger        atomic.Pointer[slog.Logger]
+	progressEvery time.Duration // tree build progress interval; 0: treeProgressEvery (tests set it)
 }
 
 // Open wraps an engine. nodeID is this node's ID; the store mints version
