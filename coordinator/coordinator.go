@@ -100,6 +100,9 @@ type Config struct {
 	// MaxBackground bounds background work: the rest of writes' fan-outs
 	// and read repairs (default 4,096).
 	MaxBackground int
+	// OnTombstone, when set, is told of every partition that stores a
+	// tombstone (anti-entropy looks there for tombstones to collect).
+	OnTombstone func(loc replica.Loc)
 	// MaxRequestTimeout caps every request and its background work,
 	// whatever deadline the caller sent (default 30s).
 	MaxRequestTimeout time.Duration
@@ -780,6 +783,9 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 		actor = fmt.Sprintf("%s~%d", actor, n)
 	}
 	value := version.Value{Bytes: req.GetValue(), Tombstone: tombstone, RequestID: req.GetRequestId()}
+	if tombstone && c.cfg.OnTombstone != nil {
+		c.cfg.OnTombstone(r.loc)
+	}
 	if tombstone {
 		value.Bytes = nil
 	}

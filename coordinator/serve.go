@@ -86,10 +86,15 @@ func (c *Coordinator) ServeWrite(ctx context.Context, req *internalv1.WriteReque
 // every replica does, and remembers the request IDs it carries.
 func (c *Coordinator) merge(loc replica.Loc, key []byte, in version.Set, sync bool) error {
 	now := c.cfg.Now()
+	tomb := false
 	for _, sib := range in.Siblings {
 		if n := c.reqIDs.Remember(sib.Value.RequestID, now); n > 0 {
 			c.obs.RequestIDs(n)
 		}
+		tomb = tomb || sib.Value.Tombstone
+	}
+	if tomb && c.cfg.OnTombstone != nil {
+		c.cfg.OnTombstone(loc)
 	}
 	_, err := c.cfg.Store.Update(loc, key, sync, func(cur version.Set) (version.Set, error) {
 		next, _ := version.Merge(cur, in).Prune(c.cfg.Prune, now.UnixNano())

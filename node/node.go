@@ -213,10 +213,15 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 		RequestTimeout: cfg.RequestTimeout,
 		MaxValueSize:   cfg.MaxValueSize,
 		MaxInFlight:    cfg.MaxInFlight,
-		Now:            opts.Now,
-		Logger:         n.log,
-		Tracer:         n.tel.Tracer("coordinator"),
-		Observer:       n.tel.Metrics,
+		OnTombstone: func(loc replica.Loc) {
+			if ae := n.ae.Load(); ae != nil {
+				ae.MarkTombstone(loc)
+			}
+		},
+		Now:      opts.Now,
+		Logger:   n.log,
+		Tracer:   n.tel.Tracer("coordinator"),
+		Observer: n.tel.Metrics,
 	})
 	if err != nil {
 		return nil, err

@@ -173,6 +173,12 @@ type AntiEntropy struct {
 		sync.Mutex
 		parts    map[partKey]*PartitionStatus
 		priority map[partKey]bool
+		// clean: partitions scanned and found to hold no tombstone, and
+		// written no tombstone since (MarkTombstone clears the mark).
+		clean map[partKey]bool
+		// marks counts MarkTombstone calls per partition, so a scan that
+		// raced with a new tombstone does not mark the partition clean.
+		marks map[partKey]uint64
 	}
 }
 
@@ -192,6 +198,8 @@ func NewAntiEntropy(cfg AntiEntropyConfig) (*AntiEntropy, error) {
 	}
 	a.mu.parts = map[partKey]*PartitionStatus{}
 	a.mu.priority = map[partKey]bool{}
+	a.mu.clean = map[partKey]bool{}
+	a.mu.marks = map[partKey]uint64{}
 	return a, nil
 }
 
@@ -228,6 +236,16 @@ func (t target) key() partKey { return partKey{t.ks.ID, t.p} }
 
 // SetObserver sets the metrics observer (before Run).
 func (a *AntiEntropy) SetObserver(o Observer) { a.cfg.Observer = o }
+
+// MarkTombstone notes that a partition received a tombstone, so the next
+// verified exchange looks for tombstones to collect there.
+func (a *AntiEntropy) MarkTombstone(loc replica.Loc) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	pk := partKey{loc.Keyspace, loc.Partition}
+	delete(a.mu.clean, pk)
+	a.mu.marks[pk]++
+}
 
 // MarkPriority puts a partition first in line (a hint for it was dropped).
 func (a *AntiEntropy) MarkPriority(loc replica.Loc) {
@@ -536,7 +554,10 @@ func (a *AntiEntropy) withPeer(ctx context.Context, t target, loc replica.Loc, l
 			enc := merged.Encode()
 			n += len(enc)
 			cctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
-			err := a.cfg.Peers.Write(cctx, peer, &internalv1.WriteRequest{Keyspace: t.ks.Name, Key: key, Set: enc, Sync: true})
+			// No fsync per key: this node (and the replica it pulled from)
+			// still hold the set durably; a peer that loses it in a crash
+			// is repaired again by the next exchange.
+			err := a.cfg.Peers.Write(cctx, peer, &internalv1.WriteRequest{Keyspace: t.ks.Name, Key: key, Set: enc, Sync: false})
 			cancel()
 			if err != nil {
 				return changed, fmt.Errorf("push %q: %w", key, err)
@@ -588,6 +609,13 @@ func (a *AntiEntropy) collect(ctx context.Context, t target, loc replica.Loc, re
 			return 0, nil
 		}
 	}
+	pk := t.key()
+	a.mu.Lock()
+	clean, gen := a.mu.clean[pk], a.mu.marks[pk]
+	a.mu.Unlock()
+	if clean {
+		return 0, nil // no tombstone written here since the last scan found none
+	}
 	all := make([]int, replica.Buckets)
 	for i := range all {
 		all[i] = i
@@ -599,10 +627,14 @@ func (a *AntiEntropy) collect(ctx context.Context, t target, loc replica.Loc, re
 	cutoff := a.cfg.Now().Add(-a.cfg.TombstoneGrace).UnixNano()
 	var cands []*internalv1.KeyDigest
 	var sets []version.Set
+	young := false
 	for _, k := range keys {
 		set, err := a.cfg.Store.Get(loc, k.Key)
 		if err != nil {
 			return 0, err
+		}
+		if len(set.Live()) == 0 && len(set.Siblings) > 0 && !set.TombstonesBefore(cutoff) {
+			young = true // a tombstone still in its grace: look again later
 		}
 		if !set.TombstonesBefore(cutoff) || set.Digest() != k.Digest {
 			continue
@@ -611,6 +643,13 @@ func (a *AntiEntropy) collect(ctx context.Context, t target, loc replica.Loc, re
 		sets = append(sets, set)
 	}
 	if len(cands) == 0 {
+		if !young {
+			a.mu.Lock()
+			if a.mu.marks[pk] == gen {
+				a.mu.clean[pk] = true
+			}
+			a.mu.Unlock()
+		}
 		return 0, nil
 	}
 	// Every other replica first: if one cannot, nothing is lost — this
