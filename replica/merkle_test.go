@@ -344,65 +344,72 @@ func TestBucketDigestsBuildsTheTree(t *testing.T) {
 // TestBuildRacingWithWritesStaysExact: builds started while writers run
 // neither miss nor double-count a write (run with -race).
 func TestBuildRacingWithWritesStaysExact(t *testing.T) {
-	for round := range 20 {
-		eng := memory.New()
+	engines(t, func(t *testing.T, eng engine.Engine) {
 		s := open(t, eng, "n1")
-		loc := replica.Loc{Keyspace: 9, Partition: round}
-		keys := testKeys(32)
-		actors := []string{"n2#a", "n3#b"}
-		r := rand.New(rand.NewPCG(uint64(round), 0))
-		for range 100 {
-			randomOp(t, s, r, loc, keys, actors)
+		for round := range 20 {
+			testBuildRace(t, eng, s, round)
 		}
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		var ops atomic.Int64
-		for w := range 3 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				r := rand.New(rand.NewPCG(uint64(round), uint64(w+1)))
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					randomOp(t, s, r, loc, keys, actors)
-					ops.Add(1)
+	})
+}
+
+// testBuildRace builds the tree of a fresh partition (a tree not
+// registered yet) while writers run, then checks it.
+func testBuildRace(t *testing.T, eng engine.Engine, s *replica.Store, round int) {
+	loc := replica.Loc{Keyspace: 9, Partition: round}
+	keys := testKeys(32)
+	actors := []string{"n2#a", "n3#b"}
+	r := rand.New(rand.NewPCG(uint64(round), 0))
+	for range 100 {
+		randomOp(t, s, r, loc, keys, actors)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var ops atomic.Int64
+	for w := range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(round), uint64(w+1)))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
 				}
-			}()
-		}
-		// Start the build once writes are under way, from two callers.
-		for ops.Load() < 20 {
-			// Writers make progress on their own; wait for them.
-			runtime.Gosched()
-		}
-		var bw sync.WaitGroup
-		for _, f := range []func() error{
-			func() error { _, err := s.Leaves(loc); return err },
-			func() error { _, err := s.BucketDigests(loc, []int{1, 2}); return err },
-		} {
-			bw.Add(1)
-			go func() {
-				defer bw.Done()
-				if err := f(); err != nil {
-					t.Error(err)
-				}
-			}()
-		}
-		bw.Wait()
-		for n := ops.Load(); ops.Load() < n+50; {
-			runtime.Gosched()
-		}
-		close(stop)
-		wg.Wait()
-		if d := diffBuckets(leaves(t, s, loc), expectedLeaves(t, s, loc, keys)); d != nil {
-			t.Fatalf("round %d: leaves differ from the definition in buckets %v", round, d)
-		}
-		if d := diffBuckets(leaves(t, s, loc), leaves(t, open(t, eng, "n1"), loc)); d != nil {
-			t.Fatalf("round %d: leaves differ from a rebuild in buckets %v", round, d)
-		}
+				randomOp(t, s, r, loc, keys, actors)
+				ops.Add(1)
+			}
+		}()
+	}
+	// Start the build once writes are under way, from two callers.
+	for ops.Load() < 20 {
+		// Writers make progress on their own; wait for them.
+		runtime.Gosched()
+	}
+	var bw sync.WaitGroup
+	for _, f := range []func() error{
+		func() error { _, err := s.Leaves(loc); return err },
+		func() error { _, err := s.BucketDigests(loc, []int{1, 2}); return err },
+	} {
+		bw.Add(1)
+		go func() {
+			defer bw.Done()
+			if err := f(); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	bw.Wait()
+	for n := ops.Load(); ops.Load() < n+50; {
+		runtime.Gosched()
+	}
+	close(stop)
+	wg.Wait()
+	if d := diffBuckets(leaves(t, s, loc), expectedLeaves(t, s, loc, keys)); d != nil {
+		t.Fatalf("round %d: leaves differ from the definition in buckets %v", round, d)
+	}
+	if d := diffBuckets(leaves(t, s, loc), leaves(t, open(t, eng, "n1"), loc)); d != nil {
+		t.Fatalf("round %d: leaves differ from a rebuild in buckets %v", round, d)
 	}
 }
 
