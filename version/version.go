@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // ErrMalformed is returned (wrapped) when encoded bytes cannot be decoded.
@@ -386,7 +387,7 @@ func (s Set) ResolveLWW() Set {
 // sibling dots, tombstone flags and value bytes. Equal sets have equal
 // digests across processes.
 func (s Set) Digest() uint64 {
-	h := fnv.New64a()
+	h := xxhash.New()
 	var buf [10]byte
 	putU := func(v uint64) {
 		n := 0
