@@ -172,6 +172,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	if n.store, err = replica.Open(n.eng, cfg.ID); err != nil {
 		return nil, err
 	}
+	n.store.SetLogger(n.log) // Merkle tree builds report progress
 	saved, err := n.savedKeyspaces()
 	if err != nil {
 		return nil, err
