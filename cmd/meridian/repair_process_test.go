@@ -42,6 +42,16 @@ func TestRepairWithProcesses(t *testing.T) {
 	n3.start(t, c.bin)
 	waitHealthyWith(t, n3.addr, c.creds)
 	admin := c.admin(t, 0)
+	// Hints are off: nothing but anti-entropy can bring n3 these keys (it
+	// starts on its own, prioritised for a returning node, and the run
+	// below finishes the job).
+	hints, err := admin.Hints(ctx, &adminv1.HintsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hints.Targets) != 0 {
+		t.Fatalf("n1 holds hints with --max-hint-bytes 0: %v", hints.Targets)
+	}
 	missing := func() int {
 		n := 0
 		for i := 0; i < keys; i++ {
@@ -51,9 +61,6 @@ func TestRepairWithProcesses(t *testing.T) {
 			}
 		}
 		return n
-	}
-	if m := missing(); m < keys/2 {
-		t.Fatalf("n3 already holds %d of %d keys written while it was down with hints off", keys-m, keys)
 	}
 	out := c.cli(t, ctx, "repair", "run", "--wait", "--addr", n3.addr)
 	if !strings.Contains(out, "repair done: 64 partition(s)") {
