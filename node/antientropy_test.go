@@ -141,6 +141,8 @@ func TestTombstonesCollectedOnlyWhenEveryReplicaHoldsThem(t *testing.T) {
 		Configure: func(c *node.Config) {
 			c.AntiEntropyPeriod = time.Hour
 			c.TombstoneGrace = 50 * time.Millisecond
+			off := int64(0)
+			c.MaxHintBytes = &off // hints off: only anti-entropy can carry the delete
 		}})
 	n1, n3 := l.Node("n1"), l.Node("n3")
 	c1 := dial(t, n1.Addr())
@@ -150,8 +152,7 @@ func TestTombstonesCollectedOnlyWhenEveryReplicaHoldsThem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// n3 misses the delete (and n1 keeps no hint: it is cut off entirely
-	// from n3, and the hint is purged below).
+	// n3 misses the delete, and with hints off nobody keeps it for n3.
 	n1.Faults().Cut("n3")
 	if _, err := c1.Delete(ctx, &kvv1.DeleteRequest{Key: key, Context: put.Context, Consistency: lvl(kvv1.Level_LEVEL_QUORUM)}); err != nil {
 		t.Fatal(err)

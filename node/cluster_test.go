@@ -3,6 +3,7 @@ package node_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"os"
 	"slices"
@@ -407,6 +408,9 @@ func listServices(t *testing.T, conn *grpc.ClientConn) ([]string, error) {
 		return nil, err
 	}
 	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		if err == io.EOF { // the stream ended: its status says why
+			_, err = stream.Recv()
+		}
 		return nil, err
 	}
 	resp, err := stream.Recv()
