@@ -76,7 +76,7 @@ type Config struct {
 	// negative: never).
 	TombstoneGrace time.Duration `yaml:"tombstone-grace"`
 	// MaxInFlight bounds the client requests a node coordinates at once;
-	// more wait briefly, then get RESOURCE_EXHAUSTED (default 2048).
+	// more wait briefly, then get RESOURCE_EXHAUSTED (default 16 per CPU).
 	MaxInFlight int `yaml:"max-in-flight"`
 	// MaxConnections caps open connections per listener; more are closed
 	// at once (default 4096).

@@ -28,7 +28,7 @@ func BenchmarkOverload(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	l, err := node.StartLocal(ctx, node.LocalSpec{Dir: b.TempDir(), NodesPerDC: 3, GossipProfile: "test", Insecure: true,
-		Configure: func(c *node.Config) { c.MaxInFlight = 256 }})
+		Configure: func(c *node.Config) { c.MaxInFlight = inflightLimit() }})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -146,3 +146,12 @@ func envSeconds(name string) time.Duration {
 }
 
 func getenv(name string) string { return os.Getenv(name) }
+
+// inflightLimit is OVERLOAD_MAX_IN_FLIGHT, or the node default.
+func inflightLimit() int {
+	var n int
+	if _, err := fmt.Sscan(getenv("OVERLOAD_MAX_IN_FLIGHT"), &n); err != nil {
+		return 0
+	}
+	return n
+}

@@ -86,7 +86,7 @@ Example, a 3-node cluster on one machine:
 	f.Float64Var(&cfg.RepairKeysPerSecond, "repair-keys-per-second", 0, "anti-entropy repair throttle, keys/s (default 5000)")
 	f.Float64Var(&cfg.RepairBytesPerSecond, "repair-bytes-per-second", 0, "anti-entropy repair throttle, bytes/s (default 20 MiB/s)")
 	f.Float64Var(&cfg.RepairCrossDCBytesPerSecond, "repair-cross-dc-bytes-per-second", 0, "anti-entropy repair throttle with replicas in other DCs, bytes/s (default 5 MiB/s)")
-	f.IntVar(&cfg.MaxInFlight, "max-in-flight", 0, "client requests coordinated at once before shedding with RESOURCE_EXHAUSTED (default 2048)")
+	f.IntVar(&cfg.MaxInFlight, "max-in-flight", 0, "client requests coordinated at once before shedding with RESOURCE_EXHAUSTED (default 16 per CPU)")
 	f.IntVar(&cfg.MaxConnections, "max-connections", 0, "open connections per listener; more are closed at once (default 4096)")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "plaintext listeners and no certificates (only on a trusted network)")
 	f.StringVar(&cfg.CAFile, "ca", "", "cluster CA certificate (meridian certs create-ca)")
