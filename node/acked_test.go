@@ -102,7 +102,7 @@ func TestReadYourWritesThroughReturnWithUndeliveredHints(t *testing.T) {
 // delivers it when the replica returns.
 func TestHintsWithoutFallback(t *testing.T) {
 	l := startCluster(t, node.LocalSpec{NodesPerDC: 3, Engine: "memory"})
-	n1, n3 := l.Node("n1"), l.Node("n3")
+	n1 := l.Node("n1")
 	ctx := ctxT(t)
 	if err := l.Stop("n3"); err != nil {
 		t.Fatal(err)
@@ -122,8 +122,8 @@ func TestHintsWithoutFallback(t *testing.T) {
 	if !slices.Contains(n1.HintTargets(), "n3") {
 		t.Fatalf("n1 keeps hints for %v, want n3", n1.HintTargets())
 	}
-	var err error
-	if n3, err = l.Restart(ctx, "n3"); err != nil {
+	n3, err := l.Restart(ctx, "n3")
+	if err != nil {
 		t.Fatal(err)
 	}
 	topo := n3.Topology()

@@ -105,8 +105,11 @@ var errNoCredentials = errors.New("no credentials: send a bearer token (--token 
 // principal authenticates the caller.
 func (z *authorizer) principal(ctx context.Context) (*Principal, error) {
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		for _, v := range md.Get("authorization") {
-			tok, ok := strings.CutPrefix(v, "Bearer ")
+		if vals := md.Get("authorization"); len(vals) > 0 {
+			if len(vals) > 1 {
+				return nil, errors.New("more than one authorization header")
+			}
+			tok, ok := strings.CutPrefix(vals[0], "Bearer ")
 			if !ok {
 				return nil, errors.New(`authorization header must be "Bearer <token>"`)
 			}
