@@ -930,6 +930,13 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 	if duplicate {
 		r.trail.add(c.cfg.NodeID, "duplicate request", "already applied: nothing written", 0)
 		c.obs.DuplicateWrite()
+		if !isReplica {
+			// A fallback holds no copy to send again: the first attempt's
+			// hints carry the write.
+			fcancel()
+			return &kvv1.PutResponse{Effective: &kvv1.Effective{N: uint32(r.need.N), Level: r.need.Level, Coordinator: c.cfg.NodeID},
+				Explain: r.trail.events()}, nil
+		}
 	}
 
 	var usedMu sync.Mutex
