@@ -85,7 +85,7 @@ func (e *OverloadError) GRPCStatus() *status.Status {
 
 // admit takes a request slot or returns the error to shed with. Writes
 // also need room for the background work they leave.
-func (c *Coordinator) admit(ctx context.Context, op Op) (release func(), err error) {
+func (c *Coordinator) admit(ctx context.Context, op Op) (release func(ok bool), err error) {
 	if op == OpWrite && c.cfg.Store.Engine().Stalled() {
 		c.obs.Shed(op.String())
 		return nil, &OverloadError{What: "writes", Reason: "storage is stalling writes until compactions catch up"}
@@ -96,9 +96,10 @@ func (c *Coordinator) admit(ctx context.Context, op Op) (release func(), err err
 	}
 	if !c.inflight.acquire(ctx) {
 		c.obs.Shed(op.String())
-		return nil, &OverloadError{What: "requests", InFlight: c.inflight.inUse(), Max: cap(c.inflight.slots)}
+		return nil, &OverloadError{What: "requests", InFlight: c.inflight.inUse(), Max: c.inflight.limit()}
 	}
-	return c.inflight.release, nil
+	start := time.Now()
+	return func(ok bool) { c.inflight.release(time.Since(start), ok) }, nil
 }
 
 // goBackground runs fn as background work if a slot is free; it reports

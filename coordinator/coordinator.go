@@ -94,7 +94,9 @@ type Config struct {
 	RequestIDWindow time.Duration
 	MaxRequestIDs   int
 	// MaxInFlight bounds the client requests this node coordinates at once
-	// (default DefaultMaxInFlight: 16 per CPU); ShedAfter is how long a request waits for a slot
+	// (default DefaultMaxInFlight: 16 per CPU). Below it the limit adapts
+	// to latency (down to an eighth of it) when requests start queueing;
+	// ShedAfter is how long a request waits for a slot
 	// before it is refused with RESOURCE_EXHAUSTED (default 20ms).
 	MaxInFlight int
 	ShedAfter   time.Duration
@@ -203,7 +205,7 @@ type Coordinator struct {
 	reqIDs *requestIDs
 	warn   warnLimiter
 
-	inflight *admitter
+	inflight *limiter
 	bgSlots  *admitter
 
 	// Background work (remaining replica writes, read repair) runs under
@@ -235,8 +237,9 @@ func New(cfg Config) (*Coordinator, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Coordinator{cfg: cfg, hlc: NewHLC(cfg.Now), tracer: cfg.Tracer, obs: cfg.Observer, seal: seal,
 		reqIDs:   newRequestIDs(cfg.MaxRequestIDs, cfg.RequestIDWindow),
-		inflight: newAdmitter(cfg.MaxInFlight, cfg.ShedAfter), bgSlots: newAdmitter(cfg.MaxBackground, 0),
-		bgCtx: ctx, bgCancel: cancel}, nil
+		inflight: newLimiter(cfg.MaxInFlight, max(1, cfg.MaxInFlight/8), cfg.MaxInFlight, cfg.ShedAfter),
+		bgSlots:  newAdmitter(cfg.MaxBackground, 0),
+		bgCtx:    ctx, bgCancel: cancel}, nil
 }
 
 // SetSecrets replaces the cluster secrets that authenticate contexts: the

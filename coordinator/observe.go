@@ -84,7 +84,7 @@ func (c *Coordinator) observe(ctx context.Context, name string, op Op, keyspace 
 		c.obs.RequestDone(name[len("kv."):], level, status.Code(err).String(), time.Since(start))
 		return err
 	}
-	defer release()
+	defer func() { release(err == nil) }()
 	ctx, span := c.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal),
 		trace.WithAttributes(attrKeyspace.String(orDefault(keyspace)), attrLevel.String(level)))
 	err = fn(ctx, span)
