@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -352,4 +353,36 @@ func (n *Node) checkPeer(ctx context.Context, req any, info *grpc.UnaryServerInf
 		return nil, status.Errorf(codes.FailedPrecondition, "peer request with a bad topology epoch %q", e[0])
 	}
 	return handler(ctx, req)
+}
+
+// Topology tells a partition-aware client where every partition lives.
+func (s *discoveryServer) Topology(context.Context, *internalv1.TopologyRequest) (*internalv1.TopologyResponse, error) {
+	n := s.n
+	topo := n.Topology()
+	resp := &internalv1.TopologyResponse{Epoch: topo.Epoch, Partitions: uint32(topo.Ring.Partitions())}
+	ids := make([]string, 0, len(topo.Nodes))
+	for id := range topo.Nodes {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	index := make(map[string]uint32, len(ids))
+	for i, id := range ids {
+		m := topo.Nodes[id]
+		index[id] = uint32(i)
+		resp.Nodes = append(resp.Nodes, &internalv1.TopologyNode{Id: id, Dc: m.DC, Rack: m.Rack, GrpcAddr: m.GRPCAddr, Alive: n.Alive(id)})
+	}
+	for _, name := range topo.KeyspaceNames() {
+		ks := topo.Keyspaces[name]
+		kt := &internalv1.KeyspaceTopology{Name: name, Partitions: make([]*internalv1.PartitionReplicas, topo.Ring.Partitions())}
+		for p := range kt.Partitions {
+			reps := ks.Table.Replicas(p)
+			pr := &internalv1.PartitionReplicas{Nodes: make([]uint32, len(reps))}
+			for i, r := range reps {
+				pr.Nodes[i] = index[r.Node]
+			}
+			kt.Partitions[p] = pr
+		}
+		resp.Keyspaces = append(resp.Keyspaces, kt)
+	}
+	return resp, nil
 }

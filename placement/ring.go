@@ -436,6 +436,16 @@ func (r *Ring) Partition(key []byte) int {
 	return int(xxhash.Sum64(key) >> r.shift)
 }
 
+// PartitionOf maps a key to its partition in a ring of q partitions (a
+// power of two): the same answer as Ring.Partition, for clients that know
+// only q.
+func PartitionOf(key []byte, q int) int {
+	if q <= 1 {
+		return 0
+	}
+	return int(xxhash.Sum64(key) >> uint(64-bits.TrailingZeros(uint(q))))
+}
+
 // Nodes returns the members sorted by DC, then ID.
 func (r *Ring) Nodes() []Node { return append([]Node(nil), r.nodes...) }
 

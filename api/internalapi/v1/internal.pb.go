@@ -382,6 +382,284 @@ func (x *BucketDigestsResponse) GetKeys() []*KeyDigest {
 	return nil
 }
 
+type TopologyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopologyRequest) Reset() {
+	*x = TopologyRequest{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopologyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopologyRequest) ProtoMessage() {}
+
+func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopologyRequest.ProtoReflect.Descriptor instead.
+func (*TopologyRequest) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{7}
+}
+
+type TopologyNode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Dc            string                 `protobuf:"bytes,2,opt,name=dc,proto3" json:"dc,omitempty"`
+	Rack          string                 `protobuf:"bytes,3,opt,name=rack,proto3" json:"rack,omitempty"`
+	GrpcAddr      string                 `protobuf:"bytes,4,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	Alive         bool                   `protobuf:"varint,5,opt,name=alive,proto3" json:"alive,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopologyNode) Reset() {
+	*x = TopologyNode{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopologyNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopologyNode) ProtoMessage() {}
+
+func (x *TopologyNode) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopologyNode.ProtoReflect.Descriptor instead.
+func (*TopologyNode) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *TopologyNode) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TopologyNode) GetDc() string {
+	if x != nil {
+		return x.Dc
+	}
+	return ""
+}
+
+func (x *TopologyNode) GetRack() string {
+	if x != nil {
+		return x.Rack
+	}
+	return ""
+}
+
+func (x *TopologyNode) GetGrpcAddr() string {
+	if x != nil {
+		return x.GrpcAddr
+	}
+	return ""
+}
+
+func (x *TopologyNode) GetAlive() bool {
+	if x != nil {
+		return x.Alive
+	}
+	return false
+}
+
+type PartitionReplicas struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Indexes into TopologyResponse.nodes, in preference order.
+	Nodes         []uint32 `protobuf:"varint,1,rep,packed,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionReplicas) Reset() {
+	*x = PartitionReplicas{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionReplicas) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionReplicas) ProtoMessage() {}
+
+func (x *PartitionReplicas) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionReplicas.ProtoReflect.Descriptor instead.
+func (*PartitionReplicas) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PartitionReplicas) GetNodes() []uint32 {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+type KeyspaceTopology struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// One entry per partition, in partition order.
+	Partitions    []*PartitionReplicas `protobuf:"bytes,2,rep,name=partitions,proto3" json:"partitions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyspaceTopology) Reset() {
+	*x = KeyspaceTopology{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyspaceTopology) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyspaceTopology) ProtoMessage() {}
+
+func (x *KeyspaceTopology) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyspaceTopology.ProtoReflect.Descriptor instead.
+func (*KeyspaceTopology) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *KeyspaceTopology) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *KeyspaceTopology) GetPartitions() []*PartitionReplicas {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+type TopologyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Partitions    uint32                 `protobuf:"varint,2,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	Nodes         []*TopologyNode        `protobuf:"bytes,3,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Keyspaces     []*KeyspaceTopology    `protobuf:"bytes,4,rep,name=keyspaces,proto3" json:"keyspaces,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopologyResponse) Reset() {
+	*x = TopologyResponse{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopologyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopologyResponse) ProtoMessage() {}
+
+func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopologyResponse.ProtoReflect.Descriptor instead.
+func (*TopologyResponse) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *TopologyResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *TopologyResponse) GetPartitions() uint32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return 0
+}
+
+func (x *TopologyResponse) GetNodes() []*TopologyNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *TopologyResponse) GetKeyspaces() []*KeyspaceTopology {
+	if x != nil {
+		return x.Keyspaces
+	}
+	return nil
+}
+
 type ReadRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Keyspace      string                 `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
@@ -392,7 +670,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -404,7 +682,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -417,7 +695,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{7}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ReadRequest) GetKeyspace() string {
@@ -444,7 +722,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[8]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -456,7 +734,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[8]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -469,7 +747,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{8}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReadResponse) GetSet() []byte {
@@ -495,7 +773,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[9]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -507,7 +785,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[9]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -520,7 +798,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{9}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WriteRequest) GetKeyspace() string {
@@ -566,7 +844,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[10]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -578,7 +856,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[10]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -591,7 +869,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{10}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{15}
 }
 
 type CoordinateRequest struct {
@@ -607,7 +885,7 @@ type CoordinateRequest struct {
 
 func (x *CoordinateRequest) Reset() {
 	*x = CoordinateRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[11]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -619,7 +897,7 @@ func (x *CoordinateRequest) String() string {
 func (*CoordinateRequest) ProtoMessage() {}
 
 func (x *CoordinateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[11]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -632,7 +910,7 @@ func (x *CoordinateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinateRequest.ProtoReflect.Descriptor instead.
 func (*CoordinateRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{11}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CoordinateRequest) GetPut() *v1.PutRequest {
@@ -665,7 +943,7 @@ type CoordinateResponse struct {
 
 func (x *CoordinateResponse) Reset() {
 	*x = CoordinateResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[12]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +955,7 @@ func (x *CoordinateResponse) String() string {
 func (*CoordinateResponse) ProtoMessage() {}
 
 func (x *CoordinateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[12]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +968,7 @@ func (x *CoordinateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinateResponse.ProtoReflect.Descriptor instead.
 func (*CoordinateResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{12}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CoordinateResponse) GetPut() *v1.PutResponse {
@@ -708,7 +986,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[13]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +998,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[13]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +1011,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{13}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{18}
 }
 
 type InfoResponse struct {
@@ -756,7 +1034,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[14]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +1046,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[14]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +1059,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{14}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *InfoResponse) GetId() string {
@@ -871,7 +1149,28 @@ const file_internalapi_v1_internal_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x16\n" +
 	"\x06digest\x18\x02 \x01(\x06R\x06digest\"C\n" +
 	"\x15BucketDigestsResponse\x12*\n" +
-	"\x04keys\x18\x01 \x03(\v2\x16.internal.v1.KeyDigestR\x04keys\";\n" +
+	"\x04keys\x18\x01 \x03(\v2\x16.internal.v1.KeyDigestR\x04keys\"\x11\n" +
+	"\x0fTopologyRequest\"u\n" +
+	"\fTopologyNode\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n" +
+	"\x02dc\x18\x02 \x01(\tR\x02dc\x12\x12\n" +
+	"\x04rack\x18\x03 \x01(\tR\x04rack\x12\x1b\n" +
+	"\tgrpc_addr\x18\x04 \x01(\tR\bgrpcAddr\x12\x14\n" +
+	"\x05alive\x18\x05 \x01(\bR\x05alive\")\n" +
+	"\x11PartitionReplicas\x12\x14\n" +
+	"\x05nodes\x18\x01 \x03(\rR\x05nodes\"f\n" +
+	"\x10KeyspaceTopology\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12>\n" +
+	"\n" +
+	"partitions\x18\x02 \x03(\v2\x1e.internal.v1.PartitionReplicasR\n" +
+	"partitions\"\xb6\x01\n" +
+	"\x10TopologyResponse\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x02 \x01(\rR\n" +
+	"partitions\x12/\n" +
+	"\x05nodes\x18\x03 \x03(\v2\x19.internal.v1.TopologyNodeR\x05nodes\x12;\n" +
+	"\tkeyspaces\x18\x04 \x03(\v2\x1d.internal.v1.KeyspaceTopologyR\tkeyspaces\";\n" +
 	"\vReadRequest\x12\x1a\n" +
 	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\" \n" +
@@ -910,9 +1209,10 @@ const file_internalapi_v1_internal_proto_rawDesc = "" +
 	"Coordinate\x12\x1e.internal.v1.CoordinateRequest\x1a\x1f.internal.v1.CoordinateResponse\x12A\n" +
 	"\x06Leaves\x12\x1a.internal.v1.LeavesRequest\x1a\x1b.internal.v1.LeavesResponse\x12V\n" +
 	"\rBucketDigests\x12!.internal.v1.BucketDigestsRequest\x1a\".internal.v1.BucketDigestsResponse\x12b\n" +
-	"\x11CollectTombstones\x12%.internal.v1.CollectTombstonesRequest\x1a&.internal.v1.CollectTombstonesResponse2H\n" +
+	"\x11CollectTombstones\x12%.internal.v1.CollectTombstonesRequest\x1a&.internal.v1.CollectTombstonesResponse2\x91\x01\n" +
 	"\tDiscovery\x12;\n" +
-	"\x04Info\x12\x18.internal.v1.InfoRequest\x1a\x19.internal.v1.InfoResponseB>Z<github.com/meridiankv/meridian/api/internalapi/v1;internalv1b\x06proto3"
+	"\x04Info\x12\x18.internal.v1.InfoRequest\x1a\x19.internal.v1.InfoResponse\x12G\n" +
+	"\bTopology\x12\x1c.internal.v1.TopologyRequest\x1a\x1d.internal.v1.TopologyResponseB>Z<github.com/meridiankv/meridian/api/internalapi/v1;internalv1b\x06proto3"
 
 var (
 	file_internalapi_v1_internal_proto_rawDescOnce sync.Once
@@ -926,7 +1226,7 @@ func file_internalapi_v1_internal_proto_rawDescGZIP() []byte {
 	return file_internalapi_v1_internal_proto_rawDescData
 }
 
-var file_internalapi_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_internalapi_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_internalapi_v1_internal_proto_goTypes = []any{
 	(*CollectTombstonesRequest)(nil),  // 0: internal.v1.CollectTombstonesRequest
 	(*CollectTombstonesResponse)(nil), // 1: internal.v1.CollectTombstonesResponse
@@ -935,41 +1235,51 @@ var file_internalapi_v1_internal_proto_goTypes = []any{
 	(*BucketDigestsRequest)(nil),      // 4: internal.v1.BucketDigestsRequest
 	(*KeyDigest)(nil),                 // 5: internal.v1.KeyDigest
 	(*BucketDigestsResponse)(nil),     // 6: internal.v1.BucketDigestsResponse
-	(*ReadRequest)(nil),               // 7: internal.v1.ReadRequest
-	(*ReadResponse)(nil),              // 8: internal.v1.ReadResponse
-	(*WriteRequest)(nil),              // 9: internal.v1.WriteRequest
-	(*WriteResponse)(nil),             // 10: internal.v1.WriteResponse
-	(*CoordinateRequest)(nil),         // 11: internal.v1.CoordinateRequest
-	(*CoordinateResponse)(nil),        // 12: internal.v1.CoordinateResponse
-	(*InfoRequest)(nil),               // 13: internal.v1.InfoRequest
-	(*InfoResponse)(nil),              // 14: internal.v1.InfoResponse
-	(*v1.PutRequest)(nil),             // 15: kv.v1.PutRequest
-	(*v1.PutResponse)(nil),            // 16: kv.v1.PutResponse
+	(*TopologyRequest)(nil),           // 7: internal.v1.TopologyRequest
+	(*TopologyNode)(nil),              // 8: internal.v1.TopologyNode
+	(*PartitionReplicas)(nil),         // 9: internal.v1.PartitionReplicas
+	(*KeyspaceTopology)(nil),          // 10: internal.v1.KeyspaceTopology
+	(*TopologyResponse)(nil),          // 11: internal.v1.TopologyResponse
+	(*ReadRequest)(nil),               // 12: internal.v1.ReadRequest
+	(*ReadResponse)(nil),              // 13: internal.v1.ReadResponse
+	(*WriteRequest)(nil),              // 14: internal.v1.WriteRequest
+	(*WriteResponse)(nil),             // 15: internal.v1.WriteResponse
+	(*CoordinateRequest)(nil),         // 16: internal.v1.CoordinateRequest
+	(*CoordinateResponse)(nil),        // 17: internal.v1.CoordinateResponse
+	(*InfoRequest)(nil),               // 18: internal.v1.InfoRequest
+	(*InfoResponse)(nil),              // 19: internal.v1.InfoResponse
+	(*v1.PutRequest)(nil),             // 20: kv.v1.PutRequest
+	(*v1.PutResponse)(nil),            // 21: kv.v1.PutResponse
 }
 var file_internalapi_v1_internal_proto_depIdxs = []int32{
 	5,  // 0: internal.v1.CollectTombstonesRequest.keys:type_name -> internal.v1.KeyDigest
 	5,  // 1: internal.v1.BucketDigestsResponse.keys:type_name -> internal.v1.KeyDigest
-	15, // 2: internal.v1.CoordinateRequest.put:type_name -> kv.v1.PutRequest
-	16, // 3: internal.v1.CoordinateResponse.put:type_name -> kv.v1.PutResponse
-	7,  // 4: internal.v1.Replica.Read:input_type -> internal.v1.ReadRequest
-	9,  // 5: internal.v1.Replica.Write:input_type -> internal.v1.WriteRequest
-	11, // 6: internal.v1.Replica.Coordinate:input_type -> internal.v1.CoordinateRequest
-	2,  // 7: internal.v1.Replica.Leaves:input_type -> internal.v1.LeavesRequest
-	4,  // 8: internal.v1.Replica.BucketDigests:input_type -> internal.v1.BucketDigestsRequest
-	0,  // 9: internal.v1.Replica.CollectTombstones:input_type -> internal.v1.CollectTombstonesRequest
-	13, // 10: internal.v1.Discovery.Info:input_type -> internal.v1.InfoRequest
-	8,  // 11: internal.v1.Replica.Read:output_type -> internal.v1.ReadResponse
-	10, // 12: internal.v1.Replica.Write:output_type -> internal.v1.WriteResponse
-	12, // 13: internal.v1.Replica.Coordinate:output_type -> internal.v1.CoordinateResponse
-	3,  // 14: internal.v1.Replica.Leaves:output_type -> internal.v1.LeavesResponse
-	6,  // 15: internal.v1.Replica.BucketDigests:output_type -> internal.v1.BucketDigestsResponse
-	1,  // 16: internal.v1.Replica.CollectTombstones:output_type -> internal.v1.CollectTombstonesResponse
-	14, // 17: internal.v1.Discovery.Info:output_type -> internal.v1.InfoResponse
-	11, // [11:18] is the sub-list for method output_type
-	4,  // [4:11] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	9,  // 2: internal.v1.KeyspaceTopology.partitions:type_name -> internal.v1.PartitionReplicas
+	8,  // 3: internal.v1.TopologyResponse.nodes:type_name -> internal.v1.TopologyNode
+	10, // 4: internal.v1.TopologyResponse.keyspaces:type_name -> internal.v1.KeyspaceTopology
+	20, // 5: internal.v1.CoordinateRequest.put:type_name -> kv.v1.PutRequest
+	21, // 6: internal.v1.CoordinateResponse.put:type_name -> kv.v1.PutResponse
+	12, // 7: internal.v1.Replica.Read:input_type -> internal.v1.ReadRequest
+	14, // 8: internal.v1.Replica.Write:input_type -> internal.v1.WriteRequest
+	16, // 9: internal.v1.Replica.Coordinate:input_type -> internal.v1.CoordinateRequest
+	2,  // 10: internal.v1.Replica.Leaves:input_type -> internal.v1.LeavesRequest
+	4,  // 11: internal.v1.Replica.BucketDigests:input_type -> internal.v1.BucketDigestsRequest
+	0,  // 12: internal.v1.Replica.CollectTombstones:input_type -> internal.v1.CollectTombstonesRequest
+	18, // 13: internal.v1.Discovery.Info:input_type -> internal.v1.InfoRequest
+	7,  // 14: internal.v1.Discovery.Topology:input_type -> internal.v1.TopologyRequest
+	13, // 15: internal.v1.Replica.Read:output_type -> internal.v1.ReadResponse
+	15, // 16: internal.v1.Replica.Write:output_type -> internal.v1.WriteResponse
+	17, // 17: internal.v1.Replica.Coordinate:output_type -> internal.v1.CoordinateResponse
+	3,  // 18: internal.v1.Replica.Leaves:output_type -> internal.v1.LeavesResponse
+	6,  // 19: internal.v1.Replica.BucketDigests:output_type -> internal.v1.BucketDigestsResponse
+	1,  // 20: internal.v1.Replica.CollectTombstones:output_type -> internal.v1.CollectTombstonesResponse
+	19, // 21: internal.v1.Discovery.Info:output_type -> internal.v1.InfoResponse
+	11, // 22: internal.v1.Discovery.Topology:output_type -> internal.v1.TopologyResponse
+	15, // [15:23] is the sub-list for method output_type
+	7,  // [7:15] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_internalapi_v1_internal_proto_init() }
@@ -983,7 +1293,7 @@ func file_internalapi_v1_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internalapi_v1_internal_proto_rawDesc), len(file_internalapi_v1_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -341,7 +341,8 @@ var Replica_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Discovery_Info_FullMethodName = "/internal.v1.Discovery/Info"
+	Discovery_Info_FullMethodName     = "/internal.v1.Discovery/Info"
+	Discovery_Topology_FullMethodName = "/internal.v1.Discovery/Topology"
 )
 
 // DiscoveryClient is the client API for Discovery service.
@@ -353,6 +354,10 @@ const (
 // addresses and tools find its admin address from the client address.
 type DiscoveryClient interface {
 	Info(ctx context.Context, in *InfoRequest, opts ...grpc.CallOption) (*InfoResponse, error)
+	// Topology returns what a partition-aware client needs to route each
+	// request straight to a replica: the nodes with their client addresses,
+	// and per keyspace the replicas of every partition, at an epoch.
+	Topology(ctx context.Context, in *TopologyRequest, opts ...grpc.CallOption) (*TopologyResponse, error)
 }
 
 type discoveryClient struct {
@@ -373,6 +378,16 @@ func (c *discoveryClient) Info(ctx context.Context, in *InfoRequest, opts ...grp
 	return out, nil
 }
 
+func (c *discoveryClient) Topology(ctx context.Context, in *TopologyRequest, opts ...grpc.CallOption) (*TopologyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TopologyResponse)
+	err := c.cc.Invoke(ctx, Discovery_Topology_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DiscoveryServer is the server API for Discovery service.
 // All implementations must embed UnimplementedDiscoveryServer
 // for forward compatibility.
@@ -382,6 +397,10 @@ func (c *discoveryClient) Info(ctx context.Context, in *InfoRequest, opts ...grp
 // addresses and tools find its admin address from the client address.
 type DiscoveryServer interface {
 	Info(context.Context, *InfoRequest) (*InfoResponse, error)
+	// Topology returns what a partition-aware client needs to route each
+	// request straight to a replica: the nodes with their client addresses,
+	// and per keyspace the replicas of every partition, at an epoch.
+	Topology(context.Context, *TopologyRequest) (*TopologyResponse, error)
 	mustEmbedUnimplementedDiscoveryServer()
 }
 
@@ -394,6 +413,9 @@ type UnimplementedDiscoveryServer struct{}
 
 func (UnimplementedDiscoveryServer) Info(context.Context, *InfoRequest) (*InfoResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Info not implemented")
+}
+func (UnimplementedDiscoveryServer) Topology(context.Context, *TopologyRequest) (*TopologyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Topology not implemented")
 }
 func (UnimplementedDiscoveryServer) mustEmbedUnimplementedDiscoveryServer() {}
 func (UnimplementedDiscoveryServer) testEmbeddedByValue()                   {}
@@ -434,6 +456,24 @@ func _Discovery_Info_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Discovery_Topology_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TopologyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DiscoveryServer).Topology(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Discovery_Topology_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DiscoveryServer).Topology(ctx, req.(*TopologyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Discovery_ServiceDesc is the grpc.ServiceDesc for Discovery service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -444,6 +484,10 @@ var Discovery_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Info",
 			Handler:    _Discovery_Info_Handler,
+		},
+		{
+			MethodName: "Topology",
+			Handler:    _Discovery_Topology_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
