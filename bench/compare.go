@@ -1,8 +1,12 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
+	"html/template"
 	"io"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 )
 
@@ -15,54 +19,251 @@ type CompareRow struct {
 	Ratio float64
 }
 
+// CompareRowN is one metric of two or more runs.
+type CompareRowN struct {
+	Op     string
+	Metric string
+	// Values holds the metric of each run, in order.
+	Values []float64
+	// Ratios[i] is Values[i] / Values[0] (0 when Values[0] is 0); Ratios[0]
+	// is 1 (or 0).
+	Ratios []float64
+}
+
 // Compare lines two results up metric by metric.
 func Compare(a, b *Result) []CompareRow {
 	var rows []CompareRow
-	add := func(op, metric string, x, y float64) {
-		r := CompareRow{Op: op, Metric: metric, A: x, B: y}
-		if x != 0 {
-			r.Ratio = y / x
+	for _, r := range CompareN([]*Result{a, b}) {
+		rows = append(rows, CompareRow{Op: r.Op, Metric: r.Metric, A: r.Values[0], B: r.Values[1], Ratio: r.Ratios[1]})
+	}
+	return rows
+}
+
+// CompareN lines results up metric by metric, each against the first.
+func CompareN(results []*Result) []CompareRowN {
+	var rows []CompareRowN
+	add := func(op, metric string, get func(OpStats) float64, stats []OpStats) {
+		r := CompareRowN{Op: op, Metric: metric, Values: make([]float64, len(stats)), Ratios: make([]float64, len(stats))}
+		for i, s := range stats {
+			r.Values[i] = get(s)
+		}
+		if r.Values[0] != 0 {
+			for i, v := range r.Values {
+				r.Ratios[i] = v / r.Values[0]
+			}
 		}
 		rows = append(rows, r)
 	}
-	both := func(op string, x, y OpStats) {
-		add(op, "ops/s", x.Throughput, y.Throughput)
-		add(op, "p50 ms", x.P50, y.P50)
-		add(op, "p90 ms", x.P90, y.P90)
-		add(op, "p99 ms", x.P99, y.P99)
-		add(op, "p99.9 ms", x.P999, y.P999)
-		add(op, "p99.99 ms", x.P9999, y.P9999)
-		add(op, "max ms", x.Max, y.Max)
-		add(op, "errors", float64(x.Errors), float64(y.Errors))
+	all := func(op string, stats []OpStats) {
+		add(op, "ops/s", func(s OpStats) float64 { return s.Throughput }, stats)
+		add(op, "p50 ms", func(s OpStats) float64 { return s.P50 }, stats)
+		add(op, "p90 ms", func(s OpStats) float64 { return s.P90 }, stats)
+		add(op, "p99 ms", func(s OpStats) float64 { return s.P99 }, stats)
+		add(op, "p99.9 ms", func(s OpStats) float64 { return s.P999 }, stats)
+		add(op, "p99.99 ms", func(s OpStats) float64 { return s.P9999 }, stats)
+		add(op, "max ms", func(s OpStats) float64 { return s.Max }, stats)
+		add(op, "errors", func(s OpStats) float64 { return float64(s.Errors) }, stats)
 	}
+	for _, op := range unionOps(results) {
+		stats := make([]OpStats, len(results))
+		for i, r := range results {
+			if s, ok := r.Ops[op]; ok {
+				stats[i] = *s
+			}
+		}
+		all(string(op), stats)
+	}
+	totals := make([]OpStats, len(results))
+	for i, r := range results {
+		totals[i] = r.Total
+	}
+	all("total", totals)
+	return rows
+}
+
+// unionOps is the operation types present in any result, in Ops order.
+func unionOps(results []*Result) []Op {
+	var out []Op
 	for _, op := range Ops {
-		x, okA := a.Ops[op]
-		y, okB := b.Ops[op]
-		if okA || okB {
-			if !okA {
-				x = &OpStats{}
+		for _, r := range results {
+			if _, ok := r.Ops[op]; ok {
+				out = append(out, op)
+				break
 			}
-			if !okB {
-				y = &OpStats{}
-			}
-			both(string(op), *x, *y)
 		}
 	}
-	both("total", a.Total, b.Total)
-	return rows
+	return out
+}
+
+// runLabel names the i-th run of a comparison: A, B, ... Z, then R27...
+func runLabel(i int) string {
+	if i < 26 {
+		return string(rune('A' + i))
+	}
+	return "R" + strconv.Itoa(i+1)
+}
+
+func ratioText(r float64, sign string) string {
+	if r == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f%s", r, sign)
 }
 
 // WriteCompare prints Compare's rows as a table.
 func WriteCompare(w io.Writer, nameA, nameB string, a, b *Result) error {
-	fmt.Fprintf(w, "A: %s (workload %s, %s)\nB: %s (workload %s, %s)\n", nameA, a.Workload, a.Start.Format("2006-01-02 15:04"), nameB, b.Workload, b.Start.Format("2006-01-02 15:04"))
+	return WriteCompareN(w, []string{nameA, nameB}, []*Result{a, b})
+}
+
+// WriteCompareN prints two or more runs side by side, each with its ratio
+// to the first (columns A, B, ..., B/A, ...).
+func WriteCompareN(w io.Writer, names []string, results []*Result) error {
+	if err := checkCompare(names, results); err != nil {
+		return err
+	}
+	for i, r := range results {
+		fmt.Fprintf(w, "%s: %s (workload %s, %s)\n", runLabel(i), names[i], r.Workload, r.Start.Format("2006-01-02 15:04"))
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "op\tmetric\tA\tB\tB/A\t")
-	for _, r := range Compare(a, b) {
-		ratio := "-"
-		if r.Ratio != 0 {
-			ratio = fmt.Sprintf("%.2fx", r.Ratio)
+	head := []string{"op", "metric"}
+	for i := range results {
+		head = append(head, runLabel(i))
+	}
+	for i := 1; i < len(results); i++ {
+		head = append(head, runLabel(i)+"/"+runLabel(0))
+	}
+	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
+	for _, r := range CompareN(results) {
+		cells := []string{r.Op, r.Metric}
+		for _, v := range r.Values {
+			cells = append(cells, fmt.Sprintf("%.3f", v))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.3f\t%.3f\t%s\t\n", r.Op, r.Metric, r.A, r.B, ratio)
+		for _, q := range r.Ratios[1:] {
+			cells = append(cells, ratioText(q, "x"))
+		}
+		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
 	}
 	return tw.Flush()
 }
+
+func checkCompare(names []string, results []*Result) error {
+	if len(results) < 2 {
+		return fmt.Errorf("compare needs at least two results, got %d", len(results))
+	}
+	if len(names) != len(results) {
+		return errors.New("compare: one name per result")
+	}
+	return nil
+}
+
+// WriteCompareHTML writes one self-contained page overlaying every run in
+// the same charts (latency by percentile, overall and per operation;
+// throughput over time), each run in its own colour and named by names[i],
+// with a table of every metric per run and each run's ratio to the first.
+func WriteCompareHTML(w io.Writer, names []string, results []*Result) error {
+	if err := checkCompare(names, results); err != nil {
+		return err
+	}
+	type run struct {
+		Label, Name, Color, Desc string
+	}
+	type row struct {
+		Op, Metric     string
+		Values, Ratios []string
+	}
+	type latChart struct {
+		Title string
+		SVG   template.HTML
+	}
+	var runs []run
+	var heads []string
+	for i, r := range results {
+		loop := "closed loop"
+		if r.Config.Rate > 0 {
+			loop = fmt.Sprintf("open loop at %.0f ops/s", r.Config.Rate)
+		}
+		runs = append(runs, run{Label: runLabel(i), Name: names[i], Color: color(i),
+			Desc: fmt.Sprintf("workload %s (%s), %s, %d workers, %s, measured %.1fs after %gs warm-up, %s",
+				r.Workload, r.Config.Mix, r.Start.Format("2006-01-02 15:04:05"), r.Config.Workers, loop,
+				r.MeasuredSeconds, r.Config.WarmupSeconds, strings.TrimSpace(r.Config.Target))})
+		if i > 0 {
+			heads = append(heads, runLabel(i)+"/"+runLabel(0))
+		}
+	}
+	var rows []row
+	for _, c := range CompareN(results) {
+		rw := row{Op: c.Op, Metric: c.Metric}
+		for _, v := range c.Values {
+			if c.Metric == "ops/s" || c.Metric == "errors" {
+				rw.Values = append(rw.Values, strconv.FormatFloat(v, 'f', 0, 64))
+			} else {
+				rw.Values = append(rw.Values, strconv.FormatFloat(v, 'f', 3, 64))
+			}
+		}
+		for _, q := range c.Ratios[1:] {
+			rw.Ratios = append(rw.Ratios, ratioText(q, "×"))
+		}
+		rows = append(rows, rw)
+	}
+
+	legend := func(i int) string { return runLabel(i) + ": " + names[i] }
+	var charts []latChart
+	var total []series
+	for i, r := range results {
+		h, err := r.totalHistogram()
+		if err != nil {
+			return fmt.Errorf("%s: %w", names[i], err)
+		}
+		total = append(total, series{name: legend(i), color: color(i), class: fmt.Sprintf("run%d", i), points: percentilePoints(h)})
+	}
+	charts = append(charts, latChart{"all operations", template.HTML(percentileChart(total))})
+	if ops := unionOps(results); len(ops) > 1 {
+		for _, op := range ops {
+			var lines []series
+			for i, r := range results {
+				h, err := r.Histogram(op)
+				if err != nil {
+					continue
+				}
+				lines = append(lines, series{name: legend(i), color: color(i), class: fmt.Sprintf("run%d", i), points: percentilePoints(h)})
+			}
+			charts = append(charts, latChart{string(op), template.HTML(percentileChart(lines))})
+		}
+	}
+	var tput []series
+	warm := results[0].Config.WarmupSeconds
+	for i, r := range results {
+		tput = append(tput, throughputSeries(r, legend(i), color(i), i)...)
+		if r.Config.WarmupSeconds != warm {
+			warm = 0 // different warm-ups: the dashed lines mark each
+		}
+	}
+	title := "meridian bench compare: " + strings.Join(names, " vs ")
+	return compareTmpl.Execute(w, struct {
+		Title      string
+		Runs       []run
+		RatioHeads []string
+		Rows       []row
+		Latency    []latChart
+		Throughput template.HTML
+	}{title, runs, heads, rows, charts, template.HTML(throughputChart(tput, warm))})
+}
+
+var compareTmpl = template.Must(template.New("compare").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>{{.Title}}</title>
+<style>` + pageStyle + `</style></head>
+<body><h1>{{.Title}}</h1>
+<ul class="runs">
+{{range .Runs}}<li><span class="sw" style="background:{{.Color}}"></span><b>{{.Label}}: {{.Name}}</b> — {{.Desc}}</li>
+{{end}}</ul>
+<table class="compare">
+<tr><th>op</th><th class="l">metric</th>{{range .Runs}}<th>{{.Label}}</th>{{end}}{{range .RatioHeads}}<th>{{.}}</th>{{end}}</tr>
+{{range .Rows}}<tr><td>{{.Op}}</td><td class="l">{{.Metric}}</td>{{range .Values}}<td>{{.}}</td>{{end}}{{range .Ratios}}<td class="ratio">{{.}}</td>{{end}}</tr>
+{{end}}</table>
+<p>Ratios are each run's value divided by run A's: below 1× means lower latency (or fewer ops/s) than A.</p>
+{{range .Latency}}<h2>Latency by percentile: {{.Title}}</h2>
+{{.SVG}}
+{{end}}<h2>Throughput over time</h2>
+{{.Throughput}}
+</body></html>
+`))

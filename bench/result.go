@@ -93,6 +93,9 @@ type Interval struct {
 	Throughput float64 `json:"ops_per_sec"`
 	P50        float64 `json:"p50_ms"`
 	P99        float64 `json:"p99_ms"`
+	// Warmup marks an interval that began during the warm-up: its
+	// operations ran but are excluded from the summary and histograms.
+	Warmup bool `json:"warmup,omitempty"`
 }
 
 func stats(h *hdrhistogram.Histogram, secs float64) OpStats {

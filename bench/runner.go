@@ -127,6 +127,11 @@ type recorder struct {
 	interval map[Op]*hdrhistogram.Histogram
 	errors   map[string]int64
 	ivErrors int64
+	// warm and warmErrors hold the current interval's warm-up operations:
+	// they are drawn in the time series (flagged) but never reach the
+	// summary, the stored histograms or the interval log.
+	warm       *hdrhistogram.Histogram
+	warmErrors int64
 }
 
 func newRecorder() *recorder {
@@ -157,6 +162,20 @@ func (r *recorder) record(op Op, d time.Duration, err error) {
 		}
 		_ = h.RecordValue(v)
 	}
+}
+
+// recordWarmup counts a warm-up operation for the time series only.
+func (r *recorder) recordWarmup(d time.Duration, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil {
+		r.warmErrors++
+		return
+	}
+	if r.warm == nil {
+		r.warm = newHist()
+	}
+	_ = r.warm.RecordValue(min(max(d.Nanoseconds(), histMin), histMax))
 }
 
 // Load inserts RecordCount records (keys 0..RecordCount-1).
@@ -261,6 +280,8 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 				}
 				if !intended.Before(measureFrom) {
 					recs[w].record(op, cfg.now().Sub(intended), err)
+				} else {
+					recs[w].recordWarmup(cfg.now().Sub(intended), err)
 				}
 			}
 		}()
@@ -283,7 +304,7 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 		case <-ticker.C:
 		}
 		now := cfg.now()
-		iv := collectInterval(recs, last, now, start)
+		iv := collectInterval(recs, last, now, start, measureFrom)
 		last = now
 		if hlog != nil {
 			hlog.write(iv.hists, iv.startMs, iv.endMs)
@@ -394,8 +415,10 @@ type intervalData struct {
 }
 
 // collectInterval swaps out every worker's interval histograms and merges
-// them.
-func collectInterval(recs []*recorder, from, to, start time.Time) intervalData {
+// them. Warm-up operations count in the interval's figures (flagged as
+// warm-up when the interval began before measureFrom) but not in hists,
+// which feed the interval log.
+func collectInterval(recs []*recorder, from, to, start, measureFrom time.Time) intervalData {
 	iv := intervalData{hists: map[Op]*hdrhistogram.Histogram{}, startMs: from.UnixMilli(), endMs: to.UnixMilli()}
 	all := newHist()
 	for _, r := range recs {
@@ -410,12 +433,17 @@ func collectInterval(recs []*recorder, from, to, start time.Time) intervalData {
 			all.Merge(h)
 			h.Reset()
 		}
-		iv.Errors += r.ivErrors
-		r.ivErrors = 0
+		if r.warm != nil {
+			all.Merge(r.warm)
+			r.warm.Reset()
+		}
+		iv.Errors += r.ivErrors + r.warmErrors
+		r.ivErrors, r.warmErrors = 0, 0
 		r.mu.Unlock()
 	}
 	secs := to.Sub(from).Seconds()
 	iv.T = to.Sub(start).Seconds()
+	iv.Warmup = from.Before(measureFrom)
 	iv.Ops = all.TotalCount()
 	if secs > 0 {
 		iv.Throughput = float64(iv.Ops) / secs
