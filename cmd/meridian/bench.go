@@ -50,7 +50,7 @@ HTML reports.
   meridian bench --local --workload A --duration 30s                  # a fresh 3-node cluster, one command
   meridian bench --cluster /tmp/mer/cluster.json --workload C --workers 64
   meridian bench --addr 127.0.0.1:7001 --workload A --rate 5000 --json a.json --html a.html
-  meridian bench compare a.json b.json
+  meridian bench compare a.json b.json --html cmp.html
 
 Closed loop (default) measures capacity; --rate runs an open loop whose
 latencies are measured from each operation's intended start, so stalls are
@@ -87,22 +87,58 @@ not hidden (coordinated omission corrected, as wrk2 does).`,
 	fl.StringVar(&f.hlogOut, "hlog", "", "write an HdrHistogram interval log to this file")
 	fl.StringVar(&f.htmlOut, "html", "", "write a self-contained HTML report to this file")
 	fl.Uint64Var(&f.seed, "seed", 1, "random seed (keys and values)")
-	cmd.AddCommand(&cobra.Command{
-		Use:   "compare A.json B.json",
-		Short: "Show two runs side by side with ratios",
-		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			a, err := bench.ReadJSON(args[0])
-			if err != nil {
-				return err
+	cmd.AddCommand(newBenchCompareCmd())
+	return cmd
+}
+
+// newBenchCompareCmd compares two or more --json results: a text table
+// always, and with --html one page overlaying every run in the same charts.
+func newBenchCompareCmd() *cobra.Command {
+	var htmlOut string
+	cmd := &cobra.Command{
+		Use:   "compare A.json B.json [C.json ...]",
+		Short: "Show two or more runs side by side with ratios to the first",
+		Long: `Compare results written by 'meridian bench --json': every metric of each run
+and its ratio to the first. With --html, also write a self-contained page that
+overlays the runs in the same charts (latency by percentile, throughput over
+time) with a legend naming each file.`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) < 2 {
+				return fmt.Errorf("bench compare needs at least two result files (got %d): meridian bench compare a.json b.json [c.json ...]", len(args))
 			}
-			b, err := bench.ReadJSON(args[1])
-			if err != nil {
-				return err
-			}
-			return bench.WriteCompare(cmd.OutOrStdout(), args[0], args[1], a, b)
+			return nil
 		},
-	})
+		RunE: func(cmd *cobra.Command, args []string) error {
+			results := make([]*bench.Result, len(args))
+			for i, path := range args {
+				r, err := bench.ReadJSON(path)
+				if err != nil {
+					return err
+				}
+				results[i] = r
+			}
+			if err := bench.WriteCompareN(cmd.OutOrStdout(), args, results); err != nil {
+				return err
+			}
+			if htmlOut == "" {
+				return nil
+			}
+			file, err := os.Create(htmlOut)
+			if err != nil {
+				return err
+			}
+			if err := bench.WriteCompareHTML(file, args, results); err != nil {
+				file.Close()
+				return err
+			}
+			if err := file.Close(); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s\n", htmlOut)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&htmlOut, "html", "", "also write a self-contained HTML page overlaying the runs to this file")
 	return cmd
 }
 
