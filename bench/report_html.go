@@ -256,9 +256,6 @@ func throughputSeries(r *Result, name, col string, run int) []series {
 		}
 		meas.points = append(meas.points, p)
 	}
-	if len(warm.points) > 0 && name != "" {
-		warm.name = name + " (warm-up)"
-	}
 	if len(meas.points) == 0 {
 		return []series{warm}
 	}
@@ -270,6 +267,13 @@ func throughputChart(lines []series, shadeTo float64) string {
 	for _, s := range lines {
 		for _, p := range s.points {
 			maxT = math.Max(maxT, p[0])
+		}
+	}
+	for _, s := range lines {
+		if s.dashed && len(s.points) > 0 {
+			// One legend entry for every dashed line (a legend-only series).
+			lines = append(lines[:len(lines):len(lines)], series{name: "dashed: warm-up, not in the summary", color: "#888", dashed: true})
+			break
 		}
 	}
 	ticks := niceTicks(0, maxT, xTimeTicks)
