@@ -1,0 +1,612 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/placement"
+)
+
+// errorDomain marks statuses produced by a Meridian node (as opposed to the
+// transport) in a google.rpc.ErrorInfo detail.
+const errorDomain = "meridian.kv"
+
+// ErrClosed is returned by calls on a closed Client.
+var ErrClosed = errors.New("client: closed")
+
+// ErrNoReplica is wrapped by the error of a call that could reach no node
+// at all (every candidate was unreachable).
+var ErrNoReplica = errors.New("client: no node reachable")
+
+// ErrConflict is wrapped by Update's error when concurrent writers kept
+// creating siblings for all its attempts.
+var ErrConflict = errors.New("client: update conflict")
+
+// Client is a partition-aware Meridian client. It is safe for concurrent
+// use; Close it when done.
+type Client struct {
+	opts  options
+	seeds []string
+
+	mu    sync.Mutex
+	topo  *topology
+	conns map[string]*grpc.ClientConn // by address
+	down  map[string]time.Time        // node ID -> when it was found unreachable
+
+	refreshNow chan struct{}
+	stop       chan struct{}
+	done       chan struct{}
+	closeOnce  sync.Once
+}
+
+// topology is an immutable snapshot of the cluster's layout.
+type topology struct {
+	epoch      uint64
+	partitions int
+	nodes      []*internalv1.TopologyNode
+	keyspaces  map[string][]*internalv1.PartitionReplicas
+}
+
+func newTopology(r *internalv1.TopologyResponse) *topology {
+	t := &topology{epoch: r.GetEpoch(), partitions: int(r.GetPartitions()), nodes: r.GetNodes(),
+		keyspaces: make(map[string][]*internalv1.PartitionReplicas, len(r.GetKeyspaces()))}
+	for _, ks := range r.GetKeyspaces() {
+		t.keyspaces[ks.GetName()] = ks.GetPartitions()
+	}
+	return t
+}
+
+// Dial connects to the cluster through any of seeds (client addresses,
+// host:port), learns its topology and keeps it current in the background.
+// It fails when no seed answers before ctx ends, or when neither
+// WithDialOptions nor Insecure was given.
+func Dial(ctx context.Context, seeds []string, opts ...Option) (*Client, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if len(seeds) == 0 {
+		return nil, errors.New("client: no seed address")
+	}
+	if o.insecure {
+		o.dialOpts = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, o.dialOpts...)
+	} else if len(o.dialOpts) == 0 {
+		return nil, errors.New("client: no transport credentials: pass client.WithDialOptions(grpc.WithTransportCredentials(...)) for TLS, or client.Insecure() for a plaintext cluster")
+	}
+	c := &Client{opts: o, seeds: append([]string(nil), seeds...), conns: map[string]*grpc.ClientConn{},
+		down: map[string]time.Time{}, refreshNow: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	if err := c.refresh(ctx, c.seeds); err != nil {
+		c.closeConns()
+		return nil, fmt.Errorf("client: no seed reachable (tried %s): %w", strings.Join(seeds, ", "), err)
+	}
+	go c.loop()
+	return c, nil
+}
+
+// Close stops the background refresh and closes every connection.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		close(c.stop)
+		<-c.done
+		c.closeConns()
+	})
+	return nil
+}
+
+func (c *Client) closeConns() {
+	c.mu.Lock()
+	conns := c.conns
+	c.conns = map[string]*grpc.ClientConn{}
+	c.mu.Unlock()
+	for _, cc := range conns {
+		cc.Close()
+	}
+}
+
+// Epoch is the topology epoch the client currently routes with.
+func (c *Client) Epoch() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.topo.epoch
+}
+
+// Refresh re-reads the topology now (from a live node, else a seed).
+func (c *Client) Refresh(ctx context.Context) error {
+	return c.refresh(ctx, c.refreshAddrs())
+}
+
+func (c *Client) loop() {
+	defer close(c.done)
+	t := time.NewTicker(c.opts.refresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+		case <-c.refreshNow:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), c.opts.topologyTimeout)
+		go func() {
+			select {
+			case <-c.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		_ = c.refresh(ctx, c.refreshAddrs())
+		cancel()
+	}
+}
+
+// triggerRefresh asks the background loop for a refresh (coalesced).
+func (c *Client) triggerRefresh() {
+	select {
+	case c.refreshNow <- struct{}{}:
+	default:
+	}
+}
+
+// refreshAddrs lists where to ask for the topology: live nodes of the local
+// DC, other live nodes, then the seeds.
+func (c *Client) refreshAddrs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var local, other []string
+	for _, n := range c.topo.nodes {
+		if !n.GetAlive() || c.isDown(n.GetId()) {
+			continue
+		}
+		if c.opts.localDC == "" || n.GetDc() == c.opts.localDC {
+			local = append(local, n.GetGrpcAddr())
+		} else {
+			other = append(other, n.GetGrpcAddr())
+		}
+	}
+	return append(append(local, other...), c.seeds...)
+}
+
+// refresh fetches the topology from the first of addrs that answers and
+// installs it unless it is older than the current one.
+func (c *Client) refresh(ctx context.Context, addrs []string) error {
+	var errs []error
+	seen := map[string]bool{}
+	for _, a := range addrs {
+		if seen[a] {
+			continue
+		}
+		seen[a] = true
+		cc, err := c.conn(a)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", a, err))
+			continue
+		}
+		resp, err := internalv1.NewDiscoveryClient(cc).Topology(ctx, &internalv1.TopologyRequest{})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", a, err))
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		c.install(newTopology(resp))
+		return nil
+	}
+	if len(errs) == 0 {
+		errs = append(errs, ctx.Err())
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Client) install(t *topology) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.topo != nil && t.epoch < c.topo.epoch {
+		return
+	}
+	c.topo = t
+	// Forget connections to addresses that left the topology (seeds stay).
+	keep := map[string]bool{}
+	for _, a := range c.seeds {
+		keep[a] = true
+	}
+	for _, n := range t.nodes {
+		keep[n.GetGrpcAddr()] = true
+	}
+	for a, cc := range c.conns {
+		if !keep[a] {
+			cc.Close()
+			delete(c.conns, a)
+		}
+	}
+}
+
+// conn returns the (lazily connecting) connection to addr.
+func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cc := c.conns[addr]; cc != nil {
+		return cc, nil
+	}
+	select {
+	case <-c.stop:
+		return nil, ErrClosed
+	default:
+	}
+	cc, err := grpc.NewClient(addr, c.opts.dialOpts...)
+	if err != nil {
+		return nil, err
+	}
+	c.conns[addr] = cc
+	return cc, nil
+}
+
+// isDown reports whether id was found unreachable recently. c.mu held.
+func (c *Client) isDown(id string) bool {
+	at, ok := c.down[id]
+	if ok && time.Since(at) > c.opts.downFor {
+		delete(c.down, id)
+		return false
+	}
+	return ok
+}
+
+func (c *Client) markDown(id string) {
+	c.mu.Lock()
+	c.down[id] = time.Now()
+	c.mu.Unlock()
+	c.triggerRefresh()
+}
+
+func (c *Client) markUp(id string) {
+	c.mu.Lock()
+	delete(c.down, id)
+	c.mu.Unlock()
+}
+
+// target is a node a request may be sent to.
+type target struct{ id, addr string }
+
+// candidates orders where a request for key may go: live replicas in the
+// local DC (preference order), live replicas elsewhere, replicas believed
+// down, then any other node (which forwards: correct, one hop slower).
+func (c *Client) candidates(keyspace string, key []byte) []target {
+	if keyspace == "" {
+		keyspace = "default"
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := c.topo
+	var groups [4][]target
+	isReplica := make([]bool, len(t.nodes))
+	parts, ok := t.keyspaces[keyspace]
+	if ok && t.partitions > 0 {
+		p := placement.PartitionOf(key, t.partitions)
+		if p < len(parts) {
+			for _, i := range parts[p].GetNodes() {
+				if int(i) >= len(t.nodes) || isReplica[i] {
+					continue
+				}
+				isReplica[i] = true
+				n := t.nodes[i]
+				g := 2
+				if n.GetAlive() && !c.isDown(n.GetId()) {
+					g = 1
+					if c.opts.localDC == "" || n.GetDc() == c.opts.localDC {
+						g = 0
+					}
+				}
+				groups[g] = append(groups[g], target{n.GetId(), n.GetGrpcAddr()})
+			}
+		}
+	} else {
+		c.triggerRefresh() // a keyspace created since the last refresh?
+	}
+	var localOthers, others []target
+	for i, n := range t.nodes {
+		if isReplica[i] || !n.GetAlive() || c.isDown(n.GetId()) {
+			continue
+		}
+		if c.opts.localDC == "" || n.GetDc() == c.opts.localDC {
+			localOthers = append(localOthers, target{n.GetId(), n.GetGrpcAddr()})
+		} else {
+			others = append(others, target{n.GetId(), n.GetGrpcAddr()})
+		}
+	}
+	groups[3] = append(localOthers, others...)
+	out := make([]target, 0, len(t.nodes))
+	for _, g := range groups {
+		out = append(out, g...)
+	}
+	return out
+}
+
+// unreachable reports whether err means the node could not be reached at
+// all (so another node may be tried), as opposed to an answer from
+// Meridian, which is final.
+func unreachable(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return false
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == errorDomain {
+			return false
+		}
+	}
+	return true
+}
+
+type answer[T any] struct {
+	v    T
+	node string
+	err  error
+}
+
+// route sends call to the first reachable candidate for key, moving on to
+// the next only when a node is unreachable. With hedge > 0 a second
+// candidate is started when the first has not answered after hedge; the
+// first success wins. It returns the ID of the node that answered.
+func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, hedge time.Duration,
+	call func(context.Context, kvv1.KVClient) (T, error)) (T, string, error) {
+	var zero T
+	select {
+	case <-c.stop:
+		return zero, "", ErrClosed
+	default:
+	}
+	cands := c.candidates(keyspace, key)
+	if len(cands) == 0 {
+		c.triggerRefresh()
+		return zero, "", fmt.Errorf("%w: the topology lists no live node", ErrNoReplica)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel() // runs before wg.Wait: in-flight calls end promptly
+	results := make(chan answer[T], len(cands))
+	next, inflight := 0, 0
+	launch := func() {
+		t := cands[next]
+		next++
+		inflight++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cc, err := c.conn(t.addr)
+			if err != nil {
+				results <- answer[T]{node: t.id, err: err}
+				return
+			}
+			v, err := call(cctx, kvv1.NewKVClient(cc))
+			results <- answer[T]{v: v, node: t.id, err: err}
+		}()
+	}
+	launch()
+	var hedgeC <-chan time.Time
+	if hedge > 0 && len(cands) > 1 {
+		timer := time.NewTimer(hedge)
+		defer timer.Stop()
+		hedgeC = timer.C
+	}
+	var unreachableErrs []error
+	var final error // a non-retryable answer, returned once nothing else is in flight
+	for {
+		select {
+		case <-hedgeC:
+			hedgeC = nil
+			if next < len(cands) {
+				launch()
+			}
+		case a := <-results:
+			inflight--
+			switch {
+			case a.err == nil:
+				c.markUp(a.node)
+				return a.v, a.node, nil
+			case ctx.Err() == nil && unreachable(a.err):
+				c.markDown(a.node)
+				unreachableErrs = append(unreachableErrs, fmt.Errorf("%s: %w", a.node, a.err))
+				if next < len(cands) && final == nil {
+					launch()
+				}
+			default:
+				if final == nil {
+					final = a.err
+				}
+			}
+			if inflight == 0 {
+				if final != nil {
+					return zero, a.node, final
+				}
+				if ctx.Err() != nil {
+					return zero, "", ctx.Err()
+				}
+				return zero, "", fmt.Errorf("%w: %w", ErrNoReplica, errors.Join(unreachableErrs...))
+			}
+		}
+	}
+}
+
+func (c *Client) withTimeout(ctx context.Context, co *callOptions) (context.Context, context.CancelFunc) {
+	if co.timeout > 0 {
+		return context.WithTimeout(ctx, co.timeout)
+	}
+	return context.WithCancel(ctx)
+}
+
+func newRequestID() []byte {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return b
+}
+
+func liveValues(sibs []*kvv1.Sibling) [][]byte {
+	var out [][]byte
+	for _, s := range sibs {
+		if !s.GetTombstone() {
+			out = append(out, s.GetValue())
+		}
+	}
+	return out
+}
+
+// GetResult is what Get returns.
+type GetResult struct {
+	// Values are the live (non-deleted) concurrent values; empty when the
+	// key is absent or deleted.
+	Values [][]byte
+	// Siblings are every concurrent version, tombstones included.
+	Siblings []*kvv1.Sibling
+	// Context is the opaque causal context to pass to the next Put or
+	// Delete of this key (client.Context), unchanged.
+	Context []byte
+	// Effective reports the consistency used and who answered.
+	Effective *kvv1.Effective
+	// Node is the ID of the node the client sent the request to.
+	Node string
+}
+
+// PutResult is what Put returns.
+type PutResult struct {
+	// Context covers the new write and every sibling returned with it.
+	Context []byte
+	// Values are the key's live values after the write: more than one
+	// means a concurrent writer (siblings).
+	Values [][]byte
+	// Siblings are the key's versions after the write.
+	Siblings []*kvv1.Sibling
+	// Effective reports the consistency used and who coordinated.
+	Effective *kvv1.Effective
+	// Node is the ID of the node the client sent the request to.
+	Node string
+	// RequestID is the idempotency key the write carried.
+	RequestID []byte
+}
+
+// DeleteResult is what Delete returns.
+type DeleteResult struct {
+	Context   []byte
+	Effective *kvv1.Effective
+	// Node is the ID of the node the client sent the request to.
+	Node string
+	// RequestID is the idempotency key the delete carried.
+	RequestID []byte
+}
+
+// Get reads key in keyspace ("" is "default") from a replica of the key.
+// Options: Level, R, PrimaryOnly, ConsistencyDC, Timeout, Hedge.
+func (c *Client) Get(ctx context.Context, keyspace string, key []byte, opts ...CallOption) (*GetResult, error) {
+	co := c.callOpts(opts)
+	ctx, cancel := c.withTimeout(ctx, co)
+	defer cancel()
+	req := &kvv1.GetRequest{Keyspace: keyspace, Key: key, Consistency: co.cons}
+	resp, node, err := route(ctx, c, keyspace, key, co.hedge, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.GetResponse, error) {
+		return kc.Get(ctx, req)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &GetResult{Values: liveValues(resp.GetSiblings()), Siblings: resp.GetSiblings(), Context: resp.GetContext(),
+		Effective: resp.GetEffective(), Node: node}, nil
+}
+
+// Put writes value to key. Pass client.Context(ctx) from a Get to supersede
+// what that Get saw; without it the write is blind and becomes a sibling.
+// The write carries a request ID (RequestID, or a random one), reused when
+// the client retries it on another replica after a transport error, so it
+// is applied once. Options: Context, RequestID, Level, W, PrimaryOnly,
+// Durable, ConsistencyDC, Timeout.
+func (c *Client) Put(ctx context.Context, keyspace string, key, value []byte, opts ...CallOption) (*PutResult, error) {
+	co := c.callOpts(opts)
+	ctx, cancel := c.withTimeout(ctx, co)
+	defer cancel()
+	return c.put(ctx, keyspace, key, value, co.context, co)
+}
+
+func (c *Client) put(ctx context.Context, keyspace string, key, value, causal []byte, co *callOptions) (*PutResult, error) {
+	id := co.requestID
+	if len(id) == 0 {
+		id = newRequestID()
+	}
+	req := &kvv1.PutRequest{Keyspace: keyspace, Key: key, Value: value, Context: causal, Consistency: co.cons, RequestId: id}
+	resp, node, err := route(ctx, c, keyspace, key, 0, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.PutResponse, error) {
+		return kc.Put(ctx, req)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &PutResult{Context: resp.GetContext(), Values: liveValues(resp.GetSiblings()), Siblings: resp.GetSiblings(),
+		Effective: resp.GetEffective(), Node: node, RequestID: id}, nil
+}
+
+// Delete writes a tombstone superseding what client.Context(ctx) saw.
+// Options as for Put (Durable, W, RequestID, ...).
+func (c *Client) Delete(ctx context.Context, keyspace string, key []byte, opts ...CallOption) (*DeleteResult, error) {
+	co := c.callOpts(opts)
+	ctx, cancel := c.withTimeout(ctx, co)
+	defer cancel()
+	id := co.requestID
+	if len(id) == 0 {
+		id = newRequestID()
+	}
+	req := &kvv1.DeleteRequest{Keyspace: keyspace, Key: key, Context: co.context, Consistency: co.cons, RequestId: id}
+	resp, node, err := route(ctx, c, keyspace, key, 0, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.DeleteResponse, error) {
+		return kc.Delete(ctx, req)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &DeleteResult{Context: resp.GetContext(), Effective: resp.GetEffective(), Node: node, RequestID: id}, nil
+}
+
+// Update reads key, calls fn with its live values (zero, one, or several
+// concurrent siblings to resolve), and writes fn's result with the read's
+// context, so the write supersedes everything fn saw. If the write comes
+// back with siblings (a concurrent writer got in between), the cycle runs
+// again, at most Attempts times (default 10), after which the error wraps
+// ErrConflict. Each cycle's write has a fresh request ID, kept for its
+// retries on other replicas. An error from fn stops Update and is returned
+// as is. Options: those of Get and Put (Context and RequestID are ignored)
+// plus Attempts; Timeout bounds the whole Update.
+func (c *Client) Update(ctx context.Context, keyspace string, key []byte, fn func(siblings [][]byte) ([]byte, error), opts ...CallOption) (*PutResult, error) {
+	co := c.callOpts(opts)
+	ctx, cancel := c.withTimeout(ctx, co)
+	defer cancel()
+	co.requestID = nil
+	var last *PutResult
+	for attempt := 0; attempt < co.attempts; attempt++ {
+		req := &kvv1.GetRequest{Keyspace: keyspace, Key: key, Consistency: co.cons}
+		resp, _, err := route(ctx, c, keyspace, key, co.hedge, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.GetResponse, error) {
+			return kc.Get(ctx, req)
+		})
+		if err != nil {
+			return nil, err
+		}
+		value, err := fn(liveValues(resp.GetSiblings()))
+		if err != nil {
+			return nil, err
+		}
+		last, err = c.put(ctx, keyspace, key, value, resp.GetContext(), co)
+		if err != nil {
+			return nil, err
+		}
+		if len(last.Values) <= 1 {
+			return last, nil
+		}
+	}
+	return last, fmt.Errorf("%w: %d attempts each met a concurrent write", ErrConflict, co.attempts)
+}

@@ -1,0 +1,324 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/client"
+	"github.com/meridiankv/meridian/node"
+	"github.com/meridiankv/meridian/placement"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func startCluster(t *testing.T) *node.Local {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, err := node.StartLocal(ctx, node.LocalSpec{NodesPerDC: 3, Engine: "memory", Insecure: true, GossipProfile: "test", Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+func dial(t *testing.T, seed string, opts ...client.Option) *client.Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, []string{seed}, append([]client.Option{client.Insecure(), client.LocalDC("dc1")}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// replicasOf fetches the topology from addr and returns the IDs of key's
+// replicas in the default keyspace, in preference order.
+func replicasOf(t *testing.T, addr string, key []byte) []string {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	topo, err := internalv1.NewDiscoveryClient(cc).Topology(ctx, &internalv1.TopologyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := placement.PartitionOf(key, int(topo.GetPartitions()))
+	for _, ks := range topo.GetKeyspaces() {
+		if ks.GetName() != "default" {
+			continue
+		}
+		var ids []string
+		for _, i := range ks.GetPartitions()[p].GetNodes() {
+			ids = append(ids, topo.GetNodes()[i].GetId())
+		}
+		return ids
+	}
+	t.Fatal("no default keyspace in the topology")
+	return nil
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestRoundTripAndRouting(t *testing.T) {
+	l := startCluster(t)
+	seed := l.Nodes()[0].Addr()
+	c := dial(t, seed)
+	ctx := ctxT(t)
+
+	for i := range 20 {
+		key := fmt.Appendf(nil, "key-%d", i)
+		reps := replicasOf(t, seed, key)
+		put, err := c.Put(ctx, "", key, []byte("v1"), client.Level(kvv1.Level_LEVEL_QUORUM))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(reps, put.Node) {
+			t.Fatalf("key %s: sent to %s, not a replica (%v)", key, put.Node, reps)
+		}
+		if put.Effective.GetCoordinator() != put.Node {
+			t.Fatalf("key %s: sent to %s but coordinated by %s: a forward happened", key, put.Node, put.Effective.GetCoordinator())
+		}
+		if put.Node != reps[0] {
+			t.Fatalf("key %s: sent to %s, want the first live local replica %s", key, put.Node, reps[0])
+		}
+		get, err := c.Get(ctx, "", key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(get.Values) != 1 || string(get.Values[0]) != "v1" {
+			t.Fatalf("key %s: got %q", key, get.Values)
+		}
+		if get.Effective.GetCoordinator() != get.Node || !slices.Contains(reps, get.Node) {
+			t.Fatalf("get of %s went to %s, coordinated by %s, replicas %v", key, get.Node, get.Effective.GetCoordinator(), reps)
+		}
+		// A write with the read's context supersedes it: one value.
+		put2, err := c.Put(ctx, "", key, []byte("v2"), client.Context(get.Context), client.Durable(false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(put2.Values) != 1 || string(put2.Values[0]) != "v2" {
+			t.Fatalf("key %s: after a contextual put, values %q", key, put2.Values)
+		}
+	}
+	if _, err := c.Delete(ctx, "", []byte("key-0"), client.Context(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if c.Epoch() == 0 {
+		t.Fatal("epoch 0 after dial")
+	}
+}
+
+func TestFallbackWhenReplicaDown(t *testing.T) {
+	l := startCluster(t)
+	nodes := l.Nodes()
+	seed := nodes[0].Addr()
+	c := dial(t, seed)
+	ctx := ctxT(t)
+	// A key whose first replica is not the seed, so the seed stays up.
+	var key []byte
+	var reps []string
+	for i := 0; ; i++ {
+		key = fmt.Appendf(nil, "fb-%d", i)
+		reps = replicasOf(t, seed, key)
+		if reps[0] != nodes[0].ID() {
+			break
+		}
+	}
+	if _, err := c.Put(ctx, "", key, []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Stop(reps[0]); err != nil {
+		t.Fatal(err)
+	}
+	put, err := c.Put(ctx, "", key, []byte("after"), client.Level(kvv1.Level_LEVEL_QUORUM))
+	if err != nil {
+		t.Fatalf("put with %s down: %v", reps[0], err)
+	}
+	if put.Node == reps[0] || !slices.Contains(reps, put.Node) {
+		t.Fatalf("put went to %s (stopped %s, replicas %v)", put.Node, reps[0], reps)
+	}
+	get, err := c.Get(ctx, "", key, client.Level(kvv1.Level_LEVEL_QUORUM))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(get.Values, func(v []byte) bool { return string(v) == "after" }) {
+		t.Fatalf("values %q", get.Values)
+	}
+	// A hedged read with the first replica down still answers.
+	if _, err := c.Get(ctx, "", key, client.Hedge(time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConcurrentUpdateLosesNothing(t *testing.T) {
+	l := startCluster(t)
+	c := dial(t, l.Nodes()[1].Addr())
+	ctx := ctxT(t)
+	key := []byte("set")
+	parse := func(vals [][]byte) map[string]bool {
+		set := map[string]bool{}
+		for _, v := range vals {
+			for _, e := range strings.Split(string(v), ",") {
+				if e != "" {
+					set[e] = true
+				}
+			}
+		}
+		return set
+	}
+	format := func(set map[string]bool) []byte {
+		var es []string
+		for e := range set {
+			es = append(es, e)
+		}
+		slices.Sort(es)
+		return []byte(strings.Join(es, ","))
+	}
+	const writers = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for i := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := c.Update(ctx, "", key, func(sibs [][]byte) ([]byte, error) {
+				set := parse(sibs)
+				set[fmt.Sprintf("e%d", i)] = true
+				return format(set), nil
+			}, client.Attempts(50))
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	get, err := c.Get(ctx, "", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := parse(get.Values)
+	for i := range writers {
+		if !set[fmt.Sprintf("e%d", i)] {
+			t.Fatalf("element e%d lost: %q", i, get.Values)
+		}
+	}
+	// An error from fn is returned as is, and nothing is written.
+	boom := errors.New("boom")
+	if _, err := c.Update(ctx, "", key, func([][]byte) ([]byte, error) { return nil, boom }); !errors.Is(err, boom) {
+		t.Fatalf("err %v, want boom", err)
+	}
+}
+
+func TestHedgedGet(t *testing.T) {
+	l := startCluster(t)
+	c := dial(t, l.Nodes()[0].Addr())
+	ctx := ctxT(t)
+	if _, err := c.Put(ctx, "", []byte("h"), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		get, err := c.Get(ctx, "", []byte("h"), client.Hedge(time.Microsecond), client.Level(kvv1.Level_LEVEL_ONE))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(get.Values) != 1 || string(get.Values[0]) != "x" {
+			t.Fatalf("values %q", get.Values)
+		}
+	}
+}
+
+func TestRetriedPutAppliedOnce(t *testing.T) {
+	l := startCluster(t)
+	c := dial(t, l.Nodes()[0].Addr())
+	ctx := ctxT(t)
+	key := []byte("idem")
+	id := []byte("request-1")
+	first, err := c.Put(ctx, "", key, []byte("v"), client.RequestID(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(first.RequestID) != string(id) {
+		t.Fatalf("request ID %q", first.RequestID)
+	}
+	// A blind retry with the same ID: applied once, so no second sibling.
+	if _, err := c.Put(ctx, "", key, []byte("v"), client.RequestID(id)); err != nil {
+		t.Fatal(err)
+	}
+	get, err := c.Get(ctx, "", key, client.Level(kvv1.Level_LEVEL_ALL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(get.Siblings) != 1 {
+		t.Fatalf("%d siblings after a retried put, want 1", len(get.Siblings))
+	}
+	// A blind put with another ID does make a sibling (the check above means
+	// something).
+	if _, err := c.Put(ctx, "", key, []byte("w")); err != nil {
+		t.Fatal(err)
+	}
+	get, err = c.Get(ctx, "", key, client.Level(kvv1.Level_LEVEL_ALL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(get.Siblings) != 2 {
+		t.Fatalf("%d siblings after a second blind put, want 2", len(get.Siblings))
+	}
+}
+
+func TestDialFailures(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := lis.Addr().String()
+	lis.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err = client.Dial(ctx, []string{dead}, client.Insecure())
+	if err == nil || !strings.Contains(err.Error(), "no seed reachable") || !strings.Contains(err.Error(), dead) {
+		t.Fatalf("dial of a dead seed: %v", err)
+	}
+	if time.Since(start) > 4*time.Second {
+		t.Fatalf("dial took %v, past the context deadline", time.Since(start))
+	}
+
+	if _, err := client.Dial(context.Background(), []string{dead}); err == nil || !strings.Contains(err.Error(), "Insecure()") {
+		t.Fatalf("dial without credentials: %v", err)
+	}
+	if _, err := client.Dial(context.Background(), nil, client.Insecure()); err == nil {
+		t.Fatal("dial without seeds succeeded")
+	}
+}

@@ -1,0 +1,99 @@
+// Package client is Meridian's partition-aware Go client.
+//
+// Dial learns the cluster's topology (nodes, their datacenters and client
+// addresses, and for every keyspace the replicas of each partition, at an
+// epoch) from any seed, and keeps it current: it re-reads it periodically
+// (RefreshInterval, default 30s), after a node turns out unreachable, and
+// when a call names a keyspace it does not know. Each request then goes
+// straight to a replica of its key, so no request pays a forwarding hop:
+//
+//  1. live replicas in the caller's datacenter (LocalDC), in the
+//     partition's preference order (like gocql's token-aware, DC-aware
+//     policy);
+//  2. live replicas in other datacenters;
+//  3. replicas believed down;
+//  4. any other live node (it forwards to a replica: correct, one hop
+//     slower).
+//
+// The next candidate is tried only when a node could not be reached at
+// all (codes.Unavailable without Meridian's google.rpc.ErrorInfo, domain
+// "meridian.kv"); any answer from a node, success or error, is final. A
+// node found unreachable goes to the back of the order for 10 seconds or
+// until it answers again.
+//
+// # Connecting
+//
+// Transport security is never chosen silently: pass credentials with
+// WithDialOptions, or Insecure for a plaintext cluster.
+//
+//	creds := grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig))
+//	c, err := client.Dial(ctx, []string{"10.0.0.1:7001", "10.0.0.2:7001"},
+//		client.WithDialOptions(creds), client.LocalDC("dc1"))
+//	if err != nil {
+//		return err // e.g. "client: no seed reachable (tried ...): ..."
+//	}
+//	defer c.Close()
+//
+// Dial options: WithDialOptions, Insecure, LocalDC, RefreshInterval,
+// DefaultCallOptions.
+//
+// # Reading and writing
+//
+// Get returns every concurrent value (siblings) and an opaque causal
+// context; a Put or Delete with that context (the Context call option)
+// supersedes exactly what the Get saw. A Put without a context is blind and
+// becomes a sibling of what is there.
+//
+//	res, err := c.Get(ctx, "orders", []byte("k"), client.Level(kvv1.Level_LEVEL_QUORUM))
+//	// res.Values, res.Context, res.Effective, res.Node
+//	_, err = c.Put(ctx, "orders", []byte("k"), []byte("v2"),
+//		client.Context(res.Context), client.Durable(false))
+//
+// Every Put and Delete carries a request ID (RequestID, or a random one per
+// call) which stays the same when the client retries the write on another
+// replica after a transport error, so the cluster applies it once. Give
+// your own ID to make your own retries idempotent too:
+//
+//	id := []byte(orderID)
+//	_, err = c.Put(ctx, "orders", key, value, client.RequestID(id))
+//	// on a timeout, retrying with the same id cannot create a second sibling
+//
+// Per-call options: Level, R, W, PrimaryOnly, Durable, ConsistencyDC (or
+// Consistency for the whole message), Timeout, Context, RequestID, Hedge,
+// Attempts. The keyspace is an argument of each call ("" is "default").
+//
+// # Read-modify-write
+//
+// Update reads the key, lets a function resolve the siblings into one new
+// value, and writes it with the read's context. When the write comes back
+// with siblings (another writer got in between) it runs the cycle again,
+// up to Attempts times (default 10), then fails with ErrConflict:
+//
+//	// Add "x" to a comma-separated set, never losing a concurrent add.
+//	_, err = c.Update(ctx, "sets", []byte("s"), func(siblings [][]byte) ([]byte, error) {
+//		set := map[string]bool{"x": true}
+//		for _, v := range siblings {
+//			for _, e := range strings.Split(string(v), ",") {
+//				if e != "" {
+//					set[e] = true
+//				}
+//			}
+//		}
+//		return []byte(strings.Join(slices.Sorted(maps.Keys(set)), ",")), nil
+//	}, client.Attempts(20))
+//
+// fn must be a merge that keeps what every sibling contributed (a union,
+// a maximum, ...), since siblings are exactly the concurrent writes; it
+// may be called several times.
+//
+// # Hedged reads
+//
+// With Hedge(d), a Get that has no answer from its first replica after d
+// also asks the next one; the first answer wins and the slower call is
+// cancelled. Writes never hedge.
+//
+//	res, err := c.Get(ctx, "orders", key, client.Hedge(20*time.Millisecond))
+//
+// A hedged read costs a second request on slow calls only; pick d near
+// the latency percentile you want to cut (e.g. p95).
+package client

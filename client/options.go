@@ -1,0 +1,147 @@
+package client
+
+import (
+	"time"
+
+	"google.golang.org/grpc"
+
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+)
+
+// Option configures a Client at Dial.
+type Option func(*options)
+
+type options struct {
+	dialOpts        []grpc.DialOption
+	insecure        bool
+	localDC         string
+	refresh         time.Duration
+	topologyTimeout time.Duration
+	downFor         time.Duration
+	defaults        []CallOption
+}
+
+func defaultOptions() options {
+	return options{refresh: 30 * time.Second, topologyTimeout: 5 * time.Second, downFor: 10 * time.Second}
+}
+
+// WithDialOptions adds gRPC dial options used for every connection the
+// client opens, typically the transport credentials:
+//
+//	client.WithDialOptions(grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)))
+//
+// Without WithDialOptions or Insecure, Dial fails: the client never falls
+// back to plaintext on its own.
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(o *options) { o.dialOpts = append(o.dialOpts, opts...) }
+}
+
+// Insecure makes the client talk plaintext (no TLS), for clusters started
+// with --insecure on a trusted network.
+func Insecure() Option { return func(o *options) { o.insecure = true } }
+
+// LocalDC names the caller's datacenter: requests go to a live replica in
+// it first, and to other datacenters only when none is reachable (like
+// gocql's DC-aware policy). Empty (the default) treats every datacenter
+// alike and follows each partition's preference order.
+func LocalDC(dc string) Option { return func(o *options) { o.localDC = dc } }
+
+// RefreshInterval sets how often the client re-reads the topology (default
+// 30s). The client also refreshes after routing failures and when it meets
+// a keyspace it does not know. Zero or negative keeps the default.
+func RefreshInterval(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.refresh = d
+		}
+	}
+}
+
+// DefaultCallOptions are applied to every call before the call's own
+// options, e.g. client.DefaultCallOptions(client.Level(kvv1.Level_LEVEL_LOCAL_QUORUM)).
+func DefaultCallOptions(opts ...CallOption) Option {
+	return func(o *options) { o.defaults = append(o.defaults, opts...) }
+}
+
+// CallOption configures one Get, Put, Delete or Update.
+type CallOption func(*callOptions)
+
+type callOptions struct {
+	cons      *kvv1.Consistency
+	timeout   time.Duration
+	context   []byte
+	requestID []byte
+	hedge     time.Duration
+	attempts  int
+}
+
+func (c *Client) callOpts(opts []CallOption) *callOptions {
+	co := &callOptions{cons: &kvv1.Consistency{}, attempts: 10}
+	for _, o := range c.opts.defaults {
+		o(co)
+	}
+	for _, o := range opts {
+		o(co)
+	}
+	return co
+}
+
+// Level sets the consistency level (default: the server's, QUORUM).
+func Level(l kvv1.Level) CallOption { return func(o *callOptions) { o.cons.Level = l } }
+
+// R sets an explicit read quorum; it overrides the level for reads.
+func R(r uint32) CallOption { return func(o *callOptions) { o.cons.R = r } }
+
+// W sets an explicit write quorum; it overrides the level for writes.
+func W(w uint32) CallOption { return func(o *callOptions) { o.cons.W = w } }
+
+// PrimaryOnly makes only primary replicas count toward R and W (strict
+// quorums; hinted copies never count).
+func PrimaryOnly() CallOption { return func(o *callOptions) { o.cons.PrimaryOnly = true } }
+
+// Durable chooses whether replicas acknowledge a write only after their
+// WAL is fsynced (true, the server default) or before (false: faster, a
+// crash may lose the write).
+func Durable(d bool) CallOption { return func(o *callOptions) { o.cons.Durable = &d } }
+
+// ConsistencyDC overrides the datacenter that LOCAL_* levels count in
+// (default: the coordinator's, which is the client's LocalDC when it has
+// a live replica there).
+func ConsistencyDC(dc string) CallOption { return func(o *callOptions) { o.cons.Dc = dc } }
+
+// Consistency sets the whole consistency message at once (replacing Level,
+// R, W, PrimaryOnly, Durable and ConsistencyDC given before it).
+func Consistency(c *kvv1.Consistency) CallOption {
+	return func(o *callOptions) {
+		o.cons = &kvv1.Consistency{Level: c.GetLevel(), R: c.GetR(), W: c.GetW(), PrimaryOnly: c.GetPrimaryOnly(), Durable: c.Durable, Dc: c.GetDc()}
+	}
+}
+
+// Timeout bounds the call (all its attempts) by d, in addition to the
+// caller's context deadline.
+func Timeout(d time.Duration) CallOption { return func(o *callOptions) { o.timeout = d } }
+
+// Context passes the causal context from a previous Get (or Put) to a Put
+// or Delete: the write supersedes exactly the versions that context saw.
+// Without it a Put is a blind write and becomes a sibling of what exists.
+// Ignored by Get and Update.
+func Context(ctx []byte) CallOption { return func(o *callOptions) { o.context = ctx } }
+
+// RequestID sets the idempotency key of a Put or Delete (at most 64
+// bytes): the cluster applies writes with the same ID once. Without it the
+// client makes a random one per call, reused for every retry of that call.
+func RequestID(id []byte) CallOption { return func(o *callOptions) { o.requestID = id } }
+
+// Hedge makes a Get ask a second replica when the first has not answered
+// after d; the first answer wins and the other call is cancelled. Zero
+// (the default) disables hedging. Writes never hedge.
+func Hedge(d time.Duration) CallOption { return func(o *callOptions) { o.hedge = d } }
+
+// Attempts bounds the read-resolve-write cycles of Update (default 10).
+func Attempts(n int) CallOption {
+	return func(o *callOptions) {
+		if n > 0 {
+			o.attempts = n
+		}
+	}
+}
