@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -30,9 +31,26 @@ func describeErr(err error) string {
 	var se interface{ GRPCStatus() *status.Status }
 	if errors.As(err, &se) {
 		st := se.GRPCStatus()
-		return fmt.Sprintf("%s: %s", st.Code(), st.Message())
+		msg := fmt.Sprintf("%s: %s", st.Code(), st.Message())
+		if hint := connectionHint(st.Message()); hint != "" {
+			msg += " (" + hint + ")"
+		}
+		return msg
 	}
 	return err.Error()
+}
+
+// connectionHint says what to do about the usual TLS mismatches.
+func connectionHint(msg string) string {
+	switch {
+	case strings.Contains(msg, "error reading server preface"):
+		return "the node speaks TLS: pass the cluster's --ca (and --cert/--key or --token), or MERIDIAN_CA"
+	case strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return "the node is plaintext (--insecure): drop --ca"
+	case strings.Contains(msg, "certificate"):
+		return "check --ca names the cluster's CA and that --cert/--key are a client certificate it signed"
+	}
+	return ""
 }
 
 func newRoot() *cobra.Command {

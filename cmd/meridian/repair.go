@@ -6,6 +6,7 @@ import (
 	"io"
 	"sort"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -80,12 +81,16 @@ func repairRun(ctx context.Context, c adminv1.AdminClient, ks string, part int, 
 	if err != nil {
 		return err
 	}
+	var shown time.Time
 	for {
 		p, err := stream.Recv()
 		if err == io.EOF {
 			return nil
 		}
 		if err != nil {
+			if !shown.IsZero() {
+				fmt.Fprintln(errOut)
+			}
 			return err
 		}
 		if !wait {
@@ -93,11 +98,17 @@ func repairRun(ctx context.Context, c adminv1.AdminClient, ks string, part int, 
 			return nil
 		}
 		if p.Done {
+			if !shown.IsZero() {
+				fmt.Fprintln(errOut)
+			}
 			fmt.Fprintf(out, "repair done: %d partition(s), %d mismatching key(s), %d key(s) and %d byte(s) repaired\n",
 				p.PartitionsTotal, p.Mismatches, p.KeysRepaired, p.BytesRepaired)
 			return nil
 		}
-		fmt.Fprintf(errOut, "\r%d/%d partitions, %d mismatches, %d keys repaired ", p.PartitionsDone, p.PartitionsTotal, p.Mismatches, p.KeysRepaired)
+		if time.Since(shown) >= 250*time.Millisecond {
+			shown = time.Now()
+			fmt.Fprintf(errOut, "\r%d/%d partitions, %d mismatches, %d keys repaired ", p.PartitionsDone, p.PartitionsTotal, p.Mismatches, p.KeysRepaired)
+		}
 	}
 }
 
