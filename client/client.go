@@ -441,6 +441,35 @@ func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, h
 	}
 }
 
+// retryUnreachable runs a write's routing again, same request and so same
+// request ID, after re-reading the topology, when no candidate could be
+// reached (at most writePasses times, backing off, within ctx).
+func retryUnreachable[T any](ctx context.Context, c *Client, do func() (T, string, error)) (T, string, error) {
+	backoff := 50 * time.Millisecond
+	for pass := 1; ; pass++ {
+		v, node, err := do()
+		if err == nil || !errors.Is(err, ErrNoReplica) || pass >= writePasses {
+			return v, node, err
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return v, node, err
+		case <-c.stop:
+			t.Stop()
+			return v, node, err
+		case <-t.C:
+		}
+		backoff *= 2
+		_ = c.Refresh(ctx)
+	}
+}
+
+// writePasses bounds how many times a write is routed again when no node
+// could be reached.
+const writePasses = 3
+
 func (c *Client) withTimeout(ctx context.Context, co *callOptions) (context.Context, context.CancelFunc) {
 	if co.timeout > 0 {
 		return context.WithTimeout(ctx, co.timeout)
@@ -543,8 +572,10 @@ func (c *Client) put(ctx context.Context, keyspace string, key, value, causal []
 		id = newRequestID()
 	}
 	req := &kvv1.PutRequest{Keyspace: keyspace, Key: key, Value: value, Context: causal, Consistency: co.cons, RequestId: id}
-	resp, node, err := route(ctx, c, keyspace, key, 0, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.PutResponse, error) {
-		return kc.Put(ctx, req)
+	resp, node, err := retryUnreachable(ctx, c, func() (*kvv1.PutResponse, string, error) {
+		return route(ctx, c, keyspace, key, 0, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.PutResponse, error) {
+			return kc.Put(ctx, req)
+		})
 	})
 	if err != nil {
 		return nil, err
@@ -564,8 +595,10 @@ func (c *Client) Delete(ctx context.Context, keyspace string, key []byte, opts .
 		id = newRequestID()
 	}
 	req := &kvv1.DeleteRequest{Keyspace: keyspace, Key: key, Context: co.context, Consistency: co.cons, RequestId: id}
-	resp, node, err := route(ctx, c, keyspace, key, 0, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.DeleteResponse, error) {
-		return kc.Delete(ctx, req)
+	resp, node, err := retryUnreachable(ctx, c, func() (*kvv1.DeleteResponse, string, error) {
+		return route(ctx, c, keyspace, key, 0, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.DeleteResponse, error) {
+			return kc.Delete(ctx, req)
+		})
 	})
 	if err != nil {
 		return nil, err

@@ -13,7 +13,9 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
@@ -320,5 +322,56 @@ func TestDialFailures(t *testing.T) {
 	}
 	if _, err := client.Dial(context.Background(), nil, client.Insecure()); err == nil {
 		t.Fatal("dial without seeds succeeded")
+	}
+}
+
+func TestTopologyAndErrors(t *testing.T) {
+	l := startCluster(t)
+	nodes := l.Nodes()
+	c := dial(t, nodes[2].Addr(), client.RefreshInterval(50*time.Millisecond))
+	ctx := ctxT(t)
+	if got, want := c.Epoch(), nodes[2].Topology().Epoch; got != want {
+		t.Fatalf("client epoch %d, node epoch %d", got, want)
+	}
+	if err := c.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A keyspace that does not exist: the node's answer is final.
+	if _, err := c.Get(ctx, "no-such-keyspace", []byte("k")); status.Code(err) != codes.NotFound {
+		t.Fatalf("unknown keyspace: %v", err)
+	}
+	// Default call options apply, and per-call ones override them.
+	c2 := dial(t, nodes[0].Addr(), client.DefaultCallOptions(client.W(3), client.Timeout(5*time.Second)))
+	put, err := c2.Put(ctx, "", []byte("d"), []byte("v"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if put.Effective.GetW() != 3 {
+		t.Fatalf("effective W %d, want 3 from the default options", put.Effective.GetW())
+	}
+	put, err = c2.Put(ctx, "", []byte("d"), []byte("v"), client.W(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if put.Effective.GetW() != 1 {
+		t.Fatalf("effective W %d, want 1", put.Effective.GetW())
+	}
+	// With every node gone, writes fail with ErrNoReplica before the deadline.
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = c.Put(ctx, "", []byte("k"), []byte("v"), client.Timeout(10*time.Second))
+	if !errors.Is(err, client.ErrNoReplica) {
+		t.Fatalf("put with the cluster down: %v", err)
+	}
+	if time.Since(start) > 8*time.Second {
+		t.Fatalf("put with the cluster down took %v", time.Since(start))
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(ctx, "", []byte("k")); !errors.Is(err, client.ErrClosed) {
+		t.Fatalf("get after close: %v", err)
 	}
 }

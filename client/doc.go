@@ -19,7 +19,9 @@
 // all (codes.Unavailable without Meridian's google.rpc.ErrorInfo, domain
 // "meridian.kv"); any answer from a node, success or error, is final. A
 // node found unreachable goes to the back of the order for 10 seconds or
-// until it answers again.
+// until it answers again. When no node at all could be reached, a Put or
+// Delete re-reads the topology and is routed again (three passes in all,
+// same request ID) before failing with an error wrapping ErrNoReplica.
 //
 // # Connecting
 //
