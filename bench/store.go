@@ -4,6 +4,7 @@ import (
 	"context"
 
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/client"
 )
 
 // Store is what the benchmark drives. Implementations are safe for
@@ -58,4 +59,31 @@ func (s *GRPCStore) Put(ctx context.Context, key, value, kvctx []byte) ([]byte, 
 		return nil, err
 	}
 	return resp.Context, nil
+}
+
+// ClientStore drives Meridian through the partition-aware Go client: each
+// request goes straight to a replica of its key.
+type ClientStore struct {
+	Client   *client.Client
+	Keyspace string
+	Read     *kvv1.Consistency
+	Write    *kvv1.Consistency
+}
+
+// Get implements Store.
+func (s *ClientStore) Get(ctx context.Context, key []byte) ([]byte, bool, error) {
+	res, err := s.Client.Get(ctx, s.Keyspace, key, client.Consistency(s.Read))
+	if err != nil {
+		return nil, false, err
+	}
+	return res.Context, len(res.Values) > 0, nil
+}
+
+// Put implements Store.
+func (s *ClientStore) Put(ctx context.Context, key, value, kvctx []byte) ([]byte, error) {
+	res, err := s.Client.Put(ctx, s.Keyspace, key, value, client.Consistency(s.Write), client.Context(kvctx))
+	if err != nil {
+		return nil, err
+	}
+	return res.Context, nil
 }

@@ -13,6 +13,7 @@ import (
 
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 	"github.com/meridiankv/meridian/bench"
+	"github.com/meridiankv/meridian/client"
 	"github.com/meridiankv/meridian/node"
 	"github.com/meridiankv/meridian/ops"
 )
@@ -34,6 +35,7 @@ type benchFlags struct {
 	readCons, writeCons        string
 	keyspace                   string
 	noSync                     bool
+	viaNodes                   bool
 	jsonOut, hlogOut, htmlOut  string
 	seed                       uint64
 }
@@ -83,6 +85,7 @@ not hidden (coordinated omission corrected, as wrk2 does).`,
 	fl.StringVar(&f.writeCons, "write-consistency", "quorum", "consistency of writes")
 	fl.StringVar(&f.keyspace, "keyspace", "", "keyspace (default \"default\")")
 	fl.BoolVar(&f.noSync, "no-sync", false, "writes acknowledged before fsync (durable acks off)")
+	fl.BoolVar(&f.viaNodes, "via-nodes", false, "spread requests over the given nodes round-robin by key (nodes forward writes they do not replicate) instead of the partition-aware client")
 	fl.StringVar(&f.jsonOut, "json", "", "write the run's result as JSON to this file")
 	fl.StringVar(&f.hlogOut, "hlog", "", "write an HdrHistogram interval log to this file")
 	fl.StringVar(&f.htmlOut, "html", "", "write a self-contained HTML report to this file")
@@ -235,20 +238,36 @@ func runBench(ctx context.Context, out, errOut io.Writer, f benchFlags) error {
 		}
 		target = "nodes " + strings.Join(addrs, ",")
 	}
-	store := &bench.GRPCStore{Keyspace: f.keyspace,
-		Read:  &kvv1.Consistency{Level: readLevel},
-		Write: &kvv1.Consistency{Level: writeLevel}}
+	read, write := &kvv1.Consistency{Level: readLevel}, &kvv1.Consistency{Level: writeLevel}
 	if f.noSync {
 		durable := false
-		store.Write.Durable = &durable
+		write.Durable = &durable
 	}
-	for _, a := range addrs {
-		conn, err := dial(a, f.sec)
+	var store bench.Store
+	if f.viaNodes {
+		gs := &bench.GRPCStore{Keyspace: f.keyspace, Read: read, Write: write}
+		for _, a := range addrs {
+			conn, err := dial(a, f.sec)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			gs.Clients = append(gs.Clients, kvv1.NewKVClient(conn))
+		}
+		store = gs
+	} else {
+		// The partition-aware Go client: every request straight to a
+		// replica of its key, no forwarding hop.
+		opts, err := f.sec.options()
 		if err != nil {
 			return err
 		}
-		defer conn.Close()
-		store.Clients = append(store.Clients, kvv1.NewKVClient(conn))
+		kc, err := client.Dial(ctx, addrs, client.WithDialOptions(opts...))
+		if err != nil {
+			return err
+		}
+		defer kc.Close()
+		store = &bench.ClientStore{Client: kc, Keyspace: f.keyspace, Read: read, Write: write}
 	}
 	cfg := bench.Config{
 		Workload: w, Distribution: f.dist, RecordCount: f.records, ValueSize: vmin, ValueSizeMax: vmax,
