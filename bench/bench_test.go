@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
@@ -364,5 +365,48 @@ func TestReports(t *testing.T) {
 		if row.A != 0 && row.Ratio != 1 {
 			t.Errorf("self-compare %s %s ratio %v", row.Op, row.Metric, row.Ratio)
 		}
+	}
+}
+
+// limitStore refuses a Put whose context is not the latest one it handed
+// out with FAILED_PRECONDITION (as a key at its sibling limit does).
+type limitStore struct {
+	mu      sync.Mutex
+	version int
+	refused int
+}
+
+func (l *limitStore) Get(ctx context.Context, key []byte) ([]byte, bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return []byte(fmt.Sprint(l.version)), true, nil
+}
+
+func (l *limitStore) Put(ctx context.Context, key, value, kvctx []byte) ([]byte, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if string(kvctx) != fmt.Sprint(l.version) {
+		l.refused++
+		return nil, status.Error(codes.FailedPrecondition, "the key would have 101 siblings, over the limit of 100")
+	}
+	l.version++
+	return []byte(fmt.Sprint(l.version)), nil
+}
+
+// TestUpdateRefreshesContextAtTheSiblingLimit: an update refused because
+// the key is at its sibling limit reads the key and writes again with the
+// fresh context, as the error tells clients to.
+func TestUpdateRefreshesContextAtTheSiblingLimit(t *testing.T) {
+	s := &limitStore{}
+	w, _ := ParseMix("update=100")
+	res, err := Run(context.Background(), Config{Workload: w, RecordCount: 1, Workers: 1, Ops: 200, Interval: 50 * time.Millisecond}, s, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Errors) != 0 {
+		t.Fatalf("updates failed: %v", res.Errors)
+	}
+	if s.refused == 0 {
+		t.Fatal("the store never refused a stale context: the test proves nothing")
 	}
 }

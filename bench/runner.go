@@ -14,6 +14,7 @@ import (
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -383,6 +384,14 @@ func (w *worker) do(ctx context.Context, op Op) error {
 	case OpUpdate:
 		rec := w.keys.Next(w.rng)
 		kvctx, err := w.s.Put(ctx, KeyName(rec), w.value(), w.ctxs[rec])
+		if status.Code(err) == codes.FailedPrecondition {
+			// The key reached its sibling limit (writers with stale
+			// contexts): do what the error says — read it and write with
+			// the fresh context, superseding the siblings — once.
+			if fresh, _, gerr := w.s.Get(ctx, KeyName(rec)); gerr == nil {
+				kvctx, err = w.s.Put(ctx, KeyName(rec), w.value(), fresh)
+			}
+		}
 		if err == nil {
 			w.remember(rec, kvctx)
 		}
