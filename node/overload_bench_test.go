@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -27,15 +29,25 @@ import (
 func BenchmarkOverload(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	l, err := node.StartLocal(ctx, node.LocalSpec{Dir: b.TempDir(), NodesPerDC: 3, GossipProfile: "test", Insecure: true,
+	secure := getenv("OVERLOAD_TLS") != ""
+	l, err := node.StartLocal(ctx, node.LocalSpec{Dir: b.TempDir(), NodesPerDC: 3, GossipProfile: "test", Insecure: !secure,
 		Configure: func(c *node.Config) { c.MaxInFlight = inflightLimit() }})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer l.Close()
+	creds, err := l.DialOption()
+	if err != nil {
+		b.Fatal(err)
+	}
 	var clients []kvv1.KVClient
 	for _, n := range l.Nodes() {
-		clients = append(clients, dialB(b, n.Addr()))
+		conn, err := grpc.NewClient(n.Addr(), creds)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close()
+		clients = append(clients, kvv1.NewKVClient(conn))
 	}
 	put := func(ctx context.Context, i int64) error {
 		_, err := clients[i%3].Put(ctx, &kvv1.PutRequest{Key: []byte(fmt.Sprint("o", i%5000)), Value: make([]byte, 1000),
@@ -72,7 +84,7 @@ func BenchmarkOverload(b *testing.B) {
 		service := hdrhistogram.New(1, int64(30*time.Second/time.Microsecond), 3) // from the actual send
 		var mu sync.Mutex
 		var ok, shed, late, other atomic.Int64
-		var peakHeap atomic.Uint64
+		var peakHeap, peakSys atomic.Uint64
 		stopMem := make(chan struct{})
 		go func() {
 			var ms runtime.MemStats
@@ -86,6 +98,9 @@ func BenchmarkOverload(b *testing.B) {
 					runtime.ReadMemStats(&ms)
 					if ms.HeapInuse > peakHeap.Load() {
 						peakHeap.Store(ms.HeapInuse)
+					}
+					if ms.Sys > peakSys.Load() {
+						peakSys.Store(ms.Sys)
 					}
 				}
 			}
@@ -138,6 +153,8 @@ func BenchmarkOverload(b *testing.B) {
 		b.ReportMetric(float64(late.Load()), "accepted-past-deadline")
 		b.ReportMetric(float64(service.ValueAtQuantile(99))/1000, "accepted-p99-from-send-ms")
 		b.ReportMetric(float64(peakHeap.Load())/(1<<20), "peak-heap-MiB")
+		b.ReportMetric(float64(peakSys.Load())/(1<<20), "peak-go-sys-MiB")
+		b.ReportMetric(float64(peakRSS())/(1<<20), "peak-rss-MiB")
 		b.ReportMetric(after, "after-ops/s")
 	}
 }
@@ -159,4 +176,20 @@ func inflightLimit() int {
 		return 0
 	}
 	return n
+}
+
+// peakRSS is the process's peak resident set (VmHWM), 0 where unknown.
+func peakRSS() int64 {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb int64
+			fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), &kb)
+			return kb << 10
+		}
+	}
+	return 0
 }
