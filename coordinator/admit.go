@@ -90,6 +90,10 @@ func (c *Coordinator) admit(ctx context.Context, op Op) (release func(ok bool), 
 		c.obs.Shed(op.String())
 		return nil, &OverloadError{What: "writes", Reason: "storage is stalling writes until compactions catch up"}
 	}
+	if n := c.bgBytes.Load(); op == OpWrite && n >= c.cfg.MaxBackgroundBytes {
+		c.obs.Shed(op.String())
+		return nil, &OverloadError{What: "writes", Reason: fmt.Sprintf("replica writes still running hold %d MiB, the limit is %d MiB", n>>20, c.cfg.MaxBackgroundBytes>>20)}
+	}
 	if op == OpWrite && c.bgSlots.inUse() >= cap(c.bgSlots.slots) {
 		c.obs.Shed(op.String())
 		return nil, &OverloadError{What: "background replica writes", InFlight: c.bgSlots.inUse(), Max: cap(c.bgSlots.slots)}

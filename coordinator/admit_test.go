@@ -9,6 +9,9 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/meridiankv/meridian/engine/memory"
+	"github.com/meridiankv/meridian/replica"
 )
 
 func TestAdmitterShedsAfterTheWait(t *testing.T) {
@@ -51,4 +54,28 @@ func TestOverloadErrorIsResourceExhausted(t *testing.T) {
 	if !errors.As(err, &oe) || oe.Max != 10 {
 		t.Fatal("not an OverloadError")
 	}
+}
+
+func TestAdmitShedsWritesPastBackgroundBytes(t *testing.T) {
+	store, err := replica.Open(memory.New(), "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Coordinator{cfg: Config{Store: store, MaxBackgroundBytes: 1 << 20}, obs: nopObserver{},
+		inflight: newLimiter(8, 1, 8, 0), bgSlots: newAdmitter(8, 0)}
+	c.bgBytes.Store(2 << 20)
+	if _, err := c.admit(context.Background(), OpWrite); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("write with 2 MiB held against a 1 MiB bound: %v, want RESOURCE_EXHAUSTED", err)
+	}
+	release, err := c.admit(context.Background(), OpRead)
+	if err != nil {
+		t.Fatalf("reads are not held back by background writes: %v", err)
+	}
+	release(true)
+	c.bgBytes.Store(0)
+	release, err = c.admit(context.Background(), OpWrite)
+	if err != nil {
+		t.Fatalf("write once the bytes drained: %v", err)
+	}
+	release(true)
 }

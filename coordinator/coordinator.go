@@ -16,6 +16,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -106,6 +107,9 @@ type Config struct {
 	// OnTombstone, when set, is told of every partition that stores a
 	// tombstone (anti-entropy looks there for tombstones to collect).
 	OnTombstone func(loc replica.Loc)
+	// MaxBackgroundBytes bounds the bytes of sibling sets held by replica
+	// writes still running (default 256 MiB): past it new writes are shed.
+	MaxBackgroundBytes int64
 	// MaxRequestTimeout caps every request and its background work,
 	// whatever deadline the caller sent (default 30s).
 	MaxRequestTimeout time.Duration
@@ -167,6 +171,9 @@ func (c *Config) setDefaults() {
 	if c.MaxRequestTimeout == 0 {
 		c.MaxRequestTimeout = DefaultMaxRequestTimeout
 	}
+	if c.MaxBackgroundBytes == 0 {
+		c.MaxBackgroundBytes = DefaultMaxBackgroundBytes
+	}
 	c.RequestTimeout = min(c.RequestTimeout, c.MaxRequestTimeout)
 }
 
@@ -179,9 +186,10 @@ func DefaultMaxInFlight() int { return 16 * runtime.GOMAXPROCS(0) }
 
 // Defaults for admission control.
 const (
-	DefaultShedAfter         = 20 * time.Millisecond
-	DefaultMaxBackground     = 4096
-	DefaultMaxRequestTimeout = 30 * time.Second
+	DefaultShedAfter          = 20 * time.Millisecond
+	DefaultMaxBackground      = 4096
+	DefaultMaxBackgroundBytes = 256 << 20
+	DefaultMaxRequestTimeout  = 30 * time.Second
 )
 
 // Defaults for the write-identity settings of Config.
@@ -207,6 +215,7 @@ type Coordinator struct {
 
 	inflight *limiter
 	bgSlots  *admitter
+	bgBytes  atomic.Int64 // bytes held by replica writes still running
 
 	// Background work (remaining replica writes, read repair) runs under
 	// bgCtx and is waited for by Close.
@@ -942,6 +951,10 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 		}
 	}
 
+	// The bytes this write's replica calls hold until they all answer:
+	// counted against MaxBackgroundBytes (admission sheds writes past it).
+	held := int64(set.EncodedSize()) * int64(len(targets))
+	c.bgBytes.Add(held)
 	var usedMu sync.Mutex
 	for _, t := range targets {
 		go func() {
@@ -1015,6 +1028,7 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 	outstanding := len(targets) + b2i(isReplica) - len(got)
 	drain := func() {
 		defer fcancel()
+		defer c.bgBytes.Add(-held)
 		for ; outstanding > 0; outstanding-- {
 			<-ch
 		}
