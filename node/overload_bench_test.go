@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,8 +50,12 @@ func BenchmarkOverload(b *testing.B) {
 		defer conn.Close()
 		clients = append(clients, kvv1.NewKVClient(conn))
 	}
+	keys := int64(5000)
+	if getenv("OVERLOAD_HOT") != "" {
+		keys = 20 // a few hot keys, as zipfian clients make
+	}
 	put := func(ctx context.Context, i int64) error {
-		_, err := clients[i%3].Put(ctx, &kvv1.PutRequest{Key: []byte(fmt.Sprint("o", i%5000)), Value: make([]byte, 1000),
+		_, err := clients[i%3].Put(ctx, &kvv1.PutRequest{Key: []byte(fmt.Sprint("o", i%keys)), Value: make([]byte, 1000),
 			Consistency: &kvv1.Consistency{Level: kvv1.Level_LEVEL_QUORUM}})
 		return err
 	}
@@ -142,6 +147,13 @@ func BenchmarkOverload(b *testing.B) {
 		wg.Wait()
 		close(stopMem)
 		after := closedLoop(3 * time.Second)
+		if path := getenv("OVERLOAD_HEAP_PROFILE"); path != "" {
+			if f, err := os.Create(path); err == nil {
+				runtime.GC()
+				_ = pprof.WriteHeapProfile(f)
+				f.Close()
+			}
+		}
 		total := ok.Load() + shed.Load() + other.Load()
 		b.ReportMetric(saturation, "saturation-ops/s")
 		b.ReportMetric(rate, "offered-ops/s")
