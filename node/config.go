@@ -59,7 +59,7 @@ type Config struct {
 	// and hints older than this are dropped instead of delivered (nil:
 	// 3h; 0 turns hints off).
 	HintWindow *time.Duration `yaml:"hint-window"`
-	// MaxHintBytes bounds the hints held per target node (nil: 256 MiB; 0
+	// MaxHintBytes bounds the hints held per target node (nil: 64 MiB; 0
 	// turns hints off).
 	MaxHintBytes *int64 `yaml:"max-hint-bytes"`
 	// AntiEntropyPeriod: every partition is verified against every other

@@ -105,7 +105,7 @@ Example, a 3-node cluster on one machine:
 	f.StringVar(&cfg.GossipProfile, "gossip-profile", "", "memberlist timing profile: lan, wan, local or test (default lan)")
 	f.DurationVar(&cfg.HintInterval, "hint-interval", 0, "how often hints are offered to returning nodes (default 1s)")
 	f.Var(optDuration{&cfg.HintWindow}, "hint-window", "a node down longer than this gets no more hints; older hints are dropped (default 3h; 0 turns hints off)")
-	f.Var(optBytes{&cfg.MaxHintBytes}, "max-hint-bytes", "hints held per target node, bytes, e.g. 256MiB (default 256 MiB; 0 turns hints off)")
+	f.Var(optBytes{&cfg.MaxHintBytes}, "max-hint-bytes", "hints held per target node, bytes, e.g. 64MiB (default 64 MiB; 0 turns hints off)")
 	f.StringVar(&cfg.Telemetry.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this host:port (off when empty)")
 	f.BoolVar(&cfg.Telemetry.Pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof on --metrics-addr")
 	f.StringVar(&cfg.Telemetry.Exporter, "trace-exporter", "", "otlp, stdout or none (default: otlp when an OTLP endpoint is set, else none; or OTEL_TRACES_EXPORTER)")
