@@ -18,7 +18,7 @@ import (
 // Hint log defaults.
 const (
 	DefaultMaxHintBytes = 64 << 20 // per target
-	DefaultMaxHintCount = 1 << 20   // per target
+	DefaultMaxHintCount = 1 << 20  // per target
 	DefaultHintWindow   = 3 * time.Hour
 )
 
