@@ -165,9 +165,9 @@ type partKey struct {
 // AntiEntropy runs Merkle exchanges for the partitions this node holds.
 type AntiEntropy struct {
 	cfg     AntiEntropyConfig
-	keys    *bucket
-	bytes   *bucket
-	crossDC *bucket
+	keys    *tokenBucket
+	bytes   *tokenBucket
+	crossDC *tokenBucket
 	runMu   sync.Mutex // one exchange of a partition at a time
 	mu      struct {
 		sync.Mutex
@@ -192,9 +192,9 @@ func NewAntiEntropy(cfg AntiEntropyConfig) (*AntiEntropy, error) {
 		return nil, errors.New("repair: Store, Peers, Merge, Routing and Topology are required")
 	}
 	a := &AntiEntropy{cfg: cfg,
-		keys:    newBucket(cfg.KeysPerSecond, cfg.Now),
-		bytes:   newBucket(cfg.BytesPerSecond, cfg.Now),
-		crossDC: newBucket(cfg.CrossDCBytesPerSecond, cfg.Now),
+		keys:    perSecond(cfg.KeysPerSecond, cfg.Now),
+		bytes:   perSecond(cfg.BytesPerSecond, cfg.Now),
+		crossDC: perSecond(cfg.CrossDCBytesPerSecond, cfg.Now),
 	}
 	a.mu.parts = map[partKey]*PartitionStatus{}
 	a.mu.priority = map[partKey]bool{}
@@ -233,6 +233,11 @@ type target struct {
 }
 
 func (t target) key() partKey { return partKey{t.ks.ID, t.p} }
+
+// perSecond is a bucket of rate tokens a second with a one-second burst.
+func perSecond(rate float64, now func() time.Time) *tokenBucket {
+	return newTokenBucket(rate, max(1, int(rate)), now)
+}
 
 // SetObserver sets the metrics observer (before Run).
 func (a *AntiEntropy) SetObserver(o Observer) { a.cfg.Observer = o }

@@ -6,44 +6,54 @@ import (
 	"time"
 )
 
-// bucket is a token bucket: rate tokens per second, a burst of one second's
-// worth; wait blocks until n tokens are available (or ctx ends). A request
-// larger than the burst takes the whole burst and waits for the rest.
-type bucket struct {
-	rate float64
-	now  func() time.Time
-	mu   struct {
-		sync.Mutex
-		tokens float64
-		last   time.Time
-	}
+// tokenBucket admits up to rate tokens per second with bursts of burst, on
+// an injectable clock. It paces hint delivery (a token a hint) and
+// anti-entropy (keys and bytes).
+type tokenBucket struct {
+	mu     sync.Mutex
+	rate   float64
+	burst  float64
+	tokens float64
+	last   time.Time
+	now    func() time.Time
 }
 
-func newBucket(rate float64, now func() time.Time) *bucket {
-	b := &bucket{rate: rate, now: now}
-	b.mu.tokens = rate
-	b.mu.last = now()
-	return b
+func newTokenBucket(rate float64, burst int, now func() time.Time) *tokenBucket {
+	return &tokenBucket{rate: rate, burst: float64(burst), tokens: float64(burst), last: now(), now: now}
 }
 
-// wait takes n tokens, sleeping as long as the rate requires.
-func (b *bucket) wait(ctx context.Context, n int) error {
+// take takes n tokens if they are there; otherwise it returns how long
+// until they will be. A request larger than the burst needs a full bucket
+// and leaves it in debt, so it waits its share too.
+func (b *tokenBucket) take(n int) (time.Duration, bool) {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	now := b.now()
-	b.mu.tokens = min(b.rate, b.mu.tokens+now.Sub(b.mu.last).Seconds()*b.rate)
-	b.mu.last = now
-	b.mu.tokens -= float64(n)
-	deficit := -b.mu.tokens
-	b.mu.Unlock()
-	if deficit <= 0 {
-		return nil
+	if el := now.Sub(b.last); el > 0 {
+		b.tokens = min(b.burst, b.tokens+el.Seconds()*b.rate)
 	}
-	t := time.NewTimer(time.Duration(deficit / b.rate * float64(time.Second)))
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	b.last = now
+	need := min(float64(n), b.burst)
+	if b.tokens >= need {
+		b.tokens -= float64(n)
+		return 0, true
+	}
+	return time.Duration((need - b.tokens) / b.rate * float64(time.Second)), false
+}
+
+// wait takes n tokens, waiting for them until ctx is done.
+func (b *tokenBucket) wait(ctx context.Context, n int) error {
+	for {
+		d, ok := b.take(n)
+		if ok {
+			return nil
+		}
+		t := time.NewTimer(max(d, time.Millisecond))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
 	}
 }

@@ -58,7 +58,7 @@ type Handoff struct {
 	AfterRound func()
 
 	init   sync.Once
-	bucket *hintBucket
+	bucket *tokenBucket
 	mu     sync.Mutex
 	state  map[string]*delivery
 }
@@ -250,7 +250,7 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 			d.cursor = r.k
 			continue
 		}
-		if err := h.bucket.wait(ctx); err != nil {
+		if err := h.bucket.wait(ctx, 1); err != nil {
 			return delivered, nil // shutting down
 		}
 		wctx, cancel := context.WithTimeout(ctx, h.Timeout)

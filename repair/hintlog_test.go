@@ -502,22 +502,22 @@ func TestHintBucket(t *testing.T) {
 	c := newClock()
 	b := newTokenBucket(10, 2, c.Now)
 	for i := range 2 {
-		if _, ok := b.take(); !ok {
+		if _, ok := b.take(1); !ok {
 			t.Fatalf("burst token %d refused", i)
 		}
 	}
-	d, ok := b.take()
+	d, ok := b.take(1)
 	if ok || d != 100*time.Millisecond {
 		t.Fatalf("empty bucket: %v, %v; want wait 100ms", d, ok)
 	}
 	c.Advance(100 * time.Millisecond)
-	if _, ok := b.take(); !ok {
+	if _, ok := b.take(1); !ok {
 		t.Fatal("no token after refill")
 	}
 	c.Advance(time.Hour)
 	n := 0
 	for {
-		if _, ok := b.take(); !ok {
+		if _, ok := b.take(1); !ok {
 			break
 		}
 		n++
@@ -527,7 +527,7 @@ func TestHintBucket(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := b.wait(ctx); !errors.Is(err, context.Canceled) {
+	if err := b.wait(ctx, 1); !errors.Is(err, context.Canceled) {
 		t.Fatalf("wait on a done context: %v", err)
 	}
 }
