@@ -119,88 +119,75 @@ func (f *Faults) before(ctx context.Context, node string) error {
 	return nil
 }
 
-// Read applies faults, then reads.
-func (f *Faults) Read(ctx context.Context, node string, req *internalv1.ReadRequest) (*internalv1.ReadResponse, error) {
+// call applies node's faults around one call: an error before it if the
+// node is cut (or a wait if delayed), a lost reply after it.
+func call[Resp any](f *Faults, ctx context.Context, node string, do func() (Resp, error)) (Resp, error) {
+	var zero Resp
 	if err := f.before(ctx, node); err != nil {
-		return nil, err
+		return zero, err
 	}
-	resp, err := f.next.Read(ctx, node, req)
+	resp, err := do()
 	if err = f.after(node, err); err != nil {
-		return nil, err
+		return zero, err
 	}
 	return resp, nil
+}
+
+// Read applies faults, then reads.
+func (f *Faults) Read(ctx context.Context, node string, req *internalv1.ReadRequest) (*internalv1.ReadResponse, error) {
+	return call(f, ctx, node, func() (*internalv1.ReadResponse, error) { return f.next.Read(ctx, node, req) })
 }
 
 // Write applies faults, then writes.
 func (f *Faults) Write(ctx context.Context, node string, req *internalv1.WriteRequest) error {
-	if err := f.before(ctx, node); err != nil {
-		return err
-	}
-	return f.after(node, f.next.Write(ctx, node, req))
+	_, err := call(f, ctx, node, func() (struct{}, error) { return struct{}{}, f.next.Write(ctx, node, req) })
+	return err
 }
 
 // Coordinate applies faults, then forwards.
 func (f *Faults) Coordinate(ctx context.Context, node string, req *internalv1.CoordinateRequest) (*internalv1.CoordinateResponse, error) {
-	if err := f.before(ctx, node); err != nil {
-		return nil, err
+	return call(f, ctx, node, func() (*internalv1.CoordinateResponse, error) { return f.next.Coordinate(ctx, node, req) })
+}
+
+// exchanger is the part of a transport that carries Merkle exchanges
+// (GRPC has it; Mem does not).
+type exchanger interface {
+	Leaves(context.Context, string, *internalv1.LeavesRequest) (*internalv1.LeavesResponse, error)
+	BucketDigests(context.Context, string, *internalv1.BucketDigestsRequest) (*internalv1.BucketDigestsResponse, error)
+	CollectTombstones(context.Context, string, *internalv1.CollectTombstonesRequest) (*internalv1.CollectTombstonesResponse, error)
+}
+
+func (f *Faults) exchanger() (exchanger, error) {
+	x, ok := f.next.(exchanger)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "transport has no Merkle exchange")
 	}
-	resp, err := f.next.Coordinate(ctx, node, req)
-	if err = f.after(node, err); err != nil {
-		return nil, err
-	}
-	return resp, nil
+	return x, nil
 }
 
 // Leaves applies faults, then asks for Merkle leaves.
 func (f *Faults) Leaves(ctx context.Context, node string, req *internalv1.LeavesRequest) (*internalv1.LeavesResponse, error) {
-	if err := f.before(ctx, node); err != nil {
+	x, err := f.exchanger()
+	if err != nil {
 		return nil, err
 	}
-	next, ok := f.next.(interface {
-		Leaves(context.Context, string, *internalv1.LeavesRequest) (*internalv1.LeavesResponse, error)
-	})
-	if !ok {
-		return nil, status.Error(codes.Unimplemented, "transport has no Merkle exchange")
-	}
-	resp, err := next.Leaves(ctx, node, req)
-	if err = f.after(node, err); err != nil {
-		return nil, err
-	}
-	return resp, nil
+	return call(f, ctx, node, func() (*internalv1.LeavesResponse, error) { return x.Leaves(ctx, node, req) })
 }
 
 // BucketDigests applies faults, then asks for bucket digests.
 func (f *Faults) BucketDigests(ctx context.Context, node string, req *internalv1.BucketDigestsRequest) (*internalv1.BucketDigestsResponse, error) {
-	if err := f.before(ctx, node); err != nil {
+	x, err := f.exchanger()
+	if err != nil {
 		return nil, err
 	}
-	next, ok := f.next.(interface {
-		BucketDigests(context.Context, string, *internalv1.BucketDigestsRequest) (*internalv1.BucketDigestsResponse, error)
-	})
-	if !ok {
-		return nil, status.Error(codes.Unimplemented, "transport has no Merkle exchange")
-	}
-	resp, err := next.BucketDigests(ctx, node, req)
-	if err = f.after(node, err); err != nil {
-		return nil, err
-	}
-	return resp, nil
+	return call(f, ctx, node, func() (*internalv1.BucketDigestsResponse, error) { return x.BucketDigests(ctx, node, req) })
 }
 
 // CollectTombstones applies faults, then asks a peer to collect.
 func (f *Faults) CollectTombstones(ctx context.Context, node string, req *internalv1.CollectTombstonesRequest) (*internalv1.CollectTombstonesResponse, error) {
-	if err := f.before(ctx, node); err != nil {
+	x, err := f.exchanger()
+	if err != nil {
 		return nil, err
 	}
-	next, ok := f.next.(interface {
-		CollectTombstones(context.Context, string, *internalv1.CollectTombstonesRequest) (*internalv1.CollectTombstonesResponse, error)
-	})
-	if !ok {
-		return nil, status.Error(codes.Unimplemented, "transport has no tombstone collection")
-	}
-	resp, err := next.CollectTombstones(ctx, node, req)
-	if err = f.after(node, err); err != nil {
-		return nil, err
-	}
-	return resp, nil
+	return call(f, ctx, node, func() (*internalv1.CollectTombstonesResponse, error) { return x.CollectTombstones(ctx, node, req) })
 }
