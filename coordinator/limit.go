@@ -24,7 +24,10 @@ type limiter struct {
 		inFlight int
 		limit    float64
 		longRTT  float64 // EWMA of latency, seconds (0: no sample yet)
-		freed    chan struct{}
+		// freed is closed (and replaced) on a release while requests
+		// wait for a slot; waiting counts them.
+		freed   chan struct{}
+		waiting int
 	}
 }
 
@@ -56,19 +59,27 @@ func (l *limiter) acquire(ctx context.Context) bool {
 			l.mu.Unlock()
 			return true
 		}
+		if l.wait <= 0 {
+			l.mu.Unlock()
+			return false
+		}
 		freed := l.mu.freed
+		l.mu.waiting++
 		l.mu.Unlock()
 		if timer == nil {
-			if l.wait <= 0 {
-				return false
-			}
 			timer = time.NewTimer(l.wait)
 		}
+		var woken bool
 		select {
 		case <-freed:
+			woken = true
 		case <-timer.C:
-			return false
 		case <-ctx.Done():
+		}
+		l.mu.Lock()
+		l.mu.waiting--
+		l.mu.Unlock()
+		if !woken {
 			return false
 		}
 	}
@@ -80,8 +91,12 @@ func (l *limiter) release(rtt time.Duration, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.mu.inFlight--
-	close(l.mu.freed) // wake every waiter; they race for the slot
-	l.mu.freed = make(chan struct{})
+	if l.mu.waiting > 0 {
+		// Wake every waiter; they race for the slot. Only then: no
+		// allocation per request while the node is not saturated.
+		close(l.mu.freed)
+		l.mu.freed = make(chan struct{})
+	}
 	if !ok || rtt <= 0 {
 		return
 	}
