@@ -72,12 +72,7 @@ func startLocal(t *testing.T, spec node.LocalSpec) *node.Local {
 
 func dial(t *testing.T, addr string) kvv1.KVClient {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return kvv1.NewKVClient(conn)
+	return kvv1.NewKVClient(dialConn(t, addr))
 }
 
 func ctxT(t *testing.T) context.Context {
@@ -391,14 +386,10 @@ func TestListenersServeTheirAPIs(t *testing.T) {
 	}
 }
 
+// dialConn connects to a plaintext (Insecure) node's listener.
 func dialConn(t *testing.T, addr string) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
+	return dialWith(t, addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 }
 
 func listServices(t *testing.T, conn *grpc.ClientConn) ([]string, error) {

@@ -13,9 +13,7 @@ import (
 
 	"github.com/cockroachdb/pebble/vfs"
 	"github.com/cockroachdb/pebble/vfs/errorfs"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
@@ -49,16 +47,6 @@ func startOne(t *testing.T, spec node.LocalSpec) *node.Local {
 		t.Fatal(err)
 	}
 	return l
-}
-
-func clientConn(t *testing.T, addr string) *grpc.ClientConn {
-	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
 }
 
 // heldEngine holds every durable data write (in its wait) until release
@@ -130,7 +118,7 @@ func TestCloseWaitsForCallsInFlight(t *testing.T) {
 		DrainTimeout: 20 * time.Second,
 		WrapEngine:   func(e engine.Engine) engine.Engine { eng.Engine = e; return eng },
 	}})
-	kv := kvv1.NewKVClient(clientConn(t, l.Nodes()[0].Addr()))
+	kv := kvv1.NewKVClient(dialConn(t, l.Nodes()[0].Addr()))
 	ctx := ctxT(t)
 
 	putDone := make(chan error, 1)
@@ -176,7 +164,7 @@ func TestCloseRecordsNoCleanShutdownWhenCallsOutlastTheBound(t *testing.T) {
 		DrainTimeout: 100 * time.Millisecond,
 		WrapEngine:   func(e engine.Engine) engine.Engine { eng.Engine = e; return eng },
 	}})
-	kv := kvv1.NewKVClient(clientConn(t, l.Nodes()[0].Addr()))
+	kv := kvv1.NewKVClient(dialConn(t, l.Nodes()[0].Addr()))
 	ctx := ctxT(t)
 
 	putDone := make(chan error, 1)
@@ -258,7 +246,7 @@ func TestStorageFailureStopsTheNode(t *testing.T) {
 	})
 	defer l.Close() // a failed node's Close reports the failure again
 	n := l.Nodes()[0]
-	conn := clientConn(t, n.Addr())
+	conn := dialConn(t, n.Addr())
 	kv := kvv1.NewKVClient(conn)
 	ctx := ctxT(t)
 	if _, err := kv.Put(ctx, &kvv1.PutRequest{Key: []byte("before"), Value: []byte("v")}); err != nil {
