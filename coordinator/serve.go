@@ -87,22 +87,28 @@ func (c *Coordinator) ServeWrite(ctx context.Context, req *internalv1.WriteReque
 func (c *Coordinator) merge(loc replica.Loc, key []byte, in version.Set, sync bool) error {
 	now := c.cfg.Now()
 	tomb := false
-	for _, sib := range in.Siblings {
-		if n := c.reqIDs.Remember(sib.Value.RequestID, now); n > 0 {
-			c.obs.RequestIDs(n)
-		}
-		tomb = tomb || sib.Value.Tombstone
-	}
-	if tomb && c.cfg.OnTombstone != nil {
-		c.cfg.OnTombstone(loc)
-	}
 	_, err := c.cfg.Store.Update(loc, key, sync, func(cur version.Set) (version.Set, error) {
+		// Only siblings new to this copy are news: their request IDs are
+		// remembered, their tombstones noted for collection (a hot key's
+		// old siblings arrive with every write).
+		for _, sib := range in.Siblings {
+			if cur.Clock.Covers(sib.Dot) {
+				continue
+			}
+			if n := c.reqIDs.Remember(sib.Value.RequestID, now); n > 0 {
+				c.obs.RequestIDs(n)
+			}
+			tomb = tomb || sib.Value.Tombstone
+		}
 		next, _ := version.Merge(cur, in).Prune(c.cfg.Prune, now.UnixNano())
 		if err := next.Check(version.Limits{}); err != nil {
 			return version.Set{}, status.Errorf(codes.FailedPrecondition, "merged set over a hard limit: %v", err)
 		}
 		return next, nil
 	})
+	if err == nil && tomb && c.cfg.OnTombstone != nil {
+		c.cfg.OnTombstone(loc)
+	}
 	return err
 }
 
