@@ -211,7 +211,8 @@ type Coordinator struct {
 	obs    Observer
 	seal   *sealer
 	reqIDs *requestIDs
-	warn   warnLimiter
+	// skewWarn and siblingWarn rate-limit their log lines separately.
+	skewWarn, siblingWarn warnLimiter
 
 	inflight *limiter
 	bgSlots  *admitter

@@ -24,7 +24,7 @@ func (w *warnLimiter) allow(now time.Time) bool {
 
 func (c *Coordinator) clockSkew(t version.Timestamp) {
 	c.obs.ClockSkewRejected()
-	if c.warn.allow(c.cfg.Now()) {
+	if c.skewWarn.allow(c.cfg.Now()) {
 		c.cfg.Logger.Warn("ignored a timestamp too far ahead of this node's clock: is a node's clock fast? (check NTP)",
 			"timestamp", t.Time().UTC(), "ahead", t.Time().Sub(c.cfg.Now()), "max_offset", c.cfg.MaxClockOffset)
 	}
@@ -32,7 +32,7 @@ func (c *Coordinator) clockSkew(t version.Timestamp) {
 
 func (c *Coordinator) manySiblings(r *request, n int) {
 	c.obs.ManySiblings()
-	if c.warn.allow(c.cfg.Now()) {
+	if c.siblingWarn.allow(c.cfg.Now()) {
 		c.cfg.Logger.Warn("key has many siblings: clients are writing without contexts or concurrently; read, merge and write with the context",
 			"keyspace", r.ks.Name, "key", string(r.key), "siblings", n, "limit", r.ks.Limits.MaxSiblings)
 	}
