@@ -29,8 +29,10 @@ type liveness struct {
 		sync.RWMutex
 		down        map[string]bool
 		failedUntil map[string]time.Time
-		// hintsFor: per live member, the nodes it holds hints for.
+		// hintsFor: per live member, the nodes it holds hints for; owed
+		// is derived from it: the nodes some live member owes hints.
 		hintsFor map[string][]string
+		owed     map[string]bool
 	}
 }
 
@@ -53,6 +55,17 @@ func (l *liveness) MemberChanged(m membership.Member) {
 	} else {
 		l.mu.hintsFor[m.Meta.ID] = m.Meta.HintsFor
 	}
+	// Recomputed here, on a membership change, so that the read path's
+	// question (pendingHints) is one lookup.
+	owed := map[string]bool{}
+	for holder, targets := range l.mu.hintsFor {
+		for _, t := range targets {
+			if t != holder {
+				owed[t] = true
+			}
+		}
+	}
+	l.mu.owed = owed
 	if !down {
 		delete(l.mu.failedUntil, m.Meta.ID)
 	}
@@ -72,17 +85,7 @@ func (l *liveness) isDown(id string) bool {
 func (l *liveness) pendingHints(id string) bool {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	for holder, targets := range l.mu.hintsFor {
-		if holder == id || l.mu.down[holder] {
-			continue
-		}
-		for _, t := range targets {
-			if t == id {
-				return true
-			}
-		}
-	}
-	return false
+	return l.mu.owed[id]
 }
 
 // Alive reports whether id should be routed to.
