@@ -632,6 +632,17 @@ func (c *Coordinator) writeTo(ctx context.Context, t target, r *request, set ver
 	return err
 }
 
+// keepHint stores on this node the hint for a replica no fallback could
+// take; it never counts toward W, and a hint not stored (a bound reached)
+// is left to anti-entropy.
+func (c *Coordinator) keepHint(r *request, target string, set version.Set, sync bool) {
+	err := c.storeHint(target, r.loc, r.ks.Name, r.key, set, sync)
+	r.trail.add(c.cfg.NodeID, "kept hint for "+target, errText(err), 0)
+	if err != nil {
+		c.cfg.Logger.Debug("hint not kept (anti-entropy will repair it)", "target", target, "err", err)
+	}
+}
+
 func (c *Coordinator) storeHint(target string, loc replica.Loc, ks string, key []byte, set version.Set, sync bool) error {
 	if c.cfg.Hints == nil {
 		return errors.New("this node keeps no hints")
@@ -923,11 +934,7 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 		go func() {
 			err := wait()
 			for _, down := range keep {
-				herr := c.storeHint(down, r.loc, r.ks.Name, r.key, set, durable)
-				r.trail.add(c.cfg.NodeID, "kept hint for "+down, errText(herr), 0)
-				if herr != nil {
-					c.cfg.Logger.Debug("hint not kept (anti-entropy will repair it)", "target", down, "err", herr)
-				}
+				c.keepHint(r, down, set, durable)
 			}
 			endSpan(lspan, err)
 			r.trail.add(c.cfg.NodeID, "coordinator write", outcome(set, err), c.cfg.Now().Sub(start))
@@ -977,8 +984,7 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 				usedMu.Unlock()
 				if !ok && isReplica {
 					// No fallback: keep the hint here; it does not count.
-					herr := c.storeHint(t.Node, r.loc, r.ks.Name, r.key, set, durable)
-					r.trail.add(c.cfg.NodeID, "kept hint for "+t.Node, errText(herr), 0)
+					c.keepHint(r, t.Node, set, durable)
 				}
 				if ok {
 					hinted := target{Replica: fb, hintFor: t.Node}
