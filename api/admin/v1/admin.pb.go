@@ -25,6 +25,1081 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type AlterKeyspaceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keyspace      *Keyspace              `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlterKeyspaceRequest) Reset() {
+	*x = AlterKeyspaceRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlterKeyspaceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlterKeyspaceRequest) ProtoMessage() {}
+
+func (x *AlterKeyspaceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlterKeyspaceRequest.ProtoReflect.Descriptor instead.
+func (*AlterKeyspaceRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AlterKeyspaceRequest) GetKeyspace() *Keyspace {
+	if x != nil {
+		return x.Keyspace
+	}
+	return nil
+}
+
+type AlterKeyspaceResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Keyspace *Keyspace              `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
+	Epoch    uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Whether the change moves data (a replication change).
+	MovesData     bool `protobuf:"varint,3,opt,name=moves_data,json=movesData,proto3" json:"moves_data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlterKeyspaceResponse) Reset() {
+	*x = AlterKeyspaceResponse{}
+	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlterKeyspaceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlterKeyspaceResponse) ProtoMessage() {}
+
+func (x *AlterKeyspaceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlterKeyspaceResponse.ProtoReflect.Descriptor instead.
+func (*AlterKeyspaceResponse) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AlterKeyspaceResponse) GetKeyspace() *Keyspace {
+	if x != nil {
+		return x.Keyspace
+	}
+	return nil
+}
+
+func (x *AlterKeyspaceResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *AlterKeyspaceResponse) GetMovesData() bool {
+	if x != nil {
+		return x.MovesData
+	}
+	return false
+}
+
+type DropKeyspaceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DropKeyspaceRequest) Reset() {
+	*x = DropKeyspaceRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DropKeyspaceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DropKeyspaceRequest) ProtoMessage() {}
+
+func (x *DropKeyspaceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DropKeyspaceRequest.ProtoReflect.Descriptor instead.
+func (*DropKeyspaceRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *DropKeyspaceRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DropKeyspaceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DropKeyspaceResponse) Reset() {
+	*x = DropKeyspaceResponse{}
+	mi := &file_admin_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DropKeyspaceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DropKeyspaceResponse) ProtoMessage() {}
+
+func (x *DropKeyspaceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DropKeyspaceResponse.ProtoReflect.Descriptor instead.
+func (*DropKeyspaceResponse) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *DropKeyspaceResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+type PlanOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// add, decommission, remove, replace or reweight.
+	Op   string `protobuf:"bytes,1,opt,name=op,proto3" json:"op,omitempty"`
+	Node string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	// replace: the new node.
+	With string `protobuf:"bytes,3,opt,name=with,proto3" json:"with,omitempty"`
+	// reweight: the new weight.
+	Weight        uint32 `protobuf:"varint,4,opt,name=weight,proto3" json:"weight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanOp) Reset() {
+	*x = PlanOp{}
+	mi := &file_admin_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanOp) ProtoMessage() {}
+
+func (x *PlanOp) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanOp.ProtoReflect.Descriptor instead.
+func (*PlanOp) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PlanOp) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *PlanOp) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *PlanOp) GetWith() string {
+	if x != nil {
+		return x.With
+	}
+	return ""
+}
+
+func (x *PlanOp) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+type PlanMove struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Keyspace  string                 `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
+	Partition uint32                 `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	// The preference lists before and after.
+	Old []string `protobuf:"bytes,3,rep,name=old,proto3" json:"old,omitempty"`
+	New []string `protobuf:"bytes,4,rep,name=new,proto3" json:"new,omitempty"`
+	// Estimated bytes the new replicas receive (when sizes were asked).
+	Bytes         uint64 `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanMove) Reset() {
+	*x = PlanMove{}
+	mi := &file_admin_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanMove) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanMove) ProtoMessage() {}
+
+func (x *PlanMove) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanMove.ProtoReflect.Descriptor instead.
+func (*PlanMove) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PlanMove) GetKeyspace() string {
+	if x != nil {
+		return x.Keyspace
+	}
+	return ""
+}
+
+func (x *PlanMove) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *PlanMove) GetOld() []string {
+	if x != nil {
+		return x.Old
+	}
+	return nil
+}
+
+func (x *PlanMove) GetNew() []string {
+	if x != nil {
+		return x.New
+	}
+	return nil
+}
+
+func (x *PlanMove) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+type Plan struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ops   []*PlanOp              `protobuf:"bytes,1,rep,name=ops,proto3" json:"ops,omitempty"`
+	Moves []*PlanMove            `protobuf:"bytes,2,rep,name=moves,proto3" json:"moves,omitempty"`
+	// Partitions whose preference list changes in any keyspace.
+	PartitionsChanged uint32 `protobuf:"varint,3,opt,name=partitions_changed,json=partitionsChanged,proto3" json:"partitions_changed,omitempty"`
+	BytesToMove       uint64 `protobuf:"varint,4,opt,name=bytes_to_move,json=bytesToMove,proto3" json:"bytes_to_move,omitempty"`
+	// The epoch the plan was computed against.
+	Epoch         uint64 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Plan) Reset() {
+	*x = Plan{}
+	mi := &file_admin_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Plan) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Plan) ProtoMessage() {}
+
+func (x *Plan) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Plan.ProtoReflect.Descriptor instead.
+func (*Plan) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Plan) GetOps() []*PlanOp {
+	if x != nil {
+		return x.Ops
+	}
+	return nil
+}
+
+func (x *Plan) GetMoves() []*PlanMove {
+	if x != nil {
+		return x.Moves
+	}
+	return nil
+}
+
+func (x *Plan) GetPartitionsChanged() uint32 {
+	if x != nil {
+		return x.PartitionsChanged
+	}
+	return 0
+}
+
+func (x *Plan) GetBytesToMove() uint64 {
+	if x != nil {
+		return x.BytesToMove
+	}
+	return 0
+}
+
+func (x *Plan) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+type ClusterPlanRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Op            *PlanOp                `protobuf:"bytes,1,opt,name=op,proto3" json:"op,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterPlanRequest) Reset() {
+	*x = ClusterPlanRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterPlanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterPlanRequest) ProtoMessage() {}
+
+func (x *ClusterPlanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterPlanRequest.ProtoReflect.Descriptor instead.
+func (*ClusterPlanRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ClusterPlanRequest) GetOp() *PlanOp {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+type ClusterPlanShowRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sizes         bool                   `protobuf:"varint,1,opt,name=sizes,proto3" json:"sizes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterPlanShowRequest) Reset() {
+	*x = ClusterPlanShowRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterPlanShowRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterPlanShowRequest) ProtoMessage() {}
+
+func (x *ClusterPlanShowRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterPlanShowRequest.ProtoReflect.Descriptor instead.
+func (*ClusterPlanShowRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ClusterPlanShowRequest) GetSizes() bool {
+	if x != nil {
+		return x.Sizes
+	}
+	return false
+}
+
+type ClusterPlanResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Plan          *Plan                  `protobuf:"bytes,1,opt,name=plan,proto3" json:"plan,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterPlanResponse) Reset() {
+	*x = ClusterPlanResponse{}
+	mi := &file_admin_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterPlanResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterPlanResponse) ProtoMessage() {}
+
+func (x *ClusterPlanResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterPlanResponse.ProtoReflect.Descriptor instead.
+func (*ClusterPlanResponse) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ClusterPlanResponse) GetPlan() *Plan {
+	if x != nil {
+		return x.Plan
+	}
+	return nil
+}
+
+type ClusterPlanClearRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterPlanClearRequest) Reset() {
+	*x = ClusterPlanClearRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterPlanClearRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterPlanClearRequest) ProtoMessage() {}
+
+func (x *ClusterPlanClearRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterPlanClearRequest.ProtoReflect.Descriptor instead.
+func (*ClusterPlanClearRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+type ClusterPlanClearResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterPlanClearResponse) Reset() {
+	*x = ClusterPlanClearResponse{}
+	mi := &file_admin_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterPlanClearResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterPlanClearResponse) ProtoMessage() {}
+
+func (x *ClusterPlanClearResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterPlanClearResponse.ProtoReflect.Descriptor instead.
+func (*ClusterPlanClearResponse) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+type ClusterCommitRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterCommitRequest) Reset() {
+	*x = ClusterCommitRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterCommitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterCommitRequest) ProtoMessage() {}
+
+func (x *ClusterCommitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterCommitRequest.ProtoReflect.Descriptor instead.
+func (*ClusterCommitRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+type ClusterCommitResponse struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Epoch            uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	PartitionsMoving uint32                 `protobuf:"varint,2,opt,name=partitions_moving,json=partitionsMoving,proto3" json:"partitions_moving,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ClusterCommitResponse) Reset() {
+	*x = ClusterCommitResponse{}
+	mi := &file_admin_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterCommitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterCommitResponse) ProtoMessage() {}
+
+func (x *ClusterCommitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterCommitResponse.ProtoReflect.Descriptor instead.
+func (*ClusterCommitResponse) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ClusterCommitResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ClusterCommitResponse) GetPartitionsMoving() uint32 {
+	if x != nil {
+		return x.PartitionsMoving
+	}
+	return 0
+}
+
+type Transfer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The receiving node.
+	Node      string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Keyspace  string `protobuf:"bytes,2,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
+	Partition uint32 `protobuf:"varint,3,opt,name=partition,proto3" json:"partition,omitempty"`
+	// The replica it streams from.
+	Source string `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	// waiting, streaming, catching-up, done or failed.
+	State          string  `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	Keys           uint64  `protobuf:"varint,6,opt,name=keys,proto3" json:"keys,omitempty"`
+	Bytes          uint64  `protobuf:"varint,7,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	BytesPerSecond float64 `protobuf:"fixed64,8,opt,name=bytes_per_second,json=bytesPerSecond,proto3" json:"bytes_per_second,omitempty"`
+	Error          string  `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Transfer) Reset() {
+	*x = Transfer{}
+	mi := &file_admin_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Transfer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Transfer) ProtoMessage() {}
+
+func (x *Transfer) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Transfer.ProtoReflect.Descriptor instead.
+func (*Transfer) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Transfer) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *Transfer) GetKeyspace() string {
+	if x != nil {
+		return x.Keyspace
+	}
+	return ""
+}
+
+func (x *Transfer) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *Transfer) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Transfer) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Transfer) GetKeys() uint64 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
+func (x *Transfer) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *Transfer) GetBytesPerSecond() float64 {
+	if x != nil {
+		return x.BytesPerSecond
+	}
+	return 0
+}
+
+func (x *Transfer) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type TransfersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransfersRequest) Reset() {
+	*x = TransfersRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransfersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransfersRequest) ProtoMessage() {}
+
+func (x *TransfersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransfersRequest.ProtoReflect.Descriptor instead.
+func (*TransfersRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+type TransfersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Transfers     []*Transfer            `protobuf:"bytes,2,rep,name=transfers,proto3" json:"transfers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransfersResponse) Reset() {
+	*x = TransfersResponse{}
+	mi := &file_admin_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransfersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransfersResponse) ProtoMessage() {}
+
+func (x *TransfersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransfersResponse.ProtoReflect.Descriptor instead.
+func (*TransfersResponse) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *TransfersResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *TransfersResponse) GetTransfers() []*Transfer {
+	if x != nil {
+		return x.Transfers
+	}
+	return nil
+}
+
+type ClusterStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterStatusRequest) Reset() {
+	*x = ClusterStatusRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterStatusRequest) ProtoMessage() {}
+
+func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
+func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+type ClusterStatusResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Epoch     uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Leader    string                 `protobuf:"bytes,3,opt,name=leader,proto3" json:"leader,omitempty"`
+	Nodes     []*Node                `protobuf:"bytes,4,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// A committed plan in progress.
+	InTransition     bool      `protobuf:"varint,5,opt,name=in_transition,json=inTransition,proto3" json:"in_transition,omitempty"`
+	TransitionOps    []*PlanOp `protobuf:"bytes,6,rep,name=transition_ops,json=transitionOps,proto3" json:"transition_ops,omitempty"`
+	PartitionsMoving uint32    `protobuf:"varint,7,opt,name=partitions_moving,json=partitionsMoving,proto3" json:"partitions_moving,omitempty"`
+	PartitionsDone   uint32    `protobuf:"varint,8,opt,name=partitions_done,json=partitionsDone,proto3" json:"partitions_done,omitempty"`
+	// Every reachable node's transfers.
+	Transfers []*Transfer `protobuf:"bytes,9,rep,name=transfers,proto3" json:"transfers,omitempty"`
+	// Nodes whose transfers could not be read.
+	Unreachable []string `protobuf:"bytes,10,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
+	// The pending (uncommitted) plan, if any.
+	Pending       *Plan `protobuf:"bytes,11,opt,name=pending,proto3" json:"pending,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterStatusResponse) Reset() {
+	*x = ClusterStatusResponse{}
+	mi := &file_admin_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterStatusResponse) ProtoMessage() {}
+
+func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
+func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ClusterStatusResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *ClusterStatusResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ClusterStatusResponse) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *ClusterStatusResponse) GetNodes() []*Node {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *ClusterStatusResponse) GetInTransition() bool {
+	if x != nil {
+		return x.InTransition
+	}
+	return false
+}
+
+func (x *ClusterStatusResponse) GetTransitionOps() []*PlanOp {
+	if x != nil {
+		return x.TransitionOps
+	}
+	return nil
+}
+
+func (x *ClusterStatusResponse) GetPartitionsMoving() uint32 {
+	if x != nil {
+		return x.PartitionsMoving
+	}
+	return 0
+}
+
+func (x *ClusterStatusResponse) GetPartitionsDone() uint32 {
+	if x != nil {
+		return x.PartitionsDone
+	}
+	return 0
+}
+
+func (x *ClusterStatusResponse) GetTransfers() []*Transfer {
+	if x != nil {
+		return x.Transfers
+	}
+	return nil
+}
+
+func (x *ClusterStatusResponse) GetUnreachable() []string {
+	if x != nil {
+		return x.Unreachable
+	}
+	return nil
+}
+
+func (x *ClusterStatusResponse) GetPending() *Plan {
+	if x != nil {
+		return x.Pending
+	}
+	return nil
+}
+
 type HintsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -33,7 +1108,7 @@ type HintsRequest struct {
 
 func (x *HintsRequest) Reset() {
 	*x = HintsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +1120,7 @@ func (x *HintsRequest) String() string {
 func (*HintsRequest) ProtoMessage() {}
 
 func (x *HintsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +1133,7 @@ func (x *HintsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintsRequest.ProtoReflect.Descriptor instead.
 func (*HintsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 type HintTarget struct {
@@ -80,7 +1155,7 @@ type HintTarget struct {
 
 func (x *HintTarget) Reset() {
 	*x = HintTarget{}
-	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -92,7 +1167,7 @@ func (x *HintTarget) String() string {
 func (*HintTarget) ProtoMessage() {}
 
 func (x *HintTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -105,7 +1180,7 @@ func (x *HintTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintTarget.ProtoReflect.Descriptor instead.
 func (*HintTarget) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *HintTarget) GetTarget() string {
@@ -169,7 +1244,7 @@ type HintsResponse struct {
 
 func (x *HintsResponse) Reset() {
 	*x = HintsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -181,7 +1256,7 @@ func (x *HintsResponse) String() string {
 func (*HintsResponse) ProtoMessage() {}
 
 func (x *HintsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -194,7 +1269,7 @@ func (x *HintsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintsResponse.ProtoReflect.Descriptor instead.
 func (*HintsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *HintsResponse) GetNode() string {
@@ -227,7 +1302,7 @@ type PurgeHintsRequest struct {
 
 func (x *PurgeHintsRequest) Reset() {
 	*x = PurgeHintsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -239,7 +1314,7 @@ func (x *PurgeHintsRequest) String() string {
 func (*PurgeHintsRequest) ProtoMessage() {}
 
 func (x *PurgeHintsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -252,7 +1327,7 @@ func (x *PurgeHintsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeHintsRequest.ProtoReflect.Descriptor instead.
 func (*PurgeHintsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PurgeHintsRequest) GetTarget() string {
@@ -271,7 +1346,7 @@ type PurgeHintsResponse struct {
 
 func (x *PurgeHintsResponse) Reset() {
 	*x = PurgeHintsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -283,7 +1358,7 @@ func (x *PurgeHintsResponse) String() string {
 func (*PurgeHintsResponse) ProtoMessage() {}
 
 func (x *PurgeHintsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -296,7 +1371,7 @@ func (x *PurgeHintsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeHintsResponse.ProtoReflect.Descriptor instead.
 func (*PurgeHintsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PurgeHintsResponse) GetPurged() uint64 {
@@ -316,7 +1391,7 @@ type RepairStatusRequest struct {
 
 func (x *RepairStatusRequest) Reset() {
 	*x = RepairStatusRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -328,7 +1403,7 @@ func (x *RepairStatusRequest) String() string {
 func (*RepairStatusRequest) ProtoMessage() {}
 
 func (x *RepairStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -341,7 +1416,7 @@ func (x *RepairStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairStatusRequest.ProtoReflect.Descriptor instead.
 func (*RepairStatusRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RepairStatusRequest) GetKeyspace() string {
@@ -369,7 +1444,7 @@ type PartitionRepair struct {
 
 func (x *PartitionRepair) Reset() {
 	*x = PartitionRepair{}
-	mi := &file_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -381,7 +1456,7 @@ func (x *PartitionRepair) String() string {
 func (*PartitionRepair) ProtoMessage() {}
 
 func (x *PartitionRepair) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -394,7 +1469,7 @@ func (x *PartitionRepair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionRepair.ProtoReflect.Descriptor instead.
 func (*PartitionRepair) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PartitionRepair) GetKeyspace() string {
@@ -456,7 +1531,7 @@ type RepairStatusResponse struct {
 
 func (x *RepairStatusResponse) Reset() {
 	*x = RepairStatusResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_admin_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -468,7 +1543,7 @@ func (x *RepairStatusResponse) String() string {
 func (*RepairStatusResponse) ProtoMessage() {}
 
 func (x *RepairStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_admin_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -481,7 +1556,7 @@ func (x *RepairStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairStatusResponse.ProtoReflect.Descriptor instead.
 func (*RepairStatusResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RepairStatusResponse) GetNode() string {
@@ -510,7 +1585,7 @@ type RepairRunRequest struct {
 
 func (x *RepairRunRequest) Reset() {
 	*x = RepairRunRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_admin_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -522,7 +1597,7 @@ func (x *RepairRunRequest) String() string {
 func (*RepairRunRequest) ProtoMessage() {}
 
 func (x *RepairRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_admin_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -535,7 +1610,7 @@ func (x *RepairRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairRunRequest.ProtoReflect.Descriptor instead.
 func (*RepairRunRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RepairRunRequest) GetKeyspace() string {
@@ -566,7 +1641,7 @@ type RepairProgress struct {
 
 func (x *RepairProgress) Reset() {
 	*x = RepairProgress{}
-	mi := &file_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_admin_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -578,7 +1653,7 @@ func (x *RepairProgress) String() string {
 func (*RepairProgress) ProtoMessage() {}
 
 func (x *RepairProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_admin_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -591,7 +1666,7 @@ func (x *RepairProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairProgress.ProtoReflect.Descriptor instead.
 func (*RepairProgress) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RepairProgress) GetPartitionsDone() uint32 {
@@ -648,7 +1723,7 @@ type ReplicaGetRequest struct {
 
 func (x *ReplicaGetRequest) Reset() {
 	*x = ReplicaGetRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_admin_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -660,7 +1735,7 @@ func (x *ReplicaGetRequest) String() string {
 func (*ReplicaGetRequest) ProtoMessage() {}
 
 func (x *ReplicaGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_admin_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -673,7 +1748,7 @@ func (x *ReplicaGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaGetRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaGetRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReplicaGetRequest) GetNode() string {
@@ -709,7 +1784,7 @@ type ReplicaGetResponse struct {
 
 func (x *ReplicaGetResponse) Reset() {
 	*x = ReplicaGetResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_admin_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -721,7 +1796,7 @@ func (x *ReplicaGetResponse) String() string {
 func (*ReplicaGetResponse) ProtoMessage() {}
 
 func (x *ReplicaGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_admin_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -734,7 +1809,7 @@ func (x *ReplicaGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaGetResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaGetResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReplicaGetResponse) GetNode() string {
@@ -766,7 +1841,7 @@ type ReloadSecretsRequest struct {
 
 func (x *ReloadSecretsRequest) Reset() {
 	*x = ReloadSecretsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_admin_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +1853,7 @@ func (x *ReloadSecretsRequest) String() string {
 func (*ReloadSecretsRequest) ProtoMessage() {}
 
 func (x *ReloadSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_admin_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +1866,7 @@ func (x *ReloadSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ReloadSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 type ReloadSecretsResponse struct {
@@ -805,7 +1880,7 @@ type ReloadSecretsResponse struct {
 
 func (x *ReloadSecretsResponse) Reset() {
 	*x = ReloadSecretsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_admin_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +1892,7 @@ func (x *ReloadSecretsResponse) String() string {
 func (*ReloadSecretsResponse) ProtoMessage() {}
 
 func (x *ReloadSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_admin_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +1905,7 @@ func (x *ReloadSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ReloadSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ReloadSecretsResponse) GetNode() string {
@@ -856,14 +1931,21 @@ type Node struct {
 	Weight   uint32                 `protobuf:"varint,5,opt,name=weight,proto3" json:"weight,omitempty"`
 	// alive, suspect, dead, left or unknown (as gossip sees it from the
 	// answering node).
-	State         string `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
+	State string `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
+	// joining, active, leaving or removed (from the metadata log).
+	MemberState string `protobuf:"bytes,7,opt,name=member_state,json=memberState,proto3" json:"member_state,omitempty"`
+	// The metadata epoch the node has applied (as it gossips it).
+	Epoch uint64 `protobuf:"varint,8,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// voter, nonvoter or none; leader is set on the Raft leader.
+	RaftRole      string `protobuf:"bytes,9,opt,name=raft_role,json=raftRole,proto3" json:"raft_role,omitempty"`
+	Leader        bool   `protobuf:"varint,10,opt,name=leader,proto3" json:"leader,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_admin_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +1957,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_admin_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +1970,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Node) GetId() string {
@@ -933,6 +2015,34 @@ func (x *Node) GetState() string {
 	return ""
 }
 
+func (x *Node) GetMemberState() string {
+	if x != nil {
+		return x.MemberState
+	}
+	return ""
+}
+
+func (x *Node) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Node) GetRaftRole() string {
+	if x != nil {
+		return x.RaftRole
+	}
+	return ""
+}
+
+func (x *Node) GetLeader() bool {
+	if x != nil {
+		return x.Leader
+	}
+	return false
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -941,7 +2051,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_admin_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +2063,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_admin_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +2076,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 type StatusResponse struct {
@@ -976,13 +2086,15 @@ type StatusResponse struct {
 	Epoch         uint64  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	Nodes         []*Node `protobuf:"bytes,3,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	Partitions    uint32  `protobuf:"varint,4,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	ClusterId     string  `protobuf:"bytes,5,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Leader        string  `protobuf:"bytes,6,opt,name=leader,proto3" json:"leader,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_admin_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -994,7 +2106,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_admin_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1007,7 +2119,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *StatusResponse) GetNode() string {
@@ -1038,6 +2150,20 @@ func (x *StatusResponse) GetPartitions() uint32 {
 	return 0
 }
 
+func (x *StatusResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
 type RingRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1046,7 +2172,7 @@ type RingRequest struct {
 
 func (x *RingRequest) Reset() {
 	*x = RingRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_admin_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +2184,7 @@ func (x *RingRequest) String() string {
 func (*RingRequest) ProtoMessage() {}
 
 func (x *RingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_admin_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +2197,7 @@ func (x *RingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingRequest.ProtoReflect.Descriptor instead.
 func (*RingRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 type KeyspaceShare struct {
@@ -1087,7 +2213,7 @@ type KeyspaceShare struct {
 
 func (x *KeyspaceShare) Reset() {
 	*x = KeyspaceShare{}
-	mi := &file_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_admin_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1099,7 +2225,7 @@ func (x *KeyspaceShare) String() string {
 func (*KeyspaceShare) ProtoMessage() {}
 
 func (x *KeyspaceShare) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_admin_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1112,7 +2238,7 @@ func (x *KeyspaceShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyspaceShare.ProtoReflect.Descriptor instead.
 func (*KeyspaceShare) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *KeyspaceShare) GetKeyspace() string {
@@ -1152,7 +2278,7 @@ type RingNode struct {
 
 func (x *RingNode) Reset() {
 	*x = RingNode{}
-	mi := &file_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_admin_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1164,7 +2290,7 @@ func (x *RingNode) String() string {
 func (*RingNode) ProtoMessage() {}
 
 func (x *RingNode) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_admin_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1177,7 +2303,7 @@ func (x *RingNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingNode.ProtoReflect.Descriptor instead.
 func (*RingNode) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RingNode) GetNode() *Node {
@@ -1226,7 +2352,7 @@ type RingResponse struct {
 
 func (x *RingResponse) Reset() {
 	*x = RingResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_admin_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1238,7 +2364,7 @@ func (x *RingResponse) String() string {
 func (*RingResponse) ProtoMessage() {}
 
 func (x *RingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_admin_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1251,7 +2377,7 @@ func (x *RingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingResponse.ProtoReflect.Descriptor instead.
 func (*RingResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RingResponse) GetPartitions() uint32 {
@@ -1285,7 +2411,7 @@ type EndpointsRequest struct {
 
 func (x *EndpointsRequest) Reset() {
 	*x = EndpointsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_admin_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +2423,7 @@ func (x *EndpointsRequest) String() string {
 func (*EndpointsRequest) ProtoMessage() {}
 
 func (x *EndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_admin_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +2436,7 @@ func (x *EndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointsRequest.ProtoReflect.Descriptor instead.
 func (*EndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *EndpointsRequest) GetKeyspace() string {
@@ -1340,7 +2466,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_admin_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1352,7 +2478,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_admin_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1365,7 +2491,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Endpoint) GetNode() string {
@@ -1418,7 +2544,7 @@ type EndpointsResponse struct {
 
 func (x *EndpointsResponse) Reset() {
 	*x = EndpointsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_admin_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1430,7 +2556,7 @@ func (x *EndpointsResponse) String() string {
 func (*EndpointsResponse) ProtoMessage() {}
 
 func (x *EndpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_admin_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1443,7 +2569,7 @@ func (x *EndpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointsResponse.ProtoReflect.Descriptor instead.
 func (*EndpointsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *EndpointsResponse) GetKeyspace() string {
@@ -1500,7 +2626,7 @@ type Keyspace struct {
 
 func (x *Keyspace) Reset() {
 	*x = Keyspace{}
-	mi := &file_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_admin_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1512,7 +2638,7 @@ func (x *Keyspace) String() string {
 func (*Keyspace) ProtoMessage() {}
 
 func (x *Keyspace) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_admin_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1525,7 +2651,7 @@ func (x *Keyspace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Keyspace.ProtoReflect.Descriptor instead.
 func (*Keyspace) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Keyspace) GetName() string {
@@ -1585,7 +2711,7 @@ type ListKeyspacesRequest struct {
 
 func (x *ListKeyspacesRequest) Reset() {
 	*x = ListKeyspacesRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_admin_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1597,7 +2723,7 @@ func (x *ListKeyspacesRequest) String() string {
 func (*ListKeyspacesRequest) ProtoMessage() {}
 
 func (x *ListKeyspacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_admin_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1610,7 +2736,7 @@ func (x *ListKeyspacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeyspacesRequest.ProtoReflect.Descriptor instead.
 func (*ListKeyspacesRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 type ListKeyspacesResponse struct {
@@ -1622,7 +2748,7 @@ type ListKeyspacesResponse struct {
 
 func (x *ListKeyspacesResponse) Reset() {
 	*x = ListKeyspacesResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_admin_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1634,7 +2760,7 @@ func (x *ListKeyspacesResponse) String() string {
 func (*ListKeyspacesResponse) ProtoMessage() {}
 
 func (x *ListKeyspacesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_admin_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1647,7 +2773,7 @@ func (x *ListKeyspacesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeyspacesResponse.ProtoReflect.Descriptor instead.
 func (*ListKeyspacesResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListKeyspacesResponse) GetKeyspaces() []*Keyspace {
@@ -1669,7 +2795,7 @@ type CreateKeyspaceRequest struct {
 
 func (x *CreateKeyspaceRequest) Reset() {
 	*x = CreateKeyspaceRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_admin_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1681,7 +2807,7 @@ func (x *CreateKeyspaceRequest) String() string {
 func (*CreateKeyspaceRequest) ProtoMessage() {}
 
 func (x *CreateKeyspaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_admin_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1694,7 +2820,7 @@ func (x *CreateKeyspaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyspaceRequest.ProtoReflect.Descriptor instead.
 func (*CreateKeyspaceRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CreateKeyspaceRequest) GetKeyspace() *Keyspace {
@@ -1722,7 +2848,7 @@ type CreateKeyspaceResponse struct {
 
 func (x *CreateKeyspaceResponse) Reset() {
 	*x = CreateKeyspaceResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_admin_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1734,7 +2860,7 @@ func (x *CreateKeyspaceResponse) String() string {
 func (*CreateKeyspaceResponse) ProtoMessage() {}
 
 func (x *CreateKeyspaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_admin_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1747,7 +2873,7 @@ func (x *CreateKeyspaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyspaceResponse.ProtoReflect.Descriptor instead.
 func (*CreateKeyspaceResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *CreateKeyspaceResponse) GetKeyspace() *Keyspace {
@@ -1768,7 +2894,76 @@ var File_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x14admin/v1/admin.proto\x12\badmin.v1\x1a\x0ekv/v1/kv.proto\"\x0e\n" +
+	"\x14admin/v1/admin.proto\x12\badmin.v1\x1a\x0ekv/v1/kv.proto\"F\n" +
+	"\x14AlterKeyspaceRequest\x12.\n" +
+	"\bkeyspace\x18\x01 \x01(\v2\x12.admin.v1.KeyspaceR\bkeyspace\"|\n" +
+	"\x15AlterKeyspaceResponse\x12.\n" +
+	"\bkeyspace\x18\x01 \x01(\v2\x12.admin.v1.KeyspaceR\bkeyspace\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1d\n" +
+	"\n" +
+	"moves_data\x18\x03 \x01(\bR\tmovesData\")\n" +
+	"\x13DropKeyspaceRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\",\n" +
+	"\x14DropKeyspaceResponse\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"X\n" +
+	"\x06PlanOp\x12\x0e\n" +
+	"\x02op\x18\x01 \x01(\tR\x02op\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x12\n" +
+	"\x04with\x18\x03 \x01(\tR\x04with\x12\x16\n" +
+	"\x06weight\x18\x04 \x01(\rR\x06weight\"~\n" +
+	"\bPlanMove\x12\x1a\n" +
+	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\rR\tpartition\x12\x10\n" +
+	"\x03old\x18\x03 \x03(\tR\x03old\x12\x10\n" +
+	"\x03new\x18\x04 \x03(\tR\x03new\x12\x14\n" +
+	"\x05bytes\x18\x05 \x01(\x04R\x05bytes\"\xbd\x01\n" +
+	"\x04Plan\x12\"\n" +
+	"\x03ops\x18\x01 \x03(\v2\x10.admin.v1.PlanOpR\x03ops\x12(\n" +
+	"\x05moves\x18\x02 \x03(\v2\x12.admin.v1.PlanMoveR\x05moves\x12-\n" +
+	"\x12partitions_changed\x18\x03 \x01(\rR\x11partitionsChanged\x12\"\n" +
+	"\rbytes_to_move\x18\x04 \x01(\x04R\vbytesToMove\x12\x14\n" +
+	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\"6\n" +
+	"\x12ClusterPlanRequest\x12 \n" +
+	"\x02op\x18\x01 \x01(\v2\x10.admin.v1.PlanOpR\x02op\".\n" +
+	"\x16ClusterPlanShowRequest\x12\x14\n" +
+	"\x05sizes\x18\x01 \x01(\bR\x05sizes\"9\n" +
+	"\x13ClusterPlanResponse\x12\"\n" +
+	"\x04plan\x18\x01 \x01(\v2\x0e.admin.v1.PlanR\x04plan\"\x19\n" +
+	"\x17ClusterPlanClearRequest\"\x1a\n" +
+	"\x18ClusterPlanClearResponse\"\x16\n" +
+	"\x14ClusterCommitRequest\"Z\n" +
+	"\x15ClusterCommitResponse\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12+\n" +
+	"\x11partitions_moving\x18\x02 \x01(\rR\x10partitionsMoving\"\xf0\x01\n" +
+	"\bTransfer\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1a\n" +
+	"\bkeyspace\x18\x02 \x01(\tR\bkeyspace\x12\x1c\n" +
+	"\tpartition\x18\x03 \x01(\rR\tpartition\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\x12\x12\n" +
+	"\x04keys\x18\x06 \x01(\x04R\x04keys\x12\x14\n" +
+	"\x05bytes\x18\a \x01(\x04R\x05bytes\x12(\n" +
+	"\x10bytes_per_second\x18\b \x01(\x01R\x0ebytesPerSecond\x12\x14\n" +
+	"\x05error\x18\t \x01(\tR\x05error\"\x12\n" +
+	"\x10TransfersRequest\"Y\n" +
+	"\x11TransfersResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x120\n" +
+	"\ttransfers\x18\x02 \x03(\v2\x12.admin.v1.TransferR\ttransfers\"\x16\n" +
+	"\x14ClusterStatusRequest\"\xbc\x03\n" +
+	"\x15ClusterStatusResponse\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x16\n" +
+	"\x06leader\x18\x03 \x01(\tR\x06leader\x12$\n" +
+	"\x05nodes\x18\x04 \x03(\v2\x0e.admin.v1.NodeR\x05nodes\x12#\n" +
+	"\rin_transition\x18\x05 \x01(\bR\finTransition\x127\n" +
+	"\x0etransition_ops\x18\x06 \x03(\v2\x10.admin.v1.PlanOpR\rtransitionOps\x12+\n" +
+	"\x11partitions_moving\x18\a \x01(\rR\x10partitionsMoving\x12'\n" +
+	"\x0fpartitions_done\x18\b \x01(\rR\x0epartitionsDone\x120\n" +
+	"\ttransfers\x18\t \x03(\v2\x12.admin.v1.TransferR\ttransfers\x12 \n" +
+	"\vunreachable\x18\n" +
+	" \x03(\tR\vunreachable\x12(\n" +
+	"\apending\x18\v \x01(\v2\x0e.admin.v1.PlanR\apending\"\x0e\n" +
 	"\fHintsRequest\"\xdb\x01\n" +
 	"\n" +
 	"HintTarget\x12\x16\n" +
@@ -1827,22 +3022,30 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\x14ReloadSecretsRequest\"E\n" +
 	"\x15ReloadSecretsResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
-	"\asecrets\x18\x02 \x01(\rR\asecrets\"\x85\x01\n" +
+	"\asecrets\x18\x02 \x01(\rR\asecrets\"\xf3\x01\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x0e\n" +
 	"\x02dc\x18\x03 \x01(\tR\x02dc\x12\x12\n" +
 	"\x04rack\x18\x04 \x01(\tR\x04rack\x12\x16\n" +
 	"\x06weight\x18\x05 \x01(\rR\x06weight\x12\x14\n" +
-	"\x05state\x18\x06 \x01(\tR\x05state\"\x0f\n" +
-	"\rStatusRequest\"\x80\x01\n" +
+	"\x05state\x18\x06 \x01(\tR\x05state\x12!\n" +
+	"\fmember_state\x18\a \x01(\tR\vmemberState\x12\x14\n" +
+	"\x05epoch\x18\b \x01(\x04R\x05epoch\x12\x1b\n" +
+	"\traft_role\x18\t \x01(\tR\braftRole\x12\x16\n" +
+	"\x06leader\x18\n" +
+	" \x01(\bR\x06leader\"\x0f\n" +
+	"\rStatusRequest\"\xb7\x01\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12$\n" +
 	"\x05nodes\x18\x03 \x03(\v2\x0e.admin.v1.NodeR\x05nodes\x12\x1e\n" +
 	"\n" +
 	"partitions\x18\x04 \x01(\rR\n" +
-	"partitions\"\r\n" +
+	"partitions\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x05 \x01(\tR\tclusterId\x12\x16\n" +
+	"\x06leader\x18\x06 \x01(\tR\x06leader\"\r\n" +
 	"\vRingRequest\"p\n" +
 	"\rKeyspaceShare\x12\x1a\n" +
 	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12-\n" +
@@ -1896,7 +3099,7 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"local_only\x18\x02 \x01(\bR\tlocalOnly\"b\n" +
 	"\x16CreateKeyspaceResponse\x12.\n" +
 	"\bkeyspace\x18\x01 \x01(\v2\x12.admin.v1.KeyspaceR\bkeyspace\x12\x18\n" +
-	"\aapplied\x18\x02 \x03(\tR\aapplied2\x9a\x06\n" +
+	"\aapplied\x18\x02 \x03(\tR\aapplied2\xa0\v\n" +
 	"\x05Admin\x12;\n" +
 	"\x06Status\x12\x17.admin.v1.StatusRequest\x1a\x18.admin.v1.StatusResponse\x125\n" +
 	"\x04Ring\x12\x15.admin.v1.RingRequest\x1a\x16.admin.v1.RingResponse\x12D\n" +
@@ -1910,7 +3113,15 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\fRepairStatus\x12\x1d.admin.v1.RepairStatusRequest\x1a\x1e.admin.v1.RepairStatusResponse\x12C\n" +
 	"\tRepairRun\x12\x1a.admin.v1.RepairRunRequest\x1a\x18.admin.v1.RepairProgress0\x01\x12G\n" +
 	"\n" +
-	"ReplicaGet\x12\x1b.admin.v1.ReplicaGetRequest\x1a\x1c.admin.v1.ReplicaGetResponseB5Z3github.com/meridiankv/meridian/api/admin/v1;adminv1b\x06proto3"
+	"ReplicaGet\x12\x1b.admin.v1.ReplicaGetRequest\x1a\x1c.admin.v1.ReplicaGetResponse\x12P\n" +
+	"\rAlterKeyspace\x12\x1e.admin.v1.AlterKeyspaceRequest\x1a\x1f.admin.v1.AlterKeyspaceResponse\x12M\n" +
+	"\fDropKeyspace\x12\x1d.admin.v1.DropKeyspaceRequest\x1a\x1e.admin.v1.DropKeyspaceResponse\x12J\n" +
+	"\vClusterPlan\x12\x1c.admin.v1.ClusterPlanRequest\x1a\x1d.admin.v1.ClusterPlanResponse\x12R\n" +
+	"\x0fClusterPlanShow\x12 .admin.v1.ClusterPlanShowRequest\x1a\x1d.admin.v1.ClusterPlanResponse\x12Y\n" +
+	"\x10ClusterPlanClear\x12!.admin.v1.ClusterPlanClearRequest\x1a\".admin.v1.ClusterPlanClearResponse\x12P\n" +
+	"\rClusterCommit\x12\x1e.admin.v1.ClusterCommitRequest\x1a\x1f.admin.v1.ClusterCommitResponse\x12P\n" +
+	"\rClusterStatus\x12\x1e.admin.v1.ClusterStatusRequest\x1a\x1f.admin.v1.ClusterStatusResponse\x12D\n" +
+	"\tTransfers\x12\x1a.admin.v1.TransfersRequest\x1a\x1b.admin.v1.TransfersResponseB5Z3github.com/meridiankv/meridian/api/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -1924,81 +3135,127 @@ func file_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_admin_v1_admin_proto_rawDescData
 }
 
-var file_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_admin_v1_admin_proto_goTypes = []any{
-	(*HintsRequest)(nil),           // 0: admin.v1.HintsRequest
-	(*HintTarget)(nil),             // 1: admin.v1.HintTarget
-	(*HintsResponse)(nil),          // 2: admin.v1.HintsResponse
-	(*PurgeHintsRequest)(nil),      // 3: admin.v1.PurgeHintsRequest
-	(*PurgeHintsResponse)(nil),     // 4: admin.v1.PurgeHintsResponse
-	(*RepairStatusRequest)(nil),    // 5: admin.v1.RepairStatusRequest
-	(*PartitionRepair)(nil),        // 6: admin.v1.PartitionRepair
-	(*RepairStatusResponse)(nil),   // 7: admin.v1.RepairStatusResponse
-	(*RepairRunRequest)(nil),       // 8: admin.v1.RepairRunRequest
-	(*RepairProgress)(nil),         // 9: admin.v1.RepairProgress
-	(*ReplicaGetRequest)(nil),      // 10: admin.v1.ReplicaGetRequest
-	(*ReplicaGetResponse)(nil),     // 11: admin.v1.ReplicaGetResponse
-	(*ReloadSecretsRequest)(nil),   // 12: admin.v1.ReloadSecretsRequest
-	(*ReloadSecretsResponse)(nil),  // 13: admin.v1.ReloadSecretsResponse
-	(*Node)(nil),                   // 14: admin.v1.Node
-	(*StatusRequest)(nil),          // 15: admin.v1.StatusRequest
-	(*StatusResponse)(nil),         // 16: admin.v1.StatusResponse
-	(*RingRequest)(nil),            // 17: admin.v1.RingRequest
-	(*KeyspaceShare)(nil),          // 18: admin.v1.KeyspaceShare
-	(*RingNode)(nil),               // 19: admin.v1.RingNode
-	(*RingResponse)(nil),           // 20: admin.v1.RingResponse
-	(*EndpointsRequest)(nil),       // 21: admin.v1.EndpointsRequest
-	(*Endpoint)(nil),               // 22: admin.v1.Endpoint
-	(*EndpointsResponse)(nil),      // 23: admin.v1.EndpointsResponse
-	(*Keyspace)(nil),               // 24: admin.v1.Keyspace
-	(*ListKeyspacesRequest)(nil),   // 25: admin.v1.ListKeyspacesRequest
-	(*ListKeyspacesResponse)(nil),  // 26: admin.v1.ListKeyspacesResponse
-	(*CreateKeyspaceRequest)(nil),  // 27: admin.v1.CreateKeyspaceRequest
-	(*CreateKeyspaceResponse)(nil), // 28: admin.v1.CreateKeyspaceResponse
-	nil,                            // 29: admin.v1.Keyspace.ReplicationEntry
-	(*v1.Sibling)(nil),             // 30: kv.v1.Sibling
+	(*AlterKeyspaceRequest)(nil),     // 0: admin.v1.AlterKeyspaceRequest
+	(*AlterKeyspaceResponse)(nil),    // 1: admin.v1.AlterKeyspaceResponse
+	(*DropKeyspaceRequest)(nil),      // 2: admin.v1.DropKeyspaceRequest
+	(*DropKeyspaceResponse)(nil),     // 3: admin.v1.DropKeyspaceResponse
+	(*PlanOp)(nil),                   // 4: admin.v1.PlanOp
+	(*PlanMove)(nil),                 // 5: admin.v1.PlanMove
+	(*Plan)(nil),                     // 6: admin.v1.Plan
+	(*ClusterPlanRequest)(nil),       // 7: admin.v1.ClusterPlanRequest
+	(*ClusterPlanShowRequest)(nil),   // 8: admin.v1.ClusterPlanShowRequest
+	(*ClusterPlanResponse)(nil),      // 9: admin.v1.ClusterPlanResponse
+	(*ClusterPlanClearRequest)(nil),  // 10: admin.v1.ClusterPlanClearRequest
+	(*ClusterPlanClearResponse)(nil), // 11: admin.v1.ClusterPlanClearResponse
+	(*ClusterCommitRequest)(nil),     // 12: admin.v1.ClusterCommitRequest
+	(*ClusterCommitResponse)(nil),    // 13: admin.v1.ClusterCommitResponse
+	(*Transfer)(nil),                 // 14: admin.v1.Transfer
+	(*TransfersRequest)(nil),         // 15: admin.v1.TransfersRequest
+	(*TransfersResponse)(nil),        // 16: admin.v1.TransfersResponse
+	(*ClusterStatusRequest)(nil),     // 17: admin.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),    // 18: admin.v1.ClusterStatusResponse
+	(*HintsRequest)(nil),             // 19: admin.v1.HintsRequest
+	(*HintTarget)(nil),               // 20: admin.v1.HintTarget
+	(*HintsResponse)(nil),            // 21: admin.v1.HintsResponse
+	(*PurgeHintsRequest)(nil),        // 22: admin.v1.PurgeHintsRequest
+	(*PurgeHintsResponse)(nil),       // 23: admin.v1.PurgeHintsResponse
+	(*RepairStatusRequest)(nil),      // 24: admin.v1.RepairStatusRequest
+	(*PartitionRepair)(nil),          // 25: admin.v1.PartitionRepair
+	(*RepairStatusResponse)(nil),     // 26: admin.v1.RepairStatusResponse
+	(*RepairRunRequest)(nil),         // 27: admin.v1.RepairRunRequest
+	(*RepairProgress)(nil),           // 28: admin.v1.RepairProgress
+	(*ReplicaGetRequest)(nil),        // 29: admin.v1.ReplicaGetRequest
+	(*ReplicaGetResponse)(nil),       // 30: admin.v1.ReplicaGetResponse
+	(*ReloadSecretsRequest)(nil),     // 31: admin.v1.ReloadSecretsRequest
+	(*ReloadSecretsResponse)(nil),    // 32: admin.v1.ReloadSecretsResponse
+	(*Node)(nil),                     // 33: admin.v1.Node
+	(*StatusRequest)(nil),            // 34: admin.v1.StatusRequest
+	(*StatusResponse)(nil),           // 35: admin.v1.StatusResponse
+	(*RingRequest)(nil),              // 36: admin.v1.RingRequest
+	(*KeyspaceShare)(nil),            // 37: admin.v1.KeyspaceShare
+	(*RingNode)(nil),                 // 38: admin.v1.RingNode
+	(*RingResponse)(nil),             // 39: admin.v1.RingResponse
+	(*EndpointsRequest)(nil),         // 40: admin.v1.EndpointsRequest
+	(*Endpoint)(nil),                 // 41: admin.v1.Endpoint
+	(*EndpointsResponse)(nil),        // 42: admin.v1.EndpointsResponse
+	(*Keyspace)(nil),                 // 43: admin.v1.Keyspace
+	(*ListKeyspacesRequest)(nil),     // 44: admin.v1.ListKeyspacesRequest
+	(*ListKeyspacesResponse)(nil),    // 45: admin.v1.ListKeyspacesResponse
+	(*CreateKeyspaceRequest)(nil),    // 46: admin.v1.CreateKeyspaceRequest
+	(*CreateKeyspaceResponse)(nil),   // 47: admin.v1.CreateKeyspaceResponse
+	nil,                              // 48: admin.v1.Keyspace.ReplicationEntry
+	(*v1.Sibling)(nil),               // 49: kv.v1.Sibling
 }
 var file_admin_v1_admin_proto_depIdxs = []int32{
-	1,  // 0: admin.v1.HintsResponse.targets:type_name -> admin.v1.HintTarget
-	6,  // 1: admin.v1.RepairStatusResponse.partitions:type_name -> admin.v1.PartitionRepair
-	30, // 2: admin.v1.ReplicaGetResponse.siblings:type_name -> kv.v1.Sibling
-	14, // 3: admin.v1.StatusResponse.nodes:type_name -> admin.v1.Node
-	14, // 4: admin.v1.RingNode.node:type_name -> admin.v1.Node
-	18, // 5: admin.v1.RingNode.keyspaces:type_name -> admin.v1.KeyspaceShare
-	19, // 6: admin.v1.RingResponse.nodes:type_name -> admin.v1.RingNode
-	22, // 7: admin.v1.EndpointsResponse.replicas:type_name -> admin.v1.Endpoint
-	22, // 8: admin.v1.EndpointsResponse.fallbacks:type_name -> admin.v1.Endpoint
-	29, // 9: admin.v1.Keyspace.replication:type_name -> admin.v1.Keyspace.ReplicationEntry
-	24, // 10: admin.v1.ListKeyspacesResponse.keyspaces:type_name -> admin.v1.Keyspace
-	24, // 11: admin.v1.CreateKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
-	24, // 12: admin.v1.CreateKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
-	15, // 13: admin.v1.Admin.Status:input_type -> admin.v1.StatusRequest
-	17, // 14: admin.v1.Admin.Ring:input_type -> admin.v1.RingRequest
-	21, // 15: admin.v1.Admin.Endpoints:input_type -> admin.v1.EndpointsRequest
-	25, // 16: admin.v1.Admin.ListKeyspaces:input_type -> admin.v1.ListKeyspacesRequest
-	27, // 17: admin.v1.Admin.CreateKeyspace:input_type -> admin.v1.CreateKeyspaceRequest
-	12, // 18: admin.v1.Admin.ReloadSecrets:input_type -> admin.v1.ReloadSecretsRequest
-	0,  // 19: admin.v1.Admin.Hints:input_type -> admin.v1.HintsRequest
-	3,  // 20: admin.v1.Admin.PurgeHints:input_type -> admin.v1.PurgeHintsRequest
-	5,  // 21: admin.v1.Admin.RepairStatus:input_type -> admin.v1.RepairStatusRequest
-	8,  // 22: admin.v1.Admin.RepairRun:input_type -> admin.v1.RepairRunRequest
-	10, // 23: admin.v1.Admin.ReplicaGet:input_type -> admin.v1.ReplicaGetRequest
-	16, // 24: admin.v1.Admin.Status:output_type -> admin.v1.StatusResponse
-	20, // 25: admin.v1.Admin.Ring:output_type -> admin.v1.RingResponse
-	23, // 26: admin.v1.Admin.Endpoints:output_type -> admin.v1.EndpointsResponse
-	26, // 27: admin.v1.Admin.ListKeyspaces:output_type -> admin.v1.ListKeyspacesResponse
-	28, // 28: admin.v1.Admin.CreateKeyspace:output_type -> admin.v1.CreateKeyspaceResponse
-	13, // 29: admin.v1.Admin.ReloadSecrets:output_type -> admin.v1.ReloadSecretsResponse
-	2,  // 30: admin.v1.Admin.Hints:output_type -> admin.v1.HintsResponse
-	4,  // 31: admin.v1.Admin.PurgeHints:output_type -> admin.v1.PurgeHintsResponse
-	7,  // 32: admin.v1.Admin.RepairStatus:output_type -> admin.v1.RepairStatusResponse
-	9,  // 33: admin.v1.Admin.RepairRun:output_type -> admin.v1.RepairProgress
-	11, // 34: admin.v1.Admin.ReplicaGet:output_type -> admin.v1.ReplicaGetResponse
-	24, // [24:35] is the sub-list for method output_type
-	13, // [13:24] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	43, // 0: admin.v1.AlterKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
+	43, // 1: admin.v1.AlterKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
+	4,  // 2: admin.v1.Plan.ops:type_name -> admin.v1.PlanOp
+	5,  // 3: admin.v1.Plan.moves:type_name -> admin.v1.PlanMove
+	4,  // 4: admin.v1.ClusterPlanRequest.op:type_name -> admin.v1.PlanOp
+	6,  // 5: admin.v1.ClusterPlanResponse.plan:type_name -> admin.v1.Plan
+	14, // 6: admin.v1.TransfersResponse.transfers:type_name -> admin.v1.Transfer
+	33, // 7: admin.v1.ClusterStatusResponse.nodes:type_name -> admin.v1.Node
+	4,  // 8: admin.v1.ClusterStatusResponse.transition_ops:type_name -> admin.v1.PlanOp
+	14, // 9: admin.v1.ClusterStatusResponse.transfers:type_name -> admin.v1.Transfer
+	6,  // 10: admin.v1.ClusterStatusResponse.pending:type_name -> admin.v1.Plan
+	20, // 11: admin.v1.HintsResponse.targets:type_name -> admin.v1.HintTarget
+	25, // 12: admin.v1.RepairStatusResponse.partitions:type_name -> admin.v1.PartitionRepair
+	49, // 13: admin.v1.ReplicaGetResponse.siblings:type_name -> kv.v1.Sibling
+	33, // 14: admin.v1.StatusResponse.nodes:type_name -> admin.v1.Node
+	33, // 15: admin.v1.RingNode.node:type_name -> admin.v1.Node
+	37, // 16: admin.v1.RingNode.keyspaces:type_name -> admin.v1.KeyspaceShare
+	38, // 17: admin.v1.RingResponse.nodes:type_name -> admin.v1.RingNode
+	41, // 18: admin.v1.EndpointsResponse.replicas:type_name -> admin.v1.Endpoint
+	41, // 19: admin.v1.EndpointsResponse.fallbacks:type_name -> admin.v1.Endpoint
+	48, // 20: admin.v1.Keyspace.replication:type_name -> admin.v1.Keyspace.ReplicationEntry
+	43, // 21: admin.v1.ListKeyspacesResponse.keyspaces:type_name -> admin.v1.Keyspace
+	43, // 22: admin.v1.CreateKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
+	43, // 23: admin.v1.CreateKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
+	34, // 24: admin.v1.Admin.Status:input_type -> admin.v1.StatusRequest
+	36, // 25: admin.v1.Admin.Ring:input_type -> admin.v1.RingRequest
+	40, // 26: admin.v1.Admin.Endpoints:input_type -> admin.v1.EndpointsRequest
+	44, // 27: admin.v1.Admin.ListKeyspaces:input_type -> admin.v1.ListKeyspacesRequest
+	46, // 28: admin.v1.Admin.CreateKeyspace:input_type -> admin.v1.CreateKeyspaceRequest
+	31, // 29: admin.v1.Admin.ReloadSecrets:input_type -> admin.v1.ReloadSecretsRequest
+	19, // 30: admin.v1.Admin.Hints:input_type -> admin.v1.HintsRequest
+	22, // 31: admin.v1.Admin.PurgeHints:input_type -> admin.v1.PurgeHintsRequest
+	24, // 32: admin.v1.Admin.RepairStatus:input_type -> admin.v1.RepairStatusRequest
+	27, // 33: admin.v1.Admin.RepairRun:input_type -> admin.v1.RepairRunRequest
+	29, // 34: admin.v1.Admin.ReplicaGet:input_type -> admin.v1.ReplicaGetRequest
+	0,  // 35: admin.v1.Admin.AlterKeyspace:input_type -> admin.v1.AlterKeyspaceRequest
+	2,  // 36: admin.v1.Admin.DropKeyspace:input_type -> admin.v1.DropKeyspaceRequest
+	7,  // 37: admin.v1.Admin.ClusterPlan:input_type -> admin.v1.ClusterPlanRequest
+	8,  // 38: admin.v1.Admin.ClusterPlanShow:input_type -> admin.v1.ClusterPlanShowRequest
+	10, // 39: admin.v1.Admin.ClusterPlanClear:input_type -> admin.v1.ClusterPlanClearRequest
+	12, // 40: admin.v1.Admin.ClusterCommit:input_type -> admin.v1.ClusterCommitRequest
+	17, // 41: admin.v1.Admin.ClusterStatus:input_type -> admin.v1.ClusterStatusRequest
+	15, // 42: admin.v1.Admin.Transfers:input_type -> admin.v1.TransfersRequest
+	35, // 43: admin.v1.Admin.Status:output_type -> admin.v1.StatusResponse
+	39, // 44: admin.v1.Admin.Ring:output_type -> admin.v1.RingResponse
+	42, // 45: admin.v1.Admin.Endpoints:output_type -> admin.v1.EndpointsResponse
+	45, // 46: admin.v1.Admin.ListKeyspaces:output_type -> admin.v1.ListKeyspacesResponse
+	47, // 47: admin.v1.Admin.CreateKeyspace:output_type -> admin.v1.CreateKeyspaceResponse
+	32, // 48: admin.v1.Admin.ReloadSecrets:output_type -> admin.v1.ReloadSecretsResponse
+	21, // 49: admin.v1.Admin.Hints:output_type -> admin.v1.HintsResponse
+	23, // 50: admin.v1.Admin.PurgeHints:output_type -> admin.v1.PurgeHintsResponse
+	26, // 51: admin.v1.Admin.RepairStatus:output_type -> admin.v1.RepairStatusResponse
+	28, // 52: admin.v1.Admin.RepairRun:output_type -> admin.v1.RepairProgress
+	30, // 53: admin.v1.Admin.ReplicaGet:output_type -> admin.v1.ReplicaGetResponse
+	1,  // 54: admin.v1.Admin.AlterKeyspace:output_type -> admin.v1.AlterKeyspaceResponse
+	3,  // 55: admin.v1.Admin.DropKeyspace:output_type -> admin.v1.DropKeyspaceResponse
+	9,  // 56: admin.v1.Admin.ClusterPlan:output_type -> admin.v1.ClusterPlanResponse
+	9,  // 57: admin.v1.Admin.ClusterPlanShow:output_type -> admin.v1.ClusterPlanResponse
+	11, // 58: admin.v1.Admin.ClusterPlanClear:output_type -> admin.v1.ClusterPlanClearResponse
+	13, // 59: admin.v1.Admin.ClusterCommit:output_type -> admin.v1.ClusterCommitResponse
+	18, // 60: admin.v1.Admin.ClusterStatus:output_type -> admin.v1.ClusterStatusResponse
+	16, // 61: admin.v1.Admin.Transfers:output_type -> admin.v1.TransfersResponse
+	43, // [43:62] is the sub-list for method output_type
+	24, // [24:43] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_admin_v1_admin_proto_init() }
@@ -2012,7 +3269,7 @@ func file_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_v1_admin_proto_rawDesc), len(file_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,17 +22,25 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Admin_Status_FullMethodName         = "/admin.v1.Admin/Status"
-	Admin_Ring_FullMethodName           = "/admin.v1.Admin/Ring"
-	Admin_Endpoints_FullMethodName      = "/admin.v1.Admin/Endpoints"
-	Admin_ListKeyspaces_FullMethodName  = "/admin.v1.Admin/ListKeyspaces"
-	Admin_CreateKeyspace_FullMethodName = "/admin.v1.Admin/CreateKeyspace"
-	Admin_ReloadSecrets_FullMethodName  = "/admin.v1.Admin/ReloadSecrets"
-	Admin_Hints_FullMethodName          = "/admin.v1.Admin/Hints"
-	Admin_PurgeHints_FullMethodName     = "/admin.v1.Admin/PurgeHints"
-	Admin_RepairStatus_FullMethodName   = "/admin.v1.Admin/RepairStatus"
-	Admin_RepairRun_FullMethodName      = "/admin.v1.Admin/RepairRun"
-	Admin_ReplicaGet_FullMethodName     = "/admin.v1.Admin/ReplicaGet"
+	Admin_Status_FullMethodName           = "/admin.v1.Admin/Status"
+	Admin_Ring_FullMethodName             = "/admin.v1.Admin/Ring"
+	Admin_Endpoints_FullMethodName        = "/admin.v1.Admin/Endpoints"
+	Admin_ListKeyspaces_FullMethodName    = "/admin.v1.Admin/ListKeyspaces"
+	Admin_CreateKeyspace_FullMethodName   = "/admin.v1.Admin/CreateKeyspace"
+	Admin_ReloadSecrets_FullMethodName    = "/admin.v1.Admin/ReloadSecrets"
+	Admin_Hints_FullMethodName            = "/admin.v1.Admin/Hints"
+	Admin_PurgeHints_FullMethodName       = "/admin.v1.Admin/PurgeHints"
+	Admin_RepairStatus_FullMethodName     = "/admin.v1.Admin/RepairStatus"
+	Admin_RepairRun_FullMethodName        = "/admin.v1.Admin/RepairRun"
+	Admin_ReplicaGet_FullMethodName       = "/admin.v1.Admin/ReplicaGet"
+	Admin_AlterKeyspace_FullMethodName    = "/admin.v1.Admin/AlterKeyspace"
+	Admin_DropKeyspace_FullMethodName     = "/admin.v1.Admin/DropKeyspace"
+	Admin_ClusterPlan_FullMethodName      = "/admin.v1.Admin/ClusterPlan"
+	Admin_ClusterPlanShow_FullMethodName  = "/admin.v1.Admin/ClusterPlanShow"
+	Admin_ClusterPlanClear_FullMethodName = "/admin.v1.Admin/ClusterPlanClear"
+	Admin_ClusterCommit_FullMethodName    = "/admin.v1.Admin/ClusterCommit"
+	Admin_ClusterStatus_FullMethodName    = "/admin.v1.Admin/ClusterStatus"
+	Admin_Transfers_FullMethodName        = "/admin.v1.Admin/Transfers"
 )
 
 // AdminClient is the client API for Admin service.
@@ -67,6 +75,29 @@ type AdminClient interface {
 	// ReplicaGet reads one replica's local copy of a key, without quorum or
 	// repair (an operator's check that a replica holds a key).
 	ReplicaGet(ctx context.Context, in *ReplicaGetRequest, opts ...grpc.CallOption) (*ReplicaGetResponse, error)
+	// AlterKeyspace changes a keyspace's replication or limits through the
+	// metadata log; a replication change moves data like a membership
+	// change.
+	AlterKeyspace(ctx context.Context, in *AlterKeyspaceRequest, opts ...grpc.CallOption) (*AlterKeyspaceResponse, error)
+	// DropKeyspace removes a keyspace (not "default"); every node deletes
+	// its data in the background.
+	DropKeyspace(ctx context.Context, in *DropKeyspaceRequest, opts ...grpc.CallOption) (*DropKeyspaceResponse, error)
+	// ClusterPlan adds one operation to the pending membership plan and
+	// returns the plan (a dry run: nothing moves until ClusterCommit).
+	ClusterPlan(ctx context.Context, in *ClusterPlanRequest, opts ...grpc.CallOption) (*ClusterPlanResponse, error)
+	// ClusterPlanShow returns the pending plan, with the bytes each moving
+	// partition holds when sizes is set.
+	ClusterPlanShow(ctx context.Context, in *ClusterPlanShowRequest, opts ...grpc.CallOption) (*ClusterPlanResponse, error)
+	// ClusterPlanClear drops the pending plan.
+	ClusterPlanClear(ctx context.Context, in *ClusterPlanClearRequest, opts ...grpc.CallOption) (*ClusterPlanClearResponse, error)
+	// ClusterCommit starts the pending plan: partitions stream to their
+	// new owners and switch one by one.
+	ClusterCommit(ctx context.Context, in *ClusterCommitRequest, opts ...grpc.CallOption) (*ClusterCommitResponse, error)
+	// ClusterStatus reports members, the Raft group, and the transition in
+	// progress with every node's transfers.
+	ClusterStatus(ctx context.Context, in *ClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatusResponse, error)
+	// Transfers lists the partition transfers this node is receiving.
+	Transfers(ctx context.Context, in *TransfersRequest, opts ...grpc.CallOption) (*TransfersResponse, error)
 }
 
 type adminClient struct {
@@ -196,6 +227,86 @@ func (c *adminClient) ReplicaGet(ctx context.Context, in *ReplicaGetRequest, opt
 	return out, nil
 }
 
+func (c *adminClient) AlterKeyspace(ctx context.Context, in *AlterKeyspaceRequest, opts ...grpc.CallOption) (*AlterKeyspaceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AlterKeyspaceResponse)
+	err := c.cc.Invoke(ctx, Admin_AlterKeyspace_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) DropKeyspace(ctx context.Context, in *DropKeyspaceRequest, opts ...grpc.CallOption) (*DropKeyspaceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DropKeyspaceResponse)
+	err := c.cc.Invoke(ctx, Admin_DropKeyspace_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ClusterPlan(ctx context.Context, in *ClusterPlanRequest, opts ...grpc.CallOption) (*ClusterPlanResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClusterPlanResponse)
+	err := c.cc.Invoke(ctx, Admin_ClusterPlan_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ClusterPlanShow(ctx context.Context, in *ClusterPlanShowRequest, opts ...grpc.CallOption) (*ClusterPlanResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClusterPlanResponse)
+	err := c.cc.Invoke(ctx, Admin_ClusterPlanShow_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ClusterPlanClear(ctx context.Context, in *ClusterPlanClearRequest, opts ...grpc.CallOption) (*ClusterPlanClearResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClusterPlanClearResponse)
+	err := c.cc.Invoke(ctx, Admin_ClusterPlanClear_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ClusterCommit(ctx context.Context, in *ClusterCommitRequest, opts ...grpc.CallOption) (*ClusterCommitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClusterCommitResponse)
+	err := c.cc.Invoke(ctx, Admin_ClusterCommit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ClusterStatus(ctx context.Context, in *ClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClusterStatusResponse)
+	err := c.cc.Invoke(ctx, Admin_ClusterStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) Transfers(ctx context.Context, in *TransfersRequest, opts ...grpc.CallOption) (*TransfersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TransfersResponse)
+	err := c.cc.Invoke(ctx, Admin_Transfers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -228,6 +339,29 @@ type AdminServer interface {
 	// ReplicaGet reads one replica's local copy of a key, without quorum or
 	// repair (an operator's check that a replica holds a key).
 	ReplicaGet(context.Context, *ReplicaGetRequest) (*ReplicaGetResponse, error)
+	// AlterKeyspace changes a keyspace's replication or limits through the
+	// metadata log; a replication change moves data like a membership
+	// change.
+	AlterKeyspace(context.Context, *AlterKeyspaceRequest) (*AlterKeyspaceResponse, error)
+	// DropKeyspace removes a keyspace (not "default"); every node deletes
+	// its data in the background.
+	DropKeyspace(context.Context, *DropKeyspaceRequest) (*DropKeyspaceResponse, error)
+	// ClusterPlan adds one operation to the pending membership plan and
+	// returns the plan (a dry run: nothing moves until ClusterCommit).
+	ClusterPlan(context.Context, *ClusterPlanRequest) (*ClusterPlanResponse, error)
+	// ClusterPlanShow returns the pending plan, with the bytes each moving
+	// partition holds when sizes is set.
+	ClusterPlanShow(context.Context, *ClusterPlanShowRequest) (*ClusterPlanResponse, error)
+	// ClusterPlanClear drops the pending plan.
+	ClusterPlanClear(context.Context, *ClusterPlanClearRequest) (*ClusterPlanClearResponse, error)
+	// ClusterCommit starts the pending plan: partitions stream to their
+	// new owners and switch one by one.
+	ClusterCommit(context.Context, *ClusterCommitRequest) (*ClusterCommitResponse, error)
+	// ClusterStatus reports members, the Raft group, and the transition in
+	// progress with every node's transfers.
+	ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error)
+	// Transfers lists the partition transfers this node is receiving.
+	Transfers(context.Context, *TransfersRequest) (*TransfersResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -270,6 +404,30 @@ func (UnimplementedAdminServer) RepairRun(*RepairRunRequest, grpc.ServerStreamin
 }
 func (UnimplementedAdminServer) ReplicaGet(context.Context, *ReplicaGetRequest) (*ReplicaGetResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ReplicaGet not implemented")
+}
+func (UnimplementedAdminServer) AlterKeyspace(context.Context, *AlterKeyspaceRequest) (*AlterKeyspaceResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method AlterKeyspace not implemented")
+}
+func (UnimplementedAdminServer) DropKeyspace(context.Context, *DropKeyspaceRequest) (*DropKeyspaceResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DropKeyspace not implemented")
+}
+func (UnimplementedAdminServer) ClusterPlan(context.Context, *ClusterPlanRequest) (*ClusterPlanResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ClusterPlan not implemented")
+}
+func (UnimplementedAdminServer) ClusterPlanShow(context.Context, *ClusterPlanShowRequest) (*ClusterPlanResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ClusterPlanShow not implemented")
+}
+func (UnimplementedAdminServer) ClusterPlanClear(context.Context, *ClusterPlanClearRequest) (*ClusterPlanClearResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ClusterPlanClear not implemented")
+}
+func (UnimplementedAdminServer) ClusterCommit(context.Context, *ClusterCommitRequest) (*ClusterCommitResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ClusterCommit not implemented")
+}
+func (UnimplementedAdminServer) ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ClusterStatus not implemented")
+}
+func (UnimplementedAdminServer) Transfers(context.Context, *TransfersRequest) (*TransfersResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Transfers not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -483,6 +641,150 @@ func _Admin_ReplicaGet_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_AlterKeyspace_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AlterKeyspaceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).AlterKeyspace(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_AlterKeyspace_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).AlterKeyspace(ctx, req.(*AlterKeyspaceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_DropKeyspace_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DropKeyspaceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).DropKeyspace(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_DropKeyspace_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).DropKeyspace(ctx, req.(*DropKeyspaceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ClusterPlan_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClusterPlanRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ClusterPlan(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ClusterPlan_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ClusterPlan(ctx, req.(*ClusterPlanRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ClusterPlanShow_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClusterPlanShowRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ClusterPlanShow(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ClusterPlanShow_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ClusterPlanShow(ctx, req.(*ClusterPlanShowRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ClusterPlanClear_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClusterPlanClearRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ClusterPlanClear(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ClusterPlanClear_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ClusterPlanClear(ctx, req.(*ClusterPlanClearRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ClusterCommit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClusterCommitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ClusterCommit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ClusterCommit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ClusterCommit(ctx, req.(*ClusterCommitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ClusterStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClusterStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ClusterStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ClusterStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ClusterStatus(ctx, req.(*ClusterStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_Transfers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TransfersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Transfers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Transfers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Transfers(ctx, req.(*TransfersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -529,6 +831,38 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReplicaGet",
 			Handler:    _Admin_ReplicaGet_Handler,
+		},
+		{
+			MethodName: "AlterKeyspace",
+			Handler:    _Admin_AlterKeyspace_Handler,
+		},
+		{
+			MethodName: "DropKeyspace",
+			Handler:    _Admin_DropKeyspace_Handler,
+		},
+		{
+			MethodName: "ClusterPlan",
+			Handler:    _Admin_ClusterPlan_Handler,
+		},
+		{
+			MethodName: "ClusterPlanShow",
+			Handler:    _Admin_ClusterPlanShow_Handler,
+		},
+		{
+			MethodName: "ClusterPlanClear",
+			Handler:    _Admin_ClusterPlanClear_Handler,
+		},
+		{
+			MethodName: "ClusterCommit",
+			Handler:    _Admin_ClusterCommit_Handler,
+		},
+		{
+			MethodName: "ClusterStatus",
+			Handler:    _Admin_ClusterStatus_Handler,
+		},
+		{
+			MethodName: "Transfers",
+			Handler:    _Admin_Transfers_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

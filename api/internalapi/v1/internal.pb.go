@@ -26,6 +26,538 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ScanPartitionRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Keyspace  string                 `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
+	Partition uint32                 `protobuf:"varint,2,opt,name=partition,proto3" json:"partition,omitempty"`
+	// Exclusive: the page starts after this key (empty: at the first key).
+	After []byte `protobuf:"bytes,3,opt,name=after,proto3" json:"after,omitempty"`
+	// Bounds of the page (0: the server's defaults, 1,000 keys, 4 MiB).
+	MaxKeys       uint32 `protobuf:"varint,4,opt,name=max_keys,json=maxKeys,proto3" json:"max_keys,omitempty"`
+	MaxBytes      uint32 `protobuf:"varint,5,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScanPartitionRequest) Reset() {
+	*x = ScanPartitionRequest{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScanPartitionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScanPartitionRequest) ProtoMessage() {}
+
+func (x *ScanPartitionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScanPartitionRequest.ProtoReflect.Descriptor instead.
+func (*ScanPartitionRequest) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ScanPartitionRequest) GetKeyspace() string {
+	if x != nil {
+		return x.Keyspace
+	}
+	return ""
+}
+
+func (x *ScanPartitionRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *ScanPartitionRequest) GetAfter() []byte {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+func (x *ScanPartitionRequest) GetMaxKeys() uint32 {
+	if x != nil {
+		return x.MaxKeys
+	}
+	return 0
+}
+
+func (x *ScanPartitionRequest) GetMaxBytes() uint32 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+type ScanEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// Encoded sibling set (version.Set).
+	Set           []byte `protobuf:"bytes,2,opt,name=set,proto3" json:"set,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScanEntry) Reset() {
+	*x = ScanEntry{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScanEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScanEntry) ProtoMessage() {}
+
+func (x *ScanEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScanEntry.ProtoReflect.Descriptor instead.
+func (*ScanEntry) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ScanEntry) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *ScanEntry) GetSet() []byte {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+type ScanPartitionResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Entries []*ScanEntry           `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	// True when the partition has no keys after the last entry.
+	Done          bool `protobuf:"varint,2,opt,name=done,proto3" json:"done,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScanPartitionResponse) Reset() {
+	*x = ScanPartitionResponse{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScanPartitionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScanPartitionResponse) ProtoMessage() {}
+
+func (x *ScanPartitionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScanPartitionResponse.ProtoReflect.Descriptor instead.
+func (*ScanPartitionResponse) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ScanPartitionResponse) GetEntries() []*ScanEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *ScanPartitionResponse) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+type PartitionSizesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keyspace      string                 `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
+	Partitions    []uint32               `protobuf:"varint,2,rep,packed,name=partitions,proto3" json:"partitions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionSizesRequest) Reset() {
+	*x = PartitionSizesRequest{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionSizesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionSizesRequest) ProtoMessage() {}
+
+func (x *PartitionSizesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionSizesRequest.ProtoReflect.Descriptor instead.
+func (*PartitionSizesRequest) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PartitionSizesRequest) GetKeyspace() string {
+	if x != nil {
+		return x.Keyspace
+	}
+	return ""
+}
+
+func (x *PartitionSizesRequest) GetPartitions() []uint32 {
+	if x != nil {
+		return x.Partitions
+	}
+	return nil
+}
+
+type PartitionSizesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Estimated bytes per requested partition, in request order.
+	Bytes         []uint64 `protobuf:"varint,1,rep,packed,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PartitionSizesResponse) Reset() {
+	*x = PartitionSizesResponse{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PartitionSizesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PartitionSizesResponse) ProtoMessage() {}
+
+func (x *PartitionSizesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PartitionSizesResponse.ProtoReflect.Descriptor instead.
+func (*PartitionSizesResponse) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PartitionSizesResponse) GetBytes() []uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return nil
+}
+
+type ProposeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An encoded metadata command (JSON; see membership.Command).
+	Command       []byte `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProposeRequest) Reset() {
+	*x = ProposeRequest{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProposeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProposeRequest) ProtoMessage() {}
+
+func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProposeRequest.ProtoReflect.Descriptor instead.
+func (*ProposeRequest) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ProposeRequest) GetCommand() []byte {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+type ProposeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The epoch after the command applied.
+	Epoch         uint64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProposeResponse) Reset() {
+	*x = ProposeResponse{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProposeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProposeResponse) ProtoMessage() {}
+
+func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProposeResponse.ProtoReflect.Descriptor instead.
+func (*ProposeResponse) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ProposeResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+type JoinRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	GrpcAddr      string                 `protobuf:"bytes,2,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	PeerAddr      string                 `protobuf:"bytes,3,opt,name=peer_addr,json=peerAddr,proto3" json:"peer_addr,omitempty"`
+	AdminAddr     string                 `protobuf:"bytes,4,opt,name=admin_addr,json=adminAddr,proto3" json:"admin_addr,omitempty"`
+	RaftAddr      string                 `protobuf:"bytes,5,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	Dc            string                 `protobuf:"bytes,6,opt,name=dc,proto3" json:"dc,omitempty"`
+	Rack          string                 `protobuf:"bytes,7,opt,name=rack,proto3" json:"rack,omitempty"`
+	Weight        uint32                 `protobuf:"varint,8,opt,name=weight,proto3" json:"weight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *JoinRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetGrpcAddr() string {
+	if x != nil {
+		return x.GrpcAddr
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetPeerAddr() string {
+	if x != nil {
+		return x.PeerAddr
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetAdminAddr() string {
+	if x != nil {
+		return x.AdminAddr
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetDc() string {
+	if x != nil {
+		return x.Dc
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetRack() string {
+	if x != nil {
+		return x.Rack
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+type JoinResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Epoch     uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The answering node's gossip address, to join the gossip pool.
+	GossipAddr    string `protobuf:"bytes,3,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinResponse) Reset() {
+	*x = JoinResponse{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinResponse) ProtoMessage() {}
+
+func (x *JoinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
+func (*JoinResponse) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *JoinResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *JoinResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *JoinResponse) GetGossipAddr() string {
+	if x != nil {
+		return x.GossipAddr
+	}
+	return ""
+}
+
 type CollectTombstonesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Keyspace      string                 `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
@@ -37,7 +569,7 @@ type CollectTombstonesRequest struct {
 
 func (x *CollectTombstonesRequest) Reset() {
 	*x = CollectTombstonesRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[0]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -49,7 +581,7 @@ func (x *CollectTombstonesRequest) String() string {
 func (*CollectTombstonesRequest) ProtoMessage() {}
 
 func (x *CollectTombstonesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[0]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -62,7 +594,7 @@ func (x *CollectTombstonesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectTombstonesRequest.ProtoReflect.Descriptor instead.
 func (*CollectTombstonesRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{0}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CollectTombstonesRequest) GetKeyspace() string {
@@ -95,7 +627,7 @@ type CollectTombstonesResponse struct {
 
 func (x *CollectTombstonesResponse) Reset() {
 	*x = CollectTombstonesResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[1]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -107,7 +639,7 @@ func (x *CollectTombstonesResponse) String() string {
 func (*CollectTombstonesResponse) ProtoMessage() {}
 
 func (x *CollectTombstonesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[1]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -120,7 +652,7 @@ func (x *CollectTombstonesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectTombstonesResponse.ProtoReflect.Descriptor instead.
 func (*CollectTombstonesResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{1}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CollectTombstonesResponse) GetCollected() uint32 {
@@ -140,7 +672,7 @@ type LeavesRequest struct {
 
 func (x *LeavesRequest) Reset() {
 	*x = LeavesRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[2]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -152,7 +684,7 @@ func (x *LeavesRequest) String() string {
 func (*LeavesRequest) ProtoMessage() {}
 
 func (x *LeavesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[2]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -165,7 +697,7 @@ func (x *LeavesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeavesRequest.ProtoReflect.Descriptor instead.
 func (*LeavesRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{2}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LeavesRequest) GetKeyspace() string {
@@ -191,7 +723,7 @@ type LeavesResponse struct {
 
 func (x *LeavesResponse) Reset() {
 	*x = LeavesResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[3]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -203,7 +735,7 @@ func (x *LeavesResponse) String() string {
 func (*LeavesResponse) ProtoMessage() {}
 
 func (x *LeavesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[3]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -216,7 +748,7 @@ func (x *LeavesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeavesResponse.ProtoReflect.Descriptor instead.
 func (*LeavesResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{3}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LeavesResponse) GetLeaves() []uint64 {
@@ -237,7 +769,7 @@ type BucketDigestsRequest struct {
 
 func (x *BucketDigestsRequest) Reset() {
 	*x = BucketDigestsRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[4]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -249,7 +781,7 @@ func (x *BucketDigestsRequest) String() string {
 func (*BucketDigestsRequest) ProtoMessage() {}
 
 func (x *BucketDigestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[4]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -262,7 +794,7 @@ func (x *BucketDigestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BucketDigestsRequest.ProtoReflect.Descriptor instead.
 func (*BucketDigestsRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{4}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BucketDigestsRequest) GetKeyspace() string {
@@ -296,7 +828,7 @@ type KeyDigest struct {
 
 func (x *KeyDigest) Reset() {
 	*x = KeyDigest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[5]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -308,7 +840,7 @@ func (x *KeyDigest) String() string {
 func (*KeyDigest) ProtoMessage() {}
 
 func (x *KeyDigest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[5]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -321,7 +853,7 @@ func (x *KeyDigest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyDigest.ProtoReflect.Descriptor instead.
 func (*KeyDigest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{5}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *KeyDigest) GetKey() []byte {
@@ -347,7 +879,7 @@ type BucketDigestsResponse struct {
 
 func (x *BucketDigestsResponse) Reset() {
 	*x = BucketDigestsResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[6]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -359,7 +891,7 @@ func (x *BucketDigestsResponse) String() string {
 func (*BucketDigestsResponse) ProtoMessage() {}
 
 func (x *BucketDigestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[6]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -372,7 +904,7 @@ func (x *BucketDigestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BucketDigestsResponse.ProtoReflect.Descriptor instead.
 func (*BucketDigestsResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{6}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *BucketDigestsResponse) GetKeys() []*KeyDigest {
@@ -390,7 +922,7 @@ type TopologyRequest struct {
 
 func (x *TopologyRequest) Reset() {
 	*x = TopologyRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +934,7 @@ func (x *TopologyRequest) String() string {
 func (*TopologyRequest) ProtoMessage() {}
 
 func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +947,7 @@ func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyRequest.ProtoReflect.Descriptor instead.
 func (*TopologyRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{7}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{16}
 }
 
 type TopologyNode struct {
@@ -431,7 +963,7 @@ type TopologyNode struct {
 
 func (x *TopologyNode) Reset() {
 	*x = TopologyNode{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[8]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +975,7 @@ func (x *TopologyNode) String() string {
 func (*TopologyNode) ProtoMessage() {}
 
 func (x *TopologyNode) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[8]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +988,7 @@ func (x *TopologyNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyNode.ProtoReflect.Descriptor instead.
 func (*TopologyNode) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{8}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TopologyNode) GetId() string {
@@ -504,7 +1036,7 @@ type PartitionReplicas struct {
 
 func (x *PartitionReplicas) Reset() {
 	*x = PartitionReplicas{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[9]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +1048,7 @@ func (x *PartitionReplicas) String() string {
 func (*PartitionReplicas) ProtoMessage() {}
 
 func (x *PartitionReplicas) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[9]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +1061,7 @@ func (x *PartitionReplicas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionReplicas.ProtoReflect.Descriptor instead.
 func (*PartitionReplicas) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{9}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PartitionReplicas) GetNodes() []uint32 {
@@ -550,7 +1082,7 @@ type KeyspaceTopology struct {
 
 func (x *KeyspaceTopology) Reset() {
 	*x = KeyspaceTopology{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[10]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +1094,7 @@ func (x *KeyspaceTopology) String() string {
 func (*KeyspaceTopology) ProtoMessage() {}
 
 func (x *KeyspaceTopology) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[10]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +1107,7 @@ func (x *KeyspaceTopology) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyspaceTopology.ProtoReflect.Descriptor instead.
 func (*KeyspaceTopology) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{10}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *KeyspaceTopology) GetName() string {
@@ -604,7 +1136,7 @@ type TopologyResponse struct {
 
 func (x *TopologyResponse) Reset() {
 	*x = TopologyResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[11]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +1148,7 @@ func (x *TopologyResponse) String() string {
 func (*TopologyResponse) ProtoMessage() {}
 
 func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[11]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +1161,7 @@ func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyResponse.ProtoReflect.Descriptor instead.
 func (*TopologyResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{11}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TopologyResponse) GetEpoch() uint64 {
@@ -670,7 +1202,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[12]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +1214,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[12]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +1227,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{12}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReadRequest) GetKeyspace() string {
@@ -722,7 +1254,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[13]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -734,7 +1266,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[13]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -747,7 +1279,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{13}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReadResponse) GetSet() []byte {
@@ -773,7 +1305,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[14]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -785,7 +1317,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[14]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +1330,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{14}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WriteRequest) GetKeyspace() string {
@@ -844,7 +1376,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[15]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -856,7 +1388,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[15]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -869,7 +1401,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{15}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{24}
 }
 
 type CoordinateRequest struct {
@@ -885,7 +1417,7 @@ type CoordinateRequest struct {
 
 func (x *CoordinateRequest) Reset() {
 	*x = CoordinateRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[16]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1429,7 @@ func (x *CoordinateRequest) String() string {
 func (*CoordinateRequest) ProtoMessage() {}
 
 func (x *CoordinateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[16]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1442,7 @@ func (x *CoordinateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinateRequest.ProtoReflect.Descriptor instead.
 func (*CoordinateRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{16}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CoordinateRequest) GetPut() *v1.PutRequest {
@@ -943,7 +1475,7 @@ type CoordinateResponse struct {
 
 func (x *CoordinateResponse) Reset() {
 	*x = CoordinateResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[17]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -955,7 +1487,7 @@ func (x *CoordinateResponse) String() string {
 func (*CoordinateResponse) ProtoMessage() {}
 
 func (x *CoordinateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[17]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -968,7 +1500,7 @@ func (x *CoordinateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinateResponse.ProtoReflect.Descriptor instead.
 func (*CoordinateResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{17}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CoordinateResponse) GetPut() *v1.PutResponse {
@@ -986,7 +1518,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[18]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +1530,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[18]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1543,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{18}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{27}
 }
 
 type InfoResponse struct {
@@ -1027,14 +1559,21 @@ type InfoResponse struct {
 	// Admin listener (the client address when they share one).
 	AdminAddr string `protobuf:"bytes,8,opt,name=admin_addr,json=adminAddr,proto3" json:"admin_addr,omitempty"`
 	// Whether the node's listeners use TLS.
-	Tls           bool `protobuf:"varint,9,opt,name=tls,proto3" json:"tls,omitempty"`
+	Tls bool `protobuf:"varint,9,opt,name=tls,proto3" json:"tls,omitempty"`
+	// The Raft metadata log's listener.
+	RaftAddr string `protobuf:"bytes,10,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	// The cluster's ID, fixed when the metadata log was bootstrapped
+	// (empty until this node has applied it).
+	ClusterId string `protobuf:"bytes,11,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// The metadata epoch this node has applied.
+	Epoch         uint64 `protobuf:"varint,12,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[19]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1585,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[19]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1598,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{19}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *InfoResponse) GetId() string {
@@ -1125,11 +1664,71 @@ func (x *InfoResponse) GetTls() bool {
 	return false
 }
 
+func (x *InfoResponse) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+func (x *InfoResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *InfoResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 var File_internalapi_v1_internal_proto protoreflect.FileDescriptor
 
 const file_internalapi_v1_internal_proto_rawDesc = "" +
 	"\n" +
-	"\x1dinternalapi/v1/internal.proto\x12\vinternal.v1\x1a\x0ekv/v1/kv.proto\"\x80\x01\n" +
+	"\x1dinternalapi/v1/internal.proto\x12\vinternal.v1\x1a\x0ekv/v1/kv.proto\"\x9e\x01\n" +
+	"\x14ScanPartitionRequest\x12\x1a\n" +
+	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x1c\n" +
+	"\tpartition\x18\x02 \x01(\rR\tpartition\x12\x14\n" +
+	"\x05after\x18\x03 \x01(\fR\x05after\x12\x19\n" +
+	"\bmax_keys\x18\x04 \x01(\rR\amaxKeys\x12\x1b\n" +
+	"\tmax_bytes\x18\x05 \x01(\rR\bmaxBytes\"/\n" +
+	"\tScanEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x10\n" +
+	"\x03set\x18\x02 \x01(\fR\x03set\"]\n" +
+	"\x15ScanPartitionResponse\x120\n" +
+	"\aentries\x18\x01 \x03(\v2\x16.internal.v1.ScanEntryR\aentries\x12\x12\n" +
+	"\x04done\x18\x02 \x01(\bR\x04done\"S\n" +
+	"\x15PartitionSizesRequest\x12\x1a\n" +
+	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x02 \x03(\rR\n" +
+	"partitions\".\n" +
+	"\x16PartitionSizesResponse\x12\x14\n" +
+	"\x05bytes\x18\x01 \x03(\x04R\x05bytes\"*\n" +
+	"\x0eProposeRequest\x12\x18\n" +
+	"\acommand\x18\x01 \x01(\fR\acommand\"'\n" +
+	"\x0fProposeResponse\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\"\xcf\x01\n" +
+	"\vJoinRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x1b\n" +
+	"\tpeer_addr\x18\x03 \x01(\tR\bpeerAddr\x12\x1d\n" +
+	"\n" +
+	"admin_addr\x18\x04 \x01(\tR\tadminAddr\x12\x1b\n" +
+	"\traft_addr\x18\x05 \x01(\tR\braftAddr\x12\x0e\n" +
+	"\x02dc\x18\x06 \x01(\tR\x02dc\x12\x12\n" +
+	"\x04rack\x18\a \x01(\tR\x04rack\x12\x16\n" +
+	"\x06weight\x18\b \x01(\rR\x06weight\"d\n" +
+	"\fJoinResponse\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1f\n" +
+	"\vgossip_addr\x18\x03 \x01(\tR\n" +
+	"gossipAddr\"\x80\x01\n" +
 	"\x18CollectTombstonesRequest\x12\x1a\n" +
 	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\rR\tpartition\x12*\n" +
@@ -1189,7 +1788,7 @@ const file_internalapi_v1_internal_proto_rawDesc = "" +
 	"\torigin_dc\x18\x03 \x01(\tR\boriginDc\":\n" +
 	"\x12CoordinateResponse\x12$\n" +
 	"\x03put\x18\x01 \x01(\v2\x12.kv.v1.PutResponseR\x03put\"\r\n" +
-	"\vInfoRequest\"\xe6\x01\n" +
+	"\vInfoRequest\"\xb8\x02\n" +
 	"\fInfoResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x1f\n" +
@@ -1201,7 +1800,12 @@ const file_internalapi_v1_internal_proto_rawDesc = "" +
 	"\tpeer_addr\x18\a \x01(\tR\bpeerAddr\x12\x1d\n" +
 	"\n" +
 	"admin_addr\x18\b \x01(\tR\tadminAddr\x12\x10\n" +
-	"\x03tls\x18\t \x01(\bR\x03tls2\xd4\x03\n" +
+	"\x03tls\x18\t \x01(\bR\x03tls\x12\x1b\n" +
+	"\traft_addr\x18\n" +
+	" \x01(\tR\braftAddr\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\v \x01(\tR\tclusterId\x12\x14\n" +
+	"\x05epoch\x18\f \x01(\x04R\x05epoch2\x87\x05\n" +
 	"\aReplica\x12;\n" +
 	"\x04Read\x12\x18.internal.v1.ReadRequest\x1a\x19.internal.v1.ReadResponse\x12>\n" +
 	"\x05Write\x12\x19.internal.v1.WriteRequest\x1a\x1a.internal.v1.WriteResponse\x12M\n" +
@@ -1209,7 +1813,12 @@ const file_internalapi_v1_internal_proto_rawDesc = "" +
 	"Coordinate\x12\x1e.internal.v1.CoordinateRequest\x1a\x1f.internal.v1.CoordinateResponse\x12A\n" +
 	"\x06Leaves\x12\x1a.internal.v1.LeavesRequest\x1a\x1b.internal.v1.LeavesResponse\x12V\n" +
 	"\rBucketDigests\x12!.internal.v1.BucketDigestsRequest\x1a\".internal.v1.BucketDigestsResponse\x12b\n" +
-	"\x11CollectTombstones\x12%.internal.v1.CollectTombstonesRequest\x1a&.internal.v1.CollectTombstonesResponse2\x91\x01\n" +
+	"\x11CollectTombstones\x12%.internal.v1.CollectTombstonesRequest\x1a&.internal.v1.CollectTombstonesResponse\x12V\n" +
+	"\rScanPartition\x12!.internal.v1.ScanPartitionRequest\x1a\".internal.v1.ScanPartitionResponse\x12Y\n" +
+	"\x0ePartitionSizes\x12\".internal.v1.PartitionSizesRequest\x1a#.internal.v1.PartitionSizesResponse2\x89\x01\n" +
+	"\x04Meta\x12D\n" +
+	"\aPropose\x12\x1b.internal.v1.ProposeRequest\x1a\x1c.internal.v1.ProposeResponse\x12;\n" +
+	"\x04Join\x12\x18.internal.v1.JoinRequest\x1a\x19.internal.v1.JoinResponse2\x91\x01\n" +
 	"\tDiscovery\x12;\n" +
 	"\x04Info\x12\x18.internal.v1.InfoRequest\x1a\x19.internal.v1.InfoResponse\x12G\n" +
 	"\bTopology\x12\x1c.internal.v1.TopologyRequest\x1a\x1d.internal.v1.TopologyResponseB>Z<github.com/meridiankv/meridian/api/internalapi/v1;internalv1b\x06proto3"
@@ -1226,60 +1835,78 @@ func file_internalapi_v1_internal_proto_rawDescGZIP() []byte {
 	return file_internalapi_v1_internal_proto_rawDescData
 }
 
-var file_internalapi_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_internalapi_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_internalapi_v1_internal_proto_goTypes = []any{
-	(*CollectTombstonesRequest)(nil),  // 0: internal.v1.CollectTombstonesRequest
-	(*CollectTombstonesResponse)(nil), // 1: internal.v1.CollectTombstonesResponse
-	(*LeavesRequest)(nil),             // 2: internal.v1.LeavesRequest
-	(*LeavesResponse)(nil),            // 3: internal.v1.LeavesResponse
-	(*BucketDigestsRequest)(nil),      // 4: internal.v1.BucketDigestsRequest
-	(*KeyDigest)(nil),                 // 5: internal.v1.KeyDigest
-	(*BucketDigestsResponse)(nil),     // 6: internal.v1.BucketDigestsResponse
-	(*TopologyRequest)(nil),           // 7: internal.v1.TopologyRequest
-	(*TopologyNode)(nil),              // 8: internal.v1.TopologyNode
-	(*PartitionReplicas)(nil),         // 9: internal.v1.PartitionReplicas
-	(*KeyspaceTopology)(nil),          // 10: internal.v1.KeyspaceTopology
-	(*TopologyResponse)(nil),          // 11: internal.v1.TopologyResponse
-	(*ReadRequest)(nil),               // 12: internal.v1.ReadRequest
-	(*ReadResponse)(nil),              // 13: internal.v1.ReadResponse
-	(*WriteRequest)(nil),              // 14: internal.v1.WriteRequest
-	(*WriteResponse)(nil),             // 15: internal.v1.WriteResponse
-	(*CoordinateRequest)(nil),         // 16: internal.v1.CoordinateRequest
-	(*CoordinateResponse)(nil),        // 17: internal.v1.CoordinateResponse
-	(*InfoRequest)(nil),               // 18: internal.v1.InfoRequest
-	(*InfoResponse)(nil),              // 19: internal.v1.InfoResponse
-	(*v1.PutRequest)(nil),             // 20: kv.v1.PutRequest
-	(*v1.PutResponse)(nil),            // 21: kv.v1.PutResponse
+	(*ScanPartitionRequest)(nil),      // 0: internal.v1.ScanPartitionRequest
+	(*ScanEntry)(nil),                 // 1: internal.v1.ScanEntry
+	(*ScanPartitionResponse)(nil),     // 2: internal.v1.ScanPartitionResponse
+	(*PartitionSizesRequest)(nil),     // 3: internal.v1.PartitionSizesRequest
+	(*PartitionSizesResponse)(nil),    // 4: internal.v1.PartitionSizesResponse
+	(*ProposeRequest)(nil),            // 5: internal.v1.ProposeRequest
+	(*ProposeResponse)(nil),           // 6: internal.v1.ProposeResponse
+	(*JoinRequest)(nil),               // 7: internal.v1.JoinRequest
+	(*JoinResponse)(nil),              // 8: internal.v1.JoinResponse
+	(*CollectTombstonesRequest)(nil),  // 9: internal.v1.CollectTombstonesRequest
+	(*CollectTombstonesResponse)(nil), // 10: internal.v1.CollectTombstonesResponse
+	(*LeavesRequest)(nil),             // 11: internal.v1.LeavesRequest
+	(*LeavesResponse)(nil),            // 12: internal.v1.LeavesResponse
+	(*BucketDigestsRequest)(nil),      // 13: internal.v1.BucketDigestsRequest
+	(*KeyDigest)(nil),                 // 14: internal.v1.KeyDigest
+	(*BucketDigestsResponse)(nil),     // 15: internal.v1.BucketDigestsResponse
+	(*TopologyRequest)(nil),           // 16: internal.v1.TopologyRequest
+	(*TopologyNode)(nil),              // 17: internal.v1.TopologyNode
+	(*PartitionReplicas)(nil),         // 18: internal.v1.PartitionReplicas
+	(*KeyspaceTopology)(nil),          // 19: internal.v1.KeyspaceTopology
+	(*TopologyResponse)(nil),          // 20: internal.v1.TopologyResponse
+	(*ReadRequest)(nil),               // 21: internal.v1.ReadRequest
+	(*ReadResponse)(nil),              // 22: internal.v1.ReadResponse
+	(*WriteRequest)(nil),              // 23: internal.v1.WriteRequest
+	(*WriteResponse)(nil),             // 24: internal.v1.WriteResponse
+	(*CoordinateRequest)(nil),         // 25: internal.v1.CoordinateRequest
+	(*CoordinateResponse)(nil),        // 26: internal.v1.CoordinateResponse
+	(*InfoRequest)(nil),               // 27: internal.v1.InfoRequest
+	(*InfoResponse)(nil),              // 28: internal.v1.InfoResponse
+	(*v1.PutRequest)(nil),             // 29: kv.v1.PutRequest
+	(*v1.PutResponse)(nil),            // 30: kv.v1.PutResponse
 }
 var file_internalapi_v1_internal_proto_depIdxs = []int32{
-	5,  // 0: internal.v1.CollectTombstonesRequest.keys:type_name -> internal.v1.KeyDigest
-	5,  // 1: internal.v1.BucketDigestsResponse.keys:type_name -> internal.v1.KeyDigest
-	9,  // 2: internal.v1.KeyspaceTopology.partitions:type_name -> internal.v1.PartitionReplicas
-	8,  // 3: internal.v1.TopologyResponse.nodes:type_name -> internal.v1.TopologyNode
-	10, // 4: internal.v1.TopologyResponse.keyspaces:type_name -> internal.v1.KeyspaceTopology
-	20, // 5: internal.v1.CoordinateRequest.put:type_name -> kv.v1.PutRequest
-	21, // 6: internal.v1.CoordinateResponse.put:type_name -> kv.v1.PutResponse
-	12, // 7: internal.v1.Replica.Read:input_type -> internal.v1.ReadRequest
-	14, // 8: internal.v1.Replica.Write:input_type -> internal.v1.WriteRequest
-	16, // 9: internal.v1.Replica.Coordinate:input_type -> internal.v1.CoordinateRequest
-	2,  // 10: internal.v1.Replica.Leaves:input_type -> internal.v1.LeavesRequest
-	4,  // 11: internal.v1.Replica.BucketDigests:input_type -> internal.v1.BucketDigestsRequest
-	0,  // 12: internal.v1.Replica.CollectTombstones:input_type -> internal.v1.CollectTombstonesRequest
-	18, // 13: internal.v1.Discovery.Info:input_type -> internal.v1.InfoRequest
-	7,  // 14: internal.v1.Discovery.Topology:input_type -> internal.v1.TopologyRequest
-	13, // 15: internal.v1.Replica.Read:output_type -> internal.v1.ReadResponse
-	15, // 16: internal.v1.Replica.Write:output_type -> internal.v1.WriteResponse
-	17, // 17: internal.v1.Replica.Coordinate:output_type -> internal.v1.CoordinateResponse
-	3,  // 18: internal.v1.Replica.Leaves:output_type -> internal.v1.LeavesResponse
-	6,  // 19: internal.v1.Replica.BucketDigests:output_type -> internal.v1.BucketDigestsResponse
-	1,  // 20: internal.v1.Replica.CollectTombstones:output_type -> internal.v1.CollectTombstonesResponse
-	19, // 21: internal.v1.Discovery.Info:output_type -> internal.v1.InfoResponse
-	11, // 22: internal.v1.Discovery.Topology:output_type -> internal.v1.TopologyResponse
-	15, // [15:23] is the sub-list for method output_type
-	7,  // [7:15] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	1,  // 0: internal.v1.ScanPartitionResponse.entries:type_name -> internal.v1.ScanEntry
+	14, // 1: internal.v1.CollectTombstonesRequest.keys:type_name -> internal.v1.KeyDigest
+	14, // 2: internal.v1.BucketDigestsResponse.keys:type_name -> internal.v1.KeyDigest
+	18, // 3: internal.v1.KeyspaceTopology.partitions:type_name -> internal.v1.PartitionReplicas
+	17, // 4: internal.v1.TopologyResponse.nodes:type_name -> internal.v1.TopologyNode
+	19, // 5: internal.v1.TopologyResponse.keyspaces:type_name -> internal.v1.KeyspaceTopology
+	29, // 6: internal.v1.CoordinateRequest.put:type_name -> kv.v1.PutRequest
+	30, // 7: internal.v1.CoordinateResponse.put:type_name -> kv.v1.PutResponse
+	21, // 8: internal.v1.Replica.Read:input_type -> internal.v1.ReadRequest
+	23, // 9: internal.v1.Replica.Write:input_type -> internal.v1.WriteRequest
+	25, // 10: internal.v1.Replica.Coordinate:input_type -> internal.v1.CoordinateRequest
+	11, // 11: internal.v1.Replica.Leaves:input_type -> internal.v1.LeavesRequest
+	13, // 12: internal.v1.Replica.BucketDigests:input_type -> internal.v1.BucketDigestsRequest
+	9,  // 13: internal.v1.Replica.CollectTombstones:input_type -> internal.v1.CollectTombstonesRequest
+	0,  // 14: internal.v1.Replica.ScanPartition:input_type -> internal.v1.ScanPartitionRequest
+	3,  // 15: internal.v1.Replica.PartitionSizes:input_type -> internal.v1.PartitionSizesRequest
+	5,  // 16: internal.v1.Meta.Propose:input_type -> internal.v1.ProposeRequest
+	7,  // 17: internal.v1.Meta.Join:input_type -> internal.v1.JoinRequest
+	27, // 18: internal.v1.Discovery.Info:input_type -> internal.v1.InfoRequest
+	16, // 19: internal.v1.Discovery.Topology:input_type -> internal.v1.TopologyRequest
+	22, // 20: internal.v1.Replica.Read:output_type -> internal.v1.ReadResponse
+	24, // 21: internal.v1.Replica.Write:output_type -> internal.v1.WriteResponse
+	26, // 22: internal.v1.Replica.Coordinate:output_type -> internal.v1.CoordinateResponse
+	12, // 23: internal.v1.Replica.Leaves:output_type -> internal.v1.LeavesResponse
+	15, // 24: internal.v1.Replica.BucketDigests:output_type -> internal.v1.BucketDigestsResponse
+	10, // 25: internal.v1.Replica.CollectTombstones:output_type -> internal.v1.CollectTombstonesResponse
+	2,  // 26: internal.v1.Replica.ScanPartition:output_type -> internal.v1.ScanPartitionResponse
+	4,  // 27: internal.v1.Replica.PartitionSizes:output_type -> internal.v1.PartitionSizesResponse
+	6,  // 28: internal.v1.Meta.Propose:output_type -> internal.v1.ProposeResponse
+	8,  // 29: internal.v1.Meta.Join:output_type -> internal.v1.JoinResponse
+	28, // 30: internal.v1.Discovery.Info:output_type -> internal.v1.InfoResponse
+	20, // 31: internal.v1.Discovery.Topology:output_type -> internal.v1.TopologyResponse
+	20, // [20:32] is the sub-list for method output_type
+	8,  // [8:20] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_internalapi_v1_internal_proto_init() }
@@ -1293,9 +1920,9 @@ func file_internalapi_v1_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internalapi_v1_internal_proto_rawDesc), len(file_internalapi_v1_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   29,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_internalapi_v1_internal_proto_goTypes,
 		DependencyIndexes: file_internalapi_v1_internal_proto_depIdxs,

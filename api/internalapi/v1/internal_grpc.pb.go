@@ -29,6 +29,8 @@ const (
 	Replica_Leaves_FullMethodName            = "/internal.v1.Replica/Leaves"
 	Replica_BucketDigests_FullMethodName     = "/internal.v1.Replica/BucketDigests"
 	Replica_CollectTombstones_FullMethodName = "/internal.v1.Replica/CollectTombstones"
+	Replica_ScanPartition_FullMethodName     = "/internal.v1.Replica/ScanPartition"
+	Replica_PartitionSizes_FullMethodName    = "/internal.v1.Replica/PartitionSizes"
 )
 
 // ReplicaClient is the client API for Replica service.
@@ -54,6 +56,13 @@ type ReplicaClient interface {
 	// CollectTombstones deletes keys whose stored set is still the given
 	// digest: tombstones every replica was proven to hold, past their grace.
 	CollectTombstones(ctx context.Context, in *CollectTombstonesRequest, opts ...grpc.CallOption) (*CollectTombstonesResponse, error)
+	// ScanPartition returns one page of a partition's keys with their
+	// encoded sets, in key order after a given key: a partition transfer
+	// pulls a partition page by page and checkpoints after each.
+	ScanPartition(ctx context.Context, in *ScanPartitionRequest, opts ...grpc.CallOption) (*ScanPartitionResponse, error)
+	// PartitionSizes estimates the bytes this node holds for partitions of
+	// a keyspace (for plan show).
+	PartitionSizes(ctx context.Context, in *PartitionSizesRequest, opts ...grpc.CallOption) (*PartitionSizesResponse, error)
 }
 
 type replicaClient struct {
@@ -124,6 +133,26 @@ func (c *replicaClient) CollectTombstones(ctx context.Context, in *CollectTombst
 	return out, nil
 }
 
+func (c *replicaClient) ScanPartition(ctx context.Context, in *ScanPartitionRequest, opts ...grpc.CallOption) (*ScanPartitionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ScanPartitionResponse)
+	err := c.cc.Invoke(ctx, Replica_ScanPartition_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *replicaClient) PartitionSizes(ctx context.Context, in *PartitionSizesRequest, opts ...grpc.CallOption) (*PartitionSizesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PartitionSizesResponse)
+	err := c.cc.Invoke(ctx, Replica_PartitionSizes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ReplicaServer is the server API for Replica service.
 // All implementations must embed UnimplementedReplicaServer
 // for forward compatibility.
@@ -147,6 +176,13 @@ type ReplicaServer interface {
 	// CollectTombstones deletes keys whose stored set is still the given
 	// digest: tombstones every replica was proven to hold, past their grace.
 	CollectTombstones(context.Context, *CollectTombstonesRequest) (*CollectTombstonesResponse, error)
+	// ScanPartition returns one page of a partition's keys with their
+	// encoded sets, in key order after a given key: a partition transfer
+	// pulls a partition page by page and checkpoints after each.
+	ScanPartition(context.Context, *ScanPartitionRequest) (*ScanPartitionResponse, error)
+	// PartitionSizes estimates the bytes this node holds for partitions of
+	// a keyspace (for plan show).
+	PartitionSizes(context.Context, *PartitionSizesRequest) (*PartitionSizesResponse, error)
 	mustEmbedUnimplementedReplicaServer()
 }
 
@@ -174,6 +210,12 @@ func (UnimplementedReplicaServer) BucketDigests(context.Context, *BucketDigestsR
 }
 func (UnimplementedReplicaServer) CollectTombstones(context.Context, *CollectTombstonesRequest) (*CollectTombstonesResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method CollectTombstones not implemented")
+}
+func (UnimplementedReplicaServer) ScanPartition(context.Context, *ScanPartitionRequest) (*ScanPartitionResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ScanPartition not implemented")
+}
+func (UnimplementedReplicaServer) PartitionSizes(context.Context, *PartitionSizesRequest) (*PartitionSizesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method PartitionSizes not implemented")
 }
 func (UnimplementedReplicaServer) mustEmbedUnimplementedReplicaServer() {}
 func (UnimplementedReplicaServer) testEmbeddedByValue()                 {}
@@ -304,6 +346,42 @@ func _Replica_CollectTombstones_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Replica_ScanPartition_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ScanPartitionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReplicaServer).ScanPartition(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Replica_ScanPartition_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReplicaServer).ScanPartition(ctx, req.(*ScanPartitionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Replica_PartitionSizes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PartitionSizesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReplicaServer).PartitionSizes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Replica_PartitionSizes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReplicaServer).PartitionSizes(ctx, req.(*PartitionSizesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Replica_ServiceDesc is the grpc.ServiceDesc for Replica service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -334,6 +412,170 @@ var Replica_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CollectTombstones",
 			Handler:    _Replica_CollectTombstones_Handler,
+		},
+		{
+			MethodName: "ScanPartition",
+			Handler:    _Replica_ScanPartition_Handler,
+		},
+		{
+			MethodName: "PartitionSizes",
+			Handler:    _Replica_PartitionSizes_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "internalapi/v1/internal.proto",
+}
+
+const (
+	Meta_Propose_FullMethodName = "/internal.v1.Meta/Propose"
+	Meta_Join_FullMethodName    = "/internal.v1.Meta/Join"
+)
+
+// MetaClient is the client API for Meta service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Meta is served on the peer listener: the node-to-node half of the
+// cluster metadata log (hashicorp/raft).
+type MetaClient interface {
+	// Propose applies a metadata command through the Raft leader: a node
+	// that is not the leader forwards its proposals here to the leader.
+	Propose(ctx context.Context, in *ProposeRequest, opts ...grpc.CallOption) (*ProposeResponse, error)
+	// Join admits the calling node into the metadata log as a joining
+	// member that owns nothing. The node ID is the one in the caller's
+	// certificate (or the request's, on an --insecure cluster).
+	Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error)
+}
+
+type metaClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewMetaClient(cc grpc.ClientConnInterface) MetaClient {
+	return &metaClient{cc}
+}
+
+func (c *metaClient) Propose(ctx context.Context, in *ProposeRequest, opts ...grpc.CallOption) (*ProposeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ProposeResponse)
+	err := c.cc.Invoke(ctx, Meta_Propose_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *metaClient) Join(ctx context.Context, in *JoinRequest, opts ...grpc.CallOption) (*JoinResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JoinResponse)
+	err := c.cc.Invoke(ctx, Meta_Join_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// MetaServer is the server API for Meta service.
+// All implementations must embed UnimplementedMetaServer
+// for forward compatibility.
+//
+// Meta is served on the peer listener: the node-to-node half of the
+// cluster metadata log (hashicorp/raft).
+type MetaServer interface {
+	// Propose applies a metadata command through the Raft leader: a node
+	// that is not the leader forwards its proposals here to the leader.
+	Propose(context.Context, *ProposeRequest) (*ProposeResponse, error)
+	// Join admits the calling node into the metadata log as a joining
+	// member that owns nothing. The node ID is the one in the caller's
+	// certificate (or the request's, on an --insecure cluster).
+	Join(context.Context, *JoinRequest) (*JoinResponse, error)
+	mustEmbedUnimplementedMetaServer()
+}
+
+// UnimplementedMetaServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedMetaServer struct{}
+
+func (UnimplementedMetaServer) Propose(context.Context, *ProposeRequest) (*ProposeResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Propose not implemented")
+}
+func (UnimplementedMetaServer) Join(context.Context, *JoinRequest) (*JoinResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Join not implemented")
+}
+func (UnimplementedMetaServer) mustEmbedUnimplementedMetaServer() {}
+func (UnimplementedMetaServer) testEmbeddedByValue()              {}
+
+// UnsafeMetaServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to MetaServer will
+// result in compilation errors.
+type UnsafeMetaServer interface {
+	mustEmbedUnimplementedMetaServer()
+}
+
+func RegisterMetaServer(s grpc.ServiceRegistrar, srv MetaServer) {
+	// If the following call pancis, it indicates UnimplementedMetaServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Meta_ServiceDesc, srv)
+}
+
+func _Meta_Propose_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProposeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServer).Propose(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Meta_Propose_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServer).Propose(ctx, req.(*ProposeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Meta_Join_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JoinRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MetaServer).Join(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Meta_Join_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MetaServer).Join(ctx, req.(*JoinRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Meta_ServiceDesc is the grpc.ServiceDesc for Meta service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Meta_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "internal.v1.Meta",
+	HandlerType: (*MetaServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Propose",
+			Handler:    _Meta_Propose_Handler,
+		},
+		{
+			MethodName: "Join",
+			Handler:    _Meta_Join_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
