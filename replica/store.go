@@ -296,3 +296,15 @@ func (s *Store) ScanMeta(prefix string, fn func(name string, value []byte) error
 	}
 	return it.Error()
 }
+
+// DeleteMeta durably removes a piece of node metadata; removing an absent
+// name is not an error.
+func (s *Store) DeleteMeta(name string) error {
+	b := s.eng.NewBatch()
+	defer b.Close()
+	b.Delete(metaKey(name))
+	if err := b.Commit(true); err != nil {
+		return fmt.Errorf("replica: delete meta %q: %w", name, err)
+	}
+	return nil
+}
