@@ -191,3 +191,36 @@ func (f *Faults) CollectTombstones(ctx context.Context, node string, req *intern
 	}
 	return call(f, ctx, node, func() (*internalv1.CollectTombstonesResponse, error) { return x.CollectTombstones(ctx, node, req) })
 }
+
+// scanner is the part of a transport that carries partition transfers
+// (GRPC has it; Mem does not).
+type scanner interface {
+	ScanPartition(context.Context, string, *internalv1.ScanPartitionRequest) (*internalv1.ScanPartitionResponse, error)
+	PartitionSizes(context.Context, string, *internalv1.PartitionSizesRequest) (*internalv1.PartitionSizesResponse, error)
+}
+
+func (f *Faults) scanner() (scanner, error) {
+	x, ok := f.next.(scanner)
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "transport has no partition scans")
+	}
+	return x, nil
+}
+
+// ScanPartition applies faults, then asks for a page of a partition.
+func (f *Faults) ScanPartition(ctx context.Context, node string, req *internalv1.ScanPartitionRequest) (*internalv1.ScanPartitionResponse, error) {
+	x, err := f.scanner()
+	if err != nil {
+		return nil, err
+	}
+	return call(f, ctx, node, func() (*internalv1.ScanPartitionResponse, error) { return x.ScanPartition(ctx, node, req) })
+}
+
+// PartitionSizes applies faults, then asks for partition sizes.
+func (f *Faults) PartitionSizes(ctx context.Context, node string, req *internalv1.PartitionSizesRequest) (*internalv1.PartitionSizesResponse, error) {
+	x, err := f.scanner()
+	if err != nil {
+		return nil, err
+	}
+	return call(f, ctx, node, func() (*internalv1.PartitionSizesResponse, error) { return x.PartitionSizes(ctx, node, req) })
+}

@@ -169,3 +169,22 @@ func (g *GRPC) CollectTombstones(ctx context.Context, node string, req *internal
 	}
 	return c.CollectTombstones(ctx, req)
 }
+
+// ScanPartition asks a peer for one page of a partition's keys and sets
+// (a partition transfer's pull).
+func (g *GRPC) ScanPartition(ctx context.Context, node string, req *internalv1.ScanPartitionRequest) (*internalv1.ScanPartitionResponse, error) {
+	c, err := g.client(node)
+	if err != nil {
+		return nil, err
+	}
+	return c.ScanPartition(ctx, req)
+}
+
+// PartitionSizes asks a peer how many bytes it holds for some partitions.
+func (g *GRPC) PartitionSizes(ctx context.Context, node string, req *internalv1.PartitionSizesRequest) (*internalv1.PartitionSizesResponse, error) {
+	c, err := g.client(node)
+	if err != nil {
+		return nil, err
+	}
+	return c.PartitionSizes(ctx, req)
+}
