@@ -27,10 +27,10 @@ var (
 
 // Node is a member as placement sees it.
 type Node struct {
-	ID     string
-	DC     string
-	Rack   string
-	Weight int
+	ID     string `json:"id"`
+	DC     string `json:"dc"`
+	Rack   string `json:"rack"`
+	Weight int    `json:"weight"`
 }
 
 // Move is one partition changing owner in one DC.
@@ -54,6 +54,19 @@ type Ring struct {
 // New claims partitions for a fresh cluster. The result depends only on q
 // and the set of nodes, not their order.
 func New(q int, nodes []Node) (*Ring, error) {
+	r, err := newRing(q, nodes)
+	if err != nil {
+		return nil, err
+	}
+	r.owner = make(map[string][]int32, len(r.dcs))
+	for _, dc := range r.dcs {
+		r.owner[dc] = r.initialClaim(dc)
+	}
+	return r, nil
+}
+
+// newRing checks q and the nodes and returns a ring without owners.
+func newRing(q int, nodes []Node) (*Ring, error) {
 	if q < 1 || q > 1<<16 || q&(q-1) != 0 {
 		return nil, fmt.Errorf("%w: %d is not a power of two from 1 to 65536", ErrBadPartitions, q)
 	}
@@ -63,10 +76,6 @@ func New(q int, nodes []Node) (*Ring, error) {
 	r := &Ring{q: q, shift: uint(64 - bits.TrailingZeros(uint(q)))}
 	if err := r.setNodes(nodes); err != nil {
 		return nil, err
-	}
-	r.owner = make(map[string][]int32, len(r.dcs))
-	for _, dc := range r.dcs {
-		r.owner[dc] = r.initialClaim(dc)
 	}
 	return r, nil
 }
@@ -422,6 +431,46 @@ func (r *Ring) WithWeight(id string, w int) (*Ring, error) {
 	}
 	next.fillOrphans(dc, out, members)
 	next.owner[dc] = out
+	return next, nil
+}
+
+// Replace returns a ring where n owns exactly the partitions oldID owned
+// and oldID is gone; no other partition moves. n must be a valid node, not
+// a member, and in oldID's DC. n keeps its own rack and weight: with the
+// same rack every preference list only swaps oldID for n; with a different
+// weight n owns oldID's share until a WithWeight rebalances it.
+func (r *Ring) Replace(oldID string, n Node) (*Ring, error) {
+	idx, ok := r.index[oldID]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownNode, oldID)
+	}
+	if err := validNode(n); err != nil {
+		return nil, err
+	}
+	if _, dup := r.index[n.ID]; dup {
+		return nil, fmt.Errorf("%w: %q is already a member", ErrDuplicateNodeID, n.ID)
+	}
+	old := r.nodes[idx]
+	if n.DC != old.DC {
+		return nil, fmt.Errorf("%w: %q is in datacenter %s but %q, which it replaces, is in %s", ErrBadNode, n.ID, n.DC, oldID, old.DC)
+	}
+	nodes := append([]Node(nil), r.nodes...)
+	nodes[idx] = n
+	next := r.clone()
+	if err := next.setNodes(nodes); err != nil {
+		return nil, err
+	}
+	for dc, o := range r.owner {
+		out := make([]int32, len(o))
+		for p, i := range o {
+			id := r.nodes[i].ID
+			if int(i) == idx {
+				id = n.ID
+			}
+			out[p] = int32(next.index[id])
+		}
+		next.owner[dc] = out
+	}
 	return next, nil
 }
 
