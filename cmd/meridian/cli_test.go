@@ -24,7 +24,7 @@ data-dir: /var/lib/meridian
 cluster-secret-file: /etc/meridian/cluster.secret
 initial-cluster: from-file=127.0.0.1:7001,n2=127.0.0.1:7002/dc2/r1/3
 request-timeout: 2s
-join: [127.0.0.1:7101, 127.0.0.1:7102]
+gossip-seeds: [127.0.0.1:7101, 127.0.0.1:7102]
 keyspaces:
   - name: orders
     replication: {dc1: 1}
@@ -46,8 +46,8 @@ keyspaces:
 	if cfg.ClusterSecretFile != "/etc/meridian/cluster.secret" {
 		t.Fatalf("cluster-secret-file from YAML = %q", cfg.ClusterSecretFile)
 	}
-	if len(cfg.Join) != 2 || len(cfg.Keyspaces) != 1 || cfg.Keyspaces[0].Name != "orders" {
-		t.Fatalf("join %v keyspaces %v", cfg.Join, cfg.Keyspaces)
+	if len(cfg.GossipSeeds) != 2 || len(cfg.Keyspaces) != 1 || cfg.Keyspaces[0].Name != "orders" {
+		t.Fatalf("gossip-seeds %v keyspaces %v", cfg.GossipSeeds, cfg.Keyspaces)
 	}
 	os.WriteFile(file, []byte("id: x\nbogus-key: 1\n"), 0o644)
 	cfg, sf = node.Config{}, serveFlags{}
@@ -56,6 +56,87 @@ keyspaces:
 	if err := resolveConfig(cmd.Flags(), &cfg, &sf); err == nil || !strings.Contains(err.Error(), "bogus-key") {
 		t.Fatalf("unknown YAML key: %v", err)
 	}
+}
+
+// TestJoinConfig: a node added later is configured with --join (a
+// member's client address, no --initial-cluster) and its placement, from
+// flags, MERIDIAN_* or the YAML file alike; --gossip-seeds keeps the old
+// list of gossip addresses.
+func TestJoinConfig(t *testing.T) {
+	base := []string{"--id", "n4", "--grpc-addr", "127.0.0.1:7004", "--engine", "memory", "--cluster-secret-file", "/a/secret", "--insecure"}
+	resolve := func(args ...string) (node.Config, error) {
+		var cfg node.Config
+		var sf serveFlags
+		cmd := newServeCmdFor(&cfg, &sf)
+		if err := cmd.Flags().Parse(append(append([]string(nil), base...), args...)); err != nil {
+			t.Fatal(err)
+		}
+		err := resolveConfig(cmd.Flags(), &cfg, &sf)
+		return cfg, err
+	}
+	cfg, err := resolve("--join", "127.0.0.1:7001", "--dc", "east", "--rack", "r2", "--weight", "3",
+		"--raft-addr", "127.0.0.1:7404", "--transfer-bytes-per-second", "1000000", "--gossip-seeds", "127.0.0.1:7101, 127.0.0.1:7102")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := joinOf(cfg), (joinFields{"127.0.0.1:7001", "east", "r2", 3, "127.0.0.1:7404", 1e6}); got != want {
+		t.Fatalf("flags resolved to %+v, want %+v", got, want)
+	}
+	if len(cfg.GossipSeeds) != 2 || cfg.GossipSeeds[1] != "127.0.0.1:7102" {
+		t.Fatalf("--gossip-seeds resolved to %q", cfg.GossipSeeds)
+	}
+
+	t.Setenv("MERIDIAN_JOIN", "127.0.0.1:7002")
+	t.Setenv("MERIDIAN_DC", "west")
+	t.Setenv("MERIDIAN_WEIGHT", "2")
+	t.Setenv("MERIDIAN_TRANSFER_BYTES_PER_SECOND", "5e6")
+	if cfg, err = resolve(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := joinOf(cfg), (joinFields{"127.0.0.1:7002", "west", "", 2, "", 5e6}); got != want {
+		t.Fatalf("environment resolved to %+v, want %+v", got, want)
+	}
+	for _, k := range []string{"MERIDIAN_JOIN", "MERIDIAN_DC", "MERIDIAN_WEIGHT", "MERIDIAN_TRANSFER_BYTES_PER_SECOND"} {
+		os.Unsetenv(k)
+	}
+
+	file := filepath.Join(t.TempDir(), "node.yaml")
+	os.WriteFile(file, []byte(`join: 127.0.0.1:7003
+dc: north
+rack: r9
+weight: 4
+raft-addr: 127.0.0.1:7405
+transfer-bytes-per-second: 2000000
+gossip-seeds: [127.0.0.1:7103]
+`), 0o644)
+	if cfg, err = resolve("--config", file); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := joinOf(cfg), (joinFields{"127.0.0.1:7003", "north", "r9", 4, "127.0.0.1:7405", 2e6}); got != want || len(cfg.GossipSeeds) != 1 {
+		t.Fatalf("YAML resolved to %+v (gossip-seeds %q), want %+v", got, cfg.GossipSeeds, want)
+	}
+
+	if _, err := resolve("--join", "127.0.0.1"); err == nil || !strings.Contains(err.Error(), "join") {
+		t.Fatalf("--join without a port: %v", err)
+	}
+	if _, err := resolve("--join", "127.0.0.1:7001", "--weight", "5000"); err == nil || !strings.Contains(err.Error(), "weight") {
+		t.Fatalf("--weight 5000: %v", err)
+	}
+	if _, err := resolve(); err == nil || !strings.Contains(err.Error(), "--join") {
+		t.Fatalf("neither --initial-cluster nor --join: %v", err)
+	}
+}
+
+// joinFields are the config a joining node adds.
+type joinFields struct {
+	join, dc, rack string
+	weight         int
+	raftAddr       string
+	transfer       float64
+}
+
+func joinOf(c node.Config) joinFields {
+	return joinFields{c.JoinAddr, c.DC, c.Rack, c.Weight, c.RaftAddr, c.TransferBytesPerSecond}
 }
 
 // TestClusterSecretConfig: the secret file comes from the flag or

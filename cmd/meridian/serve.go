@@ -17,10 +17,10 @@ import (
 
 // serveFlags are the serve command's flags beyond node.Config.
 type serveFlags struct {
-	config    string
-	join      string
-	logLevel  string
-	logFormat string
+	config      string
+	gossipSeeds string
+	logLevel    string
+	logFormat   string
 }
 
 func newServeCmd() *cobra.Command {
@@ -46,7 +46,14 @@ Example, a 3-node cluster on one machine:
   meridian serve --id n1 --grpc-addr 127.0.0.1:7001 --gossip-addr 127.0.0.1:7101 --data-dir d1 \
     --cluster-secret-file cluster.secret \
     --initial-cluster n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003
-  (and the same for n2, n3 with their own addresses and directories)`,
+  (and the same for n2, n3 with their own addresses and directories)
+
+A node added later starts with --join (any member's client address) instead
+of --initial-cluster, and its placement. It enters as joining and owns
+nothing until a committed plan adds it:
+  meridian serve --id n4 --grpc-addr 127.0.0.1:7004 --data-dir d4 \
+    --cluster-secret-file cluster.secret --join 127.0.0.1:7001 --dc dc1 --rack r2 --weight 1
+  meridian cluster plan add n4 && meridian cluster commit`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := resolveConfig(cmd.Flags(), cfg, sf); err != nil {
@@ -60,7 +67,7 @@ Example, a 3-node cluster on one machine:
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "meridian node %s serving gRPC on %s, gossip on %s\n", n.ID(), n.Addr(), n.GossipAddr())
+			fmt.Fprintf(cmd.OutOrStdout(), "meridian node %s serving gRPC on %s, gossip on %s, metadata log on %s\n", n.ID(), n.Addr(), n.GossipAddr(), n.RaftAddr())
 			select {
 			case <-cmd.Context().Done():
 				logger.Info("shutting down")
@@ -76,7 +83,7 @@ Example, a 3-node cluster on one machine:
 	}
 	f := cmd.Flags()
 	f.StringVar(&sf.config, "config", "", "YAML file with the same keys as the flags")
-	f.StringVar(&cfg.ID, "id", "", "this node's ID (must appear in --initial-cluster)")
+	f.StringVar(&cfg.ID, "id", "", "this node's ID (listed in --initial-cluster, or a new one with --join)")
 	f.StringVar(&cfg.GRPCAddr, "grpc-addr", "", "host:port for the client gRPC API (KV, health, discovery)")
 	f.StringVar(&cfg.PeerAddr, "peer-addr", "", "host:port for the node-to-node API (default: grpc-addr's host, a free port)")
 	f.StringVar(&cfg.AdminAddr, "admin-addr", "", `host:port for the admin API (default: grpc-addr's host, a free port; "client" shares the client listener)`)
@@ -86,6 +93,7 @@ Example, a 3-node cluster on one machine:
 	f.Float64Var(&cfg.RepairKeysPerSecond, "repair-keys-per-second", 0, "anti-entropy repair throttle, keys/s (default 5000)")
 	f.Float64Var(&cfg.RepairBytesPerSecond, "repair-bytes-per-second", 0, "anti-entropy repair throttle, bytes/s (default 20 MiB/s)")
 	f.Float64Var(&cfg.RepairCrossDCBytesPerSecond, "repair-cross-dc-bytes-per-second", 0, "anti-entropy repair throttle with replicas in other DCs, bytes/s (default 5 MiB/s)")
+	f.Float64Var(&cfg.TransferBytesPerSecond, "transfer-bytes-per-second", 0, "throttle on the partitions this node receives during a membership change, bytes/s (default 20 MiB/s)")
 	f.IntVar(&cfg.MaxInFlight, "max-in-flight", 0, "client requests coordinated at once before shedding with RESOURCE_EXHAUSTED (default 16 per CPU)")
 	f.IntVar(&cfg.MaxConnections, "max-connections", 0, "open connections per listener; more are closed at once (default 4096)")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "plaintext listeners and no certificates (only on a trusted network)")
@@ -96,8 +104,13 @@ Example, a 3-node cluster on one machine:
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "host:port for gossip (default: grpc host, a free port)")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for this node's data")
 	f.StringVar(&cfg.ClusterSecretFile, "cluster-secret-file", "", "file with the cluster secret(s), the same on every node (create one with: meridian secret create FILE)")
-	f.StringVar(&cfg.InitialCluster, "initial-cluster", "", "every member: ID=HOST:PORT[/DC[/RACK[/WEIGHT]]],...")
-	f.StringVar(&sf.join, "join", "", "gossip addresses to join, comma-separated (default: ask --initial-cluster peers)")
+	f.StringVar(&cfg.InitialCluster, "initial-cluster", "", "the founding members: ID=HOST:PORT[/DC[/RACK[/WEIGHT]]],...")
+	f.StringVar(&cfg.JoinAddr, "join", "", "a member's client address HOST:PORT: a new node starts with it instead of --initial-cluster and enters as joining (then: meridian cluster plan add ID)")
+	f.StringVar(&cfg.DC, "dc", "", "datacenter of a node started with --join (default dc1; --initial-cluster members take theirs from their entry)")
+	f.StringVar(&cfg.Rack, "rack", "", "rack of a node started with --join (default rack1)")
+	f.IntVar(&cfg.Weight, "weight", 0, "capacity weight of a node started with --join, 1 to 1000 (default 1)")
+	f.StringVar(&cfg.RaftAddr, "raft-addr", "", "host:port for the cluster metadata log (default: grpc-addr's host, a free port)")
+	f.StringVar(&sf.gossipSeeds, "gossip-seeds", "", "gossip addresses to join, comma-separated (default: ask the members' client listeners)")
 	f.StringVar(&cfg.Engine, "engine", "", "storage engine: pebble or memory (default pebble)")
 	f.IntVar(&cfg.Partitions, "partitions", 0, "partitions in the ring, a power of two (default 1024)")
 	f.IntVar(&cfg.MaxValueSize, "max-value-size", 0, "largest value accepted, bytes (default 16 MiB)")
@@ -141,7 +154,7 @@ func resolveConfig(fs *pflag.FlagSet, cfg *node.Config, sf *serveFlags) error {
 			return fmt.Errorf("config file %s: %w", sf.config, err)
 		}
 		*cfg = fc.Config
-		sf.join = strings.Join(fc.Join, ",")
+		sf.gossipSeeds = strings.Join(fc.GossipSeeds, ",")
 		if fc.LogLevel != "" {
 			sf.logLevel = fc.LogLevel
 		}
@@ -168,10 +181,10 @@ func resolveConfig(fs *pflag.FlagSet, cfg *node.Config, sf *serveFlags) error {
 	if len(errs) > 0 {
 		return fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
-	cfg.Join = nil
-	for _, s := range strings.Split(sf.join, ",") {
+	cfg.GossipSeeds = nil
+	for _, s := range strings.Split(sf.gossipSeeds, ",") {
 		if s = strings.TrimSpace(s); s != "" {
-			cfg.Join = append(cfg.Join, s)
+			cfg.GossipSeeds = append(cfg.GossipSeeds, s)
 		}
 	}
 	return cfg.Validate()
