@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -93,18 +94,50 @@ func newStatusCmd() *cobra.Command {
 				if f.json {
 					return printJSON(cmd.OutOrStdout(), resp)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "as seen by %s (epoch %d, %d partitions)\n", resp.Node, resp.Epoch, resp.Partitions)
-				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NODE\tSTATE\tDC\tRACK\tWEIGHT\tADDRESS")
-				for _, n := range resp.Nodes {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", n.Id, n.State, n.Dc, n.Rack, n.Weight, n.GrpcAddr)
-				}
-				return tw.Flush()
+				return writeStatus(cmd.OutOrStdout(), resp)
 			})
 		},
 	}
 	f.bind(cmd)
 	return cmd
+}
+
+// writeStatus prints `meridian status`: the answering node's view of the
+// members, their gossip and member states, the metadata epoch each has
+// applied and its role in the metadata log.
+func writeStatus(w io.Writer, resp *adminv1.StatusResponse) error {
+	fmt.Fprintf(w, "as seen by %s (cluster %s, leader %s, epoch %d, %d partitions)\n",
+		resp.Node, orUnknown(resp.ClusterId), orNone(resp.Leader), resp.Epoch, resp.Partitions)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tSTATE\tMEMBER\tEPOCH\tRAFT\tDC\tRACK\tWEIGHT\tADDRESS")
+	for _, n := range resp.Nodes {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%s\n", n.Id, n.State, orUnknown(n.MemberState), n.Epoch, raftRole(n), n.Dc, n.Rack, n.Weight, n.GrpcAddr)
+	}
+	return tw.Flush()
+}
+
+// raftRole is a node's role in the metadata log, "leader" for the leader.
+func raftRole(n *adminv1.Node) string {
+	if n.Leader {
+		return "leader"
+	}
+	return orUnknown(n.RaftRole)
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+// orNone names a missing leader: an election is under way or the node
+// cannot reach a quorum of the metadata log.
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 func newRingCmd() *cobra.Command {
@@ -227,13 +260,13 @@ func newKeyspaceCmd() *cobra.Command {
 	var f adminFlags
 	cmd := &cobra.Command{
 		Use:   "keyspace",
-		Short: "Create, list and describe keyspaces",
+		Short: "Create, alter, drop, list and describe keyspaces",
 	}
 	f.bind(cmd)
 	var repl, conflict string
 	create := &cobra.Command{
 		Use:   "create NAME --replication DC=RF[,DC=RF...] [--conflict siblings|lww]",
-		Short: "Create a keyspace on every node",
+		Short: "Create a keyspace in the cluster metadata (every node applies it)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := parseReplication(repl)
@@ -248,8 +281,8 @@ func newKeyspaceCmd() *cobra.Command {
 				if f.json {
 					return printJSON(cmd.OutOrStdout(), resp)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "created keyspace %s (replication %s, N=%d, conflict %s) on %s\n",
-					resp.Keyspace.Name, formatReplication(resp.Keyspace.Replication), resp.Keyspace.N, resp.Keyspace.Conflict, strings.Join(resp.Applied, ","))
+				fmt.Fprintf(cmd.OutOrStdout(), "created keyspace %s (replication %s, N=%d, conflict %s) in the cluster metadata\n",
+					resp.Keyspace.Name, formatReplication(resp.Keyspace.Replication), resp.Keyspace.N, resp.Keyspace.Conflict)
 				return nil
 			})
 		},
@@ -296,14 +329,149 @@ func newKeyspaceCmd() *cobra.Command {
 						return printJSON(cmd.OutOrStdout(), k)
 					}
 					out := cmd.OutOrStdout()
-					fmt.Fprintf(out, "keyspace:    %s\nid:          %d\nreplication: %s\nN:           %d\nconflict:    %s\n",
-						k.Name, k.Id, formatReplication(k.Replication), k.N, k.Conflict)
+					fmt.Fprintf(out, "keyspace:      %s\nid:            %d\nreplication:   %s\nN:             %d\nconflict:      %s\nmax siblings:  %s\nmax set bytes: %s\n",
+						k.Name, k.Id, formatReplication(k.Replication), k.N, k.Conflict, formatMaxSiblings(k.MaxSiblings), formatMaxSetBytes(k.MaxSetBytes))
 					return nil
 				}
 				return fmt.Errorf("keyspace %q does not exist: see 'meridian keyspace list'", args[0])
 			})
 		},
 	}
-	cmd.AddCommand(create, list, describe)
+	cmd.AddCommand(create, newKeyspaceAlterCmd(&f), newKeyspaceDropCmd(&f), list, describe)
+	return cmd
+}
+
+// findKeyspace reads a keyspace's current definition.
+func findKeyspace(ctx context.Context, c adminv1.AdminClient, name string) (*adminv1.Keyspace, error) {
+	resp, err := c.ListKeyspaces(ctx, &adminv1.ListKeyspacesRequest{})
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range resp.Keyspaces {
+		if k.Name == name {
+			return k, nil
+		}
+	}
+	return nil, fmt.Errorf("keyspace %q does not exist: see 'meridian keyspace list'", name)
+}
+
+func newKeyspaceAlterCmd(f *adminFlags) *cobra.Command {
+	var (
+		repl, setBytes string
+		maxSiblings    uint32
+	)
+	cmd := &cobra.Command{
+		Use:   "alter NAME [--replication DC=RF,...] [--max-siblings N] [--max-set-bytes SIZE]",
+		Short: "Change a keyspace's replication or limits (a replication change moves data)",
+		Long: `Change a keyspace through the cluster metadata. Fields not given keep
+their current value. A replication change moves data like a membership
+change: the partitions whose preference lists change stream to their new
+replicas, one by one (follow it with 'meridian cluster status --watch').
+Limits change at once and move nothing.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fl := cmd.Flags()
+			if !fl.Changed("replication") && !fl.Changed("max-siblings") && !fl.Changed("max-set-bytes") {
+				return errors.New("nothing to change: give --replication, --max-siblings or --max-set-bytes")
+			}
+			var (
+				r       map[string]uint32
+				setSize int64
+				err     error
+			)
+			if fl.Changed("replication") {
+				if r, err = parseReplication(repl); err != nil {
+					return err
+				}
+			}
+			if fl.Changed("max-set-bytes") {
+				if setSize, err = parseBytes(setBytes); err != nil {
+					return fmt.Errorf("--max-set-bytes %q: want bytes such as 1048576 or 64MiB (0: the default, 64 MiB)", setBytes)
+				}
+			}
+			return withAdmin(cmd.Context(), f, func(ctx context.Context, c adminv1.AdminClient) error {
+				cur, err := findKeyspace(ctx, c, args[0])
+				if err != nil {
+					return err
+				}
+				k := &adminv1.Keyspace{Name: cur.Name, Replication: cur.Replication, Conflict: cur.Conflict,
+					MaxSiblings: cur.MaxSiblings, MaxSetBytes: cur.MaxSetBytes}
+				if r != nil {
+					k.Replication = r
+				}
+				if fl.Changed("max-siblings") {
+					k.MaxSiblings = maxSiblings
+				}
+				if fl.Changed("max-set-bytes") {
+					k.MaxSetBytes = uint64(setSize)
+				}
+				resp, err := c.AlterKeyspace(ctx, &adminv1.AlterKeyspaceRequest{Keyspace: k})
+				if err != nil {
+					return err
+				}
+				if f.json {
+					return printJSON(cmd.OutOrStdout(), resp)
+				}
+				writeAltered(cmd.OutOrStdout(), resp)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&repl, "replication", "", "new replication factor per datacenter, e.g. dc-east=3,dc-west=2 (moves data)")
+	cmd.Flags().Uint32Var(&maxSiblings, "max-siblings", 0, "most siblings a write may leave on a key (0: the default, 100)")
+	cmd.Flags().StringVar(&setBytes, "max-set-bytes", "", "largest stored versions of a key, e.g. 64MiB (0: the default, 64 MiB)")
+	return cmd
+}
+
+// writeAltered says what `keyspace alter` changed and whether data moves.
+func writeAltered(w io.Writer, resp *adminv1.AlterKeyspaceResponse) {
+	k := resp.Keyspace
+	fmt.Fprintf(w, "altered keyspace %s (replication %s, N=%d, max siblings %s, max set bytes %s)\n",
+		k.GetName(), formatReplication(k.GetReplication()), k.GetN(), formatMaxSiblings(k.GetMaxSiblings()), formatMaxSetBytes(k.GetMaxSetBytes()))
+	if resp.MovesData {
+		fmt.Fprintf(w, "replication change committed at epoch %d: data moves to the new replicas; follow it with `meridian cluster status`\n", resp.Epoch)
+		return
+	}
+	fmt.Fprintf(w, "committed at epoch %d: no data moves\n", resp.Epoch)
+}
+
+func formatMaxSiblings(n uint32) string {
+	if n == 0 {
+		return "100 (default)"
+	}
+	return strconv.FormatUint(uint64(n), 10)
+}
+
+func formatMaxSetBytes(n uint64) string {
+	if n == 0 {
+		return formatBytes(64<<20) + " (default)"
+	}
+	return formatBytes(n)
+}
+
+func newKeyspaceDropCmd(f *adminFlags) *cobra.Command {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "drop NAME --yes",
+		Short: "Remove a keyspace: every node deletes its data (not undoable)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !yes {
+				return fmt.Errorf("dropping keyspace %q makes every node delete its data, and it cannot be undone: run again with --yes to drop it", args[0])
+			}
+			return withAdmin(cmd.Context(), f, func(ctx context.Context, c adminv1.AdminClient) error {
+				resp, err := c.DropKeyspace(ctx, &adminv1.DropKeyspaceRequest{Name: args[0]})
+				if err != nil {
+					return err
+				}
+				if f.json {
+					return printJSON(cmd.OutOrStdout(), resp)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "dropped keyspace %s at epoch %d: every node deletes its data in the background\n", args[0], resp.Epoch)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&yes, "yes", false, "confirm: every node deletes the keyspace's data")
 	return cmd
 }

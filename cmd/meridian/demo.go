@@ -245,6 +245,21 @@ func (d *demo) run(ctx context.Context, dir string, keep bool) error {
 	return nil
 }
 
+// waitKeyspace waits until every node applied a keyspace created through
+// the metadata log (each applies the log on its own).
+func waitKeyspace(ctx context.Context, nodes []*node.Node, name string) error {
+	for _, n := range nodes {
+		for n.Topology().Keyspaces[name] == nil {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("node %s has not applied keyspace %s: %w", n.ID(), name, ctx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
 // multiDC is the second act: 3 datacenters × 3 nodes on 127.0.0.1-3, two
 // racks per DC, and the levels that know about datacenters.
 func (d *demo) multiDC(ctx context.Context, dir string) error {
@@ -276,7 +291,10 @@ func (d *demo) multiDC(ctx context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
-	d.show("applied on %v", created.Applied)
+	if err := waitKeyspace(rctx, l.Nodes(), ks); err != nil {
+		return err
+	}
+	d.show("keyspace %s (N=%d) is in the cluster metadata, and every node applied it", created.Keyspace.Name, created.Keyspace.N)
 	ep, err := admin.Endpoints(rctx, &adminv1.EndpointsRequest{Keyspace: ks, Key: []byte("order-1")})
 	if err != nil {
 		return err
