@@ -85,8 +85,11 @@ func newHintsPurgeCmd() *cobra.Command {
 	return cmd
 }
 
+// formatBytes is a size in binary units: 512B, 1.5KiB, 12.3MiB, 2.0TiB.
 func formatBytes(n uint64) string {
 	switch {
+	case n >= 1<<40:
+		return fmt.Sprintf("%.1fTiB", float64(n)/(1<<40))
 	case n >= 1<<30:
 		return fmt.Sprintf("%.1fGiB", float64(n)/(1<<30))
 	case n >= 1<<20:

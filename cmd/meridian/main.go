@@ -69,6 +69,7 @@ func newRoot() *cobra.Command {
 		newRingCmd(),
 		newEndpointsCmd(),
 		newKeyspaceCmd(),
+		newClusterCmd(),
 		newSecretCmd(),
 		newAuthCmd(),
 		newHintsCmd(),

@@ -1,0 +1,499 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
+)
+
+// samplePlan adds n4 and reweights n3: two partitions change, one of them
+// in two keyspaces.
+func samplePlan() *adminv1.Plan {
+	return &adminv1.Plan{
+		Epoch: 7,
+		Ops:   []*adminv1.PlanOp{{Op: "add", Node: "n4"}, {Op: "reweight", Node: "n3", Weight: 2}},
+		Moves: []*adminv1.PlanMove{
+			{Keyspace: "default", Partition: 3, Old: []string{"n1", "n2", "n3"}, New: []string{"n1", "n2", "n4"}, Bytes: 1536},
+			{Keyspace: "orders", Partition: 3, Old: []string{"n1", "n2"}, New: []string{"n4", "n2"}, Bytes: 12_900_000},
+			{Keyspace: "orders", Partition: 9, Old: []string{"n3", "n1"}, New: []string{"n3", "n4"}},
+		},
+		PartitionsChanged: 2,
+		BytesToMove:       1536 + 12_900_000,
+	}
+}
+
+// manyMoves is a plan moving n partitions of one keyspace.
+func manyMoves(n int) *adminv1.Plan {
+	p := &adminv1.Plan{Epoch: 3, Ops: []*adminv1.PlanOp{{Op: "decommission", Node: "n2"}}, PartitionsChanged: uint32(n)}
+	for i := range n {
+		p.Moves = append(p.Moves, &adminv1.PlanMove{Keyspace: "default", Partition: uint32(i), Old: []string{"n1", "n2"}, New: []string{"n1", "n3"}})
+	}
+	return p
+}
+
+func TestWritePlan(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		plan *adminv1.Plan
+		view planView
+		// want is the whole output when set; otherwise the output
+		// contains every line of has and none of hasNot.
+		want   string
+		has    []string
+		hasNot []string
+		// rows is the number of move rows in the table.
+		rows int
+	}{
+		{
+			name: "empty",
+			plan: &adminv1.Plan{Epoch: 5},
+			want: "no pending plan (epoch 5): add steps with `meridian cluster plan add|decommission|remove|replace|reweight`, then `meridian cluster commit`\n",
+		},
+		{
+			name: "without sizes",
+			plan: samplePlan(),
+			want: `pending plan against epoch 7:
+  1. add n4
+  2. reweight n3=2
+2 partitions change (3 moves across keyspaces)
+KEYSPACE  PARTITION  OLD       NEW       BYTES
+default   3          n1,n2,n3  n1,n2,n4  -
+orders    3          n1,n2     n4,n2     -
+orders    9          n3,n1     n3,n4     -
+bytes to move: ` + "`meridian cluster plan show --sizes`" + `
+start it with ` + "`meridian cluster commit`, or drop it with `meridian cluster plan clear`" + `
+`,
+		},
+		{
+			name: "with sizes",
+			plan: samplePlan(),
+			view: planView{sizes: true},
+			has: []string{
+				"default   3          n1,n2,n3  n1,n2,n4  1.5KiB",
+				"orders    3          n1,n2     n4,n2     12.3MiB",
+				"orders    9          n3,n1     n3,n4     0B",
+				"12.3MiB to stream in total",
+			},
+			hasNot: []string{"--sizes"},
+			rows:   3,
+		},
+		{
+			name: "one partition, replace",
+			plan: &adminv1.Plan{Epoch: 2, Ops: []*adminv1.PlanOp{{Op: "replace", Node: "n2", With: "n5"}},
+				Moves: []*adminv1.PlanMove{{Keyspace: "default", Partition: 0, Old: []string{"n2"}, New: []string{"n5"}}}, PartitionsChanged: 1},
+			has:    []string{"  1. replace n2 --with n5\n", "\n1 partition changes\n"},
+			hasNot: []string{"across keyspaces"},
+			rows:   1,
+		},
+		{
+			name: "steps that move nothing",
+			plan: &adminv1.Plan{Epoch: 2, Ops: []*adminv1.PlanOp{{Op: "add", Node: "n9"}}},
+			has:  []string{"  1. add n9\n", "\n0 partitions change\n", "meridian cluster commit"},
+			// No table and no hint to size an empty set of moves.
+			hasNot: []string{"KEYSPACE", "--sizes"},
+		},
+		{
+			name:   "capped at 50",
+			plan:   manyMoves(120),
+			has:    []string{"120 partitions change\n", "... and 70 more (--all lists every move)\n"},
+			hasNot: []string{"default   50 "},
+			rows:   50,
+		},
+		{
+			name:   "--all",
+			plan:   manyMoves(120),
+			view:   planView{all: true},
+			has:    []string{"default   119 "},
+			hasNot: []string{"more"},
+			rows:   120,
+		},
+		{
+			name:   "exactly 50",
+			plan:   manyMoves(50),
+			hasNot: []string{"more"},
+			rows:   50,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			if err := writePlan(&out, tc.plan, tc.view); err != nil {
+				t.Fatal(err)
+			}
+			got := out.String()
+			if tc.want != "" {
+				if got != tc.want {
+					t.Fatalf("got:\n%s\nwant:\n%s", got, tc.want)
+				}
+				return
+			}
+			for _, s := range tc.has {
+				if !strings.Contains(got, s) {
+					t.Errorf("output lacks %q:\n%s", s, got)
+				}
+			}
+			for _, s := range tc.hasNot {
+				if strings.Contains(got, s) {
+					t.Errorf("output has %q:\n%s", s, got)
+				}
+			}
+			if n := countRows(got, "default ", "orders "); n != tc.rows {
+				t.Errorf("%d move rows, want %d:\n%s", n, tc.rows, got)
+			}
+		})
+	}
+}
+
+// countRows counts the lines that start with one of prefixes.
+func countRows(out string, prefixes ...string) int {
+	n := 0
+	for _, line := range strings.Split(out, "\n") {
+		for _, p := range prefixes {
+			if strings.HasPrefix(line, p) {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
+func members() []*adminv1.Node {
+	return []*adminv1.Node{
+		{Id: "n1", Dc: "dc1", Rack: "r1", Weight: 1, State: "alive", MemberState: "active", Epoch: 12, RaftRole: "voter", Leader: true, GrpcAddr: "127.0.0.1:7001"},
+		{Id: "n2", Dc: "dc1", Rack: "r2", Weight: 1, State: "alive", MemberState: "leaving", Epoch: 12, RaftRole: "voter", GrpcAddr: "127.0.0.1:7002"},
+		{Id: "n4", Dc: "dc1", Rack: "r3", Weight: 2, State: "suspect", MemberState: "joining", Epoch: 11, RaftRole: "nonvoter", GrpcAddr: "127.0.0.1:7004"},
+	}
+}
+
+func TestWriteStatus(t *testing.T) {
+	var out bytes.Buffer
+	resp := &adminv1.StatusResponse{Node: "n2", Epoch: 12, Partitions: 1024, ClusterId: "c-7f3a", Leader: "n1", Nodes: members()}
+	if err := writeStatus(&out, resp); err != nil {
+		t.Fatal(err)
+	}
+	want := `as seen by n2 (cluster c-7f3a, leader n1, epoch 12, 1024 partitions)
+NODE  STATE    MEMBER   EPOCH  RAFT      DC   RACK  WEIGHT  ADDRESS
+n1    alive    active   12     leader    dc1  r1    1       127.0.0.1:7001
+n2    alive    leaving  12     voter     dc1  r2    1       127.0.0.1:7002
+n4    suspect  joining  11     nonvoter  dc1  r3    2       127.0.0.1:7004
+`
+	if out.String() != want {
+		t.Fatalf("got:\n%s\nwant:\n%s", out.String(), want)
+	}
+
+	// A node mid-election knows no leader.
+	out.Reset()
+	writeStatus(&out, &adminv1.StatusResponse{Node: "n1", Epoch: 1, Partitions: 8, ClusterId: "c-1"})
+	if first, _, _ := strings.Cut(out.String(), "\n"); first != "as seen by n1 (cluster c-1, leader none, epoch 1, 8 partitions)" {
+		t.Fatalf("header without a leader: %q", first)
+	}
+}
+
+func TestWriteClusterStatus(t *testing.T) {
+	transition := func() *adminv1.ClusterStatusResponse {
+		return &adminv1.ClusterStatusResponse{
+			ClusterId: "c-7f3a", Epoch: 12, Leader: "n1", Nodes: members(),
+			InTransition:     true,
+			TransitionOps:    []*adminv1.PlanOp{{Op: "add", Node: "n4"}, {Op: "decommission", Node: "n2"}},
+			PartitionsMoving: 40, PartitionsDone: 13,
+			Transfers: []*adminv1.Transfer{
+				{Node: "n1", Keyspace: "default", Partition: 2, Source: "n2", State: "waiting"},
+				{Node: "n4", Keyspace: "default", Partition: 1, Source: "n2", State: "done", Keys: 900, Bytes: 1 << 20},
+				{Node: "n4", Keyspace: "default", Partition: 5, Source: "n1", State: "streaming", Keys: 1200, Bytes: 3 << 20, BytesPerSecond: 1.5 * (1 << 20)},
+				{Node: "n4", Keyspace: "orders", Partition: 5, Source: "n2", State: "failed", Error: "n2: connection refused"},
+				{Node: "n4", Keyspace: "orders", Partition: 7, Source: "n1", State: "catching-up", Keys: 10, Bytes: 2048, BytesPerSecond: 100},
+			},
+			Unreachable: []string{"n3"},
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		resp   *adminv1.ClusterStatusResponse
+		all    bool
+		want   string
+		has    []string
+		hasNot []string
+	}{
+		{
+			name: "steady",
+			resp: &adminv1.ClusterStatusResponse{ClusterId: "c-7f3a", Epoch: 12, Leader: "n1", Nodes: members()},
+			want: `cluster c-7f3a, epoch 12, leader n1
+NODE  DC   RACK  WEIGHT  MEMBER   GOSSIP   EPOCH  RAFT
+n1    dc1  r1    1       active   alive    12     leader
+n2    dc1  r2    1       leaving  alive    12     voter
+n4    dc1  r3    2       joining  suspect  11     nonvoter
+no transition in progress
+`,
+		},
+		{
+			name: "pending plan",
+			resp: &adminv1.ClusterStatusResponse{ClusterId: "c-7f3a", Epoch: 12, Nodes: members(), Pending: samplePlan()},
+			has: []string{
+				"cluster c-7f3a, epoch 12, leader none\n",
+				"pending plan (not committed): add n4; reweight n3=2; 2 partitions change; see `meridian cluster plan show`\n",
+				"no transition in progress\n",
+			},
+			hasNot: []string{"KEYSPACE", "switched"},
+		},
+		{
+			name: "in transition",
+			resp: transition(),
+			want: `cluster c-7f3a, epoch 12, leader n1
+NODE  DC   RACK  WEIGHT  MEMBER   GOSSIP   EPOCH  RAFT
+n1    dc1  r1    1       active   alive    12     leader
+n2    dc1  r2    1       leaving  alive    12     voter
+n4    dc1  r3    2       joining  suspect  11     nonvoter
+transition in progress: add n4; decommission n2
+partitions switched 13/40 (32%)
+transfers: 1 failed, 1 streaming, 1 catching-up, 1 waiting, 1 done
+NODE  KEYSPACE  PARTITION  SOURCE  STATE        KEYS  BYTES   RATE
+n4    orders    5          n2      failed       0     0B      -
+n4    default   5          n1      streaming    1200  3.0MiB  1.5MiB/s
+n4    orders    7          n1      catching-up  10    2.0KiB  100B/s
+n1    default   2          n2      waiting      0     0B      -
+n4 orders/5 from n2: n2: connection refused
+unreachable (their transfers are not shown): n3
+`,
+		},
+		{
+			name: "transfers capped at 50",
+			resp: func() *adminv1.ClusterStatusResponse {
+				r := transition()
+				r.Unreachable = nil
+				for i := range 60 {
+					r.Transfers = append(r.Transfers, &adminv1.Transfer{Node: "n4", Keyspace: "bulk", Partition: uint32(100 + i), Source: "n1", State: "waiting"})
+				}
+				return r
+			}(),
+			has: []string{
+				"transfers: 1 failed, 1 streaming, 1 catching-up, 61 waiting, 1 done\n",
+				"n4    orders    5          n2      failed",
+				"... and 14 more (--all lists every transfer)\n",
+			},
+			hasNot: []string{"unreachable"},
+		},
+		{
+			name: "every transfer done, none reported",
+			resp: &adminv1.ClusterStatusResponse{Epoch: 3, InTransition: true, PartitionsMoving: 0,
+				TransitionOps: []*adminv1.PlanOp{{Op: "remove", Node: "n9"}}},
+			has:    []string{"cluster unknown, epoch 3, leader none\n", "transition in progress: remove n9\n", "partitions switched 0/0 (100%)\n", "transfers: none reported yet\n"},
+			hasNot: []string{"KEYSPACE"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			if err := writeClusterStatus(&out, tc.resp, tc.all); err != nil {
+				t.Fatal(err)
+			}
+			got := out.String()
+			if tc.want != "" && got != tc.want {
+				t.Fatalf("got:\n%s\nwant:\n%s", got, tc.want)
+			}
+			for _, s := range tc.has {
+				if !strings.Contains(got, s) {
+					t.Errorf("output lacks %q:\n%s", s, got)
+				}
+			}
+			for _, s := range tc.hasNot {
+				if strings.Contains(got, s) {
+					t.Errorf("output has %q:\n%s", s, got)
+				}
+			}
+		})
+	}
+}
+
+func TestFormatBytes(t *testing.T) {
+	for _, tc := range []struct {
+		n    uint64
+		want string
+	}{
+		{0, "0B"},
+		{1023, "1023B"},
+		{1024, "1.0KiB"},
+		{1536, "1.5KiB"},
+		{12_900_000, "12.3MiB"},
+		{1<<30 - 1, "1024.0MiB"},
+		{5 << 30, "5.0GiB"},
+		{3 << 40, "3.0TiB"},
+	} {
+		if got := formatBytes(tc.n); got != tc.want {
+			t.Errorf("formatBytes(%d) = %q, want %q", tc.n, got, tc.want)
+		}
+	}
+}
+
+func TestParseReweight(t *testing.T) {
+	for _, tc := range []struct {
+		in     string
+		id     string
+		weight uint32
+		err    string
+	}{
+		{in: "n3=2", id: "n3", weight: 2},
+		{in: " n3 = 1000 ", id: "n3", weight: 1000},
+		{in: "n3", err: "want ID=WEIGHT, e.g. n3=2"},
+		{in: "=2", err: "want ID=WEIGHT"},
+		{in: "n3=", err: "want ID=WEIGHT"},
+		{in: "n3=two", err: `weight "two" is not a whole number from 1 to 1000`},
+		{in: "n3=-1", err: "not a whole number"},
+		{in: "n3=1.5", err: "not a whole number"},
+		{in: "n3=0", err: "use 'meridian cluster plan decommission n3'"},
+		{in: "n3=1001", err: "weight 1001 is above the largest, 1000"},
+		{in: "n3=99999999999", err: "not a whole number"},
+	} {
+		id, w, err := parseReweight(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("parseReweight(%q) = %q, %d, %v; want an error with %q", tc.in, id, w, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || id != tc.id || w != tc.weight {
+			t.Errorf("parseReweight(%q) = %q, %d, %v; want %q, %d", tc.in, id, w, err, tc.id, tc.weight)
+		}
+	}
+}
+
+func TestWriteAltered(t *testing.T) {
+	ks := &adminv1.Keyspace{Name: "orders", Replication: map[string]uint32{"east": 3, "west": 1}, N: 4, MaxSiblings: 20}
+	var out bytes.Buffer
+	writeAltered(&out, &adminv1.AlterKeyspaceResponse{Keyspace: ks, Epoch: 9, MovesData: true})
+	want := "altered keyspace orders (replication east=3,west=1, N=4, max siblings 20, max set bytes 64.0MiB (default))\n" +
+		"replication change committed at epoch 9: data moves to the new replicas; follow it with `meridian cluster status`\n"
+	if out.String() != want {
+		t.Fatalf("got:\n%s\nwant:\n%s", out.String(), want)
+	}
+	out.Reset()
+	ks.MaxSiblings, ks.MaxSetBytes = 0, 1<<20
+	writeAltered(&out, &adminv1.AlterKeyspaceResponse{Keyspace: ks, Epoch: 10})
+	if got := out.String(); !strings.Contains(got, "max siblings 100 (default), max set bytes 1.0MiB") || !strings.HasSuffix(got, "committed at epoch 10: no data moves\n") {
+		t.Fatalf("limits-only change:\n%s", got)
+	}
+}
+
+// TestCommandsCheckArguments: mistakes in arguments are caught before
+// any node is asked (the address is one nobody listens on).
+func TestCommandsCheckArguments(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		err  string
+	}{
+		{[]string{"keyspace", "drop", "orders"}, `dropping keyspace "orders" makes every node delete its data, and it cannot be undone: run again with --yes`},
+		{[]string{"keyspace", "alter", "orders"}, "nothing to change: give --replication, --max-siblings or --max-set-bytes"},
+		{[]string{"keyspace", "alter", "orders", "--replication", "east"}, "want DC=RF pairs"},
+		{[]string{"keyspace", "alter", "orders", "--max-set-bytes", "lots"}, `--max-set-bytes "lots": want bytes such as 1048576 or 64MiB`},
+		{[]string{"cluster", "plan", "replace", "n2"}, "--with is required"},
+		{[]string{"cluster", "plan", "reweight", "n3"}, "want ID=WEIGHT"},
+		{[]string{"cluster", "plan", "reweight", "n3=0"}, "decommission"},
+		{[]string{"cluster", "plan", "add"}, "accepts 1 arg(s)"},
+		{[]string{"cluster", "status", "--watch", "--interval", "0s"}, "--interval 0s: want a positive duration"},
+	} {
+		root := newRoot()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs(append(tc.args, "--addr", "127.0.0.1:1", "--timeout", "100ms"))
+		err := root.Execute()
+		if err == nil || !strings.Contains(err.Error(), tc.err) {
+			t.Errorf("meridian %s: %v; want an error with %q", strings.Join(tc.args, " "), err, tc.err)
+		}
+	}
+}
+
+// fakeStatus answers a watcher with responses in turn (the last one
+// repeats), and errors where errs says so.
+type fakeStatus struct {
+	resps []*adminv1.ClusterStatusResponse
+	errs  map[int]error
+	calls int
+}
+
+func (f *fakeStatus) fetch(context.Context) (*adminv1.ClusterStatusResponse, error) {
+	i := f.calls
+	f.calls++
+	if err := f.errs[i]; err != nil {
+		return nil, err
+	}
+	return f.resps[min(i, len(f.resps)-1)], nil
+}
+
+func moving(done uint32) *adminv1.ClusterStatusResponse {
+	return &adminv1.ClusterStatusResponse{Epoch: 12, InTransition: true, PartitionsMoving: 4, PartitionsDone: done}
+}
+
+// runWatch runs a watcher over fake responses on a fake clock; cancel, if
+// set, is called after that much (fake) time.
+func runWatch(t *testing.T, f *fakeStatus, cancelAfter time.Duration) (string, error) {
+	var (
+		out bytes.Buffer
+		err error
+	)
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		if cancelAfter > 0 {
+			time.AfterFunc(cancelAfter, cancel)
+		}
+		w := watcher{out: &out, fetch: f.fetch, interval: 2 * time.Second, now: time.Now,
+			render: func(r *adminv1.ClusterStatusResponse) error {
+				fmt.Fprintf(&out, "[epoch %d, %d/%d]\n", r.Epoch, r.PartitionsDone, r.PartitionsMoving)
+				return nil
+			}}
+		err = w.run(ctx)
+	})
+	return out.String(), err
+}
+
+func TestWatch(t *testing.T) {
+	t.Run("no transition prints once", func(t *testing.T) {
+		f := &fakeStatus{resps: []*adminv1.ClusterStatusResponse{{Epoch: 5}}}
+		out, err := runWatch(t, f, 0)
+		if err != nil || out != "[epoch 5, 0/0]\n" || f.calls != 1 {
+			t.Fatalf("err %v, %d polls, output:\n%s", err, f.calls, out)
+		}
+	})
+	t.Run("until the transition ends", func(t *testing.T) {
+		f := &fakeStatus{resps: []*adminv1.ClusterStatusResponse{moving(0), moving(2), {Epoch: 13}}}
+		out, err := runWatch(t, f, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames := strings.Count(out, "every 2s (Ctrl-C stops)\n")
+		if frames != 3 || f.calls != 3 || !strings.Contains(out, "[epoch 12, 2/4]\n") ||
+			!strings.HasSuffix(out, "[epoch 13, 0/0]\ntransition finished: the cluster is at epoch 13\n") {
+			t.Fatalf("%d frames, %d polls, output:\n%s", frames, f.calls, out)
+		}
+	})
+	t.Run("a failed poll is shown and retried", func(t *testing.T) {
+		f := &fakeStatus{resps: []*adminv1.ClusterStatusResponse{moving(1), moving(1), moving(3), {Epoch: 13}},
+			errs: map[int]error{1: errors.New("connection refused")}}
+		out, err := runWatch(t, f, 0)
+		if err != nil || !strings.Contains(out, "poll failed, retrying: connection refused\n") || !strings.Contains(out, "transition finished") {
+			t.Fatalf("err %v, output:\n%s", err, out)
+		}
+	})
+	t.Run("the first poll failing fails the command", func(t *testing.T) {
+		f := &fakeStatus{errs: map[int]error{0: errors.New("connection refused")}}
+		if _, err := runWatch(t, f, 0); err == nil || err.Error() != "connection refused" {
+			t.Fatalf("err %v", err)
+		}
+	})
+	t.Run("Ctrl-C", func(t *testing.T) {
+		f := &fakeStatus{resps: []*adminv1.ClusterStatusResponse{moving(0), moving(1)}}
+		out, err := runWatch(t, f, 5*time.Second)
+		if err == nil || !strings.Contains(err.Error(), "stopped watching; the transition goes on (1/4 partitions switched at epoch 12)") {
+			t.Fatalf("err %v, output:\n%s", err, out)
+		}
+		if frames := strings.Count(out, "(Ctrl-C stops)"); frames != 3 {
+			t.Fatalf("%d frames in 5s at 2s, want 3:\n%s", frames, out)
+		}
+	})
+}
