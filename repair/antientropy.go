@@ -97,6 +97,10 @@ type AntiEntropyConfig struct {
 	// TombstoneGrace is how old a tombstone must be before it may be
 	// collected (default 24h; negative: never collect).
 	TombstoneGrace time.Duration
+	// Moving reports whether a partition is being copied to new owners
+	// (nil: only the placement table's pending replicas say so); a moving
+	// partition's tombstones are not collected.
+	Moving func(keyspace string, partition int) bool
 	// Timeout bounds each call to a peer (default 10s).
 	Timeout  time.Duration
 	Now      func() time.Time
@@ -416,42 +420,10 @@ func (a *AntiEntropy) exchange(ctx context.Context, t target) (result, error) {
 	start := a.cfg.Now()
 	loc := replica.Loc{Keyspace: t.ks.ID, Partition: t.p}
 	var res result
-	local, err := a.cfg.Store.Leaves(loc)
-	if err != nil {
-		return res, fmt.Errorf("local leaves: %w", err)
-	}
-	complete := true
-	var errs []error
 	reps := t.ks.Table.Replicas(t.p)
-	// A second pass reaches the peers compared before this node's copy
-	// took in what a later peer had.
-	for pass := 0; pass < 2; pass++ {
-		changed := false
-		for _, r := range reps {
-			if r.Node == a.cfg.Self {
-				continue
-			}
-			if !a.cfg.Routing.Alive(r.Node) {
-				complete = false
-				continue
-			}
-			n, err := a.withPeer(ctx, t, loc, local, r.Node, r.DC != a.cfg.DC, &res)
-			if err != nil {
-				complete = false
-				errs = append(errs, fmt.Errorf("%s: %w", r.Node, err))
-				continue
-			}
-			if n > 0 {
-				changed = true
-				// Our copy changed: later peers compare against it.
-				if local, err = a.cfg.Store.Leaves(loc); err != nil {
-					return res, err
-				}
-			}
-		}
-		if !changed || !complete {
-			break
-		}
+	complete, errs, err := a.syncPeers(ctx, t, loc, reps, &res)
+	if err != nil {
+		return res, err
 	}
 	if res.keys > 0 {
 		if err := a.cfg.Merge.Sync(); err != nil {
@@ -478,7 +450,7 @@ func (a *AntiEntropy) exchange(ctx context.Context, t target) (result, error) {
 		a.cfg.Observer.Repaired(res.keys, res.bytes)
 		a.cfg.Logger.Info("anti-entropy repaired keys", "keyspace", t.ks.Name, "partition", t.p, "mismatches", res.mismatches, "keys", res.keys, "bytes", res.bytes)
 	}
-	if complete && a.cfg.TombstoneGrace > 0 {
+	if complete && a.cfg.TombstoneGrace > 0 && !a.moving(t) {
 		if n, err := a.collect(ctx, t, loc, reps); err != nil {
 			errs = append(errs, fmt.Errorf("collect tombstones: %w", err))
 		} else if n > 0 {
@@ -486,6 +458,124 @@ func (a *AntiEntropy) exchange(ctx context.Context, t target) (result, error) {
 		}
 	}
 	return res, errors.Join(errs...)
+}
+
+// syncPeers compares one partition with each live peer (this node
+// skipped) and repairs both sides. A second pass reaches the peers
+// compared before this node's copy took in what a later peer had. It
+// reports whether every peer was alive and answered, and the errors of
+// those that failed; err is a failure of the local store.
+func (a *AntiEntropy) syncPeers(ctx context.Context, t target, loc replica.Loc, peers []placement.Replica, res *result) (complete bool, errs []error, err error) {
+	local, err := a.cfg.Store.Leaves(loc)
+	if err != nil {
+		return false, nil, fmt.Errorf("local leaves: %w", err)
+	}
+	complete = true
+	for pass := 0; pass < 2; pass++ {
+		changed := false
+		for _, r := range peers {
+			if r.Node == a.cfg.Self {
+				continue
+			}
+			if !a.cfg.Routing.Alive(r.Node) {
+				complete = false
+				continue
+			}
+			n, err := a.withPeer(ctx, t, loc, local, r.Node, r.DC != a.cfg.DC, res)
+			if err != nil {
+				complete = false
+				errs = append(errs, fmt.Errorf("%s: %w", r.Node, err))
+				continue
+			}
+			if n > 0 {
+				changed = true
+				// Our copy changed: later peers compare against it.
+				if local, err = a.cfg.Store.Leaves(loc); err != nil {
+					return false, errs, err
+				}
+			}
+		}
+		if !changed || !complete {
+			break
+		}
+	}
+	return complete, errs, nil
+}
+
+// SyncWith runs the Merkle exchange of one partition with the given peers
+// (both directions: what a peer has that this node lacks is merged here,
+// and the merged set pushed back), whether or not this node or the peers
+// are in the partition's preference list — a partition transfer's catch-up
+// pass, run by a new owner that is only pending. It never collects
+// tombstones. It returns how many keys differed, and an error naming each
+// peer that was down or failed (run it again once they are back).
+func (a *AntiEntropy) SyncWith(ctx context.Context, keyspace string, partition int, peers []string) (mismatches int, err error) {
+	topo := a.cfg.Topology()
+	ks, ok := topo.Keyspaces[keyspace]
+	if !ok {
+		return 0, fmt.Errorf("keyspace %q does not exist", keyspace)
+	}
+	if partition < 0 || partition >= topo.Ring.Partitions() {
+		return 0, fmt.Errorf("partition %d does not exist (the ring has %d)", partition, topo.Ring.Partitions())
+	}
+	var errs []error
+	var reps []placement.Replica
+	for _, id := range peers {
+		switch {
+		case id == a.cfg.Self:
+		case !a.cfg.Routing.Alive(id):
+			errs = append(errs, fmt.Errorf("%s is down: sync again once it is back", id))
+		default:
+			reps = append(reps, placement.Replica{Node: id, DC: topo.Nodes[id].DC})
+		}
+	}
+	if len(reps) == 0 && len(errs) == 0 {
+		return 0, fmt.Errorf("no peer other than this node (%s) to sync partition %d of %s with", a.cfg.Self, partition, keyspace)
+	}
+	t := target{ks: ks, p: partition}
+	loc := replica.Loc{Keyspace: ks.ID, Partition: partition}
+	a.runMu.Lock()
+	defer a.runMu.Unlock()
+	start := a.cfg.Now()
+	var res result
+	complete, perr, err := a.syncPeers(ctx, t, loc, reps, &res)
+	if err != nil {
+		return res.mismatches, err
+	}
+	errs = append(errs, perr...)
+	if !complete && len(perr) == 0 {
+		errs = append(errs, errors.New("a peer went down during the exchange: sync again once it is back"))
+	}
+	if res.keys > 0 {
+		if err := a.cfg.Merge.Sync(); err != nil {
+			return res.mismatches, fmt.Errorf("sync repaired keys: %w", err)
+		}
+		a.cfg.Observer.Repaired(res.keys, res.bytes)
+		a.cfg.Logger.Info("anti-entropy sync repaired keys", "keyspace", keyspace, "partition", partition, "peers", peers, "mismatches", res.mismatches, "keys", res.keys, "bytes", res.bytes)
+	}
+	a.cfg.Observer.Exchanged(a.cfg.Now().Sub(start), res.mismatches)
+	return res.mismatches, errors.Join(errs...)
+}
+
+// pendingTable is the placement table's view of a partition's pending
+// replicas (new owners a partition is being copied to).
+type pendingTable interface {
+	Pending(p int) []placement.Replica
+}
+
+// moving reports whether t's partition is being copied to new owners:
+// Moving says so, or the keyspace's table lists pending replicas for it.
+// Tombstones of a moving partition are not collected: a tombstone
+// collected on the old owners while the copy streams could leave the copy
+// with the value it superseded, to come back everywhere.
+func (a *AntiEntropy) moving(t target) bool {
+	if a.cfg.Moving != nil && a.cfg.Moving(t.ks.Name, t.p) {
+		return true
+	}
+	if pt, ok := any(t.ks.Table).(pendingTable); ok && len(pt.Pending(t.p)) > 0 {
+		return true
+	}
+	return false
 }
 
 // withPeer compares one partition with one peer and repairs both sides.
