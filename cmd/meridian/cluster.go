@@ -434,7 +434,7 @@ func writeClusterStatus(w io.Writer, resp *adminv1.ClusterStatusResponse, all bo
 			if t.BytesPerSecond > 0 {
 				rate = formatBytes(uint64(t.BytesPerSecond)) + "/s"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%s\t%s\n", t.Node, t.Keyspace, t.Partition, t.Source, t.State, t.Keys, formatBytes(t.Bytes), rate)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%d\t%s\t%s\n", t.Node, t.Keyspace, t.Partition, orDash(t.Source), t.State, t.Keys, formatBytes(t.Bytes), rate)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -452,6 +452,14 @@ func writeClusterStatus(w io.Writer, resp *adminv1.ClusterStatusResponse, all bo
 		fmt.Fprintf(w, "unreachable (their transfers are not shown): %s\n", strings.Join(resp.Unreachable, ", "))
 	}
 	return nil
+}
+
+// orDash fills an empty cell (a waiting transfer has no source yet).
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func stateRank(s string) int {

@@ -204,7 +204,7 @@ func TestWriteClusterStatus(t *testing.T) {
 			TransitionOps:    []*adminv1.PlanOp{{Op: "add", Node: "n4"}, {Op: "decommission", Node: "n2"}},
 			PartitionsMoving: 40, PartitionsDone: 13,
 			Transfers: []*adminv1.Transfer{
-				{Node: "n1", Keyspace: "default", Partition: 2, Source: "n2", State: "waiting"},
+				{Node: "n1", Keyspace: "default", Partition: 2, State: "waiting"},
 				{Node: "n4", Keyspace: "default", Partition: 1, Source: "n2", State: "done", Keys: 900, Bytes: 1 << 20},
 				{Node: "n4", Keyspace: "default", Partition: 5, Source: "n1", State: "streaming", Keys: 1200, Bytes: 3 << 20, BytesPerSecond: 1.5 * (1 << 20)},
 				{Node: "n4", Keyspace: "orders", Partition: 5, Source: "n2", State: "failed", Error: "n2: connection refused"},
@@ -257,7 +257,7 @@ NODE  KEYSPACE  PARTITION  SOURCE  STATE        KEYS  BYTES   RATE
 n4    orders    5          n2      failed       0     0B      -
 n4    default   5          n1      streaming    1200  3.0MiB  1.5MiB/s
 n4    orders    7          n1      catching-up  10    2.0KiB  100B/s
-n1    default   2          n2      waiting      0     0B      -
+n1    default   2          -       waiting      0     0B      -
 n4 orders/5 from n2: n2: connection refused
 unreachable (their transfers are not shown): n3
 `,
