@@ -98,8 +98,8 @@ type AntiEntropyConfig struct {
 	// collected (default 24h; negative: never collect).
 	TombstoneGrace time.Duration
 	// Moving reports whether a partition is being copied to new owners
-	// (nil: only the placement table's pending replicas say so); a moving
-	// partition's tombstones are not collected.
+	// beyond what the placement table's pending replicas say (nil: only
+	// they say so); a moving partition's tombstones are not collected.
 	Moving func(keyspace string, partition int) bool
 	// Timeout bounds each call to a peer (default 10s).
 	Timeout  time.Duration
@@ -557,25 +557,16 @@ func (a *AntiEntropy) SyncWith(ctx context.Context, keyspace string, partition i
 	return res.mismatches, errors.Join(errs...)
 }
 
-// pendingTable is the placement table's view of a partition's pending
-// replicas (new owners a partition is being copied to).
-type pendingTable interface {
-	Pending(p int) []placement.Replica
-}
-
-// moving reports whether t's partition is being copied to new owners:
-// Moving says so, or the keyspace's table lists pending replicas for it.
+// moving reports whether t's partition is being copied to new owners: the
+// keyspace's table lists pending replicas for it, or Moving says so.
 // Tombstones of a moving partition are not collected: a tombstone
 // collected on the old owners while the copy streams could leave the copy
 // with the value it superseded, to come back everywhere.
 func (a *AntiEntropy) moving(t target) bool {
-	if a.cfg.Moving != nil && a.cfg.Moving(t.ks.Name, t.p) {
+	if len(t.ks.Table.Pending(t.p)) > 0 {
 		return true
 	}
-	if pt, ok := any(t.ks.Table).(pendingTable); ok && len(pt.Pending(t.p)) > 0 {
-		return true
-	}
-	return false
+	return a.cfg.Moving != nil && a.cfg.Moving(t.ks.Name, t.p)
 }
 
 // withPeer compares one partition with one peer and repairs both sides.

@@ -919,3 +919,72 @@ func TestNoTombstoneCollectionWhileMoving(t *testing.T) {
 		t.Fatalf("tombstone not collected once the partition stopped moving: left on %v", got)
 	}
 }
+
+// TestNoTombstoneCollectionWithPendingReplicas: the placement table's
+// pending replicas alone stop collection (Moving nil).
+func TestNoTombstoneCollectionWithPendingReplicas(t *testing.T) {
+	n := exchangeCluster(t, 2, "n1", "n2")
+	old := n.topo.Keyspaces["ks"].Table
+	nodes := []placement.Node{
+		{ID: "n1", DC: "dc1", Rack: "r0", Weight: 1},
+		{ID: "n2", DC: "dc1", Rack: "r1", Weight: 1},
+		{ID: "n3", DC: "dc1", Rack: "r2", Weight: 1},
+	}
+	ring, err := placement.New(16, nodes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := ring.Table(placement.Replication{"dc1": 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	moving, err := placement.Transition(old, next, func(int) bool { return false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := -1
+	for q := range 16 {
+		if len(moving.Pending(q)) > 0 {
+			p = q
+			break
+		}
+	}
+	if p < 0 {
+		t.Fatal("no partition moves to n3")
+	}
+	key := n.keysIn(p, 1)[0]
+	loc := n.loc("ks", key)
+	tomb, _ := version.Set{}.Put(version.Clock{}, "old", version.Value{Tombstone: true, Time: version.Timestamp{Wall: 1}}, 1)
+	for _, s := range n.stores {
+		if _, err := s.Merge(loc, key, tomb, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var table atomic.Pointer[placement.Table]
+	table.Store(moving)
+	topo := func() *membership.Topology {
+		ks := *n.topo.Keyspaces["ks"]
+		ks.Table = table.Load()
+		tp := *n.topo
+		tp.Keyspaces = map[string]*membership.Keyspace{"ks": &ks}
+		return &tp
+	}
+	ae, err := NewAntiEntropy(AntiEntropyConfig{Self: "n1", DC: "dc1", Store: n.stores["n1"], Peers: n, Merge: netMerger{n, "n1"},
+		Routing: aliveSet{"n1": true, "n2": true}, Topology: topo, TombstoneGrace: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ae.RunNow(context.Background(), "ks", p, nil); err != nil {
+		t.Fatal(err)
+	}
+	if set, _ := n.stores["n1"].Get(loc, key); set.IsEmpty() {
+		t.Fatalf("tombstone of partition %d collected while it moves to %v", p, moving.Pending(p))
+	}
+	table.Store(old)
+	if _, err := ae.RunNow(context.Background(), "ks", p, nil); err != nil {
+		t.Fatal(err)
+	}
+	if set, _ := n.stores["n1"].Get(loc, key); !set.IsEmpty() {
+		t.Fatal("tombstone not collected once the partition stopped moving")
+	}
+}
