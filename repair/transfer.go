@@ -384,6 +384,9 @@ func (t *Transfers) finish(k taskKey, idx int, err error, cancelled bool) {
 	switch {
 	case st.unwanted:
 		delete(t.mu.tasks, k)
+		if err == nil && t.mu.gens[k.gen] {
+			t.mu.finished[k] = true // reported done: not rerun in its generation
+		}
 	case err == nil:
 		st.done, st.fails = true, 0
 		st.status.State, st.status.Err = TransferDone, ""
