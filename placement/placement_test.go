@@ -352,3 +352,44 @@ func BenchmarkAddNode(b *testing.B) {
 		}
 	}
 }
+
+// TestNodesOwningNothingAreReplicas: with a small Q a light node can own no
+// partition; the walk never meets it, yet a list must still have RF nodes.
+func TestNodesOwningNothingAreReplicas(t *testing.T) {
+	ring, err := New(4, []Node{
+		{ID: "a", DC: "d", Rack: "r1", Weight: 3},
+		{ID: "b", DC: "d", Rack: "r1", Weight: 3},
+		{ID: "c", DC: "d", Rack: "r1", Weight: 1},
+		{ID: "e", DC: "d", Rack: "r2", Weight: 1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ring.Owned("c")) != 0 || len(ring.Owned("e")) != 0 {
+		t.Fatalf("c and e own %v and %v, want nothing", ring.Owned("c"), ring.Owned("e"))
+	}
+	for rf := 1; rf <= 4; rf++ {
+		tab, err := ring.Table(Replication{"d": rf})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for p := 0; p < 4; p++ {
+			reps := tab.Replicas(p)
+			if len(reps) != rf {
+				t.Fatalf("RF %d: partition %d has %d replicas: %v", rf, p, len(reps), reps)
+			}
+			racks := map[string]bool{}
+			for _, r := range reps {
+				racks[r.Rack] = true
+			}
+			// e is r2's only node: from RF 2 on, every list needs it.
+			if rf >= 2 && !racks["r2"] {
+				t.Fatalf("RF %d: partition %d uses only rack r1: %v", rf, p, reps)
+			}
+		}
+	}
+	tab, _ := ring.Table(Replication{"d": 2})
+	if fbs := tab.Fallbacks(0, "d"); len(fbs) != 2 {
+		t.Errorf("fallbacks of 0 = %v, want the 2 nodes that are not replicas", fbs)
+	}
+}

@@ -107,12 +107,39 @@ func (r *Ring) walk(list []Replica, dc string, p, want, numRacks int, exclude ma
 		usedRacks[nd.Rack] = true
 		list = append(list, Replica{Node: nd.ID, DC: nd.DC, Rack: nd.Rack})
 	}
+	if len(list)-start < want && numRacks > len(usedRacks) {
+		list = r.appendUnmet(list, dc, want-(len(list)-start), seen, usedRacks, exclude)
+	}
 	for _, o := range deferred {
 		if len(list)-start >= want {
 			break
 		}
 		nd := r.nodes[o]
 		list = append(list, Replica{Node: nd.ID, DC: nd.DC, Rack: nd.Rack})
+	}
+	if len(list)-start < want {
+		list = r.appendUnmet(list, dc, want-(len(list)-start), seen, nil, exclude)
+	}
+	return list
+}
+
+// appendUnmet appends up to want nodes of dc the walk never met because they
+// own no partition (a small Q or a tiny weight), in ID order, skipping
+// nodes in exclude and, if usedRacks is not nil, nodes on used racks.
+func (r *Ring) appendUnmet(list []Replica, dc string, want int, seen map[int32]bool, usedRacks, exclude map[string]bool) []Replica {
+	for i, nd := range r.nodes {
+		if want == 0 {
+			break
+		}
+		if nd.DC != dc || seen[int32(i)] || exclude[nd.ID] || (usedRacks != nil && usedRacks[nd.Rack]) {
+			continue
+		}
+		seen[int32(i)] = true
+		if usedRacks != nil {
+			usedRacks[nd.Rack] = true
+		}
+		list = append(list, Replica{Node: nd.ID, DC: nd.DC, Rack: nd.Rack})
+		want--
 	}
 	return list
 }
