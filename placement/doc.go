@@ -25,4 +25,16 @@
 // distinct nodes met walking the DC's ring clockwise from p, skipping nodes
 // on racks already used while the DC still has an unused rack. Tables are
 // precomputed, so a lookup is a slice index.
+//
+// Minimal movement holds for ownership, not for preference lists: when a
+// node joins or leaves, a list can lose two nodes and gain two (the new
+// node and one met further along the walk), so some data also moves
+// between nodes that stay. No claim with exact targets avoids it while
+// lists are walks (TestNoClaimKeepsWalkListsOnAdd). Replace changes lists
+// only by the swap, when the new node is on the old one's rack.
+//
+// During a change a keyspace uses a transition table (Transition): each
+// partition is served by the old lists until it is done, with the next
+// lists' new nodes pending (they receive writes). RingState is a ring as
+// plain data, for the metadata log.
 package placement
