@@ -32,10 +32,12 @@ type Meta struct {
 	// PeerAddr is the node-to-node listener, AdminAddr the admin one.
 	PeerAddr  string `json:"peer,omitempty"`
 	AdminAddr string `json:"admin,omitempty"`
-	DC        string `json:"dc"`
-	Rack      string `json:"rack"`
-	Weight    int    `json:"w"`
-	Epoch     uint64 `json:"e"`
+	// RaftAddr is the metadata log's listener.
+	RaftAddr string `json:"raft,omitempty"`
+	DC       string `json:"dc"`
+	Rack     string `json:"rack"`
+	Weight   int    `json:"w"`
+	Epoch    uint64 `json:"e"`
 	// HintsFor lists the nodes this node holds undelivered hints for: a
 	// replica listed by a live node has missed writes and does not count
 	// toward a read quorum until they arrive.

@@ -85,6 +85,9 @@ type Keyspace struct {
 type NodeInfo struct {
 	placement.Node
 	GRPCAddr string
+	// State is the member's state in the metadata log (active for a
+	// topology built from flags).
+	State MemberState
 }
 
 // Topology is one epoch of cluster metadata: nodes, ring and keyspaces.
@@ -94,7 +97,18 @@ type Topology struct {
 	Ring      *placement.Ring
 	Nodes     map[string]NodeInfo
 	Keyspaces map[string]*Keyspace
+	// ClusterID is fixed when the metadata log is bootstrapped ("" for a
+	// provisional topology built from flags).
+	ClusterID string
+	// Meta is the agreed state this topology was computed from (nil for a
+	// provisional one). It is shared: never modify it.
+	Meta        *MetaState
+	routeEpochs []uint64
 }
+
+// Agreed reports whether the topology comes from the metadata log (not
+// from flags while the log is not yet initialized).
+func (t *Topology) Agreed() bool { return t.Meta != nil }
 
 var keyspaceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
@@ -105,6 +119,9 @@ func NewTopology(epoch uint64, partitions int, nodes []NodeInfo, specs []Keyspac
 	byID := make(map[string]NodeInfo, len(nodes))
 	for i, n := range nodes {
 		pn[i] = n.Node
+		if n.State == "" {
+			n.State = StateActive
+		}
 		byID[n.ID] = n
 	}
 	ring, err := placement.New(partitions, pn)

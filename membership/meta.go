@@ -1,0 +1,857 @@
+package membership
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+
+	"github.com/meridiankv/meridian/placement"
+)
+
+// The cluster metadata, as the Raft log agrees on it: a MetaState changed
+// only by Commands, applied in log order on every node. Apply is pure and
+// deterministic (no clocks, no randomness, no map order), so every node
+// computes the same state — and the same ring — for the same epoch.
+
+// MemberState is where a node is in its membership life.
+type MemberState string
+
+// Member states.
+const (
+	// Joining: admitted to the metadata log, owns nothing yet.
+	StateJoining MemberState = "joining"
+	// Active: in the ring.
+	StateActive MemberState = "active"
+	// Leaving: a committed plan takes its partitions away.
+	StateLeaving MemberState = "leaving"
+	// Removed: gone from the ring; its ID is not reused.
+	StateRemoved MemberState = "removed"
+)
+
+// MemberRecord is a node as the metadata log knows it.
+type MemberRecord struct {
+	ID        string      `json:"id"`
+	DC        string      `json:"dc"`
+	Rack      string      `json:"rack"`
+	Weight    int         `json:"weight"`
+	GRPCAddr  string      `json:"grpc_addr"`
+	PeerAddr  string      `json:"peer_addr,omitempty"`
+	AdminAddr string      `json:"admin_addr,omitempty"`
+	RaftAddr  string      `json:"raft_addr,omitempty"`
+	State     MemberState `json:"state"`
+}
+
+func (m MemberRecord) node() placement.Node {
+	return placement.Node{ID: m.ID, DC: m.DC, Rack: m.Rack, Weight: m.Weight}
+}
+
+// Plan operations.
+const (
+	OpAdd          = "add"
+	OpDecommission = "decommission"
+	OpRemove       = "remove"
+	OpReplace      = "replace"
+	OpReweight     = "reweight"
+)
+
+// PlanOp is one step of a membership plan.
+type PlanOp struct {
+	Op     string `json:"op"`
+	Node   string `json:"node"`
+	With   string `json:"with,omitempty"`
+	Weight int    `json:"weight,omitempty"`
+}
+
+// String is the operator's spelling of the step.
+func (o PlanOp) String() string {
+	switch o.Op {
+	case OpReplace:
+		return fmt.Sprintf("replace %s --with %s", o.Node, o.With)
+	case OpReweight:
+		return fmt.Sprintf("reweight %s=%d", o.Node, o.Weight)
+	}
+	return o.Op + " " + o.Node
+}
+
+// Transition is a committed change in progress: partitions move from the
+// current ring (and keyspace specs) to Next, one partition at a time.
+type Transition struct {
+	// Generation is the epoch the change was committed at; transfers and
+	// their checkpoints are tagged with it.
+	Generation uint64 `json:"generation"`
+	// Ops is the plan (empty for a keyspace alter).
+	Ops  []PlanOp            `json:"ops,omitempty"`
+	Next placement.RingState `json:"next"`
+	// NextKeyspaces are the specs that change (a replication alter).
+	NextKeyspaces map[string]KeyspaceSpec `json:"next_keyspaces,omitempty"`
+	// Moving lists the partitions that change in any keyspace, ascending.
+	Moving []int `json:"moving"`
+	// Done lists the moving partitions already switched, ascending.
+	Done []int `json:"done,omitempty"`
+	// Reported maps a moving partition to the new replicas that reported
+	// their copy complete.
+	Reported map[int][]string `json:"reported,omitempty"`
+}
+
+// IsDone reports whether partition p serves from the next ring.
+func (t *Transition) IsDone(p int) bool {
+	_, ok := slices.BinarySearch(t.Done, p)
+	return ok
+}
+
+// MetaState is the agreed cluster metadata.
+type MetaState struct {
+	ClusterID  string                   `json:"cluster_id"`
+	Epoch      uint64                   `json:"epoch"`
+	Partitions int                      `json:"partitions"`
+	Members    map[string]*MemberRecord `json:"members"`
+	Ring       *placement.RingState     `json:"ring,omitempty"`
+	Keyspaces  map[string]KeyspaceSpec  `json:"keyspaces"`
+	// Plan is the pending, uncommitted plan.
+	Plan       []PlanOp    `json:"plan,omitempty"`
+	Transition *Transition `json:"transition,omitempty"`
+	// RouteEpochs[p] is the epoch at which partition p's replicas last
+	// changed: a peer request for p from a node at an older epoch was
+	// routed by a stale ring and is refused.
+	RouteEpochs []uint64 `json:"route_epochs,omitempty"`
+}
+
+// Member looks a member up (safe on a nil state).
+func (s *MetaState) Member(id string) (MemberRecord, bool) {
+	if s == nil {
+		return MemberRecord{}, false
+	}
+	m, ok := s.Members[id]
+	if !ok {
+		return MemberRecord{}, false
+	}
+	return *m, true
+}
+
+// RefusedError is a command the state refused (as opposed to a failure
+// of the log that carries it).
+type RefusedError struct{ Err error }
+
+func (e *RefusedError) Error() string { return e.Err.Error() }
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+// IsRefusal reports whether err is a refusal by the state.
+func IsRefusal(err error) bool {
+	var r *RefusedError
+	return errors.As(err, &r)
+}
+
+// Initialized reports whether the cluster has been bootstrapped.
+func (s *MetaState) Initialized() bool { return s != nil && s.Ring != nil }
+
+// Clone deep-copies the state (through JSON: it is small and this keeps
+// the copy exact).
+func (s *MetaState) Clone() *MetaState {
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(fmt.Sprintf("membership: encode metadata: %v", err))
+	}
+	out := &MetaState{}
+	if err := json.Unmarshal(b, out); err != nil {
+		panic(fmt.Sprintf("membership: decode metadata: %v", err))
+	}
+	return out
+}
+
+// Command kinds.
+const (
+	CmdInit           = "init"
+	CmdJoin           = "join"
+	CmdAddrs          = "addrs"
+	CmdPlan           = "plan"
+	CmdPlanClear      = "plan-clear"
+	CmdCommit         = "commit"
+	CmdTransferDone   = "transfer-done"
+	CmdKeyspaceCreate = "keyspace-create"
+	CmdKeyspaceAlter  = "keyspace-alter"
+	CmdKeyspaceDrop   = "keyspace-drop"
+)
+
+// Command is one entry of the metadata log.
+type Command struct {
+	Kind string `json:"kind"`
+	// Init.
+	ClusterID  string         `json:"cluster_id,omitempty"`
+	Partitions int            `json:"partitions,omitempty"`
+	Members    []MemberRecord `json:"members,omitempty"`
+	// Join, Addrs: the member.
+	Member *MemberRecord `json:"member,omitempty"`
+	// Plan.
+	Op *PlanOp `json:"op,omitempty"`
+	// Commit: the plan the proposer saw (refused if it changed since).
+	Expect []PlanOp `json:"expect,omitempty"`
+	// TransferDone.
+	Generation uint64 `json:"generation,omitempty"`
+	Node       string `json:"node,omitempty"`
+	Parts      []int  `json:"parts,omitempty"`
+	// Keyspace DDL (and Init's keyspaces).
+	Keyspace  *KeyspaceSpec  `json:"keyspace,omitempty"`
+	Keyspaces []KeyspaceSpec `json:"keyspaces,omitempty"`
+	Name      string         `json:"name,omitempty"`
+}
+
+// Encode is the command's log entry.
+func (c Command) Encode() []byte {
+	b, err := json.Marshal(c)
+	if err != nil {
+		panic(fmt.Sprintf("membership: encode command: %v", err))
+	}
+	return b
+}
+
+// DecodeCommand parses a log entry, refusing unknown fields.
+func DecodeCommand(b []byte) (Command, error) {
+	var c Command
+	if len(b) > MaxCommandBytes {
+		return c, fmt.Errorf("metadata command of %d bytes is over the %d-byte limit", len(b), MaxCommandBytes)
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("metadata command: %w", err)
+	}
+	return c, nil
+}
+
+// MaxCommandBytes bounds one metadata command.
+const MaxCommandBytes = 1 << 20
+
+// Errors a command can be refused with.
+var (
+	ErrNotInitialized = errors.New("the cluster metadata is not initialized yet")
+	ErrInTransition   = errors.New("a committed change is still in progress: wait for `meridian cluster status` to show it finished")
+	ErrKeyspaceExists = errors.New("keyspace already exists with a different spec")
+	ErrNoPlan         = errors.New("there is no pending plan: add steps with `meridian cluster plan add|decommission|remove|replace|reweight`")
+	ErrPlanChanged    = errors.New("the pending plan changed since it was shown: review it with `meridian cluster plan show` and commit again")
+	ErrUnknownMember  = errors.New("unknown node")
+	ErrStale          = errors.New("stale transfer report")
+)
+
+// Apply applies a command. A refused command leaves the state unchanged
+// and returns why; every change increments Epoch.
+func (s *MetaState) Apply(c Command) error {
+	if c.Kind != CmdInit && !s.Initialized() {
+		return ErrNotInitialized
+	}
+	var err error
+	switch c.Kind {
+	case CmdInit:
+		err = s.applyInit(c)
+	case CmdJoin:
+		err = s.applyJoin(c)
+	case CmdAddrs:
+		err = s.applyAddrs(c)
+	case CmdPlan:
+		err = s.applyPlan(c)
+	case CmdPlanClear:
+		if len(s.Plan) == 0 {
+			return nil
+		}
+		s.Plan = nil
+	case CmdCommit:
+		err = s.applyCommit(c)
+	case CmdTransferDone:
+		err = s.applyTransferDone(c)
+	case CmdKeyspaceCreate:
+		err = s.applyKeyspaceCreate(c)
+	case CmdKeyspaceAlter:
+		err = s.applyKeyspaceAlter(c)
+	case CmdKeyspaceDrop:
+		err = s.applyKeyspaceDrop(c)
+	default:
+		err = fmt.Errorf("unknown metadata command %q (a newer node's?)", c.Kind)
+	}
+	if err != nil {
+		return err
+	}
+	s.Epoch++
+	return nil
+}
+
+func (s *MetaState) applyInit(c Command) error {
+	if s.Initialized() {
+		return fmt.Errorf("the cluster is already initialized (cluster ID %s)", s.ClusterID)
+	}
+	if c.ClusterID == "" {
+		return errors.New("init without a cluster ID")
+	}
+	nodes := make([]placement.Node, 0, len(c.Members))
+	members := map[string]*MemberRecord{}
+	for _, m := range c.Members {
+		m.State = StateActive
+		if err := checkMember(m); err != nil {
+			return err
+		}
+		if _, dup := members[m.ID]; dup {
+			return fmt.Errorf("init lists node %q twice", m.ID)
+		}
+		members[m.ID] = &m
+		nodes = append(nodes, m.node())
+	}
+	ring, err := placement.New(c.Partitions, nodes)
+	if err != nil {
+		return err
+	}
+	st := ring.State()
+	next := &MetaState{ClusterID: c.ClusterID, Epoch: s.Epoch, Partitions: c.Partitions, Members: members, Ring: &st,
+		Keyspaces: map[string]KeyspaceSpec{}, RouteEpochs: make([]uint64, c.Partitions)}
+	specs := c.Keyspaces
+	if !slices.ContainsFunc(specs, func(k KeyspaceSpec) bool { return k.Name == DefaultKeyspace }) {
+		specs = append([]KeyspaceSpec{defaultSpec(nodes)}, specs...)
+	}
+	for _, k := range specs {
+		if _, dup := next.Keyspaces[k.Name]; dup {
+			return fmt.Errorf("init defines keyspace %q twice", k.Name)
+		}
+		next.Keyspaces[k.Name] = normalize(k)
+	}
+	if _, err := next.Topology(); err != nil {
+		return err
+	}
+	*s = *next
+	return nil
+}
+
+func defaultSpec(nodes []placement.Node) KeyspaceSpec {
+	perDC := map[string]int{}
+	for _, n := range nodes {
+		perDC[n.DC]++
+	}
+	for dc, c := range perDC {
+		perDC[dc] = min(c, DefaultRF)
+	}
+	return KeyspaceSpec{Name: DefaultKeyspace, Replication: perDC}
+}
+
+func normalize(k KeyspaceSpec) KeyspaceSpec {
+	repl := map[string]int{}
+	for dc, rf := range k.Replication {
+		if rf != 0 {
+			repl[dc] = rf
+		}
+	}
+	k.Replication = repl
+	return k
+}
+
+func checkMember(m MemberRecord) error {
+	if m.ID == "" || len(m.ID) > 64 {
+		return fmt.Errorf("member ID %q: use 1 to 64 characters", m.ID)
+	}
+	if m.DC == "" {
+		return fmt.Errorf("member %q has no datacenter", m.ID)
+	}
+	if m.Weight < 1 || m.Weight > placement.MaxWeight {
+		return fmt.Errorf("member %q: weight %d is outside 1..%d", m.ID, m.Weight, placement.MaxWeight)
+	}
+	if m.GRPCAddr == "" {
+		return fmt.Errorf("member %q has no client address", m.ID)
+	}
+	return nil
+}
+
+func (s *MetaState) applyJoin(c Command) error {
+	if c.Member == nil {
+		return errors.New("join without a member")
+	}
+	m := *c.Member
+	m.State = StateJoining
+	if err := checkMember(m); err != nil {
+		return err
+	}
+	if cur, ok := s.Members[m.ID]; ok {
+		switch cur.State {
+		case StateRemoved:
+			return fmt.Errorf("node %q was removed from this cluster; a node ID is never reused: start the node with a new --id", m.ID)
+		case StateJoining:
+			if cur.DC != m.DC {
+				return fmt.Errorf("node %q already joined in datacenter %s, not %s", m.ID, cur.DC, m.DC)
+			}
+			// A restarted joiner: refresh its addresses and placement.
+			*cur = m
+			return nil
+		default:
+			return fmt.Errorf("node %q is already a member (%s)", m.ID, cur.State)
+		}
+	}
+	s.Members[m.ID] = &m
+	return nil
+}
+
+func (s *MetaState) applyAddrs(c Command) error {
+	if c.Member == nil {
+		return errors.New("addrs without a member")
+	}
+	cur, ok := s.Members[c.Member.ID]
+	if !ok || cur.State == StateRemoved {
+		return fmt.Errorf("%w %q", ErrUnknownMember, c.Member.ID)
+	}
+	if cur.GRPCAddr == c.Member.GRPCAddr && cur.PeerAddr == c.Member.PeerAddr && cur.AdminAddr == c.Member.AdminAddr && cur.RaftAddr == c.Member.RaftAddr {
+		return errUnchanged
+	}
+	cur.GRPCAddr, cur.PeerAddr, cur.AdminAddr, cur.RaftAddr = c.Member.GRPCAddr, c.Member.PeerAddr, c.Member.AdminAddr, c.Member.RaftAddr
+	return nil
+}
+
+// errUnchanged is a no-op command (not an error for the proposer).
+var errUnchanged = errors.New("unchanged")
+
+// IsUnchanged reports whether Apply's error only says nothing changed.
+func IsUnchanged(err error) bool { return errors.Is(err, errUnchanged) }
+
+func (s *MetaState) applyPlan(c Command) error {
+	if c.Op == nil {
+		return errors.New("plan without an operation")
+	}
+	if s.Transition != nil {
+		return ErrInTransition
+	}
+	plan := append(slices.Clone(s.Plan), *c.Op)
+	if _, err := s.PlanRing(plan); err != nil {
+		return err
+	}
+	s.Plan = plan
+	return nil
+}
+
+// PlanRing is the ring a plan leads to, applying its steps in order to the
+// current ring with the minimal-movement operations. It fails, saying why,
+// for a step that does not fit (an unknown node, a node in the wrong state,
+// a keyspace the new ring cannot place).
+func (s *MetaState) PlanRing(plan []PlanOp) (*placement.Ring, error) {
+	ring, err := placement.FromState(*s.Ring)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]string{}
+	for _, op := range plan {
+		if prev, ok := seen[op.Node]; ok {
+			return nil, fmt.Errorf("the plan already has %q for node %s: one step per node (clear the plan to change it)", prev, op.Node)
+		}
+		seen[op.Node] = op.String()
+		m, ok := s.Members[op.Node]
+		if !ok || m.State == StateRemoved {
+			return nil, fmt.Errorf("%w %q: see `meridian cluster status` for the members", ErrUnknownMember, op.Node)
+		}
+		switch op.Op {
+		case OpAdd:
+			if m.State != StateJoining {
+				return nil, fmt.Errorf("add %s: the node is %s; only a joining node (started with --join) can be added", op.Node, m.State)
+			}
+			ring, err = ring.AddNode(m.node())
+		case OpDecommission, OpRemove:
+			if m.State != StateActive {
+				return nil, fmt.Errorf("%s %s: the node is %s, not active", op.Op, op.Node, m.State)
+			}
+			ring, err = ring.RemoveNode(op.Node)
+		case OpReplace:
+			if m.State != StateActive {
+				return nil, fmt.Errorf("replace %s: the node is %s, not active", op.Node, m.State)
+			}
+			w, ok := s.Members[op.With]
+			if !ok || w.State != StateJoining {
+				return nil, fmt.Errorf("replace %s --with %s: the new node must be joining (start it with --join)", op.Node, op.With)
+			}
+			if _, dup := seen[op.With]; dup {
+				return nil, fmt.Errorf("the plan already has a step for node %s", op.With)
+			}
+			seen[op.With] = op.String()
+			ring, err = ring.Replace(op.Node, w.node())
+		case OpReweight:
+			if m.State != StateActive {
+				return nil, fmt.Errorf("reweight %s: the node is %s, not active", op.Node, m.State)
+			}
+			if op.Weight < 1 || op.Weight > placement.MaxWeight {
+				return nil, fmt.Errorf("reweight %s=%d: use a weight from 1 to %d", op.Node, op.Weight, placement.MaxWeight)
+			}
+			ring, err = ring.WithWeight(op.Node, op.Weight)
+		default:
+			return nil, fmt.Errorf("plan step %q: use add, decommission, remove, replace or reweight", op.Op)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+	}
+	for _, name := range sortedKeys(s.Keyspaces) {
+		if _, err := ring.Table(placement.Replication(s.Keyspaces[name].Replication)); err != nil {
+			return nil, fmt.Errorf("after the plan, keyspace %q does not fit: %w (alter its replication first)", name, err)
+		}
+	}
+	return ring, nil
+}
+
+func (s *MetaState) applyCommit(c Command) error {
+	if s.Transition != nil {
+		return ErrInTransition
+	}
+	if len(s.Plan) == 0 {
+		return ErrNoPlan
+	}
+	if !slices.Equal(s.Plan, c.Expect) {
+		return ErrPlanChanged
+	}
+	next, err := s.PlanRing(s.Plan)
+	if err != nil {
+		return err
+	}
+	for _, op := range s.Plan {
+		switch op.Op {
+		case OpDecommission, OpRemove:
+			s.Members[op.Node].State = StateLeaving
+		case OpReplace:
+			s.Members[op.Node].State = StateLeaving
+		}
+	}
+	s.startTransition(s.Plan, next, nil)
+	s.Plan = nil
+	return nil
+}
+
+// startTransition records a change from the current ring and specs to
+// next (ring) and nextSpecs (keyspaces that change), at epoch+1.
+func (s *MetaState) startTransition(ops []PlanOp, next *placement.Ring, nextSpecs map[string]KeyspaceSpec) {
+	gen := s.Epoch + 1
+	t := &Transition{Generation: gen, Ops: ops, Next: next.State(), NextKeyspaces: nextSpecs, Reported: map[int][]string{}}
+	s.Transition = t
+	old, nxt := s.tables(false), s.tables(true)
+	moving := map[int]bool{}
+	for name, ot := range old {
+		for _, p := range placement.Changed(ot, nxt[name]) {
+			moving[p] = true
+		}
+	}
+	t.Moving = sortedInts(moving)
+	for _, p := range t.Moving {
+		s.RouteEpochs[p] = gen
+		if len(s.pendingFor(p, old, nxt)) == 0 {
+			t.Done = append(t.Done, p) // nothing to copy: only replicas leave
+		}
+	}
+	s.maybeFinish()
+}
+
+// tables builds every keyspace's table on the current ring (next=false)
+// or on the transition's next ring with its next specs (next=true).
+func (s *MetaState) tables(next bool) map[string]*placement.Table {
+	rs := *s.Ring
+	if next {
+		rs = s.Transition.Next
+	}
+	ring, err := placement.FromState(rs)
+	if err != nil {
+		panic(fmt.Sprintf("membership: stored ring: %v", err)) // validated when stored
+	}
+	out := map[string]*placement.Table{}
+	for name, spec := range s.Keyspaces {
+		if next && s.Transition.NextKeyspaces != nil {
+			if ns, ok := s.Transition.NextKeyspaces[name]; ok {
+				spec = ns
+			}
+		}
+		t, err := ring.Table(placement.Replication(spec.Replication))
+		if err != nil {
+			panic(fmt.Sprintf("membership: keyspace %s on the stored ring: %v", name, err)) // validated when planned
+		}
+		out[name] = t
+	}
+	return out
+}
+
+// pendingFor is every node that must receive partition p (in any
+// keyspace) before it switches.
+func (s *MetaState) pendingFor(p int, old, next map[string]*placement.Table) []string {
+	set := map[string]bool{}
+	for name, ot := range old {
+		in := map[string]bool{}
+		for _, r := range ot.Replicas(p) {
+			in[r.Node] = true
+		}
+		for _, r := range next[name].Replicas(p) {
+			if !in[r.Node] {
+				set[r.Node] = true
+			}
+		}
+	}
+	return sortedKeys(set)
+}
+
+// PendingFor lists the nodes that must still report partition p during
+// the transition (nil outside one, or once p switched).
+func (s *MetaState) PendingFor(p int) []string {
+	if s.Transition == nil || s.Transition.IsDone(p) {
+		return nil
+	}
+	var out []string
+	for _, n := range s.pendingFor(p, s.tables(false), s.tables(true)) {
+		if !slices.Contains(s.Transition.Reported[p], n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (s *MetaState) applyTransferDone(c Command) error {
+	t := s.Transition
+	if t == nil || c.Generation != t.Generation {
+		return fmt.Errorf("%w: generation %d, current %v", ErrStale, c.Generation, s.generation())
+	}
+	old, nxt := s.tables(false), s.tables(true)
+	changed := false
+	epoch := s.Epoch + 1
+	for _, p := range c.Parts {
+		if _, moving := slices.BinarySearch(t.Moving, p); !moving || t.IsDone(p) {
+			continue
+		}
+		need := s.pendingFor(p, old, nxt)
+		if !slices.Contains(need, c.Node) || slices.Contains(t.Reported[p], c.Node) {
+			continue
+		}
+		t.Reported[p] = append(t.Reported[p], c.Node)
+		slices.Sort(t.Reported[p])
+		changed = true
+		if !slices.ContainsFunc(need, func(n string) bool { return !slices.Contains(t.Reported[p], n) }) {
+			i, _ := slices.BinarySearch(t.Done, p)
+			t.Done = slices.Insert(t.Done, i, p)
+			delete(t.Reported, p)
+			s.RouteEpochs[p] = epoch
+		}
+	}
+	if !changed {
+		return errUnchanged
+	}
+	s.maybeFinish()
+	return nil
+}
+
+func (s *MetaState) generation() any {
+	if s.Transition == nil {
+		return "none"
+	}
+	return s.Transition.Generation
+}
+
+// maybeFinish ends the transition once every moving partition switched:
+// the next ring and specs become current, leaving nodes are removed and
+// added ones active.
+func (s *MetaState) maybeFinish() {
+	t := s.Transition
+	if t == nil || len(t.Done) < len(t.Moving) {
+		return
+	}
+	next := t.Next
+	s.Ring = &next
+	for name, spec := range t.NextKeyspaces {
+		s.Keyspaces[name] = spec
+	}
+	inRing := map[string]bool{}
+	for _, n := range next.Nodes {
+		inRing[n.ID] = true
+	}
+	for _, m := range s.Members {
+		switch {
+		case m.State == StateLeaving && !inRing[m.ID]:
+			m.State = StateRemoved
+		case m.State == StateJoining && inRing[m.ID]:
+			m.State = StateActive
+		}
+		if inRing[m.ID] {
+			for _, n := range next.Nodes {
+				if n.ID == m.ID {
+					m.Weight = n.Weight
+				}
+			}
+		}
+	}
+	s.Transition = nil
+}
+
+func (s *MetaState) applyKeyspaceCreate(c Command) error {
+	if c.Keyspace == nil {
+		return errors.New("keyspace create without a spec")
+	}
+	spec := normalize(*c.Keyspace)
+	if cur, ok := s.Keyspaces[spec.Name]; ok {
+		if SameSpec(cur, spec) {
+			return errUnchanged
+		}
+		return fmt.Errorf("%w: %q has %s", ErrKeyspaceExists, spec.Name, DescribeSpec(cur))
+	}
+	next := s.Clone()
+	next.Keyspaces[spec.Name] = spec
+	if _, err := next.Topology(); err != nil {
+		return err
+	}
+	s.Keyspaces[spec.Name] = spec
+	return nil
+}
+
+func (s *MetaState) applyKeyspaceAlter(c Command) error {
+	if c.Keyspace == nil {
+		return errors.New("keyspace alter without a spec")
+	}
+	spec := normalize(*c.Keyspace)
+	cur, ok := s.Keyspaces[spec.Name]
+	if !ok {
+		return fmt.Errorf("keyspace %q does not exist: create it with `meridian keyspace create`", spec.Name)
+	}
+	if spec.Conflict != cur.Conflict {
+		cc, _ := ParseConflict(cur.Conflict)
+		sc, err := ParseConflict(spec.Conflict)
+		if err != nil {
+			return err
+		}
+		if cc != sc {
+			return fmt.Errorf("keyspace %q: the conflict mode cannot change (%s): create a new keyspace and copy the data", spec.Name, cc)
+		}
+	}
+	if SameSpec(cur, spec) {
+		return errUnchanged
+	}
+	if maps.Equal(cur.Replication, spec.Replication) {
+		next := s.Clone()
+		next.Keyspaces[spec.Name] = spec
+		if _, err := next.Topology(); err != nil {
+			return err
+		}
+		s.Keyspaces[spec.Name] = spec
+		return nil
+	}
+	if s.Transition != nil {
+		return ErrInTransition
+	}
+	ring, err := placement.FromState(*s.Ring)
+	if err != nil {
+		return err
+	}
+	probe := s.Clone()
+	probe.Keyspaces[spec.Name] = spec
+	if _, err := probe.Topology(); err != nil {
+		return err
+	}
+	// Limits change now; replication through a transition.
+	cur.MaxSiblings, cur.MaxSetBytes = spec.MaxSiblings, spec.MaxSetBytes
+	s.Keyspaces[spec.Name] = cur
+	s.startTransition(nil, ring, map[string]KeyspaceSpec{spec.Name: spec})
+	return nil
+}
+
+func (s *MetaState) applyKeyspaceDrop(c Command) error {
+	if c.Name == DefaultKeyspace {
+		return errors.New("the default keyspace cannot be dropped")
+	}
+	if _, ok := s.Keyspaces[c.Name]; !ok {
+		return fmt.Errorf("keyspace %q does not exist", c.Name)
+	}
+	if s.Transition != nil {
+		return ErrInTransition
+	}
+	delete(s.Keyspaces, c.Name)
+	return nil
+}
+
+// SameSpec reports whether two specs define the same keyspace.
+func SameSpec(a, b KeyspaceSpec) bool {
+	a, b = normalize(a), normalize(b)
+	ca, _ := ParseConflict(a.Conflict)
+	cb, _ := ParseConflict(b.Conflict)
+	return a.Name == b.Name && maps.Equal(a.Replication, b.Replication) && ca == cb &&
+		orDefault(a.MaxSiblings, DefaultMaxSiblings) == orDefault(b.MaxSiblings, DefaultMaxSiblings) &&
+		orDefault(a.MaxSetBytes, DefaultMaxSetBytes) == orDefault(b.MaxSetBytes, DefaultMaxSetBytes)
+}
+
+func orDefault(v, d int) int {
+	if v == 0 {
+		return d
+	}
+	return v
+}
+
+// DescribeSpec says what a spec is, for error messages.
+func DescribeSpec(k KeyspaceSpec) string {
+	c, _ := ParseConflict(k.Conflict)
+	return fmt.Sprintf("replication %v, conflict %s, max_siblings %d, max_set_bytes %d", k.Replication, c,
+		orDefault(k.MaxSiblings, DefaultMaxSiblings), orDefault(k.MaxSetBytes, DefaultMaxSetBytes))
+}
+
+// Topology computes the routing view of the state: the ring, every
+// keyspace's table (a transition table while partitions move) and the
+// members that may talk to each other (every member not removed).
+func (s *MetaState) Topology() (*Topology, error) {
+	if !s.Initialized() {
+		return nil, ErrNotInitialized
+	}
+	ring, err := placement.FromState(*s.Ring)
+	if err != nil {
+		return nil, fmt.Errorf("stored ring: %w", err)
+	}
+	t := &Topology{Epoch: s.Epoch, Ring: ring, Nodes: map[string]NodeInfo{}, Keyspaces: map[string]*Keyspace{},
+		ClusterID: s.ClusterID, routeEpochs: s.RouteEpochs, Meta: s}
+	for id, m := range s.Members {
+		if m.State == StateRemoved {
+			continue
+		}
+		t.Nodes[id] = NodeInfo{Node: m.node(), GRPCAddr: m.GRPCAddr, State: m.State}
+	}
+	var nextRing *placement.Ring
+	if s.Transition != nil {
+		if nextRing, err = placement.FromState(s.Transition.Next); err != nil {
+			return nil, fmt.Errorf("stored next ring: %w", err)
+		}
+	}
+	for _, name := range sortedKeys(s.Keyspaces) {
+		spec := s.Keyspaces[name]
+		if err := t.addKeyspace(spec); err != nil {
+			return nil, err
+		}
+		if nextRing == nil {
+			continue
+		}
+		ks := t.Keyspaces[name]
+		nspec := spec
+		if ns, ok := s.Transition.NextKeyspaces[name]; ok {
+			nspec = ns
+		}
+		nt, err := nextRing.Table(placement.Replication(normalize(nspec).Replication))
+		if err != nil {
+			return nil, fmt.Errorf("keyspace %q on the next ring: %w", name, err)
+		}
+		tt, err := placement.Transition(ks.Table, nt, s.Transition.IsDone)
+		if err != nil {
+			return nil, err
+		}
+		ks.Table = tt
+	}
+	return t, nil
+}
+
+// RouteEpoch is the epoch at which partition p's replicas last changed.
+func (t *Topology) RouteEpoch(p int) uint64 {
+	if p < 0 || p >= len(t.routeEpochs) {
+		return 0
+	}
+	return t.routeEpochs[p]
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func sortedInts(m map[int]bool) []int {
+	out := make([]int, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Ints(out)
+	return out
+}

@@ -1,0 +1,338 @@
+package membership
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/meridiankv/meridian/placement"
+)
+
+func member(id, dc, rack string) MemberRecord {
+	return MemberRecord{ID: id, DC: dc, Rack: rack, Weight: 1, GRPCAddr: "127.0.0.1:1"}
+}
+
+// initState is a cluster of n nodes per DC over dcs DCs.
+func initState(t *testing.T, dcs, n, q int) *MetaState {
+	t.Helper()
+	var ms []MemberRecord
+	for d := 1; d <= dcs; d++ {
+		for i := 1; i <= n; i++ {
+			ms = append(ms, member(fmt.Sprintf("n%d", (d-1)*n+i), fmt.Sprintf("dc%d", d), fmt.Sprintf("r%d", i%2+1)))
+		}
+	}
+	st := &MetaState{}
+	if err := st.Apply(Command{Kind: CmdInit, ClusterID: "c1", Partitions: q, Members: ms}); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func mustApply(t *testing.T, st *MetaState, c Command) {
+	t.Helper()
+	if err := st.Apply(c); err != nil {
+		t.Fatalf("%s: %v", c.Kind, err)
+	}
+}
+
+// finishTransfers reports every pending replica of every moving partition,
+// as the nodes would once their copies are complete.
+func finishTransfers(t *testing.T, st *MetaState) {
+	t.Helper()
+	for st.Transition != nil {
+		tr := st.Transition
+		progressed := false
+		for _, p := range tr.Moving {
+			for _, node := range st.PendingFor(p) {
+				mustApply(t, st, Command{Kind: CmdTransferDone, Generation: tr.Generation, Node: node, Parts: []int{p}})
+				progressed = true
+			}
+		}
+		if !progressed && st.Transition != nil {
+			t.Fatalf("transition stuck: %d of %d switched", len(st.Transition.Done), len(st.Transition.Moving))
+		}
+	}
+}
+
+func TestInitGivesAgreedTopology(t *testing.T) {
+	st := initState(t, 2, 3, 64)
+	if st.Epoch != 1 || st.ClusterID != "c1" {
+		t.Fatalf("epoch %d cluster %q", st.Epoch, st.ClusterID)
+	}
+	topo, err := st.Topology()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !topo.Agreed() || len(topo.Nodes) != 6 || topo.Keyspaces[DefaultKeyspace].Table.N() != 6 {
+		t.Fatalf("topology: agreed %v nodes %d", topo.Agreed(), len(topo.Nodes))
+	}
+	if err := st.Apply(Command{Kind: CmdInit, ClusterID: "c2", Partitions: 64, Members: []MemberRecord{member("x", "dc1", "r1")}}); err == nil {
+		t.Fatal("a second init was accepted")
+	}
+	if st.ClusterID != "c1" || st.Epoch != 1 {
+		t.Fatal("a refused init changed the state")
+	}
+}
+
+func TestApplyIsDeterministic(t *testing.T) {
+	cmds := []Command{
+		{Kind: CmdJoin, Member: &MemberRecord{ID: "n7", DC: "dc1", Rack: "r3", Weight: 2, GRPCAddr: "h:1"}},
+		{Kind: CmdKeyspaceCreate, Keyspace: &KeyspaceSpec{Name: "orders", Replication: map[string]int{"dc1": 2, "dc2": 1}}},
+		{Kind: CmdPlan, Op: &PlanOp{Op: OpAdd, Node: "n7"}},
+		{Kind: CmdPlan, Op: &PlanOp{Op: OpReweight, Node: "n4", Weight: 3}},
+	}
+	a, b := initState(t, 2, 3, 128), initState(t, 2, 3, 128)
+	for _, c := range cmds {
+		mustApply(t, a, c)
+		// b gets the same command through its log encoding.
+		dec, err := DecodeCommand(c.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustApply(t, b, dec)
+	}
+	mustApply(t, a, Command{Kind: CmdCommit, Expect: a.Plan})
+	mustApply(t, b, Command{Kind: CmdCommit, Expect: b.Plan})
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	if string(ja) != string(jb) {
+		t.Fatal("the same commands gave different states")
+	}
+}
+
+func TestJoinAddCommitMovesThenSwitches(t *testing.T) {
+	st := initState(t, 1, 3, 64)
+	mustApply(t, st, Command{Kind: CmdKeyspaceCreate, Keyspace: &KeyspaceSpec{Name: "two", Replication: map[string]int{"dc1": 2}}})
+	before, _ := st.Topology()
+	mustApply(t, st, Command{Kind: CmdJoin, Member: &MemberRecord{ID: "n4", DC: "dc1", Rack: "r2", Weight: 1, GRPCAddr: "h:4"}})
+	joined, _ := st.Topology()
+	if joined.Nodes["n4"].State != StateJoining || len(joined.Ring.Owned("n4")) != 0 {
+		t.Fatal("a joining node must be a member that owns nothing")
+	}
+	if err := st.Apply(Command{Kind: CmdCommit, Expect: nil}); !errors.Is(err, ErrNoPlan) {
+		t.Fatalf("commit without a plan: %v", err)
+	}
+	mustApply(t, st, Command{Kind: CmdPlan, Op: &PlanOp{Op: OpAdd, Node: "n4"}})
+	if err := st.Apply(Command{Kind: CmdCommit, Expect: []PlanOp{{Op: OpAdd, Node: "n3"}}}); !errors.Is(err, ErrPlanChanged) {
+		t.Fatalf("commit of another plan: %v", err)
+	}
+	mustApply(t, st, Command{Kind: CmdCommit, Expect: st.Plan})
+	tr := st.Transition
+	if tr == nil || len(tr.Moving) == 0 || len(st.Plan) != 0 {
+		t.Fatalf("no transition after commit: %+v", tr)
+	}
+	commitEpoch := st.Epoch
+	mid, err := st.Topology()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// While moving: reads from the old lists, the new node pending.
+	p := tr.Moving[0]
+	ks := mid.Keyspaces[DefaultKeyspace]
+	if !slices.Equal(ids(ks.Table.Replicas(p)), ids(before.Keyspaces[DefaultKeyspace].Table.Replicas(p))) {
+		t.Fatal("a moving partition must read from its old replicas")
+	}
+	if pend := mid.Keyspaces["two"].Table.Pending(p); !slices.ContainsFunc(append(pend, ks.Table.Pending(p)...), func(r placementReplica) bool { return r.Node == "n4" }) {
+		t.Fatalf("n4 is not pending for moving partition %d", p)
+	}
+	if mid.RouteEpoch(p) != commitEpoch {
+		t.Fatalf("route epoch %d, want the commit's %d", mid.RouteEpoch(p), commitEpoch)
+	}
+	// A report for another generation, or by a node that is not pending, changes nothing.
+	if err := st.Apply(Command{Kind: CmdTransferDone, Generation: tr.Generation + 7, Node: "n4", Parts: []int{p}}); !errors.Is(err, ErrStale) {
+		t.Fatalf("stale report: %v", err)
+	}
+	if err := st.Apply(Command{Kind: CmdTransferDone, Generation: tr.Generation, Node: "n1", Parts: []int{p}}); !IsUnchanged(err) {
+		t.Fatalf("report by a non-pending node: %v", err)
+	}
+	// The first report switches p: reads now from the new list.
+	mustApply(t, st, Command{Kind: CmdTransferDone, Generation: tr.Generation, Node: "n4", Parts: []int{p}})
+	if !st.Transition.IsDone(p) {
+		t.Fatal("the partition did not switch after its only new replica reported")
+	}
+	sw, _ := st.Topology()
+	if !slices.Contains(ids(sw.Keyspaces[DefaultKeyspace].Table.Replicas(p)), "n4") || len(sw.Keyspaces[DefaultKeyspace].Table.Pending(p)) != 0 {
+		t.Fatal("a switched partition must read from its new replicas")
+	}
+	if sw.RouteEpoch(p) != st.Epoch {
+		t.Fatal("the switch must move the partition's route epoch")
+	}
+	finishTransfers(t, st)
+	final, _ := st.Topology()
+	if st.Members["n4"].State != StateActive || len(final.Ring.Owned("n4")) == 0 {
+		t.Fatal("after the transition n4 must be active and own partitions")
+	}
+}
+
+func ids(reps []placementReplica) []string {
+	out := make([]string, len(reps))
+	for i, r := range reps {
+		out[i] = r.Node
+	}
+	sortStrings(out)
+	return out
+}
+
+func TestDecommissionRemovesWhenDone(t *testing.T) {
+	st := initState(t, 1, 4, 64)
+	mustApply(t, st, Command{Kind: CmdPlan, Op: &PlanOp{Op: OpDecommission, Node: "n2"}})
+	mustApply(t, st, Command{Kind: CmdCommit, Expect: st.Plan})
+	if st.Members["n2"].State != StateLeaving {
+		t.Fatalf("n2 is %s during its decommission", st.Members["n2"].State)
+	}
+	finishTransfers(t, st)
+	topo, _ := st.Topology()
+	if st.Members["n2"].State != StateRemoved {
+		t.Fatalf("n2 is %s after its decommission", st.Members["n2"].State)
+	}
+	if _, ok := topo.Nodes["n2"]; ok {
+		t.Fatal("a removed node must not be a member of the topology")
+	}
+	for p := 0; p < 64; p++ {
+		for _, r := range topo.Keyspaces[DefaultKeyspace].Table.Replicas(p) {
+			if r.Node == "n2" {
+				t.Fatal("a decommissioned node still replicates")
+			}
+		}
+	}
+	if err := st.Apply(Command{Kind: CmdJoin, Member: &MemberRecord{ID: "n2", DC: "dc1", Weight: 1, GRPCAddr: "h:2"}}); err == nil || !strings.Contains(err.Error(), "never reused") {
+		t.Fatalf("rejoin of a removed ID: %v", err)
+	}
+}
+
+func TestReplaceMovesOnlyTheReplacedNode(t *testing.T) {
+	st := initState(t, 1, 3, 64)
+	before, _ := st.Topology()
+	mustApply(t, st, Command{Kind: CmdJoin, Member: &MemberRecord{ID: "n9", DC: "dc1", Rack: "r1", Weight: 1, GRPCAddr: "h:9"}})
+	mustApply(t, st, Command{Kind: CmdPlan, Op: &PlanOp{Op: OpReplace, Node: "n2", With: "n9"}})
+	mustApply(t, st, Command{Kind: CmdCommit, Expect: st.Plan})
+	finishTransfers(t, st)
+	after, _ := st.Topology()
+	for p := 0; p < 64; p++ {
+		old := ids(before.Keyspaces[DefaultKeyspace].Table.Replicas(p))
+		for i, n := range old {
+			if n == "n2" {
+				old[i] = "n9"
+			}
+		}
+		sortStrings(old)
+		if got := ids(after.Keyspaces[DefaultKeyspace].Table.Replicas(p)); !slices.Equal(old, got) {
+			t.Fatalf("partition %d: %v, want %v", p, got, old)
+		}
+	}
+	if st.Members["n2"].State != StateRemoved || st.Members["n9"].State != StateActive {
+		t.Fatal("replace must remove the old node and activate the new one")
+	}
+}
+
+func TestPlanRefusals(t *testing.T) {
+	st := initState(t, 1, 3, 64)
+	for _, c := range []struct {
+		op   PlanOp
+		want string
+	}{
+		{PlanOp{Op: OpAdd, Node: "n1"}, "only a joining node"},
+		{PlanOp{Op: OpRemove, Node: "zz"}, "unknown node"},
+		{PlanOp{Op: OpDecommission, Node: "n1"}, "does not fit"}, // default keyspace needs 3 in dc1
+		{PlanOp{Op: OpReweight, Node: "n1", Weight: 0}, "weight"},
+		{PlanOp{Op: "grow", Node: "n1"}, "use add"},
+	} {
+		err := st.Apply(Command{Kind: CmdPlan, Op: &c.op})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want %q", c.op, err, c.want)
+		}
+	}
+	if len(st.Plan) != 0 || st.Epoch != 1 {
+		t.Fatal("refused steps changed the state")
+	}
+}
+
+func TestKeyspaceDDL(t *testing.T) {
+	st := initState(t, 2, 3, 64)
+	spec := KeyspaceSpec{Name: "orders", Replication: map[string]int{"dc1": 2}}
+	mustApply(t, st, Command{Kind: CmdKeyspaceCreate, Keyspace: &spec})
+	if err := st.Apply(Command{Kind: CmdKeyspaceCreate, Keyspace: &spec}); !IsUnchanged(err) {
+		t.Fatalf("identical create: %v", err)
+	}
+	other := KeyspaceSpec{Name: "orders", Replication: map[string]int{"dc1": 3}}
+	if err := st.Apply(Command{Kind: CmdKeyspaceCreate, Keyspace: &other}); !errors.Is(err, ErrKeyspaceExists) {
+		t.Fatalf("conflicting create: %v", err)
+	}
+	bad := KeyspaceSpec{Name: "x", Replication: map[string]int{"dc9": 1}}
+	if err := st.Apply(Command{Kind: CmdKeyspaceCreate, Keyspace: &bad}); err == nil {
+		t.Fatal("a keyspace in an unknown DC was created")
+	}
+	// A limits alter applies at once; a replication alter moves data.
+	lim := spec
+	lim.MaxSiblings = 10
+	mustApply(t, st, Command{Kind: CmdKeyspaceAlter, Keyspace: &lim})
+	if st.Transition != nil || st.Keyspaces["orders"].MaxSiblings != 10 {
+		t.Fatal("a limits alter must apply without a transition")
+	}
+	grow := lim
+	grow.Replication = map[string]int{"dc1": 2, "dc2": 2}
+	mustApply(t, st, Command{Kind: CmdKeyspaceAlter, Keyspace: &grow})
+	if st.Transition == nil || len(st.Transition.Moving) == 0 {
+		t.Fatal("a replication alter must start a transition")
+	}
+	if err := st.Apply(Command{Kind: CmdKeyspaceDrop, Name: "orders"}); !errors.Is(err, ErrInTransition) {
+		t.Fatalf("drop during a transition: %v", err)
+	}
+	finishTransfers(t, st)
+	topo, _ := st.Topology()
+	if topo.Keyspaces["orders"].Table.N() != 4 {
+		t.Fatalf("N after the alter: %d", topo.Keyspaces["orders"].Table.N())
+	}
+	lww := grow
+	lww.Conflict = "lww"
+	if err := st.Apply(Command{Kind: CmdKeyspaceAlter, Keyspace: &lww}); err == nil || !strings.Contains(err.Error(), "cannot change") {
+		t.Fatalf("conflict-mode alter: %v", err)
+	}
+	mustApply(t, st, Command{Kind: CmdKeyspaceDrop, Name: "orders"})
+	if err := st.Apply(Command{Kind: CmdKeyspaceDrop, Name: DefaultKeyspace}); err == nil {
+		t.Fatal("the default keyspace was dropped")
+	}
+}
+
+func TestPickVotersSpreadsOverDCs(t *testing.T) {
+	var ms []MemberRecord
+	for d := 1; d <= 3; d++ {
+		for i := 1; i <= 3; i++ {
+			ms = append(ms, member(fmt.Sprintf("d%dn%d", d, i), fmt.Sprintf("dc%d", d), "r1"))
+		}
+	}
+	v := PickVoters(ms)
+	if len(v) != 5 {
+		t.Fatalf("voters %v", v)
+	}
+	perDC := map[string]int{}
+	for _, id := range v {
+		perDC[id[:2]]++
+	}
+	if perDC["d1"] != 2 || perDC["d2"] != 2 || perDC["d3"] != 1 {
+		t.Fatalf("voters not spread: %v", perDC)
+	}
+	if got := PickVoters(ms[:4]); len(got)%2 != 1 {
+		t.Fatalf("an even voter count: %v", got)
+	}
+}
+
+func TestDecodeCommandBounds(t *testing.T) {
+	if _, err := DecodeCommand(make([]byte, MaxCommandBytes+1)); err == nil {
+		t.Fatal("an oversized command was decoded")
+	}
+	if _, err := DecodeCommand([]byte("{")); err == nil {
+		t.Fatal("a broken command was decoded")
+	}
+	st := initState(t, 1, 3, 64)
+	if err := st.Apply(Command{Kind: "explode"}); err == nil {
+		t.Fatal("an unknown command was applied")
+	}
+}
+
+type placementReplica = placement.Replica
+
+func sortStrings(s []string) { slices.Sort(s) }
