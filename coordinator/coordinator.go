@@ -63,6 +63,12 @@ type Config struct {
 	Live     Liveness
 	Hints    Hints
 	Topology func() *membership.Topology
+	// Ready, when set, refuses client requests (UNAVAILABLE) while it
+	// returns an error (the node has no agreed metadata yet).
+	Ready func() error
+	// CheckRoute, when set, may refuse a replica read or write for a
+	// partition (a sender routing by a stale ring).
+	CheckRoute func(ctx context.Context, partition int) error
 	// RequestTimeout bounds a request when the caller set no deadline.
 	RequestTimeout time.Duration
 	// MaxValueSize is the largest value accepted (default 16 MiB).
@@ -266,6 +272,9 @@ func (c *Coordinator) Close() {
 type target struct {
 	placement.Replica
 	hintFor string // non-empty: a fallback holding a hint for this node
+	// extra: a pending replica (a partition moving to it) that receives
+	// writes but counts toward nothing.
+	extra bool
 	// behind: a replica that live nodes hold undelivered hints for; read
 	// for merging and repair, but never counted toward R.
 	behind bool
@@ -287,6 +296,11 @@ func (c *Coordinator) resolve(keyspace string, key []byte, cons *kvv1.Consistenc
 	}
 	if len(key) > MaxKeySize {
 		return nil, invalidf("key is %d bytes, over the 64 KiB limit: use a shorter key (hash long identifiers)", len(key))
+	}
+	if c.cfg.Ready != nil {
+		if err := c.cfg.Ready(); err != nil {
+			return nil, status.Error(codes.Unavailable, err.Error())
+		}
 	}
 	topo := c.cfg.Topology()
 	ks, ok := topo.Keyspace(keyspace)
@@ -908,7 +922,7 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 
 	start := c.cfg.Now()
 	fctx, fcancel := c.fanoutContext(ctx)
-	ch := make(chan reply, len(targets)+1)
+	ch := make(chan reply, len(targets)+1+len(r.ks.Table.Pending(r.loc.Partition)))
 	if isReplica {
 		// Apply locally, then send the new set to the other replicas while
 		// the local fsync is still running: the two happen in parallel.
@@ -963,6 +977,26 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 	// counted against MaxBackgroundBytes (admission sheds writes past it).
 	held := int64(set.EncodedSize()) * int64(len(targets))
 	c.bgBytes.Add(held)
+	// A moving partition's new replicas receive every write too (they
+	// count toward nothing); one that misses it gets a hint, and its
+	// transfer's catch-up pass covers the rest.
+	var extras []target
+	for _, rep := range r.ks.Table.Pending(r.loc.Partition) {
+		if rep.Node != c.cfg.NodeID && !used[rep.Node] {
+			extras = append(extras, target{Replica: rep, extra: true})
+		}
+	}
+	held += int64(set.EncodedSize()) * int64(len(extras))
+	for _, t := range extras {
+		go func() {
+			err := c.writeTo(fctx, t, r, set, durable)
+			r.trail.add(t.Node, "pending replica write", errText(err), 0)
+			if err != nil && isReplica && c.cfg.Hints != nil {
+				c.keepHint(r, t.Node, set, durable)
+			}
+			ch <- reply{t: t, err: err}
+		}()
+	}
 	var usedMu sync.Mutex
 	for _, t := range targets {
 		go func() {
@@ -1001,9 +1035,10 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 		}()
 	}
 	var (
-		got     []reply
-		hinted  []string
-		lastErr error
+		got      []reply
+		hinted   []string
+		lastErr  error
+		received int
 	)
 	wait := func() error {
 		for !tl.met() {
@@ -1012,6 +1047,10 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 			}
 			select {
 			case rp := <-ch:
+				received++
+				if rp.t.extra {
+					continue
+				}
 				if rp.replaced.Node != "" {
 					// Expected as a primary, answered by a fallback.
 					tl.answer(rp.replaced.DC, false, false)
@@ -1032,7 +1071,7 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 	}
 	werr := wait()
 	// The rest of the replicas finish in the background.
-	outstanding := len(targets) + b2i(isReplica) - len(got)
+	outstanding := len(targets) + b2i(isReplica) + len(extras) - received
 	drain := func() {
 		defer fcancel()
 		defer c.bgBytes.Add(-held)

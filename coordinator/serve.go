@@ -36,6 +36,9 @@ func (c *Coordinator) ServeRead(ctx context.Context, req *internalv1.ReadRequest
 	if err != nil {
 		return nil, err
 	}
+	if err := c.checkRoute(ctx, loc.Partition); err != nil {
+		return nil, err
+	}
 	_, span := c.replicaSpan(ctx, "meridian.engine.read", c.cfg.NodeID)
 	set, err := c.cfg.Store.Get(loc, req.GetKey())
 	endSpan(span, err)
@@ -70,6 +73,9 @@ func (c *Coordinator) ServeWrite(ctx context.Context, req *internalv1.WriteReque
 		}
 		return &internalv1.WriteResponse{}, nil
 	}
+	if err := c.checkRoute(ctx, loc.Partition); err != nil {
+		return nil, err
+	}
 	_, span := c.replicaSpan(ctx, "meridian.engine.commit", c.cfg.NodeID, attrSync.Bool(req.GetSync()))
 	err = c.merge(loc, req.GetKey(), set, req.GetSync())
 	endSpan(span, err)
@@ -80,6 +86,13 @@ func (c *Coordinator) ServeWrite(ctx context.Context, req *internalv1.WriteReque
 		return nil, status.Errorf(codes.Internal, "merge: %v", err)
 	}
 	return &internalv1.WriteResponse{}, nil
+}
+
+func (c *Coordinator) checkRoute(ctx context.Context, p int) error {
+	if c.cfg.CheckRoute == nil {
+		return nil
+	}
+	return c.cfg.CheckRoute(ctx, p)
 }
 
 // merge folds a replica's set into this node's copy, pruning the clock as
