@@ -38,9 +38,22 @@ type Config struct {
 	DataDir string `yaml:"data-dir"`
 	// InitialCluster lists every member: "ID=HOST:PORT[/DC[/RACK[/WEIGHT]]],...".
 	InitialCluster string `yaml:"initial-cluster"`
-	// Join lists gossip addresses to join; empty means ask InitialCluster
-	// peers for theirs.
-	Join []string `yaml:"join"`
+	// GossipSeeds lists gossip addresses to join; empty means ask the
+	// members' client listeners for theirs.
+	GossipSeeds []string `yaml:"gossip-seeds"`
+	// JoinAddr is a member's client address (host:port): a new node
+	// starts with it instead of InitialCluster and enters the cluster as
+	// joining, owning nothing until a committed plan adds it.
+	JoinAddr string `yaml:"join"`
+	// DC, Rack and Weight place a joining node (defaults dc1, rack1, 1);
+	// for a node in InitialCluster they come from its entry there.
+	DC     string `yaml:"dc"`
+	Rack   string `yaml:"rack"`
+	Weight int    `yaml:"weight"`
+	// RaftAddr is the cluster metadata log's listener (host:port;
+	// default: the GRPCAddr host, a free port — peers learn it through
+	// gossip and discovery).
+	RaftAddr string `yaml:"raft-addr"`
 	// Engine is "pebble" (default) or "memory".
 	Engine string `yaml:"engine"`
 	// Partitions is Q, fixed at cluster creation (default 1024).
@@ -71,6 +84,9 @@ type Config struct {
 	RepairKeysPerSecond         float64 `yaml:"repair-keys-per-second"`
 	RepairBytesPerSecond        float64 `yaml:"repair-bytes-per-second"`
 	RepairCrossDCBytesPerSecond float64 `yaml:"repair-cross-dc-bytes-per-second"`
+	// TransferBytesPerSecond throttles the partitions this node receives
+	// during a membership change (default 20 MiB/s).
+	TransferBytesPerSecond float64 `yaml:"transfer-bytes-per-second"`
 	// TombstoneGrace is how old a tombstone must be before it is
 	// collected, once every replica is proven to hold it (default 24h;
 	// negative: never).
@@ -140,6 +156,15 @@ func (c *Config) setDefaults() {
 	if c.GossipProfile == "" {
 		c.GossipProfile = "lan"
 	}
+	if c.DC == "" {
+		c.DC = "dc1"
+	}
+	if c.Rack == "" {
+		c.Rack = "rack1"
+	}
+	if c.Weight == 0 {
+		c.Weight = 1
+	}
 	if c.HintInterval == 0 {
 		c.HintInterval = time.Second
 	}
@@ -164,11 +189,8 @@ func (c *Config) setDefaults() {
 // field that is wrong and what to do about it.
 func (c Config) Validate() error {
 	c.setDefaults()
-	if c.ID == "" {
-		return errors.New("id is empty: give the node a name with --id")
-	}
-	if strings.ContainsAny(c.ID, "#~,=/ ") || len(c.ID) > 64 {
-		return fmt.Errorf("id %q: use up to 64 characters without '#', '~', ',', '=', '/' or spaces", c.ID)
+	if err := c.validID(); err != nil {
+		return err
 	}
 	if _, _, err := net.SplitHostPort(c.GRPCAddr); err != nil {
 		return fmt.Errorf("grpc-addr %q: want host:port, e.g. 127.0.0.1:7001", c.GRPCAddr)
@@ -220,9 +242,28 @@ func (c Config) Validate() error {
 	if err := c.Auth.Validate(); err != nil {
 		return err
 	}
+	if c.RaftAddr != "" {
+		if _, _, err := net.SplitHostPort(c.RaftAddr); err != nil {
+			return fmt.Errorf("raft-addr %q: want host:port, e.g. 127.0.0.1:7401", c.RaftAddr)
+		}
+	}
+	if c.JoinAddr != "" {
+		if _, _, err := net.SplitHostPort(c.JoinAddr); err != nil {
+			return fmt.Errorf("join %q: want a member's client address host:port, e.g. 127.0.0.1:7001", c.JoinAddr)
+		}
+		if c.Weight < 1 || c.Weight > placement.MaxWeight {
+			return fmt.Errorf("weight %d: use 1 to %d", c.Weight, placement.MaxWeight)
+		}
+		if strings.ContainsAny(c.DC+c.Rack, ",=/ ") {
+			return fmt.Errorf("dc %q / rack %q: no ',', '=', '/' or spaces", c.DC, c.Rack)
+		}
+		if c.InitialCluster == "" {
+			return nil
+		}
+	}
 	members, err := ParseInitialCluster(c.InitialCluster)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w (or start a new node with --join MEMBER_ADDR)", err)
 	}
 	for _, m := range members {
 		if m.ID == c.ID {
@@ -230,6 +271,17 @@ func (c Config) Validate() error {
 		}
 	}
 	return fmt.Errorf("initial-cluster does not list this node's id %q: add %s=%s", c.ID, c.ID, c.GRPCAddr)
+}
+
+// validID checks the node ID.
+func (c Config) validID() error {
+	if c.ID == "" {
+		return errors.New("id is empty: give the node a name with --id")
+	}
+	if strings.ContainsAny(c.ID, "#~,=/ ") || len(c.ID) > 64 {
+		return fmt.Errorf("id %q: use up to 64 characters without '#', '~', ',', '=', '/' or spaces", c.ID)
+	}
+	return nil
 }
 
 // checkOwnAddr refuses a grpc-addr that is not the address the initial

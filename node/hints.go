@@ -133,7 +133,7 @@ func (h *hintTracker) Targets() []string {
 
 // gossipLoop re-broadcasts this node's metadata whenever its hint targets
 // change, until ctx ends.
-func (h *hintTracker) gossipLoop(ctx context.Context, base membership.Meta, g *membership.Gossip, onErr func(error)) {
+func (h *hintTracker) gossipLoop(ctx context.Context, base membership.Meta, g *membership.Gossip, epoch func() uint64, onErr func(error)) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -142,9 +142,19 @@ func (h *hintTracker) gossipLoop(ctx context.Context, base membership.Meta, g *m
 		}
 		m := base
 		m.HintsFor = h.Targets()
+		m.Epoch = epoch()
 		if err := g.UpdateMeta(m); err != nil && ctx.Err() == nil {
 			onErr(err)
 		}
+	}
+}
+
+// kick makes the gossip loop publish the node's metadata again (the
+// epoch changed).
+func (h *hintTracker) kick() {
+	select {
+	case h.changed <- struct{}{}:
+	default:
 	}
 }
 

@@ -107,9 +107,9 @@ func (n *Node) buildServers(opts Options) error {
 	if err != nil {
 		return err
 	}
-	isMember := func(id string) bool { _, ok := n.Topology().Nodes[id]; return ok }
-	peer := &server{name: "peer", lis: newCapListener(plis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, transport.MaxMessageSize, n.sec.peerServer(isMember), grpc.ChainUnaryInterceptor(n.checkPeer))}
+	peer := &server{name: "peer", lis: newCapListener(plis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, transport.MaxMessageSize, n.sec.peerServer(), grpc.ChainUnaryInterceptor(n.checkPeer))}
 	internalv1.RegisterReplicaServer(peer.srv, &replicaServer{n: n})
+	internalv1.RegisterMetaServer(peer.srv, &metaServer{n: n})
 	healthpb.RegisterHealthServer(peer.srv, n.health)
 	if opts.Register != nil {
 		opts.Register(peer.srv, n)
@@ -137,9 +137,18 @@ func (n *Node) buildServers(opts Options) error {
 			reflection.Register(admin.srv)
 		}
 	}
-	n.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	n.health.SetServingStatus(kvv1.KV_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	// Serving once the node routes by agreed metadata (a node restarted
+	// with cached metadata does at once).
+	n.health.SetServingStatus("", servingStatus(n.Topology().Agreed()))
+	n.health.SetServingStatus(kvv1.KV_ServiceDesc.ServiceName, servingStatus(n.Topology().Agreed()))
 	return nil
+}
+
+func servingStatus(ok bool) healthpb.HealthCheckResponse_ServingStatus {
+	if ok {
+		return healthpb.HealthCheckResponse_SERVING
+	}
+	return healthpb.HealthCheckResponse_NOT_SERVING
 }
 
 // serveAll starts serving every listener.
@@ -219,6 +228,26 @@ func (n *Node) AdminAddr() string {
 type addrBook struct {
 	mu   sync.RWMutex
 	peer map[string]string
+	raft map[string]string
+}
+
+func (b *addrBook) setRaft(id, addr string) {
+	if addr == "" {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.raft == nil {
+		b.raft = map[string]string{}
+	}
+	b.raft[id] = addr
+}
+
+func (b *addrBook) getRaft(id string) (string, bool) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	a, ok := b.raft[id]
+	return a, ok
 }
 
 func (b *addrBook) set(id, addr string) {
@@ -255,6 +284,7 @@ func (n *Node) resolve(id string) (string, bool) {
 type memberEvents struct{ n *Node }
 
 func (e memberEvents) MemberChanged(m membership.Member) {
+	e.n.book.setRaft(m.Meta.ID, m.Meta.RaftAddr)
 	if _, member := e.n.Topology().Nodes[m.Meta.ID]; !member {
 		return // gossip filters these too; never route to a stranger
 	}
@@ -279,6 +309,7 @@ func (s *discoveryServer) Info(context.Context, *internalv1.InfoRequest) (*inter
 	return &internalv1.InfoResponse{
 		Id: n.cfg.ID, GrpcAddr: n.Addr(), Dc: n.self.DC, Rack: n.self.Rack, Weight: uint32(n.self.Weight),
 		GossipAddr: n.GossipAddr(), PeerAddr: n.PeerAddr(), AdminAddr: n.AdminAddr(), Tls: !n.cfg.Insecure,
+		RaftAddr: n.RaftAddr(), ClusterId: n.Topology().ClusterID, Epoch: n.Topology().Epoch,
 	}, nil
 }
 
@@ -301,6 +332,7 @@ func (n *Node) discover(ctx context.Context, id string) (*internalv1.InfoRespons
 		return nil, fmt.Errorf("%s at %s says it is %q", id, m.GRPCAddr, info.GetId())
 	}
 	n.book.set(id, info.GetPeerAddr())
+	n.book.setRaft(id, info.GetRaftAddr())
 	return info, nil
 }
 
@@ -329,11 +361,14 @@ func (n *Node) Connections() map[string][2]int64 {
 const (
 	mdCluster = "meridian-cluster"
 	mdEpoch   = "meridian-epoch"
+	// mdClusterID is the cluster ID from the metadata log ("" before).
+	mdClusterID = "meridian-cluster-id"
 )
 
 // tagPeer adds the cluster name and epoch to an outgoing peer request.
 func (n *Node) tagPeer(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	ctx = metadata.AppendToOutgoingContext(ctx, mdCluster, n.cfg.ClusterName, mdEpoch, strconv.FormatUint(n.Topology().Epoch, 10))
+	t := n.Topology()
+	ctx = metadata.AppendToOutgoingContext(ctx, mdCluster, n.cfg.ClusterName, mdEpoch, strconv.FormatUint(t.Epoch, 10), mdClusterID, t.ClusterID)
 	return invoker(ctx, method, req, reply, cc, opts...)
 }
 
@@ -351,6 +386,28 @@ func (n *Node) checkPeer(ctx context.Context, req any, info *grpc.UnaryServerInf
 		return nil, status.Error(codes.FailedPrecondition, "peer request without a topology epoch")
 	} else if _, err := strconv.ParseUint(e[0], 10, 64); err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "peer request with a bad topology epoch %q", e[0])
+	}
+	if id := md.Get(mdClusterID); len(id) == 1 && id[0] != "" {
+		if mine := n.Topology().ClusterID; mine != "" && mine != id[0] {
+			return nil, status.Errorf(codes.FailedPrecondition, "request from cluster ID %s, but this node belongs to cluster ID %s: the node was initialized in another cluster (wipe its data directory to move it)", id[0], mine)
+		}
+	}
+	// The peer API is for members; a new node may only ask to join.
+	if info.FullMethod != internalv1.Meta_Join_FullMethodName && !n.cfg.Insecure {
+		cert, _ := pki.PeerCertificate(ctx)
+		if id, ok := pki.NodeID(cert); !ok || !n.mayTalk(id) {
+			return nil, status.Errorf(codes.PermissionDenied, "node %q is not a member of this cluster: join it first (meridian serve --join)", id)
+		}
+	}
+	// A sender ahead of this node: catch up briefly rather than answer
+	// from a stale ring.
+	if sender := peerEpoch(ctx); sender > n.Topology().Epoch && n.Topology().Agreed() {
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := n.waitEpoch(wctx, sender)
+		cancel()
+		if err != nil && info.FullMethod != internalv1.Meta_Propose_FullMethodName && info.FullMethod != internalv1.Meta_Join_FullMethodName {
+			return nil, status.Errorf(codes.Unavailable, "this node's metadata is behind the sender's: %v", err)
+		}
 	}
 	return handler(ctx, req)
 }

@@ -161,7 +161,7 @@ func StartLocal(ctx context.Context, spec LocalSpec) (*Local, error) {
 			spec.Configure(&cfg)
 		}
 		if seed != "" {
-			cfg.Join = []string{seed}
+			cfg.GossipSeeds = []string{seed}
 		}
 		opts := spec.Options
 		opts.Listener = listeners[i]
@@ -182,7 +182,7 @@ func StartLocal(ctx context.Context, spec LocalSpec) (*Local, error) {
 		// A restart must reuse the gossip address: memberlist does not let
 		// a node name come back from another address.
 		cfg.GossipAddr = n.GossipAddr()
-		cfg.Join = []string{seed}
+		cfg.GossipSeeds = []string{seed}
 		l.nodes[m.ID] = n
 		l.configs[m.ID] = cfg
 	}
@@ -190,7 +190,93 @@ func StartLocal(ctx context.Context, spec LocalSpec) (*Local, error) {
 		l.Close()
 		return nil, err
 	}
+	if err := l.WaitAgreed(ctx); err != nil {
+		l.Close()
+		return nil, err
+	}
 	return l, nil
+}
+
+// WaitAgreed waits until every running node routes by agreed metadata of
+// the same epoch.
+func (l *Local) WaitAgreed(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		nodes := l.Nodes()
+		same := len(nodes) > 0
+		for _, n := range nodes {
+			topo := n.Topology()
+			same = same && topo.Agreed() && topo.Epoch == nodes[0].Topology().Epoch
+		}
+		if same {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("local cluster: the nodes did not agree on cluster metadata: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// Join starts a new node that joins the running cluster through a member
+// (it owns nothing until a committed plan adds it).
+func (l *Local) Join(ctx context.Context, id, dc, rack string) (*Node, error) {
+	running := l.Nodes()
+	if len(running) == 0 {
+		return nil, errors.New("local cluster: no running node to join through")
+	}
+	hostAddr := host(running[0].Addr())
+	for _, n := range running {
+		if n.DC() == dc {
+			hostAddr = host(n.Addr())
+			break
+		}
+	}
+	m := membership.NodeInfo{GRPCAddr: net.JoinHostPort(hostAddr, "0")}
+	m.ID, m.DC, m.Rack, m.Weight = id, dc, rack, 1
+	cfg := Config{
+		ID: id, GRPCAddr: m.GRPCAddr, GossipAddr: net.JoinHostPort(hostAddr, "0"),
+		JoinAddr: running[0].Addr(), DC: dc, Rack: rack, Weight: 1,
+		Engine: l.spec.Engine, Partitions: l.spec.Partitions, GossipProfile: l.spec.GossipProfile,
+		RequestTimeout: l.spec.RequestTimeout, ClusterSecrets: l.spec.Secrets, Reflection: l.spec.Reflection,
+		Auth: l.spec.Auth, Insecure: l.spec.Insecure,
+	}
+	if l.spec.Dir != "" {
+		cfg.DataDir = filepath.Join(l.spec.Dir, id)
+	}
+	for _, n := range running {
+		cfg.GossipSeeds = append(cfg.GossipSeeds, n.GossipAddr())
+	}
+	l.mu.Lock()
+	l.members = append(l.members, m)
+	l.mu.Unlock()
+	if !l.spec.Insecure {
+		if err := l.makeCerts(); err != nil {
+			return nil, err
+		}
+		cfg.CAFile, _ = pki.CAFiles(l.CertDir())
+		cfg.CertFile, cfg.KeyFile = pki.NodeFiles(l.CertDir(), id)
+	}
+	if l.spec.Configure != nil {
+		l.spec.Configure(&cfg)
+	}
+	opts := l.spec.Options
+	opts.Listener = nil
+	if opts.Logger == nil {
+		opts.Logger = l.spec.Logger
+	}
+	n, err := Start(ctx, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	cfg.GRPCAddr, cfg.GossipAddr = n.Addr(), n.GossipAddr()
+	l.mu.Lock()
+	l.nodes[id] = n
+	l.configs[id] = cfg
+	l.mu.Unlock()
+	return n, nil
 }
 
 func host(addr string) string {
@@ -287,9 +373,9 @@ func (l *Local) Restart(ctx context.Context, id string) (*Node, error) {
 	if opts.Logger == nil {
 		opts.Logger = l.spec.Logger
 	}
-	cfg.Join = nil
+	cfg.GossipSeeds = nil
 	for _, other := range l.Nodes() {
-		cfg.Join = append(cfg.Join, other.GossipAddr())
+		cfg.GossipSeeds = append(cfg.GossipSeeds, other.GossipAddr())
 	}
 	n, err := Start(ctx, cfg, opts)
 	if err != nil {

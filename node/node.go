@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	"github.com/meridiankv/meridian/engine/memory"
 	"github.com/meridiankv/meridian/engine/pebble"
 	"github.com/meridiankv/meridian/membership"
+	"github.com/meridiankv/meridian/placement"
 	"github.com/meridiankv/meridian/repair"
 	"github.com/meridiankv/meridian/replica"
 	"github.com/meridiankv/meridian/telemetry"
@@ -36,6 +38,7 @@ type Options struct {
 	Listener      net.Listener
 	PeerListener  net.Listener
 	AdminListener net.Listener
+	RaftListener  net.Listener
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// ServerOptions and DialOptions are appended to the gRPC defaults
@@ -88,9 +91,16 @@ type Node struct {
 	book     addrBook
 	sec      *security
 	ae       atomic.Pointer[repair.AntiEntropy]
-	runCtx   context.Context // ends when the node closes
-	tel      *telemetry.Telemetry
-	ownTel   bool
+	meta     *membership.MetaLog
+	raftLis  net.Listener
+	epochs   epochWaiters
+	// onMeta, when set, sees every newly agreed state (transfers and
+	// clean-up hook in here).
+	onMeta    atomic.Pointer[func(*membership.MetaState)]
+	transfers *transferGlue
+	runCtx    context.Context // ends when the node closes
+	tel       *telemetry.Telemetry
+	ownTel    bool
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -118,10 +128,9 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	members, _ := ParseInitialCluster(cfg.InitialCluster)
-	topo, err := membership.NewTopology(1, cfg.Partitions, members, cfg.Keyspaces)
+	topo, err := provisionalTopology(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("initial cluster: %w", err)
+		return nil, err
 	}
 	n = &Node{cfg: cfg, self: topo.Nodes[cfg.ID], gate: newGate(), drain: opts.DrainTimeout, failed: make(chan struct{})}
 	if n.drain <= 0 {
@@ -173,16 +182,20 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 		return nil, err
 	}
 	n.store.SetLogger(n.log) // Merkle tree builds report progress
-	saved, err := n.savedKeyspaces()
+	// A node that applied agreed metadata before routes by it at once
+	// (the log catches it up); flags only bootstrap a new cluster.
+	cached, err := n.loadCachedMeta()
 	if err != nil {
 		return nil, err
 	}
-	for _, s := range saved {
-		if _, ok := topo.Keyspaces[s.Name]; ok {
-			continue // the config file defines it
-		}
-		if topo, err = topo.WithKeyspace(s); err != nil {
-			return nil, fmt.Errorf("saved keyspace %q no longer fits the cluster: %w", s.Name, err)
+	if cached.Initialized() {
+		if agreed, err := cached.Topology(); err != nil {
+			n.log.Error("cached cluster metadata is unusable; waiting for the metadata log", "err", err)
+		} else {
+			topo = agreed
+			if me, ok := agreed.Nodes[cfg.ID]; ok {
+				n.self = me
+			}
 		}
 	}
 	n.topo.Store(topo)
@@ -211,6 +224,8 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 		Live:           routing{liveness: n.live, hints: n.hints},
 		Hints:          n.hints,
 		Topology:       n.Topology,
+		Ready:          n.ready,
+		CheckRoute:     n.checkRoute,
 		RequestTimeout: cfg.RequestTimeout,
 		MaxValueSize:   cfg.MaxValueSize,
 		MaxInFlight:    cfg.MaxInFlight,
@@ -231,6 +246,9 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	if err := n.buildServers(opts); err != nil {
 		return nil, err
 	}
+	if err := n.startMeta(opts); err != nil {
+		return nil, err
+	}
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n.cancel = cancel
@@ -244,16 +262,17 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 
 	meta := membership.Meta{
 		ID: cfg.ID, GRPCAddr: n.Addr(), PeerAddr: n.PeerAddr(), AdminAddr: n.AdminAddr(),
-		DC: n.self.DC, Rack: n.self.Rack, Weight: n.self.Weight, Epoch: topo.Epoch,
+		RaftAddr: n.RaftAddr(),
+		DC:       n.self.DC, Rack: n.self.Rack, Weight: n.self.Weight, Epoch: topo.Epoch,
 		HintsFor: n.hints.Targets(),
 	}
 	n.gossip, err = membership.Start(runCtx, membership.Config{
 		Meta:     meta,
 		Keys:     gossipKeys(secrets),
 		Label:    "meridian/" + cfg.ClusterName,
-		IsMember: func(id string) bool { _, ok := n.Topology().Nodes[id]; return ok },
+		IsMember: n.mayTalk,
 		BindAddr: gossipAddr(cfg),
-		Seeds:    cfg.Join,
+		Seeds:    cfg.GossipSeeds,
 		Profile:  cfg.GossipProfile,
 		Logger:   n.log,
 	}, memberEvents{n})
@@ -262,11 +281,23 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	}
 	// Serve only once every field the handlers read is set.
 	n.serveAll()
-	if len(cfg.Join) == 0 {
+	if len(cfg.GossipSeeds) == 0 && cfg.JoinAddr == "" {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
 			n.discoverSeeds(runCtx)
+		}()
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.metaLoop(runCtx)
+	}()
+	if cfg.JoinAddr != "" {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.joinLoop(runCtx)
 		}()
 	}
 
@@ -282,10 +313,10 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		n.hints.gossipLoop(runCtx, meta, n.gossip, func(err error) { n.log.Warn("gossip hint targets", "err", err) })
+		n.hints.gossipLoop(runCtx, meta, n.gossip, func() uint64 { return n.Topology().Epoch }, func(err error) { n.log.Warn("gossip metadata", "err", err) })
 	}()
 	handoff := &repair.Handoff{Log: n.hints.log, Peers: peers, Live: n.live, Interval: cfg.HintInterval, Logger: n.log, Now: opts.Now,
-		IsMember: func(id string) bool { _, ok := n.Topology().Nodes[id]; return ok },
+		IsMember: func(id string) bool { _, ok := n.Topology().Nodes[id]; return ok || !n.Topology().Agreed() },
 		AfterRound: func() {
 			if err := n.hints.refresh(); err != nil {
 				n.log.Warn("read hint targets", "err", err)
@@ -300,6 +331,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	if err := n.startAntiEntropy(runCtx, opts.Now); err != nil {
 		return nil, fmt.Errorf("anti-entropy: %w", err)
 	}
+	n.startTransfers(runCtx)
 	n.log.Info("node started", "grpc", n.Addr(), "gossip", n.gossip.Addr(), "engine", cfg.Engine, "actor", n.store.Actor())
 	return n, nil
 }
@@ -355,6 +387,45 @@ func (n *Node) Telemetry() *telemetry.Telemetry { return n.tel }
 
 // Topology is the node's current view of cluster metadata.
 func (n *Node) Topology() *membership.Topology { return n.topo.Load() }
+
+// provisionalTopology is what a node routes by before it has agreed
+// metadata: the initial cluster from flags (epoch 0: requests wait for
+// the metadata log), or just itself for a joining node.
+func provisionalTopology(cfg Config) (*membership.Topology, error) {
+	members, _ := ParseInitialCluster(cfg.InitialCluster)
+	if cfg.JoinAddr != "" && !slices.ContainsFunc(members, func(m membership.NodeInfo) bool { return m.ID == cfg.ID }) {
+		members = []membership.NodeInfo{{Node: placement.Node{ID: cfg.ID, DC: cfg.DC, Rack: cfg.Rack, Weight: cfg.Weight}, GRPCAddr: cfg.GRPCAddr, State: membership.StateJoining}}
+	}
+	topo, err := membership.NewTopology(0, cfg.Partitions, members, nil)
+	if err != nil {
+		return nil, fmt.Errorf("initial cluster: %w", err)
+	}
+	return topo, nil
+}
+
+// ready refuses client requests until the node routes by agreed metadata.
+func (n *Node) ready() error {
+	if !n.Topology().Agreed() {
+		leader := ""
+		if n.meta != nil {
+			leader = n.meta.Leader()
+		}
+		return fmt.Errorf("the cluster metadata is not agreed yet (metadata leader %q): wait until `meridian status` shows an epoch", leader)
+	}
+	return nil
+}
+
+// mayTalk is who may gossip and call the peer API: members of the agreed
+// metadata; before this node has any, every node of the CA (a new
+// cluster or a joiner learning the metadata).
+func (n *Node) mayTalk(id string) bool {
+	t := n.Topology()
+	_, ok := t.Nodes[id]
+	return ok || !t.Agreed()
+}
+
+// MetaLog is the node's member of the metadata Raft group.
+func (n *Node) MetaLog() *membership.MetaLog { return n.meta }
 
 func (n *Node) dcOf(id string) string { return n.Topology().Nodes[id].DC }
 
@@ -428,6 +499,12 @@ func (n *Node) close() error {
 		n.cancel()
 	}
 	n.wg.Wait()
+	if n.meta != nil {
+		errs = append(errs, n.meta.Close())
+	}
+	if n.raftLis != nil {
+		n.raftLis.Close()
+	}
 	if n.coord != nil {
 		switch {
 		case !drained:

@@ -55,3 +55,11 @@ func (s *replicaServer) BucketDigests(ctx context.Context, req *internalv1.Bucke
 func (s *replicaServer) CollectTombstones(ctx context.Context, req *internalv1.CollectTombstonesRequest) (*internalv1.CollectTombstonesResponse, error) {
 	return s.n.coord.ServeCollectTombstones(ctx, req)
 }
+
+func (s *replicaServer) ScanPartition(ctx context.Context, req *internalv1.ScanPartitionRequest) (*internalv1.ScanPartitionResponse, error) {
+	return s.n.coord.ServeScanPartition(ctx, req)
+}
+
+func (s *replicaServer) PartitionSizes(ctx context.Context, req *internalv1.PartitionSizesRequest) (*internalv1.PartitionSizesResponse, error) {
+	return s.n.coord.ServePartitionSizes(ctx, req)
+}

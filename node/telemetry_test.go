@@ -182,6 +182,10 @@ func TestMetricsEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
+	// A new cluster serves once its metadata log agreed on the topology.
+	if err := n.WaitAgreed(ctx); err != nil {
+		t.Fatal(err)
+	}
 	addr := n.Telemetry().MetricsAddr()
 	before := scrape(t, addr)
 	c := dial(t, n.Addr())

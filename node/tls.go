@@ -43,21 +43,18 @@ func newSecurity(cfg Config, log *slog.Logger) (*security, error) {
 	return &security{src: src}, nil
 }
 
-// peerServer is the peer listener's credentials: mutual TLS, and only
-// certificates of nodes that are members of the topology.
-func (s *security) peerServer(isMember func(id string) bool) grpc.ServerOption {
+// peerServer is the peer listener's credentials: mutual TLS with node
+// certificates (checkPeer then admits members only, and a new node only
+// to join).
+func (s *security) peerServer() grpc.ServerOption {
 	if s.insecure {
 		return grpc.Creds(insecure.NewCredentials())
 	}
 	return grpc.Creds(pki.ServerCredentials(s.src.ServerConfig(pki.ServerOptions{
 		RequireClientCert: true,
 		Authorize: func(cert *x509.Certificate) error {
-			id, ok := pki.NodeID(cert)
-			if !ok {
+			if _, ok := pki.NodeID(cert); !ok {
 				return errors.New("not a node certificate: the peer API is for cluster members only")
-			}
-			if !isMember(id) {
-				return fmt.Errorf("node %q is not a member of this cluster", id)
 			}
 			return nil
 		},

@@ -4,11 +4,8 @@ package ops
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"sort"
 	"strings"
-	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -32,10 +29,36 @@ type Server struct {
 }
 
 func (s *Server) nodeProto(info membership.NodeInfo) *adminv1.Node {
-	return &adminv1.Node{
+	out := &adminv1.Node{
 		Id: info.ID, GrpcAddr: info.GRPCAddr, Dc: info.DC, Rack: info.Rack,
-		Weight: uint32(info.Weight), State: s.state(info.ID),
+		Weight: uint32(info.Weight), State: s.state(info.ID), MemberState: string(info.State),
+		Epoch: s.epochOf(info.ID),
 	}
+	if ml := s.n.MetaLog(); ml != nil {
+		roles, _ := ml.Roles()
+		out.RaftRole = roles[info.ID]
+		if out.RaftRole == "" {
+			out.RaftRole = "none"
+		}
+		out.Leader = ml.Leader() == info.ID
+	}
+	return out
+}
+
+// epochOf is the metadata epoch a node applied: this node's own, others'
+// as they gossip it.
+func (s *Server) epochOf(id string) uint64 {
+	if id == s.n.ID() {
+		return s.n.Topology().Epoch
+	}
+	if g := s.n.Gossip(); g != nil {
+		for _, m := range g.Members() {
+			if m.Meta.ID == id {
+				return m.Meta.Epoch
+			}
+		}
+	}
+	return 0
 }
 
 func (s *Server) state(id string) string {
@@ -69,7 +92,10 @@ func sortedNodes(t *membership.Topology) []membership.NodeInfo {
 // Status lists the members.
 func (s *Server) Status(context.Context, *adminv1.StatusRequest) (*adminv1.StatusResponse, error) {
 	t := s.n.Topology()
-	resp := &adminv1.StatusResponse{Node: s.n.ID(), Epoch: t.Epoch, Partitions: uint32(t.Ring.Partitions())}
+	resp := &adminv1.StatusResponse{Node: s.n.ID(), Epoch: t.Epoch, Partitions: uint32(t.Ring.Partitions()), ClusterId: t.ClusterID}
+	if ml := s.n.MetaLog(); ml != nil {
+		resp.Leader = ml.Leader()
+	}
 	for _, info := range sortedNodes(t) {
 		resp.Nodes = append(resp.Nodes, s.nodeProto(info))
 	}
@@ -164,75 +190,67 @@ func (s *Server) ListKeyspaces(context.Context, *adminv1.ListKeyspacesRequest) (
 	return resp, nil
 }
 
-// CreateKeyspace validates and applies a keyspace here, then on every
-// other node. Until topology changes go through the Raft log this needs
-// every node reachable; re-running it is safe (identical specs are no-ops).
+// CreateKeyspace creates a keyspace through the metadata log: one
+// definition wins everywhere, whichever node is asked.
 func (s *Server) CreateKeyspace(ctx context.Context, req *adminv1.CreateKeyspaceRequest) (*adminv1.CreateKeyspaceResponse, error) {
-	k := req.GetKeyspace()
+	spec, err := specOf(req.GetKeyspace())
+	if err != nil {
+		return nil, err
+	}
+	ks, err := s.n.CreateKeyspace(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	return &adminv1.CreateKeyspaceResponse{Keyspace: keyspaceProto(ks), Applied: []string{"metadata log"}}, nil
+}
+
+func specOf(k *adminv1.Keyspace) (membership.KeyspaceSpec, error) {
 	if k == nil {
-		return nil, status.Error(codes.InvalidArgument, "keyspace is missing")
+		return membership.KeyspaceSpec{}, status.Error(codes.InvalidArgument, "keyspace is missing")
 	}
 	if k.GetMaxSetBytes() > 1<<40 {
-		return nil, status.Errorf(codes.InvalidArgument, "max_set_bytes %d is out of range", k.GetMaxSetBytes())
+		return membership.KeyspaceSpec{}, status.Errorf(codes.InvalidArgument, "max_set_bytes %d is out of range", k.GetMaxSetBytes())
+	}
+	if len(k.GetReplication()) > 64 {
+		return membership.KeyspaceSpec{}, status.Errorf(codes.InvalidArgument, "replication names %d datacenters: at most 64", len(k.GetReplication()))
 	}
 	spec := membership.KeyspaceSpec{Name: k.GetName(), Conflict: k.GetConflict(), Replication: map[string]int{},
 		MaxSiblings: int(k.GetMaxSiblings()), MaxSetBytes: int(k.GetMaxSetBytes())}
 	for dc, rf := range k.GetReplication() {
+		if rf > 64 {
+			return spec, status.Errorf(codes.InvalidArgument, "replication %s=%d: at most 64 per datacenter", dc, rf)
+		}
 		spec.Replication[dc] = int(rf)
 	}
 	if len(spec.Replication) == 0 {
-		return nil, status.Error(codes.InvalidArgument, "replication is empty: give at least one DC=RF, e.g. --replication dc1=3")
+		return spec, status.Error(codes.InvalidArgument, "replication is empty: give at least one DC=RF, e.g. --replication dc1=3")
 	}
-	ks, err := s.n.CreateKeyspace(spec)
-	if errors.Is(err, node.ErrKeyspaceExists) {
-		return nil, status.Error(codes.AlreadyExists, err.Error())
-	}
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	resp := &adminv1.CreateKeyspaceResponse{Keyspace: keyspaceProto(ks), Applied: []string{s.n.ID()}}
-	if req.GetLocalOnly() {
-		return resp, nil
-	}
-	var (
-		mu     sync.Mutex
-		wg     sync.WaitGroup
-		failed []string
-	)
-	for _, info := range sortedNodes(s.n.Topology()) {
-		if info.ID == s.n.ID() {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := s.applyOn(ctx, info.ID, k)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				failed = append(failed, fmt.Sprintf("%s (%v)", info.ID, status.Convert(err).Message()))
-				return
-			}
-			resp.Applied = append(resp.Applied, info.ID)
-		}()
-	}
-	wg.Wait()
-	sort.Strings(resp.Applied)
-	if len(failed) > 0 {
-		sort.Strings(failed)
-		return nil, status.Errorf(codes.Unavailable, "keyspace %q applied on %s but not on %s: run the same command again once those nodes are up",
-			k.GetName(), strings.Join(resp.Applied, ","), strings.Join(failed, ", "))
-	}
-	return resp, nil
+	return spec, nil
 }
 
-func (s *Server) applyOn(ctx context.Context, id string, k *adminv1.Keyspace) error {
-	conn, err := s.n.PeerConn(id)
+// AlterKeyspace changes a keyspace through the metadata log.
+func (s *Server) AlterKeyspace(ctx context.Context, req *adminv1.AlterKeyspaceRequest) (*adminv1.AlterKeyspaceResponse, error) {
+	spec, err := specOf(req.GetKeyspace())
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = adminv1.NewAdminClient(conn).CreateKeyspace(ctx, &adminv1.CreateKeyspaceRequest{Keyspace: k, LocalOnly: true})
-	return err
+	ks, moves, epoch, err := s.n.AlterKeyspace(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	return &adminv1.AlterKeyspaceResponse{Keyspace: keyspaceProto(ks), Epoch: epoch, MovesData: moves}, nil
+}
+
+// DropKeyspace removes a keyspace through the metadata log.
+func (s *Server) DropKeyspace(ctx context.Context, req *adminv1.DropKeyspaceRequest) (*adminv1.DropKeyspaceResponse, error) {
+	if req.GetName() == "" {
+		return nil, status.Error(codes.InvalidArgument, "name is empty: give the keyspace to drop")
+	}
+	epoch, err := s.n.DropKeyspace(ctx, req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	return &adminv1.DropKeyspaceResponse{Epoch: epoch}, nil
 }
 
 // ReloadSecrets applies this node's cluster secret file again.

@@ -58,7 +58,7 @@ type Config struct {
 	// ServiceName for the OTel resource (default "meridian").
 	ServiceName string
 	// NodeID and DC label the resource and every log line.
-	NodeID, DC string
+	NodeID, DC string `yaml:"-"`
 	// Stdout receives the stdout exporter's spans (default os.Stdout).
 	Stdout io.Writer
 	// Getenv reads the environment (default os.Getenv); injectable for tests.

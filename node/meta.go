@@ -1,0 +1,580 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/membership"
+	"github.com/meridiankv/meridian/pki"
+)
+
+// The cluster metadata: a Raft group (membership.MetaLog) whose applied
+// state becomes the node's topology. The first start with an initial
+// cluster bootstraps the group; the leader proposes the initial metadata
+// from its flags; every later start reads the agreed state (cached in the
+// store so a restarted node routes by its last known epoch at once) and
+// never rebuilds the ring from flags.
+
+const metaCacheKey = "cluster/meta"
+
+// epochWaiters lets callers wait for the applied epoch to reach a value.
+type epochWaiters struct {
+	mu sync.Mutex
+	ch chan struct{} // closed and replaced on every change
+}
+
+func (w *epochWaiters) changed() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ch == nil {
+		w.ch = make(chan struct{})
+	}
+	return w.ch
+}
+
+func (w *epochWaiters) signal() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ch != nil {
+		close(w.ch)
+	}
+	w.ch = make(chan struct{})
+}
+
+// waitEpoch waits until this node applied metadata epoch e.
+func (n *Node) waitEpoch(ctx context.Context, e uint64) error {
+	for {
+		ch := n.epochs.changed()
+		if t := n.Topology(); t.Agreed() && t.Epoch >= e {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("this node's metadata is at epoch %d, waiting for %d: %w", n.Topology().Epoch, e, ctx.Err())
+		case <-ch:
+		}
+	}
+}
+
+// WaitAgreed waits until this node routes by agreed metadata.
+func (n *Node) WaitAgreed(ctx context.Context) error { return n.waitEpoch(ctx, 1) }
+
+// loadCachedMeta reads the metadata this node last applied.
+func (n *Node) loadCachedMeta() (*membership.MetaState, error) {
+	var st *membership.MetaState
+	err := n.store.ScanMeta(metaCacheKey, func(name string, v []byte) error {
+		if name != metaCacheKey {
+			return nil
+		}
+		st = &membership.MetaState{}
+		if err := json.Unmarshal(v, st); err != nil {
+			return fmt.Errorf("cached cluster metadata: %w", err)
+		}
+		return nil
+	})
+	return st, err
+}
+
+// startMeta opens the node's member of the metadata group.
+func (n *Node) startMeta(opts Options) error {
+	lis, err := listen("raft-addr", n.raftListenAddr(), opts.RaftListener)
+	if err != nil {
+		return err
+	}
+	n.raftLis = lis
+	if !n.cfg.Insecure {
+		lis = tls.NewListener(lis, n.sec.src.ServerConfig(pki.ServerOptions{
+			RequireClientCert: true,
+			Authorize: func(cert *x509.Certificate) error {
+				id, ok := pki.NodeID(cert)
+				if !ok {
+					return errors.New("not a node certificate")
+				}
+				if _, member := n.Topology().Nodes[id]; !member {
+					return fmt.Errorf("node %q is not a member of this cluster", id)
+				}
+				return nil
+			},
+		}))
+	}
+	var voters, nonvoters []string
+	if n.cfg.InitialCluster != "" && n.cfg.JoinAddr == "" {
+		members, _ := ParseInitialCluster(n.cfg.InitialCluster)
+		recs := make([]membership.MemberRecord, len(members))
+		for i, m := range members {
+			recs[i] = membership.MemberRecord{ID: m.ID, DC: m.DC}
+		}
+		voters = membership.PickVoters(recs)
+		for _, m := range members {
+			if !slices.Contains(voters, m.ID) {
+				nonvoters = append(nonvoters, m.ID)
+			}
+		}
+	}
+	dir := "" // the memory engine keeps the log in memory too
+	if n.cfg.Engine != "memory" && n.cfg.DataDir != "" {
+		dir = filepath.Join(n.cfg.DataDir, "raft")
+	}
+	n.meta, err = membership.StartMetaLog(membership.MetaLogConfig{
+		ID: n.cfg.ID, Dir: dir, Listener: lis, Dial: n.dialRaft,
+		Voters: voters, NonVoters: nonvoters,
+		OnChange: n.metaChanged,
+		Fast:     n.cfg.GossipProfile == "local" || n.cfg.GossipProfile == "test",
+		Logger:   n.log,
+	})
+	return err
+}
+
+func (n *Node) raftListenAddr() string {
+	if n.cfg.RaftAddr != "" {
+		return n.cfg.RaftAddr
+	}
+	host, _, _ := net.SplitHostPort(n.cfg.GRPCAddr)
+	return net.JoinHostPort(host, "0")
+}
+
+// RaftAddr is the metadata group's listener address.
+func (n *Node) RaftAddr() string {
+	if n.raftLis == nil {
+		return n.cfg.RaftAddr
+	}
+	return n.raftLis.Addr().String()
+}
+
+// dialRaft connects to a member's metadata listener by node ID.
+func (n *Node) dialRaft(ctx context.Context, id string) (net.Conn, error) {
+	addr, ok := n.book.getRaft(id)
+	if !ok {
+		if m, known := n.Topology().Meta.Member(id); known && m.RaftAddr != "" {
+			addr, ok = m.RaftAddr, true
+		}
+	}
+	if !ok {
+		info, err := n.discover(ctx, id)
+		if err != nil || info.GetRaftAddr() == "" {
+			return nil, fmt.Errorf("no metadata address known for %s yet: %v", id, err)
+		}
+		addr = info.GetRaftAddr()
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil || n.cfg.Insecure {
+		return conn, err
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	tc := tls.Client(conn, n.sec.src.ClientConfigWith(pki.ClientOptions{
+		ServerName: host,
+		Authorize: func(cert *x509.Certificate) error {
+			if got, ok := pki.NodeID(cert); !ok || got != id {
+				return fmt.Errorf("the metadata listener at %s is node %q, not %q", addr, got, id)
+			}
+			return nil
+		},
+	}))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+// metaChanged applies a newly agreed state: it becomes the topology (and
+// the cached copy), waiters and gossip learn the epoch, transfers and
+// clean-up look at what changed.
+func (n *Node) metaChanged(st *membership.MetaState) {
+	if !st.Initialized() {
+		return
+	}
+	topo, err := st.Topology()
+	if err != nil {
+		n.log.Error("agreed cluster metadata does not give a topology; keeping the previous one", "epoch", st.Epoch, "err", err)
+		return
+	}
+	if raw, err := json.Marshal(st); err == nil {
+		if err := n.store.PutMeta(metaCacheKey, raw); err != nil {
+			n.log.Warn("cache cluster metadata", "err", err)
+		}
+	}
+	prev := n.topo.Swap(topo)
+	n.epochs.signal()
+	if prev == nil || !prev.Agreed() {
+		n.log.Info("cluster metadata agreed", "cluster_id", st.ClusterID, "epoch", st.Epoch, "members", len(st.Members))
+		if n.Failure() == nil {
+			n.health.SetServingStatus("", servingStatus(true))
+			n.health.SetServingStatus(kvv1.KV_ServiceDesc.ServiceName, servingStatus(true))
+		}
+	}
+	n.hints.kick()
+	if fn := n.onMeta.Load(); fn != nil {
+		(*fn)(st)
+	}
+}
+
+// metaLoop runs for the node's life: the leader initializes the metadata
+// and keeps the Raft configuration in line with the members; every node
+// brings its addresses and config-file keyspaces into the agreed state
+// once it has one.
+func (n *Node) metaLoop(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	synced := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-n.meta.LeaderCh():
+		}
+		st := n.meta.State()
+		if n.meta.IsLeader() {
+			if !st.Initialized() && n.cfg.InitialCluster != "" && n.cfg.JoinAddr == "" {
+				n.proposeInit(ctx)
+				continue
+			}
+			if _, err := n.meta.Reconcile(); err != nil && ctx.Err() == nil {
+				n.log.Warn("metadata group configuration", "err", err)
+			}
+		}
+		if !synced && st.Initialized() {
+			synced = n.syncOwnMeta(ctx, st)
+		}
+	}
+}
+
+// proposeInit initializes the metadata from this node's flags.
+func (n *Node) proposeInit(ctx context.Context) {
+	members, _ := ParseInitialCluster(n.cfg.InitialCluster)
+	var recs []membership.MemberRecord
+	for _, m := range members {
+		recs = append(recs, membership.MemberRecord{ID: m.ID, DC: m.DC, Rack: m.Rack, Weight: m.Weight, GRPCAddr: m.GRPCAddr})
+	}
+	saved, err := n.savedKeyspaces()
+	if err != nil {
+		n.log.Warn("read saved keyspaces", "err", err)
+	}
+	specs := slices.Clone(n.cfg.Keyspaces)
+	for _, s := range saved {
+		if !slices.ContainsFunc(specs, func(k membership.KeyspaceSpec) bool { return k.Name == s.Name }) {
+			specs = append(specs, s)
+		}
+	}
+	var id [16]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		n.log.Error("cluster ID", "err", err)
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	epoch, err := n.meta.Apply(cctx, membership.Command{Kind: membership.CmdInit, ClusterID: hex.EncodeToString(id[:]),
+		Partitions: n.cfg.Partitions, Members: recs, Keyspaces: specs})
+	if err != nil {
+		n.log.Warn("initialize cluster metadata", "err", err)
+		return
+	}
+	n.log.Info("initialized cluster metadata", "epoch", epoch, "members", len(recs))
+}
+
+// syncOwnMeta brings this node's addresses and config-file keyspaces into
+// the agreed state, and says where its flags disagree with it. It
+// reports whether it is done.
+func (n *Node) syncOwnMeta(ctx context.Context, st *membership.MetaState) bool {
+	me, ok := st.Members[n.cfg.ID]
+	if !ok {
+		return false // a joiner not admitted yet
+	}
+	if me.GRPCAddr != n.Addr() || me.PeerAddr != n.PeerAddr() || me.AdminAddr != n.AdminAddr() || me.RaftAddr != n.RaftAddr() {
+		rec := *me
+		rec.GRPCAddr, rec.PeerAddr, rec.AdminAddr, rec.RaftAddr = n.Addr(), n.PeerAddr(), n.AdminAddr(), n.RaftAddr()
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := n.propose(pctx, membership.Command{Kind: membership.CmdAddrs, Member: &rec})
+		cancel()
+		if err != nil {
+			n.log.Debug("record own addresses in the metadata", "err", err)
+			return false
+		}
+	}
+	for _, spec := range n.cfg.Keyspaces {
+		cur, ok := st.Keyspaces[spec.Name]
+		switch {
+		case !ok:
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := n.propose(pctx, membership.Command{Kind: membership.CmdKeyspaceCreate, Keyspace: &spec})
+			cancel()
+			if c := status.Code(err); err != nil && c != codes.AlreadyExists && c != codes.FailedPrecondition {
+				return false
+			}
+			if err != nil {
+				n.log.Error("keyspace in the config file differs from the agreed definition; the agreed one is used (change it with `meridian keyspace alter`)", "keyspace", spec.Name, "err", err)
+			}
+		case !membership.SameSpec(cur, spec):
+			n.log.Error("keyspace in the config file differs from the agreed definition; the agreed one is used (change it with `meridian keyspace alter`)",
+				"keyspace", spec.Name, "config", membership.DescribeSpec(spec), "agreed", membership.DescribeSpec(cur))
+		}
+	}
+	if n.cfg.InitialCluster != "" {
+		if diff := flagsDiffer(n.cfg.InitialCluster, st); diff != "" {
+			n.log.Warn("--initial-cluster differs from the agreed membership; flags only bootstrap a new cluster and are ignored now (change membership with `meridian cluster plan`)", "difference", diff)
+		}
+	}
+	return true
+}
+
+// flagsDiffer describes how an initial-cluster flag differs from the
+// agreed members ("" when it does not).
+func flagsDiffer(initial string, st *membership.MetaState) string {
+	members, err := ParseInitialCluster(initial)
+	if err != nil {
+		return err.Error()
+	}
+	var diffs []string
+	seen := map[string]bool{}
+	for _, m := range members {
+		seen[m.ID] = true
+		rec, ok := st.Members[m.ID]
+		switch {
+		case !ok:
+			diffs = append(diffs, m.ID+" is not a member")
+		case rec.State == membership.StateRemoved:
+			diffs = append(diffs, m.ID+" was removed")
+		case rec.DC != m.DC || rec.Rack != m.Rack || rec.Weight != m.Weight:
+			diffs = append(diffs, fmt.Sprintf("%s is %s/%s/%d, not %s/%s/%d", m.ID, rec.DC, rec.Rack, rec.Weight, m.DC, m.Rack, m.Weight))
+		}
+	}
+	for id, rec := range st.Members {
+		if !seen[id] && rec.State != membership.StateRemoved {
+			diffs = append(diffs, id+" is a member not in the flag")
+		}
+	}
+	slices.Sort(diffs)
+	if len(diffs) == 0 {
+		return ""
+	}
+	return fmt.Sprint(diffs)
+}
+
+// propose applies a command through the metadata leader, forwarding it
+// when this node is not the leader, and waits until this node applied
+// it. A refusal by the state comes back as FAILED_PRECONDITION.
+func (n *Node) propose(ctx context.Context, c membership.Command) (uint64, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+	}
+	for {
+		epoch, err := n.proposeOnce(ctx, c)
+		if err == nil {
+			return epoch, n.waitEpoch(ctx, epoch)
+		}
+		if !retryable(err) {
+			return 0, err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, status.Errorf(codes.Unavailable, "the metadata log has no reachable leader (leader %q): %v", n.meta.Leader(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func retryable(err error) bool {
+	if errors.Is(err, membership.ErrNotLeader) {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.Aborted:
+		return true
+	}
+	return false
+}
+
+func (n *Node) proposeOnce(ctx context.Context, c membership.Command) (uint64, error) {
+	if n.meta.IsLeader() {
+		epoch, err := n.meta.Apply(ctx, c)
+		if err != nil && !errors.Is(err, membership.ErrNotLeader) {
+			if isRaftFailure(err) {
+				return 0, status.Errorf(codes.Unavailable, "metadata log: %v", err)
+			}
+			return 0, refusalStatus(err)
+		}
+		return epoch, err
+	}
+	leader := n.meta.Leader()
+	if leader == "" {
+		return 0, status.Error(codes.Unavailable, "the metadata log has no leader right now")
+	}
+	conn, err := n.PeerConn(leader)
+	if err != nil {
+		return 0, status.Errorf(codes.Unavailable, "metadata leader %s: %v", leader, err)
+	}
+	resp, err := internalv1.NewMetaClient(conn).Propose(ctx, &internalv1.ProposeRequest{Command: c.Encode()})
+	if err != nil {
+		return 0, err
+	}
+	return resp.GetEpoch(), nil
+}
+
+// isRaftFailure tells a failure of the log itself (retry) from a
+// refusal by the state (report).
+func isRaftFailure(err error) bool { return !membership.IsRefusal(err) }
+
+// metaServer is the peer listener's half of the metadata log.
+type metaServer struct {
+	internalv1.UnimplementedMetaServer
+	n *Node
+}
+
+// Propose applies a forwarded command on the leader.
+func (s *metaServer) Propose(ctx context.Context, req *internalv1.ProposeRequest) (*internalv1.ProposeResponse, error) {
+	c, err := membership.DecodeCommand(req.GetCommand())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	if c.Kind == membership.CmdInit {
+		return nil, status.Error(codes.PermissionDenied, "the metadata is initialized by its first leader only")
+	}
+	if !s.n.meta.IsLeader() {
+		return nil, status.Errorf(codes.Unavailable, "not the metadata leader (the leader is %q)", s.n.meta.Leader())
+	}
+	epoch, err := s.n.proposeOnce(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	return &internalv1.ProposeResponse{Epoch: epoch}, nil
+}
+
+// Join admits a new node as joining: its ID is the one its certificate
+// names, so a node can only ever join as itself.
+func (s *metaServer) Join(ctx context.Context, req *internalv1.JoinRequest) (*internalv1.JoinResponse, error) {
+	n := s.n
+	id := req.GetId()
+	if !n.cfg.Insecure {
+		cert, ok := pki.PeerCertificate(ctx)
+		if !ok {
+			return nil, status.Error(codes.Unauthenticated, "join needs the node's certificate")
+		}
+		certID, ok := pki.NodeID(cert)
+		if !ok || certID != id {
+			return nil, status.Errorf(codes.PermissionDenied, "the certificate is for node %q, not %q", certID, id)
+		}
+	}
+	if err := (Config{ID: id}).validID(); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	rec := membership.MemberRecord{ID: id, DC: req.GetDc(), Rack: req.GetRack(), Weight: int(req.GetWeight()),
+		GRPCAddr: req.GetGrpcAddr(), PeerAddr: req.GetPeerAddr(), AdminAddr: req.GetAdminAddr(), RaftAddr: req.GetRaftAddr()}
+	for _, a := range []string{rec.GRPCAddr, rec.PeerAddr, rec.AdminAddr, rec.RaftAddr} {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "join: address %q is not host:port", a)
+		}
+	}
+	epoch, err := n.propose(ctx, membership.Command{Kind: membership.CmdJoin, Member: &rec})
+	if err != nil {
+		return nil, err
+	}
+	n.book.setRaft(id, rec.RaftAddr)
+	n.book.set(id, rec.PeerAddr)
+	n.log.Info("node joined the metadata log", "node", id, "dc", rec.DC, "epoch", epoch)
+	return &internalv1.JoinResponse{ClusterId: n.Topology().ClusterID, Epoch: epoch, GossipAddr: n.GossipAddr()}, nil
+}
+
+// joinLoop admits this node through a member (--join) until it has
+// applied agreed metadata that lists it.
+func (n *Node) joinLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		if st := n.meta.State(); st.Initialized() {
+			if _, ok := st.Members[n.cfg.ID]; ok {
+				return
+			}
+		}
+		if err := n.joinOnce(ctx); err != nil && ctx.Err() == nil {
+			n.log.Warn("join the cluster (retrying)", "via", n.cfg.JoinAddr, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (n *Node) joinOnce(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	conn, err := grpc.NewClient(n.cfg.JoinAddr, append([]grpc.DialOption{n.sec.clientDial()}, n.tel.DialOptions()...)...)
+	if err != nil {
+		return err
+	}
+	info, err := internalv1.NewDiscoveryClient(conn).Info(cctx, &internalv1.InfoRequest{})
+	conn.Close()
+	if err != nil {
+		return fmt.Errorf("ask %s who it is: %w", n.cfg.JoinAddr, err)
+	}
+	if info.GetPeerAddr() == "" {
+		return fmt.Errorf("%s has no peer address", n.cfg.JoinAddr)
+	}
+	n.book.set(info.GetId(), info.GetPeerAddr())
+	n.book.setRaft(info.GetId(), info.GetRaftAddr())
+	pconn, err := grpc.NewClient(info.GetPeerAddr(), n.sec.peerDial(), grpc.WithChainUnaryInterceptor(n.tagPeer))
+	if err != nil {
+		return err
+	}
+	defer pconn.Close()
+	resp, err := internalv1.NewMetaClient(pconn).Join(cctx, &internalv1.JoinRequest{
+		Id: n.cfg.ID, GrpcAddr: n.Addr(), PeerAddr: n.PeerAddr(), AdminAddr: n.AdminAddr(), RaftAddr: n.RaftAddr(),
+		Dc: n.self.DC, Rack: n.self.Rack, Weight: uint32(n.self.Weight),
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := n.gossip.Join([]string{resp.GetGossipAddr()}); err != nil {
+		n.log.Warn("join gossip", "addr", resp.GetGossipAddr(), "err", err)
+	}
+	n.log.Info("admitted as a joining node; it owns nothing until a plan adds it (`meridian cluster plan add "+n.cfg.ID+"`)", "cluster_id", resp.GetClusterId(), "epoch", resp.GetEpoch())
+	return nil
+}
+
+// peerEpoch is the sender's epoch of a peer request (0 if absent).
+func peerEpoch(ctx context.Context) uint64 {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if e := md.Get(mdEpoch); len(e) == 1 {
+		v, _ := strconv.ParseUint(e[0], 10, 64)
+		return v
+	}
+	return 0
+}
+
+// checkRoute refuses a replica request for partition p routed by a ring
+// older than p's last change: the sender must catch up and retry.
+func (n *Node) checkRoute(ctx context.Context, p int) error {
+	topo := n.Topology()
+	if !topo.Agreed() {
+		return status.Error(codes.Unavailable, "this node has not applied the cluster metadata yet")
+	}
+	sender := peerEpoch(ctx)
+	if re := topo.RouteEpoch(p); sender != 0 && sender < re {
+		return status.Errorf(codes.FailedPrecondition, "stale topology: the request was routed at epoch %d, but partition %d's replicas changed at epoch %d; retry once the sender caught up", sender, p, re)
+	}
+	return nil
+}

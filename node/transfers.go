@@ -1,0 +1,222 @@
+package node
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/meridiankv/meridian/membership"
+	"github.com/meridiankv/meridian/placement"
+	"github.com/meridiankv/meridian/repair"
+	"github.com/meridiankv/meridian/replica"
+)
+
+// Partition transfers during a committed change: this node pulls every
+// partition it is a pending replica of from a current replica, catches
+// up with an anti-entropy pass, and reports the partition through the
+// metadata log, which switches it once every new replica reported. When
+// no change is in progress, data of partitions this node no longer
+// replicates (and of dropped keyspaces) is deleted.
+
+type transferGlue struct {
+	n  *Node
+	rt *repair.Transfers
+
+	mu        sync.Mutex
+	gen       uint64
+	remaining map[int]int  // partition → tasks not done yet
+	reported  map[int]bool // partitions proposed done this generation
+	cleaning  bool
+	cleanedAt uint64
+}
+
+// startTransfers wires the transfer runner to the metadata.
+func (n *Node) startTransfers(ctx context.Context) {
+	g := &transferGlue{n: n, remaining: map[int]int{}, reported: map[int]bool{}}
+	g.rt = repair.NewTransfers(repair.TransferConfig{
+		Peers:       n.faults,
+		Merge:       n.coord,
+		Checkpoints: n.store,
+		Alive:       n.Alive,
+		CatchUp: func(ctx context.Context, t repair.TransferTask) error {
+			ae := n.ae.Load()
+			if ae == nil {
+				return nil
+			}
+			_, err := ae.SyncWith(ctx, t.Keyspace, t.Loc.Partition, t.Sources)
+			return err
+		},
+		Done:           g.done,
+		BytesPerSecond: n.cfg.TransferBytesPerSecond,
+		Logger:         n.log,
+	})
+	n.transfers = g
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		g.rt.Run(ctx)
+	}()
+	fn := g.changed
+	n.onMeta.Store(&fn)
+	if st := n.meta.State(); st.Initialized() {
+		g.changed(st)
+	}
+}
+
+// Transfers reports the partition transfers this node receives.
+func (n *Node) Transfers() []repair.TransferStatus {
+	if n.transfers == nil {
+		return nil
+	}
+	return n.transfers.rt.Status()
+}
+
+// changed recomputes the wanted transfers from a newly agreed state.
+func (g *transferGlue) changed(st *membership.MetaState) {
+	topo, err := st.Topology()
+	if err != nil {
+		return
+	}
+	tr := st.Transition
+	if tr == nil {
+		g.rt.Set(nil)
+		g.maybeCleanup(st.Epoch)
+		return
+	}
+	self := g.n.cfg.ID
+	var tasks []repair.TransferTask
+	remaining := map[int]int{}
+	for _, name := range topo.KeyspaceNames() {
+		ks := topo.Keyspaces[name]
+		for _, p := range tr.Moving {
+			if tr.IsDone(p) || slices.Contains(tr.Reported[p], self) {
+				continue
+			}
+			if !slices.ContainsFunc(ks.Table.Pending(p), func(r placement.Replica) bool { return r.Node == self }) {
+				continue
+			}
+			var local, remote []string
+			for _, r := range ks.Table.Replicas(p) {
+				switch {
+				case r.Node == self:
+				case r.DC == g.n.self.DC:
+					local = append(local, r.Node)
+				default:
+					remote = append(remote, r.Node)
+				}
+			}
+			tasks = append(tasks, repair.TransferTask{Keyspace: name, Loc: replica.Loc{Keyspace: ks.ID, Partition: p},
+				Sources: append(local, remote...), Generation: tr.Generation})
+			remaining[p]++
+		}
+	}
+	g.mu.Lock()
+	if g.gen != tr.Generation {
+		g.gen, g.reported = tr.Generation, map[int]bool{}
+	}
+	g.remaining = remaining
+	g.mu.Unlock()
+	g.rt.Set(tasks)
+}
+
+// done counts a finished task; the last one of a partition reports it.
+func (g *transferGlue) done(t repair.TransferTask) {
+	g.mu.Lock()
+	if t.Generation != g.gen {
+		g.mu.Unlock()
+		return
+	}
+	g.remaining[t.Loc.Partition]--
+	last := g.remaining[t.Loc.Partition] <= 0 && !g.reported[t.Loc.Partition]
+	if last {
+		g.reported[t.Loc.Partition] = true
+	}
+	g.mu.Unlock()
+	if !last {
+		return
+	}
+	n := g.n
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		for n.runCtx.Err() == nil {
+			ctx, cancel := context.WithTimeout(n.runCtx, 15*time.Second)
+			_, err := n.propose(ctx, membership.Command{Kind: membership.CmdTransferDone, Generation: t.Generation, Node: n.cfg.ID, Parts: []int{t.Loc.Partition}})
+			cancel()
+			if err == nil || !retryable(err) {
+				if err != nil {
+					n.log.Debug("transfer report refused", "partition", t.Loc.Partition, "err", err)
+				}
+				return
+			}
+			select {
+			case <-n.runCtx.Done():
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}()
+}
+
+// maybeCleanup deletes, in the background, the partitions this node no
+// longer replicates once no change is in progress.
+func (g *transferGlue) maybeCleanup(epoch uint64) {
+	g.mu.Lock()
+	if g.cleaning || g.cleanedAt == epoch {
+		g.mu.Unlock()
+		return
+	}
+	g.cleaning = true
+	g.mu.Unlock()
+	n := g.n
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer func() {
+			g.mu.Lock()
+			g.cleaning, g.cleanedAt = false, epoch
+			g.mu.Unlock()
+		}()
+		n.cleanup()
+	}()
+}
+
+// cleanup drops local data no keyspace places on this node.
+func (n *Node) cleanup() {
+	topo := n.Topology()
+	if !topo.Agreed() || topo.Meta.Transition != nil {
+		return
+	}
+	locs, err := n.store.Partitions()
+	if err != nil {
+		n.log.Warn("list partitions for clean-up", "err", err)
+		return
+	}
+	byID := map[uint32]*membership.Keyspace{}
+	for _, ks := range topo.Keyspaces {
+		byID[ks.ID] = ks
+	}
+	dropped := 0
+	for _, loc := range locs {
+		if n.runCtx.Err() != nil {
+			return
+		}
+		ks, ok := byID[loc.Keyspace]
+		if ok && loc.Partition < topo.Ring.Partitions() && slices.ContainsFunc(ks.Table.Replicas(loc.Partition), func(r placement.Replica) bool { return r.Node == n.cfg.ID }) {
+			continue
+		}
+		// Checked again against the newest topology right before the drop.
+		if cur := n.Topology(); cur.Epoch != topo.Epoch {
+			return
+		}
+		keys, err := n.store.DropPartition(loc)
+		if err != nil {
+			n.log.Warn("drop a partition this node no longer replicates", "keyspace_id", loc.Keyspace, "partition", loc.Partition, "err", err)
+			continue
+		}
+		dropped += keys
+	}
+	if dropped > 0 {
+		n.log.Info("deleted data this node no longer replicates", "keys", dropped, "epoch", topo.Epoch)
+	}
+}

@@ -1,0 +1,299 @@
+package ops
+
+import (
+	"context"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+	"github.com/meridiankv/meridian/membership"
+	"github.com/meridiankv/meridian/placement"
+)
+
+// Membership changes: a plan built step by step in the metadata log (a
+// dry run that shows what moves), then one commit that starts moving.
+
+func opOf(p *adminv1.PlanOp) (membership.PlanOp, error) {
+	if p == nil {
+		return membership.PlanOp{}, status.Error(codes.InvalidArgument, "op is missing")
+	}
+	op := membership.PlanOp{Op: p.GetOp(), Node: p.GetNode(), With: p.GetWith(), Weight: int(p.GetWeight())}
+	switch op.Op {
+	case membership.OpAdd, membership.OpDecommission, membership.OpRemove, membership.OpReweight, membership.OpReplace:
+	default:
+		return op, status.Errorf(codes.InvalidArgument, "op %q: use add, decommission, remove, replace or reweight", op.Op)
+	}
+	if op.Node == "" || len(op.Node) > 64 || len(op.With) > 64 {
+		return op, status.Error(codes.InvalidArgument, "node is empty or too long: name the node the step is about")
+	}
+	if op.Op == membership.OpReplace && op.With == "" {
+		return op, status.Error(codes.InvalidArgument, "replace needs --with NEW_NODE (a node started with --join)")
+	}
+	return op, nil
+}
+
+func planOpProto(o membership.PlanOp) *adminv1.PlanOp {
+	return &adminv1.PlanOp{Op: o.Op, Node: o.Node, With: o.With, Weight: uint32(o.Weight)}
+}
+
+func (s *Server) agreed() (*membership.MetaState, error) {
+	st := s.n.MetaState()
+	if !st.Initialized() {
+		return nil, status.Error(codes.Unavailable, "this node has no agreed cluster metadata yet: retry in a moment")
+	}
+	return st, nil
+}
+
+// ClusterPlan adds a step to the pending plan.
+func (s *Server) ClusterPlan(ctx context.Context, req *adminv1.ClusterPlanRequest) (*adminv1.ClusterPlanResponse, error) {
+	op, err := opOf(req.GetOp())
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.n.Propose(ctx, membership.Command{Kind: membership.CmdPlan, Op: &op}); err != nil {
+		return nil, err
+	}
+	return s.ClusterPlanShow(ctx, &adminv1.ClusterPlanShowRequest{})
+}
+
+// ClusterPlanShow shows the pending plan and what it moves.
+func (s *Server) ClusterPlanShow(ctx context.Context, req *adminv1.ClusterPlanShowRequest) (*adminv1.ClusterPlanResponse, error) {
+	st, err := s.agreed()
+	if err != nil {
+		return nil, err
+	}
+	plan, err := s.planView(ctx, st, req.GetSizes())
+	if err != nil {
+		return nil, err
+	}
+	return &adminv1.ClusterPlanResponse{Plan: plan}, nil
+}
+
+// planView lists, per keyspace and partition, the preference lists
+// before and after the pending plan.
+func (s *Server) planView(ctx context.Context, st *membership.MetaState, sizes bool) (*adminv1.Plan, error) {
+	out := &adminv1.Plan{Epoch: st.Epoch}
+	for _, o := range st.Plan {
+		out.Ops = append(out.Ops, planOpProto(o))
+	}
+	if len(st.Plan) == 0 {
+		return out, nil
+	}
+	next, err := st.PlanRing(st.Plan)
+	if err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "the pending plan no longer fits: %v (clear it with `meridian cluster plan clear`)", err)
+	}
+	cur, err := placement.FromState(*st.Ring)
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	changed := map[int]bool{}
+	names := make([]string, 0, len(st.Keyspaces))
+	for name := range st.Keyspaces {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		repl := placement.Replication(st.Keyspaces[name].Replication)
+		ot, err1 := cur.Table(repl)
+		nt, err2 := next.Table(repl)
+		if err1 != nil || err2 != nil {
+			return nil, status.Errorf(codes.FailedPrecondition, "keyspace %s: %v %v", name, err1, err2)
+		}
+		for _, p := range placement.Changed(ot, nt) {
+			changed[p] = true
+			out.Moves = append(out.Moves, &adminv1.PlanMove{Keyspace: name, Partition: uint32(p), Old: ids(ot.Replicas(p)), New: ids(nt.Replicas(p))})
+		}
+	}
+	out.PartitionsChanged = uint32(len(changed))
+	if sizes {
+		s.sizeMoves(ctx, out.Moves)
+		for _, m := range out.Moves {
+			out.BytesToMove += m.Bytes
+		}
+	}
+	return out, nil
+}
+
+func ids(reps []placement.Replica) []string {
+	out := make([]string, len(reps))
+	for i, r := range reps {
+		out[i] = r.Node
+	}
+	return out
+}
+
+// sizeMoves estimates each move's bytes: the partition's size on one
+// current replica times the replicas that must receive it.
+func (s *Server) sizeMoves(ctx context.Context, moves []*adminv1.PlanMove) {
+	type ask struct {
+		keyspace string
+		node     string
+	}
+	byAsk := map[ask][]*adminv1.PlanMove{}
+	for _, m := range moves {
+		src := m.Old[0]
+		for _, o := range m.Old {
+			if s.n.Alive(o) {
+				src = o
+				break
+			}
+		}
+		byAsk[ask{m.Keyspace, src}] = append(byAsk[ask{m.Keyspace, src}], m)
+	}
+	var wg sync.WaitGroup
+	for a, ms := range byAsk {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := s.n.PeerConn(a.node)
+			if err != nil {
+				return
+			}
+			req := &internalv1.PartitionSizesRequest{Keyspace: a.keyspace}
+			for _, m := range ms {
+				req.Partitions = append(req.Partitions, m.Partition)
+			}
+			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			resp, err := internalv1.NewReplicaClient(conn).PartitionSizes(cctx, req)
+			if err != nil || len(resp.GetBytes()) != len(ms) {
+				return
+			}
+			for i, m := range ms {
+				added := 0
+				for _, n := range m.New {
+					if !slices.Contains(m.Old, n) {
+						added++
+					}
+				}
+				m.Bytes = resp.GetBytes()[i] * uint64(added)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// ClusterPlanClear drops the pending plan.
+func (s *Server) ClusterPlanClear(ctx context.Context, _ *adminv1.ClusterPlanClearRequest) (*adminv1.ClusterPlanClearResponse, error) {
+	if _, err := s.n.Propose(ctx, membership.Command{Kind: membership.CmdPlanClear}); err != nil {
+		return nil, err
+	}
+	return &adminv1.ClusterPlanClearResponse{}, nil
+}
+
+// ClusterCommit starts the pending plan.
+func (s *Server) ClusterCommit(ctx context.Context, _ *adminv1.ClusterCommitRequest) (*adminv1.ClusterCommitResponse, error) {
+	st, err := s.agreed()
+	if err != nil {
+		return nil, err
+	}
+	if len(st.Plan) == 0 {
+		return nil, status.Error(codes.FailedPrecondition, membership.ErrNoPlan.Error())
+	}
+	epoch, err := s.n.Propose(ctx, membership.Command{Kind: membership.CmdCommit, Expect: st.Plan})
+	if err != nil {
+		return nil, err
+	}
+	resp := &adminv1.ClusterCommitResponse{Epoch: epoch}
+	if t := s.n.MetaState().Transition; t != nil {
+		resp.PartitionsMoving = uint32(len(t.Moving) - len(t.Done))
+	}
+	return resp, nil
+}
+
+// Transfers lists the partition transfers this node receives.
+func (s *Server) Transfers(context.Context, *adminv1.TransfersRequest) (*adminv1.TransfersResponse, error) {
+	resp := &adminv1.TransfersResponse{Node: s.n.ID()}
+	for _, t := range s.n.Transfers() {
+		resp.Transfers = append(resp.Transfers, &adminv1.Transfer{Node: s.n.ID(), Keyspace: t.Keyspace, Partition: uint32(t.Partition),
+			Source: t.Source, State: t.State, Keys: uint64(t.Keys), Bytes: uint64(t.Bytes), BytesPerSecond: t.BytesPerSecond, Error: t.Err})
+	}
+	return resp, nil
+}
+
+// ClusterStatus reports members, the Raft group and the transition in
+// progress with every reachable node's transfers.
+func (s *Server) ClusterStatus(ctx context.Context, _ *adminv1.ClusterStatusRequest) (*adminv1.ClusterStatusResponse, error) {
+	st, err := s.agreed()
+	if err != nil {
+		return nil, err
+	}
+	t := s.n.Topology()
+	resp := &adminv1.ClusterStatusResponse{ClusterId: st.ClusterID, Epoch: st.Epoch}
+	if ml := s.n.MetaLog(); ml != nil {
+		resp.Leader = ml.Leader()
+	}
+	ids := make([]string, 0, len(st.Members))
+	for id := range st.Members {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		m := st.Members[id]
+		info := membership.NodeInfo{Node: placement.Node{ID: m.ID, DC: m.DC, Rack: m.Rack, Weight: m.Weight}, GRPCAddr: m.GRPCAddr, State: m.State}
+		resp.Nodes = append(resp.Nodes, s.nodeProto(info))
+	}
+	if len(st.Plan) > 0 {
+		if plan, err := s.planView(ctx, st, false); err == nil {
+			resp.Pending = plan
+		}
+	}
+	if tr := st.Transition; tr != nil {
+		resp.InTransition = true
+		for _, o := range tr.Ops {
+			resp.TransitionOps = append(resp.TransitionOps, planOpProto(o))
+		}
+		resp.PartitionsMoving = uint32(len(tr.Moving))
+		resp.PartitionsDone = uint32(len(tr.Done))
+	}
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	for id := range t.Nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var (
+				tr  *adminv1.TransfersResponse
+				err error
+			)
+			if id == s.n.ID() {
+				tr, err = s.Transfers(ctx, nil)
+			} else if conn, cerr := s.n.PeerConn(id); cerr != nil {
+				err = cerr
+			} else {
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				tr, err = adminv1.NewAdminClient(conn).Transfers(cctx, &adminv1.TransfersRequest{})
+				cancel()
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				resp.Unreachable = append(resp.Unreachable, id)
+				return
+			}
+			resp.Transfers = append(resp.Transfers, tr.GetTransfers()...)
+		}()
+	}
+	wg.Wait()
+	sort.Strings(resp.Unreachable)
+	sort.Slice(resp.Transfers, func(i, j int) bool {
+		a, b := resp.Transfers[i], resp.Transfers[j]
+		if a.Node != b.Node {
+			return a.Node < b.Node
+		}
+		if a.Keyspace != b.Keyspace {
+			return a.Keyspace < b.Keyspace
+		}
+		return a.Partition < b.Partition
+	})
+	return resp, nil
+}
