@@ -138,6 +138,21 @@ type RefusedError struct{ Err error }
 func (e *RefusedError) Error() string { return e.Err.Error() }
 func (e *RefusedError) Unwrap() error { return e.Err }
 
+// InvalidError is a command refused because what it asks for is not
+// valid (a keyspace spec that does not fit the cluster), as opposed to
+// one refused because of the cluster's state.
+type InvalidError struct{ Err error }
+
+func (e *InvalidError) Error() string { return e.Err.Error() }
+func (e *InvalidError) Unwrap() error { return e.Err }
+
+func invalid(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &InvalidError{Err: err}
+}
+
 // IsRefusal reports whether err is a refusal by the state.
 func IsRefusal(err error) bool {
 	var r *RefusedError
@@ -685,7 +700,7 @@ func (s *MetaState) applyKeyspaceCreate(c Command) error {
 	next := s.Clone()
 	next.Keyspaces[spec.Name] = spec
 	if _, err := next.Topology(); err != nil {
-		return err
+		return invalid(err)
 	}
 	s.Keyspaces[spec.Name] = spec
 	return nil
@@ -704,7 +719,7 @@ func (s *MetaState) applyKeyspaceAlter(c Command) error {
 		cc, _ := ParseConflict(cur.Conflict)
 		sc, err := ParseConflict(spec.Conflict)
 		if err != nil {
-			return err
+			return invalid(err)
 		}
 		if cc != sc {
 			return fmt.Errorf("keyspace %q: the conflict mode cannot change (%s): create a new keyspace and copy the data", spec.Name, cc)
@@ -717,7 +732,7 @@ func (s *MetaState) applyKeyspaceAlter(c Command) error {
 		next := s.Clone()
 		next.Keyspaces[spec.Name] = spec
 		if _, err := next.Topology(); err != nil {
-			return err
+			return invalid(err)
 		}
 		s.Keyspaces[spec.Name] = spec
 		return nil
@@ -732,7 +747,7 @@ func (s *MetaState) applyKeyspaceAlter(c Command) error {
 	probe := s.Clone()
 	probe.Keyspaces[spec.Name] = spec
 	if _, err := probe.Topology(); err != nil {
-		return err
+		return invalid(err)
 	}
 	// Limits change now; replication through a transition.
 	cur.MaxSiblings, cur.MaxSetBytes = spec.MaxSiblings, spec.MaxSetBytes

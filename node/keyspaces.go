@@ -86,7 +86,10 @@ func (n *Node) MetaState() *membership.MetaState { return n.Topology().Meta }
 
 // refusalStatus maps a refusal by the metadata state to a gRPC status.
 func refusalStatus(err error) error {
+	var inv *membership.InvalidError
 	switch {
+	case errors.As(err, &inv):
+		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, membership.ErrKeyspaceExists):
 		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, membership.ErrUnknownMember):

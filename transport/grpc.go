@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -120,11 +121,20 @@ func (g *GRPC) Reconnect(node string) {
 	if !ok {
 		return
 	}
+	// A connection waiting out its back-off is replaced (the next call
+	// dials afresh). ClientConn.ResetConnectBackoff would be the direct
+	// way, but it iterates the connection's subconns without its lock and
+	// races with gRPC creating one (grpc v1.85).
 	g.mu.Lock()
 	c := g.mu.conns[addr]
+	if c != nil && c.GetState() == connectivity.TransientFailure {
+		delete(g.mu.conns, addr)
+	} else {
+		c = nil
+	}
 	g.mu.Unlock()
 	if c != nil {
-		c.ResetConnectBackoff()
+		c.Close()
 	}
 }
 
