@@ -273,15 +273,17 @@ func (m *MetaLog) Reconcile() (changed bool, err error) {
 			return true, m.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(id), 0, 10*time.Second).Error()
 		}
 	}
+	if w := want[m.cfg.ID]; w != "voter" {
+		// This leader should not vote (leaving, removed, or no longer
+		// picked): hand leadership over; the next leader demotes it.
+		return true, m.raft.LeadershipTransfer().Error()
+	}
 	for _, id := range sortedKeys(roles) {
 		w, ok := want[id]
 		switch {
 		case !ok:
-			if id == m.cfg.ID {
-				continue // a removed leader hands over first
-			}
 			return true, m.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error()
-		case w == "nonvoter" && roles[id] == "voter" && id != m.cfg.ID:
+		case w == "nonvoter" && roles[id] == "voter":
 			return true, m.raft.DemoteVoter(raft.ServerID(id), 0, 10*time.Second).Error()
 		}
 	}
