@@ -112,6 +112,10 @@ type Config struct {
 	// every node of a cluster must share them. Causal contexts handed to
 	// clients are authenticated with them.
 	ClusterSecretFile string `yaml:"cluster-secret-file"`
+	// GossipKeyFile, when set, holds the gossip encryption keys (see
+	// LoadGossipKeys) instead of keys derived from the cluster secrets;
+	// `meridian secret reload` re-reads it, so keys rotate without a flap.
+	GossipKeyFile string `yaml:"gossip-key-file"`
 	// ClusterSecrets are secrets given directly (embedded and local
 	// clusters); they come before those of ClusterSecretFile.
 	ClusterSecrets []string `yaml:"-"`
@@ -234,6 +238,11 @@ func (c Config) Validate() error {
 	for _, s := range c.ClusterSecrets {
 		if len(s) < MinSecretLen {
 			return fmt.Errorf("cluster secret too short: use at least %d characters", MinSecretLen)
+		}
+	}
+	if c.GossipKeyFile != "" {
+		if _, err := LoadGossipKeys(c.GossipKeyFile); err != nil {
+			return err
 		}
 	}
 	if !c.Insecure && (c.CAFile == "" || c.CertFile == "" || c.KeyFile == "") {

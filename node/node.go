@@ -266,9 +266,13 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 		DC:       n.self.DC, Rack: n.self.Rack, Weight: n.self.Weight, Epoch: topo.Epoch,
 		HintsFor: n.hints.Targets(),
 	}
+	keys, err := cfg.gossipKeyring(secrets)
+	if err != nil {
+		return nil, err
+	}
 	n.gossip, err = membership.Start(runCtx, membership.Config{
 		Meta:     meta,
-		Keys:     gossipKeys(secrets),
+		Keys:     keys,
 		Label:    "meridian/" + cfg.ClusterName,
 		IsMember: n.mayTalk,
 		BindAddr: gossipAddr(cfg),

@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -92,6 +93,50 @@ func gossipKeys(secrets [][]byte) [][]byte {
 	return out
 }
 
+// LoadGossipKeys reads a gossip key file: one key per line, base64 of 16,
+// 24 or 32 bytes (AES-128/192/256), the first encrypting and every one
+// decrypting; blank lines and lines starting with # are ignored.
+func LoadGossipKeys(path string) ([][]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("gossip key file: %w", err)
+	}
+	var out [][]byte
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, err := base64.StdEncoding.DecodeString(line)
+		if err != nil || (len(k) != 16 && len(k) != 24 && len(k) != 32) {
+			return nil, fmt.Errorf("gossip key file %s line %d: want base64 of a 16, 24 or 32-byte key (create one with `meridian secret create-gossip-key FILE`)", path, i+1)
+		}
+		out = append(out, k)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("gossip key file %s holds no key", path)
+	}
+	return out, nil
+}
+
+// GenerateGossipKey returns a new random 32-byte gossip key, base64.
+func GenerateGossipKey() (string, error) {
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		return "", err
+	}
+	return base64.StdEncoding.EncodeToString(k), nil
+}
+
+// gossipKeyring is the node's gossip keys: the key file's when one is
+// configured, otherwise keys derived from the cluster secrets.
+func (c Config) gossipKeyring(secrets [][]byte) ([][]byte, error) {
+	if c.GossipKeyFile != "" {
+		return LoadGossipKeys(c.GossipKeyFile)
+	}
+	return gossipKeys(secrets), nil
+}
+
 // ReloadSecrets re-reads the cluster secrets (ClusterSecrets and the
 // ClusterSecretFile) and applies them without a restart: contexts are
 // signed with the new first secret and verified with every listed one, and
@@ -106,7 +151,11 @@ func (n *Node) ReloadSecrets() (int, error) {
 	if err := n.coord.SetSecrets(secrets); err != nil {
 		return 0, err
 	}
-	if err := n.gossip.RotateKeys(gossipKeys(secrets)); err != nil {
+	keys, err := n.cfg.gossipKeyring(secrets)
+	if err != nil {
+		return 0, err
+	}
+	if err := n.gossip.RotateKeys(keys); err != nil {
 		return 0, err
 	}
 	n.log.Info("cluster secrets reloaded", "secrets", len(secrets))

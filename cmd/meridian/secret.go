@@ -63,23 +63,58 @@ the first line and reload them all; remove the old line and reload them all.`,
 		},
 	}
 	af.bind(reload)
-	cmd.AddCommand(create, reload)
+	var gforce bool
+	gossipKey := &cobra.Command{
+		Use:   "create-gossip-key FILE",
+		Short: "Write a new random gossip encryption key to FILE (mode 0600), for --gossip-key-file",
+		Long: `Gossip is encrypted with keys derived from the cluster secret unless a node
+is given --gossip-key-file: one base64 key per line, the first encrypting and
+every one decrypting. To rotate without a flap: add the new key as the second
+line on every node and run 'meridian secret reload' on each; move it first and
+reload each; remove the old line and reload each.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			key, err := node.GenerateGossipKey()
+			if err != nil {
+				return err
+			}
+			if err := writePrivate(args[0], key+"\n", gforce); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote a new gossip key to %s (mode 0600)\nnext: copy it to every node and start each node with --gossip-key-file %s\n", args[0], args[0])
+			return nil
+		},
+	}
+	gossipKey.Flags().BoolVar(&gforce, "force", false, "overwrite FILE if it exists")
+	cmd.AddCommand(create, reload, gossipKey)
 	return cmd
 }
 
 func createSecret(cmd *cobra.Command, path string, force bool) error {
+	if err := writePrivate(path, node.GenerateSecret()+"\n", force); err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, "wrote a new cluster secret to %s (mode 0600)\n", path)
+	fmt.Fprintf(out, "next: copy it to every node (keep it private) and start each node with --cluster-secret-file %s\n", path)
+	return nil
+}
+
+// writePrivate writes a secret file with mode 0600, refusing to overwrite
+// one unless force.
+func writePrivate(path, content string, force bool) error {
 	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
 	if force {
 		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
 	}
 	f, err := os.OpenFile(path, flags, 0o600)
 	if errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("%s already exists: keep it (every node must share the same secret), or pass --force to replace it", path)
+		return fmt.Errorf("%s already exists: keep it (every node must share the same one), or pass --force to replace it", path)
 	}
 	if err != nil {
 		return fmt.Errorf("create secret file: %w", err)
 	}
-	if _, err := f.WriteString(node.GenerateSecret() + "\n"); err != nil {
+	if _, err := f.WriteString(content); err != nil {
 		f.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -94,8 +129,5 @@ func createSecret(cmd *cobra.Command, path string, force bool) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	out := cmd.OutOrStdout()
-	fmt.Fprintf(out, "wrote a new cluster secret to %s (mode 0600)\n", path)
-	fmt.Fprintf(out, "next: copy it to every node (keep it private) and start each node with --cluster-secret-file %s\n", path)
 	return nil
 }

@@ -104,6 +104,7 @@ nothing until a committed plan adds it:
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "host:port for gossip (default: grpc host, a free port)")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for this node's data")
 	f.StringVar(&cfg.ClusterSecretFile, "cluster-secret-file", "", "file with the cluster secret(s), the same on every node (create one with: meridian secret create FILE)")
+	f.StringVar(&cfg.GossipKeyFile, "gossip-key-file", "", "gossip encryption keys, base64, one per line, the first encrypting (default: derived from the cluster secret; create one with: meridian secret create-gossip-key FILE)")
 	f.StringVar(&cfg.InitialCluster, "initial-cluster", "", "the founding members: ID=HOST:PORT[/DC[/RACK[/WEIGHT]]],...")
 	f.StringVar(&cfg.JoinAddr, "join", "", "a member's client address HOST:PORT: a new node starts with it instead of --initial-cluster and enters as joining (then: meridian cluster plan add ID)")
 	f.StringVar(&cfg.DC, "dc", "", "datacenter of a node started with --join (default dc1; --initial-cluster members take theirs from their entry)")
