@@ -69,6 +69,10 @@ type Config struct {
 	// CheckRoute, when set, may refuse a replica read or write for a
 	// partition (a sender routing by a stale ring).
 	CheckRoute func(ctx context.Context, partition int) error
+	// AwaitEpoch, when set, waits until this node applied a metadata
+	// epoch: a request refused by a replica for a stale route waits for it
+	// and runs once more by the new ring.
+	AwaitEpoch func(ctx context.Context, epoch uint64) error
 	// RequestTimeout bounds a request when the caller set no deadline.
 	RequestTimeout time.Duration
 	// MaxValueSize is the largest value accepted (default 16 MiB).
@@ -383,8 +387,10 @@ type reply struct {
 // Get reads a key at the requested consistency.
 func (c *Coordinator) Get(ctx context.Context, req *kvv1.GetRequest) (resp *kvv1.GetResponse, err error) {
 	err = c.observe(ctx, "kv.Get", OpRead, req.GetKeyspace(), req.GetConsistency(), func(ctx context.Context, span trace.Span) error {
-		resp, err = c.get(ctx, span, req)
-		return err
+		return c.staleRetry(ctx, func() (err error) {
+			resp, err = c.get(ctx, span, req)
+			return err
+		})
 	})
 	return resp, err
 }
@@ -671,21 +677,55 @@ func (c *Coordinator) storeHint(target string, loc replica.Loc, ks string, key [
 // Put writes a value.
 func (c *Coordinator) Put(ctx context.Context, req *kvv1.PutRequest) (resp *kvv1.PutResponse, err error) {
 	err = c.observe(ctx, "kv.Put", OpWrite, req.GetKeyspace(), req.GetConsistency(), func(ctx context.Context, span trace.Span) error {
-		resp, err = c.write(ctx, span, req, writeOpts{})
-		return err
+		req := withRequestID(req)
+		return c.staleRetry(ctx, func() (err error) {
+			resp, err = c.write(ctx, span, req, writeOpts{})
+			return err
+		})
 	})
 	return resp, err
+}
+
+// withRequestID gives a write without a request ID one, so that running
+// it again (after a stale route) applies it once.
+func withRequestID(req *kvv1.PutRequest) *kvv1.PutRequest {
+	if len(req.GetRequestId()) > 0 {
+		return req
+	}
+	return &kvv1.PutRequest{Keyspace: req.GetKeyspace(), Key: req.GetKey(), Value: req.GetValue(), Context: req.GetContext(),
+		Consistency: req.GetConsistency(), Explain: req.GetExplain(), RequestId: newRequestID()}
+}
+
+// staleRetry runs op; if a replica refused it as routed by a ring older
+// than the partition's last change, it waits (at most a second) for this
+// node to apply that change and runs op once more, by the new ring.
+func (c *Coordinator) staleRetry(ctx context.Context, op func() error) error {
+	err := op()
+	epoch, ok := StaleRoute(err)
+	if !ok || c.cfg.AwaitEpoch == nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Second)
+	werr := c.cfg.AwaitEpoch(wctx, epoch)
+	cancel()
+	if werr != nil {
+		return err
+	}
+	return op()
 }
 
 // Delete writes a tombstone superseding what the context has seen.
 func (c *Coordinator) Delete(ctx context.Context, req *kvv1.DeleteRequest) (*kvv1.DeleteResponse, error) {
 	var resp *kvv1.PutResponse
 	err := c.observe(ctx, "kv.Delete", OpWrite, req.GetKeyspace(), req.GetConsistency(), func(ctx context.Context, span trace.Span) (err error) {
-		resp, err = c.write(ctx, span, &kvv1.PutRequest{
+		put := withRequestID(&kvv1.PutRequest{
 			Keyspace: req.GetKeyspace(), Key: req.GetKey(), Context: req.GetContext(),
 			Consistency: req.GetConsistency(), Explain: req.GetExplain(), RequestId: req.GetRequestId(),
-		}, writeOpts{tombstone: true})
-		return err
+		})
+		return c.staleRetry(ctx, func() (err error) {
+			resp, err = c.write(ctx, span, put, writeOpts{tombstone: true})
+			return err
+		})
 	})
 	if err != nil {
 		return nil, err

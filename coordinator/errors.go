@@ -178,3 +178,36 @@ func (e *LimitError) GRPCStatus() *status.Status {
 	}
 	return withInfo(status.New(codes.FailedPrecondition, e.Error()), "KEY_LIMIT", md)
 }
+
+// ReasonStaleRoute is the ErrorInfo reason of a replica request refused
+// because it was routed by a ring older than the partition's last change;
+// its metadata "route_epoch" is the epoch of that change.
+const ReasonStaleRoute = "STALE_ROUTE"
+
+// StaleRouteError is the refusal a replica sends for a stale route.
+func StaleRouteError(msg string, routeEpoch uint64) error {
+	st := status.New(codes.FailedPrecondition, msg)
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: ReasonStaleRoute, Domain: ErrorDomain,
+		Metadata: map[string]string{"route_epoch": strconv.FormatUint(routeEpoch, 10)}}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// StaleRoute reports whether err (or an error it wraps) is a stale-route
+// refusal, and the epoch the sender must reach.
+func StaleRoute(err error) (uint64, bool) {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		st, ok := status.FromError(e)
+		if !ok {
+			continue
+		}
+		for _, d := range st.Details() {
+			if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetReason() == ReasonStaleRoute {
+				v, perr := strconv.ParseUint(info.GetMetadata()["route_epoch"], 10, 64)
+				return v, perr == nil
+			}
+		}
+	}
+	return 0, false
+}

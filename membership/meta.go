@@ -117,7 +117,77 @@ type MetaState struct {
 	// changed: a peer request for p from a node at an older epoch was
 	// routed by a stale ring and is refused.
 	RouteEpochs []uint64 `json:"route_epochs,omitempty"`
+	// RingEpoch is the epoch at which Ring last changed (it keys cached
+	// tables).
+	RingEpoch uint64 `json:"ring_epoch"`
+
+	// tableCache holds the tables of the current ring and of the
+	// transition's next ring (not part of the state: rebuilt on demand).
+	tableCache *TableCache
 }
+
+// TableCache remembers keyspace tables by ring and replication, so that
+// applying a change that does not touch the ring does not recompute every
+// preference list. The zero value is ready; it is not safe for concurrent
+// use.
+type TableCache struct {
+	tables map[string]*placement.Table
+	rings  map[string]*placement.Ring
+}
+
+func (c *TableCache) ring(key string, rs placement.RingState) (*placement.Ring, error) {
+	if c == nil {
+		return placement.FromState(rs)
+	}
+	if r, ok := c.rings[key]; ok {
+		return r, nil
+	}
+	r, err := placement.FromState(rs)
+	if err != nil {
+		return nil, err
+	}
+	if c.rings == nil || len(c.rings) > 8 {
+		c.rings, c.tables = map[string]*placement.Ring{}, map[string]*placement.Table{}
+	}
+	c.rings[key] = r
+	return r, nil
+}
+
+func (c *TableCache) table(ringKey string, r *placement.Ring, repl map[string]int) (*placement.Table, error) {
+	if c == nil {
+		return r.Table(placement.Replication(repl))
+	}
+	dcs := make([]string, 0, len(repl))
+	for dc := range repl {
+		dcs = append(dcs, dc)
+	}
+	sort.Strings(dcs)
+	key := ringKey
+	for _, dc := range dcs {
+		key += fmt.Sprintf("|%s=%d", dc, repl[dc])
+	}
+	if t, ok := c.tables[key]; ok {
+		return t, nil
+	}
+	t, err := r.Table(placement.Replication(repl))
+	if err != nil {
+		return nil, err
+	}
+	if c.tables == nil {
+		c.tables = map[string]*placement.Table{}
+	}
+	c.tables[key] = t
+	return t, nil
+}
+
+func (s *MetaState) curRingKey() string { return fmt.Sprintf("cur@%d", s.RingEpoch) }
+func (s *MetaState) nextRingKey() string {
+	return fmt.Sprintf("next@%d", s.Transition.Generation)
+}
+
+// UseCache makes Topology and the transition bookkeeping reuse tables
+// from c (one cache per state owner; nil turns caching off).
+func (s *MetaState) UseCache(c *TableCache) { s.tableCache = c }
 
 // Member looks a member up (safe on a nil state).
 func (s *MetaState) Member(id string) (MemberRecord, bool) {
@@ -162,18 +232,49 @@ func IsRefusal(err error) bool {
 // Initialized reports whether the cluster has been bootstrapped.
 func (s *MetaState) Initialized() bool { return s != nil && s.Ring != nil }
 
-// Clone deep-copies the state (through JSON: it is small and this keeps
-// the copy exact).
+// Clone deep-copies the state. Rings (RingState) are shared: they are
+// never modified in place, only replaced.
 func (s *MetaState) Clone() *MetaState {
-	b, err := json.Marshal(s)
-	if err != nil {
-		panic(fmt.Sprintf("membership: encode metadata: %v", err))
+	out := *s
+	out.tableCache = nil
+	out.Members = make(map[string]*MemberRecord, len(s.Members))
+	for id, m := range s.Members {
+		c := *m
+		out.Members[id] = &c
 	}
-	out := &MetaState{}
-	if err := json.Unmarshal(b, out); err != nil {
-		panic(fmt.Sprintf("membership: decode metadata: %v", err))
+	out.Keyspaces = make(map[string]KeyspaceSpec, len(s.Keyspaces))
+	for name, k := range s.Keyspaces {
+		out.Keyspaces[name] = cloneSpec(k)
 	}
-	return out
+	out.Plan = slices.Clone(s.Plan)
+	out.RouteEpochs = slices.Clone(s.RouteEpochs)
+	if s.Ring != nil {
+		r := *s.Ring
+		out.Ring = &r
+	}
+	if t := s.Transition; t != nil {
+		c := *t
+		c.Ops = slices.Clone(t.Ops)
+		c.Moving = slices.Clone(t.Moving)
+		c.Done = slices.Clone(t.Done)
+		if t.NextKeyspaces != nil {
+			c.NextKeyspaces = make(map[string]KeyspaceSpec, len(t.NextKeyspaces))
+			for name, k := range t.NextKeyspaces {
+				c.NextKeyspaces[name] = cloneSpec(k)
+			}
+		}
+		c.Reported = make(map[int][]string, len(t.Reported))
+		for p, nodes := range t.Reported {
+			c.Reported[p] = slices.Clone(nodes)
+		}
+		out.Transition = &c
+	}
+	return &out
+}
+
+func cloneSpec(k KeyspaceSpec) KeyspaceSpec {
+	k.Replication = maps.Clone(k.Replication)
+	return k
 }
 
 // Command kinds.
@@ -315,7 +416,7 @@ func (s *MetaState) applyInit(c Command) error {
 	}
 	st := ring.State()
 	next := &MetaState{ClusterID: c.ClusterID, Epoch: s.Epoch, Partitions: c.Partitions, Members: members, Ring: &st,
-		Keyspaces: map[string]KeyspaceSpec{}, RouteEpochs: make([]uint64, c.Partitions)}
+		Keyspaces: map[string]KeyspaceSpec{}, RouteEpochs: make([]uint64, c.Partitions), RingEpoch: s.Epoch + 1, tableCache: s.tableCache}
 	specs := c.Keyspaces
 	if !slices.ContainsFunc(specs, func(k KeyspaceSpec) bool { return k.Name == DefaultKeyspace }) {
 		specs = append([]KeyspaceSpec{defaultSpec(nodes)}, specs...)
@@ -554,11 +655,11 @@ func (s *MetaState) startTransition(ops []PlanOp, next *placement.Ring, nextSpec
 // tables builds every keyspace's table on the current ring (next=false)
 // or on the transition's next ring with its next specs (next=true).
 func (s *MetaState) tables(next bool) map[string]*placement.Table {
-	rs := *s.Ring
+	rs, key := *s.Ring, s.curRingKey()
 	if next {
-		rs = s.Transition.Next
+		rs, key = s.Transition.Next, s.nextRingKey()
 	}
-	ring, err := placement.FromState(rs)
+	ring, err := s.tableCache.ring(key, rs)
 	if err != nil {
 		panic(fmt.Sprintf("membership: stored ring: %v", err)) // validated when stored
 	}
@@ -569,7 +670,7 @@ func (s *MetaState) tables(next bool) map[string]*placement.Table {
 				spec = ns
 			}
 		}
-		t, err := ring.Table(placement.Replication(spec.Replication))
+		t, err := s.tableCache.table(key, ring, normalize(spec).Replication)
 		if err != nil {
 			panic(fmt.Sprintf("membership: keyspace %s on the stored ring: %v", name, err)) // validated when planned
 		}
@@ -661,6 +762,7 @@ func (s *MetaState) maybeFinish() {
 	}
 	next := t.Next
 	s.Ring = &next
+	s.RingEpoch = s.Epoch + 1
 	for name, spec := range t.NextKeyspaces {
 		s.Keyspaces[name] = spec
 	}
@@ -801,7 +903,7 @@ func (s *MetaState) Topology() (*Topology, error) {
 	if !s.Initialized() {
 		return nil, ErrNotInitialized
 	}
-	ring, err := placement.FromState(*s.Ring)
+	ring, err := s.tableCache.ring(s.curRingKey(), *s.Ring)
 	if err != nil {
 		return nil, fmt.Errorf("stored ring: %w", err)
 	}
@@ -815,13 +917,17 @@ func (s *MetaState) Topology() (*Topology, error) {
 	}
 	var nextRing *placement.Ring
 	if s.Transition != nil {
-		if nextRing, err = placement.FromState(s.Transition.Next); err != nil {
+		if nextRing, err = s.tableCache.ring(s.nextRingKey(), s.Transition.Next); err != nil {
 			return nil, fmt.Errorf("stored next ring: %w", err)
 		}
 	}
 	for _, name := range sortedKeys(s.Keyspaces) {
 		spec := s.Keyspaces[name]
-		if err := t.addKeyspace(spec); err != nil {
+		table, err := s.tableCache.table(s.curRingKey(), ring, normalize(spec).Replication)
+		if err != nil {
+			return nil, invalid(fmt.Errorf("keyspace %q: %w", name, err))
+		}
+		if err := t.addKeyspaceWith(spec, table); err != nil {
 			return nil, err
 		}
 		if nextRing == nil {
@@ -832,7 +938,7 @@ func (s *MetaState) Topology() (*Topology, error) {
 		if ns, ok := s.Transition.NextKeyspaces[name]; ok {
 			nspec = ns
 		}
-		nt, err := nextRing.Table(placement.Replication(normalize(nspec).Replication))
+		nt, err := s.tableCache.table(s.nextRingKey(), nextRing, normalize(nspec).Replication)
 		if err != nil {
 			return nil, fmt.Errorf("keyspace %q on the next ring: %w", name, err)
 		}

@@ -65,7 +65,7 @@ func StartMetaLog(cfg MetaLogConfig) (*MetaLog, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &MetaLog{cfg: cfg, log: cfg.Logger, fsm: &metaFSM{state: &MetaState{}, onChange: cfg.OnChange}}
+	m := &MetaLog{cfg: cfg, log: cfg.Logger, fsm: &metaFSM{state: &MetaState{tableCache: &TableCache{}}, onChange: cfg.OnChange}}
 	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Output: &slogWriter{log: cfg.Logger}, Level: hclog.Info, DisableTime: true})
 
 	var (
@@ -390,6 +390,7 @@ func (f *metaFSM) Restore(rc io.ReadCloser) error {
 		}
 	}
 	f.mu.Lock()
+	st.tableCache = &TableCache{}
 	f.state = &st
 	pub := st.Clone()
 	f.snap = pub

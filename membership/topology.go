@@ -175,6 +175,12 @@ func (t *Topology) WithKeyspace(s KeyspaceSpec) (*Topology, error) {
 }
 
 func (t *Topology) addKeyspace(s KeyspaceSpec) error {
+	return t.addKeyspaceWith(s, nil)
+}
+
+// addKeyspaceWith adds a keyspace; table, when given, is its table on
+// t.Ring (computed and cached by the caller).
+func (t *Topology) addKeyspaceWith(s KeyspaceSpec, table *placement.Table) error {
 	if !keyspaceName.MatchString(s.Name) {
 		return fmt.Errorf("keyspace name %q: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit", s.Name)
 	}
@@ -191,9 +197,11 @@ func (t *Topology) addKeyspace(s KeyspaceSpec) error {
 			repl[dc] = rf
 		}
 	}
-	table, err := t.Ring.Table(repl)
-	if err != nil {
-		return fmt.Errorf("keyspace %q: %w", s.Name, err)
+	if table == nil {
+		var err error
+		if table, err = t.Ring.Table(repl); err != nil {
+			return fmt.Errorf("keyspace %q: %w", s.Name, err)
+		}
 	}
 	id := KeyspaceID(s.Name)
 	for _, k := range t.Keyspaces {

@@ -399,14 +399,19 @@ func (n *Node) checkPeer(ctx context.Context, req any, info *grpc.UnaryServerInf
 			return nil, status.Errorf(codes.PermissionDenied, "node %q is not a member of this cluster: join it first (meridian serve --join)", id)
 		}
 	}
-	// A sender ahead of this node: catch up briefly rather than answer
-	// from a stale ring.
-	if sender := peerEpoch(ctx); sender > n.Topology().Epoch && n.Topology().Agreed() {
-		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := n.waitEpoch(wctx, sender)
-		cancel()
-		if err != nil && info.FullMethod != internalv1.Meta_Propose_FullMethodName && info.FullMethod != internalv1.Meta_Join_FullMethodName {
-			return nil, status.Errorf(codes.Unavailable, "this node's metadata is behind the sender's: %v", err)
+	// A forwarded write is coordinated here by this node's ring: when the
+	// sender is ahead, catch up briefly first rather than route by a stale
+	// ring. (Replica reads and writes need not wait: a replica behind the
+	// sender accepts what the newer ring sends it, and checkRoute refuses
+	// senders that are behind.)
+	if info.FullMethod == internalv1.Replica_Coordinate_FullMethodName {
+		if sender := peerEpoch(ctx); sender > n.Topology().Epoch && n.Topology().Agreed() {
+			wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			err := n.waitEpoch(wctx, sender)
+			cancel()
+			if err != nil {
+				return nil, status.Errorf(codes.Unavailable, "this node's metadata is behind the sender's: %v", err)
+			}
 		}
 	}
 	return handler(ctx, req)

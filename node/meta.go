@@ -23,6 +23,7 @@ import (
 
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/coordinator"
 	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/pki"
 )
@@ -204,16 +205,16 @@ func (n *Node) metaChanged(st *membership.MetaState) {
 	if !st.Initialized() {
 		return
 	}
+	n.tablesMu.Lock()
+	st.UseCache(&n.tables)
 	topo, err := st.Topology()
+	st.UseCache(nil)
+	n.tablesMu.Unlock()
 	if err != nil {
 		n.log.Error("agreed cluster metadata does not give a topology; keeping the previous one", "epoch", st.Epoch, "err", err)
 		return
 	}
-	if raw, err := json.Marshal(st); err == nil {
-		if err := n.store.PutMeta(metaCacheKey, raw); err != nil {
-			n.log.Warn("cache cluster metadata", "err", err)
-		}
-	}
+	n.cacheMeta(st)
 	prev := n.topo.Swap(topo)
 	n.epochs.signal()
 	if prev == nil || !prev.Agreed() {
@@ -225,7 +226,20 @@ func (n *Node) metaChanged(st *membership.MetaState) {
 	}
 	n.hints.kick()
 	if fn := n.onMeta.Load(); fn != nil {
-		(*fn)(st)
+		(*fn)(st, topo)
+	}
+}
+
+// cacheMeta keeps the newest agreed state in the store for the next
+// start, without an fsync: the log is the durable copy, and a start from
+// an older cached state catches up from it.
+func (n *Node) cacheMeta(st *membership.MetaState) {
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return
+	}
+	if err := n.store.PutMetaNoSync(metaCacheKey, raw); err != nil {
+		n.log.Warn("cache cluster metadata", "err", err)
 	}
 }
 
@@ -574,7 +588,7 @@ func (n *Node) checkRoute(ctx context.Context, p int) error {
 	}
 	sender := peerEpoch(ctx)
 	if re := topo.RouteEpoch(p); sender != 0 && sender < re {
-		return status.Errorf(codes.FailedPrecondition, "stale topology: the request was routed at epoch %d, but partition %d's replicas changed at epoch %d; retry once the sender caught up", sender, p, re)
+		return coordinator.StaleRouteError(fmt.Sprintf("stale topology: the request was routed at epoch %d, but partition %d's replicas changed at epoch %d; retry once the sender caught up", sender, p, re), re)
 	}
 	return nil
 }

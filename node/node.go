@@ -96,7 +96,10 @@ type Node struct {
 	epochs   epochWaiters
 	// onMeta, when set, sees every newly agreed state (transfers and
 	// clean-up hook in here).
-	onMeta    atomic.Pointer[func(*membership.MetaState)]
+	onMeta atomic.Pointer[func(*membership.MetaState, *membership.Topology)]
+	// tables caches keyspace tables across applied states (metaChanged).
+	tablesMu  sync.Mutex
+	tables    membership.TableCache
 	transfers *transferGlue
 	runCtx    context.Context // ends when the node closes
 	tel       *telemetry.Telemetry
@@ -226,6 +229,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 		Topology:       n.Topology,
 		Ready:          n.ready,
 		CheckRoute:     n.checkRoute,
+		AwaitEpoch:     n.waitEpoch,
 		RequestTimeout: cfg.RequestTimeout,
 		MaxValueSize:   cfg.MaxValueSize,
 		MaxInFlight:    cfg.MaxInFlight,

@@ -49,6 +49,7 @@ func (n *Node) startTransfers(ctx context.Context) {
 		},
 		Done:           g.done,
 		BytesPerSecond: n.cfg.TransferBytesPerSecond,
+		Parallel:       8,
 		Logger:         n.log,
 	})
 	n.transfers = g
@@ -59,8 +60,10 @@ func (n *Node) startTransfers(ctx context.Context) {
 	}()
 	fn := g.changed
 	n.onMeta.Store(&fn)
-	if st := n.meta.State(); st.Initialized() {
-		g.changed(st)
+	// Resume transfers from the cached state at once; clean-up (and
+	// dropping stale checkpoints) waits for a state from the log.
+	if topo := n.Topology(); topo.Agreed() && topo.Meta.Transition != nil {
+		g.changed(topo.Meta, topo)
 	}
 }
 
@@ -73,11 +76,7 @@ func (n *Node) Transfers() []repair.TransferStatus {
 }
 
 // changed recomputes the wanted transfers from a newly agreed state.
-func (g *transferGlue) changed(st *membership.MetaState) {
-	topo, err := st.Topology()
-	if err != nil {
-		return
-	}
+func (g *transferGlue) changed(st *membership.MetaState, topo *membership.Topology) {
 	tr := st.Transition
 	if tr == nil {
 		g.rt.Set(nil)
@@ -204,6 +203,23 @@ func (n *Node) cleanup() {
 		ks, ok := byID[loc.Keyspace]
 		if ok && loc.Partition < topo.Ring.Partitions() && slices.ContainsFunc(ks.Table.Replicas(loc.Partition), func(r placement.Replica) bool { return r.Node == n.cfg.ID }) {
 			continue
+		}
+		if ok && loc.Partition < topo.Ring.Partitions() {
+			// Before letting go, make sure the replicas hold everything this
+			// copy does: a write acknowledged here alone in the last moments
+			// of the move is pushed to them, not deleted with the copy.
+			var peers []string
+			for _, r := range ks.Table.Replicas(loc.Partition) {
+				peers = append(peers, r.Node)
+			}
+			ae := n.ae.Load()
+			if ae == nil {
+				return
+			}
+			if _, err := ae.SyncWith(n.runCtx, ks.Name, loc.Partition, peers); err != nil {
+				n.log.Info("keeping a partition this node no longer replicates until its replicas can be synced", "keyspace", ks.Name, "partition", loc.Partition, "err", err)
+				continue
+			}
 		}
 		// Checked again against the newest topology right before the drop.
 		if cur := n.Topology(); cur.Epoch != topo.Epoch {

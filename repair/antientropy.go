@@ -172,8 +172,11 @@ type AntiEntropy struct {
 	keys    *tokenBucket
 	bytes   *tokenBucket
 	crossDC *tokenBucket
-	runMu   sync.Mutex // one exchange of a partition at a time
-	mu      struct {
+	// partMu serializes exchanges of one partition (striped by
+	// partition); different partitions exchange in parallel (transfers'
+	// catch-ups run beside the background scheduler).
+	partMu [64]sync.Mutex
+	mu     struct {
 		sync.Mutex
 		parts    map[partKey]*PartitionStatus
 		priority map[partKey]bool
@@ -241,6 +244,10 @@ func (t target) key() partKey { return partKey{t.ks.ID, t.p} }
 // perSecond is a bucket of rate tokens a second with a one-second burst.
 func perSecond(rate float64, now func() time.Time) *tokenBucket {
 	return newTokenBucket(rate, max(1, int(rate)), now)
+}
+
+func (a *AntiEntropy) partLock(ks uint32, p int) *sync.Mutex {
+	return &a.partMu[(uint64(ks)*31+uint64(p))%uint64(len(a.partMu))]
 }
 
 // SetObserver sets the metrics observer (before Run).
@@ -415,8 +422,9 @@ type result struct {
 // what differs; the partition counts as verified only if every replica
 // answered.
 func (a *AntiEntropy) exchange(ctx context.Context, t target) (result, error) {
-	a.runMu.Lock()
-	defer a.runMu.Unlock()
+	mu := a.partLock(t.ks.ID, t.p)
+	mu.Lock()
+	defer mu.Unlock()
 	start := a.cfg.Now()
 	loc := replica.Loc{Keyspace: t.ks.ID, Partition: t.p}
 	var res result
@@ -534,8 +542,9 @@ func (a *AntiEntropy) SyncWith(ctx context.Context, keyspace string, partition i
 	}
 	t := target{ks: ks, p: partition}
 	loc := replica.Loc{Keyspace: ks.ID, Partition: partition}
-	a.runMu.Lock()
-	defer a.runMu.Unlock()
+	mu := a.partLock(ks.ID, partition)
+	mu.Lock()
+	defer mu.Unlock()
 	start := a.cfg.Now()
 	var res result
 	complete, perr, err := a.syncPeers(ctx, t, loc, reps, &res)

@@ -280,6 +280,18 @@ func (s *Store) PutMeta(name string, value []byte) error {
 	return nil
 }
 
+// PutMetaNoSync stores a metadata entry without waiting for an fsync (a
+// cache the node can rebuild).
+func (s *Store) PutMetaNoSync(name string, value []byte) error {
+	b := s.eng.NewBatch()
+	defer b.Close()
+	b.Set(metaKey(name), value)
+	if err := b.Commit(false); err != nil {
+		return fmt.Errorf("replica: store meta %q: %w", name, err)
+	}
+	return nil
+}
+
 // ScanMeta calls fn for every metadata entry whose name starts with prefix.
 func (s *Store) ScanMeta(prefix string, fn func(name string, value []byte) error) error {
 	lower := metaKey(prefix)
