@@ -479,6 +479,9 @@ func (a *AntiEntropy) syncPeers(ctx context.Context, t target, loc replica.Loc, 
 		return false, nil, fmt.Errorf("local leaves: %w", err)
 	}
 	complete = true
+	// The first pass fetches every peer's leaves at once (a catch-up
+	// usually finds them all equal); the second asks again.
+	pre := a.fetchLeaves(ctx, t, peers)
 	for pass := 0; pass < 2; pass++ {
 		changed := false
 		for _, r := range peers {
@@ -489,7 +492,11 @@ func (a *AntiEntropy) syncPeers(ctx context.Context, t target, loc replica.Loc, 
 				complete = false
 				continue
 			}
-			n, err := a.withPeer(ctx, t, loc, local, r.Node, r.DC != a.cfg.DC, res)
+			var got *leavesReply
+			if lr, ok := pre[r.Node]; ok && pass == 0 {
+				got = &lr
+			}
+			n, err := a.withPeerLeaves(ctx, t, loc, local, r.Node, r.DC != a.cfg.DC, res, got)
 			if err != nil {
 				complete = false
 				errs = append(errs, fmt.Errorf("%s: %w", r.Node, err))
@@ -581,9 +588,52 @@ func (a *AntiEntropy) moving(t target) bool {
 // withPeer compares one partition with one peer and repairs both sides.
 // It returns how many keys changed locally.
 func (a *AntiEntropy) withPeer(ctx context.Context, t target, loc replica.Loc, local []uint64, peer string, crossDC bool, res *result) (int, error) {
-	cctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
-	remote, err := a.cfg.Peers.Leaves(cctx, peer, &internalv1.LeavesRequest{Keyspace: t.ks.Name, Partition: uint32(t.p)})
-	cancel()
+	return a.withPeerLeaves(ctx, t, loc, local, peer, crossDC, res, nil)
+}
+
+// fetchLeaves asks every peer for its leaves of a partition at once.
+func (a *AntiEntropy) fetchLeaves(ctx context.Context, t target, peers []placement.Replica) map[string]leavesReply {
+	out := make(map[string]leavesReply, len(peers))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, r := range peers {
+		if r.Node == a.cfg.Self || !a.cfg.Routing.Alive(r.Node) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+			resp, err := a.cfg.Peers.Leaves(cctx, r.Node, &internalv1.LeavesRequest{Keyspace: t.ks.Name, Partition: uint32(t.p)})
+			cancel()
+			mu.Lock()
+			out[r.Node] = leavesReply{resp, err}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+type leavesReply struct {
+	resp *internalv1.LeavesResponse
+	err  error
+}
+
+// withPeerLeaves is withPeer with the peer's leaves already fetched (nil:
+// fetch them).
+func (a *AntiEntropy) withPeerLeaves(ctx context.Context, t target, loc replica.Loc, local []uint64, peer string, crossDC bool, res *result, pre *leavesReply) (int, error) {
+	var (
+		remote *internalv1.LeavesResponse
+		err    error
+	)
+	if pre != nil {
+		remote, err = pre.resp, pre.err
+	} else {
+		cctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+		remote, err = a.cfg.Peers.Leaves(cctx, peer, &internalv1.LeavesRequest{Keyspace: t.ks.Name, Partition: uint32(t.p)})
+		cancel()
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -607,7 +657,7 @@ func (a *AntiEntropy) withPeer(ctx context.Context, t target, loc replica.Loc, l
 	for i, b := range diff {
 		buckets[i] = uint32(b)
 	}
-	cctx, cancel = context.WithTimeout(ctx, a.cfg.Timeout)
+	cctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 	theirs, err := a.cfg.Peers.BucketDigests(cctx, peer, &internalv1.BucketDigestsRequest{Keyspace: t.ks.Name, Partition: uint32(t.p), Buckets: buckets})
 	cancel()
 	if err != nil {
