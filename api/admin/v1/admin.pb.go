@@ -25,6 +25,522 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type Fault struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Assigned when injected; the same on every node that applies it.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// partition: calls and gossip from the applying nodes to the targets
+	// are cut; delay: calls to the targets wait delay_ms (plus up to
+	// jitter_ms); drop: drop_percent of calls and gossip messages to the
+	// targets are lost; slow-disk: every fsync of the applying nodes'
+	// storage waits delay_ms (plus up to jitter_ms).
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The nodes that apply the fault (empty both: every node).
+	FromNodes []string `protobuf:"bytes,3,rep,name=from_nodes,json=fromNodes,proto3" json:"from_nodes,omitempty"`
+	FromDcs   []string `protobuf:"bytes,4,rep,name=from_dcs,json=fromDcs,proto3" json:"from_dcs,omitempty"`
+	// The targets of partition, delay and drop (empty both: every other
+	// node).
+	ToNodes []string `protobuf:"bytes,5,rep,name=to_nodes,json=toNodes,proto3" json:"to_nodes,omitempty"`
+	ToDcs   []string `protobuf:"bytes,6,rep,name=to_dcs,json=toDcs,proto3" json:"to_dcs,omitempty"`
+	// partition, delay and drop also apply from the targets back to the
+	// applying nodes.
+	BothWays    bool    `protobuf:"varint,7,opt,name=both_ways,json=bothWays,proto3" json:"both_ways,omitempty"`
+	DelayMs     float64 `protobuf:"fixed64,8,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
+	JitterMs    float64 `protobuf:"fixed64,9,opt,name=jitter_ms,json=jitterMs,proto3" json:"jitter_ms,omitempty"`
+	DropPercent float64 `protobuf:"fixed64,10,opt,name=drop_percent,json=dropPercent,proto3" json:"drop_percent,omitempty"`
+	// Required: the fault expires this long after it was injected (at most
+	// 24 hours).
+	TtlSeconds float64 `protobuf:"fixed64,11,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	// Output: seconds until it expires.
+	ExpiresInSeconds float64 `protobuf:"fixed64,12,opt,name=expires_in_seconds,json=expiresInSeconds,proto3" json:"expires_in_seconds,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Fault) Reset() {
+	*x = Fault{}
+	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Fault) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Fault) ProtoMessage() {}
+
+func (x *Fault) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Fault.ProtoReflect.Descriptor instead.
+func (*Fault) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Fault) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Fault) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Fault) GetFromNodes() []string {
+	if x != nil {
+		return x.FromNodes
+	}
+	return nil
+}
+
+func (x *Fault) GetFromDcs() []string {
+	if x != nil {
+		return x.FromDcs
+	}
+	return nil
+}
+
+func (x *Fault) GetToNodes() []string {
+	if x != nil {
+		return x.ToNodes
+	}
+	return nil
+}
+
+func (x *Fault) GetToDcs() []string {
+	if x != nil {
+		return x.ToDcs
+	}
+	return nil
+}
+
+func (x *Fault) GetBothWays() bool {
+	if x != nil {
+		return x.BothWays
+	}
+	return false
+}
+
+func (x *Fault) GetDelayMs() float64 {
+	if x != nil {
+		return x.DelayMs
+	}
+	return 0
+}
+
+func (x *Fault) GetJitterMs() float64 {
+	if x != nil {
+		return x.JitterMs
+	}
+	return 0
+}
+
+func (x *Fault) GetDropPercent() float64 {
+	if x != nil {
+		return x.DropPercent
+	}
+	return 0
+}
+
+func (x *Fault) GetTtlSeconds() float64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+func (x *Fault) GetExpiresInSeconds() float64 {
+	if x != nil {
+		return x.ExpiresInSeconds
+	}
+	return 0
+}
+
+type InjectFaultRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Fault *Fault                 `protobuf:"bytes,1,opt,name=fault,proto3" json:"fault,omitempty"`
+	// Set by the node that fans the request out; clients leave it false.
+	LocalOnly     bool `protobuf:"varint,2,opt,name=local_only,json=localOnly,proto3" json:"local_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InjectFaultRequest) Reset() {
+	*x = InjectFaultRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InjectFaultRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InjectFaultRequest) ProtoMessage() {}
+
+func (x *InjectFaultRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InjectFaultRequest.ProtoReflect.Descriptor instead.
+func (*InjectFaultRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *InjectFaultRequest) GetFault() *Fault {
+	if x != nil {
+		return x.Fault
+	}
+	return nil
+}
+
+func (x *InjectFaultRequest) GetLocalOnly() bool {
+	if x != nil {
+		return x.LocalOnly
+	}
+	return false
+}
+
+type InjectFaultResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Fault *Fault                 `protobuf:"bytes,1,opt,name=fault,proto3" json:"fault,omitempty"`
+	// Nodes that applied it.
+	Applied []string `protobuf:"bytes,2,rep,name=applied,proto3" json:"applied,omitempty"`
+	// Nodes that could not be reached (the fault is not on them).
+	Unreachable   []string `protobuf:"bytes,3,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InjectFaultResponse) Reset() {
+	*x = InjectFaultResponse{}
+	mi := &file_admin_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InjectFaultResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InjectFaultResponse) ProtoMessage() {}
+
+func (x *InjectFaultResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InjectFaultResponse.ProtoReflect.Descriptor instead.
+func (*InjectFaultResponse) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *InjectFaultResponse) GetFault() *Fault {
+	if x != nil {
+		return x.Fault
+	}
+	return nil
+}
+
+func (x *InjectFaultResponse) GetApplied() []string {
+	if x != nil {
+		return x.Applied
+	}
+	return nil
+}
+
+func (x *InjectFaultResponse) GetUnreachable() []string {
+	if x != nil {
+		return x.Unreachable
+	}
+	return nil
+}
+
+type ListFaultsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LocalOnly     bool                   `protobuf:"varint,1,opt,name=local_only,json=localOnly,proto3" json:"local_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFaultsRequest) Reset() {
+	*x = ListFaultsRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFaultsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFaultsRequest) ProtoMessage() {}
+
+func (x *ListFaultsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFaultsRequest.ProtoReflect.Descriptor instead.
+func (*ListFaultsRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ListFaultsRequest) GetLocalOnly() bool {
+	if x != nil {
+		return x.LocalOnly
+	}
+	return false
+}
+
+type NodeFaults struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Node   string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Faults []*Fault               `protobuf:"bytes,2,rep,name=faults,proto3" json:"faults,omitempty"`
+	// Why the node's faults could not be read ("" if they were).
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeFaults) Reset() {
+	*x = NodeFaults{}
+	mi := &file_admin_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeFaults) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeFaults) ProtoMessage() {}
+
+func (x *NodeFaults) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeFaults.ProtoReflect.Descriptor instead.
+func (*NodeFaults) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *NodeFaults) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *NodeFaults) GetFaults() []*Fault {
+	if x != nil {
+		return x.Faults
+	}
+	return nil
+}
+
+func (x *NodeFaults) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type ListFaultsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nodes         []*NodeFaults          `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFaultsResponse) Reset() {
+	*x = ListFaultsResponse{}
+	mi := &file_admin_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFaultsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFaultsResponse) ProtoMessage() {}
+
+func (x *ListFaultsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFaultsResponse.ProtoReflect.Descriptor instead.
+func (*ListFaultsResponse) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListFaultsResponse) GetNodes() []*NodeFaults {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+type ClearFaultsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: every fault.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	LocalOnly     bool   `protobuf:"varint,2,opt,name=local_only,json=localOnly,proto3" json:"local_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClearFaultsRequest) Reset() {
+	*x = ClearFaultsRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClearFaultsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClearFaultsRequest) ProtoMessage() {}
+
+func (x *ClearFaultsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClearFaultsRequest.ProtoReflect.Descriptor instead.
+func (*ClearFaultsRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ClearFaultsRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ClearFaultsRequest) GetLocalOnly() bool {
+	if x != nil {
+		return x.LocalOnly
+	}
+	return false
+}
+
+type ClearFaultsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Faults removed, over every node.
+	Cleared       uint32   `protobuf:"varint,1,opt,name=cleared,proto3" json:"cleared,omitempty"`
+	Unreachable   []string `protobuf:"bytes,2,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClearFaultsResponse) Reset() {
+	*x = ClearFaultsResponse{}
+	mi := &file_admin_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClearFaultsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClearFaultsResponse) ProtoMessage() {}
+
+func (x *ClearFaultsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClearFaultsResponse.ProtoReflect.Descriptor instead.
+func (*ClearFaultsResponse) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ClearFaultsResponse) GetCleared() uint32 {
+	if x != nil {
+		return x.Cleared
+	}
+	return 0
+}
+
+func (x *ClearFaultsResponse) GetUnreachable() []string {
+	if x != nil {
+		return x.Unreachable
+	}
+	return nil
+}
+
 type AlterKeyspaceRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Keyspace      *Keyspace              `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
@@ -34,7 +550,7 @@ type AlterKeyspaceRequest struct {
 
 func (x *AlterKeyspaceRequest) Reset() {
 	*x = AlterKeyspaceRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_admin_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -46,7 +562,7 @@ func (x *AlterKeyspaceRequest) String() string {
 func (*AlterKeyspaceRequest) ProtoMessage() {}
 
 func (x *AlterKeyspaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_admin_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -59,7 +575,7 @@ func (x *AlterKeyspaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterKeyspaceRequest.ProtoReflect.Descriptor instead.
 func (*AlterKeyspaceRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AlterKeyspaceRequest) GetKeyspace() *Keyspace {
@@ -81,7 +597,7 @@ type AlterKeyspaceResponse struct {
 
 func (x *AlterKeyspaceResponse) Reset() {
 	*x = AlterKeyspaceResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -93,7 +609,7 @@ func (x *AlterKeyspaceResponse) String() string {
 func (*AlterKeyspaceResponse) ProtoMessage() {}
 
 func (x *AlterKeyspaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -106,7 +622,7 @@ func (x *AlterKeyspaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterKeyspaceResponse.ProtoReflect.Descriptor instead.
 func (*AlterKeyspaceResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AlterKeyspaceResponse) GetKeyspace() *Keyspace {
@@ -139,7 +655,7 @@ type DropKeyspaceRequest struct {
 
 func (x *DropKeyspaceRequest) Reset() {
 	*x = DropKeyspaceRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -151,7 +667,7 @@ func (x *DropKeyspaceRequest) String() string {
 func (*DropKeyspaceRequest) ProtoMessage() {}
 
 func (x *DropKeyspaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -164,7 +680,7 @@ func (x *DropKeyspaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropKeyspaceRequest.ProtoReflect.Descriptor instead.
 func (*DropKeyspaceRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DropKeyspaceRequest) GetName() string {
@@ -183,7 +699,7 @@ type DropKeyspaceResponse struct {
 
 func (x *DropKeyspaceResponse) Reset() {
 	*x = DropKeyspaceResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -195,7 +711,7 @@ func (x *DropKeyspaceResponse) String() string {
 func (*DropKeyspaceResponse) ProtoMessage() {}
 
 func (x *DropKeyspaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -208,7 +724,7 @@ func (x *DropKeyspaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropKeyspaceResponse.ProtoReflect.Descriptor instead.
 func (*DropKeyspaceResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DropKeyspaceResponse) GetEpoch() uint64 {
@@ -233,7 +749,7 @@ type PlanOp struct {
 
 func (x *PlanOp) Reset() {
 	*x = PlanOp{}
-	mi := &file_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -245,7 +761,7 @@ func (x *PlanOp) String() string {
 func (*PlanOp) ProtoMessage() {}
 
 func (x *PlanOp) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -258,7 +774,7 @@ func (x *PlanOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanOp.ProtoReflect.Descriptor instead.
 func (*PlanOp) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PlanOp) GetOp() string {
@@ -304,7 +820,7 @@ type PlanMove struct {
 
 func (x *PlanMove) Reset() {
 	*x = PlanMove{}
-	mi := &file_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -316,7 +832,7 @@ func (x *PlanMove) String() string {
 func (*PlanMove) ProtoMessage() {}
 
 func (x *PlanMove) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -329,7 +845,7 @@ func (x *PlanMove) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanMove.ProtoReflect.Descriptor instead.
 func (*PlanMove) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PlanMove) GetKeyspace() string {
@@ -382,7 +898,7 @@ type Plan struct {
 
 func (x *Plan) Reset() {
 	*x = Plan{}
-	mi := &file_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -394,7 +910,7 @@ func (x *Plan) String() string {
 func (*Plan) ProtoMessage() {}
 
 func (x *Plan) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -407,7 +923,7 @@ func (x *Plan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Plan.ProtoReflect.Descriptor instead.
 func (*Plan) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Plan) GetOps() []*PlanOp {
@@ -454,7 +970,7 @@ type ClusterPlanRequest struct {
 
 func (x *ClusterPlanRequest) Reset() {
 	*x = ClusterPlanRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -466,7 +982,7 @@ func (x *ClusterPlanRequest) String() string {
 func (*ClusterPlanRequest) ProtoMessage() {}
 
 func (x *ClusterPlanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -479,7 +995,7 @@ func (x *ClusterPlanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPlanRequest.ProtoReflect.Descriptor instead.
 func (*ClusterPlanRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ClusterPlanRequest) GetOp() *PlanOp {
@@ -498,7 +1014,7 @@ type ClusterPlanShowRequest struct {
 
 func (x *ClusterPlanShowRequest) Reset() {
 	*x = ClusterPlanShowRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +1026,7 @@ func (x *ClusterPlanShowRequest) String() string {
 func (*ClusterPlanShowRequest) ProtoMessage() {}
 
 func (x *ClusterPlanShowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +1039,7 @@ func (x *ClusterPlanShowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPlanShowRequest.ProtoReflect.Descriptor instead.
 func (*ClusterPlanShowRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ClusterPlanShowRequest) GetSizes() bool {
@@ -542,7 +1058,7 @@ type ClusterPlanResponse struct {
 
 func (x *ClusterPlanResponse) Reset() {
 	*x = ClusterPlanResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -554,7 +1070,7 @@ func (x *ClusterPlanResponse) String() string {
 func (*ClusterPlanResponse) ProtoMessage() {}
 
 func (x *ClusterPlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -567,7 +1083,7 @@ func (x *ClusterPlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPlanResponse.ProtoReflect.Descriptor instead.
 func (*ClusterPlanResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ClusterPlanResponse) GetPlan() *Plan {
@@ -585,7 +1101,7 @@ type ClusterPlanClearRequest struct {
 
 func (x *ClusterPlanClearRequest) Reset() {
 	*x = ClusterPlanClearRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +1113,7 @@ func (x *ClusterPlanClearRequest) String() string {
 func (*ClusterPlanClearRequest) ProtoMessage() {}
 
 func (x *ClusterPlanClearRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +1126,7 @@ func (x *ClusterPlanClearRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPlanClearRequest.ProtoReflect.Descriptor instead.
 func (*ClusterPlanClearRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 type ClusterPlanClearResponse struct {
@@ -621,7 +1137,7 @@ type ClusterPlanClearResponse struct {
 
 func (x *ClusterPlanClearResponse) Reset() {
 	*x = ClusterPlanClearResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +1149,7 @@ func (x *ClusterPlanClearResponse) String() string {
 func (*ClusterPlanClearResponse) ProtoMessage() {}
 
 func (x *ClusterPlanClearResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +1162,7 @@ func (x *ClusterPlanClearResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPlanClearResponse.ProtoReflect.Descriptor instead.
 func (*ClusterPlanClearResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 type ClusterCommitRequest struct {
@@ -657,7 +1173,7 @@ type ClusterCommitRequest struct {
 
 func (x *ClusterCommitRequest) Reset() {
 	*x = ClusterCommitRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +1185,7 @@ func (x *ClusterCommitRequest) String() string {
 func (*ClusterCommitRequest) ProtoMessage() {}
 
 func (x *ClusterCommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +1198,7 @@ func (x *ClusterCommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterCommitRequest.ProtoReflect.Descriptor instead.
 func (*ClusterCommitRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 type ClusterCommitResponse struct {
@@ -695,7 +1211,7 @@ type ClusterCommitResponse struct {
 
 func (x *ClusterCommitResponse) Reset() {
 	*x = ClusterCommitResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -707,7 +1223,7 @@ func (x *ClusterCommitResponse) String() string {
 func (*ClusterCommitResponse) ProtoMessage() {}
 
 func (x *ClusterCommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -720,7 +1236,7 @@ func (x *ClusterCommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterCommitResponse.ProtoReflect.Descriptor instead.
 func (*ClusterCommitResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ClusterCommitResponse) GetEpoch() uint64 {
@@ -757,7 +1273,7 @@ type Transfer struct {
 
 func (x *Transfer) Reset() {
 	*x = Transfer{}
-	mi := &file_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -769,7 +1285,7 @@ func (x *Transfer) String() string {
 func (*Transfer) ProtoMessage() {}
 
 func (x *Transfer) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -782,7 +1298,7 @@ func (x *Transfer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transfer.ProtoReflect.Descriptor instead.
 func (*Transfer) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Transfer) GetNode() string {
@@ -856,7 +1372,7 @@ type TransfersRequest struct {
 
 func (x *TransfersRequest) Reset() {
 	*x = TransfersRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +1384,7 @@ func (x *TransfersRequest) String() string {
 func (*TransfersRequest) ProtoMessage() {}
 
 func (x *TransfersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +1397,7 @@ func (x *TransfersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransfersRequest.ProtoReflect.Descriptor instead.
 func (*TransfersRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 type TransfersResponse struct {
@@ -894,7 +1410,7 @@ type TransfersResponse struct {
 
 func (x *TransfersResponse) Reset() {
 	*x = TransfersResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -906,7 +1422,7 @@ func (x *TransfersResponse) String() string {
 func (*TransfersResponse) ProtoMessage() {}
 
 func (x *TransfersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -919,7 +1435,7 @@ func (x *TransfersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransfersResponse.ProtoReflect.Descriptor instead.
 func (*TransfersResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TransfersResponse) GetNode() string {
@@ -944,7 +1460,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -956,7 +1472,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -969,7 +1485,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 type ClusterStatusResponse struct {
@@ -995,7 +1511,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_admin_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1007,7 +1523,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_admin_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1020,7 +1536,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ClusterStatusResponse) GetClusterId() string {
@@ -1108,7 +1624,7 @@ type HintsRequest struct {
 
 func (x *HintsRequest) Reset() {
 	*x = HintsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_admin_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1120,7 +1636,7 @@ func (x *HintsRequest) String() string {
 func (*HintsRequest) ProtoMessage() {}
 
 func (x *HintsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_admin_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1133,7 +1649,7 @@ func (x *HintsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintsRequest.ProtoReflect.Descriptor instead.
 func (*HintsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 type HintTarget struct {
@@ -1155,7 +1671,7 @@ type HintTarget struct {
 
 func (x *HintTarget) Reset() {
 	*x = HintTarget{}
-	mi := &file_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_admin_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +1683,7 @@ func (x *HintTarget) String() string {
 func (*HintTarget) ProtoMessage() {}
 
 func (x *HintTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_admin_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +1696,7 @@ func (x *HintTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintTarget.ProtoReflect.Descriptor instead.
 func (*HintTarget) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *HintTarget) GetTarget() string {
@@ -1244,7 +1760,7 @@ type HintsResponse struct {
 
 func (x *HintsResponse) Reset() {
 	*x = HintsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_admin_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1256,7 +1772,7 @@ func (x *HintsResponse) String() string {
 func (*HintsResponse) ProtoMessage() {}
 
 func (x *HintsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_admin_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1269,7 +1785,7 @@ func (x *HintsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintsResponse.ProtoReflect.Descriptor instead.
 func (*HintsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *HintsResponse) GetNode() string {
@@ -1302,7 +1818,7 @@ type PurgeHintsRequest struct {
 
 func (x *PurgeHintsRequest) Reset() {
 	*x = PurgeHintsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_admin_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1830,7 @@ func (x *PurgeHintsRequest) String() string {
 func (*PurgeHintsRequest) ProtoMessage() {}
 
 func (x *PurgeHintsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_admin_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1843,7 @@ func (x *PurgeHintsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeHintsRequest.ProtoReflect.Descriptor instead.
 func (*PurgeHintsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PurgeHintsRequest) GetTarget() string {
@@ -1346,7 +1862,7 @@ type PurgeHintsResponse struct {
 
 func (x *PurgeHintsResponse) Reset() {
 	*x = PurgeHintsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_admin_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1358,7 +1874,7 @@ func (x *PurgeHintsResponse) String() string {
 func (*PurgeHintsResponse) ProtoMessage() {}
 
 func (x *PurgeHintsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_admin_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1371,7 +1887,7 @@ func (x *PurgeHintsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeHintsResponse.ProtoReflect.Descriptor instead.
 func (*PurgeHintsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PurgeHintsResponse) GetPurged() uint64 {
@@ -1391,7 +1907,7 @@ type RepairStatusRequest struct {
 
 func (x *RepairStatusRequest) Reset() {
 	*x = RepairStatusRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_admin_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1403,7 +1919,7 @@ func (x *RepairStatusRequest) String() string {
 func (*RepairStatusRequest) ProtoMessage() {}
 
 func (x *RepairStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_admin_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1416,7 +1932,7 @@ func (x *RepairStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairStatusRequest.ProtoReflect.Descriptor instead.
 func (*RepairStatusRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RepairStatusRequest) GetKeyspace() string {
@@ -1444,7 +1960,7 @@ type PartitionRepair struct {
 
 func (x *PartitionRepair) Reset() {
 	*x = PartitionRepair{}
-	mi := &file_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_admin_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +1972,7 @@ func (x *PartitionRepair) String() string {
 func (*PartitionRepair) ProtoMessage() {}
 
 func (x *PartitionRepair) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_admin_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +1985,7 @@ func (x *PartitionRepair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionRepair.ProtoReflect.Descriptor instead.
 func (*PartitionRepair) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PartitionRepair) GetKeyspace() string {
@@ -1531,7 +2047,7 @@ type RepairStatusResponse struct {
 
 func (x *RepairStatusResponse) Reset() {
 	*x = RepairStatusResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_admin_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1543,7 +2059,7 @@ func (x *RepairStatusResponse) String() string {
 func (*RepairStatusResponse) ProtoMessage() {}
 
 func (x *RepairStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_admin_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1556,7 +2072,7 @@ func (x *RepairStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairStatusResponse.ProtoReflect.Descriptor instead.
 func (*RepairStatusResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RepairStatusResponse) GetNode() string {
@@ -1585,7 +2101,7 @@ type RepairRunRequest struct {
 
 func (x *RepairRunRequest) Reset() {
 	*x = RepairRunRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_admin_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1597,7 +2113,7 @@ func (x *RepairRunRequest) String() string {
 func (*RepairRunRequest) ProtoMessage() {}
 
 func (x *RepairRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_admin_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1610,7 +2126,7 @@ func (x *RepairRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairRunRequest.ProtoReflect.Descriptor instead.
 func (*RepairRunRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RepairRunRequest) GetKeyspace() string {
@@ -1641,7 +2157,7 @@ type RepairProgress struct {
 
 func (x *RepairProgress) Reset() {
 	*x = RepairProgress{}
-	mi := &file_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_admin_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1653,7 +2169,7 @@ func (x *RepairProgress) String() string {
 func (*RepairProgress) ProtoMessage() {}
 
 func (x *RepairProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_admin_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1666,7 +2182,7 @@ func (x *RepairProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairProgress.ProtoReflect.Descriptor instead.
 func (*RepairProgress) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RepairProgress) GetPartitionsDone() uint32 {
@@ -1723,7 +2239,7 @@ type ReplicaGetRequest struct {
 
 func (x *ReplicaGetRequest) Reset() {
 	*x = ReplicaGetRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_admin_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1735,7 +2251,7 @@ func (x *ReplicaGetRequest) String() string {
 func (*ReplicaGetRequest) ProtoMessage() {}
 
 func (x *ReplicaGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_admin_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1748,7 +2264,7 @@ func (x *ReplicaGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaGetRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaGetRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReplicaGetRequest) GetNode() string {
@@ -1784,7 +2300,7 @@ type ReplicaGetResponse struct {
 
 func (x *ReplicaGetResponse) Reset() {
 	*x = ReplicaGetResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_admin_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +2312,7 @@ func (x *ReplicaGetResponse) String() string {
 func (*ReplicaGetResponse) ProtoMessage() {}
 
 func (x *ReplicaGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_admin_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,7 +2325,7 @@ func (x *ReplicaGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaGetResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaGetResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReplicaGetResponse) GetNode() string {
@@ -1841,7 +2357,7 @@ type ReloadSecretsRequest struct {
 
 func (x *ReloadSecretsRequest) Reset() {
 	*x = ReloadSecretsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_admin_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1853,7 +2369,7 @@ func (x *ReloadSecretsRequest) String() string {
 func (*ReloadSecretsRequest) ProtoMessage() {}
 
 func (x *ReloadSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_admin_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1866,7 +2382,7 @@ func (x *ReloadSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ReloadSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 type ReloadSecretsResponse struct {
@@ -1880,7 +2396,7 @@ type ReloadSecretsResponse struct {
 
 func (x *ReloadSecretsResponse) Reset() {
 	*x = ReloadSecretsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_admin_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1892,7 +2408,7 @@ func (x *ReloadSecretsResponse) String() string {
 func (*ReloadSecretsResponse) ProtoMessage() {}
 
 func (x *ReloadSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_admin_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1905,7 +2421,7 @@ func (x *ReloadSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ReloadSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReloadSecretsResponse) GetNode() string {
@@ -1945,7 +2461,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_admin_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1957,7 +2473,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_admin_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1970,7 +2486,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Node) GetId() string {
@@ -2051,7 +2567,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_admin_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2063,7 +2579,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_admin_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2076,7 +2592,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 type StatusResponse struct {
@@ -2094,7 +2610,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_admin_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2106,7 +2622,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_admin_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2119,7 +2635,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *StatusResponse) GetNode() string {
@@ -2172,7 +2688,7 @@ type RingRequest struct {
 
 func (x *RingRequest) Reset() {
 	*x = RingRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_admin_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2184,7 +2700,7 @@ func (x *RingRequest) String() string {
 func (*RingRequest) ProtoMessage() {}
 
 func (x *RingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_admin_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2197,7 +2713,7 @@ func (x *RingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingRequest.ProtoReflect.Descriptor instead.
 func (*RingRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 type KeyspaceShare struct {
@@ -2213,7 +2729,7 @@ type KeyspaceShare struct {
 
 func (x *KeyspaceShare) Reset() {
 	*x = KeyspaceShare{}
-	mi := &file_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_admin_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2225,7 +2741,7 @@ func (x *KeyspaceShare) String() string {
 func (*KeyspaceShare) ProtoMessage() {}
 
 func (x *KeyspaceShare) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_admin_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2238,7 +2754,7 @@ func (x *KeyspaceShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyspaceShare.ProtoReflect.Descriptor instead.
 func (*KeyspaceShare) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *KeyspaceShare) GetKeyspace() string {
@@ -2278,7 +2794,7 @@ type RingNode struct {
 
 func (x *RingNode) Reset() {
 	*x = RingNode{}
-	mi := &file_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_admin_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2290,7 +2806,7 @@ func (x *RingNode) String() string {
 func (*RingNode) ProtoMessage() {}
 
 func (x *RingNode) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_admin_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2303,7 +2819,7 @@ func (x *RingNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingNode.ProtoReflect.Descriptor instead.
 func (*RingNode) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RingNode) GetNode() *Node {
@@ -2352,7 +2868,7 @@ type RingResponse struct {
 
 func (x *RingResponse) Reset() {
 	*x = RingResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_admin_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2364,7 +2880,7 @@ func (x *RingResponse) String() string {
 func (*RingResponse) ProtoMessage() {}
 
 func (x *RingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_admin_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2377,7 +2893,7 @@ func (x *RingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingResponse.ProtoReflect.Descriptor instead.
 func (*RingResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RingResponse) GetPartitions() uint32 {
@@ -2411,7 +2927,7 @@ type EndpointsRequest struct {
 
 func (x *EndpointsRequest) Reset() {
 	*x = EndpointsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_admin_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2423,7 +2939,7 @@ func (x *EndpointsRequest) String() string {
 func (*EndpointsRequest) ProtoMessage() {}
 
 func (x *EndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_admin_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2436,7 +2952,7 @@ func (x *EndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointsRequest.ProtoReflect.Descriptor instead.
 func (*EndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *EndpointsRequest) GetKeyspace() string {
@@ -2466,7 +2982,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_admin_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2478,7 +2994,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_admin_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2491,7 +3007,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *Endpoint) GetNode() string {
@@ -2544,7 +3060,7 @@ type EndpointsResponse struct {
 
 func (x *EndpointsResponse) Reset() {
 	*x = EndpointsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_admin_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2556,7 +3072,7 @@ func (x *EndpointsResponse) String() string {
 func (*EndpointsResponse) ProtoMessage() {}
 
 func (x *EndpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_admin_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2569,7 +3085,7 @@ func (x *EndpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointsResponse.ProtoReflect.Descriptor instead.
 func (*EndpointsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *EndpointsResponse) GetKeyspace() string {
@@ -2626,7 +3142,7 @@ type Keyspace struct {
 
 func (x *Keyspace) Reset() {
 	*x = Keyspace{}
-	mi := &file_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_admin_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2638,7 +3154,7 @@ func (x *Keyspace) String() string {
 func (*Keyspace) ProtoMessage() {}
 
 func (x *Keyspace) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_admin_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2651,7 +3167,7 @@ func (x *Keyspace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Keyspace.ProtoReflect.Descriptor instead.
 func (*Keyspace) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *Keyspace) GetName() string {
@@ -2711,7 +3227,7 @@ type ListKeyspacesRequest struct {
 
 func (x *ListKeyspacesRequest) Reset() {
 	*x = ListKeyspacesRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_admin_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2723,7 +3239,7 @@ func (x *ListKeyspacesRequest) String() string {
 func (*ListKeyspacesRequest) ProtoMessage() {}
 
 func (x *ListKeyspacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_admin_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2736,7 +3252,7 @@ func (x *ListKeyspacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeyspacesRequest.ProtoReflect.Descriptor instead.
 func (*ListKeyspacesRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 type ListKeyspacesResponse struct {
@@ -2748,7 +3264,7 @@ type ListKeyspacesResponse struct {
 
 func (x *ListKeyspacesResponse) Reset() {
 	*x = ListKeyspacesResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_admin_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2760,7 +3276,7 @@ func (x *ListKeyspacesResponse) String() string {
 func (*ListKeyspacesResponse) ProtoMessage() {}
 
 func (x *ListKeyspacesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_admin_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2773,7 +3289,7 @@ func (x *ListKeyspacesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeyspacesResponse.ProtoReflect.Descriptor instead.
 func (*ListKeyspacesResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListKeyspacesResponse) GetKeyspaces() []*Keyspace {
@@ -2795,7 +3311,7 @@ type CreateKeyspaceRequest struct {
 
 func (x *CreateKeyspaceRequest) Reset() {
 	*x = CreateKeyspaceRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_admin_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2807,7 +3323,7 @@ func (x *CreateKeyspaceRequest) String() string {
 func (*CreateKeyspaceRequest) ProtoMessage() {}
 
 func (x *CreateKeyspaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_admin_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2820,7 +3336,7 @@ func (x *CreateKeyspaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyspaceRequest.ProtoReflect.Descriptor instead.
 func (*CreateKeyspaceRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *CreateKeyspaceRequest) GetKeyspace() *Keyspace {
@@ -2848,7 +3364,7 @@ type CreateKeyspaceResponse struct {
 
 func (x *CreateKeyspaceResponse) Reset() {
 	*x = CreateKeyspaceResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_admin_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2860,7 +3376,7 @@ func (x *CreateKeyspaceResponse) String() string {
 func (*CreateKeyspaceResponse) ProtoMessage() {}
 
 func (x *CreateKeyspaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_admin_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2873,7 +3389,7 @@ func (x *CreateKeyspaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyspaceResponse.ProtoReflect.Descriptor instead.
 func (*CreateKeyspaceResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *CreateKeyspaceResponse) GetKeyspace() *Keyspace {
@@ -2894,7 +3410,48 @@ var File_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x14admin/v1/admin.proto\x12\badmin.v1\x1a\x0ekv/v1/kv.proto\"F\n" +
+	"\x14admin/v1/admin.proto\x12\badmin.v1\x1a\x0ekv/v1/kv.proto\"\xde\x02\n" +
+	"\x05Fault\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1d\n" +
+	"\n" +
+	"from_nodes\x18\x03 \x03(\tR\tfromNodes\x12\x19\n" +
+	"\bfrom_dcs\x18\x04 \x03(\tR\afromDcs\x12\x19\n" +
+	"\bto_nodes\x18\x05 \x03(\tR\atoNodes\x12\x15\n" +
+	"\x06to_dcs\x18\x06 \x03(\tR\x05toDcs\x12\x1b\n" +
+	"\tboth_ways\x18\a \x01(\bR\bbothWays\x12\x19\n" +
+	"\bdelay_ms\x18\b \x01(\x01R\adelayMs\x12\x1b\n" +
+	"\tjitter_ms\x18\t \x01(\x01R\bjitterMs\x12!\n" +
+	"\fdrop_percent\x18\n" +
+	" \x01(\x01R\vdropPercent\x12\x1f\n" +
+	"\vttl_seconds\x18\v \x01(\x01R\n" +
+	"ttlSeconds\x12,\n" +
+	"\x12expires_in_seconds\x18\f \x01(\x01R\x10expiresInSeconds\"Z\n" +
+	"\x12InjectFaultRequest\x12%\n" +
+	"\x05fault\x18\x01 \x01(\v2\x0f.admin.v1.FaultR\x05fault\x12\x1d\n" +
+	"\n" +
+	"local_only\x18\x02 \x01(\bR\tlocalOnly\"x\n" +
+	"\x13InjectFaultResponse\x12%\n" +
+	"\x05fault\x18\x01 \x01(\v2\x0f.admin.v1.FaultR\x05fault\x12\x18\n" +
+	"\aapplied\x18\x02 \x03(\tR\aapplied\x12 \n" +
+	"\vunreachable\x18\x03 \x03(\tR\vunreachable\"2\n" +
+	"\x11ListFaultsRequest\x12\x1d\n" +
+	"\n" +
+	"local_only\x18\x01 \x01(\bR\tlocalOnly\"_\n" +
+	"\n" +
+	"NodeFaults\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12'\n" +
+	"\x06faults\x18\x02 \x03(\v2\x0f.admin.v1.FaultR\x06faults\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"@\n" +
+	"\x12ListFaultsResponse\x12*\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x14.admin.v1.NodeFaultsR\x05nodes\"C\n" +
+	"\x12ClearFaultsRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
+	"\n" +
+	"local_only\x18\x02 \x01(\bR\tlocalOnly\"Q\n" +
+	"\x13ClearFaultsResponse\x12\x18\n" +
+	"\acleared\x18\x01 \x01(\rR\acleared\x12 \n" +
+	"\vunreachable\x18\x02 \x03(\tR\vunreachable\"F\n" +
 	"\x14AlterKeyspaceRequest\x12.\n" +
 	"\bkeyspace\x18\x01 \x01(\v2\x12.admin.v1.KeyspaceR\bkeyspace\"|\n" +
 	"\x15AlterKeyspaceResponse\x12.\n" +
@@ -3099,7 +3656,7 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"local_only\x18\x02 \x01(\bR\tlocalOnly\"b\n" +
 	"\x16CreateKeyspaceResponse\x12.\n" +
 	"\bkeyspace\x18\x01 \x01(\v2\x12.admin.v1.KeyspaceR\bkeyspace\x12\x18\n" +
-	"\aapplied\x18\x02 \x03(\tR\aapplied2\xa0\v\n" +
+	"\aapplied\x18\x02 \x03(\tR\aapplied2\x81\r\n" +
 	"\x05Admin\x12;\n" +
 	"\x06Status\x12\x17.admin.v1.StatusRequest\x1a\x18.admin.v1.StatusResponse\x125\n" +
 	"\x04Ring\x12\x15.admin.v1.RingRequest\x1a\x16.admin.v1.RingResponse\x12D\n" +
@@ -3121,7 +3678,11 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\x10ClusterPlanClear\x12!.admin.v1.ClusterPlanClearRequest\x1a\".admin.v1.ClusterPlanClearResponse\x12P\n" +
 	"\rClusterCommit\x12\x1e.admin.v1.ClusterCommitRequest\x1a\x1f.admin.v1.ClusterCommitResponse\x12P\n" +
 	"\rClusterStatus\x12\x1e.admin.v1.ClusterStatusRequest\x1a\x1f.admin.v1.ClusterStatusResponse\x12D\n" +
-	"\tTransfers\x12\x1a.admin.v1.TransfersRequest\x1a\x1b.admin.v1.TransfersResponseB5Z3github.com/meridiankv/meridian/api/admin/v1;adminv1b\x06proto3"
+	"\tTransfers\x12\x1a.admin.v1.TransfersRequest\x1a\x1b.admin.v1.TransfersResponse\x12J\n" +
+	"\vInjectFault\x12\x1c.admin.v1.InjectFaultRequest\x1a\x1d.admin.v1.InjectFaultResponse\x12G\n" +
+	"\n" +
+	"ListFaults\x12\x1b.admin.v1.ListFaultsRequest\x1a\x1c.admin.v1.ListFaultsResponse\x12J\n" +
+	"\vClearFaults\x12\x1c.admin.v1.ClearFaultsRequest\x1a\x1d.admin.v1.ClearFaultsResponseB5Z3github.com/meridiankv/meridian/api/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -3135,127 +3696,145 @@ func file_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_admin_v1_admin_proto_rawDescData
 }
 
-var file_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_admin_v1_admin_proto_goTypes = []any{
-	(*AlterKeyspaceRequest)(nil),     // 0: admin.v1.AlterKeyspaceRequest
-	(*AlterKeyspaceResponse)(nil),    // 1: admin.v1.AlterKeyspaceResponse
-	(*DropKeyspaceRequest)(nil),      // 2: admin.v1.DropKeyspaceRequest
-	(*DropKeyspaceResponse)(nil),     // 3: admin.v1.DropKeyspaceResponse
-	(*PlanOp)(nil),                   // 4: admin.v1.PlanOp
-	(*PlanMove)(nil),                 // 5: admin.v1.PlanMove
-	(*Plan)(nil),                     // 6: admin.v1.Plan
-	(*ClusterPlanRequest)(nil),       // 7: admin.v1.ClusterPlanRequest
-	(*ClusterPlanShowRequest)(nil),   // 8: admin.v1.ClusterPlanShowRequest
-	(*ClusterPlanResponse)(nil),      // 9: admin.v1.ClusterPlanResponse
-	(*ClusterPlanClearRequest)(nil),  // 10: admin.v1.ClusterPlanClearRequest
-	(*ClusterPlanClearResponse)(nil), // 11: admin.v1.ClusterPlanClearResponse
-	(*ClusterCommitRequest)(nil),     // 12: admin.v1.ClusterCommitRequest
-	(*ClusterCommitResponse)(nil),    // 13: admin.v1.ClusterCommitResponse
-	(*Transfer)(nil),                 // 14: admin.v1.Transfer
-	(*TransfersRequest)(nil),         // 15: admin.v1.TransfersRequest
-	(*TransfersResponse)(nil),        // 16: admin.v1.TransfersResponse
-	(*ClusterStatusRequest)(nil),     // 17: admin.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),    // 18: admin.v1.ClusterStatusResponse
-	(*HintsRequest)(nil),             // 19: admin.v1.HintsRequest
-	(*HintTarget)(nil),               // 20: admin.v1.HintTarget
-	(*HintsResponse)(nil),            // 21: admin.v1.HintsResponse
-	(*PurgeHintsRequest)(nil),        // 22: admin.v1.PurgeHintsRequest
-	(*PurgeHintsResponse)(nil),       // 23: admin.v1.PurgeHintsResponse
-	(*RepairStatusRequest)(nil),      // 24: admin.v1.RepairStatusRequest
-	(*PartitionRepair)(nil),          // 25: admin.v1.PartitionRepair
-	(*RepairStatusResponse)(nil),     // 26: admin.v1.RepairStatusResponse
-	(*RepairRunRequest)(nil),         // 27: admin.v1.RepairRunRequest
-	(*RepairProgress)(nil),           // 28: admin.v1.RepairProgress
-	(*ReplicaGetRequest)(nil),        // 29: admin.v1.ReplicaGetRequest
-	(*ReplicaGetResponse)(nil),       // 30: admin.v1.ReplicaGetResponse
-	(*ReloadSecretsRequest)(nil),     // 31: admin.v1.ReloadSecretsRequest
-	(*ReloadSecretsResponse)(nil),    // 32: admin.v1.ReloadSecretsResponse
-	(*Node)(nil),                     // 33: admin.v1.Node
-	(*StatusRequest)(nil),            // 34: admin.v1.StatusRequest
-	(*StatusResponse)(nil),           // 35: admin.v1.StatusResponse
-	(*RingRequest)(nil),              // 36: admin.v1.RingRequest
-	(*KeyspaceShare)(nil),            // 37: admin.v1.KeyspaceShare
-	(*RingNode)(nil),                 // 38: admin.v1.RingNode
-	(*RingResponse)(nil),             // 39: admin.v1.RingResponse
-	(*EndpointsRequest)(nil),         // 40: admin.v1.EndpointsRequest
-	(*Endpoint)(nil),                 // 41: admin.v1.Endpoint
-	(*EndpointsResponse)(nil),        // 42: admin.v1.EndpointsResponse
-	(*Keyspace)(nil),                 // 43: admin.v1.Keyspace
-	(*ListKeyspacesRequest)(nil),     // 44: admin.v1.ListKeyspacesRequest
-	(*ListKeyspacesResponse)(nil),    // 45: admin.v1.ListKeyspacesResponse
-	(*CreateKeyspaceRequest)(nil),    // 46: admin.v1.CreateKeyspaceRequest
-	(*CreateKeyspaceResponse)(nil),   // 47: admin.v1.CreateKeyspaceResponse
-	nil,                              // 48: admin.v1.Keyspace.ReplicationEntry
-	(*v1.Sibling)(nil),               // 49: kv.v1.Sibling
+	(*Fault)(nil),                    // 0: admin.v1.Fault
+	(*InjectFaultRequest)(nil),       // 1: admin.v1.InjectFaultRequest
+	(*InjectFaultResponse)(nil),      // 2: admin.v1.InjectFaultResponse
+	(*ListFaultsRequest)(nil),        // 3: admin.v1.ListFaultsRequest
+	(*NodeFaults)(nil),               // 4: admin.v1.NodeFaults
+	(*ListFaultsResponse)(nil),       // 5: admin.v1.ListFaultsResponse
+	(*ClearFaultsRequest)(nil),       // 6: admin.v1.ClearFaultsRequest
+	(*ClearFaultsResponse)(nil),      // 7: admin.v1.ClearFaultsResponse
+	(*AlterKeyspaceRequest)(nil),     // 8: admin.v1.AlterKeyspaceRequest
+	(*AlterKeyspaceResponse)(nil),    // 9: admin.v1.AlterKeyspaceResponse
+	(*DropKeyspaceRequest)(nil),      // 10: admin.v1.DropKeyspaceRequest
+	(*DropKeyspaceResponse)(nil),     // 11: admin.v1.DropKeyspaceResponse
+	(*PlanOp)(nil),                   // 12: admin.v1.PlanOp
+	(*PlanMove)(nil),                 // 13: admin.v1.PlanMove
+	(*Plan)(nil),                     // 14: admin.v1.Plan
+	(*ClusterPlanRequest)(nil),       // 15: admin.v1.ClusterPlanRequest
+	(*ClusterPlanShowRequest)(nil),   // 16: admin.v1.ClusterPlanShowRequest
+	(*ClusterPlanResponse)(nil),      // 17: admin.v1.ClusterPlanResponse
+	(*ClusterPlanClearRequest)(nil),  // 18: admin.v1.ClusterPlanClearRequest
+	(*ClusterPlanClearResponse)(nil), // 19: admin.v1.ClusterPlanClearResponse
+	(*ClusterCommitRequest)(nil),     // 20: admin.v1.ClusterCommitRequest
+	(*ClusterCommitResponse)(nil),    // 21: admin.v1.ClusterCommitResponse
+	(*Transfer)(nil),                 // 22: admin.v1.Transfer
+	(*TransfersRequest)(nil),         // 23: admin.v1.TransfersRequest
+	(*TransfersResponse)(nil),        // 24: admin.v1.TransfersResponse
+	(*ClusterStatusRequest)(nil),     // 25: admin.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),    // 26: admin.v1.ClusterStatusResponse
+	(*HintsRequest)(nil),             // 27: admin.v1.HintsRequest
+	(*HintTarget)(nil),               // 28: admin.v1.HintTarget
+	(*HintsResponse)(nil),            // 29: admin.v1.HintsResponse
+	(*PurgeHintsRequest)(nil),        // 30: admin.v1.PurgeHintsRequest
+	(*PurgeHintsResponse)(nil),       // 31: admin.v1.PurgeHintsResponse
+	(*RepairStatusRequest)(nil),      // 32: admin.v1.RepairStatusRequest
+	(*PartitionRepair)(nil),          // 33: admin.v1.PartitionRepair
+	(*RepairStatusResponse)(nil),     // 34: admin.v1.RepairStatusResponse
+	(*RepairRunRequest)(nil),         // 35: admin.v1.RepairRunRequest
+	(*RepairProgress)(nil),           // 36: admin.v1.RepairProgress
+	(*ReplicaGetRequest)(nil),        // 37: admin.v1.ReplicaGetRequest
+	(*ReplicaGetResponse)(nil),       // 38: admin.v1.ReplicaGetResponse
+	(*ReloadSecretsRequest)(nil),     // 39: admin.v1.ReloadSecretsRequest
+	(*ReloadSecretsResponse)(nil),    // 40: admin.v1.ReloadSecretsResponse
+	(*Node)(nil),                     // 41: admin.v1.Node
+	(*StatusRequest)(nil),            // 42: admin.v1.StatusRequest
+	(*StatusResponse)(nil),           // 43: admin.v1.StatusResponse
+	(*RingRequest)(nil),              // 44: admin.v1.RingRequest
+	(*KeyspaceShare)(nil),            // 45: admin.v1.KeyspaceShare
+	(*RingNode)(nil),                 // 46: admin.v1.RingNode
+	(*RingResponse)(nil),             // 47: admin.v1.RingResponse
+	(*EndpointsRequest)(nil),         // 48: admin.v1.EndpointsRequest
+	(*Endpoint)(nil),                 // 49: admin.v1.Endpoint
+	(*EndpointsResponse)(nil),        // 50: admin.v1.EndpointsResponse
+	(*Keyspace)(nil),                 // 51: admin.v1.Keyspace
+	(*ListKeyspacesRequest)(nil),     // 52: admin.v1.ListKeyspacesRequest
+	(*ListKeyspacesResponse)(nil),    // 53: admin.v1.ListKeyspacesResponse
+	(*CreateKeyspaceRequest)(nil),    // 54: admin.v1.CreateKeyspaceRequest
+	(*CreateKeyspaceResponse)(nil),   // 55: admin.v1.CreateKeyspaceResponse
+	nil,                              // 56: admin.v1.Keyspace.ReplicationEntry
+	(*v1.Sibling)(nil),               // 57: kv.v1.Sibling
 }
 var file_admin_v1_admin_proto_depIdxs = []int32{
-	43, // 0: admin.v1.AlterKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
-	43, // 1: admin.v1.AlterKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
-	4,  // 2: admin.v1.Plan.ops:type_name -> admin.v1.PlanOp
-	5,  // 3: admin.v1.Plan.moves:type_name -> admin.v1.PlanMove
-	4,  // 4: admin.v1.ClusterPlanRequest.op:type_name -> admin.v1.PlanOp
-	6,  // 5: admin.v1.ClusterPlanResponse.plan:type_name -> admin.v1.Plan
-	14, // 6: admin.v1.TransfersResponse.transfers:type_name -> admin.v1.Transfer
-	33, // 7: admin.v1.ClusterStatusResponse.nodes:type_name -> admin.v1.Node
-	4,  // 8: admin.v1.ClusterStatusResponse.transition_ops:type_name -> admin.v1.PlanOp
-	14, // 9: admin.v1.ClusterStatusResponse.transfers:type_name -> admin.v1.Transfer
-	6,  // 10: admin.v1.ClusterStatusResponse.pending:type_name -> admin.v1.Plan
-	20, // 11: admin.v1.HintsResponse.targets:type_name -> admin.v1.HintTarget
-	25, // 12: admin.v1.RepairStatusResponse.partitions:type_name -> admin.v1.PartitionRepair
-	49, // 13: admin.v1.ReplicaGetResponse.siblings:type_name -> kv.v1.Sibling
-	33, // 14: admin.v1.StatusResponse.nodes:type_name -> admin.v1.Node
-	33, // 15: admin.v1.RingNode.node:type_name -> admin.v1.Node
-	37, // 16: admin.v1.RingNode.keyspaces:type_name -> admin.v1.KeyspaceShare
-	38, // 17: admin.v1.RingResponse.nodes:type_name -> admin.v1.RingNode
-	41, // 18: admin.v1.EndpointsResponse.replicas:type_name -> admin.v1.Endpoint
-	41, // 19: admin.v1.EndpointsResponse.fallbacks:type_name -> admin.v1.Endpoint
-	48, // 20: admin.v1.Keyspace.replication:type_name -> admin.v1.Keyspace.ReplicationEntry
-	43, // 21: admin.v1.ListKeyspacesResponse.keyspaces:type_name -> admin.v1.Keyspace
-	43, // 22: admin.v1.CreateKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
-	43, // 23: admin.v1.CreateKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
-	34, // 24: admin.v1.Admin.Status:input_type -> admin.v1.StatusRequest
-	36, // 25: admin.v1.Admin.Ring:input_type -> admin.v1.RingRequest
-	40, // 26: admin.v1.Admin.Endpoints:input_type -> admin.v1.EndpointsRequest
-	44, // 27: admin.v1.Admin.ListKeyspaces:input_type -> admin.v1.ListKeyspacesRequest
-	46, // 28: admin.v1.Admin.CreateKeyspace:input_type -> admin.v1.CreateKeyspaceRequest
-	31, // 29: admin.v1.Admin.ReloadSecrets:input_type -> admin.v1.ReloadSecretsRequest
-	19, // 30: admin.v1.Admin.Hints:input_type -> admin.v1.HintsRequest
-	22, // 31: admin.v1.Admin.PurgeHints:input_type -> admin.v1.PurgeHintsRequest
-	24, // 32: admin.v1.Admin.RepairStatus:input_type -> admin.v1.RepairStatusRequest
-	27, // 33: admin.v1.Admin.RepairRun:input_type -> admin.v1.RepairRunRequest
-	29, // 34: admin.v1.Admin.ReplicaGet:input_type -> admin.v1.ReplicaGetRequest
-	0,  // 35: admin.v1.Admin.AlterKeyspace:input_type -> admin.v1.AlterKeyspaceRequest
-	2,  // 36: admin.v1.Admin.DropKeyspace:input_type -> admin.v1.DropKeyspaceRequest
-	7,  // 37: admin.v1.Admin.ClusterPlan:input_type -> admin.v1.ClusterPlanRequest
-	8,  // 38: admin.v1.Admin.ClusterPlanShow:input_type -> admin.v1.ClusterPlanShowRequest
-	10, // 39: admin.v1.Admin.ClusterPlanClear:input_type -> admin.v1.ClusterPlanClearRequest
-	12, // 40: admin.v1.Admin.ClusterCommit:input_type -> admin.v1.ClusterCommitRequest
-	17, // 41: admin.v1.Admin.ClusterStatus:input_type -> admin.v1.ClusterStatusRequest
-	15, // 42: admin.v1.Admin.Transfers:input_type -> admin.v1.TransfersRequest
-	35, // 43: admin.v1.Admin.Status:output_type -> admin.v1.StatusResponse
-	39, // 44: admin.v1.Admin.Ring:output_type -> admin.v1.RingResponse
-	42, // 45: admin.v1.Admin.Endpoints:output_type -> admin.v1.EndpointsResponse
-	45, // 46: admin.v1.Admin.ListKeyspaces:output_type -> admin.v1.ListKeyspacesResponse
-	47, // 47: admin.v1.Admin.CreateKeyspace:output_type -> admin.v1.CreateKeyspaceResponse
-	32, // 48: admin.v1.Admin.ReloadSecrets:output_type -> admin.v1.ReloadSecretsResponse
-	21, // 49: admin.v1.Admin.Hints:output_type -> admin.v1.HintsResponse
-	23, // 50: admin.v1.Admin.PurgeHints:output_type -> admin.v1.PurgeHintsResponse
-	26, // 51: admin.v1.Admin.RepairStatus:output_type -> admin.v1.RepairStatusResponse
-	28, // 52: admin.v1.Admin.RepairRun:output_type -> admin.v1.RepairProgress
-	30, // 53: admin.v1.Admin.ReplicaGet:output_type -> admin.v1.ReplicaGetResponse
-	1,  // 54: admin.v1.Admin.AlterKeyspace:output_type -> admin.v1.AlterKeyspaceResponse
-	3,  // 55: admin.v1.Admin.DropKeyspace:output_type -> admin.v1.DropKeyspaceResponse
-	9,  // 56: admin.v1.Admin.ClusterPlan:output_type -> admin.v1.ClusterPlanResponse
-	9,  // 57: admin.v1.Admin.ClusterPlanShow:output_type -> admin.v1.ClusterPlanResponse
-	11, // 58: admin.v1.Admin.ClusterPlanClear:output_type -> admin.v1.ClusterPlanClearResponse
-	13, // 59: admin.v1.Admin.ClusterCommit:output_type -> admin.v1.ClusterCommitResponse
-	18, // 60: admin.v1.Admin.ClusterStatus:output_type -> admin.v1.ClusterStatusResponse
-	16, // 61: admin.v1.Admin.Transfers:output_type -> admin.v1.TransfersResponse
-	43, // [43:62] is the sub-list for method output_type
-	24, // [24:43] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	0,  // 0: admin.v1.InjectFaultRequest.fault:type_name -> admin.v1.Fault
+	0,  // 1: admin.v1.InjectFaultResponse.fault:type_name -> admin.v1.Fault
+	0,  // 2: admin.v1.NodeFaults.faults:type_name -> admin.v1.Fault
+	4,  // 3: admin.v1.ListFaultsResponse.nodes:type_name -> admin.v1.NodeFaults
+	51, // 4: admin.v1.AlterKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
+	51, // 5: admin.v1.AlterKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
+	12, // 6: admin.v1.Plan.ops:type_name -> admin.v1.PlanOp
+	13, // 7: admin.v1.Plan.moves:type_name -> admin.v1.PlanMove
+	12, // 8: admin.v1.ClusterPlanRequest.op:type_name -> admin.v1.PlanOp
+	14, // 9: admin.v1.ClusterPlanResponse.plan:type_name -> admin.v1.Plan
+	22, // 10: admin.v1.TransfersResponse.transfers:type_name -> admin.v1.Transfer
+	41, // 11: admin.v1.ClusterStatusResponse.nodes:type_name -> admin.v1.Node
+	12, // 12: admin.v1.ClusterStatusResponse.transition_ops:type_name -> admin.v1.PlanOp
+	22, // 13: admin.v1.ClusterStatusResponse.transfers:type_name -> admin.v1.Transfer
+	14, // 14: admin.v1.ClusterStatusResponse.pending:type_name -> admin.v1.Plan
+	28, // 15: admin.v1.HintsResponse.targets:type_name -> admin.v1.HintTarget
+	33, // 16: admin.v1.RepairStatusResponse.partitions:type_name -> admin.v1.PartitionRepair
+	57, // 17: admin.v1.ReplicaGetResponse.siblings:type_name -> kv.v1.Sibling
+	41, // 18: admin.v1.StatusResponse.nodes:type_name -> admin.v1.Node
+	41, // 19: admin.v1.RingNode.node:type_name -> admin.v1.Node
+	45, // 20: admin.v1.RingNode.keyspaces:type_name -> admin.v1.KeyspaceShare
+	46, // 21: admin.v1.RingResponse.nodes:type_name -> admin.v1.RingNode
+	49, // 22: admin.v1.EndpointsResponse.replicas:type_name -> admin.v1.Endpoint
+	49, // 23: admin.v1.EndpointsResponse.fallbacks:type_name -> admin.v1.Endpoint
+	56, // 24: admin.v1.Keyspace.replication:type_name -> admin.v1.Keyspace.ReplicationEntry
+	51, // 25: admin.v1.ListKeyspacesResponse.keyspaces:type_name -> admin.v1.Keyspace
+	51, // 26: admin.v1.CreateKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
+	51, // 27: admin.v1.CreateKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
+	42, // 28: admin.v1.Admin.Status:input_type -> admin.v1.StatusRequest
+	44, // 29: admin.v1.Admin.Ring:input_type -> admin.v1.RingRequest
+	48, // 30: admin.v1.Admin.Endpoints:input_type -> admin.v1.EndpointsRequest
+	52, // 31: admin.v1.Admin.ListKeyspaces:input_type -> admin.v1.ListKeyspacesRequest
+	54, // 32: admin.v1.Admin.CreateKeyspace:input_type -> admin.v1.CreateKeyspaceRequest
+	39, // 33: admin.v1.Admin.ReloadSecrets:input_type -> admin.v1.ReloadSecretsRequest
+	27, // 34: admin.v1.Admin.Hints:input_type -> admin.v1.HintsRequest
+	30, // 35: admin.v1.Admin.PurgeHints:input_type -> admin.v1.PurgeHintsRequest
+	32, // 36: admin.v1.Admin.RepairStatus:input_type -> admin.v1.RepairStatusRequest
+	35, // 37: admin.v1.Admin.RepairRun:input_type -> admin.v1.RepairRunRequest
+	37, // 38: admin.v1.Admin.ReplicaGet:input_type -> admin.v1.ReplicaGetRequest
+	8,  // 39: admin.v1.Admin.AlterKeyspace:input_type -> admin.v1.AlterKeyspaceRequest
+	10, // 40: admin.v1.Admin.DropKeyspace:input_type -> admin.v1.DropKeyspaceRequest
+	15, // 41: admin.v1.Admin.ClusterPlan:input_type -> admin.v1.ClusterPlanRequest
+	16, // 42: admin.v1.Admin.ClusterPlanShow:input_type -> admin.v1.ClusterPlanShowRequest
+	18, // 43: admin.v1.Admin.ClusterPlanClear:input_type -> admin.v1.ClusterPlanClearRequest
+	20, // 44: admin.v1.Admin.ClusterCommit:input_type -> admin.v1.ClusterCommitRequest
+	25, // 45: admin.v1.Admin.ClusterStatus:input_type -> admin.v1.ClusterStatusRequest
+	23, // 46: admin.v1.Admin.Transfers:input_type -> admin.v1.TransfersRequest
+	1,  // 47: admin.v1.Admin.InjectFault:input_type -> admin.v1.InjectFaultRequest
+	3,  // 48: admin.v1.Admin.ListFaults:input_type -> admin.v1.ListFaultsRequest
+	6,  // 49: admin.v1.Admin.ClearFaults:input_type -> admin.v1.ClearFaultsRequest
+	43, // 50: admin.v1.Admin.Status:output_type -> admin.v1.StatusResponse
+	47, // 51: admin.v1.Admin.Ring:output_type -> admin.v1.RingResponse
+	50, // 52: admin.v1.Admin.Endpoints:output_type -> admin.v1.EndpointsResponse
+	53, // 53: admin.v1.Admin.ListKeyspaces:output_type -> admin.v1.ListKeyspacesResponse
+	55, // 54: admin.v1.Admin.CreateKeyspace:output_type -> admin.v1.CreateKeyspaceResponse
+	40, // 55: admin.v1.Admin.ReloadSecrets:output_type -> admin.v1.ReloadSecretsResponse
+	29, // 56: admin.v1.Admin.Hints:output_type -> admin.v1.HintsResponse
+	31, // 57: admin.v1.Admin.PurgeHints:output_type -> admin.v1.PurgeHintsResponse
+	34, // 58: admin.v1.Admin.RepairStatus:output_type -> admin.v1.RepairStatusResponse
+	36, // 59: admin.v1.Admin.RepairRun:output_type -> admin.v1.RepairProgress
+	38, // 60: admin.v1.Admin.ReplicaGet:output_type -> admin.v1.ReplicaGetResponse
+	9,  // 61: admin.v1.Admin.AlterKeyspace:output_type -> admin.v1.AlterKeyspaceResponse
+	11, // 62: admin.v1.Admin.DropKeyspace:output_type -> admin.v1.DropKeyspaceResponse
+	17, // 63: admin.v1.Admin.ClusterPlan:output_type -> admin.v1.ClusterPlanResponse
+	17, // 64: admin.v1.Admin.ClusterPlanShow:output_type -> admin.v1.ClusterPlanResponse
+	19, // 65: admin.v1.Admin.ClusterPlanClear:output_type -> admin.v1.ClusterPlanClearResponse
+	21, // 66: admin.v1.Admin.ClusterCommit:output_type -> admin.v1.ClusterCommitResponse
+	26, // 67: admin.v1.Admin.ClusterStatus:output_type -> admin.v1.ClusterStatusResponse
+	24, // 68: admin.v1.Admin.Transfers:output_type -> admin.v1.TransfersResponse
+	2,  // 69: admin.v1.Admin.InjectFault:output_type -> admin.v1.InjectFaultResponse
+	5,  // 70: admin.v1.Admin.ListFaults:output_type -> admin.v1.ListFaultsResponse
+	7,  // 71: admin.v1.Admin.ClearFaults:output_type -> admin.v1.ClearFaultsResponse
+	50, // [50:72] is the sub-list for method output_type
+	28, // [28:50] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_admin_v1_admin_proto_init() }
@@ -3269,7 +3848,7 @@ func file_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_v1_admin_proto_rawDesc), len(file_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   49,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -41,6 +41,9 @@ const (
 	Admin_ClusterCommit_FullMethodName    = "/admin.v1.Admin/ClusterCommit"
 	Admin_ClusterStatus_FullMethodName    = "/admin.v1.Admin/ClusterStatus"
 	Admin_Transfers_FullMethodName        = "/admin.v1.Admin/Transfers"
+	Admin_InjectFault_FullMethodName      = "/admin.v1.Admin/InjectFault"
+	Admin_ListFaults_FullMethodName       = "/admin.v1.Admin/ListFaults"
+	Admin_ClearFaults_FullMethodName      = "/admin.v1.Admin/ClearFaults"
 )
 
 // AdminClient is the client API for Admin service.
@@ -98,6 +101,16 @@ type AdminClient interface {
 	ClusterStatus(ctx context.Context, in *ClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatusResponse, error)
 	// Transfers lists the partition transfers this node is receiving.
 	Transfers(ctx context.Context, in *TransfersRequest, opts ...grpc.CallOption) (*TransfersResponse, error)
+	// InjectFault adds a fault to the nodes it selects (from_nodes /
+	// from_dcs; empty: every node), each applying it to its own outgoing
+	// traffic or disk. Every fault expires by itself after its TTL, on
+	// every node, even if the caller dies. Admin role only.
+	InjectFault(ctx context.Context, in *InjectFaultRequest, opts ...grpc.CallOption) (*InjectFaultResponse, error)
+	// ListFaults lists the live faults of every node (or only this one).
+	ListFaults(ctx context.Context, in *ListFaultsRequest, opts ...grpc.CallOption) (*ListFaultsResponse, error)
+	// ClearFaults removes one fault (by ID) or all, on every node (or only
+	// this one).
+	ClearFaults(ctx context.Context, in *ClearFaultsRequest, opts ...grpc.CallOption) (*ClearFaultsResponse, error)
 }
 
 type adminClient struct {
@@ -307,6 +320,36 @@ func (c *adminClient) Transfers(ctx context.Context, in *TransfersRequest, opts 
 	return out, nil
 }
 
+func (c *adminClient) InjectFault(ctx context.Context, in *InjectFaultRequest, opts ...grpc.CallOption) (*InjectFaultResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InjectFaultResponse)
+	err := c.cc.Invoke(ctx, Admin_InjectFault_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListFaults(ctx context.Context, in *ListFaultsRequest, opts ...grpc.CallOption) (*ListFaultsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListFaultsResponse)
+	err := c.cc.Invoke(ctx, Admin_ListFaults_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ClearFaults(ctx context.Context, in *ClearFaultsRequest, opts ...grpc.CallOption) (*ClearFaultsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClearFaultsResponse)
+	err := c.cc.Invoke(ctx, Admin_ClearFaults_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -362,6 +405,16 @@ type AdminServer interface {
 	ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error)
 	// Transfers lists the partition transfers this node is receiving.
 	Transfers(context.Context, *TransfersRequest) (*TransfersResponse, error)
+	// InjectFault adds a fault to the nodes it selects (from_nodes /
+	// from_dcs; empty: every node), each applying it to its own outgoing
+	// traffic or disk. Every fault expires by itself after its TTL, on
+	// every node, even if the caller dies. Admin role only.
+	InjectFault(context.Context, *InjectFaultRequest) (*InjectFaultResponse, error)
+	// ListFaults lists the live faults of every node (or only this one).
+	ListFaults(context.Context, *ListFaultsRequest) (*ListFaultsResponse, error)
+	// ClearFaults removes one fault (by ID) or all, on every node (or only
+	// this one).
+	ClearFaults(context.Context, *ClearFaultsRequest) (*ClearFaultsResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -428,6 +481,15 @@ func (UnimplementedAdminServer) ClusterStatus(context.Context, *ClusterStatusReq
 }
 func (UnimplementedAdminServer) Transfers(context.Context, *TransfersRequest) (*TransfersResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Transfers not implemented")
+}
+func (UnimplementedAdminServer) InjectFault(context.Context, *InjectFaultRequest) (*InjectFaultResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method InjectFault not implemented")
+}
+func (UnimplementedAdminServer) ListFaults(context.Context, *ListFaultsRequest) (*ListFaultsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListFaults not implemented")
+}
+func (UnimplementedAdminServer) ClearFaults(context.Context, *ClearFaultsRequest) (*ClearFaultsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ClearFaults not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -785,6 +847,60 @@ func _Admin_Transfers_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_InjectFault_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InjectFaultRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).InjectFault(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_InjectFault_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).InjectFault(ctx, req.(*InjectFaultRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListFaults_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFaultsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListFaults(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListFaults_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListFaults(ctx, req.(*ListFaultsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ClearFaults_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClearFaultsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ClearFaults(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ClearFaults_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ClearFaults(ctx, req.(*ClearFaultsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -863,6 +979,18 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Transfers",
 			Handler:    _Admin_Transfers_Handler,
+		},
+		{
+			MethodName: "InjectFault",
+			Handler:    _Admin_InjectFault_Handler,
+		},
+		{
+			MethodName: "ListFaults",
+			Handler:    _Admin_ListFaults_Handler,
+		},
+		{
+			MethodName: "ClearFaults",
+			Handler:    _Admin_ClearFaults_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
