@@ -18,117 +18,94 @@ type Peers interface {
 	Coordinate(ctx context.Context, node string, req *internalv1.CoordinateRequest) (*internalv1.CoordinateResponse, error)
 }
 
-// Faults wraps Peers and injects failures for tests and drills: requests to
-// a cut node fail as unreachable, requests to a delayed node wait first.
-// Nodes are matched by ID, or through DCOf by datacenter.
+// Faults wraps Peers and injects failures for tests and drills: a set of
+// rules (see Rule) by which requests to a cut node fail as unreachable,
+// requests to a delayed node wait first, a share of requests is dropped
+// and replies are lost. Nodes are matched by ID, or through DCOf by
+// datacenter. Cut, CutDC, Delay, DelayDC and LoseReplies are shorthands
+// for rules that never expire; Heal removes every rule.
 type Faults struct {
 	next Peers
 	// DCOf maps a node ID to its DC, for DC-wide rules (may be nil).
 	DCOf func(node string) string
 	mu   struct {
 		sync.RWMutex
-		cut   map[string]bool          // node ID or "dc:NAME"
-		delay map[string]time.Duration // node ID or "dc:NAME"
-		lose  map[string]bool          // node ID: replies lost
+		rules []Rule // replaced, never changed in place
+		now   func() time.Time
+		rand  func() float64
 	}
 }
 
 // NewFaults wraps next with no faults active.
 func NewFaults(next Peers, dcOf func(string) string) *Faults {
 	f := &Faults{next: next, DCOf: dcOf}
-	f.mu.cut = map[string]bool{}
-	f.mu.delay = map[string]time.Duration{}
-	f.mu.lose = map[string]bool{}
+	f.mu.now = time.Now
+	f.mu.rand = defaultRand
 	return f
 }
 
 // Cut makes requests to a node fail as if it were unreachable.
-func (f *Faults) Cut(node string) { f.set(node, true, -1) }
+func (f *Faults) Cut(node string) { f.Add(Rule{ID: "cut/" + node, Nodes: []string{node}, Cut: true}) }
 
 // CutDC makes requests to every node of a DC fail.
-func (f *Faults) CutDC(dc string) { f.set("dc:"+dc, true, -1) }
+func (f *Faults) CutDC(dc string) { f.Add(Rule{ID: "cut/dc:" + dc, DCs: []string{dc}, Cut: true}) }
 
 // Delay makes requests to a node wait d before being sent.
-func (f *Faults) Delay(node string, d time.Duration) { f.set(node, false, d) }
+func (f *Faults) Delay(node string, d time.Duration) {
+	f.Add(Rule{ID: "delay/" + node, Nodes: []string{node}, Delay: d})
+}
 
 // DelayDC makes requests to every node of a DC wait d.
-func (f *Faults) DelayDC(dc string, d time.Duration) { f.set("dc:"+dc, false, d) }
+func (f *Faults) DelayDC(dc string, d time.Duration) {
+	f.Add(Rule{ID: "delay/dc:" + dc, DCs: []string{dc}, Delay: d})
+}
 
 // LoseReplies makes requests to a node reach it, but its replies fail as
 // if the connection dropped after the request was applied (the case a
 // retry must not apply twice).
 func (f *Faults) LoseReplies(node string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.mu.lose[node] = true
-}
-
-// after applies reply loss for node.
-func (f *Faults) after(node string, err error) error {
-	f.mu.RLock()
-	lose := f.mu.lose[node]
-	f.mu.RUnlock()
-	if lose && err == nil {
-		return status.Errorf(codes.Unavailable, "fault injection: reply from %s lost", node)
-	}
-	return err
+	f.Add(Rule{ID: "lose/" + node, Nodes: []string{node}, LoseReplies: true})
 }
 
 // Heal removes every fault.
-func (f *Faults) Heal() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	clear(f.mu.cut)
-	clear(f.mu.delay)
-	clear(f.mu.lose)
-}
+func (f *Faults) Heal() { f.Clear() }
 
-func (f *Faults) set(k string, cut bool, d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if cut {
-		f.mu.cut[k] = true
+// before applies the faults for node: an error if cut or dropped, a wait
+// if delayed. It returns whether the reply is to be lost.
+func (f *Faults) before(ctx context.Context, node string) (lose bool, err error) {
+	v := f.decide(node)
+	switch {
+	case v.cut:
+		return false, status.Errorf(codes.Unavailable, "fault injection: node %s is cut off (%s)", node, v.rule)
+	case v.drop:
+		return false, status.Errorf(codes.Unavailable, "fault injection: request to %s dropped (%s)", node, v.rule)
 	}
-	if d >= 0 {
-		f.mu.delay[k] = d
-	}
-}
-
-// before applies the faults for node: an error if cut, a wait if delayed.
-func (f *Faults) before(ctx context.Context, node string) error {
-	dcKey := ""
-	if f.DCOf != nil {
-		dcKey = "dc:" + f.DCOf(node)
-	}
-	f.mu.RLock()
-	cut := f.mu.cut[node] || f.mu.cut[dcKey]
-	d := max(f.mu.delay[node], f.mu.delay[dcKey])
-	f.mu.RUnlock()
-	if cut {
-		return status.Errorf(codes.Unavailable, "fault injection: node %s is cut off", node)
-	}
-	if d > 0 {
-		t := time.NewTimer(d)
+	if v.wait > 0 {
+		t := time.NewTimer(v.wait)
 		defer t.Stop()
 		select {
 		case <-t.C:
 		case <-ctx.Done():
-			return status.FromContextError(ctx.Err()).Err()
+			return false, status.FromContextError(ctx.Err()).Err()
 		}
 	}
-	return nil
+	return v.lose, nil
 }
 
 // call applies node's faults around one call: an error before it if the
 // node is cut (or a wait if delayed), a lost reply after it.
 func call[Resp any](f *Faults, ctx context.Context, node string, do func() (Resp, error)) (Resp, error) {
 	var zero Resp
-	if err := f.before(ctx, node); err != nil {
+	lose, err := f.before(ctx, node)
+	if err != nil {
 		return zero, err
 	}
 	resp, err := do()
-	if err = f.after(node, err); err != nil {
+	if err != nil {
 		return zero, err
+	}
+	if lose {
+		return zero, status.Errorf(codes.Unavailable, "fault injection: reply from %s lost", node)
 	}
 	return resp, nil
 }

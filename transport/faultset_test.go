@@ -1,0 +1,155 @@
+package transport
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+)
+
+// fakeClock is a settable clock.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func newRuleFaults(t *testing.T) (*Faults, *echo, *fakeClock) {
+	t.Helper()
+	mem := NewMem()
+	h := &echo{}
+	mem.Register("n1", h)
+	mem.Register("n2", h)
+	f := NewFaults(mem, func(node string) string { return map[string]string{"n1": "east", "n2": "west"}[node] })
+	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	f.SetClock(clock.Now)
+	return f, h, clock
+}
+
+func TestRulesExpireByTheirClock(t *testing.T) {
+	f, h, clock := newRuleFaults(t)
+	ctx := context.Background()
+	f.Add(Rule{ID: "f1", DCs: []string{"west"}, Cut: true, Expires: clock.Now().Add(time.Minute)})
+	f.Add(Rule{ID: "f0", Nodes: []string{"n1"}, LoseReplies: true, Expires: clock.Now().Add(2 * time.Minute)})
+
+	_, err := f.Read(ctx, "n2", &internalv1.ReadRequest{})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "f1") || h.calls != 0 {
+		t.Fatalf("read from a cut DC = %v (calls %d), want UNAVAILABLE naming the rule and no call", err, h.calls)
+	}
+	if !f.Drops("n2") || f.Drops("n1") {
+		t.Fatal("Drops: want n2 (cut) dropped, n1 (replies lost) not")
+	}
+	if _, err := f.Read(ctx, "n1", &internalv1.ReadRequest{}); status.Code(err) != codes.Unavailable || h.calls != 1 {
+		t.Fatalf("lost reply = %v (calls %d), want UNAVAILABLE after the call", err, h.calls)
+	}
+	if got := ids(f.List()); got != "f0,f1" {
+		t.Fatalf("List = %s, want f0,f1", got)
+	}
+
+	clock.Advance(time.Minute) // f1 expires exactly now
+	if _, err := f.Read(ctx, "n2", &internalv1.ReadRequest{}); err != nil {
+		t.Fatalf("read after the cut expired: %v", err)
+	}
+	if got := ids(f.List()); got != "f0" {
+		t.Fatalf("List after f1 expired = %s, want f0", got)
+	}
+	clock.Advance(time.Minute)
+	if _, err := f.Read(ctx, "n1", &internalv1.ReadRequest{}); err != nil {
+		t.Fatalf("read after every rule expired: %v", err)
+	}
+
+	// Remove and Clear; the shorthands are rules that never expire.
+	f.Cut("n1")
+	f.Add(Rule{ID: "x", Cut: true})
+	if !f.Remove("x") || f.Remove("x") {
+		t.Fatal("Remove: want true once, then false")
+	}
+	clock.Advance(1000 * time.Hour)
+	if got := ids(f.List()); got != "cut/n1" {
+		t.Fatalf("List = %s, want cut/n1 (no expiry)", got)
+	}
+	f.Clear()
+	if len(f.List()) != 0 || f.Drops("n1") {
+		t.Fatal("Clear left rules")
+	}
+}
+
+func TestRuleJitterAndDrops(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f, _, _ := newRuleFaults(t)
+		f.SetClock(time.Now) // the bubble's fake clock
+		draw := 0.5
+		var mu sync.Mutex
+		f.SetRand(func() float64 {
+			mu.Lock()
+			defer mu.Unlock()
+			return draw
+		})
+		setDraw := func(x float64) {
+			mu.Lock()
+			defer mu.Unlock()
+			draw = x
+		}
+		ctx := context.Background()
+		f.Add(Rule{ID: "slow", Nodes: []string{"n1"}, Delay: 100 * time.Millisecond, Jitter: 40 * time.Millisecond})
+		start := time.Now()
+		if _, err := f.Read(ctx, "n1", &internalv1.ReadRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		if got := time.Since(start); got != 120*time.Millisecond {
+			t.Fatalf("delay with jitter drawn at 0.5 = %v, want 120ms", got)
+		}
+		// Two rules on one target: the longer wait wins.
+		f.Add(Rule{ID: "slower", DCs: []string{"east"}, Delay: 300 * time.Millisecond})
+		start = time.Now()
+		if _, err := f.Read(ctx, "n1", &internalv1.ReadRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		if got := time.Since(start); got != 300*time.Millisecond {
+			t.Fatalf("two delays = %v, want the longer, 300ms", got)
+		}
+		f.Clear()
+
+		f.Add(Rule{ID: "lossy", Nodes: []string{"n2"}, DropPercent: 30})
+		setDraw(0.29) // 29 < 30: dropped
+		if _, err := f.Read(ctx, "n2", &internalv1.ReadRequest{}); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "dropped") {
+			t.Fatalf("drawn under the drop percentage = %v, want UNAVAILABLE (dropped)", err)
+		}
+		if !f.Drops("n2") {
+			t.Fatal("gossip to n2 not dropped at the same draw")
+		}
+		setDraw(0.3)
+		if _, err := f.Read(ctx, "n2", &internalv1.ReadRequest{}); err != nil {
+			t.Fatalf("drawn at the drop percentage: %v, want delivered", err)
+		}
+		if f.Drops("n2") || f.Drops("n1") {
+			t.Fatal("gossip dropped above the drop percentage or to another node")
+		}
+	})
+}
+
+func ids(rules []Rule) string {
+	var out []string
+	for _, r := range rules {
+		out = append(out, r.ID)
+	}
+	return strings.Join(out, ",")
+}
