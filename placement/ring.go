@@ -218,7 +218,12 @@ func remap(owners []int32, from, to *Ring) []int32 {
 }
 
 // AddNode returns a ring with n added. Only partitions of nodes now above
-// their target move, all to n; other DCs do not change.
+// their target move, all to n; other DCs do not change. The partitions n
+// takes are spaced (see spaced): no window of the old ring's walks, for the
+// largest rf up to maxSpreadRF that allows it, holds two of them, so every
+// preference list of such an rf gains at most one node in a one-rack DC
+// (doc.go gives the domain where that is guaranteed). When not even rf 2
+// can be spaced they are spread by a hash instead.
 func (r *Ring) AddNode(n Node) (*Ring, error) {
 	if err := validNode(n); err != nil {
 		return nil, err
@@ -259,19 +264,41 @@ func (r *Ring) AddNode(n Node) (*Ring, error) {
 	// Donors give their excess (rounding may leave the new node a
 	// partition or two short of its target, never over).
 	need = min(need, sumPositive(excess))
-	// Take donor partitions in an order spread around the ring (a hash of
-	// the new node and the partition), preferring partitions whose ring
-	// neighbours are not already the new node.
-	cand := make([]int, 0, r.q)
-	for p := range owners {
-		if excess[owners[p]] > 0 {
+	out := append([]int32(nil), owners...)
+	quota := make([]int, len(next.nodes))
+	var old []int // the DC's members before n
+	for i, e := range excess {
+		quota[i] = max(e, 0)
+		old = append(old, int(i))
+	}
+	sort.Ints(old)
+	start := int(spreadKey(n.ID, 0) % uint64(r.q))
+	if picks := spaced(next.nodes, owners, old, quota, need, start); picks != nil {
+		for _, p := range picks {
+			out[p] = newIdx
+		}
+	} else {
+		claimUnspaced(out, n.ID, newIdx, excess, need)
+	}
+	next.owner[n.DC] = out
+	return next, nil
+}
+
+// claimUnspaced is AddNode's claim when spacing fails: donor partitions in
+// an order spread around the ring (a hash of the new node and the
+// partition), preferring partitions whose ring neighbours are not already
+// the new node.
+func claimUnspaced(out []int32, id string, newIdx int32, excess map[int32]int, need int) {
+	q := len(out)
+	cand := make([]int, 0, q)
+	for p := range out {
+		if excess[out[p]] > 0 {
 			cand = append(cand, p)
 		}
 	}
 	sort.Slice(cand, func(a, b int) bool {
-		return spreadKey(n.ID, cand[a]) < spreadKey(n.ID, cand[b])
+		return spreadKey(id, cand[a]) < spreadKey(id, cand[b])
 	})
-	out := append([]int32(nil), owners...)
 	taken := 0
 	for pass := 0; pass < 2 && taken < need; pass++ {
 		for _, p := range cand {
@@ -282,7 +309,7 @@ func (r *Ring) AddNode(n Node) (*Ring, error) {
 			if from == newIdx || excess[from] <= 0 {
 				continue
 			}
-			if pass == 0 && (out[(p+r.q-1)%r.q] == newIdx || out[(p+1)%r.q] == newIdx) {
+			if pass == 0 && (out[(p+q-1)%q] == newIdx || out[(p+1)%q] == newIdx) {
 				continue
 			}
 			out[p] = newIdx
@@ -290,8 +317,6 @@ func (r *Ring) AddNode(n Node) (*Ring, error) {
 			taken++
 		}
 	}
-	next.owner[n.DC] = out
-	return next, nil
 }
 
 func sumPositive(m map[int32]int) int {
