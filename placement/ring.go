@@ -345,7 +345,10 @@ func (r *Ring) counts(dc string) map[int32]int {
 }
 
 // RemoveNode returns a ring without id. Only id's partitions move, each to a
-// node of the same DC below its new target.
+// node of the same DC below its new target; the partitions of id within
+// one window of the old ring's walks go to at most one node outside that
+// window's list where possible (see fillOrphans and removalGuard), so every
+// list gains at most one node in a one-rack DC (doc.go gives the domain).
 func (r *Ring) RemoveNode(id string) (*Ring, error) {
 	idx, ok := r.index[id]
 	if !ok {
@@ -384,46 +387,9 @@ func (r *Ring) RemoveNode(id string) (*Ring, error) {
 			out[p] = int32(next.index[r.nodes[i].ID])
 		}
 	}
-	next.fillOrphans(gone.DC, out, members)
+	next.fillOrphans(out, members, removalGuard(next.nodes, out, members, gone.Rack))
 	next.owner[gone.DC] = out
 	return next, nil
-}
-
-// fillOrphans gives every partition marked -1 to the member with the
-// largest deficit (target - count), preferring a rack different from the
-// partition's ring neighbours.
-func (r *Ring) fillOrphans(dc string, out []int32, members []int) {
-	targets := r.targets(members)
-	deficit := map[int32]int{}
-	for k, i := range members {
-		deficit[int32(i)] = targets[k]
-	}
-	for _, i := range out {
-		if i >= 0 {
-			deficit[i]--
-		}
-	}
-	for p, i := range out {
-		if i >= 0 {
-			continue
-		}
-		prev, nxt := out[(p+r.q-1)%r.q], out[(p+1)%r.q]
-		best, bestDiverse := int32(-1), false
-		for _, m := range members {
-			c := int32(m)
-			diverse := (prev < 0 || r.nodes[prev].Rack != r.nodes[c].Rack) && (nxt < 0 || r.nodes[nxt].Rack != r.nodes[c].Rack)
-			switch {
-			case best < 0:
-			case deficit[c] > deficit[best]:
-			case deficit[c] == deficit[best] && diverse && !bestDiverse:
-			default:
-				continue
-			}
-			best, bestDiverse = c, diverse
-		}
-		out[p] = best
-		deficit[best]--
-	}
 }
 
 // WithWeight returns a ring where id has weight w. Partitions move only from
@@ -454,7 +420,7 @@ func (r *Ring) WithWeight(id string, w int) (*Ring, error) {
 			out[p] = -1
 		}
 	}
-	next.fillOrphans(dc, out, members)
+	next.fillOrphans(out, members, nil)
 	next.owner[dc] = out
 	return next, nil
 }

@@ -15,7 +15,9 @@ import (
 // S reads the same owners, and a window with one reads the old owners but
 // one, so the new list is the old one with at most that one partition's new
 // owner in and one old node out (see doc.go). AddNode chooses S that way
-// (spacedPicks).
+// (spacedPicks). RemoveNode cannot choose S (it is the removed node's
+// partitions), so fillOrphans gives the orphans of one window to at most
+// one node outside that window's list.
 
 // maxSpreadRF is the largest replication factor per DC that AddNode tries
 // to space its moves for; it tries smaller ones, down to 2, when a DC is
@@ -252,3 +254,344 @@ func spaced(nodes []Node, owners []int32, members []int, quota []int, need, star
 // spreadStarts is how many starting points round the ring spaced tries
 // for each rf before it gives up on that rf.
 const spreadStarts = 8
+
+// orphanGuard is what fillOrphans needs to keep every list within one new
+// node when the orphans are a removed node's partitions: the DC's owners
+// before the removal, in the new ring's indexes with the removed node as
+// index gone, and their windows.
+type orphanGuard struct {
+	old      []int32
+	gone     int32
+	rackOf   []int32
+	numRacks int
+	w        *windows
+	back     []int32 // back[t]: farthest distance back of a window of w.rmax holding t
+	before   []int32 // before[t]: how many of old[:t] are gone
+	// Scratch space for constraints: lists live in arena until the next
+	// call.
+	arena, seen, racks []int32
+}
+
+// orphansIn counts the removed node's partitions among the l from p.
+func (g *orphanGuard) orphansIn(p, l int) int {
+	q := len(g.old)
+	if p+l <= q {
+		return int(g.before[p+l] - g.before[p])
+	}
+	return int(g.before[q]-g.before[p]) + int(g.before[p+l-q])
+}
+
+// removalGuard returns the guard for filling out, whose -1 entries were
+// the removed node's (on rack goneRack); nil if the windows are too long to
+// measure or the DC too small for lists of two.
+func removalGuard(nodes []Node, out []int32, members []int, goneRack string) *orphanGuard {
+	rmax := min(maxSpreadRF, len(members))
+	if rmax < 2 {
+		return nil
+	}
+	g := &orphanGuard{old: make([]int32, len(out)), gone: int32(len(nodes))}
+	g.rackOf, g.numRacks = dcRacks(nodes, len(nodes)+1, members)
+	rk := int32(g.numRacks)
+	for _, i := range members {
+		if nodes[i].Rack == goneRack {
+			rk = g.rackOf[i]
+		}
+	}
+	if rk == int32(g.numRacks) {
+		g.numRacks++
+	}
+	g.rackOf[g.gone] = rk
+	for p, i := range out {
+		g.old[p] = i
+		if i < 0 {
+			g.old[p] = g.gone
+		}
+	}
+	if g.w = measureWindows(g.old, g.rackOf, g.numRacks, rmax); g.w == nil {
+		return nil
+	}
+	q := len(out)
+	// Lists whose walk reads the whole ring change with any partition:
+	// guard only the rf below them.
+	for full := true; full && rmax >= 2; {
+		full = false
+		for p := 0; p < q && !full; p++ {
+			full = g.w.len(rmax, p) >= q
+		}
+		if full {
+			rmax--
+		}
+	}
+	if rmax < 2 {
+		return nil
+	}
+	g.w.rmax = rmax
+	g.before = make([]int32, q+1)
+	for p, i := range g.old {
+		g.before[p+1] = g.before[p]
+		if i == g.gone {
+			g.before[p+1]++
+		}
+	}
+	g.back = make([]int32, q)
+	for p := 0; p < q; p++ {
+		for d := 0; d < g.w.len(rmax, p); d++ {
+			if t := (p + d) % q; int32(d) > g.back[t] {
+				g.back[t] = int32(d)
+			}
+		}
+	}
+	return g
+}
+
+// constraint says: the orphan may go to z or to a node of list (z is -1
+// when the list is all it may go to without constraining later orphans).
+type constraint struct {
+	z    int32
+	list []int32
+}
+
+// constraints returns what the orphan s may go to, given the orphans
+// already filled in out: for every old window holding s and an orphan
+// already given to a node z outside that window's old list, s must go to z
+// or to a node of the list, so the new list gains z alone. soft lists the
+// old lists of the windows holding s and another orphan: going to a node in
+// all of them constrains no later orphan. pending counts the orphans not
+// filled yet that share a window with s.
+func (g *orphanGuard) constraints(s int, out []int32) (hard, soft []constraint, pending int) {
+	q := len(out)
+	var counted []int
+	g.arena = g.arena[:0]
+	for d := 0; d <= int(g.back[s]); d++ {
+		p := (s - d + q) % q
+		for r := 2; r <= g.w.rmax; r++ {
+			l := g.w.len(r, p)
+			if l <= d || g.orphansIn(p, l) < 2 {
+				continue
+			}
+			var list []int32
+			for e := 0; e < l; e++ {
+				t := (p + e) % q
+				if t == s || g.old[t] != g.gone {
+					continue
+				}
+				if list == nil {
+					from := len(g.arena)
+					g.arena, g.seen, g.racks = acceptedNodes(g.arena, g.seen, g.racks, g.old, g.rackOf, g.numRacks, p, r)
+					list = g.arena[from:len(g.arena):len(g.arena)]
+					soft = append(soft, constraint{z: -1, list: list})
+				}
+				if out[t] < 0 && !slices.Contains(counted, t) {
+					counted = append(counted, t)
+				}
+				if out[t] >= 0 && !slices.Contains(list, out[t]) {
+					hard = append(hard, constraint{z: out[t], list: list})
+				}
+			}
+		}
+	}
+	return hard, soft, len(counted)
+}
+
+// allows reports whether c meets every constraint of cs.
+func allows(cs []constraint, c int32) bool {
+	for _, k := range cs {
+		if c != k.z && !slices.Contains(k.list, c) {
+			return false
+		}
+	}
+	return true
+}
+
+// fillOrphans gives every partition marked -1 in out to a member below its
+// target, so that every member ends exactly on target.
+//
+// Orphans that share a window with another orphan (or lie near one) come
+// first, in ring order; with a guard their choice respects the guard's
+// constraints when some member below target can. Among the members allowed
+// it prefers, in order, one that adds no constraint on later orphans, one
+// with room for every orphan not filled yet that shares a window with this
+// one, one that owns no partition near the orphan (keeping windows short
+// for later changes), the largest deficit (target - count), a rack
+// different from the orphan's ring neighbours, and the first in index
+// order. The other, isolated orphans follow, in ring order, with the same
+// preferences; one that only a member owning a partition near it could
+// take waits until the end, when an augmenting path (moving earlier
+// isolated orphans to other members) may make room for it at a member that
+// owns nothing near.
+func (r *Ring) fillOrphans(out []int32, members []int, g *orphanGuard) {
+	f := &filler{r: r, out: out, members: members, deficit: make([]int, len(r.nodes)), owned: make([][]int, len(r.nodes))}
+	f.near = min(maxSpreadRF, len(members)) - 1
+	targets := r.targets(members)
+	for k, i := range members {
+		f.deficit[i] = targets[k]
+	}
+	for _, i := range out {
+		if i >= 0 {
+			f.deficit[i]--
+		}
+	}
+	order, isolated := orphanOrder(out, g, f.near)
+	var later []int
+	for _, p := range order {
+		var hard, soft []constraint
+		pending := 0
+		if g != nil && !isolated[p] {
+			hard, soft, pending = g.constraints(p, out)
+		}
+		best := f.choose(p, hard, soft, pending)
+		if isolated[p] && f.far(p, best) < f.near {
+			later = append(later, p)
+			continue
+		}
+		f.give(p, best, isolated[p])
+	}
+	// A failed search changes nothing, so what it visited stays a dead
+	// end for the next orphan until a search succeeds.
+	visited := make([]bool, len(r.nodes))
+	for _, p := range later {
+		if f.augment(p, visited) {
+			clear(visited)
+		} else {
+			f.give(p, f.choose(p, nil, nil, 0), true)
+		}
+	}
+}
+
+// filler is fillOrphans' state.
+type filler struct {
+	r       *Ring
+	out     []int32
+	members []int
+	near    int     // how far "near" reaches
+	deficit []int   // target - count, by node index
+	owned   [][]int // isolated orphans given to each node, by node index
+}
+
+// far returns how far from p the nearest partition of c is, up to f.near
+// (f.near: none near).
+func (f *filler) far(p int, c int32) int {
+	q := len(f.out)
+	for d := 1; d <= f.near; d++ {
+		if f.out[(p+d)%q] == c || f.out[(p-d+q)%q] == c {
+			return d - 1
+		}
+	}
+	return f.near
+}
+
+// choose returns the member to give the orphan p (see fillOrphans).
+func (f *filler) choose(p int, hard, soft []constraint, pending int) int32 {
+	q := len(f.out)
+	nodes := f.r.nodes
+	prev, nxt := f.out[(p+q-1)%q], f.out[(p+1)%q]
+	best, bestFree, bestRoomy, bestFar, bestDiverse := int32(-1), false, false, 0, false
+	for pass := 0; pass < 2 && best < 0; pass++ {
+		for _, m := range f.members {
+			c := int32(m)
+			if f.deficit[c] <= 0 || pass == 0 && !allows(hard, c) {
+				continue
+			}
+			free := allows(soft, c)
+			roomy := f.deficit[c] > pending
+			far := f.far(p, c)
+			diverse := (prev < 0 || nodes[prev].Rack != nodes[c].Rack) && (nxt < 0 || nodes[nxt].Rack != nodes[c].Rack)
+			switch {
+			case best < 0:
+			case free != bestFree:
+				if !free {
+					continue
+				}
+			case roomy != bestRoomy:
+				if !roomy {
+					continue
+				}
+			case far != bestFar:
+				if far < bestFar {
+					continue
+				}
+			case f.deficit[c] != f.deficit[best]:
+				if f.deficit[c] < f.deficit[best] {
+					continue
+				}
+			case diverse && !bestDiverse:
+			default:
+				continue
+			}
+			best, bestFree, bestRoomy, bestFar, bestDiverse = c, free, roomy, far, diverse
+		}
+	}
+	return best
+}
+
+// give gives the orphan p to c, taking it from the member it had, if any.
+func (f *filler) give(p int, c int32, isolated bool) {
+	if was := f.out[p]; was >= 0 {
+		f.deficit[was]++
+		f.owned[was] = slices.DeleteFunc(f.owned[was], func(t int) bool { return t == p })
+	}
+	f.out[p] = c
+	f.deficit[c]--
+	if isolated {
+		f.owned[c] = append(f.owned[c], p)
+	}
+}
+
+// augment gives the isolated orphan p to a member owning nothing near it,
+// moving isolated orphans along an augmenting path (Kuhn's algorithm) to
+// make room if it must; false if there is no such path.
+func (f *filler) augment(p int, visited []bool) bool {
+	for _, m := range f.members {
+		c := int32(m)
+		if visited[c] || f.far(p, c) < f.near {
+			continue
+		}
+		visited[c] = true
+		if f.deficit[c] > 0 {
+			f.give(p, c, true)
+			return true
+		}
+		for _, t := range slices.Clone(f.owned[c]) {
+			if f.augment(t, visited) {
+				f.give(p, c, true)
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// orphanOrder lists the orphans (-1) of out in the order fillOrphans fills
+// them: those near another orphan (within near partitions, or with a guard
+// in a window with one) in ring order, then the isolated ones in ring
+// order; isolated marks the latter.
+func orphanOrder(out []int32, g *orphanGuard, near int) (order []int, isolated map[int]bool) {
+	var orphans []int
+	for p, i := range out {
+		if i < 0 {
+			orphans = append(orphans, p)
+		}
+	}
+	q, n := len(out), len(orphans)
+	isolated = make(map[int]bool, n)
+	// linked[k]: orphans k-1 and k are near each other or share a window.
+	linked := make([]bool, n)
+	for k, t := range orphans {
+		if n < 2 {
+			break
+		}
+		s := orphans[(k+n-1)%n]
+		d := (t - s + q) % q
+		linked[k] = d <= near || g != nil && int(g.back[t]) >= d
+	}
+	var singles []int
+	for k, p := range orphans {
+		if linked[k] || linked[(k+1)%n] {
+			order = append(order, p)
+		} else {
+			singles = append(singles, p)
+			isolated[p] = true
+		}
+	}
+	return append(order, singles...), isolated
+}
