@@ -393,7 +393,8 @@ func (r *Ring) RemoveNode(id string) (*Ring, error) {
 }
 
 // WithWeight returns a ring where id has weight w. Partitions move only from
-// nodes above their new target to nodes below it.
+// nodes above their new target to nodes below it; the partitions that move
+// are spaced as AddNode's are (see spaced), when they can be.
 func (r *Ring) WithWeight(id string, w int) (*Ring, error) {
 	idx, ok := r.index[id]
 	if !ok {
@@ -414,10 +415,25 @@ func (r *Ring) WithWeight(id string, w int) (*Ring, error) {
 		excess[int32(i)] = counts[int32(i)] - targets[k]
 	}
 	out := append([]int32(nil), r.owner[dc]...)
-	for p, i := range out {
-		if excess[i] > 0 {
-			excess[i]--
+	quota := make([]int, len(next.nodes))
+	need := 0
+	for i, e := range excess {
+		if e > 0 {
+			quota[i] = e
+			need += e
+		}
+	}
+	start := int(spreadKey(id, w) % uint64(r.q))
+	if picks := spaced(next.nodes, out, members, quota, need, start); picks != nil {
+		for _, p := range picks {
 			out[p] = -1
+		}
+	} else {
+		for p, i := range out {
+			if excess[i] > 0 {
+				excess[i]--
+				out[p] = -1
+			}
 		}
 	}
 	next.fillOrphans(out, members, nil)

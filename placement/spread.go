@@ -14,14 +14,14 @@ import (
 // every list changes by at most one node: a window without a partition of
 // S reads the same owners, and a window with one reads the old owners but
 // one, so the new list is the old one with at most that one partition's new
-// owner in and one old node out (see doc.go). AddNode chooses S that way
-// (spacedPicks). RemoveNode cannot choose S (it is the removed node's
-// partitions), so fillOrphans gives the orphans of one window to at most
-// one node outside that window's list.
+// owner in and one old node out (see doc.go). AddNode and WithWeight choose
+// S that way (spacedPicks). RemoveNode cannot choose S (it is the removed
+// node's partitions), so fillOrphans gives the orphans of one window to at
+// most one node outside that window's list.
 
-// maxSpreadRF is the largest replication factor per DC that AddNode tries
-// to space its moves for; it tries smaller ones, down to 2, when a DC is
-// too small or too unbalanced for it.
+// maxSpreadRF is the largest replication factor per DC that AddNode and
+// WithWeight try to space their moves for; they try smaller ones, down to
+// 2, when a DC is too small or too unbalanced for it.
 const maxSpreadRF = 5
 
 // walkBudget bounds the positions read when measuring windows, per
