@@ -26,12 +26,43 @@
 // on racks already used while the DC still has an unused rack. Tables are
 // precomputed, so a lookup is a slice index.
 //
-// Minimal movement holds for ownership, not for preference lists: when a
-// node joins or leaves, a list can lose two nodes and gain two (the new
-// node and one met further along the walk), so some data also moves
-// between nodes that stay. No claim with exact targets avoids it while
-// lists are walks (TestNoClaimKeepsWalkListsOnAdd). Replace changes lists
-// only by the swap, when the new node is on the old one's rack.
+// Changes also keep preference lists close. In a DC with one rack a list
+// is the first rf distinct owners met walking clockwise from p; call the
+// partitions that walk reads p's window. AddNode takes the new node's
+// partitions spaced so that no window of the old ring holds two of them,
+// for the largest rf up to 5 it can (spread.go; windows are measured with
+// the rack-aware walk itself); WithWeight spaces the partitions it moves
+// the same way; RemoveNode gives the removed node's partitions within one
+// window to at most one node outside that window's list. A window holding
+// no moved partition then reads the same owners, and one holding one reads
+// the old owners but one, so every list gains at most one node and loses
+// at most one: a change copies each partition to at most one new node per
+// DC and never shuffles replicas between nodes that stay.
+//
+// When AddNode or WithWeight finds a spaced set this holds by construction
+// for every rf up to the one spaced for. Whether it finds one, and whether
+// RemoveNode can meet its constraints with exact shares, depends on sizes
+// and weights; TestOneReplicaMovesPerChange checks the result on random
+// clusters and chains of changes, and it holds, per DC, when:
+//
+//   - RF >= 2 only in a DC with one rack (every node, an added one too, on
+//     the same rack: the default when racks are not set); in a DC with
+//     several racks, RF <= 1;
+//   - RF <= 4;
+//   - q >= 32 × the DC's node count (after the change);
+//   - the DC's weights stay within a factor of two of each other;
+//   - a node added or removed weighs at most the DC's average weight.
+//
+// Outside that domain a list can lose two nodes and gain two (the new node
+// or an heir, and one met further along the walk), so some data also moves
+// between nodes that stay. (AddNode falls back to a claim spread by a hash
+// only when not even rf 2 can be spaced.) A node whose share of its DC is above 1/RF cannot keep its
+// partitions out of each other's windows (TestNoClaimKeepsWalkListsOnAdd).
+// With several racks no claim with exact shares avoids it: a partition the
+// new node takes from a node of another rack changes both racks' replicas
+// in that partition's own list (TestNoClaimKeepsRackAwareListsOnAdd).
+// Replace changes lists only by the swap, when the new node is on the old
+// one's rack.
 //
 // During a change a keyspace uses a transition table (Transition): each
 // partition is served by the old lists until it is done, with the next
