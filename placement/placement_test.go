@@ -353,6 +353,44 @@ func BenchmarkAddNode(b *testing.B) {
 	}
 }
 
+// BenchmarkChanges: AddNode, RemoveNode and WithWeight on 100 nodes in 3
+// DCs, q=65536, with one rack per DC and with four.
+func BenchmarkChanges(b *testing.B) {
+	for _, racks := range []int{1, 4} {
+		var nodes []Node
+		for d := 0; d < 3; d++ {
+			for i := 0; i < 34; i++ {
+				nodes = append(nodes, Node{ID: fmt.Sprintf("d%d-n%02d", d, i), DC: fmt.Sprintf("dc%d", d), Rack: fmt.Sprintf("r%d", i%racks), Weight: 2 + i%2})
+			}
+		}
+		r, err := New(65536, nodes[:100])
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("add/racks=%d", racks), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := r.AddNode(Node{ID: "extra", DC: "dc1", Rack: "r0", Weight: 2}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("remove/racks=%d", racks), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := r.RemoveNode("d1-n04"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("reweight/racks=%d", racks), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := r.WithWeight("d1-n04", 3); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // TestNodesOwningNothingAreReplicas: with a small Q a light node can own no
 // partition; the walk never meets it, yet a list must still have RF nodes.
 func TestNodesOwningNothingAreReplicas(t *testing.T) {
