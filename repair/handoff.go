@@ -29,6 +29,10 @@ const (
 	DefaultHandoffWorkers = 4
 	DefaultHandoffRate    = 2000 // hints per second, all targets together
 	DefaultHandoffBatch   = 512  // hints per target per round
+	// DefaultHandoffBatchBytes bounds the hints read into memory per target
+	// per round: a hot key's hint can hold a hundred siblings, and 512 of
+	// those were half a gigabyte across targets.
+	DefaultHandoffBatchBytes = 4 << 20
 	DefaultMaxBackoff     = time.Minute
 )
 
@@ -47,6 +51,9 @@ type Handoff struct {
 	Workers  int           // targets delivered to at once (default 4)
 	Rate     float64       // hints delivered per second, all targets (default 2000)
 	Batch    int           // hints per target per round (default 512)
+	// BatchBytes bounds the bytes of hints read per target per round
+	// (default DefaultHandoffBatchBytes; at least one hint is read).
+	BatchBytes int
 	// MinBackoff and MaxBackoff bound the pause after a failed delivery,
 	// doubling per failure (defaults Interval and 1m).
 	MinBackoff, MaxBackoff time.Duration
@@ -85,6 +92,9 @@ func (h *Handoff) setup() {
 		}
 		if h.Rate <= 0 {
 			h.Rate = DefaultHandoffRate
+		}
+		if h.BatchBytes <= 0 {
+			h.BatchBytes = DefaultHandoffBatchBytes
 		}
 		if h.Batch <= 0 {
 			h.Batch = DefaultHandoffBatch
@@ -216,18 +226,24 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 		d.inPass, d.oldestLeft = true, time.Time{}
 		h.Log.beginPass(t)
 	}
-	var batch []rawHint
+	var (
+		batch []rawHint
+		size  int
+		full  bool // the batch stopped at a bound with hints left after it
+	)
 	err = h.Log.scan(lower, prefixEnd(p), func(k, v []byte) bool {
+		if len(batch) == h.Batch || len(batch) > 0 && size+len(k)+len(v) > h.BatchBytes {
+			full = true // a hint remains: another round goes on from the cursor
+			return false
+		}
 		batch = append(batch, rawHint{slices.Clone(k), slices.Clone(v)})
-		return len(batch) <= h.Batch // one more than a batch: is there more?
+		size += len(k) + len(v)
+		return true
 	})
 	if err != nil {
 		return 0, err
 	}
-	atEnd := len(batch) <= h.Batch
-	if !atEnd {
-		batch = batch[:h.Batch]
-	}
+	atEnd := !full
 	defer func() {
 		if delivered > 0 {
 			h.Log.noteDelivered(t, h.Now(), delivered)

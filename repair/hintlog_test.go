@@ -531,3 +531,40 @@ func TestHintBucket(t *testing.T) {
 		t.Fatalf("wait on a done context: %v", err)
 	}
 }
+
+// TestDeliveryBatchBytesBound: a round reads at most BatchBytes of hints
+// into memory (at least one), and later rounds deliver the rest.
+func TestDeliveryBatchBytesBound(t *testing.T) {
+	l, err := NewHintLog(memory.New(), HintLogConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 3000)
+	for i := range 4 {
+		set, _ := version.Set{}.Put(version.Clock{}, "n1", version.Value{Bytes: big}, 1)
+		if err := l.StoreHint("n2", loc, "ks", []byte(fmt.Sprintf("k%d", i)), set, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := &peers{}
+	h := &Handoff{Log: l, Peers: p, Live: allAlive{}, Rate: 1e6, BatchBytes: 7000}
+	var perRound []int
+	for len(l.Targets()) > 0 && len(perRound) < 10 {
+		before := len(p.sent())
+		if _, err := h.DeliverOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		perRound = append(perRound, len(p.sent())-before)
+	}
+	if !slices.Equal(perRound, []int{2, 2}) {
+		t.Fatalf("hints delivered per round %v, want [2 2] (two ~3 KB hints fit in 7,000 bytes)", perRound)
+	}
+	h2 := &Handoff{Log: l, Peers: p, Live: allAlive{}, Rate: 1e6, BatchBytes: 1}
+	set, _ := version.Set{}.Put(version.Clock{}, "n1", version.Value{Bytes: big}, 1)
+	if err := l.StoreHint("n2", loc, "ks", []byte("alone"), set, false); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := h2.DeliverOnce(context.Background()); err != nil || n != 1 {
+		t.Fatalf("a hint over the byte bound must still be delivered alone: %d, %v", n, err)
+	}
+}
