@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -141,8 +142,12 @@ type Config struct {
 	Profile string
 	// Logger receives memberlist's log lines at debug level.
 	Logger *slog.Logger
-	// Transport replaces memberlist's network transport (fault injection).
+	// Transport replaces memberlist's network transport (tests). Either
+	// way it is wrapped by the filter of SetFilter.
 	Transport memberlist.Transport
+	// Reconnect is how often a member seen dead is joined again (default
+	// 10s; 500ms with the test profile; negative: never).
+	Reconnect time.Duration
 	// JoinRetry is the interval between join attempts (default 1s).
 	JoinRetry time.Duration
 	// Keys encrypt and authenticate gossip (AES-GCM; 16, 24 or 32 bytes):
@@ -155,6 +160,9 @@ type Config struct {
 	// IsMember, when set, says whether an ID belongs to the cluster;
 	// members claiming other IDs are ignored.
 	IsMember func(id string) bool
+
+	// tune adjusts memberlist's configuration last (this package's tests).
+	tune func(*memberlist.Config)
 }
 
 // Validate checks the configuration.
@@ -211,13 +219,18 @@ type Gossip struct {
 	log      *slog.Logger
 	retry    time.Duration
 	addr     string
+	self     string
+	// filter, when set, drops messages to the nodes it names (SetFilter).
+	filter atomic.Pointer[func(string) bool]
 
 	mu struct {
 		sync.RWMutex
 		meta    Meta
 		members map[string]Member
+		byAddr  map[string]string // gossip address → node ID
 		joined  bool
 	}
+	kick      chan struct{} // Reconnect
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -235,9 +248,16 @@ func Start(ctx context.Context, cfg Config, l Listener) (*Gossip, error) {
 	if cfg.JoinRetry == 0 {
 		cfg.JoinRetry = time.Second
 	}
-	g := &Gossip{listener: l, log: cfg.Logger, retry: cfg.JoinRetry, stop: make(chan struct{})}
+	if cfg.Reconnect == 0 {
+		cfg.Reconnect = 10 * time.Second
+		if cfg.Profile == "test" {
+			cfg.Reconnect = 500 * time.Millisecond
+		}
+	}
+	g := &Gossip{listener: l, log: cfg.Logger, retry: cfg.JoinRetry, self: cfg.Meta.ID, stop: make(chan struct{}), kick: make(chan struct{}, 1)}
 	g.mu.meta = cfg.Meta
 	g.mu.members = map[string]Member{}
+	g.mu.byAddr = map[string]string{}
 	host, portStr, _ := net.SplitHostPort(cfg.BindAddr)
 	port, err := strconv.Atoi(portStr)
 	if err != nil {
@@ -254,9 +274,6 @@ func Start(ctx context.Context, cfg Config, l Listener) (*Gossip, error) {
 	mc.Logger = log.New(logWriter{cfg.Logger}, "", 0)
 	// A node restarting on the same address reclaims its name at once.
 	mc.DeadNodeReclaimTime = time.Nanosecond
-	if cfg.Transport != nil {
-		mc.Transport = cfg.Transport
-	}
 	if len(cfg.Keys) > 0 {
 		kr, err := memberlist.NewKeyring(cfg.Keys[1:], cfg.Keys[0])
 		if err != nil {
@@ -268,8 +285,32 @@ func Start(ctx context.Context, cfg Config, l Listener) (*Gossip, error) {
 	}
 	mc.Label = cfg.Label
 	g.isMember = cfg.IsMember
+	// memberlist dials from the default source address, so links between
+	// nodes on one host cannot be cut by firewall rules: the transport is
+	// wrapped instead (SetFilter).
+	var inner memberlist.NodeAwareTransport
+	switch t := cfg.Transport.(type) {
+	case nil:
+		nt, err := newNetTransport(host, port, mc.Logger)
+		if err != nil {
+			return nil, fmt.Errorf("gossip: listen on %s: %w", cfg.BindAddr, err)
+		}
+		if port == 0 {
+			mc.BindPort, mc.AdvertisePort = nt.GetAutoBindPort(), nt.GetAutoBindPort()
+		}
+		inner = nt
+	case memberlist.NodeAwareTransport:
+		inner = t
+	default:
+		inner = nodeAware{t}
+	}
+	mc.Transport = &filterTransport{NodeAwareTransport: inner, g: g}
+	if cfg.tune != nil {
+		cfg.tune(mc)
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		_ = inner.Shutdown() // memberlist shuts it down only on some errors; twice is harmless
 		return nil, fmt.Errorf("gossip: listen on %s: %w", cfg.BindAddr, err)
 	}
 	g.ml = ml
@@ -280,6 +321,10 @@ func Start(ctx context.Context, cfg Config, l Listener) (*Gossip, error) {
 	} else {
 		g.wg.Add(1)
 		go g.joinLoop(cfg.Seeds)
+	}
+	if cfg.Reconnect > 0 {
+		g.wg.Add(1)
+		go g.reconnectLoop(cfg.Reconnect)
 	}
 	return g, nil
 }
@@ -451,7 +496,11 @@ func (g *Gossip) record(n *memberlist.Node, down bool) {
 		return
 	}
 	g.mu.Lock()
+	if old, ok := g.mu.members[m.Meta.ID]; ok && old.GossipAddr != m.GossipAddr {
+		delete(g.mu.byAddr, old.GossipAddr)
+	}
 	g.mu.members[m.Meta.ID] = m
+	g.mu.byAddr[m.GossipAddr] = m.Meta.ID
 	g.mu.Unlock()
 	if g.listener != nil {
 		g.listener.MemberChanged(m)
