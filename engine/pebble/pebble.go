@@ -15,9 +15,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	pebbledb "github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/vfs"
@@ -73,6 +75,28 @@ type Engine struct {
 
 	// stalled is true while Pebble stalls writes (compactions behind).
 	stalled atomic.Bool
+
+	// syncDelay and syncJitter slow every fsync down (SetSyncDelay).
+	syncDelay, syncJitter atomic.Int64
+}
+
+// SetSyncDelay makes every fsync of the engine's files wait d plus a
+// uniform random part of jitter first: a slow disk, for failover drills.
+// Zero for both turns it off.
+func (e *Engine) SetSyncDelay(d, jitter time.Duration) {
+	e.syncDelay.Store(int64(max(d, 0)))
+	e.syncJitter.Store(int64(max(jitter, 0)))
+}
+
+// slowSync waits out the injected sync delay, if any.
+func (e *Engine) slowSync() {
+	d, j := time.Duration(e.syncDelay.Load()), time.Duration(e.syncJitter.Load())
+	if j > 0 {
+		d += rand.N(j)
+	}
+	if d > 0 {
+		time.Sleep(d)
+	}
 }
 
 // Open opens (or creates) the engine in opts.Dir.
@@ -189,9 +213,18 @@ func (f watchFile) check(err error) error {
 	return err
 }
 
-func (f watchFile) Sync() error     { return f.check(f.File.Sync()) }
-func (f watchFile) SyncData() error { return f.check(f.File.SyncData()) }
+func (f watchFile) Sync() error {
+	f.e.slowSync()
+	return f.check(f.File.Sync())
+}
+
+func (f watchFile) SyncData() error {
+	f.e.slowSync()
+	return f.check(f.File.SyncData())
+}
+
 func (f watchFile) SyncTo(length int64) (bool, error) {
+	f.e.slowSync()
 	full, err := f.File.SyncTo(length)
 	return full, f.check(err)
 }
