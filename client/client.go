@@ -643,3 +643,49 @@ func (c *Client) Update(ctx context.Context, keyspace string, key []byte, fn fun
 	}
 	return last, fmt.Errorf("%w: %d attempts each met a concurrent write", ErrConflict, co.attempts)
 }
+
+// Call sends one raw kv.v1 call for key the way Get, Put and Delete do:
+// to the first reachable candidate replica (the caller's DC first), moving
+// on only when a node is unreachable. It is for tools that need the whole
+// response (explain timelines, effective levels); it returns the ID of the
+// node that answered.
+func (c *Client) Call(ctx context.Context, keyspace string, key []byte, call func(context.Context, kvv1.KVClient) error) (string, error) {
+	_, node, err := route(ctx, c, keyspace, key, 0, func(ctx context.Context, kv kvv1.KVClient) (struct{}, error) {
+		return struct{}{}, call(ctx, kv)
+	})
+	return node, err
+}
+
+// KV is a kv.v1.KVClient that routes every call by its request's keyspace
+// and key (through Call): a drop-in for code written against the raw
+// gRPC client.
+func (c *Client) KV() kvv1.KVClient { return routedKV{c} }
+
+type routedKV struct{ c *Client }
+
+func (r routedKV) Get(ctx context.Context, in *kvv1.GetRequest, opts ...grpc.CallOption) (*kvv1.GetResponse, error) {
+	var out *kvv1.GetResponse
+	_, err := r.c.Call(ctx, in.GetKeyspace(), in.GetKey(), func(ctx context.Context, kv kvv1.KVClient) (err error) {
+		out, err = kv.Get(ctx, in, opts...)
+		return err
+	})
+	return out, err
+}
+
+func (r routedKV) Put(ctx context.Context, in *kvv1.PutRequest, opts ...grpc.CallOption) (*kvv1.PutResponse, error) {
+	var out *kvv1.PutResponse
+	_, err := r.c.Call(ctx, in.GetKeyspace(), in.GetKey(), func(ctx context.Context, kv kvv1.KVClient) (err error) {
+		out, err = kv.Put(ctx, in, opts...)
+		return err
+	})
+	return out, err
+}
+
+func (r routedKV) Delete(ctx context.Context, in *kvv1.DeleteRequest, opts ...grpc.CallOption) (*kvv1.DeleteResponse, error) {
+	var out *kvv1.DeleteResponse
+	_, err := r.c.Call(ctx, in.GetKeyspace(), in.GetKey(), func(ctx context.Context, kv kvv1.KVClient) (err error) {
+		out, err = kv.Delete(ctx, in, opts...)
+		return err
+	})
+	return out, err
+}

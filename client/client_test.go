@@ -375,3 +375,32 @@ func TestTopologyAndErrors(t *testing.T) {
 		t.Fatalf("get after close: %v", err)
 	}
 }
+
+// TestRawKVIsRouted: the raw kv.v1 client from KV() sends each call to the
+// key's first live local replica, like Get and Put, with the whole
+// response (explain timeline, effective levels).
+func TestRawKVIsRouted(t *testing.T) {
+	l := startCluster(t)
+	seed := l.Nodes()[2].Addr()
+	c := dial(t, seed)
+	ctx := ctxT(t)
+	kv := c.KV()
+	for i := range 10 {
+		key := fmt.Appendf(nil, "raw-%d", i)
+		reps := replicasOf(t, seed, key)
+		put, err := kv.Put(ctx, &kvv1.PutRequest{Key: key, Value: []byte("v"), Explain: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if put.GetEffective().GetCoordinator() != reps[0] || len(put.GetExplain()) == 0 {
+			t.Fatalf("key %s: coordinated by %s, want %s (explain %d events)", key, put.GetEffective().GetCoordinator(), reps[0], len(put.GetExplain()))
+		}
+		get, err := kv.Get(ctx, &kvv1.GetRequest{Key: key})
+		if err != nil || len(get.GetSiblings()) != 1 || get.GetEffective().GetCoordinator() != reps[0] {
+			t.Fatalf("key %s: get %v via %s: %v", key, get.GetSiblings(), get.GetEffective().GetCoordinator(), err)
+		}
+		if _, err := kv.Delete(ctx, &kvv1.DeleteRequest{Key: key, Context: get.GetContext()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 
 	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/client"
 	"github.com/meridiankv/meridian/transport"
 )
 
@@ -35,6 +36,7 @@ type kvFlags struct {
 	timeout     time.Duration
 	json        bool
 	explain     bool
+	direct      bool
 }
 
 func newKVCmd() *cobra.Command {
@@ -64,6 +66,7 @@ func newKVCmd() *cobra.Command {
 	p.StringVar(&f.dc, "dc", "", "datacenter to count as local for local_* levels (default: the node's)")
 	p.DurationVar(&f.timeout, "timeout", 10*time.Second, "request deadline")
 	p.BoolVar(&f.json, "json", false, "print machine-readable JSON")
+	p.BoolVar(&f.direct, "direct", false, "send every request to --addr itself (which forwards writes it does not replicate) instead of straight to a replica of the key")
 	p.BoolVar(&f.explain, "explain", false, "print the request's timeline: which replicas did what, and how long it took")
 
 	get := &cobra.Command{
@@ -262,14 +265,32 @@ func withKV(ctx context.Context, f kvFlags, fn func(context.Context, kvv1.KVClie
 		durable := false
 		cons.Durable = &durable
 	}
-	conn, err := dial(f.addr, f.sec)
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	if f.direct {
+		conn, err := dial(f.addr, f.sec)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		return fn(ctx, kvv1.NewKVClient(conn), cons)
+	}
+	// The partition-aware client: each request goes straight to a live
+	// replica of its key (no forwarding hop), --addr is only the seed.
+	opts, err := f.sec.options()
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	defer cancel()
-	return fn(ctx, kvv1.NewKVClient(conn), cons)
+	copts := []client.Option{client.WithDialOptions(opts...)}
+	if f.dc != "" {
+		copts = append(copts, client.LocalDC(f.dc))
+	}
+	c, err := client.Dial(ctx, []string{f.addr}, copts...)
+	if err != nil {
+		return fmt.Errorf("%w (is --addr a running node's client address?)", err)
+	}
+	defer c.Close()
+	return fn(ctx, c.KV(), cons)
 }
 
 // jsonSibling is the stable JSON form of a sibling.
