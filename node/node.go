@@ -81,6 +81,7 @@ type Node struct {
 	gossip *membership.Gossip
 	peers  *transport.GRPC
 	faults *transport.Faults
+	drills *faultRegistry // injected faults (node/faults.go)
 	coord  *coordinator.Coordinator
 	health *health.Server
 	lis    net.Listener
@@ -178,6 +179,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 			return nil, fmt.Errorf("open storage in %s: %w", cfg.DataDir, err)
 		}
 	}
+	n.drills = newFaultRegistry(n.eng, opts.Now)
 	if opts.WrapEngine != nil {
 		n.eng = opts.WrapEngine(n.eng)
 	}
@@ -286,6 +288,9 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	}, memberEvents{n})
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
+	}
+	if err := n.startFaults(runCtx); err != nil {
+		return nil, err
 	}
 	// Serve only once every field the handlers read is set.
 	n.serveAll()

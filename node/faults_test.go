@@ -1,0 +1,188 @@
+package node_test
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/node"
+	"github.com/meridiankv/meridian/ops"
+)
+
+// TestFaultDCPartitionExpires: a both-ways partition between dc1 and dc2,
+// injected through one node's admin API, is applied by all six nodes; dc1
+// keeps LOCAL_QUORUM writes, refuses EACH_QUORUM ones and gossip in dc1
+// sees dc2 down. At its TTL every node drops it by itself — no further
+// call — and EACH_QUORUM works again.
+func TestFaultDCPartitionExpires(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{DCs: 2, NodesPerDC: 3, Engine: "memory", Options: node.Options{Register: ops.Register}})
+	var dc1, dc2 []*node.Node
+	for _, n := range l.Nodes() {
+		if n.DC() == "dc1" {
+			dc1 = append(dc1, n)
+		} else {
+			dc2 = append(dc2, n)
+		}
+	}
+	admin := adminv1.NewAdminClient(dialConn(t, dc1[0].AdminAddr()))
+	ctx := ctxT(t)
+
+	// Refusals say what is wrong.
+	for _, tc := range []struct {
+		f    *adminv1.Fault
+		code codes.Code
+		want string
+	}{
+		{&adminv1.Fault{Kind: "flood", TtlSeconds: 60}, codes.InvalidArgument, `kind "flood"`},
+		{&adminv1.Fault{Kind: "partition"}, codes.InvalidArgument, "TTL is missing"},
+		{&adminv1.Fault{Kind: "partition", TtlSeconds: 25 * 3600}, codes.InvalidArgument, "over the maximum"},
+		{&adminv1.Fault{Kind: "drop", DropPercent: 101, TtlSeconds: 60}, codes.InvalidArgument, "outside 0–100"},
+		{&adminv1.Fault{Kind: "delay", DelayMs: 61_000, TtlSeconds: 60}, codes.InvalidArgument, "delay 1m1s is outside"},
+		{&adminv1.Fault{Kind: "partition", ToNodes: []string{"n9"}, TtlSeconds: 60}, codes.InvalidArgument, `to_nodes names "n9"`},
+		{&adminv1.Fault{Kind: "partition", FromDcs: []string{"dc9"}, TtlSeconds: 60}, codes.InvalidArgument, `from_dcs names "dc9"`},
+		{&adminv1.Fault{Kind: "slow-disk", DelayMs: 10, TtlSeconds: 60}, codes.FailedPrecondition, "memory engine"},
+	} {
+		_, err := admin.InjectFault(ctx, &adminv1.InjectFaultRequest{Fault: tc.f})
+		if st := status.Convert(err); st.Code() != tc.code || !strings.Contains(st.Message(), tc.want) {
+			t.Errorf("inject %v = %v; want %v containing %q", tc.f, err, tc.code, tc.want)
+		}
+	}
+
+	const ttl = 15 * time.Second
+	inj, err := admin.InjectFault(ctx, &adminv1.InjectFaultRequest{Fault: &adminv1.Fault{
+		Kind: "partition", FromDcs: []string{"dc1"}, ToDcs: []string{"dc2"}, BothWays: true, TtlSeconds: ttl.Seconds()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := inj.Fault.Id
+	if id == "" || len(inj.Applied) != 6 || len(inj.Unreachable) != 0 {
+		t.Fatalf("inject = %v; want an ID, applied by all 6 nodes", inj)
+	}
+	list, err := admin.ListFaults(ctx, &adminv1.ListFaultsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, nf := range list.Nodes {
+		if nf.Error != "" || len(nf.Faults) != 1 || nf.Faults[0].Id != id || nf.Faults[0].ExpiresInSeconds <= 0 {
+			t.Fatalf("list on %s = %v; want fault %s", nf.Node, nf, id)
+		}
+	}
+
+	kv := dial(t, dc1[0].Addr())
+	if _, err := kv.Put(ctx, &kvv1.PutRequest{Key: []byte("a"), Value: []byte("v"), Consistency: lvl(kvv1.Level_LEVEL_LOCAL_QUORUM)}); err != nil {
+		t.Fatalf("LOCAL_QUORUM write in dc1 during the partition: %v", err)
+	}
+	_, err = kv.Put(ctx, &kvv1.PutRequest{Key: []byte("b"), Value: []byte("v"), Consistency: lvl(kvv1.Level_LEVEL_EACH_QUORUM)})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("EACH_QUORUM write during the partition = %v; want UNAVAILABLE", err)
+	}
+	eventually(t, "gossip in dc1 to see dc2 down", func() bool {
+		for _, n := range dc1 {
+			for _, o := range dc2 {
+				if n.Gossip().Alive(o.ID()) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	if !dc1[0].Gossip().Alive(dc1[1].ID()) {
+		t.Fatal("the partition cut dc1 from itself")
+	}
+
+	// No call from here on removes the fault: each node's own clock does.
+	eventually(t, "every node to drop the fault at its TTL", func() bool {
+		for _, n := range l.Nodes() {
+			if len(n.ListFaults()) > 0 || len(n.Faults().List()) > 0 {
+				return false
+			}
+		}
+		return true
+	})
+	eventually(t, "EACH_QUORUM writes to work again", func() bool {
+		_, err := kv.Put(ctx, &kvv1.PutRequest{Key: []byte("b"), Value: []byte("v"), Consistency: lvl(kvv1.Level_LEVEL_EACH_QUORUM)})
+		return err == nil
+	})
+	eventually(t, "gossip to see every node alive again", func() bool {
+		for _, n := range l.Nodes() {
+			for _, o := range l.Nodes() {
+				if !n.Gossip().Alive(o.ID()) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
+// TestFaultSlowDiskAndClear: slow-disk on a Pebble node makes a durable
+// write wait at least the injected fsync delay; clearing removes it.
+func TestFaultSlowDiskAndClear(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 1, Options: node.Options{Register: ops.Register}})
+	n := l.Nodes()[0]
+	admin := adminv1.NewAdminClient(dialConn(t, n.AdminAddr()))
+	kv := dial(t, n.Addr())
+	ctx := ctxT(t)
+	const delay = 300 * time.Millisecond
+	inj, err := admin.InjectFault(ctx, &adminv1.InjectFaultRequest{Fault: &adminv1.Fault{
+		Kind: "slow-disk", DelayMs: float64(delay / time.Millisecond), JitterMs: 20, TtlSeconds: 600}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(inj.Applied, []string{n.ID()}) {
+		t.Fatalf("applied by %v; want %s", inj.Applied, n.ID())
+	}
+	start := time.Now()
+	if _, err := kv.Put(ctx, &kvv1.PutRequest{Key: []byte("k"), Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < delay {
+		t.Fatalf("durable write took %v with a %v fsync delay", took, delay)
+	}
+	cl, err := admin.ClearFaults(ctx, &adminv1.ClearFaultsRequest{Id: inj.Fault.Id})
+	if err != nil || cl.Cleared != 1 {
+		t.Fatalf("clear = %v, %v; want 1 cleared", cl, err)
+	}
+	list, err := admin.ListFaults(ctx, &adminv1.ListFaultsRequest{})
+	if err != nil || len(list.Nodes) != 1 || len(list.Nodes[0].Faults) != 0 {
+		t.Fatalf("list after clear = %v, %v; want no fault", list, err)
+	}
+}
+
+// TestFaultNeedsAdminRole: the fault RPCs, like the whole admin API, are
+// refused to a principal without the admin role.
+func TestFaultNeedsAdminRole(t *testing.T) {
+	auth := node.AuthConfig{Principals: []node.Principal{
+		{Name: "app", TokenSHA256: node.HashToken("app-token"), Keyspaces: map[string]string{"*": "read,write"}},
+		{Name: "ops", TokenSHA256: node.HashToken("ops-token"), Admin: true},
+	}}
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 1, Engine: "memory", Auth: auth, Options: node.Options{Register: ops.Register}})
+	admin := adminv1.NewAdminClient(dialConn(t, l.Nodes()[0].AdminAddr()))
+	as := func(token string) context.Context {
+		return metadata.AppendToOutgoingContext(ctxT(t), "authorization", "Bearer "+token)
+	}
+	f := &adminv1.Fault{Kind: "delay", DelayMs: 5, TtlSeconds: 60}
+	if _, err := admin.InjectFault(as("app-token"), &adminv1.InjectFaultRequest{Fault: f}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("inject without the admin role = %v; want PERMISSION_DENIED", err)
+	}
+	if _, err := admin.ListFaults(as("app-token"), &adminv1.ListFaultsRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("list without the admin role = %v; want PERMISSION_DENIED", err)
+	}
+	if _, err := admin.ClearFaults(as("app-token"), &adminv1.ClearFaultsRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("clear without the admin role = %v; want PERMISSION_DENIED", err)
+	}
+	if _, err := admin.InjectFault(as("ops-token"), &adminv1.InjectFaultRequest{Fault: f}); err != nil {
+		t.Fatalf("inject with the admin role: %v", err)
+	}
+	if cl, err := admin.ClearFaults(as("ops-token"), &adminv1.ClearFaultsRequest{}); err != nil || cl.Cleared != 1 {
+		t.Fatalf("clear with the admin role = %v, %v; want 1 cleared", cl, err)
+	}
+}
