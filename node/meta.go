@@ -110,7 +110,7 @@ func (n *Node) startMeta(opts Options) error {
 				if !ok {
 					return errors.New("not a node certificate")
 				}
-				if _, member := n.Topology().Nodes[id]; !member {
+				if !n.mayTalk(id) {
 					return fmt.Errorf("node %q is not a member of this cluster", id)
 				}
 				return nil
