@@ -228,6 +228,10 @@ func (d *demo) run(ctx context.Context, dir string, keep bool) error {
 	}
 	d.show("hints delivered within %s; ALL get: %s from %v", time.Since(restarted).Round(100*time.Millisecond), values(get.Siblings), get.Effective.Replicas)
 
+	if err := d.grow(rctx, l); err != nil {
+		return fmt.Errorf("adding a node: %w", err)
+	}
+
 	if err := d.multiDC(ctx, filepath.Join(dir, "multi-dc")); err != nil {
 		return fmt.Errorf("multi-DC walk-through: %w", err)
 	}
@@ -396,6 +400,77 @@ func (d *demo) multiDC(ctx context.Context, dir string) error {
 		return err
 	}
 	d.show("EACH_QUORUM put: ok, acked by %v", put.Effective.Replicas)
+	return nil
+}
+
+// grow adds a fourth node through the metadata log while writes go on:
+// join, plan (a dry run), commit, then every write is readable at ALL.
+func (d *demo) grow(ctx context.Context, l *node.Local) error {
+	nodes := l.Nodes()
+	d.say("Add a fourth node: it joins owning nothing, a plan adds it, and partitions move to it while writes go on")
+	n4, err := l.Join(ctx, "n4", "dc1", "r1")
+	if err != nil {
+		return err
+	}
+	for {
+		if m, ok := nodes[0].MetaState().Member("n4"); ok && n4.Topology().Agreed() {
+			d.show("n4 joined as %s: a member of the metadata log (epoch %d) that replicates nothing yet", m.State, n4.Topology().Epoch)
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	adm, err := d.admin(nodes[0].AdminAddr())
+	if err != nil {
+		return err
+	}
+	plan, err := adm.ClusterPlan(ctx, &adminv1.ClusterPlanRequest{Op: &adminv1.PlanOp{Op: "add", Node: "n4"}})
+	if err != nil {
+		return err
+	}
+	q := nodes[0].Topology().Ring.Partitions()
+	d.show("plan (a dry run, nothing moves yet): add n4 changes the replicas of %d of %d partitions", plan.Plan.PartitionsChanged, q)
+	c, err := d.client(nodes[1].Addr())
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	commit, err := adm.ClusterCommit(ctx, &adminv1.ClusterCommitRequest{})
+	if err != nil {
+		return err
+	}
+	d.show("committed at epoch %d: %d partitions streaming to n4, which receives every new write meanwhile", commit.Epoch, commit.PartitionsMoving)
+	var written []string
+	for i := 0; ; i++ {
+		st, err := adm.ClusterStatus(ctx, &adminv1.ClusterStatusRequest{})
+		if err != nil {
+			return err
+		}
+		if !st.InTransition {
+			break
+		}
+		key := fmt.Sprintf("during-move-%d", i)
+		if _, err := c.Put(ctx, &kvv1.PutRequest{Key: []byte(key), Value: []byte("v"), Consistency: level(kvv1.Level_LEVEL_QUORUM)}); err != nil {
+			return fmt.Errorf("QUORUM put during the move: %w", err)
+		}
+		written = append(written, key)
+	}
+	d.show("every partition switched in %s; %d QUORUM writes acknowledged during the move, none refused", time.Since(start).Round(100*time.Millisecond), len(written))
+	for _, key := range append(written, "greeting") {
+		for {
+			_, err = c.Get(ctx, &kvv1.GetRequest{Key: []byte(key), Consistency: level(kvv1.Level_LEVEL_ALL)})
+			if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond) // a new replica still owed hints does not count yet
+		}
+		if err != nil {
+			return fmt.Errorf("ALL get of %s after the move: %w", key, err)
+		}
+	}
+	d.show("all %d keys readable at ALL through the new ring; n4 owns %d partitions", len(written)+1, len(n4.Topology().Ring.Owned("n4")))
 	return nil
 }
 
