@@ -73,6 +73,7 @@ func newRoot() *cobra.Command {
 		newSecretCmd(),
 		newAuthCmd(),
 		newHintsCmd(),
+		newFaultCmd(),
 		newRepairCmd(),
 		newCertsCmd(),
 		newBenchCmd(),
