@@ -423,6 +423,7 @@ func (t *Transfers) attempt(ctx context.Context, k taskKey, task TransferTask, s
 	if err != nil {
 		return fmt.Errorf("read checkpoint %s: %w", name, err)
 	}
+	resumed, checkpointed := after != nil, false
 	t.update(k, func(st *taskState) {
 		st.status.State, st.status.Err = TransferStreaming, ""
 		st.started, st.streamed = t.cfg.Now(), 0
@@ -456,8 +457,13 @@ func (t *Transfers) attempt(ctx context.Context, k taskKey, task TransferTask, s
 				return fmt.Errorf("sync merged page: %w", err)
 			}
 			after = entries[len(entries)-1].GetKey()
-			if err := t.cfg.Checkpoints.PutMeta(name, after); err != nil {
-				return fmt.Errorf("write checkpoint %s: %w", name, err)
+			// The last page needs no checkpoint: the catch-up and the
+			// report follow (a crash before the report redoes one page).
+			if !resp.GetDone() {
+				if err := t.cfg.Checkpoints.PutMeta(name, after); err != nil {
+					return fmt.Errorf("write checkpoint %s: %w", name, err)
+				}
+				checkpointed = true
 			}
 			t.update(k, func(st *taskState) {
 				st.fails = 0
@@ -491,9 +497,11 @@ func (t *Transfers) attempt(ctx context.Context, k taskKey, task TransferTask, s
 	if t.cfg.Done != nil {
 		t.cfg.Done(task)
 	}
-	if err := t.cfg.Checkpoints.DeleteMeta(name); err != nil {
-		// Harmless: the task is done; the checkpoint goes with its generation.
-		t.cfg.Logger.Warn("delete transfer checkpoint", "name", name, "err", err)
+	if checkpointed || after != nil && resumed {
+		if err := t.cfg.Checkpoints.DeleteMeta(name); err != nil {
+			// Harmless: the task is done; the checkpoint goes with its generation.
+			t.cfg.Logger.Warn("delete transfer checkpoint", "name", name, "err", err)
+		}
 	}
 	t.cfg.Logger.Info("partition transfer done", "keyspace", task.Keyspace, "partition", task.Loc.Partition, "generation", task.Generation, "source", src)
 	return nil

@@ -252,7 +252,9 @@ func TestTransferStreamsAndCatchesUp(t *testing.T) {
 		if m.syncs.Load() != 25 {
 			t.Fatalf("%d syncs for 25 pages, want one per page", m.syncs.Load())
 		}
-		if want := map[string]string{"transfer/1/7/3": "p3/k02499"}; fmt.Sprint(checkpointAtCatchUp) != fmt.Sprint(want) {
+		// The last page is not checkpointed (the report follows it): the
+		// checkpoint at catch-up is the page before.
+		if want := map[string]string{"transfer/1/7/3": "p3/k02399"}; fmt.Sprint(checkpointAtCatchUp) != fmt.Sprint(want) {
 			t.Fatalf("checkpoints at catch-up %v, want %v", checkpointAtCatchUp, want)
 		}
 		if cp := checkpoints(t, s); len(cp) != 0 {
