@@ -1,6 +1,7 @@
 package membership
 
 import (
+	"context"
 	"fmt"
 	"log"
 	"math/rand/v2"
@@ -18,6 +19,11 @@ import (
 type filterTransport struct {
 	memberlist.NodeAwareTransport
 	g *Gossip
+	// dialCtx, when set, replaces the inner transport's dials (a
+	// memberlist.NetTransport: a plain TCP dial) by dials that Close
+	// cancels: a reconnect to a black-holed address would otherwise hold
+	// Close up for memberlist's whole TCP timeout.
+	dialCtx context.Context
 }
 
 func (t *filterTransport) WriteTo(b []byte, addr string) (time.Time, error) {
@@ -38,12 +44,18 @@ func (t *filterTransport) DialTimeout(addr string, timeout time.Duration) (net.C
 	if t.g.drops("", addr) {
 		return nil, fmt.Errorf("fault injection: gossip to %s is cut", addr)
 	}
+	if t.dialCtx != nil {
+		return (&net.Dialer{Timeout: timeout}).DialContext(t.dialCtx, "tcp", addr)
+	}
 	return t.NodeAwareTransport.DialTimeout(addr, timeout)
 }
 
 func (t *filterTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
 	if t.g.drops(a.Name, a.Addr) {
 		return nil, fmt.Errorf("fault injection: gossip to %s is cut", a.String())
+	}
+	if t.dialCtx != nil {
+		return (&net.Dialer{Timeout: timeout}).DialContext(t.dialCtx, "tcp", a.Addr)
 	}
 	return t.NodeAwareTransport.DialAddressTimeout(a, timeout)
 }

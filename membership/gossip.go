@@ -230,8 +230,10 @@ type Gossip struct {
 		byAddr  map[string]string // gossip address → node ID
 		joined  bool
 	}
-	kick      chan struct{} // Reconnect
-	stop      chan struct{}
+	kick chan struct{} // Reconnect
+	stop chan struct{}
+	// stopDials cancels gossip's TCP dials in flight (Close).
+	stopDials context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
@@ -288,7 +290,10 @@ func Start(ctx context.Context, cfg Config, l Listener) (*Gossip, error) {
 	// memberlist dials from the default source address, so links between
 	// nodes on one host cannot be cut by firewall rules: the transport is
 	// wrapped instead (SetFilter).
-	var inner memberlist.NodeAwareTransport
+	var (
+		inner   memberlist.NodeAwareTransport
+		dialCtx context.Context
+	)
 	switch t := cfg.Transport.(type) {
 	case nil:
 		nt, err := newNetTransport(host, port, mc.Logger)
@@ -299,18 +304,22 @@ func Start(ctx context.Context, cfg Config, l Listener) (*Gossip, error) {
 			mc.BindPort, mc.AdvertisePort = nt.GetAutoBindPort(), nt.GetAutoBindPort()
 		}
 		inner = nt
+		dialCtx, g.stopDials = context.WithCancel(context.Background())
 	case memberlist.NodeAwareTransport:
 		inner = t
 	default:
 		inner = nodeAware{t}
 	}
-	mc.Transport = &filterTransport{NodeAwareTransport: inner, g: g}
+	mc.Transport = &filterTransport{NodeAwareTransport: inner, g: g, dialCtx: dialCtx}
 	if cfg.tune != nil {
 		cfg.tune(mc)
 	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		_ = inner.Shutdown() // memberlist shuts it down only on some errors; twice is harmless
+		if g.stopDials != nil {
+			g.stopDials()
+		}
 		return nil, fmt.Errorf("gossip: listen on %s: %w", cfg.BindAddr, err)
 	}
 	g.ml = ml
@@ -452,6 +461,9 @@ func (g *Gossip) Close() error {
 	var err error
 	g.closeOnce.Do(func() {
 		close(g.stop)
+		if g.stopDials != nil {
+			g.stopDials()
+		}
 		g.wg.Wait()
 		if lerr := g.ml.Leave(time.Second); lerr != nil {
 			g.log.Debug("gossip leave", "err", lerr)
