@@ -27,6 +27,8 @@ type transferGlue struct {
 	gen       uint64
 	remaining map[int]int  // partition → tasks not done yet
 	reported  map[int]bool // partitions proposed done this generation
+	toReport  []int        // partitions done, waiting for the reporter
+	reporting bool         // a reporter goroutine runs
 	cleaning  bool
 	cleanedAt uint64
 }
@@ -112,7 +114,7 @@ func (g *transferGlue) changed(st *membership.MetaState, topo *membership.Topolo
 	}
 	g.mu.Lock()
 	if g.gen != tr.Generation {
-		g.gen, g.reported = tr.Generation, map[int]bool{}
+		g.gen, g.reported, g.toReport = tr.Generation, map[int]bool{}, nil
 	}
 	g.remaining = remaining
 	g.mu.Unlock()
@@ -135,26 +137,52 @@ func (g *transferGlue) done(t repair.TransferTask) {
 	if !last {
 		return
 	}
+	// Reports coalesce: partitions finished while one report is in flight
+	// go together in the next (each still switches in one log entry).
+	g.mu.Lock()
+	g.toReport = append(g.toReport, t.Loc.Partition)
+	start := !g.reporting
+	g.reporting = true
+	g.mu.Unlock()
+	if start {
+		n := g.n
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			g.report()
+		}()
+	}
+}
+
+// report proposes the finished partitions until none is left.
+func (g *transferGlue) report() {
 	n := g.n
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	for {
+		g.mu.Lock()
+		parts, gen := g.toReport, g.gen
+		g.toReport = nil
+		if len(parts) == 0 || n.runCtx.Err() != nil {
+			g.reporting = false
+			g.mu.Unlock()
+			return
+		}
+		g.mu.Unlock()
 		for n.runCtx.Err() == nil {
 			ctx, cancel := context.WithTimeout(n.runCtx, 15*time.Second)
-			_, err := n.propose(ctx, membership.Command{Kind: membership.CmdTransferDone, Generation: t.Generation, Node: n.cfg.ID, Parts: []int{t.Loc.Partition}})
+			_, err := n.propose(ctx, membership.Command{Kind: membership.CmdTransferDone, Generation: gen, Node: n.cfg.ID, Parts: parts})
 			cancel()
 			if err == nil || !retryable(err) {
 				if err != nil {
-					n.log.Debug("transfer report refused", "partition", t.Loc.Partition, "err", err)
+					n.log.Debug("transfer report refused", "partitions", parts, "err", err)
 				}
-				return
+				break
 			}
 			select {
 			case <-n.runCtx.Done():
 			case <-time.After(500 * time.Millisecond):
 			}
 		}
-	}()
+	}
 }
 
 // maybeCleanup deletes, in the background, the partitions this node no
