@@ -4,8 +4,10 @@
 // version's dot, sends copies meant for unreachable replicas to fallbacks as
 // hints, and repairs stale replicas after reads.
 //
-// The decision of when a request is done (tally) is pure; the fan-out and
-// waiting around it are a thin shell.
+// The decisions are pure: who a write goes to, whose answers count and where
+// the copies for down replicas go (planWrite, plan.go), and when a request is
+// done (tally); the local write, the fan-out and the waiting around them are
+// a thin shell.
 package coordinator
 
 import (
@@ -767,16 +769,19 @@ func (c *Coordinator) write(ctx context.Context, span trace.Span, req *kvv1.PutR
 	ctx, cancel := c.deadline(ctx)
 	defer cancel()
 
-	isReplica := false
-	for _, rep := range r.reps {
-		if rep.Node == c.cfg.NodeID {
-			isReplica = true
+	if !o.forwarded && !isReplica(r.reps, c.cfg.NodeID) {
+		return c.forward(ctx, span, r, req, clk, o)
+	}
+	return c.coordinate(ctx, span, r, req, clk, o)
+}
+
+func isReplica(reps []placement.Replica, node string) bool {
+	for _, rep := range reps {
+		if rep.Node == node {
+			return true
 		}
 	}
-	if !isReplica && !o.forwarded {
-		return c.forward(ctx, span, r, req, clk, o.tombstone)
-	}
-	return c.coordinate(ctx, span, r, req, clk, o.tombstone, isReplica)
+	return false
 }
 
 func withDC(c *kvv1.Consistency, dc string) *kvv1.Consistency {
@@ -791,7 +796,7 @@ func withDC(c *kvv1.Consistency, dc string) *kvv1.Consistency {
 // forward sends a write to a live replica, preferring the local DC, which
 // mints the dot. If no replica is alive and hinted copies may count, this
 // node coordinates the write itself as a fallback.
-func (c *Coordinator) forward(ctx context.Context, span trace.Span, r *request, req *kvv1.PutRequest, clk version.Clock, tombstone bool) (*kvv1.PutResponse, error) {
+func (c *Coordinator) forward(ctx context.Context, span trace.Span, r *request, req *kvv1.PutRequest, clk version.Clock, o writeOpts) (*kvv1.PutResponse, error) {
 	if len(req.GetRequestId()) == 0 {
 		// A forward may be retried on another replica after the first
 		// applied it: one request ID makes the retry a no-op there.
@@ -817,7 +822,7 @@ func (c *Coordinator) forward(ctx context.Context, span trace.Span, r *request, 
 		resp, err := c.cfg.Peers.Coordinate(fctx, rep.Node, &internalv1.CoordinateRequest{
 			// The level's "local" DC is this node's (or the client's
 			// choice), not the replica's that coordinates.
-			Put: req, Tombstone: tombstone, OriginDc: r.need.Local,
+			Put: req, Tombstone: o.tombstone, OriginDc: r.need.Local,
 		})
 		endSpan(fspan, err)
 		r.trail.add(rep.Node, "forward to replica", errText(err), c.cfg.Now().Sub(start))
@@ -834,7 +839,7 @@ func (c *Coordinator) forward(ctx context.Context, span trace.Span, r *request, 
 	if r.need.Hints && r.need.Total > 0 && !r.need.LocalOnly {
 		// Sloppy quorum: every primary is unreachable; write here and
 		// keep hints for them.
-		return c.coordinate(ctx, span, r, req, clk, tombstone, false)
+		return c.coordinate(ctx, span, r, req, clk, o)
 	}
 	return nil, &UnavailableError{Op: OpWrite, Need: r.need, Alive: 0, Detail: "no replica could coordinate the write: " + errText(lastErr)}
 }
@@ -853,127 +858,40 @@ func unreachable(err error) bool {
 }
 
 // coordinate applies a write locally (as a replica, or as a fallback that
-// keeps hints when no replica is reachable) and replicates the result.
-func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *request, req *kvv1.PutRequest, clk version.Clock, tombstone, isReplica bool) (*kvv1.PutResponse, error) {
-	durable := req.GetConsistency() == nil || req.GetConsistency().Durable == nil || req.GetConsistency().GetDurable()
-	actor := c.cfg.Store.Actor()
-	if !isReplica {
-		// A fallback has no stored copy to mint sequential dots from: use
-		// a one-off actor, named by a store-wide counter that never
-		// repeats, so its dot can never collide with another.
-		n, err := c.cfg.Store.NextCounter()
-		if err != nil {
-			return nil, status.Errorf(codes.Internal, "mint a fallback actor: %v", err)
-		}
-		actor = fmt.Sprintf("%s~%d", actor, n)
-	}
-	value := version.Value{Bytes: req.GetValue(), Tombstone: tombstone, RequestID: req.GetRequestId()}
-	if tombstone && c.cfg.OnTombstone != nil {
-		c.cfg.OnTombstone(r.loc)
-	}
-	if tombstone {
-		value.Bytes = nil
-	}
-	duplicate := false
-	mint := func(cur version.Set) (version.Set, error) {
-		if id := req.GetRequestId(); len(id) > 0 && (cur.HasRequest(id) || c.reqIDs.Seen(id, c.cfg.Now())) {
-			// A retry of a write already applied: store nothing new and
-			// answer with the current versions.
-			duplicate = true
-			return cur, nil
-		}
-		for _, s := range cur.Siblings {
-			if !c.hlc.Observe(s.Value.Time, c.cfg.MaxClockOffset) {
-				c.clockSkew(s.Value.Time)
-			}
-		}
-		value.Time = c.hlc.Now()
-		now := c.cfg.Now().UnixNano()
-		floor, err := c.cfg.Store.NextCounter()
-		if err != nil {
-			return version.Set{}, err
-		}
-		next, _, err := cur.Mint(clk, actor, floor, value, now)
-		if err != nil {
-			return version.Set{}, invalidf("%v: the context's counters are out of range", err)
-		}
-		next, _ = next.Prune(c.cfg.Prune, now)
-		if r.ks.Conflict == membership.ConflictLWW {
-			next = next.ResolveLWW()
-		}
-		if err := next.Check(r.ks.Limits); err != nil {
-			return version.Set{}, &LimitError{Keyspace: r.ks.Name, Key: r.key, Err: err}
-		}
-		if n := len(next.Siblings); n >= r.ks.WarnSiblings {
-			c.manySiblings(r, n)
-		}
-		return next, nil
-	}
-
+// keeps hints when no replica is reachable) and replicates the result. The
+// decisions are planWrite's and writePlan.afterFailure's; this is the I/O
+// around them.
+func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *request, req *kvv1.PutRequest, clk version.Clock, o writeOpts) (*kvv1.PutResponse, error) {
 	// Decide who gets the write, and whether it can succeed at all,
 	// before writing anything: an unavailable write leaves no trace.
-	tl := newTally(r.need)
-	var (
-		set     version.Set
-		targets []target
-		err     error
-		alive   = b2i(isReplica)
-	)
-	if isReplica {
-		tl.expect(c.cfg.DC, false)
+	p, perr := planWrite(c.writeInput(r))
+	m, err := c.newMinter(r, req, clk, o.tombstone, p.local)
+	if err != nil {
+		return nil, err
 	}
-	// A coordinator that is not a replica may hold a hint itself.
-	used := map[string]bool{c.cfg.NodeID: isReplica}
-	var down []placement.Replica
-	for _, rep := range r.reps {
-		switch {
-		case rep.Node == c.cfg.NodeID:
-		case c.alive(rep.Node):
-			targets = append(targets, target{Replica: rep})
-			tl.expect(rep.DC, false)
-			used[rep.Node] = true
-			alive++
-		default:
-			down = append(down, rep)
-			r.trail.add(rep.Node, "skip replica", "down", 0)
-		}
+	for _, down := range p.down {
+		r.trail.add(down, "skip replica", "down", 0)
 	}
-	// Down replicas with no fallback to hold their copy: this node keeps
-	// the hint itself (when it holds the write), but such a copy never
-	// counts toward W — it is on this node, which already counts once.
-	var keep []string
-	if c.cfg.Hints != nil {
-		for _, rep := range down {
-			fb, ok := c.fallbackFor(r, rep, used)
-			if !ok {
-				if isReplica {
-					keep = append(keep, rep.Node)
-				}
-				continue
-			}
-			targets = append(targets, target{Replica: fb, hintFor: rep.Node})
-			tl.expect(fb.DC, true)
-			used[fb.Node] = true
-		}
+	if perr != nil {
+		return nil, perr
 	}
-	if tl.hopeless() || !isReplica && len(targets) == 0 {
-		return nil, &UnavailableError{Op: OpWrite, Need: r.need, Alive: alive, Detail: tl.shortfall()}
-	}
+	f := &fanout{c: c, r: r, plan: p, sync: durable(req.GetConsistency())}
 
 	start := c.cfg.Now()
 	fctx, fcancel := c.fanoutContext(ctx)
-	ch := make(chan reply, len(targets)+1+len(r.ks.Table.Pending(r.loc.Partition)))
-	if isReplica {
+	f.ctx = fctx
+	f.ch = make(chan reply, p.asked()+len(p.extras))
+	if p.local {
 		// Apply locally, then send the new set to the other replicas while
 		// the local fsync is still running: the two happen in parallel.
 		// (If this node crashes before its fsync, its next start is a new
 		// incarnation, so the dot it minted is never minted again.)
-		_, lspan := c.replicaSpan(ctx, "meridian.replica.write", c.cfg.NodeID, attrSync.Bool(durable))
+		_, lspan := c.replicaSpan(ctx, "meridian.replica.write", c.cfg.NodeID, attrSync.Bool(f.sync))
 		var wait func() error
-		if durable {
-			set, wait, err = c.cfg.Store.UpdateNoSyncWait(r.loc, r.key, mint)
+		if f.sync {
+			f.set, wait, err = c.cfg.Store.UpdateNoSyncWait(r.loc, r.key, m.mint)
 		} else {
-			set, err = c.cfg.Store.Update(r.loc, r.key, false, mint)
+			f.set, err = c.cfg.Store.Update(r.loc, r.key, false, m.mint)
 			wait = func() error { return nil }
 		}
 		if err != nil {
@@ -987,24 +905,24 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 		self := target{Replica: placement.Replica{Node: c.cfg.NodeID, DC: c.cfg.DC}}
 		go func() {
 			err := wait()
-			for _, down := range keep {
-				c.keepHint(r, down, set, durable)
+			for _, down := range p.keep {
+				c.keepHint(r, down, f.set, f.sync)
 			}
 			endSpan(lspan, err)
-			r.trail.add(c.cfg.NodeID, "coordinator write", outcome(set, err), c.cfg.Now().Sub(start))
-			ch <- reply{t: self, err: err}
+			r.trail.add(c.cfg.NodeID, "coordinator write", outcome(f.set, err), c.cfg.Now().Sub(start))
+			f.ch <- reply{t: self, err: err}
 		}()
-	} else if set, err = mint(version.Set{}); err != nil {
+	} else if f.set, err = m.mint(version.Set{}); err != nil {
 		fcancel()
 		return nil, err
 	}
 	if n := c.reqIDs.Remember(req.GetRequestId(), c.cfg.Now()); n > 0 {
 		c.obs.RequestIDs(n)
 	}
-	if duplicate {
+	if m.duplicate {
 		r.trail.add(c.cfg.NodeID, "duplicate request", "already applied: nothing written", 0)
 		c.obs.DuplicateWrite()
-		if !isReplica {
+		if !p.local {
 			// A fallback holds no copy to send again: the first attempt's
 			// hints carry the write.
 			fcancel()
@@ -1015,108 +933,25 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 
 	// The bytes this write's replica calls hold until they all answer:
 	// counted against MaxBackgroundBytes (admission sheds writes past it).
-	held := int64(set.EncodedSize()) * int64(len(targets))
+	held := int64(f.set.EncodedSize()) * int64(len(p.targets)+len(p.extras))
 	c.bgBytes.Add(held)
 	// A moving partition's new replicas receive every write too (they
 	// count toward nothing); one that misses it gets a hint, and its
 	// transfer's catch-up pass covers the rest.
-	var extras []target
-	for _, rep := range r.ks.Table.Pending(r.loc.Partition) {
-		if rep.Node != c.cfg.NodeID && !used[rep.Node] {
-			extras = append(extras, target{Replica: rep, extra: true})
-		}
+	for _, t := range p.extras {
+		go f.sendExtra(t)
 	}
-	held += int64(set.EncodedSize()) * int64(len(extras))
-	for _, t := range extras {
-		go func() {
-			err := c.writeTo(fctx, t, r, set, durable)
-			r.trail.add(t.Node, "pending replica write", errText(err), 0)
-			if err != nil && isReplica && c.cfg.Hints != nil {
-				c.keepHint(r, t.Node, set, durable)
-			}
-			ch <- reply{t: t, err: err}
-		}()
+	for _, t := range p.targets {
+		go f.send(t)
 	}
-	var usedMu sync.Mutex
-	for _, t := range targets {
-		go func() {
-			start := c.cfg.Now()
-			err := c.writeTo(fctx, t, r, set, durable)
-			action := "replica write"
-			if t.hintFor != "" {
-				action = "hinted write for " + t.hintFor
-			}
-			r.trail.add(t.Node, action, errText(err), c.cfg.Now().Sub(start))
-			if err != nil && t.hintFor == "" && c.cfg.Hints != nil && unreachable(err) {
-				// The replica went away since the request began: hand its
-				// copy to a fallback, as if it had been down from the start.
-				usedMu.Lock()
-				fb, ok := c.fallbackFor(r, t.Replica, used)
-				if ok {
-					used[fb.Node] = true
-				}
-				usedMu.Unlock()
-				if !ok && isReplica {
-					// No fallback: keep the hint here; it does not count.
-					c.keepHint(r, t.Node, set, durable)
-				}
-				if ok {
-					hinted := target{Replica: fb, hintFor: t.Node}
-					start = c.cfg.Now()
-					herr := c.writeTo(fctx, hinted, r, set, durable)
-					r.trail.add(fb.Node, "hinted write for "+t.Node, errText(herr), c.cfg.Now().Sub(start))
-					if herr == nil {
-						ch <- reply{t: hinted, err: nil, replaced: t}
-						return
-					}
-				}
-			}
-			ch <- reply{t: t, err: err}
-		}()
-	}
-	var (
-		got      []reply
-		hinted   []string
-		lastErr  error
-		received int
-	)
-	wait := func() error {
-		for !tl.met() {
-			if tl.hopeless() {
-				return &FailedError{Op: OpWrite, Need: r.need, Answered: tl.acks, Failed: failed(got), Asked: len(targets) + b2i(isReplica), Short: tl.shortfall(), Cause: lastErr}
-			}
-			select {
-			case rp := <-ch:
-				received++
-				if rp.t.extra {
-					continue
-				}
-				if rp.replaced.Node != "" {
-					// Expected as a primary, answered by a fallback.
-					tl.answer(rp.replaced.DC, false, false)
-					tl.expect(rp.t.DC, true)
-				}
-				tl.answer(rp.t.DC, rp.t.hintFor != "", rp.err == nil)
-				got = append(got, rp)
-				if rp.err != nil {
-					lastErr = rp.err
-				} else if rp.t.hintFor != "" {
-					hinted = append(hinted, rp.t.Node)
-				}
-			case <-ctx.Done():
-				return c.ctxErr(ctx, &TimeoutError{Op: OpWrite, Need: r.need, Answered: tl.acks, Asked: len(targets) + b2i(isReplica)})
-			}
-		}
-		return nil
-	}
-	werr := wait()
+	got, hinted, received, werr := f.wait(ctx)
 	// The rest of the replicas finish in the background.
-	outstanding := len(targets) + b2i(isReplica) + len(extras) - received
+	outstanding := p.asked() + len(p.extras) - received
 	drain := func() {
 		defer fcancel()
 		defer c.bgBytes.Add(-held)
 		for ; outstanding > 0; outstanding-- {
-			<-ch
+			<-f.ch
 		}
 	}
 	if !c.goBackground(drain) {
@@ -1125,29 +960,205 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 		c.bg.Add(1)
 		go func() { defer c.bg.Done(); drain() }()
 	}
-	span.SetAttributes(attrContacted.Int(len(targets)+b2i(isReplica)), attrAnswered.Int(tl.acks), attrFailed.Int(failed(got)))
+	span.SetAttributes(attrContacted.Int(p.asked()), attrAnswered.Int(p.tally.acks), attrFailed.Int(failed(got)))
 	if werr != nil {
 		return nil, werr
 	}
 	resp := &kvv1.PutResponse{
-		Context:   c.seal.Seal(r.ks.Name, r.key, set.Context()),
+		Context:   c.seal.Seal(r.ks.Name, r.key, f.set.Context()),
 		Effective: c.effective(r.need, got, hinted),
-		Siblings:  siblingsProto(set),
+		Siblings:  siblingsProto(f.set),
 		Explain:   r.trail.events(),
 	}
 	resp.Effective.W = uint32(r.need.Count())
 	return resp, nil
 }
 
-// fallbackFor picks the first live fallback for a down replica, from the
-// replica's own DC first.
-func (c *Coordinator) fallbackFor(r *request, down placement.Replica, used map[string]bool) (placement.Replica, bool) {
-	for _, fb := range r.ks.Table.Fallbacks(r.loc.Partition, down.DC) {
-		if !used[fb.Node] && c.alive(fb.Node) {
-			return fb, true
+// durable says whether a write waits for fsync (the default).
+func durable(cons *kvv1.Consistency) bool {
+	return cons == nil || cons.Durable == nil || cons.GetDurable()
+}
+
+// writeInput gathers what planWrite decides from.
+func (c *Coordinator) writeInput(r *request) writeInput {
+	return writeInput{
+		self:      placement.Replica{Node: c.cfg.NodeID, DC: c.cfg.DC},
+		replicas:  r.reps,
+		pending:   r.ks.Table.Pending(r.loc.Partition),
+		need:      r.need,
+		alive:     c.cfg.Live.Alive,
+		hints:     c.cfg.Hints != nil,
+		fallbacks: func(dc string) []placement.Replica { return r.ks.Table.Fallbacks(r.loc.Partition, dc) },
+	}
+}
+
+// minter mints a write's new version from the current set, under the key's
+// lock (replica.Store.Update's callback).
+type minter struct {
+	c     *Coordinator
+	r     *request
+	clk   version.Clock
+	actor string
+	value version.Value
+	// duplicate: the request was a retry of a write already applied.
+	duplicate bool
+}
+
+func (c *Coordinator) newMinter(r *request, req *kvv1.PutRequest, clk version.Clock, tombstone, local bool) (*minter, error) {
+	actor := c.cfg.Store.Actor()
+	if !local {
+		// A fallback has no stored copy to mint sequential dots from: use
+		// a one-off actor, named by a store-wide counter that never
+		// repeats, so its dot can never collide with another.
+		n, err := c.cfg.Store.NextCounter()
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "mint a fallback actor: %v", err)
+		}
+		actor = fmt.Sprintf("%s~%d", actor, n)
+	}
+	m := &minter{c: c, r: r, clk: clk, actor: actor,
+		value: version.Value{Bytes: req.GetValue(), Tombstone: tombstone, RequestID: req.GetRequestId()}}
+	if tombstone && c.cfg.OnTombstone != nil {
+		c.cfg.OnTombstone(r.loc)
+	}
+	if tombstone {
+		m.value.Bytes = nil
+	}
+	return m, nil
+}
+
+func (m *minter) mint(cur version.Set) (version.Set, error) {
+	c, r := m.c, m.r
+	if id := m.value.RequestID; len(id) > 0 && (cur.HasRequest(id) || c.reqIDs.Seen(id, c.cfg.Now())) {
+		// A retry of a write already applied: store nothing new and
+		// answer with the current versions.
+		m.duplicate = true
+		return cur, nil
+	}
+	for _, s := range cur.Siblings {
+		if !c.hlc.Observe(s.Value.Time, c.cfg.MaxClockOffset) {
+			c.clockSkew(s.Value.Time)
 		}
 	}
-	return placement.Replica{}, false
+	m.value.Time = c.hlc.Now()
+	now := c.cfg.Now().UnixNano()
+	floor, err := c.cfg.Store.NextCounter()
+	if err != nil {
+		return version.Set{}, err
+	}
+	next, _, err := cur.Mint(m.clk, m.actor, floor, m.value, now)
+	if err != nil {
+		return version.Set{}, invalidf("%v: the context's counters are out of range", err)
+	}
+	next, _ = next.Prune(c.cfg.Prune, now)
+	if r.ks.Conflict == membership.ConflictLWW {
+		next = next.ResolveLWW()
+	}
+	if err := next.Check(r.ks.Limits); err != nil {
+		return version.Set{}, &LimitError{Keyspace: r.ks.Name, Key: r.key, Err: err}
+	}
+	if n := len(next.Siblings); n >= r.ks.WarnSiblings {
+		c.manySiblings(r, n)
+	}
+	return next, nil
+}
+
+// fanout sends one write's new set to the plan's targets and collects
+// their replies.
+type fanout struct {
+	c    *Coordinator
+	ctx  context.Context // outlives the request (fanoutContext)
+	r    *request
+	plan *writePlan
+	set  version.Set
+	sync bool
+	ch   chan reply
+	// mu serializes plan.afterFailure (it marks fallbacks used).
+	mu sync.Mutex
+}
+
+// sendExtra writes to a pending replica; one that misses the write gets a
+// kept hint.
+func (f *fanout) sendExtra(t target) {
+	err := f.c.writeTo(f.ctx, t, f.r, f.set, f.sync)
+	f.r.trail.add(t.Node, "pending replica write", errText(err), 0)
+	if err != nil {
+		f.mu.Lock()
+		_, act := f.plan.afterFailure(t, true)
+		f.mu.Unlock()
+		if act == failKeepHint {
+			f.c.keepHint(f.r, t.Node, f.set, f.sync)
+		}
+	}
+	f.ch <- reply{t: t, err: err}
+}
+
+// send writes to a replica, or to a fallback as a hint; a replica that
+// went away since the request began has its copy handed to a fallback, as
+// if it had been down from the start.
+func (f *fanout) send(t target) {
+	c := f.c
+	start := c.cfg.Now()
+	err := c.writeTo(f.ctx, t, f.r, f.set, f.sync)
+	action := "replica write"
+	if t.hintFor != "" {
+		action = "hinted write for " + t.hintFor
+	}
+	f.r.trail.add(t.Node, action, errText(err), c.cfg.Now().Sub(start))
+	if err != nil {
+		f.mu.Lock()
+		hinted, act := f.plan.afterFailure(t, !unreachable(err))
+		f.mu.Unlock()
+		switch act {
+		case failKeepHint:
+			// No fallback: keep the hint here; it does not count.
+			c.keepHint(f.r, t.Node, f.set, f.sync)
+		case failToFallback:
+			start = c.cfg.Now()
+			herr := c.writeTo(f.ctx, hinted, f.r, f.set, f.sync)
+			f.r.trail.add(hinted.Node, "hinted write for "+t.Node, errText(herr), c.cfg.Now().Sub(start))
+			if herr == nil {
+				f.ch <- reply{t: hinted, err: nil, replaced: t}
+				return
+			}
+		}
+	}
+	f.ch <- reply{t: t, err: err}
+}
+
+// wait feeds replies to the plan's tally until the need is met or can no
+// longer be. It returns the replies counted, the fallbacks whose hinted
+// copies succeeded, and how many replies it took from the channel.
+func (f *fanout) wait(ctx context.Context) (got []reply, hinted []string, received int, err error) {
+	r, p, tl := f.r, f.plan, f.plan.tally
+	var lastErr error
+	for !tl.met() {
+		if tl.hopeless() {
+			return got, hinted, received, &FailedError{Op: OpWrite, Need: r.need, Answered: tl.acks, Failed: failed(got), Asked: p.asked(), Short: tl.shortfall(), Cause: lastErr}
+		}
+		select {
+		case rp := <-f.ch:
+			received++
+			if rp.t.extra {
+				continue
+			}
+			if rp.replaced.Node != "" {
+				// Expected as a primary, answered by a fallback.
+				tl.answer(rp.replaced.DC, false, false)
+				tl.expect(rp.t.DC, true)
+			}
+			tl.answer(rp.t.DC, rp.t.hintFor != "", rp.err == nil)
+			got = append(got, rp)
+			if rp.err != nil {
+				lastErr = rp.err
+			} else if rp.t.hintFor != "" {
+				hinted = append(hinted, rp.t.Node)
+			}
+		case <-ctx.Done():
+			return got, hinted, received, f.c.ctxErr(ctx, &TimeoutError{Op: OpWrite, Need: r.need, Answered: tl.acks, Asked: p.asked()})
+		}
+	}
+	return got, hinted, received, nil
 }
 
 func failed(rs []reply) int {

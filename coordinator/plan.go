@@ -1,0 +1,178 @@
+package coordinator
+
+import (
+	"github.com/meridiankv/meridian/placement"
+)
+
+// The pure half of a write: who receives it, whose answers count, where the
+// copies for down replicas go, and whether the write can succeed at all. The
+// shell (Coordinator.coordinate) does the local write, the fan-out and the
+// waiting, and asks the plan again when a replica fails mid-request.
+
+// writeInput is what planWrite decides from. Liveness and fallbacks are
+// lookups, not I/O.
+type writeInput struct {
+	// self is this node (Node and DC).
+	self placement.Replica
+	// replicas is the key's preference list; pending the partition's
+	// pending replicas (Table.Pending: a moving partition's new replicas,
+	// which receive every write but count toward nothing).
+	replicas, pending []placement.Replica
+	need              Need
+	// alive says whether another node is up (this node always is).
+	alive func(node string) bool
+	// hints: this node can store hints. Without, no fallback is used and
+	// no hint is kept.
+	hints bool
+	// fallbacks lists the partition's fallbacks for a down replica of dc
+	// (Table.Fallbacks), that DC's first.
+	fallbacks func(dc string) []placement.Replica
+}
+
+// writePlan says who receives a write and how their answers count.
+type writePlan struct {
+	// local: this node is a replica; it applies the write first and its
+	// answer counts. Otherwise it mints the write as a fallback and keeps
+	// nothing itself unless it is picked as a target.
+	local bool
+	// targets are the other live replicas (in preference order), then the
+	// fallbacks holding hints for down replicas.
+	targets []target
+	// extras are pending replicas: they receive the write and count toward
+	// nothing.
+	extras []target
+	// keep lists down replicas with no fallback free whose hint this node
+	// keeps itself (only when local): such a copy never counts toward W, as
+	// it is on this node, which already counts once.
+	keep []string
+	// down lists the replicas skipped as down.
+	down []string
+	// alive counts the replicas (this node included) that were up.
+	alive int
+	// tally expects an answer from this node (when local) and from every
+	// target; extras are never expected.
+	tally *tally
+
+	in writeInput
+	// used lists the nodes holding the write: re-hinting picks a fallback
+	// outside it.
+	used []string
+}
+
+// planWrite decides, before anything is written, who gets the write and
+// whether it can succeed: an unavailable write leaves no trace. It returns
+// the plan and, when the need cannot be met by what is up, the
+// UnavailableError to refuse it with.
+func planWrite(in writeInput) (*writePlan, error) {
+	p := &writePlan{in: in, tally: newTally(in.need), local: isReplica(in.replicas, in.self.Node)}
+	if p.local {
+		p.alive++
+		p.tally.expect(in.self.DC, false)
+		p.used = append(p.used, in.self.Node)
+	}
+	// When this node is not a replica it may be picked to hold a hint
+	// itself: it is not in used.
+	var down []placement.Replica
+	for _, rep := range in.replicas {
+		switch {
+		case rep.Node == in.self.Node:
+		case in.alive(rep.Node):
+			p.targets = append(p.targets, target{Replica: rep})
+			p.tally.expect(rep.DC, false)
+			p.used = append(p.used, rep.Node)
+			p.alive++
+		default:
+			down = append(down, rep)
+			p.down = append(p.down, rep.Node)
+		}
+	}
+	if in.hints {
+		for _, rep := range down {
+			fb, ok := p.fallbackFor(rep)
+			if !ok {
+				if p.local {
+					p.keep = append(p.keep, rep.Node)
+				}
+				continue
+			}
+			p.targets = append(p.targets, target{Replica: fb, hintFor: rep.Node})
+			p.tally.expect(fb.DC, true)
+			p.used = append(p.used, fb.Node)
+		}
+	}
+	if p.tally.hopeless() || !p.local && len(p.targets) == 0 {
+		return p, &UnavailableError{Op: OpWrite, Need: in.need, Alive: p.alive, Detail: p.tally.shortfall()}
+	}
+	for _, rep := range in.pending {
+		if rep.Node != in.self.Node && !p.isUsed(rep.Node) {
+			p.extras = append(p.extras, target{Replica: rep, extra: true})
+		}
+	}
+	return p, nil
+}
+
+// asked is how many answers the write waits on: this node's and the
+// targets'.
+func (p *writePlan) asked() int { return len(p.targets) + b2i(p.local) }
+
+func (p *writePlan) isUsed(node string) bool {
+	for _, u := range p.used {
+		if u == node {
+			return true
+		}
+	}
+	return false
+}
+
+// fallbackFor picks the first live fallback not already holding the write
+// for a down replica, from the replica's own DC first.
+func (p *writePlan) fallbackFor(down placement.Replica) (placement.Replica, bool) {
+	for _, fb := range p.in.fallbacks(down.DC) {
+		if !p.isUsed(fb.Node) && (fb.Node == p.in.self.Node || p.in.alive(fb.Node)) {
+			return fb, true
+		}
+	}
+	return placement.Replica{}, false
+}
+
+// failAction is what becomes of a target's write that failed.
+type failAction int
+
+const (
+	// failStands: the failure is final.
+	failStands failAction = iota
+	// failToFallback: send the copy to the returned fallback as a hint.
+	failToFallback
+	// failKeepHint: this node keeps the hint; it does not count.
+	failKeepHint
+)
+
+// afterFailure decides what becomes of a write to t that failed during the
+// request; reached says whether the target was reached (the failure is its
+// answer, not the network's). A primary that was never reached gets its copy
+// on a free live fallback, as if it had been down from the start, and that
+// fallback is marked used; with none free, a replica coordinator keeps the
+// hint. A pending replica that missed the write gets a kept hint whatever the
+// failure. Not safe for concurrent use: the shell serializes calls.
+func (p *writePlan) afterFailure(t target, reached bool) (target, failAction) {
+	switch {
+	case !p.in.hints:
+		return target{}, failStands
+	case t.extra:
+		if p.local {
+			return target{}, failKeepHint
+		}
+		return target{}, failStands
+	case t.hintFor != "" || reached:
+		return target{}, failStands
+	}
+	fb, ok := p.fallbackFor(t.Replica)
+	if ok {
+		p.used = append(p.used, fb.Node)
+		return target{Replica: fb, hintFor: t.Node}, failToFallback
+	}
+	if p.local {
+		return target{}, failKeepHint
+	}
+	return target{}, failStands
+}
