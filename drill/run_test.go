@@ -1,0 +1,309 @@
+package drill
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+)
+
+// fakeCluster is an in-memory cluster for the shell: faults are a set of
+// IDs per node, a dc-outage fault makes EACH_QUORUM fail and the outaged
+// DC's QUORUM too, and stored values are sets that only grow (a perfect
+// merge), so the set workload never loses an element.
+type fakeCluster struct {
+	topo Topology
+	mu   struct {
+		sync.Mutex
+		faults  map[string][]*adminv1.Fault // node -> live faults
+		data    map[string]map[string]bool  // key -> elements
+		rounds  int
+		cleared []string // nodes a clear reached
+	}
+}
+
+func newFake() *fakeCluster {
+	f := &fakeCluster{topo: topo3(1)}
+	f.mu.faults = map[string][]*adminv1.Fault{}
+	f.mu.data = map[string]map[string]bool{}
+	return f
+}
+
+func (f *fakeCluster) outaged() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, fs := range f.mu.faults {
+		for _, fl := range fs {
+			return fl.GetToDcs()[0]
+		}
+	}
+	return ""
+}
+
+func (f *fakeCluster) env() Env {
+	env := Env{Target: "fake", Topology: f.topo, KV: map[string]KV{}, Admin: map[string]adminv1.AdminClient{}}
+	for _, dc := range f.topo.DCs() {
+		env.KV[dc] = &fakeKV{f: f, dc: dc}
+	}
+	for _, n := range f.topo.Nodes {
+		env.Admin[n.ID] = &fakeAdmin{f: f, node: n.ID}
+	}
+	return env
+}
+
+type fakeKV struct {
+	f  *fakeCluster
+	dc string
+}
+
+func (k *fakeKV) check(level kvv1.Level) error {
+	out := k.f.outaged()
+	if out == "" {
+		return nil
+	}
+	if level == kvv1.Level_LEVEL_EACH_QUORUM || level == kvv1.Level_LEVEL_ALL || (level == kvv1.Level_LEVEL_QUORUM && k.dc == out) {
+		return status.Error(codes.Unavailable, "not enough replicas")
+	}
+	return nil
+}
+
+func (k *fakeKV) Get(_ context.Context, key []byte, level kvv1.Level) ([][]byte, []byte, error) {
+	if err := k.check(level); err != nil {
+		return nil, nil, err
+	}
+	k.f.mu.Lock()
+	defer k.f.mu.Unlock()
+	return [][]byte{encodeSet(k.f.mu.data[string(key)])}, []byte("ctx"), nil
+}
+
+func (k *fakeKV) Put(_ context.Context, key, value, _ []byte, level kvv1.Level) ([]byte, error) {
+	if err := k.check(level); err != nil {
+		return nil, err
+	}
+	k.f.mu.Lock()
+	defer k.f.mu.Unlock()
+	set := k.f.mu.data[string(key)]
+	if set == nil {
+		set = map[string]bool{}
+		k.f.mu.data[string(key)] = set
+	}
+	for e := range decodeSets([][]byte{value}) {
+		set[e] = true
+	}
+	return []byte("ctx"), nil
+}
+
+type fakeAdmin struct {
+	adminv1.AdminClient // not implemented: panics
+	f                   *fakeCluster
+	node                string
+}
+
+func (a *fakeAdmin) ListFaults(context.Context, *adminv1.ListFaultsRequest, ...grpc.CallOption) (*adminv1.ListFaultsResponse, error) {
+	a.f.mu.Lock()
+	defer a.f.mu.Unlock()
+	return &adminv1.ListFaultsResponse{Nodes: []*adminv1.NodeFaults{{Node: a.node, Faults: slices.Clone(a.f.mu.faults[a.node])}}}, nil
+}
+
+func (a *fakeAdmin) InjectFault(_ context.Context, req *adminv1.InjectFaultRequest, _ ...grpc.CallOption) (*adminv1.InjectFaultResponse, error) {
+	if req.GetFault().GetTtlSeconds() <= 0 {
+		return nil, status.Error(codes.InvalidArgument, "ttl_seconds is required")
+	}
+	a.f.mu.Lock()
+	defer a.f.mu.Unlock()
+	fl := &adminv1.Fault{Id: "f-1", Kind: req.GetFault().GetKind(), ToDcs: req.GetFault().GetToDcs(), TtlSeconds: req.GetFault().GetTtlSeconds()}
+	resp := &adminv1.InjectFaultResponse{Fault: fl}
+	for _, n := range a.f.topo.Nodes {
+		a.f.mu.faults[n.ID] = append(a.f.mu.faults[n.ID], fl)
+		resp.Applied = append(resp.Applied, n.ID)
+	}
+	return resp, nil
+}
+
+func (a *fakeAdmin) ClearFaults(_ context.Context, req *adminv1.ClearFaultsRequest, _ ...grpc.CallOption) (*adminv1.ClearFaultsResponse, error) {
+	if !req.GetLocalOnly() {
+		return nil, status.Error(codes.Unimplemented, "the drill clears node by node")
+	}
+	a.f.mu.Lock()
+	defer a.f.mu.Unlock()
+	n := len(a.f.mu.faults[a.node])
+	a.f.mu.faults[a.node] = slices.DeleteFunc(a.f.mu.faults[a.node], func(f *adminv1.Fault) bool { return f.GetId() == req.GetId() })
+	a.f.mu.cleared = append(a.f.mu.cleared, a.node)
+	return &adminv1.ClearFaultsResponse{Cleared: uint32(n - len(a.f.mu.faults[a.node]))}, nil
+}
+
+func (a *fakeAdmin) Hints(context.Context, *adminv1.HintsRequest, ...grpc.CallOption) (*adminv1.HintsResponse, error) {
+	resp := &adminv1.HintsResponse{Node: a.node}
+	if a.f.outaged() != "" && a.node != "n3" {
+		resp.Targets = []*adminv1.HintTarget{{Target: "n3", Count: 10}}
+	}
+	return resp, nil
+}
+
+// RepairRun finds a mismatch in the first round after the fault, none
+// after.
+func (a *fakeAdmin) RepairRun(context.Context, *adminv1.RepairRunRequest, ...grpc.CallOption) (grpc.ServerStreamingClient[adminv1.RepairProgress], error) {
+	a.f.mu.Lock()
+	a.f.mu.rounds++
+	first := a.f.mu.rounds <= len(a.f.topo.Nodes)
+	a.f.mu.Unlock()
+	p := &adminv1.RepairProgress{PartitionsDone: 8, PartitionsTotal: 8, Done: true}
+	if first {
+		p.Mismatches = 2
+	}
+	return &fakeStream{msgs: []*adminv1.RepairProgress{{PartitionsDone: 4, PartitionsTotal: 8}, p}}, nil
+}
+
+func (a *fakeAdmin) Endpoints(_ context.Context, req *adminv1.EndpointsRequest, _ ...grpc.CallOption) (*adminv1.EndpointsResponse, error) {
+	resp := &adminv1.EndpointsResponse{}
+	for _, n := range a.f.topo.Nodes {
+		resp.Replicas = append(resp.Replicas, &adminv1.Endpoint{Node: n.ID, Dc: n.DC})
+	}
+	return resp, nil
+}
+
+func (a *fakeAdmin) ReplicaGet(_ context.Context, req *adminv1.ReplicaGetRequest, _ ...grpc.CallOption) (*adminv1.ReplicaGetResponse, error) {
+	a.f.mu.Lock()
+	defer a.f.mu.Unlock()
+	return &adminv1.ReplicaGetResponse{Node: req.GetNode(), Siblings: []*kvv1.Sibling{{Value: encodeSet(a.f.mu.data[string(req.GetKey())])}}}, nil
+}
+
+type fakeStream struct {
+	grpc.ClientStream
+	msgs []*adminv1.RepairProgress
+}
+
+func (s *fakeStream) Recv() (*adminv1.RepairProgress, error) {
+	if len(s.msgs) == 0 {
+		return nil, io.EOF
+	}
+	m := s.msgs[0]
+	s.msgs = s.msgs[1:]
+	return m, nil
+}
+
+func fastConfig() Config {
+	return Config{
+		Scenario:  Scenario{Name: DCOutage, DC: "dc3"},
+		Durations: Durations{Baseline: time.Second, Hold: time.Second, VerifyMin: time.Second, VerifyTimeout: 20 * time.Second},
+		Rate:      40, ProbeRate: 20, SetRate: 20, OpTimeout: 200 * ms, ProbeTimeout: 200 * ms,
+	}
+}
+
+// TestRunAgainstFakes runs a whole dc-outage drill against the in-memory
+// cluster: the fault is injected through one node, cleared on every node
+// directly, the rounds run until one is clean, and the report passes.
+func TestRunAgainstFakes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a drill of about 7 seconds")
+	}
+	f := newFake()
+	var log strings.Builder
+	cfg := fastConfig()
+	cfg.Log = &log
+	r, err := Run(context.Background(), cfg, f.env())
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, log.String())
+	}
+	if !r.Pass {
+		var b strings.Builder
+		r.WriteTable(&b)
+		t.Fatalf("the drill failed against a perfect fake:\n%s\n%s", b.String(), log.String())
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, n := range f.topo.Nodes {
+		if len(f.mu.faults[n.ID]) != 0 || !slices.Contains(f.mu.cleared, n.ID) {
+			t.Errorf("%s: faults %v after the drill, cleared there: %v; want the drill to clear every node itself", n.ID, f.mu.faults[n.ID], slices.Contains(f.mu.cleared, n.ID))
+		}
+	}
+	if len(r.Rounds) != 2 || r.Rounds[0].Clean || !r.Rounds[1].Clean {
+		t.Errorf("rounds %+v: want a round with mismatches, then a clean one", r.Rounds)
+	}
+	if len(r.Hints) != 1 || r.Hints[0].Target != "n3" || r.Hints[0].Peak != 20 {
+		t.Errorf("hints %+v: want n3's backlog, 10 on each of two nodes", r.Hints)
+	}
+	if r.Summary.Writes.Acked == 0 || r.Fault == nil || r.Fault.ID != "f-1" {
+		t.Errorf("writes %+v, fault %+v", r.Summary.Writes, r.Fault)
+	}
+	for _, want := range []string{"abort criteria:", "EACH_QUORUM fails fast during the outage", "induce: fault f-1", "heal: fault f-1 cleared", "converged"} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("progress log lacks %q:\n%s", want, log.String())
+		}
+	}
+}
+
+// TestRunInterruptedClearsTheFault cancels a drill during its hold: Run
+// returns an error, and the fault is gone from every node.
+func TestRunInterruptedClearsTheFault(t *testing.T) {
+	f := newFake()
+	cfg := fastConfig()
+	cfg.Durations.Hold = time.Minute
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for f.outaged() == "" {
+			time.Sleep(10 * ms)
+		}
+		cancel()
+	}()
+	_, err := Run(ctx, cfg, f.env())
+	if err == nil || !strings.Contains(err.Error(), "interrupted during the hold") {
+		t.Fatalf("Run = %v, want an interruption during the hold", err)
+	}
+	if out := f.outaged(); out != "" {
+		t.Errorf("the fault on %s is still there after an interrupted drill", out)
+	}
+}
+
+func TestRunRefuses(t *testing.T) {
+	f := newFake()
+	f.mu.faults["n2"] = []*adminv1.Fault{{Id: "f-old", Kind: "delay", ExpiresInSeconds: 12}}
+	if _, err := Run(context.Background(), fastConfig(), f.env()); err == nil || !strings.Contains(err.Error(), "node n2 already has fault f-old (delay, expires in 12s)") {
+		t.Errorf("a cluster with a fault: %v, want a refusal naming it", err)
+	}
+	for _, tc := range []struct {
+		change func(*Config)
+		want   string
+	}{
+		{func(c *Config) { c.Scenario = Scenario{Name: NodeCrash, Node: "n1"} }, "node-crash kills and restarts nodes, which only a drill that started them can do: run it with --local"},
+		{func(c *Config) { c.Scenario = Scenario{Name: DCOutage, DC: "dc7"} }, "no such datacenter"},
+		{func(c *Config) { c.FaultTTL = 500 * ms }, "--fault-ttl 500ms is shorter than --hold 1s"},
+		{func(c *Config) { c.Rate = -1 }, "must not be negative"},
+	} {
+		cfg := fastConfig()
+		tc.change(&cfg)
+		if _, err := Run(context.Background(), cfg, newFake().env()); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Run = %v, want an error containing %q", err, tc.want)
+		}
+	}
+}
+
+func TestCodeName(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{nil, "OK"},
+		{status.Error(codes.Unavailable, "x"), "UNAVAILABLE"},
+		{status.Error(codes.DeadlineExceeded, "x"), "DEADLINE_EXCEEDED"},
+		{status.Error(codes.ResourceExhausted, "x"), "RESOURCE_EXHAUSTED"},
+		{fmt.Errorf("wrapped: %w", context.DeadlineExceeded), "DEADLINE_EXCEEDED"},
+		{fmt.Errorf("plain"), "UNKNOWN"},
+	} {
+		if got := CodeName(tc.err); got != tc.want {
+			t.Errorf("CodeName(%v) = %s, want %s", tc.err, got, tc.want)
+		}
+	}
+}
