@@ -77,6 +77,7 @@ func newRoot() *cobra.Command {
 		newRepairCmd(),
 		newCertsCmd(),
 		newBenchCmd(),
+		newDrillCmd(),
 		newVersionCmd(),
 	)
 	return root

@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/meridiankv/meridian/drill"
+	"github.com/meridiankv/meridian/node"
+)
+
+// drillFlags are the flags every drill scenario shares.
+type drillFlags struct {
+	sec         clientSec
+	clusterFile string
+	local       bool
+	dcs         int
+	nodesPerDC  int
+	partitions  int
+	dir         string
+	keep        bool
+	rf          int
+	cfg         drill.Config
+	jsonOut     string
+	htmlOut     string
+	// scenario parameters
+	dc, between, node string
+	delay, jitter     time.Duration
+}
+
+func newDrillCmd() *cobra.Command {
+	var f drillFlags
+	cmd := &cobra.Command{
+		Use:   "drill",
+		Short: "Run a failover drill (DC outage, partition, slow DC, node crash, rolling restart) and judge it",
+		Long: `Run a failover drill against a cluster: a baseline, the fault induced, held,
+healed, then verified, while clients in every datacenter run a LOCAL_QUORUM
+workload, QUORUM and EACH_QUORUM probes, and a set workload whose
+acknowledged elements must all be there at the end. The drill prints its
+abort criteria first, and at the end a report and PASS or FAIL (exit status
+0 or 1).
+
+  meridian drill dc-outage --local --dcs 3                 # a fresh 9-process cluster, dc3 cut off
+  meridian drill dc-partition --between dc1,dc2 --local
+  meridian drill slow-dc --dc dc2 --delay 50ms --local
+  meridian drill node-crash --node n5 --local              # kill -9, restart after the hold
+  meridian drill rolling-restart --local
+  meridian drill dc-outage --dc dc2 --cluster /tmp/mer/cluster.json --json r.json --html r.html
+
+Faults are injected through the admin API (InjectFault) with a TTL: if the
+drill dies, they expire by themselves on every node. node-crash and
+rolling-restart need --local, where the drill owns the node processes.
+See docs/DRILLS.md.`,
+	}
+	p := cmd.PersistentFlags()
+	p.BoolVar(&f.local, "local", false, "start a local cluster of real 'meridian serve' processes for the drill, and stop it after")
+	p.IntVar(&f.dcs, "dcs", 3, "datacenters of the --local cluster")
+	p.IntVar(&f.nodesPerDC, "nodes-per-dc", 3, "nodes per datacenter of the --local cluster")
+	p.IntVar(&f.partitions, "partitions", 256, "ring partitions of the --local cluster")
+	p.StringVar(&f.dir, "dir", "", "directory of the --local cluster (default: a temporary one, removed after)")
+	p.BoolVar(&f.keep, "keep", false, "keep the --local cluster's directory (node logs, cluster.json)")
+	p.StringVar(&f.clusterFile, "cluster", "", "drill an existing cluster described by a cluster.json ('meridian dev' writes one)")
+	f.sec.bind(p)
+	p.StringVar(&f.cfg.Keyspace, "keyspace", "drill", "keyspace of the workload (created if missing)")
+	p.IntVar(&f.rf, "rf", 3, "replication factor per DC of the keyspace when the drill creates it (at most the DC's nodes)")
+	p.DurationVar(&f.cfg.Durations.Baseline, "baseline", 10*time.Second, "baseline phase: the workload alone")
+	p.DurationVar(&f.cfg.Durations.Hold, "hold", 20*time.Second, "hold phase: the fault in place")
+	p.DurationVar(&f.cfg.Durations.VerifyMin, "verify-min", 5*time.Second, "verify at least this long after the heal")
+	p.DurationVar(&f.cfg.Durations.VerifyTimeout, "verify-timeout", 120*time.Second, "stop verifying this long after the heal even if not converged")
+	p.Float64Var(&f.cfg.Rate, "rate", 50, "LOCAL_QUORUM operations per second per client DC (half reads, half writes)")
+	p.Float64Var(&f.cfg.ProbeRate, "probe-rate", 5, "QUORUM probes, and EACH_QUORUM probes, per second per client DC")
+	p.Float64Var(&f.cfg.SetRate, "set-rate", 5, "set workload read-modify-writes per second per client DC")
+	p.IntVar(&f.cfg.Keys, "keys", 100, "keys of each DC's LOCAL_QUORUM workload")
+	p.IntVar(&f.cfg.SetKeys, "set-keys", 4, "sets the set workload adds to (shared by every DC)")
+	p.DurationVar(&f.cfg.OpTimeout, "op-timeout", 2*time.Second, "deadline of a workload operation")
+	p.DurationVar(&f.cfg.ProbeTimeout, "probe-timeout", 2*time.Second, "deadline of a probe (EACH_QUORUM must fail before it during an outage)")
+	p.DurationVar(&f.cfg.FaultTTL, "fault-ttl", 0, "the fault's TTL: it expires by itself this long after injection if the drill dies (default: hold + 30s)")
+	p.DurationVar(&f.cfg.RestartPause, "pause", 2*time.Second, "rolling-restart: pause between nodes")
+	p.Float64Var(&f.cfg.Criteria.MinLocalAvailability, "min-availability", 99, "criterion: LOCAL_QUORUM availability (%) of each healthy DC's clients over the drill")
+	p.DurationVar(&f.cfg.Criteria.MaxConverge, "max-converge", 120*time.Second, "criterion: converged within this long after the heal")
+	p.DurationVar(&f.cfg.Criteria.MaxRTO, "max-rto", 0, "criterion: every level healthy again within this long after the fault (0: only before the drill ends)")
+	p.StringVar(&f.jsonOut, "json", "", "write the report as JSON to this file")
+	p.StringVar(&f.htmlOut, "html", "", "write a self-contained HTML report with plots to this file")
+
+	scenario := func(name, short string, bind func(*cobra.Command)) *cobra.Command {
+		c := &cobra.Command{
+			Use:   name,
+			Short: short,
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				return runDrill(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), name, f)
+			},
+		}
+		if bind != nil {
+			bind(c)
+		}
+		return c
+	}
+	cmd.AddCommand(
+		scenario(drill.DCOutage, "A whole DC unreachable: partitioned both ways from every other DC", func(c *cobra.Command) {
+			c.Flags().StringVar(&f.dc, "dc", "", "the DC to cut off (default: the last one)")
+		}),
+		scenario(drill.DCPartition, "Two DCs cannot reach each other (both ways); the others reach both", func(c *cobra.Command) {
+			c.Flags().StringVar(&f.between, "between", "", "the two DCs, A,B (default: the first two)")
+		}),
+		scenario(drill.SlowDC, "Calls from the other DCs to one DC are delayed (with jitter)", func(c *cobra.Command) {
+			c.Flags().StringVar(&f.dc, "dc", "", "the slow DC (default: the last one)")
+			c.Flags().DurationVar(&f.delay, "delay", 50*time.Millisecond, "added delay per call")
+			c.Flags().DurationVar(&f.jitter, "jitter", 10*time.Millisecond, "up to this much more, at random")
+		}),
+		scenario(drill.NodeCrash, "kill -9 one node, restart it after the hold (--local only)", func(c *cobra.Command) {
+			c.Flags().StringVar(&f.node, "node", "", "the node to kill (default: the last one)")
+		}),
+		scenario(drill.RollingRestart, "SIGTERM and restart each node in turn, waiting for health (--local only)", nil),
+	)
+	return cmd
+}
+
+// drillScenario builds the scenario from the flags, with defaults taken
+// from the cluster.
+func drillScenario(name string, f drillFlags, t drill.Topology) drill.Scenario {
+	s := drill.Scenario{Name: name, DC: f.dc, Node: f.node, Delay: f.delay, Jitter: f.jitter}
+	dcs := t.DCs()
+	if s.DC == "" && (name == drill.DCOutage || name == drill.SlowDC) && len(dcs) > 0 {
+		s.DC = dcs[len(dcs)-1]
+	}
+	if f.between != "" {
+		for _, dc := range strings.Split(f.between, ",") {
+			s.Between = append(s.Between, strings.TrimSpace(dc))
+		}
+	} else if name == drill.DCPartition && len(dcs) >= 2 {
+		s.Between = []string{dcs[0], dcs[1]}
+	}
+	if s.Node == "" && name == drill.NodeCrash && len(t.Nodes) > 0 {
+		s.Node = t.Nodes[len(t.Nodes)-1].ID
+	}
+	return s
+}
+
+func runDrill(ctx context.Context, out, errOut io.Writer, name string, f drillFlags) error {
+	if f.local == (f.clusterFile != "") {
+		return errors.New("say which cluster to drill: --local (start one) or --cluster cluster.json (an existing one)")
+	}
+	if f.local && name != drill.NodeCrash && name != drill.RollingRestart && f.dcs < 2 {
+		return fmt.Errorf("%s needs at least two datacenters: use --dcs 2 or more", name)
+	}
+	f.cfg.Log = errOut
+	var target drill.Target
+	var local *drill.Local
+	if f.local {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("find this binary to run the nodes: %w", err)
+		}
+		dir := f.dir
+		if dir == "" {
+			if dir, err = os.MkdirTemp("", "meridian-drill-"); err != nil {
+				return err
+			}
+			if !f.keep {
+				defer os.RemoveAll(dir)
+			}
+		}
+		local, err = drill.StartLocal(ctx, drill.LocalSpec{Binary: exe, Dir: dir, DCs: f.dcs, NodesPerDC: f.nodesPerDC,
+			Partitions: f.partitions, Log: errOut})
+		if err != nil {
+			return fmt.Errorf("start the local cluster: %w", err)
+		}
+		defer func() {
+			fmt.Fprintln(errOut, "stopping the local cluster ...")
+			if err := local.Close(); err != nil {
+				fmt.Fprintf(errOut, "stopping the local cluster: %v\n", err)
+			}
+			if f.keep || f.dir != "" {
+				fmt.Fprintf(errOut, "node logs and cluster.json are in %s\n", dir)
+			}
+		}()
+		target = local.Target()
+	} else {
+		cf, err := node.ReadClusterFile(f.clusterFile)
+		if err != nil {
+			return fmt.Errorf("--cluster: %w", err)
+		}
+		f.sec.fromCluster(cf)
+		opts, err := f.sec.options()
+		if err != nil {
+			return err
+		}
+		target = drill.Target{Name: "cluster " + f.clusterFile, DialOptions: opts}
+		for _, n := range cf.Nodes {
+			target.Nodes = append(target.Nodes, drill.TargetNode{ID: n.ID, DC: n.DC, GRPCAddr: n.GRPCAddr, AdminAddr: n.AdminAddr})
+		}
+	}
+	env, closeEnv, err := drill.Connect(ctx, target, f.cfg.Keyspace, f.rf)
+	if err != nil {
+		return err
+	}
+	defer closeEnv()
+	if local != nil {
+		env.Procs = local
+	}
+	f.cfg.Scenario = drillScenario(name, f, env.Topology)
+	report, err := drill.Run(ctx, f.cfg, env)
+	if err != nil {
+		return fmt.Errorf("drill %s: %w", name, err)
+	}
+	fmt.Fprintln(out)
+	if err := report.WriteTable(out); err != nil {
+		return err
+	}
+	for _, o := range []struct {
+		path  string
+		write func(io.Writer) error
+	}{{f.jsonOut, report.WriteJSON}, {f.htmlOut, report.WriteHTML}} {
+		if o.path == "" {
+			continue
+		}
+		if err := writeFile(o.path, o.write); err != nil {
+			return err
+		}
+		fmt.Fprintf(errOut, "wrote %s\n", o.path)
+	}
+	if !report.Pass {
+		var failed []string
+		for _, v := range report.Criteria {
+			if !v.Pass {
+				failed = append(failed, v.Name)
+			}
+		}
+		return fmt.Errorf("drill %s FAILED: %s (see the report above; node logs with --local --keep)", name, strings.Join(failed, "; "))
+	}
+	return nil
+}
+
+func writeFile(path string, write func(io.Writer) error) error {
+	file, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := write(file); err != nil {
+		file.Close()
+		return err
+	}
+	return file.Close()
+}
