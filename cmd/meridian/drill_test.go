@@ -1,0 +1,188 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/drill"
+)
+
+// TestDrillDCOutageWithProcesses runs `meridian drill dc-outage --local
+// --dcs 3` with short phases: three real serve processes, dc3 cut off from
+// the others for the hold. The drill must pass, and its JSON report must
+// show no acknowledged write lost, LOCAL_QUORUM available to dc1's and
+// dc2's clients throughout the outage, EACH_QUORUM failing with
+// UNAVAILABLE within its deadline (not hanging), and convergence after the
+// heal.
+func TestDrillDCOutageWithProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs a drill on real processes")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "report.json")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "drill", "dc-outage", "--local", "--dcs", "3", "--nodes-per-dc", "1",
+		"--baseline", "3s", "--hold", "3s", "--verify-min", "3s", "--verify-timeout", "60s",
+		"--dir", filepath.Join(dir, "cluster"), "--json", out, "--html", filepath.Join(dir, "report.html"))
+	output, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("meridian drill dc-outage: %v\n%s", err, output)
+	}
+	r, err := drill.ReadJSON(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Pass {
+		t.Errorf("the drill failed:\n%s", output)
+	}
+	w := r.Summary.Writes
+	if !w.Checked || w.Acked == 0 || w.Lost != 0 || w.ReplicaMissing() != 0 {
+		t.Errorf("set workload %+v: want acknowledged elements, none lost, none missing on a replica", w)
+	}
+	for _, dc := range []string{"dc1", "dc2"} {
+		var hold *drill.PhaseAvailability
+		for i, a := range r.Summary.Availability {
+			if a.Level == drill.LocalQuorum && a.DC == dc && a.Phase == drill.Hold {
+				hold = &r.Summary.Availability[i]
+			}
+		}
+		if hold == nil || hold.Total == 0 || hold.Percent < 99 {
+			t.Errorf("LOCAL_QUORUM from %s during the outage: %+v, want ≥ 99%%", dc, hold)
+		}
+	}
+	eq := r.Summary.EachQuorumHold
+	if eq == nil || eq.Count == 0 || eq.ByCode["UNAVAILABLE"] != eq.Count || eq.MaxLatencyMs >= eq.DeadlineMs {
+		t.Errorf("EACH_QUORUM during the outage: %+v, want every probe UNAVAILABLE within its deadline", eq)
+	}
+	if r.Summary.ConvergeS == nil || *r.Summary.ConvergeS > 120 {
+		t.Errorf("converged after %v s, want within 120 s of the heal", r.Summary.ConvergeS)
+	}
+	if r.Fault == nil || r.Fault.Kind != "partition" || len(r.Fault.AppliedOn) != 3 {
+		t.Errorf("fault %+v: want a partition applied on the 3 nodes", r.Fault)
+	}
+	t.Logf("drill: converged %.1fs after the heal, RTO %v s, %d set elements acknowledged", *r.Summary.ConvergeS, fmtOpt(r.Summary.RTOS), w.Acked)
+}
+
+func fmtOpt(v *float64) any {
+	if v == nil {
+		return "none"
+	}
+	return *v
+}
+
+// TestDrillFaultsExpireWhenTheDrillIsKilled starts a drill against a
+// cluster the test owns, kills the drill with SIGKILL as soon as its fault
+// is in place, and shows that the fault is gone from every node by itself
+// after its TTL (and not before), and that the cluster then serves
+// EACH_QUORUM again.
+func TestDrillFaultsExpireWhenTheDrillIsKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs processes")
+	}
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	local, err := drill.StartLocal(ctx, drill.LocalSpec{Binary: bin, Dir: filepath.Join(dir, "cluster"), DCs: 2, NodesPerDC: 1, Partitions: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	env, closeEnv, err := drill.Connect(ctx, local.Target(), "drill", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeEnv()
+
+	const ttl = 8 * time.Second
+	cmd := exec.Command(bin, "drill", "dc-outage", "--cluster", filepath.Join(dir, "cluster", "cluster.json"),
+		"--baseline", "1s", "--hold", ttl.String(), "--fault-ttl", ttl.String())
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill() }()
+	var injectedAt time.Time
+	var seen []string
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		seen = append(seen, sc.Text())
+		if strings.Contains(sc.Text(), "induce: fault") {
+			injectedAt = time.Now()
+			break
+		}
+	}
+	if injectedAt.IsZero() {
+		t.Fatalf("the drill never injected its fault:\n%s", strings.Join(seen, "\n"))
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var exit *exec.ExitError
+	if err := cmd.Wait(); !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("drill exit: %v, want killed by SIGKILL", err)
+	}
+
+	faults := func() map[string]int {
+		out := map[string]int{}
+		for id, admin := range env.Admin {
+			lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			resp, err := admin.ListFaults(lctx, &adminv1.ListFaultsRequest{LocalOnly: true})
+			cancel()
+			if err != nil {
+				t.Fatalf("list faults on %s: %v", id, err)
+			}
+			for _, nf := range resp.GetNodes() {
+				out[id] += len(nf.GetFaults())
+			}
+		}
+		return out
+	}
+	if got := faults(); got["n1"] != 1 || got["n2"] != 1 {
+		t.Fatalf("faults right after the kill: %v, want the drill's fault on both nodes", got)
+	}
+	for {
+		got := faults()
+		if got["n1"] == 0 && got["n2"] == 0 {
+			break
+		}
+		if time.Since(injectedAt) > ttl+5*time.Second {
+			t.Fatalf("faults %v still there %s after injection (TTL %s)", got, time.Since(injectedAt).Round(time.Millisecond), ttl)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	gone := time.Since(injectedAt)
+	if gone < ttl-2*time.Second {
+		t.Errorf("the fault was gone after %s, before its TTL %s: something other than the expiry removed it", gone, ttl)
+	}
+	t.Logf("fault gone from every node %s after injection (TTL %s)", gone.Round(time.Millisecond), ttl)
+
+	// With the fault gone, the cluster serves EACH_QUORUM again.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := env.KV["dc1"].Put(wctx, []byte("after-expiry"), []byte("x"), nil, kvv1.Level_LEVEL_EACH_QUORUM)
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("EACH_QUORUM write 30s after the fault expired: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
