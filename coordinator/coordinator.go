@@ -449,7 +449,9 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 		go func() {
 			start := c.cfg.Now()
 			set, err := c.readFrom(fctx, t.Node, r)
-			r.trail.add(t.Node, "replica read", outcome(set, err), c.cfg.Now().Sub(start))
+			if r.trail.on() {
+				r.trail.add(t.Node, "replica read", outcome(set, err), c.cfg.Now().Sub(start))
+			}
 			ch <- reply{t: t, set: set, err: err}
 		}()
 	}
@@ -659,7 +661,9 @@ func (c *Coordinator) writeTo(ctx context.Context, t target, r *request, set ver
 // is left to anti-entropy.
 func (c *Coordinator) keepHint(r *request, target string, set version.Set, sync bool) {
 	err := c.storeHint(target, r.loc, r.ks.Name, r.key, set, sync)
-	r.trail.add(c.cfg.NodeID, "kept hint for "+target, errText(err), 0)
+	if r.trail.on() {
+		r.trail.add(c.cfg.NodeID, "kept hint for "+target, errText(err), 0)
+	}
 	if err != nil {
 		c.cfg.Logger.Debug("hint not kept (anti-entropy will repair it)", "target", target, "err", err)
 	}
@@ -909,7 +913,9 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 				c.keepHint(r, down, f.set, f.sync)
 			}
 			endSpan(lspan, err)
-			r.trail.add(c.cfg.NodeID, "coordinator write", outcome(f.set, err), c.cfg.Now().Sub(start))
+			if r.trail.on() {
+				r.trail.add(c.cfg.NodeID, "coordinator write", outcome(f.set, err), c.cfg.Now().Sub(start))
+			}
 			f.ch <- reply{t: self, err: err}
 		}()
 	} else if f.set, err = m.mint(version.Set{}); err != nil {
@@ -1100,11 +1106,13 @@ func (f *fanout) send(t target) {
 	c := f.c
 	start := c.cfg.Now()
 	err := c.writeTo(f.ctx, t, f.r, f.set, f.sync)
-	action := "replica write"
-	if t.hintFor != "" {
-		action = "hinted write for " + t.hintFor
+	if f.r.trail.on() {
+		action := "replica write"
+		if t.hintFor != "" {
+			action = "hinted write for " + t.hintFor
+		}
+		f.r.trail.add(t.Node, action, errText(err), c.cfg.Now().Sub(start))
 	}
-	f.r.trail.add(t.Node, action, errText(err), c.cfg.Now().Sub(start))
 	if err != nil {
 		f.mu.Lock()
 		hinted, act := f.plan.afterFailure(t, !unreachable(err))
@@ -1116,7 +1124,9 @@ func (f *fanout) send(t target) {
 		case failToFallback:
 			start = c.cfg.Now()
 			herr := c.writeTo(f.ctx, hinted, f.r, f.set, f.sync)
-			f.r.trail.add(hinted.Node, "hinted write for "+t.Node, errText(herr), c.cfg.Now().Sub(start))
+			if f.r.trail.on() {
+				f.r.trail.add(hinted.Node, "hinted write for "+t.Node, errText(herr), c.cfg.Now().Sub(start))
+			}
 			if herr == nil {
 				f.ch <- reply{t: hinted, err: nil, replaced: t}
 				return

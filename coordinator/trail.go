@@ -25,6 +25,10 @@ func newTrail(on bool, now func() time.Time) *trail {
 	return &trail{now: now, start: now()}
 }
 
+// on reports whether the trail records anything (explain was asked for):
+// callers build costly details only then.
+func (t *trail) on() bool { return t != nil }
+
 // add records that node did action with the given outcome, taking d (which
 // ended now).
 func (t *trail) add(node, action, detail string, d time.Duration) {
