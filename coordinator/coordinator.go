@@ -220,9 +220,11 @@ type Coordinator struct {
 	cfg    Config
 	hlc    *HLC
 	tracer trace.Tracer
-	obs    Observer
-	seal   *sealer
-	reqIDs *requestIDs
+	// noTracer: tracer is the no-op one (tracing off).
+	noTracer bool
+	obs      Observer
+	seal     *sealer
+	reqIDs   *requestIDs
 	// skewWarn and siblingWarn rate-limit their log lines separately.
 	skewWarn, siblingWarn warnLimiter
 
@@ -257,7 +259,8 @@ func New(cfg Config) (*Coordinator, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Coordinator{cfg: cfg, hlc: NewHLC(cfg.Now), tracer: cfg.Tracer, obs: cfg.Observer, seal: seal,
+	_, noTracer := cfg.Tracer.(nooptrace.Tracer)
+	return &Coordinator{cfg: cfg, hlc: NewHLC(cfg.Now), tracer: cfg.Tracer, noTracer: noTracer, obs: cfg.Observer, seal: seal,
 		reqIDs:   newRequestIDs(cfg.MaxRequestIDs, cfg.RequestIDWindow),
 		inflight: newLimiter(cfg.MaxInFlight, max(1, cfg.MaxInFlight/8), cfg.MaxInFlight, cfg.ShedAfter),
 		bgSlots:  newAdmitter(cfg.MaxBackground, 0),
@@ -402,7 +405,9 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 	if err != nil {
 		return nil, err
 	}
-	span.SetAttributes(attrN.Int(r.need.N), attrR.Int(r.need.Count()), attrPartition.Int(r.loc.Partition))
+	if span.IsRecording() {
+		span.SetAttributes(attrN.Int(r.need.N), attrR.Int(r.need.Count()), attrPartition.Int(r.loc.Partition))
+	}
 	r.trail = newTrail(req.GetExplain(), c.cfg.Now)
 	ctx, cancel := c.deadline(ctx)
 	defer cancel()
@@ -499,7 +504,9 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 		}
 	}
 	c.finishRead(fctx, fcancel, r, ch, len(targets)-len(got), got, merged)
-	span.SetAttributes(attrContacted.Int(len(targets)), attrAnswered.Int(tl.acks), attrFailed.Int(len(got)-tl.acks), attrSiblings.Int(len(merged.Siblings)))
+	if span.IsRecording() {
+		span.SetAttributes(attrContacted.Int(len(targets)), attrAnswered.Int(tl.acks), attrFailed.Int(len(got)-tl.acks), attrSiblings.Int(len(merged.Siblings)))
+	}
 	c.obs.SiblingsReturned(len(merged.Siblings))
 
 	if r.ks.Conflict == membership.ConflictLWW {
@@ -636,7 +643,8 @@ func (c *Coordinator) dcOf(node string) string {
 // writeTo merges a set into one replica (or stores it as a hint on a
 // fallback), locally when the target is this node.
 func (c *Coordinator) writeTo(ctx context.Context, t target, r *request, set version.Set, sync bool) (err error) {
-	attrs := []attribute.KeyValue{attrSync.Bool(sync)}
+	attrs := make([]attribute.KeyValue, 1, 2) // on the stack: replicaSpan copies it
+	attrs[0] = attrSync.Bool(sync)
 	if t.hintFor != "" {
 		attrs = append(attrs, attrHintFor.String(t.hintFor))
 	}
@@ -758,7 +766,9 @@ func (c *Coordinator) write(ctx context.Context, span trace.Span, req *kvv1.PutR
 	if err != nil {
 		return nil, err
 	}
-	span.SetAttributes(attrN.Int(r.need.N), attrW.Int(r.need.Count()), attrPartition.Int(r.loc.Partition))
+	if span.IsRecording() {
+		span.SetAttributes(attrN.Int(r.need.N), attrW.Int(r.need.Count()), attrPartition.Int(r.loc.Partition))
+	}
 	if !o.tombstone && len(req.GetValue()) > c.cfg.MaxValueSize {
 		return nil, invalidf("value is %d bytes, over the %d-byte limit: split it or raise max-value-size", len(req.GetValue()), c.cfg.MaxValueSize)
 	}
@@ -966,7 +976,9 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 		c.bg.Add(1)
 		go func() { defer c.bg.Done(); drain() }()
 	}
-	span.SetAttributes(attrContacted.Int(p.asked()), attrAnswered.Int(p.tally.acks), attrFailed.Int(failed(got)))
+	if span.IsRecording() {
+		span.SetAttributes(attrContacted.Int(p.asked()), attrAnswered.Int(p.tally.acks), attrFailed.Int(failed(got)))
+	}
 	if werr != nil {
 		return nil, werr
 	}

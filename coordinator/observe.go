@@ -85,8 +85,15 @@ func (c *Coordinator) observe(ctx context.Context, name string, op Op, keyspace 
 		return err
 	}
 	defer func() { release(err == nil) }()
-	ctx, span := c.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal),
-		trace.WithAttributes(attrKeyspace.String(orDefault(keyspace)), attrLevel.String(level)))
+	var span trace.Span
+	if parent := trace.SpanFromContext(ctx); c.noTracer && !parent.IsRecording() {
+		// The no-op tracer would hand back the context's non-recording
+		// span: skip building the options it ignores.
+		span = parent
+	} else {
+		ctx, span = c.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal),
+			trace.WithAttributes(attrKeyspace.String(orDefault(keyspace)), attrLevel.String(level)))
+	}
 	err = fn(ctx, span)
 	outcome := status.Code(err).String()
 	if err != nil {
@@ -107,12 +114,16 @@ func orDefault(ks string) string {
 // replicaSpan starts a span for one replica operation (local or remote).
 // When the request is not being recorded (tracing off, or not sampled) it
 // starts nothing and returns the request's own non-recording span, whose
-// End is a no-op: the request path then pays nothing for tracing.
+// End is a no-op: the request path then pays nothing for tracing. attrs is
+// only read (copied when recording), so the caller's slice stays on its
+// stack.
 func (c *Coordinator) replicaSpan(ctx context.Context, name, node string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
 	if parent := trace.SpanFromContext(ctx); !parent.IsRecording() {
 		return ctx, parent
 	}
-	return c.tracer.Start(ctx, name, trace.WithAttributes(append(attrs, attrNode.String(node))...))
+	all := make([]attribute.KeyValue, 0, len(attrs)+1)
+	all = append(append(all, attrs...), attrNode.String(node))
+	return c.tracer.Start(ctx, name, trace.WithAttributes(all...))
 }
 
 func endSpan(span trace.Span, err error) {
