@@ -557,8 +557,9 @@ func (c *Coordinator) finishRead(fctx context.Context, fcancel context.CancelFun
 		rctx, span := c.tracer.Start(trace.ContextWithSpanContext(fctx, trace.SpanContext{}), "meridian.read_repair",
 			trace.WithLinks(link), trace.WithAttributes(attrKeyspace.String(r.ks.Name)))
 		repaired := 0
+		enc := merged.Encode()
 		for _, rp := range stale {
-			err := c.writeTo(rctx, rp.t, r, merged, true)
+			err := c.writeTo(rctx, rp.t, r, merged, enc, true)
 			c.cfg.Logger.DebugContext(rctx, "read repair", "replica", rp.t.Node, "keyspace", r.ks.Name, "err", err)
 			if err == nil {
 				repaired++
@@ -641,8 +642,9 @@ func (c *Coordinator) dcOf(node string) string {
 }
 
 // writeTo merges a set into one replica (or stores it as a hint on a
-// fallback), locally when the target is this node.
-func (c *Coordinator) writeTo(ctx context.Context, t target, r *request, set version.Set, sync bool) (err error) {
+// fallback), locally when the target is this node. enc is the set's
+// encoding, made once for every replica a set goes to.
+func (c *Coordinator) writeTo(ctx context.Context, t target, r *request, set version.Set, enc []byte, sync bool) (err error) {
 	attrs := make([]attribute.KeyValue, 1, 2) // on the stack: replicaSpan copies it
 	attrs[0] = attrSync.Bool(sync)
 	if t.hintFor != "" {
@@ -658,7 +660,7 @@ func (c *Coordinator) writeTo(ctx context.Context, t target, r *request, set ver
 	}
 	start := time.Now()
 	err = c.cfg.Peers.Write(ctx, t.Node, &internalv1.WriteRequest{
-		Keyspace: r.ks.Name, Key: r.key, Set: set.Encode(), Sync: sync, HintFor: t.hintFor,
+		Keyspace: r.ks.Name, Key: r.key, Set: enc, Sync: sync, HintFor: t.hintFor,
 	})
 	c.obs.ReplicaCall("write", t.DC, status.Code(err).String(), time.Since(start))
 	return err
@@ -901,13 +903,10 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 		// (If this node crashes before its fsync, its next start is a new
 		// incarnation, so the dot it minted is never minted again.)
 		_, lspan := c.replicaSpan(ctx, "meridian.replica.write", c.cfg.NodeID, attrSync.Bool(f.sync))
-		var wait func() error
-		if f.sync {
-			f.set, wait, err = c.cfg.Store.UpdateNoSyncWait(r.loc, r.key, m.mint)
-		} else {
-			f.set, err = c.cfg.Store.Update(r.loc, r.key, false, m.mint)
-			wait = func() error { return nil }
-		}
+		// The encoding stored is the one sent on (nil when nothing new
+		// was stored: encoded below).
+		w, wait, err := c.cfg.Store.UpdateEncoded(r.loc, r.key, f.sync, m.mint)
+		f.set, f.enc = w.Set, w.Encoded
 		if err != nil {
 			endSpan(lspan, err)
 			fcancel()
@@ -947,6 +946,9 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 		}
 	}
 
+	if f.enc == nil && len(p.targets)+len(p.extras) > 0 {
+		f.enc = f.set.Encode()
+	}
 	// The bytes this write's replica calls hold until they all answer:
 	// counted against MaxBackgroundBytes (admission sheds writes past it).
 	held := int64(f.set.EncodedSize()) * int64(len(p.targets)+len(p.extras))
@@ -1089,6 +1091,7 @@ type fanout struct {
 	r    *request
 	plan *writePlan
 	set  version.Set
+	enc  []byte // set's encoding, shared by every target's request
 	sync bool
 	ch   chan reply
 	// mu serializes plan.afterFailure (it marks fallbacks used).
@@ -1098,7 +1101,7 @@ type fanout struct {
 // sendExtra writes to a pending replica; one that misses the write gets a
 // kept hint.
 func (f *fanout) sendExtra(t target) {
-	err := f.c.writeTo(f.ctx, t, f.r, f.set, f.sync)
+	err := f.c.writeTo(f.ctx, t, f.r, f.set, f.enc, f.sync)
 	f.r.trail.add(t.Node, "pending replica write", errText(err), 0)
 	if err != nil {
 		f.mu.Lock()
@@ -1117,7 +1120,7 @@ func (f *fanout) sendExtra(t target) {
 func (f *fanout) send(t target) {
 	c := f.c
 	start := c.cfg.Now()
-	err := c.writeTo(f.ctx, t, f.r, f.set, f.sync)
+	err := c.writeTo(f.ctx, t, f.r, f.set, f.enc, f.sync)
 	if f.r.trail.on() {
 		action := "replica write"
 		if t.hintFor != "" {
@@ -1135,7 +1138,7 @@ func (f *fanout) send(t target) {
 			c.keepHint(f.r, t.Node, f.set, f.sync)
 		case failToFallback:
 			start = c.cfg.Now()
-			herr := c.writeTo(f.ctx, hinted, f.r, f.set, f.sync)
+			herr := c.writeTo(f.ctx, hinted, f.r, f.set, f.enc, f.sync)
 			if f.r.trail.on() {
 				f.r.trail.add(hinted.Node, "hinted write for "+t.Node, errText(herr), c.cfg.Now().Sub(start))
 			}

@@ -127,7 +127,7 @@ func (s *Store) Update(loc Loc, key []byte, sync bool, fn func(cur version.Set) 
 }
 
 func (s *Store) update(k []byte, loc Loc, key []byte, sync bool, fn func(cur version.Set) (version.Set, error)) (version.Set, error) {
-	next, wait, err := s.apply(k, loc, key, sync, fn)
+	next, _, wait, err := s.apply(k, loc, key, sync, fn)
 	if err != nil {
 		return version.Set{}, err
 	}
@@ -142,10 +142,27 @@ func (s *Store) update(k []byte, loc Loc, key []byte, sync bool, fn func(cur ver
 // replicas meanwhile, and must call wait (which returns once the local copy
 // is durable) before counting this replica's acknowledgement.
 func (s *Store) UpdateNoSyncWait(loc Loc, key []byte, fn func(cur version.Set) (version.Set, error)) (version.Set, func() error, error) {
+	w, wait, err := s.UpdateEncoded(loc, key, true, fn)
+	return w.Set, wait, err
+}
+
+// Written is what a read-modify-write stored.
+type Written struct {
+	Set version.Set
+	// Encoded is Set's encoding as written to the engine, nil when the
+	// update stored nothing new. It is shared: never modify it.
+	Encoded []byte
+}
+
+// UpdateEncoded is Update without sync, or UpdateNoSyncWait with sync (wait
+// is a no-op without), that also returns the encoding it stored: a caller
+// sending the new set on need not encode it again.
+func (s *Store) UpdateEncoded(loc Loc, key []byte, sync bool, fn func(cur version.Set) (version.Set, error)) (Written, func() error, error) {
 	if len(key) > MaxKeyLen {
-		return version.Set{}, nil, ErrKeyTooLong
+		return Written{}, nil, ErrKeyTooLong
 	}
-	return s.apply(DataKey(loc, key), loc, key, true, fn)
+	next, enc, wait, err := s.apply(DataKey(loc, key), loc, key, sync, fn)
+	return Written{Set: next, Encoded: enc}, wait, err
 }
 
 func noWait() error { return nil }
@@ -156,29 +173,29 @@ func noWait() error { return nil }
 // writes to a hot key share fsyncs (group commit) instead of queueing one
 // fsync each. The WAL is sequential: a later write's sync covers every
 // earlier one.
-func (s *Store) apply(k []byte, loc Loc, key []byte, sync bool, fn func(cur version.Set) (version.Set, error)) (version.Set, func() error, error) {
+func (s *Store) apply(k []byte, loc Loc, key []byte, sync bool, fn func(cur version.Set) (version.Set, error)) (version.Set, []byte, func() error, error) {
 	h := xxhash.Sum64(key)
 	mu := &s.locks[stripeOf(loc.Keyspace, h)]
 	mu.Lock()
 	cur, err := s.read(k)
 	if err != nil {
 		mu.Unlock()
-		return version.Set{}, nil, err
+		return version.Set{}, nil, nil, err
 	}
 	next, err := fn(cur)
 	if err != nil {
 		mu.Unlock()
-		return version.Set{}, nil, err
+		return version.Set{}, nil, nil, err
 	}
 	if next.Equal(cur) {
 		mu.Unlock()
 		if !sync {
-			return cur, noWait, nil
+			return cur, nil, noWait, nil
 		}
 		// Nothing to write, but the stored content may itself be unsynced
 		// (an earlier write without sync, or a durable one whose fsync is
 		// still running): acknowledge it durable only after a WAL barrier.
-		return cur, func() error {
+		return cur, nil, func() error {
 			if err := s.eng.SyncWAL(); err != nil {
 				return fmt.Errorf("replica: sync: %w", err)
 			}
@@ -186,19 +203,20 @@ func (s *Store) apply(k []byte, loc Loc, key []byte, sync bool, fn func(cur vers
 		}, nil
 	}
 	b := s.eng.NewBatch()
-	b.Set(k, next.Encode())
+	enc := next.Encode()
+	b.Set(k, enc) // the batch copies it: enc is the caller's to share
 	// A durable write is committed without waiting for its fsync (see
 	// above); commitData keeps the partition's Merkle tree exact.
 	wait, err := s.commitData(b, loc, h, cur, next, sync, sync)
 	mu.Unlock()
 	b.Close()
 	if err != nil {
-		return version.Set{}, nil, fmt.Errorf("replica: write: %w", err)
+		return version.Set{}, nil, nil, fmt.Errorf("replica: write: %w", err)
 	}
 	if !sync {
-		return next, noWait, nil
+		return next, enc, noWait, nil
 	}
-	return next, func() error {
+	return next, enc, func() error {
 		if err := wait(); err != nil {
 			return fmt.Errorf("replica: sync: %w", err)
 		}
