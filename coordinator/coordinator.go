@@ -590,7 +590,7 @@ func (c *Coordinator) readFrom(ctx context.Context, node string, r *request) (se
 	if err != nil {
 		return version.Set{}, err
 	}
-	return version.DecodeSet(resp.GetSet())
+	return version.DecodeSetShared(resp.GetSet()) // the response's own bytes
 }
 
 // pickReads orders the live replicas (this node, then the need's local DC,

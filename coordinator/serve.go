@@ -58,7 +58,7 @@ func (c *Coordinator) ServeWrite(ctx context.Context, req *internalv1.WriteReque
 	if err != nil {
 		return nil, err
 	}
-	set, err := version.DecodeSet(req.GetSet())
+	set, err := version.DecodeSetShared(req.GetSet()) // the request's own bytes
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "sibling set: %v", err)
 	}

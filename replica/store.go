@@ -109,7 +109,7 @@ func (s *Store) read(k []byte) (version.Set, error) {
 	if err != nil {
 		return version.Set{}, fmt.Errorf("replica: read: %w", err)
 	}
-	set, err := version.DecodeSet(raw)
+	set, err := version.DecodeSetShared(raw) // Get returned a copy: ours
 	if err != nil {
 		return version.Set{}, fmt.Errorf("replica: decode stored set: %w", err)
 	}

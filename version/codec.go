@@ -141,14 +141,21 @@ func (s Set) AppendEncode(dst []byte) []byte {
 // DecodeSet parses Encode's output. Empty input is the empty set. It checks
 // the invariants (sorted unique entries and dots, dots covered by the clock)
 // so corrupted bytes are rejected rather than merged.
-func DecodeSet(b []byte) (Set, error) {
+func DecodeSet(b []byte) (Set, error) { return decodeSet(b, false) }
+
+// DecodeSetShared is DecodeSet without copying values and request IDs: they
+// alias b. For a buffer the caller owns outright (a copy read from an
+// engine, a decoded message) and never modifies while the set is in use.
+func DecodeSetShared(b []byte) (Set, error) { return decodeSet(b, true) }
+
+func decodeSet(b []byte, share bool) (Set, error) {
 	if len(b) == 0 {
 		return Set{}, nil
 	}
 	if b[0] != formatV1 {
 		return Set{}, fmt.Errorf("%w: unknown set format %d", ErrMalformed, b[0])
 	}
-	d := decoder{b: b[1:]}
+	d := decoder{b: b[1:], share: share}
 	s := Set{Clock: d.clock()}
 	n := d.uvarint()
 	if len(b) > MaxSetBytes {
@@ -219,6 +226,8 @@ func appendString(b []byte, s string) []byte {
 type decoder struct {
 	b   []byte
 	err error
+	// share: bytes() aliases b instead of copying.
+	share bool
 }
 
 func (d *decoder) fail(format string, args ...any) {
@@ -285,8 +294,13 @@ func (d *decoder) bytes() []byte {
 		d.fail("length %d beyond the %d bytes left", n, len(d.b))
 		return nil
 	}
-	out := make([]byte, n)
-	copy(out, d.b[:n])
+	var out []byte
+	if d.share {
+		out = d.b[:n:n] // capped: an append to it never overwrites what follows
+	} else {
+		out = make([]byte, n)
+		copy(out, d.b[:n])
+	}
 	d.b = d.b[n:]
 	return out
 }

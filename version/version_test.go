@@ -389,9 +389,26 @@ func FuzzDecodeSet(f *testing.F) {
 	s, _ = s.Put(Clock{}, "n1", val("a"), 1)
 	s, _ = s.Put(Clock{}, "n2", Value{Tombstone: true}, 2)
 	f.Add(s.Encode())
+	s, _ = s.Put(s.Context(), "n1", Value{Bytes: []byte("b"), RequestID: []byte("req-1")}, 3)
+	f.Add(s.Encode())
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		set, err := DecodeSet(b)
+		// The shared decoder accepts exactly the same input and decodes
+		// the same set; appending to a value it hands out never writes
+		// into the rest of the input.
+		orig := bytes.Clone(b)
+		shared, serr := DecodeSetShared(b)
+		if (err == nil) != (serr == nil) || err == nil && !shared.Equal(set) {
+			t.Fatalf("DecodeSet: %v; DecodeSetShared: %v (equal %v)", err, serr, shared.Equal(set))
+		}
+		for _, sib := range shared.Siblings {
+			_ = append(sib.Value.Bytes, 0xee)
+			_ = append(sib.Value.RequestID, 0xee)
+		}
+		if !bytes.Equal(b, orig) {
+			t.Fatal("an append to a shared value wrote into the input")
+		}
 		if err != nil {
 			return
 		}
