@@ -905,7 +905,7 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 		_, lspan := c.replicaSpan(ctx, "meridian.replica.write", c.cfg.NodeID, attrSync.Bool(f.sync))
 		// The encoding stored is the one sent on (nil when nothing new
 		// was stored: encoded below).
-		w, wait, err := c.cfg.Store.UpdateEncoded(r.loc, r.key, f.sync, m.mint)
+		w, err := c.cfg.Store.UpdateEncoded(r.loc, r.key, f.sync, m.mint)
 		f.set, f.enc = w.Set, w.Encoded
 		if err != nil {
 			endSpan(lspan, err)
@@ -917,7 +917,7 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 		}
 		self := target{Replica: placement.Replica{Node: c.cfg.NodeID, DC: c.cfg.DC}}
 		go func() {
-			err := wait()
+			err := w.Wait()
 			for _, down := range p.keep {
 				c.keepHint(r, down, f.set, f.sync)
 			}

@@ -127,14 +127,14 @@ func (s *Store) Update(loc Loc, key []byte, sync bool, fn func(cur version.Set) 
 }
 
 func (s *Store) update(k []byte, loc Loc, key []byte, sync bool, fn func(cur version.Set) (version.Set, error)) (version.Set, error) {
-	next, _, wait, err := s.apply(k, loc, key, sync, fn)
+	w, err := s.apply(k, loc, key, sync, fn)
 	if err != nil {
 		return version.Set{}, err
 	}
-	if err := wait(); err != nil {
+	if err := w.Wait(); err != nil {
 		return version.Set{}, err
 	}
-	return next, nil
+	return w.Set, nil
 }
 
 // UpdateNoSyncWait is Update for a durable write that returns once the new
@@ -142,65 +142,80 @@ func (s *Store) update(k []byte, loc Loc, key []byte, sync bool, fn func(cur ver
 // replicas meanwhile, and must call wait (which returns once the local copy
 // is durable) before counting this replica's acknowledgement.
 func (s *Store) UpdateNoSyncWait(loc Loc, key []byte, fn func(cur version.Set) (version.Set, error)) (version.Set, func() error, error) {
-	w, wait, err := s.UpdateEncoded(loc, key, true, fn)
-	return w.Set, wait, err
+	w, err := s.UpdateEncoded(loc, key, true, fn)
+	if err != nil {
+		return version.Set{}, nil, err
+	}
+	return w.Set, w.Wait, nil
 }
 
-// Written is what a read-modify-write stored.
+// Written is what a read-modify-write stored, and its pending fsync.
 type Written struct {
 	Set version.Set
 	// Encoded is Set's encoding as written to the engine, nil when the
 	// update stored nothing new. It is shared: never modify it.
 	Encoded []byte
+	// fsync is the durable write's fsync still running (nil: none);
+	// barrier: nothing was written, but what is stored may be unsynced.
+	fsync   func() error
+	barrier bool
+	s       *Store
 }
 
-// UpdateEncoded is Update without sync, or UpdateNoSyncWait with sync (wait
-// is a no-op without), that also returns the encoding it stored: a caller
-// sending the new set on need not encode it again.
-func (s *Store) UpdateEncoded(loc Loc, key []byte, sync bool, fn func(cur version.Set) (version.Set, error)) (Written, func() error, error) {
-	if len(key) > MaxKeyLen {
-		return Written{}, nil, ErrKeyTooLong
+// Wait returns once the write is durable: at once for a write without
+// sync. Acknowledge nothing before it returns nil.
+func (w Written) Wait() error {
+	var err error
+	switch {
+	case w.fsync != nil:
+		err = w.fsync()
+	case w.barrier:
+		err = w.s.eng.SyncWAL()
 	}
-	next, enc, wait, err := s.apply(DataKey(loc, key), loc, key, sync, fn)
-	return Written{Set: next, Encoded: enc}, wait, err
+	if err != nil {
+		return fmt.Errorf("replica: sync: %w", err)
+	}
+	return nil
+}
+
+// UpdateEncoded is Update without sync, or UpdateNoSyncWait with sync (then
+// call Wait before acknowledging), that also returns the encoding it
+// stored: a caller sending the new set on need not encode it again.
+func (s *Store) UpdateEncoded(loc Loc, key []byte, sync bool, fn func(cur version.Set) (version.Set, error)) (Written, error) {
+	if len(key) > MaxKeyLen {
+		return Written{}, ErrKeyTooLong
+	}
+	return s.apply(DataKey(loc, key), loc, key, sync, fn)
 }
 
 func noWait() error { return nil }
 
 // apply runs the read-modify-write under the key's lock. A durable write
 // becomes visible under the lock, so the next read-modify-write of this key
-// builds on it, but its fsync is waited for outside the lock (in wait), so
+// builds on it, but its fsync is waited for outside the lock (in Wait), so
 // writes to a hot key share fsyncs (group commit) instead of queueing one
 // fsync each. The WAL is sequential: a later write's sync covers every
 // earlier one.
-func (s *Store) apply(k []byte, loc Loc, key []byte, sync bool, fn func(cur version.Set) (version.Set, error)) (version.Set, []byte, func() error, error) {
+func (s *Store) apply(k []byte, loc Loc, key []byte, sync bool, fn func(cur version.Set) (version.Set, error)) (Written, error) {
 	h := xxhash.Sum64(key)
 	mu := &s.locks[stripeOf(loc.Keyspace, h)]
 	mu.Lock()
 	cur, err := s.read(k)
 	if err != nil {
 		mu.Unlock()
-		return version.Set{}, nil, nil, err
+		return Written{}, err
 	}
 	next, err := fn(cur)
 	if err != nil {
 		mu.Unlock()
-		return version.Set{}, nil, nil, err
+		return Written{}, err
 	}
 	if next.Equal(cur) {
 		mu.Unlock()
-		if !sync {
-			return cur, nil, noWait, nil
-		}
 		// Nothing to write, but the stored content may itself be unsynced
 		// (an earlier write without sync, or a durable one whose fsync is
 		// still running): acknowledge it durable only after a WAL barrier.
-		return cur, nil, func() error {
-			if err := s.eng.SyncWAL(); err != nil {
-				return fmt.Errorf("replica: sync: %w", err)
-			}
-			return nil
-		}, nil
+		return Written{Set: cur, barrier: sync, s: s}, nil
 	}
 	b := s.eng.NewBatch()
 	enc := next.Encode()
@@ -211,17 +226,13 @@ func (s *Store) apply(k []byte, loc Loc, key []byte, sync bool, fn func(cur vers
 	mu.Unlock()
 	b.Close()
 	if err != nil {
-		return version.Set{}, nil, nil, fmt.Errorf("replica: write: %w", err)
+		return Written{}, fmt.Errorf("replica: write: %w", err)
 	}
-	if !sync {
-		return next, enc, noWait, nil
+	w := Written{Set: next, Encoded: enc, s: s}
+	if sync {
+		w.fsync = wait
 	}
-	return next, enc, func() error {
-		if err := wait(); err != nil {
-			return fmt.Errorf("replica: sync: %w", err)
-		}
-		return nil
-	}, nil
+	return w, nil
 }
 
 // Merge merges an incoming sibling set (from another replica) into the
