@@ -219,6 +219,9 @@ func (r *Report) decorate(c *chart) {
 		}
 		c.marks = append(c.marks, band{from: p.StartS, label: string(p.Phase)})
 	}
+	if r.LoadEndS > 0 && r.LoadEndS < r.EndS-0.5 {
+		c.marks = append(c.marks, band{from: r.LoadEndS, label: "workload stopped"})
+	}
 }
 
 func (r *Report) availabilityChart(filter func(AvailabilitySeries) (string, bool)) string {

@@ -147,6 +147,13 @@ type Input struct {
 	// ProbeTimeout is the deadline of every probe (EACH_QUORUM must fail
 	// before it).
 	ProbeTimeout time.Duration
+	// LoadEnd is when the workload stopped (zero: at the timeline's end).
+	// The drill stops it once every level is healthy again, so that the
+	// last repair rounds compare replicas no write is racing; health is
+	// judged only up to it.
+	LoadEnd time.Duration
+	// ErrorExamples are the first error messages per "LEVEL CODE".
+	ErrorExamples map[string][]string
 }
 
 // Counts is how many operations started in a window, and how many of
@@ -396,7 +403,12 @@ func hintSeries(hints []HintSample, n int) (map[string][]float64, map[string]uin
 // see Evaluate).
 func Analyze(in Input) *Report {
 	end := in.Timeline.End()
-	n, complete := windows(end)
+	n, _ := windows(end)
+	loadEnd := in.LoadEnd
+	if loadEnd <= 0 || loadEnd > end {
+		loadEnd = end
+	}
+	_, complete := windows(loadEnd)
 	dcs := in.Topology.DCs()
 	r := &Report{
 		Scenario:   in.Scenario,
@@ -404,6 +416,7 @@ func Analyze(in Input) *Report {
 		HealthyDCs: in.Scenario.HealthyDCs(in.Topology),
 		Seconds:    n,
 		EndS:       secs(end),
+		LoadEndS:   secs(loadEnd),
 	}
 	for _, sp := range in.Timeline.Spans {
 		r.Phases = append(r.Phases, PhaseSpan{Phase: sp.Phase, StartS: secs(sp.Start), EndS: secs(sp.End)})
@@ -521,6 +534,7 @@ func Analyze(in Input) *Report {
 			MaxLatencyMs: round4(float64(po.MaxLatency) / float64(time.Millisecond)), DeadlineMs: float64(in.ProbeTimeout / time.Millisecond)}
 	}
 	r.Summary.Writes = in.Set
+	r.ErrorExamples = in.ErrorExamples
 	return r
 }
 

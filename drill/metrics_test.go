@@ -232,3 +232,22 @@ func TestRoundClean(t *testing.T) {
 		}
 	}
 }
+
+func TestAnalyzeLoadEnd(t *testing.T) {
+	// The workload stopped at 30s; verify went on to 40s for the repair
+	// rounds. Seconds without load are gaps, not outages.
+	in := outage()
+	in.Timeline.Finish(40 * time.Second)
+	in.LoadEnd = 30 * time.Second
+	r := Analyze(in)
+	if r.Summary.RTOS == nil || *r.Summary.RTOS != 12 || r.LoadEndS != 30 || r.Seconds != 40 {
+		t.Errorf("RTO %s, load end %gs, %d seconds: want 12s, 30s, 40", fmtSecs(r.Summary.RTOS), r.LoadEndS, r.Seconds)
+	}
+	if v := r.Availability[0].Values[35]; v != -1 {
+		t.Errorf("availability after the load stopped = %g, want -1 (nothing measured)", v)
+	}
+	in.LoadEnd = 0 // judged to the end: the quiet seconds would be unhealthy
+	if r := Analyze(in); r.Summary.RTOS != nil {
+		t.Errorf("without LoadEnd: RTO %s, want none", fmtSecs(r.Summary.RTOS))
+	}
+}

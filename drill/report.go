@@ -31,6 +31,9 @@ type Report struct {
 	FaultAtS   *float64    `json:"fault_at_s,omitempty"`
 	HealedAtS  *float64    `json:"healed_at_s,omitempty"`
 	EndS       float64     `json:"end_s"`
+	// LoadEndS is when the workload stopped (availability is measured up
+	// to it; the repair rounds after it run on a quiet cluster).
+	LoadEndS float64 `json:"load_end_s"`
 	// Seconds is the length of every per-second series.
 	Seconds      int                  `json:"seconds"`
 	Availability []AvailabilitySeries `json:"availability"`
@@ -39,8 +42,11 @@ type Report struct {
 	Repair       []RepairSample       `json:"repair"`
 	Rounds       []RoundReport        `json:"repair_rounds"`
 	Summary      Summary              `json:"summary"`
-	Criteria     []Verdict            `json:"criteria"`
-	Pass         bool                 `json:"pass"`
+	// ErrorExamples are the first few error messages clients saw, per
+	// "LEVEL CODE".
+	ErrorExamples map[string][]string `json:"error_examples,omitempty"`
+	Criteria      []Verdict           `json:"criteria"`
+	Pass          bool                `json:"pass"`
 	// Notes are what the drill observed beyond the numbers (a node that
 	// could not be restarted, a fault that had to be cleared node by
 	// node ...).
@@ -225,6 +231,14 @@ func (r *Report) Verdict() string {
 	return "FAIL"
 }
 
+// clip shortens s to at most n runes.
+func clip(s string, n int) string {
+	if r := []rune(s); len(r) > n {
+		return string(r[:n-1]) + "…"
+	}
+	return s
+}
+
 // codeList formats counts by code as "A=1 B=2", sorted by code.
 func codeList(m map[string]int) string {
 	out := make([]string, 0, len(m))
@@ -322,6 +336,19 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	if len(failed) > 0 {
 		fmt.Fprintf(w, "failures by code:\n  %s\n", strings.Join(failed, "\n  "))
+	}
+	if len(r.ErrorExamples) > 0 {
+		keys := make([]string, 0, len(r.ErrorExamples))
+		for k := range r.ErrorExamples {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		fmt.Fprintln(w, "first errors seen:")
+		for _, k := range keys {
+			for _, msg := range r.ErrorExamples[k] {
+				fmt.Fprintf(w, "  %s: %s\n", k, clip(msg, 240))
+			}
+		}
 	}
 	if len(r.Hints) > 0 {
 		var hs []string

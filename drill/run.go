@@ -166,6 +166,8 @@ type driller struct {
 	notes []string
 	// down is a node the drill stopped and has not started again.
 	down string
+	// loadEnd is when the workload stopped.
+	loadEnd time.Duration
 
 	hintsMu struct {
 		sync.Mutex
@@ -253,6 +255,11 @@ func Run(ctx context.Context, cfg Config, env Env) (*Report, error) {
 	return d.run(ctx)
 }
 
+// preflightTimeout bounds the wait for a healthy cluster before the
+// baseline (a freshly started cluster's gossip may take a while on a busy
+// machine).
+const preflightTimeout = 2 * time.Minute
+
 // preflight refuses to start on a cluster that already has faults or
 // where an EACH_QUORUM write does not succeed from every DC.
 func (d *driller) preflight(ctx context.Context) error {
@@ -273,9 +280,9 @@ func (d *driller) preflight(ctx context.Context) error {
 			}
 		}
 	}
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(preflightTimeout)
 	for _, dc := range d.env.Topology.DCs() {
-		for {
+		for tries := 0; ; tries++ {
 			wctx, cancel := context.WithTimeout(ctx, d.cfg.ProbeTimeout)
 			_, err := d.env.KV[dc].Put(wctx, fmt.Appendf(nil, "drill/ready/%s", dc), []byte("ready"), nil, kvv1.Level_LEVEL_EACH_QUORUM)
 			cancel()
@@ -286,7 +293,10 @@ func (d *driller) preflight(ctx context.Context) error {
 				return ctx.Err()
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("the cluster is not healthy before the drill: an EACH_QUORUM write from %s's client still fails after 60s: %w (check 'meridian status' and 'meridian hints')", dc, err)
+				return fmt.Errorf("the cluster is not healthy before the drill: an EACH_QUORUM write from %s's client still fails after %s: %w (check 'meridian status' and 'meridian hints')", dc, preflightTimeout, err)
+			}
+			if tries == 10 {
+				fmt.Fprintf(d.cfg.Log, "waiting for an EACH_QUORUM write from %s to succeed before the baseline: %v\n", dc, err)
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
@@ -310,22 +320,28 @@ func (d *driller) run(ctx context.Context) (*Report, error) {
 	d.rec = &recorder{start: d.start}
 	w := &workload{cfg: d.cfg, kv: d.env.KV, rec: d.rec, maxInflight: max(16, int(2*d.cfg.Rate*d.cfg.OpTimeout.Seconds()))}
 
-	// Background work: the workload and the hints poller run until
-	// verify ends; stopBackground waits for them.
-	workCtx, stopWork := context.WithCancel(ctx)
-	var bg sync.WaitGroup
-	bg.Add(2)
-	go func() { defer bg.Done(); w.run(workCtx, d.env.Topology.DCs()) }()
-	go func() { defer bg.Done(); d.pollHints(workCtx) }()
-	stopped := false
-	stopBackground := func() {
-		if !stopped {
-			stopped = true
-			stopWork()
-			bg.Wait()
+	// Background work: the workload runs until every level is healthy
+	// again after the heal (stopLoad), the hints poller until verify
+	// ends (stopPoll); each stop waits for its goroutines.
+	loadCtx, cancelLoad := context.WithCancel(ctx)
+	pollCtx, cancelPoll := context.WithCancel(ctx)
+	var load, poll sync.WaitGroup
+	load.Add(1)
+	poll.Add(1)
+	go func() { defer load.Done(); w.run(loadCtx, d.env.Topology.DCs()) }()
+	go func() { defer poll.Done(); d.pollHints(pollCtx) }()
+	loadStopped := false
+	stopLoad := func() {
+		if !loadStopped {
+			loadStopped = true
+			d.loadEnd = d.now()
+			cancelLoad()
+			load.Wait()
 		}
 	}
-	defer stopBackground()
+	stopPoll := func() { cancelPoll(); poll.Wait() }
+	defer stopPoll()
+	defer stopLoad()
 
 	var fault *adminv1.Fault
 	var applied []string
@@ -404,11 +420,12 @@ func (d *driller) run(ctx context.Context) (*Report, error) {
 	var repairDone sync.WaitGroup
 	repairDone.Add(1)
 	go func() { defer repairDone.Done(); d.converge(repairCtx) }()
-	err := d.verify(ctx, healedAt)
+	err := d.verify(ctx, healedAt, stopLoad)
 	stopRepair()
 	repairDone.Wait()
+	stopLoad()
 	d.tl.Finish(d.now())
-	stopBackground()
+	stopPoll()
 	if err != nil {
 		return nil, fmt.Errorf("interrupted during verify: %w", err)
 	}
@@ -425,7 +442,8 @@ func (d *driller) run(ctx context.Context) (*Report, error) {
 	points, rounds := slices.Clone(d.repairMu.points), slices.Clone(d.repairMu.rounds)
 	d.repairMu.Unlock()
 	r := Analyze(Input{Scenario: d.cfg.Scenario, Topology: d.env.Topology, Timeline: d.tl, Samples: d.rec.snapshot(),
-		Hints: hints, Repair: points, Rounds: rounds, Set: set, ProbeTimeout: d.cfg.ProbeTimeout})
+		Hints: hints, Repair: points, Rounds: rounds, Set: set, ProbeTimeout: d.cfg.ProbeTimeout, LoadEnd: d.loadEnd,
+		ErrorExamples: d.rec.errorExamples()})
 	r.Started = d.start
 	r.Target = d.env.Target
 	d.logMu.Lock()
@@ -712,11 +730,16 @@ func (d *driller) repairRound(ctx context.Context, round int) RepairRound {
 	return rd
 }
 
-// verify waits until the cluster converged and every level has been
-// healthy for StableWindows seconds (at least VerifyMin after the heal),
-// or VerifyTimeout passed.
-func (d *driller) verify(ctx context.Context, healedAt time.Duration) error {
-	d.logf("verify: until converged and every level healthy again (at least %s, at most %s)", d.cfg.Durations.VerifyMin, d.cfg.Durations.VerifyTimeout)
+// verify runs the verify phase in two steps. First the workload goes
+// on until every level has been healthy for StableWindows seconds (and at
+// least VerifyMin passed since the heal): that measures the recovery.
+// Then stopLoad stops the workload, and verify waits for a repair round
+// that finds no mismatch: under a steady write load some round always
+// catches a write on its way to a replica, so convergence is proven on a
+// quiet cluster. Both steps end at VerifyTimeout after the heal.
+func (d *driller) verify(ctx context.Context, healedAt time.Duration, stopLoad func()) error {
+	d.logf("verify: until every level is healthy again (at least %s), then the workload stops until a repair round finds no mismatch (at most %s in all)",
+		d.cfg.Durations.VerifyMin, d.cfg.Durations.VerifyTimeout)
 	// A second is final once every operation started in it has ended.
 	settle := max(d.cfg.OpTimeout, d.cfg.ProbeTimeout) + 200*time.Millisecond
 	t := time.NewTicker(250 * time.Millisecond)
@@ -730,13 +753,22 @@ func (d *driller) verify(ctx context.Context, healedAt time.Duration) error {
 		}
 		since := d.now() - healedAt
 		if since >= d.cfg.Durations.VerifyTimeout {
-			d.note("verify timed out after %s (converged: %v, every level healthy: %v)", d.cfg.Durations.VerifyTimeout, d.converged.Load(), recovered)
+			d.note("verify timed out %s after the heal (every level healthy again: %v; converged: %v)", d.cfg.Durations.VerifyTimeout, recovered, d.converged.Load())
 			return nil
 		}
-		upTo := d.now() - settle
-		recovered = upTo-healedAt >= (StableWindows+1)*time.Second && StableSince(d.rec.snapshot(), d.cfg.Scenario.ExpectedAfterHeal(), upTo)
-		if since >= d.cfg.Durations.VerifyMin && d.converged.Load() && recovered {
-			d.logf("verify: converged, and every level healthy for %d s", StableWindows)
+		if !recovered {
+			upTo := d.now() - settle
+			recovered = upTo-healedAt >= (StableWindows+1)*time.Second && StableSince(d.rec.snapshot(), d.cfg.Scenario.ExpectedAfterHeal(), upTo)
+			if !recovered || since < d.cfg.Durations.VerifyMin {
+				recovered = false
+				continue
+			}
+			if !d.converged.Load() {
+				d.logf("verify: every level healthy for %d s: the workload stops, so that a repair round can find the replicas equal", StableWindows)
+			}
+			stopLoad()
+		}
+		if d.converged.Load() {
 			return nil
 		}
 	}

@@ -110,8 +110,37 @@ type recorder struct {
 	start time.Time
 	mu    struct {
 		sync.Mutex
-		samples []Sample
+		samples  []Sample
+		examples map[string][]string // "LEVEL CODE" -> first error messages
 	}
+}
+
+// maxExamples is how many error messages the report keeps per level and
+// code.
+const maxExamples = 3
+
+// failed keeps the first few distinct messages of a level's failures.
+func (r *recorder) failed(level, code string, err error) {
+	key := level + " " + code
+	msg := err.Error()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.mu.examples == nil {
+		r.mu.examples = map[string][]string{}
+	}
+	if ex := r.mu.examples[key]; len(ex) < maxExamples && !slices.Contains(ex, msg) {
+		r.mu.examples[key] = append(ex, msg)
+	}
+}
+
+func (r *recorder) errorExamples() map[string][]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string][]string, len(r.mu.examples))
+	for k, v := range r.mu.examples {
+		out[k] = slices.Clone(v)
+	}
+	return out
 }
 
 func (r *recorder) add(s Sample) {
@@ -308,7 +337,11 @@ func (w *workload) limited(op func(due time.Time), dc, level string) func(time.T
 }
 
 func (w *workload) done(due time.Time, dc, level, op string, err error) {
-	w.rec.add(Sample{At: due.Sub(w.rec.start), DC: dc, Level: level, Op: op, Latency: time.Since(due), Code: CodeName(err)})
+	code := CodeName(err)
+	w.rec.add(Sample{At: due.Sub(w.rec.start), DC: dc, Level: level, Op: op, Latency: time.Since(due), Code: code})
+	if err != nil {
+		w.rec.failed(level, code, err)
+	}
 }
 
 // Operations run with a context of their own (not the pacers'): an
