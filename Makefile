@@ -9,7 +9,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 STATICCHECK_VERSION        := v0.8.2
 PROTOS := api/kv/v1/kv.proto api/internalapi/v1/internal.proto api/admin/v1/admin.proto
 
-.PHONY: all build test check vet lint race demo proto tools clean bench large-files
+.PHONY: all build test check vet lint race demo drill proto tools clean bench large-files
 
 all: build
 
@@ -51,6 +51,10 @@ large-files:
 ## demo: build and run the multi-datacenter walk-through on a local cluster.
 demo: build
 	./$(BIN) demo
+
+## drill: a 3-DC dc-outage failover drill on a local cluster of real processes (about three minutes); reports in bin/drill.json and bin/drill.html.
+drill: build
+	./$(BIN) drill dc-outage --local --dcs 3 --baseline 30s --hold 60s --json bin/drill.json --html bin/drill.html
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
