@@ -98,10 +98,9 @@ func (s Set) Encode() []byte { return s.AppendEncode(nil) }
 
 // AppendEncode appends the set's binary form to dst.
 func (s Set) AppendEncode(dst []byte) []byte {
-	size := 4 + len(s.Clock.Entries)*16
-	for _, sib := range s.Siblings {
-		size += 24 + len(sib.Value.Bytes)
-	}
+	// An upper bound, so the buffer grows once at most (a guess that left
+	// out actor names and request IDs made every encoding grow twice).
+	size := s.EncodedSize()
 	if cap(dst)-len(dst) < size {
 		n := make([]byte, len(dst), len(dst)+size)
 		copy(n, dst)
