@@ -191,7 +191,20 @@ type tally struct {
 }
 
 func newTally(need Need) *tally {
-	return &tally{need: need, perDC: map[string]int{}, pendingDC: map[string]int{}}
+	t := makeTally(need)
+	return &t
+}
+
+// makeTally is newTally as a value. Only the DCs the need names are counted
+// per DC (nothing else reads those counts), so the levels without per-DC
+// needs allocate no maps.
+func makeTally(need Need) tally {
+	t := tally{need: need}
+	if len(need.PerDC) > 0 {
+		t.perDC = make(map[string]int, len(need.PerDC))
+		t.pendingDC = make(map[string]int, len(need.PerDC))
+	}
+	return t
 }
 
 // expect registers one request sent to a node in dc; hinted marks a fallback.
@@ -199,7 +212,7 @@ func (t *tally) expect(dc string, hinted bool) {
 	if t.countsTotal(dc, hinted) {
 		t.pending++
 	}
-	if !hinted {
+	if !hinted && t.need.PerDC[dc] > 0 {
 		t.pendingDC[dc]++
 	}
 }
@@ -214,10 +227,11 @@ func (t *tally) countsTotal(dc string, hinted bool) bool {
 // answer records the outcome of one expected request.
 func (t *tally) answer(dc string, hinted, ok bool) {
 	counts := t.countsTotal(dc, hinted)
+	perDC := !hinted && t.need.PerDC[dc] > 0
 	if counts {
 		t.pending--
 	}
-	if !hinted {
+	if perDC {
 		t.pendingDC[dc]--
 	}
 	if !ok {
@@ -226,7 +240,7 @@ func (t *tally) answer(dc string, hinted, ok bool) {
 	if counts {
 		t.acks++
 	}
-	if !hinted {
+	if perDC {
 		t.perDC[dc]++
 	}
 }

@@ -1006,9 +1006,10 @@ func (c *Coordinator) writeInput(r *request) writeInput {
 		replicas:  r.reps,
 		pending:   r.ks.Table.Pending(r.loc.Partition),
 		need:      r.need,
-		alive:     c.cfg.Live.Alive,
+		live:      c.cfg.Live,
 		hints:     c.cfg.Hints != nil,
-		fallbacks: func(dc string) []placement.Replica { return r.ks.Table.Fallbacks(r.loc.Partition, dc) },
+		table:     r.ks.Table,
+		partition: r.loc.Partition,
 	}
 }
 
@@ -1155,7 +1156,7 @@ func (f *fanout) send(t target) {
 // longer be. It returns the replies counted, the fallbacks whose hinted
 // copies succeeded, and how many replies it took from the channel.
 func (f *fanout) wait(ctx context.Context) (got []reply, hinted []string, received int, err error) {
-	r, p, tl := f.r, f.plan, f.plan.tally
+	r, p, tl := f.r, f.plan, &f.plan.tally
 	var lastErr error
 	for !tl.met() {
 		if tl.hopeless() {

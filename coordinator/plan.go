@@ -10,7 +10,8 @@ import (
 // waiting, and asks the plan again when a replica fails mid-request.
 
 // writeInput is what planWrite decides from. Liveness and fallbacks are
-// lookups, not I/O.
+// lookups, not I/O (interfaces rather than closures: a write allocates no
+// func values for them).
 type writeInput struct {
 	// self is this node (Node and DC).
 	self placement.Replica
@@ -19,15 +20,22 @@ type writeInput struct {
 	// which receive every write but count toward nothing).
 	replicas, pending []placement.Replica
 	need              Need
-	// alive says whether another node is up (this node always is).
-	alive func(node string) bool
+	// live says whether another node is up (this node always is).
+	live interface{ Alive(node string) bool }
 	// hints: this node can store hints. Without, no fallback is used and
 	// no hint is kept.
 	hints bool
-	// fallbacks lists the partition's fallbacks for a down replica of dc
-	// (Table.Fallbacks), that DC's first.
-	fallbacks func(dc string) []placement.Replica
+	// table lists the partition's fallbacks for a down replica of a DC,
+	// that DC's first (placement.Table.Fallbacks).
+	table interface {
+		Fallbacks(p int, dc string) []placement.Replica
+	}
+	partition int
 }
+
+// planInline is how many targets and used nodes a plan holds without
+// allocating: a replication factor of 5 and fallbacks for two of them.
+const planInline = 8
 
 // writePlan says who receives a write and how their answers count.
 type writePlan struct {
@@ -51,12 +59,17 @@ type writePlan struct {
 	alive int
 	// tally expects an answer from this node (when local) and from every
 	// target; extras are never expected.
-	tally *tally
+	tally tally
 
 	in writeInput
 	// used lists the nodes holding the write: re-hinting picks a fallback
 	// outside it.
 	used []string
+
+	// Room for targets and used, so that a plan is one allocation. A plan
+	// is never copied (the slices point into it).
+	targetBuf [planInline]target
+	usedBuf   [planInline]string
 }
 
 // planWrite decides, before anything is written, who gets the write and
@@ -64,7 +77,8 @@ type writePlan struct {
 // the plan and, when the need cannot be met by what is up, the
 // UnavailableError to refuse it with.
 func planWrite(in writeInput) (*writePlan, error) {
-	p := &writePlan{in: in, tally: newTally(in.need), local: isReplica(in.replicas, in.self.Node)}
+	p := &writePlan{in: in, tally: makeTally(in.need), local: isReplica(in.replicas, in.self.Node)}
+	p.targets, p.used = p.targetBuf[:0], p.usedBuf[:0]
 	if p.local {
 		p.alive++
 		p.tally.expect(in.self.DC, false)
@@ -76,7 +90,7 @@ func planWrite(in writeInput) (*writePlan, error) {
 	for _, rep := range in.replicas {
 		switch {
 		case rep.Node == in.self.Node:
-		case in.alive(rep.Node):
+		case in.live.Alive(rep.Node):
 			p.targets = append(p.targets, target{Replica: rep})
 			p.tally.expect(rep.DC, false)
 			p.used = append(p.used, rep.Node)
@@ -127,8 +141,8 @@ func (p *writePlan) isUsed(node string) bool {
 // fallbackFor picks the first live fallback not already holding the write
 // for a down replica, from the replica's own DC first.
 func (p *writePlan) fallbackFor(down placement.Replica) (placement.Replica, bool) {
-	for _, fb := range p.in.fallbacks(down.DC) {
-		if !p.isUsed(fb.Node) && (fb.Node == p.in.self.Node || p.in.alive(fb.Node)) {
+	for _, fb := range p.in.table.Fallbacks(p.in.partition, down.DC) {
+		if !p.isUsed(fb.Node) && (fb.Node == p.in.self.Node || p.in.live.Alive(fb.Node)) {
 			return fb, true
 		}
 	}

@@ -55,25 +55,39 @@ func (pc planCase) input(t *testing.T) writeInput {
 		t.Fatal(err)
 	}
 	in := writeInput{
-		self:     self,
-		replicas: planReplicas,
-		need:     need,
-		alive:    func(n string) bool { return !down[n] },
-		hints:    !pc.noHints,
-		fallbacks: func(dc string) []placement.Replica {
-			out := append([]placement.Replica(nil), planFallbacks[dc]...)
-			for _, other := range []string{"east", "west"} {
-				if other != dc {
-					out = append(out, planFallbacks[other]...)
-				}
-			}
-			return out
-		},
+		self:      self,
+		replicas:  planReplicas,
+		need:      need,
+		live:      downSet(down),
+		hints:     !pc.noHints,
+		table:     planTable{},
+		partition: 7,
 	}
 	if pc.moving {
 		in.pending = planPending
 	}
 	return in
+}
+
+// downSet is liveness: the nodes in it are down.
+type downSet map[string]bool
+
+func (d downSet) Alive(n string) bool { return !d[n] }
+
+// planTable lists planFallbacks, the down replica's DC first.
+type planTable struct{}
+
+func (planTable) Fallbacks(p int, dc string) []placement.Replica {
+	if p != 7 {
+		panic("fallbacks of another partition")
+	}
+	out := append([]placement.Replica(nil), planFallbacks[dc]...)
+	for _, other := range []string{"east", "west"} {
+		if other != dc {
+			out = append(out, planFallbacks[other]...)
+		}
+	}
+	return out
 }
 
 func lvl(l kvv1.Level) *kvv1.Consistency { return &kvv1.Consistency{Level: l} }
@@ -197,7 +211,7 @@ func targetNames(ts []target) string {
 // counted lists the nodes (this one first) whose answers the plan's tally
 // can count toward its need.
 func counted(p *writePlan) string {
-	tl := p.tally
+	tl := &p.tally
 	counts := func(dc string, hinted bool) bool {
 		return tl.need.Total > 0 && tl.countsTotal(dc, hinted) || !hinted && tl.need.PerDC[dc] > 0
 	}
@@ -222,7 +236,7 @@ func TestPlanWriteMet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tl := p.tally
+	tl := &p.tally
 	tl.answer("east", false, true) // n1
 	tl.answer("west", false, true) // n4
 	if tl.met() {
@@ -238,7 +252,7 @@ func TestPlanWriteMet(t *testing.T) {
 	if p, err = planWrite(pc.input(t)); err != nil {
 		t.Fatal(err)
 	}
-	tl = p.tally
+	tl = &p.tally
 	tl.answer("east", false, true)  // n1
 	tl.answer("east", false, false) // n3
 	tl.answer("west", false, true)  // n4
