@@ -881,8 +881,9 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 	// Decide who gets the write, and whether it can succeed at all,
 	// before writing anything: an unavailable write leaves no trace.
 	p, perr := planWrite(c.writeInput(r))
-	m, err := c.newMinter(r, req, clk, o.tombstone, p.local)
-	if err != nil {
+	f := &fanout{c: c, r: r, plan: p, sync: durable(req.GetConsistency())}
+	m := &f.m
+	if err := c.initMinter(m, r, req, clk, o.tombstone, p.local); err != nil {
 		return nil, err
 	}
 	for _, down := range p.down {
@@ -891,12 +892,12 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 	if perr != nil {
 		return nil, perr
 	}
-	f := &fanout{c: c, r: r, plan: p, sync: durable(req.GetConsistency())}
 
 	start := c.cfg.Now()
 	fctx, fcancel := c.fanoutContext(ctx)
-	f.ctx = fctx
+	f.ctx, f.cancel = fctx, fcancel
 	f.ch = make(chan reply, p.asked()+len(p.extras))
+	var err error
 	if p.local {
 		// Apply locally, then send the new set to the other replicas while
 		// the local fsync is still running: the two happen in parallel.
@@ -951,8 +952,8 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 	}
 	// The bytes this write's replica calls hold until they all answer:
 	// counted against MaxBackgroundBytes (admission sheds writes past it).
-	held := int64(f.set.EncodedSize()) * int64(len(p.targets)+len(p.extras))
-	c.bgBytes.Add(held)
+	f.held = int64(f.set.EncodedSize()) * int64(len(p.targets)+len(p.extras))
+	c.bgBytes.Add(f.held)
 	// A moving partition's new replicas receive every write too (they
 	// count toward nothing); one that misses it gets a hint, and its
 	// transfer's catch-up pass covers the rest.
@@ -964,19 +965,12 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 	}
 	got, hinted, received, werr := f.wait(ctx)
 	// The rest of the replicas finish in the background.
-	outstanding := p.asked() + len(p.extras) - received
-	drain := func() {
-		defer fcancel()
-		defer c.bgBytes.Add(-held)
-		for ; outstanding > 0; outstanding-- {
-			<-f.ch
-		}
-	}
-	if !c.goBackground(drain) {
+	f.outstanding = p.asked() + len(p.extras) - received
+	if !c.goBackground(f.drain) {
 		// Over the background bound (admission sheds new writes until it
 		// drains): the replica writes already started still finish.
 		c.bg.Add(1)
-		go func() { defer c.bg.Done(); drain() }()
+		go func() { defer c.bg.Done(); f.drain() }()
 	}
 	if span.IsRecording() {
 		span.SetAttributes(attrContacted.Int(p.asked()), attrAnswered.Int(p.tally.acks), attrFailed.Int(failed(got)))
@@ -1025,7 +1019,7 @@ type minter struct {
 	duplicate bool
 }
 
-func (c *Coordinator) newMinter(r *request, req *kvv1.PutRequest, clk version.Clock, tombstone, local bool) (*minter, error) {
+func (c *Coordinator) initMinter(m *minter, r *request, req *kvv1.PutRequest, clk version.Clock, tombstone, local bool) error {
 	actor := c.cfg.Store.Actor()
 	if !local {
 		// A fallback has no stored copy to mint sequential dots from: use
@@ -1033,11 +1027,11 @@ func (c *Coordinator) newMinter(r *request, req *kvv1.PutRequest, clk version.Cl
 		// repeats, so its dot can never collide with another.
 		n, err := c.cfg.Store.NextCounter()
 		if err != nil {
-			return nil, status.Errorf(codes.Internal, "mint a fallback actor: %v", err)
+			return status.Errorf(codes.Internal, "mint a fallback actor: %v", err)
 		}
 		actor = fmt.Sprintf("%s~%d", actor, n)
 	}
-	m := &minter{c: c, r: r, clk: clk, actor: actor,
+	*m = minter{c: c, r: r, clk: clk, actor: actor,
 		value: version.Value{Bytes: req.GetValue(), Tombstone: tombstone, RequestID: req.GetRequestId()}}
 	if tombstone && c.cfg.OnTombstone != nil {
 		c.cfg.OnTombstone(r.loc)
@@ -1045,7 +1039,7 @@ func (c *Coordinator) newMinter(r *request, req *kvv1.PutRequest, clk version.Cl
 	if tombstone {
 		m.value.Bytes = nil
 	}
-	return m, nil
+	return nil
 }
 
 func (m *minter) mint(cur version.Set) (version.Set, error) {
@@ -1084,19 +1078,35 @@ func (m *minter) mint(cur version.Set) (version.Set, error) {
 	return next, nil
 }
 
-// fanout sends one write's new set to the plan's targets and collects
-// their replies.
+// fanout is one write on its coordinator (all in one allocation): it mints
+// the new set, sends it to the plan's targets and collects their replies.
 type fanout struct {
-	c    *Coordinator
-	ctx  context.Context // outlives the request (fanoutContext)
-	r    *request
-	plan *writePlan
-	set  version.Set
-	enc  []byte // set's encoding, shared by every target's request
-	sync bool
-	ch   chan reply
+	c      *Coordinator
+	ctx    context.Context // outlives the request (fanoutContext)
+	cancel context.CancelFunc
+	r      *request
+	plan   *writePlan
+	m      minter
+	set    version.Set
+	enc    []byte // set's encoding, shared by every target's request
+	sync   bool
+	ch     chan reply
 	// mu serializes plan.afterFailure (it marks fallbacks used).
 	mu sync.Mutex
+	// held is the bytes counted against MaxBackgroundBytes until every
+	// target answered; outstanding the replies not yet taken from ch.
+	held        int64
+	outstanding int
+}
+
+// drain takes the replies still to come, then releases the fan-out's
+// context and held bytes: the rest of a write, in the background.
+func (f *fanout) drain() {
+	defer f.cancel()
+	defer f.c.bgBytes.Add(-f.held)
+	for ; f.outstanding > 0; f.outstanding-- {
+		<-f.ch
+	}
 }
 
 // sendExtra writes to a pending replica; one that misses the write gets a
@@ -1157,6 +1167,7 @@ func (f *fanout) send(t target) {
 // copies succeeded, and how many replies it took from the channel.
 func (f *fanout) wait(ctx context.Context) (got []reply, hinted []string, received int, err error) {
 	r, p, tl := f.r, f.plan, &f.plan.tally
+	got = make([]reply, 0, p.asked())
 	var lastErr error
 	for !tl.met() {
 		if tl.hopeless() {
