@@ -375,9 +375,26 @@ func (c *Coordinator) fanoutContext(ctx context.Context) (context.Context, conte
 			d = min(rem, c.cfg.MaxRequestTimeout)
 		}
 	}
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d)
-	stop := context.AfterFunc(c.bgCtx, cancel)
-	return fctx, func() { stop(); cancel() }
+	return context.WithTimeout(detached{Context: c.bgCtx, values: ctx}, d)
+}
+
+// detached is a context with the request's values (its trace) and the
+// coordinator's background lifetime (bgCtx: its Done, Err and Deadline), for
+// work that outlives the request but stops on Close. A context derived from
+// it registers with bgCtx directly, as a child of bgCtx would, since the
+// lookup of context's own cancellation key reaches bgCtx (which holds no
+// other values); without that it would still be correct, with a goroutine
+// per derived context.
+type detached struct {
+	context.Context // bgCtx
+	values          context.Context
+}
+
+func (d detached) Value(key any) any {
+	if v := d.Context.Value(key); v != nil {
+		return v
+	}
+	return d.values.Value(key)
 }
 
 // reply is one replica's answer.
