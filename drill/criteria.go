@@ -142,6 +142,8 @@ func (c Criteria) checks(s Scenario, t Topology, probeTimeout time.Duration) []c
 			got := fmt.Sprintf("RTO %.1fs", *r.Summary.RTOS)
 			if r.Summary.RecoveredAfterHealS != nil {
 				got += fmt.Sprintf(" (%.1fs after the heal)", *r.Summary.RecoveredAfterHealS)
+			} else {
+				got += " (never degraded)"
 			}
 			return got, c.MaxRTO <= 0 || *r.Summary.RTOS <= c.MaxRTO.Seconds()
 		},

@@ -290,7 +290,9 @@ func StableSince(samples []Sample, levels []string, upTo time.Duration) bool {
 	return true
 }
 
-// ProbeOutcome summarises probes of one level in one phase.
+// ProbeOutcome summarises probes of one level due in one phase (a
+// success that ended after the phase is left out: it was served by the
+// next one).
 type ProbeOutcome struct {
 	Count     int            `json:"count"`
 	Succeeded int            `json:"succeeded"`
@@ -303,6 +305,11 @@ func probeOutcome(samples []Sample, level string, span Span) ProbeOutcome {
 	out := ProbeOutcome{ByCode: map[string]int{}}
 	for _, s := range samples {
 		if s.Level != level || s.At < span.Start || s.At >= span.End {
+			continue
+		}
+		if s.Code == CodeOK && s.At+s.Latency > span.End {
+			// It succeeded after the span ended: served by the next
+			// phase (a probe due just before the heal), not this one.
 			continue
 		}
 		out.Count++
@@ -353,12 +360,12 @@ func latencyPerSecond(samples []Sample, dcs []string, n int) map[string][2][]flo
 	return out
 }
 
-// phaseLatency is the latency of successful LOCAL_QUORUM operations of
-// one DC in a span.
-func phaseLatency(samples []Sample, dc string, span Span) (p50, p99, maxMs float64, n int64) {
+// phaseLatency is the latency of successful operations of one level from
+// one client DC (or AllDCs) in a span.
+func phaseLatency(samples []Sample, level, dc string, span Span) (p50, p99, maxMs float64, n int64) {
 	h := newHist()
 	for _, s := range samples {
-		if s.Level != LocalQuorum || s.Code != CodeOK || s.DC != dc || s.At < span.Start || s.At >= span.End {
+		if s.Level != level || s.Code != CodeOK || (dc != AllDCs && s.DC != dc) || s.At < span.Start || s.At >= span.End {
 			continue
 		}
 		_ = h.RecordValue(max(1, s.Latency.Microseconds()))
@@ -509,13 +516,20 @@ func Analyze(in Input) *Report {
 			}
 		}
 	}
+	// Latency: LOCAL_QUORUM per client DC, the probes over all of them.
+	type ld struct{ level, dc string }
+	var lds []ld
 	for _, dc := range dcs {
+		lds = append(lds, ld{LocalQuorum, dc})
+	}
+	lds = append(lds, ld{Quorum, AllDCs}, ld{EachQuorum, AllDCs})
+	for _, x := range lds {
 		for _, sp := range phases {
-			p50, p99, mx, cnt := phaseLatency(in.Samples, dc, sp)
+			p50, p99, mx, cnt := phaseLatency(in.Samples, x.level, x.dc, sp)
 			if cnt == 0 {
 				continue
 			}
-			r.Summary.Latency = append(r.Summary.Latency, PhaseLatency{DC: dc, Phase: sp.Phase, Count: cnt, P50Ms: p50, P99Ms: p99, MaxMs: mx})
+			r.Summary.Latency = append(r.Summary.Latency, PhaseLatency{Level: x.level, DC: x.dc, Phase: sp.Phase, Count: cnt, P50Ms: p50, P99Ms: p99, MaxMs: mx})
 		}
 	}
 
@@ -523,7 +537,7 @@ func Analyze(in Input) *Report {
 		rec := recovery(healthyWindows(av, in.Scenario.ExpectedAfterHeal(), complete), faultAt)
 		if rec.Recovered {
 			r.Summary.RTOS = ptr(secs(rec.RTO))
-			if healed {
+			if healed && rec.RTO > 0 {
 				r.Summary.RecoveredAfterHealS = ptr(secs(max(0, rec.At-healedAt)))
 			}
 		}

@@ -251,3 +251,18 @@ func TestAnalyzeLoadEnd(t *testing.T) {
 		t.Errorf("without LoadEnd: RTO %s, want none", fmtSecs(r.Summary.RTOS))
 	}
 }
+
+func TestProbeOutcomeAtTheEdges(t *testing.T) {
+	hold := Span{Phase: Hold, Start: 10 * time.Second, End: 20 * time.Second}
+	s := []Sample{
+		{At: 9990 * ms, Level: EachQuorum, Latency: 20 * ms, Code: "UNAVAILABLE"}, // due in the baseline
+		{At: 10 * time.Second, Level: EachQuorum, Latency: 2 * ms, Code: "UNAVAILABLE"},
+		{At: 19 * time.Second, Level: EachQuorum, Latency: 2 * time.Second, Code: "DEADLINE_EXCEEDED"}, // hung past the heal: counts
+		{At: 19990 * ms, Level: EachQuorum, Latency: 30 * ms, Code: CodeOK},                            // served after the heal: left out
+		{At: 15 * time.Second, Level: Quorum, Code: CodeOK},                                            // another level
+	}
+	got := probeOutcome(s, EachQuorum, hold)
+	if got.Count != 2 || got.Succeeded != 0 || got.ByCode["DEADLINE_EXCEEDED"] != 1 || got.MaxLatency != 2*time.Second {
+		t.Errorf("probeOutcome = %+v, want the two failures due in the hold, the hang included", got)
+	}
+}

@@ -144,7 +144,8 @@ type Summary struct {
 	// RTOS is from the fault until every level stayed healthy; nil: the
 	// drill ended before that.
 	RTOS *float64 `json:"rto_s"`
-	// RecoveredAfterHealS is the part of the RTO after the heal.
+	// RecoveredAfterHealS is the part of the RTO after the heal (nil
+	// when the RTO is 0: no level was ever unhealthy).
 	RecoveredAfterHealS *float64 `json:"recovered_after_heal_s"`
 	// ConvergeS is from the heal to the end of the first round in which
 	// every node's full Merkle exchange found no mismatch; nil: never.
@@ -167,8 +168,10 @@ type PhaseAvailability struct {
 	Failures map[string]int `json:"failures,omitempty"`
 }
 
-// PhaseLatency is one DC's LOCAL_QUORUM latency in one phase.
+// PhaseLatency is the latency of one level's successful operations from
+// one client DC (or "all") in one phase.
 type PhaseLatency struct {
+	Level string  `json:"level"`
 	DC    string  `json:"dc"`
 	Phase Phase   `json:"phase"`
 	Count int64   `json:"count"`
@@ -195,8 +198,8 @@ func (s Summary) availability(level, dc string, phase Phase) (PhaseAvailability,
 	return s.Availability[i], true
 }
 
-func (s Summary) latency(dc string, phase Phase) (PhaseLatency, bool) {
-	i := slices.IndexFunc(s.Latency, func(l PhaseLatency) bool { return l.DC == dc && l.Phase == phase })
+func (s Summary) latency(level, dc string, phase Phase) (PhaseLatency, bool) {
+	i := slices.IndexFunc(s.Latency, func(l PhaseLatency) bool { return l.Level == level && l.DC == dc && l.Phase == phase })
 	if i < 0 {
 		return PhaseLatency{}, false
 	}
@@ -307,15 +310,24 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintln(w)
 
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	header = "LOCAL_QUORUM ms p50/p99\tDC\t"
+	header = "LATENCY ms p50 / p99\tDC\t"
 	for _, c := range cols {
 		header += string(c) + "\t"
 	}
 	fmt.Fprintln(tw, header)
+	type ld struct{ level, dc string }
+	var lds []ld
 	for _, dc := range r.Topology.DCs() {
-		row := "\t" + dc + "\t"
+		lds = append(lds, ld{LocalQuorum, dc})
+	}
+	lds = append(lds, ld{Quorum, AllDCs}, ld{EachQuorum, AllDCs})
+	for _, x := range lds {
+		if _, ok := r.Summary.latency(x.level, x.dc, "all"); !ok {
+			continue
+		}
+		row := x.level + "\t" + x.dc + "\t"
 		for _, c := range cols {
-			if l, ok := r.Summary.latency(dc, c); ok {
+			if l, ok := r.Summary.latency(x.level, x.dc, c); ok {
 				row += fmt.Sprintf("%.1f / %.1f", l.P50Ms, l.P99Ms) + "\t"
 			} else {
 				row += "-\t"
@@ -372,6 +384,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "RTO (fault to every level healthy): %s", fmtSecs(r.Summary.RTOS))
 	if r.Summary.RecoveredAfterHealS != nil {
 		fmt.Fprintf(w, ", %s after the heal", fmtSecs(r.Summary.RecoveredAfterHealS))
+	} else if r.Summary.RTOS != nil {
+		fmt.Fprintf(w, " (no level fell below %g%% in any second)", 100*HealthyRatio)
 	}
 	fmt.Fprintln(w)
 	wr := r.Summary.Writes

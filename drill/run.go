@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -362,6 +363,7 @@ func (d *driller) run(ctx context.Context) (*Report, error) {
 			if err := d.env.Procs.Start(hctx, id); err != nil {
 				return fmt.Errorf("start %s again: %w (see its log)", id, err)
 			}
+			d.reconnect(hctx, id)
 			d.down = ""
 			d.logf("heal: %s started again, healthy after %.1fs", id, time.Since(t0).Seconds())
 		}
@@ -572,6 +574,7 @@ func (d *driller) roll(ctx context.Context) error {
 		if err := d.env.Procs.Start(ctx, id); err != nil {
 			return fmt.Errorf("rolling restart: start %s again: %w (see its log)", id, err)
 		}
+		d.reconnect(ctx, id)
 		d.down = ""
 		d.logf("hold: %s restarted and healthy in %.1fs (%d of %d)", id, time.Since(t0).Seconds(), i+1, len(d.ids))
 		if i < len(d.ids)-1 {
@@ -581,6 +584,17 @@ func (d *driller) roll(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// reconnect waits until the drill's admin connection to a restarted node
+// works again (gRPC backs a connection off while its node is down; the
+// node's health was checked on a fresh one).
+func (d *driller) reconnect(ctx context.Context, id string) {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := d.env.Admin[id].ListFaults(rctx, &adminv1.ListFaultsRequest{LocalOnly: true}, grpc.WaitForReady(true)); err != nil {
+		d.note("the admin connection to %s did not come back within 10s of its restart: %v", id, err)
+	}
 }
 
 // pollHints records, every second, the hints all nodes hold per target.
