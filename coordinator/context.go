@@ -40,7 +40,14 @@ type sealer struct {
 // sealKeys is one generation of secrets with a pool of HMACs for the first.
 type sealKeys struct {
 	secrets [][]byte
-	pool    sync.Pool
+	pool    sync.Pool // of *macer
+}
+
+// macer is an HMAC with scratch space for the MAC's input header and its
+// sum, so that computing a MAC allocates nothing.
+type macer struct {
+	h   hash.Hash
+	buf []byte
 }
 
 func newSealer(secrets [][]byte) (*sealer, error) {
@@ -54,21 +61,24 @@ func (s *sealer) set(secrets [][]byte) error {
 	}
 	k := &sealKeys{secrets: secrets}
 	first := secrets[0]
-	k.pool.New = func() any { return hmac.New(sha256.New, first) }
+	k.pool.New = func() any { return &macer{h: hmac.New(sha256.New, first)} }
 	s.keys.Store(k)
 	return nil
 }
 
-func (s *sealer) mac(h hash.Hash, keyspace string, key, clock []byte) []byte {
-	h.Reset()
-	var n [binary.MaxVarintLen64]byte
-	h.Write([]byte(contextTag))
-	h.Write(n[:binary.PutUvarint(n[:], uint64(len(keyspace)))])
-	h.Write([]byte(keyspace))
-	h.Write(n[:binary.PutUvarint(n[:], uint64(len(key)))])
-	h.Write(key)
-	h.Write(clock)
-	return h.Sum(nil)[:contextMACLen]
+// mac returns the MAC of (keyspace, key, clock), in m's scratch space: use
+// it before m goes back to the pool.
+func (m *macer) mac(keyspace string, key, clock []byte) []byte {
+	m.h.Reset()
+	b := append(m.buf[:0], contextTag...)
+	b = binary.AppendUvarint(b, uint64(len(keyspace)))
+	b = append(b, keyspace...)
+	b = binary.AppendUvarint(b, uint64(len(key)))
+	m.h.Write(b)
+	m.h.Write(key)
+	m.h.Write(clock)
+	m.buf = m.h.Sum(b[:0])
+	return m.buf[:contextMACLen]
 }
 
 // Seal returns the context to hand a client for clock on (keyspace, key).
@@ -77,15 +87,14 @@ func (s *sealer) Seal(keyspace string, key []byte, clock version.Clock) []byte {
 	if clock.IsEmpty() {
 		return nil
 	}
-	enc := clock.Encode()
+	out := make([]byte, 1+contextMACLen, 1+contextMACLen+clock.EncodedSize())
+	out[0] = contextFormat
+	out = clock.AppendEncode(out)
 	k := s.keys.Load()
-	h := k.pool.Get().(hash.Hash)
-	m := s.mac(h, keyspace, key, enc)
-	k.pool.Put(h)
-	out := make([]byte, 0, 1+contextMACLen+len(enc))
-	out = append(out, contextFormat)
-	out = append(out, m...)
-	return append(out, enc...)
+	m := k.pool.Get().(*macer)
+	copy(out[1:], m.mac(keyspace, key, out[1+contextMACLen:]))
+	k.pool.Put(m)
+	return out
 }
 
 // Open checks a client's context for (keyspace, key) and returns its
@@ -105,17 +114,17 @@ func (s *sealer) Open(keyspace string, key, ctx []byte) (version.Clock, error) {
 	ok := false
 	k := s.keys.Load()
 	for i, secret := range k.secrets {
-		var h hash.Hash
+		var m *macer
 		if i == 0 {
-			h = k.pool.Get().(hash.Hash)
+			m = k.pool.Get().(*macer)
 		} else {
-			h = hmac.New(sha256.New, secret)
+			m = &macer{h: hmac.New(sha256.New, secret)}
 		}
-		if hmac.Equal(sum, s.mac(h, keyspace, key, enc)) {
+		if hmac.Equal(sum, m.mac(keyspace, key, enc)) {
 			ok = true
 		}
 		if i == 0 {
-			k.pool.Put(h)
+			k.pool.Put(m)
 		}
 		if ok {
 			break

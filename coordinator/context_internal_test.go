@@ -1,10 +1,15 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/meridiankv/meridian/version"
 )
 
 // TestFanoutContext: a fan-out's context keeps the request's values but not
@@ -48,5 +53,37 @@ func TestFanoutContext(t *testing.T) {
 	case <-fctx.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close did not stop the fan-out")
+	}
+}
+
+// TestSealWireForm pins a context's bytes: format, the first 16 bytes of
+// HMAC-SHA256(secret, tag | uvarint len(keyspace) | keyspace |
+// uvarint len(key) | key | clock), clock; Open takes them back.
+func TestSealWireForm(t *testing.T) {
+	s, err := newSealer([][]byte{[]byte("secret-1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := version.Clock{Entries: []version.Entry{{Node: "n1.0123456789abcdef", Counter: 7, Time: 3}, {Node: "n2.fedcba9876543210", Counter: 300, Time: -4}}}
+	enc := clk.Encode()
+	h := hmac.New(sha256.New, []byte("secret-1"))
+	h.Write([]byte("meridian/context/v1"))
+	h.Write([]byte{2})
+	h.Write([]byte("ks"))
+	h.Write([]byte{3})
+	h.Write([]byte("key"))
+	h.Write(enc)
+	want := append(append([]byte{1}, h.Sum(nil)[:16]...), enc...)
+	for range 3 { // the pooled HMAC and its scratch are reused
+		if got := s.Seal("ks", []byte("key"), clk); !bytes.Equal(got, want) {
+			t.Fatalf("Seal = %x, want %x", got, want)
+		}
+	}
+	got, err := s.Open("ks", []byte("key"), want)
+	if err != nil || !got.Equal(clk) {
+		t.Fatalf("Open = %v, %v", got, err)
+	}
+	if _, err := s.Open("ks", []byte("other"), want); err == nil {
+		t.Fatal("a context opened for another key")
 	}
 }

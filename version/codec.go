@@ -47,9 +47,24 @@ func (c Clock) Encode() []byte {
 	if c.IsEmpty() {
 		return nil
 	}
-	b := make([]byte, 0, 1+len(c.Entries)*16)
-	b = append(b, formatV1)
-	return c.appendBody(b)
+	return c.AppendEncode(make([]byte, 0, c.EncodedSize()))
+}
+
+// AppendEncode appends Encode's output to dst.
+func (c Clock) AppendEncode(dst []byte) []byte {
+	if c.IsEmpty() {
+		return dst
+	}
+	return c.appendBody(append(dst, formatV1))
+}
+
+// EncodedSize returns an upper bound of len(c.Encode()), cheaply.
+func (c Clock) EncodedSize() int {
+	size := 1 + binary.MaxVarintLen64
+	for _, e := range c.Entries {
+		size += 3*binary.MaxVarintLen64 + len(e.Node)
+	}
+	return size
 }
 
 func (c Clock) appendBody(b []byte) []byte {
@@ -83,10 +98,7 @@ func DecodeClock(b []byte) (Clock, error) {
 
 // EncodedSize returns an upper bound of len(s.Encode()), cheaply.
 func (s Set) EncodedSize() int {
-	size := 1 + binary.MaxVarintLen64
-	for _, e := range s.Clock.Entries {
-		size += 3*binary.MaxVarintLen64 + len(e.Node)
-	}
+	size := s.Clock.EncodedSize()
 	for _, sib := range s.Siblings {
 		size += 7*binary.MaxVarintLen64 + 1 + len(sib.Dot.Node) + len(sib.Value.RequestID) + len(sib.Value.Bytes)
 	}
