@@ -1233,7 +1233,8 @@ func b2i(b bool) int {
 }
 
 func (c *Coordinator) effective(need Need, got []reply, hinted []string) *kvv1.Effective {
-	e := &kvv1.Effective{N: uint32(need.N), Level: need.Level, Coordinator: c.cfg.NodeID, Hinted: hinted}
+	e := &kvv1.Effective{N: uint32(need.N), Level: need.Level, Coordinator: c.cfg.NodeID, Hinted: hinted,
+		Replicas: make([]string, 0, len(got))}
 	for _, rp := range got {
 		if rp.err == nil && rp.t.hintFor == "" {
 			e.Replicas = append(e.Replicas, rp.t.Node)
@@ -1249,7 +1250,7 @@ func siblingsProto(s version.Set) []*kvv1.Sibling {
 			Value:              sib.Value.Bytes,
 			Tombstone:          sib.Value.Tombstone,
 			WriteTimeUnixNanos: sib.Value.Time.Wall,
-			Dot:                fmt.Sprintf("%s:%d", sib.Dot.Node, sib.Dot.Counter),
+			Dot:                sib.Dot.String(),
 		})
 	}
 	return out

@@ -2,9 +2,12 @@ package version
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,7 +24,11 @@ type Dot struct {
 }
 
 // String renders "node:counter".
-func (d Dot) String() string { return fmt.Sprintf("%s:%d", d.Node, d.Counter) }
+func (d Dot) String() string {
+	var buf [64]byte // on the stack for the usual actor names
+	b := append(append(buf[:0], d.Node...), ':')
+	return string(strconv.AppendUint(b, d.Counter, 10))
+}
 
 func (d Dot) less(o Dot) bool {
 	if d.Node != o.Node {
@@ -264,7 +271,12 @@ func (s Set) HasRequest(id []byte) bool {
 }
 
 func sortSiblings(s []Sibling) {
-	sort.Slice(s, func(i, j int) bool { return s[i].Dot.less(s[j].Dot) })
+	slices.SortFunc(s, func(a, b Sibling) int {
+		if c := strings.Compare(a.Dot.Node, b.Dot.Node); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Dot.Counter, b.Dot.Counter)
+	})
 }
 
 // Merge combines two replicas' sets. A sibling survives if both sides have

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 )
@@ -473,6 +474,14 @@ func BenchmarkDecodeSet(b *testing.B) {
 	for b.Loop() {
 		if _, err := DecodeSet(enc); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+func TestDotString(t *testing.T) {
+	for _, d := range []Dot{{"n1", 1}, {"n1.0123456789abcdef", 1 << 62}, {strings.Repeat("x", 100), 42}, {"", 0}} {
+		if got, want := d.String(), fmt.Sprintf("%s:%d", d.Node, d.Counter); got != want {
+			t.Errorf("String() = %q, want %q", got, want)
 		}
 	}
 }
