@@ -71,7 +71,7 @@ func (c *Coordinator) ServeWrite(ctx context.Context, req *internalv1.WriteReque
 		if err := c.storeHint(req.GetHintFor(), loc, req.GetKeyspace(), req.GetKey(), set, req.GetSync()); err != nil {
 			return nil, status.Errorf(codes.Internal, "store hint: %v", err)
 		}
-		return &internalv1.WriteResponse{}, nil
+		return writeDone, nil
 	}
 	if err := c.checkRoute(ctx, loc.Partition); err != nil {
 		return nil, err
@@ -85,8 +85,13 @@ func (c *Coordinator) ServeWrite(ctx context.Context, req *internalv1.WriteReque
 		}
 		return nil, status.Errorf(codes.Internal, "merge: %v", err)
 	}
-	return &internalv1.WriteResponse{}, nil
+	return writeDone, nil
 }
+
+// writeDone is every successful replica write's (empty) response, shared:
+// a message is only read once returned (marshalling is safe concurrently),
+// so one instance serves all.
+var writeDone = &internalv1.WriteResponse{}
 
 func (c *Coordinator) checkRoute(ctx context.Context, p int) error {
 	if c.cfg.CheckRoute == nil {
