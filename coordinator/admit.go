@@ -85,26 +85,35 @@ func (e *OverloadError) GRPCStatus() *status.Status {
 
 // admit takes a request slot or returns the error to shed with. Writes
 // also need room for the background work they leave.
-func (c *Coordinator) admit(ctx context.Context, op Op) (release func(ok bool), err error) {
+func (c *Coordinator) admit(ctx context.Context, op Op) (admission, error) {
 	if op == OpWrite && c.cfg.Store.Engine().Stalled() {
 		c.obs.Shed(op.String())
-		return nil, &OverloadError{What: "writes", Reason: "storage is stalling writes until compactions catch up"}
+		return admission{}, &OverloadError{What: "writes", Reason: "storage is stalling writes until compactions catch up"}
 	}
 	if n := c.bgBytes.Load(); op == OpWrite && n >= c.cfg.MaxBackgroundBytes {
 		c.obs.Shed(op.String())
-		return nil, &OverloadError{What: "writes", Reason: fmt.Sprintf("replica writes still running hold %d MiB, the limit is %d MiB", n>>20, c.cfg.MaxBackgroundBytes>>20)}
+		return admission{}, &OverloadError{What: "writes", Reason: fmt.Sprintf("replica writes still running hold %d MiB, the limit is %d MiB", n>>20, c.cfg.MaxBackgroundBytes>>20)}
 	}
 	if op == OpWrite && c.bgSlots.inUse() >= cap(c.bgSlots.slots) {
 		c.obs.Shed(op.String())
-		return nil, &OverloadError{What: "background replica writes", InFlight: c.bgSlots.inUse(), Max: cap(c.bgSlots.slots)}
+		return admission{}, &OverloadError{What: "background replica writes", InFlight: c.bgSlots.inUse(), Max: cap(c.bgSlots.slots)}
 	}
 	if !c.inflight.acquire(ctx) {
 		c.obs.Shed(op.String())
-		return nil, &OverloadError{What: "requests", InFlight: c.inflight.inUse(), Max: c.inflight.limit()}
+		return admission{}, &OverloadError{What: "requests", InFlight: c.inflight.inUse(), Max: c.inflight.limit()}
 	}
-	start := time.Now()
-	return func(ok bool) { c.inflight.release(time.Since(start), ok) }, nil
+	return admission{l: c.inflight, start: time.Now()}, nil
 }
+
+// admission is a request's slot, taken at start.
+type admission struct {
+	l     *limiter
+	start time.Time
+}
+
+// release frees the slot; ok says whether the request succeeded (the
+// limit adapts to the latency of successes).
+func (a admission) release(ok bool) { a.l.release(time.Since(a.start), ok) }
 
 // goBackground runs fn as background work if a slot is free; it reports
 // whether fn was started (false: the caller skips or does without).

@@ -67,15 +67,15 @@ func TestAdmitShedsWritesPastBackgroundBytes(t *testing.T) {
 	if _, err := c.admit(context.Background(), OpWrite); status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("write with 2 MiB held against a 1 MiB bound: %v, want RESOURCE_EXHAUSTED", err)
 	}
-	release, err := c.admit(context.Background(), OpRead)
+	slot, err := c.admit(context.Background(), OpRead)
 	if err != nil {
 		t.Fatalf("reads are not held back by background writes: %v", err)
 	}
-	release(true)
+	slot.release(true)
 	c.bgBytes.Store(0)
-	release, err = c.admit(context.Background(), OpWrite)
+	slot, err = c.admit(context.Background(), OpWrite)
 	if err != nil {
 		t.Fatalf("write once the bytes drained: %v", err)
 	}
-	release(true)
+	slot.release(true)
 }

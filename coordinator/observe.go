@@ -79,12 +79,12 @@ func levelLabel(c *kvv1.Consistency, op Op) string {
 func (c *Coordinator) observe(ctx context.Context, name string, op Op, keyspace string, cons *kvv1.Consistency, fn func(context.Context, trace.Span) error) error {
 	start := time.Now()
 	level := levelLabel(cons, op)
-	release, err := c.admit(ctx, op)
+	slot, err := c.admit(ctx, op)
 	if err != nil {
 		c.obs.RequestDone(name[len("kv."):], level, status.Code(err).String(), time.Since(start))
 		return err
 	}
-	defer func() { release(err == nil) }()
+	defer func() { slot.release(err == nil) }()
 	var span trace.Span
 	if parent := trace.SpanFromContext(ctx); c.noTracer && !parent.IsRecording() {
 		// The no-op tracer would hand back the context's non-recording
