@@ -140,8 +140,8 @@ func (c Criteria) checks(s Scenario, t Topology, probeTimeout time.Duration) []c
 				return "not recovered before the drill ended", false
 			}
 			got := fmt.Sprintf("RTO %.1fs", *r.Summary.RTOS)
-			if r.Summary.RecoveredAfterHealS != nil {
-				got += fmt.Sprintf(" (%.1fs after the heal)", *r.Summary.RecoveredAfterHealS)
+			if a := r.Summary.RecoveredAfterHealS; a != nil {
+				got += " (" + relHeal(*a) + ")"
 			} else {
 				got += " (never degraded)"
 			}

@@ -220,7 +220,7 @@ func (r *Report) decorate(c *chart) {
 		c.marks = append(c.marks, band{from: p.StartS, label: string(p.Phase)})
 	}
 	if r.LoadEndS > 0 && r.LoadEndS < r.EndS-0.5 {
-		c.marks = append(c.marks, band{from: r.LoadEndS, label: "workload stopped"})
+		c.marks = append(c.marks, band{from: r.LoadEndS, label: "health judged until here"})
 	}
 }
 

@@ -147,10 +147,10 @@ type Input struct {
 	// ProbeTimeout is the deadline of every probe (EACH_QUORUM must fail
 	// before it).
 	ProbeTimeout time.Duration
-	// LoadEnd is when the workload stopped (zero: at the timeline's end).
-	// The drill stops it once every level is healthy again, so that the
-	// last repair rounds compare replicas no write is racing; health is
-	// judged only up to it.
+	// LoadEnd is how far health is judged (zero: to the timeline's
+	// end). The drill stops the workload once every level is healthy
+	// again, so that the last repair rounds compare replicas no write is
+	// racing, and judges health up to the seconds it found healthy.
 	LoadEnd time.Duration
 	// ErrorExamples are the first error messages per "LEVEL CODE".
 	ErrorExamples map[string][]string
@@ -538,7 +538,7 @@ func Analyze(in Input) *Report {
 		if rec.Recovered {
 			r.Summary.RTOS = ptr(secs(rec.RTO))
 			if healed && rec.RTO > 0 {
-				r.Summary.RecoveredAfterHealS = ptr(secs(max(0, rec.At-healedAt)))
+				r.Summary.RecoveredAfterHealS = ptr(secs(rec.At - healedAt))
 			}
 		}
 	}

@@ -31,8 +31,9 @@ type Report struct {
 	FaultAtS   *float64    `json:"fault_at_s,omitempty"`
 	HealedAtS  *float64    `json:"healed_at_s,omitempty"`
 	EndS       float64     `json:"end_s"`
-	// LoadEndS is when the workload stopped (availability is measured up
-	// to it; the repair rounds after it run on a quiet cluster).
+	// LoadEndS is how far health (the RTO) is judged: the end of the
+	// last second verify found healthy before it stopped the workload
+	// (the repair rounds after it run on a quiet cluster).
 	LoadEndS float64 `json:"load_end_s"`
 	// Seconds is the length of every per-second series.
 	Seconds      int                  `json:"seconds"`
@@ -144,8 +145,10 @@ type Summary struct {
 	// RTOS is from the fault until every level stayed healthy; nil: the
 	// drill ended before that.
 	RTOS *float64 `json:"rto_s"`
-	// RecoveredAfterHealS is the part of the RTO after the heal (nil
-	// when the RTO is 0: no level was ever unhealthy).
+	// RecoveredAfterHealS is the part of the RTO after the heal;
+	// negative: the levels recovered before the heal (a crashed node's
+	// DC served again before the node came back). Nil when the RTO is 0:
+	// no level was ever unhealthy.
 	RecoveredAfterHealS *float64 `json:"recovered_after_heal_s"`
 	// ConvergeS is from the heal to the end of the first round in which
 	// every node's full Merkle exchange found no mismatch; nil: never.
@@ -232,6 +235,14 @@ func (r *Report) Verdict() string {
 		return "PASS"
 	}
 	return "FAIL"
+}
+
+// relHeal says when, relative to the heal, the levels recovered.
+func relHeal(s float64) string {
+	if s < 0 {
+		return fmt.Sprintf("%.1fs before the heal", -s)
+	}
+	return fmt.Sprintf("%.1fs after the heal", s)
 }
 
 // clip shortens s to at most n runes.
@@ -382,8 +393,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "time to converge after heal: %s (%d repair round(s))\n", fmtSecs(r.Summary.ConvergeS), len(r.Rounds))
 	fmt.Fprintf(w, "RTO (fault to every level healthy): %s", fmtSecs(r.Summary.RTOS))
-	if r.Summary.RecoveredAfterHealS != nil {
-		fmt.Fprintf(w, ", %s after the heal", fmtSecs(r.Summary.RecoveredAfterHealS))
+	if a := r.Summary.RecoveredAfterHealS; a != nil {
+		fmt.Fprintf(w, ", %s", relHeal(*a))
 	} else if r.Summary.RTOS != nil {
 		fmt.Fprintf(w, " (no level fell below %g%% in any second)", 100*HealthyRatio)
 	}

@@ -167,7 +167,8 @@ type driller struct {
 	notes []string
 	// down is a node the drill stopped and has not started again.
 	down string
-	// loadEnd is when the workload stopped.
+	// loadEnd is how far the workload's health is judged: when it
+	// stopped, or the end of the last second verify judged healthy.
 	loadEnd time.Duration
 
 	hintsMu struct {
@@ -335,7 +336,9 @@ func (d *driller) run(ctx context.Context) (*Report, error) {
 	stopLoad := func() {
 		if !loadStopped {
 			loadStopped = true
-			d.loadEnd = d.now()
+			if d.loadEnd == 0 {
+				d.loadEnd = d.now()
+			}
 			cancelLoad()
 			load.Wait()
 		}
@@ -780,6 +783,10 @@ func (d *driller) verify(ctx context.Context, healedAt time.Duration, stopLoad f
 			if !d.converged.Load() {
 				d.logf("verify: every level healthy for %d s: the workload stops, so that a repair round can find the replicas equal", StableWindows)
 			}
+			// Health is judged up to the seconds just found healthy
+			// (operations due later are still in the report's series):
+			// the report's RTO is the one this decision saw.
+			d.loadEnd = upTo.Truncate(time.Second)
 			stopLoad()
 		}
 		if d.converged.Load() {
