@@ -134,8 +134,11 @@ func (c *Coordinator) merge(loc replica.Loc, key []byte, in version.Set, sync bo
 func (c *Coordinator) ServeCoordinate(ctx context.Context, req *internalv1.CoordinateRequest) (*internalv1.CoordinateResponse, error) {
 	var resp *kvv1.PutResponse
 	err := c.observe(ctx, "kv.Coordinate", OpWrite, req.GetPut().GetKeyspace(), req.GetPut().GetConsistency(), func(ctx context.Context, span trace.Span) (err error) {
-		resp, err = c.write(ctx, span, req.GetPut(), writeOpts{tombstone: req.GetTombstone(), originDC: req.GetOriginDc(), forwarded: true})
-		return err
+		put := withRequestID(req.GetPut())
+		return c.staleRetry(ctx, func() (err error) {
+			resp, err = c.write(ctx, span, put, writeOpts{tombstone: req.GetTombstone(), originDC: req.GetOriginDc(), forwarded: true})
+			return err
+		})
 	})
 	if err != nil {
 		return nil, err

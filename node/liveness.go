@@ -55,8 +55,37 @@ func (l *liveness) MemberChanged(m membership.Member) {
 	} else {
 		l.mu.hintsFor[m.Meta.ID] = m.Meta.HintsFor
 	}
-	// Recomputed here, on a membership change, so that the read path's
-	// question (pendingHints) is one lookup.
+	l.recomputeOwed()
+	if !down {
+		delete(l.mu.failedUntil, m.Meta.ID)
+	}
+	if m.State == membership.StateAlive && l.onUp != nil {
+		go l.onUp(m.Meta.ID) // never block memberlist's goroutine
+	}
+}
+
+// forgetExcept drops what gossip said of nodes that are no longer members
+// (a removed node's last list of hint targets would otherwise keep those
+// targets from counting toward R for good).
+func (l *liveness) forgetExcept(member func(id string) bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	changed := false
+	for id := range l.mu.hintsFor {
+		if !member(id) {
+			delete(l.mu.hintsFor, id)
+			changed = true
+		}
+	}
+	if changed {
+		l.recomputeOwed()
+	}
+}
+
+// recomputeOwed derives, on a membership change, which nodes live members
+// owe hints, so that the read path's question (pendingHints) is one
+// lookup. l.mu held.
+func (l *liveness) recomputeOwed() {
 	owed := map[string]bool{}
 	for holder, targets := range l.mu.hintsFor {
 		for _, t := range targets {
@@ -66,12 +95,6 @@ func (l *liveness) MemberChanged(m membership.Member) {
 		}
 	}
 	l.mu.owed = owed
-	if !down {
-		delete(l.mu.failedUntil, m.Meta.ID)
-	}
-	if m.State == membership.StateAlive && l.onUp != nil {
-		go l.onUp(m.Meta.ID) // never block memberlist's goroutine
-	}
 }
 
 // isDown reports whether gossip last said id is dead or left.

@@ -205,6 +205,13 @@ func (n *Node) metaChanged(st *membership.MetaState) {
 	if !st.Initialized() {
 		return
 	}
+	// A restarted node replays the log from its last snapshot: states
+	// older than the one it already routes by (cached at the last apply)
+	// are history, not news — routing never goes back an epoch, and
+	// transfers and clean-up never act on an old state.
+	if cur := n.Topology(); cur.Agreed() && st.Epoch <= cur.Epoch {
+		return
+	}
 	n.tablesMu.Lock()
 	st.UseCache(&n.tables)
 	topo, err := st.Topology()
@@ -216,6 +223,7 @@ func (n *Node) metaChanged(st *membership.MetaState) {
 	}
 	n.cacheMeta(st)
 	prev := n.topo.Swap(topo)
+	n.live.forgetExcept(func(id string) bool { _, ok := topo.Nodes[id]; return ok })
 	n.epochs.signal()
 	if prev == nil || !prev.Agreed() {
 		n.log.Info("cluster metadata agreed", "cluster_id", st.ClusterID, "epoch", st.Epoch, "members", len(st.Members))

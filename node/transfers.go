@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -40,13 +41,26 @@ func (n *Node) startTransfers(ctx context.Context) {
 		Peers:       n.faults,
 		Merge:       n.coord,
 		Checkpoints: n.store,
-		Alive:       n.Alive,
+		Alive:       g.sourceAlive,
 		CatchUp: func(ctx context.Context, t repair.TransferTask) error {
 			ae := n.ae.Load()
 			if ae == nil {
-				return nil
+				return errNotRunning
 			}
-			_, err := ae.SyncWith(ctx, t.Keyspace, t.Loc.Partition, t.Sources)
+			// The live sources: a source that is down (or dead and being
+			// replaced or removed) cannot hold the move back; what only it
+			// holds reaches the new replica through anti-entropy once it is
+			// back, as for any replica that was down.
+			var live []string
+			for _, s := range t.Sources {
+				if g.sourceAlive(s) {
+					live = append(live, s)
+				}
+			}
+			if len(live) == 0 {
+				return fmt.Errorf("no live source among %v to catch up with", t.Sources)
+			}
+			_, err := ae.SyncWith(ctx, t.Keyspace, t.Loc.Partition, live)
 			return err
 		},
 		Done:           g.done,
@@ -67,6 +81,19 @@ func (n *Node) startTransfers(ctx context.Context) {
 	if topo := n.Topology(); topo.Agreed() && topo.Meta.Transition != nil {
 		g.changed(topo.Meta, topo)
 	}
+}
+
+// sourceAlive: a node to pull from must be known alive through gossip
+// (a node that joined after a source died has never heard of it, and
+// would otherwise think it alive) and have a known address.
+func (g *transferGlue) sourceAlive(id string) bool {
+	if id == g.n.cfg.ID || !g.n.Alive(id) {
+		return false
+	}
+	if _, ok := g.n.book.get(id); !ok {
+		return false
+	}
+	return g.n.gossip != nil && g.n.gossip.Alive(id)
 }
 
 // Transfers reports the partition transfers this node receives.
