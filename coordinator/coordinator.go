@@ -576,7 +576,7 @@ func (c *Coordinator) finishRead(fctx context.Context, fcancel context.CancelFun
 		repaired := 0
 		enc := merged.Encode()
 		for _, rp := range stale {
-			err := c.writeTo(rctx, rp.t, r, merged, enc, true)
+			err := c.writeTo(rctx, rp.t, r, merged, enc, true, nil)
 			c.cfg.Logger.DebugContext(rctx, "read repair", "replica", rp.t.Node, "keyspace", r.ks.Name, "err", err)
 			if err == nil {
 				repaired++
@@ -660,8 +660,10 @@ func (c *Coordinator) dcOf(node string) string {
 
 // writeTo merges a set into one replica (or stores it as a hint on a
 // fallback), locally when the target is this node. enc is the set's
-// encoding, made once for every replica a set goes to.
-func (c *Coordinator) writeTo(ctx context.Context, t target, r *request, set version.Set, enc []byte, sync bool) (err error) {
+// encoding, made once for every replica a set goes to; wr, when not nil,
+// is where to build the request (the caller's, unused until writeTo
+// returns), so that a write's requests are allocated with it.
+func (c *Coordinator) writeTo(ctx context.Context, t target, r *request, set version.Set, enc []byte, sync bool, wr *internalv1.WriteRequest) (err error) {
 	attrs := make([]attribute.KeyValue, 1, 2) // on the stack: replicaSpan copies it
 	attrs[0] = attrSync.Bool(sync)
 	if t.hintFor != "" {
@@ -675,10 +677,12 @@ func (c *Coordinator) writeTo(ctx context.Context, t target, r *request, set ver
 		}
 		return c.merge(r.loc, r.key, set, sync)
 	}
+	if wr == nil {
+		wr = new(internalv1.WriteRequest)
+	}
+	wr.Keyspace, wr.Key, wr.Set, wr.Sync, wr.HintFor = r.ks.Name, r.key, enc, sync, t.hintFor
 	start := time.Now()
-	err = c.cfg.Peers.Write(ctx, t.Node, &internalv1.WriteRequest{
-		Keyspace: r.ks.Name, Key: r.key, Set: enc, Sync: sync, HintFor: t.hintFor,
-	})
+	err = c.cfg.Peers.Write(ctx, t.Node, wr)
 	c.obs.ReplicaCall("write", t.DC, status.Code(err).String(), time.Since(start))
 	return err
 }
@@ -977,8 +981,8 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 	for _, t := range p.extras {
 		go f.sendExtra(t)
 	}
-	for _, t := range p.targets {
-		go f.send(t)
+	for i := range p.targets {
+		go f.send(i)
 	}
 	got, hinted, received, werr := f.wait(ctx)
 	// The rest of the replicas finish in the background.
@@ -1114,6 +1118,9 @@ type fanout struct {
 	// target answered; outstanding the replies not yet taken from ch.
 	held        int64
 	outstanding int
+	// reqs hold the requests to the first targets, one each (the other
+	// two replicas at the usual replication factor of 3).
+	reqs [2]internalv1.WriteRequest
 }
 
 // drain takes the replies still to come, then releases the fan-out's
@@ -1129,7 +1136,7 @@ func (f *fanout) drain() {
 // sendExtra writes to a pending replica; one that misses the write gets a
 // kept hint.
 func (f *fanout) sendExtra(t target) {
-	err := f.c.writeTo(f.ctx, t, f.r, f.set, f.enc, f.sync)
+	err := f.c.writeTo(f.ctx, t, f.r, f.set, f.enc, f.sync, nil)
 	f.r.trail.add(t.Node, "pending replica write", errText(err), 0)
 	if err != nil {
 		f.mu.Lock()
@@ -1142,13 +1149,17 @@ func (f *fanout) sendExtra(t target) {
 	f.ch <- reply{t: t, err: err}
 }
 
-// send writes to a replica, or to a fallback as a hint; a replica that
-// went away since the request began has its copy handed to a fallback, as
-// if it had been down from the start.
-func (f *fanout) send(t target) {
-	c := f.c
+// send writes to the plan's i-th target: a replica, or a fallback as a
+// hint; a replica that went away since the request began has its copy
+// handed to a fallback, as if it had been down from the start.
+func (f *fanout) send(i int) {
+	c, t := f.c, f.plan.targets[i]
+	var wr *internalv1.WriteRequest
+	if i < len(f.reqs) {
+		wr = &f.reqs[i]
+	}
 	start := c.cfg.Now()
-	err := c.writeTo(f.ctx, t, f.r, f.set, f.enc, f.sync)
+	err := c.writeTo(f.ctx, t, f.r, f.set, f.enc, f.sync, wr)
 	if f.r.trail.on() {
 		action := "replica write"
 		if t.hintFor != "" {
@@ -1166,7 +1177,7 @@ func (f *fanout) send(t target) {
 			c.keepHint(f.r, t.Node, f.set, f.sync)
 		case failToFallback:
 			start = c.cfg.Now()
-			herr := c.writeTo(f.ctx, hinted, f.r, f.set, f.enc, f.sync)
+			herr := c.writeTo(f.ctx, hinted, f.r, f.set, f.enc, f.sync, nil)
 			if f.r.trail.on() {
 				f.r.trail.add(hinted.Node, "hinted write for "+t.Node, errText(herr), c.cfg.Now().Sub(start))
 			}
