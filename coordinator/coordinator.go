@@ -230,6 +230,7 @@ type Coordinator struct {
 
 	inflight *limiter
 	bgSlots  *admitter
+	work     workers      // goroutines kept for writes' tasks (workers.go)
 	bgBytes  atomic.Int64 // bytes held by replica writes still running
 
 	// Background work (remaining replica writes, read repair) runs under
@@ -264,6 +265,7 @@ func New(cfg Config) (*Coordinator, error) {
 		reqIDs:   newRequestIDs(cfg.MaxRequestIDs, cfg.RequestIDWindow),
 		inflight: newLimiter(cfg.MaxInFlight, max(1, cfg.MaxInFlight/8), cfg.MaxInFlight, cfg.ShedAfter),
 		bgSlots:  newAdmitter(cfg.MaxBackground, 0),
+		work:     newWorkers(4 * cfg.MaxInFlight),
 		bgCtx:    ctx, bgCancel: cancel}, nil
 }
 
@@ -924,31 +926,21 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 		// the local fsync is still running: the two happen in parallel.
 		// (If this node crashes before its fsync, its next start is a new
 		// incarnation, so the dot it minted is never minted again.)
-		_, lspan := c.replicaSpan(ctx, "meridian.replica.write", c.cfg.NodeID, attrSync.Bool(f.sync))
+		_, f.lspan = c.replicaSpan(ctx, "meridian.replica.write", c.cfg.NodeID, attrSync.Bool(f.sync))
 		// The encoding stored is the one sent on (nil when nothing new
 		// was stored: encoded below).
-		w, err := c.cfg.Store.UpdateEncoded(r.loc, r.key, f.sync, m.mint)
-		f.set, f.enc = w.Set, w.Encoded
+		f.local, err = c.cfg.Store.UpdateEncoded(r.loc, r.key, f.sync, m.mint)
+		f.set, f.enc = f.local.Set, f.local.Encoded
 		if err != nil {
-			endSpan(lspan, err)
+			endSpan(f.lspan, err)
 			fcancel()
 			if _, ok := status.FromError(err); ok {
 				return nil, err // a refusal the caller must act on
 			}
 			return nil, status.Errorf(codes.Internal, "local write failed: %v", err)
 		}
-		self := target{Replica: placement.Replica{Node: c.cfg.NodeID, DC: c.cfg.DC}}
-		go func() {
-			err := w.Wait()
-			for _, down := range p.keep {
-				c.keepHint(r, down, f.set, f.sync)
-			}
-			endSpan(lspan, err)
-			if r.trail.on() {
-				r.trail.add(c.cfg.NodeID, "coordinator write", outcome(f.set, err), c.cfg.Now().Sub(start))
-			}
-			f.ch <- reply{t: self, err: err}
-		}()
+		f.start = start
+		c.goTask(task{f: f, kind: taskLocal})
 	} else if f.set, err = m.mint(version.Set{}); err != nil {
 		fcancel()
 		return nil, err
@@ -978,21 +970,20 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 	// A moving partition's new replicas receive every write too (they
 	// count toward nothing); one that misses it gets a hint, and its
 	// transfer's catch-up pass covers the rest.
-	for _, t := range p.extras {
-		go f.sendExtra(t)
+	for i := range p.extras {
+		c.goTask(task{f: f, kind: taskExtra, i: i})
 	}
 	for i := range p.targets {
-		go f.send(i)
+		c.goTask(task{f: f, kind: taskSend, i: i})
 	}
 	got, hinted, received, werr := f.wait(ctx)
 	// The rest of the replicas finish in the background.
 	f.outstanding = p.asked() + len(p.extras) - received
-	if !c.goBackground(f.drain) {
-		// Over the background bound (admission sheds new writes until it
-		// drains): the replica writes already started still finish.
-		c.bg.Add(1)
-		go func() { defer c.bg.Done(); f.drain() }()
-	}
+	// Background work: it takes a slot of MaxBackground when one is free.
+	// Over the bound (admission sheds new writes until it drains), the
+	// replica writes already started still finish.
+	f.slotted = c.bgSlots.tryAcquire()
+	c.goTask(task{f: f, kind: taskDrain})
 	if span.IsRecording() {
 		span.SetAttributes(attrContacted.Int(p.asked()), attrAnswered.Int(p.tally.acks), attrFailed.Int(failed(got)))
 	}
@@ -1118,14 +1109,25 @@ type fanout struct {
 	// target answered; outstanding the replies not yet taken from ch.
 	held        int64
 	outstanding int
+	// slotted: the drain holds a MaxBackground slot.
+	slotted bool
+	// local is this node's write (when a replica), lspan its span and
+	// start when the write began.
+	local replica.Written
+	lspan trace.Span
+	start time.Time
 	// reqs hold the requests to the first targets, one each (the other
 	// two replicas at the usual replication factor of 3).
 	reqs [2]internalv1.WriteRequest
 }
 
 // drain takes the replies still to come, then releases the fan-out's
-// context and held bytes: the rest of a write, in the background.
+// context, held bytes and background slot: the rest of a write, in the
+// background.
 func (f *fanout) drain() {
+	if f.slotted {
+		defer f.c.bgSlots.release()
+	}
 	defer f.cancel()
 	defer f.c.bgBytes.Add(-f.held)
 	for ; f.outstanding > 0; f.outstanding-- {
@@ -1133,9 +1135,25 @@ func (f *fanout) drain() {
 	}
 }
 
-// sendExtra writes to a pending replica; one that misses the write gets a
-// kept hint.
-func (f *fanout) sendExtra(t target) {
+// awaitLocal waits for the local write's fsync, keeps the hints no
+// fallback could take, and replies for this node.
+func (f *fanout) awaitLocal() {
+	c, r := f.c, f.r
+	err := f.local.Wait()
+	for _, down := range f.plan.keep {
+		c.keepHint(r, down, f.set, f.sync)
+	}
+	endSpan(f.lspan, err)
+	if r.trail.on() {
+		r.trail.add(c.cfg.NodeID, "coordinator write", outcome(f.set, err), c.cfg.Now().Sub(f.start))
+	}
+	f.ch <- reply{t: target{Replica: placement.Replica{Node: c.cfg.NodeID, DC: c.cfg.DC}}, err: err}
+}
+
+// sendExtra writes to the plan's i-th pending replica; one that misses the
+// write gets a kept hint.
+func (f *fanout) sendExtra(i int) {
+	t := f.plan.extras[i]
 	err := f.c.writeTo(f.ctx, t, f.r, f.set, f.enc, f.sync, nil)
 	f.r.trail.add(t.Node, "pending replica write", errText(err), 0)
 	if err != nil {
