@@ -435,7 +435,8 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 	// needs (this node first, then its DC), keep the rest as spares for
 	// failures, and — for ReadRepairChance of reads — ask them all so that
 	// read repair reaches replicas the quorum did not.
-	var live, behind []target
+	live := make([]target, 0, len(r.reps))
+	var behind []target
 	for _, rep := range r.reps {
 		switch {
 		case !c.alive(rep.Node):
@@ -450,7 +451,7 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 			live = append(live, target{Replica: rep})
 		}
 	}
-	full := newTally(r.need)
+	full := makeTally(r.need)
 	for _, t := range live {
 		full.expect(t.DC, false)
 	}
@@ -463,7 +464,7 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 	}
 	all := c.cfg.Rand() < c.cfg.ReadRepairChance
 	asked, spares := c.pickReads(r.need, live, all)
-	tl := newTally(r.need)
+	tl := makeTally(r.need)
 	fctx, fcancel := c.fanoutContext(ctx)
 	ch := make(chan reply, len(live))
 	launch := func(t target) {
@@ -490,7 +491,7 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 
 	var (
 		merged  version.Set
-		got     []reply
+		got     = make([]reply, 0, len(live)+len(behind))
 		lastErr error
 	)
 	for !tl.met() {
@@ -636,6 +637,9 @@ func (c *Coordinator) pickReads(need Need, live []target, all bool) (asked, spar
 	if all {
 		return ordered, nil
 	}
+	// asked and spares share one array: together they are ordered.
+	buf := make([]target, 2*len(ordered))
+	asked, spares = buf[:0:len(ordered)], buf[len(ordered):len(ordered)]
 	total, perDC := 0, map[string]int{}
 	for _, t := range ordered {
 		useful := false
