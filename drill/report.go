@@ -62,13 +62,13 @@ type Settings struct {
 	VerifyTimeoutS float64 `json:"verify_timeout_s"`
 	Keyspace       string  `json:"keyspace"`
 	// Rates are per client DC, operations per second.
-	Rate         float64 `json:"rate"`
-	ProbeRate    float64 `json:"probe_rate"`
-	SetRate      float64 `json:"set_rate"`
-	SetKeys      int     `json:"set_keys"`
-	OpTimeoutS   float64 `json:"op_timeout_s"`
-	ProbeTimeout float64 `json:"probe_timeout_s"`
-	FaultTTLS    float64 `json:"fault_ttl_s,omitempty"`
+	Rate          float64 `json:"rate"`
+	ProbeRate     float64 `json:"probe_rate"`
+	SetRate       float64 `json:"set_rate"`
+	SetKeys       int     `json:"set_keys"`
+	OpTimeoutS    float64 `json:"op_timeout_s"`
+	ProbeTimeoutS float64 `json:"probe_timeout_s"`
+	FaultTTLS     float64 `json:"fault_ttl_s,omitempty"`
 	// MinLocalAvailability, MaxConvergeS and MaxRTOS are the criteria.
 	MinLocalAvailability float64 `json:"min_local_availability_percent"`
 	MaxConvergeS         float64 `json:"max_converge_s"`

@@ -245,8 +245,12 @@ func Run(ctx context.Context, cfg Config, env Env) (*Report, error) {
 	for _, n := range env.Topology.Nodes {
 		d.ids = append(d.ids, n.ID)
 	}
-	fmt.Fprintf(cfg.Log, "drill %s\ncluster: %s, %d node(s) in %s; keyspace %s replication %v\n", cfg.Scenario, env.Target,
-		len(d.ids), strings.Join(env.Topology.DCs(), ", "), cfg.Keyspace, env.Topology.RF)
+	var rf []string
+	for _, dc := range env.Topology.DCs() {
+		rf = append(rf, fmt.Sprintf("%s=%d", dc, env.Topology.RF[dc]))
+	}
+	fmt.Fprintf(cfg.Log, "drill %s\ncluster: %s, %d node(s) in %s; keyspace %s, replication %s\n", cfg.Scenario, env.Target,
+		len(d.ids), strings.Join(env.Topology.DCs(), ", "), cfg.Keyspace, strings.Join(rf, " "))
 	fmt.Fprintln(cfg.Log, "abort criteria:")
 	for _, c := range cfg.Criteria.Describe(cfg.Scenario, env.Topology, cfg.ProbeTimeout) {
 		fmt.Fprintf(cfg.Log, "  - %s\n", c)
@@ -285,8 +289,11 @@ func (d *driller) preflight(ctx context.Context) error {
 	deadline := time.Now().Add(preflightTimeout)
 	for _, dc := range d.env.Topology.DCs() {
 		for tries := 0; ; tries++ {
+			// A new key per attempt: a failed write may still land on
+			// some replicas, and blind writes to one key would pile up
+			// siblings.
 			wctx, cancel := context.WithTimeout(ctx, d.cfg.ProbeTimeout)
-			_, err := d.env.KV[dc].Put(wctx, fmt.Appendf(nil, "drill/ready/%s", dc), []byte("ready"), nil, kvv1.Level_LEVEL_EACH_QUORUM)
+			_, err := d.env.KV[dc].Put(wctx, fmt.Appendf(nil, "drill/ready/%s/%d", dc, time.Now().UnixNano()), []byte("ready"), nil, kvv1.Level_LEVEL_EACH_QUORUM)
 			cancel()
 			if err == nil {
 				break
@@ -457,7 +464,7 @@ func (d *driller) run(ctx context.Context) (*Report, error) {
 	c := d.cfg
 	r.Settings = Settings{BaselineS: c.Durations.Baseline.Seconds(), HoldS: c.Durations.Hold.Seconds(), VerifyMinS: c.Durations.VerifyMin.Seconds(),
 		VerifyTimeoutS: c.Durations.VerifyTimeout.Seconds(), Keyspace: c.Keyspace, Rate: c.Rate, ProbeRate: c.ProbeRate, SetRate: c.SetRate,
-		SetKeys: c.SetKeys, OpTimeoutS: c.OpTimeout.Seconds(), ProbeTimeout: c.ProbeTimeout.Seconds(),
+		SetKeys: c.SetKeys, OpTimeoutS: c.OpTimeout.Seconds(), ProbeTimeoutS: c.ProbeTimeout.Seconds(),
 		MinLocalAvailability: c.Criteria.MinLocalAvailability, MaxConvergeS: c.Criteria.MaxConverge.Seconds(), MaxRTOS: c.Criteria.MaxRTO.Seconds()}
 	if fault != nil {
 		r.Settings.FaultTTLS = c.FaultTTL.Seconds()
