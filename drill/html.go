@@ -110,7 +110,7 @@ func (c chart) svg() string {
 	for _, l := range c.lines {
 		if l.name != "" {
 			legend = append(legend, l)
-			colW = max(colW, 40+7*len(l.name))
+			colW = max(colW, 48+8*len(l.name))
 		}
 	}
 	perRow := max(1, plotW/max(colW, 1))
@@ -220,7 +220,7 @@ func (r *Report) decorate(c *chart) {
 		c.marks = append(c.marks, band{from: p.StartS, label: string(p.Phase)})
 	}
 	if r.LoadEndS > 0 && r.LoadEndS < r.EndS-0.5 {
-		c.marks = append(c.marks, band{from: r.LoadEndS, label: "health judged until here"})
+		c.marks = append(c.marks, band{from: r.LoadEndS, label: "workload stopped"})
 	}
 }
 

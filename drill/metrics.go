@@ -147,10 +147,10 @@ type Input struct {
 	// ProbeTimeout is the deadline of every probe (EACH_QUORUM must fail
 	// before it).
 	ProbeTimeout time.Duration
-	// LoadEnd is how far health is judged (zero: to the timeline's
-	// end). The drill stops the workload once every level is healthy
-	// again, so that the last repair rounds compare replicas no write is
-	// racing, and judges health up to the seconds it found healthy.
+	// LoadEnd is when the workload stopped (zero: at the timeline's
+	// end). The drill stops it once every level is healthy again, so that
+	// the last repair rounds compare replicas no write is racing; health
+	// is judged up to it.
 	LoadEnd time.Duration
 	// ErrorExamples are the first error messages per "LEVEL CODE".
 	ErrorExamples map[string][]string
@@ -270,6 +270,14 @@ func recovery(healthy []bool, faultAt time.Duration) Recovery {
 	}
 	at := time.Duration(r) * time.Second
 	return Recovery{Recovered: true, RTO: at - faultAt, At: at}
+}
+
+// Recovered reports whether the samples show every level healthy again
+// after the fault, judged as the report judges it, over the complete
+// seconds up to upTo.
+func Recovered(samples []Sample, levels []string, faultAt, upTo time.Duration) bool {
+	_, complete := windows(upTo)
+	return recovery(healthyWindows(availability(samples, complete), levels, complete), faultAt).Recovered
 }
 
 // StableSince reports whether the last StableWindows complete seconds

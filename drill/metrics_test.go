@@ -266,3 +266,15 @@ func TestProbeOutcomeAtTheEdges(t *testing.T) {
 		t.Errorf("probeOutcome = %+v, want the two failures due in the hold, the hang included", got)
 	}
 }
+
+func TestRecoveredMatchesTheReport(t *testing.T) {
+	in := outage()
+	levels := in.Scenario.ExpectedAfterHeal()
+	for _, upTo := range []time.Duration{15 * time.Second, 24 * time.Second, 25 * time.Second, 30 * time.Second} {
+		in.LoadEnd = upTo
+		want := Analyze(in).Summary.RTOS != nil
+		if got := Recovered(in.Samples, levels, 10*time.Second, upTo); got != want {
+			t.Errorf("Recovered(up to %s) = %v, the report says %v", upTo, got, want)
+		}
+	}
+}

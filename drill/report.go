@@ -31,9 +31,9 @@ type Report struct {
 	FaultAtS   *float64    `json:"fault_at_s,omitempty"`
 	HealedAtS  *float64    `json:"healed_at_s,omitempty"`
 	EndS       float64     `json:"end_s"`
-	// LoadEndS is how far health (the RTO) is judged: the end of the
-	// last second verify found healthy before it stopped the workload
-	// (the repair rounds after it run on a quiet cluster).
+	// LoadEndS is when the workload stopped: availability and the RTO
+	// are judged up to it; the repair rounds after it run on a quiet
+	// cluster.
 	LoadEndS float64 `json:"load_end_s"`
 	// Seconds is the length of every per-second series.
 	Seconds      int                  `json:"seconds"`

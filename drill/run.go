@@ -167,8 +167,7 @@ type driller struct {
 	notes []string
 	// down is a node the drill stopped and has not started again.
 	down string
-	// loadEnd is how far the workload's health is judged: when it
-	// stopped, or the end of the last second verify judged healthy.
+	// loadEnd is when the workload stopped.
 	loadEnd time.Duration
 
 	hintsMu struct {
@@ -343,9 +342,7 @@ func (d *driller) run(ctx context.Context) (*Report, error) {
 	stopLoad := func() {
 		if !loadStopped {
 			loadStopped = true
-			if d.loadEnd == 0 {
-				d.loadEnd = d.now()
-			}
+			d.loadEnd = d.now()
 			cancelLoad()
 			load.Wait()
 		}
@@ -790,11 +787,13 @@ func (d *driller) verify(ctx context.Context, healedAt time.Duration, stopLoad f
 			if !d.converged.Load() {
 				d.logf("verify: every level healthy for %d s: the workload stops, so that a repair round can find the replicas equal", StableWindows)
 			}
-			// Health is judged up to the seconds just found healthy
-			// (operations due later are still in the report's series):
-			// the report's RTO is the one this decision saw.
-			d.loadEnd = upTo.Truncate(time.Second)
 			stopLoad()
+			// The report judges every second up to the stop, including
+			// the last ones this decision could not see yet.
+			if faultAt, ok := d.tl.FaultAt(); ok && !Recovered(d.rec.snapshot(), d.cfg.Scenario.ExpectedAfterHeal(), faultAt, d.loadEnd) {
+				d.note("every level was healthy for %d s, but operations due in the last %s before the workload stopped failed again: no recovery is established (see the availability plot)",
+					StableWindows, settle.Round(100*time.Millisecond))
+			}
 		}
 		if d.converged.Load() {
 			return nil
