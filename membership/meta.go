@@ -528,6 +528,9 @@ func (s *MetaState) applyPlan(c Command) error {
 	if s.Transition != nil {
 		return ErrInTransition
 	}
+	if slices.Contains(s.Plan, *c.Op) {
+		return errUnchanged // a retried proposal: the step is in already
+	}
 	plan := append(slices.Clone(s.Plan), *c.Op)
 	if _, err := s.PlanRing(plan); err != nil {
 		return err
@@ -603,7 +606,10 @@ func (s *MetaState) PlanRing(plan []PlanOp) (*placement.Ring, error) {
 }
 
 func (s *MetaState) applyCommit(c Command) error {
-	if s.Transition != nil {
+	if t := s.Transition; t != nil {
+		if len(s.Plan) == 0 && len(c.Expect) > 0 && slices.Equal(t.Ops, c.Expect) {
+			return errUnchanged // a retried commit of the plan now moving
+		}
 		return ErrInTransition
 	}
 	if len(s.Plan) == 0 {

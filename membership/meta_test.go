@@ -336,3 +336,25 @@ func TestDecodeCommandBounds(t *testing.T) {
 type placementReplica = placement.Replica
 
 func sortStrings(s []string) { slices.Sort(s) }
+
+// TestRetriedProposalsAreIdempotent: a plan step or a commit proposed again
+// (a retry after an ambiguous failure) changes nothing and is not refused.
+func TestRetriedProposalsAreIdempotent(t *testing.T) {
+	st := initState(t, 1, 3, 64)
+	mustApply(t, st, Command{Kind: CmdJoin, Member: &MemberRecord{ID: "n4", DC: "dc1", Rack: "r1", Weight: 1, GRPCAddr: "h:4"}})
+	step := Command{Kind: CmdPlan, Op: &PlanOp{Op: OpAdd, Node: "n4"}}
+	mustApply(t, st, step)
+	epoch := st.Epoch
+	if err := st.Apply(step); !IsUnchanged(err) || st.Epoch != epoch || len(st.Plan) != 1 {
+		t.Fatalf("retried plan step: %v, plan %v", err, st.Plan)
+	}
+	commit := Command{Kind: CmdCommit, Expect: st.Plan}
+	mustApply(t, st, commit)
+	epoch = st.Epoch
+	if err := st.Apply(commit); !IsUnchanged(err) || st.Epoch != epoch {
+		t.Fatalf("retried commit: %v", err)
+	}
+	if err := st.Apply(Command{Kind: CmdCommit, Expect: []PlanOp{{Op: OpAdd, Node: "n9"}}}); !errors.Is(err, ErrInTransition) {
+		t.Fatalf("another commit during the transition: %v", err)
+	}
+}

@@ -103,10 +103,15 @@ func waitTransitionDone(t *testing.T, l *node.Local) {
 // hints does not count toward a read at ALL.
 func waitHintsDelivered(t *testing.T, l *node.Local) {
 	t.Helper()
-	eventually(t, "every hint delivered", func() bool {
+	eventually(t, "every hint delivered, as every node sees it", func() bool {
 		for _, n := range l.Nodes() {
 			if len(n.HintTargets()) > 0 {
 				return false
+			}
+			for id := range n.Topology().Nodes {
+				if n.HintsPending(id) { // what other nodes gossip they hold
+					return false
+				}
 			}
 		}
 		return true

@@ -7,6 +7,7 @@ package transport
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,8 +36,15 @@ type GRPC struct {
 		sync.Mutex
 		conns  map[string]*grpc.ClientConn // by address
 		closed bool
+		// retired: connections replaced by Reconnect, closed a while
+		// later (calls that took them just before finish on them).
+		retired []*grpc.ClientConn
 	}
 }
+
+// retireAfter is how long a replaced connection stays open for the calls
+// already on it.
+const retireAfter = 30 * time.Second
 
 // NewGRPC returns a transport that dials peers found by resolve. Extra dial
 // options (e.g. tracing stats handlers) are appended to the defaults.
@@ -122,20 +130,26 @@ func (g *GRPC) Reconnect(node string) {
 		return
 	}
 	// A connection waiting out its back-off is replaced (the next call
-	// dials afresh). ClientConn.ResetConnectBackoff would be the direct
-	// way, but it iterates the connection's subconns without its lock and
-	// races with gRPC creating one (grpc v1.85).
+	// dials afresh); the old one is closed later, so calls that took it
+	// just before are not cut. ClientConn.ResetConnectBackoff would be the
+	// direct way, but it iterates the connection's subconns without its
+	// lock and races with gRPC creating one (grpc v1.85).
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	c := g.mu.conns[addr]
-	if c != nil && c.GetState() == connectivity.TransientFailure {
-		delete(g.mu.conns, addr)
-	} else {
-		c = nil
+	if c == nil || g.mu.closed || c.GetState() != connectivity.TransientFailure {
+		return
 	}
-	g.mu.Unlock()
-	if c != nil {
-		c.Close()
-	}
+	delete(g.mu.conns, addr)
+	g.mu.retired = append(g.mu.retired, c)
+	time.AfterFunc(retireAfter, func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if i := slices.Index(g.mu.retired, c); i >= 0 {
+			g.mu.retired = slices.Delete(g.mu.retired, i, i+1)
+			c.Close()
+		}
+	})
 }
 
 // Close closes every connection.
@@ -150,6 +164,10 @@ func (g *GRPC) Close() error {
 		}
 		delete(g.mu.conns, addr)
 	}
+	for _, c := range g.mu.retired {
+		c.Close()
+	}
+	g.mu.retired = nil
 	return first
 }
 
