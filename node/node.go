@@ -76,7 +76,6 @@ type Node struct {
 	store  *replica.Store
 	hints  *hintTracker
 	topo   atomic.Pointer[membership.Topology]
-	topoMu sync.Mutex // serializes topology changes
 	live   *liveness
 	gossip *membership.Gossip
 	peers  *transport.GRPC

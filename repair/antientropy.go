@@ -585,12 +585,6 @@ func (a *AntiEntropy) moving(t target) bool {
 	return a.cfg.Moving != nil && a.cfg.Moving(t.ks.Name, t.p)
 }
 
-// withPeer compares one partition with one peer and repairs both sides.
-// It returns how many keys changed locally.
-func (a *AntiEntropy) withPeer(ctx context.Context, t target, loc replica.Loc, local []uint64, peer string, crossDC bool, res *result) (int, error) {
-	return a.withPeerLeaves(ctx, t, loc, local, peer, crossDC, res, nil)
-}
-
 // fetchLeaves asks every peer for its leaves of a partition at once.
 func (a *AntiEntropy) fetchLeaves(ctx context.Context, t target, peers []placement.Replica) map[string]leavesReply {
 	out := make(map[string]leavesReply, len(peers))
@@ -620,8 +614,9 @@ type leavesReply struct {
 	err  error
 }
 
-// withPeerLeaves is withPeer with the peer's leaves already fetched (nil:
-// fetch them).
+// withPeerLeaves compares one partition with one peer and repairs both
+// sides, with the peer's leaves already fetched (nil: fetch them). It
+// returns how many keys changed locally.
 func (a *AntiEntropy) withPeerLeaves(ctx context.Context, t target, loc replica.Loc, local []uint64, peer string, crossDC bool, res *result, pre *leavesReply) (int, error) {
 	var (
 		remote *internalv1.LeavesResponse

@@ -33,7 +33,7 @@ const (
 	// per round: a hot key's hint can hold a hundred siblings, and 512 of
 	// those were half a gigabyte across targets.
 	DefaultHandoffBatchBytes = 4 << 20
-	DefaultMaxBackoff     = time.Minute
+	DefaultMaxBackoff        = time.Minute
 )
 
 // Handoff delivers hints held by this node to their targets: per target
