@@ -54,7 +54,7 @@ demo: build
 
 ## drill: a 3-DC dc-outage failover drill on a local cluster of real processes (about three minutes); reports in bin/drill.json and bin/drill.html.
 drill: build
-	./$(BIN) drill dc-outage --local --dcs 3 --baseline 30s --hold 60s --json bin/drill.json --html bin/drill.html
+	./$(BIN) drill dc-outage --local --dcs 3 --baseline 40s --hold 100s --json bin/drill.json --html bin/drill.html
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
