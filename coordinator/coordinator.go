@@ -49,6 +49,10 @@ type Peers interface {
 type Liveness interface {
 	Alive(id string) bool
 	PendingHints(id string) bool
+	// PendingHintsFrom is PendingHints counting only hints held by nodes
+	// in dc: a LOCAL_* read in dc overlaps the writes whose copies could
+	// count there, and a copy hinted elsewhere never counted toward them.
+	PendingHintsFrom(id, dc string) bool
 }
 
 // Hints stores copies held for unreachable replicas (see repair.Hints).
@@ -348,6 +352,16 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// owed reports whether id missed writes that a read at need must see:
+// some live node holds hints for it (for a LOCAL_* level, a node of the
+// local DC, the only place a copy counting toward such a write is kept).
+func (c *Coordinator) owed(need Need, id string) bool {
+	if need.LocalOnly {
+		return c.cfg.Live.PendingHintsFrom(id, need.Local)
+	}
+	return c.cfg.Live.PendingHints(id)
+}
+
 func (c *Coordinator) alive(id string) bool {
 	return id == c.cfg.NodeID || c.cfg.Live.Alive(id)
 }
@@ -441,7 +455,7 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 		switch {
 		case !c.alive(rep.Node):
 			r.trail.add(rep.Node, "skip replica", "down", 0)
-		case rep.Node != c.cfg.NodeID && c.cfg.Live.PendingHints(rep.Node):
+		case rep.Node != c.cfg.NodeID && c.owed(r.need, rep.Node):
 			// It missed writes that are still on their way as hints: it
 			// may answer with less than an acknowledged write, so it must
 			// not make up a quorum that R + W > N promises overlaps it.

@@ -164,6 +164,7 @@ func (h *hintTracker) kick() {
 type routing struct {
 	*liveness
 	hints *hintTracker
+	dc    string // this node's
 }
 
 // PendingHints reports whether a live node holds undelivered hints for id.
@@ -171,10 +172,16 @@ func (r routing) PendingHints(id string) bool {
 	return r.hints.Has(id) || r.liveness.pendingHints(id)
 }
 
+// PendingHintsFrom reports whether a live node in dc (this one included,
+// when it is in dc) holds undelivered hints for id.
+func (r routing) PendingHintsFrom(id, dc string) bool {
+	return (r.dc == dc && r.hints.Has(id)) || r.liveness.pendingHintsFrom(id, dc)
+}
+
 // HintsPending reports whether a live node (this one included) holds
 // undelivered hints for id, as this node's coordinator sees it.
 func (n *Node) HintsPending(id string) bool {
-	return routing{liveness: n.live, hints: n.hints}.PendingHints(id)
+	return routing{liveness: n.live, hints: n.hints, dc: n.self.DC}.PendingHints(id)
 }
 
 // HintTargets lists the nodes this node holds hints for.

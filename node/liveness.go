@@ -32,7 +32,10 @@ type liveness struct {
 		// hintsFor: per live member, the nodes it holds hints for; owed
 		// is derived from it: the nodes some live member owes hints.
 		hintsFor map[string][]string
+		holderDC map[string]string // holder → its DC
 		owed     map[string]bool
+		// owedIn: per DC, the nodes its live members owe hints.
+		owedIn map[string]map[string]bool
 	}
 }
 
@@ -41,6 +44,7 @@ func newLiveness(now func() time.Time) *liveness {
 	l.mu.down = map[string]bool{}
 	l.mu.failedUntil = map[string]time.Time{}
 	l.mu.hintsFor = map[string][]string{}
+	l.mu.holderDC = map[string]string{}
 	return l
 }
 
@@ -54,6 +58,7 @@ func (l *liveness) MemberChanged(m membership.Member) {
 		delete(l.mu.hintsFor, m.Meta.ID)
 	} else {
 		l.mu.hintsFor[m.Meta.ID] = m.Meta.HintsFor
+		l.mu.holderDC[m.Meta.ID] = m.Meta.DC
 	}
 	l.recomputeOwed()
 	if !down {
@@ -74,6 +79,7 @@ func (l *liveness) forgetExcept(member func(id string) bool) {
 	for id := range l.mu.hintsFor {
 		if !member(id) {
 			delete(l.mu.hintsFor, id)
+			delete(l.mu.holderDC, id)
 			changed = true
 		}
 	}
@@ -87,14 +93,28 @@ func (l *liveness) forgetExcept(member func(id string) bool) {
 // lookup. l.mu held.
 func (l *liveness) recomputeOwed() {
 	owed := map[string]bool{}
+	owedIn := map[string]map[string]bool{}
 	for holder, targets := range l.mu.hintsFor {
+		dc := l.mu.holderDC[holder]
 		for _, t := range targets {
 			if t != holder {
 				owed[t] = true
+				if owedIn[dc] == nil {
+					owedIn[dc] = map[string]bool{}
+				}
+				owedIn[dc][t] = true
 			}
 		}
 	}
-	l.mu.owed = owed
+	l.mu.owed, l.mu.owedIn = owed, owedIn
+}
+
+// pendingHintsFrom reports whether a live member in dc says it holds
+// hints for id.
+func (l *liveness) pendingHintsFrom(id, dc string) bool {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.mu.owedIn[dc][id]
 }
 
 // isDown reports whether gossip last said id is dead or left.

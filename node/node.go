@@ -225,7 +225,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 		DC:             n.self.DC,
 		Store:          n.store,
 		Peers:          peers,
-		Live:           routing{liveness: n.live, hints: n.hints},
+		Live:           routing{liveness: n.live, hints: n.hints, dc: n.self.DC},
 		Hints:          n.hints,
 		Topology:       n.Topology,
 		Ready:          n.ready,

@@ -1,0 +1,28 @@
+package node
+
+import (
+	"testing"
+	"time"
+
+	"github.com/meridiankv/meridian/membership"
+)
+
+// TestOwedHintsByHolderDC: hints a dc3 node holds for a dc1 replica keep
+// it from counting toward global reads, not toward dc1's LOCAL_* reads
+// (a copy hinted in dc3 never counted toward a dc1 local write), and a
+// removed holder's list is forgotten.
+func TestOwedHintsByHolderDC(t *testing.T) {
+	l := newLiveness(time.Now)
+	l.MemberChanged(membership.Member{Meta: membership.Meta{ID: "n7", DC: "dc3", HintsFor: []string{"n1"}}, State: membership.StateAlive})
+	l.MemberChanged(membership.Member{Meta: membership.Meta{ID: "n2", DC: "dc1", HintsFor: []string{"n3"}}, State: membership.StateAlive})
+	if !l.pendingHints("n1") || l.pendingHintsFrom("n1", "dc1") || !l.pendingHintsFrom("n1", "dc3") {
+		t.Fatal("hints held in dc3 for n1: owed globally and from dc3, not from dc1")
+	}
+	if !l.pendingHintsFrom("n3", "dc1") {
+		t.Fatal("hints held in dc1 for n3 must count for dc1's local reads")
+	}
+	l.forgetExcept(func(id string) bool { return id != "n7" })
+	if l.pendingHints("n1") {
+		t.Fatal("a removed holder's hint targets must be forgotten")
+	}
+}
