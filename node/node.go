@@ -514,6 +514,9 @@ func (n *Node) close() error {
 	if n.meta != nil {
 		errs = append(errs, n.meta.Close())
 	}
+	if n.transfers != nil {
+		n.transfers.stop() // after the log: no callback starts more
+	}
 	if n.raftLis != nil {
 		n.raftLis.Close()
 	}

@@ -32,6 +32,35 @@ type transferGlue struct {
 	reporting bool         // a reporter goroutine runs
 	cleaning  bool
 	cleanedAt uint64
+	// spawned counts the glue's own goroutines (reports, clean-up), which
+	// start from the metadata log's callbacks: they are waited for by
+	// stop, after the log is closed, not by the node's WaitGroup (an Add
+	// racing with the node's Wait).
+	spawned sync.WaitGroup
+	stopped bool
+}
+
+// spawn runs fn in a goroutine unless the glue is stopped.
+func (g *transferGlue) spawn(fn func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.stopped {
+		return
+	}
+	g.spawned.Add(1)
+	go func() {
+		defer g.spawned.Done()
+		fn()
+	}()
+}
+
+// stop waits for the glue's goroutines (they end with the node's run
+// context) and starts no more.
+func (g *transferGlue) stop() {
+	g.mu.Lock()
+	g.stopped = true
+	g.mu.Unlock()
+	g.spawned.Wait()
 }
 
 // startTransfers wires the transfer runner to the metadata.
@@ -172,12 +201,7 @@ func (g *transferGlue) done(t repair.TransferTask) {
 	g.reporting = true
 	g.mu.Unlock()
 	if start {
-		n := g.n
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			g.report()
-		}()
+		g.spawn(g.report)
 	}
 }
 
@@ -222,17 +246,14 @@ func (g *transferGlue) maybeCleanup(epoch uint64) {
 	}
 	g.cleaning = true
 	g.mu.Unlock()
-	n := g.n
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	g.spawn(func() {
 		defer func() {
 			g.mu.Lock()
 			g.cleaning, g.cleanedAt = false, epoch
 			g.mu.Unlock()
 		}()
-		n.cleanup()
-	}()
+		g.n.cleanup()
+	})
 }
 
 // cleanup drops local data no keyspace places on this node.
