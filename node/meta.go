@@ -525,8 +525,9 @@ func (n *Node) joinLoop(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
-		if st := n.meta.State(); st.Initialized() {
-			if _, ok := st.Members[n.cfg.ID]; ok {
+		// Admitted already: in the log, or (a restart) in the cached state.
+		for _, st := range []*membership.MetaState{n.meta.State(), n.Topology().Meta} {
+			if _, ok := st.Member(n.cfg.ID); ok {
 				return
 			}
 		}
