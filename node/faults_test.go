@@ -108,7 +108,11 @@ func TestFaultDCPartitionExpires(t *testing.T) {
 		return true
 	})
 	eventually(t, "EACH_QUORUM writes to work again", func() bool {
-		_, err := kv.Put(ctx, &kvv1.PutRequest{Key: []byte("b"), Value: []byte("v"), Consistency: lvl(kvv1.Level_LEVEL_EACH_QUORUM)})
+		// A context per attempt: the test's own may be spent by now on a
+		// slow machine (the fault lives 15 s).
+		pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := kv.Put(pctx, &kvv1.PutRequest{Key: []byte("b"), Value: []byte("v"), Consistency: lvl(kvv1.Level_LEVEL_EACH_QUORUM)})
 		return err == nil
 	})
 	eventually(t, "gossip to see every node alive again", func() bool {

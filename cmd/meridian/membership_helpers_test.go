@@ -289,6 +289,29 @@ func (c *memberCluster) watchTransition(t *testing.T, via int, timeout time.Dura
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	start := time.Now()
+	// The watch reads one node's applied metadata: first let that node
+	// catch up with the newest epoch any running node has (the commit was
+	// applied on the node it went through before it returned), or a
+	// lagging node would report "no transition in progress" at once.
+	var newest uint64
+	for i, p := range c.procs {
+		if p.cmd == nil {
+			continue
+		}
+		if st, err := c.clusterStatus(ctx, i); err == nil && st.Epoch > newest {
+			newest = st.Epoch
+		}
+	}
+	for {
+		st, err := c.clusterStatus(ctx, via)
+		if err == nil && st.Epoch >= newest {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%s did not reach epoch %d within %v", c.procs[via].id, newest, timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	out, errOut, err := c.run(ctx, "cluster", "status", "--watch", "--interval", "500ms", "--addr", c.procs[via].addr)
 	if err != nil {
 		t.Fatalf("cluster status --watch through %s did not exit 0 within %v (%v): the transition did not finish.\nstderr: %s\n%s",
