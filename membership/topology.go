@@ -149,14 +149,11 @@ func NewTopology(epoch uint64, partitions int, nodes []NodeInfo, specs []Keyspac
 // DefaultSpec is the default keyspace's spec for this topology's nodes:
 // DefaultRF per DC, capped by the DC's node count.
 func (t *Topology) DefaultSpec() KeyspaceSpec {
-	perDC := map[string]int{}
+	nodes := make([]placement.Node, 0, len(t.Nodes))
 	for _, n := range t.Nodes {
-		perDC[n.DC]++
+		nodes = append(nodes, n.Node)
 	}
-	for dc, c := range perDC {
-		perDC[dc] = min(c, DefaultRF)
-	}
-	return KeyspaceSpec{Name: DefaultKeyspace, Replication: perDC}
+	return defaultSpec(nodes)
 }
 
 // WithKeyspace returns a new topology (epoch+1) with one more keyspace.
