@@ -27,6 +27,7 @@ import (
 	"github.com/meridiankv/meridian/node"
 	"github.com/meridiankv/meridian/repair"
 	"github.com/meridiankv/meridian/replica"
+	"github.com/meridiankv/meridian/transport"
 )
 
 func TestMain(m *testing.M) {
@@ -379,6 +380,51 @@ func TestListenersServeTheirAPIs(t *testing.T) {
 	}
 	if _, err := replica.Read(ours, &internalv1.ReadRequest{Key: []byte("k")}); err != nil {
 		t.Fatalf("peer read with the cluster's name: %v", err)
+	}
+	// The same checks hold for calls on a Calls stream (a peer's pipe).
+	foreign, err := replica.Calls(other)
+	if err == nil {
+		_ = foreign.Send(&internalv1.CallBatch{Calls: []*internalv1.Call{{Id: 1, Op: &internalv1.Call_Read{Read: &internalv1.ReadRequest{Key: []byte("k")}}}}})
+		_, err = foreign.Recv()
+	}
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("calls stream from another cluster: %v, want FAILED_PRECONDITION", err)
+	}
+	calls, err := replica.Calls(ours)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := calls.Send(&internalv1.CallBatch{Calls: []*internalv1.Call{
+		{Id: 7, Epoch: 1, Op: &internalv1.Call_Read{Read: &internalv1.ReadRequest{Key: []byte("k")}}},
+		{Id: 8, Epoch: 1, Op: &internalv1.Call_Write{Write: &internalv1.WriteRequest{Key: []byte("k"), HintFor: "n99"}}},
+		{Id: 9, Epoch: 1},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	replies := map[uint64]*internalv1.Reply{}
+	for len(replies) < 3 {
+		b, err := calls.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range b.GetReplies() {
+			replies[r.GetId()] = r
+		}
+	}
+	if replies[7].GetRead() == nil {
+		t.Fatalf("piped read = %v", replies[7])
+	}
+	if e := replies[8].GetError(); e == nil || !strings.Contains(transport.ReplyStatus(replies[8]).Message(), "n99") || transport.ReplyStatus(replies[8]).Code() != codes.InvalidArgument {
+		t.Fatalf("piped hint for a node outside the topology = %v, want INVALID_ARGUMENT", replies[8])
+	}
+	if transport.ReplyStatus(replies[9]).Code() != codes.InvalidArgument {
+		t.Fatalf("call without an operation = %v, want INVALID_ARGUMENT", replies[9])
+	}
+	if err := calls.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := calls.Recv(); err != io.EOF {
+		t.Fatalf("stream after the sender closed = %v, want its end", err)
 	}
 	info, err := internalv1.NewDiscoveryClient(client).Info(ctx, &internalv1.InfoRequest{})
 	if err != nil || info.PeerAddr != n.PeerAddr() || info.AdminAddr != n.AdminAddr() || info.Id != n.ID() {

@@ -107,7 +107,7 @@ func (n *Node) buildServers(opts Options) error {
 	if err != nil {
 		return err
 	}
-	peer := &server{name: "peer", lis: newCapListener(plis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, transport.MaxMessageSize, n.sec.peerServer(), grpc.ChainUnaryInterceptor(n.checkPeer))}
+	peer := &server{name: "peer", lis: newCapListener(plis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, transport.MaxMessageSize, n.sec.peerServer(), grpc.ChainUnaryInterceptor(n.checkPeer), grpc.ChainStreamInterceptor(n.checkPeerStream))}
 	internalv1.RegisterReplicaServer(peer.srv, &replicaServer{n: n})
 	internalv1.RegisterMetaServer(peer.srv, &metaServer{n: n})
 	healthpb.RegisterHealthServer(peer.srv, n.health)
@@ -372,32 +372,60 @@ func (n *Node) tagPeer(ctx context.Context, method string, req, reply any, cc *g
 	return invoker(ctx, method, req, reply, cc, opts...)
 }
 
+// tagPeerStream adds the cluster name and epoch to an outgoing peer
+// stream (a pipe: each call on it carries its own epoch too).
+func (n *Node) tagPeerStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	t := n.Topology()
+	ctx = metadata.AppendToOutgoingContext(ctx, mdCluster, n.cfg.ClusterName, mdEpoch, strconv.FormatUint(t.Epoch, 10), mdClusterID, t.ClusterID)
+	return streamer(ctx, desc, cc, method, opts...)
+}
+
+// checkPeerStream is checkPeer for streams, checked when they open.
+func (n *Node) checkPeerStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if strings.HasPrefix(info.FullMethod, "/grpc.health.v1.Health/") {
+		return handler(srv, ss)
+	}
+	if err := n.admitPeer(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
+	return handler(srv, ss)
+}
+
+// admitPeer refuses a peer request from another cluster, or from a node
+// that is not a member.
+func (n *Node) admitPeer(ctx context.Context, method string) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	cluster := md.Get(mdCluster)
+	if len(cluster) != 1 || cluster[0] != n.cfg.ClusterName {
+		return status.Errorf(codes.FailedPrecondition, "request from cluster %q, but this node belongs to cluster %q: check --cluster-name and --initial-cluster", strings.Join(cluster, ","), n.cfg.ClusterName)
+	}
+	if e := md.Get(mdEpoch); len(e) != 1 {
+		return status.Error(codes.FailedPrecondition, "peer request without a topology epoch")
+	} else if _, err := strconv.ParseUint(e[0], 10, 64); err != nil {
+		return status.Errorf(codes.FailedPrecondition, "peer request with a bad topology epoch %q", e[0])
+	}
+	if id := md.Get(mdClusterID); len(id) == 1 && id[0] != "" {
+		if mine := n.Topology().ClusterID; mine != "" && mine != id[0] {
+			return status.Errorf(codes.FailedPrecondition, "request from cluster ID %s, but this node belongs to cluster ID %s: the node was initialized in another cluster (wipe its data directory to move it)", id[0], mine)
+		}
+	}
+	// The peer API is for members; a new node may only ask to join.
+	if method != internalv1.Meta_Join_FullMethodName && !n.cfg.Insecure {
+		cert, _ := pki.PeerCertificate(ctx)
+		if id, ok := pki.NodeID(cert); !ok || !n.mayTalk(id) {
+			return status.Errorf(codes.PermissionDenied, "node %q is not a member of this cluster: join it first (meridian serve --join)", id)
+		}
+	}
+	return nil
+}
+
 // checkPeer refuses peer requests from another cluster.
 func (n *Node) checkPeer(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if strings.HasPrefix(info.FullMethod, "/grpc.health.v1.Health/") {
 		return handler(ctx, req)
 	}
-	md, _ := metadata.FromIncomingContext(ctx)
-	cluster := md.Get(mdCluster)
-	if len(cluster) != 1 || cluster[0] != n.cfg.ClusterName {
-		return nil, status.Errorf(codes.FailedPrecondition, "request from cluster %q, but this node belongs to cluster %q: check --cluster-name and --initial-cluster", strings.Join(cluster, ","), n.cfg.ClusterName)
-	}
-	if e := md.Get(mdEpoch); len(e) != 1 {
-		return nil, status.Error(codes.FailedPrecondition, "peer request without a topology epoch")
-	} else if _, err := strconv.ParseUint(e[0], 10, 64); err != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "peer request with a bad topology epoch %q", e[0])
-	}
-	if id := md.Get(mdClusterID); len(id) == 1 && id[0] != "" {
-		if mine := n.Topology().ClusterID; mine != "" && mine != id[0] {
-			return nil, status.Errorf(codes.FailedPrecondition, "request from cluster ID %s, but this node belongs to cluster ID %s: the node was initialized in another cluster (wipe its data directory to move it)", id[0], mine)
-		}
-	}
-	// The peer API is for members; a new node may only ask to join.
-	if info.FullMethod != internalv1.Meta_Join_FullMethodName && !n.cfg.Insecure {
-		cert, _ := pki.PeerCertificate(ctx)
-		if id, ok := pki.NodeID(cert); !ok || !n.mayTalk(id) {
-			return nil, status.Errorf(codes.PermissionDenied, "node %q is not a member of this cluster: join it first (meridian serve --join)", id)
-		}
+	if err := n.admitPeer(ctx, info.FullMethod); err != nil {
+		return nil, err
 	}
 	// A forwarded write is coordinated here by this node's ring: when the
 	// sender is ahead, catch up briefly first rather than route by a stale

@@ -580,6 +580,9 @@ func (n *Node) joinOnce(ctx context.Context) error {
 
 // peerEpoch is the sender's epoch of a peer request (0 if absent).
 func peerEpoch(ctx context.Context) uint64 {
+	if e, ok := ctx.Value(callEpochKey{}).(uint64); ok {
+		return e // a piped call
+	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	if e := md.Get(mdEpoch); len(e) == 1 {
 		v, _ := strconv.ParseUint(e[0], 10, 64)

@@ -208,7 +208,8 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	if n.sec, err = newSecurity(cfg, n.log); err != nil {
 		return nil, err
 	}
-	n.peers = transport.NewGRPC(n.resolve, append(append([]grpc.DialOption{n.sec.peerDial(), grpc.WithChainUnaryInterceptor(n.tagPeer)}, n.tel.DialOptions()...), opts.DialOptions...)...)
+	n.peers = transport.NewGRPC(n.resolve, append(append([]grpc.DialOption{n.sec.peerDial(), grpc.WithChainUnaryInterceptor(n.tagPeer), grpc.WithChainStreamInterceptor(n.tagPeerStream)}, n.tel.DialOptions()...), opts.DialOptions...)...)
+	n.peers.PipeCalls(func() uint64 { return n.Topology().Epoch })
 	n.live.onUp = n.peers.Reconnect
 	n.faults = transport.NewFaults(n.peers, n.dcOf)
 	peers := n.live.track(n.faults)

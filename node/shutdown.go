@@ -29,9 +29,10 @@ type gate struct {
 	closed  bool
 	running int
 	idle    chan struct{} // closed when closed and running == 0
+	closing chan struct{} // closed by close
 }
 
-func newGate() *gate { return &gate{idle: make(chan struct{})} }
+func newGate() *gate { return &gate{idle: make(chan struct{}), closing: make(chan struct{})} }
 
 // enter admits a call; false once the gate is closed.
 func (g *gate) enter() bool {
@@ -61,6 +62,7 @@ func (g *gate) close() {
 		return
 	}
 	g.closed = true
+	close(g.closing)
 	if g.running == 0 {
 		close(g.idle)
 	}

@@ -64,6 +64,13 @@ func TestSecureByDefault(t *testing.T) {
 	if _, err := internalv1.NewReplicaClient(dialWith(t, n.PeerAddr(), creds)).Read(ctx, &internalv1.ReadRequest{Key: []byte("k")}); status.Code(err) != codes.Unavailable {
 		t.Fatalf("a client certificate calling the peer service: %v, want the handshake refused", err)
 	}
+	calls, err := internalv1.NewReplicaClient(dialWith(t, n.PeerAddr(), creds)).Calls(ctx)
+	if err == nil {
+		_, err = calls.Recv()
+	}
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("a client certificate opening a calls stream: %v, want the handshake refused", err)
+	}
 	// No certificate at all on the client listener: TLS works, but with
 	// no principals configured only certificate holders are let in.
 	caOnly := grpc.WithTransportCredentials(pki.ClientCredentials(src, pki.ClientOptions{}))

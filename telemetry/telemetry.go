@@ -36,6 +36,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	nooptrace "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/stats"
+
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 )
 
 // Config selects exporters and listeners. The zero value turns tracing off
@@ -288,6 +291,11 @@ func (t *Telemetry) otelgrpcOpts() []otelgrpc.Option {
 		otelgrpc.WithTracerProvider(t.TracerProvider),
 		otelgrpc.WithPropagators(t.Propagator),
 		otelgrpc.WithMeterProvider(noopmetric.NewMeterProvider()),
+		// A peer's Calls stream lives as long as the connection and carries
+		// untraced calls only (traced ones stay unary): no span for it.
+		otelgrpc.WithFilter(func(info *stats.RPCTagInfo) bool {
+			return info.FullMethodName != internalv1.Replica_Calls_FullMethodName
+		}),
 	}
 }
 

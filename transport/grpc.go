@@ -39,8 +39,19 @@ type GRPC struct {
 		// retired: connections replaced by Reconnect, closed a while
 		// later (calls that took them just before finish on them).
 		retired []*grpc.ClientConn
+		// pipes: the Calls stream on each connection (by address), when
+		// PipeCalls is on.
+		pipes map[string]*pipe
 	}
+	// epoch, when set, turns pipes on and stamps each piped call.
+	epoch func() uint64
+	pipes sync.WaitGroup // the pipes' goroutines
 }
+
+// PipeCalls makes replica reads and writes go over one Calls stream per
+// peer (see pipe), each stamped with epoch() (the sender's topology
+// epoch). Call it before the first call.
+func (g *GRPC) PipeCalls(epoch func() uint64) { g.epoch = epoch }
 
 // retireAfter is how long a replaced connection stays open for the calls
 // already on it.
@@ -61,6 +72,7 @@ func NewGRPC(resolve Resolver, opts ...grpc.DialOption) *GRPC {
 		}),
 	}, opts...)
 	g.mu.conns = map[string]*grpc.ClientConn{}
+	g.mu.pipes = map[string]*pipe{}
 	return g
 }
 
@@ -94,8 +106,62 @@ func (g *GRPC) client(node string) (internalv1.ReplicaClient, error) {
 	return internalv1.NewReplicaClient(c), nil
 }
 
+// pipe returns the working pipe to node, opening one if needed; nil when
+// calls must go unary.
+func (g *GRPC) pipe(node string) *pipe {
+	addr, ok := g.resolve(node)
+	if !ok {
+		return nil
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.mu.closed {
+		return nil
+	}
+	if p := g.mu.pipes[addr]; p != nil && !p.failed() {
+		return p
+	}
+	c, ok := g.mu.conns[addr]
+	if !ok {
+		var err error
+		if c, err = grpc.NewClient(addr, g.dialOpts...); err != nil {
+			return nil
+		}
+		g.mu.conns[addr] = c
+	}
+	p := openPipe(c, node, g.epoch, &g.pipes)
+	g.mu.pipes[addr] = p
+	return p
+}
+
+// piped sends c on node's pipe when the call qualifies; ok is false when
+// the caller must send it unary instead.
+func (g *GRPC) piped(ctx context.Context, node string, size int, c *internalv1.Call) (r *internalv1.Reply, ok bool, err error) {
+	if g.epoch == nil || size > MaxPipedCall || traced(ctx) {
+		return nil, false, nil
+	}
+	p := g.pipe(node)
+	if p == nil {
+		return nil, false, nil
+	}
+	r, err = p.call(ctx, c)
+	if err == errPipeFull {
+		return nil, false, nil
+	}
+	return r, true, err
+}
+
 // Read asks a peer for its copy of a key.
 func (g *GRPC) Read(ctx context.Context, node string, req *internalv1.ReadRequest) (*internalv1.ReadResponse, error) {
+	if r, ok, err := g.piped(ctx, node, len(req.GetKey()), &internalv1.Call{Op: &internalv1.Call_Read{Read: req}}); ok {
+		if err != nil {
+			return nil, err
+		}
+		if resp := r.GetRead(); resp != nil {
+			return resp, nil
+		}
+		return nil, status.Errorf(codes.Internal, "node %s answered a read with %T", node, r.GetResult())
+	}
 	c, err := g.client(node)
 	if err != nil {
 		return nil, err
@@ -105,6 +171,9 @@ func (g *GRPC) Read(ctx context.Context, node string, req *internalv1.ReadReques
 
 // Write sends a sibling set to a peer to merge (or hold as a hint).
 func (g *GRPC) Write(ctx context.Context, node string, req *internalv1.WriteRequest) error {
+	if _, ok, err := g.piped(ctx, node, len(req.GetKey())+len(req.GetSet()), &internalv1.Call{Op: &internalv1.Call_Write{Write: req}}); ok {
+		return err
+	}
 	c, err := g.client(node)
 	if err != nil {
 		return err
@@ -141,6 +210,10 @@ func (g *GRPC) Reconnect(node string) {
 		return
 	}
 	delete(g.mu.conns, addr)
+	if p := g.mu.pipes[addr]; p != nil {
+		delete(g.mu.pipes, addr)
+		p.close() // its calls fail over (the connection is down anyway)
+	}
 	g.mu.retired = append(g.mu.retired, c)
 	time.AfterFunc(retireAfter, func() {
 		g.mu.Lock()
@@ -152,11 +225,16 @@ func (g *GRPC) Reconnect(node string) {
 	})
 }
 
-// Close closes every connection.
+// Close closes every connection and pipe.
 func (g *GRPC) Close() error {
+	defer g.pipes.Wait()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.mu.closed = true
+	for addr, p := range g.mu.pipes {
+		p.close()
+		delete(g.mu.pipes, addr)
+	}
 	var first error
 	for addr, c := range g.mu.conns {
 		if err := c.Close(); err != nil && first == nil {

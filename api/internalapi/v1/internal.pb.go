@@ -26,6 +26,359 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type CallBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Calls         []*Call                `protobuf:"bytes,1,rep,name=calls,proto3" json:"calls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallBatch) Reset() {
+	*x = CallBatch{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallBatch) ProtoMessage() {}
+
+func (x *CallBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallBatch.ProtoReflect.Descriptor instead.
+func (*CallBatch) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *CallBatch) GetCalls() []*Call {
+	if x != nil {
+		return x.Calls
+	}
+	return nil
+}
+
+// Call is one Read or Write on a Calls stream.
+type Call struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen by the sender, unique among its calls in flight on the stream.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The sender's topology epoch when it routed the call.
+	Epoch uint64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Time left before the sender gives up, in microseconds (0: none; the
+	// replica bounds it by its own maximum either way).
+	TimeoutMicros uint64 `protobuf:"varint,3,opt,name=timeout_micros,json=timeoutMicros,proto3" json:"timeout_micros,omitempty"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*Call_Read
+	//	*Call_Write
+	Op            isCall_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Call) Reset() {
+	*x = Call{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Call) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Call) ProtoMessage() {}
+
+func (x *Call) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Call.ProtoReflect.Descriptor instead.
+func (*Call) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Call) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Call) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Call) GetTimeoutMicros() uint64 {
+	if x != nil {
+		return x.TimeoutMicros
+	}
+	return 0
+}
+
+func (x *Call) GetOp() isCall_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *Call) GetRead() *ReadRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Call_Read); ok {
+			return x.Read
+		}
+	}
+	return nil
+}
+
+func (x *Call) GetWrite() *WriteRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Call_Write); ok {
+			return x.Write
+		}
+	}
+	return nil
+}
+
+type isCall_Op interface {
+	isCall_Op()
+}
+
+type Call_Read struct {
+	Read *ReadRequest `protobuf:"bytes,4,opt,name=read,proto3,oneof"`
+}
+
+type Call_Write struct {
+	Write *WriteRequest `protobuf:"bytes,5,opt,name=write,proto3,oneof"`
+}
+
+func (*Call_Read) isCall_Op() {}
+
+func (*Call_Write) isCall_Op() {}
+
+type ReplyBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Replies       []*Reply               `protobuf:"bytes,1,rep,name=replies,proto3" json:"replies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplyBatch) Reset() {
+	*x = ReplyBatch{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplyBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplyBatch) ProtoMessage() {}
+
+func (x *ReplyBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplyBatch.ProtoReflect.Descriptor instead.
+func (*ReplyBatch) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ReplyBatch) GetReplies() []*Reply {
+	if x != nil {
+		return x.Replies
+	}
+	return nil
+}
+
+// Reply answers the Call with the same id.
+type Reply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*Reply_Read
+	//	*Reply_Write
+	//	*Reply_Error
+	Result        isReply_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Reply) Reset() {
+	*x = Reply{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Reply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Reply) ProtoMessage() {}
+
+func (x *Reply) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Reply.ProtoReflect.Descriptor instead.
+func (*Reply) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Reply) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Reply) GetResult() isReply_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *Reply) GetRead() *ReadResponse {
+	if x != nil {
+		if x, ok := x.Result.(*Reply_Read); ok {
+			return x.Read
+		}
+	}
+	return nil
+}
+
+func (x *Reply) GetWrite() *WriteResponse {
+	if x != nil {
+		if x, ok := x.Result.(*Reply_Write); ok {
+			return x.Write
+		}
+	}
+	return nil
+}
+
+func (x *Reply) GetError() *CallError {
+	if x != nil {
+		if x, ok := x.Result.(*Reply_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isReply_Result interface {
+	isReply_Result()
+}
+
+type Reply_Read struct {
+	Read *ReadResponse `protobuf:"bytes,2,opt,name=read,proto3,oneof"`
+}
+
+type Reply_Write struct {
+	Write *WriteResponse `protobuf:"bytes,3,opt,name=write,proto3,oneof"`
+}
+
+type Reply_Error struct {
+	// The call failed: a gRPC status (code, message, details).
+	Error *CallError `protobuf:"bytes,4,opt,name=error,proto3,oneof"`
+}
+
+func (*Reply_Read) isReply_Result() {}
+
+func (*Reply_Write) isReply_Result() {}
+
+func (*Reply_Error) isReply_Result() {}
+
+type CallError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An encoded google.rpc.Status: code, message and details (ErrorInfo
+	// and the like), as a unary call would have returned them.
+	Status        []byte `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallError) Reset() {
+	*x = CallError{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallError) ProtoMessage() {}
+
+func (x *CallError) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallError.ProtoReflect.Descriptor instead.
+func (*CallError) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CallError) GetStatus() []byte {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
 type ScanPartitionRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Keyspace  string                 `protobuf:"bytes,1,opt,name=keyspace,proto3" json:"keyspace,omitempty"`
@@ -41,7 +394,7 @@ type ScanPartitionRequest struct {
 
 func (x *ScanPartitionRequest) Reset() {
 	*x = ScanPartitionRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[0]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -53,7 +406,7 @@ func (x *ScanPartitionRequest) String() string {
 func (*ScanPartitionRequest) ProtoMessage() {}
 
 func (x *ScanPartitionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[0]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -66,7 +419,7 @@ func (x *ScanPartitionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanPartitionRequest.ProtoReflect.Descriptor instead.
 func (*ScanPartitionRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{0}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ScanPartitionRequest) GetKeyspace() string {
@@ -115,7 +468,7 @@ type ScanEntry struct {
 
 func (x *ScanEntry) Reset() {
 	*x = ScanEntry{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[1]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -127,7 +480,7 @@ func (x *ScanEntry) String() string {
 func (*ScanEntry) ProtoMessage() {}
 
 func (x *ScanEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[1]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -140,7 +493,7 @@ func (x *ScanEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanEntry.ProtoReflect.Descriptor instead.
 func (*ScanEntry) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{1}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ScanEntry) GetKey() []byte {
@@ -168,7 +521,7 @@ type ScanPartitionResponse struct {
 
 func (x *ScanPartitionResponse) Reset() {
 	*x = ScanPartitionResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[2]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -180,7 +533,7 @@ func (x *ScanPartitionResponse) String() string {
 func (*ScanPartitionResponse) ProtoMessage() {}
 
 func (x *ScanPartitionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[2]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -193,7 +546,7 @@ func (x *ScanPartitionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanPartitionResponse.ProtoReflect.Descriptor instead.
 func (*ScanPartitionResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{2}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ScanPartitionResponse) GetEntries() []*ScanEntry {
@@ -220,7 +573,7 @@ type PartitionSizesRequest struct {
 
 func (x *PartitionSizesRequest) Reset() {
 	*x = PartitionSizesRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[3]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -232,7 +585,7 @@ func (x *PartitionSizesRequest) String() string {
 func (*PartitionSizesRequest) ProtoMessage() {}
 
 func (x *PartitionSizesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[3]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -245,7 +598,7 @@ func (x *PartitionSizesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionSizesRequest.ProtoReflect.Descriptor instead.
 func (*PartitionSizesRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{3}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PartitionSizesRequest) GetKeyspace() string {
@@ -272,7 +625,7 @@ type PartitionSizesResponse struct {
 
 func (x *PartitionSizesResponse) Reset() {
 	*x = PartitionSizesResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[4]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -284,7 +637,7 @@ func (x *PartitionSizesResponse) String() string {
 func (*PartitionSizesResponse) ProtoMessage() {}
 
 func (x *PartitionSizesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[4]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -297,7 +650,7 @@ func (x *PartitionSizesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionSizesResponse.ProtoReflect.Descriptor instead.
 func (*PartitionSizesResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{4}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PartitionSizesResponse) GetBytes() []uint64 {
@@ -317,7 +670,7 @@ type ProposeRequest struct {
 
 func (x *ProposeRequest) Reset() {
 	*x = ProposeRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[5]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -329,7 +682,7 @@ func (x *ProposeRequest) String() string {
 func (*ProposeRequest) ProtoMessage() {}
 
 func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[5]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -342,7 +695,7 @@ func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeRequest.ProtoReflect.Descriptor instead.
 func (*ProposeRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{5}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ProposeRequest) GetCommand() []byte {
@@ -362,7 +715,7 @@ type ProposeResponse struct {
 
 func (x *ProposeResponse) Reset() {
 	*x = ProposeResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[6]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -374,7 +727,7 @@ func (x *ProposeResponse) String() string {
 func (*ProposeResponse) ProtoMessage() {}
 
 func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[6]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -387,7 +740,7 @@ func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeResponse.ProtoReflect.Descriptor instead.
 func (*ProposeResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{6}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ProposeResponse) GetEpoch() uint64 {
@@ -413,7 +766,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -425,7 +778,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -438,7 +791,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{7}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -509,7 +862,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[8]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -521,7 +874,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[8]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -534,7 +887,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{8}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *JoinResponse) GetClusterId() string {
@@ -569,7 +922,7 @@ type CollectTombstonesRequest struct {
 
 func (x *CollectTombstonesRequest) Reset() {
 	*x = CollectTombstonesRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[9]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +934,7 @@ func (x *CollectTombstonesRequest) String() string {
 func (*CollectTombstonesRequest) ProtoMessage() {}
 
 func (x *CollectTombstonesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[9]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +947,7 @@ func (x *CollectTombstonesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectTombstonesRequest.ProtoReflect.Descriptor instead.
 func (*CollectTombstonesRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{9}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CollectTombstonesRequest) GetKeyspace() string {
@@ -627,7 +980,7 @@ type CollectTombstonesResponse struct {
 
 func (x *CollectTombstonesResponse) Reset() {
 	*x = CollectTombstonesResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[10]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +992,7 @@ func (x *CollectTombstonesResponse) String() string {
 func (*CollectTombstonesResponse) ProtoMessage() {}
 
 func (x *CollectTombstonesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[10]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +1005,7 @@ func (x *CollectTombstonesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectTombstonesResponse.ProtoReflect.Descriptor instead.
 func (*CollectTombstonesResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{10}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CollectTombstonesResponse) GetCollected() uint32 {
@@ -672,7 +1025,7 @@ type LeavesRequest struct {
 
 func (x *LeavesRequest) Reset() {
 	*x = LeavesRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[11]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +1037,7 @@ func (x *LeavesRequest) String() string {
 func (*LeavesRequest) ProtoMessage() {}
 
 func (x *LeavesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[11]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +1050,7 @@ func (x *LeavesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeavesRequest.ProtoReflect.Descriptor instead.
 func (*LeavesRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{11}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *LeavesRequest) GetKeyspace() string {
@@ -723,7 +1076,7 @@ type LeavesResponse struct {
 
 func (x *LeavesResponse) Reset() {
 	*x = LeavesResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[12]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -735,7 +1088,7 @@ func (x *LeavesResponse) String() string {
 func (*LeavesResponse) ProtoMessage() {}
 
 func (x *LeavesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[12]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -748,7 +1101,7 @@ func (x *LeavesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeavesResponse.ProtoReflect.Descriptor instead.
 func (*LeavesResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{12}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LeavesResponse) GetLeaves() []uint64 {
@@ -769,7 +1122,7 @@ type BucketDigestsRequest struct {
 
 func (x *BucketDigestsRequest) Reset() {
 	*x = BucketDigestsRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[13]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -781,7 +1134,7 @@ func (x *BucketDigestsRequest) String() string {
 func (*BucketDigestsRequest) ProtoMessage() {}
 
 func (x *BucketDigestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[13]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -794,7 +1147,7 @@ func (x *BucketDigestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BucketDigestsRequest.ProtoReflect.Descriptor instead.
 func (*BucketDigestsRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{13}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BucketDigestsRequest) GetKeyspace() string {
@@ -828,7 +1181,7 @@ type KeyDigest struct {
 
 func (x *KeyDigest) Reset() {
 	*x = KeyDigest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[14]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +1193,7 @@ func (x *KeyDigest) String() string {
 func (*KeyDigest) ProtoMessage() {}
 
 func (x *KeyDigest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[14]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,7 +1206,7 @@ func (x *KeyDigest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyDigest.ProtoReflect.Descriptor instead.
 func (*KeyDigest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{14}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *KeyDigest) GetKey() []byte {
@@ -879,7 +1232,7 @@ type BucketDigestsResponse struct {
 
 func (x *BucketDigestsResponse) Reset() {
 	*x = BucketDigestsResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[15]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -891,7 +1244,7 @@ func (x *BucketDigestsResponse) String() string {
 func (*BucketDigestsResponse) ProtoMessage() {}
 
 func (x *BucketDigestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[15]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -904,7 +1257,7 @@ func (x *BucketDigestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BucketDigestsResponse.ProtoReflect.Descriptor instead.
 func (*BucketDigestsResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{15}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BucketDigestsResponse) GetKeys() []*KeyDigest {
@@ -922,7 +1275,7 @@ type TopologyRequest struct {
 
 func (x *TopologyRequest) Reset() {
 	*x = TopologyRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[16]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1287,7 @@ func (x *TopologyRequest) String() string {
 func (*TopologyRequest) ProtoMessage() {}
 
 func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[16]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1300,7 @@ func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyRequest.ProtoReflect.Descriptor instead.
 func (*TopologyRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{16}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{21}
 }
 
 type TopologyNode struct {
@@ -963,7 +1316,7 @@ type TopologyNode struct {
 
 func (x *TopologyNode) Reset() {
 	*x = TopologyNode{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[17]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -975,7 +1328,7 @@ func (x *TopologyNode) String() string {
 func (*TopologyNode) ProtoMessage() {}
 
 func (x *TopologyNode) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[17]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -988,7 +1341,7 @@ func (x *TopologyNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyNode.ProtoReflect.Descriptor instead.
 func (*TopologyNode) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{17}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TopologyNode) GetId() string {
@@ -1036,7 +1389,7 @@ type PartitionReplicas struct {
 
 func (x *PartitionReplicas) Reset() {
 	*x = PartitionReplicas{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[18]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1048,7 +1401,7 @@ func (x *PartitionReplicas) String() string {
 func (*PartitionReplicas) ProtoMessage() {}
 
 func (x *PartitionReplicas) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[18]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1061,7 +1414,7 @@ func (x *PartitionReplicas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionReplicas.ProtoReflect.Descriptor instead.
 func (*PartitionReplicas) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{18}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PartitionReplicas) GetNodes() []uint32 {
@@ -1082,7 +1435,7 @@ type KeyspaceTopology struct {
 
 func (x *KeyspaceTopology) Reset() {
 	*x = KeyspaceTopology{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[19]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1094,7 +1447,7 @@ func (x *KeyspaceTopology) String() string {
 func (*KeyspaceTopology) ProtoMessage() {}
 
 func (x *KeyspaceTopology) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[19]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1107,7 +1460,7 @@ func (x *KeyspaceTopology) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyspaceTopology.ProtoReflect.Descriptor instead.
 func (*KeyspaceTopology) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{19}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *KeyspaceTopology) GetName() string {
@@ -1136,7 +1489,7 @@ type TopologyResponse struct {
 
 func (x *TopologyResponse) Reset() {
 	*x = TopologyResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[20]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1148,7 +1501,7 @@ func (x *TopologyResponse) String() string {
 func (*TopologyResponse) ProtoMessage() {}
 
 func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[20]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1161,7 +1514,7 @@ func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyResponse.ProtoReflect.Descriptor instead.
 func (*TopologyResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{20}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TopologyResponse) GetEpoch() uint64 {
@@ -1202,7 +1555,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[21]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1214,7 +1567,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[21]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1227,7 +1580,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{21}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReadRequest) GetKeyspace() string {
@@ -1254,7 +1607,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[22]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1619,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[22]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1632,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{22}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReadResponse) GetSet() []byte {
@@ -1305,7 +1658,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[23]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1317,7 +1670,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[23]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1330,7 +1683,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{23}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WriteRequest) GetKeyspace() string {
@@ -1376,7 +1729,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[24]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1388,7 +1741,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[24]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1401,7 +1754,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{24}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{29}
 }
 
 type CoordinateRequest struct {
@@ -1417,7 +1770,7 @@ type CoordinateRequest struct {
 
 func (x *CoordinateRequest) Reset() {
 	*x = CoordinateRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[25]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1782,7 @@ func (x *CoordinateRequest) String() string {
 func (*CoordinateRequest) ProtoMessage() {}
 
 func (x *CoordinateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[25]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1795,7 @@ func (x *CoordinateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinateRequest.ProtoReflect.Descriptor instead.
 func (*CoordinateRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{25}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *CoordinateRequest) GetPut() *v1.PutRequest {
@@ -1475,7 +1828,7 @@ type CoordinateResponse struct {
 
 func (x *CoordinateResponse) Reset() {
 	*x = CoordinateResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[26]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1840,7 @@ func (x *CoordinateResponse) String() string {
 func (*CoordinateResponse) ProtoMessage() {}
 
 func (x *CoordinateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[26]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1853,7 @@ func (x *CoordinateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinateResponse.ProtoReflect.Descriptor instead.
 func (*CoordinateResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{26}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CoordinateResponse) GetPut() *v1.PutResponse {
@@ -1518,7 +1871,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[27]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1530,7 +1883,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[27]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1543,7 +1896,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{27}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{32}
 }
 
 type InfoResponse struct {
@@ -1573,7 +1926,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[28]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1585,7 +1938,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[28]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1598,7 +1951,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{28}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *InfoResponse) GetId() string {
@@ -1689,7 +2042,27 @@ var File_internalapi_v1_internal_proto protoreflect.FileDescriptor
 
 const file_internalapi_v1_internal_proto_rawDesc = "" +
 	"\n" +
-	"\x1dinternalapi/v1/internal.proto\x12\vinternal.v1\x1a\x0ekv/v1/kv.proto\"\x9e\x01\n" +
+	"\x1dinternalapi/v1/internal.proto\x12\vinternal.v1\x1a\x0ekv/v1/kv.proto\"4\n" +
+	"\tCallBatch\x12'\n" +
+	"\x05calls\x18\x01 \x03(\v2\x11.internal.v1.CallR\x05calls\"\xbc\x01\n" +
+	"\x04Call\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12%\n" +
+	"\x0etimeout_micros\x18\x03 \x01(\x04R\rtimeoutMicros\x12.\n" +
+	"\x04read\x18\x04 \x01(\v2\x18.internal.v1.ReadRequestH\x00R\x04read\x121\n" +
+	"\x05write\x18\x05 \x01(\v2\x19.internal.v1.WriteRequestH\x00R\x05writeB\x04\n" +
+	"\x02op\":\n" +
+	"\n" +
+	"ReplyBatch\x12,\n" +
+	"\areplies\x18\x01 \x03(\v2\x12.internal.v1.ReplyR\areplies\"\xb6\x01\n" +
+	"\x05Reply\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12/\n" +
+	"\x04read\x18\x02 \x01(\v2\x19.internal.v1.ReadResponseH\x00R\x04read\x122\n" +
+	"\x05write\x18\x03 \x01(\v2\x1a.internal.v1.WriteResponseH\x00R\x05write\x12.\n" +
+	"\x05error\x18\x04 \x01(\v2\x16.internal.v1.CallErrorH\x00R\x05errorB\b\n" +
+	"\x06result\"#\n" +
+	"\tCallError\x12\x16\n" +
+	"\x06status\x18\x01 \x01(\fR\x06status\"\x9e\x01\n" +
 	"\x14ScanPartitionRequest\x12\x1a\n" +
 	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\rR\tpartition\x12\x14\n" +
@@ -1805,7 +2178,7 @@ const file_internalapi_v1_internal_proto_rawDesc = "" +
 	" \x01(\tR\braftAddr\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\v \x01(\tR\tclusterId\x12\x14\n" +
-	"\x05epoch\x18\f \x01(\x04R\x05epoch2\x87\x05\n" +
+	"\x05epoch\x18\f \x01(\x04R\x05epoch2\xc5\x05\n" +
 	"\aReplica\x12;\n" +
 	"\x04Read\x12\x18.internal.v1.ReadRequest\x1a\x19.internal.v1.ReadResponse\x12>\n" +
 	"\x05Write\x12\x19.internal.v1.WriteRequest\x1a\x1a.internal.v1.WriteResponse\x12M\n" +
@@ -1815,7 +2188,8 @@ const file_internalapi_v1_internal_proto_rawDesc = "" +
 	"\rBucketDigests\x12!.internal.v1.BucketDigestsRequest\x1a\".internal.v1.BucketDigestsResponse\x12b\n" +
 	"\x11CollectTombstones\x12%.internal.v1.CollectTombstonesRequest\x1a&.internal.v1.CollectTombstonesResponse\x12V\n" +
 	"\rScanPartition\x12!.internal.v1.ScanPartitionRequest\x1a\".internal.v1.ScanPartitionResponse\x12Y\n" +
-	"\x0ePartitionSizes\x12\".internal.v1.PartitionSizesRequest\x1a#.internal.v1.PartitionSizesResponse2\x89\x01\n" +
+	"\x0ePartitionSizes\x12\".internal.v1.PartitionSizesRequest\x1a#.internal.v1.PartitionSizesResponse\x12<\n" +
+	"\x05Calls\x12\x16.internal.v1.CallBatch\x1a\x17.internal.v1.ReplyBatch(\x010\x012\x89\x01\n" +
 	"\x04Meta\x12D\n" +
 	"\aPropose\x12\x1b.internal.v1.ProposeRequest\x1a\x1c.internal.v1.ProposeResponse\x12;\n" +
 	"\x04Join\x12\x18.internal.v1.JoinRequest\x1a\x19.internal.v1.JoinResponse2\x91\x01\n" +
@@ -1835,78 +2209,92 @@ func file_internalapi_v1_internal_proto_rawDescGZIP() []byte {
 	return file_internalapi_v1_internal_proto_rawDescData
 }
 
-var file_internalapi_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_internalapi_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_internalapi_v1_internal_proto_goTypes = []any{
-	(*ScanPartitionRequest)(nil),      // 0: internal.v1.ScanPartitionRequest
-	(*ScanEntry)(nil),                 // 1: internal.v1.ScanEntry
-	(*ScanPartitionResponse)(nil),     // 2: internal.v1.ScanPartitionResponse
-	(*PartitionSizesRequest)(nil),     // 3: internal.v1.PartitionSizesRequest
-	(*PartitionSizesResponse)(nil),    // 4: internal.v1.PartitionSizesResponse
-	(*ProposeRequest)(nil),            // 5: internal.v1.ProposeRequest
-	(*ProposeResponse)(nil),           // 6: internal.v1.ProposeResponse
-	(*JoinRequest)(nil),               // 7: internal.v1.JoinRequest
-	(*JoinResponse)(nil),              // 8: internal.v1.JoinResponse
-	(*CollectTombstonesRequest)(nil),  // 9: internal.v1.CollectTombstonesRequest
-	(*CollectTombstonesResponse)(nil), // 10: internal.v1.CollectTombstonesResponse
-	(*LeavesRequest)(nil),             // 11: internal.v1.LeavesRequest
-	(*LeavesResponse)(nil),            // 12: internal.v1.LeavesResponse
-	(*BucketDigestsRequest)(nil),      // 13: internal.v1.BucketDigestsRequest
-	(*KeyDigest)(nil),                 // 14: internal.v1.KeyDigest
-	(*BucketDigestsResponse)(nil),     // 15: internal.v1.BucketDigestsResponse
-	(*TopologyRequest)(nil),           // 16: internal.v1.TopologyRequest
-	(*TopologyNode)(nil),              // 17: internal.v1.TopologyNode
-	(*PartitionReplicas)(nil),         // 18: internal.v1.PartitionReplicas
-	(*KeyspaceTopology)(nil),          // 19: internal.v1.KeyspaceTopology
-	(*TopologyResponse)(nil),          // 20: internal.v1.TopologyResponse
-	(*ReadRequest)(nil),               // 21: internal.v1.ReadRequest
-	(*ReadResponse)(nil),              // 22: internal.v1.ReadResponse
-	(*WriteRequest)(nil),              // 23: internal.v1.WriteRequest
-	(*WriteResponse)(nil),             // 24: internal.v1.WriteResponse
-	(*CoordinateRequest)(nil),         // 25: internal.v1.CoordinateRequest
-	(*CoordinateResponse)(nil),        // 26: internal.v1.CoordinateResponse
-	(*InfoRequest)(nil),               // 27: internal.v1.InfoRequest
-	(*InfoResponse)(nil),              // 28: internal.v1.InfoResponse
-	(*v1.PutRequest)(nil),             // 29: kv.v1.PutRequest
-	(*v1.PutResponse)(nil),            // 30: kv.v1.PutResponse
+	(*CallBatch)(nil),                 // 0: internal.v1.CallBatch
+	(*Call)(nil),                      // 1: internal.v1.Call
+	(*ReplyBatch)(nil),                // 2: internal.v1.ReplyBatch
+	(*Reply)(nil),                     // 3: internal.v1.Reply
+	(*CallError)(nil),                 // 4: internal.v1.CallError
+	(*ScanPartitionRequest)(nil),      // 5: internal.v1.ScanPartitionRequest
+	(*ScanEntry)(nil),                 // 6: internal.v1.ScanEntry
+	(*ScanPartitionResponse)(nil),     // 7: internal.v1.ScanPartitionResponse
+	(*PartitionSizesRequest)(nil),     // 8: internal.v1.PartitionSizesRequest
+	(*PartitionSizesResponse)(nil),    // 9: internal.v1.PartitionSizesResponse
+	(*ProposeRequest)(nil),            // 10: internal.v1.ProposeRequest
+	(*ProposeResponse)(nil),           // 11: internal.v1.ProposeResponse
+	(*JoinRequest)(nil),               // 12: internal.v1.JoinRequest
+	(*JoinResponse)(nil),              // 13: internal.v1.JoinResponse
+	(*CollectTombstonesRequest)(nil),  // 14: internal.v1.CollectTombstonesRequest
+	(*CollectTombstonesResponse)(nil), // 15: internal.v1.CollectTombstonesResponse
+	(*LeavesRequest)(nil),             // 16: internal.v1.LeavesRequest
+	(*LeavesResponse)(nil),            // 17: internal.v1.LeavesResponse
+	(*BucketDigestsRequest)(nil),      // 18: internal.v1.BucketDigestsRequest
+	(*KeyDigest)(nil),                 // 19: internal.v1.KeyDigest
+	(*BucketDigestsResponse)(nil),     // 20: internal.v1.BucketDigestsResponse
+	(*TopologyRequest)(nil),           // 21: internal.v1.TopologyRequest
+	(*TopologyNode)(nil),              // 22: internal.v1.TopologyNode
+	(*PartitionReplicas)(nil),         // 23: internal.v1.PartitionReplicas
+	(*KeyspaceTopology)(nil),          // 24: internal.v1.KeyspaceTopology
+	(*TopologyResponse)(nil),          // 25: internal.v1.TopologyResponse
+	(*ReadRequest)(nil),               // 26: internal.v1.ReadRequest
+	(*ReadResponse)(nil),              // 27: internal.v1.ReadResponse
+	(*WriteRequest)(nil),              // 28: internal.v1.WriteRequest
+	(*WriteResponse)(nil),             // 29: internal.v1.WriteResponse
+	(*CoordinateRequest)(nil),         // 30: internal.v1.CoordinateRequest
+	(*CoordinateResponse)(nil),        // 31: internal.v1.CoordinateResponse
+	(*InfoRequest)(nil),               // 32: internal.v1.InfoRequest
+	(*InfoResponse)(nil),              // 33: internal.v1.InfoResponse
+	(*v1.PutRequest)(nil),             // 34: kv.v1.PutRequest
+	(*v1.PutResponse)(nil),            // 35: kv.v1.PutResponse
 }
 var file_internalapi_v1_internal_proto_depIdxs = []int32{
-	1,  // 0: internal.v1.ScanPartitionResponse.entries:type_name -> internal.v1.ScanEntry
-	14, // 1: internal.v1.CollectTombstonesRequest.keys:type_name -> internal.v1.KeyDigest
-	14, // 2: internal.v1.BucketDigestsResponse.keys:type_name -> internal.v1.KeyDigest
-	18, // 3: internal.v1.KeyspaceTopology.partitions:type_name -> internal.v1.PartitionReplicas
-	17, // 4: internal.v1.TopologyResponse.nodes:type_name -> internal.v1.TopologyNode
-	19, // 5: internal.v1.TopologyResponse.keyspaces:type_name -> internal.v1.KeyspaceTopology
-	29, // 6: internal.v1.CoordinateRequest.put:type_name -> kv.v1.PutRequest
-	30, // 7: internal.v1.CoordinateResponse.put:type_name -> kv.v1.PutResponse
-	21, // 8: internal.v1.Replica.Read:input_type -> internal.v1.ReadRequest
-	23, // 9: internal.v1.Replica.Write:input_type -> internal.v1.WriteRequest
-	25, // 10: internal.v1.Replica.Coordinate:input_type -> internal.v1.CoordinateRequest
-	11, // 11: internal.v1.Replica.Leaves:input_type -> internal.v1.LeavesRequest
-	13, // 12: internal.v1.Replica.BucketDigests:input_type -> internal.v1.BucketDigestsRequest
-	9,  // 13: internal.v1.Replica.CollectTombstones:input_type -> internal.v1.CollectTombstonesRequest
-	0,  // 14: internal.v1.Replica.ScanPartition:input_type -> internal.v1.ScanPartitionRequest
-	3,  // 15: internal.v1.Replica.PartitionSizes:input_type -> internal.v1.PartitionSizesRequest
-	5,  // 16: internal.v1.Meta.Propose:input_type -> internal.v1.ProposeRequest
-	7,  // 17: internal.v1.Meta.Join:input_type -> internal.v1.JoinRequest
-	27, // 18: internal.v1.Discovery.Info:input_type -> internal.v1.InfoRequest
-	16, // 19: internal.v1.Discovery.Topology:input_type -> internal.v1.TopologyRequest
-	22, // 20: internal.v1.Replica.Read:output_type -> internal.v1.ReadResponse
-	24, // 21: internal.v1.Replica.Write:output_type -> internal.v1.WriteResponse
-	26, // 22: internal.v1.Replica.Coordinate:output_type -> internal.v1.CoordinateResponse
-	12, // 23: internal.v1.Replica.Leaves:output_type -> internal.v1.LeavesResponse
-	15, // 24: internal.v1.Replica.BucketDigests:output_type -> internal.v1.BucketDigestsResponse
-	10, // 25: internal.v1.Replica.CollectTombstones:output_type -> internal.v1.CollectTombstonesResponse
-	2,  // 26: internal.v1.Replica.ScanPartition:output_type -> internal.v1.ScanPartitionResponse
-	4,  // 27: internal.v1.Replica.PartitionSizes:output_type -> internal.v1.PartitionSizesResponse
-	6,  // 28: internal.v1.Meta.Propose:output_type -> internal.v1.ProposeResponse
-	8,  // 29: internal.v1.Meta.Join:output_type -> internal.v1.JoinResponse
-	28, // 30: internal.v1.Discovery.Info:output_type -> internal.v1.InfoResponse
-	20, // 31: internal.v1.Discovery.Topology:output_type -> internal.v1.TopologyResponse
-	20, // [20:32] is the sub-list for method output_type
-	8,  // [8:20] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	1,  // 0: internal.v1.CallBatch.calls:type_name -> internal.v1.Call
+	26, // 1: internal.v1.Call.read:type_name -> internal.v1.ReadRequest
+	28, // 2: internal.v1.Call.write:type_name -> internal.v1.WriteRequest
+	3,  // 3: internal.v1.ReplyBatch.replies:type_name -> internal.v1.Reply
+	27, // 4: internal.v1.Reply.read:type_name -> internal.v1.ReadResponse
+	29, // 5: internal.v1.Reply.write:type_name -> internal.v1.WriteResponse
+	4,  // 6: internal.v1.Reply.error:type_name -> internal.v1.CallError
+	6,  // 7: internal.v1.ScanPartitionResponse.entries:type_name -> internal.v1.ScanEntry
+	19, // 8: internal.v1.CollectTombstonesRequest.keys:type_name -> internal.v1.KeyDigest
+	19, // 9: internal.v1.BucketDigestsResponse.keys:type_name -> internal.v1.KeyDigest
+	23, // 10: internal.v1.KeyspaceTopology.partitions:type_name -> internal.v1.PartitionReplicas
+	22, // 11: internal.v1.TopologyResponse.nodes:type_name -> internal.v1.TopologyNode
+	24, // 12: internal.v1.TopologyResponse.keyspaces:type_name -> internal.v1.KeyspaceTopology
+	34, // 13: internal.v1.CoordinateRequest.put:type_name -> kv.v1.PutRequest
+	35, // 14: internal.v1.CoordinateResponse.put:type_name -> kv.v1.PutResponse
+	26, // 15: internal.v1.Replica.Read:input_type -> internal.v1.ReadRequest
+	28, // 16: internal.v1.Replica.Write:input_type -> internal.v1.WriteRequest
+	30, // 17: internal.v1.Replica.Coordinate:input_type -> internal.v1.CoordinateRequest
+	16, // 18: internal.v1.Replica.Leaves:input_type -> internal.v1.LeavesRequest
+	18, // 19: internal.v1.Replica.BucketDigests:input_type -> internal.v1.BucketDigestsRequest
+	14, // 20: internal.v1.Replica.CollectTombstones:input_type -> internal.v1.CollectTombstonesRequest
+	5,  // 21: internal.v1.Replica.ScanPartition:input_type -> internal.v1.ScanPartitionRequest
+	8,  // 22: internal.v1.Replica.PartitionSizes:input_type -> internal.v1.PartitionSizesRequest
+	0,  // 23: internal.v1.Replica.Calls:input_type -> internal.v1.CallBatch
+	10, // 24: internal.v1.Meta.Propose:input_type -> internal.v1.ProposeRequest
+	12, // 25: internal.v1.Meta.Join:input_type -> internal.v1.JoinRequest
+	32, // 26: internal.v1.Discovery.Info:input_type -> internal.v1.InfoRequest
+	21, // 27: internal.v1.Discovery.Topology:input_type -> internal.v1.TopologyRequest
+	27, // 28: internal.v1.Replica.Read:output_type -> internal.v1.ReadResponse
+	29, // 29: internal.v1.Replica.Write:output_type -> internal.v1.WriteResponse
+	31, // 30: internal.v1.Replica.Coordinate:output_type -> internal.v1.CoordinateResponse
+	17, // 31: internal.v1.Replica.Leaves:output_type -> internal.v1.LeavesResponse
+	20, // 32: internal.v1.Replica.BucketDigests:output_type -> internal.v1.BucketDigestsResponse
+	15, // 33: internal.v1.Replica.CollectTombstones:output_type -> internal.v1.CollectTombstonesResponse
+	7,  // 34: internal.v1.Replica.ScanPartition:output_type -> internal.v1.ScanPartitionResponse
+	9,  // 35: internal.v1.Replica.PartitionSizes:output_type -> internal.v1.PartitionSizesResponse
+	2,  // 36: internal.v1.Replica.Calls:output_type -> internal.v1.ReplyBatch
+	11, // 37: internal.v1.Meta.Propose:output_type -> internal.v1.ProposeResponse
+	13, // 38: internal.v1.Meta.Join:output_type -> internal.v1.JoinResponse
+	33, // 39: internal.v1.Discovery.Info:output_type -> internal.v1.InfoResponse
+	25, // 40: internal.v1.Discovery.Topology:output_type -> internal.v1.TopologyResponse
+	28, // [28:41] is the sub-list for method output_type
+	15, // [15:28] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_internalapi_v1_internal_proto_init() }
@@ -1914,13 +2302,22 @@ func file_internalapi_v1_internal_proto_init() {
 	if File_internalapi_v1_internal_proto != nil {
 		return
 	}
+	file_internalapi_v1_internal_proto_msgTypes[1].OneofWrappers = []any{
+		(*Call_Read)(nil),
+		(*Call_Write)(nil),
+	}
+	file_internalapi_v1_internal_proto_msgTypes[3].OneofWrappers = []any{
+		(*Reply_Read)(nil),
+		(*Reply_Write)(nil),
+		(*Reply_Error)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internalapi_v1_internal_proto_rawDesc), len(file_internalapi_v1_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

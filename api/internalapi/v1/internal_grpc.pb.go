@@ -31,6 +31,7 @@ const (
 	Replica_CollectTombstones_FullMethodName = "/internal.v1.Replica/CollectTombstones"
 	Replica_ScanPartition_FullMethodName     = "/internal.v1.Replica/ScanPartition"
 	Replica_PartitionSizes_FullMethodName    = "/internal.v1.Replica/PartitionSizes"
+	Replica_Calls_FullMethodName             = "/internal.v1.Replica/Calls"
 )
 
 // ReplicaClient is the client API for Replica service.
@@ -63,6 +64,12 @@ type ReplicaClient interface {
 	// PartitionSizes estimates the bytes this node holds for partitions of
 	// a keyspace (for plan show).
 	PartitionSizes(ctx context.Context, in *PartitionSizesRequest, opts ...grpc.CallOption) (*PartitionSizesResponse, error)
+	// Calls carries many replica reads and writes on one long-lived stream
+	// per peer: each message holds the calls queued since the last one, and
+	// replies come back matched by call ID, in any order. It saves the cost
+	// of a gRPC call per replica per request (headers, a server goroutine,
+	// a flush each way); Read and Write stay for traced and large calls.
+	Calls(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CallBatch, ReplyBatch], error)
 }
 
 type replicaClient struct {
@@ -153,6 +160,19 @@ func (c *replicaClient) PartitionSizes(ctx context.Context, in *PartitionSizesRe
 	return out, nil
 }
 
+func (c *replicaClient) Calls(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CallBatch, ReplyBatch], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Replica_ServiceDesc.Streams[0], Replica_Calls_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CallBatch, ReplyBatch]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Replica_CallsClient = grpc.BidiStreamingClient[CallBatch, ReplyBatch]
+
 // ReplicaServer is the server API for Replica service.
 // All implementations must embed UnimplementedReplicaServer
 // for forward compatibility.
@@ -183,6 +203,12 @@ type ReplicaServer interface {
 	// PartitionSizes estimates the bytes this node holds for partitions of
 	// a keyspace (for plan show).
 	PartitionSizes(context.Context, *PartitionSizesRequest) (*PartitionSizesResponse, error)
+	// Calls carries many replica reads and writes on one long-lived stream
+	// per peer: each message holds the calls queued since the last one, and
+	// replies come back matched by call ID, in any order. It saves the cost
+	// of a gRPC call per replica per request (headers, a server goroutine,
+	// a flush each way); Read and Write stay for traced and large calls.
+	Calls(grpc.BidiStreamingServer[CallBatch, ReplyBatch]) error
 	mustEmbedUnimplementedReplicaServer()
 }
 
@@ -216,6 +242,9 @@ func (UnimplementedReplicaServer) ScanPartition(context.Context, *ScanPartitionR
 }
 func (UnimplementedReplicaServer) PartitionSizes(context.Context, *PartitionSizesRequest) (*PartitionSizesResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method PartitionSizes not implemented")
+}
+func (UnimplementedReplicaServer) Calls(grpc.BidiStreamingServer[CallBatch, ReplyBatch]) error {
+	return status.Errorf(codes.Unimplemented, "method Calls not implemented")
 }
 func (UnimplementedReplicaServer) mustEmbedUnimplementedReplicaServer() {}
 func (UnimplementedReplicaServer) testEmbeddedByValue()                 {}
@@ -382,6 +411,13 @@ func _Replica_PartitionSizes_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Replica_Calls_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ReplicaServer).Calls(&grpc.GenericServerStream[CallBatch, ReplyBatch]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Replica_CallsServer = grpc.BidiStreamingServer[CallBatch, ReplyBatch]
+
 // Replica_ServiceDesc is the grpc.ServiceDesc for Replica service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -422,7 +458,14 @@ var Replica_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Replica_PartitionSizes_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Calls",
+			Handler:       _Replica_Calls_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "internalapi/v1/internal.proto",
 }
 

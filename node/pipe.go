@@ -1,0 +1,69 @@
+package node
+
+import (
+	"context"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+	"github.com/meridiankv/meridian/pki"
+	"github.com/meridiankv/meridian/transport"
+)
+
+// callEpochKey carries a piped call's sender epoch in its context (unary
+// calls carry it in their metadata).
+type callEpochKey struct{}
+
+// Calls serves a peer's pipe (see transport.CallServer): each call passes
+// the shutdown gate like a unary call, and runs with the epoch its sender
+// stamped on it.
+func (s *replicaServer) Calls(stream internalv1.Replica_CallsServer) error {
+	n := s.n
+	var check func() error
+	if !n.cfg.Insecure {
+		// Membership can change while a stream lives: a removed node's
+		// stream ends at its next batch.
+		cert, _ := pki.PeerCertificate(stream.Context())
+		peer, _ := pki.NodeID(cert)
+		check = func() error {
+			if !n.mayTalk(peer) {
+				return status.Errorf(codes.PermissionDenied, "node %q is no longer a member of this cluster", peer)
+			}
+			return nil
+		}
+	}
+	return transport.CallServer{
+		Serve:   s.serveCall,
+		Enter:   n.gate.enter,
+		Leave:   n.gate.leave,
+		Refused: errShuttingDown,
+		Closing: n.gate.closing,
+		Check:   check,
+	}.ServeStream(stream)
+}
+
+// serveCall runs one piped call.
+func (s *replicaServer) serveCall(ctx context.Context, c *internalv1.Call) *internalv1.Reply {
+	ctx = context.WithValue(ctx, callEpochKey{}, c.GetEpoch())
+	r := &internalv1.Reply{}
+	switch op := c.GetOp().(type) {
+	case *internalv1.Call_Read:
+		resp, err := s.n.coord.ServeRead(ctx, op.Read)
+		if err != nil {
+			r.Result = transport.ReplyError(err)
+		} else {
+			r.Result = &internalv1.Reply_Read{Read: resp}
+		}
+	case *internalv1.Call_Write:
+		resp, err := s.n.coord.ServeWrite(ctx, op.Write)
+		if err != nil {
+			r.Result = transport.ReplyError(err)
+		} else {
+			r.Result = &internalv1.Reply_Write{Write: resp}
+		}
+	default:
+		r.Result = transport.ReplyError(status.Error(codes.InvalidArgument, "call without an operation (sent by a newer version?)"))
+	}
+	return r
+}

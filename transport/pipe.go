@@ -1,0 +1,277 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+)
+
+// A replica read or write costs a whole gRPC call when sent unary: a new
+// HTTP/2 stream with its headers each way, a server goroutine, the
+// interceptor chain and a flush of the connection for the request and for
+// the reply. Under load most of a quorum operation's CPU went there. A
+// pipe instead carries the calls to one peer on one long-lived Calls
+// stream: the calls queued while the previous message was being sent go
+// out together in the next one, and the replies come back batched the same
+// way, matched by call ID.
+//
+// Calls that are traced (their span is sampled) stay unary, so that every
+// replica call of a traced request keeps its own client and server span;
+// so do calls larger than MaxPipedCall, so that one large sibling set
+// never holds up the small calls behind it on the stream.
+
+// MaxPipedCall is the largest key plus sibling set sent on a pipe; larger
+// writes go as their own unary calls.
+const MaxPipedCall = 64 << 10
+
+// MaxPipeInFlight bounds the calls waiting for a reply on one pipe; past
+// it, calls go unary (each then bounded by gRPC's own stream limits).
+const MaxPipeInFlight = 4096
+
+// pipe is one Calls stream to a peer, opened on first use. A pipe whose
+// stream failed fails every call waiting on it and is replaced by a new
+// one on the next call.
+type pipe struct {
+	node  string
+	epoch func() uint64
+	wake  chan struct{} // a token when calls are queued
+	stop  context.CancelFunc
+	done  chan struct{} // closed once both loops have returned
+	mu    struct {
+		sync.Mutex
+		queue   []*internalv1.Call
+		spare   []*internalv1.Call // the previous queue, reused
+		pending map[uint64]*waiter
+		nextID  uint64
+		err     error // why the pipe failed; nil while it works
+	}
+}
+
+type waiter struct {
+	ch chan result // buffered: the receiver never blocks on it
+}
+
+type result struct {
+	reply *internalv1.Reply
+	err   error
+}
+
+var waiters = sync.Pool{New: func() any { return &waiter{ch: make(chan result, 1)} }}
+
+// openPipe starts a pipe on conn. Its stream is opened by its sender
+// goroutine; calls queue meanwhile. wg tracks both loops.
+func openPipe(conn *grpc.ClientConn, node string, epoch func() uint64, wg *sync.WaitGroup) *pipe {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &pipe{node: node, epoch: epoch, wake: make(chan struct{}, 1), stop: cancel, done: make(chan struct{})}
+	p.mu.pending = map[uint64]*waiter{}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(p.done)
+		p.run(ctx, internalv1.NewReplicaClient(conn))
+	}()
+	return p
+}
+
+// failed reports whether the pipe can take no more calls.
+func (p *pipe) failed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mu.err != nil
+}
+
+// close stops the pipe: calls waiting fail, and the stream ends.
+func (p *pipe) close() { p.stop() }
+
+// run opens the stream, then sends queued calls until the stream fails or
+// the pipe is closed; a second goroutine takes the replies.
+func (p *pipe) run(ctx context.Context, client internalv1.ReplicaClient) {
+	defer p.stop()
+	stream, err := client.Calls(ctx)
+	if err != nil {
+		p.fail(err)
+		return
+	}
+	recvDone := make(chan struct{})
+	go func() {
+		defer close(recvDone)
+		p.receive(stream)
+	}()
+	defer func() { <-recvDone }()
+	defer p.stop() // ends the stream, so the receiver returns too
+	batch := &internalv1.CallBatch{}
+	for {
+		select {
+		case <-p.wake:
+		case <-ctx.Done():
+			p.fail(ctx.Err())
+			return
+		}
+		p.mu.Lock()
+		calls := p.mu.queue
+		p.mu.queue = p.mu.spare[:0]
+		p.mu.spare = nil
+		p.mu.Unlock()
+		if len(calls) == 0 {
+			continue
+		}
+		batch.Calls = calls
+		err := stream.Send(batch)
+		clear(calls) // the requests belong to their callers
+		p.mu.Lock()
+		p.mu.spare = calls[:0]
+		p.mu.Unlock()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				// The server ended the stream; RecvMsg has its status.
+				_, err = stream.Recv()
+			}
+			p.fail(err)
+			return
+		}
+	}
+}
+
+// receive hands each reply to its caller until the stream ends.
+func (p *pipe) receive(stream grpc.BidiStreamingClient[internalv1.CallBatch, internalv1.ReplyBatch]) {
+	for {
+		batch, err := stream.Recv()
+		if err != nil {
+			p.fail(err)
+			p.stop() // and the sender with it
+			return
+		}
+		p.mu.Lock()
+		for _, r := range batch.GetReplies() {
+			if w, ok := p.mu.pending[r.GetId()]; ok {
+				delete(p.mu.pending, r.GetId())
+				w.ch <- result{reply: r}
+			}
+		}
+		p.mu.Unlock()
+	}
+}
+
+// fail fails every call waiting and marks the pipe failed.
+func (p *pipe) fail(err error) {
+	switch {
+	case errors.Is(err, io.EOF):
+		err = status.Errorf(codes.Unavailable, "node %s closed the call stream", p.node)
+	case errors.Is(err, context.Canceled):
+		err = status.Errorf(codes.Unavailable, "the call stream to node %s was closed", p.node)
+	default:
+		if _, ok := status.FromError(err); !ok {
+			err = status.Errorf(codes.Unavailable, "call stream to node %s: %v", p.node, err)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.err == nil {
+		p.mu.err = err
+	}
+	for id, w := range p.mu.pending {
+		delete(p.mu.pending, id)
+		w.ch <- result{err: err}
+	}
+	p.mu.queue = nil
+}
+
+// errPipeFull says a call should go unary instead.
+var errPipeFull = errors.New("pipe full")
+
+// call sends c and waits for its reply. It returns errPipeFull, before
+// sending anything, when the pipe is failed or too many calls wait.
+func (p *pipe) call(ctx context.Context, c *internalv1.Call) (*internalv1.Reply, error) {
+	c.Epoch = p.epoch()
+	if d, ok := ctx.Deadline(); ok {
+		left := time.Until(d)
+		if left <= 0 {
+			return nil, status.FromContextError(context.DeadlineExceeded).Err()
+		}
+		c.TimeoutMicros = uint64(left / time.Microsecond)
+	}
+	w := waiters.Get().(*waiter)
+	p.mu.Lock()
+	if p.mu.err != nil || len(p.mu.pending) >= MaxPipeInFlight {
+		p.mu.Unlock()
+		waiters.Put(w)
+		return nil, errPipeFull
+	}
+	p.mu.nextID++
+	c.Id = p.mu.nextID
+	p.mu.pending[c.Id] = w
+	p.mu.queue = append(p.mu.queue, c)
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default: // the sender is awake already and will see the call
+	}
+	select {
+	case r := <-w.ch:
+		waiters.Put(w)
+		if r.err != nil {
+			return nil, r.err
+		}
+		return r.reply, replyError(r.reply)
+	case <-ctx.Done():
+		p.mu.Lock()
+		_, waiting := p.mu.pending[c.Id]
+		delete(p.mu.pending, c.Id)
+		p.mu.Unlock()
+		if waiting {
+			waiters.Put(w) // nobody will send on it now
+		}
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// replyError is the status a failed reply carries, nil for success.
+func replyError(r *internalv1.Reply) error {
+	if r.GetError() == nil {
+		return nil
+	}
+	return ReplyStatus(r).Err()
+}
+
+// ReplyStatus decodes a reply's status (OK when it carries no error).
+func ReplyStatus(r *internalv1.Reply) *status.Status {
+	e := r.GetError()
+	if e == nil {
+		return status.New(codes.OK, "")
+	}
+	var s spb.Status
+	if err := proto.Unmarshal(e.GetStatus(), &s); err != nil {
+		return status.Newf(codes.Internal, "undecodable error from peer: %v", err)
+	}
+	if s.GetCode() == int32(codes.OK) {
+		return status.New(codes.Internal, "peer reported an error with code OK")
+	}
+	return status.FromProto(&s)
+}
+
+// ReplyError encodes err as a Reply's error (for the serving side).
+func ReplyError(err error) *internalv1.Reply_Error {
+	s, _ := status.FromError(err) // non-status errors become Unknown
+	b, mErr := proto.Marshal(s.Proto())
+	if mErr != nil {
+		b, _ = proto.Marshal(status.New(codes.Internal, err.Error()).Proto())
+	}
+	return &internalv1.Reply_Error{Error: &internalv1.CallError{Status: b}}
+}
+
+// traced reports whether ctx carries a sampled span: such calls stay
+// unary, so that their spans are recorded as their own gRPC calls.
+func traced(ctx context.Context) bool {
+	return trace.SpanContextFromContext(ctx).IsSampled()
+}

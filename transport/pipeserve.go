@@ -1,0 +1,199 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+)
+
+// CallServer serves the replica end of a pipe: each call runs on its own
+// goroutine, as a unary call would, and the replies queue and go back in
+// batches.
+type CallServer struct {
+	// Serve runs one call; ctx carries the call's deadline (bounded by
+	// MaxCallTime).
+	Serve func(ctx context.Context, c *internalv1.Call) *internalv1.Reply
+	// Enter admits a call (false: refused as Refused, e.g. while shutting
+	// down) and Leave ends it; both may be nil.
+	Enter   func() bool
+	Leave   func()
+	Refused error
+	// Closing, once closed, ends the stream as soon as every call taken
+	// has its reply; later calls fail over on the sender as UNAVAILABLE.
+	Closing <-chan struct{}
+	// Check runs before each batch is taken (e.g. that the sender is
+	// still a member); an error ends the stream with it.
+	Check func() error
+	// MaxRunning bounds the calls running at once (default 1024): past it
+	// the stream stops reading and gRPC flow control pushes back.
+	MaxRunning int
+	// MaxCallTime bounds each call, whatever timeout its sender gave
+	// (default 30s).
+	MaxCallTime time.Duration
+}
+
+// ServeStream serves stream until the sender closes it, it fails, or Closing.
+func (s CallServer) ServeStream(stream internalv1.Replica_CallsServer) error {
+	if s.MaxRunning <= 0 {
+		s.MaxRunning = 1024
+	}
+	if s.MaxCallTime <= 0 {
+		s.MaxCallTime = 30 * time.Second
+	}
+	ctx := stream.Context()
+	o := &outbox{wake: make(chan struct{}, 1), slots: make(chan struct{}, s.MaxRunning)}
+	recvDone := make(chan error, 1)
+	go func() { recvDone <- s.receive(ctx, stream, o) }()
+	var recvErr error
+	received := false // the receiver has returned
+	closing := s.Closing
+	batch := &internalv1.ReplyBatch{}
+	for {
+		select {
+		case <-o.wake:
+		case recvErr = <-recvDone:
+			received = true
+			recvDone = nil
+		case <-closing:
+			closing = nil
+		}
+		replies, running := o.take()
+		if len(replies) > 0 {
+			batch.Replies = replies
+			err := stream.Send(batch)
+			clear(replies)
+			o.reuse(replies)
+			if err != nil {
+				return err
+			}
+		}
+		if running > 0 {
+			continue
+		}
+		switch {
+		case received:
+			return recvErr // nil: the sender closed its side and has every reply
+		case closing == nil && s.Closing != nil:
+			// Every call taken has its reply; the receiver stops with the
+			// stream.
+			return nil
+		}
+	}
+}
+
+// receive starts each call the sender sends, until the stream ends. It
+// returns nil when the sender closed its side.
+func (s CallServer) receive(ctx context.Context, stream internalv1.Replica_CallsServer, o *outbox) error {
+	for {
+		batch, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if s.Check != nil {
+			if err := s.Check(); err != nil {
+				return err
+			}
+		}
+		for _, c := range batch.GetCalls() {
+			select {
+			case o.slots <- struct{}{}:
+			case <-ctx.Done():
+				return nil
+			}
+			if s.Enter != nil && !s.Enter() {
+				<-o.slots
+				refused := s.Refused
+				if refused == nil {
+					refused = status.Error(codes.Unavailable, "call refused")
+				}
+				o.put(&internalv1.Reply{Id: c.GetId(), Result: ReplyError(refused)})
+				continue
+			}
+			o.started()
+			go s.run(ctx, c, o)
+		}
+	}
+}
+
+func (s CallServer) run(ctx context.Context, c *internalv1.Call, o *outbox) {
+	if s.Leave != nil {
+		defer s.Leave()
+	}
+	defer func() { <-o.slots }()
+	timeout := s.MaxCallTime
+	if t := time.Duration(c.GetTimeoutMicros()) * time.Microsecond; t > 0 && t < timeout {
+		timeout = t
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	r := s.Serve(ctx, c)
+	cancel()
+	r.Id = c.GetId()
+	o.done(r)
+}
+
+// outbox queues a stream's replies for its sender.
+type outbox struct {
+	wake  chan struct{}
+	slots chan struct{} // a token per call running
+	mu    sync.Mutex
+	queue []*internalv1.Reply
+	spare []*internalv1.Reply
+	// running counts calls started whose reply is not queued yet.
+	running int
+}
+
+func (o *outbox) started() {
+	o.mu.Lock()
+	o.running++
+	o.mu.Unlock()
+}
+
+// done queues the reply of a started call.
+func (o *outbox) done(r *internalv1.Reply) {
+	o.mu.Lock()
+	o.queue = append(o.queue, r)
+	o.running-- // with the reply queued: take never sees neither
+	o.mu.Unlock()
+	o.notify()
+}
+
+// put queues a reply of a call never started.
+func (o *outbox) put(r *internalv1.Reply) {
+	o.mu.Lock()
+	o.queue = append(o.queue, r)
+	o.mu.Unlock()
+	o.notify()
+}
+
+func (o *outbox) notify() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns the queued replies and the calls still running.
+func (o *outbox) take() ([]*internalv1.Reply, int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	q := o.queue
+	o.queue = o.spare[:0]
+	o.spare = nil
+	return q, o.running
+}
+
+func (o *outbox) reuse(q []*internalv1.Reply) {
+	o.mu.Lock()
+	o.spare = q[:0]
+	o.mu.Unlock()
+}
