@@ -94,6 +94,13 @@ type Config struct {
 	// MaxInFlight bounds the client requests a node coordinates at once;
 	// more wait briefly, then get RESOURCE_EXHAUSTED (default 16 per CPU).
 	MaxInFlight int `yaml:"max-in-flight"`
+	// WALSyncInterval is the least time between two fsyncs of the write-
+	// ahead log (default 1ms; negative: none). A durable write arriving
+	// sooner after the last fsync waits out the rest of the interval, so
+	// that under load more writes share each fsync; a write after a quiet
+	// spell is synced at once. Writes are acknowledged after their fsync
+	// either way.
+	WALSyncInterval time.Duration `yaml:"wal-sync-interval"`
 	// MaxConnections caps open connections per listener; more are closed
 	// at once (default 4096).
 	MaxConnections int `yaml:"max-connections"`
@@ -139,6 +146,10 @@ type Config struct {
 const (
 	DefaultEngine               = "pebble"
 	DefaultMaxConcurrentStreams = 1024
+	// DefaultWALSyncInterval: 1ms let about 4 times as many durable writes
+	// share each fsync in the 3-node benchmark, for 1.7 times the durable
+	// QUORUM put throughput (docs/PERFORMANCE.md).
+	DefaultWALSyncInterval = time.Millisecond
 )
 
 func (c *Config) setDefaults() {
@@ -177,6 +188,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxConnections == 0 {
 		c.MaxConnections = 4096
+	}
+	if c.WALSyncInterval == 0 {
+		c.WALSyncInterval = DefaultWALSyncInterval
 	}
 	if c.ConnectionTimeout == 0 {
 		c.ConnectionTimeout = 10 * time.Second
@@ -231,6 +245,9 @@ func (c Config) Validate() error {
 	}
 	if c.RequestTimeout < 0 {
 		return fmt.Errorf("request-timeout %s is negative", c.RequestTimeout)
+	}
+	if c.WALSyncInterval > 100*time.Millisecond {
+		return fmt.Errorf("wal-sync-interval %s: use at most 100ms (every durable write may wait that long)", c.WALSyncInterval)
 	}
 	if c.ClusterSecretFile == "" && len(c.ClusterSecrets) == 0 {
 		return errors.New("no cluster secret: every node of a cluster needs the same --cluster-secret-file (create one with `meridian secret create FILE` and copy it to each node)")

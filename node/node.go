@@ -173,7 +173,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	case "memory":
 		n.eng = memory.New()
 	default:
-		n.eng, err = pebble.Open(pebble.Options{Dir: filepath.Join(cfg.DataDir, "data"), FS: opts.EngineFS, Logger: n.log})
+		n.eng, err = pebble.Open(pebble.Options{Dir: filepath.Join(cfg.DataDir, "data"), FS: opts.EngineFS, Logger: n.log, WALSyncInterval: max(cfg.WALSyncInterval, 0)})
 		if err != nil {
 			return nil, fmt.Errorf("open storage in %s: %w", cfg.DataDir, err)
 		}

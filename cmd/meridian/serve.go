@@ -95,6 +95,7 @@ nothing until a committed plan adds it:
 	f.Float64Var(&cfg.RepairCrossDCBytesPerSecond, "repair-cross-dc-bytes-per-second", 0, "anti-entropy repair throttle with replicas in other DCs, bytes/s (default 5 MiB/s)")
 	f.Float64Var(&cfg.TransferBytesPerSecond, "transfer-bytes-per-second", 0, "throttle on the partitions this node receives during a membership change, bytes/s (default 20 MiB/s)")
 	f.IntVar(&cfg.MaxInFlight, "max-in-flight", 0, "client requests coordinated at once before shedding with RESOURCE_EXHAUSTED (default 16 per CPU)")
+	f.DurationVar(&cfg.WALSyncInterval, "wal-sync-interval", 0, "least time between two fsyncs of the write-ahead log: under load more durable writes share each fsync (default 1ms; negative: none)")
 	f.IntVar(&cfg.MaxConnections, "max-connections", 0, "open connections per listener; more are closed at once (default 4096)")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "plaintext listeners and no certificates (only on a trusted network)")
 	f.StringVar(&cfg.CAFile, "ca", "", "cluster CA certificate (meridian certs create-ca)")
