@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -82,8 +83,15 @@ func (n *Node) newGRPCServer(opts Options, maxMsg int, extra ...grpc.ServerOptio
 			MaxConnectionAgeGrace: 30 * time.Second, Time: time.Minute, Timeout: 20 * time.Second,
 		}),
 		grpc.MaxHeaderListSize(maxHeaderBytes),
+		// Handlers run on kept goroutines rather than one new goroutine per
+		// call, whose stack would grow again on every request.
+		grpc.NumStreamWorkers(uint32(streamWorkers())),
 	), append(n.tel.ServerOptions(), opts.ServerOptions...)...)...)
 }
+
+// streamWorkers is the number of goroutines each gRPC server keeps for
+// running handlers (a call finding them all busy gets its own goroutine).
+func streamWorkers() int { return 16 * runtime.GOMAXPROCS(0) }
 
 // buildServers binds the three listeners and registers the services.
 func (n *Node) buildServers(opts Options) error {
