@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -37,6 +38,7 @@ type benchFlags struct {
 	noSync                     bool
 	viaNodes                   bool
 	jsonOut, hlogOut, htmlOut  string
+	cpuProfile                 string
 	seed                       uint64
 }
 
@@ -90,6 +92,7 @@ not hidden (coordinated omission corrected, as wrk2 does).`,
 	fl.StringVar(&f.hlogOut, "hlog", "", "write an HdrHistogram interval log to this file")
 	fl.StringVar(&f.htmlOut, "html", "", "write a self-contained HTML report to this file")
 	fl.Uint64Var(&f.seed, "seed", 1, "random seed (keys and values)")
+	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of this process during the run phase (with --local: the cluster's nodes too) to this file, for go tool pprof")
 	cmd.AddCommand(newBenchCompareCmd())
 	return cmd
 }
@@ -300,7 +303,14 @@ func runBench(ctx context.Context, out, errOut io.Writer, f benchFlags) error {
 		cfg.Hlog = hf
 	}
 	fmt.Fprintf(errOut, "run phase: workload %s, %d workers, %s\n", w.Name, f.workers, loopName(f.rate))
+	stopProfile, err := startCPUProfile(f.cpuProfile)
+	if err != nil {
+		return err
+	}
 	res, err := bench.Run(ctx, cfg, store, errOut)
+	if perr := stopProfile(); err == nil && perr != nil {
+		err = perr
+	}
 	if err != nil {
 		return err
 	}
@@ -342,4 +352,24 @@ func loopName(rate float64) string {
 		return fmt.Sprintf("open loop at %.0f ops/s", rate)
 	}
 	return "closed loop"
+}
+
+// startCPUProfile starts a CPU profile into path ("" : none); the returned
+// function stops it and closes the file.
+func startCPUProfile(path string) (stop func() error, err error) {
+	if path == "" {
+		return func() error { return nil }, nil
+	}
+	file, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(file); err != nil {
+		file.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return file.Close()
+	}, nil
 }

@@ -299,6 +299,14 @@ func TestKVCommands(t *testing.T) {
 	if _, err := run("bench", "--addr", addr, "--workload", "E"); err == nil || !strings.Contains(err.Error(), "scans") {
 		t.Fatalf("workload E: %v", err)
 	}
+	// A short run with a CPU profile of the run phase.
+	prof := filepath.Join(t.TempDir(), "cpu.prof")
+	if _, err := run("bench", "--addr", addr, "--workload", "C", "--records", "50", "--workers", "2", "--ops", "200", "--warmup", "0s", "--cpuprofile", prof); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := os.ReadFile(prof); err != nil || len(data) == 0 || data[0] != 0x1f { // gzip, as pprof writes
+		t.Fatalf("--cpuprofile wrote %d bytes (%v), want a gzipped profile", len(data), err)
+	}
 }
 
 // TestKVPutReadsFirst: put and delete without --context read the key and
