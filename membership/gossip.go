@@ -39,6 +39,9 @@ type Meta struct {
 	Rack     string `json:"rack"`
 	Weight   int    `json:"w"`
 	Epoch    uint64 `json:"e"`
+	// ClusterID is the cluster ID from the metadata log, once the node
+	// knows it ("" before): a member of another cluster is ignored.
+	ClusterID string `json:"cid,omitempty"`
 	// HintsFor lists the nodes this node holds undelivered hints for: a
 	// replica listed by a live node has missed writes and does not count
 	// toward a read quorum until they arrive.
@@ -160,6 +163,12 @@ type Config struct {
 	// IsMember, when set, says whether an ID belongs to the cluster;
 	// members claiming other IDs are ignored.
 	IsMember func(id string) bool
+	// ClusterID, when set, returns this node's cluster ID ("" while it is
+	// not known): a member gossiping another cluster ID is ignored, and
+	// forgotten if it was listed. (The memberlist label, which must be
+	// fixed before the first gossip, is the cluster name: a new cluster's
+	// nodes gossip before they agree on an ID.)
+	ClusterID func() string
 
 	// tune adjusts memberlist's configuration last (this package's tests).
 	tune func(*memberlist.Config)
@@ -212,14 +221,15 @@ func (c Config) memberlistConfig() *memberlist.Config {
 
 // Gossip is a running memberlist instance.
 type Gossip struct {
-	ml       *memberlist.Memberlist
-	isMember func(id string) bool
-	keyring  *memberlist.Keyring
-	listener Listener
-	log      *slog.Logger
-	retry    time.Duration
-	addr     string
-	self     string
+	ml        *memberlist.Memberlist
+	isMember  func(id string) bool
+	clusterID func() string
+	keyring   *memberlist.Keyring
+	listener  Listener
+	log       *slog.Logger
+	retry     time.Duration
+	addr      string
+	self      string
 	// filter, when set, drops messages to the nodes it names (SetFilter).
 	filter atomic.Pointer[func(string) bool]
 
@@ -287,6 +297,7 @@ func Start(ctx context.Context, cfg Config, l Listener) (*Gossip, error) {
 	}
 	mc.Label = cfg.Label
 	g.isMember = cfg.IsMember
+	g.clusterID = cfg.ClusterID
 	// memberlist dials from the default source address, so links between
 	// nodes on one host cannot be cut by firewall rules: the transport is
 	// wrapped instead (SetFilter).
@@ -481,6 +492,22 @@ func memberOf(n *memberlist.Node) (Member, error) {
 	return Member{Meta: meta, State: stateOf(n.State), GossipAddr: n.Address()}, nil
 }
 
+// forget drops a member listed earlier (it turned out to belong to another
+// cluster) and tells the listener it left.
+func (g *Gossip) forget(id string) {
+	g.mu.Lock()
+	old, ok := g.mu.members[id]
+	if ok {
+		delete(g.mu.members, id)
+		delete(g.mu.byAddr, old.GossipAddr)
+	}
+	g.mu.Unlock()
+	if ok && g.listener != nil {
+		old.State = StateLeft
+		g.listener.MemberChanged(old)
+	}
+}
+
 // record updates the member table and tells the listener. memberlist does
 // not keep Node.State current in its events (the state lives in its private
 // nodeState), so the event kind decides: join and update mean alive, leave
@@ -494,6 +521,13 @@ func (g *Gossip) record(n *memberlist.Node, down bool) {
 	if err == nil && g.isMember != nil && !g.isMember(n.Name) {
 		g.log.Warn("ignoring gossip member that is not in the cluster's topology", "member", n.Name, "addr", n.Address())
 		return
+	}
+	if err == nil && g.clusterID != nil && m.Meta.ClusterID != "" {
+		if mine := g.clusterID(); mine != "" && mine != m.Meta.ClusterID {
+			g.log.Warn("ignoring gossip member of another cluster (same cluster name and gossip key, another cluster ID)", "member", n.Name, "addr", n.Address(), "cluster_id", m.Meta.ClusterID, "ours", mine)
+			g.forget(m.Meta.ID)
+			return
+		}
 	}
 	if down {
 		m.State = StateDead

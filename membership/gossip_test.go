@@ -157,3 +157,40 @@ func TestConfigErrors(t *testing.T) {
 		t.Error("garbage metadata decoded")
 	}
 }
+
+// TestGossipIgnoresAnotherClusterID: nodes of two clusters with the same
+// name and gossip key (so the same memberlist label) reach each other, but
+// each lists only the members gossiping its own cluster ID, or none yet.
+func TestGossipIgnoresAnotherClusterID(t *testing.T) {
+	startIn := func(id, cluster string, seeds []string) *Gossip {
+		t.Helper()
+		g, err := Start(context.Background(), Config{
+			Meta:      Meta{ID: id, GRPCAddr: "127.0.0.1:1" + id[1:], DC: "dc1", Rack: "r1", Weight: 1, Epoch: 1, ClusterID: cluster},
+			ClusterID: func() string { return cluster },
+			BindAddr:  "127.0.0.1:0", Seeds: seeds, Profile: "test", JoinRetry: 50 * time.Millisecond,
+		}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { g.Close() })
+		return g
+	}
+	a1 := startIn("n1", "cluster-a", nil)
+	b2 := startIn("n2", "cluster-b", []string{a1.Addr()})
+	a3 := startIn("n3", "cluster-a", []string{a1.Addr()})
+	fresh := startIn("n4", "", []string{a1.Addr()}) // not agreed yet
+	waitFor(t, "cluster-a's nodes and the fresh node to see each other", func() bool {
+		return a1.Alive("n3") && a3.Alive("n1") && a1.Alive("n4") && fresh.Alive("n1")
+	})
+	// Memberlist itself reached n2 (it joined through n1); the cluster ID
+	// keeps it out of cluster-a's lists, and cluster-a out of n2's.
+	waitFor(t, "n2 to have gossiped with n1", func() bool { return b2.ml.NumMembers() >= 3 })
+	for _, g := range []*Gossip{a1, a3} {
+		if g.Alive("n2") {
+			t.Fatal("a cluster-a node lists n2, a node of another cluster")
+		}
+	}
+	if b2.Alive("n1") || b2.Alive("n3") {
+		t.Fatal("n2 lists nodes of another cluster")
+	}
+}

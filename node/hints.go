@@ -133,7 +133,7 @@ func (h *hintTracker) Targets() []string {
 
 // gossipLoop re-broadcasts this node's metadata whenever its hint targets
 // change, until ctx ends.
-func (h *hintTracker) gossipLoop(ctx context.Context, base membership.Meta, g *membership.Gossip, epoch func() uint64, onErr func(error)) {
+func (h *hintTracker) gossipLoop(ctx context.Context, base membership.Meta, g *membership.Gossip, topo func() *membership.Topology, onErr func(error)) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -142,7 +142,8 @@ func (h *hintTracker) gossipLoop(ctx context.Context, base membership.Meta, g *m
 		}
 		m := base
 		m.HintsFor = h.Targets()
-		m.Epoch = epoch()
+		t := topo()
+		m.Epoch, m.ClusterID = t.Epoch, t.ClusterID
 		if err := g.UpdateMeta(m); err != nil && ctx.Err() == nil {
 			onErr(err)
 		}

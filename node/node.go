@@ -270,21 +270,23 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 		ID: cfg.ID, GRPCAddr: n.Addr(), PeerAddr: n.PeerAddr(), AdminAddr: n.AdminAddr(),
 		RaftAddr: n.RaftAddr(),
 		DC:       n.self.DC, Rack: n.self.Rack, Weight: n.self.Weight, Epoch: topo.Epoch,
-		HintsFor: n.hints.Targets(),
+		ClusterID: topo.ClusterID,
+		HintsFor:  n.hints.Targets(),
 	}
 	keys, err := cfg.gossipKeyring(secrets)
 	if err != nil {
 		return nil, err
 	}
 	n.gossip, err = membership.Start(runCtx, membership.Config{
-		Meta:     meta,
-		Keys:     keys,
-		Label:    "meridian/" + cfg.ClusterName,
-		IsMember: n.mayTalk,
-		BindAddr: gossipAddr(cfg),
-		Seeds:    cfg.GossipSeeds,
-		Profile:  cfg.GossipProfile,
-		Logger:   n.log,
+		Meta:      meta,
+		Keys:      keys,
+		Label:     "meridian/" + cfg.ClusterName,
+		IsMember:  n.mayTalk,
+		ClusterID: func() string { return n.Topology().ClusterID },
+		BindAddr:  gossipAddr(cfg),
+		Seeds:     cfg.GossipSeeds,
+		Profile:   cfg.GossipProfile,
+		Logger:    n.log,
 	}, memberEvents{n})
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
@@ -326,7 +328,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		n.hints.gossipLoop(runCtx, meta, n.gossip, func() uint64 { return n.Topology().Epoch }, func(err error) { n.log.Warn("gossip metadata", "err", err) })
+		n.hints.gossipLoop(runCtx, meta, n.gossip, n.Topology, func(err error) { n.log.Warn("gossip metadata", "err", err) })
 	}()
 	handoff := &repair.Handoff{Log: n.hints.log, Peers: peers, Live: n.live, Interval: cfg.HintInterval, Logger: n.log, Now: opts.Now,
 		IsMember: func(id string) bool { _, ok := n.Topology().Nodes[id]; return ok || !n.Topology().Agreed() },
