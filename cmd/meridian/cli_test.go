@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -222,9 +225,9 @@ func TestDevWritesClusterFile(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	root := newRoot()
-	var out bytes.Buffer
-	root.SetOut(&out)
-	root.SetArgs([]string{"dev", "--nodes", "3", "--dir", dir, "--engine", "memory"})
+	out := &lockedBuffer{}
+	root.SetOut(out)
+	root.SetArgs([]string{"dev", "--nodes", "3", "--dir", dir, "--engine", "memory", "--pprof-addr", "127.0.0.1:0"})
 	done := make(chan error, 1)
 	go func() { done <- root.ExecuteContext(ctx) }()
 	path := filepath.Join(dir, "cluster.json")
@@ -244,10 +247,51 @@ func TestDevWritesClusterFile(t *testing.T) {
 			t.Errorf("cluster.json entry %+v", n)
 		}
 	}
+	// --pprof-addr serves the process's profiles.
+	var pprofURL string
+	for pprofURL == "" {
+		for _, line := range strings.Split(out.String(), "\n") {
+			if rest, ok := strings.CutPrefix(line, "pprof: "); ok {
+				pprofURL, _, _ = strings.Cut(rest, " ")
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no pprof line in:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	resp, err := http.Get(pprofURL + "heap?debug=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), "heap profile") {
+		t.Fatalf("heap profile: %s\n%.200s", resp.Status, body)
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a writer and a reader in two
+// goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // TestKVCommands drives `meridian kv` against a local cluster: text and

@@ -2,8 +2,12 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -13,9 +17,10 @@ import (
 
 func newDevCmd() *cobra.Command {
 	var (
-		spec     node.LocalSpec
-		nodes    int
-		logLevel string
+		spec      node.LocalSpec
+		nodes     int
+		logLevel  string
+		pprofAddr string
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -68,6 +73,14 @@ node's ID and addresses, so scripts and 'meridian bench --cluster' can find it.
 			if ca, cert, key := l.ClientTLS(); ca != "" {
 				fmt.Fprintf(out, "TLS: every listener; connect with\n  export MERIDIAN_CA=%s MERIDIAN_CERT=%s MERIDIAN_KEY=%s\n", ca, cert, key)
 			}
+			if pprofAddr != "" {
+				stop, addr, err := servePprof(pprofAddr)
+				if err != nil {
+					return err
+				}
+				defer stop()
+				fmt.Fprintf(out, "pprof: http://%s/debug/pprof/ (go tool pprof http://%s/debug/pprof/heap)\n", addr, addr)
+			}
 			fmt.Fprintln(out, "ready; Ctrl-C to stop")
 			<-cmd.Context().Done()
 			fmt.Fprintln(out, "stopping ...")
@@ -83,5 +96,28 @@ node's ID and addresses, so scripts and 'meridian bench --cluster' can find it.
 	f.StringVar(&spec.Engine, "engine", "pebble", "storage engine: pebble or memory")
 	f.BoolVar(&spec.SeparateHosts, "separate-hosts", true, "bind datacenter i to 127.0.0.(i+1) (false: every node on 127.0.0.1)")
 	f.StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
+	f.StringVar(&pprofAddr, "pprof-addr", "", "serve net/http/pprof for the whole process (every node) on this address, e.g. 127.0.0.1:6060")
 	return cmd
+}
+
+// servePprof serves net/http/pprof on addr until stop is called; it
+// returns the address bound.
+func servePprof(addr string) (stop func(), bound string, err error) {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("--pprof-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(lis)
+	}()
+	return func() { srv.Close(); <-done }, lis.Addr().String(), nil
 }
