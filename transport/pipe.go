@@ -50,8 +50,11 @@ type pipe struct {
 	done  chan struct{} // closed once both loops have returned
 	mu    struct {
 		sync.Mutex
-		queue   []*internalv1.Call
-		spare   []*internalv1.Call // the previous queue, reused
+		// queue holds encoded calls: a caller's request is not referenced
+		// once its call is queued, so it may return at any time (deadline,
+		// failed stream) while the sender is still sending.
+		queue   [][]byte
+		spare   [][]byte // the previous queue, reused
 		pending map[uint64]*waiter
 		nextID  uint64
 		err     error // why the pipe failed; nil while it works
@@ -110,7 +113,7 @@ func (p *pipe) run(ctx context.Context, client internalv1.ReplicaClient) {
 	}()
 	defer func() { <-recvDone }()
 	defer p.stop() // ends the stream, so the receiver returns too
-	batch := &internalv1.CallBatch{}
+	batch := &internalv1.EncodedCallBatch{} // CallBatch's wire form
 	for {
 		select {
 		case <-p.wake:
@@ -127,8 +130,8 @@ func (p *pipe) run(ctx context.Context, client internalv1.ReplicaClient) {
 			continue
 		}
 		batch.Calls = calls
-		err := stream.Send(batch)
-		clear(calls) // the requests belong to their callers
+		err := stream.SendMsg(batch)
+		clear(calls)
 		p.mu.Lock()
 		p.mu.spare = calls[:0]
 		p.mu.Unlock()
@@ -210,8 +213,22 @@ func (p *pipe) call(ctx context.Context, c *internalv1.Call) (*internalv1.Reply,
 	}
 	p.mu.nextID++
 	c.Id = p.mu.nextID
+	p.mu.Unlock()
+	// Encoded outside the lock; the ID is taken, so a call encoded later
+	// may be queued first: replies are matched by ID, not order.
+	enc, err := proto.Marshal(c)
+	if err != nil {
+		waiters.Put(w)
+		return nil, status.Errorf(codes.Internal, "encode call: %v", err)
+	}
+	p.mu.Lock()
+	if p.mu.err != nil {
+		p.mu.Unlock()
+		waiters.Put(w)
+		return nil, errPipeFull
+	}
 	p.mu.pending[c.Id] = w
-	p.mu.queue = append(p.mu.queue, c)
+	p.mu.queue = append(p.mu.queue, enc)
 	p.mu.Unlock()
 	select {
 	case p.wake <- struct{}{}:

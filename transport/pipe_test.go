@@ -125,10 +125,17 @@ func TestPipeCarriesConcurrentCallsAndErrors(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
+	drain := func() {
+		for {
+			select {
+			case err := <-errs:
+				t.Error(err)
+			default:
+				return
+			}
+		}
 	}
+	drain()
 	if got := peer.piped.Load(); got != 400 || peer.unary.Load() != 0 {
 		t.Fatalf("piped %d, unary %d; want all 400 piped", got, peer.unary.Load())
 	}
@@ -162,6 +169,26 @@ func TestPipeCarriesConcurrentCallsAndErrors(t *testing.T) {
 	if _, err := g.Read(ctx, "n2", &internalv1.ReadRequest{Key: []byte("after")}); err != nil {
 		t.Fatal(err)
 	}
+	// A caller that gave up owns its request again at once, even while
+	// the pipe is still sending its call (the race detector would see
+	// the pipe reading it).
+	var gaveUp sync.WaitGroup
+	for range 100 {
+		gaveUp.Add(1)
+		go func() {
+			defer gaveUp.Done()
+			req := &internalv1.ReadRequest{Key: []byte("block")}
+			qctx, qcancel := context.WithTimeout(ctx, 500*time.Microsecond)
+			defer qcancel()
+			if _, err := g.Read(qctx, "n2", req); status.Code(err) != codes.DeadlineExceeded {
+				errs <- fmt.Errorf("blocked call with a short deadline = %v", err)
+			}
+			req.Key[0] = 'x'
+			req.Keyspace = "reused"
+		}()
+	}
+	gaveUp.Wait()
+	drain()
 
 	// Large and traced calls go unary.
 	before := peer.unary.Load()

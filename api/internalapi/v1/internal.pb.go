@@ -70,6 +70,53 @@ func (x *CallBatch) GetCalls() []*Call {
 	return nil
 }
 
+// EncodedCallBatch is CallBatch with each call already encoded: the two
+// have the same wire form, so a sender can encode each call when it is
+// queued (and let go of the request at once) and send this instead.
+type EncodedCallBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Calls         [][]byte               `protobuf:"bytes,1,rep,name=calls,proto3" json:"calls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EncodedCallBatch) Reset() {
+	*x = EncodedCallBatch{}
+	mi := &file_internalapi_v1_internal_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EncodedCallBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EncodedCallBatch) ProtoMessage() {}
+
+func (x *EncodedCallBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_internalapi_v1_internal_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EncodedCallBatch.ProtoReflect.Descriptor instead.
+func (*EncodedCallBatch) Descriptor() ([]byte, []int) {
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *EncodedCallBatch) GetCalls() [][]byte {
+	if x != nil {
+		return x.Calls
+	}
+	return nil
+}
+
 // Call is one Read or Write on a Calls stream.
 type Call struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -91,7 +138,7 @@ type Call struct {
 
 func (x *Call) Reset() {
 	*x = Call{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[1]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -103,7 +150,7 @@ func (x *Call) String() string {
 func (*Call) ProtoMessage() {}
 
 func (x *Call) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[1]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -116,7 +163,7 @@ func (x *Call) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Call.ProtoReflect.Descriptor instead.
 func (*Call) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{1}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Call) GetId() uint64 {
@@ -190,7 +237,7 @@ type ReplyBatch struct {
 
 func (x *ReplyBatch) Reset() {
 	*x = ReplyBatch{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[2]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -202,7 +249,7 @@ func (x *ReplyBatch) String() string {
 func (*ReplyBatch) ProtoMessage() {}
 
 func (x *ReplyBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[2]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -215,7 +262,7 @@ func (x *ReplyBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplyBatch.ProtoReflect.Descriptor instead.
 func (*ReplyBatch) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{2}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ReplyBatch) GetReplies() []*Reply {
@@ -241,7 +288,7 @@ type Reply struct {
 
 func (x *Reply) Reset() {
 	*x = Reply{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[3]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -253,7 +300,7 @@ func (x *Reply) String() string {
 func (*Reply) ProtoMessage() {}
 
 func (x *Reply) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[3]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -266,7 +313,7 @@ func (x *Reply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reply.ProtoReflect.Descriptor instead.
 func (*Reply) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{3}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Reply) GetId() uint64 {
@@ -344,7 +391,7 @@ type CallError struct {
 
 func (x *CallError) Reset() {
 	*x = CallError{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[4]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -356,7 +403,7 @@ func (x *CallError) String() string {
 func (*CallError) ProtoMessage() {}
 
 func (x *CallError) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[4]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -369,7 +416,7 @@ func (x *CallError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CallError.ProtoReflect.Descriptor instead.
 func (*CallError) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{4}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CallError) GetStatus() []byte {
@@ -394,7 +441,7 @@ type ScanPartitionRequest struct {
 
 func (x *ScanPartitionRequest) Reset() {
 	*x = ScanPartitionRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[5]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -406,7 +453,7 @@ func (x *ScanPartitionRequest) String() string {
 func (*ScanPartitionRequest) ProtoMessage() {}
 
 func (x *ScanPartitionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[5]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -419,7 +466,7 @@ func (x *ScanPartitionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanPartitionRequest.ProtoReflect.Descriptor instead.
 func (*ScanPartitionRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{5}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ScanPartitionRequest) GetKeyspace() string {
@@ -468,7 +515,7 @@ type ScanEntry struct {
 
 func (x *ScanEntry) Reset() {
 	*x = ScanEntry{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[6]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +527,7 @@ func (x *ScanEntry) String() string {
 func (*ScanEntry) ProtoMessage() {}
 
 func (x *ScanEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[6]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +540,7 @@ func (x *ScanEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanEntry.ProtoReflect.Descriptor instead.
 func (*ScanEntry) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{6}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ScanEntry) GetKey() []byte {
@@ -521,7 +568,7 @@ type ScanPartitionResponse struct {
 
 func (x *ScanPartitionResponse) Reset() {
 	*x = ScanPartitionResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -533,7 +580,7 @@ func (x *ScanPartitionResponse) String() string {
 func (*ScanPartitionResponse) ProtoMessage() {}
 
 func (x *ScanPartitionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[7]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -546,7 +593,7 @@ func (x *ScanPartitionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanPartitionResponse.ProtoReflect.Descriptor instead.
 func (*ScanPartitionResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{7}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ScanPartitionResponse) GetEntries() []*ScanEntry {
@@ -573,7 +620,7 @@ type PartitionSizesRequest struct {
 
 func (x *PartitionSizesRequest) Reset() {
 	*x = PartitionSizesRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[8]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -585,7 +632,7 @@ func (x *PartitionSizesRequest) String() string {
 func (*PartitionSizesRequest) ProtoMessage() {}
 
 func (x *PartitionSizesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[8]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -598,7 +645,7 @@ func (x *PartitionSizesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionSizesRequest.ProtoReflect.Descriptor instead.
 func (*PartitionSizesRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{8}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PartitionSizesRequest) GetKeyspace() string {
@@ -625,7 +672,7 @@ type PartitionSizesResponse struct {
 
 func (x *PartitionSizesResponse) Reset() {
 	*x = PartitionSizesResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[9]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +684,7 @@ func (x *PartitionSizesResponse) String() string {
 func (*PartitionSizesResponse) ProtoMessage() {}
 
 func (x *PartitionSizesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[9]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +697,7 @@ func (x *PartitionSizesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionSizesResponse.ProtoReflect.Descriptor instead.
 func (*PartitionSizesResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{9}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PartitionSizesResponse) GetBytes() []uint64 {
@@ -670,7 +717,7 @@ type ProposeRequest struct {
 
 func (x *ProposeRequest) Reset() {
 	*x = ProposeRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[10]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +729,7 @@ func (x *ProposeRequest) String() string {
 func (*ProposeRequest) ProtoMessage() {}
 
 func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[10]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +742,7 @@ func (x *ProposeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeRequest.ProtoReflect.Descriptor instead.
 func (*ProposeRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{10}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ProposeRequest) GetCommand() []byte {
@@ -715,7 +762,7 @@ type ProposeResponse struct {
 
 func (x *ProposeResponse) Reset() {
 	*x = ProposeResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[11]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +774,7 @@ func (x *ProposeResponse) String() string {
 func (*ProposeResponse) ProtoMessage() {}
 
 func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[11]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +787,7 @@ func (x *ProposeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProposeResponse.ProtoReflect.Descriptor instead.
 func (*ProposeResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{11}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ProposeResponse) GetEpoch() uint64 {
@@ -766,7 +813,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[12]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +825,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[12]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +838,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{12}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *JoinRequest) GetId() string {
@@ -862,7 +909,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[13]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +921,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[13]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +934,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{13}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *JoinResponse) GetClusterId() string {
@@ -922,7 +969,7 @@ type CollectTombstonesRequest struct {
 
 func (x *CollectTombstonesRequest) Reset() {
 	*x = CollectTombstonesRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[14]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +981,7 @@ func (x *CollectTombstonesRequest) String() string {
 func (*CollectTombstonesRequest) ProtoMessage() {}
 
 func (x *CollectTombstonesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[14]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +994,7 @@ func (x *CollectTombstonesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectTombstonesRequest.ProtoReflect.Descriptor instead.
 func (*CollectTombstonesRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{14}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CollectTombstonesRequest) GetKeyspace() string {
@@ -980,7 +1027,7 @@ type CollectTombstonesResponse struct {
 
 func (x *CollectTombstonesResponse) Reset() {
 	*x = CollectTombstonesResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[15]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -992,7 +1039,7 @@ func (x *CollectTombstonesResponse) String() string {
 func (*CollectTombstonesResponse) ProtoMessage() {}
 
 func (x *CollectTombstonesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[15]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,7 +1052,7 @@ func (x *CollectTombstonesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CollectTombstonesResponse.ProtoReflect.Descriptor instead.
 func (*CollectTombstonesResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{15}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CollectTombstonesResponse) GetCollected() uint32 {
@@ -1025,7 +1072,7 @@ type LeavesRequest struct {
 
 func (x *LeavesRequest) Reset() {
 	*x = LeavesRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[16]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1084,7 @@ func (x *LeavesRequest) String() string {
 func (*LeavesRequest) ProtoMessage() {}
 
 func (x *LeavesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[16]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1097,7 @@ func (x *LeavesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeavesRequest.ProtoReflect.Descriptor instead.
 func (*LeavesRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{16}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LeavesRequest) GetKeyspace() string {
@@ -1076,7 +1123,7 @@ type LeavesResponse struct {
 
 func (x *LeavesResponse) Reset() {
 	*x = LeavesResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[17]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1135,7 @@ func (x *LeavesResponse) String() string {
 func (*LeavesResponse) ProtoMessage() {}
 
 func (x *LeavesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[17]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1148,7 @@ func (x *LeavesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeavesResponse.ProtoReflect.Descriptor instead.
 func (*LeavesResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{17}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LeavesResponse) GetLeaves() []uint64 {
@@ -1122,7 +1169,7 @@ type BucketDigestsRequest struct {
 
 func (x *BucketDigestsRequest) Reset() {
 	*x = BucketDigestsRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[18]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1181,7 @@ func (x *BucketDigestsRequest) String() string {
 func (*BucketDigestsRequest) ProtoMessage() {}
 
 func (x *BucketDigestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[18]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1194,7 @@ func (x *BucketDigestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BucketDigestsRequest.ProtoReflect.Descriptor instead.
 func (*BucketDigestsRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{18}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BucketDigestsRequest) GetKeyspace() string {
@@ -1181,7 +1228,7 @@ type KeyDigest struct {
 
 func (x *KeyDigest) Reset() {
 	*x = KeyDigest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[19]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1193,7 +1240,7 @@ func (x *KeyDigest) String() string {
 func (*KeyDigest) ProtoMessage() {}
 
 func (x *KeyDigest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[19]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1206,7 +1253,7 @@ func (x *KeyDigest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyDigest.ProtoReflect.Descriptor instead.
 func (*KeyDigest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{19}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *KeyDigest) GetKey() []byte {
@@ -1232,7 +1279,7 @@ type BucketDigestsResponse struct {
 
 func (x *BucketDigestsResponse) Reset() {
 	*x = BucketDigestsResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[20]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1244,7 +1291,7 @@ func (x *BucketDigestsResponse) String() string {
 func (*BucketDigestsResponse) ProtoMessage() {}
 
 func (x *BucketDigestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[20]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1257,7 +1304,7 @@ func (x *BucketDigestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BucketDigestsResponse.ProtoReflect.Descriptor instead.
 func (*BucketDigestsResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{20}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *BucketDigestsResponse) GetKeys() []*KeyDigest {
@@ -1275,7 +1322,7 @@ type TopologyRequest struct {
 
 func (x *TopologyRequest) Reset() {
 	*x = TopologyRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[21]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1334,7 @@ func (x *TopologyRequest) String() string {
 func (*TopologyRequest) ProtoMessage() {}
 
 func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[21]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1347,7 @@ func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyRequest.ProtoReflect.Descriptor instead.
 func (*TopologyRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{21}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{22}
 }
 
 type TopologyNode struct {
@@ -1316,7 +1363,7 @@ type TopologyNode struct {
 
 func (x *TopologyNode) Reset() {
 	*x = TopologyNode{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[22]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1328,7 +1375,7 @@ func (x *TopologyNode) String() string {
 func (*TopologyNode) ProtoMessage() {}
 
 func (x *TopologyNode) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[22]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1341,7 +1388,7 @@ func (x *TopologyNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyNode.ProtoReflect.Descriptor instead.
 func (*TopologyNode) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{22}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TopologyNode) GetId() string {
@@ -1389,7 +1436,7 @@ type PartitionReplicas struct {
 
 func (x *PartitionReplicas) Reset() {
 	*x = PartitionReplicas{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[23]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1401,7 +1448,7 @@ func (x *PartitionReplicas) String() string {
 func (*PartitionReplicas) ProtoMessage() {}
 
 func (x *PartitionReplicas) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[23]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1414,7 +1461,7 @@ func (x *PartitionReplicas) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionReplicas.ProtoReflect.Descriptor instead.
 func (*PartitionReplicas) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{23}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PartitionReplicas) GetNodes() []uint32 {
@@ -1435,7 +1482,7 @@ type KeyspaceTopology struct {
 
 func (x *KeyspaceTopology) Reset() {
 	*x = KeyspaceTopology{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[24]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1447,7 +1494,7 @@ func (x *KeyspaceTopology) String() string {
 func (*KeyspaceTopology) ProtoMessage() {}
 
 func (x *KeyspaceTopology) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[24]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1460,7 +1507,7 @@ func (x *KeyspaceTopology) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyspaceTopology.ProtoReflect.Descriptor instead.
 func (*KeyspaceTopology) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{24}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *KeyspaceTopology) GetName() string {
@@ -1489,7 +1536,7 @@ type TopologyResponse struct {
 
 func (x *TopologyResponse) Reset() {
 	*x = TopologyResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[25]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1548,7 @@ func (x *TopologyResponse) String() string {
 func (*TopologyResponse) ProtoMessage() {}
 
 func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[25]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1561,7 @@ func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyResponse.ProtoReflect.Descriptor instead.
 func (*TopologyResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{25}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TopologyResponse) GetEpoch() uint64 {
@@ -1555,7 +1602,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[26]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1567,7 +1614,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[26]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1580,7 +1627,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{26}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReadRequest) GetKeyspace() string {
@@ -1607,7 +1654,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[27]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1619,7 +1666,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[27]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1632,7 +1679,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{27}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReadResponse) GetSet() []byte {
@@ -1658,7 +1705,7 @@ type WriteRequest struct {
 
 func (x *WriteRequest) Reset() {
 	*x = WriteRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[28]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1670,7 +1717,7 @@ func (x *WriteRequest) String() string {
 func (*WriteRequest) ProtoMessage() {}
 
 func (x *WriteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[28]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1683,7 +1730,7 @@ func (x *WriteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteRequest.ProtoReflect.Descriptor instead.
 func (*WriteRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{28}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *WriteRequest) GetKeyspace() string {
@@ -1729,7 +1776,7 @@ type WriteResponse struct {
 
 func (x *WriteResponse) Reset() {
 	*x = WriteResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[29]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1741,7 +1788,7 @@ func (x *WriteResponse) String() string {
 func (*WriteResponse) ProtoMessage() {}
 
 func (x *WriteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[29]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1754,7 +1801,7 @@ func (x *WriteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteResponse.ProtoReflect.Descriptor instead.
 func (*WriteResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{29}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{30}
 }
 
 type CoordinateRequest struct {
@@ -1770,7 +1817,7 @@ type CoordinateRequest struct {
 
 func (x *CoordinateRequest) Reset() {
 	*x = CoordinateRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[30]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1782,7 +1829,7 @@ func (x *CoordinateRequest) String() string {
 func (*CoordinateRequest) ProtoMessage() {}
 
 func (x *CoordinateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[30]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1795,7 +1842,7 @@ func (x *CoordinateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinateRequest.ProtoReflect.Descriptor instead.
 func (*CoordinateRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{30}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CoordinateRequest) GetPut() *v1.PutRequest {
@@ -1828,7 +1875,7 @@ type CoordinateResponse struct {
 
 func (x *CoordinateResponse) Reset() {
 	*x = CoordinateResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[31]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1840,7 +1887,7 @@ func (x *CoordinateResponse) String() string {
 func (*CoordinateResponse) ProtoMessage() {}
 
 func (x *CoordinateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[31]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1853,7 +1900,7 @@ func (x *CoordinateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinateResponse.ProtoReflect.Descriptor instead.
 func (*CoordinateResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{31}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *CoordinateResponse) GetPut() *v1.PutResponse {
@@ -1871,7 +1918,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[32]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1883,7 +1930,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[32]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1896,7 +1943,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{32}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{33}
 }
 
 type InfoResponse struct {
@@ -1926,7 +1973,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_internalapi_v1_internal_proto_msgTypes[33]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1938,7 +1985,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_internalapi_v1_internal_proto_msgTypes[33]
+	mi := &file_internalapi_v1_internal_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1951,7 +1998,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{33}
+	return file_internalapi_v1_internal_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *InfoResponse) GetId() string {
@@ -2044,7 +2091,9 @@ const file_internalapi_v1_internal_proto_rawDesc = "" +
 	"\n" +
 	"\x1dinternalapi/v1/internal.proto\x12\vinternal.v1\x1a\x0ekv/v1/kv.proto\"4\n" +
 	"\tCallBatch\x12'\n" +
-	"\x05calls\x18\x01 \x03(\v2\x11.internal.v1.CallR\x05calls\"\xbc\x01\n" +
+	"\x05calls\x18\x01 \x03(\v2\x11.internal.v1.CallR\x05calls\"(\n" +
+	"\x10EncodedCallBatch\x12\x14\n" +
+	"\x05calls\x18\x01 \x03(\fR\x05calls\"\xbc\x01\n" +
 	"\x04Call\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12%\n" +
@@ -2209,87 +2258,88 @@ func file_internalapi_v1_internal_proto_rawDescGZIP() []byte {
 	return file_internalapi_v1_internal_proto_rawDescData
 }
 
-var file_internalapi_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_internalapi_v1_internal_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_internalapi_v1_internal_proto_goTypes = []any{
 	(*CallBatch)(nil),                 // 0: internal.v1.CallBatch
-	(*Call)(nil),                      // 1: internal.v1.Call
-	(*ReplyBatch)(nil),                // 2: internal.v1.ReplyBatch
-	(*Reply)(nil),                     // 3: internal.v1.Reply
-	(*CallError)(nil),                 // 4: internal.v1.CallError
-	(*ScanPartitionRequest)(nil),      // 5: internal.v1.ScanPartitionRequest
-	(*ScanEntry)(nil),                 // 6: internal.v1.ScanEntry
-	(*ScanPartitionResponse)(nil),     // 7: internal.v1.ScanPartitionResponse
-	(*PartitionSizesRequest)(nil),     // 8: internal.v1.PartitionSizesRequest
-	(*PartitionSizesResponse)(nil),    // 9: internal.v1.PartitionSizesResponse
-	(*ProposeRequest)(nil),            // 10: internal.v1.ProposeRequest
-	(*ProposeResponse)(nil),           // 11: internal.v1.ProposeResponse
-	(*JoinRequest)(nil),               // 12: internal.v1.JoinRequest
-	(*JoinResponse)(nil),              // 13: internal.v1.JoinResponse
-	(*CollectTombstonesRequest)(nil),  // 14: internal.v1.CollectTombstonesRequest
-	(*CollectTombstonesResponse)(nil), // 15: internal.v1.CollectTombstonesResponse
-	(*LeavesRequest)(nil),             // 16: internal.v1.LeavesRequest
-	(*LeavesResponse)(nil),            // 17: internal.v1.LeavesResponse
-	(*BucketDigestsRequest)(nil),      // 18: internal.v1.BucketDigestsRequest
-	(*KeyDigest)(nil),                 // 19: internal.v1.KeyDigest
-	(*BucketDigestsResponse)(nil),     // 20: internal.v1.BucketDigestsResponse
-	(*TopologyRequest)(nil),           // 21: internal.v1.TopologyRequest
-	(*TopologyNode)(nil),              // 22: internal.v1.TopologyNode
-	(*PartitionReplicas)(nil),         // 23: internal.v1.PartitionReplicas
-	(*KeyspaceTopology)(nil),          // 24: internal.v1.KeyspaceTopology
-	(*TopologyResponse)(nil),          // 25: internal.v1.TopologyResponse
-	(*ReadRequest)(nil),               // 26: internal.v1.ReadRequest
-	(*ReadResponse)(nil),              // 27: internal.v1.ReadResponse
-	(*WriteRequest)(nil),              // 28: internal.v1.WriteRequest
-	(*WriteResponse)(nil),             // 29: internal.v1.WriteResponse
-	(*CoordinateRequest)(nil),         // 30: internal.v1.CoordinateRequest
-	(*CoordinateResponse)(nil),        // 31: internal.v1.CoordinateResponse
-	(*InfoRequest)(nil),               // 32: internal.v1.InfoRequest
-	(*InfoResponse)(nil),              // 33: internal.v1.InfoResponse
-	(*v1.PutRequest)(nil),             // 34: kv.v1.PutRequest
-	(*v1.PutResponse)(nil),            // 35: kv.v1.PutResponse
+	(*EncodedCallBatch)(nil),          // 1: internal.v1.EncodedCallBatch
+	(*Call)(nil),                      // 2: internal.v1.Call
+	(*ReplyBatch)(nil),                // 3: internal.v1.ReplyBatch
+	(*Reply)(nil),                     // 4: internal.v1.Reply
+	(*CallError)(nil),                 // 5: internal.v1.CallError
+	(*ScanPartitionRequest)(nil),      // 6: internal.v1.ScanPartitionRequest
+	(*ScanEntry)(nil),                 // 7: internal.v1.ScanEntry
+	(*ScanPartitionResponse)(nil),     // 8: internal.v1.ScanPartitionResponse
+	(*PartitionSizesRequest)(nil),     // 9: internal.v1.PartitionSizesRequest
+	(*PartitionSizesResponse)(nil),    // 10: internal.v1.PartitionSizesResponse
+	(*ProposeRequest)(nil),            // 11: internal.v1.ProposeRequest
+	(*ProposeResponse)(nil),           // 12: internal.v1.ProposeResponse
+	(*JoinRequest)(nil),               // 13: internal.v1.JoinRequest
+	(*JoinResponse)(nil),              // 14: internal.v1.JoinResponse
+	(*CollectTombstonesRequest)(nil),  // 15: internal.v1.CollectTombstonesRequest
+	(*CollectTombstonesResponse)(nil), // 16: internal.v1.CollectTombstonesResponse
+	(*LeavesRequest)(nil),             // 17: internal.v1.LeavesRequest
+	(*LeavesResponse)(nil),            // 18: internal.v1.LeavesResponse
+	(*BucketDigestsRequest)(nil),      // 19: internal.v1.BucketDigestsRequest
+	(*KeyDigest)(nil),                 // 20: internal.v1.KeyDigest
+	(*BucketDigestsResponse)(nil),     // 21: internal.v1.BucketDigestsResponse
+	(*TopologyRequest)(nil),           // 22: internal.v1.TopologyRequest
+	(*TopologyNode)(nil),              // 23: internal.v1.TopologyNode
+	(*PartitionReplicas)(nil),         // 24: internal.v1.PartitionReplicas
+	(*KeyspaceTopology)(nil),          // 25: internal.v1.KeyspaceTopology
+	(*TopologyResponse)(nil),          // 26: internal.v1.TopologyResponse
+	(*ReadRequest)(nil),               // 27: internal.v1.ReadRequest
+	(*ReadResponse)(nil),              // 28: internal.v1.ReadResponse
+	(*WriteRequest)(nil),              // 29: internal.v1.WriteRequest
+	(*WriteResponse)(nil),             // 30: internal.v1.WriteResponse
+	(*CoordinateRequest)(nil),         // 31: internal.v1.CoordinateRequest
+	(*CoordinateResponse)(nil),        // 32: internal.v1.CoordinateResponse
+	(*InfoRequest)(nil),               // 33: internal.v1.InfoRequest
+	(*InfoResponse)(nil),              // 34: internal.v1.InfoResponse
+	(*v1.PutRequest)(nil),             // 35: kv.v1.PutRequest
+	(*v1.PutResponse)(nil),            // 36: kv.v1.PutResponse
 }
 var file_internalapi_v1_internal_proto_depIdxs = []int32{
-	1,  // 0: internal.v1.CallBatch.calls:type_name -> internal.v1.Call
-	26, // 1: internal.v1.Call.read:type_name -> internal.v1.ReadRequest
-	28, // 2: internal.v1.Call.write:type_name -> internal.v1.WriteRequest
-	3,  // 3: internal.v1.ReplyBatch.replies:type_name -> internal.v1.Reply
-	27, // 4: internal.v1.Reply.read:type_name -> internal.v1.ReadResponse
-	29, // 5: internal.v1.Reply.write:type_name -> internal.v1.WriteResponse
-	4,  // 6: internal.v1.Reply.error:type_name -> internal.v1.CallError
-	6,  // 7: internal.v1.ScanPartitionResponse.entries:type_name -> internal.v1.ScanEntry
-	19, // 8: internal.v1.CollectTombstonesRequest.keys:type_name -> internal.v1.KeyDigest
-	19, // 9: internal.v1.BucketDigestsResponse.keys:type_name -> internal.v1.KeyDigest
-	23, // 10: internal.v1.KeyspaceTopology.partitions:type_name -> internal.v1.PartitionReplicas
-	22, // 11: internal.v1.TopologyResponse.nodes:type_name -> internal.v1.TopologyNode
-	24, // 12: internal.v1.TopologyResponse.keyspaces:type_name -> internal.v1.KeyspaceTopology
-	34, // 13: internal.v1.CoordinateRequest.put:type_name -> kv.v1.PutRequest
-	35, // 14: internal.v1.CoordinateResponse.put:type_name -> kv.v1.PutResponse
-	26, // 15: internal.v1.Replica.Read:input_type -> internal.v1.ReadRequest
-	28, // 16: internal.v1.Replica.Write:input_type -> internal.v1.WriteRequest
-	30, // 17: internal.v1.Replica.Coordinate:input_type -> internal.v1.CoordinateRequest
-	16, // 18: internal.v1.Replica.Leaves:input_type -> internal.v1.LeavesRequest
-	18, // 19: internal.v1.Replica.BucketDigests:input_type -> internal.v1.BucketDigestsRequest
-	14, // 20: internal.v1.Replica.CollectTombstones:input_type -> internal.v1.CollectTombstonesRequest
-	5,  // 21: internal.v1.Replica.ScanPartition:input_type -> internal.v1.ScanPartitionRequest
-	8,  // 22: internal.v1.Replica.PartitionSizes:input_type -> internal.v1.PartitionSizesRequest
+	2,  // 0: internal.v1.CallBatch.calls:type_name -> internal.v1.Call
+	27, // 1: internal.v1.Call.read:type_name -> internal.v1.ReadRequest
+	29, // 2: internal.v1.Call.write:type_name -> internal.v1.WriteRequest
+	4,  // 3: internal.v1.ReplyBatch.replies:type_name -> internal.v1.Reply
+	28, // 4: internal.v1.Reply.read:type_name -> internal.v1.ReadResponse
+	30, // 5: internal.v1.Reply.write:type_name -> internal.v1.WriteResponse
+	5,  // 6: internal.v1.Reply.error:type_name -> internal.v1.CallError
+	7,  // 7: internal.v1.ScanPartitionResponse.entries:type_name -> internal.v1.ScanEntry
+	20, // 8: internal.v1.CollectTombstonesRequest.keys:type_name -> internal.v1.KeyDigest
+	20, // 9: internal.v1.BucketDigestsResponse.keys:type_name -> internal.v1.KeyDigest
+	24, // 10: internal.v1.KeyspaceTopology.partitions:type_name -> internal.v1.PartitionReplicas
+	23, // 11: internal.v1.TopologyResponse.nodes:type_name -> internal.v1.TopologyNode
+	25, // 12: internal.v1.TopologyResponse.keyspaces:type_name -> internal.v1.KeyspaceTopology
+	35, // 13: internal.v1.CoordinateRequest.put:type_name -> kv.v1.PutRequest
+	36, // 14: internal.v1.CoordinateResponse.put:type_name -> kv.v1.PutResponse
+	27, // 15: internal.v1.Replica.Read:input_type -> internal.v1.ReadRequest
+	29, // 16: internal.v1.Replica.Write:input_type -> internal.v1.WriteRequest
+	31, // 17: internal.v1.Replica.Coordinate:input_type -> internal.v1.CoordinateRequest
+	17, // 18: internal.v1.Replica.Leaves:input_type -> internal.v1.LeavesRequest
+	19, // 19: internal.v1.Replica.BucketDigests:input_type -> internal.v1.BucketDigestsRequest
+	15, // 20: internal.v1.Replica.CollectTombstones:input_type -> internal.v1.CollectTombstonesRequest
+	6,  // 21: internal.v1.Replica.ScanPartition:input_type -> internal.v1.ScanPartitionRequest
+	9,  // 22: internal.v1.Replica.PartitionSizes:input_type -> internal.v1.PartitionSizesRequest
 	0,  // 23: internal.v1.Replica.Calls:input_type -> internal.v1.CallBatch
-	10, // 24: internal.v1.Meta.Propose:input_type -> internal.v1.ProposeRequest
-	12, // 25: internal.v1.Meta.Join:input_type -> internal.v1.JoinRequest
-	32, // 26: internal.v1.Discovery.Info:input_type -> internal.v1.InfoRequest
-	21, // 27: internal.v1.Discovery.Topology:input_type -> internal.v1.TopologyRequest
-	27, // 28: internal.v1.Replica.Read:output_type -> internal.v1.ReadResponse
-	29, // 29: internal.v1.Replica.Write:output_type -> internal.v1.WriteResponse
-	31, // 30: internal.v1.Replica.Coordinate:output_type -> internal.v1.CoordinateResponse
-	17, // 31: internal.v1.Replica.Leaves:output_type -> internal.v1.LeavesResponse
-	20, // 32: internal.v1.Replica.BucketDigests:output_type -> internal.v1.BucketDigestsResponse
-	15, // 33: internal.v1.Replica.CollectTombstones:output_type -> internal.v1.CollectTombstonesResponse
-	7,  // 34: internal.v1.Replica.ScanPartition:output_type -> internal.v1.ScanPartitionResponse
-	9,  // 35: internal.v1.Replica.PartitionSizes:output_type -> internal.v1.PartitionSizesResponse
-	2,  // 36: internal.v1.Replica.Calls:output_type -> internal.v1.ReplyBatch
-	11, // 37: internal.v1.Meta.Propose:output_type -> internal.v1.ProposeResponse
-	13, // 38: internal.v1.Meta.Join:output_type -> internal.v1.JoinResponse
-	33, // 39: internal.v1.Discovery.Info:output_type -> internal.v1.InfoResponse
-	25, // 40: internal.v1.Discovery.Topology:output_type -> internal.v1.TopologyResponse
+	11, // 24: internal.v1.Meta.Propose:input_type -> internal.v1.ProposeRequest
+	13, // 25: internal.v1.Meta.Join:input_type -> internal.v1.JoinRequest
+	33, // 26: internal.v1.Discovery.Info:input_type -> internal.v1.InfoRequest
+	22, // 27: internal.v1.Discovery.Topology:input_type -> internal.v1.TopologyRequest
+	28, // 28: internal.v1.Replica.Read:output_type -> internal.v1.ReadResponse
+	30, // 29: internal.v1.Replica.Write:output_type -> internal.v1.WriteResponse
+	32, // 30: internal.v1.Replica.Coordinate:output_type -> internal.v1.CoordinateResponse
+	18, // 31: internal.v1.Replica.Leaves:output_type -> internal.v1.LeavesResponse
+	21, // 32: internal.v1.Replica.BucketDigests:output_type -> internal.v1.BucketDigestsResponse
+	16, // 33: internal.v1.Replica.CollectTombstones:output_type -> internal.v1.CollectTombstonesResponse
+	8,  // 34: internal.v1.Replica.ScanPartition:output_type -> internal.v1.ScanPartitionResponse
+	10, // 35: internal.v1.Replica.PartitionSizes:output_type -> internal.v1.PartitionSizesResponse
+	3,  // 36: internal.v1.Replica.Calls:output_type -> internal.v1.ReplyBatch
+	12, // 37: internal.v1.Meta.Propose:output_type -> internal.v1.ProposeResponse
+	14, // 38: internal.v1.Meta.Join:output_type -> internal.v1.JoinResponse
+	34, // 39: internal.v1.Discovery.Info:output_type -> internal.v1.InfoResponse
+	26, // 40: internal.v1.Discovery.Topology:output_type -> internal.v1.TopologyResponse
 	28, // [28:41] is the sub-list for method output_type
 	15, // [15:28] is the sub-list for method input_type
 	15, // [15:15] is the sub-list for extension type_name
@@ -2302,11 +2352,11 @@ func file_internalapi_v1_internal_proto_init() {
 	if File_internalapi_v1_internal_proto != nil {
 		return
 	}
-	file_internalapi_v1_internal_proto_msgTypes[1].OneofWrappers = []any{
+	file_internalapi_v1_internal_proto_msgTypes[2].OneofWrappers = []any{
 		(*Call_Read)(nil),
 		(*Call_Write)(nil),
 	}
-	file_internalapi_v1_internal_proto_msgTypes[3].OneofWrappers = []any{
+	file_internalapi_v1_internal_proto_msgTypes[4].OneofWrappers = []any{
 		(*Reply_Read)(nil),
 		(*Reply_Write)(nil),
 		(*Reply_Error)(nil),
@@ -2317,7 +2367,7 @@ func file_internalapi_v1_internal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internalapi_v1_internal_proto_rawDesc), len(file_internalapi_v1_internal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   34,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
