@@ -23,8 +23,10 @@ const failureBackoff = time.Second
 // to them decide.
 type liveness struct {
 	now func() time.Time
-	// onUp is told when gossip reports a node alive (to reconnect at once).
-	onUp func(id string)
+	// onUp is told when gossip reports a node alive (to reconnect at once
+	// and deliver its hints); guarded by mu once gossip runs (setOnUp).
+	// back is whether gossip had it dead or left before.
+	onUp func(id string, back bool)
 	mu   struct {
 		sync.RWMutex
 		down        map[string]bool
@@ -53,6 +55,7 @@ func (l *liveness) MemberChanged(m membership.Member) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	down := m.State == membership.StateDead || m.State == membership.StateLeft
+	back := l.mu.down[m.Meta.ID] && !down
 	l.mu.down[m.Meta.ID] = down
 	if down {
 		delete(l.mu.hintsFor, m.Meta.ID)
@@ -65,8 +68,15 @@ func (l *liveness) MemberChanged(m membership.Member) {
 		delete(l.mu.failedUntil, m.Meta.ID)
 	}
 	if m.State == membership.StateAlive && l.onUp != nil {
-		go l.onUp(m.Meta.ID) // never block memberlist's goroutine
+		go l.onUp(m.Meta.ID, back) // never block memberlist's goroutine
 	}
+}
+
+// setOnUp replaces onUp while gossip may be reporting.
+func (l *liveness) setOnUp(f func(id string, back bool)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.onUp = f
 }
 
 // forgetExcept drops what gossip said of nodes that are no longer members

@@ -26,3 +26,42 @@ func TestOwedHintsByHolderDC(t *testing.T) {
 		t.Fatal("a removed holder's hint targets must be forgotten")
 	}
 }
+
+// TestOnUpSaysWhenANodeCameBack: gossip reporting a node alive calls onUp
+// each time, and says "back" only when the node was dead or left before
+// (then its hints are due at once).
+func TestOnUpSaysWhenANodeCameBack(t *testing.T) {
+	l := newLiveness(time.Now)
+	got := make(chan bool, 8)
+	l.setOnUp(func(id string, back bool) {
+		if id == "n2" {
+			got <- back
+		}
+	})
+	member := func(s membership.State) membership.Member {
+		return membership.Member{Meta: membership.Meta{ID: "n2", DC: "dc1"}, State: s}
+	}
+	next := func() bool {
+		t.Helper()
+		select {
+		case b := <-got:
+			return b
+		case <-time.After(10 * time.Second):
+			t.Fatal("onUp not called")
+			return false
+		}
+	}
+	l.MemberChanged(member(membership.StateAlive))
+	if next() {
+		t.Fatal("first sight counted as coming back")
+	}
+	l.MemberChanged(member(membership.StateDead))
+	l.MemberChanged(member(membership.StateAlive))
+	if !next() {
+		t.Fatal("alive after dead not counted as coming back")
+	}
+	l.MemberChanged(member(membership.StateAlive)) // a metadata update
+	if next() {
+		t.Fatal("a metadata update counted as coming back")
+	}
+}

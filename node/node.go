@@ -210,7 +210,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	}
 	n.peers = transport.NewGRPC(n.resolve, append(append([]grpc.DialOption{n.sec.peerDial(), grpc.WithChainUnaryInterceptor(n.tagPeer), grpc.WithChainStreamInterceptor(n.tagPeerStream)}, n.tel.DialOptions()...), opts.DialOptions...)...)
 	n.peers.PipeCalls(func() uint64 { return n.Topology().Epoch })
-	n.live.onUp = n.peers.Reconnect
+	n.live.onUp = func(id string, _ bool) { n.peers.Reconnect(id) }
 	n.faults = transport.NewFaults(n.peers, n.dcOf)
 	peers := n.live.track(n.faults)
 	if n.hints, err = newHintTracker(n.store, cfg, opts.Now, n.tel.Metrics); err != nil {
@@ -338,6 +338,14 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 			}
 		},
 		Delivered: n.tel.Metrics.HintsDelivered}
+	// A node seen coming back gets its hints at the next round, whatever
+	// backoff failed deliveries had built up (up to a minute).
+	n.live.setOnUp(func(id string, back bool) {
+		n.peers.Reconnect(id)
+		if back {
+			handoff.Wake(id)
+		}
+	})
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

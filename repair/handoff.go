@@ -33,7 +33,7 @@ const (
 	// per round: a hot key's hint can hold a hundred siblings, and 512 of
 	// those were half a gigabyte across targets.
 	DefaultHandoffBatchBytes = 4 << 20
-	DefaultMaxBackoff        = time.Minute
+	DefaultMaxBackoff        = 10 * time.Second
 )
 
 // Handoff delivers hints held by this node to their targets: per target
@@ -77,6 +77,35 @@ type delivery struct {
 	oldestLeft time.Time // oldest hint the pass left in place
 	backoff    time.Duration
 	retryAt    time.Time
+	// woken (guarded by Handoff.mu) ends the backoff at the next round:
+	// the target was seen coming back.
+	woken bool
+}
+
+// Wake ends a target's backoff after failed deliveries: gossip says it is
+// back, so its hints go at the next round instead of after up to
+// MaxBackoff.
+func (h *Handoff) Wake(target string) {
+	h.setup()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if d := h.state[target]; d != nil {
+		d.woken = true
+	}
+}
+
+// retryAt is when t may be tried again; a woken target at once. Called
+// between rounds only (no delivery to t is running).
+func (h *Handoff) retryAt(t string) time.Time {
+	d := h.target(t)
+	h.mu.Lock()
+	woken := d.woken
+	d.woken = false
+	h.mu.Unlock()
+	if woken {
+		d.backoff, d.retryAt = 0, time.Time{}
+	}
+	return d.retryAt
 }
 
 func (h *Handoff) setup() {
@@ -161,7 +190,7 @@ func (h *Handoff) DeliverOnce(ctx context.Context) (int, error) {
 			h.Logger.Info("dropped hints for a node outside the topology", "target", t, "hints", n)
 			continue
 		}
-		if !h.Live.Alive(t) || now.Before(h.target(t).retryAt) {
+		if !h.Live.Alive(t) || now.Before(h.retryAt(t)) {
 			continue
 		}
 		ready = append(ready, t)
