@@ -307,9 +307,15 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 			if ctx.Err() != nil {
 				return delivered, nil
 			}
+			first := d.backoff == 0
 			d.backoff = min(max(2*d.backoff, h.MinBackoff), h.MaxBackoff)
 			d.retryAt = h.Now().Add(d.backoff)
-			h.Logger.Debug("hint delivery failed", "target", t, "err", werr, "retry_in", d.backoff)
+			if first {
+				// Once per streak: an SRE sees why hints stay held.
+				h.Logger.Warn("hint delivery failing; backing off", "target", t, "err", werr, "retry_in", d.backoff)
+			} else {
+				h.Logger.Debug("hint delivery failed", "target", t, "err", werr, "retry_in", d.backoff)
+			}
 			return delivered, nil
 		}
 		d.backoff = 0
