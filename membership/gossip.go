@@ -476,12 +476,37 @@ func (g *Gossip) Close() error {
 			g.stopDials()
 		}
 		g.wg.Wait()
-		if lerr := g.ml.Leave(time.Second); lerr != nil {
+		if lerr := g.leave(); lerr != nil {
 			g.log.Debug("gossip leave", "err", lerr)
 		}
 		err = g.ml.Shutdown()
 	})
 	return err
+}
+
+// leave announces a graceful leave. memberlist v0.7.0's Leave dereferences
+// this node's own entry before checking that it exists, and panics when
+// the node is missing from its own member map (seen on a loaded CI
+// machine, after peers had declared this node dead): leave only when the
+// node lists itself, and turn a panic from inside memberlist into an
+// error, so Close always shuts gossip down.
+func (g *Gossip) leave() (err error) {
+	present := false
+	for _, n := range g.ml.Members() {
+		if n.Name == g.self {
+			present = true
+			break
+		}
+	}
+	if !present {
+		return errors.New("this node is not in its own member list; leaving without a goodbye")
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("memberlist leave panicked: %v", r)
+		}
+	}()
+	return g.ml.Leave(time.Second)
 }
 
 func memberOf(n *memberlist.Node) (Member, error) {
