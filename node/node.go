@@ -296,13 +296,11 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	}
 	// Serve only once every field the handlers read is set.
 	n.serveAll()
-	if len(cfg.GossipSeeds) == 0 && cfg.JoinAddr == "" {
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			n.discoverSeeds(runCtx)
-		}()
-	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.discoverSeeds(runCtx)
+	}()
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -370,11 +368,19 @@ func gossipAddr(cfg Config) string {
 // discoverSeeds asks the initial cluster's peers for their gossip address
 // until one answers and the join succeeds.
 func (n *Node) discoverSeeds(ctx context.Context) {
+	// Until the first join every 500 ms; then every 5 s, for members the
+	// gossip view lacks: nodes starting together can form islands (n1
+	// joins n2 while n3 joins n4), and memberlist only ever talks to
+	// members it knows, so an island would never see the others.
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
+	joined := len(n.cfg.GossipSeeds) > 0 || n.cfg.JoinAddr != ""
+	if joined {
+		t.Reset(5 * time.Second)
+	}
 	for {
 		for id := range n.Topology().Nodes {
-			if id == n.cfg.ID {
+			if id == n.cfg.ID || n.gossip.Alive(id) {
 				continue
 			}
 			ictx, cancel := context.WithTimeout(ctx, time.Second)
@@ -384,8 +390,13 @@ func (n *Node) discoverSeeds(ctx context.Context) {
 				continue
 			}
 			if _, err := n.gossip.Join([]string{info.GetGossipAddr()}); err == nil {
-				n.log.Info("joined gossip", "via", id, "addr", info.GetGossipAddr())
-				return
+				if !joined {
+					n.log.Info("joined gossip", "via", id, "addr", info.GetGossipAddr())
+					joined = true
+					t.Reset(5 * time.Second)
+				} else {
+					n.log.Info("joined a member this node's gossip did not list", "member", id, "addr", info.GetGossipAddr())
+				}
 			}
 		}
 		select {
