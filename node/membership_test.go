@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/node"
@@ -123,7 +126,17 @@ func readAllAtALL(t *testing.T, addr string, acked map[string]string) {
 	c := dial(t, addr)
 	ctx := ctxT(t)
 	for k, v := range acked {
-		resp, err := c.Get(ctx, &kvv1.GetRequest{Key: []byte(k), Consistency: lvl(kvv1.Level_LEVEL_ALL)})
+		// A replica briefly taken for down (a gossip flap on a loaded
+		// machine) fails an ALL read with UNAVAILABLE: retry that, for a
+		// while; what must never happen is a read that misses the write.
+		var resp *kvv1.GetResponse
+		var err error
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			resp, err = c.Get(ctx, &kvv1.GetRequest{Key: []byte(k), Consistency: lvl(kvv1.Level_LEVEL_ALL)})
+			if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+				break
+			}
+		}
 		if err != nil {
 			t.Fatalf("get %s at ALL: %v", k, err)
 		}

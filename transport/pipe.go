@@ -137,10 +137,11 @@ func (p *pipe) run(ctx context.Context, client internalv1.ReplicaClient) {
 		p.mu.Unlock()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				// The server ended the stream; RecvMsg has its status.
-				_, err = stream.Recv()
+				// The replica ended the stream: the receiver gets its
+				// status from Recv and fails the pipe with it.
+				<-recvDone
 			}
-			p.fail(err)
+			p.fail(err) // no-op when the receiver failed it first
 			return
 		}
 	}
