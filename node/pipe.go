@@ -40,6 +40,7 @@ func (s *replicaServer) Calls(stream internalv1.Replica_CallsServer) error {
 		Refused: errShuttingDown,
 		Closing: n.gate.closing,
 		Check:   check,
+		Running: &n.pipedRunning,
 	}.ServeStream(stream)
 }
 

@@ -211,6 +211,8 @@ func TestMetricsEndpoint(t *testing.T) {
 		`meridian_engine_`,
 		`meridian_read_repairs_total`,
 		`meridian_hints_delivered_total`,
+		"meridian_peer_calls_waiting 0", // idle: nothing waits, nothing runs
+		"meridian_peer_calls_running 0",
 		`go_goroutines`,
 	} {
 		if !strings.Contains(after, want) {

@@ -134,6 +134,24 @@ func (g *GRPC) pipe(node string) *pipe {
 	return p
 }
 
+// PipedWaiting counts the piped calls waiting for a reply, over every
+// peer (a metric).
+func (g *GRPC) PipedWaiting() int {
+	g.mu.Lock()
+	pipes := make([]*pipe, 0, len(g.mu.pipes))
+	for _, p := range g.mu.pipes {
+		pipes = append(pipes, p)
+	}
+	g.mu.Unlock()
+	n := 0
+	for _, p := range pipes {
+		p.mu.Lock()
+		n += len(p.mu.pending)
+		p.mu.Unlock()
+	}
+	return n
+}
+
 // piped sends c on node's pipe when the call qualifies; ok is false when
 // the caller must send it unary instead.
 func (g *GRPC) piped(ctx context.Context, node string, size int, c *internalv1.Call) (r *internalv1.Reply, ok bool, err error) {

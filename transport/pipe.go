@@ -113,7 +113,8 @@ func (p *pipe) run(ctx context.Context, client internalv1.ReplicaClient) {
 	}()
 	defer func() { <-recvDone }()
 	defer p.stop() // ends the stream, so the receiver returns too
-	batch := &internalv1.EncodedCallBatch{} // CallBatch's wire form
+	// Calls are encoded when queued: send CallBatch's wire form.
+	batch := &internalv1.EncodedCallBatch{}
 	for {
 		select {
 		case <-p.wake:

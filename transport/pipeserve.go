@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -37,6 +38,9 @@ type CallServer struct {
 	// MaxCallTime bounds each call, whatever timeout its sender gave
 	// (default 30s).
 	MaxCallTime time.Duration
+	// Running, when set, counts the calls running (over every stream that
+	// shares it: a metric).
+	Running *atomic.Int64
 }
 
 // ServeStream serves stream until the sender closes it, it fails, or Closing.
@@ -164,6 +168,10 @@ func (s CallServer) work(ctx context.Context, c *internalv1.Call, o *outbox, w *
 }
 
 func (s CallServer) run(ctx context.Context, c *internalv1.Call, o *outbox) {
+	if s.Running != nil {
+		s.Running.Add(1)
+		defer s.Running.Add(-1)
+	}
 	if s.Leave != nil {
 		defer s.Leave()
 	}
