@@ -375,17 +375,20 @@ const (
 
 // tagPeer adds the cluster name and epoch to an outgoing peer request.
 func (n *Node) tagPeer(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return invoker(n.peerContext(ctx), method, req, reply, cc, opts...)
+}
+
+// peerContext adds the cluster name and ID and this node's epoch to an
+// outgoing peer request's metadata.
+func (n *Node) peerContext(ctx context.Context) context.Context {
 	t := n.Topology()
-	ctx = metadata.AppendToOutgoingContext(ctx, mdCluster, n.cfg.ClusterName, mdEpoch, strconv.FormatUint(t.Epoch, 10), mdClusterID, t.ClusterID)
-	return invoker(ctx, method, req, reply, cc, opts...)
+	return metadata.AppendToOutgoingContext(ctx, mdCluster, n.cfg.ClusterName, mdEpoch, strconv.FormatUint(t.Epoch, 10), mdClusterID, t.ClusterID)
 }
 
 // tagPeerStream adds the cluster name and epoch to an outgoing peer
 // stream (a pipe: each call on it carries its own epoch too).
 func (n *Node) tagPeerStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	t := n.Topology()
-	ctx = metadata.AppendToOutgoingContext(ctx, mdCluster, n.cfg.ClusterName, mdEpoch, strconv.FormatUint(t.Epoch, 10), mdClusterID, t.ClusterID)
-	return streamer(ctx, desc, cc, method, opts...)
+	return streamer(n.peerContext(ctx), desc, cc, method, opts...)
 }
 
 // checkPeerStream is checkPeer for streams, checked when they open.
