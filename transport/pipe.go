@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -47,8 +48,9 @@ type pipe struct {
 	epoch func() uint64
 	wake  chan struct{} // a token when calls are queued
 	stop  context.CancelFunc
-	done  chan struct{} // closed once both loops have returned
-	mu    struct {
+	// nextID numbers the calls (unique among those in flight).
+	nextID atomic.Uint64
+	mu     struct {
 		sync.Mutex
 		// queue holds encoded calls: a caller's request is not referenced
 		// once its call is queued, so it may return at any time (deadline,
@@ -56,7 +58,6 @@ type pipe struct {
 		queue   [][]byte
 		spare   [][]byte // the previous queue, reused
 		pending map[uint64]*waiter
-		nextID  uint64
 		err     error // why the pipe failed; nil while it works
 	}
 }
@@ -76,12 +77,11 @@ var waiters = sync.Pool{New: func() any { return &waiter{ch: make(chan result, 1
 // goroutine; calls queue meanwhile. wg tracks both loops.
 func openPipe(conn *grpc.ClientConn, node string, epoch func() uint64, wg *sync.WaitGroup) *pipe {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &pipe{node: node, epoch: epoch, wake: make(chan struct{}, 1), stop: cancel, done: make(chan struct{})}
+	p := &pipe{node: node, epoch: epoch, wake: make(chan struct{}, 1), stop: cancel}
 	p.mu.pending = map[uint64]*waiter{}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		defer close(p.done)
 		p.run(ctx, internalv1.NewReplicaClient(conn))
 	}()
 	return p
@@ -100,10 +100,10 @@ func (p *pipe) close() { p.stop() }
 // run opens the stream, then sends queued calls until the stream fails or
 // the pipe is closed; a second goroutine takes the replies.
 func (p *pipe) run(ctx context.Context, client internalv1.ReplicaClient) {
-	defer p.stop()
 	stream, err := client.Calls(ctx)
 	if err != nil {
 		p.fail(err)
+		p.stop()
 		return
 	}
 	recvDone := make(chan struct{})
@@ -206,25 +206,16 @@ func (p *pipe) call(ctx context.Context, c *internalv1.Call) (*internalv1.Reply,
 		}
 		c.TimeoutMicros = uint64(left / time.Microsecond)
 	}
+	// Encoded before the lock: the ID comes from a counter, so calls may
+	// be queued out of ID order (replies are matched by ID, not order).
+	c.Id = p.nextID.Add(1)
+	enc, err := proto.Marshal(c)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "encode call: %v", err)
+	}
 	w := waiters.Get().(*waiter)
 	p.mu.Lock()
 	if p.mu.err != nil || len(p.mu.pending) >= MaxPipeInFlight {
-		p.mu.Unlock()
-		waiters.Put(w)
-		return nil, errPipeFull
-	}
-	p.mu.nextID++
-	c.Id = p.mu.nextID
-	p.mu.Unlock()
-	// Encoded outside the lock; the ID is taken, so a call encoded later
-	// may be queued first: replies are matched by ID, not order.
-	enc, err := proto.Marshal(c)
-	if err != nil {
-		waiters.Put(w)
-		return nil, status.Errorf(codes.Internal, "encode call: %v", err)
-	}
-	p.mu.Lock()
-	if p.mu.err != nil {
 		p.mu.Unlock()
 		waiters.Put(w)
 		return nil, errPipeFull
