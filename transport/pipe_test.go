@@ -73,9 +73,9 @@ func (p *pipePeer) serve(ctx context.Context, c *internalv1.Call) *internalv1.Re
 	return &internalv1.Reply{Result: &internalv1.Reply_Write{Write: &internalv1.WriteResponse{}}}
 }
 
-func startPipePeer(t *testing.T, addr string) (*pipePeer, *grpc.Server, string) {
+func startPipePeer(t *testing.T) (*pipePeer, *grpc.Server, string) {
 	t.Helper()
-	lis, err := net.Listen("tcp", addr)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,21 +88,24 @@ func startPipePeer(t *testing.T, addr string) (*pipePeer, *grpc.Server, string) 
 	return p, srv, lis.Addr().String()
 }
 
-func pipeClient(t *testing.T, addr *atomic.Value) *GRPC {
+// pipeSetup starts a peer and a piped client resolving "n2" to addr
+// (which a test may point elsewhere), closed at the test's end, and a
+// context for the test's calls.
+func pipeSetup(t *testing.T) (peer *pipePeer, srv *grpc.Server, addr *atomic.Value, g *GRPC, ctx context.Context) {
 	t.Helper()
-	g := NewGRPC(func(string) (string, bool) { return addr.Load().(string), true })
+	peer, srv, a := startPipePeer(t)
+	addr = &atomic.Value{}
+	addr.Store(a)
+	g = NewGRPC(func(string) (string, bool) { return addr.Load().(string), true })
 	g.PipeCalls(func() uint64 { return 3 })
-	return g
+	t.Cleanup(func() { g.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return peer, srv, addr, g, ctx
 }
 
 func TestPipeCarriesConcurrentCallsAndErrors(t *testing.T) {
-	peer, _, a := startPipePeer(t, "127.0.0.1:0")
-	var addr atomic.Value
-	addr.Store(a)
-	g := pipeClient(t, &addr)
-	defer g.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	peer, _, _, g, ctx := pipeSetup(t)
 
 	// Many concurrent reads and writes: each read gets its own key back.
 	var wg sync.WaitGroup
@@ -205,13 +208,7 @@ func TestPipeCarriesConcurrentCallsAndErrors(t *testing.T) {
 }
 
 func TestPipeFailsOverWhenThePeerGoes(t *testing.T) {
-	peer, srv, a := startPipePeer(t, "127.0.0.1:0")
-	var addr atomic.Value
-	addr.Store(a)
-	g := pipeClient(t, &addr)
-	defer g.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	peer, srv, addr, g, ctx := pipeSetup(t)
 	if _, err := g.Read(ctx, "n2", &internalv1.ReadRequest{Key: []byte("first")}); err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +228,7 @@ func TestPipeFailsOverWhenThePeerGoes(t *testing.T) {
 	}
 
 	// The peer comes back elsewhere: a new pipe carries the calls.
-	peer2, _, a2 := startPipePeer(t, "127.0.0.1:0")
+	peer2, _, a2 := startPipePeer(t)
 	addr.Store(a2)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -250,13 +247,7 @@ func TestPipeFailsOverWhenThePeerGoes(t *testing.T) {
 }
 
 func TestPipeEndsWhenTheReplicaCloses(t *testing.T) {
-	peer, _, a := startPipePeer(t, "127.0.0.1:0")
-	var addr atomic.Value
-	addr.Store(a)
-	g := pipeClient(t, &addr)
-	defer g.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	peer, _, _, g, ctx := pipeSetup(t)
 
 	// A call running when the replica starts closing still gets its reply.
 	blocked := make(chan error, 1)
