@@ -410,3 +410,78 @@ func TestUpdateRefreshesContextAtTheSiblingLimit(t *testing.T) {
 		t.Fatal("the store never refused a stale context: the test proves nothing")
 	}
 }
+
+// ctxStore hands out a new context per write and counts the run's blind
+// writes (updates without a context, which would add a sibling).
+type ctxStore struct {
+	mu      sync.Mutex
+	version int
+	blind   int
+}
+
+func (c *ctxStore) Get(ctx context.Context, key []byte) ([]byte, bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return []byte(fmt.Sprint(c.version)), true, nil
+}
+
+func (c *ctxStore) Put(ctx context.Context, key, value, kvctx []byte) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if kvctx == nil {
+		c.blind++
+	}
+	c.version++
+	return []byte(fmt.Sprint(c.version)), nil
+}
+
+// TestSharedContextsCarryOverFromTheLoad: with one cache for the load and
+// the run, every update supersedes what the process saw — none is blind,
+// whichever worker loaded the record.
+func TestSharedContextsCarryOverFromTheLoad(t *testing.T) {
+	s := &ctxStore{}
+	cache, err := NewContextCache(ContextsShared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{RecordCount: 50, Workers: 8, Ops: 400, Interval: 50 * time.Millisecond, Contexts: cache}
+	cfg.Workload, _ = ParseMix("update=100")
+	if _, err := Load(context.Background(), cfg, s, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if s.blind != 50 {
+		t.Fatalf("the load wrote %d records blind, want 50 (inserts carry no context)", s.blind)
+	}
+	s.blind = 0
+	res, err := Run(context.Background(), cfg, s, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Total.Count != 400 || s.blind != 0 {
+		t.Fatalf("%d updates, %d of them blind; want 400, none blind", res.Total.Count, s.blind)
+	}
+	if res.Config.Contexts != ContextsShared {
+		t.Fatalf("result records contexts %q, want %q", res.Config.Contexts, ContextsShared)
+	}
+}
+
+// TestContextScopes: shared workers see each other's contexts; per-worker
+// caches do not; an unknown scope is refused with the choices.
+func TestContextScopes(t *testing.T) {
+	shared, _ := NewContextCache("")
+	shared.forWorker(0).put(7, []byte("a"))
+	if got := shared.forWorker(1).get(7); string(got) != "a" {
+		t.Fatalf("shared: worker 1 sees %q, want a", got)
+	}
+	own, _ := NewContextCache(ContextsWorker)
+	own.forWorker(0).put(7, []byte("a"))
+	if got := own.forWorker(1).get(7); got != nil {
+		t.Fatalf("worker scope: worker 1 sees %q, want nothing", got)
+	}
+	if got := own.forWorker(0).get(7); string(got) != "a" {
+		t.Fatalf("worker scope: worker 0 lost its context, got %q", got)
+	}
+	if _, err := NewContextCache("global"); err == nil || !strings.Contains(err.Error(), "shared") {
+		t.Fatalf("unknown scope: err %v, want one naming the choices", err)
+	}
+}

@@ -55,6 +55,10 @@ type RunConfig struct {
 	Ops             int64   `json:"ops,omitempty"`
 	WarmupSeconds   float64 `json:"warmup_seconds"`
 	Seed            uint64  `json:"seed"`
+	// Contexts is whose causal contexts updates carry: shared (one cache
+	// for every worker) or worker (each its own); empty in runs recorded
+	// before the choice existed, which were per worker.
+	Contexts string `json:"contexts,omitempty"`
 	// Target describes what was measured (filled in by the caller).
 	Target string `json:"target,omitempty"`
 	// ReadConsistency / WriteConsistency, filled in by the caller.

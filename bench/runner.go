@@ -55,6 +55,10 @@ type Config struct {
 	Seed uint64
 	// Hlog, when set, receives an HdrHistogram interval log.
 	Hlog io.Writer
+	// Contexts holds the causal contexts updates are written with; share
+	// one between the load and the run phase. Nil: a fresh cache of scope
+	// ContextsShared for this phase.
+	Contexts *ContextCache
 
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration)
@@ -238,6 +242,10 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 		recs[w] = newRecorder()
 	}
 	measureFrom := start.Add(cfg.Warmup)
+	cache := cfg.Contexts
+	if cache == nil {
+		cache, _ = NewContextCache(ContextsShared)
+	}
 	var keys KeyChooser // shared: the generators' tables are per record
 	switch {
 	case phase == "load":
@@ -253,7 +261,7 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 		go func() {
 			defer wg.Done()
 			wk := &worker{cfg: &cfg, s: s, rec: recs[w], rng: rand.New(rand.NewPCG(cfg.Seed, uint64(w)+1)),
-				keys: keys, inserted: &inserted, insertNext: &insertNext, ctxs: map[uint64][]byte{}}
+				keys: keys, inserted: &inserted, insertNext: &insertNext, ctxs: cache.forWorker(w)}
 			var interval time.Duration
 			if cfg.Rate > 0 {
 				interval = time.Duration(float64(time.Second) * float64(cfg.Workers) / cfg.Rate)
@@ -331,9 +339,9 @@ type worker struct {
 	inserted   *atomic.Uint64
 	insertNext *atomic.Uint64
 	// ctxs remembers the causal context last seen per record, as a real
-	// client would, so updates supersede what this client saw instead of
-	// piling up siblings.
-	ctxs map[uint64][]byte
+	// client would, so updates supersede what the client saw instead of
+	// piling up siblings (see Config.Contexts for whose).
+	ctxs contextCache
 }
 
 func (w *worker) pick(phase string) Op {
@@ -355,12 +363,7 @@ func (w *worker) value() []byte {
 	return v
 }
 
-func (w *worker) remember(rec uint64, kvctx []byte) {
-	if len(w.ctxs) > 100_000 {
-		clear(w.ctxs)
-	}
-	w.ctxs[rec] = kvctx
-}
+func (w *worker) remember(rec uint64, kvctx []byte) { w.ctxs.put(rec, kvctx) }
 
 func (w *worker) do(ctx context.Context, op Op) error {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
@@ -383,7 +386,7 @@ func (w *worker) do(ctx context.Context, op Op) error {
 		return err
 	case OpUpdate:
 		rec := w.keys.Next(w.rng)
-		kvctx, err := w.s.Put(ctx, KeyName(rec), w.value(), w.ctxs[rec])
+		kvctx, err := w.s.Put(ctx, KeyName(rec), w.value(), w.ctxs.get(rec))
 		if status.Code(err) == codes.FailedPrecondition {
 			// The key reached its sibling limit (writers with stale
 			// contexts): do what the error says — read it and write with
@@ -508,9 +511,14 @@ func describeConfig(c Config) RunConfig {
 		}
 	}
 	sort.Strings(mix)
+	contexts := ContextsShared
+	if c.Contexts != nil {
+		contexts = c.Contexts.Scope()
+	}
 	return RunConfig{
 		Workload: c.Workload.Name, Mix: strings.Join(mix, ","), Distribution: c.dist(), RecordCount: c.RecordCount,
 		ValueSize: c.ValueSize, ValueSizeMax: c.ValueSizeMax, Workers: c.Workers, Rate: c.Rate,
 		DurationSeconds: c.Duration.Seconds(), Ops: c.Ops, WarmupSeconds: c.Warmup.Seconds(), Seed: c.Seed,
+		Contexts: contexts,
 	}
 }

@@ -40,6 +40,7 @@ type benchFlags struct {
 	jsonOut, hlogOut, htmlOut  string
 	cpuProfile                 string
 	seed                       uint64
+	contexts                   string
 }
 
 func newBenchCmd() *cobra.Command {
@@ -92,6 +93,7 @@ not hidden (coordinated omission corrected, as wrk2 does).`,
 	fl.StringVar(&f.hlogOut, "hlog", "", "write an HdrHistogram interval log to this file")
 	fl.StringVar(&f.htmlOut, "html", "", "write a self-contained HTML report to this file")
 	fl.Uint64Var(&f.seed, "seed", 1, "random seed (keys and values)")
+	fl.StringVar(&f.contexts, "contexts", bench.ContextsShared, "whose causal contexts updates carry: shared (the workers share what any of them read or wrote, like one application process) or worker (each its own, like separate clients: a key gathers up to one sibling per worker)")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of this process during the run phase (with --local: the cluster's nodes too) to this file, for go tool pprof")
 	cmd.AddCommand(newBenchCompareCmd())
 	return cmd
@@ -190,6 +192,10 @@ func runBench(ctx context.Context, out, errOut io.Writer, f benchFlags) error {
 	if f.phase != "load" && f.phase != "run" && f.phase != "both" {
 		return fmt.Errorf("--phase %q: use load, run or both", f.phase)
 	}
+	contexts, err := bench.NewContextCache(f.contexts)
+	if err != nil {
+		return fmt.Errorf("--contexts: %w", err)
+	}
 	sources := 0
 	for _, set := range []bool{f.addrs != "", f.clusterFile != "", f.local} {
 		if set {
@@ -275,7 +281,7 @@ func runBench(ctx context.Context, out, errOut io.Writer, f benchFlags) error {
 	cfg := bench.Config{
 		Workload: w, Distribution: f.dist, RecordCount: f.records, ValueSize: vmin, ValueSizeMax: vmax,
 		Workers: f.workers, Rate: f.rate, Duration: f.duration, Ops: f.ops, Warmup: f.warmup,
-		Interval: f.interval, Seed: f.seed,
+		Interval: f.interval, Seed: f.seed, Contexts: contexts,
 	}
 	if f.ops > 0 && !cfgDurationSet(f) {
 		cfg.Duration = 0
