@@ -224,8 +224,6 @@ type Coordinator struct {
 	cfg    Config
 	hlc    *HLC
 	tracer trace.Tracer
-	// noTracer: tracer is the no-op one (tracing off).
-	noTracer bool
 	obs      Observer
 	seal     *sealer
 	reqIDs   *requestIDs
@@ -264,8 +262,7 @@ func New(cfg Config) (*Coordinator, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	_, noTracer := cfg.Tracer.(nooptrace.Tracer)
-	return &Coordinator{cfg: cfg, hlc: NewHLC(cfg.Now), tracer: cfg.Tracer, noTracer: noTracer, obs: cfg.Observer, seal: seal,
+	return &Coordinator{cfg: cfg, hlc: NewHLC(cfg.Now), tracer: cfg.Tracer, obs: cfg.Observer, seal: seal,
 		reqIDs:   newRequestIDs(cfg.MaxRequestIDs, cfg.RequestIDWindow),
 		inflight: newLimiter(cfg.MaxInFlight, max(1, cfg.MaxInFlight/8), cfg.MaxInFlight, cfg.ShedAfter),
 		bgSlots:  newAdmitter(cfg.MaxBackground, 0),

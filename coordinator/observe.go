@@ -86,9 +86,11 @@ func (c *Coordinator) observe(ctx context.Context, name string, op Op, keyspace 
 	}
 	defer func() { slot.release(err == nil) }()
 	var span trace.Span
-	if parent := trace.SpanFromContext(ctx); c.noTracer && !parent.IsRecording() {
-		// The no-op tracer would hand back the context's non-recording
-		// span: skip building the options it ignores.
+	if parent := trace.SpanFromContext(ctx); !parent.IsRecording() {
+		// Not traced: tracing is off, or the gRPC hooks chose not to trace
+		// this request (they decide sampling; see telemetry's gate). A
+		// span here would cost its allocations and, as a root, sample the
+		// request a second time.
 		span = parent
 	} else {
 		ctx, span = c.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal),

@@ -113,10 +113,9 @@ func BenchmarkQuorumPutTracing(b *testing.B) {
 			opts := node.Options{}
 			if c.ratio > 0 {
 				exp := tracetest.NewInMemoryExporter()
-				tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(c.ratio))),
-					sdktrace.WithBatcher(exp))
+				tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(telemetry.NewSampler(c.ratio)), sdktrace.WithBatcher(exp))
 				b.Cleanup(func() { tp.Shutdown(context.Background()) })
-				opts.TelemetryFor = func(string) *telemetry.Telemetry { return telemetry.NewForTest(tp) }
+				opts.TelemetryFor = func(string) *telemetry.Telemetry { return telemetry.NewForTestRatio(tp, c.ratio) }
 			}
 			_, clients := benchCluster(b, opts)
 			benchPut(b, clients, false)

@@ -67,7 +67,9 @@ func listen(name, addr string, given net.Listener) (net.Listener, error) {
 }
 
 // newGRPCServer applies the options every listener shares, plus extra.
-func (n *Node) newGRPCServer(opts Options, maxMsg int, extra ...grpc.ServerOption) *grpc.Server {
+// traceRoots: RPCs without a caller's trace may start one (the client and
+// admin listeners; replica calls only join their request's trace).
+func (n *Node) newGRPCServer(opts Options, maxMsg int, traceRoots bool, extra ...grpc.ServerOption) *grpc.Server {
 	return grpc.NewServer(append(append(extra,
 		grpc.MaxConcurrentStreams(n.cfg.MaxConcurrentStreams),
 		grpc.MaxRecvMsgSize(maxMsg),
@@ -86,7 +88,7 @@ func (n *Node) newGRPCServer(opts Options, maxMsg int, extra ...grpc.ServerOptio
 		// Handlers run on kept goroutines rather than one new goroutine per
 		// call, whose stack would grow again on every request.
 		grpc.NumStreamWorkers(uint32(streamWorkers())),
-	), append(n.tel.ServerOptions(), opts.ServerOptions...)...)...)
+	), append(n.tel.ServerOptions(traceRoots), opts.ServerOptions...)...)...)
 }
 
 // streamWorkers is the number of goroutines each gRPC server keeps for
@@ -105,7 +107,7 @@ func (n *Node) buildServers(opts Options) error {
 	clientMax := n.cfg.MaxValueSize + 1<<20
 	z := newAuthorizer(n.cfg.Auth, n.cfg.Insecure, clientCertName)
 	authOpts := []grpc.ServerOption{n.sec.clientServer(), grpc.ChainUnaryInterceptor(z.unary), grpc.ChainStreamInterceptor(z.stream)}
-	client := &server{name: "client", lis: newCapListener(lis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, clientMax, authOpts...)}
+	client := &server{name: "client", lis: newCapListener(lis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, clientMax, true, authOpts...)}
 	kvv1.RegisterKVServer(client.srv, &kvServer{c: n.coord})
 	internalv1.RegisterDiscoveryServer(client.srv, &discoveryServer{n: n})
 	healthpb.RegisterHealthServer(client.srv, n.health)
@@ -115,7 +117,7 @@ func (n *Node) buildServers(opts Options) error {
 	if err != nil {
 		return err
 	}
-	peer := &server{name: "peer", lis: newCapListener(plis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, transport.MaxMessageSize, n.sec.peerServer(), grpc.ChainUnaryInterceptor(n.checkPeer), grpc.ChainStreamInterceptor(n.checkPeerStream))}
+	peer := &server{name: "peer", lis: newCapListener(plis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, transport.MaxMessageSize, false, n.sec.peerServer(), grpc.ChainUnaryInterceptor(n.checkPeer), grpc.ChainStreamInterceptor(n.checkPeerStream))}
 	internalv1.RegisterReplicaServer(peer.srv, &replicaServer{n: n})
 	internalv1.RegisterMetaServer(peer.srv, &metaServer{n: n})
 	healthpb.RegisterHealthServer(peer.srv, n.health)
@@ -131,7 +133,7 @@ func (n *Node) buildServers(opts Options) error {
 		if err != nil {
 			return err
 		}
-		admin = &server{name: "admin", lis: newCapListener(alis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, clientMax, authOpts...)}
+		admin = &server{name: "admin", lis: newCapListener(alis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, clientMax, true, authOpts...)}
 		healthpb.RegisterHealthServer(admin.srv, n.health)
 		n.servers = append(n.servers, admin)
 	}

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -217,6 +218,76 @@ func TestMetricsEndpoint(t *testing.T) {
 	} {
 		if !strings.Contains(after, want) {
 			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+// TestUntracedRequestsRecordNothing: with a sample ratio of 0, a request
+// whose caller sent no trace records no span anywhere — no server span,
+// no coordinator or replica span, no span for the replica calls or the
+// background traffic — while a caller's sampled trace is still followed
+// through the whole quorum path. (The provider samples everything it is
+// asked about: only the gate keeps spans out.)
+func TestUntracedRequestsRecordNothing(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l, err := node.StartLocal(ctx, node.LocalSpec{Dir: t.TempDir(), NodesPerDC: 3, Engine: "memory", GossipProfile: "test", Insecure: true,
+		Options: node.Options{TelemetryFor: func(string) *telemetry.Telemetry { return telemetry.NewForTestRatio(tp, 0) }}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+
+	plain, err := grpc.NewClient(l.Nodes()[0].Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	all := &kvv1.Consistency{Level: kvv1.Level_LEVEL_ALL}
+	for i := range 20 {
+		if _, err := kvv1.NewKVClient(plain).Put(ctx, &kvv1.PutRequest{Key: fmt.Appendf(nil, "plain-%d", i), Value: []byte("v"), Consistency: all}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	traced, err := grpc.NewClient(l.Nodes()[0].Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelgrpc.WithTracerProvider(tp), otelgrpc.WithPropagators(propagation.TraceContext{}))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer traced.Close()
+	if _, err := kvv1.NewKVClient(traced).Put(ctx, &kvv1.PutRequest{Key: []byte("traced"), Value: []byte("v"), Consistency: all}); err != nil {
+		t.Fatal(err)
+	}
+	var client sdktrace.ReadOnlySpan
+	for _, s := range rec.Ended() {
+		if s.Name() == "kv.v1.KV/Put" && !s.Parent().IsValid() {
+			client = s
+		}
+	}
+	if client == nil {
+		t.Fatal("no client span for the traced put")
+	}
+	id := client.SpanContext().TraceID()
+	eventually(t, "the traced put's server span and three replica writes", func() bool {
+		writes, server := 0, false
+		for _, s := range rec.Ended() {
+			if s.SpanContext().TraceID() == id {
+				server = server || s.Name() == "kv.v1.KV/Put" && s.Parent().IsValid()
+				if s.Name() == "meridian.replica.write" {
+					writes++
+				}
+			}
+		}
+		return writes == 3 && server
+	})
+	for _, s := range rec.Ended() {
+		if s.SpanContext().TraceID() != id {
+			t.Errorf("span %q of trace %s recorded for an untraced request or background work", s.Name(), s.SpanContext().TraceID())
 		}
 	}
 }

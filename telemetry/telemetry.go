@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -75,7 +76,11 @@ type Telemetry struct {
 	Registry       *prometheus.Registry
 	Metrics        *Metrics
 
-	sdk     *sdktrace.TracerProvider // nil when tracing is off
+	sdk *sdktrace.TracerProvider // nil when tracing is off
+	// ratio of client requests without a caller's trace that start one;
+	// coin draws uniformly from [0,1) for that choice.
+	ratio   float64
+	coin    func() float64
 	srv     *http.Server
 	lis     net.Listener
 	serveWG chan struct{}
@@ -92,6 +97,7 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
 	t := &Telemetry{
 		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 		Registry:   prometheus.NewRegistry(),
+		coin:       rand.Float64,
 	}
 	t.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	t.Metrics = newMetrics(t.Registry)
@@ -114,9 +120,10 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
 		t.sdk = sdktrace.NewTracerProvider(
 			sdktrace.WithBatcher(exp),
 			sdktrace.WithResource(res),
-			sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))),
+			sdktrace.WithSampler(NewSampler(ratio)),
 		)
 		t.TracerProvider = t.sdk
+		t.ratio = ratio
 	}
 	if cfg.MetricsAddr != "" {
 		if err := t.serve(cfg); err != nil {
@@ -128,12 +135,19 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
 }
 
 // NewForTest returns telemetry around a given tracer provider (for example
-// one with a tracetest.SpanRecorder) and a fresh registry.
-func NewForTest(tp trace.TracerProvider) *Telemetry {
+// one with a tracetest.SpanRecorder) and a fresh registry; every client
+// request without a caller's trace starts one.
+func NewForTest(tp trace.TracerProvider) *Telemetry { return NewForTestRatio(tp, 1) }
+
+// NewForTestRatio is NewForTest starting traces for ratio of the client
+// requests without a caller's trace (give tp NewSampler(ratio)).
+func NewForTestRatio(tp trace.TracerProvider, ratio float64) *Telemetry {
 	t := &Telemetry{
 		TracerProvider: tp,
 		Propagator:     propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 		Registry:       prometheus.NewRegistry(),
+		ratio:          ratio,
+		coin:           rand.Float64,
 	}
 	t.Metrics = newMetrics(t.Registry)
 	return t
@@ -260,12 +274,14 @@ func (t *Telemetry) Tracer(name string) trace.Tracer {
 	return t.TracerProvider.Tracer("github.com/meridiankv/meridian/" + name)
 }
 
-// ServerOptions are the gRPC server options that trace every RPC.
-func (t *Telemetry) ServerOptions() []grpc.ServerOption {
+// ServerOptions are the gRPC server options that trace RPCs: those whose
+// caller's trace is sampled and, when roots is set (the client listener),
+// the configured ratio of the others. An RPC not traced costs nothing.
+func (t *Telemetry) ServerOptions(roots bool) []grpc.ServerOption {
 	if !t.tracing() {
 		return nil
 	}
-	return []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(t.otelgrpcOpts()...))}
+	return []grpc.ServerOption{grpc.StatsHandler(t.serverGate(otelgrpc.NewServerHandler(t.otelgrpcOpts()...), roots))}
 }
 
 // tracing reports whether spans can be recorded: with the no-op provider
@@ -277,13 +293,13 @@ func (t *Telemetry) tracing() bool {
 	return t.TracerProvider != nil && !noop
 }
 
-// DialOptions are the gRPC client options that trace every RPC and carry
-// the trace context to the peer.
+// DialOptions are the gRPC client options that trace the calls made
+// under a sampled span and carry its trace context to the peer.
 func (t *Telemetry) DialOptions() []grpc.DialOption {
 	if !t.tracing() {
 		return nil
 	}
-	return []grpc.DialOption{grpc.WithStatsHandler(otelgrpc.NewClientHandler(t.otelgrpcOpts()...))}
+	return []grpc.DialOption{grpc.WithStatsHandler(clientGate(otelgrpc.NewClientHandler(t.otelgrpcOpts()...)))}
 }
 
 func (t *Telemetry) otelgrpcOpts() []otelgrpc.Option {

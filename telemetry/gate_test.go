@@ -1,0 +1,131 @@
+package telemetry
+
+import (
+	"context"
+	"testing"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/stats"
+)
+
+const (
+	sampledParent   = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	unsampledParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+)
+
+func TestTraceDecision(t *testing.T) {
+	for _, c := range []struct {
+		name        string
+		traceparent []string
+		roots       bool
+		coin, ratio float64
+		trace, root bool
+	}{
+		{"sampled parent", []string{sampledParent}, true, 0.99, 0.01, true, false},
+		{"sampled parent, peer listener", []string{sampledParent}, false, 0.99, 0.01, true, false},
+		{"flags with more bits", []string{sampledParent[:53] + "03"}, false, 1, 0, true, false},
+		{"unsampled parent: never a root instead", []string{unsampledParent}, true, 0, 0.01, false, false},
+		{"no parent, coin under the ratio", nil, true, 0.005, 0.01, true, true},
+		{"no parent, coin over the ratio", nil, true, 0.5, 0.01, false, false},
+		{"no parent, ratio 0", nil, true, 0, 0, false, false},
+		{"no parent, ratio 1", nil, true, 0.999, 1, true, true},
+		{"no parent on the peer listener", nil, false, 0, 1, false, false},
+		{"malformed parent counts as none", []string{"00-xyz"}, true, 0, 0.5, true, true},
+		{"malformed flags count as none", []string{sampledParent[:53] + "0g"}, false, 0, 1, false, false},
+		{"another version counts as none", []string{"01" + sampledParent[2:]}, false, 0, 1, false, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tr, root := traceDecision(c.traceparent, c.roots, c.coin, c.ratio)
+			if tr != c.trace || root != c.root {
+				t.Fatalf("trace, root = %v, %v; want %v, %v", tr, root, c.trace, c.root)
+			}
+		})
+	}
+}
+
+// countingHandler records what reaches it.
+type countingHandler struct{ tags, rpcs int }
+
+func (h *countingHandler) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context {
+	h.tags++
+	return ctx
+}
+func (h *countingHandler) HandleRPC(context.Context, stats.RPCStats) { h.rpcs++ }
+func (h *countingHandler) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+func (h *countingHandler) HandleConn(context.Context, stats.ConnStats) {}
+
+// TestGateLetsThroughOnlyTracedRPCs: otelgrpc sees the traced RPCs (both
+// their tag and their stats) and nothing of the others, which allocate
+// nothing in the gate.
+func TestGateLetsThroughOnlyTracedRPCs(t *testing.T) {
+	tel := NewForTestRatio(sdktrace.NewTracerProvider(), 0.01) // the gate never calls the provider
+	draws := 0.5
+	tel.coin = func() float64 { return draws }
+	inner := &countingHandler{}
+	g := tel.serverGate(inner, true)
+	info := &stats.RPCTagInfo{FullMethodName: "/kv.v1.KV/Put"}
+	plain := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer x"))
+
+	end := &stats.End{}
+	allocs := testing.AllocsPerRun(100, func() {
+		ctx := g.TagRPC(plain, info)
+		g.HandleRPC(ctx, end)
+	})
+	if allocs != 0 || inner.tags != 0 || inner.rpcs != 0 {
+		t.Fatalf("untraced RPC: %v allocations, otelgrpc saw %d tags and %d stats; want none", allocs, inner.tags, inner.rpcs)
+	}
+
+	draws = 0.001
+	ctx := g.TagRPC(plain, info)
+	g.HandleRPC(ctx, &stats.End{})
+	if inner.tags != 1 || inner.rpcs != 1 || ctx.Value(rootKey{}) == nil {
+		t.Fatalf("root chosen by the coin: otelgrpc saw %d tags, %d stats, root mark %v; want 1, 1, set", inner.tags, inner.rpcs, ctx.Value(rootKey{}))
+	}
+
+	draws = 0.5
+	parented := metadata.NewIncomingContext(context.Background(), metadata.Pairs(traceparentKey, sampledParent))
+	if ctx := tel.serverGate(inner, false).TagRPC(parented, info); inner.tags != 2 || ctx.Value(rootKey{}) != nil {
+		t.Fatalf("sampled parent on the peer listener: otelgrpc saw %d tags, root mark %v; want 2, unset", inner.tags, ctx.Value(rootKey{}))
+	}
+}
+
+func TestClientGateFollowsTheCallersSpan(t *testing.T) {
+	inner := &countingHandler{}
+	g := clientGate(inner)
+	info := &stats.RPCTagInfo{FullMethodName: "/meridian.internal.v1.Replica/Put"}
+	tid, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
+	sid, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
+	unsampled := trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid}))
+	end := &stats.End{}
+	if allocs := testing.AllocsPerRun(100, func() { g.HandleRPC(g.TagRPC(unsampled, info), end) }); allocs != 0 || inner.tags != 0 {
+		t.Fatalf("call under an unsampled span: %v allocations, %d tags reached otelgrpc; want none", allocs, inner.tags)
+	}
+	sampled := trace.ContextWithSpanContext(context.Background(), trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled}))
+	g.HandleRPC(g.TagRPC(sampled, info), &stats.End{})
+	if inner.tags != 1 || inner.rpcs != 1 {
+		t.Fatalf("call under a sampled span: %d tags, %d stats reached otelgrpc; want 1, 1", inner.tags, inner.rpcs)
+	}
+}
+
+// TestSamplerTakesTheGatesChoice: a root the gate chose is sampled even at
+// a ratio of 0; other roots follow the ratio; children follow the parent.
+func TestSamplerTakesTheGatesChoice(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(NewSampler(0)), sdktrace.WithSpanProcessor(rec))
+	defer tp.Shutdown(context.Background())
+	tr := tp.Tracer("t")
+	_, chosen := tr.Start(context.WithValue(context.Background(), rootKey{}, true), "chosen")
+	_, other := tr.Start(context.Background(), "other")
+	if !chosen.SpanContext().IsSampled() || other.SpanContext().IsSampled() {
+		t.Fatalf("chosen root sampled %v, other root sampled %v; want true, false", chosen.SpanContext().IsSampled(), other.SpanContext().IsSampled())
+	}
+	_, child := tr.Start(trace.ContextWithSpan(context.Background(), chosen), "child")
+	if !child.SpanContext().IsSampled() {
+		t.Fatal("a child of a sampled span was not sampled")
+	}
+}
