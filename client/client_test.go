@@ -246,7 +246,9 @@ func TestHedgedGet(t *testing.T) {
 	l := startCluster(t)
 	c := dial(t, l.Nodes()[0].Addr())
 	ctx := ctxT(t)
-	if _, err := c.Put(ctx, "", []byte("h"), []byte("x")); err != nil {
+	// At ALL: a read at ONE may be answered by any replica, the hedge's
+	// included, so every replica must have the value.
+	if _, err := c.Put(ctx, "", []byte("h"), []byte("x"), client.Level(kvv1.Level_LEVEL_ALL)); err != nil {
 		t.Fatal(err)
 	}
 	for range 10 {
