@@ -157,17 +157,19 @@ type Config struct {
 	// the first encrypts, every key decrypts, so keys rotate without a
 	// flap (see RotateKeys). Empty: plaintext gossip.
 	Keys [][]byte
-	// Label is sent with every gossip message; messages with another
-	// label are dropped (one cluster cannot join another by mistake).
+	// Label is the bootstrap label, sent with every gossip message until
+	// the cluster ID is known ("meridian/<cluster name>"); messages with a
+	// label this node does not accept are dropped, so one cluster cannot
+	// join another by mistake (see labels in label.go).
 	Label string
 	// IsMember, when set, says whether an ID belongs to the cluster;
 	// members claiming other IDs are ignored.
 	IsMember func(id string) bool
 	// ClusterID, when set, returns this node's cluster ID ("" while it is
-	// not known): a member gossiping another cluster ID is ignored, and
-	// forgotten if it was listed. (The memberlist label, which must be
-	// fixed before the first gossip, is the cluster name: a new cluster's
-	// nodes gossip before they agree on an ID.)
+	// not known). Once known, gossip is labelled with it, and only
+	// messages with that label or the bootstrap label are taken; a member
+	// whose metadata gossips another cluster ID is ignored, and forgotten
+	// if it was listed.
 	ClusterID func() string
 
 	// tune adjusts memberlist's configuration last (this package's tests).
@@ -189,6 +191,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := c.Meta.encode(); err != nil {
 		return fmt.Errorf("gossip: %w", err)
+	}
+	if len(c.Label) > memberlist.LabelMaxSize {
+		return fmt.Errorf("gossip: label of %d bytes: at most %d", len(c.Label), memberlist.LabelMaxSize)
 	}
 	for _, k := range c.Keys {
 		if n := len(k); n != 16 && n != 24 && n != 32 {
@@ -224,6 +229,7 @@ type Gossip struct {
 	ml        *memberlist.Memberlist
 	isMember  func(id string) bool
 	clusterID func() string
+	labels    *labelTransport
 	keyring   *memberlist.Keyring
 	listener  Listener
 	log       *slog.Logger
@@ -295,7 +301,10 @@ func Start(ctx context.Context, cfg Config, l Listener) (*Gossip, error) {
 		g.keyring = kr
 		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	}
-	mc.Label = cfg.Label
+	// Labels are applied by the transport (labelTransport), which can
+	// change them once the cluster ID is known; memberlist's own label
+	// stays empty, and its packets leave room for the header.
+	mc.UDPBufferSize -= labelOverhead(cfg.Label)
 	g.isMember = cfg.IsMember
 	g.clusterID = cfg.ClusterID
 	// memberlist dials from the default source address, so links between
@@ -321,13 +330,16 @@ func Start(ctx context.Context, cfg Config, l Listener) (*Gossip, error) {
 	default:
 		inner = nodeAware{t}
 	}
-	mc.Transport = &filterTransport{NodeAwareTransport: inner, g: g, dialCtx: dialCtx}
+	lt := newLabelTransport(&filterTransport{NodeAwareTransport: inner, g: g, dialCtx: dialCtx},
+		labels{bootstrap: cfg.Label, clusterID: cfg.ClusterID})
+	g.labels = lt
+	mc.Transport = lt
 	if cfg.tune != nil {
 		cfg.tune(mc)
 	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
-		_ = inner.Shutdown() // memberlist shuts it down only on some errors; twice is harmless
+		_ = lt.Shutdown() // memberlist shuts it down only on some errors; twice is harmless
 		if g.stopDials != nil {
 			g.stopDials()
 		}
@@ -468,6 +480,9 @@ func (g *Gossip) UpdateMeta(m Meta) error {
 
 // Close leaves the cluster gracefully and shuts gossip down. It is
 // idempotent.
+// Refused counts the gossip messages and streams refused for their label.
+func (g *Gossip) Refused() uint64 { return g.labels.dropped.Load() }
+
 func (g *Gossip) Close() error {
 	var err error
 	g.closeOnce.Do(func() {

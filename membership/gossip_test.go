@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -158,15 +159,17 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-// TestGossipIgnoresAnotherClusterID: nodes of two clusters with the same
-// name and gossip key (so the same memberlist label) reach each other, but
-// each lists only the members gossiping its own cluster ID, or none yet.
+// TestGossipIgnoresAnotherClusterID: a node whose label does not tell
+// (it gossips with the bootstrap label, as nodes do before they agree on
+// an ID) but whose metadata carries another cluster ID is reached by
+// memberlist, yet never listed by the nodes of this cluster.
 func TestGossipIgnoresAnotherClusterID(t *testing.T) {
-	startIn := func(id, cluster string, seeds []string) *Gossip {
+	startIn := func(id, label, meta string, seeds []string) *Gossip {
 		t.Helper()
 		g, err := Start(context.Background(), Config{
-			Meta:      Meta{ID: id, GRPCAddr: "127.0.0.1:1" + id[1:], DC: "dc1", Rack: "r1", Weight: 1, Epoch: 1, ClusterID: cluster},
-			ClusterID: func() string { return cluster },
+			Meta:      Meta{ID: id, GRPCAddr: "127.0.0.1:1" + id[1:], DC: "dc1", Rack: "r1", Weight: 1, Epoch: 1, ClusterID: meta},
+			ClusterID: func() string { return label },
+			Label:     "meridian/prod",
 			BindAddr:  "127.0.0.1:0", Seeds: seeds, Profile: "test", JoinRetry: 50 * time.Millisecond,
 		}, nil)
 		if err != nil {
@@ -175,22 +178,86 @@ func TestGossipIgnoresAnotherClusterID(t *testing.T) {
 		t.Cleanup(func() { g.Close() })
 		return g
 	}
-	a1 := startIn("n1", "cluster-a", nil)
-	b2 := startIn("n2", "cluster-b", []string{a1.Addr()})
-	a3 := startIn("n3", "cluster-a", []string{a1.Addr()})
-	fresh := startIn("n4", "", []string{a1.Addr()}) // not agreed yet
+	a1 := startIn("n1", "cluster-a", "cluster-a", nil)
+	b2 := startIn("n2", "", "cluster-b", []string{a1.Addr()})
+	a3 := startIn("n3", "cluster-a", "cluster-a", []string{a1.Addr()})
+	fresh := startIn("n4", "", "", []string{a1.Addr()}) // not agreed yet
 	waitFor(t, "cluster-a's nodes and the fresh node to see each other", func() bool {
 		return a1.Alive("n3") && a3.Alive("n1") && a1.Alive("n4") && fresh.Alive("n1")
 	})
 	// Memberlist itself reached n2 (it joined through n1); the cluster ID
-	// keeps it out of cluster-a's lists, and cluster-a out of n2's.
+	// in its metadata keeps it out of cluster-a's lists.
 	waitFor(t, "n2 to have gossiped with n1", func() bool { return b2.ml.NumMembers() >= 3 })
 	for _, g := range []*Gossip{a1, a3} {
 		if g.Alive("n2") {
 			t.Fatal("a cluster-a node lists n2, a node of another cluster")
 		}
 	}
-	if b2.Alive("n1") || b2.Alive("n3") {
-		t.Fatal("n2 lists nodes of another cluster")
+}
+
+// TestGossipLabelIsTheClusterID: once nodes know their cluster ID they
+// label gossip with it, so a node of another initialized cluster (same
+// name, same key) cannot even join; a node that learns the ID late goes
+// from the bootstrap label to the ID's without dropping out.
+func TestGossipLabelIsTheClusterID(t *testing.T) {
+	startIn := func(id string, cluster *atomic.Pointer[string], seeds []string) *Gossip {
+		t.Helper()
+		g, err := Start(context.Background(), Config{
+			Meta:      Meta{ID: id, GRPCAddr: "127.0.0.1:1" + id[1:], DC: "dc1", Rack: "r1", Weight: 1, Epoch: 1},
+			ClusterID: func() string { return *cluster.Load() },
+			Label:     "meridian/prod",
+			Keys:      [][]byte{key(1)},
+			BindAddr:  "127.0.0.1:0", Seeds: seeds, Profile: "test", JoinRetry: 50 * time.Millisecond,
+		}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { g.Close() })
+		return g
+	}
+	idOf := func(s string) *atomic.Pointer[string] {
+		p := &atomic.Pointer[string]{}
+		p.Store(&s)
+		return p
+	}
+	a := idOf("cluster-a")
+	late := idOf("")
+	a1 := startIn("n1", a, nil)
+	a3 := startIn("n3", a, []string{a1.Addr()})
+	n4 := startIn("n4", late, []string{a1.Addr()})
+	waitFor(t, "n1, n3 and the node without an ID yet to see each other", func() bool {
+		return a1.Alive("n3") && a1.Alive("n4") && n4.Alive("n1") && n4.Alive("n3") && a3.Alive("n4")
+	})
+
+	b2 := startIn("n2", idOf("cluster-b"), nil)
+	if _, err := b2.Join([]string{a1.Addr()}); err == nil {
+		t.Fatal("a node of another cluster (same name and key) joined cluster-a")
+	}
+	if a1.labels.dropped.Load() == 0 {
+		t.Fatal("n1 dropped nothing for its label: the join failed for another reason")
+	}
+	if a1.ml.NumMembers() != 3 || b2.ml.NumMembers() != 1 {
+		t.Fatalf("memberlist lists %d members on n1 and %d on n2; want 3 and 1", a1.ml.NumMembers(), b2.ml.NumMembers())
+	}
+
+	// n4 learns the ID: it now labels with it, and its metadata update
+	// still reaches n1 while it stays alive there.
+	id := "cluster-a"
+	late.Store(&id)
+	m := n4.mu.meta
+	m.Epoch = 9
+	if err := n4.UpdateMeta(m); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "n4's update, sent under the ID label, to reach n1", func() bool {
+		for _, x := range a1.Members() {
+			if x.Meta.ID == "n4" && x.Meta.Epoch == 9 && x.State == StateAlive {
+				return true
+			}
+		}
+		return false
+	})
+	if _, err := b2.Join([]string{n4.Addr()}); err == nil {
+		t.Fatal("n4, now knowing its cluster ID, let a node of another cluster join")
 	}
 }

@@ -322,6 +322,9 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	if err := n.tel.Metrics.RegisterMembers(n.memberCounts); err != nil {
 		return nil, err
 	}
+	if err := n.tel.Metrics.RegisterGossipRefused(func() float64 { return float64(n.gossip.Refused()) }); err != nil {
+		return nil, err
+	}
 	if err := n.tel.Metrics.RegisterConnections(n.Connections); err != nil {
 		return nil, err
 	}

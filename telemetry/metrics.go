@@ -173,6 +173,13 @@ func (c *membersCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// RegisterGossipRefused exports the gossip messages and streams refused
+// for their label as meridian_gossip_refused_total.
+func (m *Metrics) RegisterGossipRefused(refused func() float64) error {
+	return m.reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "meridian_gossip_refused_total",
+		Help: "Gossip messages and streams refused for their label (another cluster's, or another cluster name)."}, refused))
+}
+
 // RegisterConnections exports, per listener, the open connections and the
 // connections refused over the cap.
 func (m *Metrics) RegisterConnections(conns func() map[string][2]int64) error {
