@@ -224,9 +224,9 @@ type Coordinator struct {
 	cfg    Config
 	hlc    *HLC
 	tracer trace.Tracer
-	obs      Observer
-	seal     *sealer
-	reqIDs   *requestIDs
+	obs    Observer
+	seal   *sealer
+	reqIDs *requestIDs
 	// skewWarn and siblingWarn rate-limit their log lines separately.
 	skewWarn, siblingWarn warnLimiter
 
