@@ -54,12 +54,19 @@ type pipe struct {
 		sync.Mutex
 		// queue holds encoded calls: a caller's request is not referenced
 		// once its call is queued, so it may return at any time (deadline,
-		// failed stream) while the sender is still sending.
-		queue   [][]byte
-		spare   [][]byte // the previous queue, reused
+		// failed stream) while the sender is still sending. A call whose
+		// caller gave up before it was sent is not sent at all.
+		queue   []queued
+		spare   []queued // the previous queue, reused
 		pending map[uint64]*waiter
 		err     error // why the pipe failed; nil while it works
 	}
+}
+
+// queued is one encoded call waiting to be sent.
+type queued struct {
+	id  uint64
+	enc []byte
 }
 
 type waiter struct {
@@ -126,12 +133,20 @@ func (p *pipe) run(ctx context.Context, client internalv1.ReplicaClient) {
 		calls := p.mu.queue
 		p.mu.queue = p.mu.spare[:0]
 		p.mu.spare = nil
-		p.mu.Unlock()
-		if len(calls) == 0 {
-			continue
+		send := batch.Calls[:0]
+		for _, c := range calls {
+			if _, waiting := p.mu.pending[c.id]; waiting {
+				send = append(send, c.enc)
+			}
 		}
-		batch.Calls = calls
-		err := stream.SendMsg(batch)
+		p.mu.Unlock()
+		var err error
+		if len(send) > 0 {
+			batch.Calls = send
+			err = stream.SendMsg(batch)
+			clear(send)
+			batch.Calls = send[:0]
+		}
 		clear(calls)
 		p.mu.Lock()
 		p.mu.spare = calls[:0]
@@ -221,7 +236,7 @@ func (p *pipe) call(ctx context.Context, c *internalv1.Call) (*internalv1.Reply,
 		return nil, errPipeFull
 	}
 	p.mu.pending[c.Id] = w
-	p.mu.queue = append(p.mu.queue, enc)
+	p.mu.queue = append(p.mu.queue, queued{id: c.Id, enc: enc})
 	p.mu.Unlock()
 	select {
 	case p.wake <- struct{}{}:

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 )
@@ -269,5 +270,124 @@ func TestPipeEndsWhenTheReplicaCloses(t *testing.T) {
 		if _, err := g.Read(ctx, "n2", &internalv1.ReadRequest{Key: []byte("next")}); err != nil && status.Code(err) != codes.Unavailable {
 			t.Fatalf("call to a closing replica = %v, want UNAVAILABLE", err)
 		}
+	}
+}
+
+// heldStream is a Calls stream whose sends block until released, and
+// which records the call IDs of every batch sent.
+type heldStream struct {
+	grpc.ClientStream // unused methods
+	ctx               context.Context
+	entered           chan struct{} // a token per SendMsg entered
+	release           chan struct{} // one SendMsg returns per token
+	mu                sync.Mutex
+	sent              [][]uint64
+}
+
+func (s *heldStream) SendMsg(m any) error {
+	var ids []uint64
+	for _, enc := range m.(*internalv1.EncodedCallBatch).Calls {
+		c := &internalv1.Call{}
+		if err := proto.Unmarshal(enc, c); err != nil {
+			return err
+		}
+		ids = append(ids, c.GetId())
+	}
+	s.mu.Lock()
+	s.sent = append(s.sent, ids)
+	s.mu.Unlock()
+	s.entered <- struct{}{}
+	select {
+	case <-s.release:
+		return nil
+	case <-s.ctx.Done():
+		return s.ctx.Err()
+	}
+}
+
+func (s *heldStream) Send(b *internalv1.CallBatch) error { return s.SendMsg(b) }
+
+func (s *heldStream) Recv() (*internalv1.ReplyBatch, error) {
+	<-s.ctx.Done()
+	return nil, s.ctx.Err()
+}
+
+func (s *heldStream) Context() context.Context { return s.ctx }
+
+type heldClient struct {
+	internalv1.ReplicaClient
+	stream *heldStream
+}
+
+func (c heldClient) Calls(ctx context.Context, _ ...grpc.CallOption) (grpc.BidiStreamingClient[internalv1.CallBatch, internalv1.ReplyBatch], error) {
+	c.stream.ctx = ctx
+	return c.stream, nil
+}
+
+// TestPipeDropsCallsGivenUpBeforeSending: a call whose caller gave up while
+// it waited behind a send in progress is not sent; the others are.
+func TestPipeDropsCallsGivenUpBeforeSending(t *testing.T) {
+	s := &heldStream{entered: make(chan struct{}, 4), release: make(chan struct{}, 4)}
+	p := &pipe{node: "n2", epoch: func() uint64 { return 1 }, wake: make(chan struct{}, 1)}
+	p.mu.pending = map[uint64]*waiter{}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.stop = cancel
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.run(ctx, heldClient{stream: s})
+	}()
+	defer func() { p.close(); <-done }()
+
+	bg := context.Background()
+	call := func(ctx context.Context) chan error {
+		errc := make(chan error, 1)
+		go func() {
+			_, err := p.call(ctx, &internalv1.Call{})
+			errc <- err
+		}()
+		return errc
+	}
+	first := call(bg)
+	<-s.entered // the first batch is being sent, and held
+	queuedIDs := func() int {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.mu.queue)
+	}
+	keptCtx, keptCancel := context.WithCancel(bg)
+	kept := call(keptCtx)
+	waitUntil(t, "the second call to queue", func() bool { return queuedIDs() == 1 })
+	giveUp, giveUpCancel := context.WithCancel(bg)
+	gaveUp := call(giveUp)
+	waitUntil(t, "the third call to queue", func() bool { return queuedIDs() == 2 })
+	giveUpCancel()
+	if err := <-gaveUp; status.Code(err) != codes.Canceled {
+		t.Fatalf("the call given up returned %v, want CANCELED", err)
+	}
+	s.release <- struct{}{} // the first send returns; the queue goes next
+	<-s.entered
+	s.mu.Lock()
+	sent := s.sent
+	s.mu.Unlock()
+	if len(sent) != 2 || len(sent[0]) != 1 || len(sent[1]) != 1 || sent[1][0] == sent[0][0] {
+		t.Fatalf("batches sent %v: want the first call, then only the call still waited for", sent)
+	}
+	s.release <- struct{}{}
+	keptCancel()
+	p.close()
+	<-first
+	<-kept
+}
+
+// waitUntil polls cond for up to ten seconds.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
