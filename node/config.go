@@ -13,6 +13,7 @@ import (
 	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/placement"
 	"github.com/meridiankv/meridian/telemetry"
+	"github.com/meridiankv/meridian/transport"
 )
 
 // Config is one node's configuration. The zero value of every optional
@@ -104,6 +105,13 @@ type Config struct {
 	// MaxConnections caps open connections per listener; more are closed
 	// at once (default 4096).
 	MaxConnections int `yaml:"max-connections"`
+	// PeerCallsWaiting bounds the replica calls this node has sent on one
+	// peer's call stream and waits on (default 4096); past it, calls go
+	// as separate RPCs. PeerCallsRunning bounds the calls one peer's
+	// stream runs here at once (default 1024); past it, the stream stops
+	// reading and gRPC flow control pushes back on the peer.
+	PeerCallsWaiting int `yaml:"peer-calls-waiting"`
+	PeerCallsRunning int `yaml:"peer-calls-running"`
 	// ConnectionTimeout bounds a new connection's handshake (default 10s).
 	ConnectionTimeout time.Duration `yaml:"connection-timeout"`
 	// MaxConnectionIdle closes connections idle that long (default 5m);
@@ -189,6 +197,12 @@ func (c *Config) setDefaults() {
 	if c.MaxConnections == 0 {
 		c.MaxConnections = 4096
 	}
+	if c.PeerCallsWaiting == 0 {
+		c.PeerCallsWaiting = transport.DefaultPipeWaiting
+	}
+	if c.PeerCallsRunning == 0 {
+		c.PeerCallsRunning = transport.DefaultCallsRunning
+	}
 	if c.WALSyncInterval == 0 {
 		c.WALSyncInterval = DefaultWALSyncInterval
 	}
@@ -242,6 +256,14 @@ func (c Config) Validate() error {
 	}
 	if c.MaxValueSize < 1 || c.MaxValueSize > 64<<20 {
 		return fmt.Errorf("max-value-size %d: use 1 byte to 64 MiB", c.MaxValueSize)
+	}
+	for _, b := range []struct {
+		name string
+		v    int
+	}{{"peer-calls-waiting", c.PeerCallsWaiting}, {"peer-calls-running", c.PeerCallsRunning}} {
+		if b.v < 0 || b.v > 1<<20 {
+			return fmt.Errorf("%s %d: want 1 to %d (0: the default)", b.name, b.v, 1<<20)
+		}
 	}
 	if c.RequestTimeout < 0 {
 		return fmt.Errorf("request-timeout %s is negative", c.RequestTimeout)

@@ -211,7 +211,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 		return nil, err
 	}
 	n.peers = transport.NewGRPC(n.resolve, append(append([]grpc.DialOption{n.sec.peerDial(), grpc.WithChainUnaryInterceptor(n.tagPeer), grpc.WithChainStreamInterceptor(n.tagPeerStream)}, n.tel.DialOptions()...), opts.DialOptions...)...)
-	n.peers.PipeCalls(func() uint64 { return n.Topology().Epoch })
+	n.peers.PipeCalls(func() uint64 { return n.Topology().Epoch }, cfg.PeerCallsWaiting)
 	n.live.onUp = func(id string, _ bool) { n.peers.Reconnect(id) }
 	n.faults = transport.NewFaults(n.peers, n.dcOf)
 	peers := n.live.track(n.faults)

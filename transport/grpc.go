@@ -44,14 +44,22 @@ type GRPC struct {
 		pipes map[string]*pipe
 	}
 	// epoch, when set, turns pipes on and stamps each piped call.
-	epoch func() uint64
-	pipes sync.WaitGroup // the pipes' goroutines
+	epoch      func() uint64
+	maxWaiting int
+	pipes      sync.WaitGroup // the pipes' goroutines
 }
 
 // PipeCalls makes replica reads and writes go over one Calls stream per
 // peer (see pipe), each stamped with epoch() (the sender's topology
 // epoch). Call it before the first call.
-func (g *GRPC) PipeCalls(epoch func() uint64) { g.epoch = epoch }
+// maxWaiting bounds the calls waiting for a reply per peer (0:
+// DefaultPipeWaiting).
+func (g *GRPC) PipeCalls(epoch func() uint64, maxWaiting int) {
+	if maxWaiting <= 0 {
+		maxWaiting = DefaultPipeWaiting
+	}
+	g.epoch, g.maxWaiting = epoch, maxWaiting
+}
 
 // retireAfter is how long a replaced connection stays open for the calls
 // already on it.
@@ -129,7 +137,7 @@ func (g *GRPC) pipe(node string) *pipe {
 		}
 		g.mu.conns[addr] = c
 	}
-	p := openPipe(c, node, g.epoch, &g.pipes)
+	p := openPipe(c, node, g.epoch, g.maxWaiting, &g.pipes)
 	g.mu.pipes[addr] = p
 	return p
 }

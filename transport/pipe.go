@@ -36,9 +36,10 @@ import (
 // writes go as their own unary calls.
 const MaxPipedCall = 64 << 10
 
-// MaxPipeInFlight bounds the calls waiting for a reply on one pipe; past
-// it, calls go unary (each then bounded by gRPC's own stream limits).
-const MaxPipeInFlight = 4096
+// DefaultPipeWaiting bounds the calls waiting for a reply on one pipe
+// unless PipeCalls says otherwise; past the bound, calls go unary (each
+// then bounded by gRPC's own stream limits).
+const DefaultPipeWaiting = 4096
 
 // pipe is one Calls stream to a peer, opened on first use. A pipe whose
 // stream failed fails every call waiting on it and is replaced by a new
@@ -46,8 +47,10 @@ const MaxPipeInFlight = 4096
 type pipe struct {
 	node  string
 	epoch func() uint64
-	wake  chan struct{} // a token when calls are queued
-	stop  context.CancelFunc
+	// maxWaiting bounds the calls waiting for a reply.
+	maxWaiting int
+	wake       chan struct{} // a token when calls are queued
+	stop       context.CancelFunc
 	// nextID numbers the calls (unique among those in flight).
 	nextID atomic.Uint64
 	mu     struct {
@@ -82,9 +85,9 @@ var waiters = sync.Pool{New: func() any { return &waiter{ch: make(chan result, 1
 
 // openPipe starts a pipe on conn. Its stream is opened by its sender
 // goroutine; calls queue meanwhile. wg tracks both loops.
-func openPipe(conn *grpc.ClientConn, node string, epoch func() uint64, wg *sync.WaitGroup) *pipe {
+func openPipe(conn *grpc.ClientConn, node string, epoch func() uint64, maxWaiting int, wg *sync.WaitGroup) *pipe {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &pipe{node: node, epoch: epoch, wake: make(chan struct{}, 1), stop: cancel}
+	p := &pipe{node: node, epoch: epoch, maxWaiting: maxWaiting, wake: make(chan struct{}, 1), stop: cancel}
 	p.mu.pending = map[uint64]*waiter{}
 	wg.Add(1)
 	go func() {
@@ -230,7 +233,7 @@ func (p *pipe) call(ctx context.Context, c *internalv1.Call) (*internalv1.Reply,
 	}
 	w := waiters.Get().(*waiter)
 	p.mu.Lock()
-	if p.mu.err != nil || len(p.mu.pending) >= MaxPipeInFlight {
+	if p.mu.err != nil || len(p.mu.pending) >= p.maxWaiting {
 		p.mu.Unlock()
 		waiters.Put(w)
 		return nil, errPipeFull

@@ -98,7 +98,7 @@ func pipeSetup(t *testing.T) (peer *pipePeer, srv *grpc.Server, addr *atomic.Val
 	addr = &atomic.Value{}
 	addr.Store(a)
 	g = NewGRPC(func(string) (string, bool) { return addr.Load().(string), true })
-	g.PipeCalls(func() uint64 { return 3 })
+	g.PipeCalls(func() uint64 { return 3 }, 0)
 	t.Cleanup(func() { g.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
@@ -328,7 +328,7 @@ func (c heldClient) Calls(ctx context.Context, _ ...grpc.CallOption) (grpc.BidiS
 // it waited behind a send in progress is not sent; the others are.
 func TestPipeDropsCallsGivenUpBeforeSending(t *testing.T) {
 	s := &heldStream{entered: make(chan struct{}, 4), release: make(chan struct{}, 4)}
-	p := &pipe{node: "n2", epoch: func() uint64 { return 1 }, wake: make(chan struct{}, 1)}
+	p := &pipe{node: "n2", epoch: func() uint64 { return 1 }, maxWaiting: DefaultPipeWaiting, wake: make(chan struct{}, 1)}
 	p.mu.pending = map[uint64]*waiter{}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.stop = cancel

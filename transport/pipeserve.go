@@ -32,8 +32,9 @@ type CallServer struct {
 	// Check runs before each batch is taken (e.g. that the sender is
 	// still a member); an error ends the stream with it.
 	Check func() error
-	// MaxRunning bounds the calls running at once (default 1024): past it
-	// the stream stops reading and gRPC flow control pushes back.
+	// MaxRunning bounds the calls running at once (default
+	// DefaultCallsRunning): past it the stream stops reading and gRPC flow
+	// control pushes back on the sender.
 	MaxRunning int
 	// MaxCallTime bounds each call, whatever timeout its sender gave
 	// (default 30s).
@@ -43,10 +44,13 @@ type CallServer struct {
 	Running *atomic.Int64
 }
 
+// DefaultCallsRunning is CallServer.MaxRunning's default.
+const DefaultCallsRunning = 1024
+
 // ServeStream serves stream until the sender closes it, it fails, or Closing.
 func (s CallServer) ServeStream(stream internalv1.Replica_CallsServer) error {
 	if s.MaxRunning <= 0 {
-		s.MaxRunning = 1024
+		s.MaxRunning = DefaultCallsRunning
 	}
 	if s.MaxCallTime <= 0 {
 		s.MaxCallTime = 30 * time.Second

@@ -27,6 +27,7 @@ data-dir: /var/lib/meridian
 cluster-secret-file: /etc/meridian/cluster.secret
 initial-cluster: from-file=127.0.0.1:7001,n2=127.0.0.1:7002/dc2/r1/3
 request-timeout: 2s
+peer-calls-waiting: 100
 gossip-seeds: [127.0.0.1:7101, 127.0.0.1:7102]
 keyspaces:
   - name: orders
@@ -34,6 +35,7 @@ keyspaces:
 `), 0o644)
 	t.Setenv("MERIDIAN_DATA_DIR", "/from/env")
 	t.Setenv("MERIDIAN_REQUEST_TIMEOUT", "3s")
+	t.Setenv("MERIDIAN_PEER_CALLS_RUNNING", "50")
 	var cfg node.Config
 	var sf serveFlags
 	cmd := newServeCmdFor(&cfg, &sf)
@@ -45,6 +47,9 @@ keyspaces:
 	}
 	if cfg.ID != "from-file" || cfg.DataDir != "/from/env" || cfg.RequestTimeout != 4*time.Second {
 		t.Fatalf("resolved id=%q data-dir=%q timeout=%v; want file, env, flag", cfg.ID, cfg.DataDir, cfg.RequestTimeout)
+	}
+	if cfg.PeerCallsWaiting != 100 || cfg.PeerCallsRunning != 50 {
+		t.Fatalf("peer-calls-waiting %d (file), peer-calls-running %d (env); want 100, 50", cfg.PeerCallsWaiting, cfg.PeerCallsRunning)
 	}
 	if cfg.ClusterSecretFile != "/etc/meridian/cluster.secret" {
 		t.Fatalf("cluster-secret-file from YAML = %q", cfg.ClusterSecretFile)
