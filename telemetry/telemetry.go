@@ -57,6 +57,8 @@ type Config struct {
 	// < 0 means "from OTEL_TRACES_SAMPLER_ARG, else 1".
 	SampleRatio float64 `yaml:"trace-sample-ratio"`
 	// MetricsAddr serves /metrics (and /debug/pprof with Pprof) when set.
+	// A bare port (":9090") binds localhost only; name the host (for
+	// example 0.0.0.0:9090) to serve other machines.
 	MetricsAddr string `yaml:"metrics-addr"`
 	Pprof       bool   `yaml:"pprof"`
 	// ServiceName for the OTel resource (default "meridian").
@@ -235,6 +237,17 @@ func sampleRatio(cfg Config) (float64, error) {
 	return 0, fmt.Errorf("trace sample ratio %v is negative", cfg.SampleRatio)
 }
 
+// LocalByDefault gives a host:port without a host the loopback host:
+// metrics and profiles reach other machines only when the operator names
+// an interface.
+func LocalByDefault(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host != "" {
+		return addr
+	}
+	return net.JoinHostPort("127.0.0.1", port)
+}
+
 func (t *Telemetry) serve(cfg Config) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(t.Registry, promhttp.HandlerOpts{Registry: t.Registry}))
@@ -245,7 +258,7 @@ func (t *Telemetry) serve(cfg Config) error {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	lis, err := net.Listen("tcp", cfg.MetricsAddr)
+	lis, err := net.Listen("tcp", LocalByDefault(cfg.MetricsAddr))
 	if err != nil {
 		return fmt.Errorf("listen on metrics-addr %s: %w", cfg.MetricsAddr, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -72,11 +73,15 @@ func TestOTLPFromEnvironment(t *testing.T) {
 }
 
 func TestMetricsAndPprof(t *testing.T) {
-	tel, err := Setup(context.Background(), Config{MetricsAddr: "127.0.0.1:0", Pprof: true, Getenv: env(nil)})
+	// A bare port binds loopback only.
+	tel, err := Setup(context.Background(), Config{MetricsAddr: ":0", Pprof: true, Getenv: env(nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tel.Close(context.Background())
+	if host, _, _ := net.SplitHostPort(tel.MetricsAddr()); host != "127.0.0.1" {
+		t.Fatalf("metrics-addr :0 bound %s, want loopback only", tel.MetricsAddr())
+	}
 	tel.Metrics.RequestDone("Get", "QUORUM", "OK", 1e6)
 	for path, want := range map[string]string{
 		"/metrics":      `meridian_requests_total{level="QUORUM",op="Get",outcome="OK"} 1`,

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meridiankv/meridian/node"
 	"github.com/meridiankv/meridian/ops"
+	"github.com/meridiankv/meridian/telemetry"
 )
 
 func newDevCmd() *cobra.Command {
@@ -96,14 +97,14 @@ node's ID and addresses, so scripts and 'meridian bench --cluster' can find it.
 	f.StringVar(&spec.Engine, "engine", "pebble", "storage engine: pebble or memory")
 	f.BoolVar(&spec.SeparateHosts, "separate-hosts", true, "bind datacenter i to 127.0.0.(i+1) (false: every node on 127.0.0.1)")
 	f.StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
-	f.StringVar(&pprofAddr, "pprof-addr", "", "serve net/http/pprof for the whole process (every node) on this address, e.g. 127.0.0.1:6060")
+	f.StringVar(&pprofAddr, "pprof-addr", "", "serve net/http/pprof for the whole process (every node) on this address, e.g. 127.0.0.1:6060 (a bare :6060 binds localhost only)")
 	return cmd
 }
 
 // servePprof serves net/http/pprof on addr until stop is called; it
 // returns the address bound.
 func servePprof(addr string) (stop func(), bound string, err error) {
-	lis, err := net.Listen("tcp", addr)
+	lis, err := net.Listen("tcp", telemetry.LocalByDefault(addr))
 	if err != nil {
 		return nil, "", fmt.Errorf("--pprof-addr: %w", err)
 	}

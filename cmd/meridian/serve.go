@@ -123,7 +123,7 @@ nothing until a committed plan adds it:
 	f.DurationVar(&cfg.HintInterval, "hint-interval", 0, "how often hints are offered to returning nodes (default 1s)")
 	f.Var(optDuration{&cfg.HintWindow}, "hint-window", "a node down longer than this gets no more hints; older hints are dropped (default 3h; 0 turns hints off)")
 	f.Var(optBytes{&cfg.MaxHintBytes}, "max-hint-bytes", "hints held per target node, bytes, e.g. 64MiB (default 64 MiB; 0 turns hints off)")
-	f.StringVar(&cfg.Telemetry.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this host:port (off when empty)")
+	f.StringVar(&cfg.Telemetry.MetricsAddr, "metrics-addr", "", "serve Prometheus /metrics on this host:port (off when empty; a bare :9100 binds localhost only, 0.0.0.0:9100 every interface)")
 	f.BoolVar(&cfg.Telemetry.Pprof, "pprof", false, "also serve net/http/pprof under /debug/pprof on --metrics-addr")
 	f.StringVar(&cfg.Telemetry.Exporter, "trace-exporter", "", "otlp, stdout or none (default: otlp when an OTLP endpoint is set, else none; or OTEL_TRACES_EXPORTER)")
 	f.StringVar(&cfg.Telemetry.OTLPEndpoint, "otlp-endpoint", "", "OTLP collector endpoint, e.g. localhost:4317 (default OTEL_EXPORTER_OTLP_ENDPOINT)")
