@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -45,6 +46,15 @@ type Client struct {
 	topo  *topology
 	conns map[string]*grpc.ClientConn // by address
 	down  map[string]time.Time        // node ID -> when it was found unreachable
+
+	// epoch mirrors topo.epoch for the request path; ahead is the address
+	// of a node that answered with a newer epoch (asked first on the next
+	// refresh).
+	epoch atomic.Uint64
+	ahead atomic.Pointer[string]
+	// seen is the newest epoch a node has answered with: a refresh keeps
+	// asking until it finds a node that far along (or runs out).
+	seen atomic.Uint64
 
 	refreshNow chan struct{}
 	stop       chan struct{}
@@ -117,10 +127,31 @@ func (c *Client) closeConns() {
 }
 
 // Epoch is the topology epoch the client currently routes with.
-func (c *Client) Epoch() uint64 {
+func (c *Client) Epoch() uint64 { return c.epoch.Load() }
+
+// learn notes the epoch a node answered with: newer than the client's
+// means the topology changed (a node joined or left, a partition moved, a
+// keyspace was created), so the client fetches it now, from that node
+// first, rather than at its next periodic refresh.
+func (c *Client) learn(e *kvv1.Effective, node string) {
+	if e.GetEpoch() <= c.epoch.Load() {
+		return
+	}
+	for {
+		s := c.seen.Load()
+		if e.GetEpoch() <= s || c.seen.CompareAndSwap(s, e.GetEpoch()) {
+			break
+		}
+	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.topo.epoch
+	for _, n := range c.topo.nodes {
+		if n.GetId() == node {
+			addr := n.GetGrpcAddr()
+			c.ahead.Store(&addr)
+		}
+	}
+	c.mu.Unlock()
+	c.triggerRefresh()
 }
 
 // Refresh re-reads the topology now (from a live node, else a seed).
@@ -132,12 +163,30 @@ func (c *Client) loop() {
 	defer close(c.done)
 	t := time.NewTicker(c.opts.refresh)
 	defer t.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-c.stop:
 			return
 		case <-t.C:
 		case <-c.refreshNow:
+			// Triggered refreshes (a newer epoch seen, a routing failure)
+			// come at most every minRefreshGap, however many requests
+			// ask for one.
+			if wait := minRefreshGap - time.Since(last); wait > 0 {
+				w := time.NewTimer(wait)
+				select {
+				case <-c.stop:
+					w.Stop()
+					return
+				case <-w.C:
+				}
+			}
+		}
+		last = time.Now()
+		addrs := c.refreshAddrs()
+		if a := c.ahead.Swap(nil); a != nil {
+			addrs = append([]string{*a}, addrs...)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), c.opts.topologyTimeout)
 		go func() {
@@ -147,10 +196,13 @@ func (c *Client) loop() {
 			case <-ctx.Done():
 			}
 		}()
-		_ = c.refresh(ctx, c.refreshAddrs())
+		_ = c.refresh(ctx, addrs)
 		cancel()
 	}
 }
+
+// minRefreshGap spaces triggered topology refreshes.
+const minRefreshGap = 100 * time.Millisecond
 
 // triggerRefresh asks the background loop for a refresh (coalesced).
 func (c *Client) triggerRefresh() {
@@ -179,10 +231,13 @@ func (c *Client) refreshAddrs() []string {
 	return append(append(local, other...), c.seeds...)
 }
 
-// refresh fetches the topology from the first of addrs that answers and
-// installs it unless it is older than the current one.
+// refresh fetches the topology from the first of addrs that answers with
+// at least the newest epoch a node has reported (else from the one with
+// the newest) and installs it unless it is older than the current one.
 func (c *Client) refresh(ctx context.Context, addrs []string) error {
 	var errs []error
+	var best *internalv1.TopologyResponse
+	want := c.seen.Load()
 	seen := map[string]bool{}
 	for _, a := range addrs {
 		if seen[a] {
@@ -202,7 +257,15 @@ func (c *Client) refresh(ctx context.Context, addrs []string) error {
 			}
 			continue
 		}
-		c.install(newTopology(resp))
+		if best == nil || resp.GetEpoch() > best.GetEpoch() {
+			best = resp
+		}
+		if resp.GetEpoch() >= want {
+			break
+		}
+	}
+	if best != nil {
+		c.install(newTopology(best))
 		return nil
 	}
 	if len(errs) == 0 {
@@ -218,6 +281,7 @@ func (c *Client) install(t *topology) {
 		return
 	}
 	c.topo = t
+	c.epoch.Store(t.epoch)
 	// Forget connections to addresses that left the topology (seeds stay).
 	keep := map[string]bool{}
 	for _, a := range c.seeds {
@@ -549,6 +613,7 @@ func (c *Client) Get(ctx context.Context, keyspace string, key []byte, opts ...C
 	if err != nil {
 		return nil, err
 	}
+	c.learn(resp.GetEffective(), node)
 	return &GetResult{Values: liveValues(resp.GetSiblings()), Siblings: resp.GetSiblings(), Context: resp.GetContext(),
 		Effective: resp.GetEffective(), Node: node}, nil
 }
@@ -580,6 +645,7 @@ func (c *Client) put(ctx context.Context, keyspace string, key, value, causal []
 	if err != nil {
 		return nil, err
 	}
+	c.learn(resp.GetEffective(), node)
 	return &PutResult{Context: resp.GetContext(), Values: liveValues(resp.GetSiblings()), Siblings: resp.GetSiblings(),
 		Effective: resp.GetEffective(), Node: node, RequestID: id}, nil
 }
@@ -603,6 +669,7 @@ func (c *Client) Delete(ctx context.Context, keyspace string, key []byte, opts .
 	if err != nil {
 		return nil, err
 	}
+	c.learn(resp.GetEffective(), node)
 	return &DeleteResult{Context: resp.GetContext(), Effective: resp.GetEffective(), Node: node, RequestID: id}, nil
 }
 

@@ -20,6 +20,7 @@ import (
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 	"github.com/meridiankv/meridian/client"
+	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/node"
 	"github.com/meridiankv/meridian/placement"
 )
@@ -408,5 +409,53 @@ func TestRawKVIsRouted(t *testing.T) {
 		if _, err := kv.Delete(ctx, &kvv1.DeleteRequest{Key: key, Context: get.GetContext()}); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestClientLearnsNewerEpochFromAnswers: with the periodic refresh an
+// hour away, a topology change still reaches the client within a few
+// requests: answers carry the coordinator's epoch, and a newer one makes
+// the client fetch the topology at once.
+func TestClientLearnsNewerEpochFromAnswers(t *testing.T) {
+	l := startCluster(t)
+	nodes := l.Nodes()
+	ctx := ctxT(t)
+	// Let the start-up metadata settle, then dial with no periodic refresh
+	// to speak of.
+	waitStable := func() uint64 {
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			e := nodes[0].Topology().Epoch
+			if nodes[1].Topology().Epoch == e && nodes[2].Topology().Epoch == e {
+				return e
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the nodes' epochs did not settle")
+			}
+		}
+	}
+	before := waitStable()
+	c := dial(t, nodes[0].Addr(), client.RefreshInterval(time.Hour))
+	if c.Epoch() != before {
+		t.Fatalf("client dialled at epoch %d, cluster at %d", c.Epoch(), before)
+	}
+	if _, err := nodes[0].CreateKeyspace(ctx, membership.KeyspaceSpec{Name: "later", Replication: map[string]int{"dc1": 2}}); err != nil {
+		t.Fatal(err)
+	}
+	after := waitStable()
+	if after <= before {
+		t.Fatalf("creating a keyspace left the epoch at %d", after)
+	}
+	for i := 0; c.Epoch() < after; i++ {
+		if i == 200 {
+			t.Fatalf("after %d requests the client routes by epoch %d, the cluster is at %d", i, c.Epoch(), after)
+		}
+		res, err := c.Put(ctx, "", fmt.Appendf(nil, "k%d", i), []byte("v"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Effective.GetEpoch() != after {
+			t.Fatalf("answer carries epoch %d, the cluster is at %d", res.Effective.GetEpoch(), after)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -2,9 +2,12 @@
 //
 // Dial learns the cluster's topology (nodes, their datacenters and client
 // addresses, and for every keyspace the replicas of each partition, at an
-// epoch) from any seed, and keeps it current: it re-reads it periodically
-// (RefreshInterval, default 30s), after a node turns out unreachable, and
-// when a call names a keyspace it does not know. Each request then goes
+// epoch) from any seed, and keeps it current: every answer carries the
+// coordinator's epoch (Effective.Epoch), and a newer one than the client
+// routes by makes it re-read the topology at once, from that node first;
+// it also re-reads it periodically (RefreshInterval, default 30s), after a
+// node turns out unreachable, and when a call names a keyspace it does not
+// know. Each request then goes
 // straight to a replica of its key, so no request pays a forwarding hop:
 //
 //  1. live replicas in the caller's datacenter (LocalDC), in the

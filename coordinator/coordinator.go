@@ -970,7 +970,7 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 			// A fallback holds no copy to send again: the first attempt's
 			// hints carry the write.
 			fcancel()
-			return &kvv1.PutResponse{Effective: &kvv1.Effective{N: uint32(r.need.N), Level: r.need.Level, Coordinator: c.cfg.NodeID},
+			return &kvv1.PutResponse{Effective: &kvv1.Effective{N: uint32(r.need.N), Level: r.need.Level, Coordinator: c.cfg.NodeID, Epoch: c.cfg.Topology().Epoch},
 				Explain: r.trail.events()}, nil
 		}
 	}
@@ -1278,7 +1278,7 @@ func b2i(b bool) int {
 
 func (c *Coordinator) effective(need Need, got []reply, hinted []string) *kvv1.Effective {
 	e := &kvv1.Effective{N: uint32(need.N), Level: need.Level, Coordinator: c.cfg.NodeID, Hinted: hinted,
-		Replicas: make([]string, 0, len(got))}
+		Replicas: make([]string, 0, len(got)), Epoch: c.cfg.Topology().Epoch}
 	for _, rp := range got {
 		if rp.err == nil && rp.t.hintFor == "" {
 			e.Replicas = append(e.Replicas, rp.t.Node)

@@ -278,7 +278,10 @@ type Effective struct {
 	// The node that coordinated the request.
 	Coordinator string `protobuf:"bytes,6,opt,name=coordinator,proto3" json:"coordinator,omitempty"`
 	// Node IDs that held a hinted copy for an unreachable replica.
-	Hinted        []string `protobuf:"bytes,7,rep,name=hinted,proto3" json:"hinted,omitempty"`
+	Hinted []string `protobuf:"bytes,7,rep,name=hinted,proto3" json:"hinted,omitempty"`
+	// The coordinator's cluster metadata (topology) epoch when it answered:
+	// a client routing by an older topology should fetch the newer one.
+	Epoch         uint64 `protobuf:"varint,8,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -360,6 +363,13 @@ func (x *Effective) GetHinted() []string {
 		return x.Hinted
 	}
 	return nil
+}
+
+func (x *Effective) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
 }
 
 // Event is one step of an explained request, in order.
@@ -918,7 +928,7 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x05value\x18\x01 \x01(\fR\x05value\x12\x1c\n" +
 	"\ttombstone\x18\x02 \x01(\bR\ttombstone\x121\n" +
 	"\x15write_time_unix_nanos\x18\x03 \x01(\x03R\x12writeTimeUnixNanos\x12\x10\n" +
-	"\x03dot\x18\x04 \x01(\tR\x03dot\"\xaf\x01\n" +
+	"\x03dot\x18\x04 \x01(\tR\x03dot\"\xc5\x01\n" +
 	"\tEffective\x12\f\n" +
 	"\x01n\x18\x01 \x01(\rR\x01n\x12\f\n" +
 	"\x01r\x18\x02 \x01(\rR\x01r\x12\f\n" +
@@ -926,7 +936,8 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x05level\x18\x04 \x01(\x0e2\f.kv.v1.LevelR\x05level\x12\x1a\n" +
 	"\breplicas\x18\x05 \x03(\tR\breplicas\x12 \n" +
 	"\vcoordinator\x18\x06 \x01(\tR\vcoordinator\x12\x16\n" +
-	"\x06hinted\x18\a \x03(\tR\x06hinted\"\x99\x01\n" +
+	"\x06hinted\x18\a \x03(\tR\x06hinted\x12\x14\n" +
+	"\x05epoch\x18\b \x01(\x04R\x05epoch\"\x99\x01\n" +
 	"\x05Event\x12#\n" +
 	"\roffset_micros\x18\x01 \x01(\x03R\foffsetMicros\x12'\n" +
 	"\x0fduration_micros\x18\x02 \x01(\x03R\x0edurationMicros\x12\x12\n" +
