@@ -163,6 +163,21 @@ func (m *MetaLog) Leader() string {
 	return string(id)
 }
 
+// LogStats is this member's view of the log.
+type LogStats struct {
+	Leader                                     bool
+	Term, LastIndex, CommitIndex, AppliedIndex uint64
+	// LastContact is when the leader was last heard from (zero: never;
+	// meaningless on the leader).
+	LastContact time.Time
+}
+
+// Stats reads the member's log state (cheap: no call into the group).
+func (m *MetaLog) Stats() LogStats {
+	return LogStats{Leader: m.IsLeader(), Term: m.raft.CurrentTerm(), LastIndex: m.raft.LastIndex(),
+		CommitIndex: m.raft.CommitIndex(), AppliedIndex: m.raft.AppliedIndex(), LastContact: m.raft.LastContact()}
+}
+
 // IsLeader reports whether this node leads the group.
 func (m *MetaLog) IsLeader() bool { return m.raft.State() == raft.Leader }
 

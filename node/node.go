@@ -322,6 +322,9 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	if err := n.tel.Metrics.RegisterMembers(n.memberCounts); err != nil {
 		return nil, err
 	}
+	if err := n.tel.Metrics.RegisterMetaLog(n.metaLogStats); err != nil {
+		return nil, err
+	}
 	if err := n.tel.Metrics.RegisterGossipRefused(func() float64 { return float64(n.gossip.Refused()) }); err != nil {
 		return nil, err
 	}
@@ -418,6 +421,20 @@ func (n *Node) discoverSeeds(ctx context.Context) {
 }
 
 // memberCounts counts gossip members by state, for metrics.
+// metaLogStats is the metadata log's state for the metrics.
+func (n *Node) metaLogStats() telemetry.MetaLogStats {
+	s := n.meta.Stats()
+	out := telemetry.MetaLogStats{Leader: s.Leader, Term: s.Term, LastIndex: s.LastIndex, CommitIndex: s.CommitIndex,
+		AppliedIndex: s.AppliedIndex, Epoch: n.Topology().Epoch, SinceContact: -1}
+	switch {
+	case s.Leader:
+		out.SinceContact = 0
+	case !s.LastContact.IsZero():
+		out.SinceContact = max(time.Since(s.LastContact), 0)
+	}
+	return out
+}
+
 func (n *Node) memberCounts() map[string]int {
 	out := map[string]int{}
 	for _, m := range n.gossip.Members() {

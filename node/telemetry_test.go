@@ -214,10 +214,27 @@ func TestMetricsEndpoint(t *testing.T) {
 		`meridian_hints_delivered_total`,
 		"meridian_peer_calls_waiting 0", // idle: nothing waits, nothing runs
 		"meridian_peer_calls_running 0",
+		"meridian_gossip_refused_total 0",
 		`go_goroutines`,
 	} {
 		if !strings.Contains(after, want) {
 			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	// The metadata log: a one-node cluster leads it, has applied entries,
+	// and reports the epoch it routes by.
+	for series, want := range map[string]float64{
+		"meridian_meta_leader":                     1,
+		"meridian_meta_leader_contact_age_seconds": 0,
+		"meridian_meta_epoch":                      float64(n.Topology().Epoch),
+	} {
+		if got := metricValue(t, after, series); got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+	}
+	for _, series := range []string{"meridian_meta_term", `meridian_meta_index{kind="applied"}`, `meridian_meta_index{kind="commit"}`} {
+		if metricValue(t, after, series) < 1 {
+			t.Errorf("%s = %v, want at least 1", series, metricValue(t, after, series))
 		}
 	}
 }

@@ -282,3 +282,56 @@ func (c *hintsCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(hintDroppedDesc, prometheus.CounterValue, float64(n), reason)
 	}
 }
+
+// MetaLogStats is the cluster metadata log's state on this node, read at
+// each scrape.
+type MetaLogStats struct {
+	Leader                                     bool
+	Term, LastIndex, CommitIndex, AppliedIndex uint64
+	// Epoch is the applied metadata epoch (the topology routed by).
+	Epoch uint64
+	// SinceContact is how long ago this node last heard from the leader
+	// (0 on the leader; negative: never).
+	SinceContact time.Duration
+}
+
+// RegisterMetaLog exports the metadata log: leadership, term, log indexes,
+// applied epoch and the time since the leader was last heard from.
+func (m *Metrics) RegisterMetaLog(stats func() MetaLogStats) error {
+	return m.reg.Register(&metaLogCollector{stats: stats})
+}
+
+var (
+	metaLeaderDesc  = prometheus.NewDesc("meridian_meta_leader", "1 when this node leads the cluster metadata log (Raft), else 0.", nil, nil)
+	metaTermDesc    = prometheus.NewDesc("meridian_meta_term", "Current Raft term of the metadata log: it rises with every election.", nil, nil)
+	metaIndexDesc   = prometheus.NewDesc("meridian_meta_index", "Metadata log index on this node, by kind: last (stored), commit, applied.", []string{"kind"}, nil)
+	metaEpochDesc   = prometheus.NewDesc("meridian_meta_epoch", "Cluster metadata epoch this node has applied (every node should agree within seconds).", nil, nil)
+	metaContactDesc = prometheus.NewDesc("meridian_meta_leader_contact_age_seconds", "Seconds since this node last heard from the metadata log's leader (0 on the leader; -1 never).", nil, nil)
+)
+
+type metaLogCollector struct{ stats func() MetaLogStats }
+
+func (c *metaLogCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{metaLeaderDesc, metaTermDesc, metaIndexDesc, metaEpochDesc, metaContactDesc} {
+		ch <- d
+	}
+}
+
+func (c *metaLogCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	leader := 0.0
+	if s.Leader {
+		leader = 1
+	}
+	ch <- prometheus.MustNewConstMetric(metaLeaderDesc, prometheus.GaugeValue, leader)
+	ch <- prometheus.MustNewConstMetric(metaTermDesc, prometheus.GaugeValue, float64(s.Term))
+	ch <- prometheus.MustNewConstMetric(metaIndexDesc, prometheus.GaugeValue, float64(s.LastIndex), "last")
+	ch <- prometheus.MustNewConstMetric(metaIndexDesc, prometheus.GaugeValue, float64(s.CommitIndex), "commit")
+	ch <- prometheus.MustNewConstMetric(metaIndexDesc, prometheus.GaugeValue, float64(s.AppliedIndex), "applied")
+	ch <- prometheus.MustNewConstMetric(metaEpochDesc, prometheus.GaugeValue, float64(s.Epoch))
+	contact := s.SinceContact.Seconds()
+	if s.SinceContact < 0 {
+		contact = -1
+	}
+	ch <- prometheus.MustNewConstMetric(metaContactDesc, prometheus.GaugeValue, contact)
+}
