@@ -570,7 +570,11 @@ func (d *driller) clearOn(ctx context.Context, node, id string) error {
 }
 
 // roll restarts every node in turn: SIGTERM, start again, wait until it
-// is healthy, pause.
+// is healthy and the hints written for it while it was away are
+// delivered, pause. (A returning replica is not counted toward reads
+// while it is owed hints, so restarting its DC's next node before they
+// are delivered leaves that DC one replica short: the runbook waits, as
+// for Cassandra's hint replay.)
 func (d *driller) roll(ctx context.Context) error {
 	for i, id := range d.ids {
 		t0 := time.Now()
@@ -585,12 +589,55 @@ func (d *driller) roll(ctx context.Context) error {
 		d.down = ""
 		d.logf("hold: %s restarted and healthy in %.1fs (%d of %d)", id, time.Since(t0).Seconds(), i+1, len(d.ids))
 		if i < len(d.ids)-1 {
+			t1 := time.Now()
+			if err := d.waitHintsDelivered(ctx, id, maxHintWait); err != nil {
+				return err
+			}
+			d.logf("hold: hints for %s delivered in %.1fs", id, time.Since(t1).Seconds())
+		}
+		if i < len(d.ids)-1 {
 			if err := d.sleep(ctx, d.cfg.RestartPause); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// maxHintWait bounds how long a rolling restart waits for a node's hints.
+const maxHintWait = 60 * time.Second
+
+// waitHintsDelivered polls every node until none holds hints for id, at
+// most limit (then it notes that it went on regardless).
+func (d *driller) waitHintsDelivered(ctx context.Context, id string, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		held, unknown := uint64(0), 0
+		for _, n := range d.ids {
+			hctx, cancel := context.WithTimeout(ctx, time.Second)
+			resp, err := d.env.Admin[n].Hints(hctx, &adminv1.HintsRequest{})
+			cancel()
+			if err != nil {
+				unknown++
+				continue
+			}
+			for _, ht := range resp.GetTargets() {
+				if ht.GetTarget() == id {
+					held += ht.GetCount()
+				}
+			}
+		}
+		if held == 0 && unknown == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			d.note("rolling restart: %d hint(s) for %s still held (%d node(s) did not answer) after %s; restarting the next node anyway", held, id, unknown, limit)
+			return nil
+		}
+		if err := d.sleep(ctx, 200*time.Millisecond); err != nil {
+			return err
+		}
+	}
 }
 
 // reconnect waits until the drill's admin connection to a restarted node
