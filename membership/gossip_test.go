@@ -165,18 +165,10 @@ func TestConfigErrors(t *testing.T) {
 // memberlist, yet never listed by the nodes of this cluster.
 func TestGossipIgnoresAnotherClusterID(t *testing.T) {
 	startIn := func(id, label, meta string, seeds []string) *Gossip {
-		t.Helper()
-		g, err := Start(context.Background(), Config{
-			Meta:      Meta{ID: id, GRPCAddr: "127.0.0.1:1" + id[1:], DC: "dc1", Rack: "r1", Weight: 1, Epoch: 1, ClusterID: meta},
-			ClusterID: func() string { return label },
-			Label:     "meridian/prod",
-			BindAddr:  "127.0.0.1:0", Seeds: seeds, Profile: "test", JoinRetry: 50 * time.Millisecond,
-		}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { g.Close() })
-		return g
+		return startWith(t, id, seeds, nil, func(c *Config) {
+			c.Meta.ClusterID, c.Label = meta, "meridian/prod"
+			c.ClusterID = func() string { return label }
+		})
 	}
 	a1 := startIn("n1", "cluster-a", "cluster-a", nil)
 	b2 := startIn("n2", "", "cluster-b", []string{a1.Addr()})
@@ -201,19 +193,10 @@ func TestGossipIgnoresAnotherClusterID(t *testing.T) {
 // from the bootstrap label to the ID's without dropping out.
 func TestGossipLabelIsTheClusterID(t *testing.T) {
 	startIn := func(id string, cluster *atomic.Pointer[string], seeds []string) *Gossip {
-		t.Helper()
-		g, err := Start(context.Background(), Config{
-			Meta:      Meta{ID: id, GRPCAddr: "127.0.0.1:1" + id[1:], DC: "dc1", Rack: "r1", Weight: 1, Epoch: 1},
-			ClusterID: func() string { return *cluster.Load() },
-			Label:     "meridian/prod",
-			Keys:      [][]byte{key(1)},
-			BindAddr:  "127.0.0.1:0", Seeds: seeds, Profile: "test", JoinRetry: 50 * time.Millisecond,
-		}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { g.Close() })
-		return g
+		return startWith(t, id, seeds, nil, func(c *Config) {
+			c.Keys, c.Label = [][]byte{key(1)}, "meridian/prod"
+			c.ClusterID = func() string { return *cluster.Load() }
+		})
 	}
 	idOf := func(s string) *atomic.Pointer[string] {
 		p := &atomic.Pointer[string]{}
