@@ -331,7 +331,7 @@ func Start(ctx context.Context, cfg Config, l Listener) (*Gossip, error) {
 		inner = nodeAware{t}
 	}
 	lt := newLabelTransport(&filterTransport{NodeAwareTransport: inner, g: g, dialCtx: dialCtx},
-		labels{bootstrap: cfg.Label, clusterID: cfg.ClusterID})
+		&labels{bootstrap: cfg.Label, clusterID: cfg.ClusterID})
 	g.labels = lt
 	mc.Transport = lt
 	if cfg.tune != nil {
@@ -478,11 +478,11 @@ func (g *Gossip) UpdateMeta(m Meta) error {
 	return g.ml.UpdateNode(5 * time.Second)
 }
 
-// Close leaves the cluster gracefully and shuts gossip down. It is
-// idempotent.
 // Refused counts the gossip messages and streams refused for their label.
 func (g *Gossip) Refused() uint64 { return g.labels.dropped.Load() }
 
+// Close leaves the cluster gracefully and shuts gossip down. It is
+// idempotent.
 func (g *Gossip) Close() error {
 	var err error
 	g.closeOnce.Do(func() {

@@ -244,3 +244,28 @@ func TestGossipLabelIsTheClusterID(t *testing.T) {
 		t.Fatal("n4, now knowing its cluster ID, let a node of another cluster join")
 	}
 }
+
+// TestLabelRules: what a node sends and takes, before and after it knows
+// its cluster ID.
+func TestLabelRules(t *testing.T) {
+	id := ""
+	l := &labels{bootstrap: "meridian/prod", clusterID: func() string { return id }}
+	check := func(sends string, takes map[string]bool) {
+		t.Helper()
+		if got := l.current(); got != sends {
+			t.Errorf("id %q: sends %q, want %q", id, got, sends)
+		}
+		for label, want := range takes {
+			if got := l.accepts(label); got != want {
+				t.Errorf("id %q: accepts(%q) = %v, want %v", id, label, got, want)
+			}
+		}
+	}
+	check("meridian/prod", map[string]bool{"meridian/prod": true, "meridian-id/a": true, "meridian-id/b": true, "meridian/staging": false, "": false})
+	id = "a"
+	check("meridian-id/a", map[string]bool{"meridian/prod": true, "meridian-id/a": true, "meridian-id/b": false, "meridian/staging": false, "": false})
+	id = strings.Repeat("x", 100) // too long for a label: its hash stands in
+	if got := l.current(); len(got) != len(idLabelPrefix)+64 || !l.accepts(got) || l.accepts("meridian-id/a") {
+		t.Errorf("a long ID: sends %q (%d bytes)", got, len(got))
+	}
+}

@@ -55,38 +55,51 @@ type labels struct {
 	// clusterID returns the node's cluster ID, "" while unknown; nil: the
 	// bootstrap label for good.
 	clusterID func() string
+	// last caches the ID label of the last ID seen ({id, label}).
+	last atomic.Pointer[[2]string]
+}
+
+// idLabel is the label of the node's cluster ID, "" while unknown.
+func (l *labels) idLabel() string {
+	if l.clusterID == nil {
+		return ""
+	}
+	id := l.clusterID()
+	if id == "" {
+		return ""
+	}
+	if c := l.last.Load(); c != nil && c[0] == id {
+		return c[1]
+	}
+	c := [2]string{id, idLabel(id)}
+	l.last.Store(&c)
+	return c[1]
 }
 
 // current is the label this node sends.
-func (l labels) current() string {
-	if l.clusterID != nil {
-		if id := l.clusterID(); id != "" {
-			return idLabel(id)
-		}
+func (l *labels) current() string {
+	if lb := l.idLabel(); lb != "" {
+		return lb
 	}
 	return l.bootstrap
 }
 
 // accepts reports whether a message with this label is taken.
-func (l labels) accepts(label string) bool {
+func (l *labels) accepts(label string) bool {
 	if label == l.bootstrap {
 		return true
 	}
-	id := ""
-	if l.clusterID != nil {
-		id = l.clusterID()
+	if own := l.idLabel(); own != "" {
+		return label == own
 	}
-	if id == "" {
-		return strings.HasPrefix(label, idLabelPrefix)
-	}
-	return label == idLabel(id)
+	return strings.HasPrefix(label, idLabelPrefix)
 }
 
 // labelTransport labels what this node sends and drops what arrives with
 // a label it does not accept (see labels).
 type labelTransport struct {
 	memberlist.NodeAwareTransport
-	labels  labels
+	labels  *labels
 	packets chan *memberlist.Packet
 	streams chan net.Conn
 	// dropped counts messages refused for their label.
@@ -98,7 +111,7 @@ type labelTransport struct {
 	wg             sync.WaitGroup
 }
 
-func newLabelTransport(inner memberlist.NodeAwareTransport, l labels) *labelTransport {
+func newLabelTransport(inner memberlist.NodeAwareTransport, l *labels) *labelTransport {
 	t := &labelTransport{NodeAwareTransport: inner, labels: l,
 		packets: make(chan *memberlist.Packet), streams: make(chan net.Conn), stop: make(chan struct{}), done: make(chan struct{})}
 	t.wg.Add(2)
