@@ -190,3 +190,49 @@ func TestFaultNeedsAdminRole(t *testing.T) {
 		t.Fatalf("clear with the admin role = %v, %v; want 1 cleared", cl, err)
 	}
 }
+
+// TestFaultCutsTheMetadataLog: a partition cuts the metadata log's Raft
+// traffic too, so a leader cut off from the other members loses its
+// followers and they elect another; after the heal all three agree on one
+// leader again.
+func TestFaultCutsTheMetadataLog(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 3, Engine: "memory"})
+	nodes := l.Nodes()
+	var leader *node.Node
+	eventually(t, "a metadata leader", func() bool {
+		for _, n := range nodes {
+			if n.MetaLog().IsLeader() {
+				leader = n
+				return true
+			}
+		}
+		return false
+	})
+	for _, n := range nodes {
+		if n == leader {
+			continue
+		}
+		leader.Faults().Cut(n.ID())
+		n.Faults().Cut(leader.ID())
+	}
+	eventually(t, "the other two to elect another leader", func() bool {
+		for _, n := range nodes {
+			if n != leader && n.MetaLog().IsLeader() {
+				return true
+			}
+		}
+		return false
+	})
+	for _, n := range nodes {
+		n.Faults().Heal()
+	}
+	eventually(t, "one leader that all three follow after the heal", func() bool {
+		id := nodes[0].MetaLog().Leader()
+		for _, n := range nodes {
+			if l := n.MetaLog().Leader(); l == "" || l != id {
+				return false
+			}
+		}
+		return true
+	})
+}

@@ -161,8 +161,39 @@ func (n *Node) RaftAddr() string {
 	return n.raftLis.Addr().String()
 }
 
-// dialRaft connects to a member's metadata listener by node ID.
+// dialRaft connects to a member's metadata listener by node ID. A fault
+// that cuts the link to id (a drill's partition) refuses the dial and
+// breaks the connections already open at their next write, so a drill
+// cuts the metadata log's traffic like the replicas' (only what this node
+// sends, as for gossip: a link is cut both ways when both ends cut it).
 func (n *Node) dialRaft(ctx context.Context, id string) (net.Conn, error) {
+	if n.faults.Cuts(id) {
+		return nil, fmt.Errorf("fault injection: metadata traffic to %s is cut", id)
+	}
+	conn, err := n.dialRaftAddr(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return &cutConn{Conn: conn, cut: func() bool { return n.faults.Cuts(id) }, node: id}, nil
+}
+
+// cutConn fails (and closes) on a write while cut says the link is cut.
+type cutConn struct {
+	net.Conn
+	cut  func() bool
+	node string
+}
+
+func (c *cutConn) Write(b []byte) (int, error) {
+	if c.cut() {
+		_ = c.Conn.Close()
+		return 0, fmt.Errorf("fault injection: metadata traffic to %s is cut", c.node)
+	}
+	return c.Conn.Write(b)
+}
+
+// dialRaftAddr dials id's metadata listener (TLS unless insecure).
+func (n *Node) dialRaftAddr(ctx context.Context, id string) (net.Conn, error) {
 	addr, ok := n.book.getRaft(id)
 	if !ok {
 		if m, known := n.Topology().Meta.Member(id); known && m.RaftAddr != "" {

@@ -153,6 +153,32 @@ func (f *Faults) Drops(node string) bool {
 	return v.cut || v.drop
 }
 
+// Cuts reports whether a live rule cuts the link to node. Drops and
+// delays do not count (and draw nothing): they model a lossy or slow
+// network, which slows a connection rather than breaking it.
+func (f *Faults) Cuts(node string) bool {
+	f.mu.RLock()
+	rules, now := f.mu.rules, f.mu.now
+	f.mu.RUnlock()
+	if len(rules) == 0 {
+		return false
+	}
+	t := now()
+	dcKnown, dc := false, ""
+	dcOf := func() string {
+		if !dcKnown && f.DCOf != nil {
+			dc, dcKnown = f.DCOf(node), true
+		}
+		return dc
+	}
+	for _, r := range rules {
+		if r.Cut && r.live(t) && r.targets(node, dcOf) {
+			return true
+		}
+	}
+	return false
+}
+
 // SetClock replaces the clock rules expire by (default time.Now).
 func (f *Faults) SetClock(now func() time.Time) {
 	f.mu.Lock()
