@@ -509,6 +509,13 @@ func (s *metaServer) Propose(ctx context.Context, req *internalv1.ProposeRequest
 		return nil, status.Errorf(codes.Unavailable, "not the metadata leader (the leader is %q)", s.n.meta.Leader())
 	}
 	epoch, err := s.n.proposeOnce(ctx, c)
+	if errors.Is(err, membership.ErrNotLeader) {
+		// Leadership lost while committing: UNAVAILABLE, so the node that
+		// forwarded the proposal retries through the new leader, as a
+		// proposal made on the leader itself does (it was UNKNOWN, and the
+		// forwarder gave up).
+		return nil, status.Errorf(codes.Unavailable, "%v (the leader is now %q)", err, s.n.meta.Leader())
+	}
 	if err != nil {
 		return nil, err
 	}
