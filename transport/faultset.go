@@ -54,25 +54,8 @@ type verdict struct {
 // draws once, each delaying rule draws its jitter once; the longest wait
 // wins.
 func (f *Faults) decide(node string) verdict {
-	f.mu.RLock()
-	rules, now, rnd := f.mu.rules, f.mu.now, f.mu.rand
-	f.mu.RUnlock()
 	var v verdict
-	if len(rules) == 0 {
-		return v
-	}
-	t := now()
-	dcKnown, dc := false, ""
-	dcOf := func() string {
-		if !dcKnown && f.DCOf != nil {
-			dc, dcKnown = f.DCOf(node), true
-		}
-		return dc
-	}
-	for _, r := range rules {
-		if !r.live(t) || !r.targets(node, dcOf) {
-			continue
-		}
+	f.eachLive(node, func(r Rule, rnd func() float64) bool {
 		switch {
 		case r.Cut:
 			if !v.cut && !v.drop {
@@ -88,8 +71,34 @@ func (f *Faults) decide(node string) verdict {
 			d += time.Duration(rnd() * float64(r.Jitter))
 		}
 		v.wait = max(v.wait, d)
-	}
+		return true
+	})
 	return v
+}
+
+// eachLive calls fn with each live rule that targets node, in order, until
+// fn returns false; node's DC is looked up at most once, and only if a
+// rule names DCs.
+func (f *Faults) eachLive(node string, fn func(r Rule, rnd func() float64) bool) {
+	f.mu.RLock()
+	rules, now, rnd := f.mu.rules, f.mu.now, f.mu.rand
+	f.mu.RUnlock()
+	if len(rules) == 0 {
+		return
+	}
+	t := now()
+	dcKnown, dc := false, ""
+	dcOf := func() string {
+		if !dcKnown && f.DCOf != nil {
+			dc, dcKnown = f.DCOf(node), true
+		}
+		return dc
+	}
+	for _, r := range rules {
+		if r.live(t) && r.targets(node, dcOf) && !fn(r, rnd) {
+			return
+		}
+	}
 }
 
 // Add adds a rule, replacing the rule with the same ID if there is one.
@@ -157,26 +166,12 @@ func (f *Faults) Drops(node string) bool {
 // delays do not count (and draw nothing): they model a lossy or slow
 // network, which slows a connection rather than breaking it.
 func (f *Faults) Cuts(node string) bool {
-	f.mu.RLock()
-	rules, now := f.mu.rules, f.mu.now
-	f.mu.RUnlock()
-	if len(rules) == 0 {
-		return false
-	}
-	t := now()
-	dcKnown, dc := false, ""
-	dcOf := func() string {
-		if !dcKnown && f.DCOf != nil {
-			dc, dcKnown = f.DCOf(node), true
-		}
-		return dc
-	}
-	for _, r := range rules {
-		if r.Cut && r.live(t) && r.targets(node, dcOf) {
-			return true
-		}
-	}
-	return false
+	cut := false
+	f.eachLive(node, func(r Rule, _ func() float64) bool {
+		cut = r.Cut
+		return !cut
+	})
+	return cut
 }
 
 // SetClock replaces the clock rules expire by (default time.Now).
