@@ -51,9 +51,8 @@ type GRPC struct {
 
 // PipeCalls makes replica reads and writes go over one Calls stream per
 // peer (see pipe), each stamped with epoch() (the sender's topology
-// epoch). Call it before the first call.
-// maxWaiting bounds the calls waiting for a reply per peer (0:
-// DefaultPipeWaiting).
+// epoch), at most maxWaiting of them waiting for a reply per peer (0:
+// DefaultPipeWaiting). Call it before the first call.
 func (g *GRPC) PipeCalls(epoch func() uint64, maxWaiting int) {
 	if maxWaiting <= 0 {
 		maxWaiting = DefaultPipeWaiting
