@@ -16,7 +16,7 @@ import (
 
 // CallServer serves the replica end of a pipe: each call runs on its own
 // goroutine, as a unary call would, and the replies queue and go back in
-// batches.
+// batches (CallLoop does the work; clients' call streams use it too).
 type CallServer struct {
 	// Serve runs one call; ctx carries the call's deadline (bounded by
 	// MaxCallTime).
@@ -49,22 +49,78 @@ const DefaultCallsRunning = 1024
 
 // ServeStream serves stream until the sender closes it, it fails, or Closing.
 func (s CallServer) ServeStream(stream internalv1.Replica_CallsServer) error {
+	batch := &internalv1.ReplyBatch{}
+	return CallLoop[*internalv1.Call, *internalv1.Reply]{
+		Serve: func(ctx context.Context, c *internalv1.Call) *internalv1.Reply {
+			r := s.Serve(ctx, c)
+			r.Id = c.GetId()
+			return r
+		},
+		Refuse: func(c *internalv1.Call, err error) *internalv1.Reply {
+			return &internalv1.Reply{Id: c.GetId(), Result: ReplyError(err)}
+		},
+		Enter: s.Enter, Leave: s.Leave, Refused: s.Refused, Closing: s.Closing, Check: s.Check,
+		MaxRunning: s.MaxRunning, MaxCallTime: s.MaxCallTime, Running: s.Running,
+	}.Run(stream.Context(), func() ([]*internalv1.Call, error) {
+		b, err := stream.Recv()
+		return b.GetCalls(), err
+	}, func(rs []*internalv1.Reply) error {
+		batch.Replies = rs
+		err := stream.Send(batch)
+		batch.Replies = nil
+		return err
+	})
+}
+
+// TimedCall is a call that names its sender's timeout.
+type TimedCall interface {
+	GetTimeoutMicros() uint64
+}
+
+// CallLoop serves one stream of calls, each answered by a reply that
+// carries the call's ID: each call runs on a goroutine of its own (kept
+// for the next call), at most MaxRunning at once, and the replies queue
+// and go back in batches.
+type CallLoop[C TimedCall, R any] struct {
+	// Serve runs one call and returns its reply, ID set; ctx carries the
+	// call's deadline (bounded by MaxCallTime).
+	Serve func(ctx context.Context, c C) R
+	// Refuse is the reply, ID set, to a call refused with err.
+	Refuse func(c C, err error) R
+	// Enter, Leave, Refused, Closing, Check, MaxRunning, MaxCallTime and
+	// Running are as in CallServer.
+	Enter       func() bool
+	Leave       func()
+	Refused     error
+	Closing     <-chan struct{}
+	Check       func() error
+	MaxRunning  int
+	MaxCallTime time.Duration
+	Running     *atomic.Int64
+	// DefaultCallTime bounds a call whose sender named no timeout
+	// (default: MaxCallTime).
+	DefaultCallTime time.Duration
+}
+
+// Run serves calls read by recv (one batch a call; io.EOF when the sender
+// closed its side) and sends their replies with send, until the sender
+// closes its side and has every reply, the stream fails (ctx ends), or
+// Closing. send owns its slice only until it returns.
+func (s CallLoop[C, R]) Run(ctx context.Context, recv func() ([]C, error), send func([]R) error) error {
 	if s.MaxRunning <= 0 {
 		s.MaxRunning = DefaultCallsRunning
 	}
 	if s.MaxCallTime <= 0 {
 		s.MaxCallTime = 30 * time.Second
 	}
-	ctx := stream.Context()
-	o := &outbox{wake: make(chan struct{}, 1), slots: make(chan struct{}, s.MaxRunning)}
-	w := &callWorkers{calls: make(chan *internalv1.Call), idle: make(chan struct{}, maxIdleWorkers), stop: make(chan struct{})}
+	o := &outbox[R]{wake: make(chan struct{}, 1), slots: make(chan struct{}, s.MaxRunning)}
+	w := &callWorkers[C]{calls: make(chan C), idle: make(chan struct{}, maxIdleWorkers), stop: make(chan struct{})}
 	defer close(w.stop) // idle workers return; busy ones after their call
 	recvDone := make(chan error, 1)
-	go func() { recvDone <- s.receive(ctx, stream, o, w) }()
+	go func() { recvDone <- s.receive(ctx, recv, o, w) }()
 	var recvErr error
 	received := false // the receiver has returned
 	closing := s.Closing
-	batch := &internalv1.ReplyBatch{}
 	for {
 		select {
 		case <-o.wake:
@@ -76,8 +132,7 @@ func (s CallServer) ServeStream(stream internalv1.Replica_CallsServer) error {
 		}
 		replies, running := o.take()
 		if len(replies) > 0 {
-			batch.Replies = replies
-			err := stream.Send(batch)
+			err := send(replies)
 			clear(replies)
 			o.reuse(replies)
 			if err != nil {
@@ -100,9 +155,9 @@ func (s CallServer) ServeStream(stream internalv1.Replica_CallsServer) error {
 
 // receive starts each call the sender sends, until the stream ends. It
 // returns nil when the sender closed its side.
-func (s CallServer) receive(ctx context.Context, stream internalv1.Replica_CallsServer, o *outbox, w *callWorkers) error {
+func (s CallLoop[C, R]) receive(ctx context.Context, recv func() ([]C, error), o *outbox[R], w *callWorkers[C]) error {
 	for {
-		batch, err := stream.Recv()
+		calls, err := recv()
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
@@ -114,7 +169,7 @@ func (s CallServer) receive(ctx context.Context, stream internalv1.Replica_Calls
 				return err
 			}
 		}
-		for _, c := range batch.GetCalls() {
+		for _, c := range calls {
 			select {
 			case o.slots <- struct{}{}:
 			case <-ctx.Done():
@@ -126,7 +181,7 @@ func (s CallServer) receive(ctx context.Context, stream internalv1.Replica_Calls
 				if refused == nil {
 					refused = status.Error(codes.Unavailable, "call refused")
 				}
-				o.put(&internalv1.Reply{Id: c.GetId(), Result: ReplyError(refused)})
+				o.put(s.Refuse(c, refused))
 				continue
 			}
 			o.started()
@@ -142,9 +197,9 @@ func (s CallServer) receive(ctx context.Context, stream internalv1.Replica_Calls
 // callWorkers keeps the goroutines that ran a stream's calls, each waiting
 // for the next: a call on a fresh goroutine would grow its stack again
 // (Pebble's read path is deep), which cost 8% of the CPU in profiles.
-type callWorkers struct {
-	calls chan *internalv1.Call // unbuffered: taken only by an idle worker
-	idle  chan struct{}         // a token per idle worker
+type callWorkers[C any] struct {
+	calls chan C        // unbuffered: taken only by an idle worker
+	idle  chan struct{} // a token per idle worker
 	stop  chan struct{}
 }
 
@@ -153,7 +208,7 @@ const maxIdleWorkers = 64
 
 // work runs c, then the calls handed to it, until the stream ends or
 // enough workers wait already.
-func (s CallServer) work(ctx context.Context, c *internalv1.Call, o *outbox, w *callWorkers) {
+func (s CallLoop[C, R]) work(ctx context.Context, c C, o *outbox[R], w *callWorkers[C]) {
 	for {
 		s.run(ctx, c, o)
 		select {
@@ -171,7 +226,7 @@ func (s CallServer) work(ctx context.Context, c *internalv1.Call, o *outbox, w *
 	}
 }
 
-func (s CallServer) run(ctx context.Context, c *internalv1.Call, o *outbox) {
+func (s CallLoop[C, R]) run(ctx context.Context, c C, o *outbox[R]) {
 	if s.Running != nil {
 		s.Running.Add(1)
 		defer s.Running.Add(-1)
@@ -181,35 +236,38 @@ func (s CallServer) run(ctx context.Context, c *internalv1.Call, o *outbox) {
 	}
 	defer func() { <-o.slots }()
 	timeout := s.MaxCallTime
-	if t := time.Duration(c.GetTimeoutMicros()) * time.Microsecond; t > 0 && t < timeout {
+	t := time.Duration(c.GetTimeoutMicros()) * time.Microsecond
+	if t == 0 && s.DefaultCallTime > 0 {
+		t = s.DefaultCallTime
+	}
+	if t > 0 && t < timeout {
 		timeout = t
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	r := s.Serve(ctx, c)
 	cancel()
-	r.Id = c.GetId()
 	o.done(r)
 }
 
 // outbox queues a stream's replies for its sender.
-type outbox struct {
+type outbox[R any] struct {
 	wake  chan struct{}
 	slots chan struct{} // a token per call running
 	mu    sync.Mutex
-	queue []*internalv1.Reply
-	spare []*internalv1.Reply
+	queue []R
+	spare []R
 	// running counts calls started whose reply is not queued yet.
 	running int
 }
 
-func (o *outbox) started() {
+func (o *outbox[R]) started() {
 	o.mu.Lock()
 	o.running++
 	o.mu.Unlock()
 }
 
 // done queues the reply of a started call.
-func (o *outbox) done(r *internalv1.Reply) {
+func (o *outbox[R]) done(r R) {
 	o.mu.Lock()
 	o.queue = append(o.queue, r)
 	o.running-- // with the reply queued: take never sees neither
@@ -218,14 +276,14 @@ func (o *outbox) done(r *internalv1.Reply) {
 }
 
 // put queues a reply of a call never started.
-func (o *outbox) put(r *internalv1.Reply) {
+func (o *outbox[R]) put(r R) {
 	o.mu.Lock()
 	o.queue = append(o.queue, r)
 	o.mu.Unlock()
 	o.notify()
 }
 
-func (o *outbox) notify() {
+func (o *outbox[R]) notify() {
 	select {
 	case o.wake <- struct{}{}:
 	default:
@@ -233,7 +291,7 @@ func (o *outbox) notify() {
 }
 
 // take returns the queued replies and the calls still running.
-func (o *outbox) take() ([]*internalv1.Reply, int) {
+func (o *outbox[R]) take() ([]R, int) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	q := o.queue
@@ -242,7 +300,7 @@ func (o *outbox) take() ([]*internalv1.Reply, int) {
 	return q, o.running
 }
 
-func (o *outbox) reuse(q []*internalv1.Reply) {
+func (o *outbox[R]) reuse(q []R) {
 	o.mu.Lock()
 	o.spare = q[:0]
 	o.mu.Unlock()
