@@ -45,7 +45,11 @@ type Client struct {
 	mu    sync.Mutex
 	topo  *topology
 	conns map[string]*grpc.ClientConn // by address
-	down  map[string]time.Time        // node ID -> when it was found unreachable
+	// streams are the call streams, by address (see stream.go); wg
+	// tracks their goroutines.
+	streams map[string]*callStream
+	wg      sync.WaitGroup
+	down    map[string]time.Time // node ID -> when it was found unreachable
 
 	// epoch mirrors topo.epoch for the request path; ahead is the address
 	// of a node that answered with a newer epoch (asked first on the next
@@ -97,7 +101,7 @@ func Dial(ctx context.Context, seeds []string, opts ...Option) (*Client, error) 
 		return nil, errors.New("client: no transport credentials: pass client.WithDialOptions(grpc.WithTransportCredentials(...)) for TLS, or client.Insecure() for a plaintext cluster")
 	}
 	c := &Client{opts: o, seeds: append([]string(nil), seeds...), conns: map[string]*grpc.ClientConn{},
-		down: map[string]time.Time{}, refreshNow: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+		streams: map[string]*callStream{}, down: map[string]time.Time{}, refreshNow: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	if err := c.refresh(ctx, c.seeds); err != nil {
 		c.closeConns()
 		return nil, fmt.Errorf("client: no seed reachable (tried %s): %w", strings.Join(seeds, ", "), err)
@@ -118,12 +122,16 @@ func (c *Client) Close() error {
 
 func (c *Client) closeConns() {
 	c.mu.Lock()
-	conns := c.conns
-	c.conns = map[string]*grpc.ClientConn{}
+	conns, streams := c.conns, c.streams
+	c.conns, c.streams = map[string]*grpc.ClientConn{}, map[string]*callStream{}
 	c.mu.Unlock()
+	for _, s := range streams {
+		s.close()
+	}
 	for _, cc := range conns {
 		cc.Close()
 	}
+	c.wg.Wait()
 }
 
 // Epoch is the topology epoch the client currently routes with.
@@ -292,16 +300,52 @@ func (c *Client) install(t *topology) {
 	}
 	for a, cc := range c.conns {
 		if !keep[a] {
+			if s := c.streams[a]; s != nil {
+				s.close()
+				delete(c.streams, a)
+			}
 			cc.Close()
 			delete(c.conns, a)
 		}
 	}
 }
 
+// kv returns the kv.v1 client for the node at addr: on its call stream
+// (opened, or replaced when it failed or retired, on the way) unless the
+// client sends every call unary or the node does not serve call streams.
+func (c *Client) kv(addr string) (kvv1.KVClient, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cc, err := c.connLocked(addr)
+	if err != nil {
+		return nil, err
+	}
+	k := nodeKV{KVClient: kvv1.NewKVClient(cc)}
+	if c.opts.unary {
+		return k, nil
+	}
+	s := c.streams[addr]
+	switch {
+	case s == nil:
+	case s.unsupported():
+		return k, nil
+	case s.usable():
+		k.s = s
+		return k, nil
+	}
+	k.s = openCallStream(cc, c.opts.streamAge, &c.wg)
+	c.streams[addr] = k.s
+	return k, nil
+}
+
 // conn returns the (lazily connecting) connection to addr.
 func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.connLocked(addr)
+}
+
+func (c *Client) connLocked(addr string) (*grpc.ClientConn, error) {
 	if cc := c.conns[addr]; cc != nil {
 		return cc, nil
 	}
@@ -437,6 +481,9 @@ func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, h
 		c.triggerRefresh()
 		return zero, "", fmt.Errorf("%w: the topology lists no live node", ErrNoReplica)
 	}
+	if hedge <= 0 || len(cands) == 1 {
+		return routeInline(ctx, c, cands, call)
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	cctx, cancel := context.WithCancel(ctx)
@@ -450,12 +497,12 @@ func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, h
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cc, err := c.conn(t.addr)
+			kv, err := c.kv(t.addr)
 			if err != nil {
 				results <- answer[T]{node: t.id, err: err}
 				return
 			}
-			v, err := call(cctx, kvv1.NewKVClient(cc))
+			v, err := call(cctx, kv)
 			results <- answer[T]{v: v, node: t.id, err: err}
 		}()
 	}
@@ -505,6 +552,34 @@ func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, h
 	}
 }
 
+// routeInline is route without hedging: the candidates one after the
+// other, on the caller's goroutine.
+func routeInline[T any](ctx context.Context, c *Client, cands []target, call func(context.Context, kvv1.KVClient) (T, error)) (T, string, error) {
+	var zero T
+	var unreachableErrs []error
+	for _, t := range cands {
+		kv, err := c.kv(t.addr)
+		var v T
+		if err == nil {
+			v, err = call(ctx, kv)
+		}
+		switch {
+		case err == nil:
+			c.markUp(t.id)
+			return v, t.id, nil
+		case ctx.Err() == nil && unreachable(err):
+			c.markDown(t.id)
+			unreachableErrs = append(unreachableErrs, fmt.Errorf("%s: %w", t.id, err))
+		default:
+			return zero, t.id, err
+		}
+	}
+	if ctx.Err() != nil {
+		return zero, "", ctx.Err()
+	}
+	return zero, "", fmt.Errorf("%w: %w", ErrNoReplica, errors.Join(unreachableErrs...))
+}
+
 // retryUnreachable runs a write's routing again, same request and so same
 // request ID, after re-reading the topology, when no candidate could be
 // reached (at most writePasses times, backing off, within ctx).
@@ -538,7 +613,7 @@ func (c *Client) withTimeout(ctx context.Context, co *callOptions) (context.Cont
 	if co.timeout > 0 {
 		return context.WithTimeout(ctx, co.timeout)
 	}
-	return context.WithCancel(ctx)
+	return ctx, func() {}
 }
 
 func newRequestID() []byte {
@@ -746,6 +821,12 @@ func (r routedKV) Put(ctx context.Context, in *kvv1.PutRequest, opts ...grpc.Cal
 		return err
 	})
 	return out, err
+}
+
+// Calls is not routed: a call stream goes to one node, and the Client's
+// Get, Put and Delete already use one per node.
+func (r routedKV) Calls(context.Context, ...grpc.CallOption) (grpc.BidiStreamingClient[kvv1.CallBatch, kvv1.ReplyBatch], error) {
+	return nil, status.Error(codes.Unimplemented, "client: Calls streams go to one node; use Client.Get, Put and Delete, which use them")
 }
 
 func (r routedKV) Delete(ctx context.Context, in *kvv1.DeleteRequest, opts ...grpc.CallOption) (*kvv1.DeleteResponse, error) {

@@ -40,7 +40,24 @@
 //	defer c.Close()
 //
 // Dial options: WithDialOptions, Insecure, LocalDC, RefreshInterval,
-// DefaultCallOptions.
+// DefaultCallOptions, UnaryCalls.
+//
+// # Call streams
+//
+// The client carries its calls to each node on one long-lived
+// kv.v1.KV/Calls stream: calls made while the previous batch was being
+// sent go out together, and the node answers them, in batches too,
+// matched by ID. A node does for a call on the stream exactly what it does
+// for the unary Get, Put or Delete (same checks, same errors, same
+// deadline), but without the cost of a gRPC call of its own, which is most
+// of the work of a small request. Calls stay unary when they are traced
+// (their span is sampled, so the trace context travels in the RPC's
+// metadata), when their context carries outgoing gRPC metadata, when the
+// key, value and causal context are over 64 KiB, and with nodes that do
+// not serve Calls (an older version). Each stream takes new calls for
+// 20 seconds and then closes once its calls are answered, so the node's
+// connection recycling never cuts a call off. UnaryCalls turns streams
+// off.
 //
 // # Reading and writing
 //

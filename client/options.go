@@ -19,10 +19,12 @@ type options struct {
 	topologyTimeout time.Duration
 	downFor         time.Duration
 	defaults        []CallOption
+	unary           bool
+	streamAge       time.Duration // how long a call stream takes new calls
 }
 
 func defaultOptions() options {
-	return options{refresh: 30 * time.Second, topologyTimeout: 5 * time.Second, downFor: 10 * time.Second}
+	return options{refresh: 30 * time.Second, topologyTimeout: 5 * time.Second, downFor: 10 * time.Second, streamAge: streamMaxAge}
 }
 
 // WithDialOptions adds gRPC dial options used for every connection the
@@ -56,6 +58,13 @@ func RefreshInterval(d time.Duration) Option {
 		}
 	}
 }
+
+// UnaryCalls makes the client send every call as a gRPC call of its own.
+// By default it carries small, untraced calls to each node on one
+// long-lived kv.v1.KV/Calls stream, which costs the client and the node
+// far less per call (the node must serve Calls: older nodes do not, and
+// the client then falls back to unary calls on its own).
+func UnaryCalls() Option { return func(o *options) { o.unary = true } }
 
 // DefaultCallOptions are applied to every call before the call's own
 // options, e.g. client.DefaultCallOptions(client.Level(kvv1.Level_LEVEL_LOCAL_QUORUM)).

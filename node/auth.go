@@ -162,6 +162,9 @@ func (z *authorizer) check(ctx context.Context, method string, req any) error {
 	if err != nil {
 		return status.Error(codes.Unauthenticated, err.Error())
 	}
+	if method == callsMethod {
+		return nil // each call is authorized on its own (streamPrincipal)
+	}
 	switch r := req.(type) {
 	case *kvv1.GetRequest:
 		return z.need(p, r.GetKeyspace(), "read")
@@ -178,6 +181,24 @@ func (z *authorizer) check(ctx context.Context, method string, req any) error {
 		return status.Errorf(codes.PermissionDenied, "%s needs the admin role; principal %q does not have it", method, p.Name)
 	}
 	return status.Errorf(codes.PermissionDenied, "principal %q may not call %s", p.Name, method)
+}
+
+// callsMethod is the client call stream, whose calls are authorized one
+// by one for their keyspaces.
+const callsMethod = "/kv.v1.KV/Calls"
+
+// streamPrincipal authenticates a call stream's caller once and returns
+// what authorizes each of its calls: whether the principal may do perm
+// ("read" or "write") on a keyspace.
+func (z *authorizer) streamPrincipal(ctx context.Context) (func(keyspace, perm string) error, error) {
+	if z.open {
+		return func(string, string) error { return nil }, nil
+	}
+	p, err := z.principal(ctx)
+	if err != nil {
+		return nil, status.Error(codes.Unauthenticated, err.Error())
+	}
+	return func(keyspace, perm string) error { return z.need(p, keyspace, perm) }, nil
 }
 
 func (z *authorizer) need(p *Principal, keyspace, perm string) error {

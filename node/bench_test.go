@@ -14,6 +14,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/client"
 	"github.com/meridiankv/meridian/node"
 	"github.com/meridiankv/meridian/telemetry"
 )
@@ -144,4 +145,56 @@ func BenchmarkGRPCNoop(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkClient is BenchmarkQuorumPut and BenchmarkQuorumGet through
+// the Go client, which routes each call to a replica of its key and, by
+// default, carries calls on one kv.v1.KV/Calls stream per node
+// (calls=stream); calls=unary sends each as its own gRPC call.
+func BenchmarkClient(b *testing.B) {
+	for _, op := range []string{"put/durable=true", "put/durable=false", "get"} {
+		for _, mode := range []string{"stream", "unary"} {
+			b.Run(op+"/calls="+mode, func(b *testing.B) {
+				l, _ := benchCluster(b, node.Options{})
+				opts := []client.Option{client.Insecure()}
+				if mode == "unary" {
+					opts = append(opts, client.UnaryCalls())
+				}
+				ctx := context.Background()
+				cl, err := client.Dial(ctx, []string{l.Nodes()[0].Addr()}, opts...)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { cl.Close() })
+				const keys = 1000
+				value := make([]byte, 100)
+				if op == "get" {
+					for i := 0; i < keys; i++ {
+						if _, err := cl.Put(ctx, "", fmt.Appendf(nil, "key-%d", i), value); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+				durable := op == "put/durable=true"
+				var n atomic.Int64
+				b.SetParallelism(16)
+				b.ReportAllocs()
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						i := n.Add(1)
+						var err error
+						if op == "get" {
+							_, err = cl.Get(ctx, "", fmt.Appendf(nil, "key-%d", i%keys), client.Level(kvv1.Level_LEVEL_QUORUM))
+						} else {
+							_, err = cl.Put(ctx, "", fmt.Appendf(nil, "key-%d", i), value, client.Level(kvv1.Level_LEVEL_QUORUM), client.Durable(durable))
+						}
+						if err != nil {
+							b.Fatal(err)
+						}
+					}
+				})
+			})
+		}
+	}
 }

@@ -112,6 +112,11 @@ type Config struct {
 	// reading and gRPC flow control pushes back on the peer.
 	PeerCallsWaiting int `yaml:"peer-calls-waiting"`
 	PeerCallsRunning int `yaml:"peer-calls-running"`
+	// ClientCallsRunning bounds the calls one client's call stream
+	// (kv.v1.KV/Calls) runs here at once (default 1024); past it, the
+	// stream stops reading and gRPC flow control pushes back on the
+	// client. Admission control still sheds what the node cannot take.
+	ClientCallsRunning int `yaml:"client-calls-running"`
 	// ConnectionTimeout bounds a new connection's handshake (default 10s).
 	ConnectionTimeout time.Duration `yaml:"connection-timeout"`
 	// MaxConnectionIdle closes connections idle that long (default 5m);
@@ -203,6 +208,9 @@ func (c *Config) setDefaults() {
 	if c.PeerCallsRunning == 0 {
 		c.PeerCallsRunning = transport.DefaultCallsRunning
 	}
+	if c.ClientCallsRunning == 0 {
+		c.ClientCallsRunning = transport.DefaultCallsRunning
+	}
 	if c.WALSyncInterval == 0 {
 		c.WALSyncInterval = DefaultWALSyncInterval
 	}
@@ -260,7 +268,7 @@ func (c Config) Validate() error {
 	for _, b := range []struct {
 		name string
 		v    int
-	}{{"peer-calls-waiting", c.PeerCallsWaiting}, {"peer-calls-running", c.PeerCallsRunning}} {
+	}{{"peer-calls-waiting", c.PeerCallsWaiting}, {"peer-calls-running", c.PeerCallsRunning}, {"client-calls-running", c.ClientCallsRunning}} {
 		if b.v < 0 || b.v > 1<<20 {
 			return fmt.Errorf("%s %d: want 1 to %d (0: the default)", b.name, b.v, 1<<20)
 		}

@@ -91,18 +91,19 @@ func TestValidateOwnAddress(t *testing.T) {
 	}
 }
 
-// TestPeerCallBounds: the pipe bounds take 0 for their default and refuse
-// negative or absurd values, naming the key.
+// TestPeerCallBounds: the call stream bounds take 0 for their default and
+// refuse negative or absurd values, naming the key.
 func TestPeerCallBounds(t *testing.T) {
 	for _, c := range []struct {
-		waiting, running int
-		bad              string
-	}{{0, 0, ""}, {10, 20, ""}, {-1, 0, "peer-calls-waiting -1"}, {0, 1 << 21, "peer-calls-running 2097152"}} {
+		waiting, running, client int
+		bad                      string
+	}{{0, 0, 0, ""}, {10, 20, 30, ""}, {-1, 0, 0, "peer-calls-waiting -1"}, {0, 1 << 21, 0, "peer-calls-running 2097152"},
+		{0, 0, -5, "client-calls-running -5"}} {
 		cfg := soloConfig(t, "n1", "127.0.0.1:7001", t.TempDir())
-		cfg.PeerCallsWaiting, cfg.PeerCallsRunning = c.waiting, c.running
+		cfg.PeerCallsWaiting, cfg.PeerCallsRunning, cfg.ClientCallsRunning = c.waiting, c.running, c.client
 		err := cfg.Validate()
 		if c.bad == "" && err != nil || c.bad != "" && (err == nil || !strings.Contains(err.Error(), c.bad)) {
-			t.Errorf("waiting %d running %d: %v, want %q", c.waiting, c.running, err, c.bad)
+			t.Errorf("waiting %d running %d client %d: %v, want %q", c.waiting, c.running, c.client, err, c.bad)
 		}
 	}
 }

@@ -71,21 +71,24 @@ type Options struct {
 type Node struct {
 	// pipedRunning counts peers' piped calls running here (a metric).
 	pipedRunning atomic.Int64
-	cfg          Config
-	log          *slog.Logger
-	self         membership.NodeInfo
-	eng          engine.Engine
-	store        *replica.Store
-	hints        *hintTracker
-	topo         atomic.Pointer[membership.Topology]
-	live         *liveness
-	gossip       *membership.Gossip
-	peers        *transport.GRPC
-	faults       *transport.Faults
-	drills       *faultRegistry // injected faults (node/faults.go)
-	coord        *coordinator.Coordinator
-	health       *health.Server
-	lis          net.Listener
+	// clientCallsRunning counts calls of clients' call streams running
+	// here (a metric).
+	clientCallsRunning atomic.Int64
+	cfg                Config
+	log                *slog.Logger
+	self               membership.NodeInfo
+	eng                engine.Engine
+	store              *replica.Store
+	hints              *hintTracker
+	topo               atomic.Pointer[membership.Topology]
+	live               *liveness
+	gossip             *membership.Gossip
+	peers              *transport.GRPC
+	faults             *transport.Faults
+	drills             *faultRegistry // injected faults (node/faults.go)
+	coord              *coordinator.Coordinator
+	health             *health.Server
+	lis                net.Listener
 	// servers are the client, peer and admin listeners' servers.
 	servers  []*server
 	peerLis  net.Listener
@@ -334,6 +337,9 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	if err := n.tel.Metrics.RegisterPipes(
 		func() float64 { return float64(n.peers.PipedWaiting()) },
 		func() float64 { return float64(n.pipedRunning.Load()) }); err != nil {
+		return nil, err
+	}
+	if err := n.tel.Metrics.RegisterClientCalls(func() float64 { return float64(n.clientCallsRunning.Load()) }); err != nil {
 		return nil, err
 	}
 	n.wg.Add(1)

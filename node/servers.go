@@ -12,6 +12,8 @@ import (
 type kvServer struct {
 	kvv1.UnimplementedKVServer
 	c *coordinator.Coordinator
+	n *Node
+	z *authorizer
 }
 
 func (s *kvServer) Get(ctx context.Context, req *kvv1.GetRequest) (*kvv1.GetResponse, error) {

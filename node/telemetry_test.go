@@ -214,6 +214,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		`meridian_hints_delivered_total`,
 		"meridian_peer_calls_waiting 0", // idle: nothing waits, nothing runs
 		"meridian_peer_calls_running 0",
+		"meridian_client_calls_running 0",
 		"meridian_gossip_refused_total 0",
 		`go_goroutines`,
 	} {
@@ -310,5 +311,56 @@ func TestUntracedRequestsRecordNothing(t *testing.T) {
 		if s.SpanContext().TraceID() != id {
 			t.Errorf("span %q of trace %s recorded for an untraced request or background work", s.Name(), s.SpanContext().TraceID())
 		}
+	}
+}
+
+// TestStreamCallsAreTracedAtTheRatio: calls on a client's call stream are
+// traced as roots of their own at the node's ratio (here all, then none),
+// with the quorum path under them.
+func TestStreamCallsAreTracedAtTheRatio(t *testing.T) {
+	for _, ratio := range []float64{1, 0} {
+		rec := tracetest.NewSpanRecorder()
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec), sdktrace.WithSampler(telemetry.NewSampler(ratio)))
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		l, err := node.StartLocal(ctx, node.LocalSpec{Dir: t.TempDir(), NodesPerDC: 3, Engine: "memory", GossipProfile: "test", Insecure: true,
+			Options: node.Options{TelemetryFor: func(string) *telemetry.Telemetry { return telemetry.NewForTestRatio(tp, ratio) }}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream, err := kvv1.NewKVClient(dialConn(t, l.Nodes()[0].Addr())).Calls(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all := &kvv1.Consistency{Level: kvv1.Level_LEVEL_ALL}
+		exchange(t, stream,
+			&kvv1.Call{Id: 1, Op: &kvv1.Call_Put{Put: &kvv1.PutRequest{Key: []byte("x"), Value: []byte("v"), Consistency: all}}},
+			&kvv1.Call{Id: 2, Op: &kvv1.Call_Put{Put: &kvv1.PutRequest{Key: []byte("y"), Value: []byte("v"), Consistency: all}}})
+		if ratio == 0 {
+			l.Close() // every span the cluster started has ended
+			for _, s := range rec.Ended() {
+				if strings.HasPrefix(s.Name(), "kv.") || strings.HasPrefix(s.Name(), "meridian.") {
+					t.Errorf("ratio 0: span %q recorded", s.Name())
+				}
+			}
+		} else {
+			eventually(t, "two traced stream puts, each a root with its quorum write under it", func() bool {
+				roots := map[[16]byte]bool{}
+				for _, s := range rec.Ended() {
+					if s.Name() == "kv.v1.KV/Calls/Put" && !s.Parent().IsValid() {
+						roots[s.SpanContext().TraceID()] = true
+					}
+				}
+				writes := 0
+				for _, s := range rec.Ended() {
+					if s.Name() == "meridian.replica.write" && roots[s.SpanContext().TraceID()] {
+						writes++
+					}
+				}
+				return len(roots) == 2 && writes == 6
+			})
+			l.Close()
+		}
+		cancel()
+		tp.Shutdown(context.Background())
 	}
 }

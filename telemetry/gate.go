@@ -144,3 +144,17 @@ func (s rootSampler) ShouldSample(p sdktrace.SamplingParameters) sdktrace.Sampli
 func (s rootSampler) Description() string {
 	return "MeridianGate{" + s.ratio.Description() + "}"
 }
+
+// StartStreamCall is the gate for one call of a client's call stream
+// (kv.v1.KV/Calls), which otelgrpc sees only as one long RPC: with the
+// same coin as an RPC without a caller's trace, it starts a server span
+// named name as a new root, and otherwise returns ctx and a non-recording
+// span (which costs nothing).
+func (t *Telemetry) StartStreamCall(ctx context.Context, name string) (context.Context, trace.Span) {
+	if t.ratio <= 0 || t.coin() >= t.ratio {
+		return ctx, trace.SpanFromContext(ctx)
+	}
+	// A root of its own, even when the stream's RPC was traced: the
+	// sampler takes the gate's choice, as for an RPC's root.
+	return t.Tracer("kv").Start(context.WithValue(ctx, rootKey{}, true), name, trace.WithSpanKind(trace.SpanKindServer), trace.WithNewRoot())
+}

@@ -224,6 +224,13 @@ func (m *Metrics) RegisterPipes(waiting, running func() float64) error {
 	return nil
 }
 
+// RegisterClientCalls exports the calls of clients' call streams
+// (kv.v1.KV/Calls) running on this node (bounded per stream).
+func (m *Metrics) RegisterClientCalls(running func() float64) error {
+	return m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_client_calls_running",
+		Help: "Calls of clients' call streams (kv.v1.KV/Calls) running on this node (at most client-calls-running, 1,024 by default, per stream; past it the stream stops reading)."}, running))
+}
+
 // HintTargetStats is the hint log's state for one target node.
 type HintTargetStats struct {
 	Target      string

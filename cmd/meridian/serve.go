@@ -98,6 +98,7 @@ nothing until a committed plan adds it:
 	f.DurationVar(&cfg.WALSyncInterval, "wal-sync-interval", 0, "least time between two fsyncs of the write-ahead log: under load more durable writes share each fsync (default 1ms; negative: none)")
 	f.IntVar(&cfg.MaxConnections, "max-connections", 0, "open connections per listener; more are closed at once (default 4096)")
 	f.IntVar(&cfg.PeerCallsWaiting, "peer-calls-waiting", 0, "replica calls waiting for a reply on one peer's call stream; past it they go as separate RPCs (default 4096)")
+	f.IntVar(&cfg.ClientCallsRunning, "client-calls-running", 0, "calls one client's call stream runs on this node at once; past it the stream stops reading and flow control pushes back (default 1024)")
 	f.IntVar(&cfg.PeerCallsRunning, "peer-calls-running", 0, "calls one peer's stream runs on this node at once; past it the stream stops reading and flow control pushes back (default 1024)")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "plaintext listeners and no certificates (only on a trusted network)")
 	f.StringVar(&cfg.CAFile, "ca", "", "cluster CA certificate (meridian certs create-ca)")

@@ -910,6 +910,340 @@ func (x *DeleteResponse) GetExplain() []*Event {
 	return nil
 }
 
+// CallBatch is one message of a Calls stream: calls sent together.
+type CallBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Calls         []*Call                `protobuf:"bytes,1,rep,name=calls,proto3" json:"calls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallBatch) Reset() {
+	*x = CallBatch{}
+	mi := &file_kv_v1_kv_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallBatch) ProtoMessage() {}
+
+func (x *CallBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallBatch.ProtoReflect.Descriptor instead.
+func (*CallBatch) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CallBatch) GetCalls() []*Call {
+	if x != nil {
+		return x.Calls
+	}
+	return nil
+}
+
+// Call is one Get, Put or Delete on a Calls stream.
+type Call struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen by the sender, unique among its calls in flight on the stream.
+	Id uint64 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Time left before the sender gives up, in microseconds (0: none; the
+	// node bounds it by its own maximum either way). The call's deadline,
+	// as grpc-timeout is for a unary call.
+	TimeoutMicros uint64 `protobuf:"varint,2,opt,name=timeout_micros,json=timeoutMicros,proto3" json:"timeout_micros,omitempty"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*Call_Get
+	//	*Call_Put
+	//	*Call_Delete
+	Op            isCall_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Call) Reset() {
+	*x = Call{}
+	mi := &file_kv_v1_kv_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Call) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Call) ProtoMessage() {}
+
+func (x *Call) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Call.ProtoReflect.Descriptor instead.
+func (*Call) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Call) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Call) GetTimeoutMicros() uint64 {
+	if x != nil {
+		return x.TimeoutMicros
+	}
+	return 0
+}
+
+func (x *Call) GetOp() isCall_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *Call) GetGet() *GetRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Call_Get); ok {
+			return x.Get
+		}
+	}
+	return nil
+}
+
+func (x *Call) GetPut() *PutRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Call_Put); ok {
+			return x.Put
+		}
+	}
+	return nil
+}
+
+func (x *Call) GetDelete() *DeleteRequest {
+	if x != nil {
+		if x, ok := x.Op.(*Call_Delete); ok {
+			return x.Delete
+		}
+	}
+	return nil
+}
+
+type isCall_Op interface {
+	isCall_Op()
+}
+
+type Call_Get struct {
+	Get *GetRequest `protobuf:"bytes,3,opt,name=get,proto3,oneof"`
+}
+
+type Call_Put struct {
+	Put *PutRequest `protobuf:"bytes,4,opt,name=put,proto3,oneof"`
+}
+
+type Call_Delete struct {
+	Delete *DeleteRequest `protobuf:"bytes,5,opt,name=delete,proto3,oneof"`
+}
+
+func (*Call_Get) isCall_Op() {}
+
+func (*Call_Put) isCall_Op() {}
+
+func (*Call_Delete) isCall_Op() {}
+
+// ReplyBatch is one message of a Calls stream's answers.
+type ReplyBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Replies       []*Reply               `protobuf:"bytes,1,rep,name=replies,proto3" json:"replies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplyBatch) Reset() {
+	*x = ReplyBatch{}
+	mi := &file_kv_v1_kv_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplyBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplyBatch) ProtoMessage() {}
+
+func (x *ReplyBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplyBatch.ProtoReflect.Descriptor instead.
+func (*ReplyBatch) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ReplyBatch) GetReplies() []*Reply {
+	if x != nil {
+		return x.Replies
+	}
+	return nil
+}
+
+// Reply answers the Call with the same id.
+type Reply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*Reply_Get
+	//	*Reply_Put
+	//	*Reply_Delete
+	//	*Reply_Error
+	Result        isReply_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Reply) Reset() {
+	*x = Reply{}
+	mi := &file_kv_v1_kv_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Reply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Reply) ProtoMessage() {}
+
+func (x *Reply) ProtoReflect() protoreflect.Message {
+	mi := &file_kv_v1_kv_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Reply.ProtoReflect.Descriptor instead.
+func (*Reply) Descriptor() ([]byte, []int) {
+	return file_kv_v1_kv_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Reply) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Reply) GetResult() isReply_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *Reply) GetGet() *GetResponse {
+	if x != nil {
+		if x, ok := x.Result.(*Reply_Get); ok {
+			return x.Get
+		}
+	}
+	return nil
+}
+
+func (x *Reply) GetPut() *PutResponse {
+	if x != nil {
+		if x, ok := x.Result.(*Reply_Put); ok {
+			return x.Put
+		}
+	}
+	return nil
+}
+
+func (x *Reply) GetDelete() *DeleteResponse {
+	if x != nil {
+		if x, ok := x.Result.(*Reply_Delete); ok {
+			return x.Delete
+		}
+	}
+	return nil
+}
+
+func (x *Reply) GetError() []byte {
+	if x != nil {
+		if x, ok := x.Result.(*Reply_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isReply_Result interface {
+	isReply_Result()
+}
+
+type Reply_Get struct {
+	Get *GetResponse `protobuf:"bytes,2,opt,name=get,proto3,oneof"`
+}
+
+type Reply_Put struct {
+	Put *PutResponse `protobuf:"bytes,3,opt,name=put,proto3,oneof"`
+}
+
+type Reply_Delete struct {
+	Delete *DeleteResponse `protobuf:"bytes,4,opt,name=delete,proto3,oneof"`
+}
+
+type Reply_Error struct {
+	// The call failed: an encoded google.rpc.Status (code, message and
+	// details such as ErrorInfo), as the unary call would have returned.
+	Error []byte `protobuf:"bytes,5,opt,name=error,proto3,oneof"`
+}
+
+func (*Reply_Get) isReply_Result() {}
+
+func (*Reply_Put) isReply_Result() {}
+
+func (*Reply_Delete) isReply_Result() {}
+
+func (*Reply_Error) isReply_Result() {}
+
 var File_kv_v1_kv_proto protoreflect.FileDescriptor
 
 const file_kv_v1_kv_proto_rawDesc = "" +
@@ -981,7 +1315,26 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x0eDeleteResponse\x12\x18\n" +
 	"\acontext\x18\x01 \x01(\fR\acontext\x12.\n" +
 	"\teffective\x18\x02 \x01(\v2\x10.kv.v1.EffectiveR\teffective\x12&\n" +
-	"\aexplain\x18\x03 \x03(\v2\f.kv.v1.EventR\aexplain*\xc1\x01\n" +
+	"\aexplain\x18\x03 \x03(\v2\f.kv.v1.EventR\aexplain\".\n" +
+	"\tCallBatch\x12!\n" +
+	"\x05calls\x18\x01 \x03(\v2\v.kv.v1.CallR\x05calls\"\xc1\x01\n" +
+	"\x04Call\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12%\n" +
+	"\x0etimeout_micros\x18\x02 \x01(\x04R\rtimeoutMicros\x12%\n" +
+	"\x03get\x18\x03 \x01(\v2\x11.kv.v1.GetRequestH\x00R\x03get\x12%\n" +
+	"\x03put\x18\x04 \x01(\v2\x11.kv.v1.PutRequestH\x00R\x03put\x12.\n" +
+	"\x06delete\x18\x05 \x01(\v2\x14.kv.v1.DeleteRequestH\x00R\x06deleteB\x04\n" +
+	"\x02op\"4\n" +
+	"\n" +
+	"ReplyBatch\x12&\n" +
+	"\areplies\x18\x01 \x03(\v2\f.kv.v1.ReplyR\areplies\"\xba\x01\n" +
+	"\x05Reply\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12&\n" +
+	"\x03get\x18\x02 \x01(\v2\x12.kv.v1.GetResponseH\x00R\x03get\x12&\n" +
+	"\x03put\x18\x03 \x01(\v2\x12.kv.v1.PutResponseH\x00R\x03put\x12/\n" +
+	"\x06delete\x18\x04 \x01(\v2\x15.kv.v1.DeleteResponseH\x00R\x06delete\x12\x16\n" +
+	"\x05error\x18\x05 \x01(\fH\x00R\x05errorB\b\n" +
+	"\x06result*\xc1\x01\n" +
 	"\x05Level\x12\x15\n" +
 	"\x11LEVEL_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tLEVEL_ONE\x10\x01\x12\r\n" +
@@ -992,11 +1345,12 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x0fLEVEL_LOCAL_ONE\x10\x06\x12\x16\n" +
 	"\x12LEVEL_LOCAL_QUORUM\x10\a\x12\x15\n" +
 	"\x11LEVEL_EACH_QUORUM\x10\b\x12\r\n" +
-	"\tLEVEL_ANY\x10\t2\x97\x01\n" +
+	"\tLEVEL_ANY\x10\t2\xc9\x01\n" +
 	"\x02KV\x12,\n" +
 	"\x03Get\x12\x11.kv.v1.GetRequest\x1a\x12.kv.v1.GetResponse\x12,\n" +
 	"\x03Put\x12\x11.kv.v1.PutRequest\x1a\x12.kv.v1.PutResponse\x125\n" +
-	"\x06Delete\x12\x14.kv.v1.DeleteRequest\x1a\x15.kv.v1.DeleteResponseB/Z-github.com/meridiankv/meridian/api/kv/v1;kvv1b\x06proto3"
+	"\x06Delete\x12\x14.kv.v1.DeleteRequest\x1a\x15.kv.v1.DeleteResponse\x120\n" +
+	"\x05Calls\x12\x10.kv.v1.CallBatch\x1a\x11.kv.v1.ReplyBatch(\x010\x01B/Z-github.com/meridiankv/meridian/api/kv/v1;kvv1b\x06proto3"
 
 var (
 	file_kv_v1_kv_proto_rawDescOnce sync.Once
@@ -1011,7 +1365,7 @@ func file_kv_v1_kv_proto_rawDescGZIP() []byte {
 }
 
 var file_kv_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_kv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_kv_v1_kv_proto_goTypes = []any{
 	(Level)(0),             // 0: kv.v1.Level
 	(*Consistency)(nil),    // 1: kv.v1.Consistency
@@ -1024,6 +1378,10 @@ var file_kv_v1_kv_proto_goTypes = []any{
 	(*PutResponse)(nil),    // 8: kv.v1.PutResponse
 	(*DeleteRequest)(nil),  // 9: kv.v1.DeleteRequest
 	(*DeleteResponse)(nil), // 10: kv.v1.DeleteResponse
+	(*CallBatch)(nil),      // 11: kv.v1.CallBatch
+	(*Call)(nil),           // 12: kv.v1.Call
+	(*ReplyBatch)(nil),     // 13: kv.v1.ReplyBatch
+	(*Reply)(nil),          // 14: kv.v1.Reply
 }
 var file_kv_v1_kv_proto_depIdxs = []int32{
 	0,  // 0: kv.v1.Consistency.level:type_name -> kv.v1.Level
@@ -1039,17 +1397,27 @@ var file_kv_v1_kv_proto_depIdxs = []int32{
 	1,  // 10: kv.v1.DeleteRequest.consistency:type_name -> kv.v1.Consistency
 	3,  // 11: kv.v1.DeleteResponse.effective:type_name -> kv.v1.Effective
 	4,  // 12: kv.v1.DeleteResponse.explain:type_name -> kv.v1.Event
-	5,  // 13: kv.v1.KV.Get:input_type -> kv.v1.GetRequest
-	7,  // 14: kv.v1.KV.Put:input_type -> kv.v1.PutRequest
-	9,  // 15: kv.v1.KV.Delete:input_type -> kv.v1.DeleteRequest
-	6,  // 16: kv.v1.KV.Get:output_type -> kv.v1.GetResponse
-	8,  // 17: kv.v1.KV.Put:output_type -> kv.v1.PutResponse
-	10, // 18: kv.v1.KV.Delete:output_type -> kv.v1.DeleteResponse
-	16, // [16:19] is the sub-list for method output_type
-	13, // [13:16] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	12, // 13: kv.v1.CallBatch.calls:type_name -> kv.v1.Call
+	5,  // 14: kv.v1.Call.get:type_name -> kv.v1.GetRequest
+	7,  // 15: kv.v1.Call.put:type_name -> kv.v1.PutRequest
+	9,  // 16: kv.v1.Call.delete:type_name -> kv.v1.DeleteRequest
+	14, // 17: kv.v1.ReplyBatch.replies:type_name -> kv.v1.Reply
+	6,  // 18: kv.v1.Reply.get:type_name -> kv.v1.GetResponse
+	8,  // 19: kv.v1.Reply.put:type_name -> kv.v1.PutResponse
+	10, // 20: kv.v1.Reply.delete:type_name -> kv.v1.DeleteResponse
+	5,  // 21: kv.v1.KV.Get:input_type -> kv.v1.GetRequest
+	7,  // 22: kv.v1.KV.Put:input_type -> kv.v1.PutRequest
+	9,  // 23: kv.v1.KV.Delete:input_type -> kv.v1.DeleteRequest
+	11, // 24: kv.v1.KV.Calls:input_type -> kv.v1.CallBatch
+	6,  // 25: kv.v1.KV.Get:output_type -> kv.v1.GetResponse
+	8,  // 26: kv.v1.KV.Put:output_type -> kv.v1.PutResponse
+	10, // 27: kv.v1.KV.Delete:output_type -> kv.v1.DeleteResponse
+	13, // 28: kv.v1.KV.Calls:output_type -> kv.v1.ReplyBatch
+	25, // [25:29] is the sub-list for method output_type
+	21, // [21:25] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_kv_v1_kv_proto_init() }
@@ -1058,13 +1426,24 @@ func file_kv_v1_kv_proto_init() {
 		return
 	}
 	file_kv_v1_kv_proto_msgTypes[0].OneofWrappers = []any{}
+	file_kv_v1_kv_proto_msgTypes[11].OneofWrappers = []any{
+		(*Call_Get)(nil),
+		(*Call_Put)(nil),
+		(*Call_Delete)(nil),
+	}
+	file_kv_v1_kv_proto_msgTypes[13].OneofWrappers = []any{
+		(*Reply_Get)(nil),
+		(*Reply_Put)(nil),
+		(*Reply_Delete)(nil),
+		(*Reply_Error)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kv_v1_kv_proto_rawDesc), len(file_kv_v1_kv_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	KV_Get_FullMethodName    = "/kv.v1.KV/Get"
 	KV_Put_FullMethodName    = "/kv.v1.KV/Put"
 	KV_Delete_FullMethodName = "/kv.v1.KV/Delete"
+	KV_Calls_FullMethodName  = "/kv.v1.KV/Calls"
 )
 
 // KVClient is the client API for KV service.
@@ -41,6 +42,16 @@ type KVClient interface {
 	Put(ctx context.Context, in *PutRequest, opts ...grpc.CallOption) (*PutResponse, error)
 	// Delete writes a tombstone that supersedes what the context has seen.
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
+	// Calls carries many Get, Put and Delete calls on one long-lived
+	// stream, for clients that send many requests: each Call names an ID
+	// of the sender's choosing and gets exactly one Reply with that ID, in
+	// any order; calls sent together may be answered together. A call on
+	// the stream does what the unary method does (same checks, same
+	// errors, carried in Reply.error), without the cost of a gRPC call of
+	// its own. The stream authenticates once, when it opens; each call is
+	// authorized for its keyspace. Calls are traced at the node's sample
+	// ratio; send a call unary to trace it under the caller's own trace.
+	Calls(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CallBatch, ReplyBatch], error)
 }
 
 type kVClient struct {
@@ -81,6 +92,19 @@ func (c *kVClient) Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.C
 	return out, nil
 }
 
+func (c *kVClient) Calls(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CallBatch, ReplyBatch], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &KV_ServiceDesc.Streams[0], KV_Calls_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CallBatch, ReplyBatch]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KV_CallsClient = grpc.BidiStreamingClient[CallBatch, ReplyBatch]
+
 // KVServer is the server API for KV service.
 // All implementations must embed UnimplementedKVServer
 // for forward compatibility.
@@ -95,6 +119,16 @@ type KVServer interface {
 	Put(context.Context, *PutRequest) (*PutResponse, error)
 	// Delete writes a tombstone that supersedes what the context has seen.
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
+	// Calls carries many Get, Put and Delete calls on one long-lived
+	// stream, for clients that send many requests: each Call names an ID
+	// of the sender's choosing and gets exactly one Reply with that ID, in
+	// any order; calls sent together may be answered together. A call on
+	// the stream does what the unary method does (same checks, same
+	// errors, carried in Reply.error), without the cost of a gRPC call of
+	// its own. The stream authenticates once, when it opens; each call is
+	// authorized for its keyspace. Calls are traced at the node's sample
+	// ratio; send a call unary to trace it under the caller's own trace.
+	Calls(grpc.BidiStreamingServer[CallBatch, ReplyBatch]) error
 	mustEmbedUnimplementedKVServer()
 }
 
@@ -113,6 +147,9 @@ func (UnimplementedKVServer) Put(context.Context, *PutRequest) (*PutResponse, er
 }
 func (UnimplementedKVServer) Delete(context.Context, *DeleteRequest) (*DeleteResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Delete not implemented")
+}
+func (UnimplementedKVServer) Calls(grpc.BidiStreamingServer[CallBatch, ReplyBatch]) error {
+	return status.Errorf(codes.Unimplemented, "method Calls not implemented")
 }
 func (UnimplementedKVServer) mustEmbedUnimplementedKVServer() {}
 func (UnimplementedKVServer) testEmbeddedByValue()            {}
@@ -189,6 +226,13 @@ func _KV_Delete_Handler(srv interface{}, ctx context.Context, dec func(interface
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KV_Calls_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(KVServer).Calls(&grpc.GenericServerStream[CallBatch, ReplyBatch]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KV_CallsServer = grpc.BidiStreamingServer[CallBatch, ReplyBatch]
+
 // KV_ServiceDesc is the grpc.ServiceDesc for KV service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -209,6 +253,13 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _KV_Delete_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Calls",
+			Handler:       _KV_Calls_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "kv/v1/kv.proto",
 }

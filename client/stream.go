@@ -1,0 +1,358 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+)
+
+// A unary gRPC call costs a new HTTP/2 stream with headers each way, a
+// handler goroutine and a flush for the request and for the reply: for a
+// small Get or Put that is most of the client's and the node's work. The
+// client instead carries its calls to each node on one kv.v1.KV/Calls
+// stream: calls queued while the previous batch was being sent go out
+// together, and the replies come back batched, matched by call ID.
+//
+// A call stays unary when it is traced (its span is sampled, so its trace
+// context travels as the RPC's metadata), when its context carries
+// outgoing metadata of its own, when it is larger than maxStreamedCall
+// (one large value must not hold up the small calls behind it), when the
+// node does not serve call streams, and when too many calls already wait
+// on the stream.
+
+// maxStreamedCall is the largest request (key, value and context) sent
+// on a call stream.
+const maxStreamedCall = 64 << 10
+
+// maxStreamWaiting bounds the calls waiting for a reply on one stream;
+// past it calls go unary.
+const maxStreamWaiting = 4096
+
+// streamMaxAge is how long one stream takes new calls. The node recycles
+// connections (a GOAWAY, then 30 s of grace before it closes them): a
+// stream retired sooner than that finishes its calls in the grace and a
+// new stream, on a new connection, takes over without failing a call.
+const streamMaxAge = 20 * time.Second
+
+// errNoStream says a call should go unary: nothing was sent.
+var errNoStream = errors.New("call stream unusable")
+
+// callStream is one Calls stream to a node, opened by its sender
+// goroutine on first use. A failed or retired stream takes no new calls
+// (the client opens another); one that fails fails every call waiting.
+type callStream struct {
+	opened time.Time
+	maxAge time.Duration // streamMaxAge, but for tests
+	wake   chan struct{} // a token when calls are queued
+	stop   context.CancelFunc
+	mu     struct {
+		sync.Mutex
+		nextID  uint64
+		queue   []*kvv1.Call
+		spare   []*kvv1.Call
+		pending map[uint64]chan streamResult // buffered: never blocks
+		err     error                        // why the stream failed; nil while it works
+		retired bool                         // takes no new calls; closes once they are answered
+		// unsupported: the node does not serve Calls (an older version).
+		unsupported bool
+	}
+}
+
+type streamResult struct {
+	reply *kvv1.Reply
+	err   error
+}
+
+// openCallStream starts a stream on cc; wg tracks its goroutines.
+func openCallStream(cc *grpc.ClientConn, maxAge time.Duration, wg *sync.WaitGroup) *callStream {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &callStream{opened: time.Now(), maxAge: maxAge, wake: make(chan struct{}, 1), stop: cancel}
+	s.mu.pending = map[uint64]chan streamResult{}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.run(ctx, kvv1.NewKVClient(cc))
+	}()
+	return s
+}
+
+// usable reports whether the stream takes new calls; false once it failed
+// or retired, or, when it is older than its maximum age, after retiring
+// it.
+func (s *callStream) usable() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.mu.retired && s.mu.err == nil && time.Since(s.opened) > s.maxAge {
+		s.mu.retired = true
+		s.notify() // the sender closes its side once the queue is sent
+	}
+	return s.mu.err == nil && !s.mu.retired
+}
+
+// unsupported reports whether the node refused the stream as unknown.
+func (s *callStream) unsupported() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.unsupported
+}
+
+func (s *callStream) close() { s.stop() }
+
+func (s *callStream) notify() {
+	select {
+	case s.wake <- struct{}{}:
+	default: // the sender is awake already and will see it
+	}
+}
+
+// run opens the stream and sends queued calls until the stream fails, is
+// closed, or is retired and has sent everything; a second goroutine takes
+// the replies.
+func (s *callStream) run(ctx context.Context, kv kvv1.KVClient) {
+	stream, err := kv.Calls(ctx)
+	if err != nil {
+		s.fail(err)
+		s.stop()
+		return
+	}
+	recvDone := make(chan struct{})
+	go func() {
+		defer close(recvDone)
+		s.receive(stream)
+	}()
+	defer func() { <-recvDone }()
+	defer s.stop() // ends the stream, so the receiver returns too
+	batch := &kvv1.CallBatch{}
+	for {
+		select {
+		case <-s.wake:
+		case <-ctx.Done():
+			s.fail(ctx.Err())
+			return
+		}
+		s.mu.Lock()
+		calls := s.mu.queue
+		s.mu.queue = s.mu.spare[:0]
+		s.mu.spare = nil
+		send := batch.Calls[:0]
+		for _, c := range calls {
+			if _, waiting := s.mu.pending[c.GetId()]; waiting {
+				send = append(send, c)
+			}
+		}
+		retired := s.mu.retired
+		s.mu.Unlock()
+		if len(send) > 0 {
+			batch.Calls = send
+			err = stream.Send(batch)
+		}
+		clear(send)
+		batch.Calls = send[:0]
+		clear(calls)
+		s.mu.Lock()
+		s.mu.spare = calls[:0]
+		s.mu.Unlock()
+		if err == nil && retired {
+			// Nothing more will be queued: the node answers what it
+			// has, then ends the stream, and the receiver returns.
+			err = stream.CloseSend()
+			if err == nil {
+				<-recvDone
+				return
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				// The node ended the stream: the receiver gets its status
+				// from Recv and fails the stream with it.
+				<-recvDone
+			}
+			s.fail(err) // no-op when the receiver failed it first
+			return
+		}
+	}
+}
+
+// receive hands each reply to its caller until the stream ends.
+func (s *callStream) receive(stream grpc.BidiStreamingClient[kvv1.CallBatch, kvv1.ReplyBatch]) {
+	for {
+		batch, err := stream.Recv()
+		if err != nil {
+			s.fail(err)
+			s.stop()
+			return
+		}
+		s.mu.Lock()
+		for _, r := range batch.GetReplies() {
+			if ch, ok := s.mu.pending[r.GetId()]; ok {
+				delete(s.mu.pending, r.GetId())
+				ch <- streamResult{reply: r}
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// fail fails every call waiting and marks the stream failed.
+func (s *callStream) fail(err error) {
+	unsupported := status.Code(err) == codes.Unimplemented
+	switch {
+	case errors.Is(err, io.EOF):
+		err = status.Error(codes.Unavailable, "the node closed the call stream")
+	case errors.Is(err, context.Canceled):
+		err = status.Error(codes.Unavailable, "the call stream was closed")
+	default:
+		if _, ok := status.FromError(err); !ok {
+			err = status.Errorf(codes.Unavailable, "call stream: %v", err)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.err == nil {
+		s.mu.err = err
+		s.mu.unsupported = unsupported
+	}
+	for id, ch := range s.mu.pending {
+		delete(s.mu.pending, id)
+		ch <- streamResult{err: s.mu.err}
+	}
+	s.mu.queue = nil
+}
+
+// call sends c and waits for its reply. It returns errNoStream, having
+// sent nothing, when the stream takes no new calls or too many wait; and
+// errNoStream too when the node turned out not to serve call streams.
+func (s *callStream) call(ctx context.Context, c *kvv1.Call) (*kvv1.Reply, error) {
+	if d, ok := ctx.Deadline(); ok {
+		left := time.Until(d)
+		if left <= 0 {
+			return nil, status.FromContextError(context.DeadlineExceeded).Err()
+		}
+		c.TimeoutMicros = uint64(left / time.Microsecond)
+	}
+	ch := make(chan streamResult, 1)
+	s.mu.Lock()
+	if s.mu.err != nil || s.mu.retired || len(s.mu.pending) >= maxStreamWaiting {
+		s.mu.Unlock()
+		return nil, errNoStream
+	}
+	s.mu.nextID++
+	c.Id = s.mu.nextID
+	s.mu.pending[c.Id] = ch
+	s.mu.queue = append(s.mu.queue, c)
+	s.mu.Unlock()
+	s.notify()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			if status.Code(r.err) == codes.Unimplemented && s.unsupported() {
+				return nil, errNoStream // refused as a whole: nothing ran
+			}
+			return nil, r.err
+		}
+		return r.reply, replyError(r.reply)
+	case <-ctx.Done():
+		s.mu.Lock()
+		delete(s.mu.pending, c.Id) // not sent, if still queued
+		s.mu.Unlock()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// replyError is the status a failed reply carries, nil for success.
+func replyError(r *kvv1.Reply) error {
+	e, ok := r.GetResult().(*kvv1.Reply_Error)
+	if !ok {
+		return nil
+	}
+	var st spb.Status
+	if err := proto.Unmarshal(e.Error, &st); err != nil {
+		return status.Errorf(codes.Internal, "undecodable error from the node: %v", err)
+	}
+	if st.GetCode() == int32(codes.OK) {
+		return status.Error(codes.Internal, "the node reported an error with code OK")
+	}
+	return status.FromProto(&st).Err()
+}
+
+// streamable reports whether a call of size bytes under ctx may go on a
+// call stream (see the top of this file).
+func streamable(ctx context.Context, size int) bool {
+	if size > maxStreamedCall || trace.SpanContextFromContext(ctx).IsSampled() {
+		return false
+	}
+	md, ok := metadata.FromOutgoingContext(ctx)
+	return !ok || len(md) == 0
+}
+
+// nodeKV is the kv.v1 client for one node: calls without gRPC call
+// options go on the node's call stream when they may, the rest unary.
+type nodeKV struct {
+	kvv1.KVClient
+	s *callStream // nil: every call unary
+}
+
+// streamed sends op on the stream; ok is false when it must go unary.
+func (k nodeKV) streamed(ctx context.Context, size int, opts []grpc.CallOption, c *kvv1.Call) (r *kvv1.Reply, ok bool, err error) {
+	if k.s == nil || len(opts) > 0 || !streamable(ctx, size) {
+		return nil, false, nil
+	}
+	r, err = k.s.call(ctx, c)
+	if errors.Is(err, errNoStream) {
+		return nil, false, nil
+	}
+	return r, true, err
+}
+
+func (k nodeKV) Get(ctx context.Context, in *kvv1.GetRequest, opts ...grpc.CallOption) (*kvv1.GetResponse, error) {
+	if r, ok, err := k.streamed(ctx, len(in.GetKey()), opts, &kvv1.Call{Op: &kvv1.Call_Get{Get: in}}); ok {
+		if err != nil {
+			return nil, err
+		}
+		if r.GetGet() == nil {
+			return nil, status.Error(codes.Internal, "the node's reply to a Get has no Get result")
+		}
+		return r.GetGet(), nil
+	}
+	return k.KVClient.Get(ctx, in, opts...)
+}
+
+func (k nodeKV) Put(ctx context.Context, in *kvv1.PutRequest, opts ...grpc.CallOption) (*kvv1.PutResponse, error) {
+	size := len(in.GetKey()) + len(in.GetValue()) + len(in.GetContext())
+	if r, ok, err := k.streamed(ctx, size, opts, &kvv1.Call{Op: &kvv1.Call_Put{Put: in}}); ok {
+		if err != nil {
+			return nil, err
+		}
+		if r.GetPut() == nil {
+			return nil, status.Error(codes.Internal, "the node's reply to a Put has no Put result")
+		}
+		return r.GetPut(), nil
+	}
+	return k.KVClient.Put(ctx, in, opts...)
+}
+
+func (k nodeKV) Delete(ctx context.Context, in *kvv1.DeleteRequest, opts ...grpc.CallOption) (*kvv1.DeleteResponse, error) {
+	size := len(in.GetKey()) + len(in.GetContext())
+	if r, ok, err := k.streamed(ctx, size, opts, &kvv1.Call{Op: &kvv1.Call_Delete{Delete: in}}); ok {
+		if err != nil {
+			return nil, err
+		}
+		if r.GetDelete() == nil {
+			return nil, status.Error(codes.Internal, "the node's reply to a Delete has no Delete result")
+		}
+		return r.GetDelete(), nil
+	}
+	return k.KVClient.Delete(ctx, in, opts...)
+}

@@ -1,0 +1,219 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+)
+
+// fakeNode is a one-node "cluster" on loopback that counts how calls
+// arrive: unary, or on Calls streams (unless it serves none, as an older
+// node would not).
+type fakeNode struct {
+	kvv1.UnimplementedKVServer
+	internalv1.UnimplementedDiscoveryServer
+	addr      string
+	noStreams bool
+	unary     atomic.Int64
+	streamed  atomic.Int64
+	streams   atomic.Int64 // Calls streams opened
+	ended     atomic.Int64 // Calls streams the client closed cleanly
+}
+
+func (f *fakeNode) Topology(context.Context, *internalv1.TopologyRequest) (*internalv1.TopologyResponse, error) {
+	return &internalv1.TopologyResponse{Epoch: 1, Partitions: 1,
+		Nodes:     []*internalv1.TopologyNode{{Id: "n1", Dc: "dc1", GrpcAddr: f.addr, Alive: true}},
+		Keyspaces: []*internalv1.KeyspaceTopology{{Name: "default", Partitions: []*internalv1.PartitionReplicas{{Nodes: []uint32{0}}}}}}, nil
+}
+
+func (f *fakeNode) Get(_ context.Context, r *kvv1.GetRequest) (*kvv1.GetResponse, error) {
+	f.unary.Add(1)
+	return f.get(r)
+}
+
+func (f *fakeNode) Put(_ context.Context, r *kvv1.PutRequest) (*kvv1.PutResponse, error) {
+	f.unary.Add(1)
+	return &kvv1.PutResponse{Context: r.GetKey()}, nil
+}
+
+// get answers "missing" with NOT_FOUND's stand-in (an INVALID_ARGUMENT,
+// as a node answers a bad key) and echoes every other key as its value.
+func (f *fakeNode) get(r *kvv1.GetRequest) (*kvv1.GetResponse, error) {
+	if string(r.GetKey()) == "bad" {
+		return nil, status.Error(codes.InvalidArgument, "bad key")
+	}
+	return &kvv1.GetResponse{Siblings: []*kvv1.Sibling{{Value: r.GetKey()}}}, nil
+}
+
+func (f *fakeNode) Calls(stream kvv1.KV_CallsServer) error {
+	if f.noStreams {
+		return status.Error(codes.Unimplemented, "unknown method Calls")
+	}
+	f.streams.Add(1)
+	for {
+		b, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			f.ended.Add(1)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		out := &kvv1.ReplyBatch{}
+		for _, c := range b.GetCalls() {
+			f.streamed.Add(1)
+			r := &kvv1.Reply{Id: c.GetId()}
+			switch op := c.GetOp().(type) {
+			case *kvv1.Call_Get:
+				resp, err := f.get(op.Get)
+				if err != nil {
+					enc, _ := proto.Marshal(status.Convert(err).Proto())
+					r.Result = &kvv1.Reply_Error{Error: enc}
+				} else {
+					r.Result = &kvv1.Reply_Get{Get: resp}
+				}
+			case *kvv1.Call_Put:
+				r.Result = &kvv1.Reply_Put{Put: &kvv1.PutResponse{Context: op.Put.GetKey()}}
+			}
+			out.Replies = append(out.Replies, r)
+		}
+		if err := stream.Send(out); err != nil {
+			return err
+		}
+	}
+}
+
+func startFake(t *testing.T, noStreams bool) *fakeNode {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeNode{addr: lis.Addr().String(), noStreams: noStreams}
+	srv := grpc.NewServer()
+	kvv1.RegisterKVServer(srv, f)
+	internalv1.RegisterDiscoveryServer(srv, f)
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return f
+}
+
+func dialFake(t *testing.T, f *fakeNode, opts ...Option) *Client {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, []string{f.addr}, append([]Option{Insecure()}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func TestCallsGoOnOneStream(t *testing.T) {
+	f := startFake(t, false)
+	c := dialFake(t, f)
+	ctx := context.Background()
+	for i := 0; i < 20; i++ {
+		r, err := c.Get(ctx, "", []byte("k"))
+		if err != nil || len(r.Values) != 1 || string(r.Values[0]) != "k" {
+			t.Fatalf("get: %v, %v", r, err)
+		}
+	}
+	if _, err := c.Put(ctx, "", []byte("k"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	// A node's error comes back as the unary call's would.
+	_, err := c.Get(ctx, "", []byte("bad"))
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "bad key") {
+		t.Fatalf("get of a bad key: %v, want INVALID_ARGUMENT", err)
+	}
+	if got, want := f.streamed.Load(), int64(22); got != want || f.unary.Load() != 0 || f.streams.Load() != 1 {
+		t.Fatalf("%d calls streamed on %d streams and %d unary; want %d on one stream", got, f.streams.Load(), f.unary.Load(), want)
+	}
+
+	// Unary: a traced call (its trace context must travel), one with
+	// metadata of its own, a large value; and everything with UnaryCalls.
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{1}, TraceFlags: trace.FlagsSampled})
+	if _, err := c.Get(trace.ContextWithSpanContext(ctx, sc), "", []byte("k")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer x"), "", []byte("k")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Put(ctx, "", []byte("k"), make([]byte, maxStreamedCall+1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dialFake(t, f, UnaryCalls()).Get(ctx, "", []byte("k")); err != nil {
+		t.Fatal(err)
+	}
+	if f.unary.Load() != 4 || f.streamed.Load() != 22 {
+		t.Fatalf("%d unary, %d streamed; want 4 unary (traced, metadata, large, UnaryCalls) and no more streamed", f.unary.Load(), f.streamed.Load())
+	}
+}
+
+func TestCallsFallBackToUnaryOnOlderNodes(t *testing.T) {
+	f := startFake(t, true)
+	c := dialFake(t, f)
+	for i := 0; i < 5; i++ {
+		r, err := c.Get(context.Background(), "", []byte("k"))
+		if err != nil || len(r.Values) != 1 {
+			t.Fatalf("get from a node without call streams: %v, %v", r, err)
+		}
+	}
+	if f.unary.Load() != 5 {
+		t.Fatalf("%d unary calls, want all 5", f.unary.Load())
+	}
+}
+
+func TestCallStreamRetiresCleanly(t *testing.T) {
+	f := startFake(t, false)
+	c := dialFake(t, f)
+	c.opts.streamAge = -1 // every stream is past its age once used
+	ctx := context.Background()
+	for i := 0; i < 5; i++ {
+		if _, err := c.Get(ctx, "", []byte("k")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every call was streamed, each stream but the last retired by
+	// closing its side (the node saw EOF, not a cancelled stream).
+	deadline := time.Now().Add(10 * time.Second)
+	for f.ended.Load() < f.streams.Load()-1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if f.streamed.Load() != 5 || f.unary.Load() != 0 || f.streams.Load() < 2 || f.ended.Load() < f.streams.Load()-1 {
+		t.Fatalf("%d streamed, %d unary, %d streams, %d ended cleanly; want 5 streamed over several streams, all but the last ended cleanly",
+			f.streamed.Load(), f.unary.Load(), f.streams.Load(), f.ended.Load())
+	}
+}
+
+func TestCallStreamGivesUpWithTheCaller(t *testing.T) {
+	f := startFake(t, false)
+	c := dialFake(t, f)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.Get(ctx, "", []byte("k")); status.Code(err) != codes.Canceled && !errors.Is(err, context.Canceled) {
+		t.Fatalf("get with a cancelled context: %v, want CANCELED", err)
+	}
+	dctx, dcancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer dcancel()
+	if _, err := c.Get(dctx, "", []byte("k")); status.Code(err) != codes.DeadlineExceeded && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("get past its deadline: %v, want DEADLINE_EXCEEDED", err)
+	}
+}

@@ -1,0 +1,114 @@
+package node
+
+import (
+	"context"
+
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	grpccodes "google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/transport"
+)
+
+// Calls serves a client's call stream: each Get, Put or Delete on it runs
+// as the unary method would (the coordinator admits it, times it and
+// answers with the same statuses), authorized for its keyspace by the
+// principal the stream authenticated as when it opened, and passes the
+// shutdown gate like a unary call. A call is traced (a root of its own)
+// at the node's sample ratio.
+func (s *kvServer) Calls(stream kvv1.KV_CallsServer) error {
+	ctx := stream.Context()
+	allow, err := s.z.streamPrincipal(ctx)
+	if err != nil {
+		return err
+	}
+	// The stream's own span, if its RPC was traced, is no parent of the
+	// calls on it: each is traced or not on its own.
+	ctx = trace.ContextWithSpanContext(ctx, trace.SpanContext{})
+	batch := &kvv1.ReplyBatch{}
+	return transport.CallLoop[*kvv1.Call, *kvv1.Reply]{
+		Serve:      func(ctx context.Context, c *kvv1.Call) *kvv1.Reply { return s.serveCall(ctx, c, allow) },
+		Refuse:     callRefused,
+		Enter:      s.n.gate.enter,
+		Leave:      s.n.gate.leave,
+		Refused:    errShuttingDown,
+		Closing:    s.n.gate.closing,
+		MaxRunning: s.n.cfg.ClientCallsRunning,
+		Running:    &s.n.clientCallsRunning,
+		// As a unary call without a deadline (the coordinator caps every
+		// request at its maximum, which MaxCallTime's default matches).
+		DefaultCallTime: s.n.cfg.RequestTimeout,
+	}.Run(ctx, func() ([]*kvv1.Call, error) {
+		b, err := stream.Recv()
+		return b.GetCalls(), err
+	}, func(rs []*kvv1.Reply) error {
+		batch.Replies = rs
+		err := stream.Send(batch)
+		batch.Replies = nil
+		return err
+	})
+}
+
+// serveCall runs one call of a stream.
+func (s *kvServer) serveCall(ctx context.Context, c *kvv1.Call, allow func(keyspace, perm string) error) *kvv1.Reply {
+	r := &kvv1.Reply{Id: c.GetId()}
+	var span trace.Span
+	var err error
+	switch op := c.GetOp().(type) {
+	case *kvv1.Call_Get:
+		if err = allow(op.Get.GetKeyspace(), "read"); err == nil {
+			ctx, span = s.n.tel.StartStreamCall(ctx, "kv.v1.KV/Calls/Get")
+			var resp *kvv1.GetResponse
+			if resp, err = s.c.Get(ctx, op.Get); err == nil {
+				r.Result = &kvv1.Reply_Get{Get: resp}
+			}
+		}
+	case *kvv1.Call_Put:
+		if err = allow(op.Put.GetKeyspace(), "write"); err == nil {
+			ctx, span = s.n.tel.StartStreamCall(ctx, "kv.v1.KV/Calls/Put")
+			var resp *kvv1.PutResponse
+			if resp, err = s.c.Put(ctx, op.Put); err == nil {
+				r.Result = &kvv1.Reply_Put{Put: resp}
+			}
+		}
+	case *kvv1.Call_Delete:
+		if err = allow(op.Delete.GetKeyspace(), "write"); err == nil {
+			ctx, span = s.n.tel.StartStreamCall(ctx, "kv.v1.KV/Calls/Delete")
+			var resp *kvv1.DeleteResponse
+			if resp, err = s.c.Delete(ctx, op.Delete); err == nil {
+				r.Result = &kvv1.Reply_Delete{Delete: resp}
+			}
+		}
+	default:
+		err = status.Error(grpccodes.InvalidArgument, "call without a Get, Put or Delete (sent by a newer client?)")
+	}
+	if span != nil {
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}
+	if err != nil {
+		r.Result = &kvv1.Reply_Error{Error: encodeStatus(err)}
+	}
+	return r
+}
+
+// callRefused answers a call the node did not run.
+func callRefused(c *kvv1.Call, err error) *kvv1.Reply {
+	return &kvv1.Reply{Id: c.GetId(), Result: &kvv1.Reply_Error{Error: encodeStatus(err)}}
+}
+
+// encodeStatus is err as an encoded google.rpc.Status, as a unary call
+// would have returned it (errors without a status are UNKNOWN there too).
+func encodeStatus(err error) []byte {
+	st, _ := status.FromError(err)
+	b, mErr := proto.Marshal(st.Proto())
+	if mErr != nil {
+		b, _ = proto.Marshal(status.New(grpccodes.Internal, err.Error()).Proto())
+	}
+	return b
+}
