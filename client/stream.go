@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"sync"
 	"time"
 
@@ -45,6 +46,23 @@ const maxStreamWaiting = 4096
 // stream retired sooner than that finishes its calls in the grace and a
 // new stream, on a new connection, takes over without failing a call.
 const streamMaxAge = 20 * time.Second
+
+// maxBatchBytes bounds one CallBatch of several calls.
+const maxBatchBytes = 1 << 20
+
+// callSize is about how many bytes c takes in a CallBatch.
+func callSize(c *kvv1.Call) int {
+	n := 64 // ID, timeout, tags, lengths, consistency
+	switch op := c.GetOp().(type) {
+	case *kvv1.Call_Get:
+		n += len(op.Get.GetKeyspace()) + len(op.Get.GetKey())
+	case *kvv1.Call_Put:
+		n += len(op.Put.GetKeyspace()) + len(op.Put.GetKey()) + len(op.Put.GetValue()) + len(op.Put.GetContext()) + len(op.Put.GetRequestId())
+	case *kvv1.Call_Delete:
+		n += len(op.Delete.GetKeyspace()) + len(op.Delete.GetKey()) + len(op.Delete.GetContext()) + len(op.Delete.GetRequestId())
+	}
+	return n
+}
 
 // errNoStream says a call should go unary: nothing was sent.
 var errNoStream = errors.New("call stream unusable")
@@ -121,7 +139,10 @@ func (s *callStream) notify() {
 // closed, or is retired and has sent everything; a second goroutine takes
 // the replies.
 func (s *callStream) run(ctx context.Context, kv kvv1.KVClient) {
-	stream, err := kv.Calls(ctx)
+	// The node bounds what it sends (its message limit); the stream takes
+	// any reply it sends rather than fail every call on it for one large
+	// reply.
+	stream, err := kv.Calls(ctx, grpc.MaxCallRecvMsgSize(math.MaxInt32))
 	if err != nil {
 		s.fail(err)
 		s.stop()
@@ -154,9 +175,17 @@ func (s *callStream) run(ctx context.Context, kv kvv1.KVClient) {
 		}
 		retired := s.mu.retired
 		s.mu.Unlock()
-		if len(send) > 0 {
-			batch.Calls = send
+		for rest := send; len(rest) > 0 && err == nil; {
+			// A message at most about maxBatchBytes: the node's limit is
+			// larger (its largest value plus 1 MiB).
+			n, size := 0, 0
+			for n < len(rest) && (n == 0 || size+callSize(rest[n]) <= maxBatchBytes) {
+				size += callSize(rest[n])
+				n++
+			}
+			batch.Calls = rest[:n]
 			err = stream.Send(batch)
+			rest = rest[n:]
 		}
 		clear(send)
 		batch.Calls = send[:0]

@@ -33,6 +33,7 @@ type fakeNode struct {
 	streamed  atomic.Int64
 	streams   atomic.Int64 // Calls streams opened
 	ended     atomic.Int64 // Calls streams the client closed cleanly
+	maxBatch  atomic.Int64 // the largest CallBatch received, bytes
 }
 
 func (f *fakeNode) Topology(context.Context, *internalv1.TopologyRequest) (*internalv1.TopologyResponse, error) {
@@ -73,6 +74,9 @@ func (f *fakeNode) Calls(stream kvv1.KV_CallsServer) error {
 		}
 		if err != nil {
 			return err
+		}
+		if n := int64(proto.Size(b)); n > f.maxBatch.Load() {
+			f.maxBatch.Store(n) // one stream at a time here: no race to lose
 		}
 		out := &kvv1.ReplyBatch{}
 		for _, c := range b.GetCalls() {
@@ -215,5 +219,32 @@ func TestCallStreamGivesUpWithTheCaller(t *testing.T) {
 	defer dcancel()
 	if _, err := c.Get(dctx, "", []byte("k")); status.Code(err) != codes.DeadlineExceeded && !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("get past its deadline: %v, want DEADLINE_EXCEEDED", err)
+	}
+}
+
+// TestCallBatchesStayUnderTheMessageLimit: many large calls at once go in
+// several messages, none over about 1 MiB (a node's limit is its largest
+// value plus 1 MiB; gRPC's default is 4 MiB).
+func TestCallBatchesStayUnderTheMessageLimit(t *testing.T) {
+	f := startFake(t, false)
+	c := dialFake(t, f)
+	value := make([]byte, maxStreamedCall-100)
+	errs := make(chan error, 200)
+	for i := 0; i < 200; i++ {
+		go func() {
+			_, err := c.Put(context.Background(), "", []byte("k"), value)
+			errs <- err
+		}()
+	}
+	for i := 0; i < 200; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f.streamed.Load() != 200 || f.streams.Load() != 1 {
+		t.Fatalf("%d calls streamed on %d streams, want 200 on one", f.streamed.Load(), f.streams.Load())
+	}
+	if m := f.maxBatch.Load(); m > maxBatchBytes+maxStreamedCall {
+		t.Fatalf("a batch of %d bytes, want at most about %d", m, maxBatchBytes)
 	}
 }

@@ -150,33 +150,36 @@ func BenchmarkGRPCNoop(b *testing.B) {
 // BenchmarkClient is BenchmarkQuorumPut and BenchmarkQuorumGet through
 // the Go client, which routes each call to a replica of its key and, by
 // default, carries calls on one kv.v1.KV/Calls stream per node
-// (calls=stream); calls=unary sends each as its own gRPC call.
+// (calls=stream); calls=unary sends each as its own gRPC call. One
+// cluster serves every case.
 func BenchmarkClient(b *testing.B) {
+	l, _ := benchCluster(b, node.Options{})
+	ctx := context.Background()
+	dial := func(b *testing.B, opts ...client.Option) *client.Client {
+		cl, err := client.Dial(ctx, []string{l.Nodes()[0].Addr()}, append(opts, client.Insecure())...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { cl.Close() })
+		return cl
+	}
+	const keys = 1000
+	value := make([]byte, 100)
+	for i := 0; i < keys; i++ {
+		if _, err := dial(b).Put(ctx, "", fmt.Appendf(nil, "get-%d", i), value); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var n atomic.Int64 // keys written are distinct across cases
 	for _, op := range []string{"put/durable=true", "put/durable=false", "get"} {
 		for _, mode := range []string{"stream", "unary"} {
 			b.Run(op+"/calls="+mode, func(b *testing.B) {
-				l, _ := benchCluster(b, node.Options{})
-				opts := []client.Option{client.Insecure()}
+				var opts []client.Option
 				if mode == "unary" {
 					opts = append(opts, client.UnaryCalls())
 				}
-				ctx := context.Background()
-				cl, err := client.Dial(ctx, []string{l.Nodes()[0].Addr()}, opts...)
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.Cleanup(func() { cl.Close() })
-				const keys = 1000
-				value := make([]byte, 100)
-				if op == "get" {
-					for i := 0; i < keys; i++ {
-						if _, err := cl.Put(ctx, "", fmt.Appendf(nil, "key-%d", i), value); err != nil {
-							b.Fatal(err)
-						}
-					}
-				}
+				cl := dial(b, opts...)
 				durable := op == "put/durable=true"
-				var n atomic.Int64
 				b.SetParallelism(16)
 				b.ReportAllocs()
 				b.ResetTimer()
@@ -185,7 +188,7 @@ func BenchmarkClient(b *testing.B) {
 						i := n.Add(1)
 						var err error
 						if op == "get" {
-							_, err = cl.Get(ctx, "", fmt.Appendf(nil, "key-%d", i%keys), client.Level(kvv1.Level_LEVEL_QUORUM))
+							_, err = cl.Get(ctx, "", fmt.Appendf(nil, "get-%d", i%keys), client.Level(kvv1.Level_LEVEL_QUORUM))
 						} else {
 							_, err = cl.Put(ctx, "", fmt.Appendf(nil, "key-%d", i), value, client.Level(kvv1.Level_LEVEL_QUORUM), client.Durable(durable))
 						}

@@ -14,6 +14,9 @@ type kvServer struct {
 	c *coordinator.Coordinator
 	n *Node
 	z *authorizer
+	// maxMsg is the listener's message size limit (call streams split
+	// their replies to fit).
+	maxMsg int
 }
 
 func (s *kvServer) Get(ctx context.Context, req *kvv1.GetRequest) (*kvv1.GetResponse, error) {

@@ -37,6 +37,7 @@ type benchFlags struct {
 	keyspace                   string
 	noSync                     bool
 	viaNodes                   bool
+	unaryCalls                 bool
 	jsonOut, hlogOut, htmlOut  string
 	cpuProfile                 string
 	seed                       uint64
@@ -88,6 +89,7 @@ not hidden (coordinated omission corrected, as wrk2 does).`,
 	fl.StringVar(&f.writeCons, "write-consistency", "quorum", "consistency of writes")
 	fl.StringVar(&f.keyspace, "keyspace", "", "keyspace (default \"default\")")
 	fl.BoolVar(&f.noSync, "no-sync", false, "writes acknowledged before fsync (durable acks off)")
+	fl.BoolVar(&f.unaryCalls, "unary-calls", false, "send each request as a gRPC call of its own instead of on the Go client's call stream to each node (to compare the two)")
 	fl.BoolVar(&f.viaNodes, "via-nodes", false, "spread requests over the given nodes round-robin by key (nodes forward writes they do not replicate) instead of the partition-aware client")
 	fl.StringVar(&f.jsonOut, "json", "", "write the run's result as JSON to this file")
 	fl.StringVar(&f.hlogOut, "hlog", "", "write an HdrHistogram interval log to this file")
@@ -253,6 +255,9 @@ func runBench(ctx context.Context, out, errOut io.Writer, f benchFlags) error {
 		write.Durable = &durable
 	}
 	var store bench.Store
+	if f.viaNodes && f.unaryCalls {
+		return fmt.Errorf("--unary-calls is for the Go client; --via-nodes sends every request unary already: drop one of them")
+	}
 	if f.viaNodes {
 		gs := &bench.GRPCStore{Keyspace: f.keyspace, Read: read, Write: write}
 		for _, a := range addrs {
@@ -271,7 +276,12 @@ func runBench(ctx context.Context, out, errOut io.Writer, f benchFlags) error {
 		if err != nil {
 			return err
 		}
-		kc, err := client.Dial(ctx, addrs, client.WithDialOptions(opts...))
+		copts := []client.Option{client.WithDialOptions(opts...)}
+		if f.unaryCalls {
+			copts = append(copts, client.UnaryCalls())
+			target += ", unary calls"
+		}
+		kc, err := client.Dial(ctx, addrs, copts...)
 		if err != nil {
 			return err
 		}

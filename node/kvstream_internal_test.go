@@ -1,0 +1,61 @@
+package node
+
+import (
+	"testing"
+
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+)
+
+// TestSendRepliesSplitsAndBounds: replies go in messages of at most
+// replyBatchBytes (a larger one alone), and a reply over the message
+// limit becomes its call's RESOURCE_EXHAUSTED instead of failing the
+// stream.
+func TestSendRepliesSplitsAndBounds(t *testing.T) {
+	get := func(id uint64, size int) *kvv1.Reply {
+		return &kvv1.Reply{Id: id, Result: &kvv1.Reply_Get{Get: &kvv1.GetResponse{Siblings: []*kvv1.Sibling{{Value: make([]byte, size)}}}}}
+	}
+	const maxMsg = 16 << 20
+	rs := []*kvv1.Reply{get(1, 100), get(2, 3<<20), get(3, 3<<20), get(4, 5<<20), get(5, 100), get(6, 17<<20), get(7, 100)}
+	var batches [][]uint64
+	err := sendReplies(rs, maxMsg, func(b []*kvv1.Reply) error {
+		var ids []uint64
+		for _, r := range b {
+			ids = append(ids, r.GetId())
+		}
+		batches = append(batches, ids)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][]uint64{{1, 2}, {3}, {4}, {5, 6, 7}}
+	if len(batches) != len(want) {
+		t.Fatalf("batches %v, want %v", batches, want)
+	}
+	for i := range want {
+		if len(batches[i]) != len(want[i]) {
+			t.Fatalf("batches %v, want %v", batches, want)
+		}
+		for j := range want[i] {
+			if batches[i][j] != want[i][j] {
+				t.Fatalf("batches %v, want %v", batches, want)
+			}
+		}
+	}
+	e, ok := rs[5].GetResult().(*kvv1.Reply_Error)
+	if !ok {
+		t.Fatalf("reply over the limit sent as is")
+	}
+	var sp spb.Status
+	if err := proto.Unmarshal(e.Error, &sp); err != nil {
+		t.Fatal(err)
+	}
+	if st := status.FromProto(&sp); st.Code() != codes.ResourceExhausted || rs[5].GetId() != 6 {
+		t.Fatalf("reply over the limit: %v (id %d), want RESOURCE_EXHAUSTED for call 6", st.Err(), rs[5].GetId())
+	}
+}
