@@ -13,7 +13,11 @@ import (
 // sample with it. While latency stays near normal the limit grows by about
 // its square root per round; when latency rises above twice the normal —
 // requests are queueing for CPU or disk rather than being served — the
-// limit shrinks in proportion. A request that finds the limit reached waits
+// limit shrinks in proportion, but only while the node is busy (at least
+// half its limit in flight): slow requests with few in flight are slow for
+// another reason (a durable write's fsync on a shared disk, a memtable
+// flush, a slow peer), and admitting fewer would only shed requests the
+// node has room for. A request that finds the limit reached waits
 // at most `wait` for a slot, then is shed. The limit stays within
 // [min, max].
 type limiter struct {
@@ -90,6 +94,7 @@ func (l *limiter) acquire(ctx context.Context) bool {
 func (l *limiter) release(rtt time.Duration, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	busy := float64(l.mu.inFlight) >= l.mu.limit/2
 	l.mu.inFlight--
 	if l.mu.waiting > 0 {
 		// Wake every waiter; they race for the slot. Only then: no
@@ -112,6 +117,9 @@ func (l *limiter) release(rtt time.Duration, ok bool) {
 		l.mu.longRTT += (s - l.mu.longRTT) * 0.05
 	}
 	gradient := math.Max(0.5, math.Min(1.0, limiterTolerance*l.mu.longRTT/s))
+	if !busy {
+		gradient = 1
+	}
 	target := l.mu.limit*gradient + math.Sqrt(l.mu.limit)
 	next := l.mu.limit*(1-limiterSmoothing) + target*limiterSmoothing
 	l.mu.limit = math.Max(l.min, math.Min(l.max, next))

@@ -17,10 +17,16 @@ func TestLimiterAdaptsToLatency(t *testing.T) {
 	if got := l.limit(); got != 32 {
 		t.Fatalf("limit %d under normal latency, want 32", got)
 	}
-	// Requests start queueing: latency ten times normal shrinks the limit.
-	for i := 0; i < 50; i++ {
-		l.acquire(context.Background())
-		l.release(100*time.Millisecond, true)
+	// Requests start queueing: with the node busy (the limit in flight),
+	// latency ten times normal shrinks the limit.
+	for round := 0; round < 5; round++ {
+		n := l.limit()
+		for i := 0; i < n; i++ {
+			l.acquire(context.Background())
+		}
+		for i := 0; i < n; i++ {
+			l.release(100*time.Millisecond, true)
+		}
 	}
 	low := l.limit()
 	if low > 16 {
@@ -36,6 +42,15 @@ func TestLimiterAdaptsToLatency(t *testing.T) {
 	}
 	if got := l.limit(); got != 32 {
 		t.Fatalf("limit %d after latency recovered, want back to 32", got)
+	}
+	// Slow requests with few in flight are not queueing here (a durable
+	// write's fsync, a slow peer): the limit stays.
+	for i := 0; i < 200; i++ {
+		l.acquire(context.Background())
+		l.release(100*time.Millisecond, true)
+	}
+	if got := l.limit(); got != 32 {
+		t.Fatalf("limit %d after slow requests one at a time, want 32", got)
 	}
 	// Failed requests say nothing about latency.
 	for i := 0; i < 100; i++ {
