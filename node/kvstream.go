@@ -30,17 +30,20 @@ func (s *kvServer) Calls(stream kvv1.KV_CallsServer) error {
 	ctx = trace.ContextWithSpanContext(ctx, trace.SpanContext{})
 	batch := &kvv1.ReplyBatch{}
 	return transport.CallLoop[*kvv1.Call, *kvv1.Reply]{
-		Serve:      func(ctx context.Context, c *kvv1.Call) *kvv1.Reply { return s.serveCall(ctx, c, allow) },
-		Refuse:     callRefused,
-		Enter:      s.n.gate.enter,
-		Leave:      s.n.gate.leave,
-		Refused:    errShuttingDown,
-		Closing:    s.n.gate.closing,
-		MaxRunning: s.n.cfg.ClientCallsRunning,
-		Running:    &s.n.clientCallsRunning,
-		// As a unary call without a deadline (the coordinator caps every
-		// request at its maximum, which MaxCallTime's default matches).
-		DefaultCallTime: s.n.cfg.RequestTimeout,
+		Serve:  func(ctx context.Context, c *kvv1.Call) *kvv1.Reply { return s.serveCall(ctx, c, allow) },
+		Refuse: callRefused,
+		CallBounds: transport.CallBounds{
+			Enter:      s.n.gate.enter,
+			Leave:      s.n.gate.leave,
+			Refused:    errShuttingDown,
+			Closing:    s.n.gate.closing,
+			MaxRunning: s.n.cfg.ClientCallsRunning,
+			Running:    &s.n.clientCallsRunning,
+			// As a unary call without a deadline (the coordinator caps
+			// every request at its maximum, which MaxCallTime's default
+			// matches).
+			DefaultCallTime: s.n.cfg.RequestTimeout,
+		},
 	}.Run(ctx, func() ([]*kvv1.Call, error) {
 		b, err := stream.Recv()
 		return b.GetCalls(), err

@@ -34,14 +34,16 @@ func (s *replicaServer) Calls(stream internalv1.Replica_CallsServer) error {
 		}
 	}
 	return transport.CallServer{
-		Serve:      s.serveCall,
-		Enter:      n.gate.enter,
-		Leave:      n.gate.leave,
-		Refused:    errShuttingDown,
-		Closing:    n.gate.closing,
-		Check:      check,
-		Running:    &n.pipedRunning,
-		MaxRunning: n.cfg.PeerCallsRunning,
+		Serve: s.serveCall,
+		CallBounds: transport.CallBounds{
+			Enter:      n.gate.enter,
+			Leave:      n.gate.leave,
+			Refused:    errShuttingDown,
+			Closing:    n.gate.closing,
+			Check:      check,
+			Running:    &n.pipedRunning,
+			MaxRunning: n.cfg.PeerCallsRunning,
+		},
 	}.ServeStream(stream)
 }
 

@@ -47,7 +47,7 @@ func (p *pipePeer) Write(ctx context.Context, req *internalv1.WriteRequest) (*in
 }
 
 func (p *pipePeer) Calls(stream internalv1.Replica_CallsServer) error {
-	return CallServer{Serve: p.serve, Closing: p.closing, MaxCallTime: time.Minute}.ServeStream(stream)
+	return CallServer{Serve: p.serve, CallBounds: CallBounds{Closing: p.closing, MaxCallTime: time.Minute}}.ServeStream(stream)
 }
 
 func (p *pipePeer) serve(ctx context.Context, c *internalv1.Call) *internalv1.Reply {

@@ -21,6 +21,12 @@ type CallServer struct {
 	// Serve runs one call; ctx carries the call's deadline (bounded by
 	// MaxCallTime).
 	Serve func(ctx context.Context, c *internalv1.Call) *internalv1.Reply
+	CallBounds
+}
+
+// CallBounds are what a stream of calls admits and how far: shared by
+// CallServer and CallLoop.
+type CallBounds struct {
 	// Enter admits a call (false: refused as Refused, e.g. while shutting
 	// down) and Leave ends it; both may be nil.
 	Enter   func() bool
@@ -37,14 +43,15 @@ type CallServer struct {
 	// control pushes back on the sender.
 	MaxRunning int
 	// MaxCallTime bounds each call, whatever timeout its sender gave
-	// (default 30s).
-	MaxCallTime time.Duration
+	// (default 30s); DefaultCallTime bounds a call whose sender named no
+	// timeout (default: MaxCallTime).
+	MaxCallTime, DefaultCallTime time.Duration
 	// Running, when set, counts the calls running (over every stream that
 	// shares it: a metric).
 	Running *atomic.Int64
 }
 
-// DefaultCallsRunning is CallServer.MaxRunning's default.
+// DefaultCallsRunning is CallBounds.MaxRunning's default.
 const DefaultCallsRunning = 1024
 
 // ServeStream serves stream until the sender closes it, it fails, or Closing.
@@ -59,8 +66,7 @@ func (s CallServer) ServeStream(stream internalv1.Replica_CallsServer) error {
 		Refuse: func(c *internalv1.Call, err error) *internalv1.Reply {
 			return &internalv1.Reply{Id: c.GetId(), Result: ReplyError(err)}
 		},
-		Enter: s.Enter, Leave: s.Leave, Refused: s.Refused, Closing: s.Closing, Check: s.Check,
-		MaxRunning: s.MaxRunning, MaxCallTime: s.MaxCallTime, Running: s.Running,
+		CallBounds: s.CallBounds,
 	}.Run(stream.Context(), func() ([]*internalv1.Call, error) {
 		b, err := stream.Recv()
 		return b.GetCalls(), err
@@ -87,19 +93,7 @@ type CallLoop[C TimedCall, R any] struct {
 	Serve func(ctx context.Context, c C) R
 	// Refuse is the reply, ID set, to a call refused with err.
 	Refuse func(c C, err error) R
-	// Enter, Leave, Refused, Closing, Check, MaxRunning, MaxCallTime and
-	// Running are as in CallServer.
-	Enter       func() bool
-	Leave       func()
-	Refused     error
-	Closing     <-chan struct{}
-	Check       func() error
-	MaxRunning  int
-	MaxCallTime time.Duration
-	Running     *atomic.Int64
-	// DefaultCallTime bounds a call whose sender named no timeout
-	// (default: MaxCallTime).
-	DefaultCallTime time.Duration
+	CallBounds
 }
 
 // Run serves calls read by recv (one batch a call; io.EOF when the sender
