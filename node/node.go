@@ -125,7 +125,7 @@ type Node struct {
 
 // Start opens the node's storage, joins the cluster and serves gRPC. It
 // returns once the node is serving; gossip joins in the background.
-func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
+func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -140,7 +140,9 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n = &Node{cfg: cfg, self: topo.Nodes[cfg.ID], gate: newGate(), drain: opts.DrainTimeout, failed: make(chan struct{})}
+	// n is not the named result: an error return sets that to nil while
+	// goroutines started here (and closures handed out) still use n.
+	n := &Node{cfg: cfg, self: topo.Nodes[cfg.ID], gate: newGate(), drain: opts.DrainTimeout, failed: make(chan struct{})}
 	if n.drain <= 0 {
 		n.drain = DefaultDrainTimeout
 	}
@@ -149,12 +151,9 @@ func Start(ctx context.Context, cfg Config, opts Options) (n *Node, err error) {
 	opts.ServerOptions = append(opts.ServerOptions[:len(opts.ServerOptions):len(opts.ServerOptions)], grpc.ChainUnaryInterceptor(n.gate.unary))
 	n.log = opts.Logger.With("node", cfg.ID, "dc", n.self.DC)
 	n.topo.Store(topo)
-	// Every error return sets n to nil: close what was started through a
-	// copy (closing a nil *Node was the panic on any start-up error).
-	started := n
 	defer func() {
 		if err != nil {
-			started.Close()
+			n.Close() // what was started stops, its goroutines first
 		}
 	}()
 
