@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -53,6 +54,23 @@ func makeCerts(t *testing.T, bin, dir string, ids []string) (grpc.DialOption, cl
 
 func startProcCluster(t *testing.T, n int, extra ...string) *procCluster {
 	t.Helper()
+	// The ports come from freePorts, free when picked; on a busy machine
+	// another socket (an outgoing connection's local port) can take one
+	// before the node binds it. Only that is retried, on other ports.
+	for attempt := 1; ; attempt++ {
+		c, err := tryProcCluster(t, n, extra...)
+		if err == nil {
+			return c
+		}
+		if attempt == 3 || !errors.Is(err, errPortTaken) {
+			t.Fatal(err)
+		}
+		t.Logf("attempt %d: %v; starting the cluster again on other ports", attempt, err)
+	}
+}
+
+func tryProcCluster(t *testing.T, n int, extra ...string) (*procCluster, error) {
+	t.Helper()
 	c := &procCluster{bin: buildBinary(t), dir: t.TempDir()}
 	secret := secretFile(t, c.bin, c.dir)
 	ports := freePorts(t, 2*n)
@@ -97,9 +115,14 @@ func startProcCluster(t *testing.T, n int, extra ...string) *procCluster {
 		p.start(t, c.bin)
 	}
 	for _, p := range c.procs {
-		waitHealthyWith(t, p.addr, c.creds)
+		if err := p.awaitHealthy(c.creds); err != nil {
+			for _, p := range c.procs {
+				p.kill()
+			}
+			return nil, err
+		}
 	}
-	return c
+	return c, nil
 }
 
 func (c *procCluster) kv(t *testing.T, i int) kvv1.KVClient {

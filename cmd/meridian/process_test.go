@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -83,6 +84,35 @@ func (p *proc) kill() {
 		p.cmd.Process.Signal(syscall.SIGKILL)
 		p.cmd.Wait()
 		p.cmd = nil
+	}
+}
+
+// errPortTaken: a node could not bind a port picked for it.
+var errPortTaken = errors.New("a port picked for a node was taken before it bound it")
+
+// awaitHealthy waits until p serves, as waitHealthyWith, but returns an
+// error, wrapping errPortTaken when p's log says it could not bind.
+func (p *proc) awaitHealthy(creds grpc.DialOption) error {
+	conn, err := grpc.NewClient(p.addr, creds)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if err == nil && resp.Status == healthpb.HealthCheckResponse_SERVING {
+			return nil
+		}
+		if b, _ := os.ReadFile(p.log.Name()); bytes.Contains(b, []byte("address already in use")) {
+			return fmt.Errorf("node %s: %w", p.id, errPortTaken)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("node %s at %s never became healthy: %v", p.id, p.addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
