@@ -463,7 +463,9 @@ func TestClientLearnsNewerEpochFromAnswers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res.Effective.GetEpoch() != after {
+		// The metadata may have moved on again since (start-up changes
+		// still landing): an answer is at least as new as the keyspace.
+		if res.Effective.GetEpoch() < after {
 			t.Fatalf("answer carries epoch %d, the cluster is at %d", res.Effective.GetEpoch(), after)
 		}
 		time.Sleep(10 * time.Millisecond)
