@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -398,46 +399,48 @@ func (c *Client) candidates(keyspace string, key []byte) []target {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	t := c.topo
-	var groups [4][]target
-	isReplica := make([]bool, len(t.nodes))
+	out := make([]target, 0, len(t.nodes))
+	var replicas []uint32 // indexes into t.nodes, preference order
 	parts, ok := t.keyspaces[keyspace]
 	if ok && t.partitions > 0 {
-		p := placement.PartitionOf(key, t.partitions)
-		if p < len(parts) {
-			for _, i := range parts[p].GetNodes() {
-				if int(i) >= len(t.nodes) || isReplica[i] {
-					continue
-				}
-				isReplica[i] = true
-				n := t.nodes[i]
-				g := 2
-				if n.GetAlive() && !c.isDown(n.GetId()) {
-					g = 1
-					if c.opts.localDC == "" || n.GetDc() == c.opts.localDC {
-						g = 0
-					}
-				}
-				groups[g] = append(groups[g], target{n.GetId(), n.GetGrpcAddr()})
-			}
+		if p := placement.PartitionOf(key, t.partitions); p < len(parts) {
+			replicas = parts[p].GetNodes()
 		}
 	} else {
 		c.triggerRefresh() // a keyspace created since the last refresh?
 	}
-	var localOthers, others []target
-	for i, n := range t.nodes {
-		if isReplica[i] || !n.GetAlive() || c.isDown(n.GetId()) {
-			continue
+	// group ranks a replica: 0 live in the local DC, 1 live elsewhere, 2
+	// believed down.
+	group := func(n *internalv1.TopologyNode) int {
+		switch {
+		case !n.GetAlive() || c.isDown(n.GetId()):
+			return 2
+		case c.opts.localDC == "" || n.GetDc() == c.opts.localDC:
+			return 0
 		}
-		if c.opts.localDC == "" || n.GetDc() == c.opts.localDC {
-			localOthers = append(localOthers, target{n.GetId(), n.GetGrpcAddr()})
-		} else {
-			others = append(others, target{n.GetId(), n.GetGrpcAddr()})
+		return 1
+	}
+	listed := func(i int) bool { return slices.Contains(replicas, uint32(i)) }
+	for g := 0; g <= 2; g++ {
+		for j, i := range replicas {
+			if int(i) >= len(t.nodes) || slices.Contains(replicas[:j], i) {
+				continue // out of range, or listed twice
+			}
+			if n := t.nodes[i]; group(n) == g {
+				out = append(out, target{n.GetId(), n.GetGrpcAddr()})
+			}
 		}
 	}
-	groups[3] = append(localOthers, others...)
-	out := make([]target, 0, len(t.nodes))
-	for _, g := range groups {
-		out = append(out, g...)
+	// Then any other live node, local DC first: it forwards.
+	for _, local := range []bool{true, false} {
+		for i, n := range t.nodes {
+			if listed(i) || !n.GetAlive() || c.isDown(n.GetId()) {
+				continue
+			}
+			if (c.opts.localDC == "" || n.GetDc() == c.opts.localDC) == local {
+				out = append(out, target{n.GetId(), n.GetGrpcAddr()})
+			}
+		}
 	}
 	return out
 }

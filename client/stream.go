@@ -93,6 +93,10 @@ type streamResult struct {
 	err   error
 }
 
+// replyChans are reused: a call's channel goes back once it is known to
+// be empty and nobody will send on it.
+var replyChans = sync.Pool{New: func() any { return make(chan streamResult, 1) }}
+
 // openCallStream starts a stream on cc; wg tracks its goroutines.
 func openCallStream(cc *grpc.ClientConn, maxAge time.Duration, wg *sync.WaitGroup) *callStream {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -271,10 +275,11 @@ func (s *callStream) call(ctx context.Context, c *kvv1.Call) (*kvv1.Reply, error
 		}
 		c.TimeoutMicros = uint64(left / time.Microsecond)
 	}
-	ch := make(chan streamResult, 1)
+	ch := replyChans.Get().(chan streamResult)
 	s.mu.Lock()
 	if s.mu.err != nil || s.mu.retired || len(s.mu.pending) >= maxStreamWaiting {
 		s.mu.Unlock()
+		replyChans.Put(ch)
 		return nil, errNoStream
 	}
 	s.mu.nextID++
@@ -285,6 +290,7 @@ func (s *callStream) call(ctx context.Context, c *kvv1.Call) (*kvv1.Reply, error
 	s.notify()
 	select {
 	case r := <-ch:
+		replyChans.Put(ch)
 		if r.err != nil {
 			if status.Code(r.err) == codes.Unimplemented && s.unsupported() {
 				return nil, errNoStream // refused as a whole: nothing ran
@@ -294,8 +300,12 @@ func (s *callStream) call(ctx context.Context, c *kvv1.Call) (*kvv1.Reply, error
 		return r.reply, replyError(r.reply)
 	case <-ctx.Done():
 		s.mu.Lock()
+		_, waiting := s.mu.pending[c.Id]
 		delete(s.mu.pending, c.Id) // not sent, if still queued
 		s.mu.Unlock()
+		if waiting {
+			replyChans.Put(ch) // nobody will send on it now
+		}
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 }

@@ -151,7 +151,8 @@ func BenchmarkGRPCNoop(b *testing.B) {
 // the Go client, which routes each call to a replica of its key and, by
 // default, carries calls on one kv.v1.KV/Calls stream per node
 // (calls=stream); calls=unary sends each as its own gRPC call. One
-// cluster serves every case.
+// cluster serves every case (-bench 'BenchmarkClient/calls=stream' for
+// one mode).
 func BenchmarkClient(b *testing.B) {
 	l, _ := benchCluster(b, node.Options{})
 	ctx := context.Background()
@@ -171,9 +172,9 @@ func BenchmarkClient(b *testing.B) {
 		}
 	}
 	var n atomic.Int64 // keys written are distinct across cases
-	for _, op := range []string{"put/durable=true", "put/durable=false", "get"} {
-		for _, mode := range []string{"stream", "unary"} {
-			b.Run(op+"/calls="+mode, func(b *testing.B) {
+	for _, mode := range []string{"stream", "unary"} {
+		for _, op := range []string{"put/durable=true", "put/durable=false", "get"} {
+			b.Run("calls="+mode+"/"+op, func(b *testing.B) {
 				var opts []client.Option
 				if mode == "unary" {
 					opts = append(opts, client.UnaryCalls())

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"time"
 
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -30,7 +31,11 @@ func (s *kvServer) Calls(stream kvv1.KV_CallsServer) error {
 	ctx = trace.ContextWithSpanContext(ctx, trace.SpanContext{})
 	batch := &kvv1.ReplyBatch{}
 	return transport.CallLoop[*kvv1.Call, *kvv1.Reply]{
-		Serve:  func(ctx context.Context, c *kvv1.Call) *kvv1.Reply { return s.serveCall(ctx, c, allow) },
+		Serve: func(ctx context.Context, c *kvv1.Call, deadline time.Time) *kvv1.Reply {
+			ctx, cancel := context.WithDeadline(ctx, deadline)
+			defer cancel()
+			return s.serveCall(ctx, c, allow)
+		},
 		Refuse: callRefused,
 		CallBounds: transport.CallBounds{
 			Enter:      s.n.gate.enter,

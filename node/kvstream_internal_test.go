@@ -1,14 +1,18 @@
 package node
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/transport"
 )
 
 // TestSendRepliesSplitsAndBounds: replies go in messages of at most
@@ -57,5 +61,17 @@ func TestSendRepliesSplitsAndBounds(t *testing.T) {
 	}
 	if st := status.FromProto(&sp); st.Code() != codes.ResourceExhausted || rs[5].GetId() != 6 {
 		t.Fatalf("reply over the limit: %v (id %d), want RESOURCE_EXHAUSTED for call 6", st.Err(), rs[5].GetId())
+	}
+}
+
+// TestLateReplicaCallIsNotRun: a piped replica call that waited past its
+// deadline is answered DEADLINE_EXCEEDED without running (this server has
+// no node: running it would panic).
+func TestLateReplicaCallIsNotRun(t *testing.T) {
+	s := &replicaServer{}
+	c := &internalv1.Call{Id: 7, Op: &internalv1.Call_Write{Write: &internalv1.WriteRequest{Key: []byte("k")}}}
+	r := s.serveCall(context.Background(), c, time.Now().Add(-time.Millisecond))
+	if st := transport.ReplyStatus(r); st.Code() != codes.DeadlineExceeded {
+		t.Fatalf("late call answered %v, want DEADLINE_EXCEEDED", st.Err())
 	}
 }

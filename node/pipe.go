@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -48,9 +49,16 @@ func (s *replicaServer) Calls(stream internalv1.Replica_CallsServer) error {
 }
 
 // serveCall runs one piped call.
-func (s *replicaServer) serveCall(ctx context.Context, c *internalv1.Call) *internalv1.Reply {
-	ctx = context.WithValue(ctx, callEpochKey{}, c.GetEpoch())
+func (s *replicaServer) serveCall(ctx context.Context, c *internalv1.Call, deadline time.Time) *internalv1.Reply {
 	r := &internalv1.Reply{}
+	if time.Now().After(deadline) {
+		// It waited past its sender's deadline: nobody waits for it now.
+		r.Result = transport.ReplyError(status.FromContextError(context.DeadlineExceeded).Err())
+		return r
+	}
+	// A read or write here waits on nothing but the engine: the call
+	// needs no context with its deadline (and no timer).
+	ctx = context.WithValue(ctx, callEpochKey{}, c.GetEpoch())
 	switch op := c.GetOp().(type) {
 	case *internalv1.Call_Read:
 		resp, err := s.n.coord.ServeRead(ctx, op.Read)

@@ -50,7 +50,9 @@ func (p *pipePeer) Calls(stream internalv1.Replica_CallsServer) error {
 	return CallServer{Serve: p.serve, CallBounds: CallBounds{Closing: p.closing, MaxCallTime: time.Minute}}.ServeStream(stream)
 }
 
-func (p *pipePeer) serve(ctx context.Context, c *internalv1.Call) *internalv1.Reply {
+func (p *pipePeer) serve(ctx context.Context, c *internalv1.Call, deadline time.Time) *internalv1.Reply {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	p.piped.Add(1)
 	if r := c.GetRead(); r != nil {
 		switch string(r.GetKey()) {

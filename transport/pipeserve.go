@@ -18,9 +18,8 @@ import (
 // goroutine, as a unary call would, and the replies queue and go back in
 // batches (CallLoop does the work; clients' call streams use it too).
 type CallServer struct {
-	// Serve runs one call; ctx carries the call's deadline (bounded by
-	// MaxCallTime).
-	Serve func(ctx context.Context, c *internalv1.Call) *internalv1.Reply
+	// Serve runs one call (see CallLoop.Serve).
+	Serve func(ctx context.Context, c *internalv1.Call, deadline time.Time) *internalv1.Reply
 	CallBounds
 }
 
@@ -58,8 +57,8 @@ const DefaultCallsRunning = 1024
 func (s CallServer) ServeStream(stream internalv1.Replica_CallsServer) error {
 	batch := &internalv1.ReplyBatch{}
 	return CallLoop[*internalv1.Call, *internalv1.Reply]{
-		Serve: func(ctx context.Context, c *internalv1.Call) *internalv1.Reply {
-			r := s.Serve(ctx, c)
+		Serve: func(ctx context.Context, c *internalv1.Call, deadline time.Time) *internalv1.Reply {
+			r := s.Serve(ctx, c, deadline)
 			r.Id = c.GetId()
 			return r
 		},
@@ -88,9 +87,11 @@ type TimedCall interface {
 // for the next call), at most MaxRunning at once, and the replies queue
 // and go back in batches.
 type CallLoop[C TimedCall, R any] struct {
-	// Serve runs one call and returns its reply, ID set; ctx carries the
-	// call's deadline (bounded by MaxCallTime).
-	Serve func(ctx context.Context, c C) R
+	// Serve runs one call and returns its reply, ID set, by deadline (the
+	// sender's timeout bounded by MaxCallTime). ctx is the stream's: a
+	// call that waits on anything derives its own context with the
+	// deadline; one that does not (a local read or write) costs no timer.
+	Serve func(ctx context.Context, c C, deadline time.Time) R
 	// Refuse is the reply, ID set, to a call refused with err.
 	Refuse func(c C, err error) R
 	CallBounds
@@ -237,10 +238,7 @@ func (s CallLoop[C, R]) run(ctx context.Context, c C, o *outbox[R]) {
 	if t > 0 && t < timeout {
 		timeout = t
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	r := s.Serve(ctx, c)
-	cancel()
-	o.done(r)
+	o.done(s.Serve(ctx, c, time.Now().Add(timeout)))
 }
 
 // outbox queues a stream's replies for its sender.
