@@ -485,3 +485,42 @@ func TestContextScopes(t *testing.T) {
 		t.Fatalf("unknown scope: err %v, want one naming the choices", err)
 	}
 }
+
+// TestLoadRetriesShedInserts: an insert the cluster sheds
+// (RESOURCE_EXHAUSTED) is sent again, so the load leaves every record in
+// place; other errors are not retried.
+func TestLoadRetriesShedInserts(t *testing.T) {
+	s := newMemStore()
+	var calls atomic.Int64
+	s.fail = func() error {
+		if calls.Add(1)%3 != 0 { // two of every three calls shed
+			return status.Error(codes.ResourceExhausted, "node overloaded")
+		}
+		return nil
+	}
+	w, _ := WorkloadByName("A")
+	cfg := Config{Workload: w, RecordCount: 50, Workers: 4, Interval: time.Hour,
+		sleep: func(context.Context, time.Duration) {}} // no real backoff
+	var progress bytes.Buffer
+	res, err := Load(context.Background(), cfg, s, &progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.data) != 50 || len(res.Errors) != 0 {
+		t.Fatalf("load left %d of 50 records, errors %v; want all, none", len(s.data), res.Errors)
+	}
+	if !strings.Contains(progress.String(), "inserts shed by the cluster (RESOURCE_EXHAUSTED) were sent again") {
+		t.Errorf("progress does not say inserts were retried: %q", progress.String())
+	}
+
+	// An error that is not a shed is the load's result, not retried.
+	s = newMemStore()
+	s.fail = func() error { return status.Error(codes.InvalidArgument, "bad") }
+	res, err = Load(context.Background(), cfg, s, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.data) != 0 || res.Errors["InvalidArgument (insert)"] != 50 {
+		t.Fatalf("errors %v, %d records; want 50 INVALID_ARGUMENT inserts, none stored", res.Errors, len(s.data))
+	}
+}

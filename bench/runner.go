@@ -228,6 +228,7 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 	var (
 		inserted atomic.Uint64 // records that exist (for latest / uniform)
 		nextOp   atomic.Int64  // operations issued (for Ops and loads)
+		retried  atomic.Int64  // shed inserts sent again (load phase)
 		wg       sync.WaitGroup
 	)
 	inserted.Store(cfg.RecordCount)
@@ -261,7 +262,8 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 		go func() {
 			defer wg.Done()
 			wk := &worker{cfg: &cfg, s: s, rec: recs[w], rng: rand.New(rand.NewPCG(cfg.Seed, uint64(w)+1)),
-				keys: keys, inserted: &inserted, insertNext: &insertNext, ctxs: cache.forWorker(w)}
+				keys: keys, inserted: &inserted, insertNext: &insertNext, ctxs: cache.forWorker(w),
+				loading: phase == "load", retried: &retried}
 			var interval time.Duration
 			if cfg.Rate > 0 {
 				interval = time.Duration(float64(time.Second) * float64(cfg.Workers) / cfg.Rate)
@@ -324,6 +326,9 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 		fmt.Fprintln(progress, progressLine(cfg, phase, now.Sub(start), iv.Interval, recs, nextOp.Load()))
 	}
 	res.Elapsed = cfg.now().Sub(start)
+	if n := retried.Load(); n > 0 {
+		fmt.Fprintf(progress, "%s phase: %d inserts shed by the cluster (RESOURCE_EXHAUSTED) were sent again after a backoff; fewer --workers load without shedding\n", phase, n)
+	}
 	res.Partial = ctx.Err() != nil
 	res.finish(recs, cfg)
 	return res, nil
@@ -342,6 +347,10 @@ type worker struct {
 	// client would, so updates supersede what the client saw instead of
 	// piling up siblings (see Config.Contexts for whose).
 	ctxs contextCache
+	// loading: the load phase, whose shed inserts are retried (counted
+	// in retried).
+	loading bool
+	retried *atomic.Int64
 }
 
 func (w *worker) pick(phase string) Op {
@@ -371,7 +380,20 @@ func (w *worker) do(ctx context.Context, op Op) error {
 	switch op {
 	case OpInsert:
 		rec := w.insertNext.Add(1) - 1
-		kvctx, err := w.s.Put(ctx, KeyName(rec), w.value(), nil)
+		value := w.value()
+		kvctx, err := w.s.Put(ctx, KeyName(rec), value, nil)
+		// A record the load skips is missing from every later read: an
+		// insert the node shed (RESOURCE_EXHAUSTED: refused before doing
+		// anything, so a retry cannot duplicate it) is retried with
+		// backoff, within the operation's timeout.
+		for backoff := 5 * time.Millisecond; w.loading && status.Code(err) == codes.ResourceExhausted; backoff = min(2*backoff, time.Second) {
+			w.retried.Add(1)
+			w.cfg.sleep(ctx, backoff+time.Duration(w.rng.Int64N(int64(backoff))))
+			if ctx.Err() != nil {
+				break
+			}
+			kvctx, err = w.s.Put(ctx, KeyName(rec), value, nil)
+		}
 		if err == nil {
 			w.remember(rec, kvctx)
 			// Records become readable in order of completion; good enough
