@@ -328,8 +328,8 @@ func (c *Client) kv(addr string) (kvv1.KVClient, error) {
 	s := c.streams[addr]
 	switch {
 	case s == nil:
-	case s.unsupported():
-		return k, nil
+	case s.unsupported() && time.Since(s.opened) < c.opts.reprobe:
+		return k, nil // unary; after a while, ask again (an upgrade)
 	case s.usable():
 		k.s = s
 		return k, nil

@@ -54,7 +54,8 @@
 // (their span is sampled, so the trace context travels in the RPC's
 // metadata), when their context carries outgoing gRPC metadata, when the
 // key, value and causal context are over 64 KiB, and with nodes that do
-// not serve Calls (an older version). Each stream takes new calls for
+// not serve Calls (an older version; the client tries a stream again a
+// minute later, so an upgraded node gets them). Each stream takes new calls for
 // 20 seconds and then closes once its calls are answered, so the node's
 // connection recycling never cuts a call off. UnaryCalls turns streams
 // off.

@@ -21,10 +21,11 @@ type options struct {
 	defaults        []CallOption
 	unary           bool
 	streamAge       time.Duration // how long a call stream takes new calls
+	reprobe         time.Duration // how long a node without call streams gets unary calls only
 }
 
 func defaultOptions() options {
-	return options{refresh: 30 * time.Second, topologyTimeout: 5 * time.Second, downFor: 10 * time.Second, streamAge: streamMaxAge}
+	return options{refresh: 30 * time.Second, topologyTimeout: 5 * time.Second, downFor: 10 * time.Second, streamAge: streamMaxAge, reprobe: time.Minute}
 }
 
 // WithDialOptions adds gRPC dial options used for every connection the

@@ -28,7 +28,7 @@ type fakeNode struct {
 	kvv1.UnimplementedKVServer
 	internalv1.UnimplementedDiscoveryServer
 	addr      string
-	noStreams bool
+	noStreams atomic.Bool
 	unary     atomic.Int64
 	streamed  atomic.Int64
 	streams   atomic.Int64 // Calls streams opened
@@ -62,7 +62,7 @@ func (f *fakeNode) get(r *kvv1.GetRequest) (*kvv1.GetResponse, error) {
 }
 
 func (f *fakeNode) Calls(stream kvv1.KV_CallsServer) error {
-	if f.noStreams {
+	if f.noStreams.Load() {
 		return status.Error(codes.Unimplemented, "unknown method Calls")
 	}
 	f.streams.Add(1)
@@ -108,7 +108,8 @@ func startFake(t *testing.T, noStreams bool) *fakeNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeNode{addr: lis.Addr().String(), noStreams: noStreams}
+	f := &fakeNode{addr: lis.Addr().String()}
+	f.noStreams.Store(noStreams)
 	srv := grpc.NewServer()
 	kvv1.RegisterKVServer(srv, f)
 	internalv1.RegisterDiscoveryServer(srv, f)
@@ -180,8 +181,19 @@ func TestCallsFallBackToUnaryOnOlderNodes(t *testing.T) {
 			t.Fatalf("get from a node without call streams: %v, %v", r, err)
 		}
 	}
-	if f.unary.Load() != 5 {
-		t.Fatalf("%d unary calls, want all 5", f.unary.Load())
+	if f.unary.Load() != 5 || f.streamed.Load() != 0 {
+		t.Fatalf("%d unary calls, %d streamed, want all 5 unary", f.unary.Load(), f.streamed.Load())
+	}
+	// The node is upgraded: once the client asks again, calls stream.
+	f.noStreams.Store(false)
+	c.opts.reprobe = -1 // ask at the next call
+	for i := 0; i < 3; i++ {
+		if _, err := c.Get(context.Background(), "", []byte("k")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f.streamed.Load() == 0 {
+		t.Fatalf("after the upgrade: %d streamed, %d unary; want calls on a stream", f.streamed.Load(), f.unary.Load())
 	}
 }
 
