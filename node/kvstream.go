@@ -75,7 +75,7 @@ func sendReplies(rs []*kvv1.Reply, maxMsg int, send func([]*kvv1.Reply) error) e
 	for i, r := range rs {
 		n := proto.Size(r) + 16 // with its tag and length
 		if n > maxMsg-1024 {
-			rs[i] = &kvv1.Reply{Id: r.GetId(), Result: &kvv1.Reply_Error{Error: encodeStatus(status.Errorf(grpccodes.ResourceExhausted,
+			rs[i] = &kvv1.Reply{Id: r.GetId(), Result: &kvv1.Reply_Error{Error: transport.EncodeStatus(status.Errorf(grpccodes.ResourceExhausted,
 				"the response is %d bytes, over the node's %d-byte message limit: read fewer siblings (resolve them with a write) or raise max-value-size", n, maxMsg))}}
 			n = proto.Size(rs[i]) + 16
 		}
@@ -100,7 +100,7 @@ func (s *kvServer) serveCall(ctx context.Context, c *kvv1.Call, allow func(keysp
 		if err = allow(op.Get.GetKeyspace(), "read"); err == nil {
 			ctx, span = s.n.tel.StartStreamCall(ctx, "kv.v1.KV/Calls/Get")
 			var resp *kvv1.GetResponse
-			if resp, err = s.c.Get(ctx, op.Get); err == nil {
+			if resp, err = s.n.coord.Get(ctx, op.Get); err == nil {
 				r.Result = &kvv1.Reply_Get{Get: resp}
 			}
 		}
@@ -108,7 +108,7 @@ func (s *kvServer) serveCall(ctx context.Context, c *kvv1.Call, allow func(keysp
 		if err = allow(op.Put.GetKeyspace(), "write"); err == nil {
 			ctx, span = s.n.tel.StartStreamCall(ctx, "kv.v1.KV/Calls/Put")
 			var resp *kvv1.PutResponse
-			if resp, err = s.c.Put(ctx, op.Put); err == nil {
+			if resp, err = s.n.coord.Put(ctx, op.Put); err == nil {
 				r.Result = &kvv1.Reply_Put{Put: resp}
 			}
 		}
@@ -116,7 +116,7 @@ func (s *kvServer) serveCall(ctx context.Context, c *kvv1.Call, allow func(keysp
 		if err = allow(op.Delete.GetKeyspace(), "write"); err == nil {
 			ctx, span = s.n.tel.StartStreamCall(ctx, "kv.v1.KV/Calls/Delete")
 			var resp *kvv1.DeleteResponse
-			if resp, err = s.c.Delete(ctx, op.Delete); err == nil {
+			if resp, err = s.n.coord.Delete(ctx, op.Delete); err == nil {
 				r.Result = &kvv1.Reply_Delete{Delete: resp}
 			}
 		}
@@ -130,23 +130,12 @@ func (s *kvServer) serveCall(ctx context.Context, c *kvv1.Call, allow func(keysp
 		span.End()
 	}
 	if err != nil {
-		r.Result = &kvv1.Reply_Error{Error: encodeStatus(err)}
+		r.Result = &kvv1.Reply_Error{Error: transport.EncodeStatus(err)}
 	}
 	return r
 }
 
 // callRefused answers a call the node did not run.
 func callRefused(c *kvv1.Call, err error) *kvv1.Reply {
-	return &kvv1.Reply{Id: c.GetId(), Result: &kvv1.Reply_Error{Error: encodeStatus(err)}}
-}
-
-// encodeStatus is err as an encoded google.rpc.Status, as a unary call
-// would have returned it (errors without a status are UNKNOWN there too).
-func encodeStatus(err error) []byte {
-	st, _ := status.FromError(err)
-	b, mErr := proto.Marshal(st.Proto())
-	if mErr != nil {
-		b, _ = proto.Marshal(status.New(grpccodes.Internal, err.Error()).Proto())
-	}
-	return b
+	return &kvv1.Reply{Id: c.GetId(), Result: &kvv1.Reply_Error{Error: transport.EncodeStatus(err)}}
 }

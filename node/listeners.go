@@ -108,7 +108,7 @@ func (n *Node) buildServers(opts Options) error {
 	z := newAuthorizer(n.cfg.Auth, n.cfg.Insecure, clientCertName)
 	authOpts := []grpc.ServerOption{n.sec.clientServer(), grpc.ChainUnaryInterceptor(z.unary), grpc.ChainStreamInterceptor(z.stream)}
 	client := &server{name: "client", lis: newCapListener(lis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, clientMax, true, authOpts...)}
-	kvv1.RegisterKVServer(client.srv, &kvServer{c: n.coord, n: n, z: z, maxMsg: clientMax})
+	kvv1.RegisterKVServer(client.srv, &kvServer{n: n, z: z, maxMsg: clientMax})
 	internalv1.RegisterDiscoveryServer(client.srv, &discoveryServer{n: n})
 	healthpb.RegisterHealthServer(client.srv, n.health)
 	n.servers = append(n.servers, client)

@@ -5,13 +5,11 @@ import (
 
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
-	"github.com/meridiankv/meridian/coordinator"
 )
 
 // kvServer is the client API; coordinator errors carry their gRPC status.
 type kvServer struct {
 	kvv1.UnimplementedKVServer
-	c *coordinator.Coordinator
 	n *Node
 	z *authorizer
 	// maxMsg is the listener's message size limit (call streams split
@@ -20,15 +18,15 @@ type kvServer struct {
 }
 
 func (s *kvServer) Get(ctx context.Context, req *kvv1.GetRequest) (*kvv1.GetResponse, error) {
-	return s.c.Get(ctx, req)
+	return s.n.coord.Get(ctx, req)
 }
 
 func (s *kvServer) Put(ctx context.Context, req *kvv1.PutRequest) (*kvv1.PutResponse, error) {
-	return s.c.Put(ctx, req)
+	return s.n.coord.Put(ctx, req)
 }
 
 func (s *kvServer) Delete(ctx context.Context, req *kvv1.DeleteRequest) (*kvv1.DeleteResponse, error) {
-	return s.c.Delete(ctx, req)
+	return s.n.coord.Delete(ctx, req)
 }
 
 // replicaServer is the node-to-node API.

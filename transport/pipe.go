@@ -290,12 +290,19 @@ func ReplyStatus(r *internalv1.Reply) *status.Status {
 
 // ReplyError encodes err as a Reply's error (for the serving side).
 func ReplyError(err error) *internalv1.Reply_Error {
-	s, _ := status.FromError(err) // non-status errors become Unknown
+	return &internalv1.Reply_Error{Error: &internalv1.CallError{Status: EncodeStatus(err)}}
+}
+
+// EncodeStatus is err as an encoded google.rpc.Status (code, message and
+// details), as a unary call would have returned it: errors without a
+// status are UNKNOWN, as there.
+func EncodeStatus(err error) []byte {
+	s, _ := status.FromError(err)
 	b, mErr := proto.Marshal(s.Proto())
 	if mErr != nil {
 		b, _ = proto.Marshal(status.New(codes.Internal, err.Error()).Proto())
 	}
-	return &internalv1.Reply_Error{Error: &internalv1.CallError{Status: b}}
+	return b
 }
 
 // traced reports whether ctx carries a sampled span: such calls stay
