@@ -343,55 +343,45 @@ type nodeKV struct {
 	s *callStream // nil: every call unary
 }
 
-// streamed sends op on the stream; ok is false when it must go unary.
-func (k nodeKV) streamed(ctx context.Context, size int, opts []grpc.CallOption, c *kvv1.Call) (r *kvv1.Reply, ok bool, err error) {
+// viaStream sends c on k's stream and returns its result (get picks it
+// from the reply); ok is false when the call must go unary instead.
+func viaStream[T comparable](k nodeKV, ctx context.Context, size int, opts []grpc.CallOption, c *kvv1.Call, get func(*kvv1.Reply) T, op string) (v T, ok bool, err error) {
 	if k.s == nil || len(opts) > 0 || !streamable(ctx, size) {
-		return nil, false, nil
+		return v, false, nil
 	}
-	r, err = k.s.call(ctx, c)
-	if errors.Is(err, errNoStream) {
-		return nil, false, nil
+	r, err := k.s.call(ctx, c)
+	switch {
+	case errors.Is(err, errNoStream):
+		return v, false, nil
+	case err != nil:
+		return v, true, err
 	}
-	return r, true, err
+	var none T
+	if v = get(r); v == none {
+		return v, true, status.Errorf(codes.Internal, "the node's reply to a %s has no %s result", op, op)
+	}
+	return v, true, nil
 }
 
 func (k nodeKV) Get(ctx context.Context, in *kvv1.GetRequest, opts ...grpc.CallOption) (*kvv1.GetResponse, error) {
-	if r, ok, err := k.streamed(ctx, len(in.GetKey()), opts, &kvv1.Call{Op: &kvv1.Call_Get{Get: in}}); ok {
-		if err != nil {
-			return nil, err
-		}
-		if r.GetGet() == nil {
-			return nil, status.Error(codes.Internal, "the node's reply to a Get has no Get result")
-		}
-		return r.GetGet(), nil
+	if resp, ok, err := viaStream(k, ctx, len(in.GetKey()), opts, &kvv1.Call{Op: &kvv1.Call_Get{Get: in}}, (*kvv1.Reply).GetGet, "Get"); ok {
+		return resp, err
 	}
 	return k.KVClient.Get(ctx, in, opts...)
 }
 
 func (k nodeKV) Put(ctx context.Context, in *kvv1.PutRequest, opts ...grpc.CallOption) (*kvv1.PutResponse, error) {
 	size := len(in.GetKey()) + len(in.GetValue()) + len(in.GetContext())
-	if r, ok, err := k.streamed(ctx, size, opts, &kvv1.Call{Op: &kvv1.Call_Put{Put: in}}); ok {
-		if err != nil {
-			return nil, err
-		}
-		if r.GetPut() == nil {
-			return nil, status.Error(codes.Internal, "the node's reply to a Put has no Put result")
-		}
-		return r.GetPut(), nil
+	if resp, ok, err := viaStream(k, ctx, size, opts, &kvv1.Call{Op: &kvv1.Call_Put{Put: in}}, (*kvv1.Reply).GetPut, "Put"); ok {
+		return resp, err
 	}
 	return k.KVClient.Put(ctx, in, opts...)
 }
 
 func (k nodeKV) Delete(ctx context.Context, in *kvv1.DeleteRequest, opts ...grpc.CallOption) (*kvv1.DeleteResponse, error) {
 	size := len(in.GetKey()) + len(in.GetContext())
-	if r, ok, err := k.streamed(ctx, size, opts, &kvv1.Call{Op: &kvv1.Call_Delete{Delete: in}}); ok {
-		if err != nil {
-			return nil, err
-		}
-		if r.GetDelete() == nil {
-			return nil, status.Error(codes.Internal, "the node's reply to a Delete has no Delete result")
-		}
-		return r.GetDelete(), nil
+	if resp, ok, err := viaStream(k, ctx, size, opts, &kvv1.Call{Op: &kvv1.Call_Delete{Delete: in}}, (*kvv1.Reply).GetDelete, "Delete"); ok {
+		return resp, err
 	}
 	return k.KVClient.Delete(ctx, in, opts...)
 }
