@@ -90,10 +90,33 @@ func (p *proc) kill() {
 // errPortTaken: a node could not bind a port picked for it.
 var errPortTaken = errors.New("a port picked for a node was taken before it bound it")
 
-// awaitHealthy waits until p serves, as waitHealthyWith, but returns an
-// error, wrapping errPortTaken when p's log says it could not bind.
+// awaitHealthy waits until p serves; the error wraps errPortTaken when
+// p's log says it could not bind.
 func (p *proc) awaitHealthy(creds grpc.DialOption) error {
-	conn, err := grpc.NewClient(p.addr, creds)
+	return healthy(p.addr, creds, func() error {
+		if b, _ := os.ReadFile(p.log.Name()); bytes.Contains(b, []byte("address already in use")) {
+			return fmt.Errorf("node %s: %w", p.id, errPortTaken)
+		}
+		return nil
+	})
+}
+
+func waitHealthy(t *testing.T, addr string) {
+	t.Helper()
+	waitHealthyWith(t, addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
+
+func waitHealthyWith(t *testing.T, addr string, creds grpc.DialOption) {
+	t.Helper()
+	if err := healthy(addr, creds, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// healthy polls the node at addr until it answers SERVING (at most 60s);
+// giveUp, when set, can end the wait early with its error.
+func healthy(addr string, creds grpc.DialOption, giveUp func() error) error {
+	conn, err := grpc.NewClient(addr, creds)
 	if err != nil {
 		return err
 	}
@@ -106,38 +129,13 @@ func (p *proc) awaitHealthy(creds grpc.DialOption) error {
 		if err == nil && resp.Status == healthpb.HealthCheckResponse_SERVING {
 			return nil
 		}
-		if b, _ := os.ReadFile(p.log.Name()); bytes.Contains(b, []byte("address already in use")) {
-			return fmt.Errorf("node %s: %w", p.id, errPortTaken)
+		if giveUp != nil {
+			if err := giveUp(); err != nil {
+				return err
+			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("node %s at %s never became healthy: %v", p.id, p.addr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func waitHealthy(t *testing.T, addr string) {
-	t.Helper()
-	waitHealthyWith(t, addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-}
-
-func waitHealthyWith(t *testing.T, addr string, creds grpc.DialOption) {
-	t.Helper()
-	conn, err := grpc.NewClient(addr, creds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-		cancel()
-		if err == nil && resp.Status == healthpb.HealthCheckResponse_SERVING {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node at %s never became healthy: %v", addr, err)
+			return fmt.Errorf("node at %s never became healthy: %v", addr, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
