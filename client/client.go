@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/meridiankv/meridian/api/codec"
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 	"github.com/meridiankv/meridian/placement"
@@ -101,6 +102,9 @@ func Dial(ctx context.Context, seeds []string, opts ...Option) (*Client, error) 
 	} else if len(o.dialOpts) == 0 {
 		return nil, errors.New("client: no transport credentials: pass client.WithDialOptions(grpc.WithTransportCredentials(...)) for TLS, or client.Insecure() for a plaintext cluster")
 	}
+	// Calls are marshalled into pooled buffers, small ones too (the
+	// caller's own call options come after and win).
+	o.dialOpts = append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec.Proto{}))}, o.dialOpts...)
 	c := &Client{opts: o, seeds: append([]string(nil), seeds...), conns: map[string]*grpc.ClientConn{},
 		streams: map[string]*callStream{}, down: map[string]time.Time{}, refreshNow: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	if err := c.refresh(ctx, c.seeds); err != nil {

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/meridiankv/meridian/api/codec"
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 	"github.com/meridiankv/meridian/membership"
@@ -85,6 +86,8 @@ func (n *Node) newGRPCServer(opts Options, maxMsg int, traceRoots bool, extra ..
 			MaxConnectionAgeGrace: 30 * time.Second, Time: time.Minute, Timeout: 20 * time.Second,
 		}),
 		grpc.MaxHeaderListSize(maxHeaderBytes),
+		// Replies are marshalled into pooled buffers, small ones too.
+		grpc.ForceServerCodecV2(codec.Proto{}),
 		// Handlers run on kept goroutines rather than one new goroutine per
 		// call, whose stack would grow again on every request.
 		grpc.NumStreamWorkers(uint32(streamWorkers())),

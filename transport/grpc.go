@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/meridiankv/meridian/api/codec"
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 )
 
@@ -70,7 +71,9 @@ func NewGRPC(resolve Resolver, opts ...grpc.DialOption) *GRPC {
 	g := &GRPC{resolve: resolve}
 	g.dialOpts = append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize),
+			// Calls are marshalled into pooled buffers, small ones too.
+			grpc.ForceCodecV2(codec.Proto{})),
 		// A restarted peer must be reachable within a second, not after
 		// gRPC's default back-off of up to two minutes.
 		grpc.WithConnectParams(grpc.ConnectParams{
