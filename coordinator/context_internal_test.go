@@ -19,7 +19,7 @@ func TestFanoutContext(t *testing.T) {
 	c.bgCtx, c.bgCancel = context.WithCancel(context.Background())
 	type key struct{}
 	req, cancelReq := context.WithTimeout(context.WithValue(context.Background(), key{}, "trace"), 90*time.Second)
-	fctx, fcancel := c.fanoutContext(req)
+	fctx, fcancel := c.fanoutContext(req, time.Now().Add(90*time.Second))
 	defer fcancel()
 
 	if got := fctx.Value(key{}); got != "trace" {
@@ -38,7 +38,7 @@ func TestFanoutContext(t *testing.T) {
 	before := runtime.NumGoroutine()
 	var cancels []context.CancelFunc
 	for range 200 {
-		_, cancel := c.fanoutContext(req)
+		_, cancel := c.fanoutContext(req, time.Now().Add(90*time.Second))
 		cancels = append(cancels, cancel)
 	}
 	if n := runtime.NumGoroutine() - before; n >= 100 {
@@ -85,5 +85,29 @@ func TestSealWireForm(t *testing.T) {
 	}
 	if _, err := s.Open("ks", []byte("other"), want); err == nil {
 		t.Fatal("a context opened for another key")
+	}
+}
+
+// TestRecycledTimerHoldsNoStaleTick: a request's timer that expired unread
+// and went back to the pool must not end the next request at once; one for
+// a deadline already past fires.
+func TestRecycledTimerHoldsNoStaleTick(t *testing.T) {
+	c := &Coordinator{}
+	for range 100 {
+		c.stopTimer(c.waitTimer(time.Now().Add(-time.Second))) // expired, unread
+		next := c.waitTimer(time.Now().Add(time.Hour))
+		select {
+		case <-next.C:
+			t.Fatal("a recycled timer delivered an old tick")
+		default:
+		}
+		c.stopTimer(next)
+	}
+	late := c.waitTimer(time.Now().Add(-time.Second))
+	defer c.stopTimer(late)
+	select {
+	case <-late.C:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a timer for a past deadline did not fire")
 	}
 }

@@ -240,6 +240,8 @@ type Coordinator struct {
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
+
+	timers sync.Pool // *time.Timer for requests' deadlines (waitTimer)
 }
 
 // New returns a coordinator. Close stops its background work.
@@ -363,30 +365,50 @@ func (c *Coordinator) alive(id string) bool {
 	return id == c.cfg.NodeID || c.cfg.Live.Alive(id)
 }
 
-// deadline applies the default timeout when the caller set none. With a
-// caller's deadline, the request gives up slightly before it (a tenth of the
-// time left, at most 20ms), so the caller receives the DEADLINE_EXCEEDED
-// that says how many replicas answered instead of its own bare one.
-func (c *Coordinator) deadline(ctx context.Context) (context.Context, context.CancelFunc) {
+// deadline is when a request gives up: after the default timeout when the
+// caller set none; with a caller's deadline slightly before it (a tenth of
+// the time left, at most 20ms), so the caller receives the
+// DEADLINE_EXCEEDED that says how many replicas answered instead of its own
+// bare one. The request waits for it on a recycled timer (waitTimer), not a
+// context of its own: a context with a deadline costs about seven
+// allocations per request; its replica calls run under the fan-out's.
+func (c *Coordinator) deadline(ctx context.Context) time.Time {
+	now := time.Now()
 	if dl, ok := ctx.Deadline(); ok {
-		if limit := time.Now().Add(c.cfg.MaxRequestTimeout); dl.After(limit) {
+		if limit := now.Add(c.cfg.MaxRequestTimeout); dl.After(limit) {
 			dl = limit
 		}
-		margin := min(time.Until(dl)/10, 20*time.Millisecond)
-		return context.WithDeadline(ctx, dl.Add(-max(margin, 0)))
+		margin := min(dl.Sub(now)/10, 20*time.Millisecond)
+		return dl.Add(-max(margin, 0))
 	}
-	return context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	return now.Add(c.cfg.RequestTimeout)
+}
+
+// waitTimer is a timer that fires at the request's deadline, from the
+// coordinator's pool; stopTimer returns it.
+func (c *Coordinator) waitTimer(deadline time.Time) *time.Timer {
+	if t, ok := c.timers.Get().(*time.Timer); ok {
+		t.Reset(time.Until(deadline))
+		return t
+	}
+	return time.NewTimer(time.Until(deadline))
+}
+
+// stopTimer stops t and keeps it for another request: since Go 1.23 a
+// stopped timer's channel holds no stale tick, so a reset one is as new.
+func (c *Coordinator) stopTimer(t *time.Timer) {
+	t.Stop()
+	c.timers.Put(t)
 }
 
 // fanoutContext outlives the request so that slow replicas still finish
 // (and get repaired) after the quorum answered; it keeps the request's
-// values (trace) but not its cancellation.
-func (c *Coordinator) fanoutContext(ctx context.Context) (context.Context, context.CancelFunc) {
+// values (trace) but not its cancellation. It lasts the request's time
+// (to deadline) or the default timeout, whichever is longer.
+func (c *Coordinator) fanoutContext(ctx context.Context, deadline time.Time) (context.Context, context.CancelFunc) {
 	d := c.cfg.RequestTimeout
-	if dl, ok := ctx.Deadline(); ok {
-		if rem := time.Until(dl); rem > d {
-			d = min(rem, c.cfg.MaxRequestTimeout)
-		}
+	if rem := time.Until(deadline); rem > d {
+		d = min(rem, c.cfg.MaxRequestTimeout)
 	}
 	return context.WithTimeout(detached{Context: c.bgCtx, values: ctx}, d)
 }
@@ -439,8 +461,7 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 		span.SetAttributes(attrN.Int(r.need.N), attrR.Int(r.need.Count()), attrPartition.Int(r.loc.Partition))
 	}
 	r.trail = newTrail(req.GetExplain(), c.cfg.Now)
-	ctx, cancel := c.deadline(ctx)
-	defer cancel()
+	deadline := c.deadline(ctx)
 
 	// Every live replica could answer; ask only as many as the level
 	// needs (this node first, then its DC), keep the rest as spares for
@@ -476,7 +497,9 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 	all := c.cfg.Rand() < c.cfg.ReadRepairChance
 	asked, spares := c.pickReads(r.need, live, all)
 	tl := makeTally(r.need)
-	fctx, fcancel := c.fanoutContext(ctx)
+	fctx, fcancel := c.fanoutContext(ctx, deadline)
+	timer := c.waitTimer(deadline)
+	defer c.stopTimer(timer)
 	ch := make(chan reply, len(live))
 	launch := func(t target) {
 		if !t.behind {
@@ -532,6 +555,10 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 			answered := tl.acks
 			c.finishRead(fctx, fcancel, r, ch, len(targets)-len(got), got, merged)
 			return nil, c.ctxErr(ctx, &TimeoutError{Op: OpRead, Need: r.need, Answered: answered, Asked: len(targets)})
+		case <-timer.C:
+			answered := tl.acks
+			c.finishRead(fctx, fcancel, r, ch, len(targets)-len(got), got, merged)
+			return nil, &TimeoutError{Op: OpRead, Need: r.need, Answered: answered, Asked: len(targets)}
 		}
 	}
 	c.finishRead(fctx, fcancel, r, ch, len(targets)-len(got), got, merged)
@@ -820,13 +847,11 @@ func (c *Coordinator) write(ctx context.Context, span trace.Span, req *kvv1.PutR
 		return nil, invalidf("%v: pass the context exactly as a Get or Put of this key returned it, or none for a blind write", err)
 	}
 	r.trail = newTrail(req.GetExplain(), c.cfg.Now)
-	ctx, cancel := c.deadline(ctx)
-	defer cancel()
-
+	deadline := c.deadline(ctx)
 	if !o.forwarded && !isReplica(r.reps, c.cfg.NodeID) {
-		return c.forward(ctx, span, r, req, clk, o)
+		return c.forward(ctx, deadline, span, r, req, clk, o)
 	}
-	return c.coordinate(ctx, span, r, req, clk, o)
+	return c.coordinate(ctx, deadline, span, r, req, clk, o)
 }
 
 func isReplica(reps []placement.Replica, node string) bool {
@@ -850,7 +875,10 @@ func withDC(c *kvv1.Consistency, dc string) *kvv1.Consistency {
 // forward sends a write to a live replica, preferring the local DC, which
 // mints the dot. If no replica is alive and hinted copies may count, this
 // node coordinates the write itself as a fallback.
-func (c *Coordinator) forward(ctx context.Context, span trace.Span, r *request, req *kvv1.PutRequest, clk version.Clock, o writeOpts) (*kvv1.PutResponse, error) {
+func (c *Coordinator) forward(ctx context.Context, deadline time.Time, span trace.Span, r *request, req *kvv1.PutRequest, clk version.Clock, o writeOpts) (*kvv1.PutResponse, error) {
+	// The replica's call carries the request's deadline.
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	if len(req.GetRequestId()) == 0 {
 		// A forward may be retried on another replica after the first
 		// applied it: one request ID makes the retry a no-op there.
@@ -893,7 +921,7 @@ func (c *Coordinator) forward(ctx context.Context, span trace.Span, r *request, 
 	if r.need.Hints && r.need.Total > 0 && !r.need.LocalOnly {
 		// Sloppy quorum: every primary is unreachable; write here and
 		// keep hints for them.
-		return c.coordinate(ctx, span, r, req, clk, o)
+		return c.coordinate(ctx, deadline, span, r, req, clk, o)
 	}
 	return nil, &UnavailableError{Op: OpWrite, Need: r.need, Alive: 0, Detail: "no replica could coordinate the write: " + errText(lastErr)}
 }
@@ -915,7 +943,7 @@ func unreachable(err error) bool {
 // keeps hints when no replica is reachable) and replicates the result. The
 // decisions are planWrite's and writePlan.afterFailure's; this is the I/O
 // around them.
-func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *request, req *kvv1.PutRequest, clk version.Clock, o writeOpts) (*kvv1.PutResponse, error) {
+func (c *Coordinator) coordinate(ctx context.Context, deadline time.Time, span trace.Span, r *request, req *kvv1.PutRequest, clk version.Clock, o writeOpts) (*kvv1.PutResponse, error) {
 	// Decide who gets the write, and whether it can succeed at all,
 	// before writing anything: an unavailable write leaves no trace.
 	p, perr := planWrite(c.writeInput(r))
@@ -932,7 +960,7 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 	}
 
 	start := c.cfg.Now()
-	fctx, fcancel := c.fanoutContext(ctx)
+	fctx, fcancel := c.fanoutContext(ctx, deadline)
 	f.ctx, f.cancel = fctx, fcancel
 	f.ch = make(chan reply, p.asked()+len(p.extras))
 	var err error
@@ -991,7 +1019,7 @@ func (c *Coordinator) coordinate(ctx context.Context, span trace.Span, r *reques
 	for i := range p.targets {
 		c.goTask(task{f: f, kind: taskSend, i: i})
 	}
-	got, hinted, received, werr := f.wait(ctx)
+	got, hinted, received, werr := f.wait(ctx, deadline)
 	// The rest of the replicas finish in the background.
 	f.outstanding = p.asked() + len(p.extras) - received
 	// Background work: it takes a slot of MaxBackground when one is free.
@@ -1226,9 +1254,11 @@ func (f *fanout) send(i int) {
 // wait feeds replies to the plan's tally until the need is met or can no
 // longer be. It returns the replies counted, the fallbacks whose hinted
 // copies succeeded, and how many replies it took from the channel.
-func (f *fanout) wait(ctx context.Context) (got []reply, hinted []string, received int, err error) {
+func (f *fanout) wait(ctx context.Context, deadline time.Time) (got []reply, hinted []string, received int, err error) {
 	r, p, tl := f.r, f.plan, &f.plan.tally
 	got = make([]reply, 0, p.asked())
+	timer := f.c.waitTimer(deadline)
+	defer f.c.stopTimer(timer)
 	var lastErr error
 	for !tl.met() {
 		if tl.hopeless() {
@@ -1254,6 +1284,8 @@ func (f *fanout) wait(ctx context.Context) (got []reply, hinted []string, receiv
 			}
 		case <-ctx.Done():
 			return got, hinted, received, f.c.ctxErr(ctx, &TimeoutError{Op: OpWrite, Need: r.need, Answered: tl.acks, Asked: p.asked()})
+		case <-timer.C:
+			return got, hinted, received, &TimeoutError{Op: OpWrite, Need: r.need, Answered: tl.acks, Asked: p.asked()}
 		}
 	}
 	return got, hinted, received, nil
