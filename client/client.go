@@ -102,9 +102,12 @@ func Dial(ctx context.Context, seeds []string, opts ...Option) (*Client, error) 
 	} else if len(o.dialOpts) == 0 {
 		return nil, errors.New("client: no transport credentials: pass client.WithDialOptions(grpc.WithTransportCredentials(...)) for TLS, or client.Insecure() for a plaintext cluster")
 	}
-	// Calls are marshalled into pooled buffers, small ones too (the
-	// caller's own call options come after and win).
-	o.dialOpts = append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec.Proto{}))}, o.dialOpts...)
+	// Calls are marshalled into pooled buffers, small ones too; flow
+	// control uses fixed windows of the size nodes use (no ping round
+	// trip to measure the link whenever data arrives). The caller's own
+	// options come after and win.
+	o.dialOpts = append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec.Proto{})),
+		grpc.WithStaticStreamWindowSize(flowWindow), grpc.WithStaticConnWindowSize(flowWindow)}, o.dialOpts...)
 	c := &Client{opts: o, seeds: append([]string(nil), seeds...), conns: map[string]*grpc.ClientConn{},
 		streams: map[string]*callStream{}, down: map[string]time.Time{}, refreshNow: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	if err := c.refresh(ctx, c.seeds); err != nil {
@@ -213,6 +216,10 @@ func (c *Client) loop() {
 		cancel()
 	}
 }
+
+// flowWindow is the HTTP/2 flow-control window of the client's
+// connections and streams: 16 MiB, as the nodes' own.
+const flowWindow = 16 << 20
 
 // minRefreshGap spaces triggered topology refreshes.
 const minRefreshGap = 100 * time.Millisecond

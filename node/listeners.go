@@ -88,6 +88,8 @@ func (n *Node) newGRPCServer(opts Options, maxMsg int, traceRoots bool, extra ..
 		grpc.MaxHeaderListSize(maxHeaderBytes),
 		// Replies are marshalled into pooled buffers, small ones too.
 		grpc.ForceServerCodecV2(codec.Proto{}),
+		// Fixed flow-control windows (see transport.FlowWindow).
+		grpc.StaticStreamWindowSize(transport.FlowWindow), grpc.StaticConnWindowSize(transport.FlowWindow),
 		// Handlers run on kept goroutines rather than one new goroutine per
 		// call, whose stack would grow again on every request.
 		grpc.NumStreamWorkers(uint32(streamWorkers())),

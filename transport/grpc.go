@@ -65,6 +65,15 @@ func (g *GRPC) PipeCalls(epoch func() uint64, maxWaiting int) {
 // already on it.
 const retireAfter = 30 * time.Second
 
+// FlowWindow is the HTTP/2 flow-control window of every node connection
+// and stream, fixed: 16 MiB, the most gRPC's bandwidth-delay estimator
+// would grow a window to (enough for 160 MB/s per stream over a 100 ms
+// link between DCs), so a connection may buffer no more than it could
+// before. The estimator measures with a ping round trip whenever data
+// arrives, which on the request path cost a ping frame each way and about
+// four allocations per quorum write; a fixed window needs none.
+const FlowWindow = 16 << 20
+
 // NewGRPC returns a transport that dials peers found by resolve. Extra dial
 // options (e.g. tracing stats handlers) are appended to the defaults.
 func NewGRPC(resolve Resolver, opts ...grpc.DialOption) *GRPC {
@@ -74,6 +83,7 @@ func NewGRPC(resolve Resolver, opts ...grpc.DialOption) *GRPC {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize),
 			// Calls are marshalled into pooled buffers, small ones too.
 			grpc.ForceCodecV2(codec.Proto{})),
+		grpc.WithStaticStreamWindowSize(FlowWindow), grpc.WithStaticConnWindowSize(FlowWindow),
 		// A restarted peer must be reachable within a second, not after
 		// gRPC's default back-off of up to two minutes.
 		grpc.WithConnectParams(grpc.ConnectParams{
