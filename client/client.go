@@ -47,6 +47,7 @@ type Client struct {
 	mu    sync.Mutex
 	topo  *topology
 	conns map[string]*grpc.ClientConn // by address
+	kvs   map[string]kvv1.KVClient    // on conns, by address (made once)
 	// streams are the call streams, by address (see stream.go); wg
 	// tracks their goroutines.
 	streams map[string]*callStream
@@ -108,7 +109,7 @@ func Dial(ctx context.Context, seeds []string, opts ...Option) (*Client, error) 
 	// options come after and win.
 	o.dialOpts = append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec.Proto{})),
 		grpc.WithStaticStreamWindowSize(flowWindow), grpc.WithStaticConnWindowSize(flowWindow)}, o.dialOpts...)
-	c := &Client{opts: o, seeds: append([]string(nil), seeds...), conns: map[string]*grpc.ClientConn{},
+	c := &Client{opts: o, seeds: append([]string(nil), seeds...), conns: map[string]*grpc.ClientConn{}, kvs: map[string]kvv1.KVClient{},
 		streams: map[string]*callStream{}, down: map[string]time.Time{}, refreshNow: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	if err := c.refresh(ctx, c.seeds); err != nil {
 		c.closeConns()
@@ -132,6 +133,7 @@ func (c *Client) closeConns() {
 	c.mu.Lock()
 	conns, streams := c.conns, c.streams
 	c.conns, c.streams = map[string]*grpc.ClientConn{}, map[string]*callStream{}
+	clear(c.kvs)
 	c.mu.Unlock()
 	for _, s := range streams {
 		s.close()
@@ -318,6 +320,7 @@ func (c *Client) install(t *topology) {
 			}
 			cc.Close()
 			delete(c.conns, a)
+			delete(c.kvs, a)
 		}
 	}
 }
@@ -332,7 +335,12 @@ func (c *Client) kv(addr string) (kvv1.KVClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := nodeKV{KVClient: kvv1.NewKVClient(cc)}
+	kc := c.kvs[addr]
+	if kc == nil {
+		kc = kvv1.NewKVClient(cc)
+		c.kvs[addr] = kc
+	}
+	k := nodeKV{KVClient: kc}
 	if c.opts.unary {
 		return k, nil
 	}

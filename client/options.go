@@ -77,16 +77,18 @@ func DefaultCallOptions(opts ...CallOption) Option {
 type CallOption func(*callOptions)
 
 type callOptions struct {
-	cons      *kvv1.Consistency
-	timeout   time.Duration
-	context   []byte
-	requestID []byte
-	hedge     time.Duration
-	attempts  int
+	cons        *kvv1.Consistency // points at consistency
+	consistency kvv1.Consistency  // in the same allocation
+	timeout     time.Duration
+	context     []byte
+	requestID   []byte
+	hedge       time.Duration
+	attempts    int
 }
 
 func (c *Client) callOpts(opts []CallOption) *callOptions {
-	co := &callOptions{cons: &kvv1.Consistency{}, attempts: 10}
+	co := &callOptions{attempts: 10}
+	co.cons = &co.consistency
 	for _, o := range c.opts.defaults {
 		o(co)
 	}
