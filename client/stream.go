@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"runtime"
 	"sync"
 	"time"
 
@@ -167,6 +168,9 @@ func (s *callStream) run(ctx context.Context, kv kvv1.KVClient) {
 			s.fail(ctx.Err())
 			return
 		}
+		// Let callers about to queue calls do so first: one message then
+		// carries them all (as transport's replica pipe does).
+		runtime.Gosched()
 		s.mu.Lock()
 		calls := s.mu.queue
 		s.mu.queue = s.mu.spare[:0]

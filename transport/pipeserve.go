@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -125,6 +126,9 @@ func (s CallLoop[C, R]) Run(ctx context.Context, recv func() ([]C, error), send 
 		case <-closing:
 			closing = nil
 		}
+		// Let calls about to finish put their replies first: one message
+		// then carries them all (see pipe.run).
+		runtime.Gosched()
 		replies, running := o.take()
 		if len(replies) > 0 {
 			err := send(replies)
