@@ -111,7 +111,7 @@ type Config struct {
 	RequestIDWindow time.Duration
 	MaxRequestIDs   int
 	// MaxInFlight bounds the client requests this node coordinates at once
-	// (default DefaultMaxInFlight: 16 per CPU). Below it the limit adapts
+	// (default DefaultMaxInFlight: 16 per P). Below it the limit adapts
 	// to latency (down to an eighth of it) when requests start queueing;
 	// ShedAfter is how long a request waits for a slot
 	// before it is refused with RESOURCE_EXHAUSTED (default 20ms).
@@ -193,11 +193,12 @@ func (c *Config) setDefaults() {
 	c.RequestTimeout = min(c.RequestTimeout, c.MaxRequestTimeout)
 }
 
-// DefaultMaxInFlight is 16 requests per CPU the process may use: about
-// what a node needs to keep its CPUs and its disk's group commit busy. Far
-// more only queues work the node cannot do in time (measured in
-// docs/PERFORMANCE.md: at 2x saturation, 128 in flight on 2 CPUs let most
-// accepted requests miss a 2 s deadline; 32 kept p99 at 350 ms).
+// DefaultMaxInFlight is 16 requests per P (GOMAXPROCS; the meridian binary
+// runs with two per CPU): about what a node needs to keep its CPUs and its
+// disk's group commit busy. Far more only queues work the node cannot do
+// in time (measured in docs/PERFORMANCE.md: at 2x saturation, 128 in
+// flight on 2 CPUs let most accepted requests miss a 2 s deadline; 32 kept
+// p99 at 350 ms, and 64, with twice the Ps, at 365 ms).
 func DefaultMaxInFlight() int { return 16 * runtime.GOMAXPROCS(0) }
 
 // Defaults for admission control.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -371,7 +372,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 		return nil, fmt.Errorf("anti-entropy: %w", err)
 	}
 	n.startTransfers(runCtx)
-	n.log.Info("node started", "grpc", n.Addr(), "gossip", n.gossip.Addr(), "engine", cfg.Engine, "actor", n.store.Actor())
+	n.log.Info("node started", "grpc", n.Addr(), "gossip", n.gossip.Addr(), "engine", cfg.Engine, "actor", n.store.Actor(), "gomaxprocs", runtime.GOMAXPROCS(0))
 	return n, nil
 }
 
