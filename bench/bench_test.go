@@ -524,3 +524,57 @@ func TestLoadRetriesShedInserts(t *testing.T) {
 		t.Fatalf("errors %v, %d records; want 50 INVALID_ARGUMENT inserts, none stored", res.Errors, len(s.data))
 	}
 }
+
+// marginStore answers as a node does near its caller's deadline: with less
+// than 20ms left it gives up at once with DEADLINE_EXCEEDED, before the
+// deadline itself; otherwise an operation takes a millisecond.
+type marginStore struct{ *memStore }
+
+func (m marginStore) early(ctx context.Context) error {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < 20*time.Millisecond {
+		return status.Error(codes.DeadlineExceeded, "gave up before the caller's deadline")
+	}
+	time.Sleep(time.Millisecond)
+	return nil
+}
+
+func (m marginStore) Get(ctx context.Context, key []byte) ([]byte, bool, error) {
+	if err := m.early(ctx); err != nil {
+		return nil, false, err
+	}
+	return m.memStore.Get(ctx, key)
+}
+
+func (m marginStore) Put(ctx context.Context, key, value, kvctx []byte) ([]byte, error) {
+	if err := m.early(ctx); err != nil {
+		return nil, err
+	}
+	return m.memStore.Put(ctx, key, value, kvctx)
+}
+
+// TestRunEndIsNotAnError: operations the run's end cuts short are not the
+// system's errors, even when the node says so just before the end.
+func TestRunEndIsNotAnError(t *testing.T) {
+	s := marginStore{newMemStore()}
+	w, _ := WorkloadByName("A")
+	res, err := Run(context.Background(), Config{Workload: w, RecordCount: 50, Workers: 4, Duration: 300 * time.Millisecond, Interval: time.Hour}, s, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Errors) != 0 {
+		t.Fatalf("errors %v: operations cut short by the end were counted", res.Errors)
+	}
+	if res.Total.Count == 0 {
+		t.Fatal("no operation counted")
+	}
+
+	// With its own timeout sooner than the end, the same answer is an
+	// error of the system.
+	res, err = Run(context.Background(), Config{Workload: w, RecordCount: 50, Workers: 4, Duration: 300 * time.Millisecond, Timeout: 10 * time.Millisecond, Interval: time.Hour}, s, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors["DeadlineExceeded (read)"]+res.Errors["DeadlineExceeded (update)"] == 0 {
+		t.Fatalf("errors %v: timeouts of the operations' own deadline were not counted", res.Errors)
+	}
+}

@@ -225,6 +225,15 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 	// end is not an error of the system; gRPC may report the deadline a
 	// moment before the context does).
 	ended := func() bool { return runCtx.Err() != nil || !endAt.IsZero() && !cfg.now().Before(endAt) }
+	// cutByEnd reports whether an operation begun at began that failed with
+	// err was cut short by the run's end although it failed before it: its
+	// deadline was the end (sooner than its own timeout), and a node answers
+	// DEADLINE_EXCEEDED a little before its caller's deadline (to say how
+	// many replicas answered).
+	cutByEnd := func(began time.Time, err error) bool {
+		return !endAt.IsZero() && endAt.Before(began.Add(cfg.Timeout)) &&
+			(status.Code(err) == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded))
+	}
 	var (
 		inserted atomic.Uint64 // records that exist (for latest / uniform)
 		nextOp   atomic.Int64  // operations issued (for Ops and loads)
@@ -285,8 +294,9 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 					}
 				}
 				op := wk.pick(phase)
+				began := cfg.now()
 				err := wk.do(runCtx, op)
-				if err != nil && ended() {
+				if err != nil && (ended() || cutByEnd(began, err)) {
 					return // the run ended mid-operation: not an error of the system
 				}
 				if !intended.Before(measureFrom) {
