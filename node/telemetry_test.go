@@ -76,9 +76,22 @@ func TestQuorumPutIsOneTrace(t *testing.T) {
 	trace := root.SpanContext().TraceID()
 	// The third replica's write may finish after the reply: poll.
 	var spans []sdktrace.ReadOnlySpan
+	var seen string // what the last poll found, said if it never completes
+	defer func() {
+		if t.Failed() {
+			t.Logf("the trace had: %s", seen)
+		}
+	}()
 	eventually(t, "the server span, three replica writes and two remote engine commits in the trace", func() bool {
 		spans = spans[:0]
 		writes, commits, server := map[string]bool{}, 0, false
+		defer func() {
+			var names []string
+			for _, s := range spans {
+				names = append(names, s.Name()+" ("+s.Status().Code.String()+")")
+			}
+			seen = fmt.Sprintf("replica writes to %v, %d engine commits, server span %v; spans %v", writes, commits, server, names)
+		}()
 		for _, s := range rec.Ended() {
 			if s.SpanContext().TraceID() != trace {
 				continue
