@@ -114,13 +114,15 @@ func orDefault(ks string) string {
 }
 
 // replicaSpan starts a span for one replica operation (local or remote).
-// When the request is not being recorded (tracing off, or not sampled) it
-// starts nothing and returns the request's own non-recording span, whose
-// End is a no-op: the request path then pays nothing for tracing. attrs is
-// only read (copied when recording), so the caller's slice stays on its
-// stack.
+// When the request is not traced (tracing off, or not sampled) it starts
+// nothing and returns the request's own non-recording span, whose End is a
+// no-op: the request path then pays nothing for tracing. A request that is
+// traced but already answered (a replica write finishing after the quorum)
+// still gets its span: its own has ended, so it is no longer recording, but
+// it was sampled. attrs is only read (copied when recording), so the
+// caller's slice stays on its stack.
 func (c *Coordinator) replicaSpan(ctx context.Context, name, node string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
-	if parent := trace.SpanFromContext(ctx); !parent.IsRecording() {
+	if parent := trace.SpanFromContext(ctx); !parent.IsRecording() && !parent.SpanContext().IsSampled() {
 		return ctx, parent
 	}
 	all := make([]attribute.KeyValue, 0, len(attrs)+1)
