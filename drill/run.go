@@ -49,6 +49,9 @@ type Config struct {
 	// RestartPause is the pause between nodes of a rolling restart
 	// (default 2s).
 	RestartPause time.Duration
+	// HintPoll is how often the hint backlog of every node is sampled
+	// (default 1s).
+	HintPoll time.Duration
 	// Log receives progress lines (default: discarded).
 	Log io.Writer
 }
@@ -94,6 +97,9 @@ func (c *Config) fill() {
 	}
 	if c.OpTimeout == 0 {
 		c.OpTimeout = 2 * time.Second
+	}
+	if c.HintPoll == 0 {
+		c.HintPoll = time.Second
 	}
 	if c.ProbeTimeout == 0 {
 		c.ProbeTimeout = 2 * time.Second
@@ -651,9 +657,9 @@ func (d *driller) reconnect(ctx context.Context, id string) {
 	}
 }
 
-// pollHints records, every second, the hints all nodes hold per target.
+// pollHints records, every HintPoll, the hints all nodes hold per target.
 func (d *driller) pollHints(ctx context.Context) {
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(d.cfg.HintPoll)
 	defer t.Stop()
 	for {
 		at := d.now()
@@ -667,7 +673,7 @@ func (d *driller) pollHints(ctx context.Context) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				hctx, cancel := context.WithTimeout(ctx, 900*time.Millisecond)
+				hctx, cancel := context.WithTimeout(ctx, d.cfg.HintPoll*9/10)
 				defer cancel()
 				resp, err := d.env.Admin[id].Hints(hctx, &adminv1.HintsRequest{})
 				if err != nil {

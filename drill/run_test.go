@@ -198,6 +198,9 @@ func fastConfig() Config {
 		Scenario:  Scenario{Name: DCOutage, DC: "dc3"},
 		Durations: Durations{Baseline: time.Second, Hold: time.Second, VerifyMin: time.Second, VerifyTimeout: 20 * time.Second},
 		Rate:      40, ProbeRate: 20, SetRate: 20, OpTimeout: 200 * ms, ProbeTimeout: 200 * ms,
+		// Samples often enough to see the backlog of a one-second outage
+		// on a loaded machine.
+		HintPoll: 100 * ms,
 	}
 }
 
