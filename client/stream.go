@@ -76,7 +76,10 @@ type callStream struct {
 	maxAge time.Duration // streamMaxAge, but for tests
 	wake   chan struct{} // a token when calls are queued
 	stop   context.CancelFunc
-	mu     struct {
+	// chans are reply channels for reuse: a call's goes back once it is
+	// known to be empty and nobody will send on it.
+	chans sync.Pool
+	mu    struct {
 		sync.Mutex
 		nextID  uint64
 		queue   []*kvv1.Call
@@ -94,9 +97,13 @@ type streamResult struct {
 	err   error
 }
 
-// replyChans are reused: a call's channel goes back once it is known to
-// be empty and nobody will send on it.
-var replyChans = sync.Pool{New: func() any { return make(chan streamResult, 1) }}
+// replyChan is a reply channel from s.chans, or a new one.
+func (s *callStream) replyChan() chan streamResult {
+	if ch, ok := s.chans.Get().(chan streamResult); ok {
+		return ch
+	}
+	return make(chan streamResult, 1)
+}
 
 // openCallStream starts a stream on cc; wg tracks its goroutines.
 func openCallStream(cc *grpc.ClientConn, maxAge time.Duration, wg *sync.WaitGroup) *callStream {
@@ -279,11 +286,11 @@ func (s *callStream) call(ctx context.Context, c *kvv1.Call) (*kvv1.Reply, error
 		}
 		c.TimeoutMicros = uint64(left / time.Microsecond)
 	}
-	ch := replyChans.Get().(chan streamResult)
+	ch := s.replyChan()
 	s.mu.Lock()
 	if s.mu.err != nil || s.mu.retired || len(s.mu.pending) >= maxStreamWaiting {
 		s.mu.Unlock()
-		replyChans.Put(ch)
+		s.chans.Put(ch)
 		return nil, errNoStream
 	}
 	s.mu.nextID++
@@ -294,7 +301,7 @@ func (s *callStream) call(ctx context.Context, c *kvv1.Call) (*kvv1.Reply, error
 	s.notify()
 	select {
 	case r := <-ch:
-		replyChans.Put(ch)
+		s.chans.Put(ch)
 		if r.err != nil {
 			if status.Code(r.err) == codes.Unimplemented && s.unsupported() {
 				return nil, errNoStream // refused as a whole: nothing ran
@@ -308,7 +315,7 @@ func (s *callStream) call(ctx context.Context, c *kvv1.Call) (*kvv1.Reply, error
 		delete(s.mu.pending, c.Id) // not sent, if still queued
 		s.mu.Unlock()
 		if waiting {
-			replyChans.Put(ch) // nobody will send on it now
+			s.chans.Put(ch) // nobody will send on it now
 		}
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}

@@ -88,10 +88,11 @@ func TestSealWireForm(t *testing.T) {
 	}
 }
 
-// TestRecycledTimerHoldsNoStaleTick: a request's timer that expired unread
-// and went back to the pool must not end the next request at once; one for
-// a deadline already past fires.
-func TestRecycledTimerHoldsNoStaleTick(t *testing.T) {
+// TestWaitTimerFiresAtItsDeadline: a timer taken from the pool (after one
+// that expired unread went back) waits for its own deadline, not the last
+// one's; one for a deadline already past fires. (That a stopped timer's
+// channel holds no old tick is Go's guarantee since 1.23, not tested here.)
+func TestWaitTimerFiresAtItsDeadline(t *testing.T) {
 	c := &Coordinator{}
 	for range 100 {
 		c.stopTimer(c.waitTimer(time.Now().Add(-time.Second))) // expired, unread
