@@ -22,6 +22,7 @@ import (
 	"time"
 
 	pebbledb "github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/bloom"
 	"github.com/cockroachdb/pebble/vfs"
 
 	"github.com/meridiankv/meridian/engine"
@@ -39,16 +40,29 @@ type Options struct {
 	// a sync requested sooner waits out the rest, so that under load more
 	// commits share one fsync (Pebble's WALMinSyncInterval).
 	WALSyncInterval time.Duration
+	// BloomBitsPerKey sizes the bloom filter written into every table
+	// (default 10: about 1% false positives for 1.25 bytes per key; -1
+	// writes none). A point read skips each table whose filter rules its
+	// key out instead of reading the table's index and data blocks: what
+	// keeps a read, and the read before every write, at about one table
+	// probe once the data is spread over many tables and levels.
+	BloomBitsPerKey int
 	// FS replaces the operating system's filesystem (tests: vfs.NewStrictMem).
 	FS vfs.FS
 	// Logger receives Pebble's own log lines at debug level (default: none).
 	Logger *slog.Logger
+
+	// noCompactions turns Pebble's automatic compactions off (tests that
+	// need tables to stay where flushes put them).
+	noCompactions bool
 }
 
 // Defaults.
 const (
 	DefaultCacheSize    = 64 << 20
 	DefaultMemTableSize = 32 << 20
+	// DefaultBloomBitsPerKey is the bloom filter size (see Options).
+	DefaultBloomBitsPerKey = 10
 )
 
 func (o *Options) withDefaults() {
@@ -57,6 +71,9 @@ func (o *Options) withDefaults() {
 	}
 	if o.MemTableSize == 0 {
 		o.MemTableSize = DefaultMemTableSize
+	}
+	if o.BloomBitsPerKey == 0 {
+		o.BloomBitsPerKey = DefaultBloomBitsPerKey
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -117,9 +134,10 @@ func Open(opts Options) (*Engine, error) {
 		fs = vfs.Default
 	}
 	po := &pebbledb.Options{
-		Cache:        cache,
-		MemTableSize: opts.MemTableSize,
-		Logger:       slogLogger{l: opts.Logger, e: e},
+		Cache:                       cache,
+		MemTableSize:                opts.MemTableSize,
+		DisableAutomaticCompactions: opts.noCompactions,
+		Logger:                      slogLogger{l: opts.Logger, e: e},
 		// Every file Pebble syncs goes through watchFS, which fails the
 		// engine on the first sync error, before Pebble sees it.
 		FS: watchFS{FS: fs, e: e},
@@ -140,6 +158,11 @@ func Open(opts Options) (*Engine, error) {
 	// lose the whole directory.
 	if d := opts.WALSyncInterval; d > 0 {
 		po.WALMinSyncInterval = func() time.Duration { return d }
+	}
+	if opts.BloomBitsPerKey > 0 {
+		// One LevelOptions applies to every level (Options.Level repeats
+		// the last); tables written before keep working without filters.
+		po.Levels = []pebbledb.LevelOptions{{FilterPolicy: bloom.FilterPolicy(opts.BloomBitsPerKey), FilterType: pebbledb.TableFilter}}
 	}
 	if err := fs.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("pebble: create %s: %w", opts.Dir, err)
@@ -437,21 +460,35 @@ func (e *Engine) Stats() map[string]float64 {
 		ratio = hits / (hits + misses)
 	}
 	return map[string]float64{
-		"compactions_total":        float64(m.Compact.Count),
-		"flushes_total":            float64(m.Flush.Count),
-		"l0_files":                 float64(m.Levels[0].NumFiles),
-		"l0_sublevels":             float64(m.Levels[0].Sublevels),
-		"read_amplification":       float64(m.ReadAmp()),
-		"wal_bytes_written_total":  float64(m.WAL.BytesWritten),
-		"wal_size_bytes":           float64(m.WAL.Size),
-		"wal_files":                float64(m.WAL.Files),
-		"block_cache_hits_total":   hits,
-		"block_cache_misses_total": misses,
-		"block_cache_hit_ratio":    ratio,
-		"block_cache_size_bytes":   float64(m.BlockCache.Size),
-		"memtable_size_bytes":      float64(m.MemTable.Size),
-		"disk_usage_bytes":         float64(m.DiskSpaceUsage()),
+		"compactions_total":         float64(m.Compact.Count),
+		"flushes_total":             float64(m.Flush.Count),
+		"l0_files":                  float64(m.Levels[0].NumFiles),
+		"l0_sublevels":              float64(m.Levels[0].Sublevels),
+		"read_amplification":        float64(m.ReadAmp()),
+		"wal_bytes_written_total":   float64(m.WAL.BytesWritten),
+		"wal_size_bytes":            float64(m.WAL.Size),
+		"wal_files":                 float64(m.WAL.Files),
+		"block_cache_hits_total":    hits,
+		"block_cache_misses_total":  misses,
+		"block_cache_hit_ratio":     ratio,
+		"block_cache_size_bytes":    float64(m.BlockCache.Size),
+		"bloom_filter_skips_total":  float64(m.Filter.Hits),
+		"bloom_filter_passes_total": float64(m.Filter.Misses),
+		"memtable_size_bytes":       float64(m.MemTable.Size),
+		"disk_usage_bytes":          float64(m.DiskSpaceUsage()),
 	}
+}
+
+// Flush writes the memtable out as a table and waits for it.
+func (e *Engine) Flush() error {
+	if err := e.acquire(); err != nil {
+		return err
+	}
+	defer e.mu.RUnlock()
+	if err := e.db.Flush(); err != nil {
+		return fmt.Errorf("pebble: flush: %w", err)
+	}
+	return nil
 }
 
 // Close flushes and closes the database. A second Close returns

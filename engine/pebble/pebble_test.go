@@ -139,6 +139,97 @@ func BenchmarkPutSyncParallel(b *testing.B) {
 	})
 }
 
+// writeTables writes keys key00000 … in tables flushes, one table per
+// flush, each holding every tables-th key (their key ranges all overlap,
+// as a run of random writes makes them); only even numbers are written.
+func writeTables(t testing.TB, e *pebble.Engine, keys, tables int) {
+	t.Helper()
+	val := make([]byte, 100)
+	for tb := range tables {
+		b := e.NewBatch()
+		for i := tb * 2; i < keys*2; i += tables * 2 {
+			b.Set([]byte(fmt.Sprintf("key%05d", i)), val)
+		}
+		if err := b.Commit(false); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestBloomFiltersSkipTables reads keys that are in no table: every table's
+// key range covers them, so only the bloom filters can rule the tables out.
+// Without filters (BloomBitsPerKey -1) nothing is skipped; either way the
+// answers are the same.
+func TestBloomFiltersSkipTables(t *testing.T) {
+	for _, bits := range []int{0, -1} {
+		t.Run(fmt.Sprint("bits=", bits), func(t *testing.T) {
+			e, err := pebble.OpenNoCompactions(pebble.Options{Dir: t.TempDir(), CacheSize: 8 << 20, MemTableSize: 4 << 20, BloomBitsPerKey: bits})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer e.Close()
+			writeTables(t, e, 1000, 3) // three tables in L0
+			for i := 1; i < 2000; i += 2 {
+				if _, err := e.Get([]byte(fmt.Sprintf("key%05d", i))); !errors.Is(err, engine.ErrNotFound) {
+					t.Fatalf("absent key%05d: got %v, want ErrNotFound", i, err)
+				}
+			}
+			for i := 0; i < 2000; i += 2 {
+				if _, err := e.Get([]byte(fmt.Sprintf("key%05d", i))); err != nil {
+					t.Fatalf("key%05d: %v", i, err)
+				}
+			}
+			skips := e.Stats()["bloom_filter_skips_total"]
+			// Each absent key falls in all three tables' ranges: with about
+			// 1% false positives, nearly 3,000 skips. (Pebble consults no
+			// filter in the last level, L6, where a key usually is.)
+			if bits == 0 && skips < 2500 {
+				t.Errorf("default filters skipped %v table reads for 1000 absent keys in 3 tables, want nearly 3000", skips)
+			}
+			if bits == -1 && skips != 0 {
+				t.Errorf("no filters, yet %v skips", skips)
+			}
+		})
+	}
+}
+
+// BenchmarkGetAcrossTables reads keys spread over three overlapping
+// tables, present and absent (the read before an insert), with and
+// without bloom filters, through a block cache much smaller than the
+// data (2 MiB of values, 1 MiB of cache), as on a node whose data outgrew
+// its memory.
+func BenchmarkGetAcrossTables(b *testing.B) {
+	for _, bits := range []int{0, -1} {
+		for _, present := range []bool{true, false} {
+			b.Run(fmt.Sprintf("bloom=%v/present=%v", bits == 0, present), func(b *testing.B) {
+				e, err := pebble.OpenNoCompactions(pebble.Options{Dir: b.TempDir(), CacheSize: 1 << 20, BloomBitsPerKey: bits})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer e.Close()
+				const n = 20000
+				writeTables(b, e, n, 3)
+				b.ReportAllocs()
+				i := 0
+				for b.Loop() {
+					k := (i % n) * 2
+					if !present {
+						k++
+					}
+					_, err := e.Get([]byte(fmt.Sprintf("key%05d", k)))
+					if present && err != nil || !present && !errors.Is(err, engine.ErrNotFound) {
+						b.Fatal(err)
+					}
+					i++
+				}
+			})
+		}
+	}
+}
+
 func BenchmarkGet(b *testing.B) {
 	e := open(b, b.TempDir())
 	defer e.Close()
