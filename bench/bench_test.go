@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -238,13 +239,14 @@ func TestErrorsCountedAndFlagged(t *testing.T) {
 	s := newMemStore()
 	var n atomic.Int64
 	s.fail = func() error {
-		if n.Add(1)%20 == 0 {
-			return status.Error(codes.Unavailable, "injected")
+		if i := n.Add(1); i%20 == 0 {
+			return status.Errorf(codes.Unavailable, "injected failure %d", i/20)
 		}
 		return nil
 	}
 	w, _ := WorkloadByName("A")
-	res, err := Run(context.Background(), Config{Workload: w, RecordCount: 50, Workers: 4, Ops: 2000, Interval: 50 * time.Millisecond}, s, io.Discard)
+	// One worker: the first failure is the first error recorded.
+	res, err := Run(context.Background(), Config{Workload: w, RecordCount: 50, Workers: 1, Ops: 2000, Interval: 50 * time.Millisecond}, s, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,6 +270,17 @@ func TestErrorsCountedAndFlagged(t *testing.T) {
 	res.WriteTable(&buf)
 	if !strings.Contains(buf.String(), "WARNING") {
 		t.Error("table does not show the warning")
+	}
+	// The report says what the server said: the first message per code.
+	var firsts []string
+	for code, msg := range res.ErrorExamples {
+		firsts = append(firsts, msg)
+		if !strings.Contains(buf.String(), "first "+code+": "+msg) {
+			t.Errorf("table lacks the example for %s: %s", code, buf.String())
+		}
+	}
+	if len(firsts) != len(res.Errors) || !slices.Contains(firsts, "injected failure 1") {
+		t.Errorf("error examples %q, want one per code and op, among them the first failure", res.ErrorExamples)
 	}
 }
 

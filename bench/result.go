@@ -31,6 +31,9 @@ type Result struct {
 	Ops     map[Op]*OpStats  `json:"ops"`
 	Total   OpStats          `json:"total"`
 	Errors  map[string]int64 `json:"errors_by_code"`
+	// ErrorExamples is the first message seen for each key of Errors:
+	// what the server said (which limit shed a request, say).
+	ErrorExamples map[string]string `json:"error_examples,omitempty"`
 	// ErrorRate is errors / (operations + errors).
 	ErrorRate float64 `json:"error_rate"`
 	// Warning is set when more than 1% of operations failed.
@@ -119,6 +122,7 @@ func (r *Result) finish(recs []*recorder, cfg Config) {
 	merged := map[Op]*hdrhistogram.Histogram{}
 	all := newHist()
 	r.Errors = map[string]int64{}
+	r.ErrorExamples = nil
 	for _, rec := range recs {
 		rec.mu.Lock()
 		for op, h := range rec.total {
@@ -130,6 +134,12 @@ func (r *Result) finish(recs []*recorder, cfg Config) {
 		}
 		for code, n := range rec.errors {
 			r.Errors[code] += n
+			if _, ok := r.ErrorExamples[code]; !ok && rec.example[code] != "" {
+				if r.ErrorExamples == nil {
+					r.ErrorExamples = map[string]string{}
+				}
+				r.ErrorExamples[code] = rec.example[code]
+			}
 		}
 		rec.mu.Unlock()
 	}
@@ -252,6 +262,11 @@ func (r *Result) WriteTable(w io.Writer) error {
 			fmt.Fprintf(w, " %s=%d", c, r.Errors[c])
 		}
 		fmt.Fprintln(w)
+		for _, c := range codes {
+			if ex := r.ErrorExamples[c]; ex != "" {
+				fmt.Fprintf(w, "  first %s: %s\n", c, ex)
+			}
+		}
 	}
 	if r.Warning != "" {
 		fmt.Fprintf(w, "\n!!! WARNING: %s !!!\n", r.Warning)

@@ -131,6 +131,9 @@ type recorder struct {
 	total    map[Op]*hdrhistogram.Histogram
 	interval map[Op]*hdrhistogram.Histogram
 	errors   map[string]int64
+	// example is the first error message of each key of errors (one
+	// per gRPC code and op: bounded).
+	example  map[string]string
 	ivErrors int64
 	// warm and warmErrors hold the current interval's warm-up operations:
 	// they are drawn in the time series (flagged) but never reach the
@@ -140,7 +143,7 @@ type recorder struct {
 }
 
 func newRecorder() *recorder {
-	r := &recorder{total: map[Op]*hdrhistogram.Histogram{}, interval: map[Op]*hdrhistogram.Histogram{}, errors: map[string]int64{}}
+	r := &recorder{total: map[Op]*hdrhistogram.Histogram{}, interval: map[Op]*hdrhistogram.Histogram{}, errors: map[string]int64{}, example: map[string]string{}}
 	return r
 }
 
@@ -148,7 +151,11 @@ func (r *recorder) record(op Op, d time.Duration, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err != nil {
-		r.errors[status.Code(err).String()+" ("+string(op)+")"]++
+		key := status.Code(err).String() + " (" + string(op) + ")"
+		if r.errors[key] == 0 {
+			r.example[key] = errorMessage(err)
+		}
+		r.errors[key]++
 		r.ivErrors++
 		return
 	}
@@ -167,6 +174,22 @@ func (r *recorder) record(op Op, d time.Duration, err error) {
 		}
 		_ = h.RecordValue(v)
 	}
+}
+
+// maxExample bounds an example error message kept for the report.
+const maxExample = 300
+
+// errorMessage is err's message (a status's own, without the code),
+// cut at maxExample bytes.
+func errorMessage(err error) string {
+	msg := err.Error()
+	if st, ok := status.FromError(err); ok {
+		msg = st.Message()
+	}
+	if len(msg) > maxExample {
+		msg = strings.ToValidUTF8(msg[:maxExample], "") + "…"
+	}
+	return msg
 }
 
 // recordWarmup counts a warm-up operation for the time series only.
