@@ -7,6 +7,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 )
 
 // Admission control: a node takes at most MaxInFlight client requests at
@@ -85,7 +87,7 @@ func (e *OverloadError) GRPCStatus() *status.Status {
 
 // admit takes a request slot or returns the error to shed with. Writes
 // also need room for the background work they leave.
-func (c *Coordinator) admit(ctx context.Context, op Op) (admission, error) {
+func (c *Coordinator) admit(ctx context.Context, op Op, cons *kvv1.Consistency) (admission, error) {
 	if op == OpWrite && c.cfg.Store.Engine().Stalled() {
 		c.obs.Shed(op.String())
 		return admission{}, &OverloadError{What: "writes", Reason: "storage is stalling writes until compactions catch up"}
@@ -102,18 +104,19 @@ func (c *Coordinator) admit(ctx context.Context, op Op) (admission, error) {
 		c.obs.Shed(op.String())
 		return admission{}, &OverloadError{What: "requests", InFlight: c.inflight.inUse(), Max: c.inflight.limit()}
 	}
-	return admission{l: c.inflight, start: time.Now()}, nil
+	return admission{l: c.inflight, class: classOf(op, cons), start: time.Now()}, nil
 }
 
 // admission is a request's slot, taken at start.
 type admission struct {
 	l     *limiter
+	class latencyClass
 	start time.Time
 }
 
 // release frees the slot; ok says whether the request succeeded (the
 // limit adapts to the latency of successes).
-func (a admission) release(ok bool) { a.l.release(time.Since(a.start), ok) }
+func (a admission) release(ok bool) { a.l.release(a.class, time.Since(a.start), ok) }
 
 // goBackground runs fn as background work if a slot is free; it reports
 // whether fn was started (false: the caller skips or does without).

@@ -64,16 +64,16 @@ func TestAdmitShedsWritesPastBackgroundBytes(t *testing.T) {
 	c := &Coordinator{cfg: Config{Store: store, MaxBackgroundBytes: 1 << 20}, obs: nopObserver{},
 		inflight: newLimiter(8, 1, 8, 0), bgSlots: newAdmitter(8, 0)}
 	c.bgBytes.Store(2 << 20)
-	if _, err := c.admit(context.Background(), OpWrite); status.Code(err) != codes.ResourceExhausted {
+	if _, err := c.admit(context.Background(), OpWrite, nil); status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("write with 2 MiB held against a 1 MiB bound: %v, want RESOURCE_EXHAUSTED", err)
 	}
-	slot, err := c.admit(context.Background(), OpRead)
+	slot, err := c.admit(context.Background(), OpRead, nil)
 	if err != nil {
 		t.Fatalf("reads are not held back by background writes: %v", err)
 	}
 	slot.release(true)
 	c.bgBytes.Store(0)
-	slot, err = c.admit(context.Background(), OpWrite)
+	slot, err = c.admit(context.Background(), OpWrite, nil)
 	if err != nil {
 		t.Fatalf("write once the bytes drained: %v", err)
 	}

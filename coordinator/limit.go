@@ -5,12 +5,15 @@ import (
 	"math"
 	"sync"
 	"time"
+
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 )
 
 // limiter bounds the requests in flight with a limit that adapts to
 // latency, in the manner of Netflix's gradient limiter: it keeps a slow
-// average of request latency (the node's normal) and compares each new
-// sample with it. While latency stays near normal the limit grows by about
+// average of request latency (the node's normal) for each class of
+// request (see latencyClass) and compares each new sample with its class's
+// normal. While latency stays near normal the limit grows by about
 // its square root per round; when latency rises above twice the normal —
 // requests are queueing for CPU or disk rather than being served — the
 // limit shrinks in proportion, but only while the node is busy (at least
@@ -27,7 +30,9 @@ type limiter struct {
 		sync.Mutex
 		inFlight int
 		limit    float64
-		longRTT  float64 // EWMA of latency, seconds (0: no sample yet)
+		// longRTT is each class's EWMA of latency, seconds (0: no
+		// sample yet).
+		longRTT [limiterClasses]float64
 		// freed is closed (and replaced) on a release while requests
 		// wait for a slot; waiting counts them.
 		freed   chan struct{}
@@ -89,9 +94,37 @@ func (l *limiter) acquire(ctx context.Context) bool {
 	}
 }
 
+// latencyClass groups requests whose latencies are alike: reads, writes
+// and durable writes, each at each consistency level (explicit R or W a
+// level of its own). With one normal for all, a node serving fast reads
+// and durable writes (an fsync each) took every write for congestion and
+// held its limit at the minimum under a steady closed loop.
+type latencyClass uint8
+
+const (
+	classLevels    = 11 // kvv1.Level 0–9, then explicit R/W (and unknown levels)
+	limiterClasses = 3 * classLevels
+)
+
+// classOf is the latency class of a request: op, durability and level.
+func classOf(op Op, cons *kvv1.Consistency) latencyClass {
+	kind := 0 // read
+	if op == OpWrite {
+		kind = 1
+		if durable(cons) {
+			kind = 2
+		}
+	}
+	level := classLevels - 1
+	if l := cons.GetLevel(); l >= 0 && int(l) < classLevels-1 && !(op == OpRead && cons.GetR() > 0 || op == OpWrite && cons.GetW() > 0) {
+		level = int(l)
+	}
+	return latencyClass(kind*classLevels + level)
+}
+
 // release frees a slot; rtt is the request's latency when it was served
-// (ok), which feeds the limit.
-func (l *limiter) release(rtt time.Duration, ok bool) {
+// (ok), which feeds the limit through its class's normal.
+func (l *limiter) release(class latencyClass, rtt time.Duration, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	busy := float64(l.mu.inFlight) >= l.mu.limit/2
@@ -106,17 +139,18 @@ func (l *limiter) release(rtt time.Duration, ok bool) {
 		return
 	}
 	s := rtt.Seconds()
-	if l.mu.longRTT == 0 {
-		l.mu.longRTT = s
+	long := &l.mu.longRTT[class]
+	if *long == 0 {
+		*long = s
 		return
 	}
-	l.mu.longRTT += (s - l.mu.longRTT) * limiterLongAlpha
-	if s < l.mu.longRTT {
+	*long += (s - *long) * limiterLongAlpha
+	if s < *long {
 		// Latency fell below normal (load went away): let the normal
 		// follow faster, so the limit recovers within seconds.
-		l.mu.longRTT += (s - l.mu.longRTT) * 0.05
+		*long += (s - *long) * 0.05
 	}
-	gradient := math.Max(0.5, math.Min(1.0, limiterTolerance*l.mu.longRTT/s))
+	gradient := math.Max(0.5, math.Min(1.0, limiterTolerance**long/s))
 	if !busy {
 		gradient = 1
 	}

@@ -79,7 +79,7 @@ func levelLabel(c *kvv1.Consistency, op Op) string {
 func (c *Coordinator) observe(ctx context.Context, name string, op Op, keyspace string, cons *kvv1.Consistency, fn func(context.Context, trace.Span) error) error {
 	start := time.Now()
 	level := levelLabel(cons, op)
-	slot, err := c.admit(ctx, op)
+	slot, err := c.admit(ctx, op, cons)
 	if err != nil {
 		c.obs.RequestDone(name[len("kv."):], level, status.Code(err).String(), time.Since(start))
 		return err
