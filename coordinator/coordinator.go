@@ -501,27 +501,34 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 	fctx, fcancel := c.fanoutContext(ctx, deadline)
 	timer := c.waitTimer(deadline)
 	defer c.stopTimer(timer)
-	ch := make(chan reply, len(live))
+	// Room for every reply: a reader never blocks, not even this
+	// goroutine reading its own copy.
+	ch := make(chan reply, len(live)+len(behind))
+	rd := &readFan{c: c, ctx: fctx, r: r, ch: ch}
 	launch := func(t target) {
 		if !t.behind {
 			tl.expect(t.DC, false)
 		}
-		go func() {
-			start := c.cfg.Now()
-			set, err := c.readFrom(fctx, t.Node, r)
-			if r.trail.on() {
-				r.trail.add(t.Node, "replica read", outcome(set, err), c.cfg.Now().Sub(start))
-			}
-			ch <- reply{t: t, set: set, err: err}
-		}()
+		c.goTask(task{kind: taskRead, rd: rd, t: t})
 	}
 	targets := asked
 	if all {
 		// Read repair reaches replicas that are behind, too.
 		targets = append(targets, behind...)
 	}
-	for _, t := range targets {
+	// The peers first; this node's own copy is read here meanwhile,
+	// without handing it to another goroutine.
+	var self *target
+	for i, t := range targets {
+		if t.Node == c.cfg.NodeID {
+			self = &targets[i]
+			continue
+		}
 		launch(t)
+	}
+	if self != nil {
+		tl.expect(self.DC, false) // this node is never behind
+		rd.read(*self)
 	}
 
 	var (
@@ -579,6 +586,24 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 	}
 	resp.Effective.R = uint32(r.need.Count())
 	return resp, nil
+}
+
+// readFan is a read's fan-out: what each replica read needs.
+type readFan struct {
+	c   *Coordinator
+	ctx context.Context // the fan-out's, outliving the request
+	r   *request
+	ch  chan<- reply // room for every read: a send never blocks
+}
+
+// read reads from one replica and sends the reply.
+func (rd *readFan) read(t target) {
+	start := rd.c.cfg.Now()
+	set, err := rd.c.readFrom(rd.ctx, t.Node, rd.r)
+	if rd.r.trail.on() {
+		rd.r.trail.add(t.Node, "replica read", outcome(set, err), rd.c.cfg.Now().Sub(start))
+	}
+	rd.ch <- reply{t: t, set: set, err: err}
 }
 
 // ctxErr returns the caller's cancellation as CANCELED, a deadline as the

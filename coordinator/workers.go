@@ -2,16 +2,19 @@ package coordinator
 
 // A write runs a few things at once: a send to each other replica, the wait
 // for its local fsync, and, once the client has its answer, the drain of the
-// late replies. A goroutine started for each would allocate a closure per
+// late replies; a read, a read from each other replica. A goroutine started for each would allocate a closure per
 // task; instead a task goes to a goroutine kept from an earlier task that is
 // waiting for one, and a new goroutine starts only when none waits. At most
 // a bounded number wait; they stop on Close.
 
-// task is one of a write's concurrent parts.
+// task is one of a write's or a read's concurrent parts.
 type task struct {
 	f    *fanout
 	kind taskKind
 	i    int // the target of taskSend and taskExtra
+
+	rd *readFan // taskRead
+	t  target   // taskRead
 }
 
 type taskKind uint8
@@ -21,6 +24,7 @@ const (
 	taskSend                  // write to plan.targets[i]
 	taskExtra                 // write to plan.extras[i]
 	taskDrain                 // take the late replies (background work)
+	taskRead                  // read from t (rd)
 )
 
 func (t task) run() {
@@ -33,6 +37,8 @@ func (t task) run() {
 		t.f.sendExtra(t.i)
 	case taskDrain:
 		t.f.drain()
+	case taskRead:
+		t.rd.read(t.t)
 	}
 }
 
