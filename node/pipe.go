@@ -50,11 +50,9 @@ func (s *replicaServer) Calls(stream internalv1.Replica_CallsServer) error {
 
 // serveCall runs one piped call.
 func (s *replicaServer) serveCall(ctx context.Context, c *internalv1.Call, deadline time.Time) *internalv1.Reply {
-	r := &internalv1.Reply{}
 	if time.Now().After(deadline) {
 		// It waited past its sender's deadline: nobody waits for it now.
-		r.Result = transport.ReplyError(status.FromContextError(context.DeadlineExceeded).Err())
-		return r
+		return &internalv1.Reply{Result: transport.ReplyError(status.FromContextError(context.DeadlineExceeded).Err())}
 	}
 	// A read or write here waits on nothing but the engine: the call
 	// needs no context with its deadline (and no timer).
@@ -63,19 +61,32 @@ func (s *replicaServer) serveCall(ctx context.Context, c *internalv1.Call, deadl
 	case *internalv1.Call_Read:
 		resp, err := s.n.coord.ServeRead(ctx, op.Read)
 		if err != nil {
-			r.Result = transport.ReplyError(err)
-		} else {
-			r.Result = &internalv1.Reply_Read{Read: resp}
+			return &internalv1.Reply{Result: transport.ReplyError(err)}
 		}
+		r := &readReply{result: internalv1.Reply_Read{Read: resp}}
+		r.reply.Result = &r.result
+		return &r.reply
 	case *internalv1.Call_Write:
 		resp, err := s.n.coord.ServeWrite(ctx, op.Write)
 		if err != nil {
-			r.Result = transport.ReplyError(err)
-		} else {
-			r.Result = &internalv1.Reply_Write{Write: resp}
+			return &internalv1.Reply{Result: transport.ReplyError(err)}
 		}
+		r := &writeReply{result: internalv1.Reply_Write{Write: resp}}
+		r.reply.Result = &r.result
+		return &r.reply
 	default:
-		r.Result = transport.ReplyError(status.Error(codes.InvalidArgument, "call without an operation (sent by a newer version?)"))
+		return &internalv1.Reply{Result: transport.ReplyError(status.Error(codes.InvalidArgument, "call without an operation (sent by a newer version?)"))}
 	}
-	return r
+}
+
+// readReply and writeReply are a reply with its result: one allocation
+// for both.
+type readReply struct {
+	reply  internalv1.Reply
+	result internalv1.Reply_Read
+}
+
+type writeReply struct {
+	reply  internalv1.Reply
+	result internalv1.Reply_Write
 }

@@ -191,7 +191,9 @@ func (g *GRPC) piped(ctx context.Context, node string, size int, c *internalv1.C
 
 // Read asks a peer for its copy of a key.
 func (g *GRPC) Read(ctx context.Context, node string, req *internalv1.ReadRequest) (*internalv1.ReadResponse, error) {
-	if r, ok, err := g.piped(ctx, node, len(req.GetKey()), &internalv1.Call{Op: &internalv1.Call_Read{Read: req}}); ok {
+	rc := &readCall{op: internalv1.Call_Read{Read: req}}
+	rc.call.Op = &rc.op
+	if r, ok, err := g.piped(ctx, node, len(req.GetKey()), &rc.call); ok {
 		if err != nil {
 			return nil, err
 		}
@@ -207,9 +209,23 @@ func (g *GRPC) Read(ctx context.Context, node string, req *internalv1.ReadReques
 	return c.Read(ctx, req)
 }
 
+// readCall and writeCall are a piped call with its operation: one
+// allocation for both.
+type readCall struct {
+	call internalv1.Call
+	op   internalv1.Call_Read
+}
+
+type writeCall struct {
+	call internalv1.Call
+	op   internalv1.Call_Write
+}
+
 // Write sends a sibling set to a peer to merge (or hold as a hint).
 func (g *GRPC) Write(ctx context.Context, node string, req *internalv1.WriteRequest) error {
-	if _, ok, err := g.piped(ctx, node, len(req.GetKey())+len(req.GetSet()), &internalv1.Call{Op: &internalv1.Call_Write{Write: req}}); ok {
+	wc := &writeCall{op: internalv1.Call_Write{Write: req}}
+	wc.call.Op = &wc.op
+	if _, ok, err := g.piped(ctx, node, len(req.GetKey())+len(req.GetSet()), &wc.call); ok {
 		return err
 	}
 	c, err := g.client(node)
