@@ -100,23 +100,25 @@ func (c *Coordinator) admit(ctx context.Context, op Op, cons *kvv1.Consistency) 
 		c.obs.Shed(op.String())
 		return admission{}, &OverloadError{What: "background replica writes", InFlight: c.bgSlots.inUse(), Max: cap(c.bgSlots.slots)}
 	}
-	if !c.inflight.acquire(ctx) {
+	seq, ok := c.inflight.acquire(ctx)
+	if !ok {
 		c.obs.Shed(op.String())
 		return admission{}, &OverloadError{What: "requests", InFlight: c.inflight.inUse(), Max: c.inflight.limit()}
 	}
-	return admission{l: c.inflight, class: classOf(op, cons), start: time.Now()}, nil
+	return admission{l: c.inflight, class: classOf(op, cons), seq: seq, start: time.Now()}, nil
 }
 
 // admission is a request's slot, taken at start.
 type admission struct {
 	l     *limiter
 	class latencyClass
+	seq   uint64
 	start time.Time
 }
 
 // release frees the slot; ok says whether the request succeeded (the
 // limit adapts to the latency of successes).
-func (a admission) release(ok bool) { a.l.release(a.class, time.Since(a.start), ok) }
+func (a admission) release(ok bool) { a.l.release(a.class, a.seq, time.Since(a.start), ok) }
 
 // goBackground runs fn as background work if a slot is free; it reports
 // whether fn was started (false: the caller skips or does without).

@@ -16,7 +16,8 @@ import (
 // normal. While latency stays near normal the limit grows by about
 // its square root per round; when latency rises above twice the normal —
 // requests are queueing for CPU or disk rather than being served — the
-// limit shrinks in proportion, but only while the node is busy (at least
+// limit shrinks in proportion (to half at most), once for the requests
+// in flight when it does, but only while the node is busy (at least
 // half its limit in flight): slow requests with few in flight are slow for
 // another reason (a durable write's fsync on a shared disk, a memtable
 // flush, a slow peer), and admitting fewer would only shed requests the
@@ -33,6 +34,9 @@ type limiter struct {
 		// longRTT is each class's EWMA of latency, seconds (0: no
 		// sample yet).
 		longRTT [limiterClasses]float64
+		// admitted numbers the requests admitted; cutAt is the last
+		// one admitted when the limit was last cut.
+		admitted, cutAt uint64
 		// freed is closed (and replaced) on a release while requests
 		// wait for a slot; waiting counts them.
 		freed   chan struct{}
@@ -53,8 +57,9 @@ func newLimiter(initial, min, max int, wait time.Duration) *limiter {
 	return l
 }
 
-// acquire takes a slot, waiting at most l.wait (or until ctx ends).
-func (l *limiter) acquire(ctx context.Context) bool {
+// acquire takes a slot, waiting at most l.wait (or until ctx ends), and
+// returns the request's admission number (for release).
+func (l *limiter) acquire(ctx context.Context) (uint64, bool) {
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -65,12 +70,14 @@ func (l *limiter) acquire(ctx context.Context) bool {
 		l.mu.Lock()
 		if float64(l.mu.inFlight) < l.mu.limit {
 			l.mu.inFlight++
+			l.mu.admitted++
+			seq := l.mu.admitted
 			l.mu.Unlock()
-			return true
+			return seq, true
 		}
 		if l.wait <= 0 {
 			l.mu.Unlock()
-			return false
+			return 0, false
 		}
 		freed := l.mu.freed
 		l.mu.waiting++
@@ -89,7 +96,7 @@ func (l *limiter) acquire(ctx context.Context) bool {
 		l.mu.waiting--
 		l.mu.Unlock()
 		if !woken {
-			return false
+			return 0, false
 		}
 	}
 }
@@ -122,9 +129,10 @@ func classOf(op Op, cons *kvv1.Consistency) latencyClass {
 	return latencyClass(kind*classLevels + level)
 }
 
-// release frees a slot; rtt is the request's latency when it was served
-// (ok), which feeds the limit through its class's normal.
-func (l *limiter) release(class latencyClass, rtt time.Duration, ok bool) {
+// release frees the slot of request seq (acquire's number); rtt is the
+// request's latency when it was served (ok), which feeds the limit through
+// its class's normal.
+func (l *limiter) release(class latencyClass, seq uint64, rtt time.Duration, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	busy := float64(l.mu.inFlight) >= l.mu.limit/2
@@ -151,10 +159,19 @@ func (l *limiter) release(class latencyClass, rtt time.Duration, ok bool) {
 		*long += (s - *long) * 0.05
 	}
 	gradient := math.Max(0.5, math.Min(1.0, limiterTolerance**long/s))
-	if !busy {
-		gradient = 1
+	if gradient < 1 && busy {
+		// Congestion. One stall (an fsync, a memtable flush, a GC pause)
+		// slows every request in flight at once; cutting for each of them
+		// took the limit to its floor for one event. As TCP halves once
+		// per round trip, only a slow request admitted after the last cut
+		// cuts again; the others hold the limit.
+		if seq > l.mu.cutAt {
+			l.mu.limit = math.Max(l.min, l.mu.limit*gradient)
+			l.mu.cutAt = l.mu.admitted
+		}
+		return
 	}
-	target := l.mu.limit*gradient + math.Sqrt(l.mu.limit)
+	target := l.mu.limit + math.Sqrt(l.mu.limit)
 	next := l.mu.limit*(1-limiterSmoothing) + target*limiterSmoothing
 	l.mu.limit = math.Max(l.min, math.Min(l.max, next))
 }

@@ -9,26 +9,61 @@ import (
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 )
 
+// closedLoop drives a limiter as a closed loop of clients does: every slot
+// taken, each finished request followed by the next. Requests finish in
+// the order they started.
+type closedLoop struct {
+	l       *limiter
+	started []uint64
+}
+
+func (c *closedLoop) fill() {
+	for {
+		seq, ok := c.l.acquire(context.Background())
+		if !ok {
+			return
+		}
+		c.started = append(c.started, seq)
+	}
+}
+
+// finish ends the oldest request, served in rtt, and starts the next.
+func (c *closedLoop) finish(class latencyClass, rtt time.Duration) {
+	seq := c.started[0]
+	c.started = c.started[1:]
+	c.l.release(class, seq, rtt, true)
+	c.fill()
+}
+
+// drain ends every request in flight, served in rtt, starting none.
+func (c *closedLoop) drain(class latencyClass, rtt time.Duration) {
+	for _, seq := range c.started {
+		c.l.release(class, seq, rtt, true)
+	}
+	c.started = nil
+}
+
+// alone runs n requests one at a time (the node idle but for them).
+func alone(l *limiter, n int, rtt time.Duration, ok bool) {
+	for i := 0; i < n; i++ {
+		seq, _ := l.acquire(context.Background())
+		l.release(0, seq, rtt, ok)
+	}
+}
+
 func TestLimiterAdaptsToLatency(t *testing.T) {
 	l := newLimiter(32, 4, 32, 0)
 	// Normal latency: the limit stays at its maximum.
-	for i := 0; i < 1000; i++ {
-		l.acquire(context.Background())
-		l.release(0, 10*time.Millisecond, true)
-	}
+	alone(l, 1000, 10*time.Millisecond, true)
 	if got := l.limit(); got != 32 {
 		t.Fatalf("limit %d under normal latency, want 32", got)
 	}
 	// Requests start queueing: with the node busy (the limit in flight),
 	// latency ten times normal shrinks the limit.
-	for round := 0; round < 5; round++ {
-		n := l.limit()
-		for i := 0; i < n; i++ {
-			l.acquire(context.Background())
-		}
-		for i := 0; i < n; i++ {
-			l.release(0, 100*time.Millisecond, true)
-		}
+	loop := &closedLoop{l: l}
+	loop.fill()
+	for i := 0; i < 200; i++ {
+		loop.finish(0, 100*time.Millisecond)
 	}
 	low := l.limit()
 	if low > 16 {
@@ -39,26 +74,20 @@ func TestLimiterAdaptsToLatency(t *testing.T) {
 	}
 	// Latency back to normal: the limit recovers.
 	for i := 0; i < 2000; i++ {
-		l.acquire(context.Background())
-		l.release(0, 10*time.Millisecond, true)
+		loop.finish(0, 10*time.Millisecond)
 	}
 	if got := l.limit(); got != 32 {
 		t.Fatalf("limit %d after latency recovered, want back to 32", got)
 	}
+	loop.drain(0, 10*time.Millisecond)
 	// Slow requests with few in flight are not queueing here (a durable
 	// write's fsync, a slow peer): the limit stays.
-	for i := 0; i < 200; i++ {
-		l.acquire(context.Background())
-		l.release(0, 100*time.Millisecond, true)
-	}
+	alone(l, 200, 100*time.Millisecond, true)
 	if got := l.limit(); got != 32 {
 		t.Fatalf("limit %d after slow requests one at a time, want 32", got)
 	}
 	// Failed requests say nothing about latency.
-	for i := 0; i < 100; i++ {
-		l.acquire(context.Background())
-		l.release(0, time.Second, false)
-	}
+	alone(l, 100, time.Second, false)
 	if got := l.limit(); got != 32 {
 		t.Fatalf("limit %d moved on failed requests", got)
 	}
@@ -72,16 +101,13 @@ func TestLimiterKeepsANormalPerClass(t *testing.T) {
 	l := newLimiter(32, 4, 32, 0)
 	read := classOf(OpRead, &kvv1.Consistency{Level: kvv1.Level_LEVEL_QUORUM})
 	write := classOf(OpWrite, &kvv1.Consistency{Level: kvv1.Level_LEVEL_QUORUM})
-	// A closed loop: every slot taken, each request followed by the next.
-	for l.acquire(context.Background()) {
-	}
+	loop := &closedLoop{l: l}
+	loop.fill()
 	for i := 0; i < 2000; i++ {
 		if i%2 == 0 {
-			l.release(read, time.Millisecond, true)
+			loop.finish(read, time.Millisecond)
 		} else {
-			l.release(write, 10*time.Millisecond, true)
-		}
-		for l.acquire(context.Background()) {
+			loop.finish(write, 10*time.Millisecond)
 		}
 	}
 	if got := l.limit(); got != 32 {
@@ -89,12 +115,35 @@ func TestLimiterKeepsANormalPerClass(t *testing.T) {
 	}
 	// The writes' own latency rising tenfold while busy is congestion.
 	for i := 0; i < 100; i++ {
-		l.release(write, 100*time.Millisecond, true)
-		for l.acquire(context.Background()) {
-		}
+		loop.finish(write, 100*time.Millisecond)
 	}
 	if got := l.limit(); got > 16 {
 		t.Fatalf("limit %d after the writes' latency rose tenfold, want it well below 32", got)
+	}
+}
+
+// TestLimiterCutsOncePerStall: one stall slows every request in flight at
+// once; the limit is cut once for it, not once per slow request (which took
+// it to its floor). Only slow requests admitted after a cut cut it again.
+func TestLimiterCutsOncePerStall(t *testing.T) {
+	l := newLimiter(32, 4, 32, 0)
+	alone(l, 1000, 10*time.Millisecond, true)
+	loop := &closedLoop{l: l}
+	loop.fill()
+	// The stall: the 32 requests in flight all answer ten times slower.
+	for i := 0; i < 32; i++ {
+		loop.finish(0, 100*time.Millisecond)
+	}
+	if got := l.limit(); got != 16 {
+		t.Fatalf("limit %d after one stall, want 16: cut once, by half", got)
+	}
+	// Requests admitted after the cut are slow too: that is congestion,
+	// cut again (once).
+	for i := 0; i < 16; i++ {
+		loop.finish(0, 100*time.Millisecond)
+	}
+	if got := l.limit(); got != 8 {
+		t.Fatalf("limit %d after the requests admitted at 16 were slow too, want 8", got)
 	}
 }
 
@@ -127,12 +176,12 @@ func TestLimiterShedsAfterTheWait(t *testing.T) {
 		l := newLimiter(2, 1, 2, 20*time.Millisecond)
 		ctx := context.Background()
 		for i := 0; i < 2; i++ {
-			if !l.acquire(ctx) {
+			if _, ok := l.acquire(ctx); !ok {
 				t.Fatalf("free slot %d refused", i+1)
 			}
 		}
 		start := time.Now()
-		if l.acquire(ctx) {
+		if _, ok := l.acquire(ctx); ok {
 			t.Fatal("a third request got a slot of two")
 		}
 		if waited := time.Since(start); waited != 20*time.Millisecond {
@@ -140,9 +189,9 @@ func TestLimiterShedsAfterTheWait(t *testing.T) {
 		}
 		go func() {
 			time.Sleep(5 * time.Millisecond)
-			l.release(0, time.Millisecond, true)
+			l.release(0, 1, time.Millisecond, true)
 		}()
-		if !l.acquire(ctx) {
+		if _, ok := l.acquire(ctx); !ok {
 			t.Fatal("a slot freed during the wait was not taken")
 		}
 		if l.inUse() != 2 {
