@@ -480,6 +480,28 @@ func unreachable(err error) bool {
 	return true
 }
 
+// overloaded reports whether err is a node shedding the call: its
+// RESOURCE_EXHAUSTED with Meridian's OVERLOADED reason, which a node
+// answers only before doing anything with a request (its admission
+// control). Another replica may have room.
+func overloaded(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.ResourceExhausted {
+		return false
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == errorDomain && info.GetReason() == "OVERLOADED" {
+			return true
+		}
+	}
+	return false
+}
+
+// maxShedPasses bounds how many times one call moves on to the next
+// candidate because a node shed it: under a cluster-wide overload each
+// pass is one more request for a node to refuse.
+const maxShedPasses = 2
+
 type answer[T any] struct {
 	v    T
 	node string
@@ -487,7 +509,8 @@ type answer[T any] struct {
 }
 
 // route sends call to the first reachable candidate for key, moving on to
-// the next only when a node is unreachable. With hedge > 0 a second
+// the next only when a node is unreachable or shed the call for overload
+// (at most maxShedPasses times). With hedge > 0 a second
 // candidate is started when the first has not answered after hedge; the
 // first success wins. It returns the ID of the node that answered.
 func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, hedge time.Duration,
@@ -537,6 +560,9 @@ func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, h
 	}
 	var unreachableErrs []error
 	var final error // a non-retryable answer, returned once nothing else is in flight
+	var shed error  // the last node's refusal for overload
+	var shedNode string
+	sheds := 0
 	for {
 		select {
 		case <-hedgeC:
@@ -556,17 +582,25 @@ func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, h
 				if next < len(cands) && final == nil {
 					launch()
 				}
+			case ctx.Err() == nil && overloaded(a.err) && sheds < maxShedPasses:
+				sheds++
+				shed, shedNode = a.err, a.node
+				if next < len(cands) && final == nil {
+					launch()
+				}
 			default:
 				if final == nil {
 					final = a.err
 				}
 			}
 			if inflight == 0 {
-				if final != nil {
+				switch {
+				case final != nil:
 					return zero, a.node, final
-				}
-				if ctx.Err() != nil {
+				case ctx.Err() != nil:
 					return zero, "", ctx.Err()
+				case shed != nil:
+					return zero, shedNode, shed
 				}
 				return zero, "", fmt.Errorf("%w: %w", ErrNoReplica, errors.Join(unreachableErrs...))
 			}
@@ -579,6 +613,9 @@ func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, h
 func routeInline[T any](ctx context.Context, c *Client, cands []target, call func(context.Context, kvv1.KVClient) (T, error)) (T, string, error) {
 	var zero T
 	var unreachableErrs []error
+	var shed error // the last node's refusal for overload
+	var shedNode string
+	sheds := 0
 	for _, t := range cands {
 		kv, err := c.kv(t.addr)
 		var v T
@@ -592,12 +629,18 @@ func routeInline[T any](ctx context.Context, c *Client, cands []target, call fun
 		case ctx.Err() == nil && unreachable(err):
 			c.markDown(t.id)
 			unreachableErrs = append(unreachableErrs, fmt.Errorf("%s: %w", t.id, err))
+		case ctx.Err() == nil && overloaded(err) && sheds < maxShedPasses:
+			sheds++
+			shed, shedNode = err, t.id
 		default:
 			return zero, t.id, err
 		}
 	}
-	if ctx.Err() != nil {
+	switch {
+	case ctx.Err() != nil:
 		return zero, "", ctx.Err()
+	case shed != nil:
+		return zero, shedNode, shed
 	}
 	return zero, "", fmt.Errorf("%w: %w", ErrNoReplica, errors.Join(unreachableErrs...))
 }

@@ -20,7 +20,13 @@
 //
 // The next candidate is tried only when a node could not be reached at
 // all (codes.Unavailable without Meridian's google.rpc.ErrorInfo, domain
-// "meridian.kv"); any answer from a node, success or error, is final. A
+// "meridian.kv"), or when it shed the call for overload
+// (codes.ResourceExhausted with the ErrorInfo reason "OVERLOADED", which a
+// node answers before doing anything with a request) — at most twice per
+// call, so that a cluster-wide overload is not met with three times the
+// requests; if every node tried shed it, the call fails with the last
+// one's RESOURCE_EXHAUSTED. Any other answer from a node, success or
+// error, is final. A
 // node found unreachable goes to the back of the order for 10 seconds or
 // until it answers again. When no node at all could be reached, a Put or
 // Delete re-reads the topology and is routed again (three passes in all,

@@ -1,0 +1,139 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/coordinator"
+)
+
+// shedCluster is three fake nodes, each a replica of the one partition, in
+// preference order; a node set to shed refuses every call as a node's
+// admission control does.
+type shedCluster struct {
+	nodes []*shedNode
+}
+
+type shedNode struct {
+	kvv1.UnimplementedKVServer
+	internalv1.UnimplementedDiscoveryServer
+	c     *shedCluster
+	id    string
+	addr  string
+	shed  atomic.Bool
+	calls atomic.Int64
+}
+
+func (n *shedNode) Topology(context.Context, *internalv1.TopologyRequest) (*internalv1.TopologyResponse, error) {
+	resp := &internalv1.TopologyResponse{Epoch: 1, Partitions: 1,
+		Keyspaces: []*internalv1.KeyspaceTopology{{Name: "default", Partitions: []*internalv1.PartitionReplicas{{Nodes: []uint32{0, 1, 2}}}}}}
+	for _, m := range n.c.nodes {
+		resp.Nodes = append(resp.Nodes, &internalv1.TopologyNode{Id: m.id, Dc: "dc1", GrpcAddr: m.addr, Alive: true})
+	}
+	return resp, nil
+}
+
+func (n *shedNode) refusal() error {
+	n.calls.Add(1)
+	if n.shed.Load() {
+		return (&coordinator.OverloadError{What: "requests", InFlight: 64, Max: 64}).GRPCStatus().Err()
+	}
+	return nil
+}
+
+func (n *shedNode) Get(_ context.Context, r *kvv1.GetRequest) (*kvv1.GetResponse, error) {
+	if err := n.refusal(); err != nil {
+		return nil, err
+	}
+	return &kvv1.GetResponse{Siblings: []*kvv1.Sibling{{Value: []byte(n.id)}}}, nil
+}
+
+func (n *shedNode) Put(_ context.Context, r *kvv1.PutRequest) (*kvv1.PutResponse, error) {
+	if err := n.refusal(); err != nil {
+		return nil, err
+	}
+	return &kvv1.PutResponse{}, nil
+}
+
+func startShedCluster(t *testing.T) *shedCluster {
+	t.Helper()
+	c := &shedCluster{}
+	for _, id := range []string{"n1", "n2", "n3"} {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := &shedNode{c: c, id: id, addr: lis.Addr().String()}
+		srv := grpc.NewServer()
+		kvv1.RegisterKVServer(srv, n)
+		internalv1.RegisterDiscoveryServer(srv, n)
+		go srv.Serve(lis)
+		t.Cleanup(srv.Stop)
+		c.nodes = append(c.nodes, n)
+	}
+	return c
+}
+
+// TestShedCallsGoToTheNextReplica: a node that sheds a call for overload
+// did nothing with it, so the client gives it to the next replica (at
+// most twice); when every node sheds, the caller gets RESOURCE_EXHAUSTED,
+// not "no replica reachable". Unary and hedged routing alike.
+func TestShedCallsGoToTheNextReplica(t *testing.T) {
+	for _, hedge := range []time.Duration{0, time.Hour} {
+		t.Run("hedge="+hedge.String(), func(t *testing.T) {
+			cl := startShedCluster(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, err := Dial(ctx, []string{cl.nodes[0].addr}, Insecure(), UnaryCalls())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+
+			cl.nodes[0].shed.Store(true)
+			res, err := c.Get(ctx, "", []byte("k"), Hedge(hedge))
+			if err != nil {
+				t.Fatalf("get with the first replica shedding: %v", err)
+			}
+			if res.Node != "n2" || string(res.Values[0]) != "n2" {
+				t.Fatalf("answered by %s, want the next replica n2", res.Node)
+			}
+			put, err := c.Put(ctx, "", []byte("k"), []byte("v"), Hedge(hedge))
+			if err != nil || put.Node != "n2" {
+				t.Fatalf("put with the first replica shedding: node %v, err %v; want n2", put, err)
+			}
+
+			for _, n := range cl.nodes {
+				n.shed.Store(true)
+				n.calls.Store(0)
+			}
+			_, err = c.Get(ctx, "", []byte("k"), Hedge(hedge))
+			if status.Code(err) != codes.ResourceExhausted || errors.Is(err, ErrNoReplica) {
+				t.Fatalf("every node shedding: err %v, want RESOURCE_EXHAUSTED", err)
+			}
+			var asked int64
+			for _, n := range cl.nodes {
+				asked += n.calls.Load()
+			}
+			if asked != 1+maxShedPasses {
+				t.Fatalf("%d nodes asked, want %d: the first and at most %d more", asked, 1+maxShedPasses, maxShedPasses)
+			}
+
+			// Other RESOURCE_EXHAUSTED (gRPC's own, a message too large) is
+			// final: no Meridian overload reason.
+			if overloaded(status.Error(codes.ResourceExhausted, "grpc: received message larger than max")) {
+				t.Fatal("a plain RESOURCE_EXHAUSTED taken for a node's shedding")
+			}
+		})
+	}
+}
