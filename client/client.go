@@ -63,6 +63,9 @@ type Client struct {
 	// asking until it finds a node that far along (or runs out).
 	seen atomic.Uint64
 
+	// passes budgets the calls passed on because a node shed them.
+	passes passBudget
+
 	refreshNow chan struct{}
 	stop       chan struct{}
 	done       chan struct{}
@@ -111,6 +114,7 @@ func Dial(ctx context.Context, seeds []string, opts ...Option) (*Client, error) 
 		grpc.WithStaticStreamWindowSize(flowWindow), grpc.WithStaticConnWindowSize(flowWindow)}, o.dialOpts...)
 	c := &Client{opts: o, seeds: append([]string(nil), seeds...), conns: map[string]*grpc.ClientConn{}, kvs: map[string]kvv1.KVClient{},
 		streams: map[string]*callStream{}, down: map[string]time.Time{}, refreshNow: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	c.passes.tenths.Store(maxPassTenths)
 	if err := c.refresh(ctx, c.seeds); err != nil {
 		c.closeConns()
 		return nil, fmt.Errorf("client: no seed reachable (tried %s): %w", strings.Join(seeds, ", "), err)
@@ -502,6 +506,38 @@ func overloaded(err error) bool {
 // pass is one more request for a node to refuse.
 const maxShedPasses = 2
 
+// passBudget limits passing shed calls on to about one for every ten
+// calls (gRPC's retry throttling and Finagle's retry budget work the same
+// way): a node that sheds now and then gets every such call taken
+// elsewhere, while a cluster shedding most calls gets at most a tenth
+// more requests instead of three times as many. Counted in tenths of a
+// pass: each call earns one tenth, each pass spends ten; at most
+// maxPassTenths are saved (and a new client starts with them).
+type passBudget struct{ tenths atomic.Int64 }
+
+const maxPassTenths = 100
+
+func (b *passBudget) earn() {
+	for {
+		v := b.tenths.Load()
+		if v >= maxPassTenths || b.tenths.CompareAndSwap(v, v+1) {
+			return
+		}
+	}
+}
+
+func (b *passBudget) spend() bool {
+	for {
+		v := b.tenths.Load()
+		if v < 10 {
+			return false
+		}
+		if b.tenths.CompareAndSwap(v, v-10) {
+			return true
+		}
+	}
+}
+
 type answer[T any] struct {
 	v    T
 	node string
@@ -521,6 +557,7 @@ func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, h
 		return zero, "", ErrClosed
 	default:
 	}
+	c.passes.earn()
 	cands := c.candidates(keyspace, key)
 	if len(cands) == 0 {
 		c.triggerRefresh()
@@ -582,7 +619,7 @@ func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, h
 				if next < len(cands) && final == nil {
 					launch()
 				}
-			case ctx.Err() == nil && overloaded(a.err) && sheds < maxShedPasses:
+			case ctx.Err() == nil && overloaded(a.err) && sheds < maxShedPasses && c.passes.spend():
 				sheds++
 				shed, shedNode = a.err, a.node
 				if next < len(cands) && final == nil {
@@ -629,7 +666,7 @@ func routeInline[T any](ctx context.Context, c *Client, cands []target, call fun
 		case ctx.Err() == nil && unreachable(err):
 			c.markDown(t.id)
 			unreachableErrs = append(unreachableErrs, fmt.Errorf("%s: %w", t.id, err))
-		case ctx.Err() == nil && overloaded(err) && sheds < maxShedPasses:
+		case ctx.Err() == nil && overloaded(err) && sheds < maxShedPasses && c.passes.spend():
 			sheds++
 			shed, shedNode = err, t.id
 		default:

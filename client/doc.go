@@ -23,9 +23,11 @@
 // "meridian.kv"), or when it shed the call for overload
 // (codes.ResourceExhausted with the ErrorInfo reason "OVERLOADED", which a
 // node answers before doing anything with a request) — at most twice per
-// call, so that a cluster-wide overload is not met with three times the
-// requests; if every node tried shed it, the call fails with the last
-// one's RESOURCE_EXHAUSTED. Any other answer from a node, success or
+// call, and for about one call in ten overall (a retry budget, like gRPC's
+// retry throttling), so that a node shedding now and then costs its
+// callers nothing while a cluster-wide overload gets at most a tenth more
+// requests; a shed call that is not passed on fails with the node's
+// RESOURCE_EXHAUSTED. Any other answer from a node, success or
 // error, is final. A
 // node found unreachable goes to the back of the order for 10 seconds or
 // until it answers again. When no node at all could be reached, a Put or

@@ -129,6 +129,26 @@ func TestShedCallsGoToTheNextReplica(t *testing.T) {
 				t.Fatalf("%d nodes asked, want %d: the first and at most %d more", asked, 1+maxShedPasses, maxShedPasses)
 			}
 
+			// A cluster shedding everything gets about a tenth more
+			// requests, not three times as many: the budget.
+			for _, n := range cl.nodes {
+				n.calls.Store(0)
+			}
+			const calls = 200
+			for range calls {
+				if _, err := c.Get(ctx, "", []byte("k"), Hedge(hedge)); status.Code(err) != codes.ResourceExhausted {
+					t.Fatalf("every node shedding: err %v", err)
+				}
+			}
+			asked = 0
+			for _, n := range cl.nodes {
+				asked += n.calls.Load()
+			}
+			// At most the passes left from before and a tenth of a pass per call.
+			if max := int64(calls + maxPassTenths/10 + calls/10); asked > max {
+				t.Fatalf("%d calls asked nodes %d times, want at most %d", calls, asked, max)
+			}
+
 			// Other RESOURCE_EXHAUSTED (gRPC's own, a message too large) is
 			// final: no Meridian overload reason.
 			if overloaded(status.Error(codes.ResourceExhausted, "grpc: received message larger than max")) {
