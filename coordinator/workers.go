@@ -2,8 +2,9 @@ package coordinator
 
 // A write runs a few things at once: a send to each other replica, the wait
 // for its local fsync, and, once the client has its answer, the drain of the
-// late replies; a read, a read from each other replica. A goroutine started for each would allocate a closure per
-// task; instead a task goes to a goroutine kept from an earlier task that is
+// late replies; a read, a read from each other replica. A goroutine started
+// for each would allocate a closure per task (and grow a fresh stack);
+// instead a task goes to a goroutine kept from an earlier task that is
 // waiting for one, and a new goroutine starts only when none waits. At most
 // a bounded number wait; they stop on Close.
 
