@@ -618,21 +618,28 @@ func (c *Coordinator) ctxErr(ctx context.Context, timeout error) error {
 // finishRead collects the replies still outstanding in the background, then
 // pushes the merged set to every replica that answered with less.
 func (c *Coordinator) finishRead(fctx context.Context, fcancel context.CancelFunc, r *request, ch <-chan reply, outstanding int, got []reply, merged version.Set) {
+	var stale []reply
+	if outstanding == 0 {
+		// Every reply is in (the usual case: the level asked only as many
+		// replicas as it needs): compare here, and start background work
+		// only to repair.
+		if stale = staleReplies(got, merged); len(stale) == 0 {
+			fcancel()
+			return
+		}
+	}
 	link := trace.LinkFromContext(fctx)
 	started := c.goBackground(func() {
 		defer fcancel()
-		for ; outstanding > 0; outstanding-- {
-			rp := <-ch // every read goroutine sends exactly once; fctx bounds them
-			got = append(got, rp)
-			if rp.err == nil {
-				merged = version.Merge(merged, rp.set)
+		if outstanding > 0 {
+			for ; outstanding > 0; outstanding-- {
+				rp := <-ch // every read sends exactly once; fctx bounds them
+				got = append(got, rp)
+				if rp.err == nil {
+					merged = version.Merge(merged, rp.set)
+				}
 			}
-		}
-		var stale []reply
-		for _, rp := range got {
-			if rp.err == nil && !rp.set.Descends(merged) {
-				stale = append(stale, rp)
-			}
+			stale = staleReplies(got, merged)
 		}
 		if len(stale) == 0 {
 			return
@@ -659,6 +666,18 @@ func (c *Coordinator) finishRead(fctx context.Context, fcancel context.CancelFun
 		fcancel()
 		c.obs.Shed("read_repair")
 	}
+}
+
+// staleReplies are the successful replies that lack some of merged: the
+// replicas read repair writes to.
+func staleReplies(got []reply, merged version.Set) []reply {
+	var stale []reply
+	for _, rp := range got {
+		if rp.err == nil && !rp.set.Descends(merged) {
+			stale = append(stale, rp)
+		}
+	}
+	return stale
 }
 
 // readFrom reads a key from one replica, locally when it is this node.

@@ -246,6 +246,36 @@ func TestReadRepair(t *testing.T) {
 	})
 }
 
+// TestReadRepairWithEveryReplyIn: a key only one replica holds (no hint to
+// deliver, anti-entropy idle) reaches the others through a read that
+// waits for them all: the coordinator compares the replies it already has
+// and repairs the stale replicas.
+func TestReadRepairWithEveryReplyIn(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 3, Engine: "memory",
+		Configure: func(c *node.Config) { c.AntiEntropyPeriod = time.Hour }})
+	n1 := l.Node("n1")
+	inject(t, n1, "only-n1", "v")
+	for _, n := range l.Nodes()[1:] {
+		if set := localGet(t, n, "only-n1"); !set.IsEmpty() {
+			t.Fatalf("%s holds the key before the read", n.ID())
+		}
+	}
+	c1 := dial(t, n1.Addr())
+	get, err := c1.Get(ctxT(t), &kvv1.GetRequest{Key: []byte("only-n1"), Consistency: lvl(kvv1.Level_LEVEL_ALL)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(get.Siblings) != 1 || string(get.Siblings[0].Value) != "v" {
+		t.Fatalf("read at ALL: %v", get.Siblings)
+	}
+	for _, n := range l.Nodes()[1:] {
+		eventually(t, "read repair of "+n.ID(), func() bool {
+			set := localGet(t, n, "only-n1")
+			return len(set.Siblings) == 1 && string(set.Siblings[0].Value.Bytes) == "v"
+		})
+	}
+}
+
 func TestBadInput(t *testing.T) {
 	l := startCluster(t, node.LocalSpec{NodesPerDC: 3, Engine: "memory"})
 	c := dial(t, l.Nodes()[0].Addr())
