@@ -15,7 +15,9 @@
 //   - Warm-up: operations scheduled during the first Warmup are executed but
 //     not recorded.
 //   - Errors are counted by gRPC code and never dropped; a run with more than
-//     1% errors is flagged.
+//     1% errors is flagged. The first message of each code and op is kept
+//     (Result.ErrorExamples, printed under the counts and in the HTML
+//     report): which limit shed a request, which replicas were missing.
 //
 // Each worker records into its own histograms (no shared locks on the hot
 // path); they are merged per reporting interval and at the end.

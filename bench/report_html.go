@@ -324,6 +324,8 @@ func (r *Result) WriteHTML(w io.Writer) error {
 		Partial                                     bool
 		Rows                                        []summaryRow
 		Latency, Throughput                         template.HTML
+		// Examples are the first message of each error code and op.
+		Examples []errorExample
 	}{
 		Title: fmt.Sprintf("meridian bench: workload %s, %s", r.Workload, r.Start.Format("2006-01-02 15:04:05")),
 		Setup: fmt.Sprintf("%s phase, workload %s (%s), %s distribution, %d records, %d workers, %s",
@@ -332,6 +334,7 @@ func (r *Result) WriteHTML(w io.Writer) error {
 			r.Machine.GOOS, r.Machine.GOARCH, r.Machine.NumCPU),
 		Warning:    r.Warning,
 		ErrorCodes: errorCodes(r.Errors),
+		Examples:   errorExamples(r.ErrorExamples),
 		Partial:    r.Partial,
 		Rows:       rows,
 		Latency:    template.HTML(percentileChart(lat)),
@@ -341,6 +344,18 @@ func (r *Result) WriteHTML(w io.Writer) error {
 		data.Setup += ", " + r.Config.Target
 	}
 	return reportTmpl.Execute(w, data)
+}
+
+// errorExample is one code's first message, for the report.
+type errorExample struct{ Code, Message string }
+
+func errorExamples(m map[string]string) []errorExample {
+	out := make([]errorExample, 0, len(m))
+	for c, msg := range m {
+		out = append(out, errorExample{c, msg})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Code < out[j].Code })
+	return out
 }
 
 func errorCodes(m map[string]int64) string {
@@ -382,6 +397,8 @@ var reportTmpl = template.Must(template.New("report").Parse(`<!doctype html>
 {{range .Rows}}<tr{{if eq .Name "total"}} class="total"{{end}}><td>{{.Name}}</td><td>{{.Count}}</td><td>{{.Errors}}</td><td>{{.Throughput}}</td><td>{{.Mean}}</td><td>{{.P50}}</td><td>{{.P90}}</td><td>{{.P99}}</td><td>{{.P999}}</td><td>{{.P9999}}</td><td>{{.Max}}</td></tr>
 {{end}}</table>
 {{if .ErrorCodes}}<p>errors by code: {{.ErrorCodes}}</p>{{end}}
+{{if .Examples}}<ul class="examples">{{range .Examples}}<li>first {{.Code}}: <code>{{.Message}}</code></li>
+{{end}}</ul>{{end}}
 <h2>Latency by percentile</h2>
 {{.Latency}}
 <h2>Throughput over time</h2>

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 func TestNiceTicks(t *testing.T) {
@@ -140,6 +143,28 @@ func TestHTMLReportTableTicksAndWarmup(t *testing.T) {
 	}
 	if !regexp.MustCompile(`class="warmup run0"[^>]*stroke-dasharray`).MatchString(page) {
 		t.Error("warm-up line is not dashed")
+	}
+}
+
+// TestHTMLReportShowsErrorExamples: the report says what the server said,
+// escaped.
+func TestHTMLReportShowsErrorExamples(t *testing.T) {
+	rec := newRecorder()
+	rec.record(OpRead, time.Millisecond, nil)
+	rec.record(OpUpdate, 0, status.Error(codes.ResourceExhausted, "node overloaded: 9 requests in flight (limit 8) <b>"))
+	rec.record(OpUpdate, 0, status.Error(codes.ResourceExhausted, "a later one"))
+	res := &Result{Phase: "run", Workload: "A", Elapsed: time.Second, Machine: machine()}
+	res.finish([]*recorder{rec}, Config{})
+	var buf bytes.Buffer
+	if err := res.WriteHTML(&buf); err != nil {
+		t.Fatal(err)
+	}
+	page := buf.String()
+	if !strings.Contains(page, "first ResourceExhausted (update): <code>node overloaded: 9 requests in flight (limit 8) &lt;b&gt;</code>") {
+		t.Errorf("report lacks the first error's message, escaped:\n%s", page)
+	}
+	if strings.Contains(page, "a later one") {
+		t.Error("report shows a later message of the same code")
 	}
 }
 
