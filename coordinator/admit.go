@@ -70,11 +70,18 @@ type OverloadError struct {
 	Max      int
 	// Reason, when set, replaces the in-flight counts in the message.
 	Reason string
+	// Waited is how long the request waited for a slot (0: it did not).
+	// Waiters race for a freed slot, so InFlight, read after the wait,
+	// may be below Max.
+	Waited time.Duration
 }
 
 func (e *OverloadError) Error() string {
 	if e.Reason != "" {
 		return fmt.Sprintf("node overloaded: %s: retry %s with backoff, or send to another node", e.Reason, e.What)
+	}
+	if e.Waited > 0 {
+		return fmt.Sprintf("node overloaded: none of its %d slots for %s came free for this one within %v (%d in flight now): retry with backoff, or send to another node", e.Max, e.What, e.Waited, e.InFlight)
 	}
 	return fmt.Sprintf("node overloaded: %d %s in flight (limit %d): retry with backoff, or send to another node", e.InFlight, e.What, e.Max)
 }
@@ -103,7 +110,7 @@ func (c *Coordinator) admit(ctx context.Context, op Op, cons *kvv1.Consistency) 
 	seq, ok := c.inflight.acquire(ctx)
 	if !ok {
 		c.obs.Shed(op.String())
-		return admission{}, &OverloadError{What: "requests", InFlight: c.inflight.inUse(), Max: c.inflight.limit()}
+		return admission{}, &OverloadError{What: "requests", InFlight: c.inflight.inUse(), Max: c.inflight.limit(), Waited: c.inflight.wait}
 	}
 	return admission{l: c.inflight, class: classOf(op, cons), seq: seq, start: time.Now()}, nil
 }

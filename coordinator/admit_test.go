@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -53,6 +54,12 @@ func TestOverloadErrorIsResourceExhausted(t *testing.T) {
 	var oe *OverloadError
 	if !errors.As(err, &oe) || oe.Max != 10 {
 		t.Fatal("not an OverloadError")
+	}
+	// After a wait the counts are read when it ended: the message says so
+	// rather than claim the node is under its limit.
+	waited := (&OverloadError{What: "requests", InFlight: 23, Max: 40, Waited: 20 * time.Millisecond}).Error()
+	if want := "none of its 40 slots for requests came free for this one within 20ms (23 in flight now)"; !strings.Contains(waited, want) {
+		t.Fatalf("message %q lacks %q", waited, want)
 	}
 }
 
