@@ -473,15 +473,7 @@ func (c *Client) candidates(keyspace string, key []byte) []target {
 // Meridian, which is final.
 func unreachable(err error) bool {
 	st, ok := status.FromError(err)
-	if !ok || st.Code() != codes.Unavailable {
-		return false
-	}
-	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == errorDomain {
-			return false
-		}
-	}
-	return true
+	return ok && st.Code() == codes.Unavailable && meridianInfo(st) == nil
 }
 
 // overloaded reports whether err is a node shedding the call: its
@@ -493,12 +485,19 @@ func overloaded(err error) bool {
 	if !ok || st.Code() != codes.ResourceExhausted {
 		return false
 	}
+	info := meridianInfo(st)
+	return info != nil && info.GetReason() == "OVERLOADED"
+}
+
+// meridianInfo is the ErrorInfo a Meridian node puts in the statuses it
+// answers with; nil when st has none (it came from the network).
+func meridianInfo(st *status.Status) *errdetails.ErrorInfo {
 	for _, d := range st.Details() {
-		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == errorDomain && info.GetReason() == "OVERLOADED" {
-			return true
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == errorDomain {
+			return info
 		}
 	}
-	return false
+	return nil
 }
 
 // maxShedPasses bounds how many times one call moves on to the next
@@ -536,6 +535,48 @@ func (b *passBudget) spend() bool {
 			return true
 		}
 	}
+}
+
+// passedOver is what one call moved on from: the nodes it could not
+// reach, and the last of those that shed it.
+type passedOver struct {
+	unreachable []error
+	shed        error // the last node's refusal for overload
+	shedNode    string
+	sheds       int
+}
+
+// next reports whether the call may go on to the next candidate after
+// node answered err, and records why: an unreachable node (marked down),
+// or a node that shed it (at most maxShedPasses times, within the
+// client's budget).
+func (p *passedOver) next(ctx context.Context, c *Client, node string, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	switch {
+	case unreachable(err):
+		c.markDown(node)
+		p.unreachable = append(p.unreachable, fmt.Errorf("%s: %w", node, err))
+		return true
+	case overloaded(err) && p.sheds < maxShedPasses && c.passes.spend():
+		p.sheds++
+		p.shed, p.shedNode = err, node
+		return true
+	}
+	return false
+}
+
+// failure is the call's error once no candidate is left: the caller's
+// own, the last shed, or ErrNoReplica with why each node was unreachable.
+func (p *passedOver) failure(ctx context.Context) (string, error) {
+	switch {
+	case ctx.Err() != nil:
+		return "", ctx.Err()
+	case p.shed != nil:
+		return p.shedNode, p.shed
+	}
+	return "", fmt.Errorf("%w: %w", ErrNoReplica, errors.Join(p.unreachable...))
 }
 
 type answer[T any] struct {
@@ -595,11 +636,8 @@ func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, h
 		defer timer.Stop()
 		hedgeC = timer.C
 	}
-	var unreachableErrs []error
+	var passed passedOver
 	var final error // a non-retryable answer, returned once nothing else is in flight
-	var shed error  // the last node's refusal for overload
-	var shedNode string
-	sheds := 0
 	for {
 		select {
 		case <-hedgeC:
@@ -613,15 +651,7 @@ func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, h
 			case a.err == nil:
 				c.markUp(a.node)
 				return a.v, a.node, nil
-			case ctx.Err() == nil && unreachable(a.err):
-				c.markDown(a.node)
-				unreachableErrs = append(unreachableErrs, fmt.Errorf("%s: %w", a.node, a.err))
-				if next < len(cands) && final == nil {
-					launch()
-				}
-			case ctx.Err() == nil && overloaded(a.err) && sheds < maxShedPasses && c.passes.spend():
-				sheds++
-				shed, shedNode = a.err, a.node
+			case passed.next(ctx, c, a.node, a.err):
 				if next < len(cands) && final == nil {
 					launch()
 				}
@@ -631,15 +661,11 @@ func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, h
 				}
 			}
 			if inflight == 0 {
-				switch {
-				case final != nil:
+				if final != nil {
 					return zero, a.node, final
-				case ctx.Err() != nil:
-					return zero, "", ctx.Err()
-				case shed != nil:
-					return zero, shedNode, shed
 				}
-				return zero, "", fmt.Errorf("%w: %w", ErrNoReplica, errors.Join(unreachableErrs...))
+				node, err := passed.failure(ctx)
+				return zero, node, err
 			}
 		}
 	}
@@ -649,10 +675,7 @@ func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, h
 // other, on the caller's goroutine.
 func routeInline[T any](ctx context.Context, c *Client, cands []target, call func(context.Context, kvv1.KVClient) (T, error)) (T, string, error) {
 	var zero T
-	var unreachableErrs []error
-	var shed error // the last node's refusal for overload
-	var shedNode string
-	sheds := 0
+	var passed passedOver
 	for _, t := range cands {
 		kv, err := c.kv(t.addr)
 		var v T
@@ -663,23 +686,13 @@ func routeInline[T any](ctx context.Context, c *Client, cands []target, call fun
 		case err == nil:
 			c.markUp(t.id)
 			return v, t.id, nil
-		case ctx.Err() == nil && unreachable(err):
-			c.markDown(t.id)
-			unreachableErrs = append(unreachableErrs, fmt.Errorf("%s: %w", t.id, err))
-		case ctx.Err() == nil && overloaded(err) && sheds < maxShedPasses && c.passes.spend():
-			sheds++
-			shed, shedNode = err, t.id
+		case passed.next(ctx, c, t.id, err):
 		default:
 			return zero, t.id, err
 		}
 	}
-	switch {
-	case ctx.Err() != nil:
-		return zero, "", ctx.Err()
-	case shed != nil:
-		return zero, shedNode, shed
-	}
-	return zero, "", fmt.Errorf("%w: %w", ErrNoReplica, errors.Join(unreachableErrs...))
+	node, err := passed.failure(ctx)
+	return zero, node, err
 }
 
 // retryUnreachable runs a write's routing again, same request and so same

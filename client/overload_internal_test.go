@@ -3,12 +3,10 @@ package client
 import (
 	"context"
 	"errors"
-	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -69,16 +67,9 @@ func startShedCluster(t *testing.T) *shedCluster {
 	t.Helper()
 	c := &shedCluster{}
 	for _, id := range []string{"n1", "n2", "n3"} {
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
+		lis := listenLoopback(t)
 		n := &shedNode{c: c, id: id, addr: lis.Addr().String()}
-		srv := grpc.NewServer()
-		kvv1.RegisterKVServer(srv, n)
-		internalv1.RegisterDiscoveryServer(srv, n)
-		go srv.Serve(lis)
-		t.Cleanup(srv.Stop)
+		serveFake(t, lis, n)
 		c.nodes = append(c.nodes, n)
 	}
 	return c

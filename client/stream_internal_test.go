@@ -104,18 +104,35 @@ func (f *fakeNode) Calls(stream kvv1.KV_CallsServer) error {
 
 func startFake(t *testing.T, noStreams bool) *fakeNode {
 	t.Helper()
+	lis := listenLoopback(t)
+	f := &fakeNode{addr: lis.Addr().String()}
+	f.noStreams.Store(noStreams)
+	serveFake(t, lis, f)
+	return f
+}
+
+// fakeServer is a fake node: the KV service and the topology.
+type fakeServer interface {
+	kvv1.KVServer
+	internalv1.DiscoveryServer
+}
+
+func listenLoopback(t *testing.T) net.Listener {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeNode{addr: lis.Addr().String()}
-	f.noStreams.Store(noStreams)
+	return lis
+}
+
+// serveFake serves f on lis until the test ends.
+func serveFake(t *testing.T, lis net.Listener, f fakeServer) {
 	srv := grpc.NewServer()
 	kvv1.RegisterKVServer(srv, f)
 	internalv1.RegisterDiscoveryServer(srv, f)
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
-	return f
 }
 
 func dialFake(t *testing.T, f *fakeNode, opts ...Option) *Client {
