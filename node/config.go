@@ -102,6 +102,10 @@ type Config struct {
 	// spell is synced at once. Writes are acknowledged after their fsync
 	// either way.
 	WALSyncInterval time.Duration `yaml:"wal-sync-interval"`
+	// RowCacheSize bounds the cache of recently read and written sibling
+	// sets that lets reads and writes of hot keys skip the storage engine
+	// (nil: 32 MiB; 0 turns it off).
+	RowCacheSize *int64 `yaml:"row-cache-size"`
 	// MaxConnections caps open connections per listener; more are closed
 	// at once (default 4096).
 	MaxConnections int `yaml:"max-connections"`
@@ -275,6 +279,9 @@ func (c Config) Validate() error {
 	}
 	if c.RequestTimeout < 0 {
 		return fmt.Errorf("request-timeout %s is negative", c.RequestTimeout)
+	}
+	if c.RowCacheSize != nil && *c.RowCacheSize < 0 {
+		return fmt.Errorf("row-cache-size %d is negative (0 turns the row cache off)", *c.RowCacheSize)
 	}
 	if c.WALSyncInterval > 100*time.Millisecond {
 		return fmt.Errorf("wal-sync-interval %s: use at most 100ms (every durable write may wait that long)", c.WALSyncInterval)

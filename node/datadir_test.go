@@ -92,7 +92,8 @@ func TestValidateOwnAddress(t *testing.T) {
 }
 
 // TestPeerCallBounds: the call stream bounds take 0 for their default and
-// refuse negative or absurd values, naming the key.
+// refuse negative or absurd values, naming the key; so does the row cache
+// size.
 func TestPeerCallBounds(t *testing.T) {
 	for _, c := range []struct {
 		waiting, running, client int
@@ -105,5 +106,10 @@ func TestPeerCallBounds(t *testing.T) {
 		if c.bad == "" && err != nil || c.bad != "" && (err == nil || !strings.Contains(err.Error(), c.bad)) {
 			t.Errorf("waiting %d running %d client %d: %v, want %q", c.waiting, c.running, c.client, err, c.bad)
 		}
+	}
+	cfg := soloConfig(t, "n1", "127.0.0.1:7001", t.TempDir())
+	cfg.RowCacheSize = new(int64(-1))
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "row-cache-size -1 is negative") {
+		t.Errorf("row-cache-size -1: %v, want it refused", err)
 	}
 }

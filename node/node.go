@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"path/filepath"
 	"runtime"
@@ -187,7 +188,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	if opts.WrapEngine != nil {
 		n.eng = opts.WrapEngine(n.eng)
 	}
-	if n.store, err = replica.Open(n.eng, cfg.ID); err != nil {
+	if n.store, err = replica.OpenWith(n.eng, cfg.ID, replica.Options{RowCacheSize: rowCacheSize(cfg.RowCacheSize)}); err != nil {
 		return nil, err
 	}
 	n.store.SetLogger(n.log) // Merkle tree builds report progress
@@ -319,7 +320,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 		}()
 	}
 
-	if err := n.tel.Metrics.RegisterEngine(n.eng.Stats); err != nil {
+	if err := n.tel.Metrics.RegisterEngine(n.storageStats); err != nil {
 		return nil, err
 	}
 	if err := n.tel.Metrics.RegisterMembers(n.memberCounts); err != nil {
@@ -439,6 +440,26 @@ func (n *Node) metaLogStats() telemetry.MetaLogStats {
 		out.SinceContact = max(time.Since(s.LastContact), 0)
 	}
 	return out
+}
+
+// storageStats is the engine's statistics and the row cache's.
+func (n *Node) storageStats() map[string]float64 {
+	stats := n.store.CacheStats()
+	maps.Copy(stats, n.eng.Stats())
+	return stats
+}
+
+// rowCacheSize maps the config's row-cache-size (nil: default, 0: off)
+// onto replica.Options.RowCacheSize (0: default, negative: off).
+func rowCacheSize(size *int64) int64 {
+	switch {
+	case size == nil:
+		return 0
+	case *size == 0:
+		return -1
+	default:
+		return *size
+	}
 }
 
 func (n *Node) memberCounts() map[string]int {

@@ -218,6 +218,12 @@ func TestMetricsEndpoint(t *testing.T) {
 	if b, a := metricValue(t, before, puts), metricValue(t, after, puts); a-b != 5 {
 		t.Errorf("%s moved from %v to %v, want +5", puts, b, a)
 	}
+	// After the first read, the key's reads and its writes' reads of the
+	// current version come from the row cache.
+	hits := "meridian_engine_row_cache_hits_total"
+	if b, a := metricValue(t, before, hits), metricValue(t, after, hits); a-b < 8 {
+		t.Errorf("%s moved from %v to %v, want at least +8", hits, b, a)
+	}
 	for _, want := range []string{
 		`meridian_request_duration_seconds_bucket{level="QUORUM",op="Get",outcome="OK",le=`,
 		`meridian_siblings_bucket{le="1"}`,

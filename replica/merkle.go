@@ -399,7 +399,9 @@ func (s *Store) DeleteIfUnchanged(loc Loc, key []byte, set version.Set) (bool, e
 	b := s.eng.NewBatch()
 	defer b.Close()
 	b.Delete(k)
-	if _, err := s.commitData(b, loc, h, cur, version.Set{}, false, false); err != nil {
+	_, err = s.commitData(b, loc, h, cur, version.Set{}, false, false)
+	s.rows.remove(k, h)
+	if err != nil {
 		return false, fmt.Errorf("replica: delete: %w", err)
 	}
 	return true, nil

@@ -178,7 +178,11 @@ func (s *Store) dropKeys(loc Loc, lower []byte, ks [][]byte) error {
 		t.mu.RLock()
 		defer t.mu.RUnlock()
 	}
-	if err := b.Commit(false); err != nil {
+	err := b.Commit(false)
+	for i, k := range ks {
+		s.rows.remove(k, hashes[i])
+	}
+	if err != nil {
 		return fmt.Errorf("delete: %w", err)
 	}
 	if t != nil && t.state != treePending {

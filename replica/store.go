@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,23 +47,45 @@ type Store struct {
 	past  []string
 	ctr   *counter
 	locks [lockStripes]sync.Mutex
+	rows  *rowCache // encoded sets of hot keys (rowcache.go); nil: none
 
 	trees         trees // Merkle trees of the partitions, built on first use (merkle.go)
 	logger        atomic.Pointer[slog.Logger]
 	progressEvery time.Duration // tree build progress interval; 0: treeProgressEvery (tests set it)
 }
 
-// Open wraps an engine. nodeID is this node's ID; the store mints version
-// dots under an actor derived from it and a random incarnation (see
-// identity.go): new for a new store and after every unclean shutdown.
-func Open(eng engine.Engine, nodeID string) (*Store, error) {
-	return OpenWith(eng, nodeID, rand.Reader)
+// Options tune a store. Zero values mean the defaults.
+type Options struct {
+	// RowCacheSize bounds, in bytes, the cache of recently read and
+	// written sibling sets that lets reads and read-modify-writes of hot
+	// keys skip the engine (default DefaultRowCacheSize; negative: none).
+	RowCacheSize int64
+	// Random is the randomness for incarnations (default crypto/rand).
+	Random io.Reader
 }
 
-// OpenWith is Open with the randomness for incarnations injected.
-func OpenWith(eng engine.Engine, nodeID string, random io.Reader) (*Store, error) {
+// DefaultRowCacheSize is the row cache's default size.
+const DefaultRowCacheSize = 32 << 20
+
+// Open wraps an engine with the default options. nodeID is this node's
+// ID; the store mints version dots under an actor derived from it and a
+// random incarnation (see identity.go): new for a new store and after
+// every unclean shutdown.
+func Open(eng engine.Engine, nodeID string) (*Store, error) {
+	return OpenWith(eng, nodeID, Options{})
+}
+
+// OpenWith is Open with options.
+func OpenWith(eng engine.Engine, nodeID string, opts Options) (*Store, error) {
 	if nodeID == "" {
 		return nil, errors.New("replica: empty node ID")
+	}
+	random := opts.Random
+	if random == nil {
+		random = rand.Reader
+	}
+	if opts.RowCacheSize == 0 {
+		opts.RowCacheSize = DefaultRowCacheSize
 	}
 	_, err := eng.Get(metaKey(metaClean))
 	clean := err == nil
@@ -73,11 +96,15 @@ func OpenWith(eng engine.Engine, nodeID string, random io.Reader) (*Store, error
 	if err != nil {
 		return nil, err
 	}
-	return &Store{eng: eng, actor: actor, past: past, ctr: ctr}, nil
+	return &Store{eng: eng, actor: actor, past: past, ctr: ctr, rows: newRowCache(opts.RowCacheSize)}, nil
 }
 
 // Actor is the name this store mints version dots under.
 func (s *Store) Actor() string { return s.actor }
+
+// CacheStats returns the row cache's counters and sizes (row_cache_*), for
+// metrics.
+func (s *Store) CacheStats() map[string]float64 { return s.rows.stats() }
 
 // Engine returns the underlying engine.
 func (s *Store) Engine() engine.Engine { return s.eng }
@@ -98,18 +125,62 @@ func (s *Store) Get(loc Loc, key []byte) (version.Set, error) {
 	if len(key) > MaxKeyLen {
 		return version.Set{}, ErrKeyTooLong
 	}
-	return s.read(DataKey(loc, key))
+	k := DataKey(loc, key)
+	h := xxhash.Sum64(key)
+	if raw, ok := s.rows.get(k, h); ok {
+		return decodeStored(slices.Clone(raw))
+	}
+	if s.rows == nil {
+		set, _, err := s.fill(k, h)
+		return set, err
+	}
+	// A miss is filled under the key's lock, so that no write can land
+	// between the engine read and the fill (see rowCache).
+	mu := &s.locks[stripeOf(loc.Keyspace, h)]
+	mu.Lock()
+	defer mu.Unlock()
+	if raw, ok := s.rows.lookup(k, h); ok {
+		return decodeStored(slices.Clone(raw))
+	}
+	set, _, err := s.fill(k, h)
+	return set, err
 }
 
-func (s *Store) read(k []byte) (version.Set, error) {
+// readLocked returns the stored set of engine key k (whose user key's
+// xxhash is h), from the row cache or the engine, and whether the key is
+// stored (so cached, unless too large to be). The caller holds k's stripe
+// lock.
+func (s *Store) readLocked(k []byte, h uint64) (version.Set, bool, error) {
+	if raw, ok := s.rows.get(k, h); ok {
+		set, err := decodeStored(slices.Clone(raw)) // a copy: callers may keep it
+		return set, true, err
+	}
+	return s.fill(k, h)
+}
+
+// fill reads k from the engine and caches what it holds; found says
+// whether it holds anything. With a row cache the caller holds k's stripe
+// lock.
+func (s *Store) fill(k []byte, h uint64) (set version.Set, found bool, err error) {
 	raw, err := s.eng.Get(k)
 	if errors.Is(err, engine.ErrNotFound) {
-		return version.Set{}, nil
+		return version.Set{}, false, nil
 	}
 	if err != nil {
-		return version.Set{}, fmt.Errorf("replica: read: %w", err)
+		return version.Set{}, false, fmt.Errorf("replica: read: %w", err)
 	}
-	set, err := version.DecodeSetShared(raw) // Get returned a copy: ours
+	if set, err = decodeStored(raw); err != nil { // Get returned a copy: ours
+		return version.Set{}, false, err
+	}
+	if s.rows != nil {
+		s.rows.set(k, h, slices.Clone(raw))
+	}
+	return set, true, nil
+}
+
+// decodeStored decodes a stored set aliasing raw, which the caller owns.
+func decodeStored(raw []byte) (version.Set, error) {
+	set, err := version.DecodeSetShared(raw)
 	if err != nil {
 		return version.Set{}, fmt.Errorf("replica: decode stored set: %w", err)
 	}
@@ -200,7 +271,7 @@ func (s *Store) apply(k []byte, loc Loc, key []byte, sync bool, fn func(cur vers
 	h := xxhash.Sum64(key)
 	mu := &s.locks[stripeOf(loc.Keyspace, h)]
 	mu.Lock()
-	cur, err := s.read(k)
+	cur, found, err := s.readLocked(k, h)
 	if err != nil {
 		mu.Unlock()
 		return Written{}, err
@@ -223,6 +294,15 @@ func (s *Store) apply(k []byte, loc Loc, key []byte, sync bool, fn func(cur vers
 	// A durable write is committed without waiting for its fsync (see
 	// above); commitData keeps the partition's Merkle tree exact.
 	wait, err := s.commitData(b, loc, h, cur, next, sync, sync)
+	switch {
+	case err != nil:
+		s.rows.remove(k, h) // what the engine holds is not known
+	case found:
+		// A key written before is kept current in the cache; a new key
+		// (an insert) is cached once it is read, so that bulk inserts do
+		// not flush the hot keys out.
+		s.rows.set(k, h, enc)
+	}
 	mu.Unlock()
 	b.Close()
 	if err != nil {

@@ -36,6 +36,7 @@ keyspaces:
 	t.Setenv("MERIDIAN_DATA_DIR", "/from/env")
 	t.Setenv("MERIDIAN_REQUEST_TIMEOUT", "3s")
 	t.Setenv("MERIDIAN_PEER_CALLS_RUNNING", "50")
+	t.Setenv("MERIDIAN_ROW_CACHE_SIZE", "128MiB")
 	var cfg node.Config
 	var sf serveFlags
 	cmd := newServeCmdFor(&cfg, &sf)
@@ -50,6 +51,9 @@ keyspaces:
 	}
 	if cfg.PeerCallsWaiting != 100 || cfg.PeerCallsRunning != 50 {
 		t.Fatalf("peer-calls-waiting %d (file), peer-calls-running %d (env); want 100, 50", cfg.PeerCallsWaiting, cfg.PeerCallsRunning)
+	}
+	if cfg.RowCacheSize == nil || *cfg.RowCacheSize != 128<<20 {
+		t.Fatalf("row-cache-size from MERIDIAN_ROW_CACHE_SIZE=128MiB: %v", cfg.RowCacheSize)
 	}
 	if cfg.ClusterSecretFile != "/etc/meridian/cluster.secret" {
 		t.Fatalf("cluster-secret-file from YAML = %q", cfg.ClusterSecretFile)

@@ -159,7 +159,7 @@ func parseBytes(s string) (int64, error) {
 	}
 	n, err := strconv.ParseInt(num, 10, 64)
 	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("%q is not a size: want bytes such as 268435456, 256MiB or 1GiB (0 turns hints off)", s)
+		return 0, fmt.Errorf("%q is not a size: want bytes such as 268435456, 256MiB or 1GiB", s)
 	}
 	return n * mult, nil
 }
