@@ -95,7 +95,7 @@ nothing until a committed plan adds it:
 	f.Float64Var(&cfg.RepairCrossDCBytesPerSecond, "repair-cross-dc-bytes-per-second", 0, "anti-entropy repair throttle with replicas in other DCs, bytes/s (default 5 MiB/s)")
 	f.Float64Var(&cfg.TransferBytesPerSecond, "transfer-bytes-per-second", 0, "throttle on the partitions this node receives during a membership change, bytes/s (default 20 MiB/s)")
 	f.IntVar(&cfg.MaxInFlight, "max-in-flight", 0, "client requests coordinated at once before shedding with RESOURCE_EXHAUSTED (default 16 per CPU)")
-	f.DurationVar(&cfg.WALSyncInterval, "wal-sync-interval", 0, "least time between two fsyncs of the write-ahead log: under load more durable writes share each fsync (default 1ms; negative: none)")
+	f.DurationVar(&cfg.WALSyncInterval, "wal-sync-interval", 0, "least time between two fsyncs of the write-ahead log: under load more durable writes share each fsync (default 2ms; negative: none)")
 	f.IntVar(&cfg.MaxConnections, "max-connections", 0, "open connections per listener; more are closed at once (default 4096)")
 	f.IntVar(&cfg.PeerCallsWaiting, "peer-calls-waiting", 0, "replica calls waiting for a reply on one peer's call stream; past it they go as separate RPCs (default 4096)")
 	f.IntVar(&cfg.ClientCallsRunning, "client-calls-running", 0, "calls one client's call stream runs on this node at once; past it the stream stops reading and flow control pushes back (default 1024)")
