@@ -1,6 +1,7 @@
 package replica_test
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -13,10 +14,19 @@ import (
 	"github.com/meridiankv/meridian/version"
 )
 
-// countingEngine counts the engine reads of data keys.
+// countingEngine counts the engine reads of data keys; failure, once set,
+// is its Failure.
 type countingEngine struct {
 	engine.Engine
 	dataGets atomic.Int64
+	failure  atomic.Pointer[error]
+}
+
+func (e *countingEngine) Failure() error {
+	if p := e.failure.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 func (e *countingEngine) Get(k []byte) ([]byte, error) {
@@ -57,6 +67,14 @@ func TestRowCacheServesHotKeysWithoutTheEngine(t *testing.T) {
 	}
 	if st := s.CacheStats(); st["row_cache_hits_total"] != 20 {
 		t.Errorf("row cache hits %v, want 20", st["row_cache_hits_total"])
+	}
+
+	// A failed engine fails every read: a cached set too, which may be one
+	// whose fsync failed.
+	failed := fmt.Errorf("%w: fsync: input/output error", engine.ErrFailed)
+	eng.failure.Store(&failed)
+	if _, err := s.Get(loc, []byte("k")); !errors.Is(err, engine.ErrFailed) {
+		t.Errorf("read of a cached key after the engine failed: %v, want ErrFailed", err)
 	}
 
 	off, err := replica.OpenWith(&countingEngine{Engine: memory.New()}, "n1", replica.Options{RowCacheSize: -1})

@@ -128,7 +128,7 @@ func (s *Store) Get(loc Loc, key []byte) (version.Set, error) {
 	k := DataKey(loc, key)
 	h := xxhash.Sum64(key)
 	if raw, ok := s.rows.get(k, h); ok {
-		return decodeStored(slices.Clone(raw))
+		return s.decodeCached(raw)
 	}
 	if s.rows == nil {
 		set, _, err := s.fill(k, h)
@@ -140,7 +140,7 @@ func (s *Store) Get(loc Loc, key []byte) (version.Set, error) {
 	mu.Lock()
 	defer mu.Unlock()
 	if raw, ok := s.rows.lookup(k, h); ok {
-		return decodeStored(slices.Clone(raw))
+		return s.decodeCached(raw)
 	}
 	set, _, err := s.fill(k, h)
 	return set, err
@@ -152,10 +152,20 @@ func (s *Store) Get(loc Loc, key []byte) (version.Set, error) {
 // lock.
 func (s *Store) readLocked(k []byte, h uint64) (version.Set, bool, error) {
 	if raw, ok := s.rows.get(k, h); ok {
-		set, err := decodeStored(slices.Clone(raw)) // a copy: callers may keep it
+		set, err := s.decodeCached(raw)
 		return set, true, err
 	}
 	return s.fill(k, h)
+}
+
+// decodeCached decodes a copy of a cached set (callers may keep what they
+// get), unless the engine failed: then, as the engine would, it returns the
+// failure (a set the cache holds may be one whose fsync failed).
+func (s *Store) decodeCached(raw []byte) (version.Set, error) {
+	if err := s.eng.Failure(); err != nil {
+		return version.Set{}, fmt.Errorf("replica: read: %w", err)
+	}
+	return decodeStored(slices.Clone(raw))
 }
 
 // fill reads k from the engine and caches what it holds; found says
