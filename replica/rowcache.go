@@ -18,8 +18,9 @@ import (
 // read and the fill. An entry therefore always holds what the engine holds.
 //
 // Entries are shared byte slices that nobody modifies: readers decode a
-// copy. Each shard is an LRU list bounded in bytes (key, value and a fixed
-// overhead per entry); a set larger than an eighth of a shard is not kept.
+// copy. Each shard is an LRU list bounded in bytes (key, the value's
+// capacity and a fixed overhead per entry); a set larger than an eighth of
+// a shard is not kept.
 type rowCache struct {
 	shards   [rowCacheShards]rowShard
 	perShard int // byte budget of one shard
@@ -105,7 +106,7 @@ func (c *rowCache) set(k []byte, h uint64, val []byte) {
 		return
 	}
 	sh := c.shard(h)
-	size := len(k) + len(val) + rowEntryOverhead
+	size := len(k) + cap(val) + rowEntryOverhead // what it holds in memory
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if e, ok := sh.m[string(k)]; ok {
@@ -113,7 +114,7 @@ func (c *rowCache) set(k []byte, h uint64, val []byte) {
 			sh.drop(e)
 			return
 		}
-		sh.bytes += len(val) - len(e.val)
+		sh.bytes += cap(val) - cap(e.val)
 		e.val = val
 		sh.unlink(e)
 		sh.pushFront(e)
@@ -181,5 +182,5 @@ func (sh *rowShard) unlink(e *rowEntry) {
 func (sh *rowShard) drop(e *rowEntry) {
 	sh.unlink(e)
 	delete(sh.m, e.key)
-	sh.bytes -= len(e.key) + len(e.val) + rowEntryOverhead
+	sh.bytes -= len(e.key) + cap(e.val) + rowEntryOverhead
 }

@@ -68,12 +68,14 @@ func TestRowCacheSkipsLargeSets(t *testing.T) {
 func TestRowCacheReplaceAndRemove(t *testing.T) {
 	c := newRowCache(64 * 1024)
 	k := []byte("k")
+	three := make([]byte, 5, 24) // spare capacity is memory too
+	copy(three, "three")
 	c.set(k, 1, []byte("one"))
-	c.set(k, 1, []byte("three"))
+	c.set(k, 1, three)
 	if v, _ := c.get(k, 1); !bytes.Equal(v, []byte("three")) {
 		t.Fatalf("get after replace = %q, want three", v)
 	}
-	if got, want := c.stats()["row_cache_size_bytes"], float64(len(k)+len("three")+rowEntryOverhead); got != want {
+	if got, want := c.stats()["row_cache_size_bytes"], float64(len(k)+cap(three)+rowEntryOverhead); got != want {
 		t.Errorf("size %v after replace, want %v", got, want)
 	}
 	c.remove(k, 1)
