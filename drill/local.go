@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -97,7 +99,7 @@ func StartLocal(ctx context.Context, spec LocalSpec) (*Local, error) {
 		return nil, fmt.Errorf("local cluster secret: %w", err)
 	}
 	n := spec.DCs * spec.NodesPerDC
-	ports, err := freePorts(4 * n)
+	ports, err := FreePorts(4 * n)
 	if err != nil {
 		return nil, err
 	}
@@ -172,25 +174,61 @@ func (l *Local) makeCerts(dir string) error {
 	return nil
 }
 
-// freePorts finds n free loopback ports (listening on each, then closing
-// them all).
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
+// FreePorts returns n ports of 127.0.0.1 for local nodes, free for TCP and
+// UDP (gossip binds both) when picked, and picked from below the kernel's
+// ephemeral port range: a port from inside it can become an outgoing
+// connection's local port before the node binds it, or while a restarted
+// node is down ("address already in use").
+func FreePorts(n int) ([]int, error) {
+	lo, hi := 20000, ephemeralLow()
+	var closers []func() error
 	defer func() {
-		for _, l := range ls {
-			l.Close()
+		for _, c := range closers {
+			c()
 		}
 	}()
-	var out []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
+	var ports []int
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == 1000 {
+			return nil, fmt.Errorf("no %d free ports of 127.0.0.1 below %d", n, hi)
 		}
-		ls = append(ls, l)
-		out = append(out, l.Addr().(*net.TCPAddr).Port)
+		port := 0 // a range too narrow to pick from: the kernel picks
+		if hi-lo >= 1000 {
+			port = lo + rand.IntN(hi-lo)
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		port = l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			l.Close()
+			continue
+		}
+		closers = append(closers, l.Close, u.Close)
+		ports = append(ports, port)
 	}
-	return out, nil
+	return ports, nil
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768,
+// Linux's default, where the range cannot be read).
+func ephemeralLow() int {
+	const dflt = 32768
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return dflt
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return dflt
+	}
+	lo, err := strconv.Atoi(f[0])
+	if err != nil {
+		return dflt
+	}
+	return lo
 }
 
 func (l *Local) node(id string) (*localNode, error) {

@@ -54,9 +54,9 @@ func makeCerts(t *testing.T, bin, dir string, ids []string) (grpc.DialOption, cl
 
 func startProcCluster(t *testing.T, n int, extra ...string) *procCluster {
 	t.Helper()
-	// The ports come from freePorts, free when picked; on a busy machine
-	// another socket (an outgoing connection's local port) can take one
-	// before the node binds it. Only that is retried, on other ports.
+	// The ports come from freePorts, free when picked and from below the
+	// ephemeral range; another program can still bind one before the node
+	// does. Only that is retried, on other ports.
 	for attempt := 1; ; attempt++ {
 		c, err := tryProcCluster(t, n, extra...)
 		if err == nil {
