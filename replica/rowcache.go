@@ -1,9 +1,6 @@
 package replica
 
-import (
-	"sync"
-	"sync/atomic"
-)
+import "sync"
 
 // rowCache keeps the encoded sibling sets of recently read and written
 // keys, so that a read of a hot key, and the read before each of its
@@ -25,8 +22,6 @@ type rowCache struct {
 	shards   [rowCacheShards]rowShard
 	perShard int // byte budget of one shard
 	maxEntry int // largest entry (bytes, with overhead) a shard keeps
-
-	hits, misses, evictions atomic.Uint64
 }
 
 const (
@@ -41,6 +36,9 @@ type rowShard struct {
 	m     map[string]*rowEntry
 	lru   rowEntry // sentinel: lru.next is the most recently used entry
 	bytes int
+	// Counted under mu, which every lookup takes anyway: no counter
+	// shared by all shards on the request path.
+	hits, misses, evictions uint64
 }
 
 type rowEntry struct {
@@ -75,22 +73,25 @@ func (c *rowCache) get(k []byte, h uint64) ([]byte, bool) {
 	if c == nil {
 		return nil, false
 	}
-	val, ok := c.lookup(k, h)
-	if ok {
-		c.hits.Add(1)
-	} else {
-		c.misses.Add(1)
-	}
-	return val, ok
+	return c.look(k, h, true)
 }
 
 // lookup is get without counting (a second look, under the stripe lock,
 // after a counted miss).
-func (c *rowCache) lookup(k []byte, h uint64) ([]byte, bool) {
+func (c *rowCache) lookup(k []byte, h uint64) ([]byte, bool) { return c.look(k, h, false) }
+
+func (c *rowCache) look(k []byte, h uint64, count bool) ([]byte, bool) {
 	sh := c.shard(h)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	e, ok := sh.m[string(k)]
+	if count {
+		if ok {
+			sh.hits++
+		} else {
+			sh.misses++
+		}
+	}
 	if !ok {
 		return nil, false
 	}
@@ -129,7 +130,7 @@ func (c *rowCache) set(k []byte, h uint64, val []byte) {
 	}
 	for sh.bytes > c.perShard {
 		sh.drop(sh.lru.prev)
-		c.evictions.Add(1)
+		sh.evictions++
 	}
 }
 
@@ -152,17 +153,19 @@ func (c *rowCache) stats() map[string]float64 {
 		return map[string]float64{"row_cache_capacity_bytes": 0}
 	}
 	var bytes, entries int
+	var hits, misses, evictions uint64
 	for i := range c.shards {
 		sh := &c.shards[i]
 		sh.mu.Lock()
 		bytes += sh.bytes
 		entries += len(sh.m)
+		hits, misses, evictions = hits+sh.hits, misses+sh.misses, evictions+sh.evictions
 		sh.mu.Unlock()
 	}
 	return map[string]float64{
-		"row_cache_hits_total":      float64(c.hits.Load()),
-		"row_cache_misses_total":    float64(c.misses.Load()),
-		"row_cache_evictions_total": float64(c.evictions.Load()),
+		"row_cache_hits_total":      float64(hits),
+		"row_cache_misses_total":    float64(misses),
+		"row_cache_evictions_total": float64(evictions),
 		"row_cache_size_bytes":      float64(bytes),
 		"row_cache_entries":         float64(entries),
 		"row_cache_capacity_bytes":  float64(c.perShard * rowCacheShards),
