@@ -114,7 +114,6 @@ func Dial(ctx context.Context, seeds []string, opts ...Option) (*Client, error) 
 		grpc.WithStaticStreamWindowSize(flowWindow), grpc.WithStaticConnWindowSize(flowWindow)}, o.dialOpts...)
 	c := &Client{opts: o, seeds: append([]string(nil), seeds...), conns: map[string]*grpc.ClientConn{}, kvs: map[string]kvv1.KVClient{},
 		streams: map[string]*callStream{}, down: map[string]time.Time{}, refreshNow: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-	c.passes.tenths.Store(maxPassTenths)
 	if err := c.refresh(ctx, c.seeds); err != nil {
 		c.closeConns()
 		return nil, fmt.Errorf("client: no seed reachable (tried %s): %w", strings.Join(seeds, ", "), err)
@@ -511,15 +510,16 @@ const maxShedPasses = 2
 // elsewhere, while a cluster shedding most calls gets at most a tenth
 // more requests instead of three times as many. Counted in tenths of a
 // pass: each call earns one tenth, each pass spends ten; at most
-// maxPassTenths are saved (and a new client starts with them).
-type passBudget struct{ tenths atomic.Int64 }
+// maxPassTenths are saved. The count is of tenths spent below that, so a
+// new client (the zero value) starts with the budget full.
+type passBudget struct{ spent atomic.Int64 }
 
 const maxPassTenths = 100
 
 func (b *passBudget) earn() {
 	for {
-		v := b.tenths.Load()
-		if v >= maxPassTenths || b.tenths.CompareAndSwap(v, v+1) {
+		v := b.spent.Load()
+		if v <= 0 || b.spent.CompareAndSwap(v, v-1) {
 			return
 		}
 	}
@@ -527,11 +527,11 @@ func (b *passBudget) earn() {
 
 func (b *passBudget) spend() bool {
 	for {
-		v := b.tenths.Load()
-		if v < 10 {
+		v := b.spent.Load()
+		if v > maxPassTenths-10 {
 			return false
 		}
-		if b.tenths.CompareAndSwap(v, v-10) {
+		if b.spent.CompareAndSwap(v, v+10) {
 			return true
 		}
 	}
