@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"crypto/sha256"
 	"sync"
 	"time"
 )
@@ -10,20 +11,50 @@ import (
 // coordinator whose forward failed after the replica applied it — is applied
 // once. IDs come from writes this node minted and from sibling sets other
 // replicas sent it; a sibling still stored carries its ID too.
+//
+// Its map and ring hold no pointers (fixed-size keys, times as Unix
+// nanoseconds), so the garbage collector does not scan the up to
+// DefaultMaxRequestIDs entries on every cycle: as strings and time.Times
+// they were the largest pointer-bearing structure of a busy node.
 type requestIDs struct {
 	max    int
 	window time.Duration
 	mu     struct {
 		sync.Mutex
-		seen  map[string]time.Time
-		order []string // insertion order, a ring of at most max
+		seen  map[idKey]int64 // Unix nanoseconds remembered
+		order []idKey         // insertion order, a ring of at most max
 		head  int
 	}
 }
 
+// idKey is a request ID as a map key: IDs of up to 16 bytes (what the Go
+// client and coordinators mint) verbatim with their length, longer ones
+// (a UUID as text, say; at most version.MaxRequestIDLen) as the first 16
+// bytes of their SHA-256 and n = hashedID, which no verbatim length equals.
+// Two distinct IDs share a key only if SHA-256 collides on 128 bits.
+type idKey struct {
+	b [16]byte
+	n uint8
+}
+
+const hashedID = 0xff
+
+func keyOf(id []byte) idKey {
+	var k idKey
+	if len(id) <= len(k.b) {
+		copy(k.b[:], id)
+		k.n = uint8(len(id))
+		return k
+	}
+	sum := sha256.Sum256(id)
+	copy(k.b[:], sum[:])
+	k.n = hashedID
+	return k
+}
+
 func newRequestIDs(max int, window time.Duration) *requestIDs {
 	r := &requestIDs{max: max, window: window}
-	r.mu.seen = make(map[string]time.Time)
+	r.mu.seen = make(map[idKey]int64)
 	return r
 }
 
@@ -32,10 +63,11 @@ func (r *requestIDs) Seen(id []byte, now time.Time) bool {
 	if len(id) == 0 || r.max <= 0 {
 		return false
 	}
+	k := keyOf(id)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	t, ok := r.mu.seen[string(id)]
-	return ok && now.Sub(t) < r.window
+	t, ok := r.mu.seen[k]
+	return ok && now.UnixNano()-t < int64(r.window)
 }
 
 // Remember records id; the oldest is forgotten once max are held. It
@@ -44,20 +76,20 @@ func (r *requestIDs) Remember(id []byte, now time.Time) int {
 	if len(id) == 0 || r.max <= 0 {
 		return 0
 	}
+	k, t := keyOf(id), now.UnixNano()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	key := string(id)
-	if _, ok := r.mu.seen[key]; ok {
-		r.mu.seen[key] = now
+	if _, ok := r.mu.seen[k]; ok {
+		r.mu.seen[k] = t
 		return len(r.mu.seen)
 	}
 	if len(r.mu.order) < r.max {
-		r.mu.order = append(r.mu.order, key)
+		r.mu.order = append(r.mu.order, k)
 	} else {
 		delete(r.mu.seen, r.mu.order[r.mu.head])
-		r.mu.order[r.mu.head] = key
+		r.mu.order[r.mu.head] = k
 		r.mu.head = (r.mu.head + 1) % r.max
 	}
-	r.mu.seen[key] = now
+	r.mu.seen[k] = t
 	return len(r.mu.seen)
 }
