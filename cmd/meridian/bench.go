@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,7 @@ type benchFlags struct {
 	unaryCalls                 bool
 	jsonOut, hlogOut, htmlOut  string
 	cpuProfile                 string
+	trace                      string
 	seed                       uint64
 	contexts                   string
 }
@@ -97,6 +99,7 @@ not hidden (coordinated omission corrected, as wrk2 does).`,
 	fl.Uint64Var(&f.seed, "seed", 1, "random seed (keys and values)")
 	fl.StringVar(&f.contexts, "contexts", bench.ContextsShared, "whose causal contexts updates carry: shared (the workers share what any of them read or wrote, like one application process) or worker (each its own, like separate clients: a key gathers up to one sibling per worker)")
 	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of this process during the run phase (with --local: the cluster's nodes too) to this file, for go tool pprof")
+	fl.StringVar(&f.trace, "trace", "", "write a Go execution trace of this process during the run phase (with --local: the cluster's nodes too) to this file, for go tool trace (scheduler latency, GC, blocking: where tail latency comes from)")
 	cmd.AddCommand(newBenchCompareCmd())
 	return cmd
 }
@@ -323,9 +326,17 @@ func runBench(ctx context.Context, out, errOut io.Writer, f benchFlags) error {
 	if err != nil {
 		return err
 	}
+	stopTrace, err := startTrace(f.trace)
+	if err != nil {
+		stopProfile()
+		return err
+	}
 	res, err := bench.Run(ctx, cfg, store, errOut)
 	if perr := stopProfile(); err == nil && perr != nil {
 		err = perr
+	}
+	if terr := stopTrace(); err == nil && terr != nil {
+		err = terr
 	}
 	if err != nil {
 		return err
@@ -386,6 +397,26 @@ func startCPUProfile(path string) (stop func() error, err error) {
 	}
 	return func() error {
 		pprof.StopCPUProfile()
+		return file.Close()
+	}, nil
+}
+
+// startTrace starts a runtime execution trace into path ("": none); the
+// returned function stops it and closes the file.
+func startTrace(path string) (stop func() error, err error) {
+	if path == "" {
+		return func() error { return nil }, nil
+	}
+	file, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--trace: %w", err)
+	}
+	if err := trace.Start(file); err != nil {
+		file.Close()
+		return nil, fmt.Errorf("--trace: %w (is another trace running?)", err)
+	}
+	return func() error {
+		trace.Stop()
 		return file.Close()
 	}, nil
 }

@@ -360,6 +360,14 @@ func TestKVCommands(t *testing.T) {
 	if data, err := os.ReadFile(prof); err != nil || len(data) == 0 || data[0] != 0x1f { // gzip, as pprof writes
 		t.Fatalf("--cpuprofile wrote %d bytes (%v), want a gzipped profile", len(data), err)
 	}
+	// And an execution trace of it.
+	tr := filepath.Join(t.TempDir(), "run.trace")
+	if _, err := run("bench", "--addr", addr, "--workload", "C", "--records", "50", "--workers", "2", "--ops", "200", "--warmup", "0s", "--trace", tr); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := os.ReadFile(tr); err != nil || !bytes.HasPrefix(data, []byte("go 1.")) {
+		t.Fatalf("--trace wrote %d bytes (%v), want a Go execution trace", len(data), err)
+	}
 }
 
 // TestKVPutReadsFirst: put and delete without --context read the key and
