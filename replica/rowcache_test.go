@@ -1,6 +1,7 @@
 package replica_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -69,6 +70,26 @@ func TestRowCacheServesHotKeysWithoutTheEngine(t *testing.T) {
 	if st := s.CacheStats(); st["row_cache_hits_total"] != 20 {
 		t.Errorf("row cache hits %v, want 20", st["row_cache_hits_total"])
 	}
+	// A peer's read of it, encoded, comes from the cache too; changing
+	// what Get returned does not change it.
+	enc, err := s.GetEncoded(loc, []byte("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := s.Get(loc, []byte("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(enc, set.Encode()) || eng.dataGets.Load() != 2 {
+		t.Fatalf("GetEncoded %x, want %x from the cache (engine reads %d, want 2)", enc, set.Encode(), eng.dataGets.Load())
+	}
+	clear(set.Siblings[0].Value.Bytes)
+	if again, _ := s.GetEncoded(loc, []byte("k")); !bytes.Equal(again, enc) {
+		t.Fatal("changing a set Get returned changed the cached copy")
+	}
+	if enc, err := s.GetEncoded(loc, []byte("absent")); enc != nil || err != nil {
+		t.Fatalf("GetEncoded of an absent key: %x, %v; want nil, nil", enc, err)
+	}
 
 	// A failed engine fails every read: a cached set too, which may be one
 	// whose fsync failed.
@@ -76,6 +97,9 @@ func TestRowCacheServesHotKeysWithoutTheEngine(t *testing.T) {
 	eng.failure.Store(&failed)
 	if _, err := s.Get(loc, []byte("k")); !errors.Is(err, engine.ErrFailed) {
 		t.Errorf("read of a cached key after the engine failed: %v, want ErrFailed", err)
+	}
+	if _, err := s.GetEncoded(loc, []byte("k")); !errors.Is(err, engine.ErrFailed) {
+		t.Errorf("encoded read of a cached key after the engine failed: %v, want ErrFailed", err)
 	}
 
 	off, err := replica.OpenWith(&countingEngine{Engine: memory.New()}, "n1", replica.Options{RowCacheSize: -1})
@@ -85,6 +109,9 @@ func TestRowCacheServesHotKeysWithoutTheEngine(t *testing.T) {
 	put(t, off, loc, []byte("k"), "v")
 	if set, err := off.Get(loc, []byte("k")); err != nil || len(set.Siblings) != 1 {
 		t.Fatalf("without a row cache: %+v, %v", set, err)
+	}
+	if enc, err := off.GetEncoded(loc, []byte("k")); err != nil || enc == nil {
+		t.Fatalf("GetEncoded without a row cache: %x, %v", enc, err)
 	}
 	if st := off.CacheStats(); st["row_cache_capacity_bytes"] != 0 {
 		t.Errorf("cache off reports capacity %v", st["row_cache_capacity_bytes"])
@@ -110,6 +137,15 @@ func checkExact(t *testing.T, s *replica.Store, eng engine.Engine, loc replica.L
 		}
 		if !got.Equal(want) {
 			t.Fatalf("key %s reads %+v from the store, the engine holds %+v", k, got.Siblings, want.Siblings)
+		}
+		// Its encoding, as a peer's read passes it on, is the engine's
+		// bytes exactly (nil for a key it does not hold).
+		enc, err := s.GetEncoded(loc, []byte(k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(enc, raw) || (enc == nil) != (raw == nil) {
+			t.Fatalf("key %s: GetEncoded %x, the engine holds %x", k, enc, raw)
 		}
 	}
 }

@@ -122,17 +122,37 @@ func (s *Store) Close() error {
 
 // Get returns the stored sibling set of key; an absent key is an empty set.
 func (s *Store) Get(loc Loc, key []byte) (version.Set, error) {
+	raw, set, cached, err := s.read(loc, key)
+	if err != nil || !cached {
+		return set, err
+	}
+	return decodeStored(slices.Clone(raw)) // callers may keep what they get
+}
+
+// GetEncoded is Get without the decoding: the stored set's encoding (as
+// version.Set.Encode writes it), nil for an absent key, for a caller that
+// only passes it on — a peer's replica read. The bytes may be the row
+// cache's own: the caller must not modify them.
+func (s *Store) GetEncoded(loc Loc, key []byte) ([]byte, error) {
+	raw, _, _, err := s.read(loc, key)
+	return raw, err
+}
+
+// read reads key: from the row cache, its encoding (cached: shared, never
+// to be modified); from the engine, its encoding (the caller's own) and
+// the set decoded from it. raw is nil for an absent key.
+func (s *Store) read(loc Loc, key []byte) (raw []byte, set version.Set, cached bool, err error) {
 	if len(key) > MaxKeyLen {
-		return version.Set{}, ErrKeyTooLong
+		return nil, version.Set{}, false, ErrKeyTooLong
 	}
 	k := DataKey(loc, key)
 	h := xxhash.Sum64(key)
 	if raw, ok := s.rows.get(k, h); ok {
-		return s.decodeCached(raw)
+		return raw, version.Set{}, true, s.cachedOK()
 	}
 	if s.rows == nil {
-		set, _, err := s.fill(k, h)
-		return set, err
+		set, raw, _, err := s.fill(k, h)
+		return raw, set, false, err
 	}
 	// A miss is filled under the key's lock, so that no write can land
 	// between the engine read and the fill (see rowCache).
@@ -140,10 +160,10 @@ func (s *Store) Get(loc Loc, key []byte) (version.Set, error) {
 	mu.Lock()
 	defer mu.Unlock()
 	if raw, ok := s.rows.lookup(k, h); ok {
-		return s.decodeCached(raw)
+		return raw, version.Set{}, true, s.cachedOK()
 	}
-	set, _, err := s.fill(k, h)
-	return set, err
+	set, raw, _, err = s.fill(k, h)
+	return raw, set, false, err
 }
 
 // readLocked returns the stored set of engine key k (whose user key's
@@ -155,37 +175,48 @@ func (s *Store) readLocked(k []byte, h uint64) (version.Set, bool, error) {
 		set, err := s.decodeCached(raw)
 		return set, true, err
 	}
-	return s.fill(k, h)
+	set, _, found, err := s.fill(k, h)
+	return set, found, err
 }
 
 // decodeCached decodes a copy of a cached set (callers may keep what they
 // get), unless the engine failed: then, as the engine would, it returns the
 // failure (a set the cache holds may be one whose fsync failed).
 func (s *Store) decodeCached(raw []byte) (version.Set, error) {
-	if err := s.eng.Failure(); err != nil {
-		return version.Set{}, fmt.Errorf("replica: read: %w", err)
+	if err := s.cachedOK(); err != nil {
+		return version.Set{}, err
 	}
 	return decodeStored(slices.Clone(raw))
 }
 
-// fill reads k from the engine and caches what it holds; found says
-// whether it holds anything. With a row cache the caller holds k's stripe
-// lock.
-func (s *Store) fill(k []byte, h uint64) (set version.Set, found bool, err error) {
-	raw, err := s.eng.Get(k)
+// cachedOK is nil unless the engine failed: then a cached set reads as
+// the failure, as the engine would (it may be one whose fsync failed).
+func (s *Store) cachedOK() error {
+	if err := s.eng.Failure(); err != nil {
+		return fmt.Errorf("replica: read: %w", err)
+	}
+	return nil
+}
+
+// fill reads k from the engine, decodes it, and caches its encoding;
+// found says whether the engine holds anything. set and raw (which set
+// shares) are the caller's own: the cache keeps a copy. With a row cache
+// the caller holds k's stripe lock.
+func (s *Store) fill(k []byte, h uint64) (set version.Set, raw []byte, found bool, err error) {
+	raw, err = s.eng.Get(k)
 	if errors.Is(err, engine.ErrNotFound) {
-		return version.Set{}, false, nil
+		return version.Set{}, nil, false, nil
 	}
 	if err != nil {
-		return version.Set{}, false, fmt.Errorf("replica: read: %w", err)
+		return version.Set{}, nil, false, fmt.Errorf("replica: read: %w", err)
 	}
 	if set, err = decodeStored(raw); err != nil { // Get returned a copy: ours
-		return version.Set{}, false, err
+		return version.Set{}, nil, false, err
 	}
 	if s.rows != nil {
 		s.rows.set(k, h, slices.Clone(raw))
 	}
-	return set, true, nil
+	return set, raw, true, nil
 }
 
 // decodeStored decodes a stored set aliasing raw, which the caller owns.

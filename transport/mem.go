@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 )
@@ -55,7 +56,13 @@ func (m *Mem) Read(ctx context.Context, node string, req *internalv1.ReadRequest
 	if err != nil {
 		return nil, err
 	}
-	return h.ServeRead(ctx, req)
+	resp, err := h.ServeRead(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	// Over a network a reply is the caller's own copy, and callers decode
+	// it sharing its bytes; ServeRead may hand out the row cache's.
+	return proto.Clone(resp).(*internalv1.ReadResponse), nil
 }
 
 // Write calls the node's ServeWrite.
