@@ -622,7 +622,8 @@ func (c *Coordinator) finishRead(fctx context.Context, fcancel context.CancelFun
 	if outstanding == 0 {
 		// Every reply is in (the usual case: the level asked only as many
 		// replicas as it needs): compare here, and start background work
-		// only to repair.
+		// only to repair. (The background part is a method of its own so
+		// that this path moves nothing to the heap.)
 		if stale = staleReplies(got, merged); len(stale) == 0 {
 			fcancel()
 			return
@@ -631,34 +632,7 @@ func (c *Coordinator) finishRead(fctx context.Context, fcancel context.CancelFun
 	link := trace.LinkFromContext(fctx)
 	started := c.goBackground(func() {
 		defer fcancel()
-		if outstanding > 0 {
-			for ; outstanding > 0; outstanding-- {
-				rp := <-ch // every read sends exactly once; fctx bounds them
-				got = append(got, rp)
-				if rp.err == nil {
-					merged = version.Merge(merged, rp.set)
-				}
-			}
-			stale = staleReplies(got, merged)
-		}
-		if len(stale) == 0 {
-			return
-		}
-		// Repair is background work: its own trace, linked to the read.
-		rctx, span := c.tracer.Start(trace.ContextWithSpanContext(fctx, trace.SpanContext{}), "meridian.read_repair",
-			trace.WithLinks(link), trace.WithAttributes(attrKeyspace.String(r.ks.Name)))
-		repaired := 0
-		enc := merged.Encode()
-		for _, rp := range stale {
-			err := c.writeTo(rctx, rp.t, r, merged, enc, true, nil)
-			c.cfg.Logger.DebugContext(rctx, "read repair", "replica", rp.t.Node, "keyspace", r.ks.Name, "err", err)
-			if err == nil {
-				repaired++
-			}
-		}
-		span.SetAttributes(attrRepaired.Int(repaired))
-		span.End()
-		c.obs.ReadRepaired(repaired)
+		c.repairRead(fctx, link, r, ch, outstanding, got, merged, stale)
 	})
 	if !started {
 		// No room for background work: drop the stragglers; anti-entropy
@@ -666,6 +640,39 @@ func (c *Coordinator) finishRead(fctx context.Context, fcancel context.CancelFun
 		fcancel()
 		c.obs.Shed("read_repair")
 	}
+}
+
+// repairRead, in the background, collects the outstanding replies (stale
+// is then recomputed), then writes merged to the stale replicas.
+func (c *Coordinator) repairRead(fctx context.Context, link trace.Link, r *request, ch <-chan reply, outstanding int, got []reply, merged version.Set, stale []reply) {
+	if outstanding > 0 {
+		for ; outstanding > 0; outstanding-- {
+			rp := <-ch // every read sends exactly once; fctx bounds them
+			got = append(got, rp)
+			if rp.err == nil {
+				merged = version.Merge(merged, rp.set)
+			}
+		}
+		stale = staleReplies(got, merged)
+	}
+	if len(stale) == 0 {
+		return
+	}
+	// Repair is background work: its own trace, linked to the read.
+	rctx, span := c.tracer.Start(trace.ContextWithSpanContext(fctx, trace.SpanContext{}), "meridian.read_repair",
+		trace.WithLinks(link), trace.WithAttributes(attrKeyspace.String(r.ks.Name)))
+	repaired := 0
+	enc := merged.Encode()
+	for _, rp := range stale {
+		err := c.writeTo(rctx, rp.t, r, merged, enc, true, nil)
+		c.cfg.Logger.DebugContext(rctx, "read repair", "replica", rp.t.Node, "keyspace", r.ks.Name, "err", err)
+		if err == nil {
+			repaired++
+		}
+	}
+	span.SetAttributes(attrRepaired.Int(repaired))
+	span.End()
+	c.obs.ReadRepaired(repaired)
 }
 
 // staleReplies are the successful replies that lack some of merged: the
