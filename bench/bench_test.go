@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -301,11 +302,20 @@ func TestReports(t *testing.T) {
 		t.Fatalf("load inserted %d records, want 100", len(s.data))
 	}
 	var progress bytes.Buffer
+	var collect sync.Once // one collection during the run, for the runtime's figures
+	s.fail = func() error { collect.Do(runtime.GC); return nil }
 	res, err := Run(context.Background(), cfg, s, &progress)
 	if err != nil {
 		t.Fatal(err)
 	}
 	hf.Close()
+	if rt := res.Runtime; rt == nil || rt.GCCycles < 1 || rt.GCPauseMaxMs <= 0 || rt.SchedDelayMax < rt.SchedDelayP50 {
+		t.Errorf("runtime figures %+v: want at least the one GC cycle the run forced, its pauses, and ordered delays", rt)
+	}
+	var table bytes.Buffer
+	if err := res.WriteTable(&table); err != nil || !strings.Contains(table.String(), "GC cycles") {
+		t.Errorf("table lacks the runtime line (%v): %s", err, table.String())
+	}
 	if !strings.Contains(progress.String(), "ops/s") || !strings.Contains(progress.String(), "left") {
 		t.Errorf("progress lines missing: %q", progress.String())
 	}
@@ -321,7 +331,8 @@ func TestReports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if back.Total.Count != res.Total.Count || back.Ops[OpRMW].P99 != res.Ops[OpRMW].P99 {
+	if back.Total.Count != res.Total.Count || back.Ops[OpRMW].P99 != res.Ops[OpRMW].P99 ||
+		back.Runtime == nil || *back.Runtime != *res.Runtime {
 		t.Fatalf("JSON round trip changed the result")
 	}
 

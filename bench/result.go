@@ -42,6 +42,9 @@ type Result struct {
 	// Histograms are the whole run's latency histograms per op type
 	// (HdrHistogram V2 compressed, base64), so reports can be redrawn.
 	Histograms map[Op]string `json:"histograms"`
+	// Runtime is what this process's Go runtime did meanwhile (nil when
+	// the run ended within its warm-up).
+	Runtime *RuntimeStats `json:"runtime,omitempty"`
 }
 
 // RunConfig records the parameters of a run.
@@ -267,6 +270,10 @@ func (r *Result) WriteTable(w io.Writer) error {
 				fmt.Fprintf(w, "  first %s: %s\n", c, ex)
 			}
 		}
+	}
+	if rt := r.Runtime; rt != nil {
+		fmt.Fprintf(w, "this process's Go runtime: %d GC cycles, GC pauses p99 %.3f ms, max %.3f ms; goroutines waited for a thread p50 %.3f, p99 %.3f, p99.9 %.3f, max %.3f ms\n",
+			rt.GCCycles, rt.GCPauseP99Ms, rt.GCPauseMaxMs, rt.SchedDelayP50, rt.SchedDelayP99, rt.SchedDelayP999, rt.SchedDelayMax)
 	}
 	if r.Warning != "" {
 		fmt.Fprintf(w, "\n!!! WARNING: %s !!!\n", r.Warning)

@@ -341,6 +341,12 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 	ticker := time.NewTicker(cfg.Interval)
 	defer ticker.Stop()
 	last := start
+	// The runtime's counters, from the first interval after the warm-up.
+	var rtFrom *runtimeSample
+	if cfg.Warmup <= 0 {
+		s := sampleRuntime()
+		rtFrom = &s
+	}
 	for finished := false; !finished; {
 		select {
 		case <-done:
@@ -348,6 +354,10 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 		case <-ticker.C:
 		}
 		now := cfg.now()
+		if rtFrom == nil && !finished && !now.Before(measureFrom) {
+			s := sampleRuntime()
+			rtFrom = &s
+		}
 		iv := collectInterval(recs, last, now, start, measureFrom)
 		last = now
 		if hlog != nil {
@@ -363,6 +373,9 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 		fmt.Fprintf(progress, "%s phase: %d inserts shed by the cluster (RESOURCE_EXHAUSTED) were sent again after a backoff; fewer --workers load without shedding\n", phase, n)
 	}
 	res.Partial = ctx.Err() != nil
+	if rtFrom != nil {
+		res.Runtime = sampleRuntime().since(*rtFrom)
+	}
 	res.finish(recs, cfg)
 	return res, nil
 }
