@@ -42,17 +42,21 @@ func Compare(a, b *Result) []CompareRow {
 // CompareN lines results up metric by metric, each against the first.
 func CompareN(results []*Result) []CompareRowN {
 	var rows []CompareRowN
-	add := func(op, metric string, get func(OpStats) float64, stats []OpStats) {
-		r := CompareRowN{Op: op, Metric: metric, Values: make([]float64, len(stats)), Ratios: make([]float64, len(stats))}
-		for i, s := range stats {
-			r.Values[i] = get(s)
-		}
+	addValues := func(op, metric string, values []float64) {
+		r := CompareRowN{Op: op, Metric: metric, Values: values, Ratios: make([]float64, len(values))}
 		if r.Values[0] != 0 {
 			for i, v := range r.Values {
 				r.Ratios[i] = v / r.Values[0]
 			}
 		}
 		rows = append(rows, r)
+	}
+	add := func(op, metric string, get func(OpStats) float64, stats []OpStats) {
+		values := make([]float64, len(stats))
+		for i, s := range stats {
+			values[i] = get(s)
+		}
+		addValues(op, metric, values)
 	}
 	all := func(op string, stats []OpStats) {
 		add(op, "ops/s", func(s OpStats) float64 { return s.Throughput }, stats)
@@ -78,6 +82,26 @@ func CompareN(results []*Result) []CompareRowN {
 		totals[i] = r.Total
 	}
 	all("total", totals)
+	// What each bench process's Go runtime did, when every result says
+	// (results recorded before they did do not).
+	rts := make([]*RuntimeStats, len(results))
+	for i, r := range results {
+		if rts[i] = r.Runtime; rts[i] == nil {
+			return rows
+		}
+	}
+	addRT := func(metric string, get func(*RuntimeStats) float64) {
+		values := make([]float64, len(rts))
+		for i, rt := range rts {
+			values[i] = get(rt)
+		}
+		addValues("runtime", metric, values)
+	}
+	addRT("GC cycles", func(rt *RuntimeStats) float64 { return float64(rt.GCCycles) })
+	addRT("GC pause max ms", func(rt *RuntimeStats) float64 { return rt.GCPauseMaxMs })
+	addRT("sched delay p99 ms", func(rt *RuntimeStats) float64 { return rt.SchedDelayP99 })
+	addRT("sched delay p99.9 ms", func(rt *RuntimeStats) float64 { return rt.SchedDelayP999 })
+	addRT("sched delay max ms", func(rt *RuntimeStats) float64 { return rt.SchedDelayMax })
 	return rows
 }
 

@@ -243,4 +243,22 @@ func TestCompareHTML(t *testing.T) {
 	if !strings.Contains(txt.String(), "C/A") || !strings.Contains(txt.String(), "0.50x") {
 		t.Errorf("three-way text compare:\n%s", txt.String())
 	}
+	if strings.Contains(txt.String(), "sched delay") {
+		t.Errorf("runtime rows for results that carry no runtime figures:\n%s", txt.String())
+	}
+	// With every result's runtime figures, they are lined up too.
+	a.Runtime = &RuntimeStats{GCCycles: 10, SchedDelayP999: 4}
+	b.Runtime = &RuntimeStats{GCCycles: 5, SchedDelayP999: 1}
+	var found int
+	for _, r := range CompareN([]*Result{a, b}) {
+		switch {
+		case r.Op == "runtime" && r.Metric == "GC cycles" && r.Values[1] == 5 && r.Ratios[1] == 0.5:
+			found++
+		case r.Op == "runtime" && r.Metric == "sched delay p99.9 ms" && r.Values[0] == 4 && r.Ratios[1] == 0.25:
+			found++
+		}
+	}
+	if found != 2 {
+		t.Errorf("runtime rows missing or wrong: %+v", CompareN([]*Result{a, b}))
+	}
 }
