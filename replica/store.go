@@ -148,7 +148,7 @@ func (s *Store) read(loc Loc, key []byte) (raw []byte, set version.Set, cached b
 	k := DataKey(loc, key)
 	h := xxhash.Sum64(key)
 	if raw, ok := s.rows.get(k, h); ok {
-		return raw, version.Set{}, true, s.cachedOK()
+		return s.hit(raw)
 	}
 	if s.rows == nil {
 		set, raw, _, err := s.fill(k, h)
@@ -160,10 +160,19 @@ func (s *Store) read(loc Loc, key []byte) (raw []byte, set version.Set, cached b
 	mu.Lock()
 	defer mu.Unlock()
 	if raw, ok := s.rows.lookup(k, h); ok {
-		return raw, version.Set{}, true, s.cachedOK()
+		return s.hit(raw)
 	}
 	set, raw, _, err = s.fill(k, h)
 	return raw, set, false, err
+}
+
+// hit is read's answer for a cached encoding: the encoding, unless the
+// engine failed.
+func (s *Store) hit(raw []byte) ([]byte, version.Set, bool, error) {
+	if err := s.cachedOK(); err != nil {
+		return nil, version.Set{}, false, err
+	}
+	return raw, version.Set{}, true, nil
 }
 
 // readLocked returns the stored set of engine key k (whose user key's
