@@ -381,42 +381,34 @@ func loopName(rate float64) string {
 	return "closed loop"
 }
 
-// startCPUProfile starts a CPU profile into path ("" : none); the returned
+// startCPUProfile starts a CPU profile into path ("": none); the returned
 // function stops it and closes the file.
 func startCPUProfile(path string) (stop func() error, err error) {
-	if path == "" {
-		return func() error { return nil }, nil
-	}
-	file, err := os.Create(path)
-	if err != nil {
-		return nil, fmt.Errorf("--cpuprofile: %w", err)
-	}
-	if err := pprof.StartCPUProfile(file); err != nil {
-		file.Close()
-		return nil, fmt.Errorf("--cpuprofile: %w", err)
-	}
-	return func() error {
-		pprof.StopCPUProfile()
-		return file.Close()
-	}, nil
+	return startRecording(path, "--cpuprofile", pprof.StartCPUProfile, pprof.StopCPUProfile)
 }
 
 // startTrace starts a runtime execution trace into path ("": none); the
 // returned function stops it and closes the file.
 func startTrace(path string) (stop func() error, err error) {
+	return startRecording(path, "--trace", trace.Start, trace.Stop)
+}
+
+// startRecording creates path and starts writing a recording (a profile,
+// a trace) into it; flag names it in errors.
+func startRecording(path, flag string, start func(io.Writer) error, end func()) (stop func() error, err error) {
 	if path == "" {
 		return func() error { return nil }, nil
 	}
 	file, err := os.Create(path)
 	if err != nil {
-		return nil, fmt.Errorf("--trace: %w", err)
+		return nil, fmt.Errorf("%s: %w", flag, err)
 	}
-	if err := trace.Start(file); err != nil {
+	if err := start(file); err != nil {
 		file.Close()
-		return nil, fmt.Errorf("--trace: %w (is another trace running?)", err)
+		return nil, fmt.Errorf("%s: %w", flag, err)
 	}
 	return func() error {
-		trace.Stop()
+		end()
 		return file.Close()
 	}, nil
 }
