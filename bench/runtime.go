@@ -14,7 +14,8 @@ import (
 // latency it measures. They cover the run from the first progress
 // interval that ends after the warm-up. Pauses and delays come from the
 // runtime's own histograms: each figure is the upper bound of its bucket
-// (at most about an eighth above the true value).
+// (four buckets per power of two: at most a quarter above the true value,
+// or under 512 ns for the smallest).
 type RuntimeStats struct {
 	GCCycles       uint64  `json:"gc_cycles"`
 	GCPauseP99Ms   float64 `json:"gc_pause_p99_ms"`

@@ -14,8 +14,9 @@ import "sync"
 // engine under the stripe lock, so no write can fall between the engine
 // read and the fill. An entry therefore always holds what the engine holds.
 //
-// Entries are shared byte slices that nobody modifies: readers decode a
-// copy. Each shard is an LRU list bounded in bytes (key, the value's
+// Entries are shared byte slices that nobody modifies (a write replaces
+// an entry's slice): a local read decodes a copy, a peer's read sends the
+// slice as it is. Each shard is an LRU list bounded in bytes (key, the value's
 // capacity and a fixed overhead per entry); a set larger than an eighth of
 // a shard is not kept.
 type rowCache struct {
