@@ -1,8 +1,17 @@
 package pebble
 
+import pebbledb "github.com/cockroachdb/pebble"
+
 // OpenNoCompactions is Open with Pebble's automatic compactions off, so a
 // test knows which level its flushed tables are in.
 func OpenNoCompactions(opts Options) (*Engine, error) {
 	opts.noCompactions = true
+	return Open(opts)
+}
+
+// OpenFormat is Open with the store kept at (or created in) format: an
+// old store for an upgrade to start from.
+func OpenFormat(opts Options, format pebbledb.FormatMajorVersion) (*Engine, error) {
+	opts.format = format
 	return Open(opts)
 }

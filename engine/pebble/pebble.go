@@ -55,6 +55,9 @@ type Options struct {
 	// noCompactions turns Pebble's automatic compactions off (tests that
 	// need tables to stay where flushes put them).
 	noCompactions bool
+	// format overrides FormatVersion (tests that need a store in an old
+	// format to upgrade).
+	format pebbledb.FormatMajorVersion
 }
 
 // Defaults.
@@ -64,6 +67,18 @@ const (
 	// DefaultBloomBitsPerKey is the bloom filter size (see Options).
 	DefaultBloomBitsPerKey = 10
 )
+
+// FormatVersion is the on-disk format every store is kept at: the newest
+// this Pebble release writes (tables with block properties and value
+// blocks; no split user keys across tables). A store in an older format
+// (every store made before Meridian set it: Pebble's RocksDB-compatible
+// default) is upgraded in place when it is opened: Pebble rewrites its
+// older tables first, so that open may take a while on a large store. The
+// upgrade cannot be undone: an older Meridian cannot open the store after
+// it. Pebble releases after this one open no store older than
+// pebbledb.FormatFlushableIngest, so every store must pass through here
+// before the engine moves to a newer Pebble.
+const FormatVersion = pebbledb.FormatNewest
 
 func (o *Options) withDefaults() {
 	if o.CacheSize == 0 {
@@ -170,13 +185,36 @@ func Open(opts Options) (*Engine, error) {
 	if err := syncAncestors(fs, opts.Dir); err != nil {
 		return nil, fmt.Errorf("pebble: sync the directories above %s: %w", opts.Dir, err)
 	}
+	po.FormatMajorVersion = FormatVersion
+	if opts.format != 0 {
+		po.FormatMajorVersion = opts.format
+	}
+	desc, err := pebbledb.Peek(opts.Dir, fs)
+	if err != nil {
+		return nil, fmt.Errorf("pebble: read the format of %s: %w", opts.Dir, err)
+	}
+	upgrade := desc.Exists && desc.FormatMajorVersion < po.FormatMajorVersion
+	start := time.Now()
+	if upgrade {
+		// Pebble's own log lines go to debug; this one says why the open
+		// is slow and that it is not undone by going back.
+		opts.Logger.Warn("pebble: upgrading the storage format in place; tables in older formats are rewritten first, so this open may take a while; older Meridian releases cannot open the store afterwards",
+			"dir", opts.Dir, "from", desc.FormatMajorVersion.String(), "to", po.FormatMajorVersion.String())
+	}
 	db, err := pebbledb.Open(opts.Dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("pebble: open %s: %w", opts.Dir, err)
 	}
+	if upgrade {
+		opts.Logger.Info("pebble: storage format upgraded", "dir", opts.Dir, "format", db.FormatMajorVersion().String(), "took", time.Since(start).Round(time.Millisecond))
+	}
 	e.db = db
 	return e, nil
 }
+
+// Format is the store's on-disk format version (Pebble's format major
+// version).
+func (e *Engine) Format() pebbledb.FormatMajorVersion { return e.db.FormatMajorVersion() }
 
 // fail records the engine's permanent failure (the first one wins) and
 // closes Failed.

@@ -3,6 +3,7 @@ package pebble_test
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	pebbledb "github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/vfs"
 	"github.com/cockroachdb/pebble/vfs/errorfs"
 
@@ -405,4 +407,82 @@ func TestFailedSyncInCommitFailsTheEngine(t *testing.T) {
 	}
 	b.Close()
 	<-e.Failed()
+}
+
+// TestOldFormatStoreIsUpgradedOnOpen opens a store written in Pebble's
+// RocksDB-compatible format (as every store was before the engine set its
+// format), with tables on disk and a write only in the WAL: Open upgrades
+// it to FormatVersion, says so in the log, and every key reads back as it
+// was. A second open finds nothing to upgrade.
+func TestOldFormatStoreIsUpgradedOnOpen(t *testing.T) {
+	dir := t.TempDir()
+	old, err := pebble.OpenFormat(pebble.Options{Dir: dir, CacheSize: 8 << 20, MemTableSize: 4 << 20}, pebbledb.FormatMostCompatible)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := old.Format(); got != pebbledb.FormatMostCompatible {
+		t.Fatalf("old store's format %s, want %s", got, pebbledb.FormatMostCompatible)
+	}
+	writeTables(t, old, 2000, 4)
+	b := old.NewBatch()
+	b.Set([]byte("wal-only"), []byte("in the log"))
+	if err := b.Commit(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	var logs strings.Builder
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	e, err := pebble.Open(pebble.Options{Dir: dir, CacheSize: 8 << 20, MemTableSize: 4 << 20, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.Format(); got != pebble.FormatVersion {
+		t.Errorf("format after open %s, want %s", got, pebble.FormatVersion)
+	}
+	for _, want := range []string{"upgrading the storage format", "from=001", "storage format upgraded"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
+		}
+	}
+	for i := 0; i < 4000; i++ {
+		v, err := e.Get([]byte(fmt.Sprintf("key%05d", i)))
+		switch {
+		case i%2 == 0 && (err != nil || len(v) != 100):
+			t.Fatalf("key%05d after the upgrade: %d bytes, %v", i, len(v), err)
+		case i%2 == 1 && !errors.Is(err, engine.ErrNotFound):
+			t.Fatalf("key%05d was never written, got %d bytes, %v", i, len(v), err)
+		}
+	}
+	if v, err := e.Get([]byte("wal-only")); err != nil || string(v) != "in the log" {
+		t.Fatalf("WAL-only write after the upgrade: %q, %v", v, err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	logs.Reset()
+	e, err = pebble.Open(pebble.Options{Dir: dir, CacheSize: 8 << 20, MemTableSize: 4 << 20, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if got := e.Format(); got != pebble.FormatVersion {
+		t.Errorf("format on the second open %s, want %s", got, pebble.FormatVersion)
+	}
+	if strings.Contains(logs.String(), "upgrading") {
+		t.Errorf("second open upgraded again:\n%s", logs.String())
+	}
+}
+
+// TestNewStoreIsCreatedInFormatVersion: a new store starts in the newest
+// format, not Pebble's RocksDB-compatible default.
+func TestNewStoreIsCreatedInFormatVersion(t *testing.T) {
+	e := open(t, t.TempDir())
+	defer e.Close()
+	if got := e.Format(); got != pebble.FormatVersion {
+		t.Fatalf("new store's format %s, want %s", got, pebble.FormatVersion)
+	}
 }
