@@ -41,6 +41,26 @@ func TestDataDirBelongsToItsNode(t *testing.T) {
 	n.Close()
 }
 
+// TestUnopenableStorageIsAnError: when the storage engine cannot open
+// its directory (here data/ is a file), the start returns the engine's
+// error, not a panic from closing an engine that never opened.
+func TestUnopenableStorageIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "data"), []byte("not a directory"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := soloConfig(t, "n1", "127.0.0.1:0", dir)
+	cfg.Engine = "pebble"
+	n, err := node.Start(ctxT(t), cfg, node.Options{})
+	if err == nil {
+		n.Close()
+		t.Fatal("start on an unopenable data directory succeeded")
+	}
+	if !strings.Contains(err.Error(), "open storage in "+dir) {
+		t.Fatalf("start on an unopenable data directory: %v", err)
+	}
+}
+
 // TestStartErrorClosesWhatItOpened: a start that fails part way (here the
 // gRPC port is taken) returns the error instead of panicking, and releases
 // the data directory for the next start.

@@ -179,10 +179,13 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	case "memory":
 		n.eng = memory.New()
 	default:
-		n.eng, err = pebble.Open(pebble.Options{Dir: filepath.Join(cfg.DataDir, "data"), FS: opts.EngineFS, Logger: n.log, WALSyncInterval: max(cfg.WALSyncInterval, 0)})
+		// Into a variable of its own: a nil *pebble.Engine in n.eng would
+		// be a non-nil interface that the failed start's Close calls.
+		eng, err := pebble.Open(pebble.Options{Dir: filepath.Join(cfg.DataDir, "data"), FS: opts.EngineFS, Logger: n.log, WALSyncInterval: max(cfg.WALSyncInterval, 0)})
 		if err != nil {
 			return nil, fmt.Errorf("open storage in %s: %w", cfg.DataDir, err)
 		}
+		n.eng = eng
 	}
 	n.drills = newFaultRegistry(n.eng, opts.Now)
 	if opts.WrapEngine != nil {
