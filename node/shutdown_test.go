@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/vfs"
-	"github.com/cockroachdb/pebble/vfs/errorfs"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -185,30 +185,6 @@ func TestCloseRecordsNoCleanShutdownWhenCallsOutlastTheBound(t *testing.T) {
 	}
 }
 
-// syncDataAsSync routes SyncData to Sync: Pebble syncs its WAL with
-// SyncData, which errorfs (v1.1) does not inject into.
-type syncDataAsSync struct{ vfs.FS }
-
-type syncDataAsSyncFile struct{ vfs.File }
-
-func (f syncDataAsSyncFile) SyncData() error { return f.File.Sync() }
-
-func (fs syncDataAsSync) Create(name string) (vfs.File, error) {
-	f, err := fs.FS.Create(name)
-	if err != nil {
-		return nil, err
-	}
-	return syncDataAsSyncFile{f}, nil
-}
-
-func (fs syncDataAsSync) ReuseForWrite(oldname, newname string) (vfs.File, error) {
-	f, err := fs.FS.ReuseForWrite(oldname, newname)
-	if err != nil {
-		return nil, err
-	}
-	return syncDataAsSyncFile{f}, nil
-}
-
 // lockedBuffer is a log sink safe for concurrent writers.
 type lockedBuffer struct {
 	mu  sync.Mutex
@@ -232,12 +208,15 @@ func (b *lockedBuffer) String() string {
 // later writes are refused even once the disk "recovers".
 func TestStorageFailureStopsTheNode(t *testing.T) {
 	var armed atomic.Bool
-	fs := syncDataAsSync{errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op, path string) error {
-		if armed.Load() && op == errorfs.OpFileSync && strings.HasSuffix(path, ".log") {
-			return errorfs.ErrInjected
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		switch op.Kind {
+		case errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
+			if armed.Load() && strings.HasSuffix(op.Path, ".log") {
+				return errorfs.ErrInjected
+			}
 		}
 		return nil
-	}))}
+	}))
 	var logs lockedBuffer
 	l := startOne(t, node.LocalSpec{
 		Engine:  "pebble",

@@ -3,7 +3,7 @@ package replica_test
 import (
 	"testing"
 
-	"github.com/cockroachdb/pebble/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/meridiankv/meridian/engine/pebble"
 	"github.com/meridiankv/meridian/replica"
@@ -18,7 +18,7 @@ func TestDurableWriteOfUnsyncedContentSurvivesCrash(t *testing.T) {
 	for _, noSyncWait := range []bool{false, true} {
 		name := map[bool]string{false: "Merge", true: "UpdateNoSyncWait"}[noSyncWait]
 		t.Run(name, func(t *testing.T) {
-			fs := vfs.NewStrictMem()
+			fs := vfs.NewCrashableMem()
 			eng, err := pebble.Open(pebble.Options{Dir: "/db", FS: fs})
 			if err != nil {
 				t.Fatal(err)
@@ -48,11 +48,9 @@ func TestDurableWriteOfUnsyncedContentSurvivesCrash(t *testing.T) {
 			}
 
 			// Power cut: no clean-shutdown marker, unsynced data gone.
-			fs.SetIgnoreSyncs(true)
+			crashed := fs.CrashClone(vfs.CrashCloneCfg{})
 			eng.Close()
-			fs.ResetToSyncedState()
-			fs.SetIgnoreSyncs(false)
-			eng, err = pebble.Open(pebble.Options{Dir: "/db", FS: fs})
+			eng, err = pebble.Open(pebble.Options{Dir: "/db", FS: crashed})
 			if err != nil {
 				t.Fatal(err)
 			}

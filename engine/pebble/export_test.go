@@ -1,6 +1,6 @@
 package pebble
 
-import pebbledb "github.com/cockroachdb/pebble"
+import pebbledb "github.com/cockroachdb/pebble/v2"
 
 // OpenNoCompactions is Open with Pebble's automatic compactions off, so a
 // test knows which level its flushed tables are in.

@@ -17,13 +17,14 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	pebbledb "github.com/cockroachdb/pebble"
-	"github.com/cockroachdb/pebble/bloom"
-	"github.com/cockroachdb/pebble/vfs"
+	pebbledb "github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/meridiankv/meridian/engine"
 )
@@ -47,7 +48,7 @@ type Options struct {
 	// keeps a read, and the read before every write, at about one table
 	// probe once the data is spread over many tables and levels.
 	BloomBitsPerKey int
-	// FS replaces the operating system's filesystem (tests: vfs.NewStrictMem).
+	// FS replaces the operating system's filesystem (tests: vfs.NewCrashableMem).
 	FS vfs.FS
 	// Logger receives Pebble's own log lines at debug level (default: none).
 	Logger *slog.Logger
@@ -69,15 +70,14 @@ const (
 )
 
 // FormatVersion is the on-disk format every store is kept at: the newest
-// this Pebble release writes (tables with block properties and value
-// blocks; no split user keys across tables). A store in an older format
-// (every store made before Meridian set it: Pebble's RocksDB-compatible
-// default) is upgraded in place when it is opened: Pebble rewrites its
-// older tables first, so that open may take a while on a large store. The
-// upgrade cannot be undone: an older Meridian cannot open the store after
-// it. Pebble releases after this one open no store older than
-// pebbledb.FormatFlushableIngest, so every store must pass through here
-// before the engine moves to a newer Pebble.
+// this Pebble release writes. A store in an older format that this Pebble
+// still opens (13 and up) is upgraded in place when it is opened, which
+// cannot be undone: an older Meridian cannot open the store after it.
+//
+// Stores older than 13 (every store made before Meridian set its format:
+// Pebble's RocksDB-compatible version 1) are refused with what to do (see
+// tooOld): open them once with the last Meridian on Pebble v1, which
+// upgrades them to 16, then with this one.
 const FormatVersion = pebbledb.FormatNewest
 
 func (o *Options) withDefaults() {
@@ -175,9 +175,11 @@ func Open(opts Options) (*Engine, error) {
 		po.WALMinSyncInterval = func() time.Duration { return d }
 	}
 	if opts.BloomBitsPerKey > 0 {
-		// One LevelOptions applies to every level (Options.Level repeats
-		// the last); tables written before keep working without filters.
-		po.Levels = []pebbledb.LevelOptions{{FilterPolicy: bloom.FilterPolicy(opts.BloomBitsPerKey), FilterType: pebbledb.TableFilter}}
+		// Every level gets the filter; tables written before keep working
+		// without filters.
+		for i := range po.Levels {
+			po.Levels[i].FilterPolicy = bloom.FilterPolicy(opts.BloomBitsPerKey)
+		}
 	}
 	if err := fs.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("pebble: create %s: %w", opts.Dir, err)
@@ -191,7 +193,7 @@ func Open(opts Options) (*Engine, error) {
 	}
 	desc, err := pebbledb.Peek(opts.Dir, fs)
 	if err != nil {
-		return nil, fmt.Errorf("pebble: read the format of %s: %w", opts.Dir, err)
+		return nil, tooOld(opts.Dir, fmt.Errorf("pebble: read the format of %s: %w", opts.Dir, err))
 	}
 	upgrade := desc.Exists && desc.FormatMajorVersion < po.FormatMajorVersion
 	start := time.Now()
@@ -203,13 +205,29 @@ func Open(opts Options) (*Engine, error) {
 	}
 	db, err := pebbledb.Open(opts.Dir, po)
 	if err != nil {
-		return nil, fmt.Errorf("pebble: open %s: %w", opts.Dir, err)
+		return nil, tooOld(opts.Dir, fmt.Errorf("pebble: open %s: %w", opts.Dir, err))
 	}
 	if upgrade {
 		opts.Logger.Info("pebble: storage format upgraded", "dir", opts.Dir, "format", db.FormatMajorVersion().String(), "took", time.Since(start).Round(time.Millisecond))
 	}
 	e.db = db
 	return e, nil
+}
+
+// ErrTooOld wraps the error of opening a store in a format older than this
+// Pebble opens (pebbledb.FormatMinSupported).
+var ErrTooOld = errors.New("the store's format is older than this release can open")
+
+// tooOld adds what to do to err when Pebble refused the store for its old
+// format. Pebble says so only in its message ("... format major version N,
+// which is no longer supported"; TestTooOldStoreIsRefused checks it still
+// does); it refuses such a store before touching any of its files.
+func tooOld(dir string, err error) error {
+	if !strings.Contains(err.Error(), "no longer supported") {
+		return err
+	}
+	return fmt.Errorf("%w: %w; this Meridian uses Pebble v2, which opens formats %s to %s: start the node once with the last Meridian on Pebble v1 (built from commit 1091faf on, before the move to Pebble v2), which upgrades %s in place, then with this one",
+		ErrTooOld, err, pebbledb.FormatMinSupported, pebbledb.FormatNewest, dir)
 }
 
 // Format is the store's on-disk format version (Pebble's format major
@@ -254,16 +272,18 @@ func (fs watchFS) wrap(f vfs.File, err error) (vfs.File, error) {
 	return watchFile{File: f, e: fs.e}, nil
 }
 
-func (fs watchFS) Create(name string) (vfs.File, error) { return fs.wrap(fs.FS.Create(name)) }
+func (fs watchFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	return fs.wrap(fs.FS.Create(name, c))
+}
 func (fs watchFS) Open(name string, opts ...vfs.OpenOption) (vfs.File, error) {
 	return fs.wrap(fs.FS.Open(name, opts...))
 }
-func (fs watchFS) OpenReadWrite(name string, opts ...vfs.OpenOption) (vfs.File, error) {
-	return fs.wrap(fs.FS.OpenReadWrite(name, opts...))
+func (fs watchFS) OpenReadWrite(name string, c vfs.DiskWriteCategory, opts ...vfs.OpenOption) (vfs.File, error) {
+	return fs.wrap(fs.FS.OpenReadWrite(name, c, opts...))
 }
 func (fs watchFS) OpenDir(name string) (vfs.File, error) { return fs.wrap(fs.FS.OpenDir(name)) }
-func (fs watchFS) ReuseForWrite(oldname, newname string) (vfs.File, error) {
-	return fs.wrap(fs.FS.ReuseForWrite(oldname, newname))
+func (fs watchFS) ReuseForWrite(oldname, newname string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	return fs.wrap(fs.FS.ReuseForWrite(oldname, newname, c))
 }
 
 // Unwrap lets Pebble see the filesystem underneath (vfs.Root).
@@ -343,6 +363,9 @@ type slogLogger struct {
 
 func (s slogLogger) Infof(format string, args ...any) {
 	s.l.Debug("pebble: " + fmt.Sprintf(format, args...))
+}
+func (s slogLogger) Errorf(format string, args ...any) {
+	s.l.Warn("pebble: " + fmt.Sprintf(format, args...))
 }
 func (s slogLogger) Fatalf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
@@ -500,7 +523,7 @@ func (e *Engine) Stats() map[string]float64 {
 	return map[string]float64{
 		"compactions_total":         float64(m.Compact.Count),
 		"flushes_total":             float64(m.Flush.Count),
-		"l0_files":                  float64(m.Levels[0].NumFiles),
+		"l0_files":                  float64(m.Levels[0].TablesCount),
 		"l0_sublevels":              float64(m.Levels[0].Sublevels),
 		"read_amplification":        float64(m.ReadAmp()),
 		"wal_bytes_written_total":   float64(m.WAL.BytesWritten),

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -11,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	pebbledb "github.com/cockroachdb/pebble"
-	"github.com/cockroachdb/pebble/vfs"
-	"github.com/cockroachdb/pebble/vfs/errorfs"
+	pebbledb "github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
 	"github.com/meridiankv/meridian/engine"
 	"github.com/meridiankv/meridian/engine/enginetest"
@@ -46,7 +47,7 @@ func TestSyncedWritesSurviveCrash(t *testing.T) {
 	for _, interval := range []time.Duration{0, 5 * time.Millisecond} {
 		t.Run(fmt.Sprint("interval=", interval), func(t *testing.T) {
 			// A fresh directory: Open must make the directory itself durable too.
-			fs := vfs.NewStrictMem()
+			fs := vfs.NewCrashableMem()
 			e, err := pebble.Open(pebble.Options{Dir: "/db", FS: fs, WALSyncInterval: interval})
 			if err != nil {
 				t.Fatal(err)
@@ -72,12 +73,10 @@ func TestSyncedWritesSurviveCrash(t *testing.T) {
 			for err := range errs {
 				t.Fatal(err)
 			}
-			fs.SetIgnoreSyncs(true)
+			crashed := fs.CrashClone(vfs.CrashCloneCfg{}) // only what was synced
 			e.Close()
-			fs.ResetToSyncedState()
-			fs.SetIgnoreSyncs(false)
 
-			e, err = pebble.Open(pebble.Options{Dir: "/db", FS: fs})
+			e, err = pebble.Open(pebble.Options{Dir: "/db", FS: crashed})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -254,14 +253,13 @@ func BenchmarkGet(b *testing.B) {
 	}
 }
 
-// crash drops everything fs never synced (a power cut) and reopens.
+// crash drops everything fs never synced (a power cut) and reopens on
+// what is left.
 func crash(t *testing.T, fs *vfs.MemFS, e *pebble.Engine, dir string) *pebble.Engine {
 	t.Helper()
-	fs.SetIgnoreSyncs(true)
+	crashed := fs.CrashClone(vfs.CrashCloneCfg{})
 	e.Close()
-	fs.ResetToSyncedState()
-	fs.SetIgnoreSyncs(false)
-	e, err := pebble.Open(pebble.Options{Dir: dir, FS: fs})
+	e, err := pebble.Open(pebble.Options{Dir: dir, FS: crashed})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +269,7 @@ func crash(t *testing.T, fs *vfs.MemFS, e *pebble.Engine, dir string) *pebble.En
 // TestSyncWALMakesEarlierWritesDurable: writes committed without sync
 // survive a crash once a later SyncWAL has returned.
 func TestSyncWALMakesEarlierWritesDurable(t *testing.T) {
-	fs := vfs.NewStrictMem()
+	fs := vfs.NewCrashableMem()
 	e, err := pebble.Open(pebble.Options{Dir: "/db", FS: fs})
 	if err != nil {
 		t.Fatal(err)
@@ -300,34 +298,17 @@ func TestSyncWALMakesEarlierWritesDurable(t *testing.T) {
 	}
 }
 
-// syncDataAsSync routes SyncData to Sync: Pebble syncs its WAL with
-// SyncData, which errorfs (v1.1) does not inject into.
-type syncDataAsSync struct{ vfs.FS }
-
-type syncDataAsSyncFile struct{ vfs.File }
-
-func (f syncDataAsSyncFile) SyncData() error { return f.File.Sync() }
-
-func wrapFile(f vfs.File, err error) (vfs.File, error) {
-	if err != nil {
-		return nil, err
-	}
-	return syncDataAsSyncFile{f}, nil
-}
-
-func (fs syncDataAsSync) Create(name string) (vfs.File, error) { return wrapFile(fs.FS.Create(name)) }
-func (fs syncDataAsSync) ReuseForWrite(oldname, newname string) (vfs.File, error) {
-	return wrapFile(fs.FS.ReuseForWrite(oldname, newname))
-}
-
 // walSyncFails returns an FS whose WAL syncs fail while *armed is true.
 func walSyncFails(armed *atomic.Bool) vfs.FS {
-	return syncDataAsSync{errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op, path string) error {
-		if armed.Load() && op == errorfs.OpFileSync && strings.HasSuffix(path, ".log") {
-			return errorfs.ErrInjected
+	return errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		switch op.Kind {
+		case errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
+			if armed.Load() && strings.HasSuffix(op.Path, ".log") {
+				return errorfs.ErrInjected
+			}
 		}
 		return nil
-	}))}
+	}))
 }
 
 // TestFailedSyncFailsTheEngine: after a WAL fsync fails, the write waiting
@@ -409,19 +390,19 @@ func TestFailedSyncInCommitFailsTheEngine(t *testing.T) {
 	<-e.Failed()
 }
 
-// TestOldFormatStoreIsUpgradedOnOpen opens a store written in Pebble's
-// RocksDB-compatible format (as every store was before the engine set its
-// format), with tables on disk and a write only in the WAL: Open upgrades
+// TestOldFormatStoreIsUpgradedOnOpen opens a store in the oldest format
+// Pebble v2 opens (13; a store the previous Meridian upgraded is at 16),
+// with tables on disk and a write only in the WAL: Open upgrades
 // it to FormatVersion, says so in the log, and every key reads back as it
 // was. A second open finds nothing to upgrade.
 func TestOldFormatStoreIsUpgradedOnOpen(t *testing.T) {
 	dir := t.TempDir()
-	old, err := pebble.OpenFormat(pebble.Options{Dir: dir, CacheSize: 8 << 20, MemTableSize: 4 << 20}, pebbledb.FormatMostCompatible)
+	old, err := pebble.OpenFormat(pebble.Options{Dir: dir, CacheSize: 8 << 20, MemTableSize: 4 << 20}, pebbledb.FormatMinSupported)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := old.Format(); got != pebbledb.FormatMostCompatible {
-		t.Fatalf("old store's format %s, want %s", got, pebbledb.FormatMostCompatible)
+	if got := old.Format(); got != pebbledb.FormatMinSupported {
+		t.Fatalf("old store's format %s, want %s", got, pebbledb.FormatMinSupported)
 	}
 	writeTables(t, old, 2000, 4)
 	b := old.NewBatch()
@@ -442,7 +423,7 @@ func TestOldFormatStoreIsUpgradedOnOpen(t *testing.T) {
 	if got := e.Format(); got != pebble.FormatVersion {
 		t.Errorf("format after open %s, want %s", got, pebble.FormatVersion)
 	}
-	for _, want := range []string{"upgrading the storage format", "from=001", "storage format upgraded"} {
+	for _, want := range []string{"upgrading the storage format", "from=013", "storage format upgraded"} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log lacks %q:\n%s", want, logs.String())
 		}
@@ -485,4 +466,88 @@ func TestNewStoreIsCreatedInFormatVersion(t *testing.T) {
 	if got := e.Format(); got != pebble.FormatVersion {
 		t.Fatalf("new store's format %s, want %s", got, pebble.FormatVersion)
 	}
+}
+
+// TestTooOldStoreIsRefused: a store older than Pebble v2 opens is refused
+// with ErrTooOld and what to do, and its files are left as they were
+// (but for Pebble's empty LOCK). Two
+// shapes: Pebble's RocksDB-compatible format 1 (a CURRENT file, which every
+// store had before Meridian set its format), and a format marker below 13.
+func TestTooOldStoreIsRefused(t *testing.T) {
+	t.Run("format=1", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "CURRENT"), []byte("MANIFEST-000001\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		checkTooOld(t, dir)
+	})
+	t.Run("format=5", func(t *testing.T) {
+		dir := t.TempDir()
+		e := open(t, dir)
+		if err := e.Close(); err != nil {
+			t.Fatal(err)
+		}
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		renamed := false
+		for _, ent := range ents {
+			name := ent.Name()
+			if !strings.HasPrefix(name, "marker.format-version.") {
+				continue
+			}
+			old := name[:strings.LastIndexByte(name, '.')+1] + "005"
+			if err := os.Rename(filepath.Join(dir, name), filepath.Join(dir, old)); err != nil {
+				t.Fatal(err)
+			}
+			renamed = true
+		}
+		if !renamed {
+			t.Fatalf("no format-version marker in %v", ents)
+		}
+		checkTooOld(t, dir)
+	})
+}
+
+func checkTooOld(t *testing.T, dir string) {
+	t.Helper()
+	before := listDir(t, dir)
+	e, err := pebble.Open(pebble.Options{Dir: dir, CacheSize: 8 << 20, MemTableSize: 4 << 20})
+	if err == nil {
+		e.Close()
+		t.Fatal("Open of a store older than Pebble v2 opens succeeded")
+	}
+	if !errors.Is(err, pebble.ErrTooOld) {
+		t.Fatalf("Open = %v, want ErrTooOld", err)
+	}
+	t.Log(err)
+	for _, want := range []string{"Pebble v1", "upgrades", dir} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+	if after := listDir(t, dir); after != before {
+		t.Errorf("refused open changed the directory:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+func listDir(t *testing.T, dir string) string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, ent := range ents {
+		if ent.Name() == "LOCK" {
+			continue // Pebble takes its lock before it looks at the format
+		}
+		info, err := ent.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, fmt.Sprintf("%s:%d", ent.Name(), info.Size()))
+	}
+	return strings.Join(names, " ")
 }
