@@ -515,6 +515,11 @@ func (w *slogWriter) Write(p []byte) (int, error) {
 		}
 		level := slog.LevelInfo
 		switch {
+		case strings.Contains(line, net.ErrClosed.Error()):
+			// A connection this node closed itself (its own shutdown, or
+			// the transport dropping a pooled connection): Raft reports
+			// the reader's error at ERROR, but nothing went wrong.
+			level = slog.LevelDebug
 		case strings.Contains(line, "[ERROR]"):
 			level = slog.LevelError
 		case strings.Contains(line, "[WARN]"):
