@@ -94,6 +94,9 @@ type Transition struct {
 	// Reported maps a moving partition to the new replicas that reported
 	// their copy complete.
 	Reported map[int][]string `json:"reported,omitempty"`
+	// Aborted marks a change being undone (`meridian cluster abort`):
+	// Ops are the steps being taken back, Next is the ring before them.
+	Aborted bool `json:"aborted,omitempty"`
 }
 
 // IsDone reports whether partition p serves from the next ring.
@@ -286,6 +289,7 @@ const (
 	CmdPlanClear      = "plan-clear"
 	CmdCommit         = "commit"
 	CmdTransferDone   = "transfer-done"
+	CmdAbort          = "abort"
 	CmdKeyspaceCreate = "keyspace-create"
 	CmdKeyspaceAlter  = "keyspace-alter"
 	CmdKeyspaceDrop   = "keyspace-drop"
@@ -304,7 +308,7 @@ type Command struct {
 	Op *PlanOp `json:"op,omitempty"`
 	// Commit: the plan the proposer saw (refused if it changed since).
 	Expect []PlanOp `json:"expect,omitempty"`
-	// TransferDone.
+	// TransferDone, Abort: the transition's generation.
 	Generation uint64 `json:"generation,omitempty"`
 	Node       string `json:"node,omitempty"`
 	Parts      []int  `json:"parts,omitempty"`
@@ -341,7 +345,8 @@ const MaxCommandBytes = 1 << 20
 // Errors a command can be refused with.
 var (
 	ErrNotInitialized = errors.New("the cluster metadata is not initialized yet")
-	ErrInTransition   = errors.New("a committed change is still in progress: wait for `meridian cluster status` to show it finished")
+	ErrInTransition   = errors.New("a committed change is still in progress: wait for `meridian cluster status` to show it finished, or undo it with `meridian cluster abort`")
+	ErrNoTransition   = errors.New("no committed change is in progress: nothing to abort")
 	ErrKeyspaceExists = errors.New("keyspace already exists with a different spec")
 	ErrNoPlan         = errors.New("there is no pending plan: add steps with `meridian cluster plan add|decommission|remove|replace|reweight`")
 	ErrPlanChanged    = errors.New("the pending plan changed since it was shown: review it with `meridian cluster plan show` and commit again")
@@ -374,6 +379,8 @@ func (s *MetaState) Apply(c Command) error {
 		err = s.applyCommit(c)
 	case CmdTransferDone:
 		err = s.applyTransferDone(c)
+	case CmdAbort:
+		err = s.applyAbort(c)
 	case CmdKeyspaceCreate:
 		err = s.applyKeyspaceCreate(c)
 	case CmdKeyspaceAlter:
@@ -564,7 +571,17 @@ func (s *MetaState) PlanRing(plan []PlanOp) (*placement.Ring, error) {
 				return nil, fmt.Errorf("add %s: the node is %s; only a joining node (started with --join) can be added", op.Node, m.State)
 			}
 			ring, err = ring.AddNode(m.node())
-		case OpDecommission, OpRemove:
+		case OpRemove:
+			switch m.State {
+			case StateActive:
+				ring, err = ring.RemoveNode(op.Node)
+			case StateJoining:
+				// It owns nothing (an add never committed, or undone by an
+				// abort): it only leaves the members, nothing moves.
+			default:
+				return nil, fmt.Errorf("remove %s: the node is %s, not active or joining", op.Node, m.State)
+			}
+		case OpDecommission:
 			if m.State != StateActive {
 				return nil, fmt.Errorf("%s %s: the node is %s, not active", op.Op, op.Node, m.State)
 			}
@@ -607,7 +624,7 @@ func (s *MetaState) PlanRing(plan []PlanOp) (*placement.Ring, error) {
 
 func (s *MetaState) applyCommit(c Command) error {
 	if t := s.Transition; t != nil {
-		if len(s.Plan) == 0 && len(c.Expect) > 0 && slices.Equal(t.Ops, c.Expect) {
+		if len(s.Plan) == 0 && len(c.Expect) > 0 && !t.Aborted && slices.Equal(t.Ops, c.Expect) {
 			return errUnchanged // a retried commit of the plan now moving
 		}
 		return ErrInTransition
@@ -746,6 +763,66 @@ func (s *MetaState) applyTransferDone(c Command) error {
 	}
 	if !changed {
 		return errUnchanged
+	}
+	s.maybeFinish()
+	return nil
+}
+
+// applyAbort undoes the transition in progress: a new transition, at the
+// next epoch, from where the cluster serves each partition now back to
+// the ring (and keyspace specs) before the change. Partitions that had not
+// switched yet serve from the old replicas already, so they count as done
+// at once; partitions that had switched serve from their new replicas and
+// stream back to the old ones, which then report them as usual. Nothing
+// is served from a replica that does not hold the data, and nodes leaving
+// in the change are active again. Undoing an abort takes the change up
+// again the same way. c.Generation must be the transition's, so an abort
+// meant for one change never stops another.
+func (s *MetaState) applyAbort(c Command) error {
+	t := s.Transition
+	if t == nil {
+		return ErrNoTransition
+	}
+	if c.Generation != t.Generation {
+		return fmt.Errorf("%w: abort of generation %d, but the change in progress is generation %d: look again with `meridian cluster status`", ErrStale, c.Generation, t.Generation)
+	}
+	gen := s.Epoch + 1
+	back := &Transition{Generation: gen, Ops: t.Ops, Aborted: !t.Aborted, Next: *s.Ring, Moving: t.Moving, Reported: map[int][]string{}}
+	if t.NextKeyspaces != nil {
+		back.NextKeyspaces = make(map[string]KeyspaceSpec, len(t.NextKeyspaces))
+		for name, spec := range t.NextKeyspaces {
+			back.NextKeyspaces[name] = s.Keyspaces[name]
+			s.Keyspaces[name] = spec
+		}
+	}
+	for _, p := range t.Moving {
+		if !t.IsDone(p) {
+			back.Done = append(back.Done, p)
+		}
+	}
+	next := t.Next
+	s.Ring = &next
+	s.RingEpoch = gen
+	s.Transition = back
+	old, nxt := s.tables(false), s.tables(true)
+	for _, p := range back.Moving {
+		s.RouteEpochs[p] = gen
+		if !back.IsDone(p) && len(s.pendingFor(p, old, nxt)) == 0 {
+			i, _ := slices.BinarySearch(back.Done, p)
+			back.Done = slices.Insert(back.Done, i, p) // nothing to copy back
+		}
+	}
+	state := StateLeaving
+	if back.Aborted {
+		state = StateActive
+	}
+	for _, op := range t.Ops {
+		switch op.Op {
+		case OpDecommission, OpRemove, OpReplace:
+			if m := s.Members[op.Node]; m != nil {
+				m.State = state
+			}
+		}
 	}
 	s.maybeFinish()
 	return nil

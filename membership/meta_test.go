@@ -358,3 +358,191 @@ func TestRetriedProposalsAreIdempotent(t *testing.T) {
 		t.Fatalf("another commit during the transition: %v", err)
 	}
 }
+
+// replicaLists is every keyspace's replica list (sorted node IDs) and
+// pending list of every partition: what the cluster serves from.
+func replicaLists(t *testing.T, st *MetaState) map[string][2][]string {
+	t.Helper()
+	topo, err := st.Topology()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][2][]string{}
+	for name, ks := range topo.Keyspaces {
+		for p := 0; p < st.Partitions; p++ {
+			out[fmt.Sprintf("%s/%d", name, p)] = [2][]string{ids(ks.Table.Replicas(p)), ids(ks.Table.Pending(p))}
+		}
+	}
+	return out
+}
+
+// TestAbortUndoesAStuckAdd: n4's add is committed, some partitions switch
+// to it, then it stops reporting (dead for good). Abort: every partition
+// keeps serving from the replicas it served from, the switched ones stream
+// back to their old replicas and the rest count as done; once the old
+// replicas report, the ring is the one before the change, n4 is still
+// only joining, and a new plan can be committed.
+func TestAbortUndoesAStuckAdd(t *testing.T) {
+	st := initState(t, 1, 3, 64)
+	mustApply(t, st, Command{Kind: CmdKeyspaceCreate, Keyspace: &KeyspaceSpec{Name: "two", Replication: map[string]int{"dc1": 2}}})
+	ringBefore := *st.Ring
+	mustApply(t, st, Command{Kind: CmdJoin, Member: &MemberRecord{ID: "n4", DC: "dc1", Rack: "r2", Weight: 1, GRPCAddr: "h:4"}})
+	mustApply(t, st, Command{Kind: CmdPlan, Op: &PlanOp{Op: OpAdd, Node: "n4"}})
+	mustApply(t, st, Command{Kind: CmdCommit, Expect: st.Plan})
+	tr := st.Transition
+	switched := tr.Moving[:len(tr.Moving)/2]
+	mustApply(t, st, Command{Kind: CmdTransferDone, Generation: tr.Generation, Node: "n4", Parts: switched})
+	if len(st.Transition.Done) < len(switched) {
+		t.Fatalf("%d switched, want at least %d", len(st.Transition.Done), len(switched))
+	}
+	wasDone := slices.Clone(st.Transition.Done)
+	serving := replicaLists(t, st)
+
+	if err := st.Apply(Command{Kind: CmdAbort, Generation: tr.Generation + 1}); !errors.Is(err, ErrStale) {
+		t.Fatalf("abort of another generation: %v", err)
+	}
+	if err := st.Apply(Command{Kind: CmdPlan, Op: &PlanOp{Op: OpReweight, Node: "n1", Weight: 2}}); !errors.Is(err, ErrInTransition) || !strings.Contains(err.Error(), "cluster abort") {
+		t.Fatalf("a plan during the transition: %v", err)
+	}
+	epoch := st.Epoch
+	mustApply(t, st, Command{Kind: CmdAbort, Generation: tr.Generation})
+	back := st.Transition
+	if back == nil || !back.Aborted || back.Generation != epoch+1 || !slices.Equal(back.Ops, tr.Ops) {
+		t.Fatalf("after abort: %+v", back)
+	}
+	after := replicaLists(t, st)
+	for key, lists := range serving {
+		if !slices.Equal(after[key][0], lists[0]) {
+			t.Fatalf("%s: abort changed the replicas served from: %v → %v", key, lists[0], after[key][0])
+		}
+	}
+	for _, p := range back.Moving {
+		switchedBefore := slices.Contains(wasDone, p)
+		if back.IsDone(p) == switchedBefore && len(st.PendingFor(p)) > 0 {
+			t.Fatalf("partition %d: switched before %v, done in the undo %v, pending %v", p, switchedBefore, back.IsDone(p), st.PendingFor(p))
+		}
+		if switchedBefore && slices.Contains(st.PendingFor(p), "n4") {
+			t.Fatalf("partition %d waits for n4 in the undo", p)
+		}
+		if st.RouteEpochs[p] != back.Generation {
+			t.Fatalf("partition %d route epoch %d, want %d", p, st.RouteEpochs[p], back.Generation)
+		}
+	}
+	finishTransfers(t, st) // the old replicas report; n4 never does
+	if st.Transition != nil {
+		t.Fatal("the undo did not finish")
+	}
+	if got := *st.Ring; !ringsEqual(got, ringBefore) {
+		t.Fatalf("ring after the undo differs from before the change")
+	}
+	if st.Members["n4"].State != StateJoining {
+		t.Fatalf("n4 is %s after the undo, want joining", st.Members["n4"].State)
+	}
+	if err := st.Apply(Command{Kind: CmdAbort, Generation: back.Generation}); !errors.Is(err, ErrNoTransition) {
+		t.Fatalf("abort with nothing in progress: %v", err)
+	}
+	// The dead joiner leaves the members without moving anything.
+	mustApply(t, st, Command{Kind: CmdPlan, Op: &PlanOp{Op: OpRemove, Node: "n4"}})
+	mustApply(t, st, Command{Kind: CmdCommit, Expect: st.Plan})
+	if st.Transition != nil || st.Members["n4"].State != StateRemoved || !ringsEqual(*st.Ring, ringBefore) {
+		t.Fatalf("remove of a joining node: transition %+v, n4 %s", st.Transition, st.Members["n4"].State)
+	}
+	mustApply(t, st, Command{Kind: CmdPlan, Op: &PlanOp{Op: OpReweight, Node: "n1", Weight: 2}})
+	mustApply(t, st, Command{Kind: CmdCommit, Expect: st.Plan})
+	finishTransfers(t, st)
+}
+
+// TestAbortOfADecommissionKeepsTheNode: the leaving node is active again,
+// and aborting the abort takes the decommission up again to its end.
+func TestAbortOfADecommissionKeepsTheNode(t *testing.T) {
+	st := initState(t, 1, 4, 64)
+	ringBefore := *st.Ring
+	mustApply(t, st, Command{Kind: CmdPlan, Op: &PlanOp{Op: OpDecommission, Node: "n2"}})
+	mustApply(t, st, Command{Kind: CmdCommit, Expect: st.Plan})
+	next := st.Transition.Next
+	mustApply(t, st, Command{Kind: CmdAbort, Generation: st.Transition.Generation})
+	if st.Members["n2"].State != StateActive {
+		t.Fatalf("n2 is %s after the abort, want active", st.Members["n2"].State)
+	}
+	// Nothing had switched: the undo is done at once.
+	if st.Transition != nil || !ringsEqual(*st.Ring, ringBefore) {
+		t.Fatalf("abort before any switch: transition %+v", st.Transition)
+	}
+
+	// Again, this time some partitions switch, then abort twice.
+	mustApply(t, st, Command{Kind: CmdPlan, Op: &PlanOp{Op: OpDecommission, Node: "n2"}})
+	mustApply(t, st, Command{Kind: CmdCommit, Expect: st.Plan})
+	tr := st.Transition
+	p := tr.Moving[0]
+	for _, n := range st.PendingFor(p) {
+		mustApply(t, st, Command{Kind: CmdTransferDone, Generation: tr.Generation, Node: n, Parts: []int{p}})
+	}
+	mustApply(t, st, Command{Kind: CmdAbort, Generation: tr.Generation})
+	if st.Transition == nil || st.Members["n2"].State != StateActive {
+		t.Fatalf("abort after a switch: transition %v, n2 %s", st.Transition != nil, st.Members["n2"].State)
+	}
+	mustApply(t, st, Command{Kind: CmdAbort, Generation: st.Transition.Generation})
+	if st.Transition == nil || st.Transition.Aborted || st.Members["n2"].State != StateLeaving {
+		t.Fatalf("abort of the abort: %+v, n2 %s", st.Transition, st.Members["n2"].State)
+	}
+	finishTransfers(t, st)
+	if st.Members["n2"].State != StateRemoved || !ringsEqual(*st.Ring, next) {
+		t.Fatalf("after the decommission taken up again: n2 %s", st.Members["n2"].State)
+	}
+}
+
+// TestAbortOfAReplicationAlter restores the keyspace's old replication.
+func TestAbortOfAReplicationAlter(t *testing.T) {
+	st := initState(t, 1, 4, 64)
+	mustApply(t, st, Command{Kind: CmdKeyspaceCreate, Keyspace: &KeyspaceSpec{Name: "k", Replication: map[string]int{"dc1": 2}}})
+	mustApply(t, st, Command{Kind: CmdKeyspaceAlter, Keyspace: &KeyspaceSpec{Name: "k", Replication: map[string]int{"dc1": 3}}})
+	tr := st.Transition
+	p := tr.Moving[0]
+	for _, n := range st.PendingFor(p) {
+		mustApply(t, st, Command{Kind: CmdTransferDone, Generation: tr.Generation, Node: n, Parts: []int{p}})
+	}
+	mustApply(t, st, Command{Kind: CmdAbort, Generation: tr.Generation})
+	// Every old replica is also a new one: nothing streams back, so the
+	// undo is over at once.
+	if st.Transition != nil {
+		t.Fatalf("undo of a replication increase still in progress: %+v", st.Transition)
+	}
+	if got := st.Keyspaces["k"].Replication["dc1"]; got != 2 {
+		t.Fatalf("replication after the undo %d, want 2", got)
+	}
+	topo, err := st.Topology()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(topo.Keyspaces["k"].Table.Replicas(p)); n != 2 {
+		t.Fatalf("partition %d has %d replicas after the undo, want 2", p, n)
+	}
+
+	// From one DC to another and back: the switched partition streams
+	// back to its old DC's replicas.
+	st = initState(t, 2, 3, 64)
+	mustApply(t, st, Command{Kind: CmdKeyspaceCreate, Keyspace: &KeyspaceSpec{Name: "k", Replication: map[string]int{"dc1": 2}}})
+	mustApply(t, st, Command{Kind: CmdKeyspaceAlter, Keyspace: &KeyspaceSpec{Name: "k", Replication: map[string]int{"dc2": 2}}})
+	tr = st.Transition
+	p = tr.Moving[0]
+	for _, n := range st.PendingFor(p) {
+		mustApply(t, st, Command{Kind: CmdTransferDone, Generation: tr.Generation, Node: n, Parts: []int{p}})
+	}
+	mustApply(t, st, Command{Kind: CmdAbort, Generation: tr.Generation})
+	if st.Transition == nil || st.Transition.NextKeyspaces["k"].Replication["dc1"] != 2 || st.Keyspaces["k"].Replication["dc2"] != 2 {
+		t.Fatalf("the undo of a move to dc2: %+v, current spec %+v", st.Transition, st.Keyspaces["k"])
+	}
+	if pend := st.PendingFor(p); len(pend) != 2 || st.Members[pend[0]].DC != "dc1" || st.Members[pend[1]].DC != "dc1" {
+		t.Fatalf("partition %d pending %v in the undo, want its two dc1 replicas", p, pend)
+	}
+	finishTransfers(t, st)
+	if got := st.Keyspaces["k"].Replication; got["dc1"] != 2 || got["dc2"] != 0 {
+		t.Fatalf("replication after the undo %v, want dc1=2", got)
+	}
+}
+
+func ringsEqual(a, b placement.RingState) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}

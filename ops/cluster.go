@@ -208,6 +208,23 @@ func (s *Server) ClusterCommit(ctx context.Context, _ *adminv1.ClusterCommitRequ
 	return resp, nil
 }
 
+// ClusterAbort undoes the committed change in progress (see
+// membership's CmdAbort).
+func (s *Server) ClusterAbort(ctx context.Context, req *adminv1.ClusterAbortRequest) (*adminv1.ClusterAbortResponse, error) {
+	if req.GetGeneration() == 0 {
+		return nil, status.Error(codes.InvalidArgument, "generation is required: the transition_generation of `meridian cluster status --json`")
+	}
+	epoch, err := s.n.Propose(ctx, membership.Command{Kind: membership.CmdAbort, Generation: req.GetGeneration()})
+	if err != nil {
+		return nil, err
+	}
+	resp := &adminv1.ClusterAbortResponse{Epoch: epoch}
+	if t := s.n.MetaState().Transition; t != nil && t.Aborted {
+		resp.PartitionsMoving = uint32(len(t.Moving) - len(t.Done))
+	}
+	return resp, nil
+}
+
 // Transfers lists the partition transfers this node receives.
 func (s *Server) Transfers(context.Context, *adminv1.TransfersRequest) (*adminv1.TransfersResponse, error) {
 	resp := &adminv1.TransfersResponse{Node: s.n.ID()}
@@ -252,6 +269,8 @@ func (s *Server) ClusterStatus(ctx context.Context, _ *adminv1.ClusterStatusRequ
 		}
 		resp.PartitionsMoving = uint32(len(tr.Moving))
 		resp.PartitionsDone = uint32(len(tr.Done))
+		resp.TransitionGeneration = tr.Generation
+		resp.TransitionAborted = tr.Aborted
 	}
 	var (
 		mu sync.Mutex

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -41,7 +42,7 @@ streams to its new replicas and switches once they caught up.
   meridian cluster status --watch       # until every partition switched`,
 	}
 	f.bind(cmd)
-	cmd.AddCommand(newClusterPlanCmd(&f), newClusterCommitCmd(&f), newClusterStatusCmd(&f))
+	cmd.AddCommand(newClusterPlanCmd(&f), newClusterCommitCmd(&f), newClusterAbortCmd(&f), newClusterStatusCmd(&f))
 	return cmd
 }
 
@@ -129,7 +130,7 @@ func newClusterPlanCmd(f *adminFlags) *cobra.Command {
 	cmd.AddCommand(
 		step("add ID", "Add a node started with --join: it takes its share of partitions", cobra.ExactArgs(1), nodeOp("add")),
 		step("decommission ID", "Take a live node out: its partitions stream to the others, then it leaves", cobra.ExactArgs(1), nodeOp("decommission")),
-		step("remove ID", "Take a dead node out for good: its partitions are rebuilt from the other replicas", cobra.ExactArgs(1), nodeOp("remove")),
+		step("remove ID", "Take a dead node out for good: its partitions are rebuilt from the other replicas (a joining node, which owns nothing, just leaves)", cobra.ExactArgs(1), nodeOp("remove")),
 		replace,
 		step("reweight ID=WEIGHT", "Change a node's capacity weight (its share of partitions in its DC)", cobra.ExactArgs(1),
 			func(args []string) (*adminv1.PlanOp, error) {
@@ -185,6 +186,66 @@ func newClusterCommitCmd(f *adminFlags) *cobra.Command {
 			})
 		},
 	}
+}
+
+func newClusterAbortCmd(f *adminFlags) *cobra.Command {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "abort",
+		Short: "Undo the committed change in progress: switched partitions stream back, the rest stop",
+		Long: `Undo the committed change (cluster commit, or keyspace alter) in progress,
+for a change that cannot finish: a node receiving partitions is gone for
+good, so the change waits for it forever and no other plan can be
+committed. Partitions that already switched to their new replicas stream
+back to the replicas they had before and switch back as they arrive; the
+others stop moving at once. Reads and writes go on throughout, served by
+the replicas that hold each partition. Nodes that were leaving stay; a
+node that was being added stays joining (owning nothing).
+
+Without --yes it shows what would move back and changes nothing. Follow
+the undo with 'meridian cluster status --watch'. Once it is done, plan
+again: for example 'meridian cluster plan remove ID' for a node that is
+gone.
+
+  meridian cluster abort           # what would happen
+  meridian cluster abort --yes     # undo it`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withAdmin(cmd.Context(), f, func(ctx context.Context, c adminv1.AdminClient) error {
+				st, err := c.ClusterStatus(ctx, &adminv1.ClusterStatusRequest{})
+				if err != nil {
+					return err
+				}
+				if !st.InTransition {
+					return errors.New("no committed change is in progress: nothing to abort (see `meridian cluster status`)")
+				}
+				what := "the change " + formatOps(st.TransitionOps)
+				if len(st.TransitionOps) == 0 {
+					what = "the keyspace replication change"
+				}
+				if st.TransitionAborted {
+					what = "the undo of " + what + " (taking the change up again)"
+				}
+				if !yes {
+					fmt.Fprintf(cmd.OutOrStdout(), "would undo %s (generation %d): %d of %d partitions switched and would stream back; %d would stop moving\nrun again with --yes to undo it\n",
+						what, st.TransitionGeneration, st.PartitionsDone, st.PartitionsMoving, st.PartitionsMoving-st.PartitionsDone)
+					return nil
+				}
+				resp, err := c.ClusterAbort(ctx, &adminv1.ClusterAbortRequest{Generation: st.TransitionGeneration})
+				if err != nil {
+					return err
+				}
+				if f.json {
+					return printJSON(cmd.OutOrStdout(), resp)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "undoing %s at epoch %d: %s streaming back; follow progress with `meridian cluster status --watch`\n",
+					what, resp.Epoch, plural(int(resp.PartitionsMoving), "partition"))
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&yes, "yes", false, "undo the change (without it: only show what would happen)")
+	return cmd
 }
 
 func newClusterStatusCmd(f *adminFlags) *cobra.Command {
@@ -410,7 +471,11 @@ func writeClusterStatus(w io.Writer, resp *adminv1.ClusterStatusResponse, all bo
 		fmt.Fprintln(w, "no transition in progress")
 		return nil
 	}
-	fmt.Fprintf(w, "transition in progress: %s\n", formatOps(resp.TransitionOps))
+	if resp.TransitionAborted {
+		fmt.Fprintf(w, "transition in progress: undoing (aborted) %s\n", formatOps(resp.TransitionOps))
+	} else {
+		fmt.Fprintf(w, "transition in progress: %s\n", formatOps(resp.TransitionOps))
+	}
 	fmt.Fprintf(w, "partitions switched %d/%d (%s)\n", resp.PartitionsDone, resp.PartitionsMoving, percent(resp.PartitionsDone, resp.PartitionsMoving))
 	var open []*adminv1.Transfer
 	states := map[string]int{}

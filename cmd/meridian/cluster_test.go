@@ -233,6 +233,16 @@ no transition in progress
 `,
 		},
 		{
+			name: "undoing an aborted change",
+			resp: func() *adminv1.ClusterStatusResponse {
+				r := transition()
+				r.TransitionAborted = true
+				return r
+			}(),
+			has:    []string{"transition in progress: undoing (aborted) add n4; decommission n2\n"},
+			hasNot: []string{"transition in progress: add n4"},
+		},
+		{
 			name: "pending plan",
 			resp: &adminv1.ClusterStatusResponse{ClusterId: "c-7f3a", Epoch: 12, Nodes: members(), Pending: samplePlan()},
 			has: []string{

@@ -508,3 +508,86 @@ func TestProcTransferResumesAfterKill(t *testing.T) {
 	acked := mergeKeys(preload, w.stop(t))
 	readAllAtALL(t, c, c.index(t, "n4"), acked, time.Minute)
 }
+
+// TestProcAbortStuckAdd: n4's add is committed, some partitions switch to
+// it, then n4 dies for good: the change can never finish, and no other
+// plan can be committed. `cluster abort` first shows what it would do,
+// then with --yes undoes the change: the switched partitions stream back
+// to their old replicas, the transition ends, n4 is left joining, a new
+// plan is accepted, and every acknowledged write is readable at ALL.
+func TestProcAbortStuckAdd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs processes")
+	}
+	// Slow transfers, so that n4 dies with some partitions switched and
+	// others not.
+	c := startMemberCluster(t, 3, "--partitions", "16", "--transfer-bytes-per-second", "20000")
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	preload := putMany(t, c, 0, "bulk", 2000, 200)
+	w := startWriteLoad(t, c, "abort", 0, 1, 2)
+	w.waitMore(t, 20)
+
+	n4 := c.join(t, "n4", 0)
+	c.waitJoining(t, ctx, "n4", 0)
+	c.planAndCommit(t, ctx, 0, []string{"add", "n4"})
+	pollUntil(t, time.Minute, "n4 switched some partitions but not all", func() (bool, string) {
+		st, err := c.clusterStatus(ctx, 0)
+		if err != nil {
+			return false, err.Error()
+		}
+		return st.PartitionsDone >= 1 && st.PartitionsDone+2 <= st.PartitionsMoving,
+			fmt.Sprintf("%d of %d switched", st.PartitionsDone, st.PartitionsMoving)
+	})
+	n4.kill()
+	st, err := c.clusterStatus(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed n4 with %d of %d partitions switched", st.PartitionsDone, st.PartitionsMoving)
+	if _, errOut, err := c.run(ctx, "cluster", "plan", "reweight", "n1=2", "--addr", c.procs[0].addr); err == nil || !strings.Contains(errOut, "cluster abort") {
+		t.Fatalf("a plan during the stuck change: err %v, stderr %s", err, errOut)
+	}
+
+	out := c.runOK(t, ctx, "cluster", "abort", "--addr", c.procs[0].addr)
+	if !strings.Contains(out, "would undo the change add n4") || !strings.Contains(out, "--yes") {
+		t.Fatalf("cluster abort without --yes: %s", out)
+	}
+	if st, err := c.clusterStatus(ctx, 0); err != nil || !st.InTransition || st.TransitionAborted {
+		t.Fatalf("cluster abort without --yes changed something: %v, %v", st, err)
+	}
+	out = c.runOK(t, ctx, "cluster", "abort", "--yes", "--addr", c.procs[0].addr)
+	// Each switched partition has one old replica n4 displaced, which it
+	// streams back to.
+	if back := plural(int(st.PartitionsDone), "partition") + " streaming back"; !strings.Contains(out, "undoing the change add n4") || !strings.Contains(out, back) {
+		t.Fatalf("cluster abort --yes: %s (want %q)", out, back)
+	}
+	c.watchTransition(t, 0, 2*time.Minute)
+
+	st, err = c.clusterStatus(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.InTransition || memberState(st.Nodes, "n4") != "joining" {
+		t.Fatalf("after the undo: in transition %v, n4 %q", st.InTransition, memberState(st.Nodes, "n4"))
+	}
+	if _, _, err := c.run(ctx, "cluster", "abort", "--yes", "--addr", c.procs[0].addr); err == nil {
+		t.Fatal("cluster abort with nothing in progress succeeded")
+	}
+	// Plans are accepted again: the dead joiner is removed (it owns
+	// nothing, so nothing moves).
+	c.runOK(t, ctx, "cluster", "plan", "remove", "n4", "--addr", c.procs[0].addr)
+	c.commit(t, ctx, 0)
+	pollUntil(t, 30*time.Second, "n4 removed", func() (bool, string) {
+		st, err := c.clusterStatus(ctx, 0)
+		if err != nil {
+			return false, err.Error()
+		}
+		s := memberState(st.Nodes, "n4")
+		return s == "removed" && !st.InTransition, fmt.Sprintf("n4 %q, in transition %v", s, st.InTransition)
+	})
+
+	w.waitMore(t, 20)
+	acked := mergeKeys(preload, w.stop(t))
+	readAllAtALL(t, c, 1, acked, time.Minute)
+}

@@ -1253,6 +1253,105 @@ func (x *ClusterCommitResponse) GetPartitionsMoving() uint32 {
 	return 0
 }
 
+type ClusterAbortRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The generation of the change to undo (ClusterStatusResponse's
+	// transition_generation): an abort never stops another change.
+	Generation    uint64 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterAbortRequest) Reset() {
+	*x = ClusterAbortRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterAbortRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterAbortRequest) ProtoMessage() {}
+
+func (x *ClusterAbortRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterAbortRequest.ProtoReflect.Descriptor instead.
+func (*ClusterAbortRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ClusterAbortRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+type ClusterAbortResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Epoch uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Partitions that stream back to their replicas before the change.
+	PartitionsMoving uint32 `protobuf:"varint,2,opt,name=partitions_moving,json=partitionsMoving,proto3" json:"partitions_moving,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ClusterAbortResponse) Reset() {
+	*x = ClusterAbortResponse{}
+	mi := &file_admin_v1_admin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterAbortResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterAbortResponse) ProtoMessage() {}
+
+func (x *ClusterAbortResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterAbortResponse.ProtoReflect.Descriptor instead.
+func (*ClusterAbortResponse) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ClusterAbortResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ClusterAbortResponse) GetPartitionsMoving() uint32 {
+	if x != nil {
+		return x.PartitionsMoving
+	}
+	return 0
+}
+
 type Transfer struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The receiving node.
@@ -1273,7 +1372,7 @@ type Transfer struct {
 
 func (x *Transfer) Reset() {
 	*x = Transfer{}
-	mi := &file_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1285,7 +1384,7 @@ func (x *Transfer) String() string {
 func (*Transfer) ProtoMessage() {}
 
 func (x *Transfer) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1298,7 +1397,7 @@ func (x *Transfer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transfer.ProtoReflect.Descriptor instead.
 func (*Transfer) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Transfer) GetNode() string {
@@ -1372,7 +1471,7 @@ type TransfersRequest struct {
 
 func (x *TransfersRequest) Reset() {
 	*x = TransfersRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1483,7 @@ func (x *TransfersRequest) String() string {
 func (*TransfersRequest) ProtoMessage() {}
 
 func (x *TransfersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1496,7 @@ func (x *TransfersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransfersRequest.ProtoReflect.Descriptor instead.
 func (*TransfersRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 type TransfersResponse struct {
@@ -1410,7 +1509,7 @@ type TransfersResponse struct {
 
 func (x *TransfersResponse) Reset() {
 	*x = TransfersResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_admin_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1521,7 @@ func (x *TransfersResponse) String() string {
 func (*TransfersResponse) ProtoMessage() {}
 
 func (x *TransfersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_admin_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1534,7 @@ func (x *TransfersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransfersResponse.ProtoReflect.Descriptor instead.
 func (*TransfersResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *TransfersResponse) GetNode() string {
@@ -1460,7 +1559,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_admin_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1472,7 +1571,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_admin_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1485,7 +1584,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 type ClusterStatusResponse struct {
@@ -1504,14 +1603,19 @@ type ClusterStatusResponse struct {
 	// Nodes whose transfers could not be read.
 	Unreachable []string `protobuf:"bytes,10,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
 	// The pending (uncommitted) plan, if any.
-	Pending       *Plan `protobuf:"bytes,11,opt,name=pending,proto3" json:"pending,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Pending *Plan `protobuf:"bytes,11,opt,name=pending,proto3" json:"pending,omitempty"`
+	// The change in progress: its generation (for ClusterAbort) and whether
+	// it is the undo of an aborted change (transition_ops are then the
+	// steps being taken back).
+	TransitionGeneration uint64 `protobuf:"varint,12,opt,name=transition_generation,json=transitionGeneration,proto3" json:"transition_generation,omitempty"`
+	TransitionAborted    bool   `protobuf:"varint,13,opt,name=transition_aborted,json=transitionAborted,proto3" json:"transition_aborted,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_admin_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1523,7 +1627,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_admin_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1536,7 +1640,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ClusterStatusResponse) GetClusterId() string {
@@ -1616,6 +1720,20 @@ func (x *ClusterStatusResponse) GetPending() *Plan {
 	return nil
 }
 
+func (x *ClusterStatusResponse) GetTransitionGeneration() uint64 {
+	if x != nil {
+		return x.TransitionGeneration
+	}
+	return 0
+}
+
+func (x *ClusterStatusResponse) GetTransitionAborted() bool {
+	if x != nil {
+		return x.TransitionAborted
+	}
+	return false
+}
+
 type HintsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1624,7 +1742,7 @@ type HintsRequest struct {
 
 func (x *HintsRequest) Reset() {
 	*x = HintsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_admin_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1636,7 +1754,7 @@ func (x *HintsRequest) String() string {
 func (*HintsRequest) ProtoMessage() {}
 
 func (x *HintsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_admin_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1649,7 +1767,7 @@ func (x *HintsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintsRequest.ProtoReflect.Descriptor instead.
 func (*HintsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 type HintTarget struct {
@@ -1671,7 +1789,7 @@ type HintTarget struct {
 
 func (x *HintTarget) Reset() {
 	*x = HintTarget{}
-	mi := &file_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_admin_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1683,7 +1801,7 @@ func (x *HintTarget) String() string {
 func (*HintTarget) ProtoMessage() {}
 
 func (x *HintTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_admin_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1696,7 +1814,7 @@ func (x *HintTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintTarget.ProtoReflect.Descriptor instead.
 func (*HintTarget) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *HintTarget) GetTarget() string {
@@ -1760,7 +1878,7 @@ type HintsResponse struct {
 
 func (x *HintsResponse) Reset() {
 	*x = HintsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_admin_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1772,7 +1890,7 @@ func (x *HintsResponse) String() string {
 func (*HintsResponse) ProtoMessage() {}
 
 func (x *HintsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_admin_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1785,7 +1903,7 @@ func (x *HintsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintsResponse.ProtoReflect.Descriptor instead.
 func (*HintsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *HintsResponse) GetNode() string {
@@ -1818,7 +1936,7 @@ type PurgeHintsRequest struct {
 
 func (x *PurgeHintsRequest) Reset() {
 	*x = PurgeHintsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_admin_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1830,7 +1948,7 @@ func (x *PurgeHintsRequest) String() string {
 func (*PurgeHintsRequest) ProtoMessage() {}
 
 func (x *PurgeHintsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_admin_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1843,7 +1961,7 @@ func (x *PurgeHintsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeHintsRequest.ProtoReflect.Descriptor instead.
 func (*PurgeHintsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PurgeHintsRequest) GetTarget() string {
@@ -1862,7 +1980,7 @@ type PurgeHintsResponse struct {
 
 func (x *PurgeHintsResponse) Reset() {
 	*x = PurgeHintsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_admin_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1874,7 +1992,7 @@ func (x *PurgeHintsResponse) String() string {
 func (*PurgeHintsResponse) ProtoMessage() {}
 
 func (x *PurgeHintsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_admin_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1887,7 +2005,7 @@ func (x *PurgeHintsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeHintsResponse.ProtoReflect.Descriptor instead.
 func (*PurgeHintsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PurgeHintsResponse) GetPurged() uint64 {
@@ -1907,7 +2025,7 @@ type RepairStatusRequest struct {
 
 func (x *RepairStatusRequest) Reset() {
 	*x = RepairStatusRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_admin_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1919,7 +2037,7 @@ func (x *RepairStatusRequest) String() string {
 func (*RepairStatusRequest) ProtoMessage() {}
 
 func (x *RepairStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_admin_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1932,7 +2050,7 @@ func (x *RepairStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairStatusRequest.ProtoReflect.Descriptor instead.
 func (*RepairStatusRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RepairStatusRequest) GetKeyspace() string {
@@ -1960,7 +2078,7 @@ type PartitionRepair struct {
 
 func (x *PartitionRepair) Reset() {
 	*x = PartitionRepair{}
-	mi := &file_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_admin_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1972,7 +2090,7 @@ func (x *PartitionRepair) String() string {
 func (*PartitionRepair) ProtoMessage() {}
 
 func (x *PartitionRepair) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_admin_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1985,7 +2103,7 @@ func (x *PartitionRepair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionRepair.ProtoReflect.Descriptor instead.
 func (*PartitionRepair) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PartitionRepair) GetKeyspace() string {
@@ -2047,7 +2165,7 @@ type RepairStatusResponse struct {
 
 func (x *RepairStatusResponse) Reset() {
 	*x = RepairStatusResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_admin_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2059,7 +2177,7 @@ func (x *RepairStatusResponse) String() string {
 func (*RepairStatusResponse) ProtoMessage() {}
 
 func (x *RepairStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_admin_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2072,7 +2190,7 @@ func (x *RepairStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairStatusResponse.ProtoReflect.Descriptor instead.
 func (*RepairStatusResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RepairStatusResponse) GetNode() string {
@@ -2101,7 +2219,7 @@ type RepairRunRequest struct {
 
 func (x *RepairRunRequest) Reset() {
 	*x = RepairRunRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_admin_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2113,7 +2231,7 @@ func (x *RepairRunRequest) String() string {
 func (*RepairRunRequest) ProtoMessage() {}
 
 func (x *RepairRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_admin_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2126,7 +2244,7 @@ func (x *RepairRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairRunRequest.ProtoReflect.Descriptor instead.
 func (*RepairRunRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RepairRunRequest) GetKeyspace() string {
@@ -2157,7 +2275,7 @@ type RepairProgress struct {
 
 func (x *RepairProgress) Reset() {
 	*x = RepairProgress{}
-	mi := &file_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_admin_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2169,7 +2287,7 @@ func (x *RepairProgress) String() string {
 func (*RepairProgress) ProtoMessage() {}
 
 func (x *RepairProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_admin_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2182,7 +2300,7 @@ func (x *RepairProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairProgress.ProtoReflect.Descriptor instead.
 func (*RepairProgress) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RepairProgress) GetPartitionsDone() uint32 {
@@ -2239,7 +2357,7 @@ type ReplicaGetRequest struct {
 
 func (x *ReplicaGetRequest) Reset() {
 	*x = ReplicaGetRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_admin_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2251,7 +2369,7 @@ func (x *ReplicaGetRequest) String() string {
 func (*ReplicaGetRequest) ProtoMessage() {}
 
 func (x *ReplicaGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_admin_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2264,7 +2382,7 @@ func (x *ReplicaGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaGetRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaGetRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReplicaGetRequest) GetNode() string {
@@ -2300,7 +2418,7 @@ type ReplicaGetResponse struct {
 
 func (x *ReplicaGetResponse) Reset() {
 	*x = ReplicaGetResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_admin_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2312,7 +2430,7 @@ func (x *ReplicaGetResponse) String() string {
 func (*ReplicaGetResponse) ProtoMessage() {}
 
 func (x *ReplicaGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_admin_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2325,7 +2443,7 @@ func (x *ReplicaGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaGetResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaGetResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReplicaGetResponse) GetNode() string {
@@ -2357,7 +2475,7 @@ type ReloadSecretsRequest struct {
 
 func (x *ReloadSecretsRequest) Reset() {
 	*x = ReloadSecretsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_admin_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2369,7 +2487,7 @@ func (x *ReloadSecretsRequest) String() string {
 func (*ReloadSecretsRequest) ProtoMessage() {}
 
 func (x *ReloadSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_admin_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2382,7 +2500,7 @@ func (x *ReloadSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ReloadSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 type ReloadSecretsResponse struct {
@@ -2396,7 +2514,7 @@ type ReloadSecretsResponse struct {
 
 func (x *ReloadSecretsResponse) Reset() {
 	*x = ReloadSecretsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_admin_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2408,7 +2526,7 @@ func (x *ReloadSecretsResponse) String() string {
 func (*ReloadSecretsResponse) ProtoMessage() {}
 
 func (x *ReloadSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_admin_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2421,7 +2539,7 @@ func (x *ReloadSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ReloadSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReloadSecretsResponse) GetNode() string {
@@ -2461,7 +2579,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_admin_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2473,7 +2591,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_admin_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2486,7 +2604,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Node) GetId() string {
@@ -2567,7 +2685,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_admin_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2579,7 +2697,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_admin_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2592,7 +2710,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 type StatusResponse struct {
@@ -2610,7 +2728,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_admin_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2622,7 +2740,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_admin_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2635,7 +2753,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *StatusResponse) GetNode() string {
@@ -2688,7 +2806,7 @@ type RingRequest struct {
 
 func (x *RingRequest) Reset() {
 	*x = RingRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_admin_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2700,7 +2818,7 @@ func (x *RingRequest) String() string {
 func (*RingRequest) ProtoMessage() {}
 
 func (x *RingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_admin_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2713,7 +2831,7 @@ func (x *RingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingRequest.ProtoReflect.Descriptor instead.
 func (*RingRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 type KeyspaceShare struct {
@@ -2729,7 +2847,7 @@ type KeyspaceShare struct {
 
 func (x *KeyspaceShare) Reset() {
 	*x = KeyspaceShare{}
-	mi := &file_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_admin_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2741,7 +2859,7 @@ func (x *KeyspaceShare) String() string {
 func (*KeyspaceShare) ProtoMessage() {}
 
 func (x *KeyspaceShare) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_admin_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2754,7 +2872,7 @@ func (x *KeyspaceShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyspaceShare.ProtoReflect.Descriptor instead.
 func (*KeyspaceShare) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *KeyspaceShare) GetKeyspace() string {
@@ -2794,7 +2912,7 @@ type RingNode struct {
 
 func (x *RingNode) Reset() {
 	*x = RingNode{}
-	mi := &file_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_admin_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2806,7 +2924,7 @@ func (x *RingNode) String() string {
 func (*RingNode) ProtoMessage() {}
 
 func (x *RingNode) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_admin_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2819,7 +2937,7 @@ func (x *RingNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingNode.ProtoReflect.Descriptor instead.
 func (*RingNode) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RingNode) GetNode() *Node {
@@ -2868,7 +2986,7 @@ type RingResponse struct {
 
 func (x *RingResponse) Reset() {
 	*x = RingResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_admin_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2880,7 +2998,7 @@ func (x *RingResponse) String() string {
 func (*RingResponse) ProtoMessage() {}
 
 func (x *RingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_admin_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2893,7 +3011,7 @@ func (x *RingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingResponse.ProtoReflect.Descriptor instead.
 func (*RingResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *RingResponse) GetPartitions() uint32 {
@@ -2927,7 +3045,7 @@ type EndpointsRequest struct {
 
 func (x *EndpointsRequest) Reset() {
 	*x = EndpointsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_admin_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2939,7 +3057,7 @@ func (x *EndpointsRequest) String() string {
 func (*EndpointsRequest) ProtoMessage() {}
 
 func (x *EndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_admin_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2952,7 +3070,7 @@ func (x *EndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointsRequest.ProtoReflect.Descriptor instead.
 func (*EndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *EndpointsRequest) GetKeyspace() string {
@@ -2982,7 +3100,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_admin_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2994,7 +3112,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_admin_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3007,7 +3125,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *Endpoint) GetNode() string {
@@ -3060,7 +3178,7 @@ type EndpointsResponse struct {
 
 func (x *EndpointsResponse) Reset() {
 	*x = EndpointsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_admin_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3072,7 +3190,7 @@ func (x *EndpointsResponse) String() string {
 func (*EndpointsResponse) ProtoMessage() {}
 
 func (x *EndpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_admin_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3085,7 +3203,7 @@ func (x *EndpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointsResponse.ProtoReflect.Descriptor instead.
 func (*EndpointsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *EndpointsResponse) GetKeyspace() string {
@@ -3142,7 +3260,7 @@ type Keyspace struct {
 
 func (x *Keyspace) Reset() {
 	*x = Keyspace{}
-	mi := &file_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_admin_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3154,7 +3272,7 @@ func (x *Keyspace) String() string {
 func (*Keyspace) ProtoMessage() {}
 
 func (x *Keyspace) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_admin_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3167,7 +3285,7 @@ func (x *Keyspace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Keyspace.ProtoReflect.Descriptor instead.
 func (*Keyspace) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *Keyspace) GetName() string {
@@ -3227,7 +3345,7 @@ type ListKeyspacesRequest struct {
 
 func (x *ListKeyspacesRequest) Reset() {
 	*x = ListKeyspacesRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_admin_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3239,7 +3357,7 @@ func (x *ListKeyspacesRequest) String() string {
 func (*ListKeyspacesRequest) ProtoMessage() {}
 
 func (x *ListKeyspacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_admin_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3252,7 +3370,7 @@ func (x *ListKeyspacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeyspacesRequest.ProtoReflect.Descriptor instead.
 func (*ListKeyspacesRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 type ListKeyspacesResponse struct {
@@ -3264,7 +3382,7 @@ type ListKeyspacesResponse struct {
 
 func (x *ListKeyspacesResponse) Reset() {
 	*x = ListKeyspacesResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_admin_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3276,7 +3394,7 @@ func (x *ListKeyspacesResponse) String() string {
 func (*ListKeyspacesResponse) ProtoMessage() {}
 
 func (x *ListKeyspacesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_admin_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3289,7 +3407,7 @@ func (x *ListKeyspacesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeyspacesResponse.ProtoReflect.Descriptor instead.
 func (*ListKeyspacesResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListKeyspacesResponse) GetKeyspaces() []*Keyspace {
@@ -3311,7 +3429,7 @@ type CreateKeyspaceRequest struct {
 
 func (x *CreateKeyspaceRequest) Reset() {
 	*x = CreateKeyspaceRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_admin_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3323,7 +3441,7 @@ func (x *CreateKeyspaceRequest) String() string {
 func (*CreateKeyspaceRequest) ProtoMessage() {}
 
 func (x *CreateKeyspaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_admin_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3336,7 +3454,7 @@ func (x *CreateKeyspaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyspaceRequest.ProtoReflect.Descriptor instead.
 func (*CreateKeyspaceRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *CreateKeyspaceRequest) GetKeyspace() *Keyspace {
@@ -3364,7 +3482,7 @@ type CreateKeyspaceResponse struct {
 
 func (x *CreateKeyspaceResponse) Reset() {
 	*x = CreateKeyspaceResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_admin_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3376,7 +3494,7 @@ func (x *CreateKeyspaceResponse) String() string {
 func (*CreateKeyspaceResponse) ProtoMessage() {}
 
 func (x *CreateKeyspaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_admin_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3389,7 +3507,7 @@ func (x *CreateKeyspaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyspaceResponse.ProtoReflect.Descriptor instead.
 func (*CreateKeyspaceResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *CreateKeyspaceResponse) GetKeyspace() *Keyspace {
@@ -3491,6 +3609,13 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\x14ClusterCommitRequest\"Z\n" +
 	"\x15ClusterCommitResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12+\n" +
+	"\x11partitions_moving\x18\x02 \x01(\rR\x10partitionsMoving\"5\n" +
+	"\x13ClusterAbortRequest\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\"Y\n" +
+	"\x14ClusterAbortResponse\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12+\n" +
 	"\x11partitions_moving\x18\x02 \x01(\rR\x10partitionsMoving\"\xf0\x01\n" +
 	"\bTransfer\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1a\n" +
@@ -3506,7 +3631,7 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\x11TransfersResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x120\n" +
 	"\ttransfers\x18\x02 \x03(\v2\x12.admin.v1.TransferR\ttransfers\"\x16\n" +
-	"\x14ClusterStatusRequest\"\xbc\x03\n" +
+	"\x14ClusterStatusRequest\"\xa0\x04\n" +
 	"\x15ClusterStatusResponse\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x14\n" +
@@ -3520,7 +3645,9 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\ttransfers\x18\t \x03(\v2\x12.admin.v1.TransferR\ttransfers\x12 \n" +
 	"\vunreachable\x18\n" +
 	" \x03(\tR\vunreachable\x12(\n" +
-	"\apending\x18\v \x01(\v2\x0e.admin.v1.PlanR\apending\"\x0e\n" +
+	"\apending\x18\v \x01(\v2\x0e.admin.v1.PlanR\apending\x123\n" +
+	"\x15transition_generation\x18\f \x01(\x04R\x14transitionGeneration\x12-\n" +
+	"\x12transition_aborted\x18\r \x01(\bR\x11transitionAborted\"\x0e\n" +
 	"\fHintsRequest\"\xdb\x01\n" +
 	"\n" +
 	"HintTarget\x12\x16\n" +
@@ -3656,7 +3783,7 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"local_only\x18\x02 \x01(\bR\tlocalOnly\"b\n" +
 	"\x16CreateKeyspaceResponse\x12.\n" +
 	"\bkeyspace\x18\x01 \x01(\v2\x12.admin.v1.KeyspaceR\bkeyspace\x12\x18\n" +
-	"\aapplied\x18\x02 \x03(\tR\aapplied2\x81\r\n" +
+	"\aapplied\x18\x02 \x03(\tR\aapplied2\xd0\r\n" +
 	"\x05Admin\x12;\n" +
 	"\x06Status\x12\x17.admin.v1.StatusRequest\x1a\x18.admin.v1.StatusResponse\x125\n" +
 	"\x04Ring\x12\x15.admin.v1.RingRequest\x1a\x16.admin.v1.RingResponse\x12D\n" +
@@ -3676,7 +3803,8 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\vClusterPlan\x12\x1c.admin.v1.ClusterPlanRequest\x1a\x1d.admin.v1.ClusterPlanResponse\x12R\n" +
 	"\x0fClusterPlanShow\x12 .admin.v1.ClusterPlanShowRequest\x1a\x1d.admin.v1.ClusterPlanResponse\x12Y\n" +
 	"\x10ClusterPlanClear\x12!.admin.v1.ClusterPlanClearRequest\x1a\".admin.v1.ClusterPlanClearResponse\x12P\n" +
-	"\rClusterCommit\x12\x1e.admin.v1.ClusterCommitRequest\x1a\x1f.admin.v1.ClusterCommitResponse\x12P\n" +
+	"\rClusterCommit\x12\x1e.admin.v1.ClusterCommitRequest\x1a\x1f.admin.v1.ClusterCommitResponse\x12M\n" +
+	"\fClusterAbort\x12\x1d.admin.v1.ClusterAbortRequest\x1a\x1e.admin.v1.ClusterAbortResponse\x12P\n" +
 	"\rClusterStatus\x12\x1e.admin.v1.ClusterStatusRequest\x1a\x1f.admin.v1.ClusterStatusResponse\x12D\n" +
 	"\tTransfers\x12\x1a.admin.v1.TransfersRequest\x1a\x1b.admin.v1.TransfersResponse\x12J\n" +
 	"\vInjectFault\x12\x1c.admin.v1.InjectFaultRequest\x1a\x1d.admin.v1.InjectFaultResponse\x12G\n" +
@@ -3696,7 +3824,7 @@ func file_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_admin_v1_admin_proto_rawDescData
 }
 
-var file_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
 var file_admin_v1_admin_proto_goTypes = []any{
 	(*Fault)(nil),                    // 0: admin.v1.Fault
 	(*InjectFaultRequest)(nil),       // 1: admin.v1.InjectFaultRequest
@@ -3720,118 +3848,122 @@ var file_admin_v1_admin_proto_goTypes = []any{
 	(*ClusterPlanClearResponse)(nil), // 19: admin.v1.ClusterPlanClearResponse
 	(*ClusterCommitRequest)(nil),     // 20: admin.v1.ClusterCommitRequest
 	(*ClusterCommitResponse)(nil),    // 21: admin.v1.ClusterCommitResponse
-	(*Transfer)(nil),                 // 22: admin.v1.Transfer
-	(*TransfersRequest)(nil),         // 23: admin.v1.TransfersRequest
-	(*TransfersResponse)(nil),        // 24: admin.v1.TransfersResponse
-	(*ClusterStatusRequest)(nil),     // 25: admin.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),    // 26: admin.v1.ClusterStatusResponse
-	(*HintsRequest)(nil),             // 27: admin.v1.HintsRequest
-	(*HintTarget)(nil),               // 28: admin.v1.HintTarget
-	(*HintsResponse)(nil),            // 29: admin.v1.HintsResponse
-	(*PurgeHintsRequest)(nil),        // 30: admin.v1.PurgeHintsRequest
-	(*PurgeHintsResponse)(nil),       // 31: admin.v1.PurgeHintsResponse
-	(*RepairStatusRequest)(nil),      // 32: admin.v1.RepairStatusRequest
-	(*PartitionRepair)(nil),          // 33: admin.v1.PartitionRepair
-	(*RepairStatusResponse)(nil),     // 34: admin.v1.RepairStatusResponse
-	(*RepairRunRequest)(nil),         // 35: admin.v1.RepairRunRequest
-	(*RepairProgress)(nil),           // 36: admin.v1.RepairProgress
-	(*ReplicaGetRequest)(nil),        // 37: admin.v1.ReplicaGetRequest
-	(*ReplicaGetResponse)(nil),       // 38: admin.v1.ReplicaGetResponse
-	(*ReloadSecretsRequest)(nil),     // 39: admin.v1.ReloadSecretsRequest
-	(*ReloadSecretsResponse)(nil),    // 40: admin.v1.ReloadSecretsResponse
-	(*Node)(nil),                     // 41: admin.v1.Node
-	(*StatusRequest)(nil),            // 42: admin.v1.StatusRequest
-	(*StatusResponse)(nil),           // 43: admin.v1.StatusResponse
-	(*RingRequest)(nil),              // 44: admin.v1.RingRequest
-	(*KeyspaceShare)(nil),            // 45: admin.v1.KeyspaceShare
-	(*RingNode)(nil),                 // 46: admin.v1.RingNode
-	(*RingResponse)(nil),             // 47: admin.v1.RingResponse
-	(*EndpointsRequest)(nil),         // 48: admin.v1.EndpointsRequest
-	(*Endpoint)(nil),                 // 49: admin.v1.Endpoint
-	(*EndpointsResponse)(nil),        // 50: admin.v1.EndpointsResponse
-	(*Keyspace)(nil),                 // 51: admin.v1.Keyspace
-	(*ListKeyspacesRequest)(nil),     // 52: admin.v1.ListKeyspacesRequest
-	(*ListKeyspacesResponse)(nil),    // 53: admin.v1.ListKeyspacesResponse
-	(*CreateKeyspaceRequest)(nil),    // 54: admin.v1.CreateKeyspaceRequest
-	(*CreateKeyspaceResponse)(nil),   // 55: admin.v1.CreateKeyspaceResponse
-	nil,                              // 56: admin.v1.Keyspace.ReplicationEntry
-	(*v1.Sibling)(nil),               // 57: kv.v1.Sibling
+	(*ClusterAbortRequest)(nil),      // 22: admin.v1.ClusterAbortRequest
+	(*ClusterAbortResponse)(nil),     // 23: admin.v1.ClusterAbortResponse
+	(*Transfer)(nil),                 // 24: admin.v1.Transfer
+	(*TransfersRequest)(nil),         // 25: admin.v1.TransfersRequest
+	(*TransfersResponse)(nil),        // 26: admin.v1.TransfersResponse
+	(*ClusterStatusRequest)(nil),     // 27: admin.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),    // 28: admin.v1.ClusterStatusResponse
+	(*HintsRequest)(nil),             // 29: admin.v1.HintsRequest
+	(*HintTarget)(nil),               // 30: admin.v1.HintTarget
+	(*HintsResponse)(nil),            // 31: admin.v1.HintsResponse
+	(*PurgeHintsRequest)(nil),        // 32: admin.v1.PurgeHintsRequest
+	(*PurgeHintsResponse)(nil),       // 33: admin.v1.PurgeHintsResponse
+	(*RepairStatusRequest)(nil),      // 34: admin.v1.RepairStatusRequest
+	(*PartitionRepair)(nil),          // 35: admin.v1.PartitionRepair
+	(*RepairStatusResponse)(nil),     // 36: admin.v1.RepairStatusResponse
+	(*RepairRunRequest)(nil),         // 37: admin.v1.RepairRunRequest
+	(*RepairProgress)(nil),           // 38: admin.v1.RepairProgress
+	(*ReplicaGetRequest)(nil),        // 39: admin.v1.ReplicaGetRequest
+	(*ReplicaGetResponse)(nil),       // 40: admin.v1.ReplicaGetResponse
+	(*ReloadSecretsRequest)(nil),     // 41: admin.v1.ReloadSecretsRequest
+	(*ReloadSecretsResponse)(nil),    // 42: admin.v1.ReloadSecretsResponse
+	(*Node)(nil),                     // 43: admin.v1.Node
+	(*StatusRequest)(nil),            // 44: admin.v1.StatusRequest
+	(*StatusResponse)(nil),           // 45: admin.v1.StatusResponse
+	(*RingRequest)(nil),              // 46: admin.v1.RingRequest
+	(*KeyspaceShare)(nil),            // 47: admin.v1.KeyspaceShare
+	(*RingNode)(nil),                 // 48: admin.v1.RingNode
+	(*RingResponse)(nil),             // 49: admin.v1.RingResponse
+	(*EndpointsRequest)(nil),         // 50: admin.v1.EndpointsRequest
+	(*Endpoint)(nil),                 // 51: admin.v1.Endpoint
+	(*EndpointsResponse)(nil),        // 52: admin.v1.EndpointsResponse
+	(*Keyspace)(nil),                 // 53: admin.v1.Keyspace
+	(*ListKeyspacesRequest)(nil),     // 54: admin.v1.ListKeyspacesRequest
+	(*ListKeyspacesResponse)(nil),    // 55: admin.v1.ListKeyspacesResponse
+	(*CreateKeyspaceRequest)(nil),    // 56: admin.v1.CreateKeyspaceRequest
+	(*CreateKeyspaceResponse)(nil),   // 57: admin.v1.CreateKeyspaceResponse
+	nil,                              // 58: admin.v1.Keyspace.ReplicationEntry
+	(*v1.Sibling)(nil),               // 59: kv.v1.Sibling
 }
 var file_admin_v1_admin_proto_depIdxs = []int32{
 	0,  // 0: admin.v1.InjectFaultRequest.fault:type_name -> admin.v1.Fault
 	0,  // 1: admin.v1.InjectFaultResponse.fault:type_name -> admin.v1.Fault
 	0,  // 2: admin.v1.NodeFaults.faults:type_name -> admin.v1.Fault
 	4,  // 3: admin.v1.ListFaultsResponse.nodes:type_name -> admin.v1.NodeFaults
-	51, // 4: admin.v1.AlterKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
-	51, // 5: admin.v1.AlterKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
+	53, // 4: admin.v1.AlterKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
+	53, // 5: admin.v1.AlterKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
 	12, // 6: admin.v1.Plan.ops:type_name -> admin.v1.PlanOp
 	13, // 7: admin.v1.Plan.moves:type_name -> admin.v1.PlanMove
 	12, // 8: admin.v1.ClusterPlanRequest.op:type_name -> admin.v1.PlanOp
 	14, // 9: admin.v1.ClusterPlanResponse.plan:type_name -> admin.v1.Plan
-	22, // 10: admin.v1.TransfersResponse.transfers:type_name -> admin.v1.Transfer
-	41, // 11: admin.v1.ClusterStatusResponse.nodes:type_name -> admin.v1.Node
+	24, // 10: admin.v1.TransfersResponse.transfers:type_name -> admin.v1.Transfer
+	43, // 11: admin.v1.ClusterStatusResponse.nodes:type_name -> admin.v1.Node
 	12, // 12: admin.v1.ClusterStatusResponse.transition_ops:type_name -> admin.v1.PlanOp
-	22, // 13: admin.v1.ClusterStatusResponse.transfers:type_name -> admin.v1.Transfer
+	24, // 13: admin.v1.ClusterStatusResponse.transfers:type_name -> admin.v1.Transfer
 	14, // 14: admin.v1.ClusterStatusResponse.pending:type_name -> admin.v1.Plan
-	28, // 15: admin.v1.HintsResponse.targets:type_name -> admin.v1.HintTarget
-	33, // 16: admin.v1.RepairStatusResponse.partitions:type_name -> admin.v1.PartitionRepair
-	57, // 17: admin.v1.ReplicaGetResponse.siblings:type_name -> kv.v1.Sibling
-	41, // 18: admin.v1.StatusResponse.nodes:type_name -> admin.v1.Node
-	41, // 19: admin.v1.RingNode.node:type_name -> admin.v1.Node
-	45, // 20: admin.v1.RingNode.keyspaces:type_name -> admin.v1.KeyspaceShare
-	46, // 21: admin.v1.RingResponse.nodes:type_name -> admin.v1.RingNode
-	49, // 22: admin.v1.EndpointsResponse.replicas:type_name -> admin.v1.Endpoint
-	49, // 23: admin.v1.EndpointsResponse.fallbacks:type_name -> admin.v1.Endpoint
-	56, // 24: admin.v1.Keyspace.replication:type_name -> admin.v1.Keyspace.ReplicationEntry
-	51, // 25: admin.v1.ListKeyspacesResponse.keyspaces:type_name -> admin.v1.Keyspace
-	51, // 26: admin.v1.CreateKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
-	51, // 27: admin.v1.CreateKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
-	42, // 28: admin.v1.Admin.Status:input_type -> admin.v1.StatusRequest
-	44, // 29: admin.v1.Admin.Ring:input_type -> admin.v1.RingRequest
-	48, // 30: admin.v1.Admin.Endpoints:input_type -> admin.v1.EndpointsRequest
-	52, // 31: admin.v1.Admin.ListKeyspaces:input_type -> admin.v1.ListKeyspacesRequest
-	54, // 32: admin.v1.Admin.CreateKeyspace:input_type -> admin.v1.CreateKeyspaceRequest
-	39, // 33: admin.v1.Admin.ReloadSecrets:input_type -> admin.v1.ReloadSecretsRequest
-	27, // 34: admin.v1.Admin.Hints:input_type -> admin.v1.HintsRequest
-	30, // 35: admin.v1.Admin.PurgeHints:input_type -> admin.v1.PurgeHintsRequest
-	32, // 36: admin.v1.Admin.RepairStatus:input_type -> admin.v1.RepairStatusRequest
-	35, // 37: admin.v1.Admin.RepairRun:input_type -> admin.v1.RepairRunRequest
-	37, // 38: admin.v1.Admin.ReplicaGet:input_type -> admin.v1.ReplicaGetRequest
+	30, // 15: admin.v1.HintsResponse.targets:type_name -> admin.v1.HintTarget
+	35, // 16: admin.v1.RepairStatusResponse.partitions:type_name -> admin.v1.PartitionRepair
+	59, // 17: admin.v1.ReplicaGetResponse.siblings:type_name -> kv.v1.Sibling
+	43, // 18: admin.v1.StatusResponse.nodes:type_name -> admin.v1.Node
+	43, // 19: admin.v1.RingNode.node:type_name -> admin.v1.Node
+	47, // 20: admin.v1.RingNode.keyspaces:type_name -> admin.v1.KeyspaceShare
+	48, // 21: admin.v1.RingResponse.nodes:type_name -> admin.v1.RingNode
+	51, // 22: admin.v1.EndpointsResponse.replicas:type_name -> admin.v1.Endpoint
+	51, // 23: admin.v1.EndpointsResponse.fallbacks:type_name -> admin.v1.Endpoint
+	58, // 24: admin.v1.Keyspace.replication:type_name -> admin.v1.Keyspace.ReplicationEntry
+	53, // 25: admin.v1.ListKeyspacesResponse.keyspaces:type_name -> admin.v1.Keyspace
+	53, // 26: admin.v1.CreateKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
+	53, // 27: admin.v1.CreateKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
+	44, // 28: admin.v1.Admin.Status:input_type -> admin.v1.StatusRequest
+	46, // 29: admin.v1.Admin.Ring:input_type -> admin.v1.RingRequest
+	50, // 30: admin.v1.Admin.Endpoints:input_type -> admin.v1.EndpointsRequest
+	54, // 31: admin.v1.Admin.ListKeyspaces:input_type -> admin.v1.ListKeyspacesRequest
+	56, // 32: admin.v1.Admin.CreateKeyspace:input_type -> admin.v1.CreateKeyspaceRequest
+	41, // 33: admin.v1.Admin.ReloadSecrets:input_type -> admin.v1.ReloadSecretsRequest
+	29, // 34: admin.v1.Admin.Hints:input_type -> admin.v1.HintsRequest
+	32, // 35: admin.v1.Admin.PurgeHints:input_type -> admin.v1.PurgeHintsRequest
+	34, // 36: admin.v1.Admin.RepairStatus:input_type -> admin.v1.RepairStatusRequest
+	37, // 37: admin.v1.Admin.RepairRun:input_type -> admin.v1.RepairRunRequest
+	39, // 38: admin.v1.Admin.ReplicaGet:input_type -> admin.v1.ReplicaGetRequest
 	8,  // 39: admin.v1.Admin.AlterKeyspace:input_type -> admin.v1.AlterKeyspaceRequest
 	10, // 40: admin.v1.Admin.DropKeyspace:input_type -> admin.v1.DropKeyspaceRequest
 	15, // 41: admin.v1.Admin.ClusterPlan:input_type -> admin.v1.ClusterPlanRequest
 	16, // 42: admin.v1.Admin.ClusterPlanShow:input_type -> admin.v1.ClusterPlanShowRequest
 	18, // 43: admin.v1.Admin.ClusterPlanClear:input_type -> admin.v1.ClusterPlanClearRequest
 	20, // 44: admin.v1.Admin.ClusterCommit:input_type -> admin.v1.ClusterCommitRequest
-	25, // 45: admin.v1.Admin.ClusterStatus:input_type -> admin.v1.ClusterStatusRequest
-	23, // 46: admin.v1.Admin.Transfers:input_type -> admin.v1.TransfersRequest
-	1,  // 47: admin.v1.Admin.InjectFault:input_type -> admin.v1.InjectFaultRequest
-	3,  // 48: admin.v1.Admin.ListFaults:input_type -> admin.v1.ListFaultsRequest
-	6,  // 49: admin.v1.Admin.ClearFaults:input_type -> admin.v1.ClearFaultsRequest
-	43, // 50: admin.v1.Admin.Status:output_type -> admin.v1.StatusResponse
-	47, // 51: admin.v1.Admin.Ring:output_type -> admin.v1.RingResponse
-	50, // 52: admin.v1.Admin.Endpoints:output_type -> admin.v1.EndpointsResponse
-	53, // 53: admin.v1.Admin.ListKeyspaces:output_type -> admin.v1.ListKeyspacesResponse
-	55, // 54: admin.v1.Admin.CreateKeyspace:output_type -> admin.v1.CreateKeyspaceResponse
-	40, // 55: admin.v1.Admin.ReloadSecrets:output_type -> admin.v1.ReloadSecretsResponse
-	29, // 56: admin.v1.Admin.Hints:output_type -> admin.v1.HintsResponse
-	31, // 57: admin.v1.Admin.PurgeHints:output_type -> admin.v1.PurgeHintsResponse
-	34, // 58: admin.v1.Admin.RepairStatus:output_type -> admin.v1.RepairStatusResponse
-	36, // 59: admin.v1.Admin.RepairRun:output_type -> admin.v1.RepairProgress
-	38, // 60: admin.v1.Admin.ReplicaGet:output_type -> admin.v1.ReplicaGetResponse
-	9,  // 61: admin.v1.Admin.AlterKeyspace:output_type -> admin.v1.AlterKeyspaceResponse
-	11, // 62: admin.v1.Admin.DropKeyspace:output_type -> admin.v1.DropKeyspaceResponse
-	17, // 63: admin.v1.Admin.ClusterPlan:output_type -> admin.v1.ClusterPlanResponse
-	17, // 64: admin.v1.Admin.ClusterPlanShow:output_type -> admin.v1.ClusterPlanResponse
-	19, // 65: admin.v1.Admin.ClusterPlanClear:output_type -> admin.v1.ClusterPlanClearResponse
-	21, // 66: admin.v1.Admin.ClusterCommit:output_type -> admin.v1.ClusterCommitResponse
-	26, // 67: admin.v1.Admin.ClusterStatus:output_type -> admin.v1.ClusterStatusResponse
-	24, // 68: admin.v1.Admin.Transfers:output_type -> admin.v1.TransfersResponse
-	2,  // 69: admin.v1.Admin.InjectFault:output_type -> admin.v1.InjectFaultResponse
-	5,  // 70: admin.v1.Admin.ListFaults:output_type -> admin.v1.ListFaultsResponse
-	7,  // 71: admin.v1.Admin.ClearFaults:output_type -> admin.v1.ClearFaultsResponse
-	50, // [50:72] is the sub-list for method output_type
-	28, // [28:50] is the sub-list for method input_type
+	22, // 45: admin.v1.Admin.ClusterAbort:input_type -> admin.v1.ClusterAbortRequest
+	27, // 46: admin.v1.Admin.ClusterStatus:input_type -> admin.v1.ClusterStatusRequest
+	25, // 47: admin.v1.Admin.Transfers:input_type -> admin.v1.TransfersRequest
+	1,  // 48: admin.v1.Admin.InjectFault:input_type -> admin.v1.InjectFaultRequest
+	3,  // 49: admin.v1.Admin.ListFaults:input_type -> admin.v1.ListFaultsRequest
+	6,  // 50: admin.v1.Admin.ClearFaults:input_type -> admin.v1.ClearFaultsRequest
+	45, // 51: admin.v1.Admin.Status:output_type -> admin.v1.StatusResponse
+	49, // 52: admin.v1.Admin.Ring:output_type -> admin.v1.RingResponse
+	52, // 53: admin.v1.Admin.Endpoints:output_type -> admin.v1.EndpointsResponse
+	55, // 54: admin.v1.Admin.ListKeyspaces:output_type -> admin.v1.ListKeyspacesResponse
+	57, // 55: admin.v1.Admin.CreateKeyspace:output_type -> admin.v1.CreateKeyspaceResponse
+	42, // 56: admin.v1.Admin.ReloadSecrets:output_type -> admin.v1.ReloadSecretsResponse
+	31, // 57: admin.v1.Admin.Hints:output_type -> admin.v1.HintsResponse
+	33, // 58: admin.v1.Admin.PurgeHints:output_type -> admin.v1.PurgeHintsResponse
+	36, // 59: admin.v1.Admin.RepairStatus:output_type -> admin.v1.RepairStatusResponse
+	38, // 60: admin.v1.Admin.RepairRun:output_type -> admin.v1.RepairProgress
+	40, // 61: admin.v1.Admin.ReplicaGet:output_type -> admin.v1.ReplicaGetResponse
+	9,  // 62: admin.v1.Admin.AlterKeyspace:output_type -> admin.v1.AlterKeyspaceResponse
+	11, // 63: admin.v1.Admin.DropKeyspace:output_type -> admin.v1.DropKeyspaceResponse
+	17, // 64: admin.v1.Admin.ClusterPlan:output_type -> admin.v1.ClusterPlanResponse
+	17, // 65: admin.v1.Admin.ClusterPlanShow:output_type -> admin.v1.ClusterPlanResponse
+	19, // 66: admin.v1.Admin.ClusterPlanClear:output_type -> admin.v1.ClusterPlanClearResponse
+	21, // 67: admin.v1.Admin.ClusterCommit:output_type -> admin.v1.ClusterCommitResponse
+	23, // 68: admin.v1.Admin.ClusterAbort:output_type -> admin.v1.ClusterAbortResponse
+	28, // 69: admin.v1.Admin.ClusterStatus:output_type -> admin.v1.ClusterStatusResponse
+	26, // 70: admin.v1.Admin.Transfers:output_type -> admin.v1.TransfersResponse
+	2,  // 71: admin.v1.Admin.InjectFault:output_type -> admin.v1.InjectFaultResponse
+	5,  // 72: admin.v1.Admin.ListFaults:output_type -> admin.v1.ListFaultsResponse
+	7,  // 73: admin.v1.Admin.ClearFaults:output_type -> admin.v1.ClearFaultsResponse
+	51, // [51:74] is the sub-list for method output_type
+	28, // [28:51] is the sub-list for method input_type
 	28, // [28:28] is the sub-list for extension type_name
 	28, // [28:28] is the sub-list for extension extendee
 	0,  // [0:28] is the sub-list for field type_name
@@ -3848,7 +3980,7 @@ func file_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_v1_admin_proto_rawDesc), len(file_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   57,
+			NumMessages:   59,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -39,6 +39,7 @@ const (
 	Admin_ClusterPlanShow_FullMethodName  = "/admin.v1.Admin/ClusterPlanShow"
 	Admin_ClusterPlanClear_FullMethodName = "/admin.v1.Admin/ClusterPlanClear"
 	Admin_ClusterCommit_FullMethodName    = "/admin.v1.Admin/ClusterCommit"
+	Admin_ClusterAbort_FullMethodName     = "/admin.v1.Admin/ClusterAbort"
 	Admin_ClusterStatus_FullMethodName    = "/admin.v1.Admin/ClusterStatus"
 	Admin_Transfers_FullMethodName        = "/admin.v1.Admin/Transfers"
 	Admin_InjectFault_FullMethodName      = "/admin.v1.Admin/InjectFault"
@@ -96,6 +97,12 @@ type AdminClient interface {
 	// ClusterCommit starts the pending plan: partitions stream to their
 	// new owners and switch one by one.
 	ClusterCommit(ctx context.Context, in *ClusterCommitRequest, opts ...grpc.CallOption) (*ClusterCommitResponse, error)
+	// ClusterAbort undoes the committed change in progress: partitions that
+	// already switched stream back to their replicas before the change, the
+	// rest stop moving, leaving nodes stay. For a change that cannot finish
+	// (a receiving node gone for good). Refused (FAILED_PRECONDITION) when
+	// no change is in progress or generation is not the one in progress.
+	ClusterAbort(ctx context.Context, in *ClusterAbortRequest, opts ...grpc.CallOption) (*ClusterAbortResponse, error)
 	// ClusterStatus reports members, the Raft group, and the transition in
 	// progress with every node's transfers.
 	ClusterStatus(ctx context.Context, in *ClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatusResponse, error)
@@ -300,6 +307,16 @@ func (c *adminClient) ClusterCommit(ctx context.Context, in *ClusterCommitReques
 	return out, nil
 }
 
+func (c *adminClient) ClusterAbort(ctx context.Context, in *ClusterAbortRequest, opts ...grpc.CallOption) (*ClusterAbortResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClusterAbortResponse)
+	err := c.cc.Invoke(ctx, Admin_ClusterAbort_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) ClusterStatus(ctx context.Context, in *ClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatusResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ClusterStatusResponse)
@@ -400,6 +417,12 @@ type AdminServer interface {
 	// ClusterCommit starts the pending plan: partitions stream to their
 	// new owners and switch one by one.
 	ClusterCommit(context.Context, *ClusterCommitRequest) (*ClusterCommitResponse, error)
+	// ClusterAbort undoes the committed change in progress: partitions that
+	// already switched stream back to their replicas before the change, the
+	// rest stop moving, leaving nodes stay. For a change that cannot finish
+	// (a receiving node gone for good). Refused (FAILED_PRECONDITION) when
+	// no change is in progress or generation is not the one in progress.
+	ClusterAbort(context.Context, *ClusterAbortRequest) (*ClusterAbortResponse, error)
 	// ClusterStatus reports members, the Raft group, and the transition in
 	// progress with every node's transfers.
 	ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error)
@@ -475,6 +498,9 @@ func (UnimplementedAdminServer) ClusterPlanClear(context.Context, *ClusterPlanCl
 }
 func (UnimplementedAdminServer) ClusterCommit(context.Context, *ClusterCommitRequest) (*ClusterCommitResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ClusterCommit not implemented")
+}
+func (UnimplementedAdminServer) ClusterAbort(context.Context, *ClusterAbortRequest) (*ClusterAbortResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ClusterAbort not implemented")
 }
 func (UnimplementedAdminServer) ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ClusterStatus not implemented")
@@ -811,6 +837,24 @@ func _Admin_ClusterCommit_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ClusterAbort_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClusterAbortRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ClusterAbort(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ClusterAbort_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ClusterAbort(ctx, req.(*ClusterAbortRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_ClusterStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ClusterStatusRequest)
 	if err := dec(in); err != nil {
@@ -971,6 +1015,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ClusterCommit",
 			Handler:    _Admin_ClusterCommit_Handler,
+		},
+		{
+			MethodName: "ClusterAbort",
+			Handler:    _Admin_ClusterAbort_Handler,
 		},
 		{
 			MethodName: "ClusterStatus",
