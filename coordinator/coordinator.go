@@ -489,11 +489,7 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 		full.expect(t.DC, false)
 	}
 	if full.hopeless() {
-		detail := full.shortfall()
-		if len(behind) > 0 {
-			detail += fmt.Sprintf("; %d replica(s) up but still owed hints, not counted until delivered", len(behind))
-		}
-		return nil, &UnavailableError{Op: OpRead, Need: r.need, Alive: len(live), Detail: detail}
+		return nil, &UnavailableError{Op: OpRead, Need: r.need, Alive: len(live), Detail: readShortfall(full.shortfall(), len(behind))}
 	}
 	all := c.cfg.Rand() < c.cfg.ReadRepairChance
 	asked, spares := c.pickReads(r.need, live, all)
@@ -586,6 +582,20 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 	}
 	resp.Effective.R = uint32(r.need.Count())
 	return resp, nil
+}
+
+// readShortfall says why a read cannot be answered: the tally's
+// shortfall, and the replicas up but not counted because hints are still
+// owed to them.
+func readShortfall(shortfall string, behind int) string {
+	if behind == 0 {
+		return shortfall
+	}
+	owed := fmt.Sprintf("%d replica(s) up but still owed hints, not counted until delivered", behind)
+	if shortfall == "" {
+		return owed
+	}
+	return shortfall + "; " + owed
 }
 
 // readFan is a read's fan-out: what each replica read needs.
