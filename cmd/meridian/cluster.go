@@ -515,6 +515,9 @@ func writeClusterStatus(w io.Writer, resp *adminv1.ClusterStatusResponse, all bo
 	}
 	if len(resp.Unreachable) > 0 {
 		fmt.Fprintf(w, "unreachable (their transfers are not shown): %s\n", strings.Join(resp.Unreachable, ", "))
+		if !resp.TransitionAborted {
+			fmt.Fprintln(w, "a node receiving partitions that is gone for good holds the change back: undo it with `meridian cluster abort`")
+		}
 	}
 	return nil
 }

@@ -239,8 +239,8 @@ no transition in progress
 				r.TransitionAborted = true
 				return r
 			}(),
-			has:    []string{"transition in progress: undoing (aborted) add n4; decommission n2\n"},
-			hasNot: []string{"transition in progress: add n4"},
+			has:    []string{"transition in progress: undoing (aborted) add n4; decommission n2\n", "unreachable (their transfers are not shown): n3\n"},
+			hasNot: []string{"transition in progress: add n4", "cluster abort"},
 		},
 		{
 			name: "pending plan",
@@ -270,6 +270,7 @@ n4    orders    7          n1      catching-up  10    2.0KiB  100B/s
 n1    default   2          -       waiting      0     0B      -
 n4 orders/5 from n2: n2: connection refused
 unreachable (their transfers are not shown): n3
+a node receiving partitions that is gone for good holds the change back: undo it with ` + "`meridian cluster abort`" + `
 `,
 		},
 		{
