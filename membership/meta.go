@@ -97,6 +97,9 @@ type Transition struct {
 	// Aborted marks a change being undone (`meridian cluster abort`):
 	// Ops are the steps being taken back, Next is the ring before them.
 	Aborted bool `json:"aborted,omitempty"`
+	// Undoes is the generation of the transition this one undoes (0: none),
+	// so a retried abort of it is recognized as applied.
+	Undoes uint64 `json:"undoes,omitempty"`
 }
 
 // IsDone reports whether partition p serves from the next ring.
@@ -783,11 +786,14 @@ func (s *MetaState) applyAbort(c Command) error {
 	if t == nil {
 		return ErrNoTransition
 	}
+	if t.Undoes != 0 && t.Undoes == c.Generation {
+		return errUnchanged // a retried abort, already applied
+	}
 	if c.Generation != t.Generation {
 		return fmt.Errorf("%w: abort of generation %d, but the change in progress is generation %d: look again with `meridian cluster status`", ErrStale, c.Generation, t.Generation)
 	}
 	gen := s.Epoch + 1
-	back := &Transition{Generation: gen, Ops: t.Ops, Aborted: !t.Aborted, Next: *s.Ring, Moving: t.Moving, Reported: map[int][]string{}}
+	back := &Transition{Generation: gen, Ops: t.Ops, Aborted: !t.Aborted, Undoes: t.Generation, Next: *s.Ring, Moving: t.Moving, Reported: map[int][]string{}}
 	if t.NextKeyspaces != nil {
 		back.NextKeyspaces = make(map[string]KeyspaceSpec, len(t.NextKeyspaces))
 		for name, spec := range t.NextKeyspaces {

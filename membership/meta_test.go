@@ -410,6 +410,9 @@ func TestAbortUndoesAStuckAdd(t *testing.T) {
 	if back == nil || !back.Aborted || back.Generation != epoch+1 || !slices.Equal(back.Ops, tr.Ops) {
 		t.Fatalf("after abort: %+v", back)
 	}
+	if err := st.Apply(Command{Kind: CmdAbort, Generation: tr.Generation}); !IsUnchanged(err) {
+		t.Fatalf("a retried abort: %v, want unchanged", err)
+	}
 	after := replicaLists(t, st)
 	for key, lists := range serving {
 		if !slices.Equal(after[key][0], lists[0]) {

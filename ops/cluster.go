@@ -219,7 +219,7 @@ func (s *Server) ClusterAbort(ctx context.Context, req *adminv1.ClusterAbortRequ
 		return nil, err
 	}
 	resp := &adminv1.ClusterAbortResponse{Epoch: epoch}
-	if t := s.n.MetaState().Transition; t != nil && t.Aborted {
+	if t := s.n.MetaState().Transition; t != nil && t.Undoes == req.GetGeneration() {
 		resp.PartitionsMoving = uint32(len(t.Moving) - len(t.Done))
 	}
 	return resp, nil
