@@ -99,8 +99,9 @@ type Config struct {
 	// ahead log (default 2ms; negative: none). A durable write arriving
 	// sooner after the last fsync waits out the rest of the interval, so
 	// that under load more writes share each fsync; a write after a quiet
-	// spell is synced at once. Writes are acknowledged after their fsync
-	// either way.
+	// spell, or from a lone writer (two fsyncs in a row served at most one
+	// durable write each), is synced at once. Writes are acknowledged
+	// after their fsync either way.
 	WALSyncInterval time.Duration `yaml:"wal-sync-interval"`
 	// RowCacheSize bounds the cache of recently read and written sibling
 	// sets that lets reads and writes of hot keys skip the storage engine

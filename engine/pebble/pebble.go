@@ -39,7 +39,11 @@ type Options struct {
 	MemTableSize uint64
 	// WALSyncInterval is the least time between two WAL fsyncs (0: none):
 	// a sync requested sooner waits out the rest, so that under load more
-	// commits share one fsync (Pebble's WALMinSyncInterval).
+	// commits share one fsync (Pebble's WALMinSyncInterval). It applies
+	// only while there is someone to share with: after two fsyncs in a
+	// row that each served at most one synced commit (a lone writer), the
+	// next sync starts at once, as waiting would only add the interval to
+	// every durable write's latency.
 	WALSyncInterval time.Duration
 	// BloomBitsPerKey sizes the bloom filter written into every table
 	// (default 10: about 1% false positives for 1.25 bytes per key; -1
@@ -114,6 +118,30 @@ type Engine struct {
 
 	// syncDelay and syncJitter slow every fsync down (SetSyncDelay).
 	syncDelay, syncJitter atomic.Int64
+
+	// syncedCommits counts synced commits; seenCommits is its value when
+	// the WAL last finished an fsync (see Options.WALSyncInterval).
+	syncedCommits, seenCommits atomic.Uint64
+	// loneSync is set when the last fsync served at most one commit.
+	loneSync atomic.Bool
+}
+
+// minSyncInterval is Pebble's WALMinSyncInterval, called by the WAL's
+// flush loop after each fsync: none when this fsync and the one before
+// each served at most one synced commit since the previous (a lone
+// writer: nobody to share the next fsync with), otherwise d. Two in a
+// row, so that a loaded WAL's occasional small fsync does not start the
+// next one early.
+func (e *Engine) minSyncInterval(d time.Duration) time.Duration {
+	n := e.syncedCommits.Load()
+	lone := n-e.seenCommits.Swap(n) <= 1
+	if lone && e.loneSync.Swap(true) {
+		return 0 // a lone writer twice in a row
+	}
+	if !lone {
+		e.loneSync.Store(false)
+	}
+	return d
 }
 
 // SetSyncDelay makes every fsync of the engine's files wait d plus a
@@ -172,7 +200,7 @@ func Open(opts Options) (*Engine, error) {
 	// first, so a crash right after the first acknowledged write cannot
 	// lose the whole directory.
 	if d := opts.WALSyncInterval; d > 0 {
-		po.WALMinSyncInterval = func() time.Duration { return d }
+		po.WALMinSyncInterval = func() time.Duration { return e.minSyncInterval(d) }
 	}
 	if opts.BloomBitsPerKey > 0 {
 		// Every level gets the filter; tables written before keep working
@@ -423,6 +451,7 @@ func (e *Engine) commitNoSyncWait(pb *pebbledb.Batch, sync bool) (wait func() er
 		}
 		return func() error { return nil }, nil
 	}
+	e.syncedCommits.Add(1)
 	if err := e.db.ApplyNoSyncWait(pb, pebbledb.Sync); err != nil {
 		pb.Close()
 		e.fail(fmt.Errorf("pebble: commit: %w", err))

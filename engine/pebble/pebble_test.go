@@ -140,6 +140,38 @@ func BenchmarkPutSyncParallel(b *testing.B) {
 	})
 }
 
+// BenchmarkPutSyncInterval is durable commits with the node's default
+// WAL sync interval (2ms), from one writer (each commit waits for its own
+// fsync: nothing to share) and from 16.
+func BenchmarkPutSyncInterval(b *testing.B) {
+	for _, writers := range []int{1, 16} {
+		b.Run(fmt.Sprint("writers=", writers), func(b *testing.B) {
+			e, err := pebble.Open(pebble.Options{Dir: b.TempDir(), CacheSize: 8 << 20, MemTableSize: 4 << 20, WALSyncInterval: 2 * time.Millisecond})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer e.Close()
+			val := make([]byte, 100)
+			var n atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			for range writers {
+				wg.Go(func() {
+					for i := n.Add(1); i <= int64(b.N); i = n.Add(1) {
+						batch := e.NewBatch()
+						batch.Set([]byte(fmt.Sprintf("key%010d", i)), val)
+						if err := batch.Commit(true); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+		})
+	}
+}
+
 // writeTables writes keys key00000 … in tables flushes, one table per
 // flush, each holding every tables-th key (their key ranges all overlap,
 // as a run of random writes makes them); only even numbers are written.
