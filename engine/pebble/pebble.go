@@ -226,10 +226,15 @@ func Open(opts Options) (*Engine, error) {
 	upgrade := desc.Exists && desc.FormatMajorVersion < po.FormatMajorVersion
 	start := time.Now()
 	if upgrade {
-		// Pebble's own log lines go to debug; this one says why the open
-		// is slow and that it is not undone by going back.
-		opts.Logger.Warn("pebble: upgrading the storage format in place; tables in older formats are rewritten first, so this open may take a while; older Meridian releases cannot open the store afterwards",
-			"dir", opts.Dir, "from", desc.FormatMajorVersion.String(), "to", po.FormatMajorVersion.String())
+		// Pebble's own log lines go to debug; this one says that the
+		// upgrade is not undone by going back, and why the open may be
+		// slow: only the step past FormatPrePebblev1MarkedCompacted
+		// rewrites tables.
+		msg := "pebble: upgrading the storage format in place; older Meridian releases cannot open the store afterwards"
+		if desc.FormatMajorVersion < pebbledb.FormatPrePebblev1MarkedCompacted {
+			msg += "; tables in older formats are rewritten first, so this open may take a while"
+		}
+		opts.Logger.Warn(msg, "dir", opts.Dir, "from", desc.FormatMajorVersion.String(), "to", po.FormatMajorVersion.String())
 	}
 	db, err := pebbledb.Open(opts.Dir, po)
 	if err != nil {
