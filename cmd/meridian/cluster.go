@@ -202,7 +202,8 @@ others stop moving at once. Reads and writes go on throughout, served by
 the replicas that hold each partition. Nodes that were leaving stay; a
 node that was being added stays joining (owning nothing).
 
-Without --yes it shows what would move back and changes nothing. Follow
+Without --yes it shows what would move back and changes nothing (with
+--json: the cluster status it read, transition_generation included). Follow
 the undo with 'meridian cluster status --watch'. Once it is done, plan
 again: for example 'meridian cluster plan remove ID' for a node that is
 gone.
@@ -227,6 +228,9 @@ gone.
 					what = "the undo of " + what + " (taking the change up again)"
 				}
 				if !yes {
+					if f.json {
+						return printJSON(cmd.OutOrStdout(), st)
+					}
 					fmt.Fprintf(cmd.OutOrStdout(), "would undo %s (generation %d): %d of %d partitions switched and would stream back; %d would stop moving\nrun again with --yes to undo it\n",
 						what, st.TransitionGeneration, st.PartitionsDone, st.PartitionsMoving, st.PartitionsMoving-st.PartitionsDone)
 					return nil

@@ -15,3 +15,7 @@ func OpenFormat(opts Options, format pebbledb.FormatMajorVersion) (*Engine, erro
 	opts.format = format
 	return Open(opts)
 }
+
+// Format is the store's on-disk format version (Pebble's format major
+// version).
+func (e *Engine) Format() pebbledb.FormatMajorVersion { return e.db.FormatMajorVersion() }

@@ -263,10 +263,6 @@ func tooOld(dir string, err error) error {
 		ErrTooOld, err, pebbledb.FormatMinSupported, pebbledb.FormatNewest, dir)
 }
 
-// Format is the store's on-disk format version (Pebble's format major
-// version).
-func (e *Engine) Format() pebbledb.FormatMajorVersion { return e.db.FormatMajorVersion() }
-
 // fail records the engine's permanent failure (the first one wins) and
 // closes Failed.
 func (e *Engine) fail(err error) {
