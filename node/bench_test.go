@@ -46,13 +46,14 @@ func dialB(b *testing.B, addr string) kvv1.KVClient {
 	return kvv1.NewKVClient(conn)
 }
 
-func benchPut(b *testing.B, clients []kvv1.KVClient, durable bool) {
+func benchPut(b *testing.B, l *node.Local, clients []kvv1.KVClient, durable bool) {
 	value := make([]byte, 100)
 	var n atomic.Int64
 	cons := &kvv1.Consistency{Level: kvv1.Level_LEVEL_QUORUM, Durable: &durable}
 	b.SetParallelism(16) // 16 × GOMAXPROCS concurrent clients
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu, syncs := startCPU(), startSyncs(l)
 	b.RunParallel(func(pb *testing.PB) {
 		ctx := context.Background()
 		for pb.Next() {
@@ -63,6 +64,39 @@ func benchPut(b *testing.B, clients []kvv1.KVClient, durable bool) {
 			}
 		}
 	})
+	cpu.report(b)
+	syncs.report(b)
+}
+
+// syncMeter counts the WAL fsyncs of every node's engine, and the synced
+// commits they served, over a benchmark.
+type syncMeter struct {
+	l               *node.Local
+	fsyncs, commits float64
+}
+
+func startSyncs(l *node.Local) syncMeter {
+	m := syncMeter{l: l}
+	m.fsyncs, m.commits = m.read()
+	return m
+}
+
+func (m syncMeter) read() (fsyncs, commits float64) {
+	for _, n := range m.l.Nodes() {
+		st := n.Store().Engine().Stats()
+		fsyncs += st["wal_fsyncs_total"]
+		commits += st["synced_commits_total"]
+	}
+	return fsyncs, commits
+}
+
+func (m syncMeter) report(b *testing.B) {
+	fsyncs, commits := m.read()
+	fsyncs, commits = fsyncs-m.fsyncs, commits-m.commits
+	b.ReportMetric(fsyncs/float64(b.N), "walfsyncs/op")
+	if fsyncs > 0 {
+		b.ReportMetric(commits/fsyncs, "commits/fsync")
+	}
 }
 
 // BenchmarkQuorumPut: a 3-node cluster, N=3, QUORUM puts of 100-byte values
@@ -70,8 +104,8 @@ func benchPut(b *testing.B, clients []kvv1.KVClient, durable bool) {
 func BenchmarkQuorumPut(b *testing.B) {
 	for _, durable := range []bool{true, false} {
 		b.Run(fmt.Sprintf("durable=%v", durable), func(b *testing.B) {
-			_, clients := benchCluster(b, node.Options{})
-			benchPut(b, clients, durable)
+			l, clients := benchCluster(b, node.Options{})
+			benchPut(b, l, clients, durable)
 		})
 	}
 }
@@ -91,6 +125,8 @@ func BenchmarkQuorumGet(b *testing.B) {
 	b.SetParallelism(16)
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu := startCPU()
+	defer cpu.report(b)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			i := n.Add(1)
@@ -118,8 +154,8 @@ func BenchmarkQuorumPutTracing(b *testing.B) {
 				b.Cleanup(func() { tp.Shutdown(context.Background()) })
 				opts.TelemetryFor = func(string) *telemetry.Telemetry { return telemetry.NewForTestRatio(tp, c.ratio) }
 			}
-			_, clients := benchCluster(b, opts)
-			benchPut(b, clients, false)
+			l, clients := benchCluster(b, opts)
+			benchPut(b, l, clients, false)
 		})
 	}
 }
@@ -138,6 +174,8 @@ func BenchmarkGRPCNoop(b *testing.B) {
 	b.SetParallelism(16)
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu := startCPU()
+	defer cpu.report(b)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			if _, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {

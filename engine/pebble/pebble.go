@@ -124,6 +124,9 @@ type Engine struct {
 	syncedCommits, seenCommits atomic.Uint64
 	// loneSync is set when the last fsync served at most one commit.
 	loneSync atomic.Bool
+	// fsyncs counts the fsyncs of the engine's files (WAL, tables,
+	// manifest, directories), walFsyncs those of its WAL.
+	fsyncs, walFsyncs atomic.Uint64
 }
 
 // minSyncInterval is Pebble's WALMinSyncInterval, called by the WAL's
@@ -294,25 +297,33 @@ type watchFS struct {
 	e *Engine
 }
 
-func (fs watchFS) wrap(f vfs.File, err error) (vfs.File, error) {
+// wrap watches f, the file name: a WAL's syncs are also counted apart.
+func (fs watchFS) wrap(name string, f vfs.File, err error) (vfs.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return watchFile{File: f, e: fs.e}, nil
+	return watchFile{File: f, e: fs.e, wal: strings.HasSuffix(name, ".log")}, nil
 }
 
 func (fs watchFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
-	return fs.wrap(fs.FS.Create(name, c))
+	f, err := fs.FS.Create(name, c)
+	return fs.wrap(name, f, err)
 }
 func (fs watchFS) Open(name string, opts ...vfs.OpenOption) (vfs.File, error) {
-	return fs.wrap(fs.FS.Open(name, opts...))
+	f, err := fs.FS.Open(name, opts...)
+	return fs.wrap(name, f, err)
 }
 func (fs watchFS) OpenReadWrite(name string, c vfs.DiskWriteCategory, opts ...vfs.OpenOption) (vfs.File, error) {
-	return fs.wrap(fs.FS.OpenReadWrite(name, c, opts...))
+	f, err := fs.FS.OpenReadWrite(name, c, opts...)
+	return fs.wrap(name, f, err)
 }
-func (fs watchFS) OpenDir(name string) (vfs.File, error) { return fs.wrap(fs.FS.OpenDir(name)) }
+func (fs watchFS) OpenDir(name string) (vfs.File, error) {
+	f, err := fs.FS.OpenDir(name)
+	return fs.wrap(name, f, err)
+}
 func (fs watchFS) ReuseForWrite(oldname, newname string, c vfs.DiskWriteCategory) (vfs.File, error) {
-	return fs.wrap(fs.FS.ReuseForWrite(oldname, newname, c))
+	f, err := fs.FS.ReuseForWrite(oldname, newname, c)
+	return fs.wrap(newname, f, err)
 }
 
 // Unwrap lets Pebble see the filesystem underneath (vfs.Root).
@@ -320,7 +331,16 @@ func (fs watchFS) Unwrap() vfs.FS { return fs.FS }
 
 type watchFile struct {
 	vfs.File
-	e *Engine
+	e   *Engine
+	wal bool
+}
+
+// counted counts a sync of the file.
+func (f watchFile) counted() {
+	f.e.fsyncs.Add(1)
+	if f.wal {
+		f.e.walFsyncs.Add(1)
+	}
 }
 
 func (f watchFile) check(err error) error {
@@ -332,16 +352,19 @@ func (f watchFile) check(err error) error {
 
 func (f watchFile) Sync() error {
 	f.e.slowSync()
+	f.counted()
 	return f.check(f.File.Sync())
 }
 
 func (f watchFile) SyncData() error {
 	f.e.slowSync()
+	f.counted()
 	return f.check(f.File.SyncData())
 }
 
 func (f watchFile) SyncTo(length int64) (bool, error) {
 	f.e.slowSync()
+	f.counted()
 	full, err := f.File.SyncTo(length)
 	return full, f.check(err)
 }
@@ -567,6 +590,9 @@ func (e *Engine) Stats() map[string]float64 {
 		"bloom_filter_passes_total": float64(m.Filter.Misses),
 		"memtable_size_bytes":       float64(m.MemTable.Size),
 		"disk_usage_bytes":          float64(m.DiskSpaceUsage()),
+		"fsyncs_total":              float64(e.fsyncs.Load()),
+		"wal_fsyncs_total":          float64(e.walFsyncs.Load()),
+		"synced_commits_total":      float64(e.syncedCommits.Load()),
 	}
 }
 

@@ -94,10 +94,37 @@ func TestStats(t *testing.T) {
 	e := open(t, t.TempDir())
 	defer e.Close()
 	s := e.Stats()
-	for _, k := range []string{"compactions_total", "l0_files", "wal_bytes_written_total", "block_cache_hit_ratio", "disk_usage_bytes"} {
+	for _, k := range []string{"compactions_total", "l0_files", "wal_bytes_written_total", "block_cache_hit_ratio", "disk_usage_bytes", "fsyncs_total", "wal_fsyncs_total", "synced_commits_total"} {
 		if _, ok := s[k]; !ok {
 			t.Errorf("Stats lacks %s", k)
 		}
+	}
+	// Synced commits count, and each is covered by an fsync; commits
+	// without sync count in neither.
+	commit := func(sync bool) {
+		b := e.NewBatch()
+		b.Set([]byte("k"), []byte("v"))
+		if err := b.Commit(sync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := e.Stats()
+	commit(false)
+	mid := e.Stats()
+	if d := mid["synced_commits_total"] - before["synced_commits_total"]; d != 0 {
+		t.Errorf("a commit without sync counted %v synced commits", d)
+	}
+	commit(true)
+	commit(true)
+	after := e.Stats()
+	if d := after["synced_commits_total"] - mid["synced_commits_total"]; d != 2 {
+		t.Errorf("two synced commits counted %v", d)
+	}
+	if d := after["wal_fsyncs_total"] - mid["wal_fsyncs_total"]; d < 1 || d > 2 {
+		t.Errorf("two synced commits in a row took %v WAL fsyncs, want 1 or 2", d)
+	}
+	if after["fsyncs_total"]-mid["fsyncs_total"] < after["wal_fsyncs_total"]-mid["wal_fsyncs_total"] {
+		t.Errorf("fewer fsyncs than WAL fsyncs: %v", after)
 	}
 }
 
