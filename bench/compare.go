@@ -82,27 +82,49 @@ func CompareN(results []*Result) []CompareRowN {
 		totals[i] = r.Total
 	}
 	all("total", totals)
-	// What each bench process's Go runtime did, when every result says
-	// (results recorded before they did do not).
-	rts := make([]*RuntimeStats, len(results))
-	for i, r := range results {
-		if rts[i] = r.Runtime; rts[i] == nil {
-			return rows
+	// What each bench process's Go runtime did, and the cluster's WALs,
+	// when every result says (results recorded before they did, or runs
+	// that could not see the nodes' engines, do not).
+	if rts, ok := every(results, func(r *Result) *RuntimeStats { return r.Runtime }); ok {
+		addRT := func(metric string, get func(*RuntimeStats) float64) {
+			addValues("runtime", metric, each(rts, get))
 		}
+		addRT("GC cycles", func(rt *RuntimeStats) float64 { return float64(rt.GCCycles) })
+		addRT("GC pause max ms", func(rt *RuntimeStats) float64 { return rt.GCPauseMaxMs })
+		addRT("sched delay p99 ms", func(rt *RuntimeStats) float64 { return rt.SchedDelayP99 })
+		addRT("sched delay p99.9 ms", func(rt *RuntimeStats) float64 { return rt.SchedDelayP999 })
+		addRT("sched delay max ms", func(rt *RuntimeStats) float64 { return rt.SchedDelayMax })
 	}
-	addRT := func(metric string, get func(*RuntimeStats) float64) {
-		values := make([]float64, len(rts))
-		for i, rt := range rts {
-			values[i] = get(rt)
+	if disks, ok := every(results, func(r *Result) *DiskStats { return r.Disk }); ok {
+		addDisk := func(metric string, get func(*DiskStats) float64) {
+			addValues("disk", metric, each(disks, get))
 		}
-		addValues("runtime", metric, values)
+		addDisk("durable writes per fsync", func(d *DiskStats) float64 { return d.CommitsPerFsync })
+		addDisk("WAL fsync p50 ms", func(d *DiskStats) float64 { return d.FsyncP50Ms })
+		addDisk("WAL fsync p99 ms", func(d *DiskStats) float64 { return d.FsyncP99Ms })
+		addDisk("WAL fsync max ms", func(d *DiskStats) float64 { return d.FsyncMaxMs })
 	}
-	addRT("GC cycles", func(rt *RuntimeStats) float64 { return float64(rt.GCCycles) })
-	addRT("GC pause max ms", func(rt *RuntimeStats) float64 { return rt.GCPauseMaxMs })
-	addRT("sched delay p99 ms", func(rt *RuntimeStats) float64 { return rt.SchedDelayP99 })
-	addRT("sched delay p99.9 ms", func(rt *RuntimeStats) float64 { return rt.SchedDelayP999 })
-	addRT("sched delay max ms", func(rt *RuntimeStats) float64 { return rt.SchedDelayMax })
 	return rows
+}
+
+// every is get of each result, and whether none of them was nil.
+func every[T any](results []*Result, get func(*Result) *T) ([]*T, bool) {
+	out := make([]*T, len(results))
+	for i, r := range results {
+		if out[i] = get(r); out[i] == nil {
+			return nil, false
+		}
+	}
+	return out, true
+}
+
+// each is get of each element of xs.
+func each[T any](xs []*T, get func(*T) float64) []float64 {
+	values := make([]float64, len(xs))
+	for i, x := range xs {
+		values[i] = get(x)
+	}
+	return values
 }
 
 // unionOps is the operation types present in any result, in Ops order.

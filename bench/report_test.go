@@ -261,4 +261,28 @@ func TestCompareHTML(t *testing.T) {
 	if found != 2 {
 		t.Errorf("runtime rows missing or wrong: %+v", CompareN([]*Result{a, b}))
 	}
+	// The disk's rows need every result's disk figures; they do not need
+	// the runtime's.
+	a.Disk = &DiskStats{CommitsPerFsync: 4, FsyncP99Ms: 8}
+	for _, r := range CompareN([]*Result{a, b}) {
+		if r.Op == "disk" {
+			t.Errorf("disk row for results of which one has no disk figures: %+v", r)
+		}
+	}
+	b.Disk = &DiskStats{CommitsPerFsync: 8, FsyncP99Ms: 2}
+	a.Runtime = nil
+	found = 0
+	for _, r := range CompareN([]*Result{a, b}) {
+		switch {
+		case r.Op == "runtime":
+			t.Errorf("runtime row for a result without runtime figures: %+v", r)
+		case r.Op == "disk" && r.Metric == "durable writes per fsync" && r.Ratios[1] == 2:
+			found++
+		case r.Op == "disk" && r.Metric == "WAL fsync p99 ms" && r.Values[0] == 8 && r.Ratios[1] == 0.25:
+			found++
+		}
+	}
+	if found != 2 {
+		t.Errorf("disk rows missing or wrong: %+v", CompareN([]*Result{a, b}))
+	}
 }

@@ -45,6 +45,9 @@ type Result struct {
 	// Runtime is what this process's Go runtime did meanwhile (nil when
 	// the run ended within its warm-up).
 	Runtime *RuntimeStats `json:"runtime,omitempty"`
+	// Disk is what the cluster's write-ahead logs did meanwhile (only
+	// when the bench can see the nodes' engines: --local).
+	Disk *DiskStats `json:"disk,omitempty"`
 }
 
 // RunConfig records the parameters of a run.
@@ -274,6 +277,10 @@ func (r *Result) WriteTable(w io.Writer) error {
 	if rt := r.Runtime; rt != nil {
 		fmt.Fprintf(w, "this process's Go runtime: %d GC cycles, GC pauses p99 %.3f ms, max %.3f ms; goroutines waited for a thread p50 %.3f, p99 %.3f, p99.9 %.3f, max %.3f ms\n",
 			rt.GCCycles, rt.GCPauseP99Ms, rt.GCPauseMaxMs, rt.SchedDelayP50, rt.SchedDelayP99, rt.SchedDelayP999, rt.SchedDelayMax)
+	}
+	if d := r.Disk; d != nil {
+		fmt.Fprintf(w, "the cluster's write-ahead logs: %d fsyncs serving %d durable writes (%.1f each); fsync p50 %.3f, p99 %.3f, p99.9 %.3f, max %.3f ms\n",
+			d.WALFsyncs, d.SyncedCommits, d.CommitsPerFsync, d.FsyncP50Ms, d.FsyncP99Ms, d.FsyncP999Ms, d.FsyncMaxMs)
 	}
 	if r.Warning != "" {
 		fmt.Fprintf(w, "\n!!! WARNING: %s !!!\n", r.Warning)

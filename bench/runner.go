@@ -59,6 +59,9 @@ type Config struct {
 	// one between the load and the run phase. Nil: a fresh cache of scope
 	// ContextsShared for this phase.
 	Contexts *ContextCache
+	// Disk, when set, measures the cluster's write-ahead logs over the
+	// measured part (Result.Disk).
+	Disk DiskProbe
 
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration)
@@ -343,9 +346,15 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 	last := start
 	// The runtime's counters, from the first interval after the warm-up.
 	var rtFrom *runtimeSample
-	if cfg.Warmup <= 0 {
+	measuring := func() {
 		s := sampleRuntime()
 		rtFrom = &s
+		if cfg.Disk != nil {
+			cfg.Disk.Start()
+		}
+	}
+	if cfg.Warmup <= 0 {
+		measuring()
 	}
 	for finished := false; !finished; {
 		select {
@@ -355,8 +364,7 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 		}
 		now := cfg.now()
 		if rtFrom == nil && !finished && !now.Before(measureFrom) {
-			s := sampleRuntime()
-			rtFrom = &s
+			measuring()
 		}
 		iv := collectInterval(recs, last, now, start, measureFrom)
 		last = now
@@ -375,6 +383,9 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 	res.Partial = ctx.Err() != nil
 	if rtFrom != nil {
 		res.Runtime = sampleRuntime().since(*rtFrom)
+		if cfg.Disk != nil {
+			res.Disk = cfg.Disk.Stop()
+		}
 	}
 	res.finish(recs, cfg)
 	return res, nil

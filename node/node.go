@@ -67,6 +67,11 @@ type Options struct {
 	// WrapEngine, when set, wraps the engine before the store opens it
 	// (tests observe or slow down writes through it).
 	WrapEngine func(engine.Engine) engine.Engine
+	// OnWALSync, when set, is also called with the duration of each of
+	// the Pebble engine's WAL fsyncs (meridian bench --local reports the
+	// disk's share of latency from it). It must be quick and safe for
+	// concurrent use.
+	OnWALSync func(time.Duration)
 }
 
 // Node is one running Meridian node.
@@ -181,7 +186,10 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	default:
 		// Into a variable of its own: a nil *pebble.Engine in n.eng would
 		// be a non-nil interface that the failed start's Close calls.
-		eng, err := pebble.Open(pebble.Options{Dir: filepath.Join(cfg.DataDir, "data"), FS: opts.EngineFS, Logger: n.log, WALSyncInterval: max(cfg.WALSyncInterval, 0)})
+		eng, err := pebble.Open(pebble.Options{
+			Dir: filepath.Join(cfg.DataDir, "data"), FS: opts.EngineFS, Logger: n.log,
+			WALSyncInterval: max(cfg.WALSyncInterval, 0), OnWALSync: n.onWALSync(opts.OnWALSync),
+		})
 		if err != nil {
 			return nil, fmt.Errorf("open storage in %s: %w", cfg.DataDir, err)
 		}
@@ -443,6 +451,18 @@ func (n *Node) metaLogStats() telemetry.MetaLogStats {
 		out.SinceContact = max(time.Since(s.LastContact), 0)
 	}
 	return out
+}
+
+// onWALSync records a WAL fsync's duration in the node's metrics and
+// passes it on to also, if set.
+func (n *Node) onWALSync(also func(time.Duration)) func(time.Duration) {
+	if also == nil {
+		return n.tel.Metrics.WALSynced
+	}
+	return func(d time.Duration) {
+		n.tel.Metrics.WALSynced(d)
+		also(d)
+	}
 }
 
 // storageStats is the engine's statistics and the row cache's.

@@ -224,6 +224,17 @@ func TestMetricsEndpoint(t *testing.T) {
 	if b, a := metricValue(t, before, hits), metricValue(t, after, hits); a-b < 8 {
 		t.Errorf("%s moved from %v to %v, want at least +8", hits, b, a)
 	}
+	// Durable writes (the default): each a synced commit, covered by WAL
+	// fsyncs whose durations the histogram has.
+	for series, least := range map[string]float64{
+		"meridian_engine_synced_commits_total":      5,
+		"meridian_engine_wal_fsyncs_total":          1,
+		"meridian_wal_fsync_duration_seconds_count": 1,
+	} {
+		if b, a := metricValue(t, before, series), metricValue(t, after, series); a-b < least {
+			t.Errorf("%s moved from %v to %v, want at least +%v", series, b, a, least)
+		}
+	}
 	for _, want := range []string{
 		`meridian_request_duration_seconds_bucket{level="QUORUM",op="Get",outcome="OK",le=`,
 		`meridian_siblings_bucket{le="1"}`,

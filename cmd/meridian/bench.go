@@ -213,6 +213,7 @@ func runBench(ctx context.Context, out, errOut io.Writer, f benchFlags) error {
 
 	var addrs []string
 	target := ""
+	var disk *bench.WALRecorder
 	switch {
 	case f.local:
 		dir, err := os.MkdirTemp("", "meridian-bench-")
@@ -221,8 +222,12 @@ func runBench(ctx context.Context, out, errOut io.Writer, f benchFlags) error {
 		}
 		defer os.RemoveAll(dir)
 		fmt.Fprintf(errOut, "starting a local %d-node cluster (%s) in %s ...\n", f.localNodes, f.localEngine, dir)
-		l, err := node.StartLocal(ctx, node.LocalSpec{Dir: dir, NodesPerDC: f.localNodes, Engine: f.localEngine,
-			Options: node.Options{Register: ops.Register}})
+		// The nodes run in this process: their WAL fsyncs are measured
+		// with the run (the disk's share of a durable write's latency).
+		var l *node.Local
+		disk = bench.NewWALRecorder(func() uint64 { return syncedCommits(l) })
+		l, err = node.StartLocal(ctx, node.LocalSpec{Dir: dir, NodesPerDC: f.localNodes, Engine: f.localEngine,
+			Options: node.Options{Register: ops.Register, OnWALSync: disk.Observe}})
 		if err != nil {
 			return err
 		}
@@ -295,6 +300,9 @@ func runBench(ctx context.Context, out, errOut io.Writer, f benchFlags) error {
 		Workload: w, Distribution: f.dist, RecordCount: f.records, ValueSize: vmin, ValueSizeMax: vmax,
 		Workers: f.workers, Rate: f.rate, Duration: f.duration, Ops: f.ops, Warmup: f.warmup,
 		Interval: f.interval, Seed: f.seed, Contexts: contexts,
+	}
+	if disk != nil && f.localEngine == "pebble" {
+		cfg.Disk = disk
 	}
 	if f.ops > 0 && !cfgDurationSet(f) {
 		cfg.Duration = 0
@@ -411,4 +419,17 @@ func startRecording(path, flag string, start func(io.Writer) error, end func()) 
 		end()
 		return file.Close()
 	}, nil
+}
+
+// syncedCommits is the durable writes the local cluster's engines have
+// committed so far (0 before it started).
+func syncedCommits(l *node.Local) uint64 {
+	if l == nil {
+		return 0
+	}
+	var n float64
+	for _, nd := range l.Nodes() {
+		n += nd.Store().Engine().Stats()["synced_commits_total"]
+	}
+	return uint64(n)
 }

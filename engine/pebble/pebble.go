@@ -56,6 +56,9 @@ type Options struct {
 	FS vfs.FS
 	// Logger receives Pebble's own log lines at debug level (default: none).
 	Logger *slog.Logger
+	// OnWALSync, if set, is called with the duration of every WAL fsync
+	// (failed ones too): the disk's share of a durable write's latency.
+	OnWALSync func(time.Duration)
 
 	// noCompactions turns Pebble's automatic compactions off (tests that
 	// need tables to stay where flushes put them).
@@ -101,8 +104,9 @@ func (o *Options) withDefaults() {
 
 // Engine is a Pebble-backed engine.Engine.
 type Engine struct {
-	db  *pebbledb.DB
-	log *slog.Logger
+	db        *pebbledb.DB
+	log       *slog.Logger
+	onWALSync func(time.Duration) // nil: none
 	// mu guards closed; operations hold the read lock so Close waits for
 	// them instead of racing Pebble's own teardown.
 	mu     sync.RWMutex
@@ -172,7 +176,7 @@ func Open(opts Options) (*Engine, error) {
 		return nil, errors.New("pebble: Dir is empty")
 	}
 	opts.withDefaults()
-	e := &Engine{log: opts.Logger, failed: make(chan struct{})}
+	e := &Engine{log: opts.Logger, onWALSync: opts.OnWALSync, failed: make(chan struct{})}
 	cache := pebbledb.NewCache(opts.CacheSize)
 	defer cache.Unref()
 	fs := opts.FS
@@ -335,11 +339,15 @@ type watchFile struct {
 	wal bool
 }
 
-// counted counts a sync of the file.
-func (f watchFile) counted() {
+// synced counts a sync of the file, begun at start, and reports a WAL's
+// to OnWALSync.
+func (f watchFile) synced(start time.Time) {
 	f.e.fsyncs.Add(1)
 	if f.wal {
 		f.e.walFsyncs.Add(1)
+		if f.e.onWALSync != nil {
+			f.e.onWALSync(time.Since(start))
+		}
 	}
 }
 
@@ -351,21 +359,26 @@ func (f watchFile) check(err error) error {
 }
 
 func (f watchFile) Sync() error {
+	start := time.Now()
 	f.e.slowSync()
-	f.counted()
-	return f.check(f.File.Sync())
+	err := f.File.Sync()
+	f.synced(start)
+	return f.check(err)
 }
 
 func (f watchFile) SyncData() error {
+	start := time.Now()
 	f.e.slowSync()
-	f.counted()
-	return f.check(f.File.SyncData())
+	err := f.File.SyncData()
+	f.synced(start)
+	return f.check(err)
 }
 
 func (f watchFile) SyncTo(length int64) (bool, error) {
+	start := time.Now()
 	f.e.slowSync()
-	f.counted()
 	full, err := f.File.SyncTo(length)
+	f.synced(start)
 	return full, f.check(err)
 }
 

@@ -128,6 +128,43 @@ func TestStats(t *testing.T) {
 	}
 }
 
+// TestOnWALSyncSeesEveryWALFsync: OnWALSync is called once for each WAL
+// fsync, with how long it took.
+func TestOnWALSyncSeesEveryWALFsync(t *testing.T) {
+	var mu sync.Mutex
+	var took []time.Duration
+	e, err := pebble.Open(pebble.Options{Dir: t.TempDir(), CacheSize: 8 << 20, MemTableSize: 4 << 20, OnWALSync: func(d time.Duration) {
+		mu.Lock()
+		took = append(took, d)
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	e.SetSyncDelay(time.Millisecond, 0) // every fsync takes at least 1ms
+	before := e.Stats()["wal_fsyncs_total"]
+	for i := range 3 {
+		b := e.NewBatch()
+		b.Set(fmt.Appendf(nil, "k%d", i), []byte("v"))
+		if err := b.Commit(true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := e.Stats()["wal_fsyncs_total"] - before
+	e.SetSyncDelay(0, 0)
+	mu.Lock()
+	defer mu.Unlock()
+	if n < 1 || float64(len(took)) < n {
+		t.Fatalf("%v WAL fsyncs, OnWALSync called %d times", n, len(took))
+	}
+	for _, d := range took[len(took)-int(n):] {
+		if d < time.Millisecond {
+			t.Errorf("a WAL fsync delayed 1ms reported %v", d)
+		}
+	}
+}
+
 func benchPut(b *testing.B, sync bool) {
 	e := open(b, b.TempDir())
 	defer e.Close()
