@@ -488,6 +488,18 @@ func overloaded(err error) bool {
 	return info != nil && info.GetReason() == "OVERLOADED"
 }
 
+// diskLow reports whether err is a node refusing a write for lack of disk
+// space: RESOURCE_EXHAUSTED with Meridian's DISK_LOW reason, answered before
+// anything was written. Another replica may take the write.
+func diskLow(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.ResourceExhausted {
+		return false
+	}
+	info := meridianInfo(st)
+	return info != nil && info.GetReason() == "DISK_LOW"
+}
+
 // meridianInfo is the ErrorInfo a Meridian node puts in the statuses it
 // answers with; nil when st has none (it came from the network).
 func meridianInfo(st *status.Status) *errdetails.ErrorInfo {
@@ -558,6 +570,11 @@ func (p *passedOver) next(ctx context.Context, c *Client, node string, err error
 	case unreachable(err):
 		c.markDown(node)
 		p.unreachable = append(p.unreachable, fmt.Errorf("%s: %w", node, err))
+		return true
+	case diskLow(err):
+		// Not load: a node low on disk refuses every write until space is
+		// freed, and at no cost; each candidate is asked at most once.
+		p.shed, p.shedNode = err, node
 		return true
 	case overloaded(err) && p.sheds < maxShedPasses && c.passes.spend():
 		p.sheds++

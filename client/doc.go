@@ -27,8 +27,12 @@
 // retry throttling), so that a node shedding now and then costs its
 // callers nothing while a cluster-wide overload gets at most a tenth more
 // requests; a shed call that is not passed on fails with the node's
-// RESOURCE_EXHAUSTED. Any other answer from a node, success or
-// error, is final. A
+// RESOURCE_EXHAUSTED. A write refused by a node low on disk
+// (codes.ResourceExhausted, reason "DISK_LOW", also answered before
+// anything is done) goes on to the next candidate without that budget:
+// the node refuses every write until its disk has room again, and each
+// candidate is asked at most once. Any other answer from a node, success
+// or error, is final. A
 // node found unreachable goes to the back of the order for 10 seconds or
 // until it answers again. When no node at all could be reached, a Put or
 // Delete re-reads the topology and is routed again (three passes in all,

@@ -95,6 +95,14 @@ func (e *OverloadError) GRPCStatus() *status.Status {
 // admit takes a request slot or returns the error to shed with. Writes
 // also need room for the background work they leave.
 func (c *Coordinator) admit(ctx context.Context, op Op, cons *kvv1.Consistency) (admission, error) {
+	if op == OpWrite {
+		if err := c.cfg.Store.WritesRefused(); err != nil {
+			// Low on disk: refused before anything is done, so the
+			// client may send the write to another replica.
+			c.obs.Shed("write_disk_low")
+			return admission{}, err
+		}
+	}
 	if op == OpWrite && c.cfg.Store.Engine().Stalled() {
 		c.obs.Shed(op.String())
 		return admission{}, &OverloadError{What: "writes", Reason: "storage is stalling writes until compactions catch up"}

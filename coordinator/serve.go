@@ -69,6 +69,9 @@ func (c *Coordinator) ServeWrite(ctx context.Context, req *internalv1.WriteReque
 			return nil, status.Errorf(codes.InvalidArgument, "hint_for %q is not another member of this cluster", target)
 		}
 		if err := c.storeHint(req.GetHintFor(), loc, req.GetKeyspace(), req.GetKey(), set, req.GetSync()); err != nil {
+			if _, ok := status.FromError(err); ok {
+				return nil, err // a refusal (low on disk): the sender tries elsewhere
+			}
 			return nil, status.Errorf(codes.Internal, "store hint: %v", err)
 		}
 		return writeDone, nil

@@ -46,6 +46,9 @@ type Meta struct {
 	// replica listed by a live node has missed writes and does not count
 	// toward a read quorum until they arrive.
 	HintsFor []string `json:"h,omitempty"`
+	// DiskLow is set while the node refuses writes of data for lack of
+	// free disk space (min-free-disk); it serves reads.
+	DiskLow bool `json:"dl,omitempty"`
 }
 
 // metaVersion prefixes the encoded metadata so the format can change.

@@ -103,6 +103,11 @@ type Config struct {
 	// durable write each), is synced at once. Writes are acknowledged
 	// after their fsync either way.
 	WALSyncInterval time.Duration `yaml:"wal-sync-interval"`
+	// MinFreeDisk is the free space, in bytes, under which the node
+	// refuses writes of data (RESOURCE_EXHAUSTED, reason DISK_LOW) while
+	// still serving reads, until free space is a tenth above it again
+	// (nil: 256 MiB; 0 turns the check off).
+	MinFreeDisk *int64 `yaml:"min-free-disk"`
 	// RowCacheSize bounds the cache of recently read and written sibling
 	// sets that lets reads and writes of hot keys skip the storage engine
 	// (nil: 32 MiB; 0 turns it off).
@@ -284,6 +289,9 @@ func (c Config) Validate() error {
 	}
 	if c.RequestTimeout < 0 {
 		return fmt.Errorf("request-timeout %s is negative", c.RequestTimeout)
+	}
+	if c.MinFreeDisk != nil && *c.MinFreeDisk < 0 {
+		return fmt.Errorf("min-free-disk %d is negative (0 turns the check off)", *c.MinFreeDisk)
 	}
 	if c.RowCacheSize != nil && *c.RowCacheSize < 0 {
 		return fmt.Errorf("row-cache-size %d is negative (0 turns the row cache off)", *c.RowCacheSize)

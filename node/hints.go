@@ -20,6 +20,7 @@ import (
 // a returning replica toward a read quorum before its hints arrive.
 type hintTracker struct {
 	log     *repair.HintLog
+	refused func() error  // the store's write gate: hints are new data too
 	changed chan struct{} // signalled when the set changes
 	// onDropped is told of hints not stored or dropped undelivered.
 	onDropped atomic.Pointer[func(target string, loc replica.Loc)]
@@ -32,7 +33,7 @@ type hintTracker struct {
 // newHintTracker opens the hint log on the store's engine with cfg's
 // bounds and exports its gauges through metrics (when not nil).
 func newHintTracker(store *replica.Store, cfg Config, now func() time.Time, metrics *telemetry.Metrics) (*hintTracker, error) {
-	h := &hintTracker{changed: make(chan struct{}, 1)}
+	h := &hintTracker{refused: store.WritesRefused, changed: make(chan struct{}, 1)}
 	h.mu.targets = map[string]bool{}
 	lc := repair.HintLogConfig{Now: now, OnDropped: func(target string, loc replica.Loc) {
 		if fn := h.onDropped.Load(); fn != nil {
@@ -70,8 +71,12 @@ func (h *hintTracker) metrics() telemetry.HintStats {
 }
 
 // StoreHint stores a hint (coordinator.Hints) and records its target. A
-// hint past a bound is not stored (repair.ErrHintDropped).
+// hint past a bound is not stored (repair.ErrHintDropped), nor any while
+// the store refuses writes (low on disk).
 func (h *hintTracker) StoreHint(target string, loc replica.Loc, keyspace string, key []byte, set version.Set, sync bool) error {
+	if err := h.refused(); err != nil {
+		return err
+	}
 	if err := h.log.StoreHint(target, loc, keyspace, key, set, sync); err != nil {
 		return err
 	}
@@ -133,7 +138,7 @@ func (h *hintTracker) Targets() []string {
 
 // gossipLoop re-broadcasts this node's metadata whenever its hint targets
 // change, until ctx ends.
-func (h *hintTracker) gossipLoop(ctx context.Context, base membership.Meta, g *membership.Gossip, topo func() *membership.Topology, onErr func(error)) {
+func (h *hintTracker) gossipLoop(ctx context.Context, base membership.Meta, g *membership.Gossip, topo func() *membership.Topology, diskLow func() bool, onErr func(error)) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -142,6 +147,7 @@ func (h *hintTracker) gossipLoop(ctx context.Context, base membership.Meta, g *m
 		}
 		m := base
 		m.HintsFor = h.Targets()
+		m.DiskLow = diskLow()
 		t := topo()
 		m.Epoch, m.ClusterID = t.Epoch, t.ClusterID
 		if err := g.UpdateMeta(m); err != nil && ctx.Err() == nil {
@@ -151,7 +157,7 @@ func (h *hintTracker) gossipLoop(ctx context.Context, base membership.Meta, g *m
 }
 
 // kick makes the gossip loop publish the node's metadata again (the
-// epoch changed).
+// epoch changed, or whether the node is low on disk).
 func (h *hintTracker) kick() {
 	select {
 	case h.changed <- struct{}{}:

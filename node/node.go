@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -67,6 +68,11 @@ type Options struct {
 	// WrapEngine, when set, wraps the engine before the store opens it
 	// (tests observe or slow down writes through it).
 	WrapEngine func(engine.Engine) engine.Engine
+	// DiskSpace reads the data directory's volume's free space (default:
+	// statfs); DiskCheckInterval is how often (default
+	// DefaultDiskCheckInterval). Tests fill the disk through them.
+	DiskSpace         DiskSpace
+	DiskCheckInterval time.Duration
 	// OnWALSync, when set, is also called with the duration of each of
 	// the Pebble engine's WAL fsyncs (meridian bench --local reports the
 	// disk's share of latency from it). It must be quick and safe for
@@ -86,6 +92,7 @@ type Node struct {
 	self               membership.NodeInfo
 	eng                engine.Engine
 	store              *replica.Store
+	disk               *diskGuard // nil: min-free-disk not enforced
 	hints              *hintTracker
 	topo               atomic.Pointer[membership.Topology]
 	live               *liveness
@@ -203,6 +210,10 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	n.store.SetLogger(n.log) // Merkle tree builds report progress
+	if n.disk = newDiskGuard(cfg, opts, n.log); n.disk != nil {
+		n.disk.check() // a node started on a full disk refuses from the first write
+		n.store.SetWriteGate(n.disk.refused)
+	}
 	// A node that applied agreed metadata before routes by it at once
 	// (the log catches it up); flags only bootstrap a new cluster.
 	cached, err := n.loadCachedMeta()
@@ -232,6 +243,9 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	peers := n.live.track(n.faults)
 	if n.hints, err = newHintTracker(n.store, cfg, opts.Now, n.tel.Metrics); err != nil {
 		return nil, fmt.Errorf("read hints: %w", err)
+	}
+	if n.disk != nil {
+		n.disk.onChange = n.hints.kick // gossip whether it is low on disk
 	}
 	secrets, err := cfg.secrets()
 	if err != nil {
@@ -276,6 +290,13 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	n.cancel = cancel
 	n.runCtx = runCtx
+	if n.disk != nil {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.disk.run(runCtx, cmp.Or(opts.DiskCheckInterval, DefaultDiskCheckInterval))
+		}()
+	}
 	// A failed fsync stops the node's service (see storageFailed).
 	n.wg.Add(1)
 	go func() {
@@ -289,6 +310,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 		DC:       n.self.DC, Rack: n.self.Rack, Weight: n.self.Weight, Epoch: topo.Epoch,
 		ClusterID: topo.ClusterID,
 		HintsFor:  n.hints.Targets(),
+		DiskLow:   n.DiskLow(),
 	}
 	keys, err := cfg.gossipKeyring(secrets)
 	if err != nil {
@@ -334,6 +356,14 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	if err := n.tel.Metrics.RegisterEngine(n.storageStats); err != nil {
 		return nil, err
 	}
+	if n.disk != nil {
+		if err := n.tel.Metrics.RegisterDisk(
+			func() float64 { return float64(n.disk.free.Load()) },
+			func() float64 { return float64(n.disk.total.Load()) },
+			func() float64 { return b2f(n.disk.low.Load()) }); err != nil {
+			return nil, err
+		}
+	}
 	if err := n.tel.Metrics.RegisterMembers(n.memberCounts); err != nil {
 		return nil, err
 	}
@@ -357,7 +387,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		n.hints.gossipLoop(runCtx, meta, n.gossip, n.Topology, func(err error) { n.log.Warn("gossip metadata", "err", err) })
+		n.hints.gossipLoop(runCtx, meta, n.gossip, n.Topology, n.DiskLow, func(err error) { n.log.Warn("gossip metadata", "err", err) })
 	}()
 	handoff := &repair.Handoff{Log: n.hints.log, Peers: peers, Live: n.live, Interval: cfg.HintInterval, Logger: n.log, Now: opts.Now,
 		IsMember: func(id string) bool { _, ok := n.Topology().Nodes[id]; return ok || !n.Topology().Agreed() },
@@ -542,6 +572,10 @@ func (n *Node) dcOf(id string) string { return n.Topology().Nodes[id].DC }
 
 // ID is the node's ID.
 func (n *Node) ID() string { return n.cfg.ID }
+
+// DiskLow reports whether the node refuses writes of data for lack of
+// free disk space (min-free-disk).
+func (n *Node) DiskLow() bool { return n.disk != nil && n.disk.low.Load() }
 
 // DC is the node's datacenter.
 func (n *Node) DC() string { return n.self.DC }

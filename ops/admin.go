@@ -32,7 +32,7 @@ func (s *Server) nodeProto(info membership.NodeInfo) *adminv1.Node {
 	out := &adminv1.Node{
 		Id: info.ID, GrpcAddr: info.GRPCAddr, Dc: info.DC, Rack: info.Rack,
 		Weight: uint32(info.Weight), State: s.state(info.ID), MemberState: string(info.State),
-		Epoch: s.epochOf(info.ID),
+		Epoch: s.epochOf(info.ID), DiskLow: s.diskLow(info.ID),
 	}
 	if ml := s.n.MetaLog(); ml != nil {
 		roles, _ := ml.Roles()
@@ -59,6 +59,22 @@ func (s *Server) epochOf(id string) uint64 {
 		}
 	}
 	return 0
+}
+
+// diskLow reports whether a node refuses writes for lack of disk space:
+// this node's own state, others' as they gossip it.
+func (s *Server) diskLow(id string) bool {
+	if id == s.n.ID() {
+		return s.n.DiskLow()
+	}
+	if g := s.n.Gossip(); g != nil {
+		for _, m := range g.Members() {
+			if m.Meta.ID == id {
+				return m.Meta.DiskLow
+			}
+		}
+	}
+	return false
 }
 
 func (s *Server) state(id string) string {

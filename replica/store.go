@@ -51,7 +51,8 @@ type Store struct {
 
 	trees         trees // Merkle trees of the partitions, built on first use (merkle.go)
 	logger        atomic.Pointer[slog.Logger]
-	progressEvery time.Duration // tree build progress interval; 0: treeProgressEvery (tests set it)
+	gate          atomic.Pointer[func() error] // SetWriteGate
+	progressEvery time.Duration                // tree build progress interval; 0: treeProgressEvery (tests set it)
 }
 
 // Options tune a store. Zero values mean the defaults.
@@ -116,6 +117,22 @@ func (s *Store) Close() error {
 	b.Set(metaKey(metaClean), []byte{1})
 	if err := b.Commit(true); err != nil {
 		return fmt.Errorf("replica: record clean shutdown: %w", err)
+	}
+	return nil
+}
+
+// SetWriteGate makes every write of data (Update and the calls built on
+// it: client writes, replica writes, repairs, transfers) first ask gate,
+// and fail with its error, writing nothing, when it returns one: a node
+// low on disk refuses new data. Writes that free space (tombstone
+// collection, dropping a partition) and metadata are not gated.
+func (s *Store) SetWriteGate(gate func() error) { s.gate.Store(&gate) }
+
+// WritesRefused is the write gate's answer now: nil while data writes are
+// accepted.
+func (s *Store) WritesRefused() error {
+	if g := s.gate.Load(); g != nil && *g != nil {
+		return (*g)()
 	}
 	return nil
 }
@@ -318,6 +335,9 @@ func noWait() error { return nil }
 // fsync each. The WAL is sequential: a later write's sync covers every
 // earlier one.
 func (s *Store) apply(k []byte, loc Loc, key []byte, sync bool, fn func(cur version.Set) (version.Set, error)) (Written, error) {
+	if err := s.WritesRefused(); err != nil {
+		return Written{}, err
+	}
 	h := xxhash.Sum64(key)
 	mu := &s.locks[stripeOf(loc.Keyspace, h)]
 	mu.Lock()

@@ -2,9 +2,11 @@ package replica_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/meridiankv/meridian/engine/memory"
@@ -152,5 +154,58 @@ func TestCounterNeverRepeats(t *testing.T) {
 		if s, err = replica.Open(eng, "n1"); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestWriteGateRefusesDataWrites: with the gate closed every data write
+// fails with its error and stores nothing; reads, metadata and the
+// collection of tombstones (which frees space) go on.
+func TestWriteGateRefusesDataWrites(t *testing.T) {
+	s, err := replica.Open(memory.New(), "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	loc := replica.Loc{Keyspace: 1}
+	tomb, _ := version.Set{}.Put(version.Clock{}, "n2", version.Value{Tombstone: true}, 1)
+	if _, err := s.Merge(loc, []byte("gone"), tomb, false); err != nil {
+		t.Fatal(err)
+	}
+	full := errors.New("disk full")
+	var closed atomic.Bool
+	s.SetWriteGate(func() error {
+		if closed.Load() {
+			return full
+		}
+		return nil
+	})
+	if err := s.WritesRefused(); err != nil {
+		t.Fatalf("open gate: WritesRefused = %v", err)
+	}
+	closed.Store(true)
+	if err := s.WritesRefused(); !errors.Is(err, full) {
+		t.Fatalf("closed gate: WritesRefused = %v", err)
+	}
+	v, _ := version.Set{}.Put(version.Clock{}, "n2", version.Value{Bytes: []byte("v")}, 1)
+	if _, err := s.Merge(loc, []byte("k"), v, true); !errors.Is(err, full) {
+		t.Errorf("Merge with the gate closed: %v, want the gate's error", err)
+	}
+	if _, err := s.UpdateEncoded(loc, []byte("k"), false, func(version.Set) (version.Set, error) { return v, nil }); !errors.Is(err, full) {
+		t.Errorf("UpdateEncoded with the gate closed: %v, want the gate's error", err)
+	}
+	if got, err := s.Get(loc, []byte("k")); err != nil || len(got.Siblings) != 0 {
+		t.Errorf("refused writes stored %v (%v)", got, err)
+	}
+	if got, err := s.Get(loc, []byte("gone")); err != nil || len(got.Siblings) != 1 {
+		t.Errorf("read with the gate closed: %v %v", got, err)
+	}
+	if err := s.PutMeta("m", []byte("x")); err != nil {
+		t.Errorf("metadata with the gate closed: %v", err)
+	}
+	if ok, err := s.DeleteIfUnchanged(loc, []byte("gone"), tomb); !ok || err != nil {
+		t.Errorf("collecting a tombstone with the gate closed: %v %v", ok, err)
+	}
+	closed.Store(false)
+	if _, err := s.Merge(loc, []byte("k"), v, true); err != nil {
+		t.Errorf("Merge with the gate open again: %v", err)
 	}
 }

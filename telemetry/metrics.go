@@ -163,6 +163,21 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// RegisterDisk exports the data volume's free and total bytes and
+// whether the node refuses writes for lack of space.
+func (m *Metrics) RegisterDisk(free, total, low func() float64) error {
+	for _, c := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_disk_free_bytes", Help: "Free bytes on the volume of the node's data directory."}, free),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_disk_total_bytes", Help: "Size of the volume of the node's data directory."}, total),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_disk_writes_refused", Help: "1 while the node refuses writes of data because free disk space is under min-free-disk."}, low),
+	} {
+		if err := m.reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // RegisterMembers exports gossip members by state as
 // meridian_gossip_members{state}.
 func (m *Metrics) RegisterMembers(count func() map[string]int) error {

@@ -110,10 +110,20 @@ func writeStatus(w io.Writer, resp *adminv1.StatusResponse) error {
 		resp.Node, orUnknown(resp.ClusterId), orNone(resp.Leader), resp.Epoch, resp.Partitions)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tSTATE\tMEMBER\tEPOCH\tRAFT\tDC\tRACK\tWEIGHT\tADDRESS")
+	var low []string
 	for _, n := range resp.Nodes {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%d\t%s\n", n.Id, n.State, orUnknown(n.MemberState), n.Epoch, raftRole(n), n.Dc, n.Rack, n.Weight, n.GrpcAddr)
+		if n.DiskLow {
+			low = append(low, n.Id)
+		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, id := range low {
+		fmt.Fprintf(w, "%s refuses writes: low on disk (free space under its min-free-disk; reads are served). Free space on its data volume, grow it, or add nodes; meridian_disk_free_bytes shows how much is free.\n", id)
+	}
+	return nil
 }
 
 // raftRole is a node's role in the metadata log, "leader" for the leader.

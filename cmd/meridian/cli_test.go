@@ -28,6 +28,7 @@ cluster-secret-file: /etc/meridian/cluster.secret
 initial-cluster: from-file=127.0.0.1:7001,n2=127.0.0.1:7002/dc2/r1/3
 request-timeout: 2s
 peer-calls-waiting: 100
+min-free-disk: 1073741824
 gossip-seeds: [127.0.0.1:7101, 127.0.0.1:7102]
 keyspaces:
   - name: orders
@@ -54,6 +55,9 @@ keyspaces:
 	}
 	if cfg.RowCacheSize == nil || *cfg.RowCacheSize != 128<<20 {
 		t.Fatalf("row-cache-size from MERIDIAN_ROW_CACHE_SIZE=128MiB: %v", cfg.RowCacheSize)
+	}
+	if cfg.MinFreeDisk == nil || *cfg.MinFreeDisk != 1<<30 {
+		t.Fatalf("min-free-disk from YAML: %v", cfg.MinFreeDisk)
 	}
 	if cfg.ClusterSecretFile != "/etc/meridian/cluster.secret" {
 		t.Fatalf("cluster-secret-file from YAML = %q", cfg.ClusterSecretFile)

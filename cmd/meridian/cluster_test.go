@@ -188,6 +188,16 @@ n4    suspect  joining  11     nonvoter  dc1  r3    2       127.0.0.1:7004
 		t.Fatalf("got:\n%s\nwant:\n%s", out.String(), want)
 	}
 
+	// A node low on disk is named under the table, with what to do.
+	out.Reset()
+	resp.Nodes[2].DiskLow = true
+	if err := writeStatus(&out, resp); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(out.String(), want[strings.Index(want, "n4"):]+"n4 refuses writes: low on disk (free space under its min-free-disk; reads are served). Free space on its data volume, grow it, or add nodes; meridian_disk_free_bytes shows how much is free.\n") {
+		t.Fatalf("status with n4 low on disk:\n%s", out.String())
+	}
+
 	// A node mid-election knows no leader.
 	out.Reset()
 	writeStatus(&out, &adminv1.StatusResponse{Node: "n1", Epoch: 1, Partitions: 8, ClusterId: "c-1"})

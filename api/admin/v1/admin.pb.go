@@ -2571,8 +2571,11 @@ type Node struct {
 	// The metadata epoch the node has applied (as it gossips it).
 	Epoch uint64 `protobuf:"varint,8,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// voter, nonvoter or none; leader is set on the Raft leader.
-	RaftRole      string `protobuf:"bytes,9,opt,name=raft_role,json=raftRole,proto3" json:"raft_role,omitempty"`
-	Leader        bool   `protobuf:"varint,10,opt,name=leader,proto3" json:"leader,omitempty"`
+	RaftRole string `protobuf:"bytes,9,opt,name=raft_role,json=raftRole,proto3" json:"raft_role,omitempty"`
+	Leader   bool   `protobuf:"varint,10,opt,name=leader,proto3" json:"leader,omitempty"`
+	// The node refuses writes of data: its free disk space is under
+	// min-free-disk (as it gossips it). It still serves reads.
+	DiskLow       bool `protobuf:"varint,11,opt,name=disk_low,json=diskLow,proto3" json:"disk_low,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2673,6 +2676,13 @@ func (x *Node) GetRaftRole() string {
 func (x *Node) GetLeader() bool {
 	if x != nil {
 		return x.Leader
+	}
+	return false
+}
+
+func (x *Node) GetDiskLow() bool {
+	if x != nil {
+		return x.DiskLow
 	}
 	return false
 }
@@ -3706,7 +3716,7 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\x14ReloadSecretsRequest\"E\n" +
 	"\x15ReloadSecretsResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
-	"\asecrets\x18\x02 \x01(\rR\asecrets\"\xf3\x01\n" +
+	"\asecrets\x18\x02 \x01(\rR\asecrets\"\x8e\x02\n" +
 	"\x04Node\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
 	"\tgrpc_addr\x18\x02 \x01(\tR\bgrpcAddr\x12\x0e\n" +
@@ -3718,7 +3728,8 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\x05epoch\x18\b \x01(\x04R\x05epoch\x12\x1b\n" +
 	"\traft_role\x18\t \x01(\tR\braftRole\x12\x16\n" +
 	"\x06leader\x18\n" +
-	" \x01(\bR\x06leader\"\x0f\n" +
+	" \x01(\bR\x06leader\x12\x19\n" +
+	"\bdisk_low\x18\v \x01(\bR\adiskLow\"\x0f\n" +
 	"\rStatusRequest\"\xb7\x01\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +

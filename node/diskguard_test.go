@@ -1,0 +1,129 @@
+package node_test
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/client"
+	"github.com/meridiankv/meridian/node"
+)
+
+// fakeVolumes reports each node's free space by its data directory's
+// base name (the node ID); nodes not set have plenty.
+type fakeVolumes struct {
+	mu   sync.Mutex
+	free map[string]uint64
+}
+
+func (v *fakeVolumes) set(id string, free uint64) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.free[id] = free
+}
+
+func (v *fakeVolumes) space(dir string) (uint64, uint64, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if f, ok := v.free[filepath.Base(dir)]; ok {
+		return f, 100 << 30, nil
+	}
+	return 50 << 30, 100 << 30, nil
+}
+
+// TestLowDiskRefusesWritesServesReads: a node whose volume falls under
+// min-free-disk refuses writes of data — a client's (RESOURCE_EXHAUSTED,
+// reason DISK_LOW, saying what to do) and its peers' — and serves reads;
+// the cluster stays writable at QUORUM through the other replicas (the Go
+// client passes a refused write on), and once space is freed the node
+// accepts writes again and every write acknowledged meanwhile reads back.
+func TestLowDiskRefusesWritesServesReads(t *testing.T) {
+	vols := &fakeVolumes{free: map[string]uint64{}}
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 3, Options: node.Options{DiskSpace: vols.space, DiskCheckInterval: 10 * time.Millisecond}})
+	nodes := l.Nodes()
+	low := nodes[0]
+	cLow, cOther := dial(t, low.Addr()), dial(t, nodes[1].Addr())
+	ctx := ctxT(t)
+	if _, err := cLow.Put(ctx, &kvv1.PutRequest{Key: []byte("before"), Value: []byte("v0"), Consistency: lvl(kvv1.Level_LEVEL_ALL)}); err != nil {
+		t.Fatal(err)
+	}
+
+	vols.set(low.ID(), 100<<20) // under the default 256 MiB
+	eventually(t, "the node to refuse writes", func() bool { return low.Store().WritesRefused() != nil })
+	// Its peers learn it through gossip (meridian status shows it).
+	eventually(t, "a peer to see it low on disk", func() bool { return gossipsDiskLow(nodes[1], low.ID()) })
+
+	_, err := cLow.Put(ctx, &kvv1.PutRequest{Key: []byte("refused"), Value: []byte("x")})
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "low on disk") || !strings.Contains(st.Message(), "free space on the volume") {
+		t.Fatalf("put to the node low on disk: %v, want RESOURCE_EXHAUSTED saying it is low on disk and what to do", err)
+	}
+	got, err := cLow.Get(ctx, &kvv1.GetRequest{Key: []byte("before"), Consistency: lvl(kvv1.Level_LEVEL_QUORUM)})
+	if err != nil || len(got.GetSiblings()) != 1 || string(got.GetSiblings()[0].GetValue()) != "v0" {
+		t.Fatalf("read from the node low on disk: %v %v, want v0", got, err)
+	}
+	// Through another coordinator, QUORUM still has two replicas with room;
+	// ALL cannot be met while one replica refuses.
+	if _, err := cOther.Put(ctx, &kvv1.PutRequest{Key: []byte("quorum"), Value: []byte("q"), Consistency: lvl(kvv1.Level_LEVEL_QUORUM)}); err != nil {
+		t.Fatalf("QUORUM put through another node: %v", err)
+	}
+	if _, err := cOther.Put(ctx, &kvv1.PutRequest{Key: []byte("all"), Value: []byte("a"), Consistency: lvl(kvv1.Level_LEVEL_ALL)}); err == nil {
+		t.Fatal("a put at ALL succeeded while a replica refuses writes")
+	}
+	// The Go client passes writes the low node refuses on to another
+	// replica: every one succeeds.
+	cl, err := client.Dial(ctx, []string{low.Addr()}, client.Insecure())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for i := range 30 {
+		if _, err := cl.Put(ctx, "", fmt.Appendf(nil, "client-%d", i), []byte("c"), client.Level(kvv1.Level_LEVEL_QUORUM)); err != nil {
+			t.Fatalf("client put %d while a node is low on disk: %v", i, err)
+		}
+	}
+
+	vols.set(low.ID(), 10<<30)
+	eventually(t, "the node to accept writes again", func() bool { return low.Store().WritesRefused() == nil })
+	eventually(t, "a peer to see it has room again", func() bool { return !gossipsDiskLow(nodes[1], low.ID()) })
+	if _, err := cLow.Put(ctx, &kvv1.PutRequest{Key: []byte("after"), Value: []byte("v1"), Consistency: lvl(kvv1.Level_LEVEL_ALL)}); err != nil {
+		t.Fatalf("put at ALL once space is back: %v", err)
+	}
+	for _, k := range []string{"before", "quorum", "client-0", "client-29", "after"} {
+		got, err := cLow.Get(ctx, &kvv1.GetRequest{Key: []byte(k), Consistency: lvl(kvv1.Level_LEVEL_ALL)})
+		if err != nil || len(got.GetSiblings()) != 1 {
+			t.Errorf("read %s at ALL: %v %v", k, got, err)
+		}
+	}
+}
+
+// gossipsDiskLow reports whether n's gossip has id low on disk.
+func gossipsDiskLow(n *node.Node, id string) bool {
+	for _, m := range n.Gossip().Members() {
+		if m.Meta.ID == id {
+			return m.Meta.DiskLow
+		}
+	}
+	return false
+}
+
+// TestNodeStartedOnFullDiskRefusesAtOnce: the free space is read before
+// the node serves, so its first write is already refused.
+func TestNodeStartedOnFullDiskRefusesAtOnce(t *testing.T) {
+	vols := &fakeVolumes{free: map[string]uint64{"n1": 1 << 20}}
+	min := int64(64 << 20)
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 1, Options: node.Options{DiskSpace: vols.space, DiskCheckInterval: time.Hour},
+		Configure: func(c *node.Config) { c.MinFreeDisk = &min }})
+	n := l.Nodes()[0]
+	ctx := ctxT(t)
+	_, err := dial(t, n.Addr()).Put(ctx, &kvv1.PutRequest{Key: []byte("k"), Value: []byte("v")})
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "1.0 MiB free") || !strings.Contains(st.Message(), "min-free-disk 64.0 MiB") {
+		t.Fatalf("first put on a full disk: %v, want RESOURCE_EXHAUSTED with the figures", err)
+	}
+}
