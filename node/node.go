@@ -92,7 +92,9 @@ type Node struct {
 	self               membership.NodeInfo
 	eng                engine.Engine
 	store              *replica.Store
-	disk               *diskGuard // nil: min-free-disk not enforced
+	disk               *diskGuard             // nil: min-free-disk not enforced
+	checkpoint         func(dir string) error // nil: the memory engine (no snapshots)
+	now                func() time.Time
 	hints              *hintTracker
 	topo               atomic.Pointer[membership.Topology]
 	live               *liveness
@@ -156,7 +158,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	}
 	// n is not the named result: an error return sets that to nil while
 	// goroutines started here (and closures handed out) still use n.
-	n := &Node{cfg: cfg, self: topo.Nodes[cfg.ID], gate: newGate(), drain: opts.DrainTimeout, failed: make(chan struct{})}
+	n := &Node{cfg: cfg, now: opts.Now, self: topo.Nodes[cfg.ID], gate: newGate(), drain: opts.DrainTimeout, failed: make(chan struct{})}
 	if n.drain <= 0 {
 		n.drain = DefaultDrainTimeout
 	}
@@ -201,6 +203,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 			return nil, fmt.Errorf("open storage in %s: %w", cfg.DataDir, err)
 		}
 		n.eng = eng
+		n.checkpoint = eng.Checkpoint
 	}
 	n.drills = newFaultRegistry(n.eng, opts.Now)
 	if opts.WrapEngine != nil {
@@ -572,6 +575,9 @@ func (n *Node) dcOf(id string) string { return n.Topology().Nodes[id].DC }
 
 // ID is the node's ID.
 func (n *Node) ID() string { return n.cfg.ID }
+
+// Now is the node's clock.
+func (n *Node) Now() time.Time { return n.now() }
 
 // DiskLow reports whether the node refuses writes of data for lack of
 // free disk space (min-free-disk).

@@ -50,7 +50,7 @@ func (s *Server) InjectFault(ctx context.Context, req *adminv1.InjectFaultReques
 	resp := &adminv1.InjectFaultResponse{Fault: faultProto(f, f.TTL)}
 	var refused []string
 	local := &adminv1.InjectFaultRequest{Fault: faultProto(f, 0), LocalOnly: true}
-	out := fanOut(ctx, s.n, func() (*adminv1.InjectFaultResponse, error) { return s.InjectFault(ctx, local) },
+	out := fanOut(ctx, s.n, faultCallTimeout, func() (*adminv1.InjectFaultResponse, error) { return s.InjectFault(ctx, local) },
 		func(ctx context.Context, c adminv1.AdminClient) (*adminv1.InjectFaultResponse, error) {
 			return c.InjectFault(ctx, local)
 		})
@@ -84,7 +84,7 @@ func (s *Server) ListFaults(ctx context.Context, req *adminv1.ListFaultsRequest)
 		return &adminv1.ListFaultsResponse{Nodes: []*adminv1.NodeFaults{nf}}, nil
 	}
 	local := &adminv1.ListFaultsRequest{LocalOnly: true}
-	out := fanOut(ctx, s.n, func() (*adminv1.ListFaultsResponse, error) { return s.ListFaults(ctx, local) },
+	out := fanOut(ctx, s.n, faultCallTimeout, func() (*adminv1.ListFaultsResponse, error) { return s.ListFaults(ctx, local) },
 		func(ctx context.Context, c adminv1.AdminClient) (*adminv1.ListFaultsResponse, error) {
 			return c.ListFaults(ctx, local)
 		})
@@ -114,7 +114,7 @@ func (s *Server) ClearFaults(ctx context.Context, req *adminv1.ClearFaultsReques
 		return &adminv1.ClearFaultsResponse{Cleared: uint32(s.n.ClearFaults(req.GetId()))}, nil
 	}
 	local := &adminv1.ClearFaultsRequest{Id: req.GetId(), LocalOnly: true}
-	out := fanOut(ctx, s.n, func() (*adminv1.ClearFaultsResponse, error) { return s.ClearFaults(ctx, local) },
+	out := fanOut(ctx, s.n, faultCallTimeout, func() (*adminv1.ClearFaultsResponse, error) { return s.ClearFaults(ctx, local) },
 		func(ctx context.Context, c adminv1.AdminClient) (*adminv1.ClearFaultsResponse, error) {
 			return c.ClearFaults(ctx, local)
 		})
@@ -138,8 +138,8 @@ type result[T any] struct {
 // fanOut calls every node of the topology: this one through local, the
 // others through remote on the peer listener's admin service (never
 // through the fault injector: a partition must not keep out its own
-// clearing). It returns each node's result.
-func fanOut[T any](ctx context.Context, n *node.Node, local func() (T, error), remote func(context.Context, adminv1.AdminClient) (T, error)) map[string]result[T] {
+// clearing), each remote call bounded by timeout. It returns each node's result.
+func fanOut[T any](ctx context.Context, n *node.Node, timeout time.Duration, local func() (T, error), remote func(context.Context, adminv1.AdminClient) (T, error)) map[string]result[T] {
 	var (
 		mu  sync.Mutex
 		wg  sync.WaitGroup
@@ -155,7 +155,7 @@ func fanOut[T any](ctx context.Context, n *node.Node, local func() (T, error), r
 			} else if conn, err := n.PeerConn(id); err != nil {
 				r.err = status.Errorf(codes.Unavailable, "no connection to %s: %v", id, err)
 			} else {
-				cctx, cancel := context.WithTimeout(ctx, faultCallTimeout)
+				cctx, cancel := context.WithTimeout(ctx, timeout)
 				r.resp, r.err = remote(cctx, adminv1.NewAdminClient(conn))
 				cancel()
 			}

@@ -76,6 +76,7 @@ func newRoot() *cobra.Command {
 		newAuthCmd(),
 		newHintsCmd(),
 		newFaultCmd(),
+		newSnapshotCmd(),
 		newRepairCmd(),
 		newCertsCmd(),
 		newBenchCmd(),

@@ -674,3 +674,41 @@ func listDir(t *testing.T, dir string) string {
 	}
 	return strings.Join(names, " ")
 }
+
+// TestCheckpoint: a checkpoint holds every write committed before it and
+// none after, opens as a store of its own, and refuses a directory that
+// exists.
+func TestCheckpoint(t *testing.T) {
+	e := open(t, t.TempDir())
+	defer e.Close()
+	put := func(k, v string, sync bool) {
+		b := e.NewBatch()
+		b.Set([]byte(k), []byte(v))
+		if err := b.Commit(sync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("flushed", "1", true)
+	if err := e.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	put("in-wal", "2", false) // unsynced, still in the memtable and WAL
+	dir := filepath.Join(t.TempDir(), "snapshots", "s1")
+	if err := e.Checkpoint(dir); err != nil {
+		t.Fatal(err)
+	}
+	put("after", "3", true)
+	if err := e.Checkpoint(dir); err == nil {
+		t.Fatal("a checkpoint into an existing directory succeeded")
+	}
+	c := open(t, dir)
+	defer c.Close()
+	for k, want := range map[string]string{"flushed": "1", "in-wal": "2"} {
+		if v, err := c.Get([]byte(k)); err != nil || string(v) != want {
+			t.Errorf("checkpoint: %s = %q, %v; want %q", k, v, err, want)
+		}
+	}
+	if _, err := c.Get([]byte("after")); !errors.Is(err, engine.ErrNotFound) {
+		t.Errorf("checkpoint holds a write made after it: %v", err)
+	}
+}

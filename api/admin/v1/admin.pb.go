@@ -25,6 +25,409 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type Snapshot struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// The snapshot's directory on that node.
+	Dir           string `protobuf:"bytes,3,opt,name=dir,proto3" json:"dir,omitempty"`
+	CreatedUnixMs int64  `protobuf:"varint,4,opt,name=created_unix_ms,json=createdUnixMs,proto3" json:"created_unix_ms,omitempty"`
+	// The metadata epoch the node had applied.
+	Epoch uint64 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Size of its files (shared with the live data while both hold the
+	// same tables).
+	Bytes         int64 `protobuf:"varint,6,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Snapshot) Reset() {
+	*x = Snapshot{}
+	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Snapshot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Snapshot) ProtoMessage() {}
+
+func (x *Snapshot) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
+func (*Snapshot) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Snapshot) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *Snapshot) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Snapshot) GetDir() string {
+	if x != nil {
+		return x.Dir
+	}
+	return ""
+}
+
+func (x *Snapshot) GetCreatedUnixMs() int64 {
+	if x != nil {
+		return x.CreatedUnixMs
+	}
+	return 0
+}
+
+func (x *Snapshot) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Snapshot) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+type CreateSnapshotRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: the time (20261202T120000Z). Letters, digits, '.', '_', '-'.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	LocalOnly     bool   `protobuf:"varint,2,opt,name=local_only,json=localOnly,proto3" json:"local_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateSnapshotRequest) Reset() {
+	*x = CreateSnapshotRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateSnapshotRequest) ProtoMessage() {}
+
+func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*CreateSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CreateSnapshotRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateSnapshotRequest) GetLocalOnly() bool {
+	if x != nil {
+		return x.LocalOnly
+	}
+	return false
+}
+
+type CreateSnapshotResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Snapshots   []*Snapshot            `protobuf:"bytes,1,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
+	Unreachable []string               `protobuf:"bytes,2,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
+	// "node: reason" for each node that refused.
+	Failed        []string `protobuf:"bytes,3,rep,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateSnapshotResponse) Reset() {
+	*x = CreateSnapshotResponse{}
+	mi := &file_admin_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateSnapshotResponse) ProtoMessage() {}
+
+func (x *CreateSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*CreateSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CreateSnapshotResponse) GetSnapshots() []*Snapshot {
+	if x != nil {
+		return x.Snapshots
+	}
+	return nil
+}
+
+func (x *CreateSnapshotResponse) GetUnreachable() []string {
+	if x != nil {
+		return x.Unreachable
+	}
+	return nil
+}
+
+func (x *CreateSnapshotResponse) GetFailed() []string {
+	if x != nil {
+		return x.Failed
+	}
+	return nil
+}
+
+type ListSnapshotsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LocalOnly     bool                   `protobuf:"varint,1,opt,name=local_only,json=localOnly,proto3" json:"local_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSnapshotsRequest) Reset() {
+	*x = ListSnapshotsRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSnapshotsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSnapshotsRequest) ProtoMessage() {}
+
+func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSnapshotsRequest.ProtoReflect.Descriptor instead.
+func (*ListSnapshotsRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ListSnapshotsRequest) GetLocalOnly() bool {
+	if x != nil {
+		return x.LocalOnly
+	}
+	return false
+}
+
+type ListSnapshotsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Snapshots     []*Snapshot            `protobuf:"bytes,1,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
+	Unreachable   []string               `protobuf:"bytes,2,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSnapshotsResponse) Reset() {
+	*x = ListSnapshotsResponse{}
+	mi := &file_admin_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSnapshotsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSnapshotsResponse) ProtoMessage() {}
+
+func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSnapshotsResponse.ProtoReflect.Descriptor instead.
+func (*ListSnapshotsResponse) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ListSnapshotsResponse) GetSnapshots() []*Snapshot {
+	if x != nil {
+		return x.Snapshots
+	}
+	return nil
+}
+
+func (x *ListSnapshotsResponse) GetUnreachable() []string {
+	if x != nil {
+		return x.Unreachable
+	}
+	return nil
+}
+
+type DeleteSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	LocalOnly     bool                   `protobuf:"varint,2,opt,name=local_only,json=localOnly,proto3" json:"local_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSnapshotRequest) Reset() {
+	*x = DeleteSnapshotRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSnapshotRequest) ProtoMessage() {}
+
+func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*DeleteSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DeleteSnapshotRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeleteSnapshotRequest) GetLocalOnly() bool {
+	if x != nil {
+		return x.LocalOnly
+	}
+	return false
+}
+
+type DeleteSnapshotResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Nodes that deleted it.
+	Deleted       []string `protobuf:"bytes,1,rep,name=deleted,proto3" json:"deleted,omitempty"`
+	Unreachable   []string `protobuf:"bytes,2,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSnapshotResponse) Reset() {
+	*x = DeleteSnapshotResponse{}
+	mi := &file_admin_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSnapshotResponse) ProtoMessage() {}
+
+func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*DeleteSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DeleteSnapshotResponse) GetDeleted() []string {
+	if x != nil {
+		return x.Deleted
+	}
+	return nil
+}
+
+func (x *DeleteSnapshotResponse) GetUnreachable() []string {
+	if x != nil {
+		return x.Unreachable
+	}
+	return nil
+}
+
 type Fault struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Assigned when injected; the same on every node that applies it.
@@ -59,7 +462,7 @@ type Fault struct {
 
 func (x *Fault) Reset() {
 	*x = Fault{}
-	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_admin_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -71,7 +474,7 @@ func (x *Fault) String() string {
 func (*Fault) ProtoMessage() {}
 
 func (x *Fault) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_admin_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -84,7 +487,7 @@ func (x *Fault) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fault.ProtoReflect.Descriptor instead.
 func (*Fault) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Fault) GetId() string {
@@ -182,7 +585,7 @@ type InjectFaultRequest struct {
 
 func (x *InjectFaultRequest) Reset() {
 	*x = InjectFaultRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_admin_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -194,7 +597,7 @@ func (x *InjectFaultRequest) String() string {
 func (*InjectFaultRequest) ProtoMessage() {}
 
 func (x *InjectFaultRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_admin_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -207,7 +610,7 @@ func (x *InjectFaultRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InjectFaultRequest.ProtoReflect.Descriptor instead.
 func (*InjectFaultRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *InjectFaultRequest) GetFault() *Fault {
@@ -237,7 +640,7 @@ type InjectFaultResponse struct {
 
 func (x *InjectFaultResponse) Reset() {
 	*x = InjectFaultResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -249,7 +652,7 @@ func (x *InjectFaultResponse) String() string {
 func (*InjectFaultResponse) ProtoMessage() {}
 
 func (x *InjectFaultResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -262,7 +665,7 @@ func (x *InjectFaultResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InjectFaultResponse.ProtoReflect.Descriptor instead.
 func (*InjectFaultResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *InjectFaultResponse) GetFault() *Fault {
@@ -295,7 +698,7 @@ type ListFaultsRequest struct {
 
 func (x *ListFaultsRequest) Reset() {
 	*x = ListFaultsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -307,7 +710,7 @@ func (x *ListFaultsRequest) String() string {
 func (*ListFaultsRequest) ProtoMessage() {}
 
 func (x *ListFaultsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -320,7 +723,7 @@ func (x *ListFaultsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFaultsRequest.ProtoReflect.Descriptor instead.
 func (*ListFaultsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListFaultsRequest) GetLocalOnly() bool {
@@ -342,7 +745,7 @@ type NodeFaults struct {
 
 func (x *NodeFaults) Reset() {
 	*x = NodeFaults{}
-	mi := &file_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -354,7 +757,7 @@ func (x *NodeFaults) String() string {
 func (*NodeFaults) ProtoMessage() {}
 
 func (x *NodeFaults) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -367,7 +770,7 @@ func (x *NodeFaults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeFaults.ProtoReflect.Descriptor instead.
 func (*NodeFaults) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *NodeFaults) GetNode() string {
@@ -400,7 +803,7 @@ type ListFaultsResponse struct {
 
 func (x *ListFaultsResponse) Reset() {
 	*x = ListFaultsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -412,7 +815,7 @@ func (x *ListFaultsResponse) String() string {
 func (*ListFaultsResponse) ProtoMessage() {}
 
 func (x *ListFaultsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -425,7 +828,7 @@ func (x *ListFaultsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFaultsResponse.ProtoReflect.Descriptor instead.
 func (*ListFaultsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListFaultsResponse) GetNodes() []*NodeFaults {
@@ -446,7 +849,7 @@ type ClearFaultsRequest struct {
 
 func (x *ClearFaultsRequest) Reset() {
 	*x = ClearFaultsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -458,7 +861,7 @@ func (x *ClearFaultsRequest) String() string {
 func (*ClearFaultsRequest) ProtoMessage() {}
 
 func (x *ClearFaultsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -471,7 +874,7 @@ func (x *ClearFaultsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearFaultsRequest.ProtoReflect.Descriptor instead.
 func (*ClearFaultsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ClearFaultsRequest) GetId() string {
@@ -499,7 +902,7 @@ type ClearFaultsResponse struct {
 
 func (x *ClearFaultsResponse) Reset() {
 	*x = ClearFaultsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -511,7 +914,7 @@ func (x *ClearFaultsResponse) String() string {
 func (*ClearFaultsResponse) ProtoMessage() {}
 
 func (x *ClearFaultsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -524,7 +927,7 @@ func (x *ClearFaultsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearFaultsResponse.ProtoReflect.Descriptor instead.
 func (*ClearFaultsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ClearFaultsResponse) GetCleared() uint32 {
@@ -550,7 +953,7 @@ type AlterKeyspaceRequest struct {
 
 func (x *AlterKeyspaceRequest) Reset() {
 	*x = AlterKeyspaceRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +965,7 @@ func (x *AlterKeyspaceRequest) String() string {
 func (*AlterKeyspaceRequest) ProtoMessage() {}
 
 func (x *AlterKeyspaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +978,7 @@ func (x *AlterKeyspaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterKeyspaceRequest.ProtoReflect.Descriptor instead.
 func (*AlterKeyspaceRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AlterKeyspaceRequest) GetKeyspace() *Keyspace {
@@ -597,7 +1000,7 @@ type AlterKeyspaceResponse struct {
 
 func (x *AlterKeyspaceResponse) Reset() {
 	*x = AlterKeyspaceResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +1012,7 @@ func (x *AlterKeyspaceResponse) String() string {
 func (*AlterKeyspaceResponse) ProtoMessage() {}
 
 func (x *AlterKeyspaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +1025,7 @@ func (x *AlterKeyspaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterKeyspaceResponse.ProtoReflect.Descriptor instead.
 func (*AlterKeyspaceResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AlterKeyspaceResponse) GetKeyspace() *Keyspace {
@@ -655,7 +1058,7 @@ type DropKeyspaceRequest struct {
 
 func (x *DropKeyspaceRequest) Reset() {
 	*x = DropKeyspaceRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -667,7 +1070,7 @@ func (x *DropKeyspaceRequest) String() string {
 func (*DropKeyspaceRequest) ProtoMessage() {}
 
 func (x *DropKeyspaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -680,7 +1083,7 @@ func (x *DropKeyspaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropKeyspaceRequest.ProtoReflect.Descriptor instead.
 func (*DropKeyspaceRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DropKeyspaceRequest) GetName() string {
@@ -699,7 +1102,7 @@ type DropKeyspaceResponse struct {
 
 func (x *DropKeyspaceResponse) Reset() {
 	*x = DropKeyspaceResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +1114,7 @@ func (x *DropKeyspaceResponse) String() string {
 func (*DropKeyspaceResponse) ProtoMessage() {}
 
 func (x *DropKeyspaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +1127,7 @@ func (x *DropKeyspaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropKeyspaceResponse.ProtoReflect.Descriptor instead.
 func (*DropKeyspaceResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DropKeyspaceResponse) GetEpoch() uint64 {
@@ -749,7 +1152,7 @@ type PlanOp struct {
 
 func (x *PlanOp) Reset() {
 	*x = PlanOp{}
-	mi := &file_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -761,7 +1164,7 @@ func (x *PlanOp) String() string {
 func (*PlanOp) ProtoMessage() {}
 
 func (x *PlanOp) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -774,7 +1177,7 @@ func (x *PlanOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanOp.ProtoReflect.Descriptor instead.
 func (*PlanOp) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PlanOp) GetOp() string {
@@ -820,7 +1223,7 @@ type PlanMove struct {
 
 func (x *PlanMove) Reset() {
 	*x = PlanMove{}
-	mi := &file_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -832,7 +1235,7 @@ func (x *PlanMove) String() string {
 func (*PlanMove) ProtoMessage() {}
 
 func (x *PlanMove) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -845,7 +1248,7 @@ func (x *PlanMove) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanMove.ProtoReflect.Descriptor instead.
 func (*PlanMove) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PlanMove) GetKeyspace() string {
@@ -898,7 +1301,7 @@ type Plan struct {
 
 func (x *Plan) Reset() {
 	*x = Plan{}
-	mi := &file_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +1313,7 @@ func (x *Plan) String() string {
 func (*Plan) ProtoMessage() {}
 
 func (x *Plan) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +1326,7 @@ func (x *Plan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Plan.ProtoReflect.Descriptor instead.
 func (*Plan) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Plan) GetOps() []*PlanOp {
@@ -970,7 +1373,7 @@ type ClusterPlanRequest struct {
 
 func (x *ClusterPlanRequest) Reset() {
 	*x = ClusterPlanRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -982,7 +1385,7 @@ func (x *ClusterPlanRequest) String() string {
 func (*ClusterPlanRequest) ProtoMessage() {}
 
 func (x *ClusterPlanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -995,7 +1398,7 @@ func (x *ClusterPlanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPlanRequest.ProtoReflect.Descriptor instead.
 func (*ClusterPlanRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ClusterPlanRequest) GetOp() *PlanOp {
@@ -1014,7 +1417,7 @@ type ClusterPlanShowRequest struct {
 
 func (x *ClusterPlanShowRequest) Reset() {
 	*x = ClusterPlanShowRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1026,7 +1429,7 @@ func (x *ClusterPlanShowRequest) String() string {
 func (*ClusterPlanShowRequest) ProtoMessage() {}
 
 func (x *ClusterPlanShowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1039,7 +1442,7 @@ func (x *ClusterPlanShowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPlanShowRequest.ProtoReflect.Descriptor instead.
 func (*ClusterPlanShowRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ClusterPlanShowRequest) GetSizes() bool {
@@ -1058,7 +1461,7 @@ type ClusterPlanResponse struct {
 
 func (x *ClusterPlanResponse) Reset() {
 	*x = ClusterPlanResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1473,7 @@ func (x *ClusterPlanResponse) String() string {
 func (*ClusterPlanResponse) ProtoMessage() {}
 
 func (x *ClusterPlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1486,7 @@ func (x *ClusterPlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPlanResponse.ProtoReflect.Descriptor instead.
 func (*ClusterPlanResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ClusterPlanResponse) GetPlan() *Plan {
@@ -1101,7 +1504,7 @@ type ClusterPlanClearRequest struct {
 
 func (x *ClusterPlanClearRequest) Reset() {
 	*x = ClusterPlanClearRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1113,7 +1516,7 @@ func (x *ClusterPlanClearRequest) String() string {
 func (*ClusterPlanClearRequest) ProtoMessage() {}
 
 func (x *ClusterPlanClearRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1126,7 +1529,7 @@ func (x *ClusterPlanClearRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPlanClearRequest.ProtoReflect.Descriptor instead.
 func (*ClusterPlanClearRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 type ClusterPlanClearResponse struct {
@@ -1137,7 +1540,7 @@ type ClusterPlanClearResponse struct {
 
 func (x *ClusterPlanClearResponse) Reset() {
 	*x = ClusterPlanClearResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_admin_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1552,7 @@ func (x *ClusterPlanClearResponse) String() string {
 func (*ClusterPlanClearResponse) ProtoMessage() {}
 
 func (x *ClusterPlanClearResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_admin_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1565,7 @@ func (x *ClusterPlanClearResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPlanClearResponse.ProtoReflect.Descriptor instead.
 func (*ClusterPlanClearResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 type ClusterCommitRequest struct {
@@ -1173,7 +1576,7 @@ type ClusterCommitRequest struct {
 
 func (x *ClusterCommitRequest) Reset() {
 	*x = ClusterCommitRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_admin_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1185,7 +1588,7 @@ func (x *ClusterCommitRequest) String() string {
 func (*ClusterCommitRequest) ProtoMessage() {}
 
 func (x *ClusterCommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_admin_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1198,7 +1601,7 @@ func (x *ClusterCommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterCommitRequest.ProtoReflect.Descriptor instead.
 func (*ClusterCommitRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 type ClusterCommitResponse struct {
@@ -1211,7 +1614,7 @@ type ClusterCommitResponse struct {
 
 func (x *ClusterCommitResponse) Reset() {
 	*x = ClusterCommitResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_admin_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1626,7 @@ func (x *ClusterCommitResponse) String() string {
 func (*ClusterCommitResponse) ProtoMessage() {}
 
 func (x *ClusterCommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_admin_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1639,7 @@ func (x *ClusterCommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterCommitResponse.ProtoReflect.Descriptor instead.
 func (*ClusterCommitResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ClusterCommitResponse) GetEpoch() uint64 {
@@ -1264,7 +1667,7 @@ type ClusterAbortRequest struct {
 
 func (x *ClusterAbortRequest) Reset() {
 	*x = ClusterAbortRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_admin_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1679,7 @@ func (x *ClusterAbortRequest) String() string {
 func (*ClusterAbortRequest) ProtoMessage() {}
 
 func (x *ClusterAbortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_admin_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1692,7 @@ func (x *ClusterAbortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterAbortRequest.ProtoReflect.Descriptor instead.
 func (*ClusterAbortRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ClusterAbortRequest) GetGeneration() uint64 {
@@ -1310,7 +1713,7 @@ type ClusterAbortResponse struct {
 
 func (x *ClusterAbortResponse) Reset() {
 	*x = ClusterAbortResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_admin_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1322,7 +1725,7 @@ func (x *ClusterAbortResponse) String() string {
 func (*ClusterAbortResponse) ProtoMessage() {}
 
 func (x *ClusterAbortResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_admin_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1335,7 +1738,7 @@ func (x *ClusterAbortResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterAbortResponse.ProtoReflect.Descriptor instead.
 func (*ClusterAbortResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ClusterAbortResponse) GetEpoch() uint64 {
@@ -1372,7 +1775,7 @@ type Transfer struct {
 
 func (x *Transfer) Reset() {
 	*x = Transfer{}
-	mi := &file_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_admin_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1787,7 @@ func (x *Transfer) String() string {
 func (*Transfer) ProtoMessage() {}
 
 func (x *Transfer) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_admin_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1800,7 @@ func (x *Transfer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transfer.ProtoReflect.Descriptor instead.
 func (*Transfer) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Transfer) GetNode() string {
@@ -1471,7 +1874,7 @@ type TransfersRequest struct {
 
 func (x *TransfersRequest) Reset() {
 	*x = TransfersRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_admin_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1483,7 +1886,7 @@ func (x *TransfersRequest) String() string {
 func (*TransfersRequest) ProtoMessage() {}
 
 func (x *TransfersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_admin_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1496,7 +1899,7 @@ func (x *TransfersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransfersRequest.ProtoReflect.Descriptor instead.
 func (*TransfersRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 type TransfersResponse struct {
@@ -1509,7 +1912,7 @@ type TransfersResponse struct {
 
 func (x *TransfersResponse) Reset() {
 	*x = TransfersResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_admin_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1924,7 @@ func (x *TransfersResponse) String() string {
 func (*TransfersResponse) ProtoMessage() {}
 
 func (x *TransfersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_admin_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1937,7 @@ func (x *TransfersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransfersResponse.ProtoReflect.Descriptor instead.
 func (*TransfersResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *TransfersResponse) GetNode() string {
@@ -1559,7 +1962,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_admin_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1571,7 +1974,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_admin_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1584,7 +1987,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 type ClusterStatusResponse struct {
@@ -1615,7 +2018,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_admin_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +2030,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_admin_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +2043,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ClusterStatusResponse) GetClusterId() string {
@@ -1742,7 +2145,7 @@ type HintsRequest struct {
 
 func (x *HintsRequest) Reset() {
 	*x = HintsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_admin_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1754,7 +2157,7 @@ func (x *HintsRequest) String() string {
 func (*HintsRequest) ProtoMessage() {}
 
 func (x *HintsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_admin_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1767,7 +2170,7 @@ func (x *HintsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintsRequest.ProtoReflect.Descriptor instead.
 func (*HintsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 type HintTarget struct {
@@ -1789,7 +2192,7 @@ type HintTarget struct {
 
 func (x *HintTarget) Reset() {
 	*x = HintTarget{}
-	mi := &file_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_admin_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1801,7 +2204,7 @@ func (x *HintTarget) String() string {
 func (*HintTarget) ProtoMessage() {}
 
 func (x *HintTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_admin_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1814,7 +2217,7 @@ func (x *HintTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintTarget.ProtoReflect.Descriptor instead.
 func (*HintTarget) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *HintTarget) GetTarget() string {
@@ -1878,7 +2281,7 @@ type HintsResponse struct {
 
 func (x *HintsResponse) Reset() {
 	*x = HintsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_admin_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1890,7 +2293,7 @@ func (x *HintsResponse) String() string {
 func (*HintsResponse) ProtoMessage() {}
 
 func (x *HintsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_admin_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1903,7 +2306,7 @@ func (x *HintsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintsResponse.ProtoReflect.Descriptor instead.
 func (*HintsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *HintsResponse) GetNode() string {
@@ -1936,7 +2339,7 @@ type PurgeHintsRequest struct {
 
 func (x *PurgeHintsRequest) Reset() {
 	*x = PurgeHintsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_admin_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1948,7 +2351,7 @@ func (x *PurgeHintsRequest) String() string {
 func (*PurgeHintsRequest) ProtoMessage() {}
 
 func (x *PurgeHintsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_admin_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1961,7 +2364,7 @@ func (x *PurgeHintsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeHintsRequest.ProtoReflect.Descriptor instead.
 func (*PurgeHintsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *PurgeHintsRequest) GetTarget() string {
@@ -1980,7 +2383,7 @@ type PurgeHintsResponse struct {
 
 func (x *PurgeHintsResponse) Reset() {
 	*x = PurgeHintsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_admin_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1992,7 +2395,7 @@ func (x *PurgeHintsResponse) String() string {
 func (*PurgeHintsResponse) ProtoMessage() {}
 
 func (x *PurgeHintsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_admin_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2005,7 +2408,7 @@ func (x *PurgeHintsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeHintsResponse.ProtoReflect.Descriptor instead.
 func (*PurgeHintsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PurgeHintsResponse) GetPurged() uint64 {
@@ -2025,7 +2428,7 @@ type RepairStatusRequest struct {
 
 func (x *RepairStatusRequest) Reset() {
 	*x = RepairStatusRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_admin_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2037,7 +2440,7 @@ func (x *RepairStatusRequest) String() string {
 func (*RepairStatusRequest) ProtoMessage() {}
 
 func (x *RepairStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_admin_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2050,7 +2453,7 @@ func (x *RepairStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairStatusRequest.ProtoReflect.Descriptor instead.
 func (*RepairStatusRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RepairStatusRequest) GetKeyspace() string {
@@ -2078,7 +2481,7 @@ type PartitionRepair struct {
 
 func (x *PartitionRepair) Reset() {
 	*x = PartitionRepair{}
-	mi := &file_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_admin_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2090,7 +2493,7 @@ func (x *PartitionRepair) String() string {
 func (*PartitionRepair) ProtoMessage() {}
 
 func (x *PartitionRepair) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_admin_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2103,7 +2506,7 @@ func (x *PartitionRepair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionRepair.ProtoReflect.Descriptor instead.
 func (*PartitionRepair) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PartitionRepair) GetKeyspace() string {
@@ -2165,7 +2568,7 @@ type RepairStatusResponse struct {
 
 func (x *RepairStatusResponse) Reset() {
 	*x = RepairStatusResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_admin_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2177,7 +2580,7 @@ func (x *RepairStatusResponse) String() string {
 func (*RepairStatusResponse) ProtoMessage() {}
 
 func (x *RepairStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_admin_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2190,7 +2593,7 @@ func (x *RepairStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairStatusResponse.ProtoReflect.Descriptor instead.
 func (*RepairStatusResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RepairStatusResponse) GetNode() string {
@@ -2219,7 +2622,7 @@ type RepairRunRequest struct {
 
 func (x *RepairRunRequest) Reset() {
 	*x = RepairRunRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_admin_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2231,7 +2634,7 @@ func (x *RepairRunRequest) String() string {
 func (*RepairRunRequest) ProtoMessage() {}
 
 func (x *RepairRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_admin_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2244,7 +2647,7 @@ func (x *RepairRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairRunRequest.ProtoReflect.Descriptor instead.
 func (*RepairRunRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RepairRunRequest) GetKeyspace() string {
@@ -2275,7 +2678,7 @@ type RepairProgress struct {
 
 func (x *RepairProgress) Reset() {
 	*x = RepairProgress{}
-	mi := &file_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_admin_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2287,7 +2690,7 @@ func (x *RepairProgress) String() string {
 func (*RepairProgress) ProtoMessage() {}
 
 func (x *RepairProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_admin_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2300,7 +2703,7 @@ func (x *RepairProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairProgress.ProtoReflect.Descriptor instead.
 func (*RepairProgress) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RepairProgress) GetPartitionsDone() uint32 {
@@ -2357,7 +2760,7 @@ type ReplicaGetRequest struct {
 
 func (x *ReplicaGetRequest) Reset() {
 	*x = ReplicaGetRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_admin_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2369,7 +2772,7 @@ func (x *ReplicaGetRequest) String() string {
 func (*ReplicaGetRequest) ProtoMessage() {}
 
 func (x *ReplicaGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_admin_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2382,7 +2785,7 @@ func (x *ReplicaGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaGetRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaGetRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ReplicaGetRequest) GetNode() string {
@@ -2418,7 +2821,7 @@ type ReplicaGetResponse struct {
 
 func (x *ReplicaGetResponse) Reset() {
 	*x = ReplicaGetResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_admin_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2430,7 +2833,7 @@ func (x *ReplicaGetResponse) String() string {
 func (*ReplicaGetResponse) ProtoMessage() {}
 
 func (x *ReplicaGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_admin_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2443,7 +2846,7 @@ func (x *ReplicaGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaGetResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaGetResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ReplicaGetResponse) GetNode() string {
@@ -2475,7 +2878,7 @@ type ReloadSecretsRequest struct {
 
 func (x *ReloadSecretsRequest) Reset() {
 	*x = ReloadSecretsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_admin_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2487,7 +2890,7 @@ func (x *ReloadSecretsRequest) String() string {
 func (*ReloadSecretsRequest) ProtoMessage() {}
 
 func (x *ReloadSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_admin_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2500,7 +2903,7 @@ func (x *ReloadSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ReloadSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 type ReloadSecretsResponse struct {
@@ -2514,7 +2917,7 @@ type ReloadSecretsResponse struct {
 
 func (x *ReloadSecretsResponse) Reset() {
 	*x = ReloadSecretsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_admin_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2526,7 +2929,7 @@ func (x *ReloadSecretsResponse) String() string {
 func (*ReloadSecretsResponse) ProtoMessage() {}
 
 func (x *ReloadSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_admin_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2539,7 +2942,7 @@ func (x *ReloadSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ReloadSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReloadSecretsResponse) GetNode() string {
@@ -2582,7 +2985,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_admin_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2594,7 +2997,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_admin_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2607,7 +3010,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *Node) GetId() string {
@@ -2695,7 +3098,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_admin_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2707,7 +3110,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_admin_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2720,7 +3123,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 type StatusResponse struct {
@@ -2738,7 +3141,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_admin_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2750,7 +3153,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_admin_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2763,7 +3166,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *StatusResponse) GetNode() string {
@@ -2816,7 +3219,7 @@ type RingRequest struct {
 
 func (x *RingRequest) Reset() {
 	*x = RingRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_admin_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2828,7 +3231,7 @@ func (x *RingRequest) String() string {
 func (*RingRequest) ProtoMessage() {}
 
 func (x *RingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_admin_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2841,7 +3244,7 @@ func (x *RingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingRequest.ProtoReflect.Descriptor instead.
 func (*RingRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 type KeyspaceShare struct {
@@ -2857,7 +3260,7 @@ type KeyspaceShare struct {
 
 func (x *KeyspaceShare) Reset() {
 	*x = KeyspaceShare{}
-	mi := &file_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_admin_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2869,7 +3272,7 @@ func (x *KeyspaceShare) String() string {
 func (*KeyspaceShare) ProtoMessage() {}
 
 func (x *KeyspaceShare) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_admin_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2882,7 +3285,7 @@ func (x *KeyspaceShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyspaceShare.ProtoReflect.Descriptor instead.
 func (*KeyspaceShare) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *KeyspaceShare) GetKeyspace() string {
@@ -2922,7 +3325,7 @@ type RingNode struct {
 
 func (x *RingNode) Reset() {
 	*x = RingNode{}
-	mi := &file_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_admin_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2934,7 +3337,7 @@ func (x *RingNode) String() string {
 func (*RingNode) ProtoMessage() {}
 
 func (x *RingNode) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_admin_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2947,7 +3350,7 @@ func (x *RingNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingNode.ProtoReflect.Descriptor instead.
 func (*RingNode) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *RingNode) GetNode() *Node {
@@ -2996,7 +3399,7 @@ type RingResponse struct {
 
 func (x *RingResponse) Reset() {
 	*x = RingResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_admin_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3008,7 +3411,7 @@ func (x *RingResponse) String() string {
 func (*RingResponse) ProtoMessage() {}
 
 func (x *RingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_admin_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3021,7 +3424,7 @@ func (x *RingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingResponse.ProtoReflect.Descriptor instead.
 func (*RingResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *RingResponse) GetPartitions() uint32 {
@@ -3055,7 +3458,7 @@ type EndpointsRequest struct {
 
 func (x *EndpointsRequest) Reset() {
 	*x = EndpointsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_admin_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3067,7 +3470,7 @@ func (x *EndpointsRequest) String() string {
 func (*EndpointsRequest) ProtoMessage() {}
 
 func (x *EndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_admin_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3080,7 +3483,7 @@ func (x *EndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointsRequest.ProtoReflect.Descriptor instead.
 func (*EndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *EndpointsRequest) GetKeyspace() string {
@@ -3110,7 +3513,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_admin_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3122,7 +3525,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_admin_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3135,7 +3538,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *Endpoint) GetNode() string {
@@ -3188,7 +3591,7 @@ type EndpointsResponse struct {
 
 func (x *EndpointsResponse) Reset() {
 	*x = EndpointsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_admin_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3200,7 +3603,7 @@ func (x *EndpointsResponse) String() string {
 func (*EndpointsResponse) ProtoMessage() {}
 
 func (x *EndpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_admin_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3213,7 +3616,7 @@ func (x *EndpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointsResponse.ProtoReflect.Descriptor instead.
 func (*EndpointsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *EndpointsResponse) GetKeyspace() string {
@@ -3270,7 +3673,7 @@ type Keyspace struct {
 
 func (x *Keyspace) Reset() {
 	*x = Keyspace{}
-	mi := &file_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_admin_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3282,7 +3685,7 @@ func (x *Keyspace) String() string {
 func (*Keyspace) ProtoMessage() {}
 
 func (x *Keyspace) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_admin_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3295,7 +3698,7 @@ func (x *Keyspace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Keyspace.ProtoReflect.Descriptor instead.
 func (*Keyspace) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *Keyspace) GetName() string {
@@ -3355,7 +3758,7 @@ type ListKeyspacesRequest struct {
 
 func (x *ListKeyspacesRequest) Reset() {
 	*x = ListKeyspacesRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_admin_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3367,7 +3770,7 @@ func (x *ListKeyspacesRequest) String() string {
 func (*ListKeyspacesRequest) ProtoMessage() {}
 
 func (x *ListKeyspacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_admin_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3380,7 +3783,7 @@ func (x *ListKeyspacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeyspacesRequest.ProtoReflect.Descriptor instead.
 func (*ListKeyspacesRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 type ListKeyspacesResponse struct {
@@ -3392,7 +3795,7 @@ type ListKeyspacesResponse struct {
 
 func (x *ListKeyspacesResponse) Reset() {
 	*x = ListKeyspacesResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_admin_v1_admin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3404,7 +3807,7 @@ func (x *ListKeyspacesResponse) String() string {
 func (*ListKeyspacesResponse) ProtoMessage() {}
 
 func (x *ListKeyspacesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_admin_v1_admin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3417,7 +3820,7 @@ func (x *ListKeyspacesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeyspacesResponse.ProtoReflect.Descriptor instead.
 func (*ListKeyspacesResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ListKeyspacesResponse) GetKeyspaces() []*Keyspace {
@@ -3439,7 +3842,7 @@ type CreateKeyspaceRequest struct {
 
 func (x *CreateKeyspaceRequest) Reset() {
 	*x = CreateKeyspaceRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_admin_v1_admin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3451,7 +3854,7 @@ func (x *CreateKeyspaceRequest) String() string {
 func (*CreateKeyspaceRequest) ProtoMessage() {}
 
 func (x *CreateKeyspaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_admin_v1_admin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3464,7 +3867,7 @@ func (x *CreateKeyspaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyspaceRequest.ProtoReflect.Descriptor instead.
 func (*CreateKeyspaceRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *CreateKeyspaceRequest) GetKeyspace() *Keyspace {
@@ -3492,7 +3895,7 @@ type CreateKeyspaceResponse struct {
 
 func (x *CreateKeyspaceResponse) Reset() {
 	*x = CreateKeyspaceResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_admin_v1_admin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3504,7 +3907,7 @@ func (x *CreateKeyspaceResponse) String() string {
 func (*CreateKeyspaceResponse) ProtoMessage() {}
 
 func (x *CreateKeyspaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_admin_v1_admin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3517,7 +3920,7 @@ func (x *CreateKeyspaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyspaceResponse.ProtoReflect.Descriptor instead.
 func (*CreateKeyspaceResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *CreateKeyspaceResponse) GetKeyspace() *Keyspace {
@@ -3538,7 +3941,35 @@ var File_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x14admin/v1/admin.proto\x12\badmin.v1\x1a\x0ekv/v1/kv.proto\"\xde\x02\n" +
+	"\x14admin/v1/admin.proto\x12\badmin.v1\x1a\x0ekv/v1/kv.proto\"\x98\x01\n" +
+	"\bSnapshot\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x10\n" +
+	"\x03dir\x18\x03 \x01(\tR\x03dir\x12&\n" +
+	"\x0fcreated_unix_ms\x18\x04 \x01(\x03R\rcreatedUnixMs\x12\x14\n" +
+	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\x12\x14\n" +
+	"\x05bytes\x18\x06 \x01(\x03R\x05bytes\"J\n" +
+	"\x15CreateSnapshotRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"local_only\x18\x02 \x01(\bR\tlocalOnly\"\x84\x01\n" +
+	"\x16CreateSnapshotResponse\x120\n" +
+	"\tsnapshots\x18\x01 \x03(\v2\x12.admin.v1.SnapshotR\tsnapshots\x12 \n" +
+	"\vunreachable\x18\x02 \x03(\tR\vunreachable\x12\x16\n" +
+	"\x06failed\x18\x03 \x03(\tR\x06failed\"5\n" +
+	"\x14ListSnapshotsRequest\x12\x1d\n" +
+	"\n" +
+	"local_only\x18\x01 \x01(\bR\tlocalOnly\"k\n" +
+	"\x15ListSnapshotsResponse\x120\n" +
+	"\tsnapshots\x18\x01 \x03(\v2\x12.admin.v1.SnapshotR\tsnapshots\x12 \n" +
+	"\vunreachable\x18\x02 \x03(\tR\vunreachable\"J\n" +
+	"\x15DeleteSnapshotRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"local_only\x18\x02 \x01(\bR\tlocalOnly\"T\n" +
+	"\x16DeleteSnapshotResponse\x12\x18\n" +
+	"\adeleted\x18\x01 \x03(\tR\adeleted\x12 \n" +
+	"\vunreachable\x18\x02 \x03(\tR\vunreachable\"\xde\x02\n" +
 	"\x05Fault\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1d\n" +
@@ -3794,7 +4225,7 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"local_only\x18\x02 \x01(\bR\tlocalOnly\"b\n" +
 	"\x16CreateKeyspaceResponse\x12.\n" +
 	"\bkeyspace\x18\x01 \x01(\v2\x12.admin.v1.KeyspaceR\bkeyspace\x12\x18\n" +
-	"\aapplied\x18\x02 \x03(\tR\aapplied2\xd0\r\n" +
+	"\aapplied\x18\x02 \x03(\tR\aapplied2\xcc\x0f\n" +
 	"\x05Admin\x12;\n" +
 	"\x06Status\x12\x17.admin.v1.StatusRequest\x1a\x18.admin.v1.StatusResponse\x125\n" +
 	"\x04Ring\x12\x15.admin.v1.RingRequest\x1a\x16.admin.v1.RingResponse\x12D\n" +
@@ -3821,7 +4252,10 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\vInjectFault\x12\x1c.admin.v1.InjectFaultRequest\x1a\x1d.admin.v1.InjectFaultResponse\x12G\n" +
 	"\n" +
 	"ListFaults\x12\x1b.admin.v1.ListFaultsRequest\x1a\x1c.admin.v1.ListFaultsResponse\x12J\n" +
-	"\vClearFaults\x12\x1c.admin.v1.ClearFaultsRequest\x1a\x1d.admin.v1.ClearFaultsResponseB5Z3github.com/meridiankv/meridian/api/admin/v1;adminv1b\x06proto3"
+	"\vClearFaults\x12\x1c.admin.v1.ClearFaultsRequest\x1a\x1d.admin.v1.ClearFaultsResponse\x12S\n" +
+	"\x0eCreateSnapshot\x12\x1f.admin.v1.CreateSnapshotRequest\x1a .admin.v1.CreateSnapshotResponse\x12P\n" +
+	"\rListSnapshots\x12\x1e.admin.v1.ListSnapshotsRequest\x1a\x1f.admin.v1.ListSnapshotsResponse\x12S\n" +
+	"\x0eDeleteSnapshot\x12\x1f.admin.v1.DeleteSnapshotRequest\x1a .admin.v1.DeleteSnapshotResponseB5Z3github.com/meridiankv/meridian/api/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -3835,149 +4269,164 @@ func file_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_admin_v1_admin_proto_rawDescData
 }
 
-var file_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 59)
+var file_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 66)
 var file_admin_v1_admin_proto_goTypes = []any{
-	(*Fault)(nil),                    // 0: admin.v1.Fault
-	(*InjectFaultRequest)(nil),       // 1: admin.v1.InjectFaultRequest
-	(*InjectFaultResponse)(nil),      // 2: admin.v1.InjectFaultResponse
-	(*ListFaultsRequest)(nil),        // 3: admin.v1.ListFaultsRequest
-	(*NodeFaults)(nil),               // 4: admin.v1.NodeFaults
-	(*ListFaultsResponse)(nil),       // 5: admin.v1.ListFaultsResponse
-	(*ClearFaultsRequest)(nil),       // 6: admin.v1.ClearFaultsRequest
-	(*ClearFaultsResponse)(nil),      // 7: admin.v1.ClearFaultsResponse
-	(*AlterKeyspaceRequest)(nil),     // 8: admin.v1.AlterKeyspaceRequest
-	(*AlterKeyspaceResponse)(nil),    // 9: admin.v1.AlterKeyspaceResponse
-	(*DropKeyspaceRequest)(nil),      // 10: admin.v1.DropKeyspaceRequest
-	(*DropKeyspaceResponse)(nil),     // 11: admin.v1.DropKeyspaceResponse
-	(*PlanOp)(nil),                   // 12: admin.v1.PlanOp
-	(*PlanMove)(nil),                 // 13: admin.v1.PlanMove
-	(*Plan)(nil),                     // 14: admin.v1.Plan
-	(*ClusterPlanRequest)(nil),       // 15: admin.v1.ClusterPlanRequest
-	(*ClusterPlanShowRequest)(nil),   // 16: admin.v1.ClusterPlanShowRequest
-	(*ClusterPlanResponse)(nil),      // 17: admin.v1.ClusterPlanResponse
-	(*ClusterPlanClearRequest)(nil),  // 18: admin.v1.ClusterPlanClearRequest
-	(*ClusterPlanClearResponse)(nil), // 19: admin.v1.ClusterPlanClearResponse
-	(*ClusterCommitRequest)(nil),     // 20: admin.v1.ClusterCommitRequest
-	(*ClusterCommitResponse)(nil),    // 21: admin.v1.ClusterCommitResponse
-	(*ClusterAbortRequest)(nil),      // 22: admin.v1.ClusterAbortRequest
-	(*ClusterAbortResponse)(nil),     // 23: admin.v1.ClusterAbortResponse
-	(*Transfer)(nil),                 // 24: admin.v1.Transfer
-	(*TransfersRequest)(nil),         // 25: admin.v1.TransfersRequest
-	(*TransfersResponse)(nil),        // 26: admin.v1.TransfersResponse
-	(*ClusterStatusRequest)(nil),     // 27: admin.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),    // 28: admin.v1.ClusterStatusResponse
-	(*HintsRequest)(nil),             // 29: admin.v1.HintsRequest
-	(*HintTarget)(nil),               // 30: admin.v1.HintTarget
-	(*HintsResponse)(nil),            // 31: admin.v1.HintsResponse
-	(*PurgeHintsRequest)(nil),        // 32: admin.v1.PurgeHintsRequest
-	(*PurgeHintsResponse)(nil),       // 33: admin.v1.PurgeHintsResponse
-	(*RepairStatusRequest)(nil),      // 34: admin.v1.RepairStatusRequest
-	(*PartitionRepair)(nil),          // 35: admin.v1.PartitionRepair
-	(*RepairStatusResponse)(nil),     // 36: admin.v1.RepairStatusResponse
-	(*RepairRunRequest)(nil),         // 37: admin.v1.RepairRunRequest
-	(*RepairProgress)(nil),           // 38: admin.v1.RepairProgress
-	(*ReplicaGetRequest)(nil),        // 39: admin.v1.ReplicaGetRequest
-	(*ReplicaGetResponse)(nil),       // 40: admin.v1.ReplicaGetResponse
-	(*ReloadSecretsRequest)(nil),     // 41: admin.v1.ReloadSecretsRequest
-	(*ReloadSecretsResponse)(nil),    // 42: admin.v1.ReloadSecretsResponse
-	(*Node)(nil),                     // 43: admin.v1.Node
-	(*StatusRequest)(nil),            // 44: admin.v1.StatusRequest
-	(*StatusResponse)(nil),           // 45: admin.v1.StatusResponse
-	(*RingRequest)(nil),              // 46: admin.v1.RingRequest
-	(*KeyspaceShare)(nil),            // 47: admin.v1.KeyspaceShare
-	(*RingNode)(nil),                 // 48: admin.v1.RingNode
-	(*RingResponse)(nil),             // 49: admin.v1.RingResponse
-	(*EndpointsRequest)(nil),         // 50: admin.v1.EndpointsRequest
-	(*Endpoint)(nil),                 // 51: admin.v1.Endpoint
-	(*EndpointsResponse)(nil),        // 52: admin.v1.EndpointsResponse
-	(*Keyspace)(nil),                 // 53: admin.v1.Keyspace
-	(*ListKeyspacesRequest)(nil),     // 54: admin.v1.ListKeyspacesRequest
-	(*ListKeyspacesResponse)(nil),    // 55: admin.v1.ListKeyspacesResponse
-	(*CreateKeyspaceRequest)(nil),    // 56: admin.v1.CreateKeyspaceRequest
-	(*CreateKeyspaceResponse)(nil),   // 57: admin.v1.CreateKeyspaceResponse
-	nil,                              // 58: admin.v1.Keyspace.ReplicationEntry
-	(*v1.Sibling)(nil),               // 59: kv.v1.Sibling
+	(*Snapshot)(nil),                 // 0: admin.v1.Snapshot
+	(*CreateSnapshotRequest)(nil),    // 1: admin.v1.CreateSnapshotRequest
+	(*CreateSnapshotResponse)(nil),   // 2: admin.v1.CreateSnapshotResponse
+	(*ListSnapshotsRequest)(nil),     // 3: admin.v1.ListSnapshotsRequest
+	(*ListSnapshotsResponse)(nil),    // 4: admin.v1.ListSnapshotsResponse
+	(*DeleteSnapshotRequest)(nil),    // 5: admin.v1.DeleteSnapshotRequest
+	(*DeleteSnapshotResponse)(nil),   // 6: admin.v1.DeleteSnapshotResponse
+	(*Fault)(nil),                    // 7: admin.v1.Fault
+	(*InjectFaultRequest)(nil),       // 8: admin.v1.InjectFaultRequest
+	(*InjectFaultResponse)(nil),      // 9: admin.v1.InjectFaultResponse
+	(*ListFaultsRequest)(nil),        // 10: admin.v1.ListFaultsRequest
+	(*NodeFaults)(nil),               // 11: admin.v1.NodeFaults
+	(*ListFaultsResponse)(nil),       // 12: admin.v1.ListFaultsResponse
+	(*ClearFaultsRequest)(nil),       // 13: admin.v1.ClearFaultsRequest
+	(*ClearFaultsResponse)(nil),      // 14: admin.v1.ClearFaultsResponse
+	(*AlterKeyspaceRequest)(nil),     // 15: admin.v1.AlterKeyspaceRequest
+	(*AlterKeyspaceResponse)(nil),    // 16: admin.v1.AlterKeyspaceResponse
+	(*DropKeyspaceRequest)(nil),      // 17: admin.v1.DropKeyspaceRequest
+	(*DropKeyspaceResponse)(nil),     // 18: admin.v1.DropKeyspaceResponse
+	(*PlanOp)(nil),                   // 19: admin.v1.PlanOp
+	(*PlanMove)(nil),                 // 20: admin.v1.PlanMove
+	(*Plan)(nil),                     // 21: admin.v1.Plan
+	(*ClusterPlanRequest)(nil),       // 22: admin.v1.ClusterPlanRequest
+	(*ClusterPlanShowRequest)(nil),   // 23: admin.v1.ClusterPlanShowRequest
+	(*ClusterPlanResponse)(nil),      // 24: admin.v1.ClusterPlanResponse
+	(*ClusterPlanClearRequest)(nil),  // 25: admin.v1.ClusterPlanClearRequest
+	(*ClusterPlanClearResponse)(nil), // 26: admin.v1.ClusterPlanClearResponse
+	(*ClusterCommitRequest)(nil),     // 27: admin.v1.ClusterCommitRequest
+	(*ClusterCommitResponse)(nil),    // 28: admin.v1.ClusterCommitResponse
+	(*ClusterAbortRequest)(nil),      // 29: admin.v1.ClusterAbortRequest
+	(*ClusterAbortResponse)(nil),     // 30: admin.v1.ClusterAbortResponse
+	(*Transfer)(nil),                 // 31: admin.v1.Transfer
+	(*TransfersRequest)(nil),         // 32: admin.v1.TransfersRequest
+	(*TransfersResponse)(nil),        // 33: admin.v1.TransfersResponse
+	(*ClusterStatusRequest)(nil),     // 34: admin.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),    // 35: admin.v1.ClusterStatusResponse
+	(*HintsRequest)(nil),             // 36: admin.v1.HintsRequest
+	(*HintTarget)(nil),               // 37: admin.v1.HintTarget
+	(*HintsResponse)(nil),            // 38: admin.v1.HintsResponse
+	(*PurgeHintsRequest)(nil),        // 39: admin.v1.PurgeHintsRequest
+	(*PurgeHintsResponse)(nil),       // 40: admin.v1.PurgeHintsResponse
+	(*RepairStatusRequest)(nil),      // 41: admin.v1.RepairStatusRequest
+	(*PartitionRepair)(nil),          // 42: admin.v1.PartitionRepair
+	(*RepairStatusResponse)(nil),     // 43: admin.v1.RepairStatusResponse
+	(*RepairRunRequest)(nil),         // 44: admin.v1.RepairRunRequest
+	(*RepairProgress)(nil),           // 45: admin.v1.RepairProgress
+	(*ReplicaGetRequest)(nil),        // 46: admin.v1.ReplicaGetRequest
+	(*ReplicaGetResponse)(nil),       // 47: admin.v1.ReplicaGetResponse
+	(*ReloadSecretsRequest)(nil),     // 48: admin.v1.ReloadSecretsRequest
+	(*ReloadSecretsResponse)(nil),    // 49: admin.v1.ReloadSecretsResponse
+	(*Node)(nil),                     // 50: admin.v1.Node
+	(*StatusRequest)(nil),            // 51: admin.v1.StatusRequest
+	(*StatusResponse)(nil),           // 52: admin.v1.StatusResponse
+	(*RingRequest)(nil),              // 53: admin.v1.RingRequest
+	(*KeyspaceShare)(nil),            // 54: admin.v1.KeyspaceShare
+	(*RingNode)(nil),                 // 55: admin.v1.RingNode
+	(*RingResponse)(nil),             // 56: admin.v1.RingResponse
+	(*EndpointsRequest)(nil),         // 57: admin.v1.EndpointsRequest
+	(*Endpoint)(nil),                 // 58: admin.v1.Endpoint
+	(*EndpointsResponse)(nil),        // 59: admin.v1.EndpointsResponse
+	(*Keyspace)(nil),                 // 60: admin.v1.Keyspace
+	(*ListKeyspacesRequest)(nil),     // 61: admin.v1.ListKeyspacesRequest
+	(*ListKeyspacesResponse)(nil),    // 62: admin.v1.ListKeyspacesResponse
+	(*CreateKeyspaceRequest)(nil),    // 63: admin.v1.CreateKeyspaceRequest
+	(*CreateKeyspaceResponse)(nil),   // 64: admin.v1.CreateKeyspaceResponse
+	nil,                              // 65: admin.v1.Keyspace.ReplicationEntry
+	(*v1.Sibling)(nil),               // 66: kv.v1.Sibling
 }
 var file_admin_v1_admin_proto_depIdxs = []int32{
-	0,  // 0: admin.v1.InjectFaultRequest.fault:type_name -> admin.v1.Fault
-	0,  // 1: admin.v1.InjectFaultResponse.fault:type_name -> admin.v1.Fault
-	0,  // 2: admin.v1.NodeFaults.faults:type_name -> admin.v1.Fault
-	4,  // 3: admin.v1.ListFaultsResponse.nodes:type_name -> admin.v1.NodeFaults
-	53, // 4: admin.v1.AlterKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
-	53, // 5: admin.v1.AlterKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
-	12, // 6: admin.v1.Plan.ops:type_name -> admin.v1.PlanOp
-	13, // 7: admin.v1.Plan.moves:type_name -> admin.v1.PlanMove
-	12, // 8: admin.v1.ClusterPlanRequest.op:type_name -> admin.v1.PlanOp
-	14, // 9: admin.v1.ClusterPlanResponse.plan:type_name -> admin.v1.Plan
-	24, // 10: admin.v1.TransfersResponse.transfers:type_name -> admin.v1.Transfer
-	43, // 11: admin.v1.ClusterStatusResponse.nodes:type_name -> admin.v1.Node
-	12, // 12: admin.v1.ClusterStatusResponse.transition_ops:type_name -> admin.v1.PlanOp
-	24, // 13: admin.v1.ClusterStatusResponse.transfers:type_name -> admin.v1.Transfer
-	14, // 14: admin.v1.ClusterStatusResponse.pending:type_name -> admin.v1.Plan
-	30, // 15: admin.v1.HintsResponse.targets:type_name -> admin.v1.HintTarget
-	35, // 16: admin.v1.RepairStatusResponse.partitions:type_name -> admin.v1.PartitionRepair
-	59, // 17: admin.v1.ReplicaGetResponse.siblings:type_name -> kv.v1.Sibling
-	43, // 18: admin.v1.StatusResponse.nodes:type_name -> admin.v1.Node
-	43, // 19: admin.v1.RingNode.node:type_name -> admin.v1.Node
-	47, // 20: admin.v1.RingNode.keyspaces:type_name -> admin.v1.KeyspaceShare
-	48, // 21: admin.v1.RingResponse.nodes:type_name -> admin.v1.RingNode
-	51, // 22: admin.v1.EndpointsResponse.replicas:type_name -> admin.v1.Endpoint
-	51, // 23: admin.v1.EndpointsResponse.fallbacks:type_name -> admin.v1.Endpoint
-	58, // 24: admin.v1.Keyspace.replication:type_name -> admin.v1.Keyspace.ReplicationEntry
-	53, // 25: admin.v1.ListKeyspacesResponse.keyspaces:type_name -> admin.v1.Keyspace
-	53, // 26: admin.v1.CreateKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
-	53, // 27: admin.v1.CreateKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
-	44, // 28: admin.v1.Admin.Status:input_type -> admin.v1.StatusRequest
-	46, // 29: admin.v1.Admin.Ring:input_type -> admin.v1.RingRequest
-	50, // 30: admin.v1.Admin.Endpoints:input_type -> admin.v1.EndpointsRequest
-	54, // 31: admin.v1.Admin.ListKeyspaces:input_type -> admin.v1.ListKeyspacesRequest
-	56, // 32: admin.v1.Admin.CreateKeyspace:input_type -> admin.v1.CreateKeyspaceRequest
-	41, // 33: admin.v1.Admin.ReloadSecrets:input_type -> admin.v1.ReloadSecretsRequest
-	29, // 34: admin.v1.Admin.Hints:input_type -> admin.v1.HintsRequest
-	32, // 35: admin.v1.Admin.PurgeHints:input_type -> admin.v1.PurgeHintsRequest
-	34, // 36: admin.v1.Admin.RepairStatus:input_type -> admin.v1.RepairStatusRequest
-	37, // 37: admin.v1.Admin.RepairRun:input_type -> admin.v1.RepairRunRequest
-	39, // 38: admin.v1.Admin.ReplicaGet:input_type -> admin.v1.ReplicaGetRequest
-	8,  // 39: admin.v1.Admin.AlterKeyspace:input_type -> admin.v1.AlterKeyspaceRequest
-	10, // 40: admin.v1.Admin.DropKeyspace:input_type -> admin.v1.DropKeyspaceRequest
-	15, // 41: admin.v1.Admin.ClusterPlan:input_type -> admin.v1.ClusterPlanRequest
-	16, // 42: admin.v1.Admin.ClusterPlanShow:input_type -> admin.v1.ClusterPlanShowRequest
-	18, // 43: admin.v1.Admin.ClusterPlanClear:input_type -> admin.v1.ClusterPlanClearRequest
-	20, // 44: admin.v1.Admin.ClusterCommit:input_type -> admin.v1.ClusterCommitRequest
-	22, // 45: admin.v1.Admin.ClusterAbort:input_type -> admin.v1.ClusterAbortRequest
-	27, // 46: admin.v1.Admin.ClusterStatus:input_type -> admin.v1.ClusterStatusRequest
-	25, // 47: admin.v1.Admin.Transfers:input_type -> admin.v1.TransfersRequest
-	1,  // 48: admin.v1.Admin.InjectFault:input_type -> admin.v1.InjectFaultRequest
-	3,  // 49: admin.v1.Admin.ListFaults:input_type -> admin.v1.ListFaultsRequest
-	6,  // 50: admin.v1.Admin.ClearFaults:input_type -> admin.v1.ClearFaultsRequest
-	45, // 51: admin.v1.Admin.Status:output_type -> admin.v1.StatusResponse
-	49, // 52: admin.v1.Admin.Ring:output_type -> admin.v1.RingResponse
-	52, // 53: admin.v1.Admin.Endpoints:output_type -> admin.v1.EndpointsResponse
-	55, // 54: admin.v1.Admin.ListKeyspaces:output_type -> admin.v1.ListKeyspacesResponse
-	57, // 55: admin.v1.Admin.CreateKeyspace:output_type -> admin.v1.CreateKeyspaceResponse
-	42, // 56: admin.v1.Admin.ReloadSecrets:output_type -> admin.v1.ReloadSecretsResponse
-	31, // 57: admin.v1.Admin.Hints:output_type -> admin.v1.HintsResponse
-	33, // 58: admin.v1.Admin.PurgeHints:output_type -> admin.v1.PurgeHintsResponse
-	36, // 59: admin.v1.Admin.RepairStatus:output_type -> admin.v1.RepairStatusResponse
-	38, // 60: admin.v1.Admin.RepairRun:output_type -> admin.v1.RepairProgress
-	40, // 61: admin.v1.Admin.ReplicaGet:output_type -> admin.v1.ReplicaGetResponse
-	9,  // 62: admin.v1.Admin.AlterKeyspace:output_type -> admin.v1.AlterKeyspaceResponse
-	11, // 63: admin.v1.Admin.DropKeyspace:output_type -> admin.v1.DropKeyspaceResponse
-	17, // 64: admin.v1.Admin.ClusterPlan:output_type -> admin.v1.ClusterPlanResponse
-	17, // 65: admin.v1.Admin.ClusterPlanShow:output_type -> admin.v1.ClusterPlanResponse
-	19, // 66: admin.v1.Admin.ClusterPlanClear:output_type -> admin.v1.ClusterPlanClearResponse
-	21, // 67: admin.v1.Admin.ClusterCommit:output_type -> admin.v1.ClusterCommitResponse
-	23, // 68: admin.v1.Admin.ClusterAbort:output_type -> admin.v1.ClusterAbortResponse
-	28, // 69: admin.v1.Admin.ClusterStatus:output_type -> admin.v1.ClusterStatusResponse
-	26, // 70: admin.v1.Admin.Transfers:output_type -> admin.v1.TransfersResponse
-	2,  // 71: admin.v1.Admin.InjectFault:output_type -> admin.v1.InjectFaultResponse
-	5,  // 72: admin.v1.Admin.ListFaults:output_type -> admin.v1.ListFaultsResponse
-	7,  // 73: admin.v1.Admin.ClearFaults:output_type -> admin.v1.ClearFaultsResponse
-	51, // [51:74] is the sub-list for method output_type
-	28, // [28:51] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	0,  // 0: admin.v1.CreateSnapshotResponse.snapshots:type_name -> admin.v1.Snapshot
+	0,  // 1: admin.v1.ListSnapshotsResponse.snapshots:type_name -> admin.v1.Snapshot
+	7,  // 2: admin.v1.InjectFaultRequest.fault:type_name -> admin.v1.Fault
+	7,  // 3: admin.v1.InjectFaultResponse.fault:type_name -> admin.v1.Fault
+	7,  // 4: admin.v1.NodeFaults.faults:type_name -> admin.v1.Fault
+	11, // 5: admin.v1.ListFaultsResponse.nodes:type_name -> admin.v1.NodeFaults
+	60, // 6: admin.v1.AlterKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
+	60, // 7: admin.v1.AlterKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
+	19, // 8: admin.v1.Plan.ops:type_name -> admin.v1.PlanOp
+	20, // 9: admin.v1.Plan.moves:type_name -> admin.v1.PlanMove
+	19, // 10: admin.v1.ClusterPlanRequest.op:type_name -> admin.v1.PlanOp
+	21, // 11: admin.v1.ClusterPlanResponse.plan:type_name -> admin.v1.Plan
+	31, // 12: admin.v1.TransfersResponse.transfers:type_name -> admin.v1.Transfer
+	50, // 13: admin.v1.ClusterStatusResponse.nodes:type_name -> admin.v1.Node
+	19, // 14: admin.v1.ClusterStatusResponse.transition_ops:type_name -> admin.v1.PlanOp
+	31, // 15: admin.v1.ClusterStatusResponse.transfers:type_name -> admin.v1.Transfer
+	21, // 16: admin.v1.ClusterStatusResponse.pending:type_name -> admin.v1.Plan
+	37, // 17: admin.v1.HintsResponse.targets:type_name -> admin.v1.HintTarget
+	42, // 18: admin.v1.RepairStatusResponse.partitions:type_name -> admin.v1.PartitionRepair
+	66, // 19: admin.v1.ReplicaGetResponse.siblings:type_name -> kv.v1.Sibling
+	50, // 20: admin.v1.StatusResponse.nodes:type_name -> admin.v1.Node
+	50, // 21: admin.v1.RingNode.node:type_name -> admin.v1.Node
+	54, // 22: admin.v1.RingNode.keyspaces:type_name -> admin.v1.KeyspaceShare
+	55, // 23: admin.v1.RingResponse.nodes:type_name -> admin.v1.RingNode
+	58, // 24: admin.v1.EndpointsResponse.replicas:type_name -> admin.v1.Endpoint
+	58, // 25: admin.v1.EndpointsResponse.fallbacks:type_name -> admin.v1.Endpoint
+	65, // 26: admin.v1.Keyspace.replication:type_name -> admin.v1.Keyspace.ReplicationEntry
+	60, // 27: admin.v1.ListKeyspacesResponse.keyspaces:type_name -> admin.v1.Keyspace
+	60, // 28: admin.v1.CreateKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
+	60, // 29: admin.v1.CreateKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
+	51, // 30: admin.v1.Admin.Status:input_type -> admin.v1.StatusRequest
+	53, // 31: admin.v1.Admin.Ring:input_type -> admin.v1.RingRequest
+	57, // 32: admin.v1.Admin.Endpoints:input_type -> admin.v1.EndpointsRequest
+	61, // 33: admin.v1.Admin.ListKeyspaces:input_type -> admin.v1.ListKeyspacesRequest
+	63, // 34: admin.v1.Admin.CreateKeyspace:input_type -> admin.v1.CreateKeyspaceRequest
+	48, // 35: admin.v1.Admin.ReloadSecrets:input_type -> admin.v1.ReloadSecretsRequest
+	36, // 36: admin.v1.Admin.Hints:input_type -> admin.v1.HintsRequest
+	39, // 37: admin.v1.Admin.PurgeHints:input_type -> admin.v1.PurgeHintsRequest
+	41, // 38: admin.v1.Admin.RepairStatus:input_type -> admin.v1.RepairStatusRequest
+	44, // 39: admin.v1.Admin.RepairRun:input_type -> admin.v1.RepairRunRequest
+	46, // 40: admin.v1.Admin.ReplicaGet:input_type -> admin.v1.ReplicaGetRequest
+	15, // 41: admin.v1.Admin.AlterKeyspace:input_type -> admin.v1.AlterKeyspaceRequest
+	17, // 42: admin.v1.Admin.DropKeyspace:input_type -> admin.v1.DropKeyspaceRequest
+	22, // 43: admin.v1.Admin.ClusterPlan:input_type -> admin.v1.ClusterPlanRequest
+	23, // 44: admin.v1.Admin.ClusterPlanShow:input_type -> admin.v1.ClusterPlanShowRequest
+	25, // 45: admin.v1.Admin.ClusterPlanClear:input_type -> admin.v1.ClusterPlanClearRequest
+	27, // 46: admin.v1.Admin.ClusterCommit:input_type -> admin.v1.ClusterCommitRequest
+	29, // 47: admin.v1.Admin.ClusterAbort:input_type -> admin.v1.ClusterAbortRequest
+	34, // 48: admin.v1.Admin.ClusterStatus:input_type -> admin.v1.ClusterStatusRequest
+	32, // 49: admin.v1.Admin.Transfers:input_type -> admin.v1.TransfersRequest
+	8,  // 50: admin.v1.Admin.InjectFault:input_type -> admin.v1.InjectFaultRequest
+	10, // 51: admin.v1.Admin.ListFaults:input_type -> admin.v1.ListFaultsRequest
+	13, // 52: admin.v1.Admin.ClearFaults:input_type -> admin.v1.ClearFaultsRequest
+	1,  // 53: admin.v1.Admin.CreateSnapshot:input_type -> admin.v1.CreateSnapshotRequest
+	3,  // 54: admin.v1.Admin.ListSnapshots:input_type -> admin.v1.ListSnapshotsRequest
+	5,  // 55: admin.v1.Admin.DeleteSnapshot:input_type -> admin.v1.DeleteSnapshotRequest
+	52, // 56: admin.v1.Admin.Status:output_type -> admin.v1.StatusResponse
+	56, // 57: admin.v1.Admin.Ring:output_type -> admin.v1.RingResponse
+	59, // 58: admin.v1.Admin.Endpoints:output_type -> admin.v1.EndpointsResponse
+	62, // 59: admin.v1.Admin.ListKeyspaces:output_type -> admin.v1.ListKeyspacesResponse
+	64, // 60: admin.v1.Admin.CreateKeyspace:output_type -> admin.v1.CreateKeyspaceResponse
+	49, // 61: admin.v1.Admin.ReloadSecrets:output_type -> admin.v1.ReloadSecretsResponse
+	38, // 62: admin.v1.Admin.Hints:output_type -> admin.v1.HintsResponse
+	40, // 63: admin.v1.Admin.PurgeHints:output_type -> admin.v1.PurgeHintsResponse
+	43, // 64: admin.v1.Admin.RepairStatus:output_type -> admin.v1.RepairStatusResponse
+	45, // 65: admin.v1.Admin.RepairRun:output_type -> admin.v1.RepairProgress
+	47, // 66: admin.v1.Admin.ReplicaGet:output_type -> admin.v1.ReplicaGetResponse
+	16, // 67: admin.v1.Admin.AlterKeyspace:output_type -> admin.v1.AlterKeyspaceResponse
+	18, // 68: admin.v1.Admin.DropKeyspace:output_type -> admin.v1.DropKeyspaceResponse
+	24, // 69: admin.v1.Admin.ClusterPlan:output_type -> admin.v1.ClusterPlanResponse
+	24, // 70: admin.v1.Admin.ClusterPlanShow:output_type -> admin.v1.ClusterPlanResponse
+	26, // 71: admin.v1.Admin.ClusterPlanClear:output_type -> admin.v1.ClusterPlanClearResponse
+	28, // 72: admin.v1.Admin.ClusterCommit:output_type -> admin.v1.ClusterCommitResponse
+	30, // 73: admin.v1.Admin.ClusterAbort:output_type -> admin.v1.ClusterAbortResponse
+	35, // 74: admin.v1.Admin.ClusterStatus:output_type -> admin.v1.ClusterStatusResponse
+	33, // 75: admin.v1.Admin.Transfers:output_type -> admin.v1.TransfersResponse
+	9,  // 76: admin.v1.Admin.InjectFault:output_type -> admin.v1.InjectFaultResponse
+	12, // 77: admin.v1.Admin.ListFaults:output_type -> admin.v1.ListFaultsResponse
+	14, // 78: admin.v1.Admin.ClearFaults:output_type -> admin.v1.ClearFaultsResponse
+	2,  // 79: admin.v1.Admin.CreateSnapshot:output_type -> admin.v1.CreateSnapshotResponse
+	4,  // 80: admin.v1.Admin.ListSnapshots:output_type -> admin.v1.ListSnapshotsResponse
+	6,  // 81: admin.v1.Admin.DeleteSnapshot:output_type -> admin.v1.DeleteSnapshotResponse
+	56, // [56:82] is the sub-list for method output_type
+	30, // [30:56] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_admin_v1_admin_proto_init() }
@@ -3991,7 +4440,7 @@ func file_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_v1_admin_proto_rawDesc), len(file_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   59,
+			NumMessages:   66,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
+	"github.com/meridiankv/meridian/node"
+)
+
+func newSnapshotCmd() *cobra.Command {
+	var f adminFlags
+	cmd := &cobra.Command{
+		Use:   "snapshot",
+		Short: "Take, list, delete and restore snapshots of the nodes' data (backups)",
+		Long: `A snapshot is a copy of a node's data as it was at one moment, kept on the
+node in <data-dir>/snapshots/<name>: a Pebble checkpoint, so it costs
+little space until compactions replace the tables it shares with the live
+data. "create" snapshots every node under one name; copy the snapshot
+directories off the machines for a backup. "restore" runs on a stopped
+node's machine and puts a snapshot in place of its data.
+
+Restoring every node from snapshots taken together brings the cluster back
+to that moment. Restoring one node brings back its data as it was; the
+other replicas then repair what it missed (anti-entropy), as long as the
+snapshot is younger than tombstone-grace (older, deleted keys could come
+back: restore refuses it without --force). A restored node starts under a
+new incarnation, so the versions it writes never collide with the ones it
+wrote after the snapshot. Admin role only.`,
+	}
+	f.bind(cmd)
+	cmd.AddCommand(newSnapshotCreateCmd(&f), newSnapshotListCmd(&f), newSnapshotDeleteCmd(&f), newSnapshotRestoreCmd())
+	return cmd
+}
+
+func newSnapshotCreateCmd(f *adminFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "create [NAME]",
+		Short: "Snapshot every node's data under NAME (default: the time)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := ""
+			if len(args) == 1 {
+				name = args[0]
+			}
+			return withAdmin(cmd.Context(), f, func(ctx context.Context, c adminv1.AdminClient) error {
+				resp, err := c.CreateSnapshot(ctx, &adminv1.CreateSnapshotRequest{Name: name})
+				if err != nil {
+					return err
+				}
+				if f.json {
+					if err := printJSON(cmd.OutOrStdout(), resp); err != nil {
+						return err
+					}
+				} else {
+					writeSnapshots(cmd.OutOrStdout(), resp.GetSnapshots())
+					for _, id := range resp.GetUnreachable() {
+						fmt.Fprintf(cmd.OutOrStdout(), "%s: unreachable, no snapshot taken: run create again with a new name once it is up, or snapshot it alone (--addr its admin address)\n", id)
+					}
+					for _, why := range resp.GetFailed() {
+						fmt.Fprintf(cmd.OutOrStdout(), "failed: %s\n", why)
+					}
+				}
+				if n := len(resp.GetUnreachable()) + len(resp.GetFailed()); n > 0 {
+					return fmt.Errorf("%d node(s) have no snapshot", n)
+				}
+				return nil
+			})
+		},
+	}
+}
+
+func newSnapshotListCmd(f *adminFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List every node's snapshots",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withAdmin(cmd.Context(), f, func(ctx context.Context, c adminv1.AdminClient) error {
+				resp, err := c.ListSnapshots(ctx, &adminv1.ListSnapshotsRequest{})
+				if err != nil {
+					return err
+				}
+				if f.json {
+					return printJSON(cmd.OutOrStdout(), resp)
+				}
+				if len(resp.GetSnapshots()) == 0 {
+					fmt.Fprintln(cmd.OutOrStdout(), "no snapshots (meridian snapshot create takes one)")
+				} else {
+					writeSnapshots(cmd.OutOrStdout(), resp.GetSnapshots())
+				}
+				for _, id := range resp.GetUnreachable() {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: unreachable, its snapshots are not listed\n", id)
+				}
+				return nil
+			})
+		},
+	}
+}
+
+func newSnapshotDeleteCmd(f *adminFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete snapshot NAME on every node that has it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withAdmin(cmd.Context(), f, func(ctx context.Context, c adminv1.AdminClient) error {
+				resp, err := c.DeleteSnapshot(ctx, &adminv1.DeleteSnapshotRequest{Name: args[0]})
+				if err != nil {
+					return err
+				}
+				if f.json {
+					return printJSON(cmd.OutOrStdout(), resp)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "deleted %s on %d node(s): %v\n", args[0], len(resp.GetDeleted()), resp.GetDeleted())
+				for _, id := range resp.GetUnreachable() {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s: unreachable, its copy (if any) is still there: delete again once it is up\n", id)
+				}
+				return nil
+			})
+		},
+	}
+}
+
+func newSnapshotRestoreCmd() *cobra.Command {
+	var (
+		dataDir string
+		grace   time.Duration
+		force   bool
+		asJSON  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "restore NAME --data-dir DIR",
+		Short: "Put snapshot NAME in place of a stopped node's data (run on the node's machine)",
+		Long: `Put snapshot NAME (from DIR/snapshots) in place of the data of the node whose
+--data-dir is DIR. The node must be stopped. Its current data is moved to
+DIR/data.replaced-<time>, not deleted: remove it once the node runs as you
+want. Then start the node; it takes a new incarnation.
+
+A snapshot older than --tombstone-grace (the node's, default 24h) is
+refused without --force: the other replicas may have collected the
+tombstones of keys deleted since, and this node alone would bring those
+keys back. Restoring every node from snapshots of the same name is safe:
+pass --force on each.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if dataDir == "" {
+				return errors.New("--data-dir is required: the stopped node's data directory")
+			}
+			if grace < 0 {
+				grace = time.Duration(math.MaxInt64) // tombstones never collected
+			}
+			res, err := node.RestoreSnapshot(dataDir, args[0], time.Now(), grace, force)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(res)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "restored node %s's data from snapshot %s (taken %s, epoch %d).\nThe data it replaced is in %s: delete it once the node runs as you want.\nStart the node now; it takes a new incarnation, and anti-entropy brings it what the other replicas wrote since.\n",
+				res.Snapshot.Node, res.Snapshot.Name, res.Snapshot.Created.Format(time.RFC3339), res.Snapshot.Epoch, res.Replaced)
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&dataDir, "data-dir", "", "the stopped node's data directory")
+	fl.DurationVar(&grace, "tombstone-grace", 24*time.Hour, "the node's tombstone-grace: older snapshots need --force (negative: tombstones are never collected)")
+	fl.BoolVar(&force, "force", false, "restore a snapshot older than --tombstone-grace (every node from the same snapshot)")
+	fl.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return cmd
+}
+
+// writeSnapshots prints snapshots as a table.
+func writeSnapshots(w io.Writer, ss []*adminv1.Snapshot) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tNODE\tTAKEN\tEPOCH\tSIZE\tDIR")
+	for _, s := range ss {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.1f MiB\t%s\n", s.GetName(), s.GetNode(),
+			time.UnixMilli(s.GetCreatedUnixMs()).UTC().Format(time.RFC3339), s.GetEpoch(), float64(s.GetBytes())/(1<<20), s.GetDir())
+	}
+	tw.Flush()
+}

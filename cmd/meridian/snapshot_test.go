@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridiankv/meridian/node"
+	"github.com/meridiankv/meridian/ops"
+)
+
+// TestSnapshotCommands: create on every node, list (text and JSON),
+// refusals with what to do, restore of a stopped node, delete.
+func TestSnapshotCommands(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	l, err := node.StartLocal(ctx, node.LocalSpec{Dir: dir, NodesPerDC: 2, GossipProfile: "test", Insecure: true,
+		Options: node.Options{Register: ops.Register}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	addr := l.Nodes()[0].Addr()
+	run := func(args ...string) (string, error) {
+		root := newRoot()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetArgs(args)
+		err := root.ExecuteContext(ctx)
+		return out.String(), err
+	}
+
+	out, err := run("snapshot", "list", "--addr", addr)
+	if err != nil || !strings.Contains(out, "no snapshots") {
+		t.Fatalf("list before any: %q %v", out, err)
+	}
+	out, err = run("snapshot", "create", "nightly", "--addr", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"NAME", "nightly  n1", "nightly  n2", filepath.Join(dir, "n2", "snapshots", "nightly")} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("create output lacks %q:\n%s", want, out)
+		}
+	}
+	if _, err := run("snapshot", "create", "nightly", "--addr", addr); err == nil || !strings.Contains(err.Error(), "2 node(s) have no snapshot") {
+		t.Fatalf("create under a name taken: %v", err)
+	}
+	if _, err := run("snapshot", "create", "a/b", "--addr", addr); err == nil || !strings.Contains(err.Error(), "use 1 to 64 letters") {
+		t.Fatalf("create with a bad name: %v", err)
+	}
+	out, err = run("snapshot", "list", "--json", "--addr", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed struct {
+		Snapshots []struct{ Node, Name, Bytes string }
+	}
+	if err := json.Unmarshal([]byte(out), &listed); err != nil || len(listed.Snapshots) != 2 || listed.Snapshots[0].Name != "nightly" {
+		t.Fatalf("list --json: %v\n%s", err, out)
+	}
+
+	// Restore refuses a running node, then restores a stopped one.
+	n2dir := filepath.Join(dir, "n2")
+	if _, err := run("snapshot", "restore", "nightly"); err == nil || !strings.Contains(err.Error(), "--data-dir is required") {
+		t.Fatalf("restore without --data-dir: %v", err)
+	}
+	if _, err := run("snapshot", "restore", "nightly", "--data-dir", n2dir); err == nil || !strings.Contains(err.Error(), "stop the node first") {
+		t.Fatalf("restore of a running node: %v", err)
+	}
+	if _, err := run("snapshot", "restore", "weekly", "--data-dir", n2dir); err == nil || !strings.Contains(err.Error(), `no snapshot "weekly"`) {
+		t.Fatalf("restore of a missing snapshot: %v", err)
+	}
+	if err := l.Stop("n2"); err != nil {
+		t.Fatal(err)
+	}
+	out, err = run("snapshot", "restore", "nightly", "--data-dir", n2dir)
+	if err != nil || !strings.Contains(out, "restored node n2's data from snapshot nightly") || !strings.Contains(out, "data.replaced-") {
+		t.Fatalf("restore: %v\n%s", err, out)
+	}
+	if _, err := l.Restart(ctx, "n2"); err != nil {
+		t.Fatalf("start after the restore: %v", err)
+	}
+
+	out, err = run("snapshot", "delete", "nightly", "--addr", addr)
+	if err != nil || !strings.Contains(out, "deleted nightly on 2 node(s)") {
+		t.Fatalf("delete: %v\n%s", err, out)
+	}
+	if _, err := run("snapshot", "delete", "nightly", "--addr", addr); err == nil || !strings.Contains(err.Error(), `no node has a snapshot "nightly"`) {
+		t.Fatalf("delete again: %v", err)
+	}
+}

@@ -1,0 +1,330 @@
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Snapshots: a node copies its data engine as it is now into
+// <data-dir>/snapshots/<name>/data (a Pebble checkpoint: tables are hard
+// links, so a snapshot costs little space until compactions replace what
+// it shares), with SNAPSHOT.json describing it. Restoring (offline,
+// RestoreSnapshot) puts that copy in place of the node's data; the node
+// then starts as after an unclean shutdown, under a new incarnation (a
+// checkpoint never holds the clean-shutdown marker), so it never mints a
+// version dot it minted after the snapshot.
+
+// SnapshotInfo describes one snapshot of a node's data.
+type SnapshotInfo struct {
+	Node    string    `json:"node"`
+	Name    string    `json:"name"`
+	Dir     string    `json:"dir"`
+	Created time.Time `json:"created"`
+	// Epoch is the metadata epoch the node had applied.
+	Epoch uint64 `json:"epoch"`
+	// Actor is the incarnation that wrote the data (restored, the node
+	// takes a new one).
+	Actor string `json:"actor"`
+	// Bytes is the size of the snapshot's files (shared with the live
+	// data while both hold the same tables).
+	Bytes int64 `json:"bytes"`
+}
+
+const (
+	snapshotsDirName = "snapshots"
+	snapshotInfoFile = "SNAPSHOT.json"
+)
+
+var snapshotNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// CheckSnapshotName refuses names that are not a plain directory name.
+func CheckSnapshotName(name string) error {
+	if !snapshotNameRE.MatchString(name) {
+		return status.Errorf(codes.InvalidArgument, "snapshot name %q: use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit", name)
+	}
+	return nil
+}
+
+// SnapshotName is the default name of a snapshot taken at t.
+func SnapshotName(t time.Time) string { return t.UTC().Format("20060102T150405Z") }
+
+func snapshotsDir(dataDir string) string { return filepath.Join(dataDir, snapshotsDirName) }
+
+// Snapshot copies the node's data as it is now into a new snapshot called
+// name (empty: the time, SnapshotName). Every write acknowledged before the
+// call is in it.
+func (n *Node) Snapshot(name string) (SnapshotInfo, error) {
+	if n.checkpoint == nil {
+		return SnapshotInfo{}, status.Errorf(codes.FailedPrecondition, "node %s keeps its data in memory: snapshots need the pebble engine", n.ID())
+	}
+	if name == "" {
+		name = SnapshotName(n.now())
+	}
+	if err := CheckSnapshotName(name); err != nil {
+		return SnapshotInfo{}, err
+	}
+	root := snapshotsDir(n.cfg.DataDir)
+	dir := filepath.Join(root, name)
+	if _, err := os.Stat(dir); err == nil {
+		return SnapshotInfo{}, status.Errorf(codes.AlreadyExists, "node %s already has a snapshot %q: choose another name, or delete it first", n.ID(), name)
+	}
+	// Built under a hidden name and renamed when complete: a snapshot
+	// that is listed is whole.
+	tmp := filepath.Join(root, "."+name+".partial")
+	if err := os.RemoveAll(tmp); err != nil {
+		return SnapshotInfo{}, fmt.Errorf("snapshot %s: clear a partial one: %w", name, err)
+	}
+	info := SnapshotInfo{Node: n.ID(), Name: name, Dir: dir, Created: n.now().UTC(), Epoch: n.Topology().Epoch, Actor: n.store.Actor()}
+	if err := n.checkpoint(filepath.Join(tmp, "data")); err != nil {
+		os.RemoveAll(tmp)
+		return SnapshotInfo{}, status.Errorf(codes.Internal, "snapshot %s: %v", name, err)
+	}
+	if err := writeSnapshotInfo(tmp, info); err != nil {
+		os.RemoveAll(tmp)
+		return SnapshotInfo{}, status.Errorf(codes.Internal, "snapshot %s: %v", name, err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		os.RemoveAll(tmp)
+		return SnapshotInfo{}, status.Errorf(codes.Internal, "snapshot %s: %v", name, err)
+	}
+	if err := syncDir(root); err != nil {
+		return SnapshotInfo{}, status.Errorf(codes.Internal, "snapshot %s: %v", name, err)
+	}
+	info.Bytes = dirBytes(dir)
+	n.log.Info("snapshot taken", "name", name, "dir", dir, "bytes", info.Bytes, "epoch", info.Epoch)
+	return info, nil
+}
+
+// Snapshots lists the node's snapshots, oldest first.
+func (n *Node) Snapshots() ([]SnapshotInfo, error) {
+	return ListSnapshots(n.cfg.DataDir)
+}
+
+// DeleteSnapshot removes a snapshot (NOT_FOUND if there is none by name).
+func (n *Node) DeleteSnapshot(name string) error {
+	if err := CheckSnapshotName(name); err != nil {
+		return err
+	}
+	dir := filepath.Join(snapshotsDir(n.cfg.DataDir), name)
+	if _, err := os.Stat(filepath.Join(dir, snapshotInfoFile)); err != nil {
+		return status.Errorf(codes.NotFound, "node %s has no snapshot %q (meridian snapshot list shows them)", n.ID(), name)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return status.Errorf(codes.Internal, "delete snapshot %s: %v", name, err)
+	}
+	n.log.Info("snapshot deleted", "name", name)
+	return nil
+}
+
+// ListSnapshots lists the snapshots in a node's data directory, oldest
+// first.
+func ListSnapshots(dataDir string) ([]SnapshotInfo, error) {
+	entries, err := os.ReadDir(snapshotsDir(dataDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []SnapshotInfo
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		info, err := readSnapshotInfo(filepath.Join(snapshotsDir(dataDir), e.Name()))
+		if err != nil {
+			continue // not a snapshot of ours
+		}
+		out = append(out, info)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out, nil
+}
+
+func writeSnapshotInfo(dir string, info SnapshotInfo) error {
+	raw, err := json.MarshalIndent(info, "", "  ")
+	if err != nil {
+		return err
+	}
+	f, err := os.Create(filepath.Join(dir, snapshotInfoFile))
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(append(raw, '\n')); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func readSnapshotInfo(dir string) (SnapshotInfo, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, snapshotInfoFile))
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	var info SnapshotInfo
+	if err := json.Unmarshal(raw, &info); err != nil {
+		return SnapshotInfo{}, fmt.Errorf("%s: %w", filepath.Join(dir, snapshotInfoFile), err)
+	}
+	info.Dir = dir
+	info.Bytes = dirBytes(dir)
+	return info, nil
+}
+
+func dirBytes(dir string) int64 {
+	var total int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				total += fi.Size()
+			}
+		}
+		return nil
+	})
+	return total
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// RestoreResult is what RestoreSnapshot did.
+type RestoreResult struct {
+	Snapshot SnapshotInfo `json:"snapshot"`
+	// Replaced is where the data the snapshot replaced was moved.
+	Replaced string `json:"replaced"`
+}
+
+// ErrSnapshotTooOld refuses restoring a snapshot older than the tombstone
+// grace without force.
+var ErrSnapshotTooOld = errors.New("snapshot older than the tombstone grace")
+
+// RestoreSnapshot puts snapshot name in place of the data in dataDir, whose
+// node must not be running: the current data is moved aside (Replaced),
+// never deleted. A snapshot older than grace is refused unless force:
+// tombstones older than grace may have been collected on the other
+// replicas, so a single node restored from it could bring deleted keys
+// back (restoring every node from snapshots taken together is safe).
+func RestoreSnapshot(dataDir, name string, now time.Time, grace time.Duration, force bool) (RestoreResult, error) {
+	if err := CheckSnapshotName(name); err != nil {
+		return RestoreResult{}, errors.New(status.Convert(err).Message())
+	}
+	snap, err := readSnapshotInfo(filepath.Join(snapshotsDir(dataDir), name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return RestoreResult{}, fmt.Errorf("%s has no snapshot %q (meridian snapshot list --data-dir %s shows them)", dataDir, name, dataDir)
+	}
+	if err != nil {
+		return RestoreResult{}, err
+	}
+	if owner, err := os.ReadFile(filepath.Join(dataDir, nodeIDFile)); err == nil && strings.TrimSpace(string(owner)) != snap.Node {
+		return RestoreResult{}, fmt.Errorf("snapshot %q is of node %s, but %s belongs to node %s", name, snap.Node, dataDir, strings.TrimSpace(string(owner)))
+	}
+	if age := now.Sub(snap.Created); age > grace && !force {
+		return RestoreResult{}, fmt.Errorf("%w: %q was taken %s ago, tombstone-grace is %s: the other replicas may have collected tombstones of keys deleted since, which this node would bring back. Restore every node from snapshots taken together, or pass --force if that is what you are doing",
+			ErrSnapshotTooOld, name, age.Round(time.Minute), grace)
+	}
+	data := filepath.Join(dataDir, "data")
+	// Pebble's own lock: held while the node runs.
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		return RestoreResult{}, err
+	}
+	lock, err := vfs.Default.Lock(filepath.Join(data, "LOCK"))
+	if err != nil {
+		return RestoreResult{}, fmt.Errorf("%s is in use (%v): stop the node first", dataDir, err)
+	}
+	defer lock.Close()
+	replaced := filepath.Join(dataDir, "data.replaced-"+SnapshotName(now))
+	staged := filepath.Join(dataDir, ".data.restoring")
+	if err := os.RemoveAll(staged); err != nil {
+		return RestoreResult{}, err
+	}
+	if err := copyTree(filepath.Join(snap.Dir, "data"), staged); err != nil {
+		os.RemoveAll(staged)
+		return RestoreResult{}, fmt.Errorf("copy the snapshot: %w", err)
+	}
+	if err := os.Rename(data, replaced); err != nil {
+		os.RemoveAll(staged)
+		return RestoreResult{}, fmt.Errorf("move the current data aside: %w", err)
+	}
+	if err := os.Rename(staged, data); err != nil {
+		return RestoreResult{}, fmt.Errorf("put the snapshot in place (the previous data is in %s): %w", replaced, err)
+	}
+	if err := syncDir(dataDir); err != nil {
+		return RestoreResult{}, err
+	}
+	return RestoreResult{Snapshot: snap, Replaced: replaced}, nil
+}
+
+// copyTree copies the files of src into a new dst, hard-linking where the
+// filesystem allows (Pebble never modifies a table or a closed file in
+// place), copying otherwise, and syncs them.
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		to := filepath.Join(dst, rel)
+		if d.IsDir() {
+			return os.MkdirAll(to, 0o755)
+		}
+		if d.Name() == "LOCK" {
+			return nil
+		}
+		if strings.HasSuffix(d.Name(), ".sst") || strings.HasSuffix(d.Name(), ".blob") {
+			if err := os.Link(path, to); err == nil {
+				return nil
+			}
+		}
+		return copyFile(path, to)
+	})
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

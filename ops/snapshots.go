@@ -1,0 +1,140 @@
+package ops
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
+	"github.com/meridiankv/meridian/node"
+)
+
+// snapshotCallTimeout bounds each node's part of a snapshot call: a
+// checkpoint flushes the WAL and links every table.
+const snapshotCallTimeout = time.Minute
+
+func snapshotProto(s node.SnapshotInfo) *adminv1.Snapshot {
+	return &adminv1.Snapshot{Node: s.Node, Name: s.Name, Dir: s.Dir, CreatedUnixMs: s.Created.UnixMilli(), Epoch: s.Epoch, Bytes: s.Bytes}
+}
+
+// CreateSnapshot snapshots every node's data under one name (local_only:
+// this node's).
+func (s *Server) CreateSnapshot(ctx context.Context, req *adminv1.CreateSnapshotRequest) (*adminv1.CreateSnapshotResponse, error) {
+	if req.GetLocalOnly() {
+		info, err := s.n.Snapshot(req.GetName())
+		if err != nil {
+			return nil, err
+		}
+		return &adminv1.CreateSnapshotResponse{Snapshots: []*adminv1.Snapshot{snapshotProto(info)}}, nil
+	}
+	name := req.GetName()
+	if name == "" {
+		name = node.SnapshotName(s.n.Now()) // one name on every node
+	}
+	if err := node.CheckSnapshotName(name); err != nil {
+		return nil, err
+	}
+	local := &adminv1.CreateSnapshotRequest{Name: name, LocalOnly: true}
+	out := fanOut(ctx, s.n, snapshotCallTimeout, func() (*adminv1.CreateSnapshotResponse, error) { return s.CreateSnapshot(ctx, local) },
+		func(ctx context.Context, c adminv1.AdminClient) (*adminv1.CreateSnapshotResponse, error) {
+			return c.CreateSnapshot(ctx, local)
+		})
+	resp := &adminv1.CreateSnapshotResponse{}
+	for id, r := range out {
+		switch {
+		case r.err == nil:
+			resp.Snapshots = append(resp.Snapshots, r.resp.GetSnapshots()...)
+		case unreachable(r.err):
+			resp.Unreachable = append(resp.Unreachable, id)
+		default:
+			resp.Failed = append(resp.Failed, fmt.Sprintf("%s: %s", id, status.Convert(r.err).Message()))
+		}
+	}
+	sortSnapshots(resp.Snapshots)
+	sort.Strings(resp.Unreachable)
+	sort.Strings(resp.Failed)
+	return resp, nil
+}
+
+// ListSnapshots lists every node's snapshots (local_only: this node's).
+func (s *Server) ListSnapshots(ctx context.Context, req *adminv1.ListSnapshotsRequest) (*adminv1.ListSnapshotsResponse, error) {
+	if req.GetLocalOnly() {
+		list, err := s.n.Snapshots()
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "list snapshots: %v", err)
+		}
+		resp := &adminv1.ListSnapshotsResponse{}
+		for _, info := range list {
+			resp.Snapshots = append(resp.Snapshots, snapshotProto(info))
+		}
+		return resp, nil
+	}
+	local := &adminv1.ListSnapshotsRequest{LocalOnly: true}
+	out := fanOut(ctx, s.n, snapshotCallTimeout, func() (*adminv1.ListSnapshotsResponse, error) { return s.ListSnapshots(ctx, local) },
+		func(ctx context.Context, c adminv1.AdminClient) (*adminv1.ListSnapshotsResponse, error) {
+			return c.ListSnapshots(ctx, local)
+		})
+	resp := &adminv1.ListSnapshotsResponse{}
+	for id, r := range out {
+		if r.err != nil {
+			resp.Unreachable = append(resp.Unreachable, id)
+			continue
+		}
+		resp.Snapshots = append(resp.Snapshots, r.resp.GetSnapshots()...)
+	}
+	sortSnapshots(resp.Snapshots)
+	sort.Strings(resp.Unreachable)
+	return resp, nil
+}
+
+// DeleteSnapshot deletes a snapshot on every node that has it (local_only:
+// on this node); NOT_FOUND if none had it.
+func (s *Server) DeleteSnapshot(ctx context.Context, req *adminv1.DeleteSnapshotRequest) (*adminv1.DeleteSnapshotResponse, error) {
+	if req.GetLocalOnly() {
+		if err := s.n.DeleteSnapshot(req.GetName()); err != nil {
+			return nil, err
+		}
+		return &adminv1.DeleteSnapshotResponse{Deleted: []string{s.n.ID()}}, nil
+	}
+	local := &adminv1.DeleteSnapshotRequest{Name: req.GetName(), LocalOnly: true}
+	out := fanOut(ctx, s.n, snapshotCallTimeout, func() (*adminv1.DeleteSnapshotResponse, error) { return s.DeleteSnapshot(ctx, local) },
+		func(ctx context.Context, c adminv1.AdminClient) (*adminv1.DeleteSnapshotResponse, error) {
+			return c.DeleteSnapshot(ctx, local)
+		})
+	resp := &adminv1.DeleteSnapshotResponse{}
+	var other error
+	for id, r := range out {
+		switch {
+		case r.err == nil:
+			resp.Deleted = append(resp.Deleted, r.resp.GetDeleted()...)
+		case unreachable(r.err):
+			resp.Unreachable = append(resp.Unreachable, id)
+		case status.Code(r.err) != codes.NotFound:
+			other = r.err
+		}
+	}
+	if other != nil {
+		return nil, other
+	}
+	if len(resp.Deleted) == 0 && len(resp.Unreachable) == 0 {
+		return nil, status.Errorf(codes.NotFound, "no node has a snapshot %q (meridian snapshot list shows them)", req.GetName())
+	}
+	sort.Strings(resp.Deleted)
+	sort.Strings(resp.Unreachable)
+	return resp, nil
+}
+
+// sortSnapshots orders snapshots by name (default names are times, so
+// oldest first), then node.
+func sortSnapshots(ss []*adminv1.Snapshot) {
+	sort.Slice(ss, func(i, j int) bool {
+		if ss[i].GetName() != ss[j].GetName() {
+			return ss[i].GetName() < ss[j].GetName()
+		}
+		return ss[i].GetNode() < ss[j].GetNode()
+	})
+}
