@@ -1001,6 +1001,19 @@ func unreachable(err error) bool {
 	return !IsMeridianStatus(st)
 }
 
+// wrote reports whether a replica's failed write may have left anything
+// on it: not when it was never reached, nor when it refused for lack of
+// disk space (ReasonDiskLow, answered before writing). A write that wrote
+// nothing is handed to a fallback as a hint, as for a replica that is
+// down.
+func wrote(err error) bool {
+	if unreachable(err) {
+		return false
+	}
+	st, _ := status.FromError(err)
+	return !(st.Code() == codes.ResourceExhausted && HasReason(st, ReasonDiskLow))
+}
+
 // coordinate applies a write locally (as a replica, or as a fallback that
 // keeps hints when no replica is reachable) and replicates the result. The
 // decisions are planWrite's and writePlan.afterFailure's; this is the I/O
@@ -1292,7 +1305,7 @@ func (f *fanout) send(i int) {
 	}
 	if err != nil {
 		f.mu.Lock()
-		hinted, act := f.plan.afterFailure(t, !unreachable(err))
+		hinted, act := f.plan.afterFailure(t, wrote(err))
 		f.mu.Unlock()
 		switch act {
 		case failKeepHint:

@@ -24,6 +24,20 @@ func withInfo(st *status.Status, reason string, md map[string]string) *status.St
 	return st
 }
 
+// ReasonDiskLow is the ErrorInfo reason of a node refusing a write for lack
+// of free disk space (RESOURCE_EXHAUSTED, before anything is written).
+const ReasonDiskLow = "DISK_LOW"
+
+// HasReason reports whether st carries Meridian's ErrorInfo with reason.
+func HasReason(st *status.Status, reason string) bool {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == ErrorDomain && info.GetReason() == reason {
+			return true
+		}
+	}
+	return false
+}
+
 // IsMeridianStatus reports whether a status came from a Meridian
 // coordinator rather than from the network.
 func IsMeridianStatus(st *status.Status) bool {

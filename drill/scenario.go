@@ -16,10 +16,11 @@ const (
 	SlowDC         = "slow-dc"
 	NodeCrash      = "node-crash"
 	RollingRestart = "rolling-restart"
+	DiskFull       = "disk-full"
 )
 
 // Scenarios lists every scenario name, in the order the CLI shows them.
-var Scenarios = []string{DCOutage, DCPartition, SlowDC, NodeCrash, RollingRestart}
+var Scenarios = []string{DCOutage, DCPartition, SlowDC, NodeCrash, RollingRestart, DiskFull}
 
 // Node is one member of the cluster under drill.
 type Node struct {
@@ -63,7 +64,7 @@ type Scenario struct {
 	DC string `json:"dc,omitempty"`
 	// Between are the two datacenters of dc-partition.
 	Between []string `json:"between,omitempty"`
-	// Node is the node of node-crash.
+	// Node is the node of node-crash and disk-full.
 	Node string `json:"node,omitempty"`
 	// Delay and Jitter are slow-dc's added latency: each call to the slow
 	// DC waits Delay plus up to Jitter.
@@ -114,9 +115,9 @@ func (s Scenario) Validate(t Topology) error {
 		if s.Delay <= 0 || s.Jitter < 0 {
 			return fmt.Errorf("slow-dc needs --delay > 0 (e.g. 50ms) and --jitter >= 0 (got %s, %s)", s.Delay, s.Jitter)
 		}
-	case NodeCrash:
+	case NodeCrash, DiskFull:
 		if s.Node == "" {
-			return fmt.Errorf("node-crash needs --node ID")
+			return fmt.Errorf("%s needs --node ID", s.Name)
 		}
 		if t.DCOf(s.Node) == "" {
 			var ids []string
@@ -162,6 +163,11 @@ func (s Scenario) Fault(t Topology, ttl time.Duration) *adminv1.Fault {
 		f.Kind, f.FromDcs, f.ToDcs = "delay", others(s.DC), []string{s.DC}
 		f.DelayMs = float64(s.Delay) / float64(time.Millisecond)
 		f.JitterMs = float64(s.Jitter) / float64(time.Millisecond)
+	case DiskFull:
+		// The node reads its volume as full: it refuses every write of
+		// data (its own clients', its peers' replica writes, hints) and
+		// serves reads, as under min-free-disk.
+		f.Kind, f.FromNodes = "disk-full", []string{s.Node}
 	default:
 		return nil
 	}
@@ -184,7 +190,7 @@ func (s Scenario) HealthyDCs(t Topology) []string {
 			if dc == s.DC {
 				continue
 			}
-		case NodeCrash:
+		case NodeCrash, DiskFull:
 			if dc == t.DCOf(s.Node) && !localQuorumSurvivesOneDown(t.RF[dc]) {
 				continue
 			}
@@ -220,6 +226,8 @@ func (s Scenario) String() string {
 		return fmt.Sprintf("node-crash --node %s: kill -9, restart after the hold", s.Node)
 	case RollingRestart:
 		return "rolling-restart: SIGTERM and restart each node in turn, waiting for health"
+	case DiskFull:
+		return fmt.Sprintf("disk-full --node %s: %s reads its data volume as full, refusing writes and serving reads, until the heal", s.Node, s.Node)
 	}
 	return s.Name
 }

@@ -25,6 +25,7 @@ func TestScenarioFault(t *testing.T) {
 			&adminv1.Fault{Kind: "delay", FromDcs: []string{"dc2", "dc3"}, ToDcs: []string{"dc1"}, DelayMs: 50, JitterMs: 10, TtlSeconds: 50}},
 		{Scenario{Name: NodeCrash, Node: "n1"}, nil},
 		{Scenario{Name: RollingRestart}, nil},
+		{Scenario{Name: DiskFull, Node: "n5"}, &adminv1.Fault{Kind: "disk-full", FromNodes: []string{"n5"}, TtlSeconds: 50}},
 	} {
 		got := tc.s.Fault(topo, 50*time.Second)
 		if !proto.Equal(got, tc.want) {
@@ -55,7 +56,10 @@ func TestScenarioValidate(t *testing.T) {
 		{Scenario{Name: NodeCrash, Node: "n42"}, topo, "--node n42: no such node (the cluster has n1, n2, n3, n4, n5, n6, n7, n8, n9)"},
 		{Scenario{Name: NodeCrash}, topo, "--node ID"},
 		{Scenario{Name: RollingRestart}, one, ""},
-		{Scenario{Name: "meteor"}, topo, `unknown scenario "meteor": use one of dc-outage, dc-partition, slow-dc, node-crash, rolling-restart`},
+		{Scenario{Name: DiskFull, Node: "n1"}, one, ""},
+		{Scenario{Name: DiskFull}, topo, "disk-full needs --node ID"},
+		{Scenario{Name: DiskFull, Node: "n42"}, topo, "--node n42: no such node"},
+		{Scenario{Name: "meteor"}, topo, `unknown scenario "meteor": use one of dc-outage, dc-partition, slow-dc, node-crash, rolling-restart, disk-full`},
 	} {
 		err := tc.s.Validate(tc.t)
 		switch {
@@ -83,6 +87,9 @@ func TestHealthyDCs(t *testing.T) {
 		{Scenario{Name: NodeCrash, Node: "n1"}, 1, []string{"dc2", "dc3"}},
 		{Scenario{Name: RollingRestart}, 3, []string{"dc1", "dc2", "dc3"}},
 		{Scenario{Name: RollingRestart}, 1, nil},
+		// A full disk takes its node's writes away as a crash would.
+		{Scenario{Name: DiskFull, Node: "n5"}, 3, []string{"dc1", "dc2", "dc3"}},
+		{Scenario{Name: DiskFull, Node: "n4"}, 2, []string{"dc1", "dc3"}},
 	} {
 		if got := tc.s.HealthyDCs(topo3(tc.rf)); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s with RF %d per DC: healthy DCs %v, want %v", tc.s, tc.rf, got, tc.want)

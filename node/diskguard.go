@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,7 +49,7 @@ func (e *DiskLowError) Error() string {
 // GRPCStatus maps the error to RESOURCE_EXHAUSTED with reason DISK_LOW.
 func (e *DiskLowError) GRPCStatus() *status.Status {
 	st := status.New(codes.ResourceExhausted, e.Error())
-	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: "DISK_LOW", Domain: coordinator.ErrorDomain, Metadata: map[string]string{
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: coordinator.ReasonDiskLow, Domain: coordinator.ErrorDomain, Metadata: map[string]string{
 		"node": e.Node, "free_bytes": strconv.FormatUint(e.Free, 10), "min_free_bytes": strconv.FormatUint(e.Min, 10),
 	}}); err == nil {
 		return d
@@ -83,12 +84,20 @@ type diskGuard struct {
 	low         atomic.Bool
 	free, total atomic.Uint64
 	failing     atomic.Bool // the last read failed (logged once per spell)
+	// forcedFull: a disk-full fault (drills) makes every reading 0 free.
+	forcedFull atomic.Bool
+	checking   sync.Mutex // one check at a time (the loop and fault changes)
 }
 
 // check reads the free space once and updates the guard, logging each
 // change between accepting and refusing writes.
 func (g *diskGuard) check() {
+	g.checking.Lock()
+	defer g.checking.Unlock()
 	free, total, err := g.space(g.dir)
+	if g.forcedFull.Load() {
+		free, err = 0, nil
+	}
 	if err != nil {
 		// Cannot tell: keep the last decision (a volume that could not be
 		// read once is not thereby full or free).

@@ -95,6 +95,13 @@ func TestLowDiskRefusesWritesServesReads(t *testing.T) {
 	if _, err := cLow.Put(ctx, &kvv1.PutRequest{Key: []byte("after"), Value: []byte("v1"), Consistency: lvl(kvv1.Level_LEVEL_ALL)}); err != nil {
 		t.Fatalf("put at ALL once space is back: %v", err)
 	}
+	// The write it refused reaches its own copy (the hint its coordinator
+	// kept for it, read repair or anti-entropy): a read at ONE through it reads only
+	// its copy.
+	eventually(t, "the refused write to reach the node", func() bool {
+		got, err := cLow.Get(ctx, &kvv1.GetRequest{Key: []byte("quorum"), Consistency: lvl(kvv1.Level_LEVEL_ONE)})
+		return err == nil && len(got.GetSiblings()) == 1
+	})
 	for _, k := range []string{"before", "quorum", "client-0", "client-29", "after"} {
 		got, err := cLow.Get(ctx, &kvv1.GetRequest{Key: []byte(k), Consistency: lvl(kvv1.Level_LEVEL_ALL)})
 		if err != nil || len(got.GetSiblings()) != 1 {

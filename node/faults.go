@@ -26,6 +26,7 @@ const (
 	FaultDelay     = "delay"
 	FaultDrop      = "drop"
 	FaultSlowDisk  = "slow-disk"
+	FaultDiskFull  = "disk-full"
 )
 
 // Bounds of a fault.
@@ -48,7 +49,9 @@ type Fault struct {
 	// Kind is partition (calls and gossip to the targets are cut), delay
 	// (calls to the targets wait Delay plus up to Jitter), drop
 	// (DropPercent of calls and gossip messages to the targets are lost)
-	// or slow-disk (every fsync waits Delay plus up to Jitter).
+	// slow-disk (every fsync waits Delay plus up to Jitter) or disk-full
+	// (the node reads its data volume as full: it refuses writes of data,
+	// DISK_LOW, and serves reads).
 	Kind string
 	// FromNodes and FromDCs select the nodes that apply it; both empty:
 	// every node.
@@ -93,7 +96,7 @@ func newFaultRegistry(eng engine.Engine, now func() time.Time) *faultRegistry {
 		Name: "meridian_faults_active",
 		Help: "Injected faults (failover drills) this node applies, by kind.",
 	}, []string{"kind"})
-	for _, k := range []string{FaultPartition, FaultDelay, FaultDrop, FaultSlowDisk} {
+	for _, k := range []string{FaultPartition, FaultDelay, FaultDrop, FaultSlowDisk, FaultDiskFull} {
 		r.active.WithLabelValues(k).Set(0)
 	}
 	return r
@@ -148,7 +151,14 @@ func (n *Node) PrepareFault(f Fault) (Fault, error) {
 	if from, _ := n.faultRoles(f); from && f.Kind == FaultSlowDisk && n.drills.disk == nil {
 		return f, n.noSlowDisk()
 	}
+	if from, _ := n.faultRoles(f); from && f.Kind == FaultDiskFull && n.disk == nil {
+		return f, n.noDiskFull()
+	}
 	return f, nil
+}
+
+func (n *Node) noDiskFull() error {
+	return status.Errorf(codes.FailedPrecondition, "node %s does not watch its free disk space (the memory engine, or min-free-disk 0), so it has no disk-full fault", n.ID())
 }
 
 func (n *Node) noSlowDisk() error {
@@ -164,11 +174,11 @@ func (n *Node) checkFault(f Fault) error {
 		return invalid("fault ID %q: use at most 64 letters, digits, '-', '_' or '.'", f.ID)
 	}
 	switch f.Kind {
-	case FaultPartition, FaultDelay, FaultDrop, FaultSlowDisk:
+	case FaultPartition, FaultDelay, FaultDrop, FaultSlowDisk, FaultDiskFull:
 	case "":
-		return invalid("fault kind is missing: use partition, delay, drop or slow-disk")
+		return invalid("fault kind is missing: use partition, delay, drop, slow-disk or disk-full")
 	default:
-		return invalid("fault kind %q: use partition, delay, drop or slow-disk", f.Kind)
+		return invalid("fault kind %q: use partition, delay, drop, slow-disk or disk-full", f.Kind)
 	}
 	switch {
 	case f.TTL <= 0:
@@ -183,9 +193,9 @@ func (n *Node) checkFault(f Fault) error {
 		return invalid("jitter %v is outside 0–%v", f.Jitter, MaxFaultDelay)
 	}
 	switch f.Kind {
-	case FaultPartition:
+	case FaultPartition, FaultDiskFull:
 		if f.Delay != 0 || f.Jitter != 0 || f.DropPercent != 0 {
-			return invalid("a partition cuts every call: it takes no delay, jitter or drop percent")
+			return invalid("a %s fault takes no delay, jitter or drop percent", f.Kind)
 		}
 	case FaultDelay, FaultSlowDisk:
 		if f.Delay == 0 && f.Jitter == 0 {
@@ -202,8 +212,8 @@ func (n *Node) checkFault(f Fault) error {
 			return invalid("a drop fault takes no delay or jitter (that is the delay kind)")
 		}
 	}
-	if f.Kind == FaultSlowDisk && (len(f.ToNodes) > 0 || len(f.ToDCs) > 0 || f.BothWays) {
-		return invalid("a slow-disk fault has no targets or both-ways: select the slow nodes with from_nodes / from_dcs")
+	if (f.Kind == FaultSlowDisk || f.Kind == FaultDiskFull) && (len(f.ToNodes) > 0 || len(f.ToDCs) > 0 || f.BothWays) {
+		return invalid("a %s fault has no targets or both-ways: select its nodes with from_nodes / from_dcs", f.Kind)
 	}
 	t := n.Topology()
 	dcs := map[string]bool{}
@@ -252,13 +262,16 @@ func (n *Node) InjectFault(f Fault) (applied bool, err error) {
 		return false, err
 	}
 	from, target := n.faultRoles(f)
-	reverse := f.BothWays && target && f.Kind != FaultSlowDisk
+	reverse := f.BothWays && target && f.Kind != FaultSlowDisk && f.Kind != FaultDiskFull
 	if !from && !reverse {
 		return false, nil
 	}
 	r := n.drills
 	if f.Kind == FaultSlowDisk && r.disk == nil {
 		return false, n.noSlowDisk()
+	}
+	if f.Kind == FaultDiskFull && n.disk == nil {
+		return false, n.noDiskFull()
 	}
 	f.FromNodes, f.FromDCs = slices.Clone(f.FromNodes), slices.Clone(f.FromDCs)
 	f.ToNodes, f.ToDCs = slices.Clone(f.ToNodes), slices.Clone(f.ToDCs)
@@ -275,6 +288,8 @@ func (n *Node) InjectFault(f Fault) (applied bool, err error) {
 	switch f.Kind {
 	case FaultSlowDisk:
 		n.syncDiskLocked()
+	case FaultDiskFull:
+		n.syncDiskFullLocked()
 	default:
 		rule := transport.Rule{Cut: f.Kind == FaultPartition, Delay: f.Delay, Jitter: f.Jitter, DropPercent: f.DropPercent, Expires: expires}
 		if from {
@@ -356,6 +371,7 @@ func (n *Node) removeLocked(ids []string, why string) {
 		n.log.Warn("fault removed", "fault", id, "kind", f.Kind, "why", why)
 	}
 	n.syncDiskLocked()
+	n.syncDiskFullLocked()
 	n.countFaultsLocked()
 	if cutGossip && n.gossip != nil {
 		n.gossip.Reconnect() // the nodes it cut off may be dead to gossip
@@ -384,9 +400,24 @@ func (n *Node) syncDiskLocked() {
 	r.disk.SetSyncDelay(d, j)
 }
 
+// syncDiskFullLocked makes the disk guard read the volume as full while a
+// disk-full fault is applied, and checks it again at once either way.
+func (n *Node) syncDiskFullLocked() {
+	if n.disk == nil {
+		return
+	}
+	full := false
+	for _, f := range n.drills.mu.faults {
+		full = full || f.Kind == FaultDiskFull
+	}
+	if n.disk.forcedFull.Swap(full) != full {
+		n.disk.check()
+	}
+}
+
 func (n *Node) countFaultsLocked() {
 	r := n.drills
-	counts := map[string]int{FaultPartition: 0, FaultDelay: 0, FaultDrop: 0, FaultSlowDisk: 0}
+	counts := map[string]int{FaultPartition: 0, FaultDelay: 0, FaultDrop: 0, FaultSlowDisk: 0, FaultDiskFull: 0}
 	for _, f := range r.mu.faults {
 		counts[f.Kind]++
 	}

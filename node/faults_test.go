@@ -175,6 +175,47 @@ func TestFaultSlowDiskAndClear(t *testing.T) {
 	}
 }
 
+// TestFaultDiskFull: a disk-full fault makes its node refuse writes at
+// once (DISK_LOW) while serving reads, through min-free-disk's own path;
+// clearing it lets writes in again at once. A memory-engine node has no
+// such fault.
+func TestFaultDiskFull(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 1, Options: node.Options{Register: ops.Register}})
+	n := l.Nodes()[0]
+	admin := adminv1.NewAdminClient(dialConn(t, n.AdminAddr()))
+	kv := dial(t, n.Addr())
+	ctx := ctxT(t)
+	if _, err := kv.Put(ctx, &kvv1.PutRequest{Key: []byte("k"), Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.InjectFault(ctx, &adminv1.InjectFaultRequest{Fault: &adminv1.Fault{Kind: "disk-full", ToNodes: []string{n.ID()}, TtlSeconds: 600}}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("disk-full with targets: %v, want INVALID_ARGUMENT", err)
+	}
+	inj, err := admin.InjectFault(ctx, &adminv1.InjectFaultRequest{Fault: &adminv1.Fault{Kind: "disk-full", TtlSeconds: 600}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = kv.Put(ctx, &kvv1.PutRequest{Key: []byte("k2"), Value: []byte("v")})
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "low on disk: 0.0 MiB free") {
+		t.Fatalf("put under disk-full: %v, want RESOURCE_EXHAUSTED low on disk", err)
+	}
+	if got, err := kv.Get(ctx, &kvv1.GetRequest{Key: []byte("k")}); err != nil || len(got.GetSiblings()) != 1 {
+		t.Fatalf("get under disk-full: %v %v", got, err)
+	}
+	if _, err := admin.ClearFaults(ctx, &adminv1.ClearFaultsRequest{Id: inj.Fault.Id}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, &kvv1.PutRequest{Key: []byte("k2"), Value: []byte("v")}); err != nil {
+		t.Fatalf("put once disk-full is cleared: %v", err)
+	}
+
+	mem := startCluster(t, node.LocalSpec{NodesPerDC: 1, Engine: "memory", Options: node.Options{Register: ops.Register}})
+	madmin := adminv1.NewAdminClient(dialConn(t, mem.Nodes()[0].AdminAddr()))
+	if _, err := madmin.InjectFault(ctx, &adminv1.InjectFaultRequest{Fault: &adminv1.Fault{Kind: "disk-full", TtlSeconds: 60}}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("disk-full on a memory node: %v, want FAILED_PRECONDITION", err)
+	}
+}
+
 // TestFaultNeedsAdminRole: the fault RPCs, like the whole admin API, are
 // refused to a principal without the admin role.
 func TestFaultNeedsAdminRole(t *testing.T) {

@@ -25,11 +25,13 @@ type liveness struct {
 	now func() time.Time
 	// onUp is told when gossip reports a node alive (to reconnect at once
 	// and deliver its hints); guarded by mu once gossip runs (setOnUp).
-	// back is whether gossip had it dead or left before.
+	// back is whether gossip had it dead or left before, or low on disk
+	// (refusing writes): either way, writes can reach it again.
 	onUp func(id string, back bool)
 	mu   struct {
 		sync.RWMutex
 		down        map[string]bool
+		diskLow     map[string]bool // as each member gossips it
 		failedUntil map[string]time.Time
 		// hintsFor: per live member, the nodes it holds hints for; owed
 		// is derived from it: the nodes some live member owes hints.
@@ -44,6 +46,7 @@ type liveness struct {
 func newLiveness(now func() time.Time) *liveness {
 	l := &liveness{now: now}
 	l.mu.down = map[string]bool{}
+	l.mu.diskLow = map[string]bool{}
 	l.mu.failedUntil = map[string]time.Time{}
 	l.mu.hintsFor = map[string][]string{}
 	l.mu.holderDC = map[string]string{}
@@ -57,6 +60,10 @@ func (l *liveness) MemberChanged(m membership.Member) {
 	down := m.State == membership.StateDead || m.State == membership.StateLeft
 	back := l.mu.down[m.Meta.ID] && !down
 	l.mu.down[m.Meta.ID] = down
+	// A node that stops refusing writes for lack of disk takes the hints
+	// held for it at once, as one coming back does.
+	back = back || l.mu.diskLow[m.Meta.ID] && !m.Meta.DiskLow && !down
+	l.mu.diskLow[m.Meta.ID] = m.Meta.DiskLow && !down
 	if down {
 		delete(l.mu.hintsFor, m.Meta.ID)
 	} else {

@@ -28,8 +28,8 @@ func TestOwedHintsByHolderDC(t *testing.T) {
 }
 
 // TestOnUpSaysWhenANodeCameBack: gossip reporting a node alive calls onUp
-// each time, and says "back" only when the node was dead or left before
-// (then its hints are due at once).
+// each time, and says "back" only when the node was dead or left before,
+// or low on disk (then its hints are due at once).
 func TestOnUpSaysWhenANodeCameBack(t *testing.T) {
 	l := newLiveness(time.Now)
 	got := make(chan bool, 8)
@@ -63,5 +63,24 @@ func TestOnUpSaysWhenANodeCameBack(t *testing.T) {
 	l.MemberChanged(member(membership.StateAlive)) // a metadata update
 	if next() {
 		t.Fatal("a metadata update counted as coming back")
+	}
+	// Refusing writes low on disk, then taking them again: back.
+	low := member(membership.StateAlive)
+	low.Meta.DiskLow = true
+	l.MemberChanged(low)
+	if next() {
+		t.Fatal("going low on disk counted as coming back")
+	}
+	l.MemberChanged(low)
+	if next() {
+		t.Fatal("staying low on disk counted as coming back")
+	}
+	l.MemberChanged(member(membership.StateAlive))
+	if !next() {
+		t.Fatal("room on disk again not counted as coming back")
+	}
+	l.MemberChanged(member(membership.StateAlive))
+	if next() {
+		t.Fatal("a metadata update after that counted as coming back")
 	}
 }

@@ -118,6 +118,9 @@ See docs/DRILLS.md.`,
 			c.Flags().StringVar(&f.node, "node", "", "the node to kill (default: the last one)")
 		}),
 		scenario(drill.RollingRestart, "SIGTERM and restart each node in turn, waiting for health (--local only)", nil),
+		scenario(drill.DiskFull, "One node's data volume reads as full: it refuses writes, serves reads", func(c *cobra.Command) {
+			c.Flags().StringVar(&f.node, "node", "", "the node whose disk fills (default: the last one)")
+		}),
 	)
 	return cmd
 }
@@ -137,7 +140,7 @@ func drillScenario(name string, f drillFlags, t drill.Topology) drill.Scenario {
 	} else if name == drill.DCPartition && len(dcs) >= 2 {
 		s.Between = []string{dcs[0], dcs[1]}
 	}
-	if s.Node == "" && name == drill.NodeCrash && len(t.Nodes) > 0 {
+	if s.Node == "" && (name == drill.NodeCrash || name == drill.DiskFull) && len(t.Nodes) > 0 {
 		s.Node = t.Nodes[len(t.Nodes)-1].ID
 	}
 	return s
@@ -147,7 +150,7 @@ func runDrill(ctx context.Context, out, errOut io.Writer, name string, f drillFl
 	if f.local == (f.clusterFile != "") {
 		return errors.New("say which cluster to drill: --local (start one) or --cluster cluster.json (an existing one)")
 	}
-	if f.local && name != drill.NodeCrash && name != drill.RollingRestart && f.dcs < 2 {
+	if f.local && name != drill.NodeCrash && name != drill.RollingRestart && name != drill.DiskFull && f.dcs < 2 {
 		return fmt.Errorf("%s needs at least two datacenters: use --dcs 2 or more", name)
 	}
 	f.cfg.Log = errOut

@@ -21,7 +21,8 @@ func newFaultCmd() *cobra.Command {
 		Short: "Inject, list and clear faults on a running cluster (failover drills)",
 		Long: `Faults for failover drills, applied by the nodes themselves: a partition
 (calls and gossip cut), a delay (calls wait), drops (a share of calls and
-gossip messages lost) or a slow disk (every fsync waits). Every fault has
+gossip messages lost), a slow disk (every fsync waits) or a full disk
+(writes refused, reads served). Every fault has
 a TTL, and each node removes it by its own clock when it runs out: a drill
 whose runner dies never leaves the cluster broken. Admin role only.`,
 	}
@@ -38,7 +39,7 @@ func newFaultInjectCmd(f *adminFlags) *cobra.Command {
 		drop                               float64
 	)
 	cmd := &cobra.Command{
-		Use:   "inject partition|delay|drop|slow-disk --ttl DURATION [--from-dc X] [--from-nodes a,b] [--to-dc Y] [--to-nodes c] [--both-ways] [--delay 50ms] [--jitter 10ms] [--drop 10]",
+		Use:   "inject partition|delay|drop|slow-disk|disk-full --ttl DURATION [--from-dc X] [--from-nodes a,b] [--to-dc Y] [--to-nodes c] [--both-ways] [--delay 50ms] [--jitter 10ms] [--drop 10]",
 		Short: "Inject a fault on the nodes it selects, for --ttl",
 		Long: `Inject a fault. --from-dc / --from-nodes select the nodes that apply it
 (default: every node); --to-dc / --to-nodes are its targets (default:
@@ -49,6 +50,8 @@ selected nodes as well (a real partition cuts both ways).
   delay       calls to the targets wait --delay (plus up to --jitter)
   drop        --drop percent of calls and gossip messages to the targets are lost
   slow-disk   every fsync of the selected nodes waits --delay (plus up to --jitter)
+  disk-full   the selected nodes read their data volume as full: they refuse
+              writes (RESOURCE_EXHAUSTED, DISK_LOW) and serve reads
 
 Example: cut dc1 off from dc2 for five minutes:
 
