@@ -86,6 +86,17 @@ func TestSnapshotCommands(t *testing.T) {
 	if _, err := l.Restart(ctx, "n2"); err != nil {
 		t.Fatalf("start after the restore: %v", err)
 	}
+	// Once n1 reaches the restarted n2 again, both list the snapshot (the
+	// restore copied it in, it did not use it up).
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, err = run("snapshot", "list", "--addr", addr)
+		if err == nil && strings.Contains(out, "nightly  n2") && !strings.Contains(out, "unreachable") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n2 not listed after its restart: %v\n%s", err, out)
+		}
+	}
 
 	out, err = run("snapshot", "delete", "nightly", "--addr", addr)
 	if err != nil || !strings.Contains(out, "deleted nightly on 2 node(s)") {
