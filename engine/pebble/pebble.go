@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -226,6 +227,11 @@ func Open(opts Options) (*Engine, error) {
 	if opts.format != 0 {
 		po.FormatMajorVersion = opts.format
 	}
+	// Too old for this Pebble: said from the directory's own files, before
+	// Pebble reads anything (and whatever its messages say).
+	if v, ok, err := storedFormat(fs, opts.Dir); err == nil && ok && v < pebbledb.FormatMinSupported {
+		return nil, tooOldFormat(opts.Dir, v)
+	}
 	desc, err := pebbledb.Peek(opts.Dir, fs)
 	if err != nil {
 		return nil, tooOld(opts.Dir, fmt.Errorf("pebble: read the format of %s: %w", opts.Dir, err))
@@ -259,15 +265,70 @@ func Open(opts Options) (*Engine, error) {
 var ErrTooOld = errors.New("the store's format is older than this release can open")
 
 // tooOld adds what to do to err when Pebble refused the store for its old
-// format. Pebble says so only in its message ("... format major version N,
-// which is no longer supported"; TestTooOldStoreIsRefused checks it still
-// does); it refuses such a store before touching any of its files.
+// format. Open recognises such a store from its files first
+// (storedFormat); this is the fallback, from Pebble's message ("... format
+// major version N, which is no longer supported"). Pebble refuses such a
+// store before touching any of its files.
 func tooOld(dir string, err error) error {
 	if !strings.Contains(err.Error(), "no longer supported") {
 		return err
 	}
-	return fmt.Errorf("%w: %w; this Meridian uses Pebble v2, which opens formats %s to %s: start the node once with the last Meridian on Pebble v1 (built from commit 1091faf on, before the move to Pebble v2), which upgrades %s in place, then with this one",
-		ErrTooOld, err, pebbledb.FormatMinSupported, pebbledb.FormatNewest, dir)
+	return fmt.Errorf("%w: %w; %s", ErrTooOld, err, upgradeAdvice(dir))
+}
+
+// tooOldFormat is the refusal of a store found in format v.
+func tooOldFormat(dir string, v pebbledb.FormatMajorVersion) error {
+	return fmt.Errorf("%w: %s holds a store in Pebble format %s; %s", ErrTooOld, dir, v, upgradeAdvice(dir))
+}
+
+func upgradeAdvice(dir string) string {
+	return fmt.Sprintf("this Meridian uses Pebble v2, which opens formats %s to %s: start the node once with the last Meridian on Pebble v1 (built from commit 1091faf on, before the move to Pebble v2), which upgrades %s in place, then with this one",
+		pebbledb.FormatMinSupported, pebbledb.FormatNewest, dir)
+}
+
+// formatMostCompatible is Pebble's format 1, which v2 no longer names.
+const formatMostCompatible pebbledb.FormatMajorVersion = 1
+
+// storedFormat reads the format major version of the store in dir from
+// its files, without opening it: Pebble's format-version marker
+// (marker.format-version.<iteration>.<version>; the highest iteration is
+// current), or 1 (FormatMostCompatible) for a store that predates the
+// marker and has a CURRENT file instead. ok is false when dir holds
+// neither (a new or empty store).
+func storedFormat(fs vfs.FS, dir string) (v pebbledb.FormatMajorVersion, ok bool, err error) {
+	names, err := fs.List(dir)
+	if err != nil {
+		return 0, false, err
+	}
+	const prefix = "marker.format-version."
+	var bestIter uint64
+	current := false
+	for _, name := range names {
+		if name == "CURRENT" {
+			current = true
+			continue
+		}
+		rest, found := strings.CutPrefix(name, prefix)
+		if !found {
+			continue
+		}
+		iterStr, valStr, found := strings.Cut(rest, ".")
+		if !found {
+			continue
+		}
+		iter, err1 := strconv.ParseUint(iterStr, 10, 64)
+		val, err2 := strconv.ParseUint(valStr, 10, 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		if !ok || iter > bestIter {
+			v, ok, bestIter = pebbledb.FormatMajorVersion(val), true, iter
+		}
+	}
+	if !ok && current {
+		return formatMostCompatible, true, nil
+	}
+	return v, ok, nil
 }
 
 // fail records the engine's permanent failure (the first one wins) and
