@@ -137,7 +137,8 @@ func (h *hintTracker) Targets() []string {
 }
 
 // gossipLoop re-broadcasts this node's metadata whenever its hint targets
-// change, until ctx ends.
+// change (or kick asks: its epoch, whether it is low on disk), until ctx
+// ends.
 func (h *hintTracker) gossipLoop(ctx context.Context, base membership.Meta, g *membership.Gossip, topo func() *membership.Topology, diskLow func() bool, onErr func(error)) {
 	for {
 		select {
