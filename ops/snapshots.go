@@ -80,11 +80,14 @@ func (s *Server) ListSnapshots(ctx context.Context, req *adminv1.ListSnapshotsRe
 		})
 	resp := &adminv1.ListSnapshotsResponse{}
 	for id, r := range out {
-		if r.err != nil {
+		switch {
+		case r.err == nil:
+			resp.Snapshots = append(resp.Snapshots, r.resp.GetSnapshots()...)
+		case unreachable(r.err):
 			resp.Unreachable = append(resp.Unreachable, id)
-			continue
+		default:
+			return nil, status.Errorf(status.Code(r.err), "%s: %s", id, status.Convert(r.err).Message())
 		}
-		resp.Snapshots = append(resp.Snapshots, r.resp.GetSnapshots()...)
 	}
 	sortSnapshots(resp.Snapshots)
 	sort.Strings(resp.Unreachable)

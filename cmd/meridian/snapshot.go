@@ -25,8 +25,9 @@ func newSnapshotCmd() *cobra.Command {
 node in <data-dir>/snapshots/<name>: a Pebble checkpoint, so it costs
 little space until compactions replace the tables it shares with the live
 data. "create" snapshots every node under one name; copy the snapshot
-directories off the machines for a backup. "restore" runs on a stopped
-node's machine and puts a snapshot in place of its data.
+directories off the machines for a backup (to restore from such a copy,
+put it back under the node's <data-dir>/snapshots/ first). "restore" runs
+on a stopped node's machine and puts a snapshot in place of its data.
 
 Restoring every node from snapshots taken together brings the cluster back
 to that moment. Restoring one node brings back its data as it was; the
