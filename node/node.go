@@ -94,6 +94,7 @@ type Node struct {
 	store              *replica.Store
 	disk               *diskGuard             // nil: min-free-disk not enforced
 	checkpoint         func(dir string) error // nil: the memory engine (no snapshots)
+	snapshots          sync.Mutex             // one snapshot created or deleted at a time
 	now                func() time.Time
 	hints              *hintTracker
 	topo               atomic.Pointer[membership.Topology]

@@ -76,6 +76,8 @@ func (n *Node) Snapshot(name string) (SnapshotInfo, error) {
 	if err := CheckSnapshotName(name); err != nil {
 		return SnapshotInfo{}, err
 	}
+	n.snapshots.Lock() // two creates of one name must not share the partial directory
+	defer n.snapshots.Unlock()
 	root := snapshotsDir(n.cfg.DataDir)
 	dir := filepath.Join(root, name)
 	if _, err := os.Stat(dir); err == nil {
@@ -118,6 +120,8 @@ func (n *Node) DeleteSnapshot(name string) error {
 	if err := CheckSnapshotName(name); err != nil {
 		return err
 	}
+	n.snapshots.Lock()
+	defer n.snapshots.Unlock()
 	dir := filepath.Join(snapshotsDir(n.cfg.DataDir), name)
 	if _, err := os.Stat(filepath.Join(dir, snapshotInfoFile)); err != nil {
 		return status.Errorf(codes.NotFound, "node %s has no snapshot %q (meridian snapshot list shows them)", n.ID(), name)

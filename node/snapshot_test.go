@@ -107,3 +107,34 @@ func TestSnapshotAndRestore(t *testing.T) {
 	}
 	put(c, "k3", "new", nil)
 }
+
+// TestConcurrentSnapshotsOfOneName: of two snapshots created at once
+// under one name, one is taken and the other refused; neither fails.
+func TestConcurrentSnapshotsOfOneName(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 1})
+	n := l.Nodes()[0]
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := n.Snapshot("same")
+			errs <- err
+		}()
+	}
+	var ok, exists int
+	for range 2 {
+		switch err := <-errs; status.Code(err) {
+		case codes.OK:
+			ok++
+		case codes.AlreadyExists:
+			exists++
+		default:
+			t.Errorf("concurrent snapshot: %v", err)
+		}
+	}
+	if ok != 1 || exists != 1 {
+		t.Errorf("%d taken, %d refused as existing; want one each", ok, exists)
+	}
+	if list, err := n.Snapshots(); err != nil || len(list) != 1 {
+		t.Errorf("snapshots after: %+v %v", list, err)
+	}
+}
