@@ -61,6 +61,17 @@ func TestLocalQuorumIgnoresSlowRemoteDC(t *testing.T) {
 		t.Fatalf("get = %v", got)
 	}
 
+	// The premise: the coordinator sees every dc2 node up. (On a loaded
+	// machine the test gossip profile's short probe timeouts can mark a
+	// node dead for a moment; slowness is what this test is about.)
+	eventually(t, "the coordinator to see every node alive", func() bool {
+		for id := range dcOf {
+			if !dc1[0].Alive(id) {
+				return false
+			}
+		}
+		return true
+	})
 	each, err := c.Put(ctx, &kvv1.PutRequest{Key: []byte("k2"), Value: []byte("v"), Consistency: lvl(kvv1.Level_LEVEL_EACH_QUORUM)})
 	if err != nil {
 		t.Fatal(err)
