@@ -318,14 +318,7 @@ func TestKVCommands(t *testing.T) {
 	}
 	defer l.Close()
 	addr := l.Nodes()[0].Addr()
-	run := func(args ...string) (string, error) {
-		root := newRoot()
-		var out bytes.Buffer
-		root.SetOut(&out)
-		root.SetArgs(args)
-		err := root.ExecuteContext(ctx)
-		return out.String(), err
-	}
+	run := cliRunner(ctx)
 	if _, err := run("kv", "put", "--addr", addr, "k", "v1"); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
@@ -24,14 +23,7 @@ func TestFaultCommands(t *testing.T) {
 	}
 	defer l.Close()
 	addr := l.Nodes()[0].Addr()
-	run := func(args ...string) (string, error) {
-		root := newRoot()
-		var out bytes.Buffer
-		root.SetOut(&out)
-		root.SetArgs(args)
-		err := root.ExecuteContext(ctx)
-		return out.String(), err
-	}
+	run := cliRunner(ctx)
 
 	if _, err := run("fault", "inject", "partition", "--addr", addr); err == nil || !strings.Contains(err.Error(), "--ttl is required") {
 		t.Fatalf("inject without --ttl: %v", err)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -27,14 +26,7 @@ func TestHintsCommand(t *testing.T) {
 	defer l.Close()
 	addr := l.Nodes()[0].Addr()
 	down := l.Nodes()[2].ID()
-	run := func(args ...string) (string, error) {
-		root := newRoot()
-		var out bytes.Buffer
-		root.SetOut(&out)
-		root.SetArgs(args)
-		err := root.ExecuteContext(ctx)
-		return out.String(), err
-	}
+	run := cliRunner(ctx)
 	out, err := run("hints", "--addr", addr)
 	if err != nil || !strings.Contains(out, "holds no hints") {
 		t.Fatalf("hints before any: %v\n%s", err, out)

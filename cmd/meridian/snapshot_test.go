@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"path/filepath"
@@ -26,14 +25,7 @@ func TestSnapshotCommands(t *testing.T) {
 	}
 	defer l.Close()
 	addr := l.Nodes()[0].Addr()
-	run := func(args ...string) (string, error) {
-		root := newRoot()
-		var out bytes.Buffer
-		root.SetOut(&out)
-		root.SetArgs(args)
-		err := root.ExecuteContext(ctx)
-		return out.String(), err
-	}
+	run := cliRunner(ctx)
 
 	out, err := run("snapshot", "list", "--addr", addr)
 	if err != nil || !strings.Contains(out, "no snapshots") {
