@@ -50,15 +50,20 @@ func checkDataDir(cfg Config) error {
 	return nil
 }
 
-// writeNodeID writes dir/NODE_ID durably: a temporary file, fsync, rename,
-// fsync of the directory.
+// writeNodeID writes dir/NODE_ID durably.
 func writeNodeID(dir, id string) error {
-	tmp, err := os.CreateTemp(dir, nodeIDFile+".tmp*")
+	return writeFileSynced(dir, nodeIDFile, []byte(id+"\n"))
+}
+
+// writeFileSynced writes dir/name durably and whole: a temporary file,
+// fsync, rename, fsync of the directory.
+func writeFileSynced(dir, name string, data []byte) error {
+	tmp, err := os.CreateTemp(dir, name+".tmp*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
-	if _, err := tmp.WriteString(id + "\n"); err != nil {
+	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
 		return err
 	}
@@ -69,9 +74,14 @@ func writeNodeID(dir, id string) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, nodeIDFile)); err != nil {
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
 		return err
 	}
+	return syncDir(dir)
+}
+
+// syncDir fsyncs a directory, making its entries durable.
+func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

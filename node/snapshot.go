@@ -163,22 +163,7 @@ func writeSnapshotInfo(dir string, info SnapshotInfo) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.Create(filepath.Join(dir, snapshotInfoFile))
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(append(raw, '\n')); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return syncDir(dir)
+	return writeFileSynced(dir, snapshotInfoFile, append(raw, '\n'))
 }
 
 func readSnapshotInfo(dir string) (SnapshotInfo, error) {
@@ -206,15 +191,6 @@ func dirBytes(dir string) int64 {
 		return nil
 	})
 	return total
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // RestoreResult is what RestoreSnapshot did.
