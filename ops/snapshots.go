@@ -3,6 +3,8 @@ package ops
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -43,20 +45,15 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *adminv1.CreateSnapshot
 		func(ctx context.Context, c adminv1.AdminClient) (*adminv1.CreateSnapshotResponse, error) {
 			return c.CreateSnapshot(ctx, local)
 		})
-	resp := &adminv1.CreateSnapshotResponse{}
-	for id, r := range out {
-		switch {
-		case r.err == nil:
-			resp.Snapshots = append(resp.Snapshots, r.resp.GetSnapshots()...)
-		case unreachable(r.err):
-			resp.Unreachable = append(resp.Unreachable, id)
-		default:
-			resp.Failed = append(resp.Failed, fmt.Sprintf("%s: %s", id, status.Convert(r.err).Message()))
-		}
+	answers, unreach, refused := split(out)
+	resp := &adminv1.CreateSnapshotResponse{Unreachable: unreach}
+	for _, a := range answers {
+		resp.Snapshots = append(resp.Snapshots, a.GetSnapshots()...)
+	}
+	for _, id := range slices.Sorted(maps.Keys(refused)) {
+		resp.Failed = append(resp.Failed, fmt.Sprintf("%s: %s", id, status.Convert(refused[id]).Message()))
 	}
 	sortSnapshots(resp.Snapshots)
-	sort.Strings(resp.Unreachable)
-	sort.Strings(resp.Failed)
 	return resp, nil
 }
 
@@ -78,19 +75,16 @@ func (s *Server) ListSnapshots(ctx context.Context, req *adminv1.ListSnapshotsRe
 		func(ctx context.Context, c adminv1.AdminClient) (*adminv1.ListSnapshotsResponse, error) {
 			return c.ListSnapshots(ctx, local)
 		})
-	resp := &adminv1.ListSnapshotsResponse{}
-	for id, r := range out {
-		switch {
-		case r.err == nil:
-			resp.Snapshots = append(resp.Snapshots, r.resp.GetSnapshots()...)
-		case unreachable(r.err):
-			resp.Unreachable = append(resp.Unreachable, id)
-		default:
-			return nil, status.Errorf(status.Code(r.err), "%s: %s", id, status.Convert(r.err).Message())
-		}
+	answers, unreach, refused := split(out)
+	if ids := slices.Sorted(maps.Keys(refused)); len(ids) > 0 {
+		err := refused[ids[0]]
+		return nil, status.Errorf(status.Code(err), "%s: %s", ids[0], status.Convert(err).Message())
+	}
+	resp := &adminv1.ListSnapshotsResponse{Unreachable: unreach}
+	for _, a := range answers {
+		resp.Snapshots = append(resp.Snapshots, a.GetSnapshots()...)
 	}
 	sortSnapshots(resp.Snapshots)
-	sort.Strings(resp.Unreachable)
 	return resp, nil
 }
 
@@ -108,27 +102,39 @@ func (s *Server) DeleteSnapshot(ctx context.Context, req *adminv1.DeleteSnapshot
 		func(ctx context.Context, c adminv1.AdminClient) (*adminv1.DeleteSnapshotResponse, error) {
 			return c.DeleteSnapshot(ctx, local)
 		})
-	resp := &adminv1.DeleteSnapshotResponse{}
-	var other error
-	for id, r := range out {
-		switch {
-		case r.err == nil:
-			resp.Deleted = append(resp.Deleted, r.resp.GetDeleted()...)
-		case unreachable(r.err):
-			resp.Unreachable = append(resp.Unreachable, id)
-		case status.Code(r.err) != codes.NotFound:
-			other = r.err
+	answers, unreach, refused := split(out)
+	for _, id := range slices.Sorted(maps.Keys(refused)) {
+		if status.Code(refused[id]) != codes.NotFound { // a node without it is fine
+			return nil, refused[id]
 		}
 	}
-	if other != nil {
-		return nil, other
+	resp := &adminv1.DeleteSnapshotResponse{Unreachable: unreach}
+	for _, a := range answers {
+		resp.Deleted = append(resp.Deleted, a.GetDeleted()...)
 	}
 	if len(resp.Deleted) == 0 && len(resp.Unreachable) == 0 {
 		return nil, status.Errorf(codes.NotFound, "no node has a snapshot %q (meridian snapshot list shows them)", req.GetName())
 	}
 	sort.Strings(resp.Deleted)
-	sort.Strings(resp.Unreachable)
 	return resp, nil
+}
+
+// split sorts a fan-out's results: the answers, the nodes it could not
+// reach (sorted), and the errors of the nodes that refused, by node.
+func split[T any](out map[string]result[T]) (answers []T, unreach []string, refused map[string]error) {
+	refused = map[string]error{}
+	for id, r := range out {
+		switch {
+		case r.err == nil:
+			answers = append(answers, r.resp)
+		case unreachable(r.err):
+			unreach = append(unreach, id)
+		default:
+			refused[id] = r.err
+		}
+	}
+	sort.Strings(unreach)
+	return answers, unreach, refused
 }
 
 // sortSnapshots orders snapshots by name (default names are times, so
