@@ -417,7 +417,7 @@ func (d *demo) multiDC(ctx context.Context, dir string) error {
 		return fmt.Errorf("snapshot: %d node(s) took none: %v %v", n, snaps.GetUnreachable(), snaps.GetFailed())
 	}
 	for _, s := range snaps.GetSnapshots() {
-		d.show("%s: %s (%.1f MiB, tables hard-linked)", s.GetNode(), s.GetDir(), float64(s.GetBytes())/(1<<20))
+		d.show("%s: %s (%s, tables hard-linked)", s.GetNode(), s.GetDir(), formatBytes(uint64(s.GetBytes())))
 	}
 	d.show("restore one with the node stopped: meridian snapshot restore demo --data-dir <its data dir>")
 	return nil

@@ -186,8 +186,8 @@ func writeSnapshots(w io.Writer, ss []*adminv1.Snapshot) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tNODE\tTAKEN\tEPOCH\tSIZE\tDIR")
 	for _, s := range ss {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.1f MiB\t%s\n", s.GetName(), s.GetNode(),
-			time.UnixMilli(s.GetCreatedUnixMs()).UTC().Format(time.RFC3339), s.GetEpoch(), float64(s.GetBytes())/(1<<20), s.GetDir())
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", s.GetName(), s.GetNode(),
+			time.UnixMilli(s.GetCreatedUnixMs()).UTC().Format(time.RFC3339), s.GetEpoch(), formatBytes(uint64(s.GetBytes())), s.GetDir())
 	}
 	tw.Flush()
 }
