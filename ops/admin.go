@@ -31,8 +31,16 @@ type Server struct {
 func (s *Server) nodeProto(info membership.NodeInfo) *adminv1.Node {
 	out := &adminv1.Node{
 		Id: info.ID, GrpcAddr: info.GRPCAddr, Dc: info.DC, Rack: info.Rack,
-		Weight: uint32(info.Weight), State: s.state(info.ID), MemberState: string(info.State),
-		Epoch: s.epochOf(info.ID), DiskLow: s.diskLow(info.ID),
+		Weight: uint32(info.Weight), MemberState: string(info.State),
+	}
+	// This node's own state, others' as gossip sees them.
+	switch m, ok := s.member(info.ID); {
+	case info.ID == s.n.ID():
+		out.State, out.Epoch, out.DiskLow = "alive", s.n.Topology().Epoch, s.n.DiskLow()
+	case ok:
+		out.State, out.Epoch, out.DiskLow = strings.ToLower(m.State.String()), m.Meta.Epoch, m.Meta.DiskLow
+	default:
+		out.State = "unknown"
 	}
 	if ml := s.n.MetaLog(); ml != nil {
 		roles, _ := ml.Roles()
@@ -45,50 +53,16 @@ func (s *Server) nodeProto(info membership.NodeInfo) *adminv1.Node {
 	return out
 }
 
-// epochOf is the metadata epoch a node applied: this node's own, others'
-// as they gossip it.
-func (s *Server) epochOf(id string) uint64 {
-	if id == s.n.ID() {
-		return s.n.Topology().Epoch
-	}
+// member is gossip's view of node id.
+func (s *Server) member(id string) (membership.Member, bool) {
 	if g := s.n.Gossip(); g != nil {
 		for _, m := range g.Members() {
 			if m.Meta.ID == id {
-				return m.Meta.Epoch
+				return m, true
 			}
 		}
 	}
-	return 0
-}
-
-// diskLow reports whether a node refuses writes for lack of disk space:
-// this node's own state, others' as they gossip it.
-func (s *Server) diskLow(id string) bool {
-	if id == s.n.ID() {
-		return s.n.DiskLow()
-	}
-	if g := s.n.Gossip(); g != nil {
-		for _, m := range g.Members() {
-			if m.Meta.ID == id {
-				return m.Meta.DiskLow
-			}
-		}
-	}
-	return false
-}
-
-func (s *Server) state(id string) string {
-	if id == s.n.ID() {
-		return "alive"
-	}
-	if g := s.n.Gossip(); g != nil {
-		for _, m := range g.Members() {
-			if m.Meta.ID == id {
-				return strings.ToLower(m.State.String())
-			}
-		}
-	}
-	return "unknown"
+	return membership.Member{}, false
 }
 
 func sortedNodes(t *membership.Topology) []membership.NodeInfo {
