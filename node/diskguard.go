@@ -83,10 +83,11 @@ type diskGuard struct {
 
 	low         atomic.Bool
 	free, total atomic.Uint64
-	failing     atomic.Bool // the last read failed (logged once per spell)
 	// forcedFull: a disk-full fault (drills) makes every reading 0 free.
 	forcedFull atomic.Bool
-	checking   sync.Mutex // one check at a time (the loop and fault changes)
+
+	checking sync.Mutex // one check at a time (the loop and fault changes)
+	failing  bool       // the last read failed (logged once per spell); under checking
 }
 
 // check reads the free space once and updates the guard, logging each
@@ -101,12 +102,13 @@ func (g *diskGuard) check() {
 	if err != nil {
 		// Cannot tell: keep the last decision (a volume that could not be
 		// read once is not thereby full or free).
-		if !g.failing.Swap(true) {
+		if !g.failing {
+			g.failing = true
 			g.log.Warn("cannot read the free disk space; min-free-disk is not enforced while this lasts", "dir", g.dir, "err", err)
 		}
 		return
 	}
-	g.failing.Store(false)
+	g.failing = false
 	g.free.Store(free)
 	g.total.Store(total)
 	was := g.low.Load()
