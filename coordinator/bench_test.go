@@ -19,6 +19,7 @@ type allAlive struct{}
 func (allAlive) Alive(string) bool                    { return true }
 func (allAlive) PendingHints(string) bool             { return false }
 func (allAlive) PendingHintsFrom(string, string) bool { return false }
+func (allAlive) DiskLow(string) bool                  { return false }
 
 // memCluster is three coordinators (one DC, N=3) on in-memory engines and
 // the in-memory transport: the request path without gRPC, so that its own

@@ -53,6 +53,10 @@ type Liveness interface {
 	// in dc: a LOCAL_* read in dc overlaps the writes whose copies could
 	// count there, and a copy hinted elsewhere never counted toward them.
 	PendingHintsFrom(id, dc string) bool
+	// DiskLow reports whether a live node gossips that it refuses writes
+	// of data for lack of disk space: a write's copy for it goes to a
+	// fallback as for a down node.
+	DiskLow(id string) bool
 }
 
 // Hints stores copies held for unreachable replicas (see repair.Hints).
@@ -947,18 +951,7 @@ func (c *Coordinator) forward(ctx context.Context, deadline time.Time, span trac
 		req = proto.CloneOf(req)
 		req.RequestId = newRequestID()
 	}
-	local := r.need.Local
-	var order []placement.Replica
-	for _, rep := range r.reps {
-		if rep.DC == local && c.alive(rep.Node) {
-			order = append(order, rep)
-		}
-	}
-	for _, rep := range r.reps {
-		if rep.DC != local && c.alive(rep.Node) {
-			order = append(order, rep)
-		}
-	}
+	order := forwardOrder(r.reps, r.need.Local, c.alive, c.cfg.Live.DiskLow)
 	var lastErr error
 	for _, rep := range order {
 		start := c.cfg.Now()
@@ -975,7 +968,10 @@ func (c *Coordinator) forward(ctx context.Context, deadline time.Time, span trac
 			out.Explain = append(r.trail.events(), out.GetExplain()...)
 			return out, nil
 		}
-		if !unreachable(err) {
+		if wrote(err) {
+			// It was reached and answered: its answer is the write's.
+			// (Unreachable, or refused for lack of disk before writing
+			// anything: the next replica may take it.)
 			return nil, err
 		}
 		lastErr = err
@@ -986,6 +982,24 @@ func (c *Coordinator) forward(ctx context.Context, deadline time.Time, span trac
 		return c.coordinate(ctx, deadline, span, r, req, clk, o)
 	}
 	return nil, &UnavailableError{Op: OpWrite, Need: r.need, Alive: 0, Detail: "no replica could coordinate the write: " + errText(lastErr)}
+}
+
+// forwardOrder lists the live replicas a forwarded write may go to: the
+// need's local DC first, then the others, each in preference order, and
+// those gossiping that they are low on disk (they would refuse it) only
+// after every other.
+func forwardOrder(reps []placement.Replica, local string, alive, diskLow func(string) bool) []placement.Replica {
+	order := make([]placement.Replica, 0, len(reps))
+	for _, low := range []bool{false, true} {
+		for _, inLocal := range []bool{true, false} {
+			for _, rep := range reps {
+				if (rep.DC == local) == inLocal && alive(rep.Node) && diskLow(rep.Node) == low {
+					order = append(order, rep)
+				}
+			}
+		}
+	}
+	return order
 }
 
 // unreachable reports whether a peer error means the request never reached
@@ -1029,6 +1043,9 @@ func (c *Coordinator) coordinate(ctx context.Context, deadline time.Time, span t
 	}
 	for _, down := range p.down {
 		r.trail.add(down, "skip replica", "down", 0)
+	}
+	for _, low := range p.lowOnDisk {
+		r.trail.add(low, "skip replica", "low on disk, refusing writes", 0)
 	}
 	if perr != nil {
 		return nil, perr

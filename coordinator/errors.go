@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -82,24 +83,36 @@ func (e *NotFoundError) GRPCStatus() *status.Status {
 
 // UnavailableError says too few replicas were alive to even try: UNAVAILABLE.
 type UnavailableError struct {
-	Op     Op
-	Need   Need
-	Alive  int
-	Detail string
+	Op    Op
+	Need  Need
+	Alive int
+	// LowOnDisk lists the replicas up but refusing writes for lack of
+	// disk space (not counted in Alive).
+	LowOnDisk []string
+	Detail    string
 }
 
 func (e *UnavailableError) Error() string {
 	msg := fmt.Sprintf("%s at %s needs %d replicas but only %d of N=%d are alive", e.Op, describe(e.Need), e.Need.Count(), e.Alive, e.Need.N)
+	if len(e.LowOnDisk) > 0 {
+		msg += fmt.Sprintf(" and accepting writes; %d more low on disk (%s)", len(e.LowOnDisk), strings.Join(e.LowOnDisk, ", "))
+	}
 	if e.Detail != "" {
 		msg += " (" + e.Detail + ")"
+	}
+	if len(e.LowOnDisk) > 0 {
+		return msg + ": free disk space on " + strings.Join(e.LowOnDisk, ", ") + ", retry later or use a lower consistency level"
 	}
 	return msg + ": retry later or use a lower consistency level"
 }
 
 // GRPCStatus maps the error to UNAVAILABLE.
 func (e *UnavailableError) GRPCStatus() *status.Status {
-	return withInfo(status.New(codes.Unavailable, e.Error()), "REPLICAS_UNAVAILABLE",
-		map[string]string{"needed": itoa(e.Need.Count()), "alive": itoa(e.Alive), "n": itoa(e.Need.N)})
+	md := map[string]string{"needed": itoa(e.Need.Count()), "alive": itoa(e.Alive), "n": itoa(e.Need.N)}
+	if len(e.LowOnDisk) > 0 {
+		md["low_on_disk"] = itoa(len(e.LowOnDisk))
+	}
+	return withInfo(status.New(codes.Unavailable, e.Error()), "REPLICAS_UNAVAILABLE", md)
 }
 
 // FailedError says replicas were asked but too few succeeded: UNAVAILABLE.

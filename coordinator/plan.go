@@ -20,8 +20,13 @@ type writeInput struct {
 	// which receive every write but count toward nothing).
 	replicas, pending []placement.Replica
 	need              Need
-	// live says whether another node is up (this node always is).
-	live interface{ Alive(node string) bool }
+	// live says whether another node is up (this node always is), and
+	// whether it gossips that it refuses writes for lack of disk space
+	// (its copy goes to a fallback, as a down replica's does).
+	live interface {
+		Alive(node string) bool
+		DiskLow(node string) bool
+	}
 	// hints: this node can store hints. Without, no fallback is used and
 	// no hint is kept.
 	hints bool
@@ -53,9 +58,11 @@ type writePlan struct {
 	// keeps itself (only when local): such a copy never counts toward W, as
 	// it is on this node, which already counts once.
 	keep []string
-	// down lists the replicas skipped as down.
-	down []string
-	// alive counts the replicas (this node included) that were up.
+	// down lists the replicas skipped as down; lowOnDisk those skipped
+	// as up but refusing writes for lack of disk space.
+	down, lowOnDisk []string
+	// alive counts the replicas (this node included) that were up and
+	// accepting writes.
 	alive int
 	// tally expects an answer from this node (when local) and from every
 	// target; extras are never expected.
@@ -90,14 +97,21 @@ func planWrite(in writeInput) (*writePlan, error) {
 	for _, rep := range in.replicas {
 		switch {
 		case rep.Node == in.self.Node:
-		case in.live.Alive(rep.Node):
+		case !in.live.Alive(rep.Node):
+			down = append(down, rep)
+			p.down = append(p.down, rep.Node)
+		case in.live.DiskLow(rep.Node):
+			// It would refuse the write before writing anything: the
+			// copy goes where a down replica's goes, without the round
+			// trip (a refusal from a node whose gossip is behind is
+			// handed on the same way, by afterFailure).
+			down = append(down, rep)
+			p.lowOnDisk = append(p.lowOnDisk, rep.Node)
+		default:
 			p.targets = append(p.targets, target{Replica: rep})
 			p.tally.expect(rep.DC, false)
 			p.used = append(p.used, rep.Node)
 			p.alive++
-		default:
-			down = append(down, rep)
-			p.down = append(p.down, rep.Node)
 		}
 	}
 	if in.hints {
@@ -115,7 +129,7 @@ func planWrite(in writeInput) (*writePlan, error) {
 		}
 	}
 	if p.tally.hopeless() || !p.local && len(p.targets) == 0 {
-		return p, &UnavailableError{Op: OpWrite, Need: in.need, Alive: p.alive, Detail: p.tally.shortfall()}
+		return p, &UnavailableError{Op: OpWrite, Need: in.need, Alive: p.alive, LowOnDisk: p.lowOnDisk, Detail: p.tally.shortfall()}
 	}
 	for _, rep := range in.pending {
 		if rep.Node != in.self.Node && !p.isUsed(rep.Node) {
@@ -138,11 +152,11 @@ func (p *writePlan) isUsed(node string) bool {
 	return false
 }
 
-// fallbackFor picks the first live fallback not already holding the write
-// for a down replica, from the replica's own DC first.
+// fallbackFor picks the first live fallback with disk space not already
+// holding the write for a down replica, from the replica's own DC first.
 func (p *writePlan) fallbackFor(down placement.Replica) (placement.Replica, bool) {
 	for _, fb := range p.in.table.Fallbacks(p.in.partition, down.DC) {
-		if !p.isUsed(fb.Node) && (fb.Node == p.in.self.Node || p.in.live.Alive(fb.Node)) {
+		if !p.isUsed(fb.Node) && (fb.Node == p.in.self.Node || p.in.live.Alive(fb.Node) && !p.in.live.DiskLow(fb.Node)) {
 			return fb, true
 		}
 	}

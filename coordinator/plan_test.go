@@ -31,6 +31,7 @@ type planCase struct {
 	cons        *kvv1.Consistency
 	self        string // this node, in east unless it is w6
 	down        string // nodes down, space-separated
+	low         string // nodes up but low on disk (refusing writes)
 	noHints     bool
 	moving      bool   // the partition has pending replicas
 	targets     string // "n2 e6>n1": e6 holds a hint for n1
@@ -42,9 +43,12 @@ type planCase struct {
 
 func (pc planCase) input(t *testing.T) writeInput {
 	t.Helper()
-	down := map[string]bool{}
+	live := planLive{down: map[string]bool{}, low: map[string]bool{}}
 	for _, n := range strings.Fields(pc.down) {
-		down[n] = true
+		live.down[n] = true
+	}
+	for _, n := range strings.Fields(pc.low) {
+		live.low[n] = true
 	}
 	self := placement.Replica{Node: pc.self, DC: "east"}
 	if strings.HasPrefix(pc.self, "w") || pc.self == "n4" || pc.self == "n5" {
@@ -58,7 +62,7 @@ func (pc planCase) input(t *testing.T) writeInput {
 		self:      self,
 		replicas:  planReplicas,
 		need:      need,
-		live:      downSet(down),
+		live:      live,
 		hints:     !pc.noHints,
 		table:     planTable{},
 		partition: 7,
@@ -69,10 +73,12 @@ func (pc planCase) input(t *testing.T) writeInput {
 	return in
 }
 
-// downSet is liveness: the nodes in it are down.
-type downSet map[string]bool
+// planLive is liveness: the nodes in down are down, those in low up but
+// low on disk.
+type planLive struct{ down, low map[string]bool }
 
-func (d downSet) Alive(n string) bool { return !d[n] }
+func (l planLive) Alive(n string) bool   { return !l.down[n] }
+func (l planLive) DiskLow(n string) bool { return l.low[n] }
 
 // planTable lists planFallbacks, the down replica's DC first.
 type planTable struct{}
@@ -138,6 +144,20 @@ func TestPlanWrite(t *testing.T) {
 		{name: "EACH_QUORUM: a DC's minority down", cons: lvl(kvv1.Level_LEVEL_EACH_QUORUM), self: "n1", down: "n3",
 			targets: "n2 n4 n5 e6>n3", counted: "n1 n2 n4 n5"},
 
+		// A replica gossiping that it is low on disk would refuse the
+		// write: its copy goes to a fallback as a down replica's does, and
+		// a fallback low on disk is passed over.
+		{name: "QUORUM, a replica low on disk: its copy is hinted", cons: lvl(kvv1.Level_LEVEL_QUORUM), self: "n1", low: "n2",
+			targets: "n3 n4 n5 e6>n2", counted: "n1 n3 n4 n5 e6"},
+		{name: "a fallback low on disk is passed over", cons: lvl(kvv1.Level_LEVEL_QUORUM), self: "n1", down: "n2", low: "e6",
+			targets: "n3 n4 n5 e7>n2", counted: "n1 n3 n4 n5 e7"},
+		{name: "low on disk and no fallback: this node keeps the hint", cons: lvl(kvv1.Level_LEVEL_ONE), self: "n1", low: "n2 e6 e7 w6",
+			targets: "n3 n4 n5", counted: "n1 n3 n4 n5", keep: "n2"},
+		{name: "ALL with a replica low on disk says so", cons: lvl(kvv1.Level_LEVEL_ALL), self: "n1", low: "n3",
+			unavailable: "write at ALL needs 5 replicas but only 4 of N=5 are alive and accepting writes; 1 more low on disk (n3)"},
+		{name: "LOCAL_QUORUM, the local DC's others down and low", cons: lvl(kvv1.Level_LEVEL_LOCAL_QUORUM), self: "n1", down: "n2", low: "n3",
+			unavailable: "write at LOCAL_QUORUM needs 2 replicas but only 3 of N=5 are alive and accepting writes; 1 more low on disk (n3) (east: 1 of 2 needed could answer)"},
+
 		// A coordinator that is not a replica (a forwarded write, or the
 		// sloppy quorum of forward) writes nothing itself unless it is
 		// picked as a fallback, and keeps no hints.
@@ -168,6 +188,9 @@ func TestPlanWrite(t *testing.T) {
 			if pc.unavailable != "" {
 				var ue *UnavailableError
 				want := pc.unavailable + ": retry later or use a lower consistency level"
+				if pc.low != "" {
+					want = pc.unavailable + ": free disk space on " + strings.Join(strings.Fields(pc.low), ", ") + ", retry later or use a lower consistency level"
+				}
 				if !errors.As(err, &ue) || err.Error() != want {
 					t.Fatalf("err = %v, want UnavailableError %q", err, want)
 				}
@@ -272,6 +295,7 @@ func TestAfterFailure(t *testing.T) {
 		name    string
 		self    string
 		down    string
+		low     string
 		noHints bool
 		failed  target
 		reached bool
@@ -281,6 +305,7 @@ func TestAfterFailure(t *testing.T) {
 		{name: "unreachable primary goes to a fallback", self: "n1", failed: primary("n2", "east"), act: failToFallback, to: "e6>n2"},
 		{name: "its own DC's fallbacks first", self: "n1", failed: primary("n4", "west"), act: failToFallback, to: "w6>n4"},
 		{name: "a down fallback is skipped", self: "n1", down: "e6", failed: primary("n2", "east"), act: failToFallback, to: "e7>n2"},
+		{name: "a fallback low on disk is skipped", self: "n1", low: "e6", failed: primary("n2", "east"), act: failToFallback, to: "e7>n2"},
 		{name: "a reached replica's failure stands", self: "n1", failed: primary("n2", "east"), reached: true, act: failStands},
 		{name: "a failed hinted write stands", self: "n1", failed: target{Replica: placement.Replica{Node: "e6", DC: "east"}, hintFor: "n2"}, act: failStands},
 		{name: "no fallback: a replica coordinator keeps the hint", self: "n1", down: "e6 e7 w6", failed: primary("n2", "east"), act: failKeepHint},
@@ -291,7 +316,7 @@ func TestAfterFailure(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := planWrite(planCase{cons: lvl(kvv1.Level_LEVEL_ONE), self: tc.self, down: tc.down, noHints: tc.noHints}.input(t))
+			p, err := planWrite(planCase{cons: lvl(kvv1.Level_LEVEL_ONE), self: tc.self, down: tc.down, low: tc.low, noHints: tc.noHints}.input(t))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -332,4 +357,32 @@ func TestAfterFailure(t *testing.T) {
 
 func (a failAction) String() string {
 	return [...]string{"stands", "fallback", "keep"}[a]
+}
+
+// TestForwardOrder: a forwarded write goes to the need's local DC first,
+// then the others, in preference order, skipping down replicas and trying
+// those low on disk only after every other.
+func TestForwardOrder(t *testing.T) {
+	cases := []struct {
+		name, local, down, low, want string
+	}{
+		{name: "all up, east", local: "east", want: "n1 n2 n3 n4 n5"},
+		{name: "all up, west first", local: "west", want: "n4 n5 n1 n2 n3"},
+		{name: "down replicas are left out", local: "east", down: "n1 n4", want: "n2 n3 n5"},
+		{name: "low on disk last", local: "east", low: "n1", want: "n2 n3 n4 n5 n1"},
+		{name: "low on disk last, local DC first among them", local: "west", low: "n1 n5", want: "n4 n2 n3 n5 n1"},
+		{name: "every replica low", local: "east", low: "n1 n2 n3 n4 n5", want: "n1 n2 n3 n4 n5"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			live := planCase{down: tc.down, low: tc.low, self: "e6", cons: lvl(kvv1.Level_LEVEL_ONE)}.input(t).live
+			var got []string
+			for _, rep := range forwardOrder(planReplicas, tc.local, live.Alive, live.DiskLow) {
+				got = append(got, rep.Node)
+			}
+			if strings.Join(got, " ") != tc.want {
+				t.Fatalf("forwardOrder = %q, want %q", strings.Join(got, " "), tc.want)
+			}
+		})
+	}
 }

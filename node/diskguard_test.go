@@ -3,6 +3,7 @@ package node_test
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -13,7 +14,9 @@ import (
 
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 	"github.com/meridiankv/meridian/client"
+	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/node"
+	"github.com/meridiankv/meridian/placement"
 )
 
 // fakeVolumes reports each node's free space by its data directory's
@@ -68,13 +71,30 @@ func TestLowDiskRefusesWritesServesReads(t *testing.T) {
 	if err != nil || len(got.GetSiblings()) != 1 || string(got.GetSiblings()[0].GetValue()) != "v0" {
 		t.Fatalf("read from the node low on disk: %v %v, want v0", got, err)
 	}
-	// Through another coordinator, QUORUM still has two replicas with room;
-	// ALL cannot be met while one replica refuses.
-	if _, err := cOther.Put(ctx, &kvv1.PutRequest{Key: []byte("quorum"), Value: []byte("q"), Consistency: lvl(kvv1.Level_LEVEL_QUORUM)}); err != nil {
+	// Through another coordinator, QUORUM still has two replicas with room,
+	// and the low one is not even asked (its gossip says it would refuse):
+	// its copy is kept as a hint for it. ALL cannot be met while one
+	// replica refuses, and the refusal says why.
+	eventually(t, nodes[1].ID()+"'s coordinator to see it low on disk", func() bool { return nodes[1].PeerDiskLow(low.ID()) })
+	put, err := cOther.Put(ctx, &kvv1.PutRequest{Key: []byte("quorum"), Value: []byte("q"), Consistency: lvl(kvv1.Level_LEVEL_QUORUM), Explain: true})
+	if err != nil {
 		t.Fatalf("QUORUM put through another node: %v", err)
 	}
-	if _, err := cOther.Put(ctx, &kvv1.PutRequest{Key: []byte("all"), Value: []byte("a"), Consistency: lvl(kvv1.Level_LEVEL_ALL)}); err == nil {
-		t.Fatal("a put at ALL succeeded while a replica refuses writes")
+	skipped := false
+	for _, ev := range put.GetExplain() {
+		if ev.GetNode() == low.ID() {
+			if ev.GetAction() != "skip replica" || !strings.Contains(ev.GetDetail(), "low on disk") {
+				t.Errorf("the write reached the node low on disk: %v", ev)
+			}
+			skipped = true
+		}
+	}
+	if !skipped {
+		t.Errorf("explain does not say the node low on disk was skipped: %v", put.GetExplain())
+	}
+	_, err = cOther.Put(ctx, &kvv1.PutRequest{Key: []byte("all"), Value: []byte("a"), Consistency: lvl(kvv1.Level_LEVEL_ALL)})
+	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "1 more low on disk ("+low.ID()+")") || !strings.Contains(st.Message(), "free disk space on "+low.ID()) {
+		t.Fatalf("put at ALL while a replica is low on disk: %v, want UNAVAILABLE naming it and what to do", err)
 	}
 	// The Go client passes writes the low node refuses on to another
 	// replica: every one succeeds.
@@ -132,5 +152,65 @@ func TestNodeStartedOnFullDiskRefusesAtOnce(t *testing.T) {
 	_, err := dial(t, n.Addr()).Put(ctx, &kvv1.PutRequest{Key: []byte("k"), Value: []byte("v")})
 	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "1.0 MiB free") || !strings.Contains(st.Message(), "min-free-disk 64.0 MiB") {
 		t.Fatalf("first put on a full disk: %v, want RESOURCE_EXHAUSTED with the figures", err)
+	}
+}
+
+// TestForwardedWriteSkipsReplicaLowOnDisk: a node that is not a replica of
+// a key forwards a client's write to a replica; when the first replica it
+// would pick is low on disk, the write goes to another one (and a refusal
+// from a replica whose gossip is behind is passed on too), so a plain gRPC
+// client's QUORUM write succeeds.
+func TestForwardedWriteSkipsReplicaLowOnDisk(t *testing.T) {
+	vols := &fakeVolumes{free: map[string]uint64{}}
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 4,
+		Keyspaces: []membership.KeyspaceSpec{{Name: "ks", Replication: map[string]int{"dc1": 3}}},
+		Options:   node.Options{DiskSpace: vols.space, DiskCheckInterval: 10 * time.Millisecond}})
+	ctx := ctxT(t)
+	topo := l.Nodes()[0].Topology()
+	ks, _ := topo.Keyspace("ks")
+	// Keys whose first replica is the same node, and the node that is a
+	// replica of none of them.
+	var keys [][]byte
+	var first string
+	var outside *node.Node
+	for i := 0; len(keys) < 5 && i < 10000; i++ {
+		key := fmt.Appendf(nil, "fwd-%d", i)
+		reps := ks.Table.Replicas(topo.Ring.Partition(key))
+		if first == "" {
+			first = reps[0].Node
+			for _, n := range l.Nodes() {
+				if !slices.ContainsFunc(reps, func(r placement.Replica) bool { return r.Node == n.ID() }) {
+					outside = n
+				}
+			}
+		}
+		if reps[0].Node == first && !slices.ContainsFunc(reps, func(r placement.Replica) bool { return r.Node == outside.ID() }) {
+			keys = append(keys, key)
+		}
+	}
+	if len(keys) < 5 {
+		t.Fatalf("found %d keys led by %s and not on %s", len(keys), first, outside.ID())
+	}
+	vols.set(first, 1<<20)
+	lowNode := l.Node(first)
+	eventually(t, first+" to refuse writes", func() bool { return lowNode.Store().WritesRefused() != nil })
+	c := dial(t, outside.Addr())
+	// Whether or not outside has heard it yet, the write succeeds.
+	put := func(key []byte) {
+		t.Helper()
+		if _, err := c.Put(ctx, &kvv1.PutRequest{Keyspace: "ks", Key: key, Value: []byte("v"), Consistency: lvl(kvv1.Level_LEVEL_QUORUM)}); err != nil {
+			t.Fatalf("QUORUM put of %s through %s (not a replica) with %s low on disk: %v", key, outside.ID(), first, err)
+		}
+	}
+	put(keys[0])
+	eventually(t, outside.ID()+" to see "+first+" low on disk", func() bool { return outside.PeerDiskLow(first) })
+	for _, key := range keys[1:] {
+		put(key)
+	}
+	for _, key := range keys {
+		got, err := c.Get(ctx, &kvv1.GetRequest{Keyspace: "ks", Key: key, Consistency: lvl(kvv1.Level_LEVEL_QUORUM)})
+		if err != nil || len(got.GetSiblings()) != 1 {
+			t.Fatalf("read %s back: %v %v", key, got, err)
+		}
 	}
 }

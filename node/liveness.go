@@ -141,6 +141,14 @@ func (l *liveness) isDown(id string) bool {
 	return l.mu.down[id]
 }
 
+// DiskLow reports whether id last gossiped that it refuses writes of data
+// for lack of disk space (coordinator.Liveness).
+func (l *liveness) DiskLow(id string) bool {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.mu.diskLow[id]
+}
+
 // pendingHints reports whether a live member says it holds hints for id.
 func (l *liveness) pendingHints(id string) bool {
 	l.mu.RLock()

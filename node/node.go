@@ -584,6 +584,10 @@ func (n *Node) Now() time.Time { return n.now() }
 // free disk space (min-free-disk).
 func (n *Node) DiskLow() bool { return n.disk != nil && n.disk.low.Load() }
 
+// PeerDiskLow reports whether this node's coordinator has id refusing
+// writes for lack of disk space, as id last gossiped (writes skip it).
+func (n *Node) PeerDiskLow(id string) bool { return n.live.DiskLow(id) }
+
 // DC is the node's datacenter.
 func (n *Node) DC() string { return n.self.DC }
 
