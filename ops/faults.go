@@ -118,15 +118,11 @@ func (s *Server) ClearFaults(ctx context.Context, req *adminv1.ClearFaultsReques
 		func(ctx context.Context, c adminv1.AdminClient) (*adminv1.ClearFaultsResponse, error) {
 			return c.ClearFaults(ctx, local)
 		})
-	resp := &adminv1.ClearFaultsResponse{}
-	for id, r := range out {
-		if r.err != nil {
-			resp.Unreachable = append(resp.Unreachable, id)
-			continue
-		}
-		resp.Cleared += r.resp.GetCleared()
+	answers, unreach, refused := split(out)
+	resp := &adminv1.ClearFaultsResponse{Unreachable: unreach, Failed: failures(refused)}
+	for _, a := range answers {
+		resp.Cleared += a.GetCleared()
 	}
-	sort.Strings(resp.Unreachable)
 	return resp, nil
 }
 

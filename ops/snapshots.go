@@ -46,12 +46,9 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *adminv1.CreateSnapshot
 			return c.CreateSnapshot(ctx, local)
 		})
 	answers, unreach, refused := split(out)
-	resp := &adminv1.CreateSnapshotResponse{Unreachable: unreach}
+	resp := &adminv1.CreateSnapshotResponse{Unreachable: unreach, Failed: failures(refused)}
 	for _, a := range answers {
 		resp.Snapshots = append(resp.Snapshots, a.GetSnapshots()...)
-	}
-	for _, id := range slices.Sorted(maps.Keys(refused)) {
-		resp.Failed = append(resp.Failed, fmt.Sprintf("%s: %s", id, status.Convert(refused[id]).Message()))
 	}
 	sortSnapshots(resp.Snapshots)
 	return resp, nil
@@ -135,6 +132,15 @@ func split[T any](out map[string]result[T]) (answers []T, unreach []string, refu
 	}
 	sort.Strings(unreach)
 	return answers, unreach, refused
+}
+
+// failures lists the refusals of split as "node: reason", by node.
+func failures(refused map[string]error) []string {
+	var out []string
+	for _, id := range slices.Sorted(maps.Keys(refused)) {
+		out = append(out, fmt.Sprintf("%s: %s", id, status.Convert(refused[id]).Message()))
+	}
+	return out
 }
 
 // sortSnapshots orders snapshots by name (default names are times, so

@@ -218,6 +218,12 @@ func newFaultClearCmd(f *adminFlags) *cobra.Command {
 				if len(resp.Unreachable) > 0 {
 					fmt.Fprintf(out, "%s unreachable: their faults stay until their TTL runs out\n", strings.Join(resp.Unreachable, ", "))
 				}
+				for _, why := range resp.GetFailed() {
+					fmt.Fprintf(out, "not cleared on %s: its faults stay until their TTL runs out\n", why)
+				}
+				if n := len(resp.GetFailed()); n > 0 {
+					return fmt.Errorf("faults not cleared on %d node(s): fix what they answered and run 'meridian fault clear' again, or wait for the faults' TTL ('meridian fault list')", n)
+				}
 				return nil
 			})
 		},

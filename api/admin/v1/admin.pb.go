@@ -894,8 +894,12 @@ func (x *ClearFaultsRequest) GetLocalOnly() bool {
 type ClearFaultsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Faults removed, over every node.
-	Cleared       uint32   `protobuf:"varint,1,opt,name=cleared,proto3" json:"cleared,omitempty"`
-	Unreachable   []string `protobuf:"bytes,2,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
+	Cleared uint32 `protobuf:"varint,1,opt,name=cleared,proto3" json:"cleared,omitempty"`
+	// Nodes that could not be reached (their faults stay until their TTL).
+	Unreachable []string `protobuf:"bytes,2,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
+	// "node: reason" for each node that answered with an error (its faults
+	// stay until their TTL).
+	Failed        []string `protobuf:"bytes,3,rep,name=failed,proto3" json:"failed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -940,6 +944,13 @@ func (x *ClearFaultsResponse) GetCleared() uint32 {
 func (x *ClearFaultsResponse) GetUnreachable() []string {
 	if x != nil {
 		return x.Unreachable
+	}
+	return nil
+}
+
+func (x *ClearFaultsResponse) GetFailed() []string {
+	if x != nil {
+		return x.Failed
 	}
 	return nil
 }
@@ -4007,10 +4018,11 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\x12ClearFaultsRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n" +
 	"\n" +
-	"local_only\x18\x02 \x01(\bR\tlocalOnly\"Q\n" +
+	"local_only\x18\x02 \x01(\bR\tlocalOnly\"i\n" +
 	"\x13ClearFaultsResponse\x12\x18\n" +
 	"\acleared\x18\x01 \x01(\rR\acleared\x12 \n" +
-	"\vunreachable\x18\x02 \x03(\tR\vunreachable\"F\n" +
+	"\vunreachable\x18\x02 \x03(\tR\vunreachable\x12\x16\n" +
+	"\x06failed\x18\x03 \x03(\tR\x06failed\"F\n" +
 	"\x14AlterKeyspaceRequest\x12.\n" +
 	"\bkeyspace\x18\x01 \x01(\v2\x12.admin.v1.KeyspaceR\bkeyspace\"|\n" +
 	"\x15AlterKeyspaceResponse\x12.\n" +
