@@ -112,7 +112,7 @@ func BenchmarkQuorumPut(b *testing.B) {
 
 // BenchmarkQuorumGet reads keys written beforehand, at QUORUM.
 func BenchmarkQuorumGet(b *testing.B) {
-	_, clients := benchCluster(b, node.Options{})
+	l, clients := benchCluster(b, node.Options{})
 	ctx := context.Background()
 	const keys = 1000
 	for i := 0; i < keys; i++ {
@@ -125,7 +125,8 @@ func BenchmarkQuorumGet(b *testing.B) {
 	b.SetParallelism(16)
 	b.ReportAllocs()
 	b.ResetTimer()
-	cpu := startCPU()
+	cpu, syncs := startCPU(), startSyncs(l)
+	defer syncs.report(b)
 	defer cpu.report(b)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
