@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -28,7 +29,10 @@ type liveness struct {
 	// back is whether gossip had it dead or left before, or low on disk
 	// (refusing writes): either way, writes can reach it again.
 	onUp func(id string, back bool)
-	mu   struct {
+	// lowOnDisk counts the members gossiping DiskLow, so that DiskLow,
+	// asked for every replica of every write, takes no lock while none is.
+	lowOnDisk atomic.Int32
+	mu        struct {
 		sync.RWMutex
 		down        map[string]bool
 		diskLow     map[string]bool // as each member gossips it
@@ -63,7 +67,15 @@ func (l *liveness) MemberChanged(m membership.Member) {
 	// A node that stops refusing writes for lack of disk takes the hints
 	// held for it at once, as one coming back does.
 	back = back || l.mu.diskLow[m.Meta.ID] && !m.Meta.DiskLow && !down
-	l.mu.diskLow[m.Meta.ID] = m.Meta.DiskLow && !down
+	if low := m.Meta.DiskLow && !down; low != l.mu.diskLow[m.Meta.ID] {
+		if low {
+			l.lowOnDisk.Add(1)
+			l.mu.diskLow[m.Meta.ID] = true
+		} else {
+			l.lowOnDisk.Add(-1)
+			delete(l.mu.diskLow, m.Meta.ID)
+		}
+	}
 	if down {
 		delete(l.mu.hintsFor, m.Meta.ID)
 	} else {
@@ -144,6 +156,9 @@ func (l *liveness) isDown(id string) bool {
 // DiskLow reports whether id last gossiped that it refuses writes of data
 // for lack of disk space (coordinator.Liveness).
 func (l *liveness) DiskLow(id string) bool {
+	if l.lowOnDisk.Load() == 0 {
+		return false
+	}
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	return l.mu.diskLow[id]

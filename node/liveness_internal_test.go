@@ -1,6 +1,7 @@
 package node
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -82,5 +83,41 @@ func TestOnUpSaysWhenANodeCameBack(t *testing.T) {
 	l.MemberChanged(member(membership.StateAlive))
 	if next() {
 		t.Fatal("a metadata update after that counted as coming back")
+	}
+}
+
+// TestDiskLowFollowsGossip: a member is low on disk while it gossips so
+// and is up; a repeated report counts once, and a dead one is not low.
+func TestDiskLowFollowsGossip(t *testing.T) {
+	l := newLiveness(time.Now)
+	report := func(id string, low bool, st membership.State) {
+		l.MemberChanged(membership.Member{Meta: membership.Meta{ID: id, DiskLow: low}, State: st})
+	}
+	steps := []struct {
+		id    string
+		low   bool
+		state membership.State
+		want  string // the members low on disk after the step
+	}{
+		{"n1", false, membership.StateAlive, ""},
+		{"n1", true, membership.StateAlive, "n1"},
+		{"n1", true, membership.StateAlive, "n1"},
+		{"n2", true, membership.StateAlive, "n1 n2"},
+		{"n1", false, membership.StateAlive, "n2"},
+		{"n2", true, membership.StateDead, ""},
+		{"n2", true, membership.StateAlive, "n2"},
+		{"n2", false, membership.StateLeft, ""},
+	}
+	for i, s := range steps {
+		report(s.id, s.low, s.state)
+		var got []string
+		for _, id := range []string{"n1", "n2", "n3"} {
+			if l.DiskLow(id) {
+				got = append(got, id)
+			}
+		}
+		if g := strings.Join(got, " "); g != s.want || int(l.lowOnDisk.Load()) != len(got) {
+			t.Fatalf("step %d: low on disk %q (count %d), want %q", i, g, l.lowOnDisk.Load(), s.want)
+		}
 	}
 }
