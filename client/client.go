@@ -53,6 +53,9 @@ type Client struct {
 	streams map[string]*callStream
 	wg      sync.WaitGroup
 	down    map[string]time.Time // node ID -> when it was found unreachable
+	// lowOnDisk: node ID -> when it last refused a write for lack of disk
+	// space; writes try it last for downFor after that.
+	lowOnDisk map[string]time.Time
 
 	// epoch mirrors topo.epoch for the request path; ahead is the address
 	// of a node that answered with a newer epoch (asked first on the next
@@ -113,7 +116,7 @@ func Dial(ctx context.Context, seeds []string, opts ...Option) (*Client, error) 
 	o.dialOpts = append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec.Proto{})),
 		grpc.WithStaticStreamWindowSize(flowWindow), grpc.WithStaticConnWindowSize(flowWindow)}, o.dialOpts...)
 	c := &Client{opts: o, seeds: append([]string(nil), seeds...), conns: map[string]*grpc.ClientConn{}, kvs: map[string]kvv1.KVClient{},
-		streams: map[string]*callStream{}, down: map[string]time.Time{}, refreshNow: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+		streams: map[string]*callStream{}, down: map[string]time.Time{}, lowOnDisk: map[string]time.Time{}, refreshNow: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	if err := c.refresh(ctx, c.seeds); err != nil {
 		c.closeConns()
 		return nil, fmt.Errorf("client: no seed reachable (tried %s): %w", strings.Join(seeds, ", "), err)
@@ -402,6 +405,23 @@ func (c *Client) markDown(id string) {
 	c.triggerRefresh()
 }
 
+// isLowOnDisk reports whether id refused a write for lack of disk space
+// within downFor. c.mu held.
+func (c *Client) isLowOnDisk(id string) bool {
+	at, ok := c.lowOnDisk[id]
+	if ok && time.Since(at) > c.opts.downFor {
+		delete(c.lowOnDisk, id)
+		return false
+	}
+	return ok
+}
+
+func (c *Client) markLowOnDisk(id string) {
+	c.mu.Lock()
+	c.lowOnDisk[id] = time.Now()
+	c.mu.Unlock()
+}
+
 func (c *Client) markUp(id string) {
 	c.mu.Lock()
 	delete(c.down, id)
@@ -411,10 +431,21 @@ func (c *Client) markUp(id string) {
 // target is a node a request may be sent to.
 type target struct{ id, addr string }
 
+// callKind says whether a call writes: a node that refused a write for
+// lack of disk space recently is tried last for writes, not for reads.
+type callKind uint8
+
+const (
+	callRead callKind = iota
+	callWrite
+)
+
 // candidates orders where a request for key may go: live replicas in the
 // local DC (preference order), live replicas elsewhere, replicas believed
-// down, then any other node (which forwards: correct, one hop slower).
-func (c *Client) candidates(keyspace string, key []byte) []target {
+// down (and, for a write, those that refused one for lack of disk
+// recently), then any other node (which forwards: correct, one hop
+// slower; for a write, those low on disk last).
+func (c *Client) candidates(keyspace string, key []byte, kind callKind) []target {
 	if keyspace == "" {
 		keyspace = "default"
 	}
@@ -432,10 +463,11 @@ func (c *Client) candidates(keyspace string, key []byte) []target {
 		c.triggerRefresh() // a keyspace created since the last refresh?
 	}
 	// group ranks a replica: 0 live in the local DC, 1 live elsewhere, 2
-	// believed down.
+	// believed down or, for a write, low on disk.
+	low := func(n *internalv1.TopologyNode) bool { return kind == callWrite && c.isLowOnDisk(n.GetId()) }
 	group := func(n *internalv1.TopologyNode) int {
 		switch {
-		case !n.GetAlive() || c.isDown(n.GetId()):
+		case !n.GetAlive() || c.isDown(n.GetId()) || low(n):
 			return 2
 		case c.opts.localDC == "" || n.GetDc() == c.opts.localDC:
 			return 0
@@ -453,14 +485,17 @@ func (c *Client) candidates(keyspace string, key []byte) []target {
 			}
 		}
 	}
-	// Then any other live node, local DC first: it forwards.
-	for _, local := range []bool{true, false} {
-		for i, n := range t.nodes {
-			if listed(i) || !n.GetAlive() || c.isDown(n.GetId()) {
-				continue
-			}
-			if (c.opts.localDC == "" || n.GetDc() == c.opts.localDC) == local {
-				out = append(out, target{n.GetId(), n.GetGrpcAddr()})
+	// Then any other live node, local DC first: it forwards (one low on
+	// disk would refuse a write itself: those last).
+	for _, lowPass := range []bool{false, true} {
+		for _, local := range []bool{true, false} {
+			for i, n := range t.nodes {
+				if listed(i) || !n.GetAlive() || c.isDown(n.GetId()) || low(n) != lowPass {
+					continue
+				}
+				if (c.opts.localDC == "" || n.GetDc() == c.opts.localDC) == local {
+					out = append(out, target{n.GetId(), n.GetGrpcAddr()})
+				}
 			}
 		}
 	}
@@ -573,7 +608,9 @@ func (p *passedOver) next(ctx context.Context, c *Client, node string, err error
 		return true
 	case diskLow(err):
 		// Not load: a node low on disk refuses every write until space is
-		// freed, and at no cost; each candidate is asked at most once.
+		// freed, and at no cost; each candidate is asked at most once, and
+		// writes try this one last for a while.
+		c.markLowOnDisk(node)
 		p.shed, p.shedNode = err, node
 		return true
 	case overloaded(err) && p.sheds < maxShedPasses && c.passes.spend():
@@ -607,7 +644,7 @@ type answer[T any] struct {
 // (at most maxShedPasses times). With hedge > 0 a second
 // candidate is started when the first has not answered after hedge; the
 // first success wins. It returns the ID of the node that answered.
-func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, hedge time.Duration,
+func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, kind callKind, hedge time.Duration,
 	call func(context.Context, kvv1.KVClient) (T, error)) (T, string, error) {
 	var zero T
 	select {
@@ -616,7 +653,7 @@ func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, h
 	default:
 	}
 	c.passes.earn()
-	cands := c.candidates(keyspace, key)
+	cands := c.candidates(keyspace, key, kind)
 	if len(cands) == 0 {
 		c.triggerRefresh()
 		return zero, "", fmt.Errorf("%w: the topology lists no live node", ErrNoReplica)
@@ -814,7 +851,7 @@ func (c *Client) Get(ctx context.Context, keyspace string, key []byte, opts ...C
 	ctx, cancel := c.withTimeout(ctx, co)
 	defer cancel()
 	req := &kvv1.GetRequest{Keyspace: keyspace, Key: key, Consistency: co.cons}
-	resp, node, err := route(ctx, c, keyspace, key, co.hedge, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.GetResponse, error) {
+	resp, node, err := route(ctx, c, keyspace, key, callRead, co.hedge, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.GetResponse, error) {
 		return kc.Get(ctx, req)
 	})
 	if err != nil {
@@ -845,7 +882,7 @@ func (c *Client) put(ctx context.Context, keyspace string, key, value, causal []
 	}
 	req := &kvv1.PutRequest{Keyspace: keyspace, Key: key, Value: value, Context: causal, Consistency: co.cons, RequestId: id}
 	resp, node, err := retryUnreachable(ctx, c, func() (*kvv1.PutResponse, string, error) {
-		return route(ctx, c, keyspace, key, 0, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.PutResponse, error) {
+		return route(ctx, c, keyspace, key, callWrite, 0, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.PutResponse, error) {
 			return kc.Put(ctx, req)
 		})
 	})
@@ -869,7 +906,7 @@ func (c *Client) Delete(ctx context.Context, keyspace string, key []byte, opts .
 	}
 	req := &kvv1.DeleteRequest{Keyspace: keyspace, Key: key, Context: co.context, Consistency: co.cons, RequestId: id}
 	resp, node, err := retryUnreachable(ctx, c, func() (*kvv1.DeleteResponse, string, error) {
-		return route(ctx, c, keyspace, key, 0, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.DeleteResponse, error) {
+		return route(ctx, c, keyspace, key, callWrite, 0, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.DeleteResponse, error) {
 			return kc.Delete(ctx, req)
 		})
 	})
@@ -897,7 +934,7 @@ func (c *Client) Update(ctx context.Context, keyspace string, key []byte, fn fun
 	var last *PutResult
 	for attempt := 0; attempt < co.attempts; attempt++ {
 		req := &kvv1.GetRequest{Keyspace: keyspace, Key: key, Consistency: co.cons}
-		resp, _, err := route(ctx, c, keyspace, key, co.hedge, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.GetResponse, error) {
+		resp, _, err := route(ctx, c, keyspace, key, callRead, co.hedge, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.GetResponse, error) {
 			return kc.Get(ctx, req)
 		})
 		if err != nil {
@@ -924,7 +961,13 @@ func (c *Client) Update(ctx context.Context, keyspace string, key []byte, fn fun
 // response (explain timelines, effective levels); it returns the ID of the
 // node that answered.
 func (c *Client) Call(ctx context.Context, keyspace string, key []byte, call func(context.Context, kvv1.KVClient) error) (string, error) {
-	_, node, err := route(ctx, c, keyspace, key, 0, func(ctx context.Context, kv kvv1.KVClient) (struct{}, error) {
+	return c.call(ctx, keyspace, key, callRead, call)
+}
+
+// call is Call for a call of the given kind (a write tries nodes that
+// refused one for lack of disk space last).
+func (c *Client) call(ctx context.Context, keyspace string, key []byte, kind callKind, call func(context.Context, kvv1.KVClient) error) (string, error) {
+	_, node, err := route(ctx, c, keyspace, key, kind, 0, func(ctx context.Context, kv kvv1.KVClient) (struct{}, error) {
 		return struct{}{}, call(ctx, kv)
 	})
 	return node, err
@@ -948,7 +991,7 @@ func (r routedKV) Get(ctx context.Context, in *kvv1.GetRequest, opts ...grpc.Cal
 
 func (r routedKV) Put(ctx context.Context, in *kvv1.PutRequest, opts ...grpc.CallOption) (*kvv1.PutResponse, error) {
 	var out *kvv1.PutResponse
-	_, err := r.c.Call(ctx, in.GetKeyspace(), in.GetKey(), func(ctx context.Context, kv kvv1.KVClient) (err error) {
+	_, err := r.c.call(ctx, in.GetKeyspace(), in.GetKey(), callWrite, func(ctx context.Context, kv kvv1.KVClient) (err error) {
 		out, err = kv.Put(ctx, in, opts...)
 		return err
 	})
@@ -963,7 +1006,7 @@ func (r routedKV) Calls(context.Context, ...grpc.CallOption) (grpc.BidiStreaming
 
 func (r routedKV) Delete(ctx context.Context, in *kvv1.DeleteRequest, opts ...grpc.CallOption) (*kvv1.DeleteResponse, error) {
 	var out *kvv1.DeleteResponse
-	_, err := r.c.Call(ctx, in.GetKeyspace(), in.GetKey(), func(ctx context.Context, kv kvv1.KVClient) (err error) {
+	_, err := r.c.call(ctx, in.GetKeyspace(), in.GetKey(), callWrite, func(ctx context.Context, kv kvv1.KVClient) (err error) {
 		out, err = kv.Delete(ctx, in, opts...)
 		return err
 	})

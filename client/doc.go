@@ -31,7 +31,8 @@
 // (codes.ResourceExhausted, reason "DISK_LOW", also answered before
 // anything is done) goes on to the next candidate without that budget:
 // the node refuses every write until its disk has room again, and each
-// candidate is asked at most once. Any other answer from a node, success
+// candidate is asked at most once; writes then try that node last for 10
+// seconds (reads still go to it). Any other answer from a node, success
 // or error, is final. A
 // node found unreachable goes to the back of the order for 10 seconds or
 // until it answers again. When no node at all could be reached, a Put or

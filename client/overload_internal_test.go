@@ -3,10 +3,12 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -30,6 +32,10 @@ type shedNode struct {
 	addr  string
 	shed  atomic.Bool
 	calls atomic.Int64
+	// diskLow: it refuses writes as a node low on disk does (DISK_LOW);
+	// writes and reads count what reached it.
+	diskLow       atomic.Bool
+	writes, reads atomic.Int64
 }
 
 func (n *shedNode) Topology(context.Context, *internalv1.TopologyRequest) (*internalv1.TopologyResponse, error) {
@@ -50,6 +56,7 @@ func (n *shedNode) refusal() error {
 }
 
 func (n *shedNode) Get(_ context.Context, r *kvv1.GetRequest) (*kvv1.GetResponse, error) {
+	n.reads.Add(1)
 	if err := n.refusal(); err != nil {
 		return nil, err
 	}
@@ -57,8 +64,14 @@ func (n *shedNode) Get(_ context.Context, r *kvv1.GetRequest) (*kvv1.GetResponse
 }
 
 func (n *shedNode) Put(_ context.Context, r *kvv1.PutRequest) (*kvv1.PutResponse, error) {
+	n.writes.Add(1)
 	if err := n.refusal(); err != nil {
 		return nil, err
+	}
+	if n.diskLow.Load() {
+		st, _ := status.New(codes.ResourceExhausted, "node "+n.id+" is low on disk").WithDetails(
+			&errdetails.ErrorInfo{Reason: coordinator.ReasonDiskLow, Domain: coordinator.ErrorDomain})
+		return nil, st.Err()
 	}
 	return &kvv1.PutResponse{}, nil
 }
@@ -144,6 +157,51 @@ func TestShedCallsGoToTheNextReplica(t *testing.T) {
 			// final: no Meridian overload reason.
 			if overloaded(status.Error(codes.ResourceExhausted, "grpc: received message larger than max")) {
 				t.Fatal("a plain RESOURCE_EXHAUSTED taken for a node's shedding")
+			}
+		})
+	}
+}
+
+// TestWritesTryANodeLowOnDiskLast: after a node refused a write for lack
+// of disk space (it did nothing with it), the client's writes go to the
+// next replica first, for downFor, with no refused round trip each; reads
+// still go to it, as it serves them. Stream and unary calls alike.
+func TestWritesTryANodeLowOnDiskLast(t *testing.T) {
+	for _, unary := range []bool{false, true} {
+		t.Run(fmt.Sprintf("unary=%v", unary), func(t *testing.T) {
+			cl := startShedCluster(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			opts := []Option{Insecure()}
+			if unary {
+				opts = append(opts, UnaryCalls())
+			}
+			c, err := Dial(ctx, []string{cl.nodes[0].addr}, opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			low := cl.nodes[0]
+			low.diskLow.Store(true)
+			for i := range 20 {
+				put, err := c.Put(ctx, "", []byte("k"), []byte("v"))
+				if err != nil || put.Node != "n2" {
+					t.Fatalf("put %d with the first replica low on disk: %v, %v; want n2", i, put, err)
+				}
+			}
+			if got := low.writes.Load(); got != 1 {
+				t.Fatalf("%d of 20 writes reached the node low on disk, want only the first", got)
+			}
+			if _, err := c.Get(ctx, "", []byte("k")); err != nil || low.reads.Load() != 1 {
+				t.Fatalf("get: %v, %d reads reached the node low on disk, want 1 (it serves reads)", err, low.reads.Load())
+			}
+			// Once downFor is over it is asked first again.
+			c.mu.Lock()
+			c.lowOnDisk[low.id] = time.Now().Add(-2 * c.opts.downFor)
+			c.mu.Unlock()
+			low.diskLow.Store(false)
+			if put, err := c.Put(ctx, "", []byte("k"), []byte("v")); err != nil || put.Node != "n1" {
+				t.Fatalf("put once the mark expired: %v, %v; want n1", put, err)
 			}
 		})
 	}
