@@ -17,10 +17,11 @@ const (
 	NodeCrash      = "node-crash"
 	RollingRestart = "rolling-restart"
 	DiskFull       = "disk-full"
+	SlowDisk       = "slow-disk"
 )
 
 // Scenarios lists every scenario name, in the order the CLI shows them.
-var Scenarios = []string{DCOutage, DCPartition, SlowDC, NodeCrash, RollingRestart, DiskFull}
+var Scenarios = []string{DCOutage, DCPartition, SlowDC, NodeCrash, RollingRestart, DiskFull, SlowDisk}
 
 // Node is one member of the cluster under drill.
 type Node struct {
@@ -64,10 +65,11 @@ type Scenario struct {
 	DC string `json:"dc,omitempty"`
 	// Between are the two datacenters of dc-partition.
 	Between []string `json:"between,omitempty"`
-	// Node is the node of node-crash and disk-full.
+	// Node is the node of node-crash, disk-full and slow-disk.
 	Node string `json:"node,omitempty"`
-	// Delay and Jitter are slow-dc's added latency: each call to the slow
-	// DC waits Delay plus up to Jitter.
+	// Delay and Jitter are slow-dc's added latency (each call to the slow
+	// DC waits Delay plus up to Jitter) and slow-disk's (each fsync of
+	// the node does).
 	Delay  time.Duration `json:"delay,omitempty"`
 	Jitter time.Duration `json:"jitter,omitempty"`
 }
@@ -115,9 +117,12 @@ func (s Scenario) Validate(t Topology) error {
 		if s.Delay <= 0 || s.Jitter < 0 {
 			return fmt.Errorf("slow-dc needs --delay > 0 (e.g. 50ms) and --jitter >= 0 (got %s, %s)", s.Delay, s.Jitter)
 		}
-	case NodeCrash, DiskFull:
+	case NodeCrash, DiskFull, SlowDisk:
 		if s.Node == "" {
 			return fmt.Errorf("%s needs --node ID", s.Name)
+		}
+		if s.Name == SlowDisk && (s.Delay <= 0 || s.Jitter < 0) {
+			return fmt.Errorf("slow-disk needs --delay > 0 (e.g. 100ms) and --jitter >= 0 (got %s, %s)", s.Delay, s.Jitter)
 		}
 		if t.DCOf(s.Node) == "" {
 			var ids []string
@@ -168,6 +173,12 @@ func (s Scenario) Fault(t Topology, ttl time.Duration) *adminv1.Fault {
 		// data (its own clients', its peers' replica writes, hints) and
 		// serves reads, as under min-free-disk.
 		f.Kind, f.FromNodes = "disk-full", []string{s.Node}
+	case SlowDisk:
+		// Every fsync of the node's engine waits: a
+		// gray failure, the node up and answering, slowly where it syncs.
+		f.Kind, f.FromNodes = "slow-disk", []string{s.Node}
+		f.DelayMs = float64(s.Delay) / float64(time.Millisecond)
+		f.JitterMs = float64(s.Jitter) / float64(time.Millisecond)
 	default:
 		return nil
 	}
@@ -228,6 +239,8 @@ func (s Scenario) String() string {
 		return "rolling-restart: SIGTERM and restart each node in turn, waiting for health"
 	case DiskFull:
 		return fmt.Sprintf("disk-full --node %s: %s reads its data volume as full, refusing writes and serving reads, until the heal", s.Node, s.Node)
+	case SlowDisk:
+		return fmt.Sprintf("slow-disk --node %s --delay %s: every fsync of %s waits %s (+ up to %s jitter), until the heal", s.Node, s.Delay, s.Node, s.Delay, s.Jitter)
 	}
 	return s.Name
 }

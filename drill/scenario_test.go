@@ -26,6 +26,8 @@ func TestScenarioFault(t *testing.T) {
 		{Scenario{Name: NodeCrash, Node: "n1"}, nil},
 		{Scenario{Name: RollingRestart}, nil},
 		{Scenario{Name: DiskFull, Node: "n5"}, &adminv1.Fault{Kind: "disk-full", FromNodes: []string{"n5"}, TtlSeconds: 50}},
+		{Scenario{Name: SlowDisk, Node: "n2", Delay: 100 * time.Millisecond, Jitter: 50 * time.Millisecond},
+			&adminv1.Fault{Kind: "slow-disk", FromNodes: []string{"n2"}, DelayMs: 100, JitterMs: 50, TtlSeconds: 50}},
 	} {
 		got := tc.s.Fault(topo, 50*time.Second)
 		if !proto.Equal(got, tc.want) {
@@ -59,7 +61,11 @@ func TestScenarioValidate(t *testing.T) {
 		{Scenario{Name: DiskFull, Node: "n1"}, one, ""},
 		{Scenario{Name: DiskFull}, topo, "disk-full needs --node ID"},
 		{Scenario{Name: DiskFull, Node: "n42"}, topo, "--node n42: no such node"},
-		{Scenario{Name: "meteor"}, topo, `unknown scenario "meteor": use one of dc-outage, dc-partition, slow-dc, node-crash, rolling-restart, disk-full`},
+		{Scenario{Name: SlowDisk, Node: "n1", Delay: time.Millisecond}, one, ""},
+		{Scenario{Name: SlowDisk, Delay: time.Millisecond}, topo, "slow-disk needs --node ID"},
+		{Scenario{Name: SlowDisk, Node: "n1"}, topo, "slow-disk needs --delay > 0"},
+		{Scenario{Name: SlowDisk, Node: "n1", Delay: time.Millisecond, Jitter: -1}, topo, "--jitter >= 0"},
+		{Scenario{Name: "meteor"}, topo, `unknown scenario "meteor": use one of dc-outage, dc-partition, slow-dc, node-crash, rolling-restart, disk-full, slow-disk`},
 	} {
 		err := tc.s.Validate(tc.t)
 		switch {
@@ -90,6 +96,8 @@ func TestHealthyDCs(t *testing.T) {
 		// A full disk takes its node's writes away as a crash would.
 		{Scenario{Name: DiskFull, Node: "n5"}, 3, []string{"dc1", "dc2", "dc3"}},
 		{Scenario{Name: DiskFull, Node: "n4"}, 2, []string{"dc1", "dc3"}},
+		// A slow disk takes nothing away: every DC stays held to it.
+		{Scenario{Name: SlowDisk, Node: "n4"}, 2, []string{"dc1", "dc2", "dc3"}},
 	} {
 		if got := tc.s.HealthyDCs(topo3(tc.rf)); !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s with RF %d per DC: healthy DCs %v, want %v", tc.s, tc.rf, got, tc.want)

@@ -38,7 +38,7 @@ func newDrillCmd() *cobra.Command {
 	var f drillFlags
 	cmd := &cobra.Command{
 		Use:   "drill",
-		Short: "Run a failover drill (DC outage, partition, slow DC, node crash, rolling restart) and judge it",
+		Short: "Run a failover drill (DC outage, partition, slow DC, node crash, rolling restart, full or slow disk) and judge it",
 		Long: `Run a failover drill against a cluster: a baseline, the fault induced, held,
 healed, then verified, while clients in every datacenter run a LOCAL_QUORUM
 workload, QUORUM and EACH_QUORUM probes, and a set workload whose
@@ -121,6 +121,11 @@ See docs/DRILLS.md.`,
 		scenario(drill.DiskFull, "One node's data volume reads as full: it refuses writes, serves reads", func(c *cobra.Command) {
 			c.Flags().StringVar(&f.node, "node", "", "the node whose disk fills (default: the last one)")
 		}),
+		scenario(drill.SlowDisk, "Every fsync of one node is delayed (with jitter): a gray failure", func(c *cobra.Command) {
+			c.Flags().StringVar(&f.node, "node", "", "the node whose disk is slow (default: the last one)")
+			c.Flags().DurationVar(&f.delay, "delay", 100*time.Millisecond, "added delay per fsync (at most 1m)")
+			c.Flags().DurationVar(&f.jitter, "jitter", 50*time.Millisecond, "up to this much more, at random")
+		}),
 	)
 	return cmd
 }
@@ -140,7 +145,7 @@ func drillScenario(name string, f drillFlags, t drill.Topology) drill.Scenario {
 	} else if name == drill.DCPartition && len(dcs) >= 2 {
 		s.Between = []string{dcs[0], dcs[1]}
 	}
-	if s.Node == "" && (name == drill.NodeCrash || name == drill.DiskFull) && len(t.Nodes) > 0 {
+	if s.Node == "" && (name == drill.NodeCrash || name == drill.DiskFull || name == drill.SlowDisk) && len(t.Nodes) > 0 {
 		s.Node = t.Nodes[len(t.Nodes)-1].ID
 	}
 	return s
@@ -150,7 +155,7 @@ func runDrill(ctx context.Context, out, errOut io.Writer, name string, f drillFl
 	if f.local == (f.clusterFile != "") {
 		return errors.New("say which cluster to drill: --local (start one) or --cluster cluster.json (an existing one)")
 	}
-	if f.local && name != drill.NodeCrash && name != drill.RollingRestart && name != drill.DiskFull && f.dcs < 2 {
+	if f.local && name != drill.NodeCrash && name != drill.RollingRestart && name != drill.DiskFull && name != drill.SlowDisk && f.dcs < 2 {
 		return fmt.Errorf("%s needs at least two datacenters: use --dcs 2 or more", name)
 	}
 	f.cfg.Log = errOut
