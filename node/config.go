@@ -108,6 +108,13 @@ type Config struct {
 	// still serving reads, until free space is a tenth above it again
 	// (nil: 256 MiB; 0 turns the check off).
 	MinFreeDisk *int64 `yaml:"min-free-disk"`
+	// SnapshotInterval, when positive, has the node take a snapshot of its
+	// data (as 'meridian snapshot create' does) at every multiple of it,
+	// named auto-<time>, keeping the newest SnapshotKeep of them (default
+	// 7); snapshots taken by hand are never deleted by it. 0 (the
+	// default) takes none; at least 1s.
+	SnapshotInterval time.Duration `yaml:"snapshot-interval"`
+	SnapshotKeep     int           `yaml:"snapshot-keep"`
 	// RowCacheSize bounds the cache of recently read and written sibling
 	// sets that lets reads and writes of hot keys skip the storage engine
 	// (nil: 32 MiB; 0 turns it off).
@@ -210,6 +217,9 @@ func (c *Config) setDefaults() {
 	if c.HintInterval == 0 {
 		c.HintInterval = time.Second
 	}
+	if c.SnapshotKeep == 0 {
+		c.SnapshotKeep = DefaultSnapshotKeep
+	}
 	if c.MaxConcurrentStreams == 0 {
 		c.MaxConcurrentStreams = DefaultMaxConcurrentStreams
 	}
@@ -292,6 +302,15 @@ func (c Config) Validate() error {
 	}
 	if c.MinFreeDisk != nil && *c.MinFreeDisk < 0 {
 		return fmt.Errorf("min-free-disk %d is negative (0 turns the check off)", *c.MinFreeDisk)
+	}
+	if c.SnapshotInterval < 0 || c.SnapshotInterval > 0 && c.SnapshotInterval < MinSnapshotInterval {
+		return fmt.Errorf("snapshot-interval %s: use 0 (no scheduled snapshots) or at least %s, e.g. 6h", c.SnapshotInterval, MinSnapshotInterval)
+	}
+	if c.SnapshotKeep < 0 || c.SnapshotKeep > 10000 {
+		return fmt.Errorf("snapshot-keep %d: keep 1 to 10000 scheduled snapshots (0: the default, %d)", c.SnapshotKeep, DefaultSnapshotKeep)
+	}
+	if c.SnapshotInterval > 0 && c.Engine == "memory" {
+		return fmt.Errorf("snapshot-interval %s: snapshots need the pebble engine, this node keeps its data in memory", c.SnapshotInterval)
 	}
 	if c.RowCacheSize != nil && *c.RowCacheSize < 0 {
 		return fmt.Errorf("row-cache-size %d is negative (0 turns the row cache off)", *c.RowCacheSize)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meridiankv/meridian/node"
 )
@@ -131,5 +132,31 @@ func TestPeerCallBounds(t *testing.T) {
 	cfg.RowCacheSize = new(int64(-1))
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "row-cache-size -1 is negative") {
 		t.Errorf("row-cache-size -1: %v, want it refused", err)
+	}
+}
+
+// TestSnapshotScheduleConfig: the schedule takes 0 for off (and for the
+// default count), and refuses intervals under a second, negative counts,
+// and the memory engine, naming the key.
+func TestSnapshotScheduleConfig(t *testing.T) {
+	for _, c := range []struct {
+		every  time.Duration
+		keep   int
+		engine string
+		bad    string
+	}{
+		{0, 0, "", ""}, {6 * time.Hour, 0, "", ""}, {time.Second, 30, "", ""},
+		{500 * time.Millisecond, 0, "", "snapshot-interval 500ms: use 0"},
+		{-time.Hour, 0, "", "snapshot-interval -1h0m0s"},
+		{time.Hour, -1, "", "snapshot-keep -1"},
+		{time.Hour, 0, "memory", "snapshots need the pebble engine"},
+		{0, 0, "memory", ""},
+	} {
+		cfg := soloConfig(t, "n1", "127.0.0.1:7001", t.TempDir())
+		cfg.SnapshotInterval, cfg.SnapshotKeep, cfg.Engine = c.every, c.keep, c.engine
+		err := cfg.Validate()
+		if c.bad == "" && err != nil || c.bad != "" && (err == nil || !strings.Contains(err.Error(), c.bad)) {
+			t.Errorf("interval %s keep %d engine %q: %v, want %q", c.every, c.keep, c.engine, err, c.bad)
+		}
 	}
 }

@@ -95,6 +95,7 @@ type Node struct {
 	disk               *diskGuard             // nil: min-free-disk not enforced
 	checkpoint         func(dir string) error // nil: the memory engine (no snapshots)
 	snapshots          sync.Mutex             // one snapshot created or deleted at a time
+	sched              snapshotSchedule       // what scheduled snapshots did (metrics)
 	now                func() time.Time
 	hints              *hintTracker
 	topo               atomic.Pointer[membership.Topology]
@@ -301,6 +302,13 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 			n.disk.run(runCtx, cmp.Or(opts.DiskCheckInterval, DefaultDiskCheckInterval))
 		}()
 	}
+	if cfg.SnapshotInterval > 0 {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.runSnapshots(runCtx, cfg.SnapshotInterval, cfg.SnapshotKeep)
+		}()
+	}
 	// A failed fsync stops the node's service (see storageFailed).
 	n.wg.Add(1)
 	go func() {
@@ -367,6 +375,9 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 			func() float64 { return b2f(n.disk.low.Load()) }); err != nil {
 			return nil, err
 		}
+	}
+	if err := n.tel.Metrics.RegisterSnapshots(n.sched.stats); err != nil {
+		return nil, err
 	}
 	if err := n.tel.Metrics.RegisterMembers(n.memberCounts); err != nil {
 		return nil, err

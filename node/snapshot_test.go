@@ -138,3 +138,56 @@ func TestConcurrentSnapshotsOfOneName(t *testing.T) {
 		t.Errorf("snapshots after: %+v %v", list, err)
 	}
 }
+
+// TestScheduledSnapshots: with snapshot-interval set, a node snapshots its
+// data at every boundary under auto-<time>, keeps the newest snapshot-keep
+// of them, never deletes a snapshot taken by hand, and exports what it did.
+func TestScheduledSnapshots(t *testing.T) {
+	keep := 2
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 1, Configure: func(c *node.Config) {
+		c.SnapshotInterval = time.Second
+		c.SnapshotKeep = keep
+		c.Telemetry.MetricsAddr = "127.0.0.1:0"
+	}})
+	n := l.Nodes()[0]
+	ctx := ctxT(t)
+	if _, err := dial(t, n.Addr()).Put(ctx, &kvv1.PutRequest{Key: []byte("k"), Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Snapshot("by-hand"); err != nil {
+		t.Fatal(err)
+	}
+	taken := `meridian_snapshots_scheduled_total{outcome="taken"}`
+	eventually(t, "four scheduled snapshots", func() bool {
+		return metricValue(t, scrape(t, n.Telemetry().MetricsAddr()), taken) >= 4
+	})
+	var auto []string
+	byHand := false
+	list, err := n.Snapshots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range list {
+		switch {
+		case s.Name == "by-hand":
+			byHand = true
+		case strings.HasPrefix(s.Name, "auto-"):
+			auto = append(auto, s.Name)
+			if _, err := time.Parse("20060102T150405Z", strings.TrimPrefix(s.Name, "auto-")); err != nil {
+				t.Errorf("scheduled snapshot %s is not named by its time: %v", s.Name, err)
+			}
+		}
+	}
+	// A prune may be a moment behind the snapshot it follows: at most one
+	// more than keep.
+	if !byHand || len(auto) < keep || len(auto) > keep+1 {
+		t.Fatalf("snapshots %v: want the one taken by hand and %d (or, mid-round, %d) scheduled ones", list, keep, keep+1)
+	}
+	body := scrape(t, n.Telemetry().MetricsAddr())
+	if pruned := metricValue(t, body, `meridian_snapshots_scheduled_total{outcome="pruned"}`); pruned < 1 {
+		t.Errorf("pruned = %v, want at least 1 after four snapshots with keep %d", pruned, keep)
+	}
+	if last := metricValue(t, body, "meridian_snapshot_last_scheduled_timestamp_seconds"); time.Since(time.Unix(int64(last), 0)) > time.Minute {
+		t.Errorf("last scheduled snapshot at %v, want just now", time.Unix(int64(last), 0))
+	}
+}

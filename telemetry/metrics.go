@@ -314,6 +314,43 @@ func (c *hintsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// SnapshotStats is what a node's snapshot schedule has done since it
+// started, read at each scrape.
+type SnapshotStats struct {
+	Taken, Failed, Skipped, Pruned uint64
+	// LastTaken is when the last scheduled snapshot was taken (the Unix
+	// epoch: none yet).
+	LastTaken time.Time
+}
+
+// RegisterSnapshots exports the snapshot schedule: snapshots taken, failed,
+// skipped and pruned, and when the last one was taken.
+func (m *Metrics) RegisterSnapshots(stats func() SnapshotStats) error {
+	return m.reg.Register(&snapshotsCollector{stats: stats})
+}
+
+var (
+	snapshotsDesc = prometheus.NewDesc("meridian_snapshots_scheduled_total",
+		"Scheduled snapshots by outcome (taken, failed, skipped: low on disk or already taken; pruned: deleted past snapshot-keep).", []string{"outcome"}, nil)
+	snapshotLastDesc = prometheus.NewDesc("meridian_snapshot_last_scheduled_timestamp_seconds",
+		"Unix time of the last scheduled snapshot taken (0: none since the node started).", nil, nil)
+)
+
+type snapshotsCollector struct{ stats func() SnapshotStats }
+
+func (c *snapshotsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- snapshotsDesc
+	ch <- snapshotLastDesc
+}
+
+func (c *snapshotsCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	for outcome, n := range map[string]uint64{"taken": s.Taken, "failed": s.Failed, "skipped": s.Skipped, "pruned": s.Pruned} {
+		ch <- prometheus.MustNewConstMetric(snapshotsDesc, prometheus.CounterValue, float64(n), outcome)
+	}
+	ch <- prometheus.MustNewConstMetric(snapshotLastDesc, prometheus.GaugeValue, float64(s.LastTaken.Unix()))
+}
+
 // MetaLogStats is the cluster metadata log's state on this node, read at
 // each scrape.
 type MetaLogStats struct {

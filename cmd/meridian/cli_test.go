@@ -29,6 +29,7 @@ initial-cluster: from-file=127.0.0.1:7001,n2=127.0.0.1:7002/dc2/r1/3
 request-timeout: 2s
 peer-calls-waiting: 100
 min-free-disk: 1073741824
+snapshot-interval: 6h
 gossip-seeds: [127.0.0.1:7101, 127.0.0.1:7102]
 keyspaces:
   - name: orders
@@ -38,6 +39,7 @@ keyspaces:
 	t.Setenv("MERIDIAN_REQUEST_TIMEOUT", "3s")
 	t.Setenv("MERIDIAN_PEER_CALLS_RUNNING", "50")
 	t.Setenv("MERIDIAN_ROW_CACHE_SIZE", "128MiB")
+	t.Setenv("MERIDIAN_SNAPSHOT_KEEP", "3")
 	var cfg node.Config
 	var sf serveFlags
 	cmd := newServeCmdFor(&cfg, &sf)
@@ -55,6 +57,9 @@ keyspaces:
 	}
 	if cfg.RowCacheSize == nil || *cfg.RowCacheSize != 128<<20 {
 		t.Fatalf("row-cache-size from MERIDIAN_ROW_CACHE_SIZE=128MiB: %v", cfg.RowCacheSize)
+	}
+	if cfg.SnapshotInterval != 6*time.Hour || cfg.SnapshotKeep != 3 {
+		t.Fatalf("snapshot-interval %s (YAML), snapshot-keep %d (env); want 6h, 3", cfg.SnapshotInterval, cfg.SnapshotKeep)
 	}
 	if cfg.MinFreeDisk == nil || *cfg.MinFreeDisk != 1<<30 {
 		t.Fatalf("min-free-disk from YAML: %v", cfg.MinFreeDisk)
