@@ -389,10 +389,14 @@ func (c *Client) connLocked(addr string) (*grpc.ClientConn, error) {
 }
 
 // isDown reports whether id was found unreachable recently. c.mu held.
-func (c *Client) isDown(id string) bool {
-	at, ok := c.down[id]
+func (c *Client) isDown(id string) bool { return c.markedRecently(c.down, id) }
+
+// markedRecently reports whether marks holds id from within downFor,
+// forgetting an older mark. c.mu held.
+func (c *Client) markedRecently(marks map[string]time.Time, id string) bool {
+	at, ok := marks[id]
 	if ok && time.Since(at) > c.opts.downFor {
-		delete(c.down, id)
+		delete(marks, id)
 		return false
 	}
 	return ok
@@ -407,14 +411,7 @@ func (c *Client) markDown(id string) {
 
 // isLowOnDisk reports whether id refused a write for lack of disk space
 // within downFor. c.mu held.
-func (c *Client) isLowOnDisk(id string) bool {
-	at, ok := c.lowOnDisk[id]
-	if ok && time.Since(at) > c.opts.downFor {
-		delete(c.lowOnDisk, id)
-		return false
-	}
-	return ok
-}
+func (c *Client) isLowOnDisk(id string) bool { return c.markedRecently(c.lowOnDisk, id) }
 
 func (c *Client) markLowOnDisk(id string) {
 	c.mu.Lock()
