@@ -678,6 +678,11 @@ func (c *Coordinator) repairRead(fctx context.Context, link trace.Link, r *reque
 	repaired := 0
 	enc := merged.Encode()
 	for _, rp := range stale {
+		if c.cfg.Live.DiskLow(rp.t.Node) {
+			// It would refuse the write; anti-entropy mends it once it
+			// has room (reads meanwhile merge its copy with the others).
+			continue
+		}
 		err := c.writeTo(rctx, rp.t, r, merged, enc, true, nil)
 		c.cfg.Logger.DebugContext(rctx, "read repair", "replica", rp.t.Node, "keyspace", r.ks.Name, "err", err)
 		if err == nil {

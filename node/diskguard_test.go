@@ -214,3 +214,36 @@ func TestForwardedWriteSkipsReplicaLowOnDisk(t *testing.T) {
 		}
 	}
 }
+
+// TestReadRepairSkipsReplicaLowOnDisk: read repair does not send a replica
+// that gossips it is low on disk the write it would refuse; the other
+// stale replicas are repaired.
+func TestReadRepairSkipsReplicaLowOnDisk(t *testing.T) {
+	vols := &fakeVolumes{free: map[string]uint64{}}
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 3, Options: node.Options{DiskSpace: vols.space, DiskCheckInterval: 10 * time.Millisecond},
+		Configure: func(c *node.Config) {
+			c.AntiEntropyPeriod = time.Hour
+			c.Telemetry.MetricsAddr = "127.0.0.1:0"
+		}})
+	n1, n2, n3 := l.Node("n1"), l.Node("n2"), l.Node("n3")
+	vols.set(n3.ID(), 1<<20)
+	eventually(t, "n1 to see n3 low on disk", func() bool { return n1.PeerDiskLow(n3.ID()) })
+	inject(t, n1, "only-n1", "v")
+	get, err := dial(t, n1.Addr()).Get(ctxT(t), &kvv1.GetRequest{Key: []byte("only-n1"), Consistency: lvl(kvv1.Level_LEVEL_ALL)})
+	if err != nil || len(get.GetSiblings()) != 1 {
+		t.Fatalf("read at ALL with n3 low on disk (it serves reads): %v %v", get, err)
+	}
+	eventually(t, "read repair of n2", func() bool {
+		return len(localGet(t, n2, "only-n1").Siblings) == 1 &&
+			metricValue(t, scrape(t, n1.Telemetry().MetricsAddr()), "meridian_read_repairs_total") >= 1
+	})
+	for _, line := range strings.Split(scrape(t, n1.Telemetry().MetricsAddr()), "\n") {
+		if strings.HasPrefix(line, "meridian_replica_rpc_duration_seconds_count{") && strings.Contains(line, `op="write"`) &&
+			strings.Contains(line, `outcome="ResourceExhausted"`) {
+			t.Errorf("read repair sent n3 a write it refused: %s", line)
+		}
+	}
+	if !localGet(t, n3, "only-n1").IsEmpty() {
+		t.Error("n3, low on disk, took a write")
+	}
+}

@@ -19,9 +19,12 @@ type Writer interface {
 	Write(ctx context.Context, node string, req *internalv1.WriteRequest) error
 }
 
-// Liveness says whether a node is up.
+// Liveness says whether a node is up, and whether it gossips that it
+// refuses writes for lack of disk space (its hints wait, without failed
+// attempts or backoff, until it has room: it is then woken).
 type Liveness interface {
 	Alive(id string) bool
+	DiskLow(id string) bool
 }
 
 // Handoff defaults.
@@ -190,7 +193,7 @@ func (h *Handoff) DeliverOnce(ctx context.Context) (int, error) {
 			h.Logger.Info("dropped hints for a node outside the topology", "target", t, "hints", n)
 			continue
 		}
-		if !h.Live.Alive(t) || now.Before(h.retryAt(t)) {
+		if !h.Live.Alive(t) || h.Live.DiskLow(t) || now.Before(h.retryAt(t)) {
 			continue
 		}
 		ready = append(ready, t)

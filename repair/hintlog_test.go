@@ -66,7 +66,8 @@ func (p *peers) sent() []string {
 
 type allAlive struct{}
 
-func (allAlive) Alive(string) bool { return true }
+func (allAlive) Alive(string) bool   { return true }
+func (allAlive) DiskLow(string) bool { return false }
 
 func value(t *testing.T, s string, n int64) version.Set {
 	t.Helper()
@@ -572,5 +573,52 @@ func TestDeliveryBatchBytesBound(t *testing.T) {
 	}
 	if n, err := h2.DeliverOnce(context.Background()); err != nil || n != 1 {
 		t.Fatalf("a hint over the byte bound must still be delivered alone: %d, %v", n, err)
+	}
+}
+
+// lowSet is liveness where the nodes in it are up but low on disk.
+type lowSet struct {
+	mu  sync.Mutex
+	low map[string]bool
+}
+
+func (*lowSet) Alive(string) bool { return true }
+func (l *lowSet) DiskLow(id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.low[id]
+}
+
+// TestDeliveryWaitsForDiskSpace: hints for a node that gossips it is low
+// on disk are not offered (it would refuse them), so it collects no
+// failed attempts and no backoff; once it has room they go at the next
+// round. Other targets are delivered meanwhile.
+func TestDeliveryWaitsForDiskSpace(t *testing.T) {
+	l, err := NewHintLog(memory.New(), HintLogConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []string{"n2", "n3"} {
+		if err := store(t, l, target, "k"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := &peers{}
+	live := &lowSet{low: map[string]bool{"n2": true}}
+	h := &Handoff{Log: l, Peers: p, Live: live, Rate: 1e6}
+	ctx := context.Background()
+	for range 3 {
+		if _, err := h.DeliverOnce(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !slices.Equal(p.sent(), []string{"n3/k"}) || h.target("n2").backoff != 0 {
+		t.Fatalf("with n2 low on disk: sent %v, n2 backoff %v; want only n3's hint and no backoff", p.sent(), h.target("n2").backoff)
+	}
+	live.mu.Lock()
+	live.low["n2"] = false
+	live.mu.Unlock()
+	if n, err := h.DeliverOnce(ctx); err != nil || n != 1 || !slices.Equal(p.sent(), []string{"n3/k", "n2/k"}) {
+		t.Fatalf("once n2 has room: delivered %d (%v), sent %v; want n2's hint", n, err, p.sent())
 	}
 }
