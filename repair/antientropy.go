@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -55,10 +56,13 @@ type Merger interface {
 	Sync() error
 }
 
-// Routing says who is up and who is owed hints.
+// Routing says who is up, who is owed hints, and who gossips that it
+// refuses writes for lack of disk space (an exchange with it pulls what
+// it has and pushes nothing: it would refuse the writes).
 type Routing interface {
 	Alive(id string) bool
 	PendingHints(id string) bool
+	DiskLow(id string) bool
 }
 
 // Observer receives anti-entropy measurements.
@@ -453,10 +457,13 @@ func (a *AntiEntropy) exchange(ctx context.Context, t target) (result, error) {
 	loc := replica.Loc{Keyspace: t.ks.ID, Partition: t.p}
 	var res result
 	reps := t.ks.Table.Replicas(t.p)
-	complete, errs, err := a.syncPeers(ctx, t, loc, reps, &res)
+	// A peer low on disk is pulled from only: the partition is not
+	// verified (complete is false), and the exchange says why.
+	complete, low, errs, err := a.syncPeers(ctx, t, loc, reps, &res)
 	if err != nil {
 		return res, err
 	}
+	errs = append(errs, lowOnDiskErrs(low)...)
 	if res.keys > 0 {
 		if err := a.cfg.Merge.Sync(); err != nil {
 			return res, fmt.Errorf("sync repaired keys: %w", err)
@@ -493,16 +500,20 @@ func (a *AntiEntropy) exchange(ctx context.Context, t target) (result, error) {
 }
 
 // syncPeers compares one partition with each live peer (this node
-// skipped) and repairs both sides. A second pass reaches the peers
-// compared before this node's copy took in what a later peer had. It
-// reports whether every peer was alive and answered, and the errors of
-// those that failed; err is a failure of the local store.
-func (a *AntiEntropy) syncPeers(ctx context.Context, t target, loc replica.Loc, peers []placement.Replica, res *result) (complete bool, errs []error, err error) {
+// skipped) and repairs both sides; a peer low on disk only gives (listed
+// in lowOnDisk). A second pass reaches the peers compared before this
+// node's copy took in what a later peer had. It reports whether every
+// peer was alive, had room and answered, and the errors of those that
+// failed; err is a failure of the local store.
+func (a *AntiEntropy) syncPeers(ctx context.Context, t target, loc replica.Loc, peers []placement.Replica, res *result) (complete bool, lowOnDisk []string, errs []error, err error) {
 	local, err := a.cfg.Store.Leaves(loc)
 	if err != nil {
-		return false, nil, fmt.Errorf("local leaves: %w", err)
+		return false, nil, nil, fmt.Errorf("local leaves: %w", err)
 	}
-	complete = true
+	// failed: a peer was down or did not answer; a second pass would not
+	// reach it either. A peer low on disk does not stop the second pass:
+	// what was pulled from it reaches the peers compared before it.
+	failed := false
 	// The first pass fetches every peer's leaves at once (a catch-up
 	// usually finds them all equal); the second asks again.
 	pre := a.fetchLeaves(ctx, t, peers)
@@ -513,16 +524,20 @@ func (a *AntiEntropy) syncPeers(ctx context.Context, t target, loc replica.Loc, 
 				continue
 			}
 			if !a.cfg.Routing.Alive(r.Node) {
-				complete = false
+				failed = true
 				continue
 			}
 			var got *leavesReply
 			if lr, ok := pre[r.Node]; ok && pass == 0 {
 				got = &lr
 			}
-			n, err := a.withPeerLeaves(ctx, t, loc, local, r.Node, r.DC != a.cfg.DC, res, got)
+			push := !a.cfg.Routing.DiskLow(r.Node)
+			if !push && !slices.Contains(lowOnDisk, r.Node) {
+				lowOnDisk = append(lowOnDisk, r.Node)
+			}
+			n, err := a.withPeerLeaves(ctx, t, loc, local, r.Node, r.DC != a.cfg.DC, push, res, got)
 			if err != nil {
-				complete = false
+				failed = true
 				errs = append(errs, fmt.Errorf("%s: %w", r.Node, err))
 				continue
 			}
@@ -530,15 +545,24 @@ func (a *AntiEntropy) syncPeers(ctx context.Context, t target, loc replica.Loc, 
 				changed = true
 				// Our copy changed: later peers compare against it.
 				if local, err = a.cfg.Store.Leaves(loc); err != nil {
-					return false, errs, err
+					return false, lowOnDisk, errs, err
 				}
 			}
 		}
-		if !changed || !complete {
+		if !changed || failed {
 			break
 		}
 	}
-	return complete, errs, nil
+	return !failed && len(lowOnDisk) == 0, lowOnDisk, errs, nil
+}
+
+// lowOnDiskErrs says, for each peer an exchange only pulled from, why.
+func lowOnDiskErrs(peers []string) []error {
+	var out []error
+	for _, id := range peers {
+		out = append(out, fmt.Errorf("%s is low on disk: pulled what it has, pushed nothing (it would refuse); run again once it has room", id))
+	}
+	return out
 }
 
 // SyncWith runs the Merkle exchange of one partition with the given peers
@@ -578,12 +602,13 @@ func (a *AntiEntropy) SyncWith(ctx context.Context, keyspace string, partition i
 	defer mu.Unlock()
 	start := a.cfg.Now()
 	var res result
-	complete, perr, err := a.syncPeers(ctx, t, loc, reps, &res)
+	complete, low, perr, err := a.syncPeers(ctx, t, loc, reps, &res)
 	if err != nil {
 		return res.mismatches, err
 	}
 	errs = append(errs, perr...)
-	if !complete && len(perr) == 0 {
+	errs = append(errs, lowOnDiskErrs(low)...)
+	if !complete && len(perr) == 0 && len(low) == 0 {
 		errs = append(errs, errors.New("a peer went down during the exchange: sync again once it is back"))
 	}
 	if res.keys > 0 {
@@ -641,7 +666,7 @@ type leavesReply struct {
 // withPeerLeaves compares one partition with one peer and repairs both
 // sides, with the peer's leaves already fetched (nil: fetch them). It
 // returns how many keys changed locally.
-func (a *AntiEntropy) withPeerLeaves(ctx context.Context, t target, loc replica.Loc, local []uint64, peer string, crossDC bool, res *result, pre *leavesReply) (int, error) {
+func (a *AntiEntropy) withPeerLeaves(ctx context.Context, t target, loc replica.Loc, local []uint64, peer string, crossDC, push bool, res *result, pre *leavesReply) (int, error) {
 	var (
 		remote *internalv1.LeavesResponse
 		err    error
@@ -714,7 +739,7 @@ func (a *AntiEntropy) withPeerLeaves(ctx context.Context, t target, loc replica.
 			return changed, err
 		}
 		n := len(resp.GetSet())
-		if !remoteSet.Descends(merged) {
+		if push && !remoteSet.Descends(merged) {
 			enc := merged.Encode()
 			n += len(enc)
 			cctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)

@@ -748,6 +748,7 @@ type aliveSet map[string]bool
 
 func (a aliveSet) Alive(id string) bool        { return a[id] }
 func (a aliveSet) PendingHints(id string) bool { return false }
+func (a aliveSet) DiskLow(id string) bool      { return false }
 
 // exchangeCluster is a topology of nodes in one DC with keyspace "ks" at
 // the given replication factor, and a store per node.
@@ -988,5 +989,57 @@ func TestNoTombstoneCollectionWithPendingReplicas(t *testing.T) {
 	}
 	if set, _ := n.stores["n1"].Get(loc, key); !set.IsEmpty() {
 		t.Fatal("tombstone not collected once the partition stopped moving")
+	}
+}
+
+// lowRouting is aliveSet with some nodes low on disk.
+type lowRouting struct {
+	aliveSet
+	low map[string]bool
+}
+
+func (r lowRouting) DiskLow(id string) bool { return r.low[id] }
+
+// TestExchangeWithPeerLowOnDisk: an exchange with a peer that gossips it
+// is low on disk pulls everything it has that this node lacks and pushes
+// it nothing (it would refuse), while the other peers get both ways; the
+// partition is not verified and the run says why.
+func TestExchangeWithPeerLowOnDisk(t *testing.T) {
+	n := exchangeCluster(t, 3, "n1", "n2", "n3")
+	p := 5
+	keys := n.keysIn(p, 6)
+	for i, k := range keys {
+		if i%2 == 0 {
+			n.put(t, "n2", k, version.Value{Bytes: []byte("from-n2")}) // to pull from n2
+		} else {
+			n.put(t, "n3", k, version.Value{Bytes: []byte("from-n3")}) // n2 would need a push
+		}
+	}
+	routing := lowRouting{aliveSet{"n1": true, "n2": true, "n3": true}, map[string]bool{"n2": true}}
+	ae, err := NewAntiEntropy(AntiEntropyConfig{Self: "n3", DC: "dc1", Store: n.stores["n3"], Peers: n, Merge: netMerger{n, "n3"},
+		Routing: routing, Topology: func() *membership.Topology { return n.topo }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = ae.RunNow(context.Background(), "ks", p, nil)
+	if err == nil || !strings.Contains(err.Error(), "n2 is low on disk") {
+		t.Fatalf("RunNow with n2 low on disk = %v, want an error naming it", err)
+	}
+	loc := n.loc("ks", keys[0])
+	for i, k := range keys {
+		for _, node := range []string{"n1", "n3"} {
+			if set, _ := n.stores[node].Get(loc, k); len(set.Live()) != 1 {
+				t.Errorf("key %d on %s: %d live values, want 1 (pulled from n2 or pushed from n3)", i, node, len(set.Live()))
+			}
+		}
+		set, _ := n.stores["n2"].Get(loc, k)
+		if got := len(set.Live()); (i%2 == 0) != (got == 1) {
+			t.Errorf("key %d on n2 (low on disk): %d live values; want its own only, nothing pushed", i, got)
+		}
+	}
+	for _, st := range ae.Status("ks") {
+		if st.Partition == p && !st.Verified.IsZero() {
+			t.Errorf("partition %d verified at %v with n2 left behind", p, st.Verified)
+		}
 	}
 }
