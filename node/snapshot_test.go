@@ -158,9 +158,22 @@ func TestScheduledSnapshots(t *testing.T) {
 		t.Fatal(err)
 	}
 	taken := `meridian_snapshots_scheduled_total{outcome="taken"}`
+	early := map[string]bool{} // scheduled snapshots seen taken before the metadata log agreed
 	eventually(t, "four scheduled snapshots", func() bool {
+		list, err := n.Snapshots()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range list {
+			if strings.HasPrefix(s.Name, "auto-") && s.Epoch == 0 {
+				early[s.Name] = true
+			}
+		}
 		return metricValue(t, scrape(t, n.Telemetry().MetricsAddr()), taken) >= 4
 	})
+	if len(early) > 0 {
+		t.Errorf("scheduled snapshots taken before the metadata log agreed (epoch 0): %v", early)
+	}
 	var auto []string
 	byHand := false
 	list, err := n.Snapshots()

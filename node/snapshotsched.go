@@ -20,8 +20,9 @@ import (
 // named otherwise (taken by hand) are never deleted by the schedule. A
 // boundary passed while the node was down is not made up; one whose
 // snapshot exists (a restart within the interval) is skipped; so is one
-// while the node refuses writes for lack of disk space (a snapshot pins
-// the tables compactions would free).
+// before the node's metadata log agreed (starting), and one while the node
+// refuses writes for lack of disk space (a snapshot pins the tables
+// compactions would free).
 
 // autoSnapshotPrefix marks the snapshots the schedule takes and prunes.
 const autoSnapshotPrefix = "auto-"
@@ -86,6 +87,13 @@ func (n *Node) runSnapshots(ctx context.Context, every time.Duration, keep int) 
 // scheduledSnapshot takes boundary b's snapshot, then prunes.
 func (n *Node) scheduledSnapshot(b time.Time, keep int) {
 	name := autoSnapshotName(b)
+	if !n.Topology().Agreed() {
+		// Starting, before the metadata log agreed: what it holds is
+		// not yet known to belong to any epoch.
+		n.sched.skipped.Add(1)
+		n.log.Info("scheduled snapshot skipped: the cluster metadata is not agreed yet", "name", name)
+		return
+	}
 	if n.DiskLow() {
 		n.sched.skipped.Add(1)
 		n.log.Warn("scheduled snapshot skipped: low on disk (a snapshot would keep tables that compactions free)", "name", name)
