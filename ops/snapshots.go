@@ -46,7 +46,8 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *adminv1.CreateSnapshot
 			return c.CreateSnapshot(ctx, local)
 		})
 	answers, unreach, refused := split(out)
-	resp := &adminv1.CreateSnapshotResponse{Unreachable: unreach, Failed: failures(refused)}
+	unreach, slow := timedOut(out, unreach)
+	resp := &adminv1.CreateSnapshotResponse{Unreachable: unreach, Failed: append(failures(refused), slow...)}
 	for _, a := range answers {
 		resp.Snapshots = append(resp.Snapshots, a.GetSnapshots()...)
 	}
@@ -132,6 +133,20 @@ func split[T any](out map[string]result[T]) (answers []T, unreach []string, refu
 	}
 	sort.Strings(unreach)
 	return answers, unreach, refused
+}
+
+// timedOut takes the nodes of unreach that were reached but did not answer
+// within snapshotCallTimeout out of it: a checkpoint still running there
+// may yet complete, which "unreachable" would hide.
+func timedOut[T any](out map[string]result[T], unreach []string) (still, slow []string) {
+	for _, id := range unreach {
+		if status.Code(out[id].err) == codes.DeadlineExceeded {
+			slow = append(slow, fmt.Sprintf("%s: no answer within %s; its snapshot may still be under way: see 'meridian snapshot list' before retrying or deleting", id, snapshotCallTimeout))
+			continue
+		}
+		still = append(still, id)
+	}
+	return still, slow
 }
 
 // failures lists the refusals of split as "node: reason", by node.

@@ -2,6 +2,7 @@ package ops
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -31,5 +32,10 @@ func TestSplitFanOutResults(t *testing.T) {
 	want := []string{"n3: unknown method ClearFaults", "n5: not an operator"}
 	if got := failures(refused); !slices.Equal(got, want) {
 		t.Errorf("failures = %q, want %q", got, want)
+	}
+	// A snapshot that timed out may still be under way: not "unreachable".
+	still, slow := timedOut(out, unreach)
+	if !slices.Equal(still, []string{"n2"}) || len(slow) != 1 || !strings.HasPrefix(slow[0], "n4: no answer within 1m0s; its snapshot may still be under way") {
+		t.Errorf("timedOut = %v, %q; want n2 still unreachable and n4 reported as possibly under way", still, slow)
 	}
 }
