@@ -511,25 +511,22 @@ func unreachable(err error) bool {
 // RESOURCE_EXHAUSTED with Meridian's OVERLOADED reason, which a node
 // answers only before doing anything with a request (its admission
 // control). Another replica may have room.
-func overloaded(err error) bool {
-	st, ok := status.FromError(err)
-	if !ok || st.Code() != codes.ResourceExhausted {
-		return false
-	}
-	info := meridianInfo(st)
-	return info != nil && info.GetReason() == "OVERLOADED"
-}
+func overloaded(err error) bool { return refusedFor(err, "OVERLOADED") }
 
 // diskLow reports whether err is a node refusing a write for lack of disk
 // space: RESOURCE_EXHAUSTED with Meridian's DISK_LOW reason, answered before
 // anything was written. Another replica may take the write.
-func diskLow(err error) bool {
+func diskLow(err error) bool { return refusedFor(err, "DISK_LOW") }
+
+// refusedFor reports whether err is a Meridian node's RESOURCE_EXHAUSTED
+// with the given ErrorInfo reason.
+func refusedFor(err error, reason string) bool {
 	st, ok := status.FromError(err)
 	if !ok || st.Code() != codes.ResourceExhausted {
 		return false
 	}
 	info := meridianInfo(st)
-	return info != nil && info.GetReason() == "DISK_LOW"
+	return info != nil && info.GetReason() == reason
 }
 
 // meridianInfo is the ErrorInfo a Meridian node puts in the statuses it

@@ -94,16 +94,15 @@ type UnavailableError struct {
 
 func (e *UnavailableError) Error() string {
 	msg := fmt.Sprintf("%s at %s needs %d replicas but only %d of N=%d are alive", e.Op, describe(e.Need), e.Need.Count(), e.Alive, e.Need.N)
-	if len(e.LowOnDisk) > 0 {
-		msg += fmt.Sprintf(" and accepting writes; %d more low on disk (%s)", len(e.LowOnDisk), strings.Join(e.LowOnDisk, ", "))
+	todo := "retry later or use a lower consistency level"
+	if low := strings.Join(e.LowOnDisk, ", "); low != "" {
+		msg += fmt.Sprintf(" and accepting writes; %d more low on disk (%s)", len(e.LowOnDisk), low)
+		todo = "free disk space on " + low + ", " + todo
 	}
 	if e.Detail != "" {
 		msg += " (" + e.Detail + ")"
 	}
-	if len(e.LowOnDisk) > 0 {
-		return msg + ": free disk space on " + strings.Join(e.LowOnDisk, ", ") + ", retry later or use a lower consistency level"
-	}
-	return msg + ": retry later or use a lower consistency level"
+	return msg + ": " + todo
 }
 
 // GRPCStatus maps the error to UNAVAILABLE.
