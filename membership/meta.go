@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/meridiankv/meridian/placement"
 )
@@ -126,6 +127,10 @@ type MetaState struct {
 	// RingEpoch is the epoch at which Ring last changed (it keys cached
 	// tables).
 	RingEpoch uint64 `json:"ring_epoch"`
+	// RestoredFrom is the cluster ID of the cluster whose metadata this
+	// cluster was initialized from (a whole cluster restored from
+	// snapshots onto new machines); "" for a cluster started afresh.
+	RestoredFrom string `json:"restored_from,omitempty"`
 
 	// tableCache holds the tables of the current ring and of the
 	// transition's next ring (not part of the state: rebuilt on demand).
@@ -319,6 +324,10 @@ type Command struct {
 	Keyspace  *KeyspaceSpec  `json:"keyspace,omitempty"`
 	Keyspaces []KeyspaceSpec `json:"keyspaces,omitempty"`
 	Name      string         `json:"name,omitempty"`
+	// Init from restored snapshots: the metadata the snapshots' store
+	// held (ring, members, keyspaces, any transition), carried on under
+	// the new ClusterID with the Members' addresses.
+	Restored *MetaState `json:"restored,omitempty"`
 }
 
 // Encode is the command's log entry.
@@ -407,6 +416,9 @@ func (s *MetaState) applyInit(c Command) error {
 	if c.ClusterID == "" {
 		return errors.New("init without a cluster ID")
 	}
+	if c.Restored != nil {
+		return s.applyRestoredInit(c)
+	}
 	nodes := make([]placement.Node, 0, len(c.Members))
 	members := map[string]*MemberRecord{}
 	for _, m := range c.Members {
@@ -442,6 +454,79 @@ func (s *MetaState) applyInit(c Command) error {
 	}
 	*s = *next
 	return nil
+}
+
+// applyRestoredInit starts a cluster from the metadata of the cluster its
+// data was restored from: the same ring, members, keyspaces, plan and
+// transition, so every node's restored data sits where the ring says it
+// does. Only the identity and the addresses are new: c.ClusterID (the new
+// cluster never talks to the old one, should both run) and the members'
+// client addresses from c.Members (the others are learned as each node
+// records its own). The epoch goes on from the restored one, so nothing
+// stored under the old epochs (transfer checkpoints, route epochs) is
+// ever newer than the cluster. c.Members must name exactly the restored
+// members that were not removed, each in its DC.
+func (s *MetaState) applyRestoredInit(c Command) error {
+	r := c.Restored
+	if !r.Initialized() || r.ClusterID == "" {
+		return errors.New("init from restored metadata that is not initialized (a snapshot of a node that had not joined a cluster?)")
+	}
+	if r.ClusterID == c.ClusterID {
+		return fmt.Errorf("a restored cluster needs a new cluster ID, not the restored one (%s)", r.ClusterID)
+	}
+	next := r.Clone()
+	listed := map[string]bool{}
+	for _, m := range c.Members {
+		if listed[m.ID] {
+			return fmt.Errorf("init lists node %q twice", m.ID)
+		}
+		listed[m.ID] = true
+		rec, ok := next.Members[m.ID]
+		if !ok || rec.State == StateRemoved {
+			return fmt.Errorf("node %s is not a member of the restored cluster %s: list only its members (%s)", m.ID, r.ClusterID, strings.Join(r.liveMemberIDs(), ", "))
+		}
+		if rec.DC != m.DC {
+			return fmt.Errorf("node %s was in DC %s in the restored cluster, not %s: the restored ring places its data by DC", m.ID, rec.DC, m.DC)
+		}
+		rec.GRPCAddr = m.GRPCAddr
+	}
+	var missing []string
+	for _, id := range r.liveMemberIDs() {
+		if !listed[id] {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("the restored cluster %s had members %s that the new cluster does not list: start every member, each from its own snapshot", r.ClusterID, strings.Join(missing, ", "))
+	}
+	for _, rec := range next.Members {
+		// Learned anew: each node records its own (CmdAddrs).
+		rec.PeerAddr, rec.AdminAddr, rec.RaftAddr = "", "", ""
+		if !listed[rec.ID] {
+			rec.GRPCAddr = ""
+		}
+	}
+	next.ClusterID = c.ClusterID
+	next.RestoredFrom = r.ClusterID
+	next.Epoch = max(s.Epoch, r.Epoch)
+	next.tableCache = s.tableCache
+	if _, err := next.Topology(); err != nil {
+		return fmt.Errorf("restored metadata: %w", err)
+	}
+	*s = *next
+	return nil
+}
+
+// liveMemberIDs lists the members not removed, sorted.
+func (s *MetaState) liveMemberIDs() []string {
+	var ids []string
+	for id, m := range s.Members {
+		if m.State != StateRemoved {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 func defaultSpec(nodes []placement.Node) KeyspaceSpec {

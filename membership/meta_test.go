@@ -551,3 +551,114 @@ func ringsEqual(a, b placement.RingState) bool {
 	jb, _ := json.Marshal(b)
 	return string(ja) == string(jb)
 }
+
+// TestRestoredInitCarriesTheRing: a cluster initialized from restored
+// metadata keeps the restored ring (here one a committed add changed, so
+// not what a fresh init of the same members computes), members, keyspaces
+// and transition; takes the new cluster ID and client addresses; goes on
+// from the restored epoch; and is refused when its members are not the
+// restored ones.
+func TestRestoredInitCarriesTheRing(t *testing.T) {
+	old := initState(t, 1, 3, 64)
+	mustApply(t, old, Command{Kind: CmdKeyspaceCreate, Keyspace: &KeyspaceSpec{Name: "two", Replication: map[string]int{"dc1": 2}}})
+	mustApply(t, old, Command{Kind: CmdJoin, Member: &MemberRecord{ID: "n4", DC: "dc1", Rack: "r2", Weight: 1, GRPCAddr: "h:4"}})
+	mustApply(t, old, Command{Kind: CmdAddrs, Member: &MemberRecord{ID: "n1", DC: "dc1", Rack: "r2", Weight: 1, GRPCAddr: "old:1", PeerAddr: "old:11", AdminAddr: "old:21", RaftAddr: "old:31"}})
+	mustApply(t, old, Command{Kind: CmdPlan, Op: &PlanOp{Op: OpAdd, Node: "n4"}})
+	mustApply(t, old, Command{Kind: CmdCommit, Expect: old.Plan})
+	finishTransfers(t, old)
+	mustApply(t, old, Command{Kind: CmdPlan, Op: &PlanOp{Op: OpDecommission, Node: "n2"}})
+	mustApply(t, old, Command{Kind: CmdCommit, Expect: old.Plan})
+	finishTransfers(t, old)
+	// A change still in progress when the snapshots were taken.
+	mustApply(t, old, Command{Kind: CmdPlan, Op: &PlanOp{Op: OpReweight, Node: "n3", Weight: 3}})
+	mustApply(t, old, Command{Kind: CmdCommit, Expect: old.Plan})
+	if old.Transition == nil {
+		t.Fatal("the reweight did not start a transition")
+	}
+	// The restored metadata travels through the log as a command.
+	raw := Command{Kind: CmdInit, ClusterID: "new", Restored: old}.Encode()
+	if len(raw) > MaxCommandBytes/4 {
+		t.Errorf("restored init of 64 partitions is %d bytes", len(raw))
+	}
+
+	newMembers := []MemberRecord{
+		{ID: "n1", DC: "dc1", Rack: "r9", Weight: 7, GRPCAddr: "new:1"},
+		{ID: "n3", DC: "dc1", Rack: "r2", Weight: 1, GRPCAddr: "new:3"},
+		{ID: "n4", DC: "dc1", Rack: "r2", Weight: 1, GRPCAddr: "new:4"},
+	}
+	fresh := &MetaState{}
+	mustApply(t, fresh, Command{Kind: CmdInit, ClusterID: "f", Partitions: 64, Members: newMembers})
+	if ringsEqual(*fresh.Ring, *old.Ring) {
+		t.Fatal("test setup: a fresh init gives the restored ring, so carrying it proves nothing")
+	}
+
+	cmd, err := DecodeCommand(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Members = newMembers
+	st := &MetaState{}
+	mustApply(t, st, cmd)
+	if st.ClusterID != "new" || st.RestoredFrom != "c1" {
+		t.Errorf("cluster %q restored from %q, want new from c1", st.ClusterID, st.RestoredFrom)
+	}
+	if st.Epoch != old.Epoch+1 {
+		t.Errorf("epoch %d, want the restored %d + 1", st.Epoch, old.Epoch)
+	}
+	if !ringsEqual(*st.Ring, *old.Ring) || st.Transition == nil || !ringsEqual(st.Transition.Next, old.Transition.Next) {
+		t.Error("the restored ring or transition was not carried")
+	}
+	if !slices.Equal(st.RouteEpochs, old.RouteEpochs) || len(st.Keyspaces) != 2 || st.Keyspaces["two"].Replication["dc1"] != 2 {
+		t.Errorf("route epochs or keyspaces not carried: %v", st.Keyspaces)
+	}
+	n1 := st.Members["n1"]
+	if n1.GRPCAddr != "new:1" || n1.PeerAddr != "" || n1.AdminAddr != "" || n1.RaftAddr != "" {
+		t.Errorf("n1's addresses %+v: want the new client address and the rest learned anew", n1)
+	}
+	if n1.Rack != "r2" || n1.Weight != 1 {
+		t.Errorf("n1 is %s/%d: the restored rack and weight place data, not the flags'", n1.Rack, n1.Weight)
+	}
+	if n2 := st.Members["n2"]; n2.State != StateRemoved || n2.GRPCAddr != "" {
+		t.Errorf("removed n2: %+v", n2)
+	}
+	if old.ClusterID != "c1" || old.Members["n1"].GRPCAddr != "old:1" {
+		t.Error("the init changed the restored state it was given")
+	}
+	// Every node applying the same entry agrees.
+	again := &MetaState{}
+	mustApply(t, again, cmd)
+	if a, b := again.Clone(), st.Clone(); !reflectJSONEqual(a, b) {
+		t.Error("two nodes applying one restored init disagree")
+	}
+
+	for _, tc := range []struct {
+		name    string
+		members []MemberRecord
+		cluster string
+		want    string
+	}{
+		{"a member missing", newMembers[:2], "new", "n4"},
+		{"a removed member listed", append(slices.Clone(newMembers), MemberRecord{ID: "n2", DC: "dc1", Weight: 1, GRPCAddr: "new:2"}), "new", "not a member of the restored cluster"},
+		{"a stranger listed", append(slices.Clone(newMembers), MemberRecord{ID: "x", DC: "dc1", Weight: 1, GRPCAddr: "new:x"}), "new", "not a member of the restored cluster"},
+		{"another DC", []MemberRecord{newMembers[0], newMembers[1], {ID: "n4", DC: "dc2", Weight: 1, GRPCAddr: "new:4"}}, "new", "was in DC dc1"},
+		{"a node twice", append(slices.Clone(newMembers), newMembers[0]), "new", "twice"},
+		{"the old cluster ID", newMembers, "c1", "new cluster ID"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := &MetaState{}
+			err := st.Apply(Command{Kind: CmdInit, ClusterID: tc.cluster, Members: tc.members, Restored: old})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("init: %v, want an error naming %q", err, tc.want)
+			}
+			if st.Initialized() {
+				t.Fatal("a refused init initialized the state")
+			}
+		})
+	}
+}
+
+func reflectJSONEqual(a, b any) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}

@@ -236,11 +236,28 @@ func (n *Node) metaChanged(st *membership.MetaState) {
 	if !st.Initialized() {
 		return
 	}
+	cur := n.Topology()
+	if err := adoptable(n.dataCluster, n.restored != nil, st); err != nil {
+		if n.notAdopted.Swap(&err) == nil {
+			n.log.Error("agreed cluster metadata not adopted: this node does not serve", "cluster_id", st.ClusterID, "data_cluster_id", n.dataCluster, "err", err)
+		}
+		if cur.Agreed() {
+			// Routing by the store's cached metadata of another cluster:
+			// stop, back to the provisional topology (requests refused).
+			if p, err := provisionalTopology(n.cfg); err == nil {
+				n.topo.Store(p)
+				n.health.SetServingStatus("", servingStatus(false))
+				n.health.SetServingStatus(kvv1.KV_ServiceDesc.ServiceName, servingStatus(false))
+			}
+		}
+		return
+	}
+	n.dataCluster = st.ClusterID
 	// A restarted node replays the log from its last snapshot: states
 	// older than the one it already routes by (cached at the last apply)
 	// are history, not news — routing never goes back an epoch, and
 	// transfers and clean-up never act on an old state.
-	if cur := n.Topology(); cur.Agreed() && st.Epoch <= cur.Epoch {
+	if cur.Agreed() && cur.ClusterID == st.ClusterID && st.Epoch <= cur.Epoch {
 		return
 	}
 	n.tablesMu.Lock()
@@ -252,7 +269,7 @@ func (n *Node) metaChanged(st *membership.MetaState) {
 		n.log.Error("agreed cluster metadata does not give a topology; keeping the previous one", "epoch", st.Epoch, "err", err)
 		return
 	}
-	n.cacheMeta(st)
+	n.cacheMeta(st, cur.ClusterID != st.ClusterID)
 	prev := n.topo.Swap(topo)
 	n.live.forgetExcept(func(id string) bool { _, ok := topo.Nodes[id]; return ok })
 	n.epochs.signal()
@@ -271,13 +288,19 @@ func (n *Node) metaChanged(st *membership.MetaState) {
 
 // cacheMeta keeps the newest agreed state in the store for the next
 // start, without an fsync: the log is the durable copy, and a start from
-// an older cached state catches up from it.
-func (n *Node) cacheMeta(st *membership.MetaState) {
+// an older cached state catches up from it. The first state of a new
+// cluster (sync) is synced: a restart must not route by a restored
+// store's old cluster, whose addresses are other machines'.
+func (n *Node) cacheMeta(st *membership.MetaState, sync bool) {
 	raw, err := json.Marshal(st)
 	if err != nil {
 		return
 	}
-	if err := n.store.PutMetaNoSync(metaCacheKey, raw); err != nil {
+	put := n.store.PutMetaNoSync
+	if sync {
+		put = n.store.PutMeta
+	}
+	if err := put(metaCacheKey, raw); err != nil {
 		n.log.Warn("cache cluster metadata", "err", err)
 	}
 }
@@ -290,6 +313,7 @@ func (n *Node) metaLoop(ctx context.Context) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	synced := false
+	lastInitErr := ""
 	for {
 		select {
 		case <-ctx.Done():
@@ -300,7 +324,11 @@ func (n *Node) metaLoop(ctx context.Context) {
 		st := n.meta.State()
 		if n.meta.IsLeader() {
 			if !st.Initialized() && n.cfg.InitialCluster != "" && n.cfg.JoinAddr == "" {
-				n.proposeInit(ctx)
+				// Said once per distinct error: it is retried every tick.
+				if err := n.proposeInit(ctx); err != nil && err.Error() != lastInitErr && ctx.Err() == nil {
+					lastInitErr = err.Error()
+					n.log.Warn("cluster metadata not initialized yet", "err", err)
+				}
 				continue
 			}
 			if _, err := n.meta.Reconcile(); err != nil && ctx.Err() == nil {
@@ -313,37 +341,49 @@ func (n *Node) metaLoop(ctx context.Context) {
 	}
 }
 
-// proposeInit initializes the metadata from this node's flags.
-func (n *Node) proposeInit(ctx context.Context) {
+// proposeInit initializes the metadata from this node's flags, or, when
+// its data was restored from a snapshot (n.restored), from the restored
+// cluster's metadata with the flags' members and addresses.
+func (n *Node) proposeInit(ctx context.Context) error {
 	members, _ := ParseInitialCluster(n.cfg.InitialCluster)
 	var recs []membership.MemberRecord
 	for _, m := range members {
 		recs = append(recs, membership.MemberRecord{ID: m.ID, DC: m.DC, Rack: m.Rack, Weight: m.Weight, GRPCAddr: m.GRPCAddr})
 	}
-	saved, err := n.savedKeyspaces()
-	if err != nil {
-		n.log.Warn("read saved keyspaces", "err", err)
-	}
-	specs := slices.Clone(n.cfg.Keyspaces)
-	for _, s := range saved {
-		if !slices.ContainsFunc(specs, func(k membership.KeyspaceSpec) bool { return k.Name == s.Name }) {
-			specs = append(specs, s)
-		}
-	}
 	var id [16]byte
 	if _, err := rand.Read(id[:]); err != nil {
-		n.log.Error("cluster ID", "err", err)
-		return
+		return fmt.Errorf("cluster ID: %w", err)
+	}
+	init := membership.Command{Kind: membership.CmdInit, ClusterID: hex.EncodeToString(id[:]), Partitions: n.cfg.Partitions, Members: recs}
+	if n.restored != nil {
+		init.Restored = n.restored
+	} else {
+		saved, err := n.savedKeyspaces()
+		if err != nil {
+			n.log.Warn("read saved keyspaces", "err", err)
+		}
+		init.Keyspaces = slices.Clone(n.cfg.Keyspaces)
+		for _, s := range saved {
+			if !slices.ContainsFunc(init.Keyspaces, func(k membership.KeyspaceSpec) bool { return k.Name == s.Name }) {
+				init.Keyspaces = append(init.Keyspaces, s)
+			}
+		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	epoch, err := n.meta.Apply(cctx, membership.Command{Kind: membership.CmdInit, ClusterID: hex.EncodeToString(id[:]),
-		Partitions: n.cfg.Partitions, Members: recs, Keyspaces: specs})
+	epoch, err := n.meta.Apply(cctx, init)
 	if err != nil {
-		n.log.Warn("initialize cluster metadata", "err", err)
-		return
+		if n.restored != nil {
+			return fmt.Errorf("initialize the cluster from the restored metadata of cluster %s: %w", n.restored.ClusterID, err)
+		}
+		return fmt.Errorf("initialize cluster metadata: %w", err)
 	}
-	n.log.Info("initialized cluster metadata", "epoch", epoch, "members", len(recs))
+	if n.restored != nil {
+		n.log.Info("initialized cluster metadata from the restored cluster's", "epoch", epoch, "restored_cluster_id", n.restored.ClusterID, "members", len(recs))
+	} else {
+		n.log.Info("initialized cluster metadata", "epoch", epoch, "members", len(recs))
+	}
+	return nil
 }
 
 // syncOwnMeta brings this node's addresses and config-file keyspaces into

@@ -116,7 +116,21 @@ type Node struct {
 	ae       atomic.Pointer[repair.AntiEntropy]
 	meta     *membership.MetaLog
 	raftLis  net.Listener
-	epochs   epochWaiters
+	// restored is the metadata held by data restored from a snapshot
+	// onto a node with no metadata log yet (a whole cluster restored onto
+	// new machines): the node does not route by it, it initializes the
+	// new cluster from it (if it leads) and adopts only a cluster
+	// initialized from the same one (node/restore.go). nil otherwise.
+	restored *membership.MetaState
+	// dataCluster is the cluster whose metadata this node's data was
+	// last placed by ("": none yet). Only agreed metadata of that cluster,
+	// or of a cluster initialized from it, is adopted (adoptable). Set
+	// before the metadata log starts, then used by metaChanged alone.
+	dataCluster string
+	// notAdopted is why the agreed metadata was not adopted; nil while
+	// none was refused.
+	notAdopted atomic.Pointer[error]
+	epochs     epochWaiters
 	// onMeta, when set, sees every newly agreed state (transfers and
 	// clean-up hook in here).
 	onMeta atomic.Pointer[func(*membership.MetaState, *membership.Topology)]
@@ -226,6 +240,16 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	if cached.Initialized() {
+		n.dataCluster = cached.ClusterID
+	}
+	if cached.Initialized() && !metaLogExists(cfg) {
+		// Data restored from a snapshot onto a machine that never ran
+		// this cluster's metadata log: the cached metadata is the old
+		// cluster's (its addresses are the old machines').
+		n.restored = cached
+		n.log.Info("this node's data was restored from a snapshot of another cluster's node; waiting for the new cluster's metadata, initialized from it",
+			"restored_cluster_id", cached.ClusterID, "restored_epoch", cached.Epoch)
+	} else if cached.Initialized() {
 		if agreed, err := cached.Topology(); err != nil {
 			n.log.Error("cached cluster metadata is unusable; waiting for the metadata log", "err", err)
 		} else {
@@ -565,6 +589,9 @@ func (n *Node) ready() error {
 		leader := ""
 		if n.meta != nil {
 			leader = n.meta.Leader()
+		}
+		if why := n.notAdopted.Load(); why != nil {
+			return fmt.Errorf("this node does not serve: %w", *why)
 		}
 		return fmt.Errorf("the cluster metadata is not agreed yet (metadata leader %q): wait until `meridian status` shows an epoch", leader)
 	}

@@ -33,8 +33,10 @@ type SnapshotInfo struct {
 	Name    string    `json:"name"`
 	Dir     string    `json:"dir"`
 	Created time.Time `json:"created"`
-	// Epoch is the metadata epoch the node had applied.
-	Epoch uint64 `json:"epoch"`
+	// Epoch is the metadata epoch the node had applied, of cluster
+	// ClusterID ("" in snapshots taken before it was recorded).
+	Epoch     uint64 `json:"epoch"`
+	ClusterID string `json:"cluster_id,omitempty"`
 	// Actor is the incarnation that wrote the data (restored, the node
 	// takes a new one).
 	Actor string `json:"actor"`
@@ -89,7 +91,7 @@ func (n *Node) Snapshot(name string) (SnapshotInfo, error) {
 	if err := os.RemoveAll(tmp); err != nil {
 		return SnapshotInfo{}, fmt.Errorf("snapshot %s: clear a partial one: %w", name, err)
 	}
-	info := SnapshotInfo{Node: n.ID(), Name: name, Dir: dir, Created: n.now().UTC(), Epoch: n.Topology().Epoch, Actor: n.store.Actor()}
+	info := SnapshotInfo{Node: n.ID(), Name: name, Dir: dir, Created: n.now().UTC(), Epoch: n.Topology().Epoch, ClusterID: n.Topology().ClusterID, Actor: n.store.Actor()}
 	if err := n.checkpoint(filepath.Join(tmp, "data")); err != nil {
 		os.RemoveAll(tmp)
 		return SnapshotInfo{}, status.Errorf(codes.Internal, "snapshot %s: %v", name, err)
@@ -196,8 +198,9 @@ func dirBytes(dir string) int64 {
 // RestoreResult is what RestoreSnapshot did.
 type RestoreResult struct {
 	Snapshot SnapshotInfo `json:"snapshot"`
-	// Replaced is where the data the snapshot replaced was moved.
-	Replaced string `json:"replaced"`
+	// Replaced is where the data the snapshot replaced was moved ("":
+	// the data directory had none).
+	Replaced string `json:"replaced,omitempty"`
 }
 
 // ErrSnapshotTooOld refuses restoring a snapshot older than the tombstone
@@ -214,13 +217,30 @@ func RestoreSnapshot(dataDir, name string, now time.Time, grace time.Duration, f
 	if err := CheckSnapshotName(name); err != nil {
 		return RestoreResult{}, errors.New(status.Convert(err).Message())
 	}
-	snap, err := readSnapshotInfo(filepath.Join(snapshotsDir(dataDir), name))
-	if errors.Is(err, fs.ErrNotExist) {
+	dir := filepath.Join(snapshotsDir(dataDir), name)
+	if _, err := os.Stat(filepath.Join(dir, snapshotInfoFile)); errors.Is(err, fs.ErrNotExist) {
 		return RestoreResult{}, fmt.Errorf("%s has no snapshot %q (meridian snapshot list --data-dir %s shows them)", dataDir, name, dataDir)
+	}
+	return RestoreSnapshotFrom(dataDir, dir, now, grace, force)
+}
+
+// RestoreSnapshotFrom is RestoreSnapshot from a snapshot directory
+// anywhere (one copied from the node's machine to a new one: it holds
+// SNAPSHOT.json and data/). A data directory that does not exist yet is
+// created and given the snapshot's node ID, so only that node starts on
+// it; one that belongs to another node is refused.
+func RestoreSnapshotFrom(dataDir, snapDir string, now time.Time, grace time.Duration, force bool) (RestoreResult, error) {
+	snap, err := readSnapshotInfo(snapDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return RestoreResult{}, fmt.Errorf("%s is not a snapshot: it has no %s (a snapshot is a directory under a node's <data-dir>/snapshots/, copied whole)", snapDir, snapshotInfoFile)
 	}
 	if err != nil {
 		return RestoreResult{}, err
 	}
+	if fi, err := os.Stat(filepath.Join(snapDir, "data")); err != nil || !fi.IsDir() {
+		return RestoreResult{}, fmt.Errorf("%s has no data/ directory: copy the whole snapshot directory", snapDir)
+	}
+	name := snap.Name
 	if owner, err := os.ReadFile(filepath.Join(dataDir, nodeIDFile)); err == nil && strings.TrimSpace(string(owner)) != snap.Node {
 		return RestoreResult{}, fmt.Errorf("snapshot %q is of node %s, but %s belongs to node %s", name, snap.Node, dataDir, strings.TrimSpace(string(owner)))
 	}
@@ -228,7 +248,17 @@ func RestoreSnapshot(dataDir, name string, now time.Time, grace time.Duration, f
 		return RestoreResult{}, fmt.Errorf("%w: %q was taken %s ago, tombstone-grace is %s: the other replicas may have collected tombstones of keys deleted since, which this node would bring back. Restore every node from snapshots taken together, or pass --force if that is what you are doing",
 			ErrSnapshotTooOld, name, age.Round(time.Minute), grace)
 	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return RestoreResult{}, err
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, nodeIDFile)); errors.Is(err, fs.ErrNotExist) {
+		if err := writeNodeID(dataDir, snap.Node); err != nil {
+			return RestoreResult{}, fmt.Errorf("record the node ID in %s: %w", dataDir, err)
+		}
+	}
 	data := filepath.Join(dataDir, "data")
+	_, err = os.Stat(data)
+	hadData := err == nil
 	// Pebble's own lock: held while the node runs.
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		return RestoreResult{}, err
@@ -253,6 +283,13 @@ func RestoreSnapshot(dataDir, name string, now time.Time, grace time.Duration, f
 	}
 	if err := os.Rename(staged, data); err != nil {
 		return RestoreResult{}, fmt.Errorf("put the snapshot in place (the previous data is in %s): %w", replaced, err)
+	}
+	if !hadData {
+		// Only the lock this restore made: nothing was replaced.
+		if err := os.RemoveAll(replaced); err != nil {
+			return RestoreResult{}, err
+		}
+		replaced = ""
 	}
 	if err := syncDir(dataDir); err != nil {
 		return RestoreResult{}, err

@@ -134,13 +134,14 @@ func newSnapshotDeleteCmd(f *adminFlags) *cobra.Command {
 func newSnapshotRestoreCmd() *cobra.Command {
 	var (
 		dataDir string
+		from    string
 		grace   time.Duration
 		force   bool
 		asJSON  bool
 	)
 	cmd := &cobra.Command{
-		Use:   "restore NAME --data-dir DIR",
-		Short: "Put snapshot NAME in place of a stopped node's data (run on the node's machine)",
+		Use:   "restore NAME --data-dir DIR | restore --from SNAPSHOT_DIR --data-dir DIR",
+		Short: "Put a snapshot in place of a stopped node's data (run on the node's machine)",
 		Long: `Put snapshot NAME (from DIR/snapshots) in place of the data of the node whose
 --data-dir is DIR. The node must be stopped. Its current data is moved to
 DIR/data.replaced-<time>, not deleted: remove it once the node runs as you
@@ -150,16 +151,38 @@ A snapshot older than --tombstone-grace (the node's, default 24h) is
 refused without --force: the other replicas may have collected the
 tombstones of keys deleted since, and this node alone would bring those
 keys back. Restoring every node from snapshots of the same name is safe:
-pass --force on each.`,
-		Args: cobra.ExactArgs(1),
+pass --force on each.
+
+Restoring a whole cluster onto new machines: copy each node's snapshot
+directory (<data-dir>/snapshots/NAME, whole) to the machine that takes
+that node's place, restore it there with --from into an empty --data-dir,
+then start every node with the same node ID and DC as before and an
+--initial-cluster that lists them at their new addresses (as for a new
+cluster). The first node to lead initializes the new cluster from the
+restored metadata: the same ring, members and keyspaces, a new cluster
+ID. Restore every node of the old cluster so before its first start: a
+node holding restored data refuses a cluster initialized without it (and
+one whose data is of another cluster), and says so.`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dataDir == "" {
 				return errors.New("--data-dir is required: the stopped node's data directory")
 			}
+			if (len(args) == 1) == (from != "") {
+				return errors.New("name the snapshot (NAME, from --data-dir's snapshots) or give --from SNAPSHOT_DIR (a snapshot directory copied from another machine), not both")
+			}
 			if grace < 0 {
 				grace = time.Duration(math.MaxInt64) // tombstones never collected
 			}
-			res, err := node.RestoreSnapshot(dataDir, args[0], time.Now(), grace, force)
+			var (
+				res node.RestoreResult
+				err error
+			)
+			if from != "" {
+				res, err = node.RestoreSnapshotFrom(dataDir, from, time.Now(), grace, force)
+			} else {
+				res, err = node.RestoreSnapshot(dataDir, args[0], time.Now(), grace, force)
+			}
 			if err != nil {
 				return err
 			}
@@ -168,13 +191,19 @@ pass --force on each.`,
 				enc.SetIndent("", "  ")
 				return enc.Encode(res)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "restored node %s's data from snapshot %s (taken %s, epoch %d).\nThe data it replaced is in %s: delete it once the node runs as you want.\nStart the node now; it takes a new incarnation, and anti-entropy brings it what the other replicas wrote since.\n",
-				res.Snapshot.Node, res.Snapshot.Name, res.Snapshot.Created.Format(time.RFC3339), res.Snapshot.Epoch, res.Replaced)
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "restored node %s's data from snapshot %s (taken %s, epoch %d).\n",
+				res.Snapshot.Node, res.Snapshot.Name, res.Snapshot.Created.Format(time.RFC3339), res.Snapshot.Epoch)
+			if res.Replaced != "" {
+				fmt.Fprintf(out, "The data it replaced is in %s: delete it once the node runs as you want.\n", res.Replaced)
+			}
+			fmt.Fprintf(out, "Start the node now (--id %s); it takes a new incarnation, and anti-entropy brings it what the other replicas wrote since.\n", res.Snapshot.Node)
 			return nil
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&dataDir, "data-dir", "", "the stopped node's data directory")
+	fl.StringVar(&dataDir, "data-dir", "", "the stopped node's data directory (created if it does not exist)")
+	fl.StringVar(&from, "from", "", "a snapshot directory copied from the node's old machine (holds SNAPSHOT.json and data/)")
 	fl.DurationVar(&grace, "tombstone-grace", 24*time.Hour, "the node's tombstone-grace: older snapshots need --force (negative: tombstones are never collected)")
 	fl.BoolVar(&force, "force", false, "restore a snapshot older than --tombstone-grace (every node from the same snapshot)")
 	fl.BoolVar(&asJSON, "json", false, "print the result as JSON")

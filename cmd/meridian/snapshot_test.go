@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -67,6 +68,22 @@ func TestSnapshotCommands(t *testing.T) {
 	}
 	if _, err := run("snapshot", "restore", "weekly", "--data-dir", n2dir); err == nil || !strings.Contains(err.Error(), `no snapshot "weekly"`) {
 		t.Fatalf("restore of a missing snapshot: %v", err)
+	}
+	if _, err := run("snapshot", "restore", "nightly", "--from", filepath.Join(n2dir, "snapshots", "nightly"), "--data-dir", n2dir); err == nil || !strings.Contains(err.Error(), "not both") {
+		t.Fatalf("restore with a name and --from: %v", err)
+	}
+	if _, err := run("snapshot", "restore", "--data-dir", n2dir); err == nil || !strings.Contains(err.Error(), "--from SNAPSHOT_DIR") {
+		t.Fatalf("restore with neither a name nor --from: %v", err)
+	}
+	// A copy of the snapshot, restored into a data directory of a new
+	// machine (empty): nothing replaced, the node ID recorded.
+	newDir := filepath.Join(t.TempDir(), "n2-new")
+	out, err = run("snapshot", "restore", "--from", filepath.Join(n2dir, "snapshots", "nightly"), "--data-dir", newDir)
+	if err != nil || !strings.Contains(out, "restored node n2's data from snapshot nightly") || strings.Contains(out, "replaced") || !strings.Contains(out, "--id n2") {
+		t.Fatalf("restore --from into a new data directory: %v\n%s", err, out)
+	}
+	if id, err := os.ReadFile(filepath.Join(newDir, "NODE_ID")); err != nil || strings.TrimSpace(string(id)) != "n2" {
+		t.Fatalf("node ID of the new data directory: %q %v", id, err)
 	}
 	if err := l.Stop("n2"); err != nil {
 		t.Fatal(err)

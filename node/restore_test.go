@@ -1,0 +1,180 @@
+package node_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/membership"
+	"github.com/meridiankv/meridian/node"
+)
+
+// TestRestoreClusterOntoNewMachines: every node of a cluster snapshots its
+// data; the snapshots are copied off, the old cluster and its directories
+// are gone; each snapshot is restored into an empty data directory and
+// the nodes start as a new cluster on new ports. The new cluster carries
+// the old one's ring (not the one its flags would give: n1's weight
+// differs in them), keyspaces and epoch, under a new cluster ID and the
+// new addresses, and every acknowledged write before the snapshot reads
+// back at ALL.
+func TestRestoreClusterOntoNewMachines(t *testing.T) {
+	dirA := t.TempDir()
+	two := membership.KeyspaceSpec{Name: "two", Replication: map[string]int{"dc1": 2}}
+	spec := node.LocalSpec{Dir: dirA, NodesPerDC: 3, Partitions: 64, Keyspaces: []membership.KeyspaceSpec{two}}
+	a := startCluster(t, spec)
+	ctx := ctxT(t)
+	c := dial(t, a.Nodes()[0].Addr())
+	all := lvl(kvv1.Level_LEVEL_ALL)
+	const keys = 40
+	for i := range keys {
+		for _, ks := range []string{"", "two"} {
+			if _, err := c.Put(ctx, &kvv1.PutRequest{Keyspace: ks, Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(ks + fmt.Sprint(i)), Consistency: all}); err != nil {
+				t.Fatalf("put k%d in %q: %v", i, ks, err)
+			}
+		}
+	}
+	old := a.Nodes()[0].MetaState()
+	oldRing, _ := json.Marshal(old.Ring)
+	oldAddrs := map[string]string{}
+	for _, n := range a.Nodes() {
+		oldAddrs[n.ID()] = n.Addr()
+		if _, err := n.Snapshot("s1"); err != nil {
+			t.Fatalf("snapshot of %s: %v", n.ID(), err)
+		}
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The snapshots leave the old machines, which are then gone.
+	backup := t.TempDir()
+	for id := range oldAddrs {
+		if err := os.CopyFS(filepath.Join(backup, id), os.DirFS(filepath.Join(dirA, id, "snapshots", "s1"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.RemoveAll(dirA); err != nil {
+		t.Fatal(err)
+	}
+
+	dirB := t.TempDir()
+	for id := range oldAddrs {
+		res, err := node.RestoreSnapshotFrom(filepath.Join(dirB, id), filepath.Join(backup, id), time.Now(), 24*time.Hour, false)
+		if err != nil {
+			t.Fatalf("restore %s: %v", id, err)
+		}
+		if res.Snapshot.Node != id || res.Snapshot.ClusterID != old.ClusterID || res.Replaced != "" {
+			t.Errorf("restore of %s: %+v", id, res)
+		}
+	}
+	// Restored data belongs to its node: another node ID is refused on it.
+	if _, err := node.RestoreSnapshotFrom(filepath.Join(dirB, "n2"), filepath.Join(backup, "n1"), time.Now(), 24*time.Hour, false); err == nil || !strings.Contains(err.Error(), "belongs to node n2") {
+		t.Errorf("n1's snapshot into n2's data directory: %v", err)
+	}
+	if _, err := node.RestoreSnapshotFrom(filepath.Join(dirB, "n9"), dirB, time.Now(), 24*time.Hour, false); err == nil || !strings.Contains(err.Error(), "is not a snapshot") {
+		t.Errorf("restore from a directory that is not a snapshot: %v", err)
+	}
+
+	specB := spec
+	specB.Dir = dirB
+	specB.Keyspaces = nil // from the restored metadata
+	specB.Configure = func(cfg *node.Config) {
+		// n1 weighs 4 in the flags: a fresh init would give another ring.
+		cfg.InitialCluster = strings.Replace(cfg.InitialCluster, "/1,", "/4,", 1)
+	}
+	b := startCluster(t, specB)
+	meta := b.Nodes()[0].MetaState()
+	if meta.ClusterID == old.ClusterID || meta.RestoredFrom != old.ClusterID {
+		t.Errorf("new cluster %q restored from %q; the old one was %q", meta.ClusterID, meta.RestoredFrom, old.ClusterID)
+	}
+	if meta.Epoch <= old.Epoch {
+		t.Errorf("epoch %d, not past the restored %d", meta.Epoch, old.Epoch)
+	}
+	if ring, _ := json.Marshal(meta.Ring); string(ring) != string(oldRing) {
+		t.Error("the new cluster's ring is not the restored one")
+	}
+	if ks, ok := meta.Keyspaces["two"]; !ok || ks.Replication["dc1"] != 2 {
+		t.Errorf("keyspace two: %+v %v", ks, ok)
+	}
+	eventually(t, "every node to record its new addresses", func() bool {
+		m := b.Nodes()[0].MetaState()
+		for _, n := range b.Nodes() {
+			rec := m.Members[n.ID()]
+			if rec.GRPCAddr != n.Addr() || rec.PeerAddr != n.PeerAddr() || rec.GRPCAddr == oldAddrs[n.ID()] {
+				return false
+			}
+		}
+		return true
+	})
+	for _, n := range b.Nodes() {
+		cb := dial(t, n.Addr())
+		for i := range keys {
+			for _, ks := range []string{"", "two"} {
+				got, err := cb.Get(ctx, &kvv1.GetRequest{Keyspace: ks, Key: []byte(fmt.Sprintf("k%d", i)), Consistency: all})
+				if err != nil {
+					t.Fatalf("get k%d in %q from %s: %v", i, ks, n.ID(), err)
+				}
+				if v := vals(got.GetSiblings()); len(v) != 1 || v[0] != ks+fmt.Sprint(i) {
+					t.Fatalf("k%d in %q from %s: %v", i, ks, n.ID(), v)
+				}
+			}
+		}
+	}
+	if _, err := dial(t, b.Nodes()[1].Addr()).Put(ctx, &kvv1.PutRequest{Key: []byte("new"), Value: []byte("v"), Consistency: all}); err != nil {
+		t.Errorf("put in the restored cluster: %v", err)
+	}
+}
+
+// TestDataOfAnotherClusterIsNotServed: a node whose data is replaced by a
+// snapshot of another cluster's node of the same ID (its metadata log
+// stays its own cluster's) refuses to route by either: clients get
+// UNAVAILABLE saying why, and its health is NOT_SERVING.
+func TestDataOfAnotherClusterIsNotServed(t *testing.T) {
+	dirA, dirB := t.TempDir(), t.TempDir()
+	a := startCluster(t, node.LocalSpec{Dir: dirA, NodesPerDC: 1, Partitions: 16})
+	ctx := ctxT(t)
+	if _, err := dial(t, a.Nodes()[0].Addr()).Put(ctx, &kvv1.PutRequest{Key: []byte("k"), Value: []byte("a")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Nodes()[0].Snapshot("s1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b := startCluster(t, node.LocalSpec{Dir: dirB, NodesPerDC: 1, Partitions: 16})
+	if err := b.Stop("n1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := node.RestoreSnapshotFrom(filepath.Join(dirB, "n1"), filepath.Join(dirA, "n1", "snapshots", "s1"), time.Now(), time.Hour, false); err != nil {
+		t.Fatal(err)
+	}
+	n, err := b.Restart(ctx, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, n.Addr())
+	var last error
+	eventually(t, "the node to refuse requests", func() bool {
+		_, last = c.Get(ctx, &kvv1.GetRequest{Key: []byte("k")})
+		return status.Code(last) == codes.Unavailable
+	})
+	if !strings.Contains(last.Error(), "its metadata log is of cluster") {
+		t.Errorf("refusal %v: want the reason", last)
+	}
+	if n.Topology().Agreed() {
+		t.Error("the node routes by agreed metadata of a cluster its data is not of")
+	}
+	resp, err := healthpb.NewHealthClient(dialConn(t, n.Addr())).Check(ctx, &healthpb.HealthCheckRequest{Service: "kv.v1.KV"})
+	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("health %v %v, want NOT_SERVING", resp.GetStatus(), err)
+	}
+}
