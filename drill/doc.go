@@ -3,7 +3,8 @@
 // slow datacenter, a crashed node, a rolling restart) is induced on a
 // running cluster while a workload measures what clients see, then healed,
 // and the cluster is verified to recover and converge without losing an
-// acknowledged write.
+// acknowledged write. The restore drill (restore.go) is apart: it
+// replaces the cluster by one restored from its snapshots.
 //
 // A drill has five phases: baseline (the workload alone), induce (the
 // fault is injected through the admin API's InjectFault, or a process is

@@ -86,6 +86,9 @@ func (s *Server) Status(context.Context, *adminv1.StatusRequest) (*adminv1.Statu
 	if ml := s.n.MetaLog(); ml != nil {
 		resp.Leader = ml.Leader()
 	}
+	if t.Meta != nil {
+		resp.RestoredFrom = t.Meta.RestoredFrom
+	}
 	for _, info := range sortedNodes(t) {
 		resp.Nodes = append(resp.Nodes, s.nodeProto(info))
 	}

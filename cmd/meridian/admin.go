@@ -108,6 +108,9 @@ func newStatusCmd() *cobra.Command {
 func writeStatus(w io.Writer, resp *adminv1.StatusResponse) error {
 	fmt.Fprintf(w, "as seen by %s (cluster %s, leader %s, epoch %d, %d partitions)\n",
 		resp.Node, orUnknown(resp.ClusterId), orNone(resp.Leader), resp.Epoch, resp.Partitions)
+	if resp.RestoredFrom != "" {
+		fmt.Fprintf(w, "restored from the snapshots of cluster %s\n", resp.RestoredFrom)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tSTATE\tMEMBER\tEPOCH\tRAFT\tDC\tRACK\tWEIGHT\tADDRESS")
 	var low []string

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -38,7 +39,7 @@ func newDrillCmd() *cobra.Command {
 	var f drillFlags
 	cmd := &cobra.Command{
 		Use:   "drill",
-		Short: "Run a failover drill (DC outage, partition, slow DC, node crash, rolling restart, full or slow disk) and judge it",
+		Short: "Run a failover drill (DC outage, partition, slow DC, node crash, rolling restart, full or slow disk, restore onto new machines) and judge it",
 		Long: `Run a failover drill against a cluster: a baseline, the fault induced, held,
 healed, then verified, while clients in every datacenter run a LOCAL_QUORUM
 workload, QUORUM and EACH_QUORUM probes, and a set workload whose
@@ -126,8 +127,83 @@ See docs/DRILLS.md.`,
 			c.Flags().DurationVar(&f.delay, "delay", 100*time.Millisecond, "added delay per fsync (at most 1m)")
 			c.Flags().DurationVar(&f.jitter, "jitter", 50*time.Millisecond, "up to this much more, at random")
 		}),
+		newRestoreDrillCmd(&f),
 	)
 	return cmd
+}
+
+// newRestoreDrillCmd is `meridian drill restore`: a whole cluster restored
+// from its snapshots onto new machines (--local only).
+func newRestoreDrillCmd(f *drillFlags) *cobra.Command {
+	var before, after time.Duration
+	c := &cobra.Command{
+		Use:   drill.RestoreDrill,
+		Short: "Restore a whole cluster from its snapshots onto new machines, and verify it (--local only)",
+		Long: `Start a local cluster, write to it from every DC, snapshot every node while
+the writes go on, stop it, copy each snapshot to a new directory (the new
+machine), restore it there with 'meridian snapshot restore --from', and
+start a new cluster from them on new ports, certificates and secret (as
+docs/DRILLS.md describes for real machines). PASS when every write
+acknowledged before the snapshot reads back at ALL, no write acknowledged
+after it does, every key has the replicas it had, and the new cluster has
+its own ID, records the old one, and takes writes.
+
+  meridian drill restore --local --dcs 2 --json restore.json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runRestoreDrill(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), *f, before, after)
+		},
+	}
+	c.Flags().DurationVar(&before, "before", 5*time.Second, "write this long before the snapshot")
+	c.Flags().DurationVar(&after, "after", 3*time.Second, "write this long after every node's snapshot was taken")
+	return c
+}
+
+func runRestoreDrill(ctx context.Context, out, errOut io.Writer, f drillFlags, before, after time.Duration) error {
+	if !f.local || f.clusterFile != "" {
+		return errors.New("the restore drill stops the cluster and starts another from its snapshots: it needs --local (a cluster it starts and owns)")
+	}
+	if f.htmlOut != "" {
+		return errors.New("the restore drill writes no HTML report: use --json")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find this binary to run the nodes: %w", err)
+	}
+	dir := f.dir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "meridian-drill-restore-"); err != nil {
+			return err
+		}
+		if !f.keep {
+			defer os.RemoveAll(dir)
+		}
+	}
+	report, err := drill.RunRestore(ctx, drill.RestoreConfig{Keyspace: f.cfg.Keyspace, RF: f.rf, Before: before, After: after,
+		Rate: f.cfg.Rate, OpTimeout: f.cfg.OpTimeout, Log: errOut},
+		drill.LocalSpec{Binary: exe, Dir: dir, DCs: f.dcs, NodesPerDC: f.nodesPerDC, Partitions: f.partitions, Log: errOut})
+	if f.keep || f.dir != "" {
+		fmt.Fprintf(errOut, "node logs and snapshots are in %s (old/, backup/, new/)\n", dir)
+	}
+	if err != nil {
+		return fmt.Errorf("drill restore: %w", err)
+	}
+	fmt.Fprintln(out)
+	report.WriteText(out)
+	if f.jsonOut != "" {
+		if err := writeFile(f.jsonOut, func(w io.Writer) error {
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			return enc.Encode(report)
+		}); err != nil {
+			return err
+		}
+		fmt.Fprintf(errOut, "wrote %s\n", f.jsonOut)
+	}
+	if !report.Pass {
+		return fmt.Errorf("drill restore FAILED: %s", strings.Join(report.Failures, "; "))
+	}
+	return nil
 }
 
 // drillScenario builds the scenario from the flags, with defaults taken

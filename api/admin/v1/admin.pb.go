@@ -3140,12 +3140,15 @@ func (*StatusRequest) Descriptor() ([]byte, []int) {
 type StatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The node that answered.
-	Node          string  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	Epoch         uint64  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	Nodes         []*Node `protobuf:"bytes,3,rep,name=nodes,proto3" json:"nodes,omitempty"`
-	Partitions    uint32  `protobuf:"varint,4,opt,name=partitions,proto3" json:"partitions,omitempty"`
-	ClusterId     string  `protobuf:"bytes,5,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	Leader        string  `protobuf:"bytes,6,opt,name=leader,proto3" json:"leader,omitempty"`
+	Node       string  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Epoch      uint64  `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Nodes      []*Node `protobuf:"bytes,3,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Partitions uint32  `protobuf:"varint,4,opt,name=partitions,proto3" json:"partitions,omitempty"`
+	ClusterId  string  `protobuf:"bytes,5,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Leader     string  `protobuf:"bytes,6,opt,name=leader,proto3" json:"leader,omitempty"`
+	// The cluster this one was initialized from, restored from its
+	// snapshots onto new machines ("": started afresh).
+	RestoredFrom  string `protobuf:"bytes,7,opt,name=restored_from,json=restoredFrom,proto3" json:"restored_from,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3218,6 +3221,13 @@ func (x *StatusResponse) GetClusterId() string {
 func (x *StatusResponse) GetLeader() string {
 	if x != nil {
 		return x.Leader
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetRestoredFrom() string {
+	if x != nil {
+		return x.RestoredFrom
 	}
 	return ""
 }
@@ -4173,7 +4183,7 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\x06leader\x18\n" +
 	" \x01(\bR\x06leader\x12\x19\n" +
 	"\bdisk_low\x18\v \x01(\bR\adiskLow\"\x0f\n" +
-	"\rStatusRequest\"\xb7\x01\n" +
+	"\rStatusRequest\"\xdc\x01\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12$\n" +
@@ -4183,7 +4193,8 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"partitions\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x05 \x01(\tR\tclusterId\x12\x16\n" +
-	"\x06leader\x18\x06 \x01(\tR\x06leader\"\r\n" +
+	"\x06leader\x18\x06 \x01(\tR\x06leader\x12#\n" +
+	"\rrestored_from\x18\a \x01(\tR\frestoredFrom\"\r\n" +
 	"\vRingRequest\"p\n" +
 	"\rKeyspaceShare\x12\x1a\n" +
 	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12-\n" +
