@@ -25,9 +25,11 @@ func newSnapshotCmd() *cobra.Command {
 node in <data-dir>/snapshots/<name>: a Pebble checkpoint, so it costs
 little space until compactions replace the tables it shares with the live
 data. "create" snapshots every node under one name; copy the snapshot
-directories off the machines for a backup (to restore from such a copy,
-put it back under the node's <data-dir>/snapshots/ first). "restore" runs
-on a stopped node's machine and puts a snapshot in place of its data.
+directories off the machines for a backup. "restore" runs on a stopped
+node's machine and puts a snapshot in place of its data: one under its
+<data-dir>/snapshots/ by NAME, or a copied one with --from, on the same
+machine or on a new one (a whole cluster onto new machines: see
+'meridian snapshot restore --help' and 'meridian drill restore').
 
 Restoring every node from snapshots taken together brings the cluster back
 to that moment. Restoring one node brings back its data as it was; the
@@ -71,7 +73,7 @@ func newSnapshotCreateCmd(f *adminFlags) *cobra.Command {
 					}
 				}
 				if n := len(resp.GetUnreachable()) + len(resp.GetFailed()); n > 0 {
-					return fmt.Errorf("%d node(s) have no snapshot", n)
+					return fmt.Errorf("%d node(s) did not report a snapshot taken (see each above: a refusal, unreachable, or no answer in time)", n)
 				}
 				return nil
 			})

@@ -41,7 +41,7 @@ func TestSnapshotCommands(t *testing.T) {
 			t.Fatalf("create output lacks %q:\n%s", want, out)
 		}
 	}
-	if _, err := run("snapshot", "create", "nightly", "--addr", addr); err == nil || !strings.Contains(err.Error(), "2 node(s) have no snapshot") {
+	if _, err := run("snapshot", "create", "nightly", "--addr", addr); err == nil || !strings.Contains(err.Error(), "2 node(s) did not report a snapshot taken") {
 		t.Fatalf("create under a name taken: %v", err)
 	}
 	if _, err := run("snapshot", "create", "a/b", "--addr", addr); err == nil || !strings.Contains(err.Error(), "use 1 to 64 letters") {
