@@ -339,11 +339,18 @@ func (c Command) Encode() []byte {
 	return b
 }
 
-// DecodeCommand parses a log entry, refusing unknown fields.
-func DecodeCommand(b []byte) (Command, error) {
+// DecodeCommand parses a command another node proposed (bounded by
+// MaxCommandBytes).
+func DecodeCommand(b []byte) (Command, error) { return decodeCommand(b, MaxCommandBytes) }
+
+// DecodeLogEntry parses an entry of the metadata log (bounded by
+// MaxLogEntryBytes).
+func DecodeLogEntry(b []byte) (Command, error) { return decodeCommand(b, MaxLogEntryBytes) }
+
+func decodeCommand(b []byte, limit int) (Command, error) {
 	var c Command
-	if len(b) > MaxCommandBytes {
-		return c, fmt.Errorf("metadata command of %d bytes is over the %d-byte limit", len(b), MaxCommandBytes)
+	if len(b) > limit {
+		return c, fmt.Errorf("metadata command of %d bytes is over the %d-byte limit", len(b), limit)
 	}
 	if err := json.Unmarshal(b, &c); err != nil {
 		return c, fmt.Errorf("metadata command: %w", err)
@@ -351,8 +358,15 @@ func DecodeCommand(b []byte) (Command, error) {
 	return c, nil
 }
 
-// MaxCommandBytes bounds one metadata command.
-const MaxCommandBytes = 1 << 20
+// MaxCommandBytes bounds one metadata command proposed by another node
+// (forwarded to the leader). MaxLogEntryBytes bounds one entry of the
+// log: the leader's own init from restored metadata carries the whole
+// ring (about 1.1 MB at 65,536 partitions over three DCs of three nodes,
+// twice that during a change).
+const (
+	MaxCommandBytes  = 1 << 20
+	MaxLogEntryBytes = 16 << 20
+)
 
 // Errors a command can be refused with.
 var (

@@ -327,6 +327,18 @@ func TestDecodeCommandBounds(t *testing.T) {
 	if _, err := DecodeCommand([]byte("{")); err == nil {
 		t.Fatal("a broken command was decoded")
 	}
+	// A log entry may be larger (the leader's restored init carries a
+	// ring), within its own bound.
+	big := Command{Kind: CmdKeyspaceDrop, Name: strings.Repeat("x", MaxCommandBytes)}.Encode()
+	if _, err := DecodeCommand(big); err == nil {
+		t.Fatal("a proposal over MaxCommandBytes was decoded")
+	}
+	if c, err := DecodeLogEntry(big); err != nil || len(c.Name) != MaxCommandBytes {
+		t.Fatalf("a log entry over MaxCommandBytes: %v", err)
+	}
+	if _, err := DecodeLogEntry(make([]byte, MaxLogEntryBytes+1)); err == nil {
+		t.Fatal("an oversized log entry was decoded")
+	}
 	st := initState(t, 1, 3, 64)
 	if err := st.Apply(Command{Kind: "explode"}); err == nil {
 		t.Fatal("an unknown command was applied")

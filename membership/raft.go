@@ -230,7 +230,11 @@ func (m *MetaLog) Apply(ctx context.Context, c Command) (uint64, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
-	f := m.raft.Apply(c.Encode(), timeout)
+	entry := c.Encode()
+	if len(entry) > MaxLogEntryBytes {
+		return 0, &RefusedError{Err: fmt.Errorf("metadata command %s of %d bytes is over the %d-byte limit of a log entry", c.Kind, len(entry), MaxLogEntryBytes)}
+	}
+	f := m.raft.Apply(entry, timeout)
 	if err := f.Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return 0, fmt.Errorf("%w (%v)", ErrNotLeader, err)
@@ -364,7 +368,7 @@ func (f *metaFSM) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
-	c, err := DecodeCommand(l.Data)
+	c, err := DecodeLogEntry(l.Data)
 	if err != nil {
 		return applyResult{epoch: f.state.Epoch, err: err}
 	}

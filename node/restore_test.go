@@ -131,6 +131,21 @@ func TestRestoreClusterOntoNewMachines(t *testing.T) {
 	if _, err := dial(t, b.Nodes()[1].Addr()).Put(ctx, &kvv1.PutRequest{Key: []byte("new"), Value: []byte("v"), Consistency: all}); err != nil {
 		t.Errorf("put in the restored cluster: %v", err)
 	}
+	// A restarted node routes by the new cluster from its start: its
+	// store's cached metadata is the new cluster's, not the old one's.
+	if err := b.Stop("n2"); err != nil {
+		t.Fatal(err)
+	}
+	n2, err := b.Restart(ctx, "n2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if topo := n2.Topology(); !topo.Agreed() || topo.ClusterID != meta.ClusterID {
+		t.Errorf("restarted n2 routes by cluster %q (agreed %v), want the new %q", topo.ClusterID, topo.Agreed(), meta.ClusterID)
+	}
+	if got, err := dial(t, n2.Addr()).Get(ctx, &kvv1.GetRequest{Key: []byte("k1"), Consistency: lvl(kvv1.Level_LEVEL_QUORUM)}); err != nil || len(got.GetSiblings()) != 1 {
+		t.Errorf("read through the restarted n2: %v %v", got, err)
+	}
 }
 
 // TestDataOfAnotherClusterIsNotServed: a node whose data is replaced by a
