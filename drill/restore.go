@@ -26,7 +26,7 @@ import (
 // snapshot restore --from`, and a new cluster starts from them on new
 // ports, certificates and secret. What it checks: every write
 // acknowledged before the snapshot began reads back at ALL with its value,
-// no write acknowledged after every node's snapshot was taken does, each
+// no write sent after every node's snapshot was taken does, each
 // key lands on the same replicas as before, the new cluster has its own ID
 // and records the one it was restored from, and it takes writes.
 
@@ -96,8 +96,8 @@ type RestoreReport struct {
 	// CopiedBytes is the size of the snapshots copied.
 	CopiedBytes int64 `json:"copied_bytes"`
 	// Writes acknowledged before the snapshot began (all must be found),
-	// while it was taken (either way), and after every node's was taken
-	// (none may be found).
+	// sent after every node's was taken (none may be found), and the
+	// others, in flight while it was taken (either way).
 	AckedBefore int `json:"acked_before"`
 	FoundBefore int `json:"found_before"`
 	AckedDuring int `json:"acked_during"`
@@ -105,7 +105,7 @@ type RestoreReport struct {
 	AckedAfter  int `json:"acked_after"`
 	FoundAfter  int `json:"found_after"`
 	// Missing are keys acknowledged before the snapshot and not found
-	// (or found with another value), Resurrected keys acknowledged after
+	// (or found with another value), Resurrected keys sent after
 	// it and found (the first 20 of each).
 	Missing     []string `json:"missing,omitempty"`
 	Resurrected []string `json:"resurrected,omitempty"`
@@ -130,7 +130,7 @@ func (r *RestoreReport) Judge() {
 			r.AckedBefore-r.FoundBefore, r.AckedBefore, strings.Join(r.Missing, ", ")))
 	}
 	if r.FoundAfter > 0 {
-		r.Failures = append(r.Failures, fmt.Sprintf("%d writes acknowledged after every node's snapshot was taken are in the restored cluster (e.g. %s)",
+		r.Failures = append(r.Failures, fmt.Sprintf("%d writes sent after every node's snapshot was taken are in the restored cluster (e.g. %s)",
 			r.FoundAfter, strings.Join(r.Resurrected, ", ")))
 	}
 	if r.NewCluster == "" || r.NewCluster == r.OldCluster {
@@ -158,8 +158,8 @@ func (r *RestoreReport) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "  snapshot %.1f s, copy %.1f s (%.1f MiB), restore %.1f s; the new cluster healthy %.1f s after its start, reads at ALL from every DC after %.1f s\n",
 		r.SnapshotSeconds, r.CopySeconds, float64(r.CopiedBytes)/(1<<20), r.RestoreSeconds, r.StartSeconds, r.ServingSeconds)
 	fmt.Fprintf(w, "  writes acknowledged before the snapshot: %d, found %d\n", r.AckedBefore, r.FoundBefore)
-	fmt.Fprintf(w, "  writes acknowledged while it was taken: %d, found %d (either is right)\n", r.AckedDuring, r.FoundDuring)
-	fmt.Fprintf(w, "  writes acknowledged after it: %d, found %d\n", r.AckedAfter, r.FoundAfter)
+	fmt.Fprintf(w, "  writes in flight while it was taken: %d, found %d (either is right)\n", r.AckedDuring, r.FoundDuring)
+	fmt.Fprintf(w, "  writes sent after it: %d, found %d\n", r.AckedAfter, r.FoundAfter)
 	fmt.Fprintf(w, "  placement: %d keys compared, %d moved\n", r.PlacementChecked, len(r.PlacementMoved))
 	if r.Pass {
 		fmt.Fprintln(w, "PASS")
@@ -178,11 +178,12 @@ func orDash(s string) string {
 	return s
 }
 
-// ackedWrite is one write the old cluster acknowledged.
+// ackedWrite is one write the old cluster acknowledged: sent at sent,
+// acknowledged at acked.
 type ackedWrite struct {
-	dc         string
-	key, value string
-	at         time.Time
+	dc          string
+	key, value  string
+	sent, acked time.Time
 }
 
 // RunRestore runs the restore drill on local clusters under spec.Dir
@@ -239,11 +240,12 @@ func RunRestore(ctx context.Context, cfg RestoreConfig, spec LocalSpec) (*Restor
 				}
 				k, v := fmt.Sprintf("restore-%s-%06d", dc, i), fmt.Sprintf("v%d@%s", i, dc)
 				octx, cancel := context.WithTimeout(wctx, cfg.OpTimeout)
+				sent := time.Now()
 				_, err := kv.Put(octx, []byte(k), []byte(v), nil, kvv1.Level_LEVEL_QUORUM)
 				cancel()
 				if err == nil {
 					mu.Lock()
-					acked = append(acked, ackedWrite{dc: dc, key: k, value: v, at: time.Now()})
+					acked = append(acked, ackedWrite{dc: dc, key: k, value: v, sent: sent, acked: time.Now()})
 					mu.Unlock()
 				}
 			}
@@ -375,15 +377,18 @@ func RunRestore(ctx context.Context, cfg RestoreConfig, spec LocalSpec) (*Restor
 		if err != nil {
 			return nil, fmt.Errorf("read %s back: %w", w.key, err)
 		}
+		// Before: acknowledged before the first snapshot began; after:
+		// sent once every snapshot was taken. A write in flight across
+		// either moment may or may not be in the snapshots.
 		switch {
-		case w.at.Before(snapStart):
+		case w.acked.Before(snapStart):
 			rep.AckedBefore++
 			if found {
 				rep.FoundBefore++
 			} else if len(rep.Missing) < 20 {
 				rep.Missing = append(rep.Missing, w.key)
 			}
-		case w.at.After(snapEnd):
+		case w.sent.After(snapEnd):
 			rep.AckedAfter++
 			if found {
 				rep.FoundAfter++

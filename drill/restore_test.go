@@ -23,7 +23,7 @@ func TestRestoreJudge(t *testing.T) {
 		{"a write during the snapshot either way", func(r *RestoreReport) { r.FoundDuring = 2 }, ""},
 		{"nothing acknowledged", func(r *RestoreReport) { r.AckedBefore, r.FoundBefore = 0, 0 }, "nothing was verified"},
 		{"a write lost", func(r *RestoreReport) { r.FoundBefore, r.Missing = 9, []string{"k7"} }, "1 of 10 writes acknowledged before the snapshot are missing after the restore (e.g. k7)"},
-		{"a later write back", func(r *RestoreReport) { r.FoundAfter, r.Resurrected = 1, []string{"k9"} }, "1 writes acknowledged after every node's snapshot"},
+		{"a later write back", func(r *RestoreReport) { r.FoundAfter, r.Resurrected = 1, []string{"k9"} }, "1 writes sent after every node's snapshot"},
 		{"the old cluster ID", func(r *RestoreReport) { r.NewCluster = "a" }, "must have its own"},
 		{"no record of the old cluster", func(r *RestoreReport) { r.RestoredFrom = "" }, "restored from \"\""},
 		{"epoch went back", func(r *RestoreReport) { r.NewEpoch = 3 }, "not past the old one's 8"},

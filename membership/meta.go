@@ -131,6 +131,9 @@ type MetaState struct {
 	// cluster was initialized from (a whole cluster restored from
 	// snapshots onto new machines); "" for a cluster started afresh.
 	RestoredFrom string `json:"restored_from,omitempty"`
+	// RestoredEpoch is the epoch of the restored metadata it was
+	// initialized from.
+	RestoredEpoch uint64 `json:"restored_epoch,omitempty"`
 
 	// tableCache holds the tables of the current ring and of the
 	// transition's next ring (not part of the state: rebuilt on demand).
@@ -301,6 +304,10 @@ const (
 	CmdKeyspaceCreate = "keyspace-create"
 	CmdKeyspaceAlter  = "keyspace-alter"
 	CmdKeyspaceDrop   = "keyspace-drop"
+	// CmdRestoredInit initializes a cluster from restored metadata (its
+	// own kind: a node that does not know it refuses it rather than
+	// reading it as a fresh init).
+	CmdRestoredInit = "restored-init"
 )
 
 // Command is one entry of the metadata log.
@@ -324,11 +331,14 @@ type Command struct {
 	Keyspace  *KeyspaceSpec  `json:"keyspace,omitempty"`
 	Keyspaces []KeyspaceSpec `json:"keyspaces,omitempty"`
 	Name      string         `json:"name,omitempty"`
-	// Init from restored snapshots: the metadata the snapshots' store
-	// held (ring, members, keyspaces, any transition), carried on under
+	// RestoredInit: the metadata the restored snapshots' store held (ring, members, keyspaces, any transition), carried on under
 	// the new ClusterID with the Members' addresses.
 	Restored *MetaState `json:"restored,omitempty"`
 }
+
+// IsInit reports whether the command initializes a cluster (fresh or
+// from restored metadata): only a cluster's first leader proposes one.
+func (c Command) IsInit() bool { return c.Kind == CmdInit || c.Kind == CmdRestoredInit }
 
 // Encode is the command's log entry.
 func (c Command) Encode() []byte {
@@ -383,12 +393,12 @@ var (
 // Apply applies a command. A refused command leaves the state unchanged
 // and returns why; every change increments Epoch.
 func (s *MetaState) Apply(c Command) error {
-	if c.Kind != CmdInit && !s.Initialized() {
+	if !c.IsInit() && !s.Initialized() {
 		return ErrNotInitialized
 	}
 	var err error
 	switch c.Kind {
-	case CmdInit:
+	case CmdInit, CmdRestoredInit:
 		err = s.applyInit(c)
 	case CmdJoin:
 		err = s.applyJoin(c)
@@ -429,6 +439,9 @@ func (s *MetaState) applyInit(c Command) error {
 	}
 	if c.ClusterID == "" {
 		return errors.New("init without a cluster ID")
+	}
+	if (c.Kind == CmdRestoredInit) != (c.Restored != nil) {
+		return errors.New("an init from restored metadata must be a restored-init, and only it carries restored metadata")
 	}
 	if c.Restored != nil {
 		return s.applyRestoredInit(c)
@@ -521,7 +534,7 @@ func (s *MetaState) applyRestoredInit(c Command) error {
 		}
 	}
 	next.ClusterID = c.ClusterID
-	next.RestoredFrom = r.ClusterID
+	next.RestoredFrom, next.RestoredEpoch = r.ClusterID, r.Epoch
 	next.Epoch = max(s.Epoch, r.Epoch)
 	next.tableCache = s.tableCache
 	if _, err := next.Topology(); err != nil {

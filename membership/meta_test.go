@@ -588,7 +588,7 @@ func TestRestoredInitCarriesTheRing(t *testing.T) {
 		t.Fatal("the reweight did not start a transition")
 	}
 	// The restored metadata travels through the log as a command.
-	raw := Command{Kind: CmdInit, ClusterID: "new", Restored: old}.Encode()
+	raw := Command{Kind: CmdRestoredInit, ClusterID: "new", Restored: old}.Encode()
 	if len(raw) > MaxCommandBytes/4 {
 		t.Errorf("restored init of 64 partitions is %d bytes", len(raw))
 	}
@@ -614,8 +614,8 @@ func TestRestoredInitCarriesTheRing(t *testing.T) {
 	if st.ClusterID != "new" || st.RestoredFrom != "c1" {
 		t.Errorf("cluster %q restored from %q, want new from c1", st.ClusterID, st.RestoredFrom)
 	}
-	if st.Epoch != old.Epoch+1 {
-		t.Errorf("epoch %d, want the restored %d + 1", st.Epoch, old.Epoch)
+	if st.Epoch != old.Epoch+1 || st.RestoredEpoch != old.Epoch {
+		t.Errorf("epoch %d restored from %d, want the restored %d + 1", st.Epoch, st.RestoredEpoch, old.Epoch)
 	}
 	if !ringsEqual(*st.Ring, *old.Ring) || st.Transition == nil || !ringsEqual(st.Transition.Next, old.Transition.Next) {
 		t.Error("the restored ring or transition was not carried")
@@ -645,20 +645,26 @@ func TestRestoredInitCarriesTheRing(t *testing.T) {
 
 	for _, tc := range []struct {
 		name    string
+		kind    string
 		members []MemberRecord
 		cluster string
 		want    string
 	}{
-		{"a member missing", newMembers[:2], "new", "n4"},
-		{"a removed member listed", append(slices.Clone(newMembers), MemberRecord{ID: "n2", DC: "dc1", Weight: 1, GRPCAddr: "new:2"}), "new", "not a member of the restored cluster"},
-		{"a stranger listed", append(slices.Clone(newMembers), MemberRecord{ID: "x", DC: "dc1", Weight: 1, GRPCAddr: "new:x"}), "new", "not a member of the restored cluster"},
-		{"another DC", []MemberRecord{newMembers[0], newMembers[1], {ID: "n4", DC: "dc2", Weight: 1, GRPCAddr: "new:4"}}, "new", "was in DC dc1"},
-		{"a node twice", append(slices.Clone(newMembers), newMembers[0]), "new", "twice"},
-		{"the old cluster ID", newMembers, "c1", "new cluster ID"},
+		{"a member missing", "", newMembers[:2], "new", "n4"},
+		{"a removed member listed", "", append(slices.Clone(newMembers), MemberRecord{ID: "n2", DC: "dc1", Weight: 1, GRPCAddr: "new:2"}), "new", "not a member of the restored cluster"},
+		{"a stranger listed", "", append(slices.Clone(newMembers), MemberRecord{ID: "x", DC: "dc1", Weight: 1, GRPCAddr: "new:x"}), "new", "not a member of the restored cluster"},
+		{"another DC", "", []MemberRecord{newMembers[0], newMembers[1], {ID: "n4", DC: "dc2", Weight: 1, GRPCAddr: "new:4"}}, "new", "was in DC dc1"},
+		{"a node twice", "", append(slices.Clone(newMembers), newMembers[0]), "new", "twice"},
+		{"the old cluster ID", "", newMembers, "c1", "new cluster ID"},
+		{"restored metadata in a plain init", CmdInit, newMembers, "new", "must be a restored-init"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := &MetaState{}
-			err := st.Apply(Command{Kind: CmdInit, ClusterID: tc.cluster, Members: tc.members, Restored: old})
+			kind := CmdRestoredInit
+			if tc.kind != "" {
+				kind = tc.kind
+			}
+			err := st.Apply(Command{Kind: kind, ClusterID: tc.cluster, Members: tc.members, Restored: old})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("init: %v, want an error naming %q", err, tc.want)
 			}

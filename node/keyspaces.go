@@ -74,7 +74,7 @@ func (n *Node) DropKeyspace(ctx context.Context, name string) (uint64, error) {
 // (ALREADY_EXISTS for a keyspace defined differently, FAILED_PRECONDITION
 // for the rest); UNAVAILABLE when the log has no reachable leader.
 func (n *Node) Propose(ctx context.Context, c membership.Command) (uint64, error) {
-	if c.Kind == membership.CmdInit {
+	if c.IsInit() {
 		return 0, status.Error(codes.PermissionDenied, "the metadata is initialized by its first leader only")
 	}
 	return n.propose(ctx, c)

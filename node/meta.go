@@ -252,6 +252,10 @@ func (n *Node) metaChanged(st *membership.MetaState) {
 		}
 		return
 	}
+	if n.restored != nil && !cur.Agreed() && st.RestoredEpoch != n.restored.Epoch {
+		n.log.Warn("this node's snapshot and the one the cluster was initialized from were taken at different epochs (not together): where the ring changed between them, this node pushes data of partitions it no longer replicates to their replicas before dropping it, and anti-entropy brings it what it lacks",
+			"snapshot_epoch", n.restored.Epoch, "cluster_restored_epoch", st.RestoredEpoch)
+	}
 	n.dataCluster = st.ClusterID
 	// A restarted node replays the log from its last snapshot: states
 	// older than the one it already routes by (cached at the last apply)
@@ -270,6 +274,7 @@ func (n *Node) metaChanged(st *membership.MetaState) {
 		return
 	}
 	n.cacheMeta(st, cur.ClusterID != st.ClusterID)
+	n.adopted(st.ClusterID)
 	prev := n.topo.Swap(topo)
 	n.live.forgetExcept(func(id string) bool { _, ok := topo.Nodes[id]; return ok })
 	n.epochs.signal()
@@ -313,7 +318,7 @@ func (n *Node) metaLoop(ctx context.Context) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	synced := false
-	lastInitErr := ""
+	lastInitErr, retryInit := "", time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -324,10 +329,16 @@ func (n *Node) metaLoop(ctx context.Context) {
 		st := n.meta.State()
 		if n.meta.IsLeader() {
 			if !st.Initialized() && n.cfg.InitialCluster != "" && n.cfg.JoinAddr == "" {
-				// Said once per distinct error: it is retried every tick.
-				if err := n.proposeInit(ctx); err != nil && err.Error() != lastInitErr && ctx.Err() == nil {
-					lastInitErr = err.Error()
-					n.log.Warn("cluster metadata not initialized yet", "err", err)
+				if n.now().Before(retryInit) {
+					continue
+				}
+				// Retried a second later, said once per distinct error.
+				if err := n.proposeInit(ctx); err != nil && ctx.Err() == nil {
+					retryInit = n.now().Add(time.Second)
+					if err.Error() != lastInitErr {
+						lastInitErr = err.Error()
+						n.log.Warn("cluster metadata not initialized yet", "err", err)
+					}
 				}
 				continue
 			}
@@ -356,7 +367,12 @@ func (n *Node) proposeInit(ctx context.Context) error {
 	}
 	init := membership.Command{Kind: membership.CmdInit, ClusterID: hex.EncodeToString(id[:]), Partitions: n.cfg.Partitions, Members: recs}
 	if n.restored != nil {
-		init.Restored = n.restored
+		init.Kind, init.Restored = membership.CmdRestoredInit, n.restored
+		// A refused init is still a log entry (the whole ring): try it
+		// on a scratch state first, and propose only one that applies.
+		if err := (&membership.MetaState{}).Apply(init); err != nil {
+			return fmt.Errorf("initialize the cluster from the restored metadata of cluster %s: %w", n.restored.ClusterID, err)
+		}
 	} else {
 		saved, err := n.savedKeyspaces()
 		if err != nil {
@@ -542,7 +558,7 @@ func (s *metaServer) Propose(ctx context.Context, req *internalv1.ProposeRequest
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	if c.Kind == membership.CmdInit {
+	if c.IsInit() {
 		return nil, status.Error(codes.PermissionDenied, "the metadata is initialized by its first leader only")
 	}
 	if !s.n.meta.IsLeader() {

@@ -127,6 +127,9 @@ type Node struct {
 	// or of a cluster initialized from it, is adopted (adoptable). Set
 	// before the metadata log starts, then used by metaChanged alone.
 	dataCluster string
+	// clusterFile is the cluster ID last written to the data directory's
+	// CLUSTER_ID (used by metaChanged alone after Start).
+	clusterFile string
 	// notAdopted is why the agreed metadata was not adopted; nil while
 	// none was refused.
 	notAdopted atomic.Pointer[error]
@@ -242,14 +245,25 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	if cached.Initialized() {
 		n.dataCluster = cached.ClusterID
 	}
-	if cached.Initialized() && !metaLogExists(cfg) {
+	mark, err := readRestoreMark(cfg)
+	if err != nil {
+		return nil, err
+	}
+	n.clusterFile = readClusterIDFile(cfg)
+	if cached.Initialized() && (mark != nil || !metaLogExists(cfg)) {
 		// Data restored from a snapshot onto a machine that never ran
-		// this cluster's metadata log: the cached metadata is the old
-		// cluster's (its addresses are the old machines').
+		// this cluster's metadata log (or ran it only until a restart,
+		// before the new cluster was initialized: the mark stays until
+		// then): the cached metadata is the old cluster's, its addresses
+		// the old machines'.
 		n.restored = cached
-		n.log.Info("this node's data was restored from a snapshot of another cluster's node; waiting for the new cluster's metadata, initialized from it",
+		n.log.Info("this node's data was restored from a snapshot; waiting for the new cluster's metadata, initialized from the restored one",
 			"restored_cluster_id", cached.ClusterID, "restored_epoch", cached.Epoch)
+		if cached.Partitions != cfg.Partitions {
+			n.log.Warn("--partitions is ignored: the restored cluster's ring has its own", "flag", cfg.Partitions, "restored", cached.Partitions)
+		}
 	} else if cached.Initialized() {
+		n.adopted(cached.ClusterID) // CLUSTER_ID of a data directory older than the file
 		if agreed, err := cached.Topology(); err != nil {
 			n.log.Error("cached cluster metadata is unusable; waiting for the metadata log", "err", err)
 		} else {

@@ -1,11 +1,13 @@
 package node
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/meridiankv/meridian/membership"
 )
@@ -22,14 +24,87 @@ import (
 // started afresh would place keys by another ring, and this node's data
 // would be unreachable by reads.
 
+// In the data directory: CLUSTER_ID names the cluster the node's data
+// was last placed by (written when the node adopts a cluster), so an
+// offline restore can refuse a snapshot of another cluster into a member;
+// RESTORED.json marks data restored onto a node with no metadata log, from
+// the restore until the node adopted a cluster initialized from it (a
+// restart in between must not route by the old cluster's metadata).
+const (
+	clusterIDFile   = "CLUSTER_ID"
+	restoreMarkFile = "RESTORED.json"
+)
+
+// restoreMark is RESTORED.json.
+type restoreMark struct {
+	Node      string `json:"node"`
+	Snapshot  string `json:"snapshot"`
+	ClusterID string `json:"cluster_id"`
+	Epoch     uint64 `json:"epoch"`
+}
+
+// onDisk reports whether the node keeps its data in cfg.DataDir.
+func onDisk(cfg Config) bool { return cfg.Engine != "memory" && cfg.DataDir != "" }
+
+// readRestoreMark reads RESTORED.json (nil: there is none).
+func readRestoreMark(cfg Config) (*restoreMark, error) {
+	if !onDisk(cfg) {
+		return nil, nil
+	}
+	raw, err := os.ReadFile(filepath.Join(cfg.DataDir, restoreMarkFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var m restoreMark
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(cfg.DataDir, restoreMarkFile), err)
+	}
+	return &m, nil
+}
+
+// readClusterIDFile reads CLUSTER_ID ("" when there is none).
+func readClusterIDFile(cfg Config) string {
+	if !onDisk(cfg) {
+		return ""
+	}
+	raw, err := os.ReadFile(filepath.Join(cfg.DataDir, clusterIDFile))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(raw))
+}
+
+// adopted records, after the node routes by agreed metadata of cluster
+// id, that its data belongs to that cluster, and ends a restore's mark.
+// Called by metaChanged alone.
+func (n *Node) adopted(id string) {
+	if !onDisk(n.cfg) || id == n.clusterFile {
+		return
+	}
+	if err := writeFileSynced(n.cfg.DataDir, clusterIDFile, []byte(id+"\n")); err != nil {
+		n.log.Warn("record the cluster ID in the data directory", "err", err)
+		return
+	}
+	n.clusterFile = id
+	if err := os.Remove(filepath.Join(n.cfg.DataDir, restoreMarkFile)); err == nil {
+		n.log.Info("restore complete: this node routes by the cluster initialized from its restored data", "cluster_id", id)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		n.log.Warn("remove the restore mark", "err", err)
+	}
+}
+
 // metaLogExists reports whether the node's metadata log has a store on
 // disk (a node that ran as a member before). The memory engine keeps the
 // log in memory: it never has one at start.
 func metaLogExists(cfg Config) bool {
-	if cfg.Engine == "memory" || cfg.DataDir == "" {
-		return false
-	}
-	_, err := os.Stat(filepath.Join(cfg.DataDir, "raft", "raft.db"))
+	return onDisk(cfg) && hasMetaLog(cfg.DataDir)
+}
+
+func hasMetaLog(dataDir string) bool {
+	_, err := os.Stat(filepath.Join(dataDir, "raft", "raft.db"))
 	return err == nil || !errors.Is(err, fs.ErrNotExist)
 }
 

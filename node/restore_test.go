@@ -83,6 +83,20 @@ func TestRestoreClusterOntoNewMachines(t *testing.T) {
 		t.Errorf("restore from a directory that is not a snapshot: %v", err)
 	}
 
+	// As if each node had started once and stopped before the new
+	// cluster was initialized: a metadata log is there, empty. The
+	// restore's mark, not the missing log, keeps them restored.
+	for id := range oldAddrs {
+		if _, err := os.Stat(filepath.Join(dirB, id, "RESTORED.json")); err != nil {
+			t.Fatalf("no restore mark in %s's data directory: %v", id, err)
+		}
+		if err := os.MkdirAll(filepath.Join(dirB, id, "raft"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dirB, id, "raft", "raft.db"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	specB := spec
 	specB.Dir = dirB
 	specB.Keyspaces = nil // from the restored metadata
@@ -103,6 +117,14 @@ func TestRestoreClusterOntoNewMachines(t *testing.T) {
 	}
 	if ks, ok := meta.Keyspaces["two"]; !ok || ks.Replication["dc1"] != 2 {
 		t.Errorf("keyspace two: %+v %v", ks, ok)
+	}
+	for id := range oldAddrs {
+		if _, err := os.Stat(filepath.Join(dirB, id, "RESTORED.json")); err == nil {
+			t.Errorf("%s still marked restored after adopting the new cluster", id)
+		}
+		if raw, err := os.ReadFile(filepath.Join(dirB, id, "CLUSTER_ID")); err != nil || strings.TrimSpace(string(raw)) != meta.ClusterID {
+			t.Errorf("%s's CLUSTER_ID %q %v, want %s", id, raw, err, meta.ClusterID)
+		}
 	}
 	eventually(t, "every node to record its new addresses", func() bool {
 		m := b.Nodes()[0].MetaState()
@@ -143,15 +165,18 @@ func TestRestoreClusterOntoNewMachines(t *testing.T) {
 	if topo := n2.Topology(); !topo.Agreed() || topo.ClusterID != meta.ClusterID {
 		t.Errorf("restarted n2 routes by cluster %q (agreed %v), want the new %q", topo.ClusterID, topo.Agreed(), meta.ClusterID)
 	}
-	if got, err := dial(t, n2.Addr()).Get(ctx, &kvv1.GetRequest{Key: []byte("k1"), Consistency: lvl(kvv1.Level_LEVEL_QUORUM)}); err != nil || len(got.GetSiblings()) != 1 {
-		t.Errorf("read through the restarted n2: %v %v", got, err)
-	}
+	c2 := dial(t, n2.Addr())
+	eventually(t, "a read through the restarted n2", func() bool {
+		got, err := c2.Get(ctx, &kvv1.GetRequest{Key: []byte("k1"), Consistency: lvl(kvv1.Level_LEVEL_QUORUM)})
+		return err == nil && len(got.GetSiblings()) == 1
+	})
 }
 
-// TestDataOfAnotherClusterIsNotServed: a node whose data is replaced by a
-// snapshot of another cluster's node of the same ID (its metadata log
-// stays its own cluster's) refuses to route by either: clients get
-// UNAVAILABLE saying why, and its health is NOT_SERVING.
+// TestDataOfAnotherClusterIsNotServed: restoring a snapshot of another
+// cluster's node of the same ID into a member is refused; if it gets there
+// anyway (a data directory that does not say its cluster), the node
+// refuses to route by either cluster's metadata: clients get UNAVAILABLE
+// saying why, and its health is NOT_SERVING.
 func TestDataOfAnotherClusterIsNotServed(t *testing.T) {
 	dirA, dirB := t.TempDir(), t.TempDir()
 	a := startCluster(t, node.LocalSpec{Dir: dirA, NodesPerDC: 1, Partitions: 16})
@@ -167,6 +192,14 @@ func TestDataOfAnotherClusterIsNotServed(t *testing.T) {
 	}
 	b := startCluster(t, node.LocalSpec{Dir: dirB, NodesPerDC: 1, Partitions: 16})
 	if err := b.Stop("n1"); err != nil {
+		t.Fatal(err)
+	}
+	// Refused offline: the data directory says which cluster it is of.
+	if _, err := node.RestoreSnapshotFrom(filepath.Join(dirB, "n1"), filepath.Join(dirA, "n1", "snapshots", "s1"), time.Now(), time.Hour, false); err == nil || !strings.Contains(err.Error(), "is a member of cluster") {
+		t.Fatalf("restore of another cluster's snapshot into a member: %v", err)
+	}
+	// A data directory from before it said so: the node refuses at start.
+	if err := os.Remove(filepath.Join(dirB, "n1", "CLUSTER_ID")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := node.RestoreSnapshotFrom(filepath.Join(dirB, "n1"), filepath.Join(dirA, "n1", "snapshots", "s1"), time.Now(), time.Hour, false); err != nil {

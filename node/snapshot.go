@@ -201,6 +201,10 @@ type RestoreResult struct {
 	// Replaced is where the data the snapshot replaced was moved ("":
 	// the data directory had none).
 	Replaced string `json:"replaced,omitempty"`
+	// NewCluster: the node had no metadata log (a new machine), so it
+	// starts as a member of a new cluster initialized from the restored
+	// metadata, with the other nodes restored the same way.
+	NewCluster bool `json:"new_cluster,omitempty"`
 }
 
 // ErrSnapshotTooOld refuses restoring a snapshot older than the tombstone
@@ -248,16 +252,39 @@ func RestoreSnapshotFrom(dataDir, snapDir string, now time.Time, grace time.Dura
 		return RestoreResult{}, fmt.Errorf("%w: %q was taken %s ago, tombstone-grace is %s: the other replicas may have collected tombstones of keys deleted since, which this node would bring back. Restore every node from snapshots taken together, or pass --force if that is what you are doing",
 			ErrSnapshotTooOld, name, age.Round(time.Minute), grace)
 	}
-	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+	// A member of a cluster (it has a metadata log) takes back only its
+	// own cluster's data; a node with no log yet gets restored data and a
+	// mark saying so, until it adopts a cluster initialized from it.
+	hasLog := hasMetaLog(dataDir)
+	cfg := Config{DataDir: dataDir, Engine: "pebble"}
+	if cur := readClusterIDFile(cfg); hasLog && cur != "" && snap.ClusterID != "" && cur != snap.ClusterID {
+		return RestoreResult{}, fmt.Errorf("snapshot %q is of cluster %s, but the node in %s is a member of cluster %s: restore a snapshot of this cluster, or restore onto a new machine into an empty --data-dir", name, snap.ClusterID, dataDir, cur)
+	}
+	mark, err := readRestoreMark(cfg)
+	if err != nil {
 		return RestoreResult{}, err
 	}
-	if _, err := os.Stat(filepath.Join(dataDir, nodeIDFile)); errors.Is(err, fs.ErrNotExist) {
-		if err := writeNodeID(dataDir, snap.Node); err != nil {
-			return RestoreResult{}, fmt.Errorf("record the node ID in %s: %w", dataDir, err)
+	if _, err := os.Stat(dataDir); errors.Is(err, fs.ErrNotExist) {
+		// Created here: removed again if the restore does not complete,
+		// so no empty node starts on it.
+		if err := os.MkdirAll(dataDir, 0o755); err != nil {
+			return RestoreResult{}, err
 		}
+		res, err := restoreInto(dataDir, snap, now, hasLog, mark != nil)
+		if err != nil {
+			os.RemoveAll(dataDir)
+		}
+		return res, err
 	}
+	return restoreInto(dataDir, snap, now, hasLog, mark != nil)
+}
+
+// restoreInto puts snapshot snap in place of dataDir's data, then records
+// its node ID (if the directory has none) and, on a node with no metadata
+// log or one restored before (marked), the restore mark.
+func restoreInto(dataDir string, snap SnapshotInfo, now time.Time, hasLog, marked bool) (RestoreResult, error) {
 	data := filepath.Join(dataDir, "data")
-	_, err = os.Stat(data)
+	_, err := os.Stat(data)
 	hadData := err == nil
 	// Pebble's own lock: held while the node runs.
 	if err := os.MkdirAll(data, 0o755); err != nil {
@@ -291,10 +318,24 @@ func RestoreSnapshotFrom(dataDir, snapDir string, now time.Time, grace time.Dura
 		}
 		replaced = ""
 	}
+	if _, err := os.Stat(filepath.Join(dataDir, nodeIDFile)); errors.Is(err, fs.ErrNotExist) {
+		if err := writeNodeID(dataDir, snap.Node); err != nil {
+			return RestoreResult{}, fmt.Errorf("record the node ID in %s: %w", dataDir, err)
+		}
+	}
+	if !hasLog || marked {
+		raw, err := json.Marshal(restoreMark{Node: snap.Node, Snapshot: snap.Name, ClusterID: snap.ClusterID, Epoch: snap.Epoch})
+		if err != nil {
+			return RestoreResult{}, err
+		}
+		if err := writeFileSynced(dataDir, restoreMarkFile, append(raw, '\n')); err != nil {
+			return RestoreResult{}, fmt.Errorf("mark %s as restored: %w", dataDir, err)
+		}
+	}
 	if err := syncDir(dataDir); err != nil {
 		return RestoreResult{}, err
 	}
-	return RestoreResult{Snapshot: snap, Replaced: replaced}, nil
+	return RestoreResult{Snapshot: snap, Replaced: replaced, NewCluster: !hasLog || marked}, nil
 }
 
 // copyTree copies the files of src into a new dst, hard-linking where the

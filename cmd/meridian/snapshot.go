@@ -170,8 +170,11 @@ one whose data is of another cluster), and says so.`,
 			if dataDir == "" {
 				return errors.New("--data-dir is required: the stopped node's data directory")
 			}
-			if (len(args) == 1) == (from != "") {
-				return errors.New("name the snapshot (NAME, from --data-dir's snapshots) or give --from SNAPSHOT_DIR (a snapshot directory copied from another machine), not both")
+			switch {
+			case len(args) == 1 && from != "":
+				return errors.New("name the snapshot (NAME, from --data-dir's snapshots) or give --from SNAPSHOT_DIR, not both")
+			case len(args) == 0 && from == "":
+				return errors.New("which snapshot? name it (NAME, one of 'meridian snapshot list --data-dir DIR') or give --from SNAPSHOT_DIR (a snapshot directory copied from another machine)")
 			}
 			if grace < 0 {
 				grace = time.Duration(math.MaxInt64) // tombstones never collected
@@ -198,6 +201,13 @@ one whose data is of another cluster), and says so.`,
 				res.Snapshot.Node, res.Snapshot.Name, res.Snapshot.Created.Format(time.RFC3339), res.Snapshot.Epoch)
 			if res.Replaced != "" {
 				fmt.Fprintf(out, "The data it replaced is in %s: delete it once the node runs as you want.\n", res.Replaced)
+			}
+			if res.NewCluster {
+				fmt.Fprintf(out, "This node has no metadata log: it starts as a member of a new cluster initialized from the restored metadata (of cluster %s, epoch %d).\n"+
+					"Restore every other node of that cluster the same way, from snapshots taken together (the same name), then start them all with\n"+
+					"--id %s and an --initial-cluster that lists every node at its new address, each in its old DC. See 'meridian snapshot restore --help'.\n",
+					orUnknown(res.Snapshot.ClusterID), res.Snapshot.Epoch, res.Snapshot.Node)
+				return nil
 			}
 			fmt.Fprintf(out, "Start the node now (--id %s); it takes a new incarnation, and anti-entropy brings it what the other replicas wrote since.\n", res.Snapshot.Node)
 			return nil

@@ -72,14 +72,14 @@ func TestSnapshotCommands(t *testing.T) {
 	if _, err := run("snapshot", "restore", "nightly", "--from", filepath.Join(n2dir, "snapshots", "nightly"), "--data-dir", n2dir); err == nil || !strings.Contains(err.Error(), "not both") {
 		t.Fatalf("restore with a name and --from: %v", err)
 	}
-	if _, err := run("snapshot", "restore", "--data-dir", n2dir); err == nil || !strings.Contains(err.Error(), "--from SNAPSHOT_DIR") {
+	if _, err := run("snapshot", "restore", "--data-dir", n2dir); err == nil || !strings.Contains(err.Error(), "which snapshot?") {
 		t.Fatalf("restore with neither a name nor --from: %v", err)
 	}
 	// A copy of the snapshot, restored into a data directory of a new
 	// machine (empty): nothing replaced, the node ID recorded.
 	newDir := filepath.Join(t.TempDir(), "n2-new")
 	out, err = run("snapshot", "restore", "--from", filepath.Join(n2dir, "snapshots", "nightly"), "--data-dir", newDir)
-	if err != nil || !strings.Contains(out, "restored node n2's data from snapshot nightly") || strings.Contains(out, "replaced") || !strings.Contains(out, "--id n2") {
+	if err != nil || !strings.Contains(out, "restored node n2's data from snapshot nightly") || strings.Contains(out, "replaced") || !strings.Contains(out, "--id n2") || !strings.Contains(out, "member of a new cluster") {
 		t.Fatalf("restore --from into a new data directory: %v\n%s", err, out)
 	}
 	if id, err := os.ReadFile(filepath.Join(newDir, "NODE_ID")); err != nil || strings.TrimSpace(string(id)) != "n2" {
