@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -17,14 +15,16 @@ import (
 
 	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/node"
 )
 
 // The restore drill: a cluster's snapshots are restored onto new
 // machines. A local cluster takes writes, every node snapshots its data
-// while the writes go on, the cluster stops, each snapshot is copied to a
-// new directory (the new machine) and restored there with `meridian
-// snapshot restore --from`, and a new cluster starts from them on new
-// ports, certificates and secret. What it checks: every write
+// while the writes go on, the snapshots are downloaded off the nodes
+// (`meridian snapshot download`, over the admin API of one node), the
+// cluster stops, each snapshot is restored into a new directory (the new
+// machine) with `meridian snapshot restore --from`, and a new cluster
+// starts from them on new ports, certificates and secret. What it checks: every write
 // acknowledged before the snapshot began reads back at ALL with its value,
 // no write sent after every node's snapshot was taken does, each
 // key lands on the same replicas as before, the new cluster has its own ID
@@ -83,8 +83,8 @@ type RestoreReport struct {
 	NewCluster   string `json:"new_cluster"`
 	NewEpoch     uint64 `json:"new_epoch"`
 	RestoredFrom string `json:"restored_from"`
-	// Seconds each step took: every node's snapshot, copying them to the
-	// new machines, restoring them, starting the new cluster until every
+	// Seconds each step took: every node's snapshot, downloading them
+	// off the nodes, restoring them, starting the new cluster until every
 	// node is healthy.
 	SnapshotSeconds float64 `json:"snapshot_seconds"`
 	CopySeconds     float64 `json:"copy_seconds"`
@@ -93,7 +93,7 @@ type RestoreReport struct {
 	// ServingSeconds is from the new cluster's start until reads at ALL
 	// succeed from every DC (every node sees every other alive).
 	ServingSeconds float64 `json:"serving_seconds"`
-	// CopiedBytes is the size of the snapshots copied.
+	// CopiedBytes is the size of the snapshots downloaded.
 	CopiedBytes int64 `json:"copied_bytes"`
 	// Writes acknowledged before the snapshot began (all must be found),
 	// sent after every node's was taken (none may be found), and the
@@ -155,7 +155,7 @@ func (r *RestoreReport) Judge() {
 func (r *RestoreReport) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "restore drill: %d nodes, snapshot %s\n", r.Nodes, r.Snapshot)
 	fmt.Fprintf(w, "  old cluster %s (epoch %d) -> new cluster %s (epoch %d, restored from %s)\n", r.OldCluster, r.OldEpoch, r.NewCluster, r.NewEpoch, orDash(r.RestoredFrom))
-	fmt.Fprintf(w, "  snapshot %.1f s, copy %.1f s (%.1f MiB), restore %.1f s; the new cluster healthy %.1f s after its start, reads at ALL from every DC after %.1f s\n",
+	fmt.Fprintf(w, "  snapshot %.1f s, download %.1f s (%.1f MiB), restore %.1f s; the new cluster healthy %.1f s after its start, reads at ALL from every DC after %.1f s\n",
 		r.SnapshotSeconds, r.CopySeconds, float64(r.CopiedBytes)/(1<<20), r.RestoreSeconds, r.StartSeconds, r.ServingSeconds)
 	fmt.Fprintf(w, "  writes acknowledged before the snapshot: %d, found %d\n", r.AckedBefore, r.FoundBefore)
 	fmt.Fprintf(w, "  writes in flight while it was taken: %d, found %d (either is right)\n", r.AckedDuring, r.FoundDuring)
@@ -294,37 +294,47 @@ func RunRestore(ctx context.Context, cfg RestoreConfig, spec LocalSpec) (*Restor
 		}
 		placement[w.key] = reps
 	}
+	// The snapshots leave the machines while the cluster still runs, as
+	// a backup does: over the admin API of one node, which relays the
+	// others' files.
+	backup := filepath.Join(root, "backup")
+	fmt.Fprintf(log, "downloading %d snapshots to %s (meridian snapshot download) ...\n", len(ids), backup)
+	t0 := time.Now()
+	cf, err := node.ReadClusterFile(filepath.Join(oldSpec.Dir, "cluster.json"))
+	if err != nil {
+		return nil, err
+	}
+	out, err := runCLI(ctx, spec.Binary, "snapshot", "download", rep.Snapshot, "--to", backup, "--addr", old.Target().Nodes[0].AdminAddr,
+		"--ca", cf.CA, "--cert", cf.ClientCert, "--key", cf.ClientKey, "--json")
+	if err != nil {
+		return nil, fmt.Errorf("download the snapshots: %w", err)
+	}
+	var dl struct {
+		Snapshots []struct {
+			Node  string `json:"node"`
+			Bytes int64  `json:"bytes"`
+		} `json:"snapshots"`
+	}
+	if err := json.Unmarshal(out, &dl); err != nil || len(dl.Snapshots) != len(ids) {
+		return nil, fmt.Errorf("download the snapshots: %d of %d copied (%v): %s", len(dl.Snapshots), len(ids), err, out)
+	}
+	for _, d := range dl.Snapshots {
+		rep.CopiedBytes += d.Bytes
+	}
+	rep.CopySeconds = time.Since(t0).Seconds()
 	fmt.Fprintf(log, "stopping the old cluster ...\n")
 	closeEnv()
 	if err := old.Close(); err != nil {
 		return nil, fmt.Errorf("stop the old cluster: %w", err)
 	}
 
-	// The snapshots leave the old machines.
-	backup := filepath.Join(root, "backup")
-	fmt.Fprintf(log, "copying %d snapshots to %s ...\n", len(ids), backup)
-	t0 := time.Now()
-	for _, id := range ids {
-		src := filepath.Join(oldSpec.Dir, id, "snapshots", rep.Snapshot)
-		if err := os.CopyFS(filepath.Join(backup, id), os.DirFS(src)); err != nil {
-			return nil, fmt.Errorf("copy %s's snapshot: %w", id, err)
-		}
-		rep.CopiedBytes += treeBytes(filepath.Join(backup, id))
-	}
-	rep.CopySeconds = time.Since(t0).Seconds()
-
 	newSpec := spec
 	newSpec.Dir = filepath.Join(root, "new")
 	fmt.Fprintf(log, "restoring each into an empty data directory under %s (meridian snapshot restore --from) ...\n", newSpec.Dir)
 	t0 = time.Now()
 	for _, id := range ids {
-		cmd := exec.CommandContext(ctx, spec.Binary, "snapshot", "restore", "--from", filepath.Join(backup, id), "--data-dir", filepath.Join(newSpec.Dir, id), "--json")
-		out, err := cmd.Output()
+		out, err := runCLI(ctx, spec.Binary, "snapshot", "restore", "--from", filepath.Join(backup, id), "--data-dir", filepath.Join(newSpec.Dir, id), "--json")
 		if err != nil {
-			var ee *exec.ExitError
-			if errors.As(err, &ee) {
-				return nil, fmt.Errorf("restore %s: %v: %s", id, err, ee.Stderr)
-			}
 			return nil, fmt.Errorf("restore %s: %w", id, err)
 		}
 		var res struct {
@@ -422,6 +432,17 @@ func RunRestore(ctx context.Context, cfg RestoreConfig, spec LocalSpec) (*Restor
 	return rep, nil
 }
 
+// runCLI runs the meridian binary and returns what it printed on
+// stdout; a failure carries its stderr.
+func runCLI(ctx context.Context, bin string, args ...string) ([]byte, error) {
+	out, err := exec.CommandContext(ctx, bin, args...).Output()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return out, fmt.Errorf("%v: %s", err, strings.TrimSpace(string(ee.Stderr)))
+	}
+	return out, err
+}
+
 // readsBack reads w's key at ALL: found means its value is among the
 // key's values. A failed read is tried again for a few seconds.
 func readsBack(ctx context.Context, kv KV, w ackedWrite, timeout time.Duration) (bool, error) {
@@ -486,19 +507,6 @@ func sampleWrites(ws []ackedWrite, n int) []ackedWrite {
 		out = append(out, ws[i*len(ws)/n])
 	}
 	return out
-}
-
-func treeBytes(dir string) int64 {
-	var total int64
-	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			if fi, err := d.Info(); err == nil {
-				total += fi.Size()
-			}
-		}
-		return nil
-	})
-	return total
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

@@ -135,6 +135,55 @@ func (n *Node) DeleteSnapshot(name string) error {
 	return nil
 }
 
+// SnapshotFile is one file of a snapshot.
+type SnapshotFile struct {
+	// Rel is its path inside the snapshot directory, slash-separated.
+	Rel string
+	// Path is where it is.
+	Path string
+	Size int64
+}
+
+// SnapshotFiles lists the files of snapshot name (NOT_FOUND if there is
+// none), SNAPSHOT.json last: a copy that has it has the rest.
+func (n *Node) SnapshotFiles(name string) ([]SnapshotFile, error) {
+	if err := CheckSnapshotName(name); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(snapshotsDir(n.cfg.DataDir), name)
+	if _, err := os.Stat(filepath.Join(dir, snapshotInfoFile)); err != nil {
+		return nil, status.Errorf(codes.NotFound, "node %s has no snapshot %q (meridian snapshot list shows them)", n.ID(), name)
+	}
+	var files []SnapshotFile
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return nil // directories; a snapshot holds nothing else
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, path)
+		if err != nil {
+			return err
+		}
+		files = append(files, SnapshotFile{Rel: filepath.ToSlash(rel), Path: path, Size: fi.Size()})
+		return nil
+	})
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "list snapshot %s: %v", name, err)
+	}
+	sort.SliceStable(files, func(i, j int) bool { return files[j].Rel == snapshotInfoFile && files[i].Rel != snapshotInfoFile })
+	return files, nil
+}
+
+// ReadSnapshotInfo reads the description of the snapshot in dir (a
+// snapshot directory, or a copy of one).
+func ReadSnapshotInfo(dir string) (SnapshotInfo, error) { return readSnapshotInfo(dir) }
+
 // ListSnapshots lists the snapshots in a node's data directory, oldest
 // first.
 func ListSnapshots(dataDir string) ([]SnapshotInfo, error) {

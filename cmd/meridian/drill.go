@@ -140,9 +140,10 @@ func newRestoreDrillCmd(f *drillFlags) *cobra.Command {
 		Use:   drill.RestoreDrill,
 		Short: "Restore a whole cluster from its snapshots onto new machines, and verify it (--local only)",
 		Long: `Start a local cluster, write to it from every DC, snapshot every node while
-the writes go on, stop it, copy each snapshot to a new directory (the new
-machine), restore it there with 'meridian snapshot restore --from', and
-start a new cluster from them on new ports, certificates and secret (as
+the writes go on, download the snapshots off the nodes ('meridian snapshot
+download'), stop the cluster, restore each snapshot into a new directory
+(the new machine) with 'meridian snapshot restore --from', and start a new
+cluster from them on new ports, certificates and secret (as
 docs/DRILLS.md describes for real machines). PASS when every write
 acknowledged before the snapshot reads back at ALL, no write acknowledged
 after it does, every key has the replicas it had, and the new cluster has

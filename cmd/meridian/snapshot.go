@@ -7,13 +7,17 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/status"
 
 	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
 	"github.com/meridiankv/meridian/node"
+	"github.com/meridiankv/meridian/ops"
 )
 
 func newSnapshotCmd() *cobra.Command {
@@ -24,8 +28,9 @@ func newSnapshotCmd() *cobra.Command {
 		Long: `A snapshot is a copy of a node's data as it was at one moment, kept on the
 node in <data-dir>/snapshots/<name>: a Pebble checkpoint, so it costs
 little space until compactions replace the tables it shares with the live
-data. "create" snapshots every node under one name; copy the snapshot
-directories off the machines for a backup. "restore" runs on a stopped
+data. "create" snapshots every node under one name; "download" copies
+them off the machines for a backup (every node's through the one at
+--addr, each file checked). "restore" runs on a stopped
 node's machine and puts a snapshot in place of its data: one under its
 <data-dir>/snapshots/ by NAME, or a copied one with --from, on the same
 machine or on a new one (a whole cluster onto new machines: see
@@ -40,7 +45,7 @@ new incarnation, so the versions it writes never collide with the ones it
 wrote after the snapshot. Admin role only.`,
 	}
 	f.bind(cmd)
-	cmd.AddCommand(newSnapshotCreateCmd(&f), newSnapshotListCmd(&f), newSnapshotDeleteCmd(&f), newSnapshotRestoreCmd())
+	cmd.AddCommand(newSnapshotCreateCmd(&f), newSnapshotListCmd(&f), newSnapshotDeleteCmd(&f), newSnapshotDownloadCmd(&f), newSnapshotRestoreCmd())
 	return cmd
 }
 
@@ -231,4 +236,175 @@ func writeSnapshots(w io.Writer, ss []*adminv1.Snapshot) {
 			time.UnixMilli(s.GetCreatedUnixMs()).UTC().Format(time.RFC3339), s.GetEpoch(), formatBytes(uint64(s.GetBytes())), s.GetDir())
 	}
 	tw.Flush()
+}
+func newSnapshotDownloadCmd(f *adminFlags) *cobra.Command {
+	var (
+		to    string
+		nodes []string
+	)
+	cmd := &cobra.Command{
+		Use:   "download NAME --to DIR",
+		Short: "Copy every node's snapshot NAME into DIR/<node>, over the admin API (a backup off the machines)",
+		Long: `Copy snapshot NAME of every member (or of --node ones) into DIR/<node> on
+this machine, over the admin API of the node at --addr (it relays the
+other nodes' files, so reaching one node is enough). Every file is checked
+against its size and SHA-256 as the node read it; a node's copy is
+written under DIR/.<node>.partial and renamed when whole. Each DIR/<node>
+is a snapshot directory: 'meridian snapshot restore --from DIR/<node>'
+restores it, on the node's machine or on a new one. Admin role only.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if to == "" {
+				return errors.New("--to is required: the directory to copy the snapshots into (one DIR/<node> each)")
+			}
+			name := args[0]
+			if err := node.CheckSnapshotName(name); err != nil {
+				return errors.New(status.Convert(err).Message())
+			}
+			dctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
+			conn, err := dialAdmin(dctx, f.addr, f.sec)
+			cancel()
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			c := adminv1.NewAdminClient(conn)
+			if len(nodes) == 0 {
+				sctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
+				st, err := c.Status(sctx, &adminv1.StatusRequest{})
+				cancel()
+				if err != nil {
+					return err
+				}
+				for _, n := range st.GetNodes() {
+					if n.GetMemberState() != "removed" {
+						nodes = append(nodes, n.GetId())
+					}
+				}
+			}
+			if err := os.MkdirAll(to, 0o755); err != nil {
+				return err
+			}
+			var (
+				got    []downloadedSnapshot
+				failed []string
+			)
+			for _, id := range nodes {
+				d, err := downloadSnapshot(cmd.Context(), c, name, id, to, cmd.ErrOrStderr())
+				if err != nil {
+					failed = append(failed, fmt.Sprintf("%s: %v", id, err))
+					continue
+				}
+				got = append(got, d)
+			}
+			out := cmd.OutOrStdout()
+			if f.json {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(struct {
+					Snapshots []downloadedSnapshot `json:"snapshots"`
+					Failed    []string             `json:"failed,omitempty"`
+				}{got, failed}); err != nil {
+					return err
+				}
+			} else {
+				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NODE\tFILES\tSIZE\tEPOCH\tDIR")
+				for _, d := range got {
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\n", d.Node, d.Files, formatBytes(uint64(d.Bytes)), d.Epoch, d.Dir)
+				}
+				tw.Flush()
+				for _, why := range failed {
+					fmt.Fprintf(out, "failed: %s\n", why)
+				}
+				if len(got) > 0 {
+					fmt.Fprintf(out, "restore one with: meridian snapshot restore --from %s --data-dir DATA_DIR (on its machine, or a new one)\n", filepath.Join(to, got[0].Node))
+				}
+			}
+			if len(failed) > 0 {
+				return fmt.Errorf("%d of %d node(s) not copied (see each above)", len(failed), len(nodes))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&to, "to", "", "directory to copy into (DIR/<node> for each node)")
+	cmd.Flags().StringSliceVar(&nodes, "node", nil, "copy only these nodes' snapshots (default: every member)")
+	return cmd
+}
+
+// downloadedSnapshot is one node's snapshot copied by `snapshot download`.
+type downloadedSnapshot struct {
+	Node      string `json:"node"`
+	Dir       string `json:"dir"`
+	Files     int    `json:"files"`
+	Bytes     int64  `json:"bytes"`
+	Epoch     uint64 `json:"epoch"`
+	ClusterID string `json:"cluster_id,omitempty"`
+}
+
+// downloadSnapshot copies node id's snapshot name into to/id, printing
+// progress to progress.
+func downloadSnapshot(ctx context.Context, c adminv1.AdminClient, name, id, to string, progress io.Writer) (downloadedSnapshot, error) {
+	final := filepath.Join(to, id)
+	if _, err := os.Stat(final); err == nil {
+		return downloadedSnapshot{}, fmt.Errorf("%s exists: copy into another --to, or remove it first", final)
+	}
+	tmp := filepath.Join(to, "."+id+".partial")
+	if err := os.RemoveAll(tmp); err != nil {
+		return downloadedSnapshot{}, err
+	}
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return downloadedSnapshot{}, err
+	}
+	done := false
+	defer func() {
+		if !done {
+			os.RemoveAll(tmp)
+		}
+	}()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.ReadSnapshot(ctx, &adminv1.ReadSnapshotRequest{Name: name, Node: id})
+	if err != nil {
+		return downloadedSnapshot{}, err
+	}
+	rx := ops.NewSnapshotReceiver(tmp)
+	defer rx.Close()
+	last := time.Now()
+	for {
+		chunk, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return downloadedSnapshot{}, err
+		}
+		if err := rx.Add(chunk); err != nil {
+			return downloadedSnapshot{}, err
+		}
+		if time.Since(last) >= 2*time.Second {
+			last = time.Now()
+			fmt.Fprintf(progress, "%s: %s of %s (%d of %d files)\n", id, formatBytes(uint64(rx.Bytes)), formatBytes(uint64(rx.TotalBytes)), rx.Files, rx.TotalFiles)
+		}
+	}
+	if err := rx.Finish(); err != nil {
+		return downloadedSnapshot{}, err
+	}
+	info, err := node.ReadSnapshotInfo(tmp)
+	if err != nil {
+		return downloadedSnapshot{}, fmt.Errorf("the copy is not a snapshot: %w", err)
+	}
+	if info.Node != id || info.Name != name {
+		return downloadedSnapshot{}, fmt.Errorf("the copy is snapshot %q of node %s, not %q of %s", info.Name, info.Node, name, id)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return downloadedSnapshot{}, err
+	}
+	done = true
+	if d, err := os.Open(to); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	fmt.Fprintf(progress, "%s: %s in %d files, checked\n", id, formatBytes(uint64(rx.Bytes)), rx.Files)
+	return downloadedSnapshot{Node: id, Dir: final, Files: rx.Files, Bytes: rx.Bytes, Epoch: info.Epoch, ClusterID: info.ClusterID}, nil
 }

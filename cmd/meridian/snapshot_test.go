@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,6 +57,27 @@ func TestSnapshotCommands(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(out), &listed); err != nil || len(listed.Snapshots) != 2 || listed.Snapshots[0].Name != "nightly" {
 		t.Fatalf("list --json: %v\n%s", err, out)
+	}
+
+	// Download: every node's copy through n1 (n2's relayed), checked and
+	// identical to the node's snapshot; not over an existing copy; a
+	// missing snapshot named.
+	backup := filepath.Join(t.TempDir(), "backup")
+	out, err = run("snapshot", "download", "nightly", "--to", backup, "--addr", addr)
+	if err != nil || !strings.Contains(out, "n1 ") || !strings.Contains(out, "n2 ") || !strings.Contains(out, "restore --from") {
+		t.Fatalf("download: %v\n%s", err, out)
+	}
+	for _, id := range []string{"n1", "n2"} {
+		sameTree(t, filepath.Join(dir, id, "snapshots", "nightly"), filepath.Join(backup, id))
+	}
+	if _, err := run("snapshot", "download", "nightly", "--to", backup, "--addr", addr); err == nil || !strings.Contains(err.Error(), "2 of 2 node(s) not copied") {
+		t.Fatalf("download over a copy: %v", err)
+	}
+	if out, err := run("snapshot", "download", "weekly", "--to", filepath.Join(t.TempDir(), "b2"), "--node", "n2", "--addr", addr); err == nil || !strings.Contains(out, `n2 has no snapshot "weekly"`) {
+		t.Fatalf("download of a missing snapshot: %v\n%s", err, out)
+	}
+	if _, err := run("snapshot", "download", "nightly", "--addr", addr); err == nil || !strings.Contains(err.Error(), "--to is required") {
+		t.Fatalf("download without --to: %v", err)
 	}
 
 	// Restore refuses a running node, then restores a stopped one.
@@ -113,5 +135,36 @@ func TestSnapshotCommands(t *testing.T) {
 	}
 	if _, err := run("snapshot", "delete", "nightly", "--addr", addr); err == nil || !strings.Contains(err.Error(), `no node has a snapshot "nightly"`) {
 		t.Fatalf("delete again: %v", err)
+	}
+}
+
+// sameTree fails unless dirs a and b hold the same files with the same
+// bytes.
+func sameTree(t *testing.T, a, b string) {
+	t.Helper()
+	files := func(root string) map[string]string {
+		out := map[string]string{}
+		err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			raw, err := os.ReadFile(path)
+			rel, _ := filepath.Rel(root, path)
+			out[rel] = string(raw)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	fa, fb := files(a), files(b)
+	if len(fa) == 0 || len(fa) != len(fb) {
+		t.Fatalf("%s has %d files, %s %d", a, len(fa), b, len(fb))
+	}
+	for name, content := range fa {
+		if fb[name] != content {
+			t.Fatalf("%s differs between %s and %s", name, a, b)
+		}
 	}
 }

@@ -25,6 +25,166 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type ReadSnapshotRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The member whose snapshot to read ("": this node).
+	Node          string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadSnapshotRequest) Reset() {
+	*x = ReadSnapshotRequest{}
+	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadSnapshotRequest) ProtoMessage() {}
+
+func (x *ReadSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*ReadSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ReadSnapshotRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ReadSnapshotRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+// SnapshotChunk is part of one file of a snapshot. A file's chunks come
+// in order, one file after another, each chunk naming its file; a chunk
+// carries at most 1 MiB.
+type SnapshotChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The file's path inside the snapshot directory, slash-separated.
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// Where data goes in the file.
+	Offset int64  `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
+	Data   []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// Set on a file's last chunk, with the file's size and SHA-256.
+	Last   bool   `protobuf:"varint,4,opt,name=last,proto3" json:"last,omitempty"`
+	Size   int64  `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	Sha256 []byte `protobuf:"bytes,6,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// On the stream's first chunk: the files and bytes to come in all.
+	TotalFiles    int32 `protobuf:"varint,7,opt,name=total_files,json=totalFiles,proto3" json:"total_files,omitempty"`
+	TotalBytes    int64 `protobuf:"varint,8,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotChunk) Reset() {
+	*x = SnapshotChunk{}
+	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotChunk) ProtoMessage() {}
+
+func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
+func (*SnapshotChunk) Descriptor() ([]byte, []int) {
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SnapshotChunk) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *SnapshotChunk) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *SnapshotChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *SnapshotChunk) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
+}
+
+func (x *SnapshotChunk) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *SnapshotChunk) GetSha256() []byte {
+	if x != nil {
+		return x.Sha256
+	}
+	return nil
+}
+
+func (x *SnapshotChunk) GetTotalFiles() int32 {
+	if x != nil {
+		return x.TotalFiles
+	}
+	return 0
+}
+
+func (x *SnapshotChunk) GetTotalBytes() int64 {
+	if x != nil {
+		return x.TotalBytes
+	}
+	return 0
+}
+
 type Snapshot struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
@@ -43,7 +203,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_admin_v1_admin_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -55,7 +215,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_admin_v1_admin_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -68,7 +228,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Snapshot) GetNode() string {
@@ -124,7 +284,7 @@ type CreateSnapshotRequest struct {
 
 func (x *CreateSnapshotRequest) Reset() {
 	*x = CreateSnapshotRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_admin_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -136,7 +296,7 @@ func (x *CreateSnapshotRequest) String() string {
 func (*CreateSnapshotRequest) ProtoMessage() {}
 
 func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_admin_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -149,7 +309,7 @@ func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*CreateSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateSnapshotRequest) GetName() string {
@@ -178,7 +338,7 @@ type CreateSnapshotResponse struct {
 
 func (x *CreateSnapshotResponse) Reset() {
 	*x = CreateSnapshotResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_admin_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -190,7 +350,7 @@ func (x *CreateSnapshotResponse) String() string {
 func (*CreateSnapshotResponse) ProtoMessage() {}
 
 func (x *CreateSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_admin_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -203,7 +363,7 @@ func (x *CreateSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*CreateSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateSnapshotResponse) GetSnapshots() []*Snapshot {
@@ -236,7 +396,7 @@ type ListSnapshotsRequest struct {
 
 func (x *ListSnapshotsRequest) Reset() {
 	*x = ListSnapshotsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_admin_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -248,7 +408,7 @@ func (x *ListSnapshotsRequest) String() string {
 func (*ListSnapshotsRequest) ProtoMessage() {}
 
 func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_admin_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -261,7 +421,7 @@ func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsRequest.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListSnapshotsRequest) GetLocalOnly() bool {
@@ -281,7 +441,7 @@ type ListSnapshotsResponse struct {
 
 func (x *ListSnapshotsResponse) Reset() {
 	*x = ListSnapshotsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_admin_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -293,7 +453,7 @@ func (x *ListSnapshotsResponse) String() string {
 func (*ListSnapshotsResponse) ProtoMessage() {}
 
 func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_admin_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -306,7 +466,7 @@ func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsResponse.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListSnapshotsResponse) GetSnapshots() []*Snapshot {
@@ -333,7 +493,7 @@ type DeleteSnapshotRequest struct {
 
 func (x *DeleteSnapshotRequest) Reset() {
 	*x = DeleteSnapshotRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_admin_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -345,7 +505,7 @@ func (x *DeleteSnapshotRequest) String() string {
 func (*DeleteSnapshotRequest) ProtoMessage() {}
 
 func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_admin_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -358,7 +518,7 @@ func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeleteSnapshotRequest) GetName() string {
@@ -386,7 +546,7 @@ type DeleteSnapshotResponse struct {
 
 func (x *DeleteSnapshotResponse) Reset() {
 	*x = DeleteSnapshotResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_admin_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -398,7 +558,7 @@ func (x *DeleteSnapshotResponse) String() string {
 func (*DeleteSnapshotResponse) ProtoMessage() {}
 
 func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_admin_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -411,7 +571,7 @@ func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DeleteSnapshotResponse) GetDeleted() []string {
@@ -462,7 +622,7 @@ type Fault struct {
 
 func (x *Fault) Reset() {
 	*x = Fault{}
-	mi := &file_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -474,7 +634,7 @@ func (x *Fault) String() string {
 func (*Fault) ProtoMessage() {}
 
 func (x *Fault) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -487,7 +647,7 @@ func (x *Fault) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fault.ProtoReflect.Descriptor instead.
 func (*Fault) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Fault) GetId() string {
@@ -585,7 +745,7 @@ type InjectFaultRequest struct {
 
 func (x *InjectFaultRequest) Reset() {
 	*x = InjectFaultRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +757,7 @@ func (x *InjectFaultRequest) String() string {
 func (*InjectFaultRequest) ProtoMessage() {}
 
 func (x *InjectFaultRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +770,7 @@ func (x *InjectFaultRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InjectFaultRequest.ProtoReflect.Descriptor instead.
 func (*InjectFaultRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *InjectFaultRequest) GetFault() *Fault {
@@ -640,7 +800,7 @@ type InjectFaultResponse struct {
 
 func (x *InjectFaultResponse) Reset() {
 	*x = InjectFaultResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -652,7 +812,7 @@ func (x *InjectFaultResponse) String() string {
 func (*InjectFaultResponse) ProtoMessage() {}
 
 func (x *InjectFaultResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -665,7 +825,7 @@ func (x *InjectFaultResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InjectFaultResponse.ProtoReflect.Descriptor instead.
 func (*InjectFaultResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *InjectFaultResponse) GetFault() *Fault {
@@ -698,7 +858,7 @@ type ListFaultsRequest struct {
 
 func (x *ListFaultsRequest) Reset() {
 	*x = ListFaultsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -710,7 +870,7 @@ func (x *ListFaultsRequest) String() string {
 func (*ListFaultsRequest) ProtoMessage() {}
 
 func (x *ListFaultsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -723,7 +883,7 @@ func (x *ListFaultsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFaultsRequest.ProtoReflect.Descriptor instead.
 func (*ListFaultsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListFaultsRequest) GetLocalOnly() bool {
@@ -745,7 +905,7 @@ type NodeFaults struct {
 
 func (x *NodeFaults) Reset() {
 	*x = NodeFaults{}
-	mi := &file_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -757,7 +917,7 @@ func (x *NodeFaults) String() string {
 func (*NodeFaults) ProtoMessage() {}
 
 func (x *NodeFaults) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -770,7 +930,7 @@ func (x *NodeFaults) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeFaults.ProtoReflect.Descriptor instead.
 func (*NodeFaults) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *NodeFaults) GetNode() string {
@@ -803,7 +963,7 @@ type ListFaultsResponse struct {
 
 func (x *ListFaultsResponse) Reset() {
 	*x = ListFaultsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -815,7 +975,7 @@ func (x *ListFaultsResponse) String() string {
 func (*ListFaultsResponse) ProtoMessage() {}
 
 func (x *ListFaultsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -828,7 +988,7 @@ func (x *ListFaultsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFaultsResponse.ProtoReflect.Descriptor instead.
 func (*ListFaultsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListFaultsResponse) GetNodes() []*NodeFaults {
@@ -849,7 +1009,7 @@ type ClearFaultsRequest struct {
 
 func (x *ClearFaultsRequest) Reset() {
 	*x = ClearFaultsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -861,7 +1021,7 @@ func (x *ClearFaultsRequest) String() string {
 func (*ClearFaultsRequest) ProtoMessage() {}
 
 func (x *ClearFaultsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -874,7 +1034,7 @@ func (x *ClearFaultsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearFaultsRequest.ProtoReflect.Descriptor instead.
 func (*ClearFaultsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ClearFaultsRequest) GetId() string {
@@ -906,7 +1066,7 @@ type ClearFaultsResponse struct {
 
 func (x *ClearFaultsResponse) Reset() {
 	*x = ClearFaultsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -918,7 +1078,7 @@ func (x *ClearFaultsResponse) String() string {
 func (*ClearFaultsResponse) ProtoMessage() {}
 
 func (x *ClearFaultsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -931,7 +1091,7 @@ func (x *ClearFaultsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearFaultsResponse.ProtoReflect.Descriptor instead.
 func (*ClearFaultsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ClearFaultsResponse) GetCleared() uint32 {
@@ -964,7 +1124,7 @@ type AlterKeyspaceRequest struct {
 
 func (x *AlterKeyspaceRequest) Reset() {
 	*x = AlterKeyspaceRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1136,7 @@ func (x *AlterKeyspaceRequest) String() string {
 func (*AlterKeyspaceRequest) ProtoMessage() {}
 
 func (x *AlterKeyspaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1149,7 @@ func (x *AlterKeyspaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterKeyspaceRequest.ProtoReflect.Descriptor instead.
 func (*AlterKeyspaceRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AlterKeyspaceRequest) GetKeyspace() *Keyspace {
@@ -1011,7 +1171,7 @@ type AlterKeyspaceResponse struct {
 
 func (x *AlterKeyspaceResponse) Reset() {
 	*x = AlterKeyspaceResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1023,7 +1183,7 @@ func (x *AlterKeyspaceResponse) String() string {
 func (*AlterKeyspaceResponse) ProtoMessage() {}
 
 func (x *AlterKeyspaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1036,7 +1196,7 @@ func (x *AlterKeyspaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AlterKeyspaceResponse.ProtoReflect.Descriptor instead.
 func (*AlterKeyspaceResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *AlterKeyspaceResponse) GetKeyspace() *Keyspace {
@@ -1069,7 +1229,7 @@ type DropKeyspaceRequest struct {
 
 func (x *DropKeyspaceRequest) Reset() {
 	*x = DropKeyspaceRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1241,7 @@ func (x *DropKeyspaceRequest) String() string {
 func (*DropKeyspaceRequest) ProtoMessage() {}
 
 func (x *DropKeyspaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1254,7 @@ func (x *DropKeyspaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropKeyspaceRequest.ProtoReflect.Descriptor instead.
 func (*DropKeyspaceRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DropKeyspaceRequest) GetName() string {
@@ -1113,7 +1273,7 @@ type DropKeyspaceResponse struct {
 
 func (x *DropKeyspaceResponse) Reset() {
 	*x = DropKeyspaceResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1125,7 +1285,7 @@ func (x *DropKeyspaceResponse) String() string {
 func (*DropKeyspaceResponse) ProtoMessage() {}
 
 func (x *DropKeyspaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1138,7 +1298,7 @@ func (x *DropKeyspaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DropKeyspaceResponse.ProtoReflect.Descriptor instead.
 func (*DropKeyspaceResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DropKeyspaceResponse) GetEpoch() uint64 {
@@ -1163,7 +1323,7 @@ type PlanOp struct {
 
 func (x *PlanOp) Reset() {
 	*x = PlanOp{}
-	mi := &file_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1175,7 +1335,7 @@ func (x *PlanOp) String() string {
 func (*PlanOp) ProtoMessage() {}
 
 func (x *PlanOp) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1188,7 +1348,7 @@ func (x *PlanOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanOp.ProtoReflect.Descriptor instead.
 func (*PlanOp) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PlanOp) GetOp() string {
@@ -1234,7 +1394,7 @@ type PlanMove struct {
 
 func (x *PlanMove) Reset() {
 	*x = PlanMove{}
-	mi := &file_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1246,7 +1406,7 @@ func (x *PlanMove) String() string {
 func (*PlanMove) ProtoMessage() {}
 
 func (x *PlanMove) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1259,7 +1419,7 @@ func (x *PlanMove) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanMove.ProtoReflect.Descriptor instead.
 func (*PlanMove) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PlanMove) GetKeyspace() string {
@@ -1312,7 +1472,7 @@ type Plan struct {
 
 func (x *Plan) Reset() {
 	*x = Plan{}
-	mi := &file_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1324,7 +1484,7 @@ func (x *Plan) String() string {
 func (*Plan) ProtoMessage() {}
 
 func (x *Plan) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1337,7 +1497,7 @@ func (x *Plan) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Plan.ProtoReflect.Descriptor instead.
 func (*Plan) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Plan) GetOps() []*PlanOp {
@@ -1384,7 +1544,7 @@ type ClusterPlanRequest struct {
 
 func (x *ClusterPlanRequest) Reset() {
 	*x = ClusterPlanRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1396,7 +1556,7 @@ func (x *ClusterPlanRequest) String() string {
 func (*ClusterPlanRequest) ProtoMessage() {}
 
 func (x *ClusterPlanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1409,7 +1569,7 @@ func (x *ClusterPlanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPlanRequest.ProtoReflect.Descriptor instead.
 func (*ClusterPlanRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ClusterPlanRequest) GetOp() *PlanOp {
@@ -1428,7 +1588,7 @@ type ClusterPlanShowRequest struct {
 
 func (x *ClusterPlanShowRequest) Reset() {
 	*x = ClusterPlanShowRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1600,7 @@ func (x *ClusterPlanShowRequest) String() string {
 func (*ClusterPlanShowRequest) ProtoMessage() {}
 
 func (x *ClusterPlanShowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1613,7 @@ func (x *ClusterPlanShowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPlanShowRequest.ProtoReflect.Descriptor instead.
 func (*ClusterPlanShowRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ClusterPlanShowRequest) GetSizes() bool {
@@ -1472,7 +1632,7 @@ type ClusterPlanResponse struct {
 
 func (x *ClusterPlanResponse) Reset() {
 	*x = ClusterPlanResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_admin_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1484,7 +1644,7 @@ func (x *ClusterPlanResponse) String() string {
 func (*ClusterPlanResponse) ProtoMessage() {}
 
 func (x *ClusterPlanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_admin_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1497,7 +1657,7 @@ func (x *ClusterPlanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPlanResponse.ProtoReflect.Descriptor instead.
 func (*ClusterPlanResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ClusterPlanResponse) GetPlan() *Plan {
@@ -1515,7 +1675,7 @@ type ClusterPlanClearRequest struct {
 
 func (x *ClusterPlanClearRequest) Reset() {
 	*x = ClusterPlanClearRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_admin_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1527,7 +1687,7 @@ func (x *ClusterPlanClearRequest) String() string {
 func (*ClusterPlanClearRequest) ProtoMessage() {}
 
 func (x *ClusterPlanClearRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_admin_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1540,7 +1700,7 @@ func (x *ClusterPlanClearRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPlanClearRequest.ProtoReflect.Descriptor instead.
 func (*ClusterPlanClearRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 type ClusterPlanClearResponse struct {
@@ -1551,7 +1711,7 @@ type ClusterPlanClearResponse struct {
 
 func (x *ClusterPlanClearResponse) Reset() {
 	*x = ClusterPlanClearResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_admin_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1563,7 +1723,7 @@ func (x *ClusterPlanClearResponse) String() string {
 func (*ClusterPlanClearResponse) ProtoMessage() {}
 
 func (x *ClusterPlanClearResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_admin_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1576,7 +1736,7 @@ func (x *ClusterPlanClearResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterPlanClearResponse.ProtoReflect.Descriptor instead.
 func (*ClusterPlanClearResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 type ClusterCommitRequest struct {
@@ -1587,7 +1747,7 @@ type ClusterCommitRequest struct {
 
 func (x *ClusterCommitRequest) Reset() {
 	*x = ClusterCommitRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_admin_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1599,7 +1759,7 @@ func (x *ClusterCommitRequest) String() string {
 func (*ClusterCommitRequest) ProtoMessage() {}
 
 func (x *ClusterCommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_admin_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1612,7 +1772,7 @@ func (x *ClusterCommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterCommitRequest.ProtoReflect.Descriptor instead.
 func (*ClusterCommitRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 type ClusterCommitResponse struct {
@@ -1625,7 +1785,7 @@ type ClusterCommitResponse struct {
 
 func (x *ClusterCommitResponse) Reset() {
 	*x = ClusterCommitResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_admin_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1637,7 +1797,7 @@ func (x *ClusterCommitResponse) String() string {
 func (*ClusterCommitResponse) ProtoMessage() {}
 
 func (x *ClusterCommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_admin_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1650,7 +1810,7 @@ func (x *ClusterCommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterCommitResponse.ProtoReflect.Descriptor instead.
 func (*ClusterCommitResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ClusterCommitResponse) GetEpoch() uint64 {
@@ -1678,7 +1838,7 @@ type ClusterAbortRequest struct {
 
 func (x *ClusterAbortRequest) Reset() {
 	*x = ClusterAbortRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_admin_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +1850,7 @@ func (x *ClusterAbortRequest) String() string {
 func (*ClusterAbortRequest) ProtoMessage() {}
 
 func (x *ClusterAbortRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_admin_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +1863,7 @@ func (x *ClusterAbortRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterAbortRequest.ProtoReflect.Descriptor instead.
 func (*ClusterAbortRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ClusterAbortRequest) GetGeneration() uint64 {
@@ -1724,7 +1884,7 @@ type ClusterAbortResponse struct {
 
 func (x *ClusterAbortResponse) Reset() {
 	*x = ClusterAbortResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_admin_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1736,7 +1896,7 @@ func (x *ClusterAbortResponse) String() string {
 func (*ClusterAbortResponse) ProtoMessage() {}
 
 func (x *ClusterAbortResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_admin_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1749,7 +1909,7 @@ func (x *ClusterAbortResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterAbortResponse.ProtoReflect.Descriptor instead.
 func (*ClusterAbortResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ClusterAbortResponse) GetEpoch() uint64 {
@@ -1786,7 +1946,7 @@ type Transfer struct {
 
 func (x *Transfer) Reset() {
 	*x = Transfer{}
-	mi := &file_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_admin_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +1958,7 @@ func (x *Transfer) String() string {
 func (*Transfer) ProtoMessage() {}
 
 func (x *Transfer) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_admin_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +1971,7 @@ func (x *Transfer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transfer.ProtoReflect.Descriptor instead.
 func (*Transfer) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Transfer) GetNode() string {
@@ -1885,7 +2045,7 @@ type TransfersRequest struct {
 
 func (x *TransfersRequest) Reset() {
 	*x = TransfersRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_admin_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1897,7 +2057,7 @@ func (x *TransfersRequest) String() string {
 func (*TransfersRequest) ProtoMessage() {}
 
 func (x *TransfersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_admin_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1910,7 +2070,7 @@ func (x *TransfersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransfersRequest.ProtoReflect.Descriptor instead.
 func (*TransfersRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 type TransfersResponse struct {
@@ -1923,7 +2083,7 @@ type TransfersResponse struct {
 
 func (x *TransfersResponse) Reset() {
 	*x = TransfersResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_admin_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2095,7 @@ func (x *TransfersResponse) String() string {
 func (*TransfersResponse) ProtoMessage() {}
 
 func (x *TransfersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_admin_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2108,7 @@ func (x *TransfersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransfersResponse.ProtoReflect.Descriptor instead.
 func (*TransfersResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *TransfersResponse) GetNode() string {
@@ -1973,7 +2133,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_admin_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1985,7 +2145,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_admin_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1998,7 +2158,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 type ClusterStatusResponse struct {
@@ -2029,7 +2189,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_admin_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2041,7 +2201,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_admin_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2054,7 +2214,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ClusterStatusResponse) GetClusterId() string {
@@ -2156,7 +2316,7 @@ type HintsRequest struct {
 
 func (x *HintsRequest) Reset() {
 	*x = HintsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_admin_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2168,7 +2328,7 @@ func (x *HintsRequest) String() string {
 func (*HintsRequest) ProtoMessage() {}
 
 func (x *HintsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_admin_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2181,7 +2341,7 @@ func (x *HintsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintsRequest.ProtoReflect.Descriptor instead.
 func (*HintsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 type HintTarget struct {
@@ -2203,7 +2363,7 @@ type HintTarget struct {
 
 func (x *HintTarget) Reset() {
 	*x = HintTarget{}
-	mi := &file_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_admin_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2215,7 +2375,7 @@ func (x *HintTarget) String() string {
 func (*HintTarget) ProtoMessage() {}
 
 func (x *HintTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_admin_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2228,7 +2388,7 @@ func (x *HintTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintTarget.ProtoReflect.Descriptor instead.
 func (*HintTarget) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *HintTarget) GetTarget() string {
@@ -2292,7 +2452,7 @@ type HintsResponse struct {
 
 func (x *HintsResponse) Reset() {
 	*x = HintsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_admin_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2304,7 +2464,7 @@ func (x *HintsResponse) String() string {
 func (*HintsResponse) ProtoMessage() {}
 
 func (x *HintsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_admin_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2317,7 +2477,7 @@ func (x *HintsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HintsResponse.ProtoReflect.Descriptor instead.
 func (*HintsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *HintsResponse) GetNode() string {
@@ -2350,7 +2510,7 @@ type PurgeHintsRequest struct {
 
 func (x *PurgeHintsRequest) Reset() {
 	*x = PurgeHintsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_admin_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2362,7 +2522,7 @@ func (x *PurgeHintsRequest) String() string {
 func (*PurgeHintsRequest) ProtoMessage() {}
 
 func (x *PurgeHintsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_admin_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2375,7 +2535,7 @@ func (x *PurgeHintsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeHintsRequest.ProtoReflect.Descriptor instead.
 func (*PurgeHintsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PurgeHintsRequest) GetTarget() string {
@@ -2394,7 +2554,7 @@ type PurgeHintsResponse struct {
 
 func (x *PurgeHintsResponse) Reset() {
 	*x = PurgeHintsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_admin_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2406,7 +2566,7 @@ func (x *PurgeHintsResponse) String() string {
 func (*PurgeHintsResponse) ProtoMessage() {}
 
 func (x *PurgeHintsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_admin_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2419,7 +2579,7 @@ func (x *PurgeHintsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PurgeHintsResponse.ProtoReflect.Descriptor instead.
 func (*PurgeHintsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PurgeHintsResponse) GetPurged() uint64 {
@@ -2439,7 +2599,7 @@ type RepairStatusRequest struct {
 
 func (x *RepairStatusRequest) Reset() {
 	*x = RepairStatusRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_admin_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2451,7 +2611,7 @@ func (x *RepairStatusRequest) String() string {
 func (*RepairStatusRequest) ProtoMessage() {}
 
 func (x *RepairStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_admin_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2464,7 +2624,7 @@ func (x *RepairStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairStatusRequest.ProtoReflect.Descriptor instead.
 func (*RepairStatusRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RepairStatusRequest) GetKeyspace() string {
@@ -2492,7 +2652,7 @@ type PartitionRepair struct {
 
 func (x *PartitionRepair) Reset() {
 	*x = PartitionRepair{}
-	mi := &file_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_admin_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2504,7 +2664,7 @@ func (x *PartitionRepair) String() string {
 func (*PartitionRepair) ProtoMessage() {}
 
 func (x *PartitionRepair) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_admin_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2517,7 +2677,7 @@ func (x *PartitionRepair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PartitionRepair.ProtoReflect.Descriptor instead.
 func (*PartitionRepair) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *PartitionRepair) GetKeyspace() string {
@@ -2579,7 +2739,7 @@ type RepairStatusResponse struct {
 
 func (x *RepairStatusResponse) Reset() {
 	*x = RepairStatusResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_admin_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2591,7 +2751,7 @@ func (x *RepairStatusResponse) String() string {
 func (*RepairStatusResponse) ProtoMessage() {}
 
 func (x *RepairStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_admin_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2604,7 +2764,7 @@ func (x *RepairStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairStatusResponse.ProtoReflect.Descriptor instead.
 func (*RepairStatusResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RepairStatusResponse) GetNode() string {
@@ -2633,7 +2793,7 @@ type RepairRunRequest struct {
 
 func (x *RepairRunRequest) Reset() {
 	*x = RepairRunRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_admin_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2645,7 +2805,7 @@ func (x *RepairRunRequest) String() string {
 func (*RepairRunRequest) ProtoMessage() {}
 
 func (x *RepairRunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_admin_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2658,7 +2818,7 @@ func (x *RepairRunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairRunRequest.ProtoReflect.Descriptor instead.
 func (*RepairRunRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RepairRunRequest) GetKeyspace() string {
@@ -2689,7 +2849,7 @@ type RepairProgress struct {
 
 func (x *RepairProgress) Reset() {
 	*x = RepairProgress{}
-	mi := &file_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_admin_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2701,7 +2861,7 @@ func (x *RepairProgress) String() string {
 func (*RepairProgress) ProtoMessage() {}
 
 func (x *RepairProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_admin_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2714,7 +2874,7 @@ func (x *RepairProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RepairProgress.ProtoReflect.Descriptor instead.
 func (*RepairProgress) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RepairProgress) GetPartitionsDone() uint32 {
@@ -2771,7 +2931,7 @@ type ReplicaGetRequest struct {
 
 func (x *ReplicaGetRequest) Reset() {
 	*x = ReplicaGetRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_admin_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2783,7 +2943,7 @@ func (x *ReplicaGetRequest) String() string {
 func (*ReplicaGetRequest) ProtoMessage() {}
 
 func (x *ReplicaGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_admin_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2796,7 +2956,7 @@ func (x *ReplicaGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaGetRequest.ProtoReflect.Descriptor instead.
 func (*ReplicaGetRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ReplicaGetRequest) GetNode() string {
@@ -2832,7 +2992,7 @@ type ReplicaGetResponse struct {
 
 func (x *ReplicaGetResponse) Reset() {
 	*x = ReplicaGetResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_admin_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2844,7 +3004,7 @@ func (x *ReplicaGetResponse) String() string {
 func (*ReplicaGetResponse) ProtoMessage() {}
 
 func (x *ReplicaGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_admin_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2857,7 +3017,7 @@ func (x *ReplicaGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaGetResponse.ProtoReflect.Descriptor instead.
 func (*ReplicaGetResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ReplicaGetResponse) GetNode() string {
@@ -2889,7 +3049,7 @@ type ReloadSecretsRequest struct {
 
 func (x *ReloadSecretsRequest) Reset() {
 	*x = ReloadSecretsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_admin_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2901,7 +3061,7 @@ func (x *ReloadSecretsRequest) String() string {
 func (*ReloadSecretsRequest) ProtoMessage() {}
 
 func (x *ReloadSecretsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_admin_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2914,7 +3074,7 @@ func (x *ReloadSecretsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadSecretsRequest.ProtoReflect.Descriptor instead.
 func (*ReloadSecretsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 type ReloadSecretsResponse struct {
@@ -2928,7 +3088,7 @@ type ReloadSecretsResponse struct {
 
 func (x *ReloadSecretsResponse) Reset() {
 	*x = ReloadSecretsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_admin_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2940,7 +3100,7 @@ func (x *ReloadSecretsResponse) String() string {
 func (*ReloadSecretsResponse) ProtoMessage() {}
 
 func (x *ReloadSecretsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_admin_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2953,7 +3113,7 @@ func (x *ReloadSecretsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReloadSecretsResponse.ProtoReflect.Descriptor instead.
 func (*ReloadSecretsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ReloadSecretsResponse) GetNode() string {
@@ -2996,7 +3156,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_admin_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3008,7 +3168,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_admin_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3021,7 +3181,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *Node) GetId() string {
@@ -3109,7 +3269,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_admin_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3121,7 +3281,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_admin_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3134,7 +3294,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 type StatusResponse struct {
@@ -3155,7 +3315,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_admin_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3167,7 +3327,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_admin_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3180,7 +3340,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *StatusResponse) GetNode() string {
@@ -3240,7 +3400,7 @@ type RingRequest struct {
 
 func (x *RingRequest) Reset() {
 	*x = RingRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_admin_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3252,7 +3412,7 @@ func (x *RingRequest) String() string {
 func (*RingRequest) ProtoMessage() {}
 
 func (x *RingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_admin_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3265,7 +3425,7 @@ func (x *RingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingRequest.ProtoReflect.Descriptor instead.
 func (*RingRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 type KeyspaceShare struct {
@@ -3281,7 +3441,7 @@ type KeyspaceShare struct {
 
 func (x *KeyspaceShare) Reset() {
 	*x = KeyspaceShare{}
-	mi := &file_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_admin_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3293,7 +3453,7 @@ func (x *KeyspaceShare) String() string {
 func (*KeyspaceShare) ProtoMessage() {}
 
 func (x *KeyspaceShare) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_admin_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3306,7 +3466,7 @@ func (x *KeyspaceShare) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyspaceShare.ProtoReflect.Descriptor instead.
 func (*KeyspaceShare) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *KeyspaceShare) GetKeyspace() string {
@@ -3346,7 +3506,7 @@ type RingNode struct {
 
 func (x *RingNode) Reset() {
 	*x = RingNode{}
-	mi := &file_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_admin_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3358,7 +3518,7 @@ func (x *RingNode) String() string {
 func (*RingNode) ProtoMessage() {}
 
 func (x *RingNode) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_admin_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3371,7 +3531,7 @@ func (x *RingNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingNode.ProtoReflect.Descriptor instead.
 func (*RingNode) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *RingNode) GetNode() *Node {
@@ -3420,7 +3580,7 @@ type RingResponse struct {
 
 func (x *RingResponse) Reset() {
 	*x = RingResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_admin_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3432,7 +3592,7 @@ func (x *RingResponse) String() string {
 func (*RingResponse) ProtoMessage() {}
 
 func (x *RingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_admin_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3445,7 +3605,7 @@ func (x *RingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RingResponse.ProtoReflect.Descriptor instead.
 func (*RingResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *RingResponse) GetPartitions() uint32 {
@@ -3479,7 +3639,7 @@ type EndpointsRequest struct {
 
 func (x *EndpointsRequest) Reset() {
 	*x = EndpointsRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_admin_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3491,7 +3651,7 @@ func (x *EndpointsRequest) String() string {
 func (*EndpointsRequest) ProtoMessage() {}
 
 func (x *EndpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[57]
+	mi := &file_admin_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3504,7 +3664,7 @@ func (x *EndpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointsRequest.ProtoReflect.Descriptor instead.
 func (*EndpointsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{57}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *EndpointsRequest) GetKeyspace() string {
@@ -3534,7 +3694,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_admin_v1_admin_proto_msgTypes[58]
+	mi := &file_admin_v1_admin_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3546,7 +3706,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[58]
+	mi := &file_admin_v1_admin_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3559,7 +3719,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{58}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *Endpoint) GetNode() string {
@@ -3612,7 +3772,7 @@ type EndpointsResponse struct {
 
 func (x *EndpointsResponse) Reset() {
 	*x = EndpointsResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[59]
+	mi := &file_admin_v1_admin_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3624,7 +3784,7 @@ func (x *EndpointsResponse) String() string {
 func (*EndpointsResponse) ProtoMessage() {}
 
 func (x *EndpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[59]
+	mi := &file_admin_v1_admin_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3637,7 +3797,7 @@ func (x *EndpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointsResponse.ProtoReflect.Descriptor instead.
 func (*EndpointsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{59}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *EndpointsResponse) GetKeyspace() string {
@@ -3694,7 +3854,7 @@ type Keyspace struct {
 
 func (x *Keyspace) Reset() {
 	*x = Keyspace{}
-	mi := &file_admin_v1_admin_proto_msgTypes[60]
+	mi := &file_admin_v1_admin_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3706,7 +3866,7 @@ func (x *Keyspace) String() string {
 func (*Keyspace) ProtoMessage() {}
 
 func (x *Keyspace) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[60]
+	mi := &file_admin_v1_admin_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3719,7 +3879,7 @@ func (x *Keyspace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Keyspace.ProtoReflect.Descriptor instead.
 func (*Keyspace) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{60}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *Keyspace) GetName() string {
@@ -3779,7 +3939,7 @@ type ListKeyspacesRequest struct {
 
 func (x *ListKeyspacesRequest) Reset() {
 	*x = ListKeyspacesRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[61]
+	mi := &file_admin_v1_admin_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3791,7 +3951,7 @@ func (x *ListKeyspacesRequest) String() string {
 func (*ListKeyspacesRequest) ProtoMessage() {}
 
 func (x *ListKeyspacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[61]
+	mi := &file_admin_v1_admin_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3804,7 +3964,7 @@ func (x *ListKeyspacesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeyspacesRequest.ProtoReflect.Descriptor instead.
 func (*ListKeyspacesRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{61}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{63}
 }
 
 type ListKeyspacesResponse struct {
@@ -3816,7 +3976,7 @@ type ListKeyspacesResponse struct {
 
 func (x *ListKeyspacesResponse) Reset() {
 	*x = ListKeyspacesResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[62]
+	mi := &file_admin_v1_admin_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3828,7 +3988,7 @@ func (x *ListKeyspacesResponse) String() string {
 func (*ListKeyspacesResponse) ProtoMessage() {}
 
 func (x *ListKeyspacesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[62]
+	mi := &file_admin_v1_admin_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3841,7 +4001,7 @@ func (x *ListKeyspacesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeyspacesResponse.ProtoReflect.Descriptor instead.
 func (*ListKeyspacesResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{62}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *ListKeyspacesResponse) GetKeyspaces() []*Keyspace {
@@ -3863,7 +4023,7 @@ type CreateKeyspaceRequest struct {
 
 func (x *CreateKeyspaceRequest) Reset() {
 	*x = CreateKeyspaceRequest{}
-	mi := &file_admin_v1_admin_proto_msgTypes[63]
+	mi := &file_admin_v1_admin_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3875,7 +4035,7 @@ func (x *CreateKeyspaceRequest) String() string {
 func (*CreateKeyspaceRequest) ProtoMessage() {}
 
 func (x *CreateKeyspaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[63]
+	mi := &file_admin_v1_admin_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3888,7 +4048,7 @@ func (x *CreateKeyspaceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyspaceRequest.ProtoReflect.Descriptor instead.
 func (*CreateKeyspaceRequest) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{63}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *CreateKeyspaceRequest) GetKeyspace() *Keyspace {
@@ -3916,7 +4076,7 @@ type CreateKeyspaceResponse struct {
 
 func (x *CreateKeyspaceResponse) Reset() {
 	*x = CreateKeyspaceResponse{}
-	mi := &file_admin_v1_admin_proto_msgTypes[64]
+	mi := &file_admin_v1_admin_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3928,7 +4088,7 @@ func (x *CreateKeyspaceResponse) String() string {
 func (*CreateKeyspaceResponse) ProtoMessage() {}
 
 func (x *CreateKeyspaceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_v1_admin_proto_msgTypes[64]
+	mi := &file_admin_v1_admin_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3941,7 +4101,7 @@ func (x *CreateKeyspaceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyspaceResponse.ProtoReflect.Descriptor instead.
 func (*CreateKeyspaceResponse) Descriptor() ([]byte, []int) {
-	return file_admin_v1_admin_proto_rawDescGZIP(), []int{64}
+	return file_admin_v1_admin_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *CreateKeyspaceResponse) GetKeyspace() *Keyspace {
@@ -3962,7 +4122,21 @@ var File_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x14admin/v1/admin.proto\x12\badmin.v1\x1a\x0ekv/v1/kv.proto\"\x98\x01\n" +
+	"\x14admin/v1/admin.proto\x12\badmin.v1\x1a\x0ekv/v1/kv.proto\"=\n" +
+	"\x13ReadSnapshotRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\"\xd1\x01\n" +
+	"\rSnapshotChunk\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x12\n" +
+	"\x04last\x18\x04 \x01(\bR\x04last\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x06 \x01(\fR\x06sha256\x12\x1f\n" +
+	"\vtotal_files\x18\a \x01(\x05R\n" +
+	"totalFiles\x12\x1f\n" +
+	"\vtotal_bytes\x18\b \x01(\x03R\n" +
+	"totalBytes\"\x98\x01\n" +
 	"\bSnapshot\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x10\n" +
@@ -4248,7 +4422,7 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"local_only\x18\x02 \x01(\bR\tlocalOnly\"b\n" +
 	"\x16CreateKeyspaceResponse\x12.\n" +
 	"\bkeyspace\x18\x01 \x01(\v2\x12.admin.v1.KeyspaceR\bkeyspace\x12\x18\n" +
-	"\aapplied\x18\x02 \x03(\tR\aapplied2\xcc\x0f\n" +
+	"\aapplied\x18\x02 \x03(\tR\aapplied2\x96\x10\n" +
 	"\x05Admin\x12;\n" +
 	"\x06Status\x12\x17.admin.v1.StatusRequest\x1a\x18.admin.v1.StatusResponse\x125\n" +
 	"\x04Ring\x12\x15.admin.v1.RingRequest\x1a\x16.admin.v1.RingResponse\x12D\n" +
@@ -4278,7 +4452,8 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\vClearFaults\x12\x1c.admin.v1.ClearFaultsRequest\x1a\x1d.admin.v1.ClearFaultsResponse\x12S\n" +
 	"\x0eCreateSnapshot\x12\x1f.admin.v1.CreateSnapshotRequest\x1a .admin.v1.CreateSnapshotResponse\x12P\n" +
 	"\rListSnapshots\x12\x1e.admin.v1.ListSnapshotsRequest\x1a\x1f.admin.v1.ListSnapshotsResponse\x12S\n" +
-	"\x0eDeleteSnapshot\x12\x1f.admin.v1.DeleteSnapshotRequest\x1a .admin.v1.DeleteSnapshotResponseB5Z3github.com/meridiankv/meridian/api/admin/v1;adminv1b\x06proto3"
+	"\x0eDeleteSnapshot\x12\x1f.admin.v1.DeleteSnapshotRequest\x1a .admin.v1.DeleteSnapshotResponse\x12H\n" +
+	"\fReadSnapshot\x12\x1d.admin.v1.ReadSnapshotRequest\x1a\x17.admin.v1.SnapshotChunk0\x01B5Z3github.com/meridiankv/meridian/api/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -4292,161 +4467,165 @@ func file_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_admin_v1_admin_proto_rawDescData
 }
 
-var file_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 66)
+var file_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 68)
 var file_admin_v1_admin_proto_goTypes = []any{
-	(*Snapshot)(nil),                 // 0: admin.v1.Snapshot
-	(*CreateSnapshotRequest)(nil),    // 1: admin.v1.CreateSnapshotRequest
-	(*CreateSnapshotResponse)(nil),   // 2: admin.v1.CreateSnapshotResponse
-	(*ListSnapshotsRequest)(nil),     // 3: admin.v1.ListSnapshotsRequest
-	(*ListSnapshotsResponse)(nil),    // 4: admin.v1.ListSnapshotsResponse
-	(*DeleteSnapshotRequest)(nil),    // 5: admin.v1.DeleteSnapshotRequest
-	(*DeleteSnapshotResponse)(nil),   // 6: admin.v1.DeleteSnapshotResponse
-	(*Fault)(nil),                    // 7: admin.v1.Fault
-	(*InjectFaultRequest)(nil),       // 8: admin.v1.InjectFaultRequest
-	(*InjectFaultResponse)(nil),      // 9: admin.v1.InjectFaultResponse
-	(*ListFaultsRequest)(nil),        // 10: admin.v1.ListFaultsRequest
-	(*NodeFaults)(nil),               // 11: admin.v1.NodeFaults
-	(*ListFaultsResponse)(nil),       // 12: admin.v1.ListFaultsResponse
-	(*ClearFaultsRequest)(nil),       // 13: admin.v1.ClearFaultsRequest
-	(*ClearFaultsResponse)(nil),      // 14: admin.v1.ClearFaultsResponse
-	(*AlterKeyspaceRequest)(nil),     // 15: admin.v1.AlterKeyspaceRequest
-	(*AlterKeyspaceResponse)(nil),    // 16: admin.v1.AlterKeyspaceResponse
-	(*DropKeyspaceRequest)(nil),      // 17: admin.v1.DropKeyspaceRequest
-	(*DropKeyspaceResponse)(nil),     // 18: admin.v1.DropKeyspaceResponse
-	(*PlanOp)(nil),                   // 19: admin.v1.PlanOp
-	(*PlanMove)(nil),                 // 20: admin.v1.PlanMove
-	(*Plan)(nil),                     // 21: admin.v1.Plan
-	(*ClusterPlanRequest)(nil),       // 22: admin.v1.ClusterPlanRequest
-	(*ClusterPlanShowRequest)(nil),   // 23: admin.v1.ClusterPlanShowRequest
-	(*ClusterPlanResponse)(nil),      // 24: admin.v1.ClusterPlanResponse
-	(*ClusterPlanClearRequest)(nil),  // 25: admin.v1.ClusterPlanClearRequest
-	(*ClusterPlanClearResponse)(nil), // 26: admin.v1.ClusterPlanClearResponse
-	(*ClusterCommitRequest)(nil),     // 27: admin.v1.ClusterCommitRequest
-	(*ClusterCommitResponse)(nil),    // 28: admin.v1.ClusterCommitResponse
-	(*ClusterAbortRequest)(nil),      // 29: admin.v1.ClusterAbortRequest
-	(*ClusterAbortResponse)(nil),     // 30: admin.v1.ClusterAbortResponse
-	(*Transfer)(nil),                 // 31: admin.v1.Transfer
-	(*TransfersRequest)(nil),         // 32: admin.v1.TransfersRequest
-	(*TransfersResponse)(nil),        // 33: admin.v1.TransfersResponse
-	(*ClusterStatusRequest)(nil),     // 34: admin.v1.ClusterStatusRequest
-	(*ClusterStatusResponse)(nil),    // 35: admin.v1.ClusterStatusResponse
-	(*HintsRequest)(nil),             // 36: admin.v1.HintsRequest
-	(*HintTarget)(nil),               // 37: admin.v1.HintTarget
-	(*HintsResponse)(nil),            // 38: admin.v1.HintsResponse
-	(*PurgeHintsRequest)(nil),        // 39: admin.v1.PurgeHintsRequest
-	(*PurgeHintsResponse)(nil),       // 40: admin.v1.PurgeHintsResponse
-	(*RepairStatusRequest)(nil),      // 41: admin.v1.RepairStatusRequest
-	(*PartitionRepair)(nil),          // 42: admin.v1.PartitionRepair
-	(*RepairStatusResponse)(nil),     // 43: admin.v1.RepairStatusResponse
-	(*RepairRunRequest)(nil),         // 44: admin.v1.RepairRunRequest
-	(*RepairProgress)(nil),           // 45: admin.v1.RepairProgress
-	(*ReplicaGetRequest)(nil),        // 46: admin.v1.ReplicaGetRequest
-	(*ReplicaGetResponse)(nil),       // 47: admin.v1.ReplicaGetResponse
-	(*ReloadSecretsRequest)(nil),     // 48: admin.v1.ReloadSecretsRequest
-	(*ReloadSecretsResponse)(nil),    // 49: admin.v1.ReloadSecretsResponse
-	(*Node)(nil),                     // 50: admin.v1.Node
-	(*StatusRequest)(nil),            // 51: admin.v1.StatusRequest
-	(*StatusResponse)(nil),           // 52: admin.v1.StatusResponse
-	(*RingRequest)(nil),              // 53: admin.v1.RingRequest
-	(*KeyspaceShare)(nil),            // 54: admin.v1.KeyspaceShare
-	(*RingNode)(nil),                 // 55: admin.v1.RingNode
-	(*RingResponse)(nil),             // 56: admin.v1.RingResponse
-	(*EndpointsRequest)(nil),         // 57: admin.v1.EndpointsRequest
-	(*Endpoint)(nil),                 // 58: admin.v1.Endpoint
-	(*EndpointsResponse)(nil),        // 59: admin.v1.EndpointsResponse
-	(*Keyspace)(nil),                 // 60: admin.v1.Keyspace
-	(*ListKeyspacesRequest)(nil),     // 61: admin.v1.ListKeyspacesRequest
-	(*ListKeyspacesResponse)(nil),    // 62: admin.v1.ListKeyspacesResponse
-	(*CreateKeyspaceRequest)(nil),    // 63: admin.v1.CreateKeyspaceRequest
-	(*CreateKeyspaceResponse)(nil),   // 64: admin.v1.CreateKeyspaceResponse
-	nil,                              // 65: admin.v1.Keyspace.ReplicationEntry
-	(*v1.Sibling)(nil),               // 66: kv.v1.Sibling
+	(*ReadSnapshotRequest)(nil),      // 0: admin.v1.ReadSnapshotRequest
+	(*SnapshotChunk)(nil),            // 1: admin.v1.SnapshotChunk
+	(*Snapshot)(nil),                 // 2: admin.v1.Snapshot
+	(*CreateSnapshotRequest)(nil),    // 3: admin.v1.CreateSnapshotRequest
+	(*CreateSnapshotResponse)(nil),   // 4: admin.v1.CreateSnapshotResponse
+	(*ListSnapshotsRequest)(nil),     // 5: admin.v1.ListSnapshotsRequest
+	(*ListSnapshotsResponse)(nil),    // 6: admin.v1.ListSnapshotsResponse
+	(*DeleteSnapshotRequest)(nil),    // 7: admin.v1.DeleteSnapshotRequest
+	(*DeleteSnapshotResponse)(nil),   // 8: admin.v1.DeleteSnapshotResponse
+	(*Fault)(nil),                    // 9: admin.v1.Fault
+	(*InjectFaultRequest)(nil),       // 10: admin.v1.InjectFaultRequest
+	(*InjectFaultResponse)(nil),      // 11: admin.v1.InjectFaultResponse
+	(*ListFaultsRequest)(nil),        // 12: admin.v1.ListFaultsRequest
+	(*NodeFaults)(nil),               // 13: admin.v1.NodeFaults
+	(*ListFaultsResponse)(nil),       // 14: admin.v1.ListFaultsResponse
+	(*ClearFaultsRequest)(nil),       // 15: admin.v1.ClearFaultsRequest
+	(*ClearFaultsResponse)(nil),      // 16: admin.v1.ClearFaultsResponse
+	(*AlterKeyspaceRequest)(nil),     // 17: admin.v1.AlterKeyspaceRequest
+	(*AlterKeyspaceResponse)(nil),    // 18: admin.v1.AlterKeyspaceResponse
+	(*DropKeyspaceRequest)(nil),      // 19: admin.v1.DropKeyspaceRequest
+	(*DropKeyspaceResponse)(nil),     // 20: admin.v1.DropKeyspaceResponse
+	(*PlanOp)(nil),                   // 21: admin.v1.PlanOp
+	(*PlanMove)(nil),                 // 22: admin.v1.PlanMove
+	(*Plan)(nil),                     // 23: admin.v1.Plan
+	(*ClusterPlanRequest)(nil),       // 24: admin.v1.ClusterPlanRequest
+	(*ClusterPlanShowRequest)(nil),   // 25: admin.v1.ClusterPlanShowRequest
+	(*ClusterPlanResponse)(nil),      // 26: admin.v1.ClusterPlanResponse
+	(*ClusterPlanClearRequest)(nil),  // 27: admin.v1.ClusterPlanClearRequest
+	(*ClusterPlanClearResponse)(nil), // 28: admin.v1.ClusterPlanClearResponse
+	(*ClusterCommitRequest)(nil),     // 29: admin.v1.ClusterCommitRequest
+	(*ClusterCommitResponse)(nil),    // 30: admin.v1.ClusterCommitResponse
+	(*ClusterAbortRequest)(nil),      // 31: admin.v1.ClusterAbortRequest
+	(*ClusterAbortResponse)(nil),     // 32: admin.v1.ClusterAbortResponse
+	(*Transfer)(nil),                 // 33: admin.v1.Transfer
+	(*TransfersRequest)(nil),         // 34: admin.v1.TransfersRequest
+	(*TransfersResponse)(nil),        // 35: admin.v1.TransfersResponse
+	(*ClusterStatusRequest)(nil),     // 36: admin.v1.ClusterStatusRequest
+	(*ClusterStatusResponse)(nil),    // 37: admin.v1.ClusterStatusResponse
+	(*HintsRequest)(nil),             // 38: admin.v1.HintsRequest
+	(*HintTarget)(nil),               // 39: admin.v1.HintTarget
+	(*HintsResponse)(nil),            // 40: admin.v1.HintsResponse
+	(*PurgeHintsRequest)(nil),        // 41: admin.v1.PurgeHintsRequest
+	(*PurgeHintsResponse)(nil),       // 42: admin.v1.PurgeHintsResponse
+	(*RepairStatusRequest)(nil),      // 43: admin.v1.RepairStatusRequest
+	(*PartitionRepair)(nil),          // 44: admin.v1.PartitionRepair
+	(*RepairStatusResponse)(nil),     // 45: admin.v1.RepairStatusResponse
+	(*RepairRunRequest)(nil),         // 46: admin.v1.RepairRunRequest
+	(*RepairProgress)(nil),           // 47: admin.v1.RepairProgress
+	(*ReplicaGetRequest)(nil),        // 48: admin.v1.ReplicaGetRequest
+	(*ReplicaGetResponse)(nil),       // 49: admin.v1.ReplicaGetResponse
+	(*ReloadSecretsRequest)(nil),     // 50: admin.v1.ReloadSecretsRequest
+	(*ReloadSecretsResponse)(nil),    // 51: admin.v1.ReloadSecretsResponse
+	(*Node)(nil),                     // 52: admin.v1.Node
+	(*StatusRequest)(nil),            // 53: admin.v1.StatusRequest
+	(*StatusResponse)(nil),           // 54: admin.v1.StatusResponse
+	(*RingRequest)(nil),              // 55: admin.v1.RingRequest
+	(*KeyspaceShare)(nil),            // 56: admin.v1.KeyspaceShare
+	(*RingNode)(nil),                 // 57: admin.v1.RingNode
+	(*RingResponse)(nil),             // 58: admin.v1.RingResponse
+	(*EndpointsRequest)(nil),         // 59: admin.v1.EndpointsRequest
+	(*Endpoint)(nil),                 // 60: admin.v1.Endpoint
+	(*EndpointsResponse)(nil),        // 61: admin.v1.EndpointsResponse
+	(*Keyspace)(nil),                 // 62: admin.v1.Keyspace
+	(*ListKeyspacesRequest)(nil),     // 63: admin.v1.ListKeyspacesRequest
+	(*ListKeyspacesResponse)(nil),    // 64: admin.v1.ListKeyspacesResponse
+	(*CreateKeyspaceRequest)(nil),    // 65: admin.v1.CreateKeyspaceRequest
+	(*CreateKeyspaceResponse)(nil),   // 66: admin.v1.CreateKeyspaceResponse
+	nil,                              // 67: admin.v1.Keyspace.ReplicationEntry
+	(*v1.Sibling)(nil),               // 68: kv.v1.Sibling
 }
 var file_admin_v1_admin_proto_depIdxs = []int32{
-	0,  // 0: admin.v1.CreateSnapshotResponse.snapshots:type_name -> admin.v1.Snapshot
-	0,  // 1: admin.v1.ListSnapshotsResponse.snapshots:type_name -> admin.v1.Snapshot
-	7,  // 2: admin.v1.InjectFaultRequest.fault:type_name -> admin.v1.Fault
-	7,  // 3: admin.v1.InjectFaultResponse.fault:type_name -> admin.v1.Fault
-	7,  // 4: admin.v1.NodeFaults.faults:type_name -> admin.v1.Fault
-	11, // 5: admin.v1.ListFaultsResponse.nodes:type_name -> admin.v1.NodeFaults
-	60, // 6: admin.v1.AlterKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
-	60, // 7: admin.v1.AlterKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
-	19, // 8: admin.v1.Plan.ops:type_name -> admin.v1.PlanOp
-	20, // 9: admin.v1.Plan.moves:type_name -> admin.v1.PlanMove
-	19, // 10: admin.v1.ClusterPlanRequest.op:type_name -> admin.v1.PlanOp
-	21, // 11: admin.v1.ClusterPlanResponse.plan:type_name -> admin.v1.Plan
-	31, // 12: admin.v1.TransfersResponse.transfers:type_name -> admin.v1.Transfer
-	50, // 13: admin.v1.ClusterStatusResponse.nodes:type_name -> admin.v1.Node
-	19, // 14: admin.v1.ClusterStatusResponse.transition_ops:type_name -> admin.v1.PlanOp
-	31, // 15: admin.v1.ClusterStatusResponse.transfers:type_name -> admin.v1.Transfer
-	21, // 16: admin.v1.ClusterStatusResponse.pending:type_name -> admin.v1.Plan
-	37, // 17: admin.v1.HintsResponse.targets:type_name -> admin.v1.HintTarget
-	42, // 18: admin.v1.RepairStatusResponse.partitions:type_name -> admin.v1.PartitionRepair
-	66, // 19: admin.v1.ReplicaGetResponse.siblings:type_name -> kv.v1.Sibling
-	50, // 20: admin.v1.StatusResponse.nodes:type_name -> admin.v1.Node
-	50, // 21: admin.v1.RingNode.node:type_name -> admin.v1.Node
-	54, // 22: admin.v1.RingNode.keyspaces:type_name -> admin.v1.KeyspaceShare
-	55, // 23: admin.v1.RingResponse.nodes:type_name -> admin.v1.RingNode
-	58, // 24: admin.v1.EndpointsResponse.replicas:type_name -> admin.v1.Endpoint
-	58, // 25: admin.v1.EndpointsResponse.fallbacks:type_name -> admin.v1.Endpoint
-	65, // 26: admin.v1.Keyspace.replication:type_name -> admin.v1.Keyspace.ReplicationEntry
-	60, // 27: admin.v1.ListKeyspacesResponse.keyspaces:type_name -> admin.v1.Keyspace
-	60, // 28: admin.v1.CreateKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
-	60, // 29: admin.v1.CreateKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
-	51, // 30: admin.v1.Admin.Status:input_type -> admin.v1.StatusRequest
-	53, // 31: admin.v1.Admin.Ring:input_type -> admin.v1.RingRequest
-	57, // 32: admin.v1.Admin.Endpoints:input_type -> admin.v1.EndpointsRequest
-	61, // 33: admin.v1.Admin.ListKeyspaces:input_type -> admin.v1.ListKeyspacesRequest
-	63, // 34: admin.v1.Admin.CreateKeyspace:input_type -> admin.v1.CreateKeyspaceRequest
-	48, // 35: admin.v1.Admin.ReloadSecrets:input_type -> admin.v1.ReloadSecretsRequest
-	36, // 36: admin.v1.Admin.Hints:input_type -> admin.v1.HintsRequest
-	39, // 37: admin.v1.Admin.PurgeHints:input_type -> admin.v1.PurgeHintsRequest
-	41, // 38: admin.v1.Admin.RepairStatus:input_type -> admin.v1.RepairStatusRequest
-	44, // 39: admin.v1.Admin.RepairRun:input_type -> admin.v1.RepairRunRequest
-	46, // 40: admin.v1.Admin.ReplicaGet:input_type -> admin.v1.ReplicaGetRequest
-	15, // 41: admin.v1.Admin.AlterKeyspace:input_type -> admin.v1.AlterKeyspaceRequest
-	17, // 42: admin.v1.Admin.DropKeyspace:input_type -> admin.v1.DropKeyspaceRequest
-	22, // 43: admin.v1.Admin.ClusterPlan:input_type -> admin.v1.ClusterPlanRequest
-	23, // 44: admin.v1.Admin.ClusterPlanShow:input_type -> admin.v1.ClusterPlanShowRequest
-	25, // 45: admin.v1.Admin.ClusterPlanClear:input_type -> admin.v1.ClusterPlanClearRequest
-	27, // 46: admin.v1.Admin.ClusterCommit:input_type -> admin.v1.ClusterCommitRequest
-	29, // 47: admin.v1.Admin.ClusterAbort:input_type -> admin.v1.ClusterAbortRequest
-	34, // 48: admin.v1.Admin.ClusterStatus:input_type -> admin.v1.ClusterStatusRequest
-	32, // 49: admin.v1.Admin.Transfers:input_type -> admin.v1.TransfersRequest
-	8,  // 50: admin.v1.Admin.InjectFault:input_type -> admin.v1.InjectFaultRequest
-	10, // 51: admin.v1.Admin.ListFaults:input_type -> admin.v1.ListFaultsRequest
-	13, // 52: admin.v1.Admin.ClearFaults:input_type -> admin.v1.ClearFaultsRequest
-	1,  // 53: admin.v1.Admin.CreateSnapshot:input_type -> admin.v1.CreateSnapshotRequest
-	3,  // 54: admin.v1.Admin.ListSnapshots:input_type -> admin.v1.ListSnapshotsRequest
-	5,  // 55: admin.v1.Admin.DeleteSnapshot:input_type -> admin.v1.DeleteSnapshotRequest
-	52, // 56: admin.v1.Admin.Status:output_type -> admin.v1.StatusResponse
-	56, // 57: admin.v1.Admin.Ring:output_type -> admin.v1.RingResponse
-	59, // 58: admin.v1.Admin.Endpoints:output_type -> admin.v1.EndpointsResponse
-	62, // 59: admin.v1.Admin.ListKeyspaces:output_type -> admin.v1.ListKeyspacesResponse
-	64, // 60: admin.v1.Admin.CreateKeyspace:output_type -> admin.v1.CreateKeyspaceResponse
-	49, // 61: admin.v1.Admin.ReloadSecrets:output_type -> admin.v1.ReloadSecretsResponse
-	38, // 62: admin.v1.Admin.Hints:output_type -> admin.v1.HintsResponse
-	40, // 63: admin.v1.Admin.PurgeHints:output_type -> admin.v1.PurgeHintsResponse
-	43, // 64: admin.v1.Admin.RepairStatus:output_type -> admin.v1.RepairStatusResponse
-	45, // 65: admin.v1.Admin.RepairRun:output_type -> admin.v1.RepairProgress
-	47, // 66: admin.v1.Admin.ReplicaGet:output_type -> admin.v1.ReplicaGetResponse
-	16, // 67: admin.v1.Admin.AlterKeyspace:output_type -> admin.v1.AlterKeyspaceResponse
-	18, // 68: admin.v1.Admin.DropKeyspace:output_type -> admin.v1.DropKeyspaceResponse
-	24, // 69: admin.v1.Admin.ClusterPlan:output_type -> admin.v1.ClusterPlanResponse
-	24, // 70: admin.v1.Admin.ClusterPlanShow:output_type -> admin.v1.ClusterPlanResponse
-	26, // 71: admin.v1.Admin.ClusterPlanClear:output_type -> admin.v1.ClusterPlanClearResponse
-	28, // 72: admin.v1.Admin.ClusterCommit:output_type -> admin.v1.ClusterCommitResponse
-	30, // 73: admin.v1.Admin.ClusterAbort:output_type -> admin.v1.ClusterAbortResponse
-	35, // 74: admin.v1.Admin.ClusterStatus:output_type -> admin.v1.ClusterStatusResponse
-	33, // 75: admin.v1.Admin.Transfers:output_type -> admin.v1.TransfersResponse
-	9,  // 76: admin.v1.Admin.InjectFault:output_type -> admin.v1.InjectFaultResponse
-	12, // 77: admin.v1.Admin.ListFaults:output_type -> admin.v1.ListFaultsResponse
-	14, // 78: admin.v1.Admin.ClearFaults:output_type -> admin.v1.ClearFaultsResponse
-	2,  // 79: admin.v1.Admin.CreateSnapshot:output_type -> admin.v1.CreateSnapshotResponse
-	4,  // 80: admin.v1.Admin.ListSnapshots:output_type -> admin.v1.ListSnapshotsResponse
-	6,  // 81: admin.v1.Admin.DeleteSnapshot:output_type -> admin.v1.DeleteSnapshotResponse
-	56, // [56:82] is the sub-list for method output_type
-	30, // [30:56] is the sub-list for method input_type
+	2,  // 0: admin.v1.CreateSnapshotResponse.snapshots:type_name -> admin.v1.Snapshot
+	2,  // 1: admin.v1.ListSnapshotsResponse.snapshots:type_name -> admin.v1.Snapshot
+	9,  // 2: admin.v1.InjectFaultRequest.fault:type_name -> admin.v1.Fault
+	9,  // 3: admin.v1.InjectFaultResponse.fault:type_name -> admin.v1.Fault
+	9,  // 4: admin.v1.NodeFaults.faults:type_name -> admin.v1.Fault
+	13, // 5: admin.v1.ListFaultsResponse.nodes:type_name -> admin.v1.NodeFaults
+	62, // 6: admin.v1.AlterKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
+	62, // 7: admin.v1.AlterKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
+	21, // 8: admin.v1.Plan.ops:type_name -> admin.v1.PlanOp
+	22, // 9: admin.v1.Plan.moves:type_name -> admin.v1.PlanMove
+	21, // 10: admin.v1.ClusterPlanRequest.op:type_name -> admin.v1.PlanOp
+	23, // 11: admin.v1.ClusterPlanResponse.plan:type_name -> admin.v1.Plan
+	33, // 12: admin.v1.TransfersResponse.transfers:type_name -> admin.v1.Transfer
+	52, // 13: admin.v1.ClusterStatusResponse.nodes:type_name -> admin.v1.Node
+	21, // 14: admin.v1.ClusterStatusResponse.transition_ops:type_name -> admin.v1.PlanOp
+	33, // 15: admin.v1.ClusterStatusResponse.transfers:type_name -> admin.v1.Transfer
+	23, // 16: admin.v1.ClusterStatusResponse.pending:type_name -> admin.v1.Plan
+	39, // 17: admin.v1.HintsResponse.targets:type_name -> admin.v1.HintTarget
+	44, // 18: admin.v1.RepairStatusResponse.partitions:type_name -> admin.v1.PartitionRepair
+	68, // 19: admin.v1.ReplicaGetResponse.siblings:type_name -> kv.v1.Sibling
+	52, // 20: admin.v1.StatusResponse.nodes:type_name -> admin.v1.Node
+	52, // 21: admin.v1.RingNode.node:type_name -> admin.v1.Node
+	56, // 22: admin.v1.RingNode.keyspaces:type_name -> admin.v1.KeyspaceShare
+	57, // 23: admin.v1.RingResponse.nodes:type_name -> admin.v1.RingNode
+	60, // 24: admin.v1.EndpointsResponse.replicas:type_name -> admin.v1.Endpoint
+	60, // 25: admin.v1.EndpointsResponse.fallbacks:type_name -> admin.v1.Endpoint
+	67, // 26: admin.v1.Keyspace.replication:type_name -> admin.v1.Keyspace.ReplicationEntry
+	62, // 27: admin.v1.ListKeyspacesResponse.keyspaces:type_name -> admin.v1.Keyspace
+	62, // 28: admin.v1.CreateKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
+	62, // 29: admin.v1.CreateKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
+	53, // 30: admin.v1.Admin.Status:input_type -> admin.v1.StatusRequest
+	55, // 31: admin.v1.Admin.Ring:input_type -> admin.v1.RingRequest
+	59, // 32: admin.v1.Admin.Endpoints:input_type -> admin.v1.EndpointsRequest
+	63, // 33: admin.v1.Admin.ListKeyspaces:input_type -> admin.v1.ListKeyspacesRequest
+	65, // 34: admin.v1.Admin.CreateKeyspace:input_type -> admin.v1.CreateKeyspaceRequest
+	50, // 35: admin.v1.Admin.ReloadSecrets:input_type -> admin.v1.ReloadSecretsRequest
+	38, // 36: admin.v1.Admin.Hints:input_type -> admin.v1.HintsRequest
+	41, // 37: admin.v1.Admin.PurgeHints:input_type -> admin.v1.PurgeHintsRequest
+	43, // 38: admin.v1.Admin.RepairStatus:input_type -> admin.v1.RepairStatusRequest
+	46, // 39: admin.v1.Admin.RepairRun:input_type -> admin.v1.RepairRunRequest
+	48, // 40: admin.v1.Admin.ReplicaGet:input_type -> admin.v1.ReplicaGetRequest
+	17, // 41: admin.v1.Admin.AlterKeyspace:input_type -> admin.v1.AlterKeyspaceRequest
+	19, // 42: admin.v1.Admin.DropKeyspace:input_type -> admin.v1.DropKeyspaceRequest
+	24, // 43: admin.v1.Admin.ClusterPlan:input_type -> admin.v1.ClusterPlanRequest
+	25, // 44: admin.v1.Admin.ClusterPlanShow:input_type -> admin.v1.ClusterPlanShowRequest
+	27, // 45: admin.v1.Admin.ClusterPlanClear:input_type -> admin.v1.ClusterPlanClearRequest
+	29, // 46: admin.v1.Admin.ClusterCommit:input_type -> admin.v1.ClusterCommitRequest
+	31, // 47: admin.v1.Admin.ClusterAbort:input_type -> admin.v1.ClusterAbortRequest
+	36, // 48: admin.v1.Admin.ClusterStatus:input_type -> admin.v1.ClusterStatusRequest
+	34, // 49: admin.v1.Admin.Transfers:input_type -> admin.v1.TransfersRequest
+	10, // 50: admin.v1.Admin.InjectFault:input_type -> admin.v1.InjectFaultRequest
+	12, // 51: admin.v1.Admin.ListFaults:input_type -> admin.v1.ListFaultsRequest
+	15, // 52: admin.v1.Admin.ClearFaults:input_type -> admin.v1.ClearFaultsRequest
+	3,  // 53: admin.v1.Admin.CreateSnapshot:input_type -> admin.v1.CreateSnapshotRequest
+	5,  // 54: admin.v1.Admin.ListSnapshots:input_type -> admin.v1.ListSnapshotsRequest
+	7,  // 55: admin.v1.Admin.DeleteSnapshot:input_type -> admin.v1.DeleteSnapshotRequest
+	0,  // 56: admin.v1.Admin.ReadSnapshot:input_type -> admin.v1.ReadSnapshotRequest
+	54, // 57: admin.v1.Admin.Status:output_type -> admin.v1.StatusResponse
+	58, // 58: admin.v1.Admin.Ring:output_type -> admin.v1.RingResponse
+	61, // 59: admin.v1.Admin.Endpoints:output_type -> admin.v1.EndpointsResponse
+	64, // 60: admin.v1.Admin.ListKeyspaces:output_type -> admin.v1.ListKeyspacesResponse
+	66, // 61: admin.v1.Admin.CreateKeyspace:output_type -> admin.v1.CreateKeyspaceResponse
+	51, // 62: admin.v1.Admin.ReloadSecrets:output_type -> admin.v1.ReloadSecretsResponse
+	40, // 63: admin.v1.Admin.Hints:output_type -> admin.v1.HintsResponse
+	42, // 64: admin.v1.Admin.PurgeHints:output_type -> admin.v1.PurgeHintsResponse
+	45, // 65: admin.v1.Admin.RepairStatus:output_type -> admin.v1.RepairStatusResponse
+	47, // 66: admin.v1.Admin.RepairRun:output_type -> admin.v1.RepairProgress
+	49, // 67: admin.v1.Admin.ReplicaGet:output_type -> admin.v1.ReplicaGetResponse
+	18, // 68: admin.v1.Admin.AlterKeyspace:output_type -> admin.v1.AlterKeyspaceResponse
+	20, // 69: admin.v1.Admin.DropKeyspace:output_type -> admin.v1.DropKeyspaceResponse
+	26, // 70: admin.v1.Admin.ClusterPlan:output_type -> admin.v1.ClusterPlanResponse
+	26, // 71: admin.v1.Admin.ClusterPlanShow:output_type -> admin.v1.ClusterPlanResponse
+	28, // 72: admin.v1.Admin.ClusterPlanClear:output_type -> admin.v1.ClusterPlanClearResponse
+	30, // 73: admin.v1.Admin.ClusterCommit:output_type -> admin.v1.ClusterCommitResponse
+	32, // 74: admin.v1.Admin.ClusterAbort:output_type -> admin.v1.ClusterAbortResponse
+	37, // 75: admin.v1.Admin.ClusterStatus:output_type -> admin.v1.ClusterStatusResponse
+	35, // 76: admin.v1.Admin.Transfers:output_type -> admin.v1.TransfersResponse
+	11, // 77: admin.v1.Admin.InjectFault:output_type -> admin.v1.InjectFaultResponse
+	14, // 78: admin.v1.Admin.ListFaults:output_type -> admin.v1.ListFaultsResponse
+	16, // 79: admin.v1.Admin.ClearFaults:output_type -> admin.v1.ClearFaultsResponse
+	4,  // 80: admin.v1.Admin.CreateSnapshot:output_type -> admin.v1.CreateSnapshotResponse
+	6,  // 81: admin.v1.Admin.ListSnapshots:output_type -> admin.v1.ListSnapshotsResponse
+	8,  // 82: admin.v1.Admin.DeleteSnapshot:output_type -> admin.v1.DeleteSnapshotResponse
+	1,  // 83: admin.v1.Admin.ReadSnapshot:output_type -> admin.v1.SnapshotChunk
+	57, // [57:84] is the sub-list for method output_type
+	30, // [30:57] is the sub-list for method input_type
 	30, // [30:30] is the sub-list for extension type_name
 	30, // [30:30] is the sub-list for extension extendee
 	0,  // [0:30] is the sub-list for field type_name
@@ -4463,7 +4642,7 @@ func file_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_v1_admin_proto_rawDesc), len(file_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   66,
+			NumMessages:   68,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

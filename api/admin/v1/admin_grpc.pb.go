@@ -48,6 +48,7 @@ const (
 	Admin_CreateSnapshot_FullMethodName   = "/admin.v1.Admin/CreateSnapshot"
 	Admin_ListSnapshots_FullMethodName    = "/admin.v1.Admin/ListSnapshots"
 	Admin_DeleteSnapshot_FullMethodName   = "/admin.v1.Admin/DeleteSnapshot"
+	Admin_ReadSnapshot_FullMethodName     = "/admin.v1.Admin/ReadSnapshot"
 )
 
 // AdminClient is the client API for Admin service.
@@ -131,6 +132,10 @@ type AdminClient interface {
 	// DeleteSnapshot removes a snapshot by name on every node that has it
 	// (or only on this one).
 	DeleteSnapshot(ctx context.Context, in *DeleteSnapshotRequest, opts ...grpc.CallOption) (*DeleteSnapshotResponse, error)
+	// ReadSnapshot streams the files of one node's snapshot (this node's,
+	// or another member's relayed through this one), for a copy off the
+	// machines: `meridian snapshot download`.
+	ReadSnapshot(ctx context.Context, in *ReadSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error)
 }
 
 type adminClient struct {
@@ -410,6 +415,25 @@ func (c *adminClient) DeleteSnapshot(ctx context.Context, in *DeleteSnapshotRequ
 	return out, nil
 }
 
+func (c *adminClient) ReadSnapshot(ctx context.Context, in *ReadSnapshotRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SnapshotChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Admin_ServiceDesc.Streams[1], Admin_ReadSnapshot_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ReadSnapshotRequest, SnapshotChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_ReadSnapshotClient = grpc.ServerStreamingClient[SnapshotChunk]
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -491,6 +515,10 @@ type AdminServer interface {
 	// DeleteSnapshot removes a snapshot by name on every node that has it
 	// (or only on this one).
 	DeleteSnapshot(context.Context, *DeleteSnapshotRequest) (*DeleteSnapshotResponse, error)
+	// ReadSnapshot streams the files of one node's snapshot (this node's,
+	// or another member's relayed through this one), for a copy off the
+	// machines: `meridian snapshot download`.
+	ReadSnapshot(*ReadSnapshotRequest, grpc.ServerStreamingServer[SnapshotChunk]) error
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -578,6 +606,9 @@ func (UnimplementedAdminServer) ListSnapshots(context.Context, *ListSnapshotsReq
 }
 func (UnimplementedAdminServer) DeleteSnapshot(context.Context, *DeleteSnapshotRequest) (*DeleteSnapshotResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method DeleteSnapshot not implemented")
+}
+func (UnimplementedAdminServer) ReadSnapshot(*ReadSnapshotRequest, grpc.ServerStreamingServer[SnapshotChunk]) error {
+	return status.Errorf(codes.Unimplemented, "method ReadSnapshot not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1061,6 +1092,17 @@ func _Admin_DeleteSnapshot_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ReadSnapshot_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ReadSnapshotRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServer).ReadSnapshot(m, &grpc.GenericServerStream[ReadSnapshotRequest, SnapshotChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_ReadSnapshotServer = grpc.ServerStreamingServer[SnapshotChunk]
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1173,6 +1215,11 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "RepairRun",
 			Handler:       _Admin_RepairRun_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "ReadSnapshot",
+			Handler:       _Admin_ReadSnapshot_Handler,
 			ServerStreams: true,
 		},
 	},
