@@ -597,6 +597,18 @@ func provisionalTopology(cfg Config) (*membership.Topology, error) {
 	return topo, nil
 }
 
+// NotServing is why the node refuses client requests for good although
+// it runs (agreed metadata it would not adopt), nil otherwise.
+func (n *Node) NotServing() error {
+	if n.Topology().Agreed() {
+		return nil
+	}
+	if why := n.notAdopted.Load(); why != nil {
+		return *why
+	}
+	return nil
+}
+
 // ready refuses client requests until the node routes by agreed metadata.
 func (n *Node) ready() error {
 	if !n.Topology().Agreed() {
@@ -604,8 +616,8 @@ func (n *Node) ready() error {
 		if n.meta != nil {
 			leader = n.meta.Leader()
 		}
-		if why := n.notAdopted.Load(); why != nil {
-			return fmt.Errorf("this node does not serve: %w", *why)
+		if why := n.NotServing(); why != nil {
+			return fmt.Errorf("this node does not serve: %w", why)
 		}
 		return fmt.Errorf("the cluster metadata is not agreed yet (metadata leader %q): wait until `meridian status` shows an epoch", leader)
 	}

@@ -221,6 +221,9 @@ func TestDataOfAnotherClusterIsNotServed(t *testing.T) {
 	if n.Topology().Agreed() {
 		t.Error("the node routes by agreed metadata of a cluster its data is not of")
 	}
+	if why := n.NotServing(); why == nil || !strings.Contains(why.Error(), "its metadata log is of cluster") {
+		t.Errorf("NotServing %v: want the reason", why)
+	}
 	resp, err := healthpb.NewHealthClient(dialConn(t, n.Addr())).Check(ctx, &healthpb.HealthCheckRequest{Service: "kv.v1.KV"})
 	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Errorf("health %v %v, want NOT_SERVING", resp.GetStatus(), err)

@@ -89,6 +89,9 @@ func (s *Server) Status(context.Context, *adminv1.StatusRequest) (*adminv1.Statu
 	if t.Meta != nil {
 		resp.RestoredFrom = t.Meta.RestoredFrom
 	}
+	if err := s.n.NotServing(); err != nil {
+		resp.NotServing = err.Error()
+	}
 	for _, info := range sortedNodes(t) {
 		resp.Nodes = append(resp.Nodes, s.nodeProto(info))
 	}

@@ -111,6 +111,9 @@ func writeStatus(w io.Writer, resp *adminv1.StatusResponse) error {
 	if resp.RestoredFrom != "" {
 		fmt.Fprintf(w, "restored from the snapshots of cluster %s\n", resp.RestoredFrom)
 	}
+	if resp.NotServing != "" {
+		fmt.Fprintf(w, "%s DOES NOT SERVE: %s\n", resp.Node, resp.NotServing)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tSTATE\tMEMBER\tEPOCH\tRAFT\tDC\tRACK\tWEIGHT\tADDRESS")
 	var low []string

@@ -198,6 +198,14 @@ n4    suspect  joining  11     nonvoter  dc1  r3    2       127.0.0.1:7004
 		t.Fatalf("status with n4 low on disk:\n%s", out.String())
 	}
 
+	// A restored cluster says so; a node that refuses the agreed
+	// metadata says why, before the table.
+	out.Reset()
+	writeStatus(&out, &adminv1.StatusResponse{Node: "n3", Partitions: 8, RestoredFrom: "c-old", NotServing: "this node's data was restored from a snapshot of cluster c-old, but the cluster was initialized afresh"})
+	if lines := strings.Split(out.String(), "\n"); len(lines) < 3 || lines[1] != "restored from the snapshots of cluster c-old" || !strings.HasPrefix(lines[2], "n3 DOES NOT SERVE: this node's data was restored") {
+		t.Fatalf("status of a restored node that does not serve:\n%s", out.String())
+	}
+
 	// A node mid-election knows no leader.
 	out.Reset()
 	writeStatus(&out, &adminv1.StatusResponse{Node: "n1", Epoch: 1, Partitions: 8, ClusterId: "c-1"})

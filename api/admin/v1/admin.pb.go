@@ -3308,7 +3308,11 @@ type StatusResponse struct {
 	Leader     string  `protobuf:"bytes,6,opt,name=leader,proto3" json:"leader,omitempty"`
 	// The cluster this one was initialized from, restored from its
 	// snapshots onto new machines ("": started afresh).
-	RestoredFrom  string `protobuf:"bytes,7,opt,name=restored_from,json=restoredFrom,proto3" json:"restored_from,omitempty"`
+	RestoredFrom string `protobuf:"bytes,7,opt,name=restored_from,json=restoredFrom,proto3" json:"restored_from,omitempty"`
+	// Why the answering node does not serve although it runs ("": it
+	// serves, or is still starting): for example restored data that the
+	// agreed metadata does not place.
+	NotServing    string `protobuf:"bytes,8,opt,name=not_serving,json=notServing,proto3" json:"not_serving,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3388,6 +3392,13 @@ func (x *StatusResponse) GetLeader() string {
 func (x *StatusResponse) GetRestoredFrom() string {
 	if x != nil {
 		return x.RestoredFrom
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetNotServing() string {
+	if x != nil {
+		return x.NotServing
 	}
 	return ""
 }
@@ -4357,7 +4368,7 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\x06leader\x18\n" +
 	" \x01(\bR\x06leader\x12\x19\n" +
 	"\bdisk_low\x18\v \x01(\bR\adiskLow\"\x0f\n" +
-	"\rStatusRequest\"\xdc\x01\n" +
+	"\rStatusRequest\"\xfd\x01\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12$\n" +
@@ -4368,7 +4379,9 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"cluster_id\x18\x05 \x01(\tR\tclusterId\x12\x16\n" +
 	"\x06leader\x18\x06 \x01(\tR\x06leader\x12#\n" +
-	"\rrestored_from\x18\a \x01(\tR\frestoredFrom\"\r\n" +
+	"\rrestored_from\x18\a \x01(\tR\frestoredFrom\x12\x1f\n" +
+	"\vnot_serving\x18\b \x01(\tR\n" +
+	"notServing\"\r\n" +
 	"\vRingRequest\"p\n" +
 	"\rKeyspaceShare\x12\x1a\n" +
 	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12-\n" +
