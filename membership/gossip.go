@@ -49,6 +49,11 @@ type Meta struct {
 	// DiskLow is set while the node refuses writes of data for lack of
 	// free disk space (min-free-disk); it serves reads.
 	DiskLow bool `json:"dl,omitempty"`
+	// Restored is the cluster whose snapshot this node's data was
+	// restored from, while it waits for a cluster initialized from it
+	// ("" otherwise): a new cluster's first leader without such data
+	// hands it the leadership rather than starting the cluster afresh.
+	Restored string `json:"rs,omitempty"`
 }
 
 // metaVersion prefixes the encoded metadata so the format can change.

@@ -181,6 +181,12 @@ func (m *MetaLog) Stats() LogStats {
 // IsLeader reports whether this node leads the group.
 func (m *MetaLog) IsLeader() bool { return m.raft.State() == raft.Leader }
 
+// TransferLeadership asks the group to make id its leader (this node
+// must lead) and waits for the outcome.
+func (m *MetaLog) TransferLeadership(id string) error {
+	return m.raft.LeadershipTransferToServer(raft.ServerID(id), raft.ServerAddress(id)).Error()
+}
+
 // LeaderCh signals leadership changes of this node.
 func (m *MetaLog) LeaderCh() <-chan bool { return m.raft.LeaderCh() }
 

@@ -374,6 +374,30 @@ func (n *Node) proposeInit(ctx context.Context) error {
 			return fmt.Errorf("initialize the cluster from the restored metadata of cluster %s: %w", n.restored.ClusterID, err)
 		}
 	} else {
+		ids := make([]string, len(recs))
+		for i, r := range recs {
+			ids[i] = r.ID
+		}
+		seen := map[string]string{}
+		for _, m := range n.gossip.Members() {
+			if m.State == membership.StateAlive {
+				seen[m.Meta.ID] = m.Meta.Restored
+			}
+		}
+		handTo, wait, stuck := freshInitPlan(n.cfg.ID, ids, membership.PickVoters(recs), seen, n.now().Sub(n.started))
+		if len(stuck) > 0 {
+			return fmt.Errorf("nodes %v hold data restored from a snapshot but do not vote in the metadata log, and this node has none: a cluster initialized here would strand their data. Restore the voters' snapshots too (meridian status lists the roles)", stuck)
+		}
+		if handTo != "" {
+			if err := n.meta.TransferLeadership(handTo); err != nil {
+				return fmt.Errorf("%s holds data restored from a snapshot of cluster %s and must initialize the cluster from it; handing it the metadata leadership failed: %w", handTo, seen[handTo], err)
+			}
+			n.log.Info("handed the metadata leadership to a node with restored data: it initializes the cluster from it", "to", handTo, "restored_cluster_id", seen[handTo])
+			return nil
+		}
+		if wait {
+			return nil // the next tick looks again
+		}
 		saved, err := n.savedKeyspaces()
 		if err != nil {
 			n.log.Warn("read saved keyspaces", "err", err)

@@ -127,6 +127,8 @@ type Node struct {
 	// or of a cluster initialized from it, is adopted (adoptable). Set
 	// before the metadata log starts, then used by metaChanged alone.
 	dataCluster string
+	// started is when Start began.
+	started time.Time
 	// clusterFile is the cluster ID last written to the data directory's
 	// CLUSTER_ID (used by metaChanged alone after Start).
 	clusterFile string
@@ -177,7 +179,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	}
 	// n is not the named result: an error return sets that to nil while
 	// goroutines started here (and closures handed out) still use n.
-	n := &Node{cfg: cfg, now: opts.Now, self: topo.Nodes[cfg.ID], gate: newGate(), drain: opts.DrainTimeout, failed: make(chan struct{})}
+	n := &Node{cfg: cfg, now: opts.Now, started: opts.Now(), self: topo.Nodes[cfg.ID], gate: newGate(), drain: opts.DrainTimeout, failed: make(chan struct{})}
 	if n.drain <= 0 {
 		n.drain = DefaultDrainTimeout
 	}
@@ -361,6 +363,9 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 		ClusterID: topo.ClusterID,
 		HintsFor:  n.hints.Targets(),
 		DiskLow:   n.DiskLow(),
+	}
+	if n.restored != nil {
+		meta.Restored = n.restored.ClusterID
 	}
 	keys, err := cfg.gossipKeyring(secrets)
 	if err != nil {

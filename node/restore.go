@@ -7,7 +7,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/meridiankv/meridian/membership"
 )
@@ -124,4 +126,38 @@ func adoptable(dataCluster string, restored bool, st *membership.MetaState) erro
 	default:
 		return fmt.Errorf("this node's data was last in cluster %s, but its metadata log is of cluster %s (data restored from another cluster's snapshot?): restore this node's own snapshot, or move its data directory aside to start it empty", dataCluster, st.ClusterID)
 	}
+}
+
+// freshInitWait bounds how long a new cluster's first leader without
+// restored data waits for gossip to show every initial member before it
+// initializes the cluster afresh (freshInitPlan).
+const freshInitWait = 5 * time.Second
+
+// freshInitPlan says what the first leader of a new cluster, holding no
+// restored data, does about initializing it. seen maps each initial
+// member gossip shows alive to the cluster its restored data is of (""
+// none); voters are the metadata log's voters. A voter with restored data
+// gets the leadership (handTo): it initializes the cluster from that data,
+// which a fresh init would strand. If only members that do not vote hold
+// restored data, nothing is initialized (stuck names them). Until every
+// member was seen, the leader waits (up to freshInitWait after its start,
+// then goes ahead: a member that is down may never come).
+func freshInitPlan(self string, members, voters []string, seen map[string]string, waited time.Duration) (handTo string, wait bool, stuck []string) {
+	missing := false
+	for _, id := range members { // in order: the same choice on every call
+		restored, ok := seen[id]
+		switch {
+		case id == self:
+		case !ok:
+			missing = true
+		case restored != "" && slices.Contains(voters, id):
+			return id, false, nil
+		case restored != "":
+			stuck = append(stuck, id)
+		}
+	}
+	if len(stuck) > 0 {
+		return "", false, stuck
+	}
+	return "", missing && waited < freshInitWait, nil
 }

@@ -229,3 +229,54 @@ func TestDataOfAnotherClusterIsNotServed(t *testing.T) {
 		t.Errorf("health %v %v, want NOT_SERVING", resp.GetStatus(), err)
 	}
 }
+
+// TestRestoreWithOneSnapshotLost: of a 3-node cluster's snapshots only
+// n2's and n3's are restored; n1 starts empty (and first, so it often
+// leads first). Whichever node leads first,
+// the new cluster is initialized from the restored metadata (a leader
+// without restored data hands the leadership to one with it), n1 joins it,
+// and every write reads back at QUORUM.
+func TestRestoreWithOneSnapshotLost(t *testing.T) {
+	dirA := t.TempDir()
+	spec := node.LocalSpec{Dir: dirA, NodesPerDC: 3, Partitions: 16}
+	a := startCluster(t, spec)
+	ctx := ctxT(t)
+	c := dial(t, a.Nodes()[0].Addr())
+	const keys = 20
+	for i := range keys {
+		if _, err := c.Put(ctx, &kvv1.PutRequest{Key: []byte(fmt.Sprintf("k%d", i)), Value: []byte(fmt.Sprint(i)), Consistency: lvl(kvv1.Level_LEVEL_ALL)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := a.Nodes()[0].MetaState().ClusterID
+	for _, n := range a.Nodes() {
+		if _, err := n.Snapshot("s1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	dirB := t.TempDir()
+	for _, id := range []string{"n2", "n3"} {
+		if _, err := node.RestoreSnapshotFrom(filepath.Join(dirB, id), filepath.Join(dirA, id, "snapshots", "s1"), time.Now(), time.Hour, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	specB := spec
+	specB.Dir = dirB
+	b := startCluster(t, specB)
+	meta := b.Nodes()[0].MetaState()
+	if meta.RestoredFrom != old {
+		t.Fatalf("the new cluster was initialized from %q, want the restored %s (n1 had no data)", meta.RestoredFrom, old)
+	}
+	for _, n := range b.Nodes() {
+		cn := dial(t, n.Addr())
+		for i := range keys {
+			got, err := cn.Get(ctx, &kvv1.GetRequest{Key: []byte(fmt.Sprintf("k%d", i)), Consistency: lvl(kvv1.Level_LEVEL_QUORUM)})
+			if err != nil || len(got.GetSiblings()) != 1 {
+				t.Fatalf("k%d through %s: %v %v", i, n.ID(), got, err)
+			}
+		}
+	}
+}
