@@ -509,6 +509,7 @@ func sampleWrites(ws []ackedWrite, n int) []ackedWrite {
 	return out
 }
 
+// sleepCtx waits d, or less if ctx ends first (its error).
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()

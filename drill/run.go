@@ -318,17 +318,6 @@ func (d *driller) preflight(ctx context.Context) error {
 	return nil
 }
 
-func (d *driller) sleep(ctx context.Context, dur time.Duration) error {
-	t := time.NewTimer(dur)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 func (d *driller) run(ctx context.Context) (*Report, error) {
 	d.start = time.Now()
 	d.rec = &recorder{start: d.start}
@@ -386,7 +375,7 @@ func (d *driller) run(ctx context.Context) (*Report, error) {
 
 	d.tl.Begin(Baseline, 0)
 	d.logf("baseline: workload only, %s", d.cfg.Durations.Baseline)
-	if err := d.sleep(ctx, d.cfg.Durations.Baseline); err != nil {
+	if err := sleepCtx(ctx, d.cfg.Durations.Baseline); err != nil {
 		return nil, fmt.Errorf("interrupted during the baseline: %w", err)
 	}
 
@@ -416,7 +405,7 @@ func (d *driller) run(ctx context.Context) (*Report, error) {
 		}
 	} else {
 		d.logf("hold: %s", d.cfg.Durations.Hold)
-		if err := d.sleep(ctx, d.cfg.Durations.Hold); err != nil {
+		if err := sleepCtx(ctx, d.cfg.Durations.Hold); err != nil {
 			return nil, fmt.Errorf("interrupted during the hold (the fault is cleared): %w", err)
 		}
 	}
@@ -602,7 +591,7 @@ func (d *driller) roll(ctx context.Context) error {
 			d.logf("hold: hints for %s delivered in %.1fs", id, time.Since(t1).Seconds())
 		}
 		if i < len(d.ids)-1 {
-			if err := d.sleep(ctx, d.cfg.RestartPause); err != nil {
+			if err := sleepCtx(ctx, d.cfg.RestartPause); err != nil {
 				return err
 			}
 		}
@@ -640,7 +629,7 @@ func (d *driller) waitHintsDelivered(ctx context.Context, id string, limit time.
 			d.note("rolling restart: %d hint(s) for %s still held (%d node(s) did not answer) after %s; restarting the next node anyway", held, id, unknown, limit)
 			return nil
 		}
-		if err := d.sleep(ctx, 200*time.Millisecond); err != nil {
+		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
 	}
@@ -728,7 +717,7 @@ func (d *driller) converge(ctx context.Context) {
 			return
 		}
 		d.logf("verify: repair round %d: %d mismatch(es)%s", round, mism, errSuffix(errs))
-		if d.sleep(ctx, 250*time.Millisecond) != nil {
+		if sleepCtx(ctx, 250*time.Millisecond) != nil {
 			return
 		}
 	}
