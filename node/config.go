@@ -115,6 +115,10 @@ type Config struct {
 	// default) takes none; at least 1s.
 	SnapshotInterval time.Duration `yaml:"snapshot-interval"`
 	SnapshotKeep     int           `yaml:"snapshot-keep"`
+	// SnapshotReads bounds the snapshot downloads ('meridian snapshot
+	// download') this node serves at once, each reading its disk (0:
+	// the default, 2).
+	SnapshotReads int `yaml:"snapshot-reads"`
 	// RowCacheSize bounds the cache of recently read and written sibling
 	// sets that lets reads and writes of hot keys skip the storage engine
 	// (nil: 32 MiB; 0 turns it off).
@@ -220,6 +224,9 @@ func (c *Config) setDefaults() {
 	if c.SnapshotKeep == 0 {
 		c.SnapshotKeep = DefaultSnapshotKeep
 	}
+	if c.SnapshotReads == 0 {
+		c.SnapshotReads = DefaultSnapshotReads
+	}
 	if c.MaxConcurrentStreams == 0 {
 		c.MaxConcurrentStreams = DefaultMaxConcurrentStreams
 	}
@@ -305,6 +312,9 @@ func (c Config) Validate() error {
 	}
 	if c.SnapshotInterval < 0 || c.SnapshotInterval > 0 && c.SnapshotInterval < MinSnapshotInterval {
 		return fmt.Errorf("snapshot-interval %s: use 0 (no scheduled snapshots) or at least %s, e.g. 6h", c.SnapshotInterval, MinSnapshotInterval)
+	}
+	if c.SnapshotReads < 0 || c.SnapshotReads > 64 {
+		return fmt.Errorf("snapshot-reads %d: serve 1 to 64 snapshot downloads at once (0: the default, %d)", c.SnapshotReads, DefaultSnapshotReads)
 	}
 	if c.SnapshotKeep < 0 || c.SnapshotKeep > 10000 {
 		return fmt.Errorf("snapshot-keep %d: keep 1 to 10000 scheduled snapshots (0: the default, %d)", c.SnapshotKeep, DefaultSnapshotKeep)

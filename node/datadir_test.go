@@ -159,4 +159,12 @@ func TestSnapshotScheduleConfig(t *testing.T) {
 			t.Errorf("interval %s keep %d engine %q: %v, want %q", c.every, c.keep, c.engine, err, c.bad)
 		}
 	}
+	for reads, bad := range map[int]string{0: "", 1: "", 64: "", -1: "snapshot-reads -1", 65: "snapshot-reads 65"} {
+		cfg := soloConfig(t, "n1", "127.0.0.1:7001", t.TempDir())
+		cfg.SnapshotReads = reads
+		err := cfg.Validate()
+		if bad == "" && err != nil || bad != "" && (err == nil || !strings.Contains(err.Error(), bad)) {
+			t.Errorf("snapshot-reads %d: %v, want %q", reads, err, bad)
+		}
+	}
 }

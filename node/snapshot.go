@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -178,6 +179,24 @@ func (n *Node) SnapshotFiles(name string) ([]SnapshotFile, error) {
 	}
 	sort.SliceStable(files, func(i, j int) bool { return files[j].Rel == snapshotInfoFile && files[i].Rel != snapshotInfoFile })
 	return files, nil
+}
+
+// StartSnapshotRead admits one snapshot download served by this node,
+// at most snapshot-reads at once (RESOURCE_EXHAUSTED beyond); done
+// records the bytes it sent and ends it.
+func (n *Node) StartSnapshotRead() (done func(sent int64), err error) {
+	if running := n.sched.reads.Add(1); running > int64(n.cfg.SnapshotReads) {
+		n.sched.reads.Add(-1)
+		n.sched.readsRefused.Add(1)
+		return nil, status.Errorf(codes.ResourceExhausted, "node %s is serving %d snapshot downloads already (snapshot-reads): try again when one ends", n.ID(), n.cfg.SnapshotReads)
+	}
+	var once sync.Once
+	return func(sent int64) {
+		once.Do(func() {
+			n.sched.readBytes.Add(uint64(max(sent, 0)))
+			n.sched.reads.Add(-1)
+		})
+	}, nil
 }
 
 // ReadSnapshotInfo reads the description of the snapshot in dir (a

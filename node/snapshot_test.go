@@ -204,3 +204,47 @@ func TestScheduledSnapshots(t *testing.T) {
 		t.Errorf("last scheduled snapshot at %v, want just now", time.Unix(int64(last), 0))
 	}
 }
+
+// TestSnapshotReadsAreBounded: a node serves at most snapshot-reads
+// snapshot downloads at once; one more is refused with RESOURCE_EXHAUSTED
+// until one ends, and the metrics show what runs, what was refused and
+// the bytes sent.
+func TestSnapshotReadsAreBounded(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 1, Partitions: 16, Configure: func(c *node.Config) {
+		c.SnapshotReads = 1
+		c.Telemetry.MetricsAddr = "127.0.0.1:0"
+	}})
+	n := l.Nodes()[0]
+	done, err := n.StartSnapshotRead()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.StartSnapshotRead(); status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "snapshot-reads") {
+		t.Fatalf("a second read with snapshot-reads 1: %v, want RESOURCE_EXHAUSTED naming the setting", err)
+	}
+	body := scrape(t, n.Telemetry().MetricsAddr())
+	if metricValue(t, body, "meridian_snapshot_reads_running") != 1 || metricValue(t, body, "meridian_snapshot_reads_refused_total") != 1 {
+		t.Errorf("metrics while one read runs and one was refused:\n%s", grepLines(body, "meridian_snapshot_read"))
+	}
+	done(4096)
+	done(4096) // ending twice counts once
+	again, err := n.StartSnapshotRead()
+	if err != nil {
+		t.Fatalf("a read after the first ended: %v", err)
+	}
+	again(0)
+	body = scrape(t, n.Telemetry().MetricsAddr())
+	if metricValue(t, body, "meridian_snapshot_reads_running") != 0 || metricValue(t, body, "meridian_snapshot_read_bytes_total") != 4096 {
+		t.Errorf("metrics after both ended:\n%s", grepLines(body, "meridian_snapshot_read"))
+	}
+}
+
+func grepLines(body, prefix string) string {
+	var out []string
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(line, prefix) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}

@@ -30,6 +30,10 @@ const autoSnapshotPrefix = "auto-"
 // DefaultSnapshotKeep is how many scheduled snapshots a node keeps.
 const DefaultSnapshotKeep = 7
 
+// DefaultSnapshotReads is how many snapshot downloads a node serves at
+// once.
+const DefaultSnapshotReads = 2
+
 // MinSnapshotInterval is the shortest snapshot-interval accepted.
 const MinSnapshotInterval = time.Second
 
@@ -58,15 +62,19 @@ func autoSnapshotsToPrune(names []string, keep int) []string {
 	return auto[:len(auto)-keep]
 }
 
-// snapshotSchedule counts what the schedule did, for the metrics.
+// snapshotSchedule counts what the schedule did, and the snapshot reads
+// served, for the metrics.
 type snapshotSchedule struct {
 	taken, failed, skipped, pruned atomic.Uint64
 	lastOK                         atomic.Int64 // Unix seconds of the last snapshot taken
+	reads                          atomic.Int64 // snapshot reads running
+	readsRefused, readBytes        atomic.Uint64
 }
 
 func (s *snapshotSchedule) stats() telemetry.SnapshotStats {
 	return telemetry.SnapshotStats{Taken: s.taken.Load(), Failed: s.failed.Load(), Skipped: s.skipped.Load(),
-		Pruned: s.pruned.Load(), LastTaken: time.Unix(s.lastOK.Load(), 0)}
+		Pruned: s.pruned.Load(), LastTaken: time.Unix(s.lastOK.Load(), 0),
+		Reads: s.reads.Load(), ReadsRefused: s.readsRefused.Load(), ReadBytes: s.readBytes.Load()}
 }
 
 // runSnapshots takes a snapshot at every boundary until ctx ends.

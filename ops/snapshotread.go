@@ -30,6 +30,12 @@ func (s *Server) ReadSnapshot(req *adminv1.ReadSnapshotRequest, stream adminv1.A
 	if err != nil {
 		return err
 	}
+	done, err := s.n.StartSnapshotRead()
+	if err != nil {
+		return err
+	}
+	var sent int64
+	defer func() { done(sent) }()
 	var total int64
 	for _, f := range files {
 		total += f.Size
@@ -40,6 +46,7 @@ func (s *Server) ReadSnapshot(req *adminv1.ReadSnapshotRequest, stream adminv1.A
 			if first {
 				c.TotalFiles, c.TotalBytes, first = int32(len(files)), total, false
 			}
+			sent += int64(len(c.Data))
 		}); err != nil {
 			return err
 		}

@@ -321,6 +321,10 @@ type SnapshotStats struct {
 	// LastTaken is when the last scheduled snapshot was taken (the Unix
 	// epoch: none yet).
 	LastTaken time.Time
+	// Reads are the snapshot downloads being served; ReadsRefused those
+	// refused over snapshot-reads; ReadBytes the bytes served.
+	Reads                   int64
+	ReadsRefused, ReadBytes uint64
 }
 
 // RegisterSnapshots exports the snapshot schedule: snapshots taken, failed,
@@ -334,6 +338,12 @@ var (
 		"Scheduled snapshots by outcome (taken, failed, skipped: low on disk or already taken; pruned: deleted past snapshot-keep).", []string{"outcome"}, nil)
 	snapshotLastDesc = prometheus.NewDesc("meridian_snapshot_last_scheduled_timestamp_seconds",
 		"Unix time of the last scheduled snapshot taken (0: none since the node started).", nil, nil)
+	snapshotReadsDesc = prometheus.NewDesc("meridian_snapshot_reads_running",
+		"Snapshot downloads this node is serving (at most snapshot-reads).", nil, nil)
+	snapshotReadsRefusedDesc = prometheus.NewDesc("meridian_snapshot_reads_refused_total",
+		"Snapshot downloads refused because snapshot-reads were running already.", nil, nil)
+	snapshotReadBytesDesc = prometheus.NewDesc("meridian_snapshot_read_bytes_total",
+		"Bytes of snapshot files this node sent to downloads.", nil, nil)
 )
 
 type snapshotsCollector struct{ stats func() SnapshotStats }
@@ -341,6 +351,9 @@ type snapshotsCollector struct{ stats func() SnapshotStats }
 func (c *snapshotsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- snapshotsDesc
 	ch <- snapshotLastDesc
+	ch <- snapshotReadsDesc
+	ch <- snapshotReadsRefusedDesc
+	ch <- snapshotReadBytesDesc
 }
 
 func (c *snapshotsCollector) Collect(ch chan<- prometheus.Metric) {
@@ -349,6 +362,9 @@ func (c *snapshotsCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(snapshotsDesc, prometheus.CounterValue, float64(n), outcome)
 	}
 	ch <- prometheus.MustNewConstMetric(snapshotLastDesc, prometheus.GaugeValue, float64(s.LastTaken.Unix()))
+	ch <- prometheus.MustNewConstMetric(snapshotReadsDesc, prometheus.GaugeValue, float64(s.Reads))
+	ch <- prometheus.MustNewConstMetric(snapshotReadsRefusedDesc, prometheus.CounterValue, float64(s.ReadsRefused))
+	ch <- prometheus.MustNewConstMetric(snapshotReadBytesDesc, prometheus.CounterValue, float64(s.ReadBytes))
 }
 
 // MetaLogStats is the cluster metadata log's state on this node, read at
