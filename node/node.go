@@ -95,7 +95,7 @@ type Node struct {
 	disk               *diskGuard             // nil: min-free-disk not enforced
 	checkpoint         func(dir string) error // nil: the memory engine (no snapshots)
 	snapshots          sync.Mutex             // one snapshot created or deleted at a time
-	sched              snapshotSchedule       // what scheduled snapshots did (metrics)
+	sched              snapshotCounts         // what scheduled snapshots and snapshot reads did (metrics)
 	now                func() time.Time
 	hints              *hintTracker
 	topo               atomic.Pointer[membership.Topology]
@@ -247,11 +247,13 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	if cached.Initialized() {
 		n.dataCluster = cached.ClusterID
 	}
-	mark, err := readRestoreMark(cfg)
-	if err != nil {
-		return nil, err
+	var mark *restoreMark
+	if onDisk(cfg) {
+		if mark, err = readRestoreMark(cfg.DataDir); err != nil {
+			return nil, err
+		}
+		n.clusterFile = readClusterIDFile(cfg.DataDir)
 	}
-	n.clusterFile = readClusterIDFile(cfg)
 	if cached.Initialized() && (mark != nil || !metaLogExists(cfg)) {
 		// Data restored from a snapshot onto a machine that never ran
 		// this cluster's metadata log (or ran it only until a restart,

@@ -48,12 +48,9 @@ type restoreMark struct {
 // onDisk reports whether the node keeps its data in cfg.DataDir.
 func onDisk(cfg Config) bool { return cfg.Engine != "memory" && cfg.DataDir != "" }
 
-// readRestoreMark reads RESTORED.json (nil: there is none).
-func readRestoreMark(cfg Config) (*restoreMark, error) {
-	if !onDisk(cfg) {
-		return nil, nil
-	}
-	raw, err := os.ReadFile(filepath.Join(cfg.DataDir, restoreMarkFile))
+// readRestoreMark reads dataDir's RESTORED.json (nil: there is none).
+func readRestoreMark(dataDir string) (*restoreMark, error) {
+	raw, err := os.ReadFile(filepath.Join(dataDir, restoreMarkFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -62,17 +59,14 @@ func readRestoreMark(cfg Config) (*restoreMark, error) {
 	}
 	var m restoreMark
 	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(cfg.DataDir, restoreMarkFile), err)
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dataDir, restoreMarkFile), err)
 	}
 	return &m, nil
 }
 
-// readClusterIDFile reads CLUSTER_ID ("" when there is none).
-func readClusterIDFile(cfg Config) string {
-	if !onDisk(cfg) {
-		return ""
-	}
-	raw, err := os.ReadFile(filepath.Join(cfg.DataDir, clusterIDFile))
+// readClusterIDFile reads dataDir's CLUSTER_ID ("" when there is none).
+func readClusterIDFile(dataDir string) string {
+	raw, err := os.ReadFile(filepath.Join(dataDir, clusterIDFile))
 	if err != nil {
 		return ""
 	}

@@ -324,11 +324,10 @@ func RestoreSnapshotFrom(dataDir, snapDir string, now time.Time, grace time.Dura
 	// own cluster's data; a node with no log yet gets restored data and a
 	// mark saying so, until it adopts a cluster initialized from it.
 	hasLog := hasMetaLog(dataDir)
-	cfg := Config{DataDir: dataDir, Engine: "pebble"}
-	if cur := readClusterIDFile(cfg); hasLog && cur != "" && snap.ClusterID != "" && cur != snap.ClusterID {
+	if cur := readClusterIDFile(dataDir); hasLog && cur != "" && snap.ClusterID != "" && cur != snap.ClusterID {
 		return RestoreResult{}, fmt.Errorf("snapshot %q is of cluster %s, but the node in %s is a member of cluster %s: restore a snapshot of this cluster, or restore onto a new machine into an empty --data-dir", name, snap.ClusterID, dataDir, cur)
 	}
-	mark, err := readRestoreMark(cfg)
+	mark, err := readRestoreMark(dataDir)
 	if err != nil {
 		return RestoreResult{}, err
 	}

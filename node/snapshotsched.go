@@ -62,16 +62,16 @@ func autoSnapshotsToPrune(names []string, keep int) []string {
 	return auto[:len(auto)-keep]
 }
 
-// snapshotSchedule counts what the schedule did, and the snapshot reads
+// snapshotCounts counts what the snapshot schedule did, and the snapshot reads
 // served, for the metrics.
-type snapshotSchedule struct {
+type snapshotCounts struct {
 	taken, failed, skipped, pruned atomic.Uint64
 	lastOK                         atomic.Int64 // Unix seconds of the last snapshot taken
 	reads                          atomic.Int64 // snapshot reads running
 	readsRefused, readBytes        atomic.Uint64
 }
 
-func (s *snapshotSchedule) stats() telemetry.SnapshotStats {
+func (s *snapshotCounts) stats() telemetry.SnapshotStats {
 	return telemetry.SnapshotStats{Taken: s.taken.Load(), Failed: s.failed.Load(), Skipped: s.skipped.Load(),
 		Pruned: s.pruned.Load(), LastTaken: time.Unix(s.lastOK.Load(), 0),
 		Reads: s.reads.Load(), ReadsRefused: s.readsRefused.Load(), ReadBytes: s.readBytes.Load()}
