@@ -129,14 +129,17 @@ type Config struct {
 	// PeerCallsWaiting bounds the replica calls this node has sent on one
 	// peer's call stream and waits on (default 4096); past it, calls go
 	// as separate RPCs. PeerCallsRunning bounds the calls one peer's
-	// stream runs here at once (default 1024); past it, the stream stops
-	// reading and gRPC flow control pushes back on the peer.
+	// stream holds here at once, running or with a reply not sent yet
+	// (default 1024); past it, the stream stops reading and gRPC flow
+	// control pushes back on the peer.
 	PeerCallsWaiting int `yaml:"peer-calls-waiting"`
 	PeerCallsRunning int `yaml:"peer-calls-running"`
 	// ClientCallsRunning bounds the calls one client's call stream
-	// (kv.v1.KV/Calls) runs here at once (default 1024); past it, the
-	// stream stops reading and gRPC flow control pushes back on the
-	// client. Admission control still sheds what the node cannot take.
+	// (kv.v1.KV/Calls) holds here at once, running or with a reply not
+	// sent yet (default 1024); past it, the stream stops reading and gRPC
+	// flow control pushes back on the client, so a client that stops
+	// reading replies cannot grow their queue. Admission control still
+	// sheds what the node cannot take.
 	ClientCallsRunning int `yaml:"client-calls-running"`
 	// ConnectionTimeout bounds a new connection's handshake (default 10s).
 	ConnectionTimeout time.Duration `yaml:"connection-timeout"`

@@ -38,9 +38,11 @@ type CallBounds struct {
 	// Check runs before each batch is taken (e.g. that the sender is
 	// still a member); an error ends the stream with it.
 	Check func() error
-	// MaxRunning bounds the calls running at once (default
-	// DefaultCallsRunning): past it the stream stops reading and gRPC flow
-	// control pushes back on the sender.
+	// MaxRunning bounds the calls a stream holds at once, running or with
+	// a reply not sent yet (default DefaultCallsRunning): past it the
+	// stream stops reading and gRPC flow control pushes back on the
+	// sender, so a sender that stops reading its replies cannot grow the
+	// queue of replies either.
 	MaxRunning int
 	// MaxCallTime bounds each call, whatever timeout its sender gave
 	// (default 30s); DefaultCallTime bounds a call whose sender named no
@@ -132,10 +134,15 @@ func (s CallLoop[C, R]) Run(ctx context.Context, recv func() ([]C, error), send 
 		replies, running := o.take()
 		if len(replies) > 0 {
 			err := send(replies)
+			n := len(replies)
 			clear(replies)
 			o.reuse(replies)
 			if err != nil {
 				return err
+			}
+			// Sent: their calls' slots are free for the next calls.
+			for range n {
+				<-o.slots
 			}
 		}
 		if running > 0 {
@@ -175,7 +182,6 @@ func (s CallLoop[C, R]) receive(ctx context.Context, recv func() ([]C, error), o
 				return nil
 			}
 			if s.Enter != nil && !s.Enter() {
-				<-o.slots
 				refused := s.Refused
 				if refused == nil {
 					refused = status.Error(codes.Unavailable, "call refused")
@@ -233,7 +239,6 @@ func (s CallLoop[C, R]) run(ctx context.Context, c C, o *outbox[R]) {
 	if s.Leave != nil {
 		defer s.Leave()
 	}
-	defer func() { <-o.slots }()
 	timeout := s.MaxCallTime
 	t := time.Duration(c.GetTimeoutMicros()) * time.Microsecond
 	if t == 0 && s.DefaultCallTime > 0 {
@@ -247,8 +252,10 @@ func (s CallLoop[C, R]) run(ctx context.Context, c C, o *outbox[R]) {
 
 // outbox queues a stream's replies for its sender.
 type outbox[R any] struct {
-	wake  chan struct{}
-	slots chan struct{} // a token per call running
+	wake chan struct{}
+	// slots holds a token per call taken whose reply is not sent yet
+	// (running, or queued): the sender frees them once sent.
+	slots chan struct{}
 	mu    sync.Mutex
 	queue []R
 	spare []R
