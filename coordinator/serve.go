@@ -218,7 +218,17 @@ func (c *Coordinator) ServeCollectTombstones(ctx context.Context, req *internalv
 	}
 	now := c.cfg.Now().UnixNano()
 	n := uint32(0)
+	for i, k := range req.GetKeys() {
+		if len(k.GetKey()) == 0 || len(k.GetKey()) > MaxKeySize {
+			return nil, invalidf("key %d: length %d out of range", i, len(k.GetKey()))
+		}
+	}
 	for _, k := range req.GetKeys() {
+		if err := ctx.Err(); err != nil {
+			// The sender gave up: what is collected stays collected,
+			// and the rest waits for its next round.
+			return nil, status.FromContextError(err).Err()
+		}
 		set, err := c.cfg.Store.Get(loc, k.GetKey())
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "read: %v", err)

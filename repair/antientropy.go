@@ -841,8 +841,45 @@ func (a *AntiEntropy) collect(ctx context.Context, t target, loc replica.Loc, re
 		}
 		return 0, nil
 	}
-	// Every other replica first: if one cannot, nothing is lost — this
-	// node still holds the tombstone and the next round tries again.
+	n := 0
+	for len(cands) > 0 {
+		k := collectChunk(cands)
+		got, err := a.collectKeys(ctx, t, loc, reps, cands[:k], sets[:k])
+		n += got
+		if err != nil {
+			return n, err
+		}
+		cands, sets = cands[k:], sets[k:]
+	}
+	return n, nil
+}
+
+// Tombstones go to the other replicas in requests of at most
+// collectBatchKeys keys and about collectBatchBytes of keys: each is
+// answered well inside the timeout and far inside what a replica accepts
+// (after a mass delete a partition may hold millions).
+const (
+	collectBatchKeys  = 1000
+	collectBatchBytes = 1 << 20
+)
+
+// collectChunk is how many of cands (at least one) the next request
+// carries.
+func collectChunk(cands []*internalv1.KeyDigest) int {
+	size := 0
+	for i, c := range cands {
+		size += len(c.Key)
+		if i == collectBatchKeys || (i > 0 && size > collectBatchBytes) {
+			return i
+		}
+	}
+	return len(cands)
+}
+
+// collectKeys collects one batch of tombstones: every other replica
+// first, then this node's copies. If one replica cannot, nothing is lost:
+// this node still holds the tombstones and the next round tries again.
+func (a *AntiEntropy) collectKeys(ctx context.Context, t target, loc replica.Loc, reps []placement.Replica, cands []*internalv1.KeyDigest, sets []version.Set) (int, error) {
 	for _, r := range reps {
 		if r.Node == a.cfg.Self {
 			continue

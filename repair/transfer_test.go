@@ -645,6 +645,8 @@ func TestTransferCatchUpFailureRetriesWithoutRestreaming(t *testing.T) {
 type exchangeNet struct {
 	stores map[string]*replica.Store
 	topo   *membership.Topology
+	// collects records the keys of each CollectTombstones request.
+	collects []int
 }
 
 func (n *exchangeNet) loc(keyspace string, key []byte) replica.Loc {
@@ -691,6 +693,7 @@ func (n *exchangeNet) CollectTombstones(_ context.Context, node string, req *int
 	if err != nil {
 		return nil, err
 	}
+	n.collects = append(n.collects, len(req.GetKeys()))
 	loc := replica.Loc{Keyspace: n.topo.Keyspaces[req.GetKeyspace()].ID, Partition: int(req.GetPartition())}
 	for _, k := range req.GetKeys() {
 		set, err := s.Get(loc, k.GetKey())
@@ -920,6 +923,78 @@ func TestNoTombstoneCollectionWhileMoving(t *testing.T) {
 	}
 	if got := present(); len(got) != 0 {
 		t.Fatalf("tombstone not collected once the partition stopped moving: left on %v", got)
+	}
+}
+
+// TestManyTombstonesCollectedInBatches: after a mass delete a partition's
+// tombstones (more than one request may carry) go to the other replica in
+// bounded requests, and every one is collected on both.
+func TestManyTombstonesCollectedInBatches(t *testing.T) {
+	n := exchangeCluster(t, 2, "n1", "n2")
+	const p, count = 3, 2*collectBatchKeys + 17
+	tomb, _ := version.Set{}.Put(version.Clock{}, "old", version.Value{Tombstone: true, Time: version.Timestamp{Wall: 1}}, 1)
+	keys := n.keysIn(p, count)
+	loc := n.loc("ks", keys[0])
+	for _, s := range n.stores {
+		for _, key := range keys {
+			if _, err := s.Merge(loc, key, tomb, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ae, err := NewAntiEntropy(AntiEntropyConfig{Self: "n1", DC: "dc1", Store: n.stores["n1"], Peers: n, Merge: netMerger{n, "n1"},
+		Routing: aliveSet{"n1": true, "n2": true}, Topology: func() *membership.Topology { return n.topo }, TombstoneGrace: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ae.RunNow(context.Background(), "ks", p, nil); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, k := range n.collects {
+		if k > collectBatchKeys {
+			t.Fatalf("a request carried %d keys, more than %d", k, collectBatchKeys)
+		}
+		total += k
+	}
+	if total != count || len(n.collects) != 3 {
+		t.Fatalf("requests of %v keys, want %d keys in 3", n.collects, count)
+	}
+	for id, s := range n.stores {
+		for _, key := range keys {
+			if set, _ := s.Get(loc, key); !set.IsEmpty() {
+				t.Fatalf("%s still holds the tombstone of %q", id, key)
+			}
+		}
+	}
+}
+
+func TestCollectChunk(t *testing.T) {
+	keys := func(sizes ...int) []*internalv1.KeyDigest {
+		var out []*internalv1.KeyDigest
+		for _, n := range sizes {
+			out = append(out, &internalv1.KeyDigest{Key: make([]byte, n)})
+		}
+		return out
+	}
+	many := make([]int, collectBatchKeys+5)
+	for i := range many {
+		many[i] = 1
+	}
+	for _, tc := range []struct {
+		name  string
+		cands []*internalv1.KeyDigest
+		want  int
+	}{
+		{"few small keys go together", keys(3, 4, 5), 3},
+		{"at most the batch's keys", keys(many...), collectBatchKeys},
+		{"bytes bound the batch", keys(collectBatchBytes/2, collectBatchBytes/2, 1), 2},
+		{"a key alone past the bytes still goes", keys(collectBatchBytes+1, 1), 1},
+		{"a key that would pass the bytes waits", keys(10, collectBatchBytes), 1},
+	} {
+		if got := collectChunk(tc.cands); got != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
+		}
 	}
 }
 
