@@ -109,6 +109,11 @@ type Config struct {
 	// data may be and still advance its hybrid logical clock (default
 	// 500ms).
 	MaxClockOffset time.Duration
+	// FutureWriteLimit is how far ahead of this node's clock a version
+	// sent by a peer may be written, in a last-writer-wins keyspace, to
+	// be stored (default 2 × MaxClockOffset): further ahead, it would
+	// win over every write made meanwhile.
+	FutureWriteLimit time.Duration
 	// RequestIDWindow is how long write request IDs are remembered to
 	// apply retries once (default 10m); MaxRequestIDs bounds how many
 	// (default 100,000; negative turns the memory off).
@@ -172,6 +177,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxClockOffset == 0 {
 		c.MaxClockOffset = DefaultMaxClockOffset
+	}
+	if c.FutureWriteLimit == 0 {
+		c.FutureWriteLimit = 2 * c.MaxClockOffset
 	}
 	if c.RequestIDWindow == 0 {
 		c.RequestIDWindow = DefaultRequestIDWindow

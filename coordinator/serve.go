@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -10,6 +11,7 @@ import (
 
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/replica"
 	"github.com/meridiankv/meridian/version"
 )
@@ -19,15 +21,45 @@ import (
 
 // locate resolves a keyspace name and key sent by a peer.
 func (c *Coordinator) locate(keyspace string, key []byte) (replica.Loc, error) {
+	loc, _, err := c.locateKS(keyspace, key)
+	return loc, err
+}
+
+// locateKS is locate that returns the keyspace too.
+func (c *Coordinator) locateKS(keyspace string, key []byte) (replica.Loc, *membership.Keyspace, error) {
 	topo := c.cfg.Topology()
 	ks, ok := topo.Keyspace(keyspace)
 	if !ok {
-		return replica.Loc{}, &NotFoundError{Keyspace: keyspace}
+		return replica.Loc{}, nil, &NotFoundError{Keyspace: keyspace}
 	}
 	if len(key) == 0 || len(key) > MaxKeySize {
-		return replica.Loc{}, invalidf("key length %d out of range", len(key))
+		return replica.Loc{}, nil, invalidf("key length %d out of range", len(key))
 	}
-	return replica.Loc{Keyspace: ks.ID, Partition: topo.Ring.Partition(key)}, nil
+	return replica.Loc{Keyspace: ks.ID, Partition: topo.Ring.Partition(key)}, ks, nil
+}
+
+// checkFuture refuses, in a last-writer-wins keyspace, a set holding a
+// version written more than FutureWriteLimit ahead of this node's clock:
+// stored, it would win over every write for as long as it is ahead, and
+// each of them would be acknowledged and lost. (Where siblings are kept,
+// a timestamp orders nothing and is not checked.) The writer's clock is
+// fast, or the set was crafted; once the clock catches up it is accepted,
+// so repair of such a version is only delayed.
+func (c *Coordinator) checkFuture(ks *membership.Keyspace, set version.Set) error {
+	if ks.Conflict != membership.ConflictLWW {
+		return nil
+	}
+	now := c.cfg.Now()
+	limit := now.UnixNano() + int64(c.cfg.FutureWriteLimit)
+	for _, sib := range set.Siblings {
+		if t := sib.Value.Time; t.Wall > limit {
+			c.clockSkew(t)
+			return status.Errorf(codes.FailedPrecondition,
+				"a version written at %s is %v ahead of this node's clock, more than %v: is the writer's clock fast? (check NTP)",
+				t.Time().UTC().Format(time.RFC3339Nano), t.Time().Sub(now).Round(time.Millisecond), c.cfg.FutureWriteLimit)
+		}
+	}
+	return nil
 }
 
 // ServeRead returns this node's copy of a key.
@@ -54,13 +86,16 @@ func (c *Coordinator) ServeRead(ctx context.Context, req *internalv1.ReadRequest
 // ServeWrite merges a peer's sibling set into this node's copy, or keeps it
 // as a hint for an unreachable node.
 func (c *Coordinator) ServeWrite(ctx context.Context, req *internalv1.WriteRequest) (*internalv1.WriteResponse, error) {
-	loc, err := c.locate(req.GetKeyspace(), req.GetKey())
+	loc, ks, err := c.locateKS(req.GetKeyspace(), req.GetKey())
 	if err != nil {
 		return nil, err
 	}
 	set, err := version.DecodeSetShared(req.GetSet()) // the request's own bytes
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "sibling set: %v", err)
+	}
+	if err := c.checkFuture(ks, set); err != nil {
+		return nil, err
 	}
 	if target := req.GetHintFor(); target != "" {
 		// A hint names the node it is for: only a member of the topology,
@@ -250,8 +285,11 @@ func (c *Coordinator) ServeCollectTombstones(ctx context.Context, req *internalv
 // MergeLocal merges a set into this node's copy as a replica write does,
 // without waiting for fsync (see Sync): anti-entropy's local half.
 func (c *Coordinator) MergeLocal(keyspace string, key []byte, set version.Set) error {
-	loc, err := c.locate(keyspace, key)
+	loc, ks, err := c.locateKS(keyspace, key)
 	if err != nil {
+		return err
+	}
+	if err := c.checkFuture(ks, set); err != nil {
 		return err
 	}
 	return c.merge(loc, key, set, false)

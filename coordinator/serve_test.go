@@ -10,7 +10,11 @@ import (
 	"google.golang.org/grpc/status"
 
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+	"github.com/meridiankv/meridian/engine/memory"
+	"github.com/meridiankv/meridian/membership"
+	"github.com/meridiankv/meridian/placement"
 	"github.com/meridiankv/meridian/replica"
+	"github.com/meridiankv/meridian/transport"
 	"github.com/meridiankv/meridian/version"
 )
 
@@ -56,5 +60,82 @@ func TestServeCollectTombstones(t *testing.T) {
 	}
 	if set, _ := store.Get(loc, key); !set.IsEmpty() {
 		t.Fatal("tombstone still stored")
+	}
+}
+
+// TestFutureVersionsRefused: in a last-writer-wins keyspace a replica
+// refuses a version written further ahead of its clock than
+// FutureWriteLimit (it would win over every write until then), whether
+// sent as a replica write, a hint or by repair; within the limit, or where
+// siblings are kept, it is stored.
+func TestFutureVersionsRefused(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	topo, err := membership.NewTopology(1, 16, []membership.NodeInfo{
+		{Node: placement.Node{ID: "n1", DC: "dc1", Rack: "r1", Weight: 1}},
+		{Node: placement.Node{ID: "n2", DC: "dc1", Rack: "r2", Weight: 1}},
+	}, []membership.KeyspaceSpec{
+		{Name: "lww", Replication: map[string]int{"dc1": 2}, Conflict: "lww"},
+		{Name: "dvv", Replication: map[string]int{"dc1": 2}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := replica.Open(memory.New(), "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(Config{NodeID: "n1", DC: "dc1", Store: store, Peers: transport.NewMem(), Live: allAlive{},
+		Topology: func() *membership.Topology { return topo }, Secrets: [][]byte{[]byte("secret")},
+		Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	at := func(ahead time.Duration) []byte {
+		set, _ := version.Set{}.Put(version.Clock{}, "n2", version.Value{Bytes: []byte("v"), Time: version.Timestamp{Wall: now.Add(ahead).UnixNano()}}, now.UnixNano())
+		return set.Encode()
+	}
+	stored := func(ks, key string) bool {
+		k, _ := topo.Keyspace(ks)
+		set, err := store.Get(replica.Loc{Keyspace: k.ID, Partition: topo.Ring.Partition([]byte(key))}, []byte(key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return !set.IsEmpty()
+	}
+	ctx := context.Background()
+	limit := 2 * DefaultMaxClockOffset
+	for _, tc := range []struct {
+		name, ks, key string
+		ahead         time.Duration
+		hintFor       string
+		refused       bool
+	}{
+		{"an hour ahead, last writer wins", "lww", "a", time.Hour, "", true},
+		{"an hour ahead, as a hint", "lww", "b", time.Hour, "n2", true},
+		{"just past the limit", "lww", "c", limit + time.Millisecond, "", true},
+		{"within the limit", "lww", "d", limit, "", false},
+		{"an hour ahead where siblings are kept", "dvv", "e", time.Hour, "", false},
+	} {
+		_, err := c.ServeWrite(ctx, &internalv1.WriteRequest{Keyspace: tc.ks, Key: []byte(tc.key), Set: at(tc.ahead), HintFor: tc.hintFor})
+		if tc.refused {
+			if status.Code(err) != codes.FailedPrecondition {
+				t.Errorf("%s: %v, want FAILED_PRECONDITION", tc.name, err)
+			}
+			if stored(tc.ks, tc.key) {
+				t.Errorf("%s: stored", tc.name)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		if tc.hintFor == "" && !stored(tc.ks, tc.key) {
+			t.Errorf("%s: not stored", tc.name)
+		}
+	}
+	set, _ := version.DecodeSet(at(time.Hour))
+	if err := c.MergeLocal("lww", []byte("f"), set); status.Code(err) != codes.FailedPrecondition || stored("lww", "f") {
+		t.Errorf("repair of a version an hour ahead: %v, want FAILED_PRECONDITION and nothing stored", err)
 	}
 }

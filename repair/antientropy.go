@@ -1,6 +1,7 @@
 package repair
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,9 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	"github.com/meridiankv/meridian/membership"
@@ -666,11 +670,8 @@ type leavesReply struct {
 // withPeerLeaves compares one partition with one peer and repairs both
 // sides, with the peer's leaves already fetched (nil: fetch them). It
 // returns how many keys changed locally.
-func (a *AntiEntropy) withPeerLeaves(ctx context.Context, t target, loc replica.Loc, local []uint64, peer string, crossDC, push bool, res *result, pre *leavesReply) (int, error) {
-	var (
-		remote *internalv1.LeavesResponse
-		err    error
-	)
+func (a *AntiEntropy) withPeerLeaves(ctx context.Context, t target, loc replica.Loc, local []uint64, peer string, crossDC, push bool, res *result, pre *leavesReply) (_ int, err error) {
+	var remote *internalv1.LeavesResponse
 	if pre != nil {
 		remote, err = pre.resp, pre.err
 	} else {
@@ -710,6 +711,16 @@ func (a *AntiEntropy) withPeerLeaves(ctx context.Context, t target, loc replica.
 	differ := differingKeys(mine, theirs.GetKeys())
 	res.mismatches += len(differ)
 	changed := 0
+	// A key one side refuses (FAILED_PRECONDITION: a version too far
+	// ahead of its clock, or over a hard limit) does not hold up the
+	// rest of the partition; the round still fails, with the first.
+	var refused error
+	nRefused := 0
+	defer func() {
+		if refused != nil && err == nil {
+			err = fmt.Errorf("%d key(s) refused, the rest repaired: %w", nRefused, refused)
+		}
+	}()
 	for _, key := range differ {
 		if err := a.keys.wait(ctx, 1); err != nil {
 			return changed, err
@@ -730,6 +741,11 @@ func (a *AntiEntropy) withPeerLeaves(ctx context.Context, t target, loc replica.
 		}
 		if !remoteSet.IsEmpty() && !before.Descends(remoteSet) {
 			if err := a.cfg.Merge.MergeLocal(t.ks.Name, key, remoteSet); err != nil {
+				if status.Code(err) == codes.FailedPrecondition {
+					refused = cmp.Or(refused, fmt.Errorf("merge %q: %w", key, err))
+					nRefused++
+					continue
+				}
 				return changed, fmt.Errorf("merge %q: %w", key, err)
 			}
 			changed++
@@ -748,7 +764,10 @@ func (a *AntiEntropy) withPeerLeaves(ctx context.Context, t target, loc replica.
 			// is repaired again by the next exchange.
 			err := a.cfg.Peers.Write(cctx, peer, &internalv1.WriteRequest{Keyspace: t.ks.Name, Key: key, Set: enc, Sync: false})
 			cancel()
-			if err != nil {
+			if status.Code(err) == codes.FailedPrecondition {
+				refused = cmp.Or(refused, fmt.Errorf("push %q: %w", key, err))
+				nRefused++
+			} else if err != nil {
 				return changed, fmt.Errorf("push %q: %w", key, err)
 			}
 		}

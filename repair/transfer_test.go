@@ -926,6 +926,49 @@ func TestNoTombstoneCollectionWhileMoving(t *testing.T) {
 	}
 }
 
+// refusingMerger is netMerger refusing one key as a replica refuses a
+// version too far ahead of its clock.
+type refusingMerger struct {
+	netMerger
+	refuse string
+}
+
+func (m refusingMerger) MergeLocal(keyspace string, key []byte, set version.Set) error {
+	if string(key) == m.refuse {
+		return status.Error(codes.FailedPrecondition, "a version written too far ahead of this node's clock")
+	}
+	return m.netMerger.MergeLocal(keyspace, key, set)
+}
+
+// TestRefusedKeyDoesNotHoldUpTheRest: a key this node refuses to merge
+// (FAILED_PRECONDITION) is skipped, the other keys of the partition are
+// repaired, and the round reports the refusal.
+func TestRefusedKeyDoesNotHoldUpTheRest(t *testing.T) {
+	n := exchangeCluster(t, 2, "n1", "n2")
+	const p = 4
+	keys := n.keysIn(p, 5)
+	for _, key := range keys {
+		n.put(t, "n2", key, version.Value{Bytes: []byte("v")})
+	}
+	refuse := string(keys[2])
+	ae, err := NewAntiEntropy(AntiEntropyConfig{Self: "n1", DC: "dc1", Store: n.stores["n1"], Peers: n,
+		Merge:   refusingMerger{netMerger{n, "n1"}, refuse},
+		Routing: aliveSet{"n1": true, "n2": true}, Topology: func() *membership.Topology { return n.topo }, TombstoneGrace: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = ae.RunNow(context.Background(), "ks", p, nil)
+	if err == nil || !strings.Contains(err.Error(), "1 key(s) refused") {
+		t.Fatalf("round with a refused key: %v, want it reported", err)
+	}
+	for _, key := range keys {
+		set, _ := n.stores["n1"].Get(n.loc("ks", key), key)
+		if got, want := !set.IsEmpty(), string(key) != refuse; got != want {
+			t.Errorf("key %q on n1: present %v, want %v", key, got, want)
+		}
+	}
+}
+
 // TestManyTombstonesCollectedInBatches: after a mass delete a partition's
 // tombstones (more than one request may carry) go to the other replica in
 // bounded requests, and every one is collected on both.

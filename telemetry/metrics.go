@@ -65,7 +65,7 @@ func newMetrics(reg *prometheus.Registry) *Metrics {
 		}),
 		clockSkew: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meridian_hlc_rejected_timestamps_total",
-			Help: "Timestamps in data more than the maximum clock offset ahead of this node's clock, not observed by its hybrid logical clock.",
+			Help: "Timestamps in data more than the maximum clock offset ahead of this node's clock, not observed by its hybrid logical clock, and versions refused by a last-writer-wins keyspace for being written more than twice that ahead (is a node's clock fast? check NTP).",
 		}),
 		manySiblings: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meridian_sibling_warnings_total",
