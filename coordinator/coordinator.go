@@ -59,7 +59,9 @@ type Liveness interface {
 	DiskLow(id string) bool
 }
 
-// Hints stores copies held for unreachable replicas (see repair.Hints).
+// Hints stores copies held for unreachable replicas (see repair.Hints). A
+// refusal that stored nothing (a bound reached, hints off) is a
+// *HintRefusedError.
 type Hints interface {
 	StoreHint(target string, loc replica.Loc, keyspace string, key []byte, set version.Set, sync bool) error
 }
@@ -1030,15 +1032,15 @@ func unreachable(err error) bool {
 
 // wrote reports whether a replica's failed write may have left anything
 // on it: not when it was never reached, nor when it refused for lack of
-// disk space (ReasonDiskLow, answered before writing). A write that wrote
-// nothing is handed to a fallback as a hint, as for a replica that is
-// down.
+// disk space (ReasonDiskLow, answered before writing), nor a fallback that
+// refused to keep a hint (ReasonHintRefused). A write that wrote nothing
+// is handed to a fallback as a hint, as for a replica that is down.
 func wrote(err error) bool {
 	if unreachable(err) {
 		return false
 	}
 	st, _ := status.FromError(err)
-	return !(st.Code() == codes.ResourceExhausted && HasReason(st, ReasonDiskLow))
+	return !(st.Code() == codes.ResourceExhausted && (HasReason(st, ReasonDiskLow) || HasReason(st, ReasonHintRefused)))
 }
 
 // coordinate applies a write locally (as a replica, or as a fallback that

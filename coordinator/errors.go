@@ -29,6 +29,23 @@ func withInfo(st *status.Status, reason string, md map[string]string) *status.St
 // of free disk space (RESOURCE_EXHAUSTED, before anything is written).
 const ReasonDiskLow = "DISK_LOW"
 
+// ReasonHintRefused is the ErrorInfo reason of a fallback refusing to keep
+// a hint (a bound of its hint log reached, or hints off):
+// RESOURCE_EXHAUSTED, nothing stored, so the sender may try another.
+const ReasonHintRefused = "HINT_REFUSED"
+
+// HintRefusedError is a hint log's refusal (see Hints), carried to the
+// sender as RESOURCE_EXHAUSTED with ReasonHintRefused.
+type HintRefusedError struct{ Err error }
+
+func (e *HintRefusedError) Error() string { return "hint not kept: " + e.Err.Error() }
+func (e *HintRefusedError) Unwrap() error { return e.Err }
+
+// GRPCStatus maps the error to RESOURCE_EXHAUSTED.
+func (e *HintRefusedError) GRPCStatus() *status.Status {
+	return withInfo(status.New(codes.ResourceExhausted, e.Error()), ReasonHintRefused, nil)
+}
+
 // HasReason reports whether st carries Meridian's ErrorInfo with reason.
 func HasReason(st *status.Status, reason string) bool {
 	for _, d := range st.Details() {

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"bytes"
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -137,5 +138,25 @@ func TestFutureVersionsRefused(t *testing.T) {
 	set, _ := version.DecodeSet(at(time.Hour))
 	if err := c.MergeLocal("lww", []byte("f"), set); status.Code(err) != codes.FailedPrecondition || stored("lww", "f") {
 		t.Errorf("repair of a version an hour ahead: %v, want FAILED_PRECONDITION and nothing stored", err)
+	}
+}
+
+type refusingHints struct{}
+
+func (refusingHints) StoreHint(string, replica.Loc, string, []byte, version.Set, bool) error {
+	return &HintRefusedError{Err: errors.New("hint not stored: n2 already has 100 hints")}
+}
+
+// TestServeWriteHintRefused: a fallback whose hint log refuses a hint
+// answers RESOURCE_EXHAUSTED with ReasonHintRefused (it wrote nothing), not
+// INTERNAL.
+func TestServeWriteHintRefused(t *testing.T) {
+	c, _, _ := transferCoordinator(t)
+	c.cfg.NodeID, c.cfg.Hints, c.cfg.Now = "n9", refusingHints{}, time.Now
+	set, _ := version.Set{}.Put(version.Clock{}, "n1", version.Value{Bytes: []byte("v")}, 1)
+	_, err := c.ServeWrite(context.Background(), &internalv1.WriteRequest{Keyspace: "ks", Key: []byte("k"), Set: set.Encode(), HintFor: "n1"})
+	st, _ := status.FromError(err)
+	if st.Code() != codes.ResourceExhausted || !HasReason(st, ReasonHintRefused) || wrote(err) {
+		t.Fatalf("refused hint: %v, want RESOURCE_EXHAUSTED with %s, counted as nothing written", err, ReasonHintRefused)
 	}
 }

@@ -21,6 +21,7 @@ func TestWrote(t *testing.T) {
 		{"UNAVAILABLE from the transport", status.Error(codes.Unavailable, "connection refused"), false},
 		{"UNAVAILABLE from a coordinator", withInfo(status.New(codes.Unavailable, "only 1 of 3"), "UNAVAILABLE", nil).Err(), true},
 		{"refused low on disk", withInfo(status.New(codes.ResourceExhausted, "low on disk"), ReasonDiskLow, nil).Err(), false},
+		{"a fallback refused the hint", (&HintRefusedError{Err: errors.New("hint not stored: over the count")}).GRPCStatus().Err(), false},
 		{"shed for overload", withInfo(status.New(codes.ResourceExhausted, "overloaded"), "OVERLOADED", nil).Err(), true},
 		{"RESOURCE_EXHAUSTED without Meridian's reason", status.Error(codes.ResourceExhausted, "message too large"), true},
 		{"internal error", status.Error(codes.Internal, "merge failed"), true},

@@ -2,12 +2,14 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/meridiankv/meridian/coordinator"
 	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/repair"
 	"github.com/meridiankv/meridian/replica"
@@ -71,13 +73,17 @@ func (h *hintTracker) metrics() telemetry.HintStats {
 }
 
 // StoreHint stores a hint (coordinator.Hints) and records its target. A
-// hint past a bound is not stored (repair.ErrHintDropped), nor any while
-// the store refuses writes (low on disk).
+// hint past a bound is not stored (repair.ErrHintDropped, as a
+// coordinator.HintRefusedError), nor any while the store refuses writes
+// (low on disk).
 func (h *hintTracker) StoreHint(target string, loc replica.Loc, keyspace string, key []byte, set version.Set, sync bool) error {
 	if err := h.refused(); err != nil {
 		return err
 	}
 	if err := h.log.StoreHint(target, loc, keyspace, key, set, sync); err != nil {
+		if errors.Is(err, repair.ErrHintDropped) {
+			return &coordinator.HintRefusedError{Err: err}
+		}
 		return err
 	}
 	h.mu.Lock()

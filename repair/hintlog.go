@@ -23,7 +23,7 @@ const (
 )
 
 // ErrHintDropped is returned by StoreHint when a bound (bytes, count,
-// window) is reached or hints are off: the hint is not stored, the write
+// window, a set's hard limits) is reached or hints are off: the hint is not stored, the write
 // itself still succeeds, and the partition needs repair (OnDropped).
 var ErrHintDropped = errors.New("hint not stored")
 
@@ -36,6 +36,7 @@ const (
 	DropExpired   = "expired"    // held longer than the window, dropped at delivery
 	DropNonMember = "non-member" // the target left the topology
 	DropPurged    = "purged"     // an operator purged the target's hints
+	DropLimit     = "limit"      // merged with the hint held, the set would pass a hard limit
 )
 
 // HintLogConfig bounds the hint log. Zero values take the defaults.
@@ -309,6 +310,12 @@ func (l *HintLog) StoreHint(target string, loc replica.Loc, keyspace string, key
 		if s, _, cur, derr := l.decodeValue(raw); derr == nil {
 			stored, merged = s, version.Merge(cur, set)
 		}
+	}
+	if err := merged.Check(version.Limits{}); err != nil {
+		// Stored, it would not decode at delivery and would be set
+		// aside with the writes it already holds: keep those, refuse
+		// this one (its partition is marked for repair).
+		return l.refuse(target, loc, DropLimit, fmt.Sprintf("the hint for %s would pass a hard limit: %v", target, err))
 	}
 	val := encodeHintValue(stored, keyspace, merged)
 	delta := int64(len(val) - len(raw))

@@ -622,3 +622,37 @@ func TestDeliveryWaitsForDiskSpace(t *testing.T) {
 		t.Fatalf("once n2 has room: delivered %d (%v), sent %v; want n2's hint", n, err, p.sent())
 	}
 }
+
+// TestHintLogRefusesMergePastHardLimit: a write that, folded into the hint
+// held, would pass a set's hard limit is refused; the hint held, with the
+// writes it carries, stays deliverable.
+func TestHintLogRefusesMergePastHardLimit(t *testing.T) {
+	var dropped []string
+	l, err := NewHintLog(memory.New(), HintLogConfig{OnDropped: func(target string, _ replica.Loc) { dropped = append(dropped, target) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blind := func(from, to int) version.Set {
+		var s version.Set
+		for i := from; i < to; i++ {
+			one, _ := version.Set{}.Put(version.Clock{}, fmt.Sprintf("w%d", i), version.Value{Bytes: []byte("v")}, 1)
+			s = version.Merge(s, one)
+		}
+		return s
+	}
+	held := blind(0, version.MaxSiblings-10)
+	if err := l.StoreHint("n2", loc, "ks", []byte("k"), held, false); err != nil {
+		t.Fatal(err)
+	}
+	err = l.StoreHint("n2", loc, "ks", []byte("k"), blind(version.MaxSiblings, version.MaxSiblings+20), false)
+	if !errors.Is(err, ErrHintDropped) || len(dropped) != 1 {
+		t.Fatalf("merge past %d siblings: %v (dropped %v), want ErrHintDropped and the partition marked", version.MaxSiblings, err, dropped)
+	}
+	var got []Hint
+	if err := l.Hints("n2", func(h Hint) bool { got = append(got, h); return true }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || !got[0].Set.Equal(held) {
+		t.Fatalf("hint held after the refusal: %d hints, want the one held before", len(got))
+	}
+}

@@ -288,7 +288,7 @@ var (
 	hintQuarantinedDesc = prometheus.NewDesc("meridian_hints_quarantined",
 		"Hints for a target node that did not decode and were set aside.", []string{"target"}, nil)
 	hintDroppedDesc = prometheus.NewDesc("meridian_hints_dropped_total",
-		"Hints not stored or dropped undelivered, by reason (off, bytes, count, window, expired, non-member, purged).", []string{"reason"}, nil)
+		"Hints not stored or dropped undelivered, by reason (off, bytes, count, window, expired, non-member, purged, limit).", []string{"reason"}, nil)
 )
 
 type hintsCollector struct{ stats func() HintStats }
