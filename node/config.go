@@ -359,11 +359,8 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.JoinAddr); err != nil {
 			return fmt.Errorf("join %q: want a member's client address host:port, e.g. 127.0.0.1:7001", c.JoinAddr)
 		}
-		if c.Weight < 1 || c.Weight > placement.MaxWeight {
-			return fmt.Errorf("weight %d: use 1 to %d", c.Weight, placement.MaxWeight)
-		}
-		if strings.ContainsAny(c.DC+c.Rack, ",=/ ") {
-			return fmt.Errorf("dc %q / rack %q: no ',', '=', '/' or spaces", c.DC, c.Rack)
+		if err := validPlace(c.DC, c.Rack, c.Weight); err != nil {
+			return err
 		}
 		if c.InitialCluster == "" {
 			return nil
@@ -379,6 +376,21 @@ func (c Config) Validate() error {
 		}
 	}
 	return fmt.Errorf("initial-cluster does not list this node's id %q: add %s=%s", c.ID, c.ID, c.GRPCAddr)
+}
+
+// validPlace checks where a joining node says it is: what a member
+// record holds for good (in the metadata log, its snapshots and every
+// topology answer), so it is checked before it is proposed.
+func validPlace(dc, rack string, weight int) error {
+	if weight < 1 || weight > placement.MaxWeight {
+		return fmt.Errorf("weight %d: use 1 to %d", weight, placement.MaxWeight)
+	}
+	for _, f := range []struct{ name, v string }{{"dc", dc}, {"rack", rack}} {
+		if f.v == "" || len(f.v) > 64 || strings.ContainsAny(f.v, ",=/ ") {
+			return fmt.Errorf("%s %q: use 1 to 64 characters without ',', '=', '/' or spaces", f.name, f.v)
+		}
+	}
+	return nil
 }
 
 // validID checks the node ID.

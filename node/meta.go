@@ -602,6 +602,10 @@ func (s *metaServer) Propose(ctx context.Context, req *internalv1.ProposeRequest
 	return &internalv1.ProposeResponse{Epoch: epoch}, nil
 }
 
+// maxAddrLen bounds an address a joining node gives (a DNS name is at
+// most 253 bytes, with a port 259).
+const maxAddrLen = 260
+
 // Join admits a new node as joining: its ID is the one its certificate
 // names, so a node can only ever join as itself.
 func (s *metaServer) Join(ctx context.Context, req *internalv1.JoinRequest) (*internalv1.JoinResponse, error) {
@@ -622,9 +626,12 @@ func (s *metaServer) Join(ctx context.Context, req *internalv1.JoinRequest) (*in
 	}
 	rec := membership.MemberRecord{ID: id, DC: req.GetDc(), Rack: req.GetRack(), Weight: int(req.GetWeight()),
 		GRPCAddr: req.GetGrpcAddr(), PeerAddr: req.GetPeerAddr(), AdminAddr: req.GetAdminAddr(), RaftAddr: req.GetRaftAddr()}
+	if err := validPlace(rec.DC, rec.Rack, rec.Weight); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "join: %v", err)
+	}
 	for _, a := range []string{rec.GRPCAddr, rec.PeerAddr, rec.AdminAddr, rec.RaftAddr} {
-		if _, _, err := net.SplitHostPort(a); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "join: address %q is not host:port", a)
+		if _, _, err := net.SplitHostPort(a); err != nil || len(a) > maxAddrLen {
+			return nil, status.Errorf(codes.InvalidArgument, "join: address %.300q is not host:port (of at most %d bytes)", a, maxAddrLen)
 		}
 	}
 	epoch, err := n.propose(ctx, membership.Command{Kind: membership.CmdJoin, Member: &rec})
