@@ -71,6 +71,7 @@ func (n *Node) startTransfers(ctx context.Context) {
 		Merge:       n.coord,
 		Checkpoints: n.store,
 		Alive:       g.sourceAlive,
+		Partition:   func(key []byte) int { return n.Topology().Ring.Partition(key) },
 		CatchUp: func(ctx context.Context, t repair.TransferTask) error {
 			ae := n.ae.Load()
 			if ae == nil {

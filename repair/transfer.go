@@ -61,6 +61,9 @@ type TransferConfig struct {
 	Checkpoints Checkpoints   // required
 	// Alive says whether a source is up (nil: every source is).
 	Alive func(node string) bool
+	// Partition is the ring's partition of a key: a page holding a key
+	// of another partition is refused (nil: not checked).
+	Partition func(key []byte) int
 	// CatchUp, if set, runs after a task's stream: an anti-entropy pass
 	// against the task's sources (AntiEntropy.SyncWith). An error retries
 	// it later; the stream is not repeated.
@@ -440,7 +443,7 @@ func (t *Transfers) attempt(ctx context.Context, k taskKey, task TransferTask, s
 		if err != nil {
 			return fmt.Errorf("scan partition from %s after %q: %w", src, after, err)
 		}
-		sets, n, err := decodePage(after, resp)
+		sets, n, err := decodePage(after, resp, task.Loc.Partition, t.cfg.Partition)
 		if err != nil {
 			return fmt.Errorf("page from %s after %q refused, nothing of it stored: %w", src, after, err)
 		}
@@ -510,7 +513,7 @@ func (t *Transfers) attempt(ctx context.Context, k taskKey, task TransferTask, s
 // decodePage checks a page and decodes its sets: keys non-empty, in
 // increasing order after `after`, every set decodable, and a page that is
 // not the last not empty. It returns the sets and the page's bytes.
-func decodePage(after []byte, resp *internalv1.ScanPartitionResponse) ([]version.Set, int, error) {
+func decodePage(after []byte, resp *internalv1.ScanPartitionResponse, part int, partition func([]byte) int) ([]version.Set, int, error) {
 	entries := resp.GetEntries()
 	if len(entries) == 0 && !resp.GetDone() {
 		return nil, 0, errors.New("the source sent an empty page that is not the last (it would never end)")
@@ -525,6 +528,9 @@ func decodePage(after []byte, resp *internalv1.ScanPartitionResponse) ([]version
 		}
 		if len(prev) > 0 && bytes.Compare(key, prev) <= 0 {
 			return nil, 0, fmt.Errorf("entry %d: key %q not after %q (pages must be in key order)", i, key, prev)
+		}
+		if partition != nil && partition(key) != part {
+			return nil, 0, fmt.Errorf("entry %d: key %q is of partition %d, not %d", i, key, partition(key), part)
 		}
 		set, err := version.DecodeSet(e.GetSet())
 		if err != nil {

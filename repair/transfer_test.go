@@ -456,6 +456,48 @@ func TestTransferRefusesUndecodablePage(t *testing.T) {
 	})
 }
 
+// TestTransferRefusesKeyOfAnotherPartition: a page holding a key outside
+// the task's partition stores nothing of itself (the key would land in a
+// partition this node was not given); the task completes from the next
+// source.
+func TestTransferRefusesKeyOfAnotherPartition(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	synctest.Test(t, func(t *testing.T) {
+		peers := newXferPeers(map[int]int{4: 300})
+		peers.mangle = func(node string, n int, resp *internalv1.ScanPartitionResponse) {
+			if node == "bad" && n == 1 {
+				resp.Entries[len(resp.Entries)-1].Key = []byte("p5/k00000")
+			}
+		}
+		partition := func(key []byte) int {
+			var p int
+			fmt.Sscanf(string(key), "p%d/", &p)
+			return p
+		}
+		s := xferStore(t)
+		done := make(chan struct{})
+		tr := NewTransfers(TransferConfig{Peers: peers, Merge: &xferMerger{s: s}, Checkpoints: s, PageKeys: 100,
+			Partition: partition, Done: func(TransferTask) { close(done) }})
+		stop := run(tr)
+		defer stop()
+		tr.Set([]TransferTask{xferTask(4, 1, "bad", "good")})
+		synctest.Wait()
+		st := statusOf(tr, 4)
+		if st.State != TransferFailed || !strings.Contains(st.Err, "of partition 5, not 4") {
+			t.Fatalf("status after a page with a key of another partition: %+v", st)
+		}
+		loc := replica.Loc{Keyspace: xferKS, Partition: 4}
+		for i, e := range peers.data[4][:200] {
+			set, _ := s.Get(loc, e.key)
+			if (i < 100) == set.IsEmpty() {
+				t.Fatalf("key %q present=%v: only the first page may be stored", e.key, !set.IsEmpty())
+			}
+		}
+		<-done
+		checkAllKeys(t, s, peers, 4)
+	})
+}
+
 // TestTransferThrottle: pulls are paced by BytesPerSecond, measured on the
 // bubble's fake clock.
 func TestTransferThrottle(t *testing.T) {
