@@ -5,6 +5,9 @@ import (
 	"errors"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/meridiankv/meridian/repair"
 	"github.com/meridiankv/meridian/replica"
 )
@@ -52,7 +55,8 @@ func (n *Node) AntiEntropy() *repair.AntiEntropy { return n.ae.Load() }
 // (keyspace "" and partition < 0 for all) in the background: it outlives
 // the caller, not the node. Progress arrives on the first channel (the
 // latest value; older ones may be skipped), which closes when the run ends;
-// the second then yields its error, if any.
+// the second then yields its error, if any: RESOURCE_EXHAUSTED at once
+// when RepairRuns are running already.
 func (n *Node) RunRepair(keyspace string, partition int) (<-chan repair.Progress, <-chan error) {
 	progress := make(chan repair.Progress, 1)
 	done := make(chan error, 1)
@@ -62,9 +66,16 @@ func (n *Node) RunRepair(keyspace string, partition int) (<-chan repair.Progress
 		done <- errNotRunning
 		return progress, done
 	}
+	if running := n.repairRuns.Add(1); running > int64(n.cfg.RepairRuns) {
+		n.repairRuns.Add(-1)
+		close(progress)
+		done <- status.Errorf(codes.ResourceExhausted, "node %s is running %d full repairs already (repair-runs): wait for one to end ('meridian repair status'), or run this one on another node", n.ID(), n.cfg.RepairRuns)
+		return progress, done
+	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
+		defer n.repairRuns.Add(-1)
 		defer close(progress)
 		_, err := ae.RunNow(n.runCtx, keyspace, partition, func(p repair.Progress) {
 			select { // keep only the latest
@@ -79,3 +90,6 @@ func (n *Node) RunRepair(keyspace string, partition int) (<-chan repair.Progress
 }
 
 var errNotRunning = errors.New("anti-entropy is not running yet")
+
+// DefaultRepairRuns is how many full repairs a node runs at once.
+const DefaultRepairRuns = 2

@@ -3,8 +3,12 @@ package node_test
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 	"github.com/meridiankv/meridian/node"
@@ -244,4 +248,39 @@ func TestHintCapThenRepair(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestRepairRunsAreBounded: past repair-runs full repairs at once, another
+// is refused with RESOURCE_EXHAUSTED naming the setting; the gauge shows
+// the runs, and once one ends another may start.
+func TestRepairRunsAreBounded(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 2, Partitions: 16, Engine: "memory", Configure: func(c *node.Config) {
+		c.RepairRuns = 1
+		c.Telemetry.MetricsAddr = "127.0.0.1:0"
+	}})
+	n1, n2 := l.Nodes()[0], l.Nodes()[1]
+	n1.Faults().Delay(n2.ID(), 100*time.Millisecond) // the first run lasts
+	progress, done := n1.RunRepair("", -1)
+	_, refused := n1.RunRepair("", -1)
+	if err := <-refused; status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "repair-runs") {
+		t.Fatalf("a second run with repair-runs 1: %v, want RESOURCE_EXHAUSTED naming the setting", err)
+	}
+	if v := metricValue(t, scrape(t, n1.Telemetry().MetricsAddr()), "meridian_repair_runs_running"); v != 1 {
+		t.Errorf("meridian_repair_runs_running %v while one runs, want 1", v)
+	}
+	n1.Faults().Heal()
+	for range progress {
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the first run: %v", err)
+	}
+	if v := metricValue(t, scrape(t, n1.Telemetry().MetricsAddr()), "meridian_repair_runs_running"); v != 0 {
+		t.Errorf("meridian_repair_runs_running %v after the run, want 0", v)
+	}
+	progress, done = n1.RunRepair("", -1)
+	for range progress {
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("a run after the first ended: %v", err)
+	}
 }

@@ -119,6 +119,10 @@ type Config struct {
 	// download') this node serves at once, each reading its disk (0:
 	// the default, 2).
 	SnapshotReads int `yaml:"snapshot-reads"`
+	// RepairRuns bounds the full repairs ('meridian repair run') this
+	// node runs at once, each exchanging every partition it holds (0:
+	// the default, 2).
+	RepairRuns int `yaml:"repair-runs"`
 	// RowCacheSize bounds the cache of recently read and written sibling
 	// sets that lets reads and writes of hot keys skip the storage engine
 	// (nil: 32 MiB; 0 turns it off).
@@ -230,6 +234,9 @@ func (c *Config) setDefaults() {
 	if c.SnapshotReads == 0 {
 		c.SnapshotReads = DefaultSnapshotReads
 	}
+	if c.RepairRuns == 0 {
+		c.RepairRuns = DefaultRepairRuns
+	}
 	if c.MaxConcurrentStreams == 0 {
 		c.MaxConcurrentStreams = DefaultMaxConcurrentStreams
 	}
@@ -318,6 +325,9 @@ func (c Config) Validate() error {
 	}
 	if c.SnapshotReads < 0 || c.SnapshotReads > 64 {
 		return fmt.Errorf("snapshot-reads %d: serve 1 to 64 snapshot downloads at once (0: the default, %d)", c.SnapshotReads, DefaultSnapshotReads)
+	}
+	if c.RepairRuns < 0 || c.RepairRuns > 16 {
+		return fmt.Errorf("repair-runs %d: run 1 to 16 full repairs at once (0: the default, %d)", c.RepairRuns, DefaultRepairRuns)
 	}
 	if c.SnapshotKeep < 0 || c.SnapshotKeep > 10000 {
 		return fmt.Errorf("snapshot-keep %d: keep 1 to 10000 scheduled snapshots (0: the default, %d)", c.SnapshotKeep, DefaultSnapshotKeep)

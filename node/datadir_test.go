@@ -167,4 +167,12 @@ func TestSnapshotScheduleConfig(t *testing.T) {
 			t.Errorf("snapshot-reads %d: %v, want %q", reads, err, bad)
 		}
 	}
+	for runs, bad := range map[int]string{0: "", 1: "", 16: "", -1: "repair-runs -1", 17: "repair-runs 17"} {
+		cfg := soloConfig(t, "n1", "127.0.0.1:7001", t.TempDir())
+		cfg.RepairRuns = runs
+		err := cfg.Validate()
+		if bad == "" && err != nil || bad != "" && (err == nil || !strings.Contains(err.Error(), bad)) {
+			t.Errorf("repair-runs %d: %v, want %q", runs, err, bad)
+		}
+	}
 }

@@ -96,6 +96,7 @@ type Node struct {
 	checkpoint         func(dir string) error // nil: the memory engine (no snapshots)
 	snapshots          sync.Mutex             // one snapshot created or deleted at a time
 	sched              snapshotCounts         // what scheduled snapshots and snapshot reads did (metrics)
+	repairRuns         atomic.Int64           // full repairs running (at most RepairRuns; a metric)
 	now                func() time.Time
 	hints              *hintTracker
 	topo               atomic.Pointer[membership.Topology]
@@ -442,6 +443,9 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	if err := n.tel.Metrics.RegisterClientCalls(func() float64 { return float64(n.clientCallsRunning.Load()) }); err != nil {
+		return nil, err
+	}
+	if err := n.tel.Metrics.RegisterRepairRuns(func() float64 { return float64(n.repairRuns.Load()) }); err != nil {
 		return nil, err
 	}
 	n.wg.Add(1)

@@ -63,6 +63,9 @@ func (s *Server) RepairRun(req *adminv1.RepairRunRequest, stream adminv1.Admin_R
 		}
 	}
 	if err := <-done; err != nil {
+		if status.Code(err) == codes.ResourceExhausted {
+			return err
+		}
 		return status.Errorf(codes.Unavailable, "repair incomplete after %d of %d partitions: %v (run it again once every replica is reachable)", last.PartitionsDone, last.PartitionsTotal, err)
 	}
 	return stream.Send(progressProto(last, true))

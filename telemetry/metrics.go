@@ -255,6 +255,12 @@ func (m *Metrics) RegisterClientCalls(running func() float64) error {
 		Help: "Calls of clients' call streams (kv.v1.KV/Calls) running on this node (at most client-calls-running, 1,024 by default, per stream; past it the stream stops reading)."}, running))
 }
 
+// RegisterRepairRuns exports the full repairs running.
+func (m *Metrics) RegisterRepairRuns(running func() float64) error {
+	return m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_repair_runs_running",
+		Help: "Full repairs ('meridian repair run') running on this node (at most repair-runs, 2 by default; more are refused)."}, running))
+}
+
 // HintTargetStats is the hint log's state for one target node.
 type HintTargetStats struct {
 	Target      string

@@ -126,6 +126,7 @@ nothing until a committed plan adds it:
 	f.Var(optBytes{&cfg.MinFreeDisk}, "min-free-disk", "free space on the data directory's volume, bytes, e.g. 1GiB, under which the node refuses writes (RESOURCE_EXHAUSTED, reason DISK_LOW) and serves reads, until a tenth more is free (default 256 MiB; 0 turns the check off)")
 	f.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", 0, "take a snapshot of this node's data at every multiple of this, e.g. 6h, named auto-<time> (off when 0; see meridian snapshot)")
 	f.IntVar(&cfg.SnapshotReads, "snapshot-reads", 0, "snapshot downloads served at once (default 2; more are refused with RESOURCE_EXHAUSTED)")
+	f.IntVar(&cfg.RepairRuns, "repair-runs", 0, "full repairs ('meridian repair run') run at once (default 2; more are refused with RESOURCE_EXHAUSTED)")
 	f.IntVar(&cfg.SnapshotKeep, "snapshot-keep", 0, "scheduled snapshots kept, the newest; older ones are deleted (default 7; snapshots taken by hand are kept)")
 	f.Var(optBytes{&cfg.RowCacheSize}, "row-cache-size", "cache of recently read and written values, bytes, e.g. 256MiB: reads and writes of hot keys skip the storage engine (default 32 MiB; 0 turns it off)")
 	f.Var(optBytes{&cfg.MaxHintBytes}, "max-hint-bytes", "hints held per target node, bytes, e.g. 64MiB (default 64 MiB; 0 turns hints off)")
