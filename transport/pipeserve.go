@@ -240,8 +240,11 @@ func (s CallLoop[C, R]) run(ctx context.Context, c C, o *outbox[R]) {
 		defer s.Leave()
 	}
 	timeout := s.MaxCallTime
-	t := time.Duration(c.GetTimeoutMicros()) * time.Microsecond
-	if t == 0 && s.DefaultCallTime > 0 {
+	var t time.Duration
+	if us := c.GetTimeoutMicros(); us < uint64(timeout/time.Microsecond) {
+		t = time.Duration(us) * time.Microsecond // no overflow: under MaxCallTime
+	}
+	if t == 0 && c.GetTimeoutMicros() == 0 && s.DefaultCallTime > 0 {
 		t = s.DefaultCallTime
 	}
 	if t > 0 && t < timeout {

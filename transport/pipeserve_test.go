@@ -9,9 +9,12 @@ import (
 	"time"
 )
 
-type testCall struct{ id int }
+type testCall struct {
+	id     int
+	micros uint64
+}
 
-func (testCall) GetTimeoutMicros() uint64 { return 0 }
+func (c testCall) GetTimeoutMicros() uint64 { return c.micros }
 
 // TestCallLoopHoldsSlotsUntilRepliesAreSent: a sender that stops reading
 // its replies (send blocks, as gRPC flow control makes it) stops the loop
@@ -69,4 +72,36 @@ func TestCallLoopHoldsSlotsUntilRepliesAreSent(t *testing.T) {
 			t.Fatalf("%d of %d calls answered", len(replied), total)
 		}
 	})
+}
+
+// TestCallDeadline: a call's deadline is its sender's timeout bounded by
+// MaxCallTime; a timeout so large that it would overflow in nanoseconds
+// (wrapping to a deadline already past) is MaxCallTime too.
+func TestCallDeadline(t *testing.T) {
+	const maxCall, def = 30 * time.Second, 5 * time.Second
+	for _, tc := range []struct {
+		name   string
+		micros uint64
+		want   time.Duration
+	}{
+		{"no timeout: the default", 0, def},
+		{"a timeout under the bound", 2_000_000, 2 * time.Second},
+		{"a timeout over the bound", 60_000_000, maxCall},
+		{"a timeout that wraps to 384ns in nanoseconds", 18446744073709552, maxCall},
+		{"the largest timeout", ^uint64(0), maxCall},
+	} {
+		var got time.Duration
+		loop := CallLoop[testCall, int]{
+			Serve: func(_ context.Context, c testCall, deadline time.Time) int {
+				got = time.Until(deadline)
+				return c.id
+			},
+			CallBounds: CallBounds{MaxCallTime: maxCall, DefaultCallTime: def},
+		}
+		o := &outbox[int]{wake: make(chan struct{}, 1), slots: make(chan struct{}, 1)}
+		loop.run(context.Background(), testCall{id: 1, micros: tc.micros}, o)
+		if got > tc.want || got < tc.want-time.Second {
+			t.Errorf("%s: deadline in %v, want %v", tc.name, got, tc.want)
+		}
+	}
 }
