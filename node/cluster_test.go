@@ -667,3 +667,47 @@ func TestDeadline(t *testing.T) {
 	}
 	n1.Faults().Heal()
 }
+
+// TestDiscoveryTopologyFollowsChanges: the topology answer (whose
+// placement part is cached) names a keyspace created since the last
+// answer, at the new epoch, and a node that stopped as not alive.
+func TestDiscoveryTopologyFollowsChanges(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 3, Partitions: 16, Engine: "memory"})
+	n1, n3 := l.Nodes()[0], l.Nodes()[2]
+	disco := internalv1.NewDiscoveryClient(dialConn(t, n1.Addr()))
+	ctx := ctxT(t)
+	before, err := disco.Topology(ctx, &internalv1.TopologyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n1.CreateKeyspace(ctx, membership.KeyspaceSpec{Name: "later", Replication: map[string]int{"dc1": 2}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the answer to name the new keyspace at a newer epoch", func() bool {
+		after, err := disco.Topology(ctx, &internalv1.TopologyRequest{})
+		if err != nil || after.GetEpoch() <= before.GetEpoch() {
+			return false
+		}
+		for _, ks := range after.GetKeyspaces() {
+			if ks.GetName() == "later" {
+				return len(ks.GetPartitions()) == 16 && len(ks.GetPartitions()[0].GetNodes()) == 2
+			}
+		}
+		return false
+	})
+	if err := l.Stop(n3.ID()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the answer to show the stopped node down", func() bool {
+		resp, err := disco.Topology(ctx, &internalv1.TopologyRequest{})
+		if err != nil {
+			return false
+		}
+		for _, m := range resp.GetNodes() {
+			if m.GetId() == n3.ID() {
+				return !m.GetAlive()
+			}
+		}
+		return false
+	})
+}

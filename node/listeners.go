@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -317,6 +318,20 @@ func (e memberEvents) MemberChanged(m membership.Member) {
 type discoveryServer struct {
 	internalv1.UnimplementedDiscoveryServer
 	n *Node
+	// placed caches the part of Topology's answer that changes only with
+	// the metadata (a message per partition and keyspace): it is open to
+	// anyone, so a call must not rebuild it.
+	placed atomic.Pointer[placedTopology]
+}
+
+// placedTopology is the cached part of a Topology answer, for one
+// topology: the node IDs in order and every keyspace's placement. Its
+// messages are shared by every answer and never changed (marshalling only
+// reads them).
+type placedTopology struct {
+	topo      *membership.Topology
+	ids       []string
+	keyspaces []*internalv1.KeyspaceTopology
 }
 
 func (s *discoveryServer) Info(context.Context, *internalv1.InfoRequest) (*internalv1.InfoResponse, error) {
@@ -467,30 +482,43 @@ func (n *Node) checkPeer(ctx context.Context, req any, info *grpc.UnaryServerInf
 func (s *discoveryServer) Topology(context.Context, *internalv1.TopologyRequest) (*internalv1.TopologyResponse, error) {
 	n := s.n
 	topo := n.Topology()
-	resp := &internalv1.TopologyResponse{Epoch: topo.Epoch, Partitions: uint32(topo.Ring.Partitions())}
-	ids := make([]string, 0, len(topo.Nodes))
-	for id := range topo.Nodes {
-		ids = append(ids, id)
+	p := s.placed.Load()
+	if p == nil || p.topo != topo {
+		p = placeTopology(topo)
+		s.placed.Store(p)
 	}
-	slices.Sort(ids)
-	index := make(map[string]uint32, len(ids))
-	for i, id := range ids {
+	resp := &internalv1.TopologyResponse{Epoch: topo.Epoch, Partitions: uint32(topo.Ring.Partitions()), Keyspaces: p.keyspaces,
+		Nodes: make([]*internalv1.TopologyNode, len(p.ids))}
+	for i, id := range p.ids {
 		m := topo.Nodes[id]
+		resp.Nodes[i] = &internalv1.TopologyNode{Id: id, Dc: m.DC, Rack: m.Rack, GrpcAddr: m.GRPCAddr, Alive: n.Alive(id)}
+	}
+	return resp, nil
+}
+
+// placeTopology builds the cached part of Topology's answer.
+func placeTopology(topo *membership.Topology) *placedTopology {
+	p := &placedTopology{topo: topo, ids: make([]string, 0, len(topo.Nodes))}
+	for id := range topo.Nodes {
+		p.ids = append(p.ids, id)
+	}
+	slices.Sort(p.ids)
+	index := make(map[string]uint32, len(p.ids))
+	for i, id := range p.ids {
 		index[id] = uint32(i)
-		resp.Nodes = append(resp.Nodes, &internalv1.TopologyNode{Id: id, Dc: m.DC, Rack: m.Rack, GrpcAddr: m.GRPCAddr, Alive: n.Alive(id)})
 	}
 	for _, name := range topo.KeyspaceNames() {
 		ks := topo.Keyspaces[name]
 		kt := &internalv1.KeyspaceTopology{Name: name, Partitions: make([]*internalv1.PartitionReplicas, topo.Ring.Partitions())}
-		for p := range kt.Partitions {
-			reps := ks.Table.Replicas(p)
+		for part := range kt.Partitions {
+			reps := ks.Table.Replicas(part)
 			pr := &internalv1.PartitionReplicas{Nodes: make([]uint32, len(reps))}
 			for i, r := range reps {
 				pr.Nodes[i] = index[r.Node]
 			}
-			kt.Partitions[p] = pr
+			kt.Partitions[part] = pr
 		}
-		resp.Keyspaces = append(resp.Keyspaces, kt)
+		p.keyspaces = append(p.keyspaces, kt)
 	}
-	return resp, nil
+	return p
 }
