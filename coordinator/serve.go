@@ -12,6 +12,7 @@ import (
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 	"github.com/meridiankv/meridian/membership"
+	"github.com/meridiankv/meridian/placement"
 	"github.com/meridiankv/meridian/replica"
 	"github.com/meridiankv/meridian/version"
 )
@@ -197,17 +198,43 @@ func (c *Coordinator) locatePartition(keyspace string, partition uint32) (replic
 	return replica.Loc{Keyspace: ks.ID, Partition: int(partition)}, nil
 }
 
+// holds reports whether this node keeps loc's Merkle tree: it replicates
+// the partition (or is to), or keeps its tree already. A peer may ask
+// about any partition (a transfer's catch-up, an exchange racing a
+// topology change); a tree kept for each would be memory held for good.
+func (c *Coordinator) holds(keyspace string, loc replica.Loc) bool {
+	if c.cfg.Store.HasTree(loc) {
+		return true
+	}
+	ks, ok := c.cfg.Topology().Keyspace(keyspace)
+	if !ok {
+		return false
+	}
+	for _, reps := range [][]placement.Replica{ks.Table.Replicas(loc.Partition), ks.Table.Pending(loc.Partition)} {
+		for _, r := range reps {
+			if r.Node == c.cfg.NodeID {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // ServeLeaves returns this replica's Merkle leaves of one partition.
 func (c *Coordinator) ServeLeaves(ctx context.Context, req *internalv1.LeavesRequest) (*internalv1.LeavesResponse, error) {
 	loc, err := c.locatePartition(req.GetKeyspace(), req.GetPartition())
 	if err != nil {
 		return nil, err
 	}
-	leaves, err := c.cfg.Store.Leaves(loc)
+	leaves := c.cfg.Store.Leaves
+	if !c.holds(req.GetKeyspace(), loc) {
+		leaves = c.cfg.Store.ScanLeaves
+	}
+	l, err := leaves(loc)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "leaves: %v", err)
 	}
-	return &internalv1.LeavesResponse{Leaves: leaves}, nil
+	return &internalv1.LeavesResponse{Leaves: l}, nil
 }
 
 // ServeBucketDigests lists the keys and digests of some buckets.
@@ -226,7 +253,11 @@ func (c *Coordinator) ServeBucketDigests(ctx context.Context, req *internalv1.Bu
 		}
 		buckets[i] = int(b)
 	}
-	keys, err := c.cfg.Store.BucketDigests(loc, buckets)
+	digests := c.cfg.Store.BucketDigests
+	if !c.holds(req.GetKeyspace(), loc) {
+		digests = c.cfg.Store.ScanBucketDigests
+	}
+	keys, err := digests(loc, buckets)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "bucket digests: %v", err)
 	}

@@ -160,3 +160,52 @@ func TestServeWriteHintRefused(t *testing.T) {
 		t.Fatalf("refused hint: %v, want RESOURCE_EXHAUSTED with %s, counted as nothing written", err, ReasonHintRefused)
 	}
 }
+
+// TestMerkleAnswersForPartitionsNotHeld: a peer asking about a partition
+// this node does not replicate gets the same answer a replica would
+// compute, and the node keeps no tree for it; for a partition it
+// replicates the tree is kept.
+func TestMerkleAnswersForPartitionsNotHeld(t *testing.T) {
+	topo, err := membership.NewTopology(1, 16, []membership.NodeInfo{
+		{Node: placement.Node{ID: "n1", DC: "dc1", Rack: "r1", Weight: 1}},
+		{Node: placement.Node{ID: "n2", DC: "dc1", Rack: "r2", Weight: 1}},
+	}, []membership.KeyspaceSpec{{Name: "ks", Replication: map[string]int{"dc1": 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := replica.Open(memory.New(), "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Coordinator{cfg: Config{NodeID: "n1", Store: store, Topology: func() *membership.Topology { return topo }}}
+	ks, _ := topo.Keyspace("ks")
+	mine, theirs := -1, -1
+	for p := range 16 {
+		if ks.Table.Replicas(p)[0].Node == "n1" {
+			mine = p
+		} else {
+			theirs = p
+		}
+	}
+	if mine < 0 || theirs < 0 {
+		t.Fatalf("partitions of n1 %d, of n2 %d: want one each", mine, theirs)
+	}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		p    int
+		kept bool
+	}{{theirs, false}, {mine, true}} {
+		loc := replica.Loc{Keyspace: ks.ID, Partition: tc.p}
+		storeValue(t, store, loc, []byte("k"), 8)
+		if _, err := c.ServeLeaves(ctx, &internalv1.LeavesRequest{Keyspace: "ks", Partition: uint32(tc.p)}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := c.ServeBucketDigests(ctx, &internalv1.BucketDigestsRequest{Keyspace: "ks", Partition: uint32(tc.p), Buckets: []uint32{uint32(replica.Bucket([]byte("k")))}})
+		if err != nil || len(resp.GetKeys()) != 1 {
+			t.Fatalf("partition %d: bucket digests %v, %v; want the one key", tc.p, resp, err)
+		}
+		if store.HasTree(loc) != tc.kept {
+			t.Errorf("partition %d: tree kept %v, want %v", tc.p, store.HasTree(loc), tc.kept)
+		}
+	}
+}

@@ -206,11 +206,43 @@ func (s *Store) Leaves(loc Loc) ([]uint64, error) {
 	return out, nil
 }
 
+// HasTree reports whether loc's tree is kept (built, or registered to be).
+func (s *Store) HasTree(loc Loc) bool { return s.trees.get(loc) != nil }
+
+// ScanLeaves is Leaves computed by a scan of the partition, keeping no
+// tree: for a partition this node does not hold, which a peer may still
+// ask about, and whose tree would otherwise be kept for good.
+func (s *Store) ScanLeaves(loc Loc) ([]uint64, error) {
+	snap, err := s.eng.NewSnapshot()
+	if err != nil {
+		return nil, fmt.Errorf("replica: snapshot: %w", err)
+	}
+	defer snap.Close()
+	out := make([]uint64, Buckets)
+	err = s.scanPartition(snap, loc, nil, func(_ []byte, h, digest uint64) {
+		out[bucketOf(h)] ^= mix(h, digest)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BucketDigests lists the keys (with digests) stored in the given buckets of
 // a partition, in key order. Keys holding an empty set are left out (they
 // contribute nothing to the leaves). If the partition's tree is not built
 // yet, the same scan builds it.
 func (s *Store) BucketDigests(loc Loc, buckets []int) ([]KeyDigest, error) {
+	return s.bucketDigests(loc, buckets, true)
+}
+
+// ScanBucketDigests is BucketDigests by a scan alone, keeping no tree (see
+// ScanLeaves).
+func (s *Store) ScanBucketDigests(loc Loc, buckets []int) ([]KeyDigest, error) {
+	return s.bucketDigests(loc, buckets, false)
+}
+
+func (s *Store) bucketDigests(loc Loc, buckets []int, keep bool) ([]KeyDigest, error) {
 	var want [Buckets]bool
 	for _, b := range buckets {
 		if b < 0 || b >= Buckets {
@@ -224,8 +256,11 @@ func (s *Store) BucketDigests(loc Loc, buckets []int) ([]KeyDigest, error) {
 			out = append(out, KeyDigest{Key: append([]byte(nil), key...), Digest: digest})
 		}
 	}
-	t := s.trees.getOrAdd(loc)
-	if !t.built.Load() {
+	t := s.trees.get(loc)
+	if keep && t == nil {
+		t = s.trees.getOrAdd(loc)
+	}
+	if t != nil && !t.built.Load() {
 		scanned, err := s.buildTree(loc, t, visit)
 		if err != nil {
 			return nil, err

@@ -536,3 +536,36 @@ func BenchmarkUpdate(b *testing.B) {
 		}
 	}
 }
+
+// TestScanVariantsKeepNoTree: ScanLeaves and ScanBucketDigests answer as
+// Leaves and BucketDigests do, and register no tree.
+func TestScanVariantsKeepNoTree(t *testing.T) {
+	s := open(t, memory.New(), "n1")
+	loc := replica.Loc{Keyspace: 1, Partition: 2}
+	keys := testKeys(50)
+	feed(t, s, loc, randomSets(rand.New(rand.NewPCG(3, 3)), keys), rand.New(rand.NewPCG(3, 3)))
+	scanned, err := s.ScanLeaves(loc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digests, err := s.ScanBucketDigests(loc, []int{0, 1, 2, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.HasTree(loc) {
+		t.Fatal("a scan kept a tree")
+	}
+	if d := diffBuckets(scanned, expectedLeaves(t, s, loc, keys)); d != nil {
+		t.Fatalf("scanned leaves differ from the definition in buckets %v", d)
+	}
+	kept, err := s.BucketDigests(loc, []int{0, 1, 2, 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.HasTree(loc) || !slices.EqualFunc(digests, kept, func(a, b replica.KeyDigest) bool { return bytes.Equal(a.Key, b.Key) && a.Digest == b.Digest }) {
+		t.Fatalf("scanned digests %d, kept %d (tree kept: %v): want the same keys, and the tree kept", len(digests), len(kept), s.HasTree(loc))
+	}
+	if d := diffBuckets(scanned, leaves(t, s, loc)); d != nil {
+		t.Fatalf("scanned leaves differ from the kept tree's in buckets %v", d)
+	}
+}
