@@ -14,8 +14,10 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/meridiankv/meridian/api/codec"
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
@@ -70,9 +72,12 @@ type Client struct {
 	passes passBudget
 
 	refreshNow chan struct{}
-	stop       chan struct{}
-	done       chan struct{}
-	closeOnce  sync.Once
+	// refreshed (c.mu) is closed when the next refresh the background
+	// loop starts has ended: writers waiting for a new topology share it.
+	refreshed chan struct{}
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
 }
 
 // topology is an immutable snapshot of the cluster's layout.
@@ -111,12 +116,18 @@ func Dial(ctx context.Context, seeds []string, opts ...Option) (*Client, error) 
 	}
 	// Calls are marshalled into pooled buffers, small ones too; flow
 	// control uses fixed windows of the size nodes use (no ping round
-	// trip to measure the link whenever data arrives). The caller's own
-	// options come after and win.
+	// trip to measure the link whenever data arrives). A node that stops
+	// answering without closing its connections (its host crashed, a
+	// partition drops its traffic) is found out by keepalive pings: the
+	// calls waiting on it then fail as UNAVAILABLE and go to the next
+	// candidate, instead of each waiting out its deadline. The caller's
+	// own options come after and win.
 	o.dialOpts = append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec.Proto{})),
-		grpc.WithStaticStreamWindowSize(flowWindow), grpc.WithStaticConnWindowSize(flowWindow)}, o.dialOpts...)
+		grpc.WithStaticStreamWindowSize(flowWindow), grpc.WithStaticConnWindowSize(flowWindow),
+		grpc.WithKeepaliveParams(o.keepalive)}, o.dialOpts...)
 	c := &Client{opts: o, seeds: append([]string(nil), seeds...), conns: map[string]*grpc.ClientConn{}, kvs: map[string]kvv1.KVClient{},
-		streams: map[string]*callStream{}, down: map[string]time.Time{}, lowOnDisk: map[string]time.Time{}, refreshNow: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+		streams: map[string]*callStream{}, down: map[string]time.Time{}, lowOnDisk: map[string]time.Time{}, refreshNow: make(chan struct{}, 1),
+		refreshed: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	if err := c.refresh(ctx, c.seeds); err != nil {
 		c.closeConns()
 		return nil, fmt.Errorf("client: no seed reachable (tried %s): %w", strings.Join(seeds, ", "), err)
@@ -185,6 +196,16 @@ func (c *Client) Refresh(ctx context.Context) error {
 
 func (c *Client) loop() {
 	defer close(c.done)
+	// ctx ends at Close, and with it a refresh under way.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-c.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	t := time.NewTicker(c.opts.refresh)
 	defer t.Stop()
 	var last time.Time
@@ -208,21 +229,25 @@ func (c *Client) loop() {
 			}
 		}
 		last = time.Now()
+		c.mu.Lock()
+		refreshed := c.refreshed
+		c.refreshed = make(chan struct{})
+		c.mu.Unlock()
 		addrs := c.refreshAddrs()
 		if a := c.ahead.Swap(nil); a != nil {
 			addrs = append([]string{*a}, addrs...)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), c.opts.topologyTimeout)
-		go func() {
-			select {
-			case <-c.stop:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
 		_ = c.refresh(ctx, addrs)
-		cancel()
+		close(refreshed)
 	}
+}
+
+// nextRefresh returns a channel closed when the next refresh the
+// background loop starts has ended (whether it found a topology or not).
+func (c *Client) nextRefresh() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.refreshed
 }
 
 // flowWindow is the HTTP/2 flow-control window of the client's
@@ -262,6 +287,8 @@ func (c *Client) refreshAddrs() []string {
 // refresh fetches the topology from the first of addrs that answers with
 // at least the newest epoch a node has reported (else from the one with
 // the newest) and installs it unless it is older than the current one.
+// Each address gets topologyTimeout of ctx's time: one that does not
+// answer (a host gone silent, listed first) must not use up the refresh.
 func (c *Client) refresh(ctx context.Context, addrs []string) error {
 	var errs []error
 	var best *internalv1.TopologyResponse
@@ -272,17 +299,20 @@ func (c *Client) refresh(ctx context.Context, addrs []string) error {
 			continue
 		}
 		seen[a] = true
+		if ctx.Err() != nil {
+			errs = append(errs, ctx.Err())
+			break
+		}
 		cc, err := c.conn(a)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", a, err))
 			continue
 		}
-		resp, err := internalv1.NewDiscoveryClient(cc).Topology(ctx, &internalv1.TopologyRequest{})
+		actx, cancel := context.WithTimeout(ctx, c.opts.topologyTimeout)
+		resp, err := internalv1.NewDiscoveryClient(cc).Topology(actx, &internalv1.TopologyRequest{})
+		cancel()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", a, err))
-			if ctx.Err() != nil {
-				break
-			}
 			continue
 		}
 		if best == nil || resp.GetEpoch() > best.GetEpoch() {
@@ -302,15 +332,27 @@ func (c *Client) refresh(ctx context.Context, addrs []string) error {
 	return errors.Join(errs...)
 }
 
+// install routes by t from now on unless it is older than the current
+// topology, and closes the connections to addresses that left it.
 func (c *Client) install(t *topology) {
+	// Closing a connection can take seconds (gRPC tries to say goodbye to
+	// a host that may be gone): not under c.mu, which every call takes.
+	for _, cc := range c.swapTopology(t) {
+		cc.Close()
+	}
+}
+
+// swapTopology installs t unless it is older than the current topology
+// and returns the connections to addresses that left it (seeds stay),
+// forgotten and their streams closed, for the caller to close.
+func (c *Client) swapTopology(t *topology) []*grpc.ClientConn {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.topo != nil && t.epoch < c.topo.epoch {
-		return
+		return nil
 	}
 	c.topo = t
 	c.epoch.Store(t.epoch)
-	// Forget connections to addresses that left the topology (seeds stay).
 	keep := map[string]bool{}
 	for _, a := range c.seeds {
 		keep[a] = true
@@ -318,17 +360,19 @@ func (c *Client) install(t *topology) {
 	for _, n := range t.nodes {
 		keep[n.GetGrpcAddr()] = true
 	}
+	var gone []*grpc.ClientConn
 	for a, cc := range c.conns {
 		if !keep[a] {
 			if s := c.streams[a]; s != nil {
 				s.close()
 				delete(c.streams, a)
 			}
-			cc.Close()
+			gone = append(gone, cc)
 			delete(c.conns, a)
 			delete(c.kvs, a)
 		}
 	}
+	return gone
 }
 
 // kv returns the kv.v1 client for the node at addr: on its call stream
@@ -359,10 +403,44 @@ func (c *Client) kv(addr string) (kvv1.KVClient, error) {
 		k.s = s
 		return k, nil
 	}
-	k.s = openCallStream(cc, c.opts.streamAge, &c.wg)
+	k.s = openCallStream(cc, c.opts.streamAge, c.opts.streamAfterTake, &c.wg)
 	c.streams[addr] = k.s
 	return k, nil
 }
+
+// reconnects reports whether the client's connection to addr is ready,
+// or gets ready within reconnectWait: the node still takes connections. A
+// node refusing them fails at once, one not answering (traffic dropped)
+// after reconnectWait; a connection the client closed (the node left the
+// topology, or the client was closed) is not opened again.
+func (c *Client) reconnects(ctx context.Context, addr string) bool {
+	c.mu.Lock()
+	cc := c.conns[addr]
+	c.mu.Unlock()
+	if cc == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, reconnectWait)
+	defer cancel()
+	for {
+		st := cc.GetState()
+		switch st {
+		case connectivity.Ready:
+			return true
+		case connectivity.TransientFailure, connectivity.Shutdown:
+			return false
+		case connectivity.Idle:
+			cc.Connect()
+		}
+		if !cc.WaitForStateChange(ctx, st) {
+			return false
+		}
+	}
+}
+
+// reconnectWait bounds how long a write waits for a new connection to the
+// node its call failed on before going to the next candidate.
+const reconnectWait = time.Second
 
 // conn returns the (lazily connecting) connection to addr.
 func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
@@ -507,6 +585,28 @@ func unreachable(err error) bool {
 	return ok && st.Code() == codes.Unavailable && meridianInfo(st) == nil
 }
 
+// timedOutAtNode reports whether err is a DEADLINE_EXCEEDED that did not
+// come from ctx ending (nodeTimedOut).
+func timedOutAtNode(ctx context.Context, err error) bool {
+	deadline, ok := ctx.Deadline()
+	return nodeTimedOut(err, ctx.Err(), deadline, ok, time.Now())
+}
+
+// nodeTimedOut reports whether err, a call's error at now, is a
+// DEADLINE_EXCEEDED from the node rather than the caller's own deadline
+// (ctxErr, deadline and hasDeadline are the caller's context's): the node
+// gave up while the caller still had time (a coordinator's QUORUM_TIMEOUT,
+// which it answers a moment before the caller's deadline, or a call that
+// waited too long at the node). gRPC answers a call begun with its
+// deadline already past with DEADLINE_EXCEEDED before the context's timer
+// has fired (ctxErr still nil): that one is the caller's.
+func nodeTimedOut(err, ctxErr error, deadline time.Time, hasDeadline bool, now time.Time) bool {
+	if ctxErr != nil || status.Code(err) != codes.DeadlineExceeded {
+		return false
+	}
+	return !hasDeadline || now.Before(deadline)
+}
+
 // overloaded reports whether err is a node shedding the call: its
 // RESOURCE_EXHAUSTED with Meridian's OVERLOADED reason, which a node
 // answers only before doing anything with a request (its admission
@@ -592,6 +692,13 @@ type passedOver struct {
 // or a node that shed it (at most maxShedPasses times, within the
 // client's budget).
 func (p *passedOver) next(ctx context.Context, c *Client, node string, err error) bool {
+	if timedOutAtNode(ctx, err) {
+		// Replicas did not answer the node in time: the cluster may know
+		// of a node gone (its topology's liveness), which the client
+		// should route around. The call itself is over: a write may have
+		// been applied, and a read has no time left worth another node.
+		c.triggerRefresh()
+	}
 	if ctx.Err() != nil {
 		return false
 	}
@@ -616,16 +723,28 @@ func (p *passedOver) next(ctx context.Context, c *Client, node string, err error
 }
 
 // failure is the call's error once no candidate is left: the caller's
-// own, the last shed, or ErrNoReplica with why each node was unreachable.
+// own (its gRPC status, CANCELED or DEADLINE_EXCEEDED), the last shed, or
+// ErrNoReplica with why each node was unreachable (UNAVAILABLE).
 func (p *passedOver) failure(ctx context.Context) (string, error) {
 	switch {
 	case ctx.Err() != nil:
-		return "", ctx.Err()
+		return "", status.FromContextError(ctx.Err()).Err()
 	case p.shed != nil:
 		return p.shedNode, p.shed
 	}
-	return "", fmt.Errorf("%w: %w", ErrNoReplica, errors.Join(p.unreachable...))
+	return "", &noReplicaError{why: errors.Join(p.unreachable...)}
 }
+
+// noReplicaError is the error of a call that reached no node: it wraps
+// ErrNoReplica and why, and its gRPC status is UNAVAILABLE (as for a
+// server gRPC could not reach), so that status.Code tells it too.
+type noReplicaError struct{ why error }
+
+func (e *noReplicaError) Error() string   { return fmt.Sprintf("%v: %v", ErrNoReplica, e.why) }
+func (e *noReplicaError) Unwrap() []error { return []error{ErrNoReplica, e.why} }
+
+// GRPCStatus is the error's status for status.Code and status.FromError.
+func (e *noReplicaError) GRPCStatus() *status.Status { return status.New(codes.Unavailable, e.Error()) }
 
 type answer[T any] struct {
 	v    T
@@ -650,10 +769,10 @@ func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, k
 	cands := c.candidates(keyspace, key, kind)
 	if len(cands) == 0 {
 		c.triggerRefresh()
-		return zero, "", fmt.Errorf("%w: the topology lists no live node", ErrNoReplica)
+		return zero, "", &noReplicaError{why: errors.New("the topology lists no live node")}
 	}
 	if hedge <= 0 || len(cands) == 1 {
-		return routeInline(ctx, c, cands, call)
+		return routeInline(ctx, c, cands, kind, call)
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -720,15 +839,16 @@ func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, k
 }
 
 // routeInline is route without hedging: the candidates one after the
-// other, on the caller's goroutine.
-func routeInline[T any](ctx context.Context, c *Client, cands []target, call func(context.Context, kvv1.KVClient) (T, error)) (T, string, error) {
+// other, on the caller's goroutine. A write whose node could not be
+// reached is sent to that node once more, when a new connection to it
+// gets ready soon (sameNodeFirst), before it goes to the next candidate.
+func routeInline[T any](ctx context.Context, c *Client, cands []target, kind callKind, call func(context.Context, kvv1.KVClient) (T, error)) (T, string, error) {
 	var zero T
 	var passed passedOver
 	for _, t := range cands {
-		kv, err := c.kv(t.addr)
-		var v T
-		if err == nil {
-			v, err = call(ctx, kv)
+		v, err := attempt(ctx, c, t, call)
+		if sameNodeFirst(kind, err) && ctx.Err() == nil && c.reconnects(ctx, t.addr) {
+			v, err = attempt(ctx, c, t, call)
 		}
 		switch {
 		case err == nil:
@@ -743,9 +863,31 @@ func routeInline[T any](ctx context.Context, c *Client, cands []target, call fun
 	return zero, node, err
 }
 
+// attempt sends call to the node t.
+func attempt[T any](ctx context.Context, c *Client, t target, call func(context.Context, kvv1.KVClient) (T, error)) (T, error) {
+	kv, err := c.kv(t.addr)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return call(ctx, kv)
+}
+
+// sameNodeFirst reports whether a call of kind that failed with err goes
+// to the same node again before the next candidate: a write the node may
+// have received before its stream or connection failed (err is bare
+// UNAVAILABLE, which does not say). That node recognises the write's
+// request ID and answers a retry without applying it again; another
+// replica knows the ID only once the write has reached it, so going there
+// at once could apply the write twice. A read goes on at once.
+func sameNodeFirst(kind callKind, err error) bool {
+	return kind == callWrite && unreachable(err)
+}
+
 // retryUnreachable runs a write's routing again, same request and so same
 // request ID, after re-reading the topology, when no candidate could be
-// reached (at most writePasses times, backing off, within ctx).
+// reached (at most writePasses times, backing off, within ctx). Writers
+// failing at once share the background loop's next refresh.
 func retryUnreachable[T any](ctx context.Context, c *Client, do func() (T, string, error)) (T, string, error) {
 	backoff := 50 * time.Millisecond
 	for pass := 1; ; pass++ {
@@ -753,18 +895,28 @@ func retryUnreachable[T any](ctx context.Context, c *Client, do func() (T, strin
 		if err == nil || !errors.Is(err, ErrNoReplica) || pass >= writePasses {
 			return v, node, err
 		}
+		refreshed := c.nextRefresh()
+		c.triggerRefresh()
 		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		ok := await(ctx, c.stop, t.C) && await(ctx, c.stop, refreshed)
+		t.Stop()
+		if !ok {
 			return v, node, err
-		case <-c.stop:
-			t.Stop()
-			return v, node, err
-		case <-t.C:
 		}
 		backoff *= 2
-		_ = c.Refresh(ctx)
+	}
+}
+
+// await waits for ch and reports whether it came before ctx's end and
+// before stop closed.
+func await[T any](ctx context.Context, stop <-chan struct{}, ch <-chan T) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-stop:
+		return false
+	case <-ch:
+		return true
 	}
 }
 
@@ -858,10 +1010,11 @@ func (c *Client) Get(ctx context.Context, keyspace string, key []byte, opts ...C
 
 // Put writes value to key. Pass client.Context(ctx) from a Get to supersede
 // what that Get saw; without it the write is blind and becomes a sibling.
-// The write carries a request ID (RequestID, or a random one), reused when
-// the client retries it on another replica after a transport error, so it
-// is applied once. Options: Context, RequestID, Level, W, PrimaryOnly,
-// Durable, ConsistencyDC, Timeout.
+// The write carries a request ID (RequestID, or a random one), the same on
+// every retry: after a transport error it goes to the same node again
+// first, then to the next replica (see the package documentation for the
+// one case where it can still be applied twice). Options: Context,
+// RequestID, Level, W, PrimaryOnly, Durable, ConsistencyDC, Timeout.
 func (c *Client) Put(ctx context.Context, keyspace string, key, value []byte, opts ...CallOption) (*PutResult, error) {
 	co := c.callOpts(opts)
 	ctx, cancel := c.withTimeout(ctx, co)
@@ -917,7 +1070,7 @@ func (c *Client) Delete(ctx context.Context, keyspace string, key []byte, opts .
 // back with siblings (a concurrent writer got in between), the cycle runs
 // again, at most Attempts times (default 10), after which the error wraps
 // ErrConflict. Each cycle's write has a fresh request ID, kept for its
-// retries on other replicas. An error from fn stops Update and is returned
+// retries (as Put's). An error from fn stops Update and is returned
 // as is. Options: those of Get and Put (Context and RequestID are ignored)
 // plus Attempts; Timeout bounds the whole Update.
 func (c *Client) Update(ctx context.Context, keyspace string, key []byte, fn func(siblings [][]byte) ([]byte, error), opts ...CallOption) (*PutResult, error) {
@@ -928,12 +1081,13 @@ func (c *Client) Update(ctx context.Context, keyspace string, key []byte, fn fun
 	var last *PutResult
 	for attempt := 0; attempt < co.attempts; attempt++ {
 		req := &kvv1.GetRequest{Keyspace: keyspace, Key: key, Consistency: co.cons}
-		resp, _, err := route(ctx, c, keyspace, key, callRead, co.hedge, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.GetResponse, error) {
+		resp, node, err := route(ctx, c, keyspace, key, callRead, co.hedge, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.GetResponse, error) {
 			return kc.Get(ctx, req)
 		})
 		if err != nil {
 			return nil, err
 		}
+		c.learn(resp.GetEffective(), node)
 		value, err := fn(liveValues(resp.GetSiblings()))
 		if err != nil {
 			return nil, err
@@ -953,30 +1107,76 @@ func (c *Client) Update(ctx context.Context, keyspace string, key []byte, fn fun
 // to the first reachable candidate replica (the caller's DC first), moving
 // on only when a node is unreachable. It is for tools that need the whole
 // response (explain timelines, effective levels); it returns the ID of the
-// node that answered.
+// node that answered. The call is sent as given: a write without a
+// request ID gets one from the node it reaches, so only that node can
+// tell a retry from a new write (KV's Put and Delete add one).
 func (c *Client) Call(ctx context.Context, keyspace string, key []byte, call func(context.Context, kvv1.KVClient) error) (string, error) {
 	return c.call(ctx, keyspace, key, callRead, call)
 }
 
 // call is Call for a call of the given kind (a write tries nodes that
-// refused one for lack of disk space last).
+// refused one for lack of disk space last, and is sent to the same node
+// again first). Like Get, Put and Delete it learns from the answer's
+// epoch.
 func (c *Client) call(ctx context.Context, keyspace string, key []byte, kind callKind, call func(context.Context, kvv1.KVClient) error) (string, error) {
+	var eff *kvv1.Effective
 	_, node, err := route(ctx, c, keyspace, key, kind, 0, func(ctx context.Context, kv kvv1.KVClient) (struct{}, error) {
-		return struct{}{}, call(ctx, kv)
+		return struct{}{}, call(ctx, effectiveKV{KVClient: kv, eff: &eff})
 	})
+	if err == nil {
+		c.learn(eff, node)
+	}
 	return node, err
+}
+
+// effectiveKV is a node's kv.v1 client that keeps the Effective of the
+// last answer in *eff (calls are routed one after the other: no race).
+type effectiveKV struct {
+	kvv1.KVClient
+	eff **kvv1.Effective
+}
+
+func (k effectiveKV) Get(ctx context.Context, in *kvv1.GetRequest, opts ...grpc.CallOption) (*kvv1.GetResponse, error) {
+	resp, err := k.KVClient.Get(ctx, in, opts...)
+	if err == nil {
+		*k.eff = resp.GetEffective()
+	}
+	return resp, err
+}
+
+func (k effectiveKV) Put(ctx context.Context, in *kvv1.PutRequest, opts ...grpc.CallOption) (*kvv1.PutResponse, error) {
+	resp, err := k.KVClient.Put(ctx, in, opts...)
+	if err == nil {
+		*k.eff = resp.GetEffective()
+	}
+	return resp, err
+}
+
+func (k effectiveKV) Delete(ctx context.Context, in *kvv1.DeleteRequest, opts ...grpc.CallOption) (*kvv1.DeleteResponse, error) {
+	resp, err := k.KVClient.Delete(ctx, in, opts...)
+	if err == nil {
+		*k.eff = resp.GetEffective()
+	}
+	return resp, err
 }
 
 // KV is a kv.v1.KVClient that routes every call by its request's keyspace
 // and key (through Call): a drop-in for code written against the raw
-// gRPC client.
+// gRPC client. A Put or Delete without a request ID gets a new one, which
+// every node it may be sent to sees; a LOCAL_* level without a DC counts
+// in LocalDC when the client has one (as with Get, Put and Delete). The
+// caller's request is never changed: these go on a copy.
 func (c *Client) KV() kvv1.KVClient { return routedKV{c} }
 
 type routedKV struct{ c *Client }
 
 func (r routedKV) Get(ctx context.Context, in *kvv1.GetRequest, opts ...grpc.CallOption) (*kvv1.GetResponse, error) {
+	if cons := withLocalDC(in.GetConsistency(), r.c.opts.localDC); cons != in.GetConsistency() {
+		in = proto.CloneOf(in)
+		in.Consistency = cons
+	}
 	var out *kvv1.GetResponse
-	_, err := r.c.Call(ctx, in.GetKeyspace(), in.GetKey(), func(ctx context.Context, kv kvv1.KVClient) (err error) {
+	_, err := r.c.call(ctx, in.GetKeyspace(), in.GetKey(), callRead, func(ctx context.Context, kv kvv1.KVClient) (err error) {
 		out, err = kv.Get(ctx, in, opts...)
 		return err
 	})
@@ -984,6 +1184,15 @@ func (r routedKV) Get(ctx context.Context, in *kvv1.GetRequest, opts ...grpc.Cal
 }
 
 func (r routedKV) Put(ctx context.Context, in *kvv1.PutRequest, opts ...grpc.CallOption) (*kvv1.PutResponse, error) {
+	// Without an ID of the client's, each node the write is sent to would
+	// mint its own, and a retry after a failed call would apply it again.
+	if cons := withLocalDC(in.GetConsistency(), r.c.opts.localDC); len(in.GetRequestId()) == 0 || cons != in.GetConsistency() {
+		in = proto.CloneOf(in)
+		in.Consistency = cons
+		if len(in.RequestId) == 0 {
+			in.RequestId = newRequestID()
+		}
+	}
 	var out *kvv1.PutResponse
 	_, err := r.c.call(ctx, in.GetKeyspace(), in.GetKey(), callWrite, func(ctx context.Context, kv kvv1.KVClient) (err error) {
 		out, err = kv.Put(ctx, in, opts...)
@@ -999,6 +1208,13 @@ func (r routedKV) Calls(context.Context, ...grpc.CallOption) (grpc.BidiStreaming
 }
 
 func (r routedKV) Delete(ctx context.Context, in *kvv1.DeleteRequest, opts ...grpc.CallOption) (*kvv1.DeleteResponse, error) {
+	if cons := withLocalDC(in.GetConsistency(), r.c.opts.localDC); len(in.GetRequestId()) == 0 || cons != in.GetConsistency() {
+		in = proto.CloneOf(in)
+		in.Consistency = cons
+		if len(in.RequestId) == 0 {
+			in.RequestId = newRequestID()
+		}
+	}
 	var out *kvv1.DeleteResponse
 	_, err := r.c.call(ctx, in.GetKeyspace(), in.GetKey(), callWrite, func(ctx context.Context, kv kvv1.KVClient) (err error) {
 		out, err = kv.Delete(ctx, in, opts...)

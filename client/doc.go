@@ -6,9 +6,11 @@
 // coordinator's epoch (Effective.Epoch), and a newer one than the client
 // routes by makes it re-read the topology at once, from that node first;
 // it also re-reads it periodically (RefreshInterval, default 30s), after a
-// node turns out unreachable, and when a call names a keyspace it does not
-// know. Each request then goes
-// straight to a replica of its key, so no request pays a forwarding hop:
+// node turns out unreachable or answers DEADLINE_EXCEEDED while the caller
+// still had time (replicas did not answer it: the cluster may know of a
+// node gone), and when a call names a keyspace it does not know. Each
+// request then goes straight to a replica of its key, so no request pays
+// a forwarding hop:
 //
 //  1. live replicas in the caller's datacenter (LocalDC), in the
 //     partition's preference order (like gocql's token-aware, DC-aware
@@ -33,11 +35,24 @@
 // the node refuses every write until its disk has room again, and each
 // candidate is asked at most once; writes then try that node last for 10
 // seconds (reads still go to it). Any other answer from a node, success
-// or error, is final. A
+// or error, is final; so is DEADLINE_EXCEEDED, which is never passed on. A
 // node found unreachable goes to the back of the order for 10 seconds or
-// until it answers again. When no node at all could be reached, a Put or
-// Delete re-reads the topology and is routed again (three passes in all,
-// same request ID) before failing with an error wrapping ErrNoReplica.
+// until it answers again. A node that stops answering without closing its
+// connections (its host crashed, a partition drops its traffic) is found
+// unreachable by keepalive pings: 15 seconds without a word from it while
+// calls are open, then 5 more for an answer to a ping.
+//
+// A write whose node could not be reached (UNAVAILABLE as above) may
+// still have arrived: its stream or connection may have failed after
+// sending it. So it is sent to the same node once more, on a new stream,
+// when a connection to that node is ready or gets ready within a second,
+// before it goes to the next candidate (see Reading and writing for why).
+// When no node at all could be reached, a Put or Delete re-reads the
+// topology and is routed again (three passes in all, same request ID)
+// before failing with an error wrapping ErrNoReplica, whose gRPC status is
+// UNAVAILABLE. Calls fail with gRPC statuses (status.Code works on them;
+// ErrClosed aside): the caller's own context ending is CANCELED or
+// DEADLINE_EXCEEDED.
 //
 // # Connecting
 //
@@ -86,17 +101,29 @@
 //		client.Context(res.Context), client.Durable(false))
 //
 // Every Put and Delete carries a request ID (RequestID, or a random one per
-// call) which stays the same when the client retries the write on another
-// replica after a transport error, so the cluster applies it once. Give
-// your own ID to make your own retries idempotent too:
+// call), the same for every node the client sends it to. A node answers a
+// write whose ID it has seen (stored with a sibling of the key, or
+// remembered: 10 minutes, at most 100,000 IDs) without applying it again.
+// The node the write first went to (or the replica it forwarded it to)
+// knows the ID as soon as it applied the write, which is why a write whose
+// call failed goes to that node again first. Another replica knows it only
+// once the write has reached it, so one window remains: the write is
+// applied twice when the first node applied it, then could not be reached
+// again (crashed, cut off) before the write reached the other replicas,
+// and the client's retry went to one of those. Give your own ID to make
+// your own retries idempotent too, under the same terms:
 //
 //	id := []byte(orderID)
 //	_, err = c.Put(ctx, "orders", key, value, client.RequestID(id))
-//	// on a timeout, retrying with the same id cannot create a second sibling
+//	// on a timeout, retrying with the same id creates no second sibling
+//	// once the first attempt has reached the replicas
 //
 // Per-call options: Level, R, W, PrimaryOnly, Durable, ConsistencyDC (or
 // Consistency for the whole message), Timeout, Context, RequestID, Hedge,
 // Attempts. The keyspace is an argument of each call ("" is "default").
+// With LocalDC set, LOCAL_ONE and LOCAL_QUORUM count in that datacenter
+// (the request names it, unless ConsistencyDC names another), also when
+// the request fails over or is hedged to a replica in another one.
 //
 // # Read-modify-write
 //

@@ -77,7 +77,9 @@ func ExampleHedge() {
 	fmt.Println(len(res.Values))
 }
 
-// Make your own retries idempotent: the same request ID is applied once.
+// Make your own retries idempotent: a node that has the write with this
+// request ID does not apply it again (the package documentation says when
+// a retry can still reach a replica before the first attempt did).
 func ExampleRequestID() {
 	ctx := context.Background()
 	c, err := client.Dial(ctx, []string{"127.0.0.1:7001"}, client.Insecure())

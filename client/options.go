@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
 
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 )
@@ -22,11 +24,23 @@ type options struct {
 	unary           bool
 	streamAge       time.Duration // how long a call stream takes new calls
 	reprobe         time.Duration // how long a node without call streams gets unary calls only
+	keepalive       keepalive.ClientParameters
+	// streamAfterTake, when set (tests only), runs in each call stream's
+	// sender between taking a batch and marshalling it.
+	streamAfterTake func()
 }
 
 func defaultOptions() options {
-	return options{refresh: 30 * time.Second, topologyTimeout: 5 * time.Second, downFor: 10 * time.Second, streamAge: streamMaxAge, reprobe: time.Minute}
+	return options{refresh: 30 * time.Second, topologyTimeout: 5 * time.Second, downFor: 10 * time.Second, streamAge: streamMaxAge, reprobe: time.Minute,
+		keepalive: defaultKeepalive}
 }
+
+// defaultKeepalive pings a node after 15 s without hearing from it, while
+// calls are open, and gives up on the connection 5 s later. Nodes refuse
+// pings more often than every 10 s (their keepalive.EnforcementPolicy, in
+// node/listeners.go: a connection pinging more often is closed with
+// too_many_pings); 15 s keeps clear of that with timer jitter.
+var defaultKeepalive = keepalive.ClientParameters{Time: 15 * time.Second, Timeout: 5 * time.Second}
 
 // WithDialOptions adds gRPC dial options used for every connection the
 // client opens, typically the transport credentials:
@@ -45,8 +59,10 @@ func Insecure() Option { return func(o *options) { o.insecure = true } }
 
 // LocalDC names the caller's datacenter: requests go to a live replica in
 // it first, and to other datacenters only when none is reachable (like
-// gocql's DC-aware policy). Empty (the default) treats every datacenter
-// alike and follows each partition's preference order.
+// gocql's DC-aware policy); LOCAL_ONE and LOCAL_QUORUM count in it
+// wherever the request goes (unless ConsistencyDC names another). Empty
+// (the default) treats every datacenter alike and follows each
+// partition's preference order.
 func LocalDC(dc string) Option { return func(o *options) { o.localDC = dc } }
 
 // RefreshInterval sets how often the client re-reads the topology (default
@@ -95,6 +111,9 @@ func (c *Client) callOpts(opts []CallOption) *callOptions {
 	for _, o := range opts {
 		o(co)
 	}
+	// co.cons is the client's own (Consistency copies): no caller's
+	// message changes.
+	co.cons.Dc = consistencyDC(co.cons, c.opts.localDC)
 	return co
 }
 
@@ -117,16 +136,49 @@ func PrimaryOnly() CallOption { return func(o *callOptions) { o.cons.PrimaryOnly
 func Durable(d bool) CallOption { return func(o *callOptions) { o.cons.Durable = &d } }
 
 // ConsistencyDC overrides the datacenter that LOCAL_* levels count in
-// (default: the coordinator's, which is the client's LocalDC when it has
-// a live replica there).
+// (default: the client's LocalDC when it has one, else the datacenter of
+// the node coordinating the request).
 func ConsistencyDC(dc string) CallOption { return func(o *callOptions) { o.cons.Dc = dc } }
 
 // Consistency sets the whole consistency message at once (replacing Level,
-// R, W, PrimaryOnly, Durable and ConsistencyDC given before it).
+// R, W, PrimaryOnly, Durable and ConsistencyDC given before it); nil is
+// the server's defaults, as if none of those had been given. The client
+// copies c and never changes it.
 func Consistency(c *kvv1.Consistency) CallOption {
 	return func(o *callOptions) {
-		o.cons = &kvv1.Consistency{Level: c.GetLevel(), R: c.GetR(), W: c.GetW(), PrimaryOnly: c.GetPrimaryOnly(), Durable: c.Durable, Dc: c.GetDc()}
+		cons := &kvv1.Consistency{Level: c.GetLevel(), R: c.GetR(), W: c.GetW(), PrimaryOnly: c.GetPrimaryOnly(), Dc: c.GetDc()}
+		if c != nil {
+			cons.Durable = c.Durable
+		}
+		o.cons = cons
 	}
+}
+
+// consistencyDC is the datacenter a request's consistency should name: a
+// LOCAL_* level naming none counts in localDC (the client's LocalDC, when
+// set). Left empty, the coordinator would count in its own datacenter,
+// which is another one when the request failed over or was hedged to a
+// replica elsewhere: LOCAL_QUORUM would then wait on a remote quorum.
+func consistencyDC(cons *kvv1.Consistency, localDC string) string {
+	switch cons.GetLevel() {
+	case kvv1.Level_LEVEL_LOCAL_ONE, kvv1.Level_LEVEL_LOCAL_QUORUM:
+		if cons.GetDc() == "" {
+			return localDC
+		}
+	}
+	return cons.GetDc()
+}
+
+// withLocalDC is cons naming consistencyDC: cons itself when it does
+// already, else a copy.
+func withLocalDC(cons *kvv1.Consistency, localDC string) *kvv1.Consistency {
+	dc := consistencyDC(cons, localDC)
+	if dc == cons.GetDc() {
+		return cons
+	}
+	out := proto.CloneOf(cons)
+	out.Dc = dc
+	return out
 }
 
 // Timeout bounds the call (all its attempts) by d, in addition to the

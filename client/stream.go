@@ -13,10 +13,12 @@ import (
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meridiankv/meridian/api/codec"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 )
 
@@ -73,13 +75,20 @@ var errNoStream = errors.New("call stream unusable")
 // (the client opens another); one that fails fails every call waiting.
 type callStream struct {
 	opened time.Time
-	maxAge time.Duration // streamMaxAge, but for tests
-	wake   chan struct{} // a token when calls are queued
+	maxAge time.Duration   // streamMaxAge, but for tests
+	wake   chan struct{}   // a token when calls are queued
+	ctx    context.Context // the stream's: done once the client closed it
 	stop   context.CancelFunc
+	// afterTake, when set (tests only), runs in the sender between taking
+	// a batch and marshalling it.
+	afterTake func()
 	// chans are reply channels for reuse: a call's goes back once it is
 	// known to be empty and nobody will send on it.
 	chans sync.Pool
-	mu    struct {
+	// marshalled is signalled (its L is &mu.Mutex) when the sender has
+	// marshalled the calls it took.
+	marshalled sync.Cond
+	mu         struct {
 		sync.Mutex
 		nextID  uint64
 		queue   []*kvv1.Call
@@ -89,6 +98,13 @@ type callStream struct {
 		retired bool                         // takes no new calls; closes once they are answered
 		// unsupported: the node does not serve Calls (an older version).
 		unsupported bool
+		// The sender reads the requests of the calls with IDs in
+		// (marshalled, taken] (their keys and values, the caller's
+		// memory): a call in that range that ends without its reply
+		// waits (marshalWaiters counts them) until the sender is done
+		// with it, so its caller may reuse its buffers once it returns.
+		taken, marshalled uint64
+		marshalWaiters    int
 	}
 }
 
@@ -106,9 +122,11 @@ func (s *callStream) replyChan() chan streamResult {
 }
 
 // openCallStream starts a stream on cc; wg tracks its goroutines.
-func openCallStream(cc *grpc.ClientConn, maxAge time.Duration, wg *sync.WaitGroup) *callStream {
+// afterTake is a test hook (nil but in tests).
+func openCallStream(cc *grpc.ClientConn, maxAge time.Duration, afterTake func(), wg *sync.WaitGroup) *callStream {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &callStream{opened: time.Now(), maxAge: maxAge, wake: make(chan struct{}, 1), stop: cancel}
+	s := &callStream{opened: time.Now(), maxAge: maxAge, wake: make(chan struct{}, 1), ctx: ctx, stop: cancel, afterTake: afterTake}
+	s.marshalled.L = &s.mu.Mutex
 	s.mu.pending = map[uint64]chan streamResult{}
 	wg.Add(1)
 	go func() {
@@ -153,8 +171,8 @@ func (s *callStream) notify() {
 func (s *callStream) run(ctx context.Context, kv kvv1.KVClient) {
 	// The node bounds what it sends (its message limit); the stream takes
 	// any reply it sends rather than fail every call on it for one large
-	// reply.
-	stream, err := kv.Calls(ctx, grpc.MaxCallRecvMsgSize(math.MaxInt32))
+	// reply. The sender marshals batches itself (see sendBatch).
+	stream, err := kv.Calls(ctx, grpc.MaxCallRecvMsgSize(math.MaxInt32), grpc.ForceCodecV2(streamCodec{}))
 	if err != nil {
 		s.fail(err)
 		s.stop()
@@ -168,6 +186,7 @@ func (s *callStream) run(ctx context.Context, kv kvv1.KVClient) {
 	defer func() { <-recvDone }()
 	defer s.stop() // ends the stream, so the receiver returns too
 	batch := &kvv1.CallBatch{}
+	msg := &preEncoded{}
 	for {
 		select {
 		case <-s.wake:
@@ -182,28 +201,14 @@ func (s *callStream) run(ctx context.Context, kv kvv1.KVClient) {
 		calls := s.mu.queue
 		s.mu.queue = s.mu.spare[:0]
 		s.mu.spare = nil
-		send := batch.Calls[:0]
-		for _, c := range calls {
-			if _, waiting := s.mu.pending[c.GetId()]; waiting {
-				send = append(send, c)
-			}
-		}
 		retired := s.mu.retired
 		s.mu.Unlock()
-		for rest := send; len(rest) > 0 && err == nil; {
-			// A message at most about maxBatchBytes: the node's limit is
-			// larger (its largest value plus 1 MiB).
-			n, size := 0, 0
-			for n < len(rest) && (n == 0 || size+callSize(rest[n]) <= maxBatchBytes) {
-				size += callSize(rest[n])
-				n++
-			}
-			batch.Calls = rest[:n]
-			err = stream.Send(batch)
+		for rest := calls; len(rest) > 0 && err == nil; {
+			var n int
+			batch.Calls, n = s.takeBatch(batch.Calls[:0], rest)
 			rest = rest[n:]
+			err = s.sendBatch(stream, batch, msg)
 		}
-		clear(send)
-		batch.Calls = send[:0]
 		clear(calls)
 		s.mu.Lock()
 		s.mu.spare = calls[:0]
@@ -229,6 +234,98 @@ func (s *callStream) run(ctx context.Context, kv kvv1.KVClient) {
 	}
 }
 
+// takeBatch appends to b the calls of queued still waiting for their reply,
+// up to about maxBatchBytes in all, and marks them taken: from now until
+// sendBatch marshalled them, a caller giving up on one waits before it
+// returns. It returns b and how many of queued it went through.
+func (s *callStream) takeBatch(b []*kvv1.Call, queued []*kvv1.Call) ([]*kvv1.Call, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, size := 0, 0
+	for ; n < len(queued); n++ {
+		c := queued[n]
+		if _, waiting := s.mu.pending[c.GetId()]; !waiting {
+			continue // its caller gave up: it is not sent
+		}
+		// A message at most about maxBatchBytes: the node's limit is
+		// larger (its largest value plus 1 MiB).
+		cs := callSize(c)
+		if len(b) > 0 && size+cs > maxBatchBytes {
+			break
+		}
+		size += cs
+		b = append(b, c)
+	}
+	if n > 0 {
+		s.mu.taken = queued[n-1].GetId()
+	}
+	return b, n
+}
+
+// sendBatch marshals batch (the calls takeBatch took), lets the callers
+// waiting on that go, and sends the bytes; batch is left empty. Sending
+// may block (flow control); marshalling does not, so a caller that gives
+// up never waits on the network.
+func (s *callStream) sendBatch(stream grpc.BidiStreamingClient[kvv1.CallBatch, kvv1.ReplyBatch], batch *kvv1.CallBatch, msg *preEncoded) error {
+	if s.afterTake != nil {
+		s.afterTake()
+	}
+	var data mem.BufferSlice
+	var err error
+	if len(batch.Calls) > 0 {
+		data, err = codec.Proto{}.Marshal(batch)
+	}
+	clear(batch.Calls)
+	batch.Calls = batch.Calls[:0]
+	s.mu.Lock()
+	s.mu.marshalled = s.mu.taken
+	if s.mu.marshalWaiters > 0 {
+		s.marshalled.Broadcast()
+	}
+	s.mu.Unlock()
+	switch {
+	case err != nil:
+		return status.Errorf(codes.Internal, "marshal a call batch: %v", err)
+	case data == nil:
+		return nil // every call taken had been given up
+	}
+	msg.data = data
+	err = stream.SendMsg(msg)
+	if msg.data != nil { // gRPC returned before taking it
+		msg.data.Free()
+		msg.data = nil
+	}
+	return err
+}
+
+// awaitMarshalledLocked waits until the sender no longer reads call id's
+// request: it has not taken it (and, the call no longer pending, will
+// not), or has marshalled it. s.mu held.
+func (s *callStream) awaitMarshalledLocked(id uint64) {
+	for id > s.mu.marshalled && id <= s.mu.taken {
+		s.mu.marshalWaiters++
+		s.marshalled.Wait()
+		s.mu.marshalWaiters--
+	}
+}
+
+// preEncoded is a CallBatch the sender marshalled itself: the stream's
+// codec sends its bytes as they are, and gRPC frees them once written.
+type preEncoded struct{ data mem.BufferSlice }
+
+// streamCodec is the call streams' codec: api/codec's, except that a
+// *preEncoded goes out as the bytes it holds (it takes them).
+type streamCodec struct{ codec.Proto }
+
+func (c streamCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if p, ok := v.(*preEncoded); ok {
+		data := p.data
+		p.data = nil
+		return data, nil
+	}
+	return c.Proto.Marshal(v)
+}
+
 // receive hands each reply to its caller until the stream ends.
 func (s *callStream) receive(stream grpc.BidiStreamingClient[kvv1.CallBatch, kvv1.ReplyBatch]) {
 	for {
@@ -252,16 +349,7 @@ func (s *callStream) receive(stream grpc.BidiStreamingClient[kvv1.CallBatch, kvv
 // fail fails every call waiting and marks the stream failed.
 func (s *callStream) fail(err error) {
 	unsupported := status.Code(err) == codes.Unimplemented
-	switch {
-	case errors.Is(err, io.EOF):
-		err = status.Error(codes.Unavailable, "the node closed the call stream")
-	case errors.Is(err, context.Canceled):
-		err = status.Error(codes.Unavailable, "the call stream was closed")
-	default:
-		if _, ok := status.FromError(err); !ok {
-			err = status.Errorf(codes.Unavailable, "call stream: %v", err)
-		}
-	}
+	err = streamError(err, s.ctx.Err() != nil)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.mu.err == nil {
@@ -273,6 +361,26 @@ func (s *callStream) fail(err error) {
 		ch <- streamResult{err: s.mu.err}
 	}
 	s.mu.queue = nil
+}
+
+// streamError is the status the calls waiting on a stream get when it
+// failed with err; closed says the client closed the stream itself. A
+// stream the client closed (a departed node, Close) or the node ended
+// fails its calls as UNAVAILABLE, as a dropped connection would: none of
+// their callers cancelled anything, and the call may go to another node.
+// gRPC reports a stream whose context was cancelled as its own CANCELED
+// status, which is not context.Canceled: hence closed.
+func streamError(err error, closed bool) error {
+	switch {
+	case closed || errors.Is(err, context.Canceled):
+		return status.Error(codes.Unavailable, "the call stream was closed")
+	case errors.Is(err, io.EOF):
+		return status.Error(codes.Unavailable, "the node closed the call stream")
+	}
+	if _, ok := status.FromError(err); !ok {
+		return status.Errorf(codes.Unavailable, "call stream: %v", err)
+	}
+	return err
 }
 
 // call sends c and waits for its reply. It returns errNoStream, having
@@ -303,7 +411,13 @@ func (s *callStream) call(ctx context.Context, c *kvv1.Call) (*kvv1.Reply, error
 	case r := <-ch:
 		s.chans.Put(ch)
 		if r.err != nil {
-			if status.Code(r.err) == codes.Unimplemented && s.unsupported() {
+			// The stream failed: the sender may be marshalling the call
+			// still (a reply, though, means the node had it).
+			s.mu.Lock()
+			s.awaitMarshalledLocked(c.Id)
+			unsupported := s.mu.unsupported
+			s.mu.Unlock()
+			if status.Code(r.err) == codes.Unimplemented && unsupported {
 				return nil, errNoStream // refused as a whole: nothing ran
 			}
 			return nil, r.err
@@ -313,6 +427,7 @@ func (s *callStream) call(ctx context.Context, c *kvv1.Call) (*kvv1.Reply, error
 		s.mu.Lock()
 		_, waiting := s.mu.pending[c.Id]
 		delete(s.mu.pending, c.Id) // not sent, if still queued
+		s.awaitMarshalledLocked(c.Id)
 		s.mu.Unlock()
 		if waiting {
 			s.chans.Put(ch) // nobody will send on it now
