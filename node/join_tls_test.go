@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -11,6 +12,7 @@ import (
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/node"
+	"github.com/meridiankv/meridian/pki"
 )
 
 // TestJoinWithTLS: on a TLS cluster a new node joins through a member
@@ -56,5 +58,69 @@ func TestJoinRefusesBadPlacement(t *testing.T) {
 	}
 	if _, ok := n.MetaState().Member("n9"); ok {
 		t.Fatal("a refused join left a member record")
+	}
+}
+
+// TestOwnCommandsOnlyFromTheirNode: a node's addresses and the transfers
+// it received are proposed by that node only. Another member forwarding
+// such a command to the leader is refused with PERMISSION_DENIED and the
+// metadata is unchanged; the node itself is heard.
+func TestOwnCommandsOnlyFromTheirNode(t *testing.T) {
+	l := startSecureCluster(t, node.LocalSpec{NodesPerDC: 3, Partitions: 64})
+	nodes := l.Nodes()
+	var leader *node.Node
+	eventually(t, "a metadata leader", func() bool {
+		for _, n := range nodes {
+			if n.MetaLog().IsLeader() {
+				leader = n
+				return true
+			}
+		}
+		return false
+	})
+	var others []*node.Node
+	for _, n := range nodes {
+		if n != leader {
+			others = append(others, n)
+		}
+	}
+	from, victim := others[0], others[1]
+	ctx := metadata.AppendToOutgoingContext(ctxT(t), "meridian-cluster", "meridian", "meridian-epoch", "1")
+	ca, _, _ := l.ClientTLS()
+	cert, key := pki.NodeFiles(l.CertDir(), from.ID())
+	src, err := pki.NewSource(ca, cert, key, pki.SourceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := internalv1.NewMetaClient(dialWith(t, leader.PeerAddr(), grpc.WithTransportCredentials(pki.ClientCredentials(src, pki.ClientOptions{}))))
+	propose := func(c membership.Command) error {
+		_, err := meta.Propose(ctx, &internalv1.ProposeRequest{Command: c.Encode()})
+		return err
+	}
+
+	rec, _ := leader.MetaState().Member(victim.ID())
+	moved := rec
+	moved.GRPCAddr = "127.0.0.1:1"
+	if err := propose(membership.Command{Kind: membership.CmdAddrs, Member: &moved}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("%s recording %s's addresses: %v, want PERMISSION_DENIED", from.ID(), victim.ID(), err)
+	}
+	if got, _ := leader.MetaState().Member(victim.ID()); got.GRPCAddr != rec.GRPCAddr {
+		t.Fatalf("%s's client address is %s after a refused proposal, was %s", victim.ID(), got.GRPCAddr, rec.GRPCAddr)
+	}
+	done := membership.Command{Kind: membership.CmdTransferDone, Generation: 1, Node: victim.ID(), Parts: []int{0}}
+	if err := propose(done); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("%s reporting %s's transfers done: %v, want PERMISSION_DENIED", from.ID(), victim.ID(), err)
+	}
+
+	// The node itself: its own addresses (unchanged) are recorded, and its
+	// own transfer report reaches the state, which has no transition to
+	// apply it to.
+	own, _ := leader.MetaState().Member(from.ID())
+	if err := propose(membership.Command{Kind: membership.CmdAddrs, Member: &own}); err != nil {
+		t.Fatalf("%s recording its own addresses: %v", from.ID(), err)
+	}
+	done.Node = from.ID()
+	if err := propose(done); err == nil || status.Code(err) == codes.PermissionDenied {
+		t.Fatalf("%s reporting its own transfers done with no change under way: %v, want the state's refusal", from.ID(), err)
 	}
 }

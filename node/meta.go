@@ -585,6 +585,9 @@ func (s *metaServer) Propose(ctx context.Context, req *internalv1.ProposeRequest
 	if c.IsInit() {
 		return nil, status.Error(codes.PermissionDenied, "the metadata is initialized by its first leader only")
 	}
+	if err := s.checkOwnCommand(ctx, c); err != nil {
+		return nil, err
+	}
 	if !s.n.meta.IsLeader() {
 		return nil, status.Errorf(codes.Unavailable, "not the metadata leader (the leader is %q)", s.n.meta.Leader())
 	}
@@ -600,6 +603,45 @@ func (s *metaServer) Propose(ctx context.Context, req *internalv1.ProposeRequest
 		return nil, err
 	}
 	return &internalv1.ProposeResponse{Epoch: epoch}, nil
+}
+
+// checkOwnCommand refuses, with PERMISSION_DENIED, a command that a node
+// proposes about itself only (its addresses, the transfers it received)
+// when it comes from another node: a member recording another's
+// addresses would move that node's traffic, and one reporting another's
+// transfers done would let the plan commit with partitions their new
+// owner never received (their old owners then drop them). The proposer
+// is the node its certificate names; an insecure cluster has none to
+// check.
+func (s *metaServer) checkOwnCommand(ctx context.Context, c membership.Command) error {
+	subject, own := ownCommandSubject(c)
+	if !own || s.n.cfg.Insecure {
+		return nil
+	}
+	cert, ok := pki.PeerCertificate(ctx)
+	if !ok {
+		return status.Error(codes.Unauthenticated, "a proposal needs the proposing node's certificate")
+	}
+	from, ok := pki.NodeID(cert)
+	if !ok || from != subject {
+		return status.Errorf(codes.PermissionDenied, "a %s command for node %q is proposed by that node only, not by %q", c.Kind, subject, from)
+	}
+	return nil
+}
+
+// ownCommandSubject returns the node a command is about when only that
+// node proposes it (own), as membership's CmdAddrs and CmdTransferDone.
+func ownCommandSubject(c membership.Command) (subject string, own bool) {
+	switch c.Kind {
+	case membership.CmdAddrs:
+		if c.Member != nil {
+			subject = c.Member.ID
+		}
+		return subject, true
+	case membership.CmdTransferDone:
+		return c.Node, true
+	}
+	return "", false
 }
 
 // maxAddrLen bounds an address a joining node gives (a DNS name is at
