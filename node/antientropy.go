@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -69,14 +70,12 @@ func (n *Node) RunRepair(keyspace string, partition int) (<-chan repair.Progress
 	if running := n.repairRuns.Add(1); running > int64(n.cfg.RepairRuns) {
 		n.repairRuns.Add(-1)
 		close(progress)
-		done <- status.Errorf(codes.ResourceExhausted, "node %s is running %d full repairs already (repair-runs): wait for one to end ('meridian repair status'), or run this one on another node", n.ID(), n.cfg.RepairRuns)
+		done <- &RepairRunsError{Node: n.ID(), Runs: n.cfg.RepairRuns}
 		return progress, done
 	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		defer n.repairRuns.Add(-1)
-		defer close(progress)
 		_, err := ae.RunNow(n.runCtx, keyspace, partition, func(p repair.Progress) {
 			select { // keep only the latest
 			case <-progress:
@@ -84,9 +83,31 @@ func (n *Node) RunRepair(keyspace string, partition int) (<-chan repair.Progress
 			}
 			progress <- p
 		})
+		// The run no longer counts before its caller hears it ended: a
+		// run started right after is not refused for it.
+		n.repairRuns.Add(-1)
+		close(progress)
 		done <- err
 	}()
 	return progress, done
+}
+
+// RepairRunsError is RunRepair's refusal when the node runs RepairRuns
+// full repairs already; its gRPC status is RESOURCE_EXHAUSTED. A run that
+// fails on the way returns another error (which may be a status of any
+// code, RESOURCE_EXHAUSTED too: a peer shedding load).
+type RepairRunsError struct {
+	Node string
+	Runs int
+}
+
+func (e *RepairRunsError) Error() string {
+	return fmt.Sprintf("node %s is running %d full repairs already (repair-runs): wait for one to end ('meridian repair status'), or run this one on another node", e.Node, e.Runs)
+}
+
+// GRPCStatus is the refusal's status (RESOURCE_EXHAUSTED).
+func (e *RepairRunsError) GRPCStatus() *status.Status {
+	return status.New(codes.ResourceExhausted, e.Error())
 }
 
 var errNotRunning = errors.New("anti-entropy is not running yet")

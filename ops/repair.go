@@ -2,6 +2,7 @@ package ops
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -10,6 +11,7 @@ import (
 	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/node"
 	"github.com/meridiankv/meridian/repair"
 	"github.com/meridiankv/meridian/replica"
 	"github.com/meridiankv/meridian/version"
@@ -63,12 +65,20 @@ func (s *Server) RepairRun(req *adminv1.RepairRunRequest, stream adminv1.Admin_R
 		}
 	}
 	if err := <-done; err != nil {
-		if status.Code(err) == codes.ResourceExhausted {
-			return err
-		}
-		return status.Errorf(codes.Unavailable, "repair incomplete after %d of %d partitions: %v (run it again once every replica is reachable)", last.PartitionsDone, last.PartitionsTotal, err)
+		return repairFailure(err, last)
 	}
 	return stream.Send(progressProto(last, true))
+}
+
+// repairFailure is the status of a repair run that ended with err after
+// last: the node's refusal to start one more (RESOURCE_EXHAUSTED), or
+// UNAVAILABLE with how far the run got, whatever failed it (a peer
+// shedding load answers RESOURCE_EXHAUSTED too, but the run was started).
+func repairFailure(err error, last repair.Progress) error {
+	if busy := (*node.RepairRunsError)(nil); errors.As(err, &busy) {
+		return busy.GRPCStatus().Err()
+	}
+	return status.Errorf(codes.Unavailable, "repair incomplete after %d of %d partitions: %v (run it again once every replica is reachable)", last.PartitionsDone, last.PartitionsTotal, err)
 }
 
 func progressProto(p repair.Progress, done bool) *adminv1.RepairProgress {
