@@ -10,12 +10,13 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/meridiankv/meridian/replica"
 	"github.com/meridiankv/meridian/version"
 )
 
 // ErrorDomain marks statuses produced by Meridian's request path (as opposed
 // to the transport), in a google.rpc.ErrorInfo detail.
-const ErrorDomain = "meridian.kv"
+const ErrorDomain = replica.ErrorDomain
 
 // withInfo attaches a machine-readable ErrorInfo (reason + counts).
 func withInfo(st *status.Status, reason string, md map[string]string) *status.Status {

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -55,9 +56,9 @@ func (c *Coordinator) checkFuture(ks *membership.Keyspace, set version.Set) erro
 	for _, sib := range set.Siblings {
 		if t := sib.Value.Time; t.Wall > limit {
 			c.clockSkew(t)
-			return status.Errorf(codes.FailedPrecondition,
+			return replica.Refuse(fmt.Sprintf(
 				"a version written at %s is %v ahead of this node's clock, more than %v: is the writer's clock fast? (check NTP)",
-				t.Time().UTC().Format(time.RFC3339Nano), t.Time().Sub(now).Round(time.Millisecond), c.cfg.FutureWriteLimit)
+				t.Time().UTC().Format(time.RFC3339Nano), t.Time().Sub(now).Round(time.Millisecond), c.cfg.FutureWriteLimit))
 		}
 	}
 	return nil
@@ -159,7 +160,7 @@ func (c *Coordinator) merge(loc replica.Loc, key []byte, in version.Set, sync bo
 		}
 		next, _ := version.Merge(cur, in).Prune(c.cfg.Prune, now.UnixNano())
 		if err := next.Check(version.Limits{}); err != nil {
-			return version.Set{}, status.Errorf(codes.FailedPrecondition, "merged set over a hard limit: %v", err)
+			return version.Set{}, replica.Refuse(fmt.Sprintf("merged set over a hard limit: %v", err))
 		}
 		return next, nil
 	})

@@ -11,9 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/placement"
@@ -711,9 +708,9 @@ func (a *AntiEntropy) withPeerLeaves(ctx context.Context, t target, loc replica.
 	differ := differingKeys(mine, theirs.GetKeys())
 	res.mismatches += len(differ)
 	changed := 0
-	// A key one side refuses (FAILED_PRECONDITION: a version too far
-	// ahead of its clock, or over a hard limit) does not hold up the
-	// rest of the partition; the round still fails, with the first.
+	// A key one side refuses (replica.Refused: a version too far ahead
+	// of its clock, or over a hard limit) does not hold up the rest of
+	// the partition; the round still fails, with the first.
 	var refused error
 	nRefused := 0
 	defer func() {
@@ -741,7 +738,7 @@ func (a *AntiEntropy) withPeerLeaves(ctx context.Context, t target, loc replica.
 		}
 		if !remoteSet.IsEmpty() && !before.Descends(remoteSet) {
 			if err := a.cfg.Merge.MergeLocal(t.ks.Name, key, remoteSet); err != nil {
-				if status.Code(err) == codes.FailedPrecondition {
+				if replica.Refused(err) {
 					refused = cmp.Or(refused, fmt.Errorf("merge %q: %w", key, err))
 					nRefused++
 					continue
@@ -764,7 +761,7 @@ func (a *AntiEntropy) withPeerLeaves(ctx context.Context, t target, loc replica.
 			// is repaired again by the next exchange.
 			err := a.cfg.Peers.Write(cctx, peer, &internalv1.WriteRequest{Keyspace: t.ks.Name, Key: key, Set: enc, Sync: false})
 			cancel()
-			if status.Code(err) == codes.FailedPrecondition {
+			if replica.Refused(err) {
 				refused = cmp.Or(refused, fmt.Errorf("push %q: %w", key, err))
 				nRefused++
 			} else if err != nil {

@@ -6,12 +6,14 @@ package repair
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
 	"time"
 
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+	"github.com/meridiankv/meridian/replica"
 )
 
 // Writer sends a sibling set to a node (the coordinator's Peers has it).
@@ -306,6 +308,18 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 			Keyspace: hint.Keyspace, Key: hint.Key, Set: hint.Set.Encode(), Sync: true,
 		})
 		cancel()
+		if replica.Refused(werr) {
+			// The target refuses this key's set (a version too far ahead
+			// of its clock): the hint stays for the next pass, until it
+			// is taken or expires, and the hints after it go on.
+			h.Logger.Warn("hint refused by its target; kept, the others go on", "target", t, "keyspace", hint.Keyspace,
+				"key", fmt.Sprintf("%.64q", hint.Key), "err", werr)
+			if d.oldestLeft.IsZero() || hint.Stored.Before(d.oldestLeft) {
+				d.oldestLeft = hint.Stored
+			}
+			d.cursor = r.k
+			continue
+		}
 		if werr != nil {
 			if ctx.Err() != nil {
 				return delivered, nil

@@ -35,11 +35,13 @@ func (c *clock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// peers records deliveries; fail makes a target refuse them.
+// peers records deliveries; fail makes a target refuse them, refuse makes
+// every target refuse a key's set (replica.Refuse).
 type peers struct {
 	mu      sync.Mutex
 	got     []string // "target/key"
 	fail    map[string]bool
+	refuse  map[string]bool
 	onWrite func(node string, req *internalv1.WriteRequest)
 }
 
@@ -48,6 +50,10 @@ func (p *peers) Write(_ context.Context, node string, req *internalv1.WriteReque
 	if p.fail[node] {
 		p.mu.Unlock()
 		return errors.New("unreachable")
+	}
+	if p.refuse[string(req.Key)] {
+		p.mu.Unlock()
+		return replica.Refuse("a version written an hour ahead of this node's clock")
 	}
 	p.got = append(p.got, node+"/"+string(req.Key))
 	fn := p.onWrite
@@ -421,6 +427,45 @@ func TestDeliveryResumesFromCursor(t *testing.T) {
 		if got := p.sent()[before:]; !slices.Equal(got, w) {
 			t.Fatalf("round %d delivered %v, want %v (cursor %q)", round, got, w, h.cursor("n2"))
 		}
+	}
+	if len(l.Targets()) != 0 {
+		t.Fatalf("hints left for %v", l.Targets())
+	}
+}
+
+// TestRefusedHintDoesNotHoldUpTheRest: a hint its target refuses (one
+// key's set, not the target) stays in the log for the next pass while
+// the hints after it are delivered, with no backoff; once taken it goes.
+func TestRefusedHintDoesNotHoldUpTheRest(t *testing.T) {
+	l, err := NewHintLog(memory.New(), HintLogConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if err := store(t, l, "n2", fmt.Sprintf("k%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := &peers{refuse: map[string]bool{"k1": true}}
+	h := &Handoff{Log: l, Peers: p, Live: allAlive{}, Rate: 1e6, MinBackoff: time.Hour}
+	ctx := context.Background()
+	if n, err := h.DeliverOnce(ctx); n != 3 || err != nil {
+		t.Fatalf("delivered %d (%v), want the three hints not refused", n, err)
+	}
+	if got := p.sent(); !slices.Equal(got, []string{"n2/k0", "n2/k2", "n2/k3"}) {
+		t.Fatalf("delivered %v", got)
+	}
+	if b := h.target("n2").backoff; b != 0 {
+		t.Fatalf("backing off %v after a refused key", b)
+	}
+	if s := statsFor(l, "n2"); s.Count != 1 {
+		t.Fatalf("%d hints held for n2, want the refused one kept", s.Count)
+	}
+	p.mu.Lock()
+	p.refuse = nil
+	p.mu.Unlock()
+	if n, err := h.DeliverOnce(ctx); n != 1 || err != nil {
+		t.Fatalf("delivered %d (%v) once the key is taken, want 1", n, err)
 	}
 	if len(l.Targets()) != 0 {
 		t.Fatalf("hints left for %v", l.Targets())

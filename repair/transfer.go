@@ -427,6 +427,7 @@ func (t *Transfers) attempt(ctx context.Context, k taskKey, task TransferTask, s
 		return fmt.Errorf("read checkpoint %s: %w", name, err)
 	}
 	resumed, checkpointed := after != nil, false
+	refused := 0 // keys this node refused to merge
 	t.update(k, func(st *taskState) {
 		st.status.State, st.status.Err = TransferStreaming, ""
 		st.started, st.streamed = t.cfg.Now(), 0
@@ -450,6 +451,17 @@ func (t *Transfers) attempt(ctx context.Context, k taskKey, task TransferTask, s
 		entries := resp.GetEntries()
 		for i, e := range entries {
 			if err := t.cfg.Merge.MergeLocal(task.Keyspace, e.GetKey(), sets[i]); err != nil {
+				if replica.Refused(err) {
+					// This node refuses the key (a version too far ahead
+					// of its clock): the rest of the partition moves. The
+					// source keeps its copy — it lets a partition go only
+					// once an exchange pushed everything to the replicas —
+					// and anti-entropy brings the key once it is taken.
+					refused++
+					t.cfg.Logger.Warn("partition transfer: a key refused, the rest goes on", "keyspace", task.Keyspace,
+						"partition", task.Loc.Partition, "key", fmt.Sprintf("%.64q", e.GetKey()), "err", err)
+					continue
+				}
 				return fmt.Errorf("merge %q: %w", e.GetKey(), err)
 			}
 		}
@@ -491,7 +503,12 @@ func (t *Transfers) attempt(ctx context.Context, k taskKey, task TransferTask, s
 	t.update(k, func(st *taskState) { st.status.State = TransferCatchingUp })
 	if t.cfg.CatchUp != nil {
 		if err := t.cfg.CatchUp(ctx, task); err != nil {
-			return fmt.Errorf("catch up with %v: %w", task.Sources, err)
+			if !replica.Refused(err) {
+				return fmt.Errorf("catch up with %v: %w", task.Sources, err)
+			}
+			// Only keys refused, the rest caught up: as for the pages.
+			t.cfg.Logger.Warn("partition transfer: keys refused while catching up, the rest caught up", "keyspace", task.Keyspace,
+				"partition", task.Loc.Partition, "err", err)
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -506,7 +523,7 @@ func (t *Transfers) attempt(ctx context.Context, k taskKey, task TransferTask, s
 			t.cfg.Logger.Warn("delete transfer checkpoint", "name", name, "err", err)
 		}
 	}
-	t.cfg.Logger.Info("partition transfer done", "keyspace", task.Keyspace, "partition", task.Loc.Partition, "generation", task.Generation, "source", src)
+	t.cfg.Logger.Info("partition transfer done", "keyspace", task.Keyspace, "partition", task.Loc.Partition, "generation", task.Generation, "source", src, "keys_refused", refused)
 	return nil
 }
 

@@ -681,6 +681,60 @@ func TestTransferCatchUpFailureRetriesWithoutRestreaming(t *testing.T) {
 	})
 }
 
+// refusingXferMerger is xferMerger refusing one key, as a replica refuses
+// a version too far ahead of its clock.
+type refusingXferMerger struct {
+	*xferMerger
+	refuse string
+}
+
+func (m refusingXferMerger) MergeLocal(keyspace string, key []byte, set version.Set) error {
+	if string(key) == m.refuse {
+		return replica.Refuse("a version written an hour ahead of this node's clock")
+	}
+	return m.xferMerger.MergeLocal(keyspace, key, set)
+}
+
+// TestTransferSkipsRefusedKey: a key this node refuses to merge does not
+// hold the partition's move back: the other keys are stored, and a
+// catch-up that only reports refused keys ends the task, which is done
+// after one attempt.
+func TestTransferSkipsRefusedKey(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	synctest.Test(t, func(t *testing.T) {
+		peers := newXferPeers(map[int]int{8: 300})
+		s := xferStore(t)
+		const refused = "p8/k00150"
+		var catchUps atomic.Int32
+		done := make(chan struct{})
+		tr := NewTransfers(TransferConfig{Peers: peers, Merge: refusingXferMerger{&xferMerger{s: s}, refused}, Checkpoints: s, PageKeys: 100,
+			CatchUp: func(ctx context.Context, _ TransferTask) error {
+				catchUps.Add(1)
+				return fmt.Errorf("s1: 1 key(s) refused, the rest repaired: %w", replica.Refuse("a version written an hour ahead"))
+			},
+			Done: func(TransferTask) { close(done) }})
+		stop := run(tr)
+		defer stop()
+		tr.Set([]TransferTask{xferTask(8, 1, "s1")})
+		<-done
+		if n := catchUps.Load(); n != 1 {
+			t.Fatalf("%d catch-ups, want 1", n)
+		}
+		if n := len(peers.callLog()); n != 3 {
+			t.Fatalf("%d pages requested for 300 keys in pages of 100, want 3 (no attempt again)", n)
+		}
+		for _, e := range peers.data[8] {
+			got, err := s.Get(replica.Loc{Keyspace: xferKS, Partition: 8}, e.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if present, want := !got.IsEmpty(), string(e.key) != refused; present != want {
+				t.Fatalf("key %s present %v, want %v", e.key, present, want)
+			}
+		}
+	})
+}
+
 // --- anti-entropy: SyncWith and tombstones of moving partitions ---
 
 // exchangeNet serves ExchangePeers from real stores, by node.
@@ -977,7 +1031,7 @@ type refusingMerger struct {
 
 func (m refusingMerger) MergeLocal(keyspace string, key []byte, set version.Set) error {
 	if string(key) == m.refuse {
-		return status.Error(codes.FailedPrecondition, "a version written too far ahead of this node's clock")
+		return replica.Refuse("a version written too far ahead of this node's clock")
 	}
 	return m.netMerger.MergeLocal(keyspace, key, set)
 }
