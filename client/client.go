@@ -237,10 +237,24 @@ func (c *Client) loop() {
 		if a := c.ahead.Swap(nil); a != nil {
 			addrs = append([]string{*a}, addrs...)
 		}
-		_ = c.refresh(ctx, addrs)
+		_ = c.refreshBounded(ctx, addrs)
 		close(refreshed)
 	}
 }
+
+// refreshBounded is refresh within refreshBudget topology timeouts: a few
+// addresses may each use up their time (hosts gone silent), and the
+// writers waiting for a background refresh are not held much longer than
+// one address takes.
+func (c *Client) refreshBounded(ctx context.Context, addrs []string) error {
+	ctx, cancel := context.WithTimeout(ctx, refreshBudget*c.opts.topologyTimeout)
+	defer cancel()
+	return c.refresh(ctx, addrs)
+}
+
+// refreshBudget bounds a background refresh, in topology timeouts: two
+// silent addresses, then the next one's answer.
+const refreshBudget = 3
 
 // nextRefresh returns a channel closed when the next refresh the
 // background loop starts has ended (whether it found a topology or not).

@@ -422,7 +422,46 @@ func TestRefreshSkipsASilentAddress(t *testing.T) {
 	cl := startKVCluster(t, "dc1")
 	c := cl.dial(t, RefreshInterval(time.Hour))
 	c.opts.topologyTimeout = 200 * time.Millisecond
-	silent := listenLoopback(t)
+	silent := silentListener(t)
+	cl.epoch.Store(2)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := c.refresh(ctx, []string{silent.Addr().String(), cl.nodes[0].addr}); err != nil {
+		t.Fatalf("refresh with a silent first address: %v", err)
+	}
+	if c.Epoch() != 2 {
+		t.Fatalf("epoch %d after the refresh, want 2", c.Epoch())
+	}
+}
+
+// TestBackgroundRefreshIsBounded: a background refresh ends after
+// refreshBudget topology timeouts, however many silent addresses come
+// first: the answering address after five of them is never asked.
+func TestBackgroundRefreshIsBounded(t *testing.T) {
+	cl := startKVCluster(t, "dc1")
+	c := cl.dial(t, RefreshInterval(time.Hour))
+	c.opts.topologyTimeout = 100 * time.Millisecond
+	var addrs []string
+	for range 5 {
+		silent := silentListener(t)
+		addrs = append(addrs, silent.Addr().String())
+	}
+	addrs = append(addrs, cl.nodes[0].addr)
+	asked := cl.topologies()
+	cl.epoch.Store(2)
+	if err := c.refreshBounded(context.Background(), addrs); err == nil {
+		t.Fatal("a refresh past its budget reported no error")
+	}
+	if got := cl.topologies(); got != asked || c.Epoch() != 1 {
+		t.Fatalf("the answering address was asked (%d topology requests, was %d; epoch %d) after five silent ones", got, asked, c.Epoch())
+	}
+}
+
+// silentListener takes connections on a loopback port and never answers
+// on them, until the test ends.
+func silentListener(t *testing.T) net.Listener {
+	t.Helper()
+	lis := listenLoopback(t)
 	var held sync.WaitGroup
 	held.Add(1)
 	go func() {
@@ -434,24 +473,18 @@ func TestRefreshSkipsASilentAddress(t *testing.T) {
 			}
 		}()
 		for {
-			conn, err := silent.Accept()
+			conn, err := lis.Accept()
 			if err != nil {
 				return
 			}
 			conns = append(conns, conn) // held open, never answered
 		}
 	}()
-	defer held.Wait()
-	defer silent.Close()
-	cl.epoch.Store(2)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	if err := c.refresh(ctx, []string{silent.Addr().String(), cl.nodes[0].addr}); err != nil {
-		t.Fatalf("refresh with a silent first address: %v", err)
-	}
-	if c.Epoch() != 2 {
-		t.Fatalf("epoch %d after the refresh, want 2", c.Epoch())
-	}
+	t.Cleanup(func() {
+		lis.Close()
+		held.Wait()
+	})
+	return lis
 }
 
 // TestSilentNodeIsFailedOver: a node that stops answering without closing
