@@ -705,7 +705,15 @@ func (a *AntiEntropy) withPeerLeaves(ctx context.Context, t target, loc replica.
 	if err != nil {
 		return 0, err
 	}
-	differ := differingKeys(mine, theirs.GetKeys())
+	ring := a.cfg.Topology().Ring
+	differ, foreign := differingKeys(mine, theirs.GetKeys(), func(key []byte) bool { return ring.Partition(key) == t.p })
+	if foreign > 0 {
+		// A peer listing keys of another partition (a bug, or a peer not
+		// to be trusted): they are not taken; the partition they belong
+		// to has its own exchanges.
+		a.cfg.Logger.Warn("anti-entropy: a peer listed keys of another partition; ignored", "peer", peer,
+			"keyspace", t.ks.Name, "partition", t.p, "keys", foreign)
+	}
 	res.mismatches += len(differ)
 	changed := 0
 	// A key one side refuses (replica.Refused: a version too far ahead
@@ -783,15 +791,19 @@ func (a *AntiEntropy) withPeerLeaves(ctx context.Context, t target, loc replica.
 }
 
 // differingKeys returns the keys whose digests differ or that one side
-// lacks.
-func differingKeys(mine []replica.KeyDigest, theirs []*internalv1.KeyDigest) [][]byte {
+// lacks, and how many of theirs it left out for not being of the
+// partition (inPartition false).
+func differingKeys(mine []replica.KeyDigest, theirs []*internalv1.KeyDigest, inPartition func([]byte) bool) (out [][]byte, foreign int) {
 	m := make(map[string]uint64, len(mine))
 	for _, k := range mine {
 		m[string(k.Key)] = k.Digest
 	}
-	var out [][]byte
 	seen := make(map[string]bool, len(theirs))
 	for _, k := range theirs {
+		if !inPartition(k.GetKey()) {
+			foreign++
+			continue
+		}
 		seen[string(k.GetKey())] = true
 		if d, ok := m[string(k.GetKey())]; !ok || d != k.GetDigest() {
 			out = append(out, k.GetKey())
@@ -802,7 +814,7 @@ func differingKeys(mine []replica.KeyDigest, theirs []*internalv1.KeyDigest) [][
 			out = append(out, k.Key)
 		}
 	}
-	return out
+	return out, foreign
 }
 
 // collect deletes tombstones of a partition just verified equal on every

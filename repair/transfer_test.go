@@ -1065,6 +1065,47 @@ func TestRefusedKeyDoesNotHoldUpTheRest(t *testing.T) {
 	}
 }
 
+// foreignKeyNet is exchangeNet whose nodes list one key of another
+// partition among a partition's bucket digests.
+type foreignKeyNet struct {
+	*exchangeNet
+	foreign []byte
+}
+
+func (n foreignKeyNet) BucketDigests(ctx context.Context, node string, req *internalv1.BucketDigestsRequest) (*internalv1.BucketDigestsResponse, error) {
+	resp, err := n.exchangeNet.BucketDigests(ctx, node, req)
+	if err == nil {
+		resp.Keys = append(resp.Keys, &internalv1.KeyDigest{Key: n.foreign, Digest: 1})
+	}
+	return resp, err
+}
+
+// TestExchangeIgnoresKeysOfAnotherPartition: a key a peer lists in an
+// exchange of partition p that belongs to another partition is not taken
+// (a peer cannot place data in partitions through an exchange of
+// another); p's own keys are repaired.
+func TestExchangeIgnoresKeysOfAnotherPartition(t *testing.T) {
+	n := exchangeCluster(t, 2, "n1", "n2")
+	const p, q = 4, 5
+	own, foreign := n.keysIn(p, 1)[0], n.keysIn(q, 1)[0]
+	n.put(t, "n2", own, version.Value{Bytes: []byte("v")})
+	n.put(t, "n2", foreign, version.Value{Bytes: []byte("v")})
+	ae, err := NewAntiEntropy(AntiEntropyConfig{Self: "n1", DC: "dc1", Store: n.stores["n1"], Peers: foreignKeyNet{n, foreign}, Merge: netMerger{n, "n1"},
+		Routing: aliveSet{"n1": true, "n2": true}, Topology: func() *membership.Topology { return n.topo }, TombstoneGrace: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ae.RunNow(context.Background(), "ks", p, nil); err != nil {
+		t.Fatal(err)
+	}
+	if set, _ := n.stores["n1"].Get(n.loc("ks", own), own); set.IsEmpty() {
+		t.Fatal("the partition's own key was not repaired")
+	}
+	if set, _ := n.stores["n1"].Get(n.loc("ks", foreign), foreign); !set.IsEmpty() {
+		t.Fatalf("a key of partition %d was taken in an exchange of partition %d", q, p)
+	}
+}
+
 // TestManyTombstonesCollectedInBatches: after a mass delete a partition's
 // tombstones (more than one request may carry) go to the other replica in
 // bounded requests, and every one is collected on both.
