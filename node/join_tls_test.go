@@ -56,8 +56,33 @@ func TestJoinRefusesBadPlacement(t *testing.T) {
 			t.Errorf("join with %s: %v, want INVALID_ARGUMENT", name, err)
 		}
 	}
+	// The same records proposed by a member (a forwarded join or address
+	// change) are refused the same way.
+	bad := good()
+	for name, c := range map[string]membership.Command{
+		"a join with a datacenter of 1MB": {Kind: membership.CmdJoin, Member: &membership.MemberRecord{ID: "n9", DC: strings.Repeat("d", 1<<20),
+			Rack: "r1", Weight: 1, GRPCAddr: bad.GrpcAddr, PeerAddr: bad.PeerAddr, AdminAddr: bad.AdminAddr, RaftAddr: bad.RaftAddr}},
+		"addresses of 4KB": {Kind: membership.CmdAddrs, Member: &membership.MemberRecord{ID: n.ID(), GRPCAddr: strings.Repeat("h", 4096) + ":1",
+			PeerAddr: bad.PeerAddr, AdminAddr: bad.AdminAddr, RaftAddr: bad.RaftAddr}},
+	} {
+		if _, err := meta.Propose(ctx, &internalv1.ProposeRequest{Command: c.Encode()}); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("proposing %s: %v, want INVALID_ARGUMENT", name, err)
+		}
+	}
 	if _, ok := n.MetaState().Member("n9"); ok {
 		t.Fatal("a refused join left a member record")
+	}
+	if m, _ := n.MetaState().Member(n.ID()); len(m.GRPCAddr) > 100 {
+		t.Fatalf("a refused address change was recorded: %.40q…", m.GRPCAddr)
+	}
+	// And a good join is admitted.
+	ok := good()
+	ok.Id = "n8"
+	if _, err := meta.Join(ctx, ok); err != nil {
+		t.Fatalf("a good join: %v", err)
+	}
+	if _, admitted := n.MetaState().Member("n8"); !admitted {
+		t.Fatal("a good join left no member record")
 	}
 }
 
@@ -116,6 +141,7 @@ func TestOwnCommandsOnlyFromTheirNode(t *testing.T) {
 	// own transfer report reaches the state, which has no transition to
 	// apply it to.
 	own, _ := leader.MetaState().Member(from.ID())
+	own.GRPCAddr, own.PeerAddr, own.AdminAddr, own.RaftAddr = from.Addr(), from.PeerAddr(), from.AdminAddr(), from.RaftAddr()
 	if err := propose(membership.Command{Kind: membership.CmdAddrs, Member: &own}); err != nil {
 		t.Fatalf("%s recording its own addresses: %v", from.ID(), err)
 	}

@@ -588,6 +588,9 @@ func (s *metaServer) Propose(ctx context.Context, req *internalv1.ProposeRequest
 	if err := s.checkOwnCommand(ctx, c); err != nil {
 		return nil, err
 	}
+	if err := checkMemberCommand(c); err != nil {
+		return nil, err
+	}
 	if !s.n.meta.IsLeader() {
 		return nil, status.Errorf(codes.Unavailable, "not the metadata leader (the leader is %q)", s.n.meta.Leader())
 	}
@@ -644,6 +647,33 @@ func ownCommandSubject(c membership.Command) (subject string, own bool) {
 	return "", false
 }
 
+// checkMemberCommand refuses, with INVALID_ARGUMENT, a join whose
+// member's DC, rack, weight or addresses are out of bounds, and an
+// address change whose addresses are: checked where a join arrives and
+// again where a member's forwarded proposal does, before anything is
+// proposed. (Not when the log is applied: entries already committed must
+// apply as they did.)
+func checkMemberCommand(c membership.Command) error {
+	if c.Kind != membership.CmdJoin && c.Kind != membership.CmdAddrs {
+		return nil
+	}
+	rec := c.Member
+	if rec == nil {
+		return status.Errorf(codes.InvalidArgument, "%s: no member", c.Kind)
+	}
+	if c.Kind == membership.CmdJoin {
+		if err := validPlace(rec.DC, rec.Rack, rec.Weight); err != nil {
+			return status.Errorf(codes.InvalidArgument, "%s: %v", c.Kind, err)
+		}
+	}
+	for _, a := range []string{rec.GRPCAddr, rec.PeerAddr, rec.AdminAddr, rec.RaftAddr} {
+		if _, _, err := net.SplitHostPort(a); err != nil || len(a) > maxAddrLen {
+			return status.Errorf(codes.InvalidArgument, "%s: address %.300q is not host:port (of at most %d bytes)", c.Kind, a, maxAddrLen)
+		}
+	}
+	return nil
+}
+
 // maxAddrLen bounds an address a joining node gives (a DNS name is at
 // most 253 bytes, with a port 259).
 const maxAddrLen = 260
@@ -668,15 +698,11 @@ func (s *metaServer) Join(ctx context.Context, req *internalv1.JoinRequest) (*in
 	}
 	rec := membership.MemberRecord{ID: id, DC: req.GetDc(), Rack: req.GetRack(), Weight: int(req.GetWeight()),
 		GRPCAddr: req.GetGrpcAddr(), PeerAddr: req.GetPeerAddr(), AdminAddr: req.GetAdminAddr(), RaftAddr: req.GetRaftAddr()}
-	if err := validPlace(rec.DC, rec.Rack, rec.Weight); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "join: %v", err)
+	join := membership.Command{Kind: membership.CmdJoin, Member: &rec}
+	if err := checkMemberCommand(join); err != nil {
+		return nil, err
 	}
-	for _, a := range []string{rec.GRPCAddr, rec.PeerAddr, rec.AdminAddr, rec.RaftAddr} {
-		if _, _, err := net.SplitHostPort(a); err != nil || len(a) > maxAddrLen {
-			return nil, status.Errorf(codes.InvalidArgument, "join: address %.300q is not host:port (of at most %d bytes)", a, maxAddrLen)
-		}
-	}
-	epoch, err := n.propose(ctx, membership.Command{Kind: membership.CmdJoin, Member: &rec})
+	epoch, err := n.propose(ctx, join)
 	if err != nil {
 		return nil, err
 	}
