@@ -116,6 +116,13 @@ type Config struct {
 	// be stored (default 2 × MaxClockOffset): further ahead, it would
 	// win over every write made meanwhile.
 	FutureWriteLimit time.Duration
+	// ClockAhead, when set, estimates how far this node's clock runs ahead
+	// of its peers' (gossip's ClockAhead). Ahead by more than
+	// MaxClockOffset, the node coordinates no last-writer-wins write: it
+	// forwards each to another replica, whose timestamp will not win over
+	// the writes made until real time passes it, and refuses the write
+	// (FAILED_PRECONDITION) when none takes it.
+	ClockAhead func() time.Duration
 	// RequestIDWindow is how long write request IDs are remembered to
 	// apply retries once (default 10m); MaxRequestIDs bounds how many
 	// (default 100,000; negative turns the memory off).
@@ -243,7 +250,7 @@ type Coordinator struct {
 	seal   *sealer
 	reqIDs *requestIDs
 	// skewWarn and siblingWarn rate-limit their log lines separately.
-	skewWarn, siblingWarn warnLimiter
+	skewWarn, siblingWarn, fastWarn warnLimiter
 
 	inflight *limiter
 	bgSlots  *admitter
@@ -903,6 +910,10 @@ type writeOpts struct {
 	originDC string
 	// forwarded: another node sent the write here to coordinate.
 	forwarded bool
+	// clockAhead: this node's clock leads its peers' by this much, more
+	// than MaxClockOffset: the write goes to another replica, never
+	// coordinated here.
+	clockAhead time.Duration
 }
 
 func (c *Coordinator) write(ctx context.Context, span trace.Span, req *kvv1.PutRequest, o writeOpts) (*kvv1.PutResponse, error) {
@@ -929,10 +940,25 @@ func (c *Coordinator) write(ctx context.Context, span trace.Span, req *kvv1.PutR
 	}
 	r.trail = newTrail(req.GetExplain(), c.cfg.Now)
 	deadline := c.deadline(ctx)
+	if !o.forwarded && r.ks.Conflict == membership.ConflictLWW {
+		if ahead := c.clockAhead(); ahead > c.cfg.MaxClockOffset {
+			o.clockAhead = ahead
+			c.fastClock(ahead)
+			return c.forward(ctx, deadline, span, r, req, clk, o)
+		}
+	}
 	if !o.forwarded && !isReplica(r.reps, c.cfg.NodeID) {
 		return c.forward(ctx, deadline, span, r, req, clk, o)
 	}
 	return c.coordinate(ctx, deadline, span, r, req, clk, o)
+}
+
+// clockAhead is Config.ClockAhead's estimate (0 without one).
+func (c *Coordinator) clockAhead() time.Duration {
+	if c.cfg.ClockAhead == nil {
+		return 0
+	}
+	return c.cfg.ClockAhead()
 }
 
 func isReplica(reps []placement.Replica, node string) bool {
@@ -969,6 +995,9 @@ func (c *Coordinator) forward(ctx context.Context, deadline time.Time, span trac
 	order := forwardOrder(r.reps, r.need.Local, c.alive, c.cfg.Live.DiskLow)
 	var lastErr error
 	for _, rep := range order {
+		if rep.Node == c.cfg.NodeID {
+			continue // a replica forwarding: its clock runs ahead
+		}
 		start := c.cfg.Now()
 		fctx, fspan := c.replicaSpan(ctx, "meridian.forward", rep.Node)
 		resp, err := c.cfg.Peers.Coordinate(fctx, rep.Node, &internalv1.CoordinateRequest{
@@ -990,6 +1019,11 @@ func (c *Coordinator) forward(ctx context.Context, deadline time.Time, span trac
 			return nil, err
 		}
 		lastErr = err
+	}
+	if o.clockAhead > 0 {
+		return nil, status.Errorf(codes.FailedPrecondition,
+			"this node's clock runs %v ahead of its peers' (more than %v): it coordinates no last-writer-wins write, whose timestamp would win over the writes made until real time passes it, and no other replica could take this one (%s); fix the clock (check NTP) or send the write to another node",
+			o.clockAhead.Round(time.Millisecond), c.cfg.MaxClockOffset, errText(lastErr))
 	}
 	if r.need.Hints && r.need.Total > 0 && !r.need.LocalOnly {
 		// Sloppy quorum: every primary is unreachable; write here and

@@ -22,6 +22,9 @@ type Observer interface {
 	HintStored()
 	// ClockSkewRejected: a timestamp in data was too far ahead to observe.
 	ClockSkewRejected()
+	// FastClockForward: a last-writer-wins write not coordinated here,
+	// this node's clock running ahead of its peers'.
+	FastClockForward()
 	// ManySiblings: a write left a key at or above its warning count.
 	ManySiblings()
 	// DuplicateWrite: a retried write was recognised and applied once.
@@ -41,6 +44,7 @@ func (nopObserver) ReadRepaired(int)                                  {}
 func (nopObserver) SiblingsReturned(int)                              {}
 func (nopObserver) HintStored()                                       {}
 func (nopObserver) ClockSkewRejected()                                {}
+func (nopObserver) FastClockForward()                                 {}
 func (nopObserver) ManySiblings()                                     {}
 func (nopObserver) DuplicateWrite()                                   {}
 func (nopObserver) RequestIDs(int)                                    {}

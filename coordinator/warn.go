@@ -30,6 +30,17 @@ func (c *Coordinator) clockSkew(t version.Timestamp) {
 	}
 }
 
+// fastClock counts a last-writer-wins write this node did not coordinate
+// for its clock running ahead of its peers', and says so in the log at
+// most every warnInterval.
+func (c *Coordinator) fastClock(ahead time.Duration) {
+	c.obs.FastClockForward()
+	if c.fastWarn.allow(c.cfg.Now()) {
+		c.cfg.Logger.Warn("this node's clock runs ahead of its peers': last-writer-wins writes go to other replicas until it is fixed (check NTP)",
+			"ahead", ahead, "max_offset", c.cfg.MaxClockOffset)
+	}
+}
+
 func (c *Coordinator) manySiblings(r *request, n int) {
 	c.obs.ManySiblings()
 	if c.siblingWarn.allow(c.cfg.Now()) {

@@ -180,6 +180,10 @@ type Config struct {
 	// if it was listed.
 	ClusterID func() string
 
+	// Now is the wall clock whose offsets from the members' gossip
+	// estimates (ClockAhead); default time.Now.
+	Now func() time.Time
+
 	// tune adjusts memberlist's configuration last (this package's tests).
 	tune func(*memberlist.Config)
 }
@@ -246,6 +250,8 @@ type Gossip struct {
 	self      string
 	// filter, when set, drops messages to the nodes it names (SetFilter).
 	filter atomic.Pointer[func(string) bool]
+	now    func() time.Time
+	clocks clockOffsets
 
 	mu struct {
 		sync.RWMutex
@@ -280,7 +286,10 @@ func Start(ctx context.Context, cfg Config, l Listener) (*Gossip, error) {
 			cfg.Reconnect = 500 * time.Millisecond
 		}
 	}
-	g := &Gossip{listener: l, log: cfg.Logger, retry: cfg.JoinRetry, self: cfg.Meta.ID, stop: make(chan struct{}), kick: make(chan struct{}, 1)}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	g := &Gossip{listener: l, log: cfg.Logger, retry: cfg.JoinRetry, self: cfg.Meta.ID, now: cfg.Now, stop: make(chan struct{}), kick: make(chan struct{}, 1)}
 	g.mu.meta = cfg.Meta
 	g.mu.members = map[string]Member{}
 	g.mu.byAddr = map[string]string{}
@@ -297,6 +306,7 @@ func Start(ctx context.Context, cfg Config, l Listener) (*Gossip, error) {
 	mc.AdvertisePort = port
 	mc.Delegate = (*delegate)(g)
 	mc.Events = (*events)(g)
+	mc.Ping = (*pingDelegate)(g)
 	mc.Logger = log.New(logWriter{cfg.Logger}, "", 0)
 	// A node restarting on the same address reclaims its name at once.
 	mc.DeadNodeReclaimTime = time.Nanosecond
@@ -582,6 +592,7 @@ func (g *Gossip) record(n *memberlist.Node, down bool) {
 		if n.State == memberlist.StateLeft {
 			m.State = StateLeft
 		}
+		g.clocks.forget(n.Name)
 	} else {
 		m.State = StateAlive
 	}

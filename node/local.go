@@ -57,6 +57,22 @@ type LocalSpec struct {
 	Logger        *slog.Logger
 	// Options are applied to every node (the Listener field is ignored).
 	Options Options
+	// NodeOptions, when set, adjusts one node's Options (tests: a node
+	// whose clock runs fast).
+	NodeOptions func(id string, o *Options)
+}
+
+// nodeOptions is the Options of node id: Options, the spec's logger
+// unless they name one, then NodeOptions.
+func (s LocalSpec) nodeOptions(id string) Options {
+	opts := s.Options
+	if opts.Logger == nil {
+		opts.Logger = s.Logger
+	}
+	if s.NodeOptions != nil {
+		s.NodeOptions(id, &opts)
+	}
+	return opts
 }
 
 // Local is a running local cluster.
@@ -163,11 +179,8 @@ func StartLocal(ctx context.Context, spec LocalSpec) (*Local, error) {
 		if seed != "" {
 			cfg.GossipSeeds = []string{seed}
 		}
-		opts := spec.Options
+		opts := spec.nodeOptions(m.ID)
 		opts.Listener = listeners[i]
-		if opts.Logger == nil {
-			opts.Logger = spec.Logger
-		}
 		n, err := Start(ctx, cfg, opts)
 		if err != nil {
 			for _, lis := range listeners[i+1:] {
@@ -262,11 +275,8 @@ func (l *Local) Join(ctx context.Context, id, dc, rack string) (*Node, error) {
 	if l.spec.Configure != nil {
 		l.spec.Configure(&cfg)
 	}
-	opts := l.spec.Options
+	opts := l.spec.nodeOptions(id)
 	opts.Listener = nil
-	if opts.Logger == nil {
-		opts.Logger = l.spec.Logger
-	}
 	n, err := Start(ctx, cfg, opts)
 	if err != nil {
 		return nil, err
@@ -368,11 +378,8 @@ func (l *Local) Restart(ctx context.Context, id string) (*Node, error) {
 	if !ok || running {
 		return nil, fmt.Errorf("node %s is unknown or already running", id)
 	}
-	opts := l.spec.Options
+	opts := l.spec.nodeOptions(id)
 	opts.Listener = nil
-	if opts.Logger == nil {
-		opts.Logger = l.spec.Logger
-	}
 	cfg.GossipSeeds = nil
 	for _, other := range l.Nodes() {
 		cfg.GossipSeeds = append(cfg.GossipSeeds, other.GossipAddr())

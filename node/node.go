@@ -319,6 +319,14 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 				ae.MarkTombstone(loc)
 			}
 		},
+		// Gossip starts after the coordinator, and before any request.
+		ClockAhead: func() time.Duration {
+			if n.gossip == nil {
+				return 0
+			}
+			d, _ := n.gossip.ClockAhead()
+			return d
+		},
 		Now:      opts.Now,
 		Logger:   n.log,
 		Tracer:   n.tel.Tracer("coordinator"),
@@ -384,6 +392,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 		Seeds:     cfg.GossipSeeds,
 		Profile:   cfg.GossipProfile,
 		Logger:    n.log,
+		Now:       opts.Now,
 	}, memberEvents{n})
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
@@ -446,6 +455,9 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	if err := n.tel.Metrics.RegisterRepairRuns(func() float64 { return float64(n.repairRuns.Load()) }); err != nil {
+		return nil, err
+	}
+	if err := n.tel.Metrics.RegisterClockAhead(n.gossip.ClockAhead); err != nil {
 		return nil, err
 	}
 	n.wg.Add(1)

@@ -18,6 +18,7 @@ type Metrics struct {
 	hintsStored     prometheus.Counter
 	hintsDelivered  prometheus.Counter
 	clockSkew       prometheus.Counter
+	fastClock       prometheus.Counter
 	manySiblings    prometheus.Counter
 	duplicates      prometheus.Counter
 	requestIDs      prometheus.Gauge
@@ -67,6 +68,10 @@ func newMetrics(reg *prometheus.Registry) *Metrics {
 			Name: "meridian_hlc_rejected_timestamps_total",
 			Help: "Timestamps in data more than the maximum clock offset ahead of this node's clock, not observed by its hybrid logical clock, and versions refused by a last-writer-wins keyspace for being written more than twice that ahead (is a node's clock fast? check NTP).",
 		}),
+		fastClock: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_fast_clock_forwards_total",
+			Help: "Last-writer-wins writes this node sent to another replica, or refused, instead of coordinating them, its clock running ahead of its peers' by more than the maximum clock offset (see meridian_clock_ahead_seconds; check NTP).",
+		}),
 		manySiblings: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meridian_sibling_warnings_total",
 			Help: "Writes that left a key with at least a quarter of its keyspace's sibling limit.",
@@ -91,7 +96,7 @@ func newMetrics(reg *prometheus.Registry) *Metrics {
 	}
 	reg.MustRegister(m.shed, m.walFsync)
 	reg.MustRegister(m.requests, m.requestDuration, m.replicaDuration, m.readRepairs, m.siblings, m.hintsStored, m.hintsDelivered,
-		m.clockSkew, m.manySiblings, m.duplicates, m.requestIDs)
+		m.clockSkew, m.fastClock, m.manySiblings, m.duplicates, m.requestIDs)
 	return m
 }
 
@@ -117,6 +122,10 @@ func (m *Metrics) SiblingsReturned(n int) { m.siblings.Observe(float64(n)) }
 
 // ClockSkewRejected counts a timestamp too far ahead to observe.
 func (m *Metrics) ClockSkewRejected() { m.clockSkew.Inc() }
+
+// FastClockForward counts a last-writer-wins write not coordinated here
+// for this node's clock running ahead.
+func (m *Metrics) FastClockForward() { m.fastClock.Inc() }
 
 // ManySiblings counts a write that left a key with many siblings.
 func (m *Metrics) ManySiblings() { m.manySiblings.Inc() }
@@ -259,6 +268,14 @@ func (m *Metrics) RegisterClientCalls(running func() float64) error {
 func (m *Metrics) RegisterRepairRuns(running func() float64) error {
 	return m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_repair_runs_running",
 		Help: "Full repairs ('meridian repair run') running on this node (at most repair-runs, 2 by default; more are refused)."}, running))
+}
+
+// RegisterClockAhead exports how far this node's clock runs ahead of its
+// peers' (gossip's estimate) and from how many peers.
+func (m *Metrics) RegisterClockAhead(ahead func() (time.Duration, int)) error {
+	return m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_clock_ahead_seconds",
+		Help: "How far this node's clock runs ahead of its peers' (negative: behind), estimated from gossip pings as the lower median over the peers, each within half a round trip; 0 before any peer answered. Over the maximum clock offset (0.5 s), the node coordinates no last-writer-wins write."},
+		func() float64 { d, _ := ahead(); return d.Seconds() }))
 }
 
 // HintTargetStats is the hint log's state for one target node.
