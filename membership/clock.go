@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -31,6 +32,25 @@ type clockSample struct {
 type clockOffsets struct {
 	mu      sync.Mutex
 	samples map[string]clockSample
+	// cached is the last estimate (ahead), reused for a second: writes
+	// ask for it, and need no lock or sort each.
+	cached atomic.Pointer[clockEstimate]
+}
+
+type clockEstimate struct {
+	ahead   time.Duration
+	members int
+	at      time.Time
+}
+
+// estimate is ahead, computed at most once a second.
+func (c *clockOffsets) estimate(now time.Time) (time.Duration, int) {
+	if e := c.cached.Load(); e != nil && !now.Before(e.at) && now.Sub(e.at) < time.Second {
+		return e.ahead, e.members
+	}
+	ahead, members := c.ahead(now)
+	c.cached.Store(&clockEstimate{ahead: ahead, members: members, at: now})
+	return ahead, members
 }
 
 // ackPayload is what this node's acks carry: its wall clock.
@@ -116,7 +136,8 @@ func (d *pingDelegate) NotifyPingComplete(other *memberlist.Node, rtt time.Durat
 // ClockAhead returns how far this node's clock runs ahead of its alive
 // members' (the median of its estimates of each, see clockOffsets.ahead;
 // negative when behind) and how many members it is estimated from (0:
-// none yet, and ahead 0).
+// none yet, and ahead 0). The estimate is at most a second old; it is
+// cheap enough for every write to ask.
 func (g *Gossip) ClockAhead() (ahead time.Duration, members int) {
-	return g.clocks.ahead(g.now())
+	return g.clocks.estimate(g.now())
 }

@@ -60,6 +60,19 @@ func TestClockOffsets(t *testing.T) {
 	if _, members := c.ahead(now); members != 0 {
 		t.Fatal("a forgotten member still counts")
 	}
+
+	// The estimate writes ask for is at most a second old.
+	c.sample("a", ackPayload(now.Add(-time.Minute)), 0, now)
+	if ahead, _ := c.estimate(now); ahead != time.Minute {
+		t.Fatalf("estimate %v, want 1m", ahead)
+	}
+	c.sample("a", ackPayload(now), 0, now)
+	if ahead, _ := c.estimate(now.Add(500 * time.Millisecond)); ahead != time.Minute {
+		t.Fatalf("estimate within the second %v, want the cached 1m", ahead)
+	}
+	if ahead, _ := c.estimate(now.Add(time.Second)); ahead != 0 {
+		t.Fatalf("estimate a second later %v, want the new sample's 0", ahead)
+	}
 }
 
 // TestGossipEstimatesClockOffsets: over real gossip on loopback, a node
