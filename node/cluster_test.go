@@ -43,6 +43,22 @@ func startCluster(t *testing.T, spec node.LocalSpec) *node.Local {
 	return startLocal(t, spec)
 }
 
+// metaLeader waits for one of nodes to lead the metadata log and returns it.
+func metaLeader(t *testing.T, nodes []*node.Node) *node.Node {
+	t.Helper()
+	var leader *node.Node
+	eventually(t, "a metadata leader", func() bool {
+		for _, n := range nodes {
+			if n.MetaLog().IsLeader() {
+				leader = n
+				return true
+			}
+		}
+		return false
+	})
+	return leader
+}
+
 func startSecureCluster(t *testing.T, spec node.LocalSpec) *node.Local {
 	t.Helper()
 	spec.Insecure = false

@@ -253,16 +253,7 @@ func TestFaultNeedsAdminRole(t *testing.T) {
 func TestFaultCutsTheMetadataLog(t *testing.T) {
 	l := startCluster(t, node.LocalSpec{NodesPerDC: 3, Engine: "memory"})
 	nodes := l.Nodes()
-	var leader *node.Node
-	eventually(t, "a metadata leader", func() bool {
-		for _, n := range nodes {
-			if n.MetaLog().IsLeader() {
-				leader = n
-				return true
-			}
-		}
-		return false
-	})
+	leader := metaLeader(t, nodes)
 	for _, n := range nodes {
 		if n == leader {
 			continue

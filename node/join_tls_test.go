@@ -93,16 +93,7 @@ func TestJoinRefusesBadPlacement(t *testing.T) {
 func TestOwnCommandsOnlyFromTheirNode(t *testing.T) {
 	l := startSecureCluster(t, node.LocalSpec{NodesPerDC: 3, Partitions: 64})
 	nodes := l.Nodes()
-	var leader *node.Node
-	eventually(t, "a metadata leader", func() bool {
-		for _, n := range nodes {
-			if n.MetaLog().IsLeader() {
-				leader = n
-				return true
-			}
-		}
-		return false
-	})
+	leader := metaLeader(t, nodes)
 	var others []*node.Node
 	for _, n := range nodes {
 		if n != leader {
