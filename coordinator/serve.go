@@ -40,6 +40,38 @@ func (c *Coordinator) locateKS(keyspace string, key []byte) (replica.Loc, *membe
 	return replica.Loc{Keyspace: ks.ID, Partition: topo.Ring.Partition(key)}, ks, nil
 }
 
+// checkIncoming checks a set a peer sent (a replica write, a hint, a
+// repair, a transfer) before anything of it is stored: checkOwnActor,
+// then checkFuture. Each refusal is replica.Refuse's, one key refused.
+func (c *Coordinator) checkIncoming(ks *membership.Keyspace, set version.Set) error {
+	if err := c.checkOwnActor(set); err != nil {
+		return err
+	}
+	return c.checkFuture(ks, set)
+}
+
+// checkOwnActor refuses a set that claims versions of this node's own
+// actor with a counter it never handed out (replica.Store.MintedUpTo):
+// every such version is minted here, so the set was crafted or
+// corrupted. Stored, its clock would claim writes this node has not made
+// yet: the next write of the key here would mint past it, or fail at the
+// counters' limit, and every replica holding that clock would take later
+// versions of this actor below it as already seen.
+func (c *Coordinator) checkOwnActor(set version.Set) error {
+	actor := c.cfg.Store.Actor()
+	if n := set.Clock.Get(actor); n > c.cfg.Store.MintedUpTo() {
+		return replica.Refuse(fmt.Sprintf("the set claims versions of this node's actor %s up to counter %d; it has minted only up to %d",
+			actor, n, c.cfg.Store.MintedUpTo()))
+	}
+	for _, sib := range set.Siblings {
+		if sib.Dot.Node == actor && sib.Dot.Counter > c.cfg.Store.MintedUpTo() {
+			return replica.Refuse(fmt.Sprintf("the set holds a version %v of this node's actor it never minted (it has minted up to %d)",
+				sib.Dot, c.cfg.Store.MintedUpTo()))
+		}
+	}
+	return nil
+}
+
 // checkFuture refuses, in a last-writer-wins keyspace, a set holding a
 // version written more than FutureWriteLimit ahead of this node's clock:
 // stored, it would win over every write for as long as it is ahead, and
@@ -96,7 +128,7 @@ func (c *Coordinator) ServeWrite(ctx context.Context, req *internalv1.WriteReque
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "sibling set: %v", err)
 	}
-	if err := c.checkFuture(ks, set); err != nil {
+	if err := c.checkIncoming(ks, set); err != nil {
 		return nil, err
 	}
 	if target := req.GetHintFor(); target != "" {
@@ -321,7 +353,7 @@ func (c *Coordinator) MergeLocal(keyspace string, key []byte, set version.Set) e
 	if err != nil {
 		return err
 	}
-	if err := c.checkFuture(ks, set); err != nil {
+	if err := c.checkIncoming(ks, set); err != nil {
 		return err
 	}
 	return c.merge(loc, key, set, false)

@@ -147,6 +147,67 @@ func (refusingHints) StoreHint(string, replica.Loc, string, []byte, version.Set,
 	return &HintRefusedError{Err: errors.New("hint not stored: n2 already has 100 hints")}
 }
 
+// TestOwnActorCountersChecked: a set claiming versions of this node's own
+// actor past the counters it has handed out is refused (one key, nothing
+// stored), as a replica write or a repair; versions it did mint, and other
+// actors' counters, are taken.
+func TestOwnActorCountersChecked(t *testing.T) {
+	topo, err := membership.NewTopology(1, 16, []membership.NodeInfo{
+		{Node: placement.Node{ID: "n1", DC: "dc1", Rack: "r1", Weight: 1}},
+	}, []membership.KeyspaceSpec{{Name: "ks", Replication: map[string]int{"dc1": 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := replica.Open(memory.New(), "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(Config{NodeID: "n1", DC: "dc1", Store: store, Peers: transport.NewMem(), Live: allAlive{},
+		Topology: func() *membership.Topology { return topo }, Secrets: [][]byte{[]byte("secret")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	minted, err := store.NextCounter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// at is a set whose one version is actor's dot counter.
+	at := func(actor string, counter uint64) version.Set {
+		set, _ := version.Set{}.Put(version.Clock{Entries: []version.Entry{{Node: actor, Counter: counter - 1, Time: 1}}}, actor, version.Value{Bytes: []byte("v")}, 1)
+		return set
+	}
+	stored := func(key string) bool {
+		set, err := store.Get(replica.Loc{Keyspace: topo.Keyspaces["ks"].ID, Partition: topo.Ring.Partition([]byte(key))}, []byte(key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return !set.IsEmpty()
+	}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, key string
+		set       version.Set
+		refused   bool
+	}{
+		{"this node's actor past its counters", "a", at(store.Actor(), minted+1), true},
+		{"this node's actor at the limit", "b", at(store.Actor(), version.MaxCounter), true},
+		{"a version this node minted", "c", at(store.Actor(), minted), false},
+		{"another actor's high counter", "d", at("n2#x", version.MaxCounter), false},
+	} {
+		_, err := c.ServeWrite(ctx, &internalv1.WriteRequest{Keyspace: "ks", Key: []byte(tc.key), Set: tc.set.Encode()})
+		if got := replica.Refused(err); got != tc.refused || !tc.refused && err != nil {
+			t.Errorf("%s: %v, want refused %v", tc.name, err, tc.refused)
+		}
+		if stored(tc.key) == tc.refused {
+			t.Errorf("%s: stored %v", tc.name, stored(tc.key))
+		}
+	}
+	if err := c.MergeLocal("ks", []byte("e"), at(store.Actor(), minted+1)); !replica.Refused(err) || stored("e") {
+		t.Errorf("repair of a version this node never minted: %v, want it refused and nothing stored", err)
+	}
+}
+
 // TestServeWriteHintRefused: a fallback whose hint log refuses a hint
 // answers RESOURCE_EXHAUSTED with ReasonHintRefused (it wrote nothing), not
 // INTERNAL.

@@ -125,6 +125,10 @@ func openIdentity(eng engine.Engine, nodeID string, clean bool, random io.Reader
 // for the next dot this store mints, and the suffix of one-off actor names.
 func (s *Store) NextCounter() (uint64, error) { return s.ctr.Next() }
 
+// MintedUpTo is the highest counter this store has handed out: no version
+// of its actor (Actor) can have a higher one, whatever a peer claims.
+func (s *Store) MintedUpTo() uint64 { return s.ctr.next.Load() }
+
 // Incarnations lists the actors this store has minted under, oldest first
 // (at most the last 64); the last one is Actor.
 func (s *Store) Incarnations() []string { return append([]string(nil), s.past...) }
