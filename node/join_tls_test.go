@@ -116,12 +116,15 @@ func TestOwnCommandsOnlyFromTheirNode(t *testing.T) {
 
 	rec, _ := leader.MetaState().Member(victim.ID())
 	moved := rec
-	moved.GRPCAddr = "127.0.0.1:1"
+	moved.GRPCAddr, moved.PeerAddr, moved.AdminAddr, moved.RaftAddr = "127.0.0.1:1", victim.PeerAddr(), victim.AdminAddr(), victim.RaftAddr()
 	if err := propose(membership.Command{Kind: membership.CmdAddrs, Member: &moved}); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("%s recording %s's addresses: %v, want PERMISSION_DENIED", from.ID(), victim.ID(), err)
 	}
 	if got, _ := leader.MetaState().Member(victim.ID()); got.GRPCAddr != rec.GRPCAddr {
 		t.Fatalf("%s's client address is %s after a refused proposal, was %s", victim.ID(), got.GRPCAddr, rec.GRPCAddr)
+	}
+	if err := propose(membership.Command{Kind: membership.CmdAddrs}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("an address change naming no member: %v, want INVALID_ARGUMENT", err)
 	}
 	done := membership.Command{Kind: membership.CmdTransferDone, Generation: 1, Node: victim.ID(), Parts: []int{0}}
 	if err := propose(done); status.Code(err) != codes.PermissionDenied {

@@ -542,14 +542,7 @@ func retryable(err error) bool {
 
 func (n *Node) proposeOnce(ctx context.Context, c membership.Command) (uint64, error) {
 	if n.meta.IsLeader() {
-		epoch, err := n.meta.Apply(ctx, c)
-		if err != nil && !errors.Is(err, membership.ErrNotLeader) {
-			if isRaftFailure(err) {
-				return 0, status.Errorf(codes.Unavailable, "metadata log: %v", err)
-			}
-			return 0, refusalStatus(err)
-		}
-		return epoch, err
+		return n.applyAsLeader(ctx, c)
 	}
 	leader := n.meta.Leader()
 	if leader == "" {
@@ -564,6 +557,21 @@ func (n *Node) proposeOnce(ctx context.Context, c membership.Command) (uint64, e
 		return 0, err
 	}
 	return resp.GetEpoch(), nil
+}
+
+// applyAsLeader commits c through this node's log as its leader: the
+// epoch it applied at, membership.ErrNotLeader when this node does not
+// lead (or lost the lead committing it), UNAVAILABLE for a failure of the
+// log, the state's refusal as its status.
+func (n *Node) applyAsLeader(ctx context.Context, c membership.Command) (uint64, error) {
+	epoch, err := n.meta.Apply(ctx, c)
+	if err != nil && !errors.Is(err, membership.ErrNotLeader) {
+		if isRaftFailure(err) {
+			return 0, status.Errorf(codes.Unavailable, "metadata log: %v", err)
+		}
+		return 0, refusalStatus(err)
+	}
+	return epoch, err
 }
 
 // isRaftFailure tells a failure of the log itself (retry) from a
@@ -585,16 +593,19 @@ func (s *metaServer) Propose(ctx context.Context, req *internalv1.ProposeRequest
 	if c.IsInit() {
 		return nil, status.Error(codes.PermissionDenied, "the metadata is initialized by its first leader only")
 	}
-	if err := s.checkOwnCommand(ctx, c); err != nil {
+	if err := checkMemberCommand(c); err != nil {
 		return nil, err
 	}
-	if err := checkMemberCommand(c); err != nil {
+	if err := s.checkOwnCommand(ctx, c); err != nil {
 		return nil, err
 	}
 	if !s.n.meta.IsLeader() {
 		return nil, status.Errorf(codes.Unavailable, "not the metadata leader (the leader is %q)", s.n.meta.Leader())
 	}
-	epoch, err := s.n.proposeOnce(ctx, c)
+	// Applied here or not at all: passed on to a new leader, the proposal
+	// would arrive as this node's, not the proposer's (its own commands
+	// refused); UNAVAILABLE sends the proposer to the new leader itself.
+	epoch, err := s.n.applyAsLeader(ctx, c)
 	if errors.Is(err, membership.ErrNotLeader) {
 		// Leadership lost while committing: UNAVAILABLE, so the node that
 		// forwarded the proposal retries through the new leader, as a
