@@ -632,11 +632,23 @@ func overloaded(err error) bool { return refusedFor(err, "OVERLOADED") }
 // anything was written. Another replica may take the write.
 func diskLow(err error) bool { return refusedFor(err, "DISK_LOW") }
 
+// clockAhead reports whether err is a node refusing to coordinate a
+// last-writer-wins write because its clock runs ahead of its peers':
+// UNAVAILABLE with Meridian's CLOCK_AHEAD reason, nothing written (it
+// found no other replica to take it). Another replica may.
+func clockAhead(err error) bool { return statusFor(err, codes.Unavailable, "CLOCK_AHEAD") }
+
 // refusedFor reports whether err is a Meridian node's RESOURCE_EXHAUSTED
 // with the given ErrorInfo reason.
 func refusedFor(err error, reason string) bool {
+	return statusFor(err, codes.ResourceExhausted, reason)
+}
+
+// statusFor reports whether err is a Meridian node's status of code with
+// the given ErrorInfo reason.
+func statusFor(err error, code codes.Code, reason string) bool {
 	st, ok := status.FromError(err)
-	if !ok || st.Code() != codes.ResourceExhausted {
+	if !ok || st.Code() != code {
 		return false
 	}
 	info := meridianInfo(st)
@@ -726,6 +738,11 @@ func (p *passedOver) next(ctx context.Context, c *Client, node string, err error
 		// freed, and at no cost; each candidate is asked at most once, and
 		// writes try this one last for a while.
 		c.markLowOnDisk(node)
+		p.shed, p.shedNode = err, node
+		return true
+	case clockAhead(err):
+		// Nothing written, and no load to add to: each candidate is asked
+		// at most once.
 		p.shed, p.shedNode = err, node
 		return true
 	case overloaded(err) && p.sheds < maxShedPasses && c.passes.spend():

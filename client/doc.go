@@ -34,7 +34,10 @@
 // anything is done) goes on to the next candidate without that budget:
 // the node refuses every write until its disk has room again, and each
 // candidate is asked at most once; writes then try that node last for 10
-// seconds (reads still go to it). Any other answer from a node, success
+// seconds (reads still go to it). A last-writer-wins write refused by a
+// node whose clock runs ahead of its peers' (codes.Unavailable, reason
+// "CLOCK_AHEAD": nothing written) goes on to the next candidate too,
+// without marking the node down. Any other answer from a node, success
 // or error, is final; so is DEADLINE_EXCEEDED, which is never passed on. A
 // node found unreachable goes to the back of the order for 10 seconds or
 // until it answers again. A node that stops answering without closing its

@@ -29,7 +29,7 @@ type kvCluster struct {
 // kvNode is one fake node. Its knobs: breakWrites (the next writes that
 // reach it break the connection, as a node crashing or a reset would:
 // bare UNAVAILABLE, and on a Calls stream the stream ends), readErr (reads
-// are answered with it), holdReads (reads on a Calls stream are never
+// are answered with it), writeErr (puts are answered with it), holdReads (reads on a Calls stream are never
 // answered), dead (the topology lists it as not alive), effEpoch (the
 // epoch its answers carry).
 type kvNode struct {
@@ -42,6 +42,7 @@ type kvNode struct {
 
 	breakWrites atomic.Int64
 	readErr     atomic.Pointer[error]
+	writeErr    atomic.Pointer[error]
 	holdReads   atomic.Bool
 	dead        atomic.Bool
 	effEpoch    atomic.Uint64
@@ -168,6 +169,9 @@ func (n *kvNode) put(r *kvv1.PutRequest) (*kvv1.PutResponse, error) {
 	n.record("put", r.GetRequestId(), r.GetConsistency())
 	if n.breaks() {
 		return nil, errBroken
+	}
+	if err := n.writeErr.Load(); err != nil {
+		return nil, *err
 	}
 	return &kvv1.PutResponse{Siblings: []*kvv1.Sibling{{Value: r.GetValue()}}, Effective: n.effective()}, nil
 }

@@ -89,6 +89,37 @@ func TestWriteRetriesTheSameNodeFirst(t *testing.T) {
 	})
 }
 
+// TestClockAheadGoesToTheNextReplica: a node refusing a write because its
+// clock runs ahead (UNAVAILABLE with CLOCK_AHEAD: nothing written) is not
+// asked again; the write goes to the next replica with the same request ID
+// and the node is not marked down.
+func TestClockAheadGoesToTheNextReplica(t *testing.T) {
+	callModes(t, func(t *testing.T, mode []Option) {
+		cl := startKVCluster(t, "dc1", "dc1")
+		c := cl.dial(t, mode...)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		n1, n2 := cl.nodes[0], cl.nodes[1]
+		st, _ := status.New(codes.Unavailable, "this node's clock runs 3s ahead of its peers'").
+			WithDetails(&errdetails.ErrorInfo{Reason: "CLOCK_AHEAD", Domain: errorDomain})
+		ahead := st.Err()
+		n1.writeErr.Store(&ahead)
+		put, err := c.Put(ctx, "", []byte("k"), []byte("v"))
+		if err != nil || put.Node != "n2" {
+			t.Fatalf("put with n1's clock ahead: %v, %v; want n2", put, err)
+		}
+		if g1, g2 := n1.got(), n2.got(); len(g1) != 1 || len(g2) != 1 || !bytes.Equal(g1[0].id, g2[0].id) {
+			t.Fatalf("n1 received %v, n2 %v: want the write once each, one request ID", g1, g2)
+		}
+		c.mu.Lock()
+		down := c.isDown("n1")
+		c.mu.Unlock()
+		if down {
+			t.Fatal("n1 marked down for its clock")
+		}
+	})
+}
+
 func TestSameNodeFirst(t *testing.T) {
 	refused, _ := status.New(codes.Unavailable, "node not ready").WithDetails(&errdetails.ErrorInfo{Reason: "NOT_READY", Domain: errorDomain})
 	for _, tc := range []struct {

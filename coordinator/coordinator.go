@@ -940,10 +940,16 @@ func (c *Coordinator) write(ctx context.Context, span trace.Span, req *kvv1.PutR
 	}
 	r.trail = newTrail(req.GetExplain(), c.cfg.Now)
 	deadline := c.deadline(ctx)
-	if !o.forwarded && r.ks.Conflict == membership.ConflictLWW {
+	if r.ks.Conflict == membership.ConflictLWW {
 		if ahead := c.clockAhead(); ahead > c.cfg.MaxClockOffset {
-			o.clockAhead = ahead
 			c.fastClock(ahead)
+			if o.forwarded {
+				// Nothing written: the sender goes on to another replica
+				// (it never forwards back here: a forwarded write is not
+				// forwarded again).
+				return nil, &ClockAheadError{Ahead: ahead, Limit: c.cfg.MaxClockOffset}
+			}
+			o.clockAhead = ahead
 			return c.forward(ctx, deadline, span, r, req, clk, o)
 		}
 	}
@@ -1021,9 +1027,7 @@ func (c *Coordinator) forward(ctx context.Context, deadline time.Time, span trac
 		lastErr = err
 	}
 	if o.clockAhead > 0 {
-		return nil, status.Errorf(codes.FailedPrecondition,
-			"this node's clock runs %v ahead of its peers' (more than %v): it coordinates no last-writer-wins write, whose timestamp would win over the writes made until real time passes it, and no other replica could take this one (%s); fix the clock (check NTP) or send the write to another node",
-			o.clockAhead.Round(time.Millisecond), c.cfg.MaxClockOffset, errText(lastErr))
+		return nil, &ClockAheadError{Ahead: o.clockAhead, Limit: c.cfg.MaxClockOffset, Detail: "no other replica took this write: " + errText(lastErr)}
 	}
 	if r.need.Hints && r.need.Total > 0 && !r.need.LocalOnly {
 		// Sloppy quorum: every primary is unreachable; write here and
@@ -1067,13 +1071,17 @@ func unreachable(err error) bool {
 // wrote reports whether a replica's failed write may have left anything
 // on it: not when it was never reached, nor when it refused for lack of
 // disk space (ReasonDiskLow, answered before writing), nor a fallback that
-// refused to keep a hint (ReasonHintRefused). A write that wrote nothing
+// refused to keep a hint (ReasonHintRefused), nor a replica whose clock
+// runs ahead refusing to coordinate (ReasonClockAhead). A write that wrote nothing
 // is handed to a fallback as a hint, as for a replica that is down.
 func wrote(err error) bool {
 	if unreachable(err) {
 		return false
 	}
 	st, _ := status.FromError(err)
+	if st.Code() == codes.Unavailable && HasReason(st, ReasonClockAhead) {
+		return false
+	}
 	return !(st.Code() == codes.ResourceExhausted && (HasReason(st, ReasonDiskLow) || HasReason(st, ReasonHintRefused)))
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -45,6 +46,33 @@ func (e *HintRefusedError) Unwrap() error { return e.Err }
 // GRPCStatus maps the error to RESOURCE_EXHAUSTED.
 func (e *HintRefusedError) GRPCStatus() *status.Status {
 	return withInfo(status.New(codes.ResourceExhausted, e.Error()), ReasonHintRefused, nil)
+}
+
+// ReasonClockAhead is the ErrorInfo reason of a node refusing to
+// coordinate a last-writer-wins write because its clock runs ahead of its
+// peers' (UNAVAILABLE, nothing written): another node may take it.
+const ReasonClockAhead = "CLOCK_AHEAD"
+
+// ClockAheadError is that refusal; Detail says why no other replica took
+// the write, when this node tried them.
+type ClockAheadError struct {
+	Ahead, Limit time.Duration
+	Detail       string
+}
+
+func (e *ClockAheadError) Error() string {
+	msg := fmt.Sprintf("this node's clock runs %v ahead of its peers' (more than %v): it coordinates no last-writer-wins write, whose timestamp would win over the writes made until real time passed it; fix its clock (check NTP), or send the write to another node",
+		e.Ahead.Round(time.Millisecond), e.Limit)
+	if e.Detail != "" {
+		msg += " (" + e.Detail + ")"
+	}
+	return msg
+}
+
+// GRPCStatus maps the error to UNAVAILABLE with ReasonClockAhead.
+func (e *ClockAheadError) GRPCStatus() *status.Status {
+	return withInfo(status.New(codes.Unavailable, e.Error()), ReasonClockAhead,
+		map[string]string{"ahead_ms": strconv.FormatInt(e.Ahead.Milliseconds(), 10)})
 }
 
 // HasReason reports whether st carries Meridian's ErrorInfo with reason.

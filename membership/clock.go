@@ -22,6 +22,9 @@ import (
 // stopped answering pings no longer speaks for the cluster's time.
 const clockSampleTTL = 30 * time.Second
 
+// maxClockSkew bounds an offset sample either way.
+const maxClockSkew = 24 * time.Hour
+
 type clockSample struct {
 	offset, uncertainty time.Duration // the member's clock minus this node's
 	at                  time.Time     // this node's clock when taken
@@ -66,7 +69,10 @@ func (c *clockOffsets) sample(member string, payload []byte, rtt time.Duration, 
 		return
 	}
 	theirs := time.Unix(0, int64(binary.BigEndian.Uint64(payload)))
-	s := clockSample{offset: theirs.Sub(now.Add(-rtt / 2)), uncertainty: rtt / 2, at: now}
+	// Clamped: a member a day off is as wrong as one a century off, and
+	// the clamp keeps the arithmetic below from overflowing.
+	offset := min(max(theirs.Sub(now.Add(-rtt/2)), -maxClockSkew), maxClockSkew)
+	s := clockSample{offset: offset, uncertainty: min(rtt/2, maxClockSkew), at: now}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.samples == nil {

@@ -39,6 +39,8 @@ func TestClockOffsets(t *testing.T) {
 		{"a stale sample", []sample{{member: "a", theirs: now.Add(-time.Hour), age: clockSampleTTL + time.Second}}, 0, 0},
 		{"a malformed payload", []sample{{member: "a", payload: []byte{1, 2, 3}}}, 0, 0},
 		{"an older node's empty payload", []sample{{member: "a", payload: []byte{}}}, 0, 0},
+		{"members with clocks at 1970, clamped to a day", []sample{{member: "a", theirs: time.Unix(0, 0)}, {member: "b", theirs: time.Unix(0, 0)}}, maxClockSkew, 2},
+		{"members with clocks at the far end of time, clamped", []sample{{member: "a", payload: []byte{0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}}}, -maxClockSkew, 1},
 	} {
 		var c clockOffsets
 		for _, s := range tc.samples {

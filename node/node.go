@@ -324,7 +324,12 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 			if n.gossip == nil {
 				return 0
 			}
-			d, _ := n.gossip.ClockAhead()
+			// Two peers at least: one alone cannot tell whose clock is
+			// wrong (a correct node with one slow peer would look fast).
+			d, peers := n.gossip.ClockAhead()
+			if peers < 2 {
+				return 0
+			}
 			return d
 		},
 		Now:      opts.Now,
