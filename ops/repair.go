@@ -72,11 +72,18 @@ func (s *Server) RepairRun(req *adminv1.RepairRunRequest, stream adminv1.Admin_R
 
 // repairFailure is the status of a repair run that ended with err after
 // last: the node's refusal to start one more (RESOURCE_EXHAUSTED), or
-// UNAVAILABLE with how far the run got, whatever failed it (a peer
-// shedding load answers RESOURCE_EXHAUSTED too, but the run was started).
+// FAILED_PRECONDITION when it only met keys a replica refused
+// (replica.Refused), or UNAVAILABLE with how far the run got, whatever
+// else failed it (a peer shedding load answers RESOURCE_EXHAUSTED too, but
+// the run was started).
 func repairFailure(err error, last repair.Progress) error {
 	if busy := (*node.RepairRunsError)(nil); errors.As(err, &busy) {
 		return busy.GRPCStatus().Err()
+	}
+	if replica.Refused(err) {
+		// Every replica reached, only keys refused: running it again
+		// will not help until what refused them changes.
+		return status.Errorf(codes.FailedPrecondition, "repair reached every replica, but replicas refused some keys: %v (a version written too far ahead of a replica's clock is taken once real time passes it: check the writers' clocks with NTP)", err)
 	}
 	return status.Errorf(codes.Unavailable, "repair incomplete after %d of %d partitions: %v (run it again once every replica is reachable)", last.PartitionsDone, last.PartitionsTotal, err)
 }

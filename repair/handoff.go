@@ -82,6 +82,9 @@ type delivery struct {
 	oldestLeft time.Time // oldest hint the pass left in place
 	backoff    time.Duration
 	retryAt    time.Time
+	// refusedLogged is when a refused hint was last logged at warning
+	// level: every pass meets it again, the log hears of it once a minute.
+	refusedLogged time.Time
 	// woken (guarded by Handoff.mu) ends the backoff at the next round:
 	// the target was seen coming back.
 	woken bool
@@ -312,7 +315,11 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 			// The target refuses this key's set (a version too far ahead
 			// of its clock): the hint stays for the next pass, until it
 			// is taken or expires, and the hints after it go on.
-			h.Logger.Warn("hint refused by its target; kept, the others go on", "target", t, "keyspace", hint.Keyspace,
+			level := slog.LevelDebug
+			if now := h.Now(); now.Sub(d.refusedLogged) >= time.Minute {
+				level, d.refusedLogged = slog.LevelWarn, now
+			}
+			h.Logger.Log(ctx, level, "hint refused by its target; kept, the others go on", "target", t, "keyspace", hint.Keyspace,
 				"key", fmt.Sprintf("%.64q", hint.Key), "err", werr)
 			if d.oldestLeft.IsZero() || hint.Stored.Before(d.oldestLeft) {
 				d.oldestLeft = hint.Stored

@@ -1,10 +1,13 @@
 package repair
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -447,10 +450,19 @@ func TestRefusedHintDoesNotHoldUpTheRest(t *testing.T) {
 		}
 	}
 	p := &peers{refuse: map[string]bool{"k1": true}}
-	h := &Handoff{Log: l, Peers: p, Live: allAlive{}, Rate: 1e6, MinBackoff: time.Hour}
+	var logged bytes.Buffer
+	h := &Handoff{Log: l, Peers: p, Live: allAlive{}, Rate: 1e6, MinBackoff: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	ctx := context.Background()
 	if n, err := h.DeliverOnce(ctx); n != 3 || err != nil {
 		t.Fatalf("delivered %d (%v), want the three hints not refused", n, err)
+	}
+	// The next pass meets the refusal again; the log heard of it once.
+	if n, err := h.DeliverOnce(ctx); n != 0 || err != nil {
+		t.Fatalf("the next pass delivered %d (%v), want nothing", n, err)
+	}
+	if n := strings.Count(logged.String(), "hint refused"); n != 1 {
+		t.Fatalf("the refusal logged %d times at warning level in two passes, want once:\n%s", n, logged.String())
 	}
 	if got := p.sent(); !slices.Equal(got, []string{"n2/k0", "n2/k2", "n2/k3"}) {
 		t.Fatalf("delivered %v", got)
