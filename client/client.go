@@ -58,6 +58,10 @@ type Client struct {
 	// lowOnDisk: node ID -> when it last refused a write for lack of disk
 	// space; writes try it last for downFor after that.
 	lowOnDisk map[string]time.Time
+	// unanswered: address -> when a topology request to it last failed;
+	// refreshes ask it after the others for downFor after that (only
+	// addresses a refresh asked: the topology's, seeds).
+	unanswered map[string]time.Time
 
 	// epoch mirrors topo.epoch for the request path; ahead is the address
 	// of a node that answered with a newer epoch (asked first on the next
@@ -126,7 +130,7 @@ func Dial(ctx context.Context, seeds []string, opts ...Option) (*Client, error) 
 		grpc.WithStaticStreamWindowSize(flowWindow), grpc.WithStaticConnWindowSize(flowWindow),
 		grpc.WithKeepaliveParams(o.keepalive)}, o.dialOpts...)
 	c := &Client{opts: o, seeds: append([]string(nil), seeds...), conns: map[string]*grpc.ClientConn{}, kvs: map[string]kvv1.KVClient{},
-		streams: map[string]*callStream{}, down: map[string]time.Time{}, lowOnDisk: map[string]time.Time{}, refreshNow: make(chan struct{}, 1),
+		streams: map[string]*callStream{}, down: map[string]time.Time{}, lowOnDisk: map[string]time.Time{}, unanswered: map[string]time.Time{}, refreshNow: make(chan struct{}, 1),
 		refreshed: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	if err := c.refresh(ctx, c.seeds); err != nil {
 		c.closeConns()
@@ -308,7 +312,7 @@ func (c *Client) refresh(ctx context.Context, addrs []string) error {
 	var best *internalv1.TopologyResponse
 	want := c.seen.Load()
 	seen := map[string]bool{}
-	for _, a := range addrs {
+	for _, a := range c.unansweredLast(addrs) {
 		if seen[a] {
 			continue
 		}
@@ -325,6 +329,13 @@ func (c *Client) refresh(ctx context.Context, addrs []string) error {
 		actx, cancel := context.WithTimeout(ctx, c.opts.topologyTimeout)
 		resp, err := internalv1.NewDiscoveryClient(cc).Topology(actx, &internalv1.TopologyRequest{})
 		cancel()
+		c.mu.Lock()
+		if err != nil {
+			c.unanswered[a] = time.Now()
+		} else {
+			delete(c.unanswered, a)
+		}
+		c.mu.Unlock()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", a, err))
 			continue
@@ -344,6 +355,23 @@ func (c *Client) refresh(ctx context.Context, addrs []string) error {
 		errs = append(errs, ctx.Err())
 	}
 	return errors.Join(errs...)
+}
+
+// unansweredLast orders addrs with those whose topology request failed
+// within downFor last (in their order), so that a few silent hosts listed
+// first do not use up every refresh's budget; expired marks are dropped.
+func (c *Client) unansweredLast(addrs []string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var first, last []string
+	for _, a := range addrs {
+		if c.markedRecently(c.unanswered, a) {
+			last = append(last, a)
+		} else {
+			first = append(first, a)
+		}
+	}
+	return append(first, last...)
 }
 
 // install routes by t from now on unless it is older than the current
@@ -373,6 +401,11 @@ func (c *Client) swapTopology(t *topology) []*grpc.ClientConn {
 	}
 	for _, n := range t.nodes {
 		keep[n.GetGrpcAddr()] = true
+	}
+	for a := range c.unanswered {
+		if !keep[a] {
+			delete(c.unanswered, a)
+		}
 	}
 	var gone []*grpc.ClientConn
 	for a, cc := range c.conns {

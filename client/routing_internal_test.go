@@ -467,13 +467,15 @@ func TestRefreshSkipsASilentAddress(t *testing.T) {
 
 // TestBackgroundRefreshIsBounded: a background refresh ends after
 // refreshBudget topology timeouts, however many silent addresses come
-// first: the answering address after five of them is never asked.
+// first: the answering address after that many is not asked. Those
+// that did not answer are asked last by the next refresh, which reaches
+// the answering one.
 func TestBackgroundRefreshIsBounded(t *testing.T) {
 	cl := startKVCluster(t, "dc1")
 	c := cl.dial(t, RefreshInterval(time.Hour))
 	c.opts.topologyTimeout = 100 * time.Millisecond
 	var addrs []string
-	for range 5 {
+	for range refreshBudget {
 		silent := silentListener(t)
 		addrs = append(addrs, silent.Addr().String())
 	}
@@ -484,7 +486,12 @@ func TestBackgroundRefreshIsBounded(t *testing.T) {
 		t.Fatal("a refresh past its budget reported no error")
 	}
 	if got := cl.topologies(); got != asked || c.Epoch() != 1 {
-		t.Fatalf("the answering address was asked (%d topology requests, was %d; epoch %d) after five silent ones", got, asked, c.Epoch())
+		t.Fatalf("the answering address was asked (%d topology requests, was %d; epoch %d) after %d silent ones", got, asked, c.Epoch(), refreshBudget)
+	}
+	// The addresses that did not answer go last next time: the refresh
+	// reaches the answering one.
+	if err := c.refreshBounded(context.Background(), addrs); err != nil || c.Epoch() != 2 {
+		t.Fatalf("the next refresh: %v, epoch %d; want the answering address asked first and epoch 2", err, c.Epoch())
 	}
 }
 
