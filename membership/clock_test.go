@@ -2,6 +2,7 @@ package membership
 
 import (
 	"context"
+	"maps"
 	"testing"
 	"time"
 )
@@ -107,10 +108,25 @@ func TestGossipEstimatesClockOffsets(t *testing.T) {
 	if ahead, _ := fast.ClockAhead(); ahead < 4*time.Second || ahead > 6*time.Second {
 		t.Fatalf("the fast node thinks it is %v ahead, want about 5s", ahead)
 	}
+	// Each node in step sees the other in step and the fast node 5 s
+	// ahead; its estimate, the lower median of the two, is that it runs
+	// about 5 s behind: behind, never ahead.
 	for _, g := range []*Gossip{g1, g2} {
-		// The lower median of (in step, 5 s behind the fast node).
-		if ahead, _ := g.ClockAhead(); ahead < -6*time.Second || ahead > 100*time.Millisecond {
-			t.Fatalf("a node in step thinks it is %v ahead, want about 0 or behind", ahead)
+		g.clocks.mu.Lock()
+		samples := maps.Clone(g.clocks.samples)
+		g.clocks.mu.Unlock()
+		other := "n2"
+		if g == g2 {
+			other = "n1"
+		}
+		if off := samples[other].offset; off < -time.Second || off > time.Second {
+			t.Fatalf("%s sees %s's clock %v off, want about in step", g.self, other, off)
+		}
+		if off := samples["n3"].offset; off < 4*time.Second || off > 6*time.Second {
+			t.Fatalf("%s sees the fast node's clock %v off, want about 5s ahead", g.self, off)
+		}
+		if ahead, _ := g.ClockAhead(); ahead > 0 {
+			t.Fatalf("%s thinks it is %v ahead", g.self, ahead)
 		}
 	}
 }
