@@ -13,6 +13,7 @@ import (
 	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/node"
 	"github.com/meridiankv/meridian/replica"
+	"github.com/meridiankv/meridian/version"
 )
 
 // keyWith finds a key of keyspace ks whose replicas and first fallback
@@ -138,6 +139,63 @@ func TestHintsWithoutFallback(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestRefusedHintDoesNotKeepReplicaOutOfReads: a hint its target refuses
+// (here a set claiming the target's own actor past the counters it handed
+// out) stays held, but once delivery has offered every hint and only
+// refused ones are left, the target is no longer owed hints: it counts
+// toward read quorums again instead of for the whole hint window.
+func TestRefusedHintDoesNotKeepReplicaOutOfReads(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 3, Engine: "memory"})
+	n1, n2 := l.Node("n1"), l.Node("n2")
+	ctx := ctxT(t)
+	if err := l.Stop("n3"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "n3 seen down", func() bool { return !n1.Alive("n3") })
+	key := []byte("while-n3-was-down")
+	if _, err := dial(t, n1.Addr()).Put(ctx, &kvv1.PutRequest{Key: key, Value: []byte("v"), Consistency: lvl(kvv1.Level_LEVEL_QUORUM)}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(n1.HintTargets(), "n3") {
+		t.Fatalf("n1 keeps hints for %v, want n3", n1.HintTargets())
+	}
+	n1.Faults().Cut("n3") // no delivery until the refused hint is in place
+	n3, err := l.Restart(ctx, "n3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "n2 to see n3 back and owed hints", func() bool { return n2.Alive("n3") && n2.HintsPending("n3") })
+
+	topo := n1.Topology()
+	ks, _ := topo.Keyspace("")
+	bad := []byte("claims-n3s-future")
+	set, _ := version.Set{}.Put(version.Clock{}, n3.Store().Actor(), version.Value{Bytes: []byte("x")}, int64(n3.Store().MintedUpTo())+1_000_000)
+	if err := n1.HintLog().StoreHint("n3", replica.Loc{Keyspace: ks.ID, Partition: topo.Ring.Partition(bad)}, "", bad, set, false); err != nil {
+		t.Fatal(err)
+	}
+	n1.Faults().Heal()
+	eventually(t, "the good hint delivered and the bad one refused", func() bool {
+		for _, s := range n1.HintLog().Stats() {
+			if s.Target == "n3" {
+				return s.Count == 1 && s.Refused == 1 && !s.Owed
+			}
+		}
+		return false
+	})
+	eventually(t, "n1 and n2 to count n3 for reads again", func() bool { return !n1.HintsPending("n3") && !n2.HintsPending("n3") })
+	if got := n1.HintLog().Targets(); !slices.Equal(got, []string{"n3"}) {
+		t.Fatalf("n1 holds hints for %v, want the refused one kept for n3", got)
+	}
+
+	// A QUORUM read that only n2 and n3 can answer succeeds, with the
+	// delivered write.
+	n2.Faults().Cut("n1")
+	get, err := dial(t, n2.Addr()).Get(ctx, &kvv1.GetRequest{Key: key, Consistency: lvl(kvv1.Level_LEVEL_QUORUM)})
+	if err != nil || !slices.Equal(vals(get.Siblings), []string{"v"}) {
+		t.Fatalf("QUORUM read through n2 and n3: %v, %v; want v", vals(get.GetSiblings()), err)
+	}
 }
 
 func TestSiblingLimit(t *testing.T) {

@@ -19,7 +19,9 @@ import (
 
 // hintTracker knows which nodes this node holds undelivered hints for and
 // tells the cluster through gossip metadata, so that no coordinator counts
-// a returning replica toward a read quorum before its hints arrive.
+// a returning replica toward a read quorum before its hints arrive. Hints
+// the target refused (and keeps refusing) are not on their way: they do
+// not count (repair.HintLog.Owed).
 type hintTracker struct {
 	log     *repair.HintLog
 	refused func() error  // the store's write gate: hints are new data too
@@ -66,7 +68,7 @@ func (h *hintTracker) metrics() telemetry.HintStats {
 	out := telemetry.HintStats{Dropped: h.log.Dropped()}
 	for _, t := range h.log.Stats() {
 		out.Targets = append(out.Targets, telemetry.HintTargetStats{
-			Target: t.Target, Count: t.Count, Bytes: t.Bytes, OldestAge: t.OldestAge, Quarantined: t.Quarantined,
+			Target: t.Target, Count: t.Count, Bytes: t.Bytes, OldestAge: t.OldestAge, Quarantined: t.Quarantined, Refused: t.Refused,
 		})
 	}
 	return out
@@ -96,9 +98,11 @@ func (h *hintTracker) StoreHint(target string, loc replica.Loc, keyspace string,
 	return nil
 }
 
-// refresh re-reads the targets from the store (after a delivery round).
+// refresh re-reads the targets from the store (after a delivery round):
+// those still owed hints on their way (repair.HintLog.Owed), leaving out
+// a target that refused every hint held for it.
 func (h *hintTracker) refresh() error {
-	list := h.log.Targets()
+	list := h.log.Owed()
 	next := make(map[string]bool, len(list))
 	for _, t := range list {
 		next[t] = true
@@ -123,14 +127,14 @@ func (h *hintTracker) signal() {
 	}
 }
 
-// Has reports whether this node holds hints for id.
+// Has reports whether this node holds hints on their way to id.
 func (h *hintTracker) Has(id string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.mu.targets[id]
 }
 
-// Targets lists the nodes this node holds hints for, sorted.
+// Targets lists the nodes this node holds hints on their way to, sorted.
 func (h *hintTracker) Targets() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()

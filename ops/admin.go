@@ -270,6 +270,7 @@ func (s *Server) Hints(context.Context, *adminv1.HintsRequest) (*adminv1.HintsRe
 			Target: t.Target, Count: uint64(t.Count), Bytes: uint64(t.Bytes),
 			OldestAgeSeconds: t.OldestAge.Seconds(), DeliveryRate: t.Rate,
 			Quarantined: uint64(t.Quarantined), Alive: s.n.Alive(t.Target),
+			Refused: uint64(t.Refused), Owed: t.Owed,
 		})
 	}
 	return resp, nil

@@ -80,6 +80,7 @@ type delivery struct {
 	cursor     []byte    // last hint key handled; nil: start of the target's hints
 	inPass     bool      // a pass over the target's hints is under way
 	oldestLeft time.Time // oldest hint the pass left in place
+	refused    int       // hints the pass left in place because the target refused them
 	backoff    time.Duration
 	retryAt    time.Time
 	// refusedLogged is when a refused hint was last logged at warning
@@ -260,7 +261,7 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 	if d.cursor != nil {
 		lower = append(slices.Clone(d.cursor), 0) // the key right after the cursor
 	} else {
-		d.inPass, d.oldestLeft = true, time.Time{}
+		d.inPass, d.oldestLeft, d.refused = true, time.Time{}, 0
 		h.Log.beginPass(t)
 	}
 	var (
@@ -314,7 +315,10 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 		if replica.Refused(werr) {
 			// The target refuses this key's set (a version too far ahead
 			// of its clock): the hint stays for the next pass, until it
-			// is taken or expires, and the hints after it go on.
+			// is taken or expires, and the hints after it go on. It is
+			// not on its way, so it does not keep the target out of
+			// read quorums (HintLog.Owed).
+			d.refused++
 			level := slog.LevelDebug
 			if now := h.Now(); now.Sub(d.refusedLogged) >= time.Minute {
 				level, d.refusedLogged = slog.LevelWarn, now
@@ -356,7 +360,7 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 	}
 	if atEnd {
 		if d.inPass {
-			h.Log.endPass(t, d.oldestLeft)
+			h.Log.endPass(t, d.oldestLeft, d.refused)
 		}
 		d.cursor, d.inPass = nil, false
 	}

@@ -79,6 +79,13 @@ type TargetStats struct {
 	OldestAge   time.Duration // age of the oldest undelivered hint
 	Rate        float64       // hints delivered per second over the last minute
 	Quarantined int64         // hints that did not decode, set aside
+	// Refused is how many hints the last full delivery pass left in
+	// place because the target refused them (replica.Refused).
+	Refused int64
+	// Owed: the target is owed hints still on their way. It is false
+	// when every hint held is one the target refused, since the last
+	// pass began (see Owed).
+	Owed bool
 }
 
 const hintStripes = 1024
@@ -108,7 +115,12 @@ type targetAcct struct {
 	oldest       time.Time // zero when count is 0
 	passMin      time.Time // oldest stored since the delivery pass began
 	quarantined  int64
-	delivered    [60]struct{ sec, n int64 } // per-second delivery counts
+	// refused is how many hints the last full delivery pass left
+	// because the target refused them; refusedOnly says those are all
+	// the hints held: none was stored or changed since that pass began.
+	refused     int64
+	refusedOnly bool
+	delivered   [60]struct{ sec, n int64 } // per-second delivery counts
 }
 
 // NewHintLog opens the hint log on eng and rebuilds its per-target
@@ -344,6 +356,7 @@ func (l *HintLog) StoreHint(target string, loc replica.Loc, keyspace string, key
 		if a.passMin.IsZero() || stored.Before(a.passMin) {
 			a.passMin = stored
 		}
+		a.refusedOnly = false // a write not yet offered to the target
 	}
 	l.mu.Unlock()
 	if reason != "" {
@@ -556,6 +569,26 @@ func (l *HintLog) Targets() []string {
 	return out
 }
 
+// Owed lists, sorted, the nodes this log holds hints for that are still
+// on their way: a target whose every hint was refused by it in the last
+// full delivery pass (and none stored or changed since that pass began)
+// is left out. Those hints wait for the target to take them (or expire),
+// but holding the target out of read quorums (the coordinator counts no
+// replica still owed hints) would not bring them closer: it would only
+// cost reads a replica for up to the hint window.
+func (l *HintLog) Owed() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for t, a := range l.mu.targets {
+		if a.count > 0 && !a.refusedOnly {
+			out = append(out, t)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Stats describes every target the log holds hints or quarantined hints
 // for, sorted by target.
 func (l *HintLog) Stats() []TargetStats {
@@ -567,7 +600,8 @@ func (l *HintLog) Stats() []TargetStats {
 		if a.count == 0 && a.quarantined == 0 {
 			continue
 		}
-		s := TargetStats{Target: t, Count: a.count, Bytes: a.bytes, Quarantined: a.quarantined, Rate: a.rate(now)}
+		s := TargetStats{Target: t, Count: a.count, Bytes: a.bytes, Quarantined: a.quarantined, Rate: a.rate(now),
+			Refused: a.refused, Owed: a.count > 0 && !a.refusedOnly}
 		if a.count > 0 {
 			s.OldestAge = max(now.Sub(a.oldest), 0)
 		}
@@ -628,11 +662,15 @@ func (l *HintLog) beginPass(target string) {
 }
 
 // endPass sets target's oldest hint time after a full delivery pass:
-// the oldest the pass left behind or stored since it began.
-func (l *HintLog) endPass(target string, oldestLeft time.Time) {
+// the oldest the pass left behind or stored since it began; and, from the
+// hints the pass left because the target refused them, whether those are
+// all it holds (nothing stored or changed since the pass began).
+func (l *HintLog) endPass(target string, oldestLeft time.Time, refused int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	a := l.acct(target)
+	a.refused = int64(refused)
+	a.refusedOnly = refused > 0 && a.passMin.IsZero() && a.count <= int64(refused)
 	if a.count == 0 {
 		a.oldest = time.Time{}
 		return

@@ -484,6 +484,98 @@ func TestRefusedHintDoesNotHoldUpTheRest(t *testing.T) {
 	}
 }
 
+// TestRefusedHintsAreNotOwed: once a full pass finds that the target
+// refuses every hint left for it, the target is no longer owed hints (the
+// coordinator would keep it out of read quorums for the hint window to no
+// purpose), though the hints stay; a hint stored since the pass began, or
+// after it, makes it owed again until a pass offers that one too.
+func TestRefusedHintsAreNotOwed(t *testing.T) {
+	l, err := NewHintLog(memory.New(), HintLogConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"k0", "k1"} {
+		if err := store(t, l, "n2", k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := &peers{refuse: map[string]bool{"k1": true, "k2": true}}
+	h := &Handoff{Log: l, Peers: p, Live: allAlive{}, Rate: 1e6, MinBackoff: time.Hour}
+	ctx := context.Background()
+	if got := l.Owed(); !slices.Equal(got, []string{"n2"}) {
+		t.Fatalf("owed %v before any delivery, want n2", got)
+	}
+	if n, err := h.DeliverOnce(ctx); n != 1 || err != nil {
+		t.Fatalf("delivered %d (%v), want k0", n, err)
+	}
+	if got := l.Owed(); len(got) != 0 {
+		t.Fatalf("owed %v after n2 refused the only hint left, want none", got)
+	}
+	if got := l.Targets(); !slices.Equal(got, []string{"n2"}) {
+		t.Fatalf("hints held for %v, want the refused one kept for n2", got)
+	}
+	if s := statsFor(l, "n2"); s.Count != 1 || s.Refused != 1 || s.Owed {
+		t.Fatalf("stats %+v, want 1 held, 1 refused, not owed", s)
+	}
+
+	// A new hint has not been offered yet: owed again.
+	if err := store(t, l, "n2", "k3"); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.Owed(); !slices.Equal(got, []string{"n2"}) {
+		t.Fatalf("owed %v with a new hint for n2, want n2", got)
+	}
+	if n, err := h.DeliverOnce(ctx); n != 1 || err != nil {
+		t.Fatalf("delivered %d (%v), want k3", n, err)
+	}
+	if got := l.Owed(); len(got) != 0 {
+		t.Fatalf("owed %v once k3 went, want none", got)
+	}
+
+	// A hint stored while a pass runs, behind its cursor, was not offered
+	// by that pass: the pass does not clear the target.
+	p.mu.Lock()
+	p.onWrite = nil
+	p.mu.Unlock()
+	if err := store(t, l, "n2", "k4"); err != nil {
+		t.Fatal(err)
+	}
+	stored := false
+	p.mu.Lock()
+	p.onWrite = func(node string, req *internalv1.WriteRequest) {
+		if string(req.Key) == "k4" && !stored {
+			stored = true
+			if err := store(t, l, "n2", "k2"); err != nil { // refused when offered
+				t.Error(err)
+			}
+		}
+	}
+	p.mu.Unlock()
+	if n, err := h.DeliverOnce(ctx); n != 1 || err != nil {
+		t.Fatalf("delivered %d (%v), want k4", n, err)
+	}
+	if got := l.Owed(); !slices.Equal(got, []string{"n2"}) {
+		t.Fatalf("owed %v after a hint was stored behind the cursor, want n2", got)
+	}
+	if n, err := h.DeliverOnce(ctx); n != 0 || err != nil {
+		t.Fatalf("delivered %d (%v), want none: k1 and k2 are refused", n, err)
+	}
+	if got, s := l.Owed(), statsFor(l, "n2"); len(got) != 0 || s.Refused != 2 {
+		t.Fatalf("owed %v, stats %+v after a pass offered both refused hints, want none owed, 2 refused", got, s)
+	}
+
+	// Taken at last: nothing held.
+	p.mu.Lock()
+	p.refuse = nil
+	p.mu.Unlock()
+	if n, err := h.DeliverOnce(ctx); n != 2 || err != nil {
+		t.Fatalf("delivered %d (%v) once the keys are taken, want 2", n, err)
+	}
+	if len(l.Targets()) != 0 || len(l.Owed()) != 0 {
+		t.Fatalf("hints left for %v (owed %v)", l.Targets(), l.Owed())
+	}
+}
+
 // TestDeliveryBacksOff: a target that fails is not tried again until its
 // backoff passes, and the pause doubles per failure; others go on.
 func TestDeliveryBacksOff(t *testing.T) {

@@ -285,6 +285,9 @@ type HintTargetStats struct {
 	Bytes       int64
 	OldestAge   time.Duration
 	Quarantined int64
+	// Refused: hints the last delivery pass left because the target
+	// refused them.
+	Refused int64
 }
 
 // HintStats is the hint log's state, read at each scrape.
@@ -295,8 +298,8 @@ type HintStats struct {
 }
 
 // RegisterHints exports the hint log: per target the hints held, their
-// bytes, the oldest one's age and the quarantined ones; and the hints
-// dropped by reason.
+// bytes, the oldest one's age, the quarantined ones and those the target
+// refused; and the hints dropped by reason.
 func (m *Metrics) RegisterHints(stats func() HintStats) error {
 	return m.reg.Register(&hintsCollector{stats: stats})
 }
@@ -310,6 +313,8 @@ var (
 		"Age of the oldest hint held for a target node (bounded by hint-window).", []string{"target"}, nil)
 	hintQuarantinedDesc = prometheus.NewDesc("meridian_hints_quarantined",
 		"Hints for a target node that did not decode and were set aside.", []string{"target"}, nil)
+	hintRefusedDesc = prometheus.NewDesc("meridian_hints_refused",
+		"Hints for a target node that it refused in the last delivery pass (kept until taken or expired; see the node's warning log for why).", []string{"target"}, nil)
 	hintDroppedDesc = prometheus.NewDesc("meridian_hints_dropped_total",
 		"Hints not stored or dropped undelivered, by reason (off, bytes, count, window, expired, non-member, purged, limit).", []string{"reason"}, nil)
 )
@@ -321,6 +326,7 @@ func (c *hintsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- hintBytesDesc
 	ch <- hintAgeDesc
 	ch <- hintQuarantinedDesc
+	ch <- hintRefusedDesc
 	ch <- hintDroppedDesc
 }
 
@@ -331,6 +337,7 @@ func (c *hintsCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(hintBytesDesc, prometheus.GaugeValue, float64(t.Bytes), t.Target)
 		ch <- prometheus.MustNewConstMetric(hintAgeDesc, prometheus.GaugeValue, t.OldestAge.Seconds(), t.Target)
 		ch <- prometheus.MustNewConstMetric(hintQuarantinedDesc, prometheus.GaugeValue, float64(t.Quarantined), t.Target)
+		ch <- prometheus.MustNewConstMetric(hintRefusedDesc, prometheus.GaugeValue, float64(t.Refused), t.Target)
 	}
 	for reason, n := range s.Dropped {
 		ch <- prometheus.MustNewConstMetric(hintDroppedDesc, prometheus.CounterValue, float64(n), reason)

@@ -21,8 +21,9 @@ func newHintsCmd() *cobra.Command {
 		Short: "Show the hints a node holds for unreachable nodes, per target",
 		Long: `Show the hints the node at --addr holds for other nodes: per target the
 hints held, their bytes, the oldest one's age, the delivery rate over the
-last minute, hints set aside because they did not decode, and whether the
-target is alive.`,
+last minute, hints set aside because they did not decode, hints the target
+refused in the last delivery pass (kept until it takes them or they
+expire; the node's log says why), and whether the target is alive.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withAdmin(cmd.Context(), &f, func(ctx context.Context, c adminv1.AdminClient) error {
@@ -40,10 +41,10 @@ target is alive.`,
 				}
 				fmt.Fprintf(out, "hints held by %s (%d dropped since it started)\n", resp.Node, resp.Dropped)
 				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "TARGET\tCOUNT\tBYTES\tOLDEST\tRATE/S\tQUARANTINED\tALIVE")
+				fmt.Fprintln(tw, "TARGET\tCOUNT\tBYTES\tOLDEST\tRATE/S\tQUARANTINED\tREFUSED\tALIVE")
 				for _, t := range resp.Targets {
 					age := time.Duration(t.OldestAgeSeconds * float64(time.Second)).Round(time.Second)
-					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%.1f\t%d\t%v\n", t.Target, t.Count, formatBytes(t.Bytes), age, t.DeliveryRate, t.Quarantined, t.Alive)
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%.1f\t%d\t%d\t%v\n", t.Target, t.Count, formatBytes(t.Bytes), age, t.DeliveryRate, t.Quarantined, t.Refused, t.Alive)
 				}
 				return tw.Flush()
 			})

@@ -45,7 +45,7 @@ func TestHintsCommand(t *testing.T) {
 			t.Fatalf("no hints listed for %s: %v\n%s", down, err, out)
 		}
 	}
-	for _, col := range []string{"TARGET", "COUNT", "BYTES", "OLDEST", "RATE/S", "QUARANTINED", "ALIVE"} {
+	for _, col := range []string{"TARGET", "COUNT", "BYTES", "OLDEST", "RATE/S", "QUARANTINED", "REFUSED", "ALIVE"} {
 		if !strings.Contains(out, col) {
 			t.Fatalf("hints table lacks %s:\n%s", col, out)
 		}
@@ -60,12 +60,13 @@ func TestHintsCommand(t *testing.T) {
 			Target string `json:"target"`
 			Count  string `json:"count"`
 			Alive  bool   `json:"alive"`
+			Owed   bool   `json:"owed"`
 		} `json:"targets"`
 	}
 	if err := json.Unmarshal([]byte(out), &resp); err != nil {
 		t.Fatalf("--json: %v\n%s", err, out)
 	}
-	if len(resp.Targets) != 1 || resp.Targets[0].Target != down || resp.Targets[0].Count == "0" || resp.Targets[0].Alive {
+	if len(resp.Targets) != 1 || resp.Targets[0].Target != down || resp.Targets[0].Count == "0" || resp.Targets[0].Alive || !resp.Targets[0].Owed {
 		t.Fatalf("--json targets %+v", resp.Targets)
 	}
 	if _, err := run("hints", "purge", "--addr", addr); err == nil || !strings.Contains(err.Error(), "--target is required") {

@@ -2356,7 +2356,14 @@ type HintTarget struct {
 	// Hints that failed to decode, set aside.
 	Quarantined uint64 `protobuf:"varint,6,opt,name=quarantined,proto3" json:"quarantined,omitempty"`
 	// Whether the target is alive as this node sees it.
-	Alive         bool `protobuf:"varint,7,opt,name=alive,proto3" json:"alive,omitempty"`
+	Alive bool `protobuf:"varint,7,opt,name=alive,proto3" json:"alive,omitempty"`
+	// Hints the target refused in the last delivery pass (kept until it
+	// takes them or they expire; the node's log says why).
+	Refused uint64 `protobuf:"varint,8,opt,name=refused,proto3" json:"refused,omitempty"`
+	// Whether hints are on their way to the target: while it is, reads do
+	// not count the target toward a quorum. False when every hint held is
+	// one the target refused.
+	Owed          bool `protobuf:"varint,9,opt,name=owed,proto3" json:"owed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2436,6 +2443,20 @@ func (x *HintTarget) GetQuarantined() uint64 {
 func (x *HintTarget) GetAlive() bool {
 	if x != nil {
 		return x.Alive
+	}
+	return false
+}
+
+func (x *HintTarget) GetRefused() uint64 {
+	if x != nil {
+		return x.Refused
+	}
+	return 0
+}
+
+func (x *HintTarget) GetOwed() bool {
+	if x != nil {
+		return x.Owed
 	}
 	return false
 }
@@ -4296,7 +4317,7 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\apending\x18\v \x01(\v2\x0e.admin.v1.PlanR\apending\x123\n" +
 	"\x15transition_generation\x18\f \x01(\x04R\x14transitionGeneration\x12-\n" +
 	"\x12transition_aborted\x18\r \x01(\bR\x11transitionAborted\"\x0e\n" +
-	"\fHintsRequest\"\xdb\x01\n" +
+	"\fHintsRequest\"\x89\x02\n" +
 	"\n" +
 	"HintTarget\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12\x14\n" +
@@ -4305,7 +4326,9 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\x12oldest_age_seconds\x18\x04 \x01(\x01R\x10oldestAgeSeconds\x12#\n" +
 	"\rdelivery_rate\x18\x05 \x01(\x01R\fdeliveryRate\x12 \n" +
 	"\vquarantined\x18\x06 \x01(\x04R\vquarantined\x12\x14\n" +
-	"\x05alive\x18\a \x01(\bR\x05alive\"m\n" +
+	"\x05alive\x18\a \x01(\bR\x05alive\x12\x18\n" +
+	"\arefused\x18\b \x01(\x04R\arefused\x12\x12\n" +
+	"\x04owed\x18\t \x01(\bR\x04owed\"m\n" +
 	"\rHintsResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12.\n" +
 	"\atargets\x18\x02 \x03(\v2\x14.admin.v1.HintTargetR\atargets\x12\x18\n" +
