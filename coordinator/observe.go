@@ -68,6 +68,10 @@ const (
 	attrPartition = attribute.Key("meridian.partition")
 )
 
+// levelLabel is the request's level as a metric label and span attribute:
+// one of the levels this build knows, EXPLICIT, or INVALID for a number it
+// does not (refused later as INVALID_ARGUMENT): a label value a caller
+// chooses would give it a new time series per request.
 func levelLabel(c *kvv1.Consistency, op Op) string {
 	if op == OpRead && c.GetR() > 0 || op == OpWrite && c.GetW() > 0 {
 		return "EXPLICIT"
@@ -75,6 +79,9 @@ func levelLabel(c *kvv1.Consistency, op Op) string {
 	l := c.GetLevel()
 	if l == kvv1.Level_LEVEL_UNSPECIFIED {
 		l = kvv1.Level_LEVEL_QUORUM
+	}
+	if _, known := kvv1.Level_name[int32(l)]; !known {
+		return "INVALID"
 	}
 	return levelName(l)
 }

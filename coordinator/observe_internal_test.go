@@ -7,6 +7,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 )
 
 // TestReplicaSpanAfterTheRequestAnswered: a replica write that finishes
@@ -40,5 +42,36 @@ func TestReplicaSpanAfterTheRequestAnswered(t *testing.T) {
 		TraceID: trace.TraceID{1}, SpanID: trace.SpanID{1}}))
 	if _, span := c.replicaSpan(unsampled, "meridian.replica.write", "n3"); span.IsRecording() {
 		t.Fatal("an unsampled request got a replica span")
+	}
+}
+
+// TestLevelLabelIsBounded: the level label of metrics and spans takes one
+// of a fixed set of values whatever number a caller sends, so callers
+// cannot create time series at will.
+func TestLevelLabelIsBounded(t *testing.T) {
+	cases := []struct {
+		cons *kvv1.Consistency
+		op   Op
+		want string
+	}{
+		{nil, OpRead, "QUORUM"},
+		{&kvv1.Consistency{Level: kvv1.Level_LEVEL_LOCAL_QUORUM}, OpWrite, "LOCAL_QUORUM"},
+		{&kvv1.Consistency{Level: kvv1.Level_LEVEL_ONE, R: 2}, OpRead, "EXPLICIT"},
+		{&kvv1.Consistency{Level: kvv1.Level_LEVEL_ONE, R: 2}, OpWrite, "ONE"},
+		{&kvv1.Consistency{Level: kvv1.Level(10)}, OpRead, "INVALID"},
+		{&kvv1.Consistency{Level: kvv1.Level(123456)}, OpWrite, "INVALID"},
+		{&kvv1.Consistency{Level: kvv1.Level(-3)}, OpWrite, "INVALID"},
+	}
+	for _, c := range cases {
+		if got := levelLabel(c.cons, c.op); got != c.want {
+			t.Errorf("levelLabel(%v, %v) = %q, want %q", c.cons, c.op, got, c.want)
+		}
+	}
+	seen := map[string]bool{}
+	for l := int32(-100); l < 1000; l++ {
+		seen[levelLabel(&kvv1.Consistency{Level: kvv1.Level(l)}, OpRead)] = true
+	}
+	if len(seen) > len(kvv1.Level_name)+1 {
+		t.Fatalf("1,100 level numbers gave %d label values, want at most %d", len(seen), len(kvv1.Level_name)+1)
 	}
 }
