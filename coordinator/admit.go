@@ -116,6 +116,14 @@ func (c *Coordinator) admit(ctx context.Context, op Op, cons *kvv1.Consistency) 
 		return admission{}, &OverloadError{What: "background replica writes", InFlight: c.bgSlots.inUse(), Max: cap(c.bgSlots.slots)}
 	}
 	seq, ok := c.inflight.acquire(ctx)
+	if !ok && ctx.Err() != nil {
+		// The caller's deadline passed (or it gave up) while the request
+		// waited for a slot: DEADLINE_EXCEEDED or CANCELED, as for any
+		// request that ran out of time, not OVERLOADED, which tells a
+		// client to try another replica with a request already dead.
+		c.obs.Shed(op.String())
+		return admission{}, status.FromContextError(ctx.Err()).Err()
+	}
 	if !ok {
 		c.obs.Shed(op.String())
 		return admission{}, &OverloadError{What: "requests", InFlight: c.inflight.inUse(), Max: c.inflight.limit(), Waited: c.inflight.wait}

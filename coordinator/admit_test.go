@@ -86,3 +86,40 @@ func TestAdmitShedsWritesPastBackgroundBytes(t *testing.T) {
 	}
 	slot.release(true)
 }
+
+// TestAdmitWaitEndedByTheCaller: a request whose caller's deadline passes
+// (or who gives up) while it waits for a slot gets DEADLINE_EXCEEDED (or
+// CANCELED), not the RESOURCE_EXHAUSTED that tells a client to try
+// another replica; one that outwaits the node's own wait is still shed.
+func TestAdmitWaitEndedByTheCaller(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store, err := replica.Open(memory.New(), "n1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &Coordinator{cfg: Config{Store: store, MaxBackgroundBytes: 1 << 20}, obs: nopObserver{},
+			inflight: newLimiter(1, 1, 1, time.Second), bgSlots: newAdmitter(8, 0)}
+		held, err := c.admit(context.Background(), OpRead, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer held.release(true)
+
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+		defer cancel()
+		if _, err := c.admit(ctx, OpRead, nil); status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("deadline passed while waiting for a slot: %v, want DEADLINE_EXCEEDED", err)
+		}
+		ctx, cancel = context.WithCancel(context.Background())
+		go func() {
+			time.Sleep(5 * time.Millisecond)
+			cancel()
+		}()
+		if _, err := c.admit(ctx, OpWrite, nil); status.Code(err) != codes.Canceled {
+			t.Fatalf("caller gave up while waiting for a slot: %v, want CANCELED", err)
+		}
+		if _, err := c.admit(context.Background(), OpRead, nil); status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("no slot within the node's wait: %v, want RESOURCE_EXHAUSTED", err)
+		}
+	})
+}
