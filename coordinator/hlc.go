@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"math"
 	"sync"
 	"time"
 
@@ -28,9 +29,15 @@ func (h *HLC) Now() version.Timestamp {
 	wall := h.now().UnixNano()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if wall > h.mu.last.Wall {
+	switch {
+	case wall > h.mu.last.Wall:
 		h.mu.last = version.Timestamp{Wall: wall}
-	} else {
+	case h.mu.last.Logical == math.MaxUint32:
+		// The logical counter is spent (a timestamp observed from data
+		// can carry any): move a nanosecond on rather than wrap to 0,
+		// below what was observed.
+		h.mu.last = version.Timestamp{Wall: h.mu.last.Wall + 1}
+	default:
 		h.mu.last.Logical++
 	}
 	return h.mu.last

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -23,5 +24,25 @@ func TestHLCRefusesTimestampsBeyondMaxOffset(t *testing.T) {
 	}
 	if got := h.Now(); got.Compare(near) <= 0 {
 		t.Fatalf("Now %v not after observed %v", got, near)
+	}
+}
+
+// TestHLCLogicalCounterDoesNotWrap: an observed timestamp whose logical
+// counter is at its maximum (data can carry any) does not make the next
+// timestamp wrap to a logical 0 below it.
+func TestHLCLogicalCounterDoesNotWrap(t *testing.T) {
+	now := time.Unix(1000, 0)
+	h := NewHLC(func() time.Time { return now })
+	spent := version.Timestamp{Wall: now.Add(400 * time.Millisecond).UnixNano(), Logical: math.MaxUint32}
+	if !h.Observe(spent, 500*time.Millisecond) {
+		t.Fatal("refused a timestamp within the offset")
+	}
+	prev := spent
+	for range 3 {
+		got := h.Now()
+		if got.Compare(prev) <= 0 {
+			t.Fatalf("Now %v not after %v", got, prev)
+		}
+		prev = got
 	}
 }
