@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -51,25 +52,52 @@ func (c *Coordinator) checkIncoming(ks *membership.Keyspace, set version.Set) er
 }
 
 // checkOwnActor refuses a set that claims versions of this node's own
-// actor with a counter it never handed out (replica.Store.MintedUpTo):
-// every such version is minted here, so the set was crafted or
-// corrupted. Stored, its clock would claim writes this node has not made
-// yet: the next write of the key here would mint past it, or fail at the
-// counters' limit, and every replica holding that clock would take later
-// versions of this actor below it as already seen.
+// actor, or of the one-off actors it mints as a fallback (actor~N), with a
+// counter it never handed out (replica.Store.MintedUpTo): every such
+// version is minted here, so the set was crafted or corrupted. Stored,
+// its clock would claim writes this node has not made yet: the next write
+// of the key here would mint past it, or fail at the counters' limit, and
+// every replica holding that clock would take later versions of this
+// actor below it as already seen (a fallback write as actor~N, dropped on
+// merge though acknowledged).
 func (c *Coordinator) checkOwnActor(set version.Set) error {
-	actor := c.cfg.Store.Actor()
-	if n := set.Clock.Get(actor); n > c.cfg.Store.MintedUpTo() {
-		return replica.Refuse(fmt.Sprintf("the set claims versions of this node's actor %s up to counter %d; it has minted only up to %d",
-			actor, n, c.cfg.Store.MintedUpTo()))
+	actor, minted := c.cfg.Store.Actor(), c.cfg.Store.MintedUpTo()
+	for _, e := range set.Clock.Entries {
+		if why := ownActorPast(actor, minted, e.Node, e.Counter); why != "" {
+			return replica.Refuse(fmt.Sprintf("the set's clock claims versions of %s up to counter %d, but %s; it has minted only up to %d",
+				e.Node, e.Counter, why, minted))
+		}
 	}
 	for _, sib := range set.Siblings {
-		if sib.Dot.Node == actor && sib.Dot.Counter > c.cfg.Store.MintedUpTo() {
-			return replica.Refuse(fmt.Sprintf("the set holds a version %v of this node's actor it never minted (it has minted up to %d)",
-				sib.Dot, c.cfg.Store.MintedUpTo()))
+		if why := ownActorPast(actor, minted, sib.Dot.Node, sib.Dot.Counter); why != "" {
+			return replica.Refuse(fmt.Sprintf("the set holds a version %v, but %s; it has minted only up to %d", sib.Dot, why, minted))
 		}
 	}
 	return nil
+}
+
+// ownActorPast says why a version (node, counter) cannot have been minted
+// here ("" when it can, or is not this node's): node is actor or a
+// one-off actor~N, and N or the counter is past minted (both come from
+// the store's counters), or N is not a number this node would mint.
+func ownActorPast(actor string, minted uint64, node string, counter uint64) string {
+	if node == actor {
+		if counter > minted {
+			return "that is this node's actor"
+		}
+		return ""
+	}
+	if len(node) <= len(actor)+1 || node[len(actor)] != '~' || node[:len(actor)] != actor {
+		return ""
+	}
+	n, err := strconv.ParseUint(node[len(actor)+1:], 10, 64)
+	switch {
+	case err != nil:
+		return "that names one of this node's fallback actors, with a suffix it never mints"
+	case n > minted || counter > minted:
+		return "that is one of this node's fallback actors"
+	}
+	return ""
 }
 
 // checkFuture refuses, in a last-writer-wins keyspace, a set holding a

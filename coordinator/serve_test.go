@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -194,6 +195,11 @@ func TestOwnActorCountersChecked(t *testing.T) {
 		{"this node's actor at the limit", "b", at(store.Actor(), version.MaxCounter), true},
 		{"a version this node minted", "c", at(store.Actor(), minted), false},
 		{"another actor's high counter", "d", at("n2#x", version.MaxCounter), false},
+		{"a fallback actor past its counters", "f", at(fmt.Sprintf("%s~%d", store.Actor(), minted), version.MaxCounter), true},
+		{"a fallback actor not yet minted", "g", at(fmt.Sprintf("%s~%d", store.Actor(), minted+1), 1), true},
+		{"a fallback actor with a suffix never minted", "h", at(store.Actor()+"~x", 1), true},
+		{"a fallback actor this node minted", "i", at(fmt.Sprintf("%s~%d", store.Actor(), minted), minted), false},
+		{"another actor sharing the prefix", "j", at(store.Actor()+"x~9", version.MaxCounter), false},
 	} {
 		_, err := c.ServeWrite(ctx, &internalv1.WriteRequest{Keyspace: "ks", Key: []byte(tc.key), Set: tc.set.Encode()})
 		if got := replica.Refused(err); got != tc.refused || !tc.refused && err != nil {
