@@ -6,6 +6,8 @@ package membership
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,12 +15,14 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/hashicorp/memberlist"
 )
 
@@ -44,8 +48,19 @@ type Meta struct {
 	ClusterID string `json:"cid,omitempty"`
 	// HintsFor lists the nodes this node holds undelivered hints for: a
 	// replica listed by a live node has missed writes and does not count
-	// toward a read quorum until they arrive.
+	// toward a read quorum until they arrive. Read it through Hints:
+	// when the names do not fit in the metadata (MetaLimit), it is sent
+	// as HintsHashed, and when even that does not fit, as HintsAll.
 	HintsFor []string `json:"h,omitempty"`
+	// HintsHashed is HintsFor as a 16-bit hash of each name (hintHash),
+	// big-endian, sorted, base64: about 2.7 bytes a target instead of the
+	// name's length. A node whose hash collides with a target's counts as
+	// owed hints too: a replica left out of a read quorum, never one
+	// counted that should not be.
+	HintsHashed string `json:"hh,omitempty"`
+	// HintsAll says the node holds hints for more nodes than its metadata
+	// can list: every other node counts as owed hints.
+	HintsAll bool `json:"ha,omitempty"`
 	// DiskLow is set while the node refuses writes of data for lack of
 	// free disk space (min-free-disk); it serves reads.
 	DiskLow bool `json:"dl,omitempty"`
@@ -59,16 +74,86 @@ type Meta struct {
 // metaVersion prefixes the encoded metadata so the format can change.
 const metaVersion = 1
 
+// encode encodes m within MetaLimit. Hint targets whose names do not fit
+// go as hashes, and if those do not fit either, as "all": never fewer
+// than the node holds hints for, which would let a coordinator count a
+// replica still owed writes toward a read quorum.
 func (m Meta) encode() ([]byte, error) {
 	b, err := m.encodeFull()
-	if err != nil && len(m.HintsFor) > 0 {
-		// Too many hint targets to gossip: keep as many as fit.
-		for len(m.HintsFor) > 0 && err != nil {
-			m.HintsFor = m.HintsFor[:len(m.HintsFor)-1]
-			b, err = m.encodeFull()
-		}
+	if err == nil || len(m.HintsFor) == 0 {
+		return b, err
 	}
-	return b, err
+	hashed := m
+	hashed.HintsFor, hashed.HintsHashed = nil, hashHints(m.HintsFor)
+	if b, err := hashed.encodeFull(); err == nil {
+		return b, nil
+	}
+	all := m
+	all.HintsFor, all.HintsAll = nil, true
+	return all.encodeFull()
+}
+
+// hintHash is the 16-bit hash of a node ID that HintsHashed carries.
+func hintHash(id string) uint16 { return uint16(xxhash.Sum64String(id)) }
+
+func hashHints(ids []string) string {
+	hs := make([]uint16, 0, len(ids))
+	for _, id := range ids {
+		hs = append(hs, hintHash(id))
+	}
+	slices.Sort(hs)
+	hs = slices.Compact(hs)
+	b := make([]byte, 0, 2*len(hs))
+	for _, h := range hs {
+		b = binary.BigEndian.AppendUint16(b, h)
+	}
+	return base64.RawStdEncoding.EncodeToString(b)
+}
+
+// HintSet is what a member's metadata says of the nodes it holds hints
+// for (Meta.Hints).
+type HintSet struct {
+	names  []string
+	hashes []uint16 // sorted
+	all    bool
+}
+
+// Hints reads the member's hint targets, in whichever form it sent them.
+// Hashes that do not decode count as "all": a holder's claim is never
+// read as less than it says.
+func (m Meta) Hints() HintSet {
+	s := HintSet{names: m.HintsFor, all: m.HintsAll}
+	if m.HintsHashed != "" {
+		b, err := base64.RawStdEncoding.DecodeString(m.HintsHashed)
+		if err != nil || len(b)%2 != 0 {
+			s.all = true
+			return s
+		}
+		for i := 0; i < len(b); i += 2 {
+			s.hashes = append(s.hashes, binary.BigEndian.Uint16(b[i:]))
+		}
+		slices.Sort(s.hashes)
+	}
+	return s
+}
+
+// Names lists the targets named outright (none when sent hashed or as all).
+func (s HintSet) Names() []string { return s.names }
+
+// Opaque reports whether the set is hashed or "all": a lookup (Owes) is
+// needed instead of the names.
+func (s HintSet) Opaque() bool { return s.all || len(s.hashes) > 0 }
+
+// Owes reports whether the set may hold hints for id.
+func (s HintSet) Owes(id string) bool {
+	if s.all {
+		return true
+	}
+	if len(s.hashes) > 0 {
+		_, found := slices.BinarySearch(s.hashes, hintHash(id))
+		return found
+	}
+	return slices.Contains(s.names, id)
 }
 
 func (m Meta) encodeFull() ([]byte, error) {

@@ -2,6 +2,7 @@ package membership
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -267,5 +268,60 @@ func TestLabelRules(t *testing.T) {
 	id = strings.Repeat("x", 100) // too long for a label: its hash stands in
 	if got := l.current(); len(got) != len(idLabelPrefix)+64 || !l.accepts(got) || l.accepts("meridian-id/a") {
 		t.Errorf("a long ID: sends %q (%d bytes)", got, len(got))
+	}
+}
+
+// TestMetaHintTargetsNeverShrink: hint targets whose names do not fit in
+// the gossip metadata go as hashes, then as "all", so a reader never sees
+// fewer targets than the node holds hints for (it would count a replica
+// still owed writes toward a read quorum).
+func TestMetaHintTargetsNeverShrink(t *testing.T) {
+	long := func(port int) string { return fmt.Sprintf("meridian-12.meridian.prod.svc.cluster.local:%d", port) }
+	base := Meta{ID: "meridian-12", GRPCAddr: long(7000), PeerAddr: long(7001), AdminAddr: long(7002), RaftAddr: long(7003),
+		DC: "eu-west-1", Rack: "eu-west-1a", Weight: 100, Epoch: 12345, ClusterID: "0123456789abcdef0123456789abcdef"}
+	targets := func(n int) []string {
+		var out []string
+		for i := range n {
+			out = append(out, fmt.Sprintf("meridian-%d", 100+i))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		n              int
+		named, outline bool // names sent outright; hashes or all
+		all            bool
+	}{
+		{n: 2, named: true},
+		{n: 40, outline: true},
+		{n: 2000, outline: true, all: true},
+	} {
+		m := base
+		m.HintsFor = targets(tc.n)
+		b, err := m.encode()
+		if err != nil {
+			t.Fatalf("%d targets: %v", tc.n, err)
+		}
+		if len(b) > MetaLimit {
+			t.Fatalf("%d targets: %d bytes, over the limit", tc.n, len(b))
+		}
+		got, err := decodeMeta(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := got.Hints()
+		if named := len(hs.Names()) > 0; named != tc.named || hs.Opaque() != tc.outline || got.HintsAll != tc.all {
+			t.Fatalf("%d targets: named %v, opaque %v, all %v; want %v, %v, %v", tc.n, named, hs.Opaque(), got.HintsAll, tc.named, tc.outline, tc.all)
+		}
+		for _, id := range m.HintsFor {
+			if !hs.Owes(id) {
+				t.Fatalf("%d targets: %s not owed after the round trip", tc.n, id)
+			}
+		}
+		if !tc.all && hs.Owes("meridian-99") {
+			t.Fatalf("%d targets: a node held no hints for is owed", tc.n)
+		}
+	}
+	if !(Meta{HintsHashed: "!!"}).Hints().Owes("anyone") {
+		t.Fatal("hashes that do not decode must count as all")
 	}
 }

@@ -39,11 +39,14 @@ type liveness struct {
 		failedUntil map[string]time.Time
 		// hintsFor: per live member, the nodes it holds hints for; owed
 		// is derived from it: the nodes some live member owes hints.
-		hintsFor map[string][]string
+		hintsFor map[string]membership.HintSet
 		holderDC map[string]string // holder → its DC
 		owed     map[string]bool
 		// owedIn: per DC, the nodes its live members owe hints.
 		owedIn map[string]map[string]bool
+		// opaque: the live members whose hint targets came hashed or as
+		// "all" (too many to name in gossip metadata), asked per lookup.
+		opaque map[string]membership.HintSet
 	}
 }
 
@@ -52,7 +55,7 @@ func newLiveness(now func() time.Time) *liveness {
 	l.mu.down = map[string]bool{}
 	l.mu.diskLow = map[string]bool{}
 	l.mu.failedUntil = map[string]time.Time{}
-	l.mu.hintsFor = map[string][]string{}
+	l.mu.hintsFor = map[string]membership.HintSet{}
 	l.mu.holderDC = map[string]string{}
 	return l
 }
@@ -79,7 +82,7 @@ func (l *liveness) MemberChanged(m membership.Member) {
 	if down {
 		delete(l.mu.hintsFor, m.Meta.ID)
 	} else {
-		l.mu.hintsFor[m.Meta.ID] = m.Meta.HintsFor
+		l.mu.hintsFor[m.Meta.ID] = m.Meta.Hints()
 		l.mu.holderDC[m.Meta.ID] = m.Meta.DC
 	}
 	l.recomputeOwed()
@@ -123,9 +126,17 @@ func (l *liveness) forgetExcept(member func(id string) bool) {
 func (l *liveness) recomputeOwed() {
 	owed := map[string]bool{}
 	owedIn := map[string]map[string]bool{}
+	var opaque map[string]membership.HintSet
 	for holder, targets := range l.mu.hintsFor {
 		dc := l.mu.holderDC[holder]
-		for _, t := range targets {
+		if targets.Opaque() {
+			if opaque == nil {
+				opaque = map[string]membership.HintSet{}
+			}
+			opaque[holder] = targets
+			continue
+		}
+		for _, t := range targets.Names() {
 			if t != holder {
 				owed[t] = true
 				if owedIn[dc] == nil {
@@ -135,7 +146,18 @@ func (l *liveness) recomputeOwed() {
 			}
 		}
 	}
-	l.mu.owed, l.mu.owedIn = owed, owedIn
+	l.mu.owed, l.mu.owedIn, l.mu.opaque = owed, owedIn, opaque
+}
+
+// opaqueOwes reports whether a live member whose hint targets came hashed
+// or as "all" (in dc, unless dc is "") may owe id hints. l.mu held.
+func (l *liveness) opaqueOwes(id, dc string) bool {
+	for holder, set := range l.mu.opaque {
+		if holder != id && (dc == "" || l.mu.holderDC[holder] == dc) && set.Owes(id) {
+			return true
+		}
+	}
+	return false
 }
 
 // pendingHintsFrom reports whether a live member in dc says it holds
@@ -143,7 +165,7 @@ func (l *liveness) recomputeOwed() {
 func (l *liveness) pendingHintsFrom(id, dc string) bool {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	return l.mu.owedIn[dc][id]
+	return l.mu.owedIn[dc][id] || len(l.mu.opaque) > 0 && l.opaqueOwes(id, dc)
 }
 
 // isDown reports whether gossip last said id is dead or left.
@@ -168,7 +190,7 @@ func (l *liveness) DiskLow(id string) bool {
 func (l *liveness) pendingHints(id string) bool {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	return l.mu.owed[id]
+	return l.mu.owed[id] || len(l.mu.opaque) > 0 && l.opaqueOwes(id, "")
 }
 
 // Alive reports whether id should be routed to.

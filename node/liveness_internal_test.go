@@ -28,6 +28,32 @@ func TestOwedHintsByHolderDC(t *testing.T) {
 	}
 }
 
+// TestOwedHintsTooManyToName: a holder whose hint targets did not fit in
+// its gossip metadata (sent as "all") makes every other node owed hints,
+// globally and from its DC, until it gossips a list again or is removed.
+func TestOwedHintsTooManyToName(t *testing.T) {
+	l := newLiveness(time.Now)
+	l.MemberChanged(membership.Member{Meta: membership.Meta{ID: "n7", DC: "dc3", HintsAll: true}, State: membership.StateAlive})
+	for _, id := range []string{"n1", "n2", "n9"} {
+		if !l.pendingHints(id) || !l.pendingHintsFrom(id, "dc3") || l.pendingHintsFrom(id, "dc1") {
+			t.Fatalf("%s: owed %v, from dc3 %v, from dc1 %v; want owed globally and from dc3 only", id,
+				l.pendingHints(id), l.pendingHintsFrom(id, "dc3"), l.pendingHintsFrom(id, "dc1"))
+		}
+	}
+	if l.pendingHints("n7") {
+		t.Fatal("a holder does not owe itself hints")
+	}
+	l.MemberChanged(membership.Member{Meta: membership.Meta{ID: "n7", DC: "dc3", HintsFor: []string{"n1"}}, State: membership.StateAlive})
+	if !l.pendingHints("n1") || l.pendingHints("n2") {
+		t.Fatal("once the holder names its targets again, only they are owed")
+	}
+	l.MemberChanged(membership.Member{Meta: membership.Meta{ID: "n7", DC: "dc3", HintsAll: true}, State: membership.StateAlive})
+	l.forgetExcept(func(id string) bool { return id != "n7" })
+	if l.pendingHints("n2") {
+		t.Fatal("a removed holder's hint targets must be forgotten")
+	}
+}
+
 // TestOnUpSaysWhenANodeCameBack: gossip reporting a node alive calls onUp
 // each time, and says "back" only when the node was dead or left before,
 // or low on disk (then its hints are due at once).
