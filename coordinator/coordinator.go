@@ -116,6 +116,11 @@ type Config struct {
 	// be stored (default 2 × MaxClockOffset): further ahead, it would
 	// win over every write made meanwhile.
 	FutureWriteLimit time.Duration
+	// TombstoneGrace is how old a tombstone must be before this node
+	// deletes it when a peer's anti-entropy asks (CollectTombstones):
+	// its own setting, whatever the peer's (default 24h; negative: it
+	// collects none).
+	TombstoneGrace time.Duration
 	// ClockAhead, when set, estimates how far this node's clock runs ahead
 	// of its peers' (gossip's ClockAhead). Ahead by more than
 	// MaxClockOffset, the node coordinates no last-writer-wins write: it
@@ -192,6 +197,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RequestIDWindow == 0 {
 		c.RequestIDWindow = DefaultRequestIDWindow
+	}
+	if c.TombstoneGrace == 0 {
+		c.TombstoneGrace = 24 * time.Hour
 	}
 	if c.MaxRequestIDs == 0 {
 		c.MaxRequestIDs = DefaultMaxRequestIDs

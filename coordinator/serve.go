@@ -333,8 +333,11 @@ func (c *Coordinator) ServeBucketDigests(ctx context.Context, req *internalv1.Bu
 const maxCollect = 100_000
 
 // ServeCollectTombstones deletes keys whose stored set is still exactly
-// the given digest and holds only tombstones: never live data, whatever a
-// peer asks.
+// the given digest and holds only tombstones older than this node's own
+// tombstone grace: never live data, and never a tombstone this node's
+// settings keep, whatever a peer asks (a peer with a shorter grace would
+// otherwise delete tombstones a restore of this node's older snapshot
+// still needs).
 func (c *Coordinator) ServeCollectTombstones(ctx context.Context, req *internalv1.CollectTombstonesRequest) (*internalv1.CollectTombstonesResponse, error) {
 	loc, err := c.locatePartition(req.GetKeyspace(), req.GetPartition())
 	if err != nil {
@@ -343,7 +346,11 @@ func (c *Coordinator) ServeCollectTombstones(ctx context.Context, req *internalv
 	if len(req.GetKeys()) > maxCollect {
 		return nil, invalidf("%d keys in one request, at most %d", len(req.GetKeys()), maxCollect)
 	}
-	now := c.cfg.Now().UnixNano()
+	if c.cfg.TombstoneGrace < 0 {
+		return nil, status.Errorf(codes.FailedPrecondition,
+			"%s keeps its tombstones (tombstone-grace is negative): give every node the same tombstone-grace", c.cfg.NodeID)
+	}
+	cutoff := c.cfg.Now().Add(-c.cfg.TombstoneGrace).UnixNano()
 	n := uint32(0)
 	for i, k := range req.GetKeys() {
 		if len(k.GetKey()) == 0 || len(k.GetKey()) > MaxKeySize {
@@ -360,7 +367,7 @@ func (c *Coordinator) ServeCollectTombstones(ctx context.Context, req *internalv
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "read: %v", err)
 		}
-		if set.Digest() != k.GetDigest() || !set.TombstonesBefore(now) {
+		if set.Digest() != k.GetDigest() || !set.TombstonesBefore(cutoff) {
 			continue
 		}
 		ok, err := c.cfg.Store.DeleteIfUnchanged(loc, k.GetKey(), set)

@@ -65,6 +65,37 @@ func TestServeCollectTombstones(t *testing.T) {
 	}
 }
 
+// TestCollectTombstonesKeepsOwnGrace: a replica deletes only tombstones
+// older than its own tombstone grace, whatever grace the asking peer
+// runs with, and one that keeps its tombstones (negative grace) refuses.
+func TestCollectTombstonesKeepsOwnGrace(t *testing.T) {
+	c, store, id := transferCoordinator(t)
+	now := time.Unix(1_000_000, 0)
+	c.cfg.Now = func() time.Time { return now }
+	c.cfg.TombstoneGrace = 24 * time.Hour
+	at := func(key string, age time.Duration) *internalv1.CollectTombstonesRequest {
+		loc := replica.Loc{Keyspace: id, Partition: c.cfg.Topology().Ring.Partition([]byte(key))}
+		tomb, _ := version.Set{}.Put(version.Clock{}, "old", version.Value{Tombstone: true, Time: version.Timestamp{Wall: now.Add(-age).UnixNano()}}, 1)
+		if _, err := store.Merge(loc, []byte(key), tomb, false); err != nil {
+			t.Fatal(err)
+		}
+		return &internalv1.CollectTombstonesRequest{Keyspace: "ks", Partition: uint32(loc.Partition),
+			Keys: []*internalv1.KeyDigest{{Key: []byte(key), Digest: tomb.Digest()}}}
+	}
+	young, old := at("young", time.Hour), at("old", 25*time.Hour)
+	if resp, err := c.ServeCollectTombstones(context.Background(), young); err != nil || resp.GetCollected() != 0 {
+		t.Fatalf("an hour-old tombstone with a 24h grace: %v, %v; want none collected", resp, err)
+	}
+	c.cfg.TombstoneGrace = -1
+	if _, err := c.ServeCollectTombstones(context.Background(), old); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("a node that keeps its tombstones: %v, want FAILED_PRECONDITION", err)
+	}
+	c.cfg.TombstoneGrace = 24 * time.Hour
+	if resp, err := c.ServeCollectTombstones(context.Background(), old); err != nil || resp.GetCollected() != 1 {
+		t.Fatalf("a 25h-old tombstone with a 24h grace: %v, %v; want it collected", resp, err)
+	}
+}
+
 // TestFutureVersionsRefused: in a last-writer-wins keyspace a replica
 // refuses a version written further ahead of its clock than
 // FutureWriteLimit (it would win over every write until then), whether

@@ -314,6 +314,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 		RequestTimeout: cfg.RequestTimeout,
 		MaxValueSize:   cfg.MaxValueSize,
 		MaxInFlight:    cfg.MaxInFlight,
+		TombstoneGrace: cfg.TombstoneGrace,
 		OnTombstone: func(loc replica.Loc) {
 			if ae := n.ae.Load(); ae != nil {
 				ae.MarkTombstone(loc)
