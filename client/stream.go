@@ -396,7 +396,8 @@ func (s *callStream) call(ctx context.Context, c *kvv1.Call) (*kvv1.Reply, error
 	}
 	ch := s.replyChan()
 	s.mu.Lock()
-	if s.mu.err != nil || s.mu.retired || len(s.mu.pending) >= maxStreamWaiting {
+	if s.mu.err != nil || s.mu.retired || len(s.mu.pending) >= maxStreamWaiting ||
+		len(s.mu.queue) >= maxStreamWaiting && s.dropGivenUpLocked() >= maxStreamWaiting {
 		s.mu.Unlock()
 		s.chans.Put(ch)
 		return nil, errNoStream
@@ -434,6 +435,23 @@ func (s *callStream) call(ctx context.Context, c *kvv1.Call) (*kvv1.Reply, error
 		}
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
+}
+
+// dropGivenUpLocked removes from the queue the calls whose callers gave
+// up (they would not be sent) and returns how many are left: while the
+// sender is blocked (a node that stopped reading), callers that time out
+// would otherwise leave their calls, and the buffers they hold, queued
+// for as long as it lasts. s.mu held.
+func (s *callStream) dropGivenUpLocked() int {
+	kept := s.mu.queue[:0]
+	for _, c := range s.mu.queue {
+		if _, waiting := s.mu.pending[c.GetId()]; waiting {
+			kept = append(kept, c)
+		}
+	}
+	clear(s.mu.queue[len(kept):])
+	s.mu.queue = kept
+	return len(kept)
 }
 
 // replyError is the status a failed reply carries, nil for success.

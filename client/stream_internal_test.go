@@ -277,3 +277,27 @@ func TestCallBatchesStayUnderTheMessageLimit(t *testing.T) {
 		t.Fatalf("a batch of %d bytes, want at most about %d", m, maxBatchBytes)
 	}
 }
+
+// TestCallStreamQueueBoundedWhileSendBlocked: while the sender is not
+// taking calls (blocked on a node that stopped reading; here it never
+// runs), calls whose callers give up do not pile up in the queue.
+func TestCallStreamQueueBoundedWhileSendBlocked(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := &callStream{opened: time.Now(), maxAge: time.Hour, wake: make(chan struct{}, 1), ctx: ctx, stop: cancel}
+	s.marshalled.L = &s.mu.Mutex
+	s.mu.pending = map[uint64]chan streamResult{}
+	gaveUp, giveUp := context.WithCancel(context.Background())
+	giveUp()
+	for i := range 3 * maxStreamWaiting {
+		if _, err := s.call(gaveUp, &kvv1.Call{}); status.Code(err) != codes.Canceled {
+			t.Fatalf("call %d: %v, want CANCELED", i, err)
+		}
+		s.mu.Lock()
+		n := len(s.mu.queue)
+		s.mu.Unlock()
+		if n > maxStreamWaiting {
+			t.Fatalf("after %d calls given up, %d queued, over the bound of %d", i+1, n, maxStreamWaiting)
+		}
+	}
+}

@@ -59,7 +59,8 @@ type pipe struct {
 		// queue holds encoded calls: a caller's request is not referenced
 		// once its call is queued, so it may return at any time (deadline,
 		// failed stream) while the sender is still sending. A call whose
-		// caller gave up before it was sent is not sent at all.
+		// caller gave up before it was sent is not sent at all, and is
+		// dropped from the queue when it reaches maxWaiting calls.
 		queue   []queued
 		spare   []queued // the previous queue, reused
 		pending map[uint64]*waiter
@@ -240,7 +241,7 @@ func (p *pipe) call(ctx context.Context, c *internalv1.Call) (*internalv1.Reply,
 	}
 	w := waiters.Get().(*waiter)
 	p.mu.Lock()
-	if p.mu.err != nil || len(p.mu.pending) >= p.maxWaiting {
+	if p.mu.err != nil || len(p.mu.pending) >= p.maxWaiting || len(p.mu.queue) >= p.maxWaiting && p.dropGivenUpLocked() >= p.maxWaiting {
 		p.mu.Unlock()
 		waiters.Put(w)
 		return nil, errPipeFull
@@ -269,6 +270,26 @@ func (p *pipe) call(ctx context.Context, c *internalv1.Call) (*internalv1.Reply,
 		}
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
+}
+
+// dropGivenUpLocked removes from the queue the calls whose callers gave
+// up (they would not be sent) and returns how many are left. While the
+// sender is blocked (a peer that stopped reading: its flow-control window
+// full) callers that time out leave their encoded calls queued, so
+// without it the queue would grow by one call, up to MaxPipedCall bytes,
+// per replica call to that peer for as long as it stalls; with it, the
+// queue is bounded as the calls waiting are (maxWaiting), and the calls
+// past the bound go unary. p.mu held.
+func (p *pipe) dropGivenUpLocked() int {
+	kept := p.mu.queue[:0]
+	for _, c := range p.mu.queue {
+		if _, waiting := p.mu.pending[c.id]; waiting {
+			kept = append(kept, c)
+		}
+	}
+	clear(p.mu.queue[len(kept):])
+	p.mu.queue = kept
+	return len(kept)
 }
 
 // replyError is the status a failed reply carries, nil for success.

@@ -3,6 +3,7 @@ package transport
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -380,6 +381,73 @@ func TestPipeDropsCallsGivenUpBeforeSending(t *testing.T) {
 	p.close()
 	<-first
 	<-kept
+}
+
+// TestPipeQueueBoundedWhileSendBlocked: while a send is held (a peer that
+// stopped reading), calls whose callers give up do not pile up in the
+// queue: it stays within maxWaiting calls, and past that a call goes unary
+// (errPipeFull) rather than queue.
+func TestPipeQueueBoundedWhileSendBlocked(t *testing.T) {
+	s := &heldStream{entered: make(chan struct{}, 4), release: make(chan struct{}, 4)}
+	const bound = 8
+	p := &pipe{node: "n2", epoch: func() uint64 { return 1 }, maxWaiting: bound, wake: make(chan struct{}, 1)}
+	p.mu.pending = map[uint64]*waiter{}
+	ctx, cancel := context.WithCancel(context.Background())
+	p.stop = cancel
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.run(ctx, heldClient{stream: s})
+	}()
+	defer func() { p.close(); <-done }()
+
+	first := make(chan error, 1)
+	go func() {
+		_, err := p.call(context.Background(), &internalv1.Call{})
+		first <- err
+	}()
+	<-s.entered // the first batch is being sent, and held
+	queued := func() int {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.mu.queue)
+	}
+	// Many callers, each giving up at once: their calls are queued, then
+	// not waited for.
+	gaveUp, giveUp := context.WithCancel(context.Background())
+	giveUp()
+	for i := range 20 * bound {
+		if _, err := p.call(gaveUp, &internalv1.Call{}); status.Code(err) != codes.Canceled {
+			t.Fatalf("call %d: %v, want CANCELED", i, err)
+		}
+		if n := queued(); n > bound {
+			t.Fatalf("after %d calls given up, %d queued, over the bound of %d", i+1, n, bound)
+		}
+	}
+	// Calls still waited for fill the queue to the bound; the next goes unary.
+	waiting, stopWaiting := context.WithCancel(context.Background())
+	errs := make(chan error, bound)
+	for range bound - 1 { // the first call is still pending too
+		go func() {
+			_, err := p.call(waiting, &internalv1.Call{})
+			errs <- err
+		}()
+	}
+	waitUntil(t, "the waiting calls to queue", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.mu.pending) == bound
+	})
+	if _, err := p.call(context.Background(), &internalv1.Call{}); !errors.Is(err, errPipeFull) {
+		t.Fatalf("a call past the bound: %v, want errPipeFull (sent unary)", err)
+	}
+	stopWaiting()
+	for range bound - 1 {
+		<-errs
+	}
+	s.release <- struct{}{}
+	p.close()
+	<-first
 }
 
 // waitUntil polls cond for up to ten seconds.
