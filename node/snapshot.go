@@ -291,9 +291,29 @@ func RestoreSnapshot(dataDir, name string, now time.Time, grace time.Duration, f
 	}
 	dir := filepath.Join(snapshotsDir(dataDir), name)
 	if _, err := os.Stat(filepath.Join(dir, snapshotInfoFile)); errors.Is(err, fs.ErrNotExist) {
-		return RestoreResult{}, fmt.Errorf("%s has no snapshot %q (meridian snapshot list --data-dir %s shows them)", dataDir, name, dataDir)
+		return RestoreResult{}, fmt.Errorf("%s has no snapshot %q: %s", dataDir, name, SnapshotsHint(dataDir))
 	}
 	return RestoreSnapshotFrom(dataDir, dir, now, grace, force)
+}
+
+// SnapshotsHint says which snapshots a stopped node's data directory
+// holds (in <data-dir>/snapshots, what restore takes by NAME) and what to
+// do next, for restore's errors: the node is not running, so 'meridian
+// snapshot list' (which asks a running node) cannot show them.
+func SnapshotsHint(dataDir string) string {
+	dir := snapshotsDir(dataDir)
+	snaps, err := ListSnapshots(dataDir)
+	if err != nil {
+		return fmt.Sprintf("cannot list the snapshots in %s (%v): restore one by NAME once it is readable, or give --from SNAPSHOT_DIR (a snapshot directory copied from another machine)", dir, err)
+	}
+	if len(snaps) == 0 {
+		return fmt.Sprintf("there are no snapshots in %s: take one with 'meridian snapshot create' while the node runs, or give --from SNAPSHOT_DIR (a snapshot directory copied from another machine, e.g. by 'meridian snapshot download')", dir)
+	}
+	names := make([]string, len(snaps))
+	for i, s := range snaps {
+		names[i] = filepath.Base(s.Dir) // what restore takes: the directory name
+	}
+	return fmt.Sprintf("the snapshots in %s are (oldest first) %s: restore one of them by NAME, or give --from SNAPSHOT_DIR (a snapshot directory copied from another machine)", dir, strings.Join(names, ", "))
 }
 
 // RestoreSnapshotFrom is RestoreSnapshot from a snapshot directory

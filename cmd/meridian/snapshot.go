@@ -179,7 +179,7 @@ one whose data is of another cluster), and says so.`,
 			case len(args) == 1 && from != "":
 				return errors.New("name the snapshot (NAME, from --data-dir's snapshots) or give --from SNAPSHOT_DIR, not both")
 			case len(args) == 0 && from == "":
-				return errors.New("which snapshot? name it (NAME, one of 'meridian snapshot list --data-dir DIR') or give --from SNAPSHOT_DIR (a snapshot directory copied from another machine)")
+				return fmt.Errorf("which snapshot? name it: %s", node.SnapshotsHint(dataDir))
 			}
 			if grace < 0 {
 				grace = time.Duration(math.MaxInt64) // tombstones never collected

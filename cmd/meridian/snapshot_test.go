@@ -168,3 +168,43 @@ func sameTree(t *testing.T, a, b string) {
 		}
 	}
 }
+
+// TestRestoreErrorsNameTheSnapshots: restore runs with the node stopped,
+// so its errors list the snapshots in --data-dir's snapshots directory
+// (or say there are none) instead of sending the user to 'snapshot list',
+// which needs a running node.
+func TestRestoreErrorsNameTheSnapshots(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	run := cliRunner(ctx)
+	dataDir := t.TempDir()
+
+	for _, args := range [][]string{{"restore", "weekly"}, {"restore"}} {
+		_, err := run(append(append([]string{"snapshot"}, args...), "--data-dir", dataDir)...)
+		if err == nil || !strings.Contains(err.Error(), "no snapshots in "+filepath.Join(dataDir, "snapshots")) || strings.Contains(err.Error(), "snapshot list") {
+			t.Fatalf("%v with no snapshots: %v", args, err)
+		}
+	}
+
+	created := time.Now().Add(-time.Hour)
+	for _, name := range []string{"nightly", "before-upgrade"} {
+		dir := filepath.Join(dataDir, "snapshots", name)
+		if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		raw, err := json.Marshal(node.SnapshotInfo{Node: "n1", Name: name, Created: created})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "SNAPSHOT.json"), raw, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		created = created.Add(time.Minute)
+	}
+	for _, args := range [][]string{{"restore", "weekly"}, {"restore"}} {
+		_, err := run(append(append([]string{"snapshot"}, args...), "--data-dir", dataDir)...)
+		if err == nil || !strings.Contains(err.Error(), "nightly, before-upgrade") || !strings.Contains(err.Error(), "--from SNAPSHOT_DIR") || strings.Contains(err.Error(), "snapshot list") {
+			t.Fatalf("%v with snapshots nightly and before-upgrade: %v", args, err)
+		}
+	}
+}
