@@ -79,6 +79,17 @@ func printJSON(w io.Writer, m proto.Message) error {
 	return err
 }
 
+// printJSONLine prints m as JSON on one line (JSON Lines: for output that
+// carries a series of objects, such as a watch).
+func printJSONLine(w io.Writer, m proto.Message) error {
+	b, err := protojson.MarshalOptions{EmitUnpopulated: true, UseProtoNames: true}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
+
 func newStatusCmd() *cobra.Command {
 	var f adminFlags
 	cmd := &cobra.Command{

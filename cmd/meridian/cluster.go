@@ -268,7 +268,8 @@ and every transfer not yet done.
 
 With --watch the view is redrawn every --interval until the transition
 ends (exit status 0), or until Ctrl-C. With no transition in progress it
-prints once.`,
+prints once. With --watch --json, standard output carries one JSON object
+per line, one per poll; the other messages go to standard error.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if watch && interval <= 0 {
@@ -297,7 +298,7 @@ prints once.`,
 				}
 				return render(resp)
 			}
-			w := watcher{out: out, fetch: fetch, render: render, interval: interval, clear: !f.json && isTerminal(out), now: time.Now}
+			w := watcher{out: out, errOut: cmd.ErrOrStderr(), fetch: fetch, render: render, json: f.json, interval: interval, clear: !f.json && isTerminal(out), now: time.Now}
 			return w.run(cmd.Context())
 		},
 	}
@@ -310,9 +311,14 @@ prints once.`,
 // watcher redraws the cluster status until the transition in progress
 // ends.
 type watcher struct {
-	out      io.Writer
-	fetch    func(context.Context) (*adminv1.ClusterStatusResponse, error)
-	render   func(*adminv1.ClusterStatusResponse) error
+	out io.Writer
+	// errOut takes the messages that are not a status with json (the
+	// time of each poll, a failed poll, the end): out carries only JSON.
+	errOut io.Writer
+	fetch  func(context.Context) (*adminv1.ClusterStatusResponse, error)
+	render func(*adminv1.ClusterStatusResponse) error
+	// json prints each status as one line of JSON instead of render.
+	json     bool
 	interval time.Duration
 	// clear redraws in place (a terminal) instead of appending.
 	clear bool
@@ -329,8 +335,16 @@ func (w watcher) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	render, msgs := w.render, w.out
+	if w.json {
+		render = func(r *adminv1.ClusterStatusResponse) error { return printJSONLine(w.out, r) }
+		msgs = w.errOut
+		if msgs == nil {
+			msgs = io.Discard
+		}
+	}
 	if !resp.InTransition {
-		return w.render(resp)
+		return render(resp)
 	}
 	last := resp
 	t := time.NewTicker(w.interval)
@@ -338,17 +352,17 @@ func (w watcher) run(ctx context.Context) error {
 	for first := true; ; first = false {
 		if w.clear {
 			fmt.Fprint(w.out, "\x1b[H\x1b[2J")
-		} else if !first {
+		} else if !first && !w.json {
 			fmt.Fprintln(w.out)
 		}
-		fmt.Fprintf(w.out, "%s, every %v (Ctrl-C stops)\n", w.now().Format("15:04:05"), w.interval)
+		fmt.Fprintf(msgs, "%s, every %v (Ctrl-C stops)\n", w.now().Format("15:04:05"), w.interval)
 		if err != nil {
-			fmt.Fprintf(w.out, "poll failed, retrying: %s\n", describeErr(err))
-		} else if err := w.render(resp); err != nil {
+			fmt.Fprintf(msgs, "poll failed, retrying: %s\n", describeErr(err))
+		} else if err := render(resp); err != nil {
 			return err
 		}
 		if err == nil && !resp.InTransition {
-			fmt.Fprintf(w.out, "transition finished: the cluster is at epoch %d\n", resp.Epoch)
+			fmt.Fprintf(msgs, "transition finished: the cluster is at epoch %d\n", resp.Epoch)
 			return nil
 		}
 		select {

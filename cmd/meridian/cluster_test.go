@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -525,4 +526,43 @@ func TestWatch(t *testing.T) {
 			t.Fatalf("%d frames in 5s at 2s, want 3:\n%s", frames, out)
 		}
 	})
+}
+
+// TestWatchJSON: with --json, standard output carries only JSON objects,
+// one per line (one per poll); the time of each poll, a failed poll and
+// the end go to standard error.
+func TestWatchJSON(t *testing.T) {
+	f := &fakeStatus{resps: []*adminv1.ClusterStatusResponse{moving(0), moving(0), moving(2), {Epoch: 13}},
+		errs: map[int]error{1: errors.New("connection refused")}}
+	var out, errOut bytes.Buffer
+	var err error
+	synctest.Test(t, func(t *testing.T) {
+		w := watcher{out: &out, errOut: &errOut, fetch: f.fetch, json: true, interval: 2 * time.Second, now: time.Now,
+			render: func(*adminv1.ClusterStatusResponse) error {
+				t.Error("render called with json")
+				return nil
+			}}
+		err = w.run(t.Context())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d lines on stdout, want 3 (one per successful poll):\n%s", len(lines), out.String())
+	}
+	for i, line := range lines {
+		var st map[string]any
+		if err := json.Unmarshal([]byte(line), &st); err != nil {
+			t.Fatalf("stdout line %d is not a JSON object (%v): %q", i+1, err, line)
+		}
+		if last := i == len(lines)-1; st["in_transition"] == last || (last && fmt.Sprint(st["epoch"]) != "13") {
+			t.Fatalf("stdout line %d: %v", i+1, st)
+		}
+	}
+	for _, want := range []string{"every 2s (Ctrl-C stops)", "poll failed, retrying: connection refused", "transition finished: the cluster is at epoch 13"} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Fatalf("stderr lacks %q:\n%s", want, errOut.String())
+		}
+	}
 }
