@@ -230,7 +230,18 @@ func (s *Server) AlterKeyspace(ctx context.Context, req *adminv1.AlterKeyspaceRe
 	if err != nil {
 		return nil, err
 	}
+	if spec.Name == "" {
+		return nil, status.Error(codes.InvalidArgument, "name is empty: give the keyspace to alter")
+	}
 	ks, moves, epoch, err := s.n.AlterKeyspace(ctx, spec)
+	if status.Code(err) == codes.FailedPrecondition {
+		// The metadata refuses a keyspace it does not have as it refuses
+		// any change it cannot make; say NOT_FOUND, as Endpoints does,
+		// when this node has no such keyspace either.
+		if _, ok := s.n.Topology().Keyspaces[spec.Name]; !ok {
+			return nil, status.Errorf(codes.NotFound, "keyspace %q does not exist: see 'meridian keyspace list' (or create it with 'meridian keyspace create')", spec.Name)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

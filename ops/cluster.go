@@ -35,6 +35,10 @@ func opOf(p *adminv1.PlanOp) (membership.PlanOp, error) {
 	if op.Op == membership.OpReplace && op.With == "" {
 		return op, status.Error(codes.InvalidArgument, "replace needs --with NEW_NODE (a node started with --join)")
 	}
+	if op.Op == membership.OpReweight && (op.Weight < 1 || op.Weight > placement.MaxWeight) {
+		return op, status.Errorf(codes.InvalidArgument, "weight %d for reweight %s is out of range: use a weight from 1 to %d (to take a node out, decommission it)",
+			p.GetWeight(), op.Node, placement.MaxWeight)
+	}
 	return op, nil
 }
 

@@ -3,6 +3,8 @@ package ops
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -11,6 +13,7 @@ import (
 	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/node"
 	"github.com/meridiankv/meridian/repair"
 	"github.com/meridiankv/meridian/replica"
@@ -56,6 +59,11 @@ func (s *Server) RepairRun(req *adminv1.RepairRunRequest, stream adminv1.Admin_R
 	if p := req.GetPartition(); int(p) >= topo.Ring.Partitions() {
 		return status.Errorf(codes.InvalidArgument, "partition %d does not exist (the ring has %d, numbered from 0)", p, topo.Ring.Partitions())
 	}
+	if p := int(req.GetPartition()); p >= 0 {
+		if err := holdsPartition(topo, s.n.ID(), req.GetKeyspace(), p); err != nil {
+			return err
+		}
+	}
 	progress, done := s.n.RunRepair(req.GetKeyspace(), int(req.GetPartition()))
 	var last repair.Progress
 	for p := range progress {
@@ -68,6 +76,38 @@ func (s *Server) RepairRun(req *adminv1.RepairRunRequest, stream adminv1.Admin_R
 		return repairFailure(err, last)
 	}
 	return stream.Send(progressProto(last, true))
+}
+
+// holdsPartition refuses, FAILED_PRECONDITION, a repair of partition p
+// (of keyspace, or of every keyspace when empty) on node self when self
+// holds no replica of it: a node repairs only what it holds, so the run
+// would do nothing and report success. The error names the nodes that
+// hold it (its preference list, as Endpoints has it) to run it on.
+func holdsPartition(topo *membership.Topology, self, keyspace string, p int) error {
+	var holders []string
+	for _, name := range topo.KeyspaceNames() {
+		if keyspace != "" && name != keyspace {
+			continue
+		}
+		var reps []string
+		for _, r := range topo.Keyspaces[name].Table.Replicas(p) {
+			if r.Node == self {
+				return nil
+			}
+			addr := r.Node
+			if info, ok := topo.Nodes[r.Node]; ok && info.GRPCAddr != "" {
+				addr += " (" + info.GRPCAddr + ")"
+			}
+			reps = append(reps, addr)
+		}
+		holders = append(holders, fmt.Sprintf("keyspace %s: %s", name, strings.Join(reps, ", ")))
+	}
+	what := fmt.Sprintf("partition %d", p)
+	if keyspace != "" {
+		what += " of keyspace " + keyspace
+	}
+	return status.Errorf(codes.FailedPrecondition, "node %s holds no replica of %s, so it has nothing to repair: the replicas are on %s; run it again with --addr pointing at one of those nodes",
+		self, what, strings.Join(holders, "; "))
 }
 
 // repairFailure is the status of a repair run that ended with err after
