@@ -93,7 +93,9 @@ type Config struct {
 	// negative: never).
 	TombstoneGrace time.Duration `yaml:"tombstone-grace"`
 	// MaxInFlight bounds the client requests a node coordinates at once;
-	// more wait briefly, then get RESOURCE_EXHAUSTED (default 16 per CPU).
+	// more wait briefly, then get RESOURCE_EXHAUSTED (default 16 per P,
+	// coordinator.DefaultMaxInFlight: the meridian binary runs two Ps per
+	// CPU unless GOMAXPROCS is set, so 32 per CPU).
 	MaxInFlight int `yaml:"max-in-flight"`
 	// WALSyncInterval is the least time between two fsyncs of the write-
 	// ahead log (default 2ms; negative: none). A durable write arriving

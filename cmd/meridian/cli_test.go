@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -76,6 +77,72 @@ keyspaces:
 	cmd.Flags().Parse([]string{"--config", file})
 	if err := resolveConfig(cmd.Flags(), &cfg, &sf); err == nil || !strings.Contains(err.Error(), "bogus-key") {
 		t.Fatalf("unknown YAML key: %v", err)
+	}
+}
+
+// yamlOnlyKeys are the config file's keys with no flag: structured values
+// a flag could not spell (README says they come from the file).
+var yamlOnlyKeys = map[string]bool{"keyspaces": true, "auth": true}
+
+// yamlKeys lists the keys named by the yaml tags of struct type t, inline
+// structs' included. (Fields without a tag, such as telemetry.Config's
+// ServiceName, Stdout and Getenv, are set by code, not documented keys.)
+func yamlKeys(t reflect.Type) []string {
+	var keys []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		switch {
+		case !f.IsExported() || name == "-":
+		case strings.Contains(opts, "inline"):
+			keys = append(keys, yamlKeys(f.Type)...)
+		case name != "":
+			keys = append(keys, name)
+		}
+	}
+	return keys
+}
+
+// TestEveryConfigKeyHasAFlag: every key of the config file can also be
+// given as a flag of 'meridian serve' and so as MERIDIAN_<FLAG> (the
+// environment is read only for flags), and each flag sets the key of its
+// name.
+func TestEveryConfigKeyHasAFlag(t *testing.T) {
+	var cfg node.Config
+	var sf serveFlags
+	cmd := newServeCmdFor(&cfg, &sf)
+	keys := yamlKeys(reflect.TypeFor[fileConfig]())
+	if len(keys) < 40 {
+		t.Fatalf("found only %d YAML keys: %v", len(keys), keys)
+	}
+	for _, key := range keys {
+		if yamlOnlyKeys[key] {
+			continue
+		}
+		if cmd.Flags().Lookup(key) == nil {
+			t.Errorf("config key %q has no flag --%s (nor so %s)", key, key, envName(key))
+		}
+	}
+
+	// The keys that were YAML-only: flag, environment and file alike.
+	dir := t.TempDir()
+	file := filepath.Join(dir, "node.yaml")
+	if err := os.WriteFile(file, []byte("max-connection-age: 3h\nmax-concurrent-streams: 64\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MERIDIAN_MAX_CONNECTION_IDLE", "90s")
+	cfg, sf = node.Config{}, serveFlags{}
+	cmd = newServeCmdFor(&cfg, &sf)
+	if err := cmd.Flags().Parse([]string{"--config", file, "--id", "n1", "--grpc-addr", "127.0.0.1:7001", "--initial-cluster", "n1=127.0.0.1:7001",
+		"--engine", "memory", "--insecure", "--cluster-secret-file", "s", "--connection-timeout", "4s"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := resolveConfig(cmd.Flags(), &cfg, &sf); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ConnectionTimeout != 4*time.Second || cfg.MaxConnectionIdle != 90*time.Second || cfg.MaxConnectionAge != 3*time.Hour || cfg.MaxConcurrentStreams != 64 {
+		t.Fatalf("connection-timeout %v (flag), max-connection-idle %v (env), max-connection-age %v and max-concurrent-streams %d (file); want 4s, 1m30s, 3h, 64",
+			cfg.ConnectionTimeout, cfg.MaxConnectionIdle, cfg.MaxConnectionAge, cfg.MaxConcurrentStreams)
 	}
 }
 
