@@ -153,7 +153,7 @@ type Config struct {
 	// MaxConnectionAge recycles connections that old (default 2h).
 	MaxConnectionIdle time.Duration `yaml:"max-connection-idle"`
 	MaxConnectionAge  time.Duration `yaml:"max-connection-age"`
-	// MaxConcurrentStreams per client connection (default 1024).
+	// MaxConcurrentStreams per connection, on every listener (default 1024).
 	MaxConcurrentStreams uint32 `yaml:"max-concurrent-streams"`
 	// ClusterName labels the cluster's gossip (default "meridian"): nodes
 	// of differently named clusters never gossip with each other.
@@ -318,6 +318,14 @@ func (c Config) Validate() error {
 	}
 	if c.RequestTimeout < 0 {
 		return fmt.Errorf("request-timeout %s is negative", c.RequestTimeout)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"connection-timeout", c.ConnectionTimeout}, {"max-connection-idle", c.MaxConnectionIdle}, {"max-connection-age", c.MaxConnectionAge}} {
+		if d.v < 0 {
+			return fmt.Errorf("%s %s is negative (0: the default)", d.name, d.v)
+		}
 	}
 	if c.MinFreeDisk != nil && *c.MinFreeDisk < 0 {
 		return fmt.Errorf("min-free-disk %d is negative (0 turns the check off)", *c.MinFreeDisk)

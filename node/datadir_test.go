@@ -133,6 +133,17 @@ func TestPeerCallBounds(t *testing.T) {
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "row-cache-size -1 is negative") {
 		t.Errorf("row-cache-size -1: %v, want it refused", err)
 	}
+	for name, set := range map[string]func(*node.Config){
+		"connection-timeout -1s":  func(c *node.Config) { c.ConnectionTimeout = -time.Second },
+		"max-connection-idle -1s": func(c *node.Config) { c.MaxConnectionIdle = -time.Second },
+		"max-connection-age -1s":  func(c *node.Config) { c.MaxConnectionAge = -time.Second },
+	} {
+		cfg := soloConfig(t, "n1", "127.0.0.1:7001", t.TempDir())
+		set(&cfg)
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), name+" is negative") {
+			t.Errorf("%s: %v, want it refused", name, err)
+		}
+	}
 }
 
 // TestSnapshotScheduleConfig: the schedule takes 0 for off (and for the

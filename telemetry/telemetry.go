@@ -62,13 +62,13 @@ type Config struct {
 	MetricsAddr string `yaml:"metrics-addr"`
 	Pprof       bool   `yaml:"pprof"`
 	// ServiceName for the OTel resource (default "meridian").
-	ServiceName string
+	ServiceName string `yaml:"-"`
 	// NodeID and DC label the resource and every log line.
 	NodeID, DC string `yaml:"-"`
 	// Stdout receives the stdout exporter's spans (default os.Stdout).
-	Stdout io.Writer
+	Stdout io.Writer `yaml:"-"`
 	// Getenv reads the environment (default os.Getenv); injectable for tests.
-	Getenv func(string) string
+	Getenv func(string) string `yaml:"-"`
 }
 
 // Telemetry is a node's running observability.

@@ -98,6 +98,8 @@ func yamlKeys(t reflect.Type) []string {
 			keys = append(keys, yamlKeys(f.Type)...)
 		case name != "":
 			keys = append(keys, name)
+		default: // untagged: the YAML decoder takes it by its lowercased name
+			keys = append(keys, strings.ToLower(f.Name))
 		}
 	}
 	return keys

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"text/tabwriter"
 	"time"
@@ -77,6 +78,9 @@ start a full exchange now.`,
 }
 
 func repairRun(ctx context.Context, c adminv1.AdminClient, ks string, part int, wait bool, out, errOut io.Writer) error {
+	if part < -1 || part > math.MaxInt32 {
+		return fmt.Errorf("--partition %d: give a partition number from 0 (see 'meridian ring'), or leave it out for every partition", part)
+	}
 	stream, err := c.RepairRun(ctx, &adminv1.RepairRunRequest{Keyspace: ks, Partition: int32(part)})
 	if err != nil {
 		return err
