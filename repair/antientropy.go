@@ -691,6 +691,48 @@ func (a *AntiEntropy) withPeerLeaves(ctx context.Context, t target, loc replica.
 	if len(diff) == 0 {
 		return 0, nil
 	}
+	// The buckets go a few at a time: one reply listing every key of a
+	// large partition (a replica restarted empty differs in all of them)
+	// could pass the message limit and fail every exchange, and the key
+	// lists of both sides are held while their keys are repaired.
+	var rf refusals
+	defer func() {
+		if rf.first != nil && err == nil {
+			err = fmt.Errorf("%d key(s) refused, the rest repaired: %w", rf.n, rf.first)
+		}
+	}()
+	changed := 0
+	for len(diff) > 0 {
+		n := min(len(diff), bucketsPerCall)
+		got, err := a.repairBuckets(ctx, t, loc, peer, crossDC, push, res, diff[:n], &rf)
+		changed += got
+		if err != nil {
+			return changed, err
+		}
+		diff = diff[n:]
+	}
+	return changed, nil
+}
+
+// bucketsPerCall bounds the buckets (of a partition's 256) whose keys one
+// BucketDigests call lists: a sixteenth of the partition at most.
+const bucketsPerCall = 16
+
+// refusals counts the keys a side refused (replica.Refused) during one
+// exchange, and keeps the first refusal.
+type refusals struct {
+	first error
+	n     int
+}
+
+func (r *refusals) add(err error) {
+	r.first = cmp.Or(r.first, err)
+	r.n++
+}
+
+// repairBuckets repairs, both ways, the keys of some buckets that differ
+// between this node and peer, and returns how many keys changed locally.
+func (a *AntiEntropy) repairBuckets(ctx context.Context, t target, loc replica.Loc, peer string, crossDC, push bool, res *result, diff []int, rf *refusals) (int, error) {
 	mine, err := a.cfg.Store.BucketDigests(loc, diff)
 	if err != nil {
 		return 0, err
@@ -718,14 +760,7 @@ func (a *AntiEntropy) withPeerLeaves(ctx context.Context, t target, loc replica.
 	changed := 0
 	// A key one side refuses (replica.Refused: a version too far ahead
 	// of its clock, or over a hard limit) does not hold up the rest of
-	// the partition; the round still fails, with the first.
-	var refused error
-	nRefused := 0
-	defer func() {
-		if refused != nil && err == nil {
-			err = fmt.Errorf("%d key(s) refused, the rest repaired: %w", nRefused, refused)
-		}
-	}()
+	// the partition; the round still fails, with the first (rf).
 	for _, key := range differ {
 		if err := a.keys.wait(ctx, 1); err != nil {
 			return changed, err
@@ -747,8 +782,7 @@ func (a *AntiEntropy) withPeerLeaves(ctx context.Context, t target, loc replica.
 		if !remoteSet.IsEmpty() && !before.Descends(remoteSet) {
 			if err := a.cfg.Merge.MergeLocal(t.ks.Name, key, remoteSet); err != nil {
 				if replica.Refused(err) {
-					refused = cmp.Or(refused, fmt.Errorf("merge %q: %w", key, err))
-					nRefused++
+					rf.add(fmt.Errorf("merge %q: %w", key, err))
 					continue
 				}
 				return changed, fmt.Errorf("merge %q: %w", key, err)
@@ -770,8 +804,7 @@ func (a *AntiEntropy) withPeerLeaves(ctx context.Context, t target, loc replica.
 			err := a.cfg.Peers.Write(cctx, peer, &internalv1.WriteRequest{Keyspace: t.ks.Name, Key: key, Set: enc, Sync: false})
 			cancel()
 			if replica.Refused(err) {
-				refused = cmp.Or(refused, fmt.Errorf("push %q: %w", key, err))
-				nRefused++
+				rf.add(fmt.Errorf("push %q: %w", key, err))
 			} else if err != nil {
 				return changed, fmt.Errorf("push %q: %w", key, err)
 			}

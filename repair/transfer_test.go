@@ -1106,6 +1106,56 @@ func TestExchangeIgnoresKeysOfAnotherPartition(t *testing.T) {
 	}
 }
 
+// bucketCountingNet is exchangeNet recording how many buckets each
+// BucketDigests call asks for.
+type bucketCountingNet struct {
+	*exchangeNet
+	asked *[]int
+}
+
+func (n bucketCountingNet) BucketDigests(ctx context.Context, node string, req *internalv1.BucketDigestsRequest) (*internalv1.BucketDigestsResponse, error) {
+	*n.asked = append(*n.asked, len(req.GetBuckets()))
+	return n.exchangeNet.BucketDigests(ctx, node, req)
+}
+
+// TestExchangeAsksForBucketsAFewAtATime: a replica that differs in most
+// buckets of a partition (one restarted empty) is asked for their keys in
+// calls of at most bucketsPerCall buckets, not one reply listing the
+// whole partition, and every key is repaired.
+func TestExchangeAsksForBucketsAFewAtATime(t *testing.T) {
+	n := exchangeCluster(t, 2, "n1", "n2")
+	const p = 6
+	keys := n.keysIn(p, 2000) // most of the 256 buckets
+	for _, key := range keys {
+		n.put(t, "n2", key, version.Value{Bytes: []byte("v")})
+	}
+	var asked []int
+	ae, err := NewAntiEntropy(AntiEntropyConfig{Self: "n1", DC: "dc1", Store: n.stores["n1"], Peers: bucketCountingNet{n, &asked}, Merge: netMerger{n, "n1"},
+		Routing: aliveSet{"n1": true, "n2": true}, Topology: func() *membership.Topology { return n.topo }, TombstoneGrace: time.Hour,
+		KeysPerSecond: 1e9, BytesPerSecond: 1e12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ae.RunNow(context.Background(), "ks", p, nil); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, b := range asked {
+		if b > bucketsPerCall {
+			t.Fatalf("a call asked for %d buckets, over %d (calls: %v)", b, bucketsPerCall, asked)
+		}
+		total += b
+	}
+	if total < 200 || len(asked) < 200/bucketsPerCall {
+		t.Fatalf("%d calls for %d buckets, want most of the 256 buckets asked for in calls of at most %d", len(asked), total, bucketsPerCall)
+	}
+	for _, key := range keys {
+		if set, _ := n.stores["n1"].Get(n.loc("ks", key), key); set.IsEmpty() {
+			t.Fatalf("key %q not repaired", key)
+		}
+	}
+}
+
 // TestManyTombstonesCollectedInBatches: after a mass delete a partition's
 // tombstones (more than one request may carry) go to the other replica in
 // bounded requests, and every one is collected on both.
