@@ -101,9 +101,9 @@ func (l *liveness) setOnUp(f func(id string, back bool)) {
 	l.onUp = f
 }
 
-// forgetExcept drops what gossip said of nodes that are no longer members
-// (a removed node's last list of hint targets would otherwise keep those
-// targets from counting toward R for good).
+// forgetExcept drops what gossip (and failed calls) said of nodes that are
+// no longer members (a removed node's last list of hint targets would
+// otherwise keep those targets from counting toward R for good).
 func (l *liveness) forgetExcept(member func(id string) bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -113,6 +113,25 @@ func (l *liveness) forgetExcept(member func(id string) bool) {
 			delete(l.mu.hintsFor, id)
 			delete(l.mu.holderDC, id)
 			changed = true
+		}
+	}
+	// The rest of what gossip said of former members goes too, so that
+	// these maps hold members (and nodes gossiping now), not every node
+	// ever seen.
+	for id := range l.mu.down {
+		if !member(id) {
+			delete(l.mu.down, id)
+		}
+	}
+	for id := range l.mu.failedUntil {
+		if !member(id) {
+			delete(l.mu.failedUntil, id)
+		}
+	}
+	for id := range l.mu.diskLow {
+		if !member(id) {
+			delete(l.mu.diskLow, id)
+			l.lowOnDisk.Add(-1)
 		}
 	}
 	if changed {

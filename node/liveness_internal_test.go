@@ -147,3 +147,23 @@ func TestDiskLowFollowsGossip(t *testing.T) {
 		}
 	}
 }
+
+// TestForgetExceptDropsFormerMembers: what gossip and failed calls said of
+// a node that left the topology is dropped, so the maps hold members, not
+// every node ever seen; the low-disk count follows.
+func TestForgetExceptDropsFormerMembers(t *testing.T) {
+	l := newLiveness(time.Now)
+	l.MemberChanged(membership.Member{Meta: membership.Meta{ID: "gone", DC: "dc1", DiskLow: true}, State: membership.StateAlive})
+	l.MemberChanged(membership.Member{Meta: membership.Meta{ID: "dead", DC: "dc1"}, State: membership.StateDead})
+	l.MemberChanged(membership.Member{Meta: membership.Meta{ID: "n1", DC: "dc1", DiskLow: true}, State: membership.StateAlive})
+	if !l.DiskLow("gone") || !l.DiskLow("n1") || l.Alive("dead") {
+		t.Fatal("gossip not recorded")
+	}
+	l.forgetExcept(func(id string) bool { return id == "n1" })
+	l.mu.RLock()
+	down, low := len(l.mu.down), len(l.mu.diskLow)
+	l.mu.RUnlock()
+	if down != 1 || low != 1 || l.lowOnDisk.Load() != 1 || l.DiskLow("gone") || !l.DiskLow("n1") {
+		t.Fatalf("after forgetting former members: %d down entries, %d low on disk (count %d); want only n1's", down, low, l.lowOnDisk.Load())
+	}
+}
