@@ -71,11 +71,12 @@ func listen(name, addr string, given net.Listener) (net.Listener, error) {
 // newGRPCServer applies the options every listener shares, plus extra.
 // traceRoots: RPCs without a caller's trace may start one (the client and
 // admin listeners; replica calls only join their request's trace).
-func (n *Node) newGRPCServer(opts Options, maxMsg int, traceRoots bool, extra ...grpc.ServerOption) *grpc.Server {
+// maxRecv bounds what callers send; maxSend what the node answers.
+func (n *Node) newGRPCServer(opts Options, maxRecv, maxSend int, traceRoots bool, extra ...grpc.ServerOption) *grpc.Server {
 	return grpc.NewServer(append(append(extra,
 		grpc.MaxConcurrentStreams(n.cfg.MaxConcurrentStreams),
-		grpc.MaxRecvMsgSize(maxMsg),
-		grpc.MaxSendMsgSize(maxMsg),
+		grpc.MaxRecvMsgSize(maxRecv),
+		grpc.MaxSendMsgSize(maxSend),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		// Hygiene: a connection must finish its handshake quickly, idle
 		// ones are closed, old ones are recycled (so load rebalances and
@@ -111,9 +112,20 @@ func (n *Node) buildServers(opts Options) error {
 	n.health = health.NewServer()
 	// Client messages: the largest value plus room for the rest.
 	clientMax := n.cfg.MaxValueSize + 1<<20
+	// Admin answers (a plan, a transition's status, repair status: an
+	// entry per partition per keyspace, megabytes with 65,536 partitions)
+	// are made by the node, not sized by what a caller sent, and the CLI
+	// takes up to transport.MaxMessageSize: a small max-value-size must
+	// not make them RESOURCE_EXHAUSTED. When the admin service shares the
+	// client listener, that listener answers up to the same.
+	adminSend := max(clientMax, transport.MaxMessageSize)
+	clientSend := clientMax
+	if n.cfg.AdminAddr == SharedAdmin {
+		clientSend = adminSend
+	}
 	z := newAuthorizer(n.cfg.Auth, n.cfg.Insecure, clientCertName)
 	authOpts := []grpc.ServerOption{n.sec.clientServer(), grpc.ChainUnaryInterceptor(z.unary), grpc.ChainStreamInterceptor(z.stream)}
-	client := &server{name: "client", lis: newCapListener(lis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, clientMax, true, authOpts...)}
+	client := &server{name: "client", lis: newCapListener(lis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, clientMax, clientSend, true, authOpts...)}
 	kvv1.RegisterKVServer(client.srv, &kvServer{n: n, z: z, maxMsg: clientMax})
 	internalv1.RegisterDiscoveryServer(client.srv, &discoveryServer{n: n})
 	healthpb.RegisterHealthServer(client.srv, n.health)
@@ -123,7 +135,7 @@ func (n *Node) buildServers(opts Options) error {
 	if err != nil {
 		return err
 	}
-	peer := &server{name: "peer", lis: newCapListener(plis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, transport.MaxMessageSize, false, n.sec.peerServer(), grpc.ChainUnaryInterceptor(n.checkPeer), grpc.ChainStreamInterceptor(n.checkPeerStream))}
+	peer := &server{name: "peer", lis: newCapListener(plis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, transport.MaxMessageSize, transport.MaxMessageSize, false, n.sec.peerServer(), grpc.ChainUnaryInterceptor(n.checkPeer), grpc.ChainStreamInterceptor(n.checkPeerStream))}
 	internalv1.RegisterReplicaServer(peer.srv, &replicaServer{n: n})
 	internalv1.RegisterMetaServer(peer.srv, &metaServer{n: n})
 	healthpb.RegisterHealthServer(peer.srv, n.health)
@@ -139,7 +151,7 @@ func (n *Node) buildServers(opts Options) error {
 		if err != nil {
 			return err
 		}
-		admin = &server{name: "admin", lis: newCapListener(alis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, clientMax, true, authOpts...)}
+		admin = &server{name: "admin", lis: newCapListener(alis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, clientMax, adminSend, true, authOpts...)}
 		healthpb.RegisterHealthServer(admin.srv, n.health)
 		n.servers = append(n.servers, admin)
 	}
