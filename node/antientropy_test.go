@@ -145,7 +145,7 @@ func TestTombstonesCollectedOnlyWhenEveryReplicaHoldsThem(t *testing.T) {
 		Configure: func(c *node.Config) {
 			c.AntiEntropyPeriod = time.Hour
 			c.TombstoneGrace = 50 * time.Millisecond
-			off := int64(0)
+			off := node.Bytes(0)
 			c.MaxHintBytes = &off // hints off: only anti-entropy can carry the delete
 		}})
 	n1, n3 := l.Node("n1"), l.Node("n3")
@@ -212,7 +212,7 @@ func TestHintCapThenRepair(t *testing.T) {
 	capBytes := int64(4 << 10)
 	l := startCluster(t, node.LocalSpec{NodesPerDC: 3, Engine: "memory", Partitions: 16,
 		Configure: func(c *node.Config) {
-			c.MaxHintBytes = &capBytes
+			c.MaxHintBytes = new(node.Bytes(capBytes))
 			c.AntiEntropyPeriod = 2 * time.Second
 		}})
 	n1 := l.Node("n1")

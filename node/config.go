@@ -74,8 +74,9 @@ type Config struct {
 	// 3h; 0 turns hints off).
 	HintWindow *time.Duration `yaml:"hint-window"`
 	// MaxHintBytes bounds the hints held per target node (nil: 64 MiB; 0
-	// turns hints off).
-	MaxHintBytes *int64 `yaml:"max-hint-bytes"`
+	// turns hints off). In YAML, like every Bytes key, an integer or a
+	// size with a unit such as 64MiB.
+	MaxHintBytes *Bytes `yaml:"max-hint-bytes"`
 	// AntiEntropyPeriod: every partition is verified against every other
 	// replica at least this often (default 10m).
 	AntiEntropyPeriod time.Duration `yaml:"anti-entropy-period"`
@@ -109,7 +110,7 @@ type Config struct {
 	// refuses writes of data (RESOURCE_EXHAUSTED, reason DISK_LOW) while
 	// still serving reads, until free space is a tenth above it again
 	// (nil: 256 MiB; 0 turns the check off).
-	MinFreeDisk *int64 `yaml:"min-free-disk"`
+	MinFreeDisk *Bytes `yaml:"min-free-disk"`
 	// SnapshotInterval, when positive, has the node take a snapshot of its
 	// data (as 'meridian snapshot create' does) at every multiple of it,
 	// named auto-<time>, keeping the newest SnapshotKeep of them (default
@@ -128,7 +129,7 @@ type Config struct {
 	// RowCacheSize bounds the cache of recently read and written sibling
 	// sets that lets reads and writes of hot keys skip the storage engine
 	// (nil: 32 MiB; 0 turns it off).
-	RowCacheSize *int64 `yaml:"row-cache-size"`
+	RowCacheSize *Bytes `yaml:"row-cache-size"`
 	// MaxConnections caps open connections per listener; more are closed
 	// at once (default 4096).
 	MaxConnections int `yaml:"max-connections"`

@@ -129,7 +129,7 @@ func TestPeerCallBounds(t *testing.T) {
 		}
 	}
 	cfg := soloConfig(t, "n1", "127.0.0.1:7001", t.TempDir())
-	cfg.RowCacheSize = new(int64(-1))
+	cfg.RowCacheSize = new(node.Bytes(-1))
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "row-cache-size -1 is negative") {
 		t.Errorf("row-cache-size -1: %v, want it refused", err)
 	}

@@ -141,7 +141,7 @@ func (g *diskGuard) refused() error {
 func newDiskGuard(cfg Config, opts Options, log *slog.Logger) *diskGuard {
 	min := int64(DefaultMinFreeDisk)
 	if cfg.MinFreeDisk != nil {
-		min = *cfg.MinFreeDisk
+		min = int64(*cfg.MinFreeDisk)
 	}
 	if cfg.Engine == "memory" || min <= 0 {
 		return nil

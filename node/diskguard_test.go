@@ -144,7 +144,7 @@ func gossipsDiskLow(n *node.Node, id string) bool {
 // the node serves, so its first write is already refused.
 func TestNodeStartedOnFullDiskRefusesAtOnce(t *testing.T) {
 	vols := &fakeVolumes{free: map[string]uint64{"n1": 1 << 20}}
-	min := int64(64 << 20)
+	min := node.Bytes(64 << 20)
 	l := startCluster(t, node.LocalSpec{NodesPerDC: 1, Options: node.Options{DiskSpace: vols.space, DiskCheckInterval: time.Hour},
 		Configure: func(c *node.Config) { c.MinFreeDisk = &min }})
 	n := l.Nodes()[0]

@@ -49,7 +49,7 @@ func newHintTracker(store *replica.Store, cfg Config, now func() time.Time, metr
 		lc.Off = lc.Off || *cfg.HintWindow == 0
 	}
 	if cfg.MaxHintBytes != nil {
-		lc.MaxBytes = *cfg.MaxHintBytes
+		lc.MaxBytes = int64(*cfg.MaxHintBytes)
 		lc.Off = lc.Off || *cfg.MaxHintBytes == 0
 	}
 	var err error

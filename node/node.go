@@ -586,14 +586,14 @@ func (n *Node) storageStats() map[string]float64 {
 
 // rowCacheSize maps the config's row-cache-size (nil: default, 0: off)
 // onto replica.Options.RowCacheSize (0: default, negative: off).
-func rowCacheSize(size *int64) int64 {
+func rowCacheSize(size *Bytes) int64 {
 	switch {
 	case size == nil:
 		return 0
 	case *size == 0:
 		return -1
 	default:
-		return *size
+		return int64(*size)
 	}
 }
 

@@ -80,6 +80,54 @@ keyspaces:
 	}
 }
 
+// TestConfigByteSizes: the config file takes byte sizes as the flags do,
+// a plain integer or a size with a unit, and refuses a bad one naming its
+// key.
+func TestConfigByteSizes(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "node.yaml")
+	resolve := func(yaml string) (node.Config, error) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte("id: n1\ngrpc-addr: 127.0.0.1:7001\ninitial-cluster: n1=127.0.0.1:7001\nengine: memory\ninsecure: true\ncluster-secret-file: s\n"+yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var cfg node.Config
+		var sf serveFlags
+		cmd := newServeCmdFor(&cfg, &sf)
+		if err := cmd.Flags().Parse([]string{"--config", file}); err != nil {
+			t.Fatal(err)
+		}
+		err := resolveConfig(cmd.Flags(), &cfg, &sf)
+		return cfg, err
+	}
+	cfg, err := resolve("min-free-disk: 1GiB\nrow-cache-size: 64MiB\nmax-hint-bytes: 1048576\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		key  string
+		got  *node.Bytes
+		want int64
+	}{{"min-free-disk", cfg.MinFreeDisk, 1 << 30}, {"row-cache-size", cfg.RowCacheSize, 64 << 20}, {"max-hint-bytes", cfg.MaxHintBytes, 1 << 20}} {
+		if c.got == nil || int64(*c.got) != c.want {
+			t.Errorf("%s = %v, want %d", c.key, c.got, c.want)
+		}
+	}
+	// 0 (off) and unset (the default) stay apart; a quoted integer is a size.
+	if cfg, err = resolve("max-hint-bytes: 0\nrow-cache-size: \"2KB\"\n"); err != nil || cfg.MaxHintBytes == nil || *cfg.MaxHintBytes != 0 || cfg.MinFreeDisk != nil || *cfg.RowCacheSize != 2000 {
+		t.Fatalf("max-hint-bytes 0, row-cache-size 2KB, min-free-disk unset: %v %v %v %v", cfg.MaxHintBytes, cfg.RowCacheSize, cfg.MinFreeDisk, err)
+	}
+	for _, c := range []struct{ yaml, want string }{
+		{"min-free-disk: 1Gib\n", `min-free-disk: line 7: "1Gib" is not a size`},
+		{"row-cache-size: -5MiB\n", `row-cache-size: line 7: "-5MiB" is not a size`},
+		{"max-hint-bytes: [1]\n", "max-hint-bytes: line 7: want a size"},
+		{"row-cache-size: -1\n", "row-cache-size -1 is negative"},
+	} {
+		if _, err := resolve(c.yaml); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want an error with %q", c.yaml, err, c.want)
+		}
+	}
+}
+
 // yamlOnlyKeys are the config file's keys with no flag: structured values
 // a flag could not spell (README says they come from the file).
 var yamlOnlyKeys = map[string]bool{"keyspaces": true, "auth": true}

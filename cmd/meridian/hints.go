@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
+	"github.com/meridiankv/meridian/node"
 )
 
 func newHintsCmd() *cobra.Command {
@@ -127,13 +127,13 @@ func (optDuration) Type() string { return "duration" }
 
 // optBytes is a flag for a byte size (256MiB, 1GiB, 1000000) where unset
 // (nil) and 0 differ.
-type optBytes struct{ p **int64 }
+type optBytes struct{ p **node.Bytes }
 
 func (o optBytes) String() string {
 	if o.p == nil || *o.p == nil {
 		return ""
 	}
-	return strconv.FormatInt(**o.p, 10)
+	return strconv.FormatInt(int64(**o.p), 10)
 }
 
 func (o optBytes) Set(s string) error {
@@ -141,26 +141,12 @@ func (o optBytes) Set(s string) error {
 	if err != nil {
 		return err
 	}
-	*o.p = &n
+	*o.p = new(node.Bytes(n))
 	return nil
 }
 
 func (optBytes) Type() string { return "bytes" }
 
-func parseBytes(s string) (int64, error) {
-	num, mult := strings.TrimSpace(s), int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}} {
-		if strings.HasSuffix(num, u.suffix) {
-			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
-		return 0, fmt.Errorf("%q is not a size: want bytes such as 268435456, 256MiB or 1GiB", s)
-	}
-	return n * mult, nil
-}
+// parseBytes reads a size such as 268435456, 256MiB or 1GiB (as the
+// config file does).
+func parseBytes(s string) (int64, error) { return node.ParseBytes(s) }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -166,6 +167,12 @@ func resolveConfig(fs *pflag.FlagSet, cfg *node.Config, sf *serveFlags) error {
 		dec := yaml.NewDecoder(strings.NewReader(string(raw)))
 		dec.KnownFields(true)
 		if err := dec.Decode(&fc); err != nil {
+			var be *node.BytesError
+			if errors.As(err, &be) {
+				if key := yamlKeyAt(raw, be.Line, be.Column); key != "" {
+					return fmt.Errorf("config file %s: %s: %w", sf.config, key, err)
+				}
+			}
 			return fmt.Errorf("config file %s: %w", sf.config, err)
 		}
 		*cfg = fc.Config
@@ -203,6 +210,41 @@ func resolveConfig(fs *pflag.FlagSet, cfg *node.Config, sf *serveFlags) error {
 		}
 	}
 	return cfg.Validate()
+}
+
+// yamlKeyAt names the key (dotted, from the top) whose value is at line
+// and column of the YAML document raw: "" if none is.
+func yamlKeyAt(raw []byte, line, column int) string {
+	var doc yaml.Node
+	if yaml.Unmarshal(raw, &doc) != nil {
+		return ""
+	}
+	var find func(n *yaml.Node, path string) string
+	find = func(n *yaml.Node, path string) string {
+		switch n.Kind {
+		case yaml.DocumentNode, yaml.SequenceNode:
+			for _, c := range n.Content {
+				if k := find(c, path); k != "" {
+					return k
+				}
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				key, val := n.Content[i].Value, n.Content[i+1]
+				if path != "" {
+					key = path + "." + key
+				}
+				if val.Line == line && val.Column == column {
+					return key
+				}
+				if k := find(val, key); k != "" {
+					return k
+				}
+			}
+		}
+		return ""
+	}
+	return find(&doc, "")
 }
 
 func envName(flag string) string {
