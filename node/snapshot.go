@@ -285,7 +285,7 @@ var ErrSnapshotTooOld = errors.New("snapshot older than the tombstone grace")
 // tombstones older than grace may have been collected on the other
 // replicas, so a single node restored from it could bring deleted keys
 // back (restoring every node from snapshots taken together is safe).
-func RestoreSnapshot(dataDir, name string, now time.Time, grace time.Duration, force bool) (RestoreResult, error) {
+func RestoreSnapshot(dataDir, name string, now time.Time, grace time.Duration, force bool, opts ...RestoreOption) (RestoreResult, error) {
 	if err := CheckSnapshotName(name); err != nil {
 		return RestoreResult{}, errors.New(status.Convert(err).Message())
 	}
@@ -293,7 +293,35 @@ func RestoreSnapshot(dataDir, name string, now time.Time, grace time.Duration, f
 	if _, err := os.Stat(filepath.Join(dir, snapshotInfoFile)); errors.Is(err, fs.ErrNotExist) {
 		return RestoreResult{}, fmt.Errorf("%s has no snapshot %q: %s", dataDir, name, SnapshotsHint(dataDir))
 	}
-	return RestoreSnapshotFrom(dataDir, dir, now, grace, force)
+	return RestoreSnapshotFrom(dataDir, dir, now, grace, force, opts...)
+}
+
+// CopyProgress is how far a restore is in copying the snapshot's files
+// into the data directory.
+type CopyProgress struct {
+	// Files and Bytes are in place, of TotalFiles and TotalBytes.
+	Files, TotalFiles int
+	Bytes, TotalBytes int64
+	// Linked files were hard-linked (the snapshot is on the data
+	// directory's filesystem), not copied.
+	Linked int
+	// Done: the last report, every file in place.
+	Done bool
+}
+
+// A RestoreOption changes how a restore runs.
+type RestoreOption func(*restoreOptions)
+
+type restoreOptions struct {
+	progress func(CopyProgress)
+}
+
+// WithCopyProgress has a restore report its copy of the snapshot's files
+// to fn: after each file and each MiB copied, and once at the end, with
+// Done. A snapshot on another filesystem (a backup volume) is copied
+// whole, which can take long. fn runs on the restoring goroutine.
+func WithCopyProgress(fn func(CopyProgress)) RestoreOption {
+	return func(o *restoreOptions) { o.progress = fn }
 }
 
 // SnapshotsHint says which snapshots a stopped node's data directory
@@ -321,7 +349,11 @@ func SnapshotsHint(dataDir string) string {
 // SNAPSHOT.json and data/). A data directory that does not exist yet is
 // created and given the snapshot's node ID, so only that node starts on
 // it; one that belongs to another node is refused.
-func RestoreSnapshotFrom(dataDir, snapDir string, now time.Time, grace time.Duration, force bool) (RestoreResult, error) {
+func RestoreSnapshotFrom(dataDir, snapDir string, now time.Time, grace time.Duration, force bool, opts ...RestoreOption) (RestoreResult, error) {
+	var o restoreOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	snap, err := readSnapshotInfo(snapDir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return RestoreResult{}, fmt.Errorf("%s is not a snapshot: it has no %s (a snapshot is a directory under a node's <data-dir>/snapshots/, copied whole)", snapDir, snapshotInfoFile)
@@ -357,19 +389,19 @@ func RestoreSnapshotFrom(dataDir, snapDir string, now time.Time, grace time.Dura
 		if err := os.MkdirAll(dataDir, 0o755); err != nil {
 			return RestoreResult{}, err
 		}
-		res, err := restoreInto(dataDir, snap, now, hasLog, mark != nil)
+		res, err := restoreInto(dataDir, snap, now, hasLog, mark != nil, o)
 		if err != nil {
 			os.RemoveAll(dataDir)
 		}
 		return res, err
 	}
-	return restoreInto(dataDir, snap, now, hasLog, mark != nil)
+	return restoreInto(dataDir, snap, now, hasLog, mark != nil, o)
 }
 
 // restoreInto puts snapshot snap in place of dataDir's data, then records
 // its node ID (if the directory has none) and, on a node with no metadata
 // log or one restored before (marked), the restore mark.
-func restoreInto(dataDir string, snap SnapshotInfo, now time.Time, hasLog, marked bool) (RestoreResult, error) {
+func restoreInto(dataDir string, snap SnapshotInfo, now time.Time, hasLog, marked bool, o restoreOptions) (RestoreResult, error) {
 	data := filepath.Join(dataDir, "data")
 	_, err := os.Stat(data)
 	hadData := err == nil
@@ -387,7 +419,7 @@ func restoreInto(dataDir string, snap SnapshotInfo, now time.Time, hasLog, marke
 	if err := os.RemoveAll(staged); err != nil {
 		return RestoreResult{}, err
 	}
-	if err := copyTree(filepath.Join(snap.Dir, "data"), staged); err != nil {
+	if err := copyTree(filepath.Join(snap.Dir, "data"), staged, o.progress); err != nil {
 		os.RemoveAll(staged)
 		return RestoreResult{}, fmt.Errorf("copy the snapshot: %w", err)
 	}
@@ -427,9 +459,33 @@ func restoreInto(dataDir string, snap SnapshotInfo, now time.Time, hasLog, marke
 
 // copyTree copies the files of src into a new dst, hard-linking where the
 // filesystem allows (Pebble never modifies a table or a closed file in
-// place), copying otherwise, and syncs them.
-func copyTree(src, dst string) error {
-	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+// place), copying otherwise, and syncs them. progress, if not nil, hears
+// how far it is (see WithCopyProgress).
+func copyTree(src, dst string, progress func(CopyProgress)) error {
+	var p CopyProgress
+	report := func() {
+		if progress != nil {
+			progress(p)
+		}
+	}
+	if progress != nil {
+		err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || d.Name() == "LOCK" {
+				return err
+			}
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			p.TotalFiles++
+			p.TotalBytes += fi.Size()
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -446,14 +502,40 @@ func copyTree(src, dst string) error {
 		}
 		if strings.HasSuffix(d.Name(), ".sst") || strings.HasSuffix(d.Name(), ".blob") {
 			if err := os.Link(path, to); err == nil {
+				if fi, err := d.Info(); err == nil {
+					p.Bytes += fi.Size()
+				}
+				p.Files++
+				p.Linked++
+				report()
 				return nil
 			}
 		}
-		return copyFile(path, to)
+		var w func(int)
+		if progress != nil {
+			w = func(n int) {
+				p.Bytes += int64(n)
+				report()
+			}
+		}
+		if err := copyFile(path, to, w); err != nil {
+			return err
+		}
+		p.Files++
+		report()
+		return nil
 	})
+	if err != nil {
+		return err
+	}
+	p.Done = true
+	report()
+	return nil
 }
 
-func copyFile(src, dst string) error {
+// copyFile copies src into a new file dst and syncs it; wrote, if not
+// nil, hears each chunk written (at most 1 MiB).
+func copyFile(src, dst string, wrote func(int)) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
@@ -463,7 +545,13 @@ func copyFile(src, dst string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(out, in); err != nil {
+	if wrote != nil {
+		// In chunks of 1 MiB (the plain reader hides os.File's WriteTo).
+		_, err = io.CopyBuffer(&countingWriter{w: out, wrote: wrote}, struct{ io.Reader }{in}, make([]byte, 1<<20))
+	} else {
+		_, err = io.Copy(out, in)
+	}
+	if err != nil {
 		out.Close()
 		return err
 	}
@@ -472,4 +560,16 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// countingWriter tells wrote how much each write wrote.
+type countingWriter struct {
+	w     io.Writer
+	wrote func(int)
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.wrote(n)
+	return n, err
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -72,30 +73,36 @@ func (s *Server) ClusterPlanShow(ctx context.Context, req *adminv1.ClusterPlanSh
 	if err != nil {
 		return nil, err
 	}
-	plan, err := s.planView(ctx, st, req.GetSizes())
+	plan, unsized, err := s.planView(ctx, st, req.GetSizes())
 	if err != nil {
 		return nil, err
 	}
+	plan.UnsizedMoves = uint32(unsized)
 	return &adminv1.ClusterPlanResponse{Plan: plan}, nil
 }
 
+// PlanSizesTimeout bounds the size queries of a plan shown with its sizes
+// (ClusterPlanShow sizes): one per keyspace and source node, all at once.
+const PlanSizesTimeout = 30 * time.Second
+
 // planView lists, per keyspace and partition, the preference lists
-// before and after the pending plan.
-func (s *Server) planView(ctx context.Context, st *membership.MetaState, sizes bool) (*adminv1.Plan, error) {
+// before and after the pending plan; with sizes, their bytes, and how
+// many moves could not be sized.
+func (s *Server) planView(ctx context.Context, st *membership.MetaState, sizes bool) (*adminv1.Plan, int, error) {
 	out := &adminv1.Plan{Epoch: st.Epoch}
 	for _, o := range st.Plan {
 		out.Ops = append(out.Ops, planOpProto(o))
 	}
 	if len(st.Plan) == 0 {
-		return out, nil
+		return out, 0, nil
 	}
 	next, err := st.PlanRing(st.Plan)
 	if err != nil {
-		return nil, status.Errorf(codes.FailedPrecondition, "the pending plan no longer fits: %v (clear it with `meridian cluster plan clear`)", err)
+		return nil, 0, status.Errorf(codes.FailedPrecondition, "the pending plan no longer fits: %v (clear it with `meridian cluster plan clear`)", err)
 	}
 	cur, err := placement.FromState(*st.Ring)
 	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+		return nil, 0, status.Error(codes.Internal, err.Error())
 	}
 	changed := map[int]bool{}
 	names := make([]string, 0, len(st.Keyspaces))
@@ -108,7 +115,7 @@ func (s *Server) planView(ctx context.Context, st *membership.MetaState, sizes b
 		ot, err1 := cur.Table(repl)
 		nt, err2 := next.Table(repl)
 		if err1 != nil || err2 != nil {
-			return nil, status.Errorf(codes.FailedPrecondition, "keyspace %s: %v %v", name, err1, err2)
+			return nil, 0, status.Errorf(codes.FailedPrecondition, "keyspace %s: %v %v", name, err1, err2)
 		}
 		for _, p := range placement.Changed(ot, nt) {
 			changed[p] = true
@@ -116,13 +123,14 @@ func (s *Server) planView(ctx context.Context, st *membership.MetaState, sizes b
 		}
 	}
 	out.PartitionsChanged = uint32(len(changed))
+	unsized := 0
 	if sizes {
-		s.sizeMoves(ctx, out.Moves)
+		unsized = s.sizeMoves(ctx, out.Moves)
 		for _, m := range out.Moves {
 			out.BytesToMove += m.Bytes
 		}
 	}
-	return out, nil
+	return out, unsized, nil
 }
 
 func ids(reps []placement.Replica) []string {
@@ -134,8 +142,9 @@ func ids(reps []placement.Replica) []string {
 }
 
 // sizeMoves estimates each move's bytes: the partition's size on one
-// current replica times the replicas that must receive it.
-func (s *Server) sizeMoves(ctx context.Context, moves []*adminv1.PlanMove) {
+// current replica times the replicas that must receive it. It returns
+// how many moves it could not size (left at 0 bytes).
+func (s *Server) sizeMoves(ctx context.Context, moves []*adminv1.PlanMove) int {
 	type ask struct {
 		keyspace string
 		node     string
@@ -151,23 +160,28 @@ func (s *Server) sizeMoves(ctx context.Context, moves []*adminv1.PlanMove) {
 		}
 		byAsk[ask{m.Keyspace, src}] = append(byAsk[ask{m.Keyspace, src}], m)
 	}
-	var wg sync.WaitGroup
+	var (
+		wg      sync.WaitGroup
+		unsized atomic.Int64
+	)
 	for a, ms := range byAsk {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			conn, err := s.n.PeerConn(a.node)
 			if err != nil {
+				unsized.Add(int64(len(ms)))
 				return
 			}
 			req := &internalv1.PartitionSizesRequest{Keyspace: a.keyspace}
 			for _, m := range ms {
 				req.Partitions = append(req.Partitions, m.Partition)
 			}
-			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			cctx, cancel := context.WithTimeout(ctx, PlanSizesTimeout)
 			defer cancel()
 			resp, err := internalv1.NewReplicaClient(conn).PartitionSizes(cctx, req)
 			if err != nil || len(resp.GetBytes()) != len(ms) {
+				unsized.Add(int64(len(ms)))
 				return
 			}
 			for i, m := range ms {
@@ -182,6 +196,7 @@ func (s *Server) sizeMoves(ctx context.Context, moves []*adminv1.PlanMove) {
 		}()
 	}
 	wg.Wait()
+	return int(unsized.Load())
 }
 
 // ClusterPlanClear drops the pending plan.
@@ -262,7 +277,7 @@ func (s *Server) ClusterStatus(ctx context.Context, _ *adminv1.ClusterStatusRequ
 		resp.Nodes = append(resp.Nodes, s.nodeProto(info))
 	}
 	if len(st.Plan) > 0 {
-		if plan, err := s.planView(ctx, st, false); err == nil {
+		if plan, _, err := s.planView(ctx, st, false); err == nil {
 			resp.Pending = plan
 		}
 	}

@@ -15,9 +15,10 @@ import (
 	"github.com/meridiankv/meridian/node"
 )
 
-// snapshotCallTimeout bounds each node's part of a snapshot call: a
-// checkpoint flushes the WAL and links every table.
-const snapshotCallTimeout = time.Minute
+// SnapshotCallTimeout bounds each node's part of a snapshot call (create,
+// list, delete), the nodes asked at once: a checkpoint flushes the WAL and
+// links every table.
+const SnapshotCallTimeout = time.Minute
 
 func snapshotProto(s node.SnapshotInfo) *adminv1.Snapshot {
 	return &adminv1.Snapshot{Node: s.Node, Name: s.Name, Dir: s.Dir, CreatedUnixMs: s.Created.UnixMilli(), Epoch: s.Epoch, Bytes: s.Bytes}
@@ -41,7 +42,7 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *adminv1.CreateSnapshot
 		return nil, err
 	}
 	local := &adminv1.CreateSnapshotRequest{Name: name, LocalOnly: true}
-	out := fanOut(ctx, s.n, snapshotCallTimeout, func() (*adminv1.CreateSnapshotResponse, error) { return s.CreateSnapshot(ctx, local) },
+	out := fanOut(ctx, s.n, SnapshotCallTimeout, func() (*adminv1.CreateSnapshotResponse, error) { return s.CreateSnapshot(ctx, local) },
 		func(ctx context.Context, c adminv1.AdminClient) (*adminv1.CreateSnapshotResponse, error) {
 			return c.CreateSnapshot(ctx, local)
 		})
@@ -69,7 +70,7 @@ func (s *Server) ListSnapshots(ctx context.Context, req *adminv1.ListSnapshotsRe
 		return resp, nil
 	}
 	local := &adminv1.ListSnapshotsRequest{LocalOnly: true}
-	out := fanOut(ctx, s.n, snapshotCallTimeout, func() (*adminv1.ListSnapshotsResponse, error) { return s.ListSnapshots(ctx, local) },
+	out := fanOut(ctx, s.n, SnapshotCallTimeout, func() (*adminv1.ListSnapshotsResponse, error) { return s.ListSnapshots(ctx, local) },
 		func(ctx context.Context, c adminv1.AdminClient) (*adminv1.ListSnapshotsResponse, error) {
 			return c.ListSnapshots(ctx, local)
 		})
@@ -96,7 +97,7 @@ func (s *Server) DeleteSnapshot(ctx context.Context, req *adminv1.DeleteSnapshot
 		return &adminv1.DeleteSnapshotResponse{Deleted: []string{s.n.ID()}}, nil
 	}
 	local := &adminv1.DeleteSnapshotRequest{Name: req.GetName(), LocalOnly: true}
-	out := fanOut(ctx, s.n, snapshotCallTimeout, func() (*adminv1.DeleteSnapshotResponse, error) { return s.DeleteSnapshot(ctx, local) },
+	out := fanOut(ctx, s.n, SnapshotCallTimeout, func() (*adminv1.DeleteSnapshotResponse, error) { return s.DeleteSnapshot(ctx, local) },
 		func(ctx context.Context, c adminv1.AdminClient) (*adminv1.DeleteSnapshotResponse, error) {
 			return c.DeleteSnapshot(ctx, local)
 		})
@@ -136,12 +137,12 @@ func split[T any](out map[string]result[T]) (answers []T, unreach []string, refu
 }
 
 // timedOut takes the nodes of unreach that were reached but did not answer
-// within snapshotCallTimeout out of it: a checkpoint still running there
+// within SnapshotCallTimeout out of it: a checkpoint still running there
 // may yet complete, which "unreachable" would hide.
 func timedOut[T any](out map[string]result[T], unreach []string) (still, slow []string) {
 	for _, id := range unreach {
 		if status.Code(out[id].err) == codes.DeadlineExceeded {
-			slow = append(slow, fmt.Sprintf("%s: no answer within %s; its snapshot may still be under way: see 'meridian snapshot list' before retrying or deleting", id, snapshotCallTimeout))
+			slow = append(slow, fmt.Sprintf("%s: no answer within %s; its snapshot may still be under way: see 'meridian snapshot list' before retrying or deleting", id, SnapshotCallTimeout))
 			continue
 		}
 		still = append(still, id)

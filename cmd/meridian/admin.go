@@ -21,6 +21,7 @@ import (
 
 	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+	"github.com/meridiankv/meridian/ops"
 )
 
 type adminFlags struct {
@@ -33,19 +34,86 @@ type adminFlags struct {
 func (f *adminFlags) bind(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringVar(&f.addr, "addr", "127.0.0.1:7001", "client or admin address of any node (the admin address is found through the client one)")
 	cmd.PersistentFlags().BoolVar(&f.json, "json", false, "print machine-readable JSON")
-	cmd.PersistentFlags().DurationVar(&f.timeout, "timeout", 10*time.Second, "request deadline")
+	cmd.PersistentFlags().DurationVar(&f.timeout, "timeout", defaultAdminTimeout,
+		fmt.Sprintf("request deadline; unless given, the calls the nodes may work on longer get as long: snapshot create, list and delete %s, cluster plan show --sizes %s; others",
+			snapshotTimeout, planSizesTimeout))
 	f.sec.bind(cmd.PersistentFlags())
 }
 
+const (
+	// defaultAdminTimeout is --timeout's default.
+	defaultAdminTimeout = 10 * time.Second
+	// budgetMargin is what a call whose nodes' part has a budget of its
+	// own gets beyond it by default: for the answering node to reach the
+	// others and gather their answers.
+	budgetMargin = 15 * time.Second
+	// snapshotTimeout is the default deadline of the snapshot calls: the
+	// answering node gives every node (at once) ops.SnapshotCallTimeout.
+	snapshotTimeout = ops.SnapshotCallTimeout + budgetMargin
+	// planSizesTimeout is the default deadline of a plan shown with its
+	// sizes: the answering node gives the size queries (at once)
+	// ops.PlanSizesTimeout.
+	planSizesTimeout = ops.PlanSizesTimeout + budgetMargin
+)
+
+// timeoutFor is the deadline of a command whose call the nodes may work
+// on for up to budget: --timeout when given, else the larger of its
+// default and budget.
+func (f *adminFlags) timeoutFor(cmd *cobra.Command, budget time.Duration) time.Duration {
+	if fl := cmd.Flags().Lookup("timeout"); fl != nil && fl.Changed {
+		return f.timeout
+	}
+	return max(f.timeout, budget)
+}
+
 func withAdmin(ctx context.Context, f *adminFlags, fn func(context.Context, adminv1.AdminClient) error) error {
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	return f.call(ctx, f.timeout, "", fn)
+}
+
+// call runs fn against the admin API of the node at --addr, under
+// timeout. An error because the call ran out of it is an *outOfTime, with
+// hint: what else to do for this command.
+func (f *adminFlags) call(ctx context.Context, timeout time.Duration, hint string, fn func(context.Context, adminv1.AdminClient) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	conn, err := dialAdmin(ctx, f.addr, f.sec)
 	if err != nil {
-		return err
+		return ranOutOfTime(ctx, err, timeout, hint)
 	}
 	defer conn.Close()
-	return fn(ctx, adminv1.NewAdminClient(conn))
+	return ranOutOfTime(ctx, fn(ctx, adminv1.NewAdminClient(conn)), timeout, hint)
+}
+
+// outOfTime is a call that ran out of its deadline (--timeout).
+type outOfTime struct {
+	err     error
+	timeout time.Duration
+	// hint says what else to do, for the command.
+	hint string
+}
+
+func (e *outOfTime) Error() string { return e.err.Error() }
+func (e *outOfTime) Unwrap() error { return e.err }
+
+// describe says that the call ran out of time, and what to do.
+func (e *outOfTime) describe() string {
+	msg := fmt.Sprintf("DeadlineExceeded: the call ran out of time (--timeout %s): retry with a larger --timeout, e.g. --timeout %s", e.timeout, 2*e.timeout)
+	if e.hint != "" {
+		msg += "; " + e.hint
+	}
+	return msg
+}
+
+// ranOutOfTime makes err an *outOfTime if it is ctx's deadline (of
+// timeout) running out.
+func ranOutOfTime(ctx context.Context, err error, timeout time.Duration, hint string) error {
+	if err == nil || !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return err
+	}
+	if status.Code(err) != codes.DeadlineExceeded && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return &outOfTime{err: err, timeout: timeout, hint: hint}
 }
 
 // dialAdmin connects to a node's admin listener given its client or admin

@@ -96,7 +96,11 @@ func newClusterPlanCmd(f *adminFlags) *cobra.Command {
 		Short: "Show the pending plan: its steps and every partition that changes replicas",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withAdmin(cmd.Context(), f, func(ctx context.Context, c adminv1.AdminClient) error {
+			timeout := f.timeout
+			if sizes {
+				timeout = f.timeoutFor(cmd, planSizesTimeout)
+			}
+			return f.call(cmd.Context(), timeout, "", func(ctx context.Context, c adminv1.AdminClient) error {
 				resp, err := c.ClusterPlanShow(ctx, &adminv1.ClusterPlanShowRequest{Sizes: sizes})
 				if err != nil {
 					return err
@@ -457,7 +461,10 @@ func writePlan(w io.Writer, p *adminv1.Plan, v planView) error {
 			fmt.Fprintf(w, "... and %d more (--all lists every move)\n", n)
 		}
 	}
-	if v.sizes {
+	if unsized := int(p.GetUnsizedMoves()); v.sizes && unsized > 0 {
+		fmt.Fprintf(w, "at least %s to stream in total (estimated from one current replica of each partition): %s of %d could not be sized, their source replica did not answer, and count as 0 bytes above; show the sizes again once it is up\n",
+			formatBytes(p.GetBytesToMove()), plural(unsized, "move"), len(moves))
+	} else if v.sizes {
 		fmt.Fprintf(w, "%s to stream in total (estimated from one current replica of each partition)\n", formatBytes(p.GetBytesToMove()))
 	} else if len(moves) > 0 {
 		fmt.Fprintln(w, "bytes to move: `meridian cluster plan show --sizes`")

@@ -273,7 +273,7 @@ func withKV(ctx context.Context, f kvFlags, fn func(context.Context, kvv1.KVClie
 			return err
 		}
 		defer conn.Close()
-		return fn(ctx, kvv1.NewKVClient(conn), cons)
+		return ranOutOfTime(ctx, fn(ctx, kvv1.NewKVClient(conn), cons), f.timeout, "")
 	}
 	// The partition-aware client: each request goes straight to a live
 	// replica of its key (no forwarding hop), --addr is only the seed.
@@ -290,7 +290,7 @@ func withKV(ctx context.Context, f kvFlags, fn func(context.Context, kvv1.KVClie
 		return fmt.Errorf("%w (is --addr a running node's client address?)", err)
 	}
 	defer c.Close()
-	return fn(ctx, c.KV(), cons)
+	return ranOutOfTime(ctx, fn(ctx, c.KV(), cons), f.timeout, "")
 }
 
 // jsonSibling is the stable JSON form of a sibling.

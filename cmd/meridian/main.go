@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -30,12 +31,18 @@ func main() {
 
 // describeErr renders gRPC errors as "CODE: message" for people.
 func describeErr(err error) string {
+	var late *outOfTime
+	if errors.As(err, &late) {
+		return late.describe()
+	}
 	var se interface{ GRPCStatus() *status.Status }
 	if errors.As(err, &se) {
 		st := se.GRPCStatus()
 		msg := fmt.Sprintf("%s: %s", st.Code(), st.Message())
 		if hint := connectionHint(st.Message()); hint != "" {
 			msg += " (" + hint + ")"
+		} else if st.Code() == codes.DeadlineExceeded {
+			msg += " (the call ran out of time: retry with a larger --timeout)"
 		}
 		return msg
 	}

@@ -59,7 +59,8 @@ func newSnapshotCreateCmd(f *adminFlags) *cobra.Command {
 			if len(args) == 1 {
 				name = args[0]
 			}
-			return withAdmin(cmd.Context(), f, func(ctx context.Context, c adminv1.AdminClient) error {
+			hint := "some nodes may have finished their snapshot: check 'meridian snapshot list' first"
+			return f.call(cmd.Context(), f.timeoutFor(cmd, snapshotTimeout), hint, func(ctx context.Context, c adminv1.AdminClient) error {
 				resp, err := c.CreateSnapshot(ctx, &adminv1.CreateSnapshotRequest{Name: name})
 				if err != nil {
 					return err
@@ -92,7 +93,7 @@ func newSnapshotListCmd(f *adminFlags) *cobra.Command {
 		Short: "List every node's snapshots",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return withAdmin(cmd.Context(), f, func(ctx context.Context, c adminv1.AdminClient) error {
+			return f.call(cmd.Context(), f.timeoutFor(cmd, snapshotTimeout), "", func(ctx context.Context, c adminv1.AdminClient) error {
 				resp, err := c.ListSnapshots(ctx, &adminv1.ListSnapshotsRequest{})
 				if err != nil {
 					return err
@@ -120,7 +121,8 @@ func newSnapshotDeleteCmd(f *adminFlags) *cobra.Command {
 		Short: "Delete snapshot NAME on every node that has it",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withAdmin(cmd.Context(), f, func(ctx context.Context, c adminv1.AdminClient) error {
+			hint := "some nodes may have deleted their copy: check 'meridian snapshot list' first"
+			return f.call(cmd.Context(), f.timeoutFor(cmd, snapshotTimeout), hint, func(ctx context.Context, c adminv1.AdminClient) error {
 				resp, err := c.DeleteSnapshot(ctx, &adminv1.DeleteSnapshotRequest{Name: args[0]})
 				if err != nil {
 					return err
@@ -152,7 +154,10 @@ func newSnapshotRestoreCmd() *cobra.Command {
 		Long: `Put snapshot NAME (from DIR/snapshots) in place of the data of the node whose
 --data-dir is DIR. The node must be stopped. Its current data is moved to
 DIR/data.replaced-<time>, not deleted: remove it once the node runs as you
-want. Then start the node; it takes a new incarnation.
+want. Then start the node; it takes a new incarnation. The files are
+hard-linked where the snapshot is on the data directory's filesystem and
+copied otherwise (from a backup volume: it can take a while); progress
+goes to standard error.
 
 A snapshot older than --tombstone-grace (the node's, default 24h) is
 refused without --force: the other replicas may have collected the
@@ -188,10 +193,11 @@ one whose data is of another cluster), and says so.`,
 				res node.RestoreResult
 				err error
 			)
+			progress := node.WithCopyProgress(copyProgress(cmd.ErrOrStderr(), 2*time.Second, time.Now))
 			if from != "" {
-				res, err = node.RestoreSnapshotFrom(dataDir, from, time.Now(), grace, force)
+				res, err = node.RestoreSnapshotFrom(dataDir, from, time.Now(), grace, force, progress)
 			} else {
-				res, err = node.RestoreSnapshot(dataDir, args[0], time.Now(), grace, force)
+				res, err = node.RestoreSnapshot(dataDir, args[0], time.Now(), grace, force, progress)
 			}
 			if err != nil {
 				return err
@@ -225,6 +231,23 @@ one whose data is of another cluster), and says so.`,
 	fl.BoolVar(&force, "force", false, "restore a snapshot older than --tombstone-grace (every node from the same snapshot)")
 	fl.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
+}
+
+// copyProgress prints a restore's copy progress to w, as 'snapshot
+// download' does: at most once per every, then a last line with the
+// totals.
+func copyProgress(w io.Writer, every time.Duration, now func() time.Time) func(node.CopyProgress) {
+	last := now()
+	return func(p node.CopyProgress) {
+		if p.Done {
+			fmt.Fprintf(w, "restore: %s in %s in place (%d hard-linked, %d copied)\n", formatBytes(uint64(p.Bytes)), plural(p.Files, "file"), p.Linked, p.Files-p.Linked)
+			return
+		}
+		if t := now(); t.Sub(last) >= every {
+			last = t
+			fmt.Fprintf(w, "restore: %s of %s (%d of %d files)\n", formatBytes(uint64(p.Bytes)), formatBytes(uint64(p.TotalBytes)), p.Files, p.TotalFiles)
+		}
+	}
 }
 
 // writeSnapshots prints snapshots as a table.

@@ -208,3 +208,50 @@ func TestRestoreErrorsNameTheSnapshots(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoreShowsProgress: 'snapshot restore --from' reports its copy on
+// standard error, at most every 2s, and a last line with the totals.
+func TestRestoreShowsProgress(t *testing.T) {
+	// The printer, on a clock the test moves.
+	var buf strings.Builder
+	clock := time.Unix(1000, 0)
+	report := copyProgress(&buf, 2*time.Second, func() time.Time { return clock })
+	p := node.CopyProgress{TotalFiles: 3, TotalBytes: 3 << 20}
+	for i := 1; i <= 3; i++ {
+		clock = clock.Add(time.Second)
+		p.Files, p.Bytes = i, int64(i)<<20
+		report(p)
+	}
+	p.Done, p.Linked = true, 1
+	report(p)
+	if want := "restore: 2.0MiB of 3.0MiB (2 of 3 files)\nrestore: 3.0MiB in 3 files in place (1 hard-linked, 2 copied)\n"; buf.String() != want {
+		t.Fatalf("progress printed:\n%s\nwant:\n%s", buf.String(), want)
+	}
+
+	// The command, on a snapshot directory copied from elsewhere.
+	snap := filepath.Join(t.TempDir(), "nightly")
+	if err := os.MkdirAll(filepath.Join(snap, "data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(snap, "data", "MANIFEST-000001"), []byte(strings.Repeat("m", 1500)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(node.SnapshotInfo{Node: "n1", Name: "nightly", Created: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(snap, "SNAPSHOT.json"), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root := newRoot()
+	var stdout, stderr strings.Builder
+	root.SetOut(&stdout)
+	root.SetErr(&stderr)
+	root.SetArgs([]string{"snapshot", "restore", "--from", snap, "--data-dir", filepath.Join(t.TempDir(), "n1")})
+	if err := root.ExecuteContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if want := "restore: 1.5KiB in 1 file in place (0 hard-linked, 1 copied)\n"; stderr.String() != want || !strings.Contains(stdout.String(), "restored node n1's data") {
+		t.Fatalf("restore printed %q on stderr (want %q), and on stdout:\n%s", stderr.String(), want, stdout.String())
+	}
+}

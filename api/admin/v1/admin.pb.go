@@ -1465,7 +1465,10 @@ type Plan struct {
 	PartitionsChanged uint32 `protobuf:"varint,3,opt,name=partitions_changed,json=partitionsChanged,proto3" json:"partitions_changed,omitempty"`
 	BytesToMove       uint64 `protobuf:"varint,4,opt,name=bytes_to_move,json=bytesToMove,proto3" json:"bytes_to_move,omitempty"`
 	// The epoch the plan was computed against.
-	Epoch         uint64 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch uint64 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// Moves whose size could not be read (their source replica did not
+	// answer): their bytes are 0, and bytes_to_move is a lower bound.
+	UnsizedMoves  uint32 `protobuf:"varint,6,opt,name=unsized_moves,json=unsizedMoves,proto3" json:"unsized_moves,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1531,6 +1534,13 @@ func (x *Plan) GetBytesToMove() uint64 {
 func (x *Plan) GetEpoch() uint64 {
 	if x != nil {
 		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Plan) GetUnsizedMoves() uint32 {
+	if x != nil {
+		return x.UnsizedMoves
 	}
 	return 0
 }
@@ -4260,13 +4270,14 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\tpartition\x18\x02 \x01(\rR\tpartition\x12\x10\n" +
 	"\x03old\x18\x03 \x03(\tR\x03old\x12\x10\n" +
 	"\x03new\x18\x04 \x03(\tR\x03new\x12\x14\n" +
-	"\x05bytes\x18\x05 \x01(\x04R\x05bytes\"\xbd\x01\n" +
+	"\x05bytes\x18\x05 \x01(\x04R\x05bytes\"\xe2\x01\n" +
 	"\x04Plan\x12\"\n" +
 	"\x03ops\x18\x01 \x03(\v2\x10.admin.v1.PlanOpR\x03ops\x12(\n" +
 	"\x05moves\x18\x02 \x03(\v2\x12.admin.v1.PlanMoveR\x05moves\x12-\n" +
 	"\x12partitions_changed\x18\x03 \x01(\rR\x11partitionsChanged\x12\"\n" +
 	"\rbytes_to_move\x18\x04 \x01(\x04R\vbytesToMove\x12\x14\n" +
-	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\"6\n" +
+	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\x12#\n" +
+	"\runsized_moves\x18\x06 \x01(\rR\funsizedMoves\"6\n" +
 	"\x12ClusterPlanRequest\x12 \n" +
 	"\x02op\x18\x01 \x01(\v2\x10.admin.v1.PlanOpR\x02op\".\n" +
 	"\x16ClusterPlanShowRequest\x12\x14\n" +

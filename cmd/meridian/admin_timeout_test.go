@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
+	"github.com/meridiankv/meridian/ops"
+)
+
+// slowAdmin is an admin server that records the deadline each call came
+// with; hang makes CreateSnapshot wait until the caller gives up.
+type slowAdmin struct {
+	adminv1.UnimplementedAdminServer
+	mu   sync.Mutex
+	left map[string]time.Duration // by method: the time the caller gave
+	hang bool
+}
+
+func (s *slowAdmin) record(ctx context.Context, method string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d, ok := ctx.Deadline(); ok {
+		s.left[method] = time.Until(d)
+	}
+	return s.hang
+}
+
+func (s *slowAdmin) deadline(method string) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.left[method]
+}
+
+func (s *slowAdmin) CreateSnapshot(ctx context.Context, _ *adminv1.CreateSnapshotRequest) (*adminv1.CreateSnapshotResponse, error) {
+	if s.record(ctx, "create") {
+		<-ctx.Done()
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	return &adminv1.CreateSnapshotResponse{Snapshots: []*adminv1.Snapshot{{Node: "n1", Name: "s1"}}}, nil
+}
+
+func (s *slowAdmin) ClusterPlanShow(ctx context.Context, req *adminv1.ClusterPlanShowRequest) (*adminv1.ClusterPlanResponse, error) {
+	s.record(ctx, "plan")
+	plan := &adminv1.Plan{Epoch: 3, Ops: []*adminv1.PlanOp{{Op: "decommission", Node: "n4"}}, PartitionsChanged: 3, BytesToMove: 1 << 20}
+	if req.GetSizes() {
+		plan.UnsizedMoves = 2
+	}
+	for p := range 3 {
+		plan.Moves = append(plan.Moves, &adminv1.PlanMove{Keyspace: "default", Partition: uint32(p), Old: []string{"n4"}, New: []string{"n1"}})
+	}
+	return &adminv1.ClusterPlanResponse{Plan: plan}, nil
+}
+
+// TestAdminTimeouts: without --timeout, snapshot create and a plan shown
+// with its sizes wait as long as the nodes may work on them; with it,
+// the given time. A call that runs out of time says so, and what to do.
+func TestAdminTimeouts(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := &slowAdmin{left: map[string]time.Duration{}}
+	srv := grpc.NewServer()
+	adminv1.RegisterAdminServer(srv, fake)
+	go srv.Serve(lis)
+	defer srv.Stop()
+	addr := lis.Addr().String()
+	// Longer than any default: the calls are quick, their deadlines are
+	// what is checked.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	run := cliRunner(ctx)
+
+	for _, c := range []struct {
+		args     []string
+		method   string
+		min, max time.Duration
+		says     string
+	}{
+		{[]string{"snapshot", "create", "s1"}, "create", ops.SnapshotCallTimeout, ops.SnapshotCallTimeout + budgetMargin, "s1"},
+		{[]string{"snapshot", "create", "s1", "--timeout", "5s"}, "create", 4 * time.Second, 5 * time.Second, "s1"},
+		{[]string{"cluster", "plan", "show", "--sizes"}, "plan", ops.PlanSizesTimeout, ops.PlanSizesTimeout + budgetMargin,
+			"at least 1.0MiB to stream in total (estimated from one current replica of each partition): 2 moves of 3 could not be sized"},
+		{[]string{"cluster", "plan", "show"}, "plan", defaultAdminTimeout - 2*time.Second, defaultAdminTimeout, "bytes to move: `meridian cluster plan show --sizes`"},
+	} {
+		out, err := run(append(c.args, "--addr", addr)...)
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", c.args, err, out)
+		}
+		if left := fake.deadline(c.method); left < c.min || left > c.max {
+			t.Errorf("%v: the server had %s, want %s to %s", c.args, left, c.min, c.max)
+		}
+		if !strings.Contains(out, c.says) {
+			t.Errorf("%v printed:\n%s\nwant %q in it", c.args, out, c.says)
+		}
+	}
+
+	fake.mu.Lock()
+	fake.hang = true
+	fake.mu.Unlock()
+	_, err = run("snapshot", "create", "s1", "--timeout", "300ms", "--addr", addr)
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("snapshot create out of time: %v, want DEADLINE_EXCEEDED", err)
+	}
+	msg := describeErr(err)
+	for _, want := range []string{"ran out of time (--timeout 300ms)", "retry with a larger --timeout", "check 'meridian snapshot list' first"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("snapshot create out of time reads %q, want %q in it", msg, want)
+		}
+	}
+	// Any call's DEADLINE_EXCEEDED says what it means.
+	if msg := describeErr(status.Error(codes.DeadlineExceeded, "context deadline exceeded")); !strings.Contains(msg, "ran out of time: retry with a larger --timeout") {
+		t.Errorf("a DEADLINE_EXCEEDED reads %q", msg)
+	}
+}

@@ -1,0 +1,70 @@
+package node
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestRestoreReportsCopyProgress: a restore with WithCopyProgress hears
+// how far its copy of the snapshot's files is, as each MiB and each file
+// lands, then once with Done and the totals; the copy is whole.
+func TestRestoreReportsCopyProgress(t *testing.T) {
+	snapDir := filepath.Join(t.TempDir(), "nightly")
+	data := filepath.Join(snapDir, "data")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{
+		"000002.log":      bytes.Repeat([]byte("w"), 3<<20+5), // copied, in several chunks
+		"MANIFEST-000001": []byte("manifest"),
+		"000001.sst":      bytes.Repeat([]byte("t"), 4096), // hard-linked: the same filesystem
+	}
+	var total int64
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(data, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		total += int64(len(b))
+	}
+	if err := os.WriteFile(filepath.Join(data, "LOCK"), nil, 0o644); err != nil { // not copied
+		t.Fatal(err)
+	}
+	if err := writeSnapshotInfo(snapDir, SnapshotInfo{Node: "n1", Name: "nightly", Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+
+	var reports []CopyProgress
+	dataDir := filepath.Join(t.TempDir(), "n1")
+	if _, err := RestoreSnapshotFrom(dataDir, snapDir, time.Now(), time.Hour, false, WithCopyProgress(func(p CopyProgress) {
+		reports = append(reports, p)
+	})); err != nil {
+		t.Fatal(err)
+	}
+	if len(reports) < 5 { // 3 MiB in 1 MiB chunks, and a report per file
+		t.Fatalf("%d progress reports, want at least 5: %+v", len(reports), reports)
+	}
+	for i, p := range reports {
+		if p.TotalFiles != 3 || p.TotalBytes != total {
+			t.Fatalf("report %d: totals %d files %d bytes, want 3 and %d", i, p.TotalFiles, p.TotalBytes, total)
+		}
+		if i > 0 && (p.Bytes < reports[i-1].Bytes || p.Files < reports[i-1].Files) {
+			t.Fatalf("report %d went back: %+v after %+v", i, p, reports[i-1])
+		}
+		if p.Done != (i == len(reports)-1) {
+			t.Fatalf("report %d of %d: done %v, want only the last done", i, len(reports), p.Done)
+		}
+	}
+	last := reports[len(reports)-1]
+	if last.Files != 3 || last.Bytes != total || last.Linked != 1 {
+		t.Fatalf("final report %+v: want 3 files, %d bytes, 1 hard-linked", last, total)
+	}
+	for name, b := range files {
+		got, err := os.ReadFile(filepath.Join(dataDir, "data", name))
+		if err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("restored %s: %d bytes, %v; want %d bytes", name, len(got), err, len(b))
+		}
+	}
+}

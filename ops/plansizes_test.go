@@ -1,0 +1,70 @@
+package ops_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
+	"github.com/meridiankv/meridian/membership"
+	"github.com/meridiankv/meridian/node"
+	"github.com/meridiankv/meridian/ops"
+)
+
+// TestPlanSizesCountUnsizedMoves: a plan shown with its sizes says, in
+// its trailer, how many moves could not be sized: here those of a
+// keyspace with one replica, whose only current replica is down.
+func TestPlanSizesCountUnsizedMoves(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l, err := node.StartLocal(ctx, node.LocalSpec{NodesPerDC: 4, Engine: "memory", GossipProfile: "test", Insecure: true, Partitions: 16,
+		Keyspaces: []membership.KeyspaceSpec{{Name: "solo", Replication: map[string]int{"dc1": 1}}},
+		Options:   node.Options{Register: ops.Register}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	n1 := l.Node("n1")
+	conn, err := grpc.NewClient(n1.AdminAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	admin := adminv1.NewAdminClient(conn)
+	if _, err := admin.ClusterPlan(ctx, &adminv1.ClusterPlanRequest{Op: &adminv1.PlanOp{Op: "decommission", Node: "n4"}}); err != nil {
+		t.Fatal(err)
+	}
+	show := func() (*adminv1.Plan, uint32) {
+		t.Helper()
+		resp, err := admin.ClusterPlanShow(ctx, &adminv1.ClusterPlanShowRequest{Sizes: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetPlan(), resp.GetPlan().GetUnsizedMoves()
+	}
+	if _, unsized := show(); unsized != 0 {
+		t.Fatalf("every node up: %d moves could not be sized, want 0", unsized)
+	}
+
+	if err := l.Stop("n4"); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); n1.Alive("n4"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("n1 still takes n4 for alive")
+		}
+	}
+	plan, unsized := show()
+	want := 0 // the moves whose only current replica is n4
+	for _, m := range plan.GetMoves() {
+		if len(m.GetOld()) == 1 && m.GetOld()[0] == "n4" {
+			want++
+		}
+	}
+	if want == 0 || unsized != uint32(want) {
+		t.Fatalf("n4 down: %d moves could not be sized, want %d (of %d)", unsized, want, len(plan.GetMoves()))
+	}
+}
