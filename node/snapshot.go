@@ -419,7 +419,7 @@ func restoreInto(dataDir string, snap SnapshotInfo, now time.Time, hasLog, marke
 	if err := os.RemoveAll(staged); err != nil {
 		return RestoreResult{}, err
 	}
-	if err := copyTree(filepath.Join(snap.Dir, "data"), staged, o.progress); err != nil {
+	if err := copyTree(filepath.Join(snap.Dir, "data"), staged, o.progress, syncDir); err != nil {
 		os.RemoveAll(staged)
 		return RestoreResult{}, fmt.Errorf("copy the snapshot: %w", err)
 	}
@@ -459,9 +459,11 @@ func restoreInto(dataDir string, snap SnapshotInfo, now time.Time, hasLog, marke
 
 // copyTree copies the files of src into a new dst, hard-linking where the
 // filesystem allows (Pebble never modifies a table or a closed file in
-// place), copying otherwise, and syncs them. progress, if not nil, hears
+// place), copying otherwise, and syncs them and the directories made for
+// them. progress, if not nil, hears
 // how far it is (see WithCopyProgress).
-func copyTree(src, dst string, progress func(CopyProgress)) error {
+// syncDirs is syncDir (tests watch it).
+func copyTree(src, dst string, progress func(CopyProgress), syncDirs func(dir string) error) error {
 	var p CopyProgress
 	report := func() {
 		if progress != nil {
@@ -485,6 +487,7 @@ func copyTree(src, dst string, progress func(CopyProgress)) error {
 			return err
 		}
 	}
+	var dirs []string // made here: synced once filled, so their entries survive a crash
 	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -495,6 +498,7 @@ func copyTree(src, dst string, progress func(CopyProgress)) error {
 		}
 		to := filepath.Join(dst, rel)
 		if d.IsDir() {
+			dirs = append(dirs, to)
 			return os.MkdirAll(to, 0o755)
 		}
 		if d.Name() == "LOCK" {
@@ -527,6 +531,11 @@ func copyTree(src, dst string, progress func(CopyProgress)) error {
 	})
 	if err != nil {
 		return err
+	}
+	for i := len(dirs) - 1; i >= 0; i-- { // the deepest first
+		if err := syncDirs(dirs[i]); err != nil {
+			return err
+		}
 	}
 	p.Done = true
 	report()

@@ -68,3 +68,32 @@ func TestRestoreReportsCopyProgress(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyTreeSyncsItsDirectories: the directories a restore's copy makes
+// are synced once filled (deepest first), so that a crash right after
+// the restore cannot lose their entries while the files were synced.
+func TestCopyTreeSyncsItsDirectories(t *testing.T) {
+	src := t.TempDir()
+	for _, f := range []string{"MANIFEST-000001", "sub/000002.log", "sub/deeper/OPTIONS-000003"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(src, f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(src, f), []byte(f), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dst := filepath.Join(t.TempDir(), "staged")
+	var synced []string
+	if err := copyTree(src, dst, nil, func(dir string) error { synced = append(synced, dir); return syncDir(dir) }); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{filepath.Join(dst, "sub", "deeper"), filepath.Join(dst, "sub"), dst}
+	if len(synced) != len(want) {
+		t.Fatalf("synced %v, want %v", synced, want)
+	}
+	for i := range want {
+		if synced[i] != want[i] {
+			t.Fatalf("synced %v, want %v (deepest first)", synced, want)
+		}
+	}
+}
