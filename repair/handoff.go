@@ -196,6 +196,7 @@ func (h *Handoff) DeliverOnce(ctx context.Context) (int, error) {
 				return 0, err
 			}
 			h.forget(t)
+			h.Log.forgetTarget(t)
 			h.Logger.Info("dropped hints for a node outside the topology", "target", t, "hints", n)
 			continue
 		}

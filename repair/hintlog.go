@@ -555,6 +555,18 @@ func (l *HintLog) dropAll(target, reason string) (uint64, error) {
 	}
 }
 
+// forgetTarget drops the accounting of a target that left the topology
+// once it holds no hints (quarantined ones included), so that the log's
+// accounting holds the targets it has hints for, not every node ever
+// hinted.
+func (l *HintLog) forgetTarget(target string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if a := l.mu.targets[target]; a != nil && a.count == 0 && a.quarantined == 0 {
+		delete(l.mu.targets, target)
+	}
+}
+
 // Targets lists the nodes this log holds at least one hint for, sorted.
 func (l *HintLog) Targets() []string {
 	l.mu.Lock()

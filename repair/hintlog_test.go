@@ -391,6 +391,12 @@ func TestDeliveryDropsNonMembers(t *testing.T) {
 	if d := l.Dropped()[DropNonMember]; d != 3 || len(l.Targets()) != 0 {
 		t.Fatalf("dropped %d, targets %v", d, l.Targets())
 	}
+	l.mu.Lock()
+	_, kept := l.mu.targets["gone"]
+	l.mu.Unlock()
+	if kept {
+		t.Fatal("the accounting of a node outside the topology is kept after its hints were dropped")
+	}
 }
 
 // TestDeliveryResumesFromCursor: each round goes on from the last hint
