@@ -73,11 +73,10 @@ func (s *Server) ClusterPlanShow(ctx context.Context, req *adminv1.ClusterPlanSh
 	if err != nil {
 		return nil, err
 	}
-	plan, unsized, err := s.planView(ctx, st, req.GetSizes())
+	plan, err := s.planView(ctx, st, req.GetSizes())
 	if err != nil {
 		return nil, err
 	}
-	plan.UnsizedMoves = uint32(unsized)
 	return &adminv1.ClusterPlanResponse{Plan: plan}, nil
 }
 
@@ -88,21 +87,21 @@ const PlanSizesTimeout = 30 * time.Second
 // planView lists, per keyspace and partition, the preference lists
 // before and after the pending plan; with sizes, their bytes, and how
 // many moves could not be sized.
-func (s *Server) planView(ctx context.Context, st *membership.MetaState, sizes bool) (*adminv1.Plan, int, error) {
+func (s *Server) planView(ctx context.Context, st *membership.MetaState, sizes bool) (*adminv1.Plan, error) {
 	out := &adminv1.Plan{Epoch: st.Epoch}
 	for _, o := range st.Plan {
 		out.Ops = append(out.Ops, planOpProto(o))
 	}
 	if len(st.Plan) == 0 {
-		return out, 0, nil
+		return out, nil
 	}
 	next, err := st.PlanRing(st.Plan)
 	if err != nil {
-		return nil, 0, status.Errorf(codes.FailedPrecondition, "the pending plan no longer fits: %v (clear it with `meridian cluster plan clear`)", err)
+		return nil, status.Errorf(codes.FailedPrecondition, "the pending plan no longer fits: %v (clear it with `meridian cluster plan clear`)", err)
 	}
 	cur, err := placement.FromState(*st.Ring)
 	if err != nil {
-		return nil, 0, status.Error(codes.Internal, err.Error())
+		return nil, status.Error(codes.Internal, err.Error())
 	}
 	changed := map[int]bool{}
 	names := make([]string, 0, len(st.Keyspaces))
@@ -115,7 +114,7 @@ func (s *Server) planView(ctx context.Context, st *membership.MetaState, sizes b
 		ot, err1 := cur.Table(repl)
 		nt, err2 := next.Table(repl)
 		if err1 != nil || err2 != nil {
-			return nil, 0, status.Errorf(codes.FailedPrecondition, "keyspace %s: %v %v", name, err1, err2)
+			return nil, status.Errorf(codes.FailedPrecondition, "keyspace %s: %v %v", name, err1, err2)
 		}
 		for _, p := range placement.Changed(ot, nt) {
 			changed[p] = true
@@ -123,14 +122,13 @@ func (s *Server) planView(ctx context.Context, st *membership.MetaState, sizes b
 		}
 	}
 	out.PartitionsChanged = uint32(len(changed))
-	unsized := 0
 	if sizes {
-		unsized = s.sizeMoves(ctx, out.Moves)
+		out.UnsizedMoves = uint32(s.sizeMoves(ctx, out.Moves))
 		for _, m := range out.Moves {
 			out.BytesToMove += m.Bytes
 		}
 	}
-	return out, unsized, nil
+	return out, nil
 }
 
 func ids(reps []placement.Replica) []string {
@@ -277,7 +275,7 @@ func (s *Server) ClusterStatus(ctx context.Context, _ *adminv1.ClusterStatusRequ
 		resp.Nodes = append(resp.Nodes, s.nodeProto(info))
 	}
 	if len(st.Plan) > 0 {
-		if plan, _, err := s.planView(ctx, st, false); err == nil {
+		if plan, err := s.planView(ctx, st, false); err == nil {
 			resp.Pending = plan
 		}
 	}

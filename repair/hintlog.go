@@ -123,6 +123,9 @@ type targetAcct struct {
 	delivered   [60]struct{ sec, n int64 } // per-second delivery counts
 }
 
+// owed: the target holds hints still on their way (see HintLog.Owed).
+func (a *targetAcct) owed() bool { return a.count > 0 && !a.refusedOnly }
+
 // NewHintLog opens the hint log on eng and rebuilds its per-target
 // accounting by scanning the hints held.
 func NewHintLog(eng engine.Engine, cfg HintLogConfig) (*HintLog, error) {
@@ -593,7 +596,7 @@ func (l *HintLog) Owed() []string {
 	defer l.mu.Unlock()
 	var out []string
 	for t, a := range l.mu.targets {
-		if a.count > 0 && !a.refusedOnly {
+		if a.owed() {
 			out = append(out, t)
 		}
 	}
@@ -613,7 +616,7 @@ func (l *HintLog) Stats() []TargetStats {
 			continue
 		}
 		s := TargetStats{Target: t, Count: a.count, Bytes: a.bytes, Quarantined: a.quarantined, Rate: a.rate(now),
-			Refused: a.refused, Owed: a.count > 0 && !a.refusedOnly}
+			Refused: a.refused, Owed: a.owed()}
 		if a.count > 0 {
 			s.OldestAge = max(now.Sub(a.oldest), 0)
 		}

@@ -21,6 +21,7 @@ import (
 
 	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+	"github.com/meridiankv/meridian/node"
 	"github.com/meridiankv/meridian/ops"
 )
 
@@ -35,7 +36,7 @@ func (f *adminFlags) bind(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringVar(&f.addr, "addr", "127.0.0.1:7001", "client or admin address of any node (the admin address is found through the client one)")
 	cmd.PersistentFlags().BoolVar(&f.json, "json", false, "print machine-readable JSON")
 	cmd.PersistentFlags().DurationVar(&f.timeout, "timeout", defaultAdminTimeout,
-		fmt.Sprintf("request deadline; unless given, the calls the nodes may work on longer get as long: snapshot create, list and delete %s, cluster plan show --sizes %s; others",
+		fmt.Sprintf("request deadline; unless given, the calls the nodes may work on longer wait as long: snapshot create, list and delete %s, cluster plan show --sizes %s",
 			snapshotTimeout, planSizesTimeout))
 	f.sec.bind(cmd.PersistentFlags())
 }
@@ -139,18 +140,20 @@ func dialAdmin(ctx context.Context, addr string, sec clientSec) (*grpc.ClientCon
 }
 
 func printJSON(w io.Writer, m proto.Message) error {
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true, UseProtoNames: true}.Marshal(m)
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintln(w, string(b))
-	return err
+	return writeJSON(w, m, protojson.MarshalOptions{Multiline: true, Indent: "  "})
 }
 
 // printJSONLine prints m as JSON on one line (JSON Lines: for output that
 // carries a series of objects, such as a watch).
 func printJSONLine(w io.Writer, m proto.Message) error {
-	b, err := protojson.MarshalOptions{EmitUnpopulated: true, UseProtoNames: true}.Marshal(m)
+	return writeJSON(w, m, protojson.MarshalOptions{})
+}
+
+// writeJSON prints m with o's layout, every field named as in the .proto
+// and present (zero values too).
+func writeJSON(w io.Writer, m proto.Message, o protojson.MarshalOptions) error {
+	o.EmitUnpopulated, o.UseProtoNames = true, true
+	b, err := o.Marshal(m)
 	if err != nil {
 		return err
 	}
@@ -480,7 +483,7 @@ Limits change at once and move nothing.`,
 				}
 			}
 			if fl.Changed("max-set-bytes") {
-				if setSize, err = parseBytes(setBytes); err != nil {
+				if setSize, err = node.ParseBytes(setBytes); err != nil {
 					return fmt.Errorf("--max-set-bytes %q: want bytes such as 1048576 or 64MiB (0: the default, 64 MiB)", setBytes)
 				}
 			}

@@ -137,7 +137,7 @@ func (o optBytes) String() string {
 }
 
 func (o optBytes) Set(s string) error {
-	n, err := parseBytes(s)
+	n, err := node.ParseBytes(s)
 	if err != nil {
 		return err
 	}
@@ -146,7 +146,3 @@ func (o optBytes) Set(s string) error {
 }
 
 func (optBytes) Type() string { return "bytes" }
-
-// parseBytes reads a size such as 268435456, 256MiB or 1GiB (as the
-// config file does).
-func parseBytes(s string) (int64, error) { return node.ParseBytes(s) }
