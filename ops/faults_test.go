@@ -106,9 +106,26 @@ func TestFaultFanOut(t *testing.T) {
 	}
 }
 
-func adminClient(t *testing.T, addr string) adminv1.AdminClient {
+// startAdminCluster starts a plaintext in-memory cluster serving the
+// admin API, closed when the test ends, and returns it with a context
+// bounding the test.
+func startAdminCluster(t *testing.T, spec node.LocalSpec) (context.Context, *node.Local) {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	spec.Engine, spec.GossipProfile, spec.Insecure = "memory", "test", true
+	spec.Options.Register = ops.Register
+	l, err := node.StartLocal(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return ctx, l
+}
+
+func adminClient(t *testing.T, addr string, opts ...grpc.DialOption) adminv1.AdminClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

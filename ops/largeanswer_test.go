@@ -1,17 +1,13 @@
 package ops_test
 
 import (
-	"context"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
 	"github.com/meridiankv/meridian/node"
-	"github.com/meridiankv/meridian/ops"
 	"github.com/meridiankv/meridian/transport"
 )
 
@@ -21,22 +17,11 @@ import (
 // messages are bounded by it: admin answers are bounded by what the CLI
 // takes, not by the largest value.
 func TestAdminAnswersPastMaxValueSize(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	l, err := node.StartLocal(ctx, node.LocalSpec{NodesPerDC: 1, Engine: "memory", GossipProfile: "test", Insecure: true, Partitions: 65536,
-		Configure: func(c *node.Config) { c.MaxValueSize = 1024 },
-		Options:   node.Options{Register: ops.Register}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	conn, err := grpc.NewClient(l.Nodes()[0].AdminAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+	ctx, l := startAdminCluster(t, node.LocalSpec{NodesPerDC: 1, Partitions: 65536,
+		Configure: func(c *node.Config) { c.MaxValueSize = 1024 }})
+	admin := adminClient(t, l.Nodes()[0].AdminAddr(),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(transport.MaxMessageSize))) // as the CLI dials
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	resp, err := adminv1.NewAdminClient(conn).RepairStatus(ctx, &adminv1.RepairStatusRequest{})
+	resp, err := admin.RepairStatus(ctx, &adminv1.RepairStatusRequest{})
 	if err != nil {
 		t.Fatalf("repair status of 65,536 partitions: %v", err)
 	}

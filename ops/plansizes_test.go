@@ -1,39 +1,22 @@
 package ops_test
 
 import (
-	"context"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
 	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/node"
-	"github.com/meridiankv/meridian/ops"
 )
 
-// TestPlanSizesCountUnsizedMoves: a plan shown with its sizes says, in
-// its trailer, how many moves could not be sized: here those of a
+// TestPlanSizesCountUnsizedMoves: a plan shown with its sizes says
+// (unsized_moves) how many moves could not be sized: here those of a
 // keyspace with one replica, whose only current replica is down.
 func TestPlanSizesCountUnsizedMoves(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	l, err := node.StartLocal(ctx, node.LocalSpec{NodesPerDC: 4, Engine: "memory", GossipProfile: "test", Insecure: true, Partitions: 16,
-		Keyspaces: []membership.KeyspaceSpec{{Name: "solo", Replication: map[string]int{"dc1": 1}}},
-		Options:   node.Options{Register: ops.Register}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	ctx, l := startAdminCluster(t, node.LocalSpec{NodesPerDC: 4, Partitions: 16,
+		Keyspaces: []membership.KeyspaceSpec{{Name: "solo", Replication: map[string]int{"dc1": 1}}}})
 	n1 := l.Node("n1")
-	conn, err := grpc.NewClient(n1.AdminAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	admin := adminv1.NewAdminClient(conn)
+	admin := adminClient(t, n1.AdminAddr())
 	if _, err := admin.ClusterPlan(ctx, &adminv1.ClusterPlanRequest{Op: &adminv1.PlanOp{Op: "decommission", Node: "n4"}}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package ops_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +14,6 @@ import (
 	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
 	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/node"
-	"github.com/meridiankv/meridian/ops"
 	"github.com/meridiankv/meridian/placement"
 )
 
@@ -24,15 +22,8 @@ import (
 // NOT_FOUND whatever the call, and a repair of a partition the node asked
 // does not hold is FAILED_PRECONDITION naming the nodes that hold it.
 func TestAdminRefusals(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	l, err := node.StartLocal(ctx, node.LocalSpec{NodesPerDC: 3, Engine: "memory", GossipProfile: "test", Insecure: true, Partitions: 16,
-		Keyspaces: []membership.KeyspaceSpec{{Name: "orders", Replication: map[string]int{"dc1": 1}}},
-		Options:   node.Options{Register: ops.Register}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	ctx, l := startAdminCluster(t, node.LocalSpec{NodesPerDC: 3, Partitions: 16,
+		Keyspaces: []membership.KeyspaceSpec{{Name: "orders", Replication: map[string]int{"dc1": 1}}}})
 	n1 := l.Nodes()[0]
 	admin := adminClient(t, n1.AdminAddr())
 
@@ -49,6 +40,7 @@ func TestAdminRefusals(t *testing.T) {
 	// A keyspace that does not exist: NOT_FOUND from AlterKeyspace as
 	// from Endpoints (once the metadata log answers at all).
 	missing := &adminv1.Keyspace{Name: "nosuch", Replication: map[string]uint32{"dc1": 1}}
+	var err error
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		_, err = admin.AlterKeyspace(ctx, &adminv1.AlterKeyspaceRequest{Keyspace: missing})
 		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {

@@ -327,11 +327,12 @@ func (c heldClient) Calls(ctx context.Context, _ ...grpc.CallOption) (grpc.BidiS
 	return c.stream, nil
 }
 
-// TestPipeDropsCallsGivenUpBeforeSending: a call whose caller gave up while
-// it waited behind a send in progress is not sent; the others are.
-func TestPipeDropsCallsGivenUpBeforeSending(t *testing.T) {
+// runHeldPipe runs a pipe to "n2" over a heldStream (each send waits for
+// a release) until the test ends.
+func runHeldPipe(t *testing.T, maxWaiting int) (*pipe, *heldStream) {
+	t.Helper()
 	s := &heldStream{entered: make(chan struct{}, 4), release: make(chan struct{}, 4)}
-	p := &pipe{node: "n2", epoch: func() uint64 { return 1 }, maxWaiting: DefaultPipeWaiting, wake: make(chan struct{}, 1)}
+	p := &pipe{node: "n2", epoch: func() uint64 { return 1 }, maxWaiting: maxWaiting, wake: make(chan struct{}, 1)}
 	p.mu.pending = map[uint64]*waiter{}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.stop = cancel
@@ -340,7 +341,14 @@ func TestPipeDropsCallsGivenUpBeforeSending(t *testing.T) {
 		defer close(done)
 		p.run(ctx, heldClient{stream: s})
 	}()
-	defer func() { p.close(); <-done }()
+	t.Cleanup(func() { p.close(); <-done })
+	return p, s
+}
+
+// TestPipeDropsCallsGivenUpBeforeSending: a call whose caller gave up while
+// it waited behind a send in progress is not sent; the others are.
+func TestPipeDropsCallsGivenUpBeforeSending(t *testing.T) {
+	p, s := runHeldPipe(t, DefaultPipeWaiting)
 
 	bg := context.Background()
 	call := func(ctx context.Context) chan error {
@@ -388,18 +396,8 @@ func TestPipeDropsCallsGivenUpBeforeSending(t *testing.T) {
 // queue: it stays within maxWaiting calls, and past that a call goes unary
 // (errPipeFull) rather than queue.
 func TestPipeQueueBoundedWhileSendBlocked(t *testing.T) {
-	s := &heldStream{entered: make(chan struct{}, 4), release: make(chan struct{}, 4)}
 	const bound = 8
-	p := &pipe{node: "n2", epoch: func() uint64 { return 1 }, maxWaiting: bound, wake: make(chan struct{}, 1)}
-	p.mu.pending = map[uint64]*waiter{}
-	ctx, cancel := context.WithCancel(context.Background())
-	p.stop = cancel
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		p.run(ctx, heldClient{stream: s})
-	}()
-	defer func() { p.close(); <-done }()
+	p, s := runHeldPipe(t, bound)
 
 	first := make(chan error, 1)
 	go func() {
