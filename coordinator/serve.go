@@ -338,6 +338,9 @@ const maxCollect = 100_000
 // settings keep, whatever a peer asks (a peer with a shorter grace would
 // otherwise delete tombstones a restore of this node's older snapshot
 // still needs).
+// It answers which of the keys it still holds (Kept), so that the sender
+// keeps those too rather than lose a tombstone anti-entropy would bring
+// back from here.
 func (c *Coordinator) ServeCollectTombstones(ctx context.Context, req *internalv1.CollectTombstonesRequest) (*internalv1.CollectTombstonesResponse, error) {
 	loc, err := c.locatePartition(req.GetKeyspace(), req.GetPartition())
 	if err != nil {
@@ -357,7 +360,8 @@ func (c *Coordinator) ServeCollectTombstones(ctx context.Context, req *internalv
 			return nil, invalidf("key %d: length %d out of range", i, len(k.GetKey()))
 		}
 	}
-	for _, k := range req.GetKeys() {
+	var kept []uint32
+	for i, k := range req.GetKeys() {
 		if err := ctx.Err(); err != nil {
 			// The sender gave up: what is collected stays collected,
 			// and the rest waits for its next round.
@@ -367,7 +371,11 @@ func (c *Coordinator) ServeCollectTombstones(ctx context.Context, req *internalv
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "read: %v", err)
 		}
+		if set.IsEmpty() {
+			continue // gone here already: nothing to keep
+		}
 		if set.Digest() != k.GetDigest() || !set.TombstonesBefore(cutoff) {
+			kept = append(kept, uint32(i))
 			continue
 		}
 		ok, err := c.cfg.Store.DeleteIfUnchanged(loc, k.GetKey(), set)
@@ -376,9 +384,11 @@ func (c *Coordinator) ServeCollectTombstones(ctx context.Context, req *internalv
 		}
 		if ok {
 			n++
+		} else {
+			kept = append(kept, uint32(i)) // written meanwhile
 		}
 	}
-	return &internalv1.CollectTombstonesResponse{Collected: n}, nil
+	return &internalv1.CollectTombstonesResponse{Collected: n, Kept: kept}, nil
 }
 
 // MergeLocal merges a set into this node's copy as a replica write does,

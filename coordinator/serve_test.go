@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -83,16 +84,25 @@ func TestCollectTombstonesKeepsOwnGrace(t *testing.T) {
 			Keys: []*internalv1.KeyDigest{{Key: []byte(key), Digest: tomb.Digest()}}}
 	}
 	young, old := at("young", time.Hour), at("old", 25*time.Hour)
-	if resp, err := c.ServeCollectTombstones(context.Background(), young); err != nil || resp.GetCollected() != 0 {
-		t.Fatalf("an hour-old tombstone with a 24h grace: %v, %v; want none collected", resp, err)
+	if resp, err := c.ServeCollectTombstones(context.Background(), young); err != nil || resp.GetCollected() != 0 || !slices.Equal(resp.GetKept(), []uint32{0}) {
+		t.Fatalf("an hour-old tombstone with a 24h grace: %v, %v; want none collected and it answered as kept", resp, err)
+	}
+	// Three keys: one gone here already, one changed since the sender
+	// read it, one the grace keeps. The gone one is not kept.
+	changed := at("changed", 25*time.Hour)
+	changed.Keys[0].Digest++
+	gone := &internalv1.KeyDigest{Key: []byte("gone"), Digest: 7}
+	mixed := &internalv1.CollectTombstonesRequest{Keyspace: "ks", Partition: changed.Partition, Keys: []*internalv1.KeyDigest{gone, changed.Keys[0]}}
+	if resp, err := c.ServeCollectTombstones(context.Background(), mixed); err != nil || resp.GetCollected() != 0 || !slices.Equal(resp.GetKept(), []uint32{1}) {
+		t.Fatalf("a key gone and one changed: %v, %v; want the changed one (1) kept", resp, err)
 	}
 	c.cfg.TombstoneGrace = -1
 	if _, err := c.ServeCollectTombstones(context.Background(), old); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("a node that keeps its tombstones: %v, want FAILED_PRECONDITION", err)
 	}
 	c.cfg.TombstoneGrace = 24 * time.Hour
-	if resp, err := c.ServeCollectTombstones(context.Background(), old); err != nil || resp.GetCollected() != 1 {
-		t.Fatalf("a 25h-old tombstone with a 24h grace: %v, %v; want it collected", resp, err)
+	if resp, err := c.ServeCollectTombstones(context.Background(), old); err != nil || resp.GetCollected() != 1 || len(resp.GetKept()) != 0 {
+		t.Fatalf("a 25h-old tombstone with a 24h grace: %v, %v; want it collected, none kept", resp, err)
 	}
 }
 

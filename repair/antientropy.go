@@ -938,22 +938,35 @@ func collectChunk(cands []*internalv1.KeyDigest) int {
 }
 
 // collectKeys collects one batch of tombstones: every other replica
-// first, then this node's copies. If one replica cannot, nothing is lost:
-// this node still holds the tombstones and the next round tries again.
+// first, then this node's copies of the keys no replica kept. If one
+// replica cannot, nothing is lost: this node still holds the tombstones
+// and the next round tries again. A key some replica kept (still in its
+// own grace there, or written meanwhile) stays here too: dropped here
+// alone, anti-entropy would only bring it back from that replica.
 func (a *AntiEntropy) collectKeys(ctx context.Context, t target, loc replica.Loc, reps []placement.Replica, cands []*internalv1.KeyDigest, sets []version.Set) (int, error) {
+	kept := make([]bool, len(cands))
 	for _, r := range reps {
 		if r.Node == a.cfg.Self {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
-		_, err := a.cfg.Peers.CollectTombstones(cctx, r.Node, &internalv1.CollectTombstonesRequest{Keyspace: t.ks.Name, Partition: uint32(t.p), Keys: cands})
+		resp, err := a.cfg.Peers.CollectTombstones(cctx, r.Node, &internalv1.CollectTombstonesRequest{Keyspace: t.ks.Name, Partition: uint32(t.p), Keys: cands})
 		cancel()
 		if err != nil {
 			return 0, fmt.Errorf("%s: %w", r.Node, err)
 		}
+		for _, i := range resp.GetKept() {
+			if int64(i) >= int64(len(cands)) {
+				return 0, fmt.Errorf("%s: kept key %d of a request of %d keys", r.Node, i, len(cands))
+			}
+			kept[i] = true
+		}
 	}
 	n := 0
 	for i, c := range cands {
+		if kept[i] {
+			continue
+		}
 		ok, err := a.cfg.Store.DeleteIfUnchanged(loc, c.Key, sets[i])
 		if err != nil {
 			return n, err

@@ -743,6 +743,11 @@ type exchangeNet struct {
 	topo   *membership.Topology
 	// collects records the keys of each CollectTombstones request.
 	collects []int
+	// keeps are the nodes whose grace keeps every tombstone: they
+	// collect nothing and answer every key they hold as kept.
+	keeps map[string]bool
+	// kept, when set, is what every CollectTombstones answers as kept.
+	kept []uint32
 }
 
 func (n *exchangeNet) loc(keyspace string, key []byte) replica.Loc {
@@ -790,19 +795,27 @@ func (n *exchangeNet) CollectTombstones(_ context.Context, node string, req *int
 		return nil, err
 	}
 	n.collects = append(n.collects, len(req.GetKeys()))
+	if n.kept != nil {
+		return &internalv1.CollectTombstonesResponse{Kept: n.kept}, nil
+	}
 	loc := replica.Loc{Keyspace: n.topo.Keyspaces[req.GetKeyspace()].ID, Partition: int(req.GetPartition())}
-	for _, k := range req.GetKeys() {
+	resp := &internalv1.CollectTombstonesResponse{}
+	for i, k := range req.GetKeys() {
 		set, err := s.Get(loc, k.GetKey())
 		if err != nil {
 			return nil, err
 		}
-		if set.Digest() == k.GetDigest() && len(set.Live()) == 0 {
+		switch {
+		case set.IsEmpty():
+		case n.keeps[node] || set.Digest() != k.GetDigest() || len(set.Live()) > 0:
+			resp.Kept = append(resp.Kept, uint32(i))
+		default:
 			if _, err := s.DeleteIfUnchanged(loc, k.GetKey(), set); err != nil {
 				return nil, err
 			}
 		}
 	}
-	return &internalv1.CollectTombstonesResponse{}, nil
+	return resp, nil
 }
 
 func (n *exchangeNet) Read(_ context.Context, node string, req *internalv1.ReadRequest) (*internalv1.ReadResponse, error) {
@@ -1196,6 +1209,66 @@ func TestManyTombstonesCollectedInBatches(t *testing.T) {
 				t.Fatalf("%s still holds the tombstone of %q", id, key)
 			}
 		}
+	}
+}
+
+// TestTombstonesKeptWhereAReplicaKeepsThem: a replica whose own grace
+// still keeps a tombstone answers it as kept, and the collecting node
+// keeps its copy too (dropped there alone, anti-entropy would bring it
+// back from the replica until both graces passed); once the replica lets
+// it go, both collect it. A reply naming a key the request did not carry
+// deletes nothing.
+func TestTombstonesKeptWhereAReplicaKeepsThem(t *testing.T) {
+	n := exchangeCluster(t, 2, "n1", "n2")
+	const p = 5
+	tomb, _ := version.Set{}.Put(version.Clock{}, "old", version.Value{Tombstone: true, Time: version.Timestamp{Wall: 1}}, 1)
+	keys := n.keysIn(p, 3)
+	loc := n.loc("ks", keys[0])
+	for _, s := range n.stores {
+		for _, key := range keys {
+			if _, err := s.Merge(loc, key, tomb, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ae, err := NewAntiEntropy(AntiEntropyConfig{Self: "n1", DC: "dc1", Store: n.stores["n1"], Peers: n, Merge: netMerger{n, "n1"},
+		Routing: aliveSet{"n1": true, "n2": true}, Topology: func() *membership.Topology { return n.topo }, TombstoneGrace: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := func(node string) int {
+		c := 0
+		for _, key := range keys {
+			if set, _ := n.stores[node].Get(loc, key); !set.IsEmpty() {
+				c++
+			}
+		}
+		return c
+	}
+
+	n.kept = []uint32{uint32(len(keys))} // out of range
+	if _, err := ae.RunNow(context.Background(), "ks", p, nil); err == nil {
+		t.Fatal("a reply keeping a key the request did not carry: no error")
+	}
+	if got := held("n1"); got != len(keys) {
+		t.Fatalf("after a bad reply n1 holds %d of %d tombstones, want all", got, len(keys))
+	}
+	n.kept = nil
+
+	n.keeps = map[string]bool{"n2": true}
+	if _, err := ae.RunNow(context.Background(), "ks", p, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got1, got2 := held("n1"), held("n2"); got1 != len(keys) || got2 != len(keys) {
+		t.Fatalf("n2 keeps its tombstones: n1 holds %d, n2 %d of %d; want all on both", got1, got2, len(keys))
+	}
+
+	n.keeps = nil
+	if _, err := ae.RunNow(context.Background(), "ks", p, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got1, got2 := held("n1"), held("n2"); got1 != 0 || got2 != 0 {
+		t.Fatalf("n2's grace passed: n1 holds %d, n2 %d tombstones; want none", got1, got2)
 	}
 }
 

@@ -1019,8 +1019,13 @@ func (x *CollectTombstonesRequest) GetKeys() []*KeyDigest {
 }
 
 type CollectTombstonesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Collected     uint32                 `protobuf:"varint,1,opt,name=collected,proto3" json:"collected,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Collected uint32                 `protobuf:"varint,1,opt,name=collected,proto3" json:"collected,omitempty"`
+	// Indexes into the request's keys of those this node still holds: a
+	// tombstone inside its own grace, or a set that changed. The sender
+	// keeps its copies of these too (otherwise anti-entropy would bring
+	// them back to it until this node collects).
+	Kept          []uint32 `protobuf:"varint,2,rep,packed,name=kept,proto3" json:"kept,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1060,6 +1065,13 @@ func (x *CollectTombstonesResponse) GetCollected() uint32 {
 		return x.Collected
 	}
 	return 0
+}
+
+func (x *CollectTombstonesResponse) GetKept() []uint32 {
+	if x != nil {
+		return x.Kept
+	}
+	return nil
 }
 
 type LeavesRequest struct {
@@ -2154,9 +2166,10 @@ const file_internalapi_v1_internal_proto_rawDesc = "" +
 	"\x18CollectTombstonesRequest\x12\x1a\n" +
 	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\rR\tpartition\x12*\n" +
-	"\x04keys\x18\x03 \x03(\v2\x16.internal.v1.KeyDigestR\x04keys\"9\n" +
+	"\x04keys\x18\x03 \x03(\v2\x16.internal.v1.KeyDigestR\x04keys\"M\n" +
 	"\x19CollectTombstonesResponse\x12\x1c\n" +
-	"\tcollected\x18\x01 \x01(\rR\tcollected\"I\n" +
+	"\tcollected\x18\x01 \x01(\rR\tcollected\x12\x12\n" +
+	"\x04kept\x18\x02 \x03(\rR\x04kept\"I\n" +
 	"\rLeavesRequest\x12\x1a\n" +
 	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\rR\tpartition\"(\n" +
