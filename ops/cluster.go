@@ -168,7 +168,7 @@ func (s *Server) sizeMoves(ctx context.Context, moves []*adminv1.PlanMove) int {
 			defer wg.Done()
 			conn, err := s.n.PeerConn(a.node)
 			if err != nil {
-				unsized.Add(int64(len(ms)))
+				markUnsized(ms, &unsized)
 				return
 			}
 			req := &internalv1.PartitionSizesRequest{Keyspace: a.keyspace}
@@ -179,7 +179,7 @@ func (s *Server) sizeMoves(ctx context.Context, moves []*adminv1.PlanMove) int {
 			defer cancel()
 			resp, err := internalv1.NewReplicaClient(conn).PartitionSizes(cctx, req)
 			if err != nil || len(resp.GetBytes()) != len(ms) {
-				unsized.Add(int64(len(ms)))
+				markUnsized(ms, &unsized)
 				return
 			}
 			for i, m := range ms {
@@ -195,6 +195,14 @@ func (s *Server) sizeMoves(ctx context.Context, moves []*adminv1.PlanMove) int {
 	}
 	wg.Wait()
 	return int(unsized.Load())
+}
+
+// markUnsized marks moves whose size could not be read, and counts them.
+func markUnsized(ms []*adminv1.PlanMove, count *atomic.Int64) {
+	for _, m := range ms {
+		m.Unsized = true
+	}
+	count.Add(int64(len(ms)))
 }
 
 // ClusterPlanClear drops the pending plan.

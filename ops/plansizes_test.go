@@ -43,8 +43,12 @@ func TestPlanSizesCountUnsizedMoves(t *testing.T) {
 	plan, unsized := show()
 	want := 0 // the moves whose only current replica is n4
 	for _, m := range plan.GetMoves() {
-		if len(m.GetOld()) == 1 && m.GetOld()[0] == "n4" {
+		onlyN4 := len(m.GetOld()) == 1 && m.GetOld()[0] == "n4"
+		if onlyN4 {
 			want++
+		}
+		if m.GetUnsized() != onlyN4 {
+			t.Fatalf("move of partition %d from %v: unsized %v, want %v", m.GetPartition(), m.GetOld(), m.GetUnsized(), onlyN4)
 		}
 	}
 	if want == 0 || unsized != uint32(want) {

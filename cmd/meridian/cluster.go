@@ -449,7 +449,10 @@ func writePlan(w io.Writer, p *adminv1.Plan, v planView) error {
 		fmt.Fprintln(tw, "KEYSPACE\tPARTITION\tOLD\tNEW\tBYTES")
 		for _, m := range shown {
 			b := "-"
-			if v.sizes {
+			switch {
+			case v.sizes && m.GetUnsized():
+				b = "?"
+			case v.sizes:
 				b = formatBytes(m.GetBytes())
 			}
 			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", m.GetKeyspace(), m.GetPartition(), strings.Join(m.GetOld(), ","), strings.Join(m.GetNew(), ","), b)
@@ -462,7 +465,7 @@ func writePlan(w io.Writer, p *adminv1.Plan, v planView) error {
 		}
 	}
 	if unsized := int(p.GetUnsizedMoves()); v.sizes && unsized > 0 {
-		fmt.Fprintf(w, "at least %s to stream in total (estimated from one current replica of each partition): %s of %d could not be sized, their source replica did not answer, and count as 0 bytes above; show the sizes again once it is up\n",
+		fmt.Fprintf(w, "at least %s to stream in total (estimated from one current replica of each partition): %s of %d could not be sized, their source replica did not answer (BYTES ?), and count as 0 in the total; show the sizes again once it is up\n",
 			formatBytes(p.GetBytesToMove()), plural(unsized, "move"), len(moves))
 	} else if v.sizes {
 		fmt.Fprintf(w, "%s to stream in total (estimated from one current replica of each partition)\n", formatBytes(p.GetBytesToMove()))

@@ -86,6 +86,24 @@ start it with ` + "`meridian cluster commit`, or drop it with `meridian cluster 
 			rows:   3,
 		},
 		{
+			name: "a move that could not be sized",
+			plan: func() *adminv1.Plan {
+				p := samplePlan()
+				p.Moves[2].Unsized = true
+				p.UnsizedMoves = 1
+				return p
+			}(),
+			view: planView{sizes: true},
+			has: []string{
+				"orders    3          n1,n2     n4,n2     12.3MiB",
+				"orders    9          n3,n1     n3,n4     ?",
+				"at least 12.3MiB to stream in total",
+				"1 move of 3 could not be sized, their source replica did not answer (BYTES ?)",
+			},
+			hasNot: []string{"0B"},
+			rows:   3,
+		},
+		{
 			name: "one partition, replace",
 			plan: &adminv1.Plan{Epoch: 2, Ops: []*adminv1.PlanOp{{Op: "replace", Node: "n2", With: "n5"}},
 				Moves: []*adminv1.PlanMove{{Keyspace: "default", Partition: 0, Old: []string{"n2"}, New: []string{"n5"}}}, PartitionsChanged: 1},

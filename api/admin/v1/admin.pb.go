@@ -1387,7 +1387,10 @@ type PlanMove struct {
 	Old []string `protobuf:"bytes,3,rep,name=old,proto3" json:"old,omitempty"`
 	New []string `protobuf:"bytes,4,rep,name=new,proto3" json:"new,omitempty"`
 	// Estimated bytes the new replicas receive (when sizes were asked).
-	Bytes         uint64 `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Bytes uint64 `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// Sizes were asked but this move's could not be read (its source
+	// replica did not answer): bytes is 0 without meaning an empty partition.
+	Unsized       bool `protobuf:"varint,6,opt,name=unsized,proto3" json:"unsized,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1455,6 +1458,13 @@ func (x *PlanMove) GetBytes() uint64 {
 		return x.Bytes
 	}
 	return 0
+}
+
+func (x *PlanMove) GetUnsized() bool {
+	if x != nil {
+		return x.Unsized
+	}
+	return false
 }
 
 type Plan struct {
@@ -4264,13 +4274,14 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\x02op\x18\x01 \x01(\tR\x02op\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x12\n" +
 	"\x04with\x18\x03 \x01(\tR\x04with\x12\x16\n" +
-	"\x06weight\x18\x04 \x01(\rR\x06weight\"~\n" +
+	"\x06weight\x18\x04 \x01(\rR\x06weight\"\x98\x01\n" +
 	"\bPlanMove\x12\x1a\n" +
 	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x1c\n" +
 	"\tpartition\x18\x02 \x01(\rR\tpartition\x12\x10\n" +
 	"\x03old\x18\x03 \x03(\tR\x03old\x12\x10\n" +
 	"\x03new\x18\x04 \x03(\tR\x03new\x12\x14\n" +
-	"\x05bytes\x18\x05 \x01(\x04R\x05bytes\"\xe2\x01\n" +
+	"\x05bytes\x18\x05 \x01(\x04R\x05bytes\x12\x18\n" +
+	"\aunsized\x18\x06 \x01(\bR\aunsized\"\xe2\x01\n" +
 	"\x04Plan\x12\"\n" +
 	"\x03ops\x18\x01 \x03(\v2\x10.admin.v1.PlanOpR\x03ops\x12(\n" +
 	"\x05moves\x18\x02 \x03(\v2\x12.admin.v1.PlanMoveR\x05moves\x12-\n" +
