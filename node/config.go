@@ -62,7 +62,7 @@ type Config struct {
 	// Keyspaces beyond "default".
 	Keyspaces []membership.KeyspaceSpec `yaml:"keyspaces"`
 	// MaxValueSize is the largest value accepted, bytes (default 16 MiB).
-	MaxValueSize int `yaml:"max-value-size"`
+	MaxValueSize Bytes `yaml:"max-value-size"`
 	// RequestTimeout bounds requests whose caller set no deadline (default 5s).
 	RequestTimeout time.Duration `yaml:"request-timeout"`
 	// GossipProfile is memberlist's profile: lan (default), wan, local, test.

@@ -111,7 +111,7 @@ func (n *Node) buildServers(opts Options) error {
 	n.lis = lis
 	n.health = health.NewServer()
 	// Client messages: the largest value plus room for the rest.
-	clientMax := n.cfg.MaxValueSize + 1<<20
+	clientMax := int(n.cfg.MaxValueSize) + 1<<20
 	// Admin answers (a plan, a transition's status, repair status: an
 	// entry per partition per keyspace, megabytes with 65,536 partitions)
 	// are made by the node, not sized by what a caller sent, and the CLI

@@ -312,7 +312,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 		CheckRoute:     n.checkRoute,
 		AwaitEpoch:     n.waitEpoch,
 		RequestTimeout: cfg.RequestTimeout,
-		MaxValueSize:   cfg.MaxValueSize,
+		MaxValueSize:   int(cfg.MaxValueSize),
 		MaxInFlight:    cfg.MaxInFlight,
 		TombstoneGrace: cfg.TombstoneGrace,
 		OnTombstone: func(loc replica.Loc) {

@@ -82,7 +82,7 @@ func newMetrics(reg *prometheus.Registry) *Metrics {
 		}),
 		requestIDs: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meridian_request_ids_remembered",
-			Help: "Write request IDs remembered to apply retries once (bounded by max-request-ids).",
+			Help: "Write request IDs remembered to apply retries once (at most 100,000).",
 		}),
 		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_shed_total",

@@ -54,7 +54,7 @@ type Config struct {
 	// OTEL_EXPORTER_OTLP_PROTOCOL, else grpc.
 	OTLPProtocol string `yaml:"otlp-protocol"`
 	// SampleRatio is the fraction of new traces sampled (parent-based);
-	// < 0 means "from OTEL_TRACES_SAMPLER_ARG, else 1".
+	// 0 means "from OTEL_TRACES_SAMPLER_ARG, else 1"; negative is an error.
 	SampleRatio float64 `yaml:"trace-sample-ratio"`
 	// MetricsAddr serves /metrics (and /debug/pprof with Pprof) when set.
 	// A bare port (":9090") binds localhost only; name the host (for

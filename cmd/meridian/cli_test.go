@@ -41,6 +41,7 @@ keyspaces:
 	t.Setenv("MERIDIAN_PEER_CALLS_RUNNING", "50")
 	t.Setenv("MERIDIAN_ROW_CACHE_SIZE", "128MiB")
 	t.Setenv("MERIDIAN_SNAPSHOT_KEEP", "3")
+	t.Setenv("MERIDIAN_MAX_VALUE_SIZE", "2MiB")
 	var cfg node.Config
 	var sf serveFlags
 	cmd := newServeCmdFor(&cfg, &sf)
@@ -58,6 +59,9 @@ keyspaces:
 	}
 	if cfg.RowCacheSize == nil || *cfg.RowCacheSize != 128<<20 {
 		t.Fatalf("row-cache-size from MERIDIAN_ROW_CACHE_SIZE=128MiB: %v", cfg.RowCacheSize)
+	}
+	if cfg.MaxValueSize != 2<<20 {
+		t.Fatalf("max-value-size from MERIDIAN_MAX_VALUE_SIZE=2MiB: %d", cfg.MaxValueSize)
 	}
 	if cfg.SnapshotInterval != 6*time.Hour || cfg.SnapshotKeep != 3 {
 		t.Fatalf("snapshot-interval %s (YAML), snapshot-keep %d (env); want 6h, 3", cfg.SnapshotInterval, cfg.SnapshotKeep)
@@ -99,9 +103,12 @@ func TestConfigByteSizes(t *testing.T) {
 		err := resolveConfig(cmd.Flags(), &cfg, &sf)
 		return cfg, err
 	}
-	cfg, err := resolve("min-free-disk: 1GiB\nrow-cache-size: 64MiB\nmax-hint-bytes: 1048576\n")
+	cfg, err := resolve("min-free-disk: 1GiB\nrow-cache-size: 64MiB\nmax-hint-bytes: 1048576\nmax-value-size: 4MiB\n")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cfg.MaxValueSize != 4<<20 {
+		t.Errorf("max-value-size = %d, want 4MiB", cfg.MaxValueSize)
 	}
 	for _, c := range []struct {
 		key  string
@@ -121,6 +128,8 @@ func TestConfigByteSizes(t *testing.T) {
 		{"row-cache-size: -5MiB\n", `row-cache-size: line 7: "-5MiB" is not a size`},
 		{"max-hint-bytes: [1]\n", "max-hint-bytes: line 7: want a size"},
 		{"row-cache-size: -1\n", "row-cache-size -1 is negative"},
+		{"max-value-size: 16MB/s\n", `max-value-size: line 7: "16MB/s" is not a size`},
+		{"max-value-size: 65MiB\n", "max-value-size 68157440: use 1 byte to 64 MiB"},
 	} {
 		if _, err := resolve(c.yaml); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: %v, want an error with %q", c.yaml, err, c.want)

@@ -146,3 +146,24 @@ func (o optBytes) Set(s string) error {
 }
 
 func (optBytes) Type() string { return "bytes" }
+
+// bytesFlag is a size flag of a Bytes field whose zero means the default.
+type bytesFlag struct{ p *node.Bytes }
+
+func (b bytesFlag) String() string {
+	if b.p == nil || *b.p == 0 {
+		return ""
+	}
+	return strconv.FormatInt(int64(*b.p), 10)
+}
+
+func (b bytesFlag) Set(s string) error {
+	n, err := node.ParseBytes(s)
+	if err != nil {
+		return err
+	}
+	*b.p = node.Bytes(n)
+	return nil
+}
+
+func (bytesFlag) Type() string { return "bytes" }

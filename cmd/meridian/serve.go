@@ -123,7 +123,7 @@ nothing until a committed plan adds it:
 	f.StringVar(&sf.gossipSeeds, "gossip-seeds", "", "gossip addresses to join, comma-separated (default: ask the members' client listeners)")
 	f.StringVar(&cfg.Engine, "engine", "", "storage engine: pebble or memory (default pebble)")
 	f.IntVar(&cfg.Partitions, "partitions", 0, "partitions in the ring, a power of two (default 1024)")
-	f.IntVar(&cfg.MaxValueSize, "max-value-size", 0, "largest value accepted, bytes (default 16 MiB)")
+	f.Var(bytesFlag{&cfg.MaxValueSize}, "max-value-size", "largest value accepted, bytes, e.g. 4MiB (default 16 MiB, at most 64 MiB)")
 	f.DurationVar(&cfg.RequestTimeout, "request-timeout", 0, "deadline for requests that carry none (default 5s)")
 	f.StringVar(&cfg.GossipProfile, "gossip-profile", "", "memberlist timing profile: lan, wan, local or test (default lan)")
 	f.DurationVar(&cfg.HintInterval, "hint-interval", 0, "how often hints are offered to returning nodes (default 1s)")
