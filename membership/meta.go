@@ -866,6 +866,11 @@ func (s *MetaState) applyTransferDone(c Command) error {
 		if !slices.Contains(need, c.Node) || slices.Contains(t.Reported[p], c.Node) {
 			continue
 		}
+		if t.Reported == nil {
+			// An empty map is left out of snapshots (omitempty): a
+			// state restored from one has none.
+			t.Reported = map[int][]string{}
+		}
 		t.Reported[p] = append(t.Reported[p], c.Node)
 		slices.Sort(t.Reported[p])
 		changed = true
