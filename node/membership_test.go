@@ -151,7 +151,10 @@ func readAllAtALL(t *testing.T, addr string, acked map[string]string) {
 }
 
 func TestJoinMovesDataUnderLoad(t *testing.T) {
-	l := startCluster(t, node.LocalSpec{NodesPerDC: 3, Partitions: 64})
+	// A second keyspace: a partition moves in both, and is reported once
+	// both are copied.
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 3, Partitions: 64,
+		Keyspaces: []membership.KeyspaceSpec{{Name: "two", Replication: map[string]int{"dc1": 2}}}})
 	ctx := ctxT(t)
 	first := l.Nodes()[0]
 	w := startWorkload(t, []string{first.Addr(), l.Nodes()[1].Addr()}, "join")

@@ -3,9 +3,13 @@ package node
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/placement"
@@ -26,7 +30,11 @@ type transferGlue struct {
 
 	mu        sync.Mutex
 	gen       uint64
-	remaining map[int]int  // partition → tasks not done yet
+	remaining map[int]int // partition → tasks not done yet
+	// finished are the tasks of gen done here: a new state of the same
+	// generation lists them again until the partition is reported, but
+	// the runner does not run them again (nor call done).
+	finished  map[replica.Loc]bool
 	reported  map[int]bool // partitions proposed done this generation
 	toReport  []int        // partitions done, waiting for the reporter
 	reporting bool         // a reporter goroutine runs
@@ -65,7 +73,7 @@ func (g *transferGlue) stop() {
 
 // startTransfers wires the transfer runner to the metadata.
 func (n *Node) startTransfers(ctx context.Context) {
-	g := &transferGlue{n: n, remaining: map[int]int{}, reported: map[int]bool{}}
+	g := &transferGlue{n: n, remaining: map[int]int{}, finished: map[replica.Loc]bool{}, reported: map[int]bool{}}
 	g.rt = repair.NewTransfers(repair.TransferConfig{
 		Peers:       n.faults,
 		Merge:       n.coord,
@@ -144,7 +152,6 @@ func (g *transferGlue) changed(st *membership.MetaState, topo *membership.Topolo
 	}
 	self := g.n.cfg.ID
 	var tasks []repair.TransferTask
-	remaining := map[int]int{}
 	for _, name := range topo.KeyspaceNames() {
 		ks := topo.Keyspaces[name]
 		for _, p := range tr.Moving {
@@ -166,12 +173,17 @@ func (g *transferGlue) changed(st *membership.MetaState, topo *membership.Topolo
 			}
 			tasks = append(tasks, repair.TransferTask{Keyspace: name, Loc: replica.Loc{Keyspace: ks.ID, Partition: p},
 				Sources: append(local, remote...), Generation: tr.Generation})
-			remaining[p]++
 		}
 	}
 	g.mu.Lock()
 	if g.gen != tr.Generation {
-		g.gen, g.reported, g.toReport = tr.Generation, map[int]bool{}, nil
+		g.gen, g.finished, g.reported, g.toReport = tr.Generation, map[replica.Loc]bool{}, map[int]bool{}, nil
+	}
+	remaining := map[int]int{}
+	for _, t := range tasks {
+		if !g.finished[t.Loc] {
+			remaining[t.Loc.Partition]++
+		}
 	}
 	g.remaining = remaining
 	g.mu.Unlock()
@@ -181,10 +193,11 @@ func (g *transferGlue) changed(st *membership.MetaState, topo *membership.Topolo
 // done counts a finished task; the last one of a partition reports it.
 func (g *transferGlue) done(t repair.TransferTask) {
 	g.mu.Lock()
-	if t.Generation != g.gen {
+	if t.Generation != g.gen || g.finished[t.Loc] {
 		g.mu.Unlock()
 		return
 	}
+	g.finished[t.Loc] = true
 	g.remaining[t.Loc.Partition]--
 	last := g.remaining[t.Loc.Partition] <= 0 && !g.reported[t.Loc.Partition]
 	if last {
@@ -206,6 +219,13 @@ func (g *transferGlue) done(t repair.TransferTask) {
 	}
 }
 
+// current reports whether gen is still the generation the glue works on.
+func (g *transferGlue) current(gen uint64) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.gen == gen
+}
+
 // report proposes the finished partitions until none is left.
 func (g *transferGlue) report() {
 	n := g.n
@@ -219,22 +239,42 @@ func (g *transferGlue) report() {
 			return
 		}
 		g.mu.Unlock()
-		for n.runCtx.Err() == nil {
+		for attempt := 1; n.runCtx.Err() == nil && g.current(gen); attempt++ {
 			ctx, cancel := context.WithTimeout(n.runCtx, 15*time.Second)
 			_, err := n.propose(ctx, membership.Command{Kind: membership.CmdTransferDone, Generation: gen, Node: n.cfg.ID, Parts: parts})
 			cancel()
-			if err == nil || !retryable(err) {
-				if err != nil {
-					n.log.Debug("transfer report refused", "partitions", parts, "err", err)
-				}
+			if err == nil {
 				break
 			}
+			if reportRefused(err) {
+				n.log.Warn("transfer report refused", "partitions", parts, "generation", gen, "err", err)
+				break
+			}
+			// Anything else (no leader, a forward that timed out) may
+			// not have reached the log: the report is idempotent, so it
+			// goes again; dropped, the transition would wait for ever.
+			level := slog.LevelDebug
+			if attempt == 1 {
+				level = slog.LevelWarn
+			}
+			n.log.Log(n.runCtx, level, "transfer report failed; retrying until it is taken", "partitions", parts, "generation", gen, "attempt", attempt, "err", err)
 			select {
 			case <-n.runCtx.Done():
 			case <-time.After(500 * time.Millisecond):
 			}
 		}
 	}
+}
+
+// reportRefused tells a refusal of a transfer report (by the state:
+// another generation by now; or by the leader) from a failure to reach
+// the log: sending it again would not change a refusal.
+func reportRefused(err error) bool {
+	switch status.Code(err) {
+	case codes.FailedPrecondition, codes.InvalidArgument, codes.NotFound, codes.PermissionDenied:
+		return true
+	}
+	return false
 }
 
 // maybeCleanup deletes, in the background, the partitions this node no

@@ -1,0 +1,124 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+	"github.com/meridiankv/meridian/membership"
+	"github.com/meridiankv/meridian/placement"
+	"github.com/meridiankv/meridian/repair"
+	"github.com/meridiankv/meridian/replica"
+	"github.com/meridiankv/meridian/version"
+)
+
+// idleTransfers stands in for the peers, merger and checkpoints of a
+// transfer runner that is never run: the glue's counting is under test.
+type idleTransfers struct{}
+
+var errIdle = errors.New("not used: the runner does not run")
+
+func (idleTransfers) ScanPartition(context.Context, string, *internalv1.ScanPartitionRequest) (*internalv1.ScanPartitionResponse, error) {
+	return nil, errIdle
+}
+func (idleTransfers) MergeLocal(string, []byte, version.Set) error      { return errIdle }
+func (idleTransfers) Sync() error                                       { return nil }
+func (idleTransfers) PutMeta(string, []byte) error                      { return errIdle }
+func (idleTransfers) ScanMeta(string, func(string, []byte) error) error { return nil }
+func (idleTransfers) DeleteMeta(string) error                           { return nil }
+
+// TestTransferReportWaitsForEveryKeyspaceOnce: a partition moving in two
+// keyspaces is reported once both tasks are done here, even when a new
+// state of the same transition (another partition's report) arrives
+// between the two: it lists the finished task again, which the runner
+// does not run again. Counting it again kept the partition unreported,
+// and the transition waited for ever.
+func TestTransferReportWaitsForEveryKeyspaceOnce(t *testing.T) {
+	st := &membership.MetaState{}
+	var members []membership.MemberRecord
+	for i, id := range []string{"n1", "n2", "n3"} {
+		members = append(members, membership.MemberRecord{ID: id, DC: "dc1", Rack: []string{"r1", "r2", "r3"}[i], Weight: 1, GRPCAddr: "127.0.0.1:1"})
+	}
+	for _, c := range []membership.Command{
+		{Kind: membership.CmdInit, ClusterID: "c1", Partitions: 32, Members: members},
+		{Kind: membership.CmdKeyspaceCreate, Keyspace: &membership.KeyspaceSpec{Name: "two", Replication: map[string]int{"dc1": 2}}},
+		{Kind: membership.CmdJoin, Member: &membership.MemberRecord{ID: "n4", DC: "dc1", Rack: "r4", Weight: 1, GRPCAddr: "127.0.0.1:4"}},
+		{Kind: membership.CmdPlan, Op: &membership.PlanOp{Op: membership.OpAdd, Node: "n4"}},
+	} {
+		if err := st.Apply(c); err != nil {
+			t.Fatalf("%s: %v", c.Kind, err)
+		}
+	}
+	if err := st.Apply(membership.Command{Kind: membership.CmdCommit, Expect: st.Plan}); err != nil {
+		t.Fatal(err)
+	}
+	topo, err := st.Topology()
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := membership.NodeInfo{Node: placement.Node{ID: "n4", DC: "dc1", Rack: "r4", Weight: 1}}
+	g := &transferGlue{n: &Node{cfg: Config{ID: "n4"}, self: self},
+		remaining: map[int]int{}, finished: map[replica.Loc]bool{}, reported: map[int]bool{},
+		stopped: true} // reports are queued, not proposed
+	g.rt = repair.NewTransfers(repair.TransferConfig{Peers: idleTransfers{}, Merge: idleTransfers{}, Checkpoints: idleTransfers{}})
+
+	g.changed(st, topo)
+	// A partition this node receives in both keyspaces.
+	byPart := map[int][]repair.TransferTask{}
+	for _, s := range g.rt.Status() {
+		ks := topo.Keyspaces[s.Keyspace]
+		byPart[s.Partition] = append(byPart[s.Partition], repair.TransferTask{Keyspace: s.Keyspace,
+			Loc: replica.Loc{Keyspace: ks.ID, Partition: s.Partition}, Generation: s.Generation})
+	}
+	p := -1
+	for q, tasks := range byPart {
+		if len(tasks) == 2 && (p < 0 || q < p) {
+			p = q
+		}
+	}
+	if p < 0 {
+		t.Fatalf("no partition moves to n4 in both keyspaces: %v", byPart)
+	}
+	first, second := byPart[p][0], byPart[p][1]
+
+	g.done(first)
+	g.done(first) // told twice: still one task
+	if slices.Contains(g.toReport, p) {
+		t.Fatalf("partition %d reported with one of its two keyspaces done", p)
+	}
+	g.changed(st, topo) // the same transition again
+	g.done(second)
+	if !slices.Contains(g.toReport, p) {
+		t.Fatalf("partition %d not reported with both keyspaces done (remaining %d)", p, g.remaining[p])
+	}
+	if n := len(slices.DeleteFunc(slices.Clone(g.toReport), func(q int) bool { return q != p })); n != 1 {
+		t.Fatalf("partition %d queued %d times, want once", p, n)
+	}
+}
+
+// TestTransferReportRefusals: a report refused by the state or the
+// leader is not sent again; one that may not have reached the log (no
+// leader, a forward out of time) is.
+func TestTransferReportRefusals(t *testing.T) {
+	for _, c := range []struct {
+		err     error
+		refused bool
+	}{
+		{status.Error(codes.FailedPrecondition, "generation 3, current 4"), true},
+		{status.Error(codes.InvalidArgument, "bad"), true},
+		{status.Error(codes.PermissionDenied, "not n4"), true},
+		{status.Error(codes.DeadlineExceeded, "forward timed out"), false},
+		{context.DeadlineExceeded, false},
+		{status.Error(codes.Unavailable, "no leader"), false},
+		{membership.ErrNotLeader, false},
+	} {
+		if got := reportRefused(c.err); got != c.refused {
+			t.Errorf("%v: refused %v, want %v", c.err, got, c.refused)
+		}
+	}
+}
