@@ -338,6 +338,8 @@ func (n *Node) metaLoop(ctx context.Context) {
 					if err.Error() != lastInitErr {
 						lastInitErr = err.Error()
 						n.log.Warn("cluster metadata not initialized yet", "err", err)
+					} else {
+						n.log.Debug("cluster metadata not initialized yet", "err", err)
 					}
 				}
 				continue
@@ -368,11 +370,6 @@ func (n *Node) proposeInit(ctx context.Context) error {
 	init := membership.Command{Kind: membership.CmdInit, ClusterID: hex.EncodeToString(id[:]), Partitions: n.cfg.Partitions, Members: recs}
 	if n.restored != nil {
 		init.Kind, init.Restored = membership.CmdRestoredInit, n.restored
-		// A refused init is still a log entry (the whole ring): try it
-		// on a scratch state first, and propose only one that applies.
-		if err := (&membership.MetaState{}).Apply(init); err != nil {
-			return fmt.Errorf("initialize the cluster from the restored metadata of cluster %s: %w", n.restored.ClusterID, err)
-		}
 	} else {
 		ids := make([]string, len(recs))
 		for i, r := range recs {
@@ -408,6 +405,15 @@ func (n *Node) proposeInit(ctx context.Context) error {
 				init.Keyspaces = append(init.Keyspaces, s)
 			}
 		}
+	}
+	// A refused init is still a log entry (the whole ring), and the loop
+	// tries again every second: try it on a scratch state first, and
+	// propose only one that applies.
+	if err := (&membership.MetaState{}).Apply(init); err != nil {
+		if n.restored != nil {
+			return fmt.Errorf("initialize the cluster from the restored metadata of cluster %s: %w", n.restored.ClusterID, err)
+		}
+		return fmt.Errorf("initialize the cluster from this node's configuration: %w: correct the keyspaces of the config file or --initial-cluster, and restart the node", err)
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
