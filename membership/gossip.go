@@ -635,6 +635,38 @@ func memberOf(n *memberlist.Node) (Member, error) {
 	return Member{Meta: meta, State: stateOf(n.State), GossipAddr: n.Address()}, nil
 }
 
+// drop removes a member from the table, without telling the listener.
+func (g *Gossip) drop(id string) {
+	if id == g.self {
+		return
+	}
+	g.mu.Lock()
+	if old, ok := g.mu.members[id]; ok {
+		delete(g.mu.members, id)
+		delete(g.mu.byAddr, old.GossipAddr)
+	}
+	g.mu.Unlock()
+	g.clocks.forget(id)
+}
+
+// ForgetExcept drops the members that member says left the cluster
+// (removed nodes), without telling the listener: a removed node's last
+// state (dead, or alive if it was stopped after its removal) would
+// otherwise stay in Members, and in the members metric, for good.
+func (g *Gossip) ForgetExcept(member func(id string) bool) {
+	g.mu.RLock()
+	var gone []string
+	for id := range g.mu.members {
+		if id != g.self && !member(id) {
+			gone = append(gone, id)
+		}
+	}
+	g.mu.RUnlock()
+	for _, id := range gone {
+		g.drop(id)
+	}
+}
+
 // forget drops a member listed earlier (it turned out to belong to another
 // cluster) and tells the listener it left.
 func (g *Gossip) forget(id string) {
@@ -663,6 +695,7 @@ func (g *Gossip) record(n *memberlist.Node, down bool) {
 	}
 	if err == nil && g.isMember != nil && !g.isMember(n.Name) {
 		g.log.Warn("ignoring gossip member that is not in the cluster's topology", "member", n.Name, "addr", n.Address())
+		g.drop(n.Name) // a node removed since: its last state would stay
 		return
 	}
 	if err == nil && g.clusterID != nil && m.Meta.ClusterID != "" {

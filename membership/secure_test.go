@@ -3,6 +3,8 @@ package membership
 import (
 	"bytes"
 	"context"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -117,5 +119,43 @@ func TestKeyRotationWithoutFlap(t *testing.T) {
 		if n := len(aliveIDs(g)); n != 3 {
 			t.Fatalf("after rotation: %v", aliveIDs(g))
 		}
+	}
+}
+
+// TestRemovedMembersLeaveTheTable: a member that leaves the topology
+// (removed) and then stops is dropped from the member table, not kept in
+// its last state; ForgetExcept drops one that stopped first.
+func TestRemovedMembersLeaveTheTable(t *testing.T) {
+	var mu sync.Mutex
+	members := map[string]bool{"n1": true, "n2": true, "n3": true}
+	isMember := func(c *Config) {
+		c.IsMember = func(id string) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return members[id]
+		}
+	}
+	g1 := startWith(t, "n1", nil, nil, isMember)
+	g2 := startWith(t, "n2", []string{g1.Addr()}, nil, isMember)
+	g3 := startWith(t, "n3", []string{g1.Addr()}, nil, isMember)
+	waitFor(t, "n1 to see n2 and n3", func() bool { return aliveIDs(g1)["n2"] && aliveIDs(g1)["n3"] })
+	listed := func(id string) bool {
+		return slices.ContainsFunc(g1.Members(), func(m Member) bool { return m.Meta.ID == id })
+	}
+
+	mu.Lock()
+	members["n2"] = false // removed, then stopped
+	mu.Unlock()
+	g2.Close()
+	waitFor(t, "n1 to drop removed n2", func() bool { return !listed("n2") })
+
+	g3.Close() // stopped, then removed
+	waitFor(t, "n1 to see n3 down", func() bool { return listed("n3") && !aliveIDs(g1)["n3"] })
+	g1.ForgetExcept(func(id string) bool { return id != "n3" })
+	if listed("n3") {
+		t.Fatal("ForgetExcept kept n3")
+	}
+	if !listed("n1") {
+		t.Fatal("ForgetExcept dropped this node")
 	}
 }

@@ -211,6 +211,18 @@ func TestDecommissionThenStop(t *testing.T) {
 	if err := l.Stop("n4"); err != nil {
 		t.Fatal(err)
 	}
+	// The removed node leaves every gossip table (and so the members
+	// metric) rather than stay listed in its last state.
+	eventually(t, "n4 gone from every node's gossip members", func() bool {
+		for _, n := range l.Nodes() {
+			for _, m := range n.Gossip().Members() {
+				if m.Meta.ID == "n4" {
+					return false
+				}
+			}
+		}
+		return true
+	})
 	waitHintsDelivered(t, l)
 	readAllAtALL(t, first.Addr(), acked)
 }

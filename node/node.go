@@ -509,7 +509,8 @@ func gossipAddr(cfg Config) string {
 }
 
 // discoverSeeds asks the initial cluster's peers for their gossip address
-// until one answers and the join succeeds.
+// until one answers and the join succeeds, then looks every 5 s for
+// members gossip lacks and drops former members from the gossip table.
 func (n *Node) discoverSeeds(ctx context.Context) {
 	// Until the first join every 500 ms; then every 5 s, for members the
 	// gossip view lacks: nodes starting together can form islands (n1
@@ -522,6 +523,11 @@ func (n *Node) discoverSeeds(ctx context.Context) {
 		t.Reset(5 * time.Second)
 	}
 	for {
+		if topo := n.Topology(); topo.Agreed() {
+			// Removed nodes leave the gossip table (their last state
+			// would stay in it, and in the members metric, for good).
+			n.gossip.ForgetExcept(func(id string) bool { _, ok := topo.Nodes[id]; return ok })
+		}
 		for id := range n.Topology().Nodes {
 			if id == n.cfg.ID || n.gossip.Alive(id) {
 				continue
