@@ -65,8 +65,11 @@ func newRowCache(capacity int64) *rowCache {
 }
 
 // shard picks a key's shard from the xxhash of its user key (the one its
-// lock stripe is chosen by).
-func (c *rowCache) shard(h uint64) *rowShard { return &c.shards[h>>58] }
+// lock stripe is chosen by): bits 8 to 13, which neither the partition
+// (the top bits) nor the Merkle bucket (the low 8) takes, so that a node
+// holding only some partitions, or a few keys of one bucket, still
+// spreads over every shard.
+func (c *rowCache) shard(h uint64) *rowShard { return &c.shards[(h>>8)%rowCacheShards] }
 
 // get returns k's cached encoding (shared: never modify it), counting a
 // hit or a miss.

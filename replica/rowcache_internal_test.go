@@ -4,17 +4,19 @@ import (
 	"bytes"
 	"fmt"
 	"testing"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // sameShard returns the hash of the i-th key of one shard: the shard is
-// chosen by the top six bits.
-func sameShard(i int) uint64 { return 5<<58 | uint64(i) }
+// chosen by bits 8 to 13.
+func sameShard(i int) uint64 { return 5<<8 | uint64(i)<<14 }
 
 func TestRowCacheKeepsItsBound(t *testing.T) {
 	c := newRowCache(64 * 1024) // 1 KiB per shard, entries up to 128 bytes
 	val := make([]byte, 20)
 	for i := range 1000 {
-		c.set(fmt.Appendf(nil, "key-%d", i), uint64(i)<<54, val)
+		c.set(fmt.Appendf(nil, "key-%d", i), uint64(i)<<8, val)
 	}
 	st := c.stats()
 	if st["row_cache_size_bytes"] > 64*1024 {
@@ -92,4 +94,25 @@ func TestRowCacheReplaceAndRemove(t *testing.T) {
 		t.Error("a nil cache returned an entry")
 	}
 	none.remove(k, 1)
+}
+
+// TestRowCacheShardsSpreadOverFewPartitions: keys of only a few
+// partitions (a node holds some of a small ring), which share the top
+// bits of their hash, still fill every shard: the whole capacity serves.
+func TestRowCacheShardsSpreadOverFewPartitions(t *testing.T) {
+	c := newRowCache(64 * 1024)
+	val := make([]byte, 20)
+	for i := 0; i < 4000; i++ {
+		key := fmt.Appendf(nil, "key-%d", i)
+		h := xxhash.Sum64(key)
+		if p := h >> 60; p != 1 && p != 6 && p != 11 && p != 14 { // 4 of 16 partitions
+			continue
+		}
+		c.set(key, h, val)
+	}
+	for i := range c.shards {
+		if len(c.shards[i].m) == 0 {
+			t.Fatalf("shard %d of %d holds nothing: keys of 4 of 16 partitions reach only some shards", i, rowCacheShards)
+		}
+	}
 }

@@ -166,6 +166,32 @@ func TestScanPageLastPartition(t *testing.T) {
 	})
 }
 
+// TestLastPartitionOfLastKeyspace: the very last partition (keyspace IDs
+// are name hashes, so 0xffffffff can be one) has a range like any other:
+// a scan, its size and a drop see its keys, not an empty range whose
+// upper bound wrapped below its lower one.
+func TestLastPartitionOfLastKeyspace(t *testing.T) {
+	engines(t, func(t *testing.T, eng engine.Engine) {
+		s := open(t, eng, "n1")
+		loc := replica.Loc{Keyspace: ^uint32(0), Partition: 0xffff}
+		put(t, s, replica.Loc{Keyspace: 0}, []byte("a"), "first keyspace")
+		put(t, s, loc, []byte("a"), "x")
+		page, done, err := s.ScanPage(loc, nil, 10, 1<<20)
+		if err != nil || len(page) != 1 || !done {
+			t.Fatalf("scan: %d entries, done %v, %v; want 1, done", len(page), done, err)
+		}
+		if b, err := s.PartitionBytes(loc); err != nil || b == 0 {
+			t.Fatalf("PartitionBytes = %d, %v; want more than 0", b, err)
+		}
+		if n, err := s.DropPartition(loc); err != nil || n != 1 {
+			t.Fatalf("DropPartition = %d, %v; want 1", n, err)
+		}
+		if set, _ := s.Get(replica.Loc{Keyspace: 0}, []byte("a")); set.IsEmpty() {
+			t.Fatal("the drop took keyspace 0's key too")
+		}
+	})
+}
+
 func TestScanPageRejectsLongAfter(t *testing.T) {
 	s := open(t, memory.New(), "n1")
 	if _, _, err := s.ScanPage(replica.Loc{}, make([]byte, replica.MaxKeyLen+1), 1, 1); err == nil {

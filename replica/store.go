@@ -410,6 +410,9 @@ func PartitionBounds(loc Loc) (lower, upper []byte) {
 	upper = DataKey(Loc{Keyspace: loc.Keyspace, Partition: loc.Partition + 1}, nil)
 	if loc.Partition == 0xffff {
 		upper = DataKey(Loc{Keyspace: loc.Keyspace + 1}, nil)
+		if loc.Keyspace == ^uint32(0) {
+			upper = []byte{prefixData + 1} // the last of all data keys
+		}
 	}
 	return lower, upper
 }
