@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"testing"
 
@@ -64,6 +65,53 @@ func Run(t *testing.T, open func(t *testing.T) engine.Engine) {
 		}
 		if err := e.Close(); !errors.Is(err, engine.ErrClosed) {
 			t.Errorf("second Close = %v, want ErrClosed", err)
+		}
+	})
+	t.Run("ClosedWhileReading", func(t *testing.T) {
+		// An iterator or snapshot open when Close begins (a scan its
+		// caller abandoned at shutdown) keeps working until it is closed;
+		// the engine is not closed under it, and Close then succeeds.
+		e := open(t)
+		put(t, e, "k1", "v1")
+		put(t, e, "k2", "v2")
+		snap, err := e.NewSnapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sit, err := snap.NewIter(nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		it, err := e.NewIter(nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !sit.First() || !it.First() {
+			t.Fatal("iterators empty")
+		}
+		closed := make(chan error, 1)
+		go func() { closed <- e.Close() }()
+		// Once Close has begun, new operations are refused...
+		for {
+			if _, err := e.Get([]byte("k1")); errors.Is(err, engine.ErrClosed) {
+				break
+			}
+			runtime.Gosched()
+		}
+		// ...and the readers opened before it still work.
+		for _, i := range []engine.Iterator{sit, it} {
+			if !i.Next() || string(i.Key()) != "k2" || string(i.Value()) != "v2" {
+				t.Errorf("an iterator open when Close began: Next gives %q=%q, want k2=v2", i.Key(), i.Value())
+			}
+			if err := i.Close(); err != nil {
+				t.Error(err)
+			}
+		}
+		if err := snap.Close(); err != nil {
+			t.Error(err)
+		}
+		if err := <-closed; err != nil {
+			t.Fatalf("Close after its readers closed: %v", err)
 		}
 	})
 }

@@ -113,6 +113,14 @@ type Engine struct {
 	mu     sync.RWMutex
 	closed bool
 
+	// readers counts the open iterators and snapshots, which outlive the
+	// call that made them: Pebble must not be closed under them.
+	readers struct {
+		sync.Mutex
+		n       int
+		drained chan struct{} // closed when n reaches 0 after Close began
+	}
+
 	// failure is set once, before failed is closed.
 	failure  atomic.Pointer[error]
 	failOnce sync.Once
@@ -605,10 +613,12 @@ func (e *Engine) NewIter(lower, upper []byte) (engine.Iterator, error) {
 		return nil, err
 	}
 	defer e.mu.RUnlock()
-	return newIter(e.db, lower, upper)
+	return e.newIter(e.db, lower, upper)
 }
 
-func newIter(r pebbledb.Reader, lower, upper []byte) (engine.Iterator, error) {
+// newIter opens an iterator of r and counts it as a reader. The caller
+// holds the read lock.
+func (e *Engine) newIter(r pebbledb.Reader, lower, upper []byte) (engine.Iterator, error) {
 	opts := &pebbledb.IterOptions{}
 	if lower != nil {
 		opts.LowerBound = append([]byte(nil), lower...)
@@ -620,7 +630,49 @@ func newIter(r pebbledb.Reader, lower, upper []byte) (engine.Iterator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pebble: iterator: %w", err)
 	}
-	return &iter{it: it}, nil
+	e.addReader()
+	return &iter{e: e, it: it}, nil
+}
+
+func (e *Engine) addReader() {
+	e.readers.Lock()
+	e.readers.n++
+	e.readers.Unlock()
+}
+
+func (e *Engine) doneReader() {
+	e.readers.Lock()
+	defer e.readers.Unlock()
+	e.readers.n--
+	if e.readers.n == 0 && e.readers.drained != nil {
+		close(e.readers.drained)
+		e.readers.drained = nil
+	}
+}
+
+// closeWait bounds how long Close waits for open iterators and
+// snapshots (a scan a caller abandoned at shutdown).
+const closeWait = 10 * time.Second
+
+// waitReaders waits until no iterator or snapshot is open, at most d.
+func (e *Engine) waitReaders(d time.Duration) error {
+	e.readers.Lock()
+	if e.readers.n == 0 {
+		e.readers.Unlock()
+		return nil
+	}
+	ch := make(chan struct{})
+	e.readers.drained = ch
+	n := e.readers.n
+	e.readers.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return nil
+	case <-t.C:
+		return fmt.Errorf("%d iterator(s) or snapshot(s) still open after %s", n, d)
+	}
 }
 
 // NewBatch returns an empty batch.
@@ -632,6 +684,7 @@ func (e *Engine) NewSnapshot() (engine.Snapshot, error) {
 		return nil, err
 	}
 	defer e.mu.RUnlock()
+	e.addReader()
 	return &snapshot{e: e, s: e.db.NewSnapshot()}, nil
 }
 
@@ -700,14 +753,23 @@ func (e *Engine) Checkpoint(dir string) error {
 }
 
 // Close flushes and closes the database. A second Close returns
-// engine.ErrClosed.
+// engine.ErrClosed. New operations are refused at once; iterators and
+// snapshots already open keep working until their callers close them,
+// which Close waits for (at most closeWait: then it leaves Pebble open,
+// not closed under a reader, and says so).
 func (e *Engine) Close() error {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if e.closed {
+		e.mu.Unlock()
 		return engine.ErrClosed
 	}
 	e.closed = true
+	e.mu.Unlock()
+	if err := e.waitReaders(closeWait); err != nil {
+		return fmt.Errorf("pebble: not closed: %w", err)
+	}
+	e.mu.Lock() // no operation runs: closed refuses new ones
+	defer e.mu.Unlock()
 	if err := e.db.Close(); err != nil {
 		return fmt.Errorf("pebble: close: %w", err)
 	}
@@ -794,18 +856,23 @@ func (s *snapshot) NewIter(lower, upper []byte) (engine.Iterator, error) {
 		return nil, err
 	}
 	defer s.e.mu.RUnlock()
-	return newIter(s.s, lower, upper)
+	return s.e.newIter(s.s, lower, upper)
 }
 
+// Close releases the snapshot, also while the engine's Close waits for
+// it (Pebble is closed only once every reader is).
 func (s *snapshot) Close() error {
-	if err := s.e.rlock(); err != nil {
-		return nil // the engine's Close released it
+	if s.s == nil {
+		return nil
 	}
-	defer s.e.mu.RUnlock()
-	return s.s.Close()
+	err := s.s.Close()
+	s.s = nil
+	s.e.doneReader()
+	return err
 }
 
 type iter struct {
+	e  *Engine
 	it *pebbledb.Iterator
 }
 
@@ -816,4 +883,15 @@ func (i *iter) Valid() bool            { return i.it.Valid() }
 func (i *iter) Key() []byte            { return i.it.Key() }
 func (i *iter) Value() []byte          { return i.it.Value() }
 func (i *iter) Error() error           { return i.it.Error() }
-func (i *iter) Close() error           { return i.it.Close() }
+
+// Close releases the iterator, also while the engine's Close waits for
+// it (Pebble is closed only once every reader is).
+func (i *iter) Close() error {
+	if i.it == nil {
+		return nil
+	}
+	err := i.it.Close()
+	i.it = nil
+	i.e.doneReader()
+	return err
+}
