@@ -473,6 +473,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	}()
 	handoff := &repair.Handoff{Log: n.hints.log, Peers: peers, Live: n.live, Interval: cfg.HintInterval, Logger: n.log, Now: opts.Now,
 		IsMember: func(id string) bool { _, ok := n.Topology().Nodes[id]; return ok || !n.Topology().Agreed() },
+		Place:    n.hintPlace, Self: cfg.ID, Local: n.coord,
 		AfterRound: func() {
 			if err := n.hints.refresh(); err != nil {
 				n.log.Warn("read hint targets", "err", err)
@@ -506,6 +507,30 @@ func gossipAddr(cfg Config) string {
 	}
 	host, _, _ := net.SplitHostPort(cfg.GRPCAddr)
 	return net.JoinHostPort(host, "0")
+}
+
+// hintPlace says where a hint's data belongs by the agreed topology: gone
+// when its keyspace is not there under the hint's keyspace ID, else the
+// partition's replicas and pending replicas (nil before the topology is
+// agreed: the hint goes as stored).
+func (n *Node) hintPlace(keyspace string, loc replica.Loc) (nodes []string, gone bool) {
+	topo := n.Topology()
+	if !topo.Agreed() {
+		return nil, false
+	}
+	ks, ok := topo.Keyspaces[keyspace]
+	if !ok || ks.ID != loc.Keyspace || loc.Partition >= topo.Ring.Partitions() {
+		return nil, true
+	}
+	for _, r := range ks.Table.Replicas(loc.Partition) {
+		nodes = append(nodes, r.Node)
+	}
+	for _, r := range ks.Table.Pending(loc.Partition) {
+		if !slices.Contains(nodes, r.Node) {
+			nodes = append(nodes, r.Node)
+		}
+	}
+	return nodes, false
 }
 
 // discoverSeeds asks the initial cluster's peers for their gossip address

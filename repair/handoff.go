@@ -6,6 +6,7 @@ package repair
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -49,8 +50,24 @@ type Handoff struct {
 	Peers Writer
 	Live  Liveness
 	// IsMember reports whether an ID is in the topology; hints for other
-	// IDs are dropped. Nil keeps them all.
+	// IDs go to the nodes that replicate their partitions now (Place), or
+	// are dropped. Nil keeps them all.
 	IsMember func(id string) bool
+	// Place, when set, says where a hint's data belongs now: the topology
+	// may have changed since it was stored. gone: the hint's keyspace no
+	// longer exists under the ID it was stored with (dropped, or dropped
+	// and created again): the hint is dropped, its data went with the
+	// keyspace, and a new keyspace of the same name must not receive it.
+	// Otherwise nodes are those that replicate the partition or are about
+	// to (nil: not known yet; the hint goes as stored). A hint whose
+	// target no longer replicates its partition, whose target left the
+	// topology, or that expired is handed to those nodes rather than sent
+	// or dropped: it may be the only copy of an acknowledged write.
+	Place func(keyspace string, loc replica.Loc) (nodes []string, gone bool)
+	// Self is this node's ID; Local merges a hint's data into this node's
+	// own copy when this node is one of Place's nodes.
+	Self     string
+	Local    Merger
 	Interval time.Duration // between delivery rounds (default 1s)
 	Timeout  time.Duration // per delivery (default 5s)
 	Workers  int           // targets delivered to at once (default 4)
@@ -191,13 +208,13 @@ func (h *Handoff) DeliverOnce(ctx context.Context) (int, error) {
 	var ready []string
 	for _, t := range h.Log.Targets() {
 		if h.IsMember != nil && !h.IsMember(t) {
-			n, err := h.Log.dropAll(t, DropNonMember)
+			moved, dropped, err := h.rehomeAll(t)
 			if err != nil {
 				return 0, err
 			}
 			h.forget(t)
 			h.Log.forgetTarget(t)
-			h.Logger.Info("dropped hints for a node outside the topology", "target", t, "hints", n)
+			h.Logger.Info("hints for a node outside the topology: handed to the current replicas of their partitions, or dropped", "target", t, "handed", moved, "dropped", dropped)
 			continue
 		}
 		if !h.Live.Alive(t) || h.Live.DiskLow(t) || now.Before(h.retryAt(t)) {
@@ -298,9 +315,35 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 			d.cursor = r.k
 			continue
 		}
-		if h.Now().Sub(hint.Stored) > h.Log.cfg.Window {
-			if err := h.Log.drop(hint, DropExpired); err != nil {
+		nodes, gone := h.place(hint)
+		if gone {
+			if err := h.Log.drop(hint, DropKeyspace); err != nil {
 				return delivered, err
+			}
+			d.cursor = r.k
+			continue
+		}
+		if expired := h.Now().Sub(hint.Stored) > h.Log.cfg.Window; expired || nodes != nil && !slices.Contains(nodes, t) {
+			// Expired, or t no longer replicates the partition (it moved
+			// while t was away): the data goes to the nodes that hold the
+			// partition now, as their hints (or merged here).
+			moved, err := h.rehome(hint, nodes)
+			if err != nil {
+				return delivered, err
+			}
+			switch {
+			case moved:
+				h.Logger.Debug("hint handed to the partition's current replicas", "target", t, "keyspace", hint.Keyspace, "partition", hint.Loc.Partition, "expired", expired)
+			case expired:
+				if err := h.Log.drop(hint, DropExpired); err != nil {
+					return delivered, err
+				}
+			default:
+				// Not taken now (their hints are full): kept for the
+				// next pass, until it is or it expires.
+				if d.oldestLeft.IsZero() || hint.Stored.Before(d.oldestLeft) {
+					d.oldestLeft = hint.Stored
+				}
 			}
 			d.cursor = r.k
 			continue
@@ -366,6 +409,102 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 		d.cursor, d.inPass = nil, false
 	}
 	return delivered, nil
+}
+
+// place asks Place where hint's data belongs now.
+func (h *Handoff) place(hint Hint) (nodes []string, gone bool) {
+	if h.Place == nil {
+		return nil, false
+	}
+	return h.Place(hint.Keyspace, hint.Loc)
+}
+
+// rehome hands hint's data to nodes other than its target, as hints for
+// them (merged into this node's copy when this node is one), then deletes
+// it. moved is false, and the hint stays, when no such node took it: none
+// other than the target, or one refused (its hints are full).
+func (h *Handoff) rehome(hint Hint, nodes []string) (moved bool, err error) {
+	others := slices.DeleteFunc(slices.Clone(nodes), func(n string) bool {
+		return n == hint.Target || n == h.Self && h.Local == nil
+	})
+	if len(others) == 0 {
+		return false, nil
+	}
+	for _, n := range others {
+		if n == h.Self {
+			if err := h.Local.MergeLocal(hint.Keyspace, hint.Key, hint.Set); err != nil {
+				// Refused here (a version too far ahead, a hard limit)
+				// or failed: the hint stays for the next pass.
+				h.Logger.Debug("hint's data not merged here", "keyspace", hint.Keyspace, "partition", hint.Loc.Partition, "err", err)
+				return false, nil
+			}
+			continue
+		}
+		if err := h.Log.StoreHint(n, hint.Loc, hint.Keyspace, hint.Key, hint.Set, false); err != nil {
+			if errors.Is(err, ErrHintDropped) || errors.Is(err, replica.ErrKeyTooLong) {
+				return false, nil
+			}
+			return false, err
+		}
+	}
+	// Taken everywhere: only now may the original go (the new hints and
+	// the merge are in the same engine's log before this delete, so a
+	// crash keeps them whenever it keeps the delete).
+	if _, err := h.Log.Delete(hint); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// rehomeAll hands every hint held for t, a node that left the topology,
+// to the nodes that replicate its partition now, and drops those no node
+// can take (or whose keyspace is gone).
+func (h *Handoff) rehomeAll(t string) (moved, dropped uint64, err error) {
+	p := hintPrefix(t)
+	lower := p
+	for {
+		var batch []rawHint
+		if err := h.Log.scan(lower, prefixEnd(p), func(k, v []byte) bool {
+			batch = append(batch, rawHint{slices.Clone(k), slices.Clone(v)})
+			return len(batch) < h.Batch
+		}); err != nil {
+			return moved, dropped, err
+		}
+		if len(batch) == 0 {
+			return moved, dropped, nil
+		}
+		for _, r := range batch {
+			lower = append(slices.Clone(r.k), 0)
+			hint, derr := h.Log.decode(r.k, r.v)
+			if derr == nil {
+				nodes, gone := h.place(hint)
+				ok := false
+				if !gone {
+					if ok, err = h.rehome(hint, nodes); err != nil {
+						return moved, dropped, err
+					}
+				}
+				if ok {
+					moved++
+					continue
+				}
+				reason := DropNonMember
+				if gone {
+					reason = DropKeyspace
+				}
+				if err := h.Log.drop(hint, reason); err != nil {
+					return moved, dropped, err
+				}
+				dropped++
+				continue
+			}
+			if _, err := h.Log.remove(r.k, nil); err != nil {
+				return moved, dropped, err
+			}
+			h.Log.countDropped(DropNonMember, 1)
+			dropped++
+		}
+	}
 }
 
 // cursor returns t's delivery cursor (tests).

@@ -37,6 +37,7 @@ const (
 	DropNonMember = "non-member" // the target left the topology
 	DropPurged    = "purged"     // an operator purged the target's hints
 	DropLimit     = "limit"      // merged with the hint held, the set would pass a hard limit
+	DropKeyspace  = "keyspace"   // its keyspace was dropped (and maybe created again) since
 )
 
 // HintLogConfig bounds the hint log. Zero values take the defaults.
@@ -464,7 +465,7 @@ func (l *HintLog) drop(h Hint, reason string) error {
 		return err
 	}
 	l.countDropped(reason, 1)
-	if l.cfg.OnDropped != nil && reason != DropNonMember {
+	if l.cfg.OnDropped != nil && reason != DropNonMember && reason != DropKeyspace {
 		l.cfg.OnDropped(h.Target, h.Loc)
 	}
 	return nil

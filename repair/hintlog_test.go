@@ -811,3 +811,102 @@ func TestHintLogRefusesMergePastHardLimit(t *testing.T) {
 		t.Fatalf("hint held after the refusal: %d hints, want the one held before", len(got))
 	}
 }
+
+// localMerges records what a Handoff merges into this node's copy.
+type localMerges struct {
+	mu  sync.Mutex
+	got []string // "keyspace/key"
+}
+
+func (m *localMerges) MergeLocal(keyspace string, key []byte, _ version.Set) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.got = append(m.got, keyspace+"/"+string(key))
+	return nil
+}
+
+func (m *localMerges) Sync() error { return nil }
+
+// TestHintsFollowTheirPartition: a hint goes where its data belongs now.
+// Its keyspace dropped (or created again under a new ID): dropped, never
+// written into the new keyspace. Its target no longer a replica of the
+// partition, or gone from the topology, or the hint expired: handed to
+// the partition's current replicas (merged here when this node is one)
+// instead of sent to a node that will drop the partition, or dropped
+// with what may be the only copy of an acknowledged write.
+func TestHintsFollowTheirPartition(t *testing.T) {
+	c := newClock()
+	l, err := NewHintLog(memory.New(), HintLogConfig{Window: time.Hour, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recreated := replica.Loc{Keyspace: 8, Partition: 3} // "old" is now another ID
+	if err := l.StoreHint("n2", recreated, "old", []byte("dropped"), value(t, "x", 1), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := store(t, l, "n2", "moved"); err != nil { // loc: partition 3 of ks, now on n3 and here
+		t.Fatal(err)
+	}
+	if err := store(t, l, "gone", "left"); err != nil {
+		t.Fatal(err)
+	}
+	p := &peers{}
+	local := &localMerges{}
+	h := &Handoff{Log: l, Peers: p, Live: allAlive{}, Now: c.Now, Rate: 1e6, Self: "n1", Local: local,
+		IsMember: func(id string) bool { return id != "gone" },
+		Place: func(keyspace string, at replica.Loc) ([]string, bool) {
+			if keyspace != "ks" || at.Keyspace != loc.Keyspace {
+				return nil, true
+			}
+			return []string{"n3", "n1"}, false
+		}}
+	if _, err := h.DeliverOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if d := l.Dropped(); d[DropKeyspace] != 1 || d[DropNonMember] != 0 || d[DropExpired] != 0 {
+		t.Fatalf("dropped %v, want only the dropped keyspace's hint", d)
+	}
+	local.mu.Lock()
+	merged := slices.Sorted(slices.Values(local.got))
+	local.mu.Unlock()
+	if !slices.Equal(merged, []string{"ks/left", "ks/moved"}) {
+		t.Fatalf("merged here %v, want the moved and the non-member's hints", merged)
+	}
+	if s := statsFor(l, "n3"); s.Count != 2 || statsFor(l, "n2").Count != 0 || statsFor(l, "gone").Count != 0 {
+		t.Fatalf("hints held: n3 %+v, n2 %+v, gone %+v; want both handed to n3", s, statsFor(l, "n2"), statsFor(l, "gone"))
+	}
+	if _, err := h.DeliverOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := slices.Sorted(slices.Values(p.sent())); !slices.Equal(got, []string{"n3/left", "n3/moved"}) {
+		t.Fatalf("delivered %v, want both to n3 and none to n2", got)
+	}
+
+	// Expired while its target stayed away: handed to the other replica.
+	if err := store(t, l, "n3", "late"); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.fail = map[string]bool{"n3": true}
+	p.mu.Unlock()
+	h.Place = func(string, replica.Loc) ([]string, bool) { return []string{"n3", "n4"}, false }
+	c.Advance(2 * time.Hour)
+	if _, err := h.DeliverOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if d := l.Dropped()[DropExpired]; d != 0 || statsFor(l, "n4").Count != 1 {
+		t.Fatalf("an expired hint with another replica up: %d dropped, n4 holds %+v; want it handed to n4", d, statsFor(l, "n4"))
+	}
+	// With no other replica, an expired hint is dropped as before.
+	h.Place = func(string, replica.Loc) ([]string, bool) { return []string{"n4"}, false }
+	p.mu.Lock()
+	p.fail = map[string]bool{"n4": true}
+	p.mu.Unlock()
+	c.Advance(2 * time.Hour)
+	if _, err := h.DeliverOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if d := l.Dropped()[DropExpired]; d != 1 {
+		t.Fatalf("an expired hint with no other replica: %d dropped, want 1", d)
+	}
+}
