@@ -1145,8 +1145,12 @@ func (c *Coordinator) coordinate(ctx context.Context, deadline time.Time, span t
 		fcancel()
 		return nil, err
 	}
-	if n := c.reqIDs.Remember(req.GetRequestId(), c.cfg.Now()); n > 0 {
-		c.obs.RequestIDs(n)
+	if p.local {
+		// Stored here: a retry reaching this node again is a duplicate.
+		// (A coordinator that stores nothing remembers the ID only once
+		// the write met its level, below: one that failed must be
+		// written again when retried, not answered as applied.)
+		c.rememberRequest(r, req.GetRequestId())
 	}
 	if m.duplicate {
 		r.trail.add(c.cfg.NodeID, "duplicate request", "already applied: nothing written", 0)
@@ -1189,6 +1193,9 @@ func (c *Coordinator) coordinate(ctx context.Context, deadline time.Time, span t
 	}
 	if werr != nil {
 		return nil, werr
+	}
+	if !p.local {
+		c.rememberRequest(r, req.GetRequestId())
 	}
 	resp := &kvv1.PutResponse{
 		Context:   c.seal.Seal(r.ks.Name, r.key, f.set.Context()),
@@ -1254,9 +1261,16 @@ func (c *Coordinator) initMinter(m *minter, r *request, req *kvv1.PutRequest, cl
 	return nil
 }
 
+// rememberRequest remembers a write's request ID for its key.
+func (c *Coordinator) rememberRequest(r *request, id []byte) {
+	if n := c.reqIDs.Remember(r.loc.Keyspace, r.key, id, c.cfg.Now()); n > 0 {
+		c.obs.RequestIDs(n)
+	}
+}
+
 func (m *minter) mint(cur version.Set) (version.Set, error) {
 	c, r := m.c, m.r
-	if id := m.value.RequestID; len(id) > 0 && (cur.HasRequest(id) || c.reqIDs.Seen(id, c.cfg.Now())) {
+	if id := m.value.RequestID; len(id) > 0 && (cur.HasRequest(id) || c.reqIDs.Seen(r.loc.Keyspace, r.key, id, c.cfg.Now())) {
 		// A retry of a write already applied: store nothing new and
 		// answer with the current versions.
 		m.duplicate = true

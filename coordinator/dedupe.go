@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"sync"
 	"time"
 )
@@ -27,28 +28,22 @@ type requestIDs struct {
 	}
 }
 
-// idKey is a request ID as a map key: IDs of up to 16 bytes (what the Go
-// client and coordinators mint) verbatim with their length, longer ones
-// (a UUID as text, say; at most version.MaxRequestIDLen) as the first 16
-// bytes of their SHA-256 and n = hashedID, which no verbatim length equals.
-// Two distinct IDs share a key only if SHA-256 collides on 128 bits.
-type idKey struct {
-	b [16]byte
-	n uint8
-}
+// idKey is a request ID as a map key: the first 16 bytes of the SHA-256
+// of the keyspace ID, the user key and the ID, so that an ID is a retry
+// only of a write of the same key (clients may reuse an ID, an order
+// number say, across keys). Two writes share a key only if SHA-256
+// collides on 128 bits.
+type idKey [16]byte
 
-const hashedID = 0xff
-
-func keyOf(id []byte) idKey {
+func keyOf(ks uint32, key, id []byte) idKey {
+	var buf [160]byte // most keys and IDs: no allocation
+	b := binary.BigEndian.AppendUint32(buf[:0], ks)
+	b = binary.AppendUvarint(b, uint64(len(key)))
+	b = append(b, key...)
+	b = append(b, id...)
+	sum := sha256.Sum256(b)
 	var k idKey
-	if len(id) <= len(k.b) {
-		copy(k.b[:], id)
-		k.n = uint8(len(id))
-		return k
-	}
-	sum := sha256.Sum256(id)
-	copy(k.b[:], sum[:])
-	k.n = hashedID
+	copy(k[:], sum[:])
 	return k
 }
 
@@ -58,25 +53,25 @@ func newRequestIDs(max int, window time.Duration) *requestIDs {
 	return r
 }
 
-// Seen reports whether id was remembered within the window.
-func (r *requestIDs) Seen(id []byte, now time.Time) bool {
+// Seen reports whether id was remembered for the key within the window.
+func (r *requestIDs) Seen(ks uint32, key, id []byte, now time.Time) bool {
 	if len(id) == 0 || r.max <= 0 {
 		return false
 	}
-	k := keyOf(id)
+	k := keyOf(ks, key, id)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	t, ok := r.mu.seen[k]
 	return ok && now.UnixNano()-t < int64(r.window)
 }
 
-// Remember records id; the oldest is forgotten once max are held. It
-// returns how many IDs are held.
-func (r *requestIDs) Remember(id []byte, now time.Time) int {
+// Remember records id for the key; the oldest is forgotten once max are
+// held. It returns how many IDs are held.
+func (r *requestIDs) Remember(ks uint32, key, id []byte, now time.Time) int {
 	if len(id) == 0 || r.max <= 0 {
 		return 0
 	}
-	k, t := keyOf(id), now.UnixNano()
+	k, t := keyOf(ks, key, id), now.UnixNano()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.mu.seen[k]; ok {

@@ -18,44 +18,69 @@ func TestRequestIDsTellIDsApart(t *testing.T) {
 	now := time.Unix(1000, 0)
 	for i, id := range ids {
 		r := newRequestIDs(100, time.Minute)
-		r.Remember(id, now)
+		r.Remember(1, []byte("k"), id, now)
 		for j, other := range ids {
-			if got, want := r.Seen(other, now), i == j; got != want {
+			if got, want := r.Seen(1, []byte("k"), other, now), i == j; got != want {
 				t.Errorf("remembered %q: Seen(%q) = %v, want %v", id, other, got, want)
 			}
 		}
 	}
 }
 
+// TestRequestIDsArePerKey: an ID is a retry only of a write of the same
+// key of the same keyspace; clients may reuse one across keys (an order
+// number), and key and ID never run into each other.
+func TestRequestIDsArePerKey(t *testing.T) {
+	now := time.Unix(1000, 0)
+	r := newRequestIDs(100, time.Minute)
+	r.Remember(1, []byte("k1"), []byte("order-42"), now)
+	for _, c := range []struct {
+		ks      uint32
+		key, id string
+		seen    bool
+	}{
+		{1, "k1", "order-42", true},
+		{1, "k2", "order-42", false},
+		{2, "k1", "order-42", false},
+		{1, "k1o", "rder-42", false},
+		{1, "k", "1order-42", false},
+	} {
+		if got := r.Seen(c.ks, []byte(c.key), []byte(c.id), now); got != c.seen {
+			t.Errorf("Seen(%d, %q, %q) = %v, want %v", c.ks, c.key, c.id, got, c.seen)
+		}
+	}
+}
+
 func TestRequestIDsWindowAndBound(t *testing.T) {
 	now := time.Unix(1000, 0)
+	k := []byte("key")
 	r := newRequestIDs(3, time.Minute)
-	if r.Seen(nil, now) || r.Remember(nil, now) != 0 {
+	if r.Seen(1, k, nil, now) || r.Remember(1, k, nil, now) != 0 {
 		t.Fatal("an empty ID is never remembered")
 	}
 	for i := range 3 {
-		if n := r.Remember(fmt.Appendf(nil, "id-%d", i), now); n != i+1 {
+		if n := r.Remember(1, k, fmt.Appendf(nil, "id-%d", i), now); n != i+1 {
 			t.Fatalf("held %d after %d, want %d", n, i+1, i+1)
 		}
 	}
-	if !r.Seen([]byte("id-0"), now.Add(59*time.Second)) || r.Seen([]byte("id-0"), now.Add(time.Minute)) {
+	if !r.Seen(1, k, []byte("id-0"), now.Add(59*time.Second)) || r.Seen(1, k, []byte("id-0"), now.Add(time.Minute)) {
 		t.Fatal("an ID is seen within the window and not after it")
 	}
 	// Remembered again, its time moves on without taking another slot.
-	if n := r.Remember([]byte("id-1"), now.Add(time.Minute)); n != 3 {
+	if n := r.Remember(1, k, []byte("id-1"), now.Add(time.Minute)); n != 3 {
 		t.Fatalf("held %d after remembering id-1 again, want 3", n)
 	}
-	if !r.Seen([]byte("id-1"), now.Add(90*time.Second)) {
+	if !r.Seen(1, k, []byte("id-1"), now.Add(90*time.Second)) {
 		t.Fatal("remembering again restarts the window")
 	}
 	// A fourth ID forgets the oldest.
-	if n := r.Remember([]byte("id-3"), now); n != 3 {
+	if n := r.Remember(1, k, []byte("id-3"), now); n != 3 {
 		t.Fatalf("held %d, want the bound 3", n)
 	}
-	if r.Seen([]byte("id-0"), now) || !r.Seen([]byte("id-2"), now) || !r.Seen([]byte("id-3"), now) {
+	if r.Seen(1, k, []byte("id-0"), now) || !r.Seen(1, k, []byte("id-2"), now) || !r.Seen(1, k, []byte("id-3"), now) {
 		t.Fatal("over the bound, the oldest ID is forgotten and the rest kept")
 	}
-	if off := newRequestIDs(0, time.Minute); off.Remember([]byte("x"), now) != 0 || off.Seen([]byte("x"), now) {
+	if off := newRequestIDs(0, time.Minute); off.Remember(1, k, []byte("x"), now) != 0 || off.Seen(1, k, []byte("x"), now) {
 		t.Fatal("max 0 remembers nothing")
 	}
 }
@@ -69,7 +94,7 @@ func BenchmarkRequestIDsGC(b *testing.B) {
 	for range 3 {
 		r := newRequestIDs(DefaultMaxRequestIDs, time.Minute)
 		for i := range DefaultMaxRequestIDs {
-			r.Remember(fmt.Appendf(nil, "%016d", i), now)
+			r.Remember(1, []byte("key"), fmt.Appendf(nil, "%016d", i), now)
 		}
 		tables = append(tables, r)
 	}

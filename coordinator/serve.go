@@ -205,16 +205,19 @@ func (c *Coordinator) checkRoute(ctx context.Context, p int) error {
 func (c *Coordinator) merge(loc replica.Loc, key []byte, in version.Set, sync bool) error {
 	now := c.cfg.Now()
 	tomb := false
+	var idBuf [4][]byte // most writes bring one new sibling: no allocation
+	ids := idBuf[:0]
 	_, err := c.cfg.Store.Update(loc, key, sync, func(cur version.Set) (version.Set, error) {
 		// Only siblings new to this copy are news: their request IDs are
-		// remembered, their tombstones noted for collection (a hot key's
-		// old siblings arrive with every write).
+		// remembered (once stored), their tombstones noted for collection
+		// (a hot key's old siblings arrive with every write).
+		ids, tomb = ids[:0], false
 		for _, sib := range in.Siblings {
 			if cur.Clock.Covers(sib.Dot) {
 				continue
 			}
-			if n := c.reqIDs.Remember(sib.Value.RequestID, now); n > 0 {
-				c.obs.RequestIDs(n)
+			if len(sib.Value.RequestID) > 0 {
+				ids = append(ids, sib.Value.RequestID)
 			}
 			tomb = tomb || sib.Value.Tombstone
 		}
@@ -224,10 +227,18 @@ func (c *Coordinator) merge(loc replica.Loc, key []byte, in version.Set, sync bo
 		}
 		return next, nil
 	})
-	if err == nil && tomb && c.cfg.OnTombstone != nil {
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if n := c.reqIDs.Remember(loc.Keyspace, key, id, now); n > 0 {
+			c.obs.RequestIDs(n)
+		}
+	}
+	if tomb && c.cfg.OnTombstone != nil {
 		c.cfg.OnTombstone(loc)
 	}
-	return err
+	return nil
 }
 
 // ServeCoordinate runs a write forwarded by a node that is not a replica.
