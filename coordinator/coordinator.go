@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"log/slog"
 	"math/rand/v2"
 	"runtime"
@@ -1282,6 +1283,9 @@ func (m *minter) mint(cur version.Set) (version.Set, error) {
 		}
 	}
 	m.value.Time = c.hlc.Now()
+	if r.ks.Conflict == membership.ConflictLWW {
+		m.value.Time = after(m.value.Time, cur)
+	}
 	now := c.cfg.Now().UnixNano()
 	floor, err := c.cfg.Store.NextCounter()
 	if err != nil {
@@ -1302,6 +1306,27 @@ func (m *minter) mint(cur version.Set) (version.Set, error) {
 		c.manySiblings(r, n)
 	}
 	return next, nil
+}
+
+// after returns t, or just past the newest sibling of cur when that is not
+// before t: a last-writer-wins write coordinated after the versions
+// stored here must win over them. (A version stamped by a clock running
+// ahead, up to FutureWriteLimit, is stored but not observed by the HLC
+// past MaxClockOffset: stamped by the HLC alone, this write would be
+// acknowledged and lose to it at once.)
+func after(t version.Timestamp, cur version.Set) version.Timestamp {
+	for _, s := range cur.Siblings {
+		if s.Value.Time.Compare(t) < 0 {
+			continue
+		}
+		t = s.Value.Time
+		if t.Logical == math.MaxUint32 {
+			t.Wall, t.Logical = t.Wall+1, 0
+		} else {
+			t.Logical++
+		}
+	}
+	return t
 }
 
 // fanout is one write on its coordinator (all in one allocation): it mints

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 	"github.com/meridiankv/meridian/engine/memory"
 	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/placement"
@@ -315,5 +316,60 @@ func TestMerkleAnswersForPartitionsNotHeld(t *testing.T) {
 		if store.HasTree(loc) != tc.kept {
 			t.Errorf("partition %d: tree kept %v, want %v", tc.p, store.HasTree(loc), tc.kept)
 		}
+	}
+}
+
+// TestLWWWriteWinsOverStoredVersionsAhead: in a last-writer-wins keyspace
+// a write coordinated after a version stored here wins over it, even when
+// that version was stamped by a clock running ahead (stored, within the
+// future-write limit, but past what the HLC observes): the write is not
+// acknowledged and lost at once to a version written before it.
+func TestLWWWriteWinsOverStoredVersionsAhead(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	topo, err := membership.NewTopology(1, 16, []membership.NodeInfo{
+		{Node: placement.Node{ID: "n1", DC: "dc1", Rack: "r1", Weight: 1}},
+		{Node: placement.Node{ID: "n2", DC: "dc1", Rack: "r2", Weight: 1}},
+	}, []membership.KeyspaceSpec{{Name: "lww", Replication: map[string]int{"dc1": 1}, Conflict: "lww"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := replica.Open(memory.New(), "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(Config{NodeID: "n1", DC: "dc1", Store: store, Peers: transport.NewMem(), Live: allAlive{},
+		Topology: func() *membership.Topology { return topo }, Secrets: [][]byte{[]byte("secret")},
+		Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	k, _ := topo.Keyspace("lww")
+	var key string
+	for i := 0; ; i++ { // a key n1 replicates
+		key = fmt.Sprint("k", i)
+		if k.Table.Replicas(topo.Ring.Partition([]byte(key)))[0].Node == "n1" {
+			break
+		}
+	}
+	ahead := DefaultMaxClockOffset + 200*time.Millisecond // stored, not observed
+	old, _ := version.Set{}.Put(version.Clock{}, "n2", version.Value{Bytes: []byte("before"), Time: version.Timestamp{Wall: now.Add(ahead).UnixNano()}}, now.UnixNano())
+	ctx := context.Background()
+	if _, err := c.ServeWrite(ctx, &internalv1.WriteRequest{Keyspace: "lww", Key: []byte(key), Set: old.Encode()}); err != nil {
+		t.Fatal(err)
+	}
+	put, err := c.Put(ctx, &kvv1.PutRequest{Keyspace: "lww", Key: []byte(key), Value: []byte("after"), Consistency: &kvv1.Consistency{Level: kvv1.Level_LEVEL_ONE}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sibs := put.GetSiblings(); len(sibs) != 1 || string(sibs[0].GetValue()) != "after" {
+		t.Fatalf("the write's answer holds %v, want only [after]", sibs)
+	}
+	set, err := store.Get(replica.Loc{Keyspace: k.ID, Partition: topo.Ring.Partition([]byte(key))}, []byte(key))
+	if err != nil || len(set.Siblings) != 1 || string(set.Siblings[0].Value.Bytes) != "after" {
+		t.Fatalf("stored %v (%v), want only the later write", set, err)
+	}
+	if got, floor := set.Siblings[0].Value.Time, old.Siblings[0].Value.Time; got.Compare(floor) <= 0 {
+		t.Fatalf("stamped %v, not after the stored version's %v", got, floor)
 	}
 }
