@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,15 +22,34 @@ import (
 	"github.com/meridiankv/meridian/version"
 )
 
-// failingWrites fails every replica write while failing is set.
+// failingWrites fails every replica write while failing is set, and for
+// good every later write of a version it failed (the failed write's
+// background retries never land: what the test sees is the retry's).
 type failingWrites struct {
 	*transport.Mem
 	failing atomic.Bool
+	mu      sync.Mutex
+	failed  map[string]bool // dots
 }
 
 func (f *failingWrites) Write(ctx context.Context, node string, req *internalv1.WriteRequest) error {
-	if f.failing.Load() {
-		return status.Error(codes.Unavailable, "cut")
+	set, err := version.DecodeSet(req.GetSet())
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, s := range set.Siblings {
+		dot := fmt.Sprint(s.Dot)
+		if f.failing.Load() {
+			if f.failed == nil {
+				f.failed = map[string]bool{}
+			}
+			f.failed[dot] = true
+		}
+		if f.failed[dot] {
+			return status.Error(codes.Unavailable, "cut")
+		}
 	}
 	return f.Mem.Write(ctx, node, req)
 }
