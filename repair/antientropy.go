@@ -168,6 +168,10 @@ type PartitionStatus struct {
 	KeysRepaired  uint64
 	BytesRepaired uint64
 	Priority      bool
+	// attempted is when an exchange last began: a partition that cannot
+	// be verified (a replica down) waits its turn behind the others
+	// instead of being picked first at every tick.
+	attempted time.Time
 }
 
 // Progress reports a repair run.
@@ -202,6 +206,9 @@ type AntiEntropy struct {
 		// marks counts MarkTombstone calls per partition, so a scan that
 		// raced with a new tombstone does not mark the partition clean.
 		marks map[partKey]uint64
+		// prunedAt is the topology epoch the maps above were last pruned
+		// to the held partitions at.
+		prunedAt uint64
 	}
 }
 
@@ -280,10 +287,65 @@ func (a *AntiEntropy) MarkTombstone(loc replica.Loc) {
 }
 
 // MarkPriority puts a partition first in line (a hint for it was dropped).
+// A partition this node does not replicate (a fallback's hint) is left
+// alone: no exchange here would ever take the mark off.
 func (a *AntiEntropy) MarkPriority(loc replica.Loc) {
+	if !a.holds(loc) {
+		return
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.mu.priority[partKey{loc.Keyspace, loc.Partition}] = true
+}
+
+// holds reports whether this node replicates loc by the current topology.
+func (a *AntiEntropy) holds(loc replica.Loc) bool {
+	topo := a.cfg.Topology()
+	if loc.Partition < 0 || loc.Partition >= topo.Ring.Partitions() {
+		return false
+	}
+	for _, ks := range topo.Keyspaces {
+		if ks.ID != loc.Keyspace {
+			continue
+		}
+		for _, r := range ks.Table.Replicas(loc.Partition) {
+			if r.Node == a.cfg.Self {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// pruneLocked drops the records of partitions this node no longer holds
+// (moved away, or their keyspace dropped), once per topology epoch, so
+// that the maps hold the held partitions, not every one ever seen.
+func (a *AntiEntropy) pruneLocked(epoch uint64, held []target) {
+	if epoch == a.mu.prunedAt {
+		return
+	}
+	a.mu.prunedAt = epoch
+	keep := make(map[partKey]bool, len(held))
+	for _, t := range held {
+		keep[t.key()] = true
+	}
+	for pk := range a.mu.parts {
+		if !keep[pk] {
+			delete(a.mu.parts, pk)
+		}
+	}
+	for _, m := range []map[partKey]bool{a.mu.priority, a.mu.clean} {
+		for pk := range m {
+			if !keep[pk] {
+				delete(m, pk)
+			}
+		}
+	}
+	for pk := range a.mu.marks {
+		if !keep[pk] {
+			delete(a.mu.marks, pk)
+		}
+	}
 }
 
 // MarkNode puts every partition this node shares with id first in line (id
@@ -324,21 +386,23 @@ func (a *AntiEntropy) Run(ctx context.Context) {
 
 // due picks this tick's partitions.
 func (a *AntiEntropy) due() []target {
+	epoch := a.cfg.Topology().Epoch
 	held := a.held("", -1)
-	if len(held) == 0 {
-		return nil
-	}
 	now := a.cfg.Now()
 	ticks := max(int(a.cfg.Period/a.cfg.Tick), 1)
 	quota := (len(held) + ticks - 1) / ticks
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.pruneLocked(epoch, held)
 	var cs []candidate
 	for _, t := range held {
 		st := a.mu.parts[t.key()]
 		c := candidate{t: t, prio: a.mu.priority[t.key()]}
 		if st != nil {
-			c.verified = st.Verified
+			c.last = st.Verified
+			if st.attempted.After(c.last) {
+				c.last = st.attempted
+			}
 		}
 		if c.prio || st == nil || st.Verified.IsZero() || now.Sub(st.Verified) >= a.cfg.Period/2 {
 			cs = append(cs, c)
@@ -352,20 +416,22 @@ const DefaultPriorityPerTick = 16
 
 // candidate is a partition that may be verified this tick.
 type candidate struct {
-	t        target
-	verified time.Time // zero: not since this node started
-	prio     bool
+	t target
+	// last is when it was last verified, or last tried if later (a
+	// replica was down): zero, never since this node started.
+	last time.Time
+	prio bool
 }
 
 // pickDue chooses a tick's partitions from the candidates: priority ones
-// first, then those verified longest ago; quota of them (the period's
+// first, then those verified (or tried) longest ago; quota of them (the period's
 // pace), or up to prioLimit while priority ones remain. It reorders cs.
 func pickDue(cs []candidate, quota, prioLimit int) []target {
 	sort.SliceStable(cs, func(i, j int) bool {
 		if cs[i].prio != cs[j].prio {
 			return cs[i].prio
 		}
-		return cs[i].verified.Before(cs[j].verified)
+		return cs[i].last.Before(cs[j].last)
 	})
 	limit := max(quota, prioLimit)
 	var out []target
@@ -447,6 +513,16 @@ type result struct {
 	mismatches, keys, bytes int
 }
 
+// statusLocked returns t's record, made on first use.
+func (a *AntiEntropy) statusLocked(t target) *PartitionStatus {
+	st := a.mu.parts[t.key()]
+	if st == nil {
+		st = &PartitionStatus{Keyspace: t.ks.Name, Partition: t.p}
+		a.mu.parts[t.key()] = st
+	}
+	return st
+}
+
 // exchange verifies one partition against every other replica, repairing
 // what differs; the partition counts as verified only if every replica
 // answered.
@@ -455,6 +531,9 @@ func (a *AntiEntropy) exchange(ctx context.Context, t target) (result, error) {
 	mu.Lock()
 	defer mu.Unlock()
 	start := a.cfg.Now()
+	a.mu.Lock()
+	a.statusLocked(t).attempted = start
+	a.mu.Unlock()
 	loc := replica.Loc{Keyspace: t.ks.ID, Partition: t.p}
 	var res result
 	reps := t.ks.Table.Replicas(t.p)
@@ -472,18 +551,17 @@ func (a *AntiEntropy) exchange(ctx context.Context, t target) (result, error) {
 	}
 	now := a.cfg.Now()
 	a.mu.Lock()
-	st := a.mu.parts[t.key()]
-	if st == nil {
-		st = &PartitionStatus{Keyspace: t.ks.Name, Partition: t.p}
-		a.mu.parts[t.key()] = st
-	}
+	st := a.statusLocked(t)
 	st.Mismatches += uint64(res.mismatches)
 	st.KeysRepaired += uint64(res.keys)
 	st.BytesRepaired += uint64(res.bytes)
 	if complete {
 		st.Verified = now
-		delete(a.mu.priority, t.key())
 	}
+	// Tried: a priority partition that could not be verified (a replica
+	// down) goes back to the regular order rather than take a priority
+	// slot at every tick; the replica coming back marks it again.
+	delete(a.mu.priority, t.key())
 	a.mu.Unlock()
 	a.cfg.Observer.Exchanged(now.Sub(start), res.mismatches)
 	if res.keys > 0 {

@@ -1,11 +1,14 @@
 package repair
 
 import (
+	"context"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/meridiankv/meridian/membership"
+	"github.com/meridiankv/meridian/placement"
+	"github.com/meridiankv/meridian/replica"
 )
 
 func TestPickDue(t *testing.T) {
@@ -16,9 +19,9 @@ func TestPickDue(t *testing.T) {
 	cands := func(n int, prio []int, never []int) []candidate {
 		var cs []candidate
 		for p := range n {
-			c := candidate{t: target{ks: ks, p: p}, prio: slices.Contains(prio, p), verified: base.Add(time.Duration(p) * time.Second)}
+			c := candidate{t: target{ks: ks, p: p}, prio: slices.Contains(prio, p), last: base.Add(time.Duration(p) * time.Second)}
 			if slices.Contains(never, p) {
-				c.verified = time.Time{}
+				c.last = time.Time{}
 			}
 			cs = append(cs, c)
 		}
@@ -58,5 +61,70 @@ func TestPickDue(t *testing.T) {
 				t.Fatalf("pickDue = %v, want %v", got, c.want)
 			}
 		})
+	}
+}
+
+// TestAntiEntropyGoesRoundWhileAReplicaIsDown: partitions that cannot be
+// verified (a replica down) wait their turn behind the others instead of
+// being picked first at every tick: the rest are still verified within
+// the period, and a priority mark on a partition that cannot be verified
+// is taken off once tried. A mark for a partition this node does not
+// hold is not kept at all.
+func TestAntiEntropyGoesRoundWhileAReplicaIsDown(t *testing.T) {
+	n := exchangeCluster(t, 2, "n1", "n2", "n3")
+	c := newClock()
+	cfg := AntiEntropyConfig{Self: "n1", DC: "dc1", Store: n.stores["n1"], Peers: n, Merge: netMerger{n, "n1"},
+		Routing: aliveSet{"n1": true, "n2": true}, Topology: func() *membership.Topology { return n.topo }, Now: c.Now, Tick: time.Second}
+	probe, err := NewAntiEntropy(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := probe.held("", -1)
+	cfg.Period = time.Duration(len(held)) * time.Second // one partition a tick
+	ae, err := NewAntiEntropy(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withN3 := func(tg target) bool {
+		return slices.ContainsFunc(tg.ks.Table.Replicas(tg.p), func(r placement.Replica) bool { return r.Node == "n3" })
+	}
+	var stuck *target
+	for _, tg := range held {
+		if withN3(tg) {
+			stuck = &tg
+			break
+		}
+	}
+	if stuck == nil {
+		t.Fatal("n1 shares no partition with n3")
+	}
+	ae.MarkPriority(replica.Loc{Keyspace: stuck.ks.ID, Partition: stuck.p})
+	ctx := context.Background()
+	for range len(held) {
+		for _, tg := range ae.due() {
+			ae.exchange(ctx, tg)
+		}
+		c.Advance(time.Second)
+	}
+	for _, st := range ae.Status("") {
+		tg := target{ks: n.topo.Keyspaces[st.Keyspace], p: st.Partition}
+		if !withN3(tg) && st.Verified.IsZero() {
+			t.Errorf("partition %d (no replica down) not verified within the period while n3 is down", st.Partition)
+		}
+		if st.Priority {
+			t.Errorf("partition %d still marked priority after being tried", st.Partition)
+		}
+	}
+	for p := 0; p < n.topo.Ring.Partitions(); p++ {
+		if !slices.ContainsFunc(held, func(tg target) bool { return tg.p == p }) {
+			ae.MarkPriority(replica.Loc{Keyspace: held[0].ks.ID, Partition: p})
+			ae.mu.Lock()
+			kept := ae.mu.priority[partKey{held[0].ks.ID, p}]
+			ae.mu.Unlock()
+			if kept {
+				t.Fatalf("a priority mark for partition %d, which n1 does not hold, was kept", p)
+			}
+			break
+		}
 	}
 }
