@@ -39,7 +39,15 @@ type transferGlue struct {
 	toReport  []int        // partitions done, waiting for the reporter
 	reporting bool         // a reporter goroutine runs
 	cleaning  bool
-	cleanedAt uint64
+	cleanedAt uint64 // the epoch whose clean-up finished, keeping nothing
+	// cleanAgain: a clean-up was asked for while one ran; retrying: a
+	// retry is scheduled, cleanupWait after the last pass that did not
+	// finish (doubling up to cleanupMaxWait).
+	cleanAgain bool
+	// clean runs one clean-up pass (Node.cleanup; tests replace it).
+	clean       func() bool
+	retrying    bool
+	cleanupWait time.Duration
 	// spawned counts the glue's own goroutines (reports, clean-up), which
 	// start from the metadata log's callbacks: they are waited for by
 	// stop, after the log is closed, not by the node's WaitGroup (an Add
@@ -73,7 +81,7 @@ func (g *transferGlue) stop() {
 
 // startTransfers wires the transfer runner to the metadata.
 func (n *Node) startTransfers(ctx context.Context) {
-	g := &transferGlue{n: n, remaining: map[int]int{}, finished: map[replica.Loc]bool{}, reported: map[int]bool{}}
+	g := &transferGlue{n: n, remaining: map[int]int{}, finished: map[replica.Loc]bool{}, reported: map[int]bool{}, clean: n.cleanup}
 	g.rt = repair.NewTransfers(repair.TransferConfig{
 		Peers:       n.faults,
 		Merge:       n.coord,
@@ -118,6 +126,11 @@ func (n *Node) startTransfers(ctx context.Context) {
 	// dropping stale checkpoints) waits for a state from the log.
 	if topo := n.Topology(); topo.Agreed() && topo.Meta.Transition != nil {
 		g.changed(topo.Meta, topo)
+	} else if topo.Agreed() {
+		// A pass interrupted by the last stop (or kept partitions) would
+		// otherwise wait for the next epoch: one runs a little after the
+		// start, once the log had time to bring newer states.
+		g.retryCleanup()
 	}
 }
 
@@ -277,45 +290,104 @@ func reportRefused(err error) bool {
 	return false
 }
 
+// Clean-up passes that did not finish (a partition kept until its
+// replicas can be synced, a newer epoch, an error) are retried after
+// cleanupMinWait, doubling up to cleanupMaxWait; so is the first pass
+// after a start (the log may not bring a new epoch for a long time).
+const (
+	cleanupMinWait = 10 * time.Second
+	cleanupMaxWait = 5 * time.Minute
+)
+
 // maybeCleanup deletes, in the background, the partitions this node no
-// longer replicates once no change is in progress.
+// longer replicates once no change is in progress. Asked while a pass
+// runs, it runs again after it.
 func (g *transferGlue) maybeCleanup(epoch uint64) {
 	g.mu.Lock()
-	if g.cleaning || g.cleanedAt == epoch {
+	if g.cleaning {
+		g.cleanAgain = true
+		g.mu.Unlock()
+		return
+	}
+	if g.cleanedAt == epoch {
 		g.mu.Unlock()
 		return
 	}
 	g.cleaning = true
 	g.mu.Unlock()
 	g.spawn(func() {
-		defer func() {
-			g.mu.Lock()
-			g.cleaning, g.cleanedAt = false, epoch
-			g.mu.Unlock()
-		}()
-		g.n.cleanup()
+		done := g.clean()
+		g.mu.Lock()
+		g.cleaning = false
+		again := g.cleanAgain
+		g.cleanAgain = false
+		if done {
+			g.cleanedAt, g.cleanupWait = epoch, 0
+		}
+		g.mu.Unlock()
+		switch {
+		case again:
+			g.maybeCleanup(g.n.Topology().Epoch)
+		case !done:
+			g.retryCleanup()
+		}
 	})
 }
 
-// cleanup drops local data no keyspace places on this node.
-func (n *Node) cleanup() {
+// retryCleanup runs the clean-up again after a wait (unless a retry is
+// already scheduled).
+func (g *transferGlue) retryCleanup() {
+	g.mu.Lock()
+	if g.retrying {
+		g.mu.Unlock()
+		return
+	}
+	g.retrying = true
+	g.cleanupWait = min(max(2*g.cleanupWait, cleanupMinWait), cleanupMaxWait)
+	wait := g.cleanupWait
+	g.mu.Unlock()
+	g.spawn(func() {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-g.n.runCtx.Done():
+		case <-t.C:
+		}
+		g.mu.Lock()
+		g.retrying = false
+		g.mu.Unlock()
+		if g.n.runCtx.Err() == nil {
+			g.maybeCleanup(g.n.Topology().Epoch)
+		}
+	})
+}
+
+// cleanup drops local data no keyspace places on this node. It reports
+// whether it finished, keeping nothing it should drop (nothing to do
+// during a transition, which ends at a new epoch, counts as finished).
+func (n *Node) cleanup() (done bool) {
 	topo := n.Topology()
 	if !topo.Agreed() || topo.Meta.Transition != nil {
-		return
+		return true
 	}
 	locs, err := n.store.Partitions()
 	if err != nil {
 		n.log.Warn("list partitions for clean-up", "err", err)
-		return
+		return false
 	}
 	byID := map[uint32]*membership.Keyspace{}
 	for _, ks := range topo.Keyspaces {
 		byID[ks.ID] = ks
 	}
-	dropped := 0
+	dropped, done := 0, true
+	defer func() {
+		if dropped > 0 {
+			n.log.Info("deleted data this node no longer replicates", "keys", dropped, "epoch", topo.Epoch)
+		}
+	}()
 	for _, loc := range locs {
 		if n.runCtx.Err() != nil {
-			return
+			return false
 		}
 		ks, ok := byID[loc.Keyspace]
 		if ok && loc.Partition < topo.Ring.Partitions() && slices.ContainsFunc(ks.Table.Replicas(loc.Partition), func(r placement.Replica) bool { return r.Node == n.cfg.ID }) {
@@ -331,25 +403,25 @@ func (n *Node) cleanup() {
 			}
 			ae := n.ae.Load()
 			if ae == nil {
-				return
+				return false
 			}
 			if _, err := ae.SyncWith(n.runCtx, ks.Name, loc.Partition, peers); err != nil {
-				n.log.Info("keeping a partition this node no longer replicates until its replicas can be synced", "keyspace", ks.Name, "partition", loc.Partition, "err", err)
+				n.log.Info("keeping a partition this node no longer replicates until its replicas can be synced; retrying later", "keyspace", ks.Name, "partition", loc.Partition, "err", err)
+				done = false
 				continue
 			}
 		}
 		// Checked again against the newest topology right before the drop.
 		if cur := n.Topology(); cur.Epoch != topo.Epoch {
-			return
+			return false
 		}
 		keys, err := n.store.DropPartition(loc)
 		if err != nil {
 			n.log.Warn("drop a partition this node no longer replicates", "keyspace_id", loc.Keyspace, "partition", loc.Partition, "err", err)
+			done = false
 			continue
 		}
 		dropped += keys
 	}
-	if dropped > 0 {
-		n.log.Info("deleted data this node no longer replicates", "keys", dropped, "epoch", topo.Epoch)
-	}
+	return done
 }

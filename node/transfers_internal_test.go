@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -121,4 +124,80 @@ func TestTransferReportRefusals(t *testing.T) {
 			t.Errorf("%v: refused %v, want %v", c.err, got, c.refused)
 		}
 	}
+}
+
+// TestCleanupRetriedUntilFinished: a clean-up pass that did not finish (a
+// partition kept until its replicas can be synced) runs again after a
+// wait, doubling, without waiting for a new epoch; a finished one is not
+// run again for its epoch; one asked for while a pass runs follows it.
+func TestCleanupRetriedUntilFinished(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		n := &Node{runCtx: ctx}
+		st := &membership.MetaState{}
+		if err := st.Apply(membership.Command{Kind: membership.CmdInit, ClusterID: "c1", Partitions: 16,
+			Members: []membership.MemberRecord{{ID: "n1", DC: "dc1", Rack: "r1", Weight: 1, GRPCAddr: "127.0.0.1:1"}}}); err != nil {
+			t.Fatal(err)
+		}
+		topo, err := st.Topology()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.topo.Store(topo)
+		var mu sync.Mutex
+		results, calls := []bool{false, false, true, true, true}, 0
+		release := make(chan struct{})
+		g := &transferGlue{n: n, clean: func() bool {
+			mu.Lock()
+			i := calls
+			calls++
+			mu.Unlock()
+			if i == 3 {
+				<-release // a long pass, asked for again meanwhile
+			}
+			return results[i]
+		}}
+		count := func() int {
+			mu.Lock()
+			defer mu.Unlock()
+			return calls
+		}
+		epoch := topo.Epoch
+		g.maybeCleanup(epoch)
+		synctest.Wait()
+		if c := count(); c != 1 {
+			t.Fatalf("%d passes, want 1", c)
+		}
+		time.Sleep(cleanupMinWait)
+		synctest.Wait()
+		if c := count(); c != 2 {
+			t.Fatalf("after %s: %d passes, want 2 (the unfinished one retried)", cleanupMinWait, c)
+		}
+		time.Sleep(cleanupMinWait) // the wait doubled: not yet
+		synctest.Wait()
+		if c := count(); c != 2 {
+			t.Fatalf("retried after %s again, want the wait doubled", cleanupMinWait)
+		}
+		time.Sleep(cleanupMinWait)
+		synctest.Wait()
+		if c := count(); c != 3 {
+			t.Fatalf("%d passes, want 3", c)
+		}
+		time.Sleep(2 * cleanupMaxWait) // finished: no more
+		g.maybeCleanup(epoch)
+		synctest.Wait()
+		if c := count(); c != 3 {
+			t.Fatalf("%d passes after one finished its epoch, want 3", c)
+		}
+		g.maybeCleanup(epoch + 1) // a new epoch: a long pass
+		synctest.Wait()
+		g.maybeCleanup(epoch + 2) // asked for meanwhile
+		close(release)
+		synctest.Wait()
+		if c := count(); c != 5 {
+			t.Fatalf("%d passes, want the one asked for during a pass run after it (5)", c)
+		}
+		cancel()
+		g.stop()
+	})
 }
