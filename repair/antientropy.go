@@ -298,6 +298,21 @@ func (a *AntiEntropy) MarkPriority(loc replica.Loc) {
 	a.mu.priority[partKey{loc.Keyspace, loc.Partition}] = true
 }
 
+// current returns t by the current topology, and whether this node still
+// replicates it.
+func (a *AntiEntropy) current(t target) (target, bool) {
+	ks, ok := a.cfg.Topology().Keyspaces[t.ks.Name]
+	if !ok || ks.ID != t.ks.ID {
+		return target{}, false
+	}
+	for _, r := range ks.Table.Replicas(t.p) {
+		if r.Node == a.cfg.Self {
+			return target{ks: ks, p: t.p}, true
+		}
+	}
+	return target{}, false
+}
+
 // holds reports whether this node replicates loc by the current topology.
 func (a *AntiEntropy) holds(loc replica.Loc) bool {
 	topo := a.cfg.Topology()
@@ -462,7 +477,14 @@ func (a *AntiEntropy) RunNow(ctx context.Context, keyspace string, partition int
 		if err := ctx.Err(); err != nil {
 			return pr, err
 		}
-		res, err := a.exchange(ctx, t)
+		// A long run outlives topology changes: each partition is
+		// exchanged by the replicas it has now, and one no longer held
+		// here (moved away, its keyspace dropped) is skipped.
+		var res result
+		var err error
+		if t, ok := a.current(t); ok {
+			res, err = a.exchange(ctx, t)
+		}
 		if err != nil && firstErr == nil {
 			firstErr = fmt.Errorf("keyspace %s partition %d: %w", t.ks.Name, t.p, err)
 		}

@@ -3,6 +3,7 @@ package repair
 import (
 	"context"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,5 +127,39 @@ func TestAntiEntropyGoesRoundWhileAReplicaIsDown(t *testing.T) {
 			}
 			break
 		}
+	}
+}
+
+// TestRunNowFollowsTheTopology: a repair run that outlives a topology
+// change exchanges each partition by the replicas it has when its turn
+// comes, and skips those no longer held here (here the keyspace was
+// dropped after the first partition).
+func TestRunNowFollowsTheTopology(t *testing.T) {
+	n := exchangeCluster(t, 2, "n1", "n2", "n3")
+	var topo atomic.Pointer[membership.Topology]
+	topo.Store(n.topo)
+	ae, err := NewAntiEntropy(AntiEntropyConfig{Self: "n1", DC: "dc1", Store: n.stores["n1"], Peers: n, Merge: netMerger{n, "n1"},
+		Routing: aliveSet{"n1": true, "n2": true, "n3": true}, Topology: topo.Load})
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := len(ae.held("ks", -1))
+	dropped, err := membership.NewTopology(2, 16, []membership.NodeInfo{
+		{Node: placement.Node{ID: "n1", DC: "dc1", Rack: "r0", Weight: 1}},
+		{Node: placement.Node{ID: "n2", DC: "dc1", Rack: "r1", Weight: 1}},
+		{Node: placement.Node{ID: "n3", DC: "dc1", Rack: "r2", Weight: 1}},
+	}, []membership.KeyspaceSpec{{Name: "other", Replication: map[string]int{"dc1": 2}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, err := ae.RunNow(context.Background(), "ks", -1, func(Progress) { topo.Store(dropped) })
+	if err != nil || pr.PartitionsDone != held {
+		t.Fatalf("RunNow = %+v, %v; want all %d partitions gone through", pr, err, held)
+	}
+	ae.mu.Lock()
+	exchanged := len(ae.mu.parts)
+	ae.mu.Unlock()
+	if exchanged != 1 {
+		t.Fatalf("%d partitions exchanged, want only the first (the keyspace was dropped after it)", exchanged)
 	}
 }

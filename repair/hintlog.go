@@ -546,16 +546,18 @@ func (l *HintLog) dropAll(target, reason string) (uint64, error) {
 		if len(keys) == 0 {
 			return n, nil
 		}
+		removed := uint64(0)
 		for _, k := range keys {
 			ok, err := l.remove(k, nil)
 			if err != nil {
 				return n, err
 			}
 			if ok {
-				n++
+				removed++
 			}
 		}
-		l.countDropped(reason, uint64(len(keys)))
+		n += removed
+		l.countDropped(reason, removed)
 	}
 }
 
