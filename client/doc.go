@@ -105,8 +105,9 @@
 //
 // Every Put and Delete carries a request ID (RequestID, or a random one per
 // call), the same for every node the client sends it to. A node answers a
-// write whose ID it has seen (stored with a sibling of the key, or
-// remembered: 10 minutes, at most 100,000 IDs) without applying it again.
+// write of a key whose ID it has seen for that key (stored with a sibling
+// of the key, or remembered: 10 minutes, at most 100,000 IDs) without
+// applying it again; the same ID on another key is another write.
 // The node the write first went to (or the replica it forwarded it to)
 // knows the ID as soon as it applied the write, which is why a write whose
 // call failed goes to that node again first. Another replica knows it only
