@@ -518,7 +518,7 @@ func (n *Node) hintPlace(keyspace string, loc replica.Loc) (nodes []string, gone
 	if !topo.Agreed() {
 		return nil, false
 	}
-	ks, ok := topo.Keyspaces[keyspace]
+	ks, ok := topo.Keyspace(keyspace) // "" is the default keyspace
 	if !ok || ks.ID != loc.Keyspace || loc.Partition >= topo.Ring.Partitions() {
 		return nil, true
 	}
