@@ -112,7 +112,7 @@ func (s CallLoop[C, R]) Run(ctx context.Context, recv func() ([]C, error), send 
 		s.MaxCallTime = 30 * time.Second
 	}
 	o := &outbox[R]{wake: make(chan struct{}, 1), slots: make(chan struct{}, s.MaxRunning)}
-	w := &callWorkers[C]{calls: make(chan C), idle: make(chan struct{}, maxIdleWorkers), stop: make(chan struct{})}
+	w := &callWorkers[C]{calls: make(chan arrival[C]), idle: make(chan struct{}, maxIdleWorkers), stop: make(chan struct{})}
 	defer close(w.stop) // idle workers return; busy ones after their call
 	recvDone := make(chan error, 1)
 	go func() { recvDone <- s.receive(ctx, recv, o, w) }()
@@ -170,6 +170,10 @@ func (s CallLoop[C, R]) receive(ctx context.Context, recv func() ([]C, error), o
 		if err != nil {
 			return err
 		}
+		// A call's deadline counts from its arrival: the time it waits
+		// for a slot (the stream at MaxRunning) is part of its sender's
+		// timeout, so a call whose sender has given up is not served.
+		at := time.Now()
 		if s.Check != nil {
 			if err := s.Check(); err != nil {
 				return err
@@ -181,19 +185,23 @@ func (s CallLoop[C, R]) receive(ctx context.Context, recv func() ([]C, error), o
 			case <-ctx.Done():
 				return nil
 			}
+			// Counted as running before it is admitted: once Closing
+			// fires, Run ends only when no admitted call is without its
+			// reply.
+			o.started()
 			if s.Enter != nil && !s.Enter() {
 				refused := s.Refused
 				if refused == nil {
 					refused = status.Error(codes.Unavailable, "call refused")
 				}
-				o.put(s.Refuse(c, refused))
+				o.done(s.Refuse(c, refused))
 				continue
 			}
-			o.started()
+			a := arrival[C]{c: c, at: at}
 			select {
-			case w.calls <- c: // an idle worker took it
+			case w.calls <- a: // an idle worker took it
 			default:
-				go s.work(ctx, c, o, w)
+				go s.work(ctx, a, o, w)
 			}
 		}
 	}
@@ -203,9 +211,15 @@ func (s CallLoop[C, R]) receive(ctx context.Context, recv func() ([]C, error), o
 // for the next: a call on a fresh goroutine would grow its stack again
 // (Pebble's read path is deep), which cost 8% of the CPU in profiles.
 type callWorkers[C any] struct {
-	calls chan C        // unbuffered: taken only by an idle worker
-	idle  chan struct{} // a token per idle worker
+	calls chan arrival[C] // unbuffered: taken only by an idle worker
+	idle  chan struct{}   // a token per idle worker
 	stop  chan struct{}
+}
+
+// arrival is a call and when its batch arrived.
+type arrival[C any] struct {
+	c  C
+	at time.Time
 }
 
 // maxIdleWorkers bounds the workers a stream keeps waiting.
@@ -213,16 +227,16 @@ const maxIdleWorkers = 64
 
 // work runs c, then the calls handed to it, until the stream ends or
 // enough workers wait already.
-func (s CallLoop[C, R]) work(ctx context.Context, c C, o *outbox[R], w *callWorkers[C]) {
+func (s CallLoop[C, R]) work(ctx context.Context, a arrival[C], o *outbox[R], w *callWorkers[C]) {
 	for {
-		s.run(ctx, c, o)
+		s.run(ctx, a.c, a.at, o)
 		select {
 		case w.idle <- struct{}{}:
 		default:
 			return
 		}
 		select {
-		case c = <-w.calls:
+		case a = <-w.calls:
 			<-w.idle
 		case <-w.stop:
 			<-w.idle
@@ -231,7 +245,8 @@ func (s CallLoop[C, R]) work(ctx context.Context, c C, o *outbox[R], w *callWork
 	}
 }
 
-func (s CallLoop[C, R]) run(ctx context.Context, c C, o *outbox[R]) {
+// run serves c, which arrived at at.
+func (s CallLoop[C, R]) run(ctx context.Context, c C, at time.Time, o *outbox[R]) {
 	if s.Running != nil {
 		s.Running.Add(1)
 		defer s.Running.Add(-1)
@@ -250,7 +265,7 @@ func (s CallLoop[C, R]) run(ctx context.Context, c C, o *outbox[R]) {
 	if t > 0 && t < timeout {
 		timeout = t
 	}
-	o.done(s.Serve(ctx, c, time.Now().Add(timeout)))
+	o.done(s.Serve(ctx, c, at.Add(timeout)))
 }
 
 // outbox queues a stream's replies for its sender.
@@ -277,14 +292,6 @@ func (o *outbox[R]) done(r R) {
 	o.mu.Lock()
 	o.queue = append(o.queue, r)
 	o.running-- // with the reply queued: take never sees neither
-	o.mu.Unlock()
-	o.notify()
-}
-
-// put queues a reply of a call never started.
-func (o *outbox[R]) put(r R) {
-	o.mu.Lock()
-	o.queue = append(o.queue, r)
 	o.mu.Unlock()
 	o.notify()
 }

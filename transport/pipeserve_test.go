@@ -99,9 +99,84 @@ func TestCallDeadline(t *testing.T) {
 			CallBounds: CallBounds{MaxCallTime: maxCall, DefaultCallTime: def},
 		}
 		o := &outbox[int]{wake: make(chan struct{}, 1), slots: make(chan struct{}, 1)}
-		loop.run(context.Background(), testCall{id: 1, micros: tc.micros}, o)
+		loop.run(context.Background(), testCall{id: 1, micros: tc.micros}, time.Now(), o)
 		if got > tc.want || got < tc.want-time.Second {
 			t.Errorf("%s: deadline in %v, want %v", tc.name, got, tc.want)
 		}
 	}
+}
+
+// TestCallDeadlineCountsFromArrival: a call that waited for a slot (the
+// stream at MaxRunning) is served with what is left of its sender's
+// timeout, not a fresh one: one whose sender gave up meanwhile finds its
+// deadline passed.
+func TestCallDeadlineCountsFromArrival(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		var late time.Duration
+		sent := false
+		recv := func() ([]testCall, error) {
+			if sent {
+				<-release
+				return nil, io.EOF
+			}
+			sent = true
+			return []testCall{{id: 1, micros: 1_000_000}, {id: 2, micros: 50_000}}, nil
+		}
+		loop := CallLoop[testCall, int]{
+			Serve: func(_ context.Context, c testCall, deadline time.Time) int {
+				if c.id == 1 {
+					time.Sleep(200 * time.Millisecond) // holds the only slot
+				} else {
+					late = time.Until(deadline)
+					close(release)
+				}
+				return c.id
+			},
+			Refuse:     func(c testCall, _ error) int { return c.id },
+			CallBounds: CallBounds{MaxRunning: 1},
+		}
+		if err := loop.Run(context.Background(), recv, func([]int) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if late > -150*time.Millisecond {
+			t.Fatalf("call 2 waited 200ms for a slot with a 50ms timeout, and was served with %v left; want its deadline 150ms past", late)
+		}
+	})
+}
+
+// TestClosingAnswersAdmittedCalls: a call admitted just as the stream
+// starts closing is answered before the stream ends, not dropped with its
+// reply (a write applied, its sender told the stream closed).
+func TestClosingAnswersAdmittedCalls(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		closing := make(chan struct{})
+		var replied []int
+		sent := false
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		recv := func() ([]testCall, error) {
+			if !sent {
+				sent = true
+				return []testCall{{id: 1}}, nil
+			}
+			<-ctx.Done() // the sender sends nothing more
+			return nil, ctx.Err()
+		}
+		loop := CallLoop[testCall, int]{
+			Serve:  func(_ context.Context, c testCall, _ time.Time) int { return c.id },
+			Refuse: func(c testCall, _ error) int { return -c.id },
+			CallBounds: CallBounds{Closing: closing, Enter: func() bool {
+				close(closing) // the node starts closing while the call is admitted
+				time.Sleep(50 * time.Millisecond)
+				return true
+			}},
+		}
+		err := loop.Run(ctx, recv, func(rs []int) error { replied = append(replied, rs...); return nil })
+		if err != nil || len(replied) != 1 || replied[0] != 1 {
+			t.Fatalf("Run = %v with replies %v; want the admitted call answered", err, replied)
+		}
+		cancel()
+		synctest.Wait() // the receiver ends with the stream
+	})
 }
