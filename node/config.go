@@ -151,7 +151,8 @@ type Config struct {
 	// ConnectionTimeout bounds a new connection's handshake (default 10s).
 	ConnectionTimeout time.Duration `yaml:"connection-timeout"`
 	// MaxConnectionIdle closes connections idle that long (default 5m);
-	// MaxConnectionAge recycles connections that old (default 2h).
+	// MaxConnectionAge recycles client and admin connections that old
+	// (default 2h); members' connections on the peer listener are not.
 	MaxConnectionIdle time.Duration `yaml:"max-connection-idle"`
 	MaxConnectionAge  time.Duration `yaml:"max-connection-age"`
 	// MaxConcurrentStreams per connection, on every listener (default 1024).

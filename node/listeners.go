@@ -71,22 +71,18 @@ func listen(name, addr string, given net.Listener) (net.Listener, error) {
 // newGRPCServer applies the options every listener shares, plus extra.
 // traceRoots: RPCs without a caller's trace may start one (the client and
 // admin listeners; replica calls only join their request's trace).
-// maxRecv bounds what callers send; maxSend what the node answers.
-func (n *Node) newGRPCServer(opts Options, maxRecv, maxSend int, traceRoots bool, extra ...grpc.ServerOption) *grpc.Server {
+// maxRecv bounds what callers send; maxSend what the node answers; ka is
+// the connections' keepalive and ages (serverKeepalive).
+func (n *Node) newGRPCServer(opts Options, maxRecv, maxSend int, traceRoots bool, ka keepalive.ServerParameters, extra ...grpc.ServerOption) *grpc.Server {
 	return grpc.NewServer(append(append(extra,
 		grpc.MaxConcurrentStreams(n.cfg.MaxConcurrentStreams),
 		grpc.MaxRecvMsgSize(maxRecv),
 		grpc.MaxSendMsgSize(maxSend),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		// Hygiene: a connection must finish its handshake quickly, idle
-		// ones are closed, old ones are recycled (so load rebalances and
-		// a leaked client cannot pin resources forever), headers are
-		// bounded.
+		// ones are closed, headers are bounded.
 		grpc.ConnectionTimeout(n.cfg.ConnectionTimeout),
-		grpc.KeepaliveParams(keepalive.ServerParameters{
-			MaxConnectionIdle: n.cfg.MaxConnectionIdle, MaxConnectionAge: n.cfg.MaxConnectionAge,
-			MaxConnectionAgeGrace: 30 * time.Second, Time: time.Minute, Timeout: 20 * time.Second,
-		}),
+		grpc.KeepaliveParams(ka),
 		grpc.MaxHeaderListSize(maxHeaderBytes),
 		// Replies are marshalled into pooled buffers, small ones too.
 		grpc.ForceServerCodecV2(codec.Proto{}),
@@ -96,6 +92,20 @@ func (n *Node) newGRPCServer(opts Options, maxRecv, maxSend int, traceRoots bool
 		// call, whose stack would grow again on every request.
 		grpc.NumStreamWorkers(uint32(streamWorkers())),
 	), append(n.tel.ServerOptions(traceRoots), opts.ServerOptions...)...)...)
+}
+
+// serverKeepalive is a listener's keepalive and connection ages. With
+// recycle (the client and admin listeners) connections older than
+// max-connection-age are recycled, so load rebalances and a leaked client
+// cannot pin resources forever. The peer listener's are not: members'
+// call streams live as long as their connections, and a recycled
+// connection would fail every call in flight when its grace ran out.
+func (n *Node) serverKeepalive(recycle bool) keepalive.ServerParameters {
+	ka := keepalive.ServerParameters{MaxConnectionIdle: n.cfg.MaxConnectionIdle, Time: time.Minute, Timeout: 20 * time.Second}
+	if recycle {
+		ka.MaxConnectionAge, ka.MaxConnectionAgeGrace = n.cfg.MaxConnectionAge, 30*time.Second
+	}
+	return ka
 }
 
 // streamWorkers is the number of goroutines each gRPC server keeps for
@@ -125,7 +135,7 @@ func (n *Node) buildServers(opts Options) error {
 	}
 	z := newAuthorizer(n.cfg.Auth, n.cfg.Insecure, clientCertName)
 	authOpts := []grpc.ServerOption{n.sec.clientServer(), grpc.ChainUnaryInterceptor(z.unary), grpc.ChainStreamInterceptor(z.stream)}
-	client := &server{name: "client", lis: newCapListener(lis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, clientMax, clientSend, true, authOpts...)}
+	client := &server{name: "client", lis: newCapListener(lis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, clientMax, clientSend, true, n.serverKeepalive(true), authOpts...)}
 	kvv1.RegisterKVServer(client.srv, &kvServer{n: n, z: z, maxMsg: clientMax})
 	internalv1.RegisterDiscoveryServer(client.srv, &discoveryServer{n: n})
 	healthpb.RegisterHealthServer(client.srv, n.health)
@@ -135,7 +145,7 @@ func (n *Node) buildServers(opts Options) error {
 	if err != nil {
 		return err
 	}
-	peer := &server{name: "peer", lis: newCapListener(plis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, transport.MaxMessageSize, transport.MaxMessageSize, false, n.sec.peerServer(), grpc.ChainUnaryInterceptor(n.checkPeer), grpc.ChainStreamInterceptor(n.checkPeerStream))}
+	peer := &server{name: "peer", lis: newCapListener(plis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, transport.MaxMessageSize, transport.MaxMessageSize, false, n.serverKeepalive(false), n.sec.peerServer(), grpc.ChainUnaryInterceptor(n.checkPeer), grpc.ChainStreamInterceptor(n.checkPeerStream))}
 	internalv1.RegisterReplicaServer(peer.srv, &replicaServer{n: n})
 	internalv1.RegisterMetaServer(peer.srv, &metaServer{n: n})
 	healthpb.RegisterHealthServer(peer.srv, n.health)
@@ -151,7 +161,7 @@ func (n *Node) buildServers(opts Options) error {
 		if err != nil {
 			return err
 		}
-		admin = &server{name: "admin", lis: newCapListener(alis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, clientMax, adminSend, true, authOpts...)}
+		admin = &server{name: "admin", lis: newCapListener(alis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, clientMax, adminSend, true, n.serverKeepalive(true), authOpts...)}
 		healthpb.RegisterHealthServer(admin.srv, n.health)
 		n.servers = append(n.servers, admin)
 	}

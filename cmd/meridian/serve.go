@@ -103,7 +103,7 @@ nothing until a committed plan adds it:
 	f.IntVar(&cfg.PeerCallsRunning, "peer-calls-running", 0, "calls one peer's stream holds on this node at once (running or with a reply not yet sent); past it the stream stops reading and flow control pushes back (default 1024)")
 	f.DurationVar(&cfg.ConnectionTimeout, "connection-timeout", 0, "time a new connection has to finish its handshake before it is closed (default 10s)")
 	f.DurationVar(&cfg.MaxConnectionIdle, "max-connection-idle", 0, "close connections with no call in flight for this long (default 5m)")
-	f.DurationVar(&cfg.MaxConnectionAge, "max-connection-age", 0, "recycle connections this old: the client reconnects, possibly to another node (default 2h)")
+	f.DurationVar(&cfg.MaxConnectionAge, "max-connection-age", 0, "recycle client and admin connections this old: the client reconnects, possibly to another node (default 2h; members' connections are not recycled)")
 	f.Uint32Var(&cfg.MaxConcurrentStreams, "max-concurrent-streams", 0, "concurrent gRPC streams (calls) per connection (default 1024)")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "plaintext listeners and no certificates (only on a trusted network)")
 	f.StringVar(&cfg.CAFile, "ca", "", "cluster CA certificate (meridian certs create-ca)")
