@@ -552,6 +552,8 @@ func (n *Node) discoverSeeds(ctx context.Context) {
 			// Removed nodes leave the gossip table (their last state
 			// would stay in it, and in the members metric, for good).
 			n.gossip.ForgetExcept(func(id string) bool { _, ok := topo.Nodes[id]; return ok })
+			// So do their connections and call streams.
+			n.peers.Retain(slices.Collect(maps.Keys(topo.Nodes)))
 		}
 		for id := range n.Topology().Nodes {
 			if id == n.cfg.ID || n.gossip.Alive(id) {

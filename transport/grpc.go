@@ -268,6 +268,42 @@ func (g *GRPC) Reconnect(node string) {
 		delete(g.mu.pipes, addr)
 		p.close() // its calls fail over (the connection is down anyway)
 	}
+	g.retireLocked(c)
+}
+
+// Retain keeps the connections and pipes to nodes and closes the others
+// (a node removed, or one whose address changed): a pipe held by nothing
+// would keep its goroutines, and the peer's handler, for good. A closed
+// connection is retired, so calls that took it just before finish.
+func (g *GRPC) Retain(nodes []string) {
+	keep := make(map[string]bool, len(nodes))
+	for _, n := range nodes {
+		if addr, ok := g.resolve(n); ok {
+			keep[addr] = true
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.mu.closed {
+		return
+	}
+	for addr, p := range g.mu.pipes {
+		if !keep[addr] {
+			delete(g.mu.pipes, addr)
+			p.close()
+		}
+	}
+	for addr, c := range g.mu.conns {
+		if keep[addr] {
+			continue
+		}
+		delete(g.mu.conns, addr)
+		g.retireLocked(c)
+	}
+}
+
+// retireLocked closes c after retireAfter. The caller holds g.mu.
+func (g *GRPC) retireLocked(c *grpc.ClientConn) {
 	g.mu.retired = append(g.mu.retired, c)
 	time.AfterFunc(retireAfter, func() {
 		g.mu.Lock()

@@ -459,3 +459,34 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestRetainClosesPipesToFormerNodes: Retain closes the pipe and the
+// connection of a node no longer listed (removed from the cluster), and
+// keeps those of the nodes listed; a later call to a listed node opens
+// what it needs again.
+func TestRetainClosesPipesToFormerNodes(t *testing.T) {
+	_, _, _, g, ctx := pipeSetup(t)
+	if _, err := g.Read(ctx, "n2", &internalv1.ReadRequest{Key: []byte("k")}); err != nil {
+		t.Fatal(err)
+	}
+	held := func() (pipes, conns int) {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return len(g.mu.pipes), len(g.mu.conns)
+	}
+	if p, c := held(); p != 1 || c != 1 {
+		t.Fatalf("%d pipes, %d connections after a call, want 1 and 1", p, c)
+	}
+	g.Retain([]string{"n2"})
+	if p, c := held(); p != 1 || c != 1 {
+		t.Fatalf("n2 kept: %d pipes, %d connections, want 1 and 1", p, c)
+	}
+	g.Retain(nil) // n2 removed
+	if p, c := held(); p != 0 || c != 0 {
+		t.Fatalf("n2 removed: %d pipes, %d connections, want none", p, c)
+	}
+	g.pipes.Wait() // the closed pipe's goroutines end
+	if _, err := g.Read(ctx, "n2", &internalv1.ReadRequest{Key: []byte("k")}); err != nil {
+		t.Fatalf("a call after Retain: %v", err)
+	}
+}
