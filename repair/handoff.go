@@ -55,9 +55,8 @@ type Handoff struct {
 	IsMember func(id string) bool
 	// Place, when set, says where a hint's data belongs now: the topology
 	// may have changed since it was stored. gone: the hint's keyspace no
-	// longer exists under the ID it was stored with (dropped, or dropped
-	// and created again): the hint is dropped, its data went with the
-	// keyspace, and a new keyspace of the same name must not receive it.
+	// longer exists under the ID it was stored with (dropped): the hint
+	// is dropped, its data went with the keyspace.
 	// Otherwise nodes are those that replicate the partition or are about
 	// to (nil: not known yet; the hint goes as stored). A hint whose
 	// target no longer replicates its partition, whose target left the

@@ -37,7 +37,7 @@ const (
 	DropNonMember = "non-member" // the target left the topology
 	DropPurged    = "purged"     // an operator purged the target's hints
 	DropLimit     = "limit"      // merged with the hint held, the set would pass a hard limit
-	DropKeyspace  = "keyspace"   // its keyspace was dropped (and maybe created again) since
+	DropKeyspace  = "keyspace"   // its keyspace was dropped since
 )
 
 // HintLogConfig bounds the hint log. Zero values take the defaults.

@@ -828,8 +828,8 @@ func (m *localMerges) MergeLocal(keyspace string, key []byte, _ version.Set) err
 func (m *localMerges) Sync() error { return nil }
 
 // TestHintsFollowTheirPartition: a hint goes where its data belongs now.
-// Its keyspace dropped (or created again under a new ID): dropped, never
-// written into the new keyspace. Its target no longer a replica of the
+// Its keyspace dropped (here: no keyspace of its name has its ID):
+// dropped. Its target no longer a replica of the
 // partition, or gone from the topology, or the hint expired: handed to
 // the partition's current replicas (merged here when this node is one)
 // instead of sent to a node that will drop the partition, or dropped
@@ -840,7 +840,7 @@ func TestHintsFollowTheirPartition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	recreated := replica.Loc{Keyspace: 8, Partition: 3} // "old" is now another ID
+	recreated := replica.Loc{Keyspace: 8, Partition: 3} // no keyspace "old" with ID 8
 	if err := l.StoreHint("n2", recreated, "old", []byte("dropped"), value(t, "x", 1), false); err != nil {
 		t.Fatal(err)
 	}
