@@ -105,6 +105,10 @@ type callStream struct {
 		// with it, so its caller may reuse its buffers once it returns.
 		taken, marshalled uint64
 		marshalWaiters    int
+		// cancels are the IDs of calls sent whose callers gave up, for
+		// the next batch (at most maxStreamWaiting): the node cancels
+		// them if still running.
+		cancels []uint64
 	}
 }
 
@@ -202,12 +206,14 @@ func (s *callStream) run(ctx context.Context, kv kvv1.KVClient) {
 		s.mu.queue = s.mu.spare[:0]
 		s.mu.spare = nil
 		retired := s.mu.retired
+		batch.Cancel = append(batch.Cancel[:0], s.mu.cancels...)
+		s.mu.cancels = s.mu.cancels[:0]
 		s.mu.Unlock()
-		for rest := calls; len(rest) > 0 && err == nil; {
+		for rest := calls; (len(rest) > 0 || len(batch.Cancel) > 0) && err == nil; {
 			var n int
 			batch.Calls, n = s.takeBatch(batch.Calls[:0], rest)
 			rest = rest[n:]
-			err = s.sendBatch(stream, batch, msg)
+			err = s.sendBatch(stream, batch, msg) // the cancels go with the first
 		}
 		clear(calls)
 		s.mu.Lock()
@@ -272,11 +278,12 @@ func (s *callStream) sendBatch(stream grpc.BidiStreamingClient[kvv1.CallBatch, k
 	}
 	var data mem.BufferSlice
 	var err error
-	if len(batch.Calls) > 0 {
+	if len(batch.Calls) > 0 || len(batch.Cancel) > 0 {
 		data, err = codec.Proto{}.Marshal(batch)
 	}
 	clear(batch.Calls)
 	batch.Calls = batch.Calls[:0]
+	batch.Cancel = batch.Cancel[:0]
 	s.mu.Lock()
 	s.mu.marshalled = s.mu.taken
 	if s.mu.marshalWaiters > 0 {
@@ -429,9 +436,18 @@ func (s *callStream) call(ctx context.Context, c *kvv1.Call) (*kvv1.Reply, error
 		_, waiting := s.mu.pending[c.Id]
 		delete(s.mu.pending, c.Id) // not sent, if still queued
 		s.awaitMarshalledLocked(c.Id)
+		// Sent already: the node is told to cancel it (a hedged read's
+		// loser, a deadline), as a unary call's cancellation would.
+		sent := waiting && c.Id <= s.mu.marshalled && s.mu.err == nil && len(s.mu.cancels) < maxStreamWaiting
+		if sent {
+			s.mu.cancels = append(s.mu.cancels, c.Id)
+		}
 		s.mu.Unlock()
 		if waiting {
 			s.chans.Put(ch) // nobody will send on it now
+		}
+		if sent {
+			s.notify()
 		}
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}

@@ -34,6 +34,7 @@ type fakeNode struct {
 	streams   atomic.Int64 // Calls streams opened
 	ended     atomic.Int64 // Calls streams the client closed cleanly
 	maxBatch  atomic.Int64 // the largest CallBatch received, bytes
+	cancels   atomic.Int64 // call IDs the client cancelled
 }
 
 func (f *fakeNode) Topology(context.Context, *internalv1.TopologyRequest) (*internalv1.TopologyResponse, error) {
@@ -78,9 +79,13 @@ func (f *fakeNode) Calls(stream kvv1.KV_CallsServer) error {
 		if n := int64(proto.Size(b)); n > f.maxBatch.Load() {
 			f.maxBatch.Store(n) // one stream at a time here: no race to lose
 		}
+		f.cancels.Add(int64(len(b.GetCancel())))
 		out := &kvv1.ReplyBatch{}
 		for _, c := range b.GetCalls() {
 			f.streamed.Add(1)
+			if g, ok := c.GetOp().(*kvv1.Call_Get); ok && string(g.Get.GetKey()) == "never" {
+				continue // no reply: the caller gives up
+			}
 			r := &kvv1.Reply{Id: c.GetId()}
 			switch op := c.GetOp().(type) {
 			case *kvv1.Call_Get:
@@ -248,6 +253,35 @@ func TestCallStreamGivesUpWithTheCaller(t *testing.T) {
 	defer dcancel()
 	if _, err := c.Get(dctx, "", []byte("k")); status.Code(err) != codes.DeadlineExceeded && !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("get past its deadline: %v, want DEADLINE_EXCEEDED", err)
+	}
+}
+
+// TestCallStreamCancelsCallsGivenUp: a call sent on the stream whose
+// caller gives up (a deadline, a hedged read's loser) is cancelled on the
+// node, as a unary call's cancellation would be, and the stream goes on.
+func TestCallStreamCancelsCallsGivenUp(t *testing.T) {
+	f := startFake(t, false)
+	c := dialFake(t, f)
+	if _, err := c.Get(context.Background(), "", []byte("k")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := c.Get(ctx, "", []byte("never")); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a get never answered: %v, want DEADLINE_EXCEEDED", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for f.cancels.Load() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the node was told of %d cancelled calls, want 1", f.cancels.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := c.Get(context.Background(), "", []byte("k")); err != nil {
+		t.Fatalf("a call after the cancel: %v", err)
+	}
+	if f.unary.Load() != 0 {
+		t.Fatalf("%d unary calls, want all on the stream", f.unary.Load())
 	}
 }
 

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/codes"
@@ -30,10 +31,13 @@ func (s *kvServer) Calls(stream kvv1.KV_CallsServer) error {
 	// calls on it: each is traced or not on its own.
 	ctx = trace.ContextWithSpanContext(ctx, trace.SpanContext{})
 	batch := &kvv1.ReplyBatch{}
+	var running runningCalls
 	return transport.CallLoop[*kvv1.Call, *kvv1.Reply]{
 		Serve: func(ctx context.Context, c *kvv1.Call, deadline time.Time) *kvv1.Reply {
 			ctx, cancel := context.WithDeadline(ctx, deadline)
 			defer cancel()
+			running.add(c.GetId(), cancel)
+			defer running.remove(c.GetId())
 			return s.serveCall(ctx, c, allow)
 		},
 		Refuse: callRefused,
@@ -51,6 +55,7 @@ func (s *kvServer) Calls(stream kvv1.KV_CallsServer) error {
 		},
 	}.Run(ctx, func() ([]*kvv1.Call, error) {
 		b, err := stream.Recv()
+		running.cancel(b.GetCancel())
 		return b.GetCalls(), err
 	}, func(rs []*kvv1.Reply) error {
 		return sendReplies(rs, s.maxMsg, func(rs []*kvv1.Reply) error {
@@ -60,6 +65,50 @@ func (s *kvServer) Calls(stream kvv1.KV_CallsServer) error {
 			return err
 		})
 	})
+}
+
+// runningCalls are the cancel functions of a stream's calls running now,
+// by the ID their sender gave them (at most the stream's MaxRunning): a
+// sender that gives up on a call it sent cancels it, as a cancelled
+// unary call is.
+type runningCalls struct {
+	mu sync.Mutex
+	m  map[uint64]context.CancelFunc
+}
+
+func (r *runningCalls) add(id uint64, cancel context.CancelFunc) {
+	r.mu.Lock()
+	if r.m == nil {
+		r.m = map[uint64]context.CancelFunc{}
+	}
+	r.m[id] = cancel
+	r.mu.Unlock()
+}
+
+func (r *runningCalls) remove(id uint64) {
+	r.mu.Lock()
+	delete(r.m, id)
+	r.mu.Unlock()
+}
+
+// maxCancels bounds the cancellations a batch may carry that are looked
+// at (a sender has at most a few thousand calls in flight).
+const maxCancels = 4096
+
+// cancel cancels the calls of ids still running; the others (done, or not
+// started yet) are left alone.
+func (r *runningCalls) cancel(ids []uint64) {
+	if len(ids) == 0 {
+		return
+	}
+	ids = ids[:min(len(ids), maxCancels)]
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, id := range ids {
+		if cancel, ok := r.m[id]; ok {
+			cancel()
+		}
+	}
 }
 
 // replyBatchBytes bounds a ReplyBatch of several replies: gRPC clients

@@ -75,3 +75,34 @@ func TestLateReplicaCallIsNotRun(t *testing.T) {
 		t.Fatalf("late call answered %v, want DEADLINE_EXCEEDED", st.Err())
 	}
 }
+
+// TestRunningCallsCancel: a cancellation from the sender cancels the
+// running call of that ID only; IDs not running (done, not started, or
+// made up) are ignored, and a batch's cancellations past maxCancels are
+// not looked at.
+func TestRunningCallsCancel(t *testing.T) {
+	var r runningCalls
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	r.add(1, cancel1)
+	r.add(2, cancel2)
+	r.cancel([]uint64{1, 99})
+	if ctx1.Err() == nil || ctx2.Err() != nil {
+		t.Fatalf("after cancelling 1: call 1 %v, call 2 %v; want only 1 cancelled", ctx1.Err(), ctx2.Err())
+	}
+	r.remove(2)
+	r.cancel([]uint64{2})
+	if ctx2.Err() != nil {
+		t.Fatal("a call already done was cancelled")
+	}
+	ctx3, cancel3 := context.WithCancel(context.Background())
+	defer cancel3()
+	r.add(3, cancel3)
+	many := make([]uint64, maxCancels+1)
+	many[maxCancels] = 3 // past the bound
+	r.cancel(many)
+	if ctx3.Err() != nil {
+		t.Fatal("a cancellation past maxCancels was looked at")
+	}
+}

@@ -912,8 +912,13 @@ func (x *DeleteResponse) GetExplain() []*Event {
 
 // CallBatch is one message of a Calls stream: calls sent together.
 type CallBatch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Calls         []*Call                `protobuf:"bytes,1,rep,name=calls,proto3" json:"calls,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Calls []*Call                `protobuf:"bytes,1,rep,name=calls,proto3" json:"calls,omitempty"`
+	// IDs of calls sent earlier on the stream whose callers gave up (a
+	// hedged read's loser, a deadline): the node cancels them if they are
+	// still running, as a cancelled unary call is. Best effort: one not
+	// started yet runs, its reply ignored.
+	Cancel        []uint64 `protobuf:"varint,2,rep,packed,name=cancel,proto3" json:"cancel,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -951,6 +956,13 @@ func (*CallBatch) Descriptor() ([]byte, []int) {
 func (x *CallBatch) GetCalls() []*Call {
 	if x != nil {
 		return x.Calls
+	}
+	return nil
+}
+
+func (x *CallBatch) GetCancel() []uint64 {
+	if x != nil {
+		return x.Cancel
 	}
 	return nil
 }
@@ -1315,9 +1327,10 @@ const file_kv_v1_kv_proto_rawDesc = "" +
 	"\x0eDeleteResponse\x12\x18\n" +
 	"\acontext\x18\x01 \x01(\fR\acontext\x12.\n" +
 	"\teffective\x18\x02 \x01(\v2\x10.kv.v1.EffectiveR\teffective\x12&\n" +
-	"\aexplain\x18\x03 \x03(\v2\f.kv.v1.EventR\aexplain\".\n" +
+	"\aexplain\x18\x03 \x03(\v2\f.kv.v1.EventR\aexplain\"F\n" +
 	"\tCallBatch\x12!\n" +
-	"\x05calls\x18\x01 \x03(\v2\v.kv.v1.CallR\x05calls\"\xc1\x01\n" +
+	"\x05calls\x18\x01 \x03(\v2\v.kv.v1.CallR\x05calls\x12\x16\n" +
+	"\x06cancel\x18\x02 \x03(\x04R\x06cancel\"\xc1\x01\n" +
 	"\x04Call\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12%\n" +
 	"\x0etimeout_micros\x18\x02 \x01(\x04R\rtimeoutMicros\x12%\n" +
