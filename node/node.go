@@ -287,6 +287,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	n.peers = transport.NewGRPC(n.resolve, append(append([]grpc.DialOption{n.sec.peerDial(), grpc.WithChainUnaryInterceptor(n.tagPeer), grpc.WithChainStreamInterceptor(n.tagPeerStream)}, n.tel.DialOptions()...), opts.DialOptions...)...)
 	n.peers.PipeCalls(func() uint64 { return n.Topology().Epoch }, cfg.PeerCallsWaiting)
 	n.live.onUp = func(id string, _ bool) { n.peers.Reconnect(id) }
+	n.peers.DialPerNode(n.sec.peerDialTo)
 	n.faults = transport.NewFaults(n.peers, n.dcOf)
 	peers := n.live.track(n.faults)
 	if n.hints, err = newHintTracker(n.store, cfg, opts.Now, n.tel.Metrics); err != nil {

@@ -70,9 +70,27 @@ func (s *security) clientServer() grpc.ServerOption {
 	return grpc.Creds(pki.ServerCredentials(s.src.ServerConfig(pki.ServerOptions{})))
 }
 
-// peerDial is how this node dials other nodes' peer listeners: its own
-// node certificate, and the peer must present the certificate of the node
-// it is supposed to be.
+// peerDialTo is how this node dials node's peer listener: its own node
+// certificate, and the peer must present node's certificate (an address
+// learned from gossip, or reused by another node, must not get node's
+// traffic). Nil when insecure.
+func (s *security) peerDialTo(node string) []grpc.DialOption {
+	if s.insecure {
+		return nil
+	}
+	return []grpc.DialOption{grpc.WithTransportCredentials(pki.ClientCredentials(s.src, pki.ClientOptions{
+		Authorize: func(cert *x509.Certificate) error {
+			if got, ok := pki.NodeID(cert); !ok || got != node {
+				return fmt.Errorf("the peer listener dialled as node %q presented the certificate of %q: its address is another node's", node, got)
+			}
+			return nil
+		},
+	}))}
+}
+
+// peerDial is how this node dials a peer listener when it does not know
+// which node serves it (a join: any member will do): its own node
+// certificate, and the peer must present a node certificate.
 func (s *security) peerDial() grpc.DialOption {
 	if s.insecure {
 		return grpc.WithTransportCredentials(insecure.NewCredentials())

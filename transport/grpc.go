@@ -29,25 +29,48 @@ const MaxMessageSize = 256 << 20
 // Resolver maps a node ID to the address of its peer listener.
 type Resolver func(id string) (addr string, ok bool)
 
-// GRPC reaches peers over gRPC, keeping one connection per peer address.
+// GRPC reaches peers over gRPC, keeping one connection per peer (node and
+// address).
 type GRPC struct {
 	resolve  Resolver
 	dialOpts []grpc.DialOption
-	mu       struct {
+	// perNode, when set, adds dial options for one node (credentials that
+	// check the peer is that node).
+	perNode func(node string) []grpc.DialOption
+	mu      struct {
 		sync.Mutex
-		conns  map[string]*grpc.ClientConn // by address
+		conns  map[peerKey]*grpc.ClientConn
 		closed bool
 		// retired: connections replaced by Reconnect, closed a while
 		// later (calls that took them just before finish on them).
 		retired []*grpc.ClientConn
-		// pipes: the Calls stream on each connection (by address), when
-		// PipeCalls is on.
-		pipes map[string]*pipe
+		// pipes: the Calls stream on each connection, when PipeCalls is
+		// on.
+		pipes map[peerKey]*pipe
 	}
 	// epoch, when set, turns pipes on and stamps each piped call.
 	epoch      func() uint64
 	maxWaiting int
 	pipes      sync.WaitGroup // the pipes' goroutines
+}
+
+// peerKey names a connection: the node it is to and the address it was
+// dialled at (a node whose address changes gets a new connection, and
+// its credentials check the node, not the address).
+type peerKey struct{ node, addr string }
+
+// DialPerNode adds, to every connection to a node, the dial options fn
+// gives for it (e.g. credentials that check the peer's identity). Call it
+// before the first call.
+func (g *GRPC) DialPerNode(fn func(node string) []grpc.DialOption) { g.perNode = fn }
+
+// dial opens a connection to node at addr.
+func (g *GRPC) dial(node, addr string) (*grpc.ClientConn, error) {
+	opts := g.dialOpts
+	if g.perNode != nil {
+		opts = append(slices.Clip(opts), g.perNode(node)...)
+	}
+	return grpc.NewClient(addr, opts...)
 }
 
 // PipeCalls makes replica reads and writes go over one Calls stream per
@@ -91,8 +114,8 @@ func NewGRPC(resolve Resolver, opts ...grpc.DialOption) *GRPC {
 			MinConnectTimeout: 2 * time.Second,
 		}),
 	}, opts...)
-	g.mu.conns = map[string]*grpc.ClientConn{}
-	g.mu.pipes = map[string]*pipe{}
+	g.mu.conns = map[peerKey]*grpc.ClientConn{}
+	g.mu.pipes = map[peerKey]*pipe{}
 	return g
 }
 
@@ -107,14 +130,15 @@ func (g *GRPC) Conn(node string) (*grpc.ClientConn, error) {
 	if g.mu.closed {
 		return nil, status.Error(codes.Unavailable, "transport closed")
 	}
-	if c, ok := g.mu.conns[addr]; ok {
+	k := peerKey{node, addr}
+	if c, ok := g.mu.conns[k]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, g.dialOpts...)
+	c, err := g.dial(node, addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s (%s): %w", node, addr, err)
 	}
-	g.mu.conns[addr] = c
+	g.mu.conns[k] = c
 	return c, nil
 }
 
@@ -138,19 +162,20 @@ func (g *GRPC) pipe(node string) *pipe {
 	if g.mu.closed {
 		return nil
 	}
-	if p := g.mu.pipes[addr]; p != nil && !p.failed() {
+	k := peerKey{node, addr}
+	if p := g.mu.pipes[k]; p != nil && !p.failed() {
 		return p
 	}
-	c, ok := g.mu.conns[addr]
+	c, ok := g.mu.conns[k]
 	if !ok {
 		var err error
-		if c, err = grpc.NewClient(addr, g.dialOpts...); err != nil {
+		if c, err = g.dial(node, addr); err != nil {
 			return nil
 		}
-		g.mu.conns[addr] = c
+		g.mu.conns[k] = c
 	}
 	p := openPipe(c, node, g.epoch, g.maxWaiting, &g.pipes)
-	g.mu.pipes[addr] = p
+	g.mu.pipes[k] = p
 	return p
 }
 
@@ -259,13 +284,14 @@ func (g *GRPC) Reconnect(node string) {
 	// lock and races with gRPC creating one (grpc v1.85).
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	c := g.mu.conns[addr]
+	k := peerKey{node, addr}
+	c := g.mu.conns[k]
 	if c == nil || g.mu.closed || c.GetState() != connectivity.TransientFailure {
 		return
 	}
-	delete(g.mu.conns, addr)
-	if p := g.mu.pipes[addr]; p != nil {
-		delete(g.mu.pipes, addr)
+	delete(g.mu.conns, k)
+	if p := g.mu.pipes[k]; p != nil {
+		delete(g.mu.pipes, k)
 		p.close() // its calls fail over (the connection is down anyway)
 	}
 	g.retireLocked(c)
@@ -276,10 +302,10 @@ func (g *GRPC) Reconnect(node string) {
 // would keep its goroutines, and the peer's handler, for good. A closed
 // connection is retired, so calls that took it just before finish.
 func (g *GRPC) Retain(nodes []string) {
-	keep := make(map[string]bool, len(nodes))
+	keep := make(map[peerKey]bool, len(nodes))
 	for _, n := range nodes {
 		if addr, ok := g.resolve(n); ok {
-			keep[addr] = true
+			keep[peerKey{n, addr}] = true
 		}
 	}
 	g.mu.Lock()
@@ -287,17 +313,17 @@ func (g *GRPC) Retain(nodes []string) {
 	if g.mu.closed {
 		return
 	}
-	for addr, p := range g.mu.pipes {
-		if !keep[addr] {
-			delete(g.mu.pipes, addr)
+	for k, p := range g.mu.pipes {
+		if !keep[k] {
+			delete(g.mu.pipes, k)
 			p.close()
 		}
 	}
-	for addr, c := range g.mu.conns {
-		if keep[addr] {
+	for k, c := range g.mu.conns {
+		if keep[k] {
 			continue
 		}
-		delete(g.mu.conns, addr)
+		delete(g.mu.conns, k)
 		g.retireLocked(c)
 	}
 }
