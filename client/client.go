@@ -37,7 +37,7 @@ var ErrClosed = errors.New("client: closed")
 var ErrNoReplica = errors.New("client: no node reachable")
 
 // ErrConflict is wrapped by Update's error when concurrent writers kept
-// creating siblings for all its attempts.
+// creating siblings for all its attempts (its gRPC status is ABORTED).
 var ErrConflict = errors.New("client: update conflict")
 
 // Client is a partition-aware Meridian client. It is safe for concurrent
@@ -988,8 +988,10 @@ func await[T any](ctx context.Context, stop <-chan struct{}, ch <-chan T) bool {
 // could be reached.
 const writePasses = 3
 
+// withTimeout applies co's Timeout: 0 is none; a negative one (a deadline
+// already past) has the call fail at once with DEADLINE_EXCEEDED.
 func (c *Client) withTimeout(ctx context.Context, co *callOptions) (context.Context, context.CancelFunc) {
-	if co.timeout > 0 {
+	if co.timeout != 0 {
 		return context.WithTimeout(ctx, co.timeout)
 	}
 	return ctx, func() {}
@@ -1164,12 +1166,28 @@ func (c *Client) Update(ctx context.Context, keyspace string, key []byte, fn fun
 			return last, nil
 		}
 	}
-	return last, fmt.Errorf("%w: %d attempts each met a concurrent write", ErrConflict, co.attempts)
+	return last, &conflictError{attempts: co.attempts}
 }
 
-// Call sends one raw kv.v1 call for key the way Get, Put and Delete do:
-// to the first reachable candidate replica (the caller's DC first), moving
-// on only when a node is unreachable. It is for tools that need the whole
+// conflictError is Update's error when every attempt met a concurrent
+// write: errors.Is ErrConflict, and a gRPC status ABORTED (as every other
+// call error carries a status).
+type conflictError struct{ attempts int }
+
+func (e *conflictError) Error() string {
+	return fmt.Sprintf("%v: %d attempts each met a concurrent write", ErrConflict, e.attempts)
+}
+
+func (e *conflictError) Unwrap() error { return ErrConflict }
+
+func (e *conflictError) GRPCStatus() *status.Status { return status.New(codes.Aborted, e.Error()) }
+
+// Call sends one raw kv.v1 call for key the way Get does: to the first
+// reachable candidate replica (the caller's DC first), moving on only
+// when a node is unreachable. A write sent this way is routed as a read
+// (a failed call is not sent to the same node again first): for a Put or
+// Delete with its whole response, use KV(), which routes them as Put and
+// Delete do. It is for tools that need the whole
 // response (explain timelines, effective levels); it returns the ID of the
 // node that answered. The call is sent as given: a write without a
 // request ID gets one from the node it reaches, so only that node can

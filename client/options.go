@@ -182,7 +182,9 @@ func withLocalDC(cons *kvv1.Consistency, localDC string) *kvv1.Consistency {
 }
 
 // Timeout bounds the call (all its attempts) by d, in addition to the
-// caller's context deadline.
+// caller's context deadline. 0 sets none (to lift a DefaultCallOptions
+// timeout); a negative d (a deadline already past) fails the call at once
+// with DEADLINE_EXCEEDED.
 func Timeout(d time.Duration) CallOption { return func(o *callOptions) { o.timeout = d } }
 
 // Context passes the causal context from a previous Get (or Put) to a Put

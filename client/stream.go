@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/trace"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
@@ -496,6 +497,24 @@ func streamable(ctx context.Context, size int) bool {
 	return !ok || len(md) == 0
 }
 
+// marshalable reports whether c's strings are valid UTF-8, which protobuf
+// requires: a call that cannot be marshalled would fail the whole batch,
+// and every call on the stream with it. One that cannot goes unary, where
+// it fails alone.
+func marshalable(c *kvv1.Call) bool {
+	var ks string
+	var cons *kvv1.Consistency
+	switch op := c.GetOp().(type) {
+	case *kvv1.Call_Get:
+		ks, cons = op.Get.GetKeyspace(), op.Get.GetConsistency()
+	case *kvv1.Call_Put:
+		ks, cons = op.Put.GetKeyspace(), op.Put.GetConsistency()
+	case *kvv1.Call_Delete:
+		ks, cons = op.Delete.GetKeyspace(), op.Delete.GetConsistency()
+	}
+	return utf8.ValidString(ks) && utf8.ValidString(cons.GetDc())
+}
+
 // nodeKV is the kv.v1 client for one node: calls without gRPC call
 // options go on the node's call stream when they may, the rest unary.
 type nodeKV struct {
@@ -506,7 +525,7 @@ type nodeKV struct {
 // viaStream sends c on k's stream and returns its result (get picks it
 // from the reply); ok is false when the call must go unary instead.
 func viaStream[T comparable](k nodeKV, ctx context.Context, size int, opts []grpc.CallOption, c *kvv1.Call, get func(*kvv1.Reply) T, op string) (v T, ok bool, err error) {
-	if k.s == nil || len(opts) > 0 || !streamable(ctx, size) {
+	if k.s == nil || len(opts) > 0 || !streamable(ctx, size) || !marshalable(c) {
 		return v, false, nil
 	}
 	r, err := k.s.call(ctx, c)

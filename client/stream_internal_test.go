@@ -335,3 +335,47 @@ func TestCallStreamQueueBoundedWhileSendBlocked(t *testing.T) {
 		}
 	}
 }
+
+// TestCallThatCannotBeMarshalledFailsAlone: a call whose strings are not
+// valid UTF-8 (protobuf refuses to marshal them) goes unary, where it
+// fails alone, instead of failing the batch and every call on the stream.
+func TestCallThatCannotBeMarshalledFailsAlone(t *testing.T) {
+	f := startFake(t, false)
+	c := dialFake(t, f)
+	ctx := context.Background()
+	if _, err := c.Get(ctx, "", []byte("k")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(ctx, "", []byte("k"), Level(kvv1.Level_LEVEL_LOCAL_QUORUM), ConsistencyDC("dc\xff")); err == nil {
+		t.Fatal("a call with a DC name that is not UTF-8 succeeded")
+	}
+	if _, err := c.Get(ctx, "", []byte("k")); err != nil {
+		t.Fatalf("the next call: %v", err)
+	}
+	if n := f.streams.Load(); n != 1 {
+		t.Fatalf("%d streams opened, want the first kept (not failed by the bad call)", n)
+	}
+}
+
+// TestNegativeTimeoutExpires: a Timeout already past (time.Until of a
+// passed deadline) fails the call at once, rather than lift the deadline.
+func TestNegativeTimeoutExpires(t *testing.T) {
+	f := startFake(t, false)
+	c := dialFake(t, f)
+	if _, err := c.Get(context.Background(), "", []byte("k"), Timeout(-time.Second)); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a get with a negative timeout: %v, want DEADLINE_EXCEEDED", err)
+	}
+	if n := f.streamed.Load() + f.unary.Load(); n != 0 {
+		t.Fatalf("%d calls reached the node, want none", n)
+	}
+}
+
+// TestConflictErrorIsAborted: Update's conflict error is ErrConflict for
+// errors.Is and ABORTED for status.Code, as every other call error has a
+// status.
+func TestConflictErrorIsAborted(t *testing.T) {
+	var err error = &conflictError{attempts: 3}
+	if !errors.Is(err, ErrConflict) || status.Code(err) != codes.Aborted {
+		t.Fatalf("conflict error %v: errors.Is ErrConflict %v, code %v; want true, ABORTED", err, errors.Is(err, ErrConflict), status.Code(err))
+	}
+}
