@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -120,5 +121,24 @@ func TestAdminTimeouts(t *testing.T) {
 	// Any call's DEADLINE_EXCEEDED says what it means.
 	if msg := describeErr(status.Error(codes.DeadlineExceeded, "context deadline exceeded")); !strings.Contains(msg, "ran out of time: retry with a larger --timeout") {
 		t.Errorf("a DEADLINE_EXCEEDED reads %q", msg)
+	}
+}
+
+// TestRanOutOfTimeAtTheDeadline: a DEADLINE_EXCEEDED that arrives just
+// before the command's own deadline fires (the node holds the same one)
+// is the command running out of time; one long before it is the node's
+// own, passed on as it is.
+func TestRanOutOfTimeAtTheDeadline(t *testing.T) {
+	late := status.Error(codes.DeadlineExceeded, "context deadline exceeded")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+	defer cancel()
+	var ot *outOfTime
+	if err := ranOutOfTime(ctx, late, 300*time.Millisecond, ""); !errors.As(err, &ot) {
+		t.Fatalf("5ms before a 300ms timeout ends: %v, want the command's time running out", err)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel2()
+	if err := ranOutOfTime(ctx2, late, time.Minute, ""); errors.As(err, &ot) {
+		t.Fatalf("a minute before the timeout ends: %v, want the node's error as it is", err)
 	}
 }
