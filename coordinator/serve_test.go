@@ -112,8 +112,10 @@ func TestCollectTombstonesKeepsOwnGrace(t *testing.T) {
 // FutureWriteLimit (it would win over every write until then), whether
 // sent as a replica write, a hint or by repair; within the limit, or where
 // siblings are kept, it is stored.
-func TestFutureVersionsRefused(t *testing.T) {
-	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+// clockCoordinator is n1 of two nodes, with keyspaces "lww"
+// (last-writer-wins) and "dvv", both on both nodes, its clock fixed at now.
+func clockCoordinator(t *testing.T, now time.Time) (*Coordinator, *replica.Store, *membership.Topology) {
+	t.Helper()
 	topo, err := membership.NewTopology(1, 16, []membership.NodeInfo{
 		{Node: placement.Node{ID: "n1", DC: "dc1", Rack: "r1", Weight: 1}},
 		{Node: placement.Node{ID: "n2", DC: "dc1", Rack: "r2", Weight: 1}},
@@ -134,7 +136,13 @@ func TestFutureVersionsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(c.Close)
+	return c, store, topo
+}
+
+func TestFutureVersionsRefused(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	c, store, topo := clockCoordinator(t, now)
 	at := func(ahead time.Duration) []byte {
 		set, _ := version.Set{}.Put(version.Clock{}, "n2", version.Value{Bytes: []byte("v"), Time: version.Timestamp{Wall: now.Add(ahead).UnixNano()}}, now.UnixNano())
 		return set.Encode()
@@ -326,32 +334,9 @@ func TestMerkleAnswersForPartitionsNotHeld(t *testing.T) {
 // acknowledged and lost at once to a version written before it.
 func TestLWWWriteWinsOverStoredVersionsAhead(t *testing.T) {
 	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
-	topo, err := membership.NewTopology(1, 16, []membership.NodeInfo{
-		{Node: placement.Node{ID: "n1", DC: "dc1", Rack: "r1", Weight: 1}},
-		{Node: placement.Node{ID: "n2", DC: "dc1", Rack: "r2", Weight: 1}},
-	}, []membership.KeyspaceSpec{{Name: "lww", Replication: map[string]int{"dc1": 1}, Conflict: "lww"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := replica.Open(memory.New(), "n1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := New(Config{NodeID: "n1", DC: "dc1", Store: store, Peers: transport.NewMem(), Live: allAlive{},
-		Topology: func() *membership.Topology { return topo }, Secrets: [][]byte{[]byte("secret")},
-		Now: func() time.Time { return now }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, store, topo := clockCoordinator(t, now) // n1 replicates every key
 	k, _ := topo.Keyspace("lww")
-	var key string
-	for i := 0; ; i++ { // a key n1 replicates
-		key = fmt.Sprint("k", i)
-		if k.Table.Replicas(topo.Ring.Partition([]byte(key)))[0].Node == "n1" {
-			break
-		}
-	}
+	key := "k"
 	ahead := DefaultMaxClockOffset + 200*time.Millisecond // stored, not observed
 	old, _ := version.Set{}.Put(version.Clock{}, "n2", version.Value{Bytes: []byte("before"), Time: version.Timestamp{Wall: now.Add(ahead).UnixNano()}}, now.UnixNano())
 	ctx := context.Background()
