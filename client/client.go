@@ -54,7 +54,11 @@ type Client struct {
 	// tracks their goroutines.
 	streams map[string]*callStream
 	wg      sync.WaitGroup
-	down    map[string]time.Time // node ID -> when it was found unreachable
+	// departing are the connections to nodes that left the topology,
+	// closed departWait later (or by Close): calls already sent on them
+	// get their answers.
+	departing map[*grpc.ClientConn]*time.Timer
+	down      map[string]time.Time // node ID -> when it was found unreachable
 	// lowOnDisk: node ID -> when it last refused a write for lack of disk
 	// space; writes try it last for downFor after that.
 	lowOnDisk map[string]time.Time
@@ -152,8 +156,8 @@ func (c *Client) Close() error {
 
 func (c *Client) closeConns() {
 	c.mu.Lock()
-	conns, streams := c.conns, c.streams
-	c.conns, c.streams = map[string]*grpc.ClientConn{}, map[string]*callStream{}
+	conns, streams, departing := c.conns, c.streams, c.departing
+	c.conns, c.streams, c.departing = map[string]*grpc.ClientConn{}, map[string]*callStream{}, nil
 	clear(c.kvs)
 	c.mu.Unlock()
 	for _, s := range streams {
@@ -162,7 +166,37 @@ func (c *Client) closeConns() {
 	for _, cc := range conns {
 		cc.Close()
 	}
+	for cc, t := range departing {
+		if t != nil {
+			t.Stop()
+		}
+		cc.Close()
+	}
 	c.wg.Wait()
+}
+
+// departWait is how long a connection to a node that left the topology
+// stays open for the calls already sent on it (a node bounds every call
+// by its maximum call time, 30 s by default).
+const departWait = 30 * time.Second
+
+// depart closes cc, a connection to a node that left the topology, after
+// departWait (unless Close does first).
+func (c *Client) depart(cc *grpc.ClientConn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.departing[cc]; !ok {
+		return // Close came first
+	}
+	c.departing[cc] = time.AfterFunc(c.opts.departWait, func() {
+		c.mu.Lock()
+		_, ok := c.departing[cc]
+		delete(c.departing, cc)
+		c.mu.Unlock()
+		if ok {
+			cc.Close()
+		}
+	})
 }
 
 // Epoch is the topology epoch the client currently routes with.
@@ -375,18 +409,18 @@ func (c *Client) unansweredLast(addrs []string) []string {
 }
 
 // install routes by t from now on unless it is older than the current
-// topology, and closes the connections to addresses that left it.
+// topology, and closes the connections to addresses that left it once the
+// calls already sent on them had time to be answered.
 func (c *Client) install(t *topology) {
-	// Closing a connection can take seconds (gRPC tries to say goodbye to
-	// a host that may be gone): not under c.mu, which every call takes.
 	for _, cc := range c.swapTopology(t) {
-		cc.Close()
+		c.depart(cc)
 	}
 }
 
 // swapTopology installs t unless it is older than the current topology
 // and returns the connections to addresses that left it (seeds stay),
-// forgotten and their streams closed, for the caller to close.
+// forgotten and their streams retired (they take no new calls and end
+// once the node answered those sent), for the caller to close later.
 func (c *Client) swapTopology(t *topology) []*grpc.ClientConn {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -411,9 +445,13 @@ func (c *Client) swapTopology(t *topology) []*grpc.ClientConn {
 	for a, cc := range c.conns {
 		if !keep[a] {
 			if s := c.streams[a]; s != nil {
-				s.close()
+				s.retire()
 				delete(c.streams, a)
 			}
+			if c.departing == nil {
+				c.departing = map[*grpc.ClientConn]*time.Timer{}
+			}
+			c.departing[cc] = nil // its timer is set by depart
 			gone = append(gone, cc)
 			delete(c.conns, a)
 			delete(c.kvs, a)

@@ -8,7 +8,9 @@
 // it also re-reads it periodically (RefreshInterval, default 30s), after a
 // node turns out unreachable or answers DEADLINE_EXCEEDED while the caller
 // still had time (replicas did not answer it: the cluster may know of a
-// node gone), and when a call names a keyspace it does not know. Each
+// node gone), and when a call names a keyspace it does not know. A node
+// that left the topology gets no new calls; the calls already sent to it
+// get its answers (its connection closes 30 s later). Each
 // request then goes straight to a replica of its key, so no request pays
 // a forwarding hop:
 //

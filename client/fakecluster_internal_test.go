@@ -44,6 +44,7 @@ type kvNode struct {
 	readErr     atomic.Pointer[error]
 	writeErr    atomic.Pointer[error]
 	holdReads   atomic.Bool
+	holdPuts    atomic.Pointer[chan struct{}] // set: puts on a Calls stream wait for it to close
 	dead        atomic.Bool
 	effEpoch    atomic.Uint64
 
@@ -220,6 +221,10 @@ func (n *kvNode) Calls(stream kvv1.KV_CallsServer) error {
 					r.Result = &kvv1.Reply_Get{Get: resp}
 				}
 			case *kvv1.Call_Put:
+				if ch := n.holdPuts.Load(); ch != nil {
+					n.record("held put", nil, nil)
+					<-*ch
+				}
 				var resp *kvv1.PutResponse
 				if resp, err = n.put(op.Put); err == nil {
 					r.Result = &kvv1.Reply_Put{Put: resp}

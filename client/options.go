@@ -24,6 +24,7 @@ type options struct {
 	unary           bool
 	streamAge       time.Duration // how long a call stream takes new calls
 	reprobe         time.Duration // how long a node without call streams gets unary calls only
+	departWait      time.Duration // how long a departed node's connection stays for calls sent
 	keepalive       keepalive.ClientParameters
 	// streamAfterTake, when set (tests only), runs in each call stream's
 	// sender between taking a batch and marshalling it.
@@ -31,7 +32,7 @@ type options struct {
 }
 
 func defaultOptions() options {
-	return options{refresh: 30 * time.Second, topologyTimeout: 5 * time.Second, downFor: 10 * time.Second, streamAge: streamMaxAge, reprobe: time.Minute,
+	return options{refresh: 30 * time.Second, topologyTimeout: 5 * time.Second, downFor: 10 * time.Second, streamAge: streamMaxAge, reprobe: time.Minute, departWait: departWait,
 		keepalive: defaultKeepalive}
 }
 

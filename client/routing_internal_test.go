@@ -594,7 +594,7 @@ func TestInstallClosesConnectionsOutsideTheLock(t *testing.T) {
 	cl := startKVCluster(t, "dc1", "dc1")
 	n2 := cl.nodes[1]
 	b := &blockingCloser{addr: n2.addr, started: make(chan struct{}), release: make(chan struct{})}
-	c := cl.dial(t, WithDialOptions(grpc.WithContextDialer(b.dial)), RefreshInterval(time.Hour))
+	c := cl.dial(t, WithDialOptions(grpc.WithContextDialer(b.dial)), RefreshInterval(time.Hour), func(o *options) { o.departWait = time.Millisecond })
 	released := false
 	release := func() {
 		if !released {
@@ -776,5 +776,47 @@ func TestStreamCodecPassesPreEncodedBytes(t *testing.T) {
 	var back kvv1.CallBatch
 	if err := proto.Unmarshal(want, &back); err != nil || !proto.Equal(&back, batch) {
 		t.Fatalf("round trip: %v, %v", &back, err)
+	}
+}
+
+// TestDepartedNodeAnswersCallsInFlight: a topology change that drops a
+// node retires its stream instead of cutting it: a write already sent to
+// it gets its answer, and is not sent to another node (as a new write,
+// for all that node knows).
+func TestDepartedNodeAnswersCallsInFlight(t *testing.T) {
+	cl := startKVCluster(t, "dc1", "dc1", "dc1")
+	n1, n2, n3 := cl.nodes[0], cl.nodes[1], cl.nodes[2]
+	n1.dead.Store(true) // n2 is the first candidate; n1 stays the seed
+	c := cl.dial(t, RefreshInterval(time.Hour))
+	hold := make(chan struct{})
+	n2.holdPuts.Store(&hold)
+	type result struct {
+		res *PutResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := c.Put(context.Background(), "", []byte("k"), []byte("v"))
+		done <- result{res, err}
+	}()
+	eventually(t, "n2 holds the put", func() bool { return len(n2.got()) == 1 })
+
+	resp, err := n3.Topology(context.Background(), &internalv1.TopologyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Epoch = 2 // n2 left
+	resp.Nodes = []*internalv1.TopologyNode{resp.Nodes[0], resp.Nodes[2]}
+	resp.Keyspaces[0].Partitions[0].Nodes = []uint32{0, 1}
+	c.install(newTopology(resp))
+	close(hold)
+	r := <-done
+	if r.err != nil || r.res.Node != "n2" {
+		t.Fatalf("a put n2 held while it left the topology: %+v, %v; want n2's answer", r.res, r.err)
+	}
+	for _, n := range []*kvNode{n1, n3} {
+		if got := n.got(); len(got) != 0 {
+			t.Fatalf("%s received %v, want nothing (the write was answered by n2)", n.id, got)
+		}
 	}
 }

@@ -154,6 +154,16 @@ func (s *callStream) usable() bool {
 	return s.mu.err == nil && !s.mu.retired
 }
 
+// retire stops s taking new calls: the sender closes its side once the
+// calls queued are sent, and the node ends the stream once it answered
+// them.
+func (s *callStream) retire() {
+	s.mu.Lock()
+	s.mu.retired = true
+	s.mu.Unlock()
+	s.notify()
+}
+
 // unsupported reports whether the node refused the stream as unknown.
 func (s *callStream) unsupported() bool {
 	s.mu.Lock()
