@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -379,19 +380,46 @@ func (l *Local) Restart(ctx context.Context, id string) (*Node, error) {
 		return nil, fmt.Errorf("node %s is unknown or already running", id)
 	}
 	opts := l.spec.nodeOptions(id)
-	opts.Listener = nil
 	cfg.GossipSeeds = nil
 	for _, other := range l.Nodes() {
 		cfg.GossipSeeds = append(cfg.GossipSeeds, other.GossipAddr())
 	}
+	// The node comes back at its client address, which the topology
+	// lists: while it was down, another process's outgoing connection may
+	// have taken the port as its local port for a moment.
+	lis, err := listenAgain(ctx, cfg.GRPCAddr)
+	if err != nil {
+		return nil, err
+	}
+	opts.Listener = lis
 	n, err := Start(ctx, cfg, opts)
 	if err != nil {
+		lis.Close()
 		return nil, err
 	}
 	l.mu.Lock()
 	l.nodes[id] = n
 	l.mu.Unlock()
 	return n, nil
+}
+
+// listenAgain listens on addr, waiting up to 10 s while it is in use.
+func listenAgain(ctx context.Context, addr string) (net.Listener, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		lis, err := net.Listen("tcp", addr)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			if err != nil {
+				return nil, fmt.Errorf("listen on %s again: %w", addr, err)
+			}
+			return lis, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // Close stops every node.
