@@ -246,11 +246,8 @@ func (a *AntiEntropy) held(keyspace string, partition int) []target {
 			if partition >= 0 && p != partition {
 				continue
 			}
-			for _, r := range ks.Table.Replicas(p) {
-				if r.Node == a.cfg.Self {
-					out = append(out, target{ks: ks, p: p})
-					break
-				}
+			if a.replicates(ks, p) {
+				out = append(out, target{ks: ks, p: p})
 			}
 		}
 	}
@@ -298,19 +295,19 @@ func (a *AntiEntropy) MarkPriority(loc replica.Loc) {
 	a.mu.priority[partKey{loc.Keyspace, loc.Partition}] = true
 }
 
+// replicates reports whether this node is a replica of ks's partition p.
+func (a *AntiEntropy) replicates(ks *membership.Keyspace, p int) bool {
+	return slices.ContainsFunc(ks.Table.Replicas(p), func(r placement.Replica) bool { return r.Node == a.cfg.Self })
+}
+
 // current returns t by the current topology, and whether this node still
 // replicates it.
 func (a *AntiEntropy) current(t target) (target, bool) {
 	ks, ok := a.cfg.Topology().Keyspaces[t.ks.Name]
-	if !ok || ks.ID != t.ks.ID {
+	if !ok || ks.ID != t.ks.ID || !a.replicates(ks, t.p) {
 		return target{}, false
 	}
-	for _, r := range ks.Table.Replicas(t.p) {
-		if r.Node == a.cfg.Self {
-			return target{ks: ks, p: t.p}, true
-		}
-	}
-	return target{}, false
+	return target{ks: ks, p: t.p}, true
 }
 
 // holds reports whether this node replicates loc by the current topology.
@@ -320,13 +317,8 @@ func (a *AntiEntropy) holds(loc replica.Loc) bool {
 		return false
 	}
 	for _, ks := range topo.Keyspaces {
-		if ks.ID != loc.Keyspace {
-			continue
-		}
-		for _, r := range ks.Table.Replicas(loc.Partition) {
-			if r.Node == a.cfg.Self {
-				return true
-			}
+		if ks.ID == loc.Keyspace && a.replicates(ks, loc.Partition) {
+			return true
 		}
 	}
 	return false

@@ -64,15 +64,6 @@ type peerKey struct{ node, addr string }
 // before the first call.
 func (g *GRPC) DialPerNode(fn func(node string) []grpc.DialOption) { g.perNode = fn }
 
-// dial opens a connection to node at addr.
-func (g *GRPC) dial(node, addr string) (*grpc.ClientConn, error) {
-	opts := g.dialOpts
-	if g.perNode != nil {
-		opts = append(slices.Clip(opts), g.perNode(node)...)
-	}
-	return grpc.NewClient(addr, opts...)
-}
-
 // PipeCalls makes replica reads and writes go over one Calls stream per
 // peer (see pipe), each stamped with epoch() (the sender's topology
 // epoch), at most maxWaiting of them waiting for a reply per peer (0:
@@ -130,13 +121,22 @@ func (g *GRPC) Conn(node string) (*grpc.ClientConn, error) {
 	if g.mu.closed {
 		return nil, status.Error(codes.Unavailable, "transport closed")
 	}
-	k := peerKey{node, addr}
+	return g.connLocked(peerKey{node, addr})
+}
+
+// connLocked returns the connection k names, dialling it if there is
+// none. The caller holds g.mu.
+func (g *GRPC) connLocked(k peerKey) (*grpc.ClientConn, error) {
 	if c, ok := g.mu.conns[k]; ok {
 		return c, nil
 	}
-	c, err := g.dial(node, addr)
+	opts := g.dialOpts
+	if g.perNode != nil {
+		opts = append(slices.Clip(opts), g.perNode(k.node)...)
+	}
+	c, err := grpc.NewClient(k.addr, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s (%s): %w", node, addr, err)
+		return nil, fmt.Errorf("dial %s (%s): %w", k.node, k.addr, err)
 	}
 	g.mu.conns[k] = c
 	return c, nil
@@ -166,13 +166,9 @@ func (g *GRPC) pipe(node string) *pipe {
 	if p := g.mu.pipes[k]; p != nil && !p.failed() {
 		return p
 	}
-	c, ok := g.mu.conns[k]
-	if !ok {
-		var err error
-		if c, err = g.dial(node, addr); err != nil {
-			return nil
-		}
-		g.mu.conns[k] = c
+	c, err := g.connLocked(k)
+	if err != nil {
+		return nil
 	}
 	p := openPipe(c, node, g.epoch, g.maxWaiting, &g.pipes)
 	g.mu.pipes[k] = p
