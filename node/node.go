@@ -188,6 +188,9 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	// clipped append: StartLocal shares opts between nodes).
 	opts.ServerOptions = append(opts.ServerOptions[:len(opts.ServerOptions):len(opts.ServerOptions)], grpc.ChainUnaryInterceptor(n.gate.unary))
 	n.log = opts.Logger.With("node", cfg.ID, "dc", n.self.DC)
+	for _, f := range cfg.exposedSecretFiles() {
+		n.log.Warn(fmt.Sprintf("%s %s can be read or written by other users: run chmod 600 on it", f.key, f.path), "mode", fmt.Sprintf("%#o", f.mode))
+	}
 	n.topo.Store(topo)
 	defer func() {
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 )
 
@@ -59,6 +60,34 @@ func LoadSecrets(path string) ([]string, error) {
 		return nil, fmt.Errorf("cluster-secret-file %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// exposedFile is a configured file holding a secret that group or others
+// may read or write: its config key, path and mode.
+type exposedFile struct {
+	key, path string
+	mode      os.FileMode
+}
+
+// exposedSecretFiles returns the configured files holding secrets (the
+// cluster secrets, the gossip keys, the TLS key) whose mode lets group or
+// others read or write them: the node still starts (a mounted secret
+// volume often has mode 0644), but says so. Windows has no such modes.
+func (c Config) exposedSecretFiles() []exposedFile {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
+	var out []exposedFile
+	for _, f := range []exposedFile{{key: "cluster-secret-file", path: c.ClusterSecretFile}, {key: "gossip-key-file", path: c.GossipKeyFile}, {key: "key", path: c.KeyFile}} {
+		if f.path == "" {
+			continue
+		}
+		if st, err := os.Stat(f.path); err == nil && st.Mode().Perm()&0o077 != 0 {
+			f.mode = st.Mode().Perm()
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // secrets returns the cluster secrets as keys: ClusterSecrets, then those
