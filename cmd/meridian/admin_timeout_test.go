@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -140,5 +141,19 @@ func TestRanOutOfTimeAtTheDeadline(t *testing.T) {
 	defer cancel2()
 	if err := ranOutOfTime(ctx2, late, time.Minute, ""); errors.As(err, &ot) {
 		t.Fatalf("a minute before the timeout ends: %v, want the node's error as it is", err)
+	}
+}
+
+// TestDescribeErrKeepsAdvice: what a command wrapped around a gRPC status
+// (which node failed, what to do next) reaches the user, with the status
+// rendered as "CODE: message".
+func TestDescribeErrKeepsAdvice(t *testing.T) {
+	err := fmt.Errorf("ask 127.0.0.1:7001 for its admin address: %w (is the node running?)", status.Error(codes.Unavailable, "connection refused"))
+	want := "ask 127.0.0.1:7001 for its admin address: Unavailable: connection refused (is the node running?)"
+	if got := describeErr(err); got != want {
+		t.Fatalf("describeErr = %q, want %q", got, want)
+	}
+	if got := describeErr(status.Error(codes.NotFound, "no such snapshot")); got != "NotFound: no such snapshot" {
+		t.Fatalf("a bare status reads %q", got)
 	}
 }

@@ -29,7 +29,8 @@ func main() {
 	}
 }
 
-// describeErr renders gRPC errors as "CODE: message" for people.
+// describeErr renders gRPC errors as "CODE: message" for people, within
+// whatever a command wrapped around them.
 func describeErr(err error) string {
 	var late *outOfTime
 	if errors.As(err, &late) {
@@ -39,6 +40,13 @@ func describeErr(err error) string {
 	if errors.As(err, &se) {
 		st := se.GRPCStatus()
 		msg := fmt.Sprintf("%s: %s", st.Code(), st.Message())
+		// A command's own words around the status (which node, what to
+		// do next) stay; only the status is rendered for people.
+		if inner, ok := se.(error); ok && inner != err {
+			if whole, raw := err.Error(), inner.Error(); strings.Contains(whole, raw) {
+				msg = strings.Replace(whole, raw, msg, 1)
+			}
+		}
 		if hint := connectionHint(st.Message()); hint != "" {
 			msg += " (" + hint + ")"
 		} else if st.Code() == codes.DeadlineExceeded {
