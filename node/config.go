@@ -5,6 +5,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -318,8 +319,35 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%s %d: want 1 to %d (0: the default)", b.name, b.v, 1<<20)
 		}
 	}
+	if c.MaxInFlight < 0 || c.MaxInFlight > 1<<20 {
+		return fmt.Errorf("max-in-flight %d: want 1 to %d (0: the default)", c.MaxInFlight, 1<<20)
+	}
+	if c.MaxConnections < 0 {
+		return fmt.Errorf("max-connections %d is negative (0: the default, 4096)", c.MaxConnections)
+	}
 	if c.RequestTimeout < 0 {
 		return fmt.Errorf("request-timeout %s is negative", c.RequestTimeout)
+	}
+	if c.HintInterval < 0 {
+		return fmt.Errorf("hint-interval %s is negative (0: the default, 1s)", c.HintInterval)
+	}
+	if c.HintWindow != nil && *c.HintWindow < 0 {
+		return fmt.Errorf("hint-window %s is negative (0 turns hints off)", *c.HintWindow)
+	}
+	if c.MaxHintBytes != nil && *c.MaxHintBytes < 0 {
+		return fmt.Errorf("max-hint-bytes %d is negative (0 turns hints off)", *c.MaxHintBytes)
+	}
+	if c.AntiEntropyPeriod < 0 {
+		return fmt.Errorf("anti-entropy-period %s is negative (0: the default, 10m)", c.AntiEntropyPeriod)
+	}
+	for _, r := range []struct {
+		name string
+		v    float64
+	}{{"repair-keys-per-second", c.RepairKeysPerSecond}, {"repair-bytes-per-second", c.RepairBytesPerSecond},
+		{"repair-cross-dc-bytes-per-second", c.RepairCrossDCBytesPerSecond}, {"transfer-bytes-per-second", c.TransferBytesPerSecond}} {
+		if r.v < 0 || math.IsNaN(r.v) || math.IsInf(r.v, 0) {
+			return fmt.Errorf("%s %v: want a positive rate (0: the default)", r.name, r.v)
+		}
 	}
 	for _, d := range []struct {
 		name string

@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -185,5 +186,43 @@ func TestSnapshotScheduleConfig(t *testing.T) {
 		if bad == "" && err != nil || bad != "" && (err == nil || !strings.Contains(err.Error(), bad)) {
 			t.Errorf("repair-runs %d: %v, want %q", runs, err, bad)
 		}
+	}
+}
+
+// TestNumericKeysRefused: negative (or absurd) numbers in the keys that
+// size the node's queues, hints, repairs and transfers are refused,
+// naming the key, whichever source set them (a negative max-in-flight used
+// to crash the node at start).
+func TestNumericKeysRefused(t *testing.T) {
+	neg := -time.Second
+	negBytes := node.Bytes(-1)
+	for _, c := range []struct {
+		set  func(*node.Config)
+		want string
+	}{
+		{func(c *node.Config) { c.MaxInFlight = -1 }, "max-in-flight -1"},
+		{func(c *node.Config) { c.MaxInFlight = 1 << 21 }, "max-in-flight 2097152"},
+		{func(c *node.Config) { c.MaxConnections = -1 }, "max-connections -1"},
+		{func(c *node.Config) { c.HintInterval = -time.Second }, "hint-interval -1s"},
+		{func(c *node.Config) { c.HintWindow = &neg }, "hint-window -1s"},
+		{func(c *node.Config) { c.MaxHintBytes = &negBytes }, "max-hint-bytes -1"},
+		{func(c *node.Config) { c.AntiEntropyPeriod = -time.Minute }, "anti-entropy-period -1m0s"},
+		{func(c *node.Config) { c.RepairKeysPerSecond = -5 }, "repair-keys-per-second -5"},
+		{func(c *node.Config) { c.RepairBytesPerSecond = math.NaN() }, "repair-bytes-per-second NaN"},
+		{func(c *node.Config) { c.RepairCrossDCBytesPerSecond = -1 }, "repair-cross-dc-bytes-per-second -1"},
+		{func(c *node.Config) { c.TransferBytesPerSecond = math.Inf(1) }, "transfer-bytes-per-second +Inf"},
+	} {
+		cfg := soloConfig(t, "n1", "127.0.0.1:7001", t.TempDir())
+		c.set(&cfg)
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: Validate = %v", c.want, err)
+		}
+	}
+	// Zero is each key's default, and valid.
+	cfg := soloConfig(t, "n1", "127.0.0.1:7001", t.TempDir())
+	zero, zeroBytes := time.Duration(0), node.Bytes(0)
+	cfg.HintWindow, cfg.MaxHintBytes = &zero, &zeroBytes
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("zeros: %v", err)
 	}
 }
