@@ -38,6 +38,11 @@ func newSecurity(cfg Config, log *slog.Logger) (*security, error) {
 		return nil, fmt.Errorf("TLS material: %w (create it with `meridian certs create-ca` and `meridian certs create-node ID`, or run with --insecure)", err)
 	}
 	if id, ok := pki.NodeID(src.Leaf()); !ok || id != cfg.ID {
+		if name, client := pki.ClientName(src.Leaf()); client {
+			// MERIDIAN_CERT and MERIDIAN_KEY name the CLI's client
+			// certificate too, and the environment beats the config file.
+			return nil, fmt.Errorf("certificate %s is client %q's, not node %q's: pass the node's certificate and key with --cert and --key (a MERIDIAN_CERT or MERIDIAN_KEY exported for the CLI overrides the config file's cert and key: unset them for serve)", cfg.CertFile, name, cfg.ID)
+		}
 		return nil, fmt.Errorf("certificate %s is for node %q, not %q: create one with `meridian certs create-node %s`", cfg.CertFile, id, cfg.ID, cfg.ID)
 	}
 	return &security{src: src}, nil

@@ -3,6 +3,7 @@ package node_test
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -117,4 +118,31 @@ func concatFiles(dst string, srcs ...string) error {
 		all = append(all, b...)
 	}
 	return os.WriteFile(dst, all, 0o600)
+}
+
+// TestServeWithAClientCertificate: a node given a client certificate (as
+// a MERIDIAN_CERT exported for the CLI would give it) refuses to start,
+// saying whose certificate it is and what overrode the config file.
+func TestServeWithAClientCertificate(t *testing.T) {
+	dir := t.TempDir()
+	if err := pki.CreateCA(dir, pki.CAOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.CreateClient(dir, "admin", pki.CertOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := soloConfig(t, "n1", "127.0.0.1:0", filepath.Join(dir, "data"))
+	cfg.Insecure = false
+	cfg.CAFile, _ = pki.CAFiles(dir)
+	cfg.CertFile, cfg.KeyFile = pki.ClientFiles(dir, "admin")
+	n, err := node.Start(ctxT(t), cfg, node.Options{})
+	if err == nil {
+		n.Close()
+		t.Fatal("a node started with a client certificate")
+	}
+	for _, want := range []string{`is client "admin"'s, not node "n1"'s`, "MERIDIAN_CERT"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q, want %q in it", err, want)
+		}
+	}
 }
