@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -53,9 +54,9 @@ type Config struct {
 	// OTLPProtocol is "grpc" or "http/protobuf"; default from
 	// OTEL_EXPORTER_OTLP_PROTOCOL, else grpc.
 	OTLPProtocol string `yaml:"otlp-protocol"`
-	// SampleRatio is the fraction of new traces sampled (parent-based);
-	// 0 means "from OTEL_TRACES_SAMPLER_ARG, else 1"; negative is an error.
-	SampleRatio float64 `yaml:"trace-sample-ratio"`
+	// SampleRatio is the fraction of new traces sampled (parent-based),
+	// 0 to 1; nil means "from OTEL_TRACES_SAMPLER_ARG, else 1".
+	SampleRatio *float64 `yaml:"trace-sample-ratio"`
 	// MetricsAddr serves /metrics (and /debug/pprof with Pprof) when set.
 	// A bare port (":9090") binds localhost only; name the host (for
 	// example 0.0.0.0:9090) to serve other machines.
@@ -218,23 +219,20 @@ func withScheme(endpoint string) string {
 }
 
 func sampleRatio(cfg Config) (float64, error) {
-	if cfg.SampleRatio > 0 {
-		if cfg.SampleRatio > 1 {
-			return 0, fmt.Errorf("trace sample ratio %v: use a fraction from 0 to 1", cfg.SampleRatio)
+	if r := cfg.SampleRatio; r != nil {
+		if *r < 0 || *r > 1 || math.IsNaN(*r) {
+			return 0, fmt.Errorf("trace sample ratio %v: use a fraction from 0 to 1", *r)
 		}
-		return cfg.SampleRatio, nil
+		return *r, nil
 	}
-	if cfg.SampleRatio == 0 {
-		if arg := cfg.Getenv("OTEL_TRACES_SAMPLER_ARG"); arg != "" {
-			r, err := strconv.ParseFloat(arg, 64)
-			if err != nil || r < 0 || r > 1 {
-				return 0, fmt.Errorf("OTEL_TRACES_SAMPLER_ARG %q: use a fraction from 0 to 1", arg)
-			}
-			return r, nil
+	if arg := cfg.Getenv("OTEL_TRACES_SAMPLER_ARG"); arg != "" {
+		r, err := strconv.ParseFloat(arg, 64)
+		if err != nil || r < 0 || r > 1 || math.IsNaN(r) {
+			return 0, fmt.Errorf("OTEL_TRACES_SAMPLER_ARG %q: use a fraction from 0 to 1", arg)
 		}
-		return 1, nil
+		return r, nil
 	}
-	return 0, fmt.Errorf("trace sample ratio %v is negative", cfg.SampleRatio)
+	return 1, nil
 }
 
 // LocalByDefault gives a host:port without a host the loopback host:

@@ -63,11 +63,37 @@ func TestOTLPFromEnvironment(t *testing.T) {
 	}{
 		{Config{Exporter: "zipkin"}, "use otlp, stdout or none"},
 		{Config{Exporter: "otlp", OTLPProtocol: "thrift"}, "use grpc or http/protobuf"},
-		{Config{Exporter: "stdout", SampleRatio: 2, Stdout: io.Discard}, "fraction from 0 to 1"},
+		{Config{Exporter: "stdout", SampleRatio: ratio(2), Stdout: io.Discard}, "fraction from 0 to 1"},
 	} {
 		c.cfg.Getenv = env(nil)
 		if _, err := Setup(context.Background(), c.cfg); err == nil || !strings.Contains(err.Error(), c.has) {
 			t.Errorf("Setup(%+v) = %v, want %q", c.cfg, err, c.has)
+		}
+	}
+}
+
+func ratio(r float64) *float64 { return &r }
+
+// TestSampleRatio: a ratio set in the config wins, 0 included (no new
+// traces at all); unset, OTEL_TRACES_SAMPLER_ARG decides, else every
+// trace is sampled.
+func TestSampleRatio(t *testing.T) {
+	for _, c := range []struct {
+		set  *float64
+		env  map[string]string
+		want float64
+		err  bool
+	}{
+		{ratio(0), map[string]string{"OTEL_TRACES_SAMPLER_ARG": "0.5"}, 0, false},
+		{ratio(0.01), nil, 0.01, false},
+		{nil, map[string]string{"OTEL_TRACES_SAMPLER_ARG": "0.25"}, 0.25, false},
+		{nil, nil, 1, false},
+		{ratio(-0.1), nil, 0, true},
+		{nil, map[string]string{"OTEL_TRACES_SAMPLER_ARG": "2"}, 0, true},
+	} {
+		got, err := sampleRatio(Config{SampleRatio: c.set, Getenv: env(c.env)})
+		if (err != nil) != c.err || got != c.want {
+			t.Errorf("ratio %v, env %v: %v, %v; want %v (error %v)", c.set, c.env, got, err, c.want, c.err)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -167,3 +168,26 @@ func (b bytesFlag) Set(s string) error {
 }
 
 func (bytesFlag) Type() string { return "bytes" }
+
+// sampleRatioFlag is --trace-sample-ratio: a fraction from 0 to 1 where
+// unset (nil: OTEL_TRACES_SAMPLER_ARG, else 1) and 0 (no new traces)
+// differ.
+type sampleRatioFlag struct{ p **float64 }
+
+func (f sampleRatioFlag) String() string {
+	if f.p == nil || *f.p == nil {
+		return ""
+	}
+	return strconv.FormatFloat(**f.p, 'g', -1, 64)
+}
+
+func (f sampleRatioFlag) Set(s string) error {
+	r, err := strconv.ParseFloat(s, 64)
+	if err != nil || r < 0 || r > 1 || math.IsNaN(r) {
+		return fmt.Errorf("%q: want a fraction from 0 to 1, e.g. 0.01", s)
+	}
+	*f.p = &r
+	return nil
+}
+
+func (sampleRatioFlag) Type() string { return "ratio" }

@@ -140,7 +140,7 @@ nothing until a committed plan adds it:
 	f.StringVar(&cfg.Telemetry.Exporter, "trace-exporter", "", "otlp, stdout or none (default: otlp when an OTLP endpoint is set, else none; or OTEL_TRACES_EXPORTER)")
 	f.StringVar(&cfg.Telemetry.OTLPEndpoint, "otlp-endpoint", "", "OTLP collector endpoint, e.g. localhost:4317 (default OTEL_EXPORTER_OTLP_ENDPOINT)")
 	f.StringVar(&cfg.Telemetry.OTLPProtocol, "otlp-protocol", "", "grpc or http/protobuf (default OTEL_EXPORTER_OTLP_PROTOCOL, else grpc)")
-	f.Float64Var(&cfg.Telemetry.SampleRatio, "trace-sample-ratio", 0, "fraction of new traces sampled, 0-1 (default OTEL_TRACES_SAMPLER_ARG, else 1)")
+	f.Var(sampleRatioFlag{&cfg.Telemetry.SampleRatio}, "trace-sample-ratio", "fraction of new traces sampled, 0-1; 0 samples none (default OTEL_TRACES_SAMPLER_ARG, else 1)")
 	f.StringVar(&sf.logLevel, "log-level", "", "debug, info, warn or error (default info)")
 	f.StringVar(&sf.logFormat, "log-format", "", "text or json (default text)")
 	return cmd
