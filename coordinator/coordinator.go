@@ -741,7 +741,7 @@ func (c *Coordinator) readFrom(ctx context.Context, node string, r *request) (se
 	}
 	start := time.Now()
 	resp, err := c.cfg.Peers.Read(ctx, node, &internalv1.ReadRequest{Keyspace: r.ks.Name, Key: r.key})
-	c.obs.ReplicaCall("read", c.dcOf(node), status.Code(err).String(), time.Since(start))
+	c.obs.ReplicaCall("read", c.dcOf(node), outcomeLabel(err), time.Since(start))
 	if err != nil {
 		return version.Set{}, err
 	}
@@ -824,7 +824,7 @@ func (c *Coordinator) writeTo(ctx context.Context, t target, r *request, set ver
 	wr.Keyspace, wr.Key, wr.Set, wr.Sync, wr.HintFor = r.ks.Name, r.key, enc, sync, t.hintFor
 	start := time.Now()
 	err = c.cfg.Peers.Write(ctx, t.Node, wr)
-	c.obs.ReplicaCall("write", t.DC, status.Code(err).String(), time.Since(start))
+	c.obs.ReplicaCall("write", t.DC, outcomeLabel(err), time.Since(start))
 	return err
 }
 

@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+	grpccodes "google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
@@ -92,7 +93,7 @@ func (c *Coordinator) observe(ctx context.Context, name string, op Op, keyspace 
 	level := levelLabel(cons, op)
 	slot, err := c.admit(ctx, op, cons)
 	if err != nil {
-		c.obs.RequestDone(name[len("kv."):], level, status.Code(err).String(), time.Since(start))
+		c.obs.RequestDone(name[len("kv."):], level, outcomeLabel(err), time.Since(start))
 		return err
 	}
 	defer func() { slot.release(err == nil) }()
@@ -108,13 +109,24 @@ func (c *Coordinator) observe(ctx context.Context, name string, op Op, keyspace 
 			trace.WithAttributes(attrKeyspace.String(orDefault(keyspace)), attrLevel.String(level)))
 	}
 	err = fn(ctx, span)
-	outcome := status.Code(err).String()
+	outcome := outcomeLabel(err)
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 	}
 	span.End()
 	c.obs.RequestDone(name[len("kv."):], level, outcome, time.Since(start))
 	return err
+}
+
+// outcomeLabel is err's gRPC code as a metric label. A code outside
+// gRPC's (a peer's or a unary reply's grpc-status header can carry any
+// number) is Unknown: each would otherwise add series for good.
+func outcomeLabel(err error) string {
+	c := status.Code(err)
+	if c > grpccodes.Unauthenticated {
+		c = grpccodes.Unknown
+	}
+	return c.String()
 }
 
 func orDefault(ks string) string {

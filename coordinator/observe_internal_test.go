@@ -7,6 +7,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	grpccodes "google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 )
@@ -73,5 +75,22 @@ func TestLevelLabelIsBounded(t *testing.T) {
 	}
 	if len(seen) > len(kvv1.Level_name)+1 {
 		t.Fatalf("1,100 level numbers gave %d label values, want at most %d", len(seen), len(kvv1.Level_name)+1)
+	}
+}
+
+// TestOutcomeLabelIsBounded: a status code outside gRPC's, which a peer
+// or a grpc-status header can carry, is labelled Unknown, so errors cannot
+// create time series at will.
+func TestOutcomeLabelIsBounded(t *testing.T) {
+	seen := map[string]bool{}
+	for c := uint32(0); c < 1000; c++ {
+		seen[outcomeLabel(status.Error(grpccodes.Code(c), "x"))] = true
+	}
+	seen[outcomeLabel(nil)] = true
+	if len(seen) != 17 {
+		t.Fatalf("1,000 codes gave %d outcome labels, want gRPC's 17", len(seen))
+	}
+	if got := outcomeLabel(status.Error(grpccodes.Code(1000), "x")); got != "Unknown" {
+		t.Fatalf("code 1000 labelled %q", got)
 	}
 }

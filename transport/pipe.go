@@ -313,6 +313,11 @@ func ReplyStatus(r *internalv1.Reply) *status.Status {
 	if s.GetCode() == int32(codes.OK) {
 		return status.New(codes.Internal, "peer reported an error with code OK")
 	}
+	if s.GetCode() < 0 || s.GetCode() > int32(codes.Unauthenticated) {
+		// Not a gRPC code: passed on as one, it would reach clients and
+		// metric labels as a new value each time.
+		return status.Newf(codes.Unknown, "peer reported code %d: %s", s.GetCode(), s.GetMessage())
+	}
 	return status.FromProto(&s)
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -488,5 +490,24 @@ func TestRetainClosesPipesToFormerNodes(t *testing.T) {
 	g.pipes.Wait() // the closed pipe's goroutines end
 	if _, err := g.Read(ctx, "n2", &internalv1.ReadRequest{Key: []byte("k")}); err != nil {
 		t.Fatalf("a call after Retain: %v", err)
+	}
+}
+
+// TestReplyStatusBoundsCodes: a peer's reply carrying a code outside
+// gRPC's is Unknown here (keeping the peer's words), not a new code.
+func TestReplyStatusBoundsCodes(t *testing.T) {
+	for _, code := range []int32{17, 1000, -1} {
+		b, err := proto.Marshal(&spb.Status{Code: code, Message: "odd"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := ReplyStatus(&internalv1.Reply{Result: &internalv1.Reply_Error{Error: &internalv1.CallError{Status: b}}})
+		if st.Code() != codes.Unknown || !strings.Contains(st.Message(), "odd") {
+			t.Errorf("code %d: %v %q, want Unknown with the peer's message", code, st.Code(), st.Message())
+		}
+	}
+	st := ReplyStatus(&internalv1.Reply{Result: ReplyError(status.Error(codes.NotFound, "gone"))})
+	if st.Code() != codes.NotFound || st.Message() != "gone" {
+		t.Fatalf("NOT_FOUND came back as %v %q", st.Code(), st.Message())
 	}
 }
