@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -44,6 +45,8 @@ type benchFlags struct {
 	trace                      string
 	seed                       uint64
 	contexts                   string
+	// durationSet: --duration was given (with --ops, it still bounds the run).
+	durationSet bool
 }
 
 func newBenchCmd() *cobra.Command {
@@ -65,6 +68,7 @@ latencies are measured from each operation's intended start, so stalls are
 not hidden (coordinated omission corrected, as wrk2 does).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.durationSet = cmd.Flags().Changed("duration")
 			return runBench(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), f)
 		},
 	}
@@ -197,6 +201,9 @@ func runBench(ctx context.Context, out, errOut io.Writer, f benchFlags) error {
 	if f.phase != "load" && f.phase != "run" && f.phase != "both" {
 		return fmt.Errorf("--phase %q: use load, run or both", f.phase)
 	}
+	if f.phase == "load" && (f.jsonOut != "" || f.htmlOut != "" || f.hlogOut != "") {
+		return errors.New("--json, --html and --hlog report the run phase, which --phase load skips: drop them, or use --phase both")
+	}
 	contexts, err := bench.NewContextCache(f.contexts)
 	if err != nil {
 		return fmt.Errorf("--contexts: %w", err)
@@ -304,7 +311,7 @@ func runBench(ctx context.Context, out, errOut io.Writer, f benchFlags) error {
 	if disk != nil && f.localEngine == "pebble" {
 		cfg.Disk = disk
 	}
-	if f.ops > 0 && !cfgDurationSet(f) {
+	if f.ops > 0 && !f.durationSet {
 		cfg.Duration = 0
 	}
 	if f.phase != "run" {
@@ -316,6 +323,9 @@ func runBench(ctx context.Context, out, errOut io.Writer, f benchFlags) error {
 		res.Config.Target = target
 		if err := res.WriteTable(out); err != nil {
 			return err
+		}
+		if res.Partial {
+			return fmt.Errorf("the load phase was interrupted: %w (the run phase did not start)", errInterrupted)
 		}
 	}
 	if f.phase == "load" {
@@ -377,10 +387,16 @@ func runBench(ctx context.Context, out, errOut io.Writer, f benchFlags) error {
 		}
 		fmt.Fprintf(errOut, "wrote %s\n", o.path)
 	}
+	if res.Partial {
+		// The partial result is written, marked partial; a script going on
+		// to compare it must know.
+		return fmt.Errorf("the run phase was interrupted: %w (the result above and its files are partial)", errInterrupted)
+	}
 	return nil
 }
 
-func cfgDurationSet(f benchFlags) bool { return f.duration != 30*time.Second }
+// errInterrupted ends a bench cut short (its exit status is not 0).
+var errInterrupted = errors.New("interrupted")
 
 func loopName(rate float64) string {
 	if rate > 0 {
