@@ -25,8 +25,11 @@
 // their age. The decision depends only on the set and the time, so every
 // replica prunes alike. Pruning a live actor's entry is safe because Mint
 // takes the new dot's counter from the actor's store-wide counter (floor),
-// which only grows: the actor never re-mints a dot it used before. The
-// remaining risk: after an entry is dropped, an old version from a replica
+// which only grows: the actor never re-mints a dot it used before. An
+// entry's age counts from when it last advanced or last superseded one of
+// its actor's siblings (Mint stamps those), so a write's own Prune never
+// drops what the write just superseded while other replicas still hold it.
+// The remaining risk: after an entry is dropped, an old version from a replica
 // that lagged longer than MinAge (and that this replica had superseded) is
 // no longer recognised as superseded and comes back as a false sibling. That
 // never loses an acknowledged write, and the next write with context

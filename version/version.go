@@ -79,7 +79,8 @@ type Sibling struct {
 }
 
 // Entry is one component of a version vector. Time is the unix-nano wall
-// time the entry last advanced; it is used only for pruning.
+// time the entry last advanced, or last superseded one of its node's
+// siblings (see Mint); it is used only for pruning.
 type Entry struct {
 	Node    string
 	Counter uint64
@@ -226,15 +227,39 @@ func (s Set) Mint(ctx Clock, actor string, floor uint64, v Value, now int64) (Se
 	}
 	dot := Dot{Node: actor, Counter: max(seen+1, floor)}
 	sibs := make([]Sibling, 0, len(s.Siblings)+1)
+	superseded := false
 	for _, sib := range s.Siblings {
 		if !ctx.Covers(sib.Dot) {
 			sibs = append(sibs, sib)
+		} else {
+			superseded = true
 		}
 	}
 	sibs = append(sibs, Sibling{Dot: dot, Value: v})
 	sortSiblings(sibs)
 	clock := s.Clock.Join(ctx).with(actor, dot.Counter, now)
+	if superseded {
+		clock = clock.touch(s.Siblings, ctx, now)
+	}
 	return Set{Clock: clock, Siblings: sibs}, dot, nil
+}
+
+// touch returns c with the entries of the siblings ctx supersedes
+// stamped now (the clock is fresh: c's own entries are not shared). An
+// entry that covers a sibling just superseded must outlive that sibling
+// on every replica: were Prune to drop it at once (it last advanced
+// long ago), a replica still holding the sibling would keep it on merge
+// and the superseded value would come back. Join carries the stamp with
+// the write, so every replica's Prune spares the entry for MinAge.
+func (c Clock) touch(sibs []Sibling, ctx Clock, now int64) Clock {
+	for _, sib := range sibs {
+		if ctx.Covers(sib.Dot) {
+			if i, ok := c.find(sib.Dot.Node); ok && c.Entries[i].Time < now {
+				c.Entries[i].Time = now
+			}
+		}
+	}
+	return c
 }
 
 // Put is Mint with no counter floor, for trusted inputs (tests, tools): it

@@ -485,3 +485,28 @@ func TestDotString(t *testing.T) {
 		}
 	}
 }
+
+// TestPruneSparesWhatAWriteJustSuperseded: the entries of siblings a
+// write supersedes are stamped with the write's time, so the writer's
+// Prune keeps them and a replica still holding those siblings drops them
+// on merge, however long ago their actors last wrote. (Pruned at once,
+// the superseded values came back on every replica through the merge.)
+func TestPruneSparesWhatAWriteJustSuperseded(t *testing.T) {
+	day := int64(24 * time.Hour)
+	var b Set
+	for i := 0; i < 17; i++ { // 17 blind writes, one-off actors, long ago
+		b, _ = b.Put(Clock{}, fmt.Sprintf("f~%02d", i), val(fmt.Sprint(i)), 0)
+	}
+	a, _ := b.Put(b.Context(), "a", val("resolved"), 2*day)
+	a, _ = a.Prune(DefaultPrunePolicy(), 2*day)
+	if got := values(Merge(b, a)); len(got) != 1 || got[0] != "resolved" {
+		t.Fatalf("a replica holding the superseded siblings merged the write back to %v", got)
+	}
+	if got := values(Merge(a, b)); len(got) != 1 || got[0] != "resolved" {
+		t.Fatalf("merged the other way: %v", got)
+	}
+	// A day after the write spread, the entries may go.
+	if _, n := a.Prune(DefaultPrunePolicy(), 3*day+1); n == 0 {
+		t.Fatal("entries superseded over a day ago were never pruned")
+	}
+}
