@@ -27,8 +27,10 @@ const (
 	contextFormat = 1
 	contextMACLen = 16
 	contextTag    = "meridian/context/v1"
-	// MaxContextBytes bounds a client context.
-	MaxContextBytes = 64 << 10
+	// MaxContextBytes bounds a client context: the largest the cluster
+	// can issue (a clock at the codec's limits), so every context handed
+	// out is accepted back (about 572 KiB).
+	MaxContextBytes = 1 + contextMACLen + version.MaxClockBytes
 )
 
 // sealer signs and checks contexts. Its keys can be swapped at run time

@@ -5,7 +5,10 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"fmt"
+	"math"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,5 +113,33 @@ func TestWaitTimerFiresAtItsDeadline(t *testing.T) {
 	case <-late.C:
 	case <-time.After(10 * time.Second):
 		t.Fatal("a timer for a past deadline did not fire")
+	}
+}
+
+// TestLargestContextOpens: a context for the largest clock a set can hold
+// (every entry at the longest actor name) opens again, so a key with many
+// siblings never gets a context the cluster then refuses; one byte over
+// the bound is refused before anything is hashed or decoded.
+func TestLargestContextOpens(t *testing.T) {
+	s, err := newSealer([][]byte{[]byte("secret-1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := make([]version.Entry, version.MaxClockEntries)
+	for i := range entries {
+		name := fmt.Sprintf("%04d", i) + strings.Repeat("x", version.MaxNameLen-4)
+		entries[i] = version.Entry{Node: name, Counter: version.MaxCounter, Time: math.MinInt64}
+	}
+	clk := version.Clock{Entries: entries}
+	ctx := s.Seal("ks", []byte("key"), clk)
+	if len(ctx) <= 64<<10 {
+		t.Fatalf("the largest context is %d bytes: the test clock is too small", len(ctx))
+	}
+	got, err := s.Open("ks", []byte("key"), ctx)
+	if err != nil || !got.Equal(clk) {
+		t.Fatalf("the largest context (%d bytes) did not open: %v", len(ctx), err)
+	}
+	if _, err := s.Open("ks", []byte("key"), make([]byte, MaxContextBytes+1)); err == nil || !strings.Contains(err.Error(), "limit") {
+		t.Fatalf("a context over the bound: %v", err)
 	}
 }

@@ -34,6 +34,9 @@ const (
 	MaxRequestIDLen = 64
 	// MaxSetBytes is the largest encoded set.
 	MaxSetBytes = 128 << 20
+	// MaxClockBytes bounds an encoded clock within these limits (as
+	// Clock.EncodedSize counts).
+	MaxClockBytes = 1 + binary.MaxVarintLen64 + MaxClockEntries*(3*binary.MaxVarintLen64+MaxNameLen)
 )
 
 const (
