@@ -359,11 +359,14 @@ func (c *Coordinator) resolve(keyspace string, key []byte, cons *kvv1.Consistenc
 		}
 		localDC = d
 	}
-	need, err := Resolve(cons, op, Replication(ks.Replication), localDC)
+	p := topo.Ring.Partition(key)
+	// The replication of p's list: during a replication change, p's
+	// list may already be the next one, and the spec is the old one
+	// until every partition has switched.
+	need, err := Resolve(cons, op, Replication(ks.Table.ReplicationAt(p)), localDC)
 	if err != nil {
 		return nil, err
 	}
-	p := topo.Ring.Partition(key)
 	return &request{
 		ks:   ks,
 		loc:  replica.Loc{Keyspace: ks.ID, Partition: p},

@@ -162,6 +162,18 @@ func (t *Table) Replication() Replication {
 	return out
 }
 
+// ReplicationAt is the replication of the table serving p's reads: in a
+// transition table old's or next's, whichever p's list is (a replication
+// change switches partition by partition); otherwise the keyspace's. A
+// request's N and quorums must be those of the list it asks, or R + W > N
+// no longer holds. The map is shared: do not modify it.
+func (t *Table) ReplicationAt(p int) Replication {
+	if t.serving != nil {
+		return t.serving[p].repl
+	}
+	return t.repl
+}
+
 // Replicas is p's preference list: per DC in name order, that DC's replicas
 // in walk order. In a transition table it is the list of the table serving
 // p (old's until p is done, then next's). The slice is shared: callers must

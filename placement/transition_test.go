@@ -70,6 +70,14 @@ func TestTransition(t *testing.T) {
 		if !reflect.DeepEqual(tt2.Replicas(p), old.Replicas(p)) {
 			t.Fatalf("partition %d switched after construction", p)
 		}
+		// A request's N and quorums come from the list it asks.
+		serving := old
+		if p%3 == 0 {
+			serving = next
+		}
+		if got := tt.ReplicationAt(p); !reflect.DeepEqual(got, serving.Replication()) || len(tt.Replicas(p)) != serving.N() {
+			t.Fatalf("partition %d: ReplicationAt %v for a list of %d, want %v", p, got, len(tt.Replicas(p)), serving.Replication())
+		}
 		if p%3 == 0 {
 			if !reflect.DeepEqual(tt.Replicas(p), next.Replicas(p)) || tt.Pending(p) != nil {
 				t.Fatalf("done partition %d: replicas %v pending %v, want %v and none", p, tt.Replicas(p), tt.Pending(p), next.Replicas(p))
