@@ -38,6 +38,10 @@ type Need struct {
 	// LocalOnly: only replicas in Local are waited for (LOCAL_* levels).
 	LocalOnly bool
 	Local     string
+	// AllLocal: every replica is in Local (a LOCAL_* level over a
+	// keyspace kept in that DC alone, where it promises what its global
+	// counterpart does).
+	AllLocal bool
 	// Hints: a hinted copy on a fallback counts toward Total (sloppy
 	// quorum); false when the caller asked for primary_only.
 	Hints bool
@@ -131,6 +135,7 @@ func Resolve(c *kvv1.Consistency, op Op, repl Replication, localDC string) (Need
 		}
 		need.PerDC = map[string]int{localDC: k}
 		need.LocalOnly = true
+		need.AllLocal = rf == n
 		return need, nil
 	case kvv1.Level_LEVEL_EACH_QUORUM:
 		need.PerDC = make(map[string]int, len(repl))

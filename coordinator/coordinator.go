@@ -386,10 +386,14 @@ func contains(list []string, s string) bool {
 }
 
 // owed reports whether id missed writes that a read at need must see:
-// some live node holds hints for it (for a LOCAL_* level, a node of the
-// local DC, the only place a copy counting toward such a write is kept).
+// some live node holds hints for it. For a LOCAL_* level over a keyspace
+// with replicas in other DCs too, only a node of the local DC counts:
+// hinted copies elsewhere count toward no write such a read promises to
+// overlap. Over a keyspace kept in the local DC alone, LOCAL_QUORUM is
+// QUORUM, and a hint held anywhere (a fallback found in another DC) may
+// have counted toward an acknowledged QUORUM write.
 func (c *Coordinator) owed(need Need, id string) bool {
-	if need.LocalOnly {
+	if need.LocalOnly && !need.AllLocal {
 		return c.cfg.Live.PendingHintsFrom(id, need.Local)
 	}
 	return c.cfg.Live.PendingHints(id)
@@ -507,10 +511,12 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 		switch {
 		case !c.alive(rep.Node):
 			r.trail.add(rep.Node, "skip replica", "down", 0)
-		case rep.Node != c.cfg.NodeID && c.owed(r.need, rep.Node):
+		case c.owed(r.need, rep.Node):
 			// It missed writes that are still on their way as hints: it
 			// may answer with less than an acknowledged write, so it must
 			// not make up a quorum that R + W > N promises overlaps it.
+			// This node too: back from an outage, its own copy may lack
+			// what live nodes hold for it.
 			behind = append(behind, target{Replica: rep, behind: true})
 			r.trail.add(rep.Node, "not counted", "live nodes hold undelivered hints for it", 0)
 		default:
@@ -556,7 +562,9 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 		launch(t)
 	}
 	if self != nil {
-		tl.expect(self.DC, false) // this node is never behind
+		if !self.behind {
+			tl.expect(self.DC, false)
+		}
 		rd.read(*self)
 	}
 
