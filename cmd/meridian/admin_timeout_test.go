@@ -157,3 +157,35 @@ func TestDescribeErrKeepsAdvice(t *testing.T) {
 		t.Fatalf("a bare status reads %q", got)
 	}
 }
+
+// partialDelete deletes a snapshot on one node and reports another
+// unreachable.
+type partialDelete struct{ adminv1.UnimplementedAdminServer }
+
+func (partialDelete) DeleteSnapshot(context.Context, *adminv1.DeleteSnapshotRequest) (*adminv1.DeleteSnapshotResponse, error) {
+	return &adminv1.DeleteSnapshotResponse{Deleted: []string{"n1"}, Unreachable: []string{"n3"}}, nil
+}
+
+// TestSnapshotDeleteWithANodeDown: a delete that could not reach a node
+// fails (as create does), naming it, in text and with --json, so a
+// retention script does not take the snapshot for gone.
+func TestSnapshotDeleteWithANodeDown(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	adminv1.RegisterAdminServer(srv, partialDelete{})
+	go srv.Serve(lis)
+	defer srv.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	run := cliRunner(ctx)
+	for _, extra := range [][]string{nil, {"--json"}} {
+		args := append([]string{"snapshot", "delete", "old", "--addr", lis.Addr().String()}, extra...)
+		out, err := run(args...)
+		if err == nil || !strings.Contains(err.Error(), "1 node(s) unreachable (n3)") || !strings.Contains(err.Error(), "run delete again") {
+			t.Fatalf("%v: %v (output %q), want a failure naming n3", extra, err, out)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -128,11 +129,18 @@ func newSnapshotDeleteCmd(f *adminFlags) *cobra.Command {
 					return err
 				}
 				if f.json {
-					return printJSON(cmd.OutOrStdout(), resp)
+					if err := printJSON(cmd.OutOrStdout(), resp); err != nil {
+						return err
+					}
+				} else {
+					fmt.Fprintf(cmd.OutOrStdout(), "deleted %s on %d node(s): %v\n", args[0], len(resp.GetDeleted()), resp.GetDeleted())
+					for _, id := range resp.GetUnreachable() {
+						fmt.Fprintf(cmd.OutOrStdout(), "%s: unreachable, its copy (if any) is still there: delete again once it is up\n", id)
+					}
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "deleted %s on %d node(s): %v\n", args[0], len(resp.GetDeleted()), resp.GetDeleted())
-				for _, id := range resp.GetUnreachable() {
-					fmt.Fprintf(cmd.OutOrStdout(), "%s: unreachable, its copy (if any) is still there: delete again once it is up\n", id)
+				if n := len(resp.GetUnreachable()); n > 0 {
+					// A rotation script must not take the snapshot for gone.
+					return fmt.Errorf("%d node(s) unreachable (%s): their copies of %s may remain; run delete again once they are up", n, strings.Join(resp.GetUnreachable(), ", "), args[0])
 				}
 				return nil
 			})
