@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
 	"github.com/meridiankv/meridian/ops"
@@ -186,6 +188,59 @@ func TestSnapshotDeleteWithANodeDown(t *testing.T) {
 		out, err := run(args...)
 		if err == nil || !strings.Contains(err.Error(), "1 node(s) unreachable (n3)") || !strings.Contains(err.Error(), "run delete again") {
 			t.Fatalf("%v: %v (output %q), want a failure naming n3", extra, err, out)
+		}
+	}
+}
+
+// jsonAdmin answers a repair run and a secret reload.
+type jsonAdmin struct{ adminv1.UnimplementedAdminServer }
+
+func (jsonAdmin) RepairRun(_ *adminv1.RepairRunRequest, s grpc.ServerStreamingServer[adminv1.RepairProgress]) error {
+	for _, p := range []*adminv1.RepairProgress{{PartitionsTotal: 8}, {PartitionsDone: 4, PartitionsTotal: 8}, {PartitionsDone: 8, PartitionsTotal: 8, Mismatches: 3, KeysRepaired: 3, Done: true}} {
+		if err := s.Send(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (jsonAdmin) ReloadSecrets(context.Context, *adminv1.ReloadSecretsRequest) (*adminv1.ReloadSecretsResponse, error) {
+	return &adminv1.ReloadSecretsResponse{Node: "n1", Secrets: 2}, nil
+}
+
+// TestRepairRunAndSecretReloadJSON: repair run and secret reload honour
+// --json (they took the flag and printed text).
+func TestRepairRunAndSecretReloadJSON(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	adminv1.RegisterAdminServer(srv, jsonAdmin{})
+	go srv.Serve(lis)
+	defer srv.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	run := cliRunner(ctx)
+	addr := lis.Addr().String()
+	for _, c := range []struct {
+		args []string
+		into proto.Message
+		ok   func(proto.Message) bool
+	}{
+		{[]string{"repair", "run", "--json", "--addr", addr}, &adminv1.RepairProgress{},
+			func(m proto.Message) bool { return m.(*adminv1.RepairProgress).GetPartitionsTotal() == 8 }},
+		{[]string{"repair", "run", "--wait", "--json", "--addr", addr}, &adminv1.RepairProgress{},
+			func(m proto.Message) bool { p := m.(*adminv1.RepairProgress); return p.GetDone() && p.GetKeysRepaired() == 3 }},
+		{[]string{"secret", "reload", "--json", "--addr", addr}, &adminv1.ReloadSecretsResponse{},
+			func(m proto.Message) bool { return m.(*adminv1.ReloadSecretsResponse).GetSecrets() == 2 }},
+	} {
+		out, err := run(c.args...)
+		if err != nil {
+			t.Fatalf("%v: %v", c.args, err)
+		}
+		if err := protojson.Unmarshal([]byte(out), c.into); err != nil || !c.ok(c.into) {
+			t.Fatalf("%v printed %q: %v, want its JSON", c.args, out, err)
 		}
 	}
 }

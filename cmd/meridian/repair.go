@@ -63,9 +63,9 @@ start a full exchange now.`,
 					ctx, cancel := context.WithCancel(ctx)
 					defer cancel()
 					go func() { <-cmd.Context().Done(); cancel() }()
-					return repairRun(ctx, c, rks, part, true, cmd.OutOrStdout(), cmd.ErrOrStderr())
+					return repairRun(ctx, c, rks, part, true, rf.json, cmd.OutOrStdout(), cmd.ErrOrStderr())
 				}
-				return repairRun(ctx, c, rks, part, false, cmd.OutOrStdout(), cmd.ErrOrStderr())
+				return repairRun(ctx, c, rks, part, false, rf.json, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			})
 		},
 	}
@@ -77,7 +77,10 @@ start a full exchange now.`,
 	return cmd
 }
 
-func repairRun(ctx context.Context, c adminv1.AdminClient, ks string, part int, wait bool, out, errOut io.Writer) error {
+// repairRun starts a repair and, with wait, shows its progress on errOut
+// until done. What it prints on out (asJSON: the last progress message,
+// as JSON) says how many partitions, and when waiting, what was repaired.
+func repairRun(ctx context.Context, c adminv1.AdminClient, ks string, part int, wait, asJSON bool, out, errOut io.Writer) error {
 	if part < -1 || part > math.MaxInt32 {
 		return fmt.Errorf("--partition %d: give a partition number from 0 (see 'meridian ring'), or leave it out for every partition", part)
 	}
@@ -98,12 +101,18 @@ func repairRun(ctx context.Context, c adminv1.AdminClient, ks string, part int, 
 			return err
 		}
 		if !wait {
+			if asJSON {
+				return printJSON(out, p)
+			}
 			fmt.Fprintf(out, "repair started: %d partition(s); watch it with 'meridian repair status'\n", p.PartitionsTotal)
 			return nil
 		}
 		if p.Done {
 			if !shown.IsZero() {
 				fmt.Fprintln(errOut)
+			}
+			if asJSON {
+				return printJSON(out, p)
 			}
 			fmt.Fprintf(out, "repair done: %d partition(s), %d mismatching key(s), %d key(s) and %d byte(s) repaired\n",
 				p.PartitionsTotal, p.Mismatches, p.KeysRepaired, p.BytesRepaired)

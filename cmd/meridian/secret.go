@@ -52,6 +52,9 @@ the first line and reload them all; remove the old line and reload them all.`,
 					if err != nil {
 						return err
 					}
+					if af.json { // one line per node (JSON Lines), as each reloads
+						return printJSONLine(cmd.OutOrStdout(), resp)
+					}
 					fmt.Fprintf(cmd.OutOrStdout(), "%s: %d secret(s) in use, the first signs\n", resp.Node, resp.Secrets)
 					return nil
 				})
