@@ -162,7 +162,9 @@ func TestDescribeErrKeepsAdvice(t *testing.T) {
 
 // partialDelete deletes a snapshot on one node and reports another
 // unreachable.
-type partialDelete struct{ adminv1.UnimplementedAdminServer }
+type partialDelete struct {
+	adminv1.UnimplementedAdminServer
+}
 
 func (partialDelete) DeleteSnapshot(context.Context, *adminv1.DeleteSnapshotRequest) (*adminv1.DeleteSnapshotResponse, error) {
 	return &adminv1.DeleteSnapshotResponse{Deleted: []string{"n1"}, Unreachable: []string{"n3"}}, nil
@@ -193,7 +195,9 @@ func TestSnapshotDeleteWithANodeDown(t *testing.T) {
 }
 
 // jsonAdmin answers a repair run and a secret reload.
-type jsonAdmin struct{ adminv1.UnimplementedAdminServer }
+type jsonAdmin struct {
+	adminv1.UnimplementedAdminServer
+}
 
 func (jsonAdmin) RepairRun(_ *adminv1.RepairRunRequest, s grpc.ServerStreamingServer[adminv1.RepairProgress]) error {
 	for _, p := range []*adminv1.RepairProgress{{PartitionsTotal: 8}, {PartitionsDone: 4, PartitionsTotal: 8}, {PartitionsDone: 8, PartitionsTotal: 8, Mismatches: 3, KeysRepaired: 3, Done: true}} {
@@ -231,7 +235,10 @@ func TestRepairRunAndSecretReloadJSON(t *testing.T) {
 		{[]string{"repair", "run", "--json", "--addr", addr}, &adminv1.RepairProgress{},
 			func(m proto.Message) bool { return m.(*adminv1.RepairProgress).GetPartitionsTotal() == 8 }},
 		{[]string{"repair", "run", "--wait", "--json", "--addr", addr}, &adminv1.RepairProgress{},
-			func(m proto.Message) bool { p := m.(*adminv1.RepairProgress); return p.GetDone() && p.GetKeysRepaired() == 3 }},
+			func(m proto.Message) bool {
+				p := m.(*adminv1.RepairProgress)
+				return p.GetDone() && p.GetKeysRepaired() == 3
+			}},
 		{[]string{"secret", "reload", "--json", "--addr", addr}, &adminv1.ReloadSecretsResponse{},
 			func(m proto.Message) bool { return m.(*adminv1.ReloadSecretsResponse).GetSecrets() == 2 }},
 	} {
