@@ -464,6 +464,17 @@ func TestKVCommands(t *testing.T) {
 	if !res.Found || len(res.Siblings) != 1 || *res.Siblings[0].Value != "v1" || res.Context == "" || res.N != 3 || res.R != 2 {
 		t.Fatalf("get --json = %+v", res)
 	}
+	// The same keys whatever the operation and outcome: scripts need not
+	// test for them.
+	var keys map[string]any
+	if err := json.Unmarshal([]byte(out), &keys); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"key", "found", "siblings", "context", "n", "r", "w", "coordinator", "replicas", "hinted"} {
+		if _, ok := keys[k]; !ok {
+			t.Errorf("get --json lacks %q:\n%s", k, out)
+		}
+	}
 	// Two writes with the same context become siblings; the text view says so.
 	run("kv", "put", "--addr", addr, "--context", res.Context, "k", "a")
 	run("kv", "put", "--addr", addr, "--context", res.Context, "k", "b")

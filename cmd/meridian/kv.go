@@ -309,11 +309,11 @@ type jsonResult struct {
 	Siblings    []jsonSibling `json:"siblings"`
 	Context     string        `json:"context"`
 	N           uint32        `json:"n"`
-	R           uint32        `json:"r,omitempty"`
-	W           uint32        `json:"w,omitempty"`
+	R           uint32        `json:"r"` // 0 on a put or delete
+	W           uint32        `json:"w"` // 0 on a get
 	Coordinator string        `json:"coordinator"`
 	Replicas    []string      `json:"replicas"`
-	Hinted      []string      `json:"hinted,omitempty"`
+	Hinted      []string      `json:"hinted"`
 	Explain     []jsonEvent   `json:"explain,omitempty"`
 	// Superseded is set on a put or delete that read the key first: how
 	// many siblings the write replaced.
@@ -329,11 +329,14 @@ type jsonEvent struct {
 }
 
 func printResult(w io.Writer, asJSON bool, superseded *int, key string, sibs []*kvv1.Sibling, kctx []byte, eff *kvv1.Effective, events []*kvv1.Event) error {
-	res := jsonResult{Key: key, Context: encodeContext(kctx), Siblings: []jsonSibling{}, Replicas: []string{}, Superseded: superseded}
+	res := jsonResult{Key: key, Context: encodeContext(kctx), Siblings: []jsonSibling{}, Replicas: []string{}, Hinted: []string{}, Superseded: superseded}
 	if eff != nil {
-		res.N, res.R, res.W, res.Coordinator, res.Hinted = eff.N, eff.R, eff.W, eff.Coordinator, eff.Hinted
+		res.N, res.R, res.W, res.Coordinator = eff.N, eff.R, eff.W, eff.Coordinator
 		if eff.Replicas != nil {
 			res.Replicas = eff.Replicas
+		}
+		if eff.Hinted != nil {
+			res.Hinted = eff.Hinted
 		}
 	}
 	for _, s := range sibs {
