@@ -149,8 +149,10 @@ func runLabel(i int) string {
 	return "R" + strconv.Itoa(i+1)
 }
 
-func ratioText(r float64, sign string) string {
-	if r == 0 {
+// ratioText renders a ratio to base: "-" when base is 0 (no ratio); a
+// value that fell to 0 (errors gone, say) is 0.00.
+func ratioText(r, base float64, sign string) string {
+	if base == 0 {
 		return "-"
 	}
 	return fmt.Sprintf("%.2f%s", r, sign)
@@ -168,7 +170,10 @@ func WriteCompareN(w io.Writer, names []string, results []*Result) error {
 		return err
 	}
 	for i, r := range results {
-		fmt.Fprintf(w, "%s: %s (workload %s, %s)\n", runLabel(i), names[i], r.Workload, r.Start.Format("2006-01-02 15:04"))
+		fmt.Fprintf(w, "%s: %s (workload %s, %s, %s)\n", runLabel(i), names[i], r.Workload, r.Start.Format("2006-01-02 15:04"), r.settings())
+		for _, warn := range r.cautions() {
+			fmt.Fprintf(w, "   %s: %s\n", runLabel(i), warn)
+		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	head := []string{"op", "metric"}
@@ -185,11 +190,42 @@ func WriteCompareN(w io.Writer, names []string, results []*Result) error {
 			cells = append(cells, fmt.Sprintf("%.3f", v))
 		}
 		for _, q := range r.Ratios[1:] {
-			cells = append(cells, ratioText(q, "x"))
+			cells = append(cells, ratioText(q, r.Values[0], "x"))
 		}
 		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
 	}
 	return tw.Flush()
+}
+
+// settings describes what a run's figures depend on beyond its workload:
+// consistency levels and value size, so runs that differ in them are not
+// compared unawares.
+func (r *Result) settings() string {
+	size := strconv.Itoa(r.Config.ValueSize) + "-byte values"
+	if r.Config.ValueSizeMax > r.Config.ValueSize {
+		size = fmt.Sprintf("%d-%d-byte values", r.Config.ValueSize, r.Config.ValueSizeMax)
+	}
+	read, write := r.Config.ReadConsistency, r.Config.WriteConsistency
+	if read == "" {
+		read = "?"
+	}
+	if write == "" {
+		write = "?"
+	}
+	return fmt.Sprintf("reads %s, writes %s, %s", read, write, size)
+}
+
+// cautions says why a run's figures may not stand for a whole, healthy
+// run: interrupted, or failing more than 1% of operations.
+func (r *Result) cautions() []string {
+	var out []string
+	if r.Partial {
+		out = append(out, "PARTIAL: the run was interrupted")
+	}
+	if r.Warning != "" {
+		out = append(out, "WARNING: "+r.Warning)
+	}
+	return out
 }
 
 func checkCompare(names []string, results []*Result) error {
@@ -212,6 +248,7 @@ func WriteCompareHTML(w io.Writer, names []string, results []*Result) error {
 	}
 	type run struct {
 		Label, Name, Color, Desc string
+		Cautions                 []string
 	}
 	type row struct {
 		Op, Metric     string
@@ -229,9 +266,10 @@ func WriteCompareHTML(w io.Writer, names []string, results []*Result) error {
 			loop = fmt.Sprintf("open loop at %.0f ops/s", r.Config.Rate)
 		}
 		runs = append(runs, run{Label: runLabel(i), Name: names[i], Color: color(i),
-			Desc: fmt.Sprintf("workload %s (%s), %s, %d workers, %s, measured %.1fs after %gs warm-up, %s",
-				r.Workload, r.Config.Mix, r.Start.Format("2006-01-02 15:04:05"), r.Config.Workers, loop,
-				r.MeasuredSeconds, r.Config.WarmupSeconds, strings.TrimSpace(r.Config.Target))})
+			Desc: fmt.Sprintf("workload %s (%s), %s, %d workers, %s, %s, measured %.1fs after %gs warm-up, %s",
+				r.Workload, r.Config.Mix, r.Start.Format("2006-01-02 15:04:05"), r.Config.Workers, loop, r.settings(),
+				r.MeasuredSeconds, r.Config.WarmupSeconds, strings.TrimSpace(r.Config.Target)),
+			Cautions: r.cautions()})
 		if i > 0 {
 			heads = append(heads, runLabel(i)+"/"+runLabel(0))
 		}
@@ -247,7 +285,7 @@ func WriteCompareHTML(w io.Writer, names []string, results []*Result) error {
 			}
 		}
 		for _, q := range c.Ratios[1:] {
-			rw.Ratios = append(rw.Ratios, ratioText(q, "×"))
+			rw.Ratios = append(rw.Ratios, ratioText(q, c.Values[0], "×"))
 		}
 		rows = append(rows, rw)
 	}
@@ -300,7 +338,7 @@ var compareTmpl = template.Must(template.New("compare").Parse(`<!doctype html>
 <style>` + pageStyle + `</style></head>
 <body><h1>{{.Title}}</h1>
 <ul class="runs">
-{{range .Runs}}<li><span class="sw" style="background:{{.Color}}"></span><b>{{.Label}}: {{.Name}}</b> — {{.Desc}}</li>
+{{range .Runs}}<li><span class="sw" style="background:{{.Color}}"></span><b>{{.Label}}: {{.Name}}</b> — {{.Desc}}{{range .Cautions}}<br><span class="warn">{{.}}</span>{{end}}</li>
 {{end}}</ul>
 <table class="compare">
 <tr><th>op</th><th class="l">metric</th>{{range .Runs}}<th>{{.Label}}</th>{{end}}{{range .RatioHeads}}<th>{{.}}</th>{{end}}</tr>

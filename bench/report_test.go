@@ -286,3 +286,34 @@ func TestCompareHTML(t *testing.T) {
 		t.Errorf("disk rows missing or wrong: %+v", CompareN([]*Result{a, b}))
 	}
 }
+
+// TestCompareFlagsRunsThatDoNotStandAlone: a comparison says which run was
+// interrupted or failing, and each run's levels and value size, in text
+// and HTML; a metric that fell to 0 reads 0.00, a 0 baseline "-".
+func TestCompareFlagsRunsThatDoNotStandAlone(t *testing.T) {
+	a, b := fakeResult(t, 1), fakeResult(t, 0.5)
+	a.Config.ReadConsistency, a.Config.WriteConsistency, a.Config.ValueSize = "QUORUM", "QUORUM", 1024
+	b.Config.ReadConsistency, b.Config.WriteConsistency, b.Config.ValueSize = "ONE", "ONE", 100
+	b.Partial, b.Warning = true, "31.0% of operations failed"
+	var txt, page bytes.Buffer
+	if err := WriteCompareN(&txt, []string{"a.json", "b.json"}, []*Result{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteCompareHTML(&page, []string{"a.json", "b.json"}, []*Result{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range []string{txt.String(), page.String()} {
+		for _, want := range []string{"reads QUORUM, writes QUORUM, 1024-byte values", "reads ONE, writes ONE, 100-byte values",
+			"PARTIAL: the run was interrupted", "WARNING: 31.0% of operations failed"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("compare output lacks %q:\n%.600s", want, out)
+			}
+		}
+	}
+	if got := ratioText(0, 5, "x"); got != "0.00x" {
+		t.Errorf("errors 5 -> 0 read %q", got)
+	}
+	if got := ratioText(0, 0, "x"); got != "-" {
+		t.Errorf("a zero baseline read %q", got)
+	}
+}
