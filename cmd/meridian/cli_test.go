@@ -75,6 +75,14 @@ keyspaces:
 	if len(cfg.GossipSeeds) != 2 || len(cfg.Keyspaces) != 1 || cfg.Keyspaces[0].Name != "orders" {
 		t.Fatalf("gossip-seeds %v keyspaces %v", cfg.GossipSeeds, cfg.Keyspaces)
 	}
+	// MERIDIAN_CONFIG names the file when --config is not given.
+	t.Setenv("MERIDIAN_CONFIG", file)
+	cfg, sf = node.Config{}, serveFlags{}
+	cmd = newServeCmdFor(&cfg, &sf)
+	cmd.Flags().Parse([]string{"--insecure"})
+	if err := resolveConfig(cmd.Flags(), &cfg, &sf); err != nil || cfg.ID != "from-file" {
+		t.Fatalf("config from MERIDIAN_CONFIG: id %q, %v", cfg.ID, err)
+	}
 	os.WriteFile(file, []byte("id: x\nbogus-key: 1\n"), 0o644)
 	cfg, sf = node.Config{}, serveFlags{}
 	cmd = newServeCmdFor(&cfg, &sf)

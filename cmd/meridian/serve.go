@@ -158,6 +158,13 @@ type fileConfig struct {
 func resolveConfig(fs *pflag.FlagSet, cfg *node.Config, sf *serveFlags) error {
 	changed := map[string]string{}
 	fs.Visit(func(f *pflag.Flag) { changed[f.Name] = f.Value.String() })
+	if _, set := changed["config"]; !set {
+		// MERIDIAN_CONFIG names the file like every other flag's
+		// variable (read here: the file comes before the others).
+		if env, ok := os.LookupEnv(envName("config")); ok {
+			sf.config = env
+		}
+	}
 	if sf.config != "" {
 		raw, err := os.ReadFile(sf.config)
 		if err != nil {
