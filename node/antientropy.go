@@ -73,9 +73,7 @@ func (n *Node) RunRepair(keyspace string, partition int) (<-chan repair.Progress
 		done <- &RepairRunsError{Node: n.ID(), Runs: n.cfg.RepairRuns}
 		return progress, done
 	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	started := n.spawn(func() {
 		_, err := ae.RunNow(n.runCtx, keyspace, partition, func(p repair.Progress) {
 			select { // keep only the latest
 			case <-progress:
@@ -88,7 +86,12 @@ func (n *Node) RunRepair(keyspace string, partition int) (<-chan repair.Progress
 		n.repairRuns.Add(-1)
 		close(progress)
 		done <- err
-	}()
+	})
+	if !started { // the node is closing
+		n.repairRuns.Add(-1)
+		close(progress)
+		done <- errNotRunning
+	}
 	return progress, done
 }
 
@@ -110,7 +113,7 @@ func (e *RepairRunsError) GRPCStatus() *status.Status {
 	return status.New(codes.ResourceExhausted, e.Error())
 }
 
-var errNotRunning = errors.New("anti-entropy is not running yet")
+var errNotRunning = errors.New("anti-entropy is not running (the node is starting or stopping): try again, or another node")
 
 // DefaultRepairRuns is how many full repairs a node runs at once.
 const DefaultRepairRuns = 2

@@ -332,7 +332,8 @@ func (e memberEvents) MemberChanged(m membership.Member) {
 	if ae := e.n.ae.Load(); wasDown && m.State == membership.StateAlive && ae != nil {
 		// It may have missed writes whose hints were dropped or never
 		// held: verify what it shares with this node first.
-		go ae.MarkNode(m.Meta.ID)
+		id := m.Meta.ID
+		e.n.spawn(func() { ae.MarkNode(id) })
 	}
 }
 

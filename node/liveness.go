@@ -29,6 +29,9 @@ type liveness struct {
 	// back is whether gossip had it dead or left before, or low on disk
 	// (refusing writes): either way, writes can reach it again.
 	onUp func(id string, back bool)
+	// spawn runs onUp off memberlist's goroutine (nil: a bare goroutine;
+	// the node's counts it, so Close waits for it).
+	spawn func(func())
 	// lowOnDisk counts the members gossiping DiskLow, so that DiskLow,
 	// asked for every replica of every write, takes no lock while none is.
 	lowOnDisk atomic.Int32
@@ -90,7 +93,13 @@ func (l *liveness) MemberChanged(m membership.Member) {
 		delete(l.mu.failedUntil, m.Meta.ID)
 	}
 	if m.State == membership.StateAlive && l.onUp != nil {
-		go l.onUp(m.Meta.ID, back) // never block memberlist's goroutine
+		// Never block memberlist's goroutine.
+		up, id := l.onUp, m.Meta.ID
+		if l.spawn != nil {
+			l.spawn(func() { up(id, back) })
+		} else {
+			go up(id, back)
+		}
 	}
 }
 

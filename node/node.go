@@ -148,8 +148,14 @@ type Node struct {
 	tel       *telemetry.Telemetry
 	ownTel    bool
 
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	// spawned guards wg for goroutines started from callbacks (gossip's)
+	// that may still fire as the node closes: none starts once closed.
+	spawned struct {
+		sync.Mutex
+		closed bool
+	}
 	closeOnce sync.Once
 	closeErr  error
 
@@ -290,6 +296,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	n.peers = transport.NewGRPC(n.resolve, append(append([]grpc.DialOption{n.sec.peerDial(), grpc.WithChainUnaryInterceptor(n.tagPeer), grpc.WithChainStreamInterceptor(n.tagPeerStream)}, n.tel.DialOptions()...), opts.DialOptions...)...)
 	n.peers.PipeCalls(func() uint64 { return n.Topology().Epoch }, cfg.PeerCallsWaiting)
 	n.live.onUp = func(id string, _ bool) { n.peers.Reconnect(id) }
+	n.live.spawn = func(f func()) { n.spawn(f) }
 	n.peers.DialPerNode(n.sec.peerDialTo)
 	n.faults = transport.NewFaults(n.peers, n.dcOf)
 	peers := n.live.track(n.faults)
@@ -699,6 +706,31 @@ func (n *Node) mayTalk(id string) bool {
 	return ok || !t.Agreed()
 }
 
+// spawn runs f on a goroutine Close waits for, unless the node is
+// closing (then f does not run and spawn reports false). For work started
+// from callbacks, such as gossip's, that may fire as the node closes.
+func (n *Node) spawn(f func()) bool {
+	n.spawned.Lock()
+	defer n.spawned.Unlock()
+	if n.spawned.closed {
+		return false
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// stopSpawning makes spawn refuse work from here on: wg may then be
+// waited for (no Add after Wait begins).
+func (n *Node) stopSpawning() {
+	n.spawned.Lock()
+	n.spawned.closed = true
+	n.spawned.Unlock()
+}
+
 // MetaLog is the node's member of the metadata Raft group.
 func (n *Node) MetaLog() *membership.MetaLog { return n.meta }
 
@@ -784,6 +816,7 @@ func (n *Node) close() error {
 	if n.cancel != nil {
 		n.cancel()
 	}
+	n.stopSpawning()
 	n.wg.Wait()
 	if n.meta != nil {
 		errs = append(errs, n.meta.Close())
