@@ -1275,8 +1275,8 @@ func (c *Coordinator) initMinter(m *minter, r *request, req *kvv1.PutRequest, cl
 
 // rememberRequest remembers a write's request ID for its key.
 func (c *Coordinator) rememberRequest(r *request, id []byte) {
-	if n := c.reqIDs.Remember(r.loc.Keyspace, r.key, id, c.cfg.Now()); n > 0 {
-		c.obs.RequestIDs(n)
+	if n, early := c.reqIDs.Remember(r.loc.Keyspace, r.key, id, c.cfg.Now()); n > 0 {
+		c.obs.RequestIDs(n, early)
 	}
 }
 

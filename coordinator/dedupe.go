@@ -66,25 +66,29 @@ func (r *requestIDs) Seen(ks uint32, key, id []byte, now time.Time) bool {
 }
 
 // Remember records id for the key; the oldest is forgotten once max are
-// held. It returns how many IDs are held.
-func (r *requestIDs) Remember(ks uint32, key, id []byte, now time.Time) int {
+// held. It returns how many IDs are held, and whether the one forgotten
+// for it was still within the window (a retry of that write arriving now
+// would be applied again: max is too small for the write rate).
+func (r *requestIDs) Remember(ks uint32, key, id []byte, now time.Time) (held int, early bool) {
 	if len(id) == 0 || r.max <= 0 {
-		return 0
+		return 0, false
 	}
 	k, t := keyOf(ks, key, id), now.UnixNano()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.mu.seen[k]; ok {
 		r.mu.seen[k] = t
-		return len(r.mu.seen)
+		return len(r.mu.seen), false
 	}
 	if len(r.mu.order) < r.max {
 		r.mu.order = append(r.mu.order, k)
 	} else {
-		delete(r.mu.seen, r.mu.order[r.mu.head])
+		old := r.mu.order[r.mu.head]
+		early = t-r.mu.seen[old] < int64(r.window)
+		delete(r.mu.seen, old)
 		r.mu.order[r.mu.head] = k
 		r.mu.head = (r.mu.head + 1) % r.max
 	}
 	r.mu.seen[k] = t
-	return len(r.mu.seen)
+	return len(r.mu.seen), early
 }

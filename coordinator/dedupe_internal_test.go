@@ -55,11 +55,11 @@ func TestRequestIDsWindowAndBound(t *testing.T) {
 	now := time.Unix(1000, 0)
 	k := []byte("key")
 	r := newRequestIDs(3, time.Minute)
-	if r.Seen(1, k, nil, now) || r.Remember(1, k, nil, now) != 0 {
+	if n, _ := r.Remember(1, k, nil, now); r.Seen(1, k, nil, now) || n != 0 {
 		t.Fatal("an empty ID is never remembered")
 	}
 	for i := range 3 {
-		if n := r.Remember(1, k, fmt.Appendf(nil, "id-%d", i), now); n != i+1 {
+		if n, _ := r.Remember(1, k, fmt.Appendf(nil, "id-%d", i), now); n != i+1 {
 			t.Fatalf("held %d after %d, want %d", n, i+1, i+1)
 		}
 	}
@@ -67,20 +67,25 @@ func TestRequestIDsWindowAndBound(t *testing.T) {
 		t.Fatal("an ID is seen within the window and not after it")
 	}
 	// Remembered again, its time moves on without taking another slot.
-	if n := r.Remember(1, k, []byte("id-1"), now.Add(time.Minute)); n != 3 {
+	if n, _ := r.Remember(1, k, []byte("id-1"), now.Add(time.Minute)); n != 3 {
 		t.Fatalf("held %d after remembering id-1 again, want 3", n)
 	}
 	if !r.Seen(1, k, []byte("id-1"), now.Add(90*time.Second)) {
 		t.Fatal("remembering again restarts the window")
 	}
-	// A fourth ID forgets the oldest.
-	if n := r.Remember(1, k, []byte("id-3"), now); n != 3 {
-		t.Fatalf("held %d, want the bound 3", n)
+	// A fourth ID forgets the oldest, still within its window: said so.
+	if n, early := r.Remember(1, k, []byte("id-3"), now); n != 3 || !early {
+		t.Fatalf("held %d (early %v), want the bound 3 and an early eviction", n, early)
 	}
 	if r.Seen(1, k, []byte("id-0"), now) || !r.Seen(1, k, []byte("id-2"), now) || !r.Seen(1, k, []byte("id-3"), now) {
 		t.Fatal("over the bound, the oldest ID is forgotten and the rest kept")
 	}
-	if off := newRequestIDs(0, time.Minute); off.Remember(1, k, []byte("x"), now) != 0 || off.Seen(1, k, []byte("x"), now) {
+	// One forgotten once its window is over is no early eviction.
+	if _, early := r.Remember(1, k, []byte("id-4"), now.Add(2*time.Minute)); early {
+		t.Fatal("forgetting an ID past its window counted as early")
+	}
+	off := newRequestIDs(0, time.Minute)
+	if n, _ := off.Remember(1, k, []byte("x"), now); n != 0 || off.Seen(1, k, []byte("x"), now) {
 		t.Fatal("max 0 remembers nothing")
 	}
 }

@@ -30,8 +30,9 @@ type Observer interface {
 	ManySiblings()
 	// DuplicateWrite: a retried write was recognised and applied once.
 	DuplicateWrite()
-	// RequestIDs: how many write request IDs are remembered.
-	RequestIDs(n int)
+	// RequestIDs: how many write request IDs are remembered, and whether
+	// remembering one forgot another still within the window.
+	RequestIDs(n int, evictedEarly bool)
 	// Shed: a request (op "read" or "write") or a read repair
 	// ("read_repair") refused by admission control.
 	Shed(what string)
@@ -48,7 +49,7 @@ func (nopObserver) ClockSkewRejected()                                {}
 func (nopObserver) FastClockForward()                                 {}
 func (nopObserver) ManySiblings()                                     {}
 func (nopObserver) DuplicateWrite()                                   {}
-func (nopObserver) RequestIDs(int)                                    {}
+func (nopObserver) RequestIDs(int, bool)                              {}
 func (nopObserver) Shed(string)                                       {}
 
 // Span attribute keys (OTel semantic conventions have none for these).

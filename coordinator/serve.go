@@ -231,8 +231,8 @@ func (c *Coordinator) merge(loc replica.Loc, key []byte, in version.Set, sync bo
 		return err
 	}
 	for _, id := range ids {
-		if n := c.reqIDs.Remember(loc.Keyspace, key, id, now); n > 0 {
-			c.obs.RequestIDs(n)
+		if n, early := c.reqIDs.Remember(loc.Keyspace, key, id, now); n > 0 {
+			c.obs.RequestIDs(n, early)
 		}
 	}
 	if tomb && c.cfg.OnTombstone != nil {

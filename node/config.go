@@ -99,6 +99,12 @@ type Config struct {
 	// coordinator.DefaultMaxInFlight: the meridian binary runs two Ps per
 	// CPU unless GOMAXPROCS is set, so 32 per CPU).
 	MaxInFlight int `yaml:"max-in-flight"`
+	// RequestIDWindow is how long write request IDs are remembered so a
+	// retried write is applied once (default 10m); MaxRequestIDs bounds
+	// how many (default 100,000): at a higher write rate IDs are forgotten
+	// sooner (meridian_request_ids_evicted_early_total says so).
+	RequestIDWindow time.Duration `yaml:"request-id-window"`
+	MaxRequestIDs   int           `yaml:"max-request-ids"`
 	// WALSyncInterval is the least time between two fsyncs of the write-
 	// ahead log (default 2ms; negative: none). A durable write arriving
 	// sooner after the last fsync waits out the rest of the interval, so
@@ -321,6 +327,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxInFlight < 0 || c.MaxInFlight > 1<<20 {
 		return fmt.Errorf("max-in-flight %d: want 1 to %d (0: the default)", c.MaxInFlight, 1<<20)
+	}
+	if c.RequestIDWindow < 0 {
+		return fmt.Errorf("request-id-window %s is negative (0: the default, 10m)", c.RequestIDWindow)
+	}
+	if c.MaxRequestIDs < 0 || c.MaxRequestIDs > 1<<24 {
+		return fmt.Errorf("max-request-ids %d: want 1 to %d (0: the default, 100000)", c.MaxRequestIDs, 1<<24)
 	}
 	if c.MaxConnections < 0 {
 		return fmt.Errorf("max-connections %d is negative (0: the default, 4096)", c.MaxConnections)

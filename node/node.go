@@ -311,21 +311,23 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	n.coord, err = coordinator.New(coordinator.Config{
-		Secrets:        secrets,
-		NodeID:         cfg.ID,
-		DC:             n.self.DC,
-		Store:          n.store,
-		Peers:          peers,
-		Live:           routing{liveness: n.live, hints: n.hints, dc: n.self.DC},
-		Hints:          n.hints,
-		Topology:       n.Topology,
-		Ready:          n.ready,
-		CheckRoute:     n.checkRoute,
-		AwaitEpoch:     n.waitEpoch,
-		RequestTimeout: cfg.RequestTimeout,
-		MaxValueSize:   int(cfg.MaxValueSize),
-		MaxInFlight:    cfg.MaxInFlight,
-		TombstoneGrace: cfg.TombstoneGrace,
+		Secrets:         secrets,
+		NodeID:          cfg.ID,
+		DC:              n.self.DC,
+		Store:           n.store,
+		Peers:           peers,
+		Live:            routing{liveness: n.live, hints: n.hints, dc: n.self.DC},
+		Hints:           n.hints,
+		Topology:        n.Topology,
+		Ready:           n.ready,
+		CheckRoute:      n.checkRoute,
+		AwaitEpoch:      n.waitEpoch,
+		RequestTimeout:  cfg.RequestTimeout,
+		MaxValueSize:    int(cfg.MaxValueSize),
+		MaxInFlight:     cfg.MaxInFlight,
+		RequestIDWindow: cfg.RequestIDWindow,
+		MaxRequestIDs:   cfg.MaxRequestIDs,
+		TombstoneGrace:  cfg.TombstoneGrace,
 		OnTombstone: func(loc replica.Loc) {
 			if ae := n.ae.Load(); ae != nil {
 				ae.MarkTombstone(loc)

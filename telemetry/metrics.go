@@ -22,6 +22,7 @@ type Metrics struct {
 	manySiblings    prometheus.Counter
 	duplicates      prometheus.Counter
 	requestIDs      prometheus.Gauge
+	requestIDsEarly prometheus.Counter
 	shed            *prometheus.CounterVec
 	walFsync        prometheus.Histogram
 	reg             *prometheus.Registry
@@ -82,7 +83,11 @@ func newMetrics(reg *prometheus.Registry) *Metrics {
 		}),
 		requestIDs: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meridian_request_ids_remembered",
-			Help: "Write request IDs remembered to apply retries once (at most 100,000).",
+			Help: "Write request IDs remembered to apply retries once (at most max-request-ids).",
+		}),
+		requestIDsEarly: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_request_ids_evicted_early_total",
+			Help: "Write request IDs forgotten before request-id-window ended, max-request-ids being reached: a retry of such a write would be applied again. Raise max-request-ids.",
 		}),
 		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_shed_total",
@@ -96,7 +101,7 @@ func newMetrics(reg *prometheus.Registry) *Metrics {
 	}
 	reg.MustRegister(m.shed, m.walFsync)
 	reg.MustRegister(m.requests, m.requestDuration, m.replicaDuration, m.readRepairs, m.siblings, m.hintsStored, m.hintsDelivered,
-		m.clockSkew, m.fastClock, m.manySiblings, m.duplicates, m.requestIDs)
+		m.clockSkew, m.fastClock, m.manySiblings, m.duplicates, m.requestIDs, m.requestIDsEarly)
 	return m
 }
 
@@ -133,8 +138,14 @@ func (m *Metrics) ManySiblings() { m.manySiblings.Inc() }
 // DuplicateWrite counts a retried write applied once.
 func (m *Metrics) DuplicateWrite() { m.duplicates.Inc() }
 
-// RequestIDs sets how many write request IDs are remembered.
-func (m *Metrics) RequestIDs(n int) { m.requestIDs.Set(float64(n)) }
+// RequestIDs sets how many write request IDs are remembered, and counts
+// one forgotten within its window.
+func (m *Metrics) RequestIDs(n int, evictedEarly bool) {
+	m.requestIDs.Set(float64(n))
+	if evictedEarly {
+		m.requestIDsEarly.Inc()
+	}
+}
 
 // Shed counts work refused by admission control.
 func (m *Metrics) Shed(what string) { m.shed.WithLabelValues(what).Inc() }
