@@ -145,6 +145,13 @@ func (a admission) release(ok bool) { a.l.release(a.class, a.seq, time.Since(a.s
 
 // goBackground runs fn as background work if a slot is free; it reports
 // whether fn was started (false: the caller skips or does without).
+// Background reports the background work running (replica writes a
+// request left behind, read repairs) and the bytes of sibling sets it
+// holds: what MaxBackground and MaxBackgroundBytes bound.
+func (c *Coordinator) Background() (work int, bytes int64) {
+	return c.bgSlots.inUse(), c.bgBytes.Load()
+}
+
 func (c *Coordinator) goBackground(fn func()) bool {
 	if !c.bgSlots.tryAcquire() {
 		return false

@@ -680,14 +680,26 @@ func (c *Coordinator) finishRead(fctx context.Context, fcancel context.CancelFun
 			return
 		}
 	}
+	// What the repair holds until it ends (the merged set, its encoding,
+	// the replies), estimated by the merged set: counted against
+	// MaxBackgroundBytes with the writes' replica calls.
+	held := int64(merged.EncodedSize()) * int64(len(got)+outstanding+1)
+	if c.bgBytes.Load()+held > c.cfg.MaxBackgroundBytes {
+		fcancel()
+		c.obs.Shed("read_repair")
+		return
+	}
+	c.bgBytes.Add(held)
 	link := trace.LinkFromContext(fctx)
 	started := c.goBackground(func() {
+		defer c.bgBytes.Add(-held)
 		defer fcancel()
 		c.repairRead(fctx, link, r, ch, outstanding, got, merged, stale)
 	})
 	if !started {
 		// No room for background work: drop the stragglers; anti-entropy
 		// and later reads repair instead.
+		c.bgBytes.Add(-held)
 		fcancel()
 		c.obs.Shed("read_repair")
 	}

@@ -99,6 +99,11 @@ type Config struct {
 	// coordinator.DefaultMaxInFlight: the meridian binary runs two Ps per
 	// CPU unless GOMAXPROCS is set, so 32 per CPU).
 	MaxInFlight int `yaml:"max-in-flight"`
+	// MaxBackgroundBytes bounds the bytes of sibling sets held by work a
+	// request leaves behind: replica writes still running after the
+	// write met its level, read repairs (default 256 MiB). Past it,
+	// writes are shed (RESOURCE_EXHAUSTED) and read repairs skipped.
+	MaxBackgroundBytes Bytes `yaml:"max-background-bytes"`
 	// RequestIDWindow is how long write request IDs are remembered so a
 	// retried write is applied once (default 10m); MaxRequestIDs bounds
 	// how many (default 100,000): at a higher write rate IDs are forgotten
@@ -327,6 +332,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxInFlight < 0 || c.MaxInFlight > 1<<20 {
 		return fmt.Errorf("max-in-flight %d: want 1 to %d (0: the default)", c.MaxInFlight, 1<<20)
+	}
+	if c.MaxBackgroundBytes < 0 {
+		return fmt.Errorf("max-background-bytes %d is negative (0: the default, 256 MiB)", c.MaxBackgroundBytes)
 	}
 	if c.RequestIDWindow < 0 {
 		return fmt.Errorf("request-id-window %s is negative (0: the default, 10m)", c.RequestIDWindow)

@@ -311,23 +311,24 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	n.coord, err = coordinator.New(coordinator.Config{
-		Secrets:         secrets,
-		NodeID:          cfg.ID,
-		DC:              n.self.DC,
-		Store:           n.store,
-		Peers:           peers,
-		Live:            routing{liveness: n.live, hints: n.hints, dc: n.self.DC},
-		Hints:           n.hints,
-		Topology:        n.Topology,
-		Ready:           n.ready,
-		CheckRoute:      n.checkRoute,
-		AwaitEpoch:      n.waitEpoch,
-		RequestTimeout:  cfg.RequestTimeout,
-		MaxValueSize:    int(cfg.MaxValueSize),
-		MaxInFlight:     cfg.MaxInFlight,
-		RequestIDWindow: cfg.RequestIDWindow,
-		MaxRequestIDs:   cfg.MaxRequestIDs,
-		TombstoneGrace:  cfg.TombstoneGrace,
+		Secrets:            secrets,
+		NodeID:             cfg.ID,
+		DC:                 n.self.DC,
+		Store:              n.store,
+		Peers:              peers,
+		Live:               routing{liveness: n.live, hints: n.hints, dc: n.self.DC},
+		Hints:              n.hints,
+		Topology:           n.Topology,
+		Ready:              n.ready,
+		CheckRoute:         n.checkRoute,
+		AwaitEpoch:         n.waitEpoch,
+		RequestTimeout:     cfg.RequestTimeout,
+		MaxValueSize:       int(cfg.MaxValueSize),
+		MaxInFlight:        cfg.MaxInFlight,
+		RequestIDWindow:    cfg.RequestIDWindow,
+		MaxBackgroundBytes: int64(cfg.MaxBackgroundBytes),
+		MaxRequestIDs:      cfg.MaxRequestIDs,
+		TombstoneGrace:     cfg.TombstoneGrace,
 		OnTombstone: func(loc replica.Loc) {
 			if ae := n.ae.Load(); ae != nil {
 				ae.MarkTombstone(loc)
@@ -474,6 +475,11 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	if err := n.tel.Metrics.RegisterRepairRuns(func() float64 { return float64(n.repairRuns.Load()) }); err != nil {
+		return nil, err
+	}
+	if err := n.tel.Metrics.RegisterBackground(
+		func() float64 { w, _ := n.coord.Background(); return float64(w) },
+		func() float64 { _, b := n.coord.Background(); return float64(b) }); err != nil {
 		return nil, err
 	}
 	if err := n.tel.Metrics.RegisterClockAhead(n.gossip.ClockAhead); err != nil {

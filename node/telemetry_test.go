@@ -246,6 +246,9 @@ func TestMetricsEndpoint(t *testing.T) {
 		"meridian_peer_calls_running 0",
 		"meridian_client_calls_running 0",
 		"meridian_gossip_refused_total 0",
+		"meridian_background_work ", // bounded work and bytes, exported
+		"meridian_background_bytes ",
+		"meridian_request_ids_evicted_early_total 0",
 		`go_goroutines`,
 	} {
 		if !strings.Contains(after, want) {

@@ -275,6 +275,23 @@ func (m *Metrics) RegisterClientCalls(running func() float64) error {
 		Help: "Calls of clients' call streams (kv.v1.KV/Calls) running on this node (at most client-calls-running, 1,024 by default, per stream; past it the stream stops reading)."}, running))
 }
 
+// RegisterBackground exports the coordinator's background work (replica
+// writes still running after a request answered, read repairs) and the
+// bytes it holds.
+func (m *Metrics) RegisterBackground(work, bytes func() float64) error {
+	for _, g := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_background_work",
+			Help: "Background work running: replica writes still running after their request answered, and read repairs (at most 4,096; past it writes are shed, read repairs skipped)."}, work),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_background_bytes",
+			Help: "Bytes of sibling sets held by background work (at most max-background-bytes, 256 MiB by default; past it writes are shed, read repairs skipped)."}, bytes),
+	} {
+		if err := m.reg.Register(g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // RegisterRepairRuns exports the full repairs running.
 func (m *Metrics) RegisterRepairRuns(running func() float64) error {
 	return m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_repair_runs_running",
