@@ -9,12 +9,6 @@ import (
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 )
 
-// replicaSettle is how long the final check waits for replicas that lack
-// acknowledged elements to receive them (the last writes' background
-// replication, hints, the ALL read's own read repair) before it counts
-// them as missing.
-const replicaSettle = 15 * time.Second
-
 // checkSet reads every set the workload added to: at ALL through a
 // client (acknowledged elements missing are lost writes), then each
 // replica's own copy through admin ReplicaGet (elements missing there are
@@ -26,8 +20,12 @@ func (d *driller) checkSet(ctx context.Context, acked map[string][]string) SetCh
 		dcs = d.env.Topology.DCs()
 	}
 	kv := d.env.KV[dcs[0]]
+	// One wait in all for replicas to settle (Durations.Settle), not one
+	// per key and replica: a replica that never receives some elements
+	// must not use up ctx, turning its count into "not checked".
+	settle := time.Now().Add(d.cfg.Durations.Settle)
 	for i := range d.cfg.SetKeys {
-		key := setKey(i)
+		key := setKey(d.runID, i)
 		elems := acked[string(key)]
 		if len(elems) == 0 {
 			continue
@@ -53,7 +51,7 @@ func (d *driller) checkSet(ctx context.Context, acked map[string][]string) SetCh
 			return out
 		}
 		for _, node := range replicas {
-			missing, err := d.replicaMissing(ctx, node, key, elems)
+			missing, err := d.replicaMissing(ctx, node, key, elems, settle)
 			if err != nil {
 				out.ReplicaErrors[node] = err.Error()
 				continue
@@ -106,13 +104,12 @@ func (d *driller) replicasOf(ctx context.Context, key []byte) ([]string, error) 
 }
 
 // replicaMissing counts the elements of elems that node's own copy of key
-// lacks, waiting up to replicaSettle for it to have them all.
-func (d *driller) replicaMissing(ctx context.Context, node string, key []byte, elems []string) (int, error) {
+// lacks, waiting until deadline for it to have them all.
+func (d *driller) replicaMissing(ctx context.Context, node string, key []byte, elems []string, deadline time.Time) (int, error) {
 	admin := d.env.Admin[node]
 	if admin == nil {
 		return 0, fmt.Errorf("no admin connection to %s", node)
 	}
-	deadline := time.Now().Add(replicaSettle)
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		resp, err := admin.ReplicaGet(rctx, &adminv1.ReplicaGetRequest{Node: node, Keyspace: d.cfg.Keyspace, Key: key})

@@ -67,6 +67,9 @@ func (c *Config) fill() {
 	if c.Durations.VerifyMin == 0 {
 		c.Durations.VerifyMin = def.VerifyMin
 	}
+	if c.Durations.Settle <= 0 {
+		c.Durations.Settle = def.Settle
+	}
 	if c.Durations.VerifyTimeout == 0 {
 		c.Durations.VerifyTimeout = max(def.VerifyTimeout, c.Durations.VerifyMin)
 	}
@@ -171,6 +174,8 @@ type driller struct {
 	rec   *recorder
 	logMu sync.Mutex // guards Log and notes
 	notes []string
+	// runID names this drill's sets (setKey).
+	runID string
 	// down is a node the drill stopped and has not started again.
 	down string
 	// loadEnd is when the workload stopped.
@@ -321,7 +326,8 @@ func (d *driller) preflight(ctx context.Context) error {
 func (d *driller) run(ctx context.Context) (*Report, error) {
 	d.start = time.Now()
 	d.rec = &recorder{start: d.start}
-	w := &workload{cfg: d.cfg, kv: d.env.KV, rec: d.rec, maxInflight: max(16, int(2*d.cfg.Rate*d.cfg.OpTimeout.Seconds()))}
+	d.runID = newRunID()
+	w := &workload{cfg: d.cfg, runID: d.runID, kv: d.env.KV, rec: d.rec, maxInflight: max(16, int(2*d.cfg.Rate*d.cfg.OpTimeout.Seconds()))}
 
 	// Background work: the workload runs until every level is healthy
 	// again after the heal (stopLoad), the hints poller until verify

@@ -30,6 +30,9 @@ type fakeCluster struct {
 		data    map[string]map[string]bool  // key -> elements
 		rounds  int
 		cleared []string // nodes a clear reached
+		// dropSets: writes of the drill's sets are acknowledged and not
+		// stored (lost acknowledged writes).
+		dropSets bool
 	}
 }
 
@@ -93,6 +96,9 @@ func (k *fakeKV) Put(_ context.Context, key, value, _ []byte, level kvv1.Level) 
 	}
 	k.f.mu.Lock()
 	defer k.f.mu.Unlock()
+	if k.f.mu.dropSets && strings.HasPrefix(string(key), "drill/set/") {
+		return []byte("ctx"), nil
+	}
 	set := k.f.mu.data[string(key)]
 	if set == nil {
 		set = map[string]bool{}
@@ -244,6 +250,36 @@ func TestRunAgainstFakes(t *testing.T) {
 		if !strings.Contains(log.String(), want) {
 			t.Errorf("progress log lacks %q:\n%s", want, log.String())
 		}
+	}
+}
+
+// TestRunAgainLosesNothingUnseen: a drill run again on the same cluster
+// adds the same element names (dc1-000001, ...) as the first; when the
+// second run's set writes are acknowledged and lost, the first run's
+// copies must not hide it.
+func TestRunAgainLosesNothingUnseen(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two drills of about 7 seconds")
+	}
+	f := newFake()
+	var log strings.Builder
+	cfg := fastConfig()
+	cfg.Log = &log
+	cfg.Durations.Settle = time.Second // the lost elements never come
+	cfg.SetKeys = 1                     // every name in the same set both times
+	if r, err := Run(context.Background(), cfg, f.env()); err != nil || !r.Pass {
+		t.Fatalf("first run: %v\n%s", err, log.String())
+	}
+	f.mu.Lock()
+	f.mu.dropSets = true
+	f.mu.Unlock()
+	cfg.SetRate /= 4 // fewer names than the first run wrote: all seen before
+	r, err := Run(context.Background(), cfg, f.env())
+	if err != nil {
+		t.Fatalf("second run: %v\n%s", err, log.String())
+	}
+	if r.Pass || r.Summary.Writes.Lost == 0 {
+		t.Fatalf("the second run's set writes were all lost, yet it reports %d lost of %d (pass %v)", r.Summary.Writes.Lost, r.Summary.Writes.Acked, r.Pass)
 	}
 }
 

@@ -29,11 +29,16 @@ type Durations struct {
 	Hold          time.Duration `json:"hold"`
 	VerifyMin     time.Duration `json:"verify_min"`
 	VerifyTimeout time.Duration `json:"verify_timeout"`
+	// Settle is how long the final check waits, in all, for replicas that
+	// lack acknowledged elements to receive them (the last writes'
+	// background replication, hints, the ALL reads' own repair) before
+	// it counts them missing (default 15s).
+	Settle time.Duration `json:"settle,omitempty"`
 }
 
 // DefaultDurations are the phase lengths of a drill without flags.
 func DefaultDurations() Durations {
-	return Durations{Baseline: 10 * time.Second, Hold: 20 * time.Second, VerifyMin: 5 * time.Second, VerifyTimeout: 120 * time.Second}
+	return Durations{Baseline: 10 * time.Second, Hold: 20 * time.Second, VerifyMin: 5 * time.Second, VerifyTimeout: 120 * time.Second, Settle: 15 * time.Second}
 }
 
 // Validate says which duration is wrong.

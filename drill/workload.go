@@ -229,7 +229,10 @@ func decodeSets(values [][]byte) map[string]bool {
 // mix of reads and writes, QUORUM and EACH_QUORUM probes and the set
 // workload, each paced open-loop.
 type workload struct {
-	cfg   Config
+	cfg Config
+	// runID names this drill's sets, apart from every earlier drill's on
+	// the same cluster (whose elements have the same names).
+	runID string
 	kv    map[string]KV
 	rec   *recorder
 	acked ackedSet
@@ -240,7 +243,13 @@ type workload struct {
 	wg          sync.WaitGroup // operations
 }
 
-func setKey(i int) []byte { return fmt.Appendf(nil, "drill/set/%d", i) }
+// setKey is the i-th set of the drill named run: a drill run again on a
+// cluster adds its elements (dc1-000001, ...) to sets of its own, so an
+// earlier run's copies of the same names cannot hide a lost write.
+func setKey(run string, i int) []byte { return fmt.Appendf(nil, "drill/set/%s/%d", run, i) }
+
+// newRunID names a drill's sets.
+func newRunID() string { return fmt.Sprintf("%08x", rand.Uint32()) }
 
 // run starts every pacer and returns when ctx ends and every operation
 // started has finished (each has its own deadline).
@@ -291,7 +300,7 @@ func (w *workload) run(ctx context.Context, dcs []string) {
 			seq++
 			elem := fmt.Sprintf("%s-%06d", dc, seq)
 			smu.Unlock()
-			w.setAdd(due, kv, dc, setKey(intn(w.cfg.SetKeys)), elem)
+			w.setAdd(due, kv, dc, setKey(w.runID, intn(w.cfg.SetKeys)), elem)
 		}, dc, LocalQuorum))
 	}
 	pacers.Wait()
