@@ -266,7 +266,7 @@ func TestRunAgainLosesNothingUnseen(t *testing.T) {
 	cfg := fastConfig()
 	cfg.Log = &log
 	cfg.Durations.Settle = time.Second // the lost elements never come
-	cfg.SetKeys = 1                     // every name in the same set both times
+	cfg.SetKeys = 1                    // every name in the same set both times
 	if r, err := Run(context.Background(), cfg, f.env()); err != nil || !r.Pass {
 		t.Fatalf("first run: %v\n%s", err, log.String())
 	}
