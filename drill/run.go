@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
@@ -474,15 +475,22 @@ func (d *driller) run(ctx context.Context) (*Report, error) {
 }
 
 // inject adds the fault through any node (which fans it out to the
-// others) and checks that every node it selects applied it.
+// others) and checks that every node it selects applied it. The fault is
+// named here, once, so every attempt injects the same fault: one whose
+// reply was lost (or cut short by Ctrl-C) may have applied it anywhere,
+// and whatever it returns, errors too, names the fault heal must clear.
 func (d *driller) inject(ctx context.Context, f *adminv1.Fault) (*adminv1.Fault, []string, error) {
+	f = proto.CloneOf(f)
+	if f.GetId() == "" {
+		f.Id = "f-drill-" + d.runID
+	}
 	var errs []error
 	for _, id := range d.ids {
 		ictx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		resp, err := d.env.Admin[id].InjectFault(ictx, &adminv1.InjectFaultRequest{Fault: f})
 		cancel()
 		if status.Code(err) == codes.Unimplemented {
-			return nil, nil, fmt.Errorf("node %s does not support fault injection (admin InjectFault is unimplemented): run the drill against nodes built with it", id)
+			return f, nil, fmt.Errorf("node %s does not support fault injection (admin InjectFault is unimplemented): run the drill against nodes built with it", id)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", id, err))
@@ -507,7 +515,7 @@ func (d *driller) inject(ctx context.Context, f *adminv1.Fault) (*adminv1.Fault,
 		})
 		return resp.GetFault(), applied, nil
 	}
-	return nil, nil, fmt.Errorf("inject the fault: no node accepted it: %w", errors.Join(errs...))
+	return f, nil, fmt.Errorf("inject the fault: no node accepted it: %w", errors.Join(errs...))
 }
 
 // clearFault removes the fault from every node, asking each node directly

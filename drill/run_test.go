@@ -33,6 +33,11 @@ type fakeCluster struct {
 		// dropSets: writes of the drill's sets are acknowledged and not
 		// stored (lost acknowledged writes).
 		dropSets bool
+		// injects numbers faults injected without an ID; loseReply makes
+		// the next injection apply everywhere and answer UNAVAILABLE (its
+		// reply lost).
+		injects   int
+		loseReply bool
 	}
 }
 
@@ -128,11 +133,21 @@ func (a *fakeAdmin) InjectFault(_ context.Context, req *adminv1.InjectFaultReque
 	}
 	a.f.mu.Lock()
 	defer a.f.mu.Unlock()
-	fl := &adminv1.Fault{Id: "f-1", Kind: req.GetFault().GetKind(), ToDcs: req.GetFault().GetToDcs(), TtlSeconds: req.GetFault().GetTtlSeconds()}
+	id := req.GetFault().GetId()
+	if id == "" { // named by the node, as nodes do
+		a.f.mu.injects++
+		id = fmt.Sprintf("f-%d", a.f.mu.injects)
+	}
+	fl := &adminv1.Fault{Id: id, Kind: req.GetFault().GetKind(), ToDcs: req.GetFault().GetToDcs(), TtlSeconds: req.GetFault().GetTtlSeconds()}
 	resp := &adminv1.InjectFaultResponse{Fault: fl}
 	for _, n := range a.f.topo.Nodes {
-		a.f.mu.faults[n.ID] = append(a.f.mu.faults[n.ID], fl)
+		// A fault of the same ID replaces the one applied (as on nodes).
+		a.f.mu.faults[n.ID] = append(slices.DeleteFunc(a.f.mu.faults[n.ID], func(f *adminv1.Fault) bool { return f.GetId() == id }), fl)
 		resp.Applied = append(resp.Applied, n.ID)
+	}
+	if a.f.mu.loseReply {
+		a.f.mu.loseReply = false
+		return nil, status.Error(codes.Unavailable, "connection reset (the reply was lost)")
 	}
 	return resp, nil
 }
@@ -243,10 +258,10 @@ func TestRunAgainstFakes(t *testing.T) {
 	if len(r.Hints) != 1 || r.Hints[0].Target != "n3" || r.Hints[0].Peak != 20 {
 		t.Errorf("hints %+v: want n3's backlog, 10 on each of two nodes", r.Hints)
 	}
-	if r.Summary.Writes.Acked == 0 || r.Fault == nil || r.Fault.ID != "f-1" {
+	if r.Summary.Writes.Acked == 0 || r.Fault == nil || !strings.HasPrefix(r.Fault.ID, "f-drill-") {
 		t.Errorf("writes %+v, fault %+v", r.Summary.Writes, r.Fault)
 	}
-	for _, want := range []string{"abort criteria:", "EACH_QUORUM fails fast during the outage", "induce: fault f-1", "heal: fault f-1 cleared", "converged"} {
+	for _, want := range []string{"abort criteria:", "EACH_QUORUM fails fast during the outage", "induce: fault " + r.Fault.ID, "heal: fault " + r.Fault.ID + " cleared", "converged"} {
 		if !strings.Contains(log.String(), want) {
 			t.Errorf("progress log lacks %q:\n%s", want, log.String())
 		}
@@ -280,6 +295,31 @@ func TestRunAgainLosesNothingUnseen(t *testing.T) {
 	}
 	if r.Pass || r.Summary.Writes.Lost == 0 {
 		t.Fatalf("the second run's set writes were all lost, yet it reports %d lost of %d (pass %v)", r.Summary.Writes.Lost, r.Summary.Writes.Acked, r.Pass)
+	}
+}
+
+// TestRunClearsAFaultWhoseReplyWasLost: the first node asked applies the
+// fault everywhere but its reply is lost; the drill injects the same
+// fault (the same ID) through the next node, and heal clears it: no node
+// keeps a fault after the drill.
+func TestRunClearsAFaultWhoseReplyWasLost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a drill of about 7 seconds")
+	}
+	f := newFake()
+	f.mu.loseReply = true
+	var log strings.Builder
+	cfg := fastConfig()
+	cfg.Log = &log
+	if _, err := Run(context.Background(), cfg, f.env()); err != nil {
+		t.Fatalf("Run: %v\n%s", err, log.String())
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, n := range f.topo.Nodes {
+		if len(f.mu.faults[n.ID]) != 0 {
+			t.Errorf("%s still applies %v after the drill", n.ID, f.mu.faults[n.ID])
+		}
 	}
 }
 
