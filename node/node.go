@@ -235,6 +235,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 		}
 		n.eng = eng
 		n.checkpoint = eng.Checkpoint
+		n.sweepSnapshotLeftovers() // before any snapshot can be taken
 	}
 	n.drills = newFaultRegistry(n.eng, opts.Now)
 	if opts.WrapEngine != nil {

@@ -1,11 +1,14 @@
 package node
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,6 +20,8 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/meridiankv/meridian/repair"
 )
 
 // Snapshots: a node copies its data engine as it is now into
@@ -44,6 +49,26 @@ type SnapshotInfo struct {
 	// Bytes is the size of the snapshot's files (shared with the live
 	// data while both hold the same tables).
 	Bytes int64 `json:"bytes"`
+	// TombstoneGrace is the node's tombstone-grace when the snapshot was
+	// taken (negative: tombstones never collected; 0 in snapshots taken
+	// before it was recorded): what restore holds its age against.
+	TombstoneGrace time.Duration `json:"tombstone_grace_ns,omitempty"`
+	// Files lists the data's files as taken, so that a copy cut short (a
+	// file missing or truncated, one interrupted delete) is refused
+	// before it replaces anything (nil in snapshots taken before).
+	Files []SnapshotDataFile `json:"files,omitempty"`
+}
+
+// SnapshotDataFile is one file of a snapshot's data, as it was taken.
+type SnapshotDataFile struct {
+	// Path is under the snapshot's data/, slash-separated.
+	Path string `json:"path"`
+	Size int64  `json:"size"`
+	// SHA256 is the hex SHA-256 of every file but the tables (.sst:
+	// large, and checksummed block by block by Pebble): the write-ahead
+	// logs, manifest and options, whose damage Pebble would not notice
+	// (a truncated log reads as a torn tail, its last writes gone).
+	SHA256 string `json:"sha256,omitempty"`
 }
 
 const (
@@ -81,6 +106,7 @@ func (n *Node) Snapshot(name string) (SnapshotInfo, error) {
 	}
 	n.snapshots.Lock() // two creates of one name must not share the partial directory
 	defer n.snapshots.Unlock()
+	n.sweepSnapshotLeftovers() // a crash's leftovers (a scheduled name never repeats)
 	root := snapshotsDir(n.cfg.DataDir)
 	dir := filepath.Join(root, name)
 	if _, err := os.Stat(dir); err == nil {
@@ -92,11 +118,22 @@ func (n *Node) Snapshot(name string) (SnapshotInfo, error) {
 	if err := os.RemoveAll(tmp); err != nil {
 		return SnapshotInfo{}, fmt.Errorf("snapshot %s: clear a partial one: %w", name, err)
 	}
-	info := SnapshotInfo{Node: n.ID(), Name: name, Dir: dir, Created: n.now().UTC(), Epoch: n.Topology().Epoch, ClusterID: n.Topology().ClusterID, Actor: n.store.Actor()}
+	grace := n.cfg.TombstoneGrace
+	if grace == 0 {
+		grace = repair.DefaultTombstoneGrace
+	}
+	info := SnapshotInfo{Node: n.ID(), Name: name, Dir: dir, Created: n.now().UTC(), Epoch: n.Topology().Epoch, ClusterID: n.Topology().ClusterID, Actor: n.store.Actor(),
+		TombstoneGrace: grace}
 	if err := n.checkpoint(filepath.Join(tmp, "data")); err != nil {
 		os.RemoveAll(tmp)
 		return SnapshotInfo{}, status.Errorf(codes.Internal, "snapshot %s: %v", name, err)
 	}
+	files, err := snapshotDataFiles(filepath.Join(tmp, "data"))
+	if err != nil {
+		os.RemoveAll(tmp)
+		return SnapshotInfo{}, status.Errorf(codes.Internal, "snapshot %s: list its files: %v", name, err)
+	}
+	info.Files = files
 	if err := writeSnapshotInfo(tmp, info); err != nil {
 		os.RemoveAll(tmp)
 		return SnapshotInfo{}, status.Errorf(codes.Internal, "snapshot %s: %v", name, err)
@@ -125,14 +162,130 @@ func (n *Node) DeleteSnapshot(name string) error {
 	}
 	n.snapshots.Lock()
 	defer n.snapshots.Unlock()
-	dir := filepath.Join(snapshotsDir(n.cfg.DataDir), name)
+	root := snapshotsDir(n.cfg.DataDir)
+	dir := filepath.Join(root, name)
 	if _, err := os.Stat(filepath.Join(dir, snapshotInfoFile)); err != nil {
 		return status.Errorf(codes.NotFound, "node %s has no snapshot %q (meridian snapshot list shows them)", n.ID(), name)
 	}
-	if err := os.RemoveAll(dir); err != nil {
+	// Out of sight first: a delete cut short leaves a hidden leftover
+	// (swept later), never a listed snapshot missing some of its files.
+	gone := filepath.Join(root, "."+name+".deleting")
+	if err := os.RemoveAll(gone); err != nil {
+		return status.Errorf(codes.Internal, "delete snapshot %s: %v", name, err)
+	}
+	if err := os.Rename(dir, gone); err != nil {
+		return status.Errorf(codes.Internal, "delete snapshot %s: %v", name, err)
+	}
+	if err := syncDir(root); err != nil {
+		return status.Errorf(codes.Internal, "delete snapshot %s: %v", name, err)
+	}
+	if err := os.RemoveAll(gone); err != nil {
 		return status.Errorf(codes.Internal, "delete snapshot %s: %v", name, err)
 	}
 	n.log.Info("snapshot deleted", "name", name)
+	return nil
+}
+
+// sweepSnapshotLeftovers removes what snapshots cut short left behind
+// (a create or a delete interrupted by a crash: hidden .NAME.partial and
+// .NAME.deleting directories), whose hard-linked tables would otherwise
+// hold disk space for good. The caller holds n.snapshots (or the node is
+// starting).
+func (n *Node) sweepSnapshotLeftovers() {
+	root := snapshotsDir(n.cfg.DataDir)
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return // none yet
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !e.IsDir() || !strings.HasPrefix(name, ".") || !(strings.HasSuffix(name, ".partial") || strings.HasSuffix(name, ".deleting")) {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(root, name)); err != nil {
+			n.log.Warn("remove what an interrupted snapshot left", "dir", filepath.Join(root, name), "err", err)
+			continue
+		}
+		n.log.Info("removed what an interrupted snapshot left", "dir", filepath.Join(root, name))
+	}
+}
+
+// snapshotDataFiles lists the files of a snapshot's data directory, with
+// the SHA-256 of each but the tables.
+func snapshotDataFiles(data string) ([]SnapshotDataFile, error) {
+	var out []SnapshotDataFile
+	err := filepath.WalkDir(data, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		rel, err := filepath.Rel(data, path)
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		f := SnapshotDataFile{Path: filepath.ToSlash(rel), Size: fi.Size()}
+		if !strings.HasSuffix(path, ".sst") {
+			if f.SHA256, err = fileSHA256(path); err != nil {
+				return err
+			}
+		}
+		out = append(out, f)
+		return nil
+	})
+	return out, err
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// VerifySnapshot checks that the snapshot in dir has every data file it
+// was taken with, at its size (and, but for tables, its SHA-256). A
+// snapshot taken before files were recorded passes unchecked.
+func VerifySnapshot(dir string) error {
+	info, err := readSnapshotInfo(dir)
+	if err != nil {
+		return err
+	}
+	return verifySnapshotData(dir, info)
+}
+
+func verifySnapshotData(dir string, info SnapshotInfo) error {
+	again := "copy the snapshot directory again, whole, or restore another snapshot"
+	for _, f := range info.Files {
+		if strings.Contains(f.Path, "..") || filepath.IsAbs(filepath.FromSlash(f.Path)) {
+			return fmt.Errorf("snapshot %q in %s lists a file outside its data: %q", info.Name, dir, f.Path)
+		}
+		path := filepath.Join(dir, "data", filepath.FromSlash(f.Path))
+		fi, err := os.Stat(path)
+		if err != nil {
+			return fmt.Errorf("snapshot %q in %s is incomplete: data/%s is missing (%v): %s", info.Name, dir, f.Path, err, again)
+		}
+		if fi.Size() != f.Size {
+			return fmt.Errorf("snapshot %q in %s is damaged: data/%s has %d bytes, %d when taken: %s", info.Name, dir, f.Path, fi.Size(), f.Size, again)
+		}
+		if f.SHA256 != "" {
+			sum, err := fileSHA256(path)
+			if err != nil {
+				return fmt.Errorf("snapshot %q in %s: read data/%s: %w", info.Name, dir, f.Path, err)
+			}
+			if sum != f.SHA256 {
+				return fmt.Errorf("snapshot %q in %s is damaged: data/%s differs from when it was taken (SHA-256): %s", info.Name, dir, f.Path, again)
+			}
+		}
+	}
 	return nil
 }
 
@@ -281,7 +434,9 @@ var ErrSnapshotTooOld = errors.New("snapshot older than the tombstone grace")
 
 // RestoreSnapshot puts snapshot name in place of the data in dataDir, whose
 // node must not be running: the current data is moved aside (Replaced),
-// never deleted. A snapshot older than grace is refused unless force:
+// never deleted. A snapshot missing or with damaged data files (a copy
+// cut short) is refused before anything moves. A snapshot older than grace
+// (0: the node's, as the snapshot recorded it, else 24h) is refused unless force:
 // tombstones older than grace may have been collected on the other
 // replicas, so a single node restored from it could bring deleted keys
 // back (restoring every node from snapshots taken together is safe).
@@ -365,6 +520,17 @@ func RestoreSnapshotFrom(dataDir, snapDir string, now time.Time, grace time.Dura
 		return RestoreResult{}, fmt.Errorf("%s has no data/ directory: copy the whole snapshot directory", snapDir)
 	}
 	name := snap.Name
+	if grace == 0 {
+		// Not given: the node's own, as the snapshot recorded it.
+		switch {
+		case snap.TombstoneGrace < 0:
+			grace = time.Duration(math.MaxInt64) // never collected
+		case snap.TombstoneGrace > 0:
+			grace = snap.TombstoneGrace
+		default:
+			grace = repair.DefaultTombstoneGrace
+		}
+	}
 	if owner, err := os.ReadFile(filepath.Join(dataDir, nodeIDFile)); err == nil && strings.TrimSpace(string(owner)) != snap.Node {
 		return RestoreResult{}, fmt.Errorf("snapshot %q is of node %s, but %s belongs to node %s", name, snap.Node, dataDir, strings.TrimSpace(string(owner)))
 	}
@@ -375,6 +541,11 @@ func RestoreSnapshotFrom(dataDir, snapDir string, now time.Time, grace time.Dura
 	// A member of a cluster (it has a metadata log) takes back only its
 	// own cluster's data; a node with no log yet gets restored data and a
 	// mark saying so, until it adopts a cluster initialized from it.
+	// Every file as taken, before anything is moved: Pebble would open a
+	// log cut short as a torn tail, its last acknowledged writes gone.
+	if err := verifySnapshotData(snapDir, snap); err != nil {
+		return RestoreResult{}, err
+	}
 	hasLog := hasMetaLog(dataDir)
 	if cur := readClusterIDFile(dataDir); hasLog && cur != "" && snap.ClusterID != "" && cur != snap.ClusterID {
 		return RestoreResult{}, fmt.Errorf("snapshot %q is of cluster %s, but the node in %s is a member of cluster %s: restore a snapshot of this cluster, or restore onto a new machine into an empty --data-dir", name, snap.ClusterID, dataDir, cur)

@@ -141,7 +141,7 @@ func (c *AntiEntropyConfig) setDefaults() {
 		c.CrossDCBytesPerSecond = 5 << 20
 	}
 	if c.TombstoneGrace == 0 {
-		c.TombstoneGrace = 24 * time.Hour
+		c.TombstoneGrace = DefaultTombstoneGrace
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = 10 * time.Second
@@ -1069,3 +1069,6 @@ func (a *AntiEntropy) collectKeys(ctx context.Context, t target, loc replica.Loc
 	}
 	return n, nil
 }
+
+// DefaultTombstoneGrace is Config.TombstoneGrace's default.
+const DefaultTombstoneGrace = 24 * time.Hour

@@ -167,7 +167,8 @@ hard-linked where the snapshot is on the data directory's filesystem and
 copied otherwise (from a backup volume: it can take a while); progress
 goes to standard error.
 
-A snapshot older than --tombstone-grace (the node's, default 24h) is
+A snapshot older than the node's tombstone-grace (recorded in the snapshot;
+24h for snapshots taken before it was; --tombstone-grace overrides it) is
 refused without --force: the other replicas may have collected the
 tombstones of keys deleted since, and this node alone would bring those
 keys back. Restoring every node from snapshots of the same name is safe:
@@ -235,7 +236,7 @@ one whose data is of another cluster), and says so.`,
 	fl := cmd.Flags()
 	fl.StringVar(&dataDir, "data-dir", "", "the stopped node's data directory (created if it does not exist)")
 	fl.StringVar(&from, "from", "", "a snapshot directory copied from the node's old machine (holds SNAPSHOT.json and data/)")
-	fl.DurationVar(&grace, "tombstone-grace", 24*time.Hour, "the node's tombstone-grace: older snapshots need --force (negative: tombstones are never collected)")
+	fl.DurationVar(&grace, "tombstone-grace", 0, "the node's tombstone-grace: older snapshots need --force (default: the one the snapshot recorded, else 24h; negative: tombstones are never collected)")
 	fl.BoolVar(&force, "force", false, "restore a snapshot older than --tombstone-grace (every node from the same snapshot)")
 	fl.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
@@ -427,6 +428,11 @@ func downloadSnapshot(ctx context.Context, c adminv1.AdminClient, name, id, to s
 	}
 	if info.Node != id || info.Name != name {
 		return downloadedSnapshot{}, fmt.Errorf("the copy is snapshot %q of node %s, not %q of %s", info.Name, info.Node, name, id)
+	}
+	// Every file it was taken with, as taken: the node sends what its
+	// disk holds, which a damaged snapshot there would not be.
+	if err := node.VerifySnapshot(tmp); err != nil {
+		return downloadedSnapshot{}, fmt.Errorf("the snapshot on %s: %w", id, err)
 	}
 	if err := os.Rename(tmp, final); err != nil {
 		return downloadedSnapshot{}, err
