@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -469,6 +470,13 @@ type RestoreOption func(*restoreOptions)
 
 type restoreOptions struct {
 	progress func(CopyProgress)
+	ctx      context.Context
+}
+
+// WithContext has a restore stop when ctx ends (Ctrl-C): the copy made so
+// far is removed and nothing is replaced.
+func WithContext(ctx context.Context) RestoreOption {
+	return func(o *restoreOptions) { o.ctx = ctx }
 }
 
 // WithCopyProgress has a restore report its copy of the snapshot's files
@@ -505,7 +513,7 @@ func SnapshotsHint(dataDir string) string {
 // created and given the snapshot's node ID, so only that node starts on
 // it; one that belongs to another node is refused.
 func RestoreSnapshotFrom(dataDir, snapDir string, now time.Time, grace time.Duration, force bool, opts ...RestoreOption) (RestoreResult, error) {
-	var o restoreOptions
+	o := restoreOptions{ctx: context.Background()}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -590,8 +598,11 @@ func restoreInto(dataDir string, snap SnapshotInfo, now time.Time, hasLog, marke
 	if err := os.RemoveAll(staged); err != nil {
 		return RestoreResult{}, err
 	}
-	if err := copyTree(filepath.Join(snap.Dir, "data"), staged, o.progress, syncDir); err != nil {
+	if err := copyTree(o.ctx, filepath.Join(snap.Dir, "data"), staged, o.progress, syncDir); err != nil {
 		os.RemoveAll(staged)
+		if o.ctx.Err() != nil {
+			return RestoreResult{}, fmt.Errorf("restore interrupted while copying the snapshot: nothing was replaced, and the copy made so far is removed: %w", err)
+		}
 		return RestoreResult{}, fmt.Errorf("copy the snapshot: %w", err)
 	}
 	if err := os.Rename(data, replaced); err != nil {
@@ -634,7 +645,7 @@ func restoreInto(dataDir string, snap SnapshotInfo, now time.Time, hasLog, marke
 // them. progress, if not nil, hears
 // how far it is (see WithCopyProgress).
 // syncDirs is syncDir (tests watch it).
-func copyTree(src, dst string, progress func(CopyProgress), syncDirs func(dir string) error) error {
+func copyTree(ctx context.Context, src, dst string, progress func(CopyProgress), syncDirs func(dir string) error) error {
 	var p CopyProgress
 	report := func() {
 		if progress != nil {
@@ -662,6 +673,9 @@ func copyTree(src, dst string, progress func(CopyProgress), syncDirs func(dir st
 	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err // interrupted: the caller removes the copy so far
 		}
 		rel, err := filepath.Rel(src, path)
 		if err != nil {
@@ -693,7 +707,7 @@ func copyTree(src, dst string, progress func(CopyProgress), syncDirs func(dir st
 				report()
 			}
 		}
-		if err := copyFile(path, to, w); err != nil {
+		if err := copyFile(ctx, path, to, w); err != nil {
 			return err
 		}
 		p.Files++
@@ -715,7 +729,7 @@ func copyTree(src, dst string, progress func(CopyProgress), syncDirs func(dir st
 
 // copyFile copies src into a new file dst and syncs it; wrote, if not
 // nil, hears each chunk written (at most 1 MiB).
-func copyFile(src, dst string, wrote func(int)) error {
+func copyFile(ctx context.Context, src, dst string, wrote func(int)) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
@@ -725,12 +739,10 @@ func copyFile(src, dst string, wrote func(int)) error {
 	if err != nil {
 		return err
 	}
-	if wrote != nil {
-		// In chunks of 1 MiB (the plain reader hides os.File's WriteTo).
-		_, err = io.CopyBuffer(&countingWriter{w: out, wrote: wrote}, struct{ io.Reader }{in}, make([]byte, 1<<20))
-	} else {
-		_, err = io.Copy(out, in)
-	}
+	// In chunks of 1 MiB (the plain reader hides os.File's WriteTo), each
+	// counted and each checking ctx: a large file from a backup volume
+	// stops at once when interrupted.
+	_, err = io.CopyBuffer(&countingWriter{ctx: ctx, w: out, wrote: wrote}, struct{ io.Reader }{in}, make([]byte, 1<<20))
 	if err != nil {
 		out.Close()
 		return err
@@ -742,14 +754,21 @@ func copyFile(src, dst string, wrote func(int)) error {
 	return out.Close()
 }
 
-// countingWriter tells wrote how much each write wrote.
+// countingWriter tells wrote (if any) how much each write wrote, and
+// fails once ctx ends.
 type countingWriter struct {
+	ctx   context.Context
 	w     io.Writer
 	wrote func(int)
 }
 
 func (c *countingWriter) Write(b []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
 	n, err := c.w.Write(b)
-	c.wrote(n)
+	if c.wrote != nil {
+		c.wrote(n)
+	}
 	return n, err
 }

@@ -2,8 +2,12 @@ package node
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -84,7 +88,7 @@ func TestCopyTreeSyncsItsDirectories(t *testing.T) {
 	}
 	dst := filepath.Join(t.TempDir(), "staged")
 	var synced []string
-	if err := copyTree(src, dst, nil, func(dir string) error { synced = append(synced, dir); return syncDir(dir) }); err != nil {
+	if err := copyTree(context.Background(), src, dst, nil, func(dir string) error { synced = append(synced, dir); return syncDir(dir) }); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{filepath.Join(dst, "sub", "deeper"), filepath.Join(dst, "sub"), dst}
@@ -94,6 +98,57 @@ func TestCopyTreeSyncsItsDirectories(t *testing.T) {
 	for i := range want {
 		if synced[i] != want[i] {
 			t.Fatalf("synced %v, want %v (deepest first)", synced, want)
+		}
+	}
+}
+
+// TestRestoreInterrupted: a restore whose context ends during the copy
+// (Ctrl-C) stops there: nothing is replaced, the copy so far is removed,
+// and a data directory the restore created is gone (no empty node can
+// start on it).
+func TestRestoreInterrupted(t *testing.T) {
+	snapDir := filepath.Join(t.TempDir(), "nightly")
+	data := filepath.Join(snapDir, "data")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "000002.log"), bytes.Repeat([]byte("w"), 4<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeSnapshotInfo(snapDir, SnapshotInfo{Node: "n1", Name: "nightly", Created: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	for _, existing := range []bool{false, true} {
+		dataDir := filepath.Join(t.TempDir(), "n1")
+		if existing {
+			if err := os.MkdirAll(filepath.Join(dataDir, "data"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dataDir, "data", "CURRENT"), []byte("mine"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		_, err := RestoreSnapshotFrom(dataDir, snapDir, time.Now(), time.Hour, false, WithContext(ctx), WithCopyProgress(func(p CopyProgress) {
+			if p.Bytes >= 1<<20 {
+				cancel() // after the first MiB
+			}
+		}))
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "interrupted") || !strings.Contains(err.Error(), "nothing was replaced") {
+			t.Fatalf("existing %v: restore = %v, want it interrupted", existing, err)
+		}
+		if !existing {
+			if _, err := os.Stat(dataDir); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("the data directory the restore created is still there: %v", err)
+			}
+			continue
+		}
+		if b, err := os.ReadFile(filepath.Join(dataDir, "data", "CURRENT")); err != nil || string(b) != "mine" {
+			t.Fatalf("the node's data was touched: %q, %v", b, err)
+		}
+		if _, err := os.Stat(filepath.Join(dataDir, ".data.restoring")); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("the copy made so far is still there: %v", err)
 		}
 	}
 }

@@ -203,10 +203,11 @@ one whose data is of another cluster), and says so.`,
 				err error
 			)
 			progress := node.WithCopyProgress(copyProgress(cmd.ErrOrStderr(), 2*time.Second, time.Now))
+			interrupt := node.WithContext(cmd.Context()) // Ctrl-C stops it, replacing nothing
 			if from != "" {
-				res, err = node.RestoreSnapshotFrom(dataDir, from, time.Now(), grace, force, progress)
+				res, err = node.RestoreSnapshotFrom(dataDir, from, time.Now(), grace, force, progress, interrupt)
 			} else {
-				res, err = node.RestoreSnapshot(dataDir, args[0], time.Now(), grace, force, progress)
+				res, err = node.RestoreSnapshot(dataDir, args[0], time.Now(), grace, force, progress, interrupt)
 			}
 			if err != nil {
 				return err
