@@ -102,16 +102,18 @@ func (s *Server) DeleteSnapshot(ctx context.Context, req *adminv1.DeleteSnapshot
 			return c.DeleteSnapshot(ctx, local)
 		})
 	answers, unreach, refused := split(out)
-	for _, id := range slices.Sorted(maps.Keys(refused)) {
-		if status.Code(refused[id]) != codes.NotFound { // a node without it is fine
-			return nil, refused[id]
+	for id, err := range refused {
+		if status.Code(err) == codes.NotFound { // a node without it is fine
+			delete(refused, id)
 		}
 	}
-	resp := &adminv1.DeleteSnapshotResponse{Unreachable: unreach}
+	// Every node's outcome, as create reports it: which deleted it, which
+	// could not be reached, which failed and why.
+	resp := &adminv1.DeleteSnapshotResponse{Unreachable: unreach, Failed: failures(refused)}
 	for _, a := range answers {
 		resp.Deleted = append(resp.Deleted, a.GetDeleted()...)
 	}
-	if len(resp.Deleted) == 0 && len(resp.Unreachable) == 0 {
+	if len(resp.Deleted) == 0 && len(resp.Unreachable) == 0 && len(resp.Failed) == 0 {
 		return nil, status.Errorf(codes.NotFound, "no node has a snapshot %q (meridian snapshot list shows them)", req.GetName())
 	}
 	sort.Strings(resp.Deleted)

@@ -161,13 +161,16 @@ func TestDescribeErrKeepsAdvice(t *testing.T) {
 }
 
 // partialDelete deletes a snapshot on one node and reports another
-// unreachable.
+// unreachable (snapshot "old") or failing (any other name).
 type partialDelete struct {
 	adminv1.UnimplementedAdminServer
 }
 
-func (partialDelete) DeleteSnapshot(context.Context, *adminv1.DeleteSnapshotRequest) (*adminv1.DeleteSnapshotResponse, error) {
-	return &adminv1.DeleteSnapshotResponse{Deleted: []string{"n1"}, Unreachable: []string{"n3"}}, nil
+func (partialDelete) DeleteSnapshot(_ context.Context, req *adminv1.DeleteSnapshotRequest) (*adminv1.DeleteSnapshotResponse, error) {
+	if req.GetName() == "old" {
+		return &adminv1.DeleteSnapshotResponse{Deleted: []string{"n1"}, Unreachable: []string{"n3"}}, nil
+	}
+	return &adminv1.DeleteSnapshotResponse{Deleted: []string{"n1"}, Failed: []string{"n2: delete snapshot s: permission denied"}}, nil
 }
 
 // TestSnapshotDeleteWithANodeDown: a delete that could not reach a node
@@ -191,6 +194,10 @@ func TestSnapshotDeleteWithANodeDown(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "1 node(s) unreachable (n3)") || !strings.Contains(err.Error(), "run delete again") {
 			t.Fatalf("%v: %v (output %q), want a failure naming n3", extra, err, out)
 		}
+	}
+	out, err := run("snapshot", "delete", "s", "--addr", lis.Addr().String())
+	if err == nil || !strings.Contains(err.Error(), "n2: delete snapshot s: permission denied") || !strings.Contains(out, "deleted s on 1 node(s): [n1]") {
+		t.Fatalf("a node failing the delete: %v (output %q), want it named and n1's delete shown", err, out)
 	}
 }
 

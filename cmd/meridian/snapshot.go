@@ -137,10 +137,16 @@ func newSnapshotDeleteCmd(f *adminFlags) *cobra.Command {
 					for _, id := range resp.GetUnreachable() {
 						fmt.Fprintf(cmd.OutOrStdout(), "%s: unreachable, its copy (if any) is still there: delete again once it is up\n", id)
 					}
+					for _, why := range resp.GetFailed() {
+						fmt.Fprintf(cmd.OutOrStdout(), "failed: %s\n", why)
+					}
 				}
+				// A rotation script must not take the snapshot for gone.
 				if n := len(resp.GetUnreachable()); n > 0 {
-					// A rotation script must not take the snapshot for gone.
 					return fmt.Errorf("%d node(s) unreachable (%s): their copies of %s may remain; run delete again once they are up", n, strings.Join(resp.GetUnreachable(), ", "), args[0])
+				}
+				if n := len(resp.GetFailed()); n > 0 {
+					return fmt.Errorf("%d node(s) failed to delete %s (%s): fix what each says and run delete again", n, args[0], strings.Join(resp.GetFailed(), "; "))
 				}
 				return nil
 			})

@@ -538,8 +538,10 @@ func (x *DeleteSnapshotRequest) GetLocalOnly() bool {
 type DeleteSnapshotResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Nodes that deleted it.
-	Deleted       []string `protobuf:"bytes,1,rep,name=deleted,proto3" json:"deleted,omitempty"`
-	Unreachable   []string `protobuf:"bytes,2,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
+	Deleted     []string `protobuf:"bytes,1,rep,name=deleted,proto3" json:"deleted,omitempty"`
+	Unreachable []string `protobuf:"bytes,2,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
+	// "node: reason" for each node that has it and failed to delete it.
+	Failed        []string `protobuf:"bytes,3,rep,name=failed,proto3" json:"failed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -584,6 +586,13 @@ func (x *DeleteSnapshotResponse) GetDeleted() []string {
 func (x *DeleteSnapshotResponse) GetUnreachable() []string {
 	if x != nil {
 		return x.Unreachable
+	}
+	return nil
+}
+
+func (x *DeleteSnapshotResponse) GetFailed() []string {
+	if x != nil {
+		return x.Failed
 	}
 	return nil
 }
@@ -4213,10 +4222,11 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\x15DeleteSnapshotRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"local_only\x18\x02 \x01(\bR\tlocalOnly\"T\n" +
+	"local_only\x18\x02 \x01(\bR\tlocalOnly\"l\n" +
 	"\x16DeleteSnapshotResponse\x12\x18\n" +
 	"\adeleted\x18\x01 \x03(\tR\adeleted\x12 \n" +
-	"\vunreachable\x18\x02 \x03(\tR\vunreachable\"\xde\x02\n" +
+	"\vunreachable\x18\x02 \x03(\tR\vunreachable\x12\x16\n" +
+	"\x06failed\x18\x03 \x03(\tR\x06failed\"\xde\x02\n" +
 	"\x05Fault\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x1d\n" +
