@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -68,8 +69,24 @@ func (s *Server) InjectFault(ctx context.Context, req *adminv1.InjectFaultReques
 	sort.Strings(resp.Unreachable)
 	if len(refused) > 0 {
 		sort.Strings(refused)
-		s.ClearFaults(ctx, &adminv1.ClearFaultsRequest{Id: f.ID})
-		return nil, status.Errorf(codes.FailedPrecondition, "fault %s not injected: refused by %s (removed again where it was applied)", f.ID, strings.Join(refused, "; "))
+		undo := "removed again where it was applied"
+		// Where the removal could not be confirmed, the fault may stay
+		// until its TTL: say where (a node that timed out may have
+		// applied it too).
+		cleared, err := s.ClearFaults(ctx, &adminv1.ClearFaultsRequest{Id: f.ID})
+		var stuck []string
+		if err != nil {
+			stuck = append(stuck, "every node ("+status.Convert(err).Message()+")")
+		} else {
+			stuck = append(append(stuck, cleared.GetUnreachable()...), cleared.GetFailed()...)
+		}
+		stuck = append(stuck, resp.Unreachable...)
+		if len(stuck) > 0 {
+			slices.Sort(stuck)
+			undo = fmt.Sprintf("removed again where that could be confirmed; it may still apply until its TTL (%s) on %s: run 'meridian fault clear %s' once they answer",
+				f.TTL, strings.Join(slices.Compact(stuck), ", "), f.ID)
+		}
+		return nil, status.Errorf(codes.FailedPrecondition, "fault %s not injected: refused by %s (%s)", f.ID, strings.Join(refused, "; "), undo)
 	}
 	return resp, nil
 }

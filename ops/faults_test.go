@@ -92,6 +92,15 @@ func TestFaultFanOut(t *testing.T) {
 		t.Fatal("rules left after clear")
 	}
 
+	// A fault a node refuses (n2 keeps its data in memory: no slow disk)
+	// is removed again; n3, unreachable, may hold it until its TTL, and
+	// the error says so rather than claim it removed everywhere.
+	_, err = admin.InjectFault(ctx, &adminv1.InjectFaultRequest{Fault: &adminv1.Fault{Kind: "slow-disk", FromNodes: []string{"n2"}, DelayMs: 5, TtlSeconds: 60}})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "refused by n2") ||
+		!strings.Contains(err.Error(), "may still apply until its TTL (1m0s) on n3") {
+		t.Fatalf("a refused fault with n3 down: %v; want FAILED_PRECONDITION naming n3 as maybe still faulted", err)
+	}
+
 	// Values that are no durations are refused before any node sees them.
 	_, err = admin.InjectFault(ctx, &adminv1.InjectFaultRequest{Fault: &adminv1.Fault{Kind: "delay", DelayMs: math.NaN(), TtlSeconds: 60}})
 	if status.Code(err) != codes.InvalidArgument {
