@@ -160,6 +160,12 @@ type Config struct {
 	// reading replies cannot grow their queue. Admission control still
 	// sheds what the node cannot take.
 	ClientCallsRunning int `yaml:"client-calls-running"`
+	// ClientCallReplyBytes bounds the bytes of the replies one client's
+	// call stream holds here not sent yet (default 64 MiB): past it the
+	// stream stops reading calls until the client reads its replies, so
+	// a client that does not read cannot make the node hold
+	// client-calls-running large values.
+	ClientCallReplyBytes Bytes `yaml:"client-call-reply-bytes"`
 	// ConnectionTimeout bounds a new connection's handshake (default 10s).
 	ConnectionTimeout time.Duration `yaml:"connection-timeout"`
 	// MaxConnectionIdle closes connections idle that long (default 5m);
@@ -268,6 +274,9 @@ func (c *Config) setDefaults() {
 	if c.ClientCallsRunning == 0 {
 		c.ClientCallsRunning = transport.DefaultCallsRunning
 	}
+	if c.ClientCallReplyBytes == 0 {
+		c.ClientCallReplyBytes = DefaultClientCallReplyBytes
+	}
 	if c.WALSyncInterval == 0 {
 		c.WALSyncInterval = DefaultWALSyncInterval
 	}
@@ -332,6 +341,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxInFlight < 0 || c.MaxInFlight > 1<<20 {
 		return fmt.Errorf("max-in-flight %d: want 1 to %d (0: the default)", c.MaxInFlight, 1<<20)
+	}
+	if c.ClientCallReplyBytes < 0 {
+		return fmt.Errorf("client-call-reply-bytes %d is negative (0: the default, 64 MiB)", c.ClientCallReplyBytes)
 	}
 	if c.MaxBackgroundBytes < 0 {
 		return fmt.Errorf("max-background-bytes %d is negative (0: the default, 256 MiB)", c.MaxBackgroundBytes)
@@ -549,3 +561,6 @@ func FormatInitialCluster(ms []membership.NodeInfo) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// DefaultClientCallReplyBytes is Config.ClientCallReplyBytes's default.
+const DefaultClientCallReplyBytes = 64 << 20

@@ -41,6 +41,7 @@ func (s *kvServer) Calls(stream kvv1.KV_CallsServer) error {
 			return s.serveCall(ctx, c, allow)
 		},
 		Refuse: callRefused,
+		Size:   func(r *kvv1.Reply) int { return proto.Size(r) },
 		CallBounds: transport.CallBounds{
 			Enter:      s.n.gate.enter,
 			Leave:      s.n.gate.leave,
@@ -48,6 +49,10 @@ func (s *kvServer) Calls(stream kvv1.KV_CallsServer) error {
 			Closing:    s.n.gate.closing,
 			MaxRunning: s.n.cfg.ClientCallsRunning,
 			Running:    &s.n.clientCallsRunning,
+			// And by bytes: a client that stops reading stops the node
+			// reading its calls before their replies pile up.
+			MaxReplyBytes: int64(s.n.cfg.ClientCallReplyBytes),
+			ReplyBytes:    &s.n.clientReplyBytes,
 			// As a unary call without a deadline (the coordinator caps
 			// every request at its maximum, which MaxCallTime's default
 			// matches).

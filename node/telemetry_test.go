@@ -245,6 +245,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		"meridian_peer_calls_waiting 0", // idle: nothing waits, nothing runs
 		"meridian_peer_calls_running 0",
 		"meridian_client_calls_running 0",
+		"meridian_client_call_reply_bytes 0",
 		"meridian_gossip_refused_total 0",
 		"meridian_background_work ", // bounded work and bytes, exported
 		"meridian_background_bytes ",

@@ -269,10 +269,20 @@ func (m *Metrics) RegisterPipes(waiting, running func() float64) error {
 }
 
 // RegisterClientCalls exports the calls of clients' call streams
-// (kv.v1.KV/Calls) running on this node (bounded per stream).
-func (m *Metrics) RegisterClientCalls(running func() float64) error {
-	return m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_client_calls_running",
-		Help: "Calls of clients' call streams (kv.v1.KV/Calls) running on this node (at most client-calls-running, 1,024 by default, per stream; past it the stream stops reading)."}, running))
+// (kv.v1.KV/Calls) running on this node, and the bytes of their replies
+// not sent yet (both bounded per stream).
+func (m *Metrics) RegisterClientCalls(running, replyBytes func() float64) error {
+	for _, g := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_client_calls_running",
+			Help: "Calls of clients' call streams (kv.v1.KV/Calls) running on this node (at most client-calls-running, 1,024 by default, per stream; past it the stream stops reading)."}, running),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_client_call_reply_bytes",
+			Help: "Bytes of replies on clients' call streams not sent yet (at most client-call-reply-bytes, 64 MiB by default, per stream, plus the calls running; past it the stream stops reading until its client reads)."}, replyBytes),
+	} {
+		if err := m.reg.Register(g); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // RegisterBackground exports the coordinator's background work (replica

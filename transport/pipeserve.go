@@ -51,6 +51,14 @@ type CallBounds struct {
 	// Running, when set, counts the calls running (over every stream that
 	// shares it: a metric).
 	Running *atomic.Int64
+	// MaxReplyBytes, with CallLoop.Size, bounds the bytes of a stream's
+	// replies not sent yet: past it the stream stops reading calls until
+	// its sender reads replies, so a sender that does not read cannot
+	// make the node hold MaxRunning large replies (0: no bound).
+	// ReplyBytes, when set, counts those bytes over every stream that
+	// shares it (a metric).
+	MaxReplyBytes int64
+	ReplyBytes    *atomic.Int64
 }
 
 // DefaultCallsRunning is CallBounds.MaxRunning's default.
@@ -97,6 +105,8 @@ type CallLoop[C TimedCall, R any] struct {
 	Serve func(ctx context.Context, c C, deadline time.Time) R
 	// Refuse is the reply, ID set, to a call refused with err.
 	Refuse func(c C, err error) R
+	// Size, when set, is a reply's size in bytes, for MaxReplyBytes.
+	Size func(R) int
 	CallBounds
 }
 
@@ -111,7 +121,9 @@ func (s CallLoop[C, R]) Run(ctx context.Context, recv func() ([]C, error), send 
 	if s.MaxCallTime <= 0 {
 		s.MaxCallTime = 30 * time.Second
 	}
-	o := &outbox[R]{wake: make(chan struct{}, 1), slots: make(chan struct{}, s.MaxRunning)}
+	o := &outbox[R]{wake: make(chan struct{}, 1), slots: make(chan struct{}, s.MaxRunning), room: make(chan struct{}, 1),
+		size: s.Size, maxBytes: s.MaxReplyBytes, total: s.ReplyBytes}
+	defer o.close() // replies never sent no longer count
 	w := &callWorkers[C]{calls: make(chan arrival[C]), idle: make(chan struct{}, maxIdleWorkers), stop: make(chan struct{})}
 	defer close(w.stop) // idle workers return; busy ones after their call
 	recvDone := make(chan error, 1)
@@ -131,7 +143,7 @@ func (s CallLoop[C, R]) Run(ctx context.Context, recv func() ([]C, error), send 
 		// Let calls about to finish put their replies first: one message
 		// then carries them all (see pipe.run).
 		runtime.Gosched()
-		replies, running := o.take()
+		replies, running, held := o.take()
 		if len(replies) > 0 {
 			err := send(replies)
 			n := len(replies)
@@ -140,6 +152,7 @@ func (s CallLoop[C, R]) Run(ctx context.Context, recv func() ([]C, error), send 
 			if err != nil {
 				return err
 			}
+			o.sent(held)
 			// Sent: their calls' slots are free for the next calls.
 			for range n {
 				<-o.slots
@@ -180,6 +193,16 @@ func (s CallLoop[C, R]) receive(ctx context.Context, recv func() ([]C, error), o
 			}
 		}
 		for _, c := range calls {
+			// Replies the sender has not read hold too many bytes: read
+			// no more calls until it does (flow control then pushes
+			// back on it, as for MaxRunning).
+			for o.full() {
+				select {
+				case <-o.room:
+				case <-ctx.Done():
+					return nil
+				}
+			}
 			select {
 			case o.slots <- struct{}{}:
 			case <-ctx.Done():
@@ -188,16 +211,16 @@ func (s CallLoop[C, R]) receive(ctx context.Context, recv func() ([]C, error), o
 			// Counted as running before it is admitted: once Closing
 			// fires, Run ends only when no admitted call is without its
 			// reply.
-			o.started()
+			reserved := o.started()
 			if s.Enter != nil && !s.Enter() {
 				refused := s.Refused
 				if refused == nil {
 					refused = status.Error(codes.Unavailable, "call refused")
 				}
-				o.done(s.Refuse(c, refused))
+				o.done(s.Refuse(c, refused), reserved)
 				continue
 			}
-			a := arrival[C]{c: c, at: at}
+			a := arrival[C]{c: c, at: at, reserved: reserved}
 			select {
 			case w.calls <- a: // an idle worker took it
 			default:
@@ -216,10 +239,12 @@ type callWorkers[C any] struct {
 	stop  chan struct{}
 }
 
-// arrival is a call and when its batch arrived.
+// arrival is a call, when its batch arrived, and the reply bytes it
+// reserved (see outbox).
 type arrival[C any] struct {
-	c  C
-	at time.Time
+	c        C
+	at       time.Time
+	reserved int64
 }
 
 // maxIdleWorkers bounds the workers a stream keeps waiting.
@@ -229,7 +254,7 @@ const maxIdleWorkers = 64
 // enough workers wait already.
 func (s CallLoop[C, R]) work(ctx context.Context, a arrival[C], o *outbox[R], w *callWorkers[C]) {
 	for {
-		s.run(ctx, a.c, a.at, o)
+		s.run(ctx, a, o)
 		select {
 		case w.idle <- struct{}{}:
 		default:
@@ -245,8 +270,9 @@ func (s CallLoop[C, R]) work(ctx context.Context, a arrival[C], o *outbox[R], w 
 	}
 }
 
-// run serves c, which arrived at at.
-func (s CallLoop[C, R]) run(ctx context.Context, c C, at time.Time, o *outbox[R]) {
+// run serves a call.
+func (s CallLoop[C, R]) run(ctx context.Context, a arrival[C], o *outbox[R]) {
+	c, at := a.c, a.at
 	if s.Running != nil {
 		s.Running.Add(1)
 		defer s.Running.Add(-1)
@@ -265,7 +291,7 @@ func (s CallLoop[C, R]) run(ctx context.Context, c C, at time.Time, o *outbox[R]
 	if t > 0 && t < timeout {
 		timeout = t
 	}
-	o.done(s.Serve(ctx, c, at.Add(timeout)))
+	o.done(s.Serve(ctx, c, at.Add(timeout)), a.reserved)
 }
 
 // outbox queues a stream's replies for its sender.
@@ -279,21 +305,114 @@ type outbox[R any] struct {
 	spare []R
 	// running counts calls started whose reply is not queued yet.
 	running int
+
+	// Reply bytes (when size is set): bytes is what the replies queued or
+	// being sent hold, plus a reservation for each call running (est,
+	// the size replies have had lately: a reply is counted only once
+	// made, and a batch of calls taken at once must not all make large
+	// ones); queued is the bytes of the replies not taken yet. Past
+	// maxBytes the receiver waits on room. total counts the replies'
+	// bytes (not reservations) over every stream.
+	size          func(R) int
+	maxBytes      int64
+	total         *atomic.Int64
+	bytes, queued int64
+	est           int64
+	room          chan struct{}
+	closed        bool
 }
 
-func (o *outbox[R]) started() {
+// started counts a call taken, and returns the reply bytes it reserved.
+func (o *outbox[R]) started() (reserved int64) {
 	o.mu.Lock()
 	o.running++
+	if o.size != nil && o.maxBytes > 0 && !o.closed {
+		if o.est == 0 {
+			// Until replies are seen, a sixteenth of the bound each: a
+			// first batch of calls cannot make more than sixteen
+			// replies of any size at once.
+			o.est = o.maxBytes / 16
+		}
+		reserved = o.est
+		o.bytes += reserved
+	}
 	o.mu.Unlock()
+	return reserved
 }
 
-// done queues the reply of a started call.
-func (o *outbox[R]) done(r R) {
+// done queues the reply of a started call, which reserved bytes.
+func (o *outbox[R]) done(r R, reserved int64) {
+	var n int64
+	if o.size != nil {
+		n = int64(o.size(r))
+	}
 	o.mu.Lock()
 	o.queue = append(o.queue, r)
 	o.running-- // with the reply queued: take never sees neither
+	if o.size != nil && !o.closed {
+		o.bytes += n - reserved
+		o.queued += n
+		if o.total != nil {
+			o.total.Add(n)
+		}
+		if o.maxBytes > 0 {
+			// The estimate follows the replies: at once up to a larger
+			// one, slowly (a sixteenth a reply) down to smaller ones.
+			o.est = max(n, o.est-o.est/16, minReplyEstimate)
+		}
+	}
 	o.mu.Unlock()
+	if reserved > n {
+		o.signalRoom()
+	}
 	o.notify()
+}
+
+// minReplyEstimate is the least a running call reserves.
+const minReplyEstimate = 512
+
+func (o *outbox[R]) signalRoom() {
+	select {
+	case o.room <- struct{}{}:
+	default:
+	}
+}
+
+// full reports whether the replies not sent yet hold maxBytes or more.
+func (o *outbox[R]) full() bool {
+	if o.maxBytes <= 0 {
+		return false
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.bytes >= o.maxBytes
+}
+
+// sent releases the bytes of replies sent (take's held).
+func (o *outbox[R]) sent(held int64) {
+	if held == 0 {
+		return
+	}
+	o.mu.Lock()
+	if !o.closed {
+		o.bytes -= held
+		if o.total != nil {
+			o.total.Add(-held)
+		}
+	}
+	o.mu.Unlock()
+	o.signalRoom()
+}
+
+// close ends the accounting when the stream ends: replies never sent,
+// and those of calls still running, no longer count.
+func (o *outbox[R]) close() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.total != nil {
+		o.total.Add(-o.bytes)
+	}
+	o.bytes, o.queued, o.closed = 0, 0, true
 }
 
 func (o *outbox[R]) notify() {
@@ -303,14 +422,17 @@ func (o *outbox[R]) notify() {
 	}
 }
 
-// take returns the queued replies and the calls still running.
-func (o *outbox[R]) take() ([]R, int) {
+// take returns the queued replies, the calls still running, and the
+// bytes the replies hold (for sent).
+func (o *outbox[R]) take() ([]R, int, int64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	q := o.queue
 	o.queue = o.spare[:0]
 	o.spare = nil
-	return q, o.running
+	held := o.queued
+	o.queued = 0
+	return q, o.running, held
 }
 
 func (o *outbox[R]) reuse(q []R) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -99,7 +100,7 @@ func TestCallDeadline(t *testing.T) {
 			CallBounds: CallBounds{MaxCallTime: maxCall, DefaultCallTime: def},
 		}
 		o := &outbox[int]{wake: make(chan struct{}, 1), slots: make(chan struct{}, 1)}
-		loop.run(context.Background(), testCall{id: 1, micros: tc.micros}, time.Now(), o)
+		loop.run(context.Background(), arrival[testCall]{c: testCall{id: 1, micros: tc.micros}, at: time.Now()}, o)
 		if got > tc.want || got < tc.want-time.Second {
 			t.Errorf("%s: deadline in %v, want %v", tc.name, got, tc.want)
 		}
@@ -178,5 +179,80 @@ func TestClosingAnswersAdmittedCalls(t *testing.T) {
 		}
 		cancel()
 		synctest.Wait() // the receiver ends with the stream
+	})
+}
+
+// TestCallLoopBoundsReplyBytes: a sender that sends a burst of calls and
+// reads no replies (a client that never reads) stops the loop serving
+// calls once their replies would hold MaxReplyBytes, though MaxRunning
+// would take them all: each call running reserves the size replies have
+// had (a sixteenth of the bound before any), so even the first batch
+// cannot make more than sixteen large replies. The bytes are counted
+// while held, and released when sent or when the stream ends.
+func TestCallLoopBoundsReplyBytes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const maxRunning, burst, replySize, maxBytes = 1000, 200, 1 << 20, 4 << 20
+		var (
+			mu     sync.Mutex
+			served int
+			sent   int
+			batch  bool
+		)
+		release := make(chan struct{})
+		recv := func() ([]testCall, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if batch {
+				return nil, io.EOF
+			}
+			batch = true
+			calls := make([]testCall, burst)
+			for i := range calls {
+				calls[i] = testCall{id: i + 1}
+			}
+			return calls, nil
+		}
+		send := func(rs []int) error {
+			<-release
+			mu.Lock()
+			defer mu.Unlock()
+			sent += len(rs)
+			return nil
+		}
+		var held atomic.Int64
+		loop := CallLoop[testCall, int]{
+			Serve: func(_ context.Context, c testCall, _ time.Time) int {
+				mu.Lock()
+				served++
+				mu.Unlock()
+				return c.id
+			},
+			Refuse:     func(c testCall, _ error) int { return c.id },
+			Size:       func(int) int { return replySize },
+			CallBounds: CallBounds{MaxRunning: maxRunning, MaxReplyBytes: maxBytes, ReplyBytes: &held},
+		}
+		done := make(chan error, 1)
+		go func() { done <- loop.Run(context.Background(), recv, send) }()
+
+		synctest.Wait() // the sender reads nothing
+		mu.Lock()
+		made := served
+		mu.Unlock()
+		if made > 16 {
+			t.Fatalf("with no reply read, a burst of %d calls made %d replies of 1 MiB; want at most 16 (the bound is 4 MiB)", burst, made)
+		}
+		if got := held.Load(); got != int64(made)*replySize {
+			t.Fatalf("%d reply bytes counted for %d replies made", got, made)
+		}
+		close(release)
+		if err := <-done; err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if sent != burst {
+			t.Fatalf("%d of %d calls answered", sent, burst)
+		}
+		if got := held.Load(); got != 0 {
+			t.Fatalf("%d reply bytes still counted after the stream ended", got)
+		}
 	})
 }

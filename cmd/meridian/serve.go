@@ -102,6 +102,7 @@ nothing until a committed plan adds it:
 	f.DurationVar(&cfg.WALSyncInterval, "wal-sync-interval", 0, "least time between two fsyncs of the write-ahead log: under load more durable writes share each fsync (default 2ms; negative: none)")
 	f.IntVar(&cfg.MaxConnections, "max-connections", 0, "open connections per listener; more are closed at once (default 4096)")
 	f.IntVar(&cfg.PeerCallsWaiting, "peer-calls-waiting", 0, "replica calls waiting for a reply on one peer's call stream; past it they go as separate RPCs (default 4096)")
+	f.Var(bytesFlag{&cfg.ClientCallReplyBytes}, "client-call-reply-bytes", "bytes of replies one client's call stream holds on this node not sent yet, e.g. 64MiB; past it the stream stops reading calls until the client reads (default 64 MiB)")
 	f.IntVar(&cfg.ClientCallsRunning, "client-calls-running", 0, "calls one client's call stream holds on this node at once (running or with a reply not yet sent); past it the stream stops reading and flow control pushes back (default 1024)")
 	f.IntVar(&cfg.PeerCallsRunning, "peer-calls-running", 0, "calls one peer's stream holds on this node at once (running or with a reply not yet sent); past it the stream stops reading and flow control pushes back (default 1024)")
 	f.DurationVar(&cfg.ConnectionTimeout, "connection-timeout", 0, "time a new connection has to finish its handshake before it is closed (default 10s)")
