@@ -24,6 +24,7 @@ import (
 
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/coordinator"
 	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/node"
 	"github.com/meridiankv/meridian/repair"
@@ -337,9 +338,9 @@ func TestBadInput(t *testing.T) {
 			return err
 		}, codes.InvalidArgument, "not issued for this keyspace and key, or was altered"},
 		{"oversized context", func() error {
-			_, err := c.Put(ctx, &kvv1.PutRequest{Key: []byte("k"), Value: []byte("v"), Context: make([]byte, 70<<10)})
+			_, err := c.Put(ctx, &kvv1.PutRequest{Key: []byte("k"), Value: []byte("v"), Context: make([]byte, coordinator.MaxContextBytes+1)})
 			return err
-		}, codes.InvalidArgument, "over the 65536-byte limit"},
+		}, codes.InvalidArgument, fmt.Sprintf("over the %d-byte limit", coordinator.MaxContextBytes)},
 		{"oversized request id", func() error {
 			_, err := c.Put(ctx, &kvv1.PutRequest{Key: []byte("k"), Value: []byte("v"), RequestId: make([]byte, 65)})
 			return err
