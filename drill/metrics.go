@@ -489,7 +489,9 @@ func Analyze(in Input) *Report {
 	for _, rd := range in.Rounds {
 		clean := rd.Clean(ids)
 		r.Rounds = append(r.Rounds, RoundReport{Round: rd.Round, StartS: secs(rd.Start), EndS: secs(rd.End), Clean: clean, Nodes: rd.Nodes})
-		if clean && healed && r.Summary.ConvergeS == nil {
+		// Convergence is proven by a clean round on a quiet cluster: one
+		// that began before the workload stopped missed its last writes.
+		if clean && healed && rd.Start >= in.LoadEnd && r.Summary.ConvergeS == nil {
 			r.Summary.ConvergeS = ptr(secs(max(0, rd.End-healedAt)))
 		}
 	}
