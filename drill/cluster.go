@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -135,6 +137,9 @@ func ensureKeyspace(ctx context.Context, env Env, keyspace string, rf int, perDC
 		if err == nil {
 			return rep, nil
 		}
+		if errors.As(err, new(errNotFit)) {
+			return nil, err
+		}
 		last = fmt.Errorf("%s: %w", n.ID, err)
 		if ctx.Err() != nil {
 			break
@@ -150,6 +155,9 @@ func keyspaceOn(ctx context.Context, admin adminv1.AdminClient, keyspace string,
 	}
 	for _, ks := range list.GetKeyspaces() {
 		if ks.GetName() == keyspace {
+			if err := fitForDrill(ks, perDC); err != nil {
+				return nil, err
+			}
 			return replication(ks), nil
 		}
 	}
@@ -166,6 +174,34 @@ func keyspaceOn(ctx context.Context, admin adminv1.AdminClient, keyspace string,
 	}
 	return replication(resp.GetKeyspace()), nil
 }
+
+// fitForDrill refuses an existing keyspace the drill's checks would fail
+// on for what it is, not for what the cluster did: last-writer-wins
+// resolves the set workload's concurrent read-modify-writes by dropping
+// all but one (acknowledged elements "lost" by design), and a DC with
+// no replicas fails its clients' LOCAL_QUORUM for the whole drill.
+func fitForDrill(ks *adminv1.Keyspace, perDC map[string]int) error {
+	if c := ks.GetConflict(); c != "" && c != "siblings" {
+		return errNotFit{fmt.Sprintf("keyspace %s resolves conflicts by %s: the drill's set workload needs siblings kept (concurrent adds from every DC must all survive); give --keyspace a new name and the drill creates one", ks.GetName(), c)}
+	}
+	var missing []string
+	for dc := range perDC {
+		if ks.GetReplication()[dc] == 0 {
+			missing = append(missing, dc)
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		return errNotFit{fmt.Sprintf("keyspace %s has no replicas in %s, whose clients the drill runs at LOCAL_QUORUM: give --keyspace a new name and the drill creates one replicated in every DC", ks.GetName(), strings.Join(missing, ", "))}
+	}
+	return nil
+}
+
+// errNotFit is a keyspace the drill cannot use (asking another node
+// would not change that).
+type errNotFit struct{ msg string }
+
+func (e errNotFit) Error() string { return e.msg }
 
 func replication(ks *adminv1.Keyspace) map[string]int {
 	out := map[string]int{}
