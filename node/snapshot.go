@@ -18,11 +18,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/meridiankv/meridian/engine/pebble"
 	"github.com/meridiankv/meridian/repair"
+	"github.com/meridiankv/meridian/replica"
 )
 
 // Snapshots: a node copies its data engine as it is now into
@@ -75,6 +76,10 @@ type SnapshotDataFile struct {
 const (
 	snapshotsDirName = "snapshots"
 	snapshotInfoFile = "SNAPSHOT.json"
+	// A snapshot is built under .NAME.creating and deleted from
+	// .NAME.deleting: hidden, and swept after a crash.
+	snapshotCreating = ".creating"
+	snapshotDeleting = ".deleting"
 )
 
 var snapshotNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -115,7 +120,7 @@ func (n *Node) Snapshot(name string) (SnapshotInfo, error) {
 	}
 	// Built under a hidden name and renamed when complete: a snapshot
 	// that is listed is whole.
-	tmp := filepath.Join(root, "."+name+".partial")
+	tmp := filepath.Join(root, "."+name+snapshotCreating)
 	if err := os.RemoveAll(tmp); err != nil {
 		return SnapshotInfo{}, fmt.Errorf("snapshot %s: clear a partial one: %w", name, err)
 	}
@@ -170,7 +175,7 @@ func (n *Node) DeleteSnapshot(name string) error {
 	}
 	// Out of sight first: a delete cut short leaves a hidden leftover
 	// (swept later), never a listed snapshot missing some of its files.
-	gone := filepath.Join(root, "."+name+".deleting")
+	gone := filepath.Join(root, "."+name+snapshotDeleting)
 	if err := os.RemoveAll(gone); err != nil {
 		return status.Errorf(codes.Internal, "delete snapshot %s: %v", name, err)
 	}
@@ -188,10 +193,11 @@ func (n *Node) DeleteSnapshot(name string) error {
 }
 
 // sweepSnapshotLeftovers removes what snapshots cut short left behind
-// (a create or a delete interrupted by a crash: hidden .NAME.partial and
+// (a create or a delete interrupted by a crash: hidden .NAME.creating and
 // .NAME.deleting directories), whose hard-linked tables would otherwise
 // hold disk space for good. The caller holds n.snapshots (or the node is
-// starting).
+// starting). Other hidden directories are left alone (a 'snapshot
+// download --to' there writes .NODE.partial).
 func (n *Node) sweepSnapshotLeftovers() {
 	root := snapshotsDir(n.cfg.DataDir)
 	entries, err := os.ReadDir(root)
@@ -200,7 +206,7 @@ func (n *Node) sweepSnapshotLeftovers() {
 	}
 	for _, e := range entries {
 		name := e.Name()
-		if !e.IsDir() || !strings.HasPrefix(name, ".") || !(strings.HasSuffix(name, ".partial") || strings.HasSuffix(name, ".deleting")) {
+		if !e.IsDir() || !strings.HasPrefix(name, ".") || !(strings.HasSuffix(name, snapshotCreating) || strings.HasSuffix(name, snapshotDeleting)) {
 			continue
 		}
 		if err := os.RemoveAll(filepath.Join(root, name)); err != nil {
@@ -429,6 +435,10 @@ type RestoreResult struct {
 	NewCluster bool `json:"new_cluster,omitempty"`
 }
 
+// ErrHintsHeld refuses replacing data that holds hints for other nodes
+// without force.
+var ErrHintsHeld = errors.New("the node holds undelivered hints")
+
 // ErrSnapshotTooOld refuses restoring a snapshot older than the tombstone
 // grace without force.
 var ErrSnapshotTooOld = errors.New("snapshot older than the tombstone grace")
@@ -528,6 +538,9 @@ func RestoreSnapshotFrom(dataDir, snapDir string, now time.Time, grace time.Dura
 		return RestoreResult{}, fmt.Errorf("%s has no data/ directory: copy the whole snapshot directory", snapDir)
 	}
 	name := snap.Name
+	if grace < 0 {
+		grace = time.Duration(math.MaxInt64) // tombstones never collected
+	}
 	if grace == 0 {
 		// Not given: the node's own, as the snapshot recorded it.
 		switch {
@@ -568,19 +581,19 @@ func RestoreSnapshotFrom(dataDir, snapDir string, now time.Time, grace time.Dura
 		if err := os.MkdirAll(dataDir, 0o755); err != nil {
 			return RestoreResult{}, err
 		}
-		res, err := restoreInto(dataDir, snap, now, hasLog, mark != nil, o)
+		res, err := restoreInto(dataDir, snap, now, hasLog, mark != nil, force, o)
 		if err != nil {
 			os.RemoveAll(dataDir)
 		}
 		return res, err
 	}
-	return restoreInto(dataDir, snap, now, hasLog, mark != nil, o)
+	return restoreInto(dataDir, snap, now, hasLog, mark != nil, force, o)
 }
 
 // restoreInto puts snapshot snap in place of dataDir's data, then records
 // its node ID (if the directory has none) and, on a node with no metadata
 // log or one restored before (marked), the restore mark.
-func restoreInto(dataDir string, snap SnapshotInfo, now time.Time, hasLog, marked bool, o restoreOptions) (RestoreResult, error) {
+func restoreInto(dataDir string, snap SnapshotInfo, now time.Time, hasLog, marked, force bool, o restoreOptions) (RestoreResult, error) {
 	data := filepath.Join(dataDir, "data")
 	_, err := os.Stat(data)
 	hadData := err == nil
@@ -588,11 +601,24 @@ func restoreInto(dataDir string, snap SnapshotInfo, now time.Time, hasLog, marke
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		return RestoreResult{}, err
 	}
-	lock, err := vfs.Default.Lock(filepath.Join(data, "LOCK"))
+	lock, err := pebble.LockDir(data)
 	if err != nil {
 		return RestoreResult{}, fmt.Errorf("%s is in use (%v): stop the node first", dataDir, err)
 	}
 	defer lock.Close()
+	if hadData && !force {
+		// Hints this node holds for others are writes they missed, for
+		// some the only copy (a write acknowledged through a fallback):
+		// the snapshot's data would drop them, silently.
+		held, err := pebble.CountKeys(data, lock, []byte{replica.HintPrefix}, []byte{replica.HintPrefix + 1})
+		if err != nil {
+			return RestoreResult{}, fmt.Errorf("count the hints %s holds: %w (pass --force to restore without checking)", dataDir, err)
+		}
+		if held > 0 {
+			return RestoreResult{}, fmt.Errorf("%w: the node's current data holds %d hint(s) for other nodes — writes they missed, for some the only copy — which the snapshot's data would drop. Start the node and let them be delivered ('meridian hints' shows none left), stop it and restore then; or pass --force if losing them is intended (every node restored from snapshots taken together)",
+				ErrHintsHeld, held)
+		}
+	}
 	replaced := filepath.Join(dataDir, "data.replaced-"+SnapshotName(now))
 	staged := filepath.Join(dataDir, ".data.restoring")
 	if err := os.RemoveAll(staged); err != nil {

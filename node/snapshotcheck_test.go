@@ -9,7 +9,9 @@ import (
 	"time"
 
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/engine/pebble"
 	"github.com/meridiankv/meridian/node"
+	"github.com/meridiankv/meridian/replica"
 )
 
 // TestRestoreChecksTheSnapshot: a snapshot records its data files (sizes,
@@ -93,12 +95,30 @@ func TestRestoreChecksTheSnapshot(t *testing.T) {
 	if _, err := node.RestoreSnapshot(dir, "s1", info.Created.Add(2*time.Hour), 0, false); !errors.Is(err, node.ErrSnapshotTooOld) || !strings.Contains(err.Error(), "tombstone-grace is 1h0m0s") {
 		t.Fatalf("a 2h-old snapshot of a node with a 1h grace: %v, want refused as too old", err)
 	}
-	if _, err := node.RestoreSnapshot(dir, "s1", now, 0, false); err != nil {
-		t.Fatalf("restore of the repaired snapshot: %v", err)
+	// The node's current data holds a hint for another node (a write
+	// that node missed, maybe its only copy): the restore would drop it,
+	// so it is refused without --force, replacing nothing.
+	eng, err := pebble.Open(pebble.Options{Dir: filepath.Join(dir, "data")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := eng.NewBatch()
+	b.Set([]byte{replica.HintPrefix, 2, 'n', '2', 'k'}, []byte("a hinted write"))
+	if err := b.Commit(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := node.RestoreSnapshot(dir, "s1", now, 0, false); !errors.Is(err, node.ErrHintsHeld) || !strings.Contains(err.Error(), "holds 1 hint(s)") || replaced() {
+		t.Fatalf("restore over data holding a hint: %v (data moved aside: %v), want it refused", err, replaced())
+	}
+	if _, err := node.RestoreSnapshot(dir, "s1", now, 0, true); err != nil {
+		t.Fatalf("restore of the repaired snapshot, --force: %v", err)
 	}
 
 	// What an interrupted create or delete left is gone after a start.
-	for _, left := range []string{".auto-20250101T000000Z.partial", ".old.deleting"} {
+	for _, left := range []string{".auto-20250101T000000Z.creating", ".old.deleting", ".n2.partial"} {
 		if err := os.MkdirAll(filepath.Join(dir, "snapshots", left, "data"), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -108,11 +128,16 @@ func TestRestoreChecksTheSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	for _, left := range []string{".auto-20250101T000000Z.partial", ".old.deleting"} {
+	for _, left := range []string{".auto-20250101T000000Z.creating", ".old.deleting"} {
 		if _, err := os.Stat(filepath.Join(dir, "snapshots", left)); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s is still there after a start: %v", left, err)
 		}
 	}
+	// Not one of the node's own: a download in progress there.
+	if _, err := os.Stat(filepath.Join(dir, "snapshots", ".n2.partial")); err != nil {
+		t.Errorf("a download's .n2.partial was swept: %v", err)
+	}
+	os.RemoveAll(filepath.Join(dir, "snapshots", ".n2.partial"))
 	if err := n.DeleteSnapshot("s1"); err != nil {
 		t.Fatal(err)
 	}

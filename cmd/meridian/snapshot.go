@@ -173,6 +173,10 @@ hard-linked where the snapshot is on the data directory's filesystem and
 copied otherwise (from a backup volume: it can take a while); progress
 goes to standard error.
 
+Data that holds hints for other nodes (writes they missed, for some the
+only copy) is refused without --force: start the node and let them be
+delivered ('meridian hints'), then stop it and restore.
+
 A snapshot older than the node's tombstone-grace (recorded in the snapshot;
 24h for snapshots taken before it was; --tombstone-grace overrides it) is
 refused without --force: the other replicas may have collected the
@@ -244,7 +248,7 @@ one whose data is of another cluster), and says so.`,
 	fl.StringVar(&dataDir, "data-dir", "", "the stopped node's data directory (created if it does not exist)")
 	fl.StringVar(&from, "from", "", "a snapshot directory copied from the node's old machine (holds SNAPSHOT.json and data/)")
 	fl.DurationVar(&grace, "tombstone-grace", 0, "the node's tombstone-grace: older snapshots need --force (default: the one the snapshot recorded, else 24h; negative: tombstones are never collected)")
-	fl.BoolVar(&force, "force", false, "restore a snapshot older than --tombstone-grace (every node from the same snapshot)")
+	fl.BoolVar(&force, "force", false, "restore a snapshot older than --tombstone-grace, or over data holding hints for other nodes (every node from the same snapshot)")
 	fl.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
 }
