@@ -310,16 +310,17 @@ type outbox[R any] struct {
 	// being sent hold, plus a reservation for each call running (est,
 	// the size replies have had lately: a reply is counted only once
 	// made, and a batch of calls taken at once must not all make large
-	// ones); queued is the bytes of the replies not taken yet. Past
-	// maxBytes the receiver waits on room. total counts the replies'
-	// bytes (not reservations) over every stream.
-	size          func(R) int
-	maxBytes      int64
-	total         *atomic.Int64
-	bytes, queued int64
-	est           int64
-	room          chan struct{}
-	closed        bool
+	// ones); queued is the bytes of the replies not taken yet, unsent
+	// those not sent yet. Past maxBytes the receiver waits on room. total
+	// counts the replies' bytes (unsent, not reservations) over every
+	// stream.
+	size                  func(R) int
+	maxBytes              int64
+	total                 *atomic.Int64
+	bytes, queued, unsent int64
+	est                   int64
+	room                  chan struct{}
+	closed                bool
 }
 
 // started counts a call taken, and returns the reply bytes it reserved.
@@ -352,6 +353,7 @@ func (o *outbox[R]) done(r R, reserved int64) {
 	if o.size != nil && !o.closed {
 		o.bytes += n - reserved
 		o.queued += n
+		o.unsent += n
 		if o.total != nil {
 			o.total.Add(n)
 		}
@@ -396,6 +398,7 @@ func (o *outbox[R]) sent(held int64) {
 	o.mu.Lock()
 	if !o.closed {
 		o.bytes -= held
+		o.unsent -= held
 		if o.total != nil {
 			o.total.Add(-held)
 		}
@@ -410,9 +413,9 @@ func (o *outbox[R]) close() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.total != nil {
-		o.total.Add(-o.bytes)
+		o.total.Add(-o.unsent) // the replies' bytes, not reservations
 	}
-	o.bytes, o.queued, o.closed = 0, 0, true
+	o.bytes, o.queued, o.unsent, o.closed = 0, 0, 0, true
 }
 
 func (o *outbox[R]) notify() {

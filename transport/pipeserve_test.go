@@ -256,3 +256,46 @@ func TestCallLoopBoundsReplyBytes(t *testing.T) {
 		}
 	})
 }
+
+// TestReplyBytesBalanceWhenTheStreamFails: a stream that ends (its send
+// failed: the client went away) with calls still running leaves the
+// shared count of reply bytes where it was before the stream, whatever
+// those calls reserved or return later.
+func TestReplyBytesBalanceWhenTheStreamFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var held atomic.Int64
+		release := make(chan struct{})
+		first := true
+		var mu sync.Mutex
+		recv := func() ([]testCall, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if !first {
+				<-release // the stream is gone: nothing more arrives
+				return nil, io.EOF
+			}
+			first = false
+			return []testCall{{id: 1}, {id: 2}, {id: 3}}, nil
+		}
+		loop := CallLoop[testCall, int]{
+			Serve: func(_ context.Context, c testCall, _ time.Time) int {
+				if c.id > 1 {
+					<-release // still running when the stream fails
+				}
+				return c.id
+			},
+			Refuse:     func(c testCall, _ error) int { return c.id },
+			Size:       func(int) int { return 1000 },
+			CallBounds: CallBounds{MaxReplyBytes: 64 << 20, ReplyBytes: &held},
+		}
+		err := loop.Run(context.Background(), recv, func([]int) error { return io.ErrClosedPipe })
+		if err != io.ErrClosedPipe {
+			t.Fatalf("Run = %v, want the send's error", err)
+		}
+		close(release)
+		synctest.Wait() // the calls still running return
+		if got := held.Load(); got != 0 {
+			t.Fatalf("reply bytes counted after the stream failed: %d, want 0", got)
+		}
+	})
+}
