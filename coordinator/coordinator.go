@@ -363,7 +363,14 @@ func (c *Coordinator) resolve(keyspace string, key []byte, cons *kvv1.Consistenc
 	// The replication of p's list: during a replication change, p's
 	// list may already be the next one, and the spec is the old one
 	// until every partition has switched.
-	need, err := Resolve(cons, op, Replication(ks.Table.ReplicationAt(p)), localDC)
+	repl := ks.Table.ReplicationAt(p)
+	if lvl := cons.GetLevel(); (lvl == kvv1.Level_LEVEL_LOCAL_ONE || lvl == kvv1.Level_LEVEL_LOCAL_QUORUM) && repl[localDC] == 0 && ks.Table.RF(localDC) > 0 {
+		// The keyspace is gaining replicas in this DC, and p's are not
+		// serving yet: a wait, not a mistake of the caller's.
+		return nil, status.Errorf(codes.Unavailable, "%s in datacenter %s: the keyspace's replicas there are being added (a replication change is in progress) and partition %d's do not serve yet: retry later, or use QUORUM meanwhile",
+			levelName(lvl), localDC, p)
+	}
+	need, err := Resolve(cons, op, Replication(repl), localDC)
 	if err != nil {
 		return nil, err
 	}
