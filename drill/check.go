@@ -20,10 +20,11 @@ func (d *driller) checkSet(ctx context.Context, acked map[string][]string) SetCh
 		dcs = d.env.Topology.DCs()
 	}
 	kv := d.env.KV[dcs[0]]
-	// One wait in all for replicas to settle (Durations.Settle), not one
-	// per key and replica: a replica that never receives some elements
-	// must not use up ctx, turning its count into "not checked".
-	settle := time.Now().Add(d.cfg.Durations.Settle)
+	// One wait in all for replicas to settle (Durations.Settle, from the
+	// first replica checked: the ALL reads' retries use none of it), not
+	// one per key and replica: a replica that never receives some
+	// elements must not use up ctx, turning its count into "not checked".
+	var settle time.Time
 	for i := range d.cfg.SetKeys {
 		key := setKey(d.runID, i)
 		elems := acked[string(key)]
@@ -49,6 +50,9 @@ func (d *driller) checkSet(ctx context.Context, acked map[string][]string) SetCh
 		if err != nil {
 			out.Error = fmt.Sprintf("find the replicas of %s: %v", key, err)
 			return out
+		}
+		if settle.IsZero() {
+			settle = time.Now().Add(d.cfg.Durations.Settle)
 		}
 		for _, node := range replicas {
 			missing, err := d.replicaMissing(ctx, node, key, elems, settle)

@@ -152,6 +152,10 @@ type Input struct {
 	// the last repair rounds compare replicas no write is racing; health
 	// is judged up to it.
 	LoadEnd time.Duration
+	// Quiet is when the workload's last operation had ended (zero:
+	// LoadEnd): a repair round that began before it may have missed the
+	// last writes, and proves no convergence.
+	Quiet time.Duration
 	// ErrorExamples are the first error messages per "LEVEL CODE".
 	ErrorExamples map[string][]string
 }
@@ -491,7 +495,7 @@ func Analyze(in Input) *Report {
 		r.Rounds = append(r.Rounds, RoundReport{Round: rd.Round, StartS: secs(rd.Start), EndS: secs(rd.End), Clean: clean, Nodes: rd.Nodes})
 		// Convergence is proven by a clean round on a quiet cluster: one
 		// that began before the workload stopped missed its last writes.
-		if clean && healed && rd.Start >= in.LoadEnd && r.Summary.ConvergeS == nil {
+		if clean && healed && rd.Start >= max(in.LoadEnd, in.Quiet) && r.Summary.ConvergeS == nil {
 			r.Summary.ConvergeS = ptr(secs(max(0, rd.End-healedAt)))
 		}
 	}

@@ -179,10 +179,11 @@ type driller struct {
 	runID string
 	// down is a node the drill stopped and has not started again.
 	down string
-	// loadEnd is when the workload stopped; loadStopped is it plus one
-	// (0 while it runs), for the repair rounds' goroutine.
-	loadEnd     time.Duration
-	loadStopped atomic.Int64
+	// loadEnd is when the workload stopped; quiet when its last
+	// operation had ended, and loadStopped is quiet plus one (0 until
+	// then), for the repair rounds' goroutine.
+	loadEnd, quiet time.Duration
+	loadStopped    atomic.Int64
 
 	hintsMu struct {
 		sync.Mutex
@@ -348,8 +349,9 @@ func (d *driller) run(ctx context.Context) (*Report, error) {
 			loadStopped = true
 			d.loadEnd = d.now()
 			cancelLoad()
-			load.Wait()
-			d.loadStopped.Store(int64(d.loadEnd) + 1)
+			load.Wait() // operations in flight end, by their own deadlines
+			d.quiet = d.now()
+			d.loadStopped.Store(int64(d.quiet) + 1)
 		}
 	}
 	stopPoll := func() { cancelPoll(); poll.Wait() }
@@ -456,7 +458,7 @@ func (d *driller) run(ctx context.Context) (*Report, error) {
 	points, rounds := slices.Clone(d.repairMu.points), slices.Clone(d.repairMu.rounds)
 	d.repairMu.Unlock()
 	r := Analyze(Input{Scenario: d.cfg.Scenario, Topology: d.env.Topology, Timeline: d.tl, Samples: d.rec.snapshot(),
-		Hints: hints, Repair: points, Rounds: rounds, Set: set, ProbeTimeout: d.cfg.ProbeTimeout, LoadEnd: d.loadEnd,
+		Hints: hints, Repair: points, Rounds: rounds, Set: set, ProbeTimeout: d.cfg.ProbeTimeout, LoadEnd: d.loadEnd, Quiet: d.quiet,
 		ErrorExamples: d.rec.errorExamples()})
 	r.Started = d.start
 	r.Target = d.env.Target
