@@ -109,7 +109,7 @@ func (c *Coordinator) admit(ctx context.Context, op Op, cons *kvv1.Consistency) 
 	}
 	if n := c.bgBytes.Load(); op == OpWrite && n >= c.cfg.MaxBackgroundBytes {
 		c.obs.Shed(op.String())
-		return admission{}, &OverloadError{What: "writes", Reason: fmt.Sprintf("replica writes still running hold %d MiB, the limit is %d MiB", n>>20, c.cfg.MaxBackgroundBytes>>20)}
+		return admission{}, &OverloadError{What: "writes", Reason: fmt.Sprintf("replica writes and read repairs still running hold %d MiB, the limit is %d MiB (max-background-bytes)", n>>20, c.cfg.MaxBackgroundBytes>>20)}
 	}
 	if op == OpWrite && c.bgSlots.inUse() >= cap(c.bgSlots.slots) {
 		c.obs.Shed(op.String())

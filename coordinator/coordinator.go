@@ -688,9 +688,10 @@ func (c *Coordinator) finishRead(fctx context.Context, fcancel context.CancelFun
 		}
 	}
 	// What the repair holds until it ends (the merged set, its encoding,
-	// the replies), estimated by the merged set: counted against
-	// MaxBackgroundBytes with the writes' replica calls.
-	held := int64(merged.EncodedSize()) * int64(len(got)+outstanding+1)
+	// the replies): counted against MaxBackgroundBytes with the writes'
+	// replica calls, the replies still out estimated by the largest set
+	// seen (repairRead counts them as they are once in).
+	held := repairBytes(merged, got, outstanding)
 	if c.bgBytes.Load()+held > c.cfg.MaxBackgroundBytes {
 		fcancel()
 		c.obs.Shed("read_repair")
@@ -699,9 +700,9 @@ func (c *Coordinator) finishRead(fctx context.Context, fcancel context.CancelFun
 	c.bgBytes.Add(held)
 	link := trace.LinkFromContext(fctx)
 	started := c.goBackground(func() {
-		defer c.bgBytes.Add(-held)
+		defer func() { c.bgBytes.Add(-held) }()
 		defer fcancel()
-		c.repairRead(fctx, link, r, ch, outstanding, got, merged, stale)
+		c.repairRead(fctx, link, r, ch, outstanding, got, merged, stale, &held)
 	})
 	if !started {
 		// No room for background work: drop the stragglers; anti-entropy
@@ -712,9 +713,23 @@ func (c *Coordinator) finishRead(fctx context.Context, fcancel context.CancelFun
 	}
 }
 
+// repairBytes is what a read repair holds: the merged set (and its
+// encoding), each reply in, and each still out at the largest size seen.
+func repairBytes(merged version.Set, got []reply, outstanding int) int64 {
+	largest := int64(merged.EncodedSize())
+	total := 2 * largest
+	for _, rp := range got {
+		n := int64(rp.set.EncodedSize())
+		total += n
+		largest = max(largest, n)
+	}
+	return total + int64(outstanding)*largest
+}
+
 // repairRead, in the background, collects the outstanding replies (stale
-// is then recomputed), then writes merged to the stale replicas.
-func (c *Coordinator) repairRead(fctx context.Context, link trace.Link, r *request, ch <-chan reply, outstanding int, got []reply, merged version.Set, stale []reply) {
+// is then recomputed, and *held, the bytes counted for the repair, made
+// what they are), then writes merged to the stale replicas.
+func (c *Coordinator) repairRead(fctx context.Context, link trace.Link, r *request, ch <-chan reply, outstanding int, got []reply, merged version.Set, stale []reply, held *int64) {
 	if outstanding > 0 {
 		for ; outstanding > 0; outstanding-- {
 			rp := <-ch // every read sends exactly once; fctx bounds them
@@ -724,6 +739,9 @@ func (c *Coordinator) repairRead(fctx context.Context, link trace.Link, r *reque
 			}
 		}
 		stale = staleReplies(got, merged)
+		actual := repairBytes(merged, got, 0)
+		c.bgBytes.Add(actual - *held)
+		*held = actual
 	}
 	if len(stale) == 0 {
 		return
