@@ -37,6 +37,12 @@ func TestAdminRefusals(t *testing.T) {
 		}
 	}
 
+	// A snapshot name that is no plain name: INVALID_ARGUMENT before any
+	// node is asked (not a failure reported by each).
+	if _, err := admin.DeleteSnapshot(ctx, &adminv1.DeleteSnapshotRequest{Name: "../x"}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "snapshot name") {
+		t.Errorf("delete of snapshot ../x: %v; want INVALID_ARGUMENT naming the name", err)
+	}
+
 	// A keyspace that does not exist: NOT_FOUND from AlterKeyspace as
 	// from Endpoints (once the metadata log answers at all).
 	missing := &adminv1.Keyspace{Name: "nosuch", Replication: map[string]uint32{"dc1": 1}}

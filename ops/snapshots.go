@@ -96,6 +96,9 @@ func (s *Server) DeleteSnapshot(ctx context.Context, req *adminv1.DeleteSnapshot
 		}
 		return &adminv1.DeleteSnapshotResponse{Deleted: []string{s.n.ID()}}, nil
 	}
+	if err := node.CheckSnapshotName(req.GetName()); err != nil {
+		return nil, err // INVALID_ARGUMENT here, not a failure on every node
+	}
 	local := &adminv1.DeleteSnapshotRequest{Name: req.GetName(), LocalOnly: true}
 	out := fanOut(ctx, s.n, SnapshotCallTimeout, func() (*adminv1.DeleteSnapshotResponse, error) { return s.DeleteSnapshot(ctx, local) },
 		func(ctx context.Context, c adminv1.AdminClient) (*adminv1.DeleteSnapshotResponse, error) {
