@@ -667,6 +667,40 @@ func (g *Gossip) ForgetExcept(member func(id string) bool) {
 	}
 }
 
+// Recheck looks at every member again once what IsMember (or the
+// listener) accepts may have changed — a new topology: members memberlist
+// knows that the table turned away are recorded if they are members now,
+// and the listener hears of every member of the table again. memberlist
+// tells of a member only when its state or metadata changes, so one
+// turned away (a joining node hears of the others before its metadata
+// is agreed; a node restarted from a stale topology) would otherwise go
+// unheard — its hint targets, low disk or death too — until it changes.
+func (g *Gossip) Recheck() {
+	if g.ml == nil {
+		return
+	}
+	g.mu.RLock()
+	known := make([]Member, 0, len(g.mu.members))
+	for id, m := range g.mu.members {
+		if id != g.self {
+			known = append(known, m)
+		}
+	}
+	g.mu.RUnlock()
+	listed := make(map[string]bool, len(known))
+	for _, m := range known {
+		listed[m.Meta.ID] = true
+		if g.listener != nil && (g.isMember == nil || g.isMember(m.Meta.ID)) {
+			g.listener.MemberChanged(m) // its last known state, as recorded
+		}
+	}
+	for _, n := range g.ml.Members() { // the live ones
+		if n.Name != g.self && !listed[n.Name] {
+			g.record(n, false)
+		}
+	}
+}
+
 // forget drops a member listed earlier (it turned out to belong to another
 // cluster) and tells the listener it left.
 func (g *Gossip) forget(id string) {

@@ -325,3 +325,26 @@ func TestMetaHintTargetsNeverShrink(t *testing.T) {
 		t.Fatal("hashes that do not decode must count as all")
 	}
 }
+
+// TestRecheckHearsMembersTurnedAway: a member gossip turned away while
+// IsMember did not list it (a joining node before its metadata is
+// agreed) is recorded, and the listener hears of it, once Recheck runs
+// after IsMember changed: memberlist tells of it again only when its
+// state or metadata changes.
+func TestRecheckHearsMembersTurnedAway(t *testing.T) {
+	var admit atomic.Bool
+	l := &recordingListener{}
+	g1 := startWith(t, "n1", nil, l, func(c *Config) {
+		c.IsMember = func(id string) bool { return id == "n1" || admit.Load() }
+	})
+	startWith(t, "n2", []string{g1.Addr()}, nil, func(*Config) {})
+	waitFor(t, "memberlist on n1 to know n2", func() bool { return g1.ml.NumMembers() >= 2 })
+	if g1.Alive("n2") || l.saw("n2", StateAlive) {
+		t.Fatal("n2 was listed while IsMember turned it away")
+	}
+	admit.Store(true)
+	g1.Recheck()
+	if !g1.Alive("n2") || !l.saw("n2", StateAlive) {
+		t.Fatal("after Recheck, n2 is still unheard of though it is a member now")
+	}
+}

@@ -277,6 +277,13 @@ func (n *Node) metaChanged(st *membership.MetaState) {
 	n.adopted(st.ClusterID)
 	prev := n.topo.Swap(topo)
 	n.live.forgetExcept(func(id string) bool { _, ok := topo.Nodes[id]; return ok })
+	if prev == nil || !prev.Agreed() || !sameNodes(prev, topo) {
+		// Members turned away while the topology did not list them are
+		// heard of now (hint targets, low disk, death).
+		if g := n.gossipRef.Load(); g != nil {
+			g.Recheck()
+		}
+	}
 	n.epochs.signal()
 	if prev == nil || !prev.Agreed() {
 		n.log.Info("cluster metadata agreed", "cluster_id", st.ClusterID, "epoch", st.Epoch, "members", len(st.Members))
@@ -813,4 +820,17 @@ func (n *Node) checkRoute(ctx context.Context, p int) error {
 		return coordinator.StaleRouteError(fmt.Sprintf("stale topology: the request was routed at epoch %d, but partition %d's replicas changed at epoch %d; retry once the sender caught up", sender, p, re), re)
 	}
 	return nil
+}
+
+// sameNodes reports whether two topologies list the same node IDs.
+func sameNodes(a, b *membership.Topology) bool {
+	if len(a.Nodes) != len(b.Nodes) {
+		return false
+	}
+	for id := range a.Nodes {
+		if _, ok := b.Nodes[id]; !ok {
+			return false
+		}
+	}
+	return true
 }

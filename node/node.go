@@ -153,7 +153,10 @@ type Node struct {
 	ownTel    bool
 
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// gossipRef is gossip once started, for the metadata log's callbacks
+	// (which may run before it is).
+	gossipRef atomic.Pointer[membership.Gossip]
+	wg        sync.WaitGroup
 	// spawned guards wg for goroutines started from callbacks (gossip's)
 	// that may still fire as the node closes: none starts once closed.
 	spawned struct {
@@ -422,6 +425,10 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
+	n.gossipRef.Store(n.gossip)
+	// What gossip heard before this node had agreed metadata, heard again
+	// (the metadata log may have agreed while gossip started).
+	n.gossip.Recheck()
 	if err := n.startFaults(runCtx); err != nil {
 		return nil, err
 	}
