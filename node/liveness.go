@@ -32,6 +32,10 @@ type liveness struct {
 	// spawn runs onUp off memberlist's goroutine (nil: a bare goroutine;
 	// the node's counts it, so Close waits for it).
 	spawn func(func())
+	// isMember, when set, says whether a node is in the current topology,
+	// asked under mu: an event checked against the previous topology
+	// must not bring back what forgetExcept just dropped.
+	isMember func(id string) bool
 	// lowOnDisk counts the members gossiping DiskLow, so that DiskLow,
 	// asked for every replica of every write, takes no lock while none is.
 	lowOnDisk atomic.Int32
@@ -67,6 +71,9 @@ func newLiveness(now func() time.Time) *liveness {
 func (l *liveness) MemberChanged(m membership.Member) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.isMember != nil && !l.isMember(m.Meta.ID) {
+		return // removed meanwhile: its last word (hint targets) is void
+	}
 	down := m.State == membership.StateDead || m.State == membership.StateLeft
 	back := l.mu.down[m.Meta.ID] && !down
 	l.mu.down[m.Meta.ID] = down

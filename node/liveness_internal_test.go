@@ -167,3 +167,25 @@ func TestForgetExceptDropsFormerMembers(t *testing.T) {
 		t.Fatalf("after forgetting former members: %d down entries, %d low on disk (count %d); want only n1's", down, low, l.lowOnDisk.Load())
 	}
 }
+
+// TestEventsOfARemovedMemberAreVoid: an event of a node checked against
+// the topology before its removal but recorded after forgetExcept (the
+// race between a gossip event and applying a new topology) is void: the
+// removed holder's hint targets are not brought back, to keep replicas
+// out of read quorums until the next topology change.
+func TestEventsOfARemovedMemberAreVoid(t *testing.T) {
+	l := newLiveness(time.Now)
+	members := map[string]bool{"n1": true, "r": true}
+	l.isMember = func(id string) bool { return members[id] }
+	holder := membership.Member{Meta: membership.Meta{ID: "r", DC: "dc1", HintsFor: []string{"n1"}}, State: membership.StateAlive}
+	l.MemberChanged(holder)
+	if !l.pendingHints("n1") {
+		t.Fatal("r's hint targets not recorded")
+	}
+	delete(members, "r") // the new topology, swapped in before forgetExcept
+	l.forgetExcept(func(id string) bool { return members[id] })
+	l.MemberChanged(holder) // the late event
+	if l.pendingHints("n1") {
+		t.Fatal("a removed holder's late event brought its hint targets back")
+	}
+}

@@ -298,6 +298,11 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	n.topo.Store(topo)
 
 	n.live = newLiveness(opts.Now)
+	n.live.isMember = func(id string) bool {
+		t := n.Topology()
+		_, ok := t.Nodes[id]
+		return ok || !t.Agreed()
+	}
 	if n.sec, err = newSecurity(cfg, n.log); err != nil {
 		return nil, err
 	}
