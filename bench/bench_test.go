@@ -58,6 +58,34 @@ func TestZipfianMatchesFormula(t *testing.T) {
 	}
 }
 
+// TestScrambledZipfianReachesEveryRecord: the scramble is a permutation of
+// the record space, so every record has a rank and is drawn: hashing the
+// rank mod the record count (as before) left about a third of the records
+// never drawn, a working set smaller than the one loaded.
+func TestScrambledZipfianReachesEveryRecord(t *testing.T) {
+	for _, n := range []uint64{1, 2, 3, 7, 1000, 1024, 1025, 65537} {
+		s := NewScrambledZipfian(n)
+		seen := make([]bool, n)
+		for x := uint64(0); x < n; x++ {
+			k := permute(x, n, s.bits)
+			if k >= n || seen[k] {
+				t.Fatalf("n=%d: rank %d maps to %d, out of range or taken", n, x, k)
+			}
+			seen[k] = true
+		}
+	}
+	const n, draws = 1000, 2_000_000
+	s := NewScrambledZipfian(n)
+	r := rand.New(rand.NewPCG(5, 6))
+	hit := map[uint64]bool{}
+	for range draws {
+		hit[s.Next(r)] = true
+	}
+	if len(hit) < 995 {
+		t.Fatalf("%d draws reached %d of %d records", draws, len(hit), n)
+	}
+}
+
 func TestUniformAndLatest(t *testing.T) {
 	var count atomic.Uint64
 	count.Store(100)

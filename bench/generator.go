@@ -115,22 +115,51 @@ func (u Uniform) Next(r *rand.Rand) uint64 { return r.Uint64N(max(u.Count.Load()
 
 // ScrambledZipfian spreads zipfian popularity over the key space, so the
 // popular items are not clustered at the low record numbers: a zipfian rank
-// over the records, FNV-hashed into the record space. (YCSB draws the rank
-// from 10^10 items with its approximation; this draws it exactly over the
-// record count, so the skew is the formula's.)
+// over the records, mapped to a record by a fixed pseudo-random
+// permutation of the record space. Every record has its rank, so every one
+// is drawn with the formula's probability. (YCSB draws the rank from 10^10
+// items with its approximation and FNV-hashes it into the records; hashing
+// a rank drawn over the record count itself instead, as this did, is no
+// permutation: about a third of the records were never drawn.)
 type ScrambledZipfian struct {
 	z     *Zipfian
 	count uint64
+	bits  uint
 }
 
 // NewScrambledZipfian draws among count records. Next only reads, so
 // workers share one (its table holds 8 bytes per record).
 func NewScrambledZipfian(count uint64) *ScrambledZipfian {
-	return &ScrambledZipfian{z: NewZipfian(max(count, 1), ZipfianConstant), count: max(count, 1)}
+	count = max(count, 1)
+	bits := uint(1)
+	for uint64(1)<<bits < count {
+		bits++
+	}
+	return &ScrambledZipfian{z: NewZipfian(count, ZipfianConstant), count: count, bits: bits}
 }
 
 // Next draws a record number.
-func (s *ScrambledZipfian) Next(r *rand.Rand) uint64 { return fnv64(s.z.Next(r)) % s.count }
+func (s *ScrambledZipfian) Next(r *rand.Rand) uint64 { return permute(s.z.Next(r), s.count, s.bits) }
+
+// permute maps x in [0, n) to [0, n), a bijection: a mixing permutation of
+// [0, 2^bits) (2^bits >= n > 2^(bits-1)), repeated until the value falls
+// in [0, n) (cycle-walking: at most a few rounds, two on average at worst).
+func permute(x, n uint64, bits uint) uint64 {
+	mask := uint64(1)<<bits - 1
+	half := max(bits/2, 1)
+	for {
+		// xor-shift-right and multiplying by an odd number are each a
+		// bijection modulo 2^bits.
+		x ^= x >> half
+		x = (x * 0x9E3779B97F4A7C15) & mask
+		x ^= x >> half
+		x = (x * 0xBF58476D1CE4E5B9) & mask
+		x ^= x >> half
+		if x < n {
+			return x
+		}
+	}
+}
 
 // Latest favours the most recently inserted records (YCSB's
 // SkewedLatestGenerator): record = newest - zipfian rank. It is safe for
