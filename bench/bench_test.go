@@ -630,3 +630,21 @@ func TestRunEndIsNotAnError(t *testing.T) {
 		t.Fatalf("errors %v: timeouts of the operations' own deadline were not counted", res.Errors)
 	}
 }
+
+// TestSlowerThanTheHistogramsSaysSo: an operation slower than the
+// histograms' 60 s range is recorded at its top, and the result says how
+// many were, so a flat p99.9 of 60000 ms is not taken for a measurement.
+func TestSlowerThanTheHistogramsSaysSo(t *testing.T) {
+	rec := newRecorder()
+	rec.record(OpRead, 90*time.Second, nil)
+	rec.record(OpRead, time.Millisecond, nil)
+	var r Result
+	r.Elapsed = time.Second
+	r.finish([]*recorder{rec}, Config{})
+	if r.Clamped != 1 || !strings.Contains(r.Warning, "1 operation(s) took longer than 1m0s") {
+		t.Fatalf("clamped %d, warning %q; want the one 90 s read said", r.Clamped, r.Warning)
+	}
+	if got := r.Ops[OpRead].Max; got < 59_000 {
+		t.Fatalf("max %v ms, want the histogram's top", got)
+	}
+}

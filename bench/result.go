@@ -36,8 +36,12 @@ type Result struct {
 	ErrorExamples map[string]string `json:"error_examples,omitempty"`
 	// ErrorRate is errors / (operations + errors).
 	ErrorRate float64 `json:"error_rate"`
-	// Warning is set when more than 1% of operations failed.
-	Warning   string     `json:"warning,omitempty"`
+	// Warning is set when more than 1% of operations failed, or when
+	// operations took longer than the histograms hold (Clamped).
+	Warning string `json:"warning,omitempty"`
+	// Clamped counts operations slower than the histograms' 60 s range,
+	// recorded as 60 s: the top percentiles are then a floor.
+	Clamped   int64      `json:"clamped,omitempty"`
 	Intervals []Interval `json:"intervals"`
 	// Histograms are the whole run's latency histograms per op type
 	// (HdrHistogram V2 compressed, base64), so reports can be redrawn.
@@ -129,6 +133,7 @@ func (r *Result) finish(recs []*recorder, cfg Config) {
 	all := newHist()
 	r.Errors = map[string]int64{}
 	r.ErrorExamples = nil
+	r.Clamped = 0
 	for _, rec := range recs {
 		rec.mu.Lock()
 		for op, h := range rec.total {
@@ -138,6 +143,7 @@ func (r *Result) finish(recs []*recorder, cfg Config) {
 			merged[op].Merge(h)
 			all.Merge(h)
 		}
+		r.Clamped += rec.clamped
 		for code, n := range rec.errors {
 			r.Errors[code] += n
 			if _, ok := r.ErrorExamples[code]; !ok && rec.example[code] != "" {
@@ -180,10 +186,14 @@ func (r *Result) setHistograms(merged map[Op]*hdrhistogram.Histogram, all *hdrhi
 	if n := r.Total.Count + errs; n > 0 {
 		r.ErrorRate = float64(errs) / float64(n)
 	}
-	r.Warning = ""
+	var warn []string
 	if r.ErrorRate > 0.01 {
-		r.Warning = fmt.Sprintf("%.2f%% of operations failed (%d errors): the figures describe a degraded system", 100*r.ErrorRate, errs)
+		warn = append(warn, fmt.Sprintf("%.2f%% of operations failed (%d errors): the figures describe a degraded system", 100*r.ErrorRate, errs))
 	}
+	if r.Clamped > 0 {
+		warn = append(warn, fmt.Sprintf("%d operation(s) took longer than %s, recorded as %s: the top percentiles and max are a floor", r.Clamped, time.Duration(histMax), time.Duration(histMax)))
+	}
+	r.Warning = strings.Join(warn, "; ")
 }
 
 // Histogram decodes the stored whole-run histogram of op.

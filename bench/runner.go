@@ -143,6 +143,9 @@ type recorder struct {
 	// summary, the stored histograms or the interval log.
 	warm       *hdrhistogram.Histogram
 	warmErrors int64
+	// clamped counts measured operations slower than the histograms'
+	// range, recorded at its top.
+	clamped int64
 }
 
 func newRecorder() *recorder {
@@ -176,6 +179,9 @@ func (r *recorder) record(op Op, d time.Duration, err error) {
 			v = histMax
 		}
 		_ = h.RecordValue(v)
+	}
+	if d.Nanoseconds() > histMax {
+		r.clamped++
 	}
 }
 
