@@ -17,6 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
@@ -647,4 +648,34 @@ func TestSlowerThanTheHistogramsSaysSo(t *testing.T) {
 	if got := r.Ops[OpRead].Max; got < 59_000 {
 		t.Fatalf("max %v ms, want the histogram's top", got)
 	}
+}
+
+// TestStallsStayInTheTimeSeries: intervals in which no operation finished
+// (the store froze) are in the time series with no operations, so the
+// throughput plot drops to 0 there instead of joining the points around.
+func TestStallsStayInTheTimeSeries(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newMemStore()
+		start := time.Now()
+		s.stall = func() time.Duration {
+			if since := time.Since(start); since >= 200*time.Millisecond && since < 500*time.Millisecond {
+				return 500*time.Millisecond - since // frozen until 500 ms
+			}
+			return time.Millisecond
+		}
+		res, err := Run(context.Background(), Config{Workload: Workload{Name: "C", Mix: map[Op]float64{OpRead: 1}}, Distribution: "uniform",
+			RecordCount: 10, Workers: 1, Duration: 800 * time.Millisecond, Interval: 50 * time.Millisecond}, s, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		empty := 0
+		for _, iv := range res.Intervals {
+			if iv.Ops == 0 && iv.Errors == 0 {
+				empty++
+			}
+		}
+		if empty < 4 {
+			t.Fatalf("%d empty intervals in a 300 ms freeze at 50 ms intervals, want at least 4: %+v", empty, res.Intervals)
+		}
+	})
 }

@@ -377,7 +377,10 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 		if hlog != nil {
 			hlog.write(iv.hists, iv.startMs, iv.endMs)
 		}
-		if iv.Ops > 0 || iv.Errors > 0 {
+		// An interval in which nothing finished is a stall, drawn as
+		// such (throughput 0); only the empty sliver after the run's
+		// end is left out.
+		if iv.Ops > 0 || iv.Errors > 0 || !finished {
 			res.Intervals = append(res.Intervals, iv.Interval)
 		}
 		fmt.Fprintln(progress, progressLine(cfg, phase, now.Sub(start), iv.Interval, recs, nextOp.Load()))
