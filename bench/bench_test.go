@@ -679,3 +679,28 @@ func TestStallsStayInTheTimeSeries(t *testing.T) {
 		}
 	})
 }
+
+// TestValuesAreLettersOfTheirSize: a value is random lowercase letters of
+// the configured size (or within the range), whatever its length modulo
+// the eight letters drawn at a time.
+func TestValuesAreLettersOfTheirSize(t *testing.T) {
+	for _, c := range []struct{ lo, hi int }{{1, 0}, {7, 0}, {9, 0}, {1024, 0}, {10, 20}} {
+		w := &worker{cfg: &Config{ValueSize: c.lo, ValueSizeMax: c.hi}, rng: rand.New(rand.NewPCG(1, 2))}
+		letters := map[byte]bool{}
+		for range 200 {
+			v := w.value()
+			if len(v) < c.lo || c.hi > c.lo && len(v) > c.hi || c.hi <= c.lo && len(v) != c.lo {
+				t.Fatalf("size %d-%d: a value of %d bytes", c.lo, c.hi, len(v))
+			}
+			for _, b := range v {
+				if b < 'a' || b > 'z' {
+					t.Fatalf("size %d-%d: byte %q is no lowercase letter", c.lo, c.hi, b)
+				}
+				letters[b] = true
+			}
+		}
+		if c.lo >= 9 && len(letters) < 26 {
+			t.Errorf("size %d-%d: only %d distinct letters in 200 values", c.lo, c.hi, len(letters))
+		}
+	}
+}

@@ -243,7 +243,41 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 	if progress == nil {
 		progress = io.Discard
 	}
+	var (
+		inserted atomic.Uint64 // records that exist (for latest / uniform)
+		nextOp   atomic.Int64  // operations issued (for Ops and loads)
+		retried  atomic.Int64  // shed inserts sent again (load phase)
+		wg       sync.WaitGroup
+	)
+	inserted.Store(cfg.RecordCount)
+	insertNext := atomic.Uint64{}
+	if phase == "load" {
+		inserted.Store(0)
+	} else {
+		insertNext.Store(cfg.RecordCount)
+	}
+	recs := make([]*recorder, cfg.Workers)
+	for w := range recs {
+		recs[w] = newRecorder()
+	}
+	cache := cfg.Contexts
+	if cache == nil {
+		cache, _ = NewContextCache(ContextsShared)
+	}
+	var keys KeyChooser // shared: the generators' tables are per record
+	switch {
+	case phase == "load":
+	case cfg.dist() == "uniform":
+		keys = Uniform{Count: &inserted}
+	case cfg.dist() == "latest":
+		keys = NewLatest(&inserted)
+	default:
+		keys = NewScrambledZipfian(cfg.RecordCount)
+	}
+	// The clock starts once the key tables are built (one entry per
+	// record: seconds for many), so no operation is charged for them.
 	start := cfg.now()
+	measureFrom := start.Add(cfg.Warmup)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var endAt time.Time
@@ -266,38 +300,6 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 		return !endAt.IsZero() && endAt.Before(began.Add(cfg.Timeout)) &&
 			(status.Code(err) == codes.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded))
 	}
-	var (
-		inserted atomic.Uint64 // records that exist (for latest / uniform)
-		nextOp   atomic.Int64  // operations issued (for Ops and loads)
-		retried  atomic.Int64  // shed inserts sent again (load phase)
-		wg       sync.WaitGroup
-	)
-	inserted.Store(cfg.RecordCount)
-	insertNext := atomic.Uint64{}
-	if phase == "load" {
-		inserted.Store(0)
-	} else {
-		insertNext.Store(cfg.RecordCount)
-	}
-	recs := make([]*recorder, cfg.Workers)
-	for w := range recs {
-		recs[w] = newRecorder()
-	}
-	measureFrom := start.Add(cfg.Warmup)
-	cache := cfg.Contexts
-	if cache == nil {
-		cache, _ = NewContextCache(ContextsShared)
-	}
-	var keys KeyChooser // shared: the generators' tables are per record
-	switch {
-	case phase == "load":
-	case cfg.dist() == "uniform":
-		keys = Uniform{Count: &inserted}
-	case cfg.dist() == "latest":
-		keys = NewLatest(&inserted)
-	default:
-		keys = NewScrambledZipfian(cfg.RecordCount)
-	}
 	for w := 0; w < cfg.Workers; w++ {
 		wg.Add(1)
 		go func() {
@@ -314,6 +316,11 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 				if cfg.Ops > 0 && n > cfg.Ops || runCtx.Err() != nil {
 					return
 				}
+				// What the operation sends is made before its clock runs:
+				// a large value's bytes are the bench's cost, not the
+				// system's.
+				op := wk.pick(phase)
+				wk.prepare(op)
 				intended := cfg.now()
 				if interval > 0 {
 					// Worker w owns slots w, w+W, w+2W... of the schedule.
@@ -325,7 +332,6 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 						}
 					}
 				}
-				op := wk.pick(phase)
 				began := cfg.now()
 				err := wk.do(runCtx, op)
 				if err != nil && (ended() || cutByEnd(began, err)) {
@@ -417,6 +423,15 @@ type worker struct {
 	// in retried).
 	loading bool
 	retried *atomic.Int64
+	// val is the value the next write sends (prepare).
+	val []byte
+}
+
+// prepare makes the value op writes, if it writes one.
+func (w *worker) prepare(op Op) {
+	if op != OpRead {
+		w.val = w.value()
+	}
 }
 
 func (w *worker) pick(phase string) Op {
@@ -432,8 +447,13 @@ func (w *worker) value() []byte {
 		n += w.rng.IntN(w.cfg.ValueSizeMax - n + 1)
 	}
 	v := make([]byte, n)
-	for i := range v {
-		v[i] = byte('a' + w.rng.IntN(26))
+	// Random letters, eight from each draw.
+	for i := 0; i < n; i += 8 {
+		r := w.rng.Uint64()
+		for j := i; j < min(i+8, n); j++ {
+			v[j] = byte('a' + (r&0xff)%26)
+			r >>= 8
+		}
 	}
 	return v
 }
@@ -446,7 +466,7 @@ func (w *worker) do(ctx context.Context, op Op) error {
 	switch op {
 	case OpInsert:
 		rec := w.insertNext.Add(1) - 1
-		value := w.value()
+		value := w.val
 		kvctx, err := w.s.Put(ctx, KeyName(rec), value, nil)
 		// A record the load skips is missing from every later read: an
 		// insert the node shed (RESOURCE_EXHAUSTED: refused before doing
@@ -474,13 +494,13 @@ func (w *worker) do(ctx context.Context, op Op) error {
 		return err
 	case OpUpdate:
 		rec := w.keys.Next(w.rng)
-		kvctx, err := w.s.Put(ctx, KeyName(rec), w.value(), w.ctxs.get(rec))
+		kvctx, err := w.s.Put(ctx, KeyName(rec), w.val, w.ctxs.get(rec))
 		if status.Code(err) == codes.FailedPrecondition {
 			// The key reached its sibling limit (writers with stale
 			// contexts): do what the error says — read it and write with
 			// the fresh context, superseding the siblings — once.
 			if fresh, _, gerr := w.s.Get(ctx, KeyName(rec)); gerr == nil {
-				kvctx, err = w.s.Put(ctx, KeyName(rec), w.value(), fresh)
+				kvctx, err = w.s.Put(ctx, KeyName(rec), w.val, fresh)
 			}
 		}
 		if err == nil {
@@ -493,7 +513,7 @@ func (w *worker) do(ctx context.Context, op Op) error {
 		if err != nil {
 			return err
 		}
-		kvctx, err = w.s.Put(ctx, KeyName(rec), w.value(), kvctx)
+		kvctx, err = w.s.Put(ctx, KeyName(rec), w.val, kvctx)
 		if err == nil {
 			w.remember(rec, kvctx)
 		}
