@@ -704,3 +704,33 @@ func TestValuesAreLettersOfTheirSize(t *testing.T) {
 		}
 	}
 }
+
+// TestAckedInsertsMoveOnlyPastContiguousRecords: the records "latest" and
+// "uniform" choose among end where inserts stop being contiguous, so a
+// record still being inserted (or never inserted) is not read as missing;
+// a failed insert does not hold the limit back for good. Reads that find
+// no record are counted and warned of.
+func TestAckedInsertsMoveOnlyPastContiguousRecords(t *testing.T) {
+	var limit atomic.Uint64
+	limit.Store(10)
+	a := &ackedInserts{limit: &limit, done: map[uint64]bool{}}
+	a.complete(11)
+	a.complete(12)
+	if got := limit.Load(); got != 10 {
+		t.Fatalf("limit %d with record 10 still in flight, want 10", got)
+	}
+	a.complete(10) // done, or failed for good
+	if got := limit.Load(); got != 13 || len(a.done) != 0 {
+		t.Fatalf("limit %d (%d held) once 10 completed, want 13 and none held", got, len(a.done))
+	}
+
+	rec := newRecorder()
+	rec.missing()
+	rec.record(OpRead, time.Millisecond, nil)
+	var r Result
+	r.Elapsed = time.Second
+	r.finish([]*recorder{rec}, Config{})
+	if r.NotFound != 1 || !strings.Contains(r.Warning, "1 read(s) found no record") {
+		t.Fatalf("not found %d, warning %q", r.NotFound, r.Warning)
+	}
+}

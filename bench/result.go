@@ -41,7 +41,11 @@ type Result struct {
 	Warning string `json:"warning,omitempty"`
 	// Clamped counts operations slower than the histograms' 60 s range,
 	// recorded as 60 s: the top percentiles are then a floor.
-	Clamped   int64      `json:"clamped,omitempty"`
+	Clamped int64 `json:"clamped,omitempty"`
+	// NotFound counts reads (and read-modify-writes) that found no
+	// record, which a run over loaded records should never see: records
+	// the load skipped, or data lost.
+	NotFound  int64      `json:"not_found,omitempty"`
 	Intervals []Interval `json:"intervals"`
 	// Histograms are the whole run's latency histograms per op type
 	// (HdrHistogram V2 compressed, base64), so reports can be redrawn.
@@ -133,7 +137,7 @@ func (r *Result) finish(recs []*recorder, cfg Config) {
 	all := newHist()
 	r.Errors = map[string]int64{}
 	r.ErrorExamples = nil
-	r.Clamped = 0
+	r.Clamped, r.NotFound = 0, 0
 	for _, rec := range recs {
 		rec.mu.Lock()
 		for op, h := range rec.total {
@@ -144,6 +148,7 @@ func (r *Result) finish(recs []*recorder, cfg Config) {
 			all.Merge(h)
 		}
 		r.Clamped += rec.clamped
+		r.NotFound += rec.notFound
 		for code, n := range rec.errors {
 			r.Errors[code] += n
 			if _, ok := r.ErrorExamples[code]; !ok && rec.example[code] != "" {
@@ -189,6 +194,9 @@ func (r *Result) setHistograms(merged map[Op]*hdrhistogram.Histogram, all *hdrhi
 	var warn []string
 	if r.ErrorRate > 0.01 {
 		warn = append(warn, fmt.Sprintf("%.2f%% of operations failed (%d errors): the figures describe a degraded system", 100*r.ErrorRate, errs))
+	}
+	if r.NotFound > 0 {
+		warn = append(warn, fmt.Sprintf("%d read(s) found no record: the load skipped records, or the store lost them", r.NotFound))
 	}
 	if r.Clamped > 0 {
 		warn = append(warn, fmt.Sprintf("%d operation(s) took longer than %s, recorded as %s: the top percentiles and max are a floor", r.Clamped, time.Duration(histMax), time.Duration(histMax)))

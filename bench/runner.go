@@ -144,8 +144,15 @@ type recorder struct {
 	warm       *hdrhistogram.Histogram
 	warmErrors int64
 	// clamped counts measured operations slower than the histograms'
-	// range, recorded at its top.
-	clamped int64
+	// range, recorded at its top; notFound reads that found no record.
+	clamped, notFound int64
+}
+
+// missing counts a read that found no record.
+func (r *recorder) missing() {
+	r.mu.Lock()
+	r.notFound++
+	r.mu.Unlock()
 }
 
 func newRecorder() *recorder {
@@ -256,6 +263,7 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 	} else {
 		insertNext.Store(cfg.RecordCount)
 	}
+	acked := &ackedInserts{limit: &inserted, done: map[uint64]bool{}}
 	recs := make([]*recorder, cfg.Workers)
 	for w := range recs {
 		recs[w] = newRecorder()
@@ -305,7 +313,7 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 		go func() {
 			defer wg.Done()
 			wk := &worker{cfg: &cfg, s: s, rec: recs[w], rng: rand.New(rand.NewPCG(cfg.Seed, uint64(w)+1)),
-				keys: keys, inserted: &inserted, insertNext: &insertNext, ctxs: cache.forWorker(w),
+				keys: keys, acked: acked, insertNext: &insertNext, ctxs: cache.forWorker(w),
 				loading: phase == "load", retried: &retried}
 			var interval time.Duration
 			if cfg.Rate > 0 {
@@ -413,7 +421,7 @@ type worker struct {
 	rec        *recorder
 	rng        *rand.Rand
 	keys       KeyChooser
-	inserted   *atomic.Uint64
+	acked      *ackedInserts
 	insertNext *atomic.Uint64
 	// ctxs remembers the causal context last seen per record, as a real
 	// client would, so updates supersede what the client saw instead of
@@ -482,15 +490,8 @@ func (w *worker) do(ctx context.Context, op Op) error {
 		}
 		if err == nil {
 			w.remember(rec, kvctx)
-			// Records become readable in order of completion; good enough
-			// for "latest", which only needs recent ones.
-			for {
-				cur := w.inserted.Load()
-				if cur > rec || w.inserted.CompareAndSwap(cur, max(cur, rec+1)) {
-					break
-				}
-			}
 		}
+		w.acked.complete(rec) // failed too: no later insert waits on it
 		return err
 	case OpUpdate:
 		rec := w.keys.Next(w.rng)
@@ -509,9 +510,12 @@ func (w *worker) do(ctx context.Context, op Op) error {
 		return err
 	case OpRMW:
 		rec := w.keys.Next(w.rng)
-		kvctx, _, err := w.s.Get(ctx, KeyName(rec))
+		kvctx, found, err := w.s.Get(ctx, KeyName(rec))
 		if err != nil {
 			return err
+		}
+		if !found {
+			w.rec.missing()
 		}
 		kvctx, err = w.s.Put(ctx, KeyName(rec), w.val, kvctx)
 		if err == nil {
@@ -520,12 +524,38 @@ func (w *worker) do(ctx context.Context, op Op) error {
 		return err
 	default:
 		rec := w.keys.Next(w.rng)
-		kvctx, _, err := w.s.Get(ctx, KeyName(rec))
+		kvctx, found, err := w.s.Get(ctx, KeyName(rec))
 		if err == nil {
 			w.remember(rec, kvctx)
+			if !found {
+				w.rec.missing()
+			}
 		}
 		return err
 	}
+}
+
+// ackedInserts is how far inserts have completed without a gap (YCSB's
+// acknowledged counter): limit moves past a record only once every record
+// below it was inserted (or failed for good), so "latest" and "uniform"
+// never choose a record still being inserted. done holds the records
+// completed past limit: at most the inserts in flight.
+type ackedInserts struct {
+	limit *atomic.Uint64
+	mu    sync.Mutex
+	done  map[uint64]bool
+}
+
+func (a *ackedInserts) complete(rec uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.done[rec] = true
+	l := a.limit.Load()
+	for a.done[l] {
+		delete(a.done, l)
+		l++
+	}
+	a.limit.Store(l)
 }
 
 type intervalData struct {
