@@ -734,3 +734,28 @@ func TestAckedInsertsMoveOnlyPastContiguousRecords(t *testing.T) {
 		t.Fatalf("not found %d, warning %q", r.NotFound, r.Warning)
 	}
 }
+
+// TestOpenLoopCountsWhatItNeverSent: the store freezes for the last
+// 300 ms of an open-loop run at 1,000 ops/s: the operations due meanwhile
+// and never sent are counted and warned of (their latency is in no
+// figure), not silently left out.
+func TestOpenLoopCountsWhatItNeverSent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newMemStore()
+		start := time.Now()
+		s.stall = func() time.Duration {
+			if since := time.Since(start); since >= 500*time.Millisecond {
+				return time.Second // frozen past the end
+			}
+			return 0
+		}
+		res, err := Run(context.Background(), Config{Workload: Workload{Name: "C", Mix: map[Op]float64{OpRead: 1}}, Distribution: "uniform",
+			RecordCount: 10, Workers: 4, Rate: 1000, Duration: 800 * time.Millisecond, Interval: 100 * time.Millisecond}, s, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Unsent < 250 || !strings.Contains(res.Warning, "never sent") {
+			t.Fatalf("%d operations counted unsent (warning %q); want about 300 of the frozen 300 ms", res.Unsent, res.Warning)
+		}
+	})
+}

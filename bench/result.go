@@ -45,7 +45,11 @@ type Result struct {
 	// NotFound counts reads (and read-modify-writes) that found no
 	// record, which a run over loaded records should never see: records
 	// the load skipped, or data lost.
-	NotFound  int64      `json:"not_found,omitempty"`
+	NotFound int64 `json:"not_found,omitempty"`
+	// Unsent counts open-loop operations due before the run ended that
+	// were never sent: the system fell behind --rate at the end, and
+	// their latency (at least the time they were overdue) is in no figure.
+	Unsent    int64      `json:"unsent,omitempty"`
 	Intervals []Interval `json:"intervals"`
 	// Histograms are the whole run's latency histograms per op type
 	// (HdrHistogram V2 compressed, base64), so reports can be redrawn.
@@ -137,7 +141,7 @@ func (r *Result) finish(recs []*recorder, cfg Config) {
 	all := newHist()
 	r.Errors = map[string]int64{}
 	r.ErrorExamples = nil
-	r.Clamped, r.NotFound = 0, 0
+	r.Clamped, r.NotFound, r.Unsent = 0, 0, 0
 	for _, rec := range recs {
 		rec.mu.Lock()
 		for op, h := range rec.total {
@@ -149,6 +153,7 @@ func (r *Result) finish(recs []*recorder, cfg Config) {
 		}
 		r.Clamped += rec.clamped
 		r.NotFound += rec.notFound
+		r.Unsent += rec.unsent
 		for code, n := range rec.errors {
 			r.Errors[code] += n
 			if _, ok := r.ErrorExamples[code]; !ok && rec.example[code] != "" {
@@ -194,6 +199,9 @@ func (r *Result) setHistograms(merged map[Op]*hdrhistogram.Histogram, all *hdrhi
 	var warn []string
 	if r.ErrorRate > 0.01 {
 		warn = append(warn, fmt.Sprintf("%.2f%% of operations failed (%d errors): the figures describe a degraded system", 100*r.ErrorRate, errs))
+	}
+	if r.Unsent > int64(r.Config.Workers) { // one per worker: the end's own jitter
+		warn = append(warn, fmt.Sprintf("%d operation(s) due before the end were never sent: the system fell behind the rate, and the tail is worse than shown", r.Unsent))
 	}
 	if r.NotFound > 0 {
 		warn = append(warn, fmt.Sprintf("%d read(s) found no record: the load skipped records, or the store lost them", r.NotFound))

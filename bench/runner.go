@@ -146,6 +146,16 @@ type recorder struct {
 	// clamped counts measured operations slower than the histograms'
 	// range, recorded at its top; notFound reads that found no record.
 	clamped, notFound int64
+	// unsent counts open-loop operations due before the end never sent.
+	unsent int64
+}
+
+// fellBehind counts open-loop operations due before the run's end that
+// were never sent.
+func (r *recorder) fellBehind(n int64) {
+	r.mu.Lock()
+	r.unsent += n
+	r.mu.Unlock()
 }
 
 // missing counts a read that found no record.
@@ -319,9 +329,27 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 			if cfg.Rate > 0 {
 				interval = time.Duration(float64(time.Second) * float64(cfg.Workers) / cfg.Rate)
 			}
+			offset := time.Duration(w) * interval / time.Duration(max(cfg.Workers, 1))
+			// unsent counts, when the run ends, this worker's open-loop
+			// slots from k on that were due before the end but never sent:
+			// the system fell behind the rate, and their latency is in no
+			// figure.
+			unsent := func(k int64) {
+				if interval <= 0 || endAt.IsZero() {
+					return
+				}
+				due := int64((endAt.Sub(start) - offset + interval - 1) / interval) // slots 0..due-1 are due before the end
+				if n := due - k; n > 0 && !endAt.Before(measureFrom) {
+					recs[w].fellBehind(n)
+				}
+			}
 			for k := int64(0); ; k++ {
 				n := nextOp.Add(1)
-				if cfg.Ops > 0 && n > cfg.Ops || runCtx.Err() != nil {
+				if cfg.Ops > 0 && n > cfg.Ops {
+					return
+				}
+				if runCtx.Err() != nil {
+					unsent(k)
 					return
 				}
 				// What the operation sends is made before its clock runs:
@@ -332,10 +360,11 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 				intended := cfg.now()
 				if interval > 0 {
 					// Worker w owns slots w, w+W, w+2W... of the schedule.
-					intended = start.Add(time.Duration(k)*interval + time.Duration(w)*interval/time.Duration(cfg.Workers))
+					intended = start.Add(time.Duration(k)*interval + offset)
 					if wait := intended.Sub(cfg.now()); wait > 0 {
 						cfg.sleep(runCtx, wait)
 						if runCtx.Err() != nil {
+							unsent(k)
 							return
 						}
 					}
@@ -343,6 +372,7 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 				began := cfg.now()
 				err := wk.do(runCtx, op)
 				if err != nil && (ended() || cutByEnd(began, err)) {
+					unsent(k + 1)
 					return // the run ended mid-operation: not an error of the system
 				}
 				if !intended.Before(measureFrom) {
