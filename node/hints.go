@@ -31,6 +31,9 @@ type hintTracker struct {
 	mu        struct {
 		sync.Mutex
 		targets map[string]bool
+		// since, while a refresh reads the log, collects the targets
+		// stored meanwhile, which its read may have missed.
+		since map[string]bool
 	}
 }
 
@@ -91,6 +94,9 @@ func (h *hintTracker) StoreHint(target string, loc replica.Loc, keyspace string,
 	h.mu.Lock()
 	added := !h.mu.targets[target]
 	h.mu.targets[target] = true
+	if h.mu.since != nil {
+		h.mu.since[target] = true
+	}
 	h.mu.Unlock()
 	if added {
 		h.signal()
@@ -102,12 +108,33 @@ func (h *hintTracker) StoreHint(target string, loc replica.Loc, keyspace string,
 // those still owed hints on their way (repair.HintLog.Owed), leaving out
 // a target that refused every hint held for it.
 func (h *hintTracker) refresh() error {
-	list := h.log.Owed()
+	h.beginRefresh()
+	h.finishRefresh(h.log.Owed())
+	return nil
+}
+
+// beginRefresh starts collecting the targets stored while the log is
+// read; finishRefresh makes the targets those the log owes (list) and
+// those.
+func (h *hintTracker) beginRefresh() {
+	h.mu.Lock()
+	h.mu.since = map[string]bool{}
+	h.mu.Unlock()
+}
+
+func (h *hintTracker) finishRefresh(list []string) {
 	next := make(map[string]bool, len(list))
 	for _, t := range list {
 		next[t] = true
 	}
 	h.mu.Lock()
+	// A target whose first hint was stored while the log was read is
+	// owed too: dropped here, it would leave gossip (and read quorums
+	// would count it) until the next round.
+	for t := range h.mu.since {
+		next[t] = true
+	}
+	h.mu.since = nil
 	same := len(next) == len(h.mu.targets)
 	for t := range next {
 		same = same && h.mu.targets[t]
@@ -117,7 +144,6 @@ func (h *hintTracker) refresh() error {
 	if !same {
 		h.signal()
 	}
-	return nil
 }
 
 func (h *hintTracker) signal() {
