@@ -95,6 +95,9 @@ See docs/DRILLS.md.`,
 			Short: short,
 			Args:  cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
+				if err := refuseZeros(cmd); err != nil {
+					return err
+				}
 				return runDrill(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), name, f)
 			},
 		}
@@ -152,6 +155,9 @@ its own ID, records the old one, and takes writes.
   meridian drill restore --local --dcs 2 --json restore.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := refuseZeros(cmd); err != nil {
+				return err
+			}
 			return runRestoreDrill(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), *f, before, after)
 		},
 	}
@@ -333,4 +339,19 @@ func writeFile(path string, write func(io.Writer) error) error {
 		return err
 	}
 	return file.Close()
+}
+
+// refuseZeros refuses flags given as 0 that the drill's config takes for
+// "the default" (it would run its default silently), saying what to give
+// instead.
+func refuseZeros(cmd *cobra.Command) error {
+	for _, name := range []string{"rate", "probe-rate", "set-rate"} {
+		if fl := cmd.Flag(name); fl != nil && fl.Changed && fl.Value.String() == "0" {
+			return fmt.Errorf("--%s 0: the drill's criteria are measured on this workload, which 0 would turn into its default; give a positive rate (default %s)", name, fl.DefValue)
+		}
+	}
+	if fl := cmd.Flag("min-availability"); fl != nil && fl.Changed && fl.Value.String() == "0" {
+		return fmt.Errorf("--min-availability 0 would be taken for the default (%s%%): to accept almost any availability, give a small percentage such as 0.01", fl.DefValue)
+	}
+	return nil
 }

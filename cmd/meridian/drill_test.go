@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -235,5 +236,29 @@ func TestDrillRestoreWithProcesses(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "cluster", "backup", "n1", "SNAPSHOT.json")); err != nil {
 		t.Errorf("the copied snapshot is not kept with --dir: %v", err)
+	}
+}
+
+// TestDrillRefusesZerosTakenForDefaults: a rate or availability flag given
+// as 0, which the drill's config would take for its default (running it
+// silently), is refused before anything starts, saying what to give.
+func TestDrillRefusesZerosTakenForDefaults(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"drill", "dc-outage", "--local", "--rate", "0"}, "--rate 0"},
+		{[]string{"drill", "dc-partition", "--local", "--set-rate", "0"}, "--set-rate 0"},
+		{[]string{"drill", "restore", "--local", "--probe-rate", "0"}, "--probe-rate 0"},
+		{[]string{"drill", "dc-outage", "--local", "--min-availability", "0"}, "such as 0.01"},
+	} {
+		root := newRoot()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs(c.args)
+		if err := root.ExecuteContext(context.Background()); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want it refused with %q", c.args, err, c.want)
+		}
 	}
 }
