@@ -16,31 +16,31 @@ import (
 	"github.com/meridiankv/meridian/transport"
 )
 
-// TestQuorumFollowsTheServingList: while a keyspace's replication grows
-// from 3 to 5, a partition that has switched is served by 5 replicas, so
-// its N is 5 and QUORUM is 3; one that has not is still 3 and 2. (N came
-// from the old spec for both: W = 2 and R = 2 of 5 replicas, a quorum
-// read could miss an acknowledged write.)
-func TestQuorumFollowsTheServingList(t *testing.T) {
+// alterHalfway is a coordinator on node self (in dc) of a cluster whose
+// nodes are dcs (node i in dcs[i-1]), while keyspace "ks" alters from
+// replication from to to: partition switched has switched to the new
+// replicas, waiting has not. keyIn returns a key of a partition.
+func alterHalfway(t *testing.T, dcs []string, self, dc string, from, to map[string]int) (c *Coordinator, switched, waiting int, keyIn func(p int) []byte) {
+	t.Helper()
 	st := &membership.MetaState{}
 	var members []membership.MemberRecord
-	for i := 1; i <= 5; i++ {
-		members = append(members, membership.MemberRecord{ID: fmt.Sprintf("n%d", i), DC: "dc1", Rack: fmt.Sprintf("r%d", i), Weight: 1, GRPCAddr: "127.0.0.1:1"})
+	for i, d := range dcs {
+		members = append(members, membership.MemberRecord{ID: fmt.Sprintf("n%d", i+1), DC: d, Rack: fmt.Sprintf("r%d", i+1), Weight: 1, GRPCAddr: "127.0.0.1:1"})
 	}
-	for _, c := range []membership.Command{
+	for _, cmd := range []membership.Command{
 		{Kind: membership.CmdInit, ClusterID: "c1", Partitions: 16, Members: members},
-		{Kind: membership.CmdKeyspaceCreate, Keyspace: &membership.KeyspaceSpec{Name: "ks", Replication: map[string]int{"dc1": 3}}},
-		{Kind: membership.CmdKeyspaceAlter, Keyspace: &membership.KeyspaceSpec{Name: "ks", Replication: map[string]int{"dc1": 5}}},
+		{Kind: membership.CmdKeyspaceCreate, Keyspace: &membership.KeyspaceSpec{Name: "ks", Replication: from}},
+		{Kind: membership.CmdKeyspaceAlter, Keyspace: &membership.KeyspaceSpec{Name: "ks", Replication: to}},
 	} {
-		if err := st.Apply(c); err != nil {
-			t.Fatalf("%s: %v", c.Kind, err)
+		if err := st.Apply(cmd); err != nil {
+			t.Fatalf("%s: %v", cmd.Kind, err)
 		}
 	}
 	tr := st.Transition
 	if tr == nil || len(tr.Moving) < 2 {
 		t.Fatalf("the alter started no transition moving two partitions or more: %+v", tr)
 	}
-	switched, waiting := tr.Moving[0], tr.Moving[1]
+	switched, waiting = tr.Moving[0], tr.Moving[1]
 	for _, n := range st.PendingFor(switched) {
 		if err := st.Apply(membership.Command{Kind: membership.CmdTransferDone, Generation: tr.Generation, Node: n, Parts: []int{switched}}); err != nil {
 			t.Fatal(err)
@@ -50,23 +50,34 @@ func TestQuorumFollowsTheServingList(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := replica.Open(memory.New(), "n1")
+	store, err := replica.Open(memory.New(), self)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := New(Config{NodeID: "n1", DC: "dc1", Store: store, Peers: transport.NewMem(), Live: liveExcept{},
+	c, err = New(Config{NodeID: self, DC: dc, Store: store, Peers: transport.NewMem(), Live: liveExcept{},
 		Topology: func() *membership.Topology { return topo }, Secrets: [][]byte{[]byte("secret")}, RequestTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	keyIn := func(p int) []byte {
+	t.Cleanup(c.Close)
+	keyIn = func(p int) []byte {
 		for i := 0; ; i++ {
 			if k := fmt.Appendf(nil, "k%d", i); topo.Ring.Partition(k) == p {
 				return k
 			}
 		}
 	}
+	return c, switched, waiting, keyIn
+}
+
+// TestQuorumFollowsTheServingList: while a keyspace's replication grows
+// from 3 to 5, a partition that has switched is served by 5 replicas, so
+// its N is 5 and QUORUM is 3; one that has not is still 3 and 2. (N came
+// from the old spec for both: W = 2 and R = 2 of 5 replicas, a quorum
+// read could miss an acknowledged write.)
+func TestQuorumFollowsTheServingList(t *testing.T) {
+	c, switched, waiting, keyIn := alterHalfway(t, []string{"dc1", "dc1", "dc1", "dc1", "dc1"}, "n1", "dc1",
+		map[string]int{"dc1": 3}, map[string]int{"dc1": 5})
 	quorum := &kvv1.Consistency{Level: kvv1.Level_LEVEL_QUORUM}
 	for _, tc := range []struct {
 		p, n, total int
@@ -89,52 +100,8 @@ func TestQuorumFollowsTheServingList(t *testing.T) {
 // INVALID_ARGUMENT (which clients do not retry); once the partition has
 // switched it resolves over the new DC's replicas.
 func TestLocalLevelsWhileADCIsAdded(t *testing.T) {
-	st := &membership.MetaState{}
-	var members []membership.MemberRecord
-	for i := 1; i <= 6; i++ {
-		dc := "dc1"
-		if i > 3 {
-			dc = "dc2"
-		}
-		members = append(members, membership.MemberRecord{ID: fmt.Sprintf("n%d", i), DC: dc, Rack: fmt.Sprintf("r%d", i), Weight: 1, GRPCAddr: "127.0.0.1:1"})
-	}
-	for _, c := range []membership.Command{
-		{Kind: membership.CmdInit, ClusterID: "c1", Partitions: 16, Members: members},
-		{Kind: membership.CmdKeyspaceCreate, Keyspace: &membership.KeyspaceSpec{Name: "ks", Replication: map[string]int{"dc1": 3}}},
-		{Kind: membership.CmdKeyspaceAlter, Keyspace: &membership.KeyspaceSpec{Name: "ks", Replication: map[string]int{"dc1": 3, "dc2": 3}}},
-	} {
-		if err := st.Apply(c); err != nil {
-			t.Fatalf("%s: %v", c.Kind, err)
-		}
-	}
-	tr := st.Transition
-	switched, waiting := tr.Moving[0], tr.Moving[1]
-	for _, n := range st.PendingFor(switched) {
-		if err := st.Apply(membership.Command{Kind: membership.CmdTransferDone, Generation: tr.Generation, Node: n, Parts: []int{switched}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	topo, err := st.Topology()
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := replica.Open(memory.New(), "n4")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := New(Config{NodeID: "n4", DC: "dc2", Store: store, Peers: transport.NewMem(), Live: liveExcept{},
-		Topology: func() *membership.Topology { return topo }, Secrets: [][]byte{[]byte("secret")}, RequestTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	keyIn := func(p int) []byte {
-		for i := 0; ; i++ {
-			if k := fmt.Appendf(nil, "k%d", i); topo.Ring.Partition(k) == p {
-				return k
-			}
-		}
-	}
+	c, switched, waiting, keyIn := alterHalfway(t, []string{"dc1", "dc1", "dc1", "dc2", "dc2", "dc2"}, "n4", "dc2",
+		map[string]int{"dc1": 3}, map[string]int{"dc1": 3, "dc2": 3})
 	local := &kvv1.Consistency{Level: kvv1.Level_LEVEL_LOCAL_QUORUM}
 	if _, err := c.resolve("ks", keyIn(waiting), local, OpRead); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "being added") {
 		t.Fatalf("LOCAL_QUORUM in dc2 before the partition switched: %v, want UNAVAILABLE saying the replicas are being added", err)

@@ -3,18 +3,12 @@ package coordinator
 import (
 	"context"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
-	"github.com/meridiankv/meridian/engine/memory"
-	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/placement"
-	"github.com/meridiankv/meridian/replica"
-	"github.com/meridiankv/meridian/transport"
-	"github.com/meridiankv/meridian/version"
 )
 
 // owedLive is a liveness view: nodes down, nodes some live node holds
@@ -43,57 +37,27 @@ func (owedLive) DiskLow(string) bool { return false }
 // acknowledged write here is on a down replica (the other being a hint),
 // so the honest answer is UNAVAILABLE, not a quorum without it.
 func TestOwedReplicasNeverMakeAQuorum(t *testing.T) {
-	topo, err := membership.NewTopology(1, 16, []membership.NodeInfo{
-		{Node: placement.Node{ID: "n1", DC: "dc1", Rack: "r1", Weight: 1}},
-		{Node: placement.Node{ID: "n2", DC: "dc1", Rack: "r2", Weight: 1}},
-		{Node: placement.Node{ID: "n3", DC: "dc1", Rack: "r3", Weight: 1}},
-		{Node: placement.Node{ID: "x1", DC: "dc2", Rack: "r1", Weight: 1}},
-	}, []membership.KeyspaceSpec{{Name: "ks", Replication: map[string]int{"dc1": 3}}})
-	if err != nil {
-		t.Fatal(err)
+	nodes := []placement.Node{
+		{ID: "n1", DC: "dc1", Rack: "r1", Weight: 1},
+		{ID: "n2", DC: "dc1", Rack: "r2", Weight: 1},
+		{ID: "n3", DC: "dc1", Rack: "r3", Weight: 1},
+		{ID: "x1", DC: "dc2", Rack: "r1", Weight: 1},
 	}
-	ks, _ := topo.Keyspace("ks")
 	key := []byte("k")
-	loc := replica.Loc{Keyspace: ks.ID, Partition: topo.Ring.Partition(key)}
 	for _, tc := range []struct {
-		name    string
-		at      string
-		level   kvv1.Level
-		owedBy  string // DC of the node holding n3's hint
-		reading string
+		name   string
+		at     string
+		level  kvv1.Level
+		owedBy string // DC of the node holding n3's hint
 	}{
-		{"the coordinator itself is owed", "n3", kvv1.Level_LEVEL_QUORUM, "dc1", "n3"},
-		{"LOCAL_QUORUM, a single-DC keyspace, hint held in another DC", "n2", kvv1.Level_LEVEL_LOCAL_QUORUM, "dc2", "n2"},
-		{"QUORUM, hint held in another DC", "n2", kvv1.Level_LEVEL_QUORUM, "dc2", "n2"},
+		{"the coordinator itself is owed", "n3", kvv1.Level_LEVEL_QUORUM, "dc1"},
+		{"LOCAL_QUORUM, a single-DC keyspace, hint held in another DC", "n2", kvv1.Level_LEVEL_LOCAL_QUORUM, "dc2"},
+		{"QUORUM, hint held in another DC", "n2", kvv1.Level_LEVEL_QUORUM, "dc2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			net := transport.NewMem()
 			live := owedLive{down: map[string]bool{"n1": true}, owedBy: map[string]string{"n3": tc.owedBy}}
-			coords := map[string]*Coordinator{}
-			for _, id := range []string{"n1", "n2", "n3", "x1"} {
-				store, err := replica.Open(memory.New(), id)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if id == "n1" { // the acknowledged write's one primary copy
-					set, _ := version.Set{}.Put(version.Clock{}, "n1", version.Value{Bytes: []byte("new")}, time.Now().UnixNano())
-					if _, err := store.Merge(loc, key, set, false); err != nil {
-						t.Fatal(err)
-					}
-				}
-				dc := "dc1"
-				if id == "x1" {
-					dc = "dc2"
-				}
-				c, err := New(Config{NodeID: id, DC: dc, Store: store, Peers: net, Live: live,
-					Topology: func() *membership.Topology { return topo }, Secrets: [][]byte{[]byte("secret")}, RequestTimeout: time.Second})
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(c.Close)
-				net.Register(id, c)
-				coords[id] = c
-			}
+			topo, coords, stores := testCluster(t, nodes, map[string]int{"dc1": 3}, func(c *Config) { c.Live = live })
+			storeOnly(t, topo, stores["n1"], key, []byte("new")) // the acknowledged write's one primary copy
 			resp, err := coords[tc.at].Get(context.Background(), &kvv1.GetRequest{Keyspace: "ks", Key: key, Consistency: &kvv1.Consistency{Level: tc.level}})
 			if status.Code(err) != codes.Unavailable {
 				t.Fatalf("read at %s: %v, %v; want UNAVAILABLE (the write's copies are on a down node and in a hint)", tc.at, resp.GetSiblings(), err)
