@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/meridiankv/meridian/placement"
@@ -134,6 +135,11 @@ type MetaState struct {
 	// RestoredEpoch is the epoch of the restored metadata it was
 	// initialized from.
 	RestoredEpoch uint64 `json:"restored_epoch,omitempty"`
+	// DroppedKeyspaces are the storage IDs of dropped keyspaces, oldest
+	// first, at most MaxDroppedKeyspaces: a keyspace created later never
+	// gets one of them (a node down during the drop still holds that data
+	// until its clean-up runs).
+	DroppedKeyspaces []uint32 `json:"dropped_keyspaces,omitempty"`
 
 	// tableCache holds the tables of the current ring and of the
 	// transition's next ring (not part of the state: rebuilt on demand).
@@ -261,6 +267,7 @@ func (s *MetaState) Clone() *MetaState {
 		out.Keyspaces[name] = cloneSpec(k)
 	}
 	out.Plan = slices.Clone(s.Plan)
+	out.DroppedKeyspaces = slices.Clone(s.DroppedKeyspaces)
 	out.RouteEpochs = slices.Clone(s.RouteEpochs)
 	if s.Ring != nil {
 		r := *s.Ring
@@ -474,7 +481,9 @@ func (s *MetaState) applyInit(c Command) error {
 		if _, dup := next.Keyspaces[k.Name]; dup {
 			return fmt.Errorf("init defines keyspace %q twice", k.Name)
 		}
-		next.Keyspaces[k.Name] = normalize(k)
+		k = normalize(k)
+		k.StorageID = 0 // chosen here, never by the proposer
+		next.Keyspaces[k.Name] = k
 	}
 	if _, err := next.Topology(); err != nil {
 		return err
@@ -1005,6 +1014,7 @@ func (s *MetaState) applyKeyspaceCreate(c Command) error {
 		}
 		return fmt.Errorf("%w: %q has %s", ErrKeyspaceExists, spec.Name, DescribeSpec(cur))
 	}
+	spec.StorageID = s.newStorageID(spec.Name)
 	next := s.Clone()
 	next.Keyspaces[spec.Name] = spec
 	if _, err := next.Topology(); err != nil {
@@ -1023,6 +1033,7 @@ func (s *MetaState) applyKeyspaceAlter(c Command) error {
 	if !ok {
 		return fmt.Errorf("keyspace %q does not exist: create it with `meridian keyspace create`", spec.Name)
 	}
+	spec.StorageID = cur.StorageID // the data stays where it is
 	if spec.Conflict != cur.Conflict {
 		cc, _ := ParseConflict(cur.Conflict)
 		sc, err := ParseConflict(spec.Conflict)
@@ -1074,8 +1085,47 @@ func (s *MetaState) applyKeyspaceDrop(c Command) error {
 	if s.Transition != nil {
 		return ErrInTransition
 	}
+	s.DroppedKeyspaces = append(s.DroppedKeyspaces, storageID(s.Keyspaces[c.Name]))
+	if over := len(s.DroppedKeyspaces) - MaxDroppedKeyspaces; over > 0 {
+		s.DroppedKeyspaces = slices.Delete(s.DroppedKeyspaces, 0, over)
+	}
 	delete(s.Keyspaces, c.Name)
 	return nil
+}
+
+// MaxDroppedKeyspaces bounds the storage IDs of dropped keyspaces the
+// metadata remembers: a keyspace dropped longer ago than this many drops
+// is assumed deleted on every node.
+const MaxDroppedKeyspaces = 4096
+
+// storageID is the ID a keyspace's data is stored under.
+func storageID(k KeyspaceSpec) uint32 {
+	if k.StorageID != 0 {
+		return k.StorageID
+	}
+	return KeyspaceID(k.Name)
+}
+
+// newStorageID picks the storage ID of a keyspace being created: its
+// name's ID unless a keyspace holds it or a dropped one did, then the ID
+// of name#1, name#2, ... (0 stands for the name's own ID).
+func (s *MetaState) newStorageID(name string) uint32 {
+	taken := make(map[uint32]bool, len(s.Keyspaces)+len(s.DroppedKeyspaces))
+	for _, k := range s.Keyspaces {
+		taken[storageID(k)] = true
+	}
+	for _, id := range s.DroppedKeyspaces {
+		taken[id] = true
+	}
+	id := KeyspaceID(name)
+	if !taken[id] {
+		return 0
+	}
+	for i := 1; ; i++ {
+		if id = KeyspaceID(name + "#" + strconv.Itoa(i)); !taken[id] {
+			return id
+		}
+	}
 }
 
 // SameSpec reports whether two specs define the same keyspace.

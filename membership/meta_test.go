@@ -718,3 +718,76 @@ func TestTransferReportAfterSnapshotRestore(t *testing.T) {
 		t.Fatal("the restored state and the original differ after the same report")
 	}
 }
+
+// TestRecreatedKeyspaceGetsNewStorage: a keyspace created under the name
+// of one dropped is stored under another ID, so the dropped one's data,
+// still on a node that was down during the drop, never shows in it; an
+// alter (limits or replication, through its transition) keeps the ID;
+// the proposer cannot choose it.
+func TestRecreatedKeyspaceGetsNewStorage(t *testing.T) {
+	st := initState(t, 2, 3, 64)
+	id := func(name string) uint32 {
+		t.Helper()
+		topo, err := st.Topology()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ks, ok := topo.Keyspace(name)
+		if !ok {
+			t.Fatalf("no keyspace %q", name)
+		}
+		return ks.ID
+	}
+	spec := KeyspaceSpec{Name: "orders", Replication: map[string]int{"dc1": 2}, StorageID: 99}
+	mustApply(t, st, Command{Kind: CmdKeyspaceCreate, Keyspace: &spec})
+	first := id("orders")
+	if first != KeyspaceID("orders") {
+		t.Fatalf("first keyspace stored under %d, want its name's ID %d (the proposer's 99 ignored)", first, KeyspaceID("orders"))
+	}
+	mustApply(t, st, Command{Kind: CmdKeyspaceDrop, Name: "orders"})
+	seen := map[uint32]bool{first: true}
+	for round := range 3 {
+		mustApply(t, st, Command{Kind: CmdKeyspaceCreate, Keyspace: &spec})
+		again := id("orders")
+		if seen[again] {
+			t.Fatalf("round %d: the re-created keyspace is stored under %d, an ID a dropped one used", round, again)
+		}
+		seen[again] = true
+		lim := spec
+		lim.MaxSiblings, lim.StorageID = 10, 7
+		mustApply(t, st, Command{Kind: CmdKeyspaceAlter, Keyspace: &lim})
+		grow := lim
+		grow.Replication = map[string]int{"dc1": 2, "dc2": 2}
+		mustApply(t, st, Command{Kind: CmdKeyspaceAlter, Keyspace: &grow})
+		if got := id("orders"); got != again {
+			t.Fatalf("round %d: during a replication alter the keyspace moved from ID %d to %d", round, again, got)
+		}
+		finishTransfers(t, st)
+		if got := id("orders"); got != again {
+			t.Fatalf("round %d: after a replication alter the keyspace moved from ID %d to %d", round, again, got)
+		}
+		// The ID survives the state's encoding (snapshots, restores).
+		b, err := json.Marshal(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back MetaState
+		if err := json.Unmarshal(b, &back); err != nil {
+			t.Fatal(err)
+		}
+		if topo, err := back.Topology(); err != nil || topo.Keyspaces["orders"].ID != again {
+			t.Fatalf("round %d: decoded state: %v", round, err)
+		}
+		mustApply(t, st, Command{Kind: CmdKeyspaceDrop, Name: "orders"})
+	}
+	if len(st.DroppedKeyspaces) != 4 {
+		t.Fatalf("dropped IDs remembered: %v, want 4", st.DroppedKeyspaces)
+	}
+	// Bounded: the oldest are forgotten.
+	st.DroppedKeyspaces = make([]uint32, MaxDroppedKeyspaces)
+	mustApply(t, st, Command{Kind: CmdKeyspaceCreate, Keyspace: &spec})
+	mustApply(t, st, Command{Kind: CmdKeyspaceDrop, Name: "orders"})
+	if len(st.DroppedKeyspaces) != MaxDroppedKeyspaces {
+		t.Fatalf("%d dropped IDs remembered, want at most %d", len(st.DroppedKeyspaces), MaxDroppedKeyspaces)
+	}
+}

@@ -59,6 +59,12 @@ type KeyspaceSpec struct {
 	// MaxSetBytes bounds a key's stored versions, bytes (default
 	// DefaultMaxSetBytes, at most version.MaxSetBytes).
 	MaxSetBytes int `yaml:"max_set_bytes,omitempty" json:"max_set_bytes,omitempty"`
+	// StorageID is the ID the keyspace's data is stored under, chosen by
+	// the metadata log when the keyspace is created; 0 means
+	// KeyspaceID(Name). A keyspace created under the name of one dropped
+	// gets another ID, so data of the dropped one not yet deleted on some
+	// node (down during the drop) never reappears in it.
+	StorageID uint32 `yaml:"-" json:"storage_id,omitempty"`
 }
 
 // Keyspace limit defaults.
@@ -200,7 +206,10 @@ func (t *Topology) addKeyspaceWith(s KeyspaceSpec, table *placement.Table) error
 			return fmt.Errorf("keyspace %q: %w", s.Name, err)
 		}
 	}
-	id := KeyspaceID(s.Name)
+	id := s.StorageID
+	if id == 0 {
+		id = KeyspaceID(s.Name)
+	}
 	for _, k := range t.Keyspaces {
 		if k.ID == id {
 			return fmt.Errorf("keyspace %q: its ID collides with keyspace %q: pick another name", s.Name, k.Name)
