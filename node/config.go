@@ -13,6 +13,7 @@ import (
 
 	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/placement"
+	"github.com/meridiankv/meridian/repair"
 	"github.com/meridiankv/meridian/telemetry"
 	"github.com/meridiankv/meridian/transport"
 )
@@ -71,8 +72,9 @@ type Config struct {
 	// HintInterval is how often hints are offered to returning nodes (default 1s).
 	HintInterval time.Duration `yaml:"hint-interval"`
 	// HintWindow: a node owed hints for longer than this gets no new ones,
-	// and hints older than this are dropped instead of delivered (nil:
-	// 3h; 0 turns hints off).
+	// and hints older than this go to the partition's other replicas
+	// instead (nil: 3h; 0 turns hints off). It must be under nine tenths
+	// of TombstoneGrace, the age past which a hint is dropped.
 	HintWindow *time.Duration `yaml:"hint-window"`
 	// MaxHintBytes bounds the hints held per target node (nil: 64 MiB; 0
 	// turns hints off). In YAML, like every Bytes key, an integer or a
@@ -365,6 +367,14 @@ func (c Config) Validate() error {
 	}
 	if c.HintWindow != nil && *c.HintWindow < 0 {
 		return fmt.Errorf("hint-window %s is negative (0 turns hints off)", *c.HintWindow)
+	}
+	window := repair.DefaultHintWindow
+	if c.HintWindow != nil {
+		window = *c.HintWindow // 0: hints off
+	}
+	hintsOn := window > 0 && (c.MaxHintBytes == nil || *c.MaxHintBytes > 0)
+	if maxAge := hintMaxAge(c.TombstoneGrace); hintsOn && maxAge > 0 && window >= maxAge {
+		return fmt.Errorf("hint-window %s must be under nine tenths of tombstone-grace (%s): hints older than that are dropped, since delivered later they could bring back deleted values; shorten hint-window or lengthen tombstone-grace", window, maxAge)
 	}
 	if c.MaxHintBytes != nil && *c.MaxHintBytes < 0 {
 		return fmt.Errorf("max-hint-bytes %d is negative (0 turns hints off)", *c.MaxHintBytes)

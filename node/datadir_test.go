@@ -194,7 +194,7 @@ func TestSnapshotScheduleConfig(t *testing.T) {
 // naming the key, whichever source set them (a negative max-in-flight used
 // to crash the node at start).
 func TestNumericKeysRefused(t *testing.T) {
-	neg := -time.Second
+	neg, day := -time.Second, 22*time.Hour
 	negBytes := node.Bytes(-1)
 	for _, c := range []struct {
 		set  func(*node.Config)
@@ -210,6 +210,8 @@ func TestNumericKeysRefused(t *testing.T) {
 		{func(c *node.Config) { c.HintInterval = -time.Second }, "hint-interval -1s"},
 		{func(c *node.Config) { c.HintWindow = &neg }, "hint-window -1s"},
 		{func(c *node.Config) { c.MaxHintBytes = &negBytes }, "max-hint-bytes -1"},
+		{func(c *node.Config) { c.HintWindow = &day }, "hint-window 22h0m0s must be under nine tenths of tombstone-grace (21h36m0s)"},
+		{func(c *node.Config) { c.TombstoneGrace = 2 * time.Hour }, "hint-window 3h0m0s must be under nine tenths of tombstone-grace (1h48m0s)"},
 		{func(c *node.Config) { c.AntiEntropyPeriod = -time.Minute }, "anti-entropy-period -1m0s"},
 		{func(c *node.Config) { c.RepairKeysPerSecond = -5 }, "repair-keys-per-second -5"},
 		{func(c *node.Config) { c.RepairBytesPerSecond = math.NaN() }, "repair-bytes-per-second NaN"},
@@ -228,5 +230,17 @@ func TestNumericKeysRefused(t *testing.T) {
 	cfg.HintWindow, cfg.MaxHintBytes = &zero, &zeroBytes
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("zeros: %v", err)
+	}
+	// A long window is fine while tombstones are never collected, or
+	// hints are off.
+	cfg = soloConfig(t, "n1", "127.0.0.1:7001", t.TempDir())
+	cfg.HintWindow, cfg.TombstoneGrace = &day, -1
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("window 22h, tombstones never collected: %v", err)
+	}
+	cfg.TombstoneGrace = time.Hour
+	cfg.MaxHintBytes = &zeroBytes
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("grace 1h, hints off: %v", err)
 	}
 }

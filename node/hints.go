@@ -51,6 +51,7 @@ func newHintTracker(store *replica.Store, cfg Config, now func() time.Time, metr
 		lc.Window = *cfg.HintWindow
 		lc.Off = lc.Off || *cfg.HintWindow == 0
 	}
+	lc.MaxAge = hintMaxAge(cfg.TombstoneGrace)
 	if cfg.MaxHintBytes != nil {
 		lc.MaxBytes = int64(*cfg.MaxHintBytes)
 		lc.Off = lc.Off || *cfg.MaxHintBytes == 0
@@ -65,6 +66,21 @@ func newHintTracker(store *replica.Store, cfg Config, now func() time.Time, metr
 		}
 	}
 	return h, h.refresh()
+}
+
+// hintMaxAge is the age past which a hint is dropped undelivered: nine
+// tenths of the tombstone grace (the rest covers clocks apart and
+// deliveries under way), so no hint lands after a tombstone of a delete
+// that followed its write could have been collected. None when tombstones
+// are never collected.
+func hintMaxAge(grace time.Duration) time.Duration {
+	if grace == 0 {
+		grace = repair.DefaultTombstoneGrace
+	}
+	if grace < 0 {
+		return 0
+	}
+	return grace - grace/10
 }
 
 func (h *hintTracker) metrics() telemetry.HintStats {

@@ -25,6 +25,8 @@ func TestRestoreChecksTheSnapshot(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "n1")
 	cfg := soloConfig(t, "n1", "127.0.0.1:0", dir)
 	cfg.TombstoneGrace = time.Hour
+	window := 30 * time.Minute // under nine tenths of the grace
+	cfg.HintWindow = &window
 	n, err := node.Start(ctxT(t), cfg, node.Options{})
 	if err != nil {
 		t.Fatal(err)

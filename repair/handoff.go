@@ -207,13 +207,19 @@ func (h *Handoff) DeliverOnce(ctx context.Context) (int, error) {
 	var ready []string
 	for _, t := range h.Log.Targets() {
 		if h.IsMember != nil && !h.IsMember(t) {
-			moved, dropped, err := h.rehomeAll(t)
+			moved, dropped, kept, err := h.rehomeAll(t)
 			if err != nil {
 				return 0, err
 			}
-			h.forget(t)
+			if kept == 0 {
+				h.forget(t)
+			}
 			h.Log.forgetTarget(t)
-			h.Logger.Info("hints for a node outside the topology: handed to the current replicas of their partitions, or dropped", "target", t, "handed", moved, "dropped", dropped)
+			level := slog.LevelInfo
+			if moved+dropped == 0 {
+				level = slog.LevelDebug // only kept again: said before
+			}
+			h.Logger.Log(ctx, level, "hints for a node outside the topology: handed to the current replicas of their partitions, or dropped", "target", t, "handed", moved, "dropped", dropped, "kept_for_next_round", kept)
 			continue
 		}
 		if !h.Live.Alive(t) || h.Live.DiskLow(t) || now.Before(h.retryAt(t)) {
@@ -315,8 +321,8 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 			continue
 		}
 		nodes, gone := h.place(hint)
-		if gone {
-			if err := h.Log.drop(hint, DropKeyspace); err != nil {
+		if gone || h.Log.tooOld(hint) {
+			if err := h.dropUndelivered(hint, gone); err != nil {
 				return delivered, err
 			}
 			d.cursor = r.k
@@ -410,6 +416,17 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 	return delivered, nil
 }
 
+// dropUndelivered drops a hint of a dropped keyspace (gone) or one past
+// the log's MaxAge, which is reported: its partition needs repair.
+func (h *Handoff) dropUndelivered(hint Hint, gone bool) error {
+	if gone {
+		return h.Log.drop(hint, DropKeyspace)
+	}
+	h.Logger.Warn("dropped a hint older than the tombstone grace: delivered now, it could bring back a value deleted since; its partition is marked for repair",
+		"target", hint.Target, "keyspace", hint.Keyspace, "partition", hint.Loc.Partition, "first_hinted", hint.Born)
+	return h.Log.drop(hint, DropAged)
+}
+
 // place asks Place where hint's data belongs now.
 func (h *Handoff) place(hint Hint) (nodes []string, gone bool) {
 	if h.Place == nil {
@@ -423,9 +440,7 @@ func (h *Handoff) place(hint Hint) (nodes []string, gone bool) {
 // it. moved is false, and the hint stays, when no such node took it: none
 // other than the target, or one refused (its hints are full).
 func (h *Handoff) rehome(hint Hint, nodes []string) (moved bool, err error) {
-	others := slices.DeleteFunc(slices.Clone(nodes), func(n string) bool {
-		return n == hint.Target || n == h.Self && h.Local == nil
-	})
+	others := h.takers(hint, nodes)
 	if len(others) == 0 {
 		return false, nil
 	}
@@ -439,7 +454,9 @@ func (h *Handoff) rehome(hint Hint, nodes []string) (moved bool, err error) {
 			}
 			continue
 		}
-		if err := h.Log.StoreHint(n, hint.Loc, hint.Keyspace, hint.Key, hint.Set, false); err != nil {
+		// The hint handed on keeps its age: MaxAge bounds how long after
+		// its write it may be delivered, wherever it went meanwhile.
+		if err := h.Log.storeHint(n, hint.Loc, hint.Keyspace, hint.Key, hint.Set, false, hint.Born); err != nil {
 			if errors.Is(err, ErrHintDropped) || errors.Is(err, replica.ErrKeyTooLong) {
 				return false, nil
 			}
@@ -455,10 +472,20 @@ func (h *Handoff) rehome(hint Hint, nodes []string) (moved bool, err error) {
 	return true, nil
 }
 
+// takers are the nodes of nodes that may take hint's data instead of its
+// target.
+func (h *Handoff) takers(hint Hint, nodes []string) []string {
+	return slices.DeleteFunc(slices.Clone(nodes), func(n string) bool {
+		return n == hint.Target || n == h.Self && h.Local == nil
+	})
+}
+
 // rehomeAll hands every hint held for t, a node that left the topology,
 // to the nodes that replicate its partition now, and drops those no node
-// can take (or whose keyspace is gone).
-func (h *Handoff) rehomeAll(t string) (moved, dropped uint64, err error) {
+// can take (or whose keyspace is gone). A hint a node could take but did
+// not now (its hints are full, the merge here failed) stays for the next
+// round: it may be the only copy of an acknowledged write.
+func (h *Handoff) rehomeAll(t string) (moved, dropped, kept uint64, err error) {
 	p := hintPrefix(t)
 	lower := p
 	for {
@@ -467,24 +494,35 @@ func (h *Handoff) rehomeAll(t string) (moved, dropped uint64, err error) {
 			batch = append(batch, rawHint{slices.Clone(k), slices.Clone(v)})
 			return len(batch) < h.Batch
 		}); err != nil {
-			return moved, dropped, err
+			return moved, dropped, kept, err
 		}
 		if len(batch) == 0 {
-			return moved, dropped, nil
+			return moved, dropped, kept, nil
 		}
 		for _, r := range batch {
 			lower = append(slices.Clone(r.k), 0)
 			hint, derr := h.Log.decode(r.k, r.v)
+			if derr == nil && h.Log.tooOld(hint) {
+				if err := h.dropUndelivered(hint, false); err != nil {
+					return moved, dropped, kept, err
+				}
+				dropped++
+				continue
+			}
 			if derr == nil {
 				nodes, gone := h.place(hint)
 				ok := false
 				if !gone {
 					if ok, err = h.rehome(hint, nodes); err != nil {
-						return moved, dropped, err
+						return moved, dropped, kept, err
 					}
 				}
 				if ok {
 					moved++
+					continue
+				}
+				if !gone && len(h.takers(hint, nodes)) > 0 {
+					kept++
 					continue
 				}
 				reason := DropNonMember
@@ -492,13 +530,13 @@ func (h *Handoff) rehomeAll(t string) (moved, dropped uint64, err error) {
 					reason = DropKeyspace
 				}
 				if err := h.Log.drop(hint, reason); err != nil {
-					return moved, dropped, err
+					return moved, dropped, kept, err
 				}
 				dropped++
 				continue
 			}
 			if _, err := h.Log.remove(r.k, nil); err != nil {
-				return moved, dropped, err
+				return moved, dropped, kept, err
 			}
 			h.Log.countDropped(DropNonMember, 1)
 			dropped++

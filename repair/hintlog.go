@@ -38,6 +38,7 @@ const (
 	DropPurged    = "purged"     // an operator purged the target's hints
 	DropLimit     = "limit"      // merged with the hint held, the set would pass a hard limit
 	DropKeyspace  = "keyspace"   // its keyspace was dropped since
+	DropAged      = "aged"       // first hinted longer ago than MaxAge (the tombstone grace)
 )
 
 // HintLogConfig bounds the hint log. Zero values take the defaults.
@@ -50,8 +51,14 @@ type HintLogConfig struct {
 	MaxCount int64
 	// Window: a target owed hints for longer than this (the age of its
 	// oldest undelivered hint) gets no new ones, and hints older than this
-	// are dropped instead of delivered.
+	// are not delivered to it: they go to the partition's other replicas.
 	Window time.Duration
+	// MaxAge: a hint whose write was first hinted (on any node: a hint
+	// handed on keeps its age) longer ago than this is dropped
+	// undelivered and reported to OnDropped. Delivered later than the
+	// tombstone grace, it could bring back a value deleted since, whose
+	// tombstone is collected. 0: no bound.
+	MaxAge time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// OnDropped, when set, is told of every hint not stored or dropped
@@ -67,9 +74,13 @@ type Hint struct {
 	Keyspace string
 	Key      []byte
 	Set      version.Set
-	// Stored is when the hint was first stored (for hints written before
-	// times were kept: when this log opened).
+	// Stored is when the hint was first stored here (for hints written
+	// before times were kept: when this log opened).
 	Stored time.Time
+	// Born is when the oldest write it carries was first hinted, on this
+	// node or on the one that handed it here (Stored for hints written
+	// before it was kept).
+	Born time.Time
 }
 
 // TargetStats describes the hints held for one target.
@@ -92,10 +103,15 @@ type TargetStats struct {
 const hintStripes = 1024
 
 // valueMarker starts a hint value that carries its first-stored time:
-// 0xff | unix nanoseconds (8 bytes) | len(ks) | ks | version.Set. A value
-// without it is the original layout, len(ks) | ks | version.Set
-// (keyspace names are at most 64 bytes, so the first byte tells them apart).
-const valueMarker = 0xff
+// 0xff | unix nanoseconds (8 bytes) | len(ks) | ks | version.Set;
+// bornMarker one that carries its born time too: 0xfe | stored (8) |
+// born (8) | len(ks) | ks | version.Set. A value without either is the
+// original layout, len(ks) | ks | version.Set (keyspace names are at most
+// 64 bytes, so the first byte tells them apart).
+const (
+	valueMarker = 0xff
+	bornMarker  = 0xfe
+)
 
 // HintLog is the hints this node holds for other nodes, on the node's
 // engine, bounded per target by bytes, count and age.
@@ -153,7 +169,7 @@ func NewHintLog(eng engine.Engine, cfg HintLogConfig) (*HintLog, error) {
 		a := l.acct(target)
 		a.count++
 		a.bytes += int64(len(k) + len(v))
-		if stored, ok := l.storedAt(v); ok && (a.oldest.IsZero() || stored.Before(a.oldest)) {
+		if stored, _, _, ok := l.storedAt(v); ok && (a.oldest.IsZero() || stored.Before(a.oldest)) {
 			a.oldest = stored
 		}
 		return true
@@ -241,44 +257,57 @@ func parseHintKey(k []byte) (target string, loc replica.Loc, key []byte, ok bool
 	return target, loc, rest[6:], true
 }
 
-func encodeHintValue(stored time.Time, keyspace string, set version.Set) []byte {
-	v := make([]byte, 0, 10+len(keyspace)+set.EncodedSize())
-	v = append(v, valueMarker)
+func encodeHintValue(stored, born time.Time, keyspace string, set version.Set) []byte {
+	v := make([]byte, 0, 18+len(keyspace)+set.EncodedSize())
+	v = append(v, bornMarker)
 	v = binary.BigEndian.AppendUint64(v, uint64(stored.UnixNano()))
+	v = binary.BigEndian.AppendUint64(v, uint64(born.UnixNano()))
 	v = append(v, byte(len(keyspace)))
 	v = append(v, keyspace...)
 	return set.AppendEncode(v)
 }
 
-// storedAt reads a value's first-stored time; values of the original
-// layout date from when the log opened.
-func (l *HintLog) storedAt(v []byte) (time.Time, bool) {
-	if len(v) > 0 && v[0] == valueMarker {
-		if len(v) < 9 {
-			return time.Time{}, false
+// storedAt reads a value's first-stored and born times and the length of
+// its header; values of the original layout date from when the log opened.
+func (l *HintLog) storedAt(v []byte) (stored, born time.Time, header int, ok bool) {
+	switch {
+	case len(v) > 0 && v[0] == bornMarker:
+		if len(v) < 17 {
+			return time.Time{}, time.Time{}, 0, false
 		}
-		return time.Unix(0, int64(binary.BigEndian.Uint64(v[1:9]))), true
+		stored = time.Unix(0, int64(binary.BigEndian.Uint64(v[1:9])))
+		return stored, time.Unix(0, int64(binary.BigEndian.Uint64(v[9:17]))), 17, true
+	case len(v) > 0 && v[0] == valueMarker:
+		if len(v) < 9 {
+			return time.Time{}, time.Time{}, 0, false
+		}
+		stored = time.Unix(0, int64(binary.BigEndian.Uint64(v[1:9])))
+		return stored, stored, 9, true
 	}
-	return l.opened, true
+	return l.opened, l.opened, 0, true
 }
 
-func (l *HintLog) decodeValue(v []byte) (stored time.Time, keyspace string, set version.Set, err error) {
-	stored, ok := l.storedAt(v)
+func (l *HintLog) decodeValue(v []byte) (stored, born time.Time, keyspace string, set version.Set, err error) {
+	stored, born, header, ok := l.storedAt(v)
 	if !ok {
-		return stored, "", set, errors.New("repair: malformed hint: short header")
+		return stored, born, "", set, errors.New("repair: malformed hint: short header")
 	}
-	if len(v) > 0 && v[0] == valueMarker {
-		v = v[9:]
-	}
+	v = v[header:]
 	if len(v) < 1 || len(v) < 1+int(v[0]) {
-		return stored, "", set, errors.New("repair: malformed hint: short keyspace")
+		return stored, born, "", set, errors.New("repair: malformed hint: short keyspace")
 	}
 	keyspace = string(v[1 : 1+v[0]])
 	set, err = version.DecodeSet(v[1+v[0]:])
 	if err != nil {
-		return stored, "", set, fmt.Errorf("repair: malformed hint: %w", err)
+		return stored, born, "", set, fmt.Errorf("repair: malformed hint: %w", err)
 	}
-	return stored, keyspace, set, nil
+	return stored, born, keyspace, set, nil
+}
+
+// tooOld reports whether h is past MaxAge: delivered, it could bring back
+// a value deleted since (see HintLogConfig.MaxAge).
+func (l *HintLog) tooOld(h Hint) bool {
+	return l.cfg.MaxAge > 0 && l.cfg.Now().Sub(h.Born) > l.cfg.MaxAge
 }
 
 // decode turns a stored entry into a Hint.
@@ -289,7 +318,7 @@ func (l *HintLog) decode(k, v []byte) (Hint, error) {
 	}
 	h := Hint{Target: target, Loc: loc, Key: slices.Clone(key)}
 	var err error
-	h.Stored, h.Keyspace, h.Set, err = l.decodeValue(v)
+	h.Stored, h.Born, h.Keyspace, h.Set, err = l.decodeValue(v)
 	return h, err
 }
 
@@ -300,6 +329,12 @@ func (l *HintLog) lock(hk []byte) *sync.Mutex { return &l.locks[xxhash.Sum64(hk)
 // bound it stores nothing and returns an error wrapping ErrHintDropped.
 // It satisfies the coordinator's Hints interface.
 func (l *HintLog) StoreHint(target string, loc replica.Loc, keyspace string, key []byte, set version.Set, sync bool) error {
+	return l.storeHint(target, loc, keyspace, key, set, sync, time.Time{})
+}
+
+// storeHint is StoreHint of a write first hinted at born (zero: now), the
+// age MaxAge bounds.
+func (l *HintLog) storeHint(target string, loc replica.Loc, keyspace string, key []byte, set version.Set, sync bool, born time.Time) error {
 	if target == "" || len(target) > 255 || len(keyspace) > 255 {
 		return fmt.Errorf("repair: bad hint target %q or keyspace %q", target, keyspace)
 	}
@@ -314,6 +349,9 @@ func (l *HintLog) StoreHint(target string, loc replica.Loc, keyspace string, key
 	mu := l.lock(hk)
 	mu.Lock()
 	defer mu.Unlock()
+	if born.IsZero() || born.After(now) {
+		born = now
+	}
 	stored, merged := now, set
 	raw, err := l.eng.Get(hk)
 	exists := err == nil
@@ -323,8 +361,11 @@ func (l *HintLog) StoreHint(target string, loc replica.Loc, keyspace string, key
 		return fmt.Errorf("repair: read hint: %w", err)
 	default:
 		// A hint that does not decode is replaced (delivery would set it aside).
-		if s, _, cur, derr := l.decodeValue(raw); derr == nil {
+		if s, b, _, cur, derr := l.decodeValue(raw); derr == nil {
 			stored, merged = s, version.Merge(cur, set)
+			if b.Before(born) {
+				born = b
+			}
 		}
 	}
 	if err := merged.Check(version.Limits{}); err != nil {
@@ -333,7 +374,7 @@ func (l *HintLog) StoreHint(target string, loc replica.Loc, keyspace string, key
 		// this one (its partition is marked for repair).
 		return l.refuse(target, loc, DropLimit, fmt.Sprintf("the hint for %s would pass a hard limit: %v", target, err))
 	}
-	val := encodeHintValue(stored, keyspace, merged)
+	val := encodeHintValue(stored, born, keyspace, merged)
 	delta := int64(len(val) - len(raw))
 	if !exists {
 		delta = int64(len(hk) + len(val))
@@ -415,7 +456,7 @@ func (l *HintLog) Hints(target string, fn func(Hint) bool) error {
 func (l *HintLog) Delete(h Hint) (bool, error) {
 	hk := hintKey(h.Target, h.Loc, h.Key)
 	return l.remove(hk, func(v []byte) bool {
-		_, _, cur, err := l.decodeValue(v)
+		_, _, _, cur, err := l.decodeValue(v)
 		return err == nil && cur.Equal(h.Set)
 	})
 }

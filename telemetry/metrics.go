@@ -354,7 +354,7 @@ var (
 	hintRefusedDesc = prometheus.NewDesc("meridian_hints_refused",
 		"Hints for a target node that it refused in the last delivery pass (kept until taken or expired; see the node's warning log for why).", []string{"target"}, nil)
 	hintDroppedDesc = prometheus.NewDesc("meridian_hints_dropped_total",
-		"Hints not stored or dropped undelivered, by reason (off, bytes, count, window, expired, non-member, purged, limit).", []string{"reason"}, nil)
+		"Hints not stored or dropped undelivered, by reason (off, bytes, count, window, expired, non-member, purged, limit, keyspace, aged).", []string{"reason"}, nil)
 )
 
 type hintsCollector struct{ stats func() HintStats }

@@ -1,0 +1,150 @@
+package repair
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meridiankv/meridian/engine/memory"
+	"github.com/meridiankv/meridian/replica"
+	"github.com/meridiankv/meridian/version"
+)
+
+// TestHintKeepsItsAgeWhenHandedOn: a hint handed to other replicas (its
+// target away past the window) keeps the age of its write, and one first
+// hinted longer ago than MaxAge (nine tenths of the tombstone grace on a
+// node) is dropped undelivered and its partition reported: delivered
+// after the grace, it could bring back a value deleted since, whose
+// tombstone the replicas collected meanwhile.
+func TestHintKeepsItsAgeWhenHandedOn(t *testing.T) {
+	c := newClock()
+	var mu sync.Mutex
+	var reported []string
+	l, err := NewHintLog(memory.New(), HintLogConfig{Window: 3 * time.Hour, MaxAge: 21 * time.Hour, Now: c.Now,
+		OnDropped: func(target string, _ replica.Loc) {
+			mu.Lock()
+			reported = append(reported, target)
+			mu.Unlock()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	born := c.Now()
+	if err := store(t, l, "away", "k"); err != nil {
+		t.Fatal(err)
+	}
+	// The other replicas are unreachable for now: what is handed to them
+	// stays here as their hints.
+	p := &peers{fail: map[string]bool{"away": true, "n2": true, "n3": true}}
+	h := &Handoff{Log: l, Peers: p, Live: allAlive{}, Now: c.Now, Rate: 1e6, Self: "n1",
+		Place: func(string, replica.Loc) ([]string, bool) { return []string{"away", "n2", "n3"}, false }}
+	c.Advance(4 * time.Hour) // past the window: handed on
+	if _, err := h.DeliverOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []string{"n2", "n3"} {
+		var got []Hint
+		if err := l.Hints(target, func(h Hint) bool { got = append(got, h); return true }); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 {
+			t.Fatalf("hints handed to %s: %d, want 1", target, len(got))
+		}
+		if !got[0].Born.Equal(born) || !got[0].Stored.Equal(c.Now()) {
+			t.Fatalf("hint handed to %s: born %v, stored %v; want born %v (its write's), stored now", target, got[0].Born, got[0].Stored, born)
+		}
+	}
+	// A newer write folded into a handed-on hint keeps the older age.
+	later, _ := value(t, "value of k", 1).Put(version.Clock{}, "n9", version.Value{Bytes: []byte("newer")}, 1)
+	if err := l.StoreHint("n2", loc, "ks", []byte("k"), later, false); err != nil {
+		t.Fatal(err)
+	}
+	l.Hints("n2", func(h Hint) bool {
+		if !h.Born.Equal(born) {
+			t.Errorf("folded hint born %v, want %v", h.Born, born)
+		}
+		return true
+	})
+
+	// Reachable again, but past MaxAge since the write was hinted.
+	c.Advance(18 * time.Hour)
+	p.mu.Lock()
+	p.fail = nil
+	p.mu.Unlock()
+	for range 2 {
+		if _, err := h.DeliverOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sent := p.sent(); len(sent) != 0 {
+		t.Fatalf("delivered %v, a hint first stored 22h ago (MaxAge 21h)", sent)
+	}
+	if d := l.Dropped(); d[DropAged] != 2 {
+		t.Fatalf("dropped %v, want the 2 handed-on hints as %q", d, DropAged)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reported) != 2 {
+		t.Fatalf("partitions reported for repair: %v, want one per dropped hint", reported)
+	}
+}
+
+// failingMerges fails every merge while fail is set.
+type failingMerges struct {
+	localMerges
+	fail bool
+}
+
+func (m *failingMerges) MergeLocal(keyspace string, key []byte, set version.Set) error {
+	m.mu.Lock()
+	fail := m.fail
+	m.mu.Unlock()
+	if fail {
+		return errors.New("low on disk")
+	}
+	return m.localMerges.MergeLocal(keyspace, key, set)
+}
+
+// TestHintsOfARemovedNodeWaitForATaker: a hint for a node removed from
+// the topology, which this node (now the partition's replica) fails to
+// merge for the moment, stays for the next round instead of being
+// dropped: it may be the only copy of an acknowledged write.
+func TestHintsOfARemovedNodeWaitForATaker(t *testing.T) {
+	c := newClock()
+	l, err := NewHintLog(memory.New(), HintLogConfig{Window: time.Hour, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store(t, l, "gone", "k"); err != nil {
+		t.Fatal(err)
+	}
+	local := &failingMerges{fail: true}
+	h := &Handoff{Log: l, Peers: &peers{}, Live: allAlive{}, Now: c.Now, Rate: 1e6, Self: "n1", Local: local,
+		IsMember: func(id string) bool { return id != "gone" },
+		Place:    func(string, replica.Loc) ([]string, bool) { return []string{"n1"}, false }}
+	for range 2 {
+		if _, err := h.DeliverOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := statsFor(l, "gone"); s.Count != 1 {
+		t.Fatalf("hints held for the removed node after failed merges: %+v, want the one kept", s)
+	}
+	if d := l.Dropped(); len(d) != 0 && (d[DropNonMember] != 0 || d[DropExpired] != 0) {
+		t.Fatalf("dropped %v", d)
+	}
+	local.mu.Lock()
+	local.fail = false
+	local.mu.Unlock()
+	if _, err := h.DeliverOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	local.mu.Lock()
+	got := local.got
+	local.mu.Unlock()
+	if len(got) != 1 || got[0] != "ks/k" || statsFor(l, "gone").Count != 0 {
+		t.Fatalf("merged %v, held %+v; want the hint merged here and gone from the log", got, statsFor(l, "gone"))
+	}
+}
