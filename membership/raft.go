@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -33,6 +34,8 @@ type MetaLog struct {
 	transport *raft.NetworkTransport
 	bolt      *raftboltdb.BoltStore
 	log       *slog.Logger
+	// barrierTerm is the term whose barrier Reconcile passed.
+	barrierTerm atomic.Uint64
 }
 
 // MetaLogConfig configures a MetaLog.
@@ -52,6 +55,10 @@ type MetaLogConfig struct {
 	// OnChange receives the state after every applied change and after a
 	// snapshot restore. It must not block for long and must not modify it.
 	OnChange func(*MetaState)
+	// Alive tells whether a member is up (gossip), for Reconcile: voters
+	// that are down are taken away first, and never so that the voters
+	// left lack a live majority. Nil: every member counts as up.
+	Alive func(id string) bool
 	// Fast shortens Raft's timeouts (local clusters and tests).
 	Fast   bool
 	Logger *slog.Logger
@@ -254,13 +261,21 @@ func (m *MetaLog) Apply(ctx context.Context, c Command) (uint64, error) {
 	return res.epoch, nil
 }
 
-// Reconcile makes the group's configuration match the members: voters
-// are the active members chosen by PickVoters, every other member not
-// removed is a nonvoter, removed ones leave. Leader only; one change per
-// call, so each is committed before the next is decided.
+// Reconcile makes the group's configuration match the members (see
+// PlanVoterChange). Leader only; one change per call, so each is
+// committed before the next is decided. The first call of a term waits
+// for the log to be applied (a barrier): a new leader's state may lag the
+// entries its predecessor committed, and deciding from it could undo a
+// change just made.
 func (m *MetaLog) Reconcile() (changed bool, err error) {
 	if !m.IsLeader() {
 		return false, ErrNotLeader
+	}
+	if term := m.raft.CurrentTerm(); m.barrierTerm.Load() != term {
+		if err := m.raft.Barrier(10 * time.Second).Error(); err != nil {
+			return false, err
+		}
+		m.barrierTerm.Store(term)
 	}
 	st := m.State()
 	if !st.Initialized() {
@@ -270,49 +285,147 @@ func (m *MetaLog) Reconcile() (changed bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	alive := m.cfg.Alive
+	if alive == nil {
+		alive = func(string) bool { return true }
+	}
+	op, id := PlanVoterChange(st, roles, m.cfg.ID, alive)
+	timeout := 10 * time.Second
+	switch op {
+	case VoterAdd:
+		return true, m.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(id), 0, timeout).Error()
+	case NonvoterAdd:
+		return true, m.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(id), 0, timeout).Error()
+	case LeaderHandOff:
+		return true, m.raft.LeadershipTransfer().Error()
+	case ServerRemove:
+		return true, m.raft.RemoveServer(raft.ServerID(id), 0, timeout).Error()
+	case VoterDemote:
+		return true, m.raft.DemoteVoter(raft.ServerID(id), 0, timeout).Error()
+	}
+	return false, nil
+}
+
+// The changes PlanVoterChange decides.
+const (
+	VoterNone     = ""
+	VoterAdd      = "add-voter"
+	NonvoterAdd   = "add-nonvoter"
+	LeaderHandOff = "hand-off-leadership"
+	ServerRemove  = "remove"
+	VoterDemote   = "demote"
+)
+
+// PlanVoterChange decides the next change of the group's configuration
+// (roles: server ID → "voter" or "nonvoter"), or VoterNone. Voters are
+// chosen by PickVoters among the active members and the joining members a
+// change in progress adds (they will be active at its end, and an
+// operator replacing a dead node needs their vote); every other member not
+// removed is a nonvoter; removed ones leave. Voters are added before any
+// is taken away, and a voter that is down is added later. Voters are
+// taken away down ones first, then those not active, then by ID, and
+// never so that the voters left lack a live majority: a configuration
+// counts from the moment it is appended, so demoting a live voter while
+// another is down could leave no quorum to commit anything again.
+func PlanVoterChange(st *MetaState, roles map[string]string, self string, alive func(string) bool) (op, id string) {
+	inNext := map[string]bool{}
+	if st.Transition != nil {
+		for _, n := range st.Transition.Next.Nodes {
+			inNext[n.ID] = true
+		}
+	}
 	want := map[string]string{}
-	var active []MemberRecord
+	var eligible []MemberRecord
 	for _, id := range sortedKeys(st.Members) {
 		mr := st.Members[id]
-		switch mr.State {
-		case StateRemoved:
-		case StateActive:
-			active = append(active, *mr)
+		switch {
+		case mr.State == StateRemoved:
+		case mr.State == StateActive, mr.State == StateJoining && inNext[id]:
+			eligible = append(eligible, *mr)
 			want[id] = "nonvoter"
 		default:
 			want[id] = "nonvoter"
 		}
 	}
-	for _, id := range PickVoters(active) {
+	for _, id := range PickVoters(eligible) {
 		want[id] = "voter"
 	}
-	// Add before removing, voters before nonvoters: the group never
-	// shrinks below what it needs.
+	voters := func() []string {
+		var out []string
+		for id, r := range roles {
+			if r == "voter" {
+				out = append(out, id)
+			}
+		}
+		return out
+	}
+	liveMajority := func(set []string) bool {
+		live := 0
+		for _, id := range set {
+			if id == self || alive(id) {
+				live++
+			}
+		}
+		return len(set) > 0 && live > len(set)/2
+	}
 	for _, id := range sortedKeys(want) {
-		if want[id] == "voter" && roles[id] != "voter" {
-			return true, m.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(id), 0, 10*time.Second).Error()
+		if want[id] == "voter" && roles[id] != "voter" && (id == self || alive(id)) {
+			return VoterAdd, id
 		}
 	}
 	for _, id := range sortedKeys(want) {
 		if want[id] == "nonvoter" && roles[id] == "" {
-			return true, m.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(id), 0, 10*time.Second).Error()
+			return NonvoterAdd, id
 		}
 	}
-	if w := want[m.cfg.ID]; w != "voter" {
+	if want[self] != "voter" {
 		// This leader should not vote (leaving, removed, or no longer
 		// picked): hand leadership over; the next leader demotes it.
-		return true, m.raft.LeadershipTransfer().Error()
+		return LeaderHandOff, ""
 	}
+	type cand struct {
+		id            string
+		down, settled bool // settled: an active or joining member
+	}
+	var cands []cand
 	for _, id := range sortedKeys(roles) {
 		w, ok := want[id]
-		switch {
-		case !ok:
-			return true, m.raft.RemoveServer(raft.ServerID(id), 0, 10*time.Second).Error()
-		case w == "nonvoter" && roles[id] == "voter":
-			return true, m.raft.DemoteVoter(raft.ServerID(id), 0, 10*time.Second).Error()
+		if ok && (w == "voter" || roles[id] != "voter") {
+			continue
 		}
+		mr := st.Members[id]
+		cands = append(cands, cand{id: id, down: id != self && !alive(id),
+			settled: mr != nil && (mr.State == StateActive || mr.State == StateJoining)})
 	}
-	return false, nil
+	slices.SortStableFunc(cands, func(a, b cand) int {
+		switch {
+		case a.down != b.down:
+			if a.down {
+				return -1
+			}
+			return 1
+		case a.settled != b.settled:
+			if b.settled {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	for _, c := range cands {
+		_, member := want[c.id]
+		if roles[c.id] == "voter" {
+			rest := slices.DeleteFunc(voters(), func(v string) bool { return v == c.id })
+			if !liveMajority(rest) {
+				continue
+			}
+		}
+		if !member {
+			return ServerRemove, c.id
+		}
+		return VoterDemote, c.id
+	}
+	return VoterNone, ""
 }
 
 // PickVoters chooses up to five voters spread over the datacenters:

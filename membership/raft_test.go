@@ -52,6 +52,12 @@ func (c *metaCluster) start(id string, voters []string) {
 	c.mu.Unlock()
 	ml, err := StartMetaLog(MetaLogConfig{
 		ID: id, Dir: c.dirs[id], Listener: lis, Voters: voters, Fast: true,
+		Alive: func(other string) bool {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			_, running := c.logs[other]
+			return running
+		},
 		Dial: func(ctx context.Context, to string) (net.Conn, error) {
 			c.mu.Lock()
 			addr, ok := c.addrs[to]

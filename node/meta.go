@@ -139,6 +139,7 @@ func (n *Node) startMeta(opts Options) error {
 		ID: n.cfg.ID, Dir: dir, Listener: lis, Dial: n.dialRaft,
 		Voters: voters, NonVoters: nonvoters,
 		OnChange: n.metaChanged,
+		Alive:    n.Alive,
 		Fast:     n.cfg.GossipProfile == "local" || n.cfg.GossipProfile == "test",
 		Logger:   n.log,
 	})
