@@ -405,7 +405,7 @@ func (n *Node) cleanup() (done bool) {
 			if ae == nil {
 				return false
 			}
-			if _, err := ae.SyncWith(n.runCtx, ks.Name, loc.Partition, peers); err != nil {
+			if _, err := ae.SyncBeforeDrop(n.runCtx, ks.Name, loc.Partition, peers); err != nil {
 				n.log.Info("keeping a partition this node no longer replicates until its replicas can be synced; retrying later", "keyspace", ks.Name, "partition", loc.Partition, "err", err)
 				done = false
 				continue

@@ -257,6 +257,9 @@ func (a *AntiEntropy) held(keyspace string, partition int) []target {
 type target struct {
 	ks *membership.Keyspace
 	p  int
+	// durable: pushes are fsynced by the peer before it answers (the
+	// caller drops its copy next).
+	durable bool
 }
 
 func (t target) key() partKey { return partKey{t.ks.ID, t.p} }
@@ -666,6 +669,18 @@ func lowOnDiskErrs(peers []string) []error {
 // tombstones. It returns how many keys differed, and an error naming each
 // peer that was down or failed (run it again once they are back).
 func (a *AntiEntropy) SyncWith(ctx context.Context, keyspace string, partition int, peers []string) (mismatches int, err error) {
+	return a.syncWith(ctx, keyspace, partition, peers, false)
+}
+
+// SyncBeforeDrop is SyncWith for a node about to delete its copy of the
+// partition (it no longer replicates it): every set it pushes is fsynced
+// by the peer before the peer answers, since this copy may be the only
+// other one of a write acknowledged here.
+func (a *AntiEntropy) SyncBeforeDrop(ctx context.Context, keyspace string, partition int, peers []string) (mismatches int, err error) {
+	return a.syncWith(ctx, keyspace, partition, peers, true)
+}
+
+func (a *AntiEntropy) syncWith(ctx context.Context, keyspace string, partition int, peers []string, durable bool) (mismatches int, err error) {
 	topo := a.cfg.Topology()
 	ks, ok := topo.Keyspaces[keyspace]
 	if !ok {
@@ -688,7 +703,7 @@ func (a *AntiEntropy) SyncWith(ctx context.Context, keyspace string, partition i
 	if len(reps) == 0 && len(errs) == 0 {
 		return 0, fmt.Errorf("no peer other than this node (%s) to sync partition %d of %s with", a.cfg.Self, partition, keyspace)
 	}
-	t := target{ks: ks, p: partition}
+	t := target{ks: ks, p: partition, durable: durable}
 	loc := replica.Loc{Keyspace: ks.ID, Partition: partition}
 	mu := a.partLock(ks.ID, partition)
 	mu.Lock()
@@ -892,8 +907,9 @@ func (a *AntiEntropy) repairBuckets(ctx context.Context, t target, loc replica.L
 			cctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
 			// No fsync per key: this node (and the replica it pulled from)
 			// still hold the set durably; a peer that loses it in a crash
-			// is repaired again by the next exchange.
-			err := a.cfg.Peers.Write(cctx, peer, &internalv1.WriteRequest{Keyspace: t.ks.Name, Key: key, Set: enc, Sync: false})
+			// is repaired again by the next exchange. Unless this node
+			// drops its copy next (t.durable).
+			err := a.cfg.Peers.Write(cctx, peer, &internalv1.WriteRequest{Keyspace: t.ks.Name, Key: key, Set: enc, Sync: t.durable})
 			cancel()
 			if replica.Refused(err) {
 				rf.add(fmt.Errorf("push %q: %w", key, err))

@@ -748,6 +748,8 @@ type exchangeNet struct {
 	keeps map[string]bool
 	// kept, when set, is what every CollectTombstones answers as kept.
 	kept []uint32
+	// writes counts the pushes, and synced those asking for an fsync.
+	writes, synced atomic.Int64
 }
 
 func (n *exchangeNet) loc(keyspace string, key []byte) replica.Loc {
@@ -839,7 +841,11 @@ func (n *exchangeNet) Write(_ context.Context, node string, req *internalv1.Writ
 	if err != nil {
 		return err
 	}
-	_, err = s.Merge(n.loc(req.GetKeyspace(), req.GetKey()), req.GetKey(), set, false)
+	n.writes.Add(1)
+	if req.GetSync() {
+		n.synced.Add(1)
+	}
+	_, err = s.Merge(n.loc(req.GetKeyspace(), req.GetKey()), req.GetKey(), set, req.GetSync())
 	return err
 }
 
@@ -949,6 +955,9 @@ func TestSyncWithPendingOwner(t *testing.T) {
 	mism, err := ae.SyncWith(ctx, "ks", p, append([]string{"n3"}, owners...))
 	if err != nil || mism == 0 {
 		t.Fatalf("SyncWith = %d mismatches, %v", mism, err)
+	}
+	if n.writes.Load() == 0 || n.synced.Load() != 0 {
+		t.Fatalf("SyncWith pushed %d sets, %d fsynced; want some, none fsynced (a catch-up keeps its own copy)", n.writes.Load(), n.synced.Load())
 	}
 	loc := n.loc("ks", keys[0])
 	want := leaves(t, n.stores["n3"], loc)
@@ -1419,5 +1428,43 @@ func TestExchangeWithPeerLowOnDisk(t *testing.T) {
 		if st.Partition == p && !st.Verified.IsZero() {
 			t.Errorf("partition %d verified at %v with n2 left behind", p, st.Verified)
 		}
+	}
+}
+
+// TestSyncBeforeDropIsDurable: a node about to delete a partition it no
+// longer replicates pushes what only it holds with an fsync at the peer
+// before the peer answers; otherwise a crash of the peer right after the
+// drop loses a write acknowledged on the old owner alone.
+func TestSyncBeforeDropIsDurable(t *testing.T) {
+	n := exchangeCluster(t, 2, "n1", "n2", "n3")
+	p := -1
+	var owners []string
+	for q := range 16 {
+		reps := n.topo.Keyspaces["ks"].Table.Replicas(q)
+		if !slices.ContainsFunc(reps, func(r placement.Replica) bool { return r.Node == "n3" }) {
+			p = q
+			for _, r := range reps {
+				owners = append(owners, r.Node)
+			}
+			break
+		}
+	}
+	if p < 0 {
+		t.Fatal("no partition without n3")
+	}
+	keys := n.keysIn(p, 5)
+	for _, k := range keys {
+		n.put(t, "n3", k, version.Value{Bytes: []byte("only on the old owner")})
+	}
+	ae, err := NewAntiEntropy(AntiEntropyConfig{Self: "n3", DC: "dc1", Store: n.stores["n3"], Peers: n, Merge: netMerger{n, "n3"},
+		Routing: aliveSet{"n1": true, "n2": true, "n3": true}, Topology: func() *membership.Topology { return n.topo }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ae.SyncBeforeDrop(context.Background(), "ks", p, owners); err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(len(keys) * len(owners)); n.writes.Load() != want || n.synced.Load() != want {
+		t.Fatalf("pushed %d sets, %d fsynced; want %d, every one fsynced", n.writes.Load(), n.synced.Load(), want)
 	}
 }
