@@ -4,6 +4,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // capListener refuses connections beyond a cap: it accepts them and closes
@@ -53,4 +54,47 @@ type countedConn struct {
 func (c *countedConn) Close() error {
 	c.once.Do(func() { c.l.open.Add(-1) })
 	return c.Conn.Close()
+}
+
+// firstBytesListener gives each accepted connection until timeout to
+// deliver its first bytes (through a TLS listener: the whole handshake
+// and the start of the first request), then lifts the deadline. A caller
+// that connects and sends nothing is dropped instead of holding a
+// goroutine, buffers and a descriptor until the node stops. For listeners
+// whose server sets no deadline of its own (the metadata log's).
+type firstBytesListener struct {
+	net.Listener
+	timeout time.Duration
+}
+
+// Accept returns the next connection, its deadline set.
+func (l firstBytesListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if err := c.SetDeadline(time.Now().Add(l.timeout)); err != nil {
+			c.Close()
+			continue
+		}
+		return &firstBytesConn{Conn: c}, nil
+	}
+}
+
+type firstBytesConn struct {
+	net.Conn
+	started atomic.Bool
+}
+
+// Read lifts the deadline once the first bytes arrived.
+func (c *firstBytesConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 && !c.started.Load() {
+		c.started.Store(true)
+		if err := c.Conn.SetDeadline(time.Time{}); err != nil {
+			return n, err
+		}
+	}
+	return n, err
 }

@@ -406,6 +406,9 @@ func (n *Node) Connections() map[string][2]int64 {
 	for _, s := range n.servers {
 		out[s.name] = [2]int64{s.lis.Open(), s.lis.Refused()}
 	}
+	if n.raftCap != nil {
+		out["raft"] = [2]int64{n.raftCap.Open(), n.raftCap.Refused()}
+	}
 	return out
 }
 

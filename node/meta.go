@@ -102,6 +102,12 @@ func (n *Node) startMeta(opts Options) error {
 		return err
 	}
 	n.raftLis = lis
+	// Like the gRPC listeners: at most max-connections, each handshaken
+	// (and its first request begun) within connection-timeout. The Raft
+	// transport starts a goroutine with a 256 KiB buffer per connection
+	// and sets no deadline on reads.
+	n.raftCap = newCapListener(lis, n.cfg.MaxConnections)
+	lis = n.raftCap
 	if !n.cfg.Insecure {
 		lis = tls.NewListener(lis, n.sec.src.ServerConfig(pki.ServerOptions{
 			RequireClientCert: true,
@@ -117,6 +123,7 @@ func (n *Node) startMeta(opts Options) error {
 			},
 		}))
 	}
+	lis = firstBytesListener{Listener: lis, timeout: n.cfg.ConnectionTimeout}
 	var voters, nonvoters []string
 	if n.cfg.InitialCluster != "" && n.cfg.JoinAddr == "" {
 		members, _ := ParseInitialCluster(n.cfg.InitialCluster)

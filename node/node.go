@@ -121,6 +121,7 @@ type Node struct {
 	ae       atomic.Pointer[repair.AntiEntropy]
 	meta     *membership.MetaLog
 	raftLis  net.Listener
+	raftCap  *capListener // the metadata log's connections
 	// restored is the metadata held by data restored from a snapshot
 	// onto a node with no metadata log yet (a whole cluster restored onto
 	// new machines): the node does not route by it, it initializes the

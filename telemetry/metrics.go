@@ -232,7 +232,7 @@ func (m *Metrics) RegisterConnections(conns func() map[string][2]int64) error {
 
 var (
 	connsOpenDesc = prometheus.NewDesc("meridian_connections_open",
-		"Open connections per listener (client, peer, admin), bounded by max-connections.", []string{"listener"}, nil)
+		"Open connections per listener (client, peer, admin, raft), bounded by max-connections.", []string{"listener"}, nil)
 	connsRefusedDesc = prometheus.NewDesc("meridian_connections_refused_total",
 		"Connections refused because the listener was at max-connections.", []string{"listener"}, nil)
 )
