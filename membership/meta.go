@@ -338,6 +338,10 @@ type Command struct {
 	Keyspace  *KeyspaceSpec  `json:"keyspace,omitempty"`
 	Keyspaces []KeyspaceSpec `json:"keyspaces,omitempty"`
 	Name      string         `json:"name,omitempty"`
+	// StorageID, on a keyspace drop, is the storage ID of the keyspace the
+	// proposer saw (0: any): the drop sent again once that keyspace is
+	// gone changes nothing, and never drops one created since.
+	StorageID uint32 `json:"storage_id,omitempty"`
 	// RestoredInit: the metadata the restored snapshots' store held (ring, members, keyspaces, any transition), carried on under
 	// the new ClusterID with the Members' addresses.
 	Restored *MetaState `json:"restored,omitempty"`
@@ -387,14 +391,15 @@ const (
 
 // Errors a command can be refused with.
 var (
-	ErrNotInitialized = errors.New("the cluster metadata is not initialized yet")
-	ErrInTransition   = errors.New("a committed change is still in progress: wait for `meridian cluster status` to show it finished, or undo it with `meridian cluster abort`")
-	ErrNoTransition   = errors.New("no committed change is in progress: nothing to abort")
-	ErrKeyspaceExists = errors.New("keyspace already exists with a different spec")
-	ErrNoPlan         = errors.New("there is no pending plan: add steps with `meridian cluster plan add|decommission|remove|replace|reweight`")
-	ErrPlanChanged    = errors.New("the pending plan changed since it was shown: review it with `meridian cluster plan show` and commit again")
-	ErrUnknownMember  = errors.New("unknown node")
-	ErrStale          = errors.New("stale transfer report")
+	ErrNotInitialized  = errors.New("the cluster metadata is not initialized yet")
+	ErrInTransition    = errors.New("a committed change is still in progress: wait for `meridian cluster status` to show it finished, or undo it with `meridian cluster abort`")
+	ErrNoTransition    = errors.New("no committed change is in progress: nothing to abort")
+	ErrKeyspaceExists  = errors.New("keyspace already exists with a different spec")
+	ErrNoPlan          = errors.New("there is no pending plan: add steps with `meridian cluster plan add|decommission|remove|replace|reweight`")
+	ErrPlanChanged     = errors.New("the pending plan changed since it was shown: review it with `meridian cluster plan show` and commit again")
+	ErrUnknownMember   = errors.New("unknown node")
+	ErrUnknownKeyspace = errors.New("keyspace does not exist")
+	ErrStale           = errors.New("stale transfer report")
 )
 
 // Apply applies a command. A refused command leaves the state unchanged
@@ -1047,13 +1052,28 @@ func (s *MetaState) applyKeyspaceAlter(c Command) error {
 	if SameSpec(cur, spec) {
 		return errUnchanged
 	}
-	if maps.Equal(cur.Replication, spec.Replication) {
+	var nextSpec KeyspaceSpec
+	moving := false
+	if s.Transition != nil {
+		nextSpec, moving = s.Transition.NextKeyspaces[spec.Name]
+	}
+	if moving && SameSpec(nextSpec, spec) {
+		return errUnchanged // the replication alter under way (a retry of it)
+	}
+	if maps.Equal(cur.Replication, spec.Replication) || moving && maps.Equal(nextSpec.Replication, spec.Replication) {
+		// Limits only: now, and for the end of a replication alter under
+		// way too (which would otherwise bring its own limits back).
+		cur.MaxSiblings, cur.MaxSetBytes = spec.MaxSiblings, spec.MaxSetBytes
 		next := s.Clone()
-		next.Keyspaces[spec.Name] = spec
+		next.Keyspaces[spec.Name] = cur
 		if _, err := next.Topology(); err != nil {
 			return invalid(err)
 		}
-		s.Keyspaces[spec.Name] = spec
+		s.Keyspaces[spec.Name] = cur
+		if moving {
+			nextSpec.MaxSiblings, nextSpec.MaxSetBytes = spec.MaxSiblings, spec.MaxSetBytes
+			s.Transition.NextKeyspaces[spec.Name] = nextSpec
+		}
 		return nil
 	}
 	if s.Transition != nil {
@@ -1079,8 +1099,17 @@ func (s *MetaState) applyKeyspaceDrop(c Command) error {
 	if c.Name == DefaultKeyspace {
 		return errors.New("the default keyspace cannot be dropped")
 	}
-	if _, ok := s.Keyspaces[c.Name]; !ok {
-		return fmt.Errorf("keyspace %q does not exist", c.Name)
+	cur, ok := s.Keyspaces[c.Name]
+	if c.StorageID != 0 && (!ok || storageID(cur) != c.StorageID) {
+		if slices.Contains(s.DroppedKeyspaces, c.StorageID) {
+			return errUnchanged // dropped already (a retry)
+		}
+		if ok {
+			return fmt.Errorf("keyspace %q was dropped and created again meanwhile: list the keyspaces and drop it again if you mean the new one", c.Name)
+		}
+	}
+	if !ok {
+		return fmt.Errorf("%w: %q (see 'meridian keyspace list')", ErrUnknownKeyspace, c.Name)
 	}
 	if s.Transition != nil {
 		return ErrInTransition

@@ -791,3 +791,61 @@ func TestRecreatedKeyspaceGetsNewStorage(t *testing.T) {
 		t.Fatalf("%d dropped IDs remembered, want at most %d", len(st.DroppedKeyspaces), MaxDroppedKeyspaces)
 	}
 }
+
+// TestLimitsAlterDuringReplicationAlter: limits changed while a
+// replication alter moves data hold after it ends (its spec no longer
+// brings the old limits back), whichever replication the request names;
+// the replication alter sent again is recognized as the one under way.
+func TestLimitsAlterDuringReplicationAlter(t *testing.T) {
+	for _, named := range []string{"old", "new"} {
+		t.Run("replication "+named, func(t *testing.T) {
+			st := initState(t, 2, 3, 64)
+			spec := KeyspaceSpec{Name: "orders", Replication: map[string]int{"dc1": 2}}
+			mustApply(t, st, Command{Kind: CmdKeyspaceCreate, Keyspace: &spec})
+			grow := spec
+			grow.Replication = map[string]int{"dc1": 2, "dc2": 2}
+			mustApply(t, st, Command{Kind: CmdKeyspaceAlter, Keyspace: &grow})
+			if err := st.Apply(Command{Kind: CmdKeyspaceAlter, Keyspace: &grow}); !IsUnchanged(err) {
+				t.Fatalf("the same replication alter again: %v, want unchanged", err)
+			}
+			lim := spec
+			if named == "new" {
+				lim = grow
+			}
+			lim.MaxSetBytes = 8 << 20
+			mustApply(t, st, Command{Kind: CmdKeyspaceAlter, Keyspace: &lim})
+			if st.Keyspaces["orders"].MaxSetBytes != 8<<20 {
+				t.Fatal("the limits did not apply at once")
+			}
+			finishTransfers(t, st)
+			got := st.Keyspaces["orders"]
+			if got.MaxSetBytes != 8<<20 || got.Replication["dc2"] != 2 {
+				t.Fatalf("after the move: %s; want the new limits and replication", DescribeSpec(got))
+			}
+		})
+	}
+}
+
+// TestKeyspaceDropSentAgain: a drop naming the keyspace's storage ID,
+// sent again after it applied (an ambiguous commit retried), changes
+// nothing, and never drops a keyspace created since under the name.
+func TestKeyspaceDropSentAgain(t *testing.T) {
+	st := initState(t, 1, 3, 64)
+	spec := KeyspaceSpec{Name: "orders", Replication: map[string]int{"dc1": 2}}
+	mustApply(t, st, Command{Kind: CmdKeyspaceCreate, Keyspace: &spec})
+	drop := Command{Kind: CmdKeyspaceDrop, Name: "orders", StorageID: KeyspaceID("orders")}
+	mustApply(t, st, drop)
+	if err := st.Apply(drop); !IsUnchanged(err) {
+		t.Fatalf("the drop again: %v, want unchanged", err)
+	}
+	mustApply(t, st, Command{Kind: CmdKeyspaceCreate, Keyspace: &spec})
+	if err := st.Apply(drop); !IsUnchanged(err) {
+		t.Fatalf("the first drop again after a re-create: %v, want unchanged", err)
+	}
+	if _, ok := st.Keyspaces["orders"]; !ok {
+		t.Fatal("a retried drop dropped the keyspace created since")
+	}
+	if err := st.Apply(Command{Kind: CmdKeyspaceDrop, Name: "nope"}); !errors.Is(err, ErrUnknownKeyspace) {
+		t.Fatalf("drop of an unknown keyspace: %v", err)
+	}
+}

@@ -71,12 +71,16 @@ func TestDropKeyspaceDeletesItsDataEverywhere(t *testing.T) {
 	}
 	// Whether or not the returning node has deleted the old data yet, the
 	// new keyspace shows none of it, from any coordinator.
+	eventually(t, "the re-created keyspace to be known everywhere", func() bool {
+		for _, n := range l.Nodes() {
+			if got, ok := n.Topology().Keyspace("logs"); !ok || got.ID != ks.ID {
+				return false
+			}
+		}
+		return true
+	})
 	for _, n := range l.Nodes() {
 		c := dial(t, n.Addr())
-		eventually(t, "the re-created keyspace to be known at "+n.ID(), func() bool {
-			_, ok := n.Topology().Keyspace("logs")
-			return ok
-		})
 		for i := range keys {
 			key := []byte{'k', byte('a' + i)}
 			got, err := c.Get(ctx, &kvv1.GetRequest{Keyspace: "logs", Key: key, Consistency: lvl(kvv1.Level_LEVEL_ALL)})

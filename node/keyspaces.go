@@ -66,7 +66,11 @@ func (n *Node) AlterKeyspace(ctx context.Context, spec membership.KeyspaceSpec) 
 // DropKeyspace removes a keyspace; every node deletes its data in the
 // background.
 func (n *Node) DropKeyspace(ctx context.Context, name string) (uint64, error) {
-	return n.Propose(ctx, membership.Command{Kind: membership.CmdKeyspaceDrop, Name: name})
+	c := membership.Command{Kind: membership.CmdKeyspaceDrop, Name: name}
+	if ks, ok := n.Topology().Keyspace(name); ok && name != "" {
+		c.StorageID = ks.ID // a retry after an ambiguous commit is a no-op
+	}
+	return n.Propose(ctx, c)
 }
 
 // Propose applies a metadata command through the metadata leader and
@@ -92,7 +96,7 @@ func refusalStatus(err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, membership.ErrKeyspaceExists):
 		return status.Error(codes.AlreadyExists, err.Error())
-	case errors.Is(err, membership.ErrUnknownMember):
+	case errors.Is(err, membership.ErrUnknownMember), errors.Is(err, membership.ErrUnknownKeyspace):
 		return status.Error(codes.NotFound, err.Error())
 	}
 	return status.Error(codes.FailedPrecondition, err.Error())
