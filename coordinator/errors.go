@@ -119,8 +119,16 @@ func invalidf(format string, args ...any) error {
 type NotFoundError struct{ Keyspace string }
 
 func (e *NotFoundError) Error() string {
+	if len(e.Keyspace) > maxKeyspaceName {
+		// No keyspace has such a name; the caller chose its size, so it
+		// is not echoed (into replies, logs and spans).
+		return fmt.Sprintf("keyspace %.64q... (%d bytes) does not exist: names have at most %d characters; list them with 'meridian keyspace list'", e.Keyspace, len(e.Keyspace), maxKeyspaceName)
+	}
 	return fmt.Sprintf("keyspace %q does not exist: create it with 'meridian keyspace create %s --replication DC=RF' or list them with 'meridian keyspace list'", e.Keyspace, e.Keyspace)
 }
+
+// maxKeyspaceName is the longest keyspace name (membership's rule).
+const maxKeyspaceName = 64
 
 // GRPCStatus maps the error to NOT_FOUND.
 func (e *NotFoundError) GRPCStatus() *status.Status {

@@ -107,7 +107,7 @@ func (c *Coordinator) observe(ctx context.Context, name string, op Op, keyspace 
 		span = parent
 	} else {
 		ctx, span = c.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal),
-			trace.WithAttributes(attrKeyspace.String(orDefault(keyspace)), attrLevel.String(level)))
+			trace.WithAttributes(attrKeyspace.String(orDefault(truncate(keyspace, maxKeyspaceName))), attrLevel.String(level)))
 	}
 	err = fn(ctx, span)
 	outcome := outcomeLabel(err)
@@ -159,4 +159,13 @@ func endSpan(span trace.Span, err error) {
 		span.SetStatus(codes.Error, err.Error())
 	}
 	span.End()
+}
+
+// truncate cuts s to at most n bytes (a caller-chosen string put in a
+// span attribute).
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
 }

@@ -27,6 +27,7 @@ import (
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/pki"
+	"github.com/meridiankv/meridian/telemetry"
 	"github.com/meridiankv/meridian/transport"
 )
 
@@ -74,7 +75,10 @@ func listen(name, addr string, given net.Listener) (net.Listener, error) {
 // maxRecv bounds what callers send; maxSend what the node answers; ka is
 // the connections' keepalive and ages (serverKeepalive).
 func (n *Node) newGRPCServer(opts Options, maxRecv, maxSend int, traceRoots bool, ka keepalive.ServerParameters, extra ...grpc.ServerOption) *grpc.Server {
-	return grpc.NewServer(append(append(extra,
+	// Only RPCs of the methods it serves are traced (set once it serves).
+	var srv *grpc.Server
+	known := telemetry.KnownMethods(func() *grpc.Server { return srv })
+	srv = grpc.NewServer(append(append(extra,
 		grpc.MaxConcurrentStreams(n.cfg.MaxConcurrentStreams),
 		grpc.MaxRecvMsgSize(maxRecv),
 		grpc.MaxSendMsgSize(maxSend),
@@ -91,7 +95,8 @@ func (n *Node) newGRPCServer(opts Options, maxRecv, maxSend int, traceRoots bool
 		// Handlers run on kept goroutines rather than one new goroutine per
 		// call, whose stack would grow again on every request.
 		grpc.NumStreamWorkers(uint32(streamWorkers())),
-	), append(n.tel.ServerOptions(traceRoots), opts.ServerOptions...)...)...)
+	), append(n.tel.ServerOptions(traceRoots, known), opts.ServerOptions...)...)...)
+	return srv
 }
 
 // serverKeepalive is a listener's keepalive and connection ages. With

@@ -17,7 +17,13 @@ import (
 //
 //   - a server RPC whose caller sent a trace context (traceparent) is
 //     traced when the caller's trace is sampled, and not otherwise, as
-//     the parent-based sampler would decide;
+//     the parent-based sampler would decide; on the client listener
+//     (which anyone may reach, and where this runs before authentication)
+//     only for the sample ratio's share of trace IDs, the same share on
+//     every node, so a caller cannot raise the cost of tracing past the
+//     ratio the operator chose;
+//   - an RPC of a method the server does not have is never traced (its
+//     span would be named by the caller);
 //   - a server RPC without one starts a new trace with the configured
 //     ratio, on the client listener only: replica calls are always part
 //     of a client request's trace, never a trace of their own;
@@ -45,6 +51,9 @@ type gatedKey struct{}
 func traceDecision(traceparent []string, roots bool, coin, ratio float64) (trace, root bool) {
 	if len(traceparent) > 0 {
 		if sampled, ok := parseSampled(traceparent[0]); ok {
+			if sampled && roots && ratio < 1 {
+				sampled = traceIDBelow(traceparent[0], ratio)
+			}
 			return sampled, false
 		}
 		// A malformed header counts as none: the span would be a root.
@@ -53,6 +62,29 @@ func traceDecision(traceparent []string, roots bool, coin, ratio float64) (trace
 		return false, false
 	}
 	return true, true
+}
+
+// traceIDBelow reports whether a well-formed traceparent's trace ID falls
+// in the ratio's share, as sdktrace.TraceIDRatioBased decides: its last 8
+// bytes, shifted right once, under ratio × 2⁶³.
+func traceIDBelow(h string, ratio float64) bool {
+	if ratio <= 0 {
+		return false
+	}
+	var x uint64
+	for _, c := range []byte(h[19:35]) {
+		var v byte
+		switch {
+		case c >= '0' && c <= '9':
+			v = c - '0'
+		case c >= 'a' && c <= 'f':
+			v = c - 'a' + 10
+		default:
+			return false
+		}
+		x = x<<4 | uint64(v)
+	}
+	return x>>1 < uint64(ratio*(1<<63))
 }
 
 // parseSampled reads the sampled flag of a version-00 W3C traceparent
@@ -78,11 +110,11 @@ func parseSampled(h string) (sampled, ok bool) {
 // inner (otelgrpc).
 type gate struct {
 	inner  stats.Handler
-	decide func(ctx context.Context) (context.Context, bool)
+	decide func(ctx context.Context, method string) (context.Context, bool)
 }
 
 func (g *gate) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
-	ctx, ok := g.decide(ctx)
+	ctx, ok := g.decide(ctx, info.FullMethodName)
 	if !ok {
 		return ctx
 	}
@@ -101,13 +133,19 @@ func (g *gate) TagConn(ctx context.Context, info *stats.ConnTagInfo) context.Con
 
 func (g *gate) HandleConn(ctx context.Context, s stats.ConnStats) { g.inner.HandleConn(ctx, s) }
 
-// serverGate lets through the server RPCs traceDecision picks.
-func (t *Telemetry) serverGate(inner stats.Handler, roots bool) stats.Handler {
-	return &gate{inner: inner, decide: func(ctx context.Context) (context.Context, bool) {
+// serverGate lets through the server RPCs traceDecision picks, of the
+// methods known says the server has (nil: any).
+func (t *Telemetry) serverGate(inner stats.Handler, roots bool, known func(method string) bool) stats.Handler {
+	return &gate{inner: inner, decide: func(ctx context.Context, method string) (context.Context, bool) {
+		if known != nil && !known(method) {
+			return ctx, false
+		}
 		tp := metadata.ValueFromIncomingContext(ctx, traceparentKey)
 		coin := 1.0
-		if len(tp) == 0 && roots {
-			coin = t.coin()
+		if roots {
+			if _, ok := parseFirst(tp); !ok {
+				coin = t.coin() // no header, or one that counts as none
+			}
 		}
 		ok, root := traceDecision(tp, roots, coin, t.ratio)
 		if root {
@@ -117,9 +155,17 @@ func (t *Telemetry) serverGate(inner stats.Handler, roots bool) stats.Handler {
 	}}
 }
 
+// parseFirst parses the first traceparent value, if any.
+func parseFirst(tp []string) (sampled, ok bool) {
+	if len(tp) == 0 {
+		return false, false
+	}
+	return parseSampled(tp[0])
+}
+
 // clientGate lets through the calls made under a sampled span.
 func clientGate(inner stats.Handler) stats.Handler {
-	return &gate{inner: inner, decide: func(ctx context.Context) (context.Context, bool) {
+	return &gate{inner: inner, decide: func(ctx context.Context, _ string) (context.Context, bool) {
 		return ctx, trace.SpanContextFromContext(ctx).IsSampled()
 	}}
 }

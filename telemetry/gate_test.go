@@ -12,6 +12,7 @@ import (
 )
 
 const (
+	lowTraceID      = "00-4bf92f3577b34da60000000000000001-00f067aa0ba902b7-01"
 	sampledParent   = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	unsampledParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
 )
@@ -24,7 +25,13 @@ func TestTraceDecision(t *testing.T) {
 		coin, ratio float64
 		trace, root bool
 	}{
-		{"sampled parent", []string{sampledParent}, true, 0.99, 0.01, true, false},
+		// On the client listener a caller's sampled trace is followed for
+		// the ratio's share of trace IDs (this one's tail is about 0.64 of
+		// the range).
+		{"sampled parent over the ratio's share", []string{sampledParent}, true, 0.99, 0.01, false, false},
+		{"sampled parent in the ratio's share", []string{lowTraceID}, true, 0.99, 0.01, true, false},
+		{"sampled parent, ratio 1", []string{sampledParent}, true, 0.99, 1, true, false},
+		{"sampled parent, ratio 0.7", []string{sampledParent}, true, 0.99, 0.7, true, false},
 		{"sampled parent, peer listener", []string{sampledParent}, false, 0.99, 0.01, true, false},
 		{"flags with more bits", []string{sampledParent[:53] + "03"}, false, 1, 0, true, false},
 		{"unsampled parent: never a root instead", []string{unsampledParent}, true, 0, 0.01, false, false},
@@ -67,7 +74,7 @@ func TestGateLetsThroughOnlyTracedRPCs(t *testing.T) {
 	draws := 0.5
 	tel.coin = func() float64 { return draws }
 	inner := &countingHandler{}
-	g := tel.serverGate(inner, true)
+	g := tel.serverGate(inner, true, nil)
 	info := &stats.RPCTagInfo{FullMethodName: "/kv.v1.KV/Put"}
 	plain := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer x"))
 
@@ -89,7 +96,7 @@ func TestGateLetsThroughOnlyTracedRPCs(t *testing.T) {
 
 	draws = 0.5
 	parented := metadata.NewIncomingContext(context.Background(), metadata.Pairs(traceparentKey, sampledParent))
-	if ctx := tel.serverGate(inner, false).TagRPC(parented, info); inner.tags != 2 || ctx.Value(rootKey{}) != nil {
+	if ctx := tel.serverGate(inner, false, nil).TagRPC(parented, info); inner.tags != 2 || ctx.Value(rootKey{}) != nil {
 		t.Fatalf("sampled parent on the peer listener: otelgrpc saw %d tags, root mark %v; want 2, unset", inner.tags, ctx.Value(rootKey{}))
 	}
 }
@@ -127,5 +134,26 @@ func TestSamplerTakesTheGatesChoice(t *testing.T) {
 	_, child := tr.Start(trace.ContextWithSpan(context.Background(), chosen), "child")
 	if !child.SpanContext().IsSampled() {
 		t.Fatal("a child of a sampled span was not sampled")
+	}
+}
+
+// TestGateUnknownMethodsAndBadHeaders: an RPC of a method the server does
+// not have is never traced, whatever its header says (its span would be
+// named by the caller); a malformed traceparent counts as none, so the
+// ratio's coin decides.
+func TestGateUnknownMethodsAndBadHeaders(t *testing.T) {
+	tel := NewForTestRatio(sdktrace.NewTracerProvider(), 1)
+	tel.coin = func() float64 { return 0 }
+	inner := &countingHandler{}
+	g := tel.serverGate(inner, true, func(m string) bool { return m == "/kv.v1.KV/Put" })
+	sampled := metadata.NewIncomingContext(context.Background(), metadata.Pairs(traceparentKey, sampledParent))
+	g.TagRPC(sampled, &stats.RPCTagInfo{FullMethodName: "/zz.Rand/abc"})
+	if inner.tags != 0 {
+		t.Fatal("an unknown method was traced")
+	}
+	bad := metadata.NewIncomingContext(context.Background(), metadata.Pairs(traceparentKey, "01"+sampledParent[2:]))
+	ctx := g.TagRPC(bad, &stats.RPCTagInfo{FullMethodName: "/kv.v1.KV/Put"})
+	if inner.tags != 1 || ctx.Value(rootKey{}) == nil {
+		t.Fatalf("a request with a malformed traceparent at ratio 1: %d tags, root %v; want a new root", inner.tags, ctx.Value(rootKey{}))
 	}
 }

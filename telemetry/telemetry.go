@@ -18,9 +18,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -124,6 +126,7 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
 			sdktrace.WithBatcher(exp),
 			sdktrace.WithResource(res),
 			sdktrace.WithSampler(NewSampler(ratio)),
+			sdktrace.WithSpanLimits(spanLimits()),
 		)
 		t.TracerProvider = t.sdk
 		t.ratio = ratio
@@ -156,6 +159,22 @@ func NewForTestRatio(tp trace.TracerProvider, ratio float64) *Telemetry {
 	return t
 }
 
+// spanLimits are the SDK's (OTEL_SPAN_*_LIMIT, OTEL_ATTRIBUTE_*_LIMIT),
+// but an attribute value is cut to DefaultAttributeValueLength bytes
+// unless OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT says otherwise: attributes can
+// carry what callers send (a keyspace name, a method), and a batch over
+// the collector's message limit is refused whole.
+func spanLimits() sdktrace.SpanLimits {
+	l := sdktrace.NewSpanLimits()
+	if l.AttributeValueLengthLimit < 0 {
+		l.AttributeValueLengthLimit = DefaultAttributeValueLength
+	}
+	return l
+}
+
+// DefaultAttributeValueLength bounds a span attribute's value, bytes.
+const DefaultAttributeValueLength = 1024
+
 func exporter(ctx context.Context, cfg Config) (sdktrace.SpanExporter, error) {
 	endpoint := cfg.OTLPEndpoint
 	envEndpoint := cfg.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -163,6 +182,9 @@ func exporter(ctx context.Context, cfg Config) (sdktrace.SpanExporter, error) {
 		envEndpoint = cfg.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT")
 	}
 	kind := strings.ToLower(cfg.Exporter)
+	if kind == "" && endpoint != "" {
+		kind = "otlp" // a flag's endpoint wins over the environment
+	}
 	if kind == "" {
 		kind = strings.ToLower(cfg.Getenv("OTEL_TRACES_EXPORTER"))
 	}
@@ -199,7 +221,7 @@ func exporter(ctx context.Context, cfg Config) (sdktrace.SpanExporter, error) {
 		case "http/protobuf", "http":
 			var opts []otlptracehttp.Option
 			if endpoint != "" {
-				opts = append(opts, otlptracehttp.WithEndpointURL(withScheme(endpoint)))
+				opts = append(opts, otlptracehttp.WithEndpointURL(withTracesPath(withScheme(endpoint))))
 			}
 			return otlptracehttp.New(ctx, opts...)
 		default:
@@ -216,6 +238,18 @@ func withScheme(endpoint string) string {
 		return endpoint
 	}
 	return "http://" + endpoint
+}
+
+// withTracesPath adds OTLP/HTTP's /v1/traces to an endpoint given without
+// a path (the exporter would post to "/"), as the OTEL_EXPORTER_OTLP_ENDPOINT
+// variable's base URL gets.
+func withTracesPath(endpoint string) string {
+	u, err := url.Parse(endpoint)
+	if err != nil || (u.Path != "" && u.Path != "/") {
+		return endpoint
+	}
+	u.Path = "/v1/traces"
+	return u.String()
 }
 
 func sampleRatio(cfg Config) (float64, error) {
@@ -287,12 +321,38 @@ func (t *Telemetry) Tracer(name string) trace.Tracer {
 
 // ServerOptions are the gRPC server options that trace RPCs: those whose
 // caller's trace is sampled and, when roots is set (the client listener),
-// the configured ratio of the others. An RPC not traced costs nothing.
-func (t *Telemetry) ServerOptions(roots bool) []grpc.ServerOption {
+// the configured ratio of the others; only of the methods known says the
+// server has (nil: any). An RPC not traced costs nothing.
+func (t *Telemetry) ServerOptions(roots bool, known func(method string) bool) []grpc.ServerOption {
 	if !t.tracing() {
 		return nil
 	}
-	return []grpc.ServerOption{grpc.StatsHandler(t.serverGate(otelgrpc.NewServerHandler(t.otelgrpcOpts()...), roots))}
+	return []grpc.ServerOption{grpc.StatsHandler(t.serverGate(otelgrpc.NewServerHandler(t.otelgrpcOpts()...), roots, known))}
+}
+
+// KnownMethods returns a function that tells whether a full method name
+// ("/pkg.Service/Method") is one srv serves, from the services registered
+// on it when first called (call it only once srv serves).
+func KnownMethods(srv func() *grpc.Server) func(method string) bool {
+	var (
+		once  sync.Once
+		known map[string]bool
+	)
+	return func(method string) bool {
+		once.Do(func() {
+			known = map[string]bool{}
+			s := srv()
+			if s == nil {
+				return
+			}
+			for name, info := range s.GetServiceInfo() {
+				for _, m := range info.Methods {
+					known["/"+name+"/"+m.Name] = true
+				}
+			}
+		})
+		return known[method]
+	}
 }
 
 // tracing reports whether spans can be recorded: with the no-op provider

@@ -6,8 +6,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+
+	"go.opentelemetry.io/otel/attribute"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -145,5 +149,44 @@ func TestLoggerAddsTraceIDs(t *testing.T) {
 	}
 	if _, err := NewLogger(&buf, "loud", "", "", ""); err == nil {
 		t.Error("bad level accepted")
+	}
+}
+
+// TestOTLPHTTPEndpointFlag: --otlp-endpoint HOST:PORT with http/protobuf
+// posts spans to /v1/traces (the exporter alone would post to "/"), the
+// flag wins over OTEL_TRACES_EXPORTER=none, and an attribute value is cut
+// to DefaultAttributeValueLength bytes.
+func TestOTLPHTTPEndpointFlag(t *testing.T) {
+	var mu sync.Mutex
+	var paths []string
+	var largest int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		paths = append(paths, r.URL.Path)
+		largest = max(largest, len(b))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	tel, err := Setup(context.Background(), Config{OTLPEndpoint: strings.TrimPrefix(srv.URL, "http://"), OTLPProtocol: "http/protobuf",
+		Getenv: env(map[string]string{"OTEL_TRACES_EXPORTER": "none"})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, span := tel.Tracer("test").Start(context.Background(), "x")
+	span.SetAttributes(attribute.String("meridian.keyspace", strings.Repeat("k", 1<<20)))
+	span.End()
+	if err := tel.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(paths) == 0 || paths[0] != "/v1/traces" {
+		t.Fatalf("spans posted to %v, want /v1/traces", paths)
+	}
+	if largest > 64<<10 {
+		t.Fatalf("an export of one span with a 1 MiB attribute took %d bytes: the value was not cut", largest)
 	}
 }
