@@ -55,7 +55,9 @@ func newMetrics(reg *prometheus.Registry) *Metrics {
 		siblings: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "meridian_siblings",
 			Help:    "Siblings returned per read.",
-			Buckets: []float64{0, 1, 2, 3, 5, 8, 13, 21},
+			// Up to version.MaxSiblings (1,024); the default keyspace limit
+			// is 100 and the warning starts at a quarter of it.
+			Buckets: []float64{0, 1, 2, 3, 5, 8, 13, 25, 50, 100, 250, 500, 1024},
 		}),
 		hintsStored: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meridian_hints_stored_total",

@@ -30,7 +30,9 @@ func (m *Metrics) Repair(oldest func() time.Duration) (*RepairMetrics, error) {
 		}),
 		exchanges: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "meridian_repair_exchange_duration_seconds", Help: "Duration of one partition's Merkle exchange with every other replica.",
-			Buckets: latencyBuckets,
+			// Throttled repairs of a whole partition run for minutes: 10 ms
+			// to about an hour.
+			Buckets: prometheus.ExponentialBuckets(0.01, 2.5, 15),
 		}),
 		tombstones: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meridian_tombstones_collected_total", Help: "Tombstones deleted after every replica was proven to hold them and their grace passed.",

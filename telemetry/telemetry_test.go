@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 )
@@ -188,5 +189,44 @@ func TestOTLPHTTPEndpointFlag(t *testing.T) {
 	}
 	if largest > 64<<10 {
 		t.Fatalf("an export of one span with a 1 MiB attribute took %d bytes: the value was not cut", largest)
+	}
+}
+
+// TestHistogramBucketsCoverTheirRange: a read of 50 or 120 siblings (the
+// default limit is 100, the warning starts at 25) and a throttled
+// exchange of two minutes land in finite buckets, not only in +Inf.
+func TestHistogramBucketsCoverTheirRange(t *testing.T) {
+	tel := NewForTest(nil)
+	tel.Metrics.SiblingsReturned(50)
+	tel.Metrics.SiblingsReturned(120)
+	rm, err := tel.Metrics.Repair(func() time.Duration { return 0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm.Exchanged(2*time.Minute, 0)
+	families, err := tel.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{"meridian_siblings": 120, "meridian_repair_exchange_duration_seconds": 120}
+	for _, f := range families {
+		top, ok := want[f.GetName()]
+		if !ok {
+			continue
+		}
+		delete(want, f.GetName())
+		h := f.GetMetric()[0].GetHistogram()
+		var finite uint64
+		for _, b := range h.GetBucket() {
+			if b.GetUpperBound() >= top {
+				finite = max(finite, b.GetCumulativeCount())
+			}
+		}
+		if finite != h.GetSampleCount() {
+			t.Errorf("%s: %d of %d observations up to %v in a finite bucket", f.GetName(), finite, h.GetSampleCount(), top)
+		}
+	}
+	if len(want) != 0 {
+		t.Fatalf("histograms not registered: %v", want)
 	}
 }
