@@ -435,6 +435,24 @@ func writePair(certFile, keyFile string, der []byte, key *ecdsa.PrivateKey) erro
 	return writeAtomic(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
 }
 
+// WriteFileAtomic replaces path with data, mode set before any byte is
+// written: a reader sees the old file or the new one, never a part, and a
+// handle opened on the old file never reads the new content. The
+// directory is synced so the rename survives a crash.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	if err := writeAtomic(path, data, mode); err != nil {
+		return err
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		err = d.Sync()
+		d.Close()
+		if err != nil {
+			return fmt.Errorf("sync the directory of %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
 func writeAtomic(path string, data []byte, mode os.FileMode) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {

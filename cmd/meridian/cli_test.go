@@ -358,12 +358,22 @@ func TestSecretCreate(t *testing.T) {
 		t.Fatal("a refused create changed the file")
 	}
 	os.Chmod(path, 0o644)
+	// A reader that opened the file while its mode was too open keeps the
+	// old file: the new secret goes to a new one, renamed over it.
+	early, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer early.Close()
 	if _, err := run("secret", "create", "--force", path); err != nil {
 		t.Fatal(err)
 	}
 	second, err := node.LoadSecrets(path)
 	if err != nil || second[0] == first[0] {
 		t.Fatalf("--force did not write a new secret: %v, %v", second, err)
+	}
+	if seen, _ := io.ReadAll(early); strings.Contains(string(seen), second[0]) || !strings.Contains(string(seen), first[0]) {
+		t.Fatalf("a handle opened before --force reads %q: the new secret reached a file others could open", seen)
 	}
 	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("mode after --force %v, want 0600", fi.Mode().Perm())

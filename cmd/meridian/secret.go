@@ -13,6 +13,7 @@ import (
 	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
 
 	"github.com/meridiankv/meridian/node"
+	"github.com/meridiankv/meridian/pki"
 )
 
 func newSecretCmd() *cobra.Command {
@@ -104,13 +105,15 @@ func createSecret(cmd *cobra.Command, path string, force bool) error {
 }
 
 // writePrivate writes a secret file with mode 0600, refusing to overwrite
-// one unless force.
+// one unless force. A forced one replaces the file whole (a new file,
+// renamed over it): a crash leaves the old secret or the new one, and a
+// reader that had the old file open (its mode may have been too open)
+// never sees the new secret.
 func writePrivate(path, content string, force bool) error {
-	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
 	if force {
-		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+		return pki.WriteFileAtomic(path, []byte(content), 0o600)
 	}
-	f, err := os.OpenFile(path, flags, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("%s already exists: keep it (every node must share the same one), or pass --force to replace it", path)
 	}
