@@ -26,6 +26,10 @@ func newSecurity(cfg Config, log *slog.Logger) (*security, error) {
 	if cfg.Insecure {
 		return &security{insecure: true}, nil
 	}
+	// The certificate must be this node's, at start and at every reload (a
+	// rotation that put another node's or a client's pair in place would
+	// otherwise be taken, and peers would refuse the node).
+	var ownCert *ownCertError
 	src, err := pki.NewSource(cfg.CAFile, cfg.CertFile, cfg.KeyFile, pki.SourceOptions{
 		OnReload: func(leaf *x509.Certificate) {
 			log.Info("reloaded TLS certificate", "subject", leaf.Subject.String(), "not_after", leaf.NotAfter)
@@ -33,17 +37,13 @@ func newSecurity(cfg Config, log *slog.Logger) (*security, error) {
 		OnError: func(err error) {
 			log.Error("TLS files changed but cannot be loaded; keeping the previous ones", "err", err)
 		},
+		Check: func(leaf *x509.Certificate) error { return checkOwnCert(cfg, leaf) },
 	})
+	if errors.As(err, &ownCert) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, fmt.Errorf("TLS material: %w (create it with `meridian certs create-ca` and `meridian certs create-node ID`, or run with --insecure)", err)
-	}
-	if id, ok := pki.NodeID(src.Leaf()); !ok || id != cfg.ID {
-		if name, client := pki.ClientName(src.Leaf()); client {
-			// MERIDIAN_CERT and MERIDIAN_KEY name the CLI's client
-			// certificate too, and the environment beats the config file.
-			return nil, fmt.Errorf("certificate %s is client %q's, not node %q's: pass the node's certificate and key with --cert and --key (a MERIDIAN_CERT or MERIDIAN_KEY exported for the CLI overrides the config file's cert and key: unset them for serve)", cfg.CertFile, name, cfg.ID)
-		}
-		return nil, fmt.Errorf("certificate %s is for node %q, not %q: create one with `meridian certs create-node %s`", cfg.CertFile, id, cfg.ID, cfg.ID)
 	}
 	return &security{src: src}, nil
 }
@@ -117,4 +117,22 @@ func (s *security) clientDial() grpc.DialOption {
 		return grpc.WithTransportCredentials(insecure.NewCredentials())
 	}
 	return grpc.WithTransportCredentials(pki.ClientCredentials(s.src, pki.ClientOptions{}))
+}
+
+// ownCertError: the node's certificate is not its own.
+type ownCertError struct{ msg string }
+
+func (e *ownCertError) Error() string { return e.msg }
+
+// checkOwnCert refuses a certificate that is not node cfg.ID's.
+func checkOwnCert(cfg Config, leaf *x509.Certificate) error {
+	if id, ok := pki.NodeID(leaf); !ok || id != cfg.ID {
+		if name, client := pki.ClientName(leaf); client {
+			// MERIDIAN_CERT and MERIDIAN_KEY name the CLI's client
+			// certificate too, and the environment beats the config file.
+			return &ownCertError{fmt.Sprintf("certificate %s is client %q's, not node %q's: pass the node's certificate and key with --cert and --key (a MERIDIAN_CERT or MERIDIAN_KEY exported for the CLI overrides the config file's cert and key: unset them for serve)", cfg.CertFile, name, cfg.ID)}
+		}
+		return &ownCertError{fmt.Sprintf("certificate %s is for node %q, not %q: create one with `meridian certs create-node %s`", cfg.CertFile, id, cfg.ID, cfg.ID)}
+	}
+	return nil
 }

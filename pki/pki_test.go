@@ -906,3 +906,53 @@ func TestGRPC(t *testing.T) {
 		t.Fatal("PeerCertificate outside gRPC")
 	}
 }
+
+// TestReloadCheckedLikeTheFirstLoad: a Source's Check vets every
+// certificate it loads: another node's pair copied over this node's files
+// is refused at reload, reported, and the last good one stays in use.
+func TestReloadCheckedLikeTheFirstLoad(t *testing.T) {
+	dir := t.TempDir()
+	if err := CreateCA(dir, CAOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"n1", "n2"} {
+		if err := CreateNode(dir, id, nil, CertOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ca, _ := CAFiles(dir)
+	crt, key := NodeFiles(dir, "n1")
+	var reported []error
+	own := func(leaf *x509.Certificate) error {
+		if id, ok := NodeID(leaf); !ok || id != "n1" {
+			return fmt.Errorf("certificate for %q, not n1", id)
+		}
+		return nil
+	}
+	src, err := NewSource(ca, crt, key, SourceOptions{Check: own, OnError: func(err error) { reported = append(reported, err) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt2, key2 := NodeFiles(dir, "n2")
+	for from, to := range map[string]string{crt2: crt, key2: key} {
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(to, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := src.Reload(); err == nil || !strings.Contains(err.Error(), `"n2", not n1`) {
+		t.Fatalf("reload of n2's pair: %v, want refused", err)
+	}
+	if id, _ := NodeID(src.Leaf()); id != "n1" {
+		t.Fatalf("in use after the refused reload: %q, want n1's", id)
+	}
+	if len(reported) != 1 {
+		t.Fatalf("reported %v, want the refusal", reported)
+	}
+	if _, err := NewSource(ca, crt, key, SourceOptions{Check: own}); err == nil {
+		t.Fatal("a first load of n2's pair passed n1's check")
+	}
+}

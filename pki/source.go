@@ -31,6 +31,11 @@ type SourceOptions struct {
 	// Source keeps using the last good material. It is called once per
 	// change of the files, not on every handshake.
 	OnError func(err error)
+	// Check, if set, vets every certificate loaded (the first one and each
+	// reload): one it refuses is not used (NewSource fails; a reload keeps
+	// the last good material and goes to OnError). For example: the leaf
+	// must be this node's.
+	Check func(leaf *x509.Certificate) error
 }
 
 // Source holds a CA pool and a certificate with its key, loaded from files
@@ -41,6 +46,7 @@ type Source struct {
 	interval                  time.Duration
 	now                       func() time.Time
 	onReload                  func(*x509.Certificate)
+	checkLeaf                 func(*x509.Certificate) error
 	onError                   func(error)
 
 	cur atomic.Pointer[material]
@@ -88,10 +94,11 @@ func NewSource(caFile, certFile, keyFile string, opts SourceOptions) (*Source, e
 	}
 	s := &Source{
 		caFile: caFile, certFile: certFile, keyFile: keyFile,
-		interval: opts.CheckInterval,
-		now:      clock(opts.Now),
-		onReload: opts.OnReload,
-		onError:  opts.OnError,
+		interval:  opts.CheckInterval,
+		now:       clock(opts.Now),
+		onReload:  opts.OnReload,
+		onError:   opts.OnError,
+		checkLeaf: opts.Check,
 	}
 	if s.interval == 0 {
 		s.interval = DefaultCheckInterval
@@ -246,6 +253,11 @@ func (s *Source) load() (*material, error) {
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	}); err != nil {
 		return nil, fmt.Errorf("certificate %s is not usable with the CA in %s: %w", s.certFile, s.caFile, err)
+	}
+	if s.checkLeaf != nil {
+		if err := s.checkLeaf(leaf); err != nil {
+			return nil, err
+		}
 	}
 	m.cert = &pair
 	m.leaf = leaf
