@@ -511,7 +511,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	}()
 	handoff := &repair.Handoff{Log: n.hints.log, Peers: peers, Live: n.live, Interval: cfg.HintInterval, Logger: n.log, Now: opts.Now,
 		IsMember: func(id string) bool { _, ok := n.Topology().Nodes[id]; return ok || !n.Topology().Agreed() },
-		Place:    n.hintPlace, Self: cfg.ID, Local: n.coord,
+		Place:    n.hintPlace, Self: cfg.ID, Local: n.coord, Leaving: n.leaving,
 		AfterRound: func() {
 			if err := n.hints.refresh(); err != nil {
 				n.log.Warn("read hint targets", "err", err)
@@ -802,6 +802,17 @@ func (n *Node) PeerConn(id string) (*grpc.ClientConn, error) { return n.peers.Co
 
 // Alive reports whether this node currently routes to id.
 func (n *Node) Alive(id string) bool { return id == n.cfg.ID || n.live.Alive(id) }
+
+// leaving reports whether the agreed metadata has this node leaving the
+// cluster or removed from it.
+func (n *Node) leaving() bool {
+	meta := n.Topology().Meta
+	if meta == nil {
+		return false
+	}
+	m, ok := meta.Members[n.cfg.ID]
+	return ok && (m.State == membership.StateLeaving || m.State == membership.StateRemoved)
+}
 
 // Faults is the node's outgoing fault injector, for tests and drills.
 func (n *Node) Faults() *transport.Faults { return n.faults }

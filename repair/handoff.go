@@ -63,6 +63,12 @@ type Handoff struct {
 	// topology, or that expired is handed to those nodes rather than sent
 	// or dropped: it may be the only copy of an acknowledged write.
 	Place func(keyspace string, loc replica.Loc) (nodes []string, gone bool)
+	// Leaving, when set, reports whether this node is leaving the cluster
+	// (decommissioned, replaced or removed): once it is removed no peer
+	// takes its calls, so the hints of targets it cannot reach now are
+	// handed, as hints for them, to a live node that replicates their
+	// partition, which delivers them in its turn.
+	Leaving func() bool
 	// Self is this node's ID; Local merges a hint's data into this node's
 	// own copy when this node is one of Place's nodes.
 	Self     string
@@ -223,6 +229,15 @@ func (h *Handoff) DeliverOnce(ctx context.Context) (int, error) {
 			continue
 		}
 		if !h.Live.Alive(t) || h.Live.DiskLow(t) || now.Before(h.retryAt(t)) {
+			if h.Leaving != nil && h.Leaving() {
+				handed, err := h.handOver(ctx, t)
+				if err != nil {
+					return 0, err
+				}
+				if handed > 0 {
+					h.Logger.Info("leaving the cluster: handed hints for an unreachable target to other nodes", "target", t, "hints", handed)
+				}
+			}
 			continue
 		}
 		ready = append(ready, t)
@@ -425,6 +440,50 @@ func (h *Handoff) dropUndelivered(hint Hint, gone bool) error {
 	h.Logger.Warn("dropped a hint older than the tombstone grace: delivered now, it could bring back a value deleted since; its partition is marked for repair",
 		"target", hint.Target, "keyspace", hint.Keyspace, "partition", hint.Loc.Partition, "first_hinted", hint.Born)
 	return h.Log.drop(hint, DropAged)
+}
+
+// handOver sends up to Batch of t's hints, as hints for t, to a live node
+// (not this one, not t) that replicates the hint's partition, fsynced
+// there, and deletes each one taken. A hint no such node takes stays.
+func (h *Handoff) handOver(ctx context.Context, t string) (handed int, err error) {
+	var batch []rawHint
+	if err := h.Log.scan(hintPrefix(t), prefixEnd(hintPrefix(t)), func(k, v []byte) bool {
+		batch = append(batch, rawHint{slices.Clone(k), slices.Clone(v)})
+		return len(batch) < h.Batch
+	}); err != nil {
+		return 0, err
+	}
+	for _, r := range batch {
+		hint, derr := h.Log.decode(r.k, r.v)
+		if derr != nil {
+			continue // delivery sets it aside
+		}
+		nodes, gone := h.place(hint)
+		if gone {
+			continue // dropped at delivery
+		}
+		enc := hint.Set.Encode()
+		for _, n := range nodes {
+			if n == h.Self || n == t || !h.Live.Alive(n) || h.Live.DiskLow(n) {
+				continue
+			}
+			if err := h.bucket.wait(ctx, 1); err != nil {
+				return handed, nil // shutting down
+			}
+			wctx, cancel := context.WithTimeout(ctx, h.Timeout)
+			werr := h.Peers.Write(wctx, n, &internalv1.WriteRequest{Keyspace: hint.Keyspace, Key: hint.Key, Set: enc, Sync: true, HintFor: t})
+			cancel()
+			if werr != nil {
+				continue
+			}
+			if _, err := h.Log.Delete(hint); err != nil {
+				return handed, err
+			}
+			handed++
+			break
+		}
+	}
+	return handed, nil
 }
 
 // place asks Place where hint's data belongs now.

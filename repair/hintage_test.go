@@ -3,10 +3,13 @@ package repair
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	"github.com/meridiankv/meridian/engine/memory"
 	"github.com/meridiankv/meridian/replica"
 	"github.com/meridiankv/meridian/version"
@@ -148,3 +151,50 @@ func TestHintsOfARemovedNodeWaitForATaker(t *testing.T) {
 		t.Fatalf("merged %v, held %+v; want the hint merged here and gone from the log", got, statsFor(l, "gone"))
 	}
 }
+
+// TestLeavingNodeHandsOverHints: a node leaving the cluster (no peer
+// takes its calls once it is removed) hands the hints of a target it
+// cannot reach to a live replica of the partition, as fsynced hints for
+// that target; a node staying keeps them for the target's return.
+func TestLeavingNodeHandsOverHints(t *testing.T) {
+	for _, leaving := range []bool{false, true} {
+		c := newClock()
+		l, err := NewHintLog(memory.New(), HintLogConfig{Window: time.Hour, Now: c.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := store(t, l, "away", "k"); err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		var got []string
+		p := &peers{fail: map[string]bool{"away": true}, onWrite: func(node string, req *internalv1.WriteRequest) {
+			mu.Lock()
+			got = append(got, fmt.Sprintf("%s hint_for=%s sync=%v", node, req.GetHintFor(), req.GetSync()))
+			mu.Unlock()
+		}}
+		live := liveExcept{"away": true, "n2": true} // n2 is down too: n3 takes them
+		h := &Handoff{Log: l, Peers: p, Live: live, Now: c.Now, Rate: 1e6, Self: "n4",
+			Leaving: func() bool { return leaving },
+			Place:   func(string, replica.Loc) ([]string, bool) { return []string{"away", "n2", "n3", "n4"}, false }}
+		if _, err := h.DeliverOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		sent := slices.Clone(got)
+		mu.Unlock()
+		held := statsFor(l, "away").Count
+		switch {
+		case leaving && (len(sent) != 1 || sent[0] != "n3 hint_for=away sync=true" || held != 0):
+			t.Fatalf("leaving: sent %v, still held %d; want the hint handed to n3 for away, fsynced, and gone here", sent, held)
+		case !leaving && (len(sent) != 0 || held != 1):
+			t.Fatalf("staying: sent %v, still held %d; want it kept for away", sent, held)
+		}
+	}
+}
+
+// liveExcept is every node alive but those listed.
+type liveExcept map[string]bool
+
+func (l liveExcept) Alive(id string) bool { return !l[id] }
+func (liveExcept) DiskLow(string) bool    { return false }
