@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 )
@@ -155,10 +156,10 @@ func (p *Principal) can(keyspace, perm string) bool {
 
 // check authorizes one call: its full method name and request.
 func (z *authorizer) check(ctx context.Context, method string, req any) error {
-	if z.open || strings.HasPrefix(method, "/grpc.health.v1.Health/") || strings.HasPrefix(method, "/internal.v1.Discovery/") {
+	if z.open || unauthenticated(method) {
 		return nil
 	}
-	p, err := z.principal(ctx)
+	p, err := z.tapped(ctx)
 	if err != nil {
 		return status.Error(codes.Unauthenticated, err.Error())
 	}
@@ -183,6 +184,39 @@ func (z *authorizer) check(ctx context.Context, method string, req any) error {
 	return status.Errorf(codes.PermissionDenied, "principal %q may not call %s", p.Name, method)
 }
 
+// unauthenticated reports whether method is served to any caller.
+func unauthenticated(method string) bool {
+	return strings.HasPrefix(method, "/grpc.health.v1.Health/") || strings.HasPrefix(method, "/internal.v1.Discovery/")
+}
+
+// principalKey carries the principal tap authenticated.
+type principalKey struct{}
+
+// tap authenticates a caller as its request's headers arrive, before gRPC
+// reads any of its body: an unauthenticated caller cannot make the node
+// buffer the messages it uploads (up to the listener's message limit, on
+// each of a connection's streams). The interceptors then authorize the
+// request for its keyspace with the principal found here.
+func (z *authorizer) tap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if z.open || unauthenticated(info.FullMethodName) {
+		return ctx, nil
+	}
+	p, err := z.principal(ctx)
+	if err != nil {
+		return ctx, status.Error(codes.Unauthenticated, err.Error())
+	}
+	return context.WithValue(ctx, principalKey{}, p), nil
+}
+
+// tapped is the principal tap found, or authenticates now (a server
+// without the tap, in tests).
+func (z *authorizer) tapped(ctx context.Context) (*Principal, error) {
+	if p, ok := ctx.Value(principalKey{}).(*Principal); ok {
+		return p, nil
+	}
+	return z.principal(ctx)
+}
+
 // callsMethod is the client call stream, whose calls are authorized one
 // by one for their keyspaces.
 const callsMethod = "/kv.v1.KV/Calls"
@@ -194,7 +228,7 @@ func (z *authorizer) streamPrincipal(ctx context.Context) (func(keyspace, perm s
 	if z.open {
 		return func(string, string) error { return nil }, nil
 	}
-	p, err := z.principal(ctx)
+	p, err := z.tapped(ctx)
 	if err != nil {
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}

@@ -3,10 +3,13 @@ package node_test
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 
 	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
@@ -55,5 +58,46 @@ func TestTokensAndPermissions(t *testing.T) {
 	}
 	if _, err := kv.Get(as("ops-token"), get); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("get by an admin without keyspace permission: %v, want PERMISSION_DENIED", err)
+	}
+}
+
+// payloadCounter counts the request bytes gRPC read for kv.v1.KV/Put.
+type payloadCounter struct{ n atomic.Int64 }
+
+func (c *payloadCounter) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
+	return context.WithValue(ctx, payloadCounter{}, info.FullMethodName)
+}
+
+func (c *payloadCounter) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	if in, ok := s.(*stats.InPayload); ok && ctx.Value(payloadCounter{}) == "/kv.v1.KV/Put" {
+		c.n.Add(int64(in.WireLength))
+	}
+}
+func (c *payloadCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (c *payloadCounter) HandleConn(context.Context, stats.ConnStats)                       {}
+
+// TestUnauthenticatedBodiesAreNotRead: a caller without credentials is
+// refused when its request's headers arrive, before gRPC reads its
+// message: otherwise anyone could make a node buffer up to the message
+// limit on every stream of every connection.
+func TestUnauthenticatedBodiesAreNotRead(t *testing.T) {
+	auth := node.AuthConfig{Principals: []node.Principal{{Name: "app", TokenSHA256: node.HashToken("app-token"), Keyspaces: map[string]string{"*": "read,write"}}}}
+	counter := &payloadCounter{}
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 1, Engine: "memory", Auth: auth,
+		Options: node.Options{ServerOptions: []grpc.ServerOption{grpc.StatsHandler(counter)}}})
+	kv := kvv1.NewKVClient(dialConn(t, l.Nodes()[0].Addr()))
+	big := &kvv1.PutRequest{Key: []byte("k"), Value: make([]byte, 3<<20)}
+	if _, err := kv.Put(ctxT(t), big); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("put without credentials: %v, want UNAUTHENTICATED", err)
+	}
+	if n := counter.n.Load(); n != 0 {
+		t.Fatalf("gRPC read %d bytes of an unauthenticated request", n)
+	}
+	as := metadata.AppendToOutgoingContext(ctxT(t), "authorization", "Bearer app-token")
+	if _, err := kv.Put(as, big); err != nil {
+		t.Fatal(err)
+	}
+	if n := counter.n.Load(); n < 3<<20 {
+		t.Fatalf("an authenticated put was counted as %d bytes read: the counter sees nothing", n)
 	}
 }
