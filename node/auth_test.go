@@ -73,8 +73,10 @@ func (c *payloadCounter) HandleRPC(ctx context.Context, s stats.RPCStats) {
 		c.n.Add(int64(in.WireLength))
 	}
 }
-func (c *payloadCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
-func (c *payloadCounter) HandleConn(context.Context, stats.ConnStats)                       {}
+func (c *payloadCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+func (c *payloadCounter) HandleConn(context.Context, stats.ConnStats) {}
 
 // TestUnauthenticatedBodiesAreNotRead: a caller without credentials is
 // refused when its request's headers arrive, before gRPC reads its
