@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/node"
 )
@@ -74,5 +75,50 @@ func TestLoadGossipKeysRefusesBadKeys(t *testing.T) {
 	os.WriteFile(p, []byte("# primary\n"+k+"\n"), 0o600)
 	if keys, err := node.LoadGossipKeys(p); err != nil || len(keys) != 1 || len(keys[0]) != 32 {
 		t.Fatalf("good file: %v %v", keys, err)
+	}
+}
+
+// TestReloadSecretsAllOrNothing: a reload whose gossip key file does not
+// load changes nothing (as its error says): contexts handed out after it
+// are still signed with the secret in use before, not the new one.
+func TestReloadSecretsAllOrNothing(t *testing.T) {
+	dir := t.TempDir()
+	secretFile, keyFile := filepath.Join(dir, "cluster.secret"), filepath.Join(dir, "gossip.key")
+	old, next := node.GenerateSecret(), node.GenerateSecret()
+	key, _ := node.GenerateGossipKey()
+	write := func(path, content string) {
+		if err := os.WriteFile(path, []byte(content+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(secretFile, old)
+	write(keyFile, key)
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 1, Engine: "memory", Configure: func(c *node.Config) {
+		c.ClusterSecrets, c.ClusterSecretFile, c.GossipKeyFile = nil, secretFile, keyFile
+	}})
+	n := l.Nodes()[0]
+	kv := dial(t, n.Addr())
+	ctx := ctxT(t)
+	if _, err := kv.Put(ctx, &kvv1.PutRequest{Key: []byte("k"), Value: []byte("v1")}); err != nil {
+		t.Fatal(err)
+	}
+	write(secretFile, next)
+	write(keyFile, "not a key")
+	if _, err := n.ReloadSecrets(); err == nil {
+		t.Fatal("a reload with a bad gossip key file succeeded")
+	}
+	got, err := kv.Get(ctx, &kvv1.GetRequest{Key: []byte("k")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Back to the old secret alone: a context signed with the new one
+	// would now be refused.
+	write(secretFile, old)
+	write(keyFile, key)
+	if _, err := n.ReloadSecrets(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, &kvv1.PutRequest{Key: []byte("k"), Context: got.GetContext(), Value: []byte("v2")}); err != nil {
+		t.Fatalf("a context handed out after the failed reload: %v (signed with the secret the failed reload read)", err)
 	}
 }

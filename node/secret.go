@@ -173,15 +173,18 @@ func (c Config) gossipKeyring(secrets [][]byte) ([][]byte, error) {
 // line on every node and reloading each, then moving it first and
 // reloading each, then removing the old one and reloading each.
 func (n *Node) ReloadSecrets() (int, error) {
+	// Everything is read and checked before anything changes: a gossip key
+	// file that does not load leaves the contexts' secrets as they were,
+	// as the error says.
 	secrets, err := n.cfg.secrets()
 	if err != nil {
 		return 0, err
 	}
-	if err := n.coord.SetSecrets(secrets); err != nil {
-		return 0, err
-	}
 	keys, err := n.cfg.gossipKeyring(secrets)
 	if err != nil {
+		return 0, err
+	}
+	if err := n.coord.SetSecrets(secrets); err != nil {
 		return 0, err
 	}
 	if err := n.gossip.RotateKeys(keys); err != nil {
