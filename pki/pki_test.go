@@ -956,3 +956,48 @@ func TestReloadCheckedLikeTheFirstLoad(t *testing.T) {
 		t.Fatal("a first load of n2's pair passed n1's check")
 	}
 }
+
+// TestNotYetValidCertificateLoadedOnceValid: a certificate issued a
+// little ahead of this node's clock is refused at first (reported once)
+// and taken at a later check once it is valid, without the files
+// changing again.
+func TestNotYetValidCertificateLoadedOnceValid(t *testing.T) {
+	dir := t.TempDir()
+	if err := CreateCA(dir, CAOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := CreateNode(dir, "n1", nil, CertOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	var reported int
+	ca, _ := CAFiles(dir)
+	crt, key := NodeFiles(dir, "n1")
+	src, err := NewSource(ca, crt, key, SourceOptions{Now: clock, CheckInterval: time.Second, OnError: func(error) { reported++ }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := src.Leaf().SerialNumber
+	ahead := time.Now().Add(time.Hour) // valid from 55 minutes on (back-dated 5)
+	if err := CreateNode(dir, "n1", nil, CertOptions{Force: true, Now: func() time.Time { return ahead }}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		mu.Lock()
+		now = now.Add(2 * time.Second)
+		mu.Unlock()
+		src.current()
+	}
+	if src.Leaf().SerialNumber.Cmp(first) != 0 || reported != 1 {
+		t.Fatalf("before it is valid: serial changed %v, reported %d times; want the old one kept, reported once", src.Leaf().SerialNumber.Cmp(first) != 0, reported)
+	}
+	mu.Lock()
+	now = ahead
+	mu.Unlock()
+	src.current()
+	if src.Leaf().SerialNumber.Cmp(first) == 0 {
+		t.Fatal("the certificate was not taken once valid")
+	}
+}

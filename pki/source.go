@@ -54,6 +54,9 @@ type Source struct {
 	mu        sync.Mutex // serialises checks; guards the fields below
 	lastCheck time.Time
 	seen      fileSet // the files as last loaded or last failed to load
+	// notYet: the files hold a certificate not valid yet, reported once
+	// and loaded again at each check until it is.
+	notYet bool
 }
 
 // material is one consistent load of the three files.
@@ -148,6 +151,7 @@ func (s *Source) check(force bool) error {
 		reloaded *x509.Certificate
 		loadErr  error
 		changed  bool
+		quiet    bool // an error reported already
 	)
 	func() {
 		s.mu.Lock()
@@ -176,8 +180,17 @@ func (s *Source) check(force bool) error {
 		m, err := s.load()
 		if err != nil {
 			loadErr = err
+			if notYetValid(err, now) {
+				// Issued a little ahead of this node's clock (an external
+				// CA): looked at again at the next check, not only once the
+				// files change again, and reported once.
+				s.seen = fileSet{}
+				quiet = s.notYet
+				s.notYet = true
+			}
 			return
 		}
+		s.notYet = false
 		s.cur.Store(m)
 		reloaded = m.leaf
 	}()
@@ -185,7 +198,7 @@ func (s *Source) check(force bool) error {
 		return nil
 	}
 	if loadErr != nil {
-		if s.onError != nil {
+		if s.onError != nil && !quiet {
 			s.onError(loadErr)
 		}
 		return loadErr
@@ -394,4 +407,11 @@ func (s *Source) ClientConfigWith(opts ClientOptions) *tls.Config {
 			return nil
 		},
 	}
+}
+
+// notYetValid reports whether err is a certificate's validity starting
+// after now.
+func notYetValid(err error, now time.Time) bool {
+	var inv x509.CertificateInvalidError
+	return errors.As(err, &inv) && inv.Reason == x509.Expired && inv.Cert != nil && now.Before(inv.Cert.NotBefore)
 }
