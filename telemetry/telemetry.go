@@ -389,12 +389,20 @@ func (t *Telemetry) otelgrpcOpts() []otelgrpc.Option {
 // Close flushes spans and stops the metrics server.
 func (t *Telemetry) Close(ctx context.Context) error {
 	var errs []error
-	if t.srv != nil {
-		errs = append(errs, t.srv.Shutdown(ctx))
-		<-t.serveWG
-	}
+	// Spans first: a metrics scrape or a profile download still running
+	// must not use up the time the last spans need to be exported.
 	if t.sdk != nil {
 		errs = append(errs, t.sdk.Shutdown(ctx))
+	}
+	if t.srv != nil {
+		// Requests under way get a short grace (a 30 s profile would hold
+		// Shutdown for all of it), then the server closes.
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		if err := t.srv.Shutdown(sctx); err != nil {
+			t.srv.Close()
+		}
+		cancel()
+		<-t.serveWG
 	}
 	return errors.Join(errs...)
 }

@@ -230,3 +230,53 @@ func TestHistogramBucketsCoverTheirRange(t *testing.T) {
 		t.Fatalf("histograms not registered: %v", want)
 	}
 }
+
+// TestCloseFlushesSpansWhileAProfileRuns: a profile download still running
+// at shutdown (continuous profilers pull them all the time) does not use
+// up the time the last spans need to be exported.
+func TestCloseFlushesSpansWhileAProfileRuns(t *testing.T) {
+	var buf lockedBuffer
+	tel, err := Setup(context.Background(), Config{Exporter: "stdout", Stdout: &buf, MetricsAddr: "127.0.0.1:0", Pprof: true, Getenv: env(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, span := tel.Tracer("test").Start(context.Background(), "meridian.last.span")
+	span.End()
+	started := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		req, _ := http.NewRequest("GET", "http://"+tel.MetricsAddr()+"/debug/pprof/profile?seconds=20", nil)
+		close(started)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	<-started
+	time.Sleep(200 * time.Millisecond) // let the profile begin (no signal to poll for)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	tel.Close(ctx)
+	<-done
+	if !strings.Contains(buf.String(), "meridian.last.span") {
+		t.Fatal("the last span was not exported: the profile download used up the shutdown's time")
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
