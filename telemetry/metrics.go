@@ -53,8 +53,8 @@ func newMetrics(reg *prometheus.Registry) *Metrics {
 			Help: "Replicas brought up to date by read repair.",
 		}),
 		siblings: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "meridian_siblings",
-			Help:    "Siblings returned per read.",
+			Name: "meridian_siblings",
+			Help: "Siblings returned per read.",
 			// Up to version.MaxSiblings (1,024); the default keyspace limit
 			// is 100 and the warning starts at a quarter of it.
 			Buckets: []float64{0, 1, 2, 3, 5, 8, 13, 25, 50, 100, 250, 500, 1024},
