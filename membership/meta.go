@@ -320,6 +320,11 @@ const (
 // Command is one entry of the metadata log.
 type Command struct {
 	Kind string `json:"kind"`
+	// Rules is the version of Apply's rules the command was proposed
+	// under (MetaLog.Apply stamps CommandRules). An entry already in a log
+	// when a rule changed replays under the rules it was decided by, so
+	// every node computes the same state from the same log.
+	Rules int `json:"rules,omitempty"`
 	// Init.
 	ClusterID  string         `json:"cluster_id,omitempty"`
 	Partitions int            `json:"partitions,omitempty"`
@@ -346,6 +351,13 @@ type Command struct {
 	// the new ClusterID with the Members' addresses.
 	Restored *MetaState `json:"restored,omitempty"`
 }
+
+// CommandRules is the version of Apply's rules new commands are proposed
+// under. 1: a keyspace created under a dropped one's name gets a new
+// storage ID, a drop names the storage ID it meant, a limits alter during
+// a replication alter holds after it and the replication alter sent again
+// is unchanged.
+const CommandRules = 1
 
 // IsInit reports whether the command initializes a cluster (fresh or
 // from restored metadata): only a cluster's first leader proposes one.
@@ -1019,7 +1031,10 @@ func (s *MetaState) applyKeyspaceCreate(c Command) error {
 		}
 		return fmt.Errorf("%w: %q has %s", ErrKeyspaceExists, spec.Name, DescribeSpec(cur))
 	}
-	spec.StorageID = s.newStorageID(spec.Name)
+	spec.StorageID = 0
+	if c.Rules >= 1 {
+		spec.StorageID = s.newStorageID(spec.Name)
+	}
 	next := s.Clone()
 	next.Keyspaces[spec.Name] = spec
 	if _, err := next.Topology(); err != nil {
@@ -1056,6 +1071,19 @@ func (s *MetaState) applyKeyspaceAlter(c Command) error {
 	moving := false
 	if s.Transition != nil {
 		nextSpec, moving = s.Transition.NextKeyspaces[spec.Name]
+	}
+	if c.Rules < 1 && maps.Equal(cur.Replication, spec.Replication) {
+		// Rules 0: a limits alter replaces the current spec only.
+		next := s.Clone()
+		next.Keyspaces[spec.Name] = spec
+		if _, err := next.Topology(); err != nil {
+			return invalid(err)
+		}
+		s.Keyspaces[spec.Name] = spec
+		return nil
+	}
+	if c.Rules < 1 {
+		moving = false
 	}
 	if moving && SameSpec(nextSpec, spec) {
 		return errUnchanged // the replication alter under way (a retry of it)
@@ -1100,7 +1128,7 @@ func (s *MetaState) applyKeyspaceDrop(c Command) error {
 		return errors.New("the default keyspace cannot be dropped")
 	}
 	cur, ok := s.Keyspaces[c.Name]
-	if c.StorageID != 0 && (!ok || storageID(cur) != c.StorageID) {
+	if c.Rules >= 1 && c.StorageID != 0 && (!ok || storageID(cur) != c.StorageID) {
 		if slices.Contains(s.DroppedKeyspaces, c.StorageID) {
 			return errUnchanged // dropped already (a retry)
 		}
@@ -1114,9 +1142,11 @@ func (s *MetaState) applyKeyspaceDrop(c Command) error {
 	if s.Transition != nil {
 		return ErrInTransition
 	}
-	s.DroppedKeyspaces = append(s.DroppedKeyspaces, storageID(s.Keyspaces[c.Name]))
-	if over := len(s.DroppedKeyspaces) - MaxDroppedKeyspaces; over > 0 {
-		s.DroppedKeyspaces = slices.Delete(s.DroppedKeyspaces, 0, over)
+	if c.Rules >= 1 {
+		s.DroppedKeyspaces = append(s.DroppedKeyspaces, storageID(s.Keyspaces[c.Name]))
+		if over := len(s.DroppedKeyspaces) - MaxDroppedKeyspaces; over > 0 {
+			s.DroppedKeyspaces = slices.Delete(s.DroppedKeyspaces, 0, over)
+		}
 	}
 	delete(s.Keyspaces, c.Name)
 	return nil

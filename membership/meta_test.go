@@ -33,8 +33,13 @@ func initState(t *testing.T, dcs, n, q int) *MetaState {
 	return st
 }
 
+// mustApply applies c under the current rules, as MetaLog.Apply proposes
+// it (unless c names older ones).
 func mustApply(t *testing.T, st *MetaState, c Command) {
 	t.Helper()
+	if c.Rules == 0 {
+		c.Rules = CommandRules
+	}
 	if err := st.Apply(c); err != nil {
 		t.Fatalf("%s: %v", c.Kind, err)
 	}
@@ -805,7 +810,7 @@ func TestLimitsAlterDuringReplicationAlter(t *testing.T) {
 			grow := spec
 			grow.Replication = map[string]int{"dc1": 2, "dc2": 2}
 			mustApply(t, st, Command{Kind: CmdKeyspaceAlter, Keyspace: &grow})
-			if err := st.Apply(Command{Kind: CmdKeyspaceAlter, Keyspace: &grow}); !IsUnchanged(err) {
+			if err := st.Apply(Command{Kind: CmdKeyspaceAlter, Keyspace: &grow, Rules: CommandRules}); !IsUnchanged(err) {
 				t.Fatalf("the same replication alter again: %v, want unchanged", err)
 			}
 			lim := spec
@@ -833,7 +838,7 @@ func TestKeyspaceDropSentAgain(t *testing.T) {
 	st := initState(t, 1, 3, 64)
 	spec := KeyspaceSpec{Name: "orders", Replication: map[string]int{"dc1": 2}}
 	mustApply(t, st, Command{Kind: CmdKeyspaceCreate, Keyspace: &spec})
-	drop := Command{Kind: CmdKeyspaceDrop, Name: "orders", StorageID: KeyspaceID("orders")}
+	drop := Command{Kind: CmdKeyspaceDrop, Name: "orders", StorageID: KeyspaceID("orders"), Rules: CommandRules}
 	mustApply(t, st, drop)
 	if err := st.Apply(drop); !IsUnchanged(err) {
 		t.Fatalf("the drop again: %v, want unchanged", err)
@@ -847,5 +852,38 @@ func TestKeyspaceDropSentAgain(t *testing.T) {
 	}
 	if err := st.Apply(Command{Kind: CmdKeyspaceDrop, Name: "nope"}); !errors.Is(err, ErrUnknownKeyspace) {
 		t.Fatalf("drop of an unknown keyspace: %v", err)
+	}
+}
+
+// TestOldEntriesReplayUnderTheirRules: entries a log holds from before
+// the keyspace rules changed (no Rules) replay as they were decided then:
+// a node replaying them computes the state the others hold in snapshots.
+func TestOldEntriesReplayUnderTheirRules(t *testing.T) {
+	st := initState(t, 1, 3, 64)
+	spec := KeyspaceSpec{Name: "orders", Replication: map[string]int{"dc1": 2}}
+	for _, c := range []Command{
+		{Kind: CmdKeyspaceCreate, Keyspace: &spec},
+		{Kind: CmdKeyspaceDrop, Name: "orders"},
+		{Kind: CmdKeyspaceCreate, Keyspace: &spec},
+	} {
+		if err := st.Apply(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	topo, err := st.Topology()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := topo.Keyspaces["orders"].ID; id != KeyspaceID("orders") || len(st.DroppedKeyspaces) != 0 {
+		t.Fatalf("replayed old entries: orders stored under %d (want its name's %d), dropped IDs %v (want none)", id, KeyspaceID("orders"), st.DroppedKeyspaces)
+	}
+	// A rules-0 limits alter during a replication alter was refused.
+	grow := spec
+	grow.Replication = map[string]int{"dc1": 3}
+	if err := st.Apply(Command{Kind: CmdKeyspaceAlter, Keyspace: &grow}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Apply(Command{Kind: CmdKeyspaceAlter, Keyspace: &grow}); !errors.Is(err, ErrInTransition) {
+		t.Fatalf("an old replication alter sent again: %v, want refused as it was", err)
 	}
 }
