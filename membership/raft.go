@@ -325,7 +325,8 @@ const (
 // removed is a nonvoter; removed ones leave. Voters are added before any
 // is taken away, and a voter that is down is added later. Voters are
 // taken away down ones first, then those not active, then by ID, and
-// never so that the voters left lack a live majority: a configuration
+// never so that the voters left lack a live majority (alive must count a
+// member it has no news of as down): a configuration
 // counts from the moment it is appended, so demoting a live voter while
 // another is down could leave no quorum to commit anything again.
 func PlanVoterChange(st *MetaState, roles map[string]string, self string, alive func(string) bool) (op, id string) {
@@ -370,7 +371,9 @@ func PlanVoterChange(st *MetaState, roles map[string]string, self string, alive 
 		return len(set) > 0 && live > len(set)/2
 	}
 	for _, id := range sortedKeys(want) {
-		if want[id] == "voter" && roles[id] != "voter" && (id == self || alive(id)) {
+		// Added only while up, and only if the voters with it keep a live
+		// majority (an add counts from the moment it is appended too).
+		if want[id] == "voter" && roles[id] != "voter" && (id == self || alive(id)) && liveMajority(append(voters(), id)) {
 			return VoterAdd, id
 		}
 	}

@@ -49,6 +49,7 @@ func TestPlanVoterChange(t *testing.T) {
 		// demoted, never the live n2 first (voters {n1, n3} with n3 down
 		// would have no quorum).
 		{"replacement down: dead voter demoted, not a live one", replacing, map[string]string{"n1": "voter", "n2": "voter", "n3": "voter", "n4": "nonvoter"}, down("n3", "n4"), VoterDemote, "n3"},
+		{"no add that leaves no live majority", replacing, map[string]string{"n1": "voter", "n2": "voter", "n3": "voter", "n4": "nonvoter"}, down("n2", "n3"), VoterNone, ""},
 		{"no step that leaves no live majority", replacing, map[string]string{"n1": "voter", "n2": "voter", "n3": "voter", "n4": "nonvoter"}, down("n2", "n3", "n4"), VoterNone, ""},
 		{"leader not wanted hands off", func(t *testing.T) *MetaState {
 			st := initState(t, 1, 3, 16)

@@ -146,7 +146,7 @@ func (n *Node) startMeta(opts Options) error {
 		ID: n.cfg.ID, Dir: dir, Listener: lis, Dial: n.dialRaft,
 		Voters: voters, NonVoters: nonvoters,
 		OnChange: n.metaChanged,
-		Alive:    n.Alive,
+		Alive:    n.voterAlive,
 		Fast:     n.cfg.GossipProfile == "local" || n.cfg.GossipProfile == "test",
 		Logger:   n.log,
 	})
@@ -841,4 +841,17 @@ func sameNodes(a, b *membership.Topology) bool {
 		}
 	}
 	return true
+}
+
+// voterAlive is liveness for the metadata group's configuration: a member
+// gossip has not reported alive (not heard of yet, suspect or dead) counts
+// as down, unlike for routing, which tries a node until it fails. Adding
+// a voter that is in fact down, or taking one away on the belief that
+// the rest hold a majority, could leave the group without a quorum.
+func (n *Node) voterAlive(id string) bool {
+	if id == n.cfg.ID {
+		return true
+	}
+	g := n.gossipRef.Load()
+	return g != nil && g.Alive(id) && n.Alive(id)
 }
