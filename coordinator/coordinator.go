@@ -64,7 +64,9 @@ type Liveness interface {
 // refusal that stored nothing (a bound reached, hints off) is a
 // *HintRefusedError.
 type Hints interface {
-	StoreHint(target string, loc replica.Loc, keyspace string, key []byte, set version.Set, sync bool) error
+	// StoreHint holds set for target; born is when its write was first
+	// hinted, on any node (zero: now).
+	StoreHint(target string, loc replica.Loc, keyspace string, key []byte, set version.Set, sync bool, born time.Time) error
 }
 
 // Config wires a coordinator. Zero durations and sizes mean the defaults.
@@ -862,7 +864,7 @@ func (c *Coordinator) writeTo(ctx context.Context, t target, r *request, set ver
 	defer func() { endSpan(span, err) }()
 	if t.Node == c.cfg.NodeID {
 		if t.hintFor != "" {
-			return c.storeHint(t.hintFor, r.loc, r.ks.Name, r.key, set, sync)
+			return c.storeHint(t.hintFor, r.loc, r.ks.Name, r.key, set, sync, time.Time{})
 		}
 		return c.merge(r.loc, r.key, set, sync)
 	}
@@ -880,7 +882,7 @@ func (c *Coordinator) writeTo(ctx context.Context, t target, r *request, set ver
 // take; it never counts toward W, and a hint not stored (a bound reached)
 // is left to anti-entropy.
 func (c *Coordinator) keepHint(r *request, target string, set version.Set, sync bool) {
-	err := c.storeHint(target, r.loc, r.ks.Name, r.key, set, sync)
+	err := c.storeHint(target, r.loc, r.ks.Name, r.key, set, sync, time.Time{})
 	if r.trail.on() {
 		r.trail.add(c.cfg.NodeID, "kept hint for "+target, errText(err), 0)
 	}
@@ -889,11 +891,11 @@ func (c *Coordinator) keepHint(r *request, target string, set version.Set, sync 
 	}
 }
 
-func (c *Coordinator) storeHint(target string, loc replica.Loc, ks string, key []byte, set version.Set, sync bool) error {
+func (c *Coordinator) storeHint(target string, loc replica.Loc, ks string, key []byte, set version.Set, sync bool, born time.Time) error {
 	if c.cfg.Hints == nil {
 		return errors.New("this node keeps no hints")
 	}
-	if err := c.cfg.Hints.StoreHint(target, loc, ks, key, set, sync); err != nil {
+	if err := c.cfg.Hints.StoreHint(target, loc, ks, key, set, sync, born); err != nil {
 		return err
 	}
 	c.obs.HintStored()

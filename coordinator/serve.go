@@ -165,7 +165,11 @@ func (c *Coordinator) ServeWrite(ctx context.Context, req *internalv1.WriteReque
 		if _, member := c.cfg.Topology().Nodes[target]; !member || target == c.cfg.NodeID {
 			return nil, status.Errorf(codes.InvalidArgument, "hint_for %q is not another member of this cluster", target)
 		}
-		if err := c.storeHint(req.GetHintFor(), loc, req.GetKeyspace(), req.GetKey(), set, req.GetSync()); err != nil {
+		var born time.Time
+		if ns := req.GetHintBornUnixNanos(); ns > 0 {
+			born = time.Unix(0, ns) // checked against the clock where stored
+		}
+		if err := c.storeHint(req.GetHintFor(), loc, req.GetKeyspace(), req.GetKey(), set, req.GetSync(), born); err != nil {
 			if _, ok := status.FromError(err); ok {
 				return nil, err // a refusal (low on disk): the sender tries elsewhere
 			}

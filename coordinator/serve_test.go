@@ -194,7 +194,7 @@ func TestFutureVersionsRefused(t *testing.T) {
 
 type refusingHints struct{}
 
-func (refusingHints) StoreHint(string, replica.Loc, string, []byte, version.Set, bool) error {
+func (refusingHints) StoreHint(string, replica.Loc, string, []byte, version.Set, bool, time.Time) error {
 	return &HintRefusedError{Err: errors.New("hint not stored: n2 already has 100 hints")}
 }
 
@@ -356,5 +356,32 @@ func TestLWWWriteWinsOverStoredVersionsAhead(t *testing.T) {
 	}
 	if got, floor := set.Siblings[0].Value.Time, old.Siblings[0].Value.Time; got.Compare(floor) <= 0 {
 		t.Fatalf("stamped %v, not after the stored version's %v", got, floor)
+	}
+}
+
+// bornHints records the born time of each hint stored.
+type bornHints struct{ born []time.Time }
+
+func (h *bornHints) StoreHint(_ string, _ replica.Loc, _ string, _ []byte, _ version.Set, _ bool, born time.Time) error {
+	h.born = append(h.born, born)
+	return nil
+}
+
+// TestServeWriteKeepsAHandedOnHintsAge: a hint handed on by another node
+// (a node leaving the cluster) is stored with the time its write was
+// first hinted, so its age still bounds how late it may be delivered.
+func TestServeWriteKeepsAHandedOnHintsAge(t *testing.T) {
+	c, _, _ := transferCoordinator(t)
+	h := &bornHints{}
+	c.cfg.NodeID, c.cfg.Hints, c.cfg.Now, c.obs = "n9", h, time.Now, nopObserver{}
+	set, _ := version.Set{}.Put(version.Clock{}, "n1", version.Value{Bytes: []byte("v")}, 1)
+	born := time.Now().Add(-20 * time.Hour)
+	for _, ns := range []int64{born.UnixNano(), 0} {
+		if _, err := c.ServeWrite(context.Background(), &internalv1.WriteRequest{Keyspace: "ks", Key: []byte("k"), Set: set.Encode(), HintFor: "n1", HintBornUnixNanos: ns}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(h.born) != 2 || !h.born[0].Equal(born) || !h.born[1].IsZero() {
+		t.Fatalf("hints stored born %v; want %v, then zero (now)", h.born, born)
 	}
 }

@@ -97,11 +97,11 @@ func (h *hintTracker) metrics() telemetry.HintStats {
 // hint past a bound is not stored (repair.ErrHintDropped, as a
 // coordinator.HintRefusedError), nor any while the store refuses writes
 // (low on disk).
-func (h *hintTracker) StoreHint(target string, loc replica.Loc, keyspace string, key []byte, set version.Set, sync bool) error {
+func (h *hintTracker) StoreHint(target string, loc replica.Loc, keyspace string, key []byte, set version.Set, sync bool, born time.Time) error {
 	if err := h.refused(); err != nil {
 		return err
 	}
-	if err := h.log.StoreHint(target, loc, keyspace, key, set, sync); err != nil {
+	if err := h.log.StoreHintBorn(target, loc, keyspace, key, set, sync, born); err != nil {
 		if errors.Is(err, repair.ErrHintDropped) {
 			return &coordinator.HintRefusedError{Err: err}
 		}

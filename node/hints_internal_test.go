@@ -29,7 +29,7 @@ func TestHintRefusalIsAStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	set, _ := version.Set{}.Put(version.Clock{}, "n1", version.Value{Bytes: []byte("v")}, 1)
-	err = h.StoreHint("n2", replica.Loc{Keyspace: 1, Partition: 2}, "ks", []byte("k"), set, false)
+	err = h.StoreHint("n2", replica.Loc{Keyspace: 1, Partition: 2}, "ks", []byte("k"), set, false, time.Time{})
 	st, _ := status.FromError(err)
 	if st.Code() != codes.ResourceExhausted || !coordinator.HasReason(st, coordinator.ReasonHintRefused) || !errors.Is(err, repair.ErrHintDropped) {
 		t.Fatalf("hint with hints off: %v, want RESOURCE_EXHAUSTED (%s) wrapping ErrHintDropped", err, coordinator.ReasonHintRefused)
@@ -51,7 +51,7 @@ func TestRefreshKeepsTargetsStoredMeanwhile(t *testing.T) {
 	set, _ := version.Set{}.Put(version.Clock{}, "n1", version.Value{Bytes: []byte("v")}, time.Now().UnixNano())
 	h.beginRefresh()
 	owed := h.log.Owed() // read before the hint below lands
-	if err := h.StoreHint("n2", replica.Loc{Keyspace: 1, Partition: 2}, "ks", []byte("k"), set, false); err != nil {
+	if err := h.StoreHint("n2", replica.Loc{Keyspace: 1, Partition: 2}, "ks", []byte("k"), set, false, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	h.finishRefresh(owed)

@@ -103,6 +103,9 @@ type delivery struct {
 	inPass     bool      // a pass over the target's hints is under way
 	oldestLeft time.Time // oldest hint the pass left in place
 	refused    int       // hints the pass left in place because the target refused them
+	// handCursor is where the next hand-over of a leaving node resumes
+	// (nil: the start of the target's hints).
+	handCursor []byte
 	backoff    time.Duration
 	retryAt    time.Time
 	// refusedLogged is when a refused hint was last logged at warning
@@ -442,25 +445,41 @@ func (h *Handoff) dropUndelivered(hint Hint, gone bool) error {
 	return h.Log.drop(hint, DropAged)
 }
 
-// handOver sends up to Batch of t's hints, as hints for t, to a live node
-// (not this one, not t) that replicates the hint's partition, fsynced
-// there, and deletes each one taken. A hint no such node takes stays.
+// handOver sends up to Batch of t's hints, from where the last hand-over
+// stopped, as hints for t to a live node (not this one, not t) that
+// replicates the hint's partition, fsynced there and keeping their age,
+// and deletes each one taken. A hint no such node takes stays; one past
+// MaxAge is dropped.
 func (h *Handoff) handOver(ctx context.Context, t string) (handed int, err error) {
+	d := h.target(t)
+	lower := d.handCursor
+	if lower == nil {
+		lower = hintPrefix(t)
+	}
 	var batch []rawHint
-	if err := h.Log.scan(hintPrefix(t), prefixEnd(hintPrefix(t)), func(k, v []byte) bool {
+	if err := h.Log.scan(lower, prefixEnd(hintPrefix(t)), func(k, v []byte) bool {
 		batch = append(batch, rawHint{slices.Clone(k), slices.Clone(v)})
 		return len(batch) < h.Batch
 	}); err != nil {
 		return 0, err
 	}
+	if len(batch) < h.Batch {
+		d.handCursor = nil // the end: the next hand-over starts over
+	}
 	for _, r := range batch {
+		if len(batch) == h.Batch {
+			d.handCursor = append(slices.Clone(r.k), 0)
+		}
 		hint, derr := h.Log.decode(r.k, r.v)
 		if derr != nil {
 			continue // delivery sets it aside
 		}
 		nodes, gone := h.place(hint)
-		if gone {
-			continue // dropped at delivery
+		if gone || h.Log.tooOld(hint) {
+			if err := h.dropUndelivered(hint, gone); err != nil {
+				return handed, err
+			}
+			continue
 		}
 		enc := hint.Set.Encode()
 		for _, n := range nodes {
@@ -471,7 +490,8 @@ func (h *Handoff) handOver(ctx context.Context, t string) (handed int, err error
 				return handed, nil // shutting down
 			}
 			wctx, cancel := context.WithTimeout(ctx, h.Timeout)
-			werr := h.Peers.Write(wctx, n, &internalv1.WriteRequest{Keyspace: hint.Keyspace, Key: hint.Key, Set: enc, Sync: true, HintFor: t})
+			werr := h.Peers.Write(wctx, n, &internalv1.WriteRequest{Keyspace: hint.Keyspace, Key: hint.Key, Set: enc, Sync: true,
+				HintFor: t, HintBornUnixNanos: hint.Born.UnixNano()})
 			cancel()
 			if werr != nil {
 				continue
@@ -515,7 +535,7 @@ func (h *Handoff) rehome(hint Hint, nodes []string) (moved bool, err error) {
 		}
 		// The hint handed on keeps its age: MaxAge bounds how long after
 		// its write it may be delivered, wherever it went meanwhile.
-		if err := h.Log.storeHint(n, hint.Loc, hint.Keyspace, hint.Key, hint.Set, false, hint.Born); err != nil {
+		if err := h.Log.StoreHintBorn(n, hint.Loc, hint.Keyspace, hint.Key, hint.Set, false, hint.Born); err != nil {
 			if errors.Is(err, ErrHintDropped) || errors.Is(err, replica.ErrKeyTooLong) {
 				return false, nil
 			}

@@ -163,6 +163,7 @@ func TestLeavingNodeHandsOverHints(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		born := c.Now()
 		if err := store(t, l, "away", "k"); err != nil {
 			t.Fatal(err)
 		}
@@ -170,11 +171,11 @@ func TestLeavingNodeHandsOverHints(t *testing.T) {
 		var got []string
 		p := &peers{fail: map[string]bool{"away": true}, onWrite: func(node string, req *internalv1.WriteRequest) {
 			mu.Lock()
-			got = append(got, fmt.Sprintf("%s hint_for=%s sync=%v", node, req.GetHintFor(), req.GetSync()))
+			got = append(got, fmt.Sprintf("%s hint_for=%s sync=%v born=%v", node, req.GetHintFor(), req.GetSync(), req.GetHintBornUnixNanos() == born.UnixNano()))
 			mu.Unlock()
 		}}
 		live := liveExcept{"away": true, "n2": true} // n2 is down too: n3 takes them
-		h := &Handoff{Log: l, Peers: p, Live: live, Now: c.Now, Rate: 1e6, Self: "n4",
+		h := &Handoff{Log: l, Peers: p, Live: live, Now: c.Now, Rate: 1e6, Self: "n4", Batch: 1,
 			Leaving: func() bool { return leaving },
 			Place:   func(string, replica.Loc) ([]string, bool) { return []string{"away", "n2", "n3", "n4"}, false }}
 		if _, err := h.DeliverOnce(context.Background()); err != nil {
@@ -185,8 +186,8 @@ func TestLeavingNodeHandsOverHints(t *testing.T) {
 		mu.Unlock()
 		held := statsFor(l, "away").Count
 		switch {
-		case leaving && (len(sent) != 1 || sent[0] != "n3 hint_for=away sync=true" || held != 0):
-			t.Fatalf("leaving: sent %v, still held %d; want the hint handed to n3 for away, fsynced, and gone here", sent, held)
+		case leaving && (len(sent) != 1 || sent[0] != "n3 hint_for=away sync=true born=true" || held != 0):
+			t.Fatalf("leaving: sent %v, still held %d; want the hint handed to n3 for away, fsynced, with its age, and gone here", sent, held)
 		case !leaving && (len(sent) != 0 || held != 1):
 			t.Fatalf("staying: sent %v, still held %d; want it kept for away", sent, held)
 		}
@@ -198,3 +199,27 @@ type liveExcept map[string]bool
 
 func (l liveExcept) Alive(id string) bool { return !l[id] }
 func (liveExcept) DiskLow(string) bool    { return false }
+
+// TestLeavingNodeDropsAgedHints: a leaving node hands over no hint past
+// MaxAge (it is dropped and reported, as at delivery).
+func TestLeavingNodeDropsAgedHints(t *testing.T) {
+	c := newClock()
+	l, err := NewHintLog(memory.New(), HintLogConfig{Window: time.Hour, MaxAge: 2 * time.Hour, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store(t, l, "away", "k"); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(3 * time.Hour)
+	p := &peers{}
+	h := &Handoff{Log: l, Peers: p, Live: liveExcept{"away": true}, Now: c.Now, Rate: 1e6, Self: "n4",
+		Leaving: func() bool { return true },
+		Place:   func(string, replica.Loc) ([]string, bool) { return []string{"away", "n3"}, false }}
+	if _, err := h.DeliverOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if sent := p.sent(); len(sent) != 0 || l.Dropped()[DropAged] != 1 || statsFor(l, "away").Count != 0 {
+		t.Fatalf("sent %v, dropped %v, held %d; want nothing sent, the hint dropped as aged", sent, l.Dropped(), statsFor(l, "away").Count)
+	}
+}

@@ -329,12 +329,13 @@ func (l *HintLog) lock(hk []byte) *sync.Mutex { return &l.locks[xxhash.Sum64(hk)
 // bound it stores nothing and returns an error wrapping ErrHintDropped.
 // It satisfies the coordinator's Hints interface.
 func (l *HintLog) StoreHint(target string, loc replica.Loc, keyspace string, key []byte, set version.Set, sync bool) error {
-	return l.storeHint(target, loc, keyspace, key, set, sync, time.Time{})
+	return l.StoreHintBorn(target, loc, keyspace, key, set, sync, time.Time{})
 }
 
-// storeHint is StoreHint of a write first hinted at born (zero: now), the
-// age MaxAge bounds.
-func (l *HintLog) storeHint(target string, loc replica.Loc, keyspace string, key []byte, set version.Set, sync bool, born time.Time) error {
+// StoreHintBorn is StoreHint of a write first hinted at born (zero or
+// ahead of this node's clock: now), the age MaxAge bounds: a hint handed
+// on from another node keeps its age.
+func (l *HintLog) StoreHintBorn(target string, loc replica.Loc, keyspace string, key []byte, set version.Set, sync bool, born time.Time) error {
 	if target == "" || len(target) > 255 || len(keyspace) > 255 {
 		return fmt.Errorf("repair: bad hint target %q or keyspace %q", target, keyspace)
 	}

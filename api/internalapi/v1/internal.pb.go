@@ -1710,9 +1710,14 @@ type WriteRequest struct {
 	// Acknowledge only after the write is fsynced.
 	Sync bool `protobuf:"varint,4,opt,name=sync,proto3" json:"sync,omitempty"`
 	// Non-empty when this copy is a hint held for the named unreachable node.
-	HintFor       string `protobuf:"bytes,5,opt,name=hint_for,json=hintFor,proto3" json:"hint_for,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	HintFor string `protobuf:"bytes,5,opt,name=hint_for,json=hintFor,proto3" json:"hint_for,omitempty"`
+	// With hint_for: when the write was first hinted, on any node, in Unix
+	// nanoseconds (0: now). A hint handed on keeps its age, which bounds how
+	// long after its write it may still be delivered; a time ahead of the
+	// receiver's clock counts as now.
+	HintBornUnixNanos int64 `protobuf:"varint,6,opt,name=hint_born_unix_nanos,json=hintBornUnixNanos,proto3" json:"hint_born_unix_nanos,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *WriteRequest) Reset() {
@@ -1778,6 +1783,13 @@ func (x *WriteRequest) GetHintFor() string {
 		return x.HintFor
 	}
 	return ""
+}
+
+func (x *WriteRequest) GetHintBornUnixNanos() int64 {
+	if x != nil {
+		return x.HintBornUnixNanos
+	}
+	return 0
 }
 
 type WriteResponse struct {
@@ -2209,13 +2221,14 @@ const file_internalapi_v1_internal_proto_rawDesc = "" +
 	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\" \n" +
 	"\fReadResponse\x12\x10\n" +
-	"\x03set\x18\x01 \x01(\fR\x03set\"}\n" +
+	"\x03set\x18\x01 \x01(\fR\x03set\"\xae\x01\n" +
 	"\fWriteRequest\x12\x1a\n" +
 	"\bkeyspace\x18\x01 \x01(\tR\bkeyspace\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x10\n" +
 	"\x03set\x18\x03 \x01(\fR\x03set\x12\x12\n" +
 	"\x04sync\x18\x04 \x01(\bR\x04sync\x12\x19\n" +
-	"\bhint_for\x18\x05 \x01(\tR\ahintFor\"\x0f\n" +
+	"\bhint_for\x18\x05 \x01(\tR\ahintFor\x12/\n" +
+	"\x14hint_born_unix_nanos\x18\x06 \x01(\x03R\x11hintBornUnixNanos\"\x0f\n" +
 	"\rWriteResponse\"s\n" +
 	"\x11CoordinateRequest\x12#\n" +
 	"\x03put\x18\x01 \x01(\v2\x11.kv.v1.PutRequestR\x03put\x12\x1c\n" +
