@@ -350,7 +350,7 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 			// Expired, or t no longer replicates the partition (it moved
 			// while t was away): the data goes to the nodes that hold the
 			// partition now, as their hints (or merged here).
-			moved, err := h.rehome(hint, nodes)
+			moved, _, err := h.rehome(hint, nodes)
 			if err != nil {
 				return delivered, err
 			}
@@ -517,11 +517,13 @@ func (h *Handoff) place(hint Hint) (nodes []string, gone bool) {
 // rehome hands hint's data to nodes other than its target, as hints for
 // them (merged into this node's copy when this node is one), then deletes
 // it. moved is false, and the hint stays, when no such node took it: none
-// other than the target, or one refused (its hints are full).
-func (h *Handoff) rehome(hint Hint, nodes []string) (moved bool, err error) {
+// other than the target, or one refused (its hints are full); forGood
+// when a refusal asking again cannot change (a key too long, a set past
+// a hard limit, hints off).
+func (h *Handoff) rehome(hint Hint, nodes []string) (moved, forGood bool, err error) {
 	others := h.takers(hint, nodes)
 	if len(others) == 0 {
-		return false, nil
+		return false, false, nil
 	}
 	for _, n := range others {
 		if n == h.Self {
@@ -529,7 +531,7 @@ func (h *Handoff) rehome(hint Hint, nodes []string) (moved bool, err error) {
 				// Refused here (a version too far ahead, a hard limit)
 				// or failed: the hint stays for the next pass.
 				h.Logger.Debug("hint's data not merged here", "keyspace", hint.Keyspace, "partition", hint.Loc.Partition, "err", err)
-				return false, nil
+				return false, false, nil
 			}
 			continue
 		}
@@ -537,18 +539,18 @@ func (h *Handoff) rehome(hint Hint, nodes []string) (moved bool, err error) {
 		// its write it may be delivered, wherever it went meanwhile.
 		if err := h.Log.StoreHintBorn(n, hint.Loc, hint.Keyspace, hint.Key, hint.Set, false, hint.Born); err != nil {
 			if errors.Is(err, ErrHintDropped) || errors.Is(err, replica.ErrKeyTooLong) {
-				return false, nil
+				return false, errors.Is(err, errRefusedForGood) || errors.Is(err, replica.ErrKeyTooLong), nil
 			}
-			return false, err
+			return false, false, err
 		}
 	}
 	// Taken everywhere: only now may the original go (the new hints and
 	// the merge are in the same engine's log before this delete, so a
 	// crash keeps them whenever it keeps the delete).
 	if _, err := h.Log.Delete(hint); err != nil {
-		return false, err
+		return false, false, err
 	}
-	return true, nil
+	return true, false, nil
 }
 
 // takers are the nodes of nodes that may take hint's data instead of its
@@ -590,9 +592,9 @@ func (h *Handoff) rehomeAll(t string) (moved, dropped, kept uint64, err error) {
 			}
 			if derr == nil {
 				nodes, gone := h.place(hint)
-				ok := false
+				ok, forGood := false, false
 				if !gone {
-					if ok, err = h.rehome(hint, nodes); err != nil {
+					if ok, forGood, err = h.rehome(hint, nodes); err != nil {
 						return moved, dropped, kept, err
 					}
 				}
@@ -600,7 +602,7 @@ func (h *Handoff) rehomeAll(t string) (moved, dropped, kept uint64, err error) {
 					moved++
 					continue
 				}
-				if !gone && len(h.takers(hint, nodes)) > 0 {
+				if !gone && !forGood && len(h.takers(hint, nodes)) > 0 {
 					kept++
 					continue
 				}

@@ -223,3 +223,29 @@ func TestLeavingNodeDropsAgedHints(t *testing.T) {
 		t.Fatalf("sent %v, dropped %v, held %d; want nothing sent, the hint dropped as aged", sent, l.Dropped(), statsFor(l, "away").Count)
 	}
 }
+
+// TestHintsOfARemovedNodeRefusedForGoodAreDropped: a hint of a departed
+// target that its taker refuses for good (here: hints turned off) is
+// dropped once, not kept and refused (and counted) every round.
+func TestHintsOfARemovedNodeRefusedForGoodAreDropped(t *testing.T) {
+	c := newClock()
+	l, err := NewHintLog(memory.New(), HintLogConfig{Window: time.Hour, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store(t, l, "gone", "k"); err != nil {
+		t.Fatal(err)
+	}
+	l.cfg.Off = true
+	h := &Handoff{Log: l, Peers: &peers{}, Live: allAlive{}, Now: c.Now, Rate: 1e6, Self: "n1",
+		IsMember: func(id string) bool { return id != "gone" },
+		Place:    func(string, replica.Loc) ([]string, bool) { return []string{"n2"}, false }}
+	for range 3 {
+		if _, err := h.DeliverOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if held, off := statsFor(l, "gone").Count, l.Dropped()[DropOff]; held != 0 || off != 1 {
+		t.Fatalf("held %d, refused %d times; want the hint dropped after one refusal", held, off)
+	}
+}

@@ -428,8 +428,15 @@ func (l *HintLog) refuse(target string, loc replica.Loc, reason, why string) err
 	if l.cfg.OnDropped != nil {
 		l.cfg.OnDropped(target, loc)
 	}
+	if reason == DropOff || reason == DropLimit {
+		return fmt.Errorf("%w: %w: %s", ErrHintDropped, errRefusedForGood, why)
+	}
 	return fmt.Errorf("%w: %s", ErrHintDropped, why)
 }
+
+// errRefusedForGood marks a refusal that asking again cannot change
+// (hints off, a set past a hard limit), unlike a full target.
+var errRefusedForGood = errors.New("refused for good")
 
 func (l *HintLog) countDropped(reason string, n uint64) {
 	l.mu.Lock()
