@@ -437,10 +437,12 @@ func writePair(certFile, keyFile string, der []byte, key *ecdsa.PrivateKey) erro
 
 // WriteFileAtomic replaces path with data, mode set before any byte is
 // written: a reader sees the old file or the new one, never a part, and a
-// handle opened on the old file never reads the new content. The
-// directory is synced so the rename survives a crash.
+// handle opened on the old file never reads the new content. The new file
+// keeps the old one's owner when this process may set it (root replacing
+// a service user's file). The directory is synced so the rename survives
+// a crash.
 func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	if err := writeAtomic(path, data, mode); err != nil {
+	if err := writeAtomicOwned(path, data, mode); err != nil {
 		return err
 	}
 	if d, err := os.Open(filepath.Dir(path)); err == nil {
@@ -454,6 +456,16 @@ func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
 }
 
 func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	return writeAtomicAs(path, data, mode, false)
+}
+
+func writeAtomicOwned(path string, data []byte, mode os.FileMode) error {
+	return writeAtomicAs(path, data, mode, true)
+}
+
+// writeAtomicAs writes data to a new file renamed over path; keepOwner
+// gives it the replaced file's owner when this process may.
+func writeAtomicAs(path string, data []byte, mode os.FileMode, keepOwner bool) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
@@ -466,6 +478,12 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 	}
 	if err := f.Chmod(mode); err != nil {
 		return fail(err)
+	}
+	if old, err := os.Stat(path); err == nil && keepOwner {
+		if uid, gid, ok := fileOwner(old); ok && (uid != os.Getuid() || gid != os.Getgid()) {
+			// Best effort: only a privileged process may give a file away.
+			_ = f.Chown(uid, gid)
+		}
 	}
 	if _, err := f.Write(data); err != nil {
 		return fail(err)

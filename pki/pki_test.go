@@ -1001,3 +1001,33 @@ func TestNotYetValidCertificateLoadedOnceValid(t *testing.T) {
 		t.Fatal("the certificate was not taken once valid")
 	}
 }
+
+// TestWriteFileAtomicKeepsTheOwner: a file replaced by a privileged
+// process (root rotating a service user's secret) keeps its owner, so
+// the service can still read it; otherwise the new file is the writer's.
+func TestWriteFileAtomicKeepsTheOwner(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(path, []byte("old\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want := os.Getuid()
+	if os.Getuid() == 0 {
+		want = 65534 // nobody
+		if err := os.Chown(path, want, want); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := WriteFileAtomic(path, []byte("new\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uid, _, ok := fileOwner(fi); ok && uid != want {
+		t.Fatalf("replaced file owned by %d, want %d", uid, want)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "new\n" || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("content %q, mode %v", b, fi.Mode().Perm())
+	}
+}
