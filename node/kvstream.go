@@ -116,32 +116,14 @@ func (r *runningCalls) cancel(ids []uint64) {
 	}
 }
 
-// replyBatchBytes bounds a ReplyBatch of several replies: gRPC clients
-// receive at most 4 MiB in a message unless told otherwise.
-const replyBatchBytes = 4<<20 - 64<<10
-
-// sendReplies sends rs in batches of at most replyBatchBytes (a larger
-// reply goes alone). A reply over maxMsg, which the unary call could not
-// have sent either, becomes that call's RESOURCE_EXHAUSTED: one reply
-// must never fail the stream, and every other call on it.
+// sendReplies sends rs in batches (transport.SendReplies). A reply over
+// maxMsg, which the unary call could not have sent either, becomes that
+// call's RESOURCE_EXHAUSTED.
 func sendReplies(rs []*kvv1.Reply, maxMsg int, send func([]*kvv1.Reply) error) error {
-	start, size := 0, 0
-	for i, r := range rs {
-		n := proto.Size(r) + 16 // with its tag and length
-		if n > maxMsg-1024 {
-			rs[i] = &kvv1.Reply{Id: r.GetId(), Result: &kvv1.Reply_Error{Error: transport.EncodeStatus(status.Errorf(grpccodes.ResourceExhausted,
-				"the response is %d bytes, over the node's %d-byte message limit: read fewer siblings (resolve them with a write) or raise max-value-size", n, maxMsg))}}
-			n = proto.Size(rs[i]) + 16
-		}
-		if i > start && size+n > replyBatchBytes {
-			if err := send(rs[start:i]); err != nil {
-				return err
-			}
-			start, size = i, 0
-		}
-		size += n
-	}
-	return send(rs[start:])
+	return transport.SendReplies(rs, maxMsg, func(r *kvv1.Reply, n int) *kvv1.Reply {
+		return &kvv1.Reply{Id: r.GetId(), Result: &kvv1.Reply_Error{Error: transport.EncodeStatus(status.Errorf(grpccodes.ResourceExhausted,
+			"the response is %d bytes, over the node's %d-byte message limit: read fewer siblings (resolve them with a write) or raise max-value-size", n, maxMsg))}}
+	}, send)
 }
 
 // serveCall runs one call of a stream.

@@ -152,12 +152,25 @@ func (p *pipe) run(ctx context.Context, client internalv1.ReplicaClient) {
 		}
 		p.mu.Unlock()
 		var err error
-		if len(send) > 0 {
-			batch.Calls = send
-			err = stream.SendMsg(batch)
-			clear(send)
-			batch.Calls = send[:0]
+		// In messages of at most BatchBytes (a larger call goes alone):
+		// a long queue of large writes must not make one message over
+		// the limit, which would fail every call on the pipe.
+		for start, size, i := 0, 0, 0; i <= len(send) && err == nil; i++ {
+			if i < len(send) && (i == start || size+len(send[i]) <= BatchBytes) {
+				size += len(send[i])
+				continue
+			}
+			if i > start {
+				batch.Calls = send[start:i]
+				err = stream.SendMsg(batch)
+			}
+			start, size = i, 0
+			if i < len(send) {
+				size = len(send[i])
+			}
 		}
+		clear(send)
+		batch.Calls = send[:0]
 		clear(calls)
 		p.mu.Lock()
 		p.mu.spare = calls[:0]

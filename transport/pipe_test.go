@@ -79,14 +79,14 @@ func (p *pipePeer) serve(ctx context.Context, c *internalv1.Call, deadline time.
 	return &internalv1.Reply{Result: &internalv1.Reply_Write{Write: &internalv1.WriteResponse{}}}
 }
 
-func startPipePeer(t *testing.T) (*pipePeer, *grpc.Server, string) {
+func startPipePeer(t *testing.T, opts ...grpc.ServerOption) (*pipePeer, *grpc.Server, string) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &pipePeer{closing: make(chan struct{}), release: make(chan struct{})}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(opts...)
 	internalv1.RegisterReplicaServer(srv, p)
 	done := make(chan struct{})
 	go func() { defer close(done); srv.Serve(lis) }()
@@ -287,11 +287,14 @@ type heldStream struct {
 	release           chan struct{} // one SendMsg returns per token
 	mu                sync.Mutex
 	sent              [][]uint64
+	bytes             []int // of each message sent
 }
 
 func (s *heldStream) SendMsg(m any) error {
 	var ids []uint64
+	n := 0
 	for _, enc := range m.(*internalv1.EncodedCallBatch).Calls {
+		n += len(enc)
 		c := &internalv1.Call{}
 		if err := proto.Unmarshal(enc, c); err != nil {
 			return err
@@ -300,6 +303,7 @@ func (s *heldStream) SendMsg(m any) error {
 	}
 	s.mu.Lock()
 	s.sent = append(s.sent, ids)
+	s.bytes = append(s.bytes, n)
 	s.mu.Unlock()
 	s.entered <- struct{}{}
 	select {
@@ -509,5 +513,69 @@ func TestReplyStatusBoundsCodes(t *testing.T) {
 	st := ReplyStatus(&internalv1.Reply{Result: ReplyError(status.Error(codes.NotFound, "gone"))})
 	if st.Code() != codes.NotFound || st.Message() != "gone" {
 		t.Fatalf("NOT_FOUND came back as %v %q", st.Code(), st.Message())
+	}
+}
+
+// TestPipeSplitsLargeBatches: calls queued together, and replies finished
+// together, go in messages of at most BatchBytes, so a burst of large
+// writes or reads never makes one message over the peer's limit (which
+// failed every call on the pipe); a reply no message can carry fails its
+// own call only.
+func TestPipeSplitsLargeBatches(t *testing.T) {
+	p, s := runHeldPipe(t, DefaultPipeWaiting)
+	go p.call(context.Background(), &internalv1.Call{})
+	<-s.entered // the first batch is being sent, and held
+	value := make([]byte, 400<<10)
+	gaveUp, giveUp := context.WithCancel(context.Background())
+	defer giveUp()
+	for range 40 { // 16 MiB queued behind it
+		go p.call(gaveUp, &internalv1.Call{Op: &internalv1.Call_Write{Write: &internalv1.WriteRequest{Key: []byte("w"), Set: value}}})
+	}
+	waitUntil(t, "the writes to queue", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.mu.queue) == 40
+	})
+	for sent := 0; sent < 400<<10*40; {
+		s.release <- struct{}{}
+		<-s.entered
+		s.mu.Lock()
+		n := s.bytes[len(s.bytes)-1]
+		s.mu.Unlock()
+		if n > BatchBytes {
+			t.Fatalf("a message of %d bytes of calls (bound %d): over a peer's 4 MiB limit, every call on the pipe fails", n, BatchBytes)
+		}
+		sent += n
+	}
+	s.release <- struct{}{}
+	giveUp()
+
+	// Replies: the server side splits them the same way, and replaces one
+	// too large for any message.
+	small := &internalv1.Reply{Id: 1, Result: &internalv1.Reply_Write{Write: &internalv1.WriteResponse{}}}
+	big := func(id uint64, n int) *internalv1.Reply {
+		return &internalv1.Reply{Id: id, Result: &internalv1.Reply_Read{Read: &internalv1.ReadResponse{Set: make([]byte, n)}}}
+	}
+	rs := []*internalv1.Reply{small, big(2, 3<<20), big(3, 3<<20), big(4, 9<<20), small}
+	var sizes []int
+	var got []*internalv1.Reply
+	if err := SendReplies(rs, 8<<20, oversizeReply, func(part []*internalv1.Reply) error {
+		n := 0
+		for _, r := range part {
+			n += proto.Size(r)
+		}
+		sizes = append(sizes, n)
+		got = append(got, part...)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range sizes {
+		if n > BatchBytes+16*len(rs) && n > 3<<20+64 {
+			t.Fatalf("a batch of %d bytes (bound %d)", n, BatchBytes)
+		}
+	}
+	if len(got) != 5 || ReplyStatus(got[3]).Code() != codes.ResourceExhausted || got[3].GetId() != 4 || got[1].GetRead() == nil {
+		t.Fatalf("replies sent: %d, the 9 MiB one: %v", len(got), got[3])
 	}
 }

@@ -81,11 +81,22 @@ func (s CallServer) ServeStream(stream internalv1.Replica_CallsServer) error {
 		b, err := stream.Recv()
 		return b.GetCalls(), err
 	}, func(rs []*internalv1.Reply) error {
-		batch.Replies = rs
-		err := stream.Send(batch)
-		batch.Replies = nil
-		return err
+		// Replies that finished together can be large reads: in batches,
+		// and one no message could carry fails its own call only.
+		return SendReplies(rs, MaxMessageSize, oversizeReply, func(part []*internalv1.Reply) error {
+			batch.Replies = part
+			err := stream.Send(batch)
+			batch.Replies = nil
+			return err
+		})
 	})
+}
+
+// oversizeReply is the reply to a call whose own reply, of n bytes, no
+// message between nodes can carry.
+func oversizeReply(r *internalv1.Reply, n int) *internalv1.Reply {
+	return &internalv1.Reply{Id: r.GetId(), Result: ReplyError(status.Errorf(codes.ResourceExhausted,
+		"the reply is %d bytes, over the %d-byte message limit between nodes: read fewer siblings (resolve them with a write)", n, MaxMessageSize))}
 }
 
 // TimedCall is a call that names its sender's timeout.
