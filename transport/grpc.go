@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/meridiankv/meridian/api/codec"
@@ -88,6 +89,10 @@ const retireAfter = 30 * time.Second
 // four allocations per quorum write; a fixed window needs none.
 const FlowWindow = 16 << 20
 
+// PeerKeepaliveTime is how long a peer connection may be quiet before it
+// is pinged (gRPC's least is 10 s, which peers enforce: a little more).
+const PeerKeepaliveTime = 15 * time.Second
+
 // NewGRPC returns a transport that dials peers found by resolve. Extra dial
 // options (e.g. tracing stats handlers) are appended to the defaults.
 func NewGRPC(resolve Resolver, opts ...grpc.DialOption) *GRPC {
@@ -104,6 +109,12 @@ func NewGRPC(resolve Resolver, opts ...grpc.DialOption) *GRPC {
 			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 			MinConnectTimeout: 2 * time.Second,
 		}),
+		// A connection that goes silent without closing (a partition, a
+		// frozen host, NAT state dropped) fails within about 20 s instead
+		// of holding every call to the peer until its deadline, answered
+		// as DEADLINE_EXCEEDED, which counts the peer as reached (nothing
+		// hinted). Peers allow pings every 10 s.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: PeerKeepaliveTime, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 	}, opts...)
 	g.mu.conns = map[peerKey]*grpc.ClientConn{}
 	g.mu.pipes = map[peerKey]*pipe{}

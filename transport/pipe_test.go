@@ -18,6 +18,7 @@ import (
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -577,5 +578,93 @@ func TestPipeSplitsLargeBatches(t *testing.T) {
 	}
 	if len(got) != 5 || ReplyStatus(got[3]).Code() != codes.ResourceExhausted || got[3].GetId() != 4 || got[1].GetRead() == nil {
 		t.Fatalf("replies sent: %d, the 9 MiB one: %v", len(got), got[3])
+	}
+}
+
+// silentProxy forwards TCP to target until silenced, then drops what
+// either side sends while keeping the connections open: a partition that
+// closes nothing.
+type silentProxy struct {
+	lis    net.Listener
+	silent atomic.Bool
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func startSilentProxy(t *testing.T, target string) *silentProxy {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &silentProxy{lis: lis}
+	pipe := func(dst, src net.Conn) {
+		defer p.wg.Done()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if err != nil {
+				return
+			}
+			if !p.silent.Load() {
+				if _, err := dst.Write(buf[:n]); err != nil {
+					return
+				}
+			}
+		}
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			in, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, in, out)
+			p.mu.Unlock()
+			p.wg.Add(2)
+			go pipe(out, in)
+			go pipe(in, out)
+		}
+	}()
+	t.Cleanup(func() {
+		lis.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+// TestSilentPeerConnectionFails: a peer connection that goes silent
+// without closing fails within the keepalive's time, so calls to the peer
+// fail as UNAVAILABLE (hinted elsewhere, the peer counted down) instead
+// of each waiting out its deadline as DEADLINE_EXCEEDED.
+func TestSilentPeerConnectionFails(t *testing.T) {
+	_, _, target := startPipePeer(t, grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
+	proxy := startSilentProxy(t, target)
+	g := NewGRPC(func(string) (string, bool) { return proxy.lis.Addr().String(), true })
+	g.PipeCalls(func() uint64 { return 3 }, 0)
+	defer g.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := g.Read(ctx, "n2", &internalv1.ReadRequest{Key: []byte("k")}); err != nil {
+		t.Fatal(err)
+	}
+	proxy.silent.Store(true)
+	_, err := g.Read(ctx, "n2", &internalv1.ReadRequest{Key: []byte("k")})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("a call over a connection gone silent: %v, want UNAVAILABLE once keepalive finds it dead", err)
 	}
 }
