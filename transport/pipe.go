@@ -52,6 +52,7 @@ type pipe struct {
 	maxWaiting int
 	wake       chan struct{} // a token when calls are queued
 	stop       context.CancelFunc
+	closing    atomic.Bool // close was called
 	// nextID numbers the calls (unique among those in flight).
 	nextID atomic.Uint64
 	mu     struct {
@@ -106,8 +107,12 @@ func (p *pipe) failed() bool {
 	return p.mu.err != nil
 }
 
-// close stops the pipe: calls waiting fail, and the stream ends.
-func (p *pipe) close() { p.stop() }
+// close stops the pipe: calls waiting fail (UNAVAILABLE), and the stream
+// ends.
+func (p *pipe) close() {
+	p.closing.Store(true)
+	p.stop()
+}
 
 // run opens the stream, then sends queued calls until the stream fails or
 // the pipe is closed; a second goroutine takes the replies.
@@ -210,6 +215,11 @@ func (p *pipe) receive(stream grpc.BidiStreamingClient[internalv1.CallBatch, int
 // fail fails every call waiting and marks the pipe failed.
 func (p *pipe) fail(err error) {
 	switch {
+	case p.closing.Load():
+		// Closed here (a departed node, Close): the stream's own status
+		// is then gRPC's CANCELED, not context.Canceled, and would race
+		// this one; a caller must see the peer unreachable either way.
+		err = status.Errorf(codes.Unavailable, "the call stream to node %s was closed", p.node)
 	case errors.Is(err, io.EOF):
 		err = status.Errorf(codes.Unavailable, "node %s closed the call stream", p.node)
 	case errors.Is(err, context.Canceled):

@@ -668,3 +668,30 @@ func TestSilentPeerConnectionFails(t *testing.T) {
 		t.Fatalf("a call over a connection gone silent: %v, want UNAVAILABLE once keepalive finds it dead", err)
 	}
 }
+
+// TestClosedPipeFailsCallsAsUnavailable: closing a pipe (a node leaving
+// the cluster, Close) fails the calls waiting on it as UNAVAILABLE, never
+// as gRPC's CANCELED from the stream ending, which would neither hint the
+// write nor count the peer down.
+func TestClosedPipeFailsCallsAsUnavailable(t *testing.T) {
+	for i := range 50 {
+		peer, _, a := startPipePeer(t)
+		g := NewGRPC(func(string) (string, bool) { return a, true })
+		g.PipeCalls(func() uint64 { return 3 }, 0)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := g.Read(ctx, "n2", &internalv1.ReadRequest{Key: []byte("block")})
+			errc <- err
+		}()
+		waitUntil(t, "the call to be served", func() bool { return peer.piped.Load() == 1 })
+		g.Retain(nil) // n2 is no longer a member
+		err := <-errc
+		cancel()
+		g.Close()
+		close(peer.release)
+		if status.Code(err) != codes.Unavailable {
+			t.Fatalf("round %d: a call on a pipe closed under it: %v, want UNAVAILABLE", i, err)
+		}
+	}
+}
