@@ -410,7 +410,7 @@ func (s *callStream) call(ctx context.Context, c *kvv1.Call) (*kvv1.Reply, error
 		if left <= 0 {
 			return nil, status.FromContextError(context.DeadlineExceeded).Err()
 		}
-		c.TimeoutMicros = uint64(left / time.Microsecond)
+		c.TimeoutMicros = uint64((left + time.Microsecond - 1) / time.Microsecond) // never 0 ("none") while time is left
 	}
 	ch := s.replyChan()
 	s.mu.Lock()

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"runtime"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
@@ -69,10 +71,12 @@ type pipe struct {
 	}
 }
 
-// queued is one encoded call waiting to be sent.
+// queued is one encoded call waiting to be sent; deadline is its
+// caller's (zero: none).
 type queued struct {
-	id  uint64
-	enc []byte
+	id       uint64
+	enc      []byte
+	deadline time.Time
 }
 
 type waiter struct {
@@ -150,10 +154,22 @@ func (p *pipe) run(ctx context.Context, client internalv1.ReplicaClient) {
 		p.mu.queue = p.mu.spare[:0]
 		p.mu.spare = nil
 		send := batch.Calls[:0]
+		now := time.Now()
 		for _, c := range calls {
-			if _, waiting := p.mu.pending[c.id]; waiting {
-				send = append(send, c.enc)
+			if _, waiting := p.mu.pending[c.id]; !waiting {
+				continue
 			}
+			if !c.deadline.IsZero() {
+				// The time left as sent, not as queued: the time spent
+				// behind a send in progress is the caller's too. A later
+				// field 3 overrides the one encoded.
+				left := c.deadline.Sub(now)
+				if left <= 0 {
+					continue // its caller is giving up now
+				}
+				c.enc = protowire.AppendVarint(protowire.AppendTag(c.enc, 3, protowire.VarintType), CeilMicros(left))
+			}
+			send = append(send, c.enc)
 		}
 		p.mu.Unlock()
 		var err error
@@ -241,6 +257,15 @@ func (p *pipe) fail(err error) {
 	p.mu.queue = nil
 }
 
+// timeoutRoom is the most a call's timeout field takes (tag, varint).
+const timeoutRoom = 1 + binary.MaxVarintLen64
+
+// CeilMicros is d in whole microseconds, rounded up: a positive time left
+// never becomes 0, which a call's receiver takes for "no timeout".
+func CeilMicros(d time.Duration) uint64 {
+	return uint64((d + time.Microsecond - 1) / time.Microsecond)
+}
+
 // errPipeFull says a call should go unary instead.
 var errPipeFull = errors.New("pipe full")
 
@@ -253,12 +278,14 @@ func (p *pipe) call(ctx context.Context, c *internalv1.Call) (*internalv1.Reply,
 		if left <= 0 {
 			return nil, status.FromContextError(context.DeadlineExceeded).Err()
 		}
-		c.TimeoutMicros = uint64(left / time.Microsecond)
+		c.TimeoutMicros = CeilMicros(left)
 	}
 	// Encoded before the lock: the ID comes from a counter, so calls may
 	// be queued out of ID order (replies are matched by ID, not order).
 	c.Id = p.nextID.Add(1)
-	enc, err := proto.Marshal(c)
+	deadline, _ := ctx.Deadline()
+	// Room for the time left written again when sent (tag and varint).
+	enc, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(make([]byte, 0, proto.Size(c)+timeoutRoom), c)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "encode call: %v", err)
 	}
@@ -270,7 +297,7 @@ func (p *pipe) call(ctx context.Context, c *internalv1.Call) (*internalv1.Reply,
 		return nil, errPipeFull
 	}
 	p.mu.pending[c.Id] = w
-	p.mu.queue = append(p.mu.queue, queued{id: c.Id, enc: enc})
+	p.mu.queue = append(p.mu.queue, queued{id: c.Id, enc: enc, deadline: deadline})
 	p.mu.Unlock()
 	select {
 	case p.wake <- struct{}{}:

@@ -288,7 +288,8 @@ type heldStream struct {
 	release           chan struct{} // one SendMsg returns per token
 	mu                sync.Mutex
 	sent              [][]uint64
-	bytes             []int // of each message sent
+	bytes             []int    // of each message sent
+	timeouts          []uint64 // of each call sent
 }
 
 func (s *heldStream) SendMsg(m any) error {
@@ -301,6 +302,9 @@ func (s *heldStream) SendMsg(m any) error {
 			return err
 		}
 		ids = append(ids, c.GetId())
+		s.mu.Lock()
+		s.timeouts = append(s.timeouts, c.GetTimeoutMicros())
+		s.mu.Unlock()
 	}
 	s.mu.Lock()
 	s.sent = append(s.sent, ids)
@@ -693,5 +697,40 @@ func TestClosedPipeFailsCallsAsUnavailable(t *testing.T) {
 		if status.Code(err) != codes.Unavailable {
 			t.Fatalf("round %d: a call on a pipe closed under it: %v, want UNAVAILABLE", i, err)
 		}
+	}
+}
+
+// TestPipeSendsTheTimeLeftWhenSent: a call queued behind a send in
+// progress tells the replica the time its caller has left when it is
+// sent, not when it was queued; and a positive time left is never sent
+// as 0, which means "no timeout".
+func TestPipeSendsTheTimeLeftWhenSent(t *testing.T) {
+	// Real time: the call's waiter comes from a pool that outlives any
+	// synctest bubble.
+	p, s := runHeldPipe(t, DefaultPipeWaiting)
+	go p.call(context.Background(), &internalv1.Call{})
+	<-s.entered // the first batch is being sent, and held
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	go p.call(ctx, &internalv1.Call{})
+	waitUntil(t, "the call to queue", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.mu.queue) == 1
+	})
+	// The call waits behind the held send: that time is its caller's.
+	time.Sleep(time.Second)
+	s.release <- struct{}{}
+	<-s.entered
+	s.mu.Lock()
+	got := s.timeouts[len(s.timeouts)-1]
+	s.mu.Unlock()
+	if got == 0 || got > 1_000_000 {
+		t.Fatalf("the queued call was sent with %d µs left; its caller had under 1,000,000 left", got)
+	}
+	s.release <- struct{}{}
+	cancel()
+	if CeilMicros(time.Nanosecond) != 1 || CeilMicros(0) != 0 || CeilMicros(1500*time.Nanosecond) != 2 {
+		t.Fatal("CeilMicros does not round up")
 	}
 }
