@@ -31,7 +31,9 @@ type Faults struct {
 	mu   struct {
 		sync.RWMutex
 		rules []Rule // replaced, never changed in place
-		now   func() time.Time
+		// changed is closed when the rules change (nil: nobody waits).
+		changed chan struct{}
+		now     func() time.Time
 		rand  func() float64
 	}
 }
@@ -80,13 +82,35 @@ func (f *Faults) before(ctx context.Context, node string) (lose bool, err error)
 	case v.drop:
 		return false, status.Errorf(codes.Unavailable, "fault injection: request to %s dropped (%s)", node, v.rule)
 	}
-	if v.wait > 0 {
-		t := time.NewTimer(v.wait)
-		defer t.Stop()
+	// A delay ends early when its rule expires, is removed or the rules
+	// are cleared: a call never waits out a fault that is gone.
+	wait := v.wait
+	for wait > 0 {
+		if !v.waitEnds.IsZero() {
+			wait = min(wait, v.waitEnds.Sub(f.now()))
+		}
+		if wait <= 0 {
+			break
+		}
+		changed := f.changes()
+		start := time.Now()
+		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
+			return v.lose, nil
 		case <-ctx.Done():
+			t.Stop()
 			return false, status.FromContextError(ctx.Err()).Err()
+		case <-changed:
+			t.Stop()
+			wait -= time.Since(start)
+			nv := f.decide(node)
+			if nv.cut || nv.drop {
+				return f.before(ctx, node)
+			}
+			v.lose = nv.lose
+			v.waitEnds = nv.waitEnds
+			wait = min(wait, nv.wait)
 		}
 	}
 	return v.lose, nil

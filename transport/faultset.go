@@ -48,6 +48,9 @@ type verdict struct {
 	cut, drop, lose bool
 	rule            string // the rule that cut or dropped it
 	wait            time.Duration
+	// waitEnds is when the rule that set wait expires (zero: never): a
+	// wait never outlasts its rule.
+	waitEnds time.Time
 }
 
 // decide applies the live rules to one call to node: each dropping rule
@@ -70,7 +73,9 @@ func (f *Faults) decide(node string) verdict {
 		if r.Jitter > 0 {
 			d += time.Duration(rnd() * float64(r.Jitter))
 		}
-		v.wait = max(v.wait, d)
+		if d > v.wait {
+			v.wait, v.waitEnds = d, r.Expires
+		}
 		return true
 	})
 	return v
@@ -109,6 +114,25 @@ func (f *Faults) Add(r Rule) {
 	// Copy on write: decide reads the slice without the lock.
 	rules := slices.DeleteFunc(slices.Clone(f.mu.rules), func(x Rule) bool { return x.ID == r.ID })
 	f.mu.rules = append(rules, r)
+	f.changedLocked()
+}
+
+// changedLocked wakes the calls waiting out a delay: the rules changed.
+func (f *Faults) changedLocked() {
+	if f.mu.changed != nil {
+		close(f.mu.changed)
+		f.mu.changed = nil
+	}
+}
+
+// changes returns a channel closed at the next change of the rules.
+func (f *Faults) changes() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.mu.changed == nil {
+		f.mu.changed = make(chan struct{})
+	}
+	return f.mu.changed
 }
 
 // Remove removes the rule with this ID and reports whether there was one.
@@ -120,6 +144,7 @@ func (f *Faults) Remove(id string) bool {
 		return false
 	}
 	f.mu.rules = slices.Delete(slices.Clone(f.mu.rules), i, i+1)
+	f.changedLocked()
 	return true
 }
 
@@ -128,6 +153,7 @@ func (f *Faults) Clear() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.mu.rules = nil
+	f.changedLocked()
 }
 
 // List returns the rules that have not expired, sorted by ID.
@@ -191,3 +217,11 @@ func (f *Faults) SetRand(rnd func() float64) {
 }
 
 var defaultRand = rand.Float64
+
+// now reads the faults' clock.
+func (f *Faults) now() time.Time {
+	f.mu.RLock()
+	now := f.mu.now
+	f.mu.RUnlock()
+	return now()
+}

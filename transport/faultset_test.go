@@ -153,3 +153,45 @@ func ids(rules []Rule) string {
 	}
 	return strings.Join(out, ",")
 }
+
+// TestDelayEndsWithItsRule: a call waiting out an injected delay goes on
+// when the rule is removed or cleared, or expires, instead of waiting the
+// whole delay for a fault that is gone.
+func TestDelayEndsWithItsRule(t *testing.T) {
+	mem := NewMem()
+	mem.Register("n2", &echo{})
+	f := NewFaults(mem, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, end := range []string{"remove", "clear", "expire"} {
+		r := Rule{ID: "slow", Nodes: []string{"n2"}, Delay: 30 * time.Second}
+		if end == "expire" {
+			r.Expires = time.Now().Add(200 * time.Millisecond)
+		}
+		f.Add(r)
+		done := make(chan error, 1)
+		go func() {
+			_, err := f.Read(ctx, "n2", &internalv1.ReadRequest{})
+			done <- err
+		}()
+		switch end {
+		case "remove":
+			waitUntil(t, "the call to wait", func() bool { return f.waiting() })
+			f.Remove("slow")
+		case "clear":
+			waitUntil(t, "the call to wait", func() bool { return f.waiting() })
+			f.Clear()
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("%s: %v (the call waited out the 30 s delay: the context's 20 s ran out first)", end, err)
+		}
+		f.Clear()
+	}
+}
+
+// waiting reports whether a call waits on the rules changing (tests).
+func (f *Faults) waiting() bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.mu.changed != nil
+}
