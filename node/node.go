@@ -218,7 +218,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	}
 	if n.tel == nil {
 		tcfg := cfg.Telemetry
-		tcfg.NodeID, tcfg.DC = cfg.ID, n.self.DC
+		tcfg.NodeID, tcfg.DC, tcfg.Logger = cfg.ID, n.self.DC, n.log
 		if n.tel, err = telemetry.Setup(ctx, tcfg); err != nil {
 			return nil, fmt.Errorf("telemetry: %w", err)
 		}

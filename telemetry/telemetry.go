@@ -72,6 +72,9 @@ type Config struct {
 	Stdout io.Writer `yaml:"-"`
 	// Getenv reads the environment (default os.Getenv); injectable for tests.
 	Getenv func(string) string `yaml:"-"`
+	// Logger receives the metrics server's and the span exporter's errors
+	// (default slog.Default()).
+	Logger *slog.Logger `yaml:"-"`
 }
 
 // Telemetry is a node's running observability.
@@ -99,6 +102,9 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
 	if cfg.ServiceName == "" {
 		cfg.ServiceName = "meridian"
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
 	t := &Telemetry{
 		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 		Registry:   prometheus.NewRegistry(),
@@ -123,7 +129,7 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
 			semconv.ServiceInstanceID(cfg.NodeID),
 		)
 		t.sdk = sdktrace.NewTracerProvider(
-			sdktrace.WithBatcher(exp),
+			sdktrace.WithBatcher(&loggedExporter{SpanExporter: exp, log: cfg.Logger}),
 			sdktrace.WithResource(res),
 			sdktrace.WithSampler(NewSampler(ratio)),
 			sdktrace.WithSpanLimits(spanLimits()),
@@ -174,6 +180,33 @@ func spanLimits() sdktrace.SpanLimits {
 
 // DefaultAttributeValueLength bounds a span attribute's value, bytes.
 const DefaultAttributeValueLength = 1024
+
+// loggedExporter reports export failures on the node's logger (at most
+// one line a minute, with the batches failed since) instead of handing
+// them to OpenTelemetry's global handler, which prints them to stderr in
+// its own format, without the node's attributes.
+type loggedExporter struct {
+	sdktrace.SpanExporter
+	log    *slog.Logger
+	mu     sync.Mutex
+	last   time.Time
+	failed int
+}
+
+func (e *loggedExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	err := e.SpanExporter.ExportSpans(ctx, spans)
+	if err == nil {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.failed++
+	if now := time.Now(); now.Sub(e.last) >= time.Minute {
+		e.log.Warn("exporting spans failed; they are dropped (check the collector, --otlp-endpoint and OTEL_EXPORTER_OTLP_*)", "err", err, "batches_failed", e.failed)
+		e.last, e.failed = now, 0
+	}
+	return nil // reported here
+}
 
 func exporter(ctx context.Context, cfg Config) (sdktrace.SpanExporter, error) {
 	endpoint := cfg.OTLPEndpoint
@@ -300,7 +333,7 @@ func (t *Telemetry) serve(cfg Config) error {
 	go func() {
 		defer close(t.serveWG)
 		if err := t.srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			slog.Error("metrics server stopped", "err", err)
+			cfg.Logger.Error("metrics server stopped", "err", err)
 		}
 	}()
 	return nil

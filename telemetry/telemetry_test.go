@@ -3,7 +3,10 @@ package telemetry
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -282,4 +285,31 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// TestExportFailuresGoToTheNodesLog: a span export that fails is reported
+// on the node's logger (with its attributes, in its format), not printed
+// by OpenTelemetry's global handler to stderr.
+func TestExportFailuresGoToTheNodesLog(t *testing.T) {
+	var logged lockedBuffer
+	log := slog.New(slog.NewJSONHandler(&logged, nil)).With("node", "n1")
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close() // nothing listens there now
+	tel, err := Setup(context.Background(), Config{OTLPEndpoint: addr, OTLPProtocol: "http/protobuf", Logger: log, Getenv: env(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, span := tel.Tracer("test").Start(context.Background(), "x")
+	span.End()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	tel.Close(ctx)
+	var line map[string]any
+	if err := json.Unmarshal(bytes.TrimSpace([]byte(logged.String())), &line); err != nil || line["node"] != "n1" || !strings.Contains(fmt.Sprint(line["msg"]), "exporting spans failed") {
+		t.Fatalf("logged %q (%v); want one JSON line of n1 saying the export failed", logged.String(), err)
+	}
 }
