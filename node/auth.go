@@ -86,11 +86,15 @@ type authorizer struct {
 	byCN    map[string]*Principal
 	// certName reads a verified client certificate's principal name.
 	certName func(ctx context.Context) (string, bool)
+	// all grants every keyspace (shared, read only, by anyCert's
+	// principals).
+	all map[string]string
 }
 
 func newAuthorizer(a AuthConfig, insecure bool, certName func(context.Context) (string, bool)) *authorizer {
 	none := len(a.Principals) == 0
-	z := &authorizer{open: none && insecure, anyCert: none && !insecure, byTok: map[[sha256.Size]byte]*Principal{}, byCN: map[string]*Principal{}, certName: certName}
+	z := &authorizer{open: none && insecure, anyCert: none && !insecure, byTok: map[[sha256.Size]byte]*Principal{}, byCN: map[string]*Principal{}, certName: certName,
+		all: map[string]string{"*": "read,write"}}
 	for i := range a.Principals {
 		p := &a.Principals[i]
 		z.byCN[p.Name] = p
@@ -126,7 +130,7 @@ func (z *authorizer) principal(ctx context.Context) (*Principal, error) {
 	if z.certName != nil {
 		if name, ok := z.certName(ctx); ok {
 			if z.anyCert {
-				return &Principal{Name: name, Keyspaces: map[string]string{"*": "read,write"}, Admin: true}, nil
+				return &Principal{Name: name, Keyspaces: z.all, Admin: true}, nil
 			}
 			if p, ok := z.byCN[name]; ok {
 				return p, nil

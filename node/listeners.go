@@ -139,7 +139,12 @@ func (n *Node) buildServers(opts Options) error {
 		clientSend = adminSend
 	}
 	z := newAuthorizer(n.cfg.Auth, n.cfg.Insecure, clientCertName)
-	authOpts := []grpc.ServerOption{n.sec.clientServer(), grpc.InTapHandle(z.tap), grpc.ChainUnaryInterceptor(z.unary), grpc.ChainStreamInterceptor(z.stream)}
+	authOpts := []grpc.ServerOption{n.sec.clientServer(), grpc.ChainUnaryInterceptor(z.unary), grpc.ChainStreamInterceptor(z.stream)}
+	if !z.open {
+		// gRPC allocates the tap's arguments on every RPC: only where
+		// someone is to be authenticated.
+		authOpts = append(authOpts, grpc.InTapHandle(z.tap))
+	}
 	client := &server{name: "client", lis: newCapListener(lis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, clientMax, clientSend, true, n.serverKeepalive(true), authOpts...)}
 	kvv1.RegisterKVServer(client.srv, &kvServer{n: n, z: z, maxMsg: clientMax})
 	internalv1.RegisterDiscoveryServer(client.srv, &discoveryServer{n: n})
