@@ -34,7 +34,7 @@ type Faults struct {
 		// changed is closed when the rules change (nil: nobody waits).
 		changed chan struct{}
 		now     func() time.Time
-		rand  func() float64
+		rand    func() float64
 	}
 }
 
