@@ -356,8 +356,9 @@ type Command struct {
 // under. 1: a keyspace created under a dropped one's name gets a new
 // storage ID, a drop names the storage ID it meant, a limits alter during
 // a replication alter holds after it and the replication alter sent again
-// is unchanged.
-const CommandRules = 1
+// is unchanged. 2: a joining node a plan or a change in progress places
+// cannot change its rack or weight by joining again.
+const CommandRules = 2
 
 // IsInit reports whether the command initializes a cluster (fresh or
 // from restored metadata): only a cluster's first leader proposes one.
@@ -637,7 +638,12 @@ func (s *MetaState) applyJoin(c Command) error {
 			if cur.DC != m.DC {
 				return fmt.Errorf("node %q already joined in datacenter %s, not %s", m.ID, cur.DC, m.DC)
 			}
-			// A restarted joiner: refresh its addresses and placement.
+			// A restarted joiner: refresh its addresses and placement, but
+			// not the placement a plan or a change in progress was computed
+			// with (the ring would disagree with the member for good).
+			if c.Rules >= 2 && (cur.Rack != m.Rack || cur.Weight != m.Weight) && s.placing(m.ID) {
+				return fmt.Errorf("node %q is in the pending plan or a change in progress with rack %q and weight %d: restart it with those, or clear the plan (`meridian cluster plan clear`) or abort the change (`meridian cluster abort`) first", m.ID, cur.Rack, cur.Weight)
+			}
 			*cur = m
 			return nil
 		default:
@@ -646,6 +652,24 @@ func (s *MetaState) applyJoin(c Command) error {
 	}
 	s.Members[m.ID] = &m
 	return nil
+}
+
+// placing reports whether the pending plan or the change in progress
+// places node id.
+func (s *MetaState) placing(id string) bool {
+	for _, op := range s.Plan {
+		if op.Node == id || op.With == id {
+			return true
+		}
+	}
+	if s.Transition != nil {
+		for _, n := range s.Transition.Next.Nodes {
+			if n.ID == id {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (s *MetaState) applyAddrs(c Command) error {

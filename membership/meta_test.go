@@ -887,3 +887,45 @@ func TestOldEntriesReplayUnderTheirRules(t *testing.T) {
 		t.Fatalf("an old replication alter sent again: %v, want refused as it was", err)
 	}
 }
+
+// TestRejoinKeepsThePlannedPlacement: a joining node restarted with
+// another rack or weight cannot change them while a plan or a change in
+// progress places it (the ring was computed with the old ones); its
+// addresses still refresh, and once nothing places it the change is
+// taken.
+func TestRejoinKeepsThePlannedPlacement(t *testing.T) {
+	st := initState(t, 1, 3, 64)
+	join := func(rack, addr string) Command {
+		return Command{Kind: CmdJoin, Rules: CommandRules, Member: &MemberRecord{ID: "n9", DC: "dc1", Rack: rack, Weight: 1, GRPCAddr: addr}}
+	}
+	mustApply(t, st, join("r1", "h:9"))
+	mustApply(t, st, Command{Kind: CmdPlan, Op: &PlanOp{Op: OpAdd, Node: "n9"}})
+	if err := st.Apply(join("r2", "h:9")); err == nil || !strings.Contains(err.Error(), "plan clear") {
+		t.Fatalf("rejoin in another rack while planned: %v, want refused saying what to do", err)
+	}
+	mustApply(t, st, join("r1", "h:10"))
+	if st.Members["n9"].GRPCAddr != "h:10" {
+		t.Fatal("a rejoin with the same placement did not refresh the address")
+	}
+	mustApply(t, st, Command{Kind: CmdCommit, Expect: st.Plan})
+	if err := st.Apply(join("r2", "h:10")); err == nil {
+		t.Fatal("rejoin in another rack during the change was taken")
+	}
+	finishTransfers(t, st)
+	if got := st.Members["n9"]; got.Rack != "r1" || got.State != StateActive {
+		t.Fatalf("after the change: %+v", got)
+	}
+	// Rules 1 entries (already in a log) replay as decided then.
+	st2 := initState(t, 1, 3, 64)
+	old := join("r1", "h:9")
+	old.Rules = 1
+	if err := st2.Apply(old); err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, st2, Command{Kind: CmdPlan, Op: &PlanOp{Op: OpAdd, Node: "n9"}})
+	old = join("r2", "h:9")
+	old.Rules = 1
+	if err := st2.Apply(old); err != nil || st2.Members["n9"].Rack != "r2" {
+		t.Fatalf("a rules-1 rejoin: %v", err)
+	}
+}
