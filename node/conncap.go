@@ -13,9 +13,10 @@ import (
 // callers left hanging. Refused connections are counted.
 type capListener struct {
 	net.Listener
-	max     int64
-	open    atomic.Int64
-	refused atomic.Int64
+	max      int64
+	open     atomic.Int64
+	refused  atomic.Int64
+	accepted atomic.Int64 // connections admitted, ever
 }
 
 func newCapListener(l net.Listener, max int) *capListener {
@@ -35,6 +36,7 @@ func (l *capListener) Accept() (net.Conn, error) {
 			c.Close()
 			continue
 		}
+		l.accepted.Add(1)
 		return &countedConn{Conn: c, l: l}, nil
 	}
 }
