@@ -17,11 +17,8 @@ import (
 //
 //   - a server RPC whose caller sent a trace context (traceparent) is
 //     traced when the caller's trace is sampled, and not otherwise, as
-//     the parent-based sampler would decide; on the client listener
-//     (which anyone may reach, and where this runs before authentication)
-//     only for the sample ratio's share of trace IDs, the same share on
-//     every node, so a caller cannot raise the cost of tracing past the
-//     ratio the operator chose;
+//     the parent-based sampler would decide (so with a ratio of 0 an
+//     application's own traces are still followed);
 //   - an RPC of a method the server does not have is never traced (its
 //     span would be named by the caller);
 //   - a server RPC without one starts a new trace with the configured
@@ -51,9 +48,6 @@ type gatedKey struct{}
 func traceDecision(traceparent []string, roots bool, coin, ratio float64) (trace, root bool) {
 	if len(traceparent) > 0 {
 		if sampled, ok := parseSampled(traceparent[0]); ok {
-			if sampled && roots && ratio < 1 {
-				sampled = traceIDBelow(traceparent[0], ratio)
-			}
 			return sampled, false
 		}
 		// A malformed header counts as none: the span would be a root.
@@ -62,29 +56,6 @@ func traceDecision(traceparent []string, roots bool, coin, ratio float64) (trace
 		return false, false
 	}
 	return true, true
-}
-
-// traceIDBelow reports whether a well-formed traceparent's trace ID falls
-// in the ratio's share, as sdktrace.TraceIDRatioBased decides: its last 8
-// bytes, shifted right once, under ratio × 2⁶³.
-func traceIDBelow(h string, ratio float64) bool {
-	if ratio <= 0 {
-		return false
-	}
-	var x uint64
-	for _, c := range []byte(h[19:35]) {
-		var v byte
-		switch {
-		case c >= '0' && c <= '9':
-			v = c - '0'
-		case c >= 'a' && c <= 'f':
-			v = c - 'a' + 10
-		default:
-			return false
-		}
-		x = x<<4 | uint64(v)
-	}
-	return x>>1 < uint64(ratio*(1<<63))
 }
 
 // parseSampled reads the sampled flag of a version-00 W3C traceparent

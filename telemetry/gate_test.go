@@ -12,7 +12,6 @@ import (
 )
 
 const (
-	lowTraceID      = "00-4bf92f3577b34da60000000000000001-00f067aa0ba902b7-01"
 	sampledParent   = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	unsampledParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
 )
@@ -25,13 +24,8 @@ func TestTraceDecision(t *testing.T) {
 		coin, ratio float64
 		trace, root bool
 	}{
-		// On the client listener a caller's sampled trace is followed for
-		// the ratio's share of trace IDs (this one's tail is about 0.64 of
-		// the range).
-		{"sampled parent over the ratio's share", []string{sampledParent}, true, 0.99, 0.01, false, false},
-		{"sampled parent in the ratio's share", []string{lowTraceID}, true, 0.99, 0.01, true, false},
-		{"sampled parent, ratio 1", []string{sampledParent}, true, 0.99, 1, true, false},
-		{"sampled parent, ratio 0.7", []string{sampledParent}, true, 0.99, 0.7, true, false},
+		{"sampled parent", []string{sampledParent}, true, 0.99, 0.01, true, false},
+		{"sampled parent, ratio 0", []string{sampledParent}, true, 0.99, 0, true, false},
 		{"sampled parent, peer listener", []string{sampledParent}, false, 0.99, 0.01, true, false},
 		{"flags with more bits", []string{sampledParent[:53] + "03"}, false, 1, 0, true, false},
 		{"unsampled parent: never a root instead", []string{unsampledParent}, true, 0, 0.01, false, false},
