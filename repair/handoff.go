@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
@@ -93,8 +94,11 @@ type Handoff struct {
 
 	init   sync.Once
 	bucket *tokenBucket
-	mu     sync.Mutex
-	state  map[string]*delivery
+	// agedLogged is when a hint dropped for its age was last logged at
+	// warning level (time.Time).
+	agedLogged atomic.Value
+	mu         sync.Mutex
+	state      map[string]*delivery
 }
 
 // delivery is the per-target state between rounds.
@@ -178,6 +182,7 @@ func (h *Handoff) setup() {
 			h.Logger = slog.New(slog.DiscardHandler)
 		}
 		h.bucket = newTokenBucket(h.Rate, max(1, int(h.Rate/10)), h.Now)
+		h.agedLogged.Store(time.Time{})
 		h.state = map[string]*delivery{}
 	})
 }
@@ -440,7 +445,14 @@ func (h *Handoff) dropUndelivered(hint Hint, gone bool) error {
 	if gone {
 		return h.Log.drop(hint, DropKeyspace)
 	}
-	h.Logger.Warn("dropped a hint older than the tombstone grace: delivered now, it could bring back a value deleted since; its partition is marked for repair",
+	// Once a minute at warning level (a target away for a day may leave
+	// many), each at debug level; the metric counts them all.
+	level := slog.LevelDebug
+	if now := h.Now(); now.Sub(h.agedLogged.Load().(time.Time)) >= time.Minute {
+		h.agedLogged.Store(now)
+		level = slog.LevelWarn
+	}
+	h.Logger.Log(context.Background(), level, "dropped a hint older than the tombstone grace: delivered now, it could bring back a value deleted since; its partition is marked for repair (meridian_hints_dropped_total{reason=\"aged\"} counts them)",
 		"target", hint.Target, "keyspace", hint.Keyspace, "partition", hint.Loc.Partition, "first_hinted", hint.Born)
 	return h.Log.drop(hint, DropAged)
 }
