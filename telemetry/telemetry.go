@@ -132,7 +132,7 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
 			sdktrace.WithBatcher(&loggedExporter{SpanExporter: exp, log: cfg.Logger}),
 			sdktrace.WithResource(res),
 			sdktrace.WithSampler(NewSampler(ratio)),
-			sdktrace.WithSpanLimits(spanLimits()),
+			sdktrace.WithRawSpanLimits(spanLimits()),
 		)
 		t.TracerProvider = t.sdk
 		t.ratio = ratio
