@@ -80,6 +80,7 @@ type Batch interface {
 }
 
 // Snapshot is a consistent, read-only view of the engine at one instant.
+// After its Close, Get and NewIter return ErrClosed.
 type Snapshot interface {
 	Reader
 	Close() error
@@ -91,6 +92,9 @@ type Snapshot interface {
 //	defer it.Close()
 //	for ok := it.First(); ok; ok = it.Next() { use(it.Key(), it.Value()) }
 //	if err := it.Error(); err != nil { ... }
+//
+// After Close an iterator positions nothing (First, SeekGE, Next and
+// Valid report false).
 type Iterator interface {
 	// First positions at the first key within bounds; false if none.
 	First() bool

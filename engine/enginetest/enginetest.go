@@ -67,6 +67,36 @@ func Run(t *testing.T, open func(t *testing.T) engine.Engine) {
 			t.Errorf("second Close = %v, want ErrClosed", err)
 		}
 	})
+	t.Run("UseAfterClose", func(t *testing.T) {
+		// A snapshot or an iterator used after its own Close (the engine
+		// still open) fails or positions nothing; it never panics.
+		e := open(t)
+		defer e.Close()
+		put(t, e, "k", "v")
+		s, err := e.NewSnapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Get([]byte("k")); !errors.Is(err, engine.ErrClosed) {
+			t.Errorf("snapshot Get after its Close = %v, want ErrClosed", err)
+		}
+		if _, err := s.NewIter(nil, nil); !errors.Is(err, engine.ErrClosed) {
+			t.Errorf("snapshot NewIter after its Close = %v, want ErrClosed", err)
+		}
+		it, err := e.NewIter(nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := it.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if it.First() || it.SeekGE([]byte("k")) || it.Next() || it.Valid() {
+			t.Error("an iterator positioned after its Close")
+		}
+	})
 	t.Run("ClosedWhileReading", func(t *testing.T) {
 		// An iterator or snapshot open when Close begins (a scan its
 		// caller abandoned at shutdown) keeps working until it is closed;

@@ -191,6 +191,7 @@ type iter struct {
 	lower, upper []byte
 	cur          item
 	valid        bool
+	closed       bool // positions nothing after Close
 }
 
 func newIter(t *btree.BTreeG[item], lower, upper []byte) *iter {
@@ -206,6 +207,9 @@ func clone0(b []byte) []byte {
 
 func (it *iter) seek(from []byte, strictlyAfter bool) bool {
 	it.valid = false
+	if it.closed {
+		return false
+	}
 	visit := func(x item) bool {
 		if strictlyAfter && bytes.Equal(x.k, from) {
 			return true
@@ -244,4 +248,4 @@ func (it *iter) Valid() bool   { return it.valid }
 func (it *iter) Key() []byte   { return it.cur.k }
 func (it *iter) Value() []byte { return it.cur.v }
 func (it *iter) Error() error  { return nil }
-func (it *iter) Close() error  { it.valid = false; return nil }
+func (it *iter) Close() error  { it.valid, it.closed = false, true; return nil }

@@ -844,6 +844,9 @@ type snapshot struct {
 }
 
 func (s *snapshot) Get(key []byte) ([]byte, error) {
+	if s.s == nil {
+		return nil, engine.ErrClosed // the snapshot's own Close
+	}
 	if err := s.e.acquire(); err != nil {
 		return nil, err
 	}
@@ -852,6 +855,9 @@ func (s *snapshot) Get(key []byte) ([]byte, error) {
 }
 
 func (s *snapshot) NewIter(lower, upper []byte) (engine.Iterator, error) {
+	if s.s == nil {
+		return nil, engine.ErrClosed // the snapshot's own Close
+	}
 	if err := s.e.acquire(); err != nil {
 		return nil, err
 	}
@@ -876,10 +882,12 @@ type iter struct {
 	it *pebbledb.Iterator
 }
 
-func (i *iter) First() bool            { return i.it.First() }
-func (i *iter) SeekGE(key []byte) bool { return i.it.SeekGE(key) }
-func (i *iter) Next() bool             { return i.it.Next() }
-func (i *iter) Valid() bool            { return i.it.Valid() }
+// After Close an iterator positions nothing (Pebble's would be used
+// after it is released).
+func (i *iter) First() bool            { return i.it != nil && i.it.First() }
+func (i *iter) SeekGE(key []byte) bool { return i.it != nil && i.it.SeekGE(key) }
+func (i *iter) Next() bool             { return i.it != nil && i.it.Next() }
+func (i *iter) Valid() bool            { return i.it != nil && i.it.Valid() }
 func (i *iter) Key() []byte            { return i.it.Key() }
 func (i *iter) Value() []byte          { return i.it.Value() }
 func (i *iter) Error() error           { return i.it.Error() }
