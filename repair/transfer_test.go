@@ -913,25 +913,28 @@ func (n *exchangeNet) put(t *testing.T, node string, key []byte, v version.Value
 	}
 }
 
+// partitionWithout is a partition of keyspace ks that node does not
+// replicate, and its replicas.
+func partitionWithout(t *testing.T, n *exchangeNet, node string) (p int, owners []string) {
+	t.Helper()
+	for q := range 16 {
+		reps := n.topo.Keyspaces["ks"].Table.Replicas(q)
+		if !slices.ContainsFunc(reps, func(r placement.Replica) bool { return r.Node == node }) {
+			for _, r := range reps {
+				owners = append(owners, r.Node)
+			}
+			return q, owners
+		}
+	}
+	t.Fatalf("no partition without %s", node)
+	return -1, nil
+}
+
 // TestSyncWithPendingOwner: a node outside the partition's preference
 // list syncs with the replicas in both directions.
 func TestSyncWithPendingOwner(t *testing.T) {
 	n := exchangeCluster(t, 2, "n1", "n2", "n3")
-	p := -1
-	var owners []string
-	for q := range 16 {
-		reps := n.topo.Keyspaces["ks"].Table.Replicas(q)
-		if !slices.ContainsFunc(reps, func(r placement.Replica) bool { return r.Node == "n3" }) {
-			p = q
-			for _, r := range reps {
-				owners = append(owners, r.Node)
-			}
-			break
-		}
-	}
-	if p < 0 {
-		t.Fatal("no partition without n3")
-	}
+	p, owners := partitionWithout(t, n, "n3")
 	keys := n.keysIn(p, 30)
 	for i, k := range keys {
 		switch i % 3 {
@@ -1437,21 +1440,7 @@ func TestExchangeWithPeerLowOnDisk(t *testing.T) {
 // drop loses a write acknowledged on the old owner alone.
 func TestSyncBeforeDropIsDurable(t *testing.T) {
 	n := exchangeCluster(t, 2, "n1", "n2", "n3")
-	p := -1
-	var owners []string
-	for q := range 16 {
-		reps := n.topo.Keyspaces["ks"].Table.Replicas(q)
-		if !slices.ContainsFunc(reps, func(r placement.Replica) bool { return r.Node == "n3" }) {
-			p = q
-			for _, r := range reps {
-				owners = append(owners, r.Node)
-			}
-			break
-		}
-	}
-	if p < 0 {
-		t.Fatal("no partition without n3")
-	}
+	p, owners := partitionWithout(t, n, "n3")
 	keys := n.keysIn(p, 5)
 	for _, k := range keys {
 		n.put(t, "n3", k, version.Value{Bytes: []byte("only on the old owner")})
