@@ -12,6 +12,10 @@ import (
 	"github.com/meridiankv/meridian/node"
 )
 
+// minTokenLen is the shortest token hash-token takes (create-token's
+// have 43 characters, 256 random bits).
+const minTokenLen = 16
+
 func newAuthCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "auth",
@@ -49,8 +53,10 @@ func newAuthCmd() *cobra.Command {
 				}
 				tok = strings.TrimRight(line, "\r\n")
 			}
-			if tok == "" {
-				return fmt.Errorf("the token is empty")
+			if len(tok) < minTokenLen {
+				// The config keeps an unsalted SHA-256 of it: only a long
+				// random token resists guessing from the hash.
+				return fmt.Errorf("the token has %d characters, fewer than %d: make a random one with `meridian auth create-token NAME`", len(tok), minTokenLen)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), node.HashToken(tok))
 			return nil

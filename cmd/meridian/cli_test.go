@@ -665,3 +665,33 @@ func TestDemoReplicaLines(t *testing.T) {
 		t.Errorf("empty = %q", got)
 	}
 }
+
+// TestAuthTokens: create-token prints a token and the config lines with
+// its hash; hash-token hashes an existing token but refuses one too short
+// to resist guessing from its unsalted hash.
+func TestAuthTokens(t *testing.T) {
+	run := func(stdin string, args ...string) (string, error) {
+		root := newRoot()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetIn(strings.NewReader(stdin))
+		root.SetArgs(args)
+		err := root.Execute()
+		return out.String(), err
+	}
+	out, err := run("", "auth", "create-token", "dashboards")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ := strings.Cut(out, "it is not stored anywhere): ")
+	tok, _, _ := strings.Cut(rest, "\n")
+	if len(tok) < 40 || !strings.Contains(out, "token-sha256: "+node.HashToken(tok)) {
+		t.Fatalf("create-token printed:\n%s", out)
+	}
+	if got, err := run(tok+"\n", "auth", "hash-token"); err != nil || strings.TrimSpace(got) != node.HashToken(tok) {
+		t.Fatalf("hash-token of the created token: %q, %v", got, err)
+	}
+	if _, err := run("", "auth", "hash-token", "password"); err == nil || !strings.Contains(err.Error(), "create-token") {
+		t.Fatalf("hash-token of a short token: %v, want refused, naming create-token", err)
+	}
+}
