@@ -116,13 +116,7 @@ func (m *failingMerges) MergeLocal(keyspace string, key []byte, set version.Set)
 // dropped: it may be the only copy of an acknowledged write.
 func TestHintsOfARemovedNodeWaitForATaker(t *testing.T) {
 	c := newClock()
-	l, err := NewHintLog(memory.New(), HintLogConfig{Window: time.Hour, Now: c.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := store(t, l, "gone", "k"); err != nil {
-		t.Fatal(err)
-	}
+	l := logHolding(t, HintLogConfig{Window: time.Hour, Now: c.Now}, "gone")
 	local := &failingMerges{fail: true}
 	h := &Handoff{Log: l, Peers: &peers{}, Live: allAlive{}, Now: c.Now, Rate: 1e6, Self: "n1", Local: local,
 		IsMember: func(id string) bool { return id != "gone" },
@@ -204,13 +198,7 @@ func (liveExcept) DiskLow(string) bool    { return false }
 // MaxAge (it is dropped and reported, as at delivery).
 func TestLeavingNodeDropsAgedHints(t *testing.T) {
 	c := newClock()
-	l, err := NewHintLog(memory.New(), HintLogConfig{Window: time.Hour, MaxAge: 2 * time.Hour, Now: c.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := store(t, l, "away", "k"); err != nil {
-		t.Fatal(err)
-	}
+	l := logHolding(t, HintLogConfig{Window: time.Hour, MaxAge: 2 * time.Hour, Now: c.Now}, "away")
 	c.Advance(3 * time.Hour)
 	p := &peers{}
 	h := &Handoff{Log: l, Peers: p, Live: liveExcept{"away": true}, Now: c.Now, Rate: 1e6, Self: "n4",
@@ -229,13 +217,7 @@ func TestLeavingNodeDropsAgedHints(t *testing.T) {
 // dropped once, not kept and refused (and counted) every round.
 func TestHintsOfARemovedNodeRefusedForGoodAreDropped(t *testing.T) {
 	c := newClock()
-	l, err := NewHintLog(memory.New(), HintLogConfig{Window: time.Hour, Now: c.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := store(t, l, "gone", "k"); err != nil {
-		t.Fatal(err)
-	}
+	l := logHolding(t, HintLogConfig{Window: time.Hour, Now: c.Now}, "gone")
 	l.cfg.Off = true
 	h := &Handoff{Log: l, Peers: &peers{}, Live: allAlive{}, Now: c.Now, Rate: 1e6, Self: "n1",
 		IsMember: func(id string) bool { return id != "gone" },
@@ -248,4 +230,18 @@ func TestHintsOfARemovedNodeRefusedForGoodAreDropped(t *testing.T) {
 	if held, off := statsFor(l, "gone").Count, l.Dropped()[DropOff]; held != 0 || off != 1 {
 		t.Fatalf("held %d, refused %d times; want the hint dropped after one refusal", held, off)
 	}
+}
+
+// logHolding is a hint log on the memory engine holding one hint, of key
+// "k", for target.
+func logHolding(t *testing.T, cfg HintLogConfig, target string) *HintLog {
+	t.Helper()
+	l, err := NewHintLog(memory.New(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store(t, l, target, "k"); err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
