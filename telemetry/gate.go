@@ -18,7 +18,10 @@ import (
 //   - a server RPC whose caller sent a trace context (traceparent) is
 //     traced when the caller's trace is sampled, and not otherwise, as
 //     the parent-based sampler would decide (so with a ratio of 0 an
-//     application's own traces are still followed);
+//     application's own traces are still followed); on the client and
+//     admin listeners at most trace-caller-rate of them a second, as
+//     any caller can send a sampled header (a peer's are part of a
+//     request this cluster chose to trace, and always followed);
 //   - an RPC of a method the server does not have is never traced (its
 //     span would be named by the caller);
 //   - a server RPC without one starts a new trace with the configured
@@ -119,6 +122,11 @@ func (t *Telemetry) serverGate(inner stats.Handler, roots bool, known func(metho
 			}
 		}
 		ok, root := traceDecision(tp, roots, coin, t.ratio)
+		if ok && !root && roots && t.callers != nil && !t.callers.AllowN(t.now(), 1) {
+			// A caller's sampled trace, past trace-caller-rate.
+			t.Metrics.callerTracesLimited.Inc()
+			return ctx, false
+		}
 		if root {
 			ctx = context.WithValue(ctx, rootKey{}, true)
 		}

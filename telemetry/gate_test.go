@@ -2,7 +2,12 @@ package telemetry
 
 import (
 	"context"
+	"math"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -150,4 +155,78 @@ func TestGateUnknownMethodsAndBadHeaders(t *testing.T) {
 	if inner.tags != 1 || ctx.Value(rootKey{}) == nil {
 		t.Fatalf("a request with a malformed traceparent at ratio 1: %d tags, root %v; want a new root", inner.tags, ctx.Value(rootKey{}))
 	}
+}
+
+// TestGateBoundsCallersTraces: on the client and admin listeners a
+// caller's sampled trace is followed at most trace-caller-rate times a
+// second (each refusal counted); the ratio's own roots and a peer's
+// traces are not bounded by it.
+func TestGateBoundsCallersTraces(t *testing.T) {
+	tel := NewForTestRatio(sdktrace.NewTracerProvider(), 1)
+	now := time.Unix(1_700_000_000, 0)
+	tel.now = func() time.Time { return now }
+	tel.coin = func() float64 { return 0 }
+	tel.callers = newCallerLimiter(2)
+	inner := &countingHandler{}
+	client, peer := tel.serverGate(inner, true, nil), tel.serverGate(inner, false, nil)
+	info := &stats.RPCTagInfo{FullMethodName: "/kv.v1.KV/Put"}
+	sampled := metadata.NewIncomingContext(context.Background(), metadata.Pairs(traceparentKey, sampledParent))
+	plain := metadata.NewIncomingContext(context.Background(), metadata.MD{})
+
+	for range 5 {
+		client.TagRPC(sampled, info)
+	}
+	if inner.tags != 2 || counterValue(t, tel.Metrics.callerTracesLimited) != 3 {
+		t.Fatalf("5 callers' traces at 2 a second: %d followed, %v counted as limited; want 2 and 3", inner.tags, counterValue(t, tel.Metrics.callerTracesLimited))
+	}
+	if ctx := client.TagRPC(plain, info); inner.tags != 3 || ctx.Value(rootKey{}) == nil {
+		t.Fatalf("a root chosen by the ratio past the callers' bound: %d tags, root %v; want it traced", inner.tags, ctx.Value(rootKey{}))
+	}
+	peer.TagRPC(sampled, info)
+	if inner.tags != 4 {
+		t.Fatal("a peer's sampled trace was bounded by the callers' rate")
+	}
+	now = now.Add(time.Second)
+	client.TagRPC(sampled, info)
+	if inner.tags != 5 {
+		t.Fatal("a caller's trace a second later was not followed")
+	}
+
+	none := NewForTestRatio(sdktrace.NewTracerProvider(), 0)
+	none.callers = newCallerLimiter(0)
+	none.serverGate(inner, true, nil).TagRPC(sampled, info)
+	if inner.tags != 5 {
+		t.Fatal("trace-caller-rate 0 followed a caller's trace")
+	}
+}
+
+func TestCallerTraceRateConfig(t *testing.T) {
+	for _, c := range []struct {
+		in   *float64
+		want float64
+		ok   bool
+	}{
+		{nil, DefaultCallerTraceRate, true},
+		{ptr(0.0), 0, true},
+		{ptr(2.5), 2.5, true},
+		{ptr(-1.0), 0, false},
+		{ptr(math.NaN()), 0, false},
+		{ptr(math.Inf(1)), 0, false},
+	} {
+		got, err := callerTraceRate(Config{CallerTraceRate: c.in})
+		if (err == nil) != c.ok || (c.ok && got != c.want) {
+			t.Errorf("callerTraceRate(%v) = %v, %v; want %v, ok %v", c.in, got, err, c.want, c.ok)
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
 }

@@ -25,7 +25,10 @@ type Metrics struct {
 	requestIDsEarly prometheus.Counter
 	shed            *prometheus.CounterVec
 	walFsync        prometheus.Histogram
-	reg             *prometheus.Registry
+	// callerTracesLimited counts requests whose caller's sampled trace
+	// was not followed, past trace-caller-rate.
+	callerTracesLimited prometheus.Counter
+	reg                 *prometheus.Registry
 }
 
 // Latency buckets from 100µs to ~10s.
@@ -100,8 +103,12 @@ func newMetrics(reg *prometheus.Registry) *Metrics {
 			Help:    "Duration of the storage engine's write-ahead log fsyncs: the disk's share of a durable write's latency.",
 			Buckets: prometheus.ExponentialBuckets(0.00005, 2, 18), // 50µs to ~6.5s
 		}),
+		callerTracesLimited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_trace_caller_limited_total",
+			Help: "Client and admin requests whose caller's sampled trace was not followed, trace-caller-rate being reached.",
+		}),
 	}
-	reg.MustRegister(m.shed, m.walFsync)
+	reg.MustRegister(m.shed, m.walFsync, m.callerTracesLimited)
 	reg.MustRegister(m.requests, m.requestDuration, m.replicaDuration, m.readRepairs, m.siblings, m.hintsStored, m.hintsDelivered,
 		m.clockSkew, m.fastClock, m.manySiblings, m.duplicates, m.requestIDs, m.requestIDsEarly)
 	return m

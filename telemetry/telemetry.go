@@ -39,6 +39,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 	"go.opentelemetry.io/otel/trace"
 	nooptrace "go.opentelemetry.io/otel/trace/noop"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/stats"
 
@@ -59,6 +60,12 @@ type Config struct {
 	// SampleRatio is the fraction of new traces sampled (parent-based),
 	// 0 to 1; nil means "from OTEL_TRACES_SAMPLER_ARG, else 1".
 	SampleRatio *float64 `yaml:"trace-sample-ratio"`
+	// CallerTraceRate bounds the requests a second, on the client and
+	// admin listeners, traced because their caller sent a sampled trace
+	// context: a caller chooses that (before it is authenticated), and
+	// every traced request costs spans and an export. nil means
+	// DefaultCallerTraceRate; 0 follows no caller's trace.
+	CallerTraceRate *float64 `yaml:"trace-caller-rate"`
 	// MetricsAddr serves /metrics (and /debug/pprof with Pprof) when set.
 	// A bare port (":9090") binds localhost only; name the host (for
 	// example 0.0.0.0:9090) to serve other machines.
@@ -87,8 +94,12 @@ type Telemetry struct {
 	sdk *sdktrace.TracerProvider // nil when tracing is off
 	// ratio of client requests without a caller's trace that start one;
 	// coin draws uniformly from [0,1) for that choice.
-	ratio   float64
-	coin    func() float64
+	ratio float64
+	coin  func() float64
+	// callers bounds the callers' sampled traces followed (nil: no
+	// bound); now is its clock.
+	callers *rate.Limiter
+	now     func() time.Time
 	srv     *http.Server
 	lis     net.Listener
 	serveWG chan struct{}
@@ -109,10 +120,15 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
 		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 		Registry:   prometheus.NewRegistry(),
 		coin:       rand.Float64,
+		now:        time.Now,
 	}
 	t.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	t.Metrics = newMetrics(t.Registry)
 
+	callers, err := callerTraceRate(cfg)
+	if err != nil {
+		return nil, err
+	}
 	exp, err := exporter(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -136,6 +152,7 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
 		)
 		t.TracerProvider = t.sdk
 		t.ratio = ratio
+		t.callers = newCallerLimiter(callers)
 	}
 	if cfg.MetricsAddr != "" {
 		if err := t.serve(cfg); err != nil {
@@ -160,6 +177,7 @@ func NewForTestRatio(tp trace.TracerProvider, ratio float64) *Telemetry {
 		Registry:       prometheus.NewRegistry(),
 		ratio:          ratio,
 		coin:           rand.Float64,
+		now:            time.Now,
 	}
 	t.Metrics = newMetrics(t.Registry)
 	return t
@@ -300,6 +318,34 @@ func sampleRatio(cfg Config) (float64, error) {
 		return r, nil
 	}
 	return 1, nil
+}
+
+// DefaultCallerTraceRate is trace-caller-rate's default: requests a
+// second followed into a caller's sampled trace. An application tracing
+// all its requests at 10,000 a second costs a node 100 traces a second,
+// as a trace-sample-ratio of 0.01 would.
+const DefaultCallerTraceRate = 100
+
+// callerTraceRate is cfg's CallerTraceRate, or its default.
+func callerTraceRate(cfg Config) (float64, error) {
+	r := cfg.CallerTraceRate
+	if r == nil {
+		return DefaultCallerTraceRate, nil
+	}
+	if *r < 0 || math.IsNaN(*r) || math.IsInf(*r, 0) {
+		return 0, fmt.Errorf("trace caller rate %v: use requests a second, 0 or more (0 follows no caller's trace)", *r)
+	}
+	return *r, nil
+}
+
+// newCallerLimiter admits perSecond requests a second into callers'
+// traces, in bursts of up to a second's worth (at least one); 0 admits
+// none.
+func newCallerLimiter(perSecond float64) *rate.Limiter {
+	if perSecond <= 0 {
+		return rate.NewLimiter(0, 0)
+	}
+	return rate.NewLimiter(rate.Limit(perSecond), max(1, int(math.Ceil(perSecond))))
 }
 
 // LocalByDefault gives a host:port without a host the loopback host:

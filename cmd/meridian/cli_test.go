@@ -695,3 +695,41 @@ func TestAuthTokens(t *testing.T) {
 		t.Fatalf("hash-token of a short token: %v, want refused, naming create-token", err)
 	}
 }
+
+// TestTraceRateConfig: trace-caller-rate and trace-sample-ratio keep
+// unset (the default) and 0 apart, from a flag, MERIDIAN_* or the file,
+// and refuse values out of range with what to give instead.
+func TestTraceRateConfig(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "node.yaml")
+	resolve := func(yaml string, args ...string) (node.Config, error) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte("id: n1\ngrpc-addr: 127.0.0.1:7001\ninitial-cluster: n1=127.0.0.1:7001\nengine: memory\ninsecure: true\ncluster-secret-file: s\n"+yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var cfg node.Config
+		var sf serveFlags
+		cmd := newServeCmdFor(&cfg, &sf)
+		if err := cmd.Flags().Parse(append([]string{"--config", file}, args...)); err != nil {
+			return cfg, err
+		}
+		return cfg, resolveConfig(cmd.Flags(), &cfg, &sf)
+	}
+	cfg, err := resolve("")
+	if err != nil || cfg.Telemetry.CallerTraceRate != nil || cfg.Telemetry.SampleRatio != nil {
+		t.Fatalf("unset: caller rate %v, ratio %v, %v; want both unset", cfg.Telemetry.CallerTraceRate, cfg.Telemetry.SampleRatio, err)
+	}
+	cfg, err = resolve("trace-caller-rate: 5\ntrace-sample-ratio: 0\n")
+	if err != nil || cfg.Telemetry.CallerTraceRate == nil || *cfg.Telemetry.CallerTraceRate != 5 || cfg.Telemetry.SampleRatio == nil || *cfg.Telemetry.SampleRatio != 0 {
+		t.Fatalf("from the file: caller rate %v, ratio %v, %v; want 5 and 0", cfg.Telemetry.CallerTraceRate, cfg.Telemetry.SampleRatio, err)
+	}
+	t.Setenv("MERIDIAN_TRACE_CALLER_RATE", "0")
+	if cfg, err = resolve("trace-caller-rate: 5\n"); err != nil || cfg.Telemetry.CallerTraceRate == nil || *cfg.Telemetry.CallerTraceRate != 0 {
+		t.Fatalf("0 from the environment over the file: %v, %v", cfg.Telemetry.CallerTraceRate, err)
+	}
+	if _, err = resolve("", "--trace-caller-rate", "-1"); err == nil || !strings.Contains(err.Error(), "requests a second, 0 or more") {
+		t.Fatalf("--trace-caller-rate -1: %v; want an error saying what to give", err)
+	}
+	if _, err = resolve("", "--trace-sample-ratio", "1.5"); err == nil || !strings.Contains(err.Error(), "a fraction from 0 to 1") {
+		t.Fatalf("--trace-sample-ratio 1.5: %v; want an error saying what to give", err)
+	}
+}

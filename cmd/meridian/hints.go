@@ -169,25 +169,30 @@ func (b bytesFlag) Set(s string) error {
 
 func (bytesFlag) Type() string { return "bytes" }
 
-// sampleRatioFlag is --trace-sample-ratio: a fraction from 0 to 1 where
-// unset (nil: OTEL_TRACES_SAMPLER_ARG, else 1) and 0 (no new traces)
-// differ.
-type sampleRatioFlag struct{ p **float64 }
+// optFloatFlag is a number flag where unset (nil: the default) and 0
+// differ: --trace-sample-ratio (0 to 1) and --trace-caller-rate (0 or
+// more). Values outside [0, max] are refused, naming want.
+type optFloatFlag struct {
+	p    **float64
+	max  float64
+	want string
+	typ  string
+}
 
-func (f sampleRatioFlag) String() string {
+func (f optFloatFlag) String() string {
 	if f.p == nil || *f.p == nil {
 		return ""
 	}
 	return strconv.FormatFloat(**f.p, 'g', -1, 64)
 }
 
-func (f sampleRatioFlag) Set(s string) error {
+func (f optFloatFlag) Set(s string) error {
 	r, err := strconv.ParseFloat(s, 64)
-	if err != nil || r < 0 || r > 1 || math.IsNaN(r) {
-		return fmt.Errorf("%q: want a fraction from 0 to 1, e.g. 0.01", s)
+	if err != nil || r < 0 || r > f.max || math.IsNaN(r) {
+		return fmt.Errorf("%q: want %s", s, f.want)
 	}
 	*f.p = &r
 	return nil
 }
 
-func (sampleRatioFlag) Type() string { return "ratio" }
+func (f optFloatFlag) Type() string { return f.typ }
