@@ -14,6 +14,10 @@ var ErrNotFound = errors.New("engine: key not found")
 // ErrClosed is returned by any operation on a closed engine.
 var ErrClosed = errors.New("engine: closed")
 
+// ErrBatchDone is returned by Commit of a batch already committed or
+// closed: its writes were applied once, or never, and stay so.
+var ErrBatchDone = errors.New("engine: batch already committed or closed")
+
 // ErrFailed wraps the failure of an engine that can no longer promise
 // durability (a failed fsync: what the disk holds is unknown, and retrying
 // the sync can report success for data the kernel already dropped). Once
@@ -67,7 +71,8 @@ type Batch interface {
 	Len() int
 	// Commit applies the batch. With sync, Commit returns only after the
 	// write is durable (the WAL is fsynced); without it the write may be lost
-	// on a crash. A batch is unusable after Commit.
+	// on a crash. A batch is unusable after Commit: a second Commit (or one
+	// after Close) returns ErrBatchDone and applies nothing.
 	Commit(sync bool) error
 	// CommitNoSyncWait applies the batch durably but returns as soon as it
 	// is visible, before its fsync completes: the caller may release its

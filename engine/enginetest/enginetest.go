@@ -264,12 +264,34 @@ func testBatchAtomicity(t *testing.T, e engine.Engine) {
 	for i := 0; i < 10; i++ {
 		mustGet(t, e, fmt.Sprintf("b%d", i))
 	}
-	// A closed, uncommitted batch leaves nothing.
+	// A committed batch is done: a second Commit applies nothing, even
+	// over a newer write, nor do writes staged after it.
+	put(t, e, "b0", "newer")
+	b.Set([]byte("late"), []byte("v"))
+	if err := b.Commit(true); !errors.Is(err, engine.ErrBatchDone) {
+		t.Fatalf("second Commit = %v, want ErrBatchDone", err)
+	}
+	if got := mustGet(t, e, "b0"); got != "newer" {
+		t.Fatalf("b0 = %q after a second Commit, want the newer write", got)
+	}
+	if _, err := e.Get([]byte("late")); !errors.Is(err, engine.ErrNotFound) {
+		t.Fatal("a write staged after Commit was applied")
+	}
+	if err := b.Close(); err != nil {
+		t.Fatalf("Close after Commit = %v", err)
+	}
+	// A closed, uncommitted batch leaves nothing, and cannot commit.
 	b = e.NewBatch()
 	b.Set([]byte("ghost"), []byte("v"))
 	b.Close()
 	if _, err := e.Get([]byte("ghost")); !errors.Is(err, engine.ErrNotFound) {
 		t.Fatal("closed batch was applied")
+	}
+	if err := b.Commit(false); !errors.Is(err, engine.ErrBatchDone) {
+		t.Fatalf("Commit after Close = %v, want ErrBatchDone", err)
+	}
+	if _, err := b.CommitNoSyncWait(); !errors.Is(err, engine.ErrBatchDone) {
+		t.Fatalf("CommitNoSyncWait after Close = %v, want ErrBatchDone", err)
 	}
 }
 

@@ -119,17 +119,32 @@ type op struct {
 }
 
 type batch struct {
-	e   *Engine
-	ops []op
+	e    *Engine
+	ops  []op
+	done bool // committed or closed
 }
 
-func (b *batch) Set(key, value []byte) { b.ops = append(b.ops, op{k: clone(key), v: clone(value)}) }
-func (b *batch) Delete(key []byte)     { b.ops = append(b.ops, op{k: clone(key), del: true}) }
-func (b *batch) Len() int              { return len(b.ops) }
-func (b *batch) Close() error          { b.ops = nil; return nil }
+func (b *batch) Set(key, value []byte) {
+	if !b.done {
+		b.ops = append(b.ops, op{k: clone(key), v: clone(value)})
+	}
+}
+
+func (b *batch) Delete(key []byte) {
+	if !b.done {
+		b.ops = append(b.ops, op{k: clone(key), del: true})
+	}
+}
+
+func (b *batch) Len() int     { return len(b.ops) }
+func (b *batch) Close() error { b.ops, b.done = nil, true; return nil }
 
 // Commit applies every operation at once; sync has no meaning in memory.
 func (b *batch) Commit(bool) error {
+	if b.done {
+		return engine.ErrBatchDone
+	}
+	b.done = true
 	b.e.mu.Lock()
 	defer b.e.mu.Unlock()
 	if b.e.closed {

@@ -803,7 +803,7 @@ func (b *batch) Len() int {
 // Commit applies the batch atomically; with sync it returns after fsync.
 func (b *batch) Commit(sync bool) error {
 	if b.b == nil {
-		return errors.New("pebble: batch already committed or closed")
+		return engine.ErrBatchDone
 	}
 	if err := b.e.acquire(); err != nil {
 		return err
@@ -818,7 +818,7 @@ func (b *batch) Commit(sync bool) error {
 // blocks until the WAL holding it is synced.
 func (b *batch) CommitNoSyncWait() (func() error, error) {
 	if b.b == nil {
-		return nil, errors.New("pebble: batch already committed or closed")
+		return nil, engine.ErrBatchDone
 	}
 	if err := b.e.acquire(); err != nil {
 		return nil, err
