@@ -71,15 +71,17 @@ func (c *Config) fill() {
 	if c.Durations.Settle <= 0 {
 		c.Durations.Settle = def.Settle
 	}
+	// Convergence is seen only while verifying: the criterion and the
+	// verification's end default to each other.
 	if c.Durations.VerifyTimeout == 0 {
-		c.Durations.VerifyTimeout = max(def.VerifyTimeout, c.Durations.VerifyMin)
+		c.Durations.VerifyTimeout = max(def.VerifyTimeout, c.Durations.VerifyMin, c.Criteria.MaxConverge)
 	}
 	dc := DefaultCriteria()
 	if c.Criteria.MinLocalAvailability == 0 {
 		c.Criteria.MinLocalAvailability = dc.MinLocalAvailability
 	}
 	if c.Criteria.MaxConverge == 0 {
-		c.Criteria.MaxConverge = dc.MaxConverge
+		c.Criteria.MaxConverge = min(dc.MaxConverge, c.Durations.VerifyTimeout)
 	}
 	if c.Keyspace == "" {
 		c.Keyspace = "drill"
@@ -138,6 +140,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--fault-ttl %s is shorter than --hold %s: the fault would expire during the hold; give a TTL of at least the hold", c.FaultTTL, c.Durations.Hold)
 	case c.FaultTTL > 24*time.Hour:
 		return fmt.Errorf("--fault-ttl %s: at most 24h", c.FaultTTL)
+	case c.Criteria.MaxConverge > c.Durations.VerifyTimeout:
+		return fmt.Errorf("--max-converge %s is longer than --verify-timeout %s: verification stops before the criterion could be met; give a --verify-timeout of at least %s", c.Criteria.MaxConverge, c.Durations.VerifyTimeout, c.Criteria.MaxConverge)
 	}
 	return nil
 }

@@ -367,6 +367,7 @@ func TestRunRefuses(t *testing.T) {
 		{func(c *Config) { c.Scenario = Scenario{Name: DCOutage, DC: "dc7"} }, "no such datacenter"},
 		{func(c *Config) { c.FaultTTL = 500 * ms }, "--fault-ttl 500ms is shorter than --hold 1s"},
 		{func(c *Config) { c.Rate = -1 }, "must not be negative"},
+		{func(c *Config) { c.Criteria.MaxConverge = 30 * time.Second }, "--max-converge 30s is longer than --verify-timeout 20s"},
 	} {
 		cfg := fastConfig()
 		tc.change(&cfg)

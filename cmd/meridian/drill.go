@@ -32,7 +32,10 @@ type drillFlags struct {
 	htmlOut     string
 	// scenario parameters
 	dc, between, node string
-	delay, jitter     time.Duration
+	// slow-dc's and slow-disk's --delay and --jitter: each scenario has its
+	// own, as a flag writes its default into its variable when defined.
+	delay, jitter         time.Duration
+	diskDelay, diskJitter time.Duration
 }
 
 func newDrillCmd() *cobra.Command {
@@ -127,8 +130,8 @@ See docs/DRILLS.md.`,
 		}),
 		scenario(drill.SlowDisk, "Every fsync of one node is delayed (with jitter): a gray failure", func(c *cobra.Command) {
 			c.Flags().StringVar(&f.node, "node", "", "the node whose disk is slow (default: the last one)")
-			c.Flags().DurationVar(&f.delay, "delay", 100*time.Millisecond, "added delay per fsync (at most 1m)")
-			c.Flags().DurationVar(&f.jitter, "jitter", 50*time.Millisecond, "up to this much more, at random")
+			c.Flags().DurationVar(&f.diskDelay, "delay", 100*time.Millisecond, "added delay per fsync (at most 1m)")
+			c.Flags().DurationVar(&f.diskJitter, "jitter", 50*time.Millisecond, "up to this much more, at random")
 		}),
 		newRestoreDrillCmd(&f),
 	)
@@ -166,7 +169,7 @@ its own ID, records the old one, and takes writes.
 	return c
 }
 
-func runRestoreDrill(ctx context.Context, out, errOut io.Writer, f drillFlags, before, after time.Duration) error {
+func runRestoreDrill(ctx context.Context, out, errOut io.Writer, f drillFlags, before, after time.Duration) (rerr error) {
 	if !f.local || f.clusterFile != "" {
 		return errors.New("the restore drill stops the cluster and starts another from its snapshots: it needs --local (a cluster it starts and owns)")
 	}
@@ -183,7 +186,7 @@ func runRestoreDrill(ctx context.Context, out, errOut io.Writer, f drillFlags, b
 			return err
 		}
 		if !f.keep {
-			defer os.RemoveAll(dir)
+			defer removeUnlessFailed(&rerr, dir, errOut)
 		}
 	}
 	report, err := drill.RunRestore(ctx, drill.RestoreConfig{Keyspace: f.cfg.Keyspace, RF: f.rf, Before: before, After: after,
@@ -217,6 +220,9 @@ func runRestoreDrill(ctx context.Context, out, errOut io.Writer, f drillFlags, b
 // from the cluster.
 func drillScenario(name string, f drillFlags, t drill.Topology) drill.Scenario {
 	s := drill.Scenario{Name: name, DC: f.dc, Node: f.node, Delay: f.delay, Jitter: f.jitter}
+	if name == drill.SlowDisk {
+		s.Delay, s.Jitter = f.diskDelay, f.diskJitter
+	}
 	dcs := t.DCs()
 	if s.DC == "" && (name == drill.DCOutage || name == drill.SlowDC) && len(dcs) > 0 {
 		s.DC = dcs[len(dcs)-1]
@@ -234,7 +240,7 @@ func drillScenario(name string, f drillFlags, t drill.Topology) drill.Scenario {
 	return s
 }
 
-func runDrill(ctx context.Context, out, errOut io.Writer, name string, f drillFlags) error {
+func runDrill(ctx context.Context, out, errOut io.Writer, name string, f drillFlags) (rerr error) {
 	if f.local == (f.clusterFile != "") {
 		return errors.New("say which cluster to drill: --local (start one) or --cluster cluster.json (an existing one)")
 	}
@@ -255,7 +261,7 @@ func runDrill(ctx context.Context, out, errOut io.Writer, name string, f drillFl
 				return err
 			}
 			if !f.keep {
-				defer os.RemoveAll(dir)
+				defer removeUnlessFailed(&rerr, dir, errOut)
 			}
 		}
 		local, err = drill.StartLocal(ctx, drill.LocalSpec{Binary: exe, Dir: dir, DCs: f.dcs, NodesPerDC: f.nodesPerDC,
@@ -324,9 +330,20 @@ func runDrill(ctx context.Context, out, errOut io.Writer, name string, f drillFl
 				failed = append(failed, v.Name)
 			}
 		}
-		return fmt.Errorf("drill %s FAILED: %s (see the report above; node logs with --local --keep)", name, strings.Join(failed, "; "))
+		return fmt.Errorf("drill %s FAILED: %s (see the report above)", name, strings.Join(failed, "; "))
 	}
 	return nil
+}
+
+// removeUnlessFailed removes a drill's temporary directory, unless the
+// drill failed (*err set): its errors point at the node logs in it, so it
+// is kept and named.
+func removeUnlessFailed(err *error, dir string, errOut io.Writer) {
+	if *err != nil {
+		fmt.Fprintf(errOut, "the drill failed: its node logs are kept in %s (remove it when done)\n", dir)
+		return
+	}
+	os.RemoveAll(dir)
 }
 
 func writeFile(path string, write func(io.Writer) error) error {
@@ -348,6 +365,33 @@ func refuseZeros(cmd *cobra.Command) error {
 	for _, name := range []string{"rate", "probe-rate", "set-rate"} {
 		if fl := cmd.Flag(name); fl != nil && fl.Changed && fl.Value.String() == "0" {
 			return fmt.Errorf("--%s 0: the drill's criteria are measured on this workload, which 0 would turn into its default; give a positive rate (default %s)", name, fl.DefValue)
+		}
+	}
+	for _, name := range []string{"baseline", "hold", "verify-min", "verify-timeout", "op-timeout", "probe-timeout", "max-converge", "pause", "keys", "set-keys"} {
+		if fl := cmd.Flag(name); fl != nil && fl.Changed && (fl.Value.String() == "0" || fl.Value.String() == "0s") {
+			return fmt.Errorf("--%s 0 would be taken for the default (%s): give a positive value (for no pause, a short one such as 1ms)", name, fl.DefValue)
+		}
+	}
+	// Convergence is measured while verifying: a criterion longer than
+	// verification could never be seen met.
+	mc, vt := cmd.Flag("max-converge"), cmd.Flag("verify-timeout")
+	if mc != nil && vt != nil {
+		maxConv, _ := time.ParseDuration(mc.Value.String())
+		verify, _ := time.ParseDuration(vt.Value.String())
+		switch {
+		case maxConv <= verify:
+		case mc.Changed && vt.Changed:
+			return fmt.Errorf("--max-converge %s is longer than --verify-timeout %s: verification stops before the criterion could be met; give a --verify-timeout of at least %s", maxConv, verify, maxConv)
+		case mc.Changed:
+			// Verify for as long as the criterion allows.
+			if err := vt.Value.Set(mc.Value.String()); err != nil {
+				return err
+			}
+		default:
+			// The default criterion, within the verification asked for.
+			if err := mc.Value.Set(vt.Value.String()); err != nil {
+				return err
+			}
 		}
 	}
 	if fl := cmd.Flag("min-availability"); fl != nil && fl.Changed && fl.Value.String() == "0" {

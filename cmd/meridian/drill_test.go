@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/pflag"
+
 	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 	"github.com/meridiankv/meridian/drill"
@@ -251,6 +253,11 @@ func TestDrillRefusesZerosTakenForDefaults(t *testing.T) {
 		{[]string{"drill", "dc-partition", "--local", "--set-rate", "0"}, "--set-rate 0"},
 		{[]string{"drill", "restore", "--local", "--probe-rate", "0"}, "--probe-rate 0"},
 		{[]string{"drill", "dc-outage", "--local", "--min-availability", "0"}, "such as 0.01"},
+		{[]string{"drill", "rolling-restart", "--local", "--pause", "0"}, "--pause 0 would be taken for the default (2s)"},
+		{[]string{"drill", "dc-outage", "--local", "--max-converge", "0s"}, "--max-converge 0"},
+		{[]string{"drill", "node-crash", "--local", "--keys", "0"}, "--keys 0"},
+		{[]string{"drill", "slow-dc", "--local", "--verify-timeout", "0"}, "--verify-timeout 0"},
+		{[]string{"drill", "dc-outage", "--local", "--max-converge", "300s", "--verify-timeout", "120s"}, "give a --verify-timeout of at least 5m0s"},
 	} {
 		root := newRoot()
 		var out bytes.Buffer
@@ -259,6 +266,64 @@ func TestDrillRefusesZerosTakenForDefaults(t *testing.T) {
 		root.SetArgs(c.args)
 		if err := root.ExecuteContext(context.Background()); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: %v, want it refused with %q", c.args, err, c.want)
+		}
+	}
+}
+
+// TestDrillFlagDefaults: every scenario's flags start at the default its
+// help shows (slow-dc and slow-disk both have --delay and --jitter, with
+// different defaults: each must keep its own).
+func TestDrillFlagDefaults(t *testing.T) {
+	cmd := newDrillCmd()
+	for _, sub := range cmd.Commands() {
+		sub.Flags().VisitAll(func(fl *pflag.Flag) {
+			if got := fl.Value.String(); got != fl.DefValue {
+				t.Errorf("drill %s --%s starts at %q, but its default is %q", sub.Name(), fl.Name, got, fl.DefValue)
+			}
+		})
+	}
+	for _, c := range []struct {
+		sub           string
+		delay, jitter time.Duration
+	}{{"slow-dc", 50 * time.Millisecond, 10 * time.Millisecond}, {"slow-disk", 100 * time.Millisecond, 50 * time.Millisecond}} {
+		root := newDrillCmd()
+		sub, _, err := root.Find([]string{c.sub})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, j := sub.Flags().Lookup("delay"), sub.Flags().Lookup("jitter")
+		if d.DefValue != c.delay.String() || j.DefValue != c.jitter.String() {
+			t.Errorf("%s: --delay %s --jitter %s by default, want %s and %s", c.sub, d.DefValue, j.DefValue, c.delay, c.jitter)
+		}
+	}
+}
+
+// TestDrillMaxConvergeWithinVerify: the default convergence criterion is
+// cut to a shorter --verify-timeout, and a longer --max-converge alone
+// verifies for as long.
+func TestDrillMaxConvergeWithinVerify(t *testing.T) {
+	for _, c := range []struct {
+		args             []string
+		converge, verify string
+	}{
+		{[]string{"--verify-timeout", "60s"}, "1m0s", "1m0s"},
+		{[]string{"--max-converge", "300s"}, "5m0s", "5m0s"},
+		{nil, "2m0s", "2m0s"},
+		{[]string{"--max-converge", "30s"}, "30s", "2m0s"},
+	} {
+		root := newDrillCmd()
+		sub, _, err := root.Find([]string{"dc-outage"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sub.ParseFlags(c.args); err != nil {
+			t.Fatal(err)
+		}
+		if err := refuseZeros(sub); err != nil {
+			t.Fatalf("%v: %v", c.args, err)
+		}
+		if mc, vt := sub.Flag("max-converge").Value.String(), sub.Flag("verify-timeout").Value.String(); mc != c.converge || vt != c.verify {
+			t.Errorf("%v: --max-converge %s --verify-timeout %s, want %s and %s", c.args, mc, vt, c.converge, c.verify)
 		}
 	}
 }
