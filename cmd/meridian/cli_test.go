@@ -733,3 +733,25 @@ func TestTraceRateConfig(t *testing.T) {
 		t.Fatalf("--trace-sample-ratio 1.5: %v; want an error saying what to give", err)
 	}
 }
+
+// TestZeroSizeFlags: a size flag given as 0 ("the default", as
+// validation says) is taken, as its environment variable is, over the
+// file's value.
+func TestZeroSizeFlags(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "node.yaml")
+	if err := os.WriteFile(file, []byte("id: n1\ngrpc-addr: 127.0.0.1:7001\ninitial-cluster: n1=127.0.0.1:7001\nengine: memory\ninsecure: true\ncluster-secret-file: s\nmax-value-size: 4MiB\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var cfg node.Config
+	var sf serveFlags
+	cmd := newServeCmdFor(&cfg, &sf)
+	if err := cmd.Flags().Parse([]string{"--config", file, "--max-value-size", "0", "--max-background-bytes", "0", "--client-call-reply-bytes", "0"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := resolveConfig(cmd.Flags(), &cfg, &sf); err != nil {
+		t.Fatalf("size flags given as 0: %v", err)
+	}
+	if cfg.MaxValueSize != 0 || cfg.MaxBackgroundBytes != 0 || cfg.ClientCallReplyBytes != 0 {
+		t.Fatalf("max-value-size %d, max-background-bytes %d, client-call-reply-bytes %d; want 0 (the default) over the file's 4MiB", cfg.MaxValueSize, cfg.MaxBackgroundBytes, cfg.ClientCallReplyBytes)
+	}
+}

@@ -149,11 +149,13 @@ func (o optBytes) Set(s string) error {
 func (optBytes) Type() string { return "bytes" }
 
 // bytesFlag is a size flag of a Bytes field whose zero means the default.
+// String gives what Set takes back ("0" too: resolveConfig sets a given
+// flag again from it, after the file).
 type bytesFlag struct{ p *node.Bytes }
 
 func (b bytesFlag) String() string {
-	if b.p == nil || *b.p == 0 {
-		return ""
+	if b.p == nil {
+		return "0"
 	}
 	return strconv.FormatInt(int64(*b.p), 10)
 }
