@@ -258,3 +258,56 @@ func TestRepairRunAndSecretReloadJSON(t *testing.T) {
 		}
 	}
 }
+
+// partialFaults answers fault calls that some nodes did not take.
+type partialFaults struct {
+	adminv1.UnimplementedAdminServer
+	clear *adminv1.ClearFaultsResponse
+}
+
+func (partialFaults) InjectFault(_ context.Context, req *adminv1.InjectFaultRequest) (*adminv1.InjectFaultResponse, error) {
+	f := proto.Clone(req.GetFault()).(*adminv1.Fault)
+	f.Id = "f-1"
+	return &adminv1.InjectFaultResponse{Fault: f, Applied: []string{"n1", "n2"}, Unreachable: []string{"n3"}}, nil
+}
+
+func (p partialFaults) ClearFaults(context.Context, *adminv1.ClearFaultsRequest) (*adminv1.ClearFaultsResponse, error) {
+	return p.clear, nil
+}
+
+// TestFaultCommandsFailWhenNotEveryNodeTookThem: a fault injected or
+// cleared on only part of the cluster is a failure (exit status 1), with
+// --json too, naming the nodes and what to do; the JSON is still printed.
+func TestFaultCommandsFailWhenNotEveryNodeTookThem(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, c := range []struct {
+		name  string
+		clear *adminv1.ClearFaultsResponse
+		args  []string
+		want  string
+	}{
+		{"inject, a node unreachable", nil, []string{"fault", "inject", "delay", "--delay", "1ms", "--ttl", "1m"}, "fault f-1 is not on n3 (unreachable)"},
+		{"inject --json, a node unreachable", nil, []string{"fault", "inject", "delay", "--delay", "1ms", "--ttl", "1m", "--json"}, "fault f-1 is not on n3 (unreachable)"},
+		{"clear --json, a node failed", &adminv1.ClearFaultsResponse{Cleared: 1, Failed: []string{"n2: boom"}}, []string{"fault", "clear", "--json"}, "faults not cleared on 1 node(s)"},
+		{"clear, a node unreachable", &adminv1.ClearFaultsResponse{Cleared: 1, Unreachable: []string{"n3"}}, []string{"fault", "clear"}, "faults not cleared on 1 node(s)"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := grpc.NewServer()
+			adminv1.RegisterAdminServer(srv, partialFaults{clear: c.clear})
+			go srv.Serve(lis)
+			defer srv.Stop()
+			out, err := cliRunner(ctx)(append(c.args, "--addr", lis.Addr().String())...)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("%v: %v (output %q), want an error with %q", c.args, err, out, c.want)
+			}
+			if strings.Contains(strings.Join(c.args, " "), "--json") && !strings.HasPrefix(strings.TrimSpace(out), "{") {
+				t.Fatalf("%v printed %q, want the JSON answer before the error", c.args, out)
+			}
+		})
+	}
+}

@@ -71,9 +71,17 @@ Example: cut dc1 off from dc2 for five minutes:
 					return err
 				}
 				if f.json {
-					return printJSON(cmd.OutOrStdout(), resp)
+					if err := printJSON(cmd.OutOrStdout(), resp); err != nil {
+						return err
+					}
+				} else {
+					writeInjected(cmd.OutOrStdout(), resp)
 				}
-				writeInjected(cmd.OutOrStdout(), resp)
+				if u := resp.GetUnreachable(); len(u) > 0 {
+					// Part of the cluster runs the fault, part does not:
+					// not the fault asked for.
+					return fmt.Errorf("fault %s is not on %s (unreachable): the others apply it; clear it ('meridian fault clear %s') and inject again once they are reachable", resp.GetFault().GetId(), strings.Join(u, ", "), resp.GetFault().GetId())
+				}
 				return nil
 			})
 		},
@@ -211,18 +219,21 @@ func newFaultClearCmd(f *adminFlags) *cobra.Command {
 					return err
 				}
 				if f.json {
-					return printJSON(cmd.OutOrStdout(), resp)
+					if err := printJSON(cmd.OutOrStdout(), resp); err != nil {
+						return err
+					}
+				} else {
+					out := cmd.OutOrStdout()
+					fmt.Fprintf(out, "cleared %d fault(s) over every node\n", resp.Cleared)
+					if len(resp.Unreachable) > 0 {
+						fmt.Fprintf(out, "%s unreachable: their faults stay until their TTL runs out\n", strings.Join(resp.Unreachable, ", "))
+					}
+					for _, why := range resp.GetFailed() {
+						fmt.Fprintf(out, "not cleared on %s: its faults stay until their TTL runs out\n", why)
+					}
 				}
-				out := cmd.OutOrStdout()
-				fmt.Fprintf(out, "cleared %d fault(s) over every node\n", resp.Cleared)
-				if len(resp.Unreachable) > 0 {
-					fmt.Fprintf(out, "%s unreachable: their faults stay until their TTL runs out\n", strings.Join(resp.Unreachable, ", "))
-				}
-				for _, why := range resp.GetFailed() {
-					fmt.Fprintf(out, "not cleared on %s: its faults stay until their TTL runs out\n", why)
-				}
-				if n := len(resp.GetFailed()); n > 0 {
-					return fmt.Errorf("faults not cleared on %d node(s): fix what they answered and run 'meridian fault clear' again, or wait for the faults' TTL ('meridian fault list')", n)
+				if n := len(resp.GetFailed()) + len(resp.GetUnreachable()); n > 0 {
+					return fmt.Errorf("faults not cleared on %d node(s): fix what they answered (or reach them: --addr a node that can) and run 'meridian fault clear' again, or wait for the faults' TTL ('meridian fault list')", n)
 				}
 				return nil
 			})
