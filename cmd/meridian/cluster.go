@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -350,7 +351,8 @@ func (w watcher) run(ctx context.Context) error {
 	if !resp.InTransition {
 		return render(resp)
 	}
-	last := resp
+	last, watched := resp, resp
+	undone := false // a later poll showed the watched change being undone
 	t := time.NewTicker(w.interval)
 	defer t.Stop()
 	for first := true; ; first = false {
@@ -365,7 +367,14 @@ func (w watcher) run(ctx context.Context) error {
 		} else if err := render(resp); err != nil {
 			return err
 		}
+		if err == nil && resp.InTransition && resp.TransitionAborted != watched.TransitionAborted {
+			undone = true
+		}
 		if err == nil && !resp.InTransition {
+			if err := transitionOutcome(watched, resp, undone); err != nil {
+				fmt.Fprintf(msgs, "transition ended at epoch %d, but not as it began\n", resp.Epoch)
+				return err
+			}
 			fmt.Fprintf(msgs, "transition finished: the cluster is at epoch %d\n", resp.Epoch)
 			return nil
 		}
@@ -383,6 +392,51 @@ func (w watcher) run(ctx context.Context) error {
 				last.PartitionsDone, last.PartitionsMoving, last.Epoch)
 		}
 	}
+}
+
+// transitionOutcome says whether the change --watch began watching
+// (watched, its first poll) ended as it began, from the status after it
+// (final): an exit status of 0 means the change happened. undone says a
+// poll in between showed it being taken back (`meridian cluster abort`);
+// an abort and its undo can also both end between two polls, so the
+// members' states are checked against the change's steps too. A change
+// that is itself the undo of an aborted one (watched.TransitionAborted)
+// has ended as it began when the steps are taken back.
+func transitionOutcome(watched, final *adminv1.ClusterStatusResponse, undone bool) error {
+	back := watched.TransitionAborted
+	if undone {
+		return fmt.Errorf("the change watched (generation %d) was %s before it finished: run 'meridian cluster status' to see where the cluster is", watched.TransitionGeneration, map[bool]string{false: "aborted ('meridian cluster abort')", true: "taken up again"}[back])
+	}
+	state := map[string]string{}
+	for _, n := range final.Nodes {
+		state[n.Id] = n.MemberState
+	}
+	gone := func(id string) bool { s, ok := state[id]; return !ok || s == "removed" }
+	var off []string
+	for _, op := range watched.TransitionOps {
+		var ok bool
+		switch op.Op {
+		case "add":
+			ok = (state[op.Node] == "active") != back
+		case "decommission", "remove":
+			ok = gone(op.Node) != back
+		case "replace":
+			ok = gone(op.Node) != back && (state[op.With] == "active") != back
+		default:
+			ok = true // reweight: the weight is the ring's, not a state
+		}
+		if !ok {
+			off = append(off, fmt.Sprintf("%s %s (now %s)", op.Op, op.Node, cmp.Or(state[op.Node], "gone")))
+		}
+	}
+	if len(off) > 0 {
+		verb := "did not take effect"
+		if back {
+			verb = "took effect although its undo was watched"
+		}
+		return fmt.Errorf("the change %s: %s; it was probably aborted ('meridian cluster abort') or taken up again: run 'meridian cluster status' to see where the cluster is", verb, strings.Join(off, ", "))
+	}
+	return nil
 }
 
 // isTerminal reports whether w is a terminal (where --watch redraws in

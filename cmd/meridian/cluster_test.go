@@ -477,6 +477,50 @@ func moving(done uint32) *adminv1.ClusterStatusResponse {
 	return &adminv1.ClusterStatusResponse{Epoch: 12, InTransition: true, PartitionsMoving: 4, PartitionsDone: done}
 }
 
+// decommissioning is a transition of generation 12 taking id out.
+func decommissioning(id string) *adminv1.ClusterStatusResponse {
+	r := moving(0)
+	r.TransitionGeneration, r.TransitionOps = 12, []*adminv1.PlanOp{{Op: "decommission", Node: id}}
+	return r
+}
+
+func TestTransitionOutcome(t *testing.T) {
+	nodes := func(states ...string) *adminv1.ClusterStatusResponse {
+		r := &adminv1.ClusterStatusResponse{Epoch: 20}
+		for i := 0; i < len(states); i += 2 {
+			r.Nodes = append(r.Nodes, &adminv1.Node{Id: states[i], MemberState: states[i+1]})
+		}
+		return r
+	}
+	change := func(aborted bool, ops ...*adminv1.PlanOp) *adminv1.ClusterStatusResponse {
+		return &adminv1.ClusterStatusResponse{InTransition: true, TransitionAborted: aborted, TransitionOps: ops}
+	}
+	add := &adminv1.PlanOp{Op: "add", Node: "n4"}
+	rep := &adminv1.PlanOp{Op: "replace", Node: "n2", With: "n5"}
+	dec := &adminv1.PlanOp{Op: "remove", Node: "n3"}
+	for _, c := range []struct {
+		name    string
+		watched *adminv1.ClusterStatusResponse
+		final   *adminv1.ClusterStatusResponse
+		undone  bool
+		ok      bool
+	}{
+		{"add happened", change(false, add), nodes("n4", "active"), false, true},
+		{"add aborted", change(false, add), nodes("n4", "joining"), false, false},
+		{"undo of an add", change(true, add), nodes("n4", "joining"), false, true},
+		{"replace happened", change(false, rep), nodes("n2", "removed", "n5", "active"), false, true},
+		{"replace aborted", change(false, rep), nodes("n2", "active", "n5", "joining"), false, false},
+		{"remove happened, member gone", change(false, dec), nodes("n1", "active"), false, true},
+		{"remove taken up again while its undo was watched", change(true, dec), nodes("n1", "active"), false, false},
+		{"reweight", change(false, &adminv1.PlanOp{Op: "reweight", Node: "n1", Weight: 2}), nodes("n1", "active"), false, true},
+		{"seen undone", change(false), nodes(), true, false},
+	} {
+		if err := transitionOutcome(c.watched, c.final, c.undone); (err == nil) != c.ok {
+			t.Errorf("%s: %v, want ok %v", c.name, err, c.ok)
+		}
+	}
+}
+
 // runWatch runs a watcher over fake responses on a fake clock; cancel, if
 // set, is called after that much (fake) time.
 func runWatch(t *testing.T, f *fakeStatus, cancelAfter time.Duration) (string, error) {
@@ -532,6 +576,35 @@ func TestWatch(t *testing.T) {
 		f := &fakeStatus{errs: map[int]error{0: errors.New("connection refused")}}
 		if _, err := runWatch(t, f, 0); err == nil || err.Error() != "connection refused" {
 			t.Fatalf("err %v", err)
+		}
+	})
+	t.Run("a change aborted while watched fails", func(t *testing.T) {
+		undo := moving(0)
+		undo.TransitionAborted, undo.TransitionGeneration = true, 13
+		f := &fakeStatus{resps: []*adminv1.ClusterStatusResponse{decommissioning("n2"), undo, {Epoch: 14, Nodes: []*adminv1.Node{{Id: "n2", MemberState: "active"}}}}}
+		out, err := runWatch(t, f, 0)
+		if err == nil || !strings.Contains(err.Error(), "was aborted ('meridian cluster abort') before it finished") || strings.Contains(out, "transition finished") {
+			t.Fatalf("err %v, output:\n%s", err, out)
+		}
+	})
+	t.Run("a change aborted and undone between two polls fails", func(t *testing.T) {
+		f := &fakeStatus{resps: []*adminv1.ClusterStatusResponse{decommissioning("n2"), {Epoch: 14, Nodes: []*adminv1.Node{{Id: "n1", MemberState: "active"}, {Id: "n2", MemberState: "active"}}}}}
+		if out, err := runWatch(t, f, 0); err == nil || !strings.Contains(err.Error(), "did not take effect: decommission n2 (now active)") {
+			t.Fatalf("err %v, output:\n%s", err, out)
+		}
+	})
+	t.Run("a change that happened succeeds", func(t *testing.T) {
+		f := &fakeStatus{resps: []*adminv1.ClusterStatusResponse{decommissioning("n2"), {Epoch: 14, Nodes: []*adminv1.Node{{Id: "n1", MemberState: "active"}, {Id: "n2", MemberState: "removed"}}}}}
+		if out, err := runWatch(t, f, 0); err != nil || !strings.Contains(out, "transition finished") {
+			t.Fatalf("err %v, output:\n%s", err, out)
+		}
+	})
+	t.Run("watching an undo from its start succeeds", func(t *testing.T) {
+		undo := decommissioning("n2")
+		undo.TransitionAborted = true
+		f := &fakeStatus{resps: []*adminv1.ClusterStatusResponse{undo, undo, {Epoch: 14, Nodes: []*adminv1.Node{{Id: "n2", MemberState: "active"}}}}}
+		if out, err := runWatch(t, f, 0); err != nil || !strings.Contains(out, "transition finished") {
+			t.Fatalf("err %v, output:\n%s", err, out)
 		}
 	})
 	t.Run("Ctrl-C", func(t *testing.T) {
