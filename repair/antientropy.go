@@ -455,7 +455,9 @@ func pickDue(cs []candidate, quota, prioLimit int) []target {
 }
 
 // RunNow exchanges the selected partitions at once (keyspace "" and
-// partition < 0 for all), reporting progress after each partition.
+// partition < 0 for all), reporting progress when it starts (none done:
+// a caller that only starts the run hears so at once, not after the
+// first partition, which can take minutes) and after each partition.
 func (a *AntiEntropy) RunNow(ctx context.Context, keyspace string, partition int, progress func(Progress)) (Progress, error) {
 	if keyspace != "" {
 		if _, ok := a.cfg.Topology().Keyspaces[keyspace]; !ok {
@@ -467,6 +469,9 @@ func (a *AntiEntropy) RunNow(ctx context.Context, keyspace string, partition int
 	}
 	held := a.held(keyspace, partition)
 	pr := Progress{PartitionsTotal: len(held)}
+	if progress != nil {
+		progress(pr)
+	}
 	var firstErr error
 	for _, t := range held {
 		if err := ctx.Err(); err != nil {

@@ -152,7 +152,18 @@ func TestRunNowFollowsTheTopology(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pr, err := ae.RunNow(context.Background(), "ks", -1, func(Progress) { topo.Store(dropped) })
+	var reports []Progress
+	pr, err := ae.RunNow(context.Background(), "ks", -1, func(p Progress) {
+		reports = append(reports, p)
+		if p.PartitionsDone == 1 {
+			topo.Store(dropped)
+		}
+	})
+	// The first report comes before any exchange: a caller not waiting
+	// hears the run started at once.
+	if len(reports) == 0 || reports[0].PartitionsDone != 0 || reports[0].PartitionsTotal != held {
+		t.Fatalf("first progress %+v, want 0 of %d done", reports, held)
+	}
 	if err != nil || pr.PartitionsDone != held {
 		t.Fatalf("RunNow = %+v, %v; want all %d partitions gone through", pr, err, held)
 	}
