@@ -128,9 +128,11 @@ func Dial(ctx context.Context, seeds []string, opts ...Option) (*Client, error) 
 	// answering without closing its connections (its host crashed, a
 	// partition drops its traffic) is found out by keepalive pings: the
 	// calls waiting on it then fail as UNAVAILABLE and go to the next
-	// candidate, instead of each waiting out its deadline. The caller's
-	// own options come after and win.
-	o.dialOpts = append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec.Proto{})),
+	// candidate, instead of each waiting out its deadline. Replies up to
+	// maxReply are taken (gRPC's default of 4 MiB would refuse the answer
+	// to a Put of a larger value, written all the same, and a large
+	// topology). The caller's own options come after and win.
+	o.dialOpts = append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec.Proto{}), grpc.MaxCallRecvMsgSize(maxReply)),
 		grpc.WithStaticStreamWindowSize(flowWindow), grpc.WithStaticConnWindowSize(flowWindow),
 		grpc.WithKeepaliveParams(o.keepalive)}, o.dialOpts...)
 	c := &Client{opts: o, seeds: append([]string(nil), seeds...), conns: map[string]*grpc.ClientConn{}, kvs: map[string]kvv1.KVClient{},
@@ -301,6 +303,11 @@ func (c *Client) nextRefresh() <-chan struct{} {
 	defer c.mu.Unlock()
 	return c.refreshed
 }
+
+// maxReply bounds a node's answer the client takes: the largest message
+// nodes exchange (256 MiB), as a Put's answer carries every sibling, the
+// value written too, and values may be up to 64 MiB.
+const maxReply = 256 << 20
 
 // flowWindow is the HTTP/2 flow-control window of the client's
 // connections and streams: 16 MiB, as the nodes' own.

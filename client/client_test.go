@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -469,5 +470,36 @@ func TestClientLearnsNewerEpochFromAnswers(t *testing.T) {
 			t.Fatalf("answer carries epoch %d, the cluster is at %d", res.Effective.GetEpoch(), after)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestLargeValues: a value over gRPC's default 4 MiB message goes out and
+// its answer (which carries the value) comes back, on unary calls and on
+// the call stream alike: the write is not reported failed after it was
+// applied.
+func TestLargeValues(t *testing.T) {
+	l := startCluster(t)
+	seed := l.Nodes()[0].Addr()
+	ctx := ctxT(t)
+	big := bytes.Repeat([]byte("0123456789abcdef"), 5<<20/16) // 5 MiB
+	for _, c := range []struct {
+		name string
+		opts []client.Option
+	}{{"unary", []client.Option{client.UnaryCalls()}}, {"stream", nil}} {
+		t.Run(c.name, func(t *testing.T) {
+			cl := dial(t, seed, c.opts...)
+			key := []byte("big-" + c.name)
+			put, err := cl.Put(ctx, "", key, big)
+			if err != nil {
+				t.Fatalf("Put of 5 MiB: %v", err)
+			}
+			if len(put.Values) != 1 || !bytes.Equal(put.Values[0], big) {
+				t.Fatalf("Put answered %d values", len(put.Values))
+			}
+			get, err := cl.Get(ctx, "", key)
+			if err != nil || len(get.Values) != 1 || !bytes.Equal(get.Values[0], big) {
+				t.Fatalf("Get of 5 MiB: %d values, %v", len(get.Values), err)
+			}
+		})
 	}
 }
