@@ -103,11 +103,24 @@ func TestLocalLevelsWhileADCIsAdded(t *testing.T) {
 	c, switched, waiting, keyIn := alterHalfway(t, []string{"dc1", "dc1", "dc1", "dc2", "dc2", "dc2"}, "n4", "dc2",
 		map[string]int{"dc1": 3}, map[string]int{"dc1": 3, "dc2": 3})
 	local := &kvv1.Consistency{Level: kvv1.Level_LEVEL_LOCAL_QUORUM}
-	if _, err := c.resolve("ks", keyIn(waiting), local, OpRead); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "being added") {
-		t.Fatalf("LOCAL_QUORUM in dc2 before the partition switched: %v, want UNAVAILABLE saying the replicas are being added", err)
+	if _, err := c.resolve("ks", keyIn(waiting), local, OpRead); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "being added") ||
+		!HasReason(status.Convert(err), ReasonReplicasPending) {
+		t.Fatalf("LOCAL_QUORUM in dc2 before the partition switched: %v, want UNAVAILABLE saying the replicas are being added, reason %s (Meridian's answer: clients do not try every node)", err, ReasonReplicasPending)
 	}
 	r, err := c.resolve("ks", keyIn(switched), local, OpRead)
 	if err != nil || r.need.PerDC["dc2"] != 2 {
 		t.Fatalf("LOCAL_QUORUM in dc2 once the partition switched: %+v, %v; want 2 of dc2's 3", r, err)
+	}
+}
+
+// TestUnknownDCIsNotEchoedWhole: a consistency.dc the cluster does not
+// have is INVALID_ARGUMENT, naming it cut short: the caller's string, of
+// any size, would make a status message over the reply limits.
+func TestUnknownDCIsNotEchoedWhole(t *testing.T) {
+	c, _, _, keyIn := alterHalfway(t, []string{"dc1", "dc1", "dc1", "dc2", "dc2", "dc2"}, "n4", "dc2",
+		map[string]int{"dc1": 3}, map[string]int{"dc1": 3, "dc2": 3})
+	_, err := c.resolve("ks", keyIn(0), &kvv1.Consistency{Level: kvv1.Level_LEVEL_LOCAL_QUORUM, Dc: strings.Repeat("x", 1<<20)}, OpRead)
+	if status.Code(err) != codes.InvalidArgument || len(err.Error()) > 1024 || !strings.Contains(err.Error(), "1048576 bytes") {
+		t.Fatalf("a 1 MiB consistency.dc: %v (message of %d bytes), want INVALID_ARGUMENT of under 1 KiB giving its size", status.Code(err), len(err.Error()))
 	}
 }

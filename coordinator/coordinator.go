@@ -18,6 +18,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -357,7 +358,8 @@ func (c *Coordinator) resolve(keyspace string, key []byte, cons *kvv1.Consistenc
 	localDC := c.cfg.DC
 	if d := cons.GetDc(); d != "" {
 		if _, known := ks.Replication[d]; !known && !contains(topo.Ring.DCs(), d) {
-			return nil, invalidf("consistency.dc %q is not a datacenter of this cluster (have %v)", d, topo.Ring.DCs())
+			// %.64q: the name is the caller's, of any size.
+			return nil, invalidf("consistency.dc %.64q (%d bytes) is not a datacenter of this cluster (have %v)", d, len(d), topo.Ring.DCs())
 		}
 		localDC = d
 	}
@@ -368,9 +370,12 @@ func (c *Coordinator) resolve(keyspace string, key []byte, cons *kvv1.Consistenc
 	repl := ks.Table.ReplicationAt(p)
 	if lvl := cons.GetLevel(); (lvl == kvv1.Level_LEVEL_LOCAL_ONE || lvl == kvv1.Level_LEVEL_LOCAL_QUORUM) && repl[localDC] == 0 && ks.Table.RF(localDC) > 0 {
 		// The keyspace is gaining replicas in this DC, and p's are not
-		// serving yet: a wait, not a mistake of the caller's.
-		return nil, status.Errorf(codes.Unavailable, "%s in datacenter %s: the keyspace's replicas there are being added (a replication change is in progress) and partition %d's do not serve yet: retry later, or use QUORUM meanwhile",
+		// serving yet: a wait, not a mistake of the caller's. Every node
+		// answers the same: Meridian's answer (with its reason), so a
+		// client does not take it for an unreachable node and try them all.
+		st := status.Newf(codes.Unavailable, "%s in datacenter %s: the keyspace's replicas there are being added (a replication change is in progress) and partition %d's do not serve yet: retry later, or use QUORUM meanwhile",
 			levelName(lvl), localDC, p)
+		return nil, withInfo(st, ReasonReplicasPending, map[string]string{"dc": localDC, "partition": strconv.Itoa(p)}).Err()
 	}
 	need, err := Resolve(cons, op, Replication(repl), localDC)
 	if err != nil {

@@ -31,6 +31,11 @@ func withInfo(st *status.Status, reason string, md map[string]string) *status.St
 // of free disk space (RESOURCE_EXHAUSTED, before anything is written).
 const ReasonDiskLow = "DISK_LOW"
 
+// ReasonReplicasPending is the ErrorInfo reason of a LOCAL_* request in a
+// DC whose replicas of the key are being added (UNAVAILABLE from every
+// node until its partition switches: retry later, or use QUORUM).
+const ReasonReplicasPending = "REPLICAS_PENDING"
+
 // ReasonHintRefused is the ErrorInfo reason of a fallback refusing to keep
 // a hint (a bound of its hint log reached, or hints off):
 // RESOURCE_EXHAUSTED, nothing stored, so the sender may try another.
