@@ -871,6 +871,13 @@ func (c *Coordinator) writeTo(ctx context.Context, t target, r *request, set ver
 		if t.hintFor != "" {
 			return c.storeHint(t.hintFor, r.loc, r.ks.Name, r.key, set, sync, time.Time{})
 		}
+		// Read repair of this node's copy: the set merges peers' replies,
+		// so it gets the checks of any write arriving from a peer (a
+		// version of this node's actor it never minted, one stamped too
+		// far ahead in a last-writer-wins keyspace).
+		if err := c.checkIncoming(r.ks, set); err != nil {
+			return err
+		}
 		return c.merge(r.loc, r.key, set, sync)
 	}
 	if wr == nil {
