@@ -1084,6 +1084,13 @@ func (c *Coordinator) forward(ctx context.Context, deadline time.Time, span trac
 		})
 		endSpan(fspan, err)
 		r.trail.add(rep.Node, "forward to replica", errText(err), c.cfg.Now().Sub(start))
+		if err == nil && resp.GetPut() == nil {
+			// An answer without a response (a peer's bug, or another
+			// release's): not a success to pass on, nor a nil to use.
+			err = status.Errorf(codes.Internal, "node %s answered the forwarded write without a response", rep.Node)
+			r.trail.add(rep.Node, "forward to replica", errText(err), 0)
+			return nil, err
+		}
 		if err == nil {
 			out := resp.GetPut()
 			out.Explain = append(r.trail.events(), out.GetExplain()...)
