@@ -17,8 +17,8 @@ import (
 	"github.com/meridiankv/meridian/coordinator"
 )
 
-// shedCluster is three fake nodes, each a replica of the one partition, in
-// preference order; a node set to shed refuses every call as a node's
+// shedCluster is five fake nodes, each a replica of the one partition, in
+// preference order (more than the shed passes allow asking); a node set to shed refuses every call as a node's
 // admission control does.
 type shedCluster struct {
 	nodes []*shedNode
@@ -40,7 +40,7 @@ type shedNode struct {
 
 func (n *shedNode) Topology(context.Context, *internalv1.TopologyRequest) (*internalv1.TopologyResponse, error) {
 	resp := &internalv1.TopologyResponse{Epoch: 1, Partitions: 1,
-		Keyspaces: []*internalv1.KeyspaceTopology{{Name: "default", Partitions: []*internalv1.PartitionReplicas{{Nodes: []uint32{0, 1, 2}}}}}}
+		Keyspaces: []*internalv1.KeyspaceTopology{{Name: "default", Partitions: []*internalv1.PartitionReplicas{{Nodes: []uint32{0, 1, 2, 3, 4}}}}}}
 	for _, m := range n.c.nodes {
 		resp.Nodes = append(resp.Nodes, &internalv1.TopologyNode{Id: m.id, Dc: "dc1", GrpcAddr: m.addr, Alive: true})
 	}
@@ -79,7 +79,7 @@ func (n *shedNode) Put(_ context.Context, r *kvv1.PutRequest) (*kvv1.PutResponse
 func startShedCluster(t *testing.T) *shedCluster {
 	t.Helper()
 	c := &shedCluster{}
-	for _, id := range []string{"n1", "n2", "n3"} {
+	for _, id := range []string{"n1", "n2", "n3", "n4", "n5"} {
 		lis := listenLoopback(t)
 		n := &shedNode{c: c, id: id, addr: lis.Addr().String()}
 		serveFake(t, lis, n)
