@@ -142,8 +142,30 @@ func Dial(ctx context.Context, seeds []string, opts ...Option) (*Client, error) 
 		c.closeConns()
 		return nil, fmt.Errorf("client: no seed reachable (tried %s): %w", strings.Join(seeds, ", "), err)
 	}
+	if c.opts.localDC == "" {
+		// Before any call reads it: the background loop starts below.
+		c.mu.Lock()
+		c.opts.localDC = seedDC(c.topo.nodes, c.seeds)
+		c.mu.Unlock()
+	}
 	go c.loop()
 	return c, nil
+}
+
+// seedDC is the datacenter of the first seed that is a node's client
+// address ("" when none is): without LocalDC, a client is taken to run
+// where the nodes it was given are, rather than sending every request to
+// the datacenter whose name sorts first (preference lists list DCs in
+// that order).
+func seedDC(nodes []*internalv1.TopologyNode, seeds []string) string {
+	for _, s := range seeds {
+		for _, n := range nodes {
+			if n.GetGrpcAddr() == s {
+				return n.GetDc()
+			}
+		}
+	}
+	return ""
 }
 
 // Close stops the background refresh and closes every connection.

@@ -503,3 +503,45 @@ func TestLargeValues(t *testing.T) {
 		})
 	}
 }
+
+// TestLocalDCDefaultsToTheSeeds: without LocalDC, a client dialled with a
+// dc2 node as its seed sends its requests to dc2's replicas, rather than
+// everything to dc1 (the DC whose name sorts first, first in every
+// preference list).
+func TestLocalDCDefaultsToTheSeeds(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, err := node.StartLocal(ctx, node.LocalSpec{DCs: 2, NodesPerDC: 2, Partitions: 64, Engine: "memory", Insecure: true, GossipProfile: "test", Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var seed string
+	for _, n := range l.Nodes() {
+		if n.DC() == "dc2" {
+			seed = n.Addr()
+			break
+		}
+	}
+	dctx, dcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer dcancel()
+	c, err := client.Dial(dctx, []string{seed}, client.Insecure())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	dcOf := map[string]string{}
+	for _, n := range l.Nodes() {
+		dcOf[n.ID()] = n.DC()
+	}
+	for i := range 10 {
+		key := fmt.Appendf(nil, "k-%d", i)
+		put, err := c.Put(ctx, "", key, []byte("v"), client.Level(kvv1.Level_LEVEL_LOCAL_QUORUM))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dcOf[put.Node] != "dc2" || dcOf[put.Effective.GetCoordinator()] != "dc2" {
+			t.Fatalf("put of %s went to %s (%s), coordinated by %s; want a dc2 replica, the seed's DC", key, put.Node, dcOf[put.Node], put.Effective.GetCoordinator())
+		}
+	}
+}

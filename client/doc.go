@@ -14,7 +14,8 @@
 // request then goes straight to a replica of its key, so no request pays
 // a forwarding hop:
 //
-//  1. live replicas in the caller's datacenter (LocalDC), in the
+//  1. live replicas in the caller's datacenter (LocalDC; without it, the
+//     datacenter of the first seed that is a node's address), in the
 //     partition's preference order (like gocql's token-aware, DC-aware
 //     policy);
 //  2. live replicas in other datacenters;

@@ -61,9 +61,11 @@ func Insecure() Option { return func(o *options) { o.insecure = true } }
 // LocalDC names the caller's datacenter: requests go to a live replica in
 // it first, and to other datacenters only when none is reachable (like
 // gocql's DC-aware policy); LOCAL_ONE and LOCAL_QUORUM count in it
-// wherever the request goes (unless ConsistencyDC names another). Empty
-// (the default) treats every datacenter alike and follows each
-// partition's preference order.
+// wherever the request goes (unless ConsistencyDC names another). Without
+// it (or empty), the datacenter is the first seed's, the first seed given
+// to Dial that is a node's client address as the topology lists it; when
+// no seed is, every datacenter is alike and each partition's preference
+// order decides (it lists datacenters in name order).
 func LocalDC(dc string) Option { return func(o *options) { o.localDC = dc } }
 
 // RefreshInterval sets how often the client re-reads the topology (default

@@ -820,3 +820,19 @@ func TestDepartedNodeAnswersCallsInFlight(t *testing.T) {
 		}
 	}
 }
+
+func TestSeedDC(t *testing.T) {
+	nodes := []*internalv1.TopologyNode{{Id: "n1", Dc: "dc1", GrpcAddr: "10.0.0.1:7001"}, {Id: "n2", Dc: "dc2", GrpcAddr: "10.0.0.2:7001"}}
+	for _, c := range []struct {
+		seeds []string
+		want  string
+	}{
+		{[]string{"10.0.0.2:7001", "10.0.0.1:7001"}, "dc2"},
+		{[]string{"lb.example:7001", "10.0.0.1:7001"}, "dc1"}, // the first seed that is a node's address
+		{[]string{"lb.example:7001"}, ""},                     // none is: no preference
+	} {
+		if got := seedDC(nodes, c.seeds); got != c.want {
+			t.Errorf("seedDC(%v) = %q, want %q", c.seeds, got, c.want)
+		}
+	}
+}
