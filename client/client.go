@@ -1264,14 +1264,24 @@ func (c *Client) Call(ctx context.Context, keyspace string, key []byte, call fun
 }
 
 // call is Call for a call of the given kind (a write tries nodes that
-// refused one for lack of disk space last, and is sent to the same node
-// again first). Like Get, Put and Delete it learns from the answer's
-// epoch.
+// refused one for lack of disk space last, is sent to the same node again
+// first, and, when no node could be reached, is routed again after the
+// topology is read again, as Put's: its request carries an ID). Like Get,
+// Put and Delete it learns from the answer's epoch.
 func (c *Client) call(ctx context.Context, keyspace string, key []byte, kind callKind, call func(context.Context, kvv1.KVClient) error) (string, error) {
 	var eff *kvv1.Effective
-	_, node, err := route(ctx, c, keyspace, key, kind, 0, func(ctx context.Context, kv kvv1.KVClient) (struct{}, error) {
-		return struct{}{}, call(ctx, effectiveKV{KVClient: kv, eff: &eff})
-	})
+	do := func() (struct{}, string, error) {
+		return route(ctx, c, keyspace, key, kind, 0, func(ctx context.Context, kv kvv1.KVClient) (struct{}, error) {
+			return struct{}{}, call(ctx, effectiveKV{KVClient: kv, eff: &eff})
+		})
+	}
+	var node string
+	var err error
+	if kind == callWrite {
+		_, node, err = retryUnreachable(ctx, c, do)
+	} else {
+		_, node, err = do()
+	}
 	if err == nil {
 		c.learn(eff, node)
 	}

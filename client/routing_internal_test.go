@@ -836,3 +836,31 @@ func TestSeedDC(t *testing.T) {
 		}
 	}
 }
+
+// TestRawWritesReRouteLikePut: KV()'s Put and Delete, like Put and Delete,
+// are routed again (same request ID) after re-reading the topology when
+// no node could be reached on the first pass.
+func TestRawWritesReRouteLikePut(t *testing.T) {
+	cl := startKVCluster(t, "dc1", "dc1")
+	c := cl.dial(t, UnaryCalls())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, n := range cl.nodes {
+		n.breakWrites.Store(2) // the write and its retry on the same node
+	}
+	if _, err := c.Put(ctx, "", []byte("k"), []byte("v")); err != nil {
+		t.Fatalf("Put with every node breaking a first pass: %v", err)
+	}
+	for _, n := range cl.nodes {
+		n.breakWrites.Store(2)
+	}
+	if _, err := c.KV().Put(ctx, &kvv1.PutRequest{Key: []byte("k"), Value: []byte("w")}); err != nil {
+		t.Fatalf("KV().Put with every node breaking a first pass: %v", err)
+	}
+	for _, n := range cl.nodes {
+		n.breakWrites.Store(2)
+	}
+	if _, err := c.KV().Delete(ctx, &kvv1.DeleteRequest{Key: []byte("k")}); err != nil {
+		t.Fatalf("KV().Delete with every node breaking a first pass: %v", err)
+	}
+}
