@@ -277,6 +277,25 @@ func (t *tally) shortfall() string {
 }
 
 // hopeless reports whether the need can no longer be met by what is pending.
+// helps reports whether one more answer from a replica in dc could make
+// up for what the tally lacks: toward its DC's short count, or toward a
+// total short of more than the DCs' counts will bring. (A remote replica
+// never helps a LOCAL_* level, nor one more from a DC whose EACH_QUORUM
+// count is met.)
+func (t *tally) helps(dc string) bool {
+	if k := t.need.PerDC[dc]; k > 0 && t.perDC[dc]+t.pendingDC[dc] < k {
+		return true
+	}
+	if !t.countsTotal(dc, false) {
+		return false
+	}
+	short := 0
+	for d, k := range t.need.PerDC {
+		short += max(0, k-t.perDC[d]-t.pendingDC[d])
+	}
+	return t.need.Total-t.acks-t.pending > short
+}
+
 func (t *tally) hopeless() bool {
 	if t.acks+t.pending < t.need.Total {
 		return true

@@ -18,6 +18,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -588,12 +589,17 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 		lastErr error
 	)
 	for !tl.met() {
-		if tl.hopeless() && len(spares) > 0 {
-			// A replica failed: ask the next one instead.
-			launch(spares[0])
-			targets = append(targets, spares[0])
-			spares = spares[1:]
-			continue
+		if tl.hopeless() {
+			// A replica failed: ask the next one that could count
+			// instead (none in another DC for a LOCAL_* level: its
+			// answer would only cost a cross-DC read).
+			if i := slices.IndexFunc(spares, func(s target) bool { return tl.helps(s.DC) }); i >= 0 {
+				s := spares[i]
+				spares = append(spares[:i], spares[i+1:]...)
+				launch(s)
+				targets = append(targets, s)
+				continue
+			}
 		}
 		if tl.hopeless() {
 			c.finishRead(fctx, fcancel, r, ch, len(targets)-len(got), got, merged)
