@@ -1271,7 +1271,9 @@ func (c *Coordinator) coordinate(ctx context.Context, deadline time.Time, span t
 		return nil, werr
 	}
 	if !p.local {
-		c.rememberRequest(r, req.GetRequestId())
+		if n, early := c.reqIDs.RememberMet(r.loc.Keyspace, r.key, req.GetRequestId(), c.cfg.Now()); n > 0 {
+			c.obs.RequestIDs(n, early)
+		}
 	}
 	resp := &kvv1.PutResponse{
 		Context:   c.seal.Seal(r.ks.Name, r.key, f.set.Context()),
@@ -1312,6 +1314,8 @@ type minter struct {
 	value version.Value
 	// duplicate: the request was a retry of a write already applied.
 	duplicate bool
+	// local: this node stores the key (else it coordinates as a fallback).
+	local bool
 }
 
 func (c *Coordinator) initMinter(m *minter, r *request, req *kvv1.PutRequest, clk version.Clock, tombstone, local bool) error {
@@ -1326,7 +1330,7 @@ func (c *Coordinator) initMinter(m *minter, r *request, req *kvv1.PutRequest, cl
 		}
 		actor = fmt.Sprintf("%s~%d", actor, n)
 	}
-	*m = minter{c: c, r: r, clk: clk, actor: actor,
+	*m = minter{c: c, r: r, clk: clk, actor: actor, local: local,
 		value: version.Value{Bytes: req.GetValue(), Tombstone: tombstone, RequestID: req.GetRequestId()}}
 	if tombstone && c.cfg.OnTombstone != nil {
 		c.cfg.OnTombstone(r.loc)
@@ -1344,9 +1348,21 @@ func (c *Coordinator) rememberRequest(r *request, id []byte) {
 	}
 }
 
+// seen reports whether a write with request ID id was applied before: a
+// replica takes any ID it remembers (it stored the write, or a copy of
+// it); a coordinator holding no copy only one whose write met its level
+// (one it only merged, as a pending replica say, may belong to a write
+// that failed, which a retry must write again).
+func (m *minter) seen(id []byte) bool {
+	if m.local {
+		return m.c.reqIDs.Seen(m.r.loc.Keyspace, m.r.key, id, m.c.cfg.Now())
+	}
+	return m.c.reqIDs.SeenMet(m.r.loc.Keyspace, m.r.key, id, m.c.cfg.Now())
+}
+
 func (m *minter) mint(cur version.Set) (version.Set, error) {
 	c, r := m.c, m.r
-	if id := m.value.RequestID; len(id) > 0 && (cur.HasRequest(id) || c.reqIDs.Seen(r.loc.Keyspace, r.key, id, c.cfg.Now())) {
+	if id := m.value.RequestID; len(id) > 0 && (cur.HasRequest(id) || m.seen(id)) {
 		// A retry of a write already applied: store nothing new and
 		// answer with the current versions.
 		m.duplicate = true

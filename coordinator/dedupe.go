@@ -22,8 +22,10 @@ type requestIDs struct {
 	window time.Duration
 	mu     struct {
 		sync.Mutex
-		seen  map[idKey]int64 // Unix nanoseconds remembered
-		order []idKey         // insertion order, a ring of at most max
+		// Unix nanoseconds remembered, the lowest bit set when the write
+		// is known to have met its level (metBit).
+		seen  map[idKey]int64
+		order []idKey // insertion order, a ring of at most max
 		head  int
 	}
 }
@@ -53,16 +55,37 @@ func newRequestIDs(max int, window time.Duration) *requestIDs {
 	return r
 }
 
+// metBit marks, in a remembered time's lowest bit, an ID whose write met
+// its level (RememberMet): a coordinator holding no copy may answer a
+// retry of it as applied; an ID it only merged (a copy of a write that
+// may have failed) it may not.
+const metBit = 1
+
 // Seen reports whether id was remembered for the key within the window.
 func (r *requestIDs) Seen(ks uint32, key, id []byte, now time.Time) bool {
+	seen, _ := r.lookup(ks, key, id, now)
+	return seen
+}
+
+// SeenMet reports whether id was remembered for the key within the
+// window as a write that met its level.
+func (r *requestIDs) SeenMet(ks uint32, key, id []byte, now time.Time) bool {
+	_, met := r.lookup(ks, key, id, now)
+	return met
+}
+
+func (r *requestIDs) lookup(ks uint32, key, id []byte, now time.Time) (seen, met bool) {
 	if len(id) == 0 || r.max <= 0 {
-		return false
+		return false, false
 	}
 	k := keyOf(ks, key, id)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	t, ok := r.mu.seen[k]
-	return ok && now.UnixNano()-t < int64(r.window)
+	if !ok || now.UnixNano()-t >= int64(r.window) {
+		return false, false
+	}
+	return true, t&metBit != 0
 }
 
 // Remember records id for the key; the oldest is forgotten once max are
@@ -70,14 +93,27 @@ func (r *requestIDs) Seen(ks uint32, key, id []byte, now time.Time) bool {
 // for it was still within the window (a retry of that write arriving now
 // would be applied again: max is too small for the write rate).
 func (r *requestIDs) Remember(ks uint32, key, id []byte, now time.Time) (held int, early bool) {
+	return r.remember(ks, key, id, now, false)
+}
+
+// RememberMet is Remember for a write this node coordinated that met its
+// level.
+func (r *requestIDs) RememberMet(ks uint32, key, id []byte, now time.Time) (held int, early bool) {
+	return r.remember(ks, key, id, now, true)
+}
+
+func (r *requestIDs) remember(ks uint32, key, id []byte, now time.Time, met bool) (held int, early bool) {
 	if len(id) == 0 || r.max <= 0 {
 		return 0, false
 	}
-	k, t := keyOf(ks, key, id), now.UnixNano()
+	k, t := keyOf(ks, key, id), now.UnixNano()&^metBit
+	if met {
+		t |= metBit
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, ok := r.mu.seen[k]; ok {
-		r.mu.seen[k] = t
+	if old, ok := r.mu.seen[k]; ok {
+		r.mu.seen[k] = t | old&metBit // once met, always met
 		return len(r.mu.seen), false
 	}
 	if len(r.mu.order) < r.max {

@@ -113,3 +113,24 @@ func BenchmarkRequestIDsGC(b *testing.B) {
 	b.ReportMetric(float64(ms.HeapAlloc)/(1<<20), "heap-MiB")
 	runtime.KeepAlive(tables)
 }
+
+// TestRequestIDsMet: an ID remembered as met stays so when remembered
+// again as merged; one only merged is seen but not met until its write is
+// remembered as met.
+func TestRequestIDsMet(t *testing.T) {
+	r := newRequestIDs(10, time.Minute)
+	now := time.Unix(1000, 0)
+	k := []byte("k")
+	r.Remember(1, k, []byte("merged"), now)
+	if !r.Seen(1, k, []byte("merged"), now) || r.SeenMet(1, k, []byte("merged"), now) {
+		t.Fatal("an ID only merged: want seen, not met")
+	}
+	r.RememberMet(1, k, []byte("merged"), now)
+	r.Remember(1, k, []byte("merged"), now.Add(time.Second))
+	if !r.SeenMet(1, k, []byte("merged"), now.Add(time.Second)) {
+		t.Fatal("an ID remembered as met, then merged again: want met")
+	}
+	if r.SeenMet(1, k, []byte("merged"), now.Add(2*time.Minute)) {
+		t.Fatal("an ID past the window: want not met")
+	}
+}

@@ -152,6 +152,25 @@ func TestFailedWriteRetriedIsWritten(t *testing.T) {
 	}
 }
 
+// TestMergedIDIsNoProofOfAWrite: a coordinator holding no copy of the
+// key that only merged a write's ID (a copy of it reached this node, as a
+// pending replica say, while the write failed its level) does not answer
+// a retry as applied: it writes it, and here fails as the replicas are
+// cut, rather than answering OK with the write held by too few.
+func TestMergedIDIsNoProofOfAWrite(t *testing.T) {
+	coords, stores, net, topo, keyOn := requestIDCluster(t)
+	key := keyOn("k")
+	ks, _ := topo.Keyspace("ks")
+	id := []byte("merged-only")
+	coords["n1"].reqIDs.Remember(ks.ID, []byte(key), id, time.Now()) // as merge() does
+	net.failing.Store(true)
+	put := &kvv1.PutRequest{Keyspace: "ks", Key: []byte(key), Value: []byte("v"), RequestId: id,
+		Consistency: &kvv1.Consistency{Level: kvv1.Level_LEVEL_QUORUM}}
+	if _, err := coords["n1"].ServeCoordinate(context.Background(), &internalv1.CoordinateRequest{Put: put}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("a retry whose ID n1 only merged, replicas cut: %v (stored on %v), want UNAVAILABLE", err, values(t, stores, topo, key))
+	}
+}
+
 // TestRequestIDReusedOnAnotherKey: a request ID reused for another key is
 // another write, not a retry of the first.
 func TestRequestIDReusedOnAnotherKey(t *testing.T) {
