@@ -43,6 +43,7 @@ func TestFailedLocalReadStaysInItsDC(t *testing.T) {
 	}
 	reads := &countingReads{fail: map[string]bool{"n2": true, "n3": true}, n: map[string]int{}}
 	_, coords, _ := testCluster(t, nodes, map[string]int{"dc1": 3, "dc2": 3}, func(c *Config) {
+		c.ReadRepairChance = -1 // no read asks every replica for repair's sake
 		if c.NodeID == "n1" {
 			reads.Peers = c.Peers
 			c.Peers = reads
