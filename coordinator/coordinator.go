@@ -1517,17 +1517,19 @@ func (f *fanout) send(i int) {
 	}
 	if err != nil {
 		f.mu.Lock()
-		hinted, act := f.plan.afterFailure(t, wrote(err))
+		// A fallback refusing a hint for a replica owed hints past the
+		// window stands: another would start the window again.
+		hinted, act := f.plan.afterFailure(t, wrote(err) || overHintWindow(err))
 		f.mu.Unlock()
 		switch act {
 		case failKeepHint:
 			// No fallback: keep the hint here; it does not count.
-			c.keepHint(f.r, t.Node, f.set, f.sync)
+			c.keepHint(f.r, hinted.Node, f.set, f.sync)
 		case failToFallback:
 			start = c.cfg.Now()
 			herr := c.writeTo(f.ctx, hinted, f.r, f.set, f.enc, f.sync, nil)
 			if f.r.trail.on() {
-				f.r.trail.add(hinted.Node, "hinted write for "+t.Node, errText(herr), c.cfg.Now().Sub(start))
+				f.r.trail.add(hinted.Node, "hinted write for "+hinted.hintFor, errText(herr), c.cfg.Now().Sub(start))
 			}
 			if herr == nil {
 				f.ch <- reply{t: hinted, err: nil, replaced: t}
@@ -1558,8 +1560,9 @@ func (f *fanout) wait(ctx context.Context, deadline time.Time) (got []reply, hin
 				continue
 			}
 			if rp.replaced.Node != "" {
-				// Expected as a primary, answered by a fallback.
-				tl.answer(rp.replaced.DC, false, false)
+				// Expected as a primary (or as an earlier fallback),
+				// answered by a fallback.
+				tl.answer(rp.replaced.DC, rp.replaced.hintFor != "", false)
 				tl.expect(rp.t.DC, true)
 			}
 			tl.answer(rp.t.DC, rp.t.hintFor != "", rp.err == nil)

@@ -42,15 +42,40 @@ const ReasonReplicasPending = "REPLICAS_PENDING"
 const ReasonHintRefused = "HINT_REFUSED"
 
 // HintRefusedError is a hint log's refusal (see Hints), carried to the
-// sender as RESOURCE_EXHAUSTED with ReasonHintRefused.
-type HintRefusedError struct{ Err error }
+// sender as RESOURCE_EXHAUSTED with ReasonHintRefused. Window says the
+// target has been owed hints past the hint window (ErrorInfo metadata
+// bound=window): the sender hands the hint to no other fallback, which
+// would start the window again; a refusal for room it does.
+type HintRefusedError struct {
+	Err    error
+	Window bool
+}
 
 func (e *HintRefusedError) Error() string { return "hint not kept: " + e.Err.Error() }
 func (e *HintRefusedError) Unwrap() error { return e.Err }
 
 // GRPCStatus maps the error to RESOURCE_EXHAUSTED.
 func (e *HintRefusedError) GRPCStatus() *status.Status {
-	return withInfo(status.New(codes.ResourceExhausted, e.Error()), ReasonHintRefused, nil)
+	var md map[string]string
+	if e.Window {
+		md = map[string]string{"bound": "window"}
+	}
+	return withInfo(status.New(codes.ResourceExhausted, e.Error()), ReasonHintRefused, md)
+}
+
+// overHintWindow reports whether err is a fallback's refusal of a hint
+// for a target owed hints past the hint window.
+func overHintWindow(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.ResourceExhausted {
+		return false
+	}
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == ErrorDomain && info.GetReason() == ReasonHintRefused {
+			return info.GetMetadata()["bound"] == "window"
+		}
+	}
+	return false
 }
 
 // ReasonClockAhead is the ErrorInfo reason of a node refusing to

@@ -176,12 +176,16 @@ const (
 )
 
 // afterFailure decides what becomes of a write to t that failed during the
-// request; reached says whether the target was reached (the failure is its
-// answer, not the network's). A primary that was never reached gets its copy
-// on a free live fallback, as if it had been down from the start, and that
-// fallback is marked used; with none free, a replica coordinator keeps the
-// hint. A pending replica that missed the write gets a kept hint whatever the
-// failure. Not safe for concurrent use: the shell serializes calls.
+// request; reached says whether the target may have taken it (the failure
+// is its answer, not the network's, and not a refusal made before storing
+// anything). A primary that took nothing gets its copy on a free live
+// fallback, as if it had been down from the start, and that fallback is
+// marked used; so does a fallback that took nothing of the hint it was
+// sent (unreachable, or its hint log full), for the same replica; with
+// none free, a replica coordinator keeps the hint (for the replica: the
+// returned target's hintFor when it is a fallback's). A pending replica
+// that missed the write gets a kept hint whatever the failure. Not safe
+// for concurrent use: the shell serializes calls.
 func (p *writePlan) afterFailure(t target, reached bool) (target, failAction) {
 	switch {
 	case !p.in.hints:
@@ -191,16 +195,34 @@ func (p *writePlan) afterFailure(t target, reached bool) (target, failAction) {
 			return target{}, failKeepHint
 		}
 		return target{}, failStands
-	case t.hintFor != "" || reached:
+	case reached:
 		return target{}, failStands
 	}
-	fb, ok := p.fallbackFor(t.Replica)
+	down, owner := t.Replica, t.Node
+	if t.hintFor != "" {
+		var ok bool
+		if down, ok = p.replica(t.hintFor); !ok {
+			return target{}, failStands
+		}
+		owner = t.hintFor
+	}
+	fb, ok := p.fallbackFor(down)
 	if ok {
 		p.used = append(p.used, fb.Node)
-		return target{Replica: fb, hintFor: t.Node}, failToFallback
+		return target{Replica: fb, hintFor: owner}, failToFallback
 	}
 	if p.local {
-		return target{}, failKeepHint
+		return target{Replica: placement.Replica{Node: owner}}, failKeepHint
 	}
 	return target{}, failStands
+}
+
+// replica finds node in the key's preference list.
+func (p *writePlan) replica(node string) (placement.Replica, bool) {
+	for _, r := range p.in.replicas {
+		if r.Node == node {
+			return r, true
+		}
+	}
+	return placement.Replica{}, false
 }

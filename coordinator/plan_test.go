@@ -297,6 +297,7 @@ func TestAfterFailure(t *testing.T) {
 		down    string
 		low     string
 		noHints bool
+		used    string // fallbacks already holding the write
 		failed  target
 		reached bool
 		act     failAction
@@ -307,8 +308,11 @@ func TestAfterFailure(t *testing.T) {
 		{name: "a down fallback is skipped", self: "n1", down: "e6", failed: primary("n2", "east"), act: failToFallback, to: "e7>n2"},
 		{name: "a fallback low on disk is skipped", self: "n1", low: "e6", failed: primary("n2", "east"), act: failToFallback, to: "e7>n2"},
 		{name: "a reached replica's failure stands", self: "n1", failed: primary("n2", "east"), reached: true, act: failStands},
-		{name: "a failed hinted write stands", self: "n1", failed: target{Replica: placement.Replica{Node: "e6", DC: "east"}, hintFor: "n2"}, act: failStands},
-		{name: "no fallback: a replica coordinator keeps the hint", self: "n1", down: "e6 e7 w6", failed: primary("n2", "east"), act: failKeepHint},
+		{name: "a fallback that took nothing of its hint: the replica's next one", self: "n1", used: "e6", failed: target{Replica: placement.Replica{Node: "e6", DC: "east"}, hintFor: "n2"}, act: failToFallback, to: "e7>n2"},
+		{name: "a fallback that may have kept the hint stands", self: "n1", used: "e6", failed: target{Replica: placement.Replica{Node: "e6", DC: "east"}, hintFor: "n2"}, reached: true, act: failStands},
+		{name: "a fallback that took nothing, none left: the hint is kept for the replica", self: "n1", used: "e6", down: "e7 w6", failed: target{Replica: placement.Replica{Node: "e6", DC: "east"}, hintFor: "n2"}, act: failKeepHint, to: "n2"},
+		{name: "a fallback that took nothing, for a node not a replica: stands", self: "n1", used: "e6", failed: target{Replica: placement.Replica{Node: "e6", DC: "east"}, hintFor: "zz"}, act: failStands},
+		{name: "no fallback: a replica coordinator keeps the hint", self: "n1", down: "e6 e7 w6", failed: primary("n2", "east"), act: failKeepHint, to: "n2"},
 		{name: "a coordinator that is not a replica may be the fallback", self: "e6", down: "e7 w6", failed: primary("n2", "east"), act: failToFallback, to: "e6>n2"},
 		{name: "without hints every failure stands", self: "n1", noHints: true, failed: primary("n2", "east"), act: failStands},
 		{name: "a pending replica that missed it gets a kept hint", self: "n1", failed: target{Replica: planPending[0], extra: true}, reached: true, act: failKeepHint},
@@ -319,6 +323,9 @@ func TestAfterFailure(t *testing.T) {
 			p, err := planWrite(planCase{cons: lvl(kvv1.Level_LEVEL_ONE), self: tc.self, down: tc.down, low: tc.low, noHints: tc.noHints}.input(t))
 			if err != nil {
 				t.Fatal(err)
+			}
+			if tc.used != "" {
+				p.used = append(p.used, strings.Fields(tc.used)...)
 			}
 			to, act := p.afterFailure(tc.failed, tc.reached)
 			if got := targetNames([]target{to}); act != tc.act || got != tc.to {

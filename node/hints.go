@@ -103,7 +103,7 @@ func (h *hintTracker) StoreHint(target string, loc replica.Loc, keyspace string,
 	}
 	if err := h.log.StoreHintBorn(target, loc, keyspace, key, set, sync, born); err != nil {
 		if errors.Is(err, repair.ErrHintDropped) {
-			return &coordinator.HintRefusedError{Err: err}
+			return &coordinator.HintRefusedError{Err: err, Window: errors.Is(err, repair.ErrHintWindow)}
 		}
 		return err
 	}

@@ -27,6 +27,11 @@ const (
 // itself still succeeds, and the partition needs repair (OnDropped).
 var ErrHintDropped = errors.New("hint not stored")
 
+// ErrHintWindow is wrapped with ErrHintDropped when the target has been
+// owed hints longer than the hint window: a coordinator hands such a hint
+// to no other fallback (which would start the window again).
+var ErrHintWindow = errors.New("over the hint window")
+
 // Reasons a hint is dropped, as counted by Stats and the metrics.
 const (
 	DropOff       = "off"        // hints are turned off
@@ -428,8 +433,11 @@ func (l *HintLog) refuse(target string, loc replica.Loc, reason, why string) err
 	if l.cfg.OnDropped != nil {
 		l.cfg.OnDropped(target, loc)
 	}
-	if reason == DropOff || reason == DropLimit {
+	switch reason {
+	case DropOff, DropLimit:
 		return fmt.Errorf("%w: %w: %s", ErrHintDropped, errRefusedForGood, why)
+	case DropWindow:
+		return fmt.Errorf("%w: %w: %s", ErrHintDropped, ErrHintWindow, why)
 	}
 	return fmt.Errorf("%w: %s", ErrHintDropped, why)
 }

@@ -285,8 +285,8 @@ func TestHintWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Advance(31 * time.Minute)
-	if err := store(t, l, "n2", "refused"); !errors.Is(err, ErrHintDropped) {
-		t.Fatalf("past the window: %v, want ErrHintDropped", err)
+	if err := store(t, l, "n2", "refused"); !errors.Is(err, ErrHintDropped) || !errors.Is(err, ErrHintWindow) {
+		t.Fatalf("past the window: %v, want ErrHintDropped and ErrHintWindow", err)
 	}
 	if err := store(t, l, "n3", "fresh"); err != nil {
 		t.Fatalf("another target: %v", err)
