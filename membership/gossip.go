@@ -231,6 +231,10 @@ type Config struct {
 	Meta Meta
 	// BindAddr is host:port to gossip on; port 0 picks a free port.
 	BindAddr string
+	// AdvertiseIP is the IP address published for a BindAddr bound to
+	// every interface (0.0.0.0, ::, or no host), which other members
+	// could not reach; ignored for a BindAddr naming a host.
+	AdvertiseIP string
 	// Seeds are gossip addresses to join (empty for the first node).
 	Seeds []string
 	// Profile is memberlist's timing profile: lan (default), wan, local, or
@@ -387,7 +391,7 @@ func Start(ctx context.Context, cfg Config, l Listener) (*Gossip, error) {
 	mc.Name = cfg.Meta.ID
 	mc.BindAddr = host
 	mc.BindPort = port
-	mc.AdvertiseAddr = host
+	mc.AdvertiseAddr = advertiseAddr(host, cfg.AdvertiseIP)
 	mc.AdvertisePort = port
 	mc.Delegate = (*delegate)(g)
 	mc.Events = (*events)(g)
@@ -502,6 +506,17 @@ func (g *Gossip) Joined() bool {
 
 // Addr is the gossip address actually bound.
 func (g *Gossip) Addr() string { return g.addr }
+
+// advertiseAddr is the address memberlist publishes for bindHost: the
+// bind host itself, or adv for a host that binds every interface (which
+// names no reachable host).
+func advertiseAddr(bindHost, adv string) string {
+	ip := net.ParseIP(bindHost)
+	if adv != "" && (bindHost == "" || ip != nil && ip.IsUnspecified()) {
+		return adv
+	}
+	return bindHost
+}
 
 // Alive reports whether a node ID is currently alive (self always is).
 func (g *Gossip) Alive(id string) bool {

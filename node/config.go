@@ -37,6 +37,13 @@ type Config struct {
 	Reflection bool `yaml:"reflection"`
 	// GossipAddr is the memberlist bind address (host:port; port 0 picks one).
 	GossipAddr string `yaml:"gossip-addr"`
+	// AdvertiseHost is the host other nodes and clients reach this node
+	// at, for listeners bound to every interface (a wildcard host such as
+	// 0.0.0.0 or ::, or none): every address the node publishes (gossip,
+	// discovery, the metadata log) names it instead. Default: the host of
+	// this node's initial-cluster entry. A node binding a wildcard host
+	// needs one or the other.
+	AdvertiseHost string `yaml:"advertise-host"`
 	// DataDir holds the Pebble data (ignored by the memory engine).
 	DataDir string `yaml:"data-dir"`
 	// InitialCluster lists every member: "ID=HOST:PORT[/DC[/RACK[/WEIGHT]]],...".
@@ -318,6 +325,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("gossip-addr %q: want host:port, e.g. 127.0.0.1:7101", c.GossipAddr)
 		}
 	}
+	if err := c.checkAdvertise(); err != nil {
+		return err
+	}
 	switch c.Engine {
 	case "pebble":
 		if c.DataDir == "" {
@@ -492,6 +502,59 @@ func (c Config) validID() error {
 	}
 	if strings.ContainsAny(c.ID, "#~,=/ ") || len(c.ID) > 64 {
 		return fmt.Errorf("id %q: use up to 64 characters without '#', '~', ',', '=', '/' or spaces", c.ID)
+	}
+	return nil
+}
+
+// WildcardHost reports whether addr (host:port) binds every interface: no
+// host, or an unspecified one (0.0.0.0, ::). Such an address names no
+// host another machine can reach.
+func WildcardHost(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "" || ip != nil && ip.IsUnspecified()
+}
+
+// advertiseHost is the host published for listeners bound to every
+// interface: AdvertiseHost, else the host of this node's initial-cluster
+// entry when it names one ("" when neither does).
+func (c Config) advertiseHost() string {
+	if c.AdvertiseHost != "" {
+		return c.AdvertiseHost
+	}
+	members, err := ParseInitialCluster(c.InitialCluster)
+	if err != nil {
+		return ""
+	}
+	for _, m := range members {
+		if m.ID == c.ID && !WildcardHost(m.GRPCAddr) {
+			host, _, _ := net.SplitHostPort(m.GRPCAddr)
+			return host
+		}
+	}
+	return ""
+}
+
+// checkAdvertise refuses an advertise-host that names no single host, and
+// a listener bound to every interface with no host to publish for it:
+// peers would be told 0.0.0.0, which reaches only their own machine.
+func (c Config) checkAdvertise() error {
+	if h := c.AdvertiseHost; h != "" {
+		ip := net.ParseIP(h)
+		if ip != nil && ip.IsUnspecified() || strings.ContainsAny(h, "/ ,[]") || ip == nil && strings.Contains(h, ":") {
+			return fmt.Errorf("advertise-host %q: give the host (a name or IP address, no port) other nodes reach this node at", h)
+		}
+	}
+	if c.advertiseHost() != "" {
+		return nil
+	}
+	for _, a := range []struct{ flag, addr string }{{"grpc-addr", c.GRPCAddr}, {"peer-addr", c.PeerAddr}, {"admin-addr", c.AdminAddr}, {"gossip-addr", c.GossipAddr}, {"raft-addr", c.RaftAddr}} {
+		if a.addr != "" && a.addr != SharedAdmin && WildcardHost(a.addr) {
+			return fmt.Errorf("%s %s binds every interface, but other nodes need an address to reach this node at: give --advertise-host (this node's IP address or name), or name its host in --initial-cluster", a.flag, a.addr)
+		}
 	}
 	return nil
 }

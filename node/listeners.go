@@ -259,7 +259,7 @@ func (n *Node) PeerAddr() string {
 	if n.peerLis == nil {
 		return n.cfg.PeerAddr
 	}
-	return n.peerLis.Addr().String()
+	return publicAddr(n.peerLis.Addr().String(), n.advHost)
 }
 
 // AdminAddr is the address of the admin listener (the client address when
@@ -268,7 +268,7 @@ func (n *Node) AdminAddr() string {
 	if n.adminLis == nil {
 		return n.cfg.AdminAddr
 	}
-	return n.adminLis.Addr().String()
+	return publicAddr(n.adminLis.Addr().String(), n.advHost)
 }
 
 // addrBook holds the peer addresses of other nodes, from gossip metadata

@@ -166,7 +166,7 @@ func (n *Node) RaftAddr() string {
 	if n.raftLis == nil {
 		return n.cfg.RaftAddr
 	}
-	return n.raftLis.Addr().String()
+	return publicAddr(n.raftLis.Addr().String(), n.advHost)
 }
 
 // dialRaft connects to a member's metadata listener by node ID. A fault

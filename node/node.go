@@ -82,6 +82,9 @@ type Options struct {
 
 // Node is one running Meridian node.
 type Node struct {
+	// advHost is the host published for listeners bound to every
+	// interface (Config.AdvertiseHost, resolved at start).
+	advHost string
 	// pipedRunning counts peers' piped calls running here (a metric).
 	pipedRunning atomic.Int64
 	// clientCallsRunning counts calls of clients' call streams running
@@ -194,7 +197,8 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	}
 	// n is not the named result: an error return sets that to nil while
 	// goroutines started here (and closures handed out) still use n.
-	n := &Node{cfg: cfg, now: opts.Now, started: opts.Now(), self: topo.Nodes[cfg.ID], gate: newGate(), drain: opts.DrainTimeout, failed: make(chan struct{})}
+	n := &Node{cfg: cfg, now: opts.Now, started: opts.Now(), self: topo.Nodes[cfg.ID], gate: newGate(), drain: opts.DrainTimeout, failed: make(chan struct{}),
+		advHost: cfg.advertiseHost()}
 	if n.drain <= 0 {
 		n.drain = DefaultDrainTimeout
 	}
@@ -416,17 +420,24 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// memberlist publishes an IP address: a host name given as the
+	// advertise host is resolved once, here.
+	gossipIP, err := advertiseIP(runCtx, n.advHost)
+	if err != nil {
+		return nil, err
+	}
 	n.gossip, err = membership.Start(runCtx, membership.Config{
-		Meta:      meta,
-		Keys:      keys,
-		Label:     "meridian/" + cfg.ClusterName,
-		IsMember:  n.mayTalk,
-		ClusterID: func() string { return n.Topology().ClusterID },
-		BindAddr:  gossipAddr(cfg),
-		Seeds:     cfg.GossipSeeds,
-		Profile:   cfg.GossipProfile,
-		Logger:    n.log,
-		Now:       opts.Now,
+		Meta:        meta,
+		Keys:        keys,
+		Label:       "meridian/" + cfg.ClusterName,
+		IsMember:    n.mayTalk,
+		ClusterID:   func() string { return n.Topology().ClusterID },
+		BindAddr:    gossipAddr(cfg),
+		AdvertiseIP: gossipIP,
+		Seeds:       cfg.GossipSeeds,
+		Profile:     cfg.GossipProfile,
+		Logger:      n.log,
+		Now:         opts.Now,
 	}, memberEvents{n})
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
@@ -786,7 +797,38 @@ func (n *Node) Addr() string {
 	if n.lis == nil {
 		return n.cfg.GRPCAddr
 	}
-	return n.lis.Addr().String()
+	return publicAddr(n.lis.Addr().String(), n.advHost)
+}
+
+// advertiseIP resolves the advertise host to an IP address (IPv4 first),
+// for memberlist, which publishes only addresses ("" stays "").
+func advertiseIP(ctx context.Context, host string) (string, error) {
+	if host == "" || net.ParseIP(host) != nil {
+		return host, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+	if err != nil || len(addrs) == 0 {
+		return "", fmt.Errorf("advertise-host %s: resolve it to an IP address for gossip: %v (give the IP address instead)", host, err)
+	}
+	for _, a := range addrs {
+		if a.IP.To4() != nil {
+			return a.IP.String(), nil
+		}
+	}
+	return addrs[0].IP.String(), nil
+}
+
+// publicAddr is a listener's address as others reach it: one bound to
+// every interface is published with advHost instead of its wildcard host
+// (0.0.0.0 would reach the dialer's own machine).
+func publicAddr(addr, advHost string) string {
+	if advHost == "" || !WildcardHost(addr) {
+		return addr
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	return net.JoinHostPort(advHost, port)
 }
 
 // GossipAddr is the memberlist address ("" until gossip has started).

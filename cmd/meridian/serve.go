@@ -116,6 +116,7 @@ nothing until a committed plan adds it:
 	f.StringVar(&cfg.KeyFile, "key", "", "this node's certificate key")
 	f.BoolVar(&cfg.Reflection, "reflection", false, "register gRPC server reflection on the client and admin listeners (for grpcurl)")
 	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "host:port for gossip (default: grpc host, a free port)")
+	f.StringVar(&cfg.AdvertiseHost, "advertise-host", "", "host other nodes and clients reach this node at, published for listeners bound to every interface (0.0.0.0) (default: this node's host in --initial-cluster)")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for this node's data")
 	f.StringVar(&cfg.ClusterSecretFile, "cluster-secret-file", "", "file with the cluster secret(s), the same on every node (create one with: meridian secret create FILE)")
 	f.StringVar(&cfg.GossipKeyFile, "gossip-key-file", "", "gossip encryption keys, base64, one per line, the first encrypting (default: derived from the cluster secret; create one with: meridian secret create-gossip-key FILE)")
