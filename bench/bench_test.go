@@ -765,3 +765,133 @@ func TestOpenLoopCountsWhatItNeverSent(t *testing.T) {
 		}
 	})
 }
+
+// TestNegativeIntervalOrTimeoutRefused: a negative interval or timeout is
+// refused by name before any worker starts, not a panic of the ticker
+// (interval) or every operation failing at once (timeout).
+func TestNegativeIntervalOrTimeoutRefused(t *testing.T) {
+	w, _ := WorkloadByName("C")
+	for _, c := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"interval", Config{Workload: w, RecordCount: 10, Workers: 1, Ops: 1, Interval: -time.Second}},
+		{"timeout", Config{Workload: w, RecordCount: 10, Workers: 1, Ops: 1, Timeout: -time.Second}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Fatalf("Run panicked: %v", p)
+				}
+			}()
+			_, err := Run(context.Background(), c.cfg, newMemStore(), nil)
+			if err == nil || !strings.Contains(err.Error(), c.name) {
+				t.Fatalf("Run with a negative %s: err %v, want one naming %s", c.name, err, c.name)
+			}
+		})
+	}
+}
+
+// TestRunEndedWithinItsWarmupSaysSo: a run whose operations are all done
+// before its warm-up ends measured nothing: it says so, and its figures
+// are zeros over zero seconds, not the warm-up's length passed off as the
+// measured part.
+func TestRunEndedWithinItsWarmupSaysSo(t *testing.T) {
+	w, _ := ParseMix("update=100") // no reads of the records never loaded
+	res, err := Run(context.Background(), Config{Workload: w, RecordCount: 50, Workers: 2, Ops: 200, Warmup: time.Hour, Interval: time.Hour}, newMemStore(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.MeasuredSeconds != 0 || res.Total.Count != 0 {
+		t.Errorf("measured %vs, %d operations; want nothing measured", res.MeasuredSeconds, res.Total.Count)
+	}
+	if !strings.Contains(res.Warning, "warm-up") || !strings.Contains(res.Warning, "nothing was measured") {
+		t.Errorf("warning %q does not say the run ended within its warm-up", res.Warning)
+	}
+	for name, v := range map[string]float64{"ops/s": res.Total.Throughput, "mean": res.Total.Mean, "p99": res.Total.P99, "max": res.Total.Max, "error rate": res.ErrorRate} {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			t.Errorf("total %s is %v", name, v)
+		}
+	}
+}
+
+// TestInterruptedOpenLoopCountsOnlyWhatWasDue: an open loop the caller
+// stops (Ctrl-C) 200 ms into a 10 s run left unsent only the slots due
+// before it stopped — none, the store keeping up — not the 9.8 s of the
+// schedule it never reached, and the warning does not blame the system.
+// A store that froze before the interrupt left unsent what was due from
+// the freeze to the interrupt, and that is still said.
+func TestInterruptedOpenLoopCountsOnlyWhatWasDue(t *testing.T) {
+	const workers = 4
+	run := func(t *testing.T, frozenFrom time.Duration) *Result {
+		s := newMemStore()
+		start := time.Now()
+		s.stall = func() time.Duration {
+			if time.Since(start) >= frozenFrom {
+				return time.Second // frozen past the interrupt
+			}
+			return time.Millisecond
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		time.AfterFunc(200*time.Millisecond, cancel)
+		res, err := Run(ctx, Config{Workload: Workload{Name: "update", Mix: map[Op]float64{OpUpdate: 1}}, Distribution: "uniform",
+			RecordCount: 10, Workers: workers, Rate: 1000, Duration: 10 * time.Second, Interval: 100 * time.Millisecond}, s, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Partial {
+			t.Error("an interrupted run is not marked partial")
+		}
+		return res
+	}
+	synctest.Test(t, func(t *testing.T) {
+		res := run(t, time.Hour)
+		if res.Unsent > 2*workers || strings.Contains(res.Warning, "never sent") {
+			t.Fatalf("%d operations counted unsent (warning %q); want at most a few, the schedule after the interrupt was never due", res.Unsent, res.Warning)
+		}
+		if res.Total.Count < 150 {
+			t.Fatalf("%d operations in the 200 ms before the interrupt at 1000/s", res.Total.Count)
+		}
+	})
+	synctest.Test(t, func(t *testing.T) {
+		res := run(t, 100*time.Millisecond)
+		if res.Unsent < 80 || res.Unsent > 120 || !strings.Contains(res.Warning, "never sent") {
+			t.Fatalf("%d operations counted unsent (warning %q); want about the 100 due from the freeze to the interrupt", res.Unsent, res.Warning)
+		}
+	})
+}
+
+// failingWriter accepts n bytes, then fails every write.
+type failingWriter struct{ n int }
+
+var errDiskFull = errors.New("no space left on device")
+
+func (f *failingWriter) Write(p []byte) (int, error) {
+	if len(p) > f.n {
+		n := f.n
+		f.n = 0
+		return n, errDiskFull
+	}
+	f.n -= len(p)
+	return len(p), nil
+}
+
+// TestHlogWriteErrorIsReported: an interval log that could not be written
+// whole (a full disk) is reported with the result, not silently cut —
+// whether its header or one of its intervals failed.
+func TestHlogWriteErrorIsReported(t *testing.T) {
+	var header bytes.Buffer
+	newHlogWriter(&header, time.Now())
+	w, _ := ParseMix("update=100") // no reads of the records never loaded
+	for _, limit := range []int{10, header.Len() + 10} {
+		cfg := Config{Workload: w, RecordCount: 50, Workers: 2, Ops: 500, Interval: time.Hour, Hlog: &failingWriter{n: limit}}
+		res, err := Run(context.Background(), cfg, newMemStore(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(res.Warning, "hlog") || !strings.Contains(res.Warning, errDiskFull.Error()) {
+			t.Errorf("failing after %d bytes: warning %q does not say the .hlog is incomplete and why", limit, res.Warning)
+		}
+	}
+}

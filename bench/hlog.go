@@ -12,7 +12,9 @@ import (
 // interval, one untagged line of every operation (what tools read by
 // default) and one tagged line per operation type. Values are nanoseconds.
 type hlogWriter struct {
-	lw  *hdrhistogram.HistogramLogWriter
+	lw *hdrhistogram.HistogramLogWriter
+	// err is the first write error: the run reports it with its result
+	// (the log is incomplete), and nothing more is written after it.
 	err error
 }
 
@@ -37,6 +39,9 @@ func (h *hlogWriter) check(err error) {
 }
 
 func (h *hlogWriter) write(hists map[Op]*hdrhistogram.Histogram, startMs, endMs int64) {
+	if h.err != nil {
+		return // lines after a torn one would read as garbage
+	}
 	all := newHist()
 	for _, op := range Ops {
 		if hist, ok := hists[op]; ok {

@@ -22,7 +22,8 @@ type Result struct {
 	Start    time.Time `json:"start"`
 	// Elapsed includes the warm-up.
 	Elapsed time.Duration `json:"elapsed_ns"`
-	// Measured is the recorded part of the run (Elapsed minus warm-up).
+	// MeasuredSeconds is the recorded part of the run (Elapsed minus
+	// warm-up): 0 when the run ended within its warm-up.
 	MeasuredSeconds float64   `json:"measured_seconds"`
 	Config          RunConfig `json:"config"`
 	Machine         Machine   `json:"machine"`
@@ -36,8 +37,10 @@ type Result struct {
 	ErrorExamples map[string]string `json:"error_examples,omitempty"`
 	// ErrorRate is errors / (operations + errors).
 	ErrorRate float64 `json:"error_rate"`
-	// Warning is set when more than 1% of operations failed, or when
-	// operations took longer than the histograms hold (Clamped).
+	// Warning is set when more than 1% of operations failed, when
+	// operations took longer than the histograms hold (Clamped), when the
+	// run ended within its warm-up (nothing measured), or when the
+	// interval log could not be written whole.
 	Warning string `json:"warning,omitempty"`
 	// Clamped counts operations slower than the histograms' 60 s range,
 	// recorded as 60 s: the top percentiles are then a floor.
@@ -46,9 +49,10 @@ type Result struct {
 	// record, which a run over loaded records should never see: records
 	// the load skipped, or data lost.
 	NotFound int64 `json:"not_found,omitempty"`
-	// Unsent counts open-loop operations due before the run ended that
-	// were never sent: the system fell behind --rate at the end, and
-	// their latency (at least the time they were overdue) is in no figure.
+	// Unsent counts open-loop operations due before the run ended (its
+	// planned end, or when it was interrupted) that were never sent: the
+	// system fell behind --rate at the end, and their latency (at least
+	// the time they were overdue) is in no figure.
 	Unsent    int64      `json:"unsent,omitempty"`
 	Intervals []Interval `json:"intervals"`
 	// Histograms are the whole run's latency histograms per op type
@@ -124,6 +128,8 @@ type Interval struct {
 }
 
 func stats(h *hdrhistogram.Histogram, secs float64) OpStats {
+	// secs is 0 when nothing was measured: no throughput then, rather
+	// than a division by zero (NaN or +Inf in the JSON).
 	s := OpStats{
 		Count: h.TotalCount(), Mean: h.Mean() / 1e6,
 		P50: ms(h.ValueAtQuantile(50)), P90: ms(h.ValueAtQuantile(90)), P99: ms(h.ValueAtQuantile(99)),
@@ -165,11 +171,31 @@ func (r *Result) finish(recs []*recorder, cfg Config) {
 		}
 		rec.mu.Unlock()
 	}
-	r.MeasuredSeconds = (r.Elapsed - cfg.Warmup).Seconds()
-	if r.MeasuredSeconds <= 0 {
-		r.MeasuredSeconds = r.Elapsed.Seconds()
-	}
+	// A run that ended within its warm-up measured nothing: its figures
+	// are zeros over 0 s (stats leaves the throughput 0), and it says so
+	// rather than pass the warm-up off as the measured part.
+	measured := r.Elapsed - cfg.Warmup
+	r.MeasuredSeconds = max(measured, 0).Seconds()
 	r.setHistograms(merged, all)
+	if cfg.Warmup > 0 && measured <= 0 {
+		r.warn(nothingMeasured(cfg.Warmup, r.Partial))
+	}
+}
+
+// nothingMeasured is the warning of a run that ended within its warm-up.
+func nothingMeasured(warmup time.Duration, interrupted bool) string {
+	if interrupted {
+		return fmt.Sprintf("the run was interrupted within its warm-up (%s): nothing was measured", warmup)
+	}
+	return fmt.Sprintf("the run ended within its warm-up (%s): nothing was measured; give a longer --duration or more --ops (the warm-up's operations count toward it), or a shorter --warmup", warmup)
+}
+
+// warn adds msg to the result's warning.
+func (r *Result) warn(msg string) {
+	if r.Warning != "" {
+		r.Warning += "; "
+	}
+	r.Warning += msg
 }
 
 func (r *Result) setHistograms(merged map[Op]*hdrhistogram.Histogram, all *hdrhistogram.Histogram) {

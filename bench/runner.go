@@ -42,7 +42,9 @@ type Config struct {
 	// Rate is the target total ops/s for an open loop; 0 = closed loop.
 	Rate float64
 	// Duration and Ops bound the run (the first reached ends it); at least
-	// one must be set for Run. Load always inserts RecordCount records.
+	// one must be set for Run. Ops counts the warm-up's operations too;
+	// Duration starts after the warm-up. Load always inserts RecordCount
+	// records.
 	Duration time.Duration
 	Ops      int64
 	// Warmup: operations scheduled during it run but are not recorded.
@@ -85,6 +87,15 @@ func (c *Config) Validate(run bool) error {
 	}
 	if c.Workers < 0 || c.Rate < 0 || c.Warmup < 0 || c.Duration < 0 || c.Ops < 0 {
 		return errors.New("workers, rate, warmup, duration and ops must not be negative")
+	}
+	// Checked here, before any worker starts: a negative interval panics
+	// the reporter's ticker mid-run, a negative timeout fails every
+	// operation at once.
+	if c.Interval < 0 {
+		return fmt.Errorf("interval %s: must not be negative", c.Interval)
+	}
+	if c.Timeout < 0 {
+		return fmt.Errorf("timeout %s: must not be negative", c.Timeout)
 	}
 	if run && c.Duration == 0 && c.Ops == 0 {
 		return errors.New("run needs a duration or an operation count")
@@ -305,6 +316,8 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 		runCtx, c2 = context.WithDeadline(runCtx, endAt)
 		defer c2()
 	}
+	stopped, unwatch := stopMoment(ctx, cfg.now)
+	defer unwatch()
 	// ended reports whether the run is over (an operation cut short by the
 	// end is not an error of the system; gRPC may report the deadline a
 	// moment before the context does).
@@ -331,15 +344,20 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 			}
 			offset := time.Duration(w) * interval / time.Duration(max(cfg.Workers, 1))
 			// unsent counts, when the run ends, this worker's open-loop
-			// slots from k on that were due before the end but never sent:
-			// the system fell behind the rate, and their latency is in no
-			// figure.
+			// slots from k on that were due before it ended but never
+			// sent: the system fell behind the rate, and their latency is
+			// in no figure. A run the caller stopped ended then, not at
+			// its planned end: the rest of the schedule was never due.
 			unsent := func(k int64) {
 				if interval <= 0 || endAt.IsZero() {
 					return
 				}
-				due := int64((endAt.Sub(start) - offset + interval - 1) / interval) // slots 0..due-1 are due before the end
-				if n := due - k; n > 0 && !endAt.Before(measureFrom) {
+				last := endAt
+				if at, ok := stopped(); ok && at.Before(last) {
+					last = at
+				}
+				due := int64((last.Sub(start) - offset + interval - 1) / interval) // slots 0..due-1 are due before the end
+				if n := due - k; n > 0 && !last.Before(measureFrom) {
 					recs[w].fellBehind(n)
 				}
 			}
@@ -441,7 +459,38 @@ func run(ctx context.Context, cfg Config, s Store, progress io.Writer, phase str
 		}
 	}
 	res.finish(recs, cfg)
+	if hlog != nil && hlog.err != nil {
+		// The result stands; the file beside it is cut short.
+		res.warn(fmt.Sprintf("the .hlog file is incomplete: %v", hlog.err))
+	}
 	return res, nil
+}
+
+// stopMoment watches ctx, the caller's context, for the moment it stops
+// the run (Ctrl-C): stopped reports it, ok once ctx is done; unwatch
+// ends the watch. The moment is taken when ctx is cancelled, or by the
+// first worker to see it cancelled if that comes sooner, so every worker
+// counts its unsent operations up to the same moment.
+func stopMoment(ctx context.Context, now func() time.Time) (stopped func() (time.Time, bool), unwatch func()) {
+	var (
+		mu sync.Mutex
+		at time.Time
+	)
+	mark := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		if at.IsZero() {
+			at = now()
+		}
+		return at
+	}
+	unregister := context.AfterFunc(ctx, func() { mark() })
+	return func() (time.Time, bool) {
+		if ctx.Err() == nil {
+			return time.Time{}, false
+		}
+		return mark(), true
+	}, func() { unregister() }
 }
 
 // worker is one client's state.

@@ -10,6 +10,7 @@ import (
 	"runtime/trace"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -87,7 +88,7 @@ not hidden (coordinated omission corrected, as wrk2 does).`,
 	fl.IntVar(&f.workers, "workers", 64, "concurrent clients")
 	fl.Float64Var(&f.rate, "rate", 0, "open loop: total operations per second (0 = closed loop)")
 	fl.DurationVar(&f.duration, "duration", 30*time.Second, "run phase length (after warm-up)")
-	fl.Int64Var(&f.ops, "ops", 0, "stop the run phase after this many operations (0 = by duration)")
+	fl.Int64Var(&f.ops, "ops", 0, "stop the run phase after this many operations, the warm-up's included (0 = by duration)")
 	fl.DurationVar(&f.warmup, "warmup", 5*time.Second, "initial period whose operations are not recorded")
 	fl.DurationVar(&f.interval, "interval", time.Second, "progress and time-series interval")
 	fl.StringVar(&f.phase, "phase", "both", "load, run or both")
@@ -331,12 +332,17 @@ func runBench(ctx context.Context, out, errOut io.Writer, f benchFlags) error {
 	if f.phase == "load" {
 		return nil
 	}
+	// closeHlog closes the --hlog file once: right after the run, its
+	// error returned once the table is out (a log cut short must not
+	// exit 0), and deferred for the paths that return sooner.
+	closeHlog := func() error { return nil }
 	if f.hlogOut != "" {
 		hf, err := os.Create(f.hlogOut)
 		if err != nil {
 			return err
 		}
-		defer hf.Close()
+		closeHlog = sync.OnceValue(hf.Close)
+		defer closeHlog()
 		cfg.Hlog = hf
 	}
 	fmt.Fprintf(errOut, "run phase: workload %s, %d workers, %s\n", w.Name, f.workers, loopName(f.rate))
@@ -359,6 +365,7 @@ func runBench(ctx context.Context, out, errOut io.Writer, f benchFlags) error {
 	if err != nil {
 		return err
 	}
+	hlogErr := closeHlog()
 	res.Config.Target = target
 	res.Config.ReadConsistency, res.Config.WriteConsistency = strings.ToUpper(f.readCons), strings.ToUpper(f.writeCons)
 	if f.noSync {
@@ -387,12 +394,15 @@ func runBench(ctx context.Context, out, errOut io.Writer, f benchFlags) error {
 		}
 		fmt.Fprintf(errOut, "wrote %s\n", o.path)
 	}
+	if hlogErr != nil {
+		hlogErr = fmt.Errorf("--hlog %s: %w", f.hlogOut, hlogErr)
+	}
 	if res.Partial {
 		// The partial result is written, marked partial; a script going on
 		// to compare it must know.
-		return fmt.Errorf("the run phase was interrupted: %w (the result above and its files are partial)", errInterrupted)
+		return errors.Join(fmt.Errorf("the run phase was interrupted: %w (the result above and its files are partial)", errInterrupted), hlogErr)
 	}
-	return nil
+	return hlogErr
 }
 
 // errInterrupted ends a bench cut short (its exit status is not 0).
