@@ -342,12 +342,20 @@ type Gossip struct {
 	now    func() time.Time
 	clocks clockOffsets
 
-	mu struct {
+	// notify serializes what the listener hears: memberlist's events
+	// (record) and Recheck's replay, so that a replay of a member's last
+	// state never lands after a newer event of it.
+	notify sync.Mutex
+	mu     struct {
 		sync.RWMutex
 		meta    Meta
 		members map[string]Member
 		byAddr  map[string]string // gossip address → node ID
 		joined  bool
+		// turnedAway holds copies of the live nodes record turned away
+		// as not members (yet): Recheck looks at them again. Copies, as
+		// memberlist's own Node structs change under its lock.
+		turnedAway map[string]memberlist.Node
 	}
 	kick chan struct{} // Reconnect
 	stop chan struct{}
@@ -381,6 +389,7 @@ func Start(ctx context.Context, cfg Config, l Listener) (*Gossip, error) {
 	g := &Gossip{listener: l, log: cfg.Logger, retry: cfg.JoinRetry, self: cfg.Meta.ID, now: cfg.Now, stop: make(chan struct{}), kick: make(chan struct{}, 1)}
 	g.mu.meta = cfg.Meta
 	g.mu.members = map[string]Member{}
+	g.mu.turnedAway = map[string]memberlist.Node{}
 	g.mu.byAddr = map[string]string{}
 	host, portStr, _ := net.SplitHostPort(cfg.BindAddr)
 	port, err := strconv.Atoi(portStr)
@@ -694,6 +703,10 @@ func (g *Gossip) Recheck() {
 	if g.ml == nil {
 		return
 	}
+	// Under notify: no event lands between the table read here and its
+	// replay (a member dying meanwhile is replayed dead, or heard after).
+	g.notify.Lock()
+	defer g.notify.Unlock()
 	g.mu.RLock()
 	known := make([]Member, 0, len(g.mu.members))
 	for id, m := range g.mu.members {
@@ -701,19 +714,27 @@ func (g *Gossip) Recheck() {
 			known = append(known, m)
 		}
 	}
+	away := make([]memberlist.Node, 0, len(g.mu.turnedAway))
+	for id, n := range g.mu.turnedAway {
+		if _, ok := g.mu.members[id]; !ok {
+			away = append(away, n)
+		}
+	}
 	g.mu.RUnlock()
-	listed := make(map[string]bool, len(known))
 	for _, m := range known {
-		listed[m.Meta.ID] = true
 		if g.listener != nil && (g.isMember == nil || g.isMember(m.Meta.ID)) {
 			g.listener.MemberChanged(m) // its last known state, as recorded
 		}
 	}
-	for _, n := range g.ml.Members() { // the live ones
-		if n.Name != g.self && !listed[n.Name] {
-			g.record(n, false)
-		}
+	for i := range away { // live, as last heard
+		g.recordLocked(&away[i], false)
 	}
+}
+
+// copyNode copies what record reads of a memberlist node, which memberlist
+// changes under its own lock once its callback returns.
+func copyNode(n *memberlist.Node) memberlist.Node {
+	return memberlist.Node{Name: n.Name, Addr: slices.Clone(n.Addr), Port: n.Port, Meta: slices.Clone(n.Meta), State: n.State}
 }
 
 // forget drops a member listed earlier (it turned out to belong to another
@@ -737,6 +758,16 @@ func (g *Gossip) forget(id string) {
 // nodeState), so the event kind decides: join and update mean alive, leave
 // means dead — or left, which memberlist does not tell apart here.
 func (g *Gossip) record(n *memberlist.Node, down bool) {
+	g.notify.Lock()
+	defer g.notify.Unlock()
+	g.recordLocked(n, down)
+}
+
+// recordLocked is record, under g.notify.
+func (g *Gossip) recordLocked(n *memberlist.Node, down bool) {
+	g.mu.Lock()
+	delete(g.mu.turnedAway, n.Name) // kept again below if turned away alive
+	g.mu.Unlock()
 	m, err := memberOf(n)
 	if err == nil && m.Meta.ID != n.Name {
 		g.log.Warn("ignoring gossip member whose metadata claims another node's ID", "member", n.Name, "claims", m.Meta.ID)
@@ -745,6 +776,11 @@ func (g *Gossip) record(n *memberlist.Node, down bool) {
 	if err == nil && g.isMember != nil && !g.isMember(n.Name) {
 		g.log.Warn("ignoring gossip member that is not in the cluster's topology", "member", n.Name, "addr", n.Address())
 		g.drop(n.Name) // a node removed since: its last state would stay
+		if !down {
+			g.mu.Lock()
+			g.mu.turnedAway[n.Name] = copyNode(n)
+			g.mu.Unlock()
+		}
 		return
 	}
 	if err == nil && g.clusterID != nil && m.Meta.ClusterID != "" {

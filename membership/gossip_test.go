@@ -3,6 +3,7 @@ package membership
 import (
 	"context"
 	"fmt"
+	"github.com/hashicorp/memberlist"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -346,5 +347,64 @@ func TestRecheckHearsMembersTurnedAway(t *testing.T) {
 	g1.Recheck()
 	if !g1.Alive("n2") || !l.saw("n2", StateAlive) {
 		t.Fatal("after Recheck, n2 is still unheard of though it is a member now")
+	}
+}
+
+// hookListener records events and runs hook on the first one after arm.
+type hookListener struct {
+	recordingListener
+	armed atomic.Bool
+	hook  func(Member)
+}
+
+func (l *hookListener) MemberChanged(m Member) {
+	l.recordingListener.MemberChanged(m)
+	if l.armed.CompareAndSwap(true, false) {
+		l.hook(m)
+	}
+}
+
+func (l *recordingListener) last(id string) (Member, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := len(l.events) - 1; i >= 0; i-- {
+		if l.events[i].Meta.ID == id {
+			return l.events[i], true
+		}
+	}
+	return Member{}, false
+}
+
+// TestRecheckNeverReplaysOverANewerEvent: a member that leaves while
+// Recheck replays the table is heard of as dead last (the replay of its
+// older state never lands after the leave), and the table says so too.
+func TestRecheckNeverReplaysOverANewerEvent(t *testing.T) {
+	l := &hookListener{}
+	g1 := startWith(t, "n1", nil, l, func(*Config) {})
+	g2 := startWith(t, "n2", []string{g1.Addr()}, nil, func(*Config) {})
+	g3 := startWith(t, "n3", []string{g1.Addr()}, nil, func(*Config) {})
+	waitFor(t, "n1 to hear of n2 and n3", func() bool { return g1.Alive("n2") && g1.Alive("n3") })
+	nodes := map[string]*memberlist.Node{"n2": g2.ml.LocalNode(), "n3": g3.ml.LocalNode()}
+	left := make(chan struct{})
+	var gone string
+	l.hook = func(first Member) {
+		// The replay has begun with first: the other member leaves now,
+		// from memberlist's side, before the replay reaches it.
+		gone = map[string]string{"n2": "n3", "n3": "n2"}[first.Meta.ID]
+		n := copyNode(nodes[gone])
+		go func() {
+			(*events)(g1).NotifyLeave(&n)
+			close(left)
+		}()
+		select { // give the leave its chance to land mid-replay
+		case <-left:
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	l.armed.Store(true)
+	g1.Recheck()
+	<-left
+	if m, ok := l.last(gone); !ok || m.State != StateDead || g1.Alive(gone) {
+		t.Fatalf("%s left during the replay: last heard %v, table alive %v; want dead on both", gone, m.State, g1.Alive(gone))
 	}
 }
