@@ -14,10 +14,12 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"math"
 	"net"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,6 +71,16 @@ type Meta struct {
 	// ("" otherwise): a new cluster's first leader without such data
 	// hands it the leadership rather than starting the cluster afresh.
 	Restored string `json:"rs,omitempty"`
+}
+
+// worstCase is m with the most its optional fields can take: a cluster
+// ID (32 hex digits), the largest epoch, hints for more nodes than fit
+// (HintsAll), low disk and a restored cluster's ID.
+func (m Meta) worstCase() Meta {
+	id := strings.Repeat("f", 32)
+	m.ClusterID, m.Epoch, m.DiskLow, m.Restored = id, math.MaxUint64, true, id
+	m.HintsFor, m.HintsHashed, m.HintsAll = nil, "", true
+	return m
 }
 
 // metaVersion prefixes the encoded metadata so the format can change.
@@ -172,6 +184,12 @@ func decodeMeta(b []byte) (Meta, error) {
 	var m Meta
 	if len(b) < 2 || b[0] != metaVersion {
 		return m, errors.New("unknown metadata format")
+	}
+	// memberlist caps only its own node's metadata: a member's can arrive
+	// (push-pull) at any size, and its hint targets are walked on every
+	// event under the liveness lock.
+	if len(b) > MetaLimit {
+		return m, fmt.Errorf("metadata of %d bytes, over the %d a member sends", len(b), MetaLimit)
 	}
 	err := json.Unmarshal(b[1:], &m)
 	return m, err
@@ -292,6 +310,13 @@ func (c Config) Validate() error {
 	}
 	if _, err := c.Meta.encode(); err != nil {
 		return fmt.Errorf("gossip: %w", err)
+	}
+	// The metadata grows later (a cluster ID, a larger epoch, hint
+	// targets, low disk): a node whose metadata fits now but not then
+	// would stop gossiping those, and peers would count a replica still
+	// owed writes toward read quorums. Its worst case must fit now.
+	if _, err := c.Meta.worstCase().encodeFull(); err != nil {
+		return fmt.Errorf("gossip: with what it may carry later (cluster ID, hints, disk state): %w", err)
 	}
 	if len(c.Label) > memberlist.LabelMaxSize {
 		return fmt.Errorf("gossip: label of %d bytes: at most %d", len(c.Label), memberlist.LabelMaxSize)
@@ -602,8 +627,18 @@ func (g *Gossip) UpdateMeta(m Meta) error {
 	g.mu.Lock()
 	g.mu.meta = m
 	g.mu.Unlock()
+	select {
+	case <-g.stop:
+		// Left the cluster: memberlist would wait its whole timeout for
+		// a broadcast it never sends (holding up the node's Close).
+		return ErrClosed
+	default:
+	}
 	return g.ml.UpdateNode(5 * time.Second)
 }
+
+// ErrClosed is UpdateMeta's answer once Close has begun.
+var ErrClosed = errors.New("gossip: closed")
 
 // Refused counts the gossip messages and streams refused for their label.
 func (g *Gossip) Refused() uint64 { return g.labels.dropped.Load() }

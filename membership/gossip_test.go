@@ -2,14 +2,16 @@ package membership
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
-	"github.com/hashicorp/memberlist"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"go.uber.org/goleak"
 )
 
@@ -150,6 +152,12 @@ func TestConfigErrors(t *testing.T) {
 		{Config{Meta: Meta{ID: "a"}, BindAddr: "nonsense"}, "not host:port"},
 		{Config{Meta: Meta{ID: "a"}, BindAddr: "127.0.0.1:0", Profile: "fast"}, "profile"},
 		{Config{Meta: Meta{ID: "a", DC: strings.Repeat("x", 600)}, BindAddr: "127.0.0.1:0"}, "over memberlist's 512-byte limit"},
+		// Fits now (462 bytes), but not once it carries a cluster ID,
+		// hints and low disk: refused at start, not silently later.
+		{Config{Meta: Meta{ID: strings.Repeat("i", 64), DC: strings.Repeat("d", 64), Rack: strings.Repeat("r", 64), Weight: 1,
+			GRPCAddr: "[fd00:1234:5678:9abc:def0:1234:5678:9abc]:65001", PeerAddr: "[fd00:1234:5678:9abc:def0:1234:5678:9abc]:65002",
+			AdminAddr: "[fd00:1234:5678:9abc:def0:1234:5678:9abc]:65003", RaftAddr: "[fd00:1234:5678:9abc:def0:1234:5678:9abc]:65004"},
+			BindAddr: "127.0.0.1:0"}, "with what it may carry later"},
 	}
 	for _, c := range cases {
 		if err := c.cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.has) {
@@ -158,6 +166,19 @@ func TestConfigErrors(t *testing.T) {
 	}
 	if _, err := decodeMeta([]byte("garbage")); err == nil {
 		t.Error("garbage metadata decoded")
+	}
+	// A member's metadata over what any member sends (a thousand hint
+	// targets) is refused, not walked on every event.
+	big := Meta{ID: "a", HintsFor: make([]string, 1000)}
+	for i := range big.HintsFor {
+		big.HintsFor[i] = fmt.Sprintf("n%d", i)
+	}
+	raw, err := json.Marshal(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := decodeMeta(append([]byte{metaVersion}, raw...)); err == nil || !strings.Contains(err.Error(), "over the 512") {
+		t.Errorf("metadata of %d bytes: %v, want refused", len(raw)+1, err)
 	}
 }
 
@@ -406,5 +427,20 @@ func TestRecheckNeverReplaysOverANewerEvent(t *testing.T) {
 	<-left
 	if m, ok := l.last(gone); !ok || m.State != StateDead || g1.Alive(gone) {
 		t.Fatalf("%s left during the replay: last heard %v, table alive %v; want dead on both", gone, m.State, g1.Alive(gone))
+	}
+}
+
+// TestUpdateMetaAfterClose: an update once gossip has left returns at
+// once (memberlist would wait its whole timeout for a broadcast it never
+// sends, holding up the node's Close).
+func TestUpdateMetaAfterClose(t *testing.T) {
+	g1 := start(t, "n1", nil, nil)
+	g2 := start(t, "n2", []string{g1.Addr()}, nil)
+	defer g2.Close()
+	waitFor(t, "n1 to hear of n2", func() bool { return g1.Alive("n2") })
+	meta := g1.Members()[0].Meta
+	g1.Close()
+	if err := g1.UpdateMeta(meta); !errors.Is(err, ErrClosed) {
+		t.Fatalf("UpdateMeta after Close: %v, want ErrClosed at once", err)
 	}
 }

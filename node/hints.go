@@ -203,7 +203,7 @@ func (h *hintTracker) gossipLoop(ctx context.Context, base membership.Meta, g *m
 		m.DiskLow = diskLow()
 		t := topo()
 		m.Epoch, m.ClusterID = t.Epoch, t.ClusterID
-		if err := g.UpdateMeta(m); err != nil && ctx.Err() == nil {
+		if err := g.UpdateMeta(m); err != nil && ctx.Err() == nil && !errors.Is(err, membership.ErrClosed) {
 			onErr(err)
 		}
 	}
