@@ -156,8 +156,13 @@ func (n *Node) Snapshot(name string) (SnapshotInfo, error) {
 	return info, nil
 }
 
-// Snapshots lists the node's snapshots, oldest first.
+// Snapshots lists the node's snapshots, oldest first (none for a node
+// that keeps its data in memory: a data directory it was given is not
+// its, and may be another node's).
 func (n *Node) Snapshots() ([]SnapshotInfo, error) {
+	if !onDisk(n.cfg) {
+		return nil, nil
+	}
 	return ListSnapshots(n.cfg.DataDir)
 }
 
@@ -165,6 +170,9 @@ func (n *Node) Snapshots() ([]SnapshotInfo, error) {
 func (n *Node) DeleteSnapshot(name string) error {
 	if err := CheckSnapshotName(name); err != nil {
 		return err
+	}
+	if !onDisk(n.cfg) {
+		return status.Errorf(codes.NotFound, "node %s keeps its data in memory and has no snapshots", n.ID())
 	}
 	n.snapshots.Lock()
 	defer n.snapshots.Unlock()
@@ -310,6 +318,9 @@ type SnapshotFile struct {
 func (n *Node) SnapshotFiles(name string) ([]SnapshotFile, error) {
 	if err := CheckSnapshotName(name); err != nil {
 		return nil, err
+	}
+	if !onDisk(n.cfg) {
+		return nil, status.Errorf(codes.NotFound, "node %s keeps its data in memory and has no snapshots", n.ID())
 	}
 	dir := filepath.Join(snapshotsDir(n.cfg.DataDir), name)
 	if _, err := os.Stat(filepath.Join(dir, snapshotInfoFile)); err != nil {

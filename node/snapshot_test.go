@@ -248,3 +248,37 @@ func grepLines(body, prefix string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestMemoryNodeHasNoSnapshots: a node keeping its data in memory lists,
+// serves and deletes no snapshots, even with a data directory holding
+// some (not its own: another node's, or a reused directory's).
+func TestMemoryNodeHasNoSnapshots(t *testing.T) {
+	dir := t.TempDir()
+	other := filepath.Join(dir, "snapshots", "s1")
+	if err := os.MkdirAll(other, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	info := []byte(`{"node":"n9","name":"s1","created":"2026-12-01T00:00:00Z","epoch":1}`)
+	if err := os.WriteFile(filepath.Join(other, "SNAPSHOT.json"), info, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := soloConfig(t, "n1", "127.0.0.1:0", dir)
+	cfg.Engine = "memory"
+	n, err := node.Start(ctxT(t), cfg, node.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if list, err := n.Snapshots(); err != nil || len(list) != 0 {
+		t.Fatalf("a memory node lists %v, %v; want none", list, err)
+	}
+	if _, err := n.SnapshotFiles("s1"); status.Code(err) != codes.NotFound {
+		t.Fatalf("a memory node serving s1: %v, want NOT_FOUND", err)
+	}
+	if err := n.DeleteSnapshot("s1"); status.Code(err) != codes.NotFound {
+		t.Fatalf("a memory node deleting s1: %v, want NOT_FOUND", err)
+	}
+	if _, err := os.Stat(filepath.Join(other, "SNAPSHOT.json")); err != nil {
+		t.Fatalf("the directory's snapshot is gone after a memory node's delete: %v", err)
+	}
+}

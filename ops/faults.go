@@ -51,7 +51,7 @@ func (s *Server) InjectFault(ctx context.Context, req *adminv1.InjectFaultReques
 	resp := &adminv1.InjectFaultResponse{Fault: faultProto(f, f.TTL)}
 	var refused []string
 	local := &adminv1.InjectFaultRequest{Fault: faultProto(f, 0), LocalOnly: true}
-	out := fanOut(ctx, s.n, faultCallTimeout, func() (*adminv1.InjectFaultResponse, error) { return s.InjectFault(ctx, local) },
+	out := fanOut(ctx, s.n, faultCallTimeout, func(ctx context.Context) (*adminv1.InjectFaultResponse, error) { return s.InjectFault(ctx, local) },
 		func(ctx context.Context, c adminv1.AdminClient) (*adminv1.InjectFaultResponse, error) {
 			return c.InjectFault(ctx, local)
 		})
@@ -101,7 +101,7 @@ func (s *Server) ListFaults(ctx context.Context, req *adminv1.ListFaultsRequest)
 		return &adminv1.ListFaultsResponse{Nodes: []*adminv1.NodeFaults{nf}}, nil
 	}
 	local := &adminv1.ListFaultsRequest{LocalOnly: true}
-	out := fanOut(ctx, s.n, faultCallTimeout, func() (*adminv1.ListFaultsResponse, error) { return s.ListFaults(ctx, local) },
+	out := fanOut(ctx, s.n, faultCallTimeout, func(ctx context.Context) (*adminv1.ListFaultsResponse, error) { return s.ListFaults(ctx, local) },
 		func(ctx context.Context, c adminv1.AdminClient) (*adminv1.ListFaultsResponse, error) {
 			return c.ListFaults(ctx, local)
 		})
@@ -131,7 +131,7 @@ func (s *Server) ClearFaults(ctx context.Context, req *adminv1.ClearFaultsReques
 		return &adminv1.ClearFaultsResponse{Cleared: uint32(s.n.ClearFaults(req.GetId()))}, nil
 	}
 	local := &adminv1.ClearFaultsRequest{Id: req.GetId(), LocalOnly: true}
-	out := fanOut(ctx, s.n, faultCallTimeout, func() (*adminv1.ClearFaultsResponse, error) { return s.ClearFaults(ctx, local) },
+	out := fanOut(ctx, s.n, faultCallTimeout, func(ctx context.Context) (*adminv1.ClearFaultsResponse, error) { return s.ClearFaults(ctx, local) },
 		func(ctx context.Context, c adminv1.AdminClient) (*adminv1.ClearFaultsResponse, error) {
 			return c.ClearFaults(ctx, local)
 		})
@@ -152,7 +152,7 @@ type result[T any] struct {
 // others through remote on the peer listener's admin service (never
 // through the fault injector: a partition must not keep out its own
 // clearing), each remote call bounded by timeout. It returns each node's result.
-func fanOut[T any](ctx context.Context, n *node.Node, timeout time.Duration, local func() (T, error), remote func(context.Context, adminv1.AdminClient) (T, error)) map[string]result[T] {
+func fanOut[T any](ctx context.Context, n *node.Node, timeout time.Duration, local func(context.Context) (T, error), remote func(context.Context, adminv1.AdminClient) (T, error)) map[string]result[T] {
 	var (
 		mu  sync.Mutex
 		wg  sync.WaitGroup
@@ -164,7 +164,12 @@ func fanOut[T any](ctx context.Context, n *node.Node, timeout time.Duration, loc
 			defer wg.Done()
 			var r result[T]
 			if id == n.ID() {
-				r.resp, r.err = local()
+				// Bounded like the others: this node's part (a snapshot's
+				// checkpoint on a slow disk, say) must not use up the
+				// caller's time and lose every node's answer.
+				cctx, cancel := context.WithTimeout(ctx, timeout)
+				r = runBounded(cctx, local)
+				cancel()
 			} else if conn, err := n.PeerConn(id); err != nil {
 				r.err = status.Errorf(codes.Unavailable, "no connection to %s: %v", id, err)
 			} else {
@@ -179,6 +184,24 @@ func fanOut[T any](ctx context.Context, n *node.Node, timeout time.Duration, loc
 	}
 	wg.Wait()
 	return out
+}
+
+// runBounded runs f, returning its result or, once ctx ends first, ctx's
+// error as a status (DEADLINE_EXCEEDED: "no answer within"). f goes on
+// to its end, as a remote node's part does when its caller stops waiting.
+func runBounded[T any](ctx context.Context, f func(context.Context) (T, error)) result[T] {
+	done := make(chan result[T], 1)
+	go func() {
+		var r result[T]
+		r.resp, r.err = f(ctx)
+		done <- r
+	}()
+	select {
+	case r := <-done:
+		return r
+	case <-ctx.Done():
+		return result[T]{err: status.FromContextError(ctx.Err()).Err()}
+	}
 }
 
 // unreachable reports whether a fan-out call failed to reach its node

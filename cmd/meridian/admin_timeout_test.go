@@ -287,8 +287,8 @@ func TestFaultCommandsFailWhenNotEveryNodeTookThem(t *testing.T) {
 		args  []string
 		want  string
 	}{
-		{"inject, a node unreachable", nil, []string{"fault", "inject", "delay", "--delay", "1ms", "--ttl", "1m"}, "fault f-1 is not on n3 (unreachable)"},
-		{"inject --json, a node unreachable", nil, []string{"fault", "inject", "delay", "--delay", "1ms", "--ttl", "1m", "--json"}, "fault f-1 is not on n3 (unreachable)"},
+		{"inject, a node unreachable", nil, []string{"fault", "inject", "delay", "--delay", "1ms", "--ttl", "1m"}, "fault f-1 is not confirmed on n3"},
+		{"inject --json, a node unreachable", nil, []string{"fault", "inject", "delay", "--delay", "1ms", "--ttl", "1m", "--json"}, "fault f-1 is not confirmed on n3"},
 		{"clear --json, a node failed", &adminv1.ClearFaultsResponse{Cleared: 1, Failed: []string{"n2: boom"}}, []string{"fault", "clear", "--json"}, "faults not cleared on 1 node(s)"},
 		{"clear, a node unreachable", &adminv1.ClearFaultsResponse{Cleared: 1, Unreachable: []string{"n3"}}, []string{"fault", "clear"}, "faults not cleared on 1 node(s)"},
 	} {

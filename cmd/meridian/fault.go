@@ -80,7 +80,7 @@ Example: cut dc1 off from dc2 for five minutes:
 				if u := resp.GetUnreachable(); len(u) > 0 {
 					// Part of the cluster runs the fault, part does not:
 					// not the fault asked for.
-					return fmt.Errorf("fault %s is not on %s (unreachable): the others apply it; clear it ('meridian fault clear %s') and inject again once they are reachable", resp.GetFault().GetId(), strings.Join(u, ", "), resp.GetFault().GetId())
+					return fmt.Errorf("fault %s is not confirmed on %s (unreachable, or no answer in time): the others apply it; clear it ('meridian fault clear %s') and inject again once they are reachable", resp.GetFault().GetId(), strings.Join(u, ", "), resp.GetFault().GetId())
 				}
 				return nil
 			})
@@ -151,7 +151,7 @@ func writeInjected(w io.Writer, resp *adminv1.InjectFaultResponse) {
 		fmt.Fprintf(w, "applied by %s; each removes it by itself when the TTL runs out (or: meridian fault clear %s)\n", strings.Join(resp.Applied, ", "), f.Id)
 	}
 	if len(resp.Unreachable) > 0 {
-		fmt.Fprintf(w, "not on %s: unreachable, they never got it\n", strings.Join(resp.Unreachable, ", "))
+		fmt.Fprintf(w, "not confirmed on %s: unreachable, or no answer in time (one that got it late applies it until its TTL)\n", strings.Join(resp.Unreachable, ", "))
 	}
 }
 
