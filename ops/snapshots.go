@@ -42,7 +42,9 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *adminv1.CreateSnapshot
 		return nil, err
 	}
 	local := &adminv1.CreateSnapshotRequest{Name: name, LocalOnly: true}
-	out := fanOut(ctx, s.n, SnapshotCallTimeout, func(ctx context.Context) (*adminv1.CreateSnapshotResponse, error) { return s.CreateSnapshot(ctx, local) },
+	out := fanOut(ctx, s.n, SnapshotCallTimeout, func(ctx context.Context) (*adminv1.CreateSnapshotResponse, error) {
+		return s.CreateSnapshot(ctx, local)
+	},
 		func(ctx context.Context, c adminv1.AdminClient) (*adminv1.CreateSnapshotResponse, error) {
 			return c.CreateSnapshot(ctx, local)
 		})
@@ -100,7 +102,9 @@ func (s *Server) DeleteSnapshot(ctx context.Context, req *adminv1.DeleteSnapshot
 		return nil, err // INVALID_ARGUMENT here, not a failure on every node
 	}
 	local := &adminv1.DeleteSnapshotRequest{Name: req.GetName(), LocalOnly: true}
-	out := fanOut(ctx, s.n, SnapshotCallTimeout, func(ctx context.Context) (*adminv1.DeleteSnapshotResponse, error) { return s.DeleteSnapshot(ctx, local) },
+	out := fanOut(ctx, s.n, SnapshotCallTimeout, func(ctx context.Context) (*adminv1.DeleteSnapshotResponse, error) {
+		return s.DeleteSnapshot(ctx, local)
+	},
 		func(ctx context.Context, c adminv1.AdminClient) (*adminv1.DeleteSnapshotResponse, error) {
 			return c.DeleteSnapshot(ctx, local)
 		})
