@@ -203,6 +203,11 @@ func (h *hintTracker) gossipLoop(ctx context.Context, base membership.Meta, g *m
 		m.DiskLow = diskLow()
 		t := topo()
 		m.Epoch, m.ClusterID = t.Epoch, t.ClusterID
+		if t.ClusterID != "" {
+			// A restored node gossips the cluster it was restored from
+			// only while it waits for a cluster initialized from it.
+			m.Restored = ""
+		}
 		if err := g.UpdateMeta(m); err != nil && ctx.Err() == nil && !errors.Is(err, membership.ErrClosed) {
 			onErr(err)
 		}

@@ -118,6 +118,14 @@ func TestRestoreClusterOntoNewMachines(t *testing.T) {
 	if ks, ok := meta.Keyspaces["two"]; !ok || ks.Replication["dc1"] != 2 {
 		t.Errorf("keyspace two: %+v %v", ks, ok)
 	}
+	eventually(t, "no node gossiping a restore once the cluster is initialized", func() bool {
+		for _, m := range b.Nodes()[0].Gossip().Members() {
+			if m.Meta.Restored != "" {
+				return false
+			}
+		}
+		return true
+	})
 	for id := range oldAddrs {
 		if _, err := os.Stat(filepath.Join(dirB, id, "RESTORED.json")); err == nil {
 			t.Errorf("%s still marked restored after adopting the new cluster", id)
