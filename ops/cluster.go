@@ -283,9 +283,20 @@ func (s *Server) ClusterStatus(ctx context.Context, _ *adminv1.ClusterStatusRequ
 		resp.Nodes = append(resp.Nodes, s.nodeProto(info))
 	}
 	if len(st.Plan) > 0 {
-		if plan, err := s.planView(ctx, st, false); err == nil {
-			resp.Pending = plan
+		plan, err := s.planView(ctx, st, false)
+		if err != nil {
+			// A plan that no longer fits (a keyspace altered since, say)
+			// is still pending: its steps are shown, and `cluster plan
+			// show` says why it does not fit.
+			plan = &adminv1.Plan{Epoch: st.Epoch}
+			for _, o := range st.Plan {
+				plan.Ops = append(plan.Ops, planOpProto(o))
+			}
 		}
+		// The steps and the count, not every move (keyspaces times
+		// partitions, on every poll of `cluster status --watch`).
+		plan.Moves = nil
+		resp.Pending = plan
 	}
 	if tr := st.Transition; tr != nil {
 		resp.InTransition = true

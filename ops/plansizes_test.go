@@ -4,6 +4,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
 	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/node"
@@ -53,5 +56,38 @@ func TestPlanSizesCountUnsizedMoves(t *testing.T) {
 	}
 	if want == 0 || unsized != uint32(want) {
 		t.Fatalf("n4 down: %d moves could not be sized, want %d (of %d)", unsized, want, len(plan.GetMoves()))
+	}
+}
+
+// TestStatusShowsAPlanThatNoLongerFits: a pending plan that a keyspace
+// created since makes impossible (four replicas, and the plan takes one
+// of the four nodes away) is still shown by cluster status, with its
+// steps (plan show says why it does not fit); status never sends the
+// plan's moves, only their count.
+func TestStatusShowsAPlanThatNoLongerFits(t *testing.T) {
+	ctx, l := startAdminCluster(t, node.LocalSpec{NodesPerDC: 4, Partitions: 16})
+	admin := adminClient(t, l.Node("n1").AdminAddr())
+	if _, err := admin.ClusterPlan(ctx, &adminv1.ClusterPlanRequest{Op: &adminv1.PlanOp{Op: "decommission", Node: "n4"}}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := admin.ClusterStatus(ctx, &adminv1.ClusterStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := st.GetPending(); len(p.GetOps()) != 1 || p.GetPartitionsChanged() == 0 || len(p.GetMoves()) != 0 {
+		t.Fatalf("a pending plan that fits: %v; want its step and count, no moves", p)
+	}
+	if _, err := admin.CreateKeyspace(ctx, &adminv1.CreateKeyspaceRequest{Keyspace: &adminv1.Keyspace{Name: "wide", Replication: map[string]uint32{"dc1": 4}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.ClusterPlanShow(ctx, &adminv1.ClusterPlanShowRequest{}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("plan show of a plan that no longer fits: %v, want FAILED_PRECONDITION", err)
+	}
+	st, err = admin.ClusterStatus(ctx, &adminv1.ClusterStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ops := st.GetPending().GetOps(); len(ops) != 1 || ops[0].GetOp() != "decommission" || ops[0].GetNode() != "n4" {
+		t.Fatalf("cluster status with a plan that no longer fits: pending %v, want the decommission of n4 shown", st.GetPending())
 	}
 }
