@@ -1,23 +1,48 @@
 package node_test
 
 import (
+	"encoding/json"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/meridiankv/meridian/engine/pebble"
 	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/node"
+	"github.com/meridiankv/meridian/replica"
 )
 
-// TestRefusedInitAppendsNothing: a configuration whose keyspaces the
-// initial cluster cannot place (dc1=5 with one node) is refused before it
-// reaches the metadata log, at every retry (each would otherwise append
-// the whole ring to the log, once a second for good), and the node says
-// what to correct.
+// TestKeyspacesThatCannotBePlacedAreRefusedAtStart: a new cluster's
+// configuration whose keyspaces its initial members cannot place (dc1=5
+// with one node, or a DC that has none) stops the node at start, saying
+// what to correct, rather than leaving the cluster uninitialized for good.
+func TestKeyspacesThatCannotBePlacedAreRefusedAtStart(t *testing.T) {
+	for _, repl := range []map[string]int{{"dc1": 5}, {"eats": 1}} {
+		cfg := soloConfig(t, "n1", "127.0.0.1:0", t.TempDir())
+		cfg.Keyspaces = []membership.KeyspaceSpec{{Name: "wide", Replication: repl}}
+		n, err := node.Start(ctxT(t), cfg, node.Options{})
+		if err == nil {
+			n.Close()
+			t.Fatalf("keyspace wide %v on one node in dc1 started", repl)
+		}
+		if !strings.Contains(err.Error(), `keyspace "wide"`) || !strings.Contains(err.Error(), "correct the keyspaces of the config file") {
+			t.Fatalf("keyspace wide %v: %v; want an error naming it and what to correct", repl, err)
+		}
+	}
+}
+
+// TestRefusedInitAppendsNothing: keyspaces the initial cluster cannot
+// place that come from the data directory (saved by an older version of
+// the node, not checked at start) are refused before they reach the
+// metadata log, at every retry (each would otherwise append the whole
+// ring to the log, once a second for good), and the node says what to
+// correct.
 func TestRefusedInitAppendsNothing(t *testing.T) {
 	var logs lockedBuffer
-	cfg := soloConfig(t, "n1", "127.0.0.1:0", t.TempDir())
-	cfg.Keyspaces = []membership.KeyspaceSpec{{Name: "wide", Replication: map[string]int{"dc1": 5}}}
+	dir := t.TempDir()
+	saveKeyspace(t, dir, "n1", membership.KeyspaceSpec{Name: "wide", Replication: map[string]int{"dc1": 5}})
+	cfg := soloConfig(t, "n1", "127.0.0.1:0", dir)
 	n, err := node.Start(ctxT(t), cfg, node.Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)
@@ -37,5 +62,32 @@ func TestRefusedInitAppendsNothing(t *testing.T) {
 	}
 	if out := logs.String(); !strings.Contains(out, `keyspace \"wide\"`) || !strings.Contains(out, "correct the keyspaces of the config file") {
 		t.Fatalf("the warning does not say what to correct:\n%s", out)
+	}
+}
+
+// saveKeyspace stores spec in dataDir's node store as an older version of
+// the node did for keyspaces created at run time.
+func saveKeyspace(t *testing.T, dataDir, id string, spec membership.KeyspaceSpec) {
+	t.Helper()
+	eng, err := pebble.Open(pebble.Options{Dir: filepath.Join(dataDir, "data")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := replica.Open(eng, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.PutMeta("keyspace/"+spec.Name, raw); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

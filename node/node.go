@@ -277,6 +277,17 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 		}
 		n.clusterFile = readClusterIDFile(cfg.DataDir)
 	}
+	if !cached.Initialized() && cfg.JoinAddr == "" && len(cfg.Keyspaces) > 0 {
+		// A new cluster's keyspaces must fit its initial members (known
+		// with their DCs from initial-cluster): one that does not would
+		// leave the cluster uninitialized for good, retrying every
+		// second. (Agreed metadata is never checked against the flags: a
+		// keyspace may have outgrown them since.)
+		members, _ := ParseInitialCluster(cfg.InitialCluster)
+		if _, err := membership.NewTopology(0, cfg.Partitions, members, cfg.Keyspaces); err != nil {
+			return nil, fmt.Errorf("config: %w: correct the keyspaces of the config file or --initial-cluster", err)
+		}
+	}
 	if cached.Initialized() && (mark != nil || !metaLogExists(cfg)) {
 		// Data restored from a snapshot onto a machine that never ran
 		// this cluster's metadata log (or ran it only until a restart,
