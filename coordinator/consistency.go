@@ -276,7 +276,6 @@ func (t *tally) shortfall() string {
 	return strings.Join(parts, "; ")
 }
 
-// hopeless reports whether the need can no longer be met by what is pending.
 // helps reports whether one more answer from a replica in dc could make
 // up for what the tally lacks: toward its DC's short count, or toward a
 // total short of more than the DCs' counts will bring. (A remote replica
@@ -296,6 +295,7 @@ func (t *tally) helps(dc string) bool {
 	return t.need.Total-t.acks-t.pending > short
 }
 
+// hopeless reports whether the need can no longer be met by what is pending.
 func (t *tally) hopeless() bool {
 	if t.acks+t.pending < t.need.Total {
 		return true

@@ -75,10 +75,10 @@ type Meta struct {
 
 // worstCase is m with the most its optional fields can take: a cluster
 // ID (32 hex digits), the largest epoch, hints for more nodes than fit
-// (HintsAll), low disk and a restored cluster's ID.
+// (HintsAll) and low disk. Restored (as long as a cluster ID) is never
+// sent with a cluster ID: the node gossips it only until it knows one.
 func (m Meta) worstCase() Meta {
-	id := strings.Repeat("f", 32)
-	m.ClusterID, m.Epoch, m.DiskLow, m.Restored = id, math.MaxUint64, true, id
+	m.ClusterID, m.Epoch, m.DiskLow, m.Restored = strings.Repeat("f", 32), math.MaxUint64, true, ""
 	m.HintsFor, m.HintsHashed, m.HintsAll = nil, "", true
 	return m
 }
@@ -545,11 +545,23 @@ func (g *Gossip) Addr() string { return g.addr }
 // bind host itself, or adv for a host that binds every interface (which
 // names no reachable host).
 func advertiseAddr(bindHost, adv string) string {
-	ip := net.ParseIP(bindHost)
-	if adv != "" && (bindHost == "" || ip != nil && ip.IsUnspecified()) {
+	if adv != "" && wildcardHost(bindHost) {
 		return adv
 	}
 	return bindHost
+}
+
+// WildcardHost reports whether addr (host:port) binds every interface: no
+// host, or an unspecified one (0.0.0.0, ::). Such an address names no
+// host another machine can reach.
+func WildcardHost(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	return err == nil && wildcardHost(host)
+}
+
+func wildcardHost(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "" || ip != nil && ip.IsUnspecified()
 }
 
 // Alive reports whether a node ID is currently alive (self always is).

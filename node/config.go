@@ -506,18 +506,6 @@ func (c Config) validID() error {
 	return nil
 }
 
-// WildcardHost reports whether addr (host:port) binds every interface: no
-// host, or an unspecified one (0.0.0.0, ::). Such an address names no
-// host another machine can reach.
-func WildcardHost(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return host == "" || ip != nil && ip.IsUnspecified()
-}
-
 // advertiseHost is the host published for listeners bound to every
 // interface: AdvertiseHost, else the host of this node's initial-cluster
 // entry when it names one ("" when neither does).
@@ -530,7 +518,7 @@ func (c Config) advertiseHost() string {
 		return ""
 	}
 	for _, m := range members {
-		if m.ID == c.ID && !WildcardHost(m.GRPCAddr) {
+		if m.ID == c.ID && !membership.WildcardHost(m.GRPCAddr) {
 			host, _, _ := net.SplitHostPort(m.GRPCAddr)
 			return host
 		}
@@ -552,7 +540,7 @@ func (c Config) checkAdvertise() error {
 		return nil
 	}
 	for _, a := range []struct{ flag, addr string }{{"grpc-addr", c.GRPCAddr}, {"peer-addr", c.PeerAddr}, {"admin-addr", c.AdminAddr}, {"gossip-addr", c.GossipAddr}, {"raft-addr", c.RaftAddr}} {
-		if a.addr != "" && a.addr != SharedAdmin && WildcardHost(a.addr) {
+		if a.addr != "" && a.addr != SharedAdmin && membership.WildcardHost(a.addr) {
 			return fmt.Errorf("%s %s binds every interface, but other nodes need an address to reach this node at: give --advertise-host (this node's IP address or name), or name its host in --initial-cluster", a.flag, a.addr)
 		}
 	}
@@ -573,7 +561,7 @@ func checkOwnAddr(id, grpcAddr, listed string) error {
 	if ip, lip := net.ParseIP(host), net.ParseIP(lhost); ip != nil && lip != nil {
 		sameHost = ip.Equal(lip)
 	}
-	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+	if membership.WildcardHost(grpcAddr) {
 		sameHost = true
 	}
 	if sameHost && port == lport {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"net"
 	"strings"
 	"testing"
 )
@@ -62,5 +63,24 @@ func TestPublicAddr(t *testing.T) {
 	}
 	if ip, err := advertiseIP(context.Background(), ""); err != nil || ip != "" {
 		t.Errorf("advertiseIP of nothing: %q, %v", ip, err)
+	}
+	for _, c := range []struct {
+		host string
+		ips  []string
+		want string // "" refused
+	}{
+		{"node1", []string{"fd00::1", "10.0.0.1"}, "10.0.0.1"},
+		{"node1", []string{"127.0.1.1", "fd00::1"}, "fd00::1"},
+		{"node1", []string{"127.0.1.1"}, ""}, // a default /etc/hosts: peers would dial themselves
+		{"localhost", []string{"127.0.0.1"}, "127.0.0.1"},
+	} {
+		var ips []net.IP
+		for _, s := range c.ips {
+			ips = append(ips, net.ParseIP(s))
+		}
+		got, err := pickAdvertiseIP(c.host, ips)
+		if got != c.want || (c.want == "") != (err != nil) {
+			t.Errorf("pickAdvertiseIP(%s, %v) = %q, %v; want %q", c.host, c.ips, got, err, c.want)
+		}
 	}
 }

@@ -431,11 +431,13 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	// memberlist publishes an IP address: a host name given as the
-	// advertise host is resolved once, here.
-	gossipIP, err := advertiseIP(runCtx, n.advHost)
-	if err != nil {
-		return nil, err
+	// memberlist publishes an IP address: for a gossip listener bound to
+	// every interface, the advertise host is resolved once, here.
+	var gossipIP string
+	if membership.WildcardHost(gossipAddr(cfg)) {
+		if gossipIP, err = advertiseIP(runCtx, n.advHost); err != nil {
+			return nil, fmt.Errorf("%w (%s)", err, advertiseSource(cfg))
+		}
 	}
 	n.gossip, err = membership.Start(runCtx, membership.Config{
 		Meta:        meta,
@@ -812,7 +814,10 @@ func (n *Node) Addr() string {
 }
 
 // advertiseIP resolves the advertise host to an IP address (IPv4 first),
-// for memberlist, which publishes only addresses ("" stays "").
+// for memberlist, which publishes only addresses ("" stays ""). A name
+// resolving only to loopback addresses here (a machine's own name in a
+// default /etc/hosts is 127.0.1.1) would send every peer to itself: it
+// is refused, unless the name is a loopback one (localhost).
 func advertiseIP(ctx context.Context, host string) (string, error) {
 	if host == "" || net.ParseIP(host) != nil {
 		return host, nil
@@ -821,21 +826,51 @@ func advertiseIP(ctx context.Context, host string) (string, error) {
 	defer cancel()
 	addrs, err := net.DefaultResolver.LookupIPAddr(ctx, host)
 	if err != nil || len(addrs) == 0 {
-		return "", fmt.Errorf("advertise-host %s: resolve it to an IP address for gossip: %v (give the IP address instead)", host, err)
+		return "", fmt.Errorf("advertise host %s: resolve it to an IP address for gossip: %v (give the IP address instead)", host, err)
 	}
-	for _, a := range addrs {
-		if a.IP.To4() != nil {
-			return a.IP.String(), nil
+	ips := make([]net.IP, len(addrs))
+	for i, a := range addrs {
+		ips[i] = a.IP
+	}
+	return pickAdvertiseIP(host, ips)
+}
+
+// pickAdvertiseIP picks, of the addresses host resolves to, the one to
+// publish: IPv4 first, never a loopback one unless host is localhost.
+func pickAdvertiseIP(host string, ips []net.IP) (string, error) {
+	var v4, any, loop string
+	for _, ip := range ips {
+		switch {
+		case ip.IsLoopback():
+			loop = cmp.Or(loop, ip.String())
+		case ip.To4() != nil:
+			v4 = cmp.Or(v4, ip.String())
+		default:
+			any = cmp.Or(any, ip.String())
 		}
 	}
-	return addrs[0].IP.String(), nil
+	if ip := cmp.Or(v4, any); ip != "" {
+		return ip, nil
+	}
+	if host == "localhost" {
+		return loop, nil
+	}
+	return "", fmt.Errorf("advertise host %s resolves to %s, a loopback address, on this machine: other nodes could not reach it; give this node's IP address as --advertise-host", host, loop)
+}
+
+// advertiseSource says where the advertise host came from, for errors.
+func advertiseSource(cfg Config) string {
+	if cfg.AdvertiseHost != "" {
+		return "from --advertise-host"
+	}
+	return "the host of this node's --initial-cluster entry; --advertise-host gives another"
 }
 
 // publicAddr is a listener's address as others reach it: one bound to
 // every interface is published with advHost instead of its wildcard host
 // (0.0.0.0 would reach the dialer's own machine).
 func publicAddr(addr, advHost string) string {
-	if advHost == "" || !WildcardHost(addr) {
+	if advHost == "" || !membership.WildcardHost(addr) {
 		return addr
 	}
 	_, port, _ := net.SplitHostPort(addr)
