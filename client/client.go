@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -142,12 +143,10 @@ func Dial(ctx context.Context, seeds []string, opts ...Option) (*Client, error) 
 		c.closeConns()
 		return nil, fmt.Errorf("client: no seed reachable (tried %s): %w", strings.Join(seeds, ", "), err)
 	}
-	if c.opts.localDC == "" {
-		// Before any call reads it: the background loop starts below.
-		c.mu.Lock()
-		c.opts.localDC = seedDC(c.topo.nodes, c.seeds)
-		c.mu.Unlock()
-	}
+	// Before any call reads it: the background loop starts below.
+	c.mu.Lock()
+	c.opts.routeDC = cmp.Or(c.opts.localDC, seedDC(c.topo.nodes, c.seeds))
+	c.mu.Unlock()
 	go c.loop()
 	return c, nil
 }
@@ -356,7 +355,7 @@ func (c *Client) refreshAddrs() []string {
 		if !n.GetAlive() || c.isDown(n.GetId()) {
 			continue
 		}
-		if c.opts.localDC == "" || n.GetDc() == c.opts.localDC {
+		if c.opts.routeDC == "" || n.GetDc() == c.opts.routeDC {
 			local = append(local, n.GetGrpcAddr())
 		} else {
 			other = append(other, n.GetGrpcAddr())
@@ -658,7 +657,7 @@ func (c *Client) candidates(keyspace string, key []byte, kind callKind) []target
 		switch {
 		case !n.GetAlive() || c.isDown(n.GetId()) || low(n):
 			return 2
-		case c.opts.localDC == "" || n.GetDc() == c.opts.localDC:
+		case c.opts.routeDC == "" || n.GetDc() == c.opts.routeDC:
 			return 0
 		}
 		return 1
@@ -682,7 +681,7 @@ func (c *Client) candidates(keyspace string, key []byte, kind callKind) []target
 				if listed(i) || !n.GetAlive() || c.isDown(n.GetId()) || low(n) != lowPass {
 					continue
 				}
-				if (c.opts.localDC == "" || n.GetDc() == c.opts.localDC) == local {
+				if (c.opts.routeDC == "" || n.GetDc() == c.opts.routeDC) == local {
 					out = append(out, target{n.GetId(), n.GetGrpcAddr()})
 				}
 			}

@@ -511,7 +511,8 @@ func TestLargeValues(t *testing.T) {
 func TestLocalDCDefaultsToTheSeeds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	l, err := node.StartLocal(ctx, node.LocalSpec{DCs: 2, NodesPerDC: 2, Partitions: 64, Engine: "memory", Insecure: true, GossipProfile: "test", Dir: t.TempDir()})
+	l, err := node.StartLocal(ctx, node.LocalSpec{DCs: 2, NodesPerDC: 2, Partitions: 64, Engine: "memory", Insecure: true, GossipProfile: "test", Dir: t.TempDir(),
+		Keyspaces: []membership.KeyspaceSpec{{Name: "dc1only", Replication: map[string]int{"dc1": 2}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -543,5 +544,11 @@ func TestLocalDCDefaultsToTheSeeds(t *testing.T) {
 		if dcOf[put.Node] != "dc2" || dcOf[put.Effective.GetCoordinator()] != "dc2" {
 			t.Fatalf("put of %s went to %s (%s), coordinated by %s; want a dc2 replica, the seed's DC", key, put.Node, dcOf[put.Node], put.Effective.GetCoordinator())
 		}
+	}
+	// The seed's DC is where requests go first, not a DC the client
+	// names in LOCAL_* levels: a keyspace with no replicas there still
+	// takes them (counted where its replicas are).
+	if _, err := c.Put(ctx, "dc1only", []byte("k"), []byte("v"), client.Level(kvv1.Level_LEVEL_LOCAL_QUORUM)); err != nil {
+		t.Fatalf("LOCAL_QUORUM put in a keyspace with no dc2 replicas, client seeded in dc2: %v", err)
 	}
 }

@@ -14,9 +14,13 @@ import (
 type Option func(*options)
 
 type options struct {
-	dialOpts        []grpc.DialOption
-	insecure        bool
-	localDC         string
+	dialOpts []grpc.DialOption
+	insecure bool
+	localDC  string
+	// routeDC is the DC requests go to first: localDC, else the first
+	// seed's (set by Dial). Only localDC is named in LOCAL_* levels: a
+	// keyspace may have no replicas in the seed's DC.
+	routeDC         string
 	refresh         time.Duration
 	topologyTimeout time.Duration
 	downFor         time.Duration
@@ -62,10 +66,11 @@ func Insecure() Option { return func(o *options) { o.insecure = true } }
 // it first, and to other datacenters only when none is reachable (like
 // gocql's DC-aware policy); LOCAL_ONE and LOCAL_QUORUM count in it
 // wherever the request goes (unless ConsistencyDC names another). Without
-// it (or empty), the datacenter is the first seed's, the first seed given
-// to Dial that is a node's client address as the topology lists it; when
-// no seed is, every datacenter is alike and each partition's preference
-// order decides (it lists datacenters in name order).
+// it (or empty), requests go first to the datacenter of the first seed
+// given to Dial that is a node's client address as the topology lists it
+// (when no seed is, each partition's preference order decides, which
+// lists datacenters in name order), and a LOCAL_* level counts in the
+// datacenter of the node that coordinates it.
 func LocalDC(dc string) Option { return func(o *options) { o.localDC = dc } }
 
 // RefreshInterval sets how often the client re-reads the topology (default
