@@ -545,9 +545,14 @@ func writeClusterStatus(w io.Writer, resp *adminv1.ClusterStatusResponse, all bo
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if p := resp.Pending; len(p.GetOps()) > 0 {
+	if p := resp.Pending; len(p.GetOps()) > 0 && p.GetPartitionsChanged() > 0 {
 		fmt.Fprintf(w, "pending plan (not committed): %s; %s; see `meridian cluster plan show`\n",
 			formatOps(p.GetOps()), changeCount(p.GetPartitionsChanged()))
+	} else if len(p.GetOps()) > 0 {
+		// No count: the plan changes nothing, or no longer fits (the
+		// node sends its steps alone then).
+		fmt.Fprintf(w, "pending plan (not committed): %s; see `meridian cluster plan show`, which says whether it still fits\n",
+			formatOps(p.GetOps()))
 	}
 	if !resp.InTransition {
 		fmt.Fprintln(w, "no transition in progress")

@@ -290,6 +290,13 @@ no transition in progress
 			hasNot: []string{"KEYSPACE", "switched"},
 		},
 		{
+			name: "pending plan that no longer fits (steps alone)",
+			resp: &adminv1.ClusterStatusResponse{ClusterId: "c-7f3a", Epoch: 12, Nodes: members(),
+				Pending: &adminv1.Plan{Epoch: 12, Ops: []*adminv1.PlanOp{{Op: "decommission", Node: "n4"}}}},
+			has:    []string{"pending plan (not committed): decommission n4; see `meridian cluster plan show`, which says whether it still fits\n"},
+			hasNot: []string{"0 partitions change"},
+		},
+		{
 			name: "in transition",
 			resp: transition(),
 			want: `cluster c-7f3a, epoch 12, leader n1
