@@ -96,20 +96,9 @@ keyspaces:
 // a plain integer or a size with a unit, and refuses a bad one naming its
 // key.
 func TestConfigByteSizes(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "node.yaml")
 	resolve := func(yaml string) (node.Config, error) {
 		t.Helper()
-		if err := os.WriteFile(file, []byte("id: n1\ngrpc-addr: 127.0.0.1:7001\ninitial-cluster: n1=127.0.0.1:7001\nengine: memory\ninsecure: true\ncluster-secret-file: s\n"+yaml), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		var cfg node.Config
-		var sf serveFlags
-		cmd := newServeCmdFor(&cfg, &sf)
-		if err := cmd.Flags().Parse([]string{"--config", file}); err != nil {
-			t.Fatal(err)
-		}
-		err := resolveConfig(cmd.Flags(), &cfg, &sf)
-		return cfg, err
+		return resolveServe(t, yaml)
 	}
 	cfg, err := resolve("min-free-disk: 1GiB\nrow-cache-size: 64MiB\nmax-hint-bytes: 1048576\nmax-value-size: 4MiB\n")
 	if err != nil {
@@ -700,19 +689,9 @@ func TestAuthTokens(t *testing.T) {
 // unset (the default) and 0 apart, from a flag, MERIDIAN_* or the file,
 // and refuse values out of range with what to give instead.
 func TestTraceRateConfig(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "node.yaml")
 	resolve := func(yaml string, args ...string) (node.Config, error) {
 		t.Helper()
-		if err := os.WriteFile(file, []byte("id: n1\ngrpc-addr: 127.0.0.1:7001\ninitial-cluster: n1=127.0.0.1:7001\nengine: memory\ninsecure: true\ncluster-secret-file: s\n"+yaml), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		var cfg node.Config
-		var sf serveFlags
-		cmd := newServeCmdFor(&cfg, &sf)
-		if err := cmd.Flags().Parse(append([]string{"--config", file}, args...)); err != nil {
-			return cfg, err
-		}
-		return cfg, resolveConfig(cmd.Flags(), &cfg, &sf)
+		return resolveServe(t, yaml, args...)
 	}
 	cfg, err := resolve("")
 	if err != nil || cfg.Telemetry.CallerTraceRate != nil || cfg.Telemetry.SampleRatio != nil {
@@ -738,20 +717,28 @@ func TestTraceRateConfig(t *testing.T) {
 // validation says) is taken, as its environment variable is, over the
 // file's value.
 func TestZeroSizeFlags(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "node.yaml")
-	if err := os.WriteFile(file, []byte("id: n1\ngrpc-addr: 127.0.0.1:7001\ninitial-cluster: n1=127.0.0.1:7001\nengine: memory\ninsecure: true\ncluster-secret-file: s\nmax-value-size: 4MiB\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var cfg node.Config
-	var sf serveFlags
-	cmd := newServeCmdFor(&cfg, &sf)
-	if err := cmd.Flags().Parse([]string{"--config", file, "--max-value-size", "0", "--max-background-bytes", "0", "--client-call-reply-bytes", "0"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := resolveConfig(cmd.Flags(), &cfg, &sf); err != nil {
+	cfg, err := resolveServe(t, "max-value-size: 4MiB\n", "--max-value-size", "0", "--max-background-bytes", "0", "--client-call-reply-bytes", "0")
+	if err != nil {
 		t.Fatalf("size flags given as 0: %v", err)
 	}
 	if cfg.MaxValueSize != 0 || cfg.MaxBackgroundBytes != 0 || cfg.ClientCallReplyBytes != 0 {
 		t.Fatalf("max-value-size %d, max-background-bytes %d, client-call-reply-bytes %d; want 0 (the default) over the file's 4MiB", cfg.MaxValueSize, cfg.MaxBackgroundBytes, cfg.ClientCallReplyBytes)
 	}
+}
+
+// resolveServe resolves the serve command's config from a config file (a
+// minimal valid node plus yaml) and args, as 'meridian serve' does.
+func resolveServe(t *testing.T, yaml string, args ...string) (node.Config, error) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "node.yaml")
+	if err := os.WriteFile(file, []byte("id: n1\ngrpc-addr: 127.0.0.1:7001\ninitial-cluster: n1=127.0.0.1:7001\nengine: memory\ninsecure: true\ncluster-secret-file: s\n"+yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var cfg node.Config
+	var sf serveFlags
+	cmd := newServeCmdFor(&cfg, &sf)
+	if err := cmd.Flags().Parse(append([]string{"--config", file}, args...)); err != nil {
+		return cfg, err
+	}
+	return cfg, resolveConfig(cmd.Flags(), &cfg, &sf)
 }
