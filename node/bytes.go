@@ -53,7 +53,9 @@ func (e *BytesError) Error() string {
 func (b *Bytes) UnmarshalYAML(v *yaml.Node) error {
 	if v.Kind == yaml.ScalarNode {
 		var n int64
-		if v.ShortTag() != "!!str" && v.Decode(&n) == nil {
+		// Only an integer: yaml.v3 decodes a float into an int64 by
+		// truncating it (0.5 would be 0, turning the guard or hints off).
+		if v.ShortTag() == "!!int" && v.Decode(&n) == nil {
 			*b = Bytes(n)
 			return nil
 		}

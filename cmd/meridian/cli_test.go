@@ -127,6 +127,8 @@ func TestConfigByteSizes(t *testing.T) {
 		{"row-cache-size: -1\n", "row-cache-size -1 is negative"},
 		{"max-value-size: 16MB/s\n", `max-value-size: line 7: "16MB/s" is not a size`},
 		{"max-value-size: 65MiB\n", "max-value-size 68157440: use 1 byte to 64 MiB"},
+		{"min-free-disk: 0.5\n", `min-free-disk: line 7: "0.5" is not a size`}, // not truncated to 0 (the check off)
+		{"max-hint-bytes: -0.5\n", `max-hint-bytes: line 7: "-0.5" is not a size`},
 	} {
 		if _, err := resolve(c.yaml); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: %v, want an error with %q", c.yaml, err, c.want)
