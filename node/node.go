@@ -151,7 +151,8 @@ type Node struct {
 	// tables caches keyspace tables across applied states (metaChanged).
 	tablesMu  sync.Mutex
 	tables    membership.TableCache
-	transfers *transferGlue
+	// transfers is set after the node serves (admin handlers read it).
+	transfers atomic.Pointer[transferGlue]
 	runCtx    context.Context // ends when the node closes
 	tel       *telemetry.Telemetry
 	ownTel    bool
@@ -947,8 +948,8 @@ func (n *Node) close() error {
 	if n.meta != nil {
 		errs = append(errs, n.meta.Close())
 	}
-	if n.transfers != nil {
-		n.transfers.stop() // after the log: no callback starts more
+	if g := n.transfers.Load(); g != nil {
+		g.stop() // after the log: no callback starts more
 	}
 	if n.raftLis != nil {
 		n.raftLis.Close()

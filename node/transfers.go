@@ -28,6 +28,13 @@ type transferGlue struct {
 	n  *Node
 	rt *repair.Transfers
 
+	// apply serializes changed, whole (its tasks and the runner's set
+	// together), and applied is the epoch of the newest state it took: at
+	// start, Start's cached state and the log's newer one can arrive on
+	// two goroutines, and the older must not be set last.
+	apply   sync.Mutex
+	applied uint64
+
 	mu        sync.Mutex
 	gen       uint64
 	remaining map[int]int // partition → tasks not done yet
@@ -114,7 +121,7 @@ func (n *Node) startTransfers(ctx context.Context) {
 		Parallel:       8,
 		Logger:         n.log,
 	})
-	n.transfers = g
+	n.transfers.Store(g)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -149,14 +156,22 @@ func (g *transferGlue) sourceAlive(id string) bool {
 
 // Transfers reports the partition transfers this node receives.
 func (n *Node) Transfers() []repair.TransferStatus {
-	if n.transfers == nil {
+	g := n.transfers.Load()
+	if g == nil {
 		return nil
 	}
-	return n.transfers.rt.Status()
+	return g.rt.Status()
 }
 
-// changed recomputes the wanted transfers from a newly agreed state.
+// changed recomputes the wanted transfers from a newly agreed state
+// (one older than a state already taken is ignored).
 func (g *transferGlue) changed(st *membership.MetaState, topo *membership.Topology) {
+	g.apply.Lock()
+	defer g.apply.Unlock()
+	if st.Epoch < g.applied {
+		return
+	}
+	g.applied = st.Epoch
 	tr := st.Transition
 	if tr == nil {
 		g.rt.Set(nil)

@@ -201,3 +201,54 @@ func TestCleanupRetriedUntilFinished(t *testing.T) {
 		g.stop()
 	})
 }
+
+// TestTransferGlueIgnoresAnOlderState: a state older than one already
+// taken (at start, the cached state can reach the glue after the log's
+// newer one, on another goroutine) changes nothing: the runner keeps the
+// newer state's tasks, here the abort's.
+func TestTransferGlueIgnoresAnOlderState(t *testing.T) {
+	st := &membership.MetaState{}
+	var members []membership.MemberRecord
+	for i, id := range []string{"n1", "n2", "n3"} {
+		members = append(members, membership.MemberRecord{ID: id, DC: "dc1", Rack: []string{"r1", "r2", "r3"}[i], Weight: 1, GRPCAddr: "127.0.0.1:1"})
+	}
+	for _, c := range []membership.Command{
+		{Kind: membership.CmdInit, ClusterID: "c1", Partitions: 32, Members: members},
+		{Kind: membership.CmdJoin, Member: &membership.MemberRecord{ID: "n4", DC: "dc1", Rack: "r4", Weight: 1, GRPCAddr: "127.0.0.1:4"}},
+		{Kind: membership.CmdPlan, Op: &membership.PlanOp{Op: membership.OpAdd, Node: "n4"}},
+	} {
+		if err := st.Apply(c); err != nil {
+			t.Fatalf("%s: %v", c.Kind, err)
+		}
+	}
+	if err := st.Apply(membership.Command{Kind: membership.CmdCommit, Expect: st.Plan}); err != nil {
+		t.Fatal(err)
+	}
+	adding := st.Clone()
+	addingTopo, err := adding.Topology()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Apply(membership.Command{Kind: membership.CmdAbort, Generation: st.Transition.Generation}); err != nil {
+		t.Fatal(err)
+	}
+	abortTopo, err := st.Topology()
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := membership.NodeInfo{Node: placement.Node{ID: "n4", DC: "dc1", Rack: "r4", Weight: 1}}
+	g := &transferGlue{n: &Node{cfg: Config{ID: "n4"}, self: self},
+		remaining: map[int]int{}, finished: map[replica.Loc]bool{}, reported: map[int]bool{},
+		stopped: true}
+	g.rt = repair.NewTransfers(repair.TransferConfig{Peers: idleTransfers{}, Merge: idleTransfers{}, Checkpoints: idleTransfers{}})
+	if len(func() []repair.TransferStatus { g.changed(adding, addingTopo); return g.rt.Status() }()) == 0 {
+		t.Fatal("the add gives n4 no transfers")
+	}
+	g.changed(st, abortTopo)      // the log's newer state: the abort
+	g.changed(adding, addingTopo) // the cached, older one, arriving last
+	for _, s := range g.rt.Status() {
+		if s.Generation == adding.Transition.Generation {
+			t.Fatalf("after the abort, n4 runs a transfer of the aborted generation %d: %+v", s.Generation, s)
+		}
+	}
+}
