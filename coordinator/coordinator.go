@@ -275,6 +275,12 @@ type Coordinator struct {
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	bg       sync.WaitGroup
+	// unfinished counts the background work of answered requests (a
+	// write's drain, a read repair): Drain waits for it to end by itself
+	// (bg also counts the goroutines kept waiting for tasks). idle gets
+	// a token when it falls to 0.
+	unfinished atomic.Int64
+	idle       chan struct{}
 
 	timers sync.Pool // *time.Timer for requests' deadlines (waitTimer)
 }
@@ -304,7 +310,7 @@ func New(cfg Config) (*Coordinator, error) {
 		inflight: newLimiter(cfg.MaxInFlight, max(1, cfg.MaxInFlight/8), cfg.MaxInFlight, cfg.ShedAfter),
 		bgSlots:  newAdmitter(cfg.MaxBackground, 0),
 		work:     newWorkers(4 * cfg.MaxInFlight),
-		bgCtx:    ctx, bgCancel: cancel}, nil
+		bgCtx:    ctx, bgCancel: cancel, idle: make(chan struct{}, 1)}, nil
 }
 
 // SetSecrets replaces the cluster secrets that authenticate contexts: the
@@ -315,6 +321,36 @@ func (c *Coordinator) SetSecrets(secrets [][]byte) error { return c.seal.set(sec
 func (c *Coordinator) Close() {
 	c.bgCancel()
 	c.bg.Wait()
+}
+
+// Drain is Close after waiting up to grace for the background work of
+// answered requests to end by itself: a write acknowledged at W whose
+// other replicas' calls are still running reaches them (a cancelled call
+// leaves them without it, and without a hint) unless grace runs out.
+func (c *Coordinator) Drain(grace time.Duration) {
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	for c.unfinished.Load() > 0 {
+		select {
+		case <-c.idle:
+		case <-t.C:
+			c.Close()
+			return
+		}
+	}
+	c.Close()
+}
+
+// began and ended count a piece of background work (Drain waits for it).
+func (c *Coordinator) began() { c.unfinished.Add(1) }
+
+func (c *Coordinator) ended() {
+	if c.unfinished.Add(-1) == 0 {
+		select {
+		case c.idle <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // target is one replica or fallback a request goes to.
@@ -712,7 +748,9 @@ func (c *Coordinator) finishRead(fctx context.Context, fcancel context.CancelFun
 	}
 	c.bgBytes.Add(held)
 	link := trace.LinkFromContext(fctx)
+	c.began()
 	started := c.goBackground(func() {
+		defer c.ended()
 		defer func() { c.bgBytes.Add(-held) }()
 		defer fcancel()
 		c.repairRead(fctx, link, r, ch, outstanding, got, merged, stale, &held)
@@ -720,6 +758,7 @@ func (c *Coordinator) finishRead(fctx context.Context, fcancel context.CancelFun
 	if !started {
 		// No room for background work: drop the stragglers; anti-entropy
 		// and later reads repair instead.
+		c.ended()
 		c.bgBytes.Add(-held)
 		fcancel()
 		c.obs.Shed("read_repair")
@@ -1263,6 +1302,7 @@ func (c *Coordinator) coordinate(ctx context.Context, deadline time.Time, span t
 	// Over the bound (admission sheds new writes until it drains), the
 	// replica writes already started still finish.
 	f.slotted = c.bgSlots.tryAcquire()
+	c.began() // ended by drain
 	c.goTask(task{f: f, kind: taskDrain})
 	if span.IsRecording() {
 		span.SetAttributes(attrContacted.Int(p.asked()), attrAnswered.Int(p.tally.acks), attrFailed.Int(failed(got)))
@@ -1455,6 +1495,7 @@ type fanout struct {
 // context, held bytes and background slot: the rest of a write, in the
 // background.
 func (f *fanout) drain() {
+	defer f.c.ended()
 	if f.slotted {
 		defer f.c.bgSlots.release()
 	}

@@ -963,9 +963,10 @@ func (n *Node) close() error {
 				<-n.gate.idle
 				n.coord.Close()
 			}()
-		case !within(drainBy, n.coord.Close):
-			// Its background writes outlast the bound (a stuck disk?): they
-			// may still land after any marker.
+		case !within(drainBy.Add(time.Second), func() { n.coord.Drain(time.Until(drainBy)) }):
+			// Its background writes (left to finish until drainBy, then
+			// cancelled) outlast the bound (a stuck disk?): they may
+			// still land after any marker.
 			n.log.Warn("background writes still running at shutdown; not recording a clean shutdown (the next start takes a new incarnation)")
 			drained = false
 		}
