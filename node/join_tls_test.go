@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -29,6 +30,21 @@ func TestJoinWithTLS(t *testing.T) {
 		m, ok := first.MetaState().Member("n4")
 		return ok && m.State == membership.StateJoining && n4.Topology().Agreed() && n4.Topology().ClusterID == first.Topology().ClusterID
 	})
+	// cluster.json lists the joined node at the port it serves on (its
+	// start picked it), not at the ":0" it was configured with.
+	file := filepath.Join(t.TempDir(), "cluster.json")
+	if err := l.WriteClusterFile(file); err != nil {
+		t.Fatal(err)
+	}
+	cf, err := node.ReadClusterFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range cf.Nodes {
+		if e.ID == "n4" && e.GRPCAddr != n4.Addr() {
+			t.Fatalf("cluster.json lists n4 at %s, but it serves on %s", e.GRPCAddr, n4.Addr())
+		}
+	}
 }
 
 // TestJoinRefusesBadPlacement: a joining node's DC, rack, weight and

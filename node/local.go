@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"syscall"
@@ -286,6 +288,11 @@ func (l *Local) Join(ctx context.Context, id, dc, rack string) (*Node, error) {
 	l.mu.Lock()
 	l.nodes[id] = n
 	l.configs[id] = cfg
+	for i := range l.members { // its port, picked at start (cluster.json, restarts)
+		if l.members[i].ID == id {
+			l.members[i].GRPCAddr = n.Addr()
+		}
+	}
 	l.mu.Unlock()
 	return n, nil
 }
@@ -330,7 +337,11 @@ func (l *Local) converged() bool {
 }
 
 // Members lists every configured node (running or not), in ID order.
-func (l *Local) Members() []membership.NodeInfo { return l.members }
+func (l *Local) Members() []membership.NodeInfo {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.members)
+}
 
 // Node returns a running node by ID (nil if stopped).
 func (l *Local) Node(id string) *Node {
@@ -459,7 +470,7 @@ func (l *Local) makeCerts() error {
 			return fmt.Errorf("local cluster CA: %w", err)
 		}
 	}
-	for _, m := range l.members {
+	for _, m := range l.Members() {
 		if crt, _ := pki.NodeFiles(dir, m.ID); !exists(crt) {
 			hosts := append(pki.DefaultHosts(), host(m.GRPCAddr))
 			if err := pki.CreateNode(dir, m.ID, hosts, pki.CertOptions{}); err != nil {
@@ -529,8 +540,11 @@ type ClusterFileNode struct {
 func (l *Local) WriteClusterFile(path string) error {
 	var cf ClusterFile
 	cf.CA, cf.ClientCert, cf.ClientKey = l.ClientTLS()
-	for _, m := range l.members {
-		e := ClusterFileNode{ID: m.ID, GRPCAddr: m.GRPCAddr, DC: m.DC, Rack: m.Rack, Weight: m.Weight, DataDir: l.configs[m.ID].DataDir}
+	l.mu.Lock()
+	members, configs := slices.Clone(l.members), maps.Clone(l.configs)
+	l.mu.Unlock()
+	for _, m := range members {
+		e := ClusterFileNode{ID: m.ID, GRPCAddr: m.GRPCAddr, DC: m.DC, Rack: m.Rack, Weight: m.Weight, DataDir: configs[m.ID].DataDir}
 		if n := l.Node(m.ID); n != nil {
 			e.GossipAddr, e.PeerAddr, e.AdminAddr = n.GossipAddr(), n.PeerAddr(), n.AdminAddr()
 		}
