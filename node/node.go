@@ -149,8 +149,8 @@ type Node struct {
 	// clean-up hook in here).
 	onMeta atomic.Pointer[func(*membership.MetaState, *membership.Topology)]
 	// tables caches keyspace tables across applied states (metaChanged).
-	tablesMu  sync.Mutex
-	tables    membership.TableCache
+	tablesMu sync.Mutex
+	tables   membership.TableCache
 	// transfers is set after the node serves (admin handlers read it).
 	transfers atomic.Pointer[transferGlue]
 	runCtx    context.Context // ends when the node closes
