@@ -27,8 +27,12 @@
 // takes the new dot's counter from the actor's store-wide counter (floor),
 // which only grows: the actor never re-mints a dot it used before. An
 // entry's age counts from when it last advanced or last superseded one of
-// its actor's siblings (Mint stamps those), so a write's own Prune never
-// drops what the write just superseded while other replicas still hold it.
+// its actor's siblings (Mint stamps those, and every entry where the
+// write's context is ahead of the copy it is minted on: a fallback's, or a
+// lagging replica's, supersedes siblings it does not hold), so a write's
+// own Prune never drops what the write just superseded while other
+// replicas still hold it — unless it supersedes siblings of more than
+// HardMaxEntries actors at once, the excess of which the hard bound drops.
 // The remaining risk: after an entry is dropped, an old version from a replica
 // that lagged longer than MinAge (and that this replica had superseded) is
 // no longer recognised as superseded and comes back as a false sibling. That

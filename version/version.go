@@ -238,25 +238,36 @@ func (s Set) Mint(ctx Clock, actor string, floor uint64, v Value, now int64) (Se
 	sibs = append(sibs, Sibling{Dot: dot, Value: v})
 	sortSiblings(sibs)
 	clock := s.Clock.Join(ctx).with(actor, dot.Counter, now)
-	if superseded {
-		clock = clock.touch(s.Siblings, ctx, now)
+	if superseded || !s.Clock.Descends(ctx) {
+		clock = clock.touch(s, ctx, now)
 	}
 	return Set{Clock: clock, Siblings: sibs}, dot, nil
 }
 
-// touch returns c with the entries of the siblings ctx supersedes
-// stamped now (the clock is fresh: c's own entries are not shared). An
-// entry that covers a sibling just superseded must outlive that sibling
-// on every replica: were Prune to drop it at once (it last advanced
-// long ago), a replica still holding the sibling would keep it on merge
-// and the superseded value would come back. Join carries the stamp with
-// the write, so every replica's Prune spares the entry for MinAge.
-func (c Clock) touch(sibs []Sibling, ctx Clock, now int64) Clock {
-	for _, sib := range sibs {
+// touch returns c with the entries stamped now that a write minted on s
+// with context ctx may have superseded siblings by (the clock is fresh:
+// c's own entries are not shared): those of the siblings of s that ctx
+// covers, and every entry where ctx is ahead of s's clock (siblings held
+// elsewhere: a fallback minting on no copy, a replica that missed
+// writes). Such an entry must outlive the sibling on every replica: were
+// Prune to drop it at once (it last advanced long ago), a replica still
+// holding the sibling would keep it on merge and the superseded value
+// would come back. Join carries the stamp with the write, so every
+// replica's Prune spares the entry for MinAge.
+func (c Clock) touch(s Set, ctx Clock, now int64) Clock {
+	stamp := func(node string) {
+		if i, ok := c.find(node); ok && c.Entries[i].Time < now {
+			c.Entries[i].Time = now
+		}
+	}
+	for _, sib := range s.Siblings {
 		if ctx.Covers(sib.Dot) {
-			if i, ok := c.find(sib.Dot.Node); ok && c.Entries[i].Time < now {
-				c.Entries[i].Time = now
-			}
+			stamp(sib.Dot.Node)
+		}
+	}
+	for _, e := range ctx.Entries {
+		if e.Counter > s.Clock.Get(e.Node) {
+			stamp(e.Node)
 		}
 	}
 	return c

@@ -509,4 +509,14 @@ func TestPruneSparesWhatAWriteJustSuperseded(t *testing.T) {
 	if _, n := a.Prune(DefaultPrunePolicy(), 3*day+1); n == 0 {
 		t.Fatal("entries superseded over a day ago were never pruned")
 	}
+	// A write minted where the siblings are not (a fallback, holding no
+	// copy; a replica that missed them) supersedes them all the same: a
+	// delete with the read's context deletes every one.
+	for _, held := range []Set{{}, func() Set { s, _ := Set{}.Put(Clock{}, "f~00", val("0"), 0); return s }()} {
+		del, _ := held.Put(b.Context(), "n9#x~1", Value{Tombstone: true}, 2*day)
+		del, _ = del.Prune(DefaultPrunePolicy(), 2*day)
+		if live := Merge(b, del).Live(); len(live) != 0 {
+			t.Fatalf("a delete minted on a copy holding %d of the 17 siblings: %d came back", len(held.Siblings), len(live))
+		}
+	}
 }
