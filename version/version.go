@@ -592,5 +592,31 @@ func (s Set) Check(l Limits) error {
 	if len(s.Clock.Entries) > MaxClockEntries {
 		return fmt.Errorf("version: clock has %d entries, over the limit of %d", len(s.Clock.Entries), MaxClockEntries)
 	}
+	// What the decoder refuses, refused before anything is stored: a set
+	// stored past these would never decode again.
+	for _, e := range s.Clock.Entries {
+		if err := checkDot(Dot{Node: e.Node, Counter: e.Counter}); err != nil {
+			return fmt.Errorf("version: clock entry: %w", err)
+		}
+	}
+	for _, sib := range s.Siblings {
+		if err := checkDot(sib.Dot); err != nil {
+			return fmt.Errorf("version: sibling: %w", err)
+		}
+		if n := len(sib.Value.RequestID); n > MaxRequestIDLen {
+			return fmt.Errorf("version: request ID of %d bytes, over the limit of %d", n, MaxRequestIDLen)
+		}
+	}
+	return nil
+}
+
+// checkDot checks a name and counter as the decoder does.
+func checkDot(d Dot) error {
+	switch {
+	case d.Node == "" || len(d.Node) > MaxNameLen:
+		return fmt.Errorf("actor name of %d bytes (1 to %d)", len(d.Node), MaxNameLen)
+	case d.Counter == 0 || d.Counter > MaxCounter:
+		return fmt.Errorf("counter %d of %s (1 to %d)", d.Counter, d.Node, uint64(MaxCounter))
+	}
 	return nil
 }

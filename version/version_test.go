@@ -520,3 +520,28 @@ func TestPruneSparesWhatAWriteJustSuperseded(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckRefusesWhatCannotDecode: Check refuses what the decoder would
+// (a set stored past these would never decode again), and what it
+// accepts round-trips.
+func TestCheckRefusesWhatCannotDecode(t *testing.T) {
+	longID, _ := Set{}.Put(Clock{}, "n1", Value{RequestID: make([]byte, MaxRequestIDLen+1)}, 1)
+	longName := Set{Clock: Clock{Entries: []Entry{{Node: strings.Repeat("n", MaxNameLen+1), Counter: 1}}}}
+	highCounter := Set{Clock: Clock{Entries: []Entry{{Node: "n1", Counter: MaxCounter + 1}}}}
+	zero := Set{Clock: Clock{Entries: []Entry{{Node: "n1", Counter: 0}}}}
+	for name, s := range map[string]Set{"request ID too long": longID, "name too long": longName, "counter too high": highCounter, "zero counter": zero} {
+		if err := s.Check(Limits{}); err == nil {
+			t.Errorf("%s: Check accepted it", name)
+		}
+		if _, err := DecodeSet(s.Encode()); err == nil {
+			t.Errorf("%s: the decoder accepted it (the test's premise)", name)
+		}
+	}
+	ok, _ := Set{}.Put(Clock{}, "n1", Value{Bytes: []byte("v"), RequestID: make([]byte, MaxRequestIDLen)}, 1)
+	if err := ok.Check(Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := DecodeSet(ok.Encode()); err != nil {
+		t.Fatalf("a set Check accepts does not decode: %v", err)
+	}
+}
