@@ -41,18 +41,23 @@ func (idleTransfers) DeleteMeta(string) error                           { return
 // between the two: it lists the finished task again, which the runner
 // does not run again. Counting it again kept the partition unreported,
 // and the transition waited for ever.
-func TestTransferReportWaitsForEveryKeyspaceOnce(t *testing.T) {
+// addingN4 is the metadata of three nodes (n1..n3 in dc1, keyspaces as
+// specs add) with a committed change adding n4.
+func addingN4(t *testing.T, specs ...membership.KeyspaceSpec) *membership.MetaState {
+	t.Helper()
 	st := &membership.MetaState{}
 	var members []membership.MemberRecord
 	for i, id := range []string{"n1", "n2", "n3"} {
 		members = append(members, membership.MemberRecord{ID: id, DC: "dc1", Rack: []string{"r1", "r2", "r3"}[i], Weight: 1, GRPCAddr: "127.0.0.1:1"})
 	}
-	for _, c := range []membership.Command{
-		{Kind: membership.CmdInit, ClusterID: "c1", Partitions: 32, Members: members},
-		{Kind: membership.CmdKeyspaceCreate, Keyspace: &membership.KeyspaceSpec{Name: "two", Replication: map[string]int{"dc1": 2}}},
-		{Kind: membership.CmdJoin, Member: &membership.MemberRecord{ID: "n4", DC: "dc1", Rack: "r4", Weight: 1, GRPCAddr: "127.0.0.1:4"}},
-		{Kind: membership.CmdPlan, Op: &membership.PlanOp{Op: membership.OpAdd, Node: "n4"}},
-	} {
+	cmds := []membership.Command{{Kind: membership.CmdInit, ClusterID: "c1", Partitions: 32, Members: members}}
+	for i := range specs {
+		cmds = append(cmds, membership.Command{Kind: membership.CmdKeyspaceCreate, Keyspace: &specs[i]})
+	}
+	cmds = append(cmds,
+		membership.Command{Kind: membership.CmdJoin, Member: &membership.MemberRecord{ID: "n4", DC: "dc1", Rack: "r4", Weight: 1, GRPCAddr: "127.0.0.1:4"}},
+		membership.Command{Kind: membership.CmdPlan, Op: &membership.PlanOp{Op: membership.OpAdd, Node: "n4"}})
+	for _, c := range cmds {
 		if err := st.Apply(c); err != nil {
 			t.Fatalf("%s: %v", c.Kind, err)
 		}
@@ -60,15 +65,27 @@ func TestTransferReportWaitsForEveryKeyspaceOnce(t *testing.T) {
 	if err := st.Apply(membership.Command{Kind: membership.CmdCommit, Expect: st.Plan}); err != nil {
 		t.Fatal(err)
 	}
+	return st
+}
+
+// n4Glue is n4's transfer glue over idle peers; its reports are queued,
+// not proposed.
+func n4Glue() *transferGlue {
+	self := membership.NodeInfo{Node: placement.Node{ID: "n4", DC: "dc1", Rack: "r4", Weight: 1}}
+	g := &transferGlue{n: &Node{cfg: Config{ID: "n4"}, self: self},
+		remaining: map[int]int{}, finished: map[replica.Loc]bool{}, reported: map[int]bool{},
+		stopped: true}
+	g.rt = repair.NewTransfers(repair.TransferConfig{Peers: idleTransfers{}, Merge: idleTransfers{}, Checkpoints: idleTransfers{}})
+	return g
+}
+
+func TestTransferReportWaitsForEveryKeyspaceOnce(t *testing.T) {
+	st := addingN4(t, membership.KeyspaceSpec{Name: "two", Replication: map[string]int{"dc1": 2}})
 	topo, err := st.Topology()
 	if err != nil {
 		t.Fatal(err)
 	}
-	self := membership.NodeInfo{Node: placement.Node{ID: "n4", DC: "dc1", Rack: "r4", Weight: 1}}
-	g := &transferGlue{n: &Node{cfg: Config{ID: "n4"}, self: self},
-		remaining: map[int]int{}, finished: map[replica.Loc]bool{}, reported: map[int]bool{},
-		stopped: true} // reports are queued, not proposed
-	g.rt = repair.NewTransfers(repair.TransferConfig{Peers: idleTransfers{}, Merge: idleTransfers{}, Checkpoints: idleTransfers{}})
+	g := n4Glue()
 
 	g.changed(st, topo)
 	// A partition this node receives in both keyspaces.
@@ -207,23 +224,7 @@ func TestCleanupRetriedUntilFinished(t *testing.T) {
 // newer one, on another goroutine) changes nothing: the runner keeps the
 // newer state's tasks, here the abort's.
 func TestTransferGlueIgnoresAnOlderState(t *testing.T) {
-	st := &membership.MetaState{}
-	var members []membership.MemberRecord
-	for i, id := range []string{"n1", "n2", "n3"} {
-		members = append(members, membership.MemberRecord{ID: id, DC: "dc1", Rack: []string{"r1", "r2", "r3"}[i], Weight: 1, GRPCAddr: "127.0.0.1:1"})
-	}
-	for _, c := range []membership.Command{
-		{Kind: membership.CmdInit, ClusterID: "c1", Partitions: 32, Members: members},
-		{Kind: membership.CmdJoin, Member: &membership.MemberRecord{ID: "n4", DC: "dc1", Rack: "r4", Weight: 1, GRPCAddr: "127.0.0.1:4"}},
-		{Kind: membership.CmdPlan, Op: &membership.PlanOp{Op: membership.OpAdd, Node: "n4"}},
-	} {
-		if err := st.Apply(c); err != nil {
-			t.Fatalf("%s: %v", c.Kind, err)
-		}
-	}
-	if err := st.Apply(membership.Command{Kind: membership.CmdCommit, Expect: st.Plan}); err != nil {
-		t.Fatal(err)
-	}
+	st := addingN4(t)
 	adding := st.Clone()
 	addingTopo, err := adding.Topology()
 	if err != nil {
@@ -236,11 +237,7 @@ func TestTransferGlueIgnoresAnOlderState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	self := membership.NodeInfo{Node: placement.Node{ID: "n4", DC: "dc1", Rack: "r4", Weight: 1}}
-	g := &transferGlue{n: &Node{cfg: Config{ID: "n4"}, self: self},
-		remaining: map[int]int{}, finished: map[replica.Loc]bool{}, reported: map[int]bool{},
-		stopped: true}
-	g.rt = repair.NewTransfers(repair.TransferConfig{Peers: idleTransfers{}, Merge: idleTransfers{}, Checkpoints: idleTransfers{}})
+	g := n4Glue()
 	if len(func() []repair.TransferStatus { g.changed(adding, addingTopo); return g.rt.Status() }()) == 0 {
 		t.Fatal("the add gives n4 no transfers")
 	}
