@@ -1127,15 +1127,14 @@ func (c *Coordinator) forward(ctx context.Context, deadline time.Time, span trac
 			// choice), not the replica's that coordinates.
 			Put: req, Tombstone: o.tombstone, OriginDc: r.need.Local,
 		})
-		endSpan(fspan, err)
-		r.trail.add(rep.Node, "forward to replica", errText(err), c.cfg.Now().Sub(start))
 		if err == nil && resp.GetPut() == nil {
 			// An answer without a response (a peer's bug, or another
-			// release's): not a success to pass on, nor a nil to use.
+			// release's): not a success to pass on, nor a nil to use; the
+			// node was reached, so it stands (wrote, below).
 			err = status.Errorf(codes.Internal, "node %s answered the forwarded write without a response", rep.Node)
-			r.trail.add(rep.Node, "forward to replica", errText(err), 0)
-			return nil, err
 		}
+		endSpan(fspan, err)
+		r.trail.add(rep.Node, "forward to replica", errText(err), c.cfg.Now().Sub(start))
 		if err == nil {
 			out := resp.GetPut()
 			out.Explain = append(r.trail.events(), out.GetExplain()...)
