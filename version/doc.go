@@ -31,8 +31,12 @@
 // write's context is ahead of the copy it is minted on: a fallback's, or a
 // lagging replica's, supersedes siblings it does not hold), so a write's
 // own Prune never drops what the write just superseded while other
-// replicas still hold it — unless it supersedes siblings of more than
-// HardMaxEntries actors at once, the excess of which the hard bound drops.
+// replicas still hold it. The hard bound spares the entries stamped by the
+// write being pruned (a write superseding siblings of more than
+// HardMaxEntries actors at once, say a delete of a hot key written blind
+// through an outage) up to MaxClockEntries; a replica merging the write
+// may drop them at once, after the merge has removed its own copies of
+// what they superseded.
 // The remaining risk: after an entry is dropped, an old version from a replica
 // that lagged longer than MinAge (and that this replica had superseded) is
 // no longer recognised as superseded and comes back as a false sibling. That

@@ -494,8 +494,8 @@ func DefaultPrunePolicy() PrunePolicy {
 
 // Prune drops clock entries that cover no current sibling: beyond
 // p.MaxEntries those older than p.MinAge, and beyond p.HardMaxEntries the
-// oldest whatever their age. Entries covering a live sibling are never
-// dropped. It returns the pruned set and how many entries it removed.
+// oldest whatever their age, except those stamped at now (by the write
+// being pruned). Entries covering a live sibling are never dropped. It returns the pruned set and how many entries it removed.
 func (s Set) Prune(p PrunePolicy, now int64) (Set, int) {
 	n := len(s.Clock.Entries)
 	if (p.MaxEntries <= 0 || n <= p.MaxEntries) && (p.HardMaxEntries <= 0 || n <= p.HardMaxEntries) {
@@ -519,9 +519,18 @@ func (s Set) Prune(p PrunePolicy, now int64) (Set, int) {
 		return ea.Node < eb.Node
 	})
 	drop := map[int]bool{}
-	// Hard bound: at most HardMaxEntries free entries survive.
+	// Hard bound: at most HardMaxEntries free entries survive, oldest
+	// dropped first, but for those stamped at now or later: the entries a
+	// write being pruned just superseded siblings by (Mint stamps them
+	// now). Dropped before the write goes out, a replica still holding
+	// those siblings would keep them on merge. They go at the next
+	// write's or merge's Prune, unless the clock would pass
+	// MaxClockEntries (what the decoder takes) first.
 	if p.HardMaxEntries > 0 && len(free) > p.HardMaxEntries {
 		for _, i := range free[:len(free)-p.HardMaxEntries] {
+			if s.Clock.Entries[i].Time >= now && n-len(drop) <= MaxClockEntries {
+				break // sorted by time: the rest were stamped now too
+			}
 			drop[i] = true
 		}
 	}

@@ -545,3 +545,41 @@ func TestCheckRefusesWhatCannotDecode(t *testing.T) {
 		t.Fatalf("a set Check accepts does not decode: %v", err)
 	}
 }
+
+// TestPruneHardBoundSparesWhatAWriteJustSuperseded: a delete superseding
+// siblings of more actors than the hard bound (a hot key written blind by
+// fallbacks through an outage) keeps every entry it stamped, so a replica
+// still holding those siblings drops them all on merge. (The hard bound
+// dropped the excess before the write went out, and those values came
+// back on every replica.) The next Prune after the write brings the clock
+// back within the bound.
+func TestPruneHardBoundSparesWhatAWriteJustSuperseded(t *testing.T) {
+	day := int64(24 * time.Hour)
+	p := DefaultPrunePolicy()
+	var b Set
+	for i := 0; i < p.HardMaxEntries+6; i++ {
+		b, _ = b.Put(Clock{}, fmt.Sprintf("f~%02d", i), val(fmt.Sprint(i)), 0)
+	}
+	for name, held := range map[string]Set{"a replica": b, "a fallback": {}} {
+		del, _ := held.Put(b.Context(), "n9#x~1", Value{Tombstone: true}, 2*day)
+		del, _ = del.Prune(p, 2*day)
+		if err := del.Check(Limits{}); err != nil {
+			t.Fatal(err)
+		}
+		if live := Merge(b, del).Live(); len(live) != 0 {
+			t.Fatalf("a delete minted on %s: %d of %d superseded siblings came back", name, len(live), len(b.Siblings))
+		}
+		later, n := del.Prune(p, 2*day+1)
+		if free := len(later.Clock.Entries) - len(later.Siblings); n == 0 || free > p.HardMaxEntries {
+			t.Fatalf("%s: the next Prune kept %d free entries (dropped %d), over the bound %d", name, free, n, p.HardMaxEntries)
+		}
+	}
+	// Stamped entries are spared only up to what the decoder takes.
+	var wide Set
+	for i := 0; i < MaxClockEntries+10; i++ {
+		wide.Clock.Entries = append(wide.Clock.Entries, Entry{Node: fmt.Sprintf("f~%05d", i), Counter: 1, Time: 2 * day})
+	}
+	if pruned, _ := wide.Prune(p, 2*day); len(pruned.Clock.Entries) != MaxClockEntries {
+		t.Fatalf("kept %d stamped entries, want the decoder's limit %d", len(pruned.Clock.Entries), MaxClockEntries)
+	}
+}
