@@ -245,6 +245,11 @@ func (d *demo) run(ctx context.Context, dir string, keep bool) error {
 			return err
 		}
 		fmt.Fprintf(d.out, "\nThe cluster keeps running (cluster file %s). Try:\n", path)
+		if ca, cert, key := l.ClientTLS(); ca != "" {
+			// Every listener takes TLS only: the command needs the
+			// cluster's CA and a client certificate.
+			fmt.Fprintf(d.out, "  export MERIDIAN_CA=%s MERIDIAN_CERT=%s MERIDIAN_KEY=%s\n", ca, cert, key)
+		}
 		fmt.Fprintf(d.out, "  meridian kv get --addr %s greeting\nCtrl-C to stop.\n", nodes[0].Addr())
 		<-ctx.Done()
 	}

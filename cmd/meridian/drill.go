@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -176,6 +179,9 @@ func runRestoreDrill(ctx context.Context, out, errOut io.Writer, f drillFlags, b
 	if f.htmlOut != "" {
 		return errors.New("the restore drill writes no HTML report: use --json")
 	}
+	if err := checkOutputs(map[string]string{"json": f.jsonOut}); err != nil {
+		return err
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("find this binary to run the nodes: %w", err)
@@ -247,6 +253,9 @@ func runDrill(ctx context.Context, out, errOut io.Writer, name string, f drillFl
 	if f.local && name != drill.NodeCrash && name != drill.RollingRestart && name != drill.DiskFull && name != drill.SlowDisk && f.dcs < 2 {
 		return fmt.Errorf("%s needs at least two datacenters: use --dcs 2 or more", name)
 	}
+	if err := checkOutputs(map[string]string{"json": f.jsonOut, "html": f.htmlOut}); err != nil {
+		return err
+	}
 	f.cfg.Log = errOut
 	var target drill.Target
 	var local *drill.Local
@@ -311,6 +320,7 @@ func runDrill(ctx context.Context, out, errOut io.Writer, name string, f drillFl
 	if err := report.WriteTable(out); err != nil {
 		return err
 	}
+	var unwritten []string
 	for _, o := range []struct {
 		path  string
 		write func(io.Writer) error
@@ -319,9 +329,16 @@ func runDrill(ctx context.Context, out, errOut io.Writer, name string, f drillFl
 			continue
 		}
 		if err := writeFile(o.path, o.write); err != nil {
-			return err
+			unwritten = append(unwritten, err.Error())
+			continue
 		}
 		fmt.Fprintf(errOut, "wrote %s\n", o.path)
+	}
+	if len(unwritten) > 0 && report.Pass {
+		return fmt.Errorf("drill %s PASSED, but its report could not be written: %s", name, strings.Join(unwritten, "; "))
+	}
+	if len(unwritten) > 0 {
+		fmt.Fprintf(errOut, "could not write the report: %s\n", strings.Join(unwritten, "; "))
 	}
 	if !report.Pass {
 		var failed []string
@@ -344,6 +361,26 @@ func removeUnlessFailed(err *error, dir string, errOut io.Writer) {
 		return
 	}
 	os.RemoveAll(dir)
+}
+
+// checkOutputs refuses, before a drill starts, report paths it could not
+// write at the end (a missing directory, no permission): found after
+// minutes of drilling, a passing drill would exit 1. flags maps a flag's
+// name to its path ("" when not given).
+func checkOutputs(flags map[string]string) error {
+	for _, name := range slices.Sorted(maps.Keys(flags)) {
+		path := flags[name]
+		if path == "" {
+			continue
+		}
+		probe, err := os.CreateTemp(filepath.Dir(path), ".meridian-drill-*")
+		if err != nil {
+			return fmt.Errorf("--%s %s: the report could not be written there (%v): give a path in an existing, writable directory", name, path, err)
+		}
+		probe.Close()
+		os.Remove(probe.Name())
+	}
+	return nil
 }
 
 func writeFile(path string, write func(io.Writer) error) error {

@@ -258,6 +258,11 @@ func TestDrillRefusesZerosTakenForDefaults(t *testing.T) {
 		{[]string{"drill", "node-crash", "--local", "--keys", "0"}, "--keys 0"},
 		{[]string{"drill", "slow-dc", "--local", "--verify-timeout", "0"}, "--verify-timeout 0"},
 		{[]string{"drill", "dc-outage", "--local", "--max-converge", "300s", "--verify-timeout", "120s"}, "give a --verify-timeout of at least 5m0s"},
+		// Report paths that cannot be written are refused before the
+		// drill starts, not after it passed.
+		{[]string{"drill", "slow-dc", "--local", "--json", "/nonexistent-meridian-dir/r.json"}, "--json /nonexistent-meridian-dir/r.json: the report could not be written there"},
+		{[]string{"drill", "node-crash", "--local", "--html", "/nonexistent-meridian-dir/r.html"}, "--html /nonexistent-meridian-dir/r.html"},
+		{[]string{"drill", "restore", "--local", "--json", "/nonexistent-meridian-dir/r.json"}, "--json /nonexistent-meridian-dir/r.json"},
 	} {
 		root := newRoot()
 		var out bytes.Buffer
