@@ -58,7 +58,8 @@ type Config struct {
 	// OTEL_EXPORTER_OTLP_PROTOCOL, else grpc.
 	OTLPProtocol string `yaml:"otlp-protocol"`
 	// SampleRatio is the fraction of new traces sampled (parent-based),
-	// 0 to 1; nil means "from OTEL_TRACES_SAMPLER_ARG, else 1".
+	// 0 to 1; nil means "from OTEL_TRACES_SAMPLER and
+	// OTEL_TRACES_SAMPLER_ARG, else 1" (see sampleRatio).
 	SampleRatio *float64 `yaml:"trace-sample-ratio"`
 	// CallerTraceRate bounds the requests a second, on the client and
 	// admin listeners, traced because their caller sent a sampled trace
@@ -129,14 +130,21 @@ func Setup(ctx context.Context, cfg Config) (*Telemetry, error) {
 	if err != nil {
 		return nil, err
 	}
-	exp, err := exporter(ctx, cfg)
+	newExporter, err := exporter(cfg)
 	if err != nil {
 		return nil, err
 	}
-	if exp == nil {
+	if newExporter == nil {
 		t.TracerProvider = nooptrace.NewTracerProvider()
 	} else {
+		// The ratio is checked before the exporter exists: an OTLP
+		// exporter holds a gRPC connection and its goroutines, which a
+		// refused Setup would leave behind.
 		ratio, err := sampleRatio(cfg)
+		if err != nil {
+			return nil, err
+		}
+		exp, err := newExporter(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -226,7 +234,10 @@ func (e *loggedExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadO
 	return nil // reported here
 }
 
-func exporter(ctx context.Context, cfg Config) (sdktrace.SpanExporter, error) {
+// exporter chooses the span exporter cfg asks for and returns a function
+// that builds it, or nil when tracing is off. Choosing starts nothing, so
+// Setup can refuse the rest of the configuration first.
+func exporter(cfg Config) (func(context.Context) (sdktrace.SpanExporter, error), error) {
 	endpoint := cfg.OTLPEndpoint
 	envEndpoint := cfg.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 	if envEndpoint == "" {
@@ -253,7 +264,9 @@ func exporter(ctx context.Context, cfg Config) (sdktrace.SpanExporter, error) {
 		if w == nil {
 			w = os.Stdout
 		}
-		return stdouttrace.New(stdouttrace.WithWriter(w))
+		return func(context.Context) (sdktrace.SpanExporter, error) {
+			return stdouttrace.New(stdouttrace.WithWriter(w))
+		}, nil
 	case "otlp":
 		proto := cfg.OTLPProtocol
 		if proto == "" {
@@ -268,13 +281,17 @@ func exporter(ctx context.Context, cfg Config) (sdktrace.SpanExporter, error) {
 			if endpoint != "" {
 				opts = append(opts, otlptracegrpc.WithEndpointURL(withScheme(endpoint)))
 			}
-			return otlptracegrpc.New(ctx, opts...)
+			return func(ctx context.Context) (sdktrace.SpanExporter, error) {
+				return otlptracegrpc.New(ctx, opts...)
+			}, nil
 		case "http/protobuf", "http":
 			var opts []otlptracehttp.Option
 			if endpoint != "" {
 				opts = append(opts, otlptracehttp.WithEndpointURL(withTracesPath(withScheme(endpoint))))
 			}
-			return otlptracehttp.New(ctx, opts...)
+			return func(ctx context.Context) (sdktrace.SpanExporter, error) {
+				return otlptracehttp.New(ctx, opts...)
+			}, nil
 		default:
 			return nil, fmt.Errorf("otlp protocol %q: use grpc or http/protobuf", proto)
 		}
@@ -303,6 +320,17 @@ func withTracesPath(endpoint string) string {
 	return u.String()
 }
 
+// sampleRatio is the fraction of new traces sampled: cfg's SampleRatio
+// when set, else what the standard OTEL_TRACES_SAMPLER (and its
+// OTEL_TRACES_SAMPLER_ARG) asks for. The node's sampler is always
+// parent-based (a caller's sampled trace is followed, up to the caller
+// rate), so each sampler and its parentbased_ form give the same ratio:
+// always_on 1, always_off 0, traceidratio its argument (default 1). With
+// OTEL_TRACES_SAMPLER unset, OTEL_TRACES_SAMPLER_ARG alone still gives the
+// ratio, as it always has here. A sampler this node does not implement
+// (jaeger_remote, xray, ...) is reported on the log and ignored, with its
+// argument, as the specification asks: every new trace is sampled
+// (parentbased_always_on, the default).
 func sampleRatio(cfg Config) (float64, error) {
 	if r := cfg.SampleRatio; r != nil {
 		if *r < 0 || *r > 1 || math.IsNaN(*r) {
@@ -310,14 +338,31 @@ func sampleRatio(cfg Config) (float64, error) {
 		}
 		return *r, nil
 	}
-	if arg := cfg.Getenv("OTEL_TRACES_SAMPLER_ARG"); arg != "" {
+	sampler := strings.ToLower(strings.TrimSpace(cfg.Getenv("OTEL_TRACES_SAMPLER")))
+	switch sampler {
+	case "always_on", "parentbased_always_on":
+		return 1, nil
+	case "always_off", "parentbased_always_off":
+		return 0, nil
+	case "", "traceidratio", "parentbased_traceidratio":
+		arg := strings.TrimSpace(cfg.Getenv("OTEL_TRACES_SAMPLER_ARG"))
+		if arg == "" {
+			return 1, nil
+		}
 		r, err := strconv.ParseFloat(arg, 64)
 		if err != nil || r < 0 || r > 1 || math.IsNaN(r) {
 			return 0, fmt.Errorf("OTEL_TRACES_SAMPLER_ARG %q: use a fraction from 0 to 1", arg)
 		}
 		return r, nil
+	default:
+		log := cfg.Logger
+		if log == nil {
+			log = slog.Default()
+		}
+		log.Warn("OTEL_TRACES_SAMPLER is not supported; ignoring it and OTEL_TRACES_SAMPLER_ARG and sampling every new trace (parentbased_always_on, ratio 1): use always_on, always_off, traceidratio, their parentbased_ forms or --trace-sample-ratio",
+			"sampler", sampler)
+		return 1, nil
 	}
-	return 1, nil
 }
 
 // DefaultCallerTraceRate is trace-caller-rate's default: requests a

@@ -83,27 +83,110 @@ func TestOTLPFromEnvironment(t *testing.T) {
 func ratio(r float64) *float64 { return &r }
 
 // TestSampleRatio: a ratio set in the config wins, 0 included (no new
-// traces at all); unset, OTEL_TRACES_SAMPLER_ARG decides, else every
-// trace is sampled.
+// traces at all); unset, OTEL_TRACES_SAMPLER decides (with its
+// OTEL_TRACES_SAMPLER_ARG for the ratio samplers, and alone when no
+// sampler is named), else every trace is sampled. A sampler this node
+// does not implement is ignored, with its argument, and logged.
 func TestSampleRatio(t *testing.T) {
+	const s, arg = "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG"
 	for _, c := range []struct {
 		set  *float64
 		env  map[string]string
 		want float64
 		err  bool
+		warn bool
 	}{
-		{ratio(0), map[string]string{"OTEL_TRACES_SAMPLER_ARG": "0.5"}, 0, false},
-		{ratio(0.01), nil, 0.01, false},
-		{nil, map[string]string{"OTEL_TRACES_SAMPLER_ARG": "0.25"}, 0.25, false},
-		{nil, nil, 1, false},
-		{ratio(-0.1), nil, 0, true},
-		{nil, map[string]string{"OTEL_TRACES_SAMPLER_ARG": "2"}, 0, true},
+		{ratio(0), map[string]string{arg: "0.5"}, 0, false, false},
+		{ratio(0.01), nil, 0.01, false, false},
+		{nil, map[string]string{arg: "0.25"}, 0.25, false, false},
+		{nil, nil, 1, false, false},
+		{ratio(-0.1), nil, 0, true, false},
+		{nil, map[string]string{arg: "2"}, 0, true, false},
+
+		{nil, map[string]string{s: "always_off"}, 0, false, false},
+		{nil, map[string]string{s: "parentbased_always_off", arg: "0.5"}, 0, false, false},
+		{nil, map[string]string{s: " Always_Off "}, 0, false, false},
+		{nil, map[string]string{s: "always_on", arg: "0.5"}, 1, false, false},
+		{nil, map[string]string{s: "parentbased_always_on"}, 1, false, false},
+		{nil, map[string]string{s: "traceidratio", arg: "0.25"}, 0.25, false, false},
+		{nil, map[string]string{s: "parentbased_traceidratio", arg: "0.1"}, 0.1, false, false},
+		{nil, map[string]string{s: "parentbased_traceidratio"}, 1, false, false},
+		{nil, map[string]string{s: "traceidratio", arg: "half"}, 0, true, false},
+		{nil, map[string]string{s: "parentbased_traceidratio", arg: "-0.5"}, 0, true, false},
+		{nil, map[string]string{s: "parentbased_jaeger_remote", arg: "endpoint=http://localhost:14250,pollingIntervalMs=5000"}, 1, false, true},
+		{nil, map[string]string{s: "xray"}, 1, false, true},
+		// The config's ratio wins over every sampler, supported or not.
+		{ratio(0.5), map[string]string{s: "always_off"}, 0.5, false, false},
+		{ratio(0.01), map[string]string{s: "traceidratio", arg: "0.25"}, 0.01, false, false},
+		{ratio(0.2), map[string]string{s: "jaeger_remote", arg: "endpoint=http://localhost:14250"}, 0.2, false, false},
 	} {
-		got, err := sampleRatio(Config{SampleRatio: c.set, Getenv: env(c.env)})
+		var logged bytes.Buffer
+		got, err := sampleRatio(Config{SampleRatio: c.set, Getenv: env(c.env), Logger: slog.New(slog.NewTextHandler(&logged, nil))})
 		if (err != nil) != c.err || got != c.want {
 			t.Errorf("ratio %v, env %v: %v, %v; want %v (error %v)", c.set, c.env, got, err, c.want, c.err)
 		}
+		warned := strings.Contains(logged.String(), "level=WARN") && strings.Contains(logged.String(), "not supported") &&
+			strings.Contains(logged.String(), "ratio 1") && strings.Contains(logged.String(), strings.TrimSpace(c.env[s]))
+		if warned != c.warn || (!c.warn && logged.Len() != 0) {
+			t.Errorf("ratio %v, env %v: logged %q; want a warning naming the sampler and the default: %v", c.set, c.env, logged.String(), c.warn)
+		}
 	}
+}
+
+// TestSamplerFromEnvironment: with an OTLP endpoint in the environment,
+// OTEL_TRACES_SAMPLER=always_off starts no trace of the node's own (the
+// coin never picks a root, and a root span is not sampled), and a sampler
+// the node does not implement (with an argument that is no ratio) is
+// logged and ignored rather than stopping the node.
+func TestSamplerFromEnvironment(t *testing.T) {
+	endpoint := "http://" + unusedAddr(t)
+	setup := func(t *testing.T, cfg Config, vars map[string]string) *Telemetry {
+		t.Helper()
+		vars["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+		cfg.Getenv = env(vars)
+		tel, err := Setup(context.Background(), cfg)
+		if err != nil {
+			t.Fatalf("Setup with %v: %v", vars, err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 0)
+			defer cancel()
+			tel.Close(ctx)
+		})
+		tel.coin = func() float64 { return 0 } // the luckiest draw
+		return tel
+	}
+
+	t.Run("always_off", func(t *testing.T) {
+		tel := setup(t, Config{}, map[string]string{"OTEL_TRACES_SAMPLER": "always_off"})
+		if _, span := tel.StartStreamCall(context.Background(), "kv.Put"); span.IsRecording() {
+			t.Error("always_off: the gate started a trace of its own")
+		}
+		if _, span := tel.Tracer("test").Start(context.Background(), "root"); span.SpanContext().IsSampled() {
+			t.Error("always_off: a new root span was sampled")
+		}
+	})
+
+	t.Run("parentbased_jaeger_remote", func(t *testing.T) {
+		var logged lockedBuffer
+		tel := setup(t, Config{Logger: slog.New(slog.NewTextHandler(&logged, nil))}, map[string]string{
+			"OTEL_TRACES_SAMPLER":     "parentbased_jaeger_remote",
+			"OTEL_TRACES_SAMPLER_ARG": "endpoint=http://localhost:14250,pollingIntervalMs=5000,initialSamplingRate=0.25",
+		})
+		if !strings.Contains(logged.String(), "not supported") || !strings.Contains(logged.String(), "parentbased_jaeger_remote") {
+			t.Errorf("logged %q; want a warning that the sampler is not supported", logged.String())
+		}
+		if _, span := tel.StartStreamCall(context.Background(), "kv.Put"); !span.IsRecording() {
+			t.Error("an unsupported sampler: the default (every new trace sampled) was not used")
+		}
+	})
+
+	t.Run("explicit ratio wins", func(t *testing.T) {
+		tel := setup(t, Config{SampleRatio: ratio(1)}, map[string]string{"OTEL_TRACES_SAMPLER": "always_off"})
+		if _, span := tel.StartStreamCall(context.Background(), "kv.Put"); !span.IsRecording() {
+			t.Error("trace-sample-ratio 1 with OTEL_TRACES_SAMPLER=always_off: no trace started; the config must win")
+		}
+	})
 }
 
 func TestMetricsAndPprof(t *testing.T) {

@@ -146,7 +146,7 @@ nothing until a committed plan adds it:
 	f.StringVar(&cfg.Telemetry.Exporter, "trace-exporter", "", "otlp, stdout or none (default: otlp when an OTLP endpoint is set, else none; or OTEL_TRACES_EXPORTER)")
 	f.StringVar(&cfg.Telemetry.OTLPEndpoint, "otlp-endpoint", "", "OTLP collector endpoint, e.g. localhost:4317 (default OTEL_EXPORTER_OTLP_ENDPOINT)")
 	f.StringVar(&cfg.Telemetry.OTLPProtocol, "otlp-protocol", "", "grpc or http/protobuf (default OTEL_EXPORTER_OTLP_PROTOCOL, else grpc)")
-	f.Var(optFloatFlag{p: &cfg.Telemetry.SampleRatio, max: 1, want: "a fraction from 0 to 1, e.g. 0.01", typ: "ratio"}, "trace-sample-ratio", "fraction of new traces sampled, 0-1; 0 samples none (default OTEL_TRACES_SAMPLER_ARG, else 1)")
+	f.Var(optFloatFlag{p: &cfg.Telemetry.SampleRatio, max: 1, want: "a fraction from 0 to 1, e.g. 0.01", typ: "ratio"}, "trace-sample-ratio", "fraction of new traces sampled, 0-1; 0 samples none (default from OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG, else 1)")
 	f.Var(optFloatFlag{p: &cfg.Telemetry.CallerTraceRate, max: math.MaxFloat64, want: "requests a second, 0 or more, e.g. 100", typ: "per-second"}, "trace-caller-rate", fmt.Sprintf("client and admin requests a second traced because their caller's trace context is sampled; 0 follows none (default %d)", telemetry.DefaultCallerTraceRate))
 	f.StringVar(&sf.logLevel, "log-level", "", "debug, info, warn or error (default info)")
 	f.StringVar(&sf.logFormat, "log-format", "", "text or json (default text)")
