@@ -99,7 +99,8 @@ type Snapshot interface {
 //	if err := it.Error(); err != nil { ... }
 //
 // After Close an iterator positions nothing (First, SeekGE, Next and
-// Valid report false).
+// Valid report false) and holds nothing (Key and Value return nil); Error
+// reports what Close returned.
 type Iterator interface {
 	// First positions at the first key within bounds; false if none.
 	First() bool

@@ -96,6 +96,24 @@ func Run(t *testing.T, open func(t *testing.T) engine.Engine) {
 		if it.First() || it.SeekGE([]byte("k")) || it.Next() || it.Valid() {
 			t.Error("an iterator positioned after its Close")
 		}
+		// Closed while positioned (a scan abandoned midway, its key then
+		// logged): it holds no key or value, and no error after a clean Close.
+		it, err = e.NewIter(nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !it.First() {
+			t.Fatal("iterator empty")
+		}
+		if err := it.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := it.Error(); err != nil {
+			t.Errorf("iterator Error after its Close = %v, want nil", err)
+		}
+		if k, v := it.Key(), it.Value(); k != nil || v != nil {
+			t.Errorf("iterator after its Close holds %q=%q, want nothing", k, v)
+		}
 	})
 	t.Run("ClosedWhileReading", func(t *testing.T) {
 		// An iterator or snapshot open when Close begins (a scan its
@@ -128,7 +146,21 @@ func Run(t *testing.T, open func(t *testing.T) engine.Engine) {
 			}
 			runtime.Gosched()
 		}
-		// ...and the readers opened before it still work.
+		// ...and the readers opened before it still work: a snapshot also
+		// answers new reads, its own iterators included.
+		if got, err := snap.Get([]byte("k1")); err != nil || string(got) != "v1" {
+			t.Errorf("snapshot Get after Close began = %q, %v; want v1", got, err)
+		}
+		if i, err := snap.NewIter(nil, nil); err != nil {
+			t.Errorf("snapshot NewIter after Close began = %v", err)
+		} else {
+			if !i.First() || string(i.Key()) != "k1" || !i.Next() || string(i.Key()) != "k2" || i.Next() {
+				t.Error("a snapshot iterator opened after Close began does not give k1, k2")
+			}
+			if err := i.Close(); err != nil {
+				t.Error(err)
+			}
+		}
 		for _, i := range []engine.Iterator{sit, it} {
 			if !i.Next() || string(i.Key()) != "k2" || string(i.Value()) != "v2" {
 				t.Errorf("an iterator open when Close began: Next gives %q=%q, want k2=v2", i.Key(), i.Value())
@@ -329,6 +361,10 @@ func testIteratorBounds(t *testing.T, e engine.Engine) {
 	check([]byte("x"), nil, `["\xff" "\xff\xff"]`)
 	check(nil, []byte("b"), `["a"]`)
 	check([]byte("c"), []byte("c"), `[]`)
+	// Only nil is unbounded: an empty upper bound has nothing below it,
+	// an empty lower bound everything above it.
+	check(nil, []byte{}, `[]`)
+	check([]byte{}, nil, `["a" "b" "b\x00" "c" "d" "\xff" "\xff\xff"]`)
 
 	it, err := e.NewIter([]byte("b"), []byte("d"))
 	if err != nil {

@@ -263,4 +263,4 @@ func (it *iter) Valid() bool   { return it.valid }
 func (it *iter) Key() []byte   { return it.cur.k }
 func (it *iter) Value() []byte { return it.cur.v }
 func (it *iter) Error() error  { return nil }
-func (it *iter) Close() error  { it.valid, it.closed = false, true; return nil }
+func (it *iter) Close() error  { it.cur, it.valid, it.closed = item{}, false, true; return nil }

@@ -487,9 +487,10 @@ func syncDir(fs vfs.FS, dir string) error {
 
 // slogLogger routes Pebble's logging to slog at debug level. Fatalf keeps
 // Pebble's contract (it must not return: Pebble would carry on as if the
-// operation had succeeded), after failing the engine. Commits never reach
-// it for a failed sync (they wait for their sync through SyncWait, which
-// returns the error); it is left for errors Pebble cannot survive.
+// operation had succeeded), after failing the engine. Commits (SyncWAL's
+// and Checkpoint's barriers included) never reach it for a failed sync
+// (they wait for their sync through SyncWait, which returns the error); it
+// is left for errors Pebble cannot survive.
 type slogLogger struct {
 	l *slog.Logger
 	e *Engine
@@ -581,6 +582,11 @@ func (e *Engine) SyncWAL() error {
 		return err
 	}
 	defer e.mu.RUnlock()
+	return e.syncWAL()
+}
+
+// syncWAL is SyncWAL's barrier. The caller holds the read lock.
+func (e *Engine) syncWAL() error {
 	pb := e.db.NewBatch()
 	_ = pb.LogData(nil, nil) // a batch's LogData cannot fail
 	return e.commit(pb, true)
@@ -617,13 +623,22 @@ func (e *Engine) NewIter(lower, upper []byte) (engine.Iterator, error) {
 }
 
 // newIter opens an iterator of r and counts it as a reader. The caller
-// holds the read lock.
+// holds the read lock, or is an open snapshot (a reader already, so
+// Pebble stays open under both).
 func (e *Engine) newIter(r pebbledb.Reader, lower, upper []byte) (engine.Iterator, error) {
+	// Only nil is unbounded, but Pebble cannot be handed an empty bound:
+	// it copies bounds by appending to a buffer that is nil in a fresh
+	// iterator, which turns []byte{} into nil (unbounded). So empty bounds
+	// are settled here: an empty upper bound admits no key (none sorts
+	// below the empty one), an empty lower bound every key, as nil does.
+	if upper != nil && len(upper) == 0 {
+		return emptyIter{}, nil
+	}
 	opts := &pebbledb.IterOptions{}
-	if lower != nil {
+	if len(lower) > 0 {
 		opts.LowerBound = append([]byte(nil), lower...)
 	}
-	if upper != nil {
+	if len(upper) > 0 {
 		opts.UpperBound = append([]byte(nil), upper...)
 	}
 	it, err := r.NewIter(opts)
@@ -741,12 +756,23 @@ func (e *Engine) Flush() error {
 // where the filesystem allows, so a checkpoint costs little space until
 // compactions replace the tables it shares. Open dir as a data directory
 // of its own to read it back.
+//
+// A failed WAL fsync fails the engine and is returned (wrapping
+// engine.ErrFailed).
 func (e *Engine) Checkpoint(dir string) error {
 	if err := e.acquire(); err != nil {
 		return err
 	}
 	defer e.mu.RUnlock()
-	if err := e.db.Checkpoint(dir, pebbledb.WithFlushedWAL()); err != nil {
+	// Make every write committed so far durable first, through our own
+	// barrier (SyncWAL's), not Pebble's WithFlushedWAL: that one syncs
+	// through DB.Apply, which hands a failed fsync to Logger.Fatalf, a
+	// panic. Pebble then copies whole WAL files, so the checkpoint holds
+	// everything the barrier covered.
+	if err := e.syncWAL(); err != nil {
+		return fmt.Errorf("pebble: checkpoint into %s: %w", dir, err)
+	}
+	if err := e.db.Checkpoint(dir); err != nil {
 		return fmt.Errorf("pebble: checkpoint into %s: %w", dir, err)
 	}
 	return nil
@@ -843,25 +869,28 @@ type snapshot struct {
 	s *pebbledb.Snapshot
 }
 
-func (s *snapshot) Get(key []byte) ([]byte, error) {
+// usable reports why the snapshot cannot be read, if it cannot: its own
+// Close, or the engine's failure. Not the engine's Close: an open snapshot
+// keeps working while Close waits for it, and needs no lock for that, as
+// Pebble is closed only once every reader is.
+func (s *snapshot) usable() error {
 	if s.s == nil {
-		return nil, engine.ErrClosed // the snapshot's own Close
+		return engine.ErrClosed // the snapshot's own Close
 	}
-	if err := s.e.acquire(); err != nil {
+	return s.e.Failure()
+}
+
+func (s *snapshot) Get(key []byte) ([]byte, error) {
+	if err := s.usable(); err != nil {
 		return nil, err
 	}
-	defer s.e.mu.RUnlock()
 	return get(s.s, key)
 }
 
 func (s *snapshot) NewIter(lower, upper []byte) (engine.Iterator, error) {
-	if s.s == nil {
-		return nil, engine.ErrClosed // the snapshot's own Close
-	}
-	if err := s.e.acquire(); err != nil {
+	if err := s.usable(); err != nil {
 		return nil, err
 	}
-	defer s.e.mu.RUnlock()
 	return s.e.newIter(s.s, lower, upper)
 }
 
@@ -878,19 +907,39 @@ func (s *snapshot) Close() error {
 }
 
 type iter struct {
-	e  *Engine
-	it *pebbledb.Iterator
+	e   *Engine
+	it  *pebbledb.Iterator
+	err error // Close's, kept for Error once it is nil
 }
 
-// After Close an iterator positions nothing (Pebble's would be used
-// after it is released).
+// After Close an iterator positions nothing and holds no key or value
+// (Pebble's would be used after it is released); Error keeps reporting
+// what Close returned.
 func (i *iter) First() bool            { return i.it != nil && i.it.First() }
 func (i *iter) SeekGE(key []byte) bool { return i.it != nil && i.it.SeekGE(key) }
 func (i *iter) Next() bool             { return i.it != nil && i.it.Next() }
 func (i *iter) Valid() bool            { return i.it != nil && i.it.Valid() }
-func (i *iter) Key() []byte            { return i.it.Key() }
-func (i *iter) Value() []byte          { return i.it.Value() }
-func (i *iter) Error() error           { return i.it.Error() }
+
+func (i *iter) Key() []byte {
+	if i.it == nil {
+		return nil
+	}
+	return i.it.Key()
+}
+
+func (i *iter) Value() []byte {
+	if i.it == nil {
+		return nil
+	}
+	return i.it.Value()
+}
+
+func (i *iter) Error() error {
+	if i.it == nil {
+		return i.err
+	}
+	return i.it.Error()
+}
 
 // Close releases the iterator, also while the engine's Close waits for
 // it (Pebble is closed only once every reader is).
@@ -898,11 +947,24 @@ func (i *iter) Close() error {
 	if i.it == nil {
 		return nil
 	}
-	err := i.it.Close()
+	i.err = i.it.Close()
 	i.it = nil
 	i.e.doneReader()
-	return err
+	return i.err
 }
+
+// emptyIter is an iterator over an empty range: it holds nothing of
+// Pebble's, so it is no reader for Close to wait for.
+type emptyIter struct{}
+
+func (emptyIter) First() bool        { return false }
+func (emptyIter) SeekGE([]byte) bool { return false }
+func (emptyIter) Next() bool         { return false }
+func (emptyIter) Valid() bool        { return false }
+func (emptyIter) Key() []byte        { return nil }
+func (emptyIter) Value() []byte      { return nil }
+func (emptyIter) Error() error       { return nil }
+func (emptyIter) Close() error       { return nil }
 
 // DirLock is the lock on a store's directory, held while a node runs it.
 type DirLock = pebbledb.Lock

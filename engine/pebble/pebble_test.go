@@ -713,3 +713,37 @@ func TestCheckpoint(t *testing.T) {
 		t.Errorf("checkpoint holds a write made after it: %v", err)
 	}
 }
+
+// TestCheckpointFailedSyncFailsTheEngine: a checkpoint whose WAL fsync
+// fails returns the failure and fails the engine; it does not panic (a
+// scheduled snapshot meeting a disk error must not kill the node).
+func TestCheckpointFailedSyncFailsTheEngine(t *testing.T) {
+	var armed atomic.Bool
+	e, err := pebble.Open(pebble.Options{Dir: "/db", FS: walSyncFails(&armed)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	b := e.NewBatch()
+	b.Set([]byte("k"), []byte("v"))
+	if err := b.Commit(false); err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	err = func() (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("panic: %v", r)
+			}
+		}()
+		return e.Checkpoint("/snapshots/s1")
+	}()
+	if !errors.Is(err, engine.ErrFailed) || !errors.Is(err, errorfs.ErrInjected) {
+		t.Fatalf("Checkpoint whose WAL fsync failed = %v, want ErrFailed wrapping the injected error", err)
+	}
+	select {
+	case <-e.Failed():
+	default:
+		t.Fatal("Failed not closed after a checkpoint's failed sync")
+	}
+}
