@@ -59,7 +59,8 @@ func (s *kvServer) Calls(stream kvv1.KV_CallsServer) error {
 			DefaultCallTime: s.n.cfg.RequestTimeout,
 		},
 	}.Run(ctx, func() ([]*kvv1.Call, error) {
-		b, err := stream.Recv()
+		b := &kvv1.CallBatch{}
+		err := transport.RecvBatch(stream, b)
 		running.cancel(b.GetCancel())
 		return b.GetCalls(), err
 	}, func(rs []*kvv1.Reply) error {

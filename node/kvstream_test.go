@@ -15,6 +15,7 @@ import (
 
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 	"github.com/meridiankv/meridian/node"
+	"github.com/meridiankv/meridian/transport"
 )
 
 // exchange sends calls as one batch and returns the replies by call ID,
@@ -183,5 +184,61 @@ func TestCallStreamEndsWithTheNode(t *testing.T) {
 			t.Fatalf("call stream of a stopped node ended with %v, want EOF or UNAVAILABLE", err)
 		}
 		break
+	}
+}
+
+// TestCallStreamRefusesHugeBatchesBeforeDecoding: a batch of more calls
+// than transport.MaxBatchCalls (empty ones: 2 bytes each on the wire, some
+// 90 decoded) ends the stream with RESOURCE_EXHAUSTED, none of its calls
+// served; a batch at the bound is served whole.
+func TestCallStreamRefusesHugeBatchesBeforeDecoding(t *testing.T) {
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 1, Engine: "memory"})
+	kv := kvv1.NewKVClient(dialConn(t, l.Nodes()[0].Addr()))
+	get := func(id uint64) *kvv1.Call {
+		return &kvv1.Call{Id: id, Op: &kvv1.Call_Get{Get: &kvv1.GetRequest{Key: []byte("k")}}}
+	}
+	stream, err := kv.Calls(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := make([]*kvv1.Call, transport.MaxBatchCalls)
+	for i := range calls {
+		calls[i] = get(uint64(i + 1))
+	}
+	if got := exchange(t, stream, calls...); len(got) != len(calls) {
+		t.Fatalf("%d replies to a batch at the bound", len(got))
+	}
+
+	stream, err = kv.Calls(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	huge := make([]*kvv1.Call, transport.MaxBatchCalls+1)
+	for i := range huge {
+		huge[i] = &kvv1.Call{}
+	}
+	if err := stream.Send(&kvv1.CallBatch{Calls: huge}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		b, err := stream.Recv()
+		if err == nil {
+			t.Fatalf("%d replies to a batch over the bound", len(b.GetReplies()))
+		}
+		if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "send at most") {
+			t.Fatalf("a batch over the bound: %v, want RESOURCE_EXHAUSTED saying what to send", err)
+		}
+		break
+	}
+	// So are cancellations past the bound (8 bytes each decoded, 1 sent).
+	stream, err = kv.Calls(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&kvv1.CallBatch{Calls: []*kvv1.Call{get(1)}, Cancel: make([]uint64, transport.MaxBatchCalls+1)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("cancellations over the bound: %v, want RESOURCE_EXHAUSTED", err)
 	}
 }

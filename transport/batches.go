@@ -1,7 +1,12 @@
 package transport
 
 import (
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/meridiankv/meridian/api/codec"
 )
 
 // BatchBytes bounds a message of several replies or calls on a stream:
@@ -29,4 +34,25 @@ func SendReplies[R proto.Message](rs []R, maxMsg int, over func(r R, size int) R
 		size += n
 	}
 	return send(rs[start:])
+}
+
+// MaxBatchCalls bounds the entries of one message on a calls stream (its
+// calls, and a client's cancellations), counted on the wire before the
+// message is decoded: within the message size limit, a batch of empty
+// calls decodes to some 45 times its bytes (a 17 MiB message to 750 MB).
+// Senders here stay well below it (a pipe's or client stream's waiting
+// calls, 4,096 by default; a pipe also splits its sends at it).
+const MaxBatchCalls = 16384
+
+// RecvBatch receives one message of a calls stream into m: one with more
+// than MaxBatchCalls entries in a field is refused, RESOURCE_EXHAUSTED,
+// before it is decoded. (It needs the server to use codec.Proto, as the
+// node's listeners do; under another codec nothing is counted.)
+func RecvBatch(stream grpc.ServerStream, m proto.Message) error {
+	in := codec.Counted{Message: m, Max: MaxBatchCalls}
+	err := stream.RecvMsg(&in)
+	if in.Refused != nil {
+		return status.Errorf(codes.ResourceExhausted, "a call batch with %v: send at most %d calls (and %d cancellations) in one message", in.Refused, MaxBatchCalls, MaxBatchCalls)
+	}
+	return err
 }

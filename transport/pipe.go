@@ -173,11 +173,13 @@ func (p *pipe) run(ctx context.Context, client internalv1.ReplicaClient) {
 		}
 		p.mu.Unlock()
 		var err error
-		// In messages of at most BatchBytes (a larger call goes alone):
-		// a long queue of large writes must not make one message over
-		// the limit, which would fail every call on the pipe.
+		// In messages of at most BatchBytes (a larger call goes alone)
+		// and MaxBatchCalls calls: a long queue of large writes must not
+		// make one message over the limit, nor a longer one of small
+		// calls (peer-calls-waiting may pass MaxBatchCalls) one the
+		// peer refuses; either would fail every call on the pipe.
 		for start, size, i := 0, 0, 0; i <= len(send) && err == nil; i++ {
-			if i < len(send) && (i == start || size+len(send[i]) <= BatchBytes) {
+			if i < len(send) && (i == start || size+len(send[i]) <= BatchBytes && i-start < MaxBatchCalls) {
 				size += len(send[i])
 				continue
 			}

@@ -78,7 +78,8 @@ func (s CallServer) ServeStream(stream internalv1.Replica_CallsServer) error {
 		},
 		CallBounds: s.CallBounds,
 	}.Run(stream.Context(), func() ([]*internalv1.Call, error) {
-		b, err := stream.Recv()
+		b := &internalv1.CallBatch{}
+		err := RecvBatch(stream, b)
 		return b.GetCalls(), err
 	}, func(rs []*internalv1.Reply) error {
 		// Replies that finished together can be large reads: in batches,

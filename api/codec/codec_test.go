@@ -88,3 +88,46 @@ func TestRefusesWhatIsNotAMessage(t *testing.T) {
 		t.Fatalf("name %q: the content type would change", got)
 	}
 }
+
+// TestCountedRefusesBeforeDecoding: a Counted message with more entries
+// than Max in a repeated field (messages, or packed varints) is refused
+// without being decoded; one at the bound decodes as usual.
+func TestCountedRefusesBeforeDecoding(t *testing.T) {
+	c := codec.Proto{}
+	wire := func(m proto.Message) mem.BufferSlice {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return mem.BufferSlice{mem.SliceBuffer(b)}
+	}
+	calls := func(n int) []*kvv1.Call {
+		out := make([]*kvv1.Call, n)
+		for i := range out {
+			out[i] = &kvv1.Call{Id: uint64(i + 1)}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name   string
+		batch  *kvv1.CallBatch
+		refuse bool
+	}{
+		{"calls at the bound", &kvv1.CallBatch{Calls: calls(4), Cancel: []uint64{1, 1 << 40, 3, 4}}, false},
+		{"calls over", &kvv1.CallBatch{Calls: calls(5)}, true},
+		{"empty calls over", &kvv1.CallBatch{Calls: []*kvv1.Call{{}, {}, {}, {}, {}}}, true},
+		{"cancellations over", &kvv1.CallBatch{Cancel: []uint64{1, 2, 3, 1 << 60, 5}}, true},
+	} {
+		got := &kvv1.CallBatch{}
+		in := codec.Counted{Message: got, Max: 4}
+		if err := c.Unmarshal(wire(tc.batch), &in); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		switch {
+		case tc.refuse && (in.Refused == nil || len(got.GetCalls())+len(got.GetCancel()) > 0):
+			t.Errorf("%s: refused %v, decoded %d calls and %d cancellations; want refused, nothing decoded", tc.name, in.Refused, len(got.GetCalls()), len(got.GetCancel()))
+		case !tc.refuse && (in.Refused != nil || !proto.Equal(got, tc.batch)):
+			t.Errorf("%s: refused %v, decoded %v; want %v", tc.name, in.Refused, got, tc.batch)
+		}
+	}
+}
