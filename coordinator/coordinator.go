@@ -1254,6 +1254,12 @@ func (c *Coordinator) coordinate(ctx context.Context, deadline time.Time, span t
 			return nil, status.Errorf(codes.Internal, "local write failed: %v", err)
 		}
 		f.start = start
+		if o.tombstone && c.cfg.OnTombstone != nil {
+			// Marked once stored, as the replica path does: marked before,
+			// a collection scan in between finds nothing and marks the
+			// partition clean, and this tombstone is never collected.
+			c.cfg.OnTombstone(r.loc)
+		}
 		c.goTask(task{f: f, kind: taskLocal})
 	} else if f.set, err = m.mint(version.Set{}); err != nil {
 		fcancel()
@@ -1371,9 +1377,6 @@ func (c *Coordinator) initMinter(m *minter, r *request, req *kvv1.PutRequest, cl
 	}
 	*m = minter{c: c, r: r, clk: clk, actor: actor, local: local,
 		value: version.Value{Bytes: req.GetValue(), Tombstone: tombstone, RequestID: req.GetRequestId()}}
-	if tombstone && c.cfg.OnTombstone != nil {
-		c.cfg.OnTombstone(r.loc)
-	}
 	if tombstone {
 		m.value.Bytes = nil
 	}
