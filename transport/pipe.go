@@ -149,15 +149,27 @@ func (p *pipe) run(ctx context.Context, client internalv1.ReplicaClient) {
 		// about ten allocations and a write. With nothing else to run,
 		// the yield returns at once.
 		runtime.Gosched()
+		// One message at a time, of at most BatchBytes (a larger call
+		// goes alone) and MaxBatchCalls calls: a long queue of large
+		// writes must not make one message over the limit, nor a longer
+		// one of small calls (peer-calls-waiting may pass MaxBatchCalls)
+		// one the peer refuses; either would fail every call on the
+		// pipe. The rest stay queued for the next round, so that a call
+		// whose caller gives up while an earlier message is held up by
+		// flow control is not sent, and the time left is stamped as the
+		// message goes.
 		p.mu.Lock()
 		calls := p.mu.queue
-		p.mu.queue = p.mu.spare[:0]
-		p.mu.spare = nil
 		send := batch.Calls[:0]
 		now := time.Now()
-		for _, c := range calls {
+		size, taken := 0, 0
+		for ; taken < len(calls); taken++ {
+			c := calls[taken]
 			if _, waiting := p.mu.pending[c.id]; !waiting {
 				continue
+			}
+			if len(send) > 0 && (size+len(c.enc) > BatchBytes || len(send) == MaxBatchCalls) {
+				break
 			}
 			if !c.deadline.IsZero() {
 				// The time left as sent, not as queued: the time spent
@@ -169,28 +181,17 @@ func (p *pipe) run(ctx context.Context, client internalv1.ReplicaClient) {
 				}
 				c.enc = protowire.AppendVarint(protowire.AppendTag(c.enc, 3, protowire.VarintType), CeilMicros(left))
 			}
+			size += len(c.enc)
 			send = append(send, c.enc)
 		}
+		p.mu.queue = append(p.mu.spare[:0], calls[taken:]...)
+		p.mu.spare = nil
+		more := len(p.mu.queue) > 0
 		p.mu.Unlock()
 		var err error
-		// In messages of at most BatchBytes (a larger call goes alone)
-		// and MaxBatchCalls calls: a long queue of large writes must not
-		// make one message over the limit, nor a longer one of small
-		// calls (peer-calls-waiting may pass MaxBatchCalls) one the
-		// peer refuses; either would fail every call on the pipe.
-		for start, size, i := 0, 0, 0; i <= len(send) && err == nil; i++ {
-			if i < len(send) && (i == start || size+len(send[i]) <= BatchBytes && i-start < MaxBatchCalls) {
-				size += len(send[i])
-				continue
-			}
-			if i > start {
-				batch.Calls = send[start:i]
-				err = stream.SendMsg(batch)
-			}
-			start, size = i, 0
-			if i < len(send) {
-				size = len(send[i])
-			}
+		if len(send) > 0 {
+			batch.Calls = send
+			err = stream.SendMsg(batch)
 		}
 		clear(send)
 		batch.Calls = send[:0]
@@ -198,6 +199,13 @@ func (p *pipe) run(ctx context.Context, client internalv1.ReplicaClient) {
 		p.mu.Lock()
 		p.mu.spare = calls[:0]
 		p.mu.Unlock()
+		if more {
+			// The rest of the queue goes in the next round.
+			select {
+			case p.wake <- struct{}{}:
+			default:
+			}
+		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				// The replica ended the stream: the receiver gets its

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -733,4 +734,65 @@ func TestPipeSendsTheTimeLeftWhenSent(t *testing.T) {
 	if CeilMicros(time.Nanosecond) != 1 || CeilMicros(0) != 0 || CeilMicros(1500*time.Nanosecond) != 2 {
 		t.Fatal("CeilMicros does not round up")
 	}
+}
+
+// TestPipeDropsCallsGivenUpBetweenMessages: a queue too large for one
+// message goes one message at a time, so a call whose caller gives up
+// while an earlier message of the same queue is held up (flow control) is
+// not sent. (Split after taking the whole queue, it was sent, with the
+// time left it had before the wait.)
+func TestPipeDropsCallsGivenUpBetweenMessages(t *testing.T) {
+	p, s := runHeldPipe(t, DefaultPipeWaiting)
+	bg := context.Background()
+	call := func(ctx context.Context, size int) chan error {
+		errc := make(chan error, 1)
+		go func() {
+			_, err := p.call(ctx, &internalv1.Call{Op: &internalv1.Call_Write{Write: &internalv1.WriteRequest{Key: []byte("w"), Set: make([]byte, size)}}})
+			errc <- err
+		}()
+		return errc
+	}
+	queued := func(n int) func() bool {
+		return func() bool {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			return len(p.mu.queue) == n
+		}
+	}
+	sent := func() [][]uint64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return slices.Clone(s.sent)
+	}
+	first := call(bg, 0)
+	<-s.entered // the first message is being sent, and held
+	a := call(bg, 3<<20)
+	waitUntil(t, "a to queue", queued(1))
+	giveUp, giveUpCancel := context.WithCancel(bg)
+	b := call(giveUp, 3<<20) // with a, over BatchBytes: a message of its own
+	waitUntil(t, "b to queue", queued(2))
+	p.mu.Lock()
+	bID := p.mu.queue[1].id
+	p.mu.Unlock()
+	s.release <- struct{}{}
+	<-s.entered // a's message is being sent, and held
+	if got := sent(); len(got) != 2 || len(got[1]) != 1 {
+		t.Fatalf("messages %v: want the first call, then a alone", got)
+	}
+	giveUpCancel()
+	if err := <-b; status.Code(err) != codes.Canceled {
+		t.Fatalf("b given up returned %v, want CANCELED", err)
+	}
+	s.release <- struct{}{}
+	c := call(bg, 0)
+	<-s.entered // the next message: c's, without b
+	got := sent()
+	if len(got) != 3 || len(got[2]) != 1 || got[2][0] == bID {
+		t.Fatalf("messages %v: want the first call, a, then c alone (b, %d, was given up before its message)", got, bID)
+	}
+	s.release <- struct{}{}
+	p.close()
+	<-first
+	<-a
+	<-c
 }
