@@ -9,53 +9,59 @@ import (
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 )
 
-// checkSet reads every set the workload added to: at ALL through a
-// client (acknowledged elements missing are lost writes), then each
-// replica's own copy through admin ReplicaGet (elements missing there are
-// replicas that did not converge).
+// checkSet reads every set the workload added to: first each replica's
+// own copy through admin ReplicaGet (elements missing there are replicas
+// that did not converge), then at ALL through a client (acknowledged
+// elements missing are lost writes). The replicas come first because a
+// read at ALL repairs the replicas it finds behind: read after it, a
+// replica that never converged (anti-entropy wrongly finding it equal)
+// would be repaired by the check itself and pass.
 func (d *driller) checkSet(ctx context.Context, acked map[string][]string) SetCheck {
 	out := SetCheck{Replicas: map[string]int{}, ReplicaErrors: map[string]string{}}
-	dcs := d.cfg.Scenario.HealthyDCs(d.env.Topology)
-	if len(dcs) == 0 {
-		dcs = d.env.Topology.DCs()
-	}
-	kv := d.env.KV[dcs[0]]
-	// One wait in all for replicas to settle (Durations.Settle, from the
-	// first replica checked: the ALL reads' retries use none of it), not
-	// one per key and replica: a replica that never receives some
-	// elements must not use up ctx, turning its count into "not checked".
-	var settle time.Time
+	var keys [][]byte
 	for i := range d.cfg.SetKeys {
 		key := setKey(d.runID, i)
-		elems := acked[string(key)]
-		if len(elems) == 0 {
-			continue
+		if elems := acked[string(key)]; len(elems) > 0 {
+			keys = append(keys, key)
+			out.Keys++
+			out.Acked += len(elems)
 		}
-		out.Keys++
-		out.Acked += len(elems)
-		present, err := readAll(ctx, kv, key, d.cfg.ProbeTimeout)
-		if err != nil {
-			out.Error = fmt.Sprintf("read %s at ALL: %v (is every node up? see 'meridian status')", key, err)
-			return out
-		}
-		for _, e := range elems {
-			if !present[e] {
-				out.Lost++
-				if len(out.LostExamples) < 5 {
-					out.LostExamples = append(out.LostExamples, fmt.Sprintf("%s in %s", e, key))
-				}
-			}
-		}
+	}
+	if err := d.checkReplicas(ctx, keys, acked, &out); err != nil {
+		out.Error = err.Error()
+		return out
+	}
+	if err := d.checkAll(ctx, keys, acked, &out); err != nil {
+		out.Error = err.Error()
+		return out
+	}
+	if len(out.ReplicaErrors) == 0 {
+		out.ReplicaErrors = nil
+	}
+	out.Checked = true
+	return out
+}
+
+// checkReplicas counts, per replica, the acknowledged elements its own
+// copy of each key lacks. It reads nothing at ALL (nor at any level that
+// repairs): what a replica holds is what replication, hints and
+// anti-entropy gave it.
+func (d *driller) checkReplicas(ctx context.Context, keys [][]byte, acked map[string][]string, out *SetCheck) error {
+	// One wait in all for replicas to settle (Durations.Settle, from the
+	// first replica checked), not one per key and replica: a replica
+	// that never receives some elements must not use up ctx, turning its
+	// count into "not checked".
+	var settle time.Time
+	for _, key := range keys {
 		replicas, err := d.replicasOf(ctx, key)
 		if err != nil {
-			out.Error = fmt.Sprintf("find the replicas of %s: %v", key, err)
-			return out
+			return fmt.Errorf("find the replicas of %s: %v", key, err)
 		}
 		if settle.IsZero() {
 			settle = time.Now().Add(d.cfg.Durations.Settle)
 		}
 		for _, node := range replicas {
-			missing, err := d.replicaMissing(ctx, node, key, elems, settle)
+			missing, err := d.replicaMissing(ctx, node, key, acked[string(key)], settle)
 			if err != nil {
 				out.ReplicaErrors[node] = err.Error()
 				continue
@@ -63,11 +69,32 @@ func (d *driller) checkSet(ctx context.Context, acked map[string][]string) SetCh
 			out.Replicas[node] += missing
 		}
 	}
-	if len(out.ReplicaErrors) == 0 {
-		out.ReplicaErrors = nil
+	return nil
+}
+
+// checkAll reads every key at ALL through the first healthy DC's client
+// and counts the acknowledged elements missing: lost writes.
+func (d *driller) checkAll(ctx context.Context, keys [][]byte, acked map[string][]string, out *SetCheck) error {
+	dcs := d.cfg.Scenario.HealthyDCs(d.env.Topology)
+	if len(dcs) == 0 {
+		dcs = d.env.Topology.DCs()
 	}
-	out.Checked = true
-	return out
+	kv := d.env.KV[dcs[0]]
+	for _, key := range keys {
+		present, err := readAll(ctx, kv, key, d.cfg.ProbeTimeout)
+		if err != nil {
+			return fmt.Errorf("read %s at ALL: %v (is every node up? see 'meridian status')", key, err)
+		}
+		for _, e := range acked[string(key)] {
+			if !present[e] {
+				out.Lost++
+				if len(out.LostExamples) < 5 {
+					out.LostExamples = append(out.LostExamples, fmt.Sprintf("%s in %s", e, key))
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // readAll reads key at ALL, retrying until ctx ends.

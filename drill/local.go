@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -31,7 +32,8 @@ type LocalSpec struct {
 	// os.Executable()).
 	Binary string
 	// Dir holds the certificates, the cluster secret, one data directory
-	// and one log per node, and cluster.json.
+	// and one log per node, and cluster.json. It must not hold a previous
+	// drill's cluster (StartLocal refuses it).
 	Dir        string
 	DCs        int // default 3
 	NodesPerDC int // default 3
@@ -89,6 +91,12 @@ func StartLocal(ctx context.Context, spec LocalSpec) (*Local, error) {
 	}
 	if spec.DCs < 1 || spec.NodesPerDC < 1 {
 		return nil, fmt.Errorf("local cluster: --dcs and --nodes-per-dc must be at least 1 (got %d, %d)", spec.DCs, spec.NodesPerDC)
+	}
+	// A previous drill's files would be overwritten in part (the secret)
+	// and refused in part (pki never overwrites a CA): refuse before
+	// writing anything.
+	if err := refuseUsed(spec.Dir, "cluster.secret", "certs", "cluster.json"); err != nil {
+		return nil, err
 	}
 	l := &Local{spec: spec, healthyTimeout: 60 * time.Second, stopGraceTimeout: 20 * time.Second}
 	if err := os.MkdirAll(spec.Dir, 0o755); err != nil {
@@ -155,6 +163,21 @@ func StartLocal(ctx context.Context, spec LocalSpec) (*Local, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// refuseUsed refuses dir if it holds any of names, the files a previous
+// drill's cluster left there.
+func refuseUsed(dir string, names ...string) error {
+	for _, name := range names {
+		_, err := os.Lstat(filepath.Join(dir, name))
+		if err == nil {
+			return fmt.Errorf("%s holds a previous drill's cluster (%s): give a new --dir or remove it", dir, name)
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
 }
 
 func (l *Local) makeCerts(dir string) error {

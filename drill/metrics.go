@@ -175,6 +175,10 @@ func (c Counts) Ratio() float64 {
 	return float64(c.OK) / float64(c.Total)
 }
 
+// healthy needs operations: a second with none due is no evidence that
+// a level works. Open-loop pacing records every operation due (a failure
+// too), and Config.Validate keeps every level at one or more per second,
+// so only a second the workload did not run in has none.
 func (c Counts) healthy() bool { return c.Total > 0 && c.Ratio() >= HealthyRatio }
 
 func (c *Counts) add(s Sample) {

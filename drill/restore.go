@@ -125,6 +125,12 @@ func (r *RestoreReport) Judge() {
 	if r.AckedBefore == 0 {
 		r.Failures = append(r.Failures, "no write was acknowledged before the snapshot: nothing was verified (is the cluster taking writes?)")
 	}
+	// Without a write sent after the snapshot, "none of them came back"
+	// holds of nothing: the check that the restore brings back no later
+	// write did not run.
+	if r.AckedAfter == 0 {
+		r.Failures = append(r.Failures, "no write was acknowledged after the snapshot: nothing verified of what must not come back (give a longer --after, or see why the writes failed: is the cluster taking writes?)")
+	}
 	if r.FoundBefore < r.AckedBefore {
 		r.Failures = append(r.Failures, fmt.Sprintf("%d of %d writes acknowledged before the snapshot are missing after the restore (e.g. %s)",
 			r.AckedBefore-r.FoundBefore, r.AckedBefore, strings.Join(r.Missing, ", ")))
@@ -193,6 +199,12 @@ func RunRestore(ctx context.Context, cfg RestoreConfig, spec LocalSpec) (*Restor
 	log := cfg.Log
 	root := spec.Dir
 	rep := &RestoreReport{Drill: RestoreDrill, Snapshot: "drill-restore"}
+	// A previous restore drill's old cluster, downloaded snapshots or
+	// restored data would each refuse this one part way: refuse it here,
+	// naming the directory given.
+	if err := refuseUsed(root, "old", "backup", "new"); err != nil {
+		return nil, err
+	}
 
 	oldSpec := spec
 	oldSpec.Dir = filepath.Join(root, "old")

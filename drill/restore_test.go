@@ -6,8 +6,9 @@ import (
 )
 
 // TestRestoreJudge: the restore drill passes only when every write
-// acknowledged before the snapshot is back, none acknowledged after it is,
-// the placement held, and the new cluster has its own ID, names the old
+// acknowledged before the snapshot is back, none acknowledged after it is
+// (and there were some of each, or nothing was verified), the placement
+// held, and the new cluster has its own ID, names the old
 // one, went on from its epoch and takes writes.
 func TestRestoreJudge(t *testing.T) {
 	good := func() RestoreReport {
@@ -22,6 +23,7 @@ func TestRestoreJudge(t *testing.T) {
 		{"all back", func(*RestoreReport) {}, ""},
 		{"a write during the snapshot either way", func(r *RestoreReport) { r.FoundDuring = 2 }, ""},
 		{"nothing acknowledged", func(r *RestoreReport) { r.AckedBefore, r.FoundBefore = 0, 0 }, "nothing was verified"},
+		{"nothing acknowledged after", func(r *RestoreReport) { r.AckedAfter = 0 }, "no write was acknowledged after the snapshot: nothing verified"},
 		{"a write lost", func(r *RestoreReport) { r.FoundBefore, r.Missing = 9, []string{"k7"} }, "1 of 10 writes acknowledged before the snapshot are missing after the restore (e.g. k7)"},
 		{"a later write back", func(r *RestoreReport) { r.FoundAfter, r.Resurrected = 1, []string{"k9"} }, "1 writes sent after every node's snapshot"},
 		{"the old cluster ID", func(r *RestoreReport) { r.NewCluster = "a" }, "must have its own"},

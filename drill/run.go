@@ -132,10 +132,25 @@ func (c Config) Validate() error {
 	switch {
 	case c.Rate < 0 || c.ProbeRate < 0 || c.SetRate < 0:
 		return fmt.Errorf("--rate, --probe-rate and --set-rate must not be negative")
+	// Health is judged second by second, and a second with no operation
+	// of a level due is no evidence that the level works: below one per
+	// second per DC, the seconds without one are unhealthy, and a healthy
+	// cluster may never show StableWindows healthy seconds in a row
+	// (counting them as healthy instead would declare a recovery, and
+	// place the RTO, on seconds nothing was measured in). The set
+	// workload's rate needs no floor: --rate alone keeps every second of
+	// LOCAL_QUORUM measured.
+	case c.Rate < 1:
+		return fmt.Errorf("--rate %g: give at least 1 per second per DC, so that every second of LOCAL_QUORUM has operations to judge it by", c.Rate)
+	case c.ProbeRate < 1:
+		return fmt.Errorf("--probe-rate %g: give at least 1 per second per DC, so that every second of QUORUM and EACH_QUORUM has probes to judge it by", c.ProbeRate)
 	case c.Keys < 1 || c.SetKeys < 1:
 		return fmt.Errorf("--keys and --set-keys must be at least 1")
 	case c.OpTimeout <= 0 || c.ProbeTimeout <= 0:
 		return fmt.Errorf("--op-timeout and --probe-timeout must be positive")
+	case c.Durations.VerifyTimeout <= c.recoverySeen():
+		return fmt.Errorf("--verify-timeout %s is too short: verify can see a recovery no sooner than %s after the heal (%d healthy seconds after the heal's own, the last judged once the longer of --op-timeout %s and --probe-timeout %s, + %s, passed), so the drill could only fail; give a --verify-timeout longer than %s, or a shorter --op-timeout and --probe-timeout",
+			c.Durations.VerifyTimeout, c.recoverySeen(), StableWindows, c.OpTimeout, c.ProbeTimeout, finalMargin, c.recoverySeen())
 	case c.FaultTTL < c.Durations.Hold:
 		return fmt.Errorf("--fault-ttl %s is shorter than --hold %s: the fault would expire during the hold; give a TTL of at least the hold", c.FaultTTL, c.Durations.Hold)
 	case c.FaultTTL > 24*time.Hour:
@@ -144,6 +159,25 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--max-converge %s is longer than --verify-timeout %s: verification stops before the criterion could be met; give a --verify-timeout of at least %s", c.Criteria.MaxConverge, c.Durations.VerifyTimeout, c.Criteria.MaxConverge)
 	}
 	return nil
+}
+
+// finalMargin is how long, past the longest deadline, verify waits for
+// the last operations of a second to be recorded.
+const finalMargin = 200 * time.Millisecond
+
+// secondFinal is how long after a second ends that second is final: every
+// operation started in it has ended, by its deadline at the latest.
+func (c Config) secondFinal() time.Duration {
+	return max(c.OpTimeout, c.ProbeTimeout) + finalMargin
+}
+
+// recoverySeen is the earliest, after the heal, that verify can see every
+// level recovered: StableWindows healthy seconds after the heal's own
+// (partial) one, the last of them final. A verify timeout no longer than
+// it ends every drill unrecovered and unconverged, whatever the cluster
+// does.
+func (c Config) recoverySeen() time.Duration {
+	return (StableWindows+1)*time.Second + c.secondFinal()
 }
 
 // Processes kills and restarts the nodes of a cluster the drill started.
@@ -450,7 +484,7 @@ func (d *driller) run(ctx context.Context) (*Report, error) {
 		return nil, fmt.Errorf("interrupted during verify: %w", err)
 	}
 
-	d.logf("final check: the set workload's acknowledged elements, read at ALL and on every replica")
+	d.logf("final check: the set workload's acknowledged elements, on every replica, then read at ALL")
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 90*time.Second)
 	set := d.checkSet(cctx, w.acked.snapshot())
 	cancel()
@@ -839,7 +873,7 @@ func (d *driller) verify(ctx context.Context, healedAt time.Duration, stopLoad f
 	d.logf("verify: until every level is healthy again (at least %s), then the workload stops until a repair round finds no mismatch (at most %s in all)",
 		d.cfg.Durations.VerifyMin, d.cfg.Durations.VerifyTimeout)
 	// A second is final once every operation started in it has ended.
-	settle := max(d.cfg.OpTimeout, d.cfg.ProbeTimeout) + 200*time.Millisecond
+	settle := d.cfg.secondFinal()
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	recovered := false
@@ -855,8 +889,10 @@ func (d *driller) verify(ctx context.Context, healedAt time.Duration, stopLoad f
 			return nil
 		}
 		if !recovered {
-			upTo := d.now() - settle
-			recovered = upTo-healedAt >= (StableWindows+1)*time.Second && StableSince(d.rec.snapshot(), d.cfg.Scenario.ExpectedAfterHeal(), upTo)
+			upTo := healedAt + since - settle
+			// since >= recoverySeen: StableWindows final seconds after
+			// the heal's own (Validate keeps VerifyTimeout past it).
+			recovered = since >= d.cfg.recoverySeen() && StableSince(d.rec.snapshot(), d.cfg.Scenario.ExpectedAfterHeal(), upTo)
 			if !recovered || since < d.cfg.Durations.VerifyMin {
 				recovered = false
 				continue

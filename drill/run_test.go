@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -38,6 +39,12 @@ type fakeCluster struct {
 		// reply lost).
 		injects   int
 		loseReply bool
+		// stale is a node whose own copy of each set lacks the set's
+		// first element until the set is read at ALL: a replica that
+		// anti-entropy wrongly finds equal and only read repair fills.
+		// readAll holds the keys read at ALL.
+		stale   string
+		readAll map[string]bool
 	}
 }
 
@@ -45,6 +52,7 @@ func newFake() *fakeCluster {
 	f := &fakeCluster{topo: topo3(1)}
 	f.mu.faults = map[string][]*adminv1.Fault{}
 	f.mu.data = map[string]map[string]bool{}
+	f.mu.readAll = map[string]bool{}
 	return f
 }
 
@@ -92,6 +100,9 @@ func (k *fakeKV) Get(_ context.Context, key []byte, level kvv1.Level) ([][]byte,
 	}
 	k.f.mu.Lock()
 	defer k.f.mu.Unlock()
+	if level == kvv1.Level_LEVEL_ALL {
+		k.f.mu.readAll[string(key)] = true // read repair
+	}
 	return [][]byte{encodeSet(k.f.mu.data[string(key)])}, []byte("ctx"), nil
 }
 
@@ -197,7 +208,12 @@ func (a *fakeAdmin) Endpoints(_ context.Context, req *adminv1.EndpointsRequest, 
 func (a *fakeAdmin) ReplicaGet(_ context.Context, req *adminv1.ReplicaGetRequest, _ ...grpc.CallOption) (*adminv1.ReplicaGetResponse, error) {
 	a.f.mu.Lock()
 	defer a.f.mu.Unlock()
-	return &adminv1.ReplicaGetResponse{Node: req.GetNode(), Siblings: []*kvv1.Sibling{{Value: encodeSet(a.f.mu.data[string(req.GetKey())])}}}, nil
+	set := a.f.mu.data[string(req.GetKey())]
+	if a.node == a.f.mu.stale && !a.f.mu.readAll[string(req.GetKey())] && len(set) > 0 {
+		set = maps.Clone(set)
+		delete(set, slices.Sorted(maps.Keys(set))[0])
+	}
+	return &adminv1.ReplicaGetResponse{Node: req.GetNode(), Siblings: []*kvv1.Sibling{{Value: encodeSet(set)}}}, nil
 }
 
 type fakeStream struct {
@@ -305,6 +321,35 @@ func TestRunAgainLosesNothingUnseen(t *testing.T) {
 	}
 }
 
+// TestRunReplicaBehindFailsDespiteReadRepair: anti-entropy finds every
+// replica equal, but n2's own copy of each set lacks an acknowledged
+// element until a read at ALL repairs it. The final check must see n2 as
+// it was, not as its own read at ALL left it: the replica criterion fails
+// (and nothing is lost: the read at ALL finds every element).
+func TestRunReplicaBehindFailsDespiteReadRepair(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a drill of about 7 seconds")
+	}
+	f := newFake()
+	f.mu.stale = "n2"
+	var log strings.Builder
+	cfg := fastConfig()
+	cfg.Log = &log
+	cfg.Durations.Settle = time.Second // n2 never receives the element
+	r, err := Run(context.Background(), cfg, f.env())
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, log.String())
+	}
+	w := r.Summary.Writes
+	if !w.Checked || w.Lost != 0 || w.Replicas["n2"] != w.Keys || w.ReplicaMissing() != w.Keys {
+		t.Errorf("set check %+v: want nothing lost, and n2 alone lacking one element of each of the %d set(s)", w, w.Keys)
+	}
+	i := slices.IndexFunc(r.Criteria, func(v Verdict) bool { return v.Name == "every replica holds every acknowledged element" })
+	if i < 0 || r.Criteria[i].Pass || !strings.Contains(r.Criteria[i].Got, "n2 lacks") || r.Pass {
+		t.Errorf("criteria %+v (pass %v): want the replica criterion to fail on n2", r.Criteria, r.Pass)
+	}
+}
+
 // TestRunClearsAFaultWhoseReplyWasLost: the first node asked applies the
 // fault everywhere but its reply is lost; the drill injects the same
 // fault (the same ID) through the next node, and heal clears it: no node
@@ -374,6 +419,49 @@ func TestRunRefuses(t *testing.T) {
 		if _, err := Run(context.Background(), cfg, newFake().env()); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Run = %v, want an error containing %q", err, tc.want)
 		}
+	}
+}
+
+// TestConfigValidate: the defaults validate; a rate below one per second
+// per DC (seconds with nothing due to judge them by) and a verify timeout
+// too short for verify ever to see a recovery are refused, naming the
+// flags to change.
+func TestConfigValidate(t *testing.T) {
+	var def Config
+	def.fill()
+	if err := def.Validate(); err != nil {
+		t.Fatalf("the defaults: %v", err)
+	}
+	for _, tc := range []struct {
+		change func(*Config)
+		want   []string
+	}{
+		{func(c *Config) { c.ProbeRate = 0.5 }, []string{"--probe-rate 0.5: give at least 1 per second per DC"}},
+		{func(c *Config) { c.Rate = 0.9 }, []string{"--rate 0.9: give at least 1 per second per DC"}},
+		// Defaults: 3 healthy seconds after the heal's, the last final
+		// 2s (the deadlines) + 0.2s after it ends.
+		{func(c *Config) { c.Durations.VerifyTimeout = 5 * time.Second },
+			[]string{"--verify-timeout 5s is too short", "give a --verify-timeout longer than 6.2s", "--op-timeout", "--probe-timeout"}},
+		{func(c *Config) { c.Durations.VerifyTimeout = 6200 * ms }, []string{"--verify-timeout 6.2s is too short"}},
+		{func(c *Config) { c.Durations.VerifyTimeout, c.ProbeTimeout = 10*time.Second, 6*time.Second }, []string{"longer than 10.2s"}},
+	} {
+		var c Config
+		tc.change(&c)
+		c.fill()
+		err := c.Validate()
+		for _, want := range tc.want {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("Validate = %v, want an error containing %q", err, want)
+			}
+		}
+	}
+	// Just enough: one operation per second, the set workload aside (the
+	// LOCAL_QUORUM workload fills every second), and a verify timeout
+	// past the earliest recovery.
+	ok := Config{Rate: 1, ProbeRate: 1, SetRate: 0.5, Durations: Durations{VerifyTimeout: 6300 * ms}}
+	ok.fill()
+	if err := ok.Validate(); err != nil {
+		t.Errorf("Validate = %v, want the least config that can pass accepted", err)
 	}
 }
 

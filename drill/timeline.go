@@ -31,8 +31,9 @@ type Durations struct {
 	VerifyTimeout time.Duration `json:"verify_timeout"`
 	// Settle is how long the final check waits, in all, for replicas that
 	// lack acknowledged elements to receive them (the last writes'
-	// background replication, hints, the ALL reads' own repair) before
-	// it counts them missing (default 15s).
+	// background replication, hints) before it counts them missing
+	// (default 15s). It reads the replicas before anything at ALL, so no
+	// read repair of its own can fill them.
 	Settle time.Duration `json:"settle,omitempty"`
 }
 
