@@ -71,6 +71,12 @@ type Meta struct {
 	// ("" otherwise): a new cluster's first leader without such data
 	// hands it the leadership rather than starting the cluster afresh.
 	Restored string `json:"rs,omitempty"`
+	// Leaving is set by a node closing gracefully, just before it leaves
+	// gossip: memberlist reports a leave as it does a death (its
+	// events carry no state), so members tell the two apart by this flag
+	// on the last metadata they heard. A left node is not re-joined by
+	// the reconnect loop; a dead one is.
+	Leaving bool `json:"lv,omitempty"`
 }
 
 // worstCase is m with the most its optional fields can take: a cluster
@@ -78,7 +84,7 @@ type Meta struct {
 // (HintsAll) and low disk. Restored (as long as a cluster ID) is never
 // sent with a cluster ID: the node gossips it only until it knows one.
 func (m Meta) worstCase() Meta {
-	m.ClusterID, m.Epoch, m.DiskLow, m.Restored = strings.Repeat("f", 32), math.MaxUint64, true, ""
+	m.ClusterID, m.Epoch, m.DiskLow, m.Restored, m.Leaving = strings.Repeat("f", 32), math.MaxUint64, true, "", true
 	m.HintsFor, m.HintsHashed, m.HintsAll = nil, "", true
 	return m
 }
@@ -637,6 +643,9 @@ func (g *Gossip) UpdateMeta(m Meta) error {
 		return err
 	}
 	g.mu.Lock()
+	// Once Close announced the leave, an update racing it keeps saying
+	// so: the announcement is what members remember.
+	m.Leaving = m.Leaving || g.mu.meta.Leaving
 	g.mu.meta = m
 	g.mu.Unlock()
 	select {
@@ -660,6 +669,9 @@ func (g *Gossip) Refused() uint64 { return g.labels.dropped.Load() }
 func (g *Gossip) Close() error {
 	var err error
 	g.closeOnce.Do(func() {
+		if err := g.announceLeaving(); err != nil {
+			g.log.Debug("gossip: announce leaving", "err", err)
+		}
 		close(g.stop)
 		if g.stopDials != nil {
 			g.stopDials()
@@ -696,6 +708,31 @@ func (g *Gossip) leave() (err error) {
 		}
 	}()
 	return g.ml.Leave(time.Second)
+}
+
+// leavingWait bounds how long Close waits for its "leaving" metadata to
+// go out before the leave itself (which would replace it in memberlist's
+// queue: both are news of this node). Members that missed it see the
+// leave as a death, as before.
+const leavingWait = time.Second
+
+// announceLeaving gossips this node's metadata with Leaving set and waits
+// (up to leavingWait) for it to go out. memberlist's UpdateNode, like its
+// Leave, dereferences this node's own entry without checking it: only
+// when the node lists itself, and a panic from inside is an error.
+func (g *Gossip) announceLeaving() (err error) {
+	if !slices.ContainsFunc(g.ml.Members(), func(n *memberlist.Node) bool { return n.Name == g.self }) {
+		return errors.New("this node is not in its own member list")
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("memberlist update panicked: %v", r)
+		}
+	}()
+	g.mu.Lock()
+	g.mu.meta.Leaving = true
+	g.mu.Unlock()
+	return g.ml.UpdateNode(leavingWait)
 }
 
 func memberOf(n *memberlist.Node) (Member, error) {
@@ -803,7 +840,8 @@ func (g *Gossip) forget(id string) {
 // record updates the member table and tells the listener. memberlist does
 // not keep Node.State current in its events (the state lives in its private
 // nodeState), so the event kind decides: join and update mean alive, leave
-// means dead — or left, which memberlist does not tell apart here.
+// means dead — or left, when the node's last metadata said it was leaving
+// (memberlist does not tell the two apart here).
 func (g *Gossip) record(n *memberlist.Node, down bool) {
 	g.notify.Lock()
 	defer g.notify.Unlock()
@@ -839,7 +877,7 @@ func (g *Gossip) recordLocked(n *memberlist.Node, down bool) {
 	}
 	if down {
 		m.State = StateDead
-		if n.State == memberlist.StateLeft {
+		if n.State == memberlist.StateLeft || err == nil && m.Meta.Leaving {
 			m.State = StateLeft
 		}
 		g.clocks.forget(n.Name)

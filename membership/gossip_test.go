@@ -106,15 +106,19 @@ func TestGossip(t *testing.T) {
 		return false
 	})
 
-	// A graceful leave is seen as left.
+	// A graceful leave is seen as left (not dead: the reconnect loop
+	// does not re-join it).
 	if err := g3.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "n3 to be seen leaving", func() bool { return !g1.Alive("n3") && l1.saw("n3", StateDead) })
+	waitFor(t, "n3 to be seen leaving", func() bool { return !g1.Alive("n3") && l1.saw("n3", StateLeft) })
 	for _, m := range g1.Members() {
-		if m.Meta.ID == "n3" && m.State == StateAlive {
-			t.Fatal("n3 listed as alive after leaving")
+		if m.Meta.ID == "n3" && m.State != StateLeft {
+			t.Fatalf("n3 listed as %v after leaving, want left", m.State)
 		}
+	}
+	if addr := g1.deadAddr(); addr != "" {
+		t.Fatalf("the reconnect loop would re-join %s, a node that left", addr)
 	}
 
 	// A crash (no leave) is detected as dead.
