@@ -257,9 +257,12 @@ func (a *AntiEntropy) held(keyspace string, partition int) []target {
 type target struct {
 	ks *membership.Keyspace
 	p  int
-	// durable: pushes are fsynced by the peer before it answers (the
-	// caller drops its copy next).
-	durable bool
+	// drop: the caller deletes its copy next. Pushes are fsynced by the
+	// peer before it answers, and nothing is merged here: pulling into a
+	// copy about to be deleted is pointless, and the node that most needs
+	// the drop (low on disk, whose store refuses the merge) could
+	// otherwise never let go of the partition.
+	drop bool
 }
 
 func (t target) key() partKey { return partKey{t.ks.ID, t.p} }
@@ -601,7 +604,8 @@ func (a *AntiEntropy) exchange(ctx context.Context, t target) (result, error) {
 }
 
 // syncPeers compares one partition with each live peer (this node
-// skipped) and repairs both sides; a peer low on disk only gives (listed
+// skipped) and repairs both sides (only the peers' before a drop: t.drop);
+// a peer low on disk only gives (listed
 // in lowOnDisk). A second pass reaches the peers compared before this
 // node's copy took in what a later peer had. It reports whether every
 // peer was alive, had room and answered, and the errors of those that
@@ -678,14 +682,17 @@ func (a *AntiEntropy) SyncWith(ctx context.Context, keyspace string, partition i
 }
 
 // SyncBeforeDrop is SyncWith for a node about to delete its copy of the
-// partition (it no longer replicates it): every set it pushes is fsynced
-// by the peer before the peer answers, since this copy may be the only
-// other one of a write acknowledged here.
+// partition (it no longer replicates it): one way only. Each key a peer
+// lacks, or holds a set of that does not descend this node's, gets this
+// node's set, fsynced by the peer before the peer answers, since this
+// copy may be the only other one of a write acknowledged here. Nothing is
+// merged here: the peers merge, and a node low on disk (whose store
+// refuses merges) can still drop what it no longer replicates.
 func (a *AntiEntropy) SyncBeforeDrop(ctx context.Context, keyspace string, partition int, peers []string) (mismatches int, err error) {
 	return a.syncWith(ctx, keyspace, partition, peers, true)
 }
 
-func (a *AntiEntropy) syncWith(ctx context.Context, keyspace string, partition int, peers []string, durable bool) (mismatches int, err error) {
+func (a *AntiEntropy) syncWith(ctx context.Context, keyspace string, partition int, peers []string, drop bool) (mismatches int, err error) {
 	topo := a.cfg.Topology()
 	ks, ok := topo.Keyspaces[keyspace]
 	if !ok {
@@ -708,7 +715,7 @@ func (a *AntiEntropy) syncWith(ctx context.Context, keyspace string, partition i
 	if len(reps) == 0 && len(errs) == 0 {
 		return 0, fmt.Errorf("no peer other than this node (%s) to sync partition %d of %s with", a.cfg.Self, partition, keyspace)
 	}
-	t := target{ks: ks, p: partition, durable: durable}
+	t := target{ks: ks, p: partition, drop: drop}
 	loc := replica.Loc{Keyspace: ks.ID, Partition: partition}
 	mu := a.partLock(ks.ID, partition)
 	mu.Lock()
@@ -724,7 +731,7 @@ func (a *AntiEntropy) syncWith(ctx context.Context, keyspace string, partition i
 	if !complete && len(perr) == 0 && len(low) == 0 {
 		errs = append(errs, errors.New("a peer went down during the exchange: sync again once it is back"))
 	}
-	if res.keys > 0 {
+	if res.keys > 0 && !t.drop { // a drop merged nothing here
 		if err := a.cfg.Merge.Sync(); err != nil {
 			return res.mismatches, fmt.Errorf("sync repaired keys: %w", err)
 		}
@@ -842,8 +849,9 @@ func (r *refusals) add(err error) {
 	r.n++
 }
 
-// repairBuckets repairs, both ways, the keys of some buckets that differ
-// between this node and peer, and returns how many keys changed locally.
+// repairBuckets repairs, both ways (only toward peer when t.drop), the
+// keys of some buckets that differ between this node and peer, and
+// returns how many keys changed locally.
 func (a *AntiEntropy) repairBuckets(ctx context.Context, t target, loc replica.Loc, peer string, crossDC, push bool, res *result, diff []int, rf *refusals) (int, error) {
 	mine, err := a.cfg.Store.BucketDigests(loc, diff)
 	if err != nil {
@@ -891,7 +899,9 @@ func (a *AntiEntropy) repairBuckets(ctx context.Context, t target, loc replica.L
 		if err != nil {
 			return changed, err
 		}
-		if !remoteSet.IsEmpty() && !before.Descends(remoteSet) {
+		// Before a drop only the peer merges (t.drop): this copy is
+		// deleted next, and its store may refuse writes (low on disk).
+		if !remoteSet.IsEmpty() && !before.Descends(remoteSet) && !t.drop {
 			if err := a.cfg.Merge.MergeLocal(t.ks.Name, key, remoteSet); err != nil {
 				if replica.Refused(err) {
 					rf.add(fmt.Errorf("merge %q: %w", key, err))
@@ -913,8 +923,8 @@ func (a *AntiEntropy) repairBuckets(ctx context.Context, t target, loc replica.L
 			// No fsync per key: this node (and the replica it pulled from)
 			// still hold the set durably; a peer that loses it in a crash
 			// is repaired again by the next exchange. Unless this node
-			// drops its copy next (t.durable).
-			err := a.cfg.Peers.Write(cctx, peer, &internalv1.WriteRequest{Keyspace: t.ks.Name, Key: key, Set: enc, Sync: t.durable})
+			// drops its copy next (t.drop).
+			err := a.cfg.Peers.Write(cctx, peer, &internalv1.WriteRequest{Keyspace: t.ks.Name, Key: key, Set: enc, Sync: t.drop})
 			cancel()
 			if replica.Refused(err) {
 				rf.add(fmt.Errorf("push %q: %w", key, err))

@@ -60,9 +60,11 @@ type Handoff struct {
 	// is dropped, its data went with the keyspace.
 	// Otherwise nodes are those that replicate the partition or are about
 	// to (nil: not known yet; the hint goes as stored). A hint whose
-	// target no longer replicates its partition, whose target left the
-	// topology, or that expired is handed to those nodes rather than sent
-	// or dropped: it may be the only copy of an acknowledged write.
+	// target no longer replicates its partition, or whose target left the
+	// topology, is handed to those nodes rather than sent or dropped: it
+	// may be the only copy of an acknowledged write. A hint whose target
+	// still replicates it goes to the target, however old (within the
+	// log's MaxAge).
 	Place func(keyspace string, loc replica.Loc) (nodes []string, gone bool)
 	// Leaving, when set, reports whether this node is leaving the cluster
 	// (decommissioned, replaced or removed): once it is removed no peer
@@ -237,6 +239,18 @@ func (h *Handoff) DeliverOnce(ctx context.Context) (int, error) {
 			continue
 		}
 		if !h.Live.Alive(t) || h.Live.DiskLow(t) || now.Before(h.retryAt(t)) {
+			// A target away past the window keeps its hints here: they
+			// are not handed to the partition's other replicas. Those
+			// mostly took the same writes when they were made (or are
+			// owed them as hints of their own), so copying every expired
+			// hint into hints for each of them would multiply the log by
+			// the replication factor for little. Waiting loses nothing:
+			// the target's return delivers them, its removal hands them
+			// on (rehomeAll), and MaxAge, which bounds a hint by its
+			// write's age wherever it is held, would drop a handed-on
+			// copy no later. The window only stops new hints for the
+			// target (each refusal reported: its partition is repaired
+			// first).
 			if h.Leaving != nil && h.Leaving() {
 				handed, err := h.handOver(ctx, t)
 				if err != nil {
@@ -351,27 +365,18 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 			d.cursor = r.k
 			continue
 		}
-		if expired := h.Now().Sub(hint.Stored) > h.Log.cfg.Window; expired || nodes != nil && !slices.Contains(nodes, t) {
-			// Expired, or t no longer replicates the partition (it moved
-			// while t was away): the data goes to the nodes that hold the
-			// partition now, as their hints (or merged here).
-			moved, _, err := h.rehome(hint, nodes)
-			if err != nil {
+		// t is alive, has room and still replicates the partition (or
+		// where it belongs is not known yet: nodes nil): the hint goes to
+		// t whatever its age. The window bounds taking new hints for a
+		// target long away, not delivering those held: an expired hint
+		// may be the only copy of an acknowledged write (a fallback's, at
+		// ANY), and MaxAge (above) already drops those that could bring
+		// back a deleted value.
+		if nodes != nil && !slices.Contains(nodes, t) {
+			// t no longer replicates the partition (it moved while t was
+			// away).
+			if _, err := h.handOn(d, t, hint, nodes); err != nil {
 				return delivered, err
-			}
-			switch {
-			case moved:
-				h.Logger.Debug("hint handed to the partition's current replicas", "target", t, "keyspace", hint.Keyspace, "partition", hint.Loc.Partition, "expired", expired)
-			case expired:
-				if err := h.Log.drop(hint, DropExpired); err != nil {
-					return delivered, err
-				}
-			default:
-				// Not taken now (their hints are full): kept for the
-				// next pass, until it is or it expires.
-				if d.oldestLeft.IsZero() || hint.Stored.Before(d.oldestLeft) {
-					d.oldestLeft = hint.Stored
-				}
 			}
 			d.cursor = r.k
 			continue
@@ -384,12 +389,28 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 			Keyspace: hint.Keyspace, Key: hint.Key, Set: hint.Set.Encode(), Sync: true,
 		})
 		cancel()
+		if replica.Refused(werr) && h.Now().Sub(hint.Stored) > h.Log.cfg.Window {
+			// Refused, and held past the window (mostly refused all that
+			// time: a set past a hard limit there, an actor past the
+			// counters it handed out): kept for t, it would keep t from
+			// new hints (its oldest hint past the window) until MaxAge.
+			// It goes to the partition's other replicas instead.
+			kept, err := h.handOn(d, t, hint, nodes)
+			if err != nil {
+				return delivered, err
+			}
+			if kept {
+				d.refused++ // not on its way to t either
+			}
+			d.cursor = r.k
+			continue
+		}
 		if replica.Refused(werr) {
 			// The target refuses this key's set (a version too far ahead
 			// of its clock): the hint stays for the next pass, until it
-			// is taken or expires, and the hints after it go on. It is
-			// not on its way, so it does not keep the target out of
-			// read quorums (HintLog.Owed).
+			// is taken or held past the window, and the hints after it go
+			// on. It is not on its way, so it does not keep the target
+			// out of read quorums (HintLog.Owed).
 			d.refused++
 			level := slog.LevelDebug
 			if now := h.Now(); now.Sub(d.refusedLogged) >= time.Minute {
@@ -437,6 +458,34 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 		d.cursor, d.inPass = nil, false
 	}
 	return delivered, nil
+}
+
+// handOn hands hint, which t will not take (its partition moved off t,
+// or t refused it once held past the window), to nodes, the partition's
+// replicas now, as hints for them (merged here when this node is one).
+// One they do not take now (their hints are full or past their window,
+// the merge here failed) stays for the next pass (kept), until they do
+// or it passes MaxAge, as rehomeAll keeps a departed target's: it may be
+// the only copy of an acknowledged write. Only one held past the window
+// that no node can ever take (none but t, or refused for good) is
+// dropped.
+func (h *Handoff) handOn(d *delivery, t string, hint Hint, nodes []string) (kept bool, err error) {
+	expired := h.Now().Sub(hint.Stored) > h.Log.cfg.Window
+	moved, forGood, err := h.rehome(hint, nodes)
+	if err != nil {
+		return false, err
+	}
+	switch {
+	case moved:
+		h.Logger.Debug("hint handed to the partition's current replicas", "target", t, "keyspace", hint.Keyspace, "partition", hint.Loc.Partition, "expired", expired)
+		return false, nil
+	case expired && (forGood || len(h.takers(hint, nodes)) == 0):
+		return false, h.Log.drop(hint, DropExpired)
+	}
+	if d.oldestLeft.IsZero() || hint.Stored.Before(d.oldestLeft) {
+		d.oldestLeft = hint.Stored
+	}
+	return true, nil
 }
 
 // dropUndelivered drops a hint of a dropped keyspace (gone) or one past

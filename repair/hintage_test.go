@@ -16,7 +16,7 @@ import (
 )
 
 // TestHintKeepsItsAgeWhenHandedOn: a hint handed to other replicas (its
-// target away past the window) keeps the age of its write, and one first
+// partition moved off its target) keeps the age of its write, and one first
 // hinted longer ago than MaxAge (nine tenths of the tombstone grace on a
 // node) is dropped undelivered and its partition reported: delivered
 // after the grace, it could bring back a value deleted since, whose
@@ -42,8 +42,8 @@ func TestHintKeepsItsAgeWhenHandedOn(t *testing.T) {
 	// stays here as their hints.
 	p := &peers{fail: map[string]bool{"away": true, "n2": true, "n3": true}}
 	h := &Handoff{Log: l, Peers: p, Live: allAlive{}, Now: c.Now, Rate: 1e6, Self: "n1",
-		Place: func(string, replica.Loc) ([]string, bool) { return []string{"away", "n2", "n3"}, false }}
-	c.Advance(4 * time.Hour) // past the window: handed on
+		Place: func(string, replica.Loc) ([]string, bool) { return []string{"n2", "n3"}, false }}
+	c.Advance(4 * time.Hour) // the partition moved off "away" meanwhile: handed on
 	if _, err := h.DeliverOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,7 @@ const (
 	DropBytes     = "bytes"      // the target's byte bound
 	DropCount     = "count"      // the target's count bound
 	DropWindow    = "window"     // the target has been owed hints longer than the window
-	DropExpired   = "expired"    // held longer than the window, dropped at delivery
+	DropExpired   = "expired"    // held longer than the window, for a target that will not take it, and no other node can
 	DropNonMember = "non-member" // the target left the topology
 	DropPurged    = "purged"     // an operator purged the target's hints
 	DropLimit     = "limit"      // merged with the hint held, the set would pass a hard limit
@@ -55,8 +55,11 @@ type HintLogConfig struct {
 	// MaxCount bounds the hints held per target.
 	MaxCount int64
 	// Window: a target owed hints for longer than this (the age of its
-	// oldest undelivered hint) gets no new ones, and hints older than this
-	// are not delivered to it: they go to the partition's other replicas.
+	// oldest undelivered hint) gets no new ones. Those held are still
+	// delivered to it, however old, while it replicates their partition
+	// (MaxAge bounds them); one it refuses once held longer than this
+	// goes to the partition's other replicas, and is dropped only if no
+	// node can ever take it.
 	Window time.Duration
 	// MaxAge: a hint whose write was first hinted (on any node: a hint
 	// handed on keeps its age) longer ago than this is dropped

@@ -263,8 +263,10 @@ func TestHintLogCountCapAndOff(t *testing.T) {
 }
 
 // TestHintWindow: a target owed hints for longer than the window gets no
-// new ones; at delivery, hints older than the window are dropped and the
-// rest delivered; then the target takes hints again.
+// new ones; at delivery every hint held goes to it, those older than the
+// window too (the window bounds taking hints, not delivering them: an
+// expired hint may be the only copy of an acknowledged write); then the
+// target takes hints again.
 func TestHintWindow(t *testing.T) {
 	c := newClock()
 	var drops []string
@@ -299,11 +301,11 @@ func TestHintWindow(t *testing.T) {
 	if _, err := h.DeliverOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := p.sent(); !slices.Equal(slices.Sorted(slices.Values(got)), []string{"n2/late", "n3/fresh"}) {
-		t.Fatalf("delivered %v, want the hints within the window", got)
+	if got := p.sent(); !slices.Equal(slices.Sorted(slices.Values(got)), []string{"n2/early", "n2/late", "n3/fresh"}) {
+		t.Fatalf("delivered %v, want every hint held, the expired one too", got)
 	}
-	if d := l.Dropped(); d[DropWindow] != 1 || d[DropExpired] != 1 || len(drops) != 2 {
-		t.Fatalf("dropped %v, reported %v", d, drops)
+	if d := l.Dropped(); d[DropWindow] != 1 || d[DropExpired] != 0 || len(drops) != 1 {
+		t.Fatalf("dropped %v, reported %v; want only the hint refused past the window", d, drops)
 	}
 	if err := store(t, l, "n2", "again"); err != nil {
 		t.Fatalf("after delivery: %v", err)
@@ -829,11 +831,12 @@ func (m *localMerges) Sync() error { return nil }
 
 // TestHintsFollowTheirPartition: a hint goes where its data belongs now.
 // Its keyspace dropped (here: no keyspace of its name has its ID):
-// dropped. Its target no longer a replica of the
-// partition, or gone from the topology, or the hint expired: handed to
-// the partition's current replicas (merged here when this node is one)
-// instead of sent to a node that will drop the partition, or dropped
-// with what may be the only copy of an acknowledged write.
+// dropped. Its target no longer a replica of the partition, or gone from
+// the topology: handed to the partition's current replicas (merged here
+// when this node is one) instead of sent to a node that will drop the
+// partition, or dropped with what may be the only copy of an
+// acknowledged write. Its target still a replica: kept for it however
+// old. Only an expired hint no node can ever take is dropped.
 func TestHintsFollowTheirPartition(t *testing.T) {
 	c := newClock()
 	l, err := NewHintLog(memory.New(), HintLogConfig{Window: time.Hour, Now: c.Now})
@@ -882,7 +885,9 @@ func TestHintsFollowTheirPartition(t *testing.T) {
 		t.Fatalf("delivered %v, want both to n3 and none to n2", got)
 	}
 
-	// Expired while its target stayed away: handed to the other replica.
+	// Expired while its target, still a replica, did not answer: kept
+	// for it (neither handed on nor dropped), and delivered to it once
+	// it answers.
 	if err := store(t, l, "n3", "late"); err != nil {
 		t.Fatal(err)
 	}
@@ -894,19 +899,149 @@ func TestHintsFollowTheirPartition(t *testing.T) {
 	if _, err := h.DeliverOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if d := l.Dropped()[DropExpired]; d != 0 || statsFor(l, "n4").Count != 1 {
-		t.Fatalf("an expired hint with another replica up: %d dropped, n4 holds %+v; want it handed to n4", d, statsFor(l, "n4"))
+	if d := l.Dropped()[DropExpired]; d != 0 || statsFor(l, "n4").Count != 0 || statsFor(l, "n3").Count != 1 {
+		t.Fatalf("an expired hint for a replica not answering: %d dropped, n3 holds %+v, n4 %+v; want it kept for n3", d, statsFor(l, "n3"), statsFor(l, "n4"))
 	}
-	// With no other replica, an expired hint is dropped as before.
-	h.Place = func(string, replica.Loc) ([]string, bool) { return []string{"n4"}, false }
 	p.mu.Lock()
-	p.fail = map[string]bool{"n4": true}
+	p.fail = nil
 	p.mu.Unlock()
+	h.Wake("n3")
+	if _, err := h.DeliverOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.sent(); !slices.Contains(got, "n3/late") || statsFor(l, "n3").Count != 0 || statsFor(l, "n4").Count != 0 {
+		t.Fatalf("delivered %v, n3 holds %+v, n4 %+v; want the expired hint delivered to n3", got, statsFor(l, "n3"), statsFor(l, "n4"))
+	}
+	// Its partition moved off its target and no node can ever take it
+	// (here: only this node, which merges nothing): kept until it
+	// expires, then dropped.
+	if err := store(t, l, "n3", "stranded"); err != nil {
+		t.Fatal(err)
+	}
+	h.Local = nil
+	h.Place = func(string, replica.Loc) ([]string, bool) { return []string{"n1"}, false }
+	if _, err := h.DeliverOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if d := l.Dropped()[DropExpired]; d != 0 || statsFor(l, "n3").Count != 1 {
+		t.Fatalf("a hint no node can take, within the window: %d dropped, n3 holds %+v; want it kept", d, statsFor(l, "n3"))
+	}
 	c.Advance(2 * time.Hour)
 	if _, err := h.DeliverOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if d := l.Dropped()[DropExpired]; d != 1 {
-		t.Fatalf("an expired hint with no other replica: %d dropped, want 1", d)
+	if d := l.Dropped()[DropExpired]; d != 1 || statsFor(l, "n3").Count != 0 {
+		t.Fatalf("an expired hint no node can take: %d dropped, n3 holds %+v; want it dropped", d, statsFor(l, "n3"))
+	}
+}
+
+// TestExpiredHintGoesToItsTarget: a hint held past the window goes to its
+// target when the target is alive and still replicates the partition
+// (it came back with a backlog just before the window): the window
+// bounds taking new hints, and an expired hint may be the only copy of an
+// acknowledged write.
+func TestExpiredHintGoesToItsTarget(t *testing.T) {
+	for _, place := range []bool{true, false} {
+		c := newClock()
+		var reported int
+		l, err := NewHintLog(memory.New(), HintLogConfig{Window: time.Hour, Now: c.Now,
+			OnDropped: func(string, replica.Loc) { reported++ }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := store(t, l, "n2", "k"); err != nil {
+			t.Fatal(err)
+		}
+		c.Advance(61 * time.Minute)
+		p := &peers{}
+		h := &Handoff{Log: l, Peers: p, Live: allAlive{}, Now: c.Now, Rate: 1e6, Self: "n1", Local: &localMerges{}}
+		if place { // else no placement: the hint goes as stored
+			h.Place = func(string, replica.Loc) ([]string, bool) { return []string{"n2"}, false }
+		}
+		if _, err := h.DeliverOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := p.sent(); !slices.Equal(got, []string{"n2/k"}) {
+			t.Fatalf("Place set %v: delivered %v, want the expired hint to n2", place, got)
+		}
+		if d := l.Dropped(); len(d) != 0 || reported != 0 || statsFor(l, "n2").Count != 0 {
+			t.Fatalf("Place set %v: dropped %v, reported %d, n2 holds %+v; want nothing dropped, nothing held", place, d, reported, statsFor(l, "n2"))
+		}
+	}
+}
+
+// TestExpiredHintWaitsForATaker: a hint held past the window whose target
+// no longer replicates its partition, and which the partition's replica
+// cannot take now (it holds its most hints), stays until it can rather
+// than being dropped with what may be the only copy of an acknowledged
+// write.
+func TestExpiredHintWaitsForATaker(t *testing.T) {
+	c := newClock()
+	l, err := NewHintLog(memory.New(), HintLogConfig{Window: time.Hour, MaxCount: 1, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store(t, l, "n2", "moved"); err != nil {
+		t.Fatal(err)
+	}
+	if err := store(t, l, "n3", "held"); err != nil { // n3's one hint: it takes no other
+		t.Fatal(err)
+	}
+	c.Advance(61 * time.Minute)
+	live := liveExcept{"n3": true} // n3's hint waits for it
+	p := &peers{}
+	h := &Handoff{Log: l, Peers: p, Live: live, Now: c.Now, Rate: 1e6, Self: "n1", Local: &localMerges{},
+		Place: func(string, replica.Loc) ([]string, bool) { return []string{"n3"}, false }}
+	for range 2 {
+		if _, err := h.DeliverOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := l.Dropped()[DropExpired]; d != 0 || statsFor(l, "n2").Count != 1 || len(p.sent()) != 0 {
+		t.Fatalf("an expired hint no replica takes now: %d dropped, n2 holds %+v, sent %v; want it kept, not sent to n2", d, statsFor(l, "n2"), p.sent())
+	}
+	// n3 back: its hint delivered, it takes n2's, then gets it.
+	delete(live, "n3")
+	for range 3 {
+		if _, err := h.DeliverOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := slices.Sorted(slices.Values(p.sent())); !slices.Equal(got, []string{"n3/held", "n3/moved"}) || statsFor(l, "n2").Count != 0 {
+		t.Fatalf("delivered %v, n2 holds %+v; want both to n3", got, statsFor(l, "n2"))
+	}
+}
+
+// TestHintRefusedThroughTheWindowIsHandedOn: a hint its target refuses
+// once held past the window goes to the partition's other replicas
+// instead of staying until MaxAge, which would keep the target from new
+// hints (its oldest hint past the window) all that time.
+func TestHintRefusedThroughTheWindowIsHandedOn(t *testing.T) {
+	c := newClock()
+	l, err := NewHintLog(memory.New(), HintLogConfig{Window: time.Hour, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store(t, l, "n2", "k"); err != nil {
+		t.Fatal(err)
+	}
+	p := &peers{refuse: map[string]bool{"k": true}}
+	h := &Handoff{Log: l, Peers: p, Live: allAlive{}, Now: c.Now, Rate: 1e6, Self: "n1", Local: &localMerges{},
+		Place: func(string, replica.Loc) ([]string, bool) { return []string{"n2", "n3"}, false }}
+	if _, err := h.DeliverOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if statsFor(l, "n2").Count != 1 || statsFor(l, "n3").Count != 0 {
+		t.Fatalf("refused within the window: n2 holds %+v, n3 %+v; want it kept for n2", statsFor(l, "n2"), statsFor(l, "n3"))
+	}
+	c.Advance(61 * time.Minute)
+	if _, err := h.DeliverOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if d := l.Dropped(); len(d) != 0 || statsFor(l, "n2").Count != 0 || statsFor(l, "n3").Count != 1 {
+		t.Fatalf("refused past the window: dropped %v, n2 holds %+v, n3 %+v; want it handed to n3", d, statsFor(l, "n2"), statsFor(l, "n3"))
+	}
+	if err := store(t, l, "n2", "new"); err != nil {
+		t.Fatalf("n2 takes no new hints after its refused one was handed on: %v", err)
 	}
 }

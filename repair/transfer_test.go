@@ -1457,3 +1457,84 @@ func TestSyncBeforeDropIsDurable(t *testing.T) {
 		t.Fatalf("pushed %d sets, %d fsynced; want %d, every one fsynced", n.writes.Load(), n.synced.Load(), want)
 	}
 }
+
+// diskFullMerger is the merger of a node low on disk: its store's write
+// gate refuses every merge with RESOURCE_EXHAUSTED, which is not a
+// refusal of the key (replica.Refused). It counts the merges asked.
+type diskFullMerger struct{ merges atomic.Int64 }
+
+func (m *diskFullMerger) MergeLocal(string, []byte, version.Set) error {
+	m.merges.Add(1)
+	return status.Error(codes.ResourceExhausted, "node n3 is low on disk: 100.0 MiB free, under min-free-disk 256.0 MiB")
+}
+
+func (m *diskFullMerger) Sync() error { return nil }
+
+// TestSyncBeforeDropLowOnDisk: a node low on disk lets go of a partition
+// moved off it. Before the drop it pushes, fsynced, what the owners lack
+// or hold only an older or concurrent version of, and merges nothing
+// itself (its store would refuse, and the copy is deleted next), so keys
+// the owners wrote since the move do not fail the sync and keep the
+// partition, and the disk, forever.
+func TestSyncBeforeDropLowOnDisk(t *testing.T) {
+	n := exchangeCluster(t, 2, "n1", "n2", "n3")
+	p, owners := partitionWithout(t, n, "n3")
+	keys := n.keysIn(p, 3)
+	a, b, c := keys[0], keys[1], keys[2]
+	loc := n.loc("ks", a)
+	get := func(node string, key []byte) version.Set {
+		t.Helper()
+		set, err := n.stores[node].Get(loc, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return set
+	}
+	copySet := func(from, to string, key []byte) {
+		t.Helper()
+		if _, err := n.stores[to].Merge(loc, key, get(from, key), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A: acknowledged on the old owner alone.
+	n.put(t, "n3", a, version.Value{Bytes: []byte("only on the old owner")})
+	// B: the owners hold a version newer than the old owner's (written
+	// there after the move).
+	n.put(t, "n3", b, version.Value{Bytes: []byte("old")})
+	copySet("n3", owners[0], b)
+	n.put(t, owners[0], b, version.Value{Bytes: []byte("newer")})
+	copySet(owners[0], owners[1], b)
+	// C: concurrent versions on the old owner and on the owners.
+	n.put(t, "n3", c, version.Value{Bytes: []byte("old owner")})
+	for _, o := range owners {
+		n.put(t, o, c, version.Value{Bytes: []byte("owner")})
+	}
+	bBefore := get(owners[0], b)
+
+	m := &diskFullMerger{}
+	ae, err := NewAntiEntropy(AntiEntropyConfig{Self: "n3", DC: "dc1", Store: n.stores["n3"], Peers: n, Merge: m,
+		Routing: aliveSet{"n1": true, "n2": true, "n3": true}, Topology: func() *membership.Topology { return n.topo }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ae.SyncBeforeDrop(context.Background(), "ks", p, owners); err != nil {
+		t.Fatalf("SyncBeforeDrop on a node low on disk = %v, want nil", err)
+	}
+	if got := m.merges.Load(); got != 0 {
+		t.Errorf("%d local merges before a drop, want none", got)
+	}
+	if want := int64(2 * len(owners)); n.writes.Load() != want || n.synced.Load() != want {
+		t.Errorf("pushed %d sets, %d fsynced; want %d (A and C to each owner), every one fsynced", n.writes.Load(), n.synced.Load(), want)
+	}
+	for _, o := range owners {
+		if live := get(o, a).Live(); len(live) != 1 || string(live[0].Value.Bytes) != "only on the old owner" {
+			t.Errorf("A on %s: %v, want the old owner's value", o, live)
+		}
+		if got := get(o, b); !got.Equal(bBefore) {
+			t.Errorf("B on %s changed to %v; it held the newer version", o, got)
+		}
+		if live := get(o, c).Live(); len(live) != 2 {
+			t.Errorf("C on %s: %d live siblings, want 2 (its own and the old owner's)", o, len(live))
+		}
+	}
+}

@@ -133,7 +133,7 @@ nothing until a committed plan adds it:
 	f.DurationVar(&cfg.RequestTimeout, "request-timeout", 0, "deadline for requests that carry none (default 5s)")
 	f.StringVar(&cfg.GossipProfile, "gossip-profile", "", "memberlist timing profile: lan, wan, local or test (default lan)")
 	f.DurationVar(&cfg.HintInterval, "hint-interval", 0, "how often hints are offered to returning nodes (default 1s)")
-	f.Var(optDuration{&cfg.HintWindow}, "hint-window", "a node down longer than this gets no more hints; older hints are dropped (default 3h; 0 turns hints off)")
+	f.Var(optDuration{&cfg.HintWindow}, "hint-window", "a node owed hints longer than this gets no new ones; those held are still delivered to it (default 3h; 0 turns hints off)")
 	f.Var(optBytes{&cfg.MinFreeDisk}, "min-free-disk", "free space on the data directory's volume, bytes, e.g. 1GiB, under which the node refuses writes (RESOURCE_EXHAUSTED, reason DISK_LOW) and serves reads, until a tenth more is free (default 256 MiB; 0 turns the check off)")
 	f.DurationVar(&cfg.SnapshotInterval, "snapshot-interval", 0, "take a snapshot of this node's data at every multiple of this, e.g. 6h, named auto-<time> (off when 0; see meridian snapshot)")
 	f.IntVar(&cfg.SnapshotReads, "snapshot-reads", 0, "snapshot downloads served at once (default 2; more are refused with RESOURCE_EXHAUSTED)")
