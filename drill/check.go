@@ -3,6 +3,7 @@ package drill
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
@@ -17,10 +18,9 @@ import (
 // replica that never converged (anti-entropy wrongly finding it equal)
 // would be repaired by the check itself and pass.
 func (d *driller) checkSet(ctx context.Context, acked map[string][]string) SetCheck {
-	out := SetCheck{Replicas: map[string]int{}, ReplicaErrors: map[string]string{}}
+	out := SetCheck{Node: d.cfg.Scenario.NodeUnderTest(), Replicas: map[string]int{}, ReplicaErrors: map[string]string{}}
 	var keys [][]byte
-	for i := range d.cfg.SetKeys {
-		key := setKey(d.runID, i)
+	for _, key := range d.setKeys {
 		if elems := acked[string(key)]; len(elems) > 0 {
 			keys = append(keys, key)
 			out.Keys++
@@ -59,6 +59,9 @@ func (d *driller) checkReplicas(ctx context.Context, keys [][]byte, acked map[st
 		}
 		if settle.IsZero() {
 			settle = time.Now().Add(d.cfg.Durations.Settle)
+		}
+		if out.Node != "" && slices.Contains(replicas, out.Node) {
+			out.NodeKeys++
 		}
 		for _, node := range replicas {
 			missing, err := d.replicaMissing(ctx, node, key, acked[string(key)], settle)
@@ -168,4 +171,99 @@ func (d *driller) replicaMissing(ctx context.Context, node string, key []byte, e
 		}
 		time.Sleep(time.Second)
 	}
+}
+
+// maxSetKeyTries bounds the names chooseSetKeys tries for a set that must
+// live on the scenario's node. A node holding a share s of the keyspace's
+// partitions misses them all with probability (1-s)^256: below 1e-11 for
+// one partition in ten (a node of a 10-node DC at RF 3 holds three).
+const maxSetKeyTries = 256
+
+// chooseSetKeys names the drill's sets. When the scenario acts on one
+// node, the final check must cover it: in a DC with more nodes than
+// replicas the plain names (setKey try 0) may all live elsewhere, and
+// "nothing lost, every replica holds every element" would then pass
+// without the node ever having missed a write, been hinted or repaired.
+// So the first half of the sets (at least one) each take the first name,
+// of drill/set/RUN/i, drill/set/RUN/i.1, ..., that admin Endpoints
+// places on the node; the others keep their plain names, wherever those
+// live. Other scenarios keep the plain names.
+func (d *driller) chooseSetKeys(ctx context.Context) ([][]byte, error) {
+	keys := make([][]byte, d.cfg.SetKeys)
+	for i := range keys {
+		keys[i] = setKey(d.runID, i, 0)
+	}
+	node := d.cfg.Scenario.NodeUnderTest()
+	if node == "" {
+		return keys, nil
+	}
+	must := (len(keys) + 1) / 2
+	onNode := 0
+	for i := range keys {
+		for try := 0; ; try++ {
+			key := setKey(d.runID, i, try)
+			replicas, err := d.replicasOf(ctx, key)
+			if err != nil {
+				return nil, fmt.Errorf("find the replicas of %s in keyspace %s (admin Endpoints): %v", key, d.cfg.Keyspace, err)
+			}
+			if slices.Contains(replicas, node) {
+				keys[i] = key
+				onNode++
+				break
+			}
+			if i >= must {
+				break // counted when it lives there, not sought
+			}
+			if try+1 == maxSetKeyTries {
+				return nil, d.notOnNode(ctx, node, i)
+			}
+		}
+	}
+	d.logf("set workload: %d of its %d sets live on %s", onNode, len(keys), node)
+	return keys, nil
+}
+
+// notOnNode says why no name tried for set i lives on node: the node
+// holds no partition of the keyspace at all (admin Ring says so), or too
+// small a share of it for the names tried.
+func (d *driller) notOnNode(ctx context.Context, node string, i int) error {
+	ks := d.cfg.Keyspace
+	tried := fmt.Sprintf("none of the %d names tried for set %d (%s, %s, ...) is replicated on %s in keyspace %s (admin Endpoints)",
+		maxSetKeyTries, i, setKey(d.runID, i, 0), setKey(d.runID, i, 1), node, ks)
+	held, total, ok := d.partitionsOn(ctx, node)
+	switch {
+	case ok && held == 0:
+		return fmt.Errorf("%s holds no partition of keyspace %s (admin Ring: 0 of %d partitions): the set workload cannot write to it, so the final check could not see what %s lost or missed; drill a node that replicates keyspace %s (see 'meridian ring')",
+			node, ks, total, node, ks)
+	case ok:
+		return fmt.Errorf("%s, though it holds %d of %d partitions (admin Ring): the final check would not cover %s; run the drill again (it tries other names), or drill a node with a larger share (see 'meridian ring')",
+			tried, held, total, node)
+	}
+	return fmt.Errorf("%s: the final check would not cover %s; does it hold any partition of %s? see 'meridian ring'", tried, node, ks)
+}
+
+// partitionsOn is how many of the ring's partitions node replicates in
+// the drill's keyspace (admin Ring, from the first node that answers); ok
+// is false when no node said.
+func (d *driller) partitionsOn(ctx context.Context, node string) (held, total uint32, ok bool) {
+	for _, id := range d.ids {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, err := d.env.Admin[id].Ring(rctx, &adminv1.RingRequest{})
+		cancel()
+		if err != nil {
+			continue
+		}
+		for _, n := range resp.GetNodes() {
+			if n.GetNode().GetId() != node {
+				continue
+			}
+			for _, s := range n.GetKeyspaces() {
+				if s.GetKeyspace() == d.cfg.Keyspace {
+					return s.GetReplicaPartitions(), resp.GetPartitions(), true
+				}
+			}
+		}
+		return 0, 0, false
+	}
+	return 0, 0, false
 }

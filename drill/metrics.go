@@ -113,6 +113,12 @@ type SetCheck struct {
 	Checked bool   `json:"checked"`
 	Error   string `json:"error,omitempty"`
 	Keys    int    `json:"keys"`
+	// Node is the node the scenario acts on ("" for the others), and
+	// NodeKeys how many of the Keys checked it replicates: with none, the
+	// check would say nothing about the writes the node missed (the
+	// drill chooses its sets so that some live there).
+	Node     string `json:"node,omitempty"`
+	NodeKeys int    `json:"node_keys"`
 	// Acked elements over every key; Lost of them are missing from the
 	// read at ALL (LostExamples lists a few).
 	Acked        int      `json:"acked"`

@@ -403,6 +403,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if wr.Checked {
 		fmt.Fprintf(w, "set workload: %d acknowledged element(s) over %d key(s), %d lost (read at ALL), %d missing on replicas\n",
 			wr.Acked, wr.Keys, wr.Lost, wr.ReplicaMissing())
+		if wr.Node != "" {
+			fmt.Fprintf(w, "set keys stored on %s: %d of %d\n", wr.Node, wr.NodeKeys, wr.Keys)
+		}
 	} else {
 		fmt.Fprintf(w, "set workload: not checked: %s\n", wr.Error)
 	}

@@ -213,8 +213,11 @@ type driller struct {
 	rec   *recorder
 	logMu sync.Mutex // guards Log and notes
 	notes []string
-	// runID names this drill's sets (setKey).
+	// runID names this drill's sets (setKey) and its fault.
 	runID string
+	// setKeys are the sets the workload adds to and the final check
+	// reads (chooseSetKeys).
+	setKeys [][]byte
 	// down is a node the drill stopped and has not started again.
 	down string
 	// loadEnd is when the workload stopped; quiet when its last
@@ -366,10 +369,17 @@ func (d *driller) preflight(ctx context.Context) error {
 }
 
 func (d *driller) run(ctx context.Context) (*Report, error) {
+	d.runID = newRunID()
+	// Before the baseline: a drill whose check could not cover its node
+	// fails before it touches the cluster.
+	keys, err := d.chooseSetKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d.setKeys = keys
 	d.start = time.Now()
 	d.rec = &recorder{start: d.start}
-	d.runID = newRunID()
-	w := &workload{cfg: d.cfg, runID: d.runID, kv: d.env.KV, rec: d.rec, maxInflight: max(16, int(2*d.cfg.Rate*d.cfg.OpTimeout.Seconds()))}
+	w := &workload{cfg: d.cfg, setKeys: d.setKeys, kv: d.env.KV, rec: d.rec, maxInflight: max(16, int(2*d.cfg.Rate*d.cfg.OpTimeout.Seconds()))}
 
 	// Background work: the workload runs until every level is healthy
 	// again after the heal (stopLoad), the hints poller until verify
@@ -474,7 +484,7 @@ func (d *driller) run(ctx context.Context) (*Report, error) {
 	var repairDone sync.WaitGroup
 	repairDone.Add(1)
 	go func() { defer repairDone.Done(); d.converge(repairCtx) }()
-	err := d.verify(ctx, healedAt, stopLoad)
+	err = d.verify(ctx, healedAt, stopLoad)
 	stopRepair()
 	repairDone.Wait()
 	stopLoad()

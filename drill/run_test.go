@@ -45,6 +45,11 @@ type fakeCluster struct {
 		// readAll holds the keys read at ALL.
 		stale   string
 		readAll map[string]bool
+		// picky is a node that replicates only the keys whose name ends
+		// in pickySuffix (none when it is ""), as a node of a DC with more
+		// nodes than replicas holds only some keys; every other node
+		// replicates every key.
+		picky, pickySuffix string
 	}
 }
 
@@ -61,7 +66,10 @@ func (f *fakeCluster) outaged() string {
 	defer f.mu.Unlock()
 	for _, fs := range f.mu.faults {
 		for _, fl := range fs {
-			return fl.GetToDcs()[0]
+			// Only a partition cuts a DC off; a node's disk-full does not.
+			if fl.GetKind() == "partition" && len(fl.GetToDcs()) > 0 {
+				return fl.GetToDcs()[0]
+			}
 		}
 	}
 	return ""
@@ -198,9 +206,34 @@ func (a *fakeAdmin) RepairRun(context.Context, *adminv1.RepairRunRequest, ...grp
 }
 
 func (a *fakeAdmin) Endpoints(_ context.Context, req *adminv1.EndpointsRequest, _ ...grpc.CallOption) (*adminv1.EndpointsResponse, error) {
-	resp := &adminv1.EndpointsResponse{}
+	a.f.mu.Lock()
+	defer a.f.mu.Unlock()
+	resp := &adminv1.EndpointsResponse{Keyspace: req.GetKeyspace()}
 	for _, n := range a.f.topo.Nodes {
+		if n.ID == a.f.mu.picky && (a.f.mu.pickySuffix == "" || !strings.HasSuffix(string(req.GetKey()), a.f.mu.pickySuffix)) {
+			continue
+		}
 		resp.Replicas = append(resp.Replicas, &adminv1.Endpoint{Node: n.ID, Dc: n.DC})
+	}
+	return resp, nil
+}
+
+// Ring: of 8 partitions, every node replicates all but the picky one,
+// which replicates one, or none when no key lives on it.
+func (a *fakeAdmin) Ring(_ context.Context, _ *adminv1.RingRequest, _ ...grpc.CallOption) (*adminv1.RingResponse, error) {
+	a.f.mu.Lock()
+	defer a.f.mu.Unlock()
+	resp := &adminv1.RingResponse{Partitions: 8}
+	for _, n := range a.f.topo.Nodes {
+		held := uint32(8)
+		if n.ID == a.f.mu.picky {
+			held = 0
+			if a.f.mu.pickySuffix != "" {
+				held = 1
+			}
+		}
+		resp.Nodes = append(resp.Nodes, &adminv1.RingNode{Node: &adminv1.Node{Id: n.ID, Dc: n.DC},
+			Keyspaces: []*adminv1.KeyspaceShare{{Keyspace: "drill", ReplicaPartitions: held, Share: float64(held) / 8}}})
 	}
 	return resp, nil
 }
@@ -347,6 +380,86 @@ func TestRunReplicaBehindFailsDespiteReadRepair(t *testing.T) {
 	i := slices.IndexFunc(r.Criteria, func(v Verdict) bool { return v.Name == "every replica holds every acknowledged element" })
 	if i < 0 || r.Criteria[i].Pass || !strings.Contains(r.Criteria[i].Got, "n2 lacks") || r.Pass {
 		t.Errorf("criteria %+v (pass %v): want the replica criterion to fail on n2", r.Criteria, r.Pass)
+	}
+}
+
+// TestRunSetsLiveOnTheNode: in a DC with more nodes than replicas, the
+// plain set names (drill/set/RUN/i) may all live away from the node a
+// scenario acts on, and "nothing lost, every replica holds every element"
+// would pass without the check ever reading that node. Here n3 replicates
+// only names ending in ".3", none of the plain ones: a disk-full drill of
+// n3 must add to, and check, sets that live on it (half of them, the
+// first name of each that does), and the report must say how many.
+func TestRunSetsLiveOnTheNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a drill of about 7 seconds")
+	}
+	f := newFake()
+	f.mu.picky, f.mu.pickySuffix = "n3", ".3"
+	var log strings.Builder
+	cfg := fastConfig()
+	cfg.Log = &log
+	cfg.Scenario = Scenario{Name: DiskFull, Node: "n3"}
+	r, err := Run(context.Background(), cfg, f.env())
+	if err != nil {
+		t.Fatalf("Run: %v\n%s", err, log.String())
+	}
+	var table strings.Builder
+	r.WriteTable(&table)
+	if !r.Pass {
+		t.Fatalf("the drill failed against a perfect fake:\n%s\n%s", table.String(), log.String())
+	}
+	w := r.Summary.Writes
+	if _, read := w.Replicas["n3"]; !w.Checked || w.Keys != 4 || w.Node != "n3" || w.NodeKeys != 2 || !read {
+		t.Errorf("set check %+v: want 4 sets checked, 2 of them on n3, and n3's own copies read", w)
+	}
+	if !strings.Contains(table.String(), "set keys stored on n3: 2 of 4") {
+		t.Errorf("the report does not say how many sets n3 stores:\n%s", table.String())
+	}
+	// The sets written to are the ones chosen: two of them on n3, each
+	// the first of its names there, the others under their plain names.
+	f.mu.Lock()
+	var sets []string
+	for k := range f.mu.data {
+		if strings.HasPrefix(k, "drill/set/") {
+			sets = append(sets, k[strings.LastIndexByte(k, '/')+1:])
+		}
+	}
+	f.mu.Unlock()
+	slices.Sort(sets)
+	if want := []string{"0.3", "1.3", "2", "3"}; !slices.Equal(sets, want) {
+		t.Errorf("the workload wrote sets %v, want %v", sets, want)
+	}
+}
+
+// TestRunRefusesANodeNoSetCanLiveOn: when no name tried for a set lives
+// on the scenario's node, the drill fails before it touches the cluster,
+// naming the node and the keyspace, and saying whether the node holds no
+// partition of it at all.
+func TestRunRefusesANodeNoSetCanLiveOn(t *testing.T) {
+	for _, tc := range []struct {
+		suffix string
+		want   []string
+	}{
+		{"", []string{"n3 holds no partition of keyspace drill (admin Ring: 0 of 8 partitions)", "drill a node that replicates keyspace drill"}},
+		// One partition in eight, but not under the first 256 names.
+		{".999", []string{"none of the 256 names tried for set 0", "is replicated on n3 in keyspace drill", "though it holds 1 of 8 partitions"}},
+	} {
+		f := newFake()
+		f.mu.picky, f.mu.pickySuffix = "n3", tc.suffix
+		cfg := fastConfig()
+		cfg.Scenario = Scenario{Name: SlowDisk, Node: "n3", Delay: 100 * ms}
+		_, err := Run(context.Background(), cfg, f.env())
+		for _, want := range tc.want {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("suffix %q: Run = %v, want an error containing %q", tc.suffix, err, want)
+			}
+		}
+		f.mu.Lock()
+		if len(f.mu.faults) > 0 {
+			t.Errorf("suffix %q: faults %v injected by a drill that could not check its node", tc.suffix, f.mu.faults)
+		}
+		f.mu.Unlock()
 	}
 }
 

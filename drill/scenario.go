@@ -138,6 +138,16 @@ func (s Scenario) Validate(t Topology) error {
 	return nil
 }
 
+// NodeUnderTest is the one node the scenario acts on (node-crash, disk-full,
+// slow-disk), or "" for a scenario of a datacenter or of every node.
+func (s Scenario) NodeUnderTest() string {
+	switch s.Name {
+	case NodeCrash, DiskFull, SlowDisk:
+		return s.Node
+	}
+	return ""
+}
+
 // NeedsProcesses reports whether the scenario kills and restarts nodes,
 // which only a drill that started the nodes itself (--local) can do.
 func (s Scenario) NeedsProcesses() bool { return s.Name == NodeCrash || s.Name == RollingRestart }

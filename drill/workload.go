@@ -230,12 +230,12 @@ func decodeSets(values [][]byte) map[string]bool {
 // workload, each paced open-loop.
 type workload struct {
 	cfg Config
-	// runID names this drill's sets, apart from every earlier drill's on
-	// the same cluster (whose elements have the same names).
-	runID string
-	kv    map[string]KV
-	rec   *recorder
-	acked ackedSet
+	// setKeys are this drill's sets, as the driller chose them
+	// (chooseSetKeys): the final check reads the same ones.
+	setKeys [][]byte
+	kv      map[string]KV
+	rec     *recorder
+	acked   ackedSet
 	// inflight bounds each pacer's outstanding operations; a tick that
 	// finds no room is recorded as a failure (the client is overloaded,
 	// which is what a real client would see as well).
@@ -245,8 +245,15 @@ type workload struct {
 
 // setKey is the i-th set of the drill named run: a drill run again on a
 // cluster adds its elements (dc1-000001, ...) to sets of its own, so an
-// earlier run's copies of the same names cannot hide a lost write.
-func setKey(run string, i int) []byte { return fmt.Appendf(nil, "drill/set/%s/%d", run, i) }
+// earlier run's copies of the same names cannot hide a lost write. try 0
+// is the set's plain name; the others (drill/set/RUN/i.1, ...) are the
+// names chooseSetKeys tries when the set must live on a given node.
+func setKey(run string, i, try int) []byte {
+	if try == 0 {
+		return fmt.Appendf(nil, "drill/set/%s/%d", run, i)
+	}
+	return fmt.Appendf(nil, "drill/set/%s/%d.%d", run, i, try)
+}
 
 // newRunID names a drill's sets.
 func newRunID() string { return fmt.Sprintf("%08x", rand.Uint32()) }
@@ -300,7 +307,7 @@ func (w *workload) run(ctx context.Context, dcs []string) {
 			seq++
 			elem := fmt.Sprintf("%s-%06d", dc, seq)
 			smu.Unlock()
-			w.setAdd(due, kv, dc, setKey(w.runID, intn(w.cfg.SetKeys)), elem)
+			w.setAdd(due, kv, dc, w.setKeys[intn(len(w.setKeys))], elem)
 		}, dc, LocalQuorum))
 	}
 	pacers.Wait()
