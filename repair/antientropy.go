@@ -114,7 +114,8 @@ type AntiEntropyConfig struct {
 	// beyond what the placement table's pending replicas say (nil: only
 	// they say so); a moving partition's tombstones are not collected.
 	Moving func(keyspace string, partition int) bool
-	// Timeout bounds each call to a peer (default 10s).
+	// Timeout bounds each call to a peer (default 10s); one carrying a
+	// set gets a second more per MiB of it (sizedTimeout).
 	Timeout  time.Duration
 	Now      func() time.Time
 	Logger   *slog.Logger
@@ -885,7 +886,12 @@ func (a *AntiEntropy) repairBuckets(ctx context.Context, t target, loc replica.L
 		if err := a.keys.wait(ctx, 1); err != nil {
 			return changed, err
 		}
-		cctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+		before, err := a.cfg.Store.Get(loc, key)
+		if err != nil {
+			return changed, err
+		}
+		// The peer's set is likely about the size of this node's.
+		cctx, cancel := context.WithTimeout(ctx, sizedTimeout(a.cfg.Timeout, before.EncodedSize()))
 		resp, err := a.cfg.Peers.Read(cctx, peer, &internalv1.ReadRequest{Keyspace: t.ks.Name, Key: key})
 		cancel()
 		if err != nil {
@@ -894,10 +900,6 @@ func (a *AntiEntropy) repairBuckets(ctx context.Context, t target, loc replica.L
 		remoteSet, err := version.DecodeSet(resp.GetSet())
 		if err != nil {
 			return changed, fmt.Errorf("peer's set of %q: %w", key, err)
-		}
-		before, err := a.cfg.Store.Get(loc, key)
-		if err != nil {
-			return changed, err
 		}
 		// Before a drop only the peer merges (t.drop): this copy is
 		// deleted next, and its store may refuse writes (low on disk).
@@ -919,7 +921,7 @@ func (a *AntiEntropy) repairBuckets(ctx context.Context, t target, loc replica.L
 		if push && !remoteSet.Descends(merged) {
 			enc := merged.Encode()
 			n += len(enc)
-			cctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
+			cctx, cancel := context.WithTimeout(ctx, sizedTimeout(a.cfg.Timeout, len(enc)))
 			// No fsync per key: this node (and the replica it pulled from)
 			// still hold the set durably; a peer that loses it in a crash
 			// is repaired again by the next exchange. Unless this node

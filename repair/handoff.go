@@ -77,7 +77,7 @@ type Handoff struct {
 	Self     string
 	Local    Merger
 	Interval time.Duration // between delivery rounds (default 1s)
-	Timeout  time.Duration // per delivery (default 5s)
+	Timeout  time.Duration // per delivery (default 5s), plus a second per MiB of the set (sizedTimeout)
 	Workers  int           // targets delivered to at once (default 4)
 	Rate     float64       // hints delivered per second, all targets (default 2000)
 	Batch    int           // hints per target per round (default 512)
@@ -384,9 +384,10 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 		if err := h.bucket.wait(ctx, 1); err != nil {
 			return delivered, nil // shutting down
 		}
-		wctx, cancel := context.WithTimeout(ctx, h.Timeout)
+		enc := hint.Set.Encode()
+		wctx, cancel := context.WithTimeout(ctx, sizedTimeout(h.Timeout, len(enc)))
 		werr := h.Peers.Write(wctx, t, &internalv1.WriteRequest{
-			Keyspace: hint.Keyspace, Key: hint.Key, Set: hint.Set.Encode(), Sync: true,
+			Keyspace: hint.Keyspace, Key: hint.Key, Set: enc, Sync: true,
 		})
 		cancel()
 		if replica.Refused(werr) && h.Now().Sub(hint.Stored) > h.Log.cfg.Window {
@@ -550,7 +551,7 @@ func (h *Handoff) handOver(ctx context.Context, t string) (handed int, err error
 			if err := h.bucket.wait(ctx, 1); err != nil {
 				return handed, nil // shutting down
 			}
-			wctx, cancel := context.WithTimeout(ctx, h.Timeout)
+			wctx, cancel := context.WithTimeout(ctx, sizedTimeout(h.Timeout, len(enc)))
 			werr := h.Peers.Write(wctx, n, &internalv1.WriteRequest{Keyspace: hint.Keyspace, Key: hint.Key, Set: enc, Sync: true,
 				HintFor: t, HintBornUnixNanos: hint.Born.UnixNano()})
 			cancel()
@@ -690,4 +691,20 @@ func (h *Handoff) rehomeAll(t string) (moved, dropped, kept uint64, err error) {
 func (h *Handoff) cursor(t string) []byte {
 	h.setup()
 	return bytes.Clone(h.target(t).cursor)
+}
+
+// minTransferRate is the slowest a set is assumed to travel between
+// nodes: a call carrying one gets a second more per MiB than its base
+// timeout (sizedTimeout).
+const minTransferRate = 1 << 20 // bytes a second
+
+// sizedTimeout is a repair call's timeout for a set of n bytes: base,
+// plus the time n takes at minTransferRate. A fixed timeout would fail a
+// large set over a slow link every time, and as the call is retried
+// from the same place (a hint's cursor, an exchange's bucket) the work
+// behind it would never be done: a target's later hints never delivered
+// (so it stays owed hints, out of read quorums, until the window ends
+// them), a partition never verified.
+func sizedTimeout(base time.Duration, n int) time.Duration {
+	return base + time.Duration(n)*time.Second/minTransferRate
 }

@@ -1045,3 +1045,46 @@ func TestHintRefusedThroughTheWindowIsHandedOn(t *testing.T) {
 		t.Fatalf("n2 takes no new hints after its refused one was handed on: %v", err)
 	}
 }
+
+// TestLargeHintGetsTimeToTravel: a hint's delivery has its base timeout
+// plus a second per MiB of its set, so a large set over a slow link is
+// not failed by the clock every time (its target's later hints were never
+// delivered: each round started again at it).
+func TestLargeHintGetsTimeToTravel(t *testing.T) {
+	l, err := NewHintLog(memory.New(), HintLogConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, _ := version.Set{}.Put(version.Clock{}, "n1", version.Value{Bytes: make([]byte, 16<<20)}, 1)
+	if err := l.StoreHint("n2", loc, "ks", []byte("big"), big, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := store(t, l, "n2", "small"); err != nil {
+		t.Fatal(err)
+	}
+	left := map[string]time.Duration{}
+	p := &peersWithDeadline{peers: &peers{}, left: left}
+	h := &Handoff{Log: l, Peers: p, Live: allAlive{}, Rate: 1e6, Self: "n1", Timeout: 5 * time.Second}
+	if _, err := h.DeliverOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// 5 s and 16 s for the 16 MiB; a second's slack for this machine.
+	if left["big"] < 20*time.Second || left["small"] > 6*time.Second {
+		t.Fatalf("time given: %v; want about 21 s for the 16 MiB set, 5 s for the small one", left)
+	}
+}
+
+// peersWithDeadline records the time each write was given.
+type peersWithDeadline struct {
+	*peers
+	left map[string]time.Duration
+}
+
+func (p *peersWithDeadline) Write(ctx context.Context, node string, req *internalv1.WriteRequest) error {
+	if d, ok := ctx.Deadline(); ok {
+		p.mu.Lock()
+		p.left[string(req.Key)] = time.Until(d)
+		p.mu.Unlock()
+	}
+	return p.peers.Write(ctx, node, req)
+}
