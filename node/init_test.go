@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meridiankv/meridian/engine/pebble"
 	"github.com/meridiankv/meridian/membership"
@@ -89,5 +90,41 @@ func saveKeyspace(t *testing.T, dataDir, id string, spec membership.KeyspaceSpec
 	}
 	if err := eng.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestConfigKeyspaceTheClusterCannotPlaceIsProposedOnce: a joiner whose
+// config file has a keyspace the cluster cannot place (RF over its DC's
+// nodes) says so once and stops proposing it: every refused proposal was a
+// committed entry on every voter, four a second for the node's life.
+func TestConfigKeyspaceTheClusterCannotPlaceIsProposedOnce(t *testing.T) {
+	var logs lockedBuffer
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 1, Engine: "memory",
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Configure: func(c *node.Config) {
+			if c.ID == "j1" {
+				c.Keyspaces = []membership.KeyspaceSpec{{Name: "wide", Replication: map[string]int{"dc1": 5}}}
+			}
+		}})
+	if _, err := l.Join(ctxT(t), "j1", "dc1", "r1"); err != nil {
+		t.Fatal(err)
+	}
+	said := func() int { return strings.Count(logs.String(), "cannot be created in this cluster") }
+	eventually(t, "the joiner to say the keyspace cannot be created", func() bool { return said() >= 1 })
+	leader := metaLeader(t, l.Nodes())
+	first := leader.MetaLog().Stats().LastIndex
+	// Its metadata loop runs four times a second: give it many rounds.
+	deadline := time.Now().Add(2 * time.Second)
+	for time.Now().Before(deadline) {
+		if last := leader.MetaLog().Stats().LastIndex; last > first+1 {
+			t.Fatalf("the metadata log grew from %d to %d: the keyspace was proposed again", first, last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := said(); n != 1 {
+		t.Fatalf("said %d times, want once", n)
+	}
+	if _, ok := l.Nodes()[0].Topology().Keyspaces["wide"]; ok {
+		t.Fatal("a keyspace the cluster cannot place was created")
 	}
 }

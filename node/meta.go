@@ -473,7 +473,17 @@ func (n *Node) syncOwnMeta(ctx context.Context, st *membership.MetaState) bool {
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			_, err := n.propose(pctx, membership.Command{Kind: membership.CmdKeyspaceCreate, Keyspace: &spec})
 			cancel()
-			if c := status.Code(err); err != nil && c != codes.AlreadyExists && c != codes.FailedPrecondition {
+			c := status.Code(err)
+			if c == codes.InvalidArgument {
+				// The cluster cannot place it (a DC it lacks, an RF over a
+				// DC's nodes): proposed again it would be refused again, a
+				// committed entry on every voter each time, for the node's
+				// whole life. Said once; fixed by the config or by hand.
+				n.log.Error("keyspace in the config file cannot be created in this cluster; not proposed again until this node restarts (fix the config, or create it with `meridian keyspace create` once the cluster can place it)",
+					"keyspace", spec.Name, "config", membership.DescribeSpec(spec), "err", err)
+				continue
+			}
+			if err != nil && c != codes.AlreadyExists && c != codes.FailedPrecondition {
 				return false
 			}
 			if err != nil {
