@@ -175,6 +175,11 @@ type Config struct {
 	// a client that does not read cannot make the node hold
 	// client-calls-running large values.
 	ClientCallReplyBytes Bytes `yaml:"client-call-reply-bytes"`
+	// PeerCallReplyBytes is the same bound for a peer's call stream
+	// (default 64 MiB): a peer that stops reading (a stalled process, a
+	// congested link) cannot make this node hold peer-calls-running
+	// large reads.
+	PeerCallReplyBytes Bytes `yaml:"peer-call-reply-bytes"`
 	// ConnectionTimeout bounds a new connection's handshake (default 10s).
 	ConnectionTimeout time.Duration `yaml:"connection-timeout"`
 	// MaxConnectionIdle closes connections idle that long (default 5m);
@@ -286,6 +291,9 @@ func (c *Config) setDefaults() {
 	if c.ClientCallReplyBytes == 0 {
 		c.ClientCallReplyBytes = DefaultClientCallReplyBytes
 	}
+	if c.PeerCallReplyBytes == 0 {
+		c.PeerCallReplyBytes = DefaultClientCallReplyBytes
+	}
 	if c.WALSyncInterval == 0 {
 		c.WALSyncInterval = DefaultWALSyncInterval
 	}
@@ -356,6 +364,9 @@ func (c Config) Validate() error {
 	}
 	if c.ClientCallReplyBytes < 0 {
 		return fmt.Errorf("client-call-reply-bytes %d is negative (0: the default, 64 MiB)", c.ClientCallReplyBytes)
+	}
+	if c.PeerCallReplyBytes < 0 {
+		return fmt.Errorf("peer-call-reply-bytes %d is negative (0: the default, 64 MiB)", c.PeerCallReplyBytes)
 	}
 	if c.MaxBackgroundBytes < 0 {
 		return fmt.Errorf("max-background-bytes %d is negative (0: the default, 256 MiB)", c.MaxBackgroundBytes)
@@ -623,5 +634,6 @@ func FormatInitialCluster(ms []membership.NodeInfo) string {
 	return strings.Join(parts, ",")
 }
 
-// DefaultClientCallReplyBytes is Config.ClientCallReplyBytes's default.
+// DefaultClientCallReplyBytes is Config.ClientCallReplyBytes's default,
+// and PeerCallReplyBytes's.
 const DefaultClientCallReplyBytes = 64 << 20

@@ -94,27 +94,30 @@ type Node struct {
 	// streams not sent yet (each stream's bounded by
 	// client-call-reply-bytes).
 	clientReplyBytes atomic.Int64
-	cfg              Config
-	log              *slog.Logger
-	self             membership.NodeInfo
-	eng              engine.Engine
-	store            *replica.Store
-	disk             *diskGuard             // nil: min-free-disk not enforced
-	checkpoint       func(dir string) error // nil: the memory engine (no snapshots)
-	snapshots        sync.Mutex             // one snapshot created or deleted at a time
-	sched            snapshotCounts         // what scheduled snapshots and snapshot reads did (metrics)
-	repairRuns       atomic.Int64           // full repairs running (at most RepairRuns; a metric)
-	now              func() time.Time
-	hints            *hintTracker
-	topo             atomic.Pointer[membership.Topology]
-	live             *liveness
-	gossip           *membership.Gossip
-	peers            *transport.GRPC
-	faults           *transport.Faults
-	drills           *faultRegistry // injected faults (node/faults.go)
-	coord            *coordinator.Coordinator
-	health           *health.Server
-	lis              net.Listener
+	// peerReplyBytes is the same for peers' call streams
+	// (peer-call-reply-bytes).
+	peerReplyBytes atomic.Int64
+	cfg            Config
+	log            *slog.Logger
+	self           membership.NodeInfo
+	eng            engine.Engine
+	store          *replica.Store
+	disk           *diskGuard             // nil: min-free-disk not enforced
+	checkpoint     func(dir string) error // nil: the memory engine (no snapshots)
+	snapshots      sync.Mutex             // one snapshot created or deleted at a time
+	sched          snapshotCounts         // what scheduled snapshots and snapshot reads did (metrics)
+	repairRuns     atomic.Int64           // full repairs running (at most RepairRuns; a metric)
+	now            func() time.Time
+	hints          *hintTracker
+	topo           atomic.Pointer[membership.Topology]
+	live           *liveness
+	gossip         *membership.Gossip
+	peers          *transport.GRPC
+	faults         *transport.Faults
+	drills         *faultRegistry // injected faults (node/faults.go)
+	coord          *coordinator.Coordinator
+	health         *health.Server
+	lis            net.Listener
 	// servers are the client, peer and admin listeners' servers.
 	servers  []*server
 	peerLis  net.Listener
@@ -511,7 +514,8 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	}
 	if err := n.tel.Metrics.RegisterPipes(
 		func() float64 { return float64(n.peers.PipedWaiting()) },
-		func() float64 { return float64(n.pipedRunning.Load()) }); err != nil {
+		func() float64 { return float64(n.pipedRunning.Load()) },
+		func() float64 { return float64(n.peerReplyBytes.Load()) }); err != nil {
 		return nil, err
 	}
 	if err := n.tel.Metrics.RegisterClientCalls(func() float64 { return float64(n.clientCallsRunning.Load()) },

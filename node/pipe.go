@@ -44,6 +44,9 @@ func (s *replicaServer) Calls(stream internalv1.Replica_CallsServer) error {
 			Check:      check,
 			Running:    &n.pipedRunning,
 			MaxRunning: n.cfg.PeerCallsRunning,
+			// And by bytes, as a client's stream is.
+			MaxReplyBytes: int64(n.cfg.PeerCallReplyBytes),
+			ReplyBytes:    &n.peerReplyBytes,
 		},
 	}.ServeStream(stream)
 }

@@ -263,12 +263,14 @@ func (c *connsCollector) Collect(ch chan<- prometheus.Metric) {
 // RegisterPipes exports the replica call streams' queues: calls this node
 // sent that wait for a reply (bounded per peer), and calls of other nodes
 // running here (bounded per stream).
-func (m *Metrics) RegisterPipes(waiting, running func() float64) error {
+func (m *Metrics) RegisterPipes(waiting, running, replyBytes func() float64) error {
 	for _, g := range []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_peer_calls_waiting",
 			Help: "Replica calls this node sent on its call streams that wait for a reply (at most 4,096 per peer; more go as unary calls)."}, waiting),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_peer_calls_running",
 			Help: "Replica calls from other nodes' call streams running on this node (at most 1,024 per stream; past it the stream stops reading)."}, running),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_peer_call_reply_bytes",
+			Help: "Bytes of replies on other nodes' call streams not sent yet (at most peer-call-reply-bytes, 64 MiB by default, per stream, plus the calls running; past it the stream stops reading until its peer reads)."}, replyBytes),
 	} {
 		if err := m.reg.Register(g); err != nil {
 			return err

@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 )
@@ -76,6 +77,10 @@ func (s CallServer) ServeStream(stream internalv1.Replica_CallsServer) error {
 		Refuse: func(c *internalv1.Call, err error) *internalv1.Reply {
 			return &internalv1.Reply{Id: c.GetId(), Result: ReplyError(err)}
 		},
+		// For MaxReplyBytes: a peer that stops reading replies (a stalled
+		// process, a congested link) must not make this node hold
+		// MaxRunning large reads.
+		Size:       func(r *internalv1.Reply) int { return proto.Size(r) },
 		CallBounds: s.CallBounds,
 	}.Run(stream.Context(), func() ([]*internalv1.Call, error) {
 		b := &internalv1.CallBatch{}

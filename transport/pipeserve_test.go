@@ -8,6 +8,12 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meridiankv/meridian/api/codec"
+	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 )
 
 type testCall struct {
@@ -298,4 +304,71 @@ func TestReplyBytesBalanceWhenTheStreamFails(t *testing.T) {
 			t.Fatalf("reply bytes counted after the stream failed: %d, want 0", got)
 		}
 	})
+}
+
+// TestServeStreamBoundsReplyBytes: a peer's call stream whose sender
+// reads no replies stops reading calls once their replies hold
+// MaxReplyBytes (ServeStream sizes the replies; without Size the bound
+// was never applied and all 64 large reads were served and held).
+func TestServeStreamBoundsReplyBytes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var held atomic.Int64
+		var served atomic.Int32
+		calls := make([]*internalv1.Call, 64)
+		for i := range calls {
+			calls[i] = &internalv1.Call{Id: uint64(i + 1), Op: &internalv1.Call_Read{Read: &internalv1.ReadRequest{Key: []byte("k")}}}
+		}
+		s := &stalledCallsStream{ctx: t.Context(), first: &internalv1.CallBatch{Calls: calls}, release: make(chan struct{})}
+		srv := CallServer{
+			Serve: func(context.Context, *internalv1.Call, time.Time) *internalv1.Reply {
+				served.Add(1)
+				return &internalv1.Reply{Result: &internalv1.Reply_Read{Read: &internalv1.ReadResponse{Set: make([]byte, 256<<10)}}}
+			},
+			CallBounds: CallBounds{MaxReplyBytes: 1 << 20, ReplyBytes: &held, MaxCallTime: time.Minute},
+		}
+		done := make(chan error, 1)
+		go func() { done <- srv.ServeStream(s) }()
+		synctest.Wait() // the peer reads nothing
+		if n := served.Load(); n > 20 || held.Load() == 0 {
+			t.Fatalf("with no reply read, %d of 64 reads of 256 KiB served, %d reply bytes counted; want at most about 1 MiB's worth, counted", n, held.Load())
+		}
+		close(s.release)
+		if err := <-done; err != nil {
+			t.Fatalf("ServeStream: %v", err)
+		}
+		if served.Load() != 64 || held.Load() != 0 {
+			t.Fatalf("after the peer read: %d served, %d bytes still counted", served.Load(), held.Load())
+		}
+	})
+}
+
+// stalledCallsStream is a peer's call stream that sends one batch, then
+// reads no reply (Send blocks) until release, then ends.
+type stalledCallsStream struct {
+	grpc.ServerStream
+	ctx     context.Context
+	first   *internalv1.CallBatch
+	release chan struct{}
+}
+
+func (s *stalledCallsStream) Context() context.Context { return s.ctx }
+
+func (s *stalledCallsStream) RecvMsg(m any) error {
+	if s.first != nil {
+		proto.Merge(m.(*codec.Counted).Message, s.first)
+		s.first = nil
+		return nil
+	}
+	<-s.release
+	return io.EOF
+}
+
+func (s *stalledCallsStream) Recv() (*internalv1.CallBatch, error) {
+	b := &internalv1.CallBatch{}
+	return b, s.RecvMsg(&codec.Counted{Message: b})
+}
+
+func (s *stalledCallsStream) Send(*internalv1.ReplyBatch) error {
+	<-s.release
+	return nil
 }

@@ -105,6 +105,7 @@ nothing until a committed plan adds it:
 	f.IntVar(&cfg.PeerCallsWaiting, "peer-calls-waiting", 0, "replica calls waiting for a reply on one peer's call stream; past it they go as separate RPCs (default 4096)")
 	f.Var(bytesFlag{&cfg.ClientCallReplyBytes}, "client-call-reply-bytes", "bytes of replies one client's call stream holds on this node not sent yet, e.g. 64MiB; past it the stream stops reading calls until the client reads (default 64 MiB)")
 	f.IntVar(&cfg.ClientCallsRunning, "client-calls-running", 0, "calls one client's call stream holds on this node at once (running or with a reply not yet sent); past it the stream stops reading and flow control pushes back (default 1024)")
+	f.Var(bytesFlag{&cfg.PeerCallReplyBytes}, "peer-call-reply-bytes", "bytes of replies one peer's call stream holds on this node not sent yet, e.g. 64MiB; past it the stream stops reading calls until the peer reads (default 64 MiB)")
 	f.IntVar(&cfg.PeerCallsRunning, "peer-calls-running", 0, "calls one peer's stream holds on this node at once (running or with a reply not yet sent); past it the stream stops reading and flow control pushes back (default 1024)")
 	f.DurationVar(&cfg.ConnectionTimeout, "connection-timeout", 0, "time a new connection has to finish its handshake before it is closed (default 10s)")
 	f.DurationVar(&cfg.MaxConnectionIdle, "max-connection-idle", 0, "close connections with no call in flight for this long (default 5m)")
