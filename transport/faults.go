@@ -75,6 +75,9 @@ func (f *Faults) Heal() { f.Clear() }
 // before applies the faults for node: an error if cut or dropped, a wait
 // if delayed. It returns whether the reply is to be lost.
 func (f *Faults) before(ctx context.Context, node string) (lose bool, err error) {
+	// Taken before deciding: a change (a heal) between the two must
+	// still end the wait.
+	changed := f.changes()
 	v := f.decide(node)
 	switch {
 	case v.cut:
@@ -92,7 +95,6 @@ func (f *Faults) before(ctx context.Context, node string) (lose bool, err error)
 		if wait <= 0 {
 			break
 		}
-		changed := f.changes()
 		start := time.Now()
 		t := time.NewTimer(wait)
 		select {
@@ -103,10 +105,11 @@ func (f *Faults) before(ctx context.Context, node string) (lose bool, err error)
 			return false, status.FromContextError(ctx.Err()).Err()
 		case <-changed:
 			t.Stop()
+			changed = f.changes()
 			wait -= time.Since(start)
-			nv := f.decide(node)
-			if nv.cut || nv.drop {
-				return f.before(ctx, node)
+			nv := f.redecide(node)
+			if nv.cut {
+				return false, status.Errorf(codes.Unavailable, "fault injection: node %s is cut off (%s)", node, nv.rule)
 			}
 			v.lose = nv.lose
 			v.waitEnds = nv.waitEnds

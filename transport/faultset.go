@@ -56,7 +56,16 @@ type verdict struct {
 // decide applies the live rules to one call to node: each dropping rule
 // draws once, each delaying rule draws its jitter once; the longest wait
 // wins.
-func (f *Faults) decide(node string) verdict {
+func (f *Faults) decide(node string) verdict { return f.decideOnce(node, true) }
+
+// redecide is decide for a call already decided, while it waits out a
+// delay and the rules change: it draws nothing (its drops were drawn,
+// once; a rule's jitter counts in full, so only a shorter delay shortens
+// the wait), and only a cut, an expired or removed delay, or a lost reply
+// changes the verdict.
+func (f *Faults) redecide(node string) verdict { return f.decideOnce(node, false) }
+
+func (f *Faults) decideOnce(node string, draw bool) verdict {
 	var v verdict
 	f.eachLive(node, func(r Rule, rnd func() float64) bool {
 		switch {
@@ -65,13 +74,16 @@ func (f *Faults) decide(node string) verdict {
 				v.rule = r.ID
 			}
 			v.cut = true
-		case r.DropPercent > 0 && !v.drop && !v.cut && rnd()*100 < r.DropPercent:
+		case draw && r.DropPercent > 0 && !v.drop && !v.cut && rnd()*100 < r.DropPercent:
 			v.drop, v.rule = true, r.ID
 		}
 		v.lose = v.lose || r.LoseReplies
 		d := r.Delay
-		if r.Jitter > 0 {
+		switch {
+		case r.Jitter > 0 && draw:
 			d += time.Duration(rnd() * float64(r.Jitter))
+		case r.Jitter > 0:
+			d += r.Jitter
 		}
 		if d > v.wait {
 			v.wait, v.waitEnds = d, r.Expires

@@ -195,3 +195,38 @@ func (f *Faults) waiting() bool {
 	defer f.mu.RUnlock()
 	return f.mu.changed != nil
 }
+
+// TestDelayedCallDrawsOnce: a call waiting out a delay is not decided
+// again when an unrelated rule changes: its drop was drawn once (a second
+// draw raised a 50% rule's drop rate), and its wait is not restarted.
+func TestDelayedCallDrawsOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mem := NewMem()
+		mem.Register("n2", &echo{})
+		f := NewFaults(mem, nil)
+		draws := 0
+		f.SetRand(func() float64 {
+			draws++
+			if draws == 1 {
+				return 0.9 // not dropped
+			}
+			return 0.1 // dropped, had it drawn again
+		})
+		f.Add(Rule{ID: "lossy", Nodes: []string{"n2"}, DropPercent: 50})
+		f.Add(Rule{ID: "slow", Nodes: []string{"n2"}, Delay: 10 * time.Second})
+		start := time.Now()
+		done := make(chan error, 1)
+		go func() {
+			_, err := f.Read(t.Context(), "n2", &internalv1.ReadRequest{})
+			done <- err
+		}()
+		time.Sleep(4 * time.Second)
+		f.Add(Rule{ID: "elsewhere", Nodes: []string{"n9"}, Cut: true})
+		if err := <-done; err != nil {
+			t.Fatalf("the call failed after an unrelated rule changed: %v", err)
+		}
+		if took := time.Since(start); took != 10*time.Second || draws != 1 {
+			t.Fatalf("the call took %v with %d draws; want the 10 s delay, one draw", took, draws)
+		}
+	})
+}
