@@ -140,6 +140,15 @@ type MetaState struct {
 	// gets one of them (a node down during the drop still holds that data
 	// until its clean-up runs).
 	DroppedKeyspaces []uint32 `json:"dropped_keyspaces,omitempty"`
+	// LastCommit is the plan the last commit started (rules 3): that
+	// commit sent again (a retry after the leader was lost) once its
+	// change finished, at once or not, is unchanged rather than refused
+	// for want of a plan. A commit names its plan, not a generation.
+	LastCommit []PlanOp `json:"last_commit,omitempty"`
+	// LastUndone is the generation of the last transition an abort undid
+	// (rules 3): that abort sent again once the undo finished is
+	// unchanged rather than refused for want of a change in progress.
+	LastUndone uint64 `json:"last_undone,omitempty"`
 
 	// tableCache holds the tables of the current ring and of the
 	// transition's next ring (not part of the state: rebuilt on demand).
@@ -150,27 +159,71 @@ type MetaState struct {
 // applying a change that does not touch the ring does not recompute every
 // preference list. The zero value is ready; it is not safe for concurrent
 // use.
+//
+// Keys name a ring by the epoch it became current or next at, but one
+// command can set two rings at one epoch (an abort that finishes at once:
+// the would-be ring, then the one before the change), and a cache outlives
+// the state it was filled from (a node adopting another cluster's
+// metadata). So an entry is used only for the very ring it was built from:
+// a stale one would make a state with a long-lived cache (the FSM's)
+// compute other tables than one restored from a snapshot, at the same
+// epoch.
 type TableCache struct {
-	tables map[string]*placement.Table
-	rings  map[string]*placement.Ring
+	tables map[string]cachedTable
+	rings  map[string]cachedRing
+}
+
+type cachedRing struct {
+	state placement.RingState
+	ring  *placement.Ring
+}
+
+type cachedTable struct {
+	ring  *placement.Ring // the ring it was computed on
+	table *placement.Table
 }
 
 func (c *TableCache) ring(key string, rs placement.RingState) (*placement.Ring, error) {
 	if c == nil {
 		return placement.FromState(rs)
 	}
-	if r, ok := c.rings[key]; ok {
-		return r, nil
+	if e, ok := c.rings[key]; ok && sameRingState(e.state, rs) {
+		// Keep rs: the next state (a clone) shares its owner lists, so
+		// it compares without reading them even after a snapshot restore.
+		c.rings[key] = cachedRing{state: rs, ring: e.ring}
+		return e.ring, nil
 	}
 	r, err := placement.FromState(rs)
 	if err != nil {
 		return nil, err
 	}
 	if c.rings == nil || len(c.rings) > 8 {
-		c.rings, c.tables = map[string]*placement.Ring{}, map[string]*placement.Table{}
+		c.rings, c.tables = map[string]cachedRing{}, map[string]cachedTable{}
 	}
-	c.rings[key] = r
+	c.rings[key] = cachedRing{state: rs, ring: r}
 	return r, nil
+}
+
+// sameRingState reports whether a and b are the same ring. Rings are
+// never modified in place, only replaced, so states sharing their owner
+// lists (a state and its clones) compare without reading them.
+func sameRingState(a, b placement.RingState) bool {
+	if a.Partitions != b.Partitions || !slices.Equal(a.Nodes, b.Nodes) || len(a.Owners) != len(b.Owners) {
+		return false
+	}
+	for dc, ao := range a.Owners {
+		bo, ok := b.Owners[dc]
+		if !ok || len(ao) != len(bo) {
+			return false
+		}
+		if len(ao) > 0 && &ao[0] == &bo[0] {
+			continue
+		}
+		if !slices.Equal(ao, bo) {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *TableCache) table(ringKey string, r *placement.Ring, repl map[string]int) (*placement.Table, error) {
@@ -186,17 +239,17 @@ func (c *TableCache) table(ringKey string, r *placement.Ring, repl map[string]in
 	for _, dc := range dcs {
 		key += fmt.Sprintf("|%s=%d", dc, repl[dc])
 	}
-	if t, ok := c.tables[key]; ok {
-		return t, nil
+	if e, ok := c.tables[key]; ok && e.ring == r {
+		return e.table, nil
 	}
 	t, err := r.Table(placement.Replication(repl))
 	if err != nil {
 		return nil, err
 	}
 	if c.tables == nil {
-		c.tables = map[string]*placement.Table{}
+		c.tables = map[string]cachedTable{}
 	}
-	c.tables[key] = t
+	c.tables[key] = cachedTable{ring: r, table: t}
 	return t, nil
 }
 
@@ -268,6 +321,7 @@ func (s *MetaState) Clone() *MetaState {
 	}
 	out.Plan = slices.Clone(s.Plan)
 	out.DroppedKeyspaces = slices.Clone(s.DroppedKeyspaces)
+	out.LastCommit = slices.Clone(s.LastCommit)
 	out.RouteEpochs = slices.Clone(s.RouteEpochs)
 	if s.Ring != nil {
 		r := *s.Ring
@@ -357,8 +411,10 @@ type Command struct {
 // storage ID, a drop names the storage ID it meant, a limits alter during
 // a replication alter holds after it and the replication alter sent again
 // is unchanged. 2: a joining node a plan or a change in progress places
-// cannot change its rack or weight by joining again.
-const CommandRules = 2
+// cannot change its rack or weight by joining again. 3: an abort leaves a
+// joining node the change was removing joining (not active), and a
+// commit or an abort sent again after its change finished is unchanged.
+const CommandRules = 3
 
 // IsInit reports whether the command initializes a cluster (fresh or
 // from restored metadata): only a cluster's first leader proposes one.
@@ -795,6 +851,9 @@ func (s *MetaState) applyCommit(c Command) error {
 		return ErrInTransition
 	}
 	if len(s.Plan) == 0 {
+		if len(c.Expect) > 0 && slices.Equal(s.LastCommit, c.Expect) {
+			return errUnchanged // a retried commit of a change already over
+		}
 		return ErrNoPlan
 	}
 	if !slices.Equal(s.Plan, c.Expect) {
@@ -811,6 +870,9 @@ func (s *MetaState) applyCommit(c Command) error {
 		case OpReplace:
 			s.Members[op.Node].State = StateLeaving
 		}
+	}
+	if c.Rules >= 3 {
+		s.LastCommit = s.Plan
 	}
 	s.startTransition(s.Plan, next, nil)
 	s.Plan = nil
@@ -945,10 +1007,15 @@ func (s *MetaState) applyTransferDone(c Command) error {
 // at once; partitions that had switched serve from their new replicas and
 // stream back to the old ones, which then report them as usual. Nothing
 // is served from a replica that does not hold the data, and nodes leaving
-// in the change are active again. Undoing an abort takes the change up
-// again the same way. c.Generation must be the transition's, so an abort
-// meant for one change never stops another.
+// in the change are active again (rules 3: those in the ring restored; a
+// joining node being removed owns nothing there and is joining again).
+// Undoing an abort takes the change up again the same way. c.Generation
+// must be the transition's, so an abort meant for one change never stops
+// another.
 func (s *MetaState) applyAbort(c Command) error {
+	if c.Generation != 0 && c.Generation == s.LastUndone {
+		return errUnchanged // a retried abort, its undo already over
+	}
 	t := s.Transition
 	if t == nil {
 		return ErrNoTransition
@@ -985,17 +1052,30 @@ func (s *MetaState) applyAbort(c Command) error {
 			back.Done = slices.Insert(back.Done, i, p) // nothing to copy back
 		}
 	}
-	state := StateLeaving
-	if back.Aborted {
-		state = StateActive
+	inBack := map[string]bool{}
+	for _, n := range back.Next.Nodes {
+		inBack[n.ID] = true
 	}
 	for _, op := range t.Ops {
 		switch op.Op {
 		case OpDecommission, OpRemove, OpReplace:
-			if m := s.Members[op.Node]; m != nil {
-				m.State = state
+			m := s.Members[op.Node]
+			switch {
+			case m == nil:
+			case !back.Aborted:
+				m.State = StateLeaving
+			case c.Rules >= 3 && !inBack[op.Node]:
+				// A joining node a remove was taking out of the members:
+				// active, it would be a member outside the ring that no
+				// plan step can place and that cannot join again.
+				m.State = StateJoining
+			default:
+				m.State = StateActive
 			}
 		}
+	}
+	if c.Rules >= 3 {
+		s.LastUndone = t.Generation
 	}
 	s.maybeFinish()
 	return nil

@@ -17,7 +17,8 @@ func member(id, dc, rack string) MemberRecord {
 	return MemberRecord{ID: id, DC: dc, Rack: rack, Weight: 1, GRPCAddr: "127.0.0.1:1"}
 }
 
-// initState is a cluster of n nodes per DC over dcs DCs.
+// initState is a cluster of n nodes per DC over dcs DCs, with a table
+// cache.
 func initState(t *testing.T, dcs, n, q int) *MetaState {
 	t.Helper()
 	var ms []MemberRecord
@@ -26,7 +27,9 @@ func initState(t *testing.T, dcs, n, q int) *MetaState {
 			ms = append(ms, member(fmt.Sprintf("n%d", (d-1)*n+i), fmt.Sprintf("dc%d", d), fmt.Sprintf("r%d", i%2+1)))
 		}
 	}
-	st := &MetaState{}
+	// Cached across commands, as the FSM's state is: a stale entry shows
+	// as a difference from a state without one.
+	st := &MetaState{tableCache: &TableCache{}}
 	if err := st.Apply(Command{Kind: CmdInit, ClusterID: "c1", Partitions: q, Members: ms}); err != nil {
 		t.Fatal(err)
 	}
@@ -927,5 +930,133 @@ func TestRejoinKeepsThePlannedPlacement(t *testing.T) {
 	old.Rules = 1
 	if err := st2.Apply(old); err != nil || st2.Members["n9"].Rack != "r2" {
 		t.Fatalf("a rules-1 rejoin: %v", err)
+	}
+}
+
+// TestAbortDoneAtOnceWithATableCache: an abort that finishes in the
+// command that applies it sets the current ring twice at one epoch (the
+// would-be ring, then the one before the change). A state that keeps a
+// table cache across commands (the FSM's) must compute what one with a
+// fresh cache (restored from a snapshot) does: a decommission planned
+// again moves the same partitions, instead of finishing at once on a
+// cached ring that is no longer current.
+func TestAbortDoneAtOnceWithATableCache(t *testing.T) {
+	st := initState(t, 1, 4, 64) // with a cache kept across commands
+	decommission := Command{Kind: CmdPlan, Op: &PlanOp{Op: OpDecommission, Node: "n2"}}
+	mustApply(t, st, decommission)
+	mustApply(t, st, Command{Kind: CmdCommit, Expect: st.Plan})
+	mustApply(t, st, Command{Kind: CmdAbort, Generation: st.Transition.Generation})
+	if st.Transition != nil || st.Members["n2"].State != StateActive {
+		t.Fatalf("abort before any switch: transition %+v, n2 %s", st.Transition, st.Members["n2"].State)
+	}
+	fresh := st.Clone()
+	fresh.UseCache(&TableCache{})
+	for name, s := range map[string]*MetaState{"cached": st, "fresh": fresh} {
+		mustApply(t, s, decommission)
+		mustApply(t, s, Command{Kind: CmdCommit, Expect: s.Plan})
+		if s.Transition == nil || len(s.Transition.Moving) == 0 || s.Members["n2"].State != StateLeaving {
+			t.Fatalf("%s: the decommission planned again: transition %+v, n2 %s; want partitions moving off n2", name, s.Transition, s.Members["n2"].State)
+		}
+	}
+	if !slices.Equal(st.Transition.Moving, fresh.Transition.Moving) {
+		t.Fatalf("the cached state moves %v, the fresh one %v", st.Transition.Moving, fresh.Transition.Moving)
+	}
+	ja, _ := json.Marshal(st)
+	jb, _ := json.Marshal(fresh)
+	if string(ja) != string(jb) {
+		t.Fatal("the cached state and the fresh one differ after the same commands")
+	}
+}
+
+// TestAbortKeepsARemovedJoinerJoining: a plan that adds one joining node
+// and removes another, aborted, leaves both joining (the removed one owns
+// nothing: it never was active), so it can still be removed.
+func TestAbortKeepsARemovedJoinerJoining(t *testing.T) {
+	st := initState(t, 1, 3, 64)
+	for _, id := range []string{"n4", "n5"} {
+		mustApply(t, st, Command{Kind: CmdJoin, Member: &MemberRecord{ID: id, DC: "dc1", Rack: "r1", Weight: 1, GRPCAddr: "h:" + id}})
+	}
+	mustApply(t, st, Command{Kind: CmdPlan, Op: &PlanOp{Op: OpAdd, Node: "n4"}})
+	mustApply(t, st, Command{Kind: CmdPlan, Op: &PlanOp{Op: OpRemove, Node: "n5"}})
+	mustApply(t, st, Command{Kind: CmdCommit, Expect: st.Plan})
+	if st.Transition == nil || st.Members["n5"].State != StateLeaving {
+		t.Fatalf("after commit: transition %+v, n5 %s", st.Transition, st.Members["n5"].State)
+	}
+	beforeAbort := st.Clone()
+	mustApply(t, st, Command{Kind: CmdAbort, Generation: st.Transition.Generation})
+	if st.Transition != nil {
+		t.Fatalf("abort before any switch still in progress: %+v", st.Transition)
+	}
+	for _, id := range []string{"n4", "n5"} {
+		if got := st.Members[id].State; got != StateJoining {
+			t.Fatalf("%s is %s after the abort, want joining", id, got)
+		}
+	}
+	mustApply(t, st, Command{Kind: CmdPlan, Op: &PlanOp{Op: OpRemove, Node: "n5"}})
+	mustApply(t, st, Command{Kind: CmdCommit, Expect: st.Plan})
+	if st.Members["n5"].State != StateRemoved || st.Transition != nil {
+		t.Fatalf("remove of n5 after the abort: n5 %s, transition %+v", st.Members["n5"].State, st.Transition)
+	}
+
+	// An abort already in a log replays as it was decided then.
+	old := beforeAbort
+	if err := old.Apply(Command{Kind: CmdAbort, Generation: old.Transition.Generation, Rules: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if got := old.Members["n5"].State; got != StateActive {
+		t.Fatalf("a rules-2 abort left n5 %s, want active as it was decided", got)
+	}
+}
+
+// TestRetryOfAChangeDoneAtOnce: a commit or an abort whose change
+// finished in the command itself, sent again (a retry after the leader
+// was lost), is unchanged, not refused for want of a plan or a change in
+// progress; other commits and aborts still are.
+func TestRetryOfAChangeDoneAtOnce(t *testing.T) {
+	st := initState(t, 1, 3, 64)
+	mustApply(t, st, Command{Kind: CmdJoin, Member: &MemberRecord{ID: "n4", DC: "dc1", Rack: "r1", Weight: 1, GRPCAddr: "h:4"}})
+	mustApply(t, st, Command{Kind: CmdPlan, Op: &PlanOp{Op: OpRemove, Node: "n4"}})
+	commit := Command{Kind: CmdCommit, Expect: st.Plan, Rules: CommandRules}
+	mustApply(t, st, commit)
+	if st.Transition != nil || st.Members["n4"].State != StateRemoved {
+		t.Fatalf("remove of a joining node: transition %+v, n4 %s", st.Transition, st.Members["n4"].State)
+	}
+	epoch := st.Epoch
+	if err := st.Apply(commit); !IsUnchanged(err) || st.Epoch != epoch {
+		t.Fatalf("the commit again: %v, want unchanged", err)
+	}
+	if err := st.Apply(Command{Kind: CmdCommit, Expect: []PlanOp{{Op: OpRemove, Node: "n3"}}, Rules: CommandRules}); !errors.Is(err, ErrNoPlan) {
+		t.Fatalf("a commit of another plan: %v, want %v", err, ErrNoPlan)
+	}
+
+	st = initState(t, 1, 4, 64)
+	mustApply(t, st, Command{Kind: CmdPlan, Op: &PlanOp{Op: OpDecommission, Node: "n2"}})
+	mustApply(t, st, Command{Kind: CmdCommit, Expect: st.Plan})
+	abort := Command{Kind: CmdAbort, Generation: st.Transition.Generation, Rules: CommandRules}
+	mustApply(t, st, abort)
+	if st.Transition != nil {
+		t.Fatalf("abort before any switch still in progress: %+v", st.Transition)
+	}
+	epoch = st.Epoch
+	if err := st.Apply(abort); !IsUnchanged(err) || st.Epoch != epoch {
+		t.Fatalf("the abort again: %v, want unchanged", err)
+	}
+	if err := st.Apply(Command{Kind: CmdAbort, Generation: abort.Generation + 1, Rules: CommandRules}); !errors.Is(err, ErrNoTransition) {
+		t.Fatalf("an abort of another generation: %v, want %v", err, ErrNoTransition)
+	}
+	// Remembered in snapshots.
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var restored MetaState
+	if err := json.Unmarshal(b, &restored); err != nil {
+		t.Fatal(err)
+	}
+	if err := restored.Apply(abort); !IsUnchanged(err) {
+		t.Fatalf("the abort again on a state restored from a snapshot: %v, want unchanged", err)
+	}
+	if err := restored.Clone().Apply(abort); !IsUnchanged(err) {
+		t.Fatalf("the abort again on a clone: %v, want unchanged", err)
 	}
 }

@@ -323,10 +323,14 @@ const (
 // change in progress adds (they will be active at its end, and an
 // operator replacing a dead node needs their vote); every other member not
 // removed is a nonvoter; removed ones leave. Voters are added before any
-// is taken away, and a voter that is down is added later. Voters are
-// taken away down ones first, then those not active, then by ID, and
-// never so that the voters left lack a live majority (alive must count a
-// member it has no news of as down): a configuration
+// is taken away, and a voter that is down is added later; until it is in,
+// only voters that are down or no longer active or joining are taken away
+// (a live one in good standing stays, and a leader that is one keeps the
+// lead): taking it away first would leave fewer voters, and less fault
+// tolerance, than both the configuration before and the one wanted.
+// Voters are taken away down ones first, then those not active, then by
+// ID, and never so that the voters left lack a live majority (alive must
+// count a member it has no news of as down): a configuration
 // counts from the moment it is appended, so demoting a live voter while
 // another is down could leave no quorum to commit anything again.
 func PlanVoterChange(st *MetaState, roles map[string]string, self string, alive func(string) bool) (op, id string) {
@@ -382,9 +386,21 @@ func PlanVoterChange(st *MetaState, roles map[string]string, self string, alive 
 			return NonvoterAdd, id
 		}
 	}
-	if want[self] != "voter" {
+	waiting := false // a wanted voter not added yet (down, or no live majority with it)
+	for id, w := range want {
+		if w == "voter" && roles[id] != "voter" {
+			waiting = true
+		}
+	}
+	settled := func(id string) bool { // an active or joining member
+		mr := st.Members[id]
+		return mr != nil && (mr.State == StateActive || mr.State == StateJoining)
+	}
+	if want[self] != "voter" && !(waiting && settled(self)) {
 		// This leader should not vote (leaving, removed, or no longer
-		// picked): hand leadership over; the next leader demotes it.
+		// picked): hand leadership over; the next leader demotes it. One
+		// still active keeps the lead while a wanted voter is not in: no
+		// leader would demote it meanwhile.
 		return LeaderHandOff, ""
 	}
 	type cand struct {
@@ -397,9 +413,7 @@ func PlanVoterChange(st *MetaState, roles map[string]string, self string, alive 
 		if ok && (w == "voter" || roles[id] != "voter") {
 			continue
 		}
-		mr := st.Members[id]
-		cands = append(cands, cand{id: id, down: id != self && !alive(id),
-			settled: mr != nil && (mr.State == StateActive || mr.State == StateJoining)})
+		cands = append(cands, cand{id: id, down: id != self && !alive(id), settled: settled(id)})
 	}
 	slices.SortStableFunc(cands, func(a, b cand) int {
 		switch {
@@ -418,6 +432,9 @@ func PlanVoterChange(st *MetaState, roles map[string]string, self string, alive 
 	})
 	for _, c := range cands {
 		_, member := want[c.id]
+		if waiting && roles[c.id] == "voter" && !c.down && c.settled {
+			continue // stays until the wanted voters are in
+		}
 		if roles[c.id] == "voter" {
 			rest := slices.DeleteFunc(voters(), func(v string) bool { return v == c.id })
 			if !liveMajority(rest) {
