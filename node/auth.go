@@ -254,8 +254,21 @@ func (z *authorizer) unary(ctx context.Context, req any, info *grpc.UnaryServerI
 	if err := z.check(ctx, info.FullMethod, req); err != nil {
 		return nil, err
 	}
-	return handler(ctx, req)
+	resp, err := handler(ctx, req)
+	if put, ok := resp.(*kvv1.PutResponse); ok && !z.open {
+		if p, perr := z.tapped(ctx); perr != nil || !p.can(req.(*kvv1.PutRequest).GetKeyspace(), "read") {
+			withholdValues(put)
+		}
+	}
+	return resp, err
 }
+
+// withholdValues takes the siblings out of a Put's answer to a caller
+// without read permission on its keyspace: they are the key's stored
+// values (a blind write leaves the others as siblings), which write
+// permission alone must not reveal. The context stays: it lets the
+// writer supersede what it wrote, as write permission allows.
+func withholdValues(resp *kvv1.PutResponse) { resp.Siblings = nil }
 
 func (z *authorizer) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if err := z.check(ss.Context(), info.FullMethod, nil); err != nil {

@@ -103,3 +103,40 @@ func TestUnauthenticatedBodiesAreNotRead(t *testing.T) {
 		t.Fatalf("an authenticated put was counted as %d bytes read: the counter sees nothing", n)
 	}
 }
+
+// TestWriteOnlyPrincipalReadsNothing: a Put's answer holds the key's
+// siblings after the write, which a blind write leaves as they were: a
+// principal with write but not read permission gets the context only,
+// unary and on a call stream (it read every stored value through its own
+// writes).
+func TestWriteOnlyPrincipalReadsNothing(t *testing.T) {
+	auth := node.AuthConfig{Principals: []node.Principal{
+		{Name: "app", TokenSHA256: node.HashToken("app-token"), Keyspaces: map[string]string{"*": "read,write"}},
+		{Name: "ingest", TokenSHA256: node.HashToken("ingest-token"), Keyspaces: map[string]string{"default": "write"}},
+	}}
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 1, Engine: "memory", Auth: auth})
+	kv := kvv1.NewKVClient(dialConn(t, l.Nodes()[0].Addr()))
+	as := func(token string) context.Context {
+		return metadata.AppendToOutgoingContext(ctxT(t), "authorization", "Bearer "+token)
+	}
+	if _, err := kv.Put(as("app-token"), &kvv1.PutRequest{Key: []byte("k"), Value: []byte("secret")}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := kv.Put(as("ingest-token"), &kvv1.PutRequest{Key: []byte("k"), Value: []byte("x")})
+	if err != nil || len(resp.GetContext()) == 0 || len(resp.GetSiblings()) != 0 {
+		t.Fatalf("a write-only principal's put: %v, siblings %v; want its context and no values", err, resp.GetSiblings())
+	}
+	stream, err := kv.Calls(as("ingest-token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := exchange(t, stream, &kvv1.Call{Id: 1, Op: &kvv1.Call_Put{Put: &kvv1.PutRequest{Key: []byte("k"), Value: []byte("y")}}})
+	if put := got[1].GetPut(); put == nil || len(put.GetContext()) == 0 || len(put.GetSiblings()) != 0 {
+		t.Fatalf("a write-only principal's put on a call stream: %v; want its context and no values", got[1])
+	}
+	// One with read permission still gets the siblings.
+	resp, err = kv.Put(as("app-token"), &kvv1.PutRequest{Key: []byte("k"), Value: []byte("z")})
+	if err != nil || len(resp.GetSiblings()) < 2 {
+		t.Fatalf("a reader-writer's blind put: %v, %d siblings; want every sibling", err, len(resp.GetSiblings()))
+	}
+}

@@ -21,7 +21,9 @@ func checkDataDir(cfg Config) error {
 		return nil
 	}
 	dir := cfg.DataDir
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	// Only this node's user reads its data: every stored value, every
+	// snapshot, lies below.
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("data-dir %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, nodeIDFile)

@@ -32,6 +32,10 @@ func TestDataDirBelongsToItsNode(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(dir, "NODE_ID")); err != nil || string(b) != "n1\n" {
 		t.Fatalf("NODE_ID = %q, %v", b, err)
 	}
+	// Every stored value lies below it: only the node's user may enter.
+	if st, err := os.Stat(dir); err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("the data directory created with mode %v (%v), want 0700", st.Mode().Perm(), err)
+	}
 	_, err = node.Start(ctxT(t), soloConfig(t, "n2", "127.0.0.1:0", dir), node.Options{})
 	if err == nil || !strings.Contains(err.Error(), `belongs to node "n1", not "n2": use --id n1 or another --data-dir`) {
 		t.Fatalf("n2 on n1's data dir: %v", err)
@@ -243,5 +247,22 @@ func TestNumericKeysRefused(t *testing.T) {
 	cfg.MaxHintBytes = &zeroBytes
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("grace 1h, hints off: %v", err)
+	}
+}
+
+// TestInsecureWithTLSFilesRefused: insecure turns TLS off on every
+// listener, so given with TLS files (a dev config's insecure: copied into
+// production, a MERIDIAN_INSECURE left in an environment) it is refused,
+// not silently preferred.
+func TestInsecureWithTLSFilesRefused(t *testing.T) {
+	for _, set := range []func(*node.Config){
+		func(c *node.Config) { c.CAFile = "ca.crt" },
+		func(c *node.Config) { c.CertFile, c.KeyFile = "n1.crt", "n1.key" },
+	} {
+		cfg := soloConfig(t, "n1", "127.0.0.1:7001", t.TempDir())
+		set(&cfg)
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "--insecure with TLS files") {
+			t.Errorf("insecure with %s%s%s: Validate = %v, want it refused", cfg.CAFile, cfg.CertFile, cfg.KeyFile, err)
+		}
 	}
 }

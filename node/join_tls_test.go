@@ -10,9 +10,11 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/node"
+	"github.com/meridiankv/meridian/ops"
 	"github.com/meridiankv/meridian/pki"
 )
 
@@ -158,5 +160,39 @@ func TestOwnCommandsOnlyFromTheirNode(t *testing.T) {
 	done.Node = from.ID()
 	if err := propose(done); err == nil || status.Code(err) == codes.PermissionDenied {
 		t.Fatalf("%s reporting its own transfers done with no change under way: %v, want the state's refusal", from.ID(), err)
+	}
+}
+
+// TestPeerListenerServesNodeToNodeAdminOnly: a member's node certificate
+// reaches, on another node's peer listener, only the admin calls nodes
+// make of each other (a fan-out's local share, transfers); the rest of
+// the admin API (keyspace DDL, status, ...) needs the admin role on the
+// admin listener.
+func TestPeerListenerServesNodeToNodeAdminOnly(t *testing.T) {
+	l := startSecureCluster(t, node.LocalSpec{NodesPerDC: 2, Partitions: 16, Options: node.Options{Register: ops.Register}})
+	nodes := l.Nodes()
+	target, from := nodes[0], nodes[1]
+	ca, _, _ := l.ClientTLS()
+	cert, key := pki.NodeFiles(l.CertDir(), from.ID())
+	src, err := pki.NewSource(ca, cert, key, pki.SourceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := adminv1.NewAdminClient(dialWith(t, target.PeerAddr(), grpc.WithTransportCredentials(pki.ClientCredentials(src, pki.ClientOptions{}))))
+	ctx := metadata.AppendToOutgoingContext(ctxT(t), "meridian-cluster", "meridian", "meridian-epoch", "1")
+	if _, err := admin.DropKeyspace(ctx, &adminv1.DropKeyspaceRequest{Name: "default"}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a keyspace drop by a node certificate on the peer listener: %v, want PERMISSION_DENIED", err)
+	}
+	if _, ok := target.Topology().Keyspaces["default"]; !ok {
+		t.Fatal("the keyspace was dropped")
+	}
+	if _, err := admin.ListFaults(ctx, &adminv1.ListFaultsRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a fan-out (not LocalOnly) by a node certificate on the peer listener: %v, want PERMISSION_DENIED", err)
+	}
+	if _, err := admin.ListFaults(ctx, &adminv1.ListFaultsRequest{LocalOnly: true}); err != nil {
+		t.Fatalf("a fan-out's local share, as nodes ask it: %v", err)
+	}
+	if _, err := admin.Transfers(ctx, &adminv1.TransfersRequest{}); err != nil {
+		t.Fatalf("transfers, as nodes ask them: %v", err)
 	}
 }

@@ -146,6 +146,9 @@ func (s *kvServer) serveCall(ctx context.Context, c *kvv1.Call, allow func(keysp
 			ctx, span = s.n.tel.StartStreamCall(ctx, "kv.v1.KV/Calls/Put")
 			var resp *kvv1.PutResponse
 			if resp, err = s.n.coord.Put(ctx, op.Put); err == nil {
+				if allow(op.Put.GetKeyspace(), "read") != nil {
+					withholdValues(resp)
+				}
 				r.Result = &kvv1.Reply_Put{Put: resp}
 			}
 		}

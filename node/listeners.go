@@ -457,7 +457,33 @@ func (n *Node) checkPeerStream(srv any, ss grpc.ServerStream, info *grpc.StreamS
 	if err := n.admitPeer(ss.Context(), info.FullMethod); err != nil {
 		return err
 	}
+	if err := peerAdmin(info.FullMethod, nil); err != nil {
+		return err
+	}
 	return handler(srv, ss)
+}
+
+// peerAdmin refuses the admin methods nodes do not call on each other.
+// The peer listener serves the admin API for the node-to-node part of an
+// operator's call (a fan-out's own node's share, LocalOnly; a transfer's
+// progress; a snapshot's bytes), authorized by the calling node's
+// certificate alone: the rest (keyspace DDL, plans, hints purges, repair
+// runs) needs the admin role, on the admin listener. req is nil for a
+// stream.
+func peerAdmin(method string, req any) error {
+	name, ok := strings.CutPrefix(method, "/admin.v1.Admin/")
+	if !ok {
+		return nil
+	}
+	switch name {
+	case "Transfers", "ReadSnapshot":
+		return nil
+	case "InjectFault", "ListFaults", "ClearFaults", "CreateSnapshot", "ListSnapshots", "DeleteSnapshot":
+		if r, ok := req.(interface{ GetLocalOnly() bool }); ok && r.GetLocalOnly() {
+			return nil
+		}
+	}
+	return status.Errorf(codes.PermissionDenied, "%s is not a node-to-node call: the peer listener does not serve it; call the admin listener with the admin role", method)
 }
 
 // admitPeer refuses a peer request from another cluster, or from a node
@@ -494,6 +520,9 @@ func (n *Node) checkPeer(ctx context.Context, req any, info *grpc.UnaryServerInf
 		return handler(ctx, req)
 	}
 	if err := n.admitPeer(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
+	if err := peerAdmin(info.FullMethod, req); err != nil {
 		return nil, err
 	}
 	// A forwarded write is coordinated here by this node's ring: when the

@@ -210,8 +210,14 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	// clipped append: StartLocal shares opts between nodes).
 	opts.ServerOptions = append(opts.ServerOptions[:len(opts.ServerOptions):len(opts.ServerOptions)], grpc.ChainUnaryInterceptor(n.gate.unary))
 	n.log = opts.Logger.With("node", cfg.ID, "dc", n.self.DC)
+	if cfg.Insecure {
+		n.log.Warn("insecure: every listener is plaintext, node-to-node calls are not authenticated, and without principals in the auth config any caller may read, write and administer; use only on a trusted network")
+	}
 	for _, f := range cfg.exposedSecretFiles() {
 		n.log.Warn(fmt.Sprintf("%s %s can be read or written by other users: run chmod 600 on it", f.key, f.path), "mode", fmt.Sprintf("%#o", f.mode))
+	}
+	if mode, open := cfg.exposedDataDir(); open {
+		n.log.Warn(fmt.Sprintf("data-dir %s can be read by other users (every stored value and snapshot is below it): run chmod 700 on it", cfg.DataDir), "mode", fmt.Sprintf("%#o", mode))
 	}
 	n.topo.Store(topo)
 	defer func() {

@@ -90,6 +90,20 @@ func (c Config) exposedSecretFiles() []exposedFile {
 	return out
 }
 
+// exposedDataDir reports whether the pebble data directory exists with a
+// mode letting group or others in (one created by an older version, 0755,
+// or by hand): the node starts, but says so. A new one is created 0700.
+func (c Config) exposedDataDir() (os.FileMode, bool) {
+	if runtime.GOOS == "windows" || c.Engine != "pebble" || c.DataDir == "" {
+		return 0, false
+	}
+	st, err := os.Stat(c.DataDir)
+	if err != nil || st.Mode().Perm()&0o077 == 0 {
+		return 0, false
+	}
+	return st.Mode().Perm(), true
+}
+
 // secrets returns the cluster secrets as keys: ClusterSecrets, then those
 // of ClusterSecretFile.
 func (c Config) secrets() ([][]byte, error) {

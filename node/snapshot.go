@@ -589,7 +589,7 @@ func RestoreSnapshotFrom(dataDir, snapDir string, now time.Time, grace time.Dura
 	if _, err := os.Stat(dataDir); errors.Is(err, fs.ErrNotExist) {
 		// Created here: removed again if the restore does not complete,
 		// so no empty node starts on it.
-		if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
 			return RestoreResult{}, err
 		}
 		res, err := restoreInto(dataDir, snap, now, hasLog, mark != nil, force, o)
@@ -609,7 +609,7 @@ func restoreInto(dataDir string, snap SnapshotInfo, now time.Time, hasLog, marke
 	_, err := os.Stat(data)
 	hadData := err == nil
 	// Pebble's own lock: held while the node runs.
-	if err := os.MkdirAll(data, 0o755); err != nil {
+	if err := os.MkdirAll(data, 0o700); err != nil {
 		return RestoreResult{}, err
 	}
 	lock, err := pebble.LockDir(data)
@@ -721,7 +721,7 @@ func copyTree(ctx context.Context, src, dst string, progress func(CopyProgress),
 		to := filepath.Join(dst, rel)
 		if d.IsDir() {
 			dirs = append(dirs, to)
-			return os.MkdirAll(to, 0o755)
+			return os.MkdirAll(to, 0o700)
 		}
 		if d.Name() == "LOCK" {
 			return nil
@@ -772,7 +772,7 @@ func copyFile(ctx context.Context, src, dst string, wrote func(int)) error {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}

@@ -495,7 +495,8 @@ func DefaultPrunePolicy() PrunePolicy {
 // Prune drops clock entries that cover no current sibling: beyond
 // p.MaxEntries those older than p.MinAge, and beyond p.HardMaxEntries the
 // oldest whatever their age, except those stamped at now (by the write
-// being pruned). Entries covering a live sibling are never dropped. It returns the pruned set and how many entries it removed.
+// being pruned). Entries covering a live sibling are never dropped. It
+// returns the pruned set and how many entries it removed.
 func (s Set) Prune(p PrunePolicy, now int64) (Set, int) {
 	n := len(s.Clock.Entries)
 	if (p.MaxEntries <= 0 || n <= p.MaxEntries) && (p.HardMaxEntries <= 0 || n <= p.HardMaxEntries) {

@@ -325,7 +325,7 @@ restores it, on the node's machine or on a new one. Admin role only.`,
 					}
 				}
 			}
-			if err := os.MkdirAll(to, 0o755); err != nil {
+			if err := os.MkdirAll(to, 0o700); err != nil {
 				return err
 			}
 			var (
@@ -396,7 +396,7 @@ func downloadSnapshot(ctx context.Context, c adminv1.AdminClient, name, id, to s
 	if err := os.RemoveAll(tmp); err != nil {
 		return downloadedSnapshot{}, err
 	}
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return downloadedSnapshot{}, err
 	}
 	done := false
