@@ -210,9 +210,6 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	// clipped append: StartLocal shares opts between nodes).
 	opts.ServerOptions = append(opts.ServerOptions[:len(opts.ServerOptions):len(opts.ServerOptions)], grpc.ChainUnaryInterceptor(n.gate.unary))
 	n.log = opts.Logger.With("node", cfg.ID, "dc", n.self.DC)
-	if cfg.Insecure {
-		n.log.Warn("insecure: every listener is plaintext, node-to-node calls are not authenticated, and without principals in the auth config any caller may read, write and administer; use only on a trusted network")
-	}
 	for _, f := range cfg.exposedSecretFiles() {
 		n.log.Warn(fmt.Sprintf("%s %s can be read or written by other users: run chmod 600 on it", f.key, f.path), "mode", fmt.Sprintf("%#o", f.mode))
 	}
@@ -571,6 +568,10 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	}
 	n.startTransfers(runCtx)
 	n.log.Info("node started", "grpc", n.Addr(), "gossip", n.gossip.Addr(), "engine", cfg.Engine, "actor", n.store.Actor(), "gomaxprocs", runtime.GOMAXPROCS(0))
+	if cfg.Insecure {
+		// Once started: a node that fails to start says only why.
+		n.log.Warn("insecure: every listener is plaintext, node-to-node calls are not authenticated, and without principals in the auth config any caller may read, write and administer; use only on a trusted network")
+	}
 	return n, nil
 }
 
