@@ -255,7 +255,8 @@ func (z *authorizer) unary(ctx context.Context, req any, info *grpc.UnaryServerI
 		return nil, err
 	}
 	resp, err := handler(ctx, req)
-	if put, ok := resp.(*kvv1.PutResponse); ok && !z.open {
+	// A failed Put answers a nil *PutResponse (in a non-nil interface).
+	if put, ok := resp.(*kvv1.PutResponse); ok && put != nil && err == nil && !z.open {
 		if p, perr := z.tapped(ctx); perr != nil || !p.can(req.(*kvv1.PutRequest).GetKeyspace(), "read") {
 			withholdValues(put)
 		}

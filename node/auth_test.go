@@ -134,6 +134,11 @@ func TestWriteOnlyPrincipalReadsNothing(t *testing.T) {
 	if put := got[1].GetPut(); put == nil || len(put.GetContext()) == 0 || len(put.GetSiblings()) != 0 {
 		t.Fatalf("a write-only principal's put on a call stream: %v; want its context and no values", got[1])
 	}
+	// A failed put (a context that does not decode) is answered, not a
+	// crash of the node: the handler's nil answer is left alone.
+	if _, err := kv.Put(as("ingest-token"), &kvv1.PutRequest{Key: []byte("k"), Value: []byte("x"), Context: []byte("not a context")}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("a write-only principal's failed put: %v, want INVALID_ARGUMENT", err)
+	}
 	// One with read permission still gets the siblings.
 	resp, err = kv.Put(as("app-token"), &kvv1.PutRequest{Key: []byte("k"), Value: []byte("z")})
 	if err != nil || len(resp.GetSiblings()) < 2 {
