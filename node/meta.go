@@ -333,6 +333,7 @@ func (n *Node) metaLoop(ctx context.Context) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	synced := false
+	unplaceable := map[string]bool{} // config keyspaces the cluster refused to create
 	lastInitErr, retryInit := "", time.Time{}
 	for {
 		select {
@@ -364,7 +365,7 @@ func (n *Node) metaLoop(ctx context.Context) {
 			}
 		}
 		if !synced && st.Initialized() {
-			synced = n.syncOwnMeta(ctx, st)
+			synced = n.syncOwnMeta(ctx, st, unplaceable)
 		}
 	}
 }
@@ -449,8 +450,10 @@ func (n *Node) proposeInit(ctx context.Context) error {
 
 // syncOwnMeta brings this node's addresses and config-file keyspaces into
 // the agreed state, and says where its flags disagree with it. It
-// reports whether it is done.
-func (n *Node) syncOwnMeta(ctx context.Context, st *membership.MetaState) bool {
+// reports whether it is done. unplaceable holds the config keyspaces the
+// cluster refused to create (it cannot place them): not proposed again,
+// though a later step's failure makes the loop call again.
+func (n *Node) syncOwnMeta(ctx context.Context, st *membership.MetaState, unplaceable map[string]bool) bool {
 	me, ok := st.Members[n.cfg.ID]
 	if !ok {
 		return false // a joiner not admitted yet
@@ -469,6 +472,7 @@ func (n *Node) syncOwnMeta(ctx context.Context, st *membership.MetaState) bool {
 	for _, spec := range n.cfg.Keyspaces {
 		cur, ok := st.Keyspaces[spec.Name]
 		switch {
+		case !ok && unplaceable[spec.Name]:
 		case !ok:
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			_, err := n.propose(pctx, membership.Command{Kind: membership.CmdKeyspaceCreate, Keyspace: &spec})
@@ -481,6 +485,7 @@ func (n *Node) syncOwnMeta(ctx context.Context, st *membership.MetaState) bool {
 				// whole life. Said once; fixed by the config or by hand.
 				n.log.Error("keyspace in the config file cannot be created in this cluster; not proposed again until this node restarts (fix the config, or create it with `meridian keyspace create` once the cluster can place it)",
 					"keyspace", spec.Name, "config", membership.DescribeSpec(spec), "err", err)
+				unplaceable[spec.Name] = true
 				continue
 			}
 			if err != nil && c != codes.AlreadyExists && c != codes.FailedPrecondition {
