@@ -375,7 +375,7 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 		if nodes != nil && !slices.Contains(nodes, t) {
 			// t no longer replicates the partition (it moved while t was
 			// away).
-			if _, err := h.handOn(d, t, hint, nodes); err != nil {
+			if _, err := h.handOn(d, t, hint, nodes, true); err != nil {
 				return delivered, err
 			}
 			d.cursor = r.k
@@ -396,7 +396,7 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 			// counters it handed out): kept for t, it would keep t from
 			// new hints (its oldest hint past the window) until MaxAge.
 			// It goes to the partition's other replicas instead.
-			kept, err := h.handOn(d, t, hint, nodes)
+			kept, err := h.handOn(d, t, hint, nodes, false)
 			if err != nil {
 				return delivered, err
 			}
@@ -469,8 +469,10 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 // or it passes MaxAge, as rehomeAll keeps a departed target's: it may be
 // the only copy of an acknowledged write. Only one held past the window
 // that no node can ever take (none but t, or refused for good) is
-// dropped.
-func (h *Handoff) handOn(d *delivery, t string, hint Hint, nodes []string) (kept bool, err error) {
+// dropped. A kept hint counts toward t's oldest (owed) unless t refused
+// it: one refused is not on its way to t, and counted it would keep t
+// from new hints, past the window, until MaxAge.
+func (h *Handoff) handOn(d *delivery, t string, hint Hint, nodes []string, owed bool) (kept bool, err error) {
 	expired := h.Now().Sub(hint.Stored) > h.Log.cfg.Window
 	moved, forGood, err := h.rehome(hint, nodes)
 	if err != nil {
@@ -483,7 +485,7 @@ func (h *Handoff) handOn(d *delivery, t string, hint Hint, nodes []string) (kept
 	case expired && (forGood || len(h.takers(hint, nodes)) == 0):
 		return false, h.Log.drop(hint, DropExpired)
 	}
-	if d.oldestLeft.IsZero() || hint.Stored.Before(d.oldestLeft) {
+	if owed && (d.oldestLeft.IsZero() || hint.Stored.Before(d.oldestLeft)) {
 		d.oldestLeft = hint.Stored
 	}
 	return true, nil
@@ -590,9 +592,15 @@ func (h *Handoff) rehome(hint Hint, nodes []string) (moved, forGood bool, err er
 	for _, n := range others {
 		if n == h.Self {
 			if err := h.Local.MergeLocal(hint.Keyspace, hint.Key, hint.Set); err != nil {
-				// Refused here (a version too far ahead, a hard limit)
-				// or failed: the hint stays for the next pass.
 				h.Logger.Debug("hint's data not merged here", "keyspace", hint.Keyspace, "partition", hint.Loc.Partition, "err", err)
+				if replica.Refused(err) && len(others) > 1 {
+					// This copy refuses the set (a version too far
+					// ahead, a hard limit), as its target did: the
+					// other replicas may still take it.
+					continue
+				}
+				// Failed, or refused with no other taker: the hint
+				// stays for the next pass.
 				return false, false, nil
 			}
 			continue

@@ -392,7 +392,7 @@ func (l *HintLog) StoreHintBorn(target string, loc replica.Loc, keyspace string,
 	a := l.acct(target)
 	var reason, why string
 	switch {
-	case a.count > 0 && now.Sub(a.oldest) > l.cfg.Window:
+	case a.count > 0 && !a.oldest.IsZero() && now.Sub(a.oldest) > l.cfg.Window:
 		reason, why = DropWindow, fmt.Sprintf("%s has been owed hints for %v, over the %v hint window", target, now.Sub(a.oldest).Round(time.Second), l.cfg.Window)
 	case !exists && a.count+1 > l.cfg.MaxCount:
 		reason, why = DropCount, fmt.Sprintf("%s already has %d hints, the most held per target", target, a.count)
@@ -680,7 +680,7 @@ func (l *HintLog) Stats() []TargetStats {
 		}
 		s := TargetStats{Target: t, Count: a.count, Bytes: a.bytes, Quarantined: a.quarantined, Rate: a.rate(now),
 			Refused: a.refused, Owed: a.owed()}
-		if a.count > 0 {
+		if a.count > 0 && !a.oldest.IsZero() {
 			s.OldestAge = max(now.Sub(a.oldest), 0)
 		}
 		out = append(out, s)
@@ -742,7 +742,11 @@ func (l *HintLog) beginPass(target string) {
 // endPass sets target's oldest hint time after a full delivery pass:
 // the oldest the pass left behind or stored since it began; and, from the
 // hints the pass left because the target refused them, whether those are
-// all it holds (nothing stored or changed since the pass began).
+// all it holds (nothing stored or changed since the pass began). When the
+// pass left only hints that count for no oldest (refused past the window,
+// waiting for another replica to take them), the target is owed nothing
+// on its way: its oldest is cleared (zero), and the window, which bounds
+// how long a target is owed hints, does not refuse it new ones.
 func (l *HintLog) endPass(target string, oldestLeft time.Time, refused int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -757,7 +761,5 @@ func (l *HintLog) endPass(target string, oldestLeft time.Time, refused int) {
 	if o.IsZero() || (!a.passMin.IsZero() && a.passMin.Before(o)) {
 		o = a.passMin
 	}
-	if !o.IsZero() {
-		a.oldest = o
-	}
+	a.oldest = o
 }

@@ -1088,3 +1088,47 @@ func (p *peersWithDeadline) Write(ctx context.Context, node string, req *interna
 	}
 	return p.peers.Write(ctx, node, req)
 }
+
+// refusingMerges refuses every set, as a replica does one past a hard
+// limit.
+type refusingMerges struct{}
+
+func (refusingMerges) MergeLocal(string, []byte, version.Set) error {
+	return replica.Refuse("the merged set would pass a hard limit")
+}
+func (refusingMerges) Sync() error { return nil }
+
+// TestRefusedHintKeptDoesNotBlockItsTarget: a hint its target refuses
+// once held past the window, which no other replica takes either (this
+// node, a replica, refuses the same set), stays, but does not keep the
+// target from new hints: it is not on its way there. With another taker,
+// this node's refusal does not stop the hand-over.
+func TestRefusedHintKeptDoesNotBlockItsTarget(t *testing.T) {
+	for _, place := range [][]string{{"n2", "n1"}, {"n2", "n1", "n3"}} {
+		c := newClock()
+		l, err := NewHintLog(memory.New(), HintLogConfig{Window: time.Hour, Now: c.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := store(t, l, "n2", "k"); err != nil {
+			t.Fatal(err)
+		}
+		p := &peers{refuse: map[string]bool{"k": true}}
+		h := &Handoff{Log: l, Peers: p, Live: allAlive{}, Now: c.Now, Rate: 1e6, Self: "n1", Local: refusingMerges{},
+			Place: func(string, replica.Loc) ([]string, bool) { return place, false }}
+		c.Advance(61 * time.Minute)
+		if _, err := h.DeliverOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if len(place) == 2 {
+			if statsFor(l, "n2").Count != 1 || len(l.Dropped()) != 0 {
+				t.Fatalf("no replica takes it: n2 holds %+v, dropped %v; want it kept", statsFor(l, "n2"), l.Dropped())
+			}
+		} else if statsFor(l, "n2").Count != 0 || statsFor(l, "n3").Count != 1 {
+			t.Fatalf("refused here, n3 free: n2 holds %+v, n3 %+v; want it handed to n3", statsFor(l, "n2"), statsFor(l, "n3"))
+		}
+		if err := store(t, l, "n2", "new"); err != nil {
+			t.Fatalf("place %v: n2 takes no new hints while a refused one is kept: %v", place, err)
+		}
+	}
+}
