@@ -112,8 +112,16 @@ func (f *Faults) before(ctx context.Context, node string) (lose bool, err error)
 				return false, status.Errorf(codes.Unavailable, "fault injection: node %s is cut off (%s)", node, nv.rule)
 			}
 			v.lose = nv.lose
-			v.waitEnds = nv.waitEnds
-			wait = min(wait, nv.wait)
+			if r, ok := f.liveRule(node, v.waitRule); ok {
+				// The rule that set the wait still holds: it alone ends
+				// it (expiring, or changed to a shorter delay).
+				v.waitEnds = r.Expires
+				wait = min(wait, r.Delay+r.Jitter)
+			} else {
+				// Gone: the longest delay left, if any, bounds the rest.
+				v.waitEnds, v.waitRule = nv.waitEnds, nv.waitRule
+				wait = min(wait, nv.wait)
+			}
 		}
 	}
 	return v.lose, nil

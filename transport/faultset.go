@@ -47,6 +47,7 @@ func (r Rule) targets(node string, dc func() string) bool {
 type verdict struct {
 	cut, drop, lose bool
 	rule            string // the rule that cut or dropped it
+	waitRule        string // the rule that set wait
 	wait            time.Duration
 	// waitEnds is when the rule that set wait expires (zero: never): a
 	// wait never outlasts its rule.
@@ -86,11 +87,25 @@ func (f *Faults) decideOnce(node string, draw bool) verdict {
 			d += r.Jitter
 		}
 		if d > v.wait {
-			v.wait, v.waitEnds = d, r.Expires
+			v.wait, v.waitEnds, v.waitRule = d, r.Expires, r.ID
 		}
 		return true
 	})
 	return v
+}
+
+// liveRule returns the live rule id if it targets node.
+func (f *Faults) liveRule(node, id string) (Rule, bool) {
+	var found Rule
+	ok := false
+	f.eachLive(node, func(r Rule, _ func() float64) bool {
+		if r.ID == id {
+			found, ok = r, true
+			return false
+		}
+		return true
+	})
+	return found, ok
 }
 
 // eachLive calls fn with each live rule that targets node, in order, until

@@ -230,3 +230,32 @@ func TestDelayedCallDrawsOnce(t *testing.T) {
 		}
 	})
 }
+
+// TestDelayedCallKeepsItsRule: a call waiting out the delay of one rule
+// is not released when the rules change and another, shorter-lived rule
+// expires: its own rule ends its wait.
+func TestDelayedCallKeepsItsRule(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mem := NewMem()
+		mem.Register("n2", &echo{})
+		f := NewFaults(mem, nil)
+		f.SetRand(func() float64 { return 0.1 })
+		f.Add(Rule{ID: "long", Nodes: []string{"n2"}, Delay: 10 * time.Second})
+		// Drawn at 3 s for this call; 21 s at most.
+		f.Add(Rule{ID: "jittery", Nodes: []string{"n2"}, Delay: time.Second, Jitter: 20 * time.Second, Expires: time.Now().Add(2 * time.Second)})
+		start := time.Now()
+		done := make(chan error, 1)
+		go func() {
+			_, err := f.Read(t.Context(), "n2", &internalv1.ReadRequest{})
+			done <- err
+		}()
+		time.Sleep(time.Second)
+		f.Add(Rule{ID: "elsewhere", Nodes: []string{"n9"}, Cut: true})
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took != 10*time.Second {
+			t.Fatalf("the call took %v; want the 10 s of the rule that set its wait", took)
+		}
+	})
+}
