@@ -227,16 +227,17 @@ const callsMethod = "/kv.v1.KV/Calls"
 
 // streamPrincipal authenticates a call stream's caller once and returns
 // what authorizes each of its calls: whether the principal may do perm
-// ("read" or "write") on a keyspace.
-func (z *authorizer) streamPrincipal(ctx context.Context) (func(keyspace, perm string) error, error) {
+// ("read" or "write") on a keyspace, as the refusal (allow) or as a
+// plain answer (can, which builds no error).
+func (z *authorizer) streamPrincipal(ctx context.Context) (allow func(keyspace, perm string) error, can func(keyspace, perm string) bool, err error) {
 	if z.open {
-		return func(string, string) error { return nil }, nil
+		return func(string, string) error { return nil }, func(string, string) bool { return true }, nil
 	}
 	p, err := z.tapped(ctx)
 	if err != nil {
-		return nil, status.Error(codes.Unauthenticated, err.Error())
+		return nil, nil, status.Error(codes.Unauthenticated, err.Error())
 	}
-	return func(keyspace, perm string) error { return z.need(p, keyspace, perm) }, nil
+	return func(keyspace, perm string) error { return z.need(p, keyspace, perm) }, p.can, nil
 }
 
 func (z *authorizer) need(p *Principal, keyspace, perm string) error {

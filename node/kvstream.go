@@ -23,7 +23,7 @@ import (
 // at the node's sample ratio.
 func (s *kvServer) Calls(stream kvv1.KV_CallsServer) error {
 	ctx := stream.Context()
-	allow, err := s.z.streamPrincipal(ctx)
+	allow, can, err := s.z.streamPrincipal(ctx)
 	if err != nil {
 		return err
 	}
@@ -38,7 +38,7 @@ func (s *kvServer) Calls(stream kvv1.KV_CallsServer) error {
 			defer cancel()
 			running.add(c.GetId(), cancel)
 			defer running.remove(c.GetId())
-			return s.serveCall(ctx, c, allow)
+			return s.serveCall(ctx, c, allow, can)
 		},
 		Refuse: callRefused,
 		Size:   func(r *kvv1.Reply) int { return proto.Size(r) },
@@ -128,7 +128,7 @@ func sendReplies(rs []*kvv1.Reply, maxMsg int, send func([]*kvv1.Reply) error) e
 }
 
 // serveCall runs one call of a stream.
-func (s *kvServer) serveCall(ctx context.Context, c *kvv1.Call, allow func(keyspace, perm string) error) *kvv1.Reply {
+func (s *kvServer) serveCall(ctx context.Context, c *kvv1.Call, allow func(keyspace, perm string) error, can func(keyspace, perm string) bool) *kvv1.Reply {
 	r := &kvv1.Reply{Id: c.GetId()}
 	var span trace.Span
 	var err error
@@ -146,7 +146,7 @@ func (s *kvServer) serveCall(ctx context.Context, c *kvv1.Call, allow func(keysp
 			ctx, span = s.n.tel.StartStreamCall(ctx, "kv.v1.KV/Calls/Put")
 			var resp *kvv1.PutResponse
 			if resp, err = s.n.coord.Put(ctx, op.Put); err == nil {
-				if allow(op.Put.GetKeyspace(), "read") != nil {
+				if !can(op.Put.GetKeyspace(), "read") {
 					withholdValues(resp)
 				}
 				r.Result = &kvv1.Reply_Put{Put: resp}
