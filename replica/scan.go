@@ -105,10 +105,11 @@ func (s *Store) DropPartition(loc Loc) (keys int, err error) {
 		if len(batch) == 0 {
 			break
 		}
-		if err := s.dropKeys(loc, lower, batch); err != nil {
+		n, err := s.dropKeys(loc, lower, batch)
+		if err != nil {
 			return keys, fmt.Errorf("replica: drop %v: %w", loc, err)
 		}
-		keys += len(batch)
+		keys += n
 		from = append(slices.Clone(batch[len(batch)-1]), 0)
 	}
 	s.trees.forget(loc)
@@ -130,8 +131,9 @@ func (s *Store) partitionKeys(from, upper []byte, n int) ([][]byte, error) {
 }
 
 // dropKeys deletes the engine keys ks of loc (lower is loc's lower bound)
-// in one batch under their stripe locks, keeping loc's tree exact.
-func (s *Store) dropKeys(loc Loc, lower []byte, ks [][]byte) error {
+// in one batch under their stripe locks, keeping loc's tree exact. It
+// returns how many it deleted (those deleted meanwhile are not counted).
+func (s *Store) dropKeys(loc Loc, lower []byte, ks [][]byte) (int, error) {
 	hashes := make([]uint64, len(ks))
 	stripes := make([]int, len(ks))
 	for i, k := range ks {
@@ -159,7 +161,7 @@ func (s *Store) dropKeys(loc Loc, lower []byte, ks [][]byte) error {
 			continue // deleted meanwhile (tombstone collection)
 		}
 		if err != nil {
-			return fmt.Errorf("read: %w", err)
+			return 0, fmt.Errorf("read: %w", err)
 		}
 		b.Delete(k)
 		// A set that does not decode never made it into a tree (a build
@@ -169,7 +171,7 @@ func (s *Store) dropKeys(loc Loc, lower []byte, ks [][]byte) error {
 		}
 	}
 	if b.Len() == 0 {
-		return nil
+		return 0, nil
 	}
 	// As commitData, for many keys: the tree is looked up under the
 	// stripe locks and updated under its read lock.
@@ -178,12 +180,13 @@ func (s *Store) dropKeys(loc Loc, lower []byte, ks [][]byte) error {
 		t.mu.RLock()
 		defer t.mu.RUnlock()
 	}
+	deleted := b.Len()
 	err := b.Commit(false)
 	for i, k := range ks {
 		s.rows.remove(k, hashes[i])
 	}
 	if err != nil {
-		return fmt.Errorf("delete: %w", err)
+		return 0, fmt.Errorf("delete: %w", err)
 	}
 	if t != nil && t.state != treePending {
 		for i, d := range deltas {
@@ -192,7 +195,7 @@ func (s *Store) dropKeys(loc Loc, lower []byte, ks [][]byte) error {
 			}
 		}
 	}
-	return nil
+	return deleted, nil
 }
 
 // forget drops loc's tree from the registry. A write that looked the old
