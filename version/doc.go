@@ -22,8 +22,10 @@
 // one-off actors of fallback coordinators ("n1#k3j9x…~812"). Prune drops
 // entries that cover no current sibling: beyond MaxEntries the oldest of
 // those older than MinAge, and beyond HardMaxEntries the oldest whatever
-// their age. The decision depends only on the set and the time, so every
-// replica prunes alike. Pruning a live actor's entry is safe because Mint
+// their age. Ages count to the set's newest entry time (the latest write's
+// stamp; the caller's time only when it is earlier), so the decision
+// depends on the set alone and every replica prunes alike, whenever it
+// merges the data. Pruning a live actor's entry is safe because Mint
 // takes the new dot's counter from the actor's store-wide counter (floor),
 // which only grows: the actor never re-mints a dot it used before. An
 // entry's age counts from when it last advanced or last superseded one of
@@ -32,11 +34,10 @@
 // lagging replica's, supersedes siblings it does not hold), so a write's
 // own Prune never drops what the write just superseded while other
 // replicas still hold it. The hard bound spares the entries stamped by the
-// write being pruned (a write superseding siblings of more than
+// set's latest write (a write superseding siblings of more than
 // HardMaxEntries actors at once, say a delete of a hot key written blind
-// through an outage) up to MaxClockEntries; a replica merging the write
-// may drop them at once, after the merge has removed its own copies of
-// what they superseded.
+// through an outage), on every replica, up to MaxClockEntries; the next
+// write's Prune brings the clock back within the bound.
 // The remaining risk: after an entry is dropped, an old version from a replica
 // that lagged longer than MinAge (and that this replica had superseded) is
 // no longer recognised as superseded and comes back as a false sibling. That

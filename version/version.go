@@ -494,14 +494,26 @@ func DefaultPrunePolicy() PrunePolicy {
 
 // Prune drops clock entries that cover no current sibling: beyond
 // p.MaxEntries those older than p.MinAge, and beyond p.HardMaxEntries the
-// oldest whatever their age, except those stamped at now (by the write
-// being pruned). Entries covering a live sibling are never dropped. It
+// oldest whatever their age, except those stamped by the set's latest
+// write. Ages count to the set's newest stamp (now only when now is
+// before it). Entries covering a live sibling are never dropped. It
 // returns the pruned set and how many entries it removed.
 func (s Set) Prune(p PrunePolicy, now int64) (Set, int) {
 	n := len(s.Clock.Entries)
 	if (p.MaxEntries <= 0 || n <= p.MaxEntries) && (p.HardMaxEntries <= 0 || n <= p.HardMaxEntries) {
 		return s, 0
 	}
+	// Ages count to the set's newest stamp (its latest write), not to this
+	// replica's clock, unless that clock is behind it: replicas holding
+	// the same data then prune it alike, whenever each merges it. (By each
+	// one's clock, a replica merging a write a little later dropped an
+	// entry another had kept: the two never converged, one descending the
+	// other, and anti-entropy repaired the key at every exchange.)
+	newest := s.Clock.Entries[0].Time
+	for _, e := range s.Clock.Entries[1:] {
+		newest = max(newest, e.Time)
+	}
+	now = min(now, newest)
 	live := make(map[string]bool, len(s.Siblings))
 	for _, sib := range s.Siblings {
 		live[sib.Dot.Node] = true

@@ -248,7 +248,9 @@ func TestPrune(t *testing.T) {
 	s, _ = s.Put(s.Context(), "n1#1", val("current"), 1)  // supersedes everything so far
 	s, _ = s.Put(Clock{}, "live~1", val("concurrent"), 1) // a live sibling
 	p := PrunePolicy{MaxEntries: 4, MinAge: time.Hour, HardMaxEntries: 64}
-	pruned, n := s.Prune(p, 1+day)
+	// Ages count to the set's newest stamp: a day later, a write.
+	later, _ := s.Put(Clock{}, "w", val("a day later"), 1+day)
+	pruned, n := later.Prune(p, 1+day)
 	if n == 0 || len(pruned.Clock.Entries) != 4 {
 		t.Fatalf("pruned %d entries to %d, want down to 4", n, len(pruned.Clock.Entries))
 	}
@@ -257,9 +259,14 @@ func TestPrune(t *testing.T) {
 			t.Fatalf("pruning dropped the entry of live sibling %v", sib.Dot)
 		}
 	}
-	// Too recent: nothing pruned below the hard bound.
+	// Too recent: nothing pruned below the hard bound. Nor without a
+	// newer write, however late the clock says it is: replicas merging
+	// the same data at different times must prune it alike.
 	if _, n := s.Prune(p, 2); n != 0 {
 		t.Fatalf("pruned %d entries younger than MinAge", n)
+	}
+	if _, n := s.Prune(p, 1+day); n != 0 {
+		t.Fatalf("pruned %d entries a day old by the clock, with no write since", n)
 	}
 	// Beyond the hard bound, young entries go too, oldest first.
 	var hot Set
@@ -291,6 +298,7 @@ func TestPrunedLiveActorNeverReMints(t *testing.T) {
 	a, _ = a.Put(a.Context(), "n2#y", val("n2"), 1)
 	b := a // replica b keeps the full clock
 	p := PrunePolicy{MaxEntries: 1, MinAge: time.Hour, HardMaxEntries: 64}
+	a, _ = a.Put(a.Context(), "n2#y", val("n2 again"), 2*day) // ages count to it
 	a, n := a.Prune(p, 2*day)
 	if n != 1 || a.Clock.Get("n1#x") != 0 {
 		t.Fatalf("expected n1#x pruned, got %v", a.Clock)
@@ -505,8 +513,9 @@ func TestPruneSparesWhatAWriteJustSuperseded(t *testing.T) {
 	if got := values(Merge(a, b)); len(got) != 1 || got[0] != "resolved" {
 		t.Fatalf("merged the other way: %v", got)
 	}
-	// A day after the write spread, the entries may go.
-	if _, n := a.Prune(DefaultPrunePolicy(), 3*day+1); n == 0 {
+	// A day after the write spread, at the next write, the entries may go.
+	later, _ := a.Put(a.Context(), "a", val("later"), 3*day+1)
+	if _, n := later.Prune(DefaultPrunePolicy(), 3*day+1); n == 0 {
 		t.Fatal("entries superseded over a day ago were never pruned")
 	}
 	// A write minted where the siblings are not (a fallback, holding no
@@ -569,9 +578,10 @@ func TestPruneHardBoundSparesWhatAWriteJustSuperseded(t *testing.T) {
 		if live := Merge(b, del).Live(); len(live) != 0 {
 			t.Fatalf("a delete minted on %s: %d of %d superseded siblings came back", name, len(live), len(b.Siblings))
 		}
-		later, n := del.Prune(p, 2*day+1)
+		next, _ := del.Put(del.Context(), "n9#x~2", val("after"), 2*day+1)
+		later, n := next.Prune(p, 2*day+1)
 		if free := len(later.Clock.Entries) - len(later.Siblings); n == 0 || free > p.HardMaxEntries {
-			t.Fatalf("%s: the next Prune kept %d free entries (dropped %d), over the bound %d", name, free, n, p.HardMaxEntries)
+			t.Fatalf("%s: the next write's Prune kept %d free entries (dropped %d), over the bound %d", name, free, n, p.HardMaxEntries)
 		}
 	}
 	// Stamped entries are spared only up to what the decoder takes.
@@ -581,5 +591,32 @@ func TestPruneHardBoundSparesWhatAWriteJustSuperseded(t *testing.T) {
 	}
 	if pruned, _ := wide.Prune(p, 2*day); len(pruned.Clock.Entries) != MaxClockEntries {
 		t.Fatalf("kept %d stamped entries, want the decoder's limit %d", len(pruned.Clock.Entries), MaxClockEntries)
+	}
+}
+
+// TestPruneAlikeWheneverMerged: replicas that merge the same write at
+// different times (one a moment after it, one ten minutes later from a
+// hint) prune it to the same set: ages count to the set's newest stamp,
+// not each replica's clock. (By the clock, the later one dropped an entry
+// the first kept; the first descended the second, neither ever changed,
+// and anti-entropy repaired the key at every exchange.)
+func TestPruneAlikeWheneverMerged(t *testing.T) {
+	p := DefaultPrunePolicy()
+	t0, day := int64(100*time.Hour), int64(24*time.Hour)
+	var s Set
+	for i := range 16 {
+		s.Clock.Entries = append(s.Clock.Entries, Entry{Node: fmt.Sprintf("a%02d", i), Counter: 1, Time: t0 + int64(time.Hour)})
+	}
+	s.Clock.Entries = append(s.Clock.Entries, Entry{Node: "x", Counter: 1, Time: t0})
+	w, _ := s.Put(Clock{}, "c", val("w"), t0+day-int64(time.Second))
+	a, _ := w.Prune(p, t0+day-int64(time.Second))
+	b, _ := w.Prune(p, t0+day+int64(10*time.Minute))
+	if !a.Equal(b) || a.Digest() != b.Digest() {
+		t.Fatalf("pruned a moment after the write: %v; ten minutes later: %v; want the same", a.Clock, b.Clock)
+	}
+	// The next write, a day on, prunes x everywhere alike.
+	w2, _ := a.Put(Clock{}, "d", val("w2"), t0+2*day)
+	if got, _ := w2.Prune(p, t0+2*day); got.Clock.Get("x") != 0 {
+		t.Fatalf("x kept a day after its last stamp, at the next write: %v", got.Clock)
 	}
 }
