@@ -120,13 +120,7 @@ func TestOwnCommandsOnlyFromTheirNode(t *testing.T) {
 	}
 	from, victim := others[0], others[1]
 	ctx := metadata.AppendToOutgoingContext(ctxT(t), "meridian-cluster", "meridian", "meridian-epoch", "1")
-	ca, _, _ := l.ClientTLS()
-	cert, key := pki.NodeFiles(l.CertDir(), from.ID())
-	src, err := pki.NewSource(ca, cert, key, pki.SourceOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	meta := internalv1.NewMetaClient(dialWith(t, leader.PeerAddr(), grpc.WithTransportCredentials(pki.ClientCredentials(src, pki.ClientOptions{}))))
+	meta := internalv1.NewMetaClient(dialAsNode(t, l, from.ID(), leader.PeerAddr()))
 	propose := func(c membership.Command) error {
 		_, err := meta.Propose(ctx, &internalv1.ProposeRequest{Command: c.Encode()})
 		return err
@@ -172,13 +166,7 @@ func TestPeerListenerServesNodeToNodeAdminOnly(t *testing.T) {
 	l := startSecureCluster(t, node.LocalSpec{NodesPerDC: 2, Partitions: 16, Options: node.Options{Register: ops.Register}})
 	nodes := l.Nodes()
 	target, from := nodes[0], nodes[1]
-	ca, _, _ := l.ClientTLS()
-	cert, key := pki.NodeFiles(l.CertDir(), from.ID())
-	src, err := pki.NewSource(ca, cert, key, pki.SourceOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := adminv1.NewAdminClient(dialWith(t, target.PeerAddr(), grpc.WithTransportCredentials(pki.ClientCredentials(src, pki.ClientOptions{}))))
+	admin := adminv1.NewAdminClient(dialAsNode(t, l, from.ID(), target.PeerAddr()))
 	ctx := metadata.AppendToOutgoingContext(ctxT(t), "meridian-cluster", "meridian", "meridian-epoch", "1")
 	if _, err := admin.DropKeyspace(ctx, &adminv1.DropKeyspaceRequest{Name: "default"}); status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("a keyspace drop by a node certificate on the peer listener: %v, want PERMISSION_DENIED", err)
@@ -195,4 +183,17 @@ func TestPeerListenerServesNodeToNodeAdminOnly(t *testing.T) {
 	if _, err := admin.Transfers(ctx, &adminv1.TransfersRequest{}); err != nil {
 		t.Fatalf("transfers, as nodes ask them: %v", err)
 	}
+}
+
+// dialAsNode connects to addr with node id's certificate, as that node's
+// own calls to a peer listener do.
+func dialAsNode(t *testing.T, l *node.Local, id, addr string) *grpc.ClientConn {
+	t.Helper()
+	ca, _, _ := l.ClientTLS()
+	cert, key := pki.NodeFiles(l.CertDir(), id)
+	src, err := pki.NewSource(ca, cert, key, pki.SourceOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dialWith(t, addr, grpc.WithTransportCredentials(pki.ClientCredentials(src, pki.ClientOptions{})))
 }

@@ -1017,17 +1017,7 @@ func TestExpiredHintWaitsForATaker(t *testing.T) {
 // instead of staying until MaxAge, which would keep the target from new
 // hints (its oldest hint past the window) all that time.
 func TestHintRefusedThroughTheWindowIsHandedOn(t *testing.T) {
-	c := newClock()
-	l, err := NewHintLog(memory.New(), HintLogConfig{Window: time.Hour, Now: c.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := store(t, l, "n2", "k"); err != nil {
-		t.Fatal(err)
-	}
-	p := &peers{refuse: map[string]bool{"k": true}}
-	h := &Handoff{Log: l, Peers: p, Live: allAlive{}, Now: c.Now, Rate: 1e6, Self: "n1", Local: &localMerges{},
-		Place: func(string, replica.Loc) ([]string, bool) { return []string{"n2", "n3"}, false }}
+	c, l, h := refusedHint(t, &localMerges{}, []string{"n2", "n3"})
 	if _, err := h.DeliverOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -1105,17 +1095,7 @@ func (refusingMerges) Sync() error { return nil }
 // this node's refusal does not stop the hand-over.
 func TestRefusedHintKeptDoesNotBlockItsTarget(t *testing.T) {
 	for _, place := range [][]string{{"n2", "n1"}, {"n2", "n1", "n3"}} {
-		c := newClock()
-		l, err := NewHintLog(memory.New(), HintLogConfig{Window: time.Hour, Now: c.Now})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := store(t, l, "n2", "k"); err != nil {
-			t.Fatal(err)
-		}
-		p := &peers{refuse: map[string]bool{"k": true}}
-		h := &Handoff{Log: l, Peers: p, Live: allAlive{}, Now: c.Now, Rate: 1e6, Self: "n1", Local: refusingMerges{},
-			Place: func(string, replica.Loc) ([]string, bool) { return place, false }}
+		c, l, h := refusedHint(t, refusingMerges{}, place)
 		c.Advance(61 * time.Minute)
 		if _, err := h.DeliverOnce(context.Background()); err != nil {
 			t.Fatal(err)
@@ -1131,4 +1111,23 @@ func TestRefusedHintKeptDoesNotBlockItsTarget(t *testing.T) {
 			t.Fatalf("place %v: n2 takes no new hints while a refused one is kept: %v", place, err)
 		}
 	}
+}
+
+// refusedHint is a hint log (window 1 h) holding one hint, "k" for n2,
+// which every peer refuses, and the handoff of node n1 (merging through
+// local) delivering it where place says its partition lives.
+func refusedHint(t *testing.T, local Merger, place []string) (*clock, *HintLog, *Handoff) {
+	t.Helper()
+	c := newClock()
+	l, err := NewHintLog(memory.New(), HintLogConfig{Window: time.Hour, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store(t, l, "n2", "k"); err != nil {
+		t.Fatal(err)
+	}
+	p := &peers{refuse: map[string]bool{"k": true}}
+	h := &Handoff{Log: l, Peers: p, Live: allAlive{}, Now: c.Now, Rate: 1e6, Self: "n1", Local: local,
+		Place: func(string, replica.Loc) ([]string, bool) { return place, false }}
+	return c, l, h
 }
