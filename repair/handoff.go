@@ -108,7 +108,11 @@ type delivery struct {
 	cursor     []byte    // last hint key handled; nil: start of the target's hints
 	inPass     bool      // a pass over the target's hints is under way
 	oldestLeft time.Time // oldest hint the pass left in place
-	refused    int       // hints the pass left in place because the target refused them
+	// notOwed counts the hints the pass left in place for other replicas
+	// (their partition moved off the target): like refused ones, not on
+	// their way to it.
+	notOwed int
+	refused int // hints the pass left in place because the target refused them
 	// handCursor is where the next hand-over of a leaving node resumes
 	// (nil: the start of the target's hints).
 	handCursor []byte
@@ -321,7 +325,7 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 	if d.cursor != nil {
 		lower = append(slices.Clone(d.cursor), 0) // the key right after the cursor
 	} else {
-		d.inPass, d.oldestLeft, d.refused = true, time.Time{}, 0
+		d.inPass, d.oldestLeft, d.refused, d.notOwed = true, time.Time{}, 0, 0
 		h.Log.beginPass(t)
 	}
 	var (
@@ -375,8 +379,12 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 		if nodes != nil && !slices.Contains(nodes, t) {
 			// t no longer replicates the partition (it moved while t was
 			// away).
-			if _, err := h.handOn(d, t, hint, nodes, true); err != nil {
+			kept, err := h.handOn(t, hint, nodes)
+			if err != nil {
 				return delivered, err
+			}
+			if kept {
+				d.notOwed++ // never going to t: not owed to it
 			}
 			d.cursor = r.k
 			continue
@@ -396,7 +404,7 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 			// counters it handed out): kept for t, it would keep t from
 			// new hints (its oldest hint past the window) until MaxAge.
 			// It goes to the partition's other replicas instead.
-			kept, err := h.handOn(d, t, hint, nodes, false)
+			kept, err := h.handOn(t, hint, nodes)
 			if err != nil {
 				return delivered, err
 			}
@@ -454,7 +462,7 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 	}
 	if atEnd {
 		if d.inPass {
-			h.Log.endPass(t, d.oldestLeft, d.refused)
+			h.Log.endPass(t, d.oldestLeft, d.refused, d.notOwed)
 		}
 		d.cursor, d.inPass = nil, false
 	}
@@ -469,10 +477,11 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 // or it passes MaxAge, as rehomeAll keeps a departed target's: it may be
 // the only copy of an acknowledged write. Only one held past the window
 // that no node can ever take (none but t, or refused for good) is
-// dropped. A kept hint counts toward t's oldest (owed) unless t refused
-// it: one refused is not on its way to t, and counted it would keep t
-// from new hints, past the window, until MaxAge.
-func (h *Handoff) handOn(d *delivery, t string, hint Hint, nodes []string, owed bool) (kept bool, err error) {
+// dropped. A kept hint does not count toward t's oldest: it is not on
+// its way to t, and counted it would keep t from new hints, past the
+// window, until MaxAge (and out of read quorums: the caller counts it as
+// not owed).
+func (h *Handoff) handOn(t string, hint Hint, nodes []string) (kept bool, err error) {
 	expired := h.Now().Sub(hint.Stored) > h.Log.cfg.Window
 	moved, forGood, err := h.rehome(hint, nodes)
 	if err != nil {
@@ -484,9 +493,6 @@ func (h *Handoff) handOn(d *delivery, t string, hint Hint, nodes []string, owed 
 		return false, nil
 	case expired && (forGood || len(h.takers(hint, nodes)) == 0):
 		return false, h.Log.drop(hint, DropExpired)
-	}
-	if owed && (d.oldestLeft.IsZero() || hint.Stored.Before(d.oldestLeft)) {
-		d.oldestLeft = hint.Stored
 	}
 	return true, nil
 }

@@ -404,11 +404,20 @@ func (l *HintLog) StoreHintBorn(target string, loc replica.Loc, keyspace string,
 			a.count++
 		}
 		a.bytes += delta
-		if a.oldest.IsZero() || stored.Before(a.oldest) {
-			a.oldest = stored
+		// The target is owed this write from now on, and the hint's own
+		// time when that hint was owed already. One older than every
+		// hint owed (or with none owed) was kept for another replica (a
+		// refusal, a partition moved off the target): the write merged
+		// into it is owed from now, not from that hint's time.
+		owed := stored
+		if exists && (a.oldest.IsZero() || stored.Before(a.oldest)) {
+			owed = now
 		}
-		if a.passMin.IsZero() || stored.Before(a.passMin) {
-			a.passMin = stored
+		if a.oldest.IsZero() || owed.Before(a.oldest) {
+			a.oldest = owed
+		}
+		if a.passMin.IsZero() || owed.Before(a.passMin) {
+			a.passMin = owed
 		}
 		a.refusedOnly = false // a write not yet offered to the target
 	}
@@ -747,12 +756,13 @@ func (l *HintLog) beginPass(target string) {
 // waiting for another replica to take them), the target is owed nothing
 // on its way: its oldest is cleared (zero), and the window, which bounds
 // how long a target is owed hints, does not refuse it new ones.
-func (l *HintLog) endPass(target string, oldestLeft time.Time, refused int) {
+func (l *HintLog) endPass(target string, oldestLeft time.Time, refused, notOwed int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	a := l.acct(target)
 	a.refused = int64(refused)
-	a.refusedOnly = refused > 0 && a.passMin.IsZero() && a.count <= int64(refused)
+	left := int64(refused + notOwed) // left in place, not on their way to the target
+	a.refusedOnly = left > 0 && a.passMin.IsZero() && a.count <= left
 	if a.count == 0 {
 		a.oldest = time.Time{}
 		return

@@ -1000,6 +1000,11 @@ func TestExpiredHintWaitsForATaker(t *testing.T) {
 	if d := l.Dropped()[DropExpired]; d != 0 || statsFor(l, "n2").Count != 1 || len(p.sent()) != 0 {
 		t.Fatalf("an expired hint no replica takes now: %d dropped, n2 holds %+v, sent %v; want it kept, not sent to n2", d, statsFor(l, "n2"), p.sent())
 	}
+	// Kept for n3, it is not owed to n2: n2 counts for reads and takes
+	// new hints whatever the hint's age.
+	if st := statsFor(l, "n2"); st.Owed {
+		t.Fatalf("n2 %+v: owed hints for a partition it no longer replicates", st)
+	}
 	// n3 back: its hint delivered, it takes n2's, then gets it.
 	delete(live, "n3")
 	for range 3 {
@@ -1109,6 +1114,14 @@ func TestRefusedHintKeptDoesNotBlockItsTarget(t *testing.T) {
 		}
 		if err := store(t, l, "n2", "new"); err != nil {
 			t.Fatalf("place %v: n2 takes no new hints while a refused one is kept: %v", place, err)
+		}
+		// A new write for the kept hint's key merges into it: owed from
+		// now, not from the hint's old time.
+		if err := store(t, l, "n2", "k"); err != nil {
+			t.Fatal(err)
+		}
+		if err := store(t, l, "n2", "newer"); err != nil {
+			t.Fatalf("place %v: n2 takes no new hints once a write merged into the kept one: %v", place, err)
 		}
 	}
 }
