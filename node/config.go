@@ -461,7 +461,7 @@ func (c Config) Validate() error {
 		// Contradictory, and resolved silently it would turn TLS off on
 		// a node configured for it (an insecure: true copied from a dev
 		// config, a MERIDIAN_INSECURE left in an environment).
-		return errors.New("--insecure with TLS files (--ca, --cert, --key): insecure turns TLS off on every listener; remove insecure (the flag, MERIDIAN_INSECURE or the config file's insecure:) to use the files, or the files to run in plaintext")
+		return fmt.Errorf("--insecure with TLS files (ca %q, cert %q, key %q: from the flags, the config file, or MERIDIAN_CA, MERIDIAN_CERT and MERIDIAN_KEY, which `meridian dev` and `demo` suggest exporting): insecure turns TLS off on every listener; remove insecure (the flag, MERIDIAN_INSECURE or the config file's insecure:) to use the files, or the files (unset those variables) to run in plaintext", c.CAFile, c.CertFile, c.KeyFile)
 	}
 	if !c.Insecure && (c.CAFile == "" || c.CertFile == "" || c.KeyFile == "") {
 		return errors.New("no TLS material: pass --ca, --cert and --key (create them with `meridian certs create-ca` and `meridian certs create-node ID`), or --insecure for plaintext on a trusted network")
