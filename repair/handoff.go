@@ -491,7 +491,9 @@ func (h *Handoff) handOn(t string, hint Hint, nodes []string) (kept bool, err er
 	case moved:
 		h.Logger.Debug("hint handed to the partition's current replicas", "target", t, "keyspace", hint.Keyspace, "partition", hint.Loc.Partition, "expired", expired)
 		return false, nil
-	case expired && (forGood || len(h.takers(hint, nodes)) == 0):
+	case expired && nodes != nil && (forGood || len(h.takers(hint, nodes)) == 0):
+		// (With no placement agreed yet, nodes nil, no taker is known:
+		// kept, it may be the only copy of an acknowledged write.)
 		return false, h.Log.drop(hint, DropExpired)
 	}
 	return true, nil
