@@ -1144,3 +1144,17 @@ func refusedHint(t *testing.T, local Merger, place []string) (*clock, *HintLog, 
 		Place: func(string, replica.Loc) ([]string, bool) { return place, false }}
 	return c, l, h
 }
+
+// TestRefusedHintKeptWithoutPlacement: a hint its target refuses once
+// held past the window is kept, not dropped as expired, while no
+// placement is agreed (no taker is known, not none).
+func TestRefusedHintKeptWithoutPlacement(t *testing.T) {
+	c, l, h := refusedHint(t, &localMerges{}, nil)
+	c.Advance(61 * time.Minute)
+	if _, err := h.DeliverOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if d := l.Dropped(); len(d) != 0 || statsFor(l, "n2").Count != 1 {
+		t.Fatalf("dropped %v, n2 holds %+v; want the hint kept", d, statsFor(l, "n2"))
+	}
+}
