@@ -394,6 +394,10 @@ type Gossip struct {
 	stopDials context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
+	// updating serializes memberlist's UpdateNode, which reads this
+	// node's entry outside memberlist's lock while another update writes
+	// it (a metadata update racing Close's leaving announcement).
+	updating sync.Mutex
 }
 
 // Start creates the memberlist instance and, in the background, keeps
@@ -655,6 +659,8 @@ func (g *Gossip) UpdateMeta(m Meta) error {
 		return ErrClosed
 	default:
 	}
+	g.updating.Lock()
+	defer g.updating.Unlock()
 	return g.ml.UpdateNode(5 * time.Second)
 }
 
@@ -732,6 +738,8 @@ func (g *Gossip) announceLeaving() (err error) {
 	g.mu.Lock()
 	g.mu.meta.Leaving = true
 	g.mu.Unlock()
+	g.updating.Lock()
+	defer g.updating.Unlock()
 	return g.ml.UpdateNode(leavingWait)
 }
 
