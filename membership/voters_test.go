@@ -155,11 +155,7 @@ func (c *metaCluster) leaderWithin(d time.Duration) *MetaLog {
 // the live, settled voter it displaces stays: demoting it would leave two
 // voters, no fault tolerance, before the new one votes.
 func TestNoLiveVoterGoesBeforeTheWantedOnesAreIn(t *testing.T) {
-	st := initState(t, 1, 3, 16)
-	mustApply(t, st, Command{Kind: CmdJoin, Member: &MemberRecord{ID: "a0", DC: "dc1", Rack: "r1", Weight: 1, GRPCAddr: "h:0"}})
-	mustApply(t, st, Command{Kind: CmdPlan, Op: &PlanOp{Op: OpAdd, Node: "a0"}})
-	mustApply(t, st, Command{Kind: CmdCommit, Expect: st.Plan})
-	roles := map[string]string{"n1": "voter", "n2": "voter", "n3": "voter", "a0": "nonvoter"}
+	st, roles := a0Committed(t)
 	a0Down := func(id string) bool { return id != "a0" }
 	if op, id := PlanVoterChange(st, roles, "n1", a0Down); op != VoterNone {
 		t.Fatalf("a0 down: PlanVoterChange = %s %s, want none (n3 stays until a0 votes)", op, id)
@@ -180,11 +176,7 @@ func TestNoLiveVoterGoesBeforeTheWantedOnesAreIn(t *testing.T) {
 // keeps the lead (no leader would demote it meanwhile); once that voter
 // is in, it hands over.
 func TestLeaderStaysWhileAWantedVoterIsDown(t *testing.T) {
-	st := initState(t, 1, 3, 16)
-	mustApply(t, st, Command{Kind: CmdJoin, Member: &MemberRecord{ID: "a0", DC: "dc1", Rack: "r1", Weight: 1, GRPCAddr: "h:0"}})
-	mustApply(t, st, Command{Kind: CmdPlan, Op: &PlanOp{Op: OpAdd, Node: "a0"}})
-	mustApply(t, st, Command{Kind: CmdCommit, Expect: st.Plan})
-	roles := map[string]string{"n1": "voter", "n2": "voter", "n3": "voter", "a0": "nonvoter"}
+	st, roles := a0Committed(t)
 	if op, id := PlanVoterChange(st, roles, "n3", func(id string) bool { return id != "a0" }); op != VoterNone {
 		t.Fatalf("leader n3, a0 down: PlanVoterChange = %s %s, want none", op, id)
 	}
@@ -192,4 +184,15 @@ func TestLeaderStaysWhileAWantedVoterIsDown(t *testing.T) {
 	if op, _ := PlanVoterChange(st, roles, "n3", func(string) bool { return true }); op != LeaderHandOff {
 		t.Fatalf("leader n3, a0 voting: PlanVoterChange = %s, want %s", op, LeaderHandOff)
 	}
+}
+
+// a0Committed is a three-voter cluster (n1 to n3) whose committed plan
+// adds a0, which sorts first and so is a wanted voter, not yet one.
+func a0Committed(t *testing.T) (*MetaState, map[string]string) {
+	t.Helper()
+	st := initState(t, 1, 3, 16)
+	mustApply(t, st, Command{Kind: CmdJoin, Member: &MemberRecord{ID: "a0", DC: "dc1", Rack: "r1", Weight: 1, GRPCAddr: "h:0"}})
+	mustApply(t, st, Command{Kind: CmdPlan, Op: &PlanOp{Op: OpAdd, Node: "a0"}})
+	mustApply(t, st, Command{Kind: CmdCommit, Expect: st.Plan})
+	return st, map[string]string{"n1": "voter", "n2": "voter", "n3": "voter", "a0": "nonvoter"}
 }
