@@ -604,6 +604,11 @@ func writeClusterStatus(w io.Writer, resp *adminv1.ClusterStatusResponse, all bo
 		fmt.Fprintf(w, "unreachable (their transfers are not shown): %s\n", strings.Join(resp.Unreachable, ", "))
 		if !resp.TransitionAborted {
 			fmt.Fprintln(w, "a node receiving partitions that is gone for good holds the change back: undo it with `meridian cluster abort`")
+		} else {
+			// The undo streams partitions back to the replicas the change
+			// displaced: a removed or replaced node that is dead never
+			// reports them, and nothing else ends that wait.
+			fmt.Fprintln(w, "the undo waits for every node it streams partitions back to: if one of them is gone for good, `meridian cluster abort` again takes the change up again (a dead node it removes needs nothing from it)")
 		}
 	}
 	return nil

@@ -276,8 +276,9 @@ no transition in progress
 				r.TransitionAborted = true
 				return r
 			}(),
-			has:    []string{"transition in progress: undoing (aborted) add n4; decommission n2\n", "unreachable (their transfers are not shown): n3\n"},
-			hasNot: []string{"transition in progress: add n4", "cluster abort"},
+			has: []string{"transition in progress: undoing (aborted) add n4; decommission n2\n", "unreachable (their transfers are not shown): n3\n",
+				"if one of them is gone for good, `meridian cluster abort` again takes the change up again"},
+			hasNot: []string{"transition in progress: add n4", "holds the change back: undo it"},
 		},
 		{
 			name: "pending plan",
