@@ -48,6 +48,17 @@ type MetaLogConfig struct {
 	// the cluster uses TLS); Dial connects to a node by ID.
 	Listener net.Listener
 	Dial     func(ctx context.Context, id string) (net.Conn, error)
+	// Sender authenticates an accepted connection: the node ID its peer
+	// proved (a node certificate's), or "" when the listener does not
+	// authenticate (an insecure cluster: requests are not checked). An
+	// error closes the connection. Nil: no check. With an ID, every
+	// request on the connection must name that node as its sender, or
+	// the connection is closed (Raft believes the ID a request names).
+	Sender func(net.Conn) (string, error)
+	// Member tells whether a node may still talk to this one, checked at
+	// every request of an authenticated connection (a member removed
+	// while its connection stays open). Nil: every sender may.
+	Member func(id string) bool
 	// Voters and NonVoters bootstrap the group when this node has no Raft
 	// state yet (a first start with an initial cluster); empty: join an
 	// existing group (the leader adds this node).
@@ -103,7 +114,8 @@ func StartMetaLog(cfg MetaLogConfig) (*MetaLog, error) {
 		}
 	}
 	m.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  &streamLayer{Listener: cfg.Listener, id: cfg.ID, dial: cfg.Dial},
+		Stream: &streamLayer{Listener: cfg.Listener, id: cfg.ID, dial: cfg.Dial,
+			sender: cfg.Sender, member: cfg.Member, log: cfg.Logger},
 		MaxPool: 3,
 		Timeout: 10 * time.Second,
 		Logger:  hl,
@@ -578,6 +590,11 @@ type streamLayer struct {
 	net.Listener
 	id   string
 	dial func(ctx context.Context, id string) (net.Conn, error)
+	// sender and member check the requests of accepted connections (see
+	// MetaLogConfig).
+	sender func(net.Conn) (string, error)
+	member func(id string) bool
+	log    *slog.Logger
 
 	mu     sync.Mutex
 	conns  map[net.Conn]bool
@@ -601,7 +618,11 @@ func (s *streamLayer) Accept() (net.Conn, error) {
 		s.conns = map[net.Conn]bool{}
 	}
 	s.conns[c] = true
-	return &trackedConn{Conn: c, s: s}, nil
+	var conn net.Conn = c
+	if s.sender != nil {
+		conn = &guardedConn{Conn: c, sender: s.sender, member: s.member, log: s.log}
+	}
+	return &trackedConn{Conn: conn, s: s, raw: c}, nil
 }
 
 // Close stops accepting and closes every accepted connection.
@@ -619,14 +640,16 @@ func (s *streamLayer) Close() error {
 
 type trackedConn struct {
 	net.Conn
-	s    *streamLayer
+	s *streamLayer
+	// raw is the accepted connection (the key in s.conns).
+	raw  net.Conn
 	once sync.Once
 }
 
 func (c *trackedConn) Close() error {
 	c.once.Do(func() {
 		c.s.mu.Lock()
-		delete(c.s.conns, c.Conn)
+		delete(c.s.conns, c.raw)
 		c.s.mu.Unlock()
 	})
 	return c.Conn.Close()

@@ -124,6 +124,10 @@ func (n *Node) startMeta(opts Options) error {
 		}))
 	}
 	lis = firstBytesListener{Listener: lis, timeout: n.cfg.ConnectionTimeout}
+	var sender func(net.Conn) (string, error)
+	if !n.cfg.Insecure {
+		sender = raftSender
+	}
 	var voters, nonvoters []string
 	if n.cfg.InitialCluster != "" && n.cfg.JoinAddr == "" {
 		members, _ := ParseInitialCluster(n.cfg.InitialCluster)
@@ -144,6 +148,7 @@ func (n *Node) startMeta(opts Options) error {
 	}
 	n.meta, err = membership.StartMetaLog(membership.MetaLogConfig{
 		ID: n.cfg.ID, Dir: dir, Listener: lis, Dial: n.dialRaft,
+		Sender: sender, Member: n.mayTalk,
 		Voters: voters, NonVoters: nonvoters,
 		OnChange: n.metaChanged,
 		Alive:    n.voterAlive,
@@ -151,6 +156,31 @@ func (n *Node) startMeta(opts Options) error {
 		Logger:   n.log,
 	})
 	return err
+}
+
+// raftSender is the node ID an accepted metadata-log connection's
+// certificate names (its handshake, within connection-timeout, checked
+// that it is a member's node certificate).
+func raftSender(c net.Conn) (string, error) {
+	if fb, ok := c.(*firstBytesConn); ok {
+		c = fb.Conn
+	}
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return "", errors.New("metadata log connection without TLS")
+	}
+	if err := tc.Handshake(); err != nil {
+		return "", err
+	}
+	certs := tc.ConnectionState().PeerCertificates
+	if len(certs) == 0 {
+		return "", errors.New("metadata log connection without a client certificate")
+	}
+	id, ok := pki.NodeID(certs[0])
+	if !ok {
+		return "", errors.New("metadata log connection without a node certificate")
+	}
+	return id, nil
 }
 
 func (n *Node) raftListenAddr() string {
