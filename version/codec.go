@@ -3,6 +3,7 @@ package version
 import (
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 )
 
 // Encoding (all integers uvarint unless noted, strings and bytes
@@ -61,13 +62,33 @@ func (c Clock) AppendEncode(dst []byte) []byte {
 	return c.appendBody(append(dst, formatV1))
 }
 
-// EncodedSize returns an upper bound of len(c.Encode()), cheaply.
+// EncodedSize returns len(c.Encode()), cheaply.
 func (c Clock) EncodedSize() int {
-	size := 1 + binary.MaxVarintLen64
+	if c.IsEmpty() {
+		return 0
+	}
+	return 1 + c.bodySize()
+}
+
+// bodySize is the exact length of appendBody's output.
+func (c Clock) bodySize() int {
+	size := uvarintLen(uint64(len(c.Entries)))
 	for _, e := range c.Entries {
-		size += 3*binary.MaxVarintLen64 + len(e.Node)
+		size += uvarintLen(uint64(len(e.Node))) + len(e.Node) + uvarintLen(e.Counter) + varintLen(e.Time)
 	}
 	return size
+}
+
+// uvarintLen is the length of binary.AppendUvarint's encoding of x.
+func uvarintLen(x uint64) int { return (bits.Len64(x|1) + 6) / 7 }
+
+// varintLen is the length of binary.AppendVarint's encoding of x.
+func varintLen(x int64) int {
+	ux := uint64(x) << 1
+	if x < 0 {
+		ux = ^ux
+	}
+	return uvarintLen(ux)
 }
 
 func (c Clock) appendBody(b []byte) []byte {
@@ -99,11 +120,22 @@ func DecodeClock(b []byte) (Clock, error) {
 	return c, nil
 }
 
-// EncodedSize returns an upper bound of len(s.Encode()), cheaply.
+// EncodedSize returns len(s.Encode()), cheaply (row caches charge what
+// an encoding holds, and buffers are sized by it).
 func (s Set) EncodedSize() int {
-	size := s.Clock.EncodedSize()
+	size := 1 + s.Clock.bodySize() + uvarintLen(uint64(len(s.Siblings)))
 	for _, sib := range s.Siblings {
-		size += 7*binary.MaxVarintLen64 + 1 + len(sib.Dot.Node) + len(sib.Value.RequestID) + len(sib.Value.Bytes)
+		v := sib.Value
+		if i, ok := s.Clock.find(sib.Dot.Node); ok {
+			size += uvarintLen(uint64(i + 1))
+		} else {
+			size += 1 + uvarintLen(uint64(len(sib.Dot.Node))) + len(sib.Dot.Node)
+		}
+		size += uvarintLen(sib.Dot.Counter) + 1 + varintLen(v.Time.Wall) + uvarintLen(uint64(v.Time.Logical)) +
+			uvarintLen(uint64(len(v.Bytes))) + len(v.Bytes)
+		if len(v.RequestID) > 0 {
+			size += uvarintLen(uint64(len(v.RequestID))) + len(v.RequestID)
+		}
 	}
 	return size
 }
@@ -113,8 +145,8 @@ func (s Set) Encode() []byte { return s.AppendEncode(nil) }
 
 // AppendEncode appends the set's binary form to dst.
 func (s Set) AppendEncode(dst []byte) []byte {
-	// An upper bound, so the buffer grows once at most (a guess that left
-	// out actor names and request IDs made every encoding grow twice).
+	// Exact, so the buffer is allocated once and holds no slack (a row
+	// cache keeps it).
 	size := s.EncodedSize()
 	if cap(dst)-len(dst) < size {
 		n := make([]byte, len(dst), len(dst)+size)

@@ -104,6 +104,48 @@ func checkInvariants(t *testing.T, what string, s Set) {
 			t.Fatalf("%s: siblings out of order", what)
 		}
 	}
+	if size, n := s.EncodedSize(), len(s.Encode()); size != n {
+		t.Fatalf("%s: EncodedSize %d, encoding %d bytes", what, size, n)
+	}
+}
+
+// TestEncodedSizeIsExact: EncodedSize is the encoding's length at the
+// extremes of every field too (a row cache charges it, and a buffer sized
+// by it is never grown), and the encoding then holds no spare capacity.
+func TestEncodedSizeIsExact(t *testing.T) {
+	long := string(bytes.Repeat([]byte("a"), MaxNameLen))
+	entries := []Entry{{Node: "a", Counter: 1, Time: -1 << 63}, {Node: long, Counter: MaxCounter, Time: 1<<63 - 1}, {Node: "m", Counter: 127, Time: -64}, {Node: "n", Counter: 128, Time: 63}, {Node: "o", Counter: 16384, Time: 64}}
+	for _, tc := range []struct {
+		name string
+		set  Set
+	}{
+		{"empty", Set{}},
+		{"clock only", Set{Clock: Clock{Entries: entries}}},
+		{"every field at its extremes", Set{Clock: Clock{Entries: entries}, Siblings: []Sibling{
+			{Dot: Dot{Node: "a", Counter: 1}, Value: Value{Tombstone: true, Time: Timestamp{Wall: -1 << 63, Logical: 1<<32 - 1}}},
+			{Dot: Dot{Node: long, Counter: MaxCounter}, Value: Value{Bytes: make([]byte, 1<<14), Time: Timestamp{Wall: 1<<63 - 1}, RequestID: make([]byte, MaxRequestIDLen)}},
+			{Dot: Dot{Node: "o", Counter: 200}, Value: Value{Bytes: make([]byte, 127), RequestID: []byte("r")}},
+		}}},
+		{"a sibling whose node has no clock entry", Set{Clock: Clock{Entries: entries[:1]}, Siblings: []Sibling{{Dot: Dot{Node: "zz", Counter: 3}, Value: val("x")}}}},
+		{"over 127 entries", func() Set {
+			var s Set
+			for i := range 200 {
+				s, _ = s.Put(s.Context(), fmt.Sprintf("n%03d", i), val("v"), int64(i)<<40)
+			}
+			return s
+		}()},
+	} {
+		enc := tc.set.Encode()
+		if size := tc.set.EncodedSize(); size != len(enc) {
+			t.Errorf("%s: EncodedSize %d, encoding %d bytes", tc.name, size, len(enc))
+		}
+		if len(enc) > 0 && cap(enc) != len(enc) {
+			t.Errorf("%s: encoding of %d bytes in a buffer of %d", tc.name, len(enc), cap(enc))
+		}
+		if size, n := tc.set.Clock.EncodedSize(), len(tc.set.Clock.Encode()); size != n {
+			t.Errorf("%s: clock EncodedSize %d, encoding %d bytes", tc.name, size, n)
+		}
+	}
 }
 
 func TestMergeProperties(t *testing.T) {
@@ -421,7 +463,11 @@ func FuzzDecodeSet(f *testing.F) {
 		if err != nil {
 			return
 		}
-		again, err := DecodeSet(set.Encode())
+		enc := set.Encode()
+		if size := set.EncodedSize(); size != len(enc) {
+			t.Fatalf("EncodedSize %d, encoding %d bytes", size, len(enc))
+		}
+		again, err := DecodeSet(enc)
 		if err != nil || !again.Equal(set) {
 			t.Fatalf("re-decode: %v", err)
 		}
