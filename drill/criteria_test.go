@@ -52,6 +52,9 @@ func TestEvaluate(t *testing.T) {
 			in.Set = SetCheck{Error: "read at ALL: UNAVAILABLE"}
 		}, fail: []string{lost, replicas}, got: "not checked: read at ALL: UNAVAILABLE"},
 		{name: "nothing acknowledged proves nothing", change: func(in *Input) { in.Set.Acked = 0 }, fail: []string{lost}},
+		{name: "a node-level drill's node stores some sets checked", change: func(in *Input) { in.Set.Node, in.Set.NodeKeys = "n2", 1 }},
+		{name: "a node-level drill's node stores no set checked", change: func(in *Input) { in.Set.Node, in.Set.NodeKeys = "n2", 0 },
+			fail: []string{lost}, got: "no set checked is stored on n2"},
 		{name: "a replica missing elements", change: func(in *Input) { in.Set.Replicas["n2"] = 3 }, fail: []string{replicas}, got: "n2 lacks 3"},
 		{name: "a replica unreadable", change: func(in *Input) { in.Set.ReplicaErrors = map[string]string{"n3": "deadline"} }, fail: []string{replicas}, got: "n3 unreadable: deadline"},
 		{name: "never converged", change: func(in *Input) { in.Rounds = in.Rounds[:2] }, fail: []string{conv}, got: "not converged (2 round(s))"},

@@ -553,8 +553,8 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.Rate = 0.9 }, []string{"--rate 0.9: give at least 1 per second per DC"}},
 		// Defaults: 3 healthy seconds after the heal's, the last final
 		// 2s (the deadlines) + 0.2s after it ends.
-		{func(c *Config) { c.Durations.VerifyTimeout = 5 * time.Second },
-			[]string{"--verify-timeout 5s is too short", "give a --verify-timeout longer than 6.2s", "--op-timeout", "--probe-timeout"}},
+		{func(c *Config) { c.Durations.VerifyTimeout = 6 * time.Second },
+			[]string{"--verify-timeout 6s is too short", "give a --verify-timeout longer than 6.2s", "--op-timeout", "--probe-timeout"}},
 		{func(c *Config) { c.Durations.VerifyTimeout = 6200 * ms }, []string{"--verify-timeout 6.2s is too short"}},
 		{func(c *Config) { c.Durations.VerifyTimeout, c.ProbeTimeout = 10*time.Second, 6*time.Second }, []string{"longer than 10.2s"}},
 	} {

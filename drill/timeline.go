@@ -51,8 +51,10 @@ func (d Durations) Validate() error {
 		return fmt.Errorf("--hold %s: give at least 1s", d.Hold)
 	case d.VerifyMin < time.Second:
 		return fmt.Errorf("--verify-min %s: give at least 1s", d.VerifyMin)
-	case d.VerifyTimeout < d.VerifyMin:
-		return fmt.Errorf("--verify-timeout %s is shorter than --verify-min %s", d.VerifyTimeout, d.VerifyMin)
+	case d.VerifyTimeout <= d.VerifyMin:
+		// Verify times out at VerifyTimeout before it may pass at
+		// VerifyMin: equal, the drill could only fail.
+		return fmt.Errorf("--verify-timeout %s must be longer than --verify-min %s (verification may end no sooner than --verify-min, and fails at --verify-timeout)", d.VerifyTimeout, d.VerifyMin)
 	}
 	return nil
 }

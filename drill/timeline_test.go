@@ -111,6 +111,7 @@ func TestDurationsValidate(t *testing.T) {
 		{func(d *Durations) { d.Hold = 500 * ms }, "--hold"},
 		{func(d *Durations) { d.VerifyMin = 0 }, "--verify-min"},
 		{func(d *Durations) { d.VerifyTimeout = d.VerifyMin - time.Second }, "--verify-timeout"},
+		{func(d *Durations) { d.VerifyTimeout = d.VerifyMin }, "must be longer than --verify-min"},
 	} {
 		d := def
 		tc.change(&d)
