@@ -623,6 +623,11 @@ func (l *HintLog) dropAll(target, reason string) (uint64, error) {
 			}
 			if ok {
 				removed++
+				// As drop does: what the hint carried now waits for
+				// anti-entropy, its partition first.
+				if _, loc, _, parsed := parseHintKey(k); parsed && l.cfg.OnDropped != nil {
+					l.cfg.OnDropped(target, loc)
+				}
 			}
 		}
 		n += removed

@@ -367,6 +367,40 @@ func TestDeliveryQuarantinesCorruptHint(t *testing.T) {
 	}
 }
 
+// TestPurgeSendsPartitionsToAntiEntropy: a purge deletes what may be the
+// only copies of acknowledged writes (a write at ANY with every replica
+// down), so each purged hint's partition is reported like any dropped
+// hint's, for anti-entropy to take first; other targets' hints stay.
+func TestPurgeSendsPartitionsToAntiEntropy(t *testing.T) {
+	var reported []string
+	l, err := NewHintLog(memory.New(), HintLogConfig{OnDropped: func(target string, loc replica.Loc) {
+		reported = append(reported, fmt.Sprintf("%s %d/%d", target, loc.Keyspace, loc.Partition))
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := replica.Loc{Keyspace: 7, Partition: 9}
+	for _, h := range []struct {
+		target string
+		loc    replica.Loc
+		key    string
+	}{{"n2", loc, "a"}, {"n2", other, "b"}, {"n3", loc, "c"}} {
+		if err := l.StoreHint(h.target, h.loc, "ks", []byte(h.key), value(t, h.key, 1), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := l.Purge("n2"); err != nil || n != 2 {
+		t.Fatalf("Purge = %d, %v; want 2", n, err)
+	}
+	slices.Sort(reported)
+	if want := []string{"n2 7/3", "n2 7/9"}; !slices.Equal(reported, want) {
+		t.Fatalf("partitions reported for anti-entropy: %v, want %v", reported, want)
+	}
+	if s := statsFor(l, "n3"); s.Count != 1 {
+		t.Fatalf("n3's hints after purging n2's: %+v", s)
+	}
+}
+
 // TestDeliveryDropsNonMembers: hints for an ID no longer in the topology
 // are dropped, not delivered.
 func TestDeliveryDropsNonMembers(t *testing.T) {

@@ -60,14 +60,24 @@ func newHintsPurgeCmd() *cobra.Command {
 	var (
 		f      adminFlags
 		target string
+		yes    bool
 	)
 	cmd := &cobra.Command{
-		Use:   "purge --target ID",
-		Short: "Drop every hint a node holds for one target (anti-entropy repairs what they carried)",
-		Args:  cobra.NoArgs,
+		Use:   "purge --target ID --yes",
+		Short: "Drop every hint a node holds for one target (writes only hints hold are lost)",
+		Long: `Drop every hint the node at --addr holds for one target. Anti-entropy
+brings the target what the hints carried from the other replicas, their
+partitions first, but a hint can be the only copy of an acknowledged
+write: one accepted at ANY, or by fallbacks alone, while every replica
+of its key was down. Such writes are lost. Hints for a node that left
+the cluster need no purge: they are handed to the partition's replicas.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if target == "" {
 				return errors.New("--target is required: the node ID whose hints to drop (see 'meridian hints')")
+			}
+			if !yes {
+				return fmt.Errorf("purging the hints for %s cannot be undone, and a hint may be the only copy of an acknowledged write (one accepted at ANY, or by fallbacks, while every replica of its key was down): run again with --yes to drop them", target)
 			}
 			return withAdmin(cmd.Context(), &f, func(ctx context.Context, c adminv1.AdminClient) error {
 				resp, err := c.PurgeHints(ctx, &adminv1.PurgeHintsRequest{Target: target})
@@ -84,6 +94,7 @@ func newHintsPurgeCmd() *cobra.Command {
 	}
 	f.bind(cmd)
 	cmd.Flags().StringVar(&target, "target", "", "node ID whose hints to drop")
+	cmd.Flags().BoolVar(&yes, "yes", false, "confirm: the hints are deleted, with the writes only they hold")
 	return cmd
 }
 

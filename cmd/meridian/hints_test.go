@@ -14,7 +14,7 @@ import (
 
 // TestHintsCommand: with a replica down, `meridian hints` on a node that
 // keeps hints for it lists the target (text and JSON), and `hints purge`
-// drops them.
+// drops them, only with --yes (a hint may be a write's only copy).
 func TestHintsCommand(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -72,7 +72,13 @@ func TestHintsCommand(t *testing.T) {
 	if _, err := run("hints", "purge", "--addr", addr); err == nil || !strings.Contains(err.Error(), "--target is required") {
 		t.Fatalf("purge without --target: %v", err)
 	}
-	out, err = run("hints", "purge", "--addr", addr, "--target", down)
+	if _, err := run("hints", "purge", "--addr", addr, "--target", down); err == nil || !strings.Contains(err.Error(), "run again with --yes") {
+		t.Fatalf("purge without --yes: %v", err)
+	}
+	if n := l.Node(l.Nodes()[0].ID()).HintLog().Targets(); len(n) != 1 {
+		t.Fatalf("hints held after a purge without --yes: for %v, want %s's kept", n, down)
+	}
+	out, err = run("hints", "purge", "--addr", addr, "--target", down, "--yes")
 	if err != nil || !strings.Contains(out, "purged") || strings.Contains(out, "purged 0 ") {
 		t.Fatalf("purge: %v\n%s", err, out)
 	}
