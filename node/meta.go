@@ -582,7 +582,12 @@ func (n *Node) propose(ctx context.Context, c membership.Command) (uint64, error
 	for {
 		epoch, err := n.proposeOnce(ctx, c)
 		if err == nil {
-			return epoch, n.waitEpoch(ctx, epoch)
+			if err := n.waitEpoch(ctx, epoch); err != nil {
+				// Committed: sending it again is not a retry of a
+				// failure (an abort sent twice undoes its own undo).
+				return epoch, status.Errorf(codes.DeadlineExceeded, "committed at epoch %d, but this node had not applied it when the call's time ran out (%v): it takes effect; look at `meridian cluster status` before sending it again", epoch, err)
+			}
+			return epoch, nil
 		}
 		if !retryable(err) {
 			return 0, err

@@ -194,7 +194,10 @@ func newClusterCommitCmd(f *adminFlags) *cobra.Command {
 }
 
 func newClusterAbortCmd(f *adminFlags) *cobra.Command {
-	var yes bool
+	var (
+		yes        bool
+		generation uint64
+	)
 	cmd := &cobra.Command{
 		Use:   "abort",
 		Short: "Undo the committed change in progress: switched partitions stream back, the rest stop",
@@ -213,8 +216,15 @@ the undo with 'meridian cluster status --watch'. Once it is done, plan
 again: for example 'meridian cluster plan remove ID' for a node that is
 gone.
 
-  meridian cluster abort           # what would happen
-  meridian cluster abort --yes     # undo it`,
+--generation names the change to undo (as the dry run shows it): an abort
+sent again for a change already undone then changes nothing. Without it,
+--yes undoes the change in progress, unless that is itself an undo:
+aborting an undo takes the change up again, so it needs --generation (a
+retried abort would otherwise restart the change it undid).
+
+  meridian cluster abort                             # what would happen
+  meridian cluster abort --yes --generation 42       # undo change 42
+  meridian cluster abort --yes                       # undo whatever change is in progress`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withAdmin(cmd.Context(), f, func(ctx context.Context, c adminv1.AdminClient) error {
@@ -236,11 +246,15 @@ gone.
 					if f.json {
 						return printJSON(cmd.OutOrStdout(), st)
 					}
-					fmt.Fprintf(cmd.OutOrStdout(), "would undo %s (generation %d): %d of %d partitions switched and would stream back; %d would stop moving\nrun again with --yes to undo it\n",
-						what, st.TransitionGeneration, st.PartitionsDone, st.PartitionsMoving, st.PartitionsMoving-st.PartitionsDone)
+					fmt.Fprintf(cmd.OutOrStdout(), "would undo %s (generation %d): %d of %d partitions switched and would stream back; %d would stop moving\nrun again with --yes --generation %d to undo it\n",
+						what, st.TransitionGeneration, st.PartitionsDone, st.PartitionsMoving, st.PartitionsMoving-st.PartitionsDone, st.TransitionGeneration)
 					return nil
 				}
-				resp, err := c.ClusterAbort(ctx, &adminv1.ClusterAbortRequest{Generation: st.TransitionGeneration})
+				gen, err := abortGeneration(st, generation)
+				if err != nil {
+					return err
+				}
+				resp, err := c.ClusterAbort(ctx, &adminv1.ClusterAbortRequest{Generation: gen})
 				if err != nil {
 					return err
 				}
@@ -254,7 +268,24 @@ gone.
 		},
 	}
 	cmd.Flags().BoolVar(&yes, "yes", false, "undo the change (without it: only show what would happen)")
+	cmd.Flags().Uint64Var(&generation, "generation", 0, "the generation of the change to undo, as the dry run shows it (needed to abort an undo)")
 	return cmd
+}
+
+// abortGeneration is the generation `cluster abort --yes` sends: the one
+// given, else the change in progress, unless that is an undo. Aborting an
+// undo takes the change up again, which is what an abort sent twice (a
+// retry after a timeout, a command run again from the shell's history)
+// would do unasked: that needs the generation named.
+func abortGeneration(st *adminv1.ClusterStatusResponse, given uint64) (uint64, error) {
+	switch {
+	case given != 0:
+		return given, nil
+	case st.TransitionAborted:
+		return 0, fmt.Errorf("the change in progress is the undo of an aborted change (%s, generation %d): aborting it takes the change up again, as an abort sent twice would unasked; if you mean it, run 'meridian cluster abort --yes --generation %d'",
+			formatOps(st.TransitionOps), st.TransitionGeneration, st.TransitionGeneration)
+	}
+	return st.TransitionGeneration, nil
 }
 
 func newClusterStatusCmd(f *adminFlags) *cobra.Command {
@@ -608,7 +639,7 @@ func writeClusterStatus(w io.Writer, resp *adminv1.ClusterStatusResponse, all bo
 			// The undo streams partitions back to the replicas the change
 			// displaced: a removed or replaced node that is dead never
 			// reports them, and nothing else ends that wait.
-			fmt.Fprintln(w, "the undo waits for every node it streams partitions back to: if one of them is gone for good, `meridian cluster abort` again takes the change up again (a dead node it removes needs nothing from it)")
+			fmt.Fprintf(w, "the undo waits for every node it streams partitions back to: if one of them is gone for good, `meridian cluster abort --yes --generation %d` takes the change up again (a dead node it removes needs nothing from it)\n", resp.TransitionGeneration)
 		}
 	}
 	return nil

@@ -273,11 +273,11 @@ no transition in progress
 			name: "undoing an aborted change",
 			resp: func() *adminv1.ClusterStatusResponse {
 				r := transition()
-				r.TransitionAborted = true
+				r.TransitionAborted, r.TransitionGeneration = true, 12
 				return r
 			}(),
 			has: []string{"transition in progress: undoing (aborted) add n4; decommission n2\n", "unreachable (their transfers are not shown): n3\n",
-				"if one of them is gone for good, `meridian cluster abort` again takes the change up again"},
+				"if one of them is gone for good, `meridian cluster abort --yes --generation 12` takes the change up again"},
 			hasNot: []string{"transition in progress: add n4", "holds the change back: undo it"},
 		},
 		{
@@ -662,6 +662,27 @@ func TestWatchJSON(t *testing.T) {
 	for _, want := range []string{"every 2s (Ctrl-C stops)", "poll failed, retrying: connection refused", "transition finished: the cluster is at epoch 13"} {
 		if !strings.Contains(errOut.String(), want) {
 			t.Fatalf("stderr lacks %q:\n%s", want, errOut.String())
+		}
+	}
+}
+
+// TestAbortGeneration: `cluster abort --yes` undoes the change in
+// progress, but not an undo unless its generation is named (an abort run
+// twice would otherwise take the aborted change up again).
+func TestAbortGeneration(t *testing.T) {
+	change := &adminv1.ClusterStatusResponse{InTransition: true, TransitionGeneration: 10, TransitionOps: []*adminv1.PlanOp{{Op: "add", Node: "n4"}}}
+	undo := &adminv1.ClusterStatusResponse{InTransition: true, TransitionGeneration: 11, TransitionAborted: true, TransitionOps: change.TransitionOps}
+	if g, err := abortGeneration(change, 0); err != nil || g != 10 {
+		t.Fatalf("abort --yes of a change: %d, %v; want 10", g, err)
+	}
+	if g, err := abortGeneration(undo, 0); err == nil || !strings.Contains(err.Error(), "--generation 11") {
+		t.Fatalf("abort --yes during an undo: %d, %v; want a refusal naming --generation 11", g, err)
+	}
+	// Named: sent as given (the server finds an abort of 10 already
+	// applied, and takes up the change only for 11).
+	for _, g := range []uint64{10, 11} {
+		if got, err := abortGeneration(undo, g); err != nil || got != g {
+			t.Fatalf("abort --yes --generation %d during an undo: %d, %v", g, got, err)
 		}
 	}
 }
