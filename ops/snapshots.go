@@ -42,6 +42,9 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *adminv1.CreateSnapshot
 		return nil, err
 	}
 	local := &adminv1.CreateSnapshotRequest{Name: name, LocalOnly: true}
+	if id := req.GetNode(); id != "" {
+		return s.snapshotOne(ctx, id, local)
+	}
 	out := fanOut(ctx, s.n, SnapshotCallTimeout, func(ctx context.Context) (*adminv1.CreateSnapshotResponse, error) {
 		return s.CreateSnapshot(ctx, local)
 	},
@@ -56,6 +59,25 @@ func (s *Server) CreateSnapshot(ctx context.Context, req *adminv1.CreateSnapshot
 	}
 	sortSnapshots(resp.Snapshots)
 	return resp, nil
+}
+
+// snapshotOne takes member id's snapshot, relayed when id is another
+// node: a node that missed a cluster-wide snapshot (down, or refusing)
+// takes it under the same name afterwards, the others untouched.
+func (s *Server) snapshotOne(ctx context.Context, id string, local *adminv1.CreateSnapshotRequest) (*adminv1.CreateSnapshotResponse, error) {
+	if id == s.n.ID() {
+		return s.CreateSnapshot(ctx, local)
+	}
+	if _, ok := s.n.Topology().Nodes[id]; !ok {
+		return nil, status.Errorf(codes.NotFound, "%s is not a member of this cluster (see `meridian cluster status`)", id)
+	}
+	conn, err := s.n.PeerConn(id)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "no connection to %s: %v", id, err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, SnapshotCallTimeout)
+	defer cancel()
+	return adminv1.NewAdminClient(conn).CreateSnapshot(cctx, local)
 }
 
 // ListSnapshots lists every node's snapshots (local_only: this node's).

@@ -51,18 +51,29 @@ wrote after the snapshot. Admin role only.`,
 }
 
 func newSnapshotCreateCmd(f *adminFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:   "create [NAME]",
+	var only string
+	cmd := &cobra.Command{
+		Use:   "create [NAME] [--node ID]",
 		Short: "Snapshot every node's data under NAME (default: the time)",
-		Args:  cobra.MaximumNArgs(1),
+		Long: `Snapshot every node's data under NAME (default: the time), each node in
+its data directory. A node that was down or refused takes its part later
+under the same name with --node (relayed through the node at --addr; the
+others are left as they are):
+
+  meridian snapshot create nightly
+  meridian snapshot create nightly --node n3`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := ""
 			if len(args) == 1 {
 				name = args[0]
 			}
+			if only != "" && name == "" {
+				return errors.New("--node needs the NAME of the snapshot the node missed (see 'meridian snapshot list')")
+			}
 			hint := "some nodes may have finished their snapshot: check 'meridian snapshot list' first"
 			return f.call(cmd.Context(), f.timeoutFor(cmd, snapshotTimeout), hint, func(ctx context.Context, c adminv1.AdminClient) error {
-				resp, err := c.CreateSnapshot(ctx, &adminv1.CreateSnapshotRequest{Name: name})
+				resp, err := c.CreateSnapshot(ctx, &adminv1.CreateSnapshotRequest{Name: name, Node: only})
 				if err != nil {
 					return err
 				}
@@ -73,7 +84,7 @@ func newSnapshotCreateCmd(f *adminFlags) *cobra.Command {
 				} else {
 					writeSnapshots(cmd.OutOrStdout(), resp.GetSnapshots())
 					for _, id := range resp.GetUnreachable() {
-						fmt.Fprintf(cmd.OutOrStdout(), "%s: unreachable, no snapshot taken: run create again with a new name once it is up, or snapshot it alone (--addr its admin address)\n", id)
+						fmt.Fprintf(cmd.OutOrStdout(), "%s: unreachable, no snapshot taken: once it is up, run 'meridian snapshot create %s --node %s'\n", id, snapshotNameOf(resp, name), id)
 					}
 					for _, why := range resp.GetFailed() {
 						fmt.Fprintf(cmd.OutOrStdout(), "failed: %s\n", why)
@@ -86,6 +97,20 @@ func newSnapshotCreateCmd(f *adminFlags) *cobra.Command {
 			})
 		},
 	}
+	cmd.Flags().StringVar(&only, "node", "", "snapshot only this member (one that missed NAME), relayed through --addr")
+	return cmd
+}
+
+// snapshotNameOf is the name a create used: the one given, else the one
+// the nodes chose (the time), as the snapshots taken say.
+func snapshotNameOf(resp *adminv1.CreateSnapshotResponse, given string) string {
+	if given != "" {
+		return given
+	}
+	for _, s := range resp.GetSnapshots() {
+		return s.GetName()
+	}
+	return "NAME"
 }
 
 func newSnapshotListCmd(f *adminFlags) *cobra.Command {

@@ -48,6 +48,24 @@ func TestSnapshotCommands(t *testing.T) {
 	if _, err := run("snapshot", "create", "a/b", "--addr", addr); err == nil || !strings.Contains(err.Error(), "use 1 to 64 letters") {
 		t.Fatalf("create with a bad name: %v", err)
 	}
+	// One node alone, relayed through n1 (a node that missed a snapshot
+	// takes its part later): only n2 has it.
+	out, err = run("snapshot", "create", "catchup", "--node", "n2", "--addr", addr)
+	if err != nil || !strings.Contains(out, "catchup  n2") || strings.Contains(out, "catchup  n1") {
+		t.Fatalf("create --node n2: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "n1", "snapshots", "catchup")); !os.IsNotExist(err) {
+		t.Fatalf("create --node n2 made a snapshot on n1 too (%v)", err)
+	}
+	if _, err := run("snapshot", "create", "catchup", "--node", "n9", "--addr", addr); err == nil || !strings.Contains(err.Error(), "n9 is not a member") {
+		t.Fatalf("create --node of a stranger: %v", err)
+	}
+	if _, err := run("snapshot", "create", "--node", "n2", "--addr", addr); err == nil || !strings.Contains(err.Error(), "--node needs the NAME") {
+		t.Fatalf("create --node without a name: %v", err)
+	}
+	if _, err := run("snapshot", "delete", "catchup", "--addr", addr); err != nil {
+		t.Fatal(err)
+	}
 	out, err = run("snapshot", "list", "--json", "--addr", addr)
 	if err != nil {
 		t.Fatal(err)

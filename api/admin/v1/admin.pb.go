@@ -276,8 +276,12 @@ func (x *Snapshot) GetBytes() int64 {
 type CreateSnapshotRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Empty: the time (20261202T120000Z). Letters, digits, '.', '_', '-'.
-	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	LocalOnly     bool   `protobuf:"varint,2,opt,name=local_only,json=localOnly,proto3" json:"local_only,omitempty"`
+	Name      string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	LocalOnly bool   `protobuf:"varint,2,opt,name=local_only,json=localOnly,proto3" json:"local_only,omitempty"`
+	// The one member to snapshot, relayed through the node called (a node
+	// that missed a cluster-wide snapshot, taken under its name later).
+	// Empty: every node (or, with local_only, the node called).
+	Node          string `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -324,6 +328,13 @@ func (x *CreateSnapshotRequest) GetLocalOnly() bool {
 		return x.LocalOnly
 	}
 	return false
+}
+
+func (x *CreateSnapshotRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
 }
 
 type CreateSnapshotResponse struct {
@@ -4204,11 +4215,12 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\x03dir\x18\x03 \x01(\tR\x03dir\x12&\n" +
 	"\x0fcreated_unix_ms\x18\x04 \x01(\x03R\rcreatedUnixMs\x12\x14\n" +
 	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\x12\x14\n" +
-	"\x05bytes\x18\x06 \x01(\x03R\x05bytes\"J\n" +
+	"\x05bytes\x18\x06 \x01(\x03R\x05bytes\"^\n" +
 	"\x15CreateSnapshotRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"local_only\x18\x02 \x01(\bR\tlocalOnly\"\x84\x01\n" +
+	"local_only\x18\x02 \x01(\bR\tlocalOnly\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\"\x84\x01\n" +
 	"\x16CreateSnapshotResponse\x120\n" +
 	"\tsnapshots\x18\x01 \x03(\v2\x12.admin.v1.SnapshotR\tsnapshots\x12 \n" +
 	"\vunreachable\x18\x02 \x03(\tR\vunreachable\x12\x16\n" +
