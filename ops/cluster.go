@@ -213,20 +213,41 @@ func (s *Server) ClusterPlanClear(ctx context.Context, _ *adminv1.ClusterPlanCle
 	return &adminv1.ClusterPlanClearResponse{}, nil
 }
 
-// ClusterCommit starts the pending plan.
-func (s *Server) ClusterCommit(ctx context.Context, _ *adminv1.ClusterCommitRequest) (*adminv1.ClusterCommitResponse, error) {
+// maxExpectOps bounds the steps a commit may name (a plan holds a step
+// or two per member).
+const maxExpectOps = 4096
+
+// ClusterCommit starts the pending plan: the one the caller names
+// (expect), or whatever is pending.
+func (s *Server) ClusterCommit(ctx context.Context, req *adminv1.ClusterCommitRequest) (*adminv1.ClusterCommitResponse, error) {
 	st, err := s.agreed()
 	if err != nil {
 		return nil, err
 	}
-	if len(st.Plan) == 0 {
+	expect := st.Plan
+	if n := len(req.GetExpect()); n > maxExpectOps {
+		return nil, status.Errorf(codes.InvalidArgument, "expect names %d steps, over the limit of %d", n, maxExpectOps)
+	} else if n > 0 {
+		// The state machine compares it with the plan pending when the
+		// commit is applied, and takes a commit of the plan already
+		// moving (or moved) as unchanged.
+		expect = make([]membership.PlanOp, n)
+		for i, p := range req.GetExpect() {
+			if expect[i], err = opOf(p); err != nil {
+				return nil, err
+			}
+		}
+	} else if len(st.Plan) == 0 {
 		return nil, status.Error(codes.FailedPrecondition, membership.ErrNoPlan.Error())
 	}
-	epoch, err := s.n.Propose(ctx, membership.Command{Kind: membership.CmdCommit, Expect: st.Plan})
+	epoch, err := s.n.Propose(ctx, membership.Command{Kind: membership.CmdCommit, Expect: expect})
 	if err != nil {
 		return nil, err
 	}
 	resp := &adminv1.ClusterCommitResponse{Epoch: epoch}
+	for _, o := range expect {
+		resp.Ops = append(resp.Ops, planOpProto(o))
+	}
 	if t := s.n.MetaState().Transition; t != nil {
 		resp.PartitionsMoving = uint32(len(t.Moving) - len(t.Done))
 	}

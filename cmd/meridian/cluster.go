@@ -3,6 +3,8 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -172,25 +174,72 @@ func parseReweight(s string) (string, uint32, error) {
 }
 
 func newClusterCommitCmd(f *adminFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:   "commit",
+	var planID string
+	cmd := &cobra.Command{
+		Use:   "commit [--plan ID]",
 		Short: "Start the pending plan: partitions stream to their new replicas and switch one by one",
-		Args:  cobra.NoArgs,
+		Long: `Start the pending plan: partitions stream to their new replicas and
+switch one by one. With --plan, the ID 'meridian cluster plan show'
+printed, only that plan is committed: if a step was added or taken away
+since (by another operator, or a script), nothing is committed; if it
+was committed already (a retry after a timeout), nothing changes and the
+command succeeds. Without it, whatever plan is pending is committed.
+
+  meridian cluster plan show          # review it: prints its ID
+  meridian cluster commit --plan 3fa9c2d1`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withAdmin(cmd.Context(), f, func(ctx context.Context, c adminv1.AdminClient) error {
-				resp, err := c.ClusterCommit(ctx, &adminv1.ClusterCommitRequest{})
+				req := &adminv1.ClusterCommitRequest{}
+				if planID != "" {
+					st, err := c.ClusterStatus(ctx, &adminv1.ClusterStatusRequest{})
+					if err != nil {
+						return err
+					}
+					if req.Expect, err = reviewedPlan(st, planID); err != nil {
+						return err
+					}
+				}
+				resp, err := c.ClusterCommit(ctx, req)
 				if err != nil {
 					return err
 				}
 				if f.json {
 					return printJSON(cmd.OutOrStdout(), resp)
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "committed the plan at epoch %d: %s moving; follow progress with `meridian cluster status --watch`\n",
-					resp.Epoch, plural(int(resp.PartitionsMoving), "partition"))
+				fmt.Fprintf(cmd.OutOrStdout(), "committed the plan %s at epoch %d: %s moving; follow progress with `meridian cluster status --watch`\n",
+					formatOps(resp.Ops), resp.Epoch, plural(int(resp.PartitionsMoving), "partition"))
 				return nil
 			})
 		},
 	}
+	cmd.Flags().StringVar(&planID, "plan", "", "commit only the plan with this ID (as 'cluster plan show' prints it)")
+	return cmd
+}
+
+// planID names a plan by its steps, so that a commit can say which plan
+// it means: the first 8 hex digits of the SHA-256 of the steps as the CLI
+// writes them.
+func planID(ops []*adminv1.PlanOp) string {
+	sum := sha256.Sum256([]byte(formatOps(ops)))
+	return hex.EncodeToString(sum[:4])
+}
+
+// reviewedPlan is what `cluster commit --plan ID` expects: the pending
+// plan when it has that ID; the steps of the change in progress when they
+// do (that plan was committed already: committing it again changes
+// nothing). Any other plan pending is refused before anything is sent.
+func reviewedPlan(st *adminv1.ClusterStatusResponse, id string) ([]*adminv1.PlanOp, error) {
+	pending := st.GetPending().GetOps()
+	switch {
+	case len(pending) > 0 && planID(pending) == id:
+		return pending, nil
+	case len(pending) == 0 && st.InTransition && !st.TransitionAborted && planID(st.TransitionOps) == id:
+		return st.TransitionOps, nil
+	case len(pending) == 0:
+		return nil, fmt.Errorf("no plan is pending, and the change in progress (if any) is not plan %s: it may have been committed and finished already; see 'meridian cluster status'", id)
+	}
+	return nil, fmt.Errorf("the pending plan is now %s (ID %s), not the plan %s you reviewed: nothing committed; review it with 'meridian cluster plan show'", formatOps(pending), planID(pending), id)
 }
 
 func newClusterAbortCmd(f *adminFlags) *cobra.Command {
@@ -515,7 +564,7 @@ func writePlan(w io.Writer, p *adminv1.Plan, v planView) error {
 		fmt.Fprintf(w, "no pending plan (epoch %d): add steps with `meridian cluster plan add|decommission|remove|replace|reweight`, then `meridian cluster commit`\n", p.GetEpoch())
 		return nil
 	}
-	fmt.Fprintf(w, "pending plan against epoch %d:\n", p.GetEpoch())
+	fmt.Fprintf(w, "pending plan %s against epoch %d:\n", planID(p.GetOps()), p.GetEpoch())
 	for i, o := range p.GetOps() {
 		fmt.Fprintf(w, "  %d. %s\n", i+1, formatOp(o))
 	}
@@ -557,7 +606,7 @@ func writePlan(w io.Writer, p *adminv1.Plan, v planView) error {
 	} else if len(moves) > 0 {
 		fmt.Fprintln(w, "bytes to move: `meridian cluster plan show --sizes`")
 	}
-	fmt.Fprintln(w, "start it with `meridian cluster commit`, or drop it with `meridian cluster plan clear`")
+	fmt.Fprintf(w, "start it with `meridian cluster commit --plan %s` (this plan only), or drop it with `meridian cluster plan clear`\n", planID(p.GetOps()))
 	return nil
 }
 

@@ -60,7 +60,7 @@ func TestWritePlan(t *testing.T) {
 		{
 			name: "without sizes",
 			plan: samplePlan(),
-			want: `pending plan against epoch 7:
+			want: `pending plan b2c3a24c against epoch 7:
   1. add n4
   2. reweight n3=2
 2 partitions change (3 moves across keyspaces)
@@ -69,7 +69,7 @@ default   3          n1,n2,n3  n1,n2,n4  -
 orders    3          n1,n2     n4,n2     -
 orders    9          n3,n1     n3,n4     -
 bytes to move: ` + "`meridian cluster plan show --sizes`" + `
-start it with ` + "`meridian cluster commit`, or drop it with `meridian cluster plan clear`" + `
+start it with ` + "`meridian cluster commit --plan b2c3a24c` (this plan only), or drop it with `meridian cluster plan clear`" + `
 `,
 		},
 		{
@@ -684,5 +684,34 @@ func TestAbortGeneration(t *testing.T) {
 		if got, err := abortGeneration(undo, g); err != nil || got != g {
 			t.Fatalf("abort --yes --generation %d during an undo: %d, %v", g, got, err)
 		}
+	}
+}
+
+// TestReviewedPlan: `cluster commit --plan ID` sends the pending plan when
+// it is the one reviewed, refuses another before sending anything, and
+// takes the plan already moving as committed (a retry).
+func TestReviewedPlan(t *testing.T) {
+	reviewed := []*adminv1.PlanOp{{Op: "add", Node: "n4"}}
+	id := planID(reviewed)
+	if id != planID([]*adminv1.PlanOp{{Op: "add", Node: "n4"}}) || id == planID([]*adminv1.PlanOp{{Op: "add", Node: "n5"}}) {
+		t.Fatalf("plan IDs: the same steps must give the same ID, others another")
+	}
+	pending := func(ops ...*adminv1.PlanOp) *adminv1.ClusterStatusResponse {
+		return &adminv1.ClusterStatusResponse{Pending: &adminv1.Plan{Ops: ops}}
+	}
+	if got, err := reviewedPlan(pending(reviewed...), id); err != nil || planID(got) != id {
+		t.Fatalf("the reviewed plan pending: %v, %v", got, err)
+	}
+	grown := pending(reviewed[0], &adminv1.PlanOp{Op: "decommission", Node: "n2"})
+	if _, err := reviewedPlan(grown, id); err == nil || !strings.Contains(err.Error(), "is now add n4; decommission n2") || !strings.Contains(err.Error(), "nothing committed") {
+		t.Fatalf("a step added since the review: %v", err)
+	}
+	moving := &adminv1.ClusterStatusResponse{InTransition: true, TransitionOps: reviewed}
+	if got, err := reviewedPlan(moving, id); err != nil || planID(got) != id {
+		t.Fatalf("the reviewed plan already moving: %v, %v", got, err)
+	}
+	moving.TransitionAborted = true // its undo is not the plan
+	if _, err := reviewedPlan(moving, id); err == nil || !strings.Contains(err.Error(), "no plan is pending") {
+		t.Fatalf("the reviewed plan being undone: %v", err)
 	}
 }

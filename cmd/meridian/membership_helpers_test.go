@@ -266,19 +266,20 @@ func (c *memberCluster) plan(t *testing.T, ctx context.Context, via int, sizes b
 }
 
 // commit runs `cluster commit` through node via.
-func (c *memberCluster) commit(t *testing.T, ctx context.Context, via int) {
+func (c *memberCluster) commit(t *testing.T, ctx context.Context, via int, flags ...string) {
 	t.Helper()
-	out := c.runOK(t, ctx, "cluster", "commit", "--addr", c.procs[via].addr)
-	if !strings.Contains(out, "committed the plan at epoch") {
+	out := c.runOK(t, ctx, append([]string{"cluster", "commit", "--addr", c.procs[via].addr}, flags...)...)
+	if !strings.Contains(out, "committed the plan ") {
 		t.Fatalf("cluster commit: %s", out)
 	}
 }
 
-// planAndCommit plans the steps, checks the plan lists moves, and commits.
+// planAndCommit plans the steps, checks the plan lists moves, and commits
+// that plan by its ID.
 func (c *memberCluster) planAndCommit(t *testing.T, ctx context.Context, via int, steps ...[]string) *adminv1.Plan {
 	t.Helper()
 	p := c.plan(t, ctx, via, false, steps...)
-	c.commit(t, ctx, via)
+	c.commit(t, ctx, via, "--plan", planID(p.GetOps()))
 	return p
 }
 

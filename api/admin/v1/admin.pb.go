@@ -1780,7 +1780,12 @@ func (*ClusterPlanClearResponse) Descriptor() ([]byte, []int) {
 }
 
 type ClusterCommitRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The plan the caller reviewed: committed only while it is the pending
+	// plan (FAILED_PRECONDITION once another step was added or one taken
+	// away); sent again once it was committed, an unchanged success. Empty:
+	// whatever plan is pending.
+	Expect        []*PlanOp `protobuf:"bytes,1,rep,name=expect,proto3" json:"expect,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1815,12 +1820,21 @@ func (*ClusterCommitRequest) Descriptor() ([]byte, []int) {
 	return file_admin_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
+func (x *ClusterCommitRequest) GetExpect() []*PlanOp {
+	if x != nil {
+		return x.Expect
+	}
+	return nil
+}
+
 type ClusterCommitResponse struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
 	Epoch            uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	PartitionsMoving uint32                 `protobuf:"varint,2,opt,name=partitions_moving,json=partitionsMoving,proto3" json:"partitions_moving,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The steps committed.
+	Ops           []*PlanOp `protobuf:"bytes,3,rep,name=ops,proto3" json:"ops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterCommitResponse) Reset() {
@@ -1865,6 +1879,13 @@ func (x *ClusterCommitResponse) GetPartitionsMoving() uint32 {
 		return x.PartitionsMoving
 	}
 	return 0
+}
+
+func (x *ClusterCommitResponse) GetOps() []*PlanOp {
+	if x != nil {
+		return x.Ops
+	}
+	return nil
 }
 
 type ClusterAbortRequest struct {
@@ -4318,11 +4339,13 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\x13ClusterPlanResponse\x12\"\n" +
 	"\x04plan\x18\x01 \x01(\v2\x0e.admin.v1.PlanR\x04plan\"\x19\n" +
 	"\x17ClusterPlanClearRequest\"\x1a\n" +
-	"\x18ClusterPlanClearResponse\"\x16\n" +
-	"\x14ClusterCommitRequest\"Z\n" +
+	"\x18ClusterPlanClearResponse\"@\n" +
+	"\x14ClusterCommitRequest\x12(\n" +
+	"\x06expect\x18\x01 \x03(\v2\x10.admin.v1.PlanOpR\x06expect\"~\n" +
 	"\x15ClusterCommitResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12+\n" +
-	"\x11partitions_moving\x18\x02 \x01(\rR\x10partitionsMoving\"5\n" +
+	"\x11partitions_moving\x18\x02 \x01(\rR\x10partitionsMoving\x12\"\n" +
+	"\x03ops\x18\x03 \x03(\v2\x10.admin.v1.PlanOpR\x03ops\"5\n" +
 	"\x13ClusterAbortRequest\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -4632,83 +4655,85 @@ var file_admin_v1_admin_proto_depIdxs = []int32{
 	22, // 9: admin.v1.Plan.moves:type_name -> admin.v1.PlanMove
 	21, // 10: admin.v1.ClusterPlanRequest.op:type_name -> admin.v1.PlanOp
 	23, // 11: admin.v1.ClusterPlanResponse.plan:type_name -> admin.v1.Plan
-	33, // 12: admin.v1.TransfersResponse.transfers:type_name -> admin.v1.Transfer
-	52, // 13: admin.v1.ClusterStatusResponse.nodes:type_name -> admin.v1.Node
-	21, // 14: admin.v1.ClusterStatusResponse.transition_ops:type_name -> admin.v1.PlanOp
-	33, // 15: admin.v1.ClusterStatusResponse.transfers:type_name -> admin.v1.Transfer
-	23, // 16: admin.v1.ClusterStatusResponse.pending:type_name -> admin.v1.Plan
-	39, // 17: admin.v1.HintsResponse.targets:type_name -> admin.v1.HintTarget
-	44, // 18: admin.v1.RepairStatusResponse.partitions:type_name -> admin.v1.PartitionRepair
-	68, // 19: admin.v1.ReplicaGetResponse.siblings:type_name -> kv.v1.Sibling
-	52, // 20: admin.v1.StatusResponse.nodes:type_name -> admin.v1.Node
-	52, // 21: admin.v1.RingNode.node:type_name -> admin.v1.Node
-	56, // 22: admin.v1.RingNode.keyspaces:type_name -> admin.v1.KeyspaceShare
-	57, // 23: admin.v1.RingResponse.nodes:type_name -> admin.v1.RingNode
-	60, // 24: admin.v1.EndpointsResponse.replicas:type_name -> admin.v1.Endpoint
-	60, // 25: admin.v1.EndpointsResponse.fallbacks:type_name -> admin.v1.Endpoint
-	67, // 26: admin.v1.Keyspace.replication:type_name -> admin.v1.Keyspace.ReplicationEntry
-	62, // 27: admin.v1.ListKeyspacesResponse.keyspaces:type_name -> admin.v1.Keyspace
-	62, // 28: admin.v1.CreateKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
-	62, // 29: admin.v1.CreateKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
-	53, // 30: admin.v1.Admin.Status:input_type -> admin.v1.StatusRequest
-	55, // 31: admin.v1.Admin.Ring:input_type -> admin.v1.RingRequest
-	59, // 32: admin.v1.Admin.Endpoints:input_type -> admin.v1.EndpointsRequest
-	63, // 33: admin.v1.Admin.ListKeyspaces:input_type -> admin.v1.ListKeyspacesRequest
-	65, // 34: admin.v1.Admin.CreateKeyspace:input_type -> admin.v1.CreateKeyspaceRequest
-	50, // 35: admin.v1.Admin.ReloadSecrets:input_type -> admin.v1.ReloadSecretsRequest
-	38, // 36: admin.v1.Admin.Hints:input_type -> admin.v1.HintsRequest
-	41, // 37: admin.v1.Admin.PurgeHints:input_type -> admin.v1.PurgeHintsRequest
-	43, // 38: admin.v1.Admin.RepairStatus:input_type -> admin.v1.RepairStatusRequest
-	46, // 39: admin.v1.Admin.RepairRun:input_type -> admin.v1.RepairRunRequest
-	48, // 40: admin.v1.Admin.ReplicaGet:input_type -> admin.v1.ReplicaGetRequest
-	17, // 41: admin.v1.Admin.AlterKeyspace:input_type -> admin.v1.AlterKeyspaceRequest
-	19, // 42: admin.v1.Admin.DropKeyspace:input_type -> admin.v1.DropKeyspaceRequest
-	24, // 43: admin.v1.Admin.ClusterPlan:input_type -> admin.v1.ClusterPlanRequest
-	25, // 44: admin.v1.Admin.ClusterPlanShow:input_type -> admin.v1.ClusterPlanShowRequest
-	27, // 45: admin.v1.Admin.ClusterPlanClear:input_type -> admin.v1.ClusterPlanClearRequest
-	29, // 46: admin.v1.Admin.ClusterCommit:input_type -> admin.v1.ClusterCommitRequest
-	31, // 47: admin.v1.Admin.ClusterAbort:input_type -> admin.v1.ClusterAbortRequest
-	36, // 48: admin.v1.Admin.ClusterStatus:input_type -> admin.v1.ClusterStatusRequest
-	34, // 49: admin.v1.Admin.Transfers:input_type -> admin.v1.TransfersRequest
-	10, // 50: admin.v1.Admin.InjectFault:input_type -> admin.v1.InjectFaultRequest
-	12, // 51: admin.v1.Admin.ListFaults:input_type -> admin.v1.ListFaultsRequest
-	15, // 52: admin.v1.Admin.ClearFaults:input_type -> admin.v1.ClearFaultsRequest
-	3,  // 53: admin.v1.Admin.CreateSnapshot:input_type -> admin.v1.CreateSnapshotRequest
-	5,  // 54: admin.v1.Admin.ListSnapshots:input_type -> admin.v1.ListSnapshotsRequest
-	7,  // 55: admin.v1.Admin.DeleteSnapshot:input_type -> admin.v1.DeleteSnapshotRequest
-	0,  // 56: admin.v1.Admin.ReadSnapshot:input_type -> admin.v1.ReadSnapshotRequest
-	54, // 57: admin.v1.Admin.Status:output_type -> admin.v1.StatusResponse
-	58, // 58: admin.v1.Admin.Ring:output_type -> admin.v1.RingResponse
-	61, // 59: admin.v1.Admin.Endpoints:output_type -> admin.v1.EndpointsResponse
-	64, // 60: admin.v1.Admin.ListKeyspaces:output_type -> admin.v1.ListKeyspacesResponse
-	66, // 61: admin.v1.Admin.CreateKeyspace:output_type -> admin.v1.CreateKeyspaceResponse
-	51, // 62: admin.v1.Admin.ReloadSecrets:output_type -> admin.v1.ReloadSecretsResponse
-	40, // 63: admin.v1.Admin.Hints:output_type -> admin.v1.HintsResponse
-	42, // 64: admin.v1.Admin.PurgeHints:output_type -> admin.v1.PurgeHintsResponse
-	45, // 65: admin.v1.Admin.RepairStatus:output_type -> admin.v1.RepairStatusResponse
-	47, // 66: admin.v1.Admin.RepairRun:output_type -> admin.v1.RepairProgress
-	49, // 67: admin.v1.Admin.ReplicaGet:output_type -> admin.v1.ReplicaGetResponse
-	18, // 68: admin.v1.Admin.AlterKeyspace:output_type -> admin.v1.AlterKeyspaceResponse
-	20, // 69: admin.v1.Admin.DropKeyspace:output_type -> admin.v1.DropKeyspaceResponse
-	26, // 70: admin.v1.Admin.ClusterPlan:output_type -> admin.v1.ClusterPlanResponse
-	26, // 71: admin.v1.Admin.ClusterPlanShow:output_type -> admin.v1.ClusterPlanResponse
-	28, // 72: admin.v1.Admin.ClusterPlanClear:output_type -> admin.v1.ClusterPlanClearResponse
-	30, // 73: admin.v1.Admin.ClusterCommit:output_type -> admin.v1.ClusterCommitResponse
-	32, // 74: admin.v1.Admin.ClusterAbort:output_type -> admin.v1.ClusterAbortResponse
-	37, // 75: admin.v1.Admin.ClusterStatus:output_type -> admin.v1.ClusterStatusResponse
-	35, // 76: admin.v1.Admin.Transfers:output_type -> admin.v1.TransfersResponse
-	11, // 77: admin.v1.Admin.InjectFault:output_type -> admin.v1.InjectFaultResponse
-	14, // 78: admin.v1.Admin.ListFaults:output_type -> admin.v1.ListFaultsResponse
-	16, // 79: admin.v1.Admin.ClearFaults:output_type -> admin.v1.ClearFaultsResponse
-	4,  // 80: admin.v1.Admin.CreateSnapshot:output_type -> admin.v1.CreateSnapshotResponse
-	6,  // 81: admin.v1.Admin.ListSnapshots:output_type -> admin.v1.ListSnapshotsResponse
-	8,  // 82: admin.v1.Admin.DeleteSnapshot:output_type -> admin.v1.DeleteSnapshotResponse
-	1,  // 83: admin.v1.Admin.ReadSnapshot:output_type -> admin.v1.SnapshotChunk
-	57, // [57:84] is the sub-list for method output_type
-	30, // [30:57] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	21, // 12: admin.v1.ClusterCommitRequest.expect:type_name -> admin.v1.PlanOp
+	21, // 13: admin.v1.ClusterCommitResponse.ops:type_name -> admin.v1.PlanOp
+	33, // 14: admin.v1.TransfersResponse.transfers:type_name -> admin.v1.Transfer
+	52, // 15: admin.v1.ClusterStatusResponse.nodes:type_name -> admin.v1.Node
+	21, // 16: admin.v1.ClusterStatusResponse.transition_ops:type_name -> admin.v1.PlanOp
+	33, // 17: admin.v1.ClusterStatusResponse.transfers:type_name -> admin.v1.Transfer
+	23, // 18: admin.v1.ClusterStatusResponse.pending:type_name -> admin.v1.Plan
+	39, // 19: admin.v1.HintsResponse.targets:type_name -> admin.v1.HintTarget
+	44, // 20: admin.v1.RepairStatusResponse.partitions:type_name -> admin.v1.PartitionRepair
+	68, // 21: admin.v1.ReplicaGetResponse.siblings:type_name -> kv.v1.Sibling
+	52, // 22: admin.v1.StatusResponse.nodes:type_name -> admin.v1.Node
+	52, // 23: admin.v1.RingNode.node:type_name -> admin.v1.Node
+	56, // 24: admin.v1.RingNode.keyspaces:type_name -> admin.v1.KeyspaceShare
+	57, // 25: admin.v1.RingResponse.nodes:type_name -> admin.v1.RingNode
+	60, // 26: admin.v1.EndpointsResponse.replicas:type_name -> admin.v1.Endpoint
+	60, // 27: admin.v1.EndpointsResponse.fallbacks:type_name -> admin.v1.Endpoint
+	67, // 28: admin.v1.Keyspace.replication:type_name -> admin.v1.Keyspace.ReplicationEntry
+	62, // 29: admin.v1.ListKeyspacesResponse.keyspaces:type_name -> admin.v1.Keyspace
+	62, // 30: admin.v1.CreateKeyspaceRequest.keyspace:type_name -> admin.v1.Keyspace
+	62, // 31: admin.v1.CreateKeyspaceResponse.keyspace:type_name -> admin.v1.Keyspace
+	53, // 32: admin.v1.Admin.Status:input_type -> admin.v1.StatusRequest
+	55, // 33: admin.v1.Admin.Ring:input_type -> admin.v1.RingRequest
+	59, // 34: admin.v1.Admin.Endpoints:input_type -> admin.v1.EndpointsRequest
+	63, // 35: admin.v1.Admin.ListKeyspaces:input_type -> admin.v1.ListKeyspacesRequest
+	65, // 36: admin.v1.Admin.CreateKeyspace:input_type -> admin.v1.CreateKeyspaceRequest
+	50, // 37: admin.v1.Admin.ReloadSecrets:input_type -> admin.v1.ReloadSecretsRequest
+	38, // 38: admin.v1.Admin.Hints:input_type -> admin.v1.HintsRequest
+	41, // 39: admin.v1.Admin.PurgeHints:input_type -> admin.v1.PurgeHintsRequest
+	43, // 40: admin.v1.Admin.RepairStatus:input_type -> admin.v1.RepairStatusRequest
+	46, // 41: admin.v1.Admin.RepairRun:input_type -> admin.v1.RepairRunRequest
+	48, // 42: admin.v1.Admin.ReplicaGet:input_type -> admin.v1.ReplicaGetRequest
+	17, // 43: admin.v1.Admin.AlterKeyspace:input_type -> admin.v1.AlterKeyspaceRequest
+	19, // 44: admin.v1.Admin.DropKeyspace:input_type -> admin.v1.DropKeyspaceRequest
+	24, // 45: admin.v1.Admin.ClusterPlan:input_type -> admin.v1.ClusterPlanRequest
+	25, // 46: admin.v1.Admin.ClusterPlanShow:input_type -> admin.v1.ClusterPlanShowRequest
+	27, // 47: admin.v1.Admin.ClusterPlanClear:input_type -> admin.v1.ClusterPlanClearRequest
+	29, // 48: admin.v1.Admin.ClusterCommit:input_type -> admin.v1.ClusterCommitRequest
+	31, // 49: admin.v1.Admin.ClusterAbort:input_type -> admin.v1.ClusterAbortRequest
+	36, // 50: admin.v1.Admin.ClusterStatus:input_type -> admin.v1.ClusterStatusRequest
+	34, // 51: admin.v1.Admin.Transfers:input_type -> admin.v1.TransfersRequest
+	10, // 52: admin.v1.Admin.InjectFault:input_type -> admin.v1.InjectFaultRequest
+	12, // 53: admin.v1.Admin.ListFaults:input_type -> admin.v1.ListFaultsRequest
+	15, // 54: admin.v1.Admin.ClearFaults:input_type -> admin.v1.ClearFaultsRequest
+	3,  // 55: admin.v1.Admin.CreateSnapshot:input_type -> admin.v1.CreateSnapshotRequest
+	5,  // 56: admin.v1.Admin.ListSnapshots:input_type -> admin.v1.ListSnapshotsRequest
+	7,  // 57: admin.v1.Admin.DeleteSnapshot:input_type -> admin.v1.DeleteSnapshotRequest
+	0,  // 58: admin.v1.Admin.ReadSnapshot:input_type -> admin.v1.ReadSnapshotRequest
+	54, // 59: admin.v1.Admin.Status:output_type -> admin.v1.StatusResponse
+	58, // 60: admin.v1.Admin.Ring:output_type -> admin.v1.RingResponse
+	61, // 61: admin.v1.Admin.Endpoints:output_type -> admin.v1.EndpointsResponse
+	64, // 62: admin.v1.Admin.ListKeyspaces:output_type -> admin.v1.ListKeyspacesResponse
+	66, // 63: admin.v1.Admin.CreateKeyspace:output_type -> admin.v1.CreateKeyspaceResponse
+	51, // 64: admin.v1.Admin.ReloadSecrets:output_type -> admin.v1.ReloadSecretsResponse
+	40, // 65: admin.v1.Admin.Hints:output_type -> admin.v1.HintsResponse
+	42, // 66: admin.v1.Admin.PurgeHints:output_type -> admin.v1.PurgeHintsResponse
+	45, // 67: admin.v1.Admin.RepairStatus:output_type -> admin.v1.RepairStatusResponse
+	47, // 68: admin.v1.Admin.RepairRun:output_type -> admin.v1.RepairProgress
+	49, // 69: admin.v1.Admin.ReplicaGet:output_type -> admin.v1.ReplicaGetResponse
+	18, // 70: admin.v1.Admin.AlterKeyspace:output_type -> admin.v1.AlterKeyspaceResponse
+	20, // 71: admin.v1.Admin.DropKeyspace:output_type -> admin.v1.DropKeyspaceResponse
+	26, // 72: admin.v1.Admin.ClusterPlan:output_type -> admin.v1.ClusterPlanResponse
+	26, // 73: admin.v1.Admin.ClusterPlanShow:output_type -> admin.v1.ClusterPlanResponse
+	28, // 74: admin.v1.Admin.ClusterPlanClear:output_type -> admin.v1.ClusterPlanClearResponse
+	30, // 75: admin.v1.Admin.ClusterCommit:output_type -> admin.v1.ClusterCommitResponse
+	32, // 76: admin.v1.Admin.ClusterAbort:output_type -> admin.v1.ClusterAbortResponse
+	37, // 77: admin.v1.Admin.ClusterStatus:output_type -> admin.v1.ClusterStatusResponse
+	35, // 78: admin.v1.Admin.Transfers:output_type -> admin.v1.TransfersResponse
+	11, // 79: admin.v1.Admin.InjectFault:output_type -> admin.v1.InjectFaultResponse
+	14, // 80: admin.v1.Admin.ListFaults:output_type -> admin.v1.ListFaultsResponse
+	16, // 81: admin.v1.Admin.ClearFaults:output_type -> admin.v1.ClearFaultsResponse
+	4,  // 82: admin.v1.Admin.CreateSnapshot:output_type -> admin.v1.CreateSnapshotResponse
+	6,  // 83: admin.v1.Admin.ListSnapshots:output_type -> admin.v1.ListSnapshotsResponse
+	8,  // 84: admin.v1.Admin.DeleteSnapshot:output_type -> admin.v1.DeleteSnapshotResponse
+	1,  // 85: admin.v1.Admin.ReadSnapshot:output_type -> admin.v1.SnapshotChunk
+	59, // [59:86] is the sub-list for method output_type
+	32, // [32:59] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_admin_v1_admin_proto_init() }
