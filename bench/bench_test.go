@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"sort"
@@ -311,6 +312,68 @@ func TestErrorsCountedAndFlagged(t *testing.T) {
 	}
 	if len(firsts) != len(res.Errors) || !slices.Contains(firsts, "injected failure 1") {
 		t.Errorf("error examples %q, want one per code and op, among them the first failure", res.ErrorExamples)
+	}
+}
+
+// refusingStore refuses every write.
+type refusingStore struct{ *memStore }
+
+func (refusingStore) Put(context.Context, []byte, []byte, []byte) ([]byte, error) {
+	return nil, status.Error(codes.Unavailable, "writes refused")
+}
+
+// TestEveryOpFailingKeepsItsRow: when every update fails, updates keep
+// their row (errors counted, no latency) in the summary, the table, the
+// JSON and the stored histograms, rather than vanish from them.
+func TestEveryOpFailingKeepsItsRow(t *testing.T) {
+	w, _ := WorkloadByName("A")
+	res, err := Run(context.Background(), Config{Workload: w, RecordCount: 50, Workers: 2, Ops: 400, Interval: 50 * time.Millisecond},
+		refusingStore{newMemStore()}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := res.Ops[OpUpdate]
+	if up == nil {
+		t.Fatalf("no update row though every update failed: ops %v, errors %v", res.Ops, res.Errors)
+	}
+	if up.Errors == 0 || up.Errors != res.Errors["Unavailable (update)"] || up.Count != 0 || *up != (OpStats{Errors: up.Errors}) {
+		t.Errorf("update row %+v, want only its %d errors", *up, res.Errors["Unavailable (update)"])
+	}
+	if read := res.Ops[OpRead]; read == nil || read.Count+up.Errors != 400 {
+		t.Errorf("read row %+v and %d failed updates: want 400 operations in all", read, up.Errors)
+	}
+	if h, err := res.Histogram(OpUpdate); err != nil || h.TotalCount() != 0 {
+		t.Errorf("update histogram: %v, %v; want an empty one", h, err)
+	}
+	var table bytes.Buffer
+	if err := res.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(fmt.Sprintf(`(?m)^\s*update\s+0\s+%d\s+0\s+-\s+-`, up.Errors)).MatchString(table.String()) {
+		t.Errorf("table lacks the update row, errors counted and no latency:\n%s", table.String())
+	}
+	path := filepath.Join(t.TempDir(), "run.json")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res.WriteJSON(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	back, err := ReadJSON(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := back.Ops[OpUpdate]; got == nil || got.Errors != up.Errors {
+		t.Errorf("update row in the JSON: %+v, want %d errors", got, up.Errors)
+	}
+	var page bytes.Buffer
+	if err := res.WriteHTML(&page); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(page.String(), fmt.Sprintf("<td>update</td><td>0</td><td>%d</td><td>0</td><td>-</td>", up.Errors)) {
+		t.Error("HTML report lacks the update row, errors counted and no latency")
 	}
 }
 

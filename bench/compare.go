@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 )
 
 // CompareRow is one metric of two runs.
@@ -15,7 +17,8 @@ type CompareRow struct {
 	Op     string
 	Metric string
 	A, B   float64
-	// Ratio is B / A (0 when A is 0).
+	// Ratio is B / A (0 when there is none: A is 0, or either run has no
+	// such latency; see CompareRowN.Missing).
 	Ratio float64
 }
 
@@ -25,9 +28,40 @@ type CompareRowN struct {
 	Metric string
 	// Values holds the metric of each run, in order.
 	Values []float64
-	// Ratios[i] is Values[i] / Values[0] (0 when Values[0] is 0); Ratios[0]
-	// is 1 (or 0).
+	// Ratios[i] is Values[i] / Values[0], 0 when there is none (see
+	// HasRatio); Ratios[0] is 1 (or 0).
 	Ratios []float64
+	// Missing[i] is true when run i has no such figure: a latency of an
+	// operation type none of whose operations succeeded in it (all
+	// failed). Its value reads 0, which is no latency at all, so it has no
+	// ratio: a 0.00x would read as infinitely faster. Nil when every run
+	// has the figure.
+	Missing []bool
+}
+
+// HasValue reports whether run i has the row's figure (see Missing).
+func (r CompareRowN) HasValue(i int) bool { return i >= len(r.Missing) || !r.Missing[i] }
+
+// HasRatio reports whether run i has a ratio to the first run: both have
+// the figure, and the first's is not 0.
+func (r CompareRowN) HasRatio(i int) bool {
+	return r.Values[0] != 0 && r.HasValue(0) && r.HasValue(i)
+}
+
+// valueText renders run i's value with format, "-" when it has none.
+func (r CompareRowN) valueText(i int, format func(float64) string) string {
+	if !r.HasValue(i) {
+		return "-"
+	}
+	return format(r.Values[i])
+}
+
+// ratioCell renders run i's ratio to the first, "-" when it has none.
+func (r CompareRowN) ratioCell(i int, sign string) string {
+	if !r.HasRatio(i) {
+		return "-"
+	}
+	return ratioText(r.Ratios[i], r.Values[0], sign)
 }
 
 // Compare lines two results up metric by metric.
@@ -42,31 +76,42 @@ func Compare(a, b *Result) []CompareRow {
 // CompareN lines results up metric by metric, each against the first.
 func CompareN(results []*Result) []CompareRowN {
 	var rows []CompareRowN
-	addValues := func(op, metric string, values []float64) {
-		r := CompareRowN{Op: op, Metric: metric, Values: values, Ratios: make([]float64, len(values))}
-		if r.Values[0] != 0 {
-			for i, v := range r.Values {
+	addMissing := func(op, metric string, values []float64, missing []bool) {
+		r := CompareRowN{Op: op, Metric: metric, Values: values, Ratios: make([]float64, len(values)), Missing: missing}
+		for i, v := range r.Values {
+			if r.HasRatio(i) {
 				r.Ratios[i] = v / r.Values[0]
 			}
 		}
 		rows = append(rows, r)
 	}
-	add := func(op, metric string, get func(OpStats) float64, stats []OpStats) {
+	addValues := func(op, metric string, values []float64) { addMissing(op, metric, values, nil) }
+	// add lines up one figure of stats; a latency is missing from a run
+	// in which no operation of the type succeeded (or that has no such
+	// type: an older result from before failing types were kept).
+	add := func(op, metric string, get func(OpStats) float64, stats []OpStats, latency bool) {
 		values := make([]float64, len(stats))
+		var missing []bool
 		for i, s := range stats {
 			values[i] = get(s)
+			if latency && s.Count == 0 {
+				if missing == nil {
+					missing = make([]bool, len(stats))
+				}
+				missing[i] = true
+			}
 		}
-		addValues(op, metric, values)
+		addMissing(op, metric, values, missing)
 	}
 	all := func(op string, stats []OpStats) {
-		add(op, "ops/s", func(s OpStats) float64 { return s.Throughput }, stats)
-		add(op, "p50 ms", func(s OpStats) float64 { return s.P50 }, stats)
-		add(op, "p90 ms", func(s OpStats) float64 { return s.P90 }, stats)
-		add(op, "p99 ms", func(s OpStats) float64 { return s.P99 }, stats)
-		add(op, "p99.9 ms", func(s OpStats) float64 { return s.P999 }, stats)
-		add(op, "p99.99 ms", func(s OpStats) float64 { return s.P9999 }, stats)
-		add(op, "max ms", func(s OpStats) float64 { return s.Max }, stats)
-		add(op, "errors", func(s OpStats) float64 { return float64(s.Errors) }, stats)
+		add(op, "ops/s", func(s OpStats) float64 { return s.Throughput }, stats, false)
+		add(op, "p50 ms", func(s OpStats) float64 { return s.P50 }, stats, true)
+		add(op, "p90 ms", func(s OpStats) float64 { return s.P90 }, stats, true)
+		add(op, "p99 ms", func(s OpStats) float64 { return s.P99 }, stats, true)
+		add(op, "p99.9 ms", func(s OpStats) float64 { return s.P999 }, stats, true)
+		add(op, "p99.99 ms", func(s OpStats) float64 { return s.P9999 }, stats, true)
+		add(op, "max ms", func(s OpStats) float64 { return s.Max }, stats, true)
+		add(op, "errors", func(s OpStats) float64 { return float64(s.Errors) }, stats, false)
 	}
 	for _, op := range unionOps(results) {
 		stats := make([]OpStats, len(results))
@@ -186,15 +231,91 @@ func WriteCompareN(w io.Writer, names []string, results []*Result) error {
 	fmt.Fprintln(tw, strings.Join(head, "\t")+"\t")
 	for _, r := range CompareN(results) {
 		cells := []string{r.Op, r.Metric}
-		for _, v := range r.Values {
-			cells = append(cells, fmt.Sprintf("%.3f", v))
+		for i := range r.Values {
+			cells = append(cells, r.valueText(i, func(v float64) string { return fmt.Sprintf("%.3f", v) }))
 		}
-		for _, q := range r.Ratios[1:] {
-			cells = append(cells, ratioText(q, r.Values[0], "x"))
+		for i := 1; i < len(r.Ratios); i++ {
+			cells = append(cells, r.ratioCell(i, "x"))
 		}
 		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
 	}
 	return tw.Flush()
+}
+
+// CompareReport is a comparison's JSON form (meridian bench compare
+// --json). Its field names are a contract, as Result's are: scripts read
+// them.
+type CompareReport struct {
+	Runs []CompareRun       `json:"runs"`
+	Rows []CompareReportRow `json:"rows"`
+}
+
+// CompareRun is one run of a comparison: where it came from, what it
+// measured, and why its figures may not stand for a whole, healthy run.
+type CompareRun struct {
+	// Label names the run in the table: A, B, ...
+	Label    string    `json:"label"`
+	File     string    `json:"file"`
+	Workload string    `json:"workload"`
+	Start    time.Time `json:"start"`
+	Config   RunConfig `json:"config"`
+	Partial  bool      `json:"partial"`
+	// Cautions are the lines the table prints under the run (interrupted,
+	// failing operations...): empty when there are none.
+	Cautions []string `json:"cautions"`
+}
+
+// CompareReportRow is one metric of every run, in the runs' order. A
+// value is null where the run has no such figure (a latency of an
+// operation type none of whose operations succeeded). ratios[i] is
+// values[i] / values[0], null where there is none (either value null, or
+// values[0] 0): ratios[0] is 1 or null.
+type CompareReportRow struct {
+	Op     string     `json:"op"`
+	Metric string     `json:"metric"`
+	Values []*float64 `json:"values"`
+	Ratios []*float64 `json:"ratios"`
+}
+
+// NewCompareReport lines results up as WriteCompareN does, names[i]
+// naming results[i].
+func NewCompareReport(names []string, results []*Result) (*CompareReport, error) {
+	if err := checkCompare(names, results); err != nil {
+		return nil, err
+	}
+	rep := &CompareReport{Runs: []CompareRun{}, Rows: []CompareReportRow{}}
+	for i, r := range results {
+		cautions := r.cautions()
+		if cautions == nil {
+			cautions = []string{}
+		}
+		rep.Runs = append(rep.Runs, CompareRun{Label: runLabel(i), File: names[i], Workload: r.Workload, Start: r.Start,
+			Config: r.Config, Partial: r.Partial, Cautions: cautions})
+	}
+	for _, c := range CompareN(results) {
+		row := CompareReportRow{Op: c.Op, Metric: c.Metric, Values: make([]*float64, len(c.Values)), Ratios: make([]*float64, len(c.Values))}
+		for i := range c.Values {
+			if c.HasValue(i) {
+				row.Values[i] = &c.Values[i]
+			}
+			if c.HasRatio(i) {
+				row.Ratios[i] = &c.Ratios[i]
+			}
+		}
+		rep.Rows = append(rep.Rows, row)
+	}
+	return rep, nil
+}
+
+// WriteCompareJSON writes NewCompareReport's report as indented JSON.
+func WriteCompareJSON(w io.Writer, names []string, results []*Result) error {
+	rep, err := NewCompareReport(names, results)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep)
 }
 
 // settings describes what a run's figures depend on beyond its workload:
@@ -277,15 +398,15 @@ func WriteCompareHTML(w io.Writer, names []string, results []*Result) error {
 	var rows []row
 	for _, c := range CompareN(results) {
 		rw := row{Op: c.Op, Metric: c.Metric}
-		for _, v := range c.Values {
-			if c.Metric == "ops/s" || c.Metric == "errors" {
-				rw.Values = append(rw.Values, strconv.FormatFloat(v, 'f', 0, 64))
-			} else {
-				rw.Values = append(rw.Values, strconv.FormatFloat(v, 'f', 3, 64))
-			}
+		prec := 3
+		if c.Metric == "ops/s" || c.Metric == "errors" {
+			prec = 0
 		}
-		for _, q := range c.Ratios[1:] {
-			rw.Ratios = append(rw.Ratios, ratioText(q, c.Values[0], "×"))
+		for i := range c.Values {
+			rw.Values = append(rw.Values, c.valueText(i, func(v float64) string { return strconv.FormatFloat(v, 'f', prec, 64) }))
+		}
+		for i := 1; i < len(c.Ratios); i++ {
+			rw.Ratios = append(rw.Ratios, c.ratioCell(i, "×"))
 		}
 		rows = append(rows, rw)
 	}
@@ -306,8 +427,8 @@ func WriteCompareHTML(w io.Writer, names []string, results []*Result) error {
 			var lines []series
 			for i, r := range results {
 				h, err := r.Histogram(op)
-				if err != nil {
-					continue
+				if err != nil || h.TotalCount() == 0 {
+					continue // no curve: none stored, or every operation failed
 				}
 				lines = append(lines, series{name: legend(i), color: color(i), class: fmt.Sprintf("run%d", i), points: percentilePoints(h)})
 			}

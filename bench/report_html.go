@@ -294,6 +294,11 @@ type summaryRow struct {
 
 func newSummaryRow(name string, s OpStats) summaryRow {
 	f := func(v float64) string { return strconv.FormatFloat(v, 'f', 3, 64) }
+	if s.Count == 0 {
+		// Nothing succeeded: no latency, rather than zeros that read as
+		// instant.
+		f = func(float64) string { return "-" }
+	}
 	return summaryRow{Name: name, Count: s.Count, Errors: s.Errors, Throughput: strconv.FormatFloat(s.Throughput, 'f', 0, 64),
 		Mean: f(s.Mean), P50: f(s.P50), P90: f(s.P90), P99: f(s.P99), P999: f(s.P999), P9999: f(s.P9999), Max: f(s.Max)}
 }
@@ -305,8 +310,8 @@ func (r *Result) WriteHTML(w io.Writer) error {
 	var lat []series
 	for i, op := range r.ops() {
 		h, err := r.Histogram(op)
-		if err != nil {
-			continue
+		if err != nil || h.TotalCount() == 0 {
+			continue // no curve: none stored, or every operation failed
 		}
 		lat = append(lat, series{name: string(op), color: color(i), class: "op-" + string(op), points: percentilePoints(h)})
 	}

@@ -3,10 +3,12 @@ package bench
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"math/rand/v2"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -315,5 +317,87 @@ func TestCompareFlagsRunsThatDoNotStandAlone(t *testing.T) {
 	}
 	if got := ratioText(0, 0, "x"); got != "-" {
 		t.Errorf("a zero baseline read %q", got)
+	}
+}
+
+// failedUpdates is fakeResult's run at scale 1, but with every update
+// failed (refused): updates have errors and no latency.
+func failedUpdates(t *testing.T) *Result {
+	t.Helper()
+	rec := newRecorder()
+	r := rand.New(rand.NewPCG(7, 8))
+	for i := 0; i < 5000; i++ {
+		rec.record(OpRead, time.Duration(100_000+r.IntN(5_000_000)), nil)
+		if i%2 == 0 {
+			rec.record(OpUpdate, time.Millisecond, status.Error(codes.Unavailable, "writes refused"))
+		}
+	}
+	w, _ := WorkloadByName("A")
+	cfg := Config{Workload: w, RecordCount: 1000, Workers: 8, Warmup: 2 * time.Second, Duration: 4 * time.Second}
+	res := &Result{Phase: "run", Workload: "A", Start: time.Date(2025, 3, 2, 12, 0, 0, 0, time.UTC),
+		Elapsed: 6 * time.Second, Config: describeConfig(cfg), Machine: machine()}
+	res.finish([]*recorder{rec}, cfg)
+	return res
+}
+
+// TestCompareOpWithNoLatency: an operation type that failed every time
+// in one run has no latency there: its latency cells and ratios read "-"
+// (null in JSON), whichever run it is, never 0.00x (which reads as
+// infinitely faster); its errors are lined up as they are.
+func TestCompareOpWithNoLatency(t *testing.T) {
+	ok, failed := fakeResult(t, 1), failedUpdates(t)
+	for _, tc := range []struct {
+		name    string
+		results []*Result
+		failing int // the index of the run whose updates failed
+	}{{"failed second", []*Result{ok, failed}, 1}, {"failed first", []*Result{failed, ok}, 0}} {
+		var latency, errs int
+		for _, r := range CompareN(tc.results) {
+			if r.Op != "update" {
+				continue
+			}
+			switch r.Metric {
+			case "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "p99.99 ms", "max ms":
+				latency++
+				if r.HasValue(tc.failing) || !r.HasValue(1-tc.failing) || r.HasRatio(1) || r.Ratios[1] != 0 {
+					t.Errorf("%s: update %s %+v: want no value for run %d and no ratio", tc.name, r.Metric, r, tc.failing)
+				}
+			case "errors":
+				errs++
+				if r.Values[tc.failing] != 2500 || r.Values[1-tc.failing] != 0 {
+					t.Errorf("%s: update errors %v, want 2500 in run %d", tc.name, r.Values, tc.failing)
+				}
+			}
+		}
+		if latency != 6 || errs != 1 {
+			t.Errorf("%s: %d update latency rows and %d errors rows, want 6 and 1", tc.name, latency, errs)
+		}
+	}
+	names := []string{"ok.json", "failed.json"}
+	var txt, page, doc bytes.Buffer
+	if err := WriteCompareN(&txt, names, []*Result{ok, failed}); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteCompareHTML(&page, names, []*Result{ok, failed}); err != nil {
+		t.Fatal(err)
+	}
+	for _, metric := range []string{"p50 ms", "p99 ms", "max ms"} {
+		if !regexp.MustCompile(`(?m)^\s*update\s+` + metric + `\s+\d+\.\d{3}\s+-\s+-\s*$`).MatchString(txt.String()) {
+			t.Errorf("text compare: the update %s row lacks '-' for the failed run and its ratio:\n%s", metric, txt.String())
+		}
+		if !regexp.MustCompile(`<td>update</td><td class="l">` + metric + `</td><td>\d+\.\d{3}</td><td>-</td><td class="ratio">-</td>`).MatchString(page.String()) {
+			t.Errorf("compare page: the update %s row lacks '-' for the failed run and its ratio", metric)
+		}
+	}
+	if err := WriteCompareJSON(&doc, names, []*Result{ok, failed}); err != nil {
+		t.Fatal(err)
+	}
+	var rep CompareReport
+	if err := json.Unmarshal(doc.Bytes(), &rep); err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(rep.Rows, func(r CompareReportRow) bool { return r.Op == "update" && r.Metric == "p99 ms" })
+	if i < 0 || rep.Rows[i].Values[0] == nil || rep.Rows[i].Values[1] != nil || rep.Rows[i].Ratios[1] != nil {
+		t.Errorf("JSON without an update p99 row that has a value for run A, none (null) for B, and no ratio:\n%s", doc.String())
 	}
 }

@@ -128,6 +128,11 @@ type Interval struct {
 }
 
 func stats(h *hdrhistogram.Histogram, secs float64) OpStats {
+	// An empty histogram (every operation of the type failed) has no
+	// latency: zeros, not the bottom bucket's edge it reports as its max.
+	if h.TotalCount() == 0 {
+		return OpStats{}
+	}
 	// secs is 0 when nothing was measured: no throughput then, rather
 	// than a division by zero (NaN or +Inf in the JSON).
 	s := OpStats{
@@ -176,7 +181,7 @@ func (r *Result) finish(recs []*recorder, cfg Config) {
 	// rather than pass the warm-up off as the measured part.
 	measured := r.Elapsed - cfg.Warmup
 	r.MeasuredSeconds = max(measured, 0).Seconds()
-	r.setHistograms(merged, all)
+	r.setHistograms(merged, all, cfg.Workload.Mix)
 	if cfg.Warmup > 0 && measured <= 0 {
 		r.warn(nothingMeasured(cfg.Warmup, r.Partial))
 	}
@@ -198,16 +203,32 @@ func (r *Result) warn(msg string) {
 	r.Warning += msg
 }
 
-func (r *Result) setHistograms(merged map[Op]*hdrhistogram.Histogram, all *hdrhistogram.Histogram) {
+// setHistograms fills in the summary per operation type: one for every
+// type in mix or with errors, whether or not any of its operations
+// succeeded.
+func (r *Result) setHistograms(merged map[Op]*hdrhistogram.Histogram, all *hdrhistogram.Histogram, mix map[Op]float64) {
 	r.Ops = map[Op]*OpStats{}
 	r.Histograms = map[Op]string{}
-	for op, h := range merged {
-		s := stats(h, r.MeasuredSeconds)
+	for _, op := range Ops {
+		var errs int64
 		for code, n := range r.Errors {
 			if strings.HasSuffix(code, "("+string(op)+")") {
-				s.Errors += n
+				errs += n
 			}
 		}
+		h := merged[op]
+		if h == nil {
+			if mix[op] <= 0 && errs == 0 {
+				continue
+			}
+			// Every operation of the type failed (all updates refused,
+			// say), or none was measured: it keeps its row, errors and an
+			// empty histogram, rather than vanish from the report and
+			// read as no change (0 errors) in a comparison.
+			h = newHist()
+		}
+		s := stats(h, r.MeasuredSeconds)
+		s.Errors = errs
 		r.Ops[op] = &s
 		if enc, err := h.Encode(hdrhistogram.V2CompressedEncodingCookieBase); err == nil {
 			r.Histograms[op] = base64.StdEncoding.EncodeToString(enc)
@@ -300,6 +321,12 @@ func (r *Result) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "op\tcount\terrors\tops/s\tmean ms\tp50\tp90\tp99\tp99.9\tp99.99\tmax\t")
 	row := func(name string, s OpStats) {
+		if s.Count == 0 {
+			// Nothing succeeded: no latency, rather than zeros that read
+			// as instant.
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t-\t-\t-\t-\t-\t-\t-\t\n", name, s.Count, s.Errors, s.Throughput)
+			return
+		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t\n", name, s.Count, s.Errors, s.Throughput, s.Mean, s.P50, s.P90, s.P99, s.P999, s.P9999, s.Max)
 	}
 	for _, op := range r.ops() {

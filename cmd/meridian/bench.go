@@ -110,16 +110,21 @@ not hidden (coordinated omission corrected, as wrk2 does).`,
 }
 
 // newBenchCompareCmd compares two or more --json results: a text table
-// always, and with --html one page overlaying every run in the same charts.
+// (or with --json the same rows as JSON, for scripts), and with --html one
+// page overlaying every run in the same charts.
 func newBenchCompareCmd() *cobra.Command {
 	var htmlOut string
+	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "compare A.json B.json [C.json ...]",
 		Short: "Show two or more runs side by side with ratios to the first",
 		Long: `Compare results written by 'meridian bench --json': every metric of each run
 and its ratio to the first. With --html, also write a self-contained page that
 overlays the runs in the same charts (latency by percentile, throughput over
-time) with a legend naming each file.`,
+time) with a legend naming each file. With --json, print the comparison as
+JSON instead of the table: each run's file, settings and cautions, and every
+metric's values and ratios (null where a run has no such figure, such as the
+latency of an operation type that failed every time).`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) < 2 {
 				return fmt.Errorf("bench compare needs at least two result files (got %d): meridian bench compare a.json b.json [c.json ...]", len(args))
@@ -135,7 +140,11 @@ time) with a legend naming each file.`,
 				}
 				results[i] = r
 			}
-			if err := bench.WriteCompareN(cmd.OutOrStdout(), args, results); err != nil {
+			write := bench.WriteCompareN
+			if asJSON {
+				write = bench.WriteCompareJSON
+			}
+			if err := write(cmd.OutOrStdout(), args, results); err != nil {
 				return err
 			}
 			if htmlOut == "" {
@@ -157,6 +166,7 @@ time) with a legend naming each file.`,
 		},
 	}
 	cmd.Flags().StringVar(&htmlOut, "html", "", "also write a self-contained HTML page overlaying the runs to this file")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print machine-readable JSON instead of the table")
 	return cmd
 }
 

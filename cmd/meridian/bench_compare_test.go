@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -103,5 +105,105 @@ func TestBenchCompareHTML(t *testing.T) {
 	_, err = run("bench", "compare", a, filepath.Join(dir, "missing.json"))
 	if err == nil {
 		t.Error("compare with a missing file succeeded")
+	}
+}
+
+// editResultFile rewrites the result at path after edit.
+func editResultFile(t *testing.T, path string, edit func(*bench.Result)) {
+	t.Helper()
+	res, err := bench.ReadJSON(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit(res)
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := res.WriteJSON(f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBenchCompareJSON: `bench compare --json` prints the comparison as
+// JSON only: each run's file and cautions, every metric's values and
+// ratios to the first, null where a run has no such figure (updates that
+// all failed have no latency).
+func TestBenchCompareJSON(t *testing.T) {
+	dir := t.TempDir()
+	a := benchResultFile(t, dir, "before.json", 1)
+	b := benchResultFile(t, dir, "after.json", 0.5)
+	editResultFile(t, a, func(r *bench.Result) {
+		r.Ops[bench.OpUpdate] = &bench.OpStats{Count: 100, Throughput: 50, P50: 2, P99: 4, Max: 5}
+	})
+	editResultFile(t, b, func(r *bench.Result) {
+		r.Ops[bench.OpUpdate] = &bench.OpStats{Errors: 7}
+		r.Partial, r.Warning = true, "1.2% of operations failed"
+	})
+	root := newRoot()
+	var stdout, stderr bytes.Buffer
+	root.SetOut(&stdout)
+	root.SetErr(&stderr)
+	root.SetArgs([]string{"bench", "compare", a, b, "--json"})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	// The field names are the contract: decoded by name, not through the
+	// bench package's types.
+	var doc struct {
+		Runs []struct {
+			Label    string   `json:"label"`
+			File     string   `json:"file"`
+			Workload string   `json:"workload"`
+			Partial  bool     `json:"partial"`
+			Cautions []string `json:"cautions"`
+		} `json:"runs"`
+		Rows []struct {
+			Op     string     `json:"op"`
+			Metric string     `json:"metric"`
+			Values []*float64 `json:"values"`
+			Ratios []*float64 `json:"ratios"`
+		} `json:"rows"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
+		t.Fatalf("compare --json printed no JSON document alone: %v\n%s", err, stdout.String())
+	}
+	if len(doc.Runs) != 2 || doc.Runs[0].Label != "A" || doc.Runs[0].File != a || doc.Runs[1].Label != "B" || doc.Runs[1].File != b ||
+		doc.Runs[0].Workload != "C" {
+		t.Fatalf("runs %+v, want A: %s and B: %s", doc.Runs, a, b)
+	}
+	if !strings.Contains(stdout.String(), `"cautions": []`) || doc.Runs[0].Partial {
+		t.Errorf("run A has no cautions: want an empty list, not null\n%s", stdout.String())
+	}
+	if c := doc.Runs[1].Cautions; !doc.Runs[1].Partial || len(c) != 2 || c[0] != "PARTIAL: the run was interrupted" || c[1] != "WARNING: 1.2% of operations failed" {
+		t.Errorf("run B's cautions %q (partial %v), want the interruption and the warning", c, doc.Runs[1].Partial)
+	}
+	found := map[string]bool{}
+	for _, r := range doc.Rows {
+		if len(r.Values) != 2 || len(r.Ratios) != 2 {
+			t.Fatalf("row %s %s: %d values and %d ratios, want one per run", r.Op, r.Metric, len(r.Values), len(r.Ratios))
+		}
+		key := r.Op + " " + r.Metric
+		switch key {
+		case "read p99 ms":
+			found[key] = true
+			if r.Values[0] == nil || r.Values[1] == nil || r.Ratios[0] == nil || *r.Ratios[0] != 1 || r.Ratios[1] == nil || math.Abs(*r.Ratios[1]-0.5) > 0.01 {
+				t.Errorf("read p99 row: values %v, ratios %v; want B at half of A", r.Values, r.Ratios)
+			}
+		case "update p99 ms":
+			found[key] = true
+			if r.Values[0] == nil || *r.Values[0] != 4 || r.Values[1] != nil || r.Ratios[1] != nil {
+				t.Errorf("update p99 row: values %v, ratios %v; want 4 for A, null (no latency) for B and no ratio", r.Values, r.Ratios)
+			}
+		case "update errors":
+			found[key] = true
+			if r.Values[0] == nil || *r.Values[0] != 0 || r.Values[1] == nil || *r.Values[1] != 7 || r.Ratios[1] != nil {
+				t.Errorf("update errors row: values %v, ratios %v; want 0 and 7, no ratio to 0", r.Values, r.Ratios)
+			}
+		}
+	}
+	if len(found) != 3 {
+		t.Errorf("rows found %v, want read p99, update p99 and update errors:\n%s", found, stdout.String())
 	}
 }
