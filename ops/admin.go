@@ -167,10 +167,16 @@ func (s *Server) Endpoints(_ context.Context, req *adminv1.EndpointsRequest) (*a
 	return resp, nil
 }
 
+// keyspaceProto describes k. Replication and N both come from k's table,
+// so they add up: while a replication change moves data they are its
+// target (k.Replication, the current spec, is still the replication being
+// left: beside the target's N it read east=2,west=1, N=4), and while an
+// abort undoes one, the replication being restored; otherwise the
+// keyspace's own.
 func keyspaceProto(k *membership.Keyspace) *adminv1.Keyspace {
 	out := &adminv1.Keyspace{Name: k.Name, Id: k.ID, Conflict: k.Conflict.String(), N: uint32(k.Table.N()), Replication: map[string]uint32{},
 		MaxSiblings: uint32(k.Limits.MaxSiblings), MaxSetBytes: uint64(k.Limits.MaxBytes)}
-	for dc, rf := range k.Replication {
+	for dc, rf := range k.Table.Replication() {
 		out.Replication[dc] = uint32(rf)
 	}
 	return out

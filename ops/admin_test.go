@@ -14,6 +14,7 @@ import (
 
 	adminv1 "github.com/meridiankv/meridian/api/admin/v1"
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
+	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/node"
 	"github.com/meridiankv/meridian/ops"
 )
@@ -146,5 +147,62 @@ func TestAdmin(t *testing.T) {
 	}
 	if put.Effective.N != 3 || len(put.Effective.Replicas) != 3 {
 		t.Fatalf("put effective = %v", put.Effective)
+	}
+}
+
+// TestKeyspaceReplicationAndNAgreeDuringAChange: while a replication
+// change moves data, a keyspace's replication and N are the same spec's,
+// the one the data moves to, in the alter's answer and in the list: not
+// the replication being left beside the target's N (dc1=2, N=3).
+func TestKeyspaceReplicationAndNAgreeDuringAChange(t *testing.T) {
+	ctx, l := startAdminCluster(t, node.LocalSpec{NodesPerDC: 4, Partitions: 16,
+		Keyspaces: []membership.KeyspaceSpec{{Name: "orders", Replication: map[string]int{"dc1": 2}}}})
+	n1 := l.Node("n1")
+	admin := adminClient(t, n1.AdminAddr())
+	// With n4 down, the copies it must receive never complete: the
+	// change stays in progress while it is looked at.
+	if err := l.Stop("n4"); err != nil {
+		t.Fatal(err)
+	}
+	grow := &adminv1.Keyspace{Name: "orders", Replication: map[string]uint32{"dc1": 3}}
+	var altered *adminv1.AlterKeyspaceResponse
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		// UNAVAILABLE while the metadata log elects a leader in n4's
+		// stead; a retry of an applied alter is a no-op.
+		altered, err = admin.AlterKeyspace(ctx, &adminv1.AlterKeyspaceRequest{Keyspace: grow})
+		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !altered.GetMovesData() {
+		t.Fatalf("alter dc1=2 -> dc1=3: %v; want data to move", altered)
+	}
+	if meta := n1.MetaState(); meta == nil || meta.Transition == nil {
+		t.Fatal("the replication change finished with n4 down: nothing in progress to look at")
+	}
+	check := func(what string, ks *adminv1.Keyspace) {
+		t.Helper()
+		if r := ks.GetReplication(); len(r) != 1 || r["dc1"] != 3 || ks.GetN() != 3 {
+			t.Errorf("%s while the change moves data: replication %v, N=%d; want dc1=3, N=3 (the spec the data moves to)", what, r, ks.GetN())
+		}
+	}
+	check("the alter's answer", altered.GetKeyspace())
+	list, err := admin.ListKeyspaces(ctx, &adminv1.ListKeyspacesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, ks := range list.GetKeyspaces() {
+		if ks.GetName() == "orders" {
+			found = true
+			check("the list", ks)
+		}
+	}
+	if !found {
+		t.Fatalf("the list lacks orders: %v", list)
 	}
 }
