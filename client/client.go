@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
@@ -67,6 +69,10 @@ type Client struct {
 	// refreshes ask it after the others for downFor after that (only
 	// addresses a refresh asked: the topology's, seeds).
 	unanswered map[string]time.Time
+	// unknownKeyspaces: keyspace -> when a call naming it, which the
+	// topology did not list, made the client refresh (see
+	// refreshForUnknownLocked).
+	unknownKeyspaces map[string]time.Time
 
 	// epoch mirrors topo.epoch for the request path; ahead is the address
 	// of a node that answered with a newer epoch (asked first on the next
@@ -132,12 +138,17 @@ func Dial(ctx context.Context, seeds []string, opts ...Option) (*Client, error) 
 	// candidate, instead of each waiting out its deadline. Replies up to
 	// maxReply are taken (gRPC's default of 4 MiB would refuse the answer
 	// to a Put of a larger value, written all the same, and a large
-	// topology). The caller's own options come after and win.
+	// topology). A connection attempt gives up after connectTimeout rather
+	// than gRPC's 20 s: one to a host gone silent then fails (calls to it
+	// fail at once, see connected) instead of staying in CONNECTING. The
+	// caller's own options come after and win.
 	o.dialOpts = append([]grpc.DialOption{grpc.WithDefaultCallOptions(grpc.ForceCodecV2(codec.Proto{}), grpc.MaxCallRecvMsgSize(maxReply)),
 		grpc.WithStaticStreamWindowSize(flowWindow), grpc.WithStaticConnWindowSize(flowWindow),
-		grpc.WithKeepaliveParams(o.keepalive)}, o.dialOpts...)
+		grpc.WithKeepaliveParams(o.keepalive),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: connectTimeout})}, o.dialOpts...)
 	c := &Client{opts: o, seeds: append([]string(nil), seeds...), conns: map[string]*grpc.ClientConn{}, kvs: map[string]kvv1.KVClient{},
-		streams: map[string]*callStream{}, down: map[string]time.Time{}, lowOnDisk: map[string]time.Time{}, unanswered: map[string]time.Time{}, refreshNow: make(chan struct{}, 1),
+		streams: map[string]*callStream{}, down: map[string]time.Time{}, lowOnDisk: map[string]time.Time{}, unanswered: map[string]time.Time{},
+		unknownKeyspaces: map[string]time.Time{}, refreshNow: make(chan struct{}, 1),
 		refreshed: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	if err := c.refresh(ctx, c.seeds); err != nil {
 		c.closeConns()
@@ -448,7 +459,8 @@ func (c *Client) install(t *topology) {
 // swapTopology installs t unless it is older than the current topology
 // and returns the connections to addresses that left it (seeds stay),
 // forgotten and their streams retired (they take no new calls and end
-// once the node answered those sent), for the caller to close later.
+// once the node answered those sent), for the caller to close later. What
+// the client noted about nodes that left (down, low on disk) is dropped.
 func (c *Client) swapTopology(t *topology) []*grpc.ClientConn {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -467,6 +479,24 @@ func (c *Client) swapTopology(t *topology) []*grpc.ClientConn {
 	for a := range c.unanswered {
 		if !keep[a] {
 			delete(c.unanswered, a)
+		}
+	}
+	// Marks of nodes that left go too: nothing would ever look them up
+	// (and so expire them) again, and node IDs come and go.
+	ids := make(map[string]bool, len(t.nodes))
+	for _, n := range t.nodes {
+		ids[n.GetId()] = true
+	}
+	for _, marks := range []map[string]time.Time{c.down, c.lowOnDisk} {
+		for id := range marks {
+			if !ids[id] {
+				delete(marks, id)
+			}
+		}
+	}
+	for ks := range c.unknownKeyspaces {
+		if _, ok := t.keyspaces[ks]; ok {
+			delete(c.unknownKeyspaces, ks)
 		}
 	}
 	var gone []*grpc.ClientConn
@@ -488,15 +518,16 @@ func (c *Client) swapTopology(t *topology) []*grpc.ClientConn {
 	return gone
 }
 
-// kv returns the kv.v1 client for the node at addr: on its call stream
-// (opened, or replaced when it failed or retired, on the way) unless the
-// client sends every call unary or the node does not serve call streams.
-func (c *Client) kv(addr string) (kvv1.KVClient, error) {
+// kv returns the kv.v1 client for the node at addr, and the connection it
+// uses: on its call stream (opened, or replaced when it failed or
+// retired, on the way) unless the client sends every call unary or the
+// node does not serve call streams.
+func (c *Client) kv(addr string) (kvv1.KVClient, *grpc.ClientConn, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cc, err := c.connLocked(addr)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	kc := c.kvs[addr]
 	if kc == nil {
@@ -505,20 +536,20 @@ func (c *Client) kv(addr string) (kvv1.KVClient, error) {
 	}
 	k := nodeKV{KVClient: kc}
 	if c.opts.unary {
-		return k, nil
+		return k, cc, nil
 	}
 	s := c.streams[addr]
 	switch {
 	case s == nil:
 	case s.unsupported() && time.Since(s.opened) < c.opts.reprobe:
-		return k, nil // unary; after a while, ask again (an upgrade)
+		return k, cc, nil // unary; after a while, ask again (an upgrade)
 	case s.usable():
 		k.s = s
-		return k, nil
+		return k, cc, nil
 	}
 	k.s = openCallStream(cc, c.opts.streamAge, c.opts.streamAfterTake, &c.wg)
 	c.streams[addr] = k.s
-	return k, nil
+	return k, cc, nil
 }
 
 // reconnects reports whether the client's connection to addr is ready,
@@ -530,30 +561,111 @@ func (c *Client) reconnects(ctx context.Context, addr string) bool {
 	c.mu.Lock()
 	cc := c.conns[addr]
 	c.mu.Unlock()
-	if cc == nil {
-		return false
+	return cc != nil && awaitReady(ctx, cc, reconnectWait) == connectivity.Ready
+}
+
+// awaitReady waits until cc is ready, at most d and until ctx ends,
+// connecting it if idle, and returns the state it ended in. A connection
+// in transient failure (its last attempt failed: the node refused it, or
+// did not answer within connectTimeout) or shut down is not waited for:
+// gRPC fails a call on it at once.
+func awaitReady(ctx context.Context, cc *grpc.ClientConn, d time.Duration) connectivity.State {
+	st := cc.GetState()
+	if st == connectivity.Ready {
+		return st
 	}
-	ctx, cancel := context.WithTimeout(ctx, reconnectWait)
+	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	for {
-		st := cc.GetState()
 		switch st {
-		case connectivity.Ready:
-			return true
-		case connectivity.TransientFailure, connectivity.Shutdown:
-			return false
+		case connectivity.Ready, connectivity.TransientFailure, connectivity.Shutdown:
+			return st
 		case connectivity.Idle:
 			cc.Connect()
 		}
 		if !cc.WaitForStateChange(ctx, st) {
-			return false
+			return st
 		}
+		st = cc.GetState()
 	}
 }
 
 // reconnectWait bounds how long a write waits for a new connection to the
 // node its call failed on before going to the next candidate.
 const reconnectWait = time.Second
+
+// connectWait bounds how long a call waits for the connection to its node
+// to get ready (a third of the call's time left, when that is less): a new
+// connection takes a round trip or two, but one to a host gone silent
+// (its traffic dropped, while the cluster may still see it alive) stays
+// CONNECTING until connectTimeout, and a call waiting on it would hold
+// until its deadline with no other replica asked. Past connectWait the
+// node counts as unreachable (nothing was sent) and the call goes on.
+const connectWait = time.Second
+
+// connectTimeout bounds one connection attempt (gRPC's MinConnectTimeout,
+// whose default is 20 s; gRPC allows an attempt its backoff delay when
+// that is longer): a TCP and TLS handshake takes far less even between
+// continents, with a lost packet or two.
+const connectTimeout = 5 * time.Second
+
+// connected returns nil once cc, the connection to the node at addr, is
+// ready (at once, almost always), waiting at most connectWait (see
+// there). Otherwise nothing was sent: the error is a notConnectedError
+// (UNAVAILABLE: the node is unreachable, the call may go on), the
+// caller's own status when ctx ended, or ErrClosed once c is closed.
+func (c *Client) connected(ctx context.Context, cc *grpc.ClientConn, addr string) error {
+	if cc.GetState() == connectivity.Ready {
+		return nil
+	}
+	wait := connectWait
+	if deadline, ok := ctx.Deadline(); ok {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return status.FromContextError(context.DeadlineExceeded).Err()
+		}
+		wait = min(wait, left/3)
+	}
+	st := awaitReady(ctx, cc, wait)
+	switch {
+	case st == connectivity.Ready:
+		return nil
+	case c.closed():
+		return ErrClosed
+	case ctx.Err() != nil:
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	return &notConnectedError{addr: addr, state: st, wait: wait}
+}
+
+// closed reports whether Close was called.
+func (c *Client) closed() bool {
+	select {
+	case <-c.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// notConnectedError is a call's error when the connection to its node was
+// not ready in time (connected): nothing was sent. Its status is
+// UNAVAILABLE without Meridian's ErrorInfo, so the node counts as
+// unreachable; the call is not sent to it again first (sameNodeFirst).
+type notConnectedError struct {
+	addr  string
+	state connectivity.State
+	wait  time.Duration
+}
+
+func (e *notConnectedError) Error() string {
+	return fmt.Sprintf("client: no ready connection to %s within %v (%v)", e.addr, e.wait, e.state)
+}
+
+// GRPCStatus is the error's status for status.Code and status.FromError.
+func (e *notConnectedError) GRPCStatus() *status.Status {
+	return status.New(codes.Unavailable, e.Error())
+}
 
 // conn returns the (lazily connecting) connection to addr.
 func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
@@ -630,10 +742,16 @@ const (
 
 // candidates orders where a request for key may go: live replicas in the
 // local DC (preference order), live replicas elsewhere, replicas believed
-// down (and, for a write, those that refused one for lack of disk
-// recently), then any other node (which forwards: correct, one hop
-// slower; for a write, those low on disk last).
-func (c *Client) candidates(keyspace string, key []byte, kind callKind) []target {
+// down (the client found them unreachable recently, or, for a write, they
+// refused one for lack of disk; the local DC's first), then any other
+// node (which forwards: correct, one hop slower; for a write, those low on
+// disk last). A write tries the replicas the topology reports dead after
+// all of those: the cluster cannot reach them, a write coordinated there
+// could reach no other replica (it would wait out its deadline, and be
+// final), and the host may well be silent. first, when not "", is the
+// node a write was first sent to (retryUnreachable): it comes first, as
+// the node that knows the write's request ID if it applied it.
+func (c *Client) candidates(keyspace string, key []byte, kind callKind, first string) []target {
 	if keyspace == "" {
 		keyspace = "default"
 	}
@@ -647,47 +765,109 @@ func (c *Client) candidates(keyspace string, key []byte, kind callKind) []target
 		if p := placement.PartitionOf(key, t.partitions); p < len(parts) {
 			replicas = parts[p].GetNodes()
 		}
-	} else {
+	} else if ok || c.refreshForUnknownLocked(keyspace) {
 		c.triggerRefresh() // a keyspace created since the last refresh?
 	}
-	// group ranks a replica: 0 live in the local DC, 1 live elsewhere, 2
-	// believed down or, for a write, low on disk.
 	low := func(n *internalv1.TopologyNode) bool { return kind == callWrite && c.isLowOnDisk(n.GetId()) }
-	group := func(n *internalv1.TopologyNode) int {
+	local := func(n *internalv1.TopologyNode) bool { return c.opts.routeDC == "" || n.GetDc() == c.opts.routeDC }
+	// rank orders a replica: 0 live in the local DC, 1 live elsewhere, 2
+	// and 3 believed down (or, for a write, low on disk) in the local DC
+	// and elsewhere; for a write, 4 and 5 reported dead by the topology,
+	// after the other nodes.
+	rank := func(n *internalv1.TopologyNode) uint8 {
+		var r uint8
 		switch {
+		case kind == callWrite && !n.GetAlive():
+			r = 4
 		case !n.GetAlive() || c.isDown(n.GetId()) || low(n):
-			return 2
-		case c.opts.routeDC == "" || n.GetDc() == c.opts.routeDC:
-			return 0
+			r = 2
 		}
-		return 1
-	}
-	listed := func(i int) bool { return slices.Contains(replicas, uint32(i)) }
-	for g := 0; g <= 2; g++ {
-		for j, i := range replicas {
-			if int(i) >= len(t.nodes) || slices.Contains(replicas[:j], i) {
-				continue // out of range, or listed twice
-			}
-			if n := t.nodes[i]; group(n) == g {
-				out = append(out, target{n.GetId(), n.GetGrpcAddr()})
-			}
+		if !local(n) {
+			r++
 		}
+		return r
 	}
-	// Then any other live node, local DC first: it forwards (one low on
-	// disk would refuse a write itself: those last).
-	for _, lowPass := range []bool{false, true} {
-		for _, local := range []bool{true, false} {
-			for i, n := range t.nodes {
-				if listed(i) || !n.GetAlive() || c.isDown(n.GetId()) || low(n) != lowPass {
-					continue
-				}
-				if (c.opts.routeDC == "" || n.GetDc() == c.opts.routeDC) == local {
+	const skip = math.MaxUint8 // out of range, or listed twice
+	var buf [8]uint8
+	ranks := buf[:0]
+	for j, i := range replicas {
+		r := uint8(skip)
+		if int(i) < len(t.nodes) && !slices.Contains(replicas[:j], i) {
+			r = rank(t.nodes[i])
+		}
+		ranks = append(ranks, r)
+	}
+	addReplicas := func(from, to uint8) {
+		for r := from; r <= to; r++ {
+			for j, i := range replicas {
+				if ranks[j] == r {
+					n := t.nodes[i]
 					out = append(out, target{n.GetId(), n.GetGrpcAddr()})
 				}
 			}
 		}
 	}
+	addReplicas(0, 3)
+	// Then any other live node, local DC first: it forwards (one low on
+	// disk would refuse a write itself: those last).
+	listed := func(i int) bool { return slices.Contains(replicas, uint32(i)) }
+	for _, lowPass := range []bool{false, true} {
+		for _, inDC := range []bool{true, false} {
+			for i, n := range t.nodes {
+				if listed(i) || !n.GetAlive() || c.isDown(n.GetId()) || low(n) != lowPass {
+					continue
+				}
+				if local(n) == inDC {
+					out = append(out, target{n.GetId(), n.GetGrpcAddr()})
+				}
+			}
+		}
+	}
+	addReplicas(4, 5)
+	if first != "" {
+		if i := slices.IndexFunc(out, func(t target) bool { return t.id == first }); i > 0 {
+			f := out[i]
+			copy(out[1:i+1], out[:i])
+			out[0] = f
+		}
+	}
 	return out
+}
+
+// maxKeyspaceName is the longest name a keyspace may have (membership's
+// rule): a call naming a longer one never makes the client refresh.
+const maxKeyspaceName = 64
+
+// maxUnknownKeyspaces bounds how many names refreshForUnknownLocked
+// remembers.
+const maxUnknownKeyspaces = 64
+
+// refreshForUnknownLocked reports whether a call naming keyspace, which
+// the topology does not list, should make the client re-read it (the
+// keyspace may have been created since): the first time, then at most
+// once per RefreshInterval, for at most maxUnknownKeyspaces names at a
+// time. Calls to a keyspace that does not exist each get the node's
+// NOT_FOUND, without costing a topology fetch each; one just created is
+// also learned from the newer epoch its first answer carries. c.mu held.
+func (c *Client) refreshForUnknownLocked(keyspace string) bool {
+	if len(keyspace) > maxKeyspaceName {
+		return false
+	}
+	if at, ok := c.unknownKeyspaces[keyspace]; ok && time.Since(at) < c.opts.refresh {
+		return false
+	}
+	if len(c.unknownKeyspaces) >= maxUnknownKeyspaces {
+		for ks, at := range c.unknownKeyspaces {
+			if time.Since(at) >= c.opts.refresh {
+				delete(c.unknownKeyspaces, ks)
+			}
+		}
+		if len(c.unknownKeyspaces) >= maxUnknownKeyspaces {
+			return false
+		}
+	}
+	c.unknownKeyspaces[keyspace] = time.Now()
+	return true
 }
 
 // unreachable reports whether err means the node could not be reached at
@@ -886,23 +1066,27 @@ type answer[T any] struct {
 // the next only when a node is unreachable or shed the call for overload
 // (at most maxShedPasses times). With hedge > 0 a second
 // candidate is started when the first has not answered after hedge; the
-// first success wins. It returns the ID of the node that answered.
-func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, kind callKind, hedge time.Duration,
+// first success wins. It returns the ID of the node that answered. first
+// is nil but for a write that retryUnreachable may route again: the ID of
+// the node it was first sent to, asked first (set once it was sent).
+func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, kind callKind, hedge time.Duration, first *string,
 	call func(context.Context, kvv1.KVClient) (T, error)) (T, string, error) {
 	var zero T
-	select {
-	case <-c.stop:
+	if c.closed() {
 		return zero, "", ErrClosed
-	default:
 	}
 	c.passes.earn()
-	cands := c.candidates(keyspace, key, kind)
+	var firstID string
+	if first != nil {
+		firstID = *first
+	}
+	cands := c.candidates(keyspace, key, kind, firstID)
 	if len(cands) == 0 {
 		c.triggerRefresh()
 		return zero, "", &noReplicaError{why: errors.New("the topology lists no live node")}
 	}
 	if hedge <= 0 || len(cands) == 1 {
-		return routeInline(ctx, c, cands, kind, call)
+		return routeInline(ctx, c, cands, kind, first, call)
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -917,12 +1101,7 @@ func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, k
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			kv, err := c.kv(t.addr)
-			if err != nil {
-				results <- answer[T]{node: t.id, err: err}
-				return
-			}
-			v, err := call(cctx, kv)
+			v, _, err := attempt(cctx, c, t, call)
 			results <- answer[T]{v: v, node: t.id, err: err}
 		}()
 	}
@@ -959,7 +1138,7 @@ func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, k
 			}
 			if inflight == 0 {
 				if final != nil {
-					return zero, a.node, final
+					return zero, a.node, finalError(ctx, final)
 				}
 				node, err := passed.failure(ctx)
 				return zero, node, err
@@ -972,13 +1151,19 @@ func route[T any](ctx context.Context, c *Client, keyspace string, key []byte, k
 // other, on the caller's goroutine. A write whose node could not be
 // reached is sent to that node once more, when a new connection to it
 // gets ready soon (sameNodeFirst), before it goes to the next candidate.
-func routeInline[T any](ctx context.Context, c *Client, cands []target, kind callKind, call func(context.Context, kvv1.KVClient) (T, error)) (T, string, error) {
+func routeInline[T any](ctx context.Context, c *Client, cands []target, kind callKind, first *string,
+	call func(context.Context, kvv1.KVClient) (T, error)) (T, string, error) {
 	var zero T
 	var passed passedOver
 	for _, t := range cands {
-		v, err := attempt(ctx, c, t, call)
+		v, sent, err := attempt(ctx, c, t, call)
 		if sameNodeFirst(kind, err) && ctx.Err() == nil && c.reconnects(ctx, t.addr) {
-			v, err = attempt(ctx, c, t, call)
+			var again bool
+			v, again, err = attempt(ctx, c, t, call)
+			sent = sent || again
+		}
+		if sent && first != nil && *first == "" {
+			*first = t.id
 		}
 		switch {
 		case err == nil:
@@ -986,21 +1171,39 @@ func routeInline[T any](ctx context.Context, c *Client, cands []target, kind cal
 			return v, t.id, nil
 		case passed.next(ctx, c, t.id, err):
 		default:
-			return zero, t.id, err
+			return zero, t.id, finalError(ctx, err)
 		}
 	}
 	node, err := passed.failure(ctx)
 	return zero, node, err
 }
 
-// attempt sends call to the node t.
-func attempt[T any](ctx context.Context, c *Client, t target, call func(context.Context, kvv1.KVClient) (T, error)) (T, error) {
-	kv, err := c.kv(t.addr)
-	if err != nil {
-		var zero T
-		return zero, err
+// finalError is the error of a call that ends with err: err itself, but
+// when the caller's context has ended and err only says the node could
+// not be reached (the call would have gone on to the next candidate),
+// the context's own status, CANCELED or DEADLINE_EXCEEDED, as the package
+// promises (the end of the wait for a reconnection, say, is the caller's
+// doing, not the node's).
+func finalError(ctx context.Context, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil && unreachable(err) {
+		return status.FromContextError(ctxErr).Err()
 	}
-	return call(ctx, kv)
+	return err
+}
+
+// attempt sends call to the node t, once the connection to it is ready
+// (connected); sent reports whether call was made (the node may have
+// received it).
+func attempt[T any](ctx context.Context, c *Client, t target, call func(context.Context, kvv1.KVClient) (T, error)) (v T, sent bool, err error) {
+	kv, cc, err := c.kv(t.addr)
+	if err == nil {
+		err = c.connected(ctx, cc, t.addr)
+	}
+	if err != nil {
+		return v, false, err
+	}
+	v, err = call(ctx, kv)
+	return v, true, err
 }
 
 // sameNodeFirst reports whether a call of kind that failed with err goes
@@ -1009,31 +1212,45 @@ func attempt[T any](ctx context.Context, c *Client, t target, call func(context.
 // UNAVAILABLE, which does not say). That node recognises the write's
 // request ID and answers a retry without applying it again; another
 // replica knows the ID only once the write has reached it, so going there
-// at once could apply the write twice. A read goes on at once.
+// at once could apply the write twice. A read goes on at once, and so
+// does a write that was not sent (no connection ready: notConnectedError).
 func sameNodeFirst(kind callKind, err error) bool {
-	return kind == callWrite && unreachable(err)
+	var notSent *notConnectedError
+	return kind == callWrite && unreachable(err) && !errors.As(err, &notSent)
 }
 
 // retryUnreachable runs a write's routing again, same request and so same
 // request ID, after re-reading the topology, when no candidate could be
 // reached (at most writePasses times, backing off, within ctx). Writers
-// failing at once share the background loop's next refresh.
-func retryUnreachable[T any](ctx context.Context, c *Client, do func() (T, string, error)) (T, string, error) {
-	backoff := 50 * time.Millisecond
+// failing at once share the background loop's next refresh. do's
+// argument is the ID of the node the write was first sent to ("" until
+// it was sent), which route sets and asks first on every later pass: it
+// knows the request ID if it applied the write, while a replica asked
+// before it would apply the write again (a pass orders nodes found
+// unreachable by preference, not by which one got the write).
+func retryUnreachable[T any](ctx context.Context, c *Client, do func(first *string) (T, string, error)) (T, string, error) {
+	var first string
+	wait := 50 * time.Millisecond
 	for pass := 1; ; pass++ {
-		v, node, err := do()
+		v, node, err := do(&first)
 		if err == nil || !errors.Is(err, ErrNoReplica) || pass >= writePasses {
 			return v, node, err
 		}
 		refreshed := c.nextRefresh()
 		c.triggerRefresh()
-		t := time.NewTimer(backoff)
+		t := time.NewTimer(wait)
 		ok := await(ctx, c.stop, t.C) && await(ctx, c.stop, refreshed)
 		t.Stop()
 		if !ok {
-			return v, node, err
+			// Not "no node reachable": the caller's context ended, or
+			// the client was closed, before the next pass.
+			var zero T
+			if c.closed() {
+				return zero, "", ErrClosed
+			}
+			return zero, "", status.FromContextError(ctx.Err()).Err()
 		}
-		backoff *= 2
+		wait *= 2
 	}
 }
 
@@ -1129,7 +1346,7 @@ func (c *Client) Get(ctx context.Context, keyspace string, key []byte, opts ...C
 	ctx, cancel := c.withTimeout(ctx, co)
 	defer cancel()
 	req := &kvv1.GetRequest{Keyspace: keyspace, Key: key, Consistency: co.cons}
-	resp, node, err := route(ctx, c, keyspace, key, callRead, co.hedge, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.GetResponse, error) {
+	resp, node, err := route(ctx, c, keyspace, key, callRead, co.hedge, nil, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.GetResponse, error) {
 		return kc.Get(ctx, req)
 	})
 	if err != nil {
@@ -1160,8 +1377,8 @@ func (c *Client) put(ctx context.Context, keyspace string, key, value, causal []
 		id = newRequestID()
 	}
 	req := &kvv1.PutRequest{Keyspace: keyspace, Key: key, Value: value, Context: causal, Consistency: co.cons, RequestId: id}
-	resp, node, err := retryUnreachable(ctx, c, func() (*kvv1.PutResponse, string, error) {
-		return route(ctx, c, keyspace, key, callWrite, 0, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.PutResponse, error) {
+	resp, node, err := retryUnreachable(ctx, c, func(first *string) (*kvv1.PutResponse, string, error) {
+		return route(ctx, c, keyspace, key, callWrite, 0, first, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.PutResponse, error) {
 			return kc.Put(ctx, req)
 		})
 	})
@@ -1184,8 +1401,8 @@ func (c *Client) Delete(ctx context.Context, keyspace string, key []byte, opts .
 		id = newRequestID()
 	}
 	req := &kvv1.DeleteRequest{Keyspace: keyspace, Key: key, Context: co.context, Consistency: co.cons, RequestId: id}
-	resp, node, err := retryUnreachable(ctx, c, func() (*kvv1.DeleteResponse, string, error) {
-		return route(ctx, c, keyspace, key, callWrite, 0, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.DeleteResponse, error) {
+	resp, node, err := retryUnreachable(ctx, c, func(first *string) (*kvv1.DeleteResponse, string, error) {
+		return route(ctx, c, keyspace, key, callWrite, 0, first, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.DeleteResponse, error) {
 			return kc.Delete(ctx, req)
 		})
 	})
@@ -1213,7 +1430,7 @@ func (c *Client) Update(ctx context.Context, keyspace string, key []byte, fn fun
 	var last *PutResult
 	for attempt := 0; attempt < co.attempts; attempt++ {
 		req := &kvv1.GetRequest{Keyspace: keyspace, Key: key, Consistency: co.cons}
-		resp, node, err := route(ctx, c, keyspace, key, callRead, co.hedge, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.GetResponse, error) {
+		resp, node, err := route(ctx, c, keyspace, key, callRead, co.hedge, nil, func(ctx context.Context, kc kvv1.KVClient) (*kvv1.GetResponse, error) {
 			return kc.Get(ctx, req)
 		})
 		if err != nil {
@@ -1269,8 +1486,8 @@ func (c *Client) Call(ctx context.Context, keyspace string, key []byte, call fun
 // Put and Delete it learns from the answer's epoch.
 func (c *Client) call(ctx context.Context, keyspace string, key []byte, kind callKind, call func(context.Context, kvv1.KVClient) error) (string, error) {
 	var eff *kvv1.Effective
-	do := func() (struct{}, string, error) {
-		return route(ctx, c, keyspace, key, kind, 0, func(ctx context.Context, kv kvv1.KVClient) (struct{}, error) {
+	do := func(first *string) (struct{}, string, error) {
+		return route(ctx, c, keyspace, key, kind, 0, first, func(ctx context.Context, kv kvv1.KVClient) (struct{}, error) {
 			return struct{}{}, call(ctx, effectiveKV{KVClient: kv, eff: &eff})
 		})
 	}
@@ -1279,7 +1496,7 @@ func (c *Client) call(ctx context.Context, keyspace string, key []byte, kind cal
 	if kind == callWrite {
 		_, node, err = retryUnreachable(ctx, c, do)
 	} else {
-		_, node, err = do()
+		_, node, err = do(nil)
 	}
 	if err == nil {
 		c.learn(eff, node)

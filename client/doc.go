@@ -8,7 +8,9 @@
 // it also re-reads it periodically (RefreshInterval, default 30s), after a
 // node turns out unreachable or answers DEADLINE_EXCEEDED while the caller
 // still had time (replicas did not answer it: the cluster may know of a
-// node gone), and when a call names a keyspace it does not know. A node
+// node gone), and when a call names a keyspace it does not know (once
+// per keyspace per RefreshInterval: calls to a keyspace that does not
+// exist get the node's NOT_FOUND without a topology fetch each). A node
 // that left the topology gets no new calls; the calls already sent to it
 // get its answers (its connection closes 30 s later). Each
 // request then goes straight to a replica of its key, so no request pays
@@ -19,13 +21,17 @@
 //     partition's preference order (like gocql's token-aware, DC-aware
 //     policy);
 //  2. live replicas in other datacenters;
-//  3. replicas believed down;
+//  3. replicas believed down, the caller's datacenter's first (for a
+//     write, only those the client found unreachable or low on disk:
+//     those the topology reports dead come last, after 4, as a write
+//     they coordinated could reach no other replica);
 //  4. any other live node (it forwards to a replica: correct, one hop
 //     slower).
 //
 // The next candidate is tried only when a node could not be reached at
 // all (codes.Unavailable without Meridian's google.rpc.ErrorInfo, domain
-// "meridian.kv"), or when it shed the call for overload
+// "meridian.kv", or no ready connection to it: see below), or when it
+// shed the call for overload
 // (codes.ResourceExhausted with the ErrorInfo reason "OVERLOADED", which a
 // node answers before doing anything with a request) — at most twice per
 // call, and for about one call in ten overall (a retry budget, like gRPC's
@@ -46,19 +52,27 @@
 // until it answers again. A node that stops answering without closing its
 // connections (its host crashed, a partition drops its traffic) is found
 // unreachable by keepalive pings: 15 seconds without a word from it while
-// calls are open, then 5 more for an answer to a ping.
+// calls are open, then 5 more for an answer to a ping. A call is sent
+// only on a ready connection: one whose node has none waits for it at
+// most a second (a third of the call's time left, when less), then
+// counts the node unreachable (nothing was sent) and goes on, so that a
+// host gone silent (a new connection to it waits seconds for an answer
+// that never comes) holds no call until its deadline while the cluster
+// still sees it alive.
 //
-// A write whose node could not be reached (UNAVAILABLE as above) may
-// still have arrived: its stream or connection may have failed after
-// sending it. So it is sent to the same node once more, on a new stream,
-// when a connection to that node is ready or gets ready within a second,
+// A write whose node could not be reached (UNAVAILABLE as above, a
+// connection never ready aside: nothing was sent then) may still have
+// arrived: its stream or connection may have failed after sending it. So
+// it is sent to the same node once more, on a new stream, when a connection to that node is ready or gets ready within a second,
 // before it goes to the next candidate (see Reading and writing for why).
 // When no node at all could be reached, a Put or Delete re-reads the
-// topology and is routed again (three passes in all, same request ID)
-// before failing with an error wrapping ErrNoReplica, whose gRPC status is
+// topology and is routed again (three passes in all, same request ID,
+// each first to the node the write was first sent to) before failing
+// with an error wrapping ErrNoReplica, whose gRPC status is
 // UNAVAILABLE. Calls fail with gRPC statuses (status.Code works on them;
 // ErrClosed aside): the caller's own context ending is CANCELED or
-// DEADLINE_EXCEEDED.
+// DEADLINE_EXCEEDED, also while a call waits to be sent again; a call
+// waiting so when the client is closed fails with ErrClosed.
 //
 // # Connecting
 //
@@ -89,10 +103,13 @@
 // metadata), when their context carries outgoing gRPC metadata, when the
 // key, value and causal context are over 64 KiB, and with nodes that do
 // not serve Calls (an older version; the client tries a stream again a
-// minute later, so an upgraded node gets them). Each stream takes new calls for
-// 20 seconds and then closes once its calls are answered, so the node's
-// connection recycling never cuts a call off. UnaryCalls turns streams
-// off.
+// minute later, so an upgraded node gets them). A stream stops taking new
+// calls as soon as its connection stops being ready (a node recycling
+// connections sends a GOAWAY, then gives the calls open 30 seconds,
+// which bounds a call anyway), or 20 seconds after it opened, and closes
+// once its calls are answered: the node's connection recycling cuts no
+// call off, short of a GOAWAY the client has not yet seen when it sends
+// a call. UnaryCalls turns streams off.
 //
 // # Reading and writing
 //
@@ -113,7 +130,8 @@
 // applying it again; the same ID on another key is another write.
 // The node the write first went to (or the replica it forwarded it to)
 // knows the ID as soon as it applied the write, which is why a write whose
-// call failed goes to that node again first. Another replica knows it only
+// call failed goes to that node again first, and, when routed again after
+// no node could be reached, to that node first. Another replica knows it only
 // once the write has reached it, so one window remains: the write is
 // applied twice when the first node applied it, then could not be reached
 // again (crashed, cut off) before the write reached the other replicas,

@@ -30,8 +30,9 @@ type kvCluster struct {
 // reach it break the connection, as a node crashing or a reset would:
 // bare UNAVAILABLE, and on a Calls stream the stream ends), readErr (reads
 // are answered with it), writeErr (puts are answered with it), holdReads (reads on a Calls stream are never
-// answered), dead (the topology lists it as not alive), effEpoch (the
-// epoch its answers carry).
+// answered), holdTopology (topology requests wait for it to close, or for
+// their caller to give up), dead (the topology lists it as not alive),
+// effEpoch (the epoch its answers carry).
 type kvNode struct {
 	kvv1.UnimplementedKVServer
 	internalv1.UnimplementedDiscoveryServer
@@ -40,13 +41,14 @@ type kvNode struct {
 	addr       string
 	topologies atomic.Int64
 
-	breakWrites atomic.Int64
-	readErr     atomic.Pointer[error]
-	writeErr    atomic.Pointer[error]
-	holdReads   atomic.Bool
-	holdPuts    atomic.Pointer[chan struct{}] // set: puts on a Calls stream wait for it to close
-	dead        atomic.Bool
-	effEpoch    atomic.Uint64
+	breakWrites  atomic.Int64
+	readErr      atomic.Pointer[error]
+	writeErr     atomic.Pointer[error]
+	holdReads    atomic.Bool
+	holdPuts     atomic.Pointer[chan struct{}] // set: puts on a Calls stream wait for it to close
+	holdTopology atomic.Pointer[chan struct{}]
+	dead         atomic.Bool
+	effEpoch     atomic.Uint64
 
 	mu       sync.Mutex
 	received []received
@@ -101,8 +103,15 @@ func (cl *kvCluster) topologies() int64 {
 	return n
 }
 
-func (n *kvNode) Topology(context.Context, *internalv1.TopologyRequest) (*internalv1.TopologyResponse, error) {
+func (n *kvNode) Topology(ctx context.Context, _ *internalv1.TopologyRequest) (*internalv1.TopologyResponse, error) {
 	n.topologies.Add(1)
+	if hold := n.holdTopology.Load(); hold != nil {
+		select {
+		case <-*hold:
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	}
 	resp := &internalv1.TopologyResponse{Epoch: n.cl.epoch.Load(), Partitions: 1}
 	reps := &internalv1.PartitionReplicas{}
 	for i, m := range n.cl.nodes {
@@ -308,6 +317,19 @@ func (p *proxy) accept() {
 		p.wg.Add(2)
 		go p.pipe(up, down)
 		go p.pipe(down, up)
+	}
+}
+
+// cut makes p silent and closes the connections it carries: the client's
+// connection drops, and a new one is taken but never answered.
+func (p *proxy) cut() {
+	p.silent.Store(true)
+	p.mu.Lock()
+	conns := p.conns
+	p.conns = nil
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
 	}
 }
 

@@ -75,7 +75,8 @@ func LocalDC(dc string) Option { return func(o *options) { o.localDC = dc } }
 
 // RefreshInterval sets how often the client re-reads the topology (default
 // 30s). The client also refreshes after routing failures and when it meets
-// a keyspace it does not know. Zero or negative keeps the default.
+// a keyspace it does not know (at most once per keyspace per interval).
+// Zero or negative keeps the default.
 func RefreshInterval(d time.Duration) Option {
 	return func(o *options) {
 		if d > 0 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -862,5 +863,294 @@ func TestRawWritesReRouteLikePut(t *testing.T) {
 	}
 	if _, err := c.KV().Delete(ctx, &kvv1.DeleteRequest{Key: []byte("k")}); err != nil {
 		t.Fatalf("KV().Delete with every node breaking a first pass: %v", err)
+	}
+}
+
+// TestUnconnectedNodeIsFailedOver: a node the cluster sees alive whose
+// address takes connections and never answers (its traffic dropped) has
+// no ready connection. A call does not wait for one until its deadline:
+// after connectWait it goes to the next replica, and the node is marked
+// down. A write is not sent to it again first (it never got it).
+func TestUnconnectedNodeIsFailedOver(t *testing.T) {
+	callModes(t, func(t *testing.T, mode []Option) {
+		cl := startKVCluster(t, "dc1", "dc1", "dc1")
+		silent := silentListener(t)
+		cl.nodes[0].listAt(silent.Addr().String())
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := Dial(ctx, []string{cl.nodes[1].addr}, append([]Option{Insecure()}, mode...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		start := time.Now()
+		res, err := c.Get(context.Background(), "", []byte("k"), Timeout(3*time.Second))
+		if err != nil || res.Node != "n2" {
+			t.Fatalf("get with n1 silent: %v, %v after %v; want n2's answer", res, err, time.Since(start))
+		}
+		if d := time.Since(start); d > connectWait+time.Second {
+			t.Fatalf("get with n1 silent took %v, want about connectWait (%v)", d, connectWait)
+		}
+		c.mu.Lock()
+		down := c.isDown("n1")
+		c.mu.Unlock()
+		if !down {
+			t.Fatal("n1 not marked down")
+		}
+		forgetDown(c) // n1 first again
+		start = time.Now()
+		put, err := c.Put(context.Background(), "", []byte("k"), []byte("v"), Timeout(3*time.Second))
+		if err != nil || put.Node != "n2" {
+			t.Fatalf("put with n1 silent: %v, %v after %v; want n2's answer", put, err, time.Since(start))
+		}
+		if d := time.Since(start); d > connectWait+time.Second {
+			t.Fatalf("put with n1 silent took %v, want about connectWait (%v)", d, connectWait)
+		}
+	})
+}
+
+// TestCandidateOrder: replicas live in the local DC, live elsewhere,
+// believed down (local DC first); then other live nodes; a write tries
+// replicas the topology reports dead after those, and the node it was
+// first sent to first.
+func TestCandidateOrder(t *testing.T) {
+	cl := startKVCluster(t, "dc1")
+	c := cl.dial(t, LocalDC("dc1"), RefreshInterval(time.Hour))
+	node := func(id, dc string, alive bool) *internalv1.TopologyNode {
+		return &internalv1.TopologyNode{Id: id, Dc: dc, GrpcAddr: id + ".invalid:1", Alive: alive}
+	}
+	c.install(newTopology(&internalv1.TopologyResponse{Epoch: 2, Partitions: 1,
+		Nodes: []*internalv1.TopologyNode{node("n1", "dc1", true), node("n2", "dc2", true), node("n3", "dc1", false),
+			node("n4", "dc2", true), node("n5", "dc1", true)},
+		// n2 is preferred, then n1 and n3; n4 and n5 are not replicas.
+		Keyspaces: []*internalv1.KeyspaceTopology{{Name: "default", Partitions: []*internalv1.PartitionReplicas{{Nodes: []uint32{1, 0, 2}}}}}}))
+	for _, tc := range []struct {
+		name  string
+		down  []string
+		kind  callKind
+		first string
+		want  string
+	}{
+		{"read", nil, callRead, "", "n1 n2 n3 n5 n4"},
+		{"write", nil, callWrite, "", "n1 n2 n5 n4 n3"},
+		{"read, n1 down", []string{"n1"}, callRead, "", "n2 n1 n3 n5 n4"},
+		{"write, n1 down", []string{"n1"}, callWrite, "", "n2 n1 n5 n4 n3"},
+		{"read, n1 and n2 down", []string{"n1", "n2"}, callRead, "", "n1 n3 n2 n5 n4"},
+		{"write, n1 and n2 down", []string{"n1", "n2"}, callWrite, "", "n1 n2 n5 n4 n3"},
+		{"write first sent to n2", []string{"n1", "n2"}, callWrite, "n2", "n2 n1 n5 n4 n3"},
+		{"write first sent to n3", nil, callWrite, "n3", "n3 n1 n2 n5 n4"},
+		{"write first sent to a node gone", nil, callWrite, "n9", "n1 n2 n5 n4 n3"},
+	} {
+		forgetDown(c)
+		for _, id := range tc.down {
+			c.markDown(id)
+		}
+		var got []string
+		for _, cand := range c.candidates("", []byte("k"), tc.kind, tc.first) {
+			got = append(got, cand.id)
+		}
+		if g := strings.Join(got, " "); g != tc.want {
+			t.Errorf("%s: candidates %s, want %s", tc.name, g, tc.want)
+		}
+	}
+}
+
+// TestLaterPassesAskTheFirstNodeFirst: a write that reached no node is
+// routed again, first to the node it was first sent to (which knows its
+// request ID if it applied it), not to the first by preference among the
+// nodes now all found unreachable, which would apply it a second time.
+func TestLaterPassesAskTheFirstNodeFirst(t *testing.T) {
+	callModes(t, func(t *testing.T, mode []Option) {
+		for _, tc := range []struct {
+			name      string
+			downFirst string // marked down before the write
+			want      string
+		}{
+			{"the local replica first", "", "n2"},
+			{"the remote replica first, the local one down", "n2", "n1"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				// n1 is preferred, n2 is in the client's DC.
+				cl := startKVCluster(t, "dc1", "dc2")
+				c := cl.dial(t, append(mode, LocalDC("dc2"))...)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if tc.downFirst != "" {
+					c.markDown(tc.downFirst)
+				}
+				for _, n := range cl.nodes {
+					n.breakWrites.Store(2) // the write and its retry on the same node
+				}
+				put, err := c.Put(ctx, "", []byte("k"), []byte("v"))
+				if err != nil || put.Node != tc.want {
+					t.Fatalf("put with every node breaking a first pass: %v, %v; want %s's answer", put, err, tc.want)
+				}
+				for _, n := range cl.nodes {
+					got := n.got()
+					want := 2
+					if n.id == tc.want {
+						want = 3
+					}
+					if len(got) != want {
+						t.Fatalf("%s received %d writes, want %d", n.id, len(got), want)
+					}
+					for _, r := range got {
+						if !bytes.Equal(r.id, put.RequestID) {
+							t.Fatalf("%s received request ID %x, want %x", n.id, r.id, put.RequestID)
+						}
+					}
+				}
+			})
+		}
+	})
+}
+
+// TestCancelledMidRetryIsCanceled: a write whose caller gives up while it
+// waits for a new connection to its node, or between routing passes,
+// fails with CANCELED, not with the node's UNAVAILABLE or "no node
+// reachable"; closing the client between passes fails it with ErrClosed.
+func TestCancelledMidRetryIsCanceled(t *testing.T) {
+	t.Run("reconnecting", func(t *testing.T) {
+		cl := startKVCluster(t, "dc1")
+		n1 := cl.nodes[0]
+		p := startProxy(t, n1.addr)
+		n1.listAt(p.lis.Addr().String())
+		c := cl.dial(t, UnaryCalls(), RefreshInterval(time.Hour))
+		conn := func() *grpc.ClientConn {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return c.conns[p.lis.Addr().String()]
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := make(chan error, 1)
+		go func() {
+			_, err := c.call(ctx, "", []byte("k"), callWrite, func(context.Context, kvv1.KVClient) error {
+				// The write may have reached the node; its connection
+				// drops, and a new one never gets ready.
+				p.cut()
+				for deadline := time.Now().Add(10 * time.Second); conn().GetState() == connectivity.Ready; time.Sleep(time.Millisecond) {
+					if time.Now().After(deadline) {
+						return errors.New("the connection stayed ready")
+					}
+				}
+				return errBroken
+			})
+			done <- err
+		}()
+		eventually(t, "the write waits for a new connection to n1", func() bool {
+			return conn().GetState() == connectivity.Connecting
+		})
+		cancel()
+		select {
+		case err := <-done:
+			if status.Code(err) != codes.Canceled {
+				t.Fatalf("write cancelled while reconnecting: %v, want CANCELED", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the write did not return")
+		}
+	})
+	for _, how := range []string{"cancelled", "closed"} {
+		t.Run("between passes, "+how, func(t *testing.T) {
+			cl := startKVCluster(t, "dc1", "dc1")
+			c := cl.dial(t, UnaryCalls(), RefreshInterval(time.Hour))
+			hold := make(chan struct{})
+			defer close(hold)
+			for _, n := range cl.nodes {
+				n.breakWrites.Store(1 << 30)
+				n.holdTopology.Store(&hold)
+			}
+			before := cl.topologies()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				_, err := c.Put(ctx, "", []byte("k"), []byte("v"))
+				done <- err
+			}()
+			// The first pass is over (both nodes found unreachable, each
+			// having got the write twice) and the refresh the next pass
+			// waits for is held.
+			eventually(t, "the write waits for the next pass", func() bool {
+				c.mu.Lock()
+				down := c.isDown("n1") && c.isDown("n2")
+				c.mu.Unlock()
+				return down && cl.topologies() > before
+			})
+			want := func(err error) bool { return status.Code(err) == codes.Canceled }
+			if how == "closed" {
+				c.Close()
+				want = func(err error) bool { return errors.Is(err, ErrClosed) }
+			} else {
+				cancel()
+			}
+			select {
+			case err := <-done:
+				if !want(err) {
+					t.Fatalf("write %s between passes: %v", how, err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the write did not return")
+			}
+		})
+	}
+}
+
+// TestUnknownKeyspaceRefreshesOncePerInterval: calls naming a keyspace
+// the topology does not list make the client re-read it once, not each
+// (a keyspace that does not exist would cost a topology fetch per call);
+// once RefreshInterval has passed, the next one does again.
+func TestUnknownKeyspaceRefreshesOncePerInterval(t *testing.T) {
+	cl := startKVCluster(t, "dc1", "dc1")
+	c := cl.dial(t, RefreshInterval(time.Hour))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	idle := func() bool { return len(c.refreshNow) == 0 } // no refresh asked for and not started
+	before := cl.topologies()
+	for range 100 {
+		if _, err := c.Get(ctx, "nosuch", []byte("k")); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "the refresh loop took any request", idle)
+	}
+	if n := cl.topologies() - before; n > 2 {
+		t.Fatalf("100 calls to an unknown keyspace made %d topology requests, want at most 2", n)
+	}
+	c.mu.Lock()
+	c.unknownKeyspaces["nosuch"] = time.Now().Add(-2 * time.Hour)
+	c.mu.Unlock()
+	before = cl.topologies()
+	if _, err := c.Get(ctx, "nosuch", []byte("k")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a call after RefreshInterval makes the client refresh", func() bool { return cl.topologies() > before })
+}
+
+// TestDepartedNodesAreForgotten: what the client noted about a node (down,
+// low on disk) goes when the node leaves the topology.
+func TestDepartedNodesAreForgotten(t *testing.T) {
+	cl := startKVCluster(t, "dc1", "dc1")
+	c := cl.dial(t, RefreshInterval(time.Hour))
+	for _, id := range []string{"n1", "n2"} {
+		c.markDown(id)
+		c.markLowOnDisk(id)
+	}
+	resp, err := cl.nodes[0].Topology(context.Background(), &internalv1.TopologyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Epoch = 2 // n2 left
+	resp.Nodes = resp.Nodes[:1]
+	resp.Keyspaces[0].Partitions[0].Nodes = []uint32{0}
+	c.install(newTopology(resp))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, down2 := c.down["n2"]
+	_, low2 := c.lowOnDisk["n2"]
+	_, down1 := c.down["n1"]
+	_, low1 := c.lowOnDisk["n1"]
+	if down2 || low2 || !down1 || !low1 {
+		t.Fatalf("after n2 left: n2 down %v, low on disk %v (want neither); n1 down %v, low on disk %v (want both)", down2, low2, down1, low1)
 	}
 }

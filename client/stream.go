@@ -14,6 +14,7 @@ import (
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -46,9 +47,12 @@ const maxStreamedCall = 64 << 10
 const maxStreamWaiting = 4096
 
 // streamMaxAge is how long one stream takes new calls. The node recycles
-// connections (a GOAWAY, then 30 s of grace before it closes them): a
-// stream retired sooner than that finishes its calls in the grace and a
-// new stream, on a new connection, takes over without failing a call.
+// connections (a GOAWAY, then 30 s of grace before it closes them, and it
+// bounds each call by 30 s too): a stream retires as soon as its
+// connection stops being ready (watch), which a GOAWAY does, so that the
+// calls it took all came before the GOAWAY and are answered within the
+// grace, while a new stream, on a new connection, takes the next ones.
+// The age is a backstop: a stream also retires this long after it opened.
 const streamMaxAge = 20 * time.Second
 
 // maxBatchBytes bounds one CallBatch of several calls.
@@ -133,12 +137,41 @@ func openCallStream(cc *grpc.ClientConn, maxAge time.Duration, afterTake func(),
 	s := &callStream{opened: time.Now(), maxAge: maxAge, wake: make(chan struct{}, 1), ctx: ctx, stop: cancel, afterTake: afterTake}
 	s.marshalled.L = &s.mu.Mutex
 	s.mu.pending = map[uint64]chan streamResult{}
-	wg.Add(1)
+	st := cc.GetState() // before the stream opens: a change after is seen
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		s.run(ctx, kvv1.NewKVClient(cc))
 	}()
+	go func() {
+		defer wg.Done()
+		s.watch(ctx, cc, st)
+	}()
 	return s
+}
+
+// watch retires s once cc, its connection, having been ready (from st
+// on), is not: the node sent a GOAWAY (it recycles connections), or the
+// connection failed. gRPC gives no other sign of a GOAWAY to a stream
+// already open, which goes on, on the draining connection, until the
+// node closes it at the end of its grace: calls taken after the GOAWAY
+// could be cut off then. Retired, s sends what it queued and takes no
+// more; the next call opens a stream on a new connection. watch returns
+// when s ends (ctx is its own).
+func (s *callStream) watch(ctx context.Context, cc *grpc.ClientConn, st connectivity.State) {
+	ready := false
+	for {
+		if st == connectivity.Ready {
+			ready = true
+		} else if ready {
+			s.retire()
+			return
+		}
+		if !cc.WaitForStateChange(ctx, st) {
+			return
+		}
+		st = cc.GetState()
+	}
 }
 
 // usable reports whether the stream takes new calls; false once it failed

@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -131,9 +132,9 @@ func listenLoopback(t *testing.T) net.Listener {
 	return lis
 }
 
-// serveFake serves f on lis until the test ends.
-func serveFake(t *testing.T, lis net.Listener, f fakeServer) {
-	srv := grpc.NewServer()
+// serveFake serves f on lis, with opts, until the test ends.
+func serveFake(t *testing.T, lis net.Listener, f fakeServer, opts ...grpc.ServerOption) {
+	srv := grpc.NewServer(opts...)
 	kvv1.RegisterKVServer(srv, f)
 	internalv1.RegisterDiscoveryServer(srv, f)
 	go srv.Serve(lis)
@@ -378,4 +379,28 @@ func TestConflictErrorIsAborted(t *testing.T) {
 	if !errors.Is(err, ErrConflict) || status.Code(err) != codes.Aborted {
 		t.Fatalf("conflict error %v: errors.Is ErrConflict %v, code %v; want true, ABORTED", err, errors.Is(err, ErrConflict), status.Code(err))
 	}
+}
+
+// TestCallStreamRetiresOnGoaway: a node recycling the connection (a
+// GOAWAY, then a grace for the calls open) makes the stream on it retire
+// at once, well before its maximum age: calls after the GOAWAY go on a
+// new stream, on a new connection, so none is cut off when the grace
+// ends; the old stream ends cleanly once its calls are answered.
+func TestCallStreamRetiresOnGoaway(t *testing.T) {
+	lis := listenLoopback(t)
+	f := &fakeNode{addr: lis.Addr().String()}
+	serveFake(t, lis, f, grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: 200 * time.Millisecond, MaxConnectionAgeGrace: time.Minute}))
+	c := dialFake(t, f)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.Get(ctx, "", []byte("k")); err != nil || f.streams.Load() != 1 {
+		t.Fatalf("get: %v, %d streams; want one", err, f.streams.Load())
+	}
+	eventually(t, "a call after the GOAWAY goes on a new stream", func() bool {
+		if _, err := c.Get(ctx, "", []byte("k")); err != nil {
+			t.Fatalf("get: %v", err)
+		}
+		return f.streams.Load() > 1
+	})
+	eventually(t, "the first stream ends cleanly", func() bool { return f.ended.Load() > 0 })
 }
