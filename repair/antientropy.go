@@ -537,6 +537,8 @@ func (a *AntiEntropy) OldestVerified(started time.Time) time.Duration {
 
 type result struct {
 	mismatches, keys, bytes int
+	// stale counts the keys a drop's sync did not push (staleForDrop).
+	stale int
 }
 
 // statusLocked returns t's record, made on first use.
@@ -732,6 +734,10 @@ func (a *AntiEntropy) syncWith(ctx context.Context, keyspace string, partition i
 	if !complete && len(perr) == 0 && len(low) == 0 {
 		errs = append(errs, errors.New("a peer went down during the exchange: sync again once it is back"))
 	}
+	if res.stale > 0 {
+		a.cfg.Logger.Warn("anti-entropy: before dropping a partition this node no longer replicates, keys its replicas lack were not pushed: nothing in them is younger than tombstone-grace, so they are most likely deleted keys whose tombstones were collected",
+			"keyspace", keyspace, "partition", partition, "keys", res.stale, "tombstone_grace", a.cfg.TombstoneGrace)
+	}
 	if res.keys > 0 && !t.drop { // a drop merged nothing here
 		if err := a.cfg.Merge.Sync(); err != nil {
 			return res.mismatches, fmt.Errorf("sync repaired keys: %w", err)
@@ -741,6 +747,21 @@ func (a *AntiEntropy) syncWith(ctx context.Context, keyspace string, partition i
 	}
 	a.cfg.Observer.Exchanged(a.cfg.Now().Sub(start), res.mismatches)
 	return res.mismatches, errors.Join(errs...)
+}
+
+// staleForDrop reports whether set, held by a node about to drop a
+// partition it no longer replicates, is not to be pushed to a replica
+// that lacks the key: nothing in it happened within tombstone-grace. Such
+// a key missing from a current replica is most likely one deleted more
+// than a grace ago whose tombstone the replicas collected (they did
+// not wait for this node, no longer one of them: down through the move,
+// say, or keeping the copy while a replica was down), and pushing it
+// would bring the deleted value back everywhere. A write that old held
+// here alone is the other possibility: its replicas' hints expired
+// (after nine tenths of the grace) while this node held them.
+func (a *AntiEntropy) staleForDrop(set version.Set) bool {
+	g := a.cfg.TombstoneGrace
+	return g > 0 && set.WrittenBefore(a.cfg.Now().Add(-g).UnixNano())
 }
 
 // moving reports whether t's partition is being copied to new owners: the
@@ -918,6 +939,10 @@ func (a *AntiEntropy) repairBuckets(ctx context.Context, t target, loc replica.L
 			return changed, err
 		}
 		n := len(resp.GetSet())
+		if push && t.drop && remoteSet.IsEmpty() && a.staleForDrop(merged) {
+			res.stale++
+			continue
+		}
 		if push && !remoteSet.Descends(merged) {
 			enc := merged.Encode()
 			n += len(enc)

@@ -1446,7 +1446,8 @@ func TestSyncBeforeDropIsDurable(t *testing.T) {
 		n.put(t, "n3", k, version.Value{Bytes: []byte("only on the old owner")})
 	}
 	ae, err := NewAntiEntropy(AntiEntropyConfig{Self: "n3", DC: "dc1", Store: n.stores["n3"], Peers: n, Merge: netMerger{n, "n3"},
-		Routing: aliveSet{"n1": true, "n2": true, "n3": true}, Topology: func() *membership.Topology { return n.topo }})
+		Routing: aliveSet{"n1": true, "n2": true, "n3": true}, Topology: func() *membership.Topology { return n.topo },
+		TombstoneGrace: longGrace})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1455,6 +1456,50 @@ func TestSyncBeforeDropIsDurable(t *testing.T) {
 	}
 	if want := int64(len(keys) * len(owners)); n.writes.Load() != want || n.synced.Load() != want {
 		t.Fatalf("pushed %d sets, %d fsynced; want %d, every one fsynced", n.writes.Load(), n.synced.Load(), want)
+	}
+}
+
+// longGrace is a tombstone-grace under which exchangeNet.put's sets,
+// stamped at the start of 1970, are younger than the grace: pushed
+// before a drop (staleForDrop).
+const longGrace = 100 * 365 * 24 * time.Hour
+
+// TestSyncBeforeDropLeavesWhatGraceOutlived: before a drop, a key the
+// replicas lack whose every write is older than tombstone-grace is not
+// pushed (the replicas most likely collected its tombstone: pushing it
+// would bring a deleted value back everywhere); a key written within the
+// grace is, fsynced.
+func TestSyncBeforeDropLeavesWhatGraceOutlived(t *testing.T) {
+	n := exchangeCluster(t, 2, "n1", "n2", "n3")
+	p, owners := partitionWithout(t, n, "n3")
+	keys := n.keysIn(p, 2)
+	n.put(t, "n3", keys[0], version.Value{Bytes: []byte("written in 1970, deleted since")})
+	now := time.Now().UnixNano()
+	s := n.stores["n3"]
+	if _, err := s.Update(n.loc("ks", keys[1]), keys[1], false, func(cur version.Set) (version.Set, error) {
+		next, _ := cur.Put(cur.Context(), s.Actor(), version.Value{Bytes: []byte("written now"), Time: version.Timestamp{Wall: now}}, now)
+		return next, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ae, err := NewAntiEntropy(AntiEntropyConfig{Self: "n3", DC: "dc1", Store: n.stores["n3"], Peers: n, Merge: netMerger{n, "n3"},
+		Routing: aliveSet{"n1": true, "n2": true, "n3": true}, Topology: func() *membership.Topology { return n.topo }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ae.SyncBeforeDrop(context.Background(), "ks", p, owners); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range owners {
+		if old, _ := n.stores[o].Get(n.loc("ks", keys[0]), keys[0]); !old.IsEmpty() {
+			t.Errorf("%s got the key last written 56 years ago, which it lacked: %v", o, old)
+		}
+		if recent, _ := n.stores[o].Get(n.loc("ks", keys[1]), keys[1]); len(recent.Live()) != 1 {
+			t.Errorf("%s lacks the key written now: %v", o, recent)
+		}
+	}
+	if want := int64(len(owners)); n.writes.Load() != want || n.synced.Load() != want {
+		t.Fatalf("pushed %d sets, %d fsynced; want %d (the recent key to each owner)", n.writes.Load(), n.synced.Load(), want)
 	}
 }
 
@@ -1513,7 +1558,8 @@ func TestSyncBeforeDropLowOnDisk(t *testing.T) {
 
 	m := &diskFullMerger{}
 	ae, err := NewAntiEntropy(AntiEntropyConfig{Self: "n3", DC: "dc1", Store: n.stores["n3"], Peers: n, Merge: m,
-		Routing: aliveSet{"n1": true, "n2": true, "n3": true}, Topology: func() *membership.Topology { return n.topo }})
+		Routing: aliveSet{"n1": true, "n2": true, "n3": true}, Topology: func() *membership.Topology { return n.topo },
+		TombstoneGrace: longGrace})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -405,6 +405,23 @@ func (s Set) TombstonesBefore(cutoff int64) bool {
 	return true
 }
 
+// WrittenBefore reports whether nothing in the set happened at or after
+// cutoff (unix nanoseconds): every sibling was written, and every clock
+// entry last advanced, before it. The empty set is.
+func (s Set) WrittenBefore(cutoff int64) bool {
+	for _, sib := range s.Siblings {
+		if sib.Value.Time.Wall >= cutoff {
+			return false
+		}
+	}
+	for _, e := range s.Clock.Entries {
+		if e.Time >= cutoff {
+			return false
+		}
+	}
+	return true
+}
+
 // Live returns the siblings that are not tombstones.
 func (s Set) Live() []Sibling {
 	var out []Sibling

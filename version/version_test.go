@@ -666,3 +666,21 @@ func TestPruneAlikeWheneverMerged(t *testing.T) {
 		t.Fatalf("x kept a day after its last stamp, at the next write: %v", got.Clock)
 	}
 }
+
+// TestWrittenBefore: a set is written before a time when every sibling's
+// write and every clock entry's last advance are.
+func TestWrittenBefore(t *testing.T) {
+	var s Set
+	if !s.WrittenBefore(0) {
+		t.Fatal("the empty set is written before any time")
+	}
+	s, _ = s.Put(Clock{}, "n1", Value{Bytes: []byte("v"), Time: Timestamp{Wall: 100}}, 100)
+	if !s.WrittenBefore(101) || s.WrittenBefore(100) {
+		t.Fatalf("a set written at 100: before 101 %v (want true), before 100 %v (want false)", s.WrittenBefore(101), s.WrittenBefore(100))
+	}
+	// A delete superseding it later: its clock entry advanced at 200.
+	s, _ = s.Put(s.Context(), "n1", Value{Tombstone: true, Time: Timestamp{Wall: 150}}, 200)
+	if s.WrittenBefore(200) || !s.WrittenBefore(201) {
+		t.Fatalf("a set whose clock last advanced at 200: before 200 %v, before 201 %v", s.WrittenBefore(200), s.WrittenBefore(201))
+	}
+}
