@@ -1,11 +1,15 @@
 package node_test
 
 import (
+	"slices"
 	"testing"
+	"time"
 
 	kvv1 "github.com/meridiankv/meridian/api/kv/v1"
 	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/node"
+	"github.com/meridiankv/meridian/replica"
+	"github.com/meridiankv/meridian/version"
 )
 
 // TestDropKeyspaceDeletesItsDataEverywhere: a dropped keyspace's data is
@@ -101,5 +105,42 @@ func TestDropKeyspaceDeletesItsDataEverywhere(t *testing.T) {
 	got, err := dial(t, back.Addr()).Get(ctx, &kvv1.GetRequest{Keyspace: "logs", Key: []byte("ka"), Consistency: lvl(kvv1.Level_LEVEL_ALL)})
 	if err != nil || len(got.GetSiblings()) != 1 || string(got.GetSiblings()[0].GetValue()) != "new" {
 		t.Fatalf("after the re-create: %v, %v", vals(got.GetSiblings()), err)
+	}
+}
+
+// TestCleanupKeepsKeyspacesItDoesNotKnow: data under a keyspace ID the
+// metadata neither lists nor records as dropped (a node restored from a
+// snapshot newer than the cluster's metadata holds a keyspace created in
+// between) is kept by the clean-up that deletes a dropped keyspace's data.
+func TestCleanupKeepsKeyspacesItDoesNotKnow(t *testing.T) {
+	spec := membership.KeyspaceSpec{Name: "logs", Replication: map[string]int{"dc1": 1}}
+	l := startCluster(t, node.LocalSpec{NodesPerDC: 1, Partitions: 16, Keyspaces: []membership.KeyspaceSpec{spec}})
+	ctx := ctxT(t)
+	n1 := l.Nodes()[0]
+	c := dial(t, n1.Addr())
+	if _, err := c.Put(ctx, &kvv1.PutRequest{Keyspace: "logs", Key: []byte("k"), Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	ks, _ := n1.Topology().Keyspace("logs")
+	orphan := replica.Loc{Keyspace: 424242, Partition: 3}
+	if _, err := n1.Store().Update(orphan, []byte("created after the metadata"), true, func(cur version.Set) (version.Set, error) {
+		next, _ := cur.Put(cur.Context(), "n9", version.Value{Bytes: []byte("only copy")}, time.Now().UnixNano())
+		return next, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	holds := func(id uint32) bool {
+		locs, err := n1.Store().Partitions()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return slices.ContainsFunc(locs, func(loc replica.Loc) bool { return loc.Keyspace == id })
+	}
+	if _, err := n1.DropKeyspace(ctx, "logs"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the clean-up to delete the dropped keyspace's data", func() bool { return !holds(ks.ID) })
+	if !holds(orphan.Keyspace) {
+		t.Fatal("the clean-up deleted the data of a keyspace the metadata does not know, and never dropped")
 	}
 }

@@ -291,7 +291,7 @@ func (n *Node) metaChanged(st *membership.MetaState) {
 		return
 	}
 	if n.restored != nil && !cur.Agreed() && st.RestoredEpoch != n.restored.Epoch {
-		n.log.Warn("this node's snapshot and the one the cluster was initialized from were taken at different epochs (not together): where the ring changed between them, this node pushes data of partitions it no longer replicates to their replicas before dropping it, and anti-entropy brings it what it lacks",
+		n.log.Warn("this node's snapshot and the one the cluster was initialized from were taken at different epochs (not together): where the ring changed between them, this node pushes data of partitions it no longer replicates to their replicas before dropping it, and anti-entropy brings it what it lacks; data of keyspaces the cluster's metadata does not know is kept, not served",
 			"snapshot_epoch", n.restored.Epoch, "cluster_restored_epoch", st.RestoredEpoch)
 	}
 	n.dataCluster = st.ClusterID

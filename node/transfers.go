@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -395,9 +396,14 @@ func (n *Node) cleanup() (done bool) {
 		byID[ks.ID] = ks
 	}
 	dropped, done := 0, true
+	unknown := map[uint32]int{} // keyspace storage ID -> partitions kept
 	defer func() {
 		if dropped > 0 {
 			n.log.Info("deleted data this node no longer replicates", "keys", dropped, "epoch", topo.Epoch)
+		}
+		if len(unknown) > 0 {
+			n.log.Warn("keeping data of keyspaces the cluster metadata neither lists nor records as dropped (not served): most likely this node was restored from a snapshot newer than the one the cluster's metadata came from; restore every node from snapshots taken together to serve it",
+				"keyspace_ids", slices.Sorted(maps.Keys(unknown)), "epoch", topo.Epoch)
 		}
 	}()
 	for _, loc := range locs {
@@ -405,6 +411,13 @@ func (n *Node) cleanup() (done bool) {
 			return false
 		}
 		ks, ok := byID[loc.Keyspace]
+		if !ok && !slices.Contains(topo.Meta.DroppedKeyspaces, loc.Keyspace) {
+			// Not dropped: a keyspace created after the metadata this
+			// cluster runs by (a restore from snapshots of different
+			// epochs). Its data is the only copy this node knows of.
+			unknown[loc.Keyspace]++
+			continue
+		}
 		if ok && loc.Partition < topo.Ring.Partitions() && slices.ContainsFunc(ks.Table.Replicas(loc.Partition), func(r placement.Replica) bool { return r.Node == n.cfg.ID }) {
 			continue
 		}
