@@ -96,6 +96,12 @@ func (n *Node) startTransfers(ctx context.Context) {
 		Checkpoints: n.store,
 		Alive:       g.sourceAlive,
 		Partition:   func(key []byte) int { return n.Topology().Ring.Partition(key) },
+		SetBytes: func(keyspace string) int {
+			if ks, ok := n.Topology().Keyspace(keyspace); ok {
+				return ks.Limits.MaxBytes
+			}
+			return 0
+		},
 		CatchUp: func(ctx context.Context, t repair.TransferTask) error {
 			ae := n.ae.Load()
 			if ae == nil {

@@ -80,7 +80,16 @@ type TransferConfig struct {
 	// PageKeys is the most keys asked for per page (default 1000; the
 	// source also bounds a page's bytes).
 	PageKeys int
-	// Timeout bounds each page call (default 10s).
+	// PageBytes is the most bytes of keys and sets asked for per page
+	// (default 4 MiB; a page ends with the set that passes it, so it can
+	// be larger by one set).
+	PageBytes int
+	// SetBytes is the largest set a keyspace holds (its limit; nil or
+	// 0: version.MaxSetBytes), which a page may carry past PageBytes.
+	SetBytes func(keyspace string) int
+	// Timeout bounds each page call, plus a second for every MiB a page
+	// may carry (PageBytes and the keyspace's SetBytes): a page that ends
+	// with a large set takes longer on a slow link (default 10s).
 	Timeout time.Duration
 	Now     func() time.Time
 	Logger  *slog.Logger
@@ -98,6 +107,9 @@ func (c *TransferConfig) setDefaults() {
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = 10 * time.Second
+	}
+	if c.PageBytes <= 0 {
+		c.PageBytes = 4 << 20
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -418,6 +430,21 @@ func (t *Transfers) update(k taskKey, fn func(st *taskState)) {
 	}
 }
 
+// pageTimeout bounds one page of keyspace: Timeout, plus the time the
+// most a page can carry takes at minTransferRate (a fixed bound failed
+// every attempt at a page ending with a large set over a slow link, from
+// every source, and the transition never ended).
+func (t *Transfers) pageTimeout(keyspace string) time.Duration {
+	set := 0
+	if t.cfg.SetBytes != nil {
+		set = t.cfg.SetBytes(keyspace)
+	}
+	if set <= 0 {
+		set = version.MaxSetBytes
+	}
+	return sizedTimeout(t.cfg.Timeout, t.cfg.PageBytes+set)
+}
+
 // attempt streams a task from src (from its checkpoint), catches up and
 // reports it done.
 func (t *Transfers) attempt(ctx context.Context, k taskKey, task TransferTask, src string) error {
@@ -436,9 +463,10 @@ func (t *Transfers) attempt(ctx context.Context, k taskKey, task TransferTask, s
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		cctx, cancel := context.WithTimeout(ctx, t.cfg.Timeout)
+		cctx, cancel := context.WithTimeout(ctx, t.pageTimeout(task.Keyspace))
 		resp, err := t.cfg.Peers.ScanPartition(cctx, src, &internalv1.ScanPartitionRequest{
-			Keyspace: task.Keyspace, Partition: uint32(task.Loc.Partition), After: after, MaxKeys: uint32(t.cfg.PageKeys),
+			Keyspace: task.Keyspace, Partition: uint32(task.Loc.Partition), After: after,
+			MaxKeys: uint32(t.cfg.PageKeys), MaxBytes: uint32(t.cfg.PageBytes),
 		})
 		cancel()
 		if err != nil {

@@ -270,6 +270,42 @@ func TestTransferStreamsAndCatchesUp(t *testing.T) {
 	})
 }
 
+// TestTransferPageTimeoutCoversALargeSet: each page's deadline allows for
+// the most a page can carry (the page's bytes and one set of the
+// keyspace's largest) at a slow link's rate, beyond Timeout: a source that
+// needs 2 s for a page (a large set over a slow link) is waited for, where
+// a fixed Timeout failed every attempt at that page and the transfer, and
+// the transition, never ended.
+func TestTransferPageTimeoutCoversALargeSet(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	peers := newXferPeers(map[int]int{5: 10})
+	// The source answers only a call that leaves it 2 s: what the page
+	// takes over this link (the answer itself comes at once).
+	peers.hook = func(ctx context.Context, _ xferCall) error {
+		if d, ok := ctx.Deadline(); !ok || time.Until(d) < 2*time.Second {
+			return status.Error(codes.DeadlineExceeded, "the page did not arrive in time")
+		}
+		return nil
+	}
+	s := xferStore(t)
+	done := make(chan struct{})
+	tr := NewTransfers(TransferConfig{Peers: peers, Merge: &xferMerger{s: s}, Checkpoints: s, Timeout: 100 * time.Millisecond,
+		PageBytes: 64 << 10, SetBytes: func(string) int { return 2 << 20 },
+		Done: func(TransferTask) { close(done) }})
+	if got := tr.pageTimeout("ks"); got < 2*time.Second || got > 3*time.Second {
+		t.Fatalf("page timeout %v for 64 KiB pages of sets up to 2 MiB after a 100ms base; want 2.1-2.2s", got)
+	}
+	tr.Set([]TransferTask{xferTask(5, 4, "s1")})
+	stop := run(tr)
+	defer stop()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the transfer did not finish: %+v", tr.Status())
+	}
+	checkAllKeys(t, s, peers, 5)
+}
+
 // TestTransferResumesFromCheckpoint: a run stopped mid-way leaves a
 // checkpoint; a new Transfers over the same store continues after it (the
 // pages before it are not requested again) and ends with every key.
