@@ -111,6 +111,14 @@ func TestLocalLevelsWhileADCIsAdded(t *testing.T) {
 	if err != nil || r.need.PerDC["dc2"] != 2 {
 		t.Fatalf("LOCAL_QUORUM in dc2 once the partition switched: %+v, %v; want 2 of dc2's 3", r, err)
 	}
+	// An explicit R or W overrides the level: it can be met by the
+	// replicas serving now, wherever they are.
+	for _, op := range []Op{OpRead, OpWrite} {
+		explicit := &kvv1.Consistency{Level: kvv1.Level_LEVEL_LOCAL_QUORUM, Dc: "dc2", R: 1, W: 1}
+		if r, err := c.resolve("ks", keyIn(waiting), explicit, op); err != nil || r.need.Total != 1 {
+			t.Fatalf("%s with an explicit R/W of 1 and LOCAL_QUORUM in dc2 before the partition switched: %+v, %v; want 1 replica anywhere", op, r, err)
+		}
+	}
 }
 
 // TestUnknownDCIsNotEchoedWhole: a consistency.dc the cluster does not

@@ -405,7 +405,11 @@ func (c *Coordinator) resolve(keyspace string, key []byte, cons *kvv1.Consistenc
 	// list may already be the next one, and the spec is the old one
 	// until every partition has switched.
 	repl := ks.Table.ReplicationAt(p)
-	if lvl := cons.GetLevel(); (lvl == kvv1.Level_LEVEL_LOCAL_ONE || lvl == kvv1.Level_LEVEL_LOCAL_QUORUM) && repl[localDC] == 0 && ks.Table.RF(localDC) > 0 {
+	explicit := cons.GetR() // an explicit R or W overrides the level (Resolve)
+	if op == OpWrite {
+		explicit = cons.GetW()
+	}
+	if lvl := cons.GetLevel(); (lvl == kvv1.Level_LEVEL_LOCAL_ONE || lvl == kvv1.Level_LEVEL_LOCAL_QUORUM) && explicit == 0 && repl[localDC] == 0 && ks.Table.RF(localDC) > 0 {
 		// The keyspace is gaining replicas in this DC, and p's are not
 		// serving yet: a wait, not a mistake of the caller's. Every node
 		// answers the same: Meridian's answer (with its reason), so a
@@ -1292,8 +1296,9 @@ func (c *Coordinator) coordinate(ctx context.Context, deadline time.Time, span t
 	f.held = int64(f.set.EncodedSize()) * int64(len(p.targets)+len(p.extras))
 	c.bgBytes.Add(f.held)
 	// A moving partition's new replicas receive every write too (they
-	// count toward nothing); one that misses it gets a hint, and its
-	// transfer's catch-up pass covers the rest.
+	// count toward nothing); one that misses it gets a hint when this
+	// node is a replica (afterFailure), and its transfer's catch-up pass
+	// covers the rest.
 	for i := range p.extras {
 		c.goTask(task{f: f, kind: taskExtra, i: i})
 	}

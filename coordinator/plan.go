@@ -184,7 +184,10 @@ const (
 // sent (unreachable, or its hint log full), for the same replica; with
 // none free, a replica coordinator keeps the hint (for the replica: the
 // returned target's hintFor when it is a fallback's). A pending replica
-// that missed the write gets a kept hint whatever the failure. Not safe
+// that missed the write gets a hint kept by a replica coordinator
+// whatever the failure (a non-replica coordinator keeps none: the
+// transfer's catch-up pass, or anti-entropy once the partition switched,
+// brings the write; a pending replica counts toward nothing). Not safe
 // for concurrent use: the shell serializes calls.
 func (p *writePlan) afterFailure(t target, reached bool) (target, failAction) {
 	switch {
