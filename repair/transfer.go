@@ -453,7 +453,6 @@ func (t *Transfers) attempt(ctx context.Context, k taskKey, task TransferTask, s
 	if err != nil {
 		return fmt.Errorf("read checkpoint %s: %w", name, err)
 	}
-	resumed, checkpointed := after != nil, false
 	refused := 0 // keys this node refused to merge
 	t.update(k, func(st *taskState) {
 		st.status.State, st.status.Err = TransferStreaming, ""
@@ -506,7 +505,6 @@ func (t *Transfers) attempt(ctx context.Context, k taskKey, task TransferTask, s
 				if err := t.cfg.Checkpoints.PutMeta(name, after); err != nil {
 					return fmt.Errorf("write checkpoint %s: %w", name, err)
 				}
-				checkpointed = true
 			}
 			t.update(k, func(st *taskState) {
 				st.fails = 0
@@ -545,12 +543,9 @@ func (t *Transfers) attempt(ctx context.Context, k taskKey, task TransferTask, s
 	if t.cfg.Done != nil {
 		t.cfg.Done(task)
 	}
-	if checkpointed || after != nil && resumed {
-		if err := t.cfg.Checkpoints.DeleteMeta(name); err != nil {
-			// Harmless: the task is done; the checkpoint goes with its generation.
-			t.cfg.Logger.Warn("delete transfer checkpoint", "name", name, "err", err)
-		}
-	}
+	// The checkpoint stays until its generation is no longer wanted
+	// (sweep): Done may only queue the report, and a restart before the
+	// report is committed resumes from the last page, not from the first.
 	t.cfg.Logger.Info("partition transfer done", "keyspace", task.Keyspace, "partition", task.Loc.Partition, "generation", task.Generation, "source", src, "keys_refused", refused)
 	return nil
 }
