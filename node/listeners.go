@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	"github.com/meridiankv/meridian/api/codec"
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
@@ -155,7 +156,8 @@ func (n *Node) buildServers(opts Options) error {
 	if err != nil {
 		return err
 	}
-	peer := &server{name: "peer", lis: newCapListener(plis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, transport.MaxMessageSize, transport.MaxMessageSize, false, n.serverKeepalive(false), n.sec.peerServer(), grpc.ChainUnaryInterceptor(n.checkPeer), grpc.ChainStreamInterceptor(n.checkPeerStream))}
+	peer := &server{name: "peer", lis: newCapListener(plis, n.cfg.MaxConnections), srv: n.newGRPCServer(opts, transport.MaxMessageSize, transport.MaxMessageSize, false, n.serverKeepalive(false), n.sec.peerServer(),
+		grpc.InTapHandle(n.peerTap), grpc.ChainUnaryInterceptor(n.checkPeer), grpc.ChainStreamInterceptor(n.checkPeerStream))}
 	internalv1.RegisterReplicaServer(peer.srv, &replicaServer{n: n})
 	internalv1.RegisterMetaServer(peer.srv, &metaServer{n: n})
 	healthpb.RegisterHealthServer(peer.srv, n.health)
@@ -512,6 +514,19 @@ func (n *Node) admitPeer(ctx context.Context, method string) error {
 		}
 	}
 	return nil
+}
+
+// peerTap refuses a peer request from another cluster or from a node
+// that is not a member as soon as its headers arrive: the handshake takes
+// any node certificate of the CA (a joiner's, a removed node's, another
+// cluster's), and a unary call's interceptors run only once its message,
+// up to transport.MaxMessageSize, has been read into memory. (The
+// interceptors check again: a server built without the tap stays safe.)
+func (n *Node) peerTap(ctx context.Context, info *tap.Info) (context.Context, error) {
+	if strings.HasPrefix(info.FullMethodName, "/grpc.health.v1.Health/") {
+		return ctx, nil
+	}
+	return ctx, n.admitPeer(ctx, info.FullMethodName)
 }
 
 // checkPeer refuses peer requests from another cluster.
