@@ -1119,7 +1119,10 @@ func (c *Coordinator) forward(ctx context.Context, deadline time.Time, span trac
 		req.RequestId = newRequestID()
 	}
 	order := forwardOrder(r.reps, r.need.Local, c.alive, c.cfg.Live.DiskLow)
-	var lastErr error
+	var (
+		lastErr error
+		low     []string // replicas that refused it for lack of disk
+	)
 	for _, rep := range order {
 		if rep.Node == c.cfg.NodeID {
 			continue // a replica forwarding: its clock runs ahead
@@ -1150,6 +1153,9 @@ func (c *Coordinator) forward(ctx context.Context, deadline time.Time, span trac
 			// anything: the next replica may take it.)
 			return nil, err
 		}
+		if st := status.Convert(err); st.Code() == codes.ResourceExhausted && HasReason(st, ReasonDiskLow) {
+			low = append(low, rep.Node)
+		}
 		lastErr = err
 	}
 	if o.clockAhead > 0 {
@@ -1160,7 +1166,9 @@ func (c *Coordinator) forward(ctx context.Context, deadline time.Time, span trac
 		// keep hints for them.
 		return c.coordinate(ctx, deadline, span, r, req, clk, o)
 	}
-	return nil, &UnavailableError{Op: OpWrite, Need: r.need, Alive: 0, Detail: "no replica could coordinate the write: " + errText(lastErr)}
+	// None took it: those low on disk are named (the operator's next
+	// step), the others were unreachable from here.
+	return nil, &UnavailableError{Op: OpWrite, Need: r.need, Alive: 0, LowOnDisk: low, Detail: "no replica could coordinate the write: " + errText(lastErr)}
 }
 
 // forwardOrder lists the live replicas a forwarded write may go to: the
