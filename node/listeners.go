@@ -523,10 +523,11 @@ func (n *Node) admitPeer(ctx context.Context, method string) error {
 // up to transport.MaxMessageSize, has been read into memory. (The
 // interceptors check again: a server built without the tap stays safe.)
 func (n *Node) peerTap(ctx context.Context, info *tap.Info) (context.Context, error) {
-	if strings.HasPrefix(info.FullMethodName, "/grpc.health.v1.Health/") {
-		return ctx, nil
+	m := info.FullMethodName
+	if !strings.HasPrefix(m, "/internal.v1.") && !strings.HasPrefix(m, "/admin.v1.") {
+		return ctx, nil // health, or a method not served here (UNIMPLEMENTED)
 	}
-	return ctx, n.admitPeer(ctx, info.FullMethodName)
+	return ctx, n.admitPeer(ctx, m)
 }
 
 // checkPeer refuses peer requests from another cluster.
