@@ -26,24 +26,7 @@ func (emptyCoordinate) Coordinate(context.Context, string, *internalv1.Coordinat
 // write OK but without a response (a peer's bug, another release) fails
 // the write as INTERNAL, naming the node, instead of crashing this one.
 func TestForwardAnsweredWithoutAResponse(t *testing.T) {
-	nodes := []placement.Node{
-		{ID: "n1", DC: "dc1", Rack: "r1", Weight: 1},
-		{ID: "n2", DC: "dc1", Rack: "r2", Weight: 1},
-		{ID: "n3", DC: "dc1", Rack: "r3", Weight: 1},
-	}
-	topo, coords, _ := testCluster(t, nodes, map[string]int{"dc1": 2}, func(c *Config) {
-		if c.NodeID == "n1" {
-			c.Peers = emptyCoordinate{c.Peers}
-		}
-	})
-	ks, _ := topo.Keyspace("ks")
-	var key []byte
-	for i := 0; key == nil; i++ {
-		k := fmt.Appendf(nil, "k-%d", i)
-		if !slices.ContainsFunc(ks.Table.Replicas(topo.Ring.Partition(k)), func(r placement.Replica) bool { return r.Node == "n1" }) {
-			key = k
-		}
-	}
+	coords, key := forwardingN1(t, func(p Peers) Peers { return emptyCoordinate{p} })
 	_, err := coords["n1"].Put(context.Background(), &kvv1.PutRequest{Keyspace: "ks", Key: key, Value: []byte("v")})
 	if status.Code(err) != codes.Internal || !strings.Contains(err.Error(), "answered the forwarded write without a response") {
 		t.Fatalf("a forward answered without a response: %v, want INTERNAL", err)
@@ -62,24 +45,7 @@ func (diskLowCoordinate) Coordinate(_ context.Context, node string, _ *internalv
 // disk fails UNAVAILABLE naming them as low on disk, so the operator
 // frees disk there, rather than "0 alive".
 func TestForwardRefusedForDiskNamesTheReplicas(t *testing.T) {
-	nodes := []placement.Node{
-		{ID: "n1", DC: "dc1", Rack: "r1", Weight: 1},
-		{ID: "n2", DC: "dc1", Rack: "r2", Weight: 1},
-		{ID: "n3", DC: "dc1", Rack: "r3", Weight: 1},
-	}
-	topo, coords, _ := testCluster(t, nodes, map[string]int{"dc1": 2}, func(c *Config) {
-		if c.NodeID == "n1" {
-			c.Peers = diskLowCoordinate{c.Peers}
-		}
-	})
-	ks, _ := topo.Keyspace("ks")
-	var key []byte
-	for i := 0; key == nil; i++ {
-		k := fmt.Appendf(nil, "k-%d", i)
-		if !slices.ContainsFunc(ks.Table.Replicas(topo.Ring.Partition(k)), func(r placement.Replica) bool { return r.Node == "n1" }) {
-			key = k
-		}
-	}
+	coords, key := forwardingN1(t, func(p Peers) Peers { return diskLowCoordinate{p} })
 	_, err := coords["n1"].Put(context.Background(), &kvv1.PutRequest{Keyspace: "ks", Key: key, Value: []byte("v"),
 		Consistency: &kvv1.Consistency{Level: kvv1.Level_LEVEL_LOCAL_QUORUM}})
 	st := status.Convert(err)
@@ -91,5 +57,28 @@ func TestForwardRefusedForDiskNamesTheReplicas(t *testing.T) {
 	}
 	if st.Code() != codes.Unavailable || md["low_on_disk"] != "2" || !strings.Contains(err.Error(), "free disk space on") {
 		t.Fatalf("a forward every replica refused for disk: %v (details %v), want UNAVAILABLE with low_on_disk 2 and what to do", err, md)
+	}
+}
+
+// forwardingN1 is three nodes with replication 2, n1's peers wrapped by
+// wrap, and a key n1 does not replicate (its writes are forwarded).
+func forwardingN1(t *testing.T, wrap func(Peers) Peers) (map[string]*Coordinator, []byte) {
+	t.Helper()
+	nodes := []placement.Node{
+		{ID: "n1", DC: "dc1", Rack: "r1", Weight: 1},
+		{ID: "n2", DC: "dc1", Rack: "r2", Weight: 1},
+		{ID: "n3", DC: "dc1", Rack: "r3", Weight: 1},
+	}
+	topo, coords, _ := testCluster(t, nodes, map[string]int{"dc1": 2}, func(c *Config) {
+		if c.NodeID == "n1" {
+			c.Peers = wrap(c.Peers)
+		}
+	})
+	ks, _ := topo.Keyspace("ks")
+	for i := 0; ; i++ {
+		k := fmt.Appendf(nil, "k-%d", i)
+		if !slices.ContainsFunc(ks.Table.Replicas(topo.Ring.Partition(k)), func(r placement.Replica) bool { return r.Node == "n1" }) {
+			return coords, k
+		}
 	}
 }
