@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meridiankv/meridian/coordinator"
 	"github.com/meridiankv/meridian/membership"
 	"github.com/meridiankv/meridian/placement"
 	"github.com/meridiankv/meridian/repair"
@@ -380,8 +381,11 @@ func (c Config) Validate() error {
 	if c.MaxConnections < 0 {
 		return fmt.Errorf("max-connections %d is negative (0: the default, 4096)", c.MaxConnections)
 	}
-	if c.RequestTimeout < 0 {
-		return fmt.Errorf("request-timeout %s is negative", c.RequestTimeout)
+	if c.RequestTimeout < 0 || c.RequestTimeout > coordinator.DefaultMaxRequestTimeout {
+		return fmt.Errorf("request-timeout %s: use up to %s (0: the default, 5s); callers that need longer set their own deadline, which is capped at %s too", c.RequestTimeout, coordinator.DefaultMaxRequestTimeout, coordinator.DefaultMaxRequestTimeout)
+	}
+	if c.TombstoneGrace > 0 && c.TombstoneGrace < MinTombstoneGrace {
+		return fmt.Errorf("tombstone-grace %s: use at least %s (a replica write still in flight when a tombstone is collected brings the deleted value back), or a negative value to keep tombstones", c.TombstoneGrace, MinTombstoneGrace)
 	}
 	if c.HintInterval < 0 {
 		return fmt.Errorf("hint-interval %s is negative (0: the default, 1s)", c.HintInterval)
@@ -485,6 +489,9 @@ func (c Config) Validate() error {
 			return nil
 		}
 	}
+	if err := c.checkDistinctAddrs(); err != nil {
+		return err
+	}
 	members, err := ParseInitialCluster(c.InitialCluster)
 	if err != nil {
 		return fmt.Errorf("%w (or start a new node with --join MEMBER_ADDR)", err)
@@ -564,6 +571,27 @@ func (c Config) checkAdvertise() error {
 	return nil
 }
 
+// checkDistinctAddrs refuses two listeners of this node on one fixed
+// port: the second would fail to bind only once the node is half up.
+func (c Config) checkDistinctAddrs() error {
+	seen := map[string]string{}
+	for _, a := range []struct{ flag, addr string }{{"grpc-addr", c.GRPCAddr}, {"peer-addr", c.PeerAddr}, {"admin-addr", c.AdminAddr}, {"gossip-addr", c.GossipAddr}, {"raft-addr", c.RaftAddr}} {
+		host, port, err := net.SplitHostPort(a.addr)
+		if err != nil || port == "0" {
+			continue // unset, shared, or a port picked at start
+		}
+		if ip := net.ParseIP(host); ip != nil {
+			host = ip.String()
+		}
+		key := net.JoinHostPort(host, port)
+		if other, dup := seen[key]; dup {
+			return fmt.Errorf("%s and %s are both %s: give each listener its own port (or port 0 to pick a free one)", other, a.flag, a.addr)
+		}
+		seen[key] = a.flag
+	}
+	return nil
+}
+
 // checkOwnAddr refuses a grpc-addr that is not the address the initial
 // cluster gives the node: peers would dial an address nobody serves. Port
 // 0 (a port picked at start) and a wildcard host (every interface) cannot
@@ -587,6 +615,10 @@ func checkOwnAddr(id, grpcAddr, listed string) error {
 	return fmt.Errorf("grpc-addr %s differs from %s's address %s in initial-cluster: peers dial the initial-cluster address, so make the two the same", grpcAddr, id, listed)
 }
 
+// MinTombstoneGrace is the shortest positive tombstone-grace accepted:
+// well past the longest a request (and its replica writes) may run.
+const MinTombstoneGrace = time.Minute
+
 // ParseInitialCluster parses "ID=HOST:PORT[/DC[/RACK[/WEIGHT]]]" entries
 // separated by commas. DC defaults to "dc1", rack to "rack1", weight to 1.
 func ParseInitialCluster(s string) ([]membership.NodeInfo, error) {
@@ -594,7 +626,7 @@ func ParseInitialCluster(s string) ([]membership.NodeInfo, error) {
 		return nil, errors.New("initial-cluster is empty: list every node as ID=HOST:PORT[/DC[/RACK[/WEIGHT]]], comma-separated")
 	}
 	var out []membership.NodeInfo
-	seen := map[string]bool{}
+	seen, addrs := map[string]bool{}, map[string]string{}
 	for _, entry := range strings.Split(s, ",") {
 		entry = strings.TrimSpace(entry)
 		id, rest, ok := strings.Cut(entry, "=")
@@ -605,6 +637,9 @@ func ParseInitialCluster(s string) ([]membership.NodeInfo, error) {
 			return nil, fmt.Errorf("initial-cluster lists node %q twice", id)
 		}
 		seen[id] = true
+		if err := (Config{ID: id}).validID(); err != nil {
+			return nil, fmt.Errorf("initial-cluster entry %q: %w", entry, err)
+		}
 		parts := strings.Split(rest, "/")
 		if len(parts) > 4 {
 			return nil, fmt.Errorf("initial-cluster entry %q: too many '/' parts", entry)
@@ -612,6 +647,10 @@ func ParseInitialCluster(s string) ([]membership.NodeInfo, error) {
 		if _, _, err := net.SplitHostPort(parts[0]); err != nil {
 			return nil, fmt.Errorf("initial-cluster entry %q: address %q is not host:port", entry, parts[0])
 		}
+		if addrs[parts[0]] != "" {
+			return nil, fmt.Errorf("initial-cluster gives %s and %s the same address %s: each node needs its own", addrs[parts[0]], id, parts[0])
+		}
+		addrs[parts[0]] = id
 		n := membership.NodeInfo{Node: placement.Node{ID: id, DC: "dc1", Rack: "rack1", Weight: 1}, GRPCAddr: parts[0]}
 		if len(parts) > 1 && parts[1] != "" {
 			n.DC = parts[1]
@@ -625,6 +664,9 @@ func ParseInitialCluster(s string) ([]membership.NodeInfo, error) {
 				return nil, fmt.Errorf("initial-cluster entry %q: weight %q must be a whole number from 1 to 1000", entry, parts[3])
 			}
 			n.Weight = w
+		}
+		if err := validPlace(n.DC, n.Rack, n.Weight); err != nil {
+			return nil, fmt.Errorf("initial-cluster entry %q: %w", entry, err)
 		}
 		out = append(out, n)
 	}

@@ -222,6 +222,13 @@ func TestNumericKeysRefused(t *testing.T) {
 		{func(c *node.Config) { c.RepairBytesPerSecond = math.NaN() }, "repair-bytes-per-second NaN"},
 		{func(c *node.Config) { c.RepairCrossDCBytesPerSecond = -1 }, "repair-cross-dc-bytes-per-second -1"},
 		{func(c *node.Config) { c.TransferBytesPerSecond = math.Inf(1) }, "transfer-bytes-per-second +Inf"},
+		{func(c *node.Config) { c.RequestTimeout = time.Minute }, "request-timeout 1m0s: use up to 30s"},
+		{func(c *node.Config) { c.TombstoneGrace = 5 * time.Second }, "tombstone-grace 5s: use at least 1m0s"},
+		{func(c *node.Config) { c.PeerAddr = "127.0.0.1:7001" }, "grpc-addr and peer-addr are both 127.0.0.1:7001"},
+		{func(c *node.Config) { c.RaftAddr, c.GossipAddr = "localhost:7005", "localhost:7005" }, "gossip-addr and raft-addr are both localhost:7005"},
+		{func(c *node.Config) { c.InitialCluster += ",n#2=127.0.0.1:7002" }, `initial-cluster entry "n#2=127.0.0.1:7002": id "n#2"`},
+		{func(c *node.Config) { c.InitialCluster += ",n2=127.0.0.1:7002/dc 2" }, `initial-cluster entry "n2=127.0.0.1:7002/dc 2": dc "dc 2"`},
+		{func(c *node.Config) { c.InitialCluster += ",n2=127.0.0.1:7001" }, "initial-cluster gives n1 and n2 the same address 127.0.0.1:7001"},
 	} {
 		cfg := soloConfig(t, "n1", "127.0.0.1:7001", t.TempDir())
 		c.set(&cfg)
@@ -248,6 +255,13 @@ func TestNumericKeysRefused(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("grace 1h, hints off: %v", err)
 	}
+	// The bounds themselves are accepted, as is a port-0 listener beside
+	// another port-0 one.
+	cfg.TombstoneGrace, cfg.RequestTimeout = node.MinTombstoneGrace, 30*time.Second
+	cfg.PeerAddr, cfg.RaftAddr = "127.0.0.1:0", "127.0.0.1:0"
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("grace 1m, request-timeout 30s, two port-0 listeners: %v", err)
+	}
 }
 
 // TestInsecureWithTLSFilesRefused: insecure turns TLS off on every
@@ -263,6 +277,20 @@ func TestInsecureWithTLSFilesRefused(t *testing.T) {
 		set(&cfg)
 		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "--insecure with TLS files") {
 			t.Errorf("insecure with %s%s%s: Validate = %v, want it refused", cfg.CAFile, cfg.CertFile, cfg.KeyFile, err)
+		}
+	}
+}
+
+// TestStartLocalRefusesBadSizes: a local cluster of no or negative nodes
+// is refused (it used to wait forever for members that never started).
+func TestStartLocalRefusesBadSizes(t *testing.T) {
+	for _, spec := range []node.LocalSpec{{NodesPerDC: -1}, {DCs: -2}, {DCs: 10}, {NodesPerDC: 65}, {RacksPerDC: -1}} {
+		spec.Engine = "memory"
+		if l, err := node.StartLocal(ctxT(t), spec); err == nil || !strings.Contains(err.Error(), "use 1 to 9 DCs of 1 to 64 nodes") {
+			if l != nil {
+				l.Close()
+			}
+			t.Errorf("StartLocal(%d DCs, %d nodes, %d racks) = %v", spec.DCs, spec.NodesPerDC, spec.RacksPerDC, err)
 		}
 	}
 }

@@ -744,3 +744,46 @@ func resolveServe(t *testing.T, yaml string, args ...string) (node.Config, error
 	}
 	return cfg, resolveConfig(cmd.Flags(), &cfg, &sf)
 }
+
+// TestCommentOnlyConfigFile: a config file with no keys (empty, or only
+// comments) is a valid file whose every key takes its default; the flags
+// supply the rest.
+func TestCommentOnlyConfigFile(t *testing.T) {
+	for _, body := range []string{"", "# every key from the flags\n"} {
+		file := filepath.Join(t.TempDir(), "node.yaml")
+		if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var cfg node.Config
+		var sf serveFlags
+		cmd := newServeCmdFor(&cfg, &sf)
+		if err := cmd.Flags().Parse([]string{"--config", file, "--id", "n1", "--grpc-addr", "127.0.0.1:7001", "--initial-cluster", "n1=127.0.0.1:7001",
+			"--engine", "memory", "--insecure", "--cluster-secret-file", "s"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := resolveConfig(cmd.Flags(), &cfg, &sf); err != nil {
+			t.Errorf("config file %q: %v", body, err)
+		} else if cfg.ID != "n1" {
+			t.Errorf("config file %q: id %q, want the flag's n1", body, cfg.ID)
+		}
+	}
+}
+
+// TestLocalRunsRefuseBadSizes: bench --local with no nodes and demo over
+// a directory holding a previous run's data are refused before anything
+// starts, saying what to give instead.
+func TestLocalRunsRefuseBadSizes(t *testing.T) {
+	run := cliRunner(t.Context())
+	for _, n := range []string{"0", "-1", "65"} {
+		if _, err := run("bench", "--local", "--local-nodes", n, "--duration", "1s"); err == nil || !strings.Contains(err.Error(), "--local-nodes "+n+": use 1 to 64") {
+			t.Errorf("bench --local-nodes %s: %v", n, err)
+		}
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "left-over"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run("demo", "--dir", dir); err == nil || !strings.Contains(err.Error(), "is not empty") {
+		t.Errorf("demo --dir over a non-empty directory: %v", err)
+	}
+}

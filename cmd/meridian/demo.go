@@ -42,6 +42,13 @@ its data directory is kept.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
+			if dir != "" {
+				// A previous demo's data names other ports: the nodes
+				// would refuse it only after starting.
+				if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
+					return fmt.Errorf("--dir %s is not empty (a previous demo's data?): give a new or empty directory, or omit --dir for a temporary one", dir)
+				}
+			}
 			if dir == "" {
 				d, err := os.MkdirTemp("", "meridian-demo-")
 				if err != nil {

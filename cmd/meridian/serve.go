@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -45,16 +46,20 @@ flag, then environment, then file, then default.
 
 Example, a 3-node cluster on one machine:
   meridian secret create cluster.secret   # once; copy the file to every node
+  meridian certs create-ca --dir certs     # once; then a certificate per node
+  for n in n1 n2 n3; do meridian certs create-node $n --dir certs; done
   meridian serve --id n1 --grpc-addr 127.0.0.1:7001 --gossip-addr 127.0.0.1:7101 --data-dir d1 \
     --cluster-secret-file cluster.secret \
+    --ca certs/ca.crt --cert certs/node.n1.crt --key certs/node.n1.key \
     --initial-cluster n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003
-  (and the same for n2, n3 with their own addresses and directories)
+  (and the same for n2, n3 with their own addresses, certificates and directories)
 
 A node added later starts with --join (any member's client address) instead
 of --initial-cluster, and its placement. It enters as joining and owns
 nothing until a committed plan adds it:
   meridian serve --id n4 --grpc-addr 127.0.0.1:7004 --data-dir d4 \
-    --cluster-secret-file cluster.secret --join 127.0.0.1:7001 --dc dc1 --rack r2 --weight 1
+    --cluster-secret-file cluster.secret --ca certs/ca.crt --cert certs/node.n4.crt --key certs/node.n4.key \
+    --join 127.0.0.1:7001 --dc dc1 --rack r2 --weight 1
   meridian cluster plan add n4 && meridian cluster commit`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -181,7 +186,7 @@ func resolveConfig(fs *pflag.FlagSet, cfg *node.Config, sf *serveFlags) error {
 		var fc fileConfig
 		dec := yaml.NewDecoder(strings.NewReader(string(raw)))
 		dec.KnownFields(true)
-		if err := dec.Decode(&fc); err != nil {
+		if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) { // EOF: no keys (empty, or comments only)
 			var be *node.BytesError
 			if errors.As(err, &be) {
 				if key := yamlKeyAt(raw, be.Line, be.Column); key != "" {
