@@ -384,9 +384,6 @@ func (c Config) Validate() error {
 	if c.RequestTimeout < 0 || c.RequestTimeout > coordinator.DefaultMaxRequestTimeout {
 		return fmt.Errorf("request-timeout %s: use up to %s (0: the default, 5s); callers that need longer set their own deadline, which is capped at %s too", c.RequestTimeout, coordinator.DefaultMaxRequestTimeout, coordinator.DefaultMaxRequestTimeout)
 	}
-	if c.TombstoneGrace > 0 && c.TombstoneGrace < MinTombstoneGrace {
-		return fmt.Errorf("tombstone-grace %s: use at least %s (a replica write still in flight when a tombstone is collected brings the deleted value back), or a negative value to keep tombstones", c.TombstoneGrace, MinTombstoneGrace)
-	}
 	if c.HintInterval < 0 {
 		return fmt.Errorf("hint-interval %s is negative (0: the default, 1s)", c.HintInterval)
 	}
@@ -615,9 +612,20 @@ func checkOwnAddr(id, grpcAddr, listed string) error {
 	return fmt.Errorf("grpc-addr %s differs from %s's address %s in initial-cluster: peers dial the initial-cluster address, so make the two the same", grpcAddr, id, listed)
 }
 
-// MinTombstoneGrace is the shortest positive tombstone-grace accepted:
-// well past the longest a request (and its replica writes) may run.
+// MinTombstoneGrace is the shortest positive tombstone-grace
+// CheckOperator accepts: well past the longest a request (and its replica
+// writes) may run.
 const MinTombstoneGrace = time.Minute
+
+// CheckOperator refuses, beyond Validate, settings that are valid for a
+// node a program runs (tests shorten waits with them) but a mistake in an
+// operator's configuration: a tombstone-grace under MinTombstoneGrace.
+func (c Config) CheckOperator() error {
+	if c.TombstoneGrace > 0 && c.TombstoneGrace < MinTombstoneGrace {
+		return fmt.Errorf("tombstone-grace %s: use at least %s (a replica write still in flight when a tombstone is collected brings the deleted value back), or a negative value to keep tombstones", c.TombstoneGrace, MinTombstoneGrace)
+	}
+	return nil
+}
 
 // ParseInitialCluster parses "ID=HOST:PORT[/DC[/RACK[/WEIGHT]]]" entries
 // separated by commas. DC defaults to "dc1", rack to "rack1", weight to 1.

@@ -787,3 +787,17 @@ func TestLocalRunsRefuseBadSizes(t *testing.T) {
 		t.Errorf("demo --dir over a non-empty directory: %v", err)
 	}
 }
+
+// TestTombstoneGraceFloor: serve refuses a positive tombstone-grace under
+// a minute (a replica write still in flight could bring a deleted value
+// back), and takes the minute itself and a negative grace (never collect).
+func TestTombstoneGraceFloor(t *testing.T) {
+	if _, err := resolveServe(t, "max-hint-bytes: 0\n", "--tombstone-grace", "5s"); err == nil || !strings.Contains(err.Error(), "tombstone-grace 5s: use at least 1m0s") {
+		t.Errorf("tombstone-grace 5s: %v", err)
+	}
+	for _, g := range []string{"1m", "-1s"} {
+		if _, err := resolveServe(t, "max-hint-bytes: 0\n", "--tombstone-grace", g); err != nil {
+			t.Errorf("tombstone-grace %s: %v", g, err)
+		}
+	}
+}

@@ -229,7 +229,10 @@ func resolveConfig(fs *pflag.FlagSet, cfg *node.Config, sf *serveFlags) error {
 			cfg.GossipSeeds = append(cfg.GossipSeeds, s)
 		}
 	}
-	return cfg.Validate()
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	return cfg.CheckOperator()
 }
 
 // yamlKeyAt names the key (dotted, from the top) whose value is at line
