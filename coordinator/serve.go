@@ -159,9 +159,16 @@ func (c *Coordinator) ServeWrite(ctx context.Context, req *internalv1.WriteReque
 	if err := c.checkIncoming(ks, set); err != nil {
 		return nil, err
 	}
-	if target := req.GetHintFor(); target != "" {
+	// A hint handed straight to its target (by a node removed from the
+	// cluster, whose plain writes peers refuse) is merged, as its delivery
+	// would be, when the target replicates the partition by its own ring
+	// (the sender's route, stopped at its removal, is not checked).
+	target := req.GetHintFor()
+	toSelf := target == c.cfg.NodeID && isReplica(ks.Table.Replicas(loc.Partition), target)
+	if target != "" && !toSelf {
 		// A hint names the node it is for: only a member of the topology,
-		// never this node itself (it would hold its own hint forever).
+		// never this node itself otherwise (it would hold its own hint
+		// forever).
 		if _, member := c.cfg.Topology().Nodes[target]; !member || target == c.cfg.NodeID {
 			return nil, status.Errorf(codes.InvalidArgument, "hint_for %q is not another member of this cluster", target)
 		}
@@ -177,8 +184,10 @@ func (c *Coordinator) ServeWrite(ctx context.Context, req *internalv1.WriteReque
 		}
 		return writeDone, nil
 	}
-	if err := c.checkRoute(ctx, loc.Partition); err != nil {
-		return nil, err
+	if !toSelf {
+		if err := c.checkRoute(ctx, loc.Partition); err != nil {
+			return nil, err
+		}
 	}
 	_, span := c.replicaSpan(ctx, "meridian.engine.commit", c.cfg.NodeID, attrSync.Bool(req.GetSync()))
 	err = c.merge(loc, req.GetKey(), set, req.GetSync())

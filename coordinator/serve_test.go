@@ -278,6 +278,52 @@ func TestServeWriteHintRefused(t *testing.T) {
 	}
 }
 
+// TestHintHandedToItsTarget: a hint naming this node (handed over by a
+// node removed from the cluster) is merged when this node replicates the
+// key's partition, and refused, nothing stored, when it does not.
+func TestHintHandedToItsTarget(t *testing.T) {
+	topo, err := membership.NewTopology(1, 16, []membership.NodeInfo{
+		{Node: placement.Node{ID: "n1", DC: "dc1", Rack: "r1", Weight: 1}},
+		{Node: placement.Node{ID: "n2", DC: "dc1", Rack: "r2", Weight: 1}},
+	}, []membership.KeyspaceSpec{{Name: "ks", Replication: map[string]int{"dc1": 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := replica.Open(memory.New(), "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Coordinator{cfg: Config{NodeID: "n1", Store: store, Now: time.Now, Topology: func() *membership.Topology { return topo }}}
+	ks, _ := topo.Keyspace("ks")
+	var mine, theirs []byte
+	for i := 0; mine == nil || theirs == nil; i++ {
+		key := fmt.Appendf(nil, "k%d", i)
+		if ks.Table.Replicas(topo.Ring.Partition(key))[0].Node == "n1" {
+			mine = key
+		} else {
+			theirs = key
+		}
+	}
+	for _, tc := range []struct {
+		key    []byte
+		merged bool
+	}{{mine, true}, {theirs, false}} {
+		set, _ := version.Set{}.Put(version.Clock{}, "n4", version.Value{Bytes: []byte("v")}, 1)
+		_, err := c.ServeWrite(context.Background(), &internalv1.WriteRequest{Keyspace: "ks", Key: tc.key, Set: set.Encode(), Sync: true, HintFor: "n1"})
+		loc := replica.Loc{Keyspace: ks.ID, Partition: topo.Ring.Partition(tc.key)}
+		got, gerr := store.Get(loc, tc.key)
+		if gerr != nil {
+			t.Fatal(gerr)
+		}
+		switch {
+		case tc.merged && (err != nil || len(got.Siblings) != 1):
+			t.Errorf("hint for n1 of its own partition: %v, stored %d siblings; want it merged", err, len(got.Siblings))
+		case !tc.merged && (status.Code(err) != codes.InvalidArgument || len(got.Siblings) != 0):
+			t.Errorf("hint for n1 of n2's partition: %v, stored %d siblings; want INVALID_ARGUMENT and nothing stored", err, len(got.Siblings))
+		}
+	}
+}
+
 // TestMerkleAnswersForPartitionsNotHeld: a peer asking about a partition
 // this node does not replicate gets the same answer a replica would
 // compute, and the node keeps no tree for it; for a partition it

@@ -509,9 +509,30 @@ func (n *Node) admitPeer(ctx context.Context, method string) error {
 	// The peer API is for members; a new node may only ask to join.
 	if method != internalv1.Meta_Join_FullMethodName && !n.cfg.Insecure {
 		cert, _ := pki.PeerCertificate(ctx)
-		if id, ok := pki.NodeID(cert); !ok || !n.mayTalk(id) {
+		if id, ok := pki.NodeID(cert); !ok || !n.mayTalk(id) && !(method == internalv1.Replica_Write_FullMethodName && n.wasRemoved(id)) {
 			return status.Errorf(codes.PermissionDenied, "node %q is not a member of this cluster: join it first (meridian serve --join)", id)
 		}
+	}
+	return nil
+}
+
+// removedSender refuses from a node removed from the cluster all but
+// hint hand-overs (admitPeer lets it call Write only): a removed node may
+// hold hints, the only copy of acknowledged writes perhaps, for a member
+// that was down when it left, and hands them over as hints (merged by
+// their target, held for it by another replica); its plain writes are
+// routed by a topology that stopped at its removal.
+func (n *Node) removedSender(ctx context.Context, req any) error {
+	if n.cfg.Insecure {
+		return nil
+	}
+	cert, _ := pki.PeerCertificate(ctx)
+	id, _ := pki.NodeID(cert)
+	if n.mayTalk(id) || !n.wasRemoved(id) {
+		return nil // a member, or a new node's Join (admitPeer let no other call through)
+	}
+	if w, ok := req.(*internalv1.WriteRequest); !ok || w.GetHintFor() == "" {
+		return status.Errorf(codes.PermissionDenied, "node %q was removed from this cluster: it may only hand over its hints", id)
 	}
 	return nil
 }
@@ -539,6 +560,9 @@ func (n *Node) checkPeer(ctx context.Context, req any, info *grpc.UnaryServerInf
 		return nil, err
 	}
 	if err := peerAdmin(info.FullMethod, req); err != nil {
+		return nil, err
+	}
+	if err := n.removedSender(ctx, req); err != nil {
 		return nil, err
 	}
 	// A forwarded write is coordinated here by this node's ring: when the

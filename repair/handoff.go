@@ -16,6 +16,7 @@ import (
 
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	"github.com/meridiankv/meridian/replica"
+	"github.com/meridiankv/meridian/transport"
 )
 
 // Writer sends a sibling set to a node (the coordinator's Peers has it).
@@ -72,6 +73,13 @@ type Handoff struct {
 	// handed, as hints for them, to a live node that replicates their
 	// partition, which delivers them in its turn.
 	Leaving func() bool
+	// Removed, when set, reports whether this node was removed from the
+	// cluster. Peers then take only its hint hand-overs (writes naming
+	// hint_for, sent unpiped), not plain writes: its routing stopped at
+	// its removal. So every hint goes that way, a live target's too: to
+	// the target itself first (which merges a hint naming itself when it
+	// replicates the partition), else to another live replica of it.
+	Removed func() bool
 	// Self is this node's ID; Local merges a hint's data into this node's
 	// own copy when this node is one of Place's nodes.
 	Self     string
@@ -242,6 +250,16 @@ func (h *Handoff) DeliverOnce(ctx context.Context) (int, error) {
 			h.Logger.Log(ctx, level, "hints for a node outside the topology: handed to the current replicas of their partitions, or dropped", "target", t, "handed", moved, "dropped", dropped, "kept_for_next_round", kept)
 			continue
 		}
+		if h.Removed != nil && h.Removed() {
+			handed, err := h.handOver(ctx, t, true)
+			if err != nil {
+				return 0, err
+			}
+			if handed > 0 {
+				h.Logger.Info("removed from the cluster: handed hints over to the target or its partition's replicas", "target", t, "hints", handed)
+			}
+			continue
+		}
 		if !h.Live.Alive(t) || h.Live.DiskLow(t) || now.Before(h.retryAt(t)) {
 			// A target away past the window keeps its hints here: they
 			// are not handed to the partition's other replicas. Those
@@ -256,7 +274,7 @@ func (h *Handoff) DeliverOnce(ctx context.Context) (int, error) {
 			// target (each refusal reported: its partition is repaired
 			// first).
 			if h.Leaving != nil && h.Leaving() {
-				handed, err := h.handOver(ctx, t)
+				handed, err := h.handOver(ctx, t, false)
 				if err != nil {
 					return 0, err
 				}
@@ -521,8 +539,10 @@ func (h *Handoff) dropUndelivered(hint Hint, gone bool) error {
 // stopped, as hints for t to a live node (not this one, not t) that
 // replicates the hint's partition, fsynced there and keeping their age,
 // and deletes each one taken. A hint no such node takes stays; one past
-// MaxAge is dropped.
-func (h *Handoff) handOver(ctx context.Context, t string) (handed int, err error) {
+// MaxAge is dropped. removed (this node was removed): t, when live, is
+// tried first (as a hint naming itself, which it merges), and the writes
+// skip the peer pipes, which peers open only to members.
+func (h *Handoff) handOver(ctx context.Context, t string, removed bool) (handed int, err error) {
 	d := h.target(t)
 	lower := d.handCursor
 	if lower == nil {
@@ -554,14 +574,20 @@ func (h *Handoff) handOver(ctx context.Context, t string) (handed int, err error
 			continue
 		}
 		enc := hint.Set.Encode()
+		if removed && slices.Contains(nodes, t) {
+			nodes = append([]string{t}, slices.DeleteFunc(slices.Clone(nodes), func(n string) bool { return n == t })...)
+		}
 		for _, n := range nodes {
-			if n == h.Self || n == t || !h.Live.Alive(n) || h.Live.DiskLow(n) {
+			if n == h.Self || n == t && !removed || !h.Live.Alive(n) || h.Live.DiskLow(n) {
 				continue
 			}
 			if err := h.bucket.wait(ctx, 1); err != nil {
 				return handed, nil // shutting down
 			}
 			wctx, cancel := context.WithTimeout(ctx, sizedTimeout(h.Timeout, len(enc)))
+			if removed {
+				wctx = transport.Unpiped(wctx)
+			}
 			werr := h.Peers.Write(wctx, n, &internalv1.WriteRequest{Keyspace: hint.Keyspace, Key: hint.Key, Set: enc, Sync: true,
 				HintFor: t, HintBornUnixNanos: hint.Born.UnixNano()})
 			cancel()

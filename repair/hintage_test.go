@@ -188,6 +188,43 @@ func TestLeavingNodeHandsOverHints(t *testing.T) {
 	}
 }
 
+// TestRemovedNodeHandsEveryHintOver: a node removed from the cluster
+// (peers take only its hint hand-overs) hands every hint over, a live
+// target's as well: to the target itself first, as a hint naming it,
+// else to another live replica; none is sent as a plain write.
+func TestRemovedNodeHandsEveryHintOver(t *testing.T) {
+	c := newClock()
+	l, err := NewHintLog(memory.New(), HintLogConfig{Window: time.Hour, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, target := range []string{"up", "away"} {
+		if err := store(t, l, target, "k"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	var got []string
+	p := &peers{fail: map[string]bool{"away": true}, onWrite: func(node string, req *internalv1.WriteRequest) {
+		mu.Lock()
+		got = append(got, fmt.Sprintf("%s hint_for=%s", node, req.GetHintFor()))
+		mu.Unlock()
+	}}
+	h := &Handoff{Log: l, Peers: p, Live: liveExcept{"away": true}, Now: c.Now, Rate: 1e6, Self: "n4", Batch: 8,
+		Leaving: func() bool { return true }, Removed: func() bool { return true },
+		Place: func(_ string, loc replica.Loc) ([]string, bool) { return []string{"n2", "up", "away"}, false }}
+	if _, err := h.DeliverOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	sent := slices.Clone(got)
+	mu.Unlock()
+	slices.Sort(sent)
+	if want := []string{"n2 hint_for=away", "up hint_for=up"}; !slices.Equal(sent, want) || statsFor(l, "up").Count+statsFor(l, "away").Count != 0 {
+		t.Fatalf("sent %v, still held up %d, away %d; want %v and nothing held", sent, statsFor(l, "up").Count, statsFor(l, "away").Count, want)
+	}
+}
+
 // liveExcept is every node alive but those listed.
 type liveExcept map[string]bool
 

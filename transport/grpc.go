@@ -207,7 +207,7 @@ func (g *GRPC) PipedWaiting() int {
 // piped sends c on node's pipe when the call qualifies; ok is false when
 // the caller must send it unary instead.
 func (g *GRPC) piped(ctx context.Context, node string, size int, c *internalv1.Call) (r *internalv1.Reply, ok bool, err error) {
-	if g.epoch == nil || size > MaxPipedCall || traced(ctx) {
+	if g.epoch == nil || size > MaxPipedCall || traced(ctx) || unpiped(ctx) {
 		return nil, false, nil
 	}
 	p := g.pipe(node)
