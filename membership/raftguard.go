@@ -67,7 +67,9 @@ func (c *guardedConn) Read(p []byte) (int, error) {
 			c.dec = codec.NewDecoder(c.r, &codec.MsgpackHandle{})
 			// As Raft's own sender encodes by default (the decoder
 			// reads both time formats).
-			c.enc = codec.NewEncoder(&c.out, &codec.MsgpackHandle{BasicHandle: codec.BasicHandle{TimeNotBuiltin: true}})
+			h := &codec.MsgpackHandle{}
+			h.TimeNotBuiltin = true
+			c.enc = codec.NewEncoder(&c.out, h)
 		}
 	}
 	if c.id == "" {
@@ -121,8 +123,10 @@ func (c *guardedConn) next() error {
 	var legacy []byte // the sender field from before the header
 	switch r := req.(type) {
 	case *raft.AppendEntriesRequest:
+		//lint:ignore SA1019 checked because Raft still reads it from older senders
 		legacy = r.Leader
 	case *raft.RequestVoteRequest:
+		//lint:ignore SA1019 checked because Raft still reads it from older senders
 		legacy = r.Candidate
 	case *raft.InstallSnapshotRequest:
 		legacy = r.Leader
