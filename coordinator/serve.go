@@ -159,18 +159,23 @@ func (c *Coordinator) ServeWrite(ctx context.Context, req *internalv1.WriteReque
 	if err := c.checkIncoming(ks, set); err != nil {
 		return nil, err
 	}
-	// A hint handed straight to its target (by a node removed from the
-	// cluster, whose plain writes peers refuse) is merged, as its delivery
-	// would be, when the target replicates the partition by its own ring
-	// (the sender's route, stopped at its removal, is not checked).
+	// A hint handed over by a leaving node (whose plain writes peers
+	// refuse once it is removed) is merged here, as its delivery would
+	// be, when it names this node or a node no longer a member, and this
+	// node replicates the partition by its own agreed ring (the sender's
+	// route, which may have stopped at its removal, is not checked).
 	target := req.GetHintFor()
-	toSelf := target == c.cfg.NodeID && isReplica(ks.Table.Replicas(loc.Partition), target)
+	topo := c.cfg.Topology()
+	_, member := topo.Nodes[target]
+	toSelf := target != "" && (target == c.cfg.NodeID || !member) && topo.Agreed() && isReplica(ks.Table.Replicas(loc.Partition), c.cfg.NodeID)
 	if target != "" && !toSelf {
-		// A hint names the node it is for: only a member of the topology,
-		// never this node itself otherwise (it would hold its own hint
-		// forever).
-		if _, member := c.cfg.Topology().Nodes[target]; !member || target == c.cfg.NodeID {
-			return nil, status.Errorf(codes.InvalidArgument, "hint_for %q is not another member of this cluster", target)
+		// Otherwise a hint names the node it is for: another member of
+		// the topology (held for itself, it would be held forever).
+		if target == c.cfg.NodeID {
+			return nil, status.Errorf(codes.InvalidArgument, "hint_for names this node, which does not replicate partition %d of keyspace %q (by its ring at epoch %d): hand it to a replica", loc.Partition, ks.Name, topo.Epoch)
+		}
+		if !member {
+			return nil, status.Errorf(codes.InvalidArgument, "hint_for %q is not a member of this cluster, and this node does not replicate partition %d of keyspace %q: hand it to a replica", target, loc.Partition, ks.Name)
 		}
 		var born time.Time
 		if ns := req.GetHintBornUnixNanos(); ns > 0 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -278,9 +279,10 @@ func TestServeWriteHintRefused(t *testing.T) {
 	}
 }
 
-// TestHintHandedToItsTarget: a hint naming this node (handed over by a
-// node removed from the cluster) is merged when this node replicates the
-// key's partition, and refused, nothing stored, when it does not.
+// TestHintHandedToItsTarget: a hint naming this node or a node no longer
+// a member (handed over by a node leaving the cluster) is merged when
+// this node replicates the key's partition by its agreed ring, and
+// refused, nothing stored, when it does not.
 func TestHintHandedToItsTarget(t *testing.T) {
 	topo, err := membership.NewTopology(1, 16, []membership.NodeInfo{
 		{Node: placement.Node{ID: "n1", DC: "dc1", Rack: "r1", Weight: 1}},
@@ -295,6 +297,16 @@ func TestHintHandedToItsTarget(t *testing.T) {
 	}
 	c := &Coordinator{cfg: Config{NodeID: "n1", Store: store, Now: time.Now, Topology: func() *membership.Topology { return topo }}}
 	ks, _ := topo.Keyspace("ks")
+	hint := func(key []byte, target string) error {
+		set, _ := version.Set{}.Put(version.Clock{}, "n4", version.Value{Bytes: []byte("v")}, 1)
+		_, err := c.ServeWrite(context.Background(), &internalv1.WriteRequest{Keyspace: "ks", Key: key, Set: set.Encode(), Sync: true, HintFor: target})
+		return err
+	}
+	// Not before this node agreed on the metadata: its ring may be behind.
+	if err := hint([]byte("k0"), "n1"); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("hint for n1 before the metadata is agreed: %v, want INVALID_ARGUMENT", err)
+	}
+	topo.Meta = &membership.MetaState{}
 	var mine, theirs []byte
 	for i := 0; mine == nil || theirs == nil; i++ {
 		key := fmt.Appendf(nil, "k%d", i)
@@ -304,22 +316,24 @@ func TestHintHandedToItsTarget(t *testing.T) {
 			theirs = key
 		}
 	}
-	for _, tc := range []struct {
-		key    []byte
-		merged bool
-	}{{mine, true}, {theirs, false}} {
-		set, _ := version.Set{}.Put(version.Clock{}, "n4", version.Value{Bytes: []byte("v")}, 1)
-		_, err := c.ServeWrite(context.Background(), &internalv1.WriteRequest{Keyspace: "ks", Key: tc.key, Set: set.Encode(), Sync: true, HintFor: "n1"})
-		loc := replica.Loc{Keyspace: ks.ID, Partition: topo.Ring.Partition(tc.key)}
-		got, gerr := store.Get(loc, tc.key)
-		if gerr != nil {
-			t.Fatal(gerr)
-		}
-		switch {
-		case tc.merged && (err != nil || len(got.Siblings) != 1):
-			t.Errorf("hint for n1 of its own partition: %v, stored %d siblings; want it merged", err, len(got.Siblings))
-		case !tc.merged && (status.Code(err) != codes.InvalidArgument || len(got.Siblings) != 0):
-			t.Errorf("hint for n1 of n2's partition: %v, stored %d siblings; want INVALID_ARGUMENT and nothing stored", err, len(got.Siblings))
+	// n9 left the cluster: a hint for it is merged by a replica too.
+	for _, target := range []string{"n1", "n9"} {
+		for _, tc := range []struct {
+			key    []byte
+			merged bool
+		}{{mine, true}, {theirs, false}} {
+			err := hint(tc.key, target)
+			loc := replica.Loc{Keyspace: ks.ID, Partition: topo.Ring.Partition(tc.key)}
+			got, gerr := store.Get(loc, tc.key)
+			if gerr != nil {
+				t.Fatal(gerr)
+			}
+			switch {
+			case tc.merged && (err != nil || len(got.Siblings) != 1):
+				t.Errorf("hint for %s of n1's partition: %v, stored %d siblings; want it merged", target, err, len(got.Siblings))
+			case !tc.merged && (status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "does not replicate partition") || len(got.Siblings) != 0):
+				t.Errorf("hint for %s of n2's partition: %v, stored %d siblings; want INVALID_ARGUMENT and nothing stored", target, err, len(got.Siblings))
+			}
 		}
 	}
 }

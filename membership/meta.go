@@ -44,6 +44,10 @@ type MemberRecord struct {
 	AdminAddr string      `json:"admin_addr,omitempty"`
 	RaftAddr  string      `json:"raft_addr,omitempty"`
 	State     MemberState `json:"state"`
+	// RemovedAt is when the member was removed (UnixNano, the proposer's
+	// clock on the command that removed it; 0: not removed, or removed
+	// before removals were timed).
+	RemovedAt int64 `json:"removed_at,omitempty"`
 }
 
 func (m MemberRecord) node() placement.Node {
@@ -379,6 +383,10 @@ type Command struct {
 	// when a rule changed replays under the rules it was decided by, so
 	// every node computes the same state from the same log.
 	Rules int `json:"rules,omitempty"`
+	// At is the proposer's wall clock when it proposed the command
+	// (UnixNano, MetaLog.Apply stamps it): the time a change it makes is
+	// recorded at, the same on every node that applies it.
+	At int64 `json:"at,omitempty"`
 	// Init.
 	ClusterID  string         `json:"cluster_id,omitempty"`
 	Partitions int            `json:"partitions,omitempty"`
@@ -874,14 +882,14 @@ func (s *MetaState) applyCommit(c Command) error {
 	if c.Rules >= 3 {
 		s.LastCommit = s.Plan
 	}
-	s.startTransition(s.Plan, next, nil)
+	s.startTransition(s.Plan, next, nil, c.At)
 	s.Plan = nil
 	return nil
 }
 
 // startTransition records a change from the current ring and specs to
 // next (ring) and nextSpecs (keyspaces that change), at epoch+1.
-func (s *MetaState) startTransition(ops []PlanOp, next *placement.Ring, nextSpecs map[string]KeyspaceSpec) {
+func (s *MetaState) startTransition(ops []PlanOp, next *placement.Ring, nextSpecs map[string]KeyspaceSpec, at int64) {
 	gen := s.Epoch + 1
 	t := &Transition{Generation: gen, Ops: ops, Next: next.State(), NextKeyspaces: nextSpecs, Reported: map[int][]string{}}
 	s.Transition = t
@@ -899,7 +907,7 @@ func (s *MetaState) startTransition(ops []PlanOp, next *placement.Ring, nextSpec
 			t.Done = append(t.Done, p) // nothing to copy: only replicas leave
 		}
 	}
-	s.maybeFinish()
+	s.maybeFinish(at)
 }
 
 // tables builds every keyspace's table on the current ring (next=false)
@@ -996,7 +1004,7 @@ func (s *MetaState) applyTransferDone(c Command) error {
 	if !changed {
 		return errUnchanged
 	}
-	s.maybeFinish()
+	s.maybeFinish(c.At)
 	return nil
 }
 
@@ -1077,7 +1085,7 @@ func (s *MetaState) applyAbort(c Command) error {
 	if c.Rules >= 3 {
 		s.LastUndone = t.Generation
 	}
-	s.maybeFinish()
+	s.maybeFinish(c.At)
 	return nil
 }
 
@@ -1089,9 +1097,9 @@ func (s *MetaState) generation() any {
 }
 
 // maybeFinish ends the transition once every moving partition switched:
-// the next ring and specs become current, leaving nodes are removed and
-// added ones active.
-func (s *MetaState) maybeFinish() {
+// the next ring and specs become current, leaving nodes are removed (at:
+// when) and added ones active.
+func (s *MetaState) maybeFinish(at int64) {
 	t := s.Transition
 	if t == nil || len(t.Done) < len(t.Moving) {
 		return
@@ -1109,7 +1117,7 @@ func (s *MetaState) maybeFinish() {
 	for _, m := range s.Members {
 		switch {
 		case m.State == StateLeaving && !inRing[m.ID]:
-			m.State = StateRemoved
+			m.State, m.RemovedAt = StateRemoved, at
 		case m.State == StateJoining && inRing[m.ID]:
 			m.State = StateActive
 		}
@@ -1223,7 +1231,7 @@ func (s *MetaState) applyKeyspaceAlter(c Command) error {
 	// Limits change now; replication through a transition.
 	cur.MaxSiblings, cur.MaxSetBytes = spec.MaxSiblings, spec.MaxSetBytes
 	s.Keyspaces[spec.Name] = cur
-	s.startTransition(nil, ring, map[string]KeyspaceSpec{spec.Name: spec})
+	s.startTransition(nil, ring, map[string]KeyspaceSpec{spec.Name: spec}, c.At)
 	return nil
 }
 

@@ -255,7 +255,7 @@ func (m *MetaLog) Apply(ctx context.Context, c Command) (uint64, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
-	c.Rules = CommandRules
+	c.Rules, c.At = CommandRules, time.Now().UnixNano()
 	entry := c.Encode()
 	if len(entry) > MaxLogEntryBytes {
 		return 0, &RefusedError{Err: fmt.Errorf("metadata command %s of %d bytes is over the %d-byte limit of a log entry", c.Kind, len(entry), MaxLogEntryBytes)}

@@ -415,16 +415,16 @@ func TestListenersServeTheirAPIs(t *testing.T) {
 	if _, err := kvv1.NewKVClient(peer).Get(ctx, &kvv1.GetRequest{Key: []byte("k")}); status.Code(err) != codes.Unimplemented {
 		t.Fatalf("kv get on the peer listener: %v, want UNIMPLEMENTED", err)
 	}
-	// The peer API refuses requests from another cluster, and hints for
-	// nodes outside the topology.
+	// The peer API refuses requests from another cluster, and writes
+	// whose set does not decode.
 	replica := internalv1.NewReplicaClient(peer)
 	other := metadata.AppendToOutgoingContext(ctx, "meridian-cluster", "staging", "meridian-epoch", "1")
 	if _, err := replica.Read(other, &internalv1.ReadRequest{Key: []byte("k")}); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("peer read from another cluster: %v, want FAILED_PRECONDITION", err)
 	}
 	ours := metadata.AppendToOutgoingContext(ctx, "meridian-cluster", "meridian", "meridian-epoch", "1")
-	if _, err := replica.Write(ours, &internalv1.WriteRequest{Key: []byte("k"), HintFor: "n99"}); status.Code(err) != codes.InvalidArgument {
-		t.Fatalf("hint for a node outside the topology: %v, want INVALID_ARGUMENT", err)
+	if _, err := replica.Write(ours, &internalv1.WriteRequest{Key: []byte("k"), Set: []byte{0xff}, HintFor: "n99"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("hint whose set does not decode: %v, want INVALID_ARGUMENT", err)
 	}
 	if _, err := replica.Read(ours, &internalv1.ReadRequest{Key: []byte("k")}); err != nil {
 		t.Fatalf("peer read with the cluster's name: %v", err)
@@ -444,7 +444,7 @@ func TestListenersServeTheirAPIs(t *testing.T) {
 	}
 	if err := calls.Send(&internalv1.CallBatch{Calls: []*internalv1.Call{
 		{Id: 7, Epoch: 1, Op: &internalv1.Call_Read{Read: &internalv1.ReadRequest{Key: []byte("k")}}},
-		{Id: 8, Epoch: 1, Op: &internalv1.Call_Write{Write: &internalv1.WriteRequest{Key: []byte("k"), HintFor: "n99"}}},
+		{Id: 8, Epoch: 1, Op: &internalv1.Call_Write{Write: &internalv1.WriteRequest{Key: []byte("k"), Set: []byte{0xff}, HintFor: "n99"}}},
 		{Id: 9, Epoch: 1},
 	}}); err != nil {
 		t.Fatal(err)
@@ -462,8 +462,8 @@ func TestListenersServeTheirAPIs(t *testing.T) {
 	if replies[7].GetRead() == nil {
 		t.Fatalf("piped read = %v", replies[7])
 	}
-	if e := replies[8].GetError(); e == nil || !strings.Contains(transport.ReplyStatus(replies[8]).Message(), "n99") || transport.ReplyStatus(replies[8]).Code() != codes.InvalidArgument {
-		t.Fatalf("piped hint for a node outside the topology = %v, want INVALID_ARGUMENT", replies[8])
+	if e := replies[8].GetError(); e == nil || !strings.Contains(transport.ReplyStatus(replies[8]).Message(), "sibling set") || transport.ReplyStatus(replies[8]).Code() != codes.InvalidArgument {
+		t.Fatalf("piped hint whose set does not decode = %v, want INVALID_ARGUMENT", replies[8])
 	}
 	if transport.ReplyStatus(replies[9]).Code() != codes.InvalidArgument {
 		t.Fatalf("call without an operation = %v, want INVALID_ARGUMENT", replies[9])

@@ -382,7 +382,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("max-connections %d is negative (0: the default, 4096)", c.MaxConnections)
 	}
 	if c.RequestTimeout < 0 || c.RequestTimeout > coordinator.DefaultMaxRequestTimeout {
-		return fmt.Errorf("request-timeout %s: use up to %s (0: the default, 5s); callers that need longer set their own deadline, which is capped at %s too", c.RequestTimeout, coordinator.DefaultMaxRequestTimeout, coordinator.DefaultMaxRequestTimeout)
+		return fmt.Errorf("request-timeout %s: use up to %s (0: the default, 5s), the cap on every request's deadline, a caller's own included", c.RequestTimeout, coordinator.DefaultMaxRequestTimeout)
 	}
 	if c.HintInterval < 0 {
 		return fmt.Errorf("hint-interval %s is negative (0: the default, 1s)", c.HintInterval)
@@ -475,6 +475,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("raft-addr %q: want host:port, e.g. 127.0.0.1:7401", c.RaftAddr)
 		}
 	}
+	if err := c.checkDistinctAddrs(); err != nil {
+		return err
+	}
 	if c.JoinAddr != "" {
 		if _, _, err := net.SplitHostPort(c.JoinAddr); err != nil {
 			return fmt.Errorf("join %q: want a member's client address host:port, e.g. 127.0.0.1:7001", c.JoinAddr)
@@ -485,9 +488,6 @@ func (c Config) Validate() error {
 		if c.InitialCluster == "" {
 			return nil
 		}
-	}
-	if err := c.checkDistinctAddrs(); err != nil {
-		return err
 	}
 	members, err := ParseInitialCluster(c.InitialCluster)
 	if err != nil {

@@ -520,21 +520,54 @@ func (n *Node) admitPeer(ctx context.Context, method string) error {
 // hint hand-overs (admitPeer lets it call Write only): a removed node may
 // hold hints, the only copy of acknowledged writes perhaps, for a member
 // that was down when it left, and hands them over as hints (merged by
-// their target, held for it by another replica); its plain writes are
-// routed by a topology that stopped at its removal.
-func (n *Node) removedSender(ctx context.Context, req any) error {
-	if n.cfg.Insecure {
+// their target, held for it by another replica). Its plain writes are
+// routed by a topology that stopped at its removal, and its certificate
+// stays valid: so a hand-over must carry a hint written before the
+// removal, and is taken only within removedHandOverWindow of it.
+func (n *Node) removedSender(ctx context.Context, method string, req any) error {
+	if n.cfg.Insecure || method != internalv1.Replica_Write_FullMethodName {
 		return nil
 	}
 	cert, _ := pki.PeerCertificate(ctx)
 	id, _ := pki.NodeID(cert)
-	if n.mayTalk(id) || !n.wasRemoved(id) {
-		return nil // a member, or a new node's Join (admitPeer let no other call through)
+	if n.mayTalk(id) {
+		return nil
 	}
-	if w, ok := req.(*internalv1.WriteRequest); !ok || w.GetHintFor() == "" {
+	meta := n.Topology().Meta
+	if meta == nil {
+		return status.Errorf(codes.PermissionDenied, "node %q is not a member of this cluster", id)
+	}
+	m, ok := meta.Members[id]
+	if !ok || m.State != membership.StateRemoved {
+		return status.Errorf(codes.PermissionDenied, "node %q is not a member of this cluster", id)
+	}
+	w, ok := req.(*internalv1.WriteRequest)
+	if !ok || w.GetHintFor() == "" {
 		return status.Errorf(codes.PermissionDenied, "node %q was removed from this cluster: it may only hand over its hints", id)
 	}
+	if m.RemovedAt == 0 {
+		return status.Errorf(codes.PermissionDenied, "node %q was removed before removals were timed: its hints are not taken (anti-entropy repairs their partitions from the other replicas)", id)
+	}
+	removed, window := time.Unix(0, m.RemovedAt), n.removedHandOverWindow()
+	if since := n.now().Sub(removed); since > window {
+		return status.Errorf(codes.PermissionDenied, "node %q was removed %s ago, more than the %s a removed node may hand over its hints for: wipe it, and destroy its key", id, since.Round(time.Second), window)
+	}
+	// (Clocks differ: a hint born a little after the removal, by the
+	// sender's clock, may still be older than it.)
+	if born := w.GetHintBornUnixNanos(); born <= 0 || time.Unix(0, born).After(removed.Add(time.Minute)) {
+		return status.Errorf(codes.PermissionDenied, "node %q was removed at %s: it may only hand over hints written before", id, removed.UTC().Format(time.RFC3339))
+	}
 	return nil
+}
+
+// removedHandOverWindow is how long after its removal a removed node's
+// hint hand-overs are taken: as long as a hint may live (nine tenths of
+// tombstone-grace), or a day where tombstones are never collected.
+func (n *Node) removedHandOverWindow() time.Duration {
+	if age := hintMaxAge(n.cfg.TombstoneGrace); age > 0 {
+		return age
+	}
+	return 24 * time.Hour
 }
 
 // peerTap refuses a peer request from another cluster or from a node
@@ -562,7 +595,7 @@ func (n *Node) checkPeer(ctx context.Context, req any, info *grpc.UnaryServerInf
 	if err := peerAdmin(info.FullMethod, req); err != nil {
 		return nil, err
 	}
-	if err := n.removedSender(ctx, req); err != nil {
+	if err := n.removedSender(ctx, info.FullMethod, req); err != nil {
 		return nil, err
 	}
 	// A forwarded write is coordinated here by this node's ring: when the

@@ -90,18 +90,15 @@ type Local struct {
 // DCName is the name of the i-th DC of a local cluster ("dc1", "dc2", ...).
 func DCName(i int) string { return fmt.Sprintf("dc%d", i+1) }
 
-// The largest local cluster StartLocal starts: every node is a process's
-// worth of goroutines, files and ports on one machine.
-const (
-	MaxLocalDCs        = 9
-	MaxLocalNodesPerDC = 64
-)
+// MaxLocalDCs is the most DCs of a local cluster: with SeparateHosts,
+// DC i listens on 127.0.0.(i+1).
+const MaxLocalDCs = 254
 
 // StartLocal starts every node of spec and waits until each sees the others
 // through gossip (or ctx ends).
 func StartLocal(ctx context.Context, spec LocalSpec) (*Local, error) {
-	if spec.DCs < 0 || spec.DCs > MaxLocalDCs || spec.NodesPerDC < 0 || spec.NodesPerDC > MaxLocalNodesPerDC || spec.RacksPerDC < 0 {
-		return nil, fmt.Errorf("local cluster: %d DCs of %d nodes in %d racks: use 1 to %d DCs of 1 to %d nodes (0: the defaults, 1 DC of 3 nodes in 1 rack)", spec.DCs, spec.NodesPerDC, spec.RacksPerDC, MaxLocalDCs, MaxLocalNodesPerDC)
+	if spec.DCs < 0 || spec.DCs > MaxLocalDCs || spec.NodesPerDC < 0 || spec.RacksPerDC < 0 {
+		return nil, fmt.Errorf("local cluster: %d DCs of %d nodes in %d racks: use 1 to %d DCs of at least 1 node in at least 1 rack (0: the defaults, 1 DC of 3 nodes in 1 rack)", spec.DCs, spec.NodesPerDC, spec.RacksPerDC, MaxLocalDCs)
 	}
 	if spec.DCs == 0 {
 		spec.DCs = 1

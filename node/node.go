@@ -543,7 +543,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	}()
 	handoff := &repair.Handoff{Log: n.hints.log, Peers: peers, Live: n.live, Interval: cfg.HintInterval, Logger: n.log, Now: opts.Now,
 		IsMember: func(id string) bool { _, ok := n.Topology().Nodes[id]; return ok || !n.Topology().Agreed() },
-		Place:    n.hintPlace, Self: cfg.ID, Local: n.coord, Leaving: n.leaving, Removed: n.removed,
+		Place:    n.hintPlace, Self: cfg.ID, Local: n.coord, Leaving: n.leaving,
 		AfterRound: func() {
 			if err := n.hints.refresh(); err != nil {
 				n.log.Warn("read hint targets", "err", err)
@@ -913,10 +913,6 @@ func (n *Node) leaving() bool {
 	m, ok := meta.Members[n.cfg.ID]
 	return ok && (m.State == membership.StateLeaving || m.State == membership.StateRemoved)
 }
-
-// removed reports whether the agreed metadata records this node as
-// removed from the cluster.
-func (n *Node) removed() bool { return n.wasRemoved(n.cfg.ID) }
 
 // wasRemoved reports whether the agreed metadata records node id as
 // removed from the cluster (a member once, its certificate still valid).

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -58,7 +59,13 @@ func TestRemovedNodeHandsOverItsHints(t *testing.T) {
 	if !slices.Contains(n4.HintTargets(), target.ID()) {
 		t.Fatalf("n4 holds hints for %v once removed, want %s's still held (cut off)", n4.HintTargets(), target.ID())
 	}
-	// Peers take nothing else from it: not a plain write, not a read.
+	removed, _ := n1.MetaState().Member("n4")
+	if removed.RemovedAt <= 0 || time.Since(time.Unix(0, removed.RemovedAt)) > time.Minute {
+		t.Fatalf("n4 removed at %d, want the time of its removal", removed.RemovedAt)
+	}
+	// Peers take nothing else from it: not a plain write, not a hint
+	// written after its removal (its certificate is still valid), not a
+	// read.
 	conn, err := n4.PeerConn("n1")
 	if err != nil {
 		t.Fatal(err)
@@ -66,6 +73,11 @@ func TestRemovedNodeHandsOverItsHints(t *testing.T) {
 	rc := internalv1.NewReplicaClient(conn)
 	if _, err := rc.Write(ctx, &internalv1.WriteRequest{Keyspace: "rf3", Key: key, Set: put.GetContext()}); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "may only hand over its hints") {
 		t.Errorf("a plain write from removed n4: %v, want PERMISSION_DENIED", err)
+	}
+	for _, born := range []int64{0, time.Now().Add(2 * time.Minute).UnixNano()} {
+		if _, err := rc.Write(ctx, &internalv1.WriteRequest{Keyspace: "rf3", Key: key, Set: put.GetContext(), HintFor: "n1", HintBornUnixNanos: born}); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "hints written before") {
+			t.Errorf("a hint born at %d from removed n4: %v, want PERMISSION_DENIED", born, err)
+		}
 	}
 	if _, err := rc.Read(ctx, &internalv1.ReadRequest{Keyspace: "rf3", Key: key}); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("a read from removed n4: %v, want PERMISSION_DENIED", err)

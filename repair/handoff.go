@@ -68,18 +68,14 @@ type Handoff struct {
 	// log's MaxAge).
 	Place func(keyspace string, loc replica.Loc) (nodes []string, gone bool)
 	// Leaving, when set, reports whether this node is leaving the cluster
-	// (decommissioned, replaced or removed): once it is removed no peer
-	// takes its calls, so the hints of targets it cannot reach now are
-	// handed, as hints for them, to a live node that replicates their
-	// partition, which delivers them in its turn.
+	// (decommissioned, replaced or removed). Once it is removed, peers
+	// take only its hint hand-overs (writes naming hint_for, unary), not
+	// plain writes: its routing stopped at its removal. So while it
+	// leaves, and after, every hint goes that way (handOver), a live
+	// target's too: to the target first, which merges it when it
+	// replicates the partition, else to another live replica of it,
+	// which keeps it as a hint for the target.
 	Leaving func() bool
-	// Removed, when set, reports whether this node was removed from the
-	// cluster. Peers then take only its hint hand-overs (writes naming
-	// hint_for, sent unpiped), not plain writes: its routing stopped at
-	// its removal. So every hint goes that way, a live target's too: to
-	// the target itself first (which merges a hint naming itself when it
-	// replicates the partition), else to another live replica of it.
-	Removed func() bool
 	// Self is this node's ID; Local merges a hint's data into this node's
 	// own copy when this node is one of Place's nodes.
 	Self     string
@@ -250,13 +246,13 @@ func (h *Handoff) DeliverOnce(ctx context.Context) (int, error) {
 			h.Logger.Log(ctx, level, "hints for a node outside the topology: handed to the current replicas of their partitions, or dropped", "target", t, "handed", moved, "dropped", dropped, "kept_for_next_round", kept)
 			continue
 		}
-		if h.Removed != nil && h.Removed() {
-			handed, err := h.handOver(ctx, t, true)
+		if h.Leaving != nil && h.Leaving() {
+			handed, err := h.handOver(ctx, t)
 			if err != nil {
 				return 0, err
 			}
 			if handed > 0 {
-				h.Logger.Info("removed from the cluster: handed hints over to the target or its partition's replicas", "target", t, "hints", handed)
+				h.Logger.Info("leaving the cluster: handed hints over to their target or their partition's replicas", "target", t, "hints", handed)
 			}
 			continue
 		}
@@ -273,15 +269,6 @@ func (h *Handoff) DeliverOnce(ctx context.Context) (int, error) {
 			// copy no later. The window only stops new hints for the
 			// target (each refusal reported: its partition is repaired
 			// first).
-			if h.Leaving != nil && h.Leaving() {
-				handed, err := h.handOver(ctx, t, false)
-				if err != nil {
-					return 0, err
-				}
-				if handed > 0 {
-					h.Logger.Info("leaving the cluster: handed hints for an unreachable target to other nodes", "target", t, "hints", handed)
-				}
-			}
 			continue
 		}
 		ready = append(ready, t)
@@ -536,13 +523,12 @@ func (h *Handoff) dropUndelivered(hint Hint, gone bool) error {
 }
 
 // handOver sends up to Batch of t's hints, from where the last hand-over
-// stopped, as hints for t to a live node (not this one, not t) that
-// replicates the hint's partition, fsynced there and keeping their age,
+// stopped, as hints for t to a live node (not this one) that replicates
+// the hint's partition, t first, fsynced there and keeping their age,
 // and deletes each one taken. A hint no such node takes stays; one past
-// MaxAge is dropped. removed (this node was removed): t, when live, is
-// tried first (as a hint naming itself, which it merges), and the writes
-// skip the peer pipes, which peers open only to members.
-func (h *Handoff) handOver(ctx context.Context, t string, removed bool) (handed int, err error) {
+// MaxAge is dropped. The writes skip the peer pipes, which peers refuse
+// to a removed node: each unary call is admitted on its own.
+func (h *Handoff) handOver(ctx context.Context, t string) (handed int, err error) {
 	d := h.target(t)
 	lower := d.handCursor
 	if lower == nil {
@@ -574,24 +560,28 @@ func (h *Handoff) handOver(ctx context.Context, t string, removed bool) (handed 
 			continue
 		}
 		enc := hint.Set.Encode()
-		if removed && slices.Contains(nodes, t) {
+		if slices.Contains(nodes, t) {
 			nodes = append([]string{t}, slices.DeleteFunc(slices.Clone(nodes), func(n string) bool { return n == t })...)
 		}
 		for _, n := range nodes {
-			if n == h.Self || n == t && !removed || !h.Live.Alive(n) || h.Live.DiskLow(n) {
+			if n == h.Self || !h.Live.Alive(n) || h.Live.DiskLow(n) {
 				continue
 			}
 			if err := h.bucket.wait(ctx, 1); err != nil {
 				return handed, nil // shutting down
 			}
-			wctx, cancel := context.WithTimeout(ctx, sizedTimeout(h.Timeout, len(enc)))
-			if removed {
-				wctx = transport.Unpiped(wctx)
-			}
+			wctx, cancel := context.WithTimeout(transport.Unpiped(ctx), sizedTimeout(h.Timeout, len(enc)))
 			werr := h.Peers.Write(wctx, n, &internalv1.WriteRequest{Keyspace: hint.Keyspace, Key: hint.Key, Set: enc, Sync: true,
 				HintFor: t, HintBornUnixNanos: hint.Born.UnixNano()})
 			cancel()
 			if werr != nil {
+				// Once a minute at warning level: an operator told to
+				// wait for a leaving node's hints to go learns why not.
+				level := slog.LevelDebug
+				if now := h.Now(); now.Sub(d.refusedLogged) >= time.Minute {
+					level, d.refusedLogged = slog.LevelWarn, now
+				}
+				h.Logger.Log(ctx, level, "leaving the cluster: a hint not handed over; tried again next round", "target", t, "to", n, "err", werr)
 				continue
 			}
 			if _, err := h.Log.Delete(hint); err != nil {

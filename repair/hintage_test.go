@@ -188,11 +188,11 @@ func TestLeavingNodeHandsOverHints(t *testing.T) {
 	}
 }
 
-// TestRemovedNodeHandsEveryHintOver: a node removed from the cluster
-// (peers take only its hint hand-overs) hands every hint over, a live
-// target's as well: to the target itself first, as a hint naming it,
-// else to another live replica; none is sent as a plain write.
-func TestRemovedNodeHandsEveryHintOver(t *testing.T) {
+// TestLeavingNodeHandsEveryHintOver: a node leaving the cluster (once
+// removed, peers take only its hint hand-overs) hands every hint over, a
+// live target's as well: to the target itself first, as a hint naming
+// it, else to another live replica; none is sent as a plain write.
+func TestLeavingNodeHandsEveryHintOver(t *testing.T) {
 	c := newClock()
 	l, err := NewHintLog(memory.New(), HintLogConfig{Window: time.Hour, Now: c.Now})
 	if err != nil {
@@ -211,8 +211,8 @@ func TestRemovedNodeHandsEveryHintOver(t *testing.T) {
 		mu.Unlock()
 	}}
 	h := &Handoff{Log: l, Peers: p, Live: liveExcept{"away": true}, Now: c.Now, Rate: 1e6, Self: "n4", Batch: 8,
-		Leaving: func() bool { return true }, Removed: func() bool { return true },
-		Place: func(_ string, loc replica.Loc) ([]string, bool) { return []string{"n2", "up", "away"}, false }}
+		Leaving: func() bool { return true },
+		Place:   func(_ string, loc replica.Loc) ([]string, bool) { return []string{"n2", "up", "away"}, false }}
 	if _, err := h.DeliverOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}

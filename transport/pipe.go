@@ -398,12 +398,10 @@ func EncodeStatus(err error) []byte {
 	return b
 }
 
-// traced reports whether ctx carries a sampled span: such calls stay
-// unary, so that their spans are recorded as their own gRPC calls.
 // Unpiped marks ctx's calls to go as unary RPCs, not on a peer's pipe:
-// for a sender peers do not open pipes to (a node removed from the
-// cluster handing its hints over), whose calls each need the unary
-// method's own admission.
+// for a sender whose pipes peers refuse (a node removed from the cluster
+// handing its hints over), whose calls each need the unary method's own
+// admission.
 func Unpiped(ctx context.Context) context.Context {
 	return context.WithValue(ctx, unpipedKey{}, true)
 }
@@ -415,6 +413,8 @@ func unpiped(ctx context.Context) bool {
 	return v
 }
 
+// traced reports whether ctx carries a sampled span: such calls stay
+// unary, so that their spans are recorded as their own gRPC calls.
 func traced(ctx context.Context) bool {
 	return trace.SpanContextFromContext(ctx).IsSampled()
 }

@@ -774,8 +774,8 @@ func TestCommentOnlyConfigFile(t *testing.T) {
 // starts, saying what to give instead.
 func TestLocalRunsRefuseBadSizes(t *testing.T) {
 	run := cliRunner(t.Context())
-	for _, n := range []string{"0", "-1", "65"} {
-		if _, err := run("bench", "--local", "--local-nodes", n, "--duration", "1s"); err == nil || !strings.Contains(err.Error(), "--local-nodes "+n+": use 1 to 64") {
+	for _, n := range []string{"0", "-1"} {
+		if _, err := run("bench", "--local", "--local-nodes", n, "--duration", "1s"); err == nil || !strings.Contains(err.Error(), "--local-nodes "+n+": use at least 1") {
 			t.Errorf("bench --local-nodes %s: %v", n, err)
 		}
 	}
