@@ -107,6 +107,10 @@ func (c *Coordinator) admit(ctx context.Context, op Op, cons *kvv1.Consistency) 
 		c.obs.Shed(op.String())
 		return admission{}, &OverloadError{What: "writes", Reason: "storage is stalling writes until compactions catch up"}
 	}
+	if n := c.rdBytes.Load(); op == OpRead && c.cfg.MaxReadBytes > 0 && n >= c.cfg.MaxReadBytes {
+		c.obs.Shed("read_bytes")
+		return admission{}, &OverloadError{What: "reads", Reason: fmt.Sprintf("reads in progress hold %d MiB of replica replies, the limit is %d MiB (max-read-bytes)", n>>20, c.cfg.MaxReadBytes>>20)}
+	}
 	if n := c.bgBytes.Load(); op == OpWrite && n >= c.cfg.MaxBackgroundBytes {
 		c.obs.Shed(op.String())
 		return admission{}, &OverloadError{What: "writes", Reason: fmt.Sprintf("replica writes and read repairs still running hold %d MiB, the limit is %d MiB (max-background-bytes)", n>>20, c.cfg.MaxBackgroundBytes>>20)}
@@ -151,6 +155,10 @@ func (a admission) release(ok bool) { a.l.release(a.class, a.seq, time.Since(a.s
 func (c *Coordinator) Background() (work int, bytes int64) {
 	return c.bgSlots.inUse(), c.bgBytes.Load()
 }
+
+// ReadBytes reports the bytes of replica replies reads in progress hold:
+// what MaxReadBytes bounds.
+func (c *Coordinator) ReadBytes() int64 { return c.rdBytes.Load() }
 
 func (c *Coordinator) goBackground(fn func()) bool {
 	if !c.bgSlots.tryAcquire() {

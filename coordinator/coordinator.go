@@ -154,6 +154,11 @@ type Config struct {
 	// MaxBackgroundBytes bounds the bytes of sibling sets held by replica
 	// writes still running (default 256 MiB): past it new writes are shed.
 	MaxBackgroundBytes int64
+	// MaxReadBytes bounds the bytes of replica replies held by reads in
+	// progress (default 256 MiB): past it new reads are shed until they
+	// drain. (Reads already running are not cut: with MaxInFlight, what
+	// they hold is bounded by the largest sets.)
+	MaxReadBytes int64
 	// MaxRequestTimeout caps every request and its background work,
 	// whatever deadline the caller sent (default 30s).
 	MaxRequestTimeout time.Duration
@@ -224,6 +229,9 @@ func (c *Config) setDefaults() {
 	if c.MaxBackgroundBytes == 0 {
 		c.MaxBackgroundBytes = DefaultMaxBackgroundBytes
 	}
+	if c.MaxReadBytes == 0 {
+		c.MaxReadBytes = DefaultMaxReadBytes
+	}
 	c.RequestTimeout = min(c.RequestTimeout, c.MaxRequestTimeout)
 }
 
@@ -240,6 +248,7 @@ const (
 	DefaultShedAfter          = 20 * time.Millisecond
 	DefaultMaxBackground      = 4096
 	DefaultMaxBackgroundBytes = 256 << 20
+	DefaultMaxReadBytes       = 256 << 20
 	DefaultMaxRequestTimeout  = 30 * time.Second
 )
 
@@ -269,6 +278,7 @@ type Coordinator struct {
 	bgSlots  *admitter
 	work     workers      // goroutines kept for writes' tasks (workers.go)
 	bgBytes  atomic.Int64 // bytes held by replica writes still running
+	rdBytes  atomic.Int64 // bytes of replica replies held by reads in progress
 
 	// Background work (remaining replica writes, read repair) runs under
 	// bgCtx and is waited for by Close.
@@ -627,7 +637,9 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 		merged  version.Set
 		got     = make([]reply, 0, len(live)+len(behind))
 		lastErr error
+		held    int64 // replies' bytes counted in rdBytes, until this returns
 	)
+	defer func() { c.rdBytes.Add(-held) }()
 	for !tl.met() {
 		if tl.hopeless() {
 			// A replica failed: ask the next one that could count
@@ -655,6 +667,9 @@ func (c *Coordinator) get(ctx context.Context, span trace.Span, req *kvv1.GetReq
 				lastErr = rp.err
 				continue
 			}
+			n := int64(rp.set.EncodedSize())
+			held += n
+			c.rdBytes.Add(n)
 			merged = version.Merge(merged, rp.set)
 		case <-ctx.Done():
 			answered := tl.acks

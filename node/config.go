@@ -114,6 +114,10 @@ type Config struct {
 	// write met its level, read repairs (default 256 MiB). Past it,
 	// writes are shed (RESOURCE_EXHAUSTED) and read repairs skipped.
 	MaxBackgroundBytes Bytes `yaml:"max-background-bytes"`
+	// MaxReadBytes bounds the bytes of replica replies held by the reads
+	// this node coordinates (default 256 MiB): past it, new reads are
+	// shed (RESOURCE_EXHAUSTED) until those in progress end.
+	MaxReadBytes Bytes `yaml:"max-read-bytes"`
 	// RequestIDWindow is how long write request IDs are remembered so a
 	// retried write is applied once (default 10m); MaxRequestIDs bounds
 	// how many (default 100,000): at a higher write rate IDs are forgotten
@@ -371,6 +375,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBackgroundBytes < 0 {
 		return fmt.Errorf("max-background-bytes %d is negative (0: the default, 256 MiB)", c.MaxBackgroundBytes)
+	}
+	if c.MaxReadBytes < 0 {
+		return fmt.Errorf("max-read-bytes %d is negative (0: the default, 256 MiB)", c.MaxReadBytes)
 	}
 	if c.RequestIDWindow < 0 {
 		return fmt.Errorf("request-id-window %s is negative (0: the default, 10m)", c.RequestIDWindow)

@@ -363,6 +363,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 		MaxInFlight:        cfg.MaxInFlight,
 		RequestIDWindow:    cfg.RequestIDWindow,
 		MaxBackgroundBytes: int64(cfg.MaxBackgroundBytes),
+		MaxReadBytes:       int64(cfg.MaxReadBytes),
 		MaxRequestIDs:      cfg.MaxRequestIDs,
 		TombstoneGrace:     cfg.TombstoneGrace,
 		OnTombstone: func(loc replica.Loc) {
@@ -531,6 +532,9 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	if err := n.tel.Metrics.RegisterBackground(
 		func() float64 { w, _ := n.coord.Background(); return float64(w) },
 		func() float64 { _, b := n.coord.Background(); return float64(b) }); err != nil {
+		return nil, err
+	}
+	if err := n.tel.Metrics.RegisterReadBytes(func() float64 { return float64(n.coord.ReadBytes()) }); err != nil {
 		return nil, err
 	}
 	if err := n.tel.Metrics.RegisterClockAhead(n.gossip.ClockAhead); err != nil {

@@ -313,6 +313,13 @@ func (m *Metrics) RegisterBackground(work, bytes func() float64) error {
 	return nil
 }
 
+// RegisterReadBytes exports the bytes of replica replies held by the
+// reads a node coordinates.
+func (m *Metrics) RegisterReadBytes(bytes func() float64) error {
+	return m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_read_bytes",
+		Help: "Bytes of replica replies held by the reads this node coordinates (past max-read-bytes, 256 MiB by default, new reads are shed)."}, bytes))
+}
+
 // RegisterRepairRuns exports the full repairs running.
 func (m *Metrics) RegisterRepairRuns(running func() float64) error {
 	return m.reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meridian_repair_runs_running",

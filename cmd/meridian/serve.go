@@ -101,6 +101,7 @@ nothing until a committed plan adds it:
 	f.Float64Var(&cfg.RepairBytesPerSecond, "repair-bytes-per-second", 0, "anti-entropy repair throttle, bytes/s (default 20 MiB/s)")
 	f.Float64Var(&cfg.RepairCrossDCBytesPerSecond, "repair-cross-dc-bytes-per-second", 0, "anti-entropy repair throttle with replicas in other DCs, bytes/s (default 5 MiB/s)")
 	f.Float64Var(&cfg.TransferBytesPerSecond, "transfer-bytes-per-second", 0, "throttle on the partitions this node receives during a membership change, bytes/s (default 20 MiB/s)")
+	f.Var(bytesFlag{&cfg.MaxReadBytes}, "max-read-bytes", "bytes of replica replies held by the reads this node coordinates, e.g. 256MiB (default 256 MiB; past it new reads are shed)")
 	f.Var(bytesFlag{&cfg.MaxBackgroundBytes}, "max-background-bytes", "bytes of sibling sets held by replica writes still running after their request answered and by read repairs, e.g. 256MiB (default 256 MiB; past it writes are shed and read repairs skipped)")
 	f.DurationVar(&cfg.RequestIDWindow, "request-id-window", 0, "how long write request IDs are remembered so a retried write is applied once (default 10m)")
 	f.IntVar(&cfg.MaxRequestIDs, "max-request-ids", 0, "write request IDs remembered at most (default 100000; meridian_request_ids_evicted_early_total counts IDs forgotten within the window: raise it)")
