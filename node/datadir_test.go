@@ -209,6 +209,7 @@ func TestNumericKeysRefused(t *testing.T) {
 		{func(c *node.Config) { c.MaxConnections = -1 }, "max-connections -1"},
 		{func(c *node.Config) { c.MaxRequestIDs = -1 }, "max-request-ids -1"},
 		{func(c *node.Config) { c.MaxBackgroundBytes = -1 }, "max-background-bytes -1"},
+		{func(c *node.Config) { c.MaxReadBytes = -1 }, "max-read-bytes -1"},
 		{func(c *node.Config) { c.ClientCallReplyBytes = -1 }, "client-call-reply-bytes -1"},
 		{func(c *node.Config) { c.PeerCallReplyBytes = -1 }, "peer-call-reply-bytes -1"},
 		{func(c *node.Config) { c.RequestIDWindow = -time.Minute }, "request-id-window -1m0s"},
