@@ -164,10 +164,13 @@ func (c *Coordinator) ServeWrite(ctx context.Context, req *internalv1.WriteReque
 	// be, when it names this node or a node no longer a member, and this
 	// node replicates the partition by its own agreed ring (the sender's
 	// route, which may have stopped at its removal, is not checked).
-	target := req.GetHintFor()
-	topo := c.cfg.Topology()
-	_, member := topo.Nodes[target]
-	toSelf := target != "" && (target == c.cfg.NodeID || !member) && topo.Agreed() && isReplica(ks.Table.Replicas(loc.Partition), c.cfg.NodeID)
+	target, toSelf, member := req.GetHintFor(), false, false
+	var topo *membership.Topology
+	if target != "" {
+		topo = c.cfg.Topology()
+		_, member = topo.Nodes[target]
+		toSelf = (target == c.cfg.NodeID || !member) && topo.Agreed() && isReplica(ks.Table.Replicas(loc.Partition), c.cfg.NodeID)
+	}
 	if target != "" && !toSelf {
 		// Otherwise a hint names the node it is for: another member of
 		// the topology (held for itself, it would be held forever).
