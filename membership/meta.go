@@ -564,7 +564,7 @@ func (s *MetaState) applyInit(c Command) error {
 			return fmt.Errorf("init defines keyspace %q twice", k.Name)
 		}
 		k = normalize(k)
-		k.StorageID = 0 // chosen here, never by the proposer
+		k.StorageID, k.CreatedAt = 0, c.At // chosen here, never by the proposer
 		next.Keyspaces[k.Name] = k
 	}
 	if _, err := next.Topology(); err != nil {
@@ -1143,7 +1143,7 @@ func (s *MetaState) applyKeyspaceCreate(c Command) error {
 		}
 		return fmt.Errorf("%w: %q has %s", ErrKeyspaceExists, spec.Name, DescribeSpec(cur))
 	}
-	spec.StorageID = 0
+	spec.StorageID, spec.CreatedAt = 0, c.At
 	if c.Rules >= 1 {
 		spec.StorageID = s.newStorageID(spec.Name)
 	}
@@ -1165,7 +1165,7 @@ func (s *MetaState) applyKeyspaceAlter(c Command) error {
 	if !ok {
 		return fmt.Errorf("keyspace %q does not exist: create it with `meridian keyspace create`", spec.Name)
 	}
-	spec.StorageID = cur.StorageID // the data stays where it is
+	spec.StorageID, spec.CreatedAt = cur.StorageID, cur.CreatedAt // the data stays where it is
 	if spec.Conflict != cur.Conflict {
 		cc, _ := ParseConflict(cur.Conflict)
 		sc, err := ParseConflict(spec.Conflict)

@@ -270,8 +270,11 @@ func TestPlanRefusals(t *testing.T) {
 
 func TestKeyspaceDDL(t *testing.T) {
 	st := initState(t, 2, 3, 64)
-	spec := KeyspaceSpec{Name: "orders", Replication: map[string]int{"dc1": 2}}
-	mustApply(t, st, Command{Kind: CmdKeyspaceCreate, Keyspace: &spec})
+	spec := KeyspaceSpec{Name: "orders", Replication: map[string]int{"dc1": 2}, CreatedAt: 7} // the proposer's is ignored
+	mustApply(t, st, Command{Kind: CmdKeyspaceCreate, Keyspace: &spec, At: 42})
+	if got := st.Keyspaces["orders"].CreatedAt; got != 42 {
+		t.Fatalf("keyspace created at %d, want its command's time 42", got)
+	}
 	if err := st.Apply(Command{Kind: CmdKeyspaceCreate, Keyspace: &spec}); !IsUnchanged(err) {
 		t.Fatalf("identical create: %v", err)
 	}
@@ -300,6 +303,9 @@ func TestKeyspaceDDL(t *testing.T) {
 		t.Fatalf("drop during a transition: %v", err)
 	}
 	finishTransfers(t, st)
+	if got := st.Keyspaces["orders"].CreatedAt; got != 42 {
+		t.Fatalf("keyspace created at %d after its alters, want 42 kept", got)
+	}
 	topo, _ := st.Topology()
 	if topo.Keyspaces["orders"].Table.N() != 4 {
 		t.Fatalf("N after the alter: %d", topo.Keyspaces["orders"].Table.N())

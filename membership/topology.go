@@ -65,6 +65,10 @@ type KeyspaceSpec struct {
 	// gets another ID, so data of the dropped one not yet deleted on some
 	// node (down during the drop) never reappears in it.
 	StorageID uint32 `yaml:"-" json:"storage_id,omitempty"`
+	// CreatedAt is when the keyspace was created (UnixNano, the metadata
+	// command's time; 0: created before creations were timed), set by
+	// the metadata log, never by the proposer.
+	CreatedAt int64 `yaml:"-" json:"created_at,omitempty"`
 }
 
 // Keyspace limit defaults.

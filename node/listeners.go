@@ -554,8 +554,14 @@ func (n *Node) removedSender(ctx context.Context, method string, req any) error 
 	}
 	// (Clocks differ: a hint born a little after the removal, by the
 	// sender's clock, may still be older than it.)
-	if born := w.GetHintBornUnixNanos(); born <= 0 || time.Unix(0, born).After(removed.Add(time.Minute)) {
+	born := w.GetHintBornUnixNanos()
+	if born <= 0 || time.Unix(0, born).After(removed.Add(time.Minute)) {
 		return status.Errorf(codes.PermissionDenied, "node %q was removed at %s: it may only hand over hints written before", id, removed.UTC().Format(time.RFC3339))
+	}
+	// Its metadata stopped at its removal: a keyspace dropped and created
+	// again under the same name since is not the one its hint is for.
+	if ks, ok := meta.Keyspaces[w.GetKeyspace()]; ok && ks.CreatedAt > born {
+		return status.Errorf(codes.PermissionDenied, "keyspace %q was created after the hint from removed node %q was written: its hint is for a keyspace dropped since", w.GetKeyspace(), id)
 	}
 	return nil
 }

@@ -79,6 +79,10 @@ func TestRemovedNodeHandsOverItsHints(t *testing.T) {
 			t.Errorf("a hint born at %d from removed n4: %v, want PERMISSION_DENIED", born, err)
 		}
 	}
+	// Nor one older than its keyspace (one of the same name, dropped since).
+	if _, err := rc.Write(ctx, &internalv1.WriteRequest{Keyspace: "rf3", Key: key, Set: put.GetContext(), HintFor: "n1", HintBornUnixNanos: time.Now().Add(-time.Hour).UnixNano()}); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "was created after the hint") {
+		t.Errorf("a hint older than its keyspace from removed n4: %v, want PERMISSION_DENIED", err)
+	}
 	if _, err := rc.Read(ctx, &internalv1.ReadRequest{Keyspace: "rf3", Key: key}); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("a read from removed n4: %v, want PERMISSION_DENIED", err)
 	}
