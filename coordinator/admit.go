@@ -107,9 +107,11 @@ func (c *Coordinator) admit(ctx context.Context, op Op, cons *kvv1.Consistency) 
 		c.obs.Shed(op.String())
 		return admission{}, &OverloadError{What: "writes", Reason: "storage is stalling writes until compactions catch up"}
 	}
-	if n := c.rdBytes.Load(); op == OpRead && c.cfg.MaxReadBytes > 0 && n >= c.cfg.MaxReadBytes {
-		c.obs.Shed("read_bytes")
-		return admission{}, &OverloadError{What: "reads", Reason: fmt.Sprintf("reads in progress hold %d MiB of replica replies, the limit is %d MiB (max-read-bytes)", n>>20, c.cfg.MaxReadBytes>>20)}
+	if op == OpRead && c.cfg.MaxReadBytes > 0 {
+		if n := c.rdBytes.Load(); n >= c.cfg.MaxReadBytes {
+			c.obs.Shed("read_bytes")
+			return admission{}, &OverloadError{What: "reads", Reason: fmt.Sprintf("reads in progress hold %s of replica replies, the limit is %s (max-read-bytes)", sizeText(n), sizeText(c.cfg.MaxReadBytes))}
+		}
 	}
 	if n := c.bgBytes.Load(); op == OpWrite && n >= c.cfg.MaxBackgroundBytes {
 		c.obs.Shed(op.String())
@@ -171,4 +173,15 @@ func (c *Coordinator) goBackground(fn func()) bool {
 		fn()
 	}()
 	return true
+}
+
+// sizeText renders a byte count for a message: B, KiB or MiB.
+func sizeText(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }

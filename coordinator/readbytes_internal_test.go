@@ -71,7 +71,7 @@ func TestReadsBoundTheBytesTheyHold(t *testing.T) {
 	}
 	err := get()
 	var over *OverloadError
-	if !errors.As(err, &over) || status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "max-read-bytes") || obs.count("read_bytes") != 1 {
+	if !errors.As(err, &over) || status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "KiB of replica replies, the limit is 32.0 KiB (max-read-bytes)") || obs.count("read_bytes") != 1 {
 		t.Fatalf("a read while others hold over max-read-bytes: %v (%d shed), want RESOURCE_EXHAUSTED naming the bound", err, obs.count("read_bytes"))
 	}
 	close(gate)

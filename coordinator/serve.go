@@ -159,26 +159,32 @@ func (c *Coordinator) ServeWrite(ctx context.Context, req *internalv1.WriteReque
 	if err := c.checkIncoming(ks, set); err != nil {
 		return nil, err
 	}
-	// A hint handed over by a leaving node (whose plain writes peers
-	// refuse once it is removed) is merged here, as its delivery would
-	// be, when it names this node or a node no longer a member, and this
-	// node replicates the partition by its own agreed ring (the sender's
-	// route, which may have stopped at its removal, is not checked).
+	// A hint handed over by a removed node (whose plain writes peers
+	// refuse) is merged here, as its delivery would be, when it names
+	// this node, or a node no longer a member (a hint handed on, born
+	// earlier: a fallback write naming a node this node has not heard of
+	// yet is refused, not merged, so that the sender knows no hint was
+	// kept), and this node replicates the partition by its own agreed
+	// ring (the sender's route, stopped at its removal, is not checked).
 	target, toSelf, member := req.GetHintFor(), false, false
 	var topo *membership.Topology
 	if target != "" {
 		topo = c.cfg.Topology()
 		_, member = topo.Nodes[target]
-		toSelf = (target == c.cfg.NodeID || !member) && topo.Agreed() && isReplica(ks.Table.Replicas(loc.Partition), c.cfg.NodeID)
+		handedOn := !member && req.GetHintBornUnixNanos() > 0
+		toSelf = (target == c.cfg.NodeID || handedOn) && topo.Agreed() && isReplica(ks.Table.Replicas(loc.Partition), c.cfg.NodeID)
 	}
 	if target != "" && !toSelf {
 		// Otherwise a hint names the node it is for: another member of
 		// the topology (held for itself, it would be held forever).
+		if (target == c.cfg.NodeID || !member) && !topo.Agreed() {
+			return nil, status.Errorf(codes.Unavailable, "hint_for %q: this node has not applied the cluster metadata yet", target)
+		}
 		if target == c.cfg.NodeID {
 			return nil, status.Errorf(codes.InvalidArgument, "hint_for names this node, which does not replicate partition %d of keyspace %q (by its ring at epoch %d): hand it to a replica", loc.Partition, ks.Name, topo.Epoch)
 		}
 		if !member {
-			return nil, status.Errorf(codes.InvalidArgument, "hint_for %q is not a member of this cluster, and this node does not replicate partition %d of keyspace %q: hand it to a replica", target, loc.Partition, ks.Name)
+			return nil, status.Errorf(codes.InvalidArgument, "hint_for %q is not a member of this cluster (by its metadata at epoch %d)", target, topo.Epoch)
 		}
 		var born time.Time
 		if ns := req.GetHintBornUnixNanos(); ns > 0 {

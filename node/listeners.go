@@ -559,8 +559,9 @@ func (n *Node) removedSender(ctx context.Context, method string, req any) error 
 		return status.Errorf(codes.PermissionDenied, "node %q was removed at %s: it may only hand over hints written before", id, removed.UTC().Format(time.RFC3339))
 	}
 	// Its metadata stopped at its removal: a keyspace dropped and created
-	// again under the same name since is not the one its hint is for.
-	if ks, ok := meta.Keyspaces[w.GetKeyspace()]; ok && ks.CreatedAt > born {
+	// again under the same name since is not the one its hint is for
+	// (allowing, again, a minute for clocks that differ).
+	if ks, ok := meta.Keyspaces[w.GetKeyspace()]; ok && time.Unix(0, ks.CreatedAt).After(time.Unix(0, born).Add(time.Minute)) {
 		return status.Errorf(codes.PermissionDenied, "keyspace %q was created after the hint from removed node %q was written: its hint is for a keyspace dropped since", w.GetKeyspace(), id)
 	}
 	return nil

@@ -547,7 +547,7 @@ func Start(ctx context.Context, cfg Config, opts Options) (_ *Node, err error) {
 	}()
 	handoff := &repair.Handoff{Log: n.hints.log, Peers: peers, Live: n.live, Interval: cfg.HintInterval, Logger: n.log, Now: opts.Now,
 		IsMember: func(id string) bool { _, ok := n.Topology().Nodes[id]; return ok || !n.Topology().Agreed() },
-		Place:    n.hintPlace, Self: cfg.ID, Local: n.coord, Leaving: n.leaving,
+		Place:    n.hintPlace, Self: cfg.ID, Local: n.coord, Leaving: n.leaving, Removed: func() bool { return n.wasRemoved(cfg.ID) },
 		AfterRound: func() {
 			if err := n.hints.refresh(); err != nil {
 				n.log.Warn("read hint targets", "err", err)

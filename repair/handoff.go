@@ -14,6 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	"github.com/meridiankv/meridian/replica"
 	"github.com/meridiankv/meridian/transport"
@@ -68,14 +71,19 @@ type Handoff struct {
 	// log's MaxAge).
 	Place func(keyspace string, loc replica.Loc) (nodes []string, gone bool)
 	// Leaving, when set, reports whether this node is leaving the cluster
-	// (decommissioned, replaced or removed). Once it is removed, peers
-	// take only its hint hand-overs (writes naming hint_for, unary), not
-	// plain writes: its routing stopped at its removal. So while it
-	// leaves, and after, every hint goes that way (handOver), a live
-	// target's too: to the target first, which merges it when it
-	// replicates the partition, else to another live replica of it,
-	// which keeps it as a hint for the target.
+	// (decommissioned, replaced or removed): the hints of targets it
+	// cannot reach are handed (handOver), as hints for them, to a live
+	// node that replicates their partition, which delivers them in its
+	// turn.
 	Leaving func() bool
+	// Removed, when set, reports whether this node was removed from the
+	// cluster. Peers then take only its hint hand-overs (writes naming
+	// hint_for, unary, of hints born before the removal), not plain
+	// writes: its routing stopped at its removal. So every hint goes that
+	// way, a live target's too: to the target first, which merges it when
+	// it replicates the partition, else to another live replica of it,
+	// which keeps it as a hint for the target.
+	Removed func() bool
 	// Self is this node's ID; Local merges a hint's data into this node's
 	// own copy when this node is one of Place's nodes.
 	Self     string
@@ -246,13 +254,13 @@ func (h *Handoff) DeliverOnce(ctx context.Context) (int, error) {
 			h.Logger.Log(ctx, level, "hints for a node outside the topology: handed to the current replicas of their partitions, or dropped", "target", t, "handed", moved, "dropped", dropped, "kept_for_next_round", kept)
 			continue
 		}
-		if h.Leaving != nil && h.Leaving() {
+		if h.Removed != nil && h.Removed() {
 			handed, err := h.handOver(ctx, t)
 			if err != nil {
 				return 0, err
 			}
 			if handed > 0 {
-				h.Logger.Info("leaving the cluster: handed hints over to their target or their partition's replicas", "target", t, "hints", handed)
+				h.Logger.Info("removed from the cluster: handed hints over to their target or their partition's replicas", "target", t, "hints", handed)
 			}
 			continue
 		}
@@ -269,6 +277,15 @@ func (h *Handoff) DeliverOnce(ctx context.Context) (int, error) {
 			// copy no later. The window only stops new hints for the
 			// target (each refusal reported: its partition is repaired
 			// first).
+			if h.Leaving != nil && h.Leaving() {
+				handed, err := h.handOver(ctx, t)
+				if err != nil {
+					return 0, err
+				}
+				if handed > 0 {
+					h.Logger.Info("leaving the cluster: handed hints for an unreachable target to other nodes", "target", t, "hints", handed)
+				}
+			}
 			continue
 		}
 		ready = append(ready, t)
@@ -522,35 +539,55 @@ func (h *Handoff) dropUndelivered(hint Hint, gone bool) error {
 	return h.Log.drop(hint, DropAged)
 }
 
-// handOver sends up to Batch of t's hints, from where the last hand-over
-// stopped, as hints for t to a live node (not this one) that replicates
-// the hint's partition, t first, fsynced there and keeping their age,
-// and deletes each one taken. A hint no such node takes stays; one past
-// MaxAge is dropped. The writes skip the peer pipes, which peers refuse
-// to a removed node: each unary call is admitted on its own.
+// handOver sends up to Batch (and BatchBytes) of t's hints, from where
+// the last hand-over stopped, as hints for t to a live node (not this
+// one) that replicates the hint's partition, t first, fsynced there and
+// keeping their age, and deletes each one taken. A hint no such node
+// takes stays; one past MaxAge is dropped, one that does not decode set
+// aside. A node that failed once is not tried again this round (one not
+// answering would cost each hint its timeout). The writes skip the peer
+// pipes, which peers refuse to a removed node: each unary call is
+// admitted on its own.
 func (h *Handoff) handOver(ctx context.Context, t string) (handed int, err error) {
 	d := h.target(t)
 	lower := d.handCursor
 	if lower == nil {
 		lower = hintPrefix(t)
 	}
-	var batch []rawHint
+	var (
+		batch []rawHint
+		size  int
+		full  bool
+	)
 	if err := h.Log.scan(lower, prefixEnd(hintPrefix(t)), func(k, v []byte) bool {
+		if len(batch) == h.Batch || len(batch) > 0 && size+len(k)+len(v) > h.BatchBytes {
+			full = true
+			return false
+		}
 		batch = append(batch, rawHint{slices.Clone(k), slices.Clone(v)})
-		return len(batch) < h.Batch
+		size += len(k) + len(v)
+		return true
 	}); err != nil {
 		return 0, err
 	}
-	if len(batch) < h.Batch {
-		d.handCursor = nil // the end: the next hand-over starts over
+	d.handCursor = nil // the end: the next hand-over starts over
+	if full {
+		d.handCursor = append(slices.Clone(batch[len(batch)-1].k), 0)
 	}
-	for _, r := range batch {
-		if len(batch) == h.Batch {
-			d.handCursor = append(slices.Clone(r.k), 0)
+	defer func() {
+		if handed > 0 {
+			h.Log.noteDelivered(t, h.Now(), handed)
 		}
+	}()
+	failed := map[string]bool{}
+	for _, r := range batch {
 		hint, derr := h.Log.decode(r.k, r.v)
 		if derr != nil {
-			continue // delivery sets it aside
+			h.Logger.Warn("quarantined a hint that does not decode", "target", t, "err", derr)
+			if err := h.Log.quarantine(r.k); err != nil {
+				return handed, err
+			}
+			continue
 		}
 		nodes, gone := h.place(hint)
 		if gone || h.Log.tooOld(hint) {
@@ -564,7 +601,7 @@ func (h *Handoff) handOver(ctx context.Context, t string) (handed int, err error
 			nodes = append([]string{t}, slices.DeleteFunc(slices.Clone(nodes), func(n string) bool { return n == t })...)
 		}
 		for _, n := range nodes {
-			if n == h.Self || !h.Live.Alive(n) || h.Live.DiskLow(n) {
+			if n == h.Self || failed[n] || !h.Live.Alive(n) || h.Live.DiskLow(n) {
 				continue
 			}
 			if err := h.bucket.wait(ctx, 1); err != nil {
@@ -575,6 +612,14 @@ func (h *Handoff) handOver(ctx context.Context, t string) (handed int, err error
 				HintFor: t, HintBornUnixNanos: hint.Born.UnixNano()})
 			cancel()
 			if werr != nil {
+				if ctx.Err() != nil {
+					return handed, nil
+				}
+				// Unreachable or not answering: the node's, for the rest of
+				// the round; a refusal of this one hint: the key's.
+				if c := status.Code(werr); c == codes.Unavailable || c == codes.DeadlineExceeded || c == codes.Unknown {
+					failed[n] = true
+				}
 				// Once a minute at warning level: an operator told to
 				// wait for a leaving node's hints to go learns why not.
 				level := slog.LevelDebug

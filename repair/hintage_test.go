@@ -188,41 +188,73 @@ func TestLeavingNodeHandsOverHints(t *testing.T) {
 	}
 }
 
-// TestLeavingNodeHandsEveryHintOver: a node leaving the cluster (once
-// removed, peers take only its hint hand-overs) hands every hint over, a
-// live target's as well: to the target itself first, as a hint naming
-// it, else to another live replica; none is sent as a plain write.
-func TestLeavingNodeHandsEveryHintOver(t *testing.T) {
+// TestRemovedNodeHandsEveryHintOver: a node removed from the cluster
+// (peers take only its hint hand-overs) hands every hint over, a live
+// target's as well: to the target itself first, as a hint naming it,
+// else to another live replica; none is sent as a plain write. A node
+// that fails is not asked again that round, and a hint that does not
+// decode is set aside, so the log empties.
+func TestRemovedNodeHandsEveryHintOver(t *testing.T) {
 	c := newClock()
-	l, err := NewHintLog(memory.New(), HintLogConfig{Window: time.Hour, Now: c.Now})
+	eng := memory.New()
+	l, err := NewHintLog(eng, HintLogConfig{Window: time.Hour, Now: c.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, target := range []string{"up", "away"} {
-		if err := store(t, l, target, "k"); err != nil {
+	for _, target := range []string{"up", "away", "away"} {
+		if err := store(t, l, target, fmt.Sprint("k", len(target))); err != nil {
 			t.Fatal(err)
 		}
 	}
+	if err := store(t, l, "away", "k2"); err != nil {
+		t.Fatal(err)
+	}
+	b := eng.NewBatch()
+	b.Set(hintKey("up", replica.Loc{Keyspace: 1, Partition: 3}, []byte("bad")), []byte{0xff, 1, 2})
+	if err := b.Commit(false); err != nil {
+		t.Fatal(err)
+	}
 	var mu sync.Mutex
 	var got []string
-	p := &peers{fail: map[string]bool{"away": true}, onWrite: func(node string, req *internalv1.WriteRequest) {
+	tries := map[string]int{}
+	p := &peers{fail: map[string]bool{"n2": true}, onWrite: func(node string, req *internalv1.WriteRequest) {
 		mu.Lock()
 		got = append(got, fmt.Sprintf("%s hint_for=%s", node, req.GetHintFor()))
 		mu.Unlock()
 	}}
-	h := &Handoff{Log: l, Peers: p, Live: liveExcept{"away": true}, Now: c.Now, Rate: 1e6, Self: "n4", Batch: 8,
-		Leaving: func() bool { return true },
-		Place:   func(_ string, loc replica.Loc) ([]string, bool) { return []string{"n2", "up", "away"}, false }}
+	counting := writerFunc(func(ctx context.Context, node string, req *internalv1.WriteRequest) error {
+		mu.Lock()
+		tries[node]++
+		mu.Unlock()
+		return p.Write(ctx, node, req)
+	})
+	h := &Handoff{Log: l, Peers: counting, Live: liveExcept{"away": true}, Now: c.Now, Rate: 1e6, Self: "n4", Batch: 8,
+		Leaving: func() bool { return true }, Removed: func() bool { return true },
+		Place: func(_ string, loc replica.Loc) ([]string, bool) { return []string{"n2", "n3", "up", "away"}, false }}
 	if _, err := h.DeliverOnce(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	mu.Lock()
 	sent := slices.Clone(got)
+	n2Tries := tries["n2"]
 	mu.Unlock()
 	slices.Sort(sent)
-	if want := []string{"n2 hint_for=away", "up hint_for=up"}; !slices.Equal(sent, want) || statsFor(l, "up").Count+statsFor(l, "away").Count != 0 {
-		t.Fatalf("sent %v, still held up %d, away %d; want %v and nothing held", sent, statsFor(l, "up").Count, statsFor(l, "away").Count, want)
+	if want := []string{"n3 hint_for=away", "n3 hint_for=away", "up hint_for=up"}; !slices.Equal(sent, want) {
+		t.Fatalf("sent %v, want %v", sent, want)
 	}
+	if n2Tries != 1 {
+		t.Errorf("n2, unreachable, was asked %d times in the round, want once", n2Tries)
+	}
+	if s := statsFor(l, "up"); s.Count+statsFor(l, "away").Count != 0 || s.Quarantined != 1 {
+		t.Fatalf("still held: up %+v, away %+v; want none, the bad hint quarantined", s, statsFor(l, "away"))
+	}
+}
+
+// writerFunc is a Writer from a function.
+type writerFunc func(ctx context.Context, node string, req *internalv1.WriteRequest) error
+
+func (f writerFunc) Write(ctx context.Context, node string, req *internalv1.WriteRequest) error {
+	return f(ctx, node, req)
 }
 
 // liveExcept is every node alive but those listed.
