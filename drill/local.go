@@ -263,6 +263,21 @@ func (l *Local) node(id string) (*localNode, error) {
 	return nil, fmt.Errorf("no node %s in the local cluster", id)
 }
 
+// childEnv is env without the MERIDIAN_* variables: a drill's nodes and
+// commands are configured by the drill's flags alone. Inherited, an
+// operator's MERIDIAN_CONFIG (a production node's file), MERIDIAN_INSECURE
+// or MERIDIAN_TOMBSTONE_GRACE would change the drill's nodes, or stop
+// them starting with an error that points nowhere near the drill.
+func childEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "MERIDIAN_") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
 // spawn starts a node's process (its output appended to its log) and a
 // goroutine that reaps it.
 func (l *Local) spawn(ln *localNode) error {
@@ -276,6 +291,7 @@ func (l *Local) spawn(ln *localNode) error {
 		return err
 	}
 	cmd := exec.Command(l.spec.Binary, ln.args...)
+	cmd.Env = childEnv(os.Environ())
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {

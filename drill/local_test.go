@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -58,5 +59,17 @@ func TestRunRestoreRefusesAPreviousRestore(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(root, "old", "cluster.secret")); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("with %s/: a cluster was created in old/ (%v)", sub, err)
 		}
+	}
+}
+
+// TestChildEnvDropsMeridianVariables: a drill's node processes and the
+// commands it runs get the environment without MERIDIAN_* (an operator's
+// MERIDIAN_CONFIG or MERIDIAN_INSECURE would reconfigure them), and with
+// everything else (PATH, OTEL_*).
+func TestChildEnvDropsMeridianVariables(t *testing.T) {
+	got := childEnv([]string{"PATH=/bin", "MERIDIAN_CONFIG=/etc/meridian.yaml", "OTEL_EXPORTER_OTLP_ENDPOINT=http://c:4317", "MERIDIAN_INSECURE=true", "XMERIDIAN_Y=1"})
+	want := []string{"PATH=/bin", "OTEL_EXPORTER_OTLP_ENDPOINT=http://c:4317", "XMERIDIAN_Y=1"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("childEnv = %v, want %v", got, want)
 	}
 }

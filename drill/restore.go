@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -447,7 +448,9 @@ func RunRestore(ctx context.Context, cfg RestoreConfig, spec LocalSpec) (*Restor
 // runCLI runs the meridian binary and returns what it printed on
 // stdout; a failure carries its stderr.
 func runCLI(ctx context.Context, bin string, args ...string) ([]byte, error) {
-	out, err := exec.CommandContext(ctx, bin, args...).Output()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = childEnv(os.Environ())
+	out, err := cmd.Output()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		return out, fmt.Errorf("%v: %s", err, strings.TrimSpace(string(ee.Stderr)))
