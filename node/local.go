@@ -90,6 +90,10 @@ type Local struct {
 // DCName is the name of the i-th DC of a local cluster ("dc1", "dc2", ...).
 func DCName(i int) string { return fmt.Sprintf("dc%d", i+1) }
 
+// ErrNoSeparateHosts is StartLocal's error when SeparateHosts asks for a
+// loopback address this machine does not have (macOS has 127.0.0.1 only).
+var ErrNoSeparateHosts = errors.New("a local cluster's DC addresses are not on this machine")
+
 // MaxLocalDCs is the most DCs of a local cluster: with SeparateHosts,
 // DC i listens on 127.0.0.(i+1).
 const MaxLocalDCs = 254
@@ -135,6 +139,9 @@ func StartLocal(ctx context.Context, spec LocalSpec) (*Local, error) {
 			lis, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 			if err != nil {
 				closeAll()
+				if spec.SeparateHosts && host != "127.0.0.1" {
+					return nil, fmt.Errorf("%w: reserve a port on %s: %v (on macOS loopback has only 127.0.0.1: add the others with `sudo ifconfig lo0 alias %s up`, or put every DC on 127.0.0.1)", ErrNoSeparateHosts, host, err, host)
+				}
 				return nil, fmt.Errorf("reserve a port on %s: %w", host, err)
 			}
 			listeners = append(listeners, lis)
