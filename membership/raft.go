@@ -260,6 +260,16 @@ func (m *MetaLog) Apply(ctx context.Context, c Command) (uint64, error) {
 	if len(entry) > MaxLogEntryBytes {
 		return 0, &RefusedError{Err: fmt.Errorf("metadata command %s of %d bytes is over the %d-byte limit of a log entry", c.Kind, len(entry), MaxLogEntryBytes)}
 	}
+	// Tried first on a copy of the state: a command it refuses (a bad
+	// name, an unknown node, a stale generation) is answered now, not
+	// stored in every member's log first. (The log's order still
+	// decides: an entry in flight may change the state before this one
+	// applies, which Apply then judges again.)
+	if st := m.State(); !c.IsInit() && st.Initialized() {
+		if err := st.Clone().Apply(c); err != nil && !IsUnchanged(err) {
+			return st.Epoch, &RefusedError{Err: err}
+		}
+	}
 	f := m.raft.Apply(entry, timeout)
 	if err := f.Error(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {

@@ -2,6 +2,7 @@ package membership
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -220,5 +221,38 @@ func TestReconcileAddsJoinersAsNonvoters(t *testing.T) {
 	c.waitAll(lead.State().Epoch)
 	if c.logs["b"].State().Members["b"].State != StateJoining {
 		t.Fatal("the joiner did not receive the log")
+	}
+}
+
+// TestRefusedCommandsAreNotLogged: a command the state refuses (a
+// keyspace in a DC no member is in, a drop of one that does not exist) is
+// answered as refused without an entry in the log, so bad admin input is
+// not stored on every member first; one that changes nothing is not
+// refused.
+func TestRefusedCommandsAreNotLogged(t *testing.T) {
+	c := newMetaCluster(t, "a")
+	ctx := context.Background()
+	lead := c.leader()
+	epoch, err := lead.Apply(ctx, Command{Kind: CmdInit, ClusterID: "test", Partitions: 64, Members: []MemberRecord{member("a", "dc1", "r1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.waitAll(epoch)
+	before := lead.Stats().LastIndex
+	bad := KeyspaceSpec{Name: "k", Replication: map[string]int{"dc9": 1}}
+	for range 20 {
+		var refused *RefusedError
+		if _, err := lead.Apply(ctx, Command{Kind: CmdKeyspaceCreate, Keyspace: &bad}); !errors.As(err, &refused) {
+			t.Fatalf("a keyspace in an unknown DC: %v, want it refused", err)
+		}
+		if _, err := lead.Apply(ctx, Command{Kind: CmdKeyspaceDrop, Name: "nope"}); !errors.As(err, &refused) {
+			t.Fatalf("a drop of a keyspace that does not exist: %v, want it refused", err)
+		}
+	}
+	if after := lead.Stats().LastIndex; after != before {
+		t.Fatalf("log grew from index %d to %d with refused commands only", before, after)
+	}
+	if _, err := lead.Apply(ctx, Command{Kind: CmdPlanClear}); err != nil {
+		t.Fatalf("a command that changes nothing: %v", err)
 	}
 }
