@@ -197,3 +197,41 @@ func dialAsNode(t *testing.T, l *node.Local, id, addr string) *grpc.ClientConn {
 	}
 	return dialWith(t, addr, grpc.WithTransportCredentials(pki.ClientCredentials(src, pki.ClientOptions{})))
 }
+
+// TestJoiningNodeForwardsNoClusterCommands: a node still joining (its
+// certificate valid, owning nothing) cannot pass a cluster-wide command
+// (here a keyspace create; a drop or commit alike) to the leader, which
+// refuses it with PERMISSION_DENIED and changes nothing; an active member
+// forwarding the same command, as it does for an operator, is heard.
+func TestJoiningNodeForwardsNoClusterCommands(t *testing.T) {
+	l := startSecureCluster(t, node.LocalSpec{NodesPerDC: 3, Partitions: 64})
+	first := l.Nodes()[0]
+	if _, err := l.Join(ctxT(t), "n4", "dc1", "r1"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "n4 joining", func() bool {
+		m, ok := first.MetaState().Member("n4")
+		return ok && m.State == membership.StateJoining
+	})
+	leader := metaLeader(t, l.Nodes()[:3])
+	var active *node.Node
+	for _, n := range l.Nodes()[:3] {
+		if n != leader {
+			active = n
+		}
+	}
+	ctx := metadata.AppendToOutgoingContext(ctxT(t), "meridian-cluster", "meridian", "meridian-epoch", "1")
+	spec := membership.KeyspaceSpec{Name: "orders", Replication: map[string]int{"dc1": 2}}
+	create := membership.Command{Kind: membership.CmdKeyspaceCreate, Keyspace: &spec}
+	joining := internalv1.NewMetaClient(dialAsNode(t, l, "n4", leader.PeerAddr()))
+	if _, err := joining.Propose(ctx, &internalv1.ProposeRequest{Command: create.Encode()}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("a keyspace create forwarded by joining n4: %v, want PERMISSION_DENIED", err)
+	}
+	if _, ok := leader.MetaState().Keyspaces["orders"]; ok {
+		t.Fatal("the keyspace was created by a joining node's proposal")
+	}
+	member := internalv1.NewMetaClient(dialAsNode(t, l, active.ID(), leader.PeerAddr()))
+	if _, err := member.Propose(ctx, &internalv1.ProposeRequest{Command: create.Encode()}); err != nil {
+		t.Fatalf("the same create forwarded by active %s: %v", active.ID(), err)
+	}
+}

@@ -670,6 +670,9 @@ func (s *metaServer) Propose(ctx context.Context, req *internalv1.ProposeRequest
 	if err := s.checkOwnCommand(ctx, c); err != nil {
 		return nil, err
 	}
+	if err := s.checkForwarder(ctx, c); err != nil {
+		return nil, err
+	}
 	if !s.n.meta.IsLeader() {
 		return nil, status.Errorf(codes.Unavailable, "not the metadata leader (the leader is %q)", s.n.meta.Leader())
 	}
@@ -710,6 +713,32 @@ func (s *metaServer) checkOwnCommand(ctx context.Context, c membership.Command) 
 	from, ok := pki.NodeID(cert)
 	if !ok || from != subject {
 		return status.Errorf(codes.PermissionDenied, "a %s command for node %q is proposed by that node only, not by %q", c.Kind, subject, from)
+	}
+	return nil
+}
+
+// checkForwarder refuses, with PERMISSION_DENIED, a cluster-wide command
+// (a join, a plan step, a commit or abort, a keyspace change) forwarded by
+// a node still joining: such commands come from an operator's admin call
+// (checked for the admin role on the node that took it) or a join a
+// member took, and a joining node owns nothing yet that makes it one to
+// pass them on. (Its own transfers and addresses it still reports.)
+func (s *metaServer) checkForwarder(ctx context.Context, c membership.Command) error {
+	if _, own := ownCommandSubject(c); own || s.n.cfg.Insecure {
+		return nil
+	}
+	cert, _ := pki.PeerCertificate(ctx)
+	from, _ := pki.NodeID(cert)
+	meta := s.n.Topology().Meta
+	if meta == nil {
+		return status.Error(codes.Unavailable, "this node has not applied the cluster metadata yet")
+	}
+	if m, ok := meta.Members[from]; !ok || m.State != membership.StateActive && m.State != membership.StateLeaving {
+		state := membership.MemberState("not a member")
+		if ok {
+			state = m.State
+		}
+		return status.Errorf(codes.PermissionDenied, "a %s command is not taken from node %q (%s): only active members pass on operators' and joins' commands", c.Kind, from, state)
 	}
 	return nil
 }
