@@ -202,11 +202,22 @@ func TestFaultDiskFull(t *testing.T) {
 	if got, err := kv.Get(ctx, &kvv1.GetRequest{Key: []byte("k")}); err != nil || len(got.GetSiblings()) != 1 {
 		t.Fatalf("get under disk-full: %v %v", got, err)
 	}
+	// Nor is a snapshot taken by hand: it would keep the tables that
+	// compactions free.
+	if _, err := n.Snapshot("by-hand"); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "low on disk") {
+		t.Fatalf("snapshot under disk-full: %v, want FAILED_PRECONDITION low on disk", err)
+	}
 	if _, err := admin.ClearFaults(ctx, &adminv1.ClearFaultsRequest{Id: inj.Fault.Id}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := kv.Put(ctx, &kvv1.PutRequest{Key: []byte("k2"), Value: []byte("v")}); err != nil {
 		t.Fatalf("put once disk-full is cleared: %v", err)
+	}
+	if _, err := n.Snapshot("by-hand"); err != nil {
+		t.Fatalf("snapshot once disk-full is cleared: %v", err)
+	}
+	if _, err := n.Snapshot("auto-by-hand"); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf(`snapshot named "auto-by-hand": %v, want INVALID_ARGUMENT (the schedule's names)`, err)
 	}
 
 	mem := startCluster(t, node.LocalSpec{NodesPerDC: 1, Engine: "memory", Options: node.Options{Register: ops.Register}})

@@ -100,7 +100,24 @@ func snapshotsDir(dataDir string) string { return filepath.Join(dataDir, snapsho
 // Snapshot copies the node's data as it is now into a new snapshot called
 // name (empty: the time, SnapshotName). Every write acknowledged before the
 // call is in it.
+//
+// A name starting "auto-" is the schedule's (its snapshots are pruned) and
+// refused, as is a snapshot on a node low on disk: its tables would stay
+// on disk after compactions replace them, taking the space the node
+// needs to take writes again.
 func (n *Node) Snapshot(name string) (SnapshotInfo, error) {
+	if strings.HasPrefix(name, autoSnapshotPrefix) {
+		return SnapshotInfo{}, status.Errorf(codes.InvalidArgument, "snapshot name %q: names starting %q are the schedule's, which deletes old ones: choose another", name, autoSnapshotPrefix)
+	}
+	if n.DiskLow() {
+		return SnapshotInfo{}, status.Errorf(codes.FailedPrecondition, "node %s is low on disk: a snapshot would keep tables compactions free; free space or delete snapshots first (meridian snapshot list / delete)", n.ID())
+	}
+	return n.snapshot(name)
+}
+
+// snapshot is Snapshot without its checks of the name and the disk (the
+// schedule makes "auto-" names, and checks the disk itself).
+func (n *Node) snapshot(name string) (SnapshotInfo, error) {
 	if n.checkpoint == nil {
 		return SnapshotInfo{}, status.Errorf(codes.FailedPrecondition, "node %s keeps its data in memory: snapshots need the pebble engine", n.ID())
 	}

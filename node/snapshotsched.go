@@ -2,8 +2,8 @@ package node
 
 import (
 	"context"
+	"regexp"
 	"sort"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -37,6 +37,12 @@ const DefaultSnapshotReads = 2
 // MinSnapshotInterval is the shortest snapshot-interval accepted.
 const MinSnapshotInterval = time.Second
 
+// autoSnapshotRE matches exactly the names autoSnapshotName makes: only
+// those are the schedule's to prune.
+var autoSnapshotRE = regexp.MustCompile(`^auto-\d{8}T\d{6}Z$`)
+
+func isAutoSnapshotName(name string) bool { return autoSnapshotRE.MatchString(name) }
+
 // autoSnapshotName is the name of the scheduled snapshot of boundary b.
 func autoSnapshotName(b time.Time) string { return autoSnapshotPrefix + SnapshotName(b) }
 
@@ -51,7 +57,7 @@ func snapshotBoundary(t time.Time, every time.Duration) time.Time {
 func autoSnapshotsToPrune(names []string, keep int) []string {
 	var auto []string
 	for _, n := range names {
-		if strings.HasPrefix(n, autoSnapshotPrefix) {
+		if isAutoSnapshotName(n) {
 			auto = append(auto, n)
 		}
 	}
@@ -106,7 +112,7 @@ func (n *Node) scheduledSnapshot(b time.Time, keep int) {
 		n.sched.skipped.Add(1)
 		n.log.Warn("scheduled snapshot skipped: low on disk (a snapshot would keep tables that compactions free)", "name", name)
 	} else {
-		switch _, err := n.Snapshot(name); {
+		switch _, err := n.snapshot(name); {
 		case err == nil:
 			n.sched.taken.Add(1)
 			n.sched.lastOK.Store(n.now().Unix())

@@ -50,6 +50,9 @@ func TestAutoSnapshotsToPrune(t *testing.T) {
 		{"auto-20261202T180000Z before-upgrade auto-20261202T000000Z auto-20261202T120000Z auto-20261202T060000Z", 2,
 			"auto-20261202T000000Z auto-20261202T060000Z"},
 		{"auto-20261202T120000Z 20261201T000000Z auto-20261202T180000Z", 1, "auto-20261202T120000Z"},
+		// Only the schedule's names: one taken by hand (before "auto-"
+		// was reserved) or copied in under another name is not pruned.
+		{"auto-1.4-upgrade auto-20261202T120000Z auto-20261202T180000Z auto-20261202T180000Z.bak", 1, "auto-20261202T120000Z"},
 	}
 	for _, c := range cases {
 		got := strings.Join(autoSnapshotsToPrune(strings.Fields(c.names), c.keep), " ")
