@@ -231,7 +231,14 @@ func (n *Node) checkFault(f Fault) error {
 		{"from_dcs", f.FromDCs, func(s string) bool { return dcs[s] }, slices.Sorted(maps.Keys(dcs))},
 		{"to_dcs", f.ToDCs, func(s string) bool { return dcs[s] }, slices.Sorted(maps.Keys(dcs))},
 	} {
+		seen := make(map[string]bool, len(sel.names))
 		for _, name := range sel.names {
+			if seen[name] {
+				// (Each is kept with the fault and scanned on every call:
+				// a list of one name repeated is only memory and time.)
+				return invalid("%s names %q twice: name each once", sel.field, name)
+			}
+			seen[name] = true
 			if !sel.known(name) {
 				return invalid("%s names %q, which is not in the cluster (known: %s)", sel.field, name, strings.Join(sel.all, ", "))
 			}

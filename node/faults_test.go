@@ -191,6 +191,13 @@ func TestFaultDiskFull(t *testing.T) {
 	if _, err := admin.InjectFault(ctx, &adminv1.InjectFaultRequest{Fault: &adminv1.Fault{Kind: "disk-full", ToNodes: []string{n.ID()}, TtlSeconds: 600}}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("disk-full with targets: %v, want INVALID_ARGUMENT", err)
 	}
+	// A node named twice (a list of one name repeated is only memory,
+	// and time scanned on every call) and a node not in the cluster.
+	for _, from := range [][]string{{n.ID(), n.ID()}, {"n9"}} {
+		if _, err := admin.InjectFault(ctx, &adminv1.InjectFaultRequest{Fault: &adminv1.Fault{Kind: "disk-full", FromNodes: from, TtlSeconds: 600}}); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("disk-full from %v: %v, want INVALID_ARGUMENT", from, err)
+		}
+	}
 	inj, err := admin.InjectFault(ctx, &adminv1.InjectFaultRequest{Fault: &adminv1.Fault{Kind: "disk-full", TtlSeconds: 600}})
 	if err != nil {
 		t.Fatal(err)
