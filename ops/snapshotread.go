@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -58,6 +59,9 @@ func (s *Server) ReadSnapshot(req *adminv1.ReadSnapshotRequest, stream adminv1.A
 // SHA-256; decorate sees every chunk before it is sent.
 func sendSnapshotFile(stream adminv1.Admin_ReadSnapshotServer, path, rel string, decorate func(*adminv1.SnapshotChunk)) error {
 	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return status.Errorf(codes.NotFound, "snapshot file %s is gone: the snapshot was deleted while it was being read (snapshot delete, or the schedule pruning it); list the snapshots and download one that is kept", rel)
+	}
 	if err != nil {
 		return status.Errorf(codes.Internal, "read snapshot file %s: %v", rel, err)
 	}
