@@ -231,7 +231,7 @@ func (n *Node) checkFault(f Fault) error {
 		{"from_dcs", f.FromDCs, func(s string) bool { return dcs[s] }, slices.Sorted(maps.Keys(dcs))},
 		{"to_dcs", f.ToDCs, func(s string) bool { return dcs[s] }, slices.Sorted(maps.Keys(dcs))},
 	} {
-		seen := make(map[string]bool, len(sel.names))
+		seen := map[string]bool{}
 		for _, name := range sel.names {
 			if seen[name] {
 				// (Each is kept with the fault and scanned on every call:
