@@ -278,11 +278,10 @@ func TestServeWriteHintRefused(t *testing.T) {
 	}
 }
 
-// TestHintHandedToItsTarget: a hint naming this node or a node no longer
-// a member (handed over by a node leaving the cluster) is merged when
-// this node replicates the key's partition by its agreed ring, and
-// refused, nothing stored, when it does not.
-func TestHintHandedToItsTarget(t *testing.T) {
+// twoNodesOneReplica is a topology of n1 and n2 with keyspace "ks" at
+// one replica per key, and n1's (empty) store.
+func twoNodesOneReplica(t *testing.T) (*membership.Topology, *replica.Store) {
+	t.Helper()
 	topo, err := membership.NewTopology(1, 16, []membership.NodeInfo{
 		{Node: placement.Node{ID: "n1", DC: "dc1", Rack: "r1", Weight: 1}},
 		{Node: placement.Node{ID: "n2", DC: "dc1", Rack: "r2", Weight: 1}},
@@ -294,6 +293,15 @@ func TestHintHandedToItsTarget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return topo, store
+}
+
+// TestHintHandedToItsTarget: a hint naming this node or a node no longer
+// a member (handed over by a node leaving the cluster) is merged when
+// this node replicates the key's partition by its agreed ring, and
+// refused, nothing stored, when it does not.
+func TestHintHandedToItsTarget(t *testing.T) {
+	topo, store := twoNodesOneReplica(t)
 	c := &Coordinator{cfg: Config{NodeID: "n1", Store: store, Now: time.Now, Topology: func() *membership.Topology { return topo }}}
 	ks, _ := topo.Keyspace("ks")
 	born := time.Now().Add(-time.Minute).UnixNano() // a hint handed on
@@ -350,17 +358,7 @@ func TestHintHandedToItsTarget(t *testing.T) {
 // compute, and the node keeps no tree for it; for a partition it
 // replicates the tree is kept.
 func TestMerkleAnswersForPartitionsNotHeld(t *testing.T) {
-	topo, err := membership.NewTopology(1, 16, []membership.NodeInfo{
-		{Node: placement.Node{ID: "n1", DC: "dc1", Rack: "r1", Weight: 1}},
-		{Node: placement.Node{ID: "n2", DC: "dc1", Rack: "r2", Weight: 1}},
-	}, []membership.KeyspaceSpec{{Name: "ks", Replication: map[string]int{"dc1": 1}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := replica.Open(memory.New(), "n1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	topo, store := twoNodesOneReplica(t)
 	c := &Coordinator{cfg: Config{NodeID: "n1", Store: store, Topology: func() *membership.Topology { return topo }}}
 	ks, _ := topo.Keyspace("ks")
 	mine, theirs := -1, -1
