@@ -265,10 +265,8 @@ func (m *MetaLog) Apply(ctx context.Context, c Command) (uint64, error) {
 	// stored in every member's log first. (The log's order still
 	// decides: an entry in flight may change the state before this one
 	// applies, which Apply then judges again.)
-	if st := m.State(); !c.IsInit() && st.Initialized() {
-		if err := st.Clone().Apply(c); err != nil && !IsUnchanged(err) {
-			return st.Epoch, &RefusedError{Err: err}
-		}
+	if epoch, err := m.fsm.try(c); err != nil {
+		return epoch, &RefusedError{Err: err}
 	}
 	f := m.raft.Apply(entry, timeout)
 	if err := f.Error(); err != nil {
@@ -524,6 +522,22 @@ func (f *metaFSM) current() *MetaState {
 		return &MetaState{}
 	}
 	return f.snap
+}
+
+// try applies c to a copy of the state the log has applied so far and
+// returns the refusal, if any (nil for an init, or before one: those are
+// judged by the log alone). The copy is taken under the lock Apply holds
+// (the published states are handed to onChange, which adds its cache).
+func (f *metaFSM) try(c Command) (epoch uint64, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c.IsInit() || !f.state.Initialized() {
+		return f.state.Epoch, nil
+	}
+	if err := f.state.Clone().Apply(c); err != nil && !IsUnchanged(err) {
+		return f.state.Epoch, err
+	}
+	return f.state.Epoch, nil
 }
 
 func (f *metaFSM) Apply(l *raft.Log) any {
