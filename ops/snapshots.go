@@ -99,11 +99,19 @@ func (s *Server) ListSnapshots(ctx context.Context, req *adminv1.ListSnapshotsRe
 			return c.ListSnapshots(ctx, local)
 		})
 	answers, unreach, refused := split(out)
-	if ids := slices.Sorted(maps.Keys(refused)); len(ids) > 0 {
+	return listAnswer(answers, unreach, refused)
+}
+
+// listAnswer joins the nodes' lists. A node that refused is named in
+// failed, with its reason, and the others' snapshots are listed (one
+// node's unreadable directory must not hide every node's); only when
+// every node that answered refused is the first refusal the answer.
+func listAnswer(answers []*adminv1.ListSnapshotsResponse, unreach []string, refused map[string]error) (*adminv1.ListSnapshotsResponse, error) {
+	if ids := slices.Sorted(maps.Keys(refused)); len(ids) > 0 && len(answers) == 0 {
 		err := refused[ids[0]]
 		return nil, status.Errorf(status.Code(err), "%s: %s", ids[0], status.Convert(err).Message())
 	}
-	resp := &adminv1.ListSnapshotsResponse{Unreachable: unreach}
+	resp := &adminv1.ListSnapshotsResponse{Unreachable: unreach, Failed: failures(refused)}
 	for _, a := range answers {
 		resp.Snapshots = append(resp.Snapshots, a.GetSnapshots()...)
 	}

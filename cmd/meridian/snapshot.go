@@ -135,6 +135,9 @@ func newSnapshotListCmd(f *adminFlags) *cobra.Command {
 				for _, id := range resp.GetUnreachable() {
 					fmt.Fprintf(cmd.OutOrStdout(), "%s: unreachable, its snapshots are not listed\n", id)
 				}
+				for _, f := range resp.GetFailed() {
+					fmt.Fprintf(cmd.OutOrStdout(), "%s (its snapshots are not listed)\n", f)
+				}
 				return nil
 			})
 		},

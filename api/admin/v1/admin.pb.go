@@ -443,9 +443,12 @@ func (x *ListSnapshotsRequest) GetLocalOnly() bool {
 }
 
 type ListSnapshotsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Snapshots     []*Snapshot            `protobuf:"bytes,1,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
-	Unreachable   []string               `protobuf:"bytes,2,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Snapshots   []*Snapshot            `protobuf:"bytes,1,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
+	Unreachable []string               `protobuf:"bytes,2,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
+	// "node: reason" for each node that refused to list its snapshots (the
+	// others' are listed).
+	Failed        []string `protobuf:"bytes,3,rep,name=failed,proto3" json:"failed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -490,6 +493,13 @@ func (x *ListSnapshotsResponse) GetSnapshots() []*Snapshot {
 func (x *ListSnapshotsResponse) GetUnreachable() []string {
 	if x != nil {
 		return x.Unreachable
+	}
+	return nil
+}
+
+func (x *ListSnapshotsResponse) GetFailed() []string {
+	if x != nil {
+		return x.Failed
 	}
 	return nil
 }
@@ -4248,10 +4258,11 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\x06failed\x18\x03 \x03(\tR\x06failed\"5\n" +
 	"\x14ListSnapshotsRequest\x12\x1d\n" +
 	"\n" +
-	"local_only\x18\x01 \x01(\bR\tlocalOnly\"k\n" +
+	"local_only\x18\x01 \x01(\bR\tlocalOnly\"\x83\x01\n" +
 	"\x15ListSnapshotsResponse\x120\n" +
 	"\tsnapshots\x18\x01 \x03(\v2\x12.admin.v1.SnapshotR\tsnapshots\x12 \n" +
-	"\vunreachable\x18\x02 \x03(\tR\vunreachable\"J\n" +
+	"\vunreachable\x18\x02 \x03(\tR\vunreachable\x12\x16\n" +
+	"\x06failed\x18\x03 \x03(\tR\x06failed\"J\n" +
 	"\x15DeleteSnapshotRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
