@@ -128,8 +128,18 @@ func (s *Server) planView(ctx context.Context, st *membership.MetaState, sizes b
 			out.BytesToMove += m.Bytes
 		}
 	}
+	out.MovesTotal = uint32(len(out.Moves))
+	if len(out.Moves) > MaxPlanMovesListed {
+		// A large ring with many keyspaces has millions of moves: listed,
+		// the answer would pass the message limit (and the step would be
+		// in the plan with no answer to show it).
+		out.Moves = out.Moves[:MaxPlanMovesListed]
+	}
 	return out, nil
 }
+
+// MaxPlanMovesListed is the most moves a plan answer lists.
+const MaxPlanMovesListed = 20000
 
 func ids(reps []placement.Replica) []string {
 	out := make([]string, len(reps))

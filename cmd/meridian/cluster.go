@@ -569,9 +569,10 @@ func writePlan(w io.Writer, p *adminv1.Plan, v planView) error {
 		fmt.Fprintf(w, "  %d. %s\n", i+1, formatOp(o))
 	}
 	moves := p.GetMoves()
+	total := max(int(p.GetMovesTotal()), len(moves))
 	fmt.Fprint(w, changeCount(p.GetPartitionsChanged()))
-	if len(moves) != int(p.GetPartitionsChanged()) {
-		fmt.Fprintf(w, " (%s across keyspaces)", plural(len(moves), "move"))
+	if total != int(p.GetPartitionsChanged()) {
+		fmt.Fprintf(w, " (%s across keyspaces)", plural(total, "move"))
 	}
 	fmt.Fprintln(w)
 	if len(moves) > 0 {
@@ -594,13 +595,18 @@ func writePlan(w io.Writer, p *adminv1.Plan, v planView) error {
 		if err := tw.Flush(); err != nil {
 			return err
 		}
-		if n := len(moves) - len(shown); n > 0 {
+		switch n := total - len(shown); {
+		case n > 0 && len(shown) < len(moves) && len(moves) == total:
 			fmt.Fprintf(w, "... and %d more (--all lists every move)\n", n)
+		case n > 0 && len(shown) < len(moves):
+			fmt.Fprintf(w, "... and %d more (--all lists the first %d)\n", n, len(moves))
+		case n > 0:
+			fmt.Fprintf(w, "... and %d more (an answer lists the first %d)\n", n, len(moves))
 		}
 	}
 	if unsized := int(p.GetUnsizedMoves()); v.sizes && unsized > 0 {
 		fmt.Fprintf(w, "at least %s to stream in total (estimated from one current replica of each partition): %s of %d could not be sized, their source replica did not answer (BYTES ?), and count as 0 in the total; show the sizes again once it is up\n",
-			formatBytes(p.GetBytesToMove()), plural(unsized, "move"), len(moves))
+			formatBytes(p.GetBytesToMove()), plural(unsized, "move"), total)
 	} else if v.sizes {
 		fmt.Fprintf(w, "%s to stream in total (estimated from one current replica of each partition)\n", formatBytes(p.GetBytesToMove()))
 	} else if len(moves) > 0 {

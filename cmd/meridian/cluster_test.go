@@ -134,6 +134,28 @@ start it with ` + "`meridian cluster commit --plan b2c3a24c` (this plan only), o
 			rows:   120,
 		},
 		{
+			// The server listed 120 of 30,000 moves (MaxPlanMovesListed).
+			name: "more moves than an answer lists",
+			plan: func() *adminv1.Plan {
+				p := manyMoves(120)
+				p.MovesTotal, p.PartitionsChanged = 30000, 15000
+				return p
+			}(),
+			has:  []string{"15000 partitions change (30000 moves across keyspaces)\n", "... and 29950 more (--all lists the first 120)\n"},
+			rows: 50,
+		},
+		{
+			name: "more moves than an answer lists, --all",
+			plan: func() *adminv1.Plan {
+				p := manyMoves(120)
+				p.MovesTotal = 30000
+				return p
+			}(),
+			view: planView{all: true},
+			has:  []string{"... and 29880 more (an answer lists the first 120)\n"},
+			rows: 120,
+		},
+		{
 			name:   "exactly 50",
 			plan:   manyMoves(50),
 			hasNot: []string{"more"},

@@ -1508,7 +1508,10 @@ type Plan struct {
 	Epoch uint64 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	// Moves whose size could not be read (their source replica did not
 	// answer): their bytes are 0, and bytes_to_move is a lower bound.
-	UnsizedMoves  uint32 `protobuf:"varint,6,opt,name=unsized_moves,json=unsizedMoves,proto3" json:"unsized_moves,omitempty"`
+	UnsizedMoves uint32 `protobuf:"varint,6,opt,name=unsized_moves,json=unsizedMoves,proto3" json:"unsized_moves,omitempty"`
+	// Every move of the plan: moves lists at most the first 20,000 (the
+	// counts and bytes_to_move cover them all).
+	MovesTotal    uint32 `protobuf:"varint,7,opt,name=moves_total,json=movesTotal,proto3" json:"moves_total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1581,6 +1584,13 @@ func (x *Plan) GetEpoch() uint64 {
 func (x *Plan) GetUnsizedMoves() uint32 {
 	if x != nil {
 		return x.UnsizedMoves
+	}
+	return 0
+}
+
+func (x *Plan) GetMovesTotal() uint32 {
+	if x != nil {
+		return x.MovesTotal
 	}
 	return 0
 }
@@ -4335,14 +4345,16 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\x03old\x18\x03 \x03(\tR\x03old\x12\x10\n" +
 	"\x03new\x18\x04 \x03(\tR\x03new\x12\x14\n" +
 	"\x05bytes\x18\x05 \x01(\x04R\x05bytes\x12\x18\n" +
-	"\aunsized\x18\x06 \x01(\bR\aunsized\"\xe2\x01\n" +
+	"\aunsized\x18\x06 \x01(\bR\aunsized\"\x83\x02\n" +
 	"\x04Plan\x12\"\n" +
 	"\x03ops\x18\x01 \x03(\v2\x10.admin.v1.PlanOpR\x03ops\x12(\n" +
 	"\x05moves\x18\x02 \x03(\v2\x12.admin.v1.PlanMoveR\x05moves\x12-\n" +
 	"\x12partitions_changed\x18\x03 \x01(\rR\x11partitionsChanged\x12\"\n" +
 	"\rbytes_to_move\x18\x04 \x01(\x04R\vbytesToMove\x12\x14\n" +
 	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\x12#\n" +
-	"\runsized_moves\x18\x06 \x01(\rR\funsizedMoves\"6\n" +
+	"\runsized_moves\x18\x06 \x01(\rR\funsizedMoves\x12\x1f\n" +
+	"\vmoves_total\x18\a \x01(\rR\n" +
+	"movesTotal\"6\n" +
 	"\x12ClusterPlanRequest\x12 \n" +
 	"\x02op\x18\x01 \x01(\v2\x10.admin.v1.PlanOpR\x02op\".\n" +
 	"\x16ClusterPlanShowRequest\x12\x14\n" +
