@@ -111,8 +111,12 @@ type Handoff struct {
 	// agedLogged is when a hint dropped for its age was last logged at
 	// warning level (time.Time).
 	agedLogged atomic.Value
-	mu         sync.Mutex
-	state      map[string]*delivery
+	// deniedAt is when a target last refused this node as not a member
+	// (Unix nanoseconds; 0: never): a node removed while it was down
+	// never applies its removal, so its own metadata cannot say so.
+	deniedAt atomic.Int64
+	mu       sync.Mutex
+	state    map[string]*delivery
 }
 
 // delivery is the per-target state between rounds.
@@ -254,7 +258,7 @@ func (h *Handoff) DeliverOnce(ctx context.Context) (int, error) {
 			h.Logger.Log(ctx, level, "hints for a node outside the topology: handed to the current replicas of their partitions, or dropped", "target", t, "handed", moved, "dropped", dropped, "kept_for_next_round", kept)
 			continue
 		}
-		if h.Removed != nil && h.Removed() {
+		if h.Removed != nil && h.Removed() || h.deniedRecently() {
 			handed, err := h.handOver(ctx, t)
 			if err != nil {
 				return 0, err
@@ -459,6 +463,9 @@ func (h *Handoff) deliverTarget(ctx context.Context, t string) (delivered int, e
 			if ctx.Err() != nil {
 				return delivered, nil
 			}
+			if status.Code(werr) == codes.PermissionDenied {
+				h.deniedAt.Store(h.Now().UnixNano())
+			}
 			first := d.backoff == 0
 			d.backoff = min(max(2*d.backoff, h.MinBackoff), h.MaxBackoff)
 			d.retryAt = h.Now().Add(d.backoff)
@@ -537,6 +544,15 @@ func (h *Handoff) dropUndelivered(hint Hint, gone bool) error {
 	h.Logger.Log(context.Background(), level, "dropped a hint older than the tombstone grace: delivered now, it could bring back a value deleted since; its partition is marked for repair (meridian_hints_dropped_total{reason=\"aged\"} counts them)",
 		"target", hint.Target, "keyspace", hint.Keyspace, "partition", hint.Loc.Partition, "first_hinted", hint.Born)
 	return h.Log.drop(hint, DropAged)
+}
+
+// deniedRecently reports whether a target refused this node as not a
+// member within the last minute: its hints then go as hand-overs (which
+// peers take from a removed node) until a minute passes and a delivery
+// is tried again.
+func (h *Handoff) deniedRecently() bool {
+	at := h.deniedAt.Load()
+	return at != 0 && h.Now().Sub(time.Unix(0, at)) < time.Minute
 }
 
 // handOver sends up to Batch (and BatchBytes) of t's hints, from where

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	internalv1 "github.com/meridiankv/meridian/api/internalapi/v1"
 	"github.com/meridiankv/meridian/engine/memory"
 	"github.com/meridiankv/meridian/replica"
@@ -247,6 +250,53 @@ func TestRemovedNodeHandsEveryHintOver(t *testing.T) {
 	}
 	if s := statsFor(l, "up"); s.Count+statsFor(l, "away").Count != 0 || s.Quarantined != 1 {
 		t.Fatalf("still held: up %+v, away %+v; want none, the bad hint quarantined", s, statsFor(l, "away"))
+	}
+}
+
+// TestDeniedNodeHandsItsHintsOver: a node its peers refuse as not a
+// member (removed while it was down, it never applied its removal, so it
+// does not know) hands its hints over, as a removed node does, once a
+// delivery was refused so; it tries plain delivery again a minute later.
+func TestDeniedNodeHandsItsHintsOver(t *testing.T) {
+	c := newClock()
+	l, err := NewHintLog(memory.New(), HintLogConfig{Window: time.Hour, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store(t, l, "up", "k"); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []string
+	peers := writerFunc(func(_ context.Context, node string, req *internalv1.WriteRequest) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if req.GetHintFor() == "" {
+			got = append(got, node+" plain: denied")
+			return status.Error(codes.PermissionDenied, `node "n4" is not a member of this cluster`)
+		}
+		got = append(got, node+" hint_for="+req.GetHintFor())
+		return nil
+	})
+	h := &Handoff{Log: l, Peers: peers, Live: liveExcept{}, Now: c.Now, Rate: 1e6, Self: "n4", Batch: 8,
+		MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond,
+		Removed: func() bool { return false }, // its own metadata says it is a member
+		Place:   func(string, replica.Loc) ([]string, bool) { return []string{"up", "n2"}, false }}
+	for range 2 {
+		if _, err := h.DeliverOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		c.Advance(time.Second)
+	}
+	mu.Lock()
+	sent := slices.Clone(got)
+	mu.Unlock()
+	if want := []string{"up plain: denied", "up hint_for=up"}; !slices.Equal(sent, want) || statsFor(l, "up").Count != 0 {
+		t.Fatalf("sent %v, still held %d; want %v and nothing held", sent, statsFor(l, "up").Count, want)
+	}
+	c.Advance(time.Minute)
+	if h.deniedRecently() {
+		t.Fatal("still handing over a minute after the last refusal: plain delivery is never tried again")
 	}
 }
 
