@@ -533,12 +533,8 @@ func (n *Node) removedSender(ctx context.Context, method string, req any) error 
 	if n.mayTalk(id) {
 		return nil
 	}
-	meta := n.Topology().Meta
-	if meta == nil {
-		return status.Errorf(codes.PermissionDenied, "node %q is not a member of this cluster", id)
-	}
-	m, ok := meta.Members[id]
-	if !ok || m.State != membership.StateRemoved {
+	m, ok := n.removedMember(id)
+	if !ok {
 		return status.Errorf(codes.PermissionDenied, "node %q is not a member of this cluster", id)
 	}
 	w, ok := req.(*internalv1.WriteRequest)
@@ -561,7 +557,7 @@ func (n *Node) removedSender(ctx context.Context, method string, req any) error 
 	// Its metadata stopped at its removal: a keyspace dropped and created
 	// again under the same name since is not the one its hint is for
 	// (allowing, again, a minute for clocks that differ).
-	if ks, ok := meta.Keyspaces[w.GetKeyspace()]; ok && time.Unix(0, ks.CreatedAt).After(time.Unix(0, born).Add(time.Minute)) {
+	if ks, ok := n.Topology().Meta.Keyspaces[w.GetKeyspace()]; ok && time.Unix(0, ks.CreatedAt).After(time.Unix(0, born).Add(time.Minute)) {
 		return status.Errorf(codes.PermissionDenied, "keyspace %q was created after the hint from removed node %q was written: its hint is for a keyspace dropped since", w.GetKeyspace(), id)
 	}
 	return nil

@@ -921,12 +921,18 @@ func (n *Node) leaving() bool {
 // wasRemoved reports whether the agreed metadata records node id as
 // removed from the cluster (a member once, its certificate still valid).
 func (n *Node) wasRemoved(id string) bool {
-	meta := n.Topology().Meta
-	if meta == nil {
-		return false
+	_, ok := n.removedMember(id)
+	return ok
+}
+
+// removedMember is node id's record when the agreed metadata records it
+// as removed.
+func (n *Node) removedMember(id string) (membership.MemberRecord, bool) {
+	m, ok := n.Topology().Meta.Member(id) // (Member is safe on a nil state)
+	if !ok || m.State != membership.StateRemoved {
+		return membership.MemberRecord{}, false
 	}
-	m, ok := meta.Members[id]
-	return ok && m.State == membership.StateRemoved
+	return m, true
 }
 
 // Faults is the node's outgoing fault injector, for tests and drills.

@@ -613,8 +613,8 @@ func (h *Handoff) handOver(ctx context.Context, t string) (handed int, err error
 			continue
 		}
 		enc := hint.Set.Encode()
-		if slices.Contains(nodes, t) {
-			nodes = append([]string{t}, slices.DeleteFunc(slices.Clone(nodes), func(n string) bool { return n == t })...)
+		if i := slices.Index(nodes, t); i > 0 { // t first: it merges its own hint
+			nodes = slices.Insert(slices.Delete(slices.Clone(nodes), i, i+1), 0, t)
 		}
 		for _, n := range nodes {
 			if n == h.Self || failed[n] || !h.Live.Alive(n) || h.Live.DiskLow(n) {
